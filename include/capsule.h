@@ -1,0 +1,216 @@
+/* capsule: a sandbox runtime. This is the one public header of libcapsule.
+ *
+ * Conventions (docs/errors.md):
+ *  - Every call that can fail returns 0 (or a non-negative count) on success and a negative
+ *    errno-style code on failure, and fills the optional `capsule_error *err` (pass NULL when
+ *    you do not want the message) with a one-line human message naming what went wrong.
+ *  - Handles are opaque. Every `_free` accepts NULL.
+ *  - Output parameters come first after the handle; `err` is always last.
+ *  - The library never prints and never exits; it does not install signal handlers.
+ *  - Every file descriptor it opens is O_CLOEXEC.
+ */
+#ifndef CAPSULE_H
+#define CAPSULE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define CAPSULE_API __attribute__((visibility("default")))
+#else
+#define CAPSULE_API
+#endif
+
+#define CAPSULE_VERSION_STRING "0.1.0"
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+typedef struct capsule_error {
+	int code;          /* positive errno value, 0 when no error */
+	char message[512]; /* one line, no trailing newline */
+} capsule_error;
+
+/* Clear an error object. */
+CAPSULE_API void capsule_error_clear(capsule_error *err);
+
+/* ---- configuration -------------------------------------------------------------------- */
+
+typedef enum capsule_isolation {
+	CAPSULE_ISOLATION_CONTAINER = 0, /* namespaces + seccomp + cgroups (default) */
+	CAPSULE_ISOLATION_VM = 1,        /* a QEMU microVM */
+} capsule_isolation;
+
+/* A sandbox configuration: a builder. Setters validate their input at once and return an
+ * error that names the bad value, so nothing is started from a bad configuration. */
+typedef struct capsule_config capsule_config;
+
+CAPSULE_API int capsule_config_new(capsule_config **out, capsule_error *err);
+CAPSULE_API void capsule_config_free(capsule_config *cfg);
+/* Name: [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}. Without a name the sandbox gets a generated one. */
+CAPSULE_API int capsule_config_set_name(capsule_config *cfg, const char *name, capsule_error *err);
+/* Image reference; "host" (the default) is the host's /usr read-only with a fresh /etc. */
+CAPSULE_API int capsule_config_set_image(capsule_config *cfg, const char *image, capsule_error *err);
+CAPSULE_API int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err);
+/* Limits; 0 means no limit. */
+CAPSULE_API int capsule_config_set_memory_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
+CAPSULE_API int capsule_config_set_cpus_milli(capsule_config *cfg, uint32_t millicpus, capsule_error *err);
+CAPSULE_API int capsule_config_set_pids_limit(capsule_config *cfg, uint32_t pids, capsule_error *err);
+/* Parsing helpers for the same limits, accepting what docker accepts: "512M", "1.5G", "1.5". */
+CAPSULE_API int capsule_config_set_memory(capsule_config *cfg, const char *size, capsule_error *err);
+CAPSULE_API int capsule_config_set_cpus(capsule_config *cfg, const char *cpus, capsule_error *err);
+/* Hostname inside the sandbox (default: the sandbox's name). */
+CAPSULE_API int capsule_config_set_hostname(capsule_config *cfg, const char *hostname, capsule_error *err);
+/* Environment given to every command ("KEY=VALUE"); per-exec env is added on top. */
+CAPSULE_API int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_error *err);
+/* A detached sandbox outlives the process that created it and lives until stopped; an
+ * ephemeral one (the default) dies when its creator closes it or exits, even on SIGKILL. */
+CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);
+/* How long start may take before it fails (default 10 s for containers). */
+CAPSULE_API int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule_error *err);
+
+/* Progress of a start: stage is a short static string ("prepare", "namespaces", "rootfs",
+ * "agent", "ready"); current/total count stages. Called on the caller's thread. */
+typedef void (*capsule_progress_fn)(const char *stage, uint64_t current, uint64_t total, void *payload);
+CAPSULE_API int capsule_config_set_progress(capsule_config *cfg, capsule_progress_fn fn, void *payload,
+					    capsule_error *err);
+
+/* ---- sandboxes ------------------------------------------------------------------------ */
+
+typedef struct capsule_sandbox capsule_sandbox;
+
+/* Create and start a sandbox. On failure nothing is left behind. */
+CAPSULE_API int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg, capsule_error *err);
+/* Attach to an existing sandbox by name (running or stopped). */
+CAPSULE_API int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error *err);
+/* Start a stopped named sandbox again, with its configuration and filesystem. */
+CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
+/* Graceful stop: SIGTERM to every process in the sandbox, SIGKILL after timeout_ms; 0 kills
+ * at once (docker stop -t 0). Returns when the sandbox is down. An ephemeral sandbox is
+ * removed by its stop; a named one stays, stopped, until removed. Stopping a stopped sandbox
+ * succeeds. */
+#define CAPSULE_STOP_TIMEOUT_DEFAULT_MS 10000
+CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
+/* Remove a sandbox and everything it owns. A running one is refused unless force (then it is
+ * killed first). */
+CAPSULE_API int capsule_sandbox_remove(const char *name, bool force, capsule_error *err);
+/* Release the handle. For an ephemeral sandbox created through this handle, this ends it. */
+CAPSULE_API void capsule_sandbox_free(capsule_sandbox *sb);
+
+CAPSULE_API const char *capsule_sandbox_name(const capsule_sandbox *sb);
+CAPSULE_API bool capsule_sandbox_is_running(const capsule_sandbox *sb);
+CAPSULE_API capsule_isolation capsule_sandbox_isolation(const capsule_sandbox *sb);
+
+/* A snapshot of what a sandbox is; strings are owned by the info. */
+typedef struct capsule_sandbox_info {
+	char name[64];
+	char state[16]; /* "running", "stopped" */
+	char image[256];
+	capsule_isolation isolation;
+	bool detached;
+	pid_t shim_pid;  /* 0 when not running */
+	pid_t init_pid;  /* the agent's pid on the host, 0 when not running */
+	uint64_t memory_bytes;
+	uint32_t cpus_milli;
+	uint32_t pids_limit;
+	int64_t created_unix;
+	int64_t started_unix;
+	char hostname[64];
+} capsule_sandbox_info;
+
+CAPSULE_API int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, capsule_error *err);
+/* inspect as a JSON document (malloc'd, caller frees). */
+CAPSULE_API int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_error *err);
+/* Every sandbox under $CAPSULE_HOME. *out is malloc'd, caller frees. Stale entries left by a
+ * killed shim are cleaned up by this call. */
+CAPSULE_API int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_error *err);
+
+/* ---- commands ------------------------------------------------------------------------- */
+
+typedef struct capsule_process capsule_process;
+
+#define CAPSULE_EXEC_OPTIONS_VERSION 1
+typedef struct capsule_exec_options {
+	unsigned version;          /* CAPSULE_EXEC_OPTIONS_VERSION */
+	const char *const *argv;   /* NULL-terminated; or NULL with `shell` set */
+	const char *shell;         /* run as `sh -c SHELL` when argv is NULL */
+	const char *const *env;    /* NULL-terminated "K=V" list added to the sandbox env */
+	const char *cwd;           /* working directory inside the sandbox (default "/" or /root) */
+	const char *user;          /* "name", "uid" or "uid:gid" inside the sandbox; default root */
+	bool tty;                  /* a pseudo-terminal for stdin/stdout (stderr joins stdout) */
+	uint16_t rows, cols;       /* initial window size with tty */
+	bool stdin_open;           /* else stdin is /dev/null */
+	uint32_t timeout_ms;       /* 0: none; on expiry the whole process group is killed */
+	bool detach;               /* background: no streams, outlives the calling connection */
+} capsule_exec_options;
+#define CAPSULE_EXEC_OPTIONS_INIT { .version = CAPSULE_EXEC_OPTIONS_VERSION }
+
+typedef struct capsule_exit_status {
+	int exit_code;  /* the command's exit code, or 128+signal when killed */
+	int signal;     /* the signal that ended it, 0 if it exited */
+	bool timed_out; /* killed because timeout_ms expired */
+} capsule_exit_status;
+
+/* Start a command. A command that cannot be found fails here with -ENOENT, one that cannot be
+ * executed with -EACCES (the CLI maps them to 127 and 126, as docker does). */
+CAPSULE_API int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *opts,
+				   capsule_error *err);
+
+enum capsule_stream { CAPSULE_STDIN = 0, CAPSULE_STDOUT = 1, CAPSULE_STDERR = 2 };
+
+/* Read the next chunk of output. Returns the number of bytes (> 0) and sets *stream, 0 when
+ * every output stream has ended, or a negative error. Blocks unless the process fd (below)
+ * was polled readable. */
+CAPSULE_API ssize_t capsule_process_read(capsule_process *p, int *stream, void *buf, size_t cap, capsule_error *err);
+/* Write to stdin; blocks under flow control until the sandbox has room for all of it.
+ * Returns the number of bytes taken (all of them when blocking). */
+CAPSULE_API ssize_t capsule_process_write(capsule_process *p, const void *buf, size_t len, capsule_error *err);
+CAPSULE_API int capsule_process_close_stdin(capsule_process *p, capsule_error *err);
+CAPSULE_API int capsule_process_signal(capsule_process *p, int signo, capsule_error *err);
+CAPSULE_API int capsule_process_resize(capsule_process *p, uint16_t rows, uint16_t cols, capsule_error *err);
+/* Wait for the exit status; output not yet read is discarded. */
+CAPSULE_API int capsule_process_wait(capsule_process *p, capsule_exit_status *status, capsule_error *err);
+/* The process's pid inside the sandbox. */
+CAPSULE_API pid_t capsule_process_pid(const capsule_process *p);
+/* A file descriptor that polls readable when capsule_process_read has something to return. */
+CAPSULE_API int capsule_process_fd(const capsule_process *p);
+/* In non-blocking mode, capsule_process_read returns -EAGAIN instead of waiting, and
+ * capsule_process_write may accept fewer bytes (returning how many) instead of waiting for
+ * flow-control credit. Poll capsule_process_fd, then read until -EAGAIN. */
+CAPSULE_API int capsule_process_set_nonblocking(capsule_process *p, bool nonblocking);
+CAPSULE_API void capsule_process_free(capsule_process *p);
+
+/* Convenience: run a command to completion and collect its output (each stream capped at
+ * max_output bytes; the rest is read and dropped). Buffers are malloc'd, caller frees. */
+typedef struct capsule_exec_result {
+	capsule_exit_status status;
+	char *stdout_buf;
+	size_t stdout_len;
+	char *stderr_buf;
+	size_t stderr_len;
+} capsule_exec_result;
+CAPSULE_API int capsule_exec(capsule_exec_result *out, capsule_sandbox *sb, const capsule_exec_options *opts,
+			     const void *stdin_data, size_t stdin_len, size_t max_output, capsule_error *err);
+CAPSULE_API void capsule_exec_result_free(capsule_exec_result *r);
+
+/* Kill a background process (started with detach) by its pid in the sandbox. */
+CAPSULE_API int capsule_sandbox_kill(capsule_sandbox *sb, pid_t pid, int signo, capsule_error *err);
+
+/* ---- host ----------------------------------------------------------------------------- */
+
+/* Where state lives: $CAPSULE_HOME, else /var/lib/capsule for root, else
+ * ~/.local/share/capsule. */
+CAPSULE_API const char *capsule_home(void);
+
+/* What this host supports, as JSON (malloc'd): user namespaces, cgroups, seccomp, overlay... */
+CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,693 @@
+/* capsule-agent main loop: one thread, one epoll set, the shim socket on fd 3.
+ *
+ * Flow control: every output stream starts with CP_INITIAL_WINDOW bytes of credit from the
+ * shim; when it runs out we stop reading the command's pipe, so a slow reader outside slows
+ * the command down instead of making anyone buffer. Stdin works the same way the other way
+ * round: we grant the shim only as much as we have written to the command. */
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "util.h"
+
+#define MAX_PROCS 1024
+#define EXIT_OUTPUT_GRACE_MS 500
+#define STDIN_QUEUE_MAX CP_INITIAL_WINDOW
+
+enum { ROLE_CONTROL = 1, ROLE_SIGNAL, ROLE_STDIN, ROLE_STDOUT, ROLE_STDERR };
+
+struct proc {
+	bool used;
+	uint32_t chan;
+	pid_t pid;
+	bool tty;
+	int fd[3];             /* stdin (write end), stdout, stderr (read ends) */
+	uint32_t credit[3];    /* [1],[2]: bytes we may still send the shim */
+	bool eof_sent[3];
+	uint8_t *inq;          /* stdin bytes received, not yet written */
+	size_t inq_len;
+	bool stdin_eof;        /* the shim closed stdin: close once the queue drains */
+	bool exited;
+	int wait_status;
+	uint64_t exited_at_ms;
+	uint64_t deadline_ms;  /* 0: no timeout */
+	bool timed_out;
+};
+
+static struct agent {
+	int epfd;
+	int ctl;
+	int sigfd;
+	struct cp_rxbuf rx;
+	struct cp_writer w;
+	struct proc procs[MAX_PROCS];
+	struct cp_init init;
+	bool have_init;
+	bool shutting_down;
+	uint64_t shutdown_deadline_ms;
+} A;
+
+static void fatal_exit(void)
+{
+	/* We are PID 1: when we go, the kernel kills everything else in the namespace. */
+	_exit(1);
+}
+
+/* ---- sending ----------------------------------------------------------------------------- */
+
+static void send_frame(void)
+{
+	if (A.w.err)
+		fatal_exit();
+	const uint8_t *p = A.w.buf;
+	size_t left = A.w.len;
+	while (left > 0) {
+		ssize_t n = send(A.ctl, p, left, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = A.ctl, .events = POLLOUT };
+				poll(&pfd, 1, -1);
+				continue;
+			}
+			fatal_exit();
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+}
+
+static void send_error(uint32_t chan, int errnum, const char *msg)
+{
+	struct cp_error_msg m = { .errnum = (uint32_t)errnum, .message = (char *)msg };
+	if (cp_error_encode(&A.w, chan, &m) == 0)
+		send_frame();
+}
+
+static void send_credit(uint32_t chan, uint32_t stream, uint32_t bytes)
+{
+	struct cp_credit m = { .stream = stream, .bytes = bytes };
+	if (cp_credit_encode(&A.w, chan, &m) == 0)
+		send_frame();
+}
+
+/* ---- processes --------------------------------------------------------------------------- */
+
+static struct proc *proc_by_chan(uint32_t chan)
+{
+	for (size_t i = 0; i < MAX_PROCS; i++)
+		if (A.procs[i].used && A.procs[i].chan == chan)
+			return &A.procs[i];
+	return NULL;
+}
+
+static struct proc *proc_by_pid(pid_t pid)
+{
+	for (size_t i = 0; i < MAX_PROCS; i++)
+		if (A.procs[i].used && A.procs[i].pid == pid)
+			return &A.procs[i];
+	return NULL;
+}
+
+static uint64_t ev_key(const struct proc *p, int role)
+{
+	return ((uint64_t)(p - A.procs) << 8) | (uint64_t)role;
+}
+
+static void watch(struct proc *p, int stream, uint32_t events)
+{
+	int role = stream == 0 ? ROLE_STDIN : stream == 1 ? ROLE_STDOUT : ROLE_STDERR;
+	struct epoll_event ev = { .events = events, .data.u64 = ev_key(p, role) };
+	epoll_ctl(A.epfd, EPOLL_CTL_MOD, p->fd[stream], &ev);
+}
+
+static void close_stream(struct proc *p, int stream)
+{
+	if (p->fd[stream] < 0)
+		return;
+	epoll_ctl(A.epfd, EPOLL_CTL_DEL, p->fd[stream], NULL);
+	close(p->fd[stream]);
+	p->fd[stream] = -1;
+}
+
+static void send_eof(struct proc *p, int stream)
+{
+	if (p->eof_sent[stream])
+		return;
+	p->eof_sent[stream] = true;
+	if (cp_data_encode(&A.w, p->chan, (uint16_t)stream, true, NULL, 0) == 0)
+		send_frame();
+}
+
+static void proc_release(struct proc *p)
+{
+	for (int s = 0; s < 3; s++)
+		close_stream(p, s);
+	free(p->inq);
+	memset(p, 0, sizeof(*p));
+}
+
+/* The EXIT frame ends the channel. It goes once the command is gone and its output has been
+ * drained; a grandchild that keeps the pipe open gets a short grace, not a hang. */
+static void proc_maybe_finish(struct proc *p, bool force)
+{
+	if (!p->exited)
+		return;
+	bool drained = p->fd[1] < 0 && p->fd[2] < 0;
+	if (!drained && !force)
+		return;
+	for (int s = 1; s <= 2; s++) {
+		close_stream(p, s);
+		send_eof(p, s);
+	}
+	struct cp_exit m = { 0 };
+	if (WIFEXITED(p->wait_status)) {
+		m.exit_code = WEXITSTATUS(p->wait_status);
+	} else if (WIFSIGNALED(p->wait_status)) {
+		m.signal = (uint32_t)WTERMSIG(p->wait_status);
+		m.exit_code = 128 + (int)m.signal;
+	}
+	m.timed_out = p->timed_out;
+	if (cp_exit_encode(&A.w, p->chan, &m) == 0)
+		send_frame();
+	proc_release(p);
+}
+
+static void read_output(struct proc *p, int stream)
+{
+	static uint8_t buf[CP_DATA_CHUNK];
+	uint32_t want = p->credit[stream] < sizeof(buf) ? p->credit[stream] : (uint32_t)sizeof(buf);
+	if (want == 0) {
+		watch(p, stream, 0);
+		return;
+	}
+	ssize_t n = read(p->fd[stream], buf, want);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* EOF, or EIO from a pty whose last slave fd closed. */
+		close_stream(p, stream);
+		send_eof(p, stream);
+		proc_maybe_finish(p, false);
+		return;
+	}
+	p->credit[stream] -= (uint32_t)n;
+	if (cp_data_encode(&A.w, p->chan, (uint16_t)stream, false, buf, (size_t)n) == 0)
+		send_frame();
+	if (p->credit[stream] == 0)
+		watch(p, stream, 0);
+}
+
+static void flush_stdin(struct proc *p)
+{
+	size_t written = 0;
+	while (p->fd[0] >= 0 && written < p->inq_len) {
+		ssize_t n = write(p->fd[0], p->inq + written, p->inq_len - written);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			/* The command closed its stdin: drop what is queued. */
+			written = p->inq_len;
+			close_stream(p, 0);
+			break;
+		}
+		written += (size_t)n;
+	}
+	if (written) {
+		memmove(p->inq, p->inq + written, p->inq_len - written);
+		p->inq_len -= written;
+		send_credit(p->chan, CP_STREAM_STDIN, (uint32_t)written);
+	}
+	if (p->fd[0] < 0)
+		return;
+	if (p->inq_len == 0 && p->stdin_eof) {
+		if (p->tty) {
+			/* A pty has no half-close; end-of-file is the terminal's EOF character. */
+			struct termios t;
+			if (tcgetattr(p->fd[0], &t) == 0) {
+				char c = (char)t.c_cc[VEOF];
+				(void)!write(p->fd[0], &c, 1);
+			}
+		}
+		close_stream(p, 0);
+		return;
+	}
+	watch(p, 0, p->inq_len ? EPOLLOUT : 0);
+}
+
+static void add_env(char ***envp, size_t *n, const char *kv)
+{
+	/* A later KEY=... replaces an earlier one, so per-exec env overrides the defaults. */
+	size_t kl = strcspn(kv, "=");
+	for (size_t i = 0; i < *n; i++) {
+		if (strncmp((*envp)[i], kv, kl) == 0 && (*envp)[i][kl] == '=') {
+			(*envp)[i] = (char *)kv;
+			return;
+		}
+	}
+	(*envp)[(*n)++] = (char *)kv;
+	(*envp)[*n] = NULL;
+}
+
+static bool env_has(char **envp, size_t n, const char *key)
+{
+	size_t kl = strlen(key);
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(envp[i], key, kl) == 0 && envp[i][kl] == '=')
+			return true;
+	return false;
+}
+
+static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
+{
+	struct cp_exec ex;
+	char errbuf[512] = "";
+	int r = cp_exec_decode(payload, len, &ex);
+	if (r < 0) {
+		send_error(chan, EBADMSG, "malformed EXEC request");
+		return;
+	}
+	if (chan == 0 || proc_by_chan(chan)) {
+		send_error(chan, EBADMSG, "EXEC on a channel already in use");
+		cp_exec_free(&ex);
+		return;
+	}
+	struct proc *p = NULL;
+	for (size_t i = 0; i < MAX_PROCS && !p; i++)
+		if (!A.procs[i].used)
+			p = &A.procs[i];
+	if (!p) {
+		send_error(chan, EAGAIN, "too many commands running in this sandbox (1024)");
+		cp_exec_free(&ex);
+		return;
+	}
+
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups = NULL;
+	size_t ngroups = 0;
+	char *home = NULL;
+	r = agent_resolve_user(ex.user, &uid, &gid, &groups, &ngroups, &home, errbuf, sizeof(errbuf));
+	if (r < 0) {
+		send_error(chan, -r, errbuf[0] ? errbuf : strerror(-r));
+		cp_exec_free(&ex);
+		return;
+	}
+
+	size_t cap = A.init.envc + ex.envc + 8;
+	char **envp = calloc(cap, sizeof(char *));
+	char home_kv[4200], term_kv[] = "TERM=xterm";
+	snprintf(home_kv, sizeof(home_kv), "HOME=%s", home ? home : "/");
+	size_t n = 0;
+	if (!envp) {
+		send_error(chan, ENOMEM, "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < A.init.envc; i++)
+		add_env(&envp, &n, A.init.env[i]);
+	if (!env_has(envp, n, "HOME"))
+		add_env(&envp, &n, home_kv);
+	if ((ex.flags & CP_EXEC_TTY) && !env_has(envp, n, "TERM"))
+		add_env(&envp, &n, term_kv);
+	for (size_t i = 0; i < ex.envc; i++)
+		add_env(&envp, &n, ex.env[i]);
+
+	struct spawn_request req = {
+		.argv = ex.argv,
+		.envp = envp,
+		.cwd = ex.cwd ? ex.cwd : NULL,
+		.uid = uid,
+		.gid = gid,
+		.groups = groups,
+		.ngroups = ngroups,
+		.tty = ex.flags & CP_EXEC_TTY,
+		.stdin_open = ex.flags & CP_EXEC_STDIN,
+		.detach = ex.flags & CP_EXEC_DETACH,
+		.rows = (uint16_t)ex.rows,
+		.cols = (uint16_t)ex.cols,
+		.seccomp_bpf = A.init.seccomp_bpf,
+		.seccomp_len = A.init.seccomp_len,
+		.cap_keep = A.init.cap_keep,
+	};
+	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root. */
+	if (!req.cwd)
+		req.cwd = (home && uid == 0) ? home : "/";
+	struct spawn_result res;
+	r = agent_spawn(&req, &res, errbuf, sizeof(errbuf));
+	if (r < 0) {
+		send_error(chan, -r, errbuf);
+		goto out;
+	}
+	struct cp_started st = { .pid = (uint32_t)res.pid };
+	if (cp_started_encode(&A.w, chan, &st) == 0)
+		send_frame();
+	if (req.detach) {
+		/* Reaped as an orphan would be; OK ends the channel. */
+		if (cp_empty_encode(&A.w, CP_OK, chan) == 0)
+			send_frame();
+		goto out;
+	}
+
+	memset(p, 0, sizeof(*p));
+	p->used = true;
+	p->chan = chan;
+	p->pid = res.pid;
+	p->tty = req.tty;
+	p->fd[0] = res.stdin_fd;
+	p->fd[1] = res.stdout_fd;
+	p->fd[2] = res.stderr_fd;
+	p->credit[1] = p->credit[2] = CP_INITIAL_WINDOW;
+	if (ex.timeout_ms)
+		p->deadline_ms = now_ms() + ex.timeout_ms;
+	for (int s = 0; s < 3; s++) {
+		if (p->fd[s] < 0) {
+			if (s > 0)
+				p->eof_sent[s] = true; /* tty: no separate stderr */
+			continue;
+		}
+		fcntl(p->fd[s], F_SETFL, fcntl(p->fd[s], F_GETFL) | O_NONBLOCK);
+		int role = s == 0 ? ROLE_STDIN : s == 1 ? ROLE_STDOUT : ROLE_STDERR;
+		struct epoll_event ev = { .events = s == 0 ? 0 : EPOLLIN, .data.u64 = ev_key(p, role) };
+		epoll_ctl(A.epfd, EPOLL_CTL_ADD, p->fd[s], &ev);
+	}
+	if (req.tty && p->fd[2] < 0)
+		send_eof(p, 2);
+out:
+	free(envp);
+	free(groups);
+	free(home);
+	cp_exec_free(&ex);
+}
+
+static void handle_data(const struct cp_header *h, const uint8_t *payload)
+{
+	struct proc *p = proc_by_chan(h->chan);
+	unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
+	if (!p)
+		return; /* the process already ended: late stdin is dropped */
+	if (stream != CP_STREAM_STDIN || p->stdin_eof) {
+		send_error(h->chan, EBADMSG, "DATA for a stream that does not take input");
+		return;
+	}
+	if (h->len) {
+		if (p->fd[0] < 0)
+			return;
+		if (p->inq_len + h->len > STDIN_QUEUE_MAX) {
+			/* The peer sent past the credit we granted: it is broken or hostile. */
+			send_error(h->chan, EBADMSG, "stdin sent past its flow-control credit");
+			kill(-p->pid, SIGKILL);
+			close_stream(p, 0);
+			return;
+		}
+		uint8_t *nq = realloc(p->inq, p->inq_len + h->len);
+		if (!nq)
+			fatal_exit();
+		p->inq = nq;
+		memcpy(p->inq + p->inq_len, payload, h->len);
+		p->inq_len += h->len;
+	}
+	if (h->flags & CP_FLAG_EOF)
+		p->stdin_eof = true;
+	flush_stdin(p);
+}
+
+static void handle_credit(const struct cp_header *h, const uint8_t *payload)
+{
+	struct cp_credit m;
+	struct proc *p = proc_by_chan(h->chan);
+	if (!p || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
+		return;
+	uint64_t c = (uint64_t)p->credit[m.stream] + m.bytes;
+	p->credit[m.stream] = c > CP_INITIAL_WINDOW * 4ull ? CP_INITIAL_WINDOW * 4u : (uint32_t)c;
+	if (p->fd[m.stream] >= 0 && p->credit[m.stream] > 0)
+		watch(p, (int)m.stream, EPOLLIN);
+}
+
+static void handle_signal(const struct cp_header *h, const uint8_t *payload)
+{
+	struct cp_signal m;
+	if (cp_signal_decode(payload, h->len, &m) < 0 || m.signo == 0 || m.signo >= NSIG) {
+		send_error(h->chan, EINVAL, "invalid signal");
+		return;
+	}
+	if (m.pid) {
+		/* Any process of the sandbox but ourselves. */
+		int r = (m.pid > 1 && m.pid < 0x40000000) ? kill((pid_t)m.pid, (int)m.signo) : (errno = ESRCH, -1);
+		if (r < 0) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "kill %u: %s", m.pid, strerror(errno));
+			send_error(h->chan, errno, msg);
+		} else if (cp_empty_encode(&A.w, CP_OK, h->chan) == 0) {
+			send_frame();
+		}
+		return;
+	}
+	struct proc *p = proc_by_chan(h->chan);
+	if (p && !p->exited)
+		kill(p->tty ? -p->pid : p->pid, (int)m.signo);
+}
+
+static void handle_resize(const struct cp_header *h, const uint8_t *payload)
+{
+	struct cp_resize m;
+	struct proc *p = proc_by_chan(h->chan);
+	if (!p || !p->tty || p->fd[1] < 0 || cp_resize_decode(payload, h->len, &m) < 0)
+		return;
+	struct winsize ws = { .ws_row = (unsigned short)m.rows, .ws_col = (unsigned short)m.cols };
+	ioctl(p->fd[1], TIOCSWINSZ, &ws);
+}
+
+static void begin_shutdown(uint32_t grace_ms)
+{
+	if (A.shutting_down)
+		return;
+	A.shutting_down = true;
+	A.shutdown_deadline_ms = now_ms() + grace_ms;
+	kill(-1, SIGTERM);
+}
+
+static void handle_frame(const struct cp_header *h, const uint8_t *payload)
+{
+	if (!A.have_init && h->type != CP_INIT && h->type != CP_HELLO)
+		fatal_exit();
+	switch (h->type) {
+	case CP_HELLO: {
+		struct cp_hello m;
+		if (cp_hello_decode(payload, h->len, &m) < 0 || m.version != CP_VERSION)
+			fatal_exit();
+		cp_hello_free(&m);
+		break;
+	}
+	case CP_INIT:
+		if (A.have_init || cp_init_decode(payload, h->len, &A.init) < 0)
+			fatal_exit();
+		A.have_init = true;
+		if (cp_empty_encode(&A.w, CP_OK, h->chan) == 0)
+			send_frame();
+		break;
+	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
+	case CP_DATA: handle_data(h, payload); break;
+	case CP_CREDIT: handle_credit(h, payload); break;
+	case CP_SIGNAL: handle_signal(h, payload); break;
+	case CP_RESIZE: handle_resize(h, payload); break;
+	case CP_SHUTDOWN: {
+		struct cp_stop m = { 0 };
+		cp_stop_decode(payload, h->len, &m);
+		begin_shutdown(m.timeout_ms ? m.timeout_ms : 10000);
+		break;
+	}
+	default:
+		send_error(h->chan, EOPNOTSUPP, "request not supported by the agent");
+	}
+}
+
+static void reap_children(void)
+{
+	for (;;) {
+		int st;
+		pid_t pid = waitpid(-1, &st, WNOHANG);
+		if (pid <= 0)
+			return;
+		struct proc *p = proc_by_pid(pid);
+		if (!p)
+			continue; /* an orphan or a detached command: reaping is all we owe it */
+		p->exited = true;
+		p->wait_status = st;
+		p->exited_at_ms = now_ms();
+		proc_maybe_finish(p, false);
+	}
+}
+
+static void check_timers(void)
+{
+	uint64_t now = now_ms();
+	for (size_t i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &A.procs[i];
+		if (!p->used)
+			continue;
+		if (!p->exited && p->deadline_ms && now >= p->deadline_ms) {
+			/* The whole process group: a timeout must not leave grandchildren behind. */
+			p->timed_out = true;
+			kill(-p->pid, SIGKILL);
+			kill(p->pid, SIGKILL);
+			p->deadline_ms = 0;
+		}
+		if (p->exited && now >= p->exited_at_ms + EXIT_OUTPUT_GRACE_MS)
+			proc_maybe_finish(p, true);
+	}
+}
+
+static int next_timeout_ms(void)
+{
+	uint64_t now = now_ms(), next = UINT64_MAX;
+	for (size_t i = 0; i < MAX_PROCS; i++) {
+		struct proc *p = &A.procs[i];
+		if (!p->used)
+			continue;
+		if (!p->exited && p->deadline_ms && p->deadline_ms < next)
+			next = p->deadline_ms;
+		if (p->exited && p->exited_at_ms + EXIT_OUTPUT_GRACE_MS < next)
+			next = p->exited_at_ms + EXIT_OUTPUT_GRACE_MS;
+	}
+	if (A.shutting_down && A.shutdown_deadline_ms < next)
+		next = A.shutdown_deadline_ms;
+	if (next == UINT64_MAX)
+		return -1;
+	return next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
+}
+
+static bool only_us_left(void)
+{
+	/* waitpid ECHILD: no child of ours, and as PID 1 every orphan is ours. */
+	return waitpid(-1, NULL, WNOHANG | __WALL) < 0 && errno == ECHILD;
+}
+
+static void bring_up_loopback(void)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return;
+	struct ifreq ifr = { 0 };
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+		ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+		ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	close(s);
+}
+
+static void handle_control_readable(void)
+{
+	long n = cp_rxbuf_fill(&A.rx, A.ctl);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		/* The shim is gone: so is the sandbox. */
+		kill(-1, SIGKILL);
+		_exit(0);
+	}
+	struct cp_header h;
+	const uint8_t *payload;
+	int k;
+	while ((k = cp_rxbuf_peek(&A.rx, &h, &payload)) > 0) {
+		handle_frame(&h, payload);
+		cp_rxbuf_consume(&A.rx, &h);
+	}
+	if (k < 0)
+		fatal_exit();
+}
+
+int main(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	/* Commands run as the sandbox's root must not be able to ptrace or read us. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+
+	A.ctl = AGENT_CONTROL_FD;
+	if (fcntl(A.ctl, F_SETFD, FD_CLOEXEC) < 0)
+		return 1;
+	fcntl(A.ctl, F_SETFL, fcntl(A.ctl, F_GETFL) | O_NONBLOCK);
+	cp_rxbuf_init(&A.rx);
+	cp_writer_init(&A.w);
+	bring_up_loopback();
+
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	A.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+	A.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (A.sigfd < 0 || A.epfd < 0)
+		return 1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = ROLE_CONTROL };
+	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.ctl, &ev);
+	ev.data.u64 = ROLE_SIGNAL;
+	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.sigfd, &ev);
+
+	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
+	if (cp_hello_encode(&A.w, 0, &hello) < 0)
+		return 1;
+	send_frame();
+
+	for (;;) {
+		struct epoll_event evs[64];
+		int n = epoll_wait(A.epfd, evs, 64, next_timeout_ms());
+		if (n < 0 && errno != EINTR)
+			fatal_exit();
+		for (int i = 0; i < n; i++) {
+			uint64_t key = evs[i].data.u64;
+			int role = (int)(key & 0xff);
+			if (role == ROLE_CONTROL) {
+				handle_control_readable();
+				continue;
+			}
+			if (role == ROLE_SIGNAL) {
+				struct signalfd_siginfo si;
+				while (read(A.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+					if (si.ssi_signo != SIGCHLD)
+						begin_shutdown(10000);
+				}
+				reap_children();
+				continue;
+			}
+			struct proc *p = &A.procs[key >> 8];
+			if (!p->used)
+				continue;
+			if (role == ROLE_STDIN)
+				flush_stdin(p);
+			else if (role == ROLE_STDOUT && p->fd[1] >= 0)
+				read_output(p, 1);
+			else if (role == ROLE_STDERR && p->fd[2] >= 0)
+				read_output(p, 2);
+		}
+		check_timers();
+		if (A.shutting_down) {
+			reap_children();
+			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms)
+				_exit(0);
+		}
+	}
+}

@@ -1,0 +1,51 @@
+/* capsule-agent: PID 1 of a sandbox. It runs commands and (later) file operations for the
+ * shim, over the wire protocol on fd 3. Everything it resolves, it resolves inside the
+ * sandbox, with the sandbox's view of the filesystem. */
+#ifndef CAPSULE_AGENT_H
+#define CAPSULE_AGENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "proto.h"
+
+#define AGENT_CONTROL_FD 3
+
+/* Everything a command needs, settled before fork so the child does no allocation that
+ * could fail half-way. */
+struct spawn_request {
+	char *const *argv;
+	char **envp; /* final environment */
+	const char *cwd;
+	uid_t uid;
+	gid_t gid;
+	gid_t *groups;
+	size_t ngroups;
+	bool tty;
+	bool stdin_open;
+	bool detach;
+	uint16_t rows, cols;
+	const uint8_t *seccomp_bpf;
+	size_t seccomp_len;
+	uint64_t cap_keep;
+};
+
+struct spawn_result {
+	pid_t pid;
+	int stdin_fd;  /* -1 when stdin is closed */
+	int stdout_fd; /* the pty master with tty */
+	int stderr_fd; /* -1 with tty or detach */
+};
+
+/* Resolve USER ("name", "uid", "name:group", "uid:gid") against the sandbox's own /etc/passwd
+ * and /etc/group: never through NSS, which would load the sandbox's libraries into the agent.
+ * Fills uid/gid, supplementary groups (malloc'd) and the home folder (malloc'd). */
+int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups, size_t *ngroups, char **home,
+		       char *errbuf, size_t errlen);
+
+/* Fork and exec. On failure returns -errno with a one-line reason in errbuf (the command
+ * was not found, could not be executed, the working directory does not exist, ...). */
+int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen);
+
+#endif

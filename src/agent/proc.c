@@ -1,0 +1,456 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "util.h"
+
+/* ---- users, from the sandbox's own files ------------------------------------------------ */
+
+static bool parse_id(const char *s, unsigned long *out)
+{
+	if (!*s)
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || *end || v > 0xfffffffeUL || s[0] == '-' || s[0] == '+')
+		return false;
+	*out = v;
+	return true;
+}
+
+/* Split a passwd/group line in place into at most MAX fields separated by ':'. */
+static size_t split_colon(char *line, char **fields, size_t max)
+{
+	size_t n = 0;
+	char *p = line;
+	while (n < max) {
+		fields[n++] = p;
+		char *c = strchr(p, ':');
+		if (!c)
+			break;
+		*c = '\0';
+		p = c + 1;
+	}
+	return n;
+}
+
+struct passwd_entry {
+	uid_t uid;
+	gid_t gid;
+	char *name;
+	char *home;
+};
+
+/* Find a passwd entry by name or uid in the sandbox's /etc/passwd (already chrooted: we are
+ * PID 1 inside the sandbox root). A missing file is the same as no entry. */
+static int find_passwd(const char *name, const uid_t *uid, struct passwd_entry *out)
+{
+	_cleanup_free_ char *text = NULL;
+	if (read_file_at(AT_FDCWD, "/etc/passwd", 4u << 20, &text, NULL) < 0)
+		return -ENOENT;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[7];
+		if (split_colon(line, f, 7) < 7)
+			continue;
+		unsigned long u, g;
+		if (!parse_id(f[2], &u) || !parse_id(f[3], &g))
+			continue;
+		if ((name && strcmp(f[0], name) == 0) || (uid && u == *uid)) {
+			out->uid = (uid_t)u;
+			out->gid = (gid_t)g;
+			out->name = strdup(f[0]);
+			out->home = strdup(f[5]);
+			if (!out->name || !out->home) {
+				free(out->name);
+				free(out->home);
+				return -ENOMEM;
+			}
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+
+/* Look a group up by name; with USERNAME set, also collect every group listing that user. */
+static int scan_groups(const char *group_name, gid_t *gid_out, const char *username, gid_t **groups, size_t *ngroups)
+{
+	_cleanup_free_ char *text = NULL;
+	int found = -ENOENT;
+	if (read_file_at(AT_FDCWD, "/etc/group", 4u << 20, &text, NULL) < 0)
+		return -ENOENT;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[4];
+		if (split_colon(line, f, 4) < 4)
+			continue;
+		unsigned long g;
+		if (!parse_id(f[2], &g))
+			continue;
+		if (group_name && strcmp(f[0], group_name) == 0) {
+			*gid_out = (gid_t)g;
+			found = 0;
+		}
+		if (!username || !groups)
+			continue;
+		char *msave = NULL;
+		for (char *m = strtok_r(f[3], ",", &msave); m; m = strtok_r(NULL, ",", &msave)) {
+			if (strcmp(m, username) != 0 || *ngroups >= 64)
+				continue;
+			gid_t *ng = realloc(*groups, (*ngroups + 1) * sizeof(gid_t));
+			if (!ng)
+				return -ENOMEM;
+			*groups = ng;
+			(*groups)[(*ngroups)++] = (gid_t)g;
+		}
+	}
+	return found;
+}
+
+int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups, size_t *ngroups, char **home,
+		       char *errbuf, size_t errlen)
+{
+	*groups = NULL;
+	*ngroups = 0;
+	*home = NULL;
+	if (!user || !*user)
+		user = "root";
+	_cleanup_free_ char *copy = strdup(user);
+	if (!copy)
+		return -ENOMEM;
+	char *group = strchr(copy, ':');
+	if (group)
+		*group++ = '\0';
+
+	struct passwd_entry pw = { 0 };
+	unsigned long id;
+	bool numeric = parse_id(copy, &id);
+	uid_t want_uid = (uid_t)id;
+	int r = numeric ? find_passwd(NULL, &want_uid, &pw) : find_passwd(copy, NULL, &pw);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0) {
+		if (!numeric) {
+			snprintf(errbuf, errlen, "unable to find user '%s': no matching entries in passwd file", copy);
+			return -ENOENT;
+		}
+		/* A numeric uid needs no passwd entry, as in docker. */
+		pw.uid = want_uid;
+		pw.gid = want_uid;
+		pw.home = strdup("/");
+		if (!pw.home)
+			return -ENOMEM;
+	}
+	*uid = pw.uid;
+	*gid = pw.gid;
+	*home = pw.home;
+
+	if (group) {
+		unsigned long g;
+		if (parse_id(group, &g)) {
+			*gid = (gid_t)g;
+		} else if (scan_groups(group, gid, NULL, NULL, NULL) < 0) {
+			snprintf(errbuf, errlen, "unable to find group '%s': no matching entries in group file", group);
+			free(pw.name);
+			free(*home);
+			*home = NULL;
+			return -ENOENT;
+		}
+	}
+	if (pw.name) {
+		gid_t dummy;
+		r = scan_groups(NULL, &dummy, pw.name, groups, ngroups);
+		free(pw.name);
+		if (r == -ENOMEM) {
+			free(*home);
+			*home = NULL;
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* ---- spawning --------------------------------------------------------------------------- */
+
+struct spawn_failure {
+	int errnum;
+	char message[480];
+};
+
+static _Noreturn void child_fail(int errpipe, int errnum, const char *fmt, ...) _printf_(3, 4);
+static _Noreturn void child_fail(int errpipe, int errnum, const char *fmt, ...)
+{
+	struct spawn_failure f = { .errnum = errnum };
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f.message, sizeof(f.message), fmt, ap);
+	va_end(ap);
+	(void)!write(errpipe, &f, sizeof(f));
+	_exit(127);
+}
+
+static const char *env_lookup(char **envp, const char *key)
+{
+	size_t kl = strlen(key);
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (strncmp(envp[i], key, kl) == 0 && envp[i][kl] == '=')
+			return envp[i] + kl + 1;
+	return NULL;
+}
+
+/* execvpe() searches the PATH of the calling process, and the agent has no environment of
+ * its own; the command's PATH is the one that counts. */
+static int exec_search(char *const *argv, char **envp)
+{
+	const char *file = argv[0];
+	if (strchr(file, '/')) {
+		execve(file, argv, envp);
+		return -errno;
+	}
+	const char *path = env_lookup(envp, "PATH");
+	if (!path)
+		path = "/usr/local/bin:/usr/bin:/bin";
+	int saved = -ENOENT;
+	char buf[PATH_MAX];
+	const char *p = path;
+	for (;;) {
+		const char *colon = strchr(p, ':');
+		size_t dl = colon ? (size_t)(colon - p) : strlen(p);
+		int n = snprintf(buf, sizeof(buf), "%.*s%s%s", (int)dl, p, dl ? "/" : "", file);
+		if (n > 0 && (size_t)n < sizeof(buf)) {
+			execve(buf, argv, envp);
+			if (errno == EACCES || errno == ENOEXEC || errno == EPERM)
+				saved = -errno;
+			else if (errno != ENOENT && errno != ENOTDIR && saved == -ENOENT)
+				saved = -errno;
+		}
+		if (!colon)
+			break;
+		p = colon + 1;
+	}
+	return saved;
+}
+
+static int drop_capabilities(uint64_t keep)
+{
+	/* The bounding set first: dropping from it needs CAP_SETPCAP, which we still have. */
+	for (int cap = 0; cap <= 63; cap++) {
+		if (keep & (1ull << cap))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+	}
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return -errno;
+	return 0;
+}
+
+static int set_capabilities(uint64_t caps)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+	memset(data, 0, sizeof(data));
+	data[0].effective = data[0].permitted = (uint32_t)caps;
+	data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
+	return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
+}
+
+static int open_pty(int *master_out, char *slave_name, size_t slave_len)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (master < 0)
+		return -errno;
+	if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, slave_name, slave_len) != 0) {
+		int e = errno;
+		close(master);
+		return -e;
+	}
+	*master_out = master;
+	return 0;
+}
+
+int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen)
+{
+	int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
+	int master = -1, status_pipe[2] = { -1, -1 };
+	char slave_name[128] = "";
+	int r = 0;
+
+	res->pid = -1;
+	res->stdin_fd = res->stdout_fd = res->stderr_fd = -1;
+
+	if (pipe2(status_pipe, O_CLOEXEC) < 0)
+		return -errno;
+	if (req->detach) {
+		/* no streams at all */
+	} else if (req->tty) {
+		if ((r = open_pty(&master, slave_name, sizeof(slave_name))) < 0) {
+			snprintf(errbuf, errlen, "allocating a pseudo-terminal: %s", strerror(-r));
+			goto fail;
+		}
+		struct winsize ws = { .ws_row = req->rows ? req->rows : 24, .ws_col = req->cols ? req->cols : 80 };
+		ioctl(master, TIOCSWINSZ, &ws);
+	} else {
+		if ((req->stdin_open && pipe2(in_pipe, O_CLOEXEC) < 0) || pipe2(out_pipe, O_CLOEXEC) < 0 ||
+		    pipe2(err_pipe, O_CLOEXEC) < 0) {
+			r = -errno;
+			snprintf(errbuf, errlen, "creating pipes: %s", strerror(errno));
+			goto fail;
+		}
+	}
+
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = -errno;
+		snprintf(errbuf, errlen, "fork: %s", strerror(errno));
+		goto fail;
+	}
+	if (pid == 0) {
+		int ep = status_pipe[1];
+		sigset_t all;
+		sigemptyset(&all);
+		for (int s = 1; s < NSIG; s++)
+			signal(s, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &all, NULL);
+		if (setsid() < 0)
+			child_fail(ep, errno, "setsid: %s", strerror(errno));
+
+		int fd0, fd1, fd2;
+		if (req->detach) {
+			fd0 = fd1 = fd2 = open("/dev/null", O_RDWR | O_CLOEXEC);
+			if (fd0 < 0)
+				child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
+		} else if (req->tty) {
+			int slave = open(slave_name, O_RDWR | O_CLOEXEC);
+			if (slave < 0)
+				child_fail(ep, errno, "open '%s': %s", slave_name, strerror(errno));
+			if (ioctl(slave, TIOCSCTTY, 0) < 0)
+				child_fail(ep, errno, "TIOCSCTTY: %s", strerror(errno));
+			fd0 = fd1 = fd2 = slave;
+		} else {
+			fd0 = req->stdin_open ? in_pipe[0] : open("/dev/null", O_RDONLY | O_CLOEXEC);
+			if (fd0 < 0)
+				child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
+			fd1 = out_pipe[1];
+			fd2 = err_pipe[1];
+		}
+		/* dup2 clears O_CLOEXEC on the copies; fds 0-2 may be any of ours, so move the
+		 * status pipe out of the way first. */
+		if (ep <= 2) {
+			ep = fcntl(ep, F_DUPFD_CLOEXEC, 10);
+			if (ep < 0)
+				_exit(127);
+		}
+		if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
+			child_fail(ep, errno, "dup2: %s", strerror(errno));
+
+		/* The agent protects itself from the OOM killer; its commands must not inherit that. */
+		int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+		if (oom >= 0) {
+			(void)!write(oom, "0", 1);
+			close(oom);
+		}
+		const char *cwd = req->cwd ? req->cwd : "/";
+		if (chdir(cwd) < 0)
+			child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
+
+		int cr = drop_capabilities(req->uid == 0 ? req->cap_keep : 0);
+		if (cr < 0)
+			child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
+		if (setgroups(req->ngroups, req->groups) < 0)
+			child_fail(ep, errno, "setgroups: %s", strerror(errno));
+		if (setresgid(req->gid, req->gid, req->gid) < 0)
+			child_fail(ep, errno, "setgid %u: %s", (unsigned)req->gid, strerror(errno));
+		if (setresuid(req->uid, req->uid, req->uid) < 0)
+			child_fail(ep, errno, "setuid %u: %s", (unsigned)req->uid, strerror(errno));
+		if (req->uid == 0 && (cr = set_capabilities(req->cap_keep)) < 0)
+			child_fail(ep, -cr, "capset: %s", strerror(-cr));
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+			child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
+		if (req->seccomp_len) {
+			struct sock_fprog prog = {
+				.len = (unsigned short)(req->seccomp_len / sizeof(struct sock_filter)),
+				.filter = (struct sock_filter *)req->seccomp_bpf,
+			};
+			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+				child_fail(ep, errno, "installing the seccomp filter: %s", strerror(errno));
+		}
+		/* Nothing of the agent's may reach the command: no fd, and so no path back out. */
+		syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+		fcntl(ep, F_SETFD, FD_CLOEXEC);
+		int er = exec_search(req->argv, req->envp);
+		if (er == -ENOENT)
+			child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", req->argv[0]);
+		child_fail(ep, -er, "exec '%s': %s", req->argv[0], strerror(-er));
+	}
+
+	/* Parent: the child reports a failure before exec through the status pipe; EOF means
+	 * execve succeeded (the pipe was close-on-exec). */
+	close(status_pipe[1]);
+	status_pipe[1] = -1;
+	struct spawn_failure f;
+	ssize_t n;
+	do
+		n = read(status_pipe[0], &f, sizeof(f));
+	while (n < 0 && errno == EINTR);
+	close(status_pipe[0]);
+	status_pipe[0] = -1;
+	if (n == (ssize_t)sizeof(f)) {
+		int st;
+		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+			;
+		f.message[sizeof(f.message) - 1] = '\0';
+		snprintf(errbuf, errlen, "%s", f.message);
+		r = f.errnum > 0 ? -f.errnum : -EIO;
+		goto fail;
+	}
+
+	res->pid = pid;
+	if (req->tty) {
+		res->stdout_fd = master;
+		res->stdin_fd = req->stdin_open ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
+		master = -1;
+	} else if (!req->detach) {
+		if (req->stdin_open) {
+			close(in_pipe[0]);
+			res->stdin_fd = in_pipe[1];
+		}
+		close(out_pipe[1]);
+		close(err_pipe[1]);
+		res->stdout_fd = out_pipe[0];
+		res->stderr_fd = err_pipe[0];
+	}
+	return 0;
+
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (in_pipe[i] >= 0)
+			close(in_pipe[i]);
+		if (out_pipe[i] >= 0)
+			close(out_pipe[i]);
+		if (err_pipe[i] >= 0)
+			close(err_pipe[i]);
+		if (status_pipe[i] >= 0)
+			close(status_pipe[i]);
+	}
+	if (master >= 0)
+		close(master);
+	return r;
+}

@@ -1,0 +1,41 @@
+/* capsule CLI: a thin client of libcapsule. Verbs live in one file per group and are
+ * dispatched from the table in main.c. */
+#ifndef CAPSULE_CLI_H
+#define CAPSULE_CLI_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "capsule.h"
+
+/* Exit codes, as docker uses them: 125 when capsule itself fails, 126 when the command
+ * cannot be executed, 127 when it is not found; otherwise the command's own status. */
+#define EXIT_CAPSULE 125
+#define EXIT_CANNOT_EXEC 126
+#define EXIT_NOT_FOUND 127
+#define CP_MAX_ENV_CLI 1024
+
+struct cli_command {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *summary;
+};
+
+/* Print "capsule: MESSAGE" and return EXIT_CAPSULE. */
+int cli_fail(const capsule_error *err);
+int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Unknown flag, missing argument: one line naming it, then EXIT_CAPSULE. */
+int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+int cmd_run(int argc, char **argv);
+int cmd_create(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_exec(int argc, char **argv);
+int cmd_stop(int argc, char **argv);
+int cmd_rm(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
+int cmd_ps(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_doctor(int argc, char **argv);
+
+#endif

@@ -1,0 +1,87 @@
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int cmd_version(int argc, char **argv);
+static int cmd_help(int argc, char **argv);
+
+static const struct cli_command commands[] = {
+	{ "run", cmd_run, "Run a command in a new sandbox" },
+	{ "create", cmd_create, "Create a named sandbox that runs until stopped" },
+	{ "start", cmd_start, "Start a stopped sandbox" },
+	{ "exec", cmd_exec, "Run a command in a running sandbox" },
+	{ "stop", cmd_stop, "Stop sandboxes (SIGTERM, then SIGKILL after a timeout)" },
+	{ "kill", cmd_kill, "Kill sandboxes at once" },
+	{ "rm", cmd_rm, "Remove sandboxes" },
+	{ "ps", cmd_ps, "List sandboxes" },
+	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },
+	{ "doctor", cmd_doctor, "What this host supports, and why not" },
+	{ "version", cmd_version, "Print the version" },
+	{ "help", cmd_help, "Show this help" },
+};
+
+int cli_fail(const capsule_error *err)
+{
+	fprintf(stderr, "capsule: %s\n", err && err->message[0] ? err->message : "unknown error");
+	return EXIT_CAPSULE;
+}
+
+int cli_failf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("capsule: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return EXIT_CAPSULE;
+}
+
+int cli_usage(const char *verb, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "capsule %s: ", verb);
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, " (see 'capsule %s --help')\n", verb);
+	va_end(ap);
+	return EXIT_CAPSULE;
+}
+
+static int cmd_version(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("capsule %s\n", CAPSULE_VERSION_STRING);
+	return 0;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	printf("Usage: capsule COMMAND [OPTIONS] [ARGS]\n\ncapsule runs commands in sandboxes.\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		printf("  %-9s %s\n", commands[i].name, commands[i].summary);
+	printf("\nRun 'capsule COMMAND --help' for a command's options.\n");
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2)
+		return cmd_help(argc, argv), EXIT_CAPSULE;
+	const char *verb = argv[1];
+	if (!strcmp(verb, "--help") || !strcmp(verb, "-h"))
+		return cmd_help(argc, argv);
+	if (!strcmp(verb, "--version"))
+		return cmd_version(argc, argv);
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		if (!strcmp(commands[i].name, verb))
+			return commands[i].fn(argc - 1, argv + 1);
+	fprintf(stderr, "capsule: unknown command '%s' (see 'capsule help')\n", verb);
+	return EXIT_CAPSULE;
+}

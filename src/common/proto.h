@@ -1,0 +1,250 @@
+/* The capsule wire protocol (docs/protocol.md): framed, multiplexed, versioned, with credit
+ * based flow control for streams. The same codec runs on both hops (client <-> shim,
+ * shim <-> agent). Every decoder here treats its input as hostile: lengths, counts and totals
+ * are bounded, and nothing is read outside the buffer it was given. */
+#ifndef CAPSULE_PROTO_H
+#define CAPSULE_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CP_VERSION 1
+#define CP_HEADER_SIZE 12
+#define CP_MAX_PAYLOAD (1u << 20)      /* hard limit on one frame's payload */
+#define CP_DATA_CHUNK (128u * 1024)     /* what senders put in one DATA frame */
+#define CP_INITIAL_WINDOW (1024u * 1024) /* credit each stream starts with, per direction */
+
+/* Limits on decoded messages, far above real use and far below what hurts. */
+#define CP_MAX_ARGS 4096
+#define CP_MAX_ENV 4096
+#define CP_MAX_STRING (64u * 1024) /* one argv/env/path string */
+
+enum cp_type {
+	CP_HELLO = 1,   /* chan 0; both sides send it first: version, role */
+	CP_ERROR = 2,   /* final reply on a channel: errno + message */
+	CP_OK = 3,      /* final (or only) reply on a channel; may carry fields */
+
+	CP_EXEC = 16,    /* start a process on a new channel */
+	CP_STARTED = 17, /* the process runs: pid */
+	CP_DATA = 18,    /* stream bytes; flags: stream | CP_FLAG_EOF; payload is raw bytes */
+	CP_CREDIT = 19,  /* the receiver of a stream grants more bytes */
+	CP_EXIT = 20,    /* final: the process ended */
+	CP_SIGNAL = 21,  /* send a signal to the channel's process (or to PID) */
+	CP_RESIZE = 22,  /* pty window size */
+
+	CP_STOP = 32,    /* client -> shim: stop the sandbox gracefully */
+	CP_INIT = 48,    /* shim -> agent, once after HELLO: the sandbox's settings */
+	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
+};
+
+#define CP_FLAG_STREAM_MASK 0x00ffu
+#define CP_FLAG_EOF 0x0100u
+
+enum cp_stream { CP_STREAM_STDIN = 0, CP_STREAM_STDOUT = 1, CP_STREAM_STDERR = 2 };
+
+struct cp_header {
+	uint32_t len;   /* payload bytes after the header, <= CP_MAX_PAYLOAD */
+	uint16_t type;  /* enum cp_type */
+	uint16_t flags;
+	uint32_t chan;  /* 0: the connection itself; others chosen by the requester */
+};
+
+/* Encode HDR into OUT (CP_HEADER_SIZE bytes, little endian). */
+void cp_header_encode(uint8_t out[CP_HEADER_SIZE], const struct cp_header *hdr);
+/* Decode a header from BUF (at least CP_HEADER_SIZE bytes). -EBADMSG if len is over
+ * CP_MAX_PAYLOAD or the type is unknown. */
+int cp_header_decode(const uint8_t *buf, size_t n, struct cp_header *hdr);
+bool cp_type_known(uint16_t type);
+const char *cp_type_name(uint16_t type);
+
+/* ---- payload fields: a sequence of (u16 tag, u32 len, value) --------------------------- */
+
+struct cp_writer {
+	uint8_t *buf;
+	size_t len, cap;
+	int err; /* sticky: the first -errno seen; later puts do nothing */
+};
+
+void cp_writer_init(struct cp_writer *w);
+void cp_writer_free(struct cp_writer *w);
+void cp_put_u32(struct cp_writer *w, uint16_t tag, uint32_t v);
+void cp_put_u64(struct cp_writer *w, uint16_t tag, uint64_t v);
+void cp_put_str(struct cp_writer *w, uint16_t tag, const char *s);
+void cp_put_bytes(struct cp_writer *w, uint16_t tag, const void *p, size_t n);
+/* Reserve room for a frame header at the start; cp_writer_finish fills it in and returns the
+ * whole frame (header + payload) in w->buf/w->len, or w->err. */
+void cp_frame_begin(struct cp_writer *w, uint16_t type, uint16_t flags, uint32_t chan);
+int cp_frame_finish(struct cp_writer *w);
+
+struct cp_field {
+	uint16_t tag;
+	uint32_t len;
+	const uint8_t *val;
+};
+
+struct cp_reader {
+	const uint8_t *p;
+	size_t rem;
+};
+
+/* 1 and *F filled: a field; 0: end of payload; -EBADMSG: truncated or malformed. */
+int cp_next_field(struct cp_reader *r, struct cp_field *f);
+int cp_field_u32(const struct cp_field *f, uint32_t *v); /* -EBADMSG unless len == 4 */
+int cp_field_u64(const struct cp_field *f, uint64_t *v); /* -EBADMSG unless len == 8 */
+/* A string field: no NUL inside, len <= CP_MAX_STRING. Returns a malloc'd copy in *out. */
+int cp_field_strdup(const struct cp_field *f, char **out);
+
+/* ---- messages ------------------------------------------------------------------------- */
+
+/* Field tags are per message; unknown tags are skipped so that newer peers can add fields. */
+
+struct cp_hello {
+	uint32_t version;
+	char *role; /* "client", "shim", "agent" */
+};
+enum { CP_T_HELLO_VERSION = 1, CP_T_HELLO_ROLE = 2 };
+
+struct cp_error_msg {
+	uint32_t errnum; /* positive errno */
+	char *message;
+};
+enum { CP_T_ERROR_ERRNO = 1, CP_T_ERROR_MESSAGE = 2 };
+
+#define CP_EXEC_TTY 0x1u
+#define CP_EXEC_STDIN 0x2u
+#define CP_EXEC_DETACH 0x4u
+struct cp_exec {
+	char **argv; /* NULL-terminated */
+	size_t argc;
+	char **env; /* NULL-terminated "K=V" */
+	size_t envc;
+	char *cwd;  /* may be NULL */
+	char *user; /* may be NULL */
+	uint32_t flags;
+	uint32_t rows, cols;
+	uint32_t timeout_ms;
+};
+enum {
+	CP_T_EXEC_ARG = 1, /* repeated, in order */
+	CP_T_EXEC_ENV = 2, /* repeated */
+	CP_T_EXEC_CWD = 3,
+	CP_T_EXEC_USER = 4,
+	CP_T_EXEC_FLAGS = 5,
+	CP_T_EXEC_ROWS = 6,
+	CP_T_EXEC_COLS = 7,
+	CP_T_EXEC_TIMEOUT_MS = 8,
+};
+
+struct cp_started {
+	uint32_t pid;
+};
+enum { CP_T_STARTED_PID = 1 };
+
+struct cp_credit {
+	uint32_t stream;
+	uint32_t bytes;
+};
+enum { CP_T_CREDIT_STREAM = 1, CP_T_CREDIT_BYTES = 2 };
+
+struct cp_exit {
+	int32_t exit_code;
+	uint32_t signal;
+	uint32_t timed_out;
+};
+enum { CP_T_EXIT_CODE = 1, CP_T_EXIT_SIGNAL = 2, CP_T_EXIT_TIMED_OUT = 3 };
+
+struct cp_signal {
+	uint32_t signo;
+	uint32_t pid; /* 0: the channel's process */
+};
+enum { CP_T_SIGNAL_SIGNO = 1, CP_T_SIGNAL_PID = 2 };
+
+struct cp_resize {
+	uint32_t rows, cols;
+};
+enum { CP_T_RESIZE_ROWS = 1, CP_T_RESIZE_COLS = 2 };
+
+struct cp_stop {
+	uint32_t timeout_ms;
+};
+enum { CP_T_STOP_TIMEOUT_MS = 1 };
+
+/* What the agent needs to know about its sandbox. */
+struct cp_init {
+	uint8_t *seccomp_bpf; /* struct sock_filter array, installed on every command */
+	size_t seccomp_len;   /* bytes; a multiple of 8 */
+	char **env;           /* default environment, NULL-terminated */
+	size_t envc;
+	uint64_t cap_keep;    /* capability bits kept for commands run as root */
+	uint32_t flags;
+};
+enum {
+	CP_T_INIT_SECCOMP = 1,
+	CP_T_INIT_ENV = 2,
+	CP_T_INIT_CAP_KEEP = 3,
+	CP_T_INIT_FLAGS = 4,
+};
+#define CP_MAX_SECCOMP_BYTES (64u * 1024)
+
+/* Each message has encode (a whole frame into W: header + fields) and decode (the payload
+ * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */
+int cp_hello_encode(struct cp_writer *w, uint32_t chan, const struct cp_hello *m);
+int cp_hello_decode(const uint8_t *p, size_t n, struct cp_hello *m);
+void cp_hello_free(struct cp_hello *m);
+
+int cp_error_encode(struct cp_writer *w, uint32_t chan, const struct cp_error_msg *m);
+int cp_error_decode(const uint8_t *p, size_t n, struct cp_error_msg *m);
+void cp_error_free(struct cp_error_msg *m);
+
+int cp_exec_encode(struct cp_writer *w, uint32_t chan, const struct cp_exec *m);
+int cp_exec_decode(const uint8_t *p, size_t n, struct cp_exec *m);
+void cp_exec_free(struct cp_exec *m);
+
+int cp_started_encode(struct cp_writer *w, uint32_t chan, const struct cp_started *m);
+int cp_started_decode(const uint8_t *p, size_t n, struct cp_started *m);
+
+int cp_credit_encode(struct cp_writer *w, uint32_t chan, const struct cp_credit *m);
+int cp_credit_decode(const uint8_t *p, size_t n, struct cp_credit *m);
+
+int cp_exit_encode(struct cp_writer *w, uint32_t chan, const struct cp_exit *m);
+int cp_exit_decode(const uint8_t *p, size_t n, struct cp_exit *m);
+
+int cp_signal_encode(struct cp_writer *w, uint32_t chan, const struct cp_signal *m);
+int cp_signal_decode(const uint8_t *p, size_t n, struct cp_signal *m);
+
+int cp_resize_encode(struct cp_writer *w, uint32_t chan, const struct cp_resize *m);
+int cp_resize_decode(const uint8_t *p, size_t n, struct cp_resize *m);
+
+int cp_stop_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m);
+int cp_stop_decode(const uint8_t *p, size_t n, struct cp_stop *m);
+
+int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m);
+int cp_init_decode(const uint8_t *p, size_t n, struct cp_init *m);
+void cp_init_free(struct cp_init *m);
+
+/* A bare frame with no payload (CP_OK, CP_SHUTDOWN) or a DATA frame with raw bytes. */
+int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
+int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);
+
+/* ---- frame assembly from a byte stream ------------------------------------------------ */
+
+/* Accumulates bytes read from a socket and yields whole frames. The buffer never grows past
+ * CP_HEADER_SIZE + CP_MAX_PAYLOAD. */
+struct cp_rxbuf {
+	uint8_t *buf;
+	size_t start; /* first unconsumed byte */
+	size_t len;   /* end of valid bytes */
+	size_t cap;
+};
+void cp_rxbuf_init(struct cp_rxbuf *rx);
+void cp_rxbuf_free(struct cp_rxbuf *rx);
+/* Read what is available from FD (non-blocking or blocking). Returns bytes read (> 0), 0 on
+ * EOF, -EAGAIN when nothing was ready, or another -errno. */
+long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd);
+/* 1: a whole frame is at the front (HDR filled, *PAYLOAD points into the buffer, valid until
+ * cp_rxbuf_consume); 0: need more bytes; -EBADMSG: the stream is corrupt (bad header). */
+int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **payload);
+void cp_rxbuf_consume(struct cp_rxbuf *rx, const struct cp_header *hdr);
+
+#endif

@@ -1,0 +1,222 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "util.h"
+
+static int err_vfill(capsule_error *err, int errnum, bool with_strerror, const char *fmt, va_list ap)
+{
+	if (errnum <= 0)
+		errnum = EIO;
+	if (err) {
+		int n = vsnprintf(err->message, sizeof(err->message), fmt, ap);
+		if (with_strerror && n >= 0 && (size_t)n < sizeof(err->message))
+			snprintf(err->message + n, sizeof(err->message) - (size_t)n, ": %s", strerror(errnum));
+		err->code = errnum;
+	}
+	return -errnum;
+}
+
+int cap_err(capsule_error *err, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = err_vfill(err, errnum, true, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int cap_err_plain(capsule_error *err, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int r = err_vfill(err, errnum, false, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+int cap_err_wrap(capsule_error *err, int ret, const char *fmt, ...)
+{
+	if (ret >= 0)
+		ret = -EIO;
+	if (!err)
+		return ret;
+	char prefix[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(prefix, sizeof(prefix), fmt, ap);
+	va_end(ap);
+	if (err->code == 0 || err->message[0] == '\0') {
+		snprintf(err->message, sizeof(err->message), "%s: %s", prefix, strerror(-ret));
+		err->code = -ret;
+		return ret;
+	}
+	char old[sizeof(err->message)];
+	memcpy(old, err->message, sizeof(old));
+	snprintf(err->message, sizeof(err->message), "%s: %s", prefix, old);
+	return ret;
+}
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int read_all(int fd, void *buf, size_t len)
+{
+	uint8_t *p = buf;
+	while (len > 0) {
+		ssize_t n = read(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			return -EPIPE;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	size_t cap = 4096, len = 0;
+	_cleanup_free_ char *buf = malloc(cap + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (;;) {
+		if (len == cap) {
+			if (cap >= max)
+				return -EFBIG;
+			cap = cap * 2 > max ? max : cap * 2;
+			char *nb = realloc(buf, cap + 1);
+			if (!nb)
+				return -ENOMEM;
+			buf = nb;
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	if (out_len)
+		*out_len = len;
+	*out = steal_ptr(buf);
+	return 0;
+}
+
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
+{
+	char tmp[512];
+	if (snprintf(tmp, sizeof(tmp), ".%s.tmp.%d", name, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	_cleanup_close_ int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	int r = write_all(fd, data, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t now_ms(void)
+{
+	return now_ns() / 1000000ull;
+}
+
+static int rm_rf_children(int dfd, dev_t dev, int depth)
+{
+	if (depth > 256)
+		return -ELOOP;
+	int dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+	if (dup_fd < 0)
+		return -errno;
+	DIR *d = fdopendir(dup_fd);
+	if (!d) {
+		close(dup_fd);
+		return -errno;
+	}
+	int ret = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		if (S_ISDIR(st.st_mode)) {
+			if (st.st_dev != dev) {
+				/* A mount point: never descend into another filesystem. */
+				ret = -EBUSY;
+				continue;
+			}
+			int cfd = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (cfd < 0) {
+				ret = -errno;
+				continue;
+			}
+			int r = rm_rf_children(cfd, dev, depth + 1);
+			close(cfd);
+			if (r < 0)
+				ret = r;
+			if (unlinkat(dfd, de->d_name, AT_REMOVEDIR) < 0 && ret == 0)
+				ret = -errno;
+		} else if (unlinkat(dfd, de->d_name, 0) < 0 && errno != ENOENT && ret == 0) {
+			ret = -errno;
+		}
+	}
+	closedir(d);
+	return ret;
+}
+
+int rm_rf_at(int dirfd, const char *name)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISDIR(st.st_mode))
+		return unlinkat(dirfd, name, 0) < 0 ? -errno : 0;
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int r = rm_rf_children(fd, st.st_dev, 0);
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
+		r = -errno;
+	return r;
+}

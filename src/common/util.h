@@ -1,0 +1,62 @@
+/* Small helpers shared by every capsule component: cleanup attributes with explicit ownership
+ * transfer, and the internal half of the error contract (docs/errors.md). */
+#ifndef CAPSULE_UTIL_H
+#define CAPSULE_UTIL_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "capsule.h"
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline void freep(void *p) { free(*(void **)p); }
+static inline void closep(int *fd)
+{
+	if (*fd >= 0) {
+		int saved = errno;
+		close(*fd);
+		errno = saved;
+	}
+}
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+
+/* Ownership transfer out of a cleanup variable: the variable is left empty so its cleanup
+ * does nothing. */
+#define steal_ptr(p) ({ __typeof__(p) _tmp = (p); (p) = NULL; _tmp; })
+#define take_fd(fd) ({ int _tmp = (fd); (fd) = -1; _tmp; })
+
+/* Fill ERR (which may be NULL) and return -ERRNUM. ERRNUM is a positive errno value. The
+ * message names the operation and the quoted path, e.g. "open '/srv/data': Permission denied";
+ * cap_err appends ": strerror(errnum)" itself, cap_err_plain does not. */
+int cap_err(capsule_error *err, int errnum, const char *fmt, ...) _printf_(3, 4);
+int cap_err_plain(capsule_error *err, int errnum, const char *fmt, ...) _printf_(3, 4);
+/* Prefix context to an error already filled in by a callee: "starting sandbox 'x': <old>".
+ * Returns the (negative) code already stored. */
+int cap_err_wrap(capsule_error *err, int ret, const char *fmt, ...) _printf_(3, 4);
+
+/* I/O helpers that retry on EINTR and short transfers. Return 0 or -errno. */
+int write_all(int fd, const void *buf, size_t len);
+int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
+/* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
+int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
+/* Write a file atomically: temp name in the same folder, fsync, rename. */
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+
+/* Monotonic clock in milliseconds / nanoseconds. */
+uint64_t now_ms(void);
+uint64_t now_ns(void);
+
+/* Remove a folder tree below DIRFD/NAME without following symlinks or crossing mount points. */
+int rm_rf_at(int dirfd, const char *name);
+
+#endif

@@ -1,0 +1,149 @@
+/* The client end of the wire protocol: a blocking connection to one shim. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "internal.h"
+#include "util.h"
+
+void conn_adopt(struct conn *c, int fd)
+{
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	cp_rxbuf_init(&c->rx);
+	cp_writer_init(&c->w);
+}
+
+void conn_close(struct conn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	cp_rxbuf_free(&c->rx);
+	cp_writer_free(&c->w);
+}
+
+int conn_send(struct conn *c, capsule_error *err)
+{
+	if (c->w.err)
+		return cap_err(err, -c->w.err, "encoding a request");
+	const uint8_t *p = c->w.buf;
+	size_t left = c->w.len;
+	while (left) {
+		ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+				poll(&pfd, 1, -1);
+				continue;
+			}
+			if (errno == EPIPE || errno == ECONNRESET)
+				return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
+			return cap_err(err, errno, "sending to the sandbox");
+		}
+		p += n;
+		left -= (size_t)n;
+	}
+	return 0;
+}
+
+int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err)
+{
+	uint64_t deadline = timeout_ms > 0 ? now_ms() + (uint64_t)timeout_ms : 0;
+	for (;;) {
+		int k = cp_rxbuf_peek(&c->rx, h, payload);
+		if (k > 0)
+			return 0;
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the sandbox");
+		int wait = timeout_ms;
+		if (timeout_ms > 0) {
+			uint64_t now = now_ms();
+			if (now >= deadline)
+				return cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
+			wait = (int)(deadline - now);
+		}
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int r = poll(&pfd, 1, wait);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return cap_err(err, errno, "poll");
+		}
+		if (r == 0)
+			return timeout_ms == 0 ? -EAGAIN : cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
+		long n = cp_rxbuf_fill(&c->rx, c->fd);
+		if (n == -EAGAIN)
+			continue;
+		if (n == 0)
+			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
+		if (n < 0)
+			return cap_err(err, (int)-n, "reading from the sandbox");
+	}
+}
+
+void conn_consume(struct conn *c, const struct cp_header *h)
+{
+	cp_rxbuf_consume(&c->rx, h);
+}
+
+int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err)
+{
+	struct cp_error_msg m;
+	if (cp_error_decode(payload, len, &m) < 0)
+		return cap_err_plain(err, EPROTO, "malformed error from the sandbox");
+	int e = (int)m.errnum;
+	cap_err_plain(err, e, "%s", m.message ? m.message : strerror(e));
+	cp_error_free(&m);
+	return -e;
+}
+
+int conn_open(struct conn *c, const char *name, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1;
+	int r = run_dir_open(name, &dir, err);
+	if (r < 0)
+		return r;
+	/* Through /proc/self/fd: no limit from sun_path's 108 bytes on how deep the home is. */
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock", dir);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return cap_err(err, errno, "socket");
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		int e = errno;
+		close(fd);
+		if (e == ENOENT || e == ECONNREFUSED)
+			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running", name);
+		return cap_err(err, e, "connecting to sandbox '%s'", name);
+	}
+	conn_adopt(c, fd);
+	struct cp_hello hello = { .version = CP_VERSION, .role = "client" };
+	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0 || (r = conn_send(c, err)) < 0)
+		goto fail;
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = conn_recv(c, &h, &payload, 10000, err)) < 0)
+		goto fail;
+	if (h.type == CP_ERROR) {
+		r = conn_error_from_frame(payload, h.len, err);
+		goto fail;
+	}
+	struct cp_hello m;
+	if (h.type != CP_HELLO || cp_hello_decode(payload, h.len, &m) < 0) {
+		r = cap_err_plain(err, EPROTO, "sandbox '%s' answered with something other than HELLO", name);
+		goto fail;
+	}
+	cp_hello_free(&m);
+	conn_consume(c, &h);
+	return 0;
+fail:
+	conn_close(c);
+	return r;
+}

@@ -1,0 +1,281 @@
+/* The configuration builder, and its on-disk form: "key=value" lines in run/<name>/config,
+ * read back by the shim and by `capsule start`. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "parse.h"
+#include "util.h"
+
+int validate_name(const char *name, const char *what, capsule_error *err)
+{
+	return parse_name(name, what, err);
+}
+
+int capsule_config_new(capsule_config **out, capsule_error *err)
+{
+	capsule_config *cfg = calloc(1, sizeof(*cfg));
+	if (!cfg)
+		return cap_err(err, ENOMEM, "allocating a configuration");
+	snprintf(cfg->image, sizeof(cfg->image), "host");
+	cfg->isolation = CAPSULE_ISOLATION_CONTAINER;
+	cfg->boot_timeout_ms = CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
+	*out = cfg;
+	return 0;
+}
+
+void config_clear(struct capsule_config *cfg)
+{
+	for (size_t i = 0; i < cfg->envc; i++)
+		free(cfg->env[i]);
+	free(cfg->env);
+	cfg->env = NULL;
+	cfg->envc = 0;
+}
+
+void capsule_config_free(capsule_config *cfg)
+{
+	if (!cfg)
+		return;
+	config_clear(cfg);
+	free(cfg);
+}
+
+static int push_env(struct capsule_config *cfg, const char *kv)
+{
+	if (cfg->envc >= CP_MAX_ENV)
+		return -E2BIG;
+	char *copy = strdup(kv);
+	char **nv = realloc(cfg->env, (cfg->envc + 2) * sizeof(char *));
+	if (!copy || !nv) {
+		free(copy);
+		if (nv)
+			cfg->env = nv;
+		return -ENOMEM;
+	}
+	cfg->env = nv;
+	cfg->env[cfg->envc++] = copy;
+	cfg->env[cfg->envc] = NULL;
+	return 0;
+}
+
+int config_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	*dst = *src;
+	dst->env = NULL;
+	dst->envc = 0;
+	for (size_t i = 0; i < src->envc; i++) {
+		int r = push_env(dst, src->env[i]);
+		if (r < 0) {
+			config_clear(dst);
+			return r;
+		}
+	}
+	return 0;
+}
+
+int capsule_config_set_name(capsule_config *cfg, const char *name, capsule_error *err)
+{
+	int r = validate_name(name, "sandbox name", err);
+	if (r < 0)
+		return r;
+	snprintf(cfg->name, sizeof(cfg->name), "%s", name);
+	return 0;
+}
+
+int capsule_config_set_image(capsule_config *cfg, const char *image, capsule_error *err)
+{
+	if (!image || !*image || strlen(image) >= sizeof(cfg->image) || strpbrk(image, "\n\r"))
+		return cap_err_plain(err, EINVAL, "invalid image reference '%s'", image ? image : "");
+	snprintf(cfg->image, sizeof(cfg->image), "%s", image);
+	return 0;
+}
+
+int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err)
+{
+	if (iso != CAPSULE_ISOLATION_CONTAINER && iso != CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EINVAL, "invalid isolation %d (use container or vm)", (int)iso);
+	if (iso == CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EOPNOTSUPP, "isolation 'vm' is not available in this build yet; use 'container'");
+	cfg->isolation = iso;
+	return 0;
+}
+
+int capsule_config_set_memory_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
+{
+	if (bytes && bytes < (6u << 20))
+		return cap_err_plain(err, EINVAL, "memory limit %llu bytes is too small (minimum 6M)",
+				     (unsigned long long)bytes);
+	cfg->memory_bytes = bytes;
+	return 0;
+}
+
+int capsule_config_set_memory(capsule_config *cfg, const char *size, capsule_error *err)
+{
+	uint64_t v;
+	int r = parse_size(size, &v, err);
+	if (r < 0)
+		return r;
+	return capsule_config_set_memory_bytes(cfg, v, err);
+}
+
+int capsule_config_set_cpus_milli(capsule_config *cfg, uint32_t millicpus, capsule_error *err)
+{
+	if (millicpus > 1024u * 1000u)
+		return cap_err_plain(err, EINVAL, "cpus limit %u.%03u is too large", millicpus / 1000, millicpus % 1000);
+	cfg->cpus_milli = millicpus;
+	return 0;
+}
+
+int capsule_config_set_cpus(capsule_config *cfg, const char *cpus, capsule_error *err)
+{
+	uint32_t v;
+	int r = parse_cpus(cpus, &v, err);
+	if (r < 0)
+		return r;
+	return capsule_config_set_cpus_milli(cfg, v, err);
+}
+
+int capsule_config_set_pids_limit(capsule_config *cfg, uint32_t pids, capsule_error *err)
+{
+	if (pids == 1)
+		return cap_err_plain(err, EINVAL, "pids limit 1 leaves no room for any command (minimum 2)");
+	cfg->pids_limit = pids;
+	return 0;
+}
+
+int capsule_config_set_hostname(capsule_config *cfg, const char *hostname, capsule_error *err)
+{
+	size_t n = hostname ? strlen(hostname) : 0;
+	if (n == 0 || n >= sizeof(cfg->hostname))
+		return cap_err_plain(err, EINVAL, "invalid hostname '%s': 1 to 63 characters", hostname ? hostname : "");
+	for (size_t i = 0; i < n; i++) {
+		char c = hostname[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+			return cap_err_plain(err, EINVAL, "invalid hostname '%s': only letters, digits, '-' and '.'", hostname);
+	}
+	snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", hostname);
+	return 0;
+}
+
+int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_error *err)
+{
+	int r = parse_env(key_value, err);
+	if (r < 0)
+		return r;
+	if (strpbrk(key_value, "\n"))
+		return cap_err_plain(err, EINVAL, "invalid environment variable '%s': newline in value", key_value);
+	r = push_env(cfg, key_value);
+	if (r < 0)
+		return cap_err(err, -r, "adding environment variable");
+	return 0;
+}
+
+int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err)
+{
+	(void)err;
+	cfg->detached = detached;
+	return 0;
+}
+
+int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule_error *err)
+{
+	if (ms < 100)
+		return cap_err_plain(err, EINVAL, "boot timeout %u ms is too short (minimum 100 ms)", ms);
+	cfg->boot_timeout_ms = ms;
+	return 0;
+}
+
+int capsule_config_set_progress(capsule_config *cfg, capsule_progress_fn fn, void *payload, capsule_error *err)
+{
+	(void)err;
+	cfg->progress = fn;
+	cfg->progress_payload = payload;
+	return 0;
+}
+
+/* ---- on disk ---- */
+
+int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+	if (!f)
+		return -ENOMEM;
+	fprintf(f, "version=1\nname=%s\nimage=%s\nhostname=%s\nisolation=%s\n", cfg->name, cfg->image, cfg->hostname,
+		cfg->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
+	fprintf(f, "memory=%llu\ncpus_milli=%u\npids=%u\nboot_timeout_ms=%u\ndetached=%d\ncreated=%lld\n",
+		(unsigned long long)cfg->memory_bytes, cfg->cpus_milli, cfg->pids_limit, cfg->boot_timeout_ms,
+		cfg->detached ? 1 : 0, (long long)cfg->created_unix);
+	for (size_t i = 0; i < cfg->envc; i++)
+		fprintf(f, "env=%s\n", cfg->env[i]);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = size;
+	return 0;
+}
+
+static int parse_u64_field(const char *key, const char *v, uint64_t max, uint64_t *out, capsule_error *err)
+{
+	char *end;
+	errno = 0;
+	unsigned long long x = strtoull(v, &end, 10);
+	if (errno || *end || !*v || x > max)
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid %s '%s'", key, v);
+	*out = x;
+	return 0;
+}
+
+int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	_cleanup_free_ char *copy = strndup(text, len);
+	if (!copy)
+		return cap_err(err, ENOMEM, "parsing configuration");
+	char *save = NULL;
+	int r = 0;
+	for (char *line = strtok_r(copy, "\n", &save); line && r == 0; line = strtok_r(NULL, "\n", &save)) {
+		char *eq = strchr(line, '=');
+		if (!eq)
+			continue;
+		*eq = '\0';
+		const char *k = line, *v = eq + 1;
+		uint64_t x = 0;
+		if (!strcmp(k, "name"))
+			snprintf(cfg->name, sizeof(cfg->name), "%s", v);
+		else if (!strcmp(k, "image"))
+			snprintf(cfg->image, sizeof(cfg->image), "%s", v);
+		else if (!strcmp(k, "hostname"))
+			snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", v);
+		else if (!strcmp(k, "isolation"))
+			cfg->isolation = strcmp(v, "vm") == 0 ? CAPSULE_ISOLATION_VM : CAPSULE_ISOLATION_CONTAINER;
+		else if (!strcmp(k, "memory") && (r = parse_u64_field(k, v, UINT64_MAX, &x, err)) == 0)
+			cfg->memory_bytes = x;
+		else if (!strcmp(k, "cpus_milli") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
+			cfg->cpus_milli = (uint32_t)x;
+		else if (!strcmp(k, "pids") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
+			cfg->pids_limit = (uint32_t)x;
+		else if (!strcmp(k, "boot_timeout_ms") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
+			cfg->boot_timeout_ms = (uint32_t)x;
+		else if (!strcmp(k, "detached"))
+			cfg->detached = strcmp(v, "1") == 0;
+		else if (!strcmp(k, "created") && (r = parse_u64_field(k, v, INT64_MAX, &x, err)) == 0)
+			cfg->created_unix = (int64_t)x;
+		else if (!strcmp(k, "env")) {
+			if (push_env(cfg, v) < 0)
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		}
+	}
+	if (r == 0 && !cfg->name[0])
+		r = cap_err_plain(err, EINVAL, "sandbox configuration has no name");
+	if (r < 0)
+		config_clear(cfg);
+	return r;
+}

@@ -1,0 +1,386 @@
+/* $CAPSULE_HOME: where sandboxes, images and volumes live, and the "host" image skeleton. */
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "internal.h"
+#include "util.h"
+
+static char home_path[PATH_MAX];
+static pthread_once_t home_once = PTHREAD_ONCE_INIT;
+
+static void home_init(void)
+{
+	const char *env = getenv("CAPSULE_HOME");
+	if (env && env[0] == '/') {
+		snprintf(home_path, sizeof(home_path), "%s", env);
+	} else if (geteuid() == 0) {
+		snprintf(home_path, sizeof(home_path), "/var/lib/capsule");
+	} else {
+		const char *xdg = getenv("XDG_DATA_HOME");
+		const char *h = getenv("HOME");
+		if (xdg && xdg[0] == '/')
+			snprintf(home_path, sizeof(home_path), "%s/capsule", xdg);
+		else
+			snprintf(home_path, sizeof(home_path), "%s/.local/share/capsule", h && h[0] == '/' ? h : "/tmp");
+	}
+	size_t n = strlen(home_path);
+	while (n > 1 && home_path[n - 1] == '/')
+		home_path[--n] = '\0';
+}
+
+const char *capsule_home(void)
+{
+	pthread_once(&home_once, home_init);
+	return home_path;
+}
+
+/* mkdir -p with MODE for the components we create. */
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) < 0) {
+		if (errno != EEXIST)
+			return -errno;
+		return 0;
+	}
+	/* mkdir applies the umask; the mode here is deliberate. */
+	chmod(buf, mode);
+	return 0;
+}
+
+int home_open(int *home_fd, capsule_error *err)
+{
+	const char *home = capsule_home();
+	int r = mkdir_p(home, 0711);
+	if (r < 0)
+		return cap_err(err, -r, "creating capsule home '%s'", home);
+	int fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "open capsule home '%s'", home);
+	*home_fd = fd;
+	return 0;
+}
+
+int home_subdir_open(const char *sub, int *out, capsule_error *err)
+{
+	_cleanup_close_ int home = -1;
+	int r = home_open(&home, err);
+	if (r < 0)
+		return r;
+	if (mkdirat(home, sub, 0711) < 0 && errno != EEXIST)
+		return cap_err(err, errno, "mkdir '%s/%s'", capsule_home(), sub);
+	int fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "open '%s/%s'", capsule_home(), sub);
+	*out = fd;
+	return 0;
+}
+
+void home_id_map(uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless)
+{
+	if (geteuid() == 0) {
+		uid_t base = CAPSULE_DEFAULT_UID_BASE;
+		const char *env = getenv("CAPSULE_UID_BASE");
+		if (env && *env) {
+			char *end;
+			unsigned long v = strtoul(env, &end, 10);
+			if (!*end && v >= 65536 && v < 0xffffffffUL - CAPSULE_ID_COUNT)
+				base = (uid_t)v;
+		}
+		*uid_base = base;
+		*gid_base = (gid_t)base;
+		*count = CAPSULE_ID_COUNT;
+		*rootless = false;
+	} else {
+		*uid_base = geteuid();
+		*gid_base = getegid();
+		*count = 1;
+		*rootless = true;
+	}
+}
+
+int run_dir_open(const char *name, int *fd, capsule_error *err)
+{
+	_cleanup_close_ int run = -1;
+	int r = home_subdir_open("run", &run, err);
+	if (r < 0)
+		return r;
+	int d = openat(run, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (d < 0) {
+		if (errno == ENOENT)
+			return cap_err_plain(err, ENOENT, "no such sandbox: '%s'", name);
+		return cap_err(err, errno, "open sandbox folder '%s'", name);
+	}
+	*fd = d;
+	return 0;
+}
+
+bool run_dir_locked(int dirfd)
+{
+	_cleanup_close_ int fd = openat(dirfd, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return false;
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0)
+		return errno == EWOULDBLOCK;
+	flock(fd, LOCK_UN);
+	return false;
+}
+
+/* ---- helper binaries ---- */
+
+static bool try_dir(const char *dir, const char *name, char **path)
+{
+	char buf[PATH_MAX];
+	if (snprintf(buf, sizeof(buf), "%s/%s", dir, name) >= (int)sizeof(buf))
+		return false;
+	if (access(buf, X_OK) != 0)
+		return false;
+	*path = strdup(buf);
+	return *path != NULL;
+}
+
+static bool try_dir_of(const char *file, const char *name, char **path)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof(buf), "%s", file);
+	char *slash = strrchr(buf, '/');
+	if (!slash)
+		return false;
+	*slash = '\0';
+	return try_dir(buf, name, path);
+}
+
+int find_helper(const char *name, char **path, capsule_error *err)
+{
+	const char *env = getenv("CAPSULE_LIBEXEC");
+	if (env && *env && try_dir(env, name, path))
+		return 0;
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		if (try_dir_of(self, name, path))
+			return 0;
+	}
+	Dl_info info;
+	if (dladdr((void *)find_helper, &info) && info.dli_fname && try_dir_of(info.dli_fname, name, path))
+		return 0;
+	if (try_dir(CAPSULE_LIBEXECDIR, name, path))
+		return 0;
+	return cap_err_plain(err, ENOENT, "cannot find '%s' (looked in $CAPSULE_LIBEXEC, next to the program, and '%s')",
+			     name, CAPSULE_LIBEXECDIR);
+}
+
+/* ---- the "host" image ---- */
+
+struct skel {
+	int dfd;
+	uid_t uid;
+	gid_t gid;
+};
+
+static int skel_own(struct skel *s, const char *name)
+{
+	return fchownat(s->dfd, name, s->uid, s->gid, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
+static int skel_dir(struct skel *s, const char *name, mode_t mode)
+{
+	if (mkdirat(s->dfd, name, mode) < 0 && errno != EEXIST)
+		return -errno;
+	fchmodat(s->dfd, name, mode, 0);
+	return skel_own(s, name);
+}
+
+static int skel_file(struct skel *s, const char *name, const char *data, size_t len, mode_t mode)
+{
+	int fd = openat(s->dfd, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0)
+		return -errno;
+	int r = write_all(fd, data, len);
+	if (r == 0 && fchown(fd, s->uid, s->gid) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+static int skel_link(struct skel *s, const char *target, const char *name)
+{
+	if (symlinkat(target, s->dfd, name) < 0 && errno != EEXIST)
+		return -errno;
+	return skel_own(s, name);
+}
+
+/* Copy a regular host file (or what a host symlink says) into the skeleton; a missing host
+ * file is not an error: hosts differ. */
+static int skel_copy(struct skel *s, const char *host, const char *name)
+{
+	struct stat st;
+	if (lstat(host, &st) < 0)
+		return 0;
+	if (S_ISLNK(st.st_mode)) {
+		char t[PATH_MAX];
+		ssize_t n = readlink(host, t, sizeof(t) - 1);
+		if (n < 0)
+			return 0;
+		t[n] = '\0';
+		return skel_link(s, t, name);
+	}
+	if (!S_ISREG(st.st_mode))
+		return 0;
+	_cleanup_free_ char *data = NULL;
+	size_t len;
+	if (read_file_at(AT_FDCWD, host, 16u << 20, &data, &len) < 0)
+		return 0;
+	return skel_file(s, name, data, len, st.st_mode & 0644);
+}
+
+/* Mirror a host folder of symlinks and small files (e.g. /etc/alternatives). */
+static int skel_copy_dir(struct skel *s, const char *host, const char *name)
+{
+	int r = skel_dir(s, name, 0755);
+	if (r < 0)
+		return r;
+	DIR *d = opendir(host);
+	if (!d)
+		return 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char hp[PATH_MAX], sp[PATH_MAX];
+		snprintf(hp, sizeof(hp), "%s/%s", host, de->d_name);
+		snprintf(sp, sizeof(sp), "%s/%s", name, de->d_name);
+		if ((r = skel_copy(s, hp, sp)) < 0)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+static int build_host_skeleton(struct skel *s)
+{
+	static const struct {
+		const char *name;
+		mode_t mode;
+	} dirs[] = {
+		{ "etc", 0755 }, { "root", 0700 }, { "home", 0755 }, { "tmp", 01777 }, { "var", 0755 },
+		{ "var/tmp", 01777 }, { "var/lib", 0755 }, { "var/cache", 0755 }, { "var/log", 0755 },
+		{ "run", 0755 }, { "proc", 0555 }, { "sys", 0555 }, { "dev", 0755 }, { "mnt", 0755 },
+		{ "opt", 0755 }, { "srv", 0755 }, { "media", 0755 }, { "usr", 0755 },
+	};
+	int r = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(dirs) && r == 0; i++)
+		r = skel_dir(s, dirs[i].name, dirs[i].mode);
+	/* /bin, /lib, ... as the host has them: symlinks into /usr on merged-/usr hosts, mount
+	 * points otherwise. */
+	static const char *const top[] = { "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
+	for (size_t i = 0; i < ARRAY_SIZE(top) && r == 0; i++) {
+		char host[16];
+		snprintf(host, sizeof(host), "/%s", top[i]);
+		struct stat st;
+		if (lstat(host, &st) < 0)
+			continue;
+		if (S_ISLNK(st.st_mode))
+			r = skel_copy(s, host, top[i]);
+		else if (S_ISDIR(st.st_mode))
+			r = skel_dir(s, top[i], 0755);
+	}
+	if (r < 0)
+		return r;
+	const char *shell = access("/bin/bash", X_OK) == 0 ? "/bin/bash" : "/bin/sh";
+	char passwd[512];
+	int n = snprintf(passwd, sizeof(passwd),
+			 "root:x:0:0:root:/root:%s\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", shell);
+	static const char group[] = "root:x:0:\ntty:x:5:\nusers:x:100:\nnogroup:x:65534:\n";
+	static const char hosts[] = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+	static const char nsswitch[] = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n";
+	static const char profile[] =
+		"export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+		"if [ \"$(id -u)\" -eq 0 ]; then PS1='\\h:\\w# '; else PS1='\\h:\\w$ '; fi\n";
+	if ((r = skel_file(s, "etc/passwd", passwd, (size_t)n, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/group", group, sizeof(group) - 1, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/hosts", hosts, sizeof(hosts) - 1, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/nsswitch.conf", nsswitch, sizeof(nsswitch) - 1, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/profile", profile, sizeof(profile) - 1, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/resolv.conf", "", 0, 0644)) < 0 ||
+	    (r = skel_file(s, "etc/hostname", "capsule\n", 8, 0644)) < 0)
+		return r;
+	static const char *const copies[] = { "os-release", "ld.so.cache", "ld.so.conf", "localtime", "shells",
+					      "debian_version", "bash.bashrc", "inputrc", "mime.types" };
+	for (size_t i = 0; i < ARRAY_SIZE(copies) && r == 0; i++) {
+		char host[64], name[64];
+		snprintf(host, sizeof(host), "/etc/%s", copies[i]);
+		snprintf(name, sizeof(name), "etc/%s", copies[i]);
+		r = skel_copy(s, host, name);
+	}
+	if (r == 0)
+		r = skel_copy_dir(s, "/etc/alternatives", "etc/alternatives");
+	if (r == 0)
+		r = skel_copy_dir(s, "/etc/ld.so.conf.d", "etc/ld.so.conf.d");
+	return r;
+}
+
+int image_host_lower(char **path, capsule_error *err)
+{
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(&ub, &gb, &count, &rootless);
+	_cleanup_close_ int images = -1;
+	int r = home_subdir_open("images", &images, err);
+	if (r < 0)
+		return r;
+	char name[64];
+	snprintf(name, sizeof(name), "host-v1-%u", (unsigned)ub);
+	char full[PATH_MAX];
+	snprintf(full, sizeof(full), "%s/images/%s", capsule_home(), name);
+	struct stat st;
+	if (fstatat(images, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode)) {
+		*path = strdup(full);
+		return *path ? 0 : cap_err(err, ENOMEM, "image path");
+	}
+	/* Built under a temporary name and renamed: a reader sees all of it or none. */
+	char tmp[96];
+	snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", name, (int)getpid());
+	rm_rf_at(images, tmp);
+	if (mkdirat(images, tmp, 0755) < 0)
+		return cap_err(err, errno, "mkdir '%s/images/%s'", capsule_home(), tmp);
+	struct skel s = { .uid = ub, .gid = gb };
+	s.dfd = openat(images, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (s.dfd < 0)
+		return cap_err(err, errno, "open '%s'", tmp);
+	r = skel_own(&s, ".");
+	if (r == 0)
+		r = build_host_skeleton(&s);
+	close(s.dfd);
+	if (r == 0 && renameat(images, tmp, images, name) < 0 && errno != EEXIST && errno != ENOTEMPTY)
+		r = -errno;
+	rm_rf_at(images, tmp);
+	if (r < 0)
+		return cap_err(err, -r, "building the 'host' image in '%s'", full);
+	*path = strdup(full);
+	return *path ? 0 : cap_err(err, ENOMEM, "image path");
+}

@@ -1,0 +1,90 @@
+/* libcapsule internals shared with capsule-shim (which links the full-visibility archive). */
+#ifndef CAPSULE_INTERNAL_H
+#define CAPSULE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+#include "proto.h"
+
+#define CAPSULE_NAME_MAX 63
+#define CAPSULE_DEFAULT_BOOT_TIMEOUT_MS 10000
+#define CAPSULE_DEFAULT_STOP_TIMEOUT_MS 10000
+/* Root callers map the sandbox's root to this unprivileged host range (docs/security.md). */
+#define CAPSULE_DEFAULT_UID_BASE 1000000000u
+#define CAPSULE_ID_COUNT 65536u
+
+/* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
+struct capsule_config {
+	char name[CAPSULE_NAME_MAX + 1];
+	char image[256];
+	char hostname[64];
+	capsule_isolation isolation;
+	uint64_t memory_bytes;
+	uint32_t cpus_milli;
+	uint32_t pids_limit;
+	uint32_t boot_timeout_ms;
+	bool detached;
+	char **env; /* NULL-terminated */
+	size_t envc;
+	int64_t created_unix;
+	capsule_progress_fn progress;
+	void *progress_payload;
+};
+
+int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
+int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err);
+void config_clear(struct capsule_config *cfg);
+int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+
+/* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped
+ * root can reach its own files below them). */
+int home_open(int *home_fd, capsule_error *err);
+int home_subdir_open(const char *sub, int *fd, capsule_error *err);
+/* The host uid/gid that the sandbox's root maps to, and how many ids are mapped. */
+void home_id_map(uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless);
+
+/* The read-only lower root of the "host" image (a skeleton: fresh /etc, empty /root, /tmp,
+ * mount points for the host's /usr); made once, atomically. Returns its path (malloc'd). */
+int image_host_lower(char **path, capsule_error *err);
+
+/* Locate a helper binary ("capsule-shim", "capsule-agent"): $CAPSULE_LIBEXEC, then the folder
+ * of the running binary or of libcapsule.so, then the install libexec folder. */
+int find_helper(const char *name, char **path, capsule_error *err);
+
+/* run/<name>/ helpers. */
+int run_dir_open(const char *name, int *fd, capsule_error *err);
+/* true if a shim holds run/<name>/lock */
+bool run_dir_locked(int dirfd);
+/* Clean up after a shim that died without doing so (SIGKILL): cgroups, sockets, and for an
+ * ephemeral sandbox the whole folder. Returns 1 if it cleaned something, 0 if the sandbox is
+ * alive or was already clean. */
+int sweep_stale(const char *name);
+
+int validate_name(const char *name, const char *what, capsule_error *err);
+
+/* A blocking protocol connection to a sandbox's shim. */
+struct conn {
+	int fd;
+	struct cp_rxbuf rx;
+	struct cp_writer w;
+	bool nonblocking;
+};
+/* Connect to run/<name>/control.sock and exchange HELLO. -ENOTCONN when the sandbox is not
+ * running. */
+int conn_open(struct conn *c, const char *name, capsule_error *err);
+/* Adopt an fd that is already past HELLO (the creator's socketpair). */
+void conn_adopt(struct conn *c, int fd);
+/* Send the frame encoded in c->w. */
+int conn_send(struct conn *c, capsule_error *err);
+/* Receive one frame; TIMEOUT_MS < 0 waits forever, 0 does not wait (-EAGAIN). The payload
+ * stays valid until conn_consume. */
+int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err);
+void conn_consume(struct conn *c, const struct cp_header *h);
+/* Turn an ERROR frame's payload into err and return its -errno. */
+int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err);
+void conn_close(struct conn *c);
+
+#endif

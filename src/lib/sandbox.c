@@ -1,0 +1,549 @@
+/* Sandbox lifecycle: create (spawn a shim), open, start, stop, remove, list, inspect. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "internal.h"
+#include "json.h"
+#include "util.h"
+
+struct capsule_sandbox {
+	struct capsule_config cfg;
+	struct conn owner; /* the creator's socket to an ephemeral sandbox's shim; fd -1 if none */
+};
+
+static void progress(const struct capsule_config *cfg, const char *stage, uint64_t cur, uint64_t total)
+{
+	if (cfg->progress)
+		cfg->progress(stage, cur, total, cfg->progress_payload);
+}
+
+static void generate_name(char *out, size_t n)
+{
+	uint8_t b[4];
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		uint64_t t = now_ns();
+		memcpy(b, &t, sizeof(b));
+	}
+	snprintf(out, n, "capsule-%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+}
+
+static int read_config_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = read_file_at(dirfd, "config", 1u << 20, &text, &len);
+	if (r < 0)
+		return cap_err(err, -r, "reading sandbox configuration");
+	return config_parse(text, len, cfg, err);
+}
+
+/* Fork the shim, detached from us by a double fork so we never have a zombie to reap, with
+ * the socketpair end as fd 3 and the held lock as fd 4. Only async-signal-safe calls
+ * between fork and exec: the caller may be multi-threaded (the Python SDK is). */
+static int spawn_shim(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+{
+	char *const argv[] = { (char *)"capsule-shim", (char *)"--name", (char *)name, NULL };
+	extern char **environ;
+	pid_t pid = fork();
+	if (pid < 0)
+		return cap_err(err, errno, "fork");
+	if (pid == 0) {
+		setsid();
+		pid_t pid2 = fork();
+		if (pid2 != 0)
+			_exit(pid2 < 0 ? 1 : 0);
+		if (dup2(sock, 3) < 0 || dup2(lockfd, 4) < 0)
+			_exit(127);
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execve(shim_path, argv, environ);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		return cap_err_plain(err, ECHILD, "starting capsule-shim failed");
+	return 0;
+}
+
+/* Wait for the shim's verdict on the creator socket: HELLO, then OK or ERROR. */
+static int await_ready(struct conn *c, const struct capsule_config *cfg, capsule_error *err)
+{
+	int timeout = (int)(cfg->boot_timeout_ms ? cfg->boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS) + 5000;
+	bool got_hello = false;
+	for (;;) {
+		struct cp_header h;
+		const uint8_t *payload;
+		int r = conn_recv(c, &h, &payload, timeout, err);
+		if (r < 0) {
+			if (r == -ESHUTDOWN)
+				return cap_err_plain(err, ECHILD, "capsule-shim exited during start (see its log)");
+			return r;
+		}
+		if (h.type == CP_HELLO && !got_hello) {
+			got_hello = true;
+		} else if (h.type == CP_OK) {
+			conn_consume(c, &h);
+			return 0;
+		} else if (h.type == CP_ERROR) {
+			return conn_error_from_frame(payload, h.len, err);
+		} else {
+			return cap_err_plain(err, EPROTO, "unexpected %s from capsule-shim during start", cp_type_name(h.type));
+		}
+		conn_consume(c, &h);
+	}
+}
+
+/* Start the shim for the sandbox whose folder RUN_FD is, holding its lock LOCKFD. */
+static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
+{
+	_cleanup_free_ char *shim = NULL;
+	int r = find_helper("capsule-shim", &shim, err);
+	if (r < 0)
+		return r;
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cap_err(err, errno, "socketpair");
+	progress(&sb->cfg, "starting", 1, 3);
+	r = spawn_shim(shim, sb->cfg.name, sp[1], lockfd, err);
+	close(sp[1]);
+	if (r < 0) {
+		close(sp[0]);
+		return r;
+	}
+	struct conn c;
+	conn_adopt(&c, sp[0]);
+	r = await_ready(&c, &sb->cfg, err);
+	if (r < 0) {
+		conn_close(&c);
+		return r;
+	}
+	progress(&sb->cfg, "ready", 3, 3);
+	if (sb->cfg.detached)
+		conn_close(&c);
+	else
+		sb->owner = c;
+	return 0;
+}
+
+static capsule_sandbox *sandbox_alloc(void)
+{
+	capsule_sandbox *sb = calloc(1, sizeof(*sb));
+	if (sb)
+		sb->owner.fd = -1;
+	return sb;
+}
+
+int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, capsule_error *err)
+{
+	capsule_sandbox *sb = sandbox_alloc();
+	if (!sb)
+		return cap_err(err, ENOMEM, "allocating a sandbox");
+	int r = config_copy(&sb->cfg, cfg_in);
+	if (r < 0) {
+		free(sb);
+		return cap_err(err, -r, "copying the configuration");
+	}
+	struct capsule_config *cfg = &sb->cfg;
+	if (!cfg->name[0])
+		generate_name(cfg->name, sizeof(cfg->name));
+	cfg->created_unix = (int64_t)time(NULL);
+	progress(cfg, "prepare", 0, 3);
+
+	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
+	if ((r = home_subdir_open("run", &run, err)) < 0)
+		goto fail_free;
+	sweep_stale(cfg->name);
+	/* 0711: the sandbox's mapped root must pass through to its own fs/ below. */
+	if (mkdirat(run, cfg->name, 0711) < 0) {
+		if (errno == EEXIST)
+			r = cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", cfg->name);
+		else
+			r = cap_err(err, errno, "creating the folder of sandbox '%s'", cfg->name);
+		goto fail_free;
+	}
+	/* From here on a failure removes the folder: nothing is left half-made. The lock is
+	 * taken before anything else can see the folder as a stale one to sweep. */
+	dir = openat(run, cfg->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0 || fchmod(dir, 0711) < 0) {
+		r = cap_err(err, errno, "open sandbox folder '%s'", cfg->name);
+		goto fail_rm;
+	}
+	lockfd = openat(dir, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
+		r = cap_err(err, errno, "locking sandbox '%s'", cfg->name);
+		goto fail_rm;
+	}
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600)) < 0) {
+		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);
+		goto fail_rm;
+	}
+	if ((r = launch(sb, lockfd, err)) < 0) {
+		cap_err_wrap(err, r, "starting sandbox '%s'", cfg->name);
+		goto fail_rm;
+	}
+	*out = sb;
+	return 0;
+fail_rm:
+	rm_rf_at(run, cfg->name);
+fail_free:
+	config_clear(&sb->cfg);
+	free(sb);
+	return r;
+}
+
+int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error *err)
+{
+	int r = validate_name(name, "sandbox name", err);
+	if (r < 0)
+		return r;
+	sweep_stale(name);
+	_cleanup_close_ int dir = -1;
+	if ((r = run_dir_open(name, &dir, err)) < 0)
+		return r;
+	capsule_sandbox *sb = sandbox_alloc();
+	if (!sb)
+		return cap_err(err, ENOMEM, "allocating a sandbox");
+	if ((r = read_config_at(dir, &sb->cfg, err)) < 0) {
+		free(sb);
+		return r;
+	}
+	*out = sb;
+	return 0;
+}
+
+int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1, lockfd = -1;
+	int r = run_dir_open(sb->cfg.name, &dir, err);
+	if (r < 0)
+		return r;
+	lockfd = openat(dir, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lockfd < 0)
+		return cap_err(err, errno, "open lock of sandbox '%s'", sb->cfg.name);
+	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is already running", sb->cfg.name);
+	r = launch(sb, lockfd, err);
+	if (r < 0)
+		return cap_err_wrap(err, r, "starting sandbox '%s'", sb->cfg.name);
+	return 0;
+}
+
+bool capsule_sandbox_is_running(const capsule_sandbox *sb)
+{
+	_cleanup_close_ int dir = -1;
+	if (run_dir_open(sb->cfg.name, &dir, NULL) < 0)
+		return false;
+	return run_dir_locked(dir);
+}
+
+const char *capsule_sandbox_name(const capsule_sandbox *sb)
+{
+	return sb->cfg.name;
+}
+
+capsule_isolation capsule_sandbox_isolation(const capsule_sandbox *sb)
+{
+	return sb->cfg.isolation;
+}
+
+/* Ask the shim to stop and wait until it says the sandbox is down (or hangs up). */
+static int stop_via(struct conn *c, uint32_t timeout_ms, capsule_error *err)
+{
+	struct cp_stop m = { .timeout_ms = timeout_ms };
+	int r = cp_stop_encode(&c->w, 1, &m);
+	if (r < 0)
+		return cap_err(err, -r, "encoding STOP");
+	if ((r = conn_send(c, NULL)) < 0)
+		return 0; /* already gone */
+	for (;;) {
+		struct cp_header h;
+		const uint8_t *payload;
+		r = conn_recv(c, &h, &payload, -1, NULL);
+		if (r < 0)
+			return 0; /* the shim hung up: it is down */
+		if (h.chan == 1 && h.type == CP_OK)
+			return 0;
+		if (h.chan == 1 && h.type == CP_ERROR)
+			return conn_error_from_frame(payload, h.len, err);
+		conn_consume(c, &h);
+	}
+}
+
+int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
+{
+	int r;
+	if (sb->owner.fd >= 0) {
+		r = stop_via(&sb->owner, timeout_ms, err);
+		conn_close(&sb->owner);
+		return r;
+	}
+	struct conn c;
+	r = conn_open(&c, sb->cfg.name, err);
+	if (r == -ENOTCONN || r == -ENOENT) {
+		capsule_error_clear(err);
+		sweep_stale(sb->cfg.name);
+		return 0; /* stopping a stopped sandbox succeeds, as in docker */
+	}
+	if (r < 0)
+		return r;
+	r = stop_via(&c, timeout_ms, err);
+	conn_close(&c);
+	return r;
+}
+
+void capsule_sandbox_free(capsule_sandbox *sb)
+{
+	if (!sb)
+		return;
+	/* Closing the creator's socket ends an ephemeral sandbox: the shim takes it down. */
+	if (sb->owner.fd >= 0)
+		conn_close(&sb->owner);
+	config_clear(&sb->cfg);
+	free(sb);
+}
+
+int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
+{
+	int r = validate_name(name, "sandbox name", err);
+	if (r < 0)
+		return r;
+	sweep_stale(name);
+	_cleanup_close_ int run = -1, dir = -1;
+	if ((r = home_subdir_open("run", &run, err)) < 0 || (r = run_dir_open(name, &dir, err)) < 0)
+		return r;
+	if (run_dir_locked(dir)) {
+		if (!force)
+			return cap_err_plain(err, EBUSY, "sandbox '%s' is running: stop it first, or remove it with force",
+					     name);
+		capsule_sandbox *sb;
+		if ((r = capsule_sandbox_open(&sb, name, err)) < 0)
+			return r;
+		r = capsule_sandbox_stop(sb, 0, err);
+		capsule_sandbox_free(sb);
+		if (r < 0)
+			return r;
+	}
+	/* Hold the lock while removing, so no start can race us. */
+	_cleanup_close_ int lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) < 0)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' was started again while being removed", name);
+	if ((r = rm_rf_at(run, name)) < 0)
+		return cap_err(err, -r, "removing the folder of sandbox '%s'", name);
+	return 0;
+}
+
+/* ---- stale sandboxes ---- */
+
+static void run_shim_cleanup(const char *name)
+{
+	_cleanup_free_ char *shim = NULL;
+	if (find_helper("capsule-shim", &shim, NULL) < 0)
+		return;
+	char *const argv[] = { (char *)"capsule-shim", (char *)"--cleanup", (char *)"--name", (char *)name, NULL };
+	extern char **environ;
+	pid_t pid = fork();
+	if (pid == 0) {
+		execve(shim, argv, environ);
+		_exit(127);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+}
+
+int sweep_stale(const char *name)
+{
+	_cleanup_close_ int run = -1, dir = -1;
+	if (home_subdir_open("run", &run, NULL) < 0)
+		return 0;
+	dir = openat(run, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return 0;
+	_cleanup_close_ int lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (lockfd < 0) {
+		/* A folder without a lock is a create that died before it took one. */
+		struct stat st;
+		if (fstatat(dir, "config", &st, 0) < 0) {
+			rm_rf_at(run, name);
+			return 1;
+		}
+		return 0;
+	}
+	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0)
+		return 0; /* alive */
+	_cleanup_free_ char *state = NULL;
+	size_t len = 0;
+	_cleanup_free_ char *st_val = NULL;
+	if (read_file_at(dir, "state.json", 1u << 16, &state, &len) == 0)
+		json_get_string(state, len, "state", &st_val);
+	if (st_val && strcmp(st_val, "stopped") == 0)
+		return 0;
+	/* The shim died without cleaning up (SIGKILL): its cgroups may remain. */
+	run_shim_cleanup(name);
+	struct capsule_config cfg;
+	bool detached = false;
+	if (read_config_at(dir, &cfg, NULL) == 0) {
+		detached = cfg.detached;
+		config_clear(&cfg);
+	}
+	unlinkat(dir, "control.sock", 0);
+	if (!detached) {
+		rm_rf_at(run, name);
+		return 1;
+	}
+	rm_rf_at(dir, "fs/work");
+	static const char stopped[] = "{\"state\": \"stopped\"}\n";
+	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0644);
+	return 1;
+}
+
+/* ---- inspect and list ---- */
+
+static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, capsule_error *err)
+{
+	memset(info, 0, sizeof(*info));
+	struct capsule_config cfg;
+	int r = read_config_at(dir, &cfg, err);
+	if (r < 0)
+		return r;
+	snprintf(info->name, sizeof(info->name), "%s", name);
+	snprintf(info->image, sizeof(info->image), "%s", cfg.image);
+	snprintf(info->hostname, sizeof(info->hostname), "%s", cfg.hostname[0] ? cfg.hostname : cfg.name);
+	info->isolation = cfg.isolation;
+	info->detached = cfg.detached;
+	info->memory_bytes = cfg.memory_bytes;
+	info->cpus_milli = cfg.cpus_milli;
+	info->pids_limit = cfg.pids_limit;
+	info->created_unix = cfg.created_unix;
+	config_clear(&cfg);
+	bool running = run_dir_locked(dir);
+	snprintf(info->state, sizeof(info->state), "%s", running ? "running" : "stopped");
+	_cleanup_free_ char *state = NULL;
+	size_t len;
+	if (running && read_file_at(dir, "state.json", 1u << 16, &state, &len) == 0) {
+		int64_t v;
+		if (json_get_int(state, len, "shim_pid", &v) == 0)
+			info->shim_pid = (pid_t)v;
+		if (json_get_int(state, len, "init_pid", &v) == 0)
+			info->init_pid = (pid_t)v;
+		if (json_get_int(state, len, "started", &v) == 0)
+			info->started_unix = v;
+	}
+	return 0;
+}
+
+int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1;
+	int r = run_dir_open(sb->cfg.name, &dir, err);
+	if (r < 0)
+		return r;
+	return info_from_dir(dir, sb->cfg.name, out, err);
+}
+
+int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
+{
+	capsule_sandbox_info info;
+	int r = capsule_sandbox_inspect(sb, &info, err);
+	if (r < 0)
+		return r;
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	json_kv_string(&j, "name", info.name);
+	json_kv_string(&j, "state", info.state);
+	json_kv_string(&j, "image", info.image);
+	json_kv_string(&j, "isolation", info.isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
+	json_kv_string(&j, "hostname", info.hostname);
+	json_kv_bool(&j, "detached", info.detached);
+	json_kv_int(&j, "shim_pid", info.shim_pid);
+	json_kv_int(&j, "init_pid", info.init_pid);
+	json_kv_int(&j, "created", info.created_unix);
+	json_kv_int(&j, "started", info.started_unix);
+	json_key(&j, "limits");
+	json_object_begin(&j);
+	json_kv_uint(&j, "memory_bytes", info.memory_bytes);
+	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
+	json_kv_uint(&j, "pids", info.pids_limit);
+	json_object_end(&j);
+	json_key(&j, "env");
+	json_array_begin(&j);
+	for (size_t i = 0; i < sb->cfg.envc; i++)
+		json_string(&j, sb->cfg.env[i]);
+	json_array_end(&j);
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/run/%s", capsule_home(), info.name);
+	json_kv_string(&j, "run_dir", path);
+	json_object_end(&j);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return cap_err(err, e ? -e : ENOMEM, "formatting inspect output");
+	*out_json = text;
+	return 0;
+}
+
+int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_error *err)
+{
+	_cleanup_close_ int run = -1;
+	int r = home_subdir_open("run", &run, err);
+	if (r < 0)
+		return r;
+	int dup_fd = fcntl(run, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return cap_err(err, errno, "listing '%s/run'", capsule_home());
+	}
+	capsule_sandbox_info *v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || validate_name(de->d_name, "name", NULL) < 0)
+			continue;
+		if (sweep_stale(de->d_name) == 1) {
+			/* An ephemeral leftover is gone now; a named one is listed as stopped. */
+		}
+		_cleanup_close_ int dir = openat(run, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dir < 0)
+			continue;
+		capsule_sandbox_info info;
+		if (info_from_dir(dir, de->d_name, &info, NULL) < 0)
+			continue;
+		capsule_sandbox_info *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv) {
+			free(v);
+			closedir(d);
+			return cap_err(err, ENOMEM, "listing sandboxes");
+		}
+		v = nv;
+		v[n++] = info;
+	}
+	closedir(d);
+	*out = v;
+	*count = n;
+	return 0;
+}

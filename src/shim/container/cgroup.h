@@ -1,0 +1,109 @@
+/* cgroup.c: resource limits and process tracking for one sandbox, on cgroup v1 (including the
+ * hybrid layout, where /sys/fs/cgroup is a tmpfs holding one mount per v1 controller and a
+ * controller-less cgroup2 at /sys/fs/cgroup/unified) and on cgroup v2.
+ *
+ * Where the sandbox's cgroup lives:
+ *  - cgroup v1: "<mount>/capsule/<name>" under the mount of each controller we use (memory, pids,
+ *    cpu; co-mounted controllers such as "cpu,cpuacct" share one folder). Mount points come from
+ *    /proc/self/mountinfo. v1 needs root (or write access to those mounts).
+ *  - cgroup v2 (/sys/fs/cgroup is cgroup2, by statfs; or no v1 controller is mounted and a cgroup2
+ *    mount offers controllers): "<base>/capsule/<name>", where <base> is the v2 mount's root when
+ *    we may write it (root), else the caller's own cgroup from /proc/self/cgroup or the nearest
+ *    writable ancestor of it (a subtree delegated to this user, e.g. by systemd's Delegate=yes)
+ *    that can give the sandbox the controllers asked for. Since cgroup v2 lets a cgroup hand
+ *    controllers to its children only while it has no processes of its own, a delegated cgroup
+ *    that the caller itself lives in can give no controllers: then only limit-free sandboxes get
+ *    a cgroup there (for tracking and cgroup.kill).
+ *
+ * Controllers are used even when their limit is 0 if they are available (for accounting and
+ * kill tracking); a controller that is needed for a requested limit and cannot be used makes
+ * cgroup_create fail. The "capsule" parent folder is created when missing and never removed.
+ *
+ * Every fd is O_CLOEXEC; nothing here prints or exits. Errors name the file, e.g.
+ * "write '/sys/fs/cgroup/pids/capsule/x/pids.max': Invalid argument".
+ *
+ * The caller must not be inside the sandbox's cgroup itself when it calls cgroup_destroy or
+ * cgroup_remove_by_name (on v2 cgroup.kill would kill it; on v1 it is skipped and the cgroup then
+ * cannot be removed). Reap (waitpid) the sandbox's direct children before destroying where
+ * possible: some kernels keep a cgroup busy while an unreaped zombie is charged to it. */
+#ifndef CAPSULE_SHIM_CGROUP_H
+#define CAPSULE_SHIM_CGROUP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+struct cgroup_limits {
+	uint64_t memory_bytes; /* 0 = no limit; swap may not extend it (memsw / memory.swap.max=0) */
+	uint32_t cpus_milli;   /* 1000 = one cpu; 0 = no limit. Quota is cpus_milli*100 us per
+	                        * 100000 us period, at least 1000 us (the kernel's minimum). */
+	uint32_t pids_max;     /* 0 = no limit */
+};
+
+struct cgroup_support {
+	bool v2;                /* unified hierarchy with controllers in use */
+	bool memory, cpu, pids; /* can we limit each, as this user */
+	char reason[256];       /* when something is missing: why, in one line (for `capsule doctor`);
+	                         * empty when all three are available */
+};
+
+struct cgroup_handle; /* opaque */
+
+/* Report what this host (and this user) supports. Never fails; changes nothing. On v2 it
+ * reports the best single base cgroup cgroup_create could use. */
+void cgroup_probe(struct cgroup_support *out);
+
+/* Create the cgroup(s) for sandbox NAME and apply LIM (NULL = no limits). NAME must be a single
+ * path component: empty, ".", ".." or a name with '/' is refused with -EINVAL.
+ * If a limit is requested that cannot be enforced, fails with a clear message ("memory limit
+ * needs the cgroup memory controller, which is not available: ...") and leaves nothing behind.
+ * When no limit is requested and cgroups are not usable (non-root without delegation), succeeds
+ * with a handle that does nothing. A leftover cgroup of the same name (from a killed shim) is
+ * removed first if no process is in it; if processes are in it, fails with -EBUSY. */
+int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgroup_limits *lim,
+		  capsule_error *err);
+
+/* Move PID (the whole process) into the sandbox's cgroup(s) (all controllers). 0 on a no-op
+ * handle. */
+int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err);
+
+/* True if the memory controller recorded an OOM kill in this cgroup (v1: memory.oom_control
+ * "oom_kill" count, or memory.failcnt on kernels without that line; v2: memory.events oom_kill).
+ * After cgroup_destroy it answers what it saw just before the folders were removed. */
+bool cgroup_oom_killed(struct cgroup_handle *cg);
+
+/* Kill everything left in the cgroup(s) and their sub-cgroups (v2: cgroup.kill when present;
+ * v1, or when that fails: read cgroup.procs and SIGKILL each through a pidfd, repeat until empty,
+ * at most ~1 s) and remove the folder(s) (rmdir retried for up to ~1 s on EBUSY). Safe to call
+ * when already gone and more than once. On failure what could be removed is removed and the
+ * handle can be destroyed again later. */
+int cgroup_destroy(struct cgroup_handle *cg, capsule_error *err);
+
+/* Close the handle; accepts NULL; does not destroy (the cgroup stays, e.g. for a later
+ * cgroup_remove_by_name). */
+void cgroup_free(struct cgroup_handle *cg);
+
+/* Remove the leftover cgroup(s) of sandbox NAME, as cgroup_destroy does; used to sweep after a
+ * shim was SIGKILLed. Looks wherever cgroup_create could have put it (on v2 as non-root: the
+ * caller's own cgroup and its writable ancestors). Returns 0 when nothing was there, 1 when
+ * something was removed, a negative errno on failure. */
+int cgroup_remove_by_name(const char *name, capsule_error *err);
+
+/* The paths in use (for inspect), e.g. "/sys/fs/cgroup/memory/capsule/x"; NULL if none (no-op
+ * handle, or memory controller not in use). Valid until cgroup_free. */
+const char *cgroup_memory_path(const struct cgroup_handle *cg);
+/* The folder for CONTROLLER ("memory", "pids" or "cpu"), or NULL when that controller is not in
+ * use. */
+const char *cgroup_controller_path(const struct cgroup_handle *cg, const char *controller);
+/* The sandbox's main cgroup folder: on v2 the one folder (even when it has no controllers), on
+ * v1 the memory folder if any, else the first one; NULL for a no-op handle. */
+const char *cgroup_path(const struct cgroup_handle *cg);
+/* True when the handle has at least one cgroup folder (false for the do-nothing handle). */
+bool cgroup_active(const struct cgroup_handle *cg);
+/* On v2, an O_DIRECTORY fd of the sandbox's cgroup (owned by the handle, do not close), usable
+ * with clone3(CLONE_INTO_CGROUP); -1 on v1 or for a no-op handle. */
+int cgroup_v2_fd(const struct cgroup_handle *cg);
+
+#endif

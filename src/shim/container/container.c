@@ -1,0 +1,433 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+
+#include "container.h"
+#include "syscalls.h"
+#include "util.h"
+
+#define AGENT_FD 3
+
+uint64_t container_default_caps(void)
+{
+	static const int caps[] = {
+		CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
+		CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID, CAP_SYS_CHROOT,
+	};
+	uint64_t m = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
+		m |= 1ull << caps[i];
+	return m;
+}
+
+/* ---- the child's side ---------------------------------------------------------------- */
+
+struct child_failure {
+	int errnum;
+	char message[400];
+};
+
+static int child_errfd = -1;
+
+static _Noreturn void child_die(int errnum, const char *fmt, ...) _printf_(2, 3);
+static _Noreturn void child_die(int errnum, const char *fmt, ...)
+{
+	struct child_failure f = { .errnum = errnum };
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(f.message, sizeof(f.message), fmt, ap);
+	va_end(ap);
+	if (n >= 0 && (size_t)n < sizeof(f.message))
+		snprintf(f.message + n, sizeof(f.message) - (size_t)n, ": %s", strerror(errnum));
+	(void)!write(child_errfd, &f, sizeof(f));
+	_exit(1);
+}
+
+/* Open PATH below ROOTFD without ever leaving it: symlinks resolve as if ROOTFD were "/",
+ * and magic links (/proc/self/fd/N) are refused. This is what keeps a mount target that the
+ * sandbox controls from pointing anywhere outside it. */
+static int open_in_root(int rootfd, const char *path, int flags)
+{
+	int fd;
+	do
+		fd = sys_openat2(rootfd, path, (uint64_t)(flags | O_CLOEXEC),
+				 RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV);
+	while (fd < 0 && errno == EAGAIN);
+	if (fd < 0 && errno == EXDEV) {
+		do
+			fd = sys_openat2(rootfd, path, (uint64_t)(flags | O_CLOEXEC), RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
+		while (fd < 0 && errno == EAGAIN);
+	}
+	return fd;
+}
+
+/* Attach the detached mount TREE onto PATH below ROOTFD. */
+static void attach_at(int tree, int rootfd, const char *path)
+{
+	int target = open_in_root(rootfd, path, O_PATH);
+	if (target < 0)
+		child_die(errno, "mount target '%s'", path);
+	if (sys_move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		child_die(errno, "move_mount onto '%s'", path);
+	close(target);
+	close(tree);
+}
+
+static void bind_host(const char *host_path, int rootfd, const char *path, uint64_t attrs)
+{
+	int tree = sys_open_tree(AT_FDCWD, host_path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+	if (tree < 0)
+		child_die(errno, "open_tree '%s'", host_path);
+	if (attrs) {
+		struct mount_attr a = { .attr_set = attrs };
+		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+			child_die(errno, "mount_setattr '%s'", host_path);
+	}
+	attach_at(tree, rootfd, path);
+}
+
+/* A fresh filesystem instance, mounted with ATTRS at PATH below ROOTFD. OPTS is a
+ * NULL-terminated list of key, value pairs (value NULL: a flag). */
+static void mount_fs(const char *fstype, const char *const *opts, uint64_t attrs, int rootfd, const char *path)
+{
+	int fs = sys_fsopen(fstype, FSOPEN_CLOEXEC);
+	if (fs < 0)
+		child_die(errno, "fsopen %s", fstype);
+	for (size_t i = 0; opts && opts[i]; i += 2) {
+		int r = opts[i + 1] ? sys_fsconfig(fs, FSCONFIG_SET_STRING, opts[i], opts[i + 1], 0)
+				    : sys_fsconfig(fs, FSCONFIG_SET_FLAG, opts[i], NULL, 0);
+		if (r < 0)
+			child_die(errno, "%s option '%s'", fstype, opts[i]);
+	}
+	if (sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+		child_die(errno, "creating %s for '%s'", fstype, path);
+	int tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, (unsigned)attrs);
+	if (tree < 0)
+		child_die(errno, "fsmount %s", fstype);
+	close(fs);
+	attach_at(tree, rootfd, path);
+}
+
+/* Make a mount point (file or folder) for a bind below ROOTFD; it may already exist. */
+static void make_mountpoint(int dirfd, const char *name, bool dir)
+{
+	if (dir) {
+		if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+			child_die(errno, "mkdir '%s'", name);
+		return;
+	}
+	int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		child_die(errno, "creating mount point '%s'", name);
+	close(fd);
+}
+
+static void setup_dev(int rootfd)
+{
+	static const char *const dev_opts[] = { "mode", "0755", "size", "65536", NULL };
+	mount_fs("tmpfs", dev_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, rootfd, "dev");
+	int devfd = open_in_root(rootfd, "dev", O_PATH | O_DIRECTORY);
+	if (devfd < 0)
+		child_die(errno, "open '/dev'");
+	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
+		char host[32];
+		snprintf(host, sizeof(host), "/dev/%s", nodes[i]);
+		/* A device node we bind in must be the host's real character device, never a
+		 * symlink that something swapped in (the runc CVE-2025-31133 class). */
+		struct stat st;
+		if (lstat(host, &st) < 0 || !S_ISCHR(st.st_mode))
+			child_die(ENODEV, "'%s' is not a character device", host);
+		make_mountpoint(devfd, nodes[i], false);
+		char inside[32];
+		snprintf(inside, sizeof(inside), "dev/%s", nodes[i]);
+		bind_host(host, rootfd, inside, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	}
+	make_mountpoint(devfd, "pts", true);
+	make_mountpoint(devfd, "shm", true);
+	make_mountpoint(devfd, "mqueue", true);
+	static const char *const pts_opts[] = { "newinstance", NULL, "ptmxmode", "0666", "mode", "0620", NULL };
+	mount_fs("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, rootfd, "dev/pts");
+	static const char *const shm_opts[] = { "mode", "1777", "size", "67108864", NULL };
+	mount_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, rootfd, "dev/shm");
+	mount_fs("mqueue", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "dev/mqueue");
+	static const char *const links[][2] = {
+		{ "pts/ptmx", "ptmx" }, { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
+		{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++)
+		if (symlinkat(links[i][0], devfd, links[i][1]) < 0 && errno != EEXIST)
+			child_die(errno, "symlink '/dev/%s'", links[i][1]);
+	close(devfd);
+}
+
+/* Paths of /proc and /sys that leak host information or give host-wide knobs: masked (files
+ * by /dev/null, folders by an empty read-only tmpfs) or made read-only, as docker does. */
+static void setup_proc_masks(int rootfd)
+{
+	static const char *const masked[] = {
+		"proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
+		"proc/timer_stats", "proc/sched_debug", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap",
+	};
+	static const char *const readonly[] = {
+		"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger",
+	};
+	/* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
+	int devnull = open_in_root(rootfd, "dev/null", O_PATH | O_NOFOLLOW);
+	struct stat st;
+	if (devnull < 0 || fstat(devnull, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 ||
+	    minor(st.st_rdev) != 3)
+		child_die(ENODEV, "'/dev/null' in the sandbox is not the null device");
+	for (size_t i = 0; i < ARRAY_SIZE(masked); i++) {
+		int fd = open_in_root(rootfd, masked[i], O_PATH | O_NOFOLLOW);
+		if (fd < 0)
+			continue; /* not on this kernel */
+		if (fstat(fd, &st) < 0)
+			child_die(errno, "stat '/%s'", masked[i]);
+		close(fd);
+		if (S_ISDIR(st.st_mode)) {
+			static const char *const ro_tmpfs[] = { "size", "0", NULL };
+			mount_fs("tmpfs", ro_tmpfs, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+				 rootfd, masked[i]);
+		} else {
+			int tree = sys_open_tree(devnull, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+			if (tree < 0)
+				child_die(errno, "open_tree '/dev/null'");
+			attach_at(tree, rootfd, masked[i]);
+		}
+	}
+	close(devnull);
+	for (size_t i = 0; i < ARRAY_SIZE(readonly); i++) {
+		int src = open_in_root(rootfd, readonly[i], O_PATH | O_NOFOLLOW);
+		if (src < 0)
+			continue;
+		int tree = sys_open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+		if (tree < 0)
+			child_die(errno, "open_tree '/%s'", readonly[i]);
+		close(src);
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+			child_die(errno, "read-only '/%s'", readonly[i]);
+		attach_at(tree, rootfd, readonly[i]);
+	}
+}
+
+static void setup_rootfs(const struct container_spec *spec)
+{
+	char rootfs[4096], opts[8192];
+	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", spec->fsdir);
+	int n = snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", spec->lowerdir,
+			 spec->fsdir, spec->fsdir);
+	if (n < 0 || (size_t)n >= sizeof(opts))
+		child_die(ENAMETOOLONG, "overlay options");
+
+	/* Nothing we mount may propagate back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_die(errno, "making mounts private");
+	if (mount("overlay", rootfs, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+		child_die(errno, "mounting the overlay root on '%s'", rootfs);
+	int rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		child_die(errno, "open '%s'", rootfs);
+
+	if (spec->host_image) {
+		static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
+		for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+			char host[16];
+			snprintf(host, sizeof(host), "/%s", host_dirs[i]);
+			struct stat st;
+			/* Merged-/usr hosts have symlinks here, which the image root mirrors. */
+			if (lstat(host, &st) < 0 || !S_ISDIR(st.st_mode))
+				continue;
+			bind_host(host, rootfd, host_dirs[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+		}
+	}
+
+	mount_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "proc");
+	setup_dev(rootfd);
+	mount_fs("sysfs", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd,
+		 "sys");
+	setup_proc_masks(rootfd);
+	close(rootfd);
+
+	if (chdir(rootfs) < 0)
+		child_die(errno, "chdir '%s'", rootfs);
+	/* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves the
+	 * sandbox with no path back to the host's tree. */
+	if (sys_pivot_root(".", ".") < 0)
+		child_die(errno, "pivot_root into '%s'", rootfs);
+	if (umount2(".", MNT_DETACH) < 0)
+		child_die(errno, "detaching the old root");
+	if (chdir("/") < 0)
+		child_die(errno, "chdir '/'");
+}
+
+static _Noreturn void container_child(const struct container_spec *spec, int go_fd)
+{
+	/* Wait until the parent has written our id maps and placed us in our cgroups. */
+	char go;
+	if (read(go_fd, &go, 1) != 1)
+		_exit(1);
+	close(go_fd);
+
+	if (!spec->rootless && setgroups(0, NULL) < 0)
+		child_die(errno, "setgroups");
+	if (setresgid(0, 0, 0) < 0)
+		child_die(errno, "setresgid to the sandbox's root");
+	if (setresuid(0, 0, 0) < 0)
+		child_die(errno, "setresuid to the sandbox's root");
+	/* Changing credentials cleared these: set them again for the sandbox's root. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
+	/* The cgroup namespace is made now, after the parent moved us, so that our own cgroup
+	 * is the root of what the sandbox sees. */
+	if (unshare(CLONE_NEWCGROUP) < 0)
+		child_die(errno, "unshare cgroup namespace");
+	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+		child_die(errno, "sethostname '%s'", spec->hostname);
+
+	setup_rootfs(spec);
+
+	if (spec->agent_sock != AGENT_FD) {
+		if (dup2(spec->agent_sock, AGENT_FD) < 0)
+			child_die(errno, "dup2 agent socket");
+	} else if (fcntl(AGENT_FD, F_SETFD, 0) < 0) {
+		child_die(errno, "agent socket flags");
+	}
+	int memfd = spec->agent_memfd;
+	if (memfd <= AGENT_FD) {
+		memfd = fcntl(memfd, F_DUPFD_CLOEXEC, AGENT_FD + 1);
+		if (memfd < 0)
+			child_die(errno, "dup agent memfd");
+	}
+	/* Only fd 3 (the agent's socket), the memfd and the error pipe survive; the latter two
+	 * are close-on-exec. */
+	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
+		child_die(errno, "stdio to /dev/null");
+	for (int fd = AGENT_FD + 1; fd < 1024; fd++)
+		if (fd != memfd && fd != child_errfd)
+			close(fd);
+	char *const argv[] = { "capsule-agent", NULL };
+	char *const envp[] = { NULL };
+	fexecve(memfd, argv, envp);
+	child_die(errno, "exec of capsule-agent");
+}
+
+/* ---- the parent's side ---------------------------------------------------------------- */
+
+static int write_proc_file(pid_t pid, const char *file, const char *text, capsule_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	int r = write_all(fd, text, strlen(text));
+	close(fd);
+	if (r < 0)
+		return cap_err(err, -r, "write '%s' (\"%s\")", path, text);
+	return 0;
+}
+
+int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
+		    capsule_error *err)
+{
+	int go[2], status[2];
+	if (pipe2(go, O_CLOEXEC) < 0)
+		return cap_err(err, errno, "pipe");
+	if (pipe2(status, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(go[0]);
+		close(go[1]);
+		return cap_err(err, e, "pipe");
+	}
+
+	/* The agent is tiny and everything depends on it: the OOM killer must pick the command
+	 * that ate the memory instead. The child inherits this; commands reset it to 0. */
+	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (oom >= 0) {
+		(void)!write(oom, "-1000", 5);
+		close(oom);
+	}
+
+	int pidfd = -1;
+	struct clone_args args = {
+		.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET |
+			 CLONE_PIDFD,
+		.pidfd = (uint64_t)(uintptr_t)&pidfd,
+		.exit_signal = SIGCHLD,
+	};
+	long pid = sys_clone3(&args);
+	if (pid < 0) {
+		int e = errno;
+		close(go[0]);
+		close(go[1]);
+		close(status[0]);
+		close(status[1]);
+		if (e == EPERM || e == ENOSPC)
+			return cap_err(err, e, "creating namespaces (is kernel.unprivileged_userns_clone or user.max_user_namespaces limiting user namespaces?)");
+		return cap_err(err, e, "clone3");
+	}
+	if (pid == 0) {
+		close(go[1]);
+		close(status[0]);
+		child_errfd = status[1];
+		container_child(spec, go[0]);
+	}
+	close(go[0]);
+	close(status[1]);
+
+	int r = 0;
+	char map[64];
+	snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->uid_base, spec->id_count);
+	if (spec->rootless)
+		r = write_proc_file((pid_t)pid, "setgroups", "deny", err);
+	if (r == 0)
+		r = write_proc_file((pid_t)pid, "uid_map", map, err);
+	snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
+	if (r == 0)
+		r = write_proc_file((pid_t)pid, "gid_map", map, err);
+	if (r == 0 && join)
+		join((pid_t)pid, payload);
+	if (r == 0 && write(go[1], "g", 1) != 1)
+		r = cap_err(err, errno, "starting the container's init");
+	close(go[1]);
+
+	if (r == 0) {
+		struct child_failure f;
+		ssize_t n;
+		do
+			n = read(status[0], &f, sizeof(f));
+		while (n < 0 && errno == EINTR);
+		if (n == (ssize_t)sizeof(f)) {
+			f.message[sizeof(f.message) - 1] = '\0';
+			r = cap_err_plain(err, f.errnum > 0 ? f.errnum : EIO, "%s", f.message);
+		} else if (n != 0) {
+			r = cap_err_plain(err, EIO, "the container's init died during setup");
+		}
+	}
+	close(status[0]);
+	if (r < 0) {
+		sys_pidfd_send_signal(pidfd, SIGKILL);
+		while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close(pidfd);
+		return r;
+	}
+	out->pid = (pid_t)pid;
+	out->pidfd = pidfd;
+	return 0;
+}

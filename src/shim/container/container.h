@@ -1,0 +1,44 @@
+/* The container isolation level: namespaces, an overlay root, fd-based mounts, pivot_root,
+ * and the agent exec'd from a sealed memfd as PID 1. */
+#ifndef CAPSULE_CONTAINER_H
+#define CAPSULE_CONTAINER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+struct container_spec {
+	const char *hostname;
+	const char *lowerdir;  /* the image's root (read-only layers), host path */
+	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ live here */
+	bool host_image;       /* bind the host's /usr (and /bin, /lib* when not symlinks) read-only */
+	int agent_memfd;       /* sealed memfd holding capsule-agent */
+	int agent_sock;        /* becomes fd 3 of the agent */
+	uid_t uid_base;        /* host uid of the sandbox's root */
+	gid_t gid_base;
+	uint32_t id_count;     /* 65536 for root callers, 1 otherwise */
+	bool rootless;         /* the caller is not root: single-id map, setgroups denied */
+};
+
+struct container {
+	pid_t pid;   /* the agent, on the host */
+	int pidfd;
+};
+
+/* Progress hook between steps; may be NULL. */
+typedef void (*container_hook_fn)(pid_t child, void *payload);
+
+/* Start the container: clone3 into new user, mount, pid, ipc, uts, net and cgroup namespaces,
+ * map ids, call JOIN (which puts the child into its cgroups) before the child goes on, set up
+ * the root and exec the agent. Returns once the agent has been exec'd or setup failed (the
+ * child's own message then in err). */
+int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
+		    capsule_error *err);
+
+/* The capabilities a command run as the sandbox's root keeps (podman's default set), as a
+ * bit mask for the agent. */
+uint64_t container_default_caps(void);
+
+#endif

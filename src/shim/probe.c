@@ -1,0 +1,120 @@
+/* `capsule-shim --probe`: what this host supports for each isolation level, and why not,
+ * as JSON on stdout. Features are checked by trying them, never by kernel version. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "json.h"
+#include "probe.h"
+#include "seccomp_policy.h"
+#include "syscalls.h"
+#include "util.h"
+
+/* Run FN in a forked child and report whether it exited 0. */
+static bool try_in_child(int (*fn)(void))
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return false;
+	if (pid == 0)
+		_exit(fn() == 0 ? 0 : 1);
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0;
+}
+
+static int probe_userns(void)
+{
+	return unshare(CLONE_NEWUSER) == 0 ? 0 : 1;
+}
+
+static int probe_all_ns(void)
+{
+	return unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) == 0 ? 0 : 1;
+}
+
+static int probe_openat2(void)
+{
+	int fd = sys_openat2(AT_FDCWD, "/", O_PATH | O_CLOEXEC, RESOLVE_IN_ROOT);
+	return fd >= 0 ? 0 : 1;
+}
+
+static int probe_mount_api(void)
+{
+	int fd = sys_open_tree(AT_FDCWD, "/", OPEN_TREE_CLOEXEC);
+	return fd >= 0 ? 0 : 1;
+}
+
+int shim_probe(void)
+{
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	struct utsname u;
+	uname(&u);
+	json_kv_string(&j, "kernel", u.release);
+	json_kv_string(&j, "arch", u.machine);
+	json_kv_bool(&j, "root", geteuid() == 0);
+
+	json_key(&j, "container");
+	json_object_begin(&j);
+	bool userns = try_in_child(probe_userns);
+	bool allns = userns && try_in_child(probe_all_ns);
+	json_kv_bool(&j, "user_namespaces", userns);
+	json_kv_bool(&j, "all_namespaces", allns);
+	json_kv_bool(&j, "openat2", try_in_child(probe_openat2));
+	json_kv_bool(&j, "mount_api", try_in_child(probe_mount_api));
+	uint8_t *bpf = NULL;
+	size_t len = 0;
+	capsule_error err = { 0 };
+	bool sec = seccomp_default_bpf(&bpf, &len, &err) == 0;
+	free(bpf);
+	json_kv_bool(&j, "seccomp", sec);
+	if (!sec)
+		json_kv_string(&j, "seccomp_reason", err.message);
+	struct cgroup_support cs;
+	cgroup_probe(&cs);
+	json_key(&j, "cgroups");
+	json_object_begin(&j);
+	json_kv_string(&j, "version", cs.v2 ? "v2" : "v1");
+	json_kv_bool(&j, "memory", cs.memory);
+	json_kv_bool(&j, "cpu", cs.cpu);
+	json_kv_bool(&j, "pids", cs.pids);
+	if (cs.reason[0])
+		json_kv_string(&j, "reason", cs.reason);
+	json_object_end(&j);
+	json_kv_bool(&j, "usable", allns && sec);
+	if (!userns)
+		json_kv_string(&j, "reason", "user namespaces are not available (check user.max_user_namespaces)");
+	json_object_end(&j);
+
+	json_key(&j, "vm");
+	json_object_begin(&j);
+	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+	json_kv_bool(&j, "kvm", kvm >= 0);
+	if (kvm >= 0)
+		close(kvm);
+	bool qemu = access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
+	json_kv_bool(&j, "qemu", qemu);
+	json_kv_bool(&j, "usable", false);
+	json_kv_string(&j, "reason", "the vm isolation level is not built yet");
+	json_object_end(&j);
+	json_object_end(&j);
+
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return 1;
+	int r = write_all(1, text, strlen(text));
+	free(text);
+	return r < 0 ? 1 : 0;
+}

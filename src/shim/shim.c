@@ -1,0 +1,1079 @@
+/* capsule-shim: one per sandbox, on the host. It creates and owns the sandbox (namespaces
+ * and cgroups), talks to the agent inside over a socketpair, and serves any number of
+ * clients on run/<name>/control.sock, multiplexing their channels onto the agent's.
+ *
+ *   capsule-shim --name NAME            started by libcapsule; fd 3 is the creator's socket,
+ *                                       fd 4 the sandbox's lock, already held
+ *   capsule-shim --cleanup --name NAME  sweep what a killed shim left behind
+ *   capsule-shim --probe                what this host supports, as JSON
+ *
+ * It never prints to a terminal: errors go to the creator as protocol ERROR frames, and to
+ * run/<name>/shim.log. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "cgroup.h"
+#include "container.h"
+#include "internal.h"
+#include "json.h"
+#include "probe.h"
+#include "proto.h"
+#include "seccomp_policy.h"
+#include "syscalls.h"
+#include "util.h"
+
+#define CREATOR_FD 3
+#define LOCK_FD 4
+#define MAX_CLIENTS 256
+#define MAX_CHANNELS 4096
+#define CLIENT_OUTQ_MAX (16u << 20)
+#define AGENT_OUTQ_MAX (8u << 20)
+
+enum { KEY_LISTEN = 1, KEY_AGENT, KEY_PIDFD, KEY_SIGNAL, KEY_CLIENT_BASE = 16 };
+
+/* Bytes waiting to be written to a non-blocking socket. */
+struct outq {
+	uint8_t *buf;
+	size_t start, len, cap;
+};
+
+struct client {
+	bool used;
+	int fd;
+	bool owner;      /* the creator of an ephemeral sandbox: its EOF ends the sandbox */
+	bool hello_done;
+	bool closing;    /* flush what is queued, then close */
+	bool stop_waiter; /* gets OK when the stop completes */
+	uint32_t stop_chan;
+	struct cp_rxbuf rx;
+	struct outq out;
+};
+
+/* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */
+struct channel {
+	bool used;
+	int client;            /* index in clients[], -1 once the client is gone */
+	uint32_t client_chan;
+	uint32_t agent_chan;
+	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
+	uint64_t in_credit;     /* stdin bytes the agent has granted */
+};
+
+static struct shim {
+	char name[CAPSULE_NAME_MAX + 1];
+	int run_fd;
+	int lock_fd;
+	int epfd, sigfd, listen_fd;
+	struct capsule_config cfg;
+	struct cgroup_handle *cg;
+	struct container ct;
+	int agent_fd;
+	struct cp_rxbuf agent_rx;
+	struct outq agent_out;
+	struct cp_writer w;
+	struct client clients[MAX_CLIENTS];
+	struct channel chans[MAX_CHANNELS];
+	uint32_t next_agent_chan;
+	bool stopping;
+	uint64_t stop_deadline_ms;
+	bool agent_gone;
+	int64_t started_unix;
+	FILE *log;
+} S;
+
+static void shim_log(const char *fmt, ...) _printf_(1, 2);
+static void shim_log(const char *fmt, ...)
+{
+	if (!S.log)
+		return;
+	time_t t = time(NULL);
+	struct tm tm;
+	char ts[32];
+	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", gmtime_r(&t, &tm));
+	fprintf(S.log, "%s ", ts);
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(S.log, fmt, ap);
+	va_end(ap);
+	fputc('\n', S.log);
+	fflush(S.log);
+}
+
+/* ---- output queues ------------------------------------------------------------------ */
+
+static int outq_push(struct outq *q, const void *p, size_t n)
+{
+	if (q->start > 0 && q->start == q->len)
+		q->start = q->len = 0;
+	if (q->len + n > q->cap) {
+		if (q->start > 0) {
+			memmove(q->buf, q->buf + q->start, q->len - q->start);
+			q->len -= q->start;
+			q->start = 0;
+		}
+		if (q->len + n > q->cap) {
+			size_t cap = q->cap ? q->cap : 64 * 1024;
+			while (cap < q->len + n)
+				cap *= 2;
+			uint8_t *nb = realloc(q->buf, cap);
+			if (!nb)
+				return -ENOMEM;
+			q->buf = nb;
+			q->cap = cap;
+		}
+	}
+	memcpy(q->buf + q->len, p, n);
+	q->len += n;
+	return 0;
+}
+
+static size_t outq_pending(const struct outq *q)
+{
+	return q->len - q->start;
+}
+
+/* Write what we can; -errno when the peer is gone. */
+static int outq_flush(struct outq *q, int fd)
+{
+	while (outq_pending(q)) {
+		ssize_t n = send(fd, q->buf + q->start, outq_pending(q), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;
+		}
+		q->start += (size_t)n;
+	}
+	q->start = q->len = 0;
+	/* Give back what a burst made us allocate. */
+	if (q->cap > 1u << 20) {
+		free(q->buf);
+		q->buf = NULL;
+		q->cap = 0;
+	}
+	return 0;
+}
+
+static void outq_free(struct outq *q)
+{
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+}
+
+/* ---- epoll -------------------------------------------------------------------------- */
+
+static void ep_set(int fd, uint64_t key, uint32_t events, bool add)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = key };
+	epoll_ctl(S.epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+}
+
+static void agent_update_events(void)
+{
+	if (S.agent_fd >= 0)
+		ep_set(S.agent_fd, KEY_AGENT, EPOLLIN | (outq_pending(&S.agent_out) ? EPOLLOUT : 0), false);
+}
+
+static bool agent_backlogged(void)
+{
+	return outq_pending(&S.agent_out) > AGENT_OUTQ_MAX;
+}
+
+static void client_update_events(int ci)
+{
+	struct client *c = &S.clients[ci];
+	uint32_t ev = 0;
+	/* Back-pressure: while the agent is not keeping up, stop reading requests. */
+	if (!c->closing && !agent_backlogged())
+		ev |= EPOLLIN;
+	if (outq_pending(&c->out))
+		ev |= EPOLLOUT;
+	ep_set(c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
+}
+
+static void all_clients_update_events(void)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		if (S.clients[i].used)
+			client_update_events(i);
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+static void begin_stop(uint32_t grace_ms);
+static void client_close(int ci);
+
+static void to_agent(const void *p, size_t n)
+{
+	if (S.agent_fd < 0)
+		return;
+	if (outq_push(&S.agent_out, p, n) < 0 || outq_flush(&S.agent_out, S.agent_fd) < 0) {
+		shim_log("agent connection failed");
+		begin_stop(0);
+		return;
+	}
+	agent_update_events();
+	if (agent_backlogged())
+		all_clients_update_events();
+}
+
+static void to_client(int ci, const void *p, size_t n)
+{
+	struct client *c = &S.clients[ci];
+	if (!c->used)
+		return;
+	if (outq_pending(&c->out) + n > CLIENT_OUTQ_MAX || outq_push(&c->out, p, n) < 0) {
+		/* A client that does not read what it asked for: cut it off, not us. */
+		shim_log("client %d: output queue over its limit, disconnecting", ci);
+		client_close(ci);
+		return;
+	}
+	if (outq_flush(&c->out, c->fd) < 0) {
+		client_close(ci);
+		return;
+	}
+	client_update_events(ci);
+}
+
+static void client_send_error(int ci, uint32_t chan, int errnum, const char *fmt, ...) _printf_(4, 5);
+static void client_send_error(int ci, uint32_t chan, int errnum, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct cp_error_msg m = { .errnum = (uint32_t)errnum, .message = msg };
+	if (cp_error_encode(&S.w, chan, &m) == 0)
+		to_client(ci, S.w.buf, S.w.len);
+}
+
+/* Forward a frame whose header and payload are given, with a new channel id. */
+static void forward(bool to_the_agent, int ci, const struct cp_header *h, const uint8_t *payload, uint32_t chan)
+{
+	uint8_t hdr[CP_HEADER_SIZE];
+	struct cp_header nh = *h;
+	nh.chan = chan;
+	cp_header_encode(hdr, &nh);
+	if (to_the_agent) {
+		to_agent(hdr, sizeof(hdr));
+		if (h->len)
+			to_agent(payload, h->len);
+	} else {
+		to_client(ci, hdr, sizeof(hdr));
+		if (h->len && S.clients[ci].used)
+			to_client(ci, payload, h->len);
+	}
+}
+
+/* ---- channels ----------------------------------------------------------------------- */
+
+static struct channel *chan_by_client(int ci, uint32_t client_chan)
+{
+	for (size_t i = 0; i < MAX_CHANNELS; i++)
+		if (S.chans[i].used && S.chans[i].client == ci && S.chans[i].client_chan == client_chan)
+			return &S.chans[i];
+	return NULL;
+}
+
+static struct channel *chan_by_agent(uint32_t agent_chan)
+{
+	for (size_t i = 0; i < MAX_CHANNELS; i++)
+		if (S.chans[i].used && S.chans[i].agent_chan == agent_chan)
+			return &S.chans[i];
+	return NULL;
+}
+
+static struct channel *chan_new(int ci, uint32_t client_chan)
+{
+	struct channel *ch = NULL;
+	for (size_t i = 0; i < MAX_CHANNELS && !ch; i++)
+		if (!S.chans[i].used)
+			ch = &S.chans[i];
+	if (!ch)
+		return NULL;
+	do {
+		S.next_agent_chan++;
+		if (S.next_agent_chan == 0)
+			S.next_agent_chan = 1;
+	} while (chan_by_agent(S.next_agent_chan));
+	memset(ch, 0, sizeof(*ch));
+	ch->used = true;
+	ch->client = ci;
+	ch->client_chan = client_chan;
+	ch->agent_chan = S.next_agent_chan;
+	ch->out_credit[1] = ch->out_credit[2] = CP_INITIAL_WINDOW;
+	ch->in_credit = CP_INITIAL_WINDOW;
+	return ch;
+}
+
+/* ---- state file --------------------------------------------------------------------- */
+
+static void write_state(const char *state)
+{
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	json_kv_string(&j, "name", S.cfg.name);
+	json_kv_string(&j, "state", state);
+	json_kv_int(&j, "shim_pid", strcmp(state, "running") ? 0 : (int64_t)getpid());
+	json_kv_int(&j, "init_pid", strcmp(state, "running") ? 0 : (int64_t)S.ct.pid);
+	json_kv_int(&j, "started", S.started_unix);
+	json_kv_string(&j, "cgroup", S.cg ? cgroup_memory_path(S.cg) : NULL);
+	json_object_end(&j);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return;
+	write_file_atomic_at(S.run_fd, "state.json", text, strlen(text), 0644);
+	free(text);
+}
+
+/* ---- stop and teardown -------------------------------------------------------------- */
+
+static void begin_stop(uint32_t grace_ms)
+{
+	if (S.stopping) {
+		uint64_t d = now_ms() + grace_ms;
+		if (d < S.stop_deadline_ms)
+			S.stop_deadline_ms = d;
+		return;
+	}
+	S.stopping = true;
+	S.stop_deadline_ms = now_ms() + grace_ms;
+	shim_log("stopping (grace %u ms)", grace_ms);
+	if (grace_ms == 0 || S.agent_fd < 0) {
+		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+		return;
+	}
+	struct cp_stop m = { .timeout_ms = grace_ms };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	if (cp_stop_encode(&w, 0, &m) == 0) {
+		/* SHUTDOWN shares the STOP message body. */
+		w.buf[4] = CP_SHUTDOWN & 0xff;
+		w.buf[5] = CP_SHUTDOWN >> 8;
+		to_agent(w.buf, w.len);
+	}
+	cp_writer_free(&w);
+}
+
+static void finish_and_exit(void)
+{
+	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
+	capsule_error err = { 0 };
+	if (S.cg && cgroup_destroy(S.cg, &err) < 0)
+		shim_log("cgroup cleanup: %s", err.message);
+	unlinkat(S.run_fd, "control.sock", 0);
+	bool ephemeral = !S.cfg.detached;
+	if (ephemeral) {
+		/* Nothing of an ephemeral sandbox outlives it. */
+		shim_log("stopped");
+		_cleanup_close_ int run = -1;
+		if (home_subdir_open("run", &run, NULL) == 0)
+			rm_rf_at(run, S.name);
+		if (S.log)
+			fclose(S.log);
+		S.log = NULL;
+	} else {
+		rm_rf_at(S.run_fd, "fs/work");
+		write_state("stopped");
+		shim_log("stopped");
+	}
+	/* Only now, with everything cleaned up, tell whoever asked for the stop. */
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &S.clients[i];
+		if (!c->used)
+			continue;
+		if (c->stop_waiter && cp_empty_encode(&S.w, CP_OK, c->stop_chan) == 0)
+			outq_push(&c->out, S.w.buf, S.w.len);
+		/* Blocking now: we are about to exit and these are the last words. */
+		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+		struct timeval tv = { .tv_sec = 1 };
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		outq_flush(&c->out, c->fd);
+	}
+	_exit(0);
+}
+
+/* ---- client requests ---------------------------------------------------------------- */
+
+static void client_close(int ci)
+{
+	struct client *c = &S.clients[ci];
+	if (!c->used)
+		return;
+	bool owner = c->owner;
+	epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	cp_rxbuf_free(&c->rx);
+	outq_free(&c->out);
+	memset(c, 0, sizeof(*c));
+	/* Commands the client was attached to go with it, as they would with a closed
+	 * terminal; their channels are dropped when the agent reports the exit. */
+	for (size_t i = 0; i < MAX_CHANNELS; i++) {
+		struct channel *ch = &S.chans[i];
+		if (!ch->used || ch->client != ci)
+			continue;
+		ch->client = -1;
+		struct cp_signal sig = { .signo = SIGKILL };
+		if (cp_signal_encode(&S.w, ch->agent_chan, &sig) == 0)
+			to_agent(S.w.buf, S.w.len);
+	}
+	if (owner) {
+		shim_log("creator of the ephemeral sandbox went away");
+		begin_stop(0);
+	}
+}
+
+static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	struct client *c = &S.clients[ci];
+	if (!c->hello_done) {
+		struct cp_hello m;
+		if (h->type != CP_HELLO || cp_hello_decode(payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EPROTO, "expected HELLO first");
+			c->closing = true;
+			return;
+		}
+		uint32_t v = m.version;
+		cp_hello_free(&m);
+		if (v != CP_VERSION) {
+			client_send_error(ci, h->chan, EPROTONOSUPPORT,
+					  "protocol version %u not supported (this shim speaks %u)", v, CP_VERSION);
+			c->closing = true;
+			return;
+		}
+		c->hello_done = true;
+		struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
+		if (cp_hello_encode(&S.w, 0, &me) == 0)
+			to_client(ci, S.w.buf, S.w.len);
+		return;
+	}
+
+	struct channel *ch = h->chan ? chan_by_client(ci, h->chan) : NULL;
+	switch (h->type) {
+	case CP_EXEC:
+	case CP_SIGNAL:
+		if (h->type == CP_SIGNAL && ch) {
+			forward(true, ci, h, payload, ch->agent_chan);
+			return;
+		}
+		if (h->chan == 0 || ch) {
+			client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use",
+					  cp_type_name(h->type), h->chan);
+			return;
+		}
+		if (S.stopping) {
+			client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+			return;
+		}
+		ch = chan_new(ci, h->chan);
+		if (!ch) {
+			client_send_error(ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", S.name);
+			return;
+		}
+		forward(true, ci, h, payload, ch->agent_chan);
+		return;
+	case CP_DATA:
+		if (!ch)
+			return; /* late stdin after exit */
+		if (h->len > ch->in_credit) {
+			client_send_error(ci, h->chan, EBADMSG, "stdin sent past its flow-control credit");
+			c->closing = true;
+			return;
+		}
+		ch->in_credit -= h->len;
+		forward(true, ci, h, payload, ch->agent_chan);
+		return;
+	case CP_CREDIT: {
+		struct cp_credit m;
+		if (!ch || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
+			return;
+		ch->out_credit[m.stream] += m.bytes;
+		forward(true, ci, h, payload, ch->agent_chan);
+		return;
+	}
+	case CP_RESIZE:
+		if (ch)
+			forward(true, ci, h, payload, ch->agent_chan);
+		return;
+	case CP_STOP: {
+		struct cp_stop m;
+		if (cp_stop_decode(payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EBADMSG, "malformed STOP request");
+			return;
+		}
+		c->stop_waiter = true;
+		c->stop_chan = h->chan;
+		begin_stop(m.timeout_ms);
+		return;
+	}
+	default:
+		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
+				  cp_type_name(h->type));
+	}
+}
+
+static void client_readable(int ci)
+{
+	struct client *c = &S.clients[ci];
+	long n = cp_rxbuf_fill(&c->rx, c->fd);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		client_close(ci);
+		return;
+	}
+	struct cp_header h;
+	const uint8_t *payload;
+	int k;
+	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
+		client_request(ci, &h, payload);
+		if (c->used)
+			cp_rxbuf_consume(&c->rx, &h);
+	}
+	if (c->used && !c->closing && k < 0) {
+		/* Garbage on the socket: tell the client why, drop it, and carry on. */
+		client_send_error(ci, 0, EBADMSG, "malformed frame header; closing the connection");
+		c->closing = true;
+	}
+	if (c->used && c->closing && outq_pending(&c->out) == 0)
+		client_close(ci);
+	else if (c->used)
+		client_update_events(ci);
+}
+
+static int client_add(int fd, bool owner)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &S.clients[i];
+		if (c->used)
+			continue;
+		memset(c, 0, sizeof(*c));
+		c->used = true;
+		c->fd = fd;
+		c->owner = owner;
+		cp_rxbuf_init(&c->rx);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		ep_set(fd, KEY_CLIENT_BASE + (uint64_t)i, EPOLLIN, true);
+		return i;
+	}
+	close(fd);
+	return -1;
+}
+
+/* ---- agent frames ------------------------------------------------------------------- */
+
+static void agent_frame(const struct cp_header *h, const uint8_t *payload)
+{
+	struct channel *ch = h->chan ? chan_by_agent(h->chan) : NULL;
+	if (!ch)
+		return;
+	if (h->type == CP_DATA) {
+		unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
+		if (stream < 1 || stream > 2 || h->len > ch->out_credit[stream]) {
+			/* The agent is inside the sandbox: a frame past its credit means it is
+			 * broken or not ours any more. Either way the sandbox ends. */
+			shim_log("agent sent DATA past its credit on channel %u", h->chan);
+			begin_stop(0);
+			return;
+		}
+		ch->out_credit[stream] -= h->len;
+	} else if (h->type == CP_CREDIT) {
+		struct cp_credit m;
+		if (cp_credit_decode(payload, h->len, &m) == 0 && m.stream == CP_STREAM_STDIN)
+			ch->in_credit = ch->in_credit + m.bytes > CP_INITIAL_WINDOW * 4ull ? CP_INITIAL_WINDOW * 4ull
+											 : ch->in_credit + m.bytes;
+	}
+	bool final = h->type == CP_EXIT || h->type == CP_ERROR || h->type == CP_OK;
+	if (ch->client >= 0 && S.clients[ch->client].used)
+		forward(false, ch->client, h, payload, ch->client_chan);
+	if (final)
+		memset(ch, 0, sizeof(*ch));
+}
+
+static void agent_readable(void)
+{
+	long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.agent_fd, NULL);
+		close(S.agent_fd);
+		S.agent_fd = -1;
+		if (!S.stopping)
+			shim_log("agent connection closed");
+		begin_stop(0);
+		return;
+	}
+	struct cp_header h;
+	const uint8_t *payload;
+	int k;
+	while ((k = cp_rxbuf_peek(&S.agent_rx, &h, &payload)) > 0) {
+		agent_frame(&h, payload);
+		cp_rxbuf_consume(&S.agent_rx, &h);
+	}
+	if (k < 0) {
+		shim_log("malformed frame from the agent");
+		begin_stop(0);
+	}
+}
+
+/* ---- start -------------------------------------------------------------------------- */
+
+static void progress(const char *stage)
+{
+	/* Progress goes to the creator as the state file's "stage"; cheap and optional. */
+	(void)stage;
+}
+
+/* Blocking receive of one frame from the agent during bring-up, with a deadline. */
+static int agent_recv(struct cp_header *h, const uint8_t **payload, uint64_t deadline_ms, capsule_error *err)
+{
+	for (;;) {
+		int k = cp_rxbuf_peek(&S.agent_rx, h, payload);
+		if (k > 0)
+			return 0;
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		uint64_t now = now_ms();
+		if (now >= deadline_ms)
+			return cap_err_plain(err, ETIMEDOUT, "the agent did not answer within the boot timeout");
+		struct pollfd pfd[2] = { { .fd = S.agent_fd, .events = POLLIN }, { .fd = S.ct.pidfd, .events = POLLIN } };
+		int r = poll(pfd, 2, (int)(deadline_ms - now));
+		if (r < 0 && errno != EINTR)
+			return cap_err(err, errno, "poll");
+		if (pfd[0].revents) {
+			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
+			if (n == 0)
+				return cap_err_plain(err, EPIPE, "the agent exited during start");
+			if (n < 0 && n != -EAGAIN)
+				return cap_err(err, (int)-n, "reading from the agent");
+		} else if (pfd[1].revents) {
+			return cap_err_plain(err, ECHILD, "the sandbox's init died during start");
+		}
+	}
+}
+
+static int make_agent_memfd(int *out, capsule_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	int r = find_helper("capsule-agent", &path, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int src = open(path, O_RDONLY | O_CLOEXEC);
+	if (src < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	struct stat st;
+	if (fstat(src, &st) < 0)
+		return cap_err(err, errno, "stat '%s'", path);
+	int fd = memfd_create("capsule-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("capsule-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return cap_err(err, errno, "memfd_create");
+	off_t off = 0;
+	while (off < st.st_size) {
+		ssize_t n = sendfile(fd, src, &off, (size_t)(st.st_size - off));
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			return cap_err(err, e, "copying '%s' into a memfd", path);
+		}
+	}
+	/* Sealed: nothing in the sandbox can rewrite the binary it runs as PID 1 through
+	 * /proc/1/exe (the runc CVE-2019-5736 class). */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		int e = errno;
+		close(fd);
+		return cap_err(err, e, "sealing the agent memfd");
+	}
+	*out = fd;
+	return 0;
+}
+
+static void join_cgroup(pid_t child, void *payload)
+{
+	capsule_error *err = payload;
+	if (S.cg && cgroup_add_pid(S.cg, child, err) < 0)
+		shim_log("joining cgroup: %s", err->message);
+}
+
+static int start_sandbox(capsule_error *err)
+{
+	int r;
+	progress("prepare");
+	struct cgroup_limits lim = {
+		.memory_bytes = S.cfg.memory_bytes,
+		.cpus_milli = S.cfg.cpus_milli,
+		.pids_max = S.cfg.pids_limit,
+	};
+	if ((r = cgroup_create(&S.cg, S.name, &lim, err)) < 0)
+		return r;
+
+	_cleanup_free_ uint8_t *bpf = NULL;
+	size_t bpf_len = 0;
+	if ((r = seccomp_default_bpf(&bpf, &bpf_len, err)) < 0)
+		return r;
+
+	_cleanup_free_ char *lower = NULL;
+	if (strcmp(S.cfg.image, "host") != 0)
+		return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", S.cfg.image);
+	if ((r = image_host_lower(&lower, err)) < 0)
+		return r;
+
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(&ub, &gb, &count, &rootless);
+
+	/* fs/ holds the sandbox's own layer; its root must own it to write through overlay. */
+	static const char *const fs_dirs[] = { "fs", "fs/upper", "fs/work", "fs/rootfs" };
+	for (size_t i = 0; i < ARRAY_SIZE(fs_dirs); i++) {
+		if (mkdirat(S.run_fd, fs_dirs[i], 0700) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s'", fs_dirs[i]);
+		if (fchownat(S.run_fd, fs_dirs[i], ub, gb, AT_SYMLINK_NOFOLLOW) < 0)
+			return cap_err(err, errno, "chown '%s'", fs_dirs[i]);
+	}
+	char fsdir[4096];
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
+	ssize_t l = readlink(self, fsdir, sizeof(fsdir) - 4);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	fsdir[l] = '\0';
+	strcat(fsdir, "/fs");
+
+	_cleanup_close_ int memfd = -1;
+	if ((r = make_agent_memfd(&memfd, err)) < 0)
+		return r;
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cap_err(err, errno, "socketpair");
+
+	struct container_spec spec = {
+		.hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name,
+		.lowerdir = lower,
+		.fsdir = fsdir,
+		.host_image = true,
+		.agent_memfd = memfd,
+		.agent_sock = sp[1],
+		.uid_base = ub,
+		.gid_base = gb,
+		.id_count = count,
+		.rootless = rootless,
+	};
+	progress("namespaces");
+	capsule_error join_err = { 0 };
+	r = container_start(&S.ct, &spec, join_cgroup, &join_err, err);
+	close(sp[1]);
+	if (r < 0) {
+		close(sp[0]);
+		return r;
+	}
+	S.agent_fd = sp[0];
+	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
+	cp_rxbuf_init(&S.agent_rx);
+
+	progress("agent");
+	uint64_t deadline = now_ms() + (S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS);
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_recv(&h, &payload, deadline, err)) < 0)
+		return r;
+	struct cp_hello hello;
+	if (h.type != CP_HELLO || cp_hello_decode(payload, h.len, &hello) < 0)
+		return cap_err_plain(err, EPROTO, "the agent did not say HELLO");
+	uint32_t v = hello.version;
+	cp_hello_free(&hello);
+	cp_rxbuf_consume(&S.agent_rx, &h);
+	if (v != CP_VERSION)
+		return cap_err_plain(err, EPROTONOSUPPORT, "agent speaks protocol %u, the shim %u", v, CP_VERSION);
+
+	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
+	if ((r = cp_hello_encode(&S.w, 0, &me)) < 0)
+		return cap_err(err, -r, "encoding HELLO");
+	to_agent(S.w.buf, S.w.len);
+
+	char host_kv[96];
+	snprintf(host_kv, sizeof(host_kv), "HOSTNAME=%s", spec.hostname);
+	size_t nenv = 0;
+	char *envv[CP_MAX_ENV + 4];
+	envv[nenv++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+	envv[nenv++] = host_kv;
+	for (size_t i = 0; i < S.cfg.envc && nenv < CP_MAX_ENV; i++)
+		envv[nenv++] = S.cfg.env[i];
+	envv[nenv] = NULL;
+	struct cp_init init = {
+		.seccomp_bpf = bpf,
+		.seccomp_len = bpf_len,
+		.env = envv,
+		.envc = nenv,
+		.cap_keep = container_default_caps(),
+	};
+	if ((r = cp_init_encode(&S.w, 0, &init)) < 0)
+		return cap_err(err, -r, "encoding INIT");
+	to_agent(S.w.buf, S.w.len);
+	if ((r = agent_recv(&h, &payload, deadline, err)) < 0)
+		return r;
+	if (h.type != CP_OK)
+		return cap_err_plain(err, EPROTO, "the agent refused its settings");
+	cp_rxbuf_consume(&S.agent_rx, &h);
+	progress("ready");
+	return 0;
+}
+
+static int listen_control(capsule_error *err)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	char self[64], dir[4096];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
+	ssize_t l = readlink(self, dir, sizeof(dir) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	dir[l] = '\0';
+	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >= sizeof(sa.sun_path))
+		return cap_err_plain(err, ENAMETOOLONG, "control socket path '%s/control.sock' is too long", dir);
+	unlinkat(S.run_fd, "control.sock", 0);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return cap_err(err, errno, "socket");
+	mode_t old = umask(0077);
+	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+	umask(old);
+	if (r < 0 || listen(fd, 128) < 0) {
+		int e = errno;
+		close(fd);
+		return cap_err(err, e, "listen on '%s'", sa.sun_path);
+	}
+	S.listen_fd = fd;
+	return 0;
+}
+
+static void report_to_creator(int fd, int ret, const capsule_error *err)
+{
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
+	if (cp_hello_encode(&w, 0, &me) == 0)
+		write_all(fd, w.buf, w.len);
+	if (ret < 0) {
+		struct cp_error_msg m = { .errnum = (uint32_t)(err->code ? err->code : -ret), .message = (char *)err->message };
+		if (cp_error_encode(&w, 0, &m) == 0)
+			write_all(fd, w.buf, w.len);
+	} else if (cp_empty_encode(&w, CP_OK, 0) == 0) {
+		write_all(fd, w.buf, w.len);
+	}
+	cp_writer_free(&w);
+}
+
+static int open_run_dir(capsule_error *err)
+{
+	int r = run_dir_open(S.name, &S.run_fd, err);
+	if (r < 0)
+		return r;
+	/* The creator took the lock before anything could see the folder and handed it to us
+	 * as fd 4; flock on the same open file description only confirms we hold it. */
+	S.lock_fd = LOCK_FD;
+	if (fcntl(S.lock_fd, F_SETFD, FD_CLOEXEC) < 0 || flock(S.lock_fd, LOCK_EX | LOCK_NB) < 0)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is already running", S.name);
+	return 0;
+}
+
+static int run_cleanup(void)
+{
+	capsule_error err = { 0 };
+	cgroup_remove_by_name(S.name, &err);
+	return 0;
+}
+
+static void event_loop(void);
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "name", required_argument, NULL, 'n' },
+		{ "cleanup", no_argument, NULL, 'c' },
+		{ "probe", no_argument, NULL, 'p' },
+		{ 0 },
+	};
+	bool cleanup = false;
+	int o;
+	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (o == 'n')
+			snprintf(S.name, sizeof(S.name), "%s", optarg);
+		else if (o == 'c')
+			cleanup = true;
+		else if (o == 'p')
+			return shim_probe();
+		else
+			return 2;
+	}
+	if (!S.name[0] || validate_name(S.name, "sandbox name", NULL) < 0)
+		return 2;
+	if (cleanup)
+		return run_cleanup();
+
+	S.agent_fd = -1;
+	S.listen_fd = -1;
+	signal(SIGPIPE, SIG_IGN);
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	cp_writer_init(&S.w);
+	int creator = CREATOR_FD;
+	if (fcntl(creator, F_SETFD, FD_CLOEXEC) < 0)
+		return 2;
+
+	capsule_error err = { 0 };
+	int r = open_run_dir(&err);
+	if (r == 0) {
+		int logfd = openat(S.run_fd, "shim.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (logfd >= 0)
+			S.log = fdopen(logfd, "a");
+		_cleanup_free_ char *text = NULL;
+		size_t len;
+		r = read_file_at(S.run_fd, "config", 1u << 20, &text, &len);
+		if (r < 0)
+			r = cap_err(&err, -r, "reading the configuration of sandbox '%s'", S.name);
+		else
+			r = config_parse(text, len, &S.cfg, &err);
+	}
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	if (r == 0) {
+		S.epfd = epoll_create1(EPOLL_CLOEXEC);
+		S.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+		if (S.epfd < 0 || S.sigfd < 0)
+			r = cap_err(&err, errno, "epoll/signalfd");
+	}
+	if (r == 0)
+		r = start_sandbox(&err);
+	if (r == 0)
+		r = listen_control(&err);
+	if (r < 0) {
+		shim_log("start failed: %s", err.message);
+		report_to_creator(creator, r, &err);
+		if (S.ct.pidfd > 0) {
+			sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+			waitpid(S.ct.pid, NULL, 0);
+		}
+		if (S.cg)
+			cgroup_destroy(S.cg, NULL);
+		if (S.run_fd > 0) {
+			unlinkat(S.run_fd, "control.sock", 0);
+			rm_rf_at(S.run_fd, "fs/work");
+		}
+		/* The creator removes the folder of a sandbox that never started. */
+		return 1;
+	}
+	S.started_unix = (int64_t)time(NULL);
+	write_state("running");
+	shim_log("started, agent pid %d", (int)S.ct.pid);
+
+	ep_set(S.listen_fd, KEY_LISTEN, EPOLLIN, true);
+	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
+	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
+	ep_set(S.sigfd, KEY_SIGNAL, EPOLLIN, true);
+	report_to_creator(creator, 0, NULL);
+	if (S.cfg.detached) {
+		close(creator);
+	} else if (client_add(creator, true) >= 0) {
+		S.clients[0].hello_done = true;
+	}
+	event_loop();
+	return 0;
+}
+
+static void event_loop(void)
+{
+	for (;;) {
+		int timeout = -1;
+		if (S.stopping) {
+			uint64_t now = now_ms();
+			timeout = now >= S.stop_deadline_ms ? 0 : (int)(S.stop_deadline_ms - now);
+		}
+		struct epoll_event evs[64];
+		int n = epoll_wait(S.epfd, evs, 64, timeout);
+		if (n < 0 && errno != EINTR)
+			_exit(1);
+		for (int i = 0; i < n; i++) {
+			uint64_t key = evs[i].data.u64;
+			if (key == KEY_LISTEN) {
+				for (;;) {
+					int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+					if (fd < 0)
+						break;
+					client_add(fd, false);
+				}
+			} else if (key == KEY_AGENT) {
+				if (evs[i].events & EPOLLOUT) {
+					if (outq_flush(&S.agent_out, S.agent_fd) < 0)
+						begin_stop(0);
+					agent_update_events();
+					if (!agent_backlogged())
+						all_clients_update_events();
+				}
+				if (S.agent_fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+					agent_readable();
+			} else if (key == KEY_PIDFD) {
+				/* The agent (PID 1) exited: the sandbox is over. */
+				int st;
+				waitpid(S.ct.pid, &st, WNOHANG);
+				S.agent_gone = true;
+				finish_and_exit();
+			} else if (key == KEY_SIGNAL) {
+				struct signalfd_siginfo si;
+				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+					if (si.ssi_signo != SIGCHLD)
+						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
+				}
+			} else {
+				int ci = (int)(key - KEY_CLIENT_BASE);
+				struct client *c = &S.clients[ci];
+				if (!c->used)
+					continue;
+				if (evs[i].events & EPOLLOUT) {
+					if (outq_flush(&c->out, c->fd) < 0) {
+						client_close(ci);
+						continue;
+					}
+					if (c->closing && outq_pending(&c->out) == 0) {
+						client_close(ci);
+						continue;
+					}
+					client_update_events(ci);
+				}
+				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					client_readable(ci);
+			}
+		}
+		if (S.stopping && now_ms() >= S.stop_deadline_ms)
+			sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+	}
+}

@@ -1,0 +1,328 @@
+/* libFuzzer target: the frame layer as a hostile peer drives it (THREATS.md, "hostile agent").
+ *
+ * The input is a byte stream sent through a real non-blocking pipe in chunks whose sizes the
+ * input picks, read back with cp_rxbuf_fill, split with cp_rxbuf_peek/consume, and every whole
+ * frame is handed to the decoder for its type. A plain reference parser walks the same bytes,
+ * and the frames the rx buffer yields must be exactly the ones it finds: same headers, same
+ * payload bytes, same verdict on a corrupt header.
+ *
+ * Input layout:
+ *   byte 0     mode: bits 0-1 chunk size class (1-16, 1-512, 1-8192, 64 KiB);
+ *              bits 2-4 all set: a generated DATA frame goes first (grows the buffer, so
+ *              the fuzzed frames after it land at an offset and exercise compaction; rare,
+ *              as big frames are slow); bits 5-7 seed the chunk sizes
+ *   bytes 1-2  that frame's payload size, little endian v: v * 2 below 0xff00 (up to ~128 KiB,
+ *              around the 64 KiB first allocation), else CP_MAX_PAYLOAD - (0xffff - v) * 4 KiB
+ *   rest       the stream
+ * Inputs shorter than 3 bytes are the stream as they are.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "proto.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond)                                                                        \
+	do {                                                                               \
+		if (!(cond)) {                                                             \
+			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+			abort();                                                           \
+		}                                                                          \
+	} while (0)
+
+static int pipe_fds[2] = { -1, -1 };
+
+static void open_pipe(void)
+{
+	if (pipe_fds[0] >= 0)
+		return;
+	if (pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		perror("pipe2");
+		abort();
+	}
+}
+
+/* Empty the pipe so the next input starts clean (an input may stop at a corrupt header). */
+static void drain_pipe(void)
+{
+	uint8_t buf[4096];
+	while (read(pipe_fds[0], buf, sizeof(buf)) > 0)
+		;
+}
+
+static uint8_t pattern[CP_MAX_PAYLOAD]; /* the generated frame's payload */
+static uint8_t *stream_buf;
+static size_t stream_cap;
+
+static uint8_t *stream_buffer(size_t len)
+{
+	if (!stream_buf) {
+		for (size_t i = 0; i < sizeof(pattern); i++)
+			pattern[i] = (uint8_t)(i * 7 + 1);
+	}
+	if (!stream_buf || len > stream_cap) {
+		if (len < 4096)
+			len = 4096;
+		uint8_t *nb = realloc(stream_buf, len);
+		CHECK(nb != NULL);
+		stream_buf = nb;
+		stream_cap = len;
+	}
+	return stream_buf;
+}
+
+static uint32_t xorshift(uint32_t *s)
+{
+	uint32_t x = *s;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	return *s = x;
+}
+
+/* What every successful decode must guarantee, whatever the input. */
+static void check_strv(char *const *v, size_t n, size_t max)
+{
+	CHECK(v != NULL);
+	CHECK(n <= max);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(v[i] != NULL);
+		CHECK(strlen(v[i]) <= CP_MAX_STRING);
+	}
+	CHECK(v[n] == NULL);
+}
+
+/* Decode one frame's payload with the decoder for its type, from a copy of exactly its size
+ * so ASan sees any overread. */
+static void dispatch(const struct cp_header *h, const uint8_t *payload)
+{
+	if (h->type == CP_DATA || h->type == CP_OK || h->type == CP_SHUTDOWN)
+		return; /* raw bytes or nothing: no decoder */
+	uint8_t *p = malloc(h->len ? h->len : 1);
+	CHECK(p != NULL);
+	memcpy(p, payload, h->len);
+	size_t n = h->len;
+	int r = 0;
+	switch (h->type) {
+	case CP_HELLO: {
+		struct cp_hello m;
+		if ((r = cp_hello_decode(p, n, &m)) == 0) {
+			CHECK(!m.role || strlen(m.role) <= CP_MAX_STRING);
+			cp_hello_free(&m);
+		}
+		break;
+	}
+	case CP_ERROR: {
+		struct cp_error_msg m;
+		if ((r = cp_error_decode(p, n, &m)) == 0) {
+			CHECK(m.errnum > 0 && m.errnum <= 4095);
+			CHECK(!m.message || strlen(m.message) <= CP_MAX_STRING);
+			cp_error_free(&m);
+		}
+		break;
+	}
+	case CP_EXEC: {
+		struct cp_exec m;
+		if ((r = cp_exec_decode(p, n, &m)) == 0) {
+			CHECK(m.argc >= 1);
+			check_strv(m.argv, m.argc, CP_MAX_ARGS);
+			check_strv(m.env, m.envc, CP_MAX_ENV);
+			CHECK(m.rows <= 0xffff && m.cols <= 0xffff);
+			cp_exec_free(&m);
+		}
+		break;
+	}
+	case CP_STARTED: {
+		struct cp_started m;
+		r = cp_started_decode(p, n, &m);
+		break;
+	}
+	case CP_CREDIT: {
+		struct cp_credit m;
+		r = cp_credit_decode(p, n, &m);
+		break;
+	}
+	case CP_EXIT: {
+		struct cp_exit m;
+		r = cp_exit_decode(p, n, &m);
+		break;
+	}
+	case CP_SIGNAL: {
+		struct cp_signal m;
+		r = cp_signal_decode(p, n, &m);
+		break;
+	}
+	case CP_RESIZE: {
+		struct cp_resize m;
+		r = cp_resize_decode(p, n, &m);
+		break;
+	}
+	case CP_STOP: {
+		struct cp_stop m;
+		r = cp_stop_decode(p, n, &m);
+		break;
+	}
+	case CP_INIT: {
+		struct cp_init m;
+		if ((r = cp_init_decode(p, n, &m)) == 0) {
+			check_strv(m.env, m.envc, CP_MAX_ENV);
+			CHECK(m.seccomp_len % 8 == 0 && m.seccomp_len <= CP_MAX_SECCOMP_BYTES);
+			CHECK((m.seccomp_len == 0) == (m.seccomp_bpf == NULL));
+			cp_init_free(&m);
+		}
+		break;
+	}
+	default:
+		CHECK(!"the rx buffer yielded a frame of unknown type");
+	}
+	CHECK(r == 0 || r == -EBADMSG);
+	free(p);
+}
+
+/* The reference: the whole frames in STREAM[0..LEN), and whether the walk stopped at a header
+ * that does not decode. */
+struct expect {
+	size_t frames;
+	bool corrupt;
+};
+
+static struct expect reference_walk(const uint8_t *stream, size_t len)
+{
+	struct expect e = { 0, false };
+	size_t off = 0;
+	while (len - off >= CP_HEADER_SIZE) {
+		struct cp_header h;
+		if (cp_header_decode(stream + off, len - off, &h) < 0) {
+			e.corrupt = true;
+			break;
+		}
+		if (len - off - CP_HEADER_SIZE < h.len)
+			break;
+		off += CP_HEADER_SIZE + h.len;
+		e.frames++;
+	}
+	return e;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	open_pipe();
+
+	/* The header decoder alone, on the raw input (any length, any bytes). */
+	{
+		struct cp_header h;
+		int r = cp_header_decode(data, size, &h);
+		CHECK(r == 0 || r == -EBADMSG);
+		if (r == 0)
+			CHECK(h.len <= CP_MAX_PAYLOAD && cp_type_known(h.type));
+	}
+
+	uint8_t mode = 0;
+	size_t prefix_len = 0;
+	const uint8_t *rest = data;
+	size_t rest_len = size;
+	if (size >= 3) {
+		mode = data[0];
+		if ((mode & 0x1c) == 0x1c) {
+			uint32_t v = (uint32_t)data[1] | ((uint32_t)data[2] << 8);
+			size_t plen = v < 0xff00 ? (size_t)v * 2 : CP_MAX_PAYLOAD - (size_t)(0xffff - v) * 4096;
+			prefix_len = CP_HEADER_SIZE + plen;
+		}
+		rest = data + 3;
+		rest_len = size - 3;
+	}
+
+	/* The stream lives in a buffer kept across runs: a fresh megabyte per run would spend
+	 * the time in page faults. */
+	size_t len = prefix_len + rest_len;
+	uint8_t *stream = stream_buffer(len);
+	if (prefix_len) {
+		const struct cp_header h = { .len = (uint32_t)(prefix_len - CP_HEADER_SIZE), .type = CP_DATA,
+					     .flags = CP_STREAM_STDOUT, .chan = 1 };
+		cp_header_encode(stream, &h);
+		memcpy(stream + CP_HEADER_SIZE, pattern, prefix_len - CP_HEADER_SIZE);
+	}
+	if (rest_len)
+		memcpy(stream + prefix_len, rest, rest_len);
+
+	struct expect want = reference_walk(stream, len);
+
+	static const uint32_t chunk_max[4] = { 16, 512, 8192, 65536 };
+	uint32_t seed = 0x9e3779b9u ^ ((uint32_t)(mode >> 5) << 8) ^ (uint32_t)size;
+	if (!seed)
+		seed = 1;
+
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	size_t off = 0;      /* bytes written into the pipe */
+	size_t ref_off = 0;  /* where the next expected frame starts in STREAM */
+	size_t got = 0;      /* frames the rx buffer yielded */
+	int verdict = 0;
+	bool eof = false;
+
+	for (;;) {
+		/* Take every whole frame at the front. */
+		for (;;) {
+			struct cp_header h;
+			const uint8_t *payload = NULL;
+			int r = cp_rxbuf_peek(&rx, &h, &payload);
+			CHECK(r == 0 || r == 1 || r == -EBADMSG);
+			if (r <= 0) {
+				verdict = r;
+				break;
+			}
+			CHECK(got < want.frames);
+			struct cp_header ref;
+			CHECK(cp_header_decode(stream + ref_off, len - ref_off, &ref) == 0);
+			CHECK(h.len == ref.len && h.type == ref.type && h.flags == ref.flags && h.chan == ref.chan);
+			CHECK(payload != NULL || h.len == 0);
+			CHECK(h.len == 0 || memcmp(payload, stream + ref_off + CP_HEADER_SIZE, h.len) == 0);
+			dispatch(&h, payload);
+			ref_off += CP_HEADER_SIZE + h.len;
+			got++;
+			cp_rxbuf_consume(&rx, &h);
+		}
+		if (verdict < 0 || eof)
+			break;
+
+		/* Send the next chunk; a big generated frame goes at least 4 KiB at a time. */
+		if (off < len) {
+			size_t max = chunk_max[mode & 3];
+			if (off < prefix_len && max < 4096)
+				max = 4096;
+			size_t n = 1 + xorshift(&seed) % max;
+			if (n > len - off)
+				n = len - off;
+			ssize_t w = write(pipe_fds[1], stream + off, n);
+			if (w > 0)
+				off += (size_t)w;
+			else
+				CHECK(w < 0 && errno == EAGAIN);
+		}
+
+		long r = cp_rxbuf_fill(&rx, pipe_fds[0]);
+		/* The buffer must always have room for the rest of the frame at its front. */
+		CHECK(r != -ENOBUFS);
+		CHECK(r > 0 || r == -EAGAIN);
+		CHECK(rx.cap <= CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+		CHECK(rx.start <= rx.len && rx.len <= rx.cap);
+		if (r == -EAGAIN && off == len)
+			eof = true; /* all sent, all read: one last look at the front */
+	}
+
+	CHECK(got == want.frames);
+	CHECK((verdict == -EBADMSG) == want.corrupt);
+	if (!want.corrupt)
+		CHECK(off == len);
+
+	drain_pipe();
+	cp_rxbuf_free(&rx);
+	return 0;
+}

@@ -1,0 +1,1630 @@
+/* Unit tests of the wire codec (src/common/proto.c). The peer on the other end of a connection
+ * may be hostile (THREATS.md, "hostile agent"), so besides round trips these tests feed every
+ * truncation and every over-claimed length of every message to the decoders. Each prefix is
+ * copied into a buffer of exactly its size, so that under ASan (check-asan) a single byte read
+ * past the end fails the test. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "proto.h"
+
+/* Crash inputs found by the fuzzers, replayed by test_regression_inputs_replay_cleanly. Meson
+ * passes the absolute source path; CAPSULE_REGRESSION_DIR in the environment overrides it. */
+#ifndef CAPSULE_REGRESSION_DIR_DEFAULT
+#define CAPSULE_REGRESSION_DIR_DEFAULT "tests/unit/regressions"
+#endif
+
+#define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static uint32_t le32_at(const uint8_t *p)
+{
+	return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void set_le32_at(uint8_t *p, uint32_t v)
+{
+	for (int i = 0; i < 4; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A heap copy of exactly N bytes, so ASan flags any read past the end. */
+static uint8_t *exact_copy(const uint8_t *p, size_t n)
+{
+	uint8_t *c = malloc(n ? n : 1);
+	assert_non_null(c);
+	if (n)
+		memcpy(c, p, n);
+	return c;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	if (!a || !b)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+static bool strv_eq(char *const *a, size_t an, char *const *b, size_t bn)
+{
+	if (an != bn)
+		return false;
+	for (size_t i = 0; i < an; i++)
+		if (!str_eq(a[i], b[i]))
+			return false;
+	return true;
+}
+
+/* What every successful decode must guarantee to its caller, whatever the input. */
+static void check_strv_shape(char *const *v, size_t n, size_t max)
+{
+	assert_non_null(v);
+	assert_true(n <= max);
+	for (size_t i = 0; i < n; i++) {
+		assert_non_null(v[i]);
+		assert_true(strlen(v[i]) <= CP_MAX_STRING);
+	}
+	assert_null(v[n]);
+}
+
+static void check_exec_shape(const struct cp_exec *m)
+{
+	assert_true(m->argc >= 1);
+	check_strv_shape(m->argv, m->argc, CP_MAX_ARGS);
+	check_strv_shape(m->env, m->envc, CP_MAX_ENV);
+	assert_true(m->rows <= 0xffff);
+	assert_true(m->cols <= 0xffff);
+}
+
+static void check_init_shape(const struct cp_init *m)
+{
+	check_strv_shape(m->env, m->envc, CP_MAX_ENV);
+	assert_true(m->seccomp_len % 8 == 0);
+	assert_true(m->seccomp_len <= CP_MAX_SECCOMP_BYTES);
+	assert_true((m->seccomp_len == 0) == (m->seccomp_bpf == NULL));
+}
+
+/* Decode a payload with the decoder for TYPE, check the result's shape, free it. Types with no
+ * decoder (OK, SHUTDOWN, DATA) return 0. */
+static int decode_by_type(uint16_t type, const uint8_t *p, size_t n)
+{
+	int r = 0;
+	switch (type) {
+	case CP_HELLO: {
+		struct cp_hello m;
+		r = cp_hello_decode(p, n, &m);
+		if (r == 0) {
+			assert_true(!m.role || strlen(m.role) <= CP_MAX_STRING);
+			cp_hello_free(&m);
+		}
+		break;
+	}
+	case CP_ERROR: {
+		struct cp_error_msg m;
+		r = cp_error_decode(p, n, &m);
+		if (r == 0) {
+			assert_true(m.errnum > 0 && m.errnum <= 4095);
+			cp_error_free(&m);
+		}
+		break;
+	}
+	case CP_EXEC: {
+		struct cp_exec m;
+		r = cp_exec_decode(p, n, &m);
+		if (r == 0) {
+			check_exec_shape(&m);
+			cp_exec_free(&m);
+		}
+		break;
+	}
+	case CP_STARTED: {
+		struct cp_started m;
+		r = cp_started_decode(p, n, &m);
+		break;
+	}
+	case CP_CREDIT: {
+		struct cp_credit m;
+		r = cp_credit_decode(p, n, &m);
+		break;
+	}
+	case CP_EXIT: {
+		struct cp_exit m;
+		r = cp_exit_decode(p, n, &m);
+		break;
+	}
+	case CP_SIGNAL: {
+		struct cp_signal m;
+		r = cp_signal_decode(p, n, &m);
+		break;
+	}
+	case CP_RESIZE: {
+		struct cp_resize m;
+		r = cp_resize_decode(p, n, &m);
+		break;
+	}
+	case CP_STOP: {
+		struct cp_stop m;
+		r = cp_stop_decode(p, n, &m);
+		break;
+	}
+	case CP_INIT: {
+		struct cp_init m;
+		r = cp_init_decode(p, n, &m);
+		if (r == 0) {
+			check_init_shape(&m);
+			cp_init_free(&m);
+		}
+		break;
+	}
+	default:
+		break;
+	}
+	return r;
+}
+
+/* ---- sample messages: one of each kind, with every field set --------------------------- */
+
+static char *sample_argv[] = { "/bin/sh", "-c", "echo hello; exit 3", NULL };
+static char *sample_env[] = { "PATH=/usr/bin:/bin", "HOME=/root", "EMPTY=", NULL };
+static const uint8_t sample_bpf[16] = { 0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f };
+
+static const struct cp_hello sample_hello = { .version = CP_VERSION, .role = "agent" };
+static const struct cp_error_msg sample_error = { .errnum = ENOENT, .message = "open '/x': No such file" };
+static const struct cp_exec sample_exec = {
+	.argv = sample_argv,
+	.argc = 3,
+	.env = sample_env,
+	.envc = 3,
+	.cwd = "/work",
+	.user = "1000:1000",
+	.flags = CP_EXEC_TTY | CP_EXEC_STDIN,
+	.rows = 24,
+	.cols = 80,
+	.timeout_ms = 5000,
+};
+static const struct cp_started sample_started = { .pid = 4242 };
+static const struct cp_credit sample_credit = { .stream = CP_STREAM_STDOUT, .bytes = 65536 };
+static const struct cp_exit sample_exit = { .exit_code = -1, .signal = 9, .timed_out = 1 };
+static const struct cp_signal sample_signal = { .signo = 15, .pid = 77 };
+static const struct cp_resize sample_resize = { .rows = 50, .cols = 132 };
+static const struct cp_stop sample_stop = { .timeout_ms = 10000 };
+static const struct cp_init sample_init = {
+	.seccomp_bpf = (uint8_t *)sample_bpf,
+	.seccomp_len = sizeof(sample_bpf),
+	.env = sample_env,
+	.envc = 3,
+	.cap_keep = 0x123456789abcdef0ull,
+	.flags = 5,
+};
+
+enum { N_SAMPLES = 13 };
+
+/* Encode sample I into W as a whole frame on channel CHAN. */
+static int encode_sample(size_t i, struct cp_writer *w, uint32_t chan)
+{
+	static const uint8_t data[] = "some stdout bytes\n";
+	switch (i) {
+	case 0: return cp_hello_encode(w, chan, &sample_hello);
+	case 1: return cp_error_encode(w, chan, &sample_error);
+	case 2: return cp_exec_encode(w, chan, &sample_exec);
+	case 3: return cp_started_encode(w, chan, &sample_started);
+	case 4: return cp_credit_encode(w, chan, &sample_credit);
+	case 5: return cp_exit_encode(w, chan, &sample_exit);
+	case 6: return cp_signal_encode(w, chan, &sample_signal);
+	case 7: return cp_resize_encode(w, chan, &sample_resize);
+	case 8: return cp_stop_encode(w, chan, &sample_stop);
+	case 9: return cp_init_encode(w, chan, &sample_init);
+	case 10: return cp_empty_encode(w, CP_OK, chan);
+	case 11: return cp_empty_encode(w, CP_SHUTDOWN, chan);
+	case 12: return cp_data_encode(w, chan, CP_STREAM_STDERR, true, data, sizeof(data) - 1);
+	}
+	fail_msg("no sample %zu", i);
+	return -EINVAL;
+}
+
+/* Encode sample I and check the frame header it produced. */
+static void encode_sample_checked(size_t i, struct cp_writer *w, uint32_t chan)
+{
+	assert_int_equal(encode_sample(i, w, chan), 0);
+	assert_true(w->len >= CP_HEADER_SIZE);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w->buf, w->len, &h), 0);
+	assert_int_equal(h.len, w->len - CP_HEADER_SIZE);
+	assert_int_equal(h.chan, chan);
+}
+
+/* ---- frame header --------------------------------------------------------------------- */
+
+static void test_header_round_trip(void **state)
+{
+	(void)state;
+	const struct cp_header cases[] = {
+		{ .len = 0, .type = CP_HELLO, .flags = 0, .chan = 0 },
+		{ .len = 1234, .type = CP_DATA, .flags = CP_FLAG_EOF | CP_STREAM_STDERR, .chan = 7 },
+		{ .len = CP_MAX_PAYLOAD, .type = CP_SHUTDOWN, .flags = 0xffff, .chan = 0xffffffffu },
+	};
+	for (size_t i = 0; i < N_ELEMS(cases); i++) {
+		uint8_t buf[CP_HEADER_SIZE];
+		struct cp_header out;
+		memset(&out, 0xa5, sizeof(out));
+		cp_header_encode(buf, &cases[i]);
+		assert_int_equal(cp_header_decode(buf, sizeof(buf), &out), 0);
+		assert_int_equal(out.len, cases[i].len);
+		assert_int_equal(out.type, cases[i].type);
+		assert_int_equal(out.flags, cases[i].flags);
+		assert_int_equal(out.chan, cases[i].chan);
+	}
+}
+
+static void test_header_is_little_endian_on_the_wire(void **state)
+{
+	(void)state;
+	const struct cp_header h = { .len = 0x00010203, .type = CP_EXEC, .flags = 0x0102, .chan = 0x0a0b0c0d };
+	const uint8_t want[CP_HEADER_SIZE] = { 0x03, 0x02, 0x01, 0x00, CP_EXEC, 0x00,
+					       0x02, 0x01, 0x0d, 0x0c, 0x0b, 0x0a };
+	uint8_t buf[CP_HEADER_SIZE];
+	cp_header_encode(buf, &h);
+	assert_memory_equal(buf, want, sizeof(want));
+}
+
+static void test_header_shorter_than_header_size_rejected(void **state)
+{
+	(void)state;
+	uint8_t full[CP_HEADER_SIZE];
+	const struct cp_header h = { .len = 0, .type = CP_OK, .flags = 0, .chan = 1 };
+	cp_header_encode(full, &h);
+	for (size_t n = 0; n < CP_HEADER_SIZE; n++) {
+		uint8_t *c = exact_copy(full, n);
+		struct cp_header out;
+		assert_int_equal(cp_header_decode(c, n, &out), -EBADMSG);
+		free(c);
+	}
+}
+
+static void test_header_len_over_max_payload_rejected(void **state)
+{
+	(void)state;
+	const uint32_t lens[] = { CP_MAX_PAYLOAD + 1, CP_MAX_PAYLOAD * 2, 0x80000000u, 0xffffffffu };
+	for (size_t i = 0; i < N_ELEMS(lens); i++) {
+		uint8_t buf[CP_HEADER_SIZE];
+		const struct cp_header h = { .len = lens[i], .type = CP_DATA, .flags = 0, .chan = 1 };
+		struct cp_header out;
+		cp_header_encode(buf, &h);
+		assert_int_equal(cp_header_decode(buf, sizeof(buf), &out), -EBADMSG);
+	}
+	uint8_t buf[CP_HEADER_SIZE];
+	const struct cp_header max = { .len = CP_MAX_PAYLOAD, .type = CP_DATA, .flags = 0, .chan = 1 };
+	struct cp_header out;
+	cp_header_encode(buf, &max);
+	assert_int_equal(cp_header_decode(buf, sizeof(buf), &out), 0);
+	assert_int_equal(out.len, CP_MAX_PAYLOAD);
+}
+
+static void test_header_unknown_type_rejected(void **state)
+{
+	(void)state;
+	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
+				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN };
+	/* Every one of the 65536 type values: only the listed ones decode. */
+	for (uint32_t t = 0; t <= 0xffff; t++) {
+		bool is_known = false;
+		for (size_t i = 0; i < N_ELEMS(known); i++)
+			is_known |= known[i] == t;
+		uint8_t buf[CP_HEADER_SIZE];
+		const struct cp_header h = { .len = 0, .type = (uint16_t)t, .flags = 0, .chan = 0 };
+		struct cp_header out;
+		cp_header_encode(buf, &h);
+		int r = cp_header_decode(buf, sizeof(buf), &out);
+		if (is_known) {
+			assert_int_equal(r, 0);
+			assert_true(cp_type_known((uint16_t)t));
+			assert_string_not_equal(cp_type_name((uint16_t)t), "UNKNOWN");
+		} else {
+			if (r != -EBADMSG)
+				fail_msg("type %u accepted", t);
+			assert_false(cp_type_known((uint16_t)t));
+			assert_string_equal(cp_type_name((uint16_t)t), "UNKNOWN");
+		}
+	}
+}
+
+/* ---- message round trips -------------------------------------------------------------- */
+
+static void test_hello_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_hello_encode(&w, 0, &sample_hello), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_HELLO);
+	struct cp_hello m;
+	assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, h.len, &m), 0);
+	assert_int_equal(m.version, CP_VERSION);
+	assert_string_equal(m.role, "agent");
+	cp_hello_free(&m);
+
+	/* Without a role: the field is left out and decodes as NULL. */
+	const struct cp_hello no_role = { .version = 99, .role = NULL };
+	assert_int_equal(cp_hello_encode(&w, 0, &no_role), 0);
+	assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.version, 99);
+	assert_null(m.role);
+	cp_hello_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_hello_without_version_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	cp_frame_begin(&w, CP_HELLO, 0, 0);
+	cp_put_str(&w, CP_T_HELLO_ROLE, "shim");
+	assert_int_equal(cp_frame_finish(&w), 0);
+	struct cp_hello m;
+	assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	assert_null(m.role);
+	cp_writer_free(&w);
+}
+
+static void test_error_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_error_encode(&w, 5, &sample_error), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_ERROR);
+	assert_int_equal(h.chan, 5);
+	struct cp_error_msg m;
+	assert_int_equal(cp_error_decode(w.buf + CP_HEADER_SIZE, h.len, &m), 0);
+	assert_int_equal(m.errnum, ENOENT);
+	assert_string_equal(m.message, sample_error.message);
+	cp_error_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_error_errno_out_of_range_becomes_eio(void **state)
+{
+	(void)state;
+	const uint32_t bad[] = { 0, 4096, 0x7fffffffu, 0xffffffffu };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		const struct cp_error_msg e = { .errnum = bad[i], .message = NULL };
+		assert_int_equal(cp_error_encode(&w, 1, &e), 0);
+		struct cp_error_msg m;
+		assert_int_equal(cp_error_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+		assert_int_equal(m.errnum, EIO);
+		assert_null(m.message);
+		cp_error_free(&m);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_exec_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &sample_exec), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_EXEC);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, h.len, &m), 0);
+	check_exec_shape(&m);
+	assert_true(strv_eq(m.argv, m.argc, sample_exec.argv, sample_exec.argc));
+	assert_true(strv_eq(m.env, m.envc, sample_exec.env, sample_exec.envc));
+	assert_string_equal(m.cwd, sample_exec.cwd);
+	assert_string_equal(m.user, sample_exec.user);
+	assert_int_equal(m.flags, sample_exec.flags);
+	assert_int_equal(m.rows, sample_exec.rows);
+	assert_int_equal(m.cols, sample_exec.cols);
+	assert_int_equal(m.timeout_ms, sample_exec.timeout_ms);
+	cp_exec_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user(void **state)
+{
+	(void)state;
+	char *argv[] = { "true", NULL };
+	const struct cp_exec e = { .argv = argv, .argc = 1 };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	check_exec_shape(&m);
+	assert_int_equal(m.argc, 1);
+	assert_string_equal(m.argv[0], "true");
+	assert_int_equal(m.envc, 0);
+	assert_non_null(m.env);
+	assert_null(m.env[0]);
+	assert_null(m.cwd);
+	assert_null(m.user);
+	assert_int_equal(m.rows, 0);
+	assert_int_equal(m.cols, 0);
+	assert_int_equal(m.timeout_ms, 0);
+	cp_exec_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_exec_with_zero_args_rejected(void **state)
+{
+	(void)state;
+	char *argv[] = { NULL };
+	const struct cp_exec e = { .argv = argv, .argc = 0, .env = sample_env, .envc = 3, .cwd = "/" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	assert_null(m.argv);
+	assert_null(m.env);
+	assert_null(m.cwd);
+	/* An empty payload is an EXEC without args as well. */
+	assert_int_equal(cp_exec_decode(NULL, 0, &m), -EBADMSG);
+	cp_writer_free(&w);
+}
+
+static void test_exec_rows_or_cols_over_16_bits_rejected(void **state)
+{
+	(void)state;
+	char *argv[] = { "sh", NULL };
+	struct cp_exec e = { .argv = argv, .argc = 1, .rows = 0x10000, .cols = 80 };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	e.rows = 24;
+	e.cols = 0xffffffffu;
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	e.rows = 0xffff;
+	e.cols = 0xffff;
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	cp_exec_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_started_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(3, &w, 9);
+	struct cp_started m;
+	assert_int_equal(cp_started_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.pid, sample_started.pid);
+	cp_writer_free(&w);
+}
+
+static void test_credit_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(4, &w, 9);
+	struct cp_credit m;
+	assert_int_equal(cp_credit_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.stream, sample_credit.stream);
+	assert_int_equal(m.bytes, sample_credit.bytes);
+	cp_writer_free(&w);
+}
+
+static void test_exit_round_trip_keeps_negative_exit_code(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(5, &w, 9);
+	struct cp_exit m;
+	assert_int_equal(cp_exit_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_true(m.exit_code == -1);
+	assert_int_equal(m.signal, 9);
+	assert_int_equal(m.timed_out, 1);
+	cp_writer_free(&w);
+}
+
+static void test_signal_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(6, &w, 9);
+	struct cp_signal m;
+	assert_int_equal(cp_signal_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.signo, 15);
+	assert_int_equal(m.pid, 77);
+	cp_writer_free(&w);
+}
+
+static void test_resize_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(7, &w, 9);
+	struct cp_resize m;
+	assert_int_equal(cp_resize_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.rows, 50);
+	assert_int_equal(m.cols, 132);
+	cp_writer_free(&w);
+}
+
+static void test_stop_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(8, &w, 0);
+	struct cp_stop m;
+	assert_int_equal(cp_stop_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.timeout_ms, 10000);
+	/* The timeout is optional. */
+	assert_int_equal(cp_stop_decode(NULL, 0, &m), 0);
+	assert_int_equal(m.timeout_ms, 0);
+	cp_writer_free(&w);
+}
+
+static void test_init_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(9, &w, 0);
+	struct cp_init m;
+	assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	check_init_shape(&m);
+	assert_int_equal(m.seccomp_len, sizeof(sample_bpf));
+	assert_memory_equal(m.seccomp_bpf, sample_bpf, sizeof(sample_bpf));
+	assert_true(strv_eq(m.env, m.envc, sample_env, 3));
+	assert_true(m.cap_keep == sample_init.cap_keep);
+	assert_int_equal(m.flags, 5);
+	cp_init_free(&m);
+
+	/* No filter, no env: NULL filter, empty (but terminated) env. */
+	const struct cp_init bare = { .cap_keep = 0, .flags = 0 };
+	assert_int_equal(cp_init_encode(&w, 0, &bare), 0);
+	assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	check_init_shape(&m);
+	assert_null(m.seccomp_bpf);
+	assert_int_equal(m.envc, 0);
+	cp_init_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_empty_and_data_frames_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_header h;
+	assert_int_equal(cp_empty_encode(&w, CP_OK, 12), 0);
+	assert_int_equal(w.len, CP_HEADER_SIZE);
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_OK);
+	assert_int_equal(h.len, 0);
+	assert_int_equal(h.chan, 12);
+
+	const char bytes[] = "abc\0def";
+	assert_int_equal(cp_data_encode(&w, 4, CP_STREAM_STDOUT, false, bytes, sizeof(bytes)), 0);
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_DATA);
+	assert_int_equal(h.len, sizeof(bytes));
+	assert_int_equal(h.flags, CP_STREAM_STDOUT);
+	assert_memory_equal(w.buf + CP_HEADER_SIZE, bytes, sizeof(bytes));
+
+	assert_int_equal(cp_data_encode(&w, 4, CP_STREAM_STDERR, true, NULL, 0), 0);
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.len, 0);
+	assert_int_equal(h.flags, CP_STREAM_STDERR | CP_FLAG_EOF);
+	cp_writer_free(&w);
+}
+
+static void test_unknown_field_tags_are_skipped(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	cp_frame_begin(&w, CP_STARTED, 0, 1);
+	cp_put_str(&w, 999, "from a newer peer");
+	cp_put_u32(&w, CP_T_STARTED_PID, 31);
+	cp_put_bytes(&w, 0xffff, NULL, 0);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	struct cp_started m;
+	assert_int_equal(cp_started_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.pid, 31);
+	cp_writer_free(&w);
+}
+
+static void test_repeated_string_field_keeps_last_value_without_leak(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	cp_frame_begin(&w, CP_EXEC, 0, 1);
+	cp_put_str(&w, CP_T_EXEC_ARG, "sh");
+	cp_put_str(&w, CP_T_EXEC_CWD, "/first");
+	cp_put_str(&w, CP_T_EXEC_CWD, "/second");
+	cp_put_str(&w, CP_T_EXEC_USER, "a");
+	cp_put_str(&w, CP_T_EXEC_USER, "b");
+	assert_int_equal(cp_frame_finish(&w), 0);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_string_equal(m.cwd, "/second");
+	assert_string_equal(m.user, "b");
+	cp_exec_free(&m);
+	cp_writer_free(&w);
+}
+
+static void test_required_u32_fields_missing_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_started st;
+	struct cp_credit cr;
+	struct cp_exit ex;
+	struct cp_signal sg;
+	struct cp_resize rs;
+	assert_int_equal(cp_started_decode(NULL, 0, &st), -EBADMSG);
+	assert_int_equal(cp_exit_decode(NULL, 0, &ex), -EBADMSG);
+	assert_int_equal(cp_signal_decode(NULL, 0, &sg), -EBADMSG);
+
+	cp_frame_begin(&w, CP_CREDIT, 0, 1);
+	cp_put_u32(&w, CP_T_CREDIT_STREAM, 1);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_credit_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &cr), -EBADMSG);
+
+	cp_frame_begin(&w, CP_RESIZE, 0, 1);
+	cp_put_u32(&w, CP_T_RESIZE_COLS, 80);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_resize_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &rs), -EBADMSG);
+
+	/* Optional fields may be missing. */
+	cp_frame_begin(&w, CP_EXIT, 0, 1);
+	cp_put_u32(&w, CP_T_EXIT_CODE, 0);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_exit_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &ex), 0);
+	assert_int_equal(ex.signal, 0);
+	assert_int_equal(ex.timed_out, 0);
+	cp_writer_free(&w);
+}
+
+static void test_integer_field_with_wrong_length_rejected(void **state)
+{
+	(void)state;
+	const uint8_t junk[9] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t len = 0; len <= sizeof(junk); len++) {
+		struct cp_started st;
+		struct cp_hello he;
+		struct cp_exec ex;
+		struct cp_init in;
+		if (len != 4) {
+			cp_frame_begin(&w, CP_STARTED, 0, 1);
+			cp_put_bytes(&w, CP_T_STARTED_PID, junk, len);
+			assert_int_equal(cp_frame_finish(&w), 0);
+			assert_int_equal(cp_started_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &st),
+					 -EBADMSG);
+
+			cp_frame_begin(&w, CP_HELLO, 0, 0);
+			cp_put_bytes(&w, CP_T_HELLO_VERSION, junk, len);
+			assert_int_equal(cp_frame_finish(&w), 0);
+			assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &he),
+					 -EBADMSG);
+
+			cp_frame_begin(&w, CP_EXEC, 0, 1);
+			cp_put_str(&w, CP_T_EXEC_ARG, "sh");
+			cp_put_bytes(&w, CP_T_EXEC_FLAGS, junk, len);
+			assert_int_equal(cp_frame_finish(&w), 0);
+			assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &ex),
+					 -EBADMSG);
+		}
+		if (len != 8) {
+			cp_frame_begin(&w, CP_INIT, 0, 0);
+			cp_put_str(&w, CP_T_INIT_ENV, "A=1");
+			cp_put_bytes(&w, CP_T_INIT_CAP_KEEP, junk, len);
+			assert_int_equal(cp_frame_finish(&w), 0);
+			assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &in),
+					 -EBADMSG);
+			assert_null(in.env);
+		}
+	}
+	cp_writer_free(&w);
+}
+
+/* ---- hostile lengths ------------------------------------------------------------------ */
+
+/* Field start offsets of a well-formed payload, plus its end. */
+static size_t field_boundaries(const uint8_t *p, size_t n, size_t *out, size_t max)
+{
+	struct cp_reader r = { .p = p, .rem = n };
+	struct cp_field f;
+	size_t k = 0;
+	out[k++] = 0;
+	int ret;
+	while ((ret = cp_next_field(&r, &f)) > 0) {
+		assert_true(k < max);
+		out[k++] = n - r.rem;
+	}
+	assert_int_equal(ret, 0);
+	return k;
+}
+
+static bool in_list(size_t v, const size_t *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i] == v)
+			return true;
+	return false;
+}
+
+static void test_every_truncation_of_every_message_rejected_or_decoded_cleanly(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < N_SAMPLES; i++) {
+		encode_sample_checked(i, &w, 1);
+		struct cp_header h;
+		assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+		const uint8_t *payload = w.buf + CP_HEADER_SIZE;
+		if (h.type == CP_DATA)
+			continue; /* raw bytes, no fields */
+		size_t bounds[64];
+		size_t nb = field_boundaries(payload, h.len, bounds, N_ELEMS(bounds));
+		for (size_t k = 0; k <= h.len; k++) {
+			uint8_t *c = exact_copy(payload, k);
+			int r = decode_by_type(h.type, c, k);
+			free(c);
+			if (!in_list(k, bounds, nb)) {
+				/* Cut inside a field: its header or value runs past the end. */
+				if (r != -EBADMSG)
+					fail_msg("%s cut at %zu of %u: got %d, want -EBADMSG", cp_type_name(h.type),
+						 k, h.len, r);
+			} else if (r != 0 && r != -EBADMSG) {
+				fail_msg("%s cut at %zu of %u: got %d", cp_type_name(h.type), k, h.len, r);
+			}
+			if (k == h.len)
+				assert_int_equal(r, 0);
+		}
+	}
+	cp_writer_free(&w);
+}
+
+static void test_field_length_running_past_end_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < N_SAMPLES; i++) {
+		encode_sample_checked(i, &w, 1);
+		struct cp_header h;
+		assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+		if (h.type == CP_DATA || h.len == 0)
+			continue;
+		size_t bounds[64];
+		size_t nb = field_boundaries(w.buf + CP_HEADER_SIZE, h.len, bounds, N_ELEMS(bounds));
+		/* Make each field in turn claim more bytes than the payload has left. */
+		for (size_t b = 0; b + 1 < nb; b++) {
+			size_t rest = h.len - bounds[b] - 6;
+			const uint32_t claims[] = { (uint32_t)rest + 1, (uint32_t)rest + 6, CP_MAX_PAYLOAD,
+						    0x7fffffffu, 0xfffffffau, 0xffffffffu };
+			for (size_t c = 0; c < N_ELEMS(claims); c++) {
+				uint8_t *copy = exact_copy(w.buf + CP_HEADER_SIZE, h.len);
+				set_le32_at(copy + bounds[b] + 2, claims[c]);
+				int r = decode_by_type(h.type, copy, h.len);
+				free(copy);
+				if (r != -EBADMSG)
+					fail_msg("%s field %zu claiming %u bytes: got %d", cp_type_name(h.type), b,
+						 claims[c], r);
+			}
+		}
+	}
+	cp_writer_free(&w);
+}
+
+static void test_next_field_rejects_partial_field_header(void **state)
+{
+	(void)state;
+	const uint8_t full[6] = { 1, 0, 0, 0, 0, 0 };
+	for (size_t n = 1; n < 6; n++) {
+		uint8_t *c = exact_copy(full, n);
+		struct cp_reader r = { .p = c, .rem = n };
+		struct cp_field f;
+		assert_int_equal(cp_next_field(&r, &f), -EBADMSG);
+		free(c);
+	}
+	uint8_t *c = exact_copy(full, 6);
+	struct cp_reader r = { .p = c, .rem = 6 };
+	struct cp_field f;
+	assert_int_equal(cp_next_field(&r, &f), 1);
+	assert_int_equal(f.tag, 1);
+	assert_int_equal(f.len, 0);
+	assert_int_equal(cp_next_field(&r, &f), 0);
+	free(c);
+}
+
+/* A payload with one string field TAG holding N bytes of S, preceded by PREFIX_ARG (an EXEC
+ * needs one arg to get past the argc check). */
+static void build_string_field(struct cp_writer *w, uint16_t type, uint16_t tag, const void *s, size_t n,
+			       const char *prefix_arg)
+{
+	cp_frame_begin(w, type, 0, 1);
+	if (type == CP_HELLO)
+		cp_put_u32(w, CP_T_HELLO_VERSION, CP_VERSION);
+	if (prefix_arg)
+		cp_put_str(w, CP_T_EXEC_ARG, prefix_arg);
+	cp_put_bytes(w, tag, s, n);
+	assert_int_equal(cp_frame_finish(w), 0);
+}
+
+struct string_site {
+	uint16_t type, tag;
+	const char *prefix_arg;
+};
+static const struct string_site string_sites[] = {
+	{ CP_HELLO, CP_T_HELLO_ROLE, NULL },
+	{ CP_ERROR, CP_T_ERROR_MESSAGE, NULL },
+	{ CP_EXEC, CP_T_EXEC_ARG, NULL },
+	{ CP_EXEC, CP_T_EXEC_ENV, "sh" },
+	{ CP_EXEC, CP_T_EXEC_CWD, "sh" },
+	{ CP_EXEC, CP_T_EXEC_USER, "sh" },
+	{ CP_INIT, CP_T_INIT_ENV, NULL },
+};
+
+static void test_strings_with_embedded_nul_rejected(void **state)
+{
+	(void)state;
+	const char *with_nul[] = { "ab\0cd", "\0", "abc\0", "\0abc" };
+	const size_t lens[] = { 5, 1, 4, 4 };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t s = 0; s < N_ELEMS(string_sites); s++) {
+		for (size_t k = 0; k < N_ELEMS(with_nul); k++) {
+			build_string_field(&w, string_sites[s].type, string_sites[s].tag, with_nul[k], lens[k],
+					   string_sites[s].prefix_arg);
+			int r = decode_by_type(string_sites[s].type, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+			if (r != -EBADMSG)
+				fail_msg("%s tag %u with NUL at case %zu: got %d", cp_type_name(string_sites[s].type),
+					 string_sites[s].tag, k, r);
+		}
+		/* The same site without the NUL decodes: the rejection is about the NUL. */
+		build_string_field(&w, string_sites[s].type, string_sites[s].tag, "abcd", 4, string_sites[s].prefix_arg);
+		assert_int_equal(decode_by_type(string_sites[s].type, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE), 0);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_strings_longer_than_max_string_rejected(void **state)
+{
+	(void)state;
+	char *big = malloc(CP_MAX_STRING + 1);
+	assert_non_null(big);
+	memset(big, 'x', CP_MAX_STRING + 1);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t s = 0; s < N_ELEMS(string_sites); s++) {
+		build_string_field(&w, string_sites[s].type, string_sites[s].tag, big, CP_MAX_STRING + 1,
+				   string_sites[s].prefix_arg);
+		int r = decode_by_type(string_sites[s].type, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+		if (r != -EBADMSG)
+			fail_msg("%s tag %u with %u bytes: got %d", cp_type_name(string_sites[s].type),
+				 string_sites[s].tag, CP_MAX_STRING + 1, r);
+		build_string_field(&w, string_sites[s].type, string_sites[s].tag, big, CP_MAX_STRING,
+				   string_sites[s].prefix_arg);
+		r = decode_by_type(string_sites[s].type, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+		if (r != 0)
+			fail_msg("%s tag %u with exactly %u bytes: got %d", cp_type_name(string_sites[s].type),
+				 string_sites[s].tag, CP_MAX_STRING, r);
+	}
+	cp_writer_free(&w);
+	free(big);
+}
+
+/* An EXEC (or INIT) with COUNT repetitions of string field TAG. */
+static void build_repeated(struct cp_writer *w, uint16_t type, uint16_t tag, size_t count)
+{
+	cp_frame_begin(w, type, 0, 1);
+	if (type == CP_EXEC && tag != CP_T_EXEC_ARG)
+		cp_put_str(w, CP_T_EXEC_ARG, "sh");
+	for (size_t i = 0; i < count; i++)
+		cp_put_str(w, tag, "a=b");
+	assert_int_equal(cp_frame_finish(w), 0);
+}
+
+static void test_more_than_max_args_or_env_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_exec m;
+	struct cp_init in;
+
+	build_repeated(&w, CP_EXEC, CP_T_EXEC_ARG, CP_MAX_ARGS);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.argc, CP_MAX_ARGS);
+	check_exec_shape(&m);
+	cp_exec_free(&m);
+	build_repeated(&w, CP_EXEC, CP_T_EXEC_ARG, CP_MAX_ARGS + 1);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	assert_null(m.argv);
+
+	build_repeated(&w, CP_EXEC, CP_T_EXEC_ENV, CP_MAX_ENV);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.envc, CP_MAX_ENV);
+	cp_exec_free(&m);
+	build_repeated(&w, CP_EXEC, CP_T_EXEC_ENV, CP_MAX_ENV + 1);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+
+	build_repeated(&w, CP_INIT, CP_T_INIT_ENV, CP_MAX_ENV);
+	assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &in), 0);
+	assert_int_equal(in.envc, CP_MAX_ENV);
+	cp_init_free(&in);
+	build_repeated(&w, CP_INIT, CP_T_INIT_ENV, CP_MAX_ENV + 1);
+	assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &in), -EBADMSG);
+	cp_writer_free(&w);
+}
+
+static void test_init_seccomp_not_multiple_of_8_or_empty_or_too_big_rejected(void **state)
+{
+	(void)state;
+	uint8_t *bpf = calloc(1, CP_MAX_SECCOMP_BYTES + 8);
+	assert_non_null(bpf);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_init m;
+	const size_t bad[] = { 0, 1, 7, 9, 12, 15, CP_MAX_SECCOMP_BYTES - 1, CP_MAX_SECCOMP_BYTES + 8 };
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		cp_frame_begin(&w, CP_INIT, 0, 0);
+		cp_put_bytes(&w, CP_T_INIT_SECCOMP, bpf, bad[i]);
+		cp_put_str(&w, CP_T_INIT_ENV, "A=1");
+		assert_int_equal(cp_frame_finish(&w), 0);
+		int r = cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m);
+		if (r != -EBADMSG)
+			fail_msg("seccomp of %zu bytes: got %d", bad[i], r);
+		assert_null(m.seccomp_bpf);
+		assert_null(m.env);
+	}
+	const size_t good[] = { 8, 16, CP_MAX_SECCOMP_BYTES };
+	for (size_t i = 0; i < N_ELEMS(good); i++) {
+		cp_frame_begin(&w, CP_INIT, 0, 0);
+		cp_put_bytes(&w, CP_T_INIT_SECCOMP, bpf, good[i]);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+		assert_int_equal(m.seccomp_len, good[i]);
+		cp_init_free(&m);
+	}
+	/* A second filter is not silently dropped or concatenated. */
+	cp_frame_begin(&w, CP_INIT, 0, 0);
+	cp_put_bytes(&w, CP_T_INIT_SECCOMP, bpf, 8);
+	cp_put_bytes(&w, CP_T_INIT_SECCOMP, bpf, 8);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	assert_null(m.seccomp_bpf);
+	cp_writer_free(&w);
+	free(bpf);
+}
+
+/* ---- writer limits -------------------------------------------------------------------- */
+
+static void test_writer_refuses_to_exceed_max_payload_with_sticky_emsgsize(void **state)
+{
+	(void)state;
+	uint8_t *big = calloc(1, CP_MAX_PAYLOAD + 1);
+	assert_non_null(big);
+	struct cp_writer w;
+	cp_writer_init(&w);
+
+	/* Exactly CP_MAX_PAYLOAD: one field of MAX - 6 value bytes. */
+	cp_frame_begin(&w, CP_EXEC, 0, 1);
+	cp_put_bytes(&w, 100, big, CP_MAX_PAYLOAD - 6);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(w.len, CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+	assert_int_equal(le32_at(w.buf), CP_MAX_PAYLOAD);
+
+	/* One byte more fails, and the error sticks: later small puts change nothing. */
+	cp_frame_begin(&w, CP_EXEC, 0, 1);
+	cp_put_str(&w, CP_T_EXEC_ARG, "sh");
+	size_t before = w.len;
+	cp_put_bytes(&w, 100, big, CP_MAX_PAYLOAD - 6 - 8 + 1);
+	assert_int_equal(w.err, -EMSGSIZE);
+	assert_int_equal(w.len, before);
+	cp_put_u32(&w, CP_T_EXEC_FLAGS, 1);
+	cp_put_str(&w, CP_T_EXEC_CWD, "/");
+	assert_int_equal(w.err, -EMSGSIZE);
+	assert_int_equal(w.len, before);
+	assert_int_equal(cp_frame_finish(&w), -EMSGSIZE);
+
+	/* Many small fields that add up past the limit fail the same way. */
+	cp_frame_begin(&w, CP_EXEC, 0, 1);
+	size_t puts = 0;
+	while (w.err == 0) {
+		cp_put_bytes(&w, 100, big, 4000);
+		puts++;
+		assert_true(puts < CP_MAX_PAYLOAD / 4000 + 2);
+	}
+	assert_int_equal(w.err, -EMSGSIZE);
+	assert_true(w.len <= CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+	assert_int_equal(cp_frame_finish(&w), -EMSGSIZE);
+
+	/* A new frame starts clean. */
+	assert_int_equal(cp_started_encode(&w, 1, &sample_started), 0);
+	assert_int_equal(w.err, 0);
+
+	/* DATA: CP_MAX_PAYLOAD raw bytes fit, one more does not. */
+	assert_int_equal(cp_data_encode(&w, 1, CP_STREAM_STDOUT, false, big, CP_MAX_PAYLOAD), 0);
+	assert_int_equal(w.len, CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+	assert_int_equal(cp_data_encode(&w, 1, CP_STREAM_STDOUT, false, big, CP_MAX_PAYLOAD + 1), -EMSGSIZE);
+
+	/* Message encoders report it too: an EXEC whose args add up past the limit. */
+	char *s = malloc(CP_MAX_STRING + 1);
+	assert_non_null(s);
+	memset(s, 'y', CP_MAX_STRING);
+	s[CP_MAX_STRING] = '\0';
+	size_t n = CP_MAX_PAYLOAD / CP_MAX_STRING + 1;
+	char **argv = calloc(n + 1, sizeof(char *));
+	assert_non_null(argv);
+	for (size_t i = 0; i < n; i++)
+		argv[i] = s;
+	const struct cp_exec e = { .argv = argv, .argc = n };
+	assert_int_equal(cp_exec_encode(&w, 1, &e), -EMSGSIZE);
+	free(argv);
+	free(s);
+	cp_writer_free(&w);
+	free(big);
+}
+
+/* ---- rx buffer ------------------------------------------------------------------------ */
+
+struct rx_frame {
+	struct cp_header hdr;
+	uint8_t *payload;
+};
+
+struct rx_result {
+	struct rx_frame *frames;
+	size_t n;
+	int final;          /* 0: clean EOF; -EBADMSG: the rx buffer called the stream corrupt */
+	size_t reads;       /* cp_rxbuf_fill calls that returned data */
+	size_t max_cap;     /* the largest the rx buffer ever got */
+};
+
+static void rx_result_free(struct rx_result *res)
+{
+	for (size_t i = 0; i < res->n; i++)
+		free(res->frames[i].payload);
+	free(res->frames);
+	memset(res, 0, sizeof(*res));
+}
+
+/* Drain every whole frame at the front of RX into RES; returns peek's last answer (0 or < 0). */
+static int rx_drain(struct cp_rxbuf *rx, struct rx_result *res)
+{
+	for (;;) {
+		struct cp_header h;
+		const uint8_t *payload = NULL;
+		int r = cp_rxbuf_peek(rx, &h, &payload);
+		if (r <= 0)
+			return r;
+		assert_int_equal(r, 1);
+		assert_true(h.len <= CP_MAX_PAYLOAD);
+		struct rx_frame *nf = realloc(res->frames, (res->n + 1) * sizeof(*nf));
+		assert_non_null(nf);
+		res->frames = nf;
+		nf[res->n].hdr = h;
+		nf[res->n].payload = exact_copy(payload, h.len);
+		res->n++;
+		cp_rxbuf_consume(rx, &h);
+	}
+}
+
+/* Write STREAM into a non-blocking pipe CHUNK bytes at a time, reading it back with
+ * cp_rxbuf_fill after every write and collecting the frames, until EOF or a corrupt stream. */
+static void pump_through_pipe(const uint8_t *stream, size_t len, size_t chunk, struct rx_result *res)
+{
+	memset(res, 0, sizeof(*res));
+	int fds[2];
+	assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	size_t off = 0;
+	bool closed = false;
+	for (;;) {
+		int r = rx_drain(&rx, res);
+		if (r < 0) {
+			res->final = r;
+			break;
+		}
+		if (off < len) {
+			size_t n = len - off < chunk ? len - off : chunk;
+			ssize_t wr = write(fds[1], stream + off, n);
+			if (wr > 0)
+				off += (size_t)wr;
+			else
+				assert_true(wr < 0 && errno == EAGAIN);
+		}
+		if (off == len && !closed) {
+			close(fds[1]);
+			closed = true;
+		}
+		long got = cp_rxbuf_fill(&rx, fds[0]);
+		if (rx.cap > res->max_cap)
+			res->max_cap = rx.cap;
+		if (got == 0)
+			break;
+		if (got > 0)
+			res->reads++;
+		else if (got != -EAGAIN)
+			fail_msg("cp_rxbuf_fill: %ld", got);
+	}
+	if (res->final == 0) {
+		/* EOF: whatever is left must be an incomplete frame, never a whole one. */
+		struct cp_header h;
+		const uint8_t *payload;
+		assert_true(cp_rxbuf_peek(&rx, &h, &payload) <= 0);
+	}
+	if (!closed)
+		close(fds[1]);
+	close(fds[0]);
+	cp_rxbuf_free(&rx);
+}
+
+/* All samples, COPIES times over, on rising channel numbers, concatenated. */
+static uint8_t *sample_stream(size_t copies, size_t *len_out)
+{
+	struct cp_writer w;
+	cp_writer_init(&w);
+	uint8_t *stream = NULL;
+	size_t len = 0;
+	for (size_t c = 0; c < copies; c++) {
+		for (size_t i = 0; i < N_SAMPLES; i++) {
+			encode_sample_checked(i, &w, (uint32_t)(c * N_SAMPLES + i));
+			uint8_t *ns = realloc(stream, len + w.len);
+			assert_non_null(ns);
+			stream = ns;
+			memcpy(stream + len, w.buf, w.len);
+			len += w.len;
+		}
+	}
+	cp_writer_free(&w);
+	*len_out = len;
+	return stream;
+}
+
+/* The frames in RES are exactly the samples of sample_stream(COPIES), in order. */
+static void check_sample_frames(const struct rx_result *res, size_t copies)
+{
+	assert_int_equal(res->final, 0);
+	assert_int_equal(res->n, copies * N_SAMPLES);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t k = 0; k < res->n; k++) {
+		encode_sample_checked(k % N_SAMPLES, &w, (uint32_t)k);
+		struct cp_header h;
+		assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+		assert_int_equal(res->frames[k].hdr.type, h.type);
+		assert_int_equal(res->frames[k].hdr.flags, h.flags);
+		assert_int_equal(res->frames[k].hdr.chan, h.chan);
+		assert_int_equal(res->frames[k].hdr.len, h.len);
+		assert_memory_equal(res->frames[k].payload, w.buf + CP_HEADER_SIZE, h.len);
+		assert_int_equal(decode_by_type(h.type, res->frames[k].payload, h.len), 0);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_rxbuf_assembles_frames_delivered_one_byte_at_a_time(void **state)
+{
+	(void)state;
+	size_t len;
+	uint8_t *stream = sample_stream(2, &len);
+	struct rx_result res;
+	pump_through_pipe(stream, len, 1, &res);
+	check_sample_frames(&res, 2);
+	assert_int_equal(res.reads, len); /* each byte came in its own read */
+	rx_result_free(&res);
+	free(stream);
+}
+
+static void test_rxbuf_yields_many_frames_from_one_read(void **state)
+{
+	(void)state;
+	size_t len;
+	uint8_t *stream = sample_stream(20, &len);
+	assert_true(len < 64 * 1024); /* fits the pipe and the first fill */
+	struct rx_result res;
+	pump_through_pipe(stream, len, len, &res);
+	check_sample_frames(&res, 20);
+	assert_int_equal(res.reads, 1);
+	rx_result_free(&res);
+	free(stream);
+}
+
+static void test_rxbuf_assembles_frames_split_at_odd_sizes(void **state)
+{
+	(void)state;
+	size_t len;
+	uint8_t *stream = sample_stream(30, &len);
+	const size_t chunks[] = { 2, 3, 5, 11, 12, 13, 100, 4093 };
+	for (size_t i = 0; i < N_ELEMS(chunks); i++) {
+		struct rx_result res;
+		pump_through_pipe(stream, len, chunks[i], &res);
+		check_sample_frames(&res, 30);
+		rx_result_free(&res);
+	}
+	free(stream);
+}
+
+static void test_rxbuf_corrupt_header_returns_ebadmsg(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	encode_sample_checked(3, &w, 1);
+	const size_t good = w.len;
+	const struct cp_header bad[] = {
+		{ .len = 0, .type = 0, .flags = 0, .chan = 1 },               /* unknown type */
+		{ .len = 4, .type = 0x7777, .flags = 0, .chan = 1 },          /* unknown type */
+		{ .len = CP_MAX_PAYLOAD + 1, .type = CP_DATA, .flags = 0, .chan = 1 }, /* too long */
+		{ .len = 0xffffffffu, .type = CP_EXEC, .flags = 0, .chan = 1 },
+	};
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		uint8_t stream[256];
+		memcpy(stream, w.buf, good);
+		cp_header_encode(stream + good, &bad[i]);
+		memset(stream + good + CP_HEADER_SIZE, 0x41, 32);
+		const size_t chunks[] = { 1, sizeof(stream) };
+		for (size_t c = 0; c < N_ELEMS(chunks); c++) {
+			struct rx_result res;
+			pump_through_pipe(stream, good + CP_HEADER_SIZE + 32, chunks[c], &res);
+			assert_int_equal(res.n, 1); /* the good frame before it still comes out */
+			assert_int_equal(res.frames[0].hdr.type, CP_STARTED);
+			assert_int_equal(res.final, -EBADMSG);
+			rx_result_free(&res);
+		}
+	}
+
+	/* The verdict is stable: peeking again says the same. */
+	int fds[2];
+	assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+	uint8_t hdr[CP_HEADER_SIZE];
+	cp_header_encode(hdr, &bad[0]);
+	assert_int_equal(write(fds[1], hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	assert_int_equal(cp_rxbuf_fill(&rx, fds[0]), CP_HEADER_SIZE);
+	struct cp_header h;
+	const uint8_t *payload;
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), -EBADMSG);
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), -EBADMSG);
+	cp_rxbuf_free(&rx);
+	close(fds[0]);
+	close(fds[1]);
+	cp_writer_free(&w);
+}
+
+static void test_rxbuf_reports_eagain_then_eof(void **state)
+{
+	(void)state;
+	int fds[2];
+	assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	struct cp_header h;
+	const uint8_t *payload;
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), 0);
+	assert_int_equal(cp_rxbuf_fill(&rx, fds[0]), -EAGAIN);
+	close(fds[1]);
+	assert_int_equal(cp_rxbuf_fill(&rx, fds[0]), 0);
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), 0);
+	cp_rxbuf_free(&rx);
+	close(fds[0]);
+	assert_int_equal(cp_rxbuf_fill(&rx, -1), -EBADF);
+	cp_rxbuf_free(&rx);
+}
+
+/* A DATA frame of LEN payload bytes with a recognisable pattern, with a raw header (so LEN may
+ * be over the limit). */
+static uint8_t *raw_data_frame(uint32_t len, uint32_t chan, size_t *out_len)
+{
+	uint8_t *f = malloc(CP_HEADER_SIZE + (size_t)len);
+	assert_non_null(f);
+	const struct cp_header h = { .len = len, .type = CP_DATA, .flags = CP_STREAM_STDOUT, .chan = chan };
+	cp_header_encode(f, &h);
+	for (size_t i = 0; i < len; i++)
+		f[CP_HEADER_SIZE + i] = (uint8_t)(i * 7 + chan);
+	*out_len = CP_HEADER_SIZE + (size_t)len;
+	return f;
+}
+
+static void test_rxbuf_accepts_max_payload_frame_and_rejects_one_byte_more(void **state)
+{
+	(void)state;
+	size_t n;
+	uint8_t *f = raw_data_frame(CP_MAX_PAYLOAD, 3, &n);
+	struct rx_result res;
+	pump_through_pipe(f, n, 65536, &res);
+	assert_int_equal(res.final, 0);
+	assert_int_equal(res.n, 1);
+	assert_int_equal(res.frames[0].hdr.len, CP_MAX_PAYLOAD);
+	assert_memory_equal(res.frames[0].payload, f + CP_HEADER_SIZE, CP_MAX_PAYLOAD);
+	assert_true(res.max_cap <= CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+	rx_result_free(&res);
+	free(f);
+
+	f = raw_data_frame(CP_MAX_PAYLOAD + 1, 3, &n);
+	pump_through_pipe(f, n, 65536, &res);
+	assert_int_equal(res.final, -EBADMSG);
+	assert_int_equal(res.n, 0);
+	assert_true(res.max_cap <= CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+	rx_result_free(&res);
+	free(f);
+}
+
+/* Big frames that start at an offset inside the buffer force it to grow and to move
+ * unconsumed bytes to the front; none of that may lose or corrupt a byte. */
+static void test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction(void **state)
+{
+	(void)state;
+	const uint32_t lens[] = { 5, CP_MAX_PAYLOAD, 0, 70000, 3, CP_MAX_PAYLOAD, CP_MAX_PAYLOAD - 1, 17,
+				  65536 - CP_HEADER_SIZE, 65536, 1 };
+	uint8_t *stream = NULL;
+	size_t len = 0;
+	for (size_t i = 0; i < N_ELEMS(lens); i++) {
+		size_t n;
+		uint8_t *f = raw_data_frame(lens[i], (uint32_t)i, &n);
+		uint8_t *ns = realloc(stream, len + n);
+		assert_non_null(ns);
+		stream = ns;
+		memcpy(stream + len, f, n);
+		len += n;
+		free(f);
+	}
+	const size_t chunks[] = { 4093, 65536, 10007 };
+	for (size_t c = 0; c < N_ELEMS(chunks); c++) {
+		struct rx_result res;
+		pump_through_pipe(stream, len, chunks[c], &res);
+		assert_int_equal(res.final, 0);
+		assert_int_equal(res.n, N_ELEMS(lens));
+		size_t off = 0;
+		for (size_t i = 0; i < N_ELEMS(lens); i++) {
+			assert_int_equal(res.frames[i].hdr.len, lens[i]);
+			assert_int_equal(res.frames[i].hdr.chan, i);
+			assert_memory_equal(res.frames[i].payload, stream + off + CP_HEADER_SIZE, lens[i]);
+			off += CP_HEADER_SIZE + lens[i];
+		}
+		assert_true(res.max_cap <= CP_HEADER_SIZE + CP_MAX_PAYLOAD);
+		rx_result_free(&res);
+	}
+	free(stream);
+}
+
+/* ---- regression inputs found by fuzzing ----------------------------------------------- */
+
+/* Both ways the fuzzers feed the codec (tests/fuzz): as a byte stream of frames
+ * (fuzz_frame) and as a selector byte plus one payload (fuzz_messages). */
+static const uint16_t selector_types[10] = { CP_HELLO, CP_ERROR, CP_EXEC, CP_STARTED, CP_CREDIT,
+					     CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT };
+
+/* Decode, re-encode, decode again, and compare: what fuzz_messages does. */
+static void replay_as_message(const uint8_t *data, size_t size)
+{
+	if (size < 1)
+		return;
+	uint16_t type = selector_types[data[0] % 10];
+	uint8_t *p = exact_copy(data + 1, size - 1);
+	size_t n = size - 1;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	int r = decode_by_type(type, p, n);
+	assert_true(r == 0 || r == -EBADMSG);
+	if (r == 0 && n + 64 < CP_MAX_PAYLOAD) {
+		/* Re-encode through the typed API and check the frame decodes again. */
+		switch (type) {
+		case CP_HELLO: {
+			struct cp_hello a, b;
+			assert_int_equal(cp_hello_decode(p, n, &a), 0);
+			assert_int_equal(cp_hello_encode(&w, 1, &a), 0);
+			assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+			assert_true(a.version == b.version && str_eq(a.role, b.role));
+			cp_hello_free(&a);
+			cp_hello_free(&b);
+			break;
+		}
+		case CP_ERROR: {
+			struct cp_error_msg a, b;
+			assert_int_equal(cp_error_decode(p, n, &a), 0);
+			assert_int_equal(cp_error_encode(&w, 1, &a), 0);
+			assert_int_equal(cp_error_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+			assert_true(a.errnum == b.errnum && str_eq(a.message, b.message));
+			cp_error_free(&a);
+			cp_error_free(&b);
+			break;
+		}
+		case CP_EXEC: {
+			struct cp_exec a, b;
+			assert_int_equal(cp_exec_decode(p, n, &a), 0);
+			assert_int_equal(cp_exec_encode(&w, 1, &a), 0);
+			assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+			assert_true(strv_eq(a.argv, a.argc, b.argv, b.argc));
+			assert_true(strv_eq(a.env, a.envc, b.env, b.envc));
+			assert_true(str_eq(a.cwd, b.cwd) && str_eq(a.user, b.user));
+			assert_true(a.flags == b.flags && a.rows == b.rows && a.cols == b.cols &&
+				    a.timeout_ms == b.timeout_ms);
+			cp_exec_free(&a);
+			cp_exec_free(&b);
+			break;
+		}
+		case CP_INIT: {
+			struct cp_init a, b;
+			assert_int_equal(cp_init_decode(p, n, &a), 0);
+			assert_int_equal(cp_init_encode(&w, 1, &a), 0);
+			assert_int_equal(cp_init_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+			assert_int_equal(a.seccomp_len, b.seccomp_len);
+			if (a.seccomp_len)
+				assert_memory_equal(a.seccomp_bpf, b.seccomp_bpf, a.seccomp_len);
+			assert_true(strv_eq(a.env, a.envc, b.env, b.envc));
+			assert_true(a.cap_keep == b.cap_keep && a.flags == b.flags);
+			cp_init_free(&a);
+			cp_init_free(&b);
+			break;
+		}
+		default:
+			break; /* the u32 messages: decode_by_type already ran them */
+		}
+	}
+	cp_writer_free(&w);
+	free(p);
+}
+
+/* Feed the bytes as a stream through a pipe and decode every frame: what fuzz_frame does. */
+static void replay_as_stream(const uint8_t *data, size_t size)
+{
+	struct cp_header h;
+	uint8_t *c = exact_copy(data, size);
+	int r = cp_header_decode(c, size, &h);
+	assert_true(r == 0 || r == -EBADMSG);
+	free(c);
+	const size_t chunks[] = { 1, 4096 };
+	for (size_t k = 0; k < N_ELEMS(chunks); k++) {
+		if (chunks[k] == 1 && size > 65536)
+			continue;
+		struct rx_result res;
+		pump_through_pipe(data, size, chunks[k], &res);
+		for (size_t i = 0; i < res.n; i++) {
+			int d = decode_by_type(res.frames[i].hdr.type, res.frames[i].payload, res.frames[i].hdr.len);
+			assert_true(d == 0 || d == -EBADMSG);
+		}
+		rx_result_free(&res);
+	}
+}
+
+static int read_whole_file(const char *path, uint8_t **out, size_t *len)
+{
+	FILE *f = fopen(path, "rbe");
+	if (!f)
+		return -errno;
+	uint8_t *buf = NULL;
+	size_t n = 0, cap = 0;
+	for (;;) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 4096;
+			uint8_t *nb = realloc(buf, cap);
+			assert_non_null(nb);
+			buf = nb;
+		}
+		size_t got = fread(buf + n, 1, cap - n, f);
+		n += got;
+		if (got == 0)
+			break;
+	}
+	fclose(f);
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+static void test_regression_inputs_replay_cleanly(void **state)
+{
+	(void)state;
+	const char *dir = getenv("CAPSULE_REGRESSION_DIR");
+	if (!dir || !*dir)
+		dir = CAPSULE_REGRESSION_DIR_DEFAULT;
+	DIR *d = opendir(dir);
+	if (!d)
+		fail_msg("cannot open regression dir '%s': %s (set CAPSULE_REGRESSION_DIR)", dir, strerror(errno));
+	struct dirent *de;
+	size_t replayed = 0;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || strncmp(de->d_name, "README", 6) == 0)
+			continue;
+		char path[PATH_MAX];
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		struct stat st;
+		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+			continue;
+		uint8_t *data;
+		size_t len;
+		assert_int_equal(read_whole_file(path, &data, &len), 0);
+		print_message("replaying %s (%zu bytes)\n", de->d_name, len);
+		replay_as_stream(data, len);
+		replay_as_message(data, len);
+		free(data);
+		replayed++;
+	}
+	closedir(d);
+	print_message("%zu regression inputs replayed from %s\n", replayed, dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_header_round_trip),
+		cmocka_unit_test(test_header_is_little_endian_on_the_wire),
+		cmocka_unit_test(test_header_shorter_than_header_size_rejected),
+		cmocka_unit_test(test_header_len_over_max_payload_rejected),
+		cmocka_unit_test(test_header_unknown_type_rejected),
+		cmocka_unit_test(test_hello_round_trip),
+		cmocka_unit_test(test_hello_without_version_rejected),
+		cmocka_unit_test(test_error_round_trip),
+		cmocka_unit_test(test_error_errno_out_of_range_becomes_eio),
+		cmocka_unit_test(test_exec_round_trip),
+		cmocka_unit_test(test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user),
+		cmocka_unit_test(test_exec_with_zero_args_rejected),
+		cmocka_unit_test(test_exec_rows_or_cols_over_16_bits_rejected),
+		cmocka_unit_test(test_started_round_trip),
+		cmocka_unit_test(test_credit_round_trip),
+		cmocka_unit_test(test_exit_round_trip_keeps_negative_exit_code),
+		cmocka_unit_test(test_signal_round_trip),
+		cmocka_unit_test(test_resize_round_trip),
+		cmocka_unit_test(test_stop_round_trip),
+		cmocka_unit_test(test_init_round_trip),
+		cmocka_unit_test(test_empty_and_data_frames_round_trip),
+		cmocka_unit_test(test_unknown_field_tags_are_skipped),
+		cmocka_unit_test(test_repeated_string_field_keeps_last_value_without_leak),
+		cmocka_unit_test(test_required_u32_fields_missing_rejected),
+		cmocka_unit_test(test_integer_field_with_wrong_length_rejected),
+		cmocka_unit_test(test_every_truncation_of_every_message_rejected_or_decoded_cleanly),
+		cmocka_unit_test(test_field_length_running_past_end_rejected),
+		cmocka_unit_test(test_next_field_rejects_partial_field_header),
+		cmocka_unit_test(test_strings_with_embedded_nul_rejected),
+		cmocka_unit_test(test_strings_longer_than_max_string_rejected),
+		cmocka_unit_test(test_more_than_max_args_or_env_rejected),
+		cmocka_unit_test(test_init_seccomp_not_multiple_of_8_or_empty_or_too_big_rejected),
+		cmocka_unit_test(test_writer_refuses_to_exceed_max_payload_with_sticky_emsgsize),
+		cmocka_unit_test(test_rxbuf_assembles_frames_delivered_one_byte_at_a_time),
+		cmocka_unit_test(test_rxbuf_yields_many_frames_from_one_read),
+		cmocka_unit_test(test_rxbuf_assembles_frames_split_at_odd_sizes),
+		cmocka_unit_test(test_rxbuf_corrupt_header_returns_ebadmsg),
+		cmocka_unit_test(test_rxbuf_reports_eagain_then_eof),
+		cmocka_unit_test(test_rxbuf_accepts_max_payload_frame_and_rejects_one_byte_more),
+		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
+		cmocka_unit_test(test_regression_inputs_replay_cleanly),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
