@@ -10,6 +10,7 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -63,8 +64,13 @@ static int spawn_shim(const char *shim_path, const char *name, int sock, int loc
 		pid_t pid2 = fork();
 		if (pid2 != 0)
 			_exit(pid2 < 0 ? 1 : 0);
-		if (dup2(sock, 3) < 0 || dup2(lockfd, 4) < 0)
+		/* Through fresh numbers first: dup2 onto the same number would keep O_CLOEXEC,
+		 * and either fd may already sit on 3 or 4. */
+		int s2 = fcntl(sock, F_DUPFD, 10), l2 = fcntl(lockfd, F_DUPFD, 10);
+		if (s2 < 0 || l2 < 0 || dup2(s2, 3) < 0 || dup2(l2, 4) < 0)
 			_exit(127);
+		/* Nothing else of the caller's may reach the shim (and through it the sandbox). */
+		syscall(SYS_close_range, 5, ~0U, 0);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (devnull >= 0) {
 			dup2(devnull, 0);

@@ -400,7 +400,10 @@ static void finish_and_exit(void)
 		write_state("stopped");
 		shim_log("stopped");
 	}
-	/* Only now, with everything cleaned up, tell whoever asked for the stop. */
+	/* Only now, with everything cleaned up, let go of the sandbox and tell whoever asked
+	 * for the stop: when they hear OK, a start or rm may take the lock at once. */
+	close(S.lock_fd);
+	S.lock_fd = -1;
 	for (int i = 0; i < MAX_CLIENTS; i++) {
 		struct client *c = &S.clients[i];
 		if (!c->used)
@@ -897,7 +900,12 @@ static int open_run_dir(capsule_error *err)
 	/* The creator took the lock before anything could see the folder and handed it to us
 	 * as fd 4; flock on the same open file description only confirms we hold it. */
 	S.lock_fd = LOCK_FD;
-	if (fcntl(S.lock_fd, F_SETFD, FD_CLOEXEC) < 0 || flock(S.lock_fd, LOCK_EX | LOCK_NB) < 0)
+	struct stat have, want;
+	if (fcntl(S.lock_fd, F_SETFD, FD_CLOEXEC) < 0 || fstat(S.lock_fd, &have) < 0 ||
+	    fstatat(S.run_fd, "lock", &want, AT_SYMLINK_NOFOLLOW) < 0 || have.st_dev != want.st_dev ||
+	    have.st_ino != want.st_ino)
+		return cap_err_plain(err, EBADF, "capsule-shim was not given the lock of sandbox '%s' as fd 4", S.name);
+	if (flock(S.lock_fd, LOCK_EX | LOCK_NB) < 0)
 		return cap_err_plain(err, EBUSY, "sandbox '%s' is already running", S.name);
 	return 0;
 }

@@ -320,6 +320,9 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	for (int fd = AGENT_FD + 1; fd < 1024; fd++)
 		if (fd != memfd && fd != child_errfd)
 			close(fd);
+	/* Past the usual range too; the two we keep are below 1024 in any shim. */
+	if (memfd < 1024 && child_errfd < 1024)
+		sys_close_range(1024, ~0U, 0);
 	char *const argv[] = { "capsule-agent", NULL };
 	char *const envp[] = { NULL };
 	fexecve(memfd, argv, envp);
