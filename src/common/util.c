@@ -130,7 +130,7 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *ou
 	return 0;
 }
 
-int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable)
 {
 	char tmp[512];
 	if (snprintf(tmp, sizeof(tmp), ".%s.tmp.%d", name, (int)getpid()) >= (int)sizeof(tmp))
@@ -139,7 +139,7 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
 	if (fd < 0)
 		return -errno;
 	int r = write_all(fd, data, len);
-	if (r == 0 && fsync(fd) < 0)
+	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;

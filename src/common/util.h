@@ -49,8 +49,10 @@ int write_all(int fd, const void *buf, size_t len);
 int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
-/* Write a file atomically: temp name in the same folder, fsync, rename. */
-int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+/* Write a file atomically: temp name in the same folder, rename over. DURABLE adds an fsync
+ * before the rename, for what must survive a power loss (saves, volume metadata); files that
+ * describe live state only need the rename. */
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable);
 
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t now_ms(void);

@@ -147,6 +147,15 @@ bool run_dir_locked(int dirfd)
 	return false;
 }
 
+void sandbox_cgroup_name(const char *name, char *out, size_t size)
+{
+	/* FNV-1a: not for security, only to tell homes apart in a short suffix. */
+	uint32_t h = 2166136261u;
+	for (const char *p = capsule_home(); *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	snprintf(out, size, "%s.%08x", name, h);
+}
+
 /* ---- helper binaries ---- */
 
 static bool try_dir(const char *dir, const char *name, char **path)

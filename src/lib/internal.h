@@ -65,6 +65,10 @@ int sweep_stale(const char *name);
 
 int validate_name(const char *name, const char *what, capsule_error *err);
 
+/* The sandbox's cgroup name: its own name plus a digest of $CAPSULE_HOME, so that two homes
+ * (two users, two test runs) can each have a sandbox "dev" without sharing a cgroup. */
+void sandbox_cgroup_name(const char *name, char *out, size_t size);
+
 /* A blocking protocol connection to a sandbox's shim. */
 struct conn {
 	int fd;

@@ -201,7 +201,7 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	}
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600)) < 0) {
+	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);
 		goto fail_rm;
 	}
@@ -421,7 +421,7 @@ int sweep_stale(const char *name)
 	}
 	rm_rf_at(dir, "fs/work");
 	static const char stopped[] = "{\"state\": \"stopped\"}\n";
-	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0644);
+	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0644, false);
 	return 1;
 }
 

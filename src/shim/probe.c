@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -14,7 +15,7 @@
 #include "cgroup.h"
 #include "json.h"
 #include "probe.h"
-#include "seccomp_policy.h"
+#include "seccomp_filter.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -73,14 +74,11 @@ int shim_probe(void)
 	json_kv_bool(&j, "all_namespaces", allns);
 	json_kv_bool(&j, "openat2", try_in_child(probe_openat2));
 	json_kv_bool(&j, "mount_api", try_in_child(probe_mount_api));
-	uint8_t *bpf = NULL;
-	size_t len = 0;
-	capsule_error err = { 0 };
-	bool sec = seccomp_default_bpf(&bpf, &len, &err) == 0;
-	free(bpf);
+	bool sec = prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0;
 	json_kv_bool(&j, "seccomp", sec);
+	json_kv_uint(&j, "seccomp_filter_instructions", sizeof(capsule_seccomp_bpf) / 8);
 	if (!sec)
-		json_kv_string(&j, "seccomp_reason", err.message);
+		json_kv_string(&j, "seccomp_reason", "prctl(PR_GET_SECCOMP) failed: the kernel has no seccomp");
 	struct cgroup_support cs;
 	cgroup_probe(&cs);
 	json_key(&j, "cgroups");

@@ -36,7 +36,7 @@
 #include "json.h"
 #include "probe.h"
 #include "proto.h"
-#include "seccomp_policy.h"
+#include "seccomp_filter.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -93,6 +93,7 @@ static struct shim {
 	struct channel chans[MAX_CHANNELS];
 	uint32_t next_agent_chan;
 	bool stopping;
+	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	bool agent_gone;
 	int64_t started_unix;
@@ -345,11 +346,19 @@ static void write_state(const char *state)
 	char *text = json_steal(&j, &e);
 	if (!text)
 		return;
-	write_file_atomic_at(S.run_fd, "state.json", text, strlen(text), 0644);
+	write_file_atomic_at(S.run_fd, "state.json", text, strlen(text), 0644, false);
 	free(text);
 }
 
 /* ---- stop and teardown -------------------------------------------------------------- */
+
+/* SIGKILL to PID 1 takes every process of the sandbox with it (pid namespace). */
+static void kill_sandbox(void)
+{
+	if (!S.killed)
+		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+	S.killed = true;
+}
 
 static void begin_stop(uint32_t grace_ms)
 {
@@ -363,7 +372,7 @@ static void begin_stop(uint32_t grace_ms)
 	S.stop_deadline_ms = now_ms() + grace_ms;
 	shim_log("stopping (grace %u ms)", grace_ms);
 	if (grace_ms == 0 || S.agent_fd < 0) {
-		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+		kill_sandbox();
 		return;
 	}
 	struct cp_stop m = { .timeout_ms = grace_ms };
@@ -645,10 +654,15 @@ static void agent_readable(void)
 
 /* ---- start -------------------------------------------------------------------------- */
 
+/* Start-up phases with their time since the shim began, for the log (perf work, and what
+ * a slow start spent its time on). */
+static uint64_t shim_t0_ns;
+static char phase_log[256];
+
 static void progress(const char *stage)
 {
-	/* Progress goes to the creator as the state file's "stage"; cheap and optional. */
-	(void)stage;
+	size_t n = strlen(phase_log);
+	snprintf(phase_log + n, sizeof(phase_log) - n, " %s=%.2fms", stage, (double)(now_ns() - shim_t0_ns) / 1e6);
 }
 
 /* Blocking receive of one frame from the agent during bring-up, with a deadline. */
@@ -732,13 +746,12 @@ static int start_sandbox(capsule_error *err)
 		.cpus_milli = S.cfg.cpus_milli,
 		.pids_max = S.cfg.pids_limit,
 	};
-	if ((r = cgroup_create(&S.cg, S.name, &lim, err)) < 0)
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	if ((r = cgroup_create(&S.cg, cgname, &lim, err)) < 0)
 		return r;
 
-	_cleanup_free_ uint8_t *bpf = NULL;
-	size_t bpf_len = 0;
-	if ((r = seccomp_default_bpf(&bpf, &bpf_len, err)) < 0)
-		return r;
+	progress("cgroup");
 
 	_cleanup_free_ char *lower = NULL;
 	if (strcmp(S.cfg.image, "host") != 0)
@@ -753,12 +766,17 @@ static int start_sandbox(capsule_error *err)
 	home_id_map(&ub, &gb, &count, &rootless);
 
 	/* fs/ holds the sandbox's own layer; its root must own it to write through overlay. */
-	static const char *const fs_dirs[] = { "fs", "fs/upper", "fs/work", "fs/rootfs" };
+	/* The upper folder is the sandbox's "/" as overlayfs shows it: its mode is the root's. */
+	static const struct {
+		const char *path;
+		mode_t mode;
+	} fs_dirs[] = { { "fs", 0700 }, { "fs/upper", 0755 }, { "fs/work", 0700 }, { "fs/rootfs", 0700 } };
 	for (size_t i = 0; i < ARRAY_SIZE(fs_dirs); i++) {
-		if (mkdirat(S.run_fd, fs_dirs[i], 0700) < 0 && errno != EEXIST)
-			return cap_err(err, errno, "mkdir '%s'", fs_dirs[i]);
-		if (fchownat(S.run_fd, fs_dirs[i], ub, gb, AT_SYMLINK_NOFOLLOW) < 0)
-			return cap_err(err, errno, "chown '%s'", fs_dirs[i]);
+		if (mkdirat(S.run_fd, fs_dirs[i].path, fs_dirs[i].mode) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s'", fs_dirs[i].path);
+		if (fchownat(S.run_fd, fs_dirs[i].path, ub, gb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fchmodat(S.run_fd, fs_dirs[i].path, fs_dirs[i].mode, 0) < 0)
+			return cap_err(err, errno, "preparing '%s'", fs_dirs[i].path);
 	}
 	char fsdir[4096];
 	char self[64];
@@ -769,9 +787,11 @@ static int start_sandbox(capsule_error *err)
 	fsdir[l] = '\0';
 	strcat(fsdir, "/fs");
 
+	progress("rootfs-prep");
 	_cleanup_close_ int memfd = -1;
 	if ((r = make_agent_memfd(&memfd, err)) < 0)
 		return r;
+	progress("memfd");
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
@@ -830,8 +850,8 @@ static int start_sandbox(capsule_error *err)
 		envv[nenv++] = S.cfg.env[i];
 	envv[nenv] = NULL;
 	struct cp_init init = {
-		.seccomp_bpf = bpf,
-		.seccomp_len = bpf_len,
+		.seccomp_bpf = (uint8_t *)capsule_seccomp_bpf,
+		.seccomp_len = sizeof(capsule_seccomp_bpf),
 		.env = envv,
 		.envc = nenv,
 		.cap_keep = container_default_caps(),
@@ -913,8 +933,9 @@ static int open_run_dir(capsule_error *err)
 static int run_cleanup(void)
 {
 	capsule_error err = { 0 };
-	cgroup_remove_by_name(S.name, &err);
-	return 0;
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	return cgroup_remove_by_name(cgname, &err) < 0 ? 1 : 0;
 }
 
 static void event_loop(void);
@@ -944,6 +965,7 @@ int main(int argc, char **argv)
 	if (cleanup)
 		return run_cleanup();
 
+	shim_t0_ns = now_ns();
 	S.agent_fd = -1;
 	S.listen_fd = -1;
 	signal(SIGPIPE, SIG_IGN);
@@ -1002,7 +1024,7 @@ int main(int argc, char **argv)
 	}
 	S.started_unix = (int64_t)time(NULL);
 	write_state("running");
-	shim_log("started, agent pid %d", (int)S.ct.pid);
+	shim_log("started, agent pid %d;%s", (int)S.ct.pid, phase_log);
 
 	ep_set(S.listen_fd, KEY_LISTEN, EPOLLIN, true);
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
@@ -1022,7 +1044,7 @@ static void event_loop(void)
 {
 	for (;;) {
 		int timeout = -1;
-		if (S.stopping) {
+		if (S.stopping && !S.killed) {
 			uint64_t now = now_ms();
 			timeout = now >= S.stop_deadline_ms ? 0 : (int)(S.stop_deadline_ms - now);
 		}
@@ -1081,7 +1103,7 @@ static void event_loop(void)
 					client_readable(ci);
 			}
 		}
-		if (S.stopping && now_ms() >= S.stop_deadline_ms)
-			sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms)
+			kill_sandbox();
 	}
 }

@@ -1568,8 +1568,8 @@ static void test_regression_inputs_replay_cleanly(void **state)
 		struct stat st;
 		if (stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
-		uint8_t *data;
-		size_t len;
+		uint8_t *data = NULL;
+		size_t len = 0;
 		assert_int_equal(read_whole_file(path, &data, &len), 0);
 		print_message("replaying %s (%zu bytes)\n", de->d_name, len);
 		replay_as_stream(data, len);

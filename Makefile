@@ -1,0 +1,67 @@
+# A thin driver over Meson. Every target that builds installs what it needs first.
+PREFIX ?= /usr/local
+BUILD ?= build
+PYTHON ?= /usr/bin/python3
+FUZZ_SECONDS ?= 10
+
+.PHONY: all deps build check check-unit check-e2e check-asan check-vm fuzz fuzz-smoke demo bench install clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --prefix=$(PREFIX)
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+check-unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+# pytest closes the run with its own summary line; exit 5 (no tests ran) is a failure.
+check-e2e: build
+	@CAPSULE_BUILD=$(abspath $(BUILD)) $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e tests/security; \
+	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+check: deps
+	$(MAKE) build
+	$(MAKE) check-unit
+	$(MAKE) fuzz-smoke FUZZ_SECONDS=5
+	$(MAKE) check-e2e
+
+# The same suites under AddressSanitizer + UndefinedBehaviorSanitizer. The agent is linked
+# dynamically there (static ASan does not exist); the host image shows it the host's libasan.
+check-asan: deps
+	@test -f build-asan/build.ninja || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic_agent=false --buildtype=debug
+	ninja -C build-asan
+	$(MAKE) check-unit BUILD=build-asan
+	$(MAKE) check-e2e BUILD=build-asan
+
+build-fuzz/build.ninja:
+	CC=clang meson setup build-fuzz -Dfuzz=true -Dstatic_agent=false -Db_lundef=false
+
+fuzz-smoke: deps build-fuzz/build.ninja
+	ninja -C build-fuzz
+	tests/fuzz/run-fuzzers build-fuzz $(FUZZ_SECONDS)
+
+fuzz: deps build-fuzz/build.ninja
+	ninja -C build-fuzz
+	tests/fuzz/run-fuzzers build-fuzz $(or $(SECONDS),120)
+
+check-vm: check
+
+demo: deps
+	$(MAKE) build
+	@scripts/demo $(abspath $(BUILD))
+
+bench: deps
+	$(MAKE) build
+	@bench/run $(abspath $(BUILD))
+
+install: build
+	meson install -C $(BUILD) --destdir "$(DESTDIR)"
+
+clean:
+	rm -rf build build-asan build-fuzz

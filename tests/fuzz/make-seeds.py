@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Write the seed corpora for the fuzzers into tests/fuzz/corpus/<target>/.
+
+The frames are built here from the wire format in src/common/proto.h (a 12-byte little-endian
+header: u32 len, u16 type, u16 flags, u32 chan; then fields: u16 tag, u32 len, value), so the
+seeds do not depend on a build. The output is deterministic; rerun after changing the format
+and commit the result. Usage: make-seeds.py [OUT_DIR]  (default: corpus/ next to this file)
+"""
+import os
+import struct
+import sys
+
+# enum cp_type
+HELLO, ERROR, OK, EXEC, STARTED, DATA, CREDIT, EXIT, SIGNAL, RESIZE, STOP, INIT, SHUTDOWN = (
+    1, 2, 3, 16, 17, 18, 19, 20, 21, 22, 32, 48, 49)
+FLAG_EOF = 0x100
+MAX_PAYLOAD = 1 << 20
+
+
+def field(tag, value):
+    return struct.pack('<HI', tag, len(value)) + value
+
+
+def u32(tag, v):
+    return field(tag, struct.pack('<I', v & 0xffffffff))
+
+
+def u64(tag, v):
+    return field(tag, struct.pack('<Q', v))
+
+
+def s(tag, text):
+    return field(tag, text.encode())
+
+
+def frame(type_, payload, chan=1, flags=0):
+    return struct.pack('<IHHI', len(payload), type_, flags, chan) + payload
+
+
+BPF = bytes([0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f])
+
+# Payloads, keyed by name, with the message type they belong to.
+PAYLOADS = {
+    'hello': (HELLO, u32(1, 1) + s(2, 'agent')),
+    'hello-no-role': (HELLO, u32(1, 1)),
+    'error': (ERROR, u32(1, 2) + s(2, "open '/x': No such file or directory")),
+    'error-bad-errno': (ERROR, u32(1, 0) + s(2, '')),
+    'exec': (EXEC, s(1, '/bin/sh') + s(1, '-c') + s(1, 'echo hi; exit 3') + s(2, 'PATH=/usr/bin:/bin')
+             + s(2, 'HOME=/root') + s(3, '/work') + s(4, '1000:1000') + u32(5, 3) + u32(6, 24)
+             + u32(7, 80) + u32(8, 5000)),
+    'exec-minimal': (EXEC, s(1, 'true') + u32(5, 0)),
+    'exec-unknown-field': (EXEC, s(1, 'ls') + s(99, 'from a newer peer') + u32(5, 0)),
+    'started': (STARTED, u32(1, 4242)),
+    'credit': (CREDIT, u32(1, 1) + u32(2, 65536)),
+    'exit': (EXIT, u32(1, -1) + u32(2, 9) + u32(3, 1)),
+    'exit-code-only': (EXIT, u32(1, 0)),
+    'signal': (SIGNAL, u32(1, 15) + u32(2, 77)),
+    'resize': (RESIZE, u32(1, 50) + u32(2, 132)),
+    'stop': (STOP, u32(1, 10000)),
+    'stop-empty': (STOP, b''),
+    'init': (INIT, field(1, BPF) + s(2, 'PATH=/usr/bin') + s(2, 'LANG=C.UTF-8') + u64(3, 0xa80425fb)
+             + u32(4, 1)),
+    'init-bare': (INIT, u64(3, 0) + u32(4, 0)),
+}
+
+# fuzz_messages: byte 0 % 10 picks the decoder.
+SELECTOR = {HELLO: 0, ERROR: 1, EXEC: 2, STARTED: 3, CREDIT: 4, EXIT: 5, SIGNAL: 6, RESIZE: 7, STOP: 8,
+            INIT: 9}
+
+# fuzz_parse: byte 0 % 13 picks the function (enum target in fuzz_parse.c).
+(T_SIZE, T_CPUS, T_DURATION, T_UINT, T_NAME, T_MOUNT, T_TMPFS, T_USER, T_PORT, T_NORMALIZE, T_ENV,
+ T_JSON_GET, T_JSON_ROUND_TRIP) = range(13)
+PARSE_SEEDS = {
+    'size-plain': (T_SIZE, '1024'), 'size-m': (T_SIZE, '512m'), 'size-frac': (T_SIZE, '1.5G'),
+    'size-space-gib': (T_SIZE, '1 GiB'), 'size-mb': (T_SIZE, '100MB'),
+    'cpus': (T_CPUS, '1.25'), 'cpus-dot': (T_CPUS, '.5'),
+    'duration-sum': (T_DURATION, '1m30s'), 'duration-ms': (T_DURATION, '500ms'),
+    'duration-frac': (T_DURATION, '1.5s'), 'duration-bare': (T_DURATION, '30'),
+    'uint': (T_UINT, '4096'),
+    'name': (T_NAME, 'my-box_1.dev'),
+    'mount-ro': (T_MOUNT, '/srv/data:/data:ro'), 'mount-volume': (T_MOUNT, 'cache:/var/cache/./x/'),
+    'mount-rw': (T_MOUNT, '/home/u:/home//u:rw'),
+    'tmpfs': (T_TMPFS, '/tmp:size=100M,mode=1777'), 'tmpfs-bare': (T_TMPFS, '/run'),
+    'user-ids': (T_USER, '1000:1000'), 'user-name': (T_USER, 'nobody:nogroup'), 'user-uid': (T_USER, '0'),
+    'port-v6': (T_PORT, '[::1]:8080:80/udp'), 'port-v4': (T_PORT, '127.0.0.1:80:8080'),
+    'port-short': (T_PORT, '8080:80/TCP'),
+    'normalize': (T_NORMALIZE, '/a/./b/../c//d/'), 'normalize-up': (T_NORMALIZE, '/../../x/..'),
+    'env': (T_ENV, 'PATH=/usr/bin:/bin'), 'env-empty-value': (T_ENV, '_X1='),
+}
+# T_JSON_GET: byte 1 picks the key (0: "name", 1: "pid", 4: "state"); the rest is the text.
+JSON_SEEDS = {
+    'json-state-name': (0, '{"name": "box1", "pid": 4242, "state": "running", "detached": true}'),
+    'json-state-pid': (1, '{"name":"a\\u00e9\\ud83d\\ude00","pid":-12,"x":[1,2.5e3,{"y":null}]}'),
+    'json-escapes': (4, '{ "state" : "line\\nnext \\"q\\" \\\\ \\/" , "n" : 0 }'),
+}
+
+
+def write(path, data):
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+def main():
+    here = os.path.dirname(os.path.abspath(__file__))
+    out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, 'corpus')
+    dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse')}
+    for d in dirs.values():
+        os.makedirs(d, exist_ok=True)
+
+    # fuzz_messages: selector + payload.
+    for name, (type_, payload) in PAYLOADS.items():
+        write(os.path.join(dirs['fuzz_messages'], name), bytes([SELECTOR[type_]]) + payload)
+
+    # fuzz_frame: mode byte, two size bytes, then the stream. Mode bits 0-1 choose the chunk
+    # sizes; bits 2-4 all set put a generated DATA frame of the given size first.
+    every = b''.join(frame(t, p, chan=i) for i, (t, p) in enumerate(PAYLOADS.values()))
+    every += frame(OK, b'', chan=90) + frame(SHUTDOWN, b'', chan=0)
+    every += frame(DATA, b'stdout bytes\n', chan=3, flags=1) + frame(DATA, b'', chan=3, flags=2 | FLAG_EOF)
+    for name, (type_, payload) in PAYLOADS.items():
+        write(os.path.join(dirs['fuzz_frame'], 'one-' + name), bytes([0x02, 0, 0]) + frame(type_, payload))
+    for mode in range(4):
+        write(os.path.join(dirs['fuzz_frame'], 'every-chunks%d' % mode), bytes([mode, 0, 0]) + every)
+    write(os.path.join(dirs['fuzz_frame'], 'big-first-64k'),
+          bytes([0x1f]) + struct.pack('<H', 0x8000) + every)
+    write(os.path.join(dirs['fuzz_frame'], 'big-first-max'),
+          bytes([0x1e]) + struct.pack('<H', 0xffff) + frame(STARTED, PAYLOADS['started'][1]))
+    # A frame after which the header is corrupt (unknown type), and one over the size limit.
+    write(os.path.join(dirs['fuzz_frame'], 'corrupt-type'),
+          bytes([1, 0, 0]) + frame(STARTED, PAYLOADS['started'][1]) + struct.pack('<IHHI', 0, 0x7777, 0, 1))
+    write(os.path.join(dirs['fuzz_frame'], 'corrupt-len'),
+          bytes([1, 0, 0]) + struct.pack('<IHHI', MAX_PAYLOAD + 1, DATA, 1, 1) + b'x' * 16)
+    write(os.path.join(dirs['fuzz_frame'], 'truncated'),
+          bytes([0, 0, 0]) + frame(EXEC, PAYLOADS['exec'][1])[:-7])
+
+    # fuzz_parse: selector + string.
+    for name, (target, text) in PARSE_SEEDS.items():
+        write(os.path.join(dirs['fuzz_parse'], name), bytes([target]) + text.encode())
+    for name, (key, text) in JSON_SEEDS.items():
+        write(os.path.join(dirs['fuzz_parse'], name), bytes([T_JSON_GET, key]) + text.encode())
+    write(os.path.join(dirs['fuzz_parse'], 'json-round-trip'),
+          bytes([T_JSON_ROUND_TRIP]) + struct.pack('<q', -1234567890123) + b'\x01' + b'name\x00caf\xc3\xa9 "x"\n')
+
+
+if __name__ == '__main__':
+    main()
