@@ -30,9 +30,40 @@ int cmd_doctor(int argc, char **argv)
 		free(text);
 		return 0;
 	}
-	/* The human form reads the flat keys that matter; the JSON has everything. */
-	fputs(text, stdout);
+	size_t len = strlen(text);
+	char *version = NULL, *kernel = NULL, *arch = NULL;
+	json_get_string(text, len, "version", &version);
+	json_get_string(text, len, "kernel", &kernel);
+	json_get_string(text, len, "arch", &arch);
+	printf("capsule %s on Linux %s (%s)\n", version ? version : "?", kernel ? kernel : "?", arch ? arch : "?");
+	free(version);
+	free(kernel);
+	free(arch);
+	printf("\ncontainer isolation:\n");
+	static const char *const keys[][2] = {
+		{ "container_usable", "usable" }, { "user_namespaces", "user namespaces" },
+		{ "namespaces", "all namespaces" }, { "openat2", "openat2" }, { "mount_api", "mount API" },
+		{ "seccomp", "seccomp" }, { "cgroup_memory", "memory limit" }, { "cgroup_cpu", "cpu limit" },
+		{ "cgroup_pids", "pids limit" },
+	};
+	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		bool v = false;
+		json_get_bool(text, len, keys[i][0], &v);
+		const char *why = !strcmp(keys[i][0], "container_usable") ? "container_reason"
+				  : !strncmp(keys[i][0], "cgroup_", 7) ? "cgroup_reason" : NULL;
+		line(keys[i][1], v, text, len, why);
+	}
+	printf("\nvm isolation:\n");
+	static const char *const vkeys[][2] = { { "vm_usable", "usable" }, { "kvm", "/dev/kvm" }, { "qemu", "qemu" } };
+	for (size_t i = 0; i < sizeof(vkeys) / sizeof(vkeys[0]); i++) {
+		bool v = false;
+		json_get_bool(text, len, vkeys[i][0], &v);
+		line(vkeys[i][1], v, text, len, i == 0 ? "vm_reason" : NULL);
+	}
+	char *home = NULL;
+	json_get_string(text, len, "home", &home);
+	printf("\nstate in %s\n", home ? home : "?");
+	free(home);
 	free(text);
-	(void)line;
 	return 0;
 }

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "capsule.h"
 #include "cgroup.h"
 #include "json.h"
 #include "probe.h"
@@ -57,55 +58,54 @@ static int probe_mount_api(void)
 
 int shim_probe(void)
 {
+	/* One flat object: easy to read from a script and from the CLI's human form. */
 	struct json_writer j;
 	json_init(&j, true);
 	json_object_begin(&j);
 	struct utsname u;
 	uname(&u);
+	json_kv_string(&j, "version", CAPSULE_VERSION_STRING);
 	json_kv_string(&j, "kernel", u.release);
 	json_kv_string(&j, "arch", u.machine);
 	json_kv_bool(&j, "root", geteuid() == 0);
+	json_kv_string(&j, "home", capsule_home());
+	char self[4096];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	self[n > 0 ? n : 0] = '\0';
+	json_kv_string(&j, "shim", self);
 
-	json_key(&j, "container");
-	json_object_begin(&j);
 	bool userns = try_in_child(probe_userns);
 	bool allns = userns && try_in_child(probe_all_ns);
-	json_kv_bool(&j, "user_namespaces", userns);
-	json_kv_bool(&j, "all_namespaces", allns);
-	json_kv_bool(&j, "openat2", try_in_child(probe_openat2));
-	json_kv_bool(&j, "mount_api", try_in_child(probe_mount_api));
 	bool sec = prctl(PR_GET_SECCOMP, 0, 0, 0, 0) >= 0;
-	json_kv_bool(&j, "seccomp", sec);
-	json_kv_uint(&j, "seccomp_filter_instructions", sizeof(capsule_seccomp_bpf) / 8);
-	if (!sec)
-		json_kv_string(&j, "seccomp_reason", "prctl(PR_GET_SECCOMP) failed: the kernel has no seccomp");
 	struct cgroup_support cs;
 	cgroup_probe(&cs);
-	json_key(&j, "cgroups");
-	json_object_begin(&j);
-	json_kv_string(&j, "version", cs.v2 ? "v2" : "v1");
-	json_kv_bool(&j, "memory", cs.memory);
-	json_kv_bool(&j, "cpu", cs.cpu);
-	json_kv_bool(&j, "pids", cs.pids);
-	if (cs.reason[0])
-		json_kv_string(&j, "reason", cs.reason);
-	json_object_end(&j);
-	json_kv_bool(&j, "usable", allns && sec);
+	json_kv_bool(&j, "container_usable", allns && sec);
 	if (!userns)
-		json_kv_string(&j, "reason", "user namespaces are not available (check user.max_user_namespaces)");
-	json_object_end(&j);
+		json_kv_string(&j, "container_reason", "user namespaces are not available (check user.max_user_namespaces)");
+	else if (!allns)
+		json_kv_string(&j, "container_reason", "creating mount, pid, ipc, uts or net namespaces failed");
+	else if (!sec)
+		json_kv_string(&j, "container_reason", "the kernel has no seccomp");
+	json_kv_bool(&j, "user_namespaces", userns);
+	json_kv_bool(&j, "namespaces", allns);
+	json_kv_bool(&j, "openat2", try_in_child(probe_openat2));
+	json_kv_bool(&j, "mount_api", try_in_child(probe_mount_api));
+	json_kv_bool(&j, "seccomp", sec);
+	json_kv_uint(&j, "seccomp_filter_instructions", sizeof(capsule_seccomp_bpf) / 8);
+	json_kv_string(&j, "cgroups", cs.v2 ? "v2" : "v1");
+	json_kv_bool(&j, "cgroup_memory", cs.memory);
+	json_kv_bool(&j, "cgroup_cpu", cs.cpu);
+	json_kv_bool(&j, "cgroup_pids", cs.pids);
+	if (cs.reason[0])
+		json_kv_string(&j, "cgroup_reason", cs.reason);
 
-	json_key(&j, "vm");
-	json_object_begin(&j);
 	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	json_kv_bool(&j, "kvm", kvm >= 0);
 	if (kvm >= 0)
 		close(kvm);
-	bool qemu = access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
-	json_kv_bool(&j, "qemu", qemu);
-	json_kv_bool(&j, "usable", false);
-	json_kv_string(&j, "reason", "the vm isolation level is not built yet");
-	json_object_end(&j);
+	json_kv_bool(&j, "qemu", access("/usr/bin/qemu-system-x86_64", X_OK) == 0);
+	json_kv_bool(&j, "vm_usable", false);
+	json_kv_string(&j, "vm_reason", "the vm isolation level is not built yet");
 	json_object_end(&j);
 
 	int e = 0;
@@ -113,6 +113,8 @@ int shim_probe(void)
 	if (!text)
 		return 1;
 	int r = write_all(1, text, strlen(text));
+	if (r == 0)
+		r = write_all(1, "\n", 1);
 	free(text);
 	return r < 0 ? 1 : 0;
 }
