@@ -1,0 +1,91 @@
+"""Helpers shared by the end-to-end tests: what the host sees of a sandbox."""
+import glob
+import os
+import re
+import time
+
+CGROUP_ROOT = "/sys/fs/cgroup"
+CONTROLLERS = ("memory", "pids", "cpu")
+
+
+def run_dir(capsule, name):
+    return os.path.join(capsule.home, "run", name)
+
+
+def run_entries(capsule):
+    d = os.path.join(capsule.home, "run")
+    return set(os.listdir(d)) if os.path.isdir(d) else set()
+
+
+def cgroup_dirs(name, controllers=CONTROLLERS):
+    """The sandbox's cgroup folders: <controller>/capsule/<name>.<8 hex>."""
+    pat = re.compile(re.escape(name) + r"\.[0-9a-f]{8}$")
+    found = []
+    for c in controllers:
+        for path in glob.glob(os.path.join(CGROUP_ROOT, c, "capsule", name + ".*")):
+            if pat.match(os.path.basename(path)) and os.path.isdir(path):
+                found.append(path)
+    return found
+
+
+def cgroup_dir(name, controller):
+    dirs = cgroup_dirs(name, (controller,))
+    assert len(dirs) == 1, f"expected one {controller} cgroup for {name}, found {dirs}"
+    return dirs[0]
+
+
+def read_file(path):
+    with open(path) as f:
+        return f.read().strip()
+
+
+def host_procs_in(name):
+    """(pid, argv0 basename) of every host process whose cgroup is the sandbox's."""
+    marker = f"/capsule/{name}."
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cgroup") as f:
+                cg = f.read()
+            if marker not in cg:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        arg0 = os.path.basename(argv[0].decode(errors="replace")) if argv and argv[0] else ""
+        out.append((int(entry), arg0, b" ".join(a for a in argv if a).decode(errors="replace")))
+    return out
+
+
+def wait_until(pred, timeout=10.0, interval=0.1):
+    """Poll pred until it returns a true value or the deadline passes; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def assert_capsule_error(r, code=125):
+    """A capsule error: the exit code, and exactly one line on stderr starting 'capsule'."""
+    assert r.returncode == code, f"exit {r.returncode}, stdout={r.stdout!r} stderr={r.stderr!r}"
+    lines = r.stderr.strip("\n").split("\n")
+    assert len(lines) == 1 and lines[0], f"expected one line on stderr, got {r.stderr!r}"
+    assert lines[0].startswith("capsule"), f"stderr does not start with 'capsule': {r.stderr!r}"
+
+
+def sandbox_gone(capsule, name):
+    """The sandbox's run folder, cgroups and processes are all gone."""
+    return (not os.path.exists(run_dir(capsule, name)) and not cgroup_dirs(name) and not host_procs_in(name))
+
+
+def leftovers(capsule, name):
+    return {
+        "run_dir": os.path.exists(run_dir(capsule, name)),
+        "cgroups": cgroup_dirs(name),
+        "procs": host_procs_in(name),
+    }

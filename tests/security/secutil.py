@@ -1,0 +1,195 @@
+"""Helpers for the adversarial suite (tests/security): running probes inside a sandbox,
+host-side views of a sandbox (cgroups, processes, memory) and the wire protocol."""
+import glob
+import importlib.util
+import json
+import os
+import socket
+import struct
+import time
+
+_ROOT_CONFTEST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conftest.py")
+_spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest", _ROOT_CONFTEST)
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+Capsule = _root.Capsule
+
+# Sandbox root maps to this host uid (docs: 65536 ids from 1000000000).
+HOST_UID_BASE = 1000000000
+
+
+# ---- running things inside --------------------------------------------------------------
+
+
+def sh(capsule, name, script, timeout=60, **kw):
+    return capsule.run("exec", name, "sh", "-c", script, timeout=timeout, **kw)
+
+
+def py(capsule, name, code, timeout=60, args=(), **kw):
+    return capsule.run("exec", name, "python3", "-c", code, *args, timeout=timeout, **kw)
+
+
+def py_json(capsule, name, code, timeout=60):
+    r = py(capsule, name, code, timeout=timeout)
+    assert r.returncode == 0, f"probe failed ({r.returncode}): {r.stderr}\n{r.stdout}"
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def assert_alive(capsule, name, timeout=30):
+    """The sandbox still answers: a fresh exec through its shim and agent prints ok."""
+    r = capsule.run("exec", name, "echo", "ok", timeout=timeout)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", (
+        f"sandbox {name} no longer answers: rc={r.returncode} out={r.stdout!r} err={r.stderr!r}"
+    )
+
+
+# ---- host-side views of a sandbox ----------------------------------------------------------
+
+
+def cgroup_dirs(name):
+    """The sandbox's cgroup folders in every hierarchy (v1 and v2 layouts)."""
+    pats = [f"/sys/fs/cgroup/*/capsule/{name}.*", f"/sys/fs/cgroup/capsule/{name}.*",
+            f"/sys/fs/cgroup/**/capsule/{name}.*"]
+    found = set()
+    for p in pats:
+        for d in glob.glob(p, recursive=True):
+            if os.path.isdir(d):
+                found.add(d)
+    return sorted(found)
+
+
+def pids_in_cgroup(name):
+    """Host pids of every process whose cgroup path names this sandbox."""
+    marker = f"/capsule/{name}."
+    pids = []
+    for ent in os.listdir("/proc"):
+        if not ent.isdigit():
+            continue
+        try:
+            with open(f"/proc/{ent}/cgroup") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if marker in text:
+            pids.append(int(ent))
+    return pids
+
+
+def proc_alive(pid):
+    """True while PID exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return state not in ("Z", "X")
+
+
+def vmrss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def wait_until(pred, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def state_of(capsule, name):
+    for s in capsule.ps(all=True):
+        if s["name"] == name:
+            return s["state"]
+    return None
+
+
+# ---- the wire protocol ---------------------------------------------------------------------
+
+HELLO, ERROR, OK = 1, 2, 3
+EXEC, STARTED, DATA, CREDIT, EXIT = 16, 17, 18, 19, 20
+FLAG_EOF = 0x100
+EXEC_STDIN = 0x2
+
+
+def frame(ftype, chan=0, payload=b"", flags=0):
+    return struct.pack("<IHHI", len(payload), ftype, flags, chan) + payload
+
+
+def tlv(tag, val):
+    if isinstance(val, str):
+        val = val.encode()
+    return struct.pack("<HI", tag, len(val)) + val
+
+
+def hello_frame(version=1, role="client"):
+    return frame(HELLO, 0, tlv(1, struct.pack("<I", version)) + tlv(2, role))
+
+
+def exec_frame(chan, argv, flags=0):
+    p = b"".join(tlv(1, a) for a in argv)
+    if flags:
+        p += tlv(5, struct.pack("<I", flags))
+    return frame(EXEC, chan, p)
+
+
+def parse_frames(buf):
+    """Whole frames at the front of BUF: ([(type, flags, chan, payload)], rest)."""
+    out = []
+    while len(buf) >= 12:
+        ln, t, fl, ch = struct.unpack("<IHHI", buf[:12])
+        if len(buf) < 12 + ln:
+            break
+        out.append((t, fl, ch, buf[12:12 + ln]))
+        buf = buf[12 + ln:]
+    return out, buf
+
+
+def parse_fields(payload):
+    fields = []
+    while len(payload) >= 6:
+        tag, ln = struct.unpack("<HI", payload[:6])
+        fields.append((tag, payload[6:6 + ln]))
+        payload = payload[6 + ln:]
+    return fields
+
+
+def control_path(capsule, name):
+    return os.path.join(capsule.home, "run", name, "control.sock")
+
+
+def connect(capsule, name, timeout=5.0):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(control_path(capsule, name))
+    return s
+
+
+def read_until_quiet(s, quiet=1.0, total=10.0):
+    """Read until the peer closes (returns closed=True) or QUIET seconds pass with nothing,
+    never longer than TOTAL. Returns (bytes, closed)."""
+    buf = b""
+    deadline = time.monotonic() + total
+    s.settimeout(quiet)
+    while time.monotonic() < deadline:
+        try:
+            d = s.recv(1 << 20)
+        except socket.timeout:
+            return buf, False
+        except ConnectionResetError:
+            return buf, True
+        if not d:
+            return buf, True
+        buf += d
+    return buf, False
