@@ -72,10 +72,16 @@ static int mkdir_p(const char *path, mode_t mode)
 int home_open(int *home_fd, capsule_error *err)
 {
 	const char *home = capsule_home();
+	/* Every request passes here: open first, create only the first time. */
+	int fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd >= 0) {
+		*home_fd = fd;
+		return 0;
+	}
 	int r = mkdir_p(home, 0711);
 	if (r < 0)
 		return cap_err(err, -r, "creating capsule home '%s'", home);
-	int fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return cap_err(err, errno, "open capsule home '%s'", home);
 	*home_fd = fd;
@@ -88,9 +94,12 @@ int home_subdir_open(const char *sub, int *out, capsule_error *err)
 	int r = home_open(&home, err);
 	if (r < 0)
 		return r;
-	if (mkdirat(home, sub, 0711) < 0 && errno != EEXIST)
-		return cap_err(err, errno, "mkdir '%s/%s'", capsule_home(), sub);
 	int fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdirat(home, sub, 0711) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s/%s'", capsule_home(), sub);
+		fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	}
 	if (fd < 0)
 		return cap_err(err, errno, "open '%s/%s'", capsule_home(), sub);
 	*out = fd;

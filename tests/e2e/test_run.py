@@ -3,6 +3,7 @@ import hashlib
 import os
 import re
 import shlex
+import signal
 import subprocess
 import time
 import uuid
@@ -398,3 +399,77 @@ def test_run_detached_prints_name_and_keeps_running(capsule):
     assert running.get(name) == "running"
     ps = capsule.run("exec", name, "ps", "-eo", "comm")
     assert "sleep" in ps.stdout.split()
+
+
+def test_stdin_and_stdout_round_trip_10mb_unchanged(capsule):
+    data = os.urandom(10 * 1024 * 1024)
+    r = capsule.run("run", "-i", "--", "cat", input=data, text=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout) == len(data)
+    assert r.stdout == data
+
+
+def test_command_keeps_running_after_stdin_eof(capsule):
+    r = capsule.run("run", "-i", "--", "sh", "-c", "cat; echo after-eof", input="data\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "data\nafter-eof\n"
+
+
+def test_interactive_tty_shell(capsule):
+    cmd = shlex.join([capsule.binary, "run", "-it", "--", "sh"])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], input="echo hi-$((40+2))\nexit 4\n",
+                       capture_output=True, text=True, timeout=60, env=capsule.env)
+    assert r.returncode == 4, (r.stdout, r.stderr)
+    assert "hi-42" in r.stdout
+
+
+def test_tty_joins_stderr_to_stdout(capsule):
+    r = capsule.run("run", "-t", "--", "sh", "-c", "echo to-err >&2")
+    assert r.returncode == 0
+    assert r.stdout.replace("\r", "") == "to-err\n"
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("signame,code", [("INT", 3), ("TERM", 5), ("HUP", 6)])
+def test_signals_to_the_cli_reach_the_command(capsule, signame, code):
+    name = capsule.unique_name("sig")
+    script = f'trap "echo got-{signame}; exit {code}" {signame}; echo ready; sleep 100 & wait'
+    p = capsule.popen("run", "--name", name, "--", "sh", "-c", script, stdin=subprocess.DEVNULL,
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(getattr(signal, "SIG" + signame))
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    assert p.returncode == code, err
+    assert out == f"got-{signame}\n".encode()
+    assert wait_until(lambda: sandbox_gone(capsule, name), 10), leftovers(capsule, name)
+
+
+def test_run_returns_when_command_exits_despite_background_child(capsule):
+    name = capsule.unique_name("bg")
+    t0 = time.monotonic()
+    r = capsule.run("run", "--name", name, "--", "sh", "-c", "sleep 100 & echo done", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "done\n"
+    assert time.monotonic() - t0 < 20
+    assert wait_until(lambda: sandbox_gone(capsule, name), 10), leftovers(capsule, name)
+
+
+def test_default_workdir_is_home_for_root_and_slash_for_others(capsule):
+    r = capsule.run("run", "--", "pwd")
+    assert r.stdout == "/root\n", r.stderr
+    r = capsule.run("run", "-u", "nobody", "--", "pwd")
+    assert r.stdout == "/\n", r.stderr
+
+
+def test_missing_workdir_is_an_error(capsule):
+    name = capsule.unique_name("wd")
+    r = capsule.run("run", "--name", name, "-w", "/no/such/dir", "--", "pwd")
+    assert r.returncode == 125
+    assert "/no/such/dir" in r.stderr
+    assert r.stdout == ""
+    assert wait_until(lambda: sandbox_gone(capsule, name), 10), leftovers(capsule, name)

@@ -7,7 +7,7 @@
  * payload bytes, same verdict on a corrupt header.
  *
  * Input layout:
- *   byte 0     mode: bits 0-1 chunk size class (1-16, 1-512, 1-8192, 64 KiB);
+ *   byte 0     mode: bits 0-1 chunk size class (1-16, 1-512, 1-8192, 1-65536 bytes);
  *              bits 2-4 all set: a generated DATA frame goes first (grows the buffer, so
  *              the fuzzed frames after it land at an offset and exercise compaction; rare,
  *              as big frames are slow); bits 5-7 seed the chunk sizes

@@ -176,13 +176,16 @@ def connect(capsule, name, timeout=5.0):
     return s
 
 
-def read_until_quiet(s, quiet=1.0, total=10.0):
+def read_until_quiet(s, quiet=1.0, total=10.0, until=None):
     """Read until the peer closes (returns closed=True) or QUIET seconds pass with nothing,
-    never longer than TOTAL. Returns (bytes, closed)."""
+    never longer than TOTAL; with UNTIL (a predicate on the frames so far), also stop as soon
+    as it holds. Returns (bytes, closed)."""
     buf = b""
     deadline = time.monotonic() + total
     s.settimeout(quiet)
     while time.monotonic() < deadline:
+        if until is not None and until(parse_frames(buf)[0]):
+            return buf, False
         try:
             d = s.recv(1 << 20)
         except socket.timeout:

@@ -420,6 +420,42 @@ static void test_error_errno_out_of_range_becomes_eio(void **state)
 	cp_writer_free(&w);
 }
 
+/* docs/protocol.md: ERROR's message is "one line". It comes from the agent, which is inside
+ * the boundary, and ends up printed on the user's terminal; a decoded message must not carry
+ * newlines or terminal escapes (ESC [ 2 J clears the screen). Rejecting such a message and
+ * cleaning it both pass. */
+static void test_error_message_with_newline_or_escape_not_passed_through(void **state)
+{
+	(void)state;
+	const char *hostile[] = { "first line\nsecond line", "\x1b[2J\x1b]0;pwned\x07", "carriage\rreturn",
+				  "bell\x07 and del\x7f" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	size_t passed_through = 0;
+	for (size_t i = 0; i < N_ELEMS(hostile); i++) {
+		cp_frame_begin(&w, CP_ERROR, 0, 1);
+		cp_put_u32(&w, CP_T_ERROR_ERRNO, EPERM);
+		cp_put_str(&w, CP_T_ERROR_MESSAGE, hostile[i]);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		struct cp_error_msg m;
+		int r = cp_error_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m);
+		if (r == -EBADMSG)
+			continue;
+		assert_int_equal(r, 0);
+		for (const char *c = m.message; c && *c; c++) {
+			if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+				print_error("message %zu decoded with control byte 0x%02x\n", i, (unsigned char)*c);
+				passed_through++;
+				break;
+			}
+		}
+		cp_error_free(&m);
+	}
+	cp_writer_free(&w);
+	if (passed_through)
+		fail_msg("%zu of %zu ERROR messages kept newlines or escapes", passed_through, N_ELEMS(hostile));
+}
+
 static void test_exec_round_trip(void **state)
 {
 	(void)state;
@@ -1424,6 +1460,56 @@ static void test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction(
 	free(stream);
 }
 
+/* proto.h promises that the payload pointer from cp_rxbuf_peek stays "valid until
+ * cp_rxbuf_consume". A cp_rxbuf_fill in between may compact the buffer (move the unconsumed
+ * bytes to the front) and read new bytes over the old place, so the pointer then shows other
+ * bytes. This test holds the code to the header's words; it fails while either the code (do
+ * not compact past a peeked frame) or the header ("... or the next cp_rxbuf_fill") differs. */
+static void test_rxbuf_peeked_payload_stays_valid_until_consume_across_fill(void **state)
+{
+	(void)state;
+	size_t na, nb, nc;
+	uint8_t *a = raw_data_frame(30000, 1, &na);
+	uint8_t *b = raw_data_frame(30000, 2, &nb);
+	uint8_t *c = raw_data_frame(10000, 3, &nc);
+	int fds[2];
+	assert_int_equal(pipe2(fds, O_NONBLOCK | O_CLOEXEC), 0);
+	assert_int_equal(write(fds[1], a, na), (ssize_t)na);
+	assert_int_equal(write(fds[1], b, nb), (ssize_t)nb);
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	assert_int_equal(cp_rxbuf_fill(&rx, fds[0]), (long)(na + nb));
+
+	struct cp_header h;
+	const uint8_t *payload;
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), 1);
+	assert_int_equal(h.chan, 1);
+	cp_rxbuf_consume(&rx, &h);
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &payload), 1);
+	assert_int_equal(h.chan, 2);
+	assert_memory_equal(payload, b + CP_HEADER_SIZE, 30000);
+
+	/* More bytes arrive before frame 2 is consumed. */
+	assert_int_equal(write(fds[1], c, nc), (ssize_t)nc);
+	long got = cp_rxbuf_fill(&rx, fds[0]);
+	assert_true(got > 0);
+	bool intact = memcmp(payload, b + CP_HEADER_SIZE, 30000) == 0;
+
+	/* Whatever happened to the old pointer, the frame itself is still whole at the front. */
+	const uint8_t *again;
+	assert_int_equal(cp_rxbuf_peek(&rx, &h, &again), 1);
+	assert_int_equal(h.chan, 2);
+	assert_memory_equal(again, b + CP_HEADER_SIZE, 30000);
+	cp_rxbuf_free(&rx);
+	close(fds[0]);
+	close(fds[1]);
+	free(a);
+	free(b);
+	free(c);
+	if (!intact)
+		fail_msg("payload from cp_rxbuf_peek changed under a cp_rxbuf_fill before cp_rxbuf_consume");
+}
+
 /* ---- regression inputs found by fuzzing ----------------------------------------------- */
 
 /* Both ways the fuzzers feed the codec (tests/fuzz): as a byte stream of frames
@@ -1593,6 +1679,7 @@ int main(void)
 		cmocka_unit_test(test_hello_without_version_rejected),
 		cmocka_unit_test(test_error_round_trip),
 		cmocka_unit_test(test_error_errno_out_of_range_becomes_eio),
+		cmocka_unit_test(test_error_message_with_newline_or_escape_not_passed_through),
 		cmocka_unit_test(test_exec_round_trip),
 		cmocka_unit_test(test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user),
 		cmocka_unit_test(test_exec_with_zero_args_rejected),
@@ -1624,6 +1711,7 @@ int main(void)
 		cmocka_unit_test(test_rxbuf_reports_eagain_then_eof),
 		cmocka_unit_test(test_rxbuf_accepts_max_payload_frame_and_rejects_one_byte_more),
 		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
+		cmocka_unit_test(test_rxbuf_peeked_payload_stays_valid_until_consume_across_fill),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,155 @@
+"""capsule exec: commands in a running named sandbox."""
+import re
+import shlex
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from .helpers import assert_capsule_error, host_procs_in, wait_until
+
+
+def test_exec_runs_in_the_sandbox(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "sh", "-c", "hostname; echo err >&2; exit 5")
+    assert r.returncode == 5
+    assert r.stdout == sandbox + "\n"
+    assert r.stderr == "err\n"
+
+
+def test_exec_with_env_workdir_user(capsule, sandbox):
+    r = capsule.run("exec", "-e", "A=1", "-w", "/tmp", "-u", "nobody", sandbox, "--", "sh", "-c",
+                    'echo "$A $(pwd) $(id -u)"')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "1 /tmp 65534\n"
+
+
+def test_exec_interactive_stdin(capsule, sandbox):
+    r = capsule.run("exec", "-i", sandbox, "--", "wc", "-l", input="a\nb\nc\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "3"
+
+
+def test_exec_detach_returns_pid_and_process_runs_in_background(capsule, sandbox):
+    t0 = time.monotonic()
+    r = capsule.run("exec", "-d", sandbox, "sleep", "300")
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 20
+    pid = int(r.stdout.strip())
+    assert pid > 1
+    ps = capsule.run("exec", sandbox, "ps", "-o", "pid=,comm=", "-p", str(pid))
+    assert ps.returncode == 0, ps.stderr
+    assert ps.stdout.split() == [str(pid), "sleep"]
+    # And it keeps running after the exec client is gone.
+    time.sleep(0.5)
+    ps = capsule.run("exec", sandbox, "ps", "-o", "comm=", "-p", str(pid))
+    assert ps.stdout.strip() == "sleep"
+
+
+def test_two_clients_at_once(capsule, sandbox):
+    result = {}
+
+    def long_exec():
+        result["long"] = capsule.run("exec", sandbox, "sh", "-c", "sleep 3; echo long-done", timeout=60)
+
+    t = threading.Thread(target=long_exec)
+    t.start()
+    try:
+        time.sleep(0.5)
+        r = capsule.run("exec", sandbox, "echo", "quick", timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "quick\n"
+        assert t.is_alive(), "the long exec should still be running while the short one finished"
+    finally:
+        t.join(60)
+    assert result["long"].returncode == 0, result["long"].stderr
+    assert result["long"].stdout == "long-done\n"
+
+
+def test_many_sequential_execs(capsule, sandbox):
+    for i in range(10):
+        r = capsule.run("exec", sandbox, "echo", str(i))
+        assert r.returncode == 0 and r.stdout == f"{i}\n", r.stderr
+
+
+def test_exec_exit_code_137_when_killed(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "sh", "-c", "kill -KILL $$")
+    assert r.returncode == 137, r.stderr
+
+
+def test_exec_env_flag_without_value_takes_callers_env(capsule, sandbox):
+    r = capsule.run("exec", "-e", "CAPSULE_E2E_FROM_CALLER", sandbox, "printenv", "CAPSULE_E2E_FROM_CALLER",
+                    env={"CAPSULE_E2E_FROM_CALLER": "via exec"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "via exec\n"
+
+
+def test_exec_does_not_leak_host_env(capsule, sandbox):
+    secret = "s3cr3t-" + uuid.uuid4().hex
+    r = capsule.run("exec", sandbox, "env", env={"CAPSULE_SECRET": secret})
+    assert r.returncode == 0, r.stderr
+    assert "CAPSULE_SECRET" not in r.stdout and secret not in r.stdout
+
+
+def test_exec_env_does_not_stick_to_the_sandbox(capsule, sandbox):
+    assert capsule.run("exec", "-e", "ONCE=1", sandbox, "true").returncode == 0
+    r = capsule.run("exec", sandbox, "printenv", "ONCE")
+    assert r.returncode == 1 and r.stdout == ""
+
+
+def test_exec_stdin_closed_without_i(capsule, sandbox):
+    p = capsule.popen("exec", sandbox, "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+    try:
+        rc = p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail("cat without -i did not end: stdin was not closed")
+    finally:
+        p.stdin.close()
+    out = p.stdout.read()
+    p.stdout.close()
+    p.stderr.close()
+    assert rc == 0
+    assert out == b""
+
+
+def test_exec_tty(capsule, sandbox):
+    cmd = shlex.join([capsule.binary, "exec", "-t", sandbox, "sh", "-c", "tty; stty size"])
+    r = subprocess.run(["script", "-qec", "stty rows 40 cols 120; " + cmd, "/dev/null"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, env=capsule.env)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = [l.strip() for l in r.stdout.replace("\r", "").splitlines() if l.strip()]
+    assert re.fullmatch(r"/dev/pts/\d+", lines[0]), lines
+    assert lines[1] == "40 120", lines
+
+
+def test_exec_command_not_found_is_127(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "no-such-command-e2e")
+    assert_capsule_error(r, 127)
+    assert "no-such-command-e2e" in r.stderr
+    # The sandbox is fine afterwards.
+    assert capsule.run("exec", sandbox, "true").returncode == 0
+
+
+def test_exec_directory_as_command_is_126(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "/tmp")
+    assert_capsule_error(r, 126)
+    assert "/tmp" in r.stderr
+
+
+def test_exec_processes_share_the_sandbox(capsule, sandbox):
+    # What one exec writes, the next one sees; a background process is visible to later execs.
+    assert capsule.run("exec", sandbox, "sh", "-c", "echo shared > /tmp/shared").returncode == 0
+    r = capsule.run("exec", sandbox, "cat", "/tmp/shared")
+    assert r.stdout == "shared\n"
+
+
+def test_exec_detached_process_is_killed_by_stop(capsule, sandbox):
+    r = capsule.run("exec", "-d", sandbox, "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    assert any(arg0 == "sleep" for _, arg0, _ in host_procs_in(sandbox))
+    assert capsule.run("stop", "-t", "1", sandbox).returncode == 0
+    assert wait_until(lambda: not host_procs_in(sandbox), 5), host_procs_in(sandbox)

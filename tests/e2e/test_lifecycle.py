@@ -1,0 +1,255 @@
+"""Named sandboxes: create, ps, exec, stop, start, kill, rm, inspect."""
+import os
+import re
+import time
+
+from .helpers import (assert_capsule_error, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone,
+                      wait_until)
+
+NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
+
+
+def states(capsule, all=True):
+    return {s["name"]: s["state"] for s in capsule.ps(all=all)}
+
+
+def test_create_prints_name_and_ps_lists_it_running(capsule):
+    name = capsule.unique_name("cr")
+    r = capsule.run("create", "--name", name)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == name + "\n"
+    assert states(capsule, all=False).get(name) == "running"
+    entry = [s for s in capsule.ps(all=False) if s["name"] == name][0]
+    assert entry["image"] == "host"
+    assert entry["isolation"] == "container"
+    assert entry["detached"] is True
+    assert entry["shim_pid"] > 0
+    # The table form lists it too.
+    table = capsule.run("ps", check=True).stdout.splitlines()
+    assert table[0].split()[:2] == ["NAME", "STATE"]
+    assert any(line.split()[:2] == [name, "running"] for line in table[1:]), table
+    assert os.path.isdir(run_dir(capsule, name))
+
+
+def test_create_duplicate_name_fails_with_already_exists(capsule, sandbox):
+    before = capsule.inspect(sandbox)
+    r = capsule.run("create", "--name", sandbox)
+    assert_capsule_error(r)
+    assert "already exists" in r.stderr
+    assert sandbox in r.stderr
+    # The first one is untouched.
+    after = capsule.inspect(sandbox)
+    assert after["state"] == "running"
+    assert after["init_pid"] == before["init_pid"]
+    assert capsule.run("exec", sandbox, "true").returncode == 0
+
+
+def test_run_with_name_of_existing_sandbox_fails(capsule, sandbox):
+    r = capsule.run("run", "--name", sandbox, "--", "true")
+    assert_capsule_error(r)
+    assert "already exists" in r.stderr
+    assert capsule.inspect(sandbox)["state"] == "running"
+
+
+def test_create_env_applies_to_every_exec_and_exec_env_overrides(capsule):
+    name = capsule.create("-e", "FOO=from-create")
+    r = capsule.run("exec", name, "printenv", "FOO")
+    assert r.stdout == "from-create\n", r.stderr
+    r = capsule.run("exec", "-e", "FOO=from-exec", name, "printenv", "FOO")
+    assert r.stdout == "from-exec\n", r.stderr
+    assert "FOO=from-create" in capsule.inspect(name)["env"]
+
+
+def test_stop_then_ps_shows_stopped_and_exec_is_refused(capsule, sandbox):
+    r = capsule.run("stop", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert states(capsule).get(sandbox) == "stopped"
+    assert sandbox not in states(capsule, all=False)
+    r = capsule.run("exec", sandbox, "true")
+    assert_capsule_error(r)
+    assert "not running" in r.stderr
+    info = capsule.inspect(sandbox)
+    assert info["state"] == "stopped"
+    assert info["shim_pid"] == 0 and info["init_pid"] == 0
+    assert host_procs_in(sandbox) == []
+
+
+def test_start_again_keeps_the_filesystem(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "sh", "-c", "echo kept > /root/note && mkdir -p /root/d && echo x > /root/d/y")
+    assert r.returncode == 0, r.stderr
+    assert capsule.run("stop", "-t", "1", sandbox).returncode == 0
+    assert states(capsule).get(sandbox) == "stopped"
+    r = capsule.run("start", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == sandbox + "\n"
+    assert states(capsule, all=False).get(sandbox) == "running"
+    r = capsule.run("exec", sandbox, "sh", "-c", "cat /root/note /root/d/y")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "kept\nx\n"
+
+
+def test_start_keeps_configuration(capsule):
+    name = capsule.create("--hostname", "keepme", "-m", "128M", "--pids-limit", "50", "-e", "K=v")
+    assert capsule.run("stop", "-t", "0", name).returncode == 0
+    assert capsule.run("start", name).returncode == 0
+    r = capsule.run("exec", name, "sh", "-c", "hostname; echo $K")
+    assert r.stdout == "keepme\nv\n", r.stderr
+    info = capsule.inspect(name)
+    assert info["limits"]["memory_bytes"] == 128 * 1024 * 1024
+    assert info["limits"]["pids"] == 50
+
+
+def test_start_of_running_sandbox_does_not_restart_it(capsule, sandbox):
+    pid = capsule.inspect(sandbox)["init_pid"]
+    capsule.run("start", sandbox)
+    info = capsule.inspect(sandbox)
+    assert info["state"] == "running"
+    assert info["init_pid"] == pid
+
+
+def test_rm_of_running_sandbox_needs_force(capsule, sandbox):
+    r = capsule.run("rm", sandbox)
+    assert_capsule_error(r)
+    assert sandbox in r.stderr
+    assert states(capsule, all=False).get(sandbox) == "running"
+    assert capsule.run("exec", sandbox, "true").returncode == 0
+
+
+def test_rm_force_removes_everything(capsule, sandbox):
+    r = capsule.run("exec", "-d", sandbox, "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    assert cgroup_dirs(sandbox), "a running sandbox should have cgroup folders"
+    assert host_procs_in(sandbox), "a running sandbox should have processes"
+    r = capsule.run("rm", "-f", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == sandbox + "\n"
+    assert not os.path.exists(run_dir(capsule, sandbox))
+    assert cgroup_dirs(sandbox) == []
+    for c in ("memory", "pids"):
+        d = f"/sys/fs/cgroup/{c}/capsule"
+        if os.path.isdir(d):
+            assert not [e for e in os.listdir(d) if e.startswith(sandbox)], (c, os.listdir(d))
+    assert host_procs_in(sandbox) == []
+    assert sandbox not in states(capsule)
+    r = capsule.run("inspect", sandbox)
+    assert_capsule_error(r)
+
+
+def test_rm_of_stopped_sandbox_without_force(capsule, sandbox):
+    assert capsule.run("stop", "-t", "0", sandbox).returncode == 0
+    r = capsule.run("rm", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert sandbox_gone(capsule, sandbox), leftovers(capsule, sandbox)
+    assert sandbox not in states(capsule)
+
+
+def test_stop_with_timeout_kills_process_ignoring_sigterm(capsule, sandbox):
+    r = capsule.run("exec", "-d", sandbox, "sh", "-c", 'trap "" TERM; sleep 1000')
+    assert r.returncode == 0, r.stderr
+    ps = capsule.run("exec", sandbox, "ps", "-eo", "comm")
+    assert "sleep" in ps.stdout.split()
+    t0 = time.monotonic()
+    r = capsule.run("stop", "-t", "1", sandbox, timeout=60)
+    elapsed = time.monotonic() - t0
+    assert r.returncode == 0, r.stderr
+    assert elapsed < 20
+    assert states(capsule).get(sandbox) == "stopped"
+    assert wait_until(lambda: not host_procs_in(sandbox), 5), host_procs_in(sandbox)
+
+
+def test_stop_of_stopped_sandbox_succeeds(capsule, sandbox):
+    assert capsule.run("stop", "-t", "0", sandbox).returncode == 0
+    r = capsule.run("stop", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert states(capsule).get(sandbox) == "stopped"
+
+
+def test_kill_stops_at_once(capsule, sandbox):
+    capsule.run("exec", "-d", sandbox, "sh", "-c", 'trap "" TERM; sleep 1000')
+    t0 = time.monotonic()
+    r = capsule.run("kill", sandbox)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 10
+    assert states(capsule).get(sandbox) == "stopped"
+    assert host_procs_in(sandbox) == []
+
+
+def test_stop_several_names_at_once(capsule):
+    a, b = capsule.create(), capsule.create()
+    r = capsule.run("stop", "-t", "0", a, b)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [a, b]
+    s = states(capsule)
+    assert s.get(a) == "stopped" and s.get(b) == "stopped"
+
+
+def test_stop_missing_sandbox_fails(capsule):
+    r = capsule.run("stop", "no-such-sandbox-e2e")
+    assert_capsule_error(r)
+    assert "no-such-sandbox-e2e" in r.stderr
+
+
+def test_inspect_fields(capsule):
+    name = capsule.create("-m", "256M", "--cpus", "1.5", "--pids-limit", "64", "--hostname", "insp",
+                          "-e", "FOO=bar")
+    info = capsule.inspect(name)
+    assert info["name"] == name
+    assert info["state"] == "running"
+    assert info["image"] == "host"
+    assert info["isolation"] == "container"
+    assert info["hostname"] == "insp"
+    assert info["detached"] is True
+    assert info["limits"] == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64}
+    assert "FOO=bar" in info["env"]
+    assert os.path.realpath(info["run_dir"]) == os.path.realpath(run_dir(capsule, name))
+    assert os.path.isdir(info["run_dir"])
+    # The pids are live host processes: the shim, and the agent as the sandbox's init.
+    assert info["shim_pid"] > 0 and info["init_pid"] > 0
+    with open(f"/proc/{info['shim_pid']}/cmdline", "rb") as f:
+        assert os.path.basename(f.read().split(b"\0")[0]) == b"capsule-shim"
+    with open(f"/proc/{info['init_pid']}/cmdline", "rb") as f:
+        assert os.path.basename(f.read().split(b"\0")[0]) == b"capsule-agent"
+    assert info["init_pid"] in [p for p, _, _ in host_procs_in(name)]
+
+
+def test_inspect_of_default_sandbox(capsule, sandbox):
+    info = capsule.inspect(sandbox)
+    assert info["hostname"] == sandbox
+    assert info["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 0}
+    assert info["env"] == []
+
+
+def test_create_without_name_generates_one(capsule):
+    r = capsule.run("create")
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.strip()
+    capsule._names.append(name)  # cleaned up by the fixture
+    assert NAME_RE.fullmatch(name), name
+    assert states(capsule, all=False).get(name) == "running"
+    assert capsule.run("exec", name, "hostname").stdout == name + "\n"
+    r2 = capsule.run("create")
+    assert r2.returncode == 0, r2.stderr
+    name2 = r2.stdout.strip()
+    capsule._names.append(name2)
+    assert name2 != name
+
+
+def test_killed_shim_leaves_sandbox_stopped_and_restartable(capsule, sandbox):
+    assert capsule.run("exec", "-d", sandbox, "sleep", "1000").returncode == 0
+    shim = capsule.inspect(sandbox)["shim_pid"]
+    os.kill(shim, 9)  # the shim this test started, by its pid
+    assert wait_until(lambda: not host_procs_in(sandbox), 10), host_procs_in(sandbox)
+    assert wait_until(lambda: states(capsule).get(sandbox) == "stopped", 10), capsule.ps()
+    assert cgroup_dirs(sandbox) == []
+    r = capsule.run("exec", sandbox, "true")
+    assert_capsule_error(r)
+    assert capsule.run("start", sandbox).returncode == 0
+    r = capsule.run("exec", sandbox, "echo", "back")
+    assert r.returncode == 0 and r.stdout == "back\n", r.stderr
+
+
+def test_exec_background_child_outlives_exec_in_named_sandbox(capsule, sandbox):
+    r = capsule.run("exec", sandbox, "sh", "-c", "sleep 100 & echo done", timeout=60)
+    assert r.returncode == 0 and r.stdout == "done\n", r.stderr
+    ps = capsule.run("exec", sandbox, "ps", "-eo", "comm")
+    assert "sleep" in ps.stdout.split()

@@ -1,0 +1,130 @@
+"""Resource limits: what inspect shows, what the cgroups hold, and what they do."""
+import os
+
+import pytest
+
+from .helpers import cgroup_dir, read_file
+
+FORK_UNTIL_FAIL = r"""
+import errno, os, sys, time
+kids = []
+failed = None
+for i in range(300):  # bounded: never more than 300 children, whatever the limit does
+    try:
+        pid = os.fork()
+    except OSError as e:
+        failed = errno.errorcode.get(e.errno, str(e.errno))
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    kids.append(pid)
+print(len(kids), failed, flush=True)
+for k in kids:
+    os.kill(k, 9)
+for k in kids:
+    os.waitpid(k, 0)
+"""
+
+ALLOC_512M = ("b = bytearray(512 * 1024 * 1024)\n"
+              "for i in range(0, len(b), 4096):\n    b[i] = 1\n"
+              "print('survived', flush=True)\n")
+
+
+def test_inspect_shows_limits(capsule):
+    name = capsule.create("-m", "256M", "--cpus", "1.5", "--pids-limit", "64")
+    limits = capsule.inspect(name)["limits"]
+    assert limits == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64}
+
+
+@pytest.mark.parametrize("mem,expected", [("256M", 256 << 20), ("1G", 1 << 30), ("1.5G", 3 << 29),
+                                          ("65536k", 64 << 20)])
+def test_memory_sizes_are_parsed_like_docker(capsule, mem, expected):
+    name = capsule.create("-m", mem)
+    assert capsule.inspect(name)["limits"]["memory_bytes"] == expected
+    assert int(read_file(os.path.join(cgroup_dir(name, "memory"), "memory.limit_in_bytes"))) == expected
+
+
+def test_cgroups_hold_the_limits(capsule):
+    name = capsule.create("-m", "256M", "--cpus", "1.5", "--pids-limit", "64")
+    assert read_file(os.path.join(cgroup_dir(name, "memory"), "memory.limit_in_bytes")) == "268435456"
+    assert read_file(os.path.join(cgroup_dir(name, "pids"), "pids.max")) == "64"
+    cpu = cgroup_dir(name, "cpu")
+    quota = int(read_file(os.path.join(cpu, "cpu.cfs_quota_us")))
+    period = int(read_file(os.path.join(cpu, "cpu.cfs_period_us")))
+    assert quota == 150000
+    assert quota * 1000 // period == 1500
+
+
+def test_sandbox_processes_are_in_the_limited_cgroups(capsule):
+    name = capsule.create("--pids-limit", "64")
+    info = capsule.inspect(name)
+    procs = read_file(os.path.join(cgroup_dir(name, "pids"), "cgroup.procs")).split()
+    assert str(info["init_pid"]) in procs
+    # Whatever the sandbox sees of its cgroup, it must not be able to raise its own limit.
+    capsule.run("exec", name, "sh", "-c",
+                f"echo max > /sys/fs/cgroup/pids/pids.max 2>/dev/null; "
+                f"echo max > /sys/fs/cgroup/pids/capsule/{os.path.basename(cgroup_dir(name, 'pids'))}/pids.max"
+                f" 2>/dev/null; true")
+    assert read_file(os.path.join(cgroup_dir(name, "pids"), "pids.max")) == "64"
+
+
+def test_no_limits_by_default(capsule, sandbox):
+    assert capsule.inspect(sandbox)["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 0}
+    assert read_file(os.path.join(cgroup_dir(sandbox, "pids"), "pids.max")) == "max"
+    assert read_file(os.path.join(cgroup_dir(sandbox, "cpu"), "cpu.cfs_quota_us")) == "-1"
+
+
+def test_fork_bomb_hits_pids_limit_and_sandbox_still_answers(capsule):
+    name = capsule.create("--pids-limit", "64")
+    try:
+        r = capsule.run("exec", "-i", name, "python3", "-", input=FORK_UNTIL_FAIL, timeout=120)
+        assert r.returncode == 0, r.stderr
+        count, failed = r.stdout.split()
+        assert failed == "EAGAIN", r.stdout
+        assert int(count) < 64
+        r = capsule.run("exec", name, "echo", "ok")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "ok\n"
+    finally:
+        capsule.run("kill", name)
+
+
+def test_pids_limit_on_run(capsule):
+    r = capsule.run("run", "--pids-limit", "20", "-i", "--", "python3", "-", input=FORK_UNTIL_FAIL, timeout=120)
+    assert r.returncode == 0, r.stderr
+    count, failed = r.stdout.split()
+    assert failed == "EAGAIN"
+    assert int(count) < 20
+
+
+def test_memory_hog_is_killed_and_sandboxes_still_answer(capsule):
+    hog = capsule.create("-m", "128M")
+    other = capsule.create("-m", "128M")
+    other_init = capsule.inspect(other)["init_pid"]
+    r = capsule.run("exec", hog, "python3", "-c", ALLOC_512M, timeout=120)
+    assert r.returncode == 137, (r.returncode, r.stdout, r.stderr)
+    assert "survived" not in r.stdout
+    # The sandbox that held the hog still answers, and so does the other one, untouched.
+    r = capsule.run("exec", hog, "echo", "ok")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    assert capsule.inspect(hog)["state"] == "running"
+    r = capsule.run("exec", other, "echo", "ok")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+    info = capsule.inspect(other)
+    assert info["state"] == "running" and info["init_pid"] == other_init
+    # The other one can still use memory within its own limit.
+    r = capsule.run("exec", other, "python3", "-c", "b = bytearray(32 << 20); b[::4096] = b'x' * (len(b) // 4096); print('fine')")
+    assert r.returncode == 0 and r.stdout == "fine\n", r.stderr
+
+
+def test_memory_hog_in_run_exits_137(capsule):
+    r = capsule.run("run", "-m", "128M", "--", "python3", "-c", ALLOC_512M, timeout=120)
+    assert r.returncode == 137, (r.returncode, r.stdout, r.stderr)
+
+
+def test_allocation_within_the_limit_succeeds(capsule):
+    r = capsule.run("run", "-m", "256M", "--", "python3", "-c",
+                    "b = bytearray(64 << 20); b[::4096] = b'x' * (len(b) // 4096); print('fine')")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "fine\n"
