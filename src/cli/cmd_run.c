@@ -229,14 +229,12 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 	int opt;
 	/* "+": stop at the first word that is not an option, so the command's own flags are
 	 * left alone, with or without "--". */
-	while ((opt = getopt_long(argc, argv, "+m:e:w:u:itdh", sandbox_options, NULL)) != -1) {
+	/* Leading ':' makes getopt report a missing value as ':' rather than '?'. */
+	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:itdh", sandbox_options, NULL)) != -1) {
 		if (opt == 'h')
 			opt = OPT_HELP;
-		if (opt == '?') {
-			if (optopt)
-				return cli_usage(verb, "unknown flag '-%c'", optopt);
+		if (opt == '?')
 			return cli_usage(verb, "unknown flag '%s'", argv[optind - 1]);
-		}
 		if (opt == ':')
 			return cli_usage(verb, "flag '%s' needs a value", argv[optind - 1]);
 		int r = parse_common_opt(verb, opt, sbc, ec);
@@ -269,8 +267,8 @@ static void raw_terminal(void)
 	if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_termios) < 0)
 		return;
 	struct termios raw = saved_termios;
+	/* Fully raw: the pty inside already turns \n into \r\n. */
 	cfmakeraw(&raw);
-	raw.c_oflag |= OPOST; /* keep \n -> \r\n on our side of the terminal */
 	termios_saved = true;
 	atexit(restore_terminal);
 	tcsetattr(STDIN_FILENO, TCSADRAIN, &raw);
@@ -556,7 +554,7 @@ int cmd_stop(int argc, char **argv)
 	optind = 1;
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(argc, argv, "+t:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:t:h", opts, NULL)) != -1) {
 		capsule_error err = { 0 };
 		uint64_t secs;
 		if (opt == 't') {
@@ -566,6 +564,8 @@ int cmd_stop(int argc, char **argv)
 		} else if (opt == 'h') {
 			printf("Usage: capsule stop [-t SECONDS] SANDBOX...\n");
 			return 0;
+		} else if (opt == ':') {
+			return cli_usage("stop", "flag '%s' needs a value", argv[optind - 1]);
 		} else {
 			return cli_usage("stop", "unknown flag '%s'", argv[optind - 1]);
 		}

@@ -35,6 +35,9 @@ def test_killing_the_run_cli_ends_the_sandbox(capsule, signo):
     name = capsule.unique_name("ekill")
     p = _start_run(capsule, name, "sleep", "100")
     try:
+        listed = {s["name"]: s for s in capsule.ps(all=False)}
+        assert listed[name]["state"] == "running"
+        assert listed[name]["detached"] is False
         os.kill(p.pid, signo)
         p.wait(timeout=20)
     finally:

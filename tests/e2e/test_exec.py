@@ -153,3 +153,20 @@ def test_exec_detached_process_is_killed_by_stop(capsule, sandbox):
     assert any(arg0 == "sleep" for _, arg0, _ in host_procs_in(sandbox))
     assert capsule.run("stop", "-t", "1", sandbox).returncode == 0
     assert wait_until(lambda: not host_procs_in(sandbox), 5), host_procs_in(sandbox)
+
+
+def test_exec_detached_missing_command_is_127(capsule, sandbox):
+    r = capsule.run("exec", "-d", sandbox, "no-such-command-e2e")
+    assert_capsule_error(r, 127)
+    assert "no-such-command-e2e" in r.stderr
+    assert r.stdout == ""
+
+
+def test_run_env_is_the_default_for_later_execs(capsule):
+    name = capsule.unique_name("rde")
+    r = capsule.run("run", "-d", "--name", name, "-e", "FOO=bar", "--", "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[0] == name and int(lines[1]) > 1
+    r = capsule.run("exec", name, "printenv", "FOO")
+    assert r.stdout == "bar\n", r.stderr

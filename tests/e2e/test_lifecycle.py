@@ -253,3 +253,30 @@ def test_exec_background_child_outlives_exec_in_named_sandbox(capsule, sandbox):
     assert r.returncode == 0 and r.stdout == "done\n", r.stderr
     ps = capsule.run("exec", sandbox, "ps", "-eo", "comm")
     assert "sleep" in ps.stdout.split()
+
+
+def test_sandboxes_do_not_share_files(capsule):
+    a, b = capsule.create(), capsule.create()
+    assert capsule.run("exec", a, "sh", "-c", "echo a > /tmp/mine && echo a > /root/mine").returncode == 0
+    r = capsule.run("exec", b, "sh", "-c", "ls /tmp/mine /root/mine")
+    assert r.returncode != 0
+    assert r.stdout == ""
+
+
+def test_recreated_sandbox_with_same_name_starts_fresh(capsule):
+    name = capsule.create()
+    assert capsule.run("exec", name, "sh", "-c", "echo old > /root/old").returncode == 0
+    assert capsule.run("rm", "-f", name).returncode == 0
+    capsule.create(name=name)
+    r = capsule.run("exec", name, "cat", "/root/old")
+    assert r.returncode != 0 and r.stdout == ""
+
+
+def test_stop_of_cooperative_sandbox_is_quick(capsule, sandbox):
+    # Everything in it dies on SIGTERM: stop must not wait out the 10 s default.
+    assert capsule.run("exec", "-d", sandbox, "sleep", "1000").returncode == 0
+    t0 = time.monotonic()
+    r = capsule.run("stop", sandbox, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 8
+    assert states(capsule).get(sandbox) == "stopped"

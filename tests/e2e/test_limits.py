@@ -128,3 +128,16 @@ def test_allocation_within_the_limit_succeeds(capsule):
                     "b = bytearray(64 << 20); b[::4096] = b'x' * (len(b) // 4096); print('fine')")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "fine\n"
+
+
+BUSY_ONE_SECOND = ("import os, time\n"
+                   "t = time.monotonic()\n"
+                   "while time.monotonic() - t < 1.0:\n    pass\n"
+                   "x = os.times(); print(x.user + x.system)\n")
+
+
+def test_cpu_limit_throttles_a_busy_loop(capsule):
+    # One second of wall time spinning: with --cpus 0.25 it gets about a quarter of a cpu.
+    r = capsule.run("run", "--cpus", "0.25", "--", "python3", "-c", BUSY_ONE_SECOND, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) < 0.6, r.stdout

@@ -73,6 +73,7 @@ def test_fork_bomb_is_held_by_pids_limit(capsule):
     try:
         line = bomb.stdout.readline()
         res = json.loads(line)
+        print("fork bomb:", res)
         assert res["forked"] < 32 and res["failed"] > 0 and res["error"] == "EAGAIN", res
         # While every pid is taken the agent cannot fork a new command: it must say so, or
         # at worst refuse, but never hang or die.
@@ -197,6 +198,7 @@ def test_1gib_of_output_arrives_complete_with_bounded_rss(capsule, sandbox):
         if p.poll() is None:
             p.kill()
             p.wait()
+    print(f"peaks(KiB) {sampler.peak}")
     assert rc == 0, p.stderr.read()
     assert total == 1 << 30, f"got {total} bytes of 1 GiB"
     assert not nonzero, "output was corrupted"
@@ -240,6 +242,7 @@ def test_slow_reader_throttles_the_command(capsule, sandbox):
         sampler.join()
         p.kill()
         p.wait()
+    print(f"read {got} produced {produced} peaks(KiB) {sampler.peak}")
     assert got > 0 and produced >= got, (got, produced)
     ahead = produced - got
     assert ahead < 8 * MiB, f"the command ran {ahead / MiB:.1f} MiB ahead of a reader that took {got / MiB:.1f} MiB"

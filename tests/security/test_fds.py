@@ -1,0 +1,143 @@
+"""File descriptors: nothing of the agent's or the shim's reaches a command (the runc
+CVE-2024-21626 class), and neither of them keeps fds it should not have or leaks them."""
+import os
+import re
+import shlex
+import subprocess
+import time
+
+import pytest
+
+from secutil import assert_alive, wait_until
+
+# Run by the command itself (python3 -c): its own fds, as the agent handed them over.
+LIST_FDS_PY = (
+    "import os\n"
+    "for n in sorted(int(x) for x in os.listdir('/proc/self/fd')):\n"
+    "    try: print(n, os.readlink('/proc/self/fd/%d' % n))\n"
+    "    except OSError: print(n, '')\n"
+)
+
+
+def _fds_from_listing(text):
+    fds = {}
+    for ln in text.replace("\r", "").splitlines():
+        parts = ln.strip().split(" ", 1)
+        if len(parts) == 2 and parts[0].isdigit():
+            fds[int(parts[0])] = parts[1]
+    return fds
+
+
+def _only_stdio(fds):
+    """listdir opened /proc/self/fd to list it; that fd is closed by the time readlink runs,
+    so it shows with an empty target. Everything else must be 0-2."""
+    return {k: v for k, v in fds.items() if k > 2 and v != ""}
+
+
+def test_plain_exec_sees_only_stdio(mod_capsule, shared_sandbox):
+    r = mod_capsule.run("exec", shared_sandbox, "python3", "-c", LIST_FDS_PY)
+    fds = _fds_from_listing(r.stdout)
+    assert {0, 1, 2} <= set(fds), r.stdout
+    assert not _only_stdio(fds), f"extra fds in a command: {fds}"
+
+
+def test_interactive_exec_sees_only_stdio(mod_capsule, shared_sandbox):
+    r = mod_capsule.run("exec", "-i", shared_sandbox, "python3", "-c",
+                        "import sys; sys.stdin.buffer.read()\n" + LIST_FDS_PY, input="x" * 100000)
+    fds = _fds_from_listing(r.stdout)
+    assert fds.get(0, "").startswith("pipe:"), fds
+    assert not _only_stdio(fds), f"extra fds in an interactive command: {fds}"
+
+
+def test_tty_exec_sees_only_stdio(mod_capsule, shared_sandbox):
+    cmd = " ".join(shlex.quote(a) for a in [mod_capsule.binary, "exec", "-t", shared_sandbox, "python3", "-c", LIST_FDS_PY])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], stdin=subprocess.DEVNULL, capture_output=True,
+                       text=True, timeout=60, env=mod_capsule.env)
+    fds = _fds_from_listing(r.stdout)
+    assert fds.get(0, "").startswith("/dev/pts/"), r.stdout
+    assert not _only_stdio(fds), f"extra fds in a tty command: {fds}"
+
+
+def test_detached_exec_sees_only_stdio(mod_capsule, shared_sandbox):
+    code = ("import contextlib, io, os\nbuf = io.StringIO()\nwith contextlib.redirect_stdout(buf):\n" +
+            "".join("    " + ln + "\n" for ln in LIST_FDS_PY.splitlines()) +
+            "open('/tmp/detached-fds.tmp', 'w').write(buf.getvalue())\n"
+            "os.rename('/tmp/detached-fds.tmp', '/tmp/detached-fds')\n")
+    r = mod_capsule.run("exec", "-d", shared_sandbox, "python3", "-c", code)
+    assert r.returncode == 0, r.stderr
+    out = wait_until(lambda: (lambda x: x.returncode == 0 and x.stdout)(
+        mod_capsule.run("exec", shared_sandbox, "cat", "/tmp/detached-fds")), 10, interval=0.1)
+    fds = _fds_from_listing(out or "")
+    assert fds and all(fds[i] == "/dev/null" for i in (0, 1, 2)), fds
+    assert not _only_stdio(fds), f"extra fds in a detached command: {fds}"
+
+
+@pytest.mark.parametrize("n", range(3, 16))
+def test_workdir_through_proc_self_fd_reaches_nothing(mod_capsule, shared_sandbox, n):
+    # runc CVE-2024-21626: a working directory of /proc/self/fd/N resolved while a host (or
+    # agent) directory fd N is still open lands the command outside its root.
+    r = mod_capsule.run("exec", "-w", f"/proc/self/fd/{n}", shared_sandbox, "sh", "-c", "pwd; ls -a")
+    if r.returncode != 0:
+        return
+    lines = r.stdout.splitlines()
+    assert lines and lines[0].startswith("/") and not lines[0].startswith("/proc/"), r.stdout
+    assert "(unreachable)" not in r.stdout
+
+
+def _fd_targets(pid):
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out[int(fd)] = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            pass
+    return out
+
+
+def test_shim_holds_only_its_own_kinds_of_fds(capsule, sandbox):
+    info = capsule.inspect(sandbox)
+    shim = info["shim_pid"]
+    run_dir = os.path.realpath(os.path.join(capsule.home, "run", sandbox))
+    allowed = [
+        r"/dev/null",
+        re.escape(run_dir) + r"(/lock|/shim\.log)?",
+        r"anon_inode:\[(eventpoll|signalfd|pidfd)\]",
+        r"anon_inode:\[pidfd\]",
+        r"pidfd:.*",
+        r"socket:\[\d+\]",
+        r"/sys/fs/cgroup/.*",
+    ]
+    fds = _fd_targets(shim)
+    bad = {k: v for k, v in fds.items() if not any(re.fullmatch(p, v) for p in allowed)}
+    assert not bad, f"unexpected fds in the shim: {bad}"
+    assert not any("memfd:" in v for v in fds.values()), "the shim kept the agent's memfd"
+    # The agent's side: its socket, epoll, signalfd and stdio on /dev/null, nothing of the host.
+    agent = info["init_pid"]
+    afds = _fd_targets(agent)
+    bad = {k: v for k, v in afds.items()
+           if not re.fullmatch(r"/dev/null|socket:\[\d+\]|anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
+    assert not bad, f"unexpected fds in the idle agent: {bad}"
+
+
+def test_no_fd_leaks_in_shim_or_agent_after_many_execs(capsule, sandbox):
+    info = capsule.inspect(sandbox)
+    shim, agent = info["shim_pid"], info["init_pid"]
+    assert_alive(capsule, sandbox)
+    before = (len(_fd_targets(shim)), len(_fd_targets(agent)))
+    for i in range(6):
+        capsule.run("exec", sandbox, "true")
+        capsule.run("exec", sandbox, "no-such-binary-xyz")
+        capsule.run("exec", "-w", "/no/such/dir", sandbox, "true")
+        capsule.run("exec", "-u", "nosuchuser", sandbox, "true")
+        capsule.run("exec", "-i", sandbox, "cat", input="data")
+        capsule.run("exec", "--timeout", "100ms", sandbox, "sleep", "5")
+        capsule.run("exec", "-d", sandbox, "true")
+        p = capsule.popen("exec", sandbox, "sleep", "100", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.05)
+        p.kill()
+        p.wait()
+    assert_alive(capsule, sandbox)
+    after = wait_until(lambda: (lambda a: a if a[0] <= before[0] and a[1] <= before[1] else None)(
+        (len(_fd_targets(shim)), len(_fd_targets(agent)))), 5, interval=0.1)
+    now = (len(_fd_targets(shim)), len(_fd_targets(agent)))
+    assert after, f"fd counts (shim, agent) went from {before} to {now}"
