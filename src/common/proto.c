@@ -353,6 +353,36 @@ int cp_error_encode(struct cp_writer *w, uint32_t chan, const struct cp_error_ms
 	return cp_frame_finish(w);
 }
 
+/* An error message is shown to people, and it may come from inside the sandbox: control
+ * bytes become \xNN so it stays one line and carries no terminal escapes. */
+static int sanitize_line(char **s)
+{
+	size_t n = 0;
+	for (const char *c = *s; *c; c++)
+		n += ((unsigned char)*c < 0x20 || *c == 0x7f) ? 4 : 1;
+	if (n == strlen(*s))
+		return 0;
+	char *out = malloc(n + 1), *o = out;
+	if (!out)
+		return -ENOMEM;
+	for (const char *c = *s; *c; c++) {
+		unsigned char u = (unsigned char)*c;
+		if (u < 0x20 || u == 0x7f) {
+			static const char hex[] = "0123456789abcdef";
+			*o++ = '\\';
+			*o++ = 'x';
+			*o++ = hex[u >> 4];
+			*o++ = hex[u & 15];
+		} else {
+			*o++ = (char)u;
+		}
+	}
+	*o = '\0';
+	free(*s);
+	*s = out;
+	return 0;
+}
+
 int cp_error_decode(const uint8_t *p, size_t n, struct cp_error_msg *m)
 {
 	int ret = 0;
@@ -366,6 +396,8 @@ int cp_error_decode(const uint8_t *p, size_t n, struct cp_error_msg *m)
 	/* An errno outside the usual range would be meaningless to strerror and to callers. */
 	if (m->errnum == 0 || m->errnum > 4095)
 		m->errnum = EIO;
+	if (m->message && (ret = sanitize_line(&m->message)) < 0)
+		goto fail;
 	return 0;
 fail:
 	cp_error_free(m);
@@ -378,8 +410,24 @@ void cp_error_free(struct cp_error_msg *m)
 	m->message = NULL;
 }
 
+/* What the decoder would refuse is refused here already, with a reason the caller can show. */
+static int strv_check(char *const *v, size_t max)
+{
+	size_t n = 0;
+	for (; v && v[n]; n++)
+		if (strlen(v[n]) > CP_MAX_STRING)
+			return -E2BIG;
+	return n > max ? -E2BIG : 0;
+}
+
 int cp_exec_encode(struct cp_writer *w, uint32_t chan, const struct cp_exec *m)
 {
+	int r;
+	if ((r = strv_check(m->argv, CP_MAX_ARGS)) < 0 || (r = strv_check(m->env, CP_MAX_ENV)) < 0)
+		return r;
+	if (!m->argv || !m->argv[0] || m->rows > 0xffff || m->cols > 0xffff ||
+	    (m->cwd && strlen(m->cwd) > CP_MAX_STRING) || (m->user && strlen(m->user) > CP_MAX_STRING))
+		return -EINVAL;
 	cp_frame_begin(w, CP_EXEC, 0, chan);
 	for (size_t i = 0; m->argv && m->argv[i]; i++)
 		cp_put_str(w, CP_T_EXEC_ARG, m->argv[i]);
@@ -465,9 +513,12 @@ static int u32_msg_decode(const uint8_t *p, size_t n, void *m, size_t msize, con
 			}
 		}
 	});
-	for (size_t i = 0; i < nd; i++)
-		if (d[i].required && !(seen & (1u << i)))
-			return -EBADMSG;
+	for (size_t i = 0; i < nd; i++) {
+		if (d[i].required && !(seen & (1u << i))) {
+			ret = -EBADMSG;
+			goto fail;
+		}
+	}
 	return 0;
 fail:
 	memset(m, 0, msize);
@@ -555,8 +606,10 @@ int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan)
 
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n)
 {
-	if (n > CP_MAX_PAYLOAD)
-		return -EMSGSIZE;
+	if (n > CP_MAX_PAYLOAD) {
+		w->len = 0;
+		return w->err = -EMSGSIZE;
+	}
 	cp_frame_begin(w, CP_DATA, (uint16_t)((stream & CP_FLAG_STREAM_MASK) | (eof ? CP_FLAG_EOF : 0)), chan);
 	uint8_t *d = writer_reserve(w, n);
 	if (d && n)

@@ -243,7 +243,8 @@ void cp_rxbuf_free(struct cp_rxbuf *rx);
  * EOF, -EAGAIN when nothing was ready, or another -errno. */
 long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd);
 /* 1: a whole frame is at the front (HDR filled, *PAYLOAD points into the buffer, valid until
- * cp_rxbuf_consume); 0: need more bytes; -EBADMSG: the stream is corrupt (bad header). */
+ * cp_rxbuf_consume or the next cp_rxbuf_fill, which may move the bytes); 0: need more bytes;
+ * -EBADMSG: the stream is corrupt (bad header). */
 int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **payload);
 void cp_rxbuf_consume(struct cp_rxbuf *rx, const struct cp_header *hdr);
 

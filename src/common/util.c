@@ -7,7 +7,8 @@
 
 #include "util.h"
 
-static int err_vfill(capsule_error *err, int errnum, bool with_strerror, const char *fmt, va_list ap)
+__attribute__((format(printf, 4, 0))) static int err_vfill(capsule_error *err, int errnum, bool with_strerror,
+							    const char *fmt, va_list ap)
 {
 	if (errnum <= 0)
 		errnum = EIO;

@@ -176,6 +176,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	progress(cfg, "prepare", 0, 3);
 
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
+	_cleanup_free_ char *text = NULL;
+	size_t len;
 	if ((r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
 	sweep_stale(cfg->name);
@@ -199,8 +201,6 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 		r = cap_err(err, errno, "locking sandbox '%s'", cfg->name);
 		goto fail_rm;
 	}
-	_cleanup_free_ char *text = NULL;
-	size_t len;
 	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);
 		goto fail_rm;
