@@ -36,7 +36,7 @@ check: deps
 # The shim's stderr is /dev/null, so every report goes to a file, and any file fails the run.
 SANITIZER_LOGS = $(CURDIR)/build-asan/sanitizer-logs
 check-asan: deps
-	@test -f build-asan/build.ninja || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic_agent=false --buildtype=debug
+	@test -f build-asan/build.ninja || meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false -Dstatic_helpers=false --buildtype=debug
 	ninja -C build-asan
 	rm -rf $(SANITIZER_LOGS) && mkdir -p $(SANITIZER_LOGS)
 	ASAN_OPTIONS=log_path=$(SANITIZER_LOGS)/asan UBSAN_OPTIONS=print_stacktrace=1:log_path=$(SANITIZER_LOGS)/ubsan \
@@ -44,7 +44,7 @@ check-asan: deps
 	@if [ -n "$$(ls -A $(SANITIZER_LOGS))" ]; then cat $(SANITIZER_LOGS)/*; echo "sanitizer reports found: failing"; exit 1; fi
 
 build-fuzz/build.ninja:
-	CC=clang meson setup build-fuzz -Dfuzz=true -Dstatic_agent=false -Db_lundef=false
+	CC=clang meson setup build-fuzz -Dfuzz=true -Dstatic_helpers=false -Db_lundef=false
 
 fuzz-smoke: deps build-fuzz/build.ninja
 	ninja -C build-fuzz

@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -55,6 +56,7 @@ static struct agent {
 	struct cp_rxbuf rx;
 	struct cp_writer w;
 	struct proc procs[MAX_PROCS];
+	size_t procs_hwm; /* procs[] at or past this index were never used: scans stop here */
 	struct cp_init init;
 	bool have_init;
 	bool shutting_down;
@@ -110,7 +112,7 @@ static void send_credit(uint32_t chan, uint32_t stream, uint32_t bytes)
 
 static struct proc *proc_by_chan(uint32_t chan)
 {
-	for (size_t i = 0; i < MAX_PROCS; i++)
+	for (size_t i = 0; i < A.procs_hwm; i++)
 		if (A.procs[i].used && A.procs[i].chan == chan)
 			return &A.procs[i];
 	return NULL;
@@ -118,7 +120,7 @@ static struct proc *proc_by_chan(uint32_t chan)
 
 static struct proc *proc_by_pid(pid_t pid)
 {
-	for (size_t i = 0; i < MAX_PROCS; i++)
+	for (size_t i = 0; i < A.procs_hwm; i++)
 		if (A.procs[i].used && A.procs[i].pid == pid)
 			return &A.procs[i];
 	return NULL;
@@ -367,6 +369,8 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 
 	memset(p, 0, sizeof(*p));
 	p->used = true;
+	if ((size_t)(p - A.procs) + 1 > A.procs_hwm)
+		A.procs_hwm = (size_t)(p - A.procs) + 1;
 	p->chan = chan;
 	p->pid = res.pid;
 	p->tty = req.tty;
@@ -538,7 +542,7 @@ static void reap_children(void)
 static void check_timers(void)
 {
 	uint64_t now = now_ms();
-	for (size_t i = 0; i < MAX_PROCS; i++) {
+	for (size_t i = 0; i < A.procs_hwm; i++) {
 		struct proc *p = &A.procs[i];
 		if (!p->used)
 			continue;
@@ -557,7 +561,7 @@ static void check_timers(void)
 static int next_timeout_ms(void)
 {
 	uint64_t now = now_ms(), next = UINT64_MAX;
-	for (size_t i = 0; i < MAX_PROCS; i++) {
+	for (size_t i = 0; i < A.procs_hwm; i++) {
 		struct proc *p = &A.procs[i];
 		if (!p->used)
 			continue;
@@ -614,6 +618,21 @@ static void handle_control_readable(void)
 		fatal_exit();
 }
 
+/* Straight to the kernel: libc refuses its own internal signals (musl 32-34, glibc 32-33),
+ * and those are exactly the ones a posix_spawn ancestor may have left ignored. */
+static void reset_signal_dispositions(void)
+{
+	struct {
+		void *handler;
+		unsigned long flags;
+		void *restorer;
+		uint64_t mask;
+	} dfl = { .handler = SIG_DFL };
+	for (int s = 1; s <= 64; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof(dfl.mask));
+}
+
 int main(int argc, char **argv)
 {
 	(void)argc;
@@ -637,6 +656,11 @@ int main(int argc, char **argv)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
+	/* Ignored signals survive exec, and whoever started the shim may have ignored some
+	 * (glibc's posix_spawn leaves its internal signals 32 and 33 ignored): commands must
+	 * start from the defaults, so we do. Only SIGPIPE stays ignored here, and each command
+	 * resets that one. */
+	reset_signal_dispositions();
 	signal(SIGPIPE, SIG_IGN);
 	A.sigfd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 	A.epfd = epoll_create1(EPOLL_CLOEXEC);

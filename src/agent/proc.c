@@ -249,10 +249,25 @@ static int exec_search(char *const *argv, char **envp)
 	return saved;
 }
 
-static int drop_capabilities(uint64_t keep)
+/* The highest capability this kernel knows, read once (before any fork). */
+static int cap_last_cap(void)
+{
+	static int last = -1;
+	if (last < 0) {
+		char *text = NULL;
+		if (read_file_at(AT_FDCWD, "/proc/sys/kernel/cap_last_cap", 64, &text, NULL) == 0)
+			last = atoi(text);
+		free(text);
+		if (last <= 0 || last > 63)
+			last = 63;
+	}
+	return last;
+}
+
+static int drop_capabilities(uint64_t keep, int last)
 {
 	/* The bounding set first: dropping from it needs CAP_SETPCAP, which we still have. */
-	for (int cap = 0; cap <= 63; cap++) {
+	for (int cap = 0; cap <= last; cap++) {
 		if (keep & (1ull << cap))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
@@ -296,6 +311,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 
 	res->pid = -1;
 	res->stdin_fd = res->stdout_fd = res->stderr_fd = -1;
+	int last_cap = cap_last_cap();
 
 	if (pipe2(status_pipe, O_CLOEXEC) < 0)
 		return -errno;
@@ -325,11 +341,12 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 	}
 	if (pid == 0) {
 		int ep = status_pipe[1];
-		sigset_t all;
-		sigemptyset(&all);
-		for (int s = 1; s < NSIG; s++)
-			signal(s, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &all, NULL);
+		/* The agent ignores SIGPIPE and blocks what its signalfd reads; it has no handlers.
+		 * An ignored signal stays ignored across exec, so that one is reset by hand. */
+		sigset_t none;
+		sigemptyset(&none);
+		signal(SIGPIPE, SIG_DFL);
+		sigprocmask(SIG_SETMASK, &none, NULL);
 		if (setsid() < 0)
 			child_fail(ep, errno, "setsid: %s", strerror(errno));
 
@@ -372,7 +389,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		if (chdir(cwd) < 0)
 			child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
 
-		int cr = drop_capabilities(req->uid == 0 ? req->cap_keep : 0);
+		int cr = drop_capabilities(req->uid == 0 ? req->cap_keep : 0, last_cap);
 		if (cr < 0)
 			child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
 		if (setgroups(req->ngroups, req->groups) < 0)

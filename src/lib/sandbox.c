@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 struct capsule_sandbox {
 	struct capsule_config cfg;
 	struct conn owner; /* the creator's socket to an ephemeral sandbox's shim; fd -1 if none */
+	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
 };
 
 static void progress(const struct capsule_config *cfg, const char *stage, uint64_t cur, uint64_t total)
@@ -49,12 +51,60 @@ static int read_config_at(int dirfd, struct capsule_config *cfg, capsule_error *
 	return config_parse(text, len, cfg, err);
 }
 
-/* Fork the shim, detached from us by a double fork so we never have a zombie to reap, with
- * the socketpair end as fd 3 and the held lock as fd 4. Only async-signal-safe calls
- * between fork and exec: the caller may be multi-threaded (the Python SDK is). */
-static int spawn_shim(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+/* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
+ * and a session of its own (a Ctrl-C at the caller's terminal is for the command, passed on
+ * by the CLI, not for the shim). */
+static void shim_argv(const char *name, char **argv)
 {
-	char *const argv[] = { (char *)"capsule-shim", (char *)"--name", (char *)name, NULL };
+	argv[0] = (char *)"capsule-shim";
+	argv[1] = (char *)"--name";
+	argv[2] = (char *)name;
+	argv[3] = NULL;
+}
+
+/* An ephemeral sandbox's shim: one posix_spawn (a vfork underneath, the cheapest way to
+ * start a process), and our child, reaped when the handle ends. */
+static int spawn_shim_child(const char *shim_path, const char *name, int sock, int lockfd, pid_t *pid,
+			    capsule_error *err)
+{
+	char *argv[4];
+	shim_argv(name, argv);
+	extern char **environ;
+	/* Through fresh numbers first, so that neither dup2 clobbers the other's source. */
+	_cleanup_close_ int s2 = fcntl(sock, F_DUPFD_CLOEXEC, 10), l2 = fcntl(lockfd, F_DUPFD_CLOEXEC, 10);
+	if (s2 < 0 || l2 < 0)
+		return cap_err(err, errno, "dup");
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawnattr_init(&attr);
+	sigset_t none, all;
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawn_file_actions_adddup2(&fa, s2, 3);
+	posix_spawn_file_actions_adddup2(&fa, l2, 4);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
+	posix_spawn_file_actions_adddup2(&fa, 0, 1);
+	posix_spawn_file_actions_adddup2(&fa, 0, 2);
+	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+	int r = posix_spawn(pid, shim_path, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (r != 0)
+		return cap_err(err, r, "starting '%s'", shim_path);
+	return 0;
+}
+
+/* A detached sandbox's shim must outlive us without ever being our zombie: a double fork
+ * hands it to init. Only async-signal-safe calls between fork and exec: the caller may be
+ * multi-threaded (the Python SDK is). */
+static int spawn_shim_detached(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+{
+	char *argv[4];
+	shim_argv(name, argv);
 	extern char **environ;
 	pid_t pid = fork();
 	if (pid < 0)
@@ -69,14 +119,14 @@ static int spawn_shim(const char *shim_path, const char *name, int sock, int loc
 		int s2 = fcntl(sock, F_DUPFD, 10), l2 = fcntl(lockfd, F_DUPFD, 10);
 		if (s2 < 0 || l2 < 0 || dup2(s2, 3) < 0 || dup2(l2, 4) < 0)
 			_exit(127);
-		/* Nothing else of the caller's may reach the shim (and through it the sandbox). */
-		syscall(SYS_close_range, 5, ~0U, 0);
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (devnull >= 0) {
 			dup2(devnull, 0);
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 		}
+		/* Nothing else of the caller's may reach the shim (and through it the sandbox). */
+		syscall(SYS_close_range, 5, ~0U, 0);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
@@ -89,6 +139,18 @@ static int spawn_shim(const char *shim_path, const char *name, int sock, int loc
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		return cap_err_plain(err, ECHILD, "starting capsule-shim failed");
 	return 0;
+}
+
+static void reap_shim(capsule_sandbox *sb)
+{
+	if (sb->shim_pid <= 0)
+		return;
+	/* The shim exits promptly once its creator's socket is closed: it kills the sandbox and
+	 * cleans up, so when this returns nothing of the sandbox is left. ECHILD (the caller
+	 * ignores SIGCHLD, or reaped it) is fine too. */
+	while (waitpid(sb->shim_pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	sb->shim_pid = 0;
 }
 
 /* Wait for the shim's verdict on the creator socket: HELLO, then OK or ERROR. */
@@ -130,7 +192,10 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
 	progress(&sb->cfg, "starting", 1, 3);
-	r = spawn_shim(shim, sb->cfg.name, sp[1], lockfd, err);
+	if (sb->cfg.detached)
+		r = spawn_shim_detached(shim, sb->cfg.name, sp[1], lockfd, err);
+	else
+		r = spawn_shim_child(shim, sb->cfg.name, sp[1], lockfd, &sb->shim_pid, err);
 	close(sp[1]);
 	if (r < 0) {
 		close(sp[0]);
@@ -141,6 +206,7 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	r = await_ready(&c, &sb->cfg, err);
 	if (r < 0) {
 		conn_close(&c);
+		reap_shim(sb);
 		return r;
 	}
 	progress(&sb->cfg, "ready", 3, 3);
@@ -303,6 +369,7 @@ int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error
 	if (sb->owner.fd >= 0) {
 		r = stop_via(&sb->owner, timeout_ms, err);
 		conn_close(&sb->owner);
+		reap_shim(sb);
 		return r;
 	}
 	struct conn c;
@@ -326,6 +393,7 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 	/* Closing the creator's socket ends an ephemeral sandbox: the shim takes it down. */
 	if (sb->owner.fd >= 0)
 		conn_close(&sb->owner);
+	reap_shim(sb);
 	config_clear(&sb->cfg);
 	free(sb);
 }

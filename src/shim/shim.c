@@ -91,6 +91,7 @@ static struct shim {
 	struct cp_writer w;
 	struct client clients[MAX_CLIENTS];
 	struct channel chans[MAX_CHANNELS];
+	size_t chans_hwm; /* chans[] at or past this index were never used: lookups stop here */
 	uint32_t next_agent_chan;
 	bool stopping;
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
@@ -291,7 +292,7 @@ static void forward(bool to_the_agent, int ci, const struct cp_header *h, const 
 
 static struct channel *chan_by_client(int ci, uint32_t client_chan)
 {
-	for (size_t i = 0; i < MAX_CHANNELS; i++)
+	for (size_t i = 0; i < S.chans_hwm; i++)
 		if (S.chans[i].used && S.chans[i].client == ci && S.chans[i].client_chan == client_chan)
 			return &S.chans[i];
 	return NULL;
@@ -299,7 +300,7 @@ static struct channel *chan_by_client(int ci, uint32_t client_chan)
 
 static struct channel *chan_by_agent(uint32_t agent_chan)
 {
-	for (size_t i = 0; i < MAX_CHANNELS; i++)
+	for (size_t i = 0; i < S.chans_hwm; i++)
 		if (S.chans[i].used && S.chans[i].agent_chan == agent_chan)
 			return &S.chans[i];
 	return NULL;
@@ -313,6 +314,8 @@ static struct channel *chan_new(int ci, uint32_t client_chan)
 			ch = &S.chans[i];
 	if (!ch)
 		return NULL;
+	if ((size_t)(ch - S.chans) + 1 > S.chans_hwm)
+		S.chans_hwm = (size_t)(ch - S.chans) + 1;
 	do {
 		S.next_agent_chan++;
 		if (S.next_agent_chan == 0)
@@ -443,7 +446,7 @@ static void client_close(int ci)
 	memset(c, 0, sizeof(*c));
 	/* Commands the client was attached to go with it, as they would with a closed
 	 * terminal; their channels are dropped when the agent reports the exit. */
-	for (size_t i = 0; i < MAX_CHANNELS; i++) {
+	for (size_t i = 0; i < S.chans_hwm; i++) {
 		struct channel *ch = &S.chans[i];
 		if (!ch->used || ch->client != ci)
 			continue;
