@@ -17,7 +17,7 @@
 struct chunk {
 	struct chunk *next;
 	int stream;
-	size_t len, off;
+	size_t len, off, cap;
 	uint8_t data[];
 };
 
@@ -25,6 +25,7 @@ struct capsule_process {
 	struct conn c;
 	pid_t pid;
 	struct chunk *head, *tail;
+	struct chunk *spare;   /* one consumed chunk kept for the next frame: no malloc per frame */
 	uint32_t unacked[3];   /* bytes consumed by the caller, not yet credited back */
 	uint64_t stdin_credit;
 	bool stdin_closed;
@@ -76,10 +77,17 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 		if (stream != CAPSULE_STDOUT && stream != CAPSULE_STDERR)
 			break;
 		if (h.len) {
-			struct chunk *ch = malloc(sizeof(*ch) + h.len);
-			if (!ch) {
-				conn_consume(&p->c, &h);
-				return cap_err(err, ENOMEM, "buffering output");
+			struct chunk *ch = p->spare;
+			if (ch && ch->cap >= h.len) {
+				p->spare = NULL;
+			} else {
+				size_t cap = h.len > CP_DATA_CHUNK ? h.len : CP_DATA_CHUNK;
+				ch = malloc(sizeof(*ch) + cap);
+				if (!ch) {
+					conn_consume(&p->c, &h);
+					return cap_err(err, ENOMEM, "buffering output");
+				}
+				ch->cap = cap;
 			}
 			ch->next = NULL;
 			ch->stream = stream;
@@ -224,7 +232,8 @@ ssize_t capsule_process_read(capsule_process *p, int *stream, void *buf, size_t 
 				p->head = ch->next;
 				if (!p->head)
 					p->tail = NULL;
-				free(ch);
+				free(p->spare);
+				p->spare = ch;
 			}
 			if (p->unacked[*stream] >= CREDIT_BATCH && !p->exited) {
 				int r = send_credit(p, *stream, err);
@@ -368,6 +377,7 @@ void capsule_process_free(capsule_process *p)
 {
 	if (!p)
 		return;
+	free(p->spare);
 	while (p->head) {
 		struct chunk *ch = p->head;
 		p->head = ch->next;
