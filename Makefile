@@ -3,6 +3,8 @@ PREFIX ?= /usr/local
 BUILD ?= build
 PYTHON ?= /usr/bin/python3
 FUZZ_SECONDS ?= 10
+# pytest's summary must be the last line CI prints, not make's "Leaving directory".
+MAKEFLAGS += --no-print-directory
 
 .PHONY: all deps build check check-unit check-e2e check-asan check-vm fuzz fuzz-smoke demo bench install clean
 
@@ -66,6 +68,7 @@ bench: deps
 	@bench/run $(abspath $(BUILD))
 
 install: build
+	meson configure $(BUILD) --prefix=$(PREFIX)
 	meson install -C $(BUILD) --destdir "$(DESTDIR)"
 
 clean:

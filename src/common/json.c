@@ -1,5 +1,6 @@
 /* JSON writer and flat-object reader; see json.h. */
 #include "json.h"
+#include "util.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -8,43 +9,6 @@
 #include <string.h>
 
 #define JSON_MAX_DEPTH 32
-
-/* Length of the valid UTF-8 sequence at S (N >= 1 bytes available), or 0 when the first byte
- * does not start one. Follows the Unicode table of well-formed sequences, so overlongs,
- * surrogates and code points above U+10FFFF are all invalid. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t need;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2)
-		return 0;
-	if (c < 0xe0) {
-		need = 2;
-	} else if (c < 0xf0) {
-		need = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c < 0xf5) {
-		need = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return need;
-}
 
 /* ---- writer ----------------------------------------------------------------------------- */
 
@@ -193,7 +157,7 @@ static void put_quoted(struct json_writer *w, const char *str)
 		char esc[8];
 		const char *rep;
 
-		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f && (c < 0x80 || (l = utf8_len(s + i, n - i)))) {
+		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f && (c < 0x80 || (l = utf8_seq_len(s + i, n - i)))) {
 			/* Copied in runs: most strings need no escaping at all. */
 			size_t step = c < 0x80 ? 1 : l;
 			i += step;
@@ -427,7 +391,7 @@ static int read_string(struct reader *r, struct sbuf *out)
 				r->pos++;
 				continue;
 			}
-			size_t l = utf8_len(r->p + r->pos, r->len - r->pos);
+			size_t l = utf8_seq_len(r->p + r->pos, r->len - r->pos);
 			if (!l)
 				return -EBADMSG;
 			r->pos += l;

@@ -17,47 +17,11 @@
 #define USER_MAX_LEN 256
 #define ID_MAX UINT64_C(4294967294)
 
-/* Length of the valid UTF-8 sequence at S (at most N bytes), 0 when S does not start one.
- * The same table as json.c's copy; kept private to each so neither depends on the other. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-	size_t need;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xc2)
-		return 0;
-	if (c < 0xe0) {
-		need = 2;
-	} else if (c < 0xf0) {
-		need = 3;
-		if (c == 0xe0)
-			lo = 0xa0;
-		else if (c == 0xed)
-			hi = 0x9f;
-	} else if (c < 0xf5) {
-		need = 4;
-		if (c == 0xf0)
-			lo = 0x90;
-		else if (c == 0xf4)
-			hi = 0x8f;
-	} else {
-		return 0;
-	}
-	if (n < need || s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return need;
-}
-
 /* Bytes of the character at S, for "character 'X' is not allowed": a whole UTF-8 sequence
  * when there is one, so "é" is shown as itself rather than as half of itself. */
 static size_t char_len(const char *s)
 {
-	size_t l = utf8_len((const unsigned char *)s, strnlen(s, 4));
+	size_t l = utf8_seq_len((const unsigned char *)s, strnlen(s, 4));
 	return l ? l : 1;
 }
 
@@ -81,7 +45,7 @@ static struct quoted quote_n(const char *s, size_t n)
 	n = strnlen(s, n);
 	while (i < n) {
 		const unsigned char *c = (const unsigned char *)s + i;
-		size_t l = utf8_len(c, n - i);
+		size_t l = utf8_seq_len(c, n - i);
 		bool escape = l == 0 || *c < 0x20 || *c == 0x7f;
 		size_t need = escape ? 4 : l;
 

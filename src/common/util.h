@@ -54,6 +54,10 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *ou
  * describe live state only need the rename. */
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable);
 
+/* Length of the valid UTF-8 sequence at S (N >= 1 bytes available), or 0 when S does not
+ * start one: overlongs, surrogates and code points above U+10FFFF are invalid. */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
+
 /* Monotonic clock in milliseconds / nanoseconds. */
 uint64_t now_ms(void);
 uint64_t now_ns(void);
