@@ -116,8 +116,17 @@ int conn_open(struct conn *c, const char *name, capsule_error *err)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return cap_err(err, errno, "socket");
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+	/* A sandbox that is starting holds its lock before its shim listens: wait for it then,
+	 * as long as a start may take. */
+	uint64_t deadline = now_ms() + CAPSULE_DEFAULT_BOOT_TIMEOUT_MS + 5000;
+	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
 		int e = errno;
+		if (e == EINTR)
+			continue;
+		if ((e == ENOENT || e == ECONNREFUSED) && now_ms() < deadline && run_dir_locked(dir)) {
+			usleep(2000);
+			continue;
+		}
 		close(fd);
 		if (e == ENOENT || e == ECONNREFUSED)
 			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running", name);

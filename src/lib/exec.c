@@ -3,6 +3,7 @@
  * queued here, and the queue is bounded by the flow-control credit we grant. */
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,6 @@
 #include "internal.h"
 #include "util.h"
 
-#define EXEC_CHAN 1
 /* Grant credit back in batches, not per frame. */
 #define CREDIT_BATCH (CP_INITIAL_WINDOW / 4)
 
@@ -22,7 +22,10 @@ struct chunk {
 };
 
 struct capsule_process {
-	struct conn c;
+	struct conn own;
+	struct conn *c;             /* &own, or the sandbox's creator connection, lent to us */
+	capsule_sandbox *lender;    /* set when c is lent */
+	uint32_t chan;
 	pid_t pid;
 	struct chunk *head, *tail;
 	struct chunk *spare;   /* one consumed chunk kept for the next frame: no malloc per frame */
@@ -40,10 +43,10 @@ static int send_credit(capsule_process *p, int stream, capsule_error *err)
 {
 	struct cp_credit m = { .stream = (uint32_t)stream, .bytes = p->unacked[stream] };
 	p->unacked[stream] = 0;
-	int r = cp_credit_encode(&p->c.w, EXEC_CHAN, &m);
+	int r = cp_credit_encode(&p->c->w, p->chan, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding CREDIT");
-	return conn_send(&p->c, err);
+	return conn_send(p->c, err);
 }
 
 /* Handle one frame from the shim. TIMEOUT as for conn_recv. */
@@ -56,7 +59,7 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 	}
 	struct cp_header h;
 	const uint8_t *payload;
-	int r = conn_recv(&p->c, &h, &payload, timeout_ms, err);
+	int r = conn_recv(p->c, &h, &payload, timeout_ms, err);
 	if (r == -EAGAIN)
 		return r;
 	if (r < 0) {
@@ -67,8 +70,8 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 			*err = p->fail_err;
 		return -p->fail_err.code;
 	}
-	if (h.chan != EXEC_CHAN) {
-		conn_consume(&p->c, &h);
+	if (h.chan != p->chan) {
+		conn_consume(p->c, &h);
 		return 0;
 	}
 	switch (h.type) {
@@ -84,7 +87,7 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 				size_t cap = h.len > CP_DATA_CHUNK ? h.len : CP_DATA_CHUNK;
 				ch = malloc(sizeof(*ch) + cap);
 				if (!ch) {
-					conn_consume(&p->c, &h);
+					conn_consume(p->c, &h);
 					return cap_err(err, ENOMEM, "buffering output");
 				}
 				ch->cap = cap;
@@ -124,13 +127,31 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 	case CP_ERROR:
 		r = conn_error_from_frame(payload, h.len, &p->fail_err);
 		p->failed = true;
-		conn_consume(&p->c, &h);
+		conn_consume(p->c, &h);
 		if (err)
 			*err = p->fail_err;
 		return r;
 	}
-	conn_consume(&p->c, &h);
+	conn_consume(p->c, &h);
 	return 0;
+}
+
+/* A command still running when its handle goes is killed: by the shim when its own
+ * connection closes, by us when the connection was lent and stays open. Frames still on
+ * their way for its channel are skipped by the connection's next user. */
+static void release_conn(capsule_process *p)
+{
+	if (!p->lender) {
+		conn_close(p->c);
+		return;
+	}
+	if (!p->exited && p->pid > 0) {
+		struct cp_signal m = { .signo = SIGKILL };
+		if (cp_signal_encode(&p->c->w, p->chan, &m) == 0)
+			conn_send(p->c, NULL);
+	}
+	p->c->nonblocking = false;
+	sandbox_return_conn(p->lender);
 }
 
 int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, capsule_error *err)
@@ -147,10 +168,17 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 	capsule_process *p = calloc(1, sizeof(*p));
 	if (!p)
 		return cap_err(err, ENOMEM, "allocating a process");
-	int r = conn_open(&p->c, capsule_sandbox_name(sb), err);
-	if (r < 0) {
-		free(p);
-		return r;
+	int r;
+	p->c = sandbox_borrow_conn(sb, &p->chan);
+	if (p->c) {
+		p->lender = sb;
+	} else {
+		p->c = &p->own;
+		p->chan = 1;
+		if ((r = conn_open(p->c, capsule_sandbox_name(sb), err)) < 0) {
+			free(p);
+			return r;
+		}
 	}
 	struct cp_exec m = {
 		.argv = (char **)argv,
@@ -162,28 +190,29 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 		.cols = o->cols,
 		.timeout_ms = o->timeout_ms,
 	};
-	if ((r = cp_exec_encode(&p->c.w, EXEC_CHAN, &m)) < 0) {
+	if ((r = cp_exec_encode(&p->c->w, p->chan, &m)) < 0) {
 		r = cap_err(err, -r, "the command is too large to send");
 		goto fail;
 	}
-	if ((r = conn_send(&p->c, err)) < 0)
+	if ((r = conn_send(p->c, err)) < 0)
 		goto fail;
 	p->stdin_credit = CP_INITIAL_WINDOW;
 	p->stdin_closed = !o->stdin_open;
 	for (;;) {
 		struct cp_header h;
 		const uint8_t *payload;
-		if ((r = conn_recv(&p->c, &h, &payload, -1, err)) < 0) {
+		if ((r = conn_recv(p->c, &h, &payload, -1, err)) < 0) {
 			if (r == -ESHUTDOWN)
 				r = cap_err_plain(err, ESHUTDOWN, "sandbox '%s' stopped", capsule_sandbox_name(sb));
 			goto fail;
 		}
-		if (h.chan != EXEC_CHAN) {
-			conn_consume(&p->c, &h);
+		if (h.chan != p->chan) {
+			conn_consume(p->c, &h);
 			continue;
 		}
 		if (h.type == CP_ERROR) {
 			r = conn_error_from_frame(payload, h.len, err);
+			conn_consume(p->c, &h);
 			goto fail;
 		}
 		if (h.type == CP_STARTED) {
@@ -193,10 +222,10 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 				goto fail;
 			}
 			p->pid = (pid_t)st.pid;
-			conn_consume(&p->c, &h);
+			conn_consume(p->c, &h);
 			break;
 		}
-		conn_consume(&p->c, &h);
+		conn_consume(p->c, &h);
 	}
 	if (o->detach) {
 		/* The OK that ends a detached command's channel. */
@@ -206,7 +235,7 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 	*out = p;
 	return 0;
 fail:
-	conn_close(&p->c);
+	release_conn(p);
 	free(p);
 	return r;
 }
@@ -253,7 +282,7 @@ ssize_t capsule_process_read(capsule_process *p, int *stream, void *buf, size_t 
 					return r;
 			}
 		}
-		int r = pump(p, p->c.nonblocking ? 0 : -1, err);
+		int r = pump(p, p->c->nonblocking ? 0 : -1, err);
 		if (r < 0)
 			return r;
 	}
@@ -269,9 +298,9 @@ ssize_t capsule_process_write(capsule_process *p, const void *buf, size_t len, c
 		if (p->exited)
 			return cap_err_plain(err, EPIPE, "the command has exited");
 		if (p->stdin_credit == 0) {
-			if (p->c.nonblocking && done)
+			if (p->c->nonblocking && done)
 				return (ssize_t)done;
-			int r = pump(p, p->c.nonblocking ? 0 : -1, err);
+			int r = pump(p, p->c->nonblocking ? 0 : -1, err);
 			if (r == -EAGAIN)
 				return done ? (ssize_t)done : -EAGAIN;
 			if (r < 0)
@@ -283,10 +312,10 @@ ssize_t capsule_process_write(capsule_process *p, const void *buf, size_t len, c
 			n = CP_DATA_CHUNK;
 		if (n > p->stdin_credit)
 			n = (size_t)p->stdin_credit;
-		int r = cp_data_encode(&p->c.w, EXEC_CHAN, CAPSULE_STDIN, false, d + done, n);
+		int r = cp_data_encode(&p->c->w, p->chan, CAPSULE_STDIN, false, d + done, n);
 		if (r < 0)
 			return cap_err(err, -r, "encoding stdin");
-		if ((r = conn_send(&p->c, err)) < 0)
+		if ((r = conn_send(p->c, err)) < 0)
 			return r;
 		p->stdin_credit -= n;
 		done += n;
@@ -299,10 +328,10 @@ int capsule_process_close_stdin(capsule_process *p, capsule_error *err)
 	if (p->stdin_closed)
 		return 0;
 	p->stdin_closed = true;
-	int r = cp_data_encode(&p->c.w, EXEC_CHAN, CAPSULE_STDIN, true, NULL, 0);
+	int r = cp_data_encode(&p->c->w, p->chan, CAPSULE_STDIN, true, NULL, 0);
 	if (r < 0)
 		return cap_err(err, -r, "encoding EOF");
-	r = conn_send(&p->c, err);
+	r = conn_send(p->c, err);
 	return r == -ESHUTDOWN ? 0 : r;
 }
 
@@ -313,10 +342,10 @@ int capsule_process_signal(capsule_process *p, int signo, capsule_error *err)
 	if (p->exited)
 		return 0;
 	struct cp_signal m = { .signo = (uint32_t)signo };
-	int r = cp_signal_encode(&p->c.w, EXEC_CHAN, &m);
+	int r = cp_signal_encode(&p->c->w, p->chan, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding SIGNAL");
-	return conn_send(&p->c, err);
+	return conn_send(p->c, err);
 }
 
 int capsule_process_resize(capsule_process *p, uint16_t rows, uint16_t cols, capsule_error *err)
@@ -324,16 +353,16 @@ int capsule_process_resize(capsule_process *p, uint16_t rows, uint16_t cols, cap
 	if (p->exited)
 		return 0;
 	struct cp_resize m = { .rows = rows, .cols = cols };
-	int r = cp_resize_encode(&p->c.w, EXEC_CHAN, &m);
+	int r = cp_resize_encode(&p->c->w, p->chan, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding RESIZE");
-	return conn_send(&p->c, err);
+	return conn_send(p->c, err);
 }
 
 int capsule_process_wait(capsule_process *p, capsule_exit_status *status, capsule_error *err)
 {
-	bool was_nb = p->c.nonblocking;
-	p->c.nonblocking = false;
+	bool was_nb = p->c->nonblocking;
+	p->c->nonblocking = false;
 	int r = 0;
 	while (!p->exited) {
 		/* Discard output, crediting it so the command is never stalled on us. */
@@ -353,7 +382,7 @@ int capsule_process_wait(capsule_process *p, capsule_exit_status *status, capsul
 	if (status)
 		*status = p->status;
 out:
-	p->c.nonblocking = was_nb;
+	p->c->nonblocking = was_nb;
 	return r;
 }
 
@@ -364,12 +393,12 @@ pid_t capsule_process_pid(const capsule_process *p)
 
 int capsule_process_fd(const capsule_process *p)
 {
-	return p->c.fd;
+	return p->c->fd;
 }
 
 int capsule_process_set_nonblocking(capsule_process *p, bool nonblocking)
 {
-	p->c.nonblocking = nonblocking;
+	p->c->nonblocking = nonblocking;
 	return 0;
 }
 
@@ -383,8 +412,7 @@ void capsule_process_free(capsule_process *p)
 		p->head = ch->next;
 		free(ch);
 	}
-	/* Closing the connection of a command still running kills it (the shim does). */
-	conn_close(&p->c);
+	release_conn(p);
 	free(p);
 }
 
@@ -431,7 +459,13 @@ int capsule_exec(capsule_exec_result *out, capsule_sandbox *sb, const capsule_ex
 	struct growbuf g[3] = { { 0 }, { .max = max_output }, { .max = max_output } };
 	size_t written = 0;
 	capsule_process_set_nonblocking(p, true);
-	static uint8_t buf[64 * 1024];
+	/* Per call, never static: threads run commands at the same time. */
+	const size_t bufsize = 64 * 1024;
+	_cleanup_free_ uint8_t *buf = malloc(bufsize);
+	if (!buf) {
+		r = cap_err(err, ENOMEM, "output buffer");
+		goto out;
+	}
 	for (;;) {
 		/* Interleave stdin and output, so that a command that writes before it has read
 		 * all its input can never deadlock against us. */
@@ -450,7 +484,7 @@ int capsule_exec(capsule_exec_result *out, capsule_sandbox *sb, const capsule_ex
 				capsule_process_close_stdin(p, NULL);
 		}
 		int stream;
-		ssize_t n = capsule_process_read(p, &stream, buf, sizeof(buf), err);
+		ssize_t n = capsule_process_read(p, &stream, buf, bufsize, err);
 		if (n == 0)
 			break;
 		if (n == -EAGAIN) {
@@ -504,18 +538,18 @@ int capsule_sandbox_kill(capsule_sandbox *sb, pid_t pid, int signo, capsule_erro
 	if (r < 0)
 		return r;
 	struct cp_signal m = { .signo = (uint32_t)signo, .pid = (uint32_t)pid };
-	if ((r = cp_signal_encode(&c.w, EXEC_CHAN, &m)) < 0 || (r = conn_send(&c, err)) < 0)
+	if ((r = cp_signal_encode(&c.w, 1, &m)) < 0 || (r = conn_send(&c, err)) < 0)
 		goto out;
 	for (;;) {
 		struct cp_header h;
 		const uint8_t *payload;
 		if ((r = conn_recv(&c, &h, &payload, 10000, err)) < 0)
 			break;
-		if (h.chan == EXEC_CHAN && h.type == CP_OK) {
+		if (h.chan == 1 && h.type == CP_OK) {
 			r = 0;
 			break;
 		}
-		if (h.chan == EXEC_CHAN && h.type == CP_ERROR) {
+		if (h.chan == 1 && h.type == CP_ERROR) {
 			r = conn_error_from_frame(payload, h.len, err);
 			break;
 		}

@@ -91,4 +91,11 @@ void conn_consume(struct conn *c, const struct cp_header *h);
 int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err);
 void conn_close(struct conn *c);
 
+/* The creator's connection of an ephemeral sandbox is already past HELLO: it is lent to one
+ * command at a time, which saves a connect and a round trip on every exec. NULL when there is
+ * none or it is lent out; then the caller opens its own. *CHAN is a channel id not used on it
+ * before. */
+struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan);
+void sandbox_return_conn(capsule_sandbox *sb);
+
 #endif

@@ -22,6 +22,8 @@
 struct capsule_sandbox {
 	struct capsule_config cfg;
 	struct conn owner; /* the creator's socket to an ephemeral sandbox's shim; fd -1 if none */
+	bool owner_lent;   /* a command is using owner (taken and given back atomically) */
+	uint32_t owner_next_chan;
 	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
 };
 
@@ -217,6 +219,22 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	return 0;
 }
 
+struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
+{
+	if (sb->owner.fd < 0 || __atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
+		return NULL;
+	/* Channel 1 is the stop request's; commands count up from 2. */
+	if (sb->owner_next_chan < 2)
+		sb->owner_next_chan = 2;
+	*chan = sb->owner_next_chan++;
+	return &sb->owner;
+}
+
+void sandbox_return_conn(capsule_sandbox *sb)
+{
+	__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
+}
+
 static capsule_sandbox *sandbox_alloc(void)
 {
 	capsule_sandbox *sb = calloc(1, sizeof(*sb));
@@ -366,12 +384,14 @@ static int stop_via(struct conn *c, uint32_t timeout_ms, capsule_error *err)
 int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
 {
 	int r;
-	if (sb->owner.fd >= 0) {
+	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
 		r = stop_via(&sb->owner, timeout_ms, err);
 		conn_close(&sb->owner);
 		reap_shim(sb);
 		return r;
 	}
+	/* The creator's socket is lent to a running command (or there is none): a connection
+	 * of our own asks the shim; the command sees the sandbox go. */
 	struct conn c;
 	r = conn_open(&c, sb->cfg.name, err);
 	if (r == -ENOTCONN || r == -ENOENT) {
@@ -513,10 +533,15 @@ static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, 
 	info->created_unix = cfg.created_unix;
 	config_clear(&cfg);
 	bool running = run_dir_locked(dir);
-	snprintf(info->state, sizeof(info->state), "%s", running ? "running" : "stopped");
-	_cleanup_free_ char *state = NULL;
-	size_t len;
-	if (running && read_file_at(dir, "state.json", 1u << 16, &state, &len) == 0) {
+	_cleanup_free_ char *state = NULL, *state_name = NULL;
+	size_t len = 0;
+	if (running && read_file_at(dir, "state.json", 1u << 16, &state, &len) == 0)
+		json_get_string(state, len, "state", &state_name);
+	/* The lock is held from the first moment of a start; the shim writes "running" only
+	 * once it serves requests. In between, the sandbox is starting. */
+	snprintf(info->state, sizeof(info->state), "%s",
+		 !running ? "stopped" : (state_name && !strcmp(state_name, "running")) ? "running" : "starting");
+	if (running && state) {
 		int64_t v;
 		if (json_get_int(state, len, "shim_pid", &v) == 0)
 			info->shim_pid = (pid_t)v;
