@@ -57,7 +57,8 @@ CAPSULE_API int capsule_config_set_name(capsule_config *cfg, const char *name, c
 /* Image reference; "host" (the default) is the host's /usr read-only with a fresh /etc. */
 CAPSULE_API int capsule_config_set_image(capsule_config *cfg, const char *image, capsule_error *err);
 CAPSULE_API int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err);
-/* Limits; 0 means no limit. */
+/* Limits; 0 means no limit. Memory and cpus are unlimited by default; pids default to 4096,
+ * so that no sandbox can spend all of the host's pids unless asked to (0). */
 CAPSULE_API int capsule_config_set_memory_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
 CAPSULE_API int capsule_config_set_cpus_milli(capsule_config *cfg, uint32_t millicpus, capsule_error *err);
 CAPSULE_API int capsule_config_set_pids_limit(capsule_config *cfg, uint32_t pids, capsule_error *err);

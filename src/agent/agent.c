@@ -406,10 +406,10 @@ static void handle_data(const struct cp_header *h, const uint8_t *payload)
 	unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
 	if (!p)
 		return; /* the process already ended: late stdin is dropped */
-	if (stream != CP_STREAM_STDIN || p->stdin_eof) {
-		send_error(h->chan, EBADMSG, "DATA for a stream that does not take input");
+	/* Only stdin takes input. Anything else on a live channel is dropped, not answered:
+	 * ERROR is final and would end the channel while its command runs on. */
+	if (stream != CP_STREAM_STDIN || p->stdin_eof)
 		return;
-	}
 	if (h->len) {
 		if (p->fd[0] < 0)
 			return;
@@ -447,7 +447,15 @@ static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 static void handle_signal(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_signal m;
-	if (cp_signal_decode(payload, h->len, &m) < 0 || m.signo == 0 || m.signo >= NSIG) {
+	struct proc *p = proc_by_chan(h->chan);
+	bool valid = cp_signal_decode(payload, h->len, &m) == 0 && m.signo > 0 && m.signo < NSIG;
+	if (p) {
+		/* On a command's channel: signal that command, or nothing (see handle_data). */
+		if (valid && m.pid == 0 && !p->exited)
+			kill(p->tty ? -p->pid : p->pid, (int)m.signo);
+		return;
+	}
+	if (!valid) {
 		send_error(h->chan, EINVAL, "invalid signal");
 		return;
 	}
@@ -463,9 +471,7 @@ static void handle_signal(const struct cp_header *h, const uint8_t *payload)
 		}
 		return;
 	}
-	struct proc *p = proc_by_chan(h->chan);
-	if (p && !p->exited)
-		kill(p->tty ? -p->pid : p->pid, (int)m.signo);
+	send_error(h->chan, EINVAL, "SIGNAL without a pid needs a command's channel");
 }
 
 static void handle_resize(const struct cp_header *h, const uint8_t *payload)

@@ -52,6 +52,22 @@ static size_t split_colon(char *line, char **fields, size_t max)
 	return n;
 }
 
+/* Read a small text file the sandbox controls. Its contents are the sandbox's to choose, but
+ * it must not be able to block us: a FIFO or device planted at /etc/passwd would hang PID 1
+ * in open() or read(). So: non-blocking open, regular files only, bounded size. */
+static int read_sandbox_file(const char *path, char **out)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode))
+		return -EINVAL;
+	return read_fd_all(fd, 4u << 20, out, NULL);
+}
+
 struct passwd_entry {
 	uid_t uid;
 	gid_t gid;
@@ -64,7 +80,7 @@ struct passwd_entry {
 static int find_passwd(const char *name, const uid_t *uid, struct passwd_entry *out)
 {
 	_cleanup_free_ char *text = NULL;
-	if (read_file_at(AT_FDCWD, "/etc/passwd", 4u << 20, &text, NULL) < 0)
+	if (read_sandbox_file("/etc/passwd", &text) < 0)
 		return -ENOENT;
 	char *save = NULL;
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -95,7 +111,7 @@ static int scan_groups(const char *group_name, gid_t *gid_out, const char *usern
 {
 	_cleanup_free_ char *text = NULL;
 	int found = -ENOENT;
-	if (read_file_at(AT_FDCWD, "/etc/group", 4u << 20, &text, NULL) < 0)
+	if (read_sandbox_file("/etc/group", &text) < 0)
 		return -ENOENT;
 	char *save = NULL;
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -131,8 +147,9 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 	*groups = NULL;
 	*ngroups = 0;
 	*home = NULL;
+	/* The default is uid 0 by number, as in docker: it works without any passwd file. */
 	if (!user || !*user)
-		user = "root";
+		user = "0";
 	_cleanup_free_ char *copy = strdup(user);
 	if (!copy)
 		return -ENOMEM;
@@ -155,7 +172,7 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 		/* A numeric uid needs no passwd entry, as in docker. */
 		pw.uid = want_uid;
 		pw.gid = want_uid;
-		pw.home = strdup("/");
+		pw.home = strdup(want_uid == 0 ? "/root" : "/");
 		if (!pw.home)
 			return -ENOMEM;
 	}

@@ -95,11 +95,8 @@ int read_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len)
+int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
 {
-	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-	if (fd < 0)
-		return -errno;
 	size_t cap = 4096, len = 0;
 	_cleanup_free_ char *buf = malloc(cap + 1);
 	if (!buf)
@@ -129,6 +126,14 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *ou
 		*out_len = len;
 	*out = steal_ptr(buf);
 	return 0;
+}
+
+int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return -errno;
+	return read_fd_all(fd, max, out, out_len);
 }
 
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable)

@@ -48,6 +48,7 @@ int cap_err_wrap(capsule_error *err, int ret, const char *fmt, ...) _printf_(3, 
 int write_all(int fd, const void *buf, size_t len);
 int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
+int read_fd_all(int fd, size_t max, char **out, size_t *out_len);
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
 /* Write a file atomically: temp name in the same folder, rename over. DURABLE adds an fsync
  * before the rename, for what must survive a power loss (saves, volume metadata); files that

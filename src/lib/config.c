@@ -23,6 +23,7 @@ int capsule_config_new(capsule_config **out, capsule_error *err)
 	snprintf(cfg->image, sizeof(cfg->image), "host");
 	cfg->isolation = CAPSULE_ISOLATION_CONTAINER;
 	cfg->boot_timeout_ms = CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
+	cfg->pids_limit = CAPSULE_DEFAULT_PIDS_LIMIT;
 	*out = cfg;
 	return 0;
 }
@@ -208,9 +209,9 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		return -ENOMEM;
 	fprintf(f, "version=1\nname=%s\nimage=%s\nhostname=%s\nisolation=%s\n", cfg->name, cfg->image, cfg->hostname,
 		cfg->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
-	fprintf(f, "memory=%llu\ncpus_milli=%u\npids=%u\nboot_timeout_ms=%u\ndetached=%d\ncreated=%lld\n",
+	fprintf(f, "memory=%llu\ncpus_milli=%u\npids=%u\nboot_timeout_ms=%u\ndetached=%d\ncreated=%lld\nid_slot=%u\n",
 		(unsigned long long)cfg->memory_bytes, cfg->cpus_milli, cfg->pids_limit, cfg->boot_timeout_ms,
-		cfg->detached ? 1 : 0, (long long)cfg->created_unix);
+		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
 	for (size_t i = 0; i < cfg->envc; i++)
 		fprintf(f, "env=%s\n", cfg->env[i]);
 	if (fclose(f) != 0) {
@@ -268,6 +269,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			cfg->detached = strcmp(v, "1") == 0;
 		else if (!strcmp(k, "created") && (r = parse_u64_field(k, v, INT64_MAX, &x, err)) == 0)
 			cfg->created_unix = (int64_t)x;
+		else if (!strcmp(k, "id_slot") && (r = parse_u64_field(k, v, 65535, &x, err)) == 0)
+			cfg->id_slot = (uint32_t)x;
 		else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");

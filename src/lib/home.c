@@ -106,18 +106,21 @@ int home_subdir_open(const char *sub, int *out, capsule_error *err)
 	return 0;
 }
 
-void home_id_map(uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless)
+void home_id_map(uint32_t slot, uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless)
 {
 	if (geteuid() == 0) {
-		uid_t base = CAPSULE_DEFAULT_UID_BASE;
+		uint64_t base = CAPSULE_DEFAULT_UID_BASE;
 		const char *env = getenv("CAPSULE_UID_BASE");
 		if (env && *env) {
 			char *end;
 			unsigned long v = strtoul(env, &end, 10);
 			if (!*end && v >= 65536 && v < 0xffffffffUL - CAPSULE_ID_COUNT)
-				base = (uid_t)v;
+				base = v;
 		}
-		*uid_base = base;
+		base += (uint64_t)slot * CAPSULE_ID_COUNT;
+		if (base > 0xfffffffeULL - CAPSULE_ID_COUNT)
+			base = CAPSULE_DEFAULT_UID_BASE; /* id_slot_take never hands out such a slot */
+		*uid_base = (uid_t)base;
 		*gid_base = (gid_t)base;
 		*count = CAPSULE_ID_COUNT;
 		*rootless = false;
@@ -163,6 +166,83 @@ void sandbox_cgroup_name(const char *name, char *out, size_t size)
 	for (const char *p = capsule_home(); *p; p++)
 		h = (h ^ (uint8_t)*p) * 16777619u;
 	snprintf(out, size, "%s.%08x", name, h);
+}
+
+/* ---- id slots ---- */
+
+static uint32_t id_slot_max(void)
+{
+	return (uint32_t)((0xfffffffeULL - CAPSULE_DEFAULT_UID_BASE) / CAPSULE_ID_COUNT) - 1;
+}
+
+/* A slot link whose owner has no folder any more, or whose owner's config names another
+ * slot, was left by a crash: it may be taken over. */
+static bool id_slot_stale(int run, const char *owner, uint32_t slot)
+{
+	_cleanup_close_ int dir = openat(run, owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return errno == ENOENT;
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (read_file_at(dir, "config", 1u << 20, &text, &len) < 0)
+		return false; /* being created right now */
+	struct capsule_config cfg;
+	if (config_parse(text, len, &cfg, NULL) < 0)
+		return false;
+	bool stale = cfg.id_slot != slot;
+	config_clear(&cfg);
+	return stale;
+}
+
+int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
+{
+	*slot = 0;
+	if (geteuid() != 0)
+		return 0; /* rootless: one id, the caller's own */
+	_cleanup_close_ int run = -1, slots = -1;
+	int r = home_subdir_open("run", &run, err);
+	if (r < 0 || (r = home_subdir_open("slots", &slots, err)) < 0)
+		return r;
+	for (uint32_t n = 0; n <= id_slot_max(); n++) {
+		char path[16];
+		snprintf(path, sizeof(path), "%u", n);
+		/* symlinkat is the atomic claim: of two racing creators, one gets EEXIST. */
+		if (symlinkat(name, slots, path) == 0) {
+			*slot = n;
+			return 0;
+		}
+		if (errno != EEXIST)
+			return cap_err(err, errno, "claiming id slot '%s/slots/%s'", capsule_home(), path);
+		char owner[CAPSULE_NAME_MAX + 2];
+		ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
+		if (l <= 0)
+			continue;
+		owner[l] = '\0';
+		if (strcmp(owner, name) != 0 && id_slot_stale(run, owner, n) && unlinkat(slots, path, 0) == 0 &&
+		    symlinkat(name, slots, path) == 0) {
+			*slot = n;
+			return 0;
+		}
+	}
+	return cap_err_plain(err, ENOSPC, "no free host id range for another sandbox");
+}
+
+void id_slot_release(const char *name, uint32_t slot)
+{
+	if (geteuid() != 0)
+		return;
+	_cleanup_close_ int slots = -1;
+	if (home_subdir_open("slots", &slots, NULL) < 0)
+		return;
+	char path[16], owner[CAPSULE_NAME_MAX + 2];
+	snprintf(path, sizeof(path), "%u", slot);
+	ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
+	if (l <= 0)
+		return;
+	owner[l] = '\0';
+	/* Only our own claim: the slot may have been taken over since. */
+	if (strcmp(owner, name) == 0)
+		unlinkat(slots, path, 0);
 }
 
 /* ---- helper binaries ---- */
@@ -360,13 +440,8 @@ static int build_host_skeleton(struct skel *s)
 	return r;
 }
 
-int image_host_lower(char **path, capsule_error *err)
+int image_host_lower(uid_t ub, gid_t gb, char **path, capsule_error *err)
 {
-	uid_t ub;
-	gid_t gb;
-	uint32_t count;
-	bool rootless;
-	home_id_map(&ub, &gb, &count, &rootless);
 	_cleanup_close_ int images = -1;
 	int r = home_subdir_open("images", &images, err);
 	if (r < 0)

@@ -12,6 +12,8 @@
 #define CAPSULE_NAME_MAX 63
 #define CAPSULE_DEFAULT_BOOT_TIMEOUT_MS 10000
 #define CAPSULE_DEFAULT_STOP_TIMEOUT_MS 10000
+/* A sandbox with no pids limit could spend the host's pids (pid_max is often 32768). */
+#define CAPSULE_DEFAULT_PIDS_LIMIT 4096
 /* Root callers map the sandbox's root to this unprivileged host range (docs/security.md). */
 #define CAPSULE_DEFAULT_UID_BASE 1000000000u
 #define CAPSULE_ID_COUNT 65536u
@@ -30,6 +32,7 @@ struct capsule_config {
 	char **env; /* NULL-terminated */
 	size_t envc;
 	int64_t created_unix;
+	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;
 	void *progress_payload;
 };
@@ -43,12 +46,18 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src);
  * root can reach its own files below them). */
 int home_open(int *home_fd, capsule_error *err);
 int home_subdir_open(const char *sub, int *fd, capsule_error *err);
-/* The host uid/gid that the sandbox's root maps to, and how many ids are mapped. */
-void home_id_map(uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless);
+/* The host uid/gid that the root of the sandbox in id slot SLOT maps to, and how many ids are
+ * mapped. Each sandbox of a root caller has a range of its own, so that per-user kernel
+ * limits (inotify instances, message queues, ...) of one cannot be spent by another. */
+void home_id_map(uint32_t slot, uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless);
+/* Take the lowest free id slot for sandbox NAME (slots/N, a link naming its owner; a
+ * link whose owner is gone is taken over), and give it back. */
+int id_slot_take(const char *name, uint32_t *slot, capsule_error *err);
+void id_slot_release(const char *name, uint32_t slot);
 
 /* The read-only lower root of the "host" image (a skeleton: fresh /etc, empty /root, /tmp,
  * mount points for the host's /usr); made once, atomically. Returns its path (malloc'd). */
-int image_host_lower(char **path, capsule_error *err);
+int image_host_lower(uid_t uid_base, gid_t gid_base, char **path, capsule_error *err);
 
 /* Locate a helper binary ("capsule-shim", "capsule-agent"): $CAPSULE_LIBEXEC, then the folder
  * of the running binary or of libcapsule.so, then the install libexec folder. */

@@ -285,6 +285,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 		r = cap_err(err, errno, "locking sandbox '%s'", cfg->name);
 		goto fail_rm;
 	}
+	if ((r = id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
+		goto fail_rm;
 	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);
 		goto fail_rm;
@@ -297,6 +299,7 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	return 0;
 fail_rm:
 	rm_rf_at(run, cfg->name);
+	id_slot_release(cfg->name, cfg->id_slot);
 fail_free:
 	config_clear(&sb->cfg);
 	free(sb);
@@ -443,8 +446,17 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	_cleanup_close_ int lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) < 0)
 		return cap_err_plain(err, EBUSY, "sandbox '%s' was started again while being removed", name);
-	if ((r = rm_rf_at(run, name)) < 0)
+	struct capsule_config cfg;
+	bool have_cfg = read_config_at(dir, &cfg, NULL) == 0;
+	if ((r = rm_rf_at(run, name)) < 0) {
+		if (have_cfg)
+			config_clear(&cfg);
 		return cap_err(err, -r, "removing the folder of sandbox '%s'", name);
+	}
+	if (have_cfg) {
+		id_slot_release(name, cfg.id_slot);
+		config_clear(&cfg);
+	}
 	return 0;
 }
 
@@ -498,13 +510,16 @@ int sweep_stale(const char *name)
 	run_shim_cleanup(name);
 	struct capsule_config cfg;
 	bool detached = false;
+	uint32_t slot = 0;
 	if (read_config_at(dir, &cfg, NULL) == 0) {
 		detached = cfg.detached;
+		slot = cfg.id_slot;
 		config_clear(&cfg);
 	}
 	unlinkat(dir, "control.sock", 0);
 	if (!detached) {
 		rm_rf_at(run, name);
+		id_slot_release(name, slot);
 		return 1;
 	}
 	rm_rf_at(dir, "fs/work");
@@ -581,6 +596,13 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_int(&j, "init_pid", info.init_pid);
 	json_kv_int(&j, "created", info.created_unix);
 	json_kv_int(&j, "started", info.started_unix);
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(sb->cfg.id_slot, &ub, &gb, &count, &rootless);
+	json_kv_uint(&j, "host_uid_base", ub);
+	json_kv_uint(&j, "host_id_count", count);
 	json_key(&j, "limits");
 	json_object_begin(&j);
 	json_kv_uint(&j, "memory_bytes", info.memory_bytes);

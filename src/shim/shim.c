@@ -44,6 +44,7 @@
 #define LOCK_FD 4
 #define MAX_CLIENTS 256
 #define MAX_CHANNELS 4096
+#define MAX_CHANNELS_PER_CLIENT 256
 #define CLIENT_OUTQ_MAX (16u << 20)
 #define AGENT_OUTQ_MAX (8u << 20)
 
@@ -65,6 +66,7 @@ struct client {
 	uint32_t stop_chan;
 	struct cp_rxbuf rx;
 	struct outq out;
+	unsigned nchans;  /* channels open for this client: one client cannot take them all */
 };
 
 /* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */
@@ -404,6 +406,7 @@ static void finish_and_exit(void)
 		_cleanup_close_ int run = -1;
 		if (home_subdir_open("run", &run, NULL) == 0)
 			rm_rf_at(run, S.name);
+		id_slot_release(S.name, S.cfg.id_slot);
 		if (S.log)
 			fclose(S.log);
 		S.log = NULL;
@@ -503,14 +506,25 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 			client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 			return;
 		}
+		if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
+			client_send_error(ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
+					  MAX_CHANNELS_PER_CLIENT);
+			return;
+		}
 		ch = chan_new(ci, h->chan);
 		if (!ch) {
 			client_send_error(ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", S.name);
 			return;
 		}
+		c->nchans++;
 		forward(true, ci, h, payload, ch->agent_chan);
 		return;
 	case CP_DATA:
+		if ((h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN) {
+			client_send_error(ci, 0, EBADMSG, "DATA from a client must be stdin; closing the connection");
+			c->closing = true;
+			return;
+		}
 		if (!ch)
 			return; /* late stdin after exit */
 		if (h->len > ch->in_credit) {
@@ -624,8 +638,11 @@ static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 	bool final = h->type == CP_EXIT || h->type == CP_ERROR || h->type == CP_OK;
 	if (ch->client >= 0 && S.clients[ch->client].used)
 		forward(false, ch->client, h, payload, ch->client_chan);
-	if (final)
+	if (final) {
+		if (ch->client >= 0 && S.clients[ch->client].used && S.clients[ch->client].nchans > 0)
+			S.clients[ch->client].nchans--;
 		memset(ch, 0, sizeof(*ch));
+	}
 }
 
 static void agent_readable(void)
@@ -756,19 +773,18 @@ static int start_sandbox(capsule_error *err)
 
 	progress("cgroup");
 
-	_cleanup_free_ char *lower = NULL;
-	if (strcmp(S.cfg.image, "host") != 0)
-		return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", S.cfg.image);
-	if ((r = image_host_lower(&lower, err)) < 0)
-		return r;
-
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
 	bool rootless;
-	home_id_map(&ub, &gb, &count, &rootless);
+	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
 
-	/* fs/ holds the sandbox's own layer; its root must own it to write through overlay. */
+	_cleanup_free_ char *lower = NULL;
+	if (strcmp(S.cfg.image, "host") != 0)
+		return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", S.cfg.image);
+	if ((r = image_host_lower(ub, gb, &lower, err)) < 0)
+		return r;
+
 	/* The upper folder is the sandbox's "/" as overlayfs shows it: its mode is the root's. */
 	static const struct {
 		const char *path;

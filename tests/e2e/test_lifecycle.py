@@ -215,7 +215,7 @@ def test_inspect_fields(capsule):
 def test_inspect_of_default_sandbox(capsule, sandbox):
     info = capsule.inspect(sandbox)
     assert info["hostname"] == sandbox
-    assert info["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 0}
+    assert info["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096}
     assert info["env"] == []
 
 

@@ -69,10 +69,16 @@ def test_sandbox_processes_are_in_the_limited_cgroups(capsule):
     assert read_file(os.path.join(cgroup_dir(name, "pids"), "pids.max")) == "64"
 
 
-def test_no_limits_by_default(capsule, sandbox):
-    assert capsule.inspect(sandbox)["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 0}
-    assert read_file(os.path.join(cgroup_dir(sandbox, "pids"), "pids.max")) == "max"
+def test_default_limits_are_no_memory_or_cpu_limit_and_4096_pids(capsule, sandbox):
+    assert capsule.inspect(sandbox)["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096}
+    assert read_file(os.path.join(cgroup_dir(sandbox, "pids"), "pids.max")) == "4096"
     assert read_file(os.path.join(cgroup_dir(sandbox, "cpu"), "cpu.cfs_quota_us")) == "-1"
+
+
+def test_pids_limit_zero_means_no_limit(capsule):
+    name = capsule.create("--pids-limit", "0")
+    assert capsule.inspect(name)["limits"]["pids"] == 0
+    assert read_file(os.path.join(cgroup_dir(name, "pids"), "pids.max")) == "max"
 
 
 def test_fork_bomb_hits_pids_limit_and_sandbox_still_answers(capsule):

@@ -196,3 +196,19 @@ def read_until_quiet(s, quiet=1.0, total=10.0, until=None):
             return buf, True
         buf += d
     return buf, False
+
+
+def shim_pids_named(name):
+    """Host pids of capsule-shim processes serving sandbox NAME (names in tests are unique)."""
+    out = []
+    for ent in os.listdir("/proc"):
+        if not ent.isdigit():
+            continue
+        try:
+            with open(f"/proc/{ent}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"capsule-shim") and name.encode() in argv and proc_alive(int(ent)):
+            out.append(int(ent))
+    return out

@@ -303,3 +303,57 @@ def test_fd_exhaustion_leaves_sandbox_answering(capsule, sandbox):
         for h in hogs:
             h.wait(timeout=60)
     assert_alive(capsule, sandbox)
+
+
+# ---- cpu and tmpfs -------------------------------------------------------------------------
+
+CPU_HOG = r"""
+import os, time
+kids = []
+for _ in range(4):
+    pid = os.fork()
+    if pid == 0:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            pass
+        os._exit(0)
+    kids.append(pid)
+for k in kids:
+    os.waitpid(k, 0)
+t = os.times()
+print(t.children_user + t.children_system)
+"""
+
+
+def test_cpu_hog_is_held_by_cpus_limit(capsule):
+    name = capsule.create("--cpus", "0.5")
+    r = capsule.run("exec", name, "python3", "-c", CPU_HOG, timeout=60)
+    assert r.returncode == 0, r.stderr
+    used = float(r.stdout.strip())
+    print("cpu-seconds used:", used)
+    # 4 busy processes for 2 s would take min(4, cores) * 2 s unthrottled; 0.5 cpu allows ~1 s.
+    assert used < 1.6, f"a --cpus 0.5 sandbox used {used:.2f} cpu-seconds in 2 s"
+    assert_alive(capsule, name)
+
+
+def test_dev_shm_is_bounded(mod_capsule, shared_sandbox):
+    code = r"""
+import errno, os
+n = 0
+try:
+    with open("/dev/shm/fill", "wb") as f:
+        chunk = b"\0" * (1 << 20)
+        while n < 512:
+            f.write(chunk); f.flush(); n += 1
+    print("wrote", n)
+except OSError as e:
+    print(errno.errorcode.get(e.errno), n)
+finally:
+    try: os.unlink("/dev/shm/fill")
+    except OSError: pass
+"""
+    r = py(mod_capsule, shared_sandbox, code)
+    assert r.returncode == 0, r.stderr
+    what, n = r.stdout.split()
+    assert what == "ENOSPC" and int(n) <= 64, f"/dev/shm took {n} MiB ({what})"
+    assert_alive(mod_capsule, shared_sandbox)

@@ -510,3 +510,151 @@ print(json.dumps(out))
     for k, v in res.items():
         assert v in ("EPERM", "EACCES"), f"mknod {k}: {v}"
     assert_alive(mod_capsule, shared_sandbox)
+
+
+# ---- other sandboxes -----------------------------------------------------------------------
+
+INOTIFY_HOG = r"""
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+n = 0
+while n < 100000:
+    if libc.inotify_init1(0) < 0:
+        break
+    n += 1
+print("held", n, flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+INOTIFY_TRY = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.inotify_init1(0)
+print("ok" if r >= 0 else os.strerror(ctypes.get_errno()))
+"""
+
+MQ_HOG = r"""
+import ctypes, os, sys, time
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_long), ("maxmsg", ctypes.c_long), ("msgsize", ctypes.c_long),
+                ("cur", ctypes.c_long), ("pad", ctypes.c_long * 4)]
+n = 0
+while n < 1000:
+    a = Attr(0, 10, 8192, 0)
+    if rt.mq_open(("/hog%d" % n).encode(), os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(a)) < 0:
+        break
+    n += 1
+print("held", n, flush=True)
+time.sleep(float(sys.argv[1]))
+"""
+
+MQ_TRY = r"""
+import ctypes, os
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+class Attr(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_long), ("maxmsg", ctypes.c_long), ("msgsize", ctypes.c_long),
+                ("cur", ctypes.c_long), ("pad", ctypes.c_long * 4)]
+a = Attr(0, 10, 8192, 0)
+r = rt.mq_open(b"/mine", os.O_CREAT | os.O_RDWR, 0o600, ctypes.byref(a))
+print("ok" if r >= 0 else os.strerror(ctypes.get_errno()))
+"""
+
+
+@pytest.mark.parametrize("kind", ["inotify_instances", "posix_mqueue_bytes"])
+def test_one_sandbox_cannot_exhaust_per_user_limits_of_another(capsule, kind):
+    """The kernel accounts some resources per host uid (inotify instances, POSIX message
+    queue bytes, ...). A sandbox that uses up its share must not leave another sandbox
+    without any."""
+    hog_code, try_code = {"inotify_instances": (INOTIFY_HOG, INOTIFY_TRY),
+                          "posix_mqueue_bytes": (MQ_HOG, MQ_TRY)}[kind]
+    a = capsule.create()
+    b = capsule.create()
+    hog = capsule.popen("exec", a, "python3", "-c", hog_code, "6", stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = hog.stdout.readline()
+        assert line.startswith("held"), line
+        r = capsule.run("exec", b, "python3", "-c", try_code, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "ok", (
+            f"sandbox {a} holding {line.split()[1]} {kind} left sandbox {b} with none: {r.stdout.strip()} "
+            "(both map root to the same host uid)")
+    finally:
+        hog.kill()
+        hog.wait()
+        # Message queues outlive their creator until the IPC namespace goes: remove the
+        # hog's sandbox now so that the host uid's share is given back at once.
+        capsule.run("rm", "-f", a, timeout=60)
+
+
+def test_sysv_ipc_of_the_host_is_invisible(mod_capsule, shared_sandbox):
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    key = 0x5EC00000 | (os.getpid() & 0xFFFF)
+    shmid = libc.shmget(key, 4096, 0o600 | 0o1000)  # IPC_CREAT
+    assert shmid >= 0
+    try:
+        code = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.shmget(int(sys.argv[1]), 0, 0)
+print("found" if r >= 0 else os.strerror(ctypes.get_errno()))
+"""
+        r = py(mod_capsule, shared_sandbox, code, args=(str(key),))
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() != "found", "a host SysV shm segment is visible inside"
+    finally:
+        libc.shmctl(shmid, 0, None)  # IPC_RMID
+
+
+# ---- the agent and the sandbox's own files ---------------------------------------------------
+
+
+@pytest.mark.parametrize("trap", ["passwd_fifo", "group_fifo", "passwd_dev_zero", "passwd_huge", "passwd_dir"])
+def test_hostile_etc_files_do_not_wedge_the_agent(capsule, sandbox, trap):
+    """The agent (PID 1, one thread) reads the sandbox's /etc/passwd and /etc/group itself for
+    every exec. Sandbox root controls those files; whatever it puts there, the agent must
+    answer (an error is fine) and not block."""
+    setup = {
+        "passwd_fifo": "rm -f /etc/passwd && mkfifo /etc/passwd",
+        "group_fifo": "rm -f /etc/group && mkfifo /etc/group",
+        "passwd_dev_zero": "rm -f /etc/passwd && ln -s /dev/zero /etc/passwd",
+        "passwd_huge": "head -c 3000000 /dev/zero | tr '\\0' a > /etc/passwd && echo 'root:x:0:0::/root:/bin/sh' >> /etc/passwd",
+        "passwd_dir": "rm -f /etc/passwd && mkdir /etc/passwd",
+    }[trap]
+    r = capsule.run("exec", sandbox, "/bin/sh", "-c", setup, timeout=30)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = capsule.run("exec", sandbox, "/bin/echo", "ok", timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"with /etc trapped ({trap}) the agent no longer answers: exec hung")
+    try:
+        r = capsule.run("exec", "-u", "0", sandbox, "/bin/echo", "ok", timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"with /etc trapped ({trap}) the agent no longer answers: exec -u 0 hung")
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r
+
+
+def test_host_side_cleanup_never_follows_sandbox_symlinks(capsule, tmp_path):
+    """Sandbox root can plant symlinks (and files named like anything) in its upper layer,
+    which the host removes on rm. The removal must delete the links, never what they point
+    to."""
+    canary_dir = tmp_path / "canary"
+    canary_dir.mkdir()
+    (canary_dir / "keep").write_text("precious")
+    canary_file = tmp_path / "canary-file"
+    canary_file.write_text("precious")
+    name = capsule.create()
+    script = (f"ln -s {canary_dir} /tmp/dirlink && ln -s {canary_file} /tmp/filelink && "
+              f"mkdir -p /tmp/deep/a && ln -s {canary_dir} /tmp/deep/a/b && ln -s {tmp_path} /root/up && "
+              f"ln -s / /tmp/rootlink")
+    r = capsule.run("exec", name, "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("stop", name, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("rm", name, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert (canary_dir / "keep").read_text() == "precious"
+    assert canary_file.read_text() == "precious"
+    assert not os.path.exists(os.path.join(capsule.home, "run", name))

@@ -366,3 +366,61 @@ def test_client_that_grants_credit_but_never_reads_is_cut_off(capsule, sandbox):
     assert_alive(capsule, sandbox)
     assert hung_up, "the shim kept queueing for a client that does not read"
     assert peak - base < 48 * 1024, f"shim RSS grew by {(peak - base) // 1024} MiB for one non-reading client"
+
+
+SIGNAL = 21
+
+
+def _start(s, chan, argv, flags=0):
+    send_quietly(s, exec_frame(chan, argv, flags=flags))
+    buf, _ = read_until_quiet(s, quiet=5.0, until=lambda fr: any(f[0] == STARTED and f[2] == chan for f in fr))
+    assert any(f[0] == STARTED and f[2] == chan for f in parse_frames(buf)[0]), buf
+    return buf
+
+
+def test_signal_frames_without_a_process_do_not_leak_channels(capsule, sandbox):
+    """A SIGNAL on a fresh channel (no process behind it, pid 0) gets no final reply from the
+    agent; the shim must not keep such channels forever. The shim has 4096 channel slots:
+    after more SIGNALs than that, from a client that has since gone away, exec must still
+    work."""
+    s = connect(capsule, sandbox)
+    try:
+        sig = tlv(1, struct.pack("<I", 15))
+        send_quietly(s, hello_frame() + b"".join(frame(SIGNAL, 1000 + i, sig) for i in range(4200)))
+        read_until_quiet(s, quiet=1.0)
+    finally:
+        s.close()
+    time.sleep(0.3)
+    assert_alive(capsule, sandbox)
+
+
+@pytest.mark.parametrize("how", ["data_on_stdout_stream", "signal_0", "signal_with_pid"])
+def test_error_reply_on_a_live_channel_does_not_orphan_its_command(capsule, sandbox, how):
+    """Some requests on a running command's channel get an ERROR (or OK) from the agent
+    without ending the command. The shim must not take that reply as the end of the channel:
+    if it does, the command loses its client (no output, no EXIT) and is not killed when the
+    client goes, as the commands of a departed client must be."""
+    s = connect(capsule, sandbox)
+    try:
+        send_quietly(s, hello_frame())
+        _start(s, 1, ["sh", "-c", "echo ready; exec sleep 1000"], flags=EXEC_STDIN)
+        if how == "data_on_stdout_stream":
+            send_quietly(s, frame(DATA, 1, b"x", flags=1))
+        elif how == "signal_0":
+            send_quietly(s, frame(SIGNAL, 1, tlv(1, struct.pack("<I", 0))))
+        else:
+            # SIGCONT to the sandbox's pid 2 (harmless), sent on the command's own channel
+            send_quietly(s, frame(SIGNAL, 1, tlv(1, struct.pack("<I", 18)) + tlv(2, struct.pack("<I", 2))))
+        read_until_quiet(s, quiet=1.0)
+    finally:
+        s.close()
+
+    def sleep_gone():
+        r = capsule.run("exec", sandbox, "sh", "-c", "pgrep -x sleep || true")
+        return r.returncode == 0 and r.stdout.strip() == ""
+    deadline = time.monotonic() + 5
+    while not sleep_gone():
+        assert time.monotonic() < deadline, (
+            f"after a {how} request, the command outlived its client: the shim dropped the channel")
+        time.sleep(0.2)
+    assert_alive(capsule, sandbox)

@@ -153,6 +153,7 @@ print("RESULT=" + json.dumps({
     "tiocsti": ioctl(0x5412, 1),
     "tiocsti_high_bit": ioctl(0x5412 | (1 << 32), 1),
     "tiocgwinsz_control": ioctl(0x5413, 1),
+    "tioclinux": ioctl(0x541C, 1),
 }))
 """
 
@@ -174,6 +175,10 @@ def tty_results(mod_capsule, shared_sandbox):
 
 def test_tiocsti_on_tty_is_refused(tty_results):
     assert tty_results["tiocsti"] in REFUSED, tty_results
+
+
+def test_tioclinux_on_tty_is_refused(tty_results):
+    assert tty_results["tioclinux"] in REFUSED, tty_results
 
 
 def test_tiocsti_with_high_bits_set_is_refused(tty_results):

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -371,7 +372,27 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		.pidfd = (uint64_t)(uintptr_t)&pidfd,
 		.exit_signal = SIGCHLD,
 	};
+	/* The kernel charges per-user counts (inotify instances, message queues, ...) up the user
+	 * namespace hierarchy to each namespace's owner: the euid that created it. With root as
+	 * owner, every sandbox would spend root's share. So the namespace is created with the
+	 * sandbox's own host ids as effective ids; the saved uid stays 0 and gives root back at
+	 * once for writing the maps. */
+	bool switched = false;
+	if (!spec->rootless) {
+		if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0) {
+			int e = errno;
+			setegid(0);
+			close(go[0]);
+			close(go[1]);
+			close(status[0]);
+			close(status[1]);
+			return cap_err(err, e, "switching to the sandbox's host uid %u", (unsigned)spec->uid_base);
+		}
+		switched = true;
+	}
 	long pid = sys_clone3(&args);
+	if (pid != 0 && switched && (seteuid(0) < 0 || setegid(0) < 0))
+		abort(); /* cannot happen with a saved uid of 0; never go on half-privileged */
 	if (pid < 0) {
 		int e = errno;
 		close(go[0]);
