@@ -1,6 +1,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <sched.h>
 #include <limits.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
@@ -319,6 +320,99 @@ static int open_pty(int *master_out, char *slave_name, size_t slave_len)
 	return 0;
 }
 
+struct spawn_ctx {
+	const struct spawn_request *req;
+	const char *slave_name;
+	int in_rd, out_wr, err_wr, status_wr;
+	int last_cap;
+};
+
+/* The command's side, between clone and exec. It runs on its own stack in the agent's
+ * memory (CLONE_VM|CLONE_VFORK: no page tables to copy, which a fork of even a small
+ * process pays on every command), so it touches nothing of the agent's but through
+ * syscalls, and leaves only by execve or _exit. */
+static int spawn_child(void *arg)
+{
+	const struct spawn_ctx *ctx = arg;
+	int ep = ctx->status_wr;
+	/* The agent ignores SIGPIPE and blocks what its signalfd reads; it has no handlers.
+	 * An ignored signal stays ignored across exec, so that one is reset by hand. */
+	sigset_t none;
+	sigemptyset(&none);
+	signal(SIGPIPE, SIG_DFL);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0)
+		child_fail(ep, errno, "setsid: %s", strerror(errno));
+
+	int fd0, fd1, fd2;
+	if (ctx->req->detach) {
+		fd0 = fd1 = fd2 = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (fd0 < 0)
+			child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
+	} else if (ctx->req->tty) {
+		int slave = open(ctx->slave_name, O_RDWR | O_CLOEXEC);
+		if (slave < 0)
+			child_fail(ep, errno, "open '%s': %s", ctx->slave_name, strerror(errno));
+		if (ioctl(slave, TIOCSCTTY, 0) < 0)
+			child_fail(ep, errno, "TIOCSCTTY: %s", strerror(errno));
+		fd0 = fd1 = fd2 = slave;
+	} else {
+		fd0 = ctx->req->stdin_open ? ctx->in_rd : open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (fd0 < 0)
+			child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
+		fd1 = ctx->out_wr;
+		fd2 = ctx->err_wr;
+	}
+	/* dup2 clears O_CLOEXEC on the copies; fds 0-2 may be any of ours, so move the
+	 * status pipe out of the way first. */
+	if (ep <= 2) {
+		ep = fcntl(ep, F_DUPFD_CLOEXEC, 10);
+		if (ep < 0)
+			_exit(127);
+	}
+	if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
+		child_fail(ep, errno, "dup2: %s", strerror(errno));
+
+	/* The agent protects itself from the OOM killer; its commands must not inherit that. */
+	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	if (oom >= 0) {
+		(void)!write(oom, "0", 1);
+		close(oom);
+	}
+	const char *cwd = ctx->req->cwd ? ctx->req->cwd : "/";
+	if (chdir(cwd) < 0)
+		child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
+
+	int cr = drop_capabilities(ctx->req->uid == 0 ? ctx->req->cap_keep : 0, ctx->last_cap);
+	if (cr < 0)
+		child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
+	if (setgroups(ctx->req->ngroups, ctx->req->groups) < 0)
+		child_fail(ep, errno, "setgroups: %s", strerror(errno));
+	if (setresgid(ctx->req->gid, ctx->req->gid, ctx->req->gid) < 0)
+		child_fail(ep, errno, "setgid %u: %s", (unsigned)ctx->req->gid, strerror(errno));
+	if (setresuid(ctx->req->uid, ctx->req->uid, ctx->req->uid) < 0)
+		child_fail(ep, errno, "setuid %u: %s", (unsigned)ctx->req->uid, strerror(errno));
+	if (ctx->req->uid == 0 && (cr = set_capabilities(ctx->req->cap_keep)) < 0)
+		child_fail(ep, -cr, "capset: %s", strerror(-cr));
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
+	if (ctx->req->seccomp_len) {
+		struct sock_fprog prog = {
+			.len = (unsigned short)(ctx->req->seccomp_len / sizeof(struct sock_filter)),
+			.filter = (struct sock_filter *)ctx->req->seccomp_bpf,
+		};
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+			child_fail(ep, errno, "installing the seccomp filter: %s", strerror(errno));
+	}
+	/* Nothing of the agent's may reach the command: no fd, and so no path back out. */
+	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
+	fcntl(ep, F_SETFD, FD_CLOEXEC);
+	int er = exec_search(ctx->req->argv, ctx->req->envp);
+	if (er == -ENOENT)
+		child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", ctx->req->argv[0]);
+	child_fail(ep, -er, "exec '%s': %s", ctx->req->argv[0], strerror(-er));
+}
+
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen)
 {
 	int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
@@ -350,90 +444,23 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		}
 	}
 
-	pid_t pid = fork();
+	/* One stack for every command's short life before exec: the agent is single-threaded
+	 * and CLONE_VFORK keeps it suspended until the child has exec'd or exited. */
+	static uint8_t child_stack[256 * 1024] __attribute__((aligned(16)));
+	struct spawn_ctx ctx = {
+		.req = req,
+		.slave_name = slave_name,
+		.in_rd = in_pipe[0],
+		.out_wr = out_pipe[1],
+		.err_wr = err_pipe[1],
+		.status_wr = status_pipe[1],
+		.last_cap = last_cap,
+	};
+	pid_t pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
 	if (pid < 0) {
 		r = -errno;
-		snprintf(errbuf, errlen, "fork: %s", strerror(errno));
+		snprintf(errbuf, errlen, "clone: %s", strerror(errno));
 		goto fail;
-	}
-	if (pid == 0) {
-		int ep = status_pipe[1];
-		/* The agent ignores SIGPIPE and blocks what its signalfd reads; it has no handlers.
-		 * An ignored signal stays ignored across exec, so that one is reset by hand. */
-		sigset_t none;
-		sigemptyset(&none);
-		signal(SIGPIPE, SIG_DFL);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		if (setsid() < 0)
-			child_fail(ep, errno, "setsid: %s", strerror(errno));
-
-		int fd0, fd1, fd2;
-		if (req->detach) {
-			fd0 = fd1 = fd2 = open("/dev/null", O_RDWR | O_CLOEXEC);
-			if (fd0 < 0)
-				child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
-		} else if (req->tty) {
-			int slave = open(slave_name, O_RDWR | O_CLOEXEC);
-			if (slave < 0)
-				child_fail(ep, errno, "open '%s': %s", slave_name, strerror(errno));
-			if (ioctl(slave, TIOCSCTTY, 0) < 0)
-				child_fail(ep, errno, "TIOCSCTTY: %s", strerror(errno));
-			fd0 = fd1 = fd2 = slave;
-		} else {
-			fd0 = req->stdin_open ? in_pipe[0] : open("/dev/null", O_RDONLY | O_CLOEXEC);
-			if (fd0 < 0)
-				child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
-			fd1 = out_pipe[1];
-			fd2 = err_pipe[1];
-		}
-		/* dup2 clears O_CLOEXEC on the copies; fds 0-2 may be any of ours, so move the
-		 * status pipe out of the way first. */
-		if (ep <= 2) {
-			ep = fcntl(ep, F_DUPFD_CLOEXEC, 10);
-			if (ep < 0)
-				_exit(127);
-		}
-		if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
-			child_fail(ep, errno, "dup2: %s", strerror(errno));
-
-		/* The agent protects itself from the OOM killer; its commands must not inherit that. */
-		int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-		if (oom >= 0) {
-			(void)!write(oom, "0", 1);
-			close(oom);
-		}
-		const char *cwd = req->cwd ? req->cwd : "/";
-		if (chdir(cwd) < 0)
-			child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
-
-		int cr = drop_capabilities(req->uid == 0 ? req->cap_keep : 0, last_cap);
-		if (cr < 0)
-			child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
-		if (setgroups(req->ngroups, req->groups) < 0)
-			child_fail(ep, errno, "setgroups: %s", strerror(errno));
-		if (setresgid(req->gid, req->gid, req->gid) < 0)
-			child_fail(ep, errno, "setgid %u: %s", (unsigned)req->gid, strerror(errno));
-		if (setresuid(req->uid, req->uid, req->uid) < 0)
-			child_fail(ep, errno, "setuid %u: %s", (unsigned)req->uid, strerror(errno));
-		if (req->uid == 0 && (cr = set_capabilities(req->cap_keep)) < 0)
-			child_fail(ep, -cr, "capset: %s", strerror(-cr));
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-			child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
-		if (req->seccomp_len) {
-			struct sock_fprog prog = {
-				.len = (unsigned short)(req->seccomp_len / sizeof(struct sock_filter)),
-				.filter = (struct sock_filter *)req->seccomp_bpf,
-			};
-			if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-				child_fail(ep, errno, "installing the seccomp filter: %s", strerror(errno));
-		}
-		/* Nothing of the agent's may reach the command: no fd, and so no path back out. */
-		syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-		fcntl(ep, F_SETFD, FD_CLOEXEC);
-		int er = exec_search(req->argv, req->envp);
-		if (er == -ENOENT)
-			child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", req->argv[0]);
-		child_fail(ep, -er, "exec '%s': %s", req->argv[0], strerror(-er));
 	}
 
 	/* Parent: the child reports a failure before exec through the status pipe; EOF means
