@@ -98,7 +98,6 @@ static struct shim {
 	bool stopping;
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
-	bool agent_gone;
 	int64_t started_unix;
 	FILE *log;
 } S;
@@ -425,11 +424,12 @@ static void finish_and_exit(void)
 			continue;
 		if (c->stop_waiter && cp_empty_encode(&S.w, CP_OK, c->stop_chan) == 0)
 			outq_push(&c->out, S.w.buf, S.w.len);
-		/* Blocking now: we are about to exit and these are the last words. */
+		/* Blocking now, with a bound: we are about to exit and these are the last words
+		 * (outq_flush would give up at the first full socket buffer). */
 		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
 		struct timeval tv = { .tv_sec = 1 };
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		outq_flush(&c->out, c->fd);
+		write_all(c->fd, c->out.buf + c->out.start, outq_pending(&c->out));
 	}
 	_exit(0);
 }
@@ -750,11 +750,12 @@ static int make_agent_memfd(int *out, capsule_error *err)
 	return 0;
 }
 
-static void join_cgroup(pid_t child, void *payload)
+static int join_cgroup(pid_t child, void *payload, capsule_error *err)
 {
-	capsule_error *err = payload;
-	if (S.cg && cgroup_add_pid(S.cg, child, err) < 0)
-		shim_log("joining cgroup: %s", err->message);
+	(void)payload;
+	/* A sandbox that is not in its cgroups would run without its limits: that fails the
+	 * start, it is not a warning. */
+	return S.cg ? cgroup_add_pid(S.cg, child, err) : 0;
 }
 
 static int start_sandbox(capsule_error *err)
@@ -828,8 +829,7 @@ static int start_sandbox(capsule_error *err)
 		.rootless = rootless,
 	};
 	progress("namespaces");
-	capsule_error join_err = { 0 };
-	r = container_start(&S.ct, &spec, join_cgroup, &join_err, err);
+	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);
 	close(sp[1]);
 	if (r < 0) {
 		close(sp[0]);
@@ -1094,7 +1094,6 @@ static void event_loop(void)
 				/* The agent (PID 1) exited: the sandbox is over. */
 				int st;
 				waitpid(S.ct.pid, &st, WNOHANG);
-				S.agent_gone = true;
 				finish_and_exit();
 			} else if (key == KEY_SIGNAL) {
 				struct signalfd_siginfo si;

@@ -423,7 +423,7 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	if (r == 0)
 		r = write_proc_file((pid_t)pid, "gid_map", map, err);
 	if (r == 0 && join)
-		join((pid_t)pid, payload);
+		r = join((pid_t)pid, payload, err);
 	if (r == 0 && write(go[1], "g", 1) != 1)
 		r = cap_err(err, errno, "starting the container's init");
 	close(go[1]);

@@ -27,8 +27,9 @@ struct container {
 	int pidfd;
 };
 
-/* Progress hook between steps; may be NULL. */
-typedef void (*container_hook_fn)(pid_t child, void *payload);
+/* Called with the child's host pid after its id maps are written and before it goes on;
+ * may be NULL. A negative return (with err filled) fails the start. */
+typedef int (*container_hook_fn)(pid_t child, void *payload, capsule_error *err);
 
 /* Start the container: clone3 into new user, mount, pid, ipc, uts, net and cgroup namespaces,
  * map ids, call JOIN (which puts the child into its cgroups) before the child goes on, set up
