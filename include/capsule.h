@@ -69,6 +69,12 @@ CAPSULE_API int capsule_config_set_cpus(capsule_config *cfg, const char *cpus, c
 CAPSULE_API int capsule_config_set_hostname(capsule_config *cfg, const char *hostname, capsule_error *err);
 /* Environment given to every command ("KEY=VALUE"); per-exec env is added on top. */
 CAPSULE_API int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_error *err);
+/* A tmpfs of SIZE_BYTES (0: 64 MiB) at TARGET inside the sandbox, with MODE (0: 01777):
+ * scratch space in memory (charged to the sandbox's memory limit) that writes past its size
+ * fail with ENOSPC and that is gone when the sandbox stops. TARGET is absolute, not "/", not
+ * below /proc or /sys; it is created if missing. At most 16. */
+CAPSULE_API int capsule_config_add_tmpfs(capsule_config *cfg, const char *target, uint64_t size_bytes, uint32_t mode,
+					 capsule_error *err);
 /* A detached sandbox outlives the process that created it and lives until stopped; an
  * ephemeral one (the default) dies when its creator closes it or exits, even on SIGKILL. */
 CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);

@@ -34,7 +34,7 @@ struct sandbox_cli {
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP,
+	OPT_RM, OPT_HELP, OPT_TMPFS,
 };
 
 static const struct option sandbox_options[] = {
@@ -54,6 +54,7 @@ static const struct option sandbox_options[] = {
 	{ "detach", no_argument, NULL, 'd' },
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "rm", no_argument, NULL, OPT_RM },
+	{ "tmpfs", required_argument, NULL, OPT_TMPFS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
 };
@@ -75,7 +76,8 @@ static void run_help(const char *verb)
 		       "  --pids-limit N       most processes at once\n"
 		       "  --hostname NAME      hostname inside (default: the sandbox's name)\n"
 		       "  --isolation KIND     container (default) or vm\n"
-		       "  --boot-timeout DUR   how long start may take (default 10s)\n");
+		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
+		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n");
 	if (strcmp(verb, "create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
@@ -209,6 +211,16 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (r == 0 && ec->timeout_ms == 0)
 			return cli_failf("invalid timeout '%s': must be more than 0", optarg);
 		break;
+	case OPT_TMPFS: {
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--tmpfs'");
+		struct tmpfs_spec t;
+		if ((r = parse_tmpfs_spec(optarg, &t, &err)) == 0) {
+			r = capsule_config_add_tmpfs(sbc->cfg, t.target, t.size_bytes, t.mode, &err);
+			tmpfs_spec_free(&t);
+		}
+		break;
+	}
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:

@@ -30,6 +30,9 @@ int capsule_config_new(capsule_config **out, capsule_error *err)
 
 void config_clear(struct capsule_config *cfg)
 {
+	for (size_t i = 0; i < cfg->ntmpfs; i++)
+		free(cfg->tmpfs[i].target);
+	cfg->ntmpfs = 0;
 	for (size_t i = 0; i < cfg->envc; i++)
 		free(cfg->env[i]);
 	free(cfg->env);
@@ -68,6 +71,14 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	*dst = *src;
 	dst->env = NULL;
 	dst->envc = 0;
+	for (size_t i = 0; i < src->ntmpfs; i++) {
+		dst->tmpfs[i].target = strdup(src->tmpfs[i].target);
+		if (!dst->tmpfs[i].target) {
+			dst->ntmpfs = i;
+			config_clear(dst);
+			return -ENOMEM;
+		}
+	}
 	for (size_t i = 0; i < src->envc; i++) {
 		int r = push_env(dst, src->env[i]);
 		if (r < 0) {
@@ -175,6 +186,44 @@ int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_e
 	return 0;
 }
 
+static bool path_is_below(const char *path, const char *top)
+{
+	size_t n = strlen(top);
+	return strncmp(path, top, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+int capsule_config_add_tmpfs(capsule_config *cfg, const char *target, uint64_t size_bytes, uint32_t mode,
+			     capsule_error *err)
+{
+	if (!target || target[0] != '/')
+		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is not an absolute path", target ? target : "");
+	if (strpbrk(target, "\n"))
+		return cap_err_plain(err, EINVAL, "tmpfs target has a newline in it");
+	size_t cap = strlen(target) + 2;
+	_cleanup_free_ char *norm = malloc(cap);
+	if (!norm)
+		return cap_err(err, ENOMEM, "tmpfs target");
+	int r = normalize_abs_path(target, norm, cap, err);
+	if (r < 0)
+		return r;
+	if (!strcmp(norm, "/"))
+		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is the sandbox's root", target);
+	if (path_is_below(norm, "/proc") || path_is_below(norm, "/sys"))
+		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is below /proc or /sys", target);
+	if (mode > 07777)
+		return cap_err_plain(err, EINVAL, "tmpfs mode %o is not a file mode", mode);
+	if (cfg->ntmpfs >= CAPSULE_MAX_TMPFS)
+		return cap_err_plain(err, E2BIG, "too many tmpfs mounts (at most %d)", CAPSULE_MAX_TMPFS);
+	for (size_t i = 0; i < cfg->ntmpfs; i++)
+		if (!strcmp(cfg->tmpfs[i].target, norm))
+			return cap_err_plain(err, EEXIST, "two tmpfs mounts at '%s'", norm);
+	struct tmpfs_mount *t = &cfg->tmpfs[cfg->ntmpfs++];
+	t->target = steal_ptr(norm);
+	t->size_bytes = size_bytes ? size_bytes : CAPSULE_DEFAULT_TMPFS_BYTES;
+	t->mode = mode ? mode : 01777;
+	return 0;
+}
+
 int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err)
 {
 	(void)err;
@@ -214,6 +263,9 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
 	for (size_t i = 0; i < cfg->envc; i++)
 		fprintf(f, "env=%s\n", cfg->env[i]);
+	for (size_t i = 0; i < cfg->ntmpfs; i++)
+		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
+			cfg->tmpfs[i].target);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;
@@ -271,7 +323,14 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			cfg->created_unix = (int64_t)x;
 		else if (!strcmp(k, "id_slot") && (r = parse_u64_field(k, v, 65535, &x, err)) == 0)
 			cfg->id_slot = (uint32_t)x;
-		else if (!strcmp(k, "env")) {
+		else if (!strcmp(k, "tmpfs")) {
+			unsigned long long size;
+			unsigned mode;
+			int off = 0;
+			if (sscanf(v, "%llu:%o:%n", &size, &mode, &off) != 2 || off == 0 ||
+			    capsule_config_add_tmpfs(cfg, v + off, size, mode, err) < 0)
+				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid tmpfs '%s'", v);
+		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");
 		}

@@ -18,6 +18,15 @@
 #define CAPSULE_DEFAULT_UID_BASE 1000000000u
 #define CAPSULE_ID_COUNT 65536u
 
+#define CAPSULE_MAX_TMPFS 16
+#define CAPSULE_DEFAULT_TMPFS_BYTES (64ull << 20)
+
+struct tmpfs_mount {
+	char *target; /* normalized absolute path inside the sandbox */
+	uint64_t size_bytes;
+	uint32_t mode;
+};
+
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {
 	char name[CAPSULE_NAME_MAX + 1];
@@ -31,6 +40,8 @@ struct capsule_config {
 	bool detached;
 	char **env; /* NULL-terminated */
 	size_t envc;
+	struct tmpfs_mount tmpfs[CAPSULE_MAX_TMPFS];
+	size_t ntmpfs;
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;

@@ -609,6 +609,16 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
 	json_kv_uint(&j, "pids", info.pids_limit);
 	json_object_end(&j);
+	json_key(&j, "tmpfs");
+	json_array_begin(&j);
+	for (size_t i = 0; i < sb->cfg.ntmpfs; i++) {
+		json_object_begin(&j);
+		json_kv_string(&j, "target", sb->cfg.tmpfs[i].target);
+		json_kv_uint(&j, "size_bytes", sb->cfg.tmpfs[i].size_bytes);
+		json_kv_uint(&j, "mode", sb->cfg.tmpfs[i].mode);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
 	json_key(&j, "env");
 	json_array_begin(&j);
 	for (size_t i = 0; i < sb->cfg.envc; i++)

@@ -816,6 +816,9 @@ static int start_sandbox(capsule_error *err)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
 
+	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
+	for (size_t i = 0; i < S.cfg.ntmpfs; i++)
+		tmpfs[i] = (struct container_tmpfs){ S.cfg.tmpfs[i].target, S.cfg.tmpfs[i].size_bytes, S.cfg.tmpfs[i].mode };
 	struct container_spec spec = {
 		.hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name,
 		.lowerdir = lower,
@@ -827,6 +830,8 @@ static int start_sandbox(capsule_error *err)
 		.gid_base = gb,
 		.id_count = count,
 		.rootless = rootless,
+		.tmpfs = tmpfs,
+		.ntmpfs = S.cfg.ntmpfs,
 	};
 	progress("namespaces");
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);

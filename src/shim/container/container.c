@@ -224,6 +224,54 @@ static void setup_proc_masks(int rootfd)
 	}
 }
 
+/* mkdir -p PATH (absolute, normalized) below ROOTFD. Each component is opened with
+ * RESOLVE_IN_ROOT from the root itself, so a symlink in the image (or planted by a sandbox
+ * that was started before) can never lead the mkdir outside the sandbox. */
+static void mkdir_in_root(int rootfd, const char *path)
+{
+	char buf[4096];
+	if (snprintf(buf, sizeof(buf), "%s", path + 1) >= (int)sizeof(buf))
+		child_die(ENAMETOOLONG, "mount target '%s'", path);
+	for (char *p = buf;; p++) {
+		bool last = *p == '\0';
+		if (*p != '/' && !last)
+			continue;
+		*p = '\0';
+		int fd = open_in_root(rootfd, buf, O_PATH | O_DIRECTORY);
+		if (fd < 0) {
+			if (errno != ENOENT)
+				child_die(errno, "mount target '/%s'", buf);
+			char *slash = strrchr(buf, '/');
+			int parent = slash ? (*slash = '\0', open_in_root(rootfd, buf, O_PATH | O_DIRECTORY)) : dup(rootfd);
+			if (parent < 0)
+				child_die(errno, "mount target '/%s'", buf);
+			if (slash)
+				*slash = '/';
+			if (mkdirat(parent, slash ? slash + 1 : buf, 0755) < 0 && errno != EEXIST)
+				child_die(errno, "mkdir '/%s'", buf);
+			close(parent);
+		} else {
+			close(fd);
+		}
+		if (last)
+			return;
+		*p = '/';
+	}
+}
+
+static void setup_tmpfs(const struct container_spec *spec, int rootfd)
+{
+	for (size_t i = 0; i < spec->ntmpfs; i++) {
+		const struct container_tmpfs *t = &spec->tmpfs[i];
+		char size[32], mode[16];
+		snprintf(size, sizeof(size), "%llu", (unsigned long long)t->size_bytes);
+		snprintf(mode, sizeof(mode), "0%o", t->mode);
+		const char *const opts[] = { "size", size, "mode", mode, NULL };
+		mkdir_in_root(rootfd, t->target);
+		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, rootfd, t->target + 1);
+	}
+}
+
 static void setup_rootfs(const struct container_spec *spec)
 {
 	char rootfs[4096], opts[8192];
@@ -260,6 +308,7 @@ static void setup_rootfs(const struct container_spec *spec)
 	mount_fs("sysfs", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd,
 		 "sys");
 	setup_proc_masks(rootfd);
+	setup_tmpfs(spec, rootfd);
 	close(rootfd);
 
 	if (chdir(rootfs) < 0)

@@ -9,6 +9,12 @@
 
 #include "capsule.h"
 
+struct container_tmpfs {
+	const char *target; /* absolute, normalized, inside the sandbox */
+	uint64_t size_bytes;
+	uint32_t mode;
+};
+
 struct container_spec {
 	const char *hostname;
 	const char *lowerdir;  /* the image's root (read-only layers), host path */
@@ -20,6 +26,8 @@ struct container_spec {
 	gid_t gid_base;
 	uint32_t id_count;     /* 65536 for root callers, 1 otherwise */
 	bool rootless;         /* the caller is not root: single-id map, setgroups denied */
+	const struct container_tmpfs *tmpfs;
+	size_t ntmpfs;
 };
 
 struct container {
