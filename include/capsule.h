@@ -75,6 +75,17 @@ CAPSULE_API int capsule_config_add_env(capsule_config *cfg, const char *key_valu
  * below /proc or /sys; it is created if missing. At most 16. */
 CAPSULE_API int capsule_config_add_tmpfs(capsule_config *cfg, const char *target, uint64_t size_bytes, uint32_t mode,
 					 capsule_error *err);
+/* Bind the host folder (or file) HOST_PATH at GUEST_PATH inside the sandbox; changes show
+ * both ways at once. HOST_PATH must be absolute and exist; it is opened with the rights of
+ * the process that creates the sandbox. READONLY is read-only for everyone inside, root
+ * included (EROFS). Files the sandbox's root writes belong on the host to the user who made
+ * the sandbox, and that user's files look like root's inside (an idmapped mount; where the
+ * filesystem cannot be idmapped, host files look owned by nobody). Sensitive host paths
+ * (docs/security.md: /, /etc, /root, /proc, /sys, /dev, /boot, runtime sockets, any .ssh,
+ * .gnupg or .aws, $CAPSULE_HOME, and folders that contain those) are refused unless
+ * ALLOW_SENSITIVE. At most 32. */
+CAPSULE_API int capsule_config_add_bind(capsule_config *cfg, const char *host_path, const char *guest_path,
+					bool readonly, bool allow_sensitive, capsule_error *err);
 /* A detached sandbox outlives the process that created it and lives until stopped; an
  * ephemeral one (the default) dies when its creator closes it or exits, even on SIGKILL. */
 CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);

@@ -30,11 +30,14 @@ struct exec_cli {
 struct sandbox_cli {
 	capsule_config *cfg;
 	bool named;
+	bool allow_sensitive;
+	char *volumes[64]; /* -v specs, applied after all flags: --allow-sensitive may come later */
+	size_t nvolumes;
 };
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE,
 };
 
 static const struct option sandbox_options[] = {
@@ -55,6 +58,8 @@ static const struct option sandbox_options[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "rm", no_argument, NULL, OPT_RM },
 	{ "tmpfs", required_argument, NULL, OPT_TMPFS },
+	{ "volume", required_argument, NULL, 'v' },
+	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
 };
@@ -77,7 +82,9 @@ static void run_help(const char *verb)
 		       "  --hostname NAME      hostname inside (default: the sandbox's name)\n"
 		       "  --isolation KIND     container (default) or vm\n"
 		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
-		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n");
+		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
+		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST\n"
+		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n");
 	if (strcmp(verb, "create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
@@ -221,6 +228,18 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		}
 		break;
 	}
+	case 'v':
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--volume'");
+		if (sbc->nvolumes >= 64)
+			return cli_failf("too many -v options");
+		sbc->volumes[sbc->nvolumes++] = optarg;
+		break;
+	case OPT_ALLOW_SENSITIVE:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--allow-sensitive'");
+		sbc->allow_sensitive = true;
+		break;
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:
@@ -242,7 +261,7 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 	/* "+": stop at the first word that is not an option, so the command's own flags are
 	 * left alone, with or without "--". */
 	/* Leading ':' makes getopt report a missing value as ':' rather than '?'. */
-	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:itdh", sandbox_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:v:itdh", sandbox_options, NULL)) != -1) {
 		if (opt == 'h')
 			opt = OPT_HELP;
 		if (opt == '?')
@@ -252,6 +271,20 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 		int r = parse_common_opt(verb, opt, sbc, ec);
 		if (r)
 			return r;
+	}
+	for (size_t i = 0; sbc && i < sbc->nvolumes; i++) {
+		capsule_error err = { 0 };
+		struct mount_spec m;
+		if (parse_mount_spec(sbc->volumes[i], &m, &err) < 0)
+			return cli_fail(&err);
+		int r = 0;
+		if (m.source_is_volume)
+			r = cap_err_plain(&err, EOPNOTSUPP, "named volume '%s': named volumes are not built yet; use an absolute host path", m.source);
+		else
+			r = capsule_config_add_bind(sbc->cfg, m.source, m.target, m.readonly, sbc->allow_sensitive, &err);
+		mount_spec_free(&m);
+		if (r < 0)
+			return cli_fail(&err);
 	}
 	return 0;
 }

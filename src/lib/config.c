@@ -30,6 +30,11 @@ int capsule_config_new(capsule_config **out, capsule_error *err)
 
 void config_clear(struct capsule_config *cfg)
 {
+	for (size_t i = 0; i < cfg->nbinds; i++) {
+		free(cfg->binds[i].source);
+		free(cfg->binds[i].target);
+	}
+	cfg->nbinds = 0;
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		free(cfg->tmpfs[i].target);
 	cfg->ntmpfs = 0;
@@ -71,10 +76,22 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	*dst = *src;
 	dst->env = NULL;
 	dst->envc = 0;
+	dst->nbinds = 0;
 	for (size_t i = 0; i < src->ntmpfs; i++) {
 		dst->tmpfs[i].target = strdup(src->tmpfs[i].target);
 		if (!dst->tmpfs[i].target) {
 			dst->ntmpfs = i;
+			config_clear(dst);
+			return -ENOMEM;
+		}
+	}
+	for (size_t i = 0; i < src->nbinds; i++) {
+		struct bind_mount *b = &dst->binds[i];
+		b->source = strdup(src->binds[i].source);
+		b->target = strdup(src->binds[i].target);
+		b->readonly = src->binds[i].readonly;
+		dst->nbinds = i + 1;
+		if (!b->source || !b->target) {
 			config_clear(dst);
 			return -ENOMEM;
 		}
@@ -186,41 +203,128 @@ int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_e
 	return 0;
 }
 
+/* PATH is TOP or below it; "/" holds everything. */
 static bool path_is_below(const char *path, const char *top)
 {
 	size_t n = strlen(top);
+	if (n == 1 && top[0] == '/')
+		return true;
 	return strncmp(path, top, n) == 0 && (path[n] == '\0' || path[n] == '/');
+}
+
+int check_sensitive_source(const char *p, capsule_error *err)
+{
+	/* The host's own configuration, secrets, devices, kernel interfaces and binaries, and
+	 * the sockets of other runtimes: these and everything below them. */
+	static const char *const trees[] = {
+		"/etc", "/root", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32",
+		"/lib64", "/libx32", "/run/docker.sock", "/var/run/docker.sock", "/run/docker", "/var/run/docker",
+		"/run/containerd", "/run/podman", "/run/crio", "/run/user",
+	};
+	/* Folders that hold all of the above or every user's home. */
+	static const char *const exact[] = { "/", "/home", "/var", "/run", "/var/run", "/var/lib" };
+	static const char *const secrets[] = { ".ssh", ".gnupg", ".aws" };
+	for (size_t i = 0; i < ARRAY_SIZE(trees); i++)
+		if (path_is_below(p, trees[i]))
+			goto refuse;
+	for (size_t i = 0; i < ARRAY_SIZE(exact); i++)
+		if (!strcmp(p, exact[i]))
+			goto refuse;
+	for (const char *c = p; (c = strchr(c, '/')); c++) {
+		for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
+			size_t n = strlen(secrets[i]);
+			if (!strncmp(c + 1, secrets[i], n) && (c[1 + n] == '/' || c[1 + n] == '\0'))
+				goto refuse;
+		}
+	}
+	/* capsule's own state, and any folder that contains it. */
+	const char *home = capsule_home();
+	if (path_is_below(p, home) || path_is_below(home, p))
+		goto refuse;
+	return 0;
+refuse:
+	return cap_err_plain(err, EACCES,
+			     "mount source '%s' is a sensitive host path (see docs/security.md); allow it explicitly "
+			     "to mount it anyway",
+			     p);
+}
+
+/* A mount target inside the sandbox: absolute, normalized into *OUT (malloc'd), not the
+ * root, not below /proc or /sys (their masks must stay), not a second mount at one place. */
+static int mount_target(const struct capsule_config *cfg, const char *what, const char *target, char **out,
+			capsule_error *err)
+{
+	if (!target || target[0] != '/')
+		return cap_err_plain(err, EINVAL, "%s target '%s' is not an absolute path", what, target ? target : "");
+	if (strpbrk(target, "\n"))
+		return cap_err_plain(err, EINVAL, "%s target has a newline in it", what);
+	size_t cap = strlen(target) + 2;
+	_cleanup_free_ char *norm = malloc(cap);
+	if (!norm)
+		return cap_err(err, ENOMEM, "%s target", what);
+	int r = normalize_abs_path(target, norm, cap, err);
+	if (r < 0)
+		return r;
+	if (!strcmp(norm, "/"))
+		return cap_err_plain(err, EINVAL, "%s target '%s' is the sandbox's root", what, target);
+	if (path_is_below(norm, "/proc") || path_is_below(norm, "/sys"))
+		return cap_err_plain(err, EINVAL, "%s target '%s' is below /proc or /sys", what, target);
+	for (size_t i = 0; i < cfg->ntmpfs; i++)
+		if (!strcmp(cfg->tmpfs[i].target, norm))
+			return cap_err_plain(err, EEXIST, "two mounts at '%s'", norm);
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		if (!strcmp(cfg->binds[i].target, norm))
+			return cap_err_plain(err, EEXIST, "two mounts at '%s'", norm);
+	*out = steal_ptr(norm);
+	return 0;
 }
 
 int capsule_config_add_tmpfs(capsule_config *cfg, const char *target, uint64_t size_bytes, uint32_t mode,
 			     capsule_error *err)
 {
-	if (!target || target[0] != '/')
-		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is not an absolute path", target ? target : "");
-	if (strpbrk(target, "\n"))
-		return cap_err_plain(err, EINVAL, "tmpfs target has a newline in it");
-	size_t cap = strlen(target) + 2;
-	_cleanup_free_ char *norm = malloc(cap);
-	if (!norm)
-		return cap_err(err, ENOMEM, "tmpfs target");
-	int r = normalize_abs_path(target, norm, cap, err);
-	if (r < 0)
-		return r;
-	if (!strcmp(norm, "/"))
-		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is the sandbox's root", target);
-	if (path_is_below(norm, "/proc") || path_is_below(norm, "/sys"))
-		return cap_err_plain(err, EINVAL, "tmpfs target '%s' is below /proc or /sys", target);
 	if (mode > 07777)
 		return cap_err_plain(err, EINVAL, "tmpfs mode %o is not a file mode", mode);
 	if (cfg->ntmpfs >= CAPSULE_MAX_TMPFS)
 		return cap_err_plain(err, E2BIG, "too many tmpfs mounts (at most %d)", CAPSULE_MAX_TMPFS);
-	for (size_t i = 0; i < cfg->ntmpfs; i++)
-		if (!strcmp(cfg->tmpfs[i].target, norm))
-			return cap_err_plain(err, EEXIST, "two tmpfs mounts at '%s'", norm);
+	char *norm;
+	int r = mount_target(cfg, "tmpfs", target, &norm, err);
+	if (r < 0)
+		return r;
 	struct tmpfs_mount *t = &cfg->tmpfs[cfg->ntmpfs++];
-	t->target = steal_ptr(norm);
+	t->target = norm;
 	t->size_bytes = size_bytes ? size_bytes : CAPSULE_DEFAULT_TMPFS_BYTES;
 	t->mode = mode ? mode : 01777;
+	return 0;
+}
+
+int capsule_config_add_bind(capsule_config *cfg, const char *host_path, const char *guest_path, bool readonly,
+			    bool allow_sensitive, capsule_error *err)
+{
+	if (!host_path || host_path[0] != '/')
+		return cap_err_plain(err, EINVAL, "mount source '%s' is not an absolute host path",
+				     host_path ? host_path : "");
+	if (strpbrk(host_path, "\n"))
+		return cap_err_plain(err, EINVAL, "mount source has a newline in it");
+	if (cfg->nbinds >= CAPSULE_MAX_BINDS)
+		return cap_err_plain(err, E2BIG, "too many bind mounts (at most %d)", CAPSULE_MAX_BINDS);
+	_cleanup_free_ char *resolved = realpath(host_path, NULL);
+	if (!resolved)
+		return cap_err(err, errno, "mount source '%s'", host_path);
+	int r;
+	if (!allow_sensitive && (r = check_sensitive_source(resolved, err)) < 0)
+		return r;
+	char *norm;
+	if ((r = mount_target(cfg, "mount", guest_path, &norm, err)) < 0)
+		return r;
+	struct bind_mount *b = &cfg->binds[cfg->nbinds];
+	b->source = strdup(host_path);
+	if (!b->source) {
+		free(norm);
+		return cap_err(err, ENOMEM, "mount source");
+	}
+	b->target = norm;
+	b->readonly = readonly;
+	cfg->nbinds++;
 	return 0;
 }
 
@@ -263,6 +367,10 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
 	for (size_t i = 0; i < cfg->envc; i++)
 		fprintf(f, "env=%s\n", cfg->env[i]);
+	/* Sources may hold ':' and spaces: the source's length says where it ends. */
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		fprintf(f, "bind=%s:%zu:%s%s\n", cfg->binds[i].readonly ? "ro" : "rw", strlen(cfg->binds[i].source),
+			cfg->binds[i].source, cfg->binds[i].target);
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
 			cfg->tmpfs[i].target);
@@ -283,6 +391,26 @@ static int parse_u64_field(const char *key, const char *v, uint64_t max, uint64_
 	if (errno || *end || !*v || x > max)
 		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid %s '%s'", key, v);
 	*out = x;
+	return 0;
+}
+
+/* "ro:LEN:SOURCETARGET". The sensitive check was made when the sandbox was created, with
+ * the creator's answer to it; a stored configuration is not asked again. */
+static int parse_bind_line(struct capsule_config *cfg, const char *v, capsule_error *err)
+{
+	size_t srclen;
+	int off = 0;
+	char mode[3] = "";
+	if (cfg->nbinds >= CAPSULE_MAX_BINDS || sscanf(v, "%2[row]:%zu:%n", mode, &srclen, &off) != 2 || off == 0 ||
+	    (strcmp(mode, "ro") && strcmp(mode, "rw")) || strlen(v + off) <= srclen || v[off] != '/')
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid bind '%s'", v);
+	struct bind_mount *b = &cfg->binds[cfg->nbinds];
+	b->source = strndup(v + off, srclen);
+	b->target = strdup(v + off + srclen);
+	b->readonly = !strcmp(mode, "ro");
+	cfg->nbinds++;
+	if (!b->source || !b->target)
+		return cap_err(err, ENOMEM, "parsing configuration");
 	return 0;
 }
 
@@ -330,6 +458,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			if (sscanf(v, "%llu:%o:%n", &size, &mode, &off) != 2 || off == 0 ||
 			    capsule_config_add_tmpfs(cfg, v + off, size, mode, err) < 0)
 				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid tmpfs '%s'", v);
+		} else if (!strcmp(k, "bind")) {
+			r = parse_bind_line(cfg, v, err);
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");

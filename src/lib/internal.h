@@ -27,6 +27,14 @@ struct tmpfs_mount {
 	uint32_t mode;
 };
 
+#define CAPSULE_MAX_BINDS 32
+
+struct bind_mount {
+	char *source; /* absolute host path, as given */
+	char *target; /* normalized absolute path inside the sandbox */
+	bool readonly;
+};
+
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {
 	char name[CAPSULE_NAME_MAX + 1];
@@ -42,6 +50,8 @@ struct capsule_config {
 	size_t envc;
 	struct tmpfs_mount tmpfs[CAPSULE_MAX_TMPFS];
 	size_t ntmpfs;
+	struct bind_mount binds[CAPSULE_MAX_BINDS];
+	size_t nbinds;
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;
@@ -84,6 +94,10 @@ bool run_dir_locked(int dirfd);
 int sweep_stale(const char *name);
 
 int validate_name(const char *name, const char *what, capsule_error *err);
+
+/* -EACCES with a message when the host path RESOLVED (a realpath) is one that sandboxes may
+ * not see without being allowed explicitly. */
+int check_sensitive_source(const char *resolved, capsule_error *err);
 
 /* The sandbox's cgroup name: its own name plus a digest of $CAPSULE_HOME, so that two homes
  * (two users, two test runs) can each have a sandbox "dev" without sharing a cgroup. */

@@ -609,6 +609,17 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
 	json_kv_uint(&j, "pids", info.pids_limit);
 	json_object_end(&j);
+	json_key(&j, "mounts");
+	json_array_begin(&j);
+	for (size_t i = 0; i < sb->cfg.nbinds; i++) {
+		json_object_begin(&j);
+		json_kv_string(&j, "kind", "bind");
+		json_kv_string(&j, "host_path", sb->cfg.binds[i].source);
+		json_kv_string(&j, "guest_path", sb->cfg.binds[i].target);
+		json_kv_bool(&j, "readonly", sb->cfg.binds[i].readonly);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
 	json_key(&j, "tmpfs");
 	json_array_begin(&j);
 	for (size_t i = 0; i < sb->cfg.ntmpfs; i++) {

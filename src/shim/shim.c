@@ -758,6 +758,39 @@ static int join_cgroup(pid_t child, void *payload, capsule_error *err)
 	return S.cg ? cgroup_add_pid(S.cg, child, err) : 0;
 }
 
+static void close_bind_trees(struct container_bind *binds, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(binds[i].tree);
+}
+
+/* Host paths are opened here, with the shim's rights, which are those of whoever made the
+ * sandbox; never from inside it. Each becomes a detached mount, made read-only (for every
+ * user inside, root included) and nosuid, nodev before the sandbox exists. */
+static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_error *err)
+{
+	for (size_t i = 0; i < S.cfg.nbinds; i++) {
+		const struct bind_mount *b = &S.cfg.binds[i];
+		int tree = sys_open_tree(AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		if (tree < 0) {
+			int r = cap_err(err, errno, "mount source '%s'", b->source);
+			close_bind_trees(binds, *n);
+			return r;
+		}
+		binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target };
+		struct stat st;
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+						    (b->readonly ? MOUNT_ATTR_RDONLY : 0) };
+		if (fstat(tree, &st) < 0 || sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0) {
+			int r = cap_err(err, errno, "preparing the mount of '%s'", b->source);
+			close_bind_trees(binds, *n);
+			return r;
+		}
+		binds[*n - 1].is_dir = S_ISDIR(st.st_mode);
+	}
+	return 0;
+}
+
 static int start_sandbox(capsule_error *err)
 {
 	int r;
@@ -812,9 +845,15 @@ static int start_sandbox(capsule_error *err)
 	if ((r = make_agent_memfd(&memfd, err)) < 0)
 		return r;
 	progress("memfd");
+	struct container_bind binds[CAPSULE_MAX_BINDS];
+	size_t nbinds = 0;
+	if ((r = open_bind_trees(binds, &nbinds, err)) < 0)
+		return r;
 	int sp[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		close_bind_trees(binds, nbinds);
 		return cap_err(err, errno, "socketpair");
+	}
 
 	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
 	for (size_t i = 0; i < S.cfg.ntmpfs; i++)
@@ -832,10 +871,13 @@ static int start_sandbox(capsule_error *err)
 		.rootless = rootless,
 		.tmpfs = tmpfs,
 		.ntmpfs = S.cfg.ntmpfs,
+		.binds = binds,
+		.nbinds = nbinds,
 	};
 	progress("namespaces");
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);
 	close(sp[1]);
+	close_bind_trees(binds, nbinds);
 	if (r < 0) {
 		close(sp[0]);
 		return r;

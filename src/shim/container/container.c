@@ -272,6 +272,33 @@ static void setup_tmpfs(const struct container_spec *spec, int rootfd)
 	}
 }
 
+static void setup_binds(const struct container_spec *spec, int rootfd)
+{
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		const struct container_bind *b = &spec->binds[i];
+		const char *slash = strrchr(b->target, '/');
+		if (b->is_dir) {
+			mkdir_in_root(rootfd, b->target);
+		} else {
+			/* A file: its folder as for a folder, then an empty file to mount onto. */
+			char parent[4096];
+			snprintf(parent, sizeof(parent), "%.*s", (int)(slash - b->target), b->target);
+			if (parent[0])
+				mkdir_in_root(rootfd, parent);
+			int dfd = parent[0] ? open_in_root(rootfd, parent + 1, O_PATH | O_DIRECTORY) : dup(rootfd);
+			if (dfd < 0)
+				child_die(errno, "mount target '%s'", b->target);
+			int fd = openat(dfd, slash + 1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+			if (fd < 0 && errno != EISDIR)
+				child_die(errno, "mount target '%s'", b->target);
+			if (fd >= 0)
+				close(fd);
+			close(dfd);
+		}
+		attach_at(b->tree, rootfd, b->target + 1);
+	}
+}
+
 static void setup_rootfs(const struct container_spec *spec)
 {
 	char rootfs[4096], opts[8192];
@@ -309,6 +336,7 @@ static void setup_rootfs(const struct container_spec *spec)
 		 "sys");
 	setup_proc_masks(rootfd);
 	setup_tmpfs(spec, rootfd);
+	setup_binds(spec, rootfd);
 	close(rootfd);
 
 	if (chdir(rootfs) < 0)
@@ -393,6 +421,32 @@ static int write_proc_file(pid_t pid, const char *file, const char *text, capsul
 	return 0;
 }
 
+/* Bind mounts are idmapped to the sandbox's user namespace: the host's root-owned files look
+ * owned by the sandbox's root, and what the sandbox's root writes lands on the host as root,
+ * the user who made the sandbox. (A rootless caller's own files already look like root's:
+ * its single id is the sandbox's 0.) A filesystem that cannot be idmapped keeps plain ids. */
+static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_error *err)
+{
+	if (!spec->nbinds)
+		return 0;
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)child);
+	int userns = open(path, O_RDONLY | O_CLOEXEC);
+	if (userns < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	for (size_t i = 0; i < spec->nbinds; i++) {
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
+		if (sys_mount_setattr(spec->binds[i].tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 &&
+		    errno != EINVAL && errno != EOPNOTSUPP && errno != EPERM) {
+			int e = errno;
+			close(userns);
+			return cap_err(err, e, "idmapping the mount of '%s'", spec->binds[i].target);
+		}
+	}
+	close(userns);
+	return 0;
+}
+
 int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
 		    capsule_error *err)
 {
@@ -471,6 +525,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
 	if (r == 0)
 		r = write_proc_file((pid_t)pid, "gid_map", map, err);
+	if (r == 0 && !spec->rootless)
+		r = idmap_binds(spec, (pid_t)pid, err);
 	if (r == 0 && join)
 		r = join((pid_t)pid, payload, err);
 	if (r == 0 && write(go[1], "g", 1) != 1)

@@ -15,6 +15,12 @@ struct container_tmpfs {
 	uint32_t mode;
 };
 
+struct container_bind {
+	int tree;           /* a detached mount (open_tree OPEN_TREE_CLONE) of the host path */
+	const char *target; /* absolute, normalized, inside the sandbox */
+	bool is_dir;
+};
+
 struct container_spec {
 	const char *hostname;
 	const char *lowerdir;  /* the image's root (read-only layers), host path */
@@ -28,6 +34,8 @@ struct container_spec {
 	bool rootless;         /* the caller is not root: single-id map, setgroups denied */
 	const struct container_tmpfs *tmpfs;
 	size_t ntmpfs;
+	const struct container_bind *binds;
+	size_t nbinds;
 };
 
 struct container {
