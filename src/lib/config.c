@@ -471,3 +471,13 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 		config_clear(cfg);
 	return r;
 }
+
+int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = read_file_at(dirfd, "config", 1u << 20, &text, &len);
+	if (r < 0)
+		return cap_err(err, -r, "reading the sandbox's configuration");
+	return config_parse(text, len, cfg, err);
+}

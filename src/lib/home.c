@@ -182,13 +182,9 @@ static bool id_slot_stale(int run, const char *owner, uint32_t slot)
 	_cleanup_close_ int dir = openat(run, owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return errno == ENOENT;
-	_cleanup_free_ char *text = NULL;
-	size_t len;
-	if (read_file_at(dir, "config", 1u << 20, &text, &len) < 0)
-		return false; /* being created right now */
 	struct capsule_config cfg;
-	if (config_parse(text, len, &cfg, NULL) < 0)
-		return false;
+	if (config_load_at(dir, &cfg, NULL) < 0)
+		return false; /* being created right now */
 	bool stale = cfg.id_slot != slot;
 	config_clear(&cfg);
 	return stale;

@@ -60,6 +60,8 @@ struct capsule_config {
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
 int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err);
+/* Read and parse the "config" file in the sandbox folder DIRFD. */
+int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
 

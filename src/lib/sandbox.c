@@ -43,16 +43,6 @@ static void generate_name(char *out, size_t n)
 	snprintf(out, n, "capsule-%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
 }
 
-static int read_config_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
-{
-	_cleanup_free_ char *text = NULL;
-	size_t len;
-	int r = read_file_at(dirfd, "config", 1u << 20, &text, &len);
-	if (r < 0)
-		return cap_err(err, -r, "reading sandbox configuration");
-	return config_parse(text, len, cfg, err);
-}
-
 /* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
  * and a session of its own (a Ctrl-C at the caller's terminal is for the command, passed on
  * by the CLI, not for the shim). */
@@ -318,7 +308,7 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 	capsule_sandbox *sb = sandbox_alloc();
 	if (!sb)
 		return cap_err(err, ENOMEM, "allocating a sandbox");
-	if ((r = read_config_at(dir, &sb->cfg, err)) < 0) {
+	if ((r = config_load_at(dir, &sb->cfg, err)) < 0) {
 		free(sb);
 		return r;
 	}
@@ -447,7 +437,7 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	if (lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) < 0)
 		return cap_err_plain(err, EBUSY, "sandbox '%s' was started again while being removed", name);
 	struct capsule_config cfg;
-	bool have_cfg = read_config_at(dir, &cfg, NULL) == 0;
+	bool have_cfg = config_load_at(dir, &cfg, NULL) == 0;
 	if ((r = rm_rf_at(run, name)) < 0) {
 		if (have_cfg)
 			config_clear(&cfg);
@@ -511,7 +501,7 @@ int sweep_stale(const char *name)
 	struct capsule_config cfg;
 	bool detached = false;
 	uint32_t slot = 0;
-	if (read_config_at(dir, &cfg, NULL) == 0) {
+	if (config_load_at(dir, &cfg, NULL) == 0) {
 		detached = cfg.detached;
 		slot = cfg.id_slot;
 		config_clear(&cfg);
@@ -534,7 +524,7 @@ static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, 
 {
 	memset(info, 0, sizeof(*info));
 	struct capsule_config cfg;
-	int r = read_config_at(dir, &cfg, err);
+	int r = config_load_at(dir, &cfg, err);
 	if (r < 0)
 		return r;
 	snprintf(info->name, sizeof(info->name), "%s", name);

@@ -1047,13 +1047,7 @@ int main(int argc, char **argv)
 		int logfd = openat(S.run_fd, "shim.log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (logfd >= 0)
 			S.log = fdopen(logfd, "a");
-		_cleanup_free_ char *text = NULL;
-		size_t len;
-		r = read_file_at(S.run_fd, "config", 1u << 20, &text, &len);
-		if (r < 0)
-			r = cap_err(&err, -r, "reading the configuration of sandbox '%s'", S.name);
-		else
-			r = config_parse(text, len, &S.cfg, &err);
+		r = config_load_at(S.run_fd, &S.cfg, &err);
 	}
 	sigset_t mask;
 	sigemptyset(&mask);
