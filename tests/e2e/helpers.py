@@ -2,7 +2,10 @@
 import glob
 import os
 import re
+import subprocess
 import time
+
+import pytest
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CONTROLLERS = ("memory", "pids", "cpu")
@@ -89,3 +92,22 @@ def leftovers(capsule, name):
         "cgroups": cgroup_dirs(name),
         "procs": host_procs_in(name),
     }
+
+
+def assert_cat_sees_eof_without_i(capsule, *args):
+    """`capsule ARGS cat` with our stdin open and silent: without -i, cat must see EOF at
+    once, exit 0 and print nothing."""
+    p = capsule.popen(*args, "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        rc = p.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        pytest.fail("cat without -i did not end: stdin was not closed")
+    finally:
+        p.stdin.close()
+    out, err = p.stdout.read(), p.stderr.read()
+    p.stdout.close()
+    p.stderr.close()
+    assert rc == 0, err
+    assert out == b""

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, host_procs_in, wait_until
+from .helpers import assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, wait_until
 
 
 def test_exec_runs_in_the_sandbox(capsule, sandbox):
@@ -99,21 +99,7 @@ def test_exec_env_does_not_stick_to_the_sandbox(capsule, sandbox):
 
 
 def test_exec_stdin_closed_without_i(capsule, sandbox):
-    p = capsule.popen("exec", sandbox, "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE)
-    try:
-        rc = p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        pytest.fail("cat without -i did not end: stdin was not closed")
-    finally:
-        p.stdin.close()
-    out = p.stdout.read()
-    p.stdout.close()
-    p.stderr.close()
-    assert rc == 0
-    assert out == b""
+    assert_cat_sees_eof_without_i(capsule, "exec", sandbox)
 
 
 def test_exec_tty(capsule, sandbox):

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from .helpers import cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
+from .helpers import assert_cat_sees_eof_without_i, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
 
 
 # ---- output and exit codes ---------------------------------------------------------------
@@ -214,23 +214,7 @@ def test_stdin_10mb_through_sha256sum(capsule):
 
 
 def test_stdin_is_closed_without_i(capsule):
-    # The caller's stdin stays open and silent: without -i, cat must see EOF at once anyway.
-    name = capsule.unique_name("noin")
-    p = capsule.popen("run", "--name", name, "--", "cat", stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                      stderr=subprocess.PIPE)
-    try:
-        rc = p.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        p.wait()
-        pytest.fail("cat without -i did not end: stdin was not closed")
-    finally:
-        p.stdin.close()
-    out, err = p.stdout.read(), p.stderr.read()
-    p.stdout.close()
-    p.stderr.close()
-    assert rc == 0, err
-    assert out == b""
+    assert_cat_sees_eof_without_i(capsule, "run", "--name", capsule.unique_name("noin"), "--")
 
 
 def test_stdin_data_is_not_passed_without_i(capsule):
