@@ -219,6 +219,92 @@ CAPSULE_API void capsule_exec_result_free(capsule_exec_result *r);
 /* Kill a background process (started with detach) by its pid in the sandbox. */
 CAPSULE_API int capsule_sandbox_kill(capsule_sandbox *sb, pid_t pid, int signo, capsule_error *err);
 
+/* ---- filesystem API ------------------------------------------------------------------- */
+
+/* Files inside a running sandbox, over the same channel as exec: no mount, no network. Paths
+ * are absolute paths inside the sandbox and are resolved by the sandbox's agent inside the
+ * sandbox's root (symlinks included), so a path can never reach a host file. Operations act
+ * as the sandbox's root, as `docker cp` does. Paths longer than CAPSULE_FS_PATH_MAX bytes
+ * are refused with -ENAMETOOLONG before anything is sent. */
+#define CAPSULE_FS_PATH_MAX 4096
+
+typedef enum capsule_fs_kind {
+	CAPSULE_FS_FILE = 1,
+	CAPSULE_FS_DIR = 2,
+	CAPSULE_FS_SYMLINK = 3,
+	CAPSULE_FS_OTHER = 4, /* device, fifo, socket */
+} capsule_fs_kind;
+
+typedef struct capsule_fs_entry {
+	char *name;        /* the last component (for stat: of the path given) */
+	capsule_fs_kind kind;
+	uint64_t size;
+	uint32_t mode;     /* permission bits and setuid/setgid/sticky (07777) */
+	int64_t mtime_ns;  /* nanoseconds since the epoch */
+	uint32_t uid, gid; /* as the sandbox sees them */
+	char *link_target; /* symlinks only, else NULL */
+} capsule_fs_entry;
+
+/* Stat PATH itself (a symlink is reported as a symlink, not followed). */
+CAPSULE_API int capsule_fs_stat(capsule_sandbox *sb, const char *path, capsule_fs_entry *out, capsule_error *err);
+/* The entries of folder PATH (without . and ..), sorted by name. */
+CAPSULE_API int capsule_fs_list(capsule_sandbox *sb, const char *path, capsule_fs_entry **out, size_t *count,
+				capsule_error *err);
+CAPSULE_API void capsule_fs_entry_clear(capsule_fs_entry *e);
+CAPSULE_API void capsule_fs_entries_free(capsule_fs_entry *entries, size_t count);
+
+#define CAPSULE_FS_PARENTS 0x1u   /* mkdir, write: create missing parent folders (mkdir -p) */
+#define CAPSULE_FS_RECURSIVE 0x2u /* remove: a folder and everything in it (rm -r) */
+#define CAPSULE_FS_FORCE 0x4u     /* remove: a missing path is not an error (rm -f) */
+#define CAPSULE_FS_NOREPLACE 0x8u /* write, rename: fail with -EEXIST instead of replacing */
+
+/* Make folder PATH with MODE (0: 0755). */
+CAPSULE_API int capsule_fs_mkdir(capsule_sandbox *sb, const char *path, uint32_t mode, unsigned flags,
+				 capsule_error *err);
+CAPSULE_API int capsule_fs_remove(capsule_sandbox *sb, const char *path, unsigned flags, capsule_error *err);
+CAPSULE_API int capsule_fs_rename(capsule_sandbox *sb, const char *from, const char *to, unsigned flags,
+				  capsule_error *err);
+/* Make a symlink at PATH pointing at TARGET (stored as given, resolved later inside). */
+CAPSULE_API int capsule_fs_symlink(capsule_sandbox *sb, const char *target, const char *path, capsule_error *err);
+
+/* Write a whole file. The new content appears at once and whole: it is written to a
+ * temporary file beside PATH and renamed over it, so a failure (ENOSPC, a lost connection)
+ * leaves the old file as it was. A file that exists keeps its mode and owner; a new one gets
+ * MODE (0: 0644). */
+CAPSULE_API int capsule_fs_write(capsule_sandbox *sb, const char *path, const void *data, size_t len, uint32_t mode,
+				 unsigned flags, capsule_error *err);
+/* Read a whole file into a malloc'd buffer (NUL-terminated for convenience, *len excludes
+ * it); files larger than MAX_BYTES fail with -EFBIG (0: 1 GiB). */
+CAPSULE_API int capsule_fs_read(capsule_sandbox *sb, const char *path, void **data, size_t *len, size_t max_bytes,
+				capsule_error *err);
+
+/* Streams: constant memory whatever the file's size. */
+typedef struct capsule_fs_stream capsule_fs_stream;
+CAPSULE_API int capsule_fs_open_read(capsule_fs_stream **out, capsule_sandbox *sb, const char *path, capsule_error *err);
+/* Bytes read (> 0), 0 at the end of the file, or a negative error. */
+CAPSULE_API ssize_t capsule_fs_stream_read(capsule_fs_stream *s, void *buf, size_t cap, capsule_error *err);
+CAPSULE_API int capsule_fs_open_write(capsule_fs_stream **out, capsule_sandbox *sb, const char *path, uint32_t mode,
+				      unsigned flags, capsule_error *err);
+CAPSULE_API int capsule_fs_stream_write(capsule_fs_stream *s, const void *buf, size_t len, capsule_error *err);
+/* For a write stream: put the file in place (the rename above) and report any error; for a
+ * read stream: end it. A write stream freed without close leaves the old file untouched. */
+CAPSULE_API int capsule_fs_stream_close(capsule_fs_stream *s, capsule_error *err);
+CAPSULE_API void capsule_fs_stream_free(capsule_fs_stream *s);
+
+/* Whole files between a host fd and the sandbox, streaming. */
+CAPSULE_API int capsule_fs_read_to_fd(capsule_sandbox *sb, const char *path, int fd, capsule_error *err);
+CAPSULE_API int capsule_fs_write_from_fd(capsule_sandbox *sb, const char *path, int fd, uint32_t mode, unsigned flags,
+					 capsule_error *err);
+
+/* Copy files and folders, like `docker cp`: a folder is copied with everything in it;
+ * symlinks are copied as symlinks, never followed (so a loop is just a link); devices,
+ * fifos and sockets are skipped. When DST is an existing folder, SRC is copied into it under
+ * its own name. Host paths are opened with the caller's rights; every host file is created
+ * beneath DST without following any symlink, so names chosen inside the sandbox cannot
+ * make the copy write elsewhere on the host. */
+CAPSULE_API int capsule_copy_to(capsule_sandbox *sb, const char *host_src, const char *guest_dst, capsule_error *err);
+CAPSULE_API int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *host_dst, capsule_error *err);
+
 /* ---- host ----------------------------------------------------------------------------- */
 
 /* Where state lives: $CAPSULE_HOME, else /var/lib/capsule for root, else

@@ -71,12 +71,10 @@ static void fatal_exit(void)
 
 /* ---- sending ----------------------------------------------------------------------------- */
 
-static void send_frame(void)
+void agent_send_raw(const void *buf, size_t len)
 {
-	if (A.w.err)
-		fatal_exit();
-	const uint8_t *p = A.w.buf;
-	size_t left = A.w.len;
+	const uint8_t *p = buf;
+	size_t left = len;
 	while (left > 0) {
 		ssize_t n = send(A.ctl, p, left, MSG_NOSIGNAL);
 		if (n < 0) {
@@ -92,6 +90,36 @@ static void send_frame(void)
 		p += n;
 		left -= (size_t)n;
 	}
+}
+
+static void send_frame(void)
+{
+	if (A.w.err)
+		fatal_exit();
+	agent_send_raw(A.w.buf, A.w.len);
+}
+
+static void send_error(uint32_t chan, int errnum, const char *msg);
+static void send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
+
+struct cp_writer *agent_writer(void)
+{
+	return &A.w;
+}
+
+void agent_send_frame(void)
+{
+	send_frame();
+}
+
+void agent_send_error(uint32_t chan, int errnum, const char *msg)
+{
+	send_error(chan, errnum, msg);
+}
+
+void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes)
+{
+	send_credit(chan, stream, bytes);
 }
 
 static void send_error(uint32_t chan, int errnum, const char *msg)
@@ -402,6 +430,8 @@ out:
 
 static void handle_data(const struct cp_header *h, const uint8_t *payload)
 {
+	if (fs_data(h, payload))
+		return;
 	struct proc *p = proc_by_chan(h->chan);
 	unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
 	if (!p)
@@ -435,6 +465,8 @@ static void handle_data(const struct cp_header *h, const uint8_t *payload)
 static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_credit m;
+	if (fs_credit(h, payload))
+		return;
 	struct proc *p = proc_by_chan(h->chan);
 	if (!p || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
 		return;
@@ -447,6 +479,8 @@ static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 static void handle_signal(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_signal m;
+	if (fs_cancel(h->chan))
+		return; /* a file transfer's client went away */
 	struct proc *p = proc_by_chan(h->chan);
 	bool valid = cp_signal_decode(payload, h->len, &m) == 0 && m.signo > 0 && m.signo < NSIG;
 	if (p) {
@@ -513,6 +547,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 			send_frame();
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
+	case CP_FS: fs_request(h->chan, payload, h->len); break;
 	case CP_DATA: handle_data(h, payload); break;
 	case CP_CREDIT: handle_credit(h, payload); break;
 	case CP_SIGNAL: handle_signal(h, payload); break;
@@ -654,6 +689,8 @@ int main(int argc, char **argv)
 	cp_rxbuf_init(&A.rx);
 	cp_writer_init(&A.w);
 	bring_up_loopback();
+	if (fs_init() < 0)
+		return 1;
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -682,9 +719,10 @@ int main(int argc, char **argv)
 		return 1;
 	send_frame();
 
+	bool fs_busy = false;
 	for (;;) {
 		struct epoll_event evs[64];
-		int n = epoll_wait(A.epfd, evs, 64, next_timeout_ms());
+		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)
 			fatal_exit();
 		for (int i = 0; i < n; i++) {
@@ -714,6 +752,7 @@ int main(int argc, char **argv)
 				read_output(p, 2);
 		}
 		check_timers();
+		fs_busy = fs_pump();
 		if (A.shutting_down) {
 			reap_children();
 			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms)

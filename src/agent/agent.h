@@ -48,4 +48,21 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
  * was not found, could not be executed, the working directory does not exist, ...). */
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen);
 
+/* Sending to the shim (agent.c): frames are written whole, waiting for room if need be. */
+struct cp_writer *agent_writer(void);
+void agent_send_frame(void); /* the frame encoded in agent_writer() */
+void agent_send_raw(const void *buf, size_t len);
+void agent_send_error(uint32_t chan, int errnum, const char *msg);
+void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
+
+/* The filesystem API (fs.c). The fs_* frame handlers return false when CHAN is not one of
+ * theirs. fs_pump sends what the open streams have credit for and returns true while there
+ * is more it could send at once. */
+int fs_init(void);
+void fs_request(uint32_t chan, const uint8_t *payload, size_t len);
+bool fs_data(const struct cp_header *h, const uint8_t *payload);
+bool fs_credit(const struct cp_header *h, const uint8_t *payload);
+bool fs_cancel(uint32_t chan);
+bool fs_pump(void);
+
 #endif

@@ -18,6 +18,8 @@ static const struct cli_command commands[] = {
 	{ "rm", cmd_rm, "Remove sandboxes" },
 	{ "ps", cmd_ps, "List sandboxes" },
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },
+	{ "fs", cmd_fs, "Read, write and list files in a running sandbox" },
+	{ "cp", cmd_cp, "Copy files and folders between the host and a sandbox" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

@@ -36,6 +36,8 @@ enum cp_type {
 	CP_STOP = 32,    /* client -> shim: stop the sandbox gracefully */
 	CP_INIT = 48,    /* shim -> agent, once after HELLO: the sandbox's settings */
 	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
+
+	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -187,6 +189,59 @@ enum {
 };
 #define CP_MAX_SECCOMP_BYTES (64u * 1024)
 
+/* A filesystem operation, resolved by the agent inside the sandbox. Replies:
+ *  STAT: OK carrying one entry's fields.  LIST: DATA on stream 1 whose payloads are whole
+ *  entry records (u32 length + entry fields; a record never spans frames), then OK.
+ *  READ: DATA on stream 1 (the last with EOF), then OK.  WRITE: STARTED once the temporary
+ *  file is open, then the client streams DATA on stream 0 under credit; its EOF commits and
+ *  the agent answers OK with the new file's entry. Others: OK. Any: ERROR. */
+enum cp_fs_op {
+	CP_FS_STAT = 1,
+	CP_FS_LIST = 2,
+	CP_FS_READ = 3,
+	CP_FS_WRITE = 4,
+	CP_FS_MKDIR = 5,
+	CP_FS_REMOVE = 6,
+	CP_FS_RENAME = 7,
+	CP_FS_SYMLINK = 8,
+};
+#define CP_FS_PARENTS 0x1u
+#define CP_FS_RECURSIVE 0x2u
+#define CP_FS_FORCE 0x4u
+#define CP_FS_NOREPLACE 0x8u
+#define CP_FS_PATH_MAX 4096u
+#define CP_FS_NAME_MAX 255u
+
+struct cp_fs {
+	uint32_t op;
+	char *path;
+	char *path2; /* RENAME: the new path; SYMLINK: the link's target */
+	uint32_t flags;
+	uint32_t mode;
+};
+enum { CP_T_FS_OP = 1, CP_T_FS_PATH = 2, CP_T_FS_PATH2 = 3, CP_T_FS_FLAGS = 4, CP_T_FS_MODE = 5 };
+
+enum cp_fs_kind { CP_FS_KIND_FILE = 1, CP_FS_KIND_DIR = 2, CP_FS_KIND_SYMLINK = 3, CP_FS_KIND_OTHER = 4 };
+struct cp_fs_entry {
+	char *name;
+	uint32_t kind;
+	uint64_t size;
+	uint32_t mode; /* 07777 */
+	int64_t mtime_ns;
+	uint32_t uid, gid;
+	char *link; /* symlinks only */
+};
+enum {
+	CP_T_ENT_NAME = 1,
+	CP_T_ENT_KIND = 2,
+	CP_T_ENT_SIZE = 3,
+	CP_T_ENT_MODE = 4,
+	CP_T_ENT_MTIME_NS = 5,
+	CP_T_ENT_UID = 6,
+	CP_T_ENT_GID = 7,
+	CP_T_ENT_LINK = 8,
+};
+
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */
 int cp_hello_encode(struct cp_writer *w, uint32_t chan, const struct cp_hello *m);
@@ -222,6 +277,21 @@ int cp_stop_decode(const uint8_t *p, size_t n, struct cp_stop *m);
 int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m);
 int cp_init_decode(const uint8_t *p, size_t n, struct cp_init *m);
 void cp_init_free(struct cp_init *m);
+
+int cp_fs_encode(struct cp_writer *w, uint32_t chan, const struct cp_fs *m);
+int cp_fs_decode(const uint8_t *p, size_t n, struct cp_fs *m);
+void cp_fs_free(struct cp_fs *m);
+
+/* An entry as the payload of an OK frame (STAT, WRITE). */
+int cp_fs_entry_encode_ok(struct cp_writer *w, uint32_t chan, const struct cp_fs_entry *m);
+/* Decode one entry from the fields in P..P+N. The name must be a single component (no '/',
+ * not "." or ".."), a link target at most CP_FS_PATH_MAX bytes: the agent is not trusted. */
+int cp_fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m);
+void cp_fs_entry_free(struct cp_fs_entry *m);
+/* LIST records: append one record (u32 length + fields) to BUF (no frame header). */
+int cp_fs_record_append(struct cp_writer *w, const struct cp_fs_entry *m);
+/* Take the next record from a LIST DATA payload: 1 and *M filled, 0 at the end, -EBADMSG. */
+int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m);
 
 /* A bare frame with no payload (CP_OK, CP_SHUTDOWN) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);

@@ -492,6 +492,7 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 	struct channel *ch = h->chan ? chan_by_client(ci, h->chan) : NULL;
 	switch (h->type) {
 	case CP_EXEC:
+	case CP_FS:
 	case CP_SIGNAL:
 		if (h->type == CP_SIGNAL && ch) {
 			forward(true, ci, h, payload, ch->agent_chan);

@@ -1,0 +1,240 @@
+/* `cp` between the host and a sandbox, built on the filesystem API.
+ *
+ * Symlinks are copied as symlinks and never followed, on either side, so a folder holding a
+ * loop copies in finite time. On the host, every file and folder is made relative to a
+ * folder descriptor with O_NOFOLLOW, below a destination the caller named: entry names come
+ * from the sandbox (the decoder already refuses "/", "." and ".."), and a symlink we made a
+ * moment ago from the sandbox's data is never walked through. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "util.h"
+
+#define COPY_MAX_DEPTH 256
+
+static int join(char *out, size_t size, const char *dir, const char *name, capsule_error *err)
+{
+	int n = snprintf(out, size, "%s%s%s", dir, dir[strlen(dir) - 1] == '/' ? "" : "/", name);
+	if (n < 0 || (size_t)n >= size)
+		return cap_err_plain(err, ENAMETOOLONG, "path '%s/%s' is too long", dir, name);
+	return 0;
+}
+
+/* The last component of PATH, ignoring trailing slashes ("" for "/"). */
+static const char *last_component(const char *path, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", path);
+	size_t n = strlen(buf);
+	while (n > 1 && buf[n - 1] == '/')
+		buf[--n] = 0;
+	char *s = strrchr(buf, '/');
+	return s ? s + 1 : buf;
+}
+
+/* ---- host -> sandbox ---------------------------------------------------------------- */
+
+static int copy_to_at(capsule_sandbox *sb, int dirfd, const char *name, const char *guest, int depth, capsule_error *err)
+{
+	if (depth > COPY_MAX_DEPTH)
+		return cap_err_plain(err, ELOOP, "copy: folders nested deeper than %d at '%s'", COPY_MAX_DEPTH, guest);
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return cap_err(err, errno, "copy: '%s'", name);
+	if (S_ISLNK(st.st_mode)) {
+		char target[CAPSULE_FS_PATH_MAX + 1];
+		ssize_t n = readlinkat(dirfd, name, target, sizeof(target));
+		if (n < 0 || (size_t)n > CAPSULE_FS_PATH_MAX)
+			return cap_err(err, n < 0 ? errno : ENAMETOOLONG, "copy: reading link '%s'", name);
+		target[n] = 0;
+		int r = capsule_fs_remove(sb, guest, CAPSULE_FS_FORCE, err);
+		return r < 0 ? r : capsule_fs_symlink(sb, target, guest, err);
+	}
+	if (S_ISREG(st.st_mode)) {
+		_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0)
+			return cap_err(err, errno, "copy: opening '%s'", name);
+		return capsule_fs_write_from_fd(sb, guest, fd, st.st_mode & 07777, 0, err);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0; /* devices, fifos, sockets: skipped, as documented */
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "copy: opening folder '%s'", name);
+	capsule_fs_entry e;
+	int r = capsule_fs_stat(sb, guest, &e, NULL);
+	bool exists_as_dir = r == 0 && e.kind == CAPSULE_FS_DIR;
+	capsule_fs_entry_clear(&e);
+	if (!exists_as_dir && (r = capsule_fs_mkdir(sb, guest, st.st_mode & 07777, 0, err)) < 0)
+		return r;
+	int dup_fd = dup(fd);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return cap_err(err, errno, "copy: reading folder '%s'", name);
+	}
+	r = 0;
+	struct dirent *de;
+	char child[CAPSULE_FS_PATH_MAX + 1];
+	while (r == 0 && (de = readdir(d))) {
+		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+			continue;
+		if ((r = join(child, sizeof(child), guest, de->d_name, err)) == 0)
+			r = copy_to_at(sb, fd, de->d_name, child, depth + 1, err);
+	}
+	closedir(d);
+	return r;
+}
+
+int capsule_copy_to(capsule_sandbox *sb, const char *host_src, const char *guest_dst, capsule_error *err)
+{
+	if (!host_src || !host_src[0])
+		return cap_err_plain(err, EINVAL, "copy: no host path given");
+	if (!guest_dst || guest_dst[0] != '/')
+		return cap_err_plain(err, EINVAL, "copy: '%s' is not an absolute path inside the sandbox",
+				     guest_dst ? guest_dst : "");
+	if (strlen(guest_dst) > CAPSULE_FS_PATH_MAX)
+		return cap_err_plain(err, ENAMETOOLONG, "copy: path is longer than %d bytes", CAPSULE_FS_PATH_MAX);
+	char buf[PATH_MAX];
+	const char *base = last_component(host_src, buf, sizeof(buf));
+	char parent_path[PATH_MAX];
+	snprintf(parent_path, sizeof(parent_path), "%s", host_src);
+	_cleanup_close_ int parent = open(dirname(parent_path), O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (parent < 0)
+		return cap_err(err, errno, "copy: '%s'", host_src);
+	struct stat st;
+	if (fstatat(parent, base[0] ? base : ".", &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return cap_err(err, errno, "copy: '%s'", host_src);
+	/* Into an existing folder: under the source's own name, as cp and docker cp do. */
+	char dest[CAPSULE_FS_PATH_MAX + 1];
+	snprintf(dest, sizeof(dest), "%s", guest_dst);
+	capsule_fs_entry e;
+	if (capsule_fs_stat(sb, guest_dst, &e, NULL) == 0 && e.kind == CAPSULE_FS_DIR && base[0] &&
+	    strcmp(base, ".") != 0) {
+		int r = join(dest, sizeof(dest), guest_dst, base, err);
+		if (r < 0) {
+			capsule_fs_entry_clear(&e);
+			return r;
+		}
+	}
+	capsule_fs_entry_clear(&e);
+	return copy_to_at(sb, parent, base[0] ? base : ".", dest, 0, err);
+}
+
+/* ---- sandbox -> host ---------------------------------------------------------------- */
+
+static int copy_file_from(capsule_sandbox *sb, const char *guest, int dirfd, const char *name, uint32_t mode,
+			  capsule_error *err)
+{
+	/* Into a temporary name, renamed over NAME at the end: a failed copy leaves what was
+	 * there. */
+	char tmp[NAME_MAX + 1];
+	int fd = -1;
+	for (int i = 0; i < 16 && fd < 0; i++) {
+		uint64_t rnd = 0;
+		if (getentropy(&rnd, sizeof(rnd)) < 0)
+			rnd = now_ms() + (uint64_t)i;
+		snprintf(tmp, sizeof(tmp), ".capsule-cp-%016llx", (unsigned long long)rnd);
+		fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST)
+			break;
+	}
+	if (fd < 0)
+		return cap_err(err, errno, "copy: creating '%s' on the host", name);
+	int r = capsule_fs_read_to_fd(sb, guest, fd, err);
+	if (r == 0 && fchmod(fd, mode & 0777) < 0)
+		r = cap_err(err, errno, "copy: setting the mode of '%s'", name);
+	if (close(fd) < 0 && r == 0)
+		r = cap_err(err, errno, "copy: writing '%s'", name);
+	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
+		r = cap_err(err, errno, "copy: putting '%s' in place", name);
+	if (r < 0)
+		unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+static int copy_from_at(capsule_sandbox *sb, const char *guest, const capsule_fs_entry *e, int dirfd, const char *name,
+			int depth, capsule_error *err)
+{
+	if (depth > COPY_MAX_DEPTH)
+		return cap_err_plain(err, ELOOP, "copy: folders nested deeper than %d at '%s'", COPY_MAX_DEPTH, guest);
+	switch (e->kind) {
+	case CAPSULE_FS_FILE:
+		return copy_file_from(sb, guest, dirfd, name, e->mode, err);
+	case CAPSULE_FS_SYMLINK:
+		if (!e->link_target)
+			return 0;
+		if (symlinkat(e->link_target, dirfd, name) < 0) {
+			struct stat st;
+			if (errno != EEXIST || fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode) ||
+			    unlinkat(dirfd, name, 0) < 0 || symlinkat(e->link_target, dirfd, name) < 0)
+				return cap_err(err, errno, "copy: making link '%s' on the host", name);
+		}
+		return 0;
+	case CAPSULE_FS_DIR:
+		break;
+	default:
+		return 0;
+	}
+	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+		return cap_err(err, errno, "copy: making folder '%s' on the host", name);
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno == ELOOP ? ENOTDIR : errno, "copy: opening folder '%s' on the host", name);
+	capsule_fs_entry *v;
+	size_t n;
+	int r = capsule_fs_list(sb, guest, &v, &n, err);
+	if (r < 0)
+		return r;
+	char child[CAPSULE_FS_PATH_MAX + 1];
+	for (size_t i = 0; i < n && r == 0; i++)
+		if ((r = join(child, sizeof(child), guest, v[i].name, err)) == 0)
+			r = copy_from_at(sb, child, &v[i], fd, v[i].name, depth + 1, err);
+	capsule_fs_entries_free(v, n);
+	if (r == 0 && fchmod(fd, e->mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) < 0)
+		r = cap_err(err, errno, "copy: setting the mode of folder '%s'", name);
+	return r;
+}
+
+int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *host_dst, capsule_error *err)
+{
+	if (!host_dst || !host_dst[0])
+		return cap_err_plain(err, EINVAL, "copy: no host path given");
+	capsule_fs_entry e;
+	int r = capsule_fs_stat(sb, guest_src, &e, err);
+	if (r < 0)
+		return r;
+	/* Into an existing host folder: under the source's own name. */
+	char buf[PATH_MAX], pbuf[PATH_MAX];
+	const char *src_base = last_component(guest_src, buf, sizeof(buf));
+	struct stat st;
+	_cleanup_close_ int dirfd = -1;
+	const char *name;
+	if (stat(host_dst, &st) == 0 && S_ISDIR(st.st_mode)) {
+		dirfd = open(host_dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		name = src_base[0] ? src_base : "root";
+	} else {
+		snprintf(pbuf, sizeof(pbuf), "%s", host_dst);
+		dirfd = open(dirname(pbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		name = last_component(host_dst, pbuf, sizeof(pbuf));
+	}
+	if (dirfd < 0) {
+		r = cap_err(err, errno, "copy: destination folder of '%s'", host_dst);
+	} else if (!name[0] || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+		r = cap_err_plain(err, EINVAL, "copy: '%s' does not name a file", host_dst);
+	} else {
+		char nbuf[NAME_MAX + 1];
+		snprintf(nbuf, sizeof(nbuf), "%s", name);
+		r = copy_from_at(sb, guest_src, &e, dirfd, nbuf, 0, err);
+	}
+	capsule_fs_entry_clear(&e);
+	return r;
+}
