@@ -66,6 +66,7 @@ demo: deps
 bench: deps
 	$(MAKE) build
 	@bench/run $(abspath $(BUILD))
+	@bench/files $(abspath $(BUILD))
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

@@ -23,6 +23,7 @@ struct capsule_sandbox {
 	struct capsule_config cfg;
 	struct conn owner; /* the creator's socket to an ephemeral sandbox's shim; fd -1 if none */
 	bool owner_lent;   /* a command is using owner (taken and given back atomically) */
+	bool owner_kept;   /* owner is a plain connection we opened to reuse, not the creator's */
 	uint32_t owner_next_chan;
 	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
 };
@@ -209,10 +210,34 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	return 0;
 }
 
+/* A connection whose shim has gone (the sandbox was stopped and maybe started again). */
+static bool conn_dead(const struct conn *c)
+{
+	char b;
+	ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
 {
-	if (sb->owner.fd < 0 || __atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
+	if (__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
 		return NULL;
+	/* A handle that did not create its sandbox keeps one connection of its own for the
+	 * calls that need one, so that each exec or file operation does not pay a connect
+	 * and a HELLO round trip. It is an ordinary client: closing it stops nothing. */
+	if (sb->owner.fd >= 0 && sb->owner_kept && conn_dead(&sb->owner)) {
+		conn_close(&sb->owner);
+		sb->owner_kept = false;
+	}
+	if (sb->owner.fd < 0) {
+		if (conn_open(&sb->owner, sb->cfg.name, NULL) < 0) {
+			sb->owner.fd = -1;
+			__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		sb->owner_kept = true;
+		sb->owner_next_chan = 2;
+	}
 	/* Channel 1 is the stop request's; commands count up from 2. */
 	if (sb->owner_next_chan < 2)
 		sb->owner_next_chan = 2;
