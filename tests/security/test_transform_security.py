@@ -5,10 +5,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
-import time
 import uuid
 
 import pytest
+from secutil import wait_until
 
 
 @pytest.fixture
@@ -103,15 +103,6 @@ def test_a_crashing_plugin_fails_io_without_hanging_the_sandbox_or_its_stop(caps
                                        "Software caused connection abort")), r.stderr
     # The sandbox still answers, and the server was reaped, not left a zombie.
     assert capsule.run("exec", name, "--", "echo", "alive", check=True, timeout=30).stdout == "alive\n"
-    assert _eventually(lambda: not os.path.exists(f"/proc/{servers[0]}"))
+    assert wait_until(lambda: not os.path.exists(f"/proc/{servers[0]}"), 10)
     capsule.run("stop", name, check=True, timeout=30)
-    assert _eventually(lambda: not os.path.exists(f"/proc/{shim}"))
-
-
-def _eventually(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    assert wait_until(lambda: not os.path.exists(f"/proc/{shim}"), 10)
