@@ -67,7 +67,16 @@ static int spawn_server(const char *helper, const struct bind_mount *b, uid_t ui
 	snprintf(cnt, sizeof(cnt), "%u", id_count);
 	char *argv[] = { "capsule-fuse", "--plugin", b->transform, "--target", b->target, "--uid-base", ub,
 			 "--gid-base", gb, "--id-count", cnt, b->readonly ? "--readonly" : NULL, NULL };
-	char *envp[] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
+	/* A clean environment; a sanitized build's report settings pass, so that the server's
+	 * reports land where the test harness looks. */
+	char *envp[8] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin" };
+	size_t nenv = 1;
+	static const char *const keep[] = { "ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS" };
+	for (size_t i = 0; i < ARRAY_SIZE(keep); i++) {
+		const char *v = getenv(keep[i]);
+		if (v)
+			envp[nenv++] = (char *)(v - strlen(keep[i]) - 1);
+	}
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)

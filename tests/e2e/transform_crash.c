@@ -1,6 +1,5 @@
 /* A transform plugin that crashes on the first read or write: the mount must fail with an
  * error, not hang, and the sandbox must still stop. */
-#include <signal.h>
 #include <stdlib.h>
 
 #include "capsule_transform.h"
@@ -15,7 +14,7 @@ static void *crash_open(const char *config)
 static int crash_apply(void *ctx, const char *path, uint64_t offset, uint8_t *buf, size_t len)
 {
 	(void)ctx, (void)path, (void)offset, (void)buf, (void)len;
-	raise(SIGSEGV);
+	/* abort, not a SIGSEGV: sanitizer builds would report a SIGSEGV as a bug of theirs. */
 	abort();
 }
 
