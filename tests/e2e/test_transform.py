@@ -255,3 +255,11 @@ def fuse_servers_any():
         except (FileNotFoundError, NotADirectoryError, ProcessLookupError):
             continue
     return out
+
+
+def test_the_c_api_adds_a_transform_mount(capsule, hostdir, plugin):
+    binary = os.path.join(capsule.build, "tests", "e2e", "transform_api_check")
+    r = subprocess.run([binary, hostdir, plugin], env=capsule.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok transform-api" in r.stdout
+    assert read(os.path.join(hostdir, "api")) == xor(b"through-the-api", config="api-key")
