@@ -86,6 +86,20 @@ CAPSULE_API int capsule_config_add_tmpfs(capsule_config *cfg, const char *target
  * ALLOW_SENSITIVE. At most 32. */
 CAPSULE_API int capsule_config_add_bind(capsule_config *cfg, const char *host_path, const char *guest_path,
 					bool readonly, bool allow_sensitive, capsule_error *err);
+/* Transform hooks (docs/transforms.md): the bind mount at GUEST_PATH (added before) is served
+ * through FUSE by capsule-fuse, which passes every write through the plugin's encode and every
+ * read through its decode, e.g. to keep files encrypted at rest on the host. PLUGIN_PATH is an
+ * absolute path to a shared object exporting `capsule_transform_v1` (capsule_transform.h);
+ * PLUGIN_CONFIG (NULL or a string of at most 4096 bytes, no newline) is given to its open()
+ * and kept in the sandbox's configuration (mode 0600). The mount's source must be a folder.
+ * Needs a root caller (FUSE mounts). */
+CAPSULE_API int capsule_config_set_bind_transform(capsule_config *cfg, const char *guest_path, const char *plugin_path,
+						  const char *plugin_config, capsule_error *err);
+/* capsule_config_add_bind (sensitive paths refused) and capsule_config_set_bind_transform in
+ * one call; on failure the configuration is left as it was. */
+CAPSULE_API int capsule_config_add_bind_transform(capsule_config *cfg, const char *host_path, const char *guest_path,
+						  bool readonly, const char *plugin_path, const char *plugin_config,
+						  capsule_error *err);
 /* A detached sandbox outlives the process that created it and lives until stopped; an
  * ephemeral one (the default) dies when its creator closes it or exits, even on SIGKILL. */
 CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);

@@ -33,11 +33,13 @@ struct sandbox_cli {
 	bool allow_sensitive;
 	char *volumes[64]; /* -v specs, applied after all flags: --allow-sensitive may come later */
 	size_t nvolumes;
+	char *transforms[32]; /* --transform specs, applied after the -v they name */
+	size_t ntransforms;
 };
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM,
 };
 
 static const struct option sandbox_options[] = {
@@ -60,6 +62,7 @@ static const struct option sandbox_options[] = {
 	{ "tmpfs", required_argument, NULL, OPT_TMPFS },
 	{ "volume", required_argument, NULL, 'v' },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
+	{ "transform", required_argument, NULL, OPT_TRANSFORM },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
 };
@@ -84,7 +87,8 @@ static void run_help(const char *verb)
 		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST\n"
-		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n");
+		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n"
+		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n");
 	if (strcmp(verb, "create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
@@ -240,6 +244,13 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 			return cli_usage(verb, "unknown flag '--allow-sensitive'");
 		sbc->allow_sensitive = true;
 		break;
+	case OPT_TRANSFORM:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--transform'");
+		if (sbc->ntransforms >= ARRAY_SIZE(sbc->transforms))
+			return cli_failf("too many --transform options");
+		sbc->transforms[sbc->ntransforms++] = optarg;
+		break;
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:
@@ -283,6 +294,23 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 		else
 			r = capsule_config_add_bind(sbc->cfg, m.source, m.target, m.readonly, sbc->allow_sensitive, &err);
 		mount_spec_free(&m);
+		if (r < 0)
+			return cli_fail(&err);
+	}
+	/* DST=PLUGIN[:CONFIG]: the plugin path ends at the first ':', the config is the rest. */
+	for (size_t i = 0; sbc && i < sbc->ntransforms; i++) {
+		capsule_error err = { 0 };
+		const char *spec = sbc->transforms[i];
+		const char *eq = strchr(spec, '=');
+		if (!eq || eq == spec || !eq[1])
+			return cli_failf("invalid --transform '%s': expected DST=PLUGIN[:CONFIG]", spec);
+		const char *colon = strchr(eq + 1, ':');
+		char *target = strndup(spec, (size_t)(eq - spec));
+		char *plugin = colon ? strndup(eq + 1, (size_t)(colon - eq - 1)) : strdup(eq + 1);
+		int r = target && plugin ? capsule_config_set_bind_transform(sbc->cfg, target, plugin, colon ? colon + 1 : NULL, &err)
+					 : cap_err(&err, ENOMEM, "--transform");
+		free(target);
+		free(plugin);
 		if (r < 0)
 			return cli_fail(&err);
 	}

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "internal.h"
@@ -33,6 +34,8 @@ void config_clear(struct capsule_config *cfg)
 	for (size_t i = 0; i < cfg->nbinds; i++) {
 		free(cfg->binds[i].source);
 		free(cfg->binds[i].target);
+		free(cfg->binds[i].transform);
+		free(cfg->binds[i].transform_config);
 	}
 	cfg->nbinds = 0;
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
@@ -90,8 +93,10 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 		b->source = strdup(src->binds[i].source);
 		b->target = strdup(src->binds[i].target);
 		b->readonly = src->binds[i].readonly;
+		b->transform = src->binds[i].transform ? strdup(src->binds[i].transform) : NULL;
+		b->transform_config = src->binds[i].transform_config ? strdup(src->binds[i].transform_config) : NULL;
 		dst->nbinds = i + 1;
-		if (!b->source || !b->target) {
+		if (!b->source || !b->target || (src->binds[i].transform && (!b->transform || !b->transform_config))) {
 			config_clear(dst);
 			return -ENOMEM;
 		}
@@ -328,6 +333,86 @@ int capsule_config_add_bind(capsule_config *cfg, const char *host_path, const ch
 	return 0;
 }
 
+/* The plugin is checked here, where a mistake can still be named clearly; whether it is a
+ * loadable plugin with the right symbol is capsule-fuse's to find out at start. */
+static int check_transform(const char *plugin_path, const char *plugin_config, capsule_error *err)
+{
+	if (!plugin_path || plugin_path[0] != '/')
+		return cap_err_plain(err, EINVAL, "transform plugin '%s' is not an absolute path",
+				     plugin_path ? plugin_path : "");
+	if (strpbrk(plugin_path, "\n"))
+		return cap_err_plain(err, EINVAL, "transform plugin path has a newline in it");
+	struct stat st;
+	if (stat(plugin_path, &st) < 0)
+		return cap_err(err, errno, "transform plugin '%s'", plugin_path);
+	if (!S_ISREG(st.st_mode))
+		return cap_err_plain(err, EINVAL, "transform plugin '%s' is not a regular file", plugin_path);
+	if (plugin_config && strpbrk(plugin_config, "\n"))
+		return cap_err_plain(err, EINVAL, "transform config for '%s' has a newline in it", plugin_path);
+	if (plugin_config && strlen(plugin_config) > CAPSULE_TRANSFORM_CONFIG_MAX)
+		return cap_err_plain(err, E2BIG, "transform config for '%s' is longer than %d bytes", plugin_path,
+				     CAPSULE_TRANSFORM_CONFIG_MAX);
+	return 0;
+}
+
+int capsule_config_set_bind_transform(capsule_config *cfg, const char *guest_path, const char *plugin_path,
+				      const char *plugin_config, capsule_error *err)
+{
+	if (!guest_path || guest_path[0] != '/')
+		return cap_err_plain(err, EINVAL, "transform target '%s' is not an absolute path",
+				     guest_path ? guest_path : "");
+	size_t cap = strlen(guest_path) + 2;
+	_cleanup_free_ char *norm = malloc(cap);
+	if (!norm)
+		return cap_err(err, ENOMEM, "transform target");
+	int r = normalize_abs_path(guest_path, norm, cap, err);
+	if (r < 0)
+		return r;
+	struct bind_mount *b = NULL;
+	for (size_t i = 0; i < cfg->nbinds && !b; i++)
+		if (!strcmp(cfg->binds[i].target, norm))
+			b = &cfg->binds[i];
+	if (!b)
+		return cap_err_plain(err, ENOENT, "transform for '%s': no bind mount at that path (add it with -v first)",
+				     guest_path);
+	if ((r = check_transform(plugin_path, plugin_config, err)) < 0)
+		return r;
+	struct stat st;
+	if (stat(b->source, &st) < 0)
+		return cap_err(err, errno, "mount source '%s'", b->source);
+	if (!S_ISDIR(st.st_mode))
+		return cap_err_plain(err, ENOTDIR, "transform for '%s': mount source '%s' is not a folder", norm, b->source);
+	char *plugin = strdup(plugin_path), *config = strdup(plugin_config ? plugin_config : "");
+	if (!plugin || !config) {
+		free(plugin);
+		free(config);
+		return cap_err(err, ENOMEM, "transform");
+	}
+	free(b->transform);
+	free(b->transform_config);
+	b->transform = plugin;
+	b->transform_config = config;
+	return 0;
+}
+
+int capsule_config_add_bind_transform(capsule_config *cfg, const char *host_path, const char *guest_path,
+				      bool readonly, const char *plugin_path, const char *plugin_config,
+				      capsule_error *err)
+{
+	/* Checked before the bind is added, so that a bad plugin leaves the config as it was. */
+	int r = check_transform(plugin_path, plugin_config, err);
+	if (r < 0 || (r = capsule_config_add_bind(cfg, host_path, guest_path, readonly, false, err)) < 0)
+		return r;
+	if ((r = capsule_config_set_bind_transform(cfg, cfg->binds[cfg->nbinds - 1].target, plugin_path,
+						   plugin_config, err)) < 0) {
+		struct bind_mount *b = &cfg->binds[--cfg->nbinds];
+		free(b->source);
+		free(b->target);
+		memset(b, 0, sizeof(*b));
+	}
+	return r;
+}
+
 int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err)
 {
 	(void)err;
@@ -371,6 +456,10 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		fprintf(f, "bind=%s:%zu:%s%s\n", cfg->binds[i].readonly ? "ro" : "rw", strlen(cfg->binds[i].source),
 			cfg->binds[i].source, cfg->binds[i].target);
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		if (cfg->binds[i].transform)
+			fprintf(f, "transform=%zu:%s%zu:%s%s\n", strlen(cfg->binds[i].target), cfg->binds[i].target,
+				strlen(cfg->binds[i].transform), cfg->binds[i].transform, cfg->binds[i].transform_config);
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
 			cfg->tmpfs[i].target);
@@ -412,6 +501,29 @@ static int parse_bind_line(struct capsule_config *cfg, const char *v, capsule_er
 	if (!b->source || !b->target)
 		return cap_err(err, ENOMEM, "parsing configuration");
 	return 0;
+}
+
+/* "TLEN:TARGETPLEN:PLUGINCONFIG", after the bind line of TARGET. */
+static int parse_transform_line(struct capsule_config *cfg, const char *v, capsule_error *err)
+{
+	size_t tlen, plen;
+	int off = 0, off2 = 0;
+	if (sscanf(v, "%zu:%n", &tlen, &off) != 1 || off == 0 || strnlen(v + off, tlen) < tlen ||
+	    sscanf(v + off + tlen, "%zu:%n", &plen, &off2) != 1 || off2 == 0 ||
+	    strnlen(v + off + tlen + off2, plen) < plen)
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid transform '%s'", v);
+	const char *target = v + off, *plugin = v + off + tlen + off2, *config = plugin + plen;
+	for (size_t i = 0; i < cfg->nbinds; i++) {
+		struct bind_mount *b = &cfg->binds[i];
+		if (strlen(b->target) != tlen || strncmp(b->target, target, tlen) || b->transform)
+			continue;
+		b->transform = strndup(plugin, plen);
+		b->transform_config = strdup(config);
+		if (!b->transform || !b->transform_config)
+			return cap_err(err, ENOMEM, "parsing configuration");
+		return 0;
+	}
+	return cap_err_plain(err, EINVAL, "sandbox configuration: transform '%s' for no bind mount", v);
 }
 
 int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err)
@@ -460,6 +572,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid tmpfs '%s'", v);
 		} else if (!strcmp(k, "bind")) {
 			r = parse_bind_line(cfg, v, err);
+		} else if (!strcmp(k, "transform")) {
+			r = parse_transform_line(cfg, v, err);
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");

@@ -33,7 +33,11 @@ struct bind_mount {
 	char *source; /* absolute host path, as given */
 	char *target; /* normalized absolute path inside the sandbox */
 	bool readonly;
+	char *transform;        /* absolute path of a transform plugin (docs/transforms.md), or NULL */
+	char *transform_config; /* its config string, with transform */
 };
+
+#define CAPSULE_TRANSFORM_CONFIG_MAX 4096
 
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {

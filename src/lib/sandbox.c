@@ -632,6 +632,9 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 		json_kv_string(&j, "host_path", sb->cfg.binds[i].source);
 		json_kv_string(&j, "guest_path", sb->cfg.binds[i].target);
 		json_kv_bool(&j, "readonly", sb->cfg.binds[i].readonly);
+		/* The plugin, never its config: that may be a key. */
+		if (sb->cfg.binds[i].transform)
+			json_kv_string(&j, "transform", sb->cfg.binds[i].transform);
 		json_object_end(&j);
 	}
 	json_array_end(&j);

@@ -38,6 +38,7 @@
 #include "proto.h"
 #include "seccomp_filter.h"
 #include "syscalls.h"
+#include "transform.h"
 #include "util.h"
 
 #define CREATOR_FD 3
@@ -100,6 +101,8 @@ static struct shim {
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;
 	FILE *log;
+	struct transform_server transforms[CAPSULE_MAX_BINDS]; /* capsule-fuse of each transform mount */
+	size_t ntransforms;
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -356,6 +359,18 @@ static void write_state(const char *state)
 
 /* ---- stop and teardown -------------------------------------------------------------- */
 
+/* Transform servers are our children: reap the ones that exited (a crashed plugin leaves its
+ * mount failing with ENOTCONN, not a zombie), or with FORCE kill and reap them all. */
+static void transform_servers_reap(bool force)
+{
+	for (size_t i = 0; i < S.ntransforms; i++) {
+		struct transform_server *t = &S.transforms[i];
+		int st;
+		if (t->pid > 0 && transform_server_reap(t, force, &st) && !force)
+			shim_log("transform server of '%s' exited (wait status 0x%x)", t->target, (unsigned)st);
+	}
+}
+
 /* SIGKILL to PID 1 takes every process of the sandbox with it (pid namespace). */
 static void kill_sandbox(void)
 {
@@ -394,6 +409,7 @@ static void begin_stop(uint32_t grace_ms)
 static void finish_and_exit(void)
 {
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
+	transform_servers_reap(true);
 	capsule_error err = { 0 };
 	if (S.cg && cgroup_destroy(S.cg, &err) < 0)
 		shim_log("cgroup cleanup: %s", err.message);
@@ -772,6 +788,27 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 {
 	for (size_t i = 0; i < S.cfg.nbinds; i++) {
 		const struct bind_mount *b = &S.cfg.binds[i];
+		if (b->transform) {
+			/* Served by capsule-fuse: a FUSE mount, not a clone of the folder. The
+			 * server maps ids itself (docs/architecture.md), so no idmap on top. */
+			uid_t ub;
+			gid_t gb;
+			uint32_t count;
+			bool rootless;
+			home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+			int tree;
+			uint32_t timeout = S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
+			int r = transform_mount_open(b, ub, gb, count, timeout, S.log ? fileno(S.log) : -1, &tree,
+						     &S.transforms[S.ntransforms], err);
+			if (r < 0) {
+				close_bind_trees(binds, *n);
+				return r;
+			}
+			S.ntransforms++;
+			binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target, .is_dir = true,
+								 .no_idmap = true };
+			continue;
+		}
 		int tree = sys_open_tree(AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 		if (tree < 0) {
 			int r = cap_err(err, errno, "mount source '%s'", b->source);
@@ -1074,6 +1111,7 @@ int main(int argc, char **argv)
 			sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 			waitpid(S.ct.pid, NULL, 0);
 		}
+		transform_servers_reap(true);
 		if (S.cg)
 			cgroup_destroy(S.cg, NULL);
 		if (S.run_fd > 0) {
@@ -1142,6 +1180,8 @@ static void event_loop(void)
 				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo != SIGCHLD)
 						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
+					else
+						transform_servers_reap(false);
 				}
 			} else {
 				int ci = (int)(key - KEY_CLIENT_BASE);

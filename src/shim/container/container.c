@@ -435,6 +435,8 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 	if (userns < 0)
 		return cap_err(err, errno, "open '%s'", path);
 	for (size_t i = 0; i < spec->nbinds; i++) {
+		if (spec->binds[i].no_idmap)
+			continue;
 		struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
 		if (sys_mount_setattr(spec->binds[i].tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 &&
 		    errno != EINVAL && errno != EOPNOTSUPP && errno != EPERM) {

@@ -19,6 +19,7 @@ struct container_bind {
 	int tree;           /* a detached mount (open_tree OPEN_TREE_CLONE) of the host path */
 	const char *target; /* absolute, normalized, inside the sandbox */
 	bool is_dir;
+	bool no_idmap;      /* a FUSE transform mount: its server maps ids (src/shim/transform.c) */
 };
 
 struct container_spec {

@@ -1,0 +1,29 @@
+/* Transform mounts (docs/transforms.md): a bind mount served through FUSE by capsule-fuse,
+ * which runs each read and write through a plugin. */
+#ifndef CAPSULE_SHIM_TRANSFORM_H
+#define CAPSULE_SHIM_TRANSFORM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "internal.h"
+
+struct transform_server {
+	pid_t pid; /* 0 once reaped */
+	int pidfd;
+	char target[256];
+};
+
+/* Make a detached FUSE mount for bind B and start capsule-fuse serving B's source folder
+ * through B's plugin on it; returns once the server serves, or with its own error. *TREE is
+ * the mount, ready to be attached like any bind tree. The sandbox's ids 0.. are host ids
+ * UID_BASE.. (ID_COUNT of them). LOG_FD (or -1) gets the server's stderr. */
+int transform_mount_open(const struct bind_mount *b, uid_t uid_base, gid_t gid_base, uint32_t id_count,
+			 uint32_t timeout_ms, int log_fd, int *tree, struct transform_server *srv, capsule_error *err);
+
+/* Reap the server if it has exited (FORCE: SIGKILL it first, then wait for it). Returns true
+ * when it is gone, with its wait status in *STATUS when that is not NULL. */
+bool transform_server_reap(struct transform_server *srv, bool force, int *status);
+
+#endif
