@@ -37,5 +37,6 @@ int cmd_kill(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_volume(int argc, char **argv);
 
 #endif

@@ -18,6 +18,7 @@ static const struct cli_command commands[] = {
 	{ "rm", cmd_rm, "Remove sandboxes" },
 	{ "ps", cmd_ps, "List sandboxes" },
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },
+	{ "volume", cmd_volume, "Manage named volumes (create, ls, inspect, rm, write, read)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },
