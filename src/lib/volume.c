@@ -177,7 +177,9 @@ static int find_mkfs(const char **path)
 }
 
 /* mkfs.ext4 the image, with SKEL's tree (an empty data/) as its content, so the image never
- * needs a mount to be made ready. Its stderr becomes the message when it fails. */
+ * needs a mount to be made ready. nodiscard: on a file, mkfs's discard punches holes, which
+ * would give back the space reserved for the quota. Its output becomes the message when it
+ * fails. */
 static int run_mkfs(const char *image, const char *skel, const char *name, capsule_error *err)
 {
 	const char *mkfs;
@@ -202,7 +204,7 @@ static int run_mkfs(const char *image, const char *skel, const char *name, capsu
 	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	char dopt[4200];
 	snprintf(dopt, sizeof(dopt), "%s", skel);
-	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0", "-d", dopt, (char *)image, NULL };
+	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-d", dopt, (char *)image, NULL };
 	pid_t pid;
 	int r = posix_spawn(&pid, mkfs, &fa, &sa, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
