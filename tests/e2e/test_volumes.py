@@ -241,3 +241,13 @@ def test_bad_volume_specs_on_run(capsule):
         assert needle in r.stderr
     # A bad spec creates nothing.
     assert "ok" not in capsule.run("volume", "ls", "-q", check=True).stdout.split()
+
+
+def test_c_api_create_inspect_list_read_write_stream_mount_remove(capsule):
+    import subprocess
+    from tests.conftest import BUILD
+    binary = os.path.join(BUILD, "tests", "e2e", "volume_api_check")
+    r = subprocess.run([binary, vname("api")], env=capsule.env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for check in ("create-inspect-list", "buffers", "streams", "sandbox", "remove"):
+        assert f"ok {check}" in r.stdout
