@@ -840,16 +840,20 @@ static int volume_write_impl(const char *name, const char *path, chunk_source sr
 	const char *leaf;
 	_cleanup_free_ void *buf = NULL;
 	char tmp[64];
-	tmp[0] = '\0';
+	bool linked = false;
 	if ((r = open_parent(vh.data_fd, name, rel, true, &parent, &leaf, err)) < 0)
 		goto out;
 	snprintf(tmp, sizeof(tmp), ".capsule-write.%d.%lx", (int)getpid(), (unsigned long)now_ns());
-	/* The parent fd is O_PATH: *at calls on it are fine, and the name is a fresh one we
-	 * create exclusively, so no planted symlink can take the write elsewhere. */
-	fd = openat(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	/* Unnamed until it is whole (O_TMPFILE), so a crash mid-write leaves nothing in the
+	 * volume; where the filesystem cannot, a fresh name we create exclusively (no planted
+	 * symlink can take the write elsewhere). The parent fd is O_PATH: *at calls take it. */
+	fd = openat(parent, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		fd = openat(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		linked = fd >= 0;
+	}
 	if (fd < 0) {
 		r = cap_err(err, errno, "volume '%s': create '%s'", name, path);
-		tmp[0] = '\0';
 		goto out;
 	}
 	buf = malloc(VOLUME_IO_CHUNK);
@@ -870,14 +874,24 @@ static int volume_write_impl(const char *name, const char *path, chunk_source sr
 			goto out;
 		}
 	}
+	if (!linked) {
+		char self[64];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		if (linkat(fd, "", parent, tmp, AT_EMPTY_PATH) < 0 && linkat(AT_FDCWD, self, parent, tmp, AT_SYMLINK_FOLLOW) < 0) {
+			r = cap_err(err, errno, "volume '%s': write '%s'", name, path);
+			goto out;
+		}
+		linked = true;
+	}
+	/* Renamed over the target: a symlink there is replaced, not followed. */
 	if (renameat(parent, tmp, parent, leaf) < 0) {
 		r = cap_err(err, errno, "volume '%s': write '%s'", name, path);
 		goto out;
 	}
-	tmp[0] = '\0';
+	linked = false;
 	r = 0;
 out:
-	if (tmp[0] && parent >= 0)
+	if (linked)
 		unlinkat(parent, tmp, 0);
 	volume_close(&vh);
 	return r;
