@@ -251,3 +251,16 @@ def test_c_api_create_inspect_list_read_write_stream_mount_remove(capsule):
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("create-inspect-list", "buffers", "streams", "sandbox", "remove"):
         assert f"ok {check}" in r.stdout
+
+
+def test_start_of_a_stopped_sandbox_whose_volume_was_removed_fails_clearly(capsule, volumes):
+    name = volumes()
+    sb = capsule.create("-v", f"{name}:/data")
+    capsule.run("stop", "-t", "0", sb, check=True)
+    # A stopped sandbox does not hold its volumes.
+    capsule.run("volume", "rm", name, check=True)
+    r = capsule.run("start", sb)
+    assert_capsule_error(r)
+    assert f"no volume named '{name}'" in r.stderr
+    # It is not made again behind the user's back.
+    assert name not in capsule.run("volume", "ls", "-q", check=True).stdout.split()
