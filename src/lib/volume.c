@@ -138,6 +138,11 @@ static void sweep_temp_dirs(int vols)
 		_cleanup_close_ int lock = openat(dir, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) < 0)
 			continue; /* someone is still working on it */
+		/* No lock file: one just made (not locked yet) or one being emptied (already gone);
+		 * only a folder nobody touched for a minute is a crash's. */
+		struct stat st;
+		if (lock < 0 && (fstat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60))
+			continue;
 		rm_rf_at(vols, de->d_name);
 	}
 	closedir(d);
@@ -202,9 +207,8 @@ static int run_mkfs(const char *image, const char *skel, const char *name, capsu
 	posix_spawnattr_setsigmask(&sa, &none);
 	posix_spawnattr_setsigdefault(&sa, &dfl);
 	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	char dopt[4200];
-	snprintf(dopt, sizeof(dopt), "%s", skel);
-	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-d", dopt, (char *)image, NULL };
+	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard",
+			       "-d", (char *)skel, (char *)image, NULL };
 	pid_t pid;
 	int r = posix_spawn(&pid, mkfs, &fa, &sa, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);

@@ -264,3 +264,27 @@ def test_start_of_a_stopped_sandbox_whose_volume_was_removed_fails_clearly(capsu
     assert f"no volume named '{name}'" in r.stderr
     # It is not made again behind the user's back.
     assert name not in capsule.run("volume", "ls", "-q", check=True).stdout.split()
+
+
+def test_leftovers_of_a_crashed_create_or_rm_are_swept_and_never_listed(capsule, volumes):
+    keep = volumes()
+    vols = os.path.join(capsule.home, "volumes")
+    # What a create killed mid-way leaves (its lock free), one killed before it locked (old,
+    # no lock file), and a create still at work (lock held): only the last one stays.
+    crashed = os.path.join(vols, ".new-x.1.1")
+    os.makedirs(os.path.join(crashed, "data"))
+    open(os.path.join(crashed, "lock"), "w").close()
+    early = os.path.join(vols, ".rm-y.1.1")
+    os.makedirs(early)
+    os.utime(early, (0, 0))
+    busy = os.path.join(vols, ".new-z.1.1")
+    os.makedirs(busy)
+    import fcntl
+    with open(os.path.join(busy, "lock"), "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        names = capsule.run("volume", "ls", "-q", check=True).stdout.split()
+        assert names == [n for n in names if not n.startswith(".")] and keep in names
+        assert not os.path.exists(crashed) and not os.path.exists(early)
+        assert os.path.exists(busy)
+    capsule.run("volume", "ls", check=True)
+    assert not os.path.exists(busy)
