@@ -288,3 +288,32 @@ def test_leftovers_of_a_crashed_create_or_rm_are_swept_and_never_listed(capsule,
         assert os.path.exists(busy)
     capsule.run("volume", "ls", check=True)
     assert not os.path.exists(busy)
+
+
+def test_host_side_streams_run_in_constant_memory(capsule, volumes):
+    import subprocess
+    import sys
+    name = volumes()
+    size = 256 << 20
+    # A fresh parent per measurement, so that ru_maxrss is this command's alone.
+    measure = ("import resource, subprocess, sys\n"
+               "rc = subprocess.call(sys.argv[1:])\n"
+               "sys.stderr.write('maxrss=%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "sys.exit(rc)\n")
+    src = subprocess.Popen(["head", "-c", str(size), "/dev/zero"], stdout=subprocess.PIPE)
+    w = subprocess.run([sys.executable, "-c", measure, capsule.binary, "volume", "write", name, "/big"],
+                       stdin=src.stdout, env=capsule.env, capture_output=True, text=True, timeout=300)
+    src.stdout.close()
+    src.wait()
+    assert w.returncode == 0, w.stderr
+    r = subprocess.Popen([sys.executable, "-c", measure, capsule.binary, "volume", "read", name, "/big"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=capsule.env)
+    total = 0
+    while chunk := r.stdout.read(1 << 20):
+        total += len(chunk)
+    err = r.stderr.read().decode()
+    assert r.wait(timeout=300) == 0, err
+    assert total == size
+    for out in (w.stderr, err):
+        kib = int(out.strip().splitlines()[-1].split("=")[1])
+        assert kib < 32 << 10, f"peaked at {kib} KiB for a {size >> 20} MiB stream"
