@@ -318,6 +318,63 @@ CAPSULE_API int capsule_fs_write_from_fd(capsule_sandbox *sb, const char *path, 
  * make the copy write elsewhere on the host. */
 CAPSULE_API int capsule_copy_to(capsule_sandbox *sb, const char *host_src, const char *guest_dst, capsule_error *err);
 CAPSULE_API int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *host_dst, capsule_error *err);
+/* ---- volumes --------------------------------------------------------------------------- */
+
+/* A named volume lives apart from any sandbox, in $CAPSULE_HOME/volumes/NAME, until removed;
+ * any number of sandboxes can mount it at once (some read-only), and the host can read and
+ * write it with no sandbox running. Without a quota it is a plain folder; with one it is an
+ * ext4 image of that size (reserved on the host disk when created), loop-mounted, and writes
+ * past it fail with ENOSPC. ext4's own metadata (journal, inode tables) takes a little of the
+ * quota, so the usable space is somewhat below it. Names follow the sandbox-name rules:
+ * [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}. Volumes need root (loop devices and mounts). */
+#define CAPSULE_VOLUME_QUOTA_MIN (8ull << 20)
+#define CAPSULE_VOLUME_QUOTA_MAX (16ull << 40)
+/* At most this many volumes under one $CAPSULE_HOME. */
+#define CAPSULE_VOLUME_MAX_COUNT 1024
+
+typedef struct capsule_volume_info {
+	char name[64];
+	char kind[16];        /* "folder" (no quota) or "ext4" (a quota) */
+	uint64_t quota_bytes; /* 0: no quota */
+	int64_t created_unix;
+	bool in_use;          /* a running sandbox (or a host-side read or write) holds it now */
+	char path[4096];      /* where it is stored on the host */
+} capsule_volume_info;
+
+/* QUOTA_BYTES 0: no quota; otherwise between CAPSULE_VOLUME_QUOTA_MIN and _MAX. A host disk
+ * without room for the quota fails here (ENOSPC), not at a later write. -EEXIST when a
+ * volume of that name exists. Nothing is left behind on failure. */
+CAPSULE_API int capsule_volume_create(const char *name, uint64_t quota_bytes, capsule_error *err);
+/* -ENOENT when there is no such volume. */
+CAPSULE_API int capsule_volume_inspect(capsule_volume_info *out, const char *name, capsule_error *err);
+CAPSULE_API int capsule_volume_inspect_json(char **out_json, const char *name, capsule_error *err);
+/* Every volume, sorted by name. *out is malloc'd, caller frees. */
+CAPSULE_API int capsule_volume_list(capsule_volume_info **out, size_t *count, capsule_error *err);
+CAPSULE_API int capsule_volume_list_json(char **out_json, capsule_error *err);
+/* Refused with -EBUSY ("volume 'x' is in use by a sandbox") while a running sandbox has it
+ * mounted; -ENOENT when there is no such volume. */
+CAPSULE_API int capsule_volume_remove(const char *name, capsule_error *err);
+
+/* Host-side access, no sandbox needed. PATH is inside the volume ("/a/b.txt" or "a/b.txt");
+ * symlinks in the volume are followed as if the volume were "/" (one pointing at /etc/shadow
+ * names the volume's own etc/shadow), and ".." never leaves it. A write creates missing
+ * parent folders and replaces the file atomically (a temp file renamed over it): a failed
+ * write leaves the old file or none. Reads take regular files only. The _fd forms stream in
+ * chunks in constant memory; the buffer read fails with -EFBIG past MAX_BYTES. */
+CAPSULE_API int capsule_volume_write(const char *name, const char *path, const void *data, size_t len,
+				     capsule_error *err);
+CAPSULE_API int capsule_volume_write_from_fd(const char *name, const char *path, int fd, capsule_error *err);
+CAPSULE_API int capsule_volume_read(void **out, size_t *out_len, const char *name, const char *path, size_t max_bytes,
+				    capsule_error *err);
+CAPSULE_API int capsule_volume_read_to_fd(const char *name, const char *path, int fd, capsule_error *err);
+
+/* Mount volume NAME at GUEST_PATH in the sandbox (read-only for everyone inside with
+ * READONLY). A volume that does not exist when the sandbox is created is created then,
+ * without a quota, as docker does for `-v name:/path`. Counts toward the 32 mounts of
+ * capsule_config_add_bind. Ownership maps as for bind mounts: the sandbox's root owns what
+ * it writes, on the host too. */
+CAPSULE_API int capsule_config_add_volume(capsule_config *cfg, const char *name, const char *guest_path,
+					  bool readonly, capsule_error *err);
 
 /* ---- host ----------------------------------------------------------------------------- */
 

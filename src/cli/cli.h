@@ -39,5 +39,6 @@ int cmd_inspect(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
 int cmd_fs(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
+int cmd_volume(int argc, char **argv);
 
 #endif

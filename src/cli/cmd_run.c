@@ -86,7 +86,8 @@ static void run_help(const char *verb)
 		       "  --isolation KIND     container (default) or vm\n"
 		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
-		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST\n"
+		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
+		       "                       with / is a named volume (created if missing)\n"
 		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n"
 		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n");
 	if (strcmp(verb, "create"))
@@ -290,7 +291,7 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 			return cli_fail(&err);
 		int r = 0;
 		if (m.source_is_volume)
-			r = cap_err_plain(&err, EOPNOTSUPP, "named volume '%s': named volumes are not built yet; use an absolute host path", m.source);
+			r = capsule_config_add_volume(sbc->cfg, m.source, m.target, m.readonly, &err);
 		else
 			r = capsule_config_add_bind(sbc->cfg, m.source, m.target, m.readonly, sbc->allow_sensitive, &err);
 		mount_spec_free(&m);

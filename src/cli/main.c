@@ -20,6 +20,7 @@ static const struct cli_command commands[] = {
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },
 	{ "fs", cmd_fs, "Read, write and list files in a running sandbox" },
 	{ "cp", cmd_cp, "Copy files and folders between the host and a sandbox" },
+	{ "volume", cmd_volume, "Manage named volumes (create, ls, inspect, rm, write, read)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

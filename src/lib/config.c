@@ -95,6 +95,7 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 		b->readonly = src->binds[i].readonly;
 		b->transform = src->binds[i].transform ? strdup(src->binds[i].transform) : NULL;
 		b->transform_config = src->binds[i].transform_config ? strdup(src->binds[i].transform_config) : NULL;
+		b->volume = src->binds[i].volume;
 		dst->nbinds = i + 1;
 		if (!b->source || !b->target || (src->binds[i].transform && (!b->transform || !b->transform_config))) {
 			config_clear(dst);
@@ -413,6 +414,30 @@ int capsule_config_add_bind_transform(capsule_config *cfg, const char *host_path
 	return r;
 }
 
+int capsule_config_add_volume(capsule_config *cfg, const char *name, const char *guest_path, bool readonly,
+			      capsule_error *err)
+{
+	int r = parse_name(name, "volume name", err);
+	if (r < 0)
+		return r;
+	if (cfg->nbinds >= CAPSULE_MAX_BINDS)
+		return cap_err_plain(err, E2BIG, "too many mounts (at most %d binds and volumes)", CAPSULE_MAX_BINDS);
+	char *norm;
+	if ((r = mount_target(cfg, "volume", guest_path, &norm, err)) < 0)
+		return r;
+	struct bind_mount *b = &cfg->binds[cfg->nbinds];
+	b->source = strdup(name);
+	if (!b->source) {
+		free(norm);
+		return cap_err(err, ENOMEM, "volume");
+	}
+	b->target = norm;
+	b->readonly = readonly;
+	b->volume = true;
+	cfg->nbinds++;
+	return 0;
+}
+
 int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err)
 {
 	(void)err;
@@ -454,8 +479,8 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "env=%s\n", cfg->env[i]);
 	/* Sources may hold ':' and spaces: the source's length says where it ends. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
-		fprintf(f, "bind=%s:%zu:%s%s\n", cfg->binds[i].readonly ? "ro" : "rw", strlen(cfg->binds[i].source),
-			cfg->binds[i].source, cfg->binds[i].target);
+		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
+			strlen(cfg->binds[i].source), cfg->binds[i].source, cfg->binds[i].target);
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		if (cfg->binds[i].transform)
 			fprintf(f, "transform=%zu:%s%zu:%s%s\n", strlen(cfg->binds[i].target), cfg->binds[i].target,
@@ -484,22 +509,27 @@ static int parse_u64_field(const char *key, const char *v, uint64_t max, uint64_
 }
 
 /* "ro:LEN:SOURCETARGET". The sensitive check was made when the sandbox was created, with
- * the creator's answer to it; a stored configuration is not asked again. */
-static int parse_bind_line(struct capsule_config *cfg, const char *v, capsule_error *err)
+ * the creator's answer to it; a stored configuration is not asked again. A volume's line
+ * has the volume's name for SOURCE. */
+static int parse_bind_line(struct capsule_config *cfg, const char *v, bool volume, capsule_error *err)
 {
 	size_t srclen;
 	int off = 0;
 	char mode[3] = "";
 	if (cfg->nbinds >= CAPSULE_MAX_BINDS || sscanf(v, "%2[row]:%zu:%n", mode, &srclen, &off) != 2 || off == 0 ||
-	    (strcmp(mode, "ro") && strcmp(mode, "rw")) || strlen(v + off) <= srclen || v[off] != '/')
-		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid bind '%s'", v);
+	    (strcmp(mode, "ro") && strcmp(mode, "rw")) || strlen(v + off) <= srclen || (v[off] == '/') == volume ||
+	    v[off + srclen] != '/')
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid %s '%s'", volume ? "volume" : "bind", v);
 	struct bind_mount *b = &cfg->binds[cfg->nbinds];
 	b->source = strndup(v + off, srclen);
 	b->target = strdup(v + off + srclen);
 	b->readonly = !strcmp(mode, "ro");
+	b->volume = volume;
 	cfg->nbinds++;
 	if (!b->source || !b->target)
 		return cap_err(err, ENOMEM, "parsing configuration");
+	if (volume && parse_name(b->source, "volume name", NULL) < 0)
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid volume '%s'", v);
 	return 0;
 }
 
@@ -570,8 +600,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			if (sscanf(v, "%llu:%o:%n", &size, &mode, &off) != 2 || off == 0 ||
 			    capsule_config_add_tmpfs(cfg, v + off, size, mode, err) < 0)
 				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid tmpfs '%s'", v);
-		} else if (!strcmp(k, "bind")) {
-			r = parse_bind_line(cfg, v, err);
+		} else if (!strcmp(k, "bind") || !strcmp(k, "volume")) {
+			r = parse_bind_line(cfg, v, !strcmp(k, "volume"), err);
 		} else if (!strcmp(k, "transform")) {
 			r = parse_transform_line(cfg, v, err);
 		} else if (!strcmp(k, "env")) {

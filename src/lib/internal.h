@@ -30,11 +30,12 @@ struct tmpfs_mount {
 #define CAPSULE_MAX_BINDS 32
 
 struct bind_mount {
-	char *source; /* absolute host path, as given */
+	char *source; /* absolute host path, as given; or a volume's name */
 	char *target; /* normalized absolute path inside the sandbox */
 	bool readonly;
 	char *transform;        /* absolute path of a transform plugin (docs/transforms.md), or NULL */
 	char *transform_config; /* its config string, with transform */
+	bool volume;  /* source names a volume (volumes/<source>) */
 };
 
 #define CAPSULE_TRANSFORM_CONFIG_MAX 4096
@@ -137,5 +138,21 @@ void conn_close(struct conn *c);
  * before. */
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan);
 void sandbox_return_conn(capsule_sandbox *sb);
+
+/* An open volume: its content as a folder fd, and a shared lock on volumes/<name>/lock
+ * that says "in use" (volume rm takes it exclusively). For a quota volume MOUNT_FD is a
+ * detached mount of its ext4 image (no mount namespace sees it); the loop device under it
+ * is the one already serving that image, if any, so that every user shares one superblock. */
+struct volume_handle {
+	int lock_fd;
+	int mount_fd; /* -1 for a folder volume */
+	int data_fd;  /* O_PATH, O_DIRECTORY: the volume's content */
+};
+int volume_open(const char *name, struct volume_handle *vh, capsule_error *err);
+/* Close everything but the lock; returns the lock fd (the caller owns it). */
+int volume_release_keep_lock(struct volume_handle *vh);
+void volume_close(struct volume_handle *vh);
+/* Create NAME without a quota unless it exists (docker's `-v name:/path`). */
+int volume_ensure(const char *name, capsule_error *err);
 
 #endif

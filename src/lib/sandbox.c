@@ -279,6 +279,11 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	size_t len;
 	if ((r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
+	/* As docker does for `-v name:/path`: a volume named but not there yet is made now,
+	 * without a quota (and stays, like any volume, until removed). */
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		if (cfg->binds[i].volume && (r = volume_ensure(cfg->binds[i].source, err)) < 0)
+			goto fail_free;
 	sweep_stale(cfg->name);
 	/* 0711: the sandbox's mapped root must pass through to its own fs/ below. */
 	if (mkdirat(run, cfg->name, 0711) < 0) {
@@ -628,8 +633,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_array_begin(&j);
 	for (size_t i = 0; i < sb->cfg.nbinds; i++) {
 		json_object_begin(&j);
-		json_kv_string(&j, "kind", "bind");
-		json_kv_string(&j, "host_path", sb->cfg.binds[i].source);
+		json_kv_string(&j, "kind", sb->cfg.binds[i].volume ? "volume" : "bind");
+		json_kv_string(&j, sb->cfg.binds[i].volume ? "volume" : "host_path", sb->cfg.binds[i].source);
 		json_kv_string(&j, "guest_path", sb->cfg.binds[i].target);
 		json_kv_bool(&j, "readonly", sb->cfg.binds[i].readonly);
 		/* The plugin, never its config: that may be a key. */

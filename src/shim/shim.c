@@ -103,6 +103,10 @@ static struct shim {
 	FILE *log;
 	struct transform_server transforms[CAPSULE_MAX_BINDS]; /* capsule-fuse of each transform mount */
 	size_t ntransforms;
+	/* Shared locks on the volumes the sandbox mounts, held for its life (volume rm waits
+	 * for none of them: it refuses while any is held). They die with this process. */
+	int volume_locks[CAPSULE_MAX_BINDS];
+	size_t nvolume_locks;
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -809,9 +813,26 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 								 .no_idmap = true };
 			continue;
 		}
-		int tree = sys_open_tree(AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		int tree;
+		if (b->volume) {
+			/* A volume is one more tree: its content folder (inside its mounted image for
+			 * one with a quota), cloned, so idmapping, read-only and the target's
+			 * resolution are those of any bind. */
+			struct volume_handle vh;
+			int r = volume_open(b->source, &vh, err);
+			if (r < 0) {
+				close_bind_trees(binds, *n);
+				return r;
+			}
+			tree = sys_open_tree(vh.data_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+			int e = errno;
+			S.volume_locks[S.nvolume_locks++] = volume_release_keep_lock(&vh);
+			errno = e;
+		} else {
+			tree = sys_open_tree(AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+		}
 		if (tree < 0) {
-			int r = cap_err(err, errno, "mount source '%s'", b->source);
+			int r = cap_err(err, errno, "%s '%s'", b->volume ? "volume" : "mount source", b->source);
 			close_bind_trees(binds, *n);
 			return r;
 		}

@@ -122,7 +122,7 @@ def test_bad_bind_specs_are_refused_before_anything_starts(capsule, hostdir):
     run = os.path.join(capsule.home, "run")
     cases = ((f"/nonexistent-{uuid.uuid4().hex[:6]}:/x", "No such file"), ("rel/path:/x", "rel/path"),
              (f"{hostdir}:relative", "absolute"), (f"{hostdir}:/", "'/'"), (f"{hostdir}:/proc/x", "/proc"),
-             (f"{hostdir}:/x:rx", "rx"), ("myvolume:/x", "myvolume"))
+             (f"{hostdir}:/x:rx", "rx"), ("my/volume:/x", "my/volume"))
     for spec, words in cases:
         before = set(os.listdir(run)) if os.path.isdir(run) else set()
         r = capsule.run("run", "-v", spec, "--", "true")

@@ -1,0 +1,1047 @@
+/* Named volumes: $CAPSULE_HOME/volumes/<name>/ holds
+ *
+ *   meta       key=value lines (kind, quota, created), written atomically and durably
+ *   lock       flock: shared while a sandbox or a host-side access uses the volume,
+ *              exclusive while it is removed
+ *   data/      the content of a volume without a quota
+ *   disk.img   the ext4 image of a volume with a quota; its content is in data/ inside it,
+ *              so that lost+found is never shown
+ *
+ * A volume is made under a temp name and renamed into place, and removed by renaming it away
+ * first: a crash never leaves a half volume under a real name. Temp folders hold their own
+ * lock while they are worked on, so the next create or list sweeps those a crash left. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/loop.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "internal.h"
+#include "json.h"
+#include "parse.h"
+#include "syscalls.h"
+#include "util.h"
+
+extern char **environ;
+
+#define VOLUME_KIND_FOLDER "folder"
+#define VOLUME_KIND_EXT4 "ext4"
+#define VOLUME_IO_CHUNK (256u << 10)
+/* Attaching races with the kernel tearing down an unused loop device (autoclear): retry. */
+#define VOLUME_ATTACH_TRIES 16
+
+struct volume_meta {
+	char kind[16];
+	uint64_t quota_bytes;
+	int64_t created_unix;
+};
+
+static int volume_name_check(const char *name, capsule_error *err)
+{
+	return parse_name(name, "volume name", err);
+}
+
+/* volumes/ is root's alone: sandboxes reach a volume only through the mount the shim makes
+ * from a file descriptor, never by path. */
+static int volumes_dir_open(int *fd, capsule_error *err)
+{
+	int r = home_subdir_open("volumes", fd, err);
+	if (r < 0)
+		return r;
+	if (fchmod(*fd, 0700) < 0 && errno != EPERM) {
+		r = cap_err(err, errno, "chmod '%s/volumes'", capsule_home());
+		close(*fd);
+		*fd = -1;
+	}
+	return r;
+}
+
+static int meta_parse(const char *text, struct volume_meta *m)
+{
+	memset(m, 0, sizeof(*m));
+	bool have_kind = false;
+	for (const char *line = text; line && *line;) {
+		const char *nl = strchr(line, '\n');
+		size_t n = nl ? (size_t)(nl - line) : strlen(line);
+		char buf[128];
+		if (n < sizeof(buf)) {
+			memcpy(buf, line, n);
+			buf[n] = '\0';
+			char *eq = strchr(buf, '=');
+			if (eq) {
+				*eq = '\0';
+				const char *v = eq + 1;
+				if (!strcmp(buf, "kind") && (!strcmp(v, VOLUME_KIND_FOLDER) || !strcmp(v, VOLUME_KIND_EXT4))) {
+					snprintf(m->kind, sizeof(m->kind), "%s", v);
+					have_kind = true;
+				} else if (!strcmp(buf, "quota_bytes")) {
+					m->quota_bytes = strtoull(v, NULL, 10);
+				} else if (!strcmp(buf, "created")) {
+					m->created_unix = strtoll(v, NULL, 10);
+				}
+			}
+		}
+		line = nl ? nl + 1 : NULL;
+	}
+	if (!have_kind || (!strcmp(m->kind, VOLUME_KIND_EXT4) && m->quota_bytes < CAPSULE_VOLUME_QUOTA_MIN))
+		return -EBADMSG;
+	return 0;
+}
+
+static int meta_load(int dirfd, const char *name, struct volume_meta *m, capsule_error *err)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = read_file_at(dirfd, "meta", 4096, &text, &len);
+	if (r < 0)
+		return cap_err(err, -r, "reading the metadata of volume '%s'", name);
+	if (meta_parse(text, m) < 0)
+		return cap_err_plain(err, EBADMSG, "volume '%s' has invalid metadata", name);
+	return 0;
+}
+
+static bool is_ext4(const struct volume_meta *m)
+{
+	return !strcmp(m->kind, VOLUME_KIND_EXT4);
+}
+
+/* ---- temp folders --------------------------------------------------------------------- */
+
+/* A ".new-*" or ".rm-*" folder whose lock nobody holds was left by a crash: remove it. */
+static void sweep_temp_dirs(int vols)
+{
+	/* A fresh open file description: a dup would share (and move) VOLS's offset. */
+	int dup_fd = openat(vols, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, ".new-", 5) && strncmp(de->d_name, ".rm-", 4))
+			continue;
+		_cleanup_close_ int dir = openat(vols, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dir < 0)
+			continue;
+		_cleanup_close_ int lock = openat(dir, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) < 0)
+			continue; /* someone is still working on it */
+		/* No lock file: one just made (not locked yet) or one being emptied (already gone);
+		 * only a folder nobody touched for a minute is a crash's. */
+		struct stat st;
+		if (lock < 0 && (fstat(dir, &st) < 0 || time(NULL) - st.st_mtime < 60))
+			continue;
+		rm_rf_at(vols, de->d_name);
+	}
+	closedir(d);
+}
+
+static int count_volumes(int vols, size_t *n)
+{
+	/* A fresh open file description: a dup would share (and move) VOLS's offset. */
+	int dup_fd = openat(vols, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		int e = errno;
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return -e;
+	}
+	*n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (de->d_name[0] != '.')
+			(*n)++;
+	closedir(d);
+	return 0;
+}
+
+/* ---- mkfs ----------------------------------------------------------------------------- */
+
+static int find_mkfs(const char **path)
+{
+	static const char *const candidates[] = { "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4" };
+	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++)
+		if (access(candidates[i], X_OK) == 0) {
+			*path = candidates[i];
+			return 0;
+		}
+	return -ENOENT;
+}
+
+/* mkfs.ext4 the image, with SKEL's tree (an empty data/) as its content, so the image never
+ * needs a mount to be made ready. nodiscard: on a file, mkfs's discard punches holes, which
+ * would give back the space reserved for the quota. Its output becomes the message when it
+ * fails. */
+static int run_mkfs(const char *image, const char *skel, const char *name, capsule_error *err)
+{
+	const char *mkfs;
+	if (find_mkfs(&mkfs) < 0)
+		return cap_err_plain(err, ENOENT, "volume '%s': mkfs.ext4 not found (install e2fsprogs)", name);
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return cap_err(err, errno, "pipe");
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	posix_spawnattr_t sa;
+	posix_spawnattr_init(&sa);
+	sigset_t none, dfl;
+	sigemptyset(&none);
+	sigemptyset(&dfl);
+	sigaddset(&dfl, SIGPIPE);
+	posix_spawnattr_setsigmask(&sa, &none);
+	posix_spawnattr_setsigdefault(&sa, &dfl);
+	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard",
+			       "-d", (char *)skel, (char *)image, NULL };
+	pid_t pid;
+	int r = posix_spawn(&pid, mkfs, &fa, &sa, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&sa);
+	close(pipefd[1]);
+	if (r != 0) {
+		close(pipefd[0]);
+		return cap_err(err, r, "volume '%s': running '%s'", name, mkfs);
+	}
+	char out[512];
+	size_t have = 0;
+	for (;;) {
+		char buf[4096];
+		ssize_t n = read(pipefd[0], buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		size_t take = (size_t)n < sizeof(out) - 1 - have ? (size_t)n : sizeof(out) - 1 - have;
+		memcpy(out + have, buf, take);
+		have += take;
+	}
+	close(pipefd[0]);
+	out[have] = '\0';
+	int st;
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return cap_err(err, errno, "waiting for mkfs.ext4");
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	for (char *p = out; *p; p++)
+		if (*p == '\n' || *p == '\r')
+			*p = ' ';
+	return cap_err_plain(err, EIO, "volume '%s': mkfs.ext4 failed (status %d): %s", name,
+			     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out);
+}
+
+/* ---- create --------------------------------------------------------------------------- */
+
+static int check_quota(const char *name, uint64_t quota, capsule_error *err)
+{
+	if (quota == 0)
+		return 0;
+	if (quota < CAPSULE_VOLUME_QUOTA_MIN)
+		return cap_err_plain(err, EINVAL, "volume '%s': quota %" PRIu64 " bytes is too small (minimum 8M)", name,
+				     quota);
+	if (quota > CAPSULE_VOLUME_QUOTA_MAX)
+		return cap_err_plain(err, EINVAL, "volume '%s': quota %" PRIu64 " bytes is too large (maximum 16T)",
+				     name, quota);
+	return 0;
+}
+
+/* Fill the temp folder TMP (below volumes/, open as DIR) with a ready volume. */
+static int populate(int dir, const char *tmp, const char *name, uint64_t quota, capsule_error *err)
+{
+	const char *kind = quota ? VOLUME_KIND_EXT4 : VOLUME_KIND_FOLDER;
+	if (!quota) {
+		if (mkdirat(dir, "data", 0755) < 0 || fchmodat(dir, "data", 0755, 0) < 0)
+			return cap_err(err, errno, "volume '%s': mkdir 'data'", name);
+	} else {
+		_cleanup_close_ int img = openat(dir, "disk.img", O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (img < 0)
+			return cap_err(err, errno, "volume '%s': creating its image", name);
+		/* Reserved now: the quota is a promise, and a host disk without room for it fails
+		 * here, clearly, instead of some later write inside a sandbox. */
+		int r = posix_fallocate(img, 0, (off_t)quota);
+		if (r != 0)
+			return cap_err(err, r, "volume '%s': reserving %" PRIu64 " bytes on the host disk for its quota",
+				       name, quota);
+		if (mkdirat(dir, "skel", 0700) < 0 || mkdirat(dir, "skel/data", 0755) < 0 ||
+		    fchmodat(dir, "skel/data", 0755, 0) < 0)
+			return cap_err(err, errno, "volume '%s': preparing its image", name);
+		char base[4200], image[4300], skel[4300];
+		snprintf(base, sizeof(base), "%s/volumes/%s", capsule_home(), tmp);
+		snprintf(image, sizeof(image), "%s/disk.img", base);
+		snprintf(skel, sizeof(skel), "%s/skel", base);
+		if ((r = run_mkfs(image, skel, name, err)) < 0)
+			return r;
+		rm_rf_at(dir, "skel");
+		if (fsync(img) < 0)
+			return cap_err(err, errno, "volume '%s': fsync of its image", name);
+	}
+	char meta[256];
+	int n = snprintf(meta, sizeof(meta), "version=1\nname=%s\nkind=%s\nquota_bytes=%" PRIu64 "\ncreated=%lld\n",
+			 name, kind, quota, (long long)time(NULL));
+	int r = write_file_atomic_at(dir, "meta", meta, (size_t)n, 0600, true);
+	if (r < 0)
+		return cap_err(err, -r, "volume '%s': writing its metadata", name);
+	if (fsync(dir) < 0)
+		return cap_err(err, errno, "volume '%s': fsync", name);
+	return 0;
+}
+
+int capsule_volume_create(const char *name, uint64_t quota_bytes, capsule_error *err)
+{
+	int r = volume_name_check(name, err);
+	if (r < 0 || (r = check_quota(name, quota_bytes, err)) < 0)
+		return r;
+	if (geteuid() != 0)
+		return cap_err_plain(err, EPERM, "volume '%s': volumes need root", name);
+	_cleanup_close_ int vols = -1;
+	if ((r = volumes_dir_open(&vols, err)) < 0)
+		return r;
+	sweep_temp_dirs(vols);
+	struct stat st;
+	if (fstatat(vols, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return cap_err_plain(err, EEXIST, "a volume named '%s' already exists", name);
+	size_t n = 0;
+	if ((r = count_volumes(vols, &n)) < 0)
+		return cap_err(err, -r, "listing '%s/volumes'", capsule_home());
+	if (n >= CAPSULE_VOLUME_MAX_COUNT)
+		return cap_err_plain(err, ENOSPC, "volume '%s': too many volumes (at most %d)", name,
+				     CAPSULE_VOLUME_MAX_COUNT);
+
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), ".new-%s.%d.%lx", name, (int)getpid(), (unsigned long)now_ns());
+	if (mkdirat(vols, tmp, 0700) < 0)
+		return cap_err(err, errno, "volume '%s': mkdir", name);
+	_cleanup_close_ int dir = openat(vols, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int lock = dir >= 0 ? openat(dir, "lock", O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600) : -1;
+	/* Held while the folder is a temp one: a sweep by someone else leaves it alone. */
+	if (dir < 0 || lock < 0 || flock(lock, LOCK_EX) < 0) {
+		r = cap_err(err, errno, "volume '%s': preparing its folder", name);
+		goto fail;
+	}
+	if ((r = populate(dir, tmp, name, quota_bytes, err)) < 0)
+		goto fail;
+	if (renameat2(vols, tmp, vols, name, RENAME_NOREPLACE) < 0) {
+		if (errno == EEXIST)
+			r = cap_err_plain(err, EEXIST, "a volume named '%s' already exists", name);
+		else
+			r = cap_err(err, errno, "volume '%s': rename into place", name);
+		goto fail;
+	}
+	fsync(vols);
+	return 0;
+fail:
+	rm_rf_at(vols, tmp);
+	return r;
+}
+
+int volume_ensure(const char *name, capsule_error *err)
+{
+	_cleanup_close_ int vols = -1;
+	int r = volume_name_check(name, err);
+	if (r < 0 || (r = volumes_dir_open(&vols, err)) < 0)
+		return r;
+	struct stat st;
+	if (fstatat(vols, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	r = capsule_volume_create(name, 0, err);
+	return r == -EEXIST ? 0 : r;
+}
+
+/* ---- open: the loop device and the mount ---------------------------------------------- */
+
+/* An open fd of a loop device that already serves the image IMG (by device and inode), or
+ * -ENOENT. Holding the fd keeps the device from being torn down (autoclear waits for the
+ * last opener), so the caller can mount it and share the superblock that is already there:
+ * two loop devices on one image would be two ext4 superblocks writing one disk, which
+ * corrupts it. */
+static int find_loop_for(const struct stat *img)
+{
+	DIR *d = opendir("/sys/block");
+	if (!d)
+		return -errno;
+	int found = -ENOENT;
+	struct dirent *de;
+	while (found < 0 && (de = readdir(d))) {
+		unsigned n;
+		char tail;
+		if (sscanf(de->d_name, "loop%u%c", &n, &tail) != 1)
+			continue;
+		char path[64];
+		/* sysfs shows loopN/loop/ only while a file is attached. */
+		snprintf(path, sizeof(path), "/sys/block/loop%u/loop", n);
+		if (access(path, F_OK) < 0)
+			continue;
+		snprintf(path, sizeof(path), "/dev/loop%u", n);
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		struct loop_info64 info;
+		if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == (uint64_t)img->st_dev &&
+		    info.lo_inode == (uint64_t)img->st_ino) {
+			found = fd;
+			break;
+		}
+		close(fd);
+	}
+	closedir(d);
+	return found;
+}
+
+/* A fresh loop device over IMG that goes away by itself when its last user closes it. */
+static int attach_loop(int img, const char *name, capsule_error *err)
+{
+	_cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
+	if (ctl < 0)
+		return cap_err(err, errno, "volume '%s': open '/dev/loop-control'", name);
+	for (int tries = 0; tries < VOLUME_ATTACH_TRIES; tries++) {
+		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
+		if (n < 0)
+			return cap_err(err, errno, "volume '%s': no free loop device", name);
+		char path[64];
+		snprintf(path, sizeof(path), "/dev/loop%d", n);
+		int fd = open(path, O_RDWR | O_CLOEXEC);
+		if (fd < 0) {
+			if (errno == ENOENT || errno == ENXIO)
+				continue;
+			return cap_err(err, errno, "volume '%s': open '%s'", name, path);
+		}
+		/* Buffered, not direct I/O: a device a crashed user left tearing down and the next
+		 * one then meet in the image's page cache, never in stale blocks. */
+		struct loop_config lc = { .fd = (uint32_t)img, .info = { .lo_flags = LO_FLAGS_AUTOCLEAR } };
+		snprintf((char *)lc.info.lo_file_name, sizeof(lc.info.lo_file_name), "capsule-volume:%s", name);
+		if (ioctl(fd, LOOP_CONFIGURE, &lc) == 0)
+			return fd;
+		int e = errno;
+		close(fd);
+		if (e != EBUSY)
+			return cap_err(err, e, "volume '%s': attaching its image to '%s'", name, path);
+		/* Someone else took that device between GET_FREE and CONFIGURE. */
+	}
+	return cap_err_plain(err, EBUSY, "volume '%s': could not get a loop device", name);
+}
+
+/* The kernel's own words from a failed fsconfig, when it left any. */
+static void fs_log(int fs, char *out, size_t size)
+{
+	out[0] = '\0';
+	char buf[256];
+	ssize_t n = read(fs, buf, sizeof(buf) - 1);
+	if (n > 2) {
+		buf[n] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		snprintf(out, size, " (%s)", buf + 2);
+	}
+}
+
+static int mount_loop(int loopfd, int *mnt, const char *name, capsule_error *err)
+{
+	char src[64];
+	snprintf(src, sizeof(src), "/proc/self/fd/%d", loopfd);
+	char dev[64];
+	ssize_t l = readlink(src, dev, sizeof(dev) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", src);
+	dev[l] = '\0';
+	_cleanup_close_ int fs = sys_fsopen("ext4", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return cap_err(err, errno, "volume '%s': fsopen ext4", name);
+	char why[300];
+	if (sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
+	    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+		int e = errno;
+		fs_log(fs, why, sizeof(why));
+		return cap_err(err, e, "volume '%s': mounting its image from '%s'%s", name, dev, why);
+	}
+	int m = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	if (m < 0)
+		return cap_err(err, errno, "volume '%s': fsmount", name);
+	*mnt = m;
+	return 0;
+}
+
+/* A detached mount of the volume's image, in no mount namespace: it goes when its last fd
+ * (or the last sandbox that has it) goes, and the loop device with it. */
+static int mount_image(int dir, const char *name, int *mnt, capsule_error *err)
+{
+	/* One attacher at a time per volume: two that each found no device would each attach
+	 * one. The folder's own flock, apart from "lock" (held shared by users for long). */
+	if (flock(dir, LOCK_EX) < 0)
+		return cap_err(err, errno, "volume '%s': locking", name);
+	_cleanup_close_ int img = openat(dir, "disk.img", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	int r;
+	if (img < 0 || fstat(img, &st) < 0 || !S_ISREG(st.st_mode)) {
+		r = cap_err(err, img < 0 ? errno : EINVAL, "volume '%s': open its image", name);
+		goto out;
+	}
+	r = -EAGAIN;
+	for (int tries = 0; tries < VOLUME_ATTACH_TRIES && r < 0; tries++) {
+		capsule_error e2 = { 0 };
+		int loopfd = find_loop_for(&st);
+		if (loopfd < 0 && (loopfd = attach_loop(img, name, err)) < 0) {
+			r = loopfd;
+			goto out;
+		}
+		r = mount_loop(loopfd, mnt, name, &e2);
+		close(loopfd);
+		if (r < 0) {
+			if (err)
+				*err = e2;
+			/* The device went away under us (autoclear of a user that just left): again. */
+			if (r != -ENXIO && r != -ENODEV && r != -EBUSY)
+				goto out;
+		}
+	}
+out:
+	flock(dir, LOCK_UN);
+	return r;
+}
+
+static int volume_dir_open(int vols, const char *name, int *dir, capsule_error *err)
+{
+	int fd = openat(vols, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return cap_err_plain(err, ENOENT, "no volume named '%s'", name);
+		return cap_err(err, errno, "open volume '%s'", name);
+	}
+	*dir = fd;
+	return 0;
+}
+
+void volume_close(struct volume_handle *vh)
+{
+	if (vh->data_fd >= 0)
+		close(vh->data_fd);
+	if (vh->mount_fd >= 0)
+		close(vh->mount_fd);
+	if (vh->lock_fd >= 0)
+		close(vh->lock_fd);
+	vh->data_fd = vh->mount_fd = vh->lock_fd = -1;
+}
+
+int volume_release_keep_lock(struct volume_handle *vh)
+{
+	int lock = take_fd(vh->lock_fd);
+	volume_close(vh);
+	return lock;
+}
+
+int volume_open(const char *name, struct volume_handle *vh, capsule_error *err)
+{
+	vh->lock_fd = vh->mount_fd = vh->data_fd = -1;
+	_cleanup_close_ int vols = -1, dir = -1;
+	int r = volume_name_check(name, err);
+	if (r < 0 || (r = volumes_dir_open(&vols, err)) < 0 || (r = volume_dir_open(vols, name, &dir, err)) < 0)
+		return r;
+	vh->lock_fd = openat(dir, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (vh->lock_fd < 0 || flock(vh->lock_fd, LOCK_SH) < 0) {
+		r = cap_err(err, errno, "volume '%s': taking its lock", name);
+		goto fail;
+	}
+	/* A remove may have renamed the folder away while we waited for the lock. */
+	struct stat have, want;
+	if (fstat(dir, &have) < 0 || fstatat(vols, name, &want, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    have.st_dev != want.st_dev || have.st_ino != want.st_ino) {
+		r = cap_err_plain(err, ENOENT, "no volume named '%s' (it was just removed)", name);
+		goto fail;
+	}
+	struct volume_meta m;
+	if ((r = meta_load(dir, name, &m, err)) < 0)
+		goto fail;
+	int base = dir;
+	if (is_ext4(&m)) {
+		if ((r = mount_image(dir, name, &vh->mount_fd, err)) < 0)
+			goto fail;
+		base = vh->mount_fd;
+	}
+	vh->data_fd = openat(base, "data", O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (vh->data_fd < 0) {
+		r = cap_err(err, errno, "volume '%s': open its content", name);
+		goto fail;
+	}
+	return 0;
+fail:
+	volume_close(vh);
+	return r;
+}
+
+/* ---- inspect, list, remove ------------------------------------------------------------ */
+
+static int info_load(int vols, const char *name, capsule_volume_info *info, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1;
+	int r = volume_dir_open(vols, name, &dir, err);
+	if (r < 0)
+		return r;
+	struct volume_meta m;
+	if ((r = meta_load(dir, name, &m, err)) < 0)
+		return r;
+	memset(info, 0, sizeof(*info));
+	snprintf(info->name, sizeof(info->name), "%s", name);
+	snprintf(info->kind, sizeof(info->kind), "%s", m.kind);
+	info->quota_bytes = is_ext4(&m) ? m.quota_bytes : 0;
+	info->created_unix = m.created_unix;
+	snprintf(info->path, sizeof(info->path), "%s/volumes/%s", capsule_home(), name);
+	/* Taken and given back at once: a user that starts in this instant waits, it does not
+	 * fail (users take the shared lock blocking). */
+	_cleanup_close_ int lock = openat(dir, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (lock >= 0) {
+		if (flock(lock, LOCK_EX | LOCK_NB) < 0)
+			info->in_use = errno == EWOULDBLOCK;
+	}
+	return 0;
+}
+
+int capsule_volume_inspect(capsule_volume_info *out, const char *name, capsule_error *err)
+{
+	_cleanup_close_ int vols = -1;
+	int r = volume_name_check(name, err);
+	if (r < 0 || (r = volumes_dir_open(&vols, err)) < 0)
+		return r;
+	return info_load(vols, name, out, err);
+}
+
+static void info_json(struct json_writer *j, const capsule_volume_info *v)
+{
+	json_object_begin(j);
+	json_kv_string(j, "name", v->name);
+	json_kv_string(j, "kind", v->kind);
+	json_kv_uint(j, "quota_bytes", v->quota_bytes);
+	json_kv_int(j, "created", v->created_unix);
+	json_kv_bool(j, "in_use", v->in_use);
+	json_kv_string(j, "path", v->path);
+	json_object_end(j);
+}
+
+int capsule_volume_inspect_json(char **out_json, const char *name, capsule_error *err)
+{
+	capsule_volume_info info;
+	int r = capsule_volume_inspect(&info, name, err);
+	if (r < 0)
+		return r;
+	struct json_writer j;
+	json_init(&j, true);
+	info_json(&j, &info);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return cap_err(err, e ? -e : ENOMEM, "formatting volume inspect output");
+	*out_json = text;
+	return 0;
+}
+
+static int info_cmp(const void *a, const void *b)
+{
+	return strcmp(((const capsule_volume_info *)a)->name, ((const capsule_volume_info *)b)->name);
+}
+
+int capsule_volume_list(capsule_volume_info **out, size_t *count, capsule_error *err)
+{
+	_cleanup_close_ int vols = -1;
+	int r = volumes_dir_open(&vols, err);
+	if (r < 0)
+		return r;
+	if (geteuid() == 0)
+		sweep_temp_dirs(vols);
+	/* A fresh open file description: a dup would share (and move) VOLS's offset. */
+	int dup_fd = openat(vols, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return cap_err(err, errno, "listing '%s/volumes'", capsule_home());
+	}
+	capsule_volume_info *v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (de->d_name[0] == '.' || volume_name_check(de->d_name, NULL) < 0)
+			continue;
+		capsule_volume_info info;
+		if (info_load(vols, de->d_name, &info, NULL) < 0)
+			continue;
+		capsule_volume_info *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv) {
+			free(v);
+			closedir(d);
+			return cap_err(err, ENOMEM, "listing volumes");
+		}
+		v = nv;
+		v[n++] = info;
+	}
+	closedir(d);
+	if (n)
+		qsort(v, n, sizeof(*v), info_cmp);
+	*out = v;
+	*count = n;
+	return 0;
+}
+
+int capsule_volume_list_json(char **out_json, capsule_error *err)
+{
+	capsule_volume_info *v;
+	size_t n;
+	int r = capsule_volume_list(&v, &n, err);
+	if (r < 0)
+		return r;
+	struct json_writer j;
+	json_init(&j, true);
+	json_array_begin(&j);
+	for (size_t i = 0; i < n; i++)
+		info_json(&j, &v[i]);
+	json_array_end(&j);
+	free(v);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return cap_err(err, e ? -e : ENOMEM, "formatting the volume list");
+	*out_json = text;
+	return 0;
+}
+
+int capsule_volume_remove(const char *name, capsule_error *err)
+{
+	_cleanup_close_ int vols = -1, dir = -1, lock = -1;
+	int r = volume_name_check(name, err);
+	if (r < 0 || (r = volumes_dir_open(&vols, err)) < 0 || (r = volume_dir_open(vols, name, &dir, err)) < 0)
+		return r;
+	lock = openat(dir, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+	if (lock < 0)
+		return cap_err(err, errno, "volume '%s': open its lock", name);
+	/* Users hold the lock shared for as long as they use the volume, and locks die with
+	 * their processes: a volume is in use exactly while someone holds it. */
+	if (flock(lock, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return cap_err_plain(err, EBUSY, "volume '%s' is in use by a sandbox", name);
+		return cap_err(err, errno, "volume '%s': taking its lock", name);
+	}
+	/* Renamed away first, under the lock: from here on nobody can open it by name, and a
+	 * crash leaves a ".rm-" folder that the next create or list sweeps. */
+	char tmp[128];
+	snprintf(tmp, sizeof(tmp), ".rm-%s.%d.%lx", name, (int)getpid(), (unsigned long)now_ns());
+	if (renameat(vols, name, vols, tmp) < 0)
+		return cap_err(err, errno, "volume '%s': rename away", name);
+	fsync(vols);
+	if ((r = rm_rf_at(vols, tmp)) < 0)
+		return cap_err(err, -r, "volume '%s': removing '%s/volumes/%s'", name, capsule_home(), tmp);
+	return 0;
+}
+
+/* ---- host-side read and write --------------------------------------------------------- */
+
+#define IN_VOLUME (RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
+
+/* PATH inside the volume, relative, lexically normalized (".." cannot climb past the top;
+ * RESOLVE_IN_ROOT keeps symlinks in too). Empty for the volume's top. */
+static int volume_rel_path(const char *name, const char *path, char **out, capsule_error *err)
+{
+	if (!path || !*path)
+		return cap_err_plain(err, EINVAL, "volume '%s': empty path", name);
+	size_t n = strlen(path);
+	if (n > CAP_PATH_MAX)
+		return cap_err_plain(err, ENAMETOOLONG, "volume '%s': path is too long (%zu bytes)", name, n);
+	_cleanup_free_ char *abs = malloc(n + 3);
+	if (!abs)
+		return cap_err(err, ENOMEM, "volume path");
+	snprintf(abs, n + 3, "%s%s", path[0] == '/' ? "" : "/", path);
+	int r = normalize_abs_path(abs, abs, n + 3, err);
+	if (r < 0)
+		return cap_err_wrap(err, r, "volume '%s'", name);
+	char *rel = strdup(abs + 1);
+	if (!rel)
+		return cap_err(err, ENOMEM, "volume path");
+	*out = rel;
+	return 0;
+}
+
+/* The folder that holds REL's last component, made (with its parents) when missing; every
+ * step resolved inside the volume. *LEAF points into REL. */
+static int open_parent(int data, const char *name, char *rel, bool create, int *out, const char **leaf,
+		       capsule_error *err)
+{
+	char *slash = strrchr(rel, '/');
+	*leaf = slash ? slash + 1 : rel;
+	if (!slash) {
+		int fd = fcntl(data, F_DUPFD_CLOEXEC, 3);
+		if (fd < 0)
+			return cap_err(err, errno, "dup");
+		*out = fd;
+		return 0;
+	}
+	*slash = '\0';
+	int fd = sys_openat2(data, rel, O_PATH | O_DIRECTORY | O_CLOEXEC, IN_VOLUME);
+	if (fd < 0 && errno == ENOENT && create) {
+		/* One component at a time, each resolved from the top again. */
+		for (char *p = rel;; p++) {
+			if (*p != '/' && *p != '\0')
+				continue;
+			char saved = *p;
+			*p = '\0';
+			char *cut = strrchr(rel, '/');
+			int parent = cut ? (*cut = '\0', sys_openat2(data, rel, O_PATH | O_DIRECTORY | O_CLOEXEC, IN_VOLUME))
+					 : fcntl(data, F_DUPFD_CLOEXEC, 3);
+			if (cut)
+				*cut = '/';
+			if (parent < 0) {
+				int e = errno;
+				*p = saved;
+				*slash = '/';
+				return cap_err(err, e, "volume '%s': open '/%s'", name, rel);
+			}
+			int mr = mkdirat(parent, cut ? cut + 1 : rel, 0755);
+			int e = errno;
+			close(parent);
+			*p = saved;
+			if (mr < 0 && e != EEXIST) {
+				*slash = '/';
+				return cap_err(err, e, "volume '%s': mkdir '/%s'", name, rel);
+			}
+			if (saved == '\0')
+				break;
+		}
+		fd = sys_openat2(data, rel, O_PATH | O_DIRECTORY | O_CLOEXEC, IN_VOLUME);
+	}
+	int e = errno;
+	*slash = '/';
+	if (fd < 0)
+		return cap_err(err, e, "volume '%s': open the folder of '/%s'", name, rel);
+	*out = fd;
+	return 0;
+}
+
+typedef ssize_t (*chunk_source)(void *payload, void *buf, size_t cap);
+
+static int volume_write_impl(const char *name, const char *path, chunk_source src, void *payload,
+			     capsule_error *err)
+{
+	_cleanup_free_ char *rel = NULL;
+	int r = volume_rel_path(name, path, &rel, err);
+	if (r < 0)
+		return r;
+	if (!rel[0])
+		return cap_err_plain(err, EISDIR, "volume '%s': '%s' is the volume's top folder, not a file", name, path);
+	struct volume_handle vh;
+	if ((r = volume_open(name, &vh, err)) < 0)
+		return r;
+	_cleanup_close_ int parent = -1, fd = -1;
+	const char *leaf;
+	_cleanup_free_ void *buf = NULL;
+	char tmp[64];
+	bool linked = false;
+	if ((r = open_parent(vh.data_fd, name, rel, true, &parent, &leaf, err)) < 0)
+		goto out;
+	snprintf(tmp, sizeof(tmp), ".capsule-write.%d.%lx", (int)getpid(), (unsigned long)now_ns());
+	/* Unnamed until it is whole (O_TMPFILE), so a crash mid-write leaves nothing in the
+	 * volume; where the filesystem cannot, a fresh name we create exclusively (no planted
+	 * symlink can take the write elsewhere). The parent fd is O_PATH: *at calls take it. */
+	fd = openat(parent, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+		fd = openat(parent, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+		linked = fd >= 0;
+	}
+	if (fd < 0) {
+		r = cap_err(err, errno, "volume '%s': create '%s'", name, path);
+		goto out;
+	}
+	buf = malloc(VOLUME_IO_CHUNK);
+	if (!buf) {
+		r = cap_err(err, ENOMEM, "volume write buffer");
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = src(payload, buf, VOLUME_IO_CHUNK);
+		if (n < 0) {
+			r = cap_err(err, (int)-n, "volume '%s': reading the data for '%s'", name, path);
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if ((r = write_all(fd, buf, (size_t)n)) < 0) {
+			r = cap_err(err, -r, "volume '%s': write '%s'", name, path);
+			goto out;
+		}
+	}
+	if (!linked) {
+		char self[64];
+		snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+		if (linkat(fd, "", parent, tmp, AT_EMPTY_PATH) < 0 && linkat(AT_FDCWD, self, parent, tmp, AT_SYMLINK_FOLLOW) < 0) {
+			r = cap_err(err, errno, "volume '%s': write '%s'", name, path);
+			goto out;
+		}
+		linked = true;
+	}
+	/* Renamed over the target: a symlink there is replaced, not followed. */
+	if (renameat(parent, tmp, parent, leaf) < 0) {
+		r = cap_err(err, errno, "volume '%s': write '%s'", name, path);
+		goto out;
+	}
+	linked = false;
+	r = 0;
+out:
+	if (linked)
+		unlinkat(parent, tmp, 0);
+	volume_close(&vh);
+	return r;
+}
+
+struct mem_source {
+	const uint8_t *p;
+	size_t left;
+};
+
+static ssize_t mem_chunk(void *payload, void *buf, size_t cap)
+{
+	struct mem_source *m = payload;
+	size_t n = m->left < cap ? m->left : cap;
+	memcpy(buf, m->p, n);
+	m->p += n;
+	m->left -= n;
+	return (ssize_t)n;
+}
+
+static ssize_t fd_chunk(void *payload, void *buf, size_t cap)
+{
+	int fd = *(int *)payload;
+	for (;;) {
+		ssize_t n = read(fd, buf, cap);
+		if (n >= 0)
+			return n;
+		if (errno != EINTR)
+			return -errno;
+	}
+}
+
+int capsule_volume_write(const char *name, const char *path, const void *data, size_t len, capsule_error *err)
+{
+	if (!data && len)
+		return cap_err_plain(err, EINVAL, "volume write: no data");
+	struct mem_source m = { data, len };
+	return volume_write_impl(name, path, mem_chunk, &m, err);
+}
+
+int capsule_volume_write_from_fd(const char *name, const char *path, int fd, capsule_error *err)
+{
+	return volume_write_impl(name, path, fd_chunk, &fd, err);
+}
+
+typedef int (*chunk_sink)(void *payload, const void *buf, size_t len);
+
+static int volume_read_impl(const char *name, const char *path, chunk_sink sink, void *payload, capsule_error *err)
+{
+	_cleanup_free_ char *rel = NULL;
+	int r = volume_rel_path(name, path, &rel, err);
+	if (r < 0)
+		return r;
+	struct volume_handle vh;
+	if ((r = volume_open(name, &vh, err)) < 0)
+		return r;
+	/* Non-blocking open: a FIFO planted in the volume must not hang us; only regular files
+	 * are read. */
+	_cleanup_close_ int fd = sys_openat2(vh.data_fd, rel[0] ? rel : ".", O_RDONLY | O_NONBLOCK | O_CLOEXEC, IN_VOLUME);
+	_cleanup_free_ void *buf = NULL;
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = cap_err(err, errno, "volume '%s': open '%s'", name, path);
+		goto out;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		r = cap_err_plain(err, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "volume '%s': '%s' is not a regular file",
+				  name, path);
+		goto out;
+	}
+	buf = malloc(VOLUME_IO_CHUNK);
+	if (!buf) {
+		r = cap_err(err, ENOMEM, "volume read buffer");
+		goto out;
+	}
+	for (;;) {
+		ssize_t n = read(fd, buf, VOLUME_IO_CHUNK);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = cap_err(err, errno, "volume '%s': read '%s'", name, path);
+			goto out;
+		}
+		if (n == 0)
+			break;
+		if ((r = sink(payload, buf, (size_t)n)) < 0) {
+			r = r == -EFBIG ? cap_err_plain(err, EFBIG, "volume '%s': '%s' is larger than the limit asked for",
+							name, path)
+					: cap_err(err, -r, "volume '%s': passing on '%s'", name, path);
+			goto out;
+		}
+	}
+	r = 0;
+out:
+	volume_close(&vh);
+	return r;
+}
+
+struct mem_sink {
+	uint8_t *p;
+	size_t len, cap, max;
+};
+
+static int mem_put(void *payload, const void *buf, size_t len)
+{
+	struct mem_sink *m = payload;
+	if (len > m->max - m->len)
+		return -EFBIG;
+	if (m->len + len + 1 > m->cap) {
+		size_t cap = m->cap ? m->cap : 64 * 1024;
+		while (cap < m->len + len + 1)
+			cap *= 2;
+		uint8_t *np = realloc(m->p, cap);
+		if (!np)
+			return -ENOMEM;
+		m->p = np;
+		m->cap = cap;
+	}
+	memcpy(m->p + m->len, buf, len);
+	m->len += len;
+	m->p[m->len] = 0;
+	return 0;
+}
+
+static int fd_put(void *payload, const void *buf, size_t len)
+{
+	return write_all(*(int *)payload, buf, len);
+}
+
+int capsule_volume_read(void **out, size_t *out_len, const char *name, const char *path, size_t max_bytes,
+			capsule_error *err)
+{
+	struct mem_sink m = { .max = max_bytes };
+	int r = volume_read_impl(name, path, mem_put, &m, err);
+	if (r < 0) {
+		free(m.p);
+		return r;
+	}
+	if (!m.p && !(m.p = calloc(1, 1)))
+		return cap_err(err, ENOMEM, "volume read");
+	*out = m.p;
+	*out_len = m.len;
+	return 0;
+}
+
+int capsule_volume_read_to_fd(const char *name, const char *path, int fd, capsule_error *err)
+{
+	return volume_read_impl(name, path, fd_put, &fd, err);
+}
