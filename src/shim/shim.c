@@ -597,7 +597,7 @@ static void client_readable(int ci)
 	}
 	struct cp_header h;
 	const uint8_t *payload;
-	int k;
+	int k = 0;
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
 		client_request(ci, &h, payload);
 		if (c->used)
