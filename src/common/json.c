@@ -739,3 +739,71 @@ int json_get_bool(const char *text, size_t len, const char *key, bool *out)
 	*out = t == JT_TRUE;
 	return 0;
 }
+
+int json_object_each(const char *text, size_t len, size_t max_members, json_member_fn fn, void *payload)
+{
+	struct reader r = { .p = (const unsigned char *)text, .len = len };
+	struct sbuf name = {0};
+	enum jtype t;
+	size_t count = 0;
+	int ret;
+
+	if (!text || !fn)
+		return -EINVAL;
+	/* The whole text first: FN sees nothing of a document that turns out to be invalid. */
+	skip_ws(&r);
+	if (!peek(&r, '{'))
+		return -EBADMSG;
+	ret = read_value(&r, 0, &t);
+	if (ret < 0)
+		return ret;
+	skip_ws(&r);
+	if (r.pos != r.len)
+		return -EBADMSG;
+
+	r.pos = 0;
+	skip_ws(&r);
+	r.pos++; /* '{' */
+	skip_ws(&r);
+	if (peek(&r, '}'))
+		return 0;
+	for (;;) {
+		size_t at;
+
+		skip_ws(&r);
+		name.len = 0;
+		ret = read_string(&r, &name);
+		if (ret == 0 && !name.s)
+			ret = sbuf_put(&name, "", 0);
+		if (ret < 0)
+			goto out;
+		if (memchr(name.s, '\0', name.len)) {
+			ret = -EBADMSG;
+			goto out;
+		}
+		if (++count > max_members) {
+			ret = -E2BIG;
+			goto out;
+		}
+		skip_ws(&r);
+		r.pos++; /* ':' */
+		skip_ws(&r);
+		at = r.pos;
+		ret = read_value(&r, 1, &t);
+		if (ret < 0)
+			goto out;
+		ret = fn(name.s, text + at, r.pos - at, payload);
+		if (ret < 0)
+			goto out;
+		skip_ws(&r);
+		if (peek(&r, ',')) {
+			r.pos++;
+			continue;
+		}
+		ret = 0;
+		break;
+	}
+out:
+	free(name.s);
+	return ret;
+}
