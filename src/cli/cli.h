@@ -37,5 +37,8 @@ int cmd_kill(int argc, char **argv);
 int cmd_ps(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_doctor(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_mounts(int argc, char **argv);
+int cmd_unmount(int argc, char **argv);
 
 #endif

@@ -1,6 +1,7 @@
 /* A small streaming JSON writer into a growable malloc'd buffer (for --json output and state
  * files), and a tiny reader for top-level scalars of a flat object (for reading those state
- * files back), with a walk over an object's members for documents one level deeper. */
+ * files back), with walks over an object's members and an array's elements for documents one level
+ * deeper. */
 #ifndef CAPSULE_JSON_H
 #define CAPSULE_JSON_H
 
@@ -76,5 +77,7 @@ int json_get_bool(const char *text, size_t len, const char *key, bool *out);
  * Never reads outside TEXT[0..LEN): it is fuzzed with the rest of the reader. */
 typedef int (*json_member_fn)(const char *name, const char *value, size_t value_len, void *payload);
 int json_object_each(const char *text, size_t len, size_t max_members, json_member_fn fn, void *payload);
+/* The same for the elements of the JSON array TEXT[0..LEN); FN gets NAME NULL. */
+int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload);
 
 #endif
