@@ -2,9 +2,12 @@
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 
 import pytest
+
+from tests.conftest import BUILD
 
 from .helpers import assert_capsule_error
 
@@ -253,3 +256,13 @@ def test_mount_usage_errors(capsule, sandbox):
     assert_capsule_error(r)
     r = capsule.run("mounts")
     assert_capsule_error(r)
+
+
+def test_c_api_hot_mounts_and_docker_style_volume_helpers(capsule, hostdir):
+    with open(os.path.join(hostdir, "marker"), "w") as f:
+        f.write("marker\n")
+    binary = os.path.join(BUILD, "tests", "e2e", "hotmount_api")
+    r = subprocess.run([binary, hostdir], env=capsule.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for check in ("config", "boot", "hot"):
+        assert f"ok {check}" in r.stdout
