@@ -240,6 +240,28 @@ static _Noreturn void detach_child(const struct container *ct, bool rootless, co
 	_exit(0);
 }
 
+/* The child keeps only the fds it needs (KEEP, -1 for none): it is about to enter the sandbox,
+ * and the shim's sockets and files have no business there even for a moment. */
+static void close_all_but(int keep[3])
+{
+	for (int i = 0; i < 3; i++)
+		for (int j = i + 1; j < 3; j++)
+			if (keep[j] < keep[i]) {
+				int t = keep[i];
+				keep[i] = keep[j];
+				keep[j] = t;
+			}
+	unsigned from = 3;
+	for (int i = 0; i < 3; i++) {
+		if (keep[i] < (int)from)
+			continue;
+		if ((unsigned)keep[i] > from)
+			sys_close_range(from, (unsigned)keep[i] - 1, 0);
+		from = (unsigned)keep[i] + 1;
+	}
+	sys_close_range(from, ~0U, 0);
+}
+
 /* Fork a child that runs FN; collect its result. The shim is single threaded, so fork is
  * safe, and the child touches only its own copy. */
 static int run_child(int which, const struct container *ct, bool rootless, int tree, const char *target,
@@ -258,6 +280,8 @@ static int run_child(int which, const struct container *ct, bool rootless, int t
 	if (pid == 0) {
 		close(pipefd[0]);
 		result_fd = pipefd[1];
+		int keep[3] = { ct->pidfd, tree, result_fd };
+		close_all_but(keep);
 		if (which == 0)
 			attach_child(ct, rootless, tree, target, is_dir);
 		detach_child(ct, rootless, target, *mnt_id);
