@@ -3,6 +3,7 @@
 mount or unmount anything outside the sandbox."""
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -157,3 +158,82 @@ def test_a_hot_mount_is_nosuid_and_nodev(capsule, sandbox, hostdir):
     r = sh(capsule, sandbox, "grep ' /mnt/opts ' /proc/self/mountinfo", check=True)
     opts = r.stdout.split()[5].split(",")
     assert "nosuid" in opts and "nodev" in opts
+
+
+# Speaks the protocol itself: as a non-root user the CLI could not even open $CAPSULE_HOME.
+# Prints "OK <handle>" or "ERROR <errno> <message>".
+MOUNT_CLIENT = r"""
+import socket, struct, sys
+def frame(t, chan, payload=b""):
+    return struct.pack("<IHHI", len(payload), t, 0, chan) + payload
+def tlv(tag, val):
+    return struct.pack("<HI", tag, len(val)) + val
+def recv_frame(s):
+    buf = b""
+    while len(buf) < 12:
+        buf += s.recv(12 - len(buf))
+    ln, t, fl, ch = struct.unpack("<IHHI", buf)
+    p = b""
+    while len(p) < ln:
+        p += s.recv(ln - len(p))
+    return t, ch, p
+def fields(p):
+    out = {}
+    while len(p) >= 6:
+        tag, ln = struct.unpack("<HI", p[:6])
+        out[tag] = p[6:6 + ln]
+        p = p[6 + ln:]
+    return out
+sock, host, guest, flags = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sock)
+s.sendall(frame(1, 0, tlv(1, struct.pack("<I", 1)) + tlv(2, b"client")))
+recv_frame(s)
+s.sendall(frame(80, 1, tlv(1, host.encode()) + tlv(2, guest.encode()) + tlv(3, struct.pack("<I", flags))))
+t, ch, p = recv_frame(s)
+f = fields(p)
+if t == 3:
+    print("OK", f[1].decode())
+else:
+    print("ERROR", struct.unpack("<I", f[1])[0], f.get(2, b"").decode())
+"""
+
+
+def test_host_path_is_opened_with_the_rights_of_the_client_not_the_shim(capsule, sandbox, hostdir):
+    # A client that is not root (the socket opened up to it for this test) cannot mount what
+    # only root may read, nor mount read-write what it may only read; its own folder it can.
+    sock = os.path.join(capsule.home, "run", sandbox, "control.sock")
+    os.chmod(sock, 0o666)
+    secret = tempfile.mkdtemp(prefix="capsule-hotsec-secret-", dir="/tmp")
+    readable = tempfile.mkdtemp(prefix="capsule-hotsec-ro-", dir="/tmp")
+    own = tempfile.mkdtemp(prefix="capsule-hotsec-own-", dir="/tmp")
+    try:
+        os.chmod(secret, 0o700)
+        os.chmod(readable, 0o755)
+        os.chown(own, 4321, 4321)
+
+        def as_user():
+            os.setgroups([])
+            os.setgid(4321)
+            os.setuid(4321)
+
+        def mount_as_user(host, guest, flags=0):
+            r = subprocess.run(["python3", "-c", MOUNT_CLIENT, sock, host, guest, str(flags)], capture_output=True,
+                               text=True, timeout=60, preexec_fn=as_user)
+            assert r.returncode == 0, r.stderr
+            return r.stdout.strip()
+
+        out = mount_as_user(secret, "/mnt/secret", 1)
+        assert out.startswith("ERROR 13 ") and "may not read it" in out, out
+        out = mount_as_user(readable, "/mnt/readable")
+        assert out.startswith("ERROR 13 ") and "may not read and write it" in out, out
+        assert mount_as_user(readable, "/mnt/readable", 1).startswith("OK m")
+        assert mount_as_user(own, "/mnt/own").startswith("OK m")
+        sh(capsule, sandbox, "touch /mnt/own/made-inside", check=True)
+        assert os.path.exists(os.path.join(own, "made-inside"))
+        assert "/mnt/secret" not in capsule.run("mounts", sandbox, check=True).stdout
+        # The shim went back to its own rights afterwards: root's request still works.
+        capsule.run("mount", sandbox, secret, "/mnt/secret-root", check=True)
+    finally:
+        for d in (secret, readable, own):
+            shutil.rmtree(d, ignore_errors=True)
