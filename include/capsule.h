@@ -375,6 +375,36 @@ CAPSULE_API int capsule_volume_read_to_fd(const char *name, const char *path, in
  * it writes, on the host too. */
 CAPSULE_API int capsule_config_add_volume(capsule_config *cfg, const char *name, const char *guest_path,
 					  bool readonly, capsule_error *err);
+/* ---- hot mounts ------------------------------------------------------------------------ */
+
+#define CAPSULE_MOUNT_RO 0x1u              /* read-only for everyone inside, root included (EROFS) */
+#define CAPSULE_MOUNT_ALLOW_SENSITIVE 0x2u /* allow a sensitive host path (docs/security.md) */
+
+/* Bind the host folder (or file) HOST_PATH at GUEST_PATH inside the running sandbox SB, no
+ * restart: the same rules as capsule_config_add_bind (absolute, existing, not sensitive
+ * unless allowed, nosuid and nodev, ids mapped both ways). HOST_PATH is opened with the
+ * rights of the calling process, not those of the sandbox's shim. Missing folders of
+ * GUEST_PATH are made inside the sandbox; it must not pass through a symlink. On success
+ * *HANDLE_OUT (if not NULL) is a malloc'd handle ("m1") for capsule_unmount. At most 64 hot
+ * mounts per sandbox. */
+CAPSULE_API int capsule_mount(capsule_sandbox *sb, const char *host_path, const char *guest_path, unsigned flags,
+			      char **handle_out, capsule_error *err);
+/* Remove a hot mount by its guest path or its handle. Processes inside keep running; what
+ * they still hold open of the mount stays usable until they close it (a lazy unmount).
+ * Boot-time mounts cannot be removed. */
+CAPSULE_API int capsule_unmount(capsule_sandbox *sb, const char *guest_path_or_handle, capsule_error *err);
+/* Every mount the sandbox has, boot-time and hot, as a JSON array (malloc'd, caller frees)
+ * of objects: kind ("bind", "tmpfs", "volume"), host_path (null for tmpfs), guest_path,
+ * readonly, handle (null for boot-time mounts), hot. */
+CAPSULE_API int capsule_mounts_json(capsule_sandbox *sb, char **json_out, capsule_error *err);
+
+/* docker's volumes dict, as docker-py takes it: {"/host": {"bind": "/guest", "mode": "ro"}}
+ * (mode ro or rw, default rw). Each entry is added as by capsule_config_add_bind, with
+ * sensitive host paths refused; all of it or nothing is added. A key that is not an absolute
+ * path is a named volume. */
+CAPSULE_API int capsule_config_add_volumes_json(capsule_config *cfg, const char *json, capsule_error *err);
+/* docker's -v form "SRC:DST[:ro|rw]" (see capsule_config_add_volumes_json for the rules). */
+CAPSULE_API int capsule_config_add_mount_spec(capsule_config *cfg, const char *spec, capsule_error *err);
 
 /* ---- host ----------------------------------------------------------------------------- */
 

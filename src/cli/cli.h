@@ -40,5 +40,8 @@ int cmd_doctor(int argc, char **argv);
 int cmd_fs(int argc, char **argv);
 int cmd_cp(int argc, char **argv);
 int cmd_volume(int argc, char **argv);
+int cmd_mount(int argc, char **argv);
+int cmd_mounts(int argc, char **argv);
+int cmd_unmount(int argc, char **argv);
 
 #endif

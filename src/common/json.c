@@ -739,3 +739,86 @@ int json_get_bool(const char *text, size_t len, const char *key, bool *out)
 	*out = t == JT_TRUE;
 	return 0;
 }
+
+/* The members of the object (or the elements of the array) whose text is TEXT[0..LEN). */
+static int walk_container(const char *text, size_t len, bool object, size_t max, json_member_fn fn,
+			  void *payload)
+{
+	struct reader r = { .p = (const unsigned char *)text, .len = len };
+	const unsigned char open = object ? '{' : '[', close = object ? '}' : ']';
+	struct sbuf name = {0};
+	enum jtype t;
+	size_t count = 0;
+	int ret;
+
+	if (!text || !fn)
+		return -EINVAL;
+	/* The whole text first: FN sees nothing of a document that turns out to be invalid. */
+	skip_ws(&r);
+	if (!peek(&r, open))
+		return -EBADMSG;
+	ret = read_value(&r, 0, &t);
+	if (ret < 0)
+		return ret;
+	skip_ws(&r);
+	if (r.pos != r.len)
+		return -EBADMSG;
+
+	r.pos = 0;
+	skip_ws(&r);
+	r.pos++; /* the opening bracket */
+	skip_ws(&r);
+	if (peek(&r, close))
+		return 0;
+	for (;;) {
+		size_t at;
+
+		skip_ws(&r);
+		if (object) {
+			name.len = 0;
+			ret = read_string(&r, &name);
+			if (ret == 0 && !name.s)
+				ret = sbuf_put(&name, "", 0);
+			if (ret < 0)
+				goto out;
+			if (memchr(name.s, '\0', name.len)) {
+				ret = -EBADMSG;
+				goto out;
+			}
+			skip_ws(&r);
+			r.pos++; /* ':' */
+			skip_ws(&r);
+		}
+		if (++count > max) {
+			ret = -E2BIG;
+			goto out;
+		}
+		at = r.pos;
+		ret = read_value(&r, 1, &t);
+		if (ret < 0)
+			goto out;
+		ret = fn(object ? name.s : NULL, text + at, r.pos - at, payload);
+		if (ret < 0)
+			goto out;
+		skip_ws(&r);
+		if (peek(&r, ',')) {
+			r.pos++;
+			continue;
+		}
+		ret = 0;
+		break;
+	}
+out:
+	free(name.s);
+	return ret;
+}
+
+int json_object_each(const char *text, size_t len, size_t max_members, json_member_fn fn, void *payload)
+{
+	return walk_container(text, len, true, max_members, fn, payload);
+}
+
+int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload)
+{
+	return walk_container(text, len, false, max_elements, fn, payload);
+}

@@ -1,6 +1,7 @@
 /* A small streaming JSON writer into a growable malloc'd buffer (for --json output and state
  * files), and a tiny reader for top-level scalars of a flat object (for reading those state
- * files back). */
+ * files back), with walks over an object's members and an array's elements for documents one level
+ * deeper. */
 #ifndef CAPSULE_JSON_H
 #define CAPSULE_JSON_H
 
@@ -66,5 +67,17 @@ char *json_steal(struct json_writer *w, int *err_out);
 int json_get_string(const char *text, size_t len, const char *key, char **out);
 int json_get_int(const char *text, size_t len, const char *key, int64_t *out);
 int json_get_bool(const char *text, size_t len, const char *key, bool *out);
+
+/* Walk the members of the JSON object TEXT[0..LEN) in document order. The whole text is
+ * validated first, as json_get_* do, so FN is not called for a document that is invalid.
+ * FN gets the member's unescaped name (NUL-terminated) and its value's raw text, which may be
+ * read again with json_get_* when it is an object. A name holding \u0000 is -EBADMSG; more
+ * than MAX_MEMBERS members is -E2BIG; a negative return from FN stops the walk and is
+ * returned. Names are not checked for duplicates: the caller decides what a repeat means.
+ * Never reads outside TEXT[0..LEN): it is fuzzed with the rest of the reader. */
+typedef int (*json_member_fn)(const char *name, const char *value, size_t value_len, void *payload);
+int json_object_each(const char *text, size_t len, size_t max_members, json_member_fn fn, void *payload);
+/* The same for the elements of the JSON array TEXT[0..LEN); FN gets NAME NULL. */
+int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload);
 
 #endif

@@ -52,6 +52,7 @@ bool cp_type_known(uint16_t type)
 	case CP_HELLO: case CP_ERROR: case CP_OK:
 	case CP_EXEC: case CP_STARTED: case CP_DATA: case CP_CREDIT: case CP_EXIT: case CP_SIGNAL: case CP_RESIZE:
 	case CP_STOP: case CP_INIT: case CP_SHUTDOWN: case CP_FS:
+	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
 		return true;
 	}
 	return false;
@@ -74,6 +75,9 @@ const char *cp_type_name(uint16_t type)
 	case CP_INIT: return "INIT";
 	case CP_SHUTDOWN: return "SHUTDOWN";
 	case CP_FS: return "FS";
+	case CP_MOUNT: return "MOUNT";
+	case CP_UNMOUNT: return "UNMOUNT";
+	case CP_MOUNTS: return "MOUNTS";
 	}
 	return "UNKNOWN";
 }
@@ -596,6 +600,136 @@ void cp_init_free(struct cp_init *m)
 {
 	free(m->seccomp_bpf);
 	strv_free(m->env, m->envc);
+	memset(m, 0, sizeof(*m));
+}
+
+/* ---- hot mounts ---- */
+
+static bool str_fits(const char *s, size_t max)
+{
+	return !s || strlen(s) <= max;
+}
+
+int cp_mount_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount *m)
+{
+	if (!m->host_path || !m->guest_path || !str_fits(m->host_path, CP_MAX_STRING) ||
+	    !str_fits(m->guest_path, CP_MAX_STRING) || (m->flags & ~CP_MOUNT_FLAGS_KNOWN))
+		return -EINVAL;
+	cp_frame_begin(w, CP_MOUNT, 0, chan);
+	cp_put_str(w, CP_T_MOUNT_HOST_PATH, m->host_path);
+	cp_put_str(w, CP_T_MOUNT_GUEST_PATH, m->guest_path);
+	cp_put_u32(w, CP_T_MOUNT_FLAGS, m->flags);
+	return cp_frame_finish(w);
+}
+
+int cp_mount_decode(const uint8_t *p, size_t n, struct cp_mount *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		switch (f.tag) {
+		case CP_T_MOUNT_HOST_PATH: r = field_set_str(&f, &m->host_path); break;
+		case CP_T_MOUNT_GUEST_PATH: r = field_set_str(&f, &m->guest_path); break;
+		case CP_T_MOUNT_FLAGS: r = cp_field_u32(&f, &m->flags); break;
+		}
+	});
+	/* A flag this side does not know could be a restriction the client counts on. */
+	if (!m->host_path || !m->guest_path || (m->flags & ~CP_MOUNT_FLAGS_KNOWN)) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_mount_free(m);
+	return ret;
+}
+
+void cp_mount_free(struct cp_mount *m)
+{
+	free(m->host_path);
+	free(m->guest_path);
+	memset(m, 0, sizeof(*m));
+}
+
+int cp_unmount_encode(struct cp_writer *w, uint32_t chan, const struct cp_unmount *m)
+{
+	if (!m->target || !str_fits(m->target, CP_MAX_STRING))
+		return -EINVAL;
+	cp_frame_begin(w, CP_UNMOUNT, 0, chan);
+	cp_put_str(w, CP_T_UNMOUNT_TARGET, m->target);
+	return cp_frame_finish(w);
+}
+
+int cp_unmount_decode(const uint8_t *p, size_t n, struct cp_unmount *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_UNMOUNT_TARGET)
+			r = field_set_str(&f, &m->target);
+	});
+	if (!m->target) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_unmount_free(m);
+	return ret;
+}
+
+void cp_unmount_free(struct cp_unmount *m)
+{
+	free(m->target);
+	m->target = NULL;
+}
+
+int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m)
+{
+	if (!str_fits(m->handle, CP_MAX_MOUNT_HANDLE) || !str_fits(m->mounts_json, CP_MAX_MOUNTS_JSON))
+		return -EINVAL;
+	cp_frame_begin(w, CP_OK, 0, chan);
+	cp_put_str(w, CP_T_MOUNT_OK_HANDLE, m->handle);
+	cp_put_str(w, CP_T_MOUNT_OK_MOUNTS_JSON, m->mounts_json);
+	return cp_frame_finish(w);
+}
+
+/* The list is one string of up to CP_MAX_MOUNTS_JSON bytes: longer than a path may be, so it
+ * has a bound of its own instead of CP_MAX_STRING. */
+static int field_set_long_str(const struct cp_field *f, size_t max, char **slot)
+{
+	if (f->len > max || memchr(f->val, '\0', f->len))
+		return -EBADMSG;
+	char *s = malloc((size_t)f->len + 1);
+	if (!s)
+		return -ENOMEM;
+	memcpy(s, f->val, f->len);
+	s[f->len] = '\0';
+	free(*slot);
+	*slot = s;
+	return 0;
+}
+
+int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_MOUNT_OK_HANDLE)
+			r = field_set_long_str(&f, CP_MAX_MOUNT_HANDLE, &m->handle);
+		else if (f.tag == CP_T_MOUNT_OK_MOUNTS_JSON)
+			r = field_set_long_str(&f, CP_MAX_MOUNTS_JSON, &m->mounts_json);
+	});
+	return 0;
+fail:
+	cp_mount_ok_free(m);
+	return ret;
+}
+
+void cp_mount_ok_free(struct cp_mount_ok *m)
+{
+	free(m->handle);
+	free(m->mounts_json);
 	memset(m, 0, sizeof(*m));
 }
 

@@ -38,6 +38,9 @@ enum cp_type {
 	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
+	CP_MOUNT = 80,   /* client -> shim: bind a host path into the running sandbox */
+	CP_UNMOUNT = 81, /* client -> shim: remove a hot mount, by guest path or handle */
+	CP_MOUNTS = 82,  /* client -> shim: list every mount (boot-time and hot) */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -241,6 +244,31 @@ enum {
 	CP_T_ENT_GID = 7,
 	CP_T_ENT_LINK = 8,
 };
+/* Hot mounts. MOUNT and UNMOUNT are answered by OK (MOUNT's with the handle) or ERROR;
+ * MOUNTS (no fields) by OK with the list as a JSON array. */
+#define CP_MOUNT_RO 0x1u
+#define CP_MOUNT_ALLOW_SENSITIVE 0x2u
+#define CP_MOUNT_FLAGS_KNOWN (CP_MOUNT_RO | CP_MOUNT_ALLOW_SENSITIVE)
+#define CP_MAX_MOUNT_HANDLE 64u
+#define CP_MAX_MOUNTS_JSON (CP_MAX_PAYLOAD - 1024) /* the list fits one frame, or is refused */
+struct cp_mount {
+	char *host_path;  /* required */
+	char *guest_path; /* required */
+	uint32_t flags;   /* CP_MOUNT_*; unknown bits are refused */
+};
+enum { CP_T_MOUNT_HOST_PATH = 1, CP_T_MOUNT_GUEST_PATH = 2, CP_T_MOUNT_FLAGS = 3 };
+
+struct cp_unmount {
+	char *target; /* required: a guest path (starts with '/') or a handle */
+};
+enum { CP_T_UNMOUNT_TARGET = 1 };
+
+/* The fields an OK may carry in answer to MOUNT (handle) and MOUNTS (mounts_json). */
+struct cp_mount_ok {
+	char *handle;      /* at most CP_MAX_MOUNT_HANDLE bytes */
+	char *mounts_json; /* at most CP_MAX_MOUNTS_JSON bytes */
+};
+enum { CP_T_MOUNT_OK_HANDLE = 1, CP_T_MOUNT_OK_MOUNTS_JSON = 2 };
 
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */
@@ -293,7 +321,20 @@ int cp_fs_record_append(struct cp_writer *w, const struct cp_fs_entry *m);
 /* Take the next record from a LIST DATA payload: 1 and *M filled, 0 at the end, -EBADMSG. */
 int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m);
 
-/* A bare frame with no payload (CP_OK, CP_SHUTDOWN) or a DATA frame with raw bytes. */
+int cp_mount_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount *m);
+int cp_mount_decode(const uint8_t *p, size_t n, struct cp_mount *m);
+void cp_mount_free(struct cp_mount *m);
+
+int cp_unmount_encode(struct cp_writer *w, uint32_t chan, const struct cp_unmount *m);
+int cp_unmount_decode(const uint8_t *p, size_t n, struct cp_unmount *m);
+void cp_unmount_free(struct cp_unmount *m);
+
+/* An OK frame carrying the fields that are set. */
+int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m);
+int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m);
+void cp_mount_ok_free(struct cp_mount_ok *m);
+
+/* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);
 

@@ -34,6 +34,7 @@
 #include "container.h"
 #include "internal.h"
 #include "json.h"
+#include "mounts.h"
 #include "probe.h"
 #include "proto.h"
 #include "seccomp_filter.h"
@@ -107,6 +108,7 @@ static struct shim {
 	 * for none of them: it refuses while any is held). They die with this process. */
 	int volume_locks[CAPSULE_MAX_BINDS];
 	size_t nvolume_locks;
+	struct hot_mounts hot;
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -484,6 +486,74 @@ static void client_close(int ci)
 	}
 }
 
+/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause. */
+static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
+		client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use", cp_type_name(h->type),
+				  h->chan);
+		return;
+	}
+	if (S.stopping) {
+		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return;
+	}
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	struct mount_sandbox sb = { .name = S.name, .cfg = &S.cfg, .ct = &S.ct };
+	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &sb.rootless);
+	capsule_error err = { 0 };
+	struct cp_mount_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_MOUNT) {
+		struct cp_mount m;
+		struct mount_peer peer;
+		if (cp_mount_decode(payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EBADMSG, "malformed MOUNT request");
+			return;
+		}
+		const char *handle = NULL;
+		r = mount_peer_get(S.clients[ci].fd, &peer, &err);
+		if (r == 0) {
+			uint64_t t0 = now_ns();
+			r = hot_mount_add(&S.hot, &sb, &peer, m.host_path, m.guest_path, m.flags, &handle, &err);
+			if (r == 0)
+				shim_log("hot mount %s: '%s' at '%s'%s for uid %u (%.2f ms)", handle, m.host_path,
+					 S.hot.m[S.hot.n - 1].target, (m.flags & CP_MOUNT_RO) ? " read-only" : "",
+					 (unsigned)peer.uid, (double)(now_ns() - t0) / 1e6);
+			mount_peer_free(&peer);
+		}
+		ok.handle = (char *)handle;
+		cp_mount_free(&m);
+	} else if (h->type == CP_UNMOUNT) {
+		struct cp_unmount m;
+		if (cp_unmount_decode(payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EBADMSG, "malformed UNMOUNT request");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		r = hot_mount_remove(&S.hot, &sb, m.target, &err);
+		if (r == 0)
+			shim_log("hot mount '%s' removed (%.2f ms)", m.target, (double)(now_ns() - t0) / 1e6);
+		cp_unmount_free(&m);
+	} else {
+		r = mounts_list_json(&S.hot, &sb, &list, &err);
+		ok.mounts_json = list;
+	}
+	if (r < 0) {
+		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+		return;
+	}
+	if ((r = cp_mount_ok_encode(&S.w, h->chan, &ok)) < 0) {
+		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+		return;
+	}
+	to_client(ci, S.w.buf, S.w.len);
+}
+
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	struct client *c = &S.clients[ci];
@@ -579,6 +649,11 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 		begin_stop(m.timeout_ms);
 		return;
 	}
+	case CP_MOUNT:
+	case CP_UNMOUNT:
+	case CP_MOUNTS:
+		mount_request(ci, h, payload);
+		return;
 	default:
 		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
 				  cp_type_name(h->type));

@@ -4,6 +4,7 @@
 #define CAPSULE_SYSCALLS_H
 
 #include <fcntl.h>
+#include <stdint.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <linux/sched.h>
@@ -74,6 +75,47 @@ static inline int sys_pivot_root(const char *new_root, const char *put_old)
 static inline int sys_close_range(unsigned first, unsigned last, unsigned flags)
 {
 	return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/* statx with the kernel's own layout: glibc 2.36's struct statx has no stx_mnt_id yet. Only
+ * what capsule reads is named; the rest is padding up to the kernel's 256 bytes. */
+#ifndef STATX_MNT_ID
+#define STATX_MNT_ID 0x1000U
+#endif
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x4000U
+#endif
+#ifndef STATX_ATTR_MOUNT_ROOT
+#define STATX_ATTR_MOUNT_ROOT 0x00002000
+#endif
+struct kstatx {
+	uint32_t stx_mask;
+	uint32_t stx_blksize;
+	uint64_t stx_attributes;
+	uint32_t stx_nlink;
+	uint32_t stx_uid;
+	uint32_t stx_gid;
+	uint16_t stx_mode;
+	uint16_t spare0;
+	uint64_t stx_ino;
+	uint64_t stx_size;
+	uint64_t stx_blocks;
+	uint64_t stx_attributes_mask;
+	uint8_t times[4 * 16];
+	uint32_t stx_rdev_major, stx_rdev_minor, stx_dev_major, stx_dev_minor;
+	uint64_t stx_mnt_id;
+	uint8_t spare[256 - 152];
+};
+_Static_assert(sizeof(struct kstatx) == 256, "struct statx is 256 bytes");
+
+static inline int sys_statx(int dirfd, const char *path, int flags, unsigned mask, struct kstatx *st)
+{
+	return (int)syscall(SYS_statx, dirfd, path, flags, mask, st);
+}
+
+static inline int sys_faccessat2(int dirfd, const char *path, int mode, int flags)
+{
+	return (int)syscall(SYS_faccessat2, dirfd, path, mode, flags);
 }
 
 #endif

@@ -44,6 +44,7 @@ enum target {
 	T_ENV,
 	T_JSON_GET,
 	T_JSON_ROUND_TRIP,
+	T_JSON_WALK,
 	N_TARGETS
 };
 
@@ -398,6 +399,51 @@ static void fuzz_json_round_trip(const uint8_t *data, size_t size)
 	free(buf);
 }
 
+/* The member and element walks: every value they hand out lies inside the text and is itself
+ * valid JSON (walking a container value again fails as malformed only for a \u0000 name), and
+ * FN is never called for a document that is malformed for any other reason. */
+struct walk_state {
+	const char *text;
+	size_t len;
+	size_t calls;
+};
+
+static int walk_check(const char *name, const char *value, size_t len, void *payload)
+{
+	struct walk_state *w = payload;
+	CHECK(value >= w->text && len > 0 && (size_t)(value - w->text) + len <= w->len);
+	if (name)
+		CHECK(strlen(name) <= w->len);
+	w->calls++;
+	struct walk_state inner = { value, len, 0 };
+	if (value[0] == '{') {
+		CHECK(json_object_each(value, len, 8, walk_check, &inner) != -EBADMSG || memmem(value, len, "\\u0000", 6));
+		char *s = NULL;
+		int r = json_get_string(value, len, "bind", &s);
+		CHECK(r == 0 || r == -ENOENT || r == -EBADMSG || r == -ENOMEM);
+		free(s);
+	} else if (value[0] == '[') {
+		CHECK(json_array_each(value, len, 8, walk_check, &inner) != -EBADMSG || memmem(value, len, "\\u0000", 6));
+	}
+	return 0;
+}
+
+static void fuzz_json_walk(const uint8_t *data, size_t size)
+{
+	char *text = malloc(size ? size : 1);
+	CHECK(text != NULL);
+	memcpy(text, data, size);
+	struct walk_state w = { text, size, 0 };
+	int r = json_object_each(text, size, 64, walk_check, &w);
+	CHECK(r == 0 || r == -EBADMSG || r == -E2BIG || r == -ENOMEM);
+	if (r == -EBADMSG)
+		CHECK(w.calls == 0 || memmem(text, size, "\\u0000", 6) != NULL);
+	w.calls = 0;
+	r = json_array_each(text, size, 64, walk_check, &w);
+	CHECK(r == 0 || r == -EBADMSG || r == -E2BIG || r == -ENOMEM);
+	free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -408,6 +454,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (target == T_JSON_GET) {
 		fuzz_json_get(data, size);
+		return 0;
+	}
+	if (target == T_JSON_WALK) {
+		fuzz_json_walk(data, size);
 		return 0;
 	}
 	if (target == T_JSON_ROUND_TRIP) {

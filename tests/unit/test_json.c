@@ -841,6 +841,117 @@ static void test_reader_mutated_documents_never_crash(void **state)
 	}
 }
 
+/* ---- member and element walks ------------------------------------------------------------ */
+
+struct walk_log {
+	char text[1024];
+	int stop_at; /* return -ECANCELED on this call (1-based); 0: never */
+	int calls;
+};
+
+static int log_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct walk_log *l = payload;
+	size_t n = strlen(l->text);
+	snprintf(l->text + n, sizeof(l->text) - n, "%s=%.*s;", name ? name : "-", (int)len, value);
+	if (++l->calls == l->stop_at)
+		return -ECANCELED;
+	return 0;
+}
+
+static void test_object_walk_gives_names_and_raw_values_in_order(void **state)
+{
+	(void)state;
+	struct walk_log l = { 0 };
+	const char *doc = " { \"/a\\u0041\" : {\"bind\": \"/x\", \"mode\": \"ro\"} , \"b\":[1, 2] ,\"\":null } ";
+	assert_int_equal(json_object_each(doc, strlen(doc), 10, log_member, &l), 0);
+	assert_string_equal(l.text, "/aA={\"bind\": \"/x\", \"mode\": \"ro\"};b=[1, 2];=null;");
+	/* A member's object can be read again with the flat reader. */
+	const char *v = strchr(doc, '{' ) + 1;
+	v = strchr(v, '{');
+	char *bind = NULL;
+	assert_int_equal(json_get_string(v, strlen("{\"bind\": \"/x\", \"mode\": \"ro\"}"), "bind", &bind), 0);
+	assert_string_equal(bind, "/x");
+	free(bind);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(json_object_each("{}", 2, 10, log_member, &l), 0);
+	assert_int_equal(l.calls, 0);
+}
+
+static void test_array_walk_gives_elements_in_order(void **state)
+{
+	(void)state;
+	struct walk_log l = { 0 };
+	const char *doc = "[{\"k\":1}, \"s\", 3 ,[ ]]";
+	assert_int_equal(json_array_each(doc, strlen(doc), 10, log_member, &l), 0);
+	assert_string_equal(l.text, "-={\"k\":1};-=\"s\";-=3;-=[ ];");
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(json_array_each(" [ ] ", 5, 10, log_member, &l), 0);
+	assert_int_equal(l.calls, 0);
+}
+
+static void test_walks_validate_the_whole_document_before_calling_back(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"{\"a\":1,}", "{\"a\":1} x", "{\"a\" 1}", "{\"a\":1", "[1,]", "{\"a\":[1}", "", "  ", "\"s\"",
+		"{\"a\\u0000\":1}",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct walk_log l = { 0 };
+		int r = json_object_each(bad[i], strlen(bad[i]), 10, log_member, &l);
+		assert_int_equal(r, -EBADMSG);
+		if (i != 9) /* the NUL name is found while walking, after the text was valid */
+			assert_int_equal(l.calls, 0);
+	}
+	struct walk_log l = { 0 };
+	assert_int_equal(json_object_each("[1]", 3, 10, log_member, &l), -EBADMSG);
+	assert_int_equal(json_array_each("{}", 2, 10, log_member, &l), -EBADMSG);
+	assert_int_equal(json_object_each(NULL, 0, 10, log_member, &l), -EINVAL);
+	assert_int_equal(json_array_each("[]", 2, 10, NULL, &l), -EINVAL);
+}
+
+static void test_walks_are_bounded_and_stop_at_a_callback_error(void **state)
+{
+	(void)state;
+	struct walk_log l = { 0 };
+	assert_int_equal(json_object_each("{\"a\":1,\"b\":2,\"c\":3}", 19, 2, log_member, &l), -E2BIG);
+	assert_int_equal(l.calls, 2);
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(json_array_each("[1,2,3]", 7, 2, log_member, &l), -E2BIG);
+	memset(&l, 0, sizeof(l));
+	l.stop_at = 2;
+	assert_int_equal(json_array_each("[1,2,3]", 7, 10, log_member, &l), -ECANCELED);
+	assert_int_equal(l.calls, 2);
+	/* Nesting past the reader's depth limit is refused, not recursed into. */
+	char deep[200];
+	size_t n = 0;
+	deep[n++] = '[';
+	for (int i = 0; i < 60; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 60; i++)
+		deep[n++] = ']';
+	deep[n++] = ']';
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(json_array_each(deep, n, 10, log_member, &l), -EBADMSG);
+	assert_int_equal(l.calls, 0);
+}
+
+static void test_walks_survive_every_truncation(void **state)
+{
+	(void)state;
+	const char *doc = "{\"/h\": {\"bind\": \"/g\", \"mode\": \"rw\"}, \"x\": [true, false, null, -1.5e3]}";
+	size_t len = strlen(doc);
+	for (size_t n = 0; n < len; n++) {
+		char *copy = malloc(n ? n : 1);
+		memcpy(copy, doc, n);
+		struct walk_log l = { 0 };
+		assert_int_equal(json_object_each(copy, n, 10, log_member, &l), -EBADMSG);
+		assert_int_equal(l.calls, 0);
+		free(copy);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -879,6 +990,11 @@ int main(void)
 		cmocka_unit_test(test_roundtrip_writer_to_reader),
 		cmocka_unit_test(test_reader_random_bytes_never_crash),
 		cmocka_unit_test(test_reader_mutated_documents_never_crash),
+		cmocka_unit_test(test_object_walk_gives_names_and_raw_values_in_order),
+		cmocka_unit_test(test_array_walk_gives_elements_in_order),
+		cmocka_unit_test(test_walks_validate_the_whole_document_before_calling_back),
+		cmocka_unit_test(test_walks_are_bounded_and_stop_at_a_callback_error),
+		cmocka_unit_test(test_walks_survive_every_truncation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -319,7 +319,8 @@ static void test_header_unknown_type_rejected(void **state)
 {
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
-				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN };
+				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN,
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -1527,6 +1528,156 @@ static void test_rxbuf_unconsumed_frame_survives_a_fill(void **state)
 	free(c);
 }
 
+/* ---- hot mounts ------------------------------------------------------------------------ */
+
+static void test_mount_round_trip_and_required_fields(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_mount a = { .host_path = "/srv/data", .guest_path = "/mnt/data", .flags = CP_MOUNT_RO };
+	assert_int_equal(cp_mount_encode(&w, 5, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_MOUNT);
+	assert_int_equal(h.chan, 5);
+	struct cp_mount b;
+	assert_int_equal(cp_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.host_path, "/srv/data");
+	assert_string_equal(b.guest_path, "/mnt/data");
+	assert_int_equal(b.flags, CP_MOUNT_RO);
+	cp_mount_free(&b);
+
+	/* Without a guest path, or with a flag this side does not know: refused. */
+	cp_frame_begin(&w, CP_MOUNT, 0, 1);
+	cp_put_str(&w, CP_T_MOUNT_HOST_PATH, "/srv");
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_null(b.host_path);
+	cp_frame_begin(&w, CP_MOUNT, 0, 1);
+	cp_put_str(&w, CP_T_MOUNT_HOST_PATH, "/srv");
+	cp_put_str(&w, CP_T_MOUNT_GUEST_PATH, "/mnt");
+	cp_put_u32(&w, CP_T_MOUNT_FLAGS, 0x80);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_null(b.host_path);
+	assert_null(b.guest_path);
+	/* The encoder refuses what the decoder would. */
+	struct cp_mount bad = { .host_path = "/srv", .guest_path = NULL };
+	assert_int_equal(cp_mount_encode(&w, 1, &bad), -EINVAL);
+	bad.guest_path = "/mnt";
+	bad.flags = 0x100;
+	assert_int_equal(cp_mount_encode(&w, 1, &bad), -EINVAL);
+	cp_writer_free(&w);
+}
+
+static void test_unmount_round_trip_and_target_required(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_unmount a = { .target = "m12" };
+	assert_int_equal(cp_unmount_encode(&w, 3, &a), 0);
+	struct cp_unmount b;
+	assert_int_equal(cp_unmount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.target, "m12");
+	cp_unmount_free(&b);
+	assert_int_equal(cp_unmount_decode(NULL, 0, &b), -EBADMSG);
+	assert_null(b.target);
+	struct cp_unmount none = { 0 };
+	assert_int_equal(cp_unmount_encode(&w, 3, &none), -EINVAL);
+	/* MOUNTS is a bare request. */
+	assert_int_equal(cp_empty_encode(&w, CP_MOUNTS, 9), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_MOUNTS);
+	assert_int_equal(h.len, 0);
+	assert_string_equal(cp_type_name(CP_MOUNT), "MOUNT");
+	assert_string_equal(cp_type_name(CP_UNMOUNT), "UNMOUNT");
+	assert_string_equal(cp_type_name(CP_MOUNTS), "MOUNTS");
+	cp_writer_free(&w);
+}
+
+static void test_mount_ok_fields_are_optional_and_bounded(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_mount_ok a = { .handle = "m1" };
+	assert_int_equal(cp_mount_ok_encode(&w, 2, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_OK);
+	struct cp_mount_ok b;
+	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.handle, "m1");
+	assert_null(b.mounts_json);
+	cp_mount_ok_free(&b);
+	/* A bare OK decodes to nothing. */
+	assert_int_equal(cp_mount_ok_decode(NULL, 0, &b), 0);
+	assert_null(b.handle);
+
+	/* The list may be longer than a path string, up to its own bound, and no longer. */
+	size_t big = CP_MAX_STRING * 4;
+	char *json = malloc(big + 1);
+	memset(json, 'x', big);
+	json[big] = '\0';
+	struct cp_mount_ok l = { .mounts_json = json };
+	assert_int_equal(cp_mount_ok_encode(&w, 2, &l), 0);
+	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(strlen(b.mounts_json), big);
+	cp_mount_ok_free(&b);
+	char handle[CP_MAX_MOUNT_HANDLE + 2];
+	memset(handle, 'h', sizeof(handle) - 1);
+	handle[sizeof(handle) - 1] = '\0';
+	struct cp_mount_ok lh = { .handle = handle };
+	assert_int_equal(cp_mount_ok_encode(&w, 2, &lh), -EINVAL);
+	cp_frame_begin(&w, CP_OK, 0, 2);
+	cp_put_str(&w, CP_T_MOUNT_OK_HANDLE, handle);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_null(b.handle);
+	/* A NUL inside the list is refused. */
+	cp_frame_begin(&w, CP_OK, 0, 2);
+	cp_put_bytes(&w, CP_T_MOUNT_OK_MOUNTS_JSON, "[]\0x", 4);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	free(json);
+	cp_writer_free(&w);
+}
+
+static void test_mount_messages_survive_every_truncation(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_mount a = { .host_path = "/srv/data", .guest_path = "/mnt/data", .flags = 3 };
+	assert_int_equal(cp_mount_encode(&w, 1, &a), 0);
+	size_t n = w.len - CP_HEADER_SIZE;
+	for (size_t k = 0; k < n; k++) {
+		uint8_t *p = malloc(k ? k : 1);
+		memcpy(p, w.buf + CP_HEADER_SIZE, k);
+		struct cp_mount b;
+		struct cp_unmount u;
+		struct cp_mount_ok o;
+		/* Only a cut right after both paths (flags are optional) still decodes. */
+		int r = cp_mount_decode(p, k, &b);
+		assert_true(r == -EBADMSG || (r == 0 && b.host_path && b.guest_path && b.flags == 0));
+		if (r == 0)
+			cp_mount_free(&b);
+		r = cp_unmount_decode(p, k, &u);
+		assert_true(r == 0 || r == -EBADMSG);
+		if (r == 0)
+			cp_unmount_free(&u);
+		r = cp_mount_ok_decode(p, k, &o);
+		assert_true(r == 0 || r == -EBADMSG);
+		if (r == 0)
+			cp_mount_ok_free(&o);
+		free(p);
+	}
+	cp_writer_free(&w);
+}
+
 /* ---- regression inputs found by fuzzing ----------------------------------------------- */
 
 /* Both ways the fuzzers feed the codec (tests/fuzz): as a byte stream of frames
@@ -1708,6 +1859,10 @@ int main(void)
 		cmocka_unit_test(test_resize_round_trip),
 		cmocka_unit_test(test_stop_round_trip),
 		cmocka_unit_test(test_init_round_trip),
+		cmocka_unit_test(test_mount_round_trip_and_required_fields),
+		cmocka_unit_test(test_unmount_round_trip_and_target_required),
+		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
+		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_empty_and_data_frames_round_trip),
 		cmocka_unit_test(test_unknown_field_tags_are_skipped),
 		cmocka_unit_test(test_repeated_string_field_keeps_last_value_without_leak),

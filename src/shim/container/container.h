@@ -59,4 +59,19 @@ int container_start(struct container *out, const struct container_spec *spec, co
  * bit mask for the agent. */
 uint64_t container_default_caps(void);
 
+/* Hot mounts (container/hotmount.c). Each runs a short-lived child of the (single threaded)
+ * shim that enters CT's user and mount namespaces as the sandbox's root.
+ *
+ * Idmap the detached mount TREE to CT's user namespace, as boot-time binds are. */
+int container_idmap_tree(const struct container *ct, int tree, capsule_error *err);
+/* Attach the detached mount TREE at TARGET (absolute, normalized) inside CT, making missing
+ * folders (and, for a file, an empty file) there first. No component of TARGET may be a
+ * symlink. *MNT_ID is the new mount's id, for container_hot_detach. */
+int container_hot_attach(const struct container *ct, bool rootless, int tree, const char *target, bool is_dir,
+			 uint64_t *mnt_id, capsule_error *err);
+/* Lazily unmount what is at TARGET inside CT, if it is still the mount MNT_ID; -ESTALE (and
+ * nothing touched) when the sandbox moved or replaced it. */
+int container_hot_detach(const struct container *ct, bool rootless, const char *target, uint64_t mnt_id,
+			 capsule_error *err);
+
 #endif
