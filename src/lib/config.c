@@ -379,9 +379,9 @@ int capsule_config_set_bind_transform(capsule_config *cfg, const char *guest_pat
 	if ((r = check_transform(plugin_path, plugin_config, err)) < 0)
 		return r;
 	struct stat st;
-	if (stat(b->source, &st) < 0)
+	if (!b->volume && stat(b->source, &st) < 0)
 		return cap_err(err, errno, "mount source '%s'", b->source);
-	if (!S_ISDIR(st.st_mode))
+	if (!b->volume && !S_ISDIR(st.st_mode))
 		return cap_err_plain(err, ENOTDIR, "transform for '%s': mount source '%s' is not a folder", norm, b->source);
 	char *plugin = strdup(plugin_path), *config = strdup(plugin_config ? plugin_config : "");
 	if (!plugin || !config) {

@@ -877,8 +877,15 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 			home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
 			int tree;
 			uint32_t timeout = S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
-			int r = transform_mount_open(b, ub, gb, count, timeout, S.log ? fileno(S.log) : -1, &tree,
-						     &S.transforms[S.ntransforms], err);
+			/* A volume's content folder is served like a host folder; the server's fd
+			 * keeps the volume's filesystem alive, our shared lock keeps it ours. */
+			struct volume_handle vh = { .lock_fd = -1, .mount_fd = -1, .data_fd = -1 };
+			int r = b->volume ? volume_open(b->source, &vh, err) : 0;
+			if (r == 0)
+				r = transform_mount_open(b, vh.data_fd, ub, gb, count, timeout, S.log ? fileno(S.log) : -1,
+							 &tree, &S.transforms[S.ntransforms], err);
+			if (b->volume && vh.lock_fd >= 0)
+				S.volume_locks[S.nvolume_locks++] = volume_release_keep_lock(&vh);
 			if (r < 0) {
 				close_bind_trees(binds, *n);
 				return r;

@@ -145,7 +145,7 @@ static int server_answer(int ctl, const char *target, uint64_t deadline, capsule
 	return cap_err_plain(err, EIO, "transform mount at '%s': capsule-fuse exited before serving", target);
 }
 
-int transform_mount_open(const struct bind_mount *b, uid_t uid_base, gid_t gid_base, uint32_t id_count,
+int transform_mount_open(const struct bind_mount *b, int source_fd, uid_t uid_base, gid_t gid_base, uint32_t id_count,
 			 uint32_t timeout_ms, int log_fd, int *tree, struct transform_server *srv, capsule_error *err)
 {
 	memset(srv, 0, sizeof(*srv));
@@ -160,7 +160,8 @@ int transform_mount_open(const struct bind_mount *b, uid_t uid_base, gid_t gid_b
 		return r;
 	/* The folder is opened here, with the rights of whoever made the sandbox; the server
 	 * gets this fd and never a path. */
-	_cleanup_close_ int rootfd = open(b->source, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int rootfd = source_fd >= 0 ? fcntl(source_fd, F_DUPFD_CLOEXEC, 3)
+						    : open(b->source, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		return cap_err(err, errno, "mount source '%s'", b->source);
 	_cleanup_close_ int fusefd = open("/dev/fuse", O_RDWR | O_CLOEXEC);

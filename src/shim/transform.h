@@ -16,10 +16,11 @@ struct transform_server {
 };
 
 /* Make a detached FUSE mount for bind B and start capsule-fuse serving B's source folder
+ * (SOURCE_FD when >= 0, e.g. a volume's content, else B's source path opened here)
  * through B's plugin on it; returns once the server serves, or with its own error. *TREE is
  * the mount, ready to be attached like any bind tree. The sandbox's ids 0.. are host ids
  * UID_BASE.. (ID_COUNT of them). LOG_FD (or -1) gets the server's stderr. */
-int transform_mount_open(const struct bind_mount *b, uid_t uid_base, gid_t gid_base, uint32_t id_count,
+int transform_mount_open(const struct bind_mount *b, int source_fd, uid_t uid_base, gid_t gid_base, uint32_t id_count,
 			 uint32_t timeout_ms, int log_fd, int *tree, struct transform_server *srv, capsule_error *err);
 
 /* Reap the server if it has exited (FORCE: SIGKILL it first, then wait for it). Returns true

@@ -263,3 +263,21 @@ def test_the_c_api_adds_a_transform_mount(capsule, hostdir, plugin):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "ok transform-api" in r.stdout
     assert read(os.path.join(hostdir, "api")) == xor(b"through-the-api", config="api-key")
+
+
+def test_a_volume_can_carry_a_transform_and_is_stored_transformed(capsule, plugin):
+    vol = capsule.unique_name("tv")
+    capsule.run("volume", "create", vol, "--quota", "16M", check=True)
+    try:
+        clear = b"volume content, encrypted at rest\n"
+        args = ["-v", f"{vol}:/data", "--transform", f"/data={plugin}:{KEY}"]
+        capsule.run("run", "-i", *args, "--", "sh", "-c", "cat > /data/f", input=clear, text=False, check=True)
+        stored = capsule.run("volume", "read", vol, "/f", text=False, check=True).stdout
+        assert stored == xor(clear)
+        r = capsule.run("run", *args, "--", "cat", "/data/f", text=False, check=True)
+        assert r.stdout == clear
+        # Without the transform the sandbox sees the stored form, as the host does.
+        r = capsule.run("run", "-v", f"{vol}:/data", "--", "cat", "/data/f", text=False, check=True)
+        assert r.stdout == stored
+    finally:
+        capsule.run("volume", "rm", vol)
