@@ -2012,6 +2012,7 @@ static void test_fs_records_round_trip(void **state)
 		assert_int_equal(r.rem, w.len - off[i + 1]);
 	}
 	assert_int_equal(cp_fs_record_next(&r, &m), 0);
+	assert_null(m.name); /* left zeroed at the end too, so a free is safe */
 	assert_int_equal(cp_fs_record_next(&r, &m), 0);
 	/* An empty payload (a LIST's last DATA frame may be empty) has no records. */
 	struct cp_reader empty = { .p = NULL, .rem = 0 };
