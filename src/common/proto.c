@@ -953,6 +953,8 @@ int cp_fs_record_append(struct cp_writer *w, const struct cp_fs_entry *m)
 
 int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m)
 {
+	/* Zeroed on every path, as the decoders leave it, so freeing it after any result is safe. */
+	memset(m, 0, sizeof(*m));
 	if (r->rem == 0)
 		return 0;
 	if (r->rem < 4)

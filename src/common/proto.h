@@ -318,7 +318,8 @@ int cp_fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m);
 void cp_fs_entry_free(struct cp_fs_entry *m);
 /* LIST records: append one record (u32 length + fields) to BUF (no frame header). */
 int cp_fs_record_append(struct cp_writer *w, const struct cp_fs_entry *m);
-/* Take the next record from a LIST DATA payload: 1 and *M filled, 0 at the end, -EBADMSG. */
+/* Take the next record from a LIST DATA payload: 1 and *M filled, 0 at the end, -EBADMSG
+ * (a record running past the payload, or a bad entry). Unless 1, *M is left zeroed. */
 int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m);
 
 int cp_mount_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount *m);

@@ -179,6 +179,17 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		}
 		break;
 	}
+	case CP_FS: {
+		struct cp_fs m;
+		if ((r = cp_fs_decode(p, n, &m)) == 0) {
+			CHECK(m.op >= CP_FS_STAT && m.op <= CP_FS_SYMLINK);
+			CHECK(m.path && strlen(m.path) <= CP_FS_PATH_MAX);
+			CHECK(!m.path2 || strlen(m.path2) <= CP_FS_PATH_MAX);
+			CHECK(m.mode <= 07777);
+			cp_fs_free(&m);
+		}
+		break;
+	}
 	default:
 		CHECK(!"the rx buffer yielded a frame of unknown type");
 	}

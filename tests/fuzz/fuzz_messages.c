@@ -1,10 +1,13 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
- * Byte 0 picks a decoder (byte % 10: hello, error, exec, started, credit, exit, signal, resize,
- * stop, init; bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok); the rest is the payload, copied into a buffer of exactly its size so ASan sees
- * any overread. When the decode succeeds, the message is encoded again and that frame decoded
- * again: the two decoded messages must be equal, and encoding the second must give the same
- * bytes as encoding the first (one canonical encoding per message).
+ * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; others,
+ * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
+ * entry (an OK payload), LIST records (a DATA payload)); the rest is the
+ * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
+ * succeeds, the message is encoded again and that frame decoded again: the two decoded
+ * messages must be equal, and encoding the second must give the same bytes as encoding the
+ * first (one canonical encoding per message). LIST records are walked to the end or the first
+ * bad one; the good ones, appended again, must read back the same and give the same bytes.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -144,6 +147,99 @@ static bool resize_eq(const struct cp_resize *a, const struct cp_resize *b)
 }
 static bool stop_eq(const struct cp_stop *a, const struct cp_stop *b) { return a->timeout_ms == b->timeout_ms; }
 
+static bool fs_eq(const struct cp_fs *a, const struct cp_fs *b)
+{
+	return a->op == b->op && str_eq(a->path, b->path) && str_eq(a->path2, b->path2) && a->flags == b->flags &&
+	       a->mode == b->mode;
+}
+
+static bool entry_eq(const struct cp_fs_entry *a, const struct cp_fs_entry *b)
+{
+	return str_eq(a->name, b->name) && a->kind == b->kind && a->size == b->size && a->mode == b->mode &&
+	       a->mtime_ns == b->mtime_ns && a->uid == b->uid && a->gid == b->gid && str_eq(a->link, b->link);
+}
+
+/* What cp_fs_decode promises the agent. */
+static void check_fs(const struct cp_fs *m)
+{
+	CHECK(m->op >= CP_FS_STAT && m->op <= CP_FS_SYMLINK);
+	CHECK(m->path != NULL && strlen(m->path) <= CP_FS_PATH_MAX);
+	CHECK(!m->path2 || strlen(m->path2) <= CP_FS_PATH_MAX);
+	CHECK((m->op != CP_FS_RENAME && m->op != CP_FS_SYMLINK) || m->path2 != NULL);
+	CHECK(m->mode <= 07777);
+}
+
+/* What cp_fs_entry_decode promises the client: a name it may append to a local folder (one
+ * component, not "." or ".."), a known kind, permission bits only, a bounded link on a
+ * symlink only. */
+static void check_entry(const struct cp_fs_entry *m)
+{
+	CHECK(m->name != NULL);
+	size_t n = strlen(m->name);
+	CHECK(n >= 1 && n <= CP_FS_NAME_MAX);
+	CHECK(strchr(m->name, '/') == NULL);
+	CHECK(strcmp(m->name, ".") != 0 && strcmp(m->name, "..") != 0);
+	CHECK(m->kind >= CP_FS_KIND_FILE && m->kind <= CP_FS_KIND_OTHER);
+	CHECK(m->mode <= 07777);
+	CHECK(!m->link || (m->kind == CP_FS_KIND_SYMLINK && strlen(m->link) <= CP_FS_PATH_MAX));
+}
+
+/* A LIST DATA payload: walk its records; append the good ones again (W1), walk that, append
+ * what it gave (W2): both walks see the same entries and W1 == W2. Returns the first walk's
+ * end: 0 or its error. Our records carry every field, so they may be longer than the input's:
+ * past a quarter of the frame limit only the walk is checked. */
+static int walk_records(const uint8_t *p, size_t n)
+{
+	struct cp_writer w1, w2;
+	cp_writer_init(&w1);
+	cp_writer_init(&w2);
+	struct cp_reader r = { .p = p, .rem = n };
+	struct cp_fs_entry e;
+	size_t count = 0;
+	int k;
+	for (;;) {
+		size_t before = r.rem;
+		k = cp_fs_record_next(&r, &e);
+		if (k <= 0)
+			break;
+		/* Each record takes at least its length prefix and never more than is left. */
+		CHECK(r.rem + 4 <= before);
+		check_entry(&e);
+		CHECK(cp_fs_record_append(&w1, &e) == 0 || n > CP_MAX_PAYLOAD / 4);
+		cp_fs_entry_free(&e);
+		count++;
+	}
+	CHECK(e.name == NULL && e.link == NULL);
+	CHECK(k == 0 || r.rem > 0); /* an error leaves bytes unread */
+	if (w1.err) {
+		cp_writer_free(&w1);
+		return k;
+	}
+	uint8_t *c = malloc(w1.len ? w1.len : 1);
+	CHECK(c != NULL);
+	if (w1.len)
+		memcpy(c, w1.buf, w1.len);
+	struct cp_reader r1 = { .p = c, .rem = w1.len };
+	struct cp_reader orig = { .p = p, .rem = n };
+	size_t again = 0;
+	struct cp_fs_entry a, b;
+	while (cp_fs_record_next(&r1, &b) > 0) {
+		CHECK(again < count);
+		CHECK(cp_fs_record_next(&orig, &a) == 1);
+		CHECK(entry_eq(&a, &b));
+		CHECK(cp_fs_record_append(&w2, &b) == 0);
+		cp_fs_entry_free(&a);
+		cp_fs_entry_free(&b);
+		again++;
+	}
+	CHECK(r1.rem == 0 && again == count);
+	CHECK(w1.len == w2.len && (w1.len == 0 || memcmp(w1.buf, w2.buf, w1.len) == 0));
+	free(c);
+	cp_writer_free(&w1);
+	cp_writer_free(&w2);
+	return k;
+}
+
 /* The u32-only messages own nothing. */
 #define NO_FREE(m) ((void)(m))
 
@@ -202,7 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return 0;
-	const unsigned selector = data[0] % 10;
+	const unsigned selector = data[0] % 13;
 	const size_t n = size - 1;
 	uint8_t *p = malloc(n ? n : 1);
 	CHECK(p != NULL);
@@ -301,7 +397,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			ROUND_TRIP(struct cp_stop, cp_stop_encode, cp_stop_decode, NO_FREE, stop_eq, a, CP_STOP);
 		break;
 	}
-	default: {
+	case 9: {
 		struct cp_init a;
 		r = cp_init_decode(p, n, &a);
 		if (r == 0) {
@@ -315,6 +411,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		break;
 	}
+	case 10: {
+		struct cp_fs a;
+		r = cp_fs_decode(p, n, &a);
+		if (r == 0) {
+			check_fs(&a);
+			ROUND_TRIP(struct cp_fs, cp_fs_encode, cp_fs_decode, cp_fs_free, fs_eq, a, CP_FS);
+			cp_fs_free(&a);
+		} else {
+			CHECK(a.path == NULL && a.path2 == NULL);
+		}
+		break;
+	}
+	case 11: {
+		struct cp_fs_entry a;
+		r = cp_fs_entry_decode(p, n, &a);
+		if (r == 0) {
+			check_entry(&a);
+			ROUND_TRIP(struct cp_fs_entry, cp_fs_entry_encode_ok, cp_fs_entry_decode, cp_fs_entry_free,
+				   entry_eq, a, CP_OK);
+			cp_fs_entry_free(&a);
+		} else {
+			CHECK(a.name == NULL && a.link == NULL);
+		}
+		break;
+	}
+	default:
+		r = walk_records(p, n);
+		break;
 	}
 	/* Decoders fail only for a malformed payload (-EBADMSG) or, in theory, -ENOMEM. */
 	CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);

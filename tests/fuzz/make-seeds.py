@@ -11,8 +11,12 @@ import struct
 import sys
 
 # enum cp_type
-HELLO, ERROR, OK, EXEC, STARTED, DATA, CREDIT, EXIT, SIGNAL, RESIZE, STOP, INIT, SHUTDOWN = (
-    1, 2, 3, 16, 17, 18, 19, 20, 21, 22, 32, 48, 49)
+HELLO, ERROR, OK, EXEC, STARTED, DATA, CREDIT, EXIT, SIGNAL, RESIZE, STOP, INIT, SHUTDOWN, FS = (
+    1, 2, 3, 16, 17, 18, 19, 20, 21, 22, 32, 48, 49, 64)
+# enum cp_fs_op, the CP_FS_* flags, enum cp_fs_kind
+FS_STAT, FS_LIST, FS_READ, FS_WRITE, FS_MKDIR, FS_REMOVE, FS_RENAME, FS_SYMLINK = range(1, 9)
+FS_PARENTS, FS_RECURSIVE, FS_FORCE, FS_NOREPLACE = 1, 2, 4, 8
+KIND_FILE, KIND_DIR, KIND_SYMLINK, KIND_OTHER = 1, 2, 3, 4
 FLAG_EOF = 0x100
 MAX_PAYLOAD = 1 << 20
 
@@ -39,6 +43,24 @@ def frame(type_, payload, chan=1, flags=0):
 
 BPF = bytes([0x20, 0, 0, 0, 4, 0, 0, 0, 0x06, 0, 0, 0, 0, 0, 0xff, 0x7f])
 
+
+
+def entry(name, kind, size=0, mode=0o644, mtime_ns=0, uid=0, gid=0, link=None):
+    """The fields of a struct cp_fs_entry, in the encoder's order."""
+    out = (s(1, name) + u32(2, kind) + u64(3, size) + u32(4, mode) + u64(5, mtime_ns & (2**64 - 1))
+           + u32(6, uid) + u32(7, gid))
+    return out + (s(8, link) if link is not None else b'')
+
+
+def record(fields):
+    return struct.pack('<I', len(fields)) + fields
+
+
+ENTRY_FILE = entry('notes.txt', KIND_FILE, 1234, 0o644, 1700000000123456789, 1000, 1000)
+ENTRY_DIR = entry('src', KIND_DIR, 4096, 0o2755, -1500000000, 0, 0)
+ENTRY_LINK = entry('current', KIND_SYMLINK, 9, 0o777, 0, 0, 0, '../v1.2.3')
+ENTRY_OTHER = entry('fifo', KIND_OTHER, 0, 0o600, -1, 0xffffffff, 65534)
+
 # Payloads, keyed by name, with the message type they belong to.
 PAYLOADS = {
     'hello': (HELLO, u32(1, 1) + s(2, 'agent')),
@@ -61,11 +83,35 @@ PAYLOADS = {
     'init': (INIT, field(1, BPF) + s(2, 'PATH=/usr/bin') + s(2, 'LANG=C.UTF-8') + u64(3, 0xa80425fb)
              + u32(4, 1)),
     'init-bare': (INIT, u64(3, 0) + u32(4, 0)),
+    'fs-stat': (FS, u32(1, FS_STAT) + s(2, '/etc/hostname')),
+    'fs-list': (FS, u32(1, FS_LIST) + s(2, '/work')),
+    'fs-read': (FS, u32(1, FS_READ) + s(2, '/work/out.log')),
+    'fs-write': (FS, u32(1, FS_WRITE) + s(2, '/work/new/file') + u32(4, FS_PARENTS | FS_NOREPLACE)
+                 + u32(5, 0o640)),
+    'fs-mkdir': (FS, u32(1, FS_MKDIR) + s(2, '/work/a/b/c') + u32(4, FS_PARENTS) + u32(5, 0o755)),
+    'fs-remove': (FS, u32(1, FS_REMOVE) + s(2, '/work/a') + u32(4, FS_RECURSIVE | FS_FORCE)),
+    'fs-rename': (FS, u32(1, FS_RENAME) + s(2, '/work/old') + s(3, '/work/new') + u32(4, FS_NOREPLACE)),
+    'fs-symlink': (FS, u32(1, FS_SYMLINK) + s(2, '/work/link') + s(3, '../target')),
 }
 
-# fuzz_messages: byte 0 % 10 picks the decoder.
+# fuzz_messages only: an entry as an OK payload, and LIST DATA payloads (records).
+ENTRY_PAYLOADS = {
+    'fs-entry-file': ENTRY_FILE,
+    'fs-entry-dir': ENTRY_DIR,
+    'fs-entry-symlink': ENTRY_LINK,
+    'fs-entry-other': ENTRY_OTHER,
+}
+RECORD_PAYLOADS = {
+    'fs-records': b''.join(record(e) for e in (ENTRY_FILE, ENTRY_DIR, ENTRY_LINK, ENTRY_OTHER)),
+    'fs-records-one': record(ENTRY_LINK),
+    'fs-records-bad-name': record(ENTRY_FILE) + record(entry('..', KIND_DIR)) + record(ENTRY_DIR),
+    'fs-records-trailing': record(ENTRY_FILE) + b'\x01\x00',
+}
+
+# fuzz_messages: byte 0 % 13 picks the decoder; 11 and 12 are an entry and LIST records.
 SELECTOR = {HELLO: 0, ERROR: 1, EXEC: 2, STARTED: 3, CREDIT: 4, EXIT: 5, SIGNAL: 6, RESIZE: 7, STOP: 8,
-            INIT: 9}
+            INIT: 9, FS: 10}
+SEL_FS_ENTRY, SEL_FS_RECORDS = 11, 12
 
 # fuzz_parse: byte 0 % 13 picks the function (enum target in fuzz_parse.c).
 (T_SIZE, T_CPUS, T_DURATION, T_UINT, T_NAME, T_MOUNT, T_TMPFS, T_USER, T_PORT, T_NORMALIZE, T_ENV,
@@ -110,12 +156,17 @@ def main():
     # fuzz_messages: selector + payload.
     for name, (type_, payload) in PAYLOADS.items():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([SELECTOR[type_]]) + payload)
+    for name, payload in ENTRY_PAYLOADS.items():
+        write(os.path.join(dirs['fuzz_messages'], name), bytes([SEL_FS_ENTRY]) + payload)
+    for name, payload in RECORD_PAYLOADS.items():
+        write(os.path.join(dirs['fuzz_messages'], name), bytes([SEL_FS_RECORDS]) + payload)
 
     # fuzz_frame: mode byte, two size bytes, then the stream. Mode bits 0-1 choose the chunk
     # sizes; bits 2-4 all set put a generated DATA frame of the given size first.
     every = b''.join(frame(t, p, chan=i) for i, (t, p) in enumerate(PAYLOADS.values()))
     every += frame(OK, b'', chan=90) + frame(SHUTDOWN, b'', chan=0)
     every += frame(DATA, b'stdout bytes\n', chan=3, flags=1) + frame(DATA, b'', chan=3, flags=2 | FLAG_EOF)
+    every += frame(OK, ENTRY_FILE, chan=91) + frame(DATA, RECORD_PAYLOADS['fs-records'], chan=92, flags=1 | FLAG_EOF)
     for name, (type_, payload) in PAYLOADS.items():
         write(os.path.join(dirs['fuzz_frame'], 'one-' + name), bytes([0x02, 0, 0]) + frame(type_, payload))
     for mode in range(4):

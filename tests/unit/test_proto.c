@@ -99,6 +99,71 @@ static void check_init_shape(const struct cp_init *m)
 	assert_true((m->seccomp_len == 0) == (m->seccomp_bpf == NULL));
 }
 
+/* What cp_fs_decode promises the agent: a known op, bounded paths, a second path where the op
+ * needs one, permission bits only. */
+static void check_fs_shape(const struct cp_fs *m)
+{
+	assert_true(m->op >= CP_FS_STAT && m->op <= CP_FS_SYMLINK);
+	assert_non_null(m->path);
+	assert_true(strlen(m->path) <= CP_FS_PATH_MAX);
+	assert_true(!m->path2 || strlen(m->path2) <= CP_FS_PATH_MAX);
+	if (m->op == CP_FS_RENAME || m->op == CP_FS_SYMLINK)
+		assert_non_null(m->path2);
+	assert_true(m->mode <= 07777);
+}
+
+/* What cp_fs_entry_decode promises the client about an entry from the (untrusted) agent: the
+ * name is one component it can append to a local folder, the link belongs to a symlink. */
+static void check_entry_shape(const struct cp_fs_entry *m)
+{
+	assert_non_null(m->name);
+	size_t n = strlen(m->name);
+	assert_true(n >= 1 && n <= CP_FS_NAME_MAX);
+	assert_null(strchr(m->name, '/'));
+	assert_string_not_equal(m->name, ".");
+	assert_string_not_equal(m->name, "..");
+	assert_true(m->kind >= CP_FS_KIND_FILE && m->kind <= CP_FS_KIND_OTHER);
+	assert_true(m->mode <= 07777);
+	if (m->link) {
+		assert_int_equal(m->kind, CP_FS_KIND_SYMLINK);
+		assert_true(strlen(m->link) <= CP_FS_PATH_MAX);
+	}
+}
+
+/* Walk a LIST DATA payload to its end or its first bad record, checking each entry; returns
+ * 0 or the walker's error, and the number of records in *COUNT. */
+static int walk_records(const uint8_t *p, size_t n, size_t *count)
+{
+	struct cp_reader r = { .p = p, .rem = n };
+	struct cp_fs_entry e;
+	int k;
+	size_t c = 0;
+	while ((k = cp_fs_record_next(&r, &e)) > 0) {
+		check_entry_shape(&e);
+		cp_fs_entry_free(&e);
+		c++;
+	}
+	if (k < 0) {
+		assert_null(e.name);
+		assert_null(e.link);
+	}
+	if (count)
+		*count = c;
+	return k;
+}
+
+static bool fs_eq(const struct cp_fs *a, const struct cp_fs *b)
+{
+	return a->op == b->op && str_eq(a->path, b->path) && str_eq(a->path2, b->path2) && a->flags == b->flags &&
+	       a->mode == b->mode;
+}
+
+static bool entry_eq(const struct cp_fs_entry *a, const struct cp_fs_entry *b)
+{
+	return str_eq(a->name, b->name) && a->kind == b->kind && a->size == b->size && a->mode == b->mode &&
+	       a->mtime_ns == b->mtime_ns && a->uid == b->uid && a->gid == b->gid && str_eq(a->link, b->link);
+}
+
 /* Decode a payload with the decoder for TYPE, check the result's shape, free it. Types with no
  * decoder (OK, SHUTDOWN, DATA) return 0. */
 static int decode_by_type(uint16_t type, const uint8_t *p, size_t n)
@@ -171,6 +236,18 @@ static int decode_by_type(uint16_t type, const uint8_t *p, size_t n)
 		}
 		break;
 	}
+	case CP_FS: {
+		struct cp_fs m;
+		r = cp_fs_decode(p, n, &m);
+		if (r == 0) {
+			check_fs_shape(&m);
+			cp_fs_free(&m);
+		} else {
+			assert_null(m.path);
+			assert_null(m.path2);
+		}
+		break;
+	}
 	default:
 		break;
 	}
@@ -211,8 +288,15 @@ static const struct cp_init sample_init = {
 	.cap_keep = 0x123456789abcdef0ull,
 	.flags = 5,
 };
+static const struct cp_fs sample_fs = {
+	.op = CP_FS_RENAME,
+	.path = "/work/old name",
+	.path2 = "/work/new/name",
+	.flags = CP_FS_PARENTS | CP_FS_NOREPLACE,
+	.mode = 0750,
+};
 
-enum { N_SAMPLES = 13 };
+enum { N_SAMPLES = 14 };
 
 /* Encode sample I into W as a whole frame on channel CHAN. */
 static int encode_sample(size_t i, struct cp_writer *w, uint32_t chan)
@@ -232,6 +316,7 @@ static int encode_sample(size_t i, struct cp_writer *w, uint32_t chan)
 	case 10: return cp_empty_encode(w, CP_OK, chan);
 	case 11: return cp_empty_encode(w, CP_SHUTDOWN, chan);
 	case 12: return cp_data_encode(w, chan, CP_STREAM_STDERR, true, data, sizeof(data) - 1);
+	case 13: return cp_fs_encode(w, chan, &sample_fs);
 	}
 	fail_msg("no sample %zu", i);
 	return -EINVAL;
@@ -319,7 +404,7 @@ static void test_header_unknown_type_rejected(void **state)
 {
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
-				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN,
+				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
@@ -1528,6 +1613,518 @@ static void test_rxbuf_unconsumed_frame_survives_a_fill(void **state)
 	free(c);
 }
 
+/* ---- filesystem requests, entries and LIST records ------------------------------------ */
+
+/* A string of N copies of C, NUL-terminated, to be freed. */
+static char *repeat_char(char c, size_t n)
+{
+	char *s = malloc(n + 1);
+	assert_non_null(s);
+	memset(s, c, n);
+	s[n] = '\0';
+	return s;
+}
+
+static void fs_round_trip(const struct cp_fs *in)
+{
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_fs_encode(&w, 11, in), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_FS);
+	assert_int_equal(h.chan, 11);
+	assert_int_equal(h.len, w.len - CP_HEADER_SIZE);
+	uint8_t *c = exact_copy(w.buf + CP_HEADER_SIZE, h.len);
+	struct cp_fs m;
+	assert_int_equal(cp_fs_decode(c, h.len, &m), 0);
+	check_fs_shape(&m);
+	if (!fs_eq(in, &m))
+		fail_msg("op %u path '%.40s' did not round trip", in->op, in->path);
+	cp_fs_free(&m);
+	free(c);
+	cp_writer_free(&w);
+}
+
+static void test_fs_round_trip_every_op(void **state)
+{
+	(void)state;
+	for (uint32_t op = CP_FS_STAT; op <= CP_FS_SYMLINK; op++) {
+		struct cp_fs m = { .op = op, .path = "/work/a file" };
+		if (op == CP_FS_RENAME)
+			m.path2 = "/work/b";
+		if (op == CP_FS_SYMLINK)
+			m.path2 = "../relative target";
+		fs_round_trip(&m);
+		/* Every flag and the largest mode. */
+		m.flags = CP_FS_PARENTS | CP_FS_RECURSIVE | CP_FS_FORCE | CP_FS_NOREPLACE;
+		m.mode = 07777;
+		fs_round_trip(&m);
+		/* A second path where the op ignores it still decodes (the agent ignores it too). */
+		if (!m.path2) {
+			m.path2 = "/ignored";
+			fs_round_trip(&m);
+		}
+	}
+	/* Paths of exactly CP_FS_PATH_MAX bytes. */
+	char *max = repeat_char('p', CP_FS_PATH_MAX);
+	max[0] = '/';
+	const struct cp_fs big = { .op = CP_FS_RENAME, .path = max, .path2 = max, .mode = 0644 };
+	fs_round_trip(&big);
+	free(max);
+}
+
+static void test_fs_encode_refuses_missing_or_long_path(void **state)
+{
+	(void)state;
+	char *long_path = repeat_char('p', CP_FS_PATH_MAX + 1);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	const struct cp_fs no_path = { .op = CP_FS_STAT };
+	const struct cp_fs long1 = { .op = CP_FS_STAT, .path = long_path };
+	const struct cp_fs long2 = { .op = CP_FS_RENAME, .path = "/a", .path2 = long_path };
+	assert_int_equal(cp_fs_encode(&w, 1, &no_path), -EINVAL);
+	assert_int_equal(cp_fs_encode(&w, 1, &long1), -EINVAL);
+	assert_int_equal(cp_fs_encode(&w, 1, &long2), -EINVAL);
+	cp_writer_free(&w);
+	free(long_path);
+}
+
+/* One CP_FS payload built field by field: the encoder refuses some of what a hostile peer can
+ * send. A NULL string or a false has_* leaves that field out. */
+struct fs_fields {
+	const char *what;
+	bool has_op;
+	uint32_t op;
+	const char *path, *path2;
+	bool has_mode;
+	uint32_t mode;
+};
+
+static void build_fs(struct cp_writer *w, const struct fs_fields *f)
+{
+	cp_frame_begin(w, CP_FS, 0, 1);
+	if (f->has_op)
+		cp_put_u32(w, CP_T_FS_OP, f->op);
+	if (f->path)
+		cp_put_bytes(w, CP_T_FS_PATH, f->path, strlen(f->path));
+	if (f->path2)
+		cp_put_bytes(w, CP_T_FS_PATH2, f->path2, strlen(f->path2));
+	if (f->has_mode)
+		cp_put_u32(w, CP_T_FS_MODE, f->mode);
+	assert_int_equal(cp_frame_finish(w), 0);
+}
+
+static void test_fs_bad_requests_rejected(void **state)
+{
+	(void)state;
+	char *long_path = repeat_char('p', CP_FS_PATH_MAX + 1);
+	char *max_path = repeat_char('p', CP_FS_PATH_MAX);
+	const struct fs_fields bad[] = {
+		{ "no op", false, 0, "/a", NULL, false, 0 },
+		{ "op 0", true, 0, "/a", NULL, false, 0 },
+		{ "op 9", true, CP_FS_SYMLINK + 1, "/a", NULL, false, 0 },
+		{ "op 0xffffffff", true, 0xffffffffu, "/a", NULL, false, 0 },
+		{ "no path", true, CP_FS_STAT, NULL, NULL, false, 0 },
+		{ "no path, only path2", true, CP_FS_RENAME, NULL, "/b", false, 0 },
+		{ "path too long", true, CP_FS_READ, long_path, NULL, false, 0 },
+		{ "path2 too long", true, CP_FS_RENAME, "/a", long_path, false, 0 },
+		{ "symlink target too long", true, CP_FS_SYMLINK, "/a", long_path, false, 0 },
+		{ "rename without path2", true, CP_FS_RENAME, "/a", NULL, false, 0 },
+		{ "symlink without path2", true, CP_FS_SYMLINK, "/a", NULL, false, 0 },
+		{ "mode 010000", true, CP_FS_MKDIR, "/a", NULL, true, 010000 },
+		{ "mode 0xffffffff", true, CP_FS_WRITE, "/a", NULL, true, 0xffffffffu },
+	};
+	/* The same shapes one step inside the limits decode: the rejections are about the limits. */
+	const struct fs_fields good[] = {
+		{ "op 1", true, CP_FS_STAT, "/a", NULL, false, 0 },
+		{ "op 8", true, CP_FS_SYMLINK, "/a", "b", false, 0 },
+		{ "path at the limit", true, CP_FS_READ, max_path, NULL, false, 0 },
+		{ "path2 at the limit", true, CP_FS_RENAME, "/a", max_path, false, 0 },
+		{ "mode 07777", true, CP_FS_MKDIR, "/a", NULL, true, 07777 },
+	};
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		build_fs(&w, &bad[i]);
+		uint8_t *c = exact_copy(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+		struct cp_fs m;
+		memset(&m, 0xa5, sizeof(m));
+		int r = cp_fs_decode(c, w.len - CP_HEADER_SIZE, &m);
+		if (r != -EBADMSG)
+			fail_msg("%s: got %d, want -EBADMSG", bad[i].what, r);
+		/* Nothing is left allocated (ASan's leak check sees the rest). */
+		assert_null(m.path);
+		assert_null(m.path2);
+		free(c);
+	}
+	for (size_t i = 0; i < N_ELEMS(good); i++) {
+		build_fs(&w, &good[i]);
+		struct cp_fs m;
+		int r = cp_fs_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m);
+		if (r != 0)
+			fail_msg("%s: got %d, want 0", good[i].what, r);
+		check_fs_shape(&m);
+		cp_fs_free(&m);
+	}
+	cp_writer_free(&w);
+	free(long_path);
+	free(max_path);
+}
+
+static void test_fs_strings_with_nul_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_fs m;
+	cp_frame_begin(&w, CP_FS, 0, 1);
+	cp_put_u32(&w, CP_T_FS_OP, CP_FS_STAT);
+	cp_put_bytes(&w, CP_T_FS_PATH, "/a\0/etc/shadow", 14);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_fs_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+
+	cp_frame_begin(&w, CP_FS, 0, 1);
+	cp_put_u32(&w, CP_T_FS_OP, CP_FS_RENAME);
+	cp_put_str(&w, CP_T_FS_PATH, "/a");
+	cp_put_bytes(&w, CP_T_FS_PATH2, "/b\0c", 4);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_fs_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+
+	struct cp_fs_entry e;
+	cp_frame_begin(&w, CP_OK, 0, 1);
+	cp_put_bytes(&w, CP_T_ENT_NAME, "ok\0/../x", 8);
+	cp_put_u32(&w, CP_T_ENT_KIND, CP_FS_KIND_FILE);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e), -EBADMSG);
+	assert_null(e.name);
+
+	cp_frame_begin(&w, CP_OK, 0, 1);
+	cp_put_str(&w, CP_T_ENT_NAME, "l");
+	cp_put_u32(&w, CP_T_ENT_KIND, CP_FS_KIND_SYMLINK);
+	cp_put_bytes(&w, CP_T_ENT_LINK, "a\0b", 3);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e), -EBADMSG);
+	assert_null(e.name);
+	assert_null(e.link);
+	cp_writer_free(&w);
+}
+
+/* Entries as the agent sends them: every kind, extreme sizes, times before 1970. */
+static const struct cp_fs_entry sample_entries[] = {
+	{ .name = "file.txt", .kind = CP_FS_KIND_FILE, .size = 12345, .mode = 0644,
+	  .mtime_ns = 1700000000123456789LL, .uid = 1000, .gid = 1000 },
+	{ .name = "sub dir", .kind = CP_FS_KIND_DIR, .size = 4096, .mode = 02755, .mtime_ns = -1, .uid = 0, .gid = 0 },
+	{ .name = "link", .kind = CP_FS_KIND_SYMLINK, .size = 11, .mode = 0777, .mtime_ns = INT64_MIN,
+	  .link = "../target x" },
+	{ .name = "fifo", .kind = CP_FS_KIND_OTHER, .size = 0, .mode = 0600, .mtime_ns = -1500000000LL,
+	  .uid = 0xffffffffu, .gid = 65534 },
+	{ .name = "...", .kind = CP_FS_KIND_FILE, .size = UINT64_MAX, .mode = 07777, .mtime_ns = INT64_MAX },
+	{ .name = ".hidden", .kind = CP_FS_KIND_SYMLINK, .mode = 0777, .mtime_ns = 0, .link = "" },
+};
+
+static void entry_round_trip(const struct cp_fs_entry *in)
+{
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_fs_entry_encode_ok(&w, 5, in), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_OK);
+	assert_int_equal(h.chan, 5);
+	uint8_t *c = exact_copy(w.buf + CP_HEADER_SIZE, h.len);
+	struct cp_fs_entry m;
+	assert_int_equal(cp_fs_entry_decode(c, h.len, &m), 0);
+	check_entry_shape(&m);
+	if (!entry_eq(in, &m))
+		fail_msg("entry '%.40s' did not round trip", in->name);
+	cp_fs_entry_free(&m);
+	free(c);
+	cp_writer_free(&w);
+}
+
+static void test_fs_entry_round_trip(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N_ELEMS(sample_entries); i++)
+		entry_round_trip(&sample_entries[i]);
+	/* A name of CP_FS_NAME_MAX bytes and a link of CP_FS_PATH_MAX. */
+	char *name = repeat_char('n', CP_FS_NAME_MAX);
+	char *link = repeat_char('l', CP_FS_PATH_MAX);
+	const struct cp_fs_entry big = { .name = name, .kind = CP_FS_KIND_SYMLINK, .mode = 0777, .link = link };
+	entry_round_trip(&big);
+	free(name);
+	free(link);
+}
+
+static void test_fs_entry_negative_mtime_round_trips(void **state)
+{
+	(void)state;
+	const int64_t times[] = { -1, -999999999, -1000000000, -1500000000LL, -86400LL * 1000000000LL * 365 * 70,
+				  INT64_MIN, INT64_MIN + 1 };
+	for (size_t i = 0; i < N_ELEMS(times); i++) {
+		struct cp_fs_entry e = { .name = "old", .kind = CP_FS_KIND_FILE, .mode = 0644, .mtime_ns = times[i] };
+		struct cp_writer w;
+		cp_writer_init(&w);
+		assert_int_equal(cp_fs_entry_encode_ok(&w, 1, &e), 0);
+		struct cp_fs_entry m;
+		assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+		if (m.mtime_ns != times[i])
+			fail_msg("mtime %lld came back as %lld", (long long)times[i], (long long)m.mtime_ns);
+		cp_fs_entry_free(&m);
+		/* And through a LIST record. */
+		cp_writer_free(&w);
+		assert_int_equal(cp_fs_record_append(&w, &e), 0);
+		struct cp_reader r = { .p = w.buf, .rem = w.len };
+		assert_int_equal(cp_fs_record_next(&r, &m), 1);
+		assert_true(m.mtime_ns == times[i]);
+		cp_fs_entry_free(&m);
+		assert_int_equal(cp_fs_record_next(&r, &m), 0);
+		cp_writer_free(&w);
+	}
+}
+
+/* Entries the client must refuse: each would make it write outside the folder it copies into,
+ * or misreport what it got. The encoder does not check, so it can send them. */
+struct bad_entry {
+	const char *what;
+	struct cp_fs_entry e;
+};
+
+static size_t bad_entries(struct bad_entry *out, char *long_name, char *long_link)
+{
+	const struct bad_entry b[] = {
+		{ "no name", { .name = NULL, .kind = CP_FS_KIND_FILE } },
+		{ "empty name", { .name = "", .kind = CP_FS_KIND_FILE } },
+		{ "name .", { .name = ".", .kind = CP_FS_KIND_DIR } },
+		{ "name ..", { .name = "..", .kind = CP_FS_KIND_DIR } },
+		{ "name a/b", { .name = "a/b", .kind = CP_FS_KIND_FILE } },
+		{ "name /", { .name = "/", .kind = CP_FS_KIND_DIR } },
+		{ "name /etc", { .name = "/etc", .kind = CP_FS_KIND_DIR } },
+		{ "name ../x", { .name = "../x", .kind = CP_FS_KIND_FILE } },
+		{ "name x/", { .name = "x/", .kind = CP_FS_KIND_DIR } },
+		{ "name of 256 bytes", { .name = long_name, .kind = CP_FS_KIND_FILE } },
+		{ "kind 0", { .name = "x", .kind = 0 } },
+		{ "kind 5", { .name = "x", .kind = CP_FS_KIND_OTHER + 1 } },
+		{ "kind 0xffffffff", { .name = "x", .kind = 0xffffffffu } },
+		{ "mode 010000", { .name = "x", .kind = CP_FS_KIND_FILE, .mode = 010000 } },
+		{ "mode with file type bits", { .name = "x", .kind = CP_FS_KIND_FILE, .mode = 0100644 } },
+		{ "link on a file", { .name = "x", .kind = CP_FS_KIND_FILE, .link = "/etc" } },
+		{ "link on a folder", { .name = "x", .kind = CP_FS_KIND_DIR, .link = "/etc" } },
+		{ "link on other", { .name = "x", .kind = CP_FS_KIND_OTHER, .link = "" } },
+		{ "link too long", { .name = "x", .kind = CP_FS_KIND_SYMLINK, .link = long_link } },
+	};
+	memcpy(out, b, sizeof(b));
+	return N_ELEMS(b);
+}
+
+static void test_fs_entry_bad_rejected(void **state)
+{
+	(void)state;
+	char *long_name = repeat_char('n', CP_FS_NAME_MAX + 1);
+	char *long_link = repeat_char('l', CP_FS_PATH_MAX + 1);
+	struct bad_entry bad[32];
+	size_t nbad = bad_entries(bad, long_name, long_link);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < nbad; i++) {
+		assert_int_equal(cp_fs_entry_encode_ok(&w, 1, &bad[i].e), 0);
+		uint8_t *c = exact_copy(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+		struct cp_fs_entry m;
+		memset(&m, 0xa5, sizeof(m));
+		int r = cp_fs_entry_decode(c, w.len - CP_HEADER_SIZE, &m);
+		if (r != -EBADMSG)
+			fail_msg("%s: got %d, want -EBADMSG", bad[i].what, r);
+		assert_null(m.name);
+		assert_null(m.link);
+		free(c);
+	}
+	cp_writer_free(&w);
+	free(long_name);
+	free(long_link);
+}
+
+static void test_fs_entry_every_truncation_rejected_or_decoded_cleanly(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < N_ELEMS(sample_entries); i++) {
+		assert_int_equal(cp_fs_entry_encode_ok(&w, 1, &sample_entries[i]), 0);
+		const uint8_t *payload = w.buf + CP_HEADER_SIZE;
+		size_t len = w.len - CP_HEADER_SIZE;
+		size_t bounds[16];
+		size_t nb = field_boundaries(payload, len, bounds, N_ELEMS(bounds));
+		for (size_t k = 0; k <= len; k++) {
+			uint8_t *c = exact_copy(payload, k);
+			struct cp_fs_entry m;
+			int r = cp_fs_entry_decode(c, k, &m);
+			free(c);
+			if (r == 0) {
+				check_entry_shape(&m);
+				cp_fs_entry_free(&m);
+			} else {
+				assert_null(m.name);
+				assert_null(m.link);
+			}
+			if (!in_list(k, bounds, nb) && r != -EBADMSG)
+				fail_msg("entry %zu cut at %zu of %zu: got %d, want -EBADMSG", i, k, len, r);
+			if (r != 0 && r != -EBADMSG)
+				fail_msg("entry %zu cut at %zu of %zu: got %d", i, k, len, r);
+			/* Name and kind come first: a cut before the kind is refused. */
+			if (k < 6 + strlen(sample_entries[i].name) + 6 + 4)
+				assert_int_equal(r, -EBADMSG);
+			if (k == len)
+				assert_int_equal(r, 0);
+		}
+	}
+	cp_writer_free(&w);
+}
+
+/* All sample entries as LIST records, one after another; *OFFSETS gets each record's start
+ * and then the end. */
+static void build_records(struct cp_writer *w, size_t offsets[N_ELEMS(sample_entries) + 1])
+{
+	cp_writer_init(w);
+	for (size_t i = 0; i < N_ELEMS(sample_entries); i++) {
+		offsets[i] = w->len;
+		assert_int_equal(cp_fs_record_append(w, &sample_entries[i]), 0);
+		/* The length prefix counts the entry's fields, not itself. */
+		assert_int_equal(le32_at(w->buf + offsets[i]), w->len - offsets[i] - 4);
+	}
+	offsets[N_ELEMS(sample_entries)] = w->len;
+}
+
+static void test_fs_records_round_trip(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	size_t off[N_ELEMS(sample_entries) + 1];
+	build_records(&w, off);
+	uint8_t *c = exact_copy(w.buf, w.len);
+	struct cp_reader r = { .p = c, .rem = w.len };
+	struct cp_fs_entry m;
+	for (size_t i = 0; i < N_ELEMS(sample_entries); i++) {
+		assert_int_equal(cp_fs_record_next(&r, &m), 1);
+		check_entry_shape(&m);
+		if (!entry_eq(&sample_entries[i], &m))
+			fail_msg("record %zu ('%s') did not round trip", i, sample_entries[i].name);
+		cp_fs_entry_free(&m);
+		assert_int_equal(r.rem, w.len - off[i + 1]);
+	}
+	assert_int_equal(cp_fs_record_next(&r, &m), 0);
+	assert_null(m.name); /* left zeroed at the end too, so a free is safe */
+	assert_int_equal(cp_fs_record_next(&r, &m), 0);
+	/* An empty payload (a LIST's last DATA frame may be empty) has no records. */
+	struct cp_reader empty = { .p = NULL, .rem = 0 };
+	assert_int_equal(cp_fs_record_next(&empty, &m), 0);
+	free(c);
+	cp_writer_free(&w);
+}
+
+static void test_fs_record_length_past_payload_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	size_t off[N_ELEMS(sample_entries) + 1];
+	build_records(&w, off);
+	for (size_t b = 0; b < N_ELEMS(sample_entries); b++) {
+		uint32_t rest = (uint32_t)(w.len - off[b] - 4);
+		const uint32_t claims[] = { rest + 1, rest + 4, CP_MAX_PAYLOAD, 0x7fffffffu, 0xfffffffcu, 0xffffffffu };
+		for (size_t k = 0; k < N_ELEMS(claims); k++) {
+			uint8_t *c = exact_copy(w.buf, w.len);
+			set_le32_at(c + off[b], claims[k]);
+			size_t count;
+			int r = walk_records(c, w.len, &count);
+			free(c);
+			if (r != -EBADMSG || count != b)
+				fail_msg("record %zu claiming %u bytes: got %d after %zu records", b, claims[k], r, count);
+		}
+		/* A length one short of the entry: its last field would run into the next record. */
+		uint8_t *c = exact_copy(w.buf, w.len);
+		set_le32_at(c + off[b], (uint32_t)(off[b + 1] - off[b] - 4 - 1));
+		size_t count;
+		assert_int_equal(walk_records(c, w.len, &count), -EBADMSG);
+		assert_int_equal(count, b);
+		free(c);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_fs_record_trailing_bytes_rejected(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	size_t off[N_ELEMS(sample_entries) + 1];
+	build_records(&w, off);
+	const uint8_t junk[4] = { 0, 0, 0, 0 };
+	for (size_t extra = 1; extra <= 4; extra++) {
+		/* After whole records. */
+		uint8_t *c = malloc(w.len + extra);
+		assert_non_null(c);
+		memcpy(c, w.buf, w.len);
+		memcpy(c + w.len, junk, extra);
+		size_t count;
+		assert_int_equal(walk_records(c, w.len + extra, &count), -EBADMSG);
+		assert_int_equal(count, N_ELEMS(sample_entries));
+		free(c);
+		/* Alone: 1-3 bytes are no length; 4 zero bytes are an empty record, an entry
+		 * without a name. */
+		c = exact_copy(junk, extra);
+		assert_int_equal(walk_records(c, extra, &count), -EBADMSG);
+		assert_int_equal(count, 0);
+		free(c);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_fs_record_with_bad_entry_rejected(void **state)
+{
+	(void)state;
+	char *long_name = repeat_char('n', CP_FS_NAME_MAX + 1);
+	char *long_link = repeat_char('l', CP_FS_PATH_MAX + 1);
+	struct bad_entry bad[32];
+	size_t nbad = bad_entries(bad, long_name, long_link);
+	for (size_t i = 0; i < nbad; i++) {
+		/* good, bad, good: the walk stops at the bad one. */
+		struct cp_writer w;
+		cp_writer_init(&w);
+		assert_int_equal(cp_fs_record_append(&w, &sample_entries[0]), 0);
+		assert_int_equal(cp_fs_record_append(&w, &bad[i].e), 0);
+		assert_int_equal(cp_fs_record_append(&w, &sample_entries[1]), 0);
+		uint8_t *c = exact_copy(w.buf, w.len);
+		size_t count;
+		int r = walk_records(c, w.len, &count);
+		if (r != -EBADMSG || count != 1)
+			fail_msg("%s: got %d after %zu records, want -EBADMSG after 1", bad[i].what, r, count);
+		free(c);
+		cp_writer_free(&w);
+	}
+	free(long_name);
+	free(long_link);
+}
+
+static void test_fs_records_every_truncation_rejected_or_read_cleanly(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	size_t off[N_ELEMS(sample_entries) + 1];
+	build_records(&w, off);
+	for (size_t k = 0; k <= w.len; k++) {
+		uint8_t *c = exact_copy(w.buf, k);
+		size_t count;
+		int r = walk_records(c, k, &count);
+		free(c);
+		size_t whole = 0;
+		while (whole < N_ELEMS(sample_entries) && off[whole + 1] <= k)
+			whole++;
+		bool boundary = in_list(k, off, N_ELEMS(off));
+		if (r != (boundary ? 0 : -EBADMSG) || count != whole)
+			fail_msg("records cut at %zu of %zu: got %d after %zu records", k, w.len, r, count);
+	}
+	cp_writer_free(&w);
+}
+
 /* ---- hot mounts ------------------------------------------------------------------------ */
 
 static void test_mount_round_trip_and_required_fields(void **state)
@@ -1681,18 +2278,75 @@ static void test_mount_messages_survive_every_truncation(void **state)
 /* ---- regression inputs found by fuzzing ----------------------------------------------- */
 
 /* Both ways the fuzzers feed the codec (tests/fuzz): as a byte stream of frames
- * (fuzz_frame) and as a selector byte plus one payload (fuzz_messages). */
-static const uint16_t selector_types[10] = { CP_HELLO, CP_ERROR, CP_EXEC, CP_STARTED, CP_CREDIT,
-					     CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT };
+ * (fuzz_frame) and as a selector byte plus one payload (fuzz_messages). The selector (byte 0
+ * % 13) picks a message type from this table, or, past its end, a file entry (an OK payload)
+ * or a LIST DATA payload, which have no type of their own. */
+static const uint16_t selector_types[] = { CP_HELLO, CP_ERROR, CP_EXEC, CP_STARTED, CP_CREDIT,
+					   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_FS };
+enum { SEL_FS_ENTRY = N_ELEMS(selector_types), SEL_FS_RECORDS, N_SELECTORS };
+
+/* An OK payload as an entry: decode, re-encode, decode again, compare. */
+static void replay_entry(const uint8_t *p, size_t n)
+{
+	struct cp_fs_entry a, b;
+	int r = cp_fs_entry_decode(p, n, &a);
+	assert_true(r == 0 || r == -EBADMSG);
+	if (r < 0) {
+		assert_null(a.name);
+		assert_null(a.link);
+		return;
+	}
+	check_entry_shape(&a);
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_fs_entry_encode_ok(&w, 1, &a), 0);
+	assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_true(entry_eq(&a, &b));
+	cp_fs_entry_free(&a);
+	cp_fs_entry_free(&b);
+	cp_writer_free(&w);
+}
+
+/* A LIST DATA payload: the records before the first bad one, appended again, read back the
+ * same. */
+static void replay_records(const uint8_t *p, size_t n)
+{
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_reader r = { .p = p, .rem = n };
+	struct cp_fs_entry e;
+	size_t count = 0;
+	int k;
+	while ((k = cp_fs_record_next(&r, &e)) > 0) {
+		check_entry_shape(&e);
+		assert_int_equal(cp_fs_record_append(&w, &e), 0);
+		cp_fs_entry_free(&e);
+		count++;
+	}
+	assert_true(k == 0 || k == -EBADMSG);
+	size_t again = 0;
+	assert_int_equal(walk_records(w.buf, w.len, &again), 0);
+	assert_int_equal(again, count);
+	cp_writer_free(&w);
+}
 
 /* Decode, re-encode, decode again, and compare: what fuzz_messages does. */
 static void replay_as_message(const uint8_t *data, size_t size)
 {
 	if (size < 1)
 		return;
-	uint16_t type = selector_types[data[0] % 10];
+	unsigned sel = data[0] % N_SELECTORS;
 	uint8_t *p = exact_copy(data + 1, size - 1);
 	size_t n = size - 1;
+	if (sel == SEL_FS_ENTRY || sel == SEL_FS_RECORDS) {
+		if (sel == SEL_FS_ENTRY)
+			replay_entry(p, n);
+		else
+			replay_records(p, n);
+		free(p);
+		return;
+	}
+	uint16_t type = selector_types[sel];
 	struct cp_writer w;
 	cp_writer_init(&w);
 	int r = decode_by_type(type, p, n);
@@ -1746,6 +2400,16 @@ static void replay_as_message(const uint8_t *data, size_t size)
 			assert_true(a.cap_keep == b.cap_keep && a.flags == b.flags);
 			cp_init_free(&a);
 			cp_init_free(&b);
+			break;
+		}
+		case CP_FS: {
+			struct cp_fs a, b;
+			assert_int_equal(cp_fs_decode(p, n, &a), 0);
+			assert_int_equal(cp_fs_encode(&w, 1, &a), 0);
+			assert_int_equal(cp_fs_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+			assert_true(fs_eq(&a, &b));
+			cp_fs_free(&a);
+			cp_fs_free(&b);
 			break;
 		}
 		default:
@@ -1859,10 +2523,6 @@ int main(void)
 		cmocka_unit_test(test_resize_round_trip),
 		cmocka_unit_test(test_stop_round_trip),
 		cmocka_unit_test(test_init_round_trip),
-		cmocka_unit_test(test_mount_round_trip_and_required_fields),
-		cmocka_unit_test(test_unmount_round_trip_and_target_required),
-		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
-		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_empty_and_data_frames_round_trip),
 		cmocka_unit_test(test_unknown_field_tags_are_skipped),
 		cmocka_unit_test(test_repeated_string_field_keeps_last_value_without_leak),
@@ -1884,6 +2544,23 @@ int main(void)
 		cmocka_unit_test(test_rxbuf_accepts_max_payload_frame_and_rejects_one_byte_more),
 		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
 		cmocka_unit_test(test_rxbuf_unconsumed_frame_survives_a_fill),
+		cmocka_unit_test(test_fs_round_trip_every_op),
+		cmocka_unit_test(test_fs_encode_refuses_missing_or_long_path),
+		cmocka_unit_test(test_fs_bad_requests_rejected),
+		cmocka_unit_test(test_fs_strings_with_nul_rejected),
+		cmocka_unit_test(test_fs_entry_round_trip),
+		cmocka_unit_test(test_fs_entry_negative_mtime_round_trips),
+		cmocka_unit_test(test_fs_entry_bad_rejected),
+		cmocka_unit_test(test_fs_entry_every_truncation_rejected_or_decoded_cleanly),
+		cmocka_unit_test(test_fs_records_round_trip),
+		cmocka_unit_test(test_fs_record_length_past_payload_rejected),
+		cmocka_unit_test(test_fs_record_trailing_bytes_rejected),
+		cmocka_unit_test(test_fs_record_with_bad_entry_rejected),
+		cmocka_unit_test(test_fs_records_every_truncation_rejected_or_read_cleanly),
+		cmocka_unit_test(test_mount_round_trip_and_required_fields),
+		cmocka_unit_test(test_unmount_round_trip_and_target_required),
+		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
+		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
