@@ -111,11 +111,12 @@ def test_shim_holds_only_its_own_kinds_of_fds(capsule, sandbox):
     bad = {k: v for k, v in fds.items() if not any(re.fullmatch(p, v) for p in allowed)}
     assert not bad, f"unexpected fds in the shim: {bad}"
     assert not any("memfd:" in v for v in fds.values()), "the shim kept the agent's memfd"
-    # The agent's side: its socket, epoll, signalfd and stdio on /dev/null, nothing of the host.
+    # The agent's side: its socket, epoll, signalfd, stdio on /dev/null and the sandbox's own root
+    # (the O_PATH descriptor the filesystem API resolves from; close-on-exec), nothing of the host.
     agent = info["init_pid"]
     afds = _fd_targets(agent)
     bad = {k: v for k, v in afds.items()
-           if not re.fullmatch(r"/dev/null|socket:\[\d+\]|anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
+           if not re.fullmatch(r"/|/dev/null|socket:\[\d+\]|anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
     assert not bad, f"unexpected fds in the idle agent: {bad}"
 
 
