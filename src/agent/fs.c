@@ -41,6 +41,7 @@ struct fsop {
 	int parent;      /* WRITE: the target's folder */
 	char *name;      /* WRITE: the target's name */
 	char *tmp;       /* WRITE: the temporary file's name */
+	char *path;      /* WRITE: the path asked for, for messages */
 	unsigned flags;
 	uint64_t written;
 	mode_t mode;     /* WRITE: the new file's mode, set at commit */
@@ -372,6 +373,7 @@ static void op_end(struct fsop *o)
 		close(o->parent);
 	free(o->name);
 	free(o->tmp);
+	free(o->path);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -469,7 +471,8 @@ static void op_write(uint32_t chan, const struct cp_fs *m)
 		goto fail;
 	}
 	o->tmp = strdup(tmp);
-	if (!o->tmp) {
+	o->path = strdup(m->path);
+	if (!o->tmp || !o->path) {
 		reply_errno(chan, ENOMEM, "write", m->path);
 		op_end(o);
 		return;
@@ -534,7 +537,7 @@ static void write_commit(struct fsop *o)
 		}
 	}
 	if (r < 0) {
-		reply_errno(o->chan, -r, "write", o->name);
+		reply_errno(o->chan, -r, "write", o->path);
 	} else {
 		struct stat st;
 		struct cp_fs_entry e;
@@ -557,7 +560,7 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
 		if (n <= 0) {
 			/* ENOSPC, EDQUOT, EFBIG: the old file stays as it was. The ERROR ends the
 			 * channel, and the shim drops whatever the client still sends on it. */
-			reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->name);
+			reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->path);
 			op_end(o);
 			return;
 		}

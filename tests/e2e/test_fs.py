@@ -255,7 +255,7 @@ def test_a_failed_write_leaves_the_old_content_and_no_temporary_file(capsule):
     assert r.returncode == 125
     err = r.stderr.decode()
     assert_capsule_error(subprocess.CompletedProcess([], 125, "", err))
-    assert "No space left on device" in err
+    assert "No space left on device" in err and "'/small/f'" in err
     assert cat_bytes(capsule, name, "/small/f") == b"old content"
     assert fs_ok(capsule, name, "ls", "-l", "/small").stdout.count("\n") == 1
     assert [e["name"] for e in ls_json(capsule, name, "/small")] == ["f"]
