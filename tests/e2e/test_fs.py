@@ -208,6 +208,8 @@ def test_stat_of_a_symlink_reports_the_link_not_its_target(capsule, sandbox):
     assert "kind: symlink\n" in text and "link_target: /etc\n" in text
     # A path through the link is resolved inside the sandbox.
     assert stat_json(capsule, sandbox, "/tmp/etc-link/hostname")["kind"] == "file"
+    st = stat_json(capsule, sandbox, "/")
+    assert (st["kind"], st["name"], st["path"]) == ("dir", "/", "/")
 
 
 # ---- write: modes, owners, parents, atomicity ------------------------------------------------

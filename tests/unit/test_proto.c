@@ -671,6 +671,36 @@ static void test_init_round_trip(void **state)
 	cp_writer_free(&w);
 }
 
+/* The agent is not trusted: an entry's name must be one component. "/" is the root's name in
+ * a STAT reply, and must never come as a LIST record (cp would make the host's "/"). */
+static void test_fs_entry_names_root_only_in_stat_replies(void **state)
+{
+	(void)state;
+	static const char *const bad[] = { "", ".", "..", "a/b", "/a", "//" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) + 2; i++) {
+		const char *name = i == 0 ? "file" : i == 1 ? "/" : bad[i - 2];
+		bool root = strcmp(name, "/") == 0, good = i < 2;
+		struct cp_fs_entry e = { .name = (char *)name, .kind = CP_FS_KIND_DIR, .mode = 0755 }, m;
+		w.len = 0;
+		assert_int_equal(cp_fs_entry_encode_ok(&w, 5, &e), 0);
+		assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m),
+				 good ? 0 : -EBADMSG);
+		if (good) {
+			assert_string_equal(m.name, name);
+			cp_fs_entry_free(&m);
+		}
+		w.len = 0;
+		assert_int_equal(cp_fs_record_append(&w, &e), 0);
+		struct cp_reader r = { .p = w.buf, .rem = w.len };
+		assert_int_equal(cp_fs_record_next(&r, &m), good && !root ? 1 : -EBADMSG);
+		if (good && !root)
+			cp_fs_entry_free(&m);
+	}
+	cp_writer_free(&w);
+}
+
 static void test_empty_and_data_frames_round_trip(void **state)
 {
 	(void)state;
@@ -1730,6 +1760,7 @@ int main(void)
 		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
 		cmocka_unit_test(test_rxbuf_unconsumed_frame_survives_a_fill),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
+		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
