@@ -717,8 +717,12 @@ bool fs_cancel(uint32_t chan)
 	struct fsop *o = op_by_chan(chan);
 	if (!o)
 		return false;
-	/* The client went away: an unfinished write leaves the old file untouched. */
+	/* The client went away or gave up: an unfinished write leaves the old file untouched.
+	 * The channel still needs its final frame, or the shim would hold it for ever (and a
+	 * client that cancels 256 streams on one connection could open no more). */
+	uint32_t c = o->chan;
 	op_end(o);
+	agent_send_error(c, ECANCELED, "filesystem operation cancelled");
 	return true;
 }
 

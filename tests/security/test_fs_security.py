@@ -6,9 +6,11 @@ anything but what it was asked to; and a client that misbehaves costs the sandbo
 import json
 import os
 import shutil
+import socket
 import struct
 import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -365,3 +367,40 @@ def test_reads_opened_without_credit_then_dropped_leak_nothing(capsule, sandbox)
     r = fs(capsule, sandbox, "cat", "/tmp/big", text=False)
     assert r.returncode == 0 and len(r.stdout) == 4 << 20
 
+
+def test_reads_cancelled_on_one_connection_free_their_channels(capsule, sandbox):
+    # What the library does with a borrowed connection when a stream is freed half read:
+    # SIGNAL on the channel. 300 of them must not use up the connection's 256 channels.
+    fs(capsule, sandbox, "write", "/tmp/big", input=b"\0" * (4 << 20), text=False, check=True)
+    s = connect(capsule, sandbox)
+    try:
+        hello(s)
+        rest, finals = b"", []
+
+        def drain(wait):
+            nonlocal rest
+            s.settimeout(wait)
+            try:
+                d = s.recv(1 << 20)
+            except (socket.timeout, BlockingIOError):
+                return False
+            assert d, "the shim closed the connection"
+            frames, rest = parse_frames(rest + d)
+            finals.extend(f for f in frames if f[0] in (2, 3) and f[2] == 1000)
+            return True
+
+        for chan in range(2, 302):
+            s.sendall(frame(FS, chan, fs_msg(FS_READ, "/tmp/big")))
+            s.sendall(frame(SIGNAL, chan, tlv(1, struct.pack("<I", 9))))
+            while drain(0.001):  # so the shim never blocks on us
+                pass
+        s.sendall(frame(FS, 1000, fs_msg(FS_STAT, "/etc")))
+        deadline = time.monotonic() + 30
+        while not finals and time.monotonic() < deadline:
+            drain(1.0)
+        assert finals, "no answer to a STAT after 300 cancelled reads"
+        t, _, _, payload = finals[0]
+        assert t == 3, f"STAT refused after 300 cancelled reads: {payload!r}"
+    finally:
+        s.close()
+    assert_alive(capsule, sandbox)
