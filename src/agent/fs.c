@@ -41,8 +41,13 @@ struct fsop {
 	int parent;      /* WRITE: the target's folder */
 	char *name;      /* WRITE: the target's name */
 	char *tmp;       /* WRITE: the temporary file's name */
+	char *path;      /* WRITE: the path asked for, for messages */
 	unsigned flags;
 	uint64_t written;
+	mode_t mode;     /* WRITE: the new file's mode, set at commit */
+	bool chown;      /* WRITE: give it the replaced file's owner */
+	uid_t uid;
+	gid_t gid;
 };
 
 static struct {
@@ -368,6 +373,7 @@ static void op_end(struct fsop *o)
 		close(o->parent);
 	free(o->name);
 	free(o->tmp);
+	free(o->path);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -454,7 +460,7 @@ static void op_write(uint32_t chan, const struct cp_fs *m)
 		if (getentropy(&rnd, sizeof(rnd)) < 0)
 			rnd = now_ms() ^ ((uint64_t)chan << 32) ^ (uint64_t)tries;
 		snprintf(tmp, sizeof(tmp), ".capsule-write-%016llx", (unsigned long long)rnd);
-		o->fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+		o->fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (o->fd < 0 && errno != EEXIST)
 			break;
 	}
@@ -465,12 +471,17 @@ static void op_write(uint32_t chan, const struct cp_fs *m)
 		goto fail;
 	}
 	o->tmp = strdup(tmp);
-	/* The umask shaped the mode we asked for; and a replaced file keeps its owner. */
-	if (!o->tmp || fchmod(o->fd, mode) < 0 ||
-	    (exists && S_ISREG(old.st_mode) && fchown(o->fd, old.st_uid, old.st_gid) < 0)) {
-		reply_errno(chan, o->tmp ? errno : ENOMEM, "write", m->path);
+	o->path = strdup(m->path);
+	if (!o->tmp || !o->path) {
+		reply_errno(chan, ENOMEM, "write", m->path);
 		op_end(o);
 		return;
+	}
+	o->mode = mode;
+	if (exists && S_ISREG(old.st_mode)) {
+		o->chown = true;
+		o->uid = old.st_uid;
+		o->gid = old.st_gid;
 	}
 	struct cp_started st = { .pid = 0 };
 	if (cp_started_encode(agent_writer(), chan, &st) == 0)
@@ -508,7 +519,13 @@ static void write_commit(struct fsop *o)
 	 * durability across a host crash is the filesystem's (ext4 and xfs flush a file
 	 * renamed over another). An fsync of every write cost more than the write itself. */
 	int r = 0;
-	{
+	/* Owner and mode only now, with the data written: the kernel clears setuid and
+	 * setgid on a chown and on every write by a caller without CAP_FSETID in the initial
+	 * user namespace (the agent has it only in the sandbox's), and fchmod also undoes the
+	 * umask that shaped the temporary file's mode. A replaced file keeps its owner. */
+	if ((o->chown && fchown(o->fd, o->uid, o->gid) < 0) || fchmod(o->fd, o->mode) < 0)
+		r = -errno;
+	if (r == 0) {
 		unsigned fl = (o->flags & CP_FS_NOREPLACE) ? RENAME_NOREPLACE : 0;
 		if (syscall(SYS_renameat2, o->parent, o->tmp, o->parent, o->name, fl) == 0) {
 			free(o->tmp);
@@ -520,7 +537,7 @@ static void write_commit(struct fsop *o)
 		}
 	}
 	if (r < 0) {
-		reply_errno(o->chan, -r, "write", o->name);
+		reply_errno(o->chan, -r, "write", o->path);
 	} else {
 		struct stat st;
 		struct cp_fs_entry e;
@@ -543,7 +560,7 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
 		if (n <= 0) {
 			/* ENOSPC, EDQUOT, EFBIG: the old file stays as it was. The ERROR ends the
 			 * channel, and the shim drops whatever the client still sends on it. */
-			reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->name);
+			reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->path);
 			op_end(o);
 			return;
 		}
@@ -700,8 +717,12 @@ bool fs_cancel(uint32_t chan)
 	struct fsop *o = op_by_chan(chan);
 	if (!o)
 		return false;
-	/* The client went away: an unfinished write leaves the old file untouched. */
+	/* The client went away or gave up: an unfinished write leaves the old file untouched.
+	 * The channel still needs its final frame, or the shim would hold it for ever (and a
+	 * client that cancels 256 streams on one connection could open no more). */
+	uint32_t c = o->chan;
 	op_end(o);
+	agent_send_error(c, ECANCELED, "filesystem operation cancelled");
 	return true;
 }
 

@@ -902,7 +902,15 @@ static bool fs_name_ok(const char *s)
 	return s[0] && strlen(s) <= CP_FS_NAME_MAX && !strchr(s, '/') && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
+static int fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m, bool root_ok);
+
 int cp_fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m)
+{
+	/* STAT of "/" names the root folder "/"; a LIST record never may. */
+	return fs_entry_decode(p, n, m, true);
+}
+
+static int fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m, bool root_ok)
 {
 	int ret = 0;
 	uint64_t mtime = 0;
@@ -920,7 +928,7 @@ int cp_fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m)
 		}
 	});
 	m->mtime_ns = (int64_t)mtime;
-	if (!m->name || !fs_name_ok(m->name) || m->kind < CP_FS_KIND_FILE || m->kind > CP_FS_KIND_OTHER ||
+	if (!m->name || !(fs_name_ok(m->name) || (root_ok && strcmp(m->name, "/") == 0)) || m->kind < CP_FS_KIND_FILE || m->kind > CP_FS_KIND_OTHER ||
 	    m->mode > 07777 || (m->link && (m->kind != CP_FS_KIND_SYMLINK || strlen(m->link) > CP_FS_PATH_MAX))) {
 		ret = -EBADMSG;
 		goto fail;
@@ -962,7 +970,7 @@ int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m)
 	uint32_t len = get_le32(r->p);
 	if (len > r->rem - 4)
 		return -EBADMSG;
-	int k = cp_fs_entry_decode(r->p + 4, len, m);
+	int k = fs_entry_decode(r->p + 4, len, m, false);
 	if (k < 0)
 		return k;
 	r->p += 4 + (size_t)len;

@@ -313,7 +313,8 @@ void cp_fs_free(struct cp_fs *m);
 /* An entry as the payload of an OK frame (STAT, WRITE). */
 int cp_fs_entry_encode_ok(struct cp_writer *w, uint32_t chan, const struct cp_fs_entry *m);
 /* Decode one entry from the fields in P..P+N. The name must be a single component (no '/',
- * not "." or ".."), a link target at most CP_FS_PATH_MAX bytes: the agent is not trusted. */
+ * not "." or ".."), or exactly "/" (STAT of the root; never in a LIST record), a link
+ * target at most CP_FS_PATH_MAX bytes: the agent is not trusted. */
 int cp_fs_entry_decode(const uint8_t *p, size_t n, struct cp_fs_entry *m);
 void cp_fs_entry_free(struct cp_fs_entry *m);
 /* LIST records: append one record (u32 length + fields) to BUF (no frame header). */

@@ -170,14 +170,14 @@ static void check_fs(const struct cp_fs *m)
 }
 
 /* What cp_fs_entry_decode promises the client: a name it may append to a local folder (one
- * component, not "." or ".."), a known kind, permission bits only, a bounded link on a
- * symlink only. */
-static void check_entry(const struct cp_fs_entry *m)
+ * component, not "." or ".."; only a STAT reply, ROOT_OK, may name the root "/"), a known
+ * kind, permission bits only, a bounded link on a symlink only. */
+static void check_entry(const struct cp_fs_entry *m, bool root_ok)
 {
 	CHECK(m->name != NULL);
 	size_t n = strlen(m->name);
 	CHECK(n >= 1 && n <= CP_FS_NAME_MAX);
-	CHECK(strchr(m->name, '/') == NULL);
+	CHECK(strchr(m->name, '/') == NULL || (root_ok && strcmp(m->name, "/") == 0));
 	CHECK(strcmp(m->name, ".") != 0 && strcmp(m->name, "..") != 0);
 	CHECK(m->kind >= CP_FS_KIND_FILE && m->kind <= CP_FS_KIND_OTHER);
 	CHECK(m->mode <= 07777);
@@ -204,7 +204,7 @@ static int walk_records(const uint8_t *p, size_t n)
 			break;
 		/* Each record takes at least its length prefix and never more than is left. */
 		CHECK(r.rem + 4 <= before);
-		check_entry(&e);
+		check_entry(&e, false);
 		CHECK(cp_fs_record_append(&w1, &e) == 0 || n > CP_MAX_PAYLOAD / 4);
 		cp_fs_entry_free(&e);
 		count++;
@@ -427,7 +427,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct cp_fs_entry a;
 		r = cp_fs_entry_decode(p, n, &a);
 		if (r == 0) {
-			check_entry(&a);
+			check_entry(&a, true);
 			ROUND_TRIP(struct cp_fs_entry, cp_fs_entry_encode_ok, cp_fs_entry_decode, cp_fs_entry_free,
 				   entry_eq, a, CP_OK);
 			cp_fs_entry_free(&a);

@@ -119,7 +119,10 @@ static void check_entry_shape(const struct cp_fs_entry *m)
 	assert_non_null(m->name);
 	size_t n = strlen(m->name);
 	assert_true(n >= 1 && n <= CP_FS_NAME_MAX);
-	assert_null(strchr(m->name, '/'));
+	/* "/" is the root's name in a STAT reply (test_fs_entry_names_root_only_in_stat_replies
+	 * checks that records never carry it). */
+	if (strcmp(m->name, "/") != 0)
+		assert_null(strchr(m->name, '/'));
 	assert_string_not_equal(m->name, ".");
 	assert_string_not_equal(m->name, "..");
 	assert_true(m->kind >= CP_FS_KIND_FILE && m->kind <= CP_FS_KIND_OTHER);
@@ -754,6 +757,36 @@ static void test_init_round_trip(void **state)
 	assert_null(m.seccomp_bpf);
 	assert_int_equal(m.envc, 0);
 	cp_init_free(&m);
+	cp_writer_free(&w);
+}
+
+/* The agent is not trusted: an entry's name must be one component. "/" is the root's name in
+ * a STAT reply, and must never come as a LIST record (cp would make the host's "/"). */
+static void test_fs_entry_names_root_only_in_stat_replies(void **state)
+{
+	(void)state;
+	static const char *const bad[] = { "", ".", "..", "a/b", "/a", "//" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]) + 2; i++) {
+		const char *name = i == 0 ? "file" : i == 1 ? "/" : bad[i - 2];
+		bool root = strcmp(name, "/") == 0, good = i < 2;
+		struct cp_fs_entry e = { .name = (char *)name, .kind = CP_FS_KIND_DIR, .mode = 0755 }, m;
+		w.len = 0;
+		assert_int_equal(cp_fs_entry_encode_ok(&w, 5, &e), 0);
+		assert_int_equal(cp_fs_entry_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m),
+				 good ? 0 : -EBADMSG);
+		if (good) {
+			assert_string_equal(m.name, name);
+			cp_fs_entry_free(&m);
+		}
+		w.len = 0;
+		assert_int_equal(cp_fs_record_append(&w, &e), 0);
+		struct cp_reader r = { .p = w.buf, .rem = w.len };
+		assert_int_equal(cp_fs_record_next(&r, &m), good && !root ? 1 : -EBADMSG);
+		if (good && !root)
+			cp_fs_entry_free(&m);
+	}
 	cp_writer_free(&w);
 }
 
@@ -1899,7 +1932,6 @@ static size_t bad_entries(struct bad_entry *out, char *long_name, char *long_lin
 		{ "name .", { .name = ".", .kind = CP_FS_KIND_DIR } },
 		{ "name ..", { .name = "..", .kind = CP_FS_KIND_DIR } },
 		{ "name a/b", { .name = "a/b", .kind = CP_FS_KIND_FILE } },
-		{ "name /", { .name = "/", .kind = CP_FS_KIND_DIR } },
 		{ "name /etc", { .name = "/etc", .kind = CP_FS_KIND_DIR } },
 		{ "name ../x", { .name = "../x", .kind = CP_FS_KIND_FILE } },
 		{ "name x/", { .name = "x/", .kind = CP_FS_KIND_DIR } },
@@ -2562,6 +2594,7 @@ int main(void)
 		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
+		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,267 @@
+/* The filesystem API through the C library; tests/e2e/test_fs_api.py runs it. Prints
+ * "ok NAME" per check and exits non-zero at the first failure, saying what failed.
+ *
+ * The sandbox is an ephemeral one made with capsule_sandbox_create, so every operation
+ * borrows its creator's connection: streams abandoned half way must leave that shared
+ * connection usable. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <capsule.h>
+
+static capsule_sandbox *sb;
+
+#define CHECK(cond, ...)                                   \
+	do {                                               \
+		if (!(cond)) {                             \
+			fprintf(stderr, "FAIL: " __VA_ARGS__); \
+			fputc('\n', stderr);               \
+			exit(1);                           \
+		}                                          \
+	} while (0)
+
+#define STREAM_BYTES (64u << 20)
+
+/* The byte at OFFSET of the test pattern: depends on the offset, so a dropped, repeated or
+ * reordered chunk shows. */
+static uint8_t pattern(uint64_t off)
+{
+	uint64_t x = (off / 8 + 1) * 0x9e3779b97f4a7c15ull;
+	x ^= x >> 29;
+	return (uint8_t)(x >> (8 * (off % 8)));
+}
+
+static void fill(uint8_t *buf, uint64_t off, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		buf[i] = pattern(off + i);
+}
+
+static void write_file(const char *path, const char *content)
+{
+	capsule_error err = { 0 };
+	CHECK(capsule_fs_write(sb, path, content, strlen(content), 0, 0, &err) == 0, "write %s: %s", path, err.message);
+}
+
+static void expect_content(const char *path, const char *want)
+{
+	capsule_error err = { 0 };
+	void *data;
+	size_t len;
+	CHECK(capsule_fs_read(sb, path, &data, &len, 0, &err) == 0, "read %s: %s", path, err.message);
+	CHECK(len == strlen(want) && memcmp(data, want, len) == 0, "%s holds '%s', not '%s'", path, (char *)data, want);
+	free(data);
+}
+
+static size_t temp_files_in(const char *dir)
+{
+	capsule_error err = { 0 };
+	capsule_fs_entry *v;
+	size_t n, k = 0;
+	CHECK(capsule_fs_list(sb, dir, &v, &n, &err) == 0, "list %s: %s", dir, err.message);
+	for (size_t i = 0; i < n; i++)
+		k += strncmp(v[i].name, ".capsule-write-", 15) == 0;
+	capsule_fs_entries_free(v, n);
+	return k;
+}
+
+static void run_sh(const char *script)
+{
+	const char *argv[] = { "sh", "-c", script, NULL };
+	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
+	o.argv = argv;
+	capsule_exec_result r;
+	capsule_error err = { 0 };
+	CHECK(capsule_exec(&r, sb, &o, NULL, 0, 1 << 20, &err) == 0, "exec %s: %s", script, err.message);
+	CHECK(r.status.exit_code == 0, "sh -c '%s' exited %d: %s", script, r.status.exit_code, r.stderr_buf);
+	capsule_exec_result_free(&r);
+}
+
+static void check_stream_round_trip(void)
+{
+	static const size_t wsizes[] = { 1, 4093, 65537, 3, 262147, 1048583, 7, 131071 };
+	static const size_t rsizes[] = { 1, 8191, 99991, 5, 300007, 13, 2097169 };
+	capsule_error err = { 0 };
+	capsule_fs_stream *s;
+	uint8_t *buf = malloc(4u << 20);
+	CHECK(buf != NULL, "malloc");
+	CHECK(capsule_fs_open_write(&s, sb, "/tmp/stream", 0600, 0, &err) == 0, "open_write: %s", err.message);
+	uint64_t off = 0;
+	for (size_t i = 0; off < STREAM_BYTES; i++) {
+		size_t n = wsizes[i % (sizeof(wsizes) / sizeof(wsizes[0]))];
+		if (n > STREAM_BYTES - off)
+			n = (size_t)(STREAM_BYTES - off);
+		fill(buf, off, n);
+		CHECK(capsule_fs_stream_write(s, buf, n, &err) == 0, "stream_write at %llu: %s", (unsigned long long)off,
+		      err.message);
+		off += n;
+	}
+	CHECK(capsule_fs_stream_close(s, &err) == 0, "stream_close: %s", err.message);
+	capsule_fs_stream_free(s);
+
+	capsule_fs_entry e;
+	CHECK(capsule_fs_stat(sb, "/tmp/stream", &e, &err) == 0, "stat: %s", err.message);
+	CHECK(e.kind == CAPSULE_FS_FILE && e.size == STREAM_BYTES && e.mode == 0600, "stat: kind %d size %llu mode %o",
+	      e.kind, (unsigned long long)e.size, e.mode);
+	capsule_fs_entry_clear(&e);
+
+	CHECK(capsule_fs_open_read(&s, sb, "/tmp/stream", &err) == 0, "open_read: %s", err.message);
+	off = 0;
+	for (size_t i = 0;; i++) {
+		size_t cap = rsizes[i % (sizeof(rsizes) / sizeof(rsizes[0]))];
+		ssize_t n = capsule_fs_stream_read(s, buf, cap, &err);
+		CHECK(n >= 0, "stream_read at %llu: %s", (unsigned long long)off, err.message);
+		if (n == 0)
+			break;
+		CHECK((size_t)n <= cap, "stream_read returned %zd for a buffer of %zu", n, cap);
+		for (ssize_t k = 0; k < n; k++)
+			CHECK(buf[k] == pattern(off + (uint64_t)k), "byte %llu differs", (unsigned long long)(off + (uint64_t)k));
+		off += (uint64_t)n;
+	}
+	CHECK(off == STREAM_BYTES, "read %llu bytes back, wrote %u", (unsigned long long)off, STREAM_BYTES);
+	CHECK(capsule_fs_stream_read(s, buf, 16, &err) == 0, "a read after the end is not 0");
+	CHECK(capsule_fs_stream_close(s, &err) == 0, "close of a read stream: %s", err.message);
+	capsule_fs_stream_free(s);
+	CHECK(temp_files_in("/tmp") == 0, "a temporary file was left in /tmp");
+	free(buf);
+	printf("ok stream-64mib\n");
+}
+
+static void check_read_limit(void)
+{
+	capsule_error err = { 0 };
+	void *data = (void *)1;
+	size_t len = 1;
+	write_file("/tmp/ten", "0123456789");
+	CHECK(capsule_fs_read(sb, "/tmp/ten", &data, &len, 9, &err) == -EFBIG, "a 10-byte file read with max 9: %s",
+	      err.message);
+	CHECK(data == NULL && len == 0, "a failed read left output");
+	CHECK(strstr(err.message, "/tmp/ten") != NULL, "EFBIG message does not name the path: %s", err.message);
+	CHECK(capsule_fs_read(sb, "/tmp/ten", &data, &len, 10, &err) == 0 && len == 10, "a read with max = size: %s",
+	      err.message);
+	CHECK(((char *)data)[10] == 0, "not NUL-terminated");
+	free(data);
+	CHECK(capsule_fs_read(sb, "/tmp/stream", &data, &len, 1 << 20, &err) == -EFBIG, "64 MiB with max 1 MiB");
+	expect_content("/tmp/ten", "0123456789"); /* the connection still works */
+	printf("ok read-limit\n");
+}
+
+static void check_abandoned_write_keeps_old(void)
+{
+	capsule_error err = { 0 };
+	write_file("/tmp/keep", "old content");
+	static uint8_t chunk[300000];
+	memset(chunk, 'N', sizeof(chunk));
+	for (int i = 0; i < 300; i++) {
+		capsule_fs_stream *s;
+		CHECK(capsule_fs_open_write(&s, sb, "/tmp/keep", 0, 0, &err) == 0, "open_write #%d: %s", i, err.message);
+		if (i % 3 != 0)
+			CHECK(capsule_fs_stream_write(s, chunk, (size_t)(i % 7 + 1) * 1000 * (size_t)(i % 3), &err) == 0,
+			      "stream_write #%d: %s", i, err.message);
+		capsule_fs_stream_free(s); /* no close: no commit */
+	}
+	expect_content("/tmp/keep", "old content");
+	CHECK(temp_files_in("/tmp") == 0, "abandoned writes left temporary files");
+	printf("ok abandoned-write\n");
+}
+
+static void check_abandoned_reads_leave_the_connection_usable(void)
+{
+	capsule_error err = { 0 };
+	uint8_t buf[1000];
+	for (int i = 0; i < 300; i++) {
+		capsule_fs_stream *s;
+		CHECK(capsule_fs_open_read(&s, sb, "/tmp/stream", &err) == 0, "open_read #%d: %s", i, err.message);
+		for (int k = 0; k < i % 5; k++)
+			CHECK(capsule_fs_stream_read(s, buf, sizeof(buf), &err) > 0, "stream_read #%d: %s", i, err.message);
+		capsule_fs_stream_free(s); /* half way */
+		if (i % 50 == 0)
+			expect_content("/tmp/ten", "0123456789");
+	}
+	capsule_fs_entry e;
+	CHECK(capsule_fs_stat(sb, "/tmp/ten", &e, &err) == 0 && e.size == 10, "stat after abandoned reads: %s",
+	      err.message);
+	capsule_fs_entry_clear(&e);
+	run_sh("test \"$(cat /tmp/ten)\" = 0123456789");
+	printf("ok abandoned-read\n");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void check_list_of_5000(void)
+{
+	capsule_error err = { 0 };
+	run_sh("mkdir /tmp/many && cd /tmp/many && i=0; while [ $i -lt 5000 ]; do : > f$i; i=$((i+1)); done");
+	capsule_fs_entry *v;
+	size_t n;
+	CHECK(capsule_fs_list(sb, "/tmp/many", &v, &n, &err) == 0, "list: %s", err.message);
+	CHECK(n == 5000, "listed %zu entries, want 5000", n);
+	char *want[5000];
+	char names[5000][8];
+	for (int i = 0; i < 5000; i++) {
+		snprintf(names[i], sizeof(names[i]), "f%d", i);
+		want[i] = names[i];
+	}
+	qsort(want, 5000, sizeof(want[0]), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		CHECK(strcmp(v[i].name, want[i]) == 0, "entry %zu is '%s', want '%s'", i, v[i].name, want[i]);
+		CHECK(v[i].kind == CAPSULE_FS_FILE && v[i].size == 0 && !v[i].link_target, "entry %s", v[i].name);
+	}
+	capsule_fs_entries_free(v, n);
+	printf("ok list-5000\n");
+}
+
+static void check_errors(void)
+{
+	capsule_error err = { 0 };
+	capsule_fs_stream *s = (capsule_fs_stream *)1;
+	/* A missing file fails at the open or, at the latest, at the first read. */
+	int r = capsule_fs_open_read(&s, sb, "/no/such", &err);
+	if (r == 0) {
+		uint8_t one;
+		r = (int)capsule_fs_stream_read(s, &one, 1, &err);
+		capsule_fs_stream_free(s);
+	} else {
+		CHECK(s == NULL, "a failed open_read left a stream");
+	}
+	CHECK(r == -ENOENT && strstr(err.message, "/no/such"), "read of a missing file: %d %s", r, err.message);
+	CHECK(capsule_fs_open_read(&s, sb, "relative", &err) == -EINVAL, "relative path");
+	CHECK(capsule_fs_open_write(&s, sb, "/tmp", 0, 0, &err) == -EISDIR, "open_write of a folder: %s", err.message);
+	CHECK(capsule_fs_open_write(&s, sb, "/tmp/x", 010000, 0, &err) == -EINVAL, "mode 010000 accepted");
+	CHECK(capsule_fs_write(sb, "/tmp/ten", "x", 1, 0, CAPSULE_FS_NOREPLACE, &err) == -EEXIST, "NOREPLACE replaced");
+	expect_content("/tmp/ten", "0123456789");
+	char *longp = malloc(CAPSULE_FS_PATH_MAX + 2);
+	memset(longp, 'a', CAPSULE_FS_PATH_MAX + 1);
+	longp[0] = '/';
+	longp[CAPSULE_FS_PATH_MAX + 1] = 0;
+	CHECK(capsule_fs_remove(sb, longp, 0, &err) == -ENAMETOOLONG, "a path over the limit");
+	free(longp);
+	CHECK(capsule_fs_open_write(&s, sb, "/tmp/w", 0, 0, &err) == 0, "open_write: %s", err.message);
+	uint8_t b[4];
+	CHECK(capsule_fs_stream_read(s, b, sizeof(b), &err) == -EBADF, "read from a write stream");
+	capsule_fs_stream_free(s);
+	printf("ok errors\n");
+}
+
+int main(void)
+{
+	capsule_error err = { 0 };
+	capsule_config *cfg;
+	CHECK(capsule_config_new(&cfg, &err) == 0, "config: %s", err.message);
+	CHECK(capsule_sandbox_create(&sb, cfg, &err) == 0, "create: %s", err.message);
+	capsule_config_free(cfg);
+	check_stream_round_trip();
+	check_read_limit();
+	check_abandoned_write_keeps_old();
+	check_abandoned_reads_leave_the_connection_usable();
+	check_list_of_5000();
+	check_errors();
+	capsule_sandbox_free(sb);
+	return 0;
+}
