@@ -166,10 +166,14 @@ uint64_t now_ms(void)
 	return now_ns() / 1000000ull;
 }
 
-static int rm_rf_children(int dfd, dev_t dev, int depth)
+/* How deep rm_rf_at descends before it moves a subtree up instead: each level holds a
+ * descriptor and a stack frame, and a sandbox decides how deep its folders go. */
+#define RM_RF_MAX_DEPTH 64
+
+/* Remove what is in DFD. A folder found at the depth limit is renamed into TOP (the folder
+ * being removed) under a name numbered by *SEQ, for the caller's next pass. */
+static int rm_rf_children(int dfd, dev_t dev, int depth, int top, unsigned *seq)
 {
-	if (depth > 256)
-		return -ELOOP;
 	int dup_fd = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
 	if (dup_fd < 0)
 		return -errno;
@@ -178,6 +182,8 @@ static int rm_rf_children(int dfd, dev_t dev, int depth)
 		close(dup_fd);
 		return -errno;
 	}
+	/* The duplicate shares DFD's position, which an earlier pass left at the end. */
+	rewinddir(d);
 	int ret = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {
@@ -192,12 +198,23 @@ static int rm_rf_children(int dfd, dev_t dev, int depth)
 				ret = -EBUSY;
 				continue;
 			}
+			if (depth >= RM_RF_MAX_DEPTH) {
+				char up[64];
+				int r;
+				do {
+					snprintf(up, sizeof(up), ".capsule-rm-%d-%u", (int)getpid(), (*seq)++);
+					r = renameat(dfd, de->d_name, top, up);
+				} while (r < 0 && (errno == EEXIST || errno == ENOTEMPTY));
+				if (r < 0 && ret == 0)
+					ret = -errno;
+				continue;
+			}
 			int cfd = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (cfd < 0) {
 				ret = -errno;
 				continue;
 			}
-			int r = rm_rf_children(cfd, dev, depth + 1);
+			int r = rm_rf_children(cfd, dev, depth + 1, top, seq);
 			close(cfd);
 			if (r < 0)
 				ret = r;
@@ -221,7 +238,14 @@ int rm_rf_at(int dirfd, const char *name)
 	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int r = rm_rf_children(fd, st.st_dev, 0);
+	/* Pass after pass: each removes RM_RF_MAX_DEPTH levels and lifts what lies deeper to
+	 * the top, so any depth is removed with bounded descriptors and stack. */
+	int r;
+	unsigned seq = 0, before;
+	do {
+		before = seq;
+		r = rm_rf_children(fd, st.st_dev, 0, fd, &seq);
+	} while (r == 0 && seq != before && seq < (1u << 30));
 	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT && r == 0)
 		r = -errno;
 	return r;

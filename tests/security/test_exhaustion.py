@@ -357,3 +357,33 @@ finally:
     what, n = r.stdout.split()
     assert what == "ENOSPC" and int(n) <= 64, f"/dev/shm took {n} MiB ({what})"
     assert_alive(mod_capsule, shared_sandbox)
+
+
+DEEP = r"""
+import os
+os.chdir("/tmp")
+for i in range(3000):
+    os.mkdir("d")
+    os.chdir("d")
+open("f", "w").write("bottom")
+print("ok")
+"""
+
+
+def test_folders_nested_deeper_than_any_limit_are_removed(capsule):
+    """A sandbox decides how deep its folders go: 3000 levels (far past the 64 that removal
+    descends before it lifts subtrees up) must not make `fs rm -r` or `capsule rm` fail and
+    leave the sandbox's files behind."""
+    name = capsule.create()
+    r = py(capsule, name, DEEP, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+    r = capsule.run("fs", name, "rm", "-r", "/tmp/d", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert capsule.run("fs", name, "stat", "/tmp/d").returncode != 0
+    r = py(capsule, name, DEEP, timeout=120)
+    assert r.returncode == 0, r.stderr
+    run_dir = os.path.join(capsule.home, "run", name)
+    assert os.path.isdir(run_dir)
+    r = capsule.run("rm", "-f", name, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert not os.path.exists(run_dir), "the sandbox's files were left behind"

@@ -219,7 +219,7 @@ def test_a_huge_path_gets_one_clear_line_and_the_sandbox_still_answers(capsule, 
     r = fs(capsule, sandbox, "cat", "/" + "b" * 300)  # one component over NAME_MAX
     assert_one_line_error(r)
     assert "ame too long" in r.stderr  # glibc "File name", musl "Filename"
-    # Just under the limit, 200 folders deep (capsule rm removes up to 256 levels).
+    # Just under the limit, 200 folders deep.
     deep = "/tmp/" + ("d" * 19 + "/") * 200 + "f"
     assert len(deep) < 4096
     fs(capsule, sandbox, "write", "-p", deep, "deep", check=True)
