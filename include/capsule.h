@@ -292,7 +292,10 @@ CAPSULE_API int capsule_fs_write(capsule_sandbox *sb, const char *path, const vo
 CAPSULE_API int capsule_fs_read(capsule_sandbox *sb, const char *path, void **data, size_t *len, size_t max_bytes,
 				capsule_error *err);
 
-/* Streams: constant memory whatever the file's size. */
+/* Streams: constant memory whatever the file's size. capsule_fs_open_read sends the
+ * request and returns at once: a path that cannot be read (missing, a folder) fails at the
+ * first capsule_fs_stream_read. capsule_fs_open_write waits until the sandbox has the
+ * temporary file open, so a bad path fails there, before any data. */
 typedef struct capsule_fs_stream capsule_fs_stream;
 CAPSULE_API int capsule_fs_open_read(capsule_fs_stream **out, capsule_sandbox *sb, const char *path, capsule_error *err);
 /* Bytes read (> 0), 0 at the end of the file, or a negative error. */

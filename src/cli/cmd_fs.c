@@ -14,7 +14,7 @@ static const char fs_usage[] =
 	"Usage: capsule fs NAME COMMAND [OPTIONS] PATH...\n\n"
 	"Files inside a running sandbox, over the same channel as exec (no mount, no network).\n\n"
 	"Commands:\n"
-	"  write [-p] [--mode MODE] PATH [CONTENT]  write CONTENT (or stdin) to PATH, atomically\n"
+	"  write [-p] [--mode MODE] PATH [CONTENT]  write CONTENT (or stdin, or - for stdin) to PATH, atomically\n"
 	"  cat PATH...                              print files\n"
 	"  ls [-l] [--json] [PATH]                  list a folder (default /)\n"
 	"  stat [--json] PATH                       kind, size, mode, owner, mtime of PATH\n"
@@ -71,6 +71,17 @@ static int print_json(struct json_writer *j)
 	return 0;
 }
 
+/* Names come from the sandbox: on a terminal, control bytes are shown as '?', as ls does,
+ * so a file name cannot drive the terminal. */
+static void put_name(const char *name)
+{
+	static int tty = -1;
+	if (tty < 0)
+		tty = isatty(STDOUT_FILENO);
+	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
+		putchar(tty && (*c < 0x20 || *c == 0x7f) ? '?' : *c);
+}
+
 static void entry_long(const capsule_fs_entry *e)
 {
 	static const char kinds[] = "?-dlo";
@@ -80,8 +91,13 @@ static void entry_long(const capsule_fs_entry *e)
 		perms[1 + i] = (e->mode & (0400u >> i)) ? rwx[i] : '-';
 	char mt[32];
 	format_mtime(e->mtime_ns, mt, sizeof(mt));
-	printf("%s %6u %6u %12llu %s %s%s%s\n", perms, e->uid, e->gid, (unsigned long long)e->size, mt, e->name,
-	       e->link_target ? " -> " : "", e->link_target ? e->link_target : "");
+	printf("%s %6u %6u %12llu %s ", perms, e->uid, e->gid, (unsigned long long)e->size, mt);
+	put_name(e->name);
+	if (e->link_target) {
+		fputs(" -> ", stdout);
+		put_name(e->link_target);
+	}
+	putchar('\n');
 }
 
 static int parse_mode(const char *s, uint32_t *mode)
@@ -157,7 +173,8 @@ static int fs_ls(capsule_sandbox *sb, const char *path, const struct fs_flags *f
 		} else if (f->longfmt) {
 			entry_long(&v[i]);
 		} else {
-			printf("%s\n", v[i].name);
+			put_name(v[i].name);
+			putchar('\n');
 		}
 	}
 	capsule_fs_entries_free(v, n);
@@ -229,7 +246,7 @@ int cmd_fs(int argc, char **argv)
 	int r = 0;
 	if (!strcmp(verb, "write")) {
 		unsigned fl = f.parents ? CAPSULE_FS_PARENTS : 0;
-		if (nargs == 2)
+		if (nargs == 2 && strcmp(args[1], "-") != 0)
 			r = capsule_fs_write(sb, args[0], args[1], strlen(args[1]), f.mode, fl, &err);
 		else
 			r = capsule_fs_write_from_fd(sb, args[0], STDIN_FILENO, f.mode, fl, &err);

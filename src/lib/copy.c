@@ -218,6 +218,12 @@ int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *ho
 	struct stat st;
 	_cleanup_close_ int dirfd = -1;
 	const char *name;
+	/* A destination that is itself a symlink is not followed: an earlier copy out of a
+	 * sandbox may have made it, pointing anywhere on the host. */
+	if (lstat(host_dst, &st) == 0 && S_ISLNK(st.st_mode)) {
+		capsule_fs_entry_clear(&e);
+		return cap_err_plain(err, ELOOP, "copy: destination '%s' is a symlink; name the folder it points to", host_dst);
+	}
 	if (stat(host_dst, &st) == 0 && S_ISDIR(st.st_mode)) {
 		dirfd = open(host_dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		name = src_base[0] ? src_base : "root";

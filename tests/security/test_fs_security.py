@@ -291,6 +291,13 @@ def test_cp_from_a_folder_with_links_out_writes_only_below_the_destination(capsu
     with open("/etc/passwd") as f:
         assert "pwned" not in f.read()
     assert not os.path.exists("/etc/passwd/passwd")
+    # Naming one of those links as the destination: refused, not followed into the host's /etc
+    # or the canary.
+    for link in ("evil", "canary"):
+        r = capsule.run("cp", f"{sandbox}:/tmp/e/evil/passwd", os.path.join(out, link))
+        assert r.returncode == 125 and "is a symlink" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(d, "passwd"))
 
 
 def test_cp_from_while_the_sandbox_swaps_a_folder_for_a_link_stays_below_the_destination(
