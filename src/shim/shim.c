@@ -25,6 +25,7 @@
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -186,6 +187,30 @@ static int outq_flush(struct outq *q, int fd)
 	return 0;
 }
 
+/* Send A then B: straight from the caller's buffers while nothing is queued (no copy for
+ * the common case), queueing whatever the socket does not take. -errno when the peer is gone. */
+static int outq_send(struct outq *q, int fd, const void *a, size_t an, const void *b, size_t bn)
+{
+	size_t sent = 0;
+	if (outq_pending(q) == 0) {
+		struct iovec iov[2] = { { (void *)a, an }, { (void *)b, bn } };
+		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = bn ? 2 : 1 };
+		ssize_t k;
+		do
+			k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (k < 0 && errno == EINTR);
+		if (k < 0 && errno != EAGAIN)
+			return -errno;
+		sent = k > 0 ? (size_t)k : 0;
+	}
+	if (sent < an && outq_push(q, (const uint8_t *)a + sent, an - sent) < 0)
+		return -ENOMEM;
+	size_t bsent = sent > an ? sent - an : 0;
+	if (bsent < bn && outq_push(q, (const uint8_t *)b + bsent, bn - bsent) < 0)
+		return -ENOMEM;
+	return outq_pending(q) ? outq_flush(q, fd) : 0;
+}
+
 static void outq_free(struct outq *q)
 {
 	free(q->buf);
@@ -235,11 +260,11 @@ static void all_clients_update_events(void)
 static void begin_stop(uint32_t grace_ms);
 static void client_close(int ci);
 
-static void to_agent(const void *p, size_t n)
+static void to_agent2(const void *p, size_t n, const void *p2, size_t n2)
 {
 	if (S.agent_fd < 0)
 		return;
-	if (outq_push(&S.agent_out, p, n) < 0 || outq_flush(&S.agent_out, S.agent_fd) < 0) {
+	if (outq_send(&S.agent_out, S.agent_fd, p, n, p2, n2) < 0) {
 		shim_log("agent connection failed");
 		begin_stop(0);
 		return;
@@ -249,22 +274,32 @@ static void to_agent(const void *p, size_t n)
 		all_clients_update_events();
 }
 
-static void to_client(int ci, const void *p, size_t n)
+static void to_agent(const void *p, size_t n)
+{
+	to_agent2(p, n, NULL, 0);
+}
+
+static void to_client2(int ci, const void *p, size_t n, const void *p2, size_t n2)
 {
 	struct client *c = &S.clients[ci];
 	if (!c->used)
 		return;
-	if (outq_pending(&c->out) + n > CLIENT_OUTQ_MAX || outq_push(&c->out, p, n) < 0) {
+	if (outq_pending(&c->out) + n + n2 > CLIENT_OUTQ_MAX) {
 		/* A client that does not read what it asked for: cut it off, not us. */
 		shim_log("client %d: output queue over its limit, disconnecting", ci);
 		client_close(ci);
 		return;
 	}
-	if (outq_flush(&c->out, c->fd) < 0) {
+	if (outq_send(&c->out, c->fd, p, n, p2, n2) < 0) {
 		client_close(ci);
 		return;
 	}
 	client_update_events(ci);
+}
+
+static void to_client(int ci, const void *p, size_t n)
+{
+	to_client2(ci, p, n, NULL, 0);
 }
 
 static void client_send_error(int ci, uint32_t chan, int errnum, const char *fmt, ...) _printf_(4, 5);
@@ -287,15 +322,10 @@ static void forward(bool to_the_agent, int ci, const struct cp_header *h, const 
 	struct cp_header nh = *h;
 	nh.chan = chan;
 	cp_header_encode(hdr, &nh);
-	if (to_the_agent) {
-		to_agent(hdr, sizeof(hdr));
-		if (h->len)
-			to_agent(payload, h->len);
-	} else {
-		to_client(ci, hdr, sizeof(hdr));
-		if (h->len && S.clients[ci].used)
-			to_client(ci, payload, h->len);
-	}
+	if (to_the_agent)
+		to_agent2(hdr, sizeof(hdr), payload, h->len);
+	else
+		to_client2(ci, hdr, sizeof(hdr), payload, h->len);
 }
 
 /* ---- channels ----------------------------------------------------------------------- */
