@@ -67,6 +67,7 @@ bench: deps
 	$(MAKE) build
 	@bench/run $(abspath $(BUILD))
 	@bench/files $(abspath $(BUILD))
+	@bench/mounts $(abspath $(BUILD))
 
 install: build
 	meson configure $(BUILD) --prefix=$(PREFIX)

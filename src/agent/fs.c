@@ -55,7 +55,7 @@ static struct {
 	struct fsop ops[MAX_FS_OPS];
 	size_t hwm;
 	uint8_t *buf; /* one frame: header + FS_CHUNK */
-} F = { .root = -1 };
+} F; /* zeroed (bss): an initialiser would put the whole table in the agent's file */
 
 static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
 {
