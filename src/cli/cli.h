@@ -26,6 +26,8 @@ int cli_fail(const capsule_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Unknown flag, missing argument: one line naming it, then EXIT_CAPSULE. */
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Open sandbox NAME, which must be running: 0, or the message printed and EXIT_CAPSULE. */
+int cli_open_running(const char *name, capsule_sandbox **sb);
 
 int cmd_run(int argc, char **argv);
 int cmd_create(int argc, char **argv);

@@ -237,12 +237,8 @@ int cmd_fs(int argc, char **argv)
 
 	capsule_error err = { 0 };
 	capsule_sandbox *sb;
-	if (capsule_sandbox_open(&sb, name, &err) < 0)
-		return cli_fail(&err);
-	if (!capsule_sandbox_is_running(sb)) {
-		capsule_sandbox_free(sb);
-		return cli_failf("sandbox '%s' is not running", name);
-	}
+	if ((rc = cli_open_running(name, &sb)) != 0)
+		return rc;
 	int r = 0;
 	if (!strcmp(verb, "write")) {
 		unsigned fl = f.parents ? CAPSULE_FS_PARENTS : 0;
@@ -311,12 +307,9 @@ int cmd_cp(int argc, char **argv)
 	const char *name = src_remote ? src_name : dst_name;
 	capsule_error err = { 0 };
 	capsule_sandbox *sb;
-	if (capsule_sandbox_open(&sb, name, &err) < 0)
-		return cli_fail(&err);
-	if (!capsule_sandbox_is_running(sb)) {
-		capsule_sandbox_free(sb);
-		return cli_failf("sandbox '%s' is not running", name);
-	}
+	int rc = cli_open_running(name, &sb);
+	if (rc != 0)
+		return rc;
 	int r = src_remote ? capsule_copy_from(sb, src_path, argv[2], &err) : capsule_copy_to(sb, argv[1], dst_path, &err);
 	capsule_sandbox_free(sb);
 	return r < 0 ? cli_fail(&err) : 0;

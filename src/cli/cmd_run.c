@@ -557,14 +557,10 @@ int cmd_exec(int argc, char **argv)
 		optind++;
 	if (optind >= argc)
 		return cli_usage("exec", "no command given");
-	capsule_error err = { 0 };
 	capsule_sandbox *sb;
-	if (capsule_sandbox_open(&sb, name, &err) < 0)
-		return cli_fail(&err);
-	if (!capsule_sandbox_is_running(sb)) {
-		capsule_sandbox_free(sb);
-		return cli_failf("sandbox '%s' is not running", name);
-	}
+	int rc = cli_open_running(name, &sb);
+	if (rc != 0)
+		return rc;
 	int code = run_command(sb, &ec, argv + optind);
 	capsule_sandbox_free(sb);
 	exec_cli_free(&ec);

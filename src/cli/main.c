@@ -57,6 +57,19 @@ int cli_usage(const char *verb, const char *fmt, ...)
 	return EXIT_CAPSULE;
 }
 
+int cli_open_running(const char *name, capsule_sandbox **sb)
+{
+	capsule_error err = { 0 };
+	if (capsule_sandbox_open(sb, name, &err) < 0)
+		return cli_fail(&err);
+	if (!capsule_sandbox_is_running(*sb)) {
+		capsule_sandbox_free(*sb);
+		*sb = NULL;
+		return cli_failf("sandbox '%s' is not running", name);
+	}
+	return 0;
+}
+
 static int cmd_version(int argc, char **argv)
 {
 	(void)argc;
