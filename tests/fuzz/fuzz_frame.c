@@ -190,6 +190,24 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		}
 		break;
 	}
+	case CP_MOUNT: {
+		struct cp_mount m;
+		if ((r = cp_mount_decode(p, n, &m)) == 0) {
+			CHECK(m.host_path && m.guest_path && !(m.flags & ~CP_MOUNT_FLAGS_KNOWN));
+			cp_mount_free(&m);
+		}
+		break;
+	}
+	case CP_UNMOUNT: {
+		struct cp_unmount m;
+		if ((r = cp_unmount_decode(p, n, &m)) == 0) {
+			CHECK(m.target != NULL);
+			cp_unmount_free(&m);
+		}
+		break;
+	}
+	case CP_MOUNTS:
+		break; /* a bare request: no fields to decode */
 	default:
 		CHECK(!"the rx buffer yielded a frame of unknown type");
 	}
