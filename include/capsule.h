@@ -418,6 +418,11 @@ CAPSULE_API const char *capsule_home(void);
 /* What this host supports, as JSON (malloc'd): user namespaces, cgroups, seccomp, overlay... */
 CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
 
+/* The size parser every setter uses ("512M", "1.5g", "100MiB", a plain number of bytes), for
+ * bindings that take sizes the C API takes in bytes (tmpfs, volume quotas), so that they
+ * accept and refuse exactly what the CLI does, with the same message. */
+CAPSULE_API int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err);
+
 #ifdef __cplusplus
 }
 #endif
