@@ -54,6 +54,27 @@ class _Handle:
         if ptr:
             lib.capsule_sandbox_free(ptr)
 
+    def end(self):
+        """Garbage collection or exit: end the sandbox now. With no operation in flight the
+        handle is freed (which ends an ephemeral sandbox); with some (a spawned process still
+        pumping output), the sandbox is stopped at once instead, and the handle is freed
+        when the last of them lets go."""
+        with self.lock:
+            self.closing = True
+            ptr = self._take_if_done()
+            if ptr is None and self.ptr is not None:
+                self.users += 1
+                stop = self.ptr
+            else:
+                stop = None
+        if ptr:
+            lib.capsule_sandbox_free(ptr)
+        if stop:
+            try:
+                lib.capsule_sandbox_stop(stop, 0, None)
+            finally:
+                self.release()
+
     def _take_if_done(self):
         if self.closing and self.users == 0 and self.ptr is not None:
             ptr, self.ptr = self.ptr, None
@@ -64,7 +85,7 @@ class _Handle:
 def _finalize(handle, cfg_box):
     # At garbage collection or interpreter exit: free the handle, which ends an ephemeral
     # sandbox (the shim stops it and removes its folder before the call returns).
-    handle.close()
+    handle.end()
     cfg = cfg_box.pop("cfg", None)
     if cfg:
         lib.capsule_config_free(cfg)
