@@ -83,6 +83,7 @@ _BY_ERRNO = {
     _errno.ESHUTDOWN: SandboxNotRunning,
     _errno.ENOTCONN: SandboxNotRunning,
     _errno.ECONNREFUSED: SandboxNotRunning,
+    _errno.ECONNRESET: SandboxNotRunning,
     _errno.EBUSY: Busy,
     _errno.EOPNOTSUPP: UnsupportedFeature,
 }

@@ -204,6 +204,14 @@ class SyncFs:
 
     def mkdir(self, path, mode=0, parents=True, exist_ok=True):
         """Make folder PATH (mode default 0755); parents and exist_ok as in os.makedirs."""
+        if not exist_ok:
+            # mkdir -p succeeds on a folder that exists: make the parents that way, the
+            # last component alone, so that an existing one is reported.
+            parent = os.path.dirname(os.fspath(path).rstrip("/"))
+            if parents and parent not in ("", "/"):
+                self._call(lib.capsule_fs_mkdir, enc(parent), 0, FS_PARENTS)
+            self._call(lib.capsule_fs_mkdir, enc(path), mode, 0)
+            return
         try:
             self._call(lib.capsule_fs_mkdir, enc(path), mode, FS_PARENTS if parents else 0)
         except errors.AlreadyExists:
