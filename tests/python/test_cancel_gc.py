@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import capsule
 from capsule import Sandbox, SyncSandbox, SandboxNotRunning
 
 from conftest import HOME, run_entries, sdk_env, pid_alive
@@ -165,3 +166,37 @@ def test_process_keeps_its_sandbox_alive_until_done():
     del p
     gc.collect()
     assert "sdk-gc-proc" not in run_entries()
+
+
+def test_cancelled_before_the_command_started_is_killed_too():
+    """Cancelled right after the request went out, before the sandbox said STARTED: the
+    command must not be left running once it does start."""
+    async def main():
+        async with Sandbox() as sb:
+            for i in range(5):
+                task = asyncio.ensure_future(sb.execute(f"sleep 10{i}7"))
+                await asyncio.sleep(0)      # the request is sent; no answer read yet
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            for _ in range(100):
+                if not await _pids(sb, "sleep 10"):
+                    break
+                await asyncio.sleep(0.02)
+            assert await _pids(sb, "sleep 10") == []
+
+    asyncio.run(main())
+
+
+def test_spawn_has_its_pid_and_failed_starts_raise():
+    async def main():
+        async with Sandbox() as sb:
+            p = await sb.spawn("sleep 1000")
+            assert p.pid > 1
+            assert (await sb.execute(["kill", "-0", str(p.pid)])).exit_code == 0
+            p.terminate()
+            assert (await p.wait()).signal == 15
+            with pytest.raises(capsule.NotFound):
+                await sb.spawn(["no-such-command"])
+
+    asyncio.run(main())

@@ -141,6 +141,7 @@ _PROTOS = {
     "capsule_sandbox_inspect": (c_int, [c_void_p, POINTER(SandboxInfo), E]),
     "capsule_sandbox_kill": (c_int, [c_void_p, c_pid, c_int, E]),
     "capsule_exec_start": (c_int, [PP, c_void_p, POINTER(ExecOptions), E]),
+    "capsule_exec_start_nowait": (c_int, [PP, c_void_p, POINTER(ExecOptions), E]),
     "capsule_process_read": (c_ssize_t, [c_void_p, POINTER(c_int), c_void_p, c_size_t, E]),
     "capsule_process_write": (c_ssize_t, [c_void_p, c_void_p, c_size_t, E]),
     "capsule_process_close_stdin": (c_int, [c_void_p, E]),

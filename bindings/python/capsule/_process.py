@@ -89,6 +89,18 @@ def start(sb_ptr, opts):
     return p
 
 
+def start_nowait(sb_ptr, opts):
+    """capsule_exec_start_nowait: sends the request and returns at once, or None when the
+    sandbox handle's connection is busy (then start() in a thread)."""
+    p = c_void_p()
+    err = Error()
+    rc = lib.capsule_exec_start_nowait(byref(p), sb_ptr, byref(opts), byref(err))
+    if rc == -_errno.EAGAIN:
+        return None
+    check(rc, err, "exec")
+    return p
+
+
 class Pump:
     """Moves a command's stdin and output. step() does all the work that can be done without
     waiting and says whether the command is over; it never blocks (the handle is in
@@ -158,6 +170,8 @@ class Pump:
                 self._deliver(stream.value, ctypes.string_at(buf, n))
                 continue
             if n == -_errno.EAGAIN:
+                if not self.pid:
+                    self.pid = lib.capsule_process_pid(p)
                 if self.stdin is not None:
                     self._write_stdin()
                 return False
@@ -166,6 +180,8 @@ class Pump:
             check(n, err, "exec")
         st = ExitStatus()
         check(lib.capsule_process_wait(p, byref(st), byref(err)), err, "exec")
+        if not self.pid:
+            self.pid = lib.capsule_process_pid(p)
         for s in (1, 2):
             cb = self.callbacks.get(s)
             if cb is not None:
@@ -227,6 +243,7 @@ class AsyncDriver:
         self.pump = pump
         self.release = release   # called once the handle is freed (the sandbox's use count)
         self.finished = loop.create_future()
+        self.started = loop.create_future()   # the pid, once the sandbox has said it
         self.watching_write = False
         self.watching = False
         self._step()
@@ -260,7 +277,13 @@ class AsyncDriver:
         except BaseException as e:  # noqa: B902 - handed to the awaiting task
             self._finish()
             self.finished.set_exception(e)
+            self.finished.exception()  # marked retrieved: a spawn() that failed never waits on it
+            if not self.started.done():
+                self.started.set_exception(e)
+                self.started.exception()  # nor does execute() on this one
             return
+        if self.pump.pid and not self.started.done():
+            self.started.set_result(self.pump.pid)
         if done:
             self._finish()
             self.finished.set_result(None)
@@ -283,6 +306,7 @@ class AsyncDriver:
             self.pump.signal(_signal.SIGKILL)
             self._finish()
             self.finished.cancel()
+            self.started.cancel()
 
     async def wait(self):
         await asyncio.shield(self.finished)
