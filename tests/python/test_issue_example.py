@@ -3,6 +3,7 @@ and volume call and property it names."""
 import asyncio
 import json
 import os
+import threading
 
 import pytest
 
@@ -93,10 +94,12 @@ def test_issue_example_async(hostdir):
                 assert f.read() == "result\n"
 
             await sb.fs.write("/app/server.sh", "echo serving; sleep 1000\n")
-            p = await sb.spawn("sh /app/server.sh")
+            serving = asyncio.Event()
+            p = await sb.spawn("sh /app/server.sh", on_stdout=lambda s: serving.set())
             assert p.pid > 1 and p.returncode is None
             alive = await sb.execute(["kill", "-0", str(p.pid)])
             assert alive.exit_code == 0
+            await serving.wait()
             p.kill()
             r = await p.wait()
             assert r.signal == 9 and r.stdout == "serving\n"
@@ -194,8 +197,10 @@ def test_exec_parameters_sync():
         assert len(r.stdout_bytes) == 5 << 20
         r = sb.execute("head -c 100000 /dev/zero", max_output=1000)
         assert r.stdout_bytes == b"\0" * 1000
-        p = sb.spawn("echo started; sleep 1000")
+        started = threading.Event()
+        p = sb.spawn("echo started; sleep 1000", on_stdout=lambda s: started.set())
         assert sb.execute(["kill", "-0", str(p.pid)]).exit_code == 0
+        assert started.wait(60)
         p.kill()
         r = p.wait()
         assert r.signal == 9 and r.stdout == "started\n" and p.returncode == 137
