@@ -604,11 +604,7 @@ class Sandbox(_Core):
         on_stderr are called on the loop with each piece of output (str) as it arrives; they
         may be coroutine functions. Cancelling the call kills the command."""
         driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
-        try:
-            return await driver.wait()
-        except asyncio.CancelledError:
-            driver.abandon()
-            raise
+        return await driver.run()
 
     async def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
                     timeout=None, max_output=_process.DEFAULT_MAX_OUTPUT):
