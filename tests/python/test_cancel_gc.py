@@ -13,7 +13,7 @@ import pytest
 import capsule
 from capsule import Sandbox, SyncSandbox, SandboxNotRunning
 
-from conftest import HOME, run_entries, sdk_env, pid_alive
+from sdkutil import HOME, run_entries, sdk_env, pid_alive
 
 
 async def _pids(sb, pattern):

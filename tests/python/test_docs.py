@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from conftest import ROOT, sdk_env, clean_home
+from sdkutil import ROOT, sdk_env, clean_home
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 

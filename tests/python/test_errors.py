@@ -7,11 +7,11 @@ import os
 import pytest
 
 import capsule
-from capsule import (Sandbox, SyncSandbox, Mount, Volume, NetworkMode, CapsuleError, InvalidArgument, NotFound,
+from capsule import (Sandbox, SyncSandbox, Mount, Volume, CapsuleError, InvalidArgument, NotFound,
                      ImageNotFound, AlreadyExists, PermissionDenied, QuotaExceeded, Timeout, SandboxNotRunning,
                      MountError, Busy, UnsupportedFeature)
 
-from conftest import run_entries
+from sdkutil import run_entries
 
 # A host folder that exists and is not sensitive, for the cases that fail on something else.
 GOOD_DIR = os.path.dirname(os.path.abspath(__file__))

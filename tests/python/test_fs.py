@@ -10,7 +10,7 @@ import pytest
 
 from capsule import Sandbox, SyncSandbox, NotFound, FsEntry
 
-from conftest import HOME, sdk_env
+from sdkutil import HOME, sdk_env
 
 
 def test_every_fs_call_sync(hostdir):

@@ -11,7 +11,7 @@ import capsule
 from capsule import (Sandbox, SyncSandbox, Mount, Volume, NetworkMode, PortForward, CapsuleError,
                      UnsupportedFeature, MountHandle)
 
-from conftest import run_entries
+from sdkutil import run_entries
 
 
 def _prepare(hostdir):

@@ -1,7 +1,6 @@
 """Named volumes: storage that outlives sandboxes, with an optional quota, readable and
 writable from the host with no sandbox running. Volumes need root (loop devices, mounts)."""
 import ctypes
-import os
 from dataclasses import dataclass
 
 from ._lib import lib, VolumeInfo, enc, call, byref, c_void_p, c_size_t, free, POINTER, parse_size
