@@ -82,15 +82,6 @@ class _Handle:
         return None
 
 
-def _finalize(handle, cfg_box):
-    # At garbage collection or interpreter exit: free the handle, which ends an ephemeral
-    # sandbox (the shim stops it and removes its folder before the call returns).
-    handle.end()
-    cfg = cfg_box.pop("cfg", None)
-    if cfg:
-        lib.capsule_config_free(cfg)
-
-
 def _setter(cfg, fn, *args, op="config"):
     err = Error()
     check(fn(cfg, *args, byref(err)), err, op)
@@ -259,7 +250,8 @@ class _Core:
                 lib.capsule_config_set_progress(cfg, ctypes.cast(None, PROGRESS_FN), None, None)
         self._handle = _Handle(p.value)
         self._name = lib.capsule_sandbox_name(p.value).decode()
-        self._finalizer = weakref.finalize(self, _finalize, self._handle, {})
+        # At garbage collection or interpreter exit: end the sandbox (see _Handle.end).
+        self._finalizer = weakref.finalize(self, self._handle.end)
         try:
             self._refresh_mounts()
         except errors.CapsuleError:
