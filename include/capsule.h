@@ -193,6 +193,16 @@ typedef struct capsule_exit_status {
 CAPSULE_API int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *opts,
 				   capsule_error *err);
 
+/* capsule_exec_start without waiting for the sandbox's answer, for event loops: the request
+ * is sent on the sandbox handle's idle connection and the handle returned at once, in
+ * non-blocking mode. The pid (capsule_process_pid, 0 until then) and a failure to start
+ * (-ENOENT, -EACCES, ...) come through capsule_process_read. Returns -EAGAIN, having done
+ * nothing, when that connection is busy (lent to another command or file operation) or not
+ * open: opening one waits for the shim, so use capsule_exec_start (in a thread) then. Not for
+ * detached commands. */
+CAPSULE_API int capsule_exec_start_nowait(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *opts,
+					  capsule_error *err);
+
 enum capsule_stream { CAPSULE_STDIN = 0, CAPSULE_STDOUT = 1, CAPSULE_STDERR = 2 };
 
 /* Read the next chunk of output. Returns the number of bytes (> 0) and sets *stream, 0 when
@@ -417,6 +427,11 @@ CAPSULE_API const char *capsule_home(void);
 
 /* What this host supports, as JSON (malloc'd): user namespaces, cgroups, seccomp, overlay... */
 CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
+
+/* The size parser every setter uses ("512M", "1.5g", "100MiB", a plain number of bytes), for
+ * bindings that take sizes the C API takes in bytes (tmpfs, volume quotas), so that they
+ * accept and refuse exactly what the CLI does, with the same message. */
+CAPSULE_API int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err);
 
 #ifdef __cplusplus
 }

@@ -485,8 +485,16 @@ static void handle_signal(const struct cp_header *h, const uint8_t *payload)
 	bool valid = cp_signal_decode(payload, h->len, &m) == 0 && m.signo > 0 && m.signo < NSIG;
 	if (p) {
 		/* On a command's channel: signal that command, or nothing (see handle_data). */
-		if (valid && m.pid == 0 && !p->exited)
+		if (valid && m.pid == 0 && !p->exited) {
+			/* SIGKILL is what a client sends when it gives the command up (its handle
+			 * freed, its connection closed, an SDK call cancelled): like a timeout, it
+			 * takes the whole process group, or `sh -c 'sleep 1000'` would leave the
+			 * sleep behind. Other signals go to the command alone, as a terminal's
+			 * would reach its foreground process. */
+			if (m.signo == SIGKILL && !p->tty)
+				kill(-p->pid, SIGKILL);
 			kill(p->tty ? -p->pid : p->pid, (int)m.signo);
+		}
 		return;
 	}
 	if (!valid) {

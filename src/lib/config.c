@@ -625,3 +625,10 @@ int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
 		return cap_err(err, -r, "reading the sandbox's configuration");
 	return config_parse(text, len, cfg, err);
 }
+
+int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err)
+{
+	if (!bytes_out)
+		return cap_err_plain(err, EINVAL, "parse size: no output given");
+	return parse_size(text, bytes_out, err);
+}

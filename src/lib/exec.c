@@ -34,6 +34,7 @@ struct capsule_process {
 	bool stdin_closed;
 	bool eof[3];
 	bool exited;
+	bool starting;         /* started without waiting: STARTED (the pid) not seen yet */
 	capsule_exit_status status;
 	bool failed;           /* the connection broke */
 	capsule_error fail_err;
@@ -107,6 +108,13 @@ static int pump(capsule_process *p, int timeout_ms, capsule_error *err)
 			p->eof[stream] = true;
 		break;
 	}
+	case CP_STARTED: {
+		struct cp_started st;
+		if (p->starting && cp_started_decode(payload, h.len, &st) == 0)
+			p->pid = (pid_t)st.pid;
+		p->starting = false;
+		break;
+	}
 	case CP_CREDIT: {
 		struct cp_credit m;
 		if (cp_credit_decode(payload, h.len, &m) == 0 && m.stream == CAPSULE_STDIN)
@@ -145,7 +153,9 @@ static void release_conn(capsule_process *p)
 		conn_close(p->c);
 		return;
 	}
-	if (!p->exited && p->pid > 0) {
+	if (!p->exited && !p->failed && (p->pid > 0 || p->starting)) {
+		/* A command whose STARTED is still on its way is killed too: the shim hands
+		 * the agent EXEC before this SIGNAL. */
 		struct cp_signal m = { .signo = SIGKILL };
 		if (cp_signal_encode(&p->c->w, p->chan, &m) == 0)
 			conn_send(p->c, NULL);
@@ -154,7 +164,8 @@ static void release_conn(capsule_process *p)
 	sandbox_return_conn(p->lender);
 }
 
-int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, capsule_error *err)
+static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, bool nowait,
+		      capsule_error *err)
 {
 	if (!o || o->version != CAPSULE_EXEC_OPTIONS_VERSION)
 		return cap_err_plain(err, EINVAL, "exec options: unknown version (use CAPSULE_EXEC_OPTIONS_INIT)");
@@ -169,9 +180,13 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 	if (!p)
 		return cap_err(err, ENOMEM, "allocating a process");
 	int r;
-	p->c = sandbox_borrow_conn(sb, &p->chan);
+	p->c = nowait ? sandbox_borrow_idle_conn(sb, &p->chan) : sandbox_borrow_conn(sb, &p->chan);
 	if (p->c) {
 		p->lender = sb;
+	} else if (nowait) {
+		free(p);
+		return cap_err_plain(err, EAGAIN, "no idle connection to sandbox '%s': start the command with "
+				     "capsule_exec_start", capsule_sandbox_name(sb));
 	} else {
 		p->c = &p->own;
 		p->chan = 1;
@@ -198,6 +213,12 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 		goto fail;
 	p->stdin_credit = CP_INITIAL_WINDOW;
 	p->stdin_closed = !o->stdin_open;
+	if (nowait) {
+		p->starting = true;
+		p->c->nonblocking = true;
+		*out = p;
+		return 0;
+	}
 	for (;;) {
 		struct cp_header h;
 		const uint8_t *payload;
@@ -238,6 +259,19 @@ fail:
 	release_conn(p);
 	free(p);
 	return r;
+}
+
+int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, capsule_error *err)
+{
+	return exec_begin(out, sb, o, false, err);
+}
+
+int capsule_exec_start_nowait(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o,
+			      capsule_error *err)
+{
+	if (o && o->version == CAPSULE_EXEC_OPTIONS_VERSION && o->detach)
+		return cap_err_plain(err, EINVAL, "a detached command cannot be started without waiting");
+	return exec_begin(out, sb, o, true, err);
 }
 
 static bool all_output_done(const capsule_process *p)

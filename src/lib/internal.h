@@ -137,6 +137,9 @@ void conn_close(struct conn *c);
  * none or it is lent out; then the caller opens its own. *CHAN is a channel id not used on it
  * before. */
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan);
+/* The same, but only a connection that is open and idle now: never connects (which waits for
+ * the shim's HELLO). For calls that must not block. */
+struct conn *sandbox_borrow_idle_conn(capsule_sandbox *sb, uint32_t *chan);
 void sandbox_return_conn(capsule_sandbox *sb);
 
 /* An open volume: its content as a folder fd, and a shared lock on volumes/<name>/lock

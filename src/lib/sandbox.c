@@ -218,10 +218,14 @@ static bool conn_dead(const struct conn *c)
 	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
-struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
+static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_open)
 {
 	if (__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
 		return NULL;
+	if (!may_open && (sb->owner.fd < 0 || (sb->owner_kept && conn_dead(&sb->owner)))) {
+		__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
+		return NULL;
+	}
 	/* A handle that did not create its sandbox keeps one connection of its own for the
 	 * calls that need one, so that each exec or file operation does not pay a connect
 	 * and a HELLO round trip. It is an ordinary client: closing it stops nothing. */
@@ -243,6 +247,16 @@ struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
 		sb->owner_next_chan = 2;
 	*chan = sb->owner_next_chan++;
 	return &sb->owner;
+}
+
+struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
+{
+	return borrow_conn(sb, chan, true);
+}
+
+struct conn *sandbox_borrow_idle_conn(capsule_sandbox *sb, uint32_t *chan)
+{
+	return borrow_conn(sb, chan, false);
 }
 
 void sandbox_return_conn(capsule_sandbox *sb)

@@ -1,0 +1,49 @@
+"""capsule: sandboxes for untrusted code, from Python.
+
+    from capsule import Sandbox, SyncSandbox, Mount, Volume, NetworkMode, CapsuleError
+
+    async with Sandbox(image="host", memory="512M") as sb:
+        r = await sb.execute("echo hi")
+        print(r.stdout, r.exit_code)
+
+ctypes over libcapsule.so, no other dependency. The library is found through $CAPSULE_LIB,
+then ../../build/libcapsule.so from this package in a source tree, then the installed one.
+See docs/python.md.
+"""
+from .errors import (CapsuleError, InvalidArgument, NotFound, ImageNotFound, AlreadyExists, PermissionDenied,
+                     QuotaExceeded, Timeout, SandboxNotRunning, MountError, Busy, UnsupportedFeature)
+from .types import Mount, MountHandle, NetworkMode, PortForward, ExecResult, FsEntry
+from .sandbox import Sandbox, SyncSandbox
+from ._process import Process, SyncProcess
+from .volume import Volume, VolumeFs
+from . import _lib
+
+__version__ = "0.1.0"
+
+
+def home():
+    """Where capsule keeps its state: $CAPSULE_HOME, else /var/lib/capsule for root."""
+    return _lib.lib.capsule_home().decode()
+
+
+def doctor():
+    """What this host supports (a dict): user namespaces, cgroups, seccomp, overlay..."""
+    import ctypes
+    import json
+    out = ctypes.c_void_p()
+    _lib.call(_lib.lib.capsule_doctor_json, ctypes.byref(out), op="doctor")
+    try:
+        return json.loads(ctypes.string_at(out.value).decode())
+    finally:
+        _lib.free(out.value)
+
+
+def remove(name, force=False):
+    """Remove the sandbox NAME (force: stop it first if running)."""
+    _lib.call(_lib.lib.capsule_sandbox_remove, _lib.enc(name, "name"), bool(force), op="remove")
+
+
+__all__ = ["Sandbox", "SyncSandbox", "Process", "SyncProcess", "Mount", "MountHandle", "NetworkMode", "PortForward",
+           "ExecResult", "FsEntry", "Volume", "VolumeFs", "CapsuleError", "InvalidArgument", "NotFound",
+           "ImageNotFound", "AlreadyExists", "PermissionDenied", "QuotaExceeded", "Timeout", "SandboxNotRunning",
+           "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove"]

@@ -1,0 +1,630 @@
+"""Sandbox (async) and SyncSandbox (blocking): configuration, lifecycle, commands, mounts."""
+import asyncio
+import ctypes
+import errno as _errno
+import json
+import os
+import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+
+from . import errors
+from . import _process
+from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, free, parse_size
+from ._lib import MOUNT_RO, MOUNT_ALLOW_SENSITIVE, ISOLATION_CONTAINER, ISOLATION_VM, ExecResult as _CExecResult
+from .types import Mount, MountHandle, NetworkMode, PortForward, ExecResult, check_mount_type
+from .fs import SyncFs, AsyncFs
+
+DEFAULT_BOOT_TIMEOUT = 10.0
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+class _Handle:
+    """The C sandbox handle, shared by its sandbox object and the operations in flight.
+
+    The handle is freed (for an ephemeral sandbox: the sandbox ended) when it is closed and no
+    operation uses it any more, so a stop() while another task's command still reads its
+    output cannot free memory under that command."""
+
+    def __init__(self, ptr):
+        self.ptr = ptr
+        self.users = 0
+        self.closing = False
+        self.lock = threading.Lock()
+
+    def acquire(self):
+        with self.lock:
+            if self.ptr is None or self.closing:
+                raise errors.SandboxNotRunning("the sandbox is not running (stopped, or never started)",
+                                               _errno.ESHUTDOWN)
+            self.users += 1
+            return self.ptr
+
+    def release(self):
+        with self.lock:
+            self.users -= 1
+            ptr = self._take_if_done()
+        if ptr:
+            lib.capsule_sandbox_free(ptr)
+
+    def close(self):
+        with self.lock:
+            self.closing = True
+            ptr = self._take_if_done()
+        if ptr:
+            lib.capsule_sandbox_free(ptr)
+
+    def end(self):
+        """Garbage collection or exit: end the sandbox now. With no operation in flight the
+        handle is freed (which ends an ephemeral sandbox); with some (a spawned process still
+        pumping output), the sandbox is stopped at once instead, and the handle is freed
+        when the last of them lets go."""
+        with self.lock:
+            self.closing = True
+            ptr = self._take_if_done()
+            if ptr is None and self.ptr is not None:
+                self.users += 1
+                stop = self.ptr
+            else:
+                stop = None
+        if ptr:
+            lib.capsule_sandbox_free(ptr)
+        if stop:
+            try:
+                lib.capsule_sandbox_stop(stop, 0, None)
+            finally:
+                self.release()
+
+    def _take_if_done(self):
+        if self.closing and self.users == 0 and self.ptr is not None:
+            ptr, self.ptr = self.ptr, None
+            return ptr
+        return None
+
+
+def _setter(cfg, fn, *args, op="config"):
+    err = Error()
+    check(fn(cfg, *args, byref(err)), err, op)
+
+
+def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
+                  network_mode, port_forwards, save, boot_timeout):
+    """A capsule_config from the keyword arguments; every value is checked here, by the
+    library's setters, so a bad one raises before anything starts."""
+    mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
+    if mode is NetworkMode.FULL:
+        raise errors.UnsupportedFeature(
+            "network_mode FULL is not in capsule yet: sandboxes have loopback only (NetworkMode.NONE); "
+            "outside network access comes with its own issue", _errno.EOPNOTSUPP, "config")
+    if port_forwards:
+        for pf in port_forwards:
+            if not isinstance(pf, PortForward):
+                raise errors.InvalidArgument(f"port_forwards: expected PortForward items, got {pf!r}",
+                                             _errno.EINVAL, "config")
+        raise errors.UnsupportedFeature(
+            "port_forwards are not in capsule yet: sandboxes have loopback only; "
+            "port forwarding comes with the network issue", _errno.EOPNOTSUPP, "config")
+    if save is not None:
+        raise errors.UnsupportedFeature(
+            f"save={save!r} is not in capsule yet: saving a sandbox's state as an image comes with its own "
+            "issue; keep files in a named volume (Mount.volume) to outlive the sandbox", _errno.EOPNOTSUPP, "config")
+
+    err = Error()
+    p = c_void_p()
+    check(lib.capsule_config_new(byref(p), byref(err)), err, "config")
+    cfg = p.value
+    try:
+        if name is not None:
+            _setter(cfg, lib.capsule_config_set_name, enc(name, "name"))
+        if image is not None:
+            _setter(cfg, lib.capsule_config_set_image, enc(image, "image"))
+        if isolation is not None:
+            iso = {"container": ISOLATION_CONTAINER, "vm": ISOLATION_VM}.get(str(isolation).lower())
+            if iso is None:
+                raise errors.InvalidArgument(f"unknown isolation {isolation!r} (use 'container' or 'vm')",
+                                             _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_isolation, iso)
+        if memory is not None:
+            if isinstance(memory, int) and not isinstance(memory, bool):
+                _setter(cfg, lib.capsule_config_set_memory_bytes, memory)
+            else:
+                _setter(cfg, lib.capsule_config_set_memory, enc(str(memory), "memory"))
+        if cpus is not None:
+            if isinstance(cpus, bool):
+                raise errors.InvalidArgument(f"invalid cpus {cpus!r}", _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_cpus, enc(str(cpus), "cpus"))
+        if pids_limit is not None:
+            if isinstance(pids_limit, bool) or not isinstance(pids_limit, int) or not 0 <= pids_limit < 1 << 32:
+                raise errors.InvalidArgument(f"invalid pids_limit {pids_limit!r}", _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_pids_limit, pids_limit)
+        if hostname is not None:
+            _setter(cfg, lib.capsule_config_set_hostname, enc(hostname, "hostname"))
+        if env:
+            items = [f"{k}={v}" for k, v in env.items()] if isinstance(env, dict) else list(env)
+            for kv in items:
+                _setter(cfg, lib.capsule_config_add_env, enc(kv, "environment entry"))
+        for m in mounts or ():
+            if not isinstance(m, Mount):
+                raise errors.InvalidArgument(f"mounts: expected Mount items, got {m!r}", _errno.EINVAL, "config")
+            _add_mount(cfg, m)
+        if volumes:
+            if not isinstance(volumes, dict):
+                raise errors.InvalidArgument("volumes: expected a dict such as "
+                                             "{'/host/dir': {'bind': '/guest/dir', 'mode': 'rw'}}",
+                                             _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_add_volumes_json, enc(json.dumps(volumes), "volumes"))
+        if boot_timeout is not None:
+            if isinstance(boot_timeout, bool) or not isinstance(boot_timeout, (int, float)) or boot_timeout <= 0 \
+                    or boot_timeout * 1000 >= 1 << 32:
+                raise errors.InvalidArgument(f"invalid boot_timeout {boot_timeout!r}: expected seconds > 0",
+                                             _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(boot_timeout * 1000))
+    except BaseException:
+        lib.capsule_config_free(cfg)
+        raise
+    return cfg
+
+
+def _add_mount(cfg, m):
+    check_mount_type(m.type)
+    if m.type == "tmpfs":
+        size = parse_size(m.size, "tmpfs size") if m.size is not None else 0
+        if m.size is not None and size == 0:
+            raise errors.InvalidArgument(f"tmpfs at '{m.guest_path}': size must be greater than 0",
+                                         _errno.EINVAL, "config")
+        _setter(cfg, lib.capsule_config_add_tmpfs, enc(m.guest_path, "guest path"), size, m.mode or 0)
+    elif m.type == "volume":
+        _setter(cfg, lib.capsule_config_add_volume, enc(m.volume_name, "volume name"),
+                enc(m.guest_path, "guest path"), bool(m.readonly))
+    elif m.transform:
+        _setter(cfg, lib.capsule_config_add_bind_transform, enc(m.host_path, "host path"),
+                enc(m.guest_path, "guest path"), bool(m.readonly), enc(m.transform, "transform plugin"),
+                enc(m.transform_config, "transform config"))
+    else:
+        if m.host_path is None:
+            raise errors.InvalidArgument(f"mount at '{m.guest_path}': no host path", _errno.EINVAL, "config")
+        _setter(cfg, lib.capsule_config_add_bind, enc(m.host_path, "host path"), enc(m.guest_path, "guest path"),
+                bool(m.readonly), False)
+
+
+def _mounts_from_json(text):
+    out = []
+    for o in json.loads(text):
+        out.append(MountHandle(o.get("kind"), o.get("host_path"), o.get("guest_path"), bool(o.get("readonly")),
+                               o.get("handle"), bool(o.get("hot"))))
+    return out
+
+
+class _Core:
+    """What SyncSandbox and Sandbox share: the configuration, the handle, and the blocking
+    implementation of every call (Sandbox runs these in threads)."""
+
+    def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
+                 env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
+                 port_forwards=None, save=None, boot_timeout=None, progress_callback=None):
+        self._cfg_box = {}
+        self._handle = None
+        self._name = name
+        self._isolation = "container" if isolation is None else str(isolation).lower()
+        self._network_mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
+        self._boot_timeout = float(boot_timeout) if boot_timeout else DEFAULT_BOOT_TIMEOUT
+        self._progress = progress_callback
+        self._mounts_cache = []
+        self._started = False
+        self._state_lock = threading.Lock()
+        cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
+                            network_mode, port_forwards, save, boot_timeout)
+        self._cfg_box["cfg"] = cfg
+        self._finalizer = None
+        weakref.finalize(self, _finalize_config, self._cfg_box)
+
+    # ---- lifecycle (blocking) ----
+
+    def _start_blocking(self, progress_dispatch=None):
+        with self._state_lock:
+            if self._started:
+                raise errors.AlreadyExists("the sandbox was started already (a Sandbox object starts once)",
+                                           _errno.EEXIST, "create")
+            self._started = True
+        cfg = self._cfg_box.get("cfg")
+        cb_keep = None
+        if self._progress is not None:
+            user_cb = self._progress
+            dispatch = progress_dispatch or (lambda f, *a: f(*a))
+
+            def on_progress(stage, cur, tot, _payload):
+                dispatch(user_cb, stage.decode(errors="replace") if stage else "", int(cur), int(tot))
+            cb_keep = PROGRESS_FN(on_progress)
+            _setter(cfg, lib.capsule_config_set_progress, cb_keep, None)
+        p = c_void_p()
+        err = Error()
+        try:
+            rc = lib.capsule_sandbox_create(byref(p), cfg, byref(err))
+            check(rc, err, "create")
+        except BaseException:
+            with self._state_lock:
+                self._started = False
+            raise
+        finally:
+            if cb_keep is not None:
+                lib.capsule_config_set_progress(cfg, ctypes.cast(None, PROGRESS_FN), None, None)
+        self._handle = _Handle(p.value)
+        self._name = lib.capsule_sandbox_name(p.value).decode()
+        # At garbage collection or interpreter exit: end the sandbox (see _Handle.end).
+        self._finalizer = weakref.finalize(self, self._handle.end)
+        try:
+            self._refresh_mounts()
+        except errors.CapsuleError:
+            pass
+
+    def _stop_blocking(self, timeout):
+        h = self._handle
+        if h is None or h.closing:
+            return
+        ms = int(max(0, DEFAULT_STOP_TIMEOUT if timeout is None else timeout) * 1000)
+        ptr = h.acquire()
+        err = Error()
+        try:
+            rc = lib.capsule_sandbox_stop(ptr, ms, byref(err))
+        finally:
+            h.release()
+        h.close()
+        check(rc, err, "stop")
+
+    def _use(self):
+        if self._handle is None:
+            raise errors.SandboxNotRunning("the sandbox is not started: call start() or use it in a with block",
+                                           _errno.ENOTCONN)
+        return self._handle.acquire()
+
+    def _call(self, fn, *args, op):
+        ptr = self._use()
+        try:
+            return call(fn, ptr, *args, op=op)
+        finally:
+            self._handle.release()
+
+    # ---- properties ----
+
+    @property
+    def name(self):
+        """The sandbox's name (generated at start when none was given)."""
+        return self._name
+
+    @property
+    def is_running(self):
+        h = self._handle
+        if h is None or h.ptr is None or h.closing:
+            return False
+        try:
+            ptr = h.acquire()
+        except errors.SandboxNotRunning:
+            return False
+        try:
+            return bool(lib.capsule_sandbox_is_running(ptr))
+        finally:
+            h.release()
+
+    @property
+    def isolation(self):
+        return self._isolation
+
+    @property
+    def network_mode(self):
+        return self._network_mode
+
+    @property
+    def boot_timeout(self):
+        """The boot timeout in effect, in seconds."""
+        return self._boot_timeout
+
+    @property
+    def accelerator(self):
+        """The VM accelerator; None for container isolation, which uses none."""
+        return None
+
+    @property
+    def vnc_port(self):
+        """A VNC port for a VM's display; None: containers have no display."""
+        return None
+
+    def inspect(self):
+        """A dict of what the sandbox is (name, state, image, pids, limits, times)."""
+        info = SandboxInfo()
+        self._call(lib.capsule_sandbox_inspect, byref(info), op="inspect")
+        return {"name": info.name.decode(), "state": info.state.decode(), "image": info.image.decode(),
+                "isolation": "vm" if info.isolation == ISOLATION_VM else "container", "detached": info.detached,
+                "shim_pid": info.shim_pid, "init_pid": info.init_pid, "memory_bytes": info.memory_bytes,
+                "cpus": info.cpus_milli / 1000, "pids_limit": info.pids_limit, "created": info.created_unix,
+                "started": info.started_unix, "hostname": info.hostname.decode()}
+
+    # ---- mounts (blocking) ----
+
+    def _mount_blocking(self, host_path, guest_path, readonly, type, allow_sensitive):
+        check_mount_type(type)
+        flags = (MOUNT_RO if readonly else 0) | (MOUNT_ALLOW_SENSITIVE if allow_sensitive else 0)
+        out = c_void_p()
+        self._call(lib.capsule_mount, enc(host_path, "host path"), enc(guest_path, "guest path"), flags, byref(out),
+                   op="mount")
+        handle = ctypes.string_at(out.value).decode() if out.value else None
+        free(out.value)
+        mounts = self._refresh_mounts()
+        for m in mounts:
+            if m.handle == handle:
+                return m
+        return MountHandle("bind", os.fspath(host_path), os.fspath(guest_path), bool(readonly), handle, True)
+
+    def _unmount_blocking(self, handle):
+        if isinstance(handle, MountHandle):
+            key = handle.handle or handle.guest_path
+        else:
+            key = os.fspath(handle)
+        self._call(lib.capsule_unmount, enc(key, "mount"), op="mount")
+        self._refresh_mounts()
+
+    def _mounts_blocking(self):
+        out = c_void_p()
+        self._call(lib.capsule_mounts_json, byref(out), op="mount")
+        try:
+            return _mounts_from_json(ctypes.string_at(out.value).decode())
+        finally:
+            free(out.value)
+
+    def _refresh_mounts(self):
+        self._mounts_cache = self._mounts_blocking()
+        return self._mounts_cache
+
+    # ---- commands (blocking parts) ----
+
+    def _exec_blocking(self, cmd, timeout, cwd, env, stdin, user, max_output):
+        data = _process.stdin_bytes(stdin)
+        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user)
+        res = _CExecResult()
+        err = Error()
+        ptr = self._use()
+        try:
+            rc = lib.capsule_exec(byref(res), ptr, byref(opts), data, len(data) if data is not None else 0,
+                                  max_output, byref(err))
+        finally:
+            self._handle.release()
+        check(rc, err, "exec")
+        try:
+            out = ctypes.string_at(res.stdout_buf, res.stdout_len)
+            er = ctypes.string_at(res.stderr_buf, res.stderr_len)
+            st = res.status
+            r = ExecResult(out.decode("utf-8", "replace"), er.decode("utf-8", "replace"), st.exit_code, st.signal,
+                           bool(st.timed_out), out, er)
+        finally:
+            lib.capsule_exec_result_free(byref(res))
+        if r.timed_out:
+            e = errors.Timeout(f"command timed out after {timeout} s and was killed", _errno.ETIMEDOUT, "exec")
+            e.result = r
+            raise e
+        return r
+
+    def _start_process(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+        """Start a command; returns its Pump (non-blocking handle) holding one use of the
+        sandbox handle, which the caller gives back (release) once the pump is freed."""
+        data = _process.stdin_bytes(stdin)
+        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user,
+                                           stdin_open=data is not None)
+        ptr = self._use()
+        try:
+            p = _process.start(ptr, opts)
+        except BaseException:
+            self._handle.release()
+            raise
+        return _process.Pump(p, data, on_stdout, on_stderr, max_output)
+
+    def __repr__(self):
+        state = "running" if self.is_running else ("stopped" if self._handle else "not started")
+        return f"<capsule.{type(self).__name__} name={self._name!r} {state}>"
+
+
+def _finalize_config(cfg_box):
+    cfg = cfg_box.pop("cfg", None)
+    if cfg:
+        lib.capsule_config_free(cfg)
+
+
+class SyncSandbox(_Core):
+    """A sandbox driven by blocking calls: `with SyncSandbox(...) as sb: sb.execute("ls")`.
+
+    Every keyword of Sandbox is taken. Calls may come from many threads at once."""
+
+    def __init__(self, image="host", **kw):
+        super().__init__(image, **kw)
+        self.fs = SyncFs(self)
+
+    def start(self):
+        self._start_blocking()
+        return self
+
+    def stop(self, timeout=None):
+        """Stop the sandbox: SIGTERM to its processes, SIGKILL after TIMEOUT seconds (default
+        10; 0 kills at once). An ephemeral sandbox is removed by its stop."""
+        self._stop_blocking(timeout)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop(0 if exc[0] is not None else None)
+
+    def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
+                max_output=_process.DEFAULT_MAX_OUTPUT):
+        """Run CMD (a str runs as `sh -c CMD`; a list is the argv) to its end and return an
+        ExecResult. on_stdout/on_stderr get the output as it comes (str), on this thread.
+        TIMEOUT (seconds) kills the command and its process group and raises Timeout."""
+        if on_stdout is None and on_stderr is None:
+            return self._exec_blocking(cmd, timeout, cwd, env, stdin, user, max_output)
+        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        try:
+            _process.run_blocking(pump)
+        finally:
+            pump.free()
+            self._handle.release()
+        return pump.result()
+
+    def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None, timeout=None,
+              max_output=_process.DEFAULT_MAX_OUTPUT):
+        """Start CMD in the background; returns a SyncProcess (pid, wait(), kill())."""
+        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        return _process.SyncProcess(self, pump, self._handle.release)
+
+    def mount(self, host_path, guest_path, readonly=False, type=None, allow_sensitive=False):
+        """Bind HOST_PATH (absolute) at GUEST_PATH in the running sandbox; returns a MountHandle."""
+        return self._mount_blocking(host_path, guest_path, readonly, type, allow_sensitive)
+
+    def unmount(self, handle):
+        """Remove a hot mount: its MountHandle, handle string ("m1") or guest path."""
+        self._unmount_blocking(handle)
+
+    @property
+    def active_mounts(self):
+        """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
+        return self._refresh_mounts()
+
+
+# One thread pool per event loop for the library's blocking calls: the default executor has
+# min(32, cpus + 4) threads, and a few slow starts would then hold up every other call.
+_executors = weakref.WeakKeyDictionary()
+_executors_lock = threading.Lock()
+EXECUTOR_THREADS = 64
+
+
+def _executor(loop):
+    with _executors_lock:
+        ex = _executors.get(loop)
+        if ex is None:
+            ex = ThreadPoolExecutor(max_workers=EXECUTOR_THREADS, thread_name_prefix="capsule")
+            _executors[loop] = ex
+            weakref.finalize(loop, ex.shutdown, wait=False)
+        return ex
+
+
+async def _in_thread(fn, *args):
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor(loop), fn, *args)
+
+
+class Sandbox(_Core):
+    """A sandbox for asyncio code: `async with Sandbox(image="host") as sb: await sb.execute("ls")`.
+
+    The library's blocking calls run in a thread pool of the running loop, so the loop is never
+    blocked and many sandboxes can be driven from one loop; commands' output is read on the
+    loop itself (no thread is held while a command runs), and callbacks run on the loop.
+    """
+
+    def __init__(self, image="host", **kw):
+        super().__init__(image, **kw)
+        self.fs = AsyncFs(self)
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        dispatch = None
+        if self._progress is not None:
+            def dispatch(f, *a):
+                loop.call_soon_threadsafe(f, *a)
+        fut = loop.run_in_executor(_executor(loop), self._start_blocking, dispatch)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # The start goes on in its thread; stop what it made once it is done.
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() or self._handle.close())
+            raise
+        # Let the progress calls queued by the start thread run before we return.
+        await asyncio.sleep(0)
+        return self
+
+    async def stop(self, timeout=None):
+        """Stop the sandbox (see SyncSandbox.stop)."""
+        await _in_thread(self._stop_blocking, timeout)
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.stop(0 if exc[0] is not None else None)
+
+    def _start_process_nowait(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+        """The start without a thread: only the request is sent, on the handle's idle
+        connection. None when that connection is busy (the caller then starts in a thread)."""
+        data = _process.stdin_bytes(stdin)
+        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user,
+                                           stdin_open=data is not None)
+        ptr = self._use()
+        try:
+            p = _process.start_nowait(ptr, opts)
+        except BaseException:
+            self._handle.release()
+            raise
+        if p is None:
+            self._handle.release()
+            return None
+        return _process.Pump(p, data, on_stdout, on_stderr, max_output)
+
+    async def _spawn_driver(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+        loop = asyncio.get_running_loop()
+        # Most commands start with no thread at all: the request goes out on the sandbox's
+        # idle connection and the answer is read on the loop. A handoff to a thread and back
+        # cost more than the SDK's whole budget (10% of an exec) on a loaded machine.
+        pump = self._start_process_nowait(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        if pump is not None:
+            return _process.AsyncDriver(loop, pump, self._handle.release)
+        fut = loop.run_in_executor(_executor(loop), self._start_process, cmd, timeout, cwd, env, stdin, user,
+                                   on_stdout, on_stderr, max_output)
+        try:
+            pump = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # Cancelled while starting: the command is killed as soon as it has started.
+            def kill_started(f):
+                if not f.cancelled() and f.exception() is None:
+                    p = f.result()
+                    p.free()
+                    self._handle.release()
+            fut.add_done_callback(kill_started)
+            raise
+        return _process.AsyncDriver(loop, pump, self._handle.release)
+
+    async def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None,
+                      user=None, max_output=_process.DEFAULT_MAX_OUTPUT):
+        """Run CMD to its end and return an ExecResult (stdout, stderr, exit_code).
+
+        CMD: a str runs as `sh -c CMD`, a list is the argv. TIMEOUT in seconds kills the command
+        and its process group and raises Timeout (e.result has the output). on_stdout and
+        on_stderr are called on the loop with each piece of output (str) as it arrives; they
+        may be coroutine functions. Cancelling the call kills the command."""
+        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        return await driver.run()
+
+    async def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
+                    timeout=None, max_output=_process.DEFAULT_MAX_OUTPUT):
+        """Start CMD in the background: returns a Process (pid, await wait(), kill())."""
+        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        try:
+            await asyncio.shield(driver.started)
+        except asyncio.CancelledError:
+            driver.abandon()
+            raise
+        return _process.Process(self, driver)
+
+    async def mount(self, host_path, guest_path, readonly=False, type=None, allow_sensitive=False):
+        """Bind HOST_PATH (absolute) at GUEST_PATH in the running sandbox, no restart; returns a
+        MountHandle for unmount(). type="9p" is accepted (the same); "cifs" is refused."""
+        check_mount_type(type)
+        return await _in_thread(self._mount_blocking, host_path, guest_path, readonly, type, allow_sensitive)
+
+    async def unmount(self, handle):
+        """Remove a hot mount: its MountHandle, handle string ("m1") or guest path."""
+        await _in_thread(self._unmount_blocking, handle)
+
+    async def list_mounts(self):
+        """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
+        return await _in_thread(self._refresh_mounts)
+
+    @property
+    def active_mounts(self):
+        """The sandbox's mounts as of the last start, mount, unmount or list_mounts() through
+        this object (a property cannot wait without blocking the loop; list_mounts() asks)."""
+        return list(self._mounts_cache)

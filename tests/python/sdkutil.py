@@ -1,0 +1,71 @@
+"""Helpers of the Python SDK's tests (tests/python); the fixtures are in conftest.py.
+
+The library reads $CAPSULE_HOME once per process, so importing this module (conftest.py does,
+before any test module imports capsule) sets a private home before the package makes any
+call, and points $CAPSULE_LIB at the build tree's library.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("CAPSULE_BUILD", os.path.join(ROOT, "build"))
+CAPSULE = os.path.join(BUILD, "capsule")
+BINDINGS = os.path.join(ROOT, "bindings", "python")
+
+HOME = tempfile.mkdtemp(prefix="capsule-sdk-test-", dir="/var/tmp")
+os.chmod(HOME, 0o711)
+os.environ["CAPSULE_HOME"] = HOME
+os.environ["CAPSULE_LIB"] = os.path.join(BUILD, "libcapsule.so")
+os.environ.pop("CAPSULE_PROGRESS", None)
+if BINDINGS not in sys.path:
+    sys.path.insert(0, BINDINGS)
+
+
+def sdk_env(home=HOME, extra=None):
+    """The environment for a Python subprocess that uses the SDK against HOME."""
+    env = dict(os.environ)
+    env["CAPSULE_HOME"] = home
+    env["CAPSULE_LIB"] = os.path.join(BUILD, "libcapsule.so")
+    env["PYTHONPATH"] = BINDINGS + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def clean_home(home):
+    """Remove every sandbox and volume under HOME by name, then HOME itself."""
+    env = dict(os.environ, CAPSULE_HOME=home)
+    run = os.path.join(home, "run")
+    if os.path.isdir(run):
+        for name in os.listdir(run):
+            subprocess.run([CAPSULE, "rm", "-f", name], env=env, capture_output=True, timeout=60)
+    vols = os.path.join(home, "volumes")
+    if os.path.isdir(vols):
+        for name in os.listdir(vols):
+            if not name.startswith("."):
+                subprocess.run([CAPSULE, "volume", "rm", name], env=env, capture_output=True, timeout=60)
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def run_entries():
+    d = os.path.join(HOME, "run")
+    return set(os.listdir(d)) if os.path.isdir(d) else set()
+
+
+def pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is gone for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
