@@ -8,16 +8,10 @@
 
 #include <capsule.h>
 
+#include "check.h"
+
 static capsule_sandbox *sb;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
-			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			exit(1);                           \
-		}                                          \
-	} while (0)
 
 static void run_echo(const char *word)
 {

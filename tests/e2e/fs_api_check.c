@@ -12,16 +12,10 @@
 
 #include <capsule.h>
 
+#include "check.h"
+
 static capsule_sandbox *sb;
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
-			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			exit(1);                           \
-		}                                          \
-	} while (0)
 
 #define STREAM_BYTES (64u << 20)
 

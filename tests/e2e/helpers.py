@@ -111,3 +111,20 @@ def assert_cat_sees_eof_without_i(capsule, *args):
     p.stderr.close()
     assert rc == 0, err
     assert out == b""
+
+
+def children_named(ppid, comm):
+    """pids of the processes named COMM whose parent is PPID (from /proc, racing exits)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        if name == comm and int(stat[stat.rindex(")") + 2:].split()[1]) == ppid:
+            out.append(int(entry))
+    return out

@@ -8,14 +8,8 @@
 
 #include <capsule.h>
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
-			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			exit(1);                           \
-		}                                          \
-	} while (0)
+#include "check.h"
+
 
 static const char *dir;
 

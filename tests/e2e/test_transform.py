@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from .helpers import assert_capsule_error, run_dir, wait_until
+from .helpers import assert_capsule_error, children_named, run_dir, wait_until
 
 KEY = "s3cret-key"
 MASK = (1 << 64) - 1
@@ -67,20 +67,7 @@ def sh(capsule, name, script, input=None, check=True):
 
 def fuse_servers(shim_pid):
     """pids of the capsule-fuse children of a shim."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if comm == "capsule-fuse" and ppid == shim_pid:
-            out.append(int(entry))
-    return out
+    return children_named(shim_pid, "capsule-fuse")
 
 
 def test_a_file_written_inside_is_stored_transformed_and_reads_back_clear(capsule, hostdir, plugin):

@@ -7,14 +7,8 @@
 
 #include <capsule.h>
 
-#define CHECK(cond, ...)                                   \
-	do {                                               \
-		if (!(cond)) {                             \
-			fprintf(stderr, "FAIL: " __VA_ARGS__); \
-			fputc('\n', stderr);               \
-			exit(1);                           \
-		}                                          \
-	} while (0)
+#include "check.h"
+
 
 int main(int argc, char **argv)
 {

@@ -14,6 +14,13 @@ _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 Capsule = _root.Capsule
 
+# The end-to-end suite's helpers: what the host sees of a sandbox.
+_HELPERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "helpers.py")
+_hspec = importlib.util.spec_from_file_location("capsule_tests_e2e_helpers", _HELPERS)
+_helpers = importlib.util.module_from_spec(_hspec)
+_hspec.loader.exec_module(_helpers)
+children_named = _helpers.children_named
+
 # Sandbox root maps to this host uid (docs: 65536 ids from 1000000000).
 HOST_UID_BASE = 1000000000
 

@@ -8,7 +8,7 @@ import tempfile
 import uuid
 
 import pytest
-from secutil import wait_until
+from secutil import children_named, wait_until
 
 
 @pytest.fixture
@@ -75,18 +75,7 @@ def test_set_id_bits_and_device_nodes_do_not_reach_the_host(capsule, tree, plugi
 
 
 def fuse_children(shim_pid):
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                s = f.read()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if s[s.index("(") + 1:s.rindex(")")] == "capsule-fuse" and int(s[s.rindex(")") + 2:].split()[1]) == shim_pid:
-            out.append(int(entry))
-    return out
+    return children_named(shim_pid, "capsule-fuse")
 
 
 def test_a_crashing_plugin_fails_io_without_hanging_the_sandbox_or_its_stop(capsule, tree):
