@@ -12,7 +12,6 @@
 
 static capsule_sandbox *sb;
 
-
 static void run_echo(const char *word)
 {
 	const char *argv[] = { "echo", word, NULL };

@@ -16,7 +16,6 @@
 
 static capsule_sandbox *sb;
 
-
 #define STREAM_BYTES (64u << 20)
 
 /* The byte at OFFSET of the test pattern: depends on the offset, so a dropped, repeated or

@@ -10,7 +10,6 @@
 
 #include "check.h"
 
-
 static const char *dir;
 
 static void expect_fail(int r, int code, const char *needle, const capsule_error *err, const char *what)

@@ -9,7 +9,6 @@
 
 #include "check.h"
 
-
 int main(int argc, char **argv)
 {
 	CHECK(argc == 3, "usage: transform_api_check HOSTDIR PLUGIN");

@@ -12,7 +12,6 @@
 
 #include "check.h"
 
-
 int main(int argc, char **argv)
 {
 	CHECK(argc == 2, "usage: volume_api_check PREFIX");
