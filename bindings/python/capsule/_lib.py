@@ -285,6 +285,14 @@ def free(ptr):
     _libc.free(ptr)
 
 
+def take_bytes(ptr, n):
+    """The N bytes of a buffer the library malloc'd, as bytes; the buffer is freed."""
+    try:
+        return ctypes.string_at(ptr, n) if n else b""
+    finally:
+        free(ptr)
+
+
 _libc = ctypes.CDLL(None)
 _libc.free.argtypes = [c_void_p]
 _libc.free.restype = None

@@ -10,7 +10,7 @@ import errno as _errno
 import os
 
 from . import errors
-from ._lib import (lib, Error, FsEntry as _CEntry, enc, check, byref, c_void_p, c_size_t, free, POINTER,
+from ._lib import (lib, Error, FsEntry as _CEntry, enc, check, byref, c_void_p, c_size_t, free, take_bytes, POINTER,
                    FS_PARENTS, FS_RECURSIVE, FS_FORCE, FS_NOREPLACE)
 from .types import FsEntry, KINDS
 
@@ -138,10 +138,7 @@ class SyncFs:
         out = c_void_p()
         n = c_size_t()
         self._call(lib.capsule_fs_read, enc(path), byref(out), byref(n), max_bytes)
-        try:
-            return ctypes.string_at(out.value, n.value) if n.value else b""
-        finally:
-            free(out.value)
+        return take_bytes(out.value, n.value)
 
     def read_text(self, path, encoding="utf-8", errors="strict"):
         return self.read(path).decode(encoding, errors)

@@ -402,18 +402,23 @@ class _Core:
             raise e
         return r
 
-    def _start_process(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+    def _start_process(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output,
+                       start=_process.start):
         """Start a command; returns its Pump (non-blocking handle) holding one use of the
-        sandbox handle, which the caller gives back (release) once the pump is freed."""
+        sandbox handle, which the caller gives back (release) once the pump is freed. With
+        START=_process.start_nowait, None when that cannot start without waiting."""
         data = _process.stdin_bytes(stdin)
         opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user,
                                            stdin_open=data is not None)
         ptr = self._use()
         try:
-            p = _process.start(ptr, opts)
+            p = start(ptr, opts)
         except BaseException:
             self._handle.release()
             raise
+        if p is None:
+            self._handle.release()
+            return None
         return _process.Pump(p, data, on_stdout, on_stderr, max_output)
 
     def __repr__(self):
@@ -550,19 +555,8 @@ class Sandbox(_Core):
     def _start_process_nowait(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
         """The start without a thread: only the request is sent, on the handle's idle
         connection. None when that connection is busy (the caller then starts in a thread)."""
-        data = _process.stdin_bytes(stdin)
-        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user,
-                                           stdin_open=data is not None)
-        ptr = self._use()
-        try:
-            p = _process.start_nowait(ptr, opts)
-        except BaseException:
-            self._handle.release()
-            raise
-        if p is None:
-            self._handle.release()
-            return None
-        return _process.Pump(p, data, on_stdout, on_stderr, max_output)
+        return self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output,
+                                   start=_process.start_nowait)
 
     async def _spawn_driver(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
         loop = asyncio.get_running_loop()

@@ -3,7 +3,7 @@ writable from the host with no sandbox running. Volumes need root (loop devices,
 import ctypes
 from dataclasses import dataclass
 
-from ._lib import lib, VolumeInfo, enc, call, byref, c_void_p, c_size_t, free, POINTER, parse_size
+from ._lib import lib, VolumeInfo, enc, call, byref, c_void_p, c_size_t, free, take_bytes, POINTER, parse_size
 
 MAX_READ = 1 << 30
 
@@ -38,10 +38,7 @@ class VolumeFs:
         out = c_void_p()
         n = c_size_t()
         call(lib.capsule_volume_read, byref(out), byref(n), self._name, enc(path), max_bytes, op="volume")
-        try:
-            return ctypes.string_at(out.value, n.value) if n.value else b""
-        finally:
-            free(out.value)
+        return take_bytes(out.value, n.value)
 
     def read_text(self, path, encoding="utf-8", errors="strict"):
         return self.read(path).decode(encoding, errors)
