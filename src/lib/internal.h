@@ -28,6 +28,9 @@ struct tmpfs_mount {
 };
 
 #define CAPSULE_MAX_BINDS 32
+/* Read-only layers below a sandbox's own (an image's, a save's): overlayfs takes up to 500, and
+ * each is one more mount the shim makes at start. */
+#define CAPSULE_MAX_LAYERS 128
 
 struct bind_mount {
 	char *source; /* absolute host path, as given; or a volume's name */
@@ -57,6 +60,13 @@ struct capsule_config {
 	size_t ntmpfs;
 	struct bind_mount binds[CAPSULE_MAX_BINDS];
 	size_t nbinds;
+	/* Host folders of read-only layers, bottom first (an OCI manifest's order), whose files
+	 * carry the image's own ids; in overlayfs's format (0:0 character-device whiteouts,
+	 * user.overlay.opaque). With base_none they are the whole root; otherwise they lie on top
+	 * of the "host" image. */
+	char *layers[CAPSULE_MAX_LAYERS];
+	size_t nlayers;
+	bool base_none;
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;
@@ -68,6 +78,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 /* Read and parse the "config" file in the sandbox folder DIRFD. */
 int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
+/* Put the layer folder PATH (absolute) on top of CFG's layers. */
+int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
 
 /* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped

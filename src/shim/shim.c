@@ -962,6 +962,40 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 	return 0;
 }
 
+static void close_layer_trees(int *trees, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(trees[i]);
+}
+
+/* Each layer folder becomes a read-only, nosuid, nodev detached clone (container.c idmaps it
+ * and attaches it below FS/l/), and gets its empty mount point FS/l/<i>, owned by the
+ * sandbox's root, which does the attaching. */
+static int open_layer_trees(int *trees, uid_t ub, gid_t gb, capsule_error *err)
+{
+	if (!S.cfg.nlayers)
+		return 0;
+	if ((mkdirat(S.run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, "fs/l", ub, gb, 0) < 0)
+		return cap_err(err, errno, "mkdir 'fs/l'");
+	for (size_t i = 0; i < S.cfg.nlayers; i++) {
+		char at[32];
+		snprintf(at, sizeof(at), "fs/l/%zu", i);
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+		int r = 0;
+		if ((mkdirat(S.run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, at, ub, gb, 0) < 0)
+			r = cap_err(err, errno, "mkdir '%s'", at);
+		else if ((trees[i] = sys_open_tree(AT_FDCWD, S.cfg.layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
+			r = cap_err(err, errno, "image layer '%s'", S.cfg.layers[i]);
+		else if (sys_mount_setattr(trees[i], "", AT_EMPTY_PATH, &a) < 0)
+			r = cap_err(err, errno, "preparing image layer '%s'", S.cfg.layers[i]);
+		if (r < 0) {
+			close_layer_trees(trees, i + (trees[i] >= 0));
+			return r;
+		}
+	}
+	return 0;
+}
+
 static int start_sandbox(capsule_error *err)
 {
 	int r;
@@ -984,10 +1018,9 @@ static int start_sandbox(capsule_error *err)
 	bool rootless;
 	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
 
+	/* The library resolved the image to layers; "host" with no layers is the host image. */
 	_cleanup_free_ char *lower = NULL;
-	if (strcmp(S.cfg.image, "host") != 0)
-		return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", S.cfg.image);
-	if ((r = image_host_lower(ub, gb, &lower, err)) < 0)
+	if (!S.cfg.base_none && (r = image_host_lower(ub, gb, &lower, err)) < 0)
 		return r;
 
 	/* The upper folder is the sandbox's "/" as overlayfs shows it: its mode is the root's. */
@@ -1016,13 +1049,19 @@ static int start_sandbox(capsule_error *err)
 	if ((r = make_agent_memfd(&memfd, err)) < 0)
 		return r;
 	progress("memfd");
+	int layer_trees[CAPSULE_MAX_LAYERS];
+	if ((r = open_layer_trees(layer_trees, ub, gb, err)) < 0)
+		return r;
 	struct container_bind binds[CAPSULE_MAX_BINDS];
 	size_t nbinds = 0;
-	if ((r = open_bind_trees(binds, &nbinds, err)) < 0)
+	if ((r = open_bind_trees(binds, &nbinds, err)) < 0) {
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return r;
+	}
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		close_bind_trees(binds, nbinds);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return cap_err(err, errno, "socketpair");
 	}
 
@@ -1033,7 +1072,7 @@ static int start_sandbox(capsule_error *err)
 		.hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name,
 		.lowerdir = lower,
 		.fsdir = fsdir,
-		.host_image = true,
+		.host_image = !S.cfg.base_none,
 		.agent_memfd = memfd,
 		.agent_sock = sp[1],
 		.uid_base = ub,
@@ -1044,11 +1083,14 @@ static int start_sandbox(capsule_error *err)
 		.ntmpfs = S.cfg.ntmpfs,
 		.binds = binds,
 		.nbinds = nbinds,
+		.layer_trees = layer_trees,
+		.nlayers = S.cfg.nlayers,
 	};
 	progress("namespaces");
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);
 	close(sp[1]);
 	close_bind_trees(binds, nbinds);
+	close_layer_trees(layer_trees, S.cfg.nlayers);
 	if (r < 0) {
 		close(sp[0]);
 		return r;
