@@ -433,6 +433,32 @@ CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
  * accept and refuse exactly what the CLI does, with the same message. */
 CAPSULE_API int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err);
 
+/* ---- saves ---------------------------------------------------------------------------- */
+
+/* Save the sandbox's filesystem as save NAME when it stops (also when an ephemeral sandbox
+ * ends because its creator went away). NULL or "" = ephemeral (the default): nothing
+ * survives the stop. A save is started from with capsule_config_set_image(cfg, NAME). */
+CAPSULE_API int capsule_config_set_save(capsule_config *cfg, const char *name, capsule_error *err);
+/* Save the sandbox's filesystem now as save NAME (replacing a save of that name unless
+ * another save or a sandbox depends on it). A running sandbox's processes are frozen for the
+ * copy, then go on. */
+CAPSULE_API int capsule_save(capsule_sandbox *sb, const char *name, capsule_error *err);
+/* Keep the sandbox's filesystem as checkpoint NAME, for as long as the sandbox exists. */
+CAPSULE_API int capsule_checkpoint(capsule_sandbox *sb, const char *name, capsule_error *err);
+/* Put the sandbox's filesystem back to checkpoint NAME. A running sandbox restarts: every
+ * process in it is killed (commands in flight end with 137), hot mounts are dropped, and it
+ * comes back from its boot-time configuration; its name and handles stay valid. */
+CAPSULE_API int capsule_revert(capsule_sandbox *sb, const char *name, capsule_error *err);
+/* A new named sandbox NEW_NAME (detached: it runs until stopped) from SB's configuration and
+ * current filesystem; SB goes on. *OUT (if not NULL) gets its handle. */
+CAPSULE_API int capsule_fork(capsule_sandbox *sb, const char *new_name, capsule_sandbox **out, capsule_error *err);
+/* Every save as a JSON array (malloc'd) of objects: name, parent, parent_kind ("host", "save",
+ * "image"), created, size (bytes of its own layer), files, chain (from the image up to this
+ * save), chain_size. */
+CAPSULE_API int capsule_saves_json(char **out_json, capsule_error *err);
+/* Remove save NAME; refused (EBUSY) while another save is on top of it or a sandbox uses it. */
+CAPSULE_API int capsule_save_remove(const char *name, capsule_error *err);
+
 #ifdef __cplusplus
 }
 #endif

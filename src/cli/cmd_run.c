@@ -39,7 +39,7 @@ struct sandbox_cli {
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_SAVE,
 };
 
 static const struct option sandbox_options[] = {
@@ -63,6 +63,7 @@ static const struct option sandbox_options[] = {
 	{ "volume", required_argument, NULL, 'v' },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
 	{ "transform", required_argument, NULL, OPT_TRANSFORM },
+	{ "save", required_argument, NULL, OPT_SAVE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
 };
@@ -89,7 +90,9 @@ static void run_help(const char *verb)
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
 		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n"
-		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n");
+		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n"
+		       "  --save NAME          save the filesystem as NAME when the sandbox stops\n"
+		       "                       (start from it with --image NAME)\n");
 	if (strcmp(verb, "create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
@@ -251,6 +254,11 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (sbc->ntransforms >= ARRAY_SIZE(sbc->transforms))
 			return cli_failf("too many --transform options");
 		sbc->transforms[sbc->ntransforms++] = optarg;
+		break;
+	case OPT_SAVE:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--save'");
+		r = capsule_config_set_save(sbc->cfg, optarg, &err);
 		break;
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
@@ -513,8 +521,12 @@ int cmd_run(int argc, char **argv)
 	if (ec.detach)
 		printf("%s\n", capsule_sandbox_name(sb));
 	int code = run_command(sb, &ec, argv + optind);
-	if (!ec.detach)
-		capsule_sandbox_stop(sb, 0, NULL);
+	/* The stop is where --save happens: its failure is this command's. */
+	if (!ec.detach && capsule_sandbox_stop(sb, 0, &err) < 0) {
+		cli_fail(&err);
+		if (code == 0)
+			code = EXIT_CAPSULE;
+	}
 	capsule_sandbox_free(sb);
 	exec_cli_free(&ec);
 	return code;

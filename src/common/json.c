@@ -822,3 +822,17 @@ int json_array_each(const char *text, size_t len, size_t max_elements, json_memb
 {
 	return walk_container(text, len, false, max_elements, fn, payload);
 }
+
+int json_string_value(const char *text, size_t len, char **out)
+{
+	/* The reader finds values by key: give this one a key. */
+	char *wrapped = malloc(len + 8);
+	if (!wrapped)
+		return -ENOMEM;
+	memcpy(wrapped, "{\"v\":", 5);
+	memcpy(wrapped + 5, text, len);
+	wrapped[len + 5] = '}';
+	int r = json_get_string(wrapped, len + 6, "v", out);
+	free(wrapped);
+	return r;
+}

@@ -80,4 +80,7 @@ int json_object_each(const char *text, size_t len, size_t max_members, json_memb
 /* The same for the elements of the JSON array TEXT[0..LEN); FN gets NAME NULL. */
 int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload);
 
+/* The JSON string TEXT[0..LEN) (an element json_array_each gave), unescaped, malloc'd. */
+int json_string_value(const char *text, size_t len, char **out);
+
 #endif

@@ -52,7 +52,7 @@ bool cp_type_known(uint16_t type)
 	case CP_HELLO: case CP_ERROR: case CP_OK:
 	case CP_EXEC: case CP_STARTED: case CP_DATA: case CP_CREDIT: case CP_EXIT: case CP_SIGNAL: case CP_RESIZE:
 	case CP_STOP: case CP_INIT: case CP_SHUTDOWN: case CP_FS:
-	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
+	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS: case CP_SAVE:
 		return true;
 	}
 	return false;
@@ -78,6 +78,7 @@ const char *cp_type_name(uint16_t type)
 	case CP_MOUNT: return "MOUNT";
 	case CP_UNMOUNT: return "UNMOUNT";
 	case CP_MOUNTS: return "MOUNTS";
+	case CP_SAVE: return "SAVE";
 	}
 	return "UNKNOWN";
 }
@@ -682,6 +683,42 @@ void cp_unmount_free(struct cp_unmount *m)
 {
 	free(m->target);
 	m->target = NULL;
+}
+
+int cp_save_encode(struct cp_writer *w, uint32_t chan, const struct cp_save *m)
+{
+	if (!m->name || !str_fits(m->name, CP_MAX_SAVE_NAME) || m->op < CP_SAVE_OP_SAVE || m->op > CP_SAVE_OP_FORK)
+		return -EINVAL;
+	cp_frame_begin(w, CP_SAVE, 0, chan);
+	cp_put_u32(w, CP_T_SAVE_OP, m->op);
+	cp_put_str(w, CP_T_SAVE_NAME, m->name);
+	return cp_frame_finish(w);
+}
+
+int cp_save_decode(const uint8_t *p, size_t n, struct cp_save *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_SAVE_OP)
+			r = cp_field_u32(&f, &m->op);
+		else if (f.tag == CP_T_SAVE_NAME)
+			r = field_set_str(&f, &m->name);
+	});
+	if (!m->name || strlen(m->name) > CP_MAX_SAVE_NAME || m->op < CP_SAVE_OP_SAVE || m->op > CP_SAVE_OP_FORK) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_save_free(m);
+	return ret;
+}
+
+void cp_save_free(struct cp_save *m)
+{
+	free(m->name);
+	m->name = NULL;
 }
 
 int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m)

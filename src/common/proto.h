@@ -41,6 +41,7 @@ enum cp_type {
 	CP_MOUNT = 80,   /* client -> shim: bind a host path into the running sandbox */
 	CP_UNMOUNT = 81, /* client -> shim: remove a hot mount, by guest path or handle */
 	CP_MOUNTS = 82,  /* client -> shim: list every mount (boot-time and hot) */
+	CP_SAVE = 83,    /* client -> shim: save, checkpoint, revert or fork the sandbox's filesystem */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -332,6 +333,19 @@ int cp_unmount_decode(const uint8_t *p, size_t n, struct cp_unmount *m);
 void cp_unmount_free(struct cp_unmount *m);
 
 /* An OK frame carrying the fields that are set. */
+/* SAVE: OP on the sandbox's own layer, NAME its save, checkpoint or new sandbox. Answered by
+ * OK or ERROR once done. */
+enum { CP_SAVE_OP_SAVE = 1, CP_SAVE_OP_CHECKPOINT = 2, CP_SAVE_OP_REVERT = 3, CP_SAVE_OP_FORK = 4 };
+struct cp_save {
+	uint32_t op;
+	char *name; /* required; at most 63 bytes */
+};
+enum { CP_T_SAVE_OP = 1, CP_T_SAVE_NAME = 2 };
+#define CP_MAX_SAVE_NAME 63u
+int cp_save_encode(struct cp_writer *w, uint32_t chan, const struct cp_save *m);
+int cp_save_decode(const uint8_t *p, size_t n, struct cp_save *m);
+void cp_save_free(struct cp_save *m);
+
 int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m);
 int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m);
 void cp_mount_ok_free(struct cp_mount_ok *m);

@@ -141,6 +141,19 @@ int capsule_config_set_image(capsule_config *cfg, const char *image, capsule_err
 	return 0;
 }
 
+int capsule_config_set_save(capsule_config *cfg, const char *name, capsule_error *err)
+{
+	if (!name || !*name) {
+		cfg->save[0] = '\0';
+		return 0;
+	}
+	int r = validate_name(name, "save name", err);
+	if (r < 0)
+		return r;
+	snprintf(cfg->save, sizeof(cfg->save), "%s", name);
+	return 0;
+}
+
 int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err)
 {
 	if (iso != CAPSULE_ISOLATION_CONTAINER && iso != CAPSULE_ISOLATION_VM)
@@ -516,6 +529,8 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
 			cfg->tmpfs[i].target);
+	if (cfg->save[0])
+		fprintf(f, "save=%s\n", cfg->save);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;
@@ -638,6 +653,9 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			if (strcmp(v, "none") && strcmp(v, "host"))
 				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid base '%s'", v);
 			cfg->base_none = !strcmp(v, "none");
+		} else if (!strcmp(k, "save")) {
+			if ((r = validate_name(v, "save name", err)) == 0)
+				snprintf(cfg->save, sizeof(cfg->save), "%s", v);
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");

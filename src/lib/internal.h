@@ -71,6 +71,7 @@ struct capsule_config {
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;
 	void *progress_payload;
+	char save[CAPSULE_NAME_MAX + 1]; /* save the sandbox's filesystem under this name when it stops; "" = ephemeral */
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
@@ -169,5 +170,12 @@ int volume_release_keep_lock(struct volume_handle *vh);
 void volume_close(struct volume_handle *vh);
 /* Create NAME without a quota unless it exists (docker's `-v name:/path`). */
 int volume_ensure(const char *name, capsule_error *err);
+
+/* capsule_sandbox_create, with PREPARE called once the sandbox's folder, lock, id slot and
+ * config exist and before its shim starts (a fork fills its layer there). */
+typedef int (*sandbox_prepare_fn)(int run_dir_fd, const struct capsule_config *cfg, void *payload, capsule_error *err);
+int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg, sandbox_prepare_fn prepare,
+			    void *payload, capsule_error *err);
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
 
 #endif

@@ -17,6 +17,7 @@
 
 #include "internal.h"
 #include "json.h"
+#include "save.h"
 #include "util.h"
 
 struct capsule_sandbox {
@@ -278,10 +279,25 @@ static int resolve_image(struct capsule_config *cfg, capsule_error *err)
 {
 	if (cfg->nlayers || !strcmp(cfg->image, "host"))
 		return 0;
+	/* A save of that name first (src/lib/save.c), then a local image, then a pull. */
+	int r = save_apply_to_config(cfg, err);
+	if (r != 0)
+		return r < 0 ? r : 0;
 	return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", cfg->image);
 }
 
 int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, capsule_error *err)
+{
+	return sandbox_create_prepared(out, cfg_in, NULL, NULL, err);
+}
+
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb)
+{
+	return &sb->cfg;
+}
+
+int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
+			    void *payload, capsule_error *err)
 {
 	capsule_sandbox *sb = sandbox_alloc();
 	if (!sb)
@@ -300,7 +316,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = resolve_image(cfg, err)) < 0 || (r = home_subdir_open("run", &run, err)) < 0)
+	if ((r = resolve_image(cfg, err)) < 0 || (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
+	    (r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
 	/* As docker does for `-v name:/path`: a volume named but not there yet is made now,
 	 * without a quota (and stays, like any volume, until removed). */
@@ -334,6 +351,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);
 		goto fail_rm;
 	}
+	if (prepare && (r = prepare(dir, cfg, payload, err)) < 0)
+		goto fail_rm;
 	if ((r = launch(sb, lockfd, err)) < 0) {
 		cap_err_wrap(err, r, "starting sandbox '%s'", cfg->name);
 		goto fail_rm;

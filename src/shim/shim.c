@@ -38,6 +38,9 @@
 #include "mounts.h"
 #include "probe.h"
 #include "proto.h"
+#include "save.h"
+#include "saves.h"
+#include "freeze.h"
 #include "seccomp_filter.h"
 #include "syscalls.h"
 #include "transform.h"
@@ -449,7 +452,25 @@ static void finish_and_exit(void)
 	capsule_error err = { 0 };
 	if (S.cg && cgroup_destroy(S.cg, &err) < 0)
 		shim_log("cgroup cleanup: %s", err.message);
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	sandbox_freezer_remove(cgname);
 	unlinkat(S.run_fd, "control.sock", 0);
+	/* A named save is taken now, with every process gone, before anything is removed; the
+	 * stop is answered only after it, with its error if it failed. */
+	capsule_error save_err = { 0 };
+	if (S.cfg.save[0]) {
+		_cleanup_close_ int upper = openat(S.run_fd, "fs/upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		uint64_t t0 = now_ns();
+		if (upper < 0)
+			cap_err(&save_err, errno, "saving '%s': open 'fs/upper'", S.cfg.save);
+		else
+			save_write(S.cfg.save, upper, &S.cfg, &save_err);
+		if (save_err.code)
+			shim_log("%s", save_err.message);
+		else
+			shim_log("saved as '%s' (%.1f ms)", S.cfg.save, (double)(now_ns() - t0) / 1e6);
+	}
 	bool ephemeral = !S.cfg.detached;
 	if (ephemeral) {
 		/* Nothing of an ephemeral sandbox outlives it. */
@@ -474,8 +495,13 @@ static void finish_and_exit(void)
 		struct client *c = &S.clients[i];
 		if (!c->used)
 			continue;
-		if (c->stop_waiter && cp_empty_encode(&S.w, CP_OK, c->stop_chan) == 0)
+		if (c->stop_waiter && save_err.code) {
+			struct cp_error_msg m = { .errnum = (uint32_t)save_err.code, .message = save_err.message };
+			if (cp_error_encode(&S.w, c->stop_chan, &m) == 0)
+				outq_push(&c->out, S.w.buf, S.w.len);
+		} else if (c->stop_waiter && cp_empty_encode(&S.w, CP_OK, c->stop_chan) == 0) {
 			outq_push(&c->out, S.w.buf, S.w.len);
+		}
 		/* Blocking now, with a bound: we are about to exit and these are the last words
 		 * (outq_flush would give up at the first full socket buffer). */
 		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
@@ -584,6 +610,121 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 	to_client(ci, S.w.buf, S.w.len);
 }
 
+static int start_sandbox(capsule_error *err);
+
+/* REVERT: the sandbox's processes are killed (as by a stop: commands in flight end with
+ * 137), its own layer becomes the checkpoint's, and it starts again in this shim from its
+ * boot-time configuration. Connections stay; hot mounts are gone with the old mount
+ * namespace. Overlayfs cannot swap the upper layer under a mounted overlay, and the root
+ * cannot be unmounted under its PID 1: a restart is the one consistent way. */
+static int revert_in_place(const char *checkpoint, capsule_error *err)
+{
+	int r = checkpoint_exists(S.run_fd, checkpoint, err);
+	if (r < 0)
+		return r;
+	uint64_t t0 = now_ns();
+	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	for (size_t i = 0; i < S.chans_hwm; i++) {
+		struct channel *ch = &S.chans[i];
+		if (!ch->used)
+			continue;
+		struct cp_exit ex = { .exit_code = 128 + SIGKILL, .signal = SIGKILL };
+		if (ch->client >= 0 && S.clients[ch->client].used && cp_exit_encode(&S.w, ch->client_chan, &ex) == 0) {
+			to_client(ch->client, S.w.buf, S.w.len);
+			if (S.clients[ch->client].nchans > 0)
+				S.clients[ch->client].nchans--;
+		}
+		memset(ch, 0, sizeof(*ch));
+	}
+	epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.ct.pidfd, NULL);
+	close(S.ct.pidfd);
+	S.ct.pidfd = -1;
+	if (S.agent_fd >= 0) {
+		epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.agent_fd, NULL);
+		close(S.agent_fd);
+		S.agent_fd = -1;
+	}
+	cp_rxbuf_free(&S.agent_rx);
+	outq_free(&S.agent_out);
+	transform_servers_reap(true);
+	S.ntransforms = 0;
+	for (size_t i = 0; i < S.nvolume_locks; i++)
+		close(S.volume_locks[i]);
+	S.nvolume_locks = 0;
+	memset(&S.hot, 0, sizeof(S.hot));
+	if (S.cg) {
+		cgroup_destroy(S.cg, NULL);
+		cgroup_free(S.cg);
+		S.cg = NULL;
+	}
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	sandbox_freezer_remove(cgname);
+	if ((r = checkpoint_restore(S.run_fd, &S.cfg, checkpoint, err)) == 0)
+		r = start_sandbox(err);
+	if (r < 0) {
+		shim_log("revert to '%s' failed: %s", checkpoint, err->message);
+		return r;
+	}
+	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
+	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
+	write_state("running");
+	shim_log("reverted to checkpoint '%s', agent pid %d (%.1f ms)", checkpoint, (int)S.ct.pid,
+		 (double)(now_ns() - t0) / 1e6);
+	return 0;
+}
+
+/* SAVE is answered here, once the copy is done: the loop serves nothing else meanwhile, and
+ * the sandbox's processes are frozen for the copy anyway. */
+static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
+		client_send_error(ci, h->chan, EBADMSG, "SAVE on channel %u, which is 0 or in use", h->chan);
+		return;
+	}
+	if (S.stopping) {
+		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return;
+	}
+	struct cp_save m;
+	if (cp_save_decode(payload, h->len, &m) < 0) {
+		client_send_error(ci, h->chan, EBADMSG, "malformed SAVE request");
+		return;
+	}
+	capsule_error err = { 0 };
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	struct save_sandbox sb = { .cfg = &S.cfg, .run_fd = S.run_fd, .cg = S.cg, .cgname = cgname };
+	uint64_t t0 = now_ns();
+	int r;
+	if (m.op == CP_SAVE_OP_REVERT) {
+		r = revert_in_place(m.name, &err);
+		if (r < 0) {
+			/* The old sandbox is gone and the new one did not start: it is over. */
+			client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+			cp_save_free(&m);
+			begin_stop(0);
+			if (S.ct.pidfd < 0)
+				finish_and_exit();
+			return;
+		}
+	} else {
+		r = shim_save_request(&sb, m.op, m.name, &err);
+		if (r == 0)
+			shim_log("%s '%s' done (%.1f ms)", m.op == CP_SAVE_OP_SAVE ? "save" : m.op == CP_SAVE_OP_FORK ? "fork" : "checkpoint",
+				 m.name, (double)(now_ns() - t0) / 1e6);
+	}
+	cp_save_free(&m);
+	if (r < 0) {
+		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+		return;
+	}
+	if (cp_empty_encode(&S.w, CP_OK, h->chan) == 0)
+		to_client(ci, S.w.buf, S.w.len);
+}
+
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	struct client *c = &S.clients[ci];
@@ -683,6 +824,9 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 	case CP_UNMOUNT:
 	case CP_MOUNTS:
 		mount_request(ci, h, payload);
+		return;
+	case CP_SAVE:
+		save_request(ci, h, payload);
 		return;
 	default:
 		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
@@ -1214,6 +1358,7 @@ static int run_cleanup(void)
 	capsule_error err = { 0 };
 	char cgname[CAPSULE_NAME_MAX + 16];
 	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	sandbox_freezer_remove(cgname);
 	return cgroup_remove_by_name(cgname, &err) < 0 ? 1 : 0;
 }
 

@@ -208,6 +208,14 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 	}
 	case CP_MOUNTS:
 		break; /* a bare request: no fields to decode */
+	case CP_SAVE: {
+		struct cp_save m;
+		if ((r = cp_save_decode(p, n, &m)) == 0) {
+			CHECK(m.name && strlen(m.name) <= CP_MAX_SAVE_NAME && m.op >= CP_SAVE_OP_SAVE && m.op <= CP_SAVE_OP_FORK);
+			cp_save_free(&m);
+		}
+		break;
+	}
 	default:
 		CHECK(!"the rx buffer yielded a frame of unknown type");
 	}

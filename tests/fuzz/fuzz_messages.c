@@ -1,6 +1,6 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
- * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; others,
+ * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe8 to 0xef: save; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
  * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
@@ -17,6 +17,26 @@
 #include <string.h>
 
 #include "proto.h"
+
+static bool save_eq(const struct cp_save *a, const struct cp_save *b)
+{
+	return a->op == b->op && str_eq(a->name, b->name);
+}
+
+static int fuzz_save_message(const uint8_t *p, size_t n)
+{
+	struct cp_save a;
+	int r = cp_save_decode(p, n, &a);
+	if (r == 0) {
+		CHECK(a.name && strlen(a.name) <= CP_MAX_SAVE_NAME);
+		CHECK(a.op >= CP_SAVE_OP_SAVE && a.op <= CP_SAVE_OP_FORK);
+		ROUND_TRIP(struct cp_save, cp_save_encode, cp_save_decode, cp_save_free, save_eq, a, CP_SAVE);
+		cp_save_free(&a);
+	} else {
+		CHECK(a.name == NULL);
+	}
+	return r;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -294,6 +314,26 @@ static int fuzz_mount_messages(unsigned which, const uint8_t *p, size_t n)
 	return r;
 }
 
+static bool save_eq(const struct cp_save *a, const struct cp_save *b)
+{
+	return a->op == b->op && str_eq(a->name, b->name);
+}
+
+static int fuzz_save_message(const uint8_t *p, size_t n)
+{
+	struct cp_save a;
+	int r = cp_save_decode(p, n, &a);
+	if (r == 0) {
+		CHECK(a.name && strlen(a.name) <= CP_MAX_SAVE_NAME);
+		CHECK(a.op >= CP_SAVE_OP_SAVE && a.op <= CP_SAVE_OP_FORK);
+		ROUND_TRIP(struct cp_save, cp_save_encode, cp_save_decode, cp_save_free, save_eq, a, CP_SAVE);
+		cp_save_free(&a);
+	} else {
+		CHECK(a.name == NULL);
+	}
+	return r;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -307,6 +347,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 	/* Selector bytes 0xf0 and up: the hot mount messages (so that the older selectors, and
 	 * the corpus built on them, keep their meaning). */
+	if (data[0] >= 0xe8 && data[0] < 0xf0) {
+		r = fuzz_save_message(p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
 	if (data[0] >= 0xf0) {
 		r = fuzz_mount_messages(data[0] % 3, p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);

@@ -1,0 +1,360 @@
+/* Copy a layer folder (a sandbox's overlayfs upper, or a save's layer) to a new folder,
+ * shifting owners from one id range to another. The source is written by a sandbox, so it
+ * is treated as hostile: it is walked from directory fds with O_NOFOLLOW and *at() calls,
+ * symlinks are copied as links and never followed, fifos are never opened, only regular
+ * files are read (and only after fstat of the opened fd says so), and the only device nodes
+ * copied are overlayfs whiteouts (character 0:0), the one kind a sandbox can make itself. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "layer_copy.h"
+#include "util.h"
+
+/* Each level holds a descriptor and a stack frame; a sandbox decides how deep its folders
+ * go, so the depth is bounded and deeper trees are refused, not followed. */
+#define LAYER_COPY_MAX_DEPTH 256
+#define XATTR_LIST_MAX_BYTES 65536
+
+struct hardlink {
+	dev_t dev;
+	ino_t ino;
+	char *path; /* relative to the destination root */
+};
+
+struct copier {
+	const struct id_shift *shift;
+	int dst_root;
+	dev_t src_dev;
+	struct hardlink *links;
+	size_t nlinks, links_cap;
+	struct layer_copy_stats *stats;
+	capsule_error *err;
+	long pause_after; /* test hook: entries copied before test_pause("copy") */
+};
+
+static uint32_t shift_id(uint32_t id, uint32_t from, uint32_t to, uint32_t count)
+{
+	if (id >= from && id - from < count)
+		return id - from + to;
+	/* Only ids the sandbox maps can own its files; anything else reads as nobody. */
+	return to + (count > 65534 ? 65534 : 0);
+}
+
+static int copy_owner(struct copier *cp, int dfd, const char *name, const struct stat *st)
+{
+	const struct id_shift *s = cp->shift;
+	if (!s->chown)
+		return 0;
+	uid_t uid = shift_id(st->st_uid, s->src_uid, s->dst_uid, s->count);
+	gid_t gid = shift_id(st->st_gid, s->src_gid, s->dst_gid, s->count);
+	if (fchownat(dfd, name, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	return 0;
+}
+
+/* user.* carries overlayfs's own marks (user.overlay.opaque, .redirect, .origin: sandboxes
+ * mount overlay with userxattr) and whatever the sandbox's programs set. Other namespaces
+ * are not the sandbox's to give: security.capability is written for its user namespace
+ * (v3, with a root id) and would mean something else on another range. */
+static int copy_xattrs(int src_fd, int dst_fd, const char *what, capsule_error *err)
+{
+	char list[XATTR_LIST_MAX_BYTES];
+	ssize_t n = flistxattr(src_fd, list, sizeof(list));
+	if (n < 0)
+		return errno == ENOTSUP || errno == EOPNOTSUPP ? 0 : cap_err(err, errno, "listing xattrs of '%s'", what);
+	char value[XATTR_SIZE_MAX];
+	for (ssize_t off = 0; off < n; off += (ssize_t)strlen(list + off) + 1) {
+		const char *key = list + off;
+		if (strncmp(key, "user.", 5) != 0)
+			continue;
+		ssize_t vn = fgetxattr(src_fd, key, value, sizeof(value));
+		if (vn < 0)
+			continue; /* removed meanwhile */
+		if (fsetxattr(dst_fd, key, value, (size_t)vn, 0) < 0)
+			return cap_err(err, errno, "setting xattr '%s' on '%s'", key, what);
+	}
+	return 0;
+}
+
+/* The data of a regular file: a reflink where the filesystem shares extents, else
+ * copy_file_range (in-kernel, and server-side or reflinked where it can be), else read and
+ * write. */
+static int copy_data(int in, int out, uint64_t size)
+{
+	if (size == 0)
+		return 0;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	uint64_t done = 0;
+	bool fallback = false;
+	while (done < size && !fallback) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, size - done > (1u << 30) ? (1u << 30) : size - done, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL)
+				return -errno;
+			fallback = true;
+			break;
+		}
+		if (n == 0)
+			return 0; /* the file shrank under us: what is there is copied */
+		done += (uint64_t)n;
+	}
+	if (!fallback)
+		return 0;
+	if (lseek(in, (off_t)done, SEEK_SET) < 0 || lseek(out, (off_t)done, SEEK_SET) < 0)
+		return -errno;
+	static __thread char buf[1 << 16];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		int r = write_all(out, buf, (size_t)n);
+		if (r < 0)
+			return r;
+	}
+}
+
+static int remember_link(struct copier *cp, const struct stat *st, const char *rel)
+{
+	if (cp->nlinks == cp->links_cap) {
+		size_t cap = cp->links_cap ? cp->links_cap * 2 : 64;
+		struct hardlink *v = realloc(cp->links, cap * sizeof(*v));
+		if (!v)
+			return -ENOMEM;
+		cp->links = v;
+		cp->links_cap = cap;
+	}
+	char *p = strdup(rel);
+	if (!p)
+		return -ENOMEM;
+	cp->links[cp->nlinks++] = (struct hardlink){ st->st_dev, st->st_ino, p };
+	return 0;
+}
+
+static const char *known_link(const struct copier *cp, const struct stat *st)
+{
+	for (size_t i = 0; i < cp->nlinks; i++)
+		if (cp->links[i].dev == st->st_dev && cp->links[i].ino == st->st_ino)
+			return cp->links[i].path;
+	return NULL;
+}
+
+static void set_times(int dfd, const char *name, const struct stat *st)
+{
+	struct timespec ts[2] = { st->st_atim, st->st_mtim };
+	utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
+}
+
+static int copy_dir(struct copier *cp, int src, int dst, char *rel, size_t rel_len, int depth);
+
+static int copy_entry(struct copier *cp, int src, int dst, const char *name, char *rel, size_t rel_len, int depth)
+{
+	capsule_error *err = cp->err;
+	struct stat st;
+	if (fstatat(src, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : cap_err(err, errno, "stat '%s'", rel);
+	if (cp->pause_after > 0 && cp->stats->entries + 1 == (uint64_t)cp->pause_after)
+		layer_test_pause("copy");
+	cp->stats->entries++;
+	int r = 0;
+	if (S_ISDIR(st.st_mode)) {
+		if (st.st_dev != cp->src_dev)
+			return 0; /* a mount point inside: not part of the layer */
+		if (depth >= LAYER_COPY_MAX_DEPTH)
+			return cap_err_plain(err, ELOOP, "folders nested deeper than %d levels at '%s'", LAYER_COPY_MAX_DEPTH, rel);
+		_cleanup_close_ int sfd = openat(src, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (sfd < 0)
+			return cap_err(err, errno, "open '%s'", rel);
+		if (mkdirat(dst, name, 0700) < 0)
+			return cap_err(err, errno, "mkdir '%s'", rel);
+		_cleanup_close_ int dfd = openat(dst, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0)
+			return cap_err(err, errno, "open copy of '%s'", rel);
+		if ((r = copy_dir(cp, sfd, dfd, rel, rel_len, depth + 1)) < 0)
+			return r;
+		if ((r = copy_xattrs(sfd, dfd, rel, err)) < 0)
+			return r;
+		if ((r = copy_owner(cp, dst, name, &st)) < 0 || fchmod(dfd, st.st_mode & 07777) < 0)
+			return cap_err(err, r < 0 ? -r : errno, "setting owner and mode of '%s'", rel);
+		set_times(dst, name, &st);
+		return 0;
+	}
+	if (!S_ISLNK(st.st_mode) && st.st_nlink > 1) {
+		const char *first = known_link(cp, &st);
+		if (first) {
+			if (linkat(cp->dst_root, first, dst, name, 0) < 0)
+				return cap_err(err, errno, "hard link '%s' to '%s'", rel, first);
+			return 0;
+		}
+	}
+	if (S_ISREG(st.st_mode)) {
+		/* O_NONBLOCK: should the name have become a fifo since the stat, opening it does not
+		 * wait; the fstat below then refuses it. */
+		_cleanup_close_ int in = openat(src, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		if (in < 0)
+			return errno == ENOENT ? 0 : cap_err(err, errno, "open '%s'", rel);
+		struct stat fst;
+		if (fstat(in, &fst) < 0 || !S_ISREG(fst.st_mode) || fst.st_ino != st.st_ino)
+			return cap_err_plain(err, EAGAIN, "'%s' changed while it was being saved", rel);
+		_cleanup_close_ int out = openat(dst, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (out < 0)
+			return cap_err(err, errno, "create '%s'", rel);
+		if ((r = copy_data(in, out, (uint64_t)fst.st_size)) < 0)
+			return cap_err(err, -r, "copying '%s'", rel);
+		if ((r = copy_xattrs(in, out, rel, err)) < 0)
+			return r;
+		/* chown clears set-id bits: the mode goes on after it. */
+		if ((r = copy_owner(cp, dst, name, &st)) < 0 || fchmod(out, st.st_mode & 07777) < 0)
+			return cap_err(err, r < 0 ? -r : errno, "setting owner and mode of '%s'", rel);
+		cp->stats->bytes += (uint64_t)fst.st_size;
+	} else if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlinkat(src, name, target, sizeof(target) - 1);
+		if (n < 0)
+			return cap_err(err, errno, "readlink '%s'", rel);
+		target[n] = '\0';
+		if (symlinkat(target, dst, name) < 0)
+			return cap_err(err, errno, "symlink '%s'", rel);
+		if ((r = copy_owner(cp, dst, name, &st)) < 0)
+			return cap_err(err, -r, "setting owner of '%s'", rel);
+	} else if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+		/* An overlayfs whiteout: the file below is deleted. */
+		if (mknodat(dst, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
+			return cap_err(err, errno, "whiteout '%s'", rel);
+		if ((r = copy_owner(cp, dst, name, &st)) < 0)
+			return cap_err(err, -r, "setting owner of '%s'", rel);
+	} else if (S_ISFIFO(st.st_mode)) {
+		if (mknodat(dst, name, S_IFIFO | 0600, 0) < 0)
+			return cap_err(err, errno, "fifo '%s'", rel);
+		if ((r = copy_owner(cp, dst, name, &st)) < 0 || fchmodat(dst, name, st.st_mode & 0777, 0) < 0)
+			return cap_err(err, r < 0 ? -r : errno, "setting owner and mode of '%s'", rel);
+	} else {
+		/* Sockets and real devices: a socket means nothing once its server is gone, and a
+		 * sandbox cannot make a device, so one found here was not made by it. */
+		cp->stats->skipped++;
+		return 0;
+	}
+	if (!S_ISLNK(st.st_mode) && st.st_nlink > 1 && (r = remember_link(cp, &st, rel)) < 0)
+		return cap_err(err, -r, "copying '%s'", rel);
+	set_times(dst, name, &st);
+	return 0;
+}
+
+static int copy_dir(struct copier *cp, int src, int dst, char *rel, size_t rel_len, int depth)
+{
+	int dup_fd = fcntl(src, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return cap_err(cp->err, errno, "listing '%s'", rel_len ? rel : ".");
+	}
+	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
+	rewinddir(d);
+	int r = 0;
+	struct dirent *de;
+	while (r == 0 && (de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		size_t n = strlen(de->d_name);
+		if (rel_len + 1 + n >= PATH_MAX) {
+			r = cap_err_plain(cp->err, ENAMETOOLONG, "path longer than %d bytes below '%s'", PATH_MAX, rel);
+			break;
+		}
+		size_t l = rel_len;
+		if (l)
+			rel[l++] = '/';
+		memcpy(rel + l, de->d_name, n + 1);
+		r = copy_entry(cp, src, dst, de->d_name, rel, l + n, depth);
+		rel[rel_len] = '\0';
+	}
+	closedir(d);
+	return r;
+}
+
+void layer_test_pause(const char *stage)
+{
+	/* Test hook (tests/e2e/test_saves.py): CAPSULE_TEST_SAVE_PAUSE=STAGE makes the saving
+	 * process announce STAGE in $CAPSULE_HOME/saves/.test-paused and wait there to be
+	 * killed, so a test can SIGKILL a save at a chosen moment. */
+	const char *want = getenv("CAPSULE_TEST_SAVE_PAUSE");
+	if (!want || strncmp(want, stage, strlen(stage)) != 0)
+		return;
+	_cleanup_close_ int saves = -1;
+	if (home_subdir_open("saves", &saves, NULL) < 0)
+		return;
+	char text[64];
+	int n = snprintf(text, sizeof(text), "%s %d\n", stage, (int)getpid());
+	write_file_atomic_at(saves, ".test-paused", text, (size_t)n, 0600, false);
+	for (int i = 0; i < 600; i++)
+		usleep(100000);
+}
+
+int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy_stats *stats, capsule_error *err)
+{
+	struct stat st;
+	if (fstat(src, &st) < 0)
+		return cap_err(err, errno, "stat layer");
+	memset(stats, 0, sizeof(*stats));
+	struct copier cp = { .shift = shift, .dst_root = dst, .src_dev = st.st_dev, .stats = stats, .err = err };
+	const char *pause = getenv("CAPSULE_TEST_SAVE_PAUSE");
+	if (pause && !strncmp(pause, "copy:", 5))
+		cp.pause_after = strtol(pause + 5, NULL, 10);
+	char rel[PATH_MAX] = "";
+	int r = copy_dir(&cp, src, dst, rel, 0, 0);
+	if (r == 0)
+		r = copy_xattrs(src, dst, ".", err);
+	for (size_t i = 0; i < cp.nlinks; i++)
+		free(cp.links[i].path);
+	free(cp.links);
+	return r;
+}
+
+uint64_t layer_disk_usage(int dirfd, int depth)
+{
+	int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return 0;
+	}
+	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
+	rewinddir(d);
+	uint64_t total = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		struct stat st;
+		if (fstatat(dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		total += (uint64_t)st.st_blocks * 512;
+		if (S_ISDIR(st.st_mode) && depth < LAYER_COPY_MAX_DEPTH) {
+			_cleanup_close_ int sub = openat(dirfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub >= 0)
+				total += layer_disk_usage(sub, depth + 1);
+		}
+	}
+	closedir(d);
+	return total;
+}

@@ -1,0 +1,31 @@
+/* Copying layer folders between id ranges (saves, checkpoints, forks). */
+#ifndef CAPSULE_LAYER_COPY_H
+#define CAPSULE_LAYER_COPY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+/* Owners in [src, src + count) become [dst, dst + count); others become nobody (65534) of the
+ * destination range. Without CHOWN (rootless callers, who can give no file away) owners stay
+ * as they are. */
+struct id_shift {
+	uint32_t src_uid, src_gid, dst_uid, dst_gid, count;
+	bool chown;
+};
+
+struct layer_copy_stats {
+	uint64_t entries, bytes, skipped;
+};
+
+/* Copy the tree in folder SRC into the empty folder DST (both O_DIRECTORY fds), keeping modes,
+ * times, user.* xattrs, symlinks, hard links, fifos and whiteouts, never following a link. */
+int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy_stats *stats, capsule_error *err);
+/* Bytes the tree in DIRFD takes on disk. */
+uint64_t layer_disk_usage(int dirfd, int depth);
+/* Test hook: wait to be killed when $CAPSULE_TEST_SAVE_PAUSE names STAGE. */
+void layer_test_pause(const char *stage);
+
+#endif

@@ -1,0 +1,60 @@
+/* The save store (src/lib/save.c): named saves in $CAPSULE_HOME/saves/<name>/. */
+#ifndef CAPSULE_SAVE_H
+#define CAPSULE_SAVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+struct save_manifest {
+	char name[CAPSULE_NAME_MAX + 1];
+	char *id;          /* random, new with every save: a child names its parent's */
+	char *parent;      /* "host", a save's name, or an image reference */
+	char *parent_kind; /* "host", "save" or "image" */
+	char *parent_id;   /* for a save parent */
+	char *base;        /* "host" or "none" (the layers alone) */
+	char **layers;     /* the parent's resolved layers, bottom first (this save's own is not listed) */
+	size_t nlayers;
+	int64_t created;
+	uint64_t size, files;
+};
+
+int save_validate_name(const char *name, capsule_error *err);
+int save_manifest_read_at(int saves, const char *name, struct save_manifest *m, capsule_error *err);
+void save_manifest_free(struct save_manifest *m);
+
+/* The layers, bottom first, that a sandbox started from save NAME is made of, and whether
+ * they are the whole root (base none) or lie on the host image. Returns 1 when NAME is a
+ * save, 0 when there is no save of that name (the caller goes on to images), <0 on error. */
+int save_resolve(const char *name, char ***layers, size_t *nlayers, bool *base_none, capsule_error *err);
+/* save_resolve for cfg->image, put into CFG's layers. */
+int save_apply_to_config(struct capsule_config *cfg, capsule_error *err);
+
+/* Refuse a save target that cannot be written (bad name, or the save the sandbox runs from). */
+int save_check_target(const struct capsule_config *cfg, const char *save, capsule_error *err);
+/* Save the layer folder UPPER (the sandbox of CFG's overlayfs upper) as save NAME, atomically. */
+int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err);
+/* The same into the store folder STORE (a sandbox's checkpoints/), for a sandbox of id slot
+ * SLOT. REFUSE_REPLACE_IN_USE: refuse to replace a save others depend on. */
+int layer_snapshot_at(int store, const char *name, int upper, const struct capsule_config *cfg, uint32_t slot,
+		      bool refuse_replace_in_use, capsule_error *err);
+/* Whether a sandbox other than EXCEPT has save NAME among its layers (USER names it). */
+bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size);
+
+/* -ENOENT with a message unless checkpoint NAME of the sandbox in RUN_FD exists. */
+int checkpoint_exists(int run_fd, const char *name, capsule_error *err);
+/* Make checkpoint NAME the sandbox's own layer again (fs/upper); the sandbox must be down. */
+int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char *name, capsule_error *err);
+/* Copy UPPER, the own layer of the sandbox of CFG, into the new sandbox TARGET (its folder made
+ * and locked by a fork that has not started it yet), owners moved to TARGET's id range. */
+int fork_copy_layer(const struct capsule_config *cfg, int upper, const char *target, capsule_error *err);
+
+/* Refuse a bad name for OP (a CP_SAVE_OP_*) before anything is done. */
+int layer_op_check(const struct capsule_config *cfg, uint32_t op, const char *name, capsule_error *err);
+/* OP on the own layer (RUN_FD's fs/upper) of the sandbox of CFG, which must be down or frozen:
+ * save as NAME, checkpoint NAME, fork into the new sandbox NAME, or revert to checkpoint NAME. */
+int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err);
+
+#endif
