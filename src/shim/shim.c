@@ -617,11 +617,13 @@ static int start_sandbox(capsule_error *err);
  * boot-time configuration. Connections stay; hot mounts are gone with the old mount
  * namespace. Overlayfs cannot swap the upper layer under a mounted overlay, and the root
  * cannot be unmounted under its PID 1: a restart is the one consistent way. */
-static int revert_in_place(const char *checkpoint, capsule_error *err)
+static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *err)
 {
+	*lost = false;
 	int r = checkpoint_exists(S.run_fd, checkpoint, err);
 	if (r < 0)
 		return r;
+	*lost = true;
 	uint64_t t0 = now_ns();
 	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
@@ -668,6 +670,7 @@ static int revert_in_place(const char *checkpoint, capsule_error *err)
 		shim_log("revert to '%s' failed: %s", checkpoint, err->message);
 		return r;
 	}
+	*lost = false;
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
 	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
 	write_state("running");
@@ -700,15 +703,17 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 	uint64_t t0 = now_ns();
 	int r;
 	if (m.op == CP_SAVE_OP_REVERT) {
-		r = revert_in_place(m.name, &err);
-		if (r < 0) {
+		bool lost;
+		r = revert_in_place(m.name, &lost, &err);
+		if (r < 0 && lost) {
 			/* The old sandbox is gone and the new one did not start: it is over. */
 			client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
 			cp_save_free(&m);
-			begin_stop(0);
-			if (S.ct.pidfd < 0)
-				finish_and_exit();
-			return;
+			if (S.ct.pidfd >= 0) {
+				sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+				waitpid(S.ct.pid, NULL, 0);
+			}
+			finish_and_exit();
 		}
 	} else {
 		r = shim_save_request(&sb, m.op, m.name, &err);
