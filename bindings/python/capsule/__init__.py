@@ -43,7 +43,25 @@ def remove(name, force=False):
     _lib.call(_lib.lib.capsule_sandbox_remove, _lib.enc(name, "name"), bool(force), op="remove")
 
 
+def saves():
+    """Every save, as a list of dicts: name, parent, parent_kind, created, size, files,
+    chain (from the image up to the save), chain_size."""
+    import ctypes
+    import json
+    out = ctypes.c_void_p()
+    _lib.call(_lib.lib.capsule_saves_json, ctypes.byref(out), op="saves")
+    try:
+        return json.loads(ctypes.string_at(out.value).decode())
+    finally:
+        _lib.free(out.value)
+
+
+def remove_save(name):
+    """Remove the save NAME (refused with Busy while a save or a sandbox depends on it)."""
+    _lib.call(_lib.lib.capsule_save_remove, _lib.enc(name, "save name"), op="saves")
+
+
 __all__ = ["Sandbox", "SyncSandbox", "Process", "SyncProcess", "Mount", "MountHandle", "NetworkMode", "PortForward",
            "ExecResult", "FsEntry", "Volume", "VolumeFs", "CapsuleError", "InvalidArgument", "NotFound",
            "ImageNotFound", "AlreadyExists", "PermissionDenied", "QuotaExceeded", "Timeout", "SandboxNotRunning",
-           "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove"]
+           "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove", "saves", "remove_save"]

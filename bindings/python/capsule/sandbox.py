@@ -104,11 +104,6 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
         raise errors.UnsupportedFeature(
             "port_forwards are not in capsule yet: sandboxes have loopback only; "
             "port forwarding comes with the network issue", _errno.EOPNOTSUPP, "config")
-    if save is not None:
-        raise errors.UnsupportedFeature(
-            f"save={save!r} is not in capsule yet: saving a sandbox's state as an image comes with its own "
-            "issue; keep files in a named volume (Mount.volume) to outlive the sandbox", _errno.EOPNOTSUPP, "config")
-
     err = Error()
     p = c_void_p()
     check(lib.capsule_config_new(byref(p), byref(err)), err, "config")
@@ -118,6 +113,8 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
             _setter(cfg, lib.capsule_config_set_name, enc(name, "name"))
         if image is not None:
             _setter(cfg, lib.capsule_config_set_image, enc(image, "image"))
+        if save is not None:
+            _setter(cfg, lib.capsule_config_set_save, enc(save, "save"))
         if isolation is not None:
             iso = {"container": ISOLATION_CONTAINER, "vm": ISOLATION_VM}.get(str(isolation).lower())
             if iso is None:
@@ -283,6 +280,15 @@ class _Core:
             return call(fn, ptr, *args, op=op)
         finally:
             self._handle.release()
+
+    # ---- saves ----
+
+    def _save_op_blocking(self, fn, name, op):
+        self._call(fn, enc(name, "name"), op=op)
+
+    def _fork_blocking(self, new_name):
+        self._call(lib.capsule_fork, enc(new_name, "sandbox name"), None, op="fork")
+        return new_name
 
     # ---- properties ----
 
@@ -490,6 +496,25 @@ class SyncSandbox(_Core):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return self._refresh_mounts()
 
+    def save(self, name):
+        """Save the sandbox's filesystem now as NAME (its processes are frozen for the copy);
+        start from it with SyncSandbox(image=NAME)."""
+        self._save_op_blocking(lib.capsule_save, name, "save")
+
+    def checkpoint(self, name):
+        """Keep the filesystem as checkpoint NAME, for as long as the sandbox exists."""
+        self._save_op_blocking(lib.capsule_checkpoint, name, "checkpoint")
+
+    def revert(self, name):
+        """Put the filesystem back to checkpoint NAME. The sandbox restarts: its processes are
+        killed (commands in flight end with exit code 137) and hot mounts are dropped."""
+        self._save_op_blocking(lib.capsule_revert, name, "revert")
+
+    def fork(self, name):
+        """Start sandbox NAME from this one's configuration and current filesystem (a named
+        sandbox that runs until stopped: capsule.remove(NAME, force=True)); returns NAME."""
+        return self._fork_blocking(name)
+
 
 # One thread pool per event loop for the library's blocking calls: the default executor has
 # min(32, cpus + 4) threads, and a few slow starts would then hold up every other call.
@@ -545,6 +570,22 @@ class Sandbox(_Core):
     async def stop(self, timeout=None):
         """Stop the sandbox (see SyncSandbox.stop)."""
         await _in_thread(self._stop_blocking, timeout)
+
+    async def save(self, name):
+        """Save the filesystem now as NAME (see SyncSandbox.save)."""
+        await _in_thread(self._save_op_blocking, lib.capsule_save, name, "save")
+
+    async def checkpoint(self, name):
+        """Keep the filesystem as checkpoint NAME (see SyncSandbox.checkpoint)."""
+        await _in_thread(self._save_op_blocking, lib.capsule_checkpoint, name, "checkpoint")
+
+    async def revert(self, name):
+        """Go back to checkpoint NAME; the sandbox restarts (see SyncSandbox.revert)."""
+        await _in_thread(self._save_op_blocking, lib.capsule_revert, name, "revert")
+
+    async def fork(self, name):
+        """Start sandbox NAME from this one's current state (see SyncSandbox.fork)."""
+        return await _in_thread(self._fork_blocking, name)
 
     async def __aenter__(self):
         return await self.start()
