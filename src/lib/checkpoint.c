@@ -140,6 +140,6 @@ int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const ch
 	}
 	if ((r = open_checkpoints(run_fd, &store, err)) < 0)
 		return r;
-	r = layer_snapshot_at(store, name, upper, cfg, cfg->id_slot, false, err);
+	r = layer_snapshot_at(store, name, upper, cfg, cfg->id_slot, false, false, err);
 	return r < 0 ? cap_err_wrap(err, r, "checkpoint '%s'", name) : 0;
 }

@@ -376,7 +376,7 @@ static int describe_parent(int saves, const struct capsule_config *cfg, struct j
 }
 
 int layer_snapshot_at(int store, const char *name, int upper, const struct capsule_config *cfg, uint32_t slot,
-		      bool refuse_replace_in_use, capsule_error *err)
+		      bool refuse_replace_in_use, bool durable, capsule_error *err)
 {
 	_cleanup_close_ int tmpfd = -1, layer = -1, lock = -1;
 	_cleanup_free_ char *text = NULL;
@@ -428,7 +428,7 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 	layer_test_pause("before-sync");
 	/* One syncfs for the whole tree: an fsync per file would cost a flush per file. The
 	 * rename below is then the commit point. */
-	if (syncfs(tmpfd) < 0) {
+	if (durable && syncfs(tmpfd) < 0) {
 		r = cap_err(err, errno, "syncing the save");
 		goto fail;
 	}
@@ -437,7 +437,8 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 		goto fail;
 	}
 	if (renameat2(store, tmp, store, name, RENAME_NOREPLACE) == 0) {
-		fsync(store);
+		if (durable)
+			fsync(store);
 		return 0;
 	}
 	if (errno != EEXIST) {
@@ -460,7 +461,8 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 		r = cap_err(err, errno, "replacing save '%s'", name);
 		goto fail;
 	}
-	fsync(store);
+	if (durable)
+		fsync(store);
 	layer_test_pause("after-exchange");
 	rm_rf_at(store, tmp);
 	return 0;
@@ -477,7 +479,7 @@ int save_write(const char *name, int upper, const struct capsule_config *cfg, ca
 	_cleanup_close_ int saves = -1;
 	if ((r = saves_open(&saves, err)) < 0)
 		return r;
-	r = layer_snapshot_at(saves, name, upper, cfg, cfg->id_slot, true, err);
+	r = layer_snapshot_at(saves, name, upper, cfg, cfg->id_slot, true, true, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "saving '%s'", name);
 	return 0;

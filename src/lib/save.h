@@ -37,9 +37,11 @@ int save_check_target(const struct capsule_config *cfg, const char *save, capsul
 /* Save the layer folder UPPER (the sandbox of CFG's overlayfs upper) as save NAME, atomically. */
 int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err);
 /* The same into the store folder STORE (a sandbox's checkpoints/), for a sandbox of id slot
- * SLOT. REFUSE_REPLACE_IN_USE: refuse to replace a save others depend on. */
+ * SLOT. REFUSE_REPLACE_IN_USE: refuse to replace a save others depend on. DURABLE: synced to
+ * disk before it is renamed into place (saves; a checkpoint is as durable as the sandbox's own
+ * layer, which is never synced, and still atomic). */
 int layer_snapshot_at(int store, const char *name, int upper, const struct capsule_config *cfg, uint32_t slot,
-		      bool refuse_replace_in_use, capsule_error *err);
+		      bool refuse_replace_in_use, bool durable, capsule_error *err);
 /* Whether a sandbox other than EXCEPT has save NAME among its layers (USER names it). */
 bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size);
 
