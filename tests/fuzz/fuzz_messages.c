@@ -18,26 +18,6 @@
 
 #include "proto.h"
 
-static bool save_eq(const struct cp_save *a, const struct cp_save *b)
-{
-	return a->op == b->op && str_eq(a->name, b->name);
-}
-
-static int fuzz_save_message(const uint8_t *p, size_t n)
-{
-	struct cp_save a;
-	int r = cp_save_decode(p, n, &a);
-	if (r == 0) {
-		CHECK(a.name && strlen(a.name) <= CP_MAX_SAVE_NAME);
-		CHECK(a.op >= CP_SAVE_OP_SAVE && a.op <= CP_SAVE_OP_FORK);
-		ROUND_TRIP(struct cp_save, cp_save_encode, cp_save_decode, cp_save_free, save_eq, a, CP_SAVE);
-		cp_save_free(&a);
-	} else {
-		CHECK(a.name == NULL);
-	}
-	return r;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define CHECK(cond)                                                                        \

@@ -408,7 +408,7 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS };
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_SAVE };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2227,6 +2227,42 @@ static void test_unmount_round_trip_and_target_required(void **state)
 	cp_writer_free(&w);
 }
 
+static void test_save_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_save a = { .op = CP_SAVE_OP_FORK, .name = "dev2" };
+	assert_int_equal(cp_save_encode(&w, 4, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_SAVE);
+	assert_string_equal(cp_type_name(CP_SAVE), "SAVE");
+	struct cp_save b;
+	assert_int_equal(cp_save_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.op, CP_SAVE_OP_FORK);
+	assert_string_equal(b.name, "dev2");
+	cp_save_free(&b);
+	/* Every truncation is refused, never read past. */
+	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++) {
+		assert_int_equal(cp_save_decode(w.buf + CP_HEADER_SIZE, n, &b), -EBADMSG);
+		assert_null(b.name);
+	}
+	/* Op and name are required and bounded, on both sides. */
+	char longname[CP_MAX_SAVE_NAME + 2];
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	struct cp_save bad[] = { { 0, "x" }, { 5, "x" }, { CP_SAVE_OP_SAVE, NULL }, { CP_SAVE_OP_SAVE, longname } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(cp_save_encode(&w, 1, &bad[i]), -EINVAL);
+	cp_frame_begin(&w, CP_SAVE, 0, 1);
+	cp_put_u32(&w, CP_T_SAVE_OP, 9);
+	cp_put_str(&w, CP_T_SAVE_NAME, "x");
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_save_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	cp_writer_free(&w);
+}
+
 static void test_mount_ok_fields_are_optional_and_bounded(void **state)
 {
 	(void)state;
@@ -2592,6 +2628,7 @@ int main(void)
 		cmocka_unit_test(test_mount_round_trip_and_required_fields),
 		cmocka_unit_test(test_unmount_round_trip_and_target_required),
 		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
+		cmocka_unit_test(test_save_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
