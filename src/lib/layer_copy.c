@@ -166,6 +166,20 @@ static void set_times(int dfd, const char *name, const struct stat *st)
 
 static int copy_dir(struct copier *cp, int src, int dst, char *rel, size_t rel_len, int depth);
 
+DIR *dir_walk_open(int dirfd)
+{
+	int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	if (!d) {
+		if (dup_fd >= 0)
+			close(dup_fd);
+		return NULL;
+	}
+	/* The duplicate shares DIRFD's position, which an earlier walk may have left at the end. */
+	rewinddir(d);
+	return d;
+}
+
 static int copy_entry(struct copier *cp, int src, int dst, const char *name, char *rel, size_t rel_len, int depth)
 {
 	capsule_error *err = cp->err;
@@ -261,15 +275,10 @@ static int copy_entry(struct copier *cp, int src, int dst, const char *name, cha
 
 static int copy_dir(struct copier *cp, int src, int dst, char *rel, size_t rel_len, int depth)
 {
-	int dup_fd = fcntl(src, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(src);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return cap_err(cp->err, errno, "listing '%s'", rel_len ? rel : ".");
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	int r = 0;
 	struct dirent *de;
 	while (r == 0 && (de = readdir(d))) {
@@ -331,15 +340,10 @@ int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy
 
 uint64_t layer_disk_usage(int dirfd, int depth)
 {
-	int dup_fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(dirfd);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return 0;
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	uint64_t total = 0;
 	struct dirent *de;
 	while ((de = readdir(d))) {

@@ -2,6 +2,7 @@
 #ifndef CAPSULE_LAYER_COPY_H
 #define CAPSULE_LAYER_COPY_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -25,6 +26,8 @@ struct layer_copy_stats {
 int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy_stats *stats, capsule_error *err);
 /* Bytes the tree in DIRFD takes on disk. */
 uint64_t layer_disk_usage(int dirfd, int depth);
+/* A DIR stream over a duplicate of DIRFD, from its first entry (closedir closes the copy). */
+DIR *dir_walk_open(int dirfd);
 /* Test hook: wait to be killed when $CAPSULE_TEST_SAVE_PAUSE names STAGE. */
 void layer_test_pause(const char *stage);
 

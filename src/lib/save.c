@@ -218,15 +218,10 @@ int save_apply_to_config(struct capsule_config *cfg, capsule_error *err)
 /* The first save whose parent is NAME, or "" */
 static bool save_has_child(int saves, const char *name, char *child, size_t size)
 {
-	int dup_fd = fcntl(saves, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(saves);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return false;
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	bool found = false;
 	struct dirent *de;
 	while (!found && (de = readdir(d))) {
@@ -251,15 +246,10 @@ bool save_used_by_sandbox(const char *name, const char *except, char *user, size
 	_cleanup_close_ int run = -1;
 	if (!own || home_subdir_open("run", &run, NULL) < 0)
 		return false;
-	int dup_fd = fcntl(run, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(run);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return false;
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	bool found = false;
 	struct dirent *de;
 	while (!found && (de = readdir(d))) {
@@ -285,15 +275,10 @@ bool save_used_by_sandbox(const char *name, const char *except, char *user, size
 /* A folder a killed save left behind: ".tmp-*" whose lock nobody holds. */
 static void sweep_temporaries(int saves)
 {
-	int dup_fd = fcntl(saves, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(saves);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return;
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	struct dirent *de;
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, ".tmp-", 5) != 0)
@@ -533,15 +518,10 @@ int capsule_save_remove(const char *name, capsule_error *err)
 
 static int load_all(int saves, struct save_manifest **out, size_t *count, capsule_error *err)
 {
-	int dup_fd = fcntl(saves, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+	DIR *d = dir_walk_open(saves);
 	if (!d) {
-		if (dup_fd >= 0)
-			close(dup_fd);
 		return cap_err(err, errno, "listing '%s/saves'", capsule_home());
 	}
-	/* The duplicate shares the fd's position, which an earlier walk left at the end. */
-	rewinddir(d);
 	struct save_manifest *v = NULL;
 	size_t n = 0;
 	struct dirent *de;

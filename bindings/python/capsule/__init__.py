@@ -26,16 +26,21 @@ def home():
     return _lib.lib.capsule_home().decode()
 
 
-def doctor():
-    """What this host supports (a dict): user namespaces, cgroups, seccomp, overlay..."""
+def _json_of(fn, op):
+    """The JSON text a library call FN(&out, &err) malloc'd, decoded; the buffer is freed."""
     import ctypes
     import json
     out = ctypes.c_void_p()
-    _lib.call(_lib.lib.capsule_doctor_json, ctypes.byref(out), op="doctor")
+    _lib.call(fn, ctypes.byref(out), op=op)
     try:
         return json.loads(ctypes.string_at(out.value).decode())
     finally:
         _lib.free(out.value)
+
+
+def doctor():
+    """What this host supports (a dict): user namespaces, cgroups, seccomp, overlay..."""
+    return _json_of(_lib.lib.capsule_doctor_json, "doctor")
 
 
 def remove(name, force=False):
@@ -46,14 +51,7 @@ def remove(name, force=False):
 def saves():
     """Every save, as a list of dicts: name, parent, parent_kind, created, size, files,
     chain (from the image up to the save), chain_size."""
-    import ctypes
-    import json
-    out = ctypes.c_void_p()
-    _lib.call(_lib.lib.capsule_saves_json, ctypes.byref(out), op="saves")
-    try:
-        return json.loads(ctypes.string_at(out.value).decode())
-    finally:
-        _lib.free(out.value)
+    return _json_of(_lib.lib.capsule_saves_json, "saves")
 
 
 def remove_save(name):
