@@ -651,6 +651,7 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_string(&j, "name", info.name);
 	json_kv_string(&j, "state", info.state);
 	json_kv_string(&j, "image", info.image);
+	json_kv_string(&j, "save", sb->cfg.save[0] ? sb->cfg.save : NULL);
 	json_kv_string(&j, "isolation", info.isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
 	json_kv_string(&j, "hostname", info.hostname);
 	json_kv_bool(&j, "detached", info.detached);

@@ -118,6 +118,7 @@ def test_save_over_own_image_refused_before_start(capsule, saves):
 def test_create_and_stop_saves(capsule, saves):
     s = saves()
     name = capsule.create("--save", s)
+    assert capsule.inspect(name)["save"] == s
     capsule.run("exec", name, "sh", "-c", "echo first > /root/f", check=True)
     assert s not in saves_json(capsule)
     capsule.run("stop", name, check=True)
