@@ -108,7 +108,14 @@ int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char 
 		r = cap_err(err, errno, "chown 'fs/upper.new'");
 	if (r == 0 && renameat2(run_fd, "fs/upper.new", run_fd, "fs/upper", RENAME_EXCHANGE) < 0)
 		r = cap_err(err, errno, "putting checkpoint '%s' in place", name);
-	rm_rf_at(run_fd, "fs/upper.new");
+	/* The old layer, now at fs/upper.new, leaves under a name no later revert reuses, so its
+	 * removal may go on in the background (a kill leaves it to the sandbox's own removal). */
+	char old[64];
+	snprintf(old, sizeof(old), "fs/upper.old-%d-%llx", (int)getpid(), (unsigned long long)now_ns());
+	if (r == 0 && renameat(run_fd, "fs/upper.new", run_fd, old) == 0)
+		layer_remove_replaced(run_fd, old);
+	else
+		rm_rf_at(run_fd, "fs/upper.new");
 	return r < 0 ? cap_err_wrap(err, r, "reverting to checkpoint '%s'", name) : 0;
 }
 

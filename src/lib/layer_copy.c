@@ -15,7 +15,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -298,6 +300,81 @@ static int copy_dir(struct copier *cp, int src, int dst, char *rel, size_t rel_l
 	}
 	closedir(d);
 	return r;
+}
+
+/* Trees that a save or a revert replaced, to be removed once the caller has its answer (the
+ * shim: removing 100 MiB took longer than copying it on our test machine). */
+#define DEFERRED_MAX 8
+static bool defer_removals;
+static struct {
+	int dirfd;
+	char name[64];
+} deferred[DEFERRED_MAX];
+static size_t ndeferred;
+
+void layer_defer_removals(bool on)
+{
+	defer_removals = on;
+}
+
+void layer_remove_replaced(int dirfd, const char *name)
+{
+	if (defer_removals && ndeferred < DEFERRED_MAX && strlen(name) < sizeof(deferred[0].name)) {
+		int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+		if (fd >= 0) {
+			deferred[ndeferred].dirfd = fd;
+			snprintf(deferred[ndeferred].name, sizeof(deferred[0].name), "%s", name);
+			ndeferred++;
+			return;
+		}
+	}
+	rm_rf_at(dirfd, name);
+}
+
+static int by_fd(const void *a, const void *b)
+{
+	return *(const int *)a - *(const int *)b;
+}
+
+/* In a grandchild of ours, so that the (single threaded) shim goes on serving at once and
+ * never has it to reap; it keeps nothing of ours but the folders it empties (not the
+ * sandbox's lock, not a socket). */
+void layer_run_deferred_removals(void)
+{
+	if (!ndeferred)
+		return;
+	pid_t pid = fork();
+	if (pid == 0) {
+		if (fork() != 0)
+			_exit(0);
+		int keep[DEFERRED_MAX];
+		for (size_t i = 0; i < ndeferred; i++)
+			keep[i] = deferred[i].dirfd;
+		qsort(keep, ndeferred, sizeof(int), by_fd);
+		unsigned lo = 3;
+		for (size_t i = 0; i < ndeferred; i++) {
+			if ((unsigned)keep[i] > lo)
+				syscall(SYS_close_range, lo, (unsigned)keep[i] - 1, 0);
+			lo = (unsigned)keep[i] + 1;
+		}
+		syscall(SYS_close_range, lo, ~0U, 0);
+		if (nice(10) < 0) {
+			/* a lower priority is a courtesy, not a need */
+		}
+		for (size_t i = 0; i < ndeferred; i++)
+			rm_rf_at(deferred[i].dirfd, deferred[i].name);
+		_exit(0);
+	}
+	if (pid > 0)
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	for (size_t i = 0; i < ndeferred; i++) {
+		/* No child: remove them here. */
+		if (pid < 0)
+			rm_rf_at(deferred[i].dirfd, deferred[i].name);
+		close(deferred[i].dirfd);
+	}
+	ndeferred = 0;
 }
 
 void layer_test_pause(const char *stage)

@@ -28,6 +28,12 @@ int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy
 uint64_t layer_disk_usage(int dirfd, int depth);
 /* A DIR stream over a duplicate of DIRFD, from its first entry (closedir closes the copy). */
 DIR *dir_walk_open(int dirfd);
+/* A tree that a save or revert replaced (DIRFD/NAME, out of use already): removed now, or with
+ * deferral on (the shim) by layer_run_deferred_removals, once the caller has its answer. A kill
+ * before then leaves it to the next sweep (saves) or revert (fs/upper.new). */
+void layer_remove_replaced(int dirfd, const char *name);
+void layer_defer_removals(bool on);
+void layer_run_deferred_removals(void);
 /* Test hook: wait to be killed when $CAPSULE_TEST_SAVE_PAUSE names STAGE. */
 void layer_test_pause(const char *stage);
 

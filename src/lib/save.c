@@ -449,7 +449,7 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 	if (durable)
 		fsync(store);
 	layer_test_pause("after-exchange");
-	rm_rf_at(store, tmp);
+	layer_remove_replaced(store, tmp);
 	return 0;
 fail:
 	rm_rf_at(store, tmp);

@@ -38,6 +38,7 @@
 #include "mounts.h"
 #include "probe.h"
 #include "proto.h"
+#include "layer_copy.h"
 #include "save.h"
 #include "saves.h"
 #include "freeze.h"
@@ -509,6 +510,7 @@ static void finish_and_exit(void)
 		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 		write_all(c->fd, c->out.buf + c->out.start, outq_pending(&c->out));
 	}
+	layer_run_deferred_removals();
 	_exit(0);
 }
 
@@ -724,10 +726,12 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 	cp_save_free(&m);
 	if (r < 0) {
 		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-		return;
-	}
-	if (cp_empty_encode(&S.w, CP_OK, h->chan) == 0)
+	} else if (cp_empty_encode(&S.w, CP_OK, h->chan) == 0) {
 		to_client(ci, S.w.buf, S.w.len);
+		/* The answer goes out first; what the save replaced is removed after. */
+		outq_flush(&S.clients[ci].out, S.clients[ci].fd);
+	}
+	layer_run_deferred_removals();
 }
 
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
@@ -1395,6 +1399,7 @@ int main(int argc, char **argv)
 		return run_cleanup();
 
 	shim_t0_ns = now_ns();
+	layer_defer_removals(true);
 	S.agent_fd = -1;
 	S.listen_fd = -1;
 	signal(SIGPIPE, SIG_IGN);
