@@ -23,6 +23,7 @@
 
 #include "internal.h"
 #include "layer_copy.h"
+#include "syscalls.h"
 #include "util.h"
 
 /* Each level holds a descriptor and a stack frame; a sandbox decides how deep its folders
@@ -217,7 +218,13 @@ static int copy_entry(struct copier *cp, int src, int dst, const char *name, cha
 	if (!S_ISLNK(st.st_mode) && st.st_nlink > 1) {
 		const char *first = known_link(cp, &st);
 		if (first) {
-			if (linkat(cp->dst_root, first, dst, name, 0) < 0)
+			/* The first name was made by us, below folders we made; resolved again without
+			 * links all the same, so that no later change could make it lead elsewhere. */
+			_cleanup_close_ int target = sys_openat2(cp->dst_root, first, O_PATH | O_NOFOLLOW | O_CLOEXEC,
+								 RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_XDEV);
+			char proc[64];
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", target);
+			if (target < 0 || linkat(AT_FDCWD, proc, dst, name, AT_SYMLINK_FOLLOW) < 0)
 				return cap_err(err, errno, "hard link '%s' to '%s'", rel, first);
 			return 0;
 		}
