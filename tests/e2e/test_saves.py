@@ -362,3 +362,12 @@ def test_kill9_during_a_live_save_leaves_no_frozen_sandbox(capsule, saves):
         time.sleep(0.05)
     assert host_procs_in(name) == []
     assert s not in saves_json(capsule) and leftovers(capsule) == []
+
+
+def test_c_api_save_checkpoint_revert_fork_list_remove(capsule):
+    from tests.conftest import BUILD
+    binary = os.path.join(BUILD, "tests", "e2e", "save_api_check")
+    r = subprocess.run([binary, sname("api")], env=capsule.env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for check in ("checkpoint-revert", "fork", "save-on-stop", "remove"):
+        assert f"ok {check}" in r.stdout
