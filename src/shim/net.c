@@ -241,8 +241,8 @@ static pid_t spawn_child(struct net *n, int *keep, size_t nkeep, int stdin_fd, c
 	_exit(r < 0 ? 1 : r);
 }
 
-/* The socket factory: one request byte in, one new TCP socket (made here, so it belongs to
- * the sandbox's network namespace) back with SCM_RIGHTS, or an errno. */
+/* The socket factory: a request byte N in, N new TCP sockets (made here, so they belong to
+ * the sandbox's network namespace) back in one SCM_RIGHTS message, or an errno. */
 static int factory_main(struct net *n, const int *fds, void *arg)
 {
 	(void)arg;
@@ -251,27 +251,36 @@ static int factory_main(struct net *n, const int *fds, void *arg)
 		return 1;
 	sys_close_range(4, ~0U, 0);
 	for (;;) {
-		char c;
-		ssize_t k = recv(sock, &c, 1, 0);
+		unsigned char want;
+		ssize_t k = recv(sock, &want, 1, 0);
 		if (k <= 0)
 			return 0;
-		int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-		int e = s < 0 ? errno : 0;
-		char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+		int made[NET_SOCKET_BATCH];
+		size_t nmade = 0;
+		int e = 0;
+		while (nmade < want && nmade < NET_SOCKET_BATCH) {
+			int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (s < 0) {
+				e = errno;
+				break;
+			}
+			made[nmade++] = s;
+		}
+		char cbuf[CMSG_SPACE(sizeof(made))] = { 0 };
 		struct iovec iov = { &e, sizeof(e) };
 		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-		if (s >= 0) {
+		if (nmade) {
 			msg.msg_control = cbuf;
-			msg.msg_controllen = sizeof(cbuf);
+			msg.msg_controllen = CMSG_SPACE(nmade * sizeof(int));
 			struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 			cm->cmsg_level = SOL_SOCKET;
 			cm->cmsg_type = SCM_RIGHTS;
-			cm->cmsg_len = CMSG_LEN(sizeof(int));
-			memcpy(CMSG_DATA(cm), &s, sizeof(int));
+			cm->cmsg_len = CMSG_LEN(nmade * sizeof(int));
+			memcpy(CMSG_DATA(cm), made, nmade * sizeof(int));
 		}
 		k = sendmsg(sock, &msg, MSG_NOSIGNAL);
-		if (s >= 0)
-			close(s);
+		for (size_t i = 0; i < nmade; i++)
+			close(made[i]);
 		if (k < 0)
 			return 1;
 	}
@@ -295,29 +304,37 @@ static int factory_start(struct net *n, capsule_error *err)
 	return 0;
 }
 
-/* A new TCP socket in the sandbox's network namespace. */
+/* A new TCP socket in the sandbox's network namespace. They come from the factory in
+ * batches, so that a connection does not wait for a round trip to another process. */
 static int sandbox_socket(struct net *n, int *out, capsule_error *err)
 {
 	int r;
+	if (n->npool > 0) {
+		*out = n->pool[--n->npool];
+		return 0;
+	}
 	if (n->factory_fd < 0 && (r = factory_start(n, err)) < 0)
 		return r;
-	char c = 's';
-	if (send(n->factory_fd, &c, 1, MSG_NOSIGNAL) != 1)
+	unsigned char want = NET_SOCKET_BATCH;
+	if (send(n->factory_fd, &want, 1, MSG_NOSIGNAL) != 1)
 		return cap_err(err, errno, "asking for a socket in the sandbox");
 	struct pollfd p = { .fd = n->factory_fd, .events = POLLIN };
 	if (poll(&p, 1, 5000) != 1)
 		return cap_err_plain(err, ETIMEDOUT, "no socket from the sandbox's network namespace");
 	int e = 0;
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(sizeof(n->pool))];
 	struct iovec iov = { &e, sizeof(e) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
 	ssize_t k = recvmsg(n->factory_fd, &msg, MSG_CMSG_CLOEXEC);
 	if (k != sizeof(e))
 		return cap_err_plain(err, EPROTO, "the socket factory of the sandbox went away");
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-	if (e || !cm || cm->cmsg_type != SCM_RIGHTS)
+	if (!cm || cm->cmsg_type != SCM_RIGHTS)
 		return cap_err(err, e ? e : EPROTO, "making a socket in the sandbox");
-	memcpy(out, CMSG_DATA(cm), sizeof(int));
+	size_t got = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	memcpy(n->pool, CMSG_DATA(cm), got * sizeof(int));
+	n->npool = got - 1;
+	*out = n->pool[got - 1];
 	return 0;
 }
 
@@ -718,6 +735,8 @@ void net_reap(struct net *n, bool force)
 		if (n->factory_fd >= 0)
 			close(n->factory_fd);
 		n->slirp_exit_fd = n->factory_fd = -1;
+		while (n->npool > 0)
+			close(n->pool[--n->npool]);
 	}
 	child_reap(n, &n->slirp_pid, force, "slirp4netns");
 	pid_t fpid = n->factory_pid;

@@ -21,6 +21,8 @@
 #define NET_MAX_FORWARDS 64
 /* Relayed connections at once, all forwards of one sandbox together. */
 #define NET_MAX_CONNS 128
+/* Sockets the factory makes at a time. */
+#define NET_SOCKET_BATCH 16
 
 struct net_forward {
 	bool used;
@@ -57,6 +59,8 @@ struct net {
 	int slirp_exit_fd; /* its --exit-fd: slirp4netns exits when we close this */
 	pid_t factory_pid; /* a child in the sandbox's network namespace that makes sockets there */
 	int factory_fd;
+	int pool[NET_SOCKET_BATCH]; /* sockets the factory made, not used yet */
+	size_t npool;
 	struct net_forward fwd[NET_MAX_FORWARDS];
 	struct net_conn conns[NET_MAX_CONNS];
 	unsigned nconns;
