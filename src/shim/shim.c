@@ -519,19 +519,43 @@ static void client_close(int ci)
 	}
 }
 
-/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
- * well under the time a client would notice the loop pause. */
-static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+/* The requests the shim answers itself (MOUNT..., PORT_...) go on a fresh channel of their
+ * own, and not while the sandbox stops. */
+static bool shim_request_acceptable(int ci, const struct cp_header *h)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
 		client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use", cp_type_name(h->type),
 				  h->chan);
-		return;
+		return false;
 	}
 	if (S.stopping) {
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return false;
+	}
+	return true;
+}
+
+/* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
+static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
+				const struct cp_mount_ok *ok)
+{
+	if (r < 0) {
+		client_send_error(ci, h->chan, err->code ? err->code : -r, "%s", err->message);
 		return;
 	}
+	if ((r = cp_mount_ok_encode(&S.w, h->chan, ok)) < 0) {
+		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+		return;
+	}
+	to_client(ci, S.w.buf, S.w.len);
+}
+
+/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause. */
+static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
@@ -576,29 +600,14 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		r = mounts_list_json(&S.hot, &sb, &list, &err);
 		ok.mounts_json = list;
 	}
-	if (r < 0) {
-		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-		return;
-	}
-	if ((r = cp_mount_ok_encode(&S.w, h->chan, &ok)) < 0) {
-		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
-		return;
-	}
-	to_client(ci, S.w.buf, S.w.len);
+	shim_request_answer(ci, h, r, &err, &ok);
 }
 
 /* Port forwards are answered here, at once: a listen or a close. */
 static void port_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
-		client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use", cp_type_name(h->type),
-				  h->chan);
+	if (!shim_request_acceptable(ci, h))
 		return;
-	}
-	if (S.stopping) {
-		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
-		return;
-	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
@@ -615,15 +624,7 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 		r = h->type == CP_PORT_ADD ? net_port_add(&S.net, &m, &err) : net_port_remove(&S.net, &m, &err);
 		cp_port_free(&m);
 	}
-	if (r < 0) {
-		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-		return;
-	}
-	if ((r = cp_mount_ok_encode(&S.w, h->chan, &ok)) < 0) {
-		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
-		return;
-	}
-	to_client(ci, S.w.buf, S.w.len);
+	shim_request_answer(ci, h, r, &err, &ok);
 }
 
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
