@@ -683,6 +683,11 @@ void net_event(struct net *n, uint64_t key, uint32_t events)
 	if (ci >= NET_MAX_CONNS || !n->conns[ci].used)
 		return;
 	struct net_conn *c = &n->conns[ci];
+	if (c->connecting && (k & 1) == 0) {
+		/* The client hung up before the sandbox side was connected. */
+		relay_close(n, c);
+		return;
+	}
 	if (c->connecting) {
 		int e = 0;
 		socklen_t el = sizeof(e);

@@ -440,3 +440,23 @@ def test_ephemeral_run_leaves_no_listener(capsule):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_forward_on_ipv6_loopback(capsule):
+    if not socket.has_ipv6 or not os.path.exists("/proc/net/if_inet6"):
+        pytest.skip("no IPv6 on this host")
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    name = capsule.create("-p", f"[::1]:{port}:8007")
+    token = os.urandom(6).hex()
+    serve_inside(capsule, name, 8007, token)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            assert fetch_host(f"http://[::1]:{port}/token") == token
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "no answer through the IPv6 forward"
+            time.sleep(0.2)
+    assert capsule.inspect(name)["network"]["ports"][0]["host_ip"] == "::1"
