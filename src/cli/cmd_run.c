@@ -39,7 +39,8 @@ struct sandbox_cli {
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_SAVE,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_NETWORK, OPT_ALLOW_HOST, OPT_ALLOW_CIDR,
+	OPT_SAVE,
 };
 
 static const struct option sandbox_options[] = {
@@ -63,6 +64,10 @@ static const struct option sandbox_options[] = {
 	{ "volume", required_argument, NULL, 'v' },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
 	{ "transform", required_argument, NULL, OPT_TRANSFORM },
+	{ "network", required_argument, NULL, OPT_NETWORK },
+	{ "publish", required_argument, NULL, 'p' },
+	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
+	{ "allow-cidr", required_argument, NULL, OPT_ALLOW_CIDR },
 	{ "save", required_argument, NULL, OPT_SAVE },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
@@ -91,6 +96,13 @@ static void run_help(const char *verb)
 		       "                       with / is a named volume (created if missing)\n"
 		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n"
 		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n"
+		       "  --network MODE       none (default: loopback only), mounts-only (the same) or full\n"
+		       "                       (outbound through user-mode NAT; the host's 127.0.0.1 is 10.0.2.2)\n"
+		       "  -p, --publish [HOSTIP:]HOSTPORT:PORT[/tcp]  forward a host port (default address\n"
+		       "                       127.0.0.1) to PORT on the sandbox's loopback\n"
+		       "  --allow-host NAME:PORT  with --network full, allow only listed destinations: NAME is\n"
+		       "                       resolved now, on the host\n"
+		       "  --allow-cidr CIDR[:PORT]  the same for an IPv4 address or network\n"
 		       "  --save NAME          save the filesystem as NAME when the sandbox stops\n"
 		       "                       (start from it with --image NAME)\n");
 	if (strcmp(verb, "create"))
@@ -260,6 +272,21 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 			return cli_usage(verb, "unknown flag '--save'");
 		r = capsule_config_set_save(sbc->cfg, optarg, &err);
 		break;
+	case OPT_NETWORK:
+	case 'p':
+	case OPT_ALLOW_HOST:
+	case OPT_ALLOW_CIDR:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '%s'", opt == 'p' ? "--publish" : "--network");
+		if (opt == OPT_NETWORK)
+			r = capsule_config_set_network_name(sbc->cfg, optarg, &err);
+		else if (opt == 'p')
+			r = capsule_config_add_port_forward(sbc->cfg, optarg, &err);
+		else if (opt == OPT_ALLOW_HOST)
+			r = capsule_config_add_allow_host(sbc->cfg, optarg, &err);
+		else
+			r = capsule_config_add_allow_cidr(sbc->cfg, optarg, &err);
+		break;
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:
@@ -281,7 +308,7 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 	/* "+": stop at the first word that is not an option, so the command's own flags are
 	 * left alone, with or without "--". */
 	/* Leading ':' makes getopt report a missing value as ':' rather than '?'. */
-	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:v:itdh", sandbox_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:v:p:itdh", sandbox_options, NULL)) != -1) {
 		if (opt == 'h')
 			opt = OPT_HELP;
 		if (opt == '?')

@@ -29,6 +29,7 @@ static const struct cli_command commands[] = {
 	{ "revert", cmd_revert, "Put a sandbox's filesystem back to a checkpoint" },
 	{ "fork", cmd_fork, "Start a new sandbox from a sandbox's current state" },
 	{ "saves", cmd_saves, "Manage saves (ls, rm)" },
+	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

@@ -16,36 +16,17 @@
 /* A save copies the sandbox's whole layer; a slow disk and a large layer take a while. */
 #define SAVE_REPLY_TIMEOUT_MS (30 * 60 * 1000)
 
-static int shim_request(const char *sandbox, uint32_t op, const char *name, capsule_error *err)
+static int save_request(const char *sandbox, uint32_t op, const char *name, capsule_error *err)
 {
 	struct conn c;
 	int r = conn_open(&c, sandbox, err);
 	if (r < 0)
 		return r;
 	struct cp_save m = { .op = op, .name = (char *)name };
-	if ((r = cp_save_encode(&c.w, 1, &m)) < 0) {
-		conn_close(&c);
-		return cap_err(err, -r, "encoding a save request");
-	}
-	if ((r = conn_send(&c, err)) < 0) {
-		conn_close(&c);
-		return r;
-	}
-	for (;;) {
-		struct cp_header h;
-		const uint8_t *payload;
-		if ((r = conn_recv(&c, &h, &payload, SAVE_REPLY_TIMEOUT_MS, err)) < 0)
-			break;
-		if (h.chan == 1 && h.type == CP_ERROR) {
-			r = conn_error_from_frame(payload, h.len, err);
-			break;
-		}
-		if (h.chan == 1 && h.type == CP_OK) {
-			r = 0;
-			break;
-		}
-		conn_consume(&c, &h);
-	}
+	if ((r = cp_save_encode(&c.w, 1, &m)) < 0)
+		r = cap_err(err, -r, "encoding a save request");
+	else
+		r = shim_request_wait(&c, NULL, SAVE_REPLY_TIMEOUT_MS, err);
 	conn_close(&c);
 	return r;
 }
@@ -66,7 +47,7 @@ static int sandbox_layer_op(capsule_sandbox *sb, uint32_t op, const char *name, 
 	/* The lock free means no shim runs it: we hold it while we work, so none can start. */
 	if (lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) == 0)
 		return layer_op(cfg, dir, op, name, err);
-	return shim_request(cfg->name, op, name, err);
+	return save_request(cfg->name, op, name, err);
 }
 
 int capsule_save(capsule_sandbox *sb, const char *name, capsule_error *err)
