@@ -207,7 +207,17 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		break;
 	}
 	case CP_MOUNTS:
+	case CP_PORTS:
 		break; /* a bare request: no fields to decode */
+	case CP_PORT_ADD:
+	case CP_PORT_REMOVE: {
+		struct cp_port m;
+		if ((r = cp_port_decode(h->type, p, n, &m)) == 0) {
+			CHECK(m.host_ip && strlen(m.host_ip) <= CP_MAX_PORT_HOST_IP && !(m.flags & ~CP_PORT_FLAGS_KNOWN));
+			cp_port_free(&m);
+		}
+		break;
+	}
 	case CP_SAVE: {
 		struct cp_save m;
 		if ((r = cp_save_decode(p, n, &m)) == 0) {
