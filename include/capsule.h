@@ -487,8 +487,9 @@ CAPSULE_API int capsule_save(capsule_sandbox *sb, const char *name, capsule_erro
 /* Keep the sandbox's filesystem as checkpoint NAME, for as long as the sandbox exists. */
 CAPSULE_API int capsule_checkpoint(capsule_sandbox *sb, const char *name, capsule_error *err);
 /* Put the sandbox's filesystem back to checkpoint NAME. A running sandbox restarts: every
- * process in it is killed (commands in flight end with 137), hot mounts are dropped, and it
- * comes back from its boot-time configuration; its name and handles stay valid. */
+ * process in it is killed (commands in flight end with 137), hot mounts and port forwards
+ * added while it ran are dropped, and it comes back from its boot-time configuration; its
+ * name and handles stay valid. */
 CAPSULE_API int capsule_revert(capsule_sandbox *sb, const char *name, capsule_error *err);
 /* A new named sandbox NEW_NAME (detached: it runs until stopped) from SB's configuration and
  * current filesystem; SB goes on. *OUT (if not NULL) gets its handle. */

@@ -697,6 +697,10 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	outq_free(&S.agent_out);
 	transform_servers_reap(true);
 	S.ntransforms = 0;
+	/* The network is the old namespace's: slirp4netns, the socket factory and the forwards'
+	 * listeners go, and the start makes them again (forwards added while it ran are gone,
+	 * as hot mounts are). */
+	net_reap(&S.net, true);
 	for (size_t i = 0; i < S.nvolume_locks; i++)
 		close(S.volume_locks[i]);
 	S.nvolume_locks = 0;

@@ -371,3 +371,28 @@ def test_c_api_save_checkpoint_revert_fork_list_remove(capsule):
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("checkpoint-revert", "fork", "save-on-stop", "remove"):
         assert f"ok {check}" in r.stdout
+
+
+def test_revert_keeps_boot_time_port_forwards(capsule):
+    import socket
+    import urllib.request
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = capsule.create("-p", f"127.0.0.1:{port}:8000")
+    capsule.run("exec", name, "sh", "-c", "mkdir -p /srv && echo before > /srv/v", check=True)
+    capsule.run("checkpoint", name, "c", check=True)
+    capsule.run("exec", name, "sh", "-c", "echo after > /srv/v", check=True)
+    assert capsule.run("revert", name, "c").returncode == 0
+    # The restarted sandbox has its forward again, on the same host port.
+    capsule.run("exec", "-d", name, "python3", "-m", "http.server", "8000", "--bind", "127.0.0.1", "--directory",
+                "/srv", check=True)
+    deadline = time.time() + 20
+    body = None
+    while time.time() < deadline:
+        try:
+            body = urllib.request.urlopen(f"http://127.0.0.1:{port}/v", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    assert body == b"before\n"
