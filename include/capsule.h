@@ -492,7 +492,8 @@ CAPSULE_API int capsule_checkpoint(capsule_sandbox *sb, const char *name, capsul
  * name and handles stay valid. */
 CAPSULE_API int capsule_revert(capsule_sandbox *sb, const char *name, capsule_error *err);
 /* A new named sandbox NEW_NAME (detached: it runs until stopped) from SB's configuration and
- * current filesystem; SB goes on. *OUT (if not NULL) gets its handle. */
+ * current filesystem, without SB's save target and port forwards; SB goes on. *OUT (if not
+ * NULL) gets its handle. */
 CAPSULE_API int capsule_fork(capsule_sandbox *sb, const char *new_name, capsule_sandbox **out, capsule_error *err);
 /* Every save as a JSON array (malloc'd) of objects: name, parent, parent_kind ("host", "save",
  * "image"), created, size (bytes of its own layer), files, chain (from the image up to this

@@ -88,10 +88,12 @@ int capsule_fork(capsule_sandbox *sb, const char *new_name, capsule_sandbox **ou
 	if ((r = config_copy(&cfg, sandbox_config(sb))) < 0)
 		return cap_err(err, -r, "copying the configuration of sandbox '%s'", sandbox_config(sb)->name);
 	/* The fork is a sandbox of its own: named, running until stopped, with its own id range,
-	 * and no save of the original's on its stop. */
+	 * and neither the original's save on its stop nor its port forwards. */
 	snprintf(cfg.name, sizeof(cfg.name), "%s", new_name);
 	cfg.detached = true;
 	cfg.save[0] = '\0';
+	/* The original holds its forwards' host ports: the fork's would all be taken. */
+	cfg.nports = 0;
 	cfg.hostname[0] = '\0';
 	cfg.progress = NULL;
 	struct fork_source src = { sb };

@@ -396,3 +396,8 @@ def test_revert_keeps_boot_time_port_forwards(capsule):
         except OSError:
             time.sleep(0.1)
     assert body == b"before\n"
+    # A fork does not take the original's forwards (their host ports are taken).
+    fork = capsule.unique_name()
+    r = capsule.run("fork", name, fork)
+    assert r.returncode == 0, r.stderr
+    assert capsule.inspect(fork)["state"] == "running"
