@@ -433,6 +433,15 @@ CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
  * accept and refuse exactly what the CLI does, with the same message. */
 CAPSULE_API int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err);
 
+/* ---- vm isolation ---------------------------------------------------------------------- */
+
+/* How a vm sandbox's QEMU runs: "auto" (KVM where /dev/kvm opens, else TCG emulation), "kvm"
+ * (fail where KVM cannot be had) or "tcg". Ignored by the container level. */
+CAPSULE_API int capsule_config_set_accel(capsule_config *cfg, const char *accel, capsule_error *err);
+/* One more argument for QEMU's command line, after capsule's own (quicksand's
+ * extra_qemu_args); call once per argument, in order. At most 64. */
+CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -39,7 +39,7 @@ struct sandbox_cli {
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_ACCEL, OPT_QEMU_ARG,
 };
 
 static const struct option sandbox_options[] = {
@@ -51,6 +51,8 @@ static const struct option sandbox_options[] = {
 	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
 	{ "isolation", required_argument, NULL, OPT_ISOLATION },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
+	{ "accel", required_argument, NULL, OPT_ACCEL },
+	{ "qemu-arg", required_argument, NULL, OPT_QEMU_ARG },
 	{ "env", required_argument, NULL, 'e' },
 	{ "workdir", required_argument, NULL, 'w' },
 	{ "user", required_argument, NULL, 'u' },
@@ -84,7 +86,9 @@ static void run_help(const char *verb)
 		       "  --pids-limit N       most processes at once\n"
 		       "  --hostname NAME      hostname inside (default: the sandbox's name)\n"
 		       "  --isolation KIND     container (default) or vm\n"
-		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
+		       "  --boot-timeout DUR   how long start may take (default 10s; 60s with vm)\n"
+		       "  --accel KIND         vm: auto (default: kvm if /dev/kvm opens, else tcg), kvm or tcg\n"
+		       "  --qemu-arg ARG       vm: one more argument for QEMU (repeat for more)\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
@@ -156,6 +160,16 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 			return cli_usage(verb, "unknown flag '--boot-timeout'");
 		if ((r = parse_duration_ms(optarg, &ms, &err)) == 0)
 			r = capsule_config_set_boot_timeout_ms(sbc->cfg, ms, &err);
+		break;
+	case OPT_ACCEL:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--accel'");
+		r = capsule_config_set_accel(sbc->cfg, optarg, &err);
+		break;
+	case OPT_QEMU_ARG:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--qemu-arg'");
+		r = capsule_config_add_qemu_arg(sbc->cfg, optarg, &err);
 		break;
 	case 'e': {
 		const char *kv = optarg;

@@ -46,6 +46,11 @@ void config_clear(struct capsule_config *cfg)
 	free(cfg->env);
 	cfg->env = NULL;
 	cfg->envc = 0;
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		free(cfg->qemu_args[i]);
+	free(cfg->qemu_args);
+	cfg->qemu_args = NULL;
+	cfg->nqemu_args = 0;
 }
 
 void capsule_config_free(capsule_config *cfg)
@@ -74,12 +79,63 @@ static int push_env(struct capsule_config *cfg, const char *kv)
 	return 0;
 }
 
+static int push_qemu_arg(struct capsule_config *cfg, const char *arg)
+{
+	if (cfg->nqemu_args >= CAPSULE_MAX_QEMU_ARGS)
+		return -E2BIG;
+	char *copy = strdup(arg);
+	char **nv = realloc(cfg->qemu_args, (cfg->nqemu_args + 1) * sizeof(char *));
+	if (!copy || !nv) {
+		free(copy);
+		if (nv)
+			cfg->qemu_args = nv;
+		return -ENOMEM;
+	}
+	cfg->qemu_args = nv;
+	cfg->qemu_args[cfg->nqemu_args++] = copy;
+	return 0;
+}
+
+uint32_t config_boot_timeout_ms(const struct capsule_config *cfg)
+{
+	if (cfg->boot_timeout_set && cfg->boot_timeout_ms)
+		return cfg->boot_timeout_ms;
+	return cfg->isolation == CAPSULE_ISOLATION_VM ? CAPSULE_DEFAULT_VM_BOOT_TIMEOUT_MS : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
+}
+
+int capsule_config_set_accel(capsule_config *cfg, const char *accel, capsule_error *err)
+{
+	if (!accel || (strcmp(accel, "auto") && strcmp(accel, "kvm") && strcmp(accel, "tcg")))
+		return cap_err_plain(err, EINVAL, "invalid accel '%s' (use auto, kvm or tcg)", accel ? accel : "");
+	snprintf(cfg->accel, sizeof(cfg->accel), "%s", accel);
+	return 0;
+}
+
+int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err)
+{
+	/* One line a value on disk: a newline would split it into two settings. */
+	if (!arg || strpbrk(arg, "\n\r"))
+		return cap_err_plain(err, EINVAL, "invalid QEMU argument '%s': no newlines", arg ? arg : "");
+	int r = push_qemu_arg(cfg, arg);
+	if (r == -E2BIG)
+		return cap_err_plain(err, E2BIG, "too many QEMU arguments (at most %d)", CAPSULE_MAX_QEMU_ARGS);
+	return r < 0 ? cap_err(err, -r, "adding a QEMU argument") : 0;
+}
+
 int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 {
 	*dst = *src;
 	dst->env = NULL;
 	dst->envc = 0;
 	dst->nbinds = 0;
+	dst->qemu_args = NULL;
+	dst->nqemu_args = 0;
+	for (size_t i = 0; i < src->nqemu_args; i++) {
+		if (push_qemu_arg(dst, src->qemu_args[i]) < 0) {
+			config_clear(dst);
+			return -ENOMEM;
+		}
+	}
 	for (size_t i = 0; i < src->ntmpfs; i++) {
 		dst->tmpfs[i].target = strdup(src->tmpfs[i].target);
 		if (!dst->tmpfs[i].target) {
@@ -133,9 +189,9 @@ int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, cap
 {
 	if (iso != CAPSULE_ISOLATION_CONTAINER && iso != CAPSULE_ISOLATION_VM)
 		return cap_err_plain(err, EINVAL, "invalid isolation %d (use container or vm)", (int)iso);
-	if (iso == CAPSULE_ISOLATION_VM)
-		return cap_err_plain(err, EOPNOTSUPP, "isolation 'vm' is not available in this build yet; use 'container'");
 	cfg->isolation = iso;
+	if (!cfg->boot_timeout_set)
+		cfg->boot_timeout_ms = config_boot_timeout_ms(cfg);
 	return 0;
 }
 
@@ -450,6 +506,7 @@ int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule
 	if (ms < 100)
 		return cap_err_plain(err, EINVAL, "boot timeout %u ms is too short (minimum 100 ms)", ms);
 	cfg->boot_timeout_ms = ms;
+	cfg->boot_timeout_set = true;
 	return 0;
 }
 
@@ -477,6 +534,11 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
 	for (size_t i = 0; i < cfg->envc; i++)
 		fprintf(f, "env=%s\n", cfg->env[i]);
+	fprintf(f, "boot_timeout_set=%d\n", cfg->boot_timeout_set ? 1 : 0);
+	if (cfg->accel[0])
+		fprintf(f, "accel=%s\n", cfg->accel);
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
 	/* Sources may hold ':' and spaces: the source's length says where it ends. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
@@ -607,6 +669,12 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "boot_timeout_set")) {
+			cfg->boot_timeout_set = strcmp(v, "1") == 0;
+		} else if (!strcmp(k, "accel")) {
+			r = capsule_config_set_accel(cfg, v, err);
+		} else if (!strcmp(k, "qemu_arg")) {
+			r = capsule_config_add_qemu_arg(cfg, v, err);
 		}
 	}
 	if (r == 0 && !cfg->name[0])

@@ -11,6 +11,9 @@
 
 #define CAPSULE_NAME_MAX 63
 #define CAPSULE_DEFAULT_BOOT_TIMEOUT_MS 10000
+/* A VM boots a kernel; under TCG (no KVM) that is seconds, more on a loaded host. */
+#define CAPSULE_DEFAULT_VM_BOOT_TIMEOUT_MS 60000
+#define CAPSULE_MAX_QEMU_ARGS 64
 #define CAPSULE_DEFAULT_STOP_TIMEOUT_MS 10000
 /* A sandbox with no pids limit could spend the host's pids (pid_max is often 32768). */
 #define CAPSULE_DEFAULT_PIDS_LIMIT 4096
@@ -61,6 +64,11 @@ struct capsule_config {
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_progress_fn progress;
 	void *progress_payload;
+	/* vm isolation */
+	bool boot_timeout_set; /* else the level's default applies */
+	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
+	char **qemu_args;      /* appended to QEMU's command line */
+	size_t nqemu_args;
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
@@ -68,6 +76,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 /* Read and parse the "config" file in the sandbox folder DIRFD. */
 int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
+/* The boot timeout a start waits: the one set, or the isolation level's default. */
+uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
 
 /* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped
