@@ -66,6 +66,8 @@ fuzz: deps build-fuzz/build.ninja
 	ninja -C build-fuzz
 	tests/fuzz/run-fuzzers build-fuzz $(or $(SECONDS),120)
 
+# Everything make check runs, plus the vm-isolation tests marked vm_slow (each boots a VM).
+check-vm: export CAPSULE_CHECK_VM = 1
 check-vm: check
 
 demo: deps

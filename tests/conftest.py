@@ -101,3 +101,18 @@ def capsule(capsule_home):
 def sandbox(capsule):
     """A running named sandbox for tests that exec into one."""
     return capsule.create()
+
+
+# vm isolation boots a kernel: seconds each under TCG. Tests marked vm_slow run only in
+# `make check-vm` (CAPSULE_CHECK_VM=1); `make check` runs the vm tests that boot once each.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vm_slow: a vm-isolation test that runs only in make check-vm")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CAPSULE_CHECK_VM") == "1":
+        return
+    slow = [i for i in items if i.get_closest_marker("vm_slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [i for i in items if not i.get_closest_marker("vm_slow")]

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -27,6 +28,32 @@
 #define QEMU_QMP_FD 4
 #define QMP_TIMEOUT_MS 30000
 #define MAX_QEMU_ARGV 160
+
+/* Under TCG the guest's TSC runs at the host's rate (QEMU reads the host's counter). The guest
+ * kernel calibrates it against the PIT, which under emulation on a busy host fails now and
+ * then; the kernel then marks the TSC unstable and, with no HPET or ACPI PM timer on microvm,
+ * hung before init in our runs. So we measure the rate here (20 ms) and say it on the kernel
+ * command line (tsc_early_khz), and tsc=reliable keeps the clocksource watchdog from
+ * judging it against jiffies, which emulation skews. 0 where it cannot be measured. */
+static unsigned long host_tsc_khz(void)
+{
+#if defined(__x86_64__)
+	struct timespec a, b;
+	unsigned lo, hi;
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	uint64_t t0 = ((uint64_t)hi << 32) | lo;
+	struct timespec nap = { .tv_nsec = 20 * 1000 * 1000 };
+	nanosleep(&nap, NULL);
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	uint64_t t1 = ((uint64_t)hi << 32) | lo;
+	uint64_t ns = (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000ull + (uint64_t)b.tv_nsec - (uint64_t)a.tv_nsec;
+	return ns && t1 > t0 ? (unsigned long)((t1 - t0) * 1000000ull / ns) : 0;
+#else
+	return 0;
+#endif
+}
 
 static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
 
@@ -146,8 +173,12 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "-initrd");
 	arg(a, "%s", initramfs);
 	/* panic=-1 with -no-reboot: a guest that dies ends QEMU instead of hanging. */
+	char tsc[48] = "";
+	unsigned long khz = strcmp(accel, "tcg") ? 0 : host_tsc_khz();
+	if (khz)
+		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
 	arg(a, "-append");
-	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 capsule.vm=1 capsule.hostname=%s", spec->hostname);
+	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s", tsc, spec->hostname);
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
