@@ -253,8 +253,7 @@ def test_unsupported_features_raise_before_anything_starts():
     for kw, word in (({"network_mode": NetworkMode.FULL}, "network_mode FULL"),
                      ({"network_mode": "full"}, "network_mode FULL"),
                      ({"port_forwards": [PortForward(host=8080, guest=80)]}, "port_forwards"),
-                     ({"save": "my-env"}, "save"),
-                     ({"isolation": "vm"}, "isolation 'vm'")):
+                     ({"save": "my-env"}, "save")):
         for cls in (Sandbox, SyncSandbox):
             with pytest.raises(UnsupportedFeature, match=word) as ei:
                 cls(**kw)

@@ -65,7 +65,7 @@ class Busy(CapsuleError):
 
 
 class UnsupportedFeature(CapsuleError):
-    """Something this build of capsule does not have yet (isolation 'vm', network modes other
+    """Something this build of capsule does not have yet (network modes other
     than loopback-only, port forwards, save). Raised before anything starts."""
 
 
