@@ -49,6 +49,15 @@ def qemu_procs(capsule, name):
     return found
 
 
+def refused(capsule, *args):
+    """`capsule run --isolation vm ARGS -- true` fails with one line and leaves no folder; its stderr."""
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", *args, "--", "true", timeout=BOOT_TIMEOUT)
+    assert_capsule_error(r)
+    assert run_entries(capsule) == before
+    return r.stderr
+
+
 def create_vm(capsule, *args):
     name = capsule.unique_name("vm")
     r = capsule.run("create", "--isolation", "vm", "--name", name, *args, timeout=BOOT_TIMEOUT)
@@ -95,6 +104,9 @@ def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     argv = vm["qemu_command_line"].split()
     assert argv[argv.index("-m") + 1] == "256" and argv[argv.index("-smp") + 1] == "2"
     assert vm["qemu_pid"] == info["init_pid"] and qemu_procs(capsule, name) == [vm["qemu_pid"]]
+    # QEMU runs under its own seccomp filter (-sandbox on).
+    with open(f"/proc/{vm['qemu_pid']}/status") as f:
+        assert re.search(r"^Seccomp:\s+2$", f.read(), re.M)
 
     # --cpus and --memory are the guest's own: its CPUs and its RAM.
     r = capsule.run("exec", name, "--", "sh", "-c", "nproc; sed -n 's/MemTotal: *//p' /proc/meminfo; "
@@ -177,33 +189,23 @@ def test_vm_guest_sees_neither_host_processes_nor_host_files(capsule):
 
 
 def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp_path):
-    before = run_entries(capsule)
     for args, word in ((["-v", f"{tmp_path}:/mnt"], "not available with vm isolation"),
                        (["--tmpfs", "/scratch"], "not available with vm isolation"),
                        (["--memory", "32M"], "at least 64M"),
                        (["--accel", "warp"], "invalid accel 'warp'")):
-        r = capsule.run("run", "--isolation", "vm", *args, "--", "true", timeout=BOOT_TIMEOUT)
-        assert_capsule_error(r)
-        assert word in r.stderr, r.stderr
-    assert run_entries(capsule) == before
+        err = refused(capsule, *args)
+        assert word in err, err
 
 
 @pytest.mark.skipif(os.path.exists("/dev/kvm"), reason="this host has /dev/kvm: accel kvm would boot")
 def test_vm_accel_kvm_without_dev_kvm_fails_clearly(capsule):
-    before = run_entries(capsule)
-    r = capsule.run("run", "--isolation", "vm", "--accel", "kvm", "--", "true", timeout=BOOT_TIMEOUT)
-    assert_capsule_error(r)
-    assert "accel 'kvm'" in r.stderr and "/dev/kvm" in r.stderr
-    assert run_entries(capsule) == before
+    err = refused(capsule, "--accel", "kvm")
+    assert "accel 'kvm'" in err and "/dev/kvm" in err
 
 
 def test_vm_qemu_refusing_its_arguments_is_reported_with_qemus_words(capsule):
-    before = run_entries(capsule)
-    r = capsule.run("run", "--isolation", "vm", "--qemu-arg=-no-such-qemu-option", "--", "true",
-                    timeout=BOOT_TIMEOUT)
-    assert_capsule_error(r)
-    assert "QEMU" in r.stderr and "no-such-qemu-option" in r.stderr, r.stderr
-    assert run_entries(capsule) == before
+    err = refused(capsule, "--qemu-arg=-no-such-qemu-option")
+    assert "QEMU" in err and "no-such-qemu-option" in err, err
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, b"-no-such-qemu-option")]
 
 
@@ -235,11 +237,8 @@ def test_vm_extra_qemu_args_and_accel_tcg_reach_qemu(capsule):
 
 @pytest.mark.vm_slow
 def test_vm_boot_timeout_too_short_fails_and_leaves_nothing(capsule):
-    before = run_entries(capsule)
-    r = capsule.run("run", "--isolation", "vm", "--boot-timeout", "200ms", "--", "true", timeout=BOOT_TIMEOUT)
-    assert_capsule_error(r)
-    assert "boot timeout" in r.stderr and "200 ms" in r.stderr
-    assert run_entries(capsule) == before
+    err = refused(capsule, "--boot-timeout", "200ms")
+    assert "boot timeout" in err and "200 ms" in err
 
 
 @pytest.mark.vm_slow
@@ -296,3 +295,10 @@ def test_vm_writes_stay_in_the_guest(capsule):
                os.path.lexists("/etc/os-release"))
     r = capsule.run("exec", name, "--", "sh", "-c", "echo x > /usr/x", timeout=60)
     assert r.returncode != 0 and "Read-only file system" in r.stderr
+
+
+def test_doctor_reports_the_vm_level_usable_with_its_kernel(capsule):
+    d = json.loads(capsule.run("doctor", "--json", check=True).stdout)
+    assert d["vm_usable"] is True and d["qemu"] is True
+    assert d["vm_kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
+    assert d["vm_accel"] == ("kvm" if d["kvm"] else "tcg")
