@@ -45,5 +45,6 @@ int cmd_volume(int argc, char **argv);
 int cmd_mount(int argc, char **argv);
 int cmd_mounts(int argc, char **argv);
 int cmd_unmount(int argc, char **argv);
+int cmd_port(int argc, char **argv);
 
 #endif

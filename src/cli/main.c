@@ -24,6 +24,7 @@ static const struct cli_command commands[] = {
 	{ "mount", cmd_mount, "Bind a host path into a running sandbox" },
 	{ "mounts", cmd_mounts, "List a sandbox's mounts" },
 	{ "unmount", cmd_unmount, "Remove a hot mount from a running sandbox" },
+	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

@@ -1,6 +1,7 @@
 /* The configuration builder, and its on-disk form: "key=value" lines in run/<name>/config,
  * read back by the shim and by `capsule start`. */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,9 @@ void config_clear(struct capsule_config *cfg)
 	free(cfg->qemu_args);
 	cfg->qemu_args = NULL;
 	cfg->nqemu_args = 0;
+	for (size_t i = 0; i < cfg->nlayers; i++)
+		free(cfg->layers[i]);
+	cfg->nlayers = 0;
 }
 
 void capsule_config_free(capsule_config *cfg)
@@ -130,6 +134,14 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	dst->nbinds = 0;
 	dst->qemu_args = NULL;
 	dst->nqemu_args = 0;
+	dst->nlayers = 0;
+	for (size_t i = 0; i < src->nlayers; i++) {
+		if (!(dst->layers[i] = strdup(src->layers[i]))) {
+			config_clear(dst);
+			return -ENOMEM;
+		}
+		dst->nlayers = i + 1;
+	}
 	for (size_t i = 0; i < src->nqemu_args; i++) {
 		if (push_qemu_arg(dst, src->qemu_args[i]) < 0) {
 			config_clear(dst);
@@ -518,6 +530,18 @@ int capsule_config_set_progress(capsule_config *cfg, capsule_progress_fn fn, voi
 	return 0;
 }
 
+int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err)
+{
+	if (!path || path[0] != '/' || strlen(path) >= PATH_MAX || strpbrk(path, "\n\r"))
+		return cap_err_plain(err, EINVAL, "invalid layer folder '%s' (an absolute host path)", path ? path : "");
+	if (cfg->nlayers >= CAPSULE_MAX_LAYERS)
+		return cap_err_plain(err, E2BIG, "too many layers (at most %d)", CAPSULE_MAX_LAYERS);
+	if (!(cfg->layers[cfg->nlayers] = strdup(path)))
+		return cap_err(err, ENOMEM, "adding layer '%s'", path);
+	cfg->nlayers++;
+	return 0;
+}
+
 /* ---- on disk ---- */
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
@@ -539,6 +563,10 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "accel=%s\n", cfg->accel);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
+	if (cfg->base_none)
+		fprintf(f, "base=none\n");
+	for (size_t i = 0; i < cfg->nlayers; i++)
+		fprintf(f, "layer=%s\n", cfg->layers[i]);
 	/* Sources may hold ':' and spaces: the source's length says where it ends. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
@@ -550,6 +578,7 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
 			cfg->tmpfs[i].target);
+	config_net_serialize(cfg, f);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;
@@ -666,6 +695,12 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			r = parse_bind_line(cfg, v, !strcmp(k, "volume"), err);
 		} else if (!strcmp(k, "transform")) {
 			r = parse_transform_line(cfg, v, err);
+		} else if (!strcmp(k, "layer")) {
+			r = config_add_layer(cfg, v, err);
+		} else if (!strcmp(k, "base")) {
+			if (strcmp(v, "none") && strcmp(v, "host"))
+				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid base '%s'", v);
+			cfg->base_none = !strcmp(v, "none");
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");
@@ -675,10 +710,14 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			r = capsule_config_set_accel(cfg, v, err);
 		} else if (!strcmp(k, "qemu_arg")) {
 			r = capsule_config_add_qemu_arg(cfg, v, err);
+		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
+			r = 0;
 		}
 	}
 	if (r == 0 && !cfg->name[0])
 		r = cap_err_plain(err, EINVAL, "sandbox configuration has no name");
+	if (r == 0 && cfg->base_none && !cfg->nlayers)
+		r = cap_err_plain(err, EINVAL, "sandbox configuration: base=none and no layer");
 	if (r < 0)
 		config_clear(cfg);
 	return r;

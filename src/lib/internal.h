@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "capsule.h"
@@ -31,6 +32,9 @@ struct tmpfs_mount {
 };
 
 #define CAPSULE_MAX_BINDS 32
+/* Read-only layers below a sandbox's own (an image's, a save's): overlayfs takes up to 500, and
+ * each is one more mount the shim makes at start. */
+#define CAPSULE_MAX_LAYERS 128
 
 struct bind_mount {
 	char *source; /* absolute host path, as given; or a volume's name */
@@ -42,6 +46,26 @@ struct bind_mount {
 };
 
 #define CAPSULE_TRANSFORM_CONFIG_MAX 4096
+
+#define CAPSULE_MAX_PORTS 32
+#define CAPSULE_MAX_ALLOW 64
+
+/* One -p forward: the shim listens on HOST_IP:HOST_PORT and carries each connection to
+ * 127.0.0.1:GUEST_PORT inside the sandbox's network namespace. */
+struct port_forward {
+	char host_ip[64]; /* canonical text form (inet_ntop) */
+	uint16_t host_port;
+	uint16_t guest_port;
+};
+
+/* One egress allowlist entry: IPv4 ADDR/PREFIX (network order), PORT 0 = any port. HOST is
+ * the name it was resolved from (--allow-host), empty for --allow-cidr. */
+struct egress_rule {
+	uint32_t addr;
+	uint8_t prefix;
+	uint16_t port;
+	char host[256];
+};
 
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {
@@ -60,8 +84,20 @@ struct capsule_config {
 	size_t ntmpfs;
 	struct bind_mount binds[CAPSULE_MAX_BINDS];
 	size_t nbinds;
+	/* Host folders of read-only layers, bottom first (an OCI manifest's order), whose files
+	 * carry the image's own ids; in overlayfs's format (0:0 character-device whiteouts,
+	 * user.overlay.opaque). With base_none they are the whole root; otherwise they lie on top
+	 * of the "host" image. */
+	char *layers[CAPSULE_MAX_LAYERS];
+	size_t nlayers;
+	bool base_none;
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
+	capsule_network network;
+	struct port_forward ports[CAPSULE_MAX_PORTS];
+	size_t nports;
+	struct egress_rule allow[CAPSULE_MAX_ALLOW];
+	size_t nallow;
 	capsule_progress_fn progress;
 	void *progress_payload;
 	/* vm isolation */
@@ -78,7 +114,23 @@ int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
 /* The boot timeout a start waits: the one set, or the isolation level's default. */
 uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
+/* Put the layer folder PATH (absolute) on top of CFG's layers. */
+int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+/* The network part of the configuration (src/lib/net.c): its config lines, and one line of
+ * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
+void config_net_serialize(const struct capsule_config *cfg, FILE *f);
+int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
+/* Settings that only make sense together (an allowlist needs the full network). */
+int config_net_check(const struct capsule_config *cfg, capsule_error *err);
+const char *network_mode_name(capsule_network mode);
+struct json_writer;
+/* The "network" member of inspect's JSON: mode, ports (the shim's live list when RUNNING),
+ * allowlist. */
+void sandbox_net_inspect_json(capsule_sandbox *sb, const struct capsule_config *cfg, bool running,
+			      struct json_writer *j);
+/* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
+void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);
 
 /* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped
  * root can reach its own files below them). */
@@ -141,6 +193,10 @@ void conn_consume(struct conn *c, const struct cp_header *h);
 /* Turn an ERROR frame's payload into err and return its -errno. */
 int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err);
 void conn_close(struct conn *c);
+/* Send the request the shim answers itself (MOUNT, PORT_ADD, ...) encoded in C->w on channel
+ * 1 and wait for its final answer. On OK the fields it carries are decoded into *OK (when OK
+ * is not NULL). */
+int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err);
 
 /* The creator's connection of an ephemeral sandbox is already past HELLO: it is lent to one
  * command at a time, which saves a connect and a round trip on every exec. NULL when there is

@@ -36,6 +36,7 @@
 #include "internal.h"
 #include "json.h"
 #include "mounts.h"
+#include "net.h"
 #include "probe.h"
 #include "proto.h"
 #include "seccomp_filter.h"
@@ -112,6 +113,7 @@ static struct shim {
 	size_t nvolume_locks;
 	struct hot_mounts hot;
 	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
+	struct net net;
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -450,6 +452,7 @@ static void finish_and_exit(void)
 {
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	transform_servers_reap(true);
+	net_reap(&S.net, true);
 	capsule_error err = { 0 };
 	if (S.cg && cgroup_destroy(S.cg, &err) < 0)
 		shim_log("cgroup cleanup: %s", err.message);
@@ -520,19 +523,43 @@ static void client_close(int ci)
 	}
 }
 
-/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
- * well under the time a client would notice the loop pause. */
-static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+/* The requests the shim answers itself (MOUNT..., PORT_...) go on a fresh channel of their
+ * own, and not while the sandbox stops. */
+static bool shim_request_acceptable(int ci, const struct cp_header *h)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
 		client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use", cp_type_name(h->type),
 				  h->chan);
-		return;
+		return false;
 	}
 	if (S.stopping) {
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return false;
+	}
+	return true;
+}
+
+/* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
+static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
+				const struct cp_mount_ok *ok)
+{
+	if (r < 0) {
+		client_send_error(ci, h->chan, err->code ? err->code : -r, "%s", err->message);
 		return;
 	}
+	if ((r = cp_mount_ok_encode(&S.w, h->chan, ok)) < 0) {
+		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+		return;
+	}
+	to_client(ci, S.w.buf, S.w.len);
+}
+
+/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause. */
+static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
 	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
 		client_send_error(ci, h->chan, EOPNOTSUPP, "hot mounts are not available with vm isolation yet (sandbox '%s')",
 				  S.name);
@@ -582,15 +609,36 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		r = mounts_list_json(&S.hot, &sb, &list, &err);
 		ok.mounts_json = list;
 	}
-	if (r < 0) {
-		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+	shim_request_answer(ci, h, r, &err, &ok);
+}
+
+/* Port forwards are answered here, at once: a listen or a close. */
+static void port_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+		client_send_error(ci, h->chan, EOPNOTSUPP, "port forwards are not available with vm isolation yet (sandbox '%s')",
+				  S.name);
 		return;
 	}
-	if ((r = cp_mount_ok_encode(&S.w, h->chan, &ok)) < 0) {
-		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
-		return;
+	capsule_error err = { 0 };
+	struct cp_mount_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_PORTS) {
+		r = net_ports_json(&S.net, &list, &err);
+		ok.mounts_json = list;
+	} else {
+		struct cp_port m;
+		if (cp_port_decode(h->type, payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
+			return;
+		}
+		r = h->type == CP_PORT_ADD ? net_port_add(&S.net, &m, &err) : net_port_remove(&S.net, &m, &err);
+		cp_port_free(&m);
 	}
-	to_client(ci, S.w.buf, S.w.len);
+	shim_request_answer(ci, h, r, &err, &ok);
 }
 
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
@@ -692,6 +740,11 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 	case CP_UNMOUNT:
 	case CP_MOUNTS:
 		mount_request(ci, h, payload);
+		return;
+	case CP_PORT_ADD:
+	case CP_PORT_REMOVE:
+	case CP_PORTS:
+		port_request(ci, h, payload);
 		return;
 	default:
 		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
@@ -978,7 +1031,7 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 	return 0;
 }
 
-static int agent_bring_up(const char *hostname, capsule_error *err);
+static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err);
 
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
@@ -987,8 +1040,13 @@ static int start_vm(capsule_error *err)
 	if (S.cfg.nbinds || S.cfg.ntmpfs)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "mounts, volumes and tmpfs are not available with vm isolation yet (sandbox '%s')", S.name);
-	if (strcmp(S.cfg.image, "host") != 0)
-		return cap_err_plain(err, ENOENT, "image '%s' not available with vm isolation (only 'host' is)", S.cfg.image);
+	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
+		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
+				     S.cfg.image);
+	if (S.cfg.network == CAPSULE_NETWORK_FULL || S.cfg.nports)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "network 'full' and port forwards are not available with vm isolation yet (sandbox '%s')",
+				     S.name);
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
 	int r = image_host_lower(geteuid(), getegid(), &skeleton, err);
@@ -1018,7 +1076,44 @@ static int start_vm(capsule_error *err)
 	S.agent_fd = sp[0];
 	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&S.agent_rx);
-	return agent_bring_up(hostname, err);
+	if ((r = agent_bring_up(hostname, now_ms() + config_boot_timeout_ms(&S.cfg), err)) < 0)
+		return r;
+	progress("ready");
+	return 0;
+}
+
+static void close_layer_trees(int *trees, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		close(trees[i]);
+}
+
+/* Each layer folder becomes a read-only, nosuid, nodev detached clone (container.c idmaps it
+ * and attaches it below FS/l/), and gets its empty mount point FS/l/<i>, owned by the
+ * sandbox's root, which does the attaching. */
+static int open_layer_trees(int *trees, uid_t ub, gid_t gb, capsule_error *err)
+{
+	if (!S.cfg.nlayers)
+		return 0;
+	if ((mkdirat(S.run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, "fs/l", ub, gb, 0) < 0)
+		return cap_err(err, errno, "mkdir 'fs/l'");
+	for (size_t i = 0; i < S.cfg.nlayers; i++) {
+		char at[32];
+		snprintf(at, sizeof(at), "fs/l/%zu", i);
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+		int r = 0;
+		if ((mkdirat(S.run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, at, ub, gb, 0) < 0)
+			r = cap_err(err, errno, "mkdir '%s'", at);
+		else if ((trees[i] = sys_open_tree(AT_FDCWD, S.cfg.layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
+			r = cap_err(err, errno, "image layer '%s'", S.cfg.layers[i]);
+		else if (sys_mount_setattr(trees[i], "", AT_EMPTY_PATH, &a) < 0)
+			r = cap_err(err, errno, "preparing image layer '%s'", S.cfg.layers[i]);
+		if (r < 0) {
+			close_layer_trees(trees, i + (trees[i] >= 0));
+			return r;
+		}
+	}
+	return 0;
 }
 
 static int start_sandbox(capsule_error *err)
@@ -1027,6 +1122,9 @@ static int start_sandbox(capsule_error *err)
 	if (S.cfg.isolation == CAPSULE_ISOLATION_VM)
 		return start_vm(err);
 	progress("prepare");
+	/* First, so that a host port that is taken fails the start before anything is made. */
+	if ((r = net_prepare(&S.net, &S.cfg, S.epfd, S.run_fd, S.log, err)) < 0)
+		return r;
 	struct cgroup_limits lim = {
 		.memory_bytes = S.cfg.memory_bytes,
 		.cpus_milli = S.cfg.cpus_milli,
@@ -1045,10 +1143,9 @@ static int start_sandbox(capsule_error *err)
 	bool rootless;
 	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
 
+	/* The library resolved the image to layers; "host" with no layers is the host image. */
 	_cleanup_free_ char *lower = NULL;
-	if (strcmp(S.cfg.image, "host") != 0)
-		return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", S.cfg.image);
-	if ((r = image_host_lower(ub, gb, &lower, err)) < 0)
+	if (!S.cfg.base_none && (r = image_host_lower(ub, gb, &lower, err)) < 0)
 		return r;
 
 	/* The upper folder is the sandbox's "/" as overlayfs shows it: its mode is the root's. */
@@ -1077,13 +1174,29 @@ static int start_sandbox(capsule_error *err)
 	if ((r = make_agent_memfd(&memfd, err)) < 0)
 		return r;
 	progress("memfd");
-	struct container_bind binds[CAPSULE_MAX_BINDS];
-	size_t nbinds = 0;
-	if ((r = open_bind_trees(binds, &nbinds, err)) < 0)
+	int layer_trees[CAPSULE_MAX_LAYERS];
+	if ((r = open_layer_trees(layer_trees, ub, gb, err)) < 0)
 		return r;
+	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
+	size_t nbinds = 0;
+	if ((r = open_bind_trees(binds, &nbinds, err)) < 0) {
+		close_layer_trees(layer_trees, S.cfg.nlayers);
+		return r;
+	}
+	int etc_trees[2];
+	const char *etc_targets[2];
+	size_t netc = 0;
+	if ((r = net_etc_trees(&S.net, S.run_fd, etc_trees, etc_targets, &netc, err)) < 0) {
+		close_bind_trees(binds, nbinds);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
+		return r;
+	}
+	for (size_t i = 0; i < netc; i++)
+		binds[nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i] };
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		close_bind_trees(binds, nbinds);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return cap_err(err, errno, "socketpair");
 	}
 
@@ -1094,7 +1207,7 @@ static int start_sandbox(capsule_error *err)
 		.hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name,
 		.lowerdir = lower,
 		.fsdir = fsdir,
-		.host_image = true,
+		.host_image = !S.cfg.base_none,
 		.agent_memfd = memfd,
 		.agent_sock = sp[1],
 		.uid_base = ub,
@@ -1105,11 +1218,14 @@ static int start_sandbox(capsule_error *err)
 		.ntmpfs = S.cfg.ntmpfs,
 		.binds = binds,
 		.nbinds = nbinds,
+		.layer_trees = layer_trees,
+		.nlayers = S.cfg.nlayers,
 	};
 	progress("namespaces");
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);
 	close(sp[1]);
 	close_bind_trees(binds, nbinds);
+	close_layer_trees(layer_trees, S.cfg.nlayers);
 	if (r < 0) {
 		close(sp[0]);
 		return r;
@@ -1117,15 +1233,21 @@ static int start_sandbox(capsule_error *err)
 	S.agent_fd = sp[0];
 	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&S.agent_rx);
-	return agent_bring_up(spec.hostname, err);
+	uint64_t deadline = now_ms() + config_boot_timeout_ms(&S.cfg);
+	if ((r = agent_bring_up(spec.hostname, deadline, err)) < 0)
+		return r;
+	/* Before any client can run a command: the interface, the allowlist. */
+	if ((r = net_start(&S.net, &S.ct, rootless, deadline, err)) < 0)
+		return r;
+	progress("ready");
+	return 0;
 }
 
 /* The agent said nothing yet: HELLO both ways, then its settings. The same for both levels. */
-static int agent_bring_up(const char *hostname, capsule_error *err)
+static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err)
 {
 	int r;
 	progress("agent");
-	uint64_t deadline = now_ms() + config_boot_timeout_ms(&S.cfg);
 	struct cp_header h;
 	const uint8_t *payload;
 	if ((r = agent_recv(&h, &payload, deadline, err)) < 0)
@@ -1168,7 +1290,7 @@ static int agent_bring_up(const char *hostname, capsule_error *err)
 	if (h.type != CP_OK)
 		return cap_err_plain(err, EPROTO, "the agent refused its settings");
 	cp_rxbuf_consume(&S.agent_rx, &h);
-	progress("ready");
+	progress("agent-ready");
 	return 0;
 }
 
@@ -1312,6 +1434,7 @@ int main(int argc, char **argv)
 			waitpid(S.ct.pid, NULL, 0);
 		}
 		transform_servers_reap(true);
+		net_reap(&S.net, true);
 		if (S.cg)
 			cgroup_destroy(S.cg, NULL);
 		if (S.run_fd > 0) {
@@ -1380,9 +1503,13 @@ static void event_loop(void)
 				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo != SIGCHLD)
 						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
-					else
+					else {
 						transform_servers_reap(false);
+						net_reap(&S.net, false);
+					}
 				}
+			} else if (key >= NET_KEY_BASE) {
+				net_event(&S.net, key, evs[i].events);
 			} else {
 				int ci = (int)(key - KEY_CLIENT_BASE);
 				struct client *c = &S.clients[ci];

@@ -192,7 +192,9 @@ def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp
     for args, word in ((["-v", f"{tmp_path}:/mnt"], "not available with vm isolation"),
                        (["--tmpfs", "/scratch"], "not available with vm isolation"),
                        (["--memory", "32M"], "at least 64M"),
-                       (["--accel", "warp"], "invalid accel 'warp'")):
+                       (["--accel", "warp"], "invalid accel 'warp'"),
+                       (["--network", "full"], "not available with vm isolation"),
+                       (["-p", "18089:80"], "not available with vm isolation")):
         err = refused(capsule, *args)
         assert word in err, err
 

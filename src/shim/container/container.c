@@ -299,18 +299,55 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 	}
 }
 
+/* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
+ * named relative to it because a mount's options fit in one page and 128 absolute paths do
+ * not), top first, then the host image's root. */
+static void overlay_options(const struct container_spec *spec, char *opts, size_t size)
+{
+	size_t off = 0;
+	int n = snprintf(opts, size, "lowerdir=");
+	for (size_t i = spec->nlayers; n >= 0 && (size_t)n < size - off && i-- > 0;) {
+		off += (size_t)n;
+		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || spec->lowerdir ? ":" : "");
+	}
+	if (n >= 0 && (size_t)n < size - off && spec->lowerdir) {
+		off += (size_t)n;
+		n = snprintf(opts + off, size - off, "%s", spec->lowerdir);
+	}
+	if (n >= 0 && (size_t)n < size - off) {
+		off += (size_t)n;
+		n = snprintf(opts + off, size - off, ",upperdir=upper,workdir=work,userxattr");
+	}
+	if (n < 0 || (size_t)n >= size - off)
+		child_die(ENAMETOOLONG, "overlay options");
+}
+
+/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), where
+ * the overlay finds it; with the old root these mounts leave the sandbox at pivot_root. */
+static void attach_layers(const struct container_spec *spec, int fsfd)
+{
+	for (size_t i = 0; i < spec->nlayers; i++) {
+		char at[32];
+		snprintf(at, sizeof(at), "l/%zu", i);
+		if (sys_move_mount(spec->layer_trees[i], "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			child_die(errno, "attaching image layer %zu", i);
+	}
+}
+
 static void setup_rootfs(const struct container_spec *spec)
 {
 	char rootfs[4096], opts[8192];
 	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", spec->fsdir);
-	int n = snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s/upper,workdir=%s/work,userxattr", spec->lowerdir,
-			 spec->fsdir, spec->fsdir);
-	if (n < 0 || (size_t)n >= sizeof(opts))
-		child_die(ENAMETOOLONG, "overlay options");
+	overlay_options(spec, opts, sizeof(opts));
 
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_die(errno, "making mounts private");
+	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (fsfd < 0 || fchdir(fsfd) < 0)
+		child_die(errno, "open '%s'", spec->fsdir);
+	attach_layers(spec, fsfd);
+	close(fsfd);
 	if (mount("overlay", rootfs, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		child_die(errno, "mounting the overlay root on '%s'", rootfs);
 	int rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -328,6 +365,11 @@ static void setup_rootfs(const struct container_spec *spec)
 				continue;
 			bind_host(host, rootfd, host_dirs[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 		}
+	} else {
+		/* An image's own root may lack the folders the kernel's file systems go on. */
+		static const char *const points[] = { "/proc", "/dev", "/sys", "/tmp" };
+		for (size_t i = 0; i < ARRAY_SIZE(points); i++)
+			mkdir_in_root(rootfd, points[i]);
 	}
 
 	mount_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "proc");
@@ -427,7 +469,7 @@ static int write_proc_file(pid_t pid, const char *file, const char *text, capsul
  * its single id is the sandbox's 0.) A filesystem that cannot be idmapped keeps plain ids. */
 static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_error *err)
 {
-	if (!spec->nbinds)
+	if (!spec->nbinds && !spec->nlayers)
 		return 0;
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)child);
@@ -443,6 +485,16 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 			int e = errno;
 			close(userns);
 			return cap_err(err, e, "idmapping the mount of '%s'", spec->binds[i].target);
+		}
+	}
+	/* A layer's ids are the image's: without the idmap every file would be the host's and
+	 * nobody's inside, so a layer that cannot be idmapped fails the start. */
+	for (size_t i = 0; i < spec->nlayers; i++) {
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
+		if (sys_mount_setattr(spec->layer_trees[i], "", AT_EMPTY_PATH, &a) < 0) {
+			int e = errno;
+			close(userns);
+			return cap_err(err, e, "idmapping image layer %zu", i);
 		}
 	}
 	close(userns);

@@ -24,7 +24,7 @@ struct container_bind {
 
 struct container_spec {
 	const char *hostname;
-	const char *lowerdir;  /* the image's root (read-only layers), host path */
+	const char *lowerdir;  /* the host image's root, host path; NULL when the layers are the root */
 	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ live here */
 	bool host_image;       /* bind the host's /usr (and /bin, /lib* when not symlinks) read-only */
 	int agent_memfd;       /* sealed memfd holding capsule-agent */
@@ -37,6 +37,11 @@ struct container_spec {
 	size_t ntmpfs;
 	const struct container_bind *binds;
 	size_t nbinds;
+	/* Detached, read-only clones of read-only layer folders (an image's, a save's), bottom
+	 * first; their files carry unshifted ids, so root callers' layers are idmapped like binds.
+	 * Below them lies LOWERDIR when it is set. */
+	const int *layer_trees;
+	size_t nlayers;
 };
 
 struct container {
