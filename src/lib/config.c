@@ -65,39 +65,33 @@ void capsule_config_free(capsule_config *cfg)
 	free(cfg);
 }
 
-static int push_env(struct capsule_config *cfg, const char *kv)
+/* A copy of S at the end of the NULL-terminated list *V of *N strings, at most MAX. */
+static int push_string(char ***v, size_t *n, size_t max, const char *s)
 {
-	if (cfg->envc >= CP_MAX_ENV)
+	if (*n >= max)
 		return -E2BIG;
-	char *copy = strdup(kv);
-	char **nv = realloc(cfg->env, (cfg->envc + 2) * sizeof(char *));
+	char *copy = strdup(s);
+	char **nv = realloc(*v, (*n + 2) * sizeof(char *));
 	if (!copy || !nv) {
 		free(copy);
 		if (nv)
-			cfg->env = nv;
+			*v = nv;
 		return -ENOMEM;
 	}
-	cfg->env = nv;
-	cfg->env[cfg->envc++] = copy;
-	cfg->env[cfg->envc] = NULL;
+	*v = nv;
+	nv[(*n)++] = copy;
+	nv[*n] = NULL;
 	return 0;
+}
+
+static int push_env(struct capsule_config *cfg, const char *kv)
+{
+	return push_string(&cfg->env, &cfg->envc, CP_MAX_ENV, kv);
 }
 
 static int push_qemu_arg(struct capsule_config *cfg, const char *arg)
 {
-	if (cfg->nqemu_args >= CAPSULE_MAX_QEMU_ARGS)
-		return -E2BIG;
-	char *copy = strdup(arg);
-	char **nv = realloc(cfg->qemu_args, (cfg->nqemu_args + 1) * sizeof(char *));
-	if (!copy || !nv) {
-		free(copy);
-		if (nv)
-			cfg->qemu_args = nv;
-		return -ENOMEM;
-	}
-	cfg->qemu_args = nv;
-	cfg->qemu_args[cfg->nqemu_args++] = copy;
-	return 0;
+	return push_string(&cfg->qemu_args, &cfg->nqemu_args, CAPSULE_MAX_QEMU_ARGS, arg);
 }
 
 uint32_t config_boot_timeout_ms(const struct capsule_config *cfg)
