@@ -231,7 +231,7 @@ static int make_hardlink(struct unpacker *u, int parent, const char *name, const
 	const char *tbase;
 	_cleanup_close_ int tparent = open_parent(u, target, false, &tbase);
 	if (tparent < 0)
-		return tparent == -ENOENT ? -EXDEV : tparent;
+		return tparent == -ENOENT || tparent == -ELOOP || tparent == -ENOTDIR ? -EXDEV : tparent;
 	struct stat st;
 	/* Only files of this layer: a link to a folder or to nothing is refused. */
 	if (fstatat(tparent, tbase, &st, AT_SYMLINK_NOFOLLOW) < 0 || S_ISDIR(st.st_mode))
@@ -272,6 +272,9 @@ static int unpack_entry(struct unpacker *u, struct archive *a, struct archive_en
 		return cap_err_plain(u->err, EPERM, "%s: entry '%s' would land outside its folder", u->what, raw ? raw : "");
 	const char *base;
 	_cleanup_close_ int parent = open_parent(u, path, true, &base);
+	if (parent == -ELOOP || parent == -ENOTDIR)
+		return cap_err_plain(u->err, EPERM, "%s: entry '%s' is below a symlink or a file (never followed while "
+				     "unpacking)", u->what, raw);
 	if (parent < 0)
 		return cap_err(u->err, -parent, "%s: entry '%s': its folder", u->what, raw);
 	const char *hardlink = archive_entry_hardlink(e);
