@@ -61,6 +61,11 @@ int image_ref_parse(const char *text, struct image_ref *out, capsule_error *err)
 			if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
 			      *p == '.' || *p == '-' || *p == ':' || *p == '[' || *p == ']'))
 				return cap_err_plain(err, EINVAL, "invalid image reference '%s': bad registry", text);
+		/* host[:port]: one colon (outside an IPv6 address's brackets), digits after it. */
+		const char *after = strrchr(buf, ']') ? strrchr(buf, ']') + 1 : buf;
+		const char *colon1 = strchr(after, ':');
+		if (colon1 && (strchr(colon1 + 1, ':') || !colon1[1] || strspn(colon1 + 1, "0123456789") != strlen(colon1 + 1)))
+			return cap_err_plain(err, EINVAL, "invalid image reference '%s': bad registry port", text);
 		snprintf(out->registry, sizeof(out->registry), "%s", buf);
 		rest = slash + 1;
 	} else {
