@@ -35,12 +35,24 @@ static bool ref_component_ok(const char *s, size_t n)
 	return true;
 }
 
+/* Printable ASCII only: what references and media types are made of, and what can be quoted
+ * in a one-line message as it is. */
+static bool printable_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	return true;
+}
+
 int image_ref_parse(const char *text, struct image_ref *out, capsule_error *err)
 {
 	memset(out, 0, sizeof(*out));
 	size_t n = text ? strlen(text) : 0;
+	if (n && !printable_ascii(text))
+		return cap_err_plain(err, EINVAL, "invalid image reference: it has a control or non-ASCII character");
 	if (n == 0 || n > 500)
-		return cap_err_plain(err, EINVAL, "invalid image reference '%s'", text ? text : "");
+		return cap_err_plain(err, EINVAL, "invalid image reference '%.64s'", text ? text : "");
 	char buf[512];
 	memcpy(buf, text, n + 1);
 	char *at = strchr(buf, '@');
@@ -418,7 +430,8 @@ int image_manifest_parse(const char *json, size_t len, const char *media_type, s
 	if (schema != 2)
 		return cap_err_plain(err, EPROTONOSUPPORT, "image manifest schema version %lld is not supported (only 2)",
 				     (long long)schema);
-	if (copy_string_field(json, len, "mediaType", own_type, sizeof(own_type), false) < 0)
+	if (copy_string_field(json, len, "mediaType", own_type, sizeof(own_type), false) < 0 || !printable_ascii(own_type) ||
+	    (media_type && !printable_ascii(media_type)))
 		return cap_err_plain(err, EBADMSG, "image manifest has a bad mediaType");
 	struct manifest_walk w = { .m = out };
 	r = json_object_each(json, len, 256, manifest_member, &w);
