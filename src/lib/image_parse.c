@@ -116,6 +116,9 @@ int image_ref_parse(const char *text, struct image_ref *out, capsule_error *err)
 		 rest);
 	if (!out->tag[0] && !out->digest[0])
 		snprintf(out->tag, sizeof(out->tag), "latest");
+	/* The canonical name (registry and library/ added) must parse again. */
+	if (strlen(out->registry) + strlen(out->repository) + strlen(out->tag[0] ? out->tag : out->digest) + 2 > 500)
+		return cap_err_plain(err, EINVAL, "invalid image reference '%.64s...': name too long", text);
 	return 0;
 }
 
