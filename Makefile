@@ -77,6 +77,7 @@ bench: deps
 	@bench/run $(abspath $(BUILD))
 	@bench/files $(abspath $(BUILD))
 	@bench/mounts $(abspath $(BUILD))
+	@bench/images $(abspath $(BUILD))
 	@bench/sdk $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default

@@ -19,18 +19,31 @@ bool image_digest_valid(const char *d)
 	return true;
 }
 
+static bool is_lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* The distribution grammar: lowercase alphanumeric runs joined by one separator: '.', '_',
+ * "__", or a run of '-'. */
 static bool ref_component_ok(const char *s, size_t n)
 {
-	/* The distribution grammar: lowercase alphanumerics separated by '.', '_', '__' or '-'. */
-	if (n == 0)
+	if (n == 0 || !is_lower_alnum(s[0]) || !is_lower_alnum(s[n - 1]))
 		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-		if (!alnum && c != '.' && c != '_' && c != '-')
+	for (size_t i = 1; i < n;) {
+		if (is_lower_alnum(s[i])) {
+			i++;
+			continue;
+		}
+		size_t j = i;
+		while (j < n && !is_lower_alnum(s[j]))
+			j++;
+		size_t run = j - i;
+		bool ok = (run == 1 && (s[i] == '.' || s[i] == '_' || s[i] == '-')) ||
+			  (run == 2 && s[i] == '_' && s[i + 1] == '_') || strspn(s + i, "-") >= run;
+		if (!ok)
 			return false;
-		if (!alnum && (i == 0 || i == n - 1))
-			return false;
+		i = j;
 	}
 	return true;
 }
@@ -110,10 +123,10 @@ int image_ref_parse(const char *text, struct image_ref *out, capsule_error *err)
 		c = e + 1;
 	}
 	bool docker_hub = !strcmp(out->registry, "docker.io");
-	if (strlen(rest) + 9 >= sizeof(out->repository))
-		return cap_err_plain(err, EINVAL, "invalid image reference '%s': name too long", text);
-	snprintf(out->repository, sizeof(out->repository), "%s%s", docker_hub && !strchr(rest, '/') ? "library/" : "",
-		 rest);
+	const char *prefix = docker_hub && !strchr(rest, '/') ? "library/" : "";
+	if (strlen(rest) + strlen(prefix) >= sizeof(out->repository))
+		return cap_err_plain(err, EINVAL, "invalid image reference '%.64s...': name too long", text);
+	snprintf(out->repository, sizeof(out->repository), "%s%s", prefix, rest);
 	if (!out->tag[0] && !out->digest[0])
 		snprintf(out->tag, sizeof(out->tag), "latest");
 	/* The canonical name (registry and library/ added) must parse again. */

@@ -41,6 +41,8 @@ static void test_refs_resolve_as_docker_does(void **state)
 	check_ref("registry.example.com/a/b/c", "registry.example.com", "a/b/c", "latest",
 		  "registry.example.com/a/b/c:latest");
 	check_ref("127.0.0.1:5000/x:y", "127.0.0.1:5000", "x", "y", "127.0.0.1:5000/x:y");
+	check_ref("a__b/c--d.e_f", "docker.io", "a__b/c--d.e_f", "latest", "docker.io/a__b/c--d.e_f:latest");
+	check_ref("docker.io/library/alpine", "docker.io", "library/alpine", "latest", "docker.io/library/alpine:latest");
 	struct image_ref r;
 	const char *d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	char in[200];
@@ -54,7 +56,8 @@ static void test_bad_refs_are_refused(void **state)
 {
 	(void)state;
 	static const char *const bad[] = { "", "Alpine", "alpine:", "alpine:-x", "a//b", "/a", "a/", "alpine@sha256:12",
-					   "x:y:z/w", ":tag", "a_:1", "reg.io/", "a b" };
+					   "x:y:z/w", ":tag", "a_:1", "reg.io/", "a b", "a..b", "a._b",
+					   "a___b" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct image_ref r;
 		capsule_error e = { 0 };
