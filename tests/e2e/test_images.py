@@ -326,3 +326,11 @@ def test_dir_image_is_a_host_folder_used_read_only(capsule, workdir):
     assert open(os.path.join(root, "hello")).read() == "from-dir\n"
     r = run_image(capsule, "dir:/etc", "true")
     assert r.returncode == 125 and "sensitive" in r.stderr
+
+
+def test_image_without_root_home_starts_commands_in_slash(capsule, registry, workdir):
+    entries = [e for e in busybox_entries() if e.name != "root"]
+    ref = registry.push(make_layout(workdir, [layer_tar(entries)]), repo("nohome"))
+    r = run_image(capsule, ref, "pwd")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "/\n"
