@@ -334,3 +334,45 @@ def test_image_without_root_home_starts_commands_in_slash(capsule, registry, wor
     r = run_image(capsule, ref, "pwd")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "/\n"
+
+
+def test_pull_killed_at_any_moment_leaves_the_store_whole(capsule, registry, workdir):
+    import signal
+    import time
+    size = 24 << 20
+    big = layer_tar([Entry("big", data=os.urandom(size))])
+    lay = make_layout(workdir, [busybox_layer(), big], compression=None)
+    ref = registry.push(lay, repo("kill"))
+    digest = sha_of(big)
+    layer_dir = store(capsule, "layers", digest[7:])
+    for delay in (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8):
+        p = capsule.popen("image", "pull", "-q", ref, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # Old or new, never half: a layer folder is complete, a blob hashes right, and the
+        # name is there only with everything it needs.
+        if os.path.isdir(layer_dir):
+            assert os.path.getsize(os.path.join(layer_dir, "big")) == size
+        blob = store(capsule, "blobs", "sha256", digest[7:])
+        if os.path.exists(blob):
+            assert sha_file(blob) == digest
+        img = manifest_of(capsule, ref)
+        if img is not None:
+            assert os.path.isdir(layer_dir)
+    pull(capsule, ref)
+    assert run_image(capsule, ref, "wc", "-c", "/big").stdout.split()[0] == str(size)
+
+
+def sha_of(data):
+    import hashlib
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def sha_file(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
