@@ -374,7 +374,7 @@ static int fetch_token(struct reg *r, const struct image_challenge *ch)
 	if (n < 0)
 		return cap_err(r->err, ENOMEM, "token request");
 	if (strncmp(url, "https://", 8) && !(r->o->insecure && !strncmp(url, "http://", 7)))
-		return cap_err_plain(r->err, EPERM, "registry '%s' sends for tokens to '%s', which is not https",
+		return cap_err_plain(r->err, EPERM, "registry '%s' asks for a token from '%s', which is not https",
 				     r->ref->registry, ch->realm);
 	struct mem_sink m = { .max = 1u << 20 };
 	struct http_resp resp;
@@ -529,7 +529,7 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	char url[1200];
 	snprintf(url, sizeof(url), "%s/v2/%s/blobs/%s", r->base, r->ref->repository, d->digest);
 	struct file_sink f = { .fd = fd, .written = have, .max = (uint64_t)d->size };
-	struct http_resp resp;
+	struct http_resp resp = { 0 };
 	r->progress_digest = d->digest;
 	r->progress_base = have;
 	int rc = 0;
@@ -538,10 +538,15 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	else
 		resp.status = 206;
 	r->progress_digest = NULL;
-	if (rc == 0 && have && resp.status == 200) {
-		/* The registry ignored the Range: it sent the whole blob after what we had. */
+	if (have && resp.status == 200 && (rc == 0 || (rc == -EFBIG && f.too_big))) {
+		/* The server ignored the Range and sent the whole blob after what we had (which then
+		 * overflows the declared size): start again from the first byte. */
 		file_reset(&f);
+		f.too_big = false;
+		r->progress_digest = d->digest;
+		r->progress_base = 0;
 		rc = reg_get(r, url, NULL, file_write, &f, file_reset, 0, &resp);
+		r->progress_digest = NULL;
 	}
 	if (rc == -EFBIG && f.too_big) {
 		unlinkat(r->images_fd, tmppath, 0);
@@ -580,7 +585,6 @@ static int pick_base(struct reg *r, const char *host, bool insecure)
 		snprintf(url, sizeof(url), "%s/v2/", r->base);
 		struct mem_sink m = { .max = 1u << 16 };
 		struct http_resp resp;
-		curl_easy_reset(r->curl);
 		rc = http_get(r, url, NULL, mem_write, &m, 0, &resp);
 		free(m.buf);
 		if (rc == 0 || rc == -EFBIG)

@@ -256,3 +256,83 @@ def workdir():
     d = tempfile.mkdtemp(prefix="capsule-img-", dir="/var/tmp")
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# ---- a registry of our own, for what docker-registry does not do ----
+
+class FakeRegistry:
+    """A minimal registry API v2 over http.server, serving one OCI layout, for behaviours the
+    Debian registry does not have: Bearer token auth (a token service at /token, with or
+    without required credentials) and blob servers that ignore Range requests."""
+
+    def __init__(self, layout, bearer=False, creds=None, ignore_range=False):
+        import base64
+        import http.server
+        import threading
+        self.layout, self.bearer, self.creds, self.ignore_range = layout, bearer, creds, ignore_range
+        self.token = "tok-" + os.urandom(8).hex()
+        self.requests = []
+        reg = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def send(self, code, body=b"", headers=()):
+                self.send_response(code)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                reg.requests.append((self.path, dict(self.headers)))
+                if self.path.startswith("/token"):
+                    if reg.creds:
+                        want = "Basic " + base64.b64encode(f"{reg.creds[0]}:{reg.creds[1]}".encode()).decode()
+                        if self.headers.get("Authorization") != want:
+                            return self.send(401, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+                    return self.send(200, json.dumps({"token": reg.token}).encode(),
+                                     [("Content-Type", "application/json")])
+                if reg.bearer and self.headers.get("Authorization") != f"Bearer {reg.token}":
+                    realm = f"http://127.0.0.1:{reg.port}/token"
+                    return self.send(401, b"", [("WWW-Authenticate",
+                                                 f'Bearer realm="{realm}",service="fake",scope="repository:x:pull"')])
+                if self.path == "/v2/":
+                    return self.send(200, b"{}")
+                parts = self.path.split("/")
+                if len(parts) < 5:
+                    return self.send(404)
+                kind, ref = parts[-2], parts[-1]
+                if kind == "manifests":
+                    top = json.load(open(os.path.join(reg.layout.path, "index.json")))["manifests"][0]
+                    digest = top["digest"] if ref == "t" else ref
+                    path = os.path.join(reg.layout.path, "blobs", "sha256", digest.split(":")[-1])
+                    if not os.path.exists(path):
+                        return self.send(404)
+                    data = open(path, "rb").read()
+                    return self.send(200, data, [("Content-Type", json.loads(data).get("mediaType", "")),
+                                                 ("Docker-Content-Digest", digest)])
+                if kind == "blobs":
+                    path = os.path.join(reg.layout.path, "blobs", "sha256", ref.split(":")[-1])
+                    if not os.path.exists(path):
+                        return self.send(404)
+                    data = open(path, "rb").read()
+                    rng = self.headers.get("Range")
+                    if rng and not reg.ignore_range:
+                        start = int(rng.split("=")[1].split("-")[0])
+                        return self.send(206, data[start:],
+                                         [("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")])
+                    return self.send(200, data)
+                return self.send(404)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

@@ -376,3 +376,47 @@ def sha_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return "sha256:" + h.hexdigest()
+
+
+def test_bearer_token_auth_anonymous_and_with_credentials(capsule, workdir):
+    from .imageutil import FakeRegistry
+    lay = make_layout(workdir, [busybox_layer(), layer_tar([Entry("tok", data=b"bearer\n")])])
+    anon = FakeRegistry(lay, bearer=True)
+    try:
+        ref = f"{anon.host}/test/anon:t"
+        pull(capsule, ref)
+        assert run_image(capsule, ref, "cat", "/tok").stdout == "bearer\n"
+        token_asks = [p for p, _ in anon.requests if p.startswith("/token")]
+        assert token_asks and "scope=repository%3Ax%3Apull" in token_asks[0] and "service=fake" in token_asks[0]
+        assert all("Authorization" not in h for p, h in anon.requests if p.startswith("/token"))
+    finally:
+        anon.stop()
+    locked = FakeRegistry(lay, bearer=True, creds=("tester", "tok-pw"))
+    try:
+        ref = f"{locked.host}/test/locked:t"
+        wrong = _registry_config(os.path.join(workdir, "w.json"), locked.host, "tester", "nope")
+        r = capsule.run("image", "pull", ref, env=wrong)
+        assert r.returncode == 125 and "refused the credentials" in r.stderr, r.stderr
+        right = _registry_config(os.path.join(workdir, "r.json"), locked.host, "tester", "tok-pw")
+        pull(capsule, ref, env=right)
+        assert manifest_of(capsule, ref) is not None
+    finally:
+        locked.stop()
+
+
+def test_resume_against_a_server_that_ignores_range(capsule, workdir):
+    from .imageutil import FakeRegistry
+    payload = layer_tar([Entry("r", data=os.urandom(300000))])
+    lay = make_layout(workdir, [busybox_layer(), payload], compression=None)
+    reg = FakeRegistry(lay, ignore_range=True)
+    try:
+        digest = sha_of(payload)
+        os.makedirs(store(capsule, "tmp"), exist_ok=True)
+        with open(store(capsule, "tmp", digest[7:] + ".partial"), "wb") as f:
+            f.write(payload[:1000])
+        ref = f"{reg.host}/test/norange:t"
+        pull(capsule, ref)
+        assert sha_file(store(capsule, "blobs", "sha256", digest[7:])) == digest
+        assert any("Range" in h for p, h in reg.requests if digest in p)
+    finally:
+        reg.stop()
