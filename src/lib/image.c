@@ -409,6 +409,7 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 	_cleanup_close_ int images = -1;
 	if ((r = store_open(&images, err)) < 0)
 		return r;
+	store_sweep_tmp(images);
 	char dir[64], tmpdir[80];
 	snprintf(dir, sizeof(dir), "import-%d-%llx", (int)getpid(), (unsigned long long)now_ns());
 	snprintf(tmpdir, sizeof(tmpdir), "tmp/%s", dir);

@@ -79,6 +79,8 @@ int image_json_strv(const char *raw, size_t len, char ***out);
 
 /* images/ of $CAPSULE_HOME, with blobs/sha256, layers/, tmp/ made. */
 int store_open(int *images_fd, capsule_error *err);
+/* Remove what killed unpacks and imports left in tmp/ (their process is gone). */
+void store_sweep_tmp(int images_fd);
 /* Is blob DIGEST stored, and is layer DIGEST unpacked? */
 bool store_has_blob(int images_fd, const char *digest);
 bool store_has_layer(int images_fd, const char *digest);

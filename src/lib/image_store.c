@@ -9,8 +9,10 @@
  * Everything lands by rename from tmp/ (or from a temp name beside it), so a kill -9 at any
  * moment leaves the old state or the new one; what a killed run left in tmp/ is only ever
  * resumed (a partial download) or removed. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
@@ -85,6 +87,27 @@ int store_open(int *images_fd, capsule_error *err)
 			return cap_err(err, errno, "mkdir '%s/images/%s'", capsule_home(), dirs[i]);
 	*images_fd = take_fd(fd);
 	return 0;
+}
+
+void store_sweep_tmp(int images_fd)
+{
+	_cleanup_close_ int fd = openat(images_fd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(dup(fd));
+	if (!d)
+		return;
+	/* layer-<hex16>-<pid> and import-<pid>-<x>: what a killed unpack or import left. A
+	 * partial download (<hex>.partial) stays, to be resumed. */
+	for (struct dirent *de; (de = readdir(d));) {
+		int pid = 0;
+		char hex[17];
+		if (sscanf(de->d_name, "layer-%16[0-9a-f]-%d", hex, &pid) != 2 && sscanf(de->d_name, "import-%d-", &pid) != 1)
+			continue;
+		if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
+			rm_rf_at(fd, de->d_name);
+	}
+	closedir(d);
 }
 
 static void blob_name(const char *digest, char *out, size_t size)

@@ -656,6 +656,7 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 		return rc;
 	if ((rc = store_open(&r.images_fd, err)) < 0)
 		goto out;
+	store_sweep_tmp(r.images_fd);
 	r.curl = curl_easy_init();
 	if (!r.curl) {
 		rc = cap_err(err, ENOMEM, "starting an HTTP client");

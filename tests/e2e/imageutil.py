@@ -33,6 +33,19 @@ def have_tools():
     return all(shutil.which(t) for t in ("docker-registry", "skopeo", "htpasswd")) and os.path.exists(BUSYBOX)
 
 
+def agent_is_static(build):
+    """A sanitizer build links capsule-agent dynamically; it then runs only in roots that have
+    the host's libraries (the host image), not in an image's own root."""
+    r = subprocess.run(["ldd", os.path.join(build, "capsule-agent")], capture_output=True, text=True)
+    return "not a dynamic executable" in r.stdout + r.stderr or "statically linked" in r.stdout
+
+
+def need_static_agent(build):
+    if not agent_is_static(build):
+        pytest.skip("capsule-agent is dynamically linked (a sanitizer build): it cannot start in an image's "
+                    "own root, which lacks the host's libraries")
+
+
 needs_tools = pytest.mark.skipif(not have_tools(), reason="docker-registry, skopeo, htpasswd or busybox-static "
                                  "missing (scripts/install-deps installs them)")
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from .imageutil import (Entry, Layout, auth_registry, busybox_entries, busybox_layer, free_port, layer_tar,  # noqa: F401
-                        make_layout, needs_tools, registry, workdir)
+                        make_layout, need_static_agent, needs_tools, registry, workdir)
 
 pytestmark = needs_tools
 
@@ -29,6 +29,7 @@ def pull(capsule, ref, *args, env=None):
 
 
 def run_image(capsule, ref, *cmd, extra=()):
+    need_static_agent(capsule.build)
     return capsule.run("run", *extra, "--image", ref, *(["--", *cmd] if cmd else []), timeout=120)
 
 
@@ -73,6 +74,7 @@ def test_image_config_env_workdir_user_and_default_command(capsule, registry, wo
                   extra=("-e", "GREETING=mine", "-w", "/tmp", "-u", "0"))
     assert r.stdout.split() == ["mine", "/tmp", "0"], r.stderr
     # exec in a sandbox made from the image gets the same defaults.
+    need_static_agent(capsule.build)
     name = capsule.create("--image", ref)
     r = capsule.run("exec", name, "sh", "-c", "echo $GREETING; pwd; id -un")
     assert r.stdout.split() == ["from-image", "/home/app", "app"], r.stderr
@@ -290,6 +292,7 @@ def test_image_ls_and_rm_keep_layers_a_sandbox_uses(capsule, registry, workdir):
     assert img["size"] > 0 and len(img["layers"]) == 2
     assert ref in capsule.run("image", "ls", check=True).stdout
     own_layer = store(capsule, "layers", img["layers"][1][7:])
+    need_static_agent(capsule.build)
     name = capsule.create("--image", ref)
     r = capsule.run("image", "rm", ref)
     assert r.returncode == 0, r.stderr
@@ -360,7 +363,13 @@ def test_pull_killed_at_any_moment_leaves_the_store_whole(capsule, registry, wor
         img = manifest_of(capsule, ref)
         if img is not None:
             assert os.path.isdir(layer_dir)
+    # A half-unpacked layer of a killed run, for certain (a reaped child's pid is dead).
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    os.makedirs(store(capsule, "tmp", f"layer-0123456789abcdef-{dead.pid}", "usr"))
     pull(capsule, ref)
+    # What the killed runs left half-unpacked is gone; only resumable downloads may stay.
+    assert [n for n in os.listdir(store(capsule, "tmp")) if not n.endswith(".partial")] == []
     assert run_image(capsule, ref, "wc", "-c", "/big").stdout.split()[0] == str(size)
 
 

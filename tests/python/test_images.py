@@ -18,7 +18,11 @@ _spec = importlib.util.spec_from_file_location("capsule_sdk_imageutil", _IU)
 iu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(iu)
 
-pytestmark = pytest.mark.skipif(not iu.have_tools(), reason="docker-registry, skopeo or busybox-static missing")
+from sdkutil import BUILD
+
+pytestmark = [pytest.mark.skipif(not iu.have_tools(), reason="docker-registry, skopeo or busybox-static missing"),
+              pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a "
+                                 "sanitizer build): it cannot start in an image's own root")]
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,7 @@ def test_device_nodes_are_skipped(capsule, tmp_path):
                                         iu.Entry("ok", data=b"ok\n")])
     assert r.returncode == 0, r.stderr
     name = r.stdout.strip()
+    iu.need_static_agent(capsule.build)
     r = capsule.run("run", "--image", name, "--", "sh", "-c", "cat /ok; ls -a /dev")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("ok\n")
