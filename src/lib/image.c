@@ -685,8 +685,16 @@ int image_resolve(struct capsule_config *cfg, capsule_error *err)
 	if (!digest[0]) {
 		/* Not here: pull it, as docker run does. */
 		_cleanup_free_ char *ignored = NULL;
-		if ((r = capsule_image_pull(cfg->image, NULL, &ignored, err)) < 0)
+		capsule_error pull_err = { 0 };
+		if ((r = capsule_image_pull(cfg->image, NULL, &ignored, &pull_err)) < 0) {
+			/* No registry to ask: for the caller, the image is simply not there. */
+			if (r == -EHOSTUNREACH)
+				return cap_err_plain(err, ENOENT, "image '%s' not found (not in the store; %s)", cfg->image,
+						     pull_err.message);
+			if (err)
+				*err = pull_err;
 			return r;
+		}
 		return image_resolve(cfg, err);
 	}
 	struct image_manifest m;

@@ -689,7 +689,9 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 		free(r.token);
 		r.token = NULL;
 		r.basic = false;
-		rc = pick_base(&r, ref->registry, eff.insecure);
+		/* Docker Hub's API is not served at its name. */
+		const char *api_host = strcmp(ref->registry, "docker.io") ? ref->registry : "registry-1.docker.io";
+		rc = pick_base(&r, api_host, eff.insecure);
 		if (rc == 0)
 			rc = pull_from(&r, digest);
 	}
