@@ -79,6 +79,7 @@ bench: deps
 	@bench/mounts $(abspath $(BUILD))
 	@bench/images $(abspath $(BUILD))
 	@bench/sdk $(abspath $(BUILD))
+	@bench/net $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default
 # $(PREFIX)/lib/python3.X/dist-packages, on the sys.path of Debian's python3 for /usr/local).

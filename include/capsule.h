@@ -477,6 +477,46 @@ CAPSULE_API int capsule_image_remove(const char *ref, capsule_error *err);
 CAPSULE_API int capsule_sandbox_image_command(capsule_sandbox *sb, const char *const *args, char ***argv_out,
 					      capsule_error *err);
 CAPSULE_API void capsule_strv_free(char **v);
+/* ---- network --------------------------------------------------------------------------- */
+
+typedef enum capsule_network {
+	CAPSULE_NETWORK_NONE = 0,        /* loopback only (default) */
+	CAPSULE_NETWORK_MOUNTS_ONLY = 1, /* the same as none: file sharing never uses the network */
+	CAPSULE_NETWORK_FULL = 2,        /* outbound TCP/UDP and DNS through user-mode NAT */
+} capsule_network;
+
+/* With FULL the sandbox gets an interface behind slirp4netns (docs/architecture.md): it is
+ * 10.0.2.100, its gateway 10.0.2.2 is also the host's 127.0.0.1 (services on the host's
+ * loopback are reachable there), and its DNS server is 10.0.2.3 (/etc/resolv.conf points at
+ * it). Nothing changes in the host's own network. */
+#define CAPSULE_NETWORK_GATEWAY "10.0.2.2"
+#define CAPSULE_NETWORK_DNS "10.0.2.3"
+CAPSULE_API int capsule_config_set_network(capsule_config *cfg, capsule_network mode, capsule_error *err);
+/* The same by name: "none", "mounts-only" or "full". */
+CAPSULE_API int capsule_config_set_network_name(capsule_config *cfg, const char *mode, capsule_error *err);
+/* A port forward, docker's -p "[HOSTIP:]HOSTPORT:PORT[/tcp]", in every network mode: the
+ * sandbox's shim listens on HOSTIP:HOSTPORT (default 127.0.0.1, never all addresses unless
+ * asked: a forward on 0.0.0.0 is open to the whole network) and carries each connection to
+ * 127.0.0.1:PORT inside the sandbox. A host port that is taken fails the create with
+ * -EADDRINUSE. TCP only (/udp is refused with -EOPNOTSUPP). At most 32. */
+CAPSULE_API int capsule_config_add_port_forward(capsule_config *cfg, const char *spec, capsule_error *err);
+/* An egress allowlist on top of FULL: once an entry is given, the sandbox may reach only the
+ * listed destinations (and its own loopback); everything else, DNS included, is dropped
+ * inside the sandbox's own network namespace, where its processes cannot change the rules.
+ * "NAME:PORT" is resolved on the host now (IPv4); a name that resolves to 127.0.0.1 means
+ * the host's loopback, reached at the gateway 10.0.2.2; names other than localhost are added
+ * to the sandbox's /etc/hosts. "CIDR[:PORT]" is an IPv4 address or network, any port when
+ * none is given. At most 64 entries (after resolution). */
+CAPSULE_API int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err);
+CAPSULE_API int capsule_config_add_allow_cidr(capsule_config *cfg, const char *cidr_port, capsule_error *err);
+
+/* Port forwards of a running sandbox: add one ("[HOSTIP:]HOSTPORT:PORT"), remove one by its
+ * host side ("[HOSTIP:]HOSTPORT"; open connections are closed), and list them all as a JSON
+ * array (malloc'd) of {host_ip, host_port, guest_port, protocol, connections}. Forwards
+ * added to a running sandbox last as long as it runs (they are not saved in its config). */
+CAPSULE_API int capsule_port_add(capsule_sandbox *sb, const char *spec, capsule_error *err);
+CAPSULE_API int capsule_port_remove(capsule_sandbox *sb, const char *host_side, capsule_error *err);
+CAPSULE_API int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err);
 
 #ifdef __cplusplus
 }

@@ -49,5 +49,6 @@ int cmd_image(int argc, char **argv);
 /* Run the same command line with capsule-images (the CLI linked with the image store):
  * returns only on failure. */
 int cli_images_helper(char **argv);
+int cmd_port(int argc, char **argv);
 
 #endif

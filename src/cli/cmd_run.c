@@ -40,7 +40,7 @@ struct sandbox_cli {
 
 enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
-	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM,
+	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_NETWORK, OPT_ALLOW_HOST, OPT_ALLOW_CIDR,
 };
 
 static const struct option sandbox_options[] = {
@@ -64,6 +64,10 @@ static const struct option sandbox_options[] = {
 	{ "volume", required_argument, NULL, 'v' },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
 	{ "transform", required_argument, NULL, OPT_TRANSFORM },
+	{ "network", required_argument, NULL, OPT_NETWORK },
+	{ "publish", required_argument, NULL, 'p' },
+	{ "allow-host", required_argument, NULL, OPT_ALLOW_HOST },
+	{ "allow-cidr", required_argument, NULL, OPT_ALLOW_CIDR },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ 0 },
 };
@@ -90,7 +94,14 @@ static void run_help(const char *verb)
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
 		       "  --allow-sensitive    allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources\n"
-		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n");
+		       "  --transform DST=PLUGIN[:CONFIG]  serve the -v folder at DST through a transform plugin\n"
+		       "  --network MODE       none (default: loopback only), mounts-only (the same) or full\n"
+		       "                       (outbound through user-mode NAT; the host's 127.0.0.1 is 10.0.2.2)\n"
+		       "  -p, --publish [HOSTIP:]HOSTPORT:PORT[/tcp]  forward a host port (default address\n"
+		       "                       127.0.0.1) to PORT on the sandbox's loopback\n"
+		       "  --allow-host NAME:PORT  with --network full, allow only listed destinations: NAME is\n"
+		       "                       resolved now, on the host\n"
+		       "  --allow-cidr CIDR[:PORT]  the same for an IPv4 address or network\n");
 	if (strcmp(verb, "create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
@@ -254,6 +265,21 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 			return cli_failf("too many --transform options");
 		sbc->transforms[sbc->ntransforms++] = optarg;
 		break;
+	case OPT_NETWORK:
+	case 'p':
+	case OPT_ALLOW_HOST:
+	case OPT_ALLOW_CIDR:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '%s'", opt == 'p' ? "--publish" : "--network");
+		if (opt == OPT_NETWORK)
+			r = capsule_config_set_network_name(sbc->cfg, optarg, &err);
+		else if (opt == 'p')
+			r = capsule_config_add_port_forward(sbc->cfg, optarg, &err);
+		else if (opt == OPT_ALLOW_HOST)
+			r = capsule_config_add_allow_host(sbc->cfg, optarg, &err);
+		else
+			r = capsule_config_add_allow_cidr(sbc->cfg, optarg, &err);
+		break;
 	case OPT_RM:
 		break; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:
@@ -275,7 +301,7 @@ static int parse_opts(const char *verb, int argc, char **argv, struct sandbox_cl
 	/* "+": stop at the first word that is not an option, so the command's own flags are
 	 * left alone, with or without "--". */
 	/* Leading ':' makes getopt report a missing value as ':' rather than '?'. */
-	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:v:itdh", sandbox_options, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+:m:e:w:u:v:p:itdh", sandbox_options, NULL)) != -1) {
 		if (opt == 'h')
 			opt = OPT_HELP;
 		if (opt == '?')

@@ -30,6 +30,7 @@ static const struct cli_command commands[] = {
 	{ "mounts", cmd_mounts, "List a sandbox's mounts" },
 	{ "unmount", cmd_unmount, "Remove a hot mount from a running sandbox" },
 	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
+	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

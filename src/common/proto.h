@@ -41,6 +41,9 @@ enum cp_type {
 	CP_MOUNT = 80,   /* client -> shim: bind a host path into the running sandbox */
 	CP_UNMOUNT = 81, /* client -> shim: remove a hot mount, by guest path or handle */
 	CP_MOUNTS = 82,  /* client -> shim: list every mount (boot-time and hot) */
+	CP_PORT_ADD = 83,    /* client -> shim: forward a host port into the running sandbox */
+	CP_PORT_REMOVE = 84, /* client -> shim: remove a port forward by its host side */
+	CP_PORTS = 85,       /* client -> shim: list the port forwards */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -270,6 +273,19 @@ struct cp_mount_ok {
 };
 enum { CP_T_MOUNT_OK_HANDLE = 1, CP_T_MOUNT_OK_MOUNTS_JSON = 2 };
 
+/* Port forwards. PORT_ADD and PORT_REMOVE are answered by OK or ERROR; PORTS (no fields) by
+ * OK carrying the list as a JSON array in the MOUNTS list's field (cp_mount_ok.mounts_json). */
+#define CP_PORT_UDP 0x1u
+#define CP_PORT_FLAGS_KNOWN CP_PORT_UDP
+#define CP_MAX_PORT_HOST_IP 63u
+struct cp_port {
+	char *host_ip;      /* required: an address's text form, at most CP_MAX_PORT_HOST_IP bytes */
+	uint32_t host_port; /* required, 1-65535 */
+	uint32_t guest_port; /* PORT_ADD: required, 1-65535; PORT_REMOVE: absent (0) */
+	uint32_t flags;     /* CP_PORT_*; unknown bits are refused */
+};
+enum { CP_T_PORT_HOST_IP = 1, CP_T_PORT_HOST_PORT = 2, CP_T_PORT_GUEST_PORT = 3, CP_T_PORT_FLAGS = 4 };
+
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */
 int cp_hello_encode(struct cp_writer *w, uint32_t chan, const struct cp_hello *m);
@@ -336,7 +352,12 @@ int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount
 int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m);
 void cp_mount_ok_free(struct cp_mount_ok *m);
 
-/* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS) or a DATA frame with raw bytes. */
+/* TYPE is CP_PORT_ADD or CP_PORT_REMOVE. */
+int cp_port_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const struct cp_port *m);
+int cp_port_decode(uint16_t type, const uint8_t *p, size_t n, struct cp_port *m);
+void cp_port_free(struct cp_port *m);
+
+/* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS, CP_PORTS) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);
 

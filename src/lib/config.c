@@ -629,6 +629,7 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 	for (size_t i = 0; i < cfg->ntmpfs; i++)
 		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
 			cfg->tmpfs[i].target);
+	config_net_serialize(cfg, f);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;
@@ -767,6 +768,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
+			r = 0;
 		}
 	}
 	if (r == 0 && !cfg->name[0])

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/types.h>
 
 #include "capsule.h"
@@ -43,6 +44,26 @@ struct bind_mount {
 
 #define CAPSULE_TRANSFORM_CONFIG_MAX 4096
 
+#define CAPSULE_MAX_PORTS 32
+#define CAPSULE_MAX_ALLOW 64
+
+/* One -p forward: the shim listens on HOST_IP:HOST_PORT and carries each connection to
+ * 127.0.0.1:GUEST_PORT inside the sandbox's network namespace. */
+struct port_forward {
+	char host_ip[64]; /* canonical text form (inet_ntop) */
+	uint16_t host_port;
+	uint16_t guest_port;
+};
+
+/* One egress allowlist entry: IPv4 ADDR/PREFIX (network order), PORT 0 = any port. HOST is
+ * the name it was resolved from (--allow-host), empty for --allow-cidr. */
+struct egress_rule {
+	uint32_t addr;
+	uint8_t prefix;
+	uint16_t port;
+	char host[256];
+};
+
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {
 	char name[CAPSULE_NAME_MAX + 1];
@@ -73,6 +94,11 @@ struct capsule_config {
 	char **entrypoint, **cmd; /* NULL-terminated, or NULL */
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
+	capsule_network network;
+	struct port_forward ports[CAPSULE_MAX_PORTS];
+	size_t nports;
+	struct egress_rule allow[CAPSULE_MAX_ALLOW];
+	size_t nallow;
 	capsule_progress_fn progress;
 	void *progress_payload;
 };
@@ -94,6 +120,20 @@ int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, c
 int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
 /* The configuration a handle was made from. */
 const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
+/* The network part of the configuration (src/lib/net.c): its config lines, and one line of
+ * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
+void config_net_serialize(const struct capsule_config *cfg, FILE *f);
+int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
+/* Settings that only make sense together (an allowlist needs the full network). */
+int config_net_check(const struct capsule_config *cfg, capsule_error *err);
+const char *network_mode_name(capsule_network mode);
+struct json_writer;
+/* The "network" member of inspect's JSON: mode, ports (the shim's live list when RUNNING),
+ * allowlist. */
+void sandbox_net_inspect_json(capsule_sandbox *sb, const struct capsule_config *cfg, bool running,
+			      struct json_writer *j);
+/* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
+void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);
 
 /* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped
  * root can reach its own files below them). */
@@ -156,6 +196,10 @@ void conn_consume(struct conn *c, const struct cp_header *h);
 /* Turn an ERROR frame's payload into err and return its -errno. */
 int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err);
 void conn_close(struct conn *c);
+/* Send the request the shim answers itself (MOUNT, PORT_ADD, ...) encoded in C->w on channel
+ * 1 and wait for its final answer. On OK the fields it carries are decoded into *OK (when OK
+ * is not NULL). */
+int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err);
 
 /* The creator's connection of an ephemeral sandbox is already past HELLO: it is lent to one
  * command at a time, which saves a connect and a round trip on every exec. NULL when there is

@@ -13,9 +13,7 @@
  * this means the shim is wedged. */
 #define MOUNT_REPLY_TIMEOUT_MS 30000
 
-/* Send the request encoded in C->w on channel 1 and wait for its final answer. On OK the
- * fields it carries are decoded into *OK (when OK is not NULL). */
-static int mount_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err)
+int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err)
 {
 	int r = conn_send(c, err);
 	if (r < 0)
@@ -30,7 +28,7 @@ static int mount_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *
 		if (h.chan == 1 && h.type == CP_OK) {
 			struct cp_mount_ok m;
 			if (cp_mount_ok_decode(payload, h.len, &m) < 0)
-				return cap_err_plain(err, EPROTO, "malformed answer to a mount request");
+				return cap_err_plain(err, EPROTO, "malformed answer from the sandbox's shim");
 			if (ok)
 				*ok = m;
 			else
@@ -73,7 +71,7 @@ int capsule_mount(capsule_sandbox *sb, const char *host_path, const char *guest_
 	if ((r = cp_mount_encode(&c.w, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding a mount request");
 	else
-		r = mount_request(&c, &ok, err);
+		r = shim_request(&c, &ok, err);
 	conn_close(&c);
 	if (r < 0)
 		return r;
@@ -103,7 +101,7 @@ int capsule_unmount(capsule_sandbox *sb, const char *guest_path_or_handle, capsu
 	if ((r = cp_unmount_encode(&c.w, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding an unmount request");
 	else
-		r = mount_request(&c, NULL, err);
+		r = shim_request(&c, NULL, err);
 	conn_close(&c);
 	return r;
 }
@@ -123,7 +121,7 @@ int capsule_mounts_json(capsule_sandbox *sb, char **json_out, capsule_error *err
 	if ((r = cp_empty_encode(&c.w, CP_MOUNTS, 1)) < 0)
 		r = cap_err(err, -r, "encoding a mounts request");
 	else
-		r = mount_request(&c, &ok, err);
+		r = shim_request(&c, &ok, err);
 	conn_close(&c);
 	if (r < 0)
 		return r;

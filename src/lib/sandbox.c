@@ -302,7 +302,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = resolve_image(cfg, err)) < 0 || (r = home_subdir_open("run", &run, err)) < 0)
+	if ((r = resolve_image(cfg, err)) < 0 || (r = config_net_check(cfg, err)) < 0 ||
+	    (r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
 	/* As docker does for `-v name:/path`: a volume named but not there yet is made now,
 	 * without a quota (and stays, like any volume, until removed). */
@@ -683,6 +684,7 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	for (size_t i = 0; i < sb->cfg.envc; i++)
 		json_string(&j, sb->cfg.env[i]);
 	json_array_end(&j);
+	sandbox_net_inspect_json(sb, &sb->cfg, !strcmp(info.state, "running"), &j);
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/run/%s", capsule_home(), info.name);
 	json_kv_string(&j, "run_dir", path);

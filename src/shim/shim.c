@@ -36,6 +36,7 @@
 #include "internal.h"
 #include "json.h"
 #include "mounts.h"
+#include "net.h"
 #include "probe.h"
 #include "proto.h"
 #include "seccomp_filter.h"
@@ -110,6 +111,7 @@ static struct shim {
 	int volume_locks[CAPSULE_MAX_BINDS];
 	size_t nvolume_locks;
 	struct hot_mounts hot;
+	struct net net;
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -446,6 +448,7 @@ static void finish_and_exit(void)
 {
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	transform_servers_reap(true);
+	net_reap(&S.net, true);
 	capsule_error err = { 0 };
 	if (S.cg && cgroup_destroy(S.cg, &err) < 0)
 		shim_log("cgroup cleanup: %s", err.message);
@@ -516,19 +519,43 @@ static void client_close(int ci)
 	}
 }
 
-/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
- * well under the time a client would notice the loop pause. */
-static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+/* The requests the shim answers itself (MOUNT..., PORT_...) go on a fresh channel of their
+ * own, and not while the sandbox stops. */
+static bool shim_request_acceptable(int ci, const struct cp_header *h)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
 		client_send_error(ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use", cp_type_name(h->type),
 				  h->chan);
-		return;
+		return false;
 	}
 	if (S.stopping) {
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return false;
+	}
+	return true;
+}
+
+/* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
+static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
+				const struct cp_mount_ok *ok)
+{
+	if (r < 0) {
+		client_send_error(ci, h->chan, err->code ? err->code : -r, "%s", err->message);
 		return;
 	}
+	if ((r = cp_mount_ok_encode(&S.w, h->chan, ok)) < 0) {
+		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+		return;
+	}
+	to_client(ci, S.w.buf, S.w.len);
+}
+
+/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause. */
+static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
@@ -573,15 +600,31 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		r = mounts_list_json(&S.hot, &sb, &list, &err);
 		ok.mounts_json = list;
 	}
-	if (r < 0) {
-		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+	shim_request_answer(ci, h, r, &err, &ok);
+}
+
+/* Port forwards are answered here, at once: a listen or a close. */
+static void port_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
 		return;
+	capsule_error err = { 0 };
+	struct cp_mount_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_PORTS) {
+		r = net_ports_json(&S.net, &list, &err);
+		ok.mounts_json = list;
+	} else {
+		struct cp_port m;
+		if (cp_port_decode(h->type, payload, h->len, &m) < 0) {
+			client_send_error(ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
+			return;
+		}
+		r = h->type == CP_PORT_ADD ? net_port_add(&S.net, &m, &err) : net_port_remove(&S.net, &m, &err);
+		cp_port_free(&m);
 	}
-	if ((r = cp_mount_ok_encode(&S.w, h->chan, &ok)) < 0) {
-		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
-		return;
-	}
-	to_client(ci, S.w.buf, S.w.len);
+	shim_request_answer(ci, h, r, &err, &ok);
 }
 
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
@@ -683,6 +726,11 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 	case CP_UNMOUNT:
 	case CP_MOUNTS:
 		mount_request(ci, h, payload);
+		return;
+	case CP_PORT_ADD:
+	case CP_PORT_REMOVE:
+	case CP_PORTS:
+		port_request(ci, h, payload);
 		return;
 	default:
 		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
@@ -1000,6 +1048,9 @@ static int start_sandbox(capsule_error *err)
 {
 	int r;
 	progress("prepare");
+	/* First, so that a host port that is taken fails the start before anything is made. */
+	if ((r = net_prepare(&S.net, &S.cfg, S.epfd, S.run_fd, S.log, err)) < 0)
+		return r;
 	struct cgroup_limits lim = {
 		.memory_bytes = S.cfg.memory_bytes,
 		.cpus_milli = S.cfg.cpus_milli,
@@ -1052,12 +1103,22 @@ static int start_sandbox(capsule_error *err)
 	int layer_trees[CAPSULE_MAX_LAYERS];
 	if ((r = open_layer_trees(layer_trees, ub, gb, err)) < 0)
 		return r;
-	struct container_bind binds[CAPSULE_MAX_BINDS];
+	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
 	size_t nbinds = 0;
 	if ((r = open_bind_trees(binds, &nbinds, err)) < 0) {
 		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return r;
 	}
+	int etc_trees[2];
+	const char *etc_targets[2];
+	size_t netc = 0;
+	if ((r = net_etc_trees(&S.net, S.run_fd, etc_trees, etc_targets, &netc, err)) < 0) {
+		close_bind_trees(binds, nbinds);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
+		return r;
+	}
+	for (size_t i = 0; i < netc; i++)
+		binds[nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i] };
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		close_bind_trees(binds, nbinds);
@@ -1143,6 +1204,10 @@ static int start_sandbox(capsule_error *err)
 	if (h.type != CP_OK)
 		return cap_err_plain(err, EPROTO, "the agent refused its settings");
 	cp_rxbuf_consume(&S.agent_rx, &h);
+	progress("agent-ready");
+	/* Before any client can run a command: the interface, the allowlist. */
+	if ((r = net_start(&S.net, &S.ct, rootless, deadline, err)) < 0)
+		return r;
 	progress("ready");
 	return 0;
 }
@@ -1287,6 +1352,7 @@ int main(int argc, char **argv)
 			waitpid(S.ct.pid, NULL, 0);
 		}
 		transform_servers_reap(true);
+		net_reap(&S.net, true);
 		if (S.cg)
 			cgroup_destroy(S.cg, NULL);
 		if (S.run_fd > 0) {
@@ -1355,9 +1421,13 @@ static void event_loop(void)
 				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 					if (si.ssi_signo != SIGCHLD)
 						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
-					else
+					else {
 						transform_servers_reap(false);
+						net_reap(&S.net, false);
+					}
 				}
+			} else if (key >= NET_KEY_BASE) {
+				net_event(&S.net, key, evs[i].events);
 			} else {
 				int ci = (int)(key - KEY_CLIENT_BASE);
 				struct client *c = &S.clients[ci];

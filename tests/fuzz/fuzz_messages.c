@@ -1,6 +1,7 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
- * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; others,
+ * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe0 to
+ * 0xef, byte % 2: port add, port remove; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
  * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
@@ -294,6 +295,47 @@ static int fuzz_mount_messages(unsigned which, const uint8_t *p, size_t n)
 	return r;
 }
 
+static bool port_eq(const struct cp_port *a, const struct cp_port *b)
+{
+	return str_eq(a->host_ip, b->host_ip) && a->host_port == b->host_port && a->guest_port == b->guest_port &&
+	       a->flags == b->flags;
+}
+static int port_add_encode(struct cp_writer *w, uint32_t chan, const struct cp_port *m)
+{
+	return cp_port_encode(w, CP_PORT_ADD, chan, m);
+}
+static int port_add_decode(const uint8_t *p, size_t n, struct cp_port *m)
+{
+	return cp_port_decode(CP_PORT_ADD, p, n, m);
+}
+static int port_remove_encode(struct cp_writer *w, uint32_t chan, const struct cp_port *m)
+{
+	return cp_port_encode(w, CP_PORT_REMOVE, chan, m);
+}
+static int port_remove_decode(const uint8_t *p, size_t n, struct cp_port *m)
+{
+	return cp_port_decode(CP_PORT_REMOVE, p, n, m);
+}
+
+static int fuzz_port_messages(bool add, const uint8_t *p, size_t n)
+{
+	struct cp_port a;
+	int r = add ? port_add_decode(p, n, &a) : port_remove_decode(p, n, &a);
+	if (r != 0) {
+		CHECK(a.host_ip == NULL);
+		return r;
+	}
+	CHECK(a.host_ip && a.host_ip[0] && strlen(a.host_ip) <= CP_MAX_PORT_HOST_IP);
+	CHECK(a.host_port >= 1 && a.host_port <= 65535 && !(a.flags & ~CP_PORT_FLAGS_KNOWN));
+	CHECK(add ? a.guest_port >= 1 && a.guest_port <= 65535 : a.guest_port == 0);
+	if (add)
+		ROUND_TRIP(struct cp_port, port_add_encode, port_add_decode, cp_port_free, port_eq, a, CP_PORT_ADD);
+	else
+		ROUND_TRIP(struct cp_port, port_remove_encode, port_remove_decode, cp_port_free, port_eq, a, CP_PORT_REMOVE);
+	cp_port_free(&a);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -307,6 +349,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 	/* Selector bytes 0xf0 and up: the hot mount messages (so that the older selectors, and
 	 * the corpus built on them, keep their meaning). */
+	if (data[0] >= 0xe0 && data[0] < 0xf0) {
+		r = fuzz_port_messages(data[0] % 2 == 0, p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
 	if (data[0] >= 0xf0) {
 		r = fuzz_mount_messages(data[0] % 3, p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);

@@ -140,6 +140,14 @@ JSON_SEEDS = {
     'json-escapes': (4, '{ "state" : "line\\nnext \\"q\\" \\\\ \\/" , "n" : 0 }'),
 }
 
+# fuzz_messages: selector 0xe0 (even) is PORT_ADD, 0xe1 (odd) PORT_REMOVE.
+PORT_SEEDS = {
+    'port-add': (0xe0, s(1, '127.0.0.1') + u32(2, 8080) + u32(3, 80) + u32(4, 0)),
+    'port-add-v6': (0xe0, s(1, '::1') + u32(2, 9000) + u32(3, 9000)),
+    'port-add-udp': (0xe0, s(1, '0.0.0.0') + u32(2, 53) + u32(3, 53) + u32(4, 1)),
+    'port-remove': (0xe1, s(1, '127.0.0.1') + u32(2, 8080)),
+}
+
 
 def write(path, data):
     with open(path, 'wb') as f:
@@ -187,6 +195,8 @@ def main():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([SEL_FS_ENTRY]) + payload)
     for name, payload in RECORD_PAYLOADS.items():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([SEL_FS_RECORDS]) + payload)
+    for name, (sel, payload) in PORT_SEEDS.items():
+        write(os.path.join(dirs['fuzz_messages'], name), bytes([sel]) + payload)
 
     # fuzz_frame: mode byte, two size bytes, then the stream. Mode bits 0-1 choose the chunk
     # sizes; bits 2-4 all set put a generated DATA frame of the given size first.

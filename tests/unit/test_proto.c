@@ -408,7 +408,7 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS };
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2157,6 +2157,68 @@ static void test_fs_records_every_truncation_rejected_or_read_cleanly(void **sta
 	cp_writer_free(&w);
 }
 
+/* ---- port forwards ---------------------------------------------------------------------- */
+
+static void test_port_add_remove_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_port a = { .host_ip = "127.0.0.1", .host_port = 8080, .guest_port = 80 };
+	assert_int_equal(cp_port_encode(&w, CP_PORT_ADD, 4, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_PORT_ADD);
+	struct cp_port b;
+	assert_int_equal(cp_port_decode(CP_PORT_ADD, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.host_ip, "127.0.0.1");
+	assert_int_equal(b.host_port, 8080);
+	assert_int_equal(b.guest_port, 80);
+	/* The same payload is not a PORT_REMOVE: that one has no guest port. */
+	struct cp_port c;
+	assert_int_equal(cp_port_decode(CP_PORT_REMOVE, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &c), -EBADMSG);
+	assert_null(c.host_ip);
+	b.guest_port = 0;
+	assert_int_equal(cp_port_encode(&w, CP_PORT_REMOVE, 4, &b), 0);
+	cp_port_free(&b);
+	assert_int_equal(cp_port_decode(CP_PORT_REMOVE, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.host_port, 8080);
+	cp_port_free(&b);
+	/* Out of range ports, unknown flags, a missing address: refused both ways. */
+	struct cp_port bad[] = {
+		{ .host_ip = "127.0.0.1", .host_port = 0, .guest_port = 80 },
+		{ .host_ip = "127.0.0.1", .host_port = 70000, .guest_port = 80 },
+		{ .host_ip = "127.0.0.1", .host_port = 8080, .guest_port = 65536 },
+		{ .host_ip = "127.0.0.1", .host_port = 8080, .guest_port = 80, .flags = 0x10 },
+		{ .host_ip = NULL, .host_port = 8080, .guest_port = 80 },
+		{ .host_ip = "", .host_port = 8080, .guest_port = 80 },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cp_port_encode(&w, CP_PORT_ADD, 1, &bad[i]), -EINVAL);
+		cp_frame_begin(&w, CP_PORT_ADD, 0, 1);
+		if (bad[i].host_ip)
+			cp_put_str(&w, CP_T_PORT_HOST_IP, bad[i].host_ip);
+		cp_put_u32(&w, CP_T_PORT_HOST_PORT, bad[i].host_port);
+		cp_put_u32(&w, CP_T_PORT_GUEST_PORT, bad[i].guest_port);
+		cp_put_u32(&w, CP_T_PORT_FLAGS, bad[i].flags);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_port_decode(CP_PORT_ADD, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+		assert_null(b.host_ip);
+	}
+	/* Every truncation of a good message is refused or decoded, never read past. */
+	assert_int_equal(cp_port_encode(&w, CP_PORT_ADD, 1, &a), 0);
+	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++) {
+		uint8_t *p = malloc(n ? n : 1);
+		memcpy(p, w.buf + CP_HEADER_SIZE, n);
+		int r = cp_port_decode(CP_PORT_ADD, p, n, &b);
+		/* Only the flags field may be missing from a good message. */
+		assert_true(r == -EBADMSG || (r == 0 && b.flags == 0 && b.guest_port == 80));
+		cp_port_free(&b);
+		free(p);
+	}
+	cp_writer_free(&w);
+}
+
 /* ---- hot mounts ------------------------------------------------------------------------ */
 
 static void test_mount_round_trip_and_required_fields(void **state)
@@ -2593,6 +2655,7 @@ int main(void)
 		cmocka_unit_test(test_unmount_round_trip_and_target_required),
 		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
+		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
 	};

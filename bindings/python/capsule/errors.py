@@ -65,8 +65,8 @@ class Busy(CapsuleError):
 
 
 class UnsupportedFeature(CapsuleError):
-    """Something this build of capsule does not have yet (isolation 'vm', network modes other
-    than loopback-only, port forwards, save). Raised before anything starts."""
+    """Something this build of capsule does not have yet (isolation 'vm', udp port forwards,
+    save). Raised before anything starts."""
 
 
 _BY_ERRNO = {

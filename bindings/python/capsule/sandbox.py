@@ -88,22 +88,14 @@ def _setter(cfg, fn, *args, op="config"):
 
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
-                  network_mode, port_forwards, save, boot_timeout):
+                  network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
-    if mode is NetworkMode.FULL:
-        raise errors.UnsupportedFeature(
-            "network_mode FULL is not in capsule yet: sandboxes have loopback only (NetworkMode.NONE); "
-            "outside network access comes with its own issue", _errno.EOPNOTSUPP, "config")
-    if port_forwards:
-        for pf in port_forwards:
-            if not isinstance(pf, PortForward):
-                raise errors.InvalidArgument(f"port_forwards: expected PortForward items, got {pf!r}",
-                                             _errno.EINVAL, "config")
-        raise errors.UnsupportedFeature(
-            "port_forwards are not in capsule yet: sandboxes have loopback only; "
-            "port forwarding comes with the network issue", _errno.EOPNOTSUPP, "config")
+    for pf in port_forwards or ():
+        if not isinstance(pf, PortForward):
+            raise errors.InvalidArgument(f"port_forwards: expected PortForward items, got {pf!r}",
+                                         _errno.EINVAL, "config")
     if save is not None:
         raise errors.UnsupportedFeature(
             f"save={save!r} is not in capsule yet: saving a sandbox's state as an image comes with its own "
@@ -153,6 +145,14 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                                              "{'/host/dir': {'bind': '/guest/dir', 'mode': 'rw'}}",
                                              _errno.EINVAL, "config")
             _setter(cfg, lib.capsule_config_add_volumes_json, enc(json.dumps(volumes), "volumes"))
+        _setter(cfg, lib.capsule_config_set_network_name, {NetworkMode.MOUNTS_ONLY: b"mounts-only"}.get(
+            mode, mode.value.encode()))
+        for pf in port_forwards or ():
+            _setter(cfg, lib.capsule_config_add_port_forward, enc(pf.spec(), "port forward"))
+        for h in _str_list(allow_hosts, "allow_hosts"):
+            _setter(cfg, lib.capsule_config_add_allow_host, enc(h, "allow_hosts entry"))
+        for c in _str_list(allow_cidrs, "allow_cidrs"):
+            _setter(cfg, lib.capsule_config_add_allow_cidr, enc(c, "allow_cidrs entry"))
         if boot_timeout is not None:
             if isinstance(boot_timeout, bool) or not isinstance(boot_timeout, (int, float)) or boot_timeout <= 0 \
                     or boot_timeout * 1000 >= 1 << 32:
@@ -163,6 +163,19 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
         lib.capsule_config_free(cfg)
         raise
     return cfg
+
+
+def _str_list(value, what):
+    if value is None:
+        return []
+    if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(f"{what}: expected a list of strings, got {value!r}", _errno.EINVAL, "config")
+    return list(value)
+
+
+def _ports_from_json(text):
+    return [PortForward(o["host_port"], o["guest_port"], o.get("protocol", "tcp"), o.get("host_ip"))
+            for o in json.loads(text)]
 
 
 def _add_mount(cfg, m):
@@ -201,7 +214,8 @@ class _Core:
 
     def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
-                 port_forwards=None, save=None, boot_timeout=None, progress_callback=None):
+                 port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
+                 allow_cidrs=None):
         self._cfg_box = {}
         self._handle = None
         self._name = name
@@ -213,7 +227,7 @@ class _Core:
         self._started = False
         self._state_lock = threading.Lock()
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
-                            network_mode, port_forwards, save, boot_timeout)
+                            network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -374,6 +388,28 @@ class _Core:
         self._mounts_cache = self._mounts_blocking()
         return self._mounts_cache
 
+    # ---- port forwards (blocking) ----
+
+    def _port_add_blocking(self, pf):
+        if not isinstance(pf, PortForward):
+            raise errors.InvalidArgument(f"expected a PortForward, got {pf!r}", _errno.EINVAL, "config")
+        self._call(lib.capsule_port_add, enc(pf.spec(), "port forward"), op="config")
+
+    def _port_remove_blocking(self, pf):
+        if isinstance(pf, PortForward):
+            key = f"{pf.host_ip}:{pf.host}" if pf.host_ip else str(pf.host)
+        else:
+            key = str(pf)
+        self._call(lib.capsule_port_remove, enc(key, "port"), op="config")
+
+    def _ports_blocking(self):
+        out = c_void_p()
+        self._call(lib.capsule_ports_json, byref(out), op="config")
+        try:
+            return _ports_from_json(ctypes.string_at(out.value).decode())
+        finally:
+            free(out.value)
+
     # ---- commands (blocking parts) ----
 
     def _exec_blocking(self, cmd, timeout, cwd, env, stdin, user, max_output):
@@ -489,6 +525,18 @@ class SyncSandbox(_Core):
     def active_mounts(self):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return self._refresh_mounts()
+
+    def add_port_forward(self, pf):
+        """Forward a host port into the running sandbox (a PortForward)."""
+        self._port_add_blocking(pf)
+
+    def remove_port_forward(self, pf):
+        """Remove a forward: its PortForward, or its host port ("8080", "127.0.0.1:8080")."""
+        self._port_remove_blocking(pf)
+
+    def port_forwards(self):
+        """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
+        return self._ports_blocking()
 
 
 # One thread pool per event loop for the library's blocking calls: the default executor has
@@ -616,6 +664,18 @@ class Sandbox(_Core):
     async def list_mounts(self):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return await _in_thread(self._refresh_mounts)
+
+    async def add_port_forward(self, pf):
+        """Forward a host port into the running sandbox (a PortForward)."""
+        await _in_thread(self._port_add_blocking, pf)
+
+    async def remove_port_forward(self, pf):
+        """Remove a forward: its PortForward, or its host port ("8080", "127.0.0.1:8080")."""
+        await _in_thread(self._port_remove_blocking, pf)
+
+    async def port_forwards(self):
+        """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
+        return await _in_thread(self._ports_blocking)
 
     @property
     def active_mounts(self):

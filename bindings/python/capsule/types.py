@@ -11,10 +11,11 @@ from . import errors
 class NetworkMode(str, enum.Enum):
     """What network a sandbox gets.
 
-    NONE: loopback only, no way out (what every capsule sandbox has today).
+    NONE: loopback only, no way out (the default).
     MOUNTS_ONLY: the same in capsule: mounts, the filesystem API and exec reach the sandbox
     over the shim's channel, not over a network, so they need none.
-    FULL: outside network access; not in this build yet (UnsupportedFeature).
+    FULL: outbound TCP/UDP and DNS through user-mode NAT (slirp4netns); the host's 127.0.0.1
+    is reachable at the gateway 10.0.2.2. allow_hosts / allow_cidrs narrow it to a list.
     """
     NONE = "none"
     MOUNTS_ONLY = "mounts_only"
@@ -34,11 +35,23 @@ class NetworkMode(str, enum.Enum):
 
 @dataclass(frozen=True)
 class PortForward:
-    """A host port forwarded to a guest port. Needs network support that this build does not
-    have: a sandbox given port_forwards raises UnsupportedFeature."""
+    """Host port HOST (on HOST_IP, default 127.0.0.1) forwarded to GUEST on the sandbox's
+    loopback, in every network mode. TCP only: protocol "udp" raises UnsupportedFeature."""
     host: int
     guest: int
     protocol: str = "tcp"
+    host_ip: Optional[str] = None
+
+    def spec(self):
+        """docker's -p form, "[HOSTIP:]HOST:GUEST/PROTOCOL"."""
+        for what, v in (("host", self.host), ("guest", self.guest)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise errors.InvalidArgument(f"PortForward {what} port {v!r} is not an integer", _errno.EINVAL,
+                                             "config")
+        ip = self.host_ip
+        if ip and ":" in ip and not ip.startswith("["):
+            ip = f"[{ip}]"
+        return f"{ip + ':' if ip else ''}{self.host}:{self.guest}/{self.protocol}"
 
 
 _MOUNT_TYPES = (None, "bind", "9p", "volume", "tmpfs")

@@ -1,0 +1,87 @@
+/* The shim's side of networking (docs/architecture.md, "Network"): slirp4netns for the full
+ * mode, the egress allowlist loaded into the sandbox's own network namespace, and port
+ * forwards: listeners on the host whose connections the shim relays, in its epoll loop, to
+ * sockets made inside the sandbox's network namespace. */
+#ifndef CAPSULE_SHIM_NET_H
+#define CAPSULE_SHIM_NET_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+#include "container.h"
+#include "internal.h"
+#include "proto.h"
+
+/* epoll keys at or above this belong to net_event. */
+#define NET_KEY_BASE (1ull << 40)
+/* Forwards at once: the boot-time ones and those added to the running sandbox. */
+#define NET_MAX_FORWARDS 64
+/* Relayed connections at once, all forwards of one sandbox together. */
+#define NET_MAX_CONNS 128
+/* Sockets the factory makes at a time. */
+#define NET_SOCKET_BATCH 16
+
+struct net_forward {
+	bool used;
+	bool hot; /* added to the running sandbox */
+	int fd;   /* the listening socket on the host */
+	struct port_forward pf;
+	unsigned nconns;
+	uint64_t accepted;
+};
+
+struct net_dir {
+	int pipe_r, pipe_w;
+	size_t bytes; /* in the pipe */
+	bool src_eof;
+	bool shut;    /* dst got SHUT_WR */
+};
+
+struct net_conn {
+	bool used;
+	bool connecting;
+	int fwd;
+	int fd[2];             /* 0: the host client, 1: the socket in the sandbox */
+	uint32_t events[2];    /* what each fd is registered for, ~0u when not registered */
+	struct net_dir dir[2]; /* 0: host -> sandbox, 1: sandbox -> host */
+};
+
+struct net {
+	int epfd;
+	FILE *log;
+	const struct capsule_config *cfg;
+	const struct container *ct;
+	bool rootless;
+	pid_t slirp_pid;
+	int slirp_exit_fd; /* its --exit-fd: slirp4netns exits when we close this */
+	pid_t factory_pid; /* a child in the sandbox's network namespace that makes sockets there */
+	int factory_fd;
+	int pool[NET_SOCKET_BATCH]; /* sockets the factory made, not used yet */
+	size_t npool;
+	struct net_forward fwd[NET_MAX_FORWARDS];
+	struct net_conn conns[NET_MAX_CONNS];
+	unsigned nconns;
+};
+
+/* Before the sandbox exists: listen on every configured forward (a host port that is taken
+ * fails here, with nothing else made yet), and for the full mode write run/<name>/resolv.conf
+ * (and hosts, for --allow-host names). */
+int net_prepare(struct net *n, const struct capsule_config *cfg, int epfd, int run_fd, FILE *log, capsule_error *err);
+/* Detached read-only mounts of those files and where they go in the sandbox, appended to
+ * TREES/TARGETS (room for 2). */
+int net_etc_trees(struct net *n, int run_fd, int *trees, const char **targets, size_t *count, capsule_error *err);
+/* Once the agent runs (CT): start slirp4netns and wait until the interface is configured,
+ * load the allowlist, and start accepting on the forwards. */
+int net_start(struct net *n, const struct container *ct, bool rootless, uint64_t deadline_ms, capsule_error *err);
+void net_event(struct net *n, uint64_t key, uint32_t events);
+/* SIGCHLD: reap our children that exited; FORCE: kill and reap them all, close everything. */
+void net_reap(struct net *n, bool force);
+
+int net_port_add(struct net *n, const struct cp_port *m, capsule_error *err);
+int net_port_remove(struct net *n, const struct cp_port *m, capsule_error *err);
+int net_ports_json(struct net *n, char **out, capsule_error *err);
+
+#endif
