@@ -304,12 +304,10 @@ int image_json_strv(const char *raw, size_t len, char ***out)
 	return 0;
 }
 
-static int copy_string_field(const char *obj, size_t len, const char *key, char *dst, size_t size, bool required)
+/* S (which may be NULL after a failed read R) into the fixed field DST, or -EBADMSG when it
+ * does not fit. */
+static int copy_bounded(int r, const char *s, char *dst, size_t size)
 {
-	_cleanup_free_ char *s = NULL;
-	int r = json_get_string(obj, len, key, &s);
-	if (r == -ENOENT && !required)
-		return 0;
 	if (r < 0)
 		return r;
 	if (strlen(s) >= size)
@@ -318,10 +316,14 @@ static int copy_string_field(const char *obj, size_t len, const char *key, char 
 	return 0;
 }
 
-struct descriptor_walk {
-	const char *key; /* the member being looked for, while walking a platform object */
-	struct image_descriptor *d;
-};
+static int copy_string_field(const char *obj, size_t len, const char *key, char *dst, size_t size, bool required)
+{
+	_cleanup_free_ char *s = NULL;
+	int r = json_get_string(obj, len, key, &s);
+	if (r == -ENOENT && !required)
+		return 0;
+	return copy_bounded(r, s, dst, size);
+}
 
 static int platform_member(const char *name, const char *value, size_t len, void *payload)
 {
@@ -338,12 +340,7 @@ static int platform_member(const char *name, const char *value, size_t len, void
 		return 0;
 	_cleanup_free_ char *s = NULL;
 	int r = image_json_string(value, len, &s);
-	if (r < 0)
-		return r;
-	if (strlen(s) >= size)
-		return -EBADMSG;
-	snprintf(dst, size, "%s", s);
-	return 0;
+	return copy_bounded(r, s, dst, size);
 }
 
 static int descriptor_member(const char *name, const char *value, size_t len, void *payload)
