@@ -79,6 +79,7 @@ bench: deps
 	@bench/run $(abspath $(BUILD))
 	@bench/files $(abspath $(BUILD))
 	@bench/mounts $(abspath $(BUILD))
+	@bench/images $(abspath $(BUILD))
 	@bench/sdk $(abspath $(BUILD))
 	@bench/vm $(abspath $(BUILD))
 	@bench/net $(abspath $(BUILD))

@@ -31,10 +31,19 @@ def capsule_home():
     shutil.rmtree(home, ignore_errors=True)
 
 
+# Tests never reach a registry beyond loopback: an image name that is not in the store makes
+# capsule pull it (docker.io for short names), so registry traffic goes to a dead proxy on
+# loopback (no DNS lookup either) unless it is for a loopback registry a test started.
+NO_INTERNET = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+               "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
 def _env(home, extra=None):
     env = dict(os.environ)
     env["CAPSULE_HOME"] = home
     env.pop("CAPSULE_PROGRESS", None)
+    env.update(NO_INTERNET)
     if extra:
         env.update(extra)
     return env

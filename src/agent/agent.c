@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -378,9 +379,11 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.seccomp_len = A.init.seccomp_len,
 		.cap_keep = A.init.cap_keep,
 	};
-	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root. */
+	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root.
+	 * An image may have no such folder: then "/", as docker starts there. */
+	struct stat home_st;
 	if (!req.cwd)
-		req.cwd = (home && uid == 0) ? home : "/";
+		req.cwd = (home && uid == 0 && stat(home, &home_st) == 0 && S_ISDIR(home_st.st_mode)) ? home : "/";
 	struct spawn_result res;
 	r = agent_spawn(&req, &res, errbuf, sizeof(errbuf));
 	if (r < 0) {

@@ -29,6 +29,7 @@ struct exec_cli {
 /* Sandbox settings for run and create. */
 struct sandbox_cli {
 	capsule_config *cfg;
+	const char *image; /* as given with --image, or NULL */
 	bool named;
 	bool allow_sensitive;
 	char *volumes[64]; /* -v specs, applied after all flags: --allow-sensitive may come later */
@@ -135,6 +136,7 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--image'");
 		r = capsule_config_set_image(sbc->cfg, optarg, &err);
+		sbc->image = optarg;
 		break;
 	case 'm':
 		if (!sbc)
@@ -534,7 +536,9 @@ int cmd_run(int argc, char **argv)
 	}
 	if (optind < argc && !strcmp(argv[optind], "--"))
 		optind++;
-	if (optind >= argc) {
+	/* An image's Entrypoint and Cmd make the command that is not given (docker run IMAGE). */
+	bool from_image = sbc.image && strcmp(sbc.image, "host");
+	if (optind >= argc && !from_image) {
 		capsule_config_free(sbc.cfg);
 		return cli_usage("run", "no command given");
 	}
@@ -551,9 +555,17 @@ int cmd_run(int argc, char **argv)
 		return cli_fail(&err);
 	}
 	capsule_config_free(sbc.cfg);
+	char **command = NULL;
+	if (capsule_sandbox_image_command(sb, (const char *const *)(argv + optind), &command, &err) < 0) {
+		capsule_sandbox_stop(sb, 0, NULL);
+		capsule_sandbox_free(sb);
+		exec_cli_free(&ec);
+		return cli_fail(&err);
+	}
 	if (ec.detach)
 		printf("%s\n", capsule_sandbox_name(sb));
-	int code = run_command(sb, &ec, argv + optind);
+	int code = run_command(sb, &ec, command);
+	capsule_strv_free(command);
 	if (!ec.detach)
 		capsule_sandbox_stop(sb, 0, NULL);
 	capsule_sandbox_free(sb);

@@ -55,6 +55,7 @@ void config_clear(struct capsule_config *cfg)
 	for (size_t i = 0; i < cfg->nlayers; i++)
 		free(cfg->layers[i]);
 	cfg->nlayers = 0;
+	config_set_image_defaults(cfg, NULL, NULL, NULL, NULL, NULL);
 }
 
 void capsule_config_free(capsule_config *cfg)
@@ -129,6 +130,13 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	dst->qemu_args = NULL;
 	dst->nqemu_args = 0;
 	dst->nlayers = 0;
+	dst->workdir = dst->user = NULL;
+	dst->entrypoint = dst->cmd = NULL;
+	if (config_set_image_defaults(dst, src->workdir, src->user, (const char *const *)src->entrypoint,
+				      (const char *const *)src->cmd, NULL) < 0) {
+		config_clear(dst);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < src->nlayers; i++) {
 		if (!(dst->layers[i] = strdup(src->layers[i]))) {
 			config_clear(dst);
@@ -536,6 +544,99 @@ int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error
 	return 0;
 }
 
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int strv_copy(const char *const *src, char ***out)
+{
+	*out = NULL;
+	if (!src)
+		return 0;
+	size_t n = 0;
+	while (src[n])
+		n++;
+	char **v = calloc(n + 1, sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (!(v[i] = strdup(src[i]))) {
+			strv_free(v);
+			return -ENOMEM;
+		}
+	*out = v;
+	return 0;
+}
+
+int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
+			      const char *const *entrypoint, const char *const *cmd, capsule_error *err)
+{
+	char *w = NULL, *u = NULL, **ep = NULL, **c = NULL;
+	if ((workdir && !(w = strdup(workdir))) || (user && !(u = strdup(user))) || strv_copy(entrypoint, &ep) < 0 ||
+	    strv_copy(cmd, &c) < 0) {
+		free(w);
+		free(u);
+		strv_free(ep);
+		return cap_err(err, ENOMEM, "image defaults");
+	}
+	free(cfg->workdir);
+	free(cfg->user);
+	strv_free(cfg->entrypoint);
+	strv_free(cfg->cmd);
+	cfg->workdir = w;
+	cfg->user = u;
+	cfg->entrypoint = ep;
+	cfg->cmd = c;
+	return 0;
+}
+
+/* One argument of an argv line: '%', CR and LF escaped, so that each stays one line. */
+static void put_arg_line(FILE *f, const char *key, const char *arg)
+{
+	fprintf(f, "%s=", key);
+	for (const char *p = arg; *p; p++) {
+		if (*p == '%' || *p == '\n' || *p == '\r')
+			fprintf(f, "%%%02X", (unsigned char)*p);
+		else
+			fputc(*p, f);
+	}
+	fputc('\n', f);
+}
+
+static int push_arg_line(char ***v, const char *line)
+{
+	size_t n = 0;
+	while (*v && (*v)[n])
+		n++;
+	if (n >= CP_MAX_ARGS)
+		return -E2BIG;
+	char *arg = malloc(strlen(line) + 1), *o = arg;
+	char **nv = realloc(*v, (n + 2) * sizeof(char *));
+	if (!arg || !nv) {
+		free(arg);
+		if (nv)
+			*v = nv;
+		return -ENOMEM;
+	}
+	*v = nv;
+	for (const char *p = line; *p; p++) {
+		unsigned x;
+		if (*p == '%' && sscanf(p + 1, "%2X", &x) == 1 && p[1] && p[2]) {
+			*o++ = (char)x;
+			p += 2;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+	(*v)[n] = arg;
+	(*v)[n + 1] = NULL;
+	return 0;
+}
+
 /* ---- on disk ---- */
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
@@ -561,6 +662,18 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "base=none\n");
 	for (size_t i = 0; i < cfg->nlayers; i++)
 		fprintf(f, "layer=%s\n", cfg->layers[i]);
+	if (cfg->workdir)
+		fprintf(f, "workdir=%s\n", cfg->workdir);
+	if (cfg->user)
+		fprintf(f, "user=%s\n", cfg->user);
+	if (cfg->entrypoint)
+		fprintf(f, "entrypoint_set=1\n");
+	for (size_t i = 0; cfg->entrypoint && cfg->entrypoint[i]; i++)
+		put_arg_line(f, "entrypoint", cfg->entrypoint[i]);
+	if (cfg->cmd)
+		fprintf(f, "cmd_set=1\n");
+	for (size_t i = 0; cfg->cmd && cfg->cmd[i]; i++)
+		put_arg_line(f, "cmd", cfg->cmd[i]);
 	/* Sources may hold ':' and spaces: the source's length says where it ends. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
@@ -695,6 +808,19 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			if (strcmp(v, "none") && strcmp(v, "host"))
 				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid base '%s'", v);
 			cfg->base_none = !strcmp(v, "none");
+		} else if (!strcmp(k, "workdir") || !strcmp(k, "user")) {
+			char **slot = k[0] == 'w' ? &cfg->workdir : &cfg->user;
+			free(*slot);
+			if (!(*slot = strdup(v)))
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "entrypoint_set") || !strcmp(k, "cmd_set")) {
+			char ***slot = k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd;
+			if (!*slot && !(*slot = calloc(1, sizeof(char *))))
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "entrypoint") || !strcmp(k, "cmd")) {
+			int e = push_arg_line(k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd, v);
+			if (e < 0)
+				r = cap_err(err, -e, "sandbox configuration: %s", k);
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");

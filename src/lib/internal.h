@@ -91,6 +91,10 @@ struct capsule_config {
 	char *layers[CAPSULE_MAX_LAYERS];
 	size_t nlayers;
 	bool base_none;
+	/* An image's defaults (its config): the working directory and user of commands that
+	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
+	char *workdir, *user;
+	char **entrypoint, **cmd; /* NULL-terminated, or NULL */
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_network network;
@@ -117,6 +121,15 @@ uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 /* Put the layer folder PATH (absolute) on top of CFG's layers. */
 int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+/* Set an image default: the working directory, the user, the entrypoint or the cmd (a
+ * NULL-terminated copy is made; ARGV NULL clears it). */
+int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
+			      const char *const *entrypoint, const char *const *cmd, capsule_error *err);
+/* Resolve CFG's image (not "host", no layers yet) into its layers and defaults: libcapsule's
+ * image store (capsule_images) defines it; code linked without it (the shim) sees NULL. */
+int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
+/* The configuration a handle was made from. */
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
 /* The network part of the configuration (src/lib/net.c): its config lines, and one line of
  * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
 void config_net_serialize(const struct capsule_config *cfg, FILE *f);

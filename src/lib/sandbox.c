@@ -278,6 +278,8 @@ static int resolve_image(struct capsule_config *cfg, capsule_error *err)
 {
 	if (cfg->nlayers || !strcmp(cfg->image, "host"))
 		return 0;
+	if (image_resolve)
+		return image_resolve(cfg, err);
 	return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", cfg->image);
 }
 
@@ -771,5 +773,40 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 	closedir(d);
 	*out = v;
 	*count = n;
+	return 0;
+}
+
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb)
+{
+	return &sb->cfg;
+}
+
+void capsule_strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+int capsule_sandbox_image_command(capsule_sandbox *sb, const char *const *args, char ***argv_out, capsule_error *err)
+{
+	const struct capsule_config *cfg = &sb->cfg;
+	const char *const *tail = args && args[0] ? args : (const char *const *)cfg->cmd;
+	size_t ne = 0, nt = 0;
+	while (cfg->entrypoint && cfg->entrypoint[ne])
+		ne++;
+	while (tail && tail[nt])
+		nt++;
+	if (ne + nt == 0)
+		return cap_err_plain(err, ENOENT, "no command given, and image '%s' names none", cfg->image);
+	char **v = calloc(ne + nt + 1, sizeof(char *));
+	if (!v)
+		return cap_err(err, ENOMEM, "image command");
+	for (size_t i = 0; i < ne + nt; i++)
+		if (!(v[i] = strdup(i < ne ? cfg->entrypoint[i] : tail[i - ne]))) {
+			capsule_strv_free(v);
+			return cap_err(err, ENOMEM, "image command");
+		}
+	*argv_out = v;
 	return 0;
 }
