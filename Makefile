@@ -66,6 +66,8 @@ fuzz: deps build-fuzz/build.ninja
 	ninja -C build-fuzz
 	tests/fuzz/run-fuzzers build-fuzz $(or $(SECONDS),120)
 
+# Everything make check runs, plus the vm-isolation tests marked vm_slow (each boots a VM).
+check-vm: export CAPSULE_CHECK_VM = 1
 check-vm: check
 
 demo: deps
@@ -78,7 +80,9 @@ bench: deps
 	@bench/files $(abspath $(BUILD))
 	@bench/mounts $(abspath $(BUILD))
 	@bench/saves $(abspath $(BUILD))
+	@bench/images $(abspath $(BUILD))
 	@bench/sdk $(abspath $(BUILD))
+	@bench/vm $(abspath $(BUILD))
 	@bench/net $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default

@@ -433,6 +433,58 @@ CAPSULE_API int capsule_doctor_json(char **out_json, capsule_error *err);
  * accept and refuse exactly what the CLI does, with the same message. */
 CAPSULE_API int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err);
 
+/* ---- vm isolation ---------------------------------------------------------------------- */
+
+/* How a vm sandbox's QEMU runs: "auto" (KVM where /dev/kvm opens, else TCG emulation), "kvm"
+ * (fail where KVM cannot be had) or "tcg". Ignored by the container level. */
+CAPSULE_API int capsule_config_set_accel(capsule_config *cfg, const char *accel, capsule_error *err);
+/* One more argument for QEMU's command line, after capsule's own (quicksand's
+ * extra_qemu_args); call once per argument, in order. At most 64. */
+CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err);
+/* ---- images (docs/architecture.md, Images) ------------------------------------------- */
+
+/* An image reference is docker's: "alpine:3.20" (docker.io/library/alpine:3.20),
+ * "localhost:5000/team/tool:1.2", "name@sha256:..."; for capsule_config_set_image also
+ * "dir:/path/to/rootfs" (a host folder used as the one read-only layer of the root, not
+ * copied) and "host". An image that is not in the store is pulled when a sandbox is created
+ * from it. Its config's Env, WorkingDir and User are every command's defaults. */
+
+/* Progress of a pull or import: STAGE "download" (DONE and TOTAL bytes of blob DIGEST),
+ * "verify", "unpack". Called on the caller's thread. */
+typedef void (*capsule_image_progress_fn)(const char *stage, const char *digest, uint64_t done, uint64_t total,
+					  void *payload);
+
+#define CAPSULE_PULL_OPTIONS_VERSION 1
+typedef struct capsule_pull_options {
+	unsigned version;                   /* CAPSULE_PULL_OPTIONS_VERSION */
+	bool insecure;                      /* plain HTTP allowed (loopback registries always are) */
+	const char *platform;               /* "os/arch[/variant]"; NULL: linux/amd64 */
+	capsule_image_progress_fn progress; /* or NULL */
+	void *payload;
+} capsule_pull_options;
+#define CAPSULE_PULL_OPTIONS_INIT { .version = CAPSULE_PULL_OPTIONS_VERSION }
+
+/* Pull REF from its registry into the store (only what is not there yet is downloaded) and
+ * name it. *NAME_OUT (may be NULL) gets its canonical name, malloc'd. */
+CAPSULE_API int capsule_image_pull(const char *ref, const capsule_pull_options *opts, char **name_out,
+				   capsule_error *err);
+/* Import an oci-archive or docker-archive tarball (`docker save`) as NAME. An OCI archive
+ * with several images takes the one annotated with NAME's tag, else its first. */
+CAPSULE_API int capsule_image_import(const char *archive_path, const char *name, capsule_image_progress_fn progress,
+				     void *payload, char **name_out, capsule_error *err);
+/* The store's images as a JSON array (malloc'd) of {name, digest, config, layers, size,
+ * created}. */
+CAPSULE_API int capsule_image_list_json(char **json_out, capsule_error *err);
+/* Forget REF; layers and blobs no other image, sandbox or save uses are deleted. A sandbox
+ * made from it (running or stopped) keeps its layers. */
+CAPSULE_API int capsule_image_remove(const char *ref, capsule_error *err);
+
+/* The command an image runs: its Entrypoint followed by ARGS, or by its Cmd when ARGS is NULL
+ * or empty (as `docker run IMAGE [ARGS]`). *ARGV_OUT is NULL-terminated and malloc'd (free it
+ * with capsule_strv_free). -ENOENT when neither gives a command. */
+CAPSULE_API int capsule_sandbox_image_command(capsule_sandbox *sb, const char *const *args, char ***argv_out,
+					      capsule_error *err);
+CAPSULE_API void capsule_strv_free(char **v);
 /* ---- network --------------------------------------------------------------------------- */
 
 typedef enum capsule_network {

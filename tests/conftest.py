@@ -31,10 +31,19 @@ def capsule_home():
     shutil.rmtree(home, ignore_errors=True)
 
 
+# Tests never reach a registry beyond loopback: an image name that is not in the store makes
+# capsule pull it (docker.io for short names), so registry traffic goes to a dead proxy on
+# loopback (no DNS lookup either) unless it is for a loopback registry a test started.
+NO_INTERNET = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+               "http_proxy": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+               "no_proxy": "127.0.0.1,localhost", "NO_PROXY": "127.0.0.1,localhost"}
+
+
 def _env(home, extra=None):
     env = dict(os.environ)
     env["CAPSULE_HOME"] = home
     env.pop("CAPSULE_PROGRESS", None)
+    env.update(NO_INTERNET)
     if extra:
         env.update(extra)
     return env
@@ -101,3 +110,18 @@ def capsule(capsule_home):
 def sandbox(capsule):
     """A running named sandbox for tests that exec into one."""
     return capsule.create()
+
+
+# vm isolation boots a kernel: seconds each under TCG. Tests marked vm_slow run only in
+# `make check-vm` (CAPSULE_CHECK_VM=1); `make check` runs the vm tests that boot once each.
+def pytest_configure(config):
+    config.addinivalue_line("markers", "vm_slow: a vm-isolation test that runs only in make check-vm")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("CAPSULE_CHECK_VM") == "1":
+        return
+    slow = [i for i in items if i.get_closest_marker("vm_slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [i for i in items if not i.get_closest_marker("vm_slow")]

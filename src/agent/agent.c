@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -66,7 +67,7 @@ static struct agent {
 static void fatal_exit(void)
 {
 	/* We are PID 1: when we go, the kernel kills everything else in the namespace. */
-	_exit(1);
+	agent_exit(1);
 }
 
 /* ---- sending ----------------------------------------------------------------------------- */
@@ -76,7 +77,9 @@ void agent_send_raw(const void *buf, size_t len)
 	const uint8_t *p = buf;
 	size_t left = len;
 	while (left > 0) {
-		ssize_t n = send(A.ctl, p, left, MSG_NOSIGNAL);
+		/* write, not send: in a guest fd 3 is a virtio-serial port, not a socket. SIGPIPE
+		 * is ignored, so a closed socket is EPIPE here too. */
+		ssize_t n = write(A.ctl, p, left);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -376,9 +379,11 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.seccomp_len = A.init.seccomp_len,
 		.cap_keep = A.init.cap_keep,
 	};
-	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root. */
+	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root.
+	 * An image may have no such folder: then "/", as docker starts there. */
+	struct stat home_st;
 	if (!req.cwd)
-		req.cwd = (home && uid == 0) ? home : "/";
+		req.cwd = (home && uid == 0 && stat(home, &home_st) == 0 && S_ISDIR(home_st.st_mode)) ? home : "/";
 	struct spawn_result res;
 	r = agent_spawn(&req, &res, errbuf, sizeof(errbuf));
 	if (r < 0) {
@@ -654,7 +659,7 @@ static void handle_control_readable(void)
 	if (n <= 0) {
 		/* The shim is gone: so is the sandbox. */
 		kill(-1, SIGKILL);
-		_exit(0);
+		agent_exit(0);
 	}
 	struct cp_header h;
 	const uint8_t *payload;
@@ -689,6 +694,8 @@ int main(int argc, char **argv)
 	/* Commands run as the sandbox's root must not be able to ptrace or read us. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (agent_vm_boot() < 0)
+		return 1;
 
 	A.ctl = AGENT_CONTROL_FD;
 	if (fcntl(A.ctl, F_SETFD, FD_CLOEXEC) < 0)
@@ -764,7 +771,7 @@ int main(int argc, char **argv)
 		if (A.shutting_down) {
 			reap_children();
 			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms)
-				_exit(0);
+				agent_exit(0);
 		}
 	}
 }

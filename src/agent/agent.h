@@ -65,4 +65,11 @@ bool fs_credit(const struct cp_header *h, const uint8_t *payload);
 bool fs_cancel(uint32_t chan);
 bool fs_pump(void);
 
+/* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
+ * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
+ * ends the agent: in a guest, by powering it off. */
+int agent_vm_boot(void);
+bool agent_in_vm(void);
+_Noreturn void agent_exit(int code);
+
 #endif

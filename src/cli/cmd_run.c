@@ -29,6 +29,7 @@ struct exec_cli {
 /* Sandbox settings for run and create. */
 struct sandbox_cli {
 	capsule_config *cfg;
+	const char *image; /* as given with --image, or NULL */
 	bool named;
 	bool allow_sensitive;
 	char *volumes[64]; /* -v specs, applied after all flags: --allow-sensitive may come later */
@@ -41,6 +42,7 @@ enum {
 	OPT_NAME = 1000, OPT_IMAGE, OPT_CPUS, OPT_PIDS, OPT_HOSTNAME, OPT_ISOLATION, OPT_BOOT_TIMEOUT, OPT_TIMEOUT,
 	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_NETWORK, OPT_ALLOW_HOST, OPT_ALLOW_CIDR,
 	OPT_SAVE,
+	OPT_ACCEL, OPT_QEMU_ARG,
 };
 
 static const struct option sandbox_options[] = {
@@ -52,6 +54,8 @@ static const struct option sandbox_options[] = {
 	{ "hostname", required_argument, NULL, OPT_HOSTNAME },
 	{ "isolation", required_argument, NULL, OPT_ISOLATION },
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
+	{ "accel", required_argument, NULL, OPT_ACCEL },
+	{ "qemu-arg", required_argument, NULL, OPT_QEMU_ARG },
 	{ "env", required_argument, NULL, 'e' },
 	{ "workdir", required_argument, NULL, 'w' },
 	{ "user", required_argument, NULL, 'u' },
@@ -90,7 +94,9 @@ static void run_help(const char *verb)
 		       "  --pids-limit N       most processes at once\n"
 		       "  --hostname NAME      hostname inside (default: the sandbox's name)\n"
 		       "  --isolation KIND     container (default) or vm\n"
-		       "  --boot-timeout DUR   how long start may take (default 10s)\n"
+		       "  --boot-timeout DUR   how long start may take (default 10s; 60s with vm)\n"
+		       "  --accel KIND         vm: auto (default: kvm if /dev/kvm opens, else tcg), kvm or tcg\n"
+		       "  --qemu-arg ARG       vm: one more argument for QEMU (repeat for more)\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
@@ -134,6 +140,7 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--image'");
 		r = capsule_config_set_image(sbc->cfg, optarg, &err);
+		sbc->image = optarg;
 		break;
 	case 'm':
 		if (!sbc)
@@ -171,6 +178,16 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 			return cli_usage(verb, "unknown flag '--boot-timeout'");
 		if ((r = parse_duration_ms(optarg, &ms, &err)) == 0)
 			r = capsule_config_set_boot_timeout_ms(sbc->cfg, ms, &err);
+		break;
+	case OPT_ACCEL:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--accel'");
+		r = capsule_config_set_accel(sbc->cfg, optarg, &err);
+		break;
+	case OPT_QEMU_ARG:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--qemu-arg'");
+		r = capsule_config_add_qemu_arg(sbc->cfg, optarg, &err);
 		break;
 	case 'e': {
 		const char *kv = optarg;
@@ -528,7 +545,9 @@ int cmd_run(int argc, char **argv)
 	}
 	if (optind < argc && !strcmp(argv[optind], "--"))
 		optind++;
-	if (optind >= argc) {
+	/* An image's Entrypoint and Cmd make the command that is not given (docker run IMAGE). */
+	bool from_image = sbc.image && strcmp(sbc.image, "host");
+	if (optind >= argc && !from_image) {
 		capsule_config_free(sbc.cfg);
 		return cli_usage("run", "no command given");
 	}
@@ -545,9 +564,17 @@ int cmd_run(int argc, char **argv)
 		return cli_fail(&err);
 	}
 	capsule_config_free(sbc.cfg);
+	char **command = NULL;
+	if (capsule_sandbox_image_command(sb, (const char *const *)(argv + optind), &command, &err) < 0) {
+		capsule_sandbox_stop(sb, 0, NULL);
+		capsule_sandbox_free(sb);
+		exec_cli_free(&ec);
+		return cli_fail(&err);
+	}
 	if (ec.detach)
 		printf("%s\n", capsule_sandbox_name(sb));
-	int code = run_command(sb, &ec, argv + optind);
+	int code = run_command(sb, &ec, command);
+	capsule_strv_free(command);
 	/* The stop is where --save happens: its failure is this command's. */
 	if (!ec.detach && capsule_sandbox_stop(sb, 0, &err) < 0) {
 		cli_fail(&err);

@@ -3,7 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
 #include "cli.h"
+#include "config.h"
 
 static int cmd_version(int argc, char **argv);
 static int cmd_help(int argc, char **argv);
@@ -29,6 +34,7 @@ static const struct cli_command commands[] = {
 	{ "revert", cmd_revert, "Put a sandbox's filesystem back to a checkpoint" },
 	{ "fork", cmd_fork, "Start a new sandbox from a sandbox's current state" },
 	{ "saves", cmd_saves, "Manage saves (ls, rm)" },
+	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
@@ -95,11 +101,57 @@ static int cmd_help(int argc, char **argv)
 	return 0;
 }
 
+int cli_images_helper(char **argv)
+{
+	/* Beside this binary (the build tree, a relocated install), then where install puts it. */
+	char path[PATH_MAX];
+	const char *env = getenv("CAPSULE_LIBEXEC");
+	if (env && *env) {
+		snprintf(path, sizeof(path), "%s/capsule-images", env);
+		execv(path, argv);
+	}
+	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
+	if (n > 0) {
+		path[n] = '\0';
+		char *slash = strrchr(path, '/');
+		if (slash) {
+			strcpy(slash + 1, "capsule-images");
+			execv(path, argv);
+		}
+	}
+	snprintf(path, sizeof(path), "%s/capsule-images", CAPSULE_LIBEXECDIR);
+	execv(path, argv);
+	return cli_failf("images need '%s', which cannot be run: %s", path, strerror(errno));
+}
+
+#ifdef CAPSULE_CLI_IMAGES_HELPER
+/* run/create with an --image other than "host": the image is resolved (and maybe pulled). */
+static bool needs_images(int argc, char **argv)
+{
+	if (strcmp(argv[1], "run") && strcmp(argv[1], "create"))
+		return false;
+	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++) {
+		const char *v = NULL;
+		if (!strcmp(argv[i], "--image") && i + 1 < argc)
+			v = argv[i + 1];
+		else if (!strncmp(argv[i], "--image=", 8))
+			v = argv[i] + 8;
+		if (v && strcmp(v, "host"))
+			return true;
+	}
+	return false;
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	if (argc < 2)
 		return cmd_help(argc, argv), EXIT_CAPSULE;
 	const char *verb = argv[1];
+#ifdef CAPSULE_CLI_IMAGES_HELPER
+	if (needs_images(argc, argv))
+		return cli_images_helper(argv);
+#endif
 	if (!strcmp(verb, "--help") || !strcmp(verb, "-h"))
 		return cmd_help(argc, argv);
 	if (!strcmp(verb, "--version"))

@@ -124,6 +124,8 @@ int layer_op_check(const struct capsule_config *cfg, uint32_t op, const char *na
 	if (op < CP_SAVE_OP_SAVE || op > CP_SAVE_OP_FORK)
 		return cap_err_plain(err, EINVAL, "unknown save operation %u", op);
 	int r = validate_name(name, op == CP_SAVE_OP_FORK ? "sandbox name" : op == CP_SAVE_OP_SAVE ? "save name" : "checkpoint name", err);
+	if (r == 0 && cfg->isolation == CAPSULE_ISOLATION_VM)
+		r = cap_err_plain(err, EOPNOTSUPP, "saves, checkpoints and forks of vm sandboxes are not in capsule yet");
 	if (r == 0 && op == CP_SAVE_OP_SAVE)
 		r = save_check_target(cfg, name, err);
 	return r;

@@ -47,9 +47,15 @@ void config_clear(struct capsule_config *cfg)
 	free(cfg->env);
 	cfg->env = NULL;
 	cfg->envc = 0;
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		free(cfg->qemu_args[i]);
+	free(cfg->qemu_args);
+	cfg->qemu_args = NULL;
+	cfg->nqemu_args = 0;
 	for (size_t i = 0; i < cfg->nlayers; i++)
 		free(cfg->layers[i]);
 	cfg->nlayers = 0;
+	config_set_image_defaults(cfg, NULL, NULL, NULL, NULL, NULL);
 }
 
 void capsule_config_free(capsule_config *cfg)
@@ -60,22 +66,59 @@ void capsule_config_free(capsule_config *cfg)
 	free(cfg);
 }
 
-static int push_env(struct capsule_config *cfg, const char *kv)
+/* A copy of S at the end of the NULL-terminated list *V of *N strings, at most MAX. */
+static int push_string(char ***v, size_t *n, size_t max, const char *s)
 {
-	if (cfg->envc >= CP_MAX_ENV)
+	if (*n >= max)
 		return -E2BIG;
-	char *copy = strdup(kv);
-	char **nv = realloc(cfg->env, (cfg->envc + 2) * sizeof(char *));
+	char *copy = strdup(s);
+	char **nv = realloc(*v, (*n + 2) * sizeof(char *));
 	if (!copy || !nv) {
 		free(copy);
 		if (nv)
-			cfg->env = nv;
+			*v = nv;
 		return -ENOMEM;
 	}
-	cfg->env = nv;
-	cfg->env[cfg->envc++] = copy;
-	cfg->env[cfg->envc] = NULL;
+	*v = nv;
+	nv[(*n)++] = copy;
+	nv[*n] = NULL;
 	return 0;
+}
+
+static int push_env(struct capsule_config *cfg, const char *kv)
+{
+	return push_string(&cfg->env, &cfg->envc, CP_MAX_ENV, kv);
+}
+
+static int push_qemu_arg(struct capsule_config *cfg, const char *arg)
+{
+	return push_string(&cfg->qemu_args, &cfg->nqemu_args, CAPSULE_MAX_QEMU_ARGS, arg);
+}
+
+uint32_t config_boot_timeout_ms(const struct capsule_config *cfg)
+{
+	if (cfg->boot_timeout_set && cfg->boot_timeout_ms)
+		return cfg->boot_timeout_ms;
+	return cfg->isolation == CAPSULE_ISOLATION_VM ? CAPSULE_DEFAULT_VM_BOOT_TIMEOUT_MS : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
+}
+
+int capsule_config_set_accel(capsule_config *cfg, const char *accel, capsule_error *err)
+{
+	if (!accel || (strcmp(accel, "auto") && strcmp(accel, "kvm") && strcmp(accel, "tcg")))
+		return cap_err_plain(err, EINVAL, "invalid accel '%s' (use auto, kvm or tcg)", accel ? accel : "");
+	snprintf(cfg->accel, sizeof(cfg->accel), "%s", accel);
+	return 0;
+}
+
+int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err)
+{
+	/* One line a value on disk: a newline would split it into two settings. */
+	if (!arg || strpbrk(arg, "\n\r"))
+		return cap_err_plain(err, EINVAL, "invalid QEMU argument '%s': no newlines", arg ? arg : "");
+	int r = push_qemu_arg(cfg, arg);
+	if (r == -E2BIG)
+		return cap_err_plain(err, E2BIG, "too many QEMU arguments (at most %d)", CAPSULE_MAX_QEMU_ARGS);
+	return r < 0 ? cap_err(err, -r, "adding a QEMU argument") : 0;
 }
 
 int config_copy(struct capsule_config *dst, const struct capsule_config *src)
@@ -84,13 +127,28 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	dst->env = NULL;
 	dst->envc = 0;
 	dst->nbinds = 0;
+	dst->qemu_args = NULL;
+	dst->nqemu_args = 0;
 	dst->nlayers = 0;
+	dst->workdir = dst->user = NULL;
+	dst->entrypoint = dst->cmd = NULL;
+	if (config_set_image_defaults(dst, src->workdir, src->user, (const char *const *)src->entrypoint,
+				      (const char *const *)src->cmd, NULL) < 0) {
+		config_clear(dst);
+		return -ENOMEM;
+	}
 	for (size_t i = 0; i < src->nlayers; i++) {
 		if (!(dst->layers[i] = strdup(src->layers[i]))) {
 			config_clear(dst);
 			return -ENOMEM;
 		}
 		dst->nlayers = i + 1;
+	}
+	for (size_t i = 0; i < src->nqemu_args; i++) {
+		if (push_qemu_arg(dst, src->qemu_args[i]) < 0) {
+			config_clear(dst);
+			return -ENOMEM;
+		}
 	}
 	for (size_t i = 0; i < src->ntmpfs; i++) {
 		dst->tmpfs[i].target = strdup(src->tmpfs[i].target);
@@ -158,9 +216,9 @@ int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, cap
 {
 	if (iso != CAPSULE_ISOLATION_CONTAINER && iso != CAPSULE_ISOLATION_VM)
 		return cap_err_plain(err, EINVAL, "invalid isolation %d (use container or vm)", (int)iso);
-	if (iso == CAPSULE_ISOLATION_VM)
-		return cap_err_plain(err, EOPNOTSUPP, "isolation 'vm' is not available in this build yet; use 'container'");
 	cfg->isolation = iso;
+	if (!cfg->boot_timeout_set)
+		cfg->boot_timeout_ms = config_boot_timeout_ms(cfg);
 	return 0;
 }
 
@@ -475,6 +533,7 @@ int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule
 	if (ms < 100)
 		return cap_err_plain(err, EINVAL, "boot timeout %u ms is too short (minimum 100 ms)", ms);
 	cfg->boot_timeout_ms = ms;
+	cfg->boot_timeout_set = true;
 	return 0;
 }
 
@@ -498,6 +557,99 @@ int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error
 	return 0;
 }
 
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+static int strv_copy(const char *const *src, char ***out)
+{
+	*out = NULL;
+	if (!src)
+		return 0;
+	size_t n = 0;
+	while (src[n])
+		n++;
+	char **v = calloc(n + 1, sizeof(char *));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++)
+		if (!(v[i] = strdup(src[i]))) {
+			strv_free(v);
+			return -ENOMEM;
+		}
+	*out = v;
+	return 0;
+}
+
+int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
+			      const char *const *entrypoint, const char *const *cmd, capsule_error *err)
+{
+	char *w = NULL, *u = NULL, **ep = NULL, **c = NULL;
+	if ((workdir && !(w = strdup(workdir))) || (user && !(u = strdup(user))) || strv_copy(entrypoint, &ep) < 0 ||
+	    strv_copy(cmd, &c) < 0) {
+		free(w);
+		free(u);
+		strv_free(ep);
+		return cap_err(err, ENOMEM, "image defaults");
+	}
+	free(cfg->workdir);
+	free(cfg->user);
+	strv_free(cfg->entrypoint);
+	strv_free(cfg->cmd);
+	cfg->workdir = w;
+	cfg->user = u;
+	cfg->entrypoint = ep;
+	cfg->cmd = c;
+	return 0;
+}
+
+/* One argument of an argv line: '%', CR and LF escaped, so that each stays one line. */
+static void put_arg_line(FILE *f, const char *key, const char *arg)
+{
+	fprintf(f, "%s=", key);
+	for (const char *p = arg; *p; p++) {
+		if (*p == '%' || *p == '\n' || *p == '\r')
+			fprintf(f, "%%%02X", (unsigned char)*p);
+		else
+			fputc(*p, f);
+	}
+	fputc('\n', f);
+}
+
+static int push_arg_line(char ***v, const char *line)
+{
+	size_t n = 0;
+	while (*v && (*v)[n])
+		n++;
+	if (n >= CP_MAX_ARGS)
+		return -E2BIG;
+	char *arg = malloc(strlen(line) + 1), *o = arg;
+	char **nv = realloc(*v, (n + 2) * sizeof(char *));
+	if (!arg || !nv) {
+		free(arg);
+		if (nv)
+			*v = nv;
+		return -ENOMEM;
+	}
+	*v = nv;
+	for (const char *p = line; *p; p++) {
+		unsigned x;
+		if (*p == '%' && sscanf(p + 1, "%2X", &x) == 1 && p[1] && p[2]) {
+			*o++ = (char)x;
+			p += 2;
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+	(*v)[n] = arg;
+	(*v)[n + 1] = NULL;
+	return 0;
+}
+
 /* ---- on disk ---- */
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
@@ -514,10 +666,27 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
 	for (size_t i = 0; i < cfg->envc; i++)
 		fprintf(f, "env=%s\n", cfg->env[i]);
+	fprintf(f, "boot_timeout_set=%d\n", cfg->boot_timeout_set ? 1 : 0);
+	if (cfg->accel[0])
+		fprintf(f, "accel=%s\n", cfg->accel);
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
 	if (cfg->base_none)
 		fprintf(f, "base=none\n");
 	for (size_t i = 0; i < cfg->nlayers; i++)
 		fprintf(f, "layer=%s\n", cfg->layers[i]);
+	if (cfg->workdir)
+		fprintf(f, "workdir=%s\n", cfg->workdir);
+	if (cfg->user)
+		fprintf(f, "user=%s\n", cfg->user);
+	if (cfg->entrypoint)
+		fprintf(f, "entrypoint_set=1\n");
+	for (size_t i = 0; cfg->entrypoint && cfg->entrypoint[i]; i++)
+		put_arg_line(f, "entrypoint", cfg->entrypoint[i]);
+	if (cfg->cmd)
+		fprintf(f, "cmd_set=1\n");
+	for (size_t i = 0; cfg->cmd && cfg->cmd[i]; i++)
+		put_arg_line(f, "cmd", cfg->cmd[i]);
 	/* Sources may hold ':' and spaces: the source's length says where it ends. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
 		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
@@ -657,9 +826,28 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 		} else if (!strcmp(k, "save")) {
 			if ((r = validate_name(v, "save name", err)) == 0)
 				snprintf(cfg->save, sizeof(cfg->save), "%s", v);
+		} else if (!strcmp(k, "workdir") || !strcmp(k, "user")) {
+			char **slot = k[0] == 'w' ? &cfg->workdir : &cfg->user;
+			free(*slot);
+			if (!(*slot = strdup(v)))
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "entrypoint_set") || !strcmp(k, "cmd_set")) {
+			char ***slot = k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd;
+			if (!*slot && !(*slot = calloc(1, sizeof(char *))))
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "entrypoint") || !strcmp(k, "cmd")) {
+			int e = push_arg_line(k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd, v);
+			if (e < 0)
+				r = cap_err(err, -e, "sandbox configuration: %s", k);
 		} else if (!strcmp(k, "env")) {
 			if (push_env(cfg, v) < 0)
 				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "boot_timeout_set")) {
+			cfg->boot_timeout_set = strcmp(v, "1") == 0;
+		} else if (!strcmp(k, "accel")) {
+			r = capsule_config_set_accel(cfg, v, err);
+		} else if (!strcmp(k, "qemu_arg")) {
+			r = capsule_config_add_qemu_arg(cfg, v, err);
 		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
 			r = 0;
 		}

@@ -198,8 +198,9 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 	struct cp_exec m = {
 		.argv = (char **)argv,
 		.env = (char **)o->env,
-		.cwd = (char *)o->cwd,
-		.user = (char *)o->user,
+		/* An image's WorkingDir and User are the defaults of every command, as in docker. */
+		.cwd = (char *)(o->cwd ? o->cwd : sandbox_config(sb)->workdir),
+		.user = (char *)(o->user ? o->user : sandbox_config(sb)->user),
 		.flags = (o->tty ? CP_EXEC_TTY : 0) | (o->stdin_open ? CP_EXEC_STDIN : 0) | (o->detach ? CP_EXEC_DETACH : 0),
 		.rows = o->rows,
 		.cols = o->cols,

@@ -12,6 +12,9 @@
 
 #define CAPSULE_NAME_MAX 63
 #define CAPSULE_DEFAULT_BOOT_TIMEOUT_MS 10000
+/* A VM boots a kernel; under TCG (no KVM) that is seconds, more on a loaded host. */
+#define CAPSULE_DEFAULT_VM_BOOT_TIMEOUT_MS 60000
+#define CAPSULE_MAX_QEMU_ARGS 64
 #define CAPSULE_DEFAULT_STOP_TIMEOUT_MS 10000
 /* A sandbox with no pids limit could spend the host's pids (pid_max is often 32768). */
 #define CAPSULE_DEFAULT_PIDS_LIMIT 4096
@@ -88,6 +91,10 @@ struct capsule_config {
 	char *layers[CAPSULE_MAX_LAYERS];
 	size_t nlayers;
 	bool base_none;
+	/* An image's defaults (its config): the working directory and user of commands that
+	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
+	char *workdir, *user;
+	char **entrypoint, **cmd; /* NULL-terminated, or NULL */
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_network network;
@@ -98,6 +105,11 @@ struct capsule_config {
 	capsule_progress_fn progress;
 	void *progress_payload;
 	char save[CAPSULE_NAME_MAX + 1]; /* save the sandbox's filesystem under this name when it stops; "" = ephemeral */
+	/* vm isolation */
+	bool boot_timeout_set; /* else the level's default applies */
+	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
+	char **qemu_args;      /* appended to QEMU's command line */
+	size_t nqemu_args;
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
@@ -105,9 +117,20 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 /* Read and parse the "config" file in the sandbox folder DIRFD. */
 int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
+/* The boot timeout a start waits: the one set, or the isolation level's default. */
+uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 /* Put the layer folder PATH (absolute) on top of CFG's layers. */
 int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+/* Set an image default: the working directory, the user, the entrypoint or the cmd (a
+ * NULL-terminated copy is made; ARGV NULL clears it). */
+int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
+			      const char *const *entrypoint, const char *const *cmd, capsule_error *err);
+/* Resolve CFG's image (not "host", no layers yet) into its layers and defaults: libcapsule's
+ * image store (capsule_images) defines it; code linked without it (the shim) sees NULL. */
+int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
+/* The configuration a handle was made from. */
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
 /* The network part of the configuration (src/lib/net.c): its config lines, and one line of
  * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
 void config_net_serialize(const struct capsule_config *cfg, FILE *f);
@@ -222,6 +245,5 @@ int volume_ensure(const char *name, capsule_error *err);
 typedef int (*sandbox_prepare_fn)(int run_dir_fd, const struct capsule_config *cfg, void *payload, capsule_error *err);
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg, sandbox_prepare_fn prepare,
 			    void *payload, capsule_error *err);
-const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
 
 #endif

@@ -283,17 +283,14 @@ static int resolve_image(struct capsule_config *cfg, capsule_error *err)
 	int r = save_apply_to_config(cfg, err);
 	if (r != 0)
 		return r < 0 ? r : 0;
+	if (image_resolve)
+		return image_resolve(cfg, err);
 	return cap_err_plain(err, ENOENT, "image '%s' not found (only 'host' is available)", cfg->image);
 }
 
 int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, capsule_error *err)
 {
 	return sandbox_create_prepared(out, cfg_in, NULL, NULL, err);
-}
-
-const struct capsule_config *sandbox_config(const capsule_sandbox *sb)
-{
-	return &sb->cfg;
 }
 
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
@@ -640,6 +637,36 @@ int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, caps
 	return info_from_dir(dir, sb->cfg.name, out, err);
 }
 
+/* The vm's settings, and while it runs what the shim started (run/<name>/vm.json). */
+static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const char *state)
+{
+	json_key(j, "vm");
+	json_object_begin(j);
+	json_kv_string(j, "accel_setting", sb->cfg.accel[0] ? sb->cfg.accel : "auto");
+	json_key(j, "extra_qemu_args");
+	json_array_begin(j);
+	for (size_t i = 0; i < sb->cfg.nqemu_args; i++)
+		json_string(j, sb->cfg.qemu_args[i]);
+	json_array_end(j);
+	_cleanup_close_ int dir = -1;
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	if (strcmp(state, "stopped") != 0 && run_dir_open(sb->cfg.name, &dir, NULL) == 0 &&
+	    read_file_at(dir, "vm.json", 1u << 20, &text, &len) == 0) {
+		static const char *const keys[] = { "accel", "machine", "kernel", "kernel_version", "initramfs",
+						    "qemu_command_line" };
+		for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+			_cleanup_free_ char *v = NULL;
+			if (json_get_string(text, len, keys[i], &v) == 0)
+				json_kv_string(j, keys[i], v);
+		}
+		int64_t pid;
+		if (json_get_int(text, len, "qemu_pid", &pid) == 0)
+			json_kv_int(j, "qemu_pid", pid);
+	}
+	json_object_end(j);
+}
+
 int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
 {
 	capsule_sandbox_info info;
@@ -665,8 +692,11 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	uint32_t count;
 	bool rootless;
 	home_id_map(sb->cfg.id_slot, &ub, &gb, &count, &rootless);
-	json_kv_uint(&j, "host_uid_base", ub);
-	json_kv_uint(&j, "host_id_count", count);
+	/* A guest's ids are its own kernel's: no host range is mapped for a vm. */
+	if (info.isolation != CAPSULE_ISOLATION_VM) {
+		json_kv_uint(&j, "host_uid_base", ub);
+		json_kv_uint(&j, "host_id_count", count);
+	}
 	json_key(&j, "limits");
 	json_object_begin(&j);
 	json_kv_uint(&j, "memory_bytes", info.memory_bytes);
@@ -706,6 +736,9 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/run/%s", capsule_home(), info.name);
 	json_kv_string(&j, "run_dir", path);
+	json_kv_uint(&j, "boot_timeout_ms", config_boot_timeout_ms(&sb->cfg));
+	if (info.isolation == CAPSULE_ISOLATION_VM)
+		inspect_vm_json(&j, sb, info.state);
 	json_object_end(&j);
 	int e = 0;
 	char *text = json_steal(&j, &e);
@@ -755,5 +788,40 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 	closedir(d);
 	*out = v;
 	*count = n;
+	return 0;
+}
+
+const struct capsule_config *sandbox_config(const capsule_sandbox *sb)
+{
+	return &sb->cfg;
+}
+
+void capsule_strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+int capsule_sandbox_image_command(capsule_sandbox *sb, const char *const *args, char ***argv_out, capsule_error *err)
+{
+	const struct capsule_config *cfg = &sb->cfg;
+	const char *const *tail = args && args[0] ? args : (const char *const *)cfg->cmd;
+	size_t ne = 0, nt = 0;
+	while (cfg->entrypoint && cfg->entrypoint[ne])
+		ne++;
+	while (tail && tail[nt])
+		nt++;
+	if (ne + nt == 0)
+		return cap_err_plain(err, ENOENT, "no command given, and image '%s' names none", cfg->image);
+	char **v = calloc(ne + nt + 1, sizeof(char *));
+	if (!v)
+		return cap_err(err, ENOMEM, "image command");
+	for (size_t i = 0; i < ne + nt; i++)
+		if (!(v[i] = strdup(i < ne ? cfg->entrypoint[i] : tail[i - ne]))) {
+			capsule_strv_free(v);
+			return cap_err(err, ENOMEM, "image command");
+		}
+	*argv_out = v;
 	return 0;
 }

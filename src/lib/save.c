@@ -475,6 +475,8 @@ int save_check_target(const struct capsule_config *cfg, const char *save, capsul
 	int r = save_validate_name(save, err);
 	if (r < 0)
 		return r;
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EOPNOTSUPP, "saves of vm sandboxes are not in capsule yet (save '%s')", save);
 	if (!strcmp(cfg->image, save) && cfg->nlayers)
 		return cap_err_plain(err, EBUSY,
 				     "cannot save as '%s': the sandbox starts from that save; save under another name", save);

@@ -19,6 +19,7 @@
 #include "seccomp_filter.h"
 #include "syscalls.h"
 #include "util.h"
+#include "vm.h"
 
 /* Run FN in a forked child and report whether it exited 0. */
 static bool try_in_child(int (*fn)(void))
@@ -103,9 +104,22 @@ int shim_probe(void)
 	json_kv_bool(&j, "kvm", kvm >= 0);
 	if (kvm >= 0)
 		close(kvm);
-	json_kv_bool(&j, "qemu", access("/usr/bin/qemu-system-x86_64", X_OK) == 0);
-	json_kv_bool(&j, "vm_usable", false);
-	json_kv_string(&j, "vm_reason", "the vm isolation level is not built yet");
+	bool qemu = access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
+	json_kv_bool(&j, "qemu", qemu);
+	char *kernel = NULL, *kversion = NULL;
+	capsule_error kerr = { 0 };
+	bool have_kernel = vm_find_kernel(&kernel, &kversion, &kerr) == 0;
+	json_kv_string(&j, "vm_kernel", kernel);
+	json_kv_string(&j, "vm_accel", kvm >= 0 ? "kvm" : "tcg");
+	json_kv_bool(&j, "vm_usable", qemu && have_kernel);
+	if (!qemu)
+		json_kv_string(&j, "vm_reason", "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
+	else if (!have_kernel)
+		json_kv_string(&j, "vm_reason", kerr.message);
+	else if (kvm < 0)
+		json_kv_string(&j, "vm_reason", "no /dev/kvm: VMs run under TCG emulation, seconds to boot");
+	free(kernel);
+	free(kversion);
 	json_object_end(&j);
 
 	int e = 0;

@@ -47,6 +47,7 @@
 #include "syscalls.h"
 #include "transform.h"
 #include "util.h"
+#include "vm.h"
 
 #define CREATOR_FD 3
 #define LOCK_FD 4
@@ -115,6 +116,7 @@ static struct shim {
 	int volume_locks[CAPSULE_MAX_BINDS];
 	size_t nvolume_locks;
 	struct hot_mounts hot;
+	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
 	struct net net;
 } S;
 
@@ -416,7 +418,9 @@ static void transform_servers_reap(bool force)
 /* SIGKILL to PID 1 takes every process of the sandbox with it (pid namespace). */
 static void kill_sandbox(void)
 {
-	if (!S.killed)
+	if (!S.killed && S.cfg.isolation == CAPSULE_ISOLATION_VM)
+		vm_kill(&S.vm);
+	else if (!S.killed)
 		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	S.killed = true;
 }
@@ -584,6 +588,11 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 {
 	if (!shim_request_acceptable(ci, h))
 		return;
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+		client_send_error(ci, h->chan, EOPNOTSUPP, "hot mounts are not available with vm isolation yet (sandbox '%s')",
+				  S.name);
+		return;
+	}
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
@@ -636,6 +645,11 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 {
 	if (!shim_request_acceptable(ci, h))
 		return;
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+		client_send_error(ci, h->chan, EOPNOTSUPP, "port forwards are not available with vm isolation yet (sandbox '%s')",
+				  S.name);
+		return;
+	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
@@ -1027,7 +1041,8 @@ static int agent_recv(struct cp_header *h, const uint8_t **payload, uint64_t dea
 			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
 		uint64_t now = now_ms();
 		if (now >= deadline_ms)
-			return cap_err_plain(err, ETIMEDOUT, "the agent did not answer within the boot timeout");
+			return cap_err_plain(err, ETIMEDOUT, "the agent did not answer within the boot timeout (%u ms)",
+					     config_boot_timeout_ms(&S.cfg));
 		struct pollfd pfd[2] = { { .fd = S.agent_fd, .events = POLLIN }, { .fd = S.ct.pidfd, .events = POLLIN } };
 		int r = poll(pfd, 2, (int)(deadline_ms - now));
 		if (r < 0 && errno != EINTR)
@@ -1039,6 +1054,12 @@ static int agent_recv(struct cp_header *h, const uint8_t **payload, uint64_t dea
 			if (n < 0 && n != -EAGAIN)
 				return cap_err(err, (int)-n, "reading from the agent");
 		} else if (pfd[1].revents) {
+			if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+				char why[512];
+				vm_last_words(S.run_fd, why, sizeof(why));
+				return cap_err_plain(err, ECHILD, "QEMU exited during boot%s%s (see '%s/run/%s/console.log')",
+						     why[0] ? ": " : "", why, capsule_home(), S.name);
+			}
 			return cap_err_plain(err, ECHILD, "the sandbox's init died during start");
 		}
 	}
@@ -1167,6 +1188,57 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 	return 0;
 }
 
+static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err);
+
+/* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
+ * socketpair's far end; from agent_bring_up on, nothing differs. */
+static int start_vm(capsule_error *err)
+{
+	if (S.cfg.nbinds || S.cfg.ntmpfs)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "mounts, volumes and tmpfs are not available with vm isolation yet (sandbox '%s')", S.name);
+	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
+		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
+				     S.cfg.image);
+	if (S.cfg.network == CAPSULE_NETWORK_FULL || S.cfg.nports)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "network 'full' and port forwards are not available with vm isolation yet (sandbox '%s')",
+				     S.name);
+	_cleanup_free_ char *skeleton = NULL;
+	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
+	int r = image_host_lower(geteuid(), getegid(), &skeleton, err);
+	if (r < 0)
+		return r;
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cap_err(err, errno, "socketpair");
+	const char *hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name;
+	struct vm_spec spec = {
+		.run_fd = S.run_fd,
+		.cfg = &S.cfg,
+		.hostname = hostname,
+		.skeleton = skeleton,
+		.agent_sock = sp[1],
+	};
+	progress("qemu");
+	r = vm_start(&S.vm, &spec, err);
+	close(sp[1]);
+	if (r < 0) {
+		close(sp[0]);
+		return r;
+	}
+	S.ct.pid = S.vm.pid;
+	S.ct.pidfd = S.vm.pidfd;
+	shim_log("QEMU pid %d, accel %s", (int)S.vm.pid, S.vm.accel);
+	S.agent_fd = sp[0];
+	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
+	cp_rxbuf_init(&S.agent_rx);
+	if ((r = agent_bring_up(hostname, now_ms() + config_boot_timeout_ms(&S.cfg), err)) < 0)
+		return r;
+	progress("ready");
+	return 0;
+}
+
 static void close_layer_trees(int *trees, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -1204,6 +1276,8 @@ static int open_layer_trees(int *trees, uid_t ub, gid_t gb, capsule_error *err)
 static int start_sandbox(capsule_error *err)
 {
 	int r;
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM)
+		return start_vm(err);
 	progress("prepare");
 	/* First, so that a host port that is taken fails the start before anything is made. */
 	if ((r = net_prepare(&S.net, &S.cfg, S.epfd, S.run_fd, S.log, err)) < 0)
@@ -1316,9 +1390,21 @@ static int start_sandbox(capsule_error *err)
 	S.agent_fd = sp[0];
 	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&S.agent_rx);
+	uint64_t deadline = now_ms() + config_boot_timeout_ms(&S.cfg);
+	if ((r = agent_bring_up(spec.hostname, deadline, err)) < 0)
+		return r;
+	/* Before any client can run a command: the interface, the allowlist. */
+	if ((r = net_start(&S.net, &S.ct, rootless, deadline, err)) < 0)
+		return r;
+	progress("ready");
+	return 0;
+}
 
+/* The agent said nothing yet: HELLO both ways, then its settings. The same for both levels. */
+static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err)
+{
+	int r;
 	progress("agent");
-	uint64_t deadline = now_ms() + (S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS);
 	struct cp_header h;
 	const uint8_t *payload;
 	if ((r = agent_recv(&h, &payload, deadline, err)) < 0)
@@ -1338,7 +1424,7 @@ static int start_sandbox(capsule_error *err)
 	to_agent(S.w.buf, S.w.len);
 
 	char host_kv[96];
-	snprintf(host_kv, sizeof(host_kv), "HOSTNAME=%s", spec.hostname);
+	snprintf(host_kv, sizeof(host_kv), "HOSTNAME=%s", hostname);
 	size_t nenv = 0;
 	char *envv[CP_MAX_ENV + 4];
 	envv[nenv++] = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -1362,10 +1448,6 @@ static int start_sandbox(capsule_error *err)
 		return cap_err_plain(err, EPROTO, "the agent refused its settings");
 	cp_rxbuf_consume(&S.agent_rx, &h);
 	progress("agent-ready");
-	/* Before any client can run a command: the interface, the allowlist. */
-	if ((r = net_start(&S.net, &S.ct, rootless, deadline, err)) < 0)
-		return r;
-	progress("ready");
 	return 0;
 }
 

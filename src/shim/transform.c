@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child.h"
 #include "syscalls.h"
 #include "transform.h"
 #include "util.h"
@@ -82,14 +83,7 @@ static int spawn_server(const char *helper, const struct bind_mount *b, uid_t ui
 	if (pid < 0)
 		return -errno;
 	if (pid == 0) {
-		/* Dies with the shim even when the shim is SIGKILLed. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-		if (getppid() != parent)
-			_exit(127);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		signal(SIGPIPE, SIG_DFL);
+		shim_child_prepare(parent);
 		/* Park the three above any number they are to take, then place them. */
 		int f = fcntl(fusefd, F_DUPFD, 10), r = fcntl(rootfd, F_DUPFD, 10), c = fcntl(ctlfd, F_DUPFD, 10);
 		int l = log_fd >= 0 ? fcntl(log_fd, F_DUPFD, 10) : open("/dev/null", O_WRONLY);

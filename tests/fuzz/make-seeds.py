@@ -154,10 +154,37 @@ def write(path, data):
         f.write(data)
 
 
+# fuzz_image: byte 0 % 4 picks the parser (0 manifest/index, 1 image config, 2 challenge, 3 ref).
+_D = ['sha256:' + c * 64 for c in '123']
+IMAGE_SEEDS = {
+    'manifest-docker': (0, '{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json",'
+                           '"config":{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"%s",'
+                           '"size":1469},"layers":[{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip",'
+                           '"digest":"%s","size":3401613}]}' % (_D[0], _D[1])),
+    'manifest-oci-zstd': (0, '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":'
+                             '{"digest":"%s","size":2},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar'
+                             '+zstd","digest":"%s","size":5,"annotations":{"a":"b"}}]}' % (_D[0], _D[2])),
+    'index-multi': (0, '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":['
+                       '{"digest":"%s","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},'
+                       '{"digest":"%s","size":1,"platform":{"os":"linux","architecture":"amd64"}}]}' % (_D[0], _D[1])),
+    'config': (1, '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/bin:/usr/bin","LANG=C.UTF-8"],'
+                  '"Entrypoint":["/docker-entrypoint.sh"],"Cmd":["python3"],"WorkingDir":"/app","User":"1000:1000",'
+                  '"Labels":{"x":"y"}},"rootfs":{"type":"layers","diff_ids":["%s"]}}' % _D[0]),
+    'config-nulls': (1, '{"config":{"Env":null,"Cmd":null,"Entrypoint":[],"WorkingDir":"","User":null}}'),
+    'challenge-bearer': (2, 'Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+                            'scope="repository:library/alpine:pull"'),
+    'challenge-basic': (2, 'Basic realm="registry"'),
+    'challenge-escapes': (2, 'bearer realm = https://r/t , error="insufficient_scope", scope="a\\"b"'),
+    'ref-short': (3, 'alpine:3.20'),
+    'ref-registry': (3, 'localhost:5000/team/tool:1.2'),
+    'ref-digest': (3, 'reg.example.com/a/b@' + _D[2]),
+}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, 'corpus')
-    dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse')}
+    dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse', 'fuzz_image')}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
 
@@ -200,6 +227,9 @@ def main():
         write(os.path.join(dirs['fuzz_parse'], name), bytes([T_JSON_GET, key]) + text.encode())
     write(os.path.join(dirs['fuzz_parse'], 'json-round-trip'),
           bytes([T_JSON_ROUND_TRIP]) + struct.pack('<q', -1234567890123) + b'\x01' + b'name\x00caf\xc3\xa9 "x"\n')
+
+    for name, (target, text) in IMAGE_SEEDS.items():
+        write(os.path.join(dirs['fuzz_image'], name), bytes([target]) + text.encode())
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ The library reads $CAPSULE_HOME once per process, so importing this module (conf
 before any test module imports capsule) sets a private home before the package makes any
 call, and points $CAPSULE_LIB at the build tree's library.
 """
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -21,6 +22,11 @@ os.chmod(HOME, 0o711)
 os.environ["CAPSULE_HOME"] = HOME
 os.environ["CAPSULE_LIB"] = os.path.join(BUILD, "libcapsule.so")
 os.environ.pop("CAPSULE_PROGRESS", None)
+# The same dead proxy as tests/conftest.py's: no registry traffic leaves loopback.
+_spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest_sdk", os.path.join(ROOT, "tests", "conftest.py"))
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+os.environ.update(_root.NO_INTERNET)
 if BINDINGS not in sys.path:
     sys.path.insert(0, BINDINGS)
 

@@ -59,11 +59,13 @@ def test_missing_host_path_is_not_found_before_start():
     assert run_entries() == before
 
 
-def test_isolation_vm_passes_the_library_message_through():
-    with pytest.raises(UnsupportedFeature) as ei:
-        Sandbox(isolation="vm")
-    assert str(ei.value) == "isolation 'vm' is not available in this build yet; use 'container'"
-    assert ei.value.errno == errno.EOPNOTSUPP
+def test_vm_settings_pass_the_library_message_through():
+    with pytest.raises(InvalidArgument) as ei:
+        Sandbox(isolation="vm", accel="warp")
+    assert str(ei.value) == "invalid accel 'warp' (use auto, kvm or tcg)"
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(InvalidArgument, match="a list of strings"):
+        SyncSandbox(isolation="vm", extra_qemu_args="-smp 2")
 
 
 def test_image_not_found():

@@ -17,6 +17,7 @@ from .sandbox import Sandbox, SyncSandbox
 from ._process import Process, SyncProcess
 from .volume import Volume, VolumeFs
 from . import _lib
+from . import image as images
 
 __version__ = "0.1.0"
 
@@ -62,4 +63,5 @@ def remove_save(name):
 __all__ = ["Sandbox", "SyncSandbox", "Process", "SyncProcess", "Mount", "MountHandle", "NetworkMode", "PortForward",
            "ExecResult", "FsEntry", "Volume", "VolumeFs", "CapsuleError", "InvalidArgument", "NotFound",
            "ImageNotFound", "AlreadyExists", "PermissionDenied", "QuotaExceeded", "Timeout", "SandboxNotRunning",
-           "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove", "saves", "remove_save"]
+           "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove", "images", "saves",
+           "remove_save"]

@@ -99,6 +99,15 @@ class SandboxInfo(ctypes.Structure):
 
 
 PROGRESS_FN = ctypes.CFUNCTYPE(None, c_char_p, c_uint64, c_uint64, c_void_p)
+IMAGE_PROGRESS_FN = ctypes.CFUNCTYPE(None, c_char_p, c_char_p, c_uint64, c_uint64, c_void_p)
+
+
+class PullOptions(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint), ("insecure", c_bool), ("platform", c_char_p),
+                ("progress", IMAGE_PROGRESS_FN), ("payload", c_void_p)]
+
+
+PULL_OPTIONS_VERSION = 1
 
 FS_PARENTS, FS_RECURSIVE, FS_FORCE, FS_NOREPLACE = 0x1, 0x2, 0x4, 0x8
 MOUNT_RO, MOUNT_ALLOW_SENSITIVE = 0x1, 0x2
@@ -129,6 +138,9 @@ _PROTOS = {
     "capsule_config_add_volumes_json": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_detached": (c_int, [c_void_p, c_bool, E]),
     "capsule_config_set_boot_timeout_ms": (c_int, [c_void_p, c_uint32, E]),
+    "capsule_config_set_accel": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_config_add_qemu_arg": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_sandbox_inspect_json": (c_int, [c_void_p, POINTER(c_void_p), E]),
     "capsule_config_set_progress": (c_int, [c_void_p, PROGRESS_FN, c_void_p, E]),
     "capsule_sandbox_create": (c_int, [PP, c_void_p, E]),
     "capsule_sandbox_open": (c_int, [PP, c_char_p, E]),
@@ -199,6 +211,10 @@ _PROTOS = {
     "capsule_home": (c_char_p, []),
     "capsule_doctor_json": (c_int, [PP, E]),
     "capsule_parse_size": (c_int, [c_char_p, POINTER(c_uint64), E]),
+    "capsule_image_pull": (c_int, [c_char_p, POINTER(PullOptions), PP, E]),
+    "capsule_image_import": (c_int, [c_char_p, c_char_p, c_void_p, c_void_p, PP, E]),
+    "capsule_image_list_json": (c_int, [PP, E]),
+    "capsule_image_remove": (c_int, [c_char_p, E]),
 }
 
 

@@ -65,8 +65,8 @@ class Busy(CapsuleError):
 
 
 class UnsupportedFeature(CapsuleError):
-    """Something this build of capsule does not have yet (isolation 'vm', udp port forwards,
-    save). Raised before anything starts."""
+    """Something this build of capsule does not have yet (udp port forwards, save). Raised
+    before anything starts."""
 
 
 _BY_ERRNO = {
@@ -108,7 +108,7 @@ def from_library(code, message, op=None):
     cls = _BY_ERRNO.get(code, CapsuleError)
     if cls is SandboxNotRunning:
         return cls(message, code, op)
-    if op == "create" and cls is NotFound and "image" in message:
+    if op in ("create", "image") and cls is NotFound and "image" in message:
         cls = ImageNotFound
     elif op == "mount":
         cls = _combine(MountError, cls)

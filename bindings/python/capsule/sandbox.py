@@ -10,12 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import errors
 from . import _process
-from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, free, parse_size
+from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, free, parse_size, take_bytes
 from ._lib import MOUNT_RO, MOUNT_ALLOW_SENSITIVE, ISOLATION_CONTAINER, ISOLATION_VM, ExecResult as _CExecResult
 from .types import Mount, MountHandle, NetworkMode, PortForward, ExecResult, check_mount_type
 from .fs import SyncFs, AsyncFs
 
 DEFAULT_BOOT_TIMEOUT = 10.0
+DEFAULT_VM_BOOT_TIMEOUT = 60.0
 DEFAULT_STOP_TIMEOUT = 10.0
 
 
@@ -88,7 +89,8 @@ def _setter(cfg, fn, *args, op="config"):
 
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
-                  network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None):
+                  network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
+                  accel=None, extra_qemu_args=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -157,6 +159,14 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                 raise errors.InvalidArgument(f"invalid boot_timeout {boot_timeout!r}: expected seconds > 0",
                                              _errno.EINVAL, "config")
             _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(boot_timeout * 1000))
+        if accel is not None:
+            _setter(cfg, lib.capsule_config_set_accel, enc(str(accel), "accel"))
+        if extra_qemu_args:
+            if isinstance(extra_qemu_args, (str, bytes)):
+                raise errors.InvalidArgument("extra_qemu_args: expected a list of strings, one a QEMU argument",
+                                             _errno.EINVAL, "config")
+            for a in extra_qemu_args:
+                _setter(cfg, lib.capsule_config_add_qemu_arg, enc(str(a), "extra_qemu_args"))
     except BaseException:
         lib.capsule_config_free(cfg)
         raise
@@ -213,19 +223,21 @@ class _Core:
     def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
-                 allow_cidrs=None):
+                 allow_cidrs=None, accel=None, extra_qemu_args=None):
         self._cfg_box = {}
         self._handle = None
         self._name = name
         self._isolation = "container" if isolation is None else str(isolation).lower()
         self._network_mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
-        self._boot_timeout = float(boot_timeout) if boot_timeout else DEFAULT_BOOT_TIMEOUT
+        self._boot_timeout = float(boot_timeout) if boot_timeout else (
+            DEFAULT_VM_BOOT_TIMEOUT if self._isolation == "vm" else DEFAULT_BOOT_TIMEOUT)
         self._progress = progress_callback
         self._mounts_cache = []
         self._started = False
         self._state_lock = threading.Lock()
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
-                            network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs)
+                            network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
+                            accel, extra_qemu_args)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -341,8 +353,17 @@ class _Core:
 
     @property
     def accelerator(self):
-        """The VM accelerator; None for container isolation, which uses none."""
-        return None
+        """The VM's accelerator ("kvm" or "tcg") while it runs; None for container isolation."""
+        if self._isolation != "vm" or self._handle is None:
+            return None
+        return self.inspect_json().get("vm", {}).get("accel")
+
+    def inspect_json(self):
+        """`capsule inspect --json` as a dict: everything inspect() has, plus the mounts and,
+        for a vm, its accelerator, boot timeout and QEMU command line."""
+        out = c_void_p()
+        self._call(lib.capsule_sandbox_inspect_json, byref(out), op="inspect")
+        return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
 
     @property
     def vnc_port(self):

@@ -1,0 +1,260 @@
+/* capsule-agent as the /init of a guest (vm isolation). Before the common code runs, it does
+ * what the shim's container code does on the host for the container level: it loads the
+ * kernel modules the initramfs carries, finds its channel (a virtio-serial port, made fd 3),
+ * and builds the sandbox's root (the image's skeleton over 9p as the lower of an overlay on
+ * tmpfs, the host's /usr over read-only 9p, fresh /proc, /sys and a minimal /dev), then moves
+ * into it. From there on the agent cannot tell the levels apart, which is the point. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "util.h"
+
+#ifndef MODULE_INIT_COMPRESSED_FILE
+#define MODULE_INIT_COMPRESSED_FILE 4
+#endif
+
+#define PORT_WAIT_MS 20000
+#define MAX_MODULE_FILES 64
+
+static bool in_vm;
+
+bool agent_in_vm(void)
+{
+	return in_vm;
+}
+
+_Noreturn void agent_exit(int code)
+{
+	if (in_vm) {
+		/* PID 1 of a guest does not just exit (the kernel would panic): it powers the
+		 * machine off, which ends QEMU, which the shim sees. */
+		sync();
+		reboot(RB_POWER_OFF);
+	}
+	_exit(code);
+}
+
+static void vm_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void vm_log(const char *fmt, ...)
+{
+	/* stderr is /dev/console, the serial port QEMU writes to run/<name>/console.log. */
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "capsule-agent: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static _Noreturn void vm_die(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static _Noreturn void vm_die(const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	vm_log("%s", msg);
+	agent_exit(1);
+}
+
+static void must_mount(const char *src, const char *target, const char *type, unsigned long flags, const char *data)
+{
+	mkdir(target, 0755);
+	if (mount(src, target, type, flags, data) < 0)
+		vm_die("mount %s on '%s' (%s): %s", type, target, data ? data : "", strerror(errno));
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* /modules/NN-name.ko in name order: the host numbered them so that each comes after what it
+ * depends on. Loaded from their fds; each file is deleted once in (it is RAM). */
+static void load_modules(void)
+{
+	DIR *d = opendir("/modules");
+	if (!d)
+		return;
+	char *names[MAX_MODULE_FILES];
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) && n < MAX_MODULE_FILES)
+		if (de->d_name[0] != '.' && (names[n] = strdup(de->d_name)))
+			n++;
+	closedir(d);
+	qsort(names, n, sizeof(names[0]), name_cmp);
+	for (size_t i = 0; i < n; i++) {
+		char path[300];
+		snprintf(path, sizeof(path), "/modules/%s", names[i]);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		bool compressed = strstr(names[i], ".ko.") != NULL;
+		if (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0) {
+			if (errno != EEXIST)
+				vm_log("loading module '%s': %s", names[i], strerror(errno));
+		}
+		if (fd >= 0)
+			close(fd);
+		unlink(path);
+		free(names[i]);
+	}
+	rmdir("/modules");
+}
+
+/* "capsule.hostname=..." from the kernel's command line (written by the shim from a name it
+ * validated); dotted options never reach init's argv or environment. */
+static void set_hostname_from_cmdline(void)
+{
+	char buf[4096];
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = '\0';
+	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
+			sethostname(t + 17, strlen(t + 17));
+}
+
+/* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
+ * devtmpfs a moment after the driver binds, so both are waited for. */
+static int open_agent_port(void)
+{
+	uint64_t deadline = now_ms() + PORT_WAIT_MS;
+	do {
+		DIR *d = opendir("/sys/class/virtio-ports");
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			if (de->d_name[0] == '.')
+				continue;
+			char path[300], name[64] = "";
+			snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
+			int fd = open(path, O_RDONLY | O_CLOEXEC);
+			ssize_t k = fd >= 0 ? read(fd, name, sizeof(name) - 1) : -1;
+			if (fd >= 0)
+				close(fd);
+			if (k <= 0 || strncmp(name, "capsule.agent\n", 14) != 0)
+				continue;
+			snprintf(path, sizeof(path), "/dev/%s", de->d_name);
+			int port = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+			if (port >= 0) {
+				closedir(d);
+				return port;
+			}
+		}
+		if (d)
+			closedir(d);
+		usleep(5000);
+	} while (now_ms() < deadline);
+	return -1;
+}
+
+static void mknod_dev(const char *name, unsigned maj, unsigned min)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/newroot/dev/%s", name);
+	if (mknod(path, S_IFCHR | 0666, makedev(maj, min)) < 0 || chmod(path, 0666) < 0)
+		vm_die("mknod '%s': %s", path, strerror(errno));
+}
+
+/* The same /dev as the container level: a small tmpfs with the usual nodes, its own devpts,
+ * shm and mqueue. Not devtmpfs: the guest's devices (the agent's port among them) are none of
+ * a command's business. */
+static void setup_dev(void)
+{
+	must_mount("tmpfs", "/newroot/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536");
+	static const struct {
+		const char *name;
+		unsigned maj, min;
+	} nodes[] = { { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
+		      { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 } };
+	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++)
+		mknod_dev(nodes[i].name, nodes[i].maj, nodes[i].min);
+	must_mount("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
+	must_mount("tmpfs", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=67108864");
+	must_mount("mqueue", "/newroot/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	static const char *const links[][2] = {
+		{ "pts/ptmx", "ptmx" }, { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
+		{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/newroot/dev/%s", links[i][1]);
+		if (symlink(links[i][0], path) < 0 && errno != EEXIST)
+			vm_die("symlink '%s': %s", path, strerror(errno));
+	}
+}
+
+#define NINEP_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=loose"
+
+static void setup_root(void)
+{
+	/* The writable layer lives in guest RAM, bounded by the VM's memory. */
+	must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+	mkdir("/overlay/upper", 0755);
+	mkdir("/overlay/work", 0700);
+	must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
+	must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
+		   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
+	static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
+	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+		char target[64], tag[32];
+		snprintf(target, sizeof(target), "/newroot/%s", host_dirs[i]);
+		snprintf(tag, sizeof(tag), "host-%s", host_dirs[i]);
+		struct stat st;
+		/* The skeleton mirrors the host: a folder here is a share, a symlink is not. */
+		if (lstat(target, &st) < 0 || !S_ISDIR(st.st_mode))
+			continue;
+		must_mount(tag, target, "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
+	}
+	must_mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	setup_dev();
+}
+
+int agent_vm_boot(void)
+{
+	/* A container's agent is exec'd into a root with /proc mounted; a guest's /init starts
+	 * with nothing mounted at all. */
+	if (getpid() != 1 || access("/proc/self", F_OK) == 0)
+		return 0;
+	in_vm = true;
+	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
+	set_hostname_from_cmdline();
+	load_modules();
+	int port = open_agent_port();
+	if (port < 0)
+		vm_die("no virtio-serial port named '%s' appeared", "capsule.agent");
+	if (dup2(port, AGENT_CONTROL_FD) < 0)
+		vm_die("dup2 of the agent port: %s", strerror(errno));
+	if (port != AGENT_CONTROL_FD)
+		close(port);
+	setup_root();
+	/* The initramfs's own mounts go; the port stays open through its fd. */
+	umount2("/dev", MNT_DETACH);
+	umount2("/sys", MNT_DETACH);
+	umount2("/proc", MNT_DETACH);
+	unlink("/init");
+	/* The initramfs cannot be pivot_root'ed away: the new root is moved over it instead, as
+	 * switch_root does. */
+	if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)
+		vm_die("moving into the new root: %s", strerror(errno));
+	return 0;
+}

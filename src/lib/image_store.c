@@ -1,0 +1,237 @@
+/* The content store, $CAPSULE_HOME/images:
+ *
+ *   blobs/sha256/<hex>   manifests, configs and layer tars, each checked against its digest
+ *   layers/<hex>         a layer blob unpacked (overlayfs format), shared by every image
+ *   index.json           references: name -> manifest digest, config digest, layer digests
+ *   tmp/                 downloads and unpacks in progress
+ *   lock                 flock: held exclusively while index.json or layers/ change
+ *
+ * Everything lands by rename from tmp/ (or from a temp name beside it), so a kill -9 at any
+ * moment leaves the old state or the new one; what a killed run left in tmp/ is only ever
+ * resumed (a partial download) or removed. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "internal.h"
+#include "util.h"
+
+static void hex_digest(const unsigned char *md, char out[IMAGE_DIGEST_LEN + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	memcpy(out, "sha256:", 7);
+	for (int i = 0; i < 32; i++) {
+		out[7 + 2 * i] = hex[md[i] >> 4];
+		out[8 + 2 * i] = hex[md[i] & 15];
+	}
+	out[IMAGE_DIGEST_LEN] = '\0';
+}
+
+void image_sha256_buf(const void *data, size_t len, char out[IMAGE_DIGEST_LEN + 1])
+{
+	unsigned char md[32];
+	unsigned int n = 0;
+	EVP_Digest(data, len, md, &n, EVP_sha256(), NULL);
+	hex_digest(md, out);
+}
+
+int image_sha256_fd(int fd, char out[IMAGE_DIGEST_LEN + 1])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(ctx);
+		return -ENOMEM;
+	}
+	char buf[1 << 16];
+	off_t off = 0;
+	int r = 0;
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof(buf), off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = -errno;
+			break;
+		}
+		if (n == 0)
+			break;
+		EVP_DigestUpdate(ctx, buf, n);
+		off += n;
+	}
+	unsigned char md[32];
+	unsigned int mdlen = 0;
+	EVP_DigestFinal_ex(ctx, md, &mdlen);
+	EVP_MD_CTX_free(ctx);
+	if (r == 0)
+		hex_digest(md, out);
+	return r;
+}
+
+int store_open(int *images_fd, capsule_error *err)
+{
+	_cleanup_close_ int fd = -1;
+	int r = home_subdir_open("images", &fd, err);
+	if (r < 0)
+		return r;
+	/* 0755: sandboxes' mapped roots (and rootless overlay) read the layers below. */
+	static const char *const dirs[] = { "blobs", "blobs/sha256", "layers", "tmp" };
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
+		if (mkdirat(fd, dirs[i], i == 3 ? 0700 : 0755) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s/images/%s'", capsule_home(), dirs[i]);
+	*images_fd = take_fd(fd);
+	return 0;
+}
+
+void store_sweep_tmp(int images_fd)
+{
+	_cleanup_close_ int fd = openat(images_fd, "tmp", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(dup(fd));
+	if (!d)
+		return;
+	/* layer-<hex16>-<pid> and import-<pid>-<x>: what a killed unpack or import left. A
+	 * partial download (<hex>.partial) stays, to be resumed. */
+	for (struct dirent *de; (de = readdir(d));) {
+		int pid = 0;
+		char hex[17];
+		if (sscanf(de->d_name, "layer-%16[0-9a-f]-%d", hex, &pid) != 2 && sscanf(de->d_name, "import-%d-", &pid) != 1)
+			continue;
+		if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
+			rm_rf_at(fd, de->d_name);
+	}
+	closedir(d);
+}
+
+static void blob_name(const char *digest, char *out, size_t size)
+{
+	snprintf(out, size, "blobs/sha256/%s", digest + 7);
+}
+
+bool store_has_blob(int images_fd, const char *digest)
+{
+	char name[128];
+	blob_name(digest, name, sizeof(name));
+	struct stat st;
+	return fstatat(images_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
+}
+
+bool store_has_layer(int images_fd, const char *digest)
+{
+	char name[128];
+	snprintf(name, sizeof(name), "layers/%s", digest + 7);
+	struct stat st;
+	return fstatat(images_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *store_layer_path(const char *digest)
+{
+	char *p = NULL;
+	if (asprintf(&p, "%s/images/layers/%s", capsule_home(), digest + 7) < 0)
+		return NULL;
+	return p;
+}
+
+int store_read_blob(int images_fd, const char *digest, size_t max, char **out, size_t *len, capsule_error *err)
+{
+	char name[128];
+	blob_name(digest, name, sizeof(name));
+	int r = read_file_at(images_fd, name, max, out, len);
+	if (r < 0)
+		return cap_err(err, -r, "reading blob '%s' of the image store", digest);
+	char got[IMAGE_DIGEST_LEN + 1];
+	image_sha256_buf(*out, *len, got);
+	if (strcmp(got, digest)) {
+		free(*out);
+		*out = NULL;
+		return cap_err_plain(err, EBADMSG, "blob '%s' of the image store is corrupt (it hashes to '%s')", digest, got);
+	}
+	return 0;
+}
+
+int store_put_blob(int images_fd, const char *digest, const void *data, size_t len, capsule_error *err)
+{
+	char got[IMAGE_DIGEST_LEN + 1];
+	image_sha256_buf(data, len, got);
+	if (strcmp(got, digest))
+		return cap_err_plain(err, EBADMSG, "content of '%s' does not match its digest (it hashes to '%s'): refused",
+				     digest, got);
+	_cleanup_close_ int dir = openat(images_fd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return cap_err(err, errno, "opening the image store's blobs");
+	int r = write_file_atomic_at(dir, digest + 7, data, len, 0644, true);
+	if (r < 0)
+		return cap_err(err, -r, "storing blob '%s'", digest);
+	return 0;
+}
+
+int store_commit_blob_file(int images_fd, const char *tmpname, const char *digest, capsule_error *err)
+{
+	char tmp[256], name[128];
+	snprintf(tmp, sizeof(tmp), "tmp/%s", tmpname);
+	blob_name(digest, name, sizeof(name));
+	_cleanup_close_ int fd = openat(images_fd, tmp, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "opening download '%s'", tmp);
+	char got[IMAGE_DIGEST_LEN + 1];
+	int r = image_sha256_fd(fd, got);
+	if (r < 0) {
+		unlinkat(images_fd, tmp, 0);
+		return cap_err(err, -r, "hashing download of '%s'", digest);
+	}
+	if (strcmp(got, digest)) {
+		unlinkat(images_fd, tmp, 0);
+		return cap_err_plain(err, EBADMSG, "blob '%s' does not match its digest (it hashes to '%s'): refused, not stored",
+				     digest, got);
+	}
+	if (fsync(fd) < 0 || fchmod(fd, 0644) < 0 || renameat(images_fd, tmp, images_fd, name) < 0) {
+		r = cap_err(err, errno, "storing blob '%s'", digest);
+		unlinkat(images_fd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
+
+int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
+{
+	if (store_has_layer(images_fd, digest))
+		return 0;
+	char blob[128], tmp[128], final[128], what[128];
+	blob_name(digest, blob, sizeof(blob));
+	snprintf(tmp, sizeof(tmp), "tmp/layer-%.16s-%d", digest + 7, (int)getpid());
+	snprintf(final, sizeof(final), "layers/%s", digest + 7);
+	snprintf(what, sizeof(what), "layer '%.19s'", digest);
+	_cleanup_close_ int src = openat(images_fd, blob, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (src < 0)
+		return cap_err(err, errno, "opening blob '%s'", digest);
+	rm_rf_at(images_fd, tmp);
+	if (mkdirat(images_fd, tmp, 0755) < 0)
+		return cap_err(err, errno, "mkdir '%s'", tmp);
+	int r;
+	{
+		_cleanup_close_ int dir = openat(images_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dir < 0)
+			r = cap_err(err, errno, "open '%s'", tmp);
+		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, what, err)) == 0 && fchmod(dir, 0755) < 0)
+			r = cap_err(err, errno, "chmod '%s'", tmp);
+		/* The layer's root is the sandbox's "/" where no later layer says otherwise. */
+		if (r == 0 && geteuid() == 0 && fchown(dir, 0, 0) < 0)
+			r = cap_err(err, errno, "chown '%s'", tmp);
+		if (r == 0)
+			syncfs(dir);
+	}
+	if (r == 0 && renameat(images_fd, tmp, images_fd, final) < 0) {
+		/* Another pull unpacked the same layer first: theirs is as good as ours. */
+		if (errno != EEXIST && errno != ENOTEMPTY)
+			r = cap_err(err, errno, "storing layer '%s'", digest);
+	}
+	rm_rf_at(images_fd, tmp);
+	return r;
+}

@@ -1,0 +1,708 @@
+/* The registry client: the distribution HTTP API v2 over libcurl.
+ *
+ * GET /v2/<repo>/manifests/<tag|digest> (an index picks the platform's manifest), then the
+ * config and every layer from /v2/<repo>/blobs/<digest>. A 401 carries a WWW-Authenticate
+ * challenge: Bearer (a token from the realm, with the configured credentials if any) or
+ * Basic (the configured credentials). Every blob is hashed before it is stored; a download
+ * cut short resumes with a Range request; a layer already in the store is not asked for. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "internal.h"
+#include "json.h"
+#include "util.h"
+
+#define ACCEPT_MANIFESTS                                                                                            \
+	"Accept: application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, " \
+	"application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+#define MAX_LAYER_BYTES (64ull << 30)
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+/* ---- settings ---- */
+
+void registry_settings_free(struct registry_settings *s)
+{
+	free(s->username);
+	free(s->password);
+	image_strv_free(s->mirrors);
+	memset(s, 0, sizeof(*s));
+}
+
+static int settings_path(char *out, size_t size, bool *docker_only)
+{
+	const char *env = getenv("CAPSULE_REGISTRY_CONFIG");
+	*docker_only = false;
+	if (env && *env) {
+		snprintf(out, size, "%s", env);
+		return 0;
+	}
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	if (xdg && xdg[0] == '/')
+		snprintf(out, size, "%s/capsule/registries.json", xdg);
+	else if (home && home[0] == '/')
+		snprintf(out, size, "%s/.config/capsule/registries.json", home);
+	else
+		return -ENOENT;
+	if (access(out, R_OK) == 0)
+		return 0;
+	/* What docker login wrote is what users already have. */
+	if (!home || home[0] != '/')
+		return -ENOENT;
+	snprintf(out, size, "%s/.docker/config.json", home);
+	*docker_only = true;
+	return 0;
+}
+
+static bool auth_key_matches(const char *key, const char *registry)
+{
+	if (!strcmp(key, registry))
+		return true;
+	const char *k = key;
+	if (!strncmp(k, "https://", 8))
+		k += 8;
+	else if (!strncmp(k, "http://", 7))
+		k += 7;
+	size_t n = strlen(registry);
+	if (!strncmp(k, registry, n) && (k[n] == '\0' || k[n] == '/'))
+		return true;
+	return !strcmp(registry, "docker.io") && strstr(key, "index.docker.io");
+}
+
+struct settings_walk {
+	const char *registry;
+	struct registry_settings *s;
+	int err;
+};
+
+static int auth_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct settings_walk *w = payload;
+	if (w->s->username || !auth_key_matches(name, w->registry) || !len || value[0] != '{')
+		return 0;
+	_cleanup_free_ char *auth = NULL;
+	if (json_get_string(value, len, "auth", &auth) == 0) {
+		size_t n = strlen(auth);
+		_cleanup_free_ unsigned char *dec = malloc(n + 4);
+		if (!dec)
+			return -ENOMEM;
+		int dl = EVP_DecodeBlock(dec, (const unsigned char *)auth, (int)n);
+		if (dl < 0)
+			return -EBADMSG;
+		while (dl > 0 && n > 0 && auth[n - 1] == '=') {
+			dl--;
+			n--;
+		}
+		dec[dl] = '\0';
+		char *colon = strchr((char *)dec, ':');
+		if (!colon)
+			return -EBADMSG;
+		*colon = '\0';
+		w->s->username = strdup((char *)dec);
+		w->s->password = strdup(colon + 1);
+	} else {
+		char *u = NULL, *p = NULL;
+		if (json_get_string(value, len, "username", &u) < 0 || json_get_string(value, len, "password", &p) < 0) {
+			free(u);
+			free(p);
+			return 0;
+		}
+		w->s->username = u;
+		w->s->password = p;
+	}
+	return w->s->username && w->s->password ? 0 : -ENOMEM;
+}
+
+static int mirror_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct settings_walk *w = payload;
+	if (strcmp(name, w->registry) || w->s->mirrors)
+		return 0;
+	return image_json_strv(value, len, &w->s->mirrors);
+}
+
+static int insecure_element(const char *name, const char *value, size_t len, void *payload)
+{
+	struct settings_walk *w = payload;
+	size_t n = strlen(w->registry);
+	if (len == n + 2 && value[0] == '"' && !memcmp(value + 1, w->registry, n))
+		w->s->insecure = true;
+	return 0;
+}
+
+static int settings_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct settings_walk *w = payload;
+	if (!strcmp(name, "auths") && len && value[0] == '{')
+		return json_object_each(value, len, 1024, auth_member, w);
+	if (!strcmp(name, "mirrors") && len && value[0] == '{')
+		return json_object_each(value, len, 1024, mirror_member, w);
+	if (!strcmp(name, "insecure") && len && value[0] == '[')
+		return json_array_each(value, len, 1024, insecure_element, w);
+	return 0;
+}
+
+int registry_settings_load(const char *registry, struct registry_settings *out, capsule_error *err)
+{
+	memset(out, 0, sizeof(*out));
+	char path[4096];
+	bool docker_only;
+	if (settings_path(path, sizeof(path), &docker_only) < 0)
+		return 0;
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : cap_err(err, errno, "registry configuration '%s'", path);
+	int r = read_fd_all(fd, 1u << 20, &text, &len);
+	close(fd);
+	if (r < 0)
+		return cap_err(err, -r, "registry configuration '%s'", path);
+	struct settings_walk w = { registry, out, 0 };
+	if (docker_only) {
+		/* Only its auths: the rest of docker's file is docker's. */
+		r = json_object_each(text, len, 1024, settings_member, &w);
+		image_strv_free(out->mirrors);
+		out->mirrors = NULL;
+		out->insecure = false;
+	} else {
+		r = json_object_each(text, len, 1024, settings_member, &w);
+	}
+	if (r < 0) {
+		registry_settings_free(out);
+		return cap_err_plain(err, EINVAL, "registry configuration '%s' is malformed (see docs/cli.md)", path);
+	}
+	return 0;
+}
+
+/* ---- HTTP ---- */
+
+struct reg {
+	CURL *curl;
+	const struct image_ref *ref;
+	const struct registry_options *o;
+	struct registry_settings settings;
+	char base[512]; /* "https://host:port", or a mirror's */
+	char *token;    /* bearer token, once we have one */
+	bool basic;     /* send the configured credentials as Basic */
+	capsule_error *err;
+	int images_fd;
+	const char *progress_digest;
+	uint64_t progress_base;
+};
+
+struct http_resp {
+	long status;
+	char content_type[128];
+	char www_auth[1024];
+	char docker_digest[IMAGE_DIGEST_LEN + 1];
+};
+
+struct mem_sink {
+	char *buf;
+	size_t len, max;
+	bool too_big;
+};
+
+struct file_sink {
+	int fd;
+	uint64_t written, max;
+	bool too_big;
+	bool write_failed;
+};
+
+static size_t mem_write(char *data, size_t size, size_t nmemb, void *payload)
+{
+	struct mem_sink *m = payload;
+	size_t n = size * nmemb;
+	if (m->len + n > m->max) {
+		m->too_big = true;
+		return 0;
+	}
+	char *nb = realloc(m->buf, m->len + n + 1);
+	if (!nb)
+		return 0;
+	m->buf = nb;
+	memcpy(m->buf + m->len, data, n);
+	m->len += n;
+	m->buf[m->len] = '\0';
+	return n;
+}
+
+static size_t file_write(char *data, size_t size, size_t nmemb, void *payload)
+{
+	struct file_sink *f = payload;
+	size_t n = size * nmemb;
+	if (f->written + n > f->max) {
+		f->too_big = true;
+		return 0;
+	}
+	if (write_all(f->fd, data, n) < 0) {
+		f->write_failed = true;
+		return 0;
+	}
+	f->written += n;
+	return n;
+}
+
+static void header_value(const char *line, size_t n, const char *name, char *out, size_t size)
+{
+	size_t nl = strlen(name);
+	if (n <= nl || strncasecmp(line, name, nl) || line[nl] != ':')
+		return;
+	const char *v = line + nl + 1;
+	size_t vl = n - nl - 1;
+	while (vl && (*v == ' ' || *v == '\t'))
+		v++, vl--;
+	while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+		vl--;
+	if (vl >= size)
+		vl = size - 1;
+	memcpy(out, v, vl);
+	out[vl] = '\0';
+}
+
+static size_t header_cb(char *line, size_t size, size_t nmemb, void *payload)
+{
+	struct http_resp *h = payload;
+	size_t n = size * nmemb;
+	/* A redirect's headers come first: keep those of the last response only. */
+	if (n > 5 && !strncmp(line, "HTTP/", 5)) {
+		h->content_type[0] = h->www_auth[0] = h->docker_digest[0] = '\0';
+		return n;
+	}
+	header_value(line, n, "Content-Type", h->content_type, sizeof(h->content_type));
+	header_value(line, n, "WWW-Authenticate", h->www_auth, sizeof(h->www_auth));
+	header_value(line, n, "Docker-Content-Digest", h->docker_digest, sizeof(h->docker_digest));
+	return n;
+}
+
+static int xfer_cb(void *payload, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+	struct reg *r = payload;
+	if (r->o->progress && r->progress_digest && dltotal > 0)
+		r->o->progress("download", r->progress_digest, r->progress_base + (uint64_t)dlnow,
+			       r->progress_base + (uint64_t)dltotal, r->o->payload);
+	return 0;
+}
+
+/* One GET of URL into the sink (WRITE, SINK), with our credentials. RANGE_FROM > 0 asks for
+ * the rest of a blob. Returns 0 with resp->status set, or -errno for a transport failure. */
+static int http_get(struct reg *r, const char *url, const char *accept, curl_write_callback write, void *sink,
+		    uint64_t range_from, struct http_resp *resp)
+{
+	memset(resp, 0, sizeof(*resp));
+	CURL *c = r->curl;
+	curl_easy_reset(c);
+	struct curl_slist *hdrs = NULL;
+	char auth[8192];
+	if (accept)
+		hdrs = curl_slist_append(hdrs, accept);
+	if (r->token) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", r->token);
+		hdrs = curl_slist_append(hdrs, auth);
+	}
+	char range[64];
+	if (range_from) {
+		snprintf(range, sizeof(range), "%llu-", (unsigned long long)range_from);
+		curl_easy_setopt(c, CURLOPT_RANGE, range);
+	}
+	if (r->basic && r->settings.username) {
+		curl_easy_setopt(c, CURLOPT_HTTPAUTH, CURLAUTH_BASIC);
+		curl_easy_setopt(c, CURLOPT_USERNAME, r->settings.username);
+		curl_easy_setopt(c, CURLOPT_PASSWORD, r->settings.password);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_MAXREDIRS, 8L);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "capsule/" CAPSULE_VERSION_STRING);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, resp);
+	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, xfer_cb);
+	curl_easy_setopt(c, CURLOPT_XFERINFODATA, r);
+	CURLcode cr = curl_easy_perform(c);
+	curl_slist_free_all(hdrs);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+	if (cr == CURLE_WRITE_ERROR)
+		return -EFBIG; /* the sink refused: the caller knows why */
+	if (cr != CURLE_OK)
+		return cap_err_plain(r->err, EHOSTUNREACH, "cannot reach registry '%s' (%s): %s", r->ref->registry, r->base,
+				     curl_easy_strerror(cr));
+	return 0;
+}
+
+static int fetch_token(struct reg *r, const struct image_challenge *ch)
+{
+	_cleanup_free_ char *scope = NULL;
+	if (ch->scope)
+		scope = strdup(ch->scope);
+	else if (asprintf(&scope, "repository:%s:pull", r->ref->repository) < 0)
+		scope = NULL;
+	if (!scope)
+		return cap_err(r->err, ENOMEM, "token request");
+	char *es = curl_easy_escape(r->curl, scope, 0);
+	char *esv = ch->service ? curl_easy_escape(r->curl, ch->service, 0) : NULL;
+	_cleanup_free_ char *url = NULL;
+	int n = asprintf(&url, "%s%cscope=%s%s%s", ch->realm, strchr(ch->realm, '?') ? '&' : '?', es ? es : "",
+			 esv ? "&service=" : "", esv ? esv : "");
+	curl_free(es);
+	curl_free(esv);
+	if (n < 0)
+		return cap_err(r->err, ENOMEM, "token request");
+	if (strncmp(url, "https://", 8) && !(r->o->insecure && !strncmp(url, "http://", 7)))
+		return cap_err_plain(r->err, EPERM, "registry '%s' asks for a token from '%s', which is not https",
+				     r->ref->registry, ch->realm);
+	struct mem_sink m = { .max = 1u << 20 };
+	struct http_resp resp;
+	bool had_basic = r->basic;
+	r->basic = r->settings.username != NULL;
+	free(r->token);
+	r->token = NULL;
+	int rc = http_get(r, url, NULL, mem_write, &m, 0, &resp);
+	r->basic = had_basic;
+	if (rc < 0) {
+		free(m.buf);
+		return rc == -EFBIG ? cap_err_plain(r->err, EFBIG, "token answer from '%s' is too large", ch->realm) : rc;
+	}
+	if (resp.status == 401 || resp.status == 403) {
+		free(m.buf);
+		return cap_err_plain(r->err, EACCES, "registry '%s' refused the credentials%s (token service '%s' said %ld)",
+				     r->ref->registry, r->settings.username ? "" : " (none configured)", ch->realm,
+				     resp.status);
+	}
+	if (resp.status != 200 || !m.buf) {
+		free(m.buf);
+		return cap_err_plain(r->err, EPROTO, "token service '%s' answered %ld", ch->realm, resp.status);
+	}
+	char *tok = NULL;
+	if (json_get_string(m.buf, m.len, "token", &tok) < 0 && json_get_string(m.buf, m.len, "access_token", &tok) < 0) {
+		free(m.buf);
+		return cap_err_plain(r->err, EPROTO, "token service '%s' sent no token", ch->realm);
+	}
+	free(m.buf);
+	r->token = tok;
+	return 0;
+}
+
+/* GET with authentication: on a 401, answer the challenge once and ask again. */
+static int reg_get(struct reg *r, const char *url, const char *accept, curl_write_callback write, void *sink,
+		   void (*reset)(void *), uint64_t range_from, struct http_resp *resp)
+{
+	int rc = http_get(r, url, accept, write, sink, range_from, resp);
+	if (rc < 0 || resp->status != 401)
+		return rc;
+	struct image_challenge ch;
+	int pr = image_challenge_parse(resp->www_auth, &ch);
+	if (pr < 0)
+		return cap_err_plain(r->err, EACCES, "registry '%s' asks for authentication with a challenge we cannot "
+				     "answer: '%s'", r->ref->registry, resp->www_auth);
+	if (ch.bearer) {
+		rc = fetch_token(r, &ch);
+	} else if (r->settings.username) {
+		r->basic = true;
+	} else {
+		rc = cap_err_plain(r->err, EACCES, "registry '%s' needs a username and password: add them to the registry "
+				   "configuration (docs/cli.md)", r->ref->registry);
+	}
+	image_challenge_free(&ch);
+	if (rc < 0)
+		return rc;
+	if (reset)
+		reset(sink);
+	rc = http_get(r, url, accept, write, sink, range_from, resp);
+	if (rc == 0 && resp->status == 401)
+		return cap_err_plain(r->err, EACCES, "registry '%s' refused the credentials (wrong username or password?)",
+				     r->ref->registry);
+	return rc;
+}
+
+static void mem_reset(void *p)
+{
+	struct mem_sink *m = p;
+	free(m->buf);
+	m->buf = NULL;
+	m->len = 0;
+}
+
+/* A manifest by tag or digest. *DIGEST_OUT is its digest: the one asked for (checked), or
+ * for a tag the hash of what came (the registry's Docker-Content-Digest must agree). */
+static int get_manifest(struct reg *r, const char *reference, char **body, size_t *len, char *media_type,
+			size_t mt_size, char digest_out[IMAGE_DIGEST_LEN + 1])
+{
+	char url[1200];
+	snprintf(url, sizeof(url), "%s/v2/%s/manifests/%s", r->base, r->ref->repository, reference);
+	struct mem_sink m = { .max = IMAGE_MAX_MANIFEST_BYTES };
+	struct http_resp resp;
+	int rc = reg_get(r, url, ACCEPT_MANIFESTS, mem_write, &m, mem_reset, 0, &resp);
+	if (rc == -EFBIG)
+		rc = cap_err_plain(r->err, EFBIG, "manifest '%s' of '%s' is larger than %u bytes", reference,
+				   r->ref->repository, IMAGE_MAX_MANIFEST_BYTES);
+	if (rc < 0) {
+		free(m.buf);
+		return rc;
+	}
+	if (resp.status == 404) {
+		free(m.buf);
+		return cap_err_plain(r->err, ENOENT, "image '%s/%s:%s' not found in registry '%s'", r->ref->registry,
+				     r->ref->repository, reference, r->ref->registry);
+	}
+	if (resp.status != 200 || !m.buf) {
+		free(m.buf);
+		return cap_err_plain(r->err, EPROTO, "registry '%s' answered %ld for manifest '%s' of '%s'", r->ref->registry,
+				     resp.status, reference, r->ref->repository);
+	}
+	image_sha256_buf(m.buf, m.len, digest_out);
+	const char *want = image_digest_valid(reference) ? reference : (resp.docker_digest[0] ? resp.docker_digest : NULL);
+	if (want && strcmp(want, digest_out)) {
+		free(m.buf);
+		return cap_err_plain(r->err, EBADMSG, "manifest '%s' of '%s' does not match its digest '%s' (it hashes to '%s'): "
+				     "refused", reference, r->ref->repository, want, digest_out);
+	}
+	snprintf(media_type, mt_size, "%s", resp.content_type);
+	char *semi = strchr(media_type, ';');
+	if (semi)
+		*semi = '\0';
+	*body = m.buf;
+	*len = m.len;
+	return 0;
+}
+
+static void file_reset(void *p)
+{
+	struct file_sink *f = p;
+	if (ftruncate(f->fd, 0) == 0)
+		lseek(f->fd, 0, SEEK_SET);
+	f->written = 0;
+}
+
+/* Download blob D into tmp/<hex>.partial (resuming what an earlier run left there), check
+ * its digest and move it into blobs/. */
+static int get_blob(struct reg *r, const struct image_descriptor *d)
+{
+	if (store_has_blob(r->images_fd, d->digest))
+		return 0;
+	if ((uint64_t)d->size > MAX_LAYER_BYTES)
+		return cap_err_plain(r->err, EFBIG, "blob '%s' is larger than %llu bytes", d->digest,
+				     (unsigned long long)MAX_LAYER_BYTES);
+	char tmpname[96], tmppath[128];
+	snprintf(tmpname, sizeof(tmpname), "%s.partial", d->digest + 7);
+	snprintf(tmppath, sizeof(tmppath), "tmp/%s", tmpname);
+	_cleanup_close_ int fd = openat(r->images_fd, tmppath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cap_err(r->err, errno, "creating '%s'", tmppath);
+	/* Two pulls of one blob at once: the second waits, then finds it stored. */
+	if (flock(fd, LOCK_EX) < 0)
+		return cap_err(r->err, errno, "locking '%s'", tmppath);
+	if (store_has_blob(r->images_fd, d->digest))
+		return 0;
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return cap_err(r->err, errno, "stat '%s'", tmppath);
+	uint64_t have = (uint64_t)st.st_size;
+	if (have > (uint64_t)d->size && ftruncate(fd, 0) == 0)
+		have = 0;
+	lseek(fd, (off_t)have, SEEK_SET);
+	char url[1200];
+	snprintf(url, sizeof(url), "%s/v2/%s/blobs/%s", r->base, r->ref->repository, d->digest);
+	struct file_sink f = { .fd = fd, .written = have, .max = (uint64_t)d->size };
+	struct http_resp resp = { 0 };
+	r->progress_digest = d->digest;
+	r->progress_base = have;
+	int rc = 0;
+	if (have < (uint64_t)d->size)
+		rc = reg_get(r, url, NULL, file_write, &f, file_reset, have, &resp);
+	else
+		resp.status = 206;
+	r->progress_digest = NULL;
+	if (have && resp.status == 200 && (rc == 0 || (rc == -EFBIG && f.too_big))) {
+		/* The server ignored the Range and sent the whole blob after what we had (which then
+		 * overflows the declared size): start again from the first byte. */
+		file_reset(&f);
+		f.too_big = false;
+		r->progress_digest = d->digest;
+		r->progress_base = 0;
+		rc = reg_get(r, url, NULL, file_write, &f, file_reset, 0, &resp);
+		r->progress_digest = NULL;
+	}
+	if (rc == -EFBIG && f.too_big) {
+		unlinkat(r->images_fd, tmppath, 0);
+		return cap_err_plain(r->err, EBADMSG, "blob '%s' is larger than its manifest says (%lld bytes): refused, not "
+				     "stored", d->digest, (long long)d->size);
+	}
+	if (rc == -EFBIG)
+		return cap_err_plain(r->err, EIO, "writing '%s' failed", tmppath);
+	if (rc < 0)
+		return rc;
+	if (resp.status == 404)
+		return cap_err_plain(r->err, ENOENT, "blob '%s' of '%s' not found in registry '%s'", d->digest,
+				     r->ref->repository, r->ref->registry);
+	if (resp.status != 200 && resp.status != 206)
+		return cap_err_plain(r->err, EPROTO, "registry '%s' answered %ld for blob '%s'", r->ref->registry, resp.status,
+				     d->digest);
+	if (r->o->progress)
+		r->o->progress("verify", d->digest, (uint64_t)d->size, (uint64_t)d->size, r->o->payload);
+	return store_commit_blob_file(r->images_fd, tmpname, d->digest, r->err);
+}
+
+static bool is_loopback(const char *registry)
+{
+	return !strncmp(registry, "localhost", 9) || !strncmp(registry, "127.", 4) || !strncmp(registry, "[::1]", 5);
+}
+
+/* Which base URL answers /v2/ (the API's version check, which also tells if the registry is
+ * there at all): https first; plain http only for insecure registries. */
+static int pick_base(struct reg *r, const char *host, bool insecure)
+{
+	static const char *const schemes[] = { "https", "http" };
+	int rc = 0;
+	for (size_t i = 0; i < (insecure ? 2u : 1u); i++) {
+		snprintf(r->base, sizeof(r->base), "%s://%s", schemes[i], host);
+		char url[600];
+		snprintf(url, sizeof(url), "%s/v2/", r->base);
+		struct mem_sink m = { .max = 1u << 16 };
+		struct http_resp resp;
+		rc = http_get(r, url, NULL, mem_write, &m, 0, &resp);
+		free(m.buf);
+		if (rc == 0 || rc == -EFBIG)
+			return 0;
+	}
+	return rc;
+}
+
+static int pull_from(struct reg *r, char *digest_out)
+{
+	const char *reference = r->ref->digest[0] ? r->ref->digest : r->ref->tag;
+	_cleanup_free_ char *body = NULL;
+	size_t len;
+	char mt[128], digest[IMAGE_DIGEST_LEN + 1];
+	int rc = get_manifest(r, reference, &body, &len, mt, sizeof(mt), digest);
+	if (rc < 0)
+		return rc;
+	struct image_manifest m;
+	if ((rc = image_manifest_parse(body, len, mt, &m, r->err)) < 0)
+		return cap_err_wrap(r->err, rc, "'%s'", r->ref->repository);
+	if (m.is_index) {
+		const struct image_descriptor *pick = image_index_select(&m, r->o->platform);
+		if (!pick) {
+			rc = cap_err_plain(r->err, ENOENT, "image '%s' has no variant for platform '%s'", r->ref->repository,
+					   r->o->platform && *r->o->platform ? r->o->platform : "linux/amd64");
+			image_manifest_free(&m);
+			return rc;
+		}
+		char sub[IMAGE_DIGEST_LEN + 1];
+		snprintf(sub, sizeof(sub), "%s", pick->digest);
+		image_manifest_free(&m);
+		free(body);
+		body = NULL;
+		if ((rc = get_manifest(r, sub, &body, &len, mt, sizeof(mt), digest)) < 0)
+			return rc;
+		if ((rc = image_manifest_parse(body, len, mt, &m, r->err)) < 0)
+			return cap_err_wrap(r->err, rc, "'%s'", r->ref->repository);
+		if (m.is_index) {
+			image_manifest_free(&m);
+			return cap_err_plain(r->err, EBADMSG, "index of '%s' points at another index", r->ref->repository);
+		}
+	}
+	if ((rc = get_blob(r, &m.config)) == 0) {
+		for (size_t i = 0; i < m.nentries && rc == 0; i++) {
+			const struct image_descriptor *d = &m.entries[i];
+			if (store_has_layer(r->images_fd, d->digest))
+				continue; /* de-duplicated: every image with this layer shares one copy */
+			if ((rc = get_blob(r, d)) == 0) {
+				if (r->o->progress)
+					r->o->progress("unpack", d->digest, 0, (uint64_t)d->size, r->o->payload);
+				rc = store_unpack_layer(r->images_fd, d->digest, r->err);
+			}
+		}
+	}
+	image_manifest_free(&m);
+	if (rc == 0)
+		rc = store_put_blob(r->images_fd, digest, body, len, r->err);
+	if (rc == 0)
+		memcpy(digest_out, digest, sizeof(digest));
+	return rc;
+}
+
+int registry_pull(const struct image_ref *ref, const struct registry_options *o, char **digest_out, capsule_error *err)
+{
+	pthread_once(&curl_once, curl_init_once);
+	struct reg r = { .ref = ref, .o = o, .err = err, .images_fd = -1 };
+	int rc = registry_settings_load(ref->registry, &r.settings, err);
+	if (rc < 0)
+		return rc;
+	if ((rc = store_open(&r.images_fd, err)) < 0)
+		goto out;
+	store_sweep_tmp(r.images_fd);
+	r.curl = curl_easy_init();
+	if (!r.curl) {
+		rc = cap_err(err, ENOMEM, "starting an HTTP client");
+		goto out;
+	}
+	struct registry_options eff = *o;
+	/* As docker: loopback registries may speak plain HTTP. */
+	eff.insecure = o->insecure || r.settings.insecure || is_loopback(ref->registry);
+	r.o = &eff;
+	char digest[IMAGE_DIGEST_LEN + 1] = "";
+	rc = -ENOENT;
+	/* Mirrors first, each a "scheme://host[:port]" serving the same repositories; then the
+	 * registry itself. */
+	for (size_t i = 0; r.settings.mirrors && r.settings.mirrors[i]; i++) {
+		const char *mirror = r.settings.mirrors[i];
+		snprintf(r.base, sizeof(r.base), "%s", mirror);
+		size_t bl = strlen(r.base);
+		while (bl && r.base[bl - 1] == '/')
+			r.base[--bl] = '\0';
+		capsule_error ignored = { 0 };
+		r.err = &ignored;
+		free(r.token);
+		r.token = NULL;
+		rc = pull_from(&r, digest);
+		r.err = err;
+		if (rc == 0)
+			break;
+	}
+	if (rc < 0) {
+		free(r.token);
+		r.token = NULL;
+		r.basic = false;
+		/* Docker Hub's API is not served at its name. */
+		const char *api_host = strcmp(ref->registry, "docker.io") ? ref->registry : "registry-1.docker.io";
+		rc = pick_base(&r, api_host, eff.insecure);
+		if (rc == 0)
+			rc = pull_from(&r, digest);
+	}
+	if (rc == 0 && digest_out && !(*digest_out = strdup(digest)))
+		rc = cap_err(err, ENOMEM, "pull");
+out:
+	if (r.curl)
+		curl_easy_cleanup(r.curl);
+	free(r.token);
+	registry_settings_free(&r.settings);
+	if (r.images_fd >= 0)
+		close(r.images_fd);
+	return rc;
+}

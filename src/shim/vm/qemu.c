@@ -1,0 +1,428 @@
+/* QEMU as the shim's child: its command line, its start, QMP, and its end.
+ *
+ * QEMU gets both of its channels as inherited socketpair ends (chardev socket,fd=N): the
+ * agent's virtio-serial port on fd 3 and the QMP monitor on fd 4. Nothing is listening on a
+ * path, so nothing else on the host can connect to either, and nothing is left behind. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "child.h"
+#include "json.h"
+#include "syscalls.h"
+#include "util.h"
+#include "vm.h"
+
+#define QEMU_AGENT_FD 3
+#define QEMU_QMP_FD 4
+#define QMP_TIMEOUT_MS 30000
+#define MAX_QEMU_ARGV 160
+
+/* Under TCG the guest's TSC runs at the host's rate (QEMU reads the host's counter). The guest
+ * kernel calibrates it against the PIT, which under emulation on a busy host fails now and
+ * then; the kernel then marks the TSC unstable and, with no HPET or ACPI PM timer on microvm,
+ * hung before init in our runs. So we measure the rate here (20 ms) and say it on the kernel
+ * command line (tsc_early_khz), and tsc=reliable keeps the clocksource watchdog from
+ * judging it against jiffies, which emulation skews. 0 where it cannot be measured. */
+static unsigned long host_tsc_khz(void)
+{
+#if defined(__x86_64__)
+	struct timespec a, b;
+	unsigned lo, hi;
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	uint64_t t0 = ((uint64_t)hi << 32) | lo;
+	struct timespec nap = { .tv_nsec = 20 * 1000 * 1000 };
+	nanosleep(&nap, NULL);
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	uint64_t t1 = ((uint64_t)hi << 32) | lo;
+	uint64_t ns = (uint64_t)(b.tv_sec - a.tv_sec) * 1000000000ull + (uint64_t)b.tv_nsec - (uint64_t)a.tv_nsec;
+	return ns && t1 > t0 ? (unsigned long)((t1 - t0) * 1000000ull / ns) : 0;
+#else
+	return 0;
+#endif
+}
+
+static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
+
+int vm_pick_accel(const char *accel, char out[8], capsule_error *err)
+{
+	bool want_kvm = accel && !strcmp(accel, "kvm"), want_tcg = accel && !strcmp(accel, "tcg");
+	if (!want_tcg) {
+		int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			close(fd);
+			snprintf(out, 8, "kvm");
+			return 0;
+		}
+		if (want_kvm)
+			return cap_err(err, errno, "accel 'kvm': cannot open '/dev/kvm'");
+	}
+	snprintf(out, 8, "tcg");
+	return 0;
+}
+
+struct argv_builder {
+	char *v[MAX_QEMU_ARGV + 1];
+	size_t n;
+	bool oom;
+};
+
+static void arg(struct argv_builder *a, const char *fmt, ...) _printf_(2, 3);
+static void arg(struct argv_builder *a, const char *fmt, ...)
+{
+	if (a->n >= MAX_QEMU_ARGV) {
+		a->oom = true;
+		return;
+	}
+	va_list ap;
+	va_start(ap, fmt);
+	char *s = NULL;
+	if (vasprintf(&s, fmt, ap) < 0)
+		s = NULL;
+	va_end(ap);
+	if (!s)
+		a->oom = true;
+	else
+		a->v[a->n++] = s;
+}
+
+static void argv_free(struct argv_builder *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->v[i]);
+	a->n = 0;
+}
+
+/* QEMU splits -fsdev/-chardev options at ','; a path with one is written ",,". */
+static char *qemu_escape(const char *s)
+{
+	size_t n = strlen(s), commas = 0;
+	for (size_t i = 0; i < n; i++)
+		commas += s[i] == ',';
+	char *out = malloc(n + commas + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		*o++ = s[i];
+		if (s[i] == ',')
+			*o++ = ',';
+	}
+	*o = '\0';
+	return out;
+}
+
+static void share(struct argv_builder *a, const char *tag, const char *path)
+{
+	_cleanup_free_ char *p = qemu_escape(path);
+	if (!p) {
+		a->oom = true;
+		return;
+	}
+	/* security_model=none: QEMU reads the files with its own (the creator's) rights, and
+	 * readonly=on refuses every write in QEMU itself, whatever the guest kernel asks. */
+	arg(a, "-fsdev");
+	arg(a, "local,id=fs-%s,path=%s,security_model=none,readonly=on", tag, p);
+	arg(a, "-device");
+	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
+}
+
+static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const char *accel, const char *kernel,
+		      const char *initramfs, const char *run_path, capsule_error *err)
+{
+	const struct capsule_config *cfg = spec->cfg;
+	uint64_t mem = cfg->memory_bytes ? cfg->memory_bytes : VM_DEFAULT_MEMORY_BYTES;
+	unsigned cpus = cfg->cpus_milli ? (cfg->cpus_milli + 999) / 1000 : 1;
+	const char *qemu = getenv("CAPSULE_QEMU");
+	_cleanup_free_ char *run_esc = qemu_escape(run_path);
+	if (!run_esc)
+		return cap_err(err, ENOMEM, "qemu command line");
+	arg(a, "%s", qemu && *qemu ? qemu : "qemu-system-x86_64");
+	/* microvm: no PCI bus, no firmware tables to walk, virtio over MMIO; the fewest devices
+	 * for the kernel to probe, which is most of a boot under TCG. */
+	arg(a, "-M");
+	arg(a, "microvm");
+	arg(a, "-accel");
+	arg(a, "%s", accel);
+	if (!strcmp(accel, "kvm")) {
+		arg(a, "-cpu");
+		arg(a, "host");
+	}
+	/* QEMU's own seccomp filter: no exec, no setuid, no obsolete syscalls, no scheduler or
+	 * resource knobs, for the day a guest gets code running in QEMU. */
+	arg(a, "-sandbox");
+	arg(a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+	arg(a, "-nodefaults");
+	arg(a, "-no-user-config");
+	arg(a, "-nographic");
+	arg(a, "-no-reboot");
+	arg(a, "-m");
+	arg(a, "%llu", (unsigned long long)(mem >> 20));
+	arg(a, "-smp");
+	arg(a, "%u", cpus);
+	arg(a, "-kernel");
+	arg(a, "%s", kernel);
+	arg(a, "-initrd");
+	arg(a, "%s", initramfs);
+	/* panic=-1 with -no-reboot: a guest that dies ends QEMU instead of hanging. */
+	char tsc[48] = "";
+	unsigned long khz = strcmp(accel, "tcg") ? 0 : host_tsc_khz();
+	if (khz)
+		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
+	arg(a, "-append");
+	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s", tsc, spec->hostname);
+	arg(a, "-chardev");
+	arg(a, "file,id=console,path=%s/console.log", run_esc);
+	arg(a, "-serial");
+	arg(a, "chardev:console");
+	arg(a, "-device");
+	arg(a, "virtio-serial-device");
+	arg(a, "-chardev");
+	arg(a, "socket,id=agent,fd=%d", QEMU_AGENT_FD);
+	arg(a, "-device");
+	arg(a, "virtserialport,chardev=agent,name=%s", VM_AGENT_PORT_NAME);
+	arg(a, "-chardev");
+	arg(a, "socket,id=qmp,fd=%d", QEMU_QMP_FD);
+	arg(a, "-mon");
+	arg(a, "chardev=qmp,mode=control");
+	share(a, VM_SKELETON_TAG, spec->skeleton);
+	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+		char host[16], tag[32];
+		snprintf(host, sizeof(host), "/%s", host_dirs[i]);
+		snprintf(tag, sizeof(tag), VM_HOST_TAG_PREFIX "%s", host_dirs[i]);
+		struct stat st;
+		/* Merged-/usr hosts have symlinks here, which the skeleton mirrors. */
+		if (lstat(host, &st) == 0 && S_ISDIR(st.st_mode))
+			share(a, tag, host);
+	}
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		arg(a, "%s", cfg->qemu_args[i]);
+	if (a->oom)
+		return cap_err_plain(err, E2BIG, "qemu command line: out of memory or more than %d arguments",
+				     MAX_QEMU_ARGV);
+	a->v[a->n] = NULL;
+	return 0;
+}
+
+/* One JSON object from QMP (they come one a line); events are skipped. -errno on EOF or
+ * when the deadline passes. */
+static int qmp_read(int fd, char *buf, size_t size, uint64_t deadline_ms, const char *want)
+{
+	size_t len = 0;
+	for (;;) {
+		char *nl;
+		while ((nl = memchr(buf, '\n', len))) {
+			size_t line = (size_t)(nl - buf) + 1;
+			bool match = memmem(buf, line, want, strlen(want)) != NULL;
+			bool error = memmem(buf, line, "\"error\"", 7) != NULL;
+			if (match || error) {
+				*nl = '\0';
+				return error ? -EPROTO : 0;
+			}
+			memmove(buf, buf + line, len - line);
+			len -= line;
+		}
+		if (len + 1 >= size)
+			return -EMSGSIZE;
+		uint64_t now = now_ms();
+		if (now >= deadline_ms)
+			return -ETIMEDOUT;
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		int r = poll(&p, 1, (int)(deadline_ms - now));
+		if (r < 0 && errno != EINTR)
+			return -errno;
+		if (r <= 0)
+			continue;
+		ssize_t n = read(fd, buf + len, size - 1 - len);
+		if (n == 0)
+			return -EPIPE;
+		if (n < 0 && errno != EINTR && errno != EAGAIN)
+			return -errno;
+		if (n > 0)
+			len += (size_t)n;
+	}
+}
+
+static int qmp_handshake(int fd)
+{
+	char buf[8192];
+	uint64_t deadline = now_ms() + QMP_TIMEOUT_MS;
+	int r = qmp_read(fd, buf, sizeof(buf), deadline, "\"QMP\"");
+	if (r < 0)
+		return r;
+	static const char caps[] = "{\"execute\": \"qmp_capabilities\"}\n";
+	if ((r = write_all(fd, caps, sizeof(caps) - 1)) < 0)
+		return r;
+	return qmp_read(fd, buf, sizeof(buf), deadline, "\"return\"");
+}
+
+void vm_last_words(int run_fd, char *buf, size_t size)
+{
+	_cleanup_free_ char *log = NULL;
+	size_t len = 0;
+	buf[0] = '\0';
+	if (read_file_at(run_fd, "qemu.log", 1u << 20, &log, &len) < 0 || len == 0)
+		return;
+	while (len > 0 && (log[len - 1] == '\n' || log[len - 1] == '\r'))
+		len--;
+	size_t start = len;
+	while (start > 0 && log[start - 1] != '\n')
+		start--;
+	snprintf(buf, size, "%.*s", (int)(len - start), log + start);
+}
+
+static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const struct argv_builder *a,
+			  const char *kernel, const char *version, const char *initramfs)
+{
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	json_kv_string(&j, "accel", vm->accel);
+	json_kv_string(&j, "machine", "microvm");
+	json_kv_string(&j, "kernel", kernel);
+	json_kv_string(&j, "kernel_version", version);
+	json_kv_string(&j, "initramfs", initramfs);
+	json_kv_int(&j, "qemu_pid", vm->pid);
+	/* One string, as a shell would show it; the arguments are also given one by one. */
+	size_t total = 1;
+	for (size_t i = 0; i < a->n; i++)
+		total += strlen(a->v[i]) + 1;
+	_cleanup_free_ char *line = calloc(1, total);
+	for (size_t i = 0; line && i < a->n; i++) {
+		if (i)
+			strcat(line, " ");
+		strcat(line, a->v[i]);
+	}
+	json_kv_string(&j, "qemu_command_line", line ? line : "");
+	json_key(&j, "qemu_argv");
+	json_array_begin(&j);
+	for (size_t i = 0; i < a->n; i++)
+		json_string(&j, a->v[i]);
+	json_array_end(&j);
+	json_object_end(&j);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (text)
+		write_file_atomic_at(spec->run_fd, "vm.json", text, strlen(text), 0644, false);
+	free(text);
+}
+
+static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t parent, char *const *argv)
+{
+	shim_child_prepare(parent);
+	int log = openat(spec->run_fd, "qemu.log", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+	int null = open("/dev/null", O_RDONLY);
+	if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+		_exit(127);
+	/* fd 3 and 4 may be taken by the very fds we move there: go through high numbers. */
+	int agent = fcntl(spec->agent_sock, F_DUPFD, 100), qmp = fcntl(qmp_sock, F_DUPFD, 100);
+	if (agent < 0 || qmp < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0)
+		_exit(127);
+	sys_close_range(QEMU_QMP_FD + 1, ~0U, 0);
+	execvp(argv[0], argv);
+	dprintf(2, "capsule-shim: exec '%s': %s\n", argv[0], strerror(errno));
+	_exit(127);
+}
+
+int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
+{
+	memset(vm, 0, sizeof(*vm));
+	vm->pid = -1;
+	vm->pidfd = vm->qmp_fd = -1;
+	const struct capsule_config *cfg = spec->cfg;
+	if (cfg->memory_bytes && cfg->memory_bytes < (64ull << 20))
+		return cap_err_plain(err, EINVAL, "vm isolation needs at least 64M of memory (given %llu bytes)",
+				     (unsigned long long)cfg->memory_bytes);
+	int r = vm_pick_accel(cfg->accel, vm->accel, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *kernel = NULL, *version = NULL, *agent = NULL, *initramfs = NULL;
+	if ((r = vm_find_kernel(&kernel, &version, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
+	    (r = vm_initramfs(version, agent, &initramfs, err)) < 0)
+		return r;
+	char self[64], run_path[PATH_MAX];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", spec->run_fd);
+	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	run_path[l] = '\0';
+
+	struct argv_builder a = { 0 };
+	if ((r = build_argv(&a, spec, vm->accel, kernel, initramfs, run_path, err)) < 0) {
+		argv_free(&a);
+		return r;
+	}
+	int qmp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, qmp) < 0) {
+		argv_free(&a);
+		return cap_err(err, errno, "socketpair");
+	}
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		r = cap_err(err, errno, "fork");
+		close(qmp[0]);
+		close(qmp[1]);
+		argv_free(&a);
+		return r;
+	}
+	if (pid == 0)
+		qemu_child(spec, qmp[1], parent, a.v);
+	close(qmp[1]);
+	vm->pid = pid;
+	vm->qmp_fd = qmp[0];
+	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+	if (vm->pidfd < 0) {
+		r = cap_err(err, errno, "pidfd_open of QEMU");
+		vm_kill(vm);
+		waitpid(pid, NULL, 0);
+		argv_free(&a);
+		return r;
+	}
+	write_vm_json(spec, vm, &a, kernel, version, initramfs);
+	argv_free(&a);
+	if ((r = qmp_handshake(vm->qmp_fd)) < 0) {
+		char why[512];
+		vm_kill(vm);
+		waitpid(pid, NULL, 0);
+		vm_last_words(spec->run_fd, why, sizeof(why));
+		return cap_err_plain(err, -r == EPIPE ? ECHILD : -r, "QEMU did not start: %s",
+				     why[0] ? why : strerror(-r));
+	}
+	return 0;
+}
+
+void vm_kill(struct vm *vm)
+{
+	if (vm->pid <= 0)
+		return;
+	if (vm->qmp_fd >= 0) {
+		/* Asked first: QEMU then flushes and closes what it holds. Then, quit or not, it
+		 * goes: a guest never decides how long its host waits. */
+		static const char quit[] = "{\"execute\": \"quit\"}\n";
+		(void)!send(vm->qmp_fd, quit, sizeof(quit) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (vm->pidfd >= 0) {
+			struct pollfd p = { .fd = vm->pidfd, .events = POLLIN };
+			poll(&p, 1, 1000);
+		}
+		close(vm->qmp_fd);
+		vm->qmp_fd = -1;
+	}
+	if (vm->pidfd >= 0)
+		sys_pidfd_send_signal(vm->pidfd, SIGKILL);
+	else
+		kill(vm->pid, SIGKILL);
+}

@@ -1,0 +1,56 @@
+/* The vm isolation level: a QEMU microVM whose PID 1 is capsule-agent. The shim starts QEMU
+ * as its child, hands it one end of a socketpair as the agent's virtio-serial port and one
+ * as its QMP monitor, and from then on talks to the agent exactly as it does in a container.
+ * docs/architecture.md, "vm isolation", says why each piece is the way it is. */
+#ifndef CAPSULE_SHIM_VM_H
+#define CAPSULE_SHIM_VM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+#include "internal.h"
+
+/* The virtio-serial port's name, as the guest sees it in /sys/class/virtio-ports/<p>/name. */
+#define VM_AGENT_PORT_NAME "capsule.agent"
+/* 9p mount tags: the image's skeleton (lower of the guest's overlay root), and the host's
+ * /usr (and /bin, /lib*, /sbin where they are folders, not symlinks) as "host-<name>". */
+#define VM_SKELETON_TAG "skel"
+#define VM_HOST_TAG_PREFIX "host-"
+#define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
+
+struct vm {
+	pid_t pid; /* QEMU, our child */
+	int pidfd;
+	int qmp_fd;
+	char accel[8]; /* what it runs with: "kvm" or "tcg" */
+};
+
+struct vm_spec {
+	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json */
+	const struct capsule_config *cfg;
+	const char *hostname;
+	const char *skeleton;        /* the host image's lower folder, shared read-only */
+	int agent_sock;              /* QEMU's end of the agent socketpair */
+};
+
+/* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */
+int vm_find_kernel(char **kernel, char **version, capsule_error *err);
+
+/* The initramfs for kernel VERSION with AGENT as /init and the modules the agent loads, built
+ * once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and renamed into place. */
+int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err);
+
+/* kvm when /dev/kvm opens (and ACCEL allows it), else tcg; -errno with a message when ACCEL
+ * demands kvm and it cannot be had. */
+int vm_pick_accel(const char *accel, char out[8], capsule_error *err);
+
+/* Start QEMU; on return it runs with the agent channel and QMP connected. */
+int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
+/* Ask QEMU to quit over QMP, give it a moment, then SIGKILL. It stays to be reaped. */
+void vm_kill(struct vm *vm);
+/* The last line QEMU wrote to its log (why it exited), into BUF. */
+void vm_last_words(int run_fd, char *buf, size_t size);
+
+#endif

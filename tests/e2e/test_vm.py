@@ -1,0 +1,307 @@
+"""vm isolation: the same sandboxes as QEMU microVMs (issue 7).
+
+Each boot costs seconds under TCG on a small CI machine, so `make check` runs the few tests
+that boot once each (run, a named sandbox's whole life, the guest's isolation) plus those that
+fail before any boot; the tests marked vm_slow run in `make check-vm` (CAPSULE_CHECK_VM=1).
+"""
+import glob
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from .helpers import assert_capsule_error, run_dir, run_entries, wait_until
+
+BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
+
+
+def version_key(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
+
+
+def guest_kernel_release():
+    """The kernel capsule picks: the newest /boot/vmlinuz-<ver> that has /lib/modules/<ver>."""
+    vers = [p[len("/boot/vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")]
+    vers = [v for v in vers if os.path.exists(f"/lib/modules/{v}/modules.dep")]
+    assert vers, "no kernel for vm isolation: scripts/install-deps installs linux-image-amd64"
+    return max(vers, key=version_key)
+
+
+def qemu_procs(capsule, name):
+    """Host processes whose command line names the sandbox's run folder: its QEMU."""
+    needle = os.path.join(run_dir(capsule, name), "console.log").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def refused(capsule, *args):
+    """`capsule run --isolation vm ARGS -- true` fails with one line and leaves no folder; its stderr."""
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", *args, "--", "true", timeout=BOOT_TIMEOUT)
+    assert_capsule_error(r)
+    assert run_entries(capsule) == before
+    return r.stderr
+
+
+def create_vm(capsule, *args):
+    name = capsule.unique_name("vm")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, *args, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    return name
+
+
+# ---- in make check: one boot each ---------------------------------------------------------------
+
+
+def test_vm_run_prints_the_guest_kernels_release(capsule):
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", "--", "sh", "-c", "uname -r; cat /proc/cmdline; exit 7",
+                    timeout=BOOT_TIMEOUT)
+    assert r.returncode == 7, r.stderr
+    release, cmdline = r.stdout.splitlines()
+    assert release == guest_kernel_release()
+    # The guest's own kernel command line, which no container could show.
+    assert "capsule.vm=1" in cmdline.split()
+    # Ephemeral: nothing of it is left, QEMU included.
+    assert run_entries(capsule) == before
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, b"capsule.vm=1") and
+                _cmdline_has(p, capsule.home.encode())]
+
+
+def _cmdline_has(pid, needle):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return needle in f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+
+
+def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
+    name = create_vm(capsule, "--memory", "256M", "--cpus", "2", "-e", "FROM_CREATE=yes")
+    info = capsule.inspect(name)
+    assert info["isolation"] == "vm" and info["state"] == "running"
+    vm = info["vm"]
+    assert vm["accel"] == ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg")
+    assert vm["accel_setting"] == "auto"
+    assert vm["machine"] == "microvm"
+    assert vm["kernel_version"] == guest_kernel_release()
+    assert info["boot_timeout_ms"] == 60000
+    argv = vm["qemu_command_line"].split()
+    assert argv[argv.index("-m") + 1] == "256" and argv[argv.index("-smp") + 1] == "2"
+    assert vm["qemu_pid"] == info["init_pid"] and qemu_procs(capsule, name) == [vm["qemu_pid"]]
+    # QEMU runs under its own seccomp filter (-sandbox on).
+    with open(f"/proc/{vm['qemu_pid']}/status") as f:
+        assert re.search(r"^Seccomp:\s+2$", f.read(), re.M)
+
+    # --cpus and --memory are the guest's own: its CPUs and its RAM.
+    r = capsule.run("exec", name, "--", "sh", "-c", "nproc; sed -n 's/MemTotal: *//p' /proc/meminfo; "
+                    "echo $FROM_CREATE; hostname", check=True)
+    ncpu, mem, env, host = r.stdout.split("\n")[:4]
+    assert ncpu == "2"
+    assert 150 * 1024 < int(mem.split()[0]) <= 256 * 1024
+    assert env == "yes" and host == name
+
+    # Exit codes, stdin, stderr: the same channel as a container's.
+    r = capsule.run("exec", "-i", name, "--", "sh", "-c", "tr a-z A-Z; echo err >&2; exit 3", input="hello vm\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, "HELLO VM\n", "err\n")
+
+    # The filesystem API and cp go through the agent, in the guest.
+    capsule.run("fs", name, "write", "/root/note.txt", "written by fs", check=True)
+    assert capsule.run("fs", name, "cat", "/root/note.txt", check=True).stdout == "written by fs"
+    assert capsule.run("exec", name, "--", "cat", "/root/note.txt", check=True).stdout == "written by fs"
+    blob = os.urandom(3 << 20)
+    src = tmp_path / "blob"
+    src.write_bytes(blob)
+    capsule.run("cp", str(src), f"{name}:/tmp/blob", check=True)
+    r = capsule.run("exec", name, "--", "sha256sum", "/tmp/blob", check=True)
+    assert r.stdout.split()[0] == hashlib.sha256(blob).hexdigest()
+    capsule.run("cp", f"{name}:/tmp/blob", str(tmp_path / "back"), check=True)
+    assert (tmp_path / "back").read_bytes() == blob
+    listing = json.loads(capsule.run("fs", name, "ls", "--json", "/root", check=True).stdout)
+    assert "note.txt" in json.dumps(listing)
+
+    qemu = vm["qemu_pid"]
+    r = capsule.run("stop", name, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert capsule.inspect(name)["state"] == "stopped"
+    # QEMU was the shim's child: reaped, not left behind.
+    assert not os.path.exists(f"/proc/{qemu}") and qemu_procs(capsule, name) == []
+    assert capsule.run("rm", name).returncode == 0
+    assert not os.path.exists(run_dir(capsule, name))
+
+
+def test_vm_guest_sees_neither_host_processes_nor_host_files(capsule):
+    # A file the host has outside every share (the sandbox's own state folder included), and
+    # a host process with a word in its command line that the guest's script spells in halves.
+    tag = uuid.uuid4().hex
+    marker = os.path.join(capsule.home, f"host-only-{uuid.uuid4().hex}")
+    with open(marker, "w") as f:
+        f.write("secret")
+    host_proc = subprocess.Popen(["sh", "-c", "sleep 600", tag])
+    try:
+        script = (
+            f"test -e {marker} && echo SEES_MARKER; "
+            f"A={tag[:16]}; B={tag[16:]}; "
+            # Matched in the shell itself: no process's argv may hold the joined word.
+            "n=0; for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); "
+            "case \"$c\" in *\"$A$B\"*) n=$((n+1));; esac; done; echo $n; "
+            "ls /proc | grep -c '^[0-9]'; "
+            "touch /usr/capsule-write-test 2>/dev/null && echo WROTE_USR; "
+            "cat /etc/hostname; "
+            "ls /dev | tr '\\n' ' '; echo"
+        )
+        r = capsule.run("run", "--isolation", "vm", "--", "sh", "-c", script, timeout=BOOT_TIMEOUT)
+        assert r.returncode in (0, 1), r.stderr
+        lines = r.stdout.split("\n")
+        assert "SEES_MARKER" not in r.stdout
+        assert "WROTE_USR" not in r.stdout and not os.path.exists("/usr/capsule-write-test")
+        host_seen, nprocs = int(lines[0]), int(lines[1])
+        # The sleep is a host process: the guest's /proc has only the guest's own.
+        assert host_seen == 0
+        assert nprocs < 100
+        assert lines[2] == "capsule"  # the image's /etc, not the host's
+        # The container level's /dev: no disks, no serial ports, not the agent's port.
+        devs = set(lines[3].split())
+        assert {"null", "zero", "urandom", "pts", "ptmx", "shm"} <= devs
+        assert not [d for d in devs if d.startswith(("vport", "ttyS", "vd", "sd", "mem", "kmsg"))]
+    finally:
+        host_proc.kill()
+        host_proc.wait()
+        os.unlink(marker)
+
+
+# ---- in make check: refused before any boot -----------------------------------------------------
+
+
+def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp_path):
+    for args, word in ((["-v", f"{tmp_path}:/mnt"], "not available with vm isolation"),
+                       (["--tmpfs", "/scratch"], "not available with vm isolation"),
+                       (["--memory", "32M"], "at least 64M"),
+                       (["--accel", "warp"], "invalid accel 'warp'"),
+                       (["--network", "full"], "not available with vm isolation"),
+                       (["-p", "18089:80"], "not available with vm isolation"),
+                       (["--image", f"dir:{tmp_path}"], "not available with vm isolation")):
+        err = refused(capsule, *args)
+        assert word in err, err
+
+
+@pytest.mark.skipif(os.path.exists("/dev/kvm"), reason="this host has /dev/kvm: accel kvm would boot")
+def test_vm_accel_kvm_without_dev_kvm_fails_clearly(capsule):
+    err = refused(capsule, "--accel", "kvm")
+    assert "accel 'kvm'" in err and "/dev/kvm" in err
+
+
+def test_vm_qemu_refusing_its_arguments_is_reported_with_qemus_words(capsule):
+    err = refused(capsule, "--qemu-arg=-no-such-qemu-option")
+    assert "QEMU" in err and "no-such-qemu-option" in err, err
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, b"-no-such-qemu-option")]
+
+
+def test_vm_initramfs_is_built_once_and_cached(capsule):
+    cached = glob.glob(os.path.join(capsule.home, "vm", "initramfs-*.cpio"))
+    # The earlier tests of this session booted: exactly one, for this kernel and agent.
+    assert len(cached) == 1 and guest_kernel_release() in cached[0]
+    assert not glob.glob(os.path.join(capsule.home, "vm", ".tmp-*"))
+    data = open(cached[0], "rb").read()
+    assert data.startswith(b"070701") and b"TRAILER!!!" in data
+    for module in (b"virtio_console.ko", b"9pnet_virtio.ko", b"9p.ko", b"overlay.ko"):
+        assert module in data
+
+
+# ---- make check-vm only -------------------------------------------------------------------------
+
+
+@pytest.mark.vm_slow
+def test_vm_extra_qemu_args_and_accel_tcg_reach_qemu(capsule):
+    name = create_vm(capsule, "--accel", "tcg", "--qemu-arg", "-device", "--qemu-arg", "virtio-rng-device")
+    vm = capsule.inspect(name)["vm"]
+    assert vm["accel"] == "tcg" and vm["accel_setting"] == "tcg"
+    assert vm["extra_qemu_args"] == ["-device", "virtio-rng-device"]
+    assert vm["qemu_command_line"].endswith("-device virtio-rng-device")
+    # virtio device id 4 is an entropy source: the guest sees the device we added.
+    r = capsule.run("exec", name, "--", "sh", "-c", "cat /sys/bus/virtio/devices/*/device", check=True)
+    assert "0x0004" in r.stdout.split()
+
+
+@pytest.mark.vm_slow
+def test_vm_boot_timeout_too_short_fails_and_leaves_nothing(capsule):
+    err = refused(capsule, "--boot-timeout", "200ms")
+    assert "boot timeout" in err and "200 ms" in err
+
+
+@pytest.mark.vm_slow
+def test_vm_hot_mounts_are_refused_clearly(capsule, tmp_path):
+    name = create_vm(capsule)
+    r = capsule.run("mount", name, str(tmp_path), "/mnt/x")
+    assert_capsule_error(r)
+    assert "vm isolation" in r.stderr
+    assert capsule.run("exec", name, "--", "true").returncode == 0
+
+
+@pytest.mark.vm_slow
+def test_vm_killed_shim_takes_qemu_with_it(capsule):
+    name = create_vm(capsule)
+    info = capsule.inspect(name)
+    qemu = info["vm"]["qemu_pid"]
+    os.kill(info["shim_pid"], signal.SIGKILL)
+    assert wait_until(lambda: not os.path.exists(f"/proc/{qemu}") or _is_zombie(qemu), timeout=30)
+    # The next command sees it stopped, and it starts again.
+    assert wait_until(lambda: capsule.inspect(name)["state"] == "stopped", timeout=30)
+    r = capsule.run("start", name, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert capsule.run("exec", name, "--", "uname", "-r", check=True).stdout.strip() == guest_kernel_release()
+
+
+def _is_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.vm_slow
+def test_vm_tty_exec_and_process_signals(capsule):
+    name = create_vm(capsule)
+    p = capsule.popen("exec", name, "--", "sleep", "1000", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)
+    p.wait(timeout=60)
+    r = capsule.run("exec", name, "--", "sh", "-c", "ps -e -o comm= | grep -c '^sleep$' || true", check=True)
+    assert r.stdout.strip() == "0"
+    r = capsule.run("exec", "-t", name, "--", "sh", "-c", "test -t 0 && tty", check=True)
+    assert "/dev/pts/" in r.stdout
+
+
+@pytest.mark.vm_slow
+def test_vm_writes_stay_in_the_guest(capsule):
+    name = create_vm(capsule)
+    capsule.run("exec", name, "--", "sh", "-c", "echo x > /etc/capsule-vm-test; rm -f /etc/os-release", check=True)
+    skel = glob.glob(os.path.join(capsule.home, "images", "host-v1-*"))
+    assert skel and all(not os.path.exists(os.path.join(s, "etc", "capsule-vm-test")) for s in skel)
+    assert all(os.path.lexists(os.path.join(s, "etc", "os-release")) for s in skel if
+               os.path.lexists("/etc/os-release"))
+    r = capsule.run("exec", name, "--", "sh", "-c", "echo x > /usr/x", timeout=60)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+
+
+def test_doctor_reports_the_vm_level_usable_with_its_kernel(capsule):
+    d = json.loads(capsule.run("doctor", "--json", check=True).stdout)
+    assert d["vm_usable"] is True and d["qemu"] is True
+    assert d["vm_kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
+    assert d["vm_accel"] == ("kvm" if d["kvm"] else "tcg")

@@ -1,0 +1,79 @@
+"""Images through the SDK: Sandbox(image=...) pulls from a registry (docker-registry on
+loopback, an image built here from busybox-static) and honours the image's config; the
+capsule.images functions pull, list and remove."""
+import asyncio
+import importlib.util
+import os
+import shutil
+import tempfile
+import uuid
+
+import pytest
+
+import capsule
+from capsule import Sandbox, SyncSandbox, NotFound, ImageNotFound
+
+_IU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "imageutil.py")
+_spec = importlib.util.spec_from_file_location("capsule_sdk_imageutil", _IU)
+iu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(iu)
+
+from sdkutil import BUILD
+
+pytestmark = [pytest.mark.skipif(not iu.have_tools(), reason="docker-registry, skopeo or busybox-static missing"),
+              pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a "
+                                 "sanitizer build): it cannot start in an image's own root")]
+
+
+@pytest.fixture(scope="module")
+def registry():
+    root = tempfile.mkdtemp(prefix="capsule-sdk-registry-", dir="/var/tmp")
+    reg = iu.Registry(root)
+    yield reg
+    reg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def image_ref(registry):
+    d = tempfile.mkdtemp(prefix="capsule-sdk-img-", dir="/var/tmp")
+    try:
+        config = {"Env": ["PATH=/bin", "FROM_IMAGE=1"], "WorkingDir": "/home/app", "User": "app"}
+        lay = iu.make_layout(d, [iu.busybox_layer(), iu.layer_tar([iu.Entry("etc/os-release", data=b"ID=sdk\n")])],
+                             config)
+        yield registry.push(lay, f"sdk/img-{uuid.uuid4().hex[:8]}")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_sync_sandbox_from_an_image_pulls_it_and_uses_its_config(image_ref):
+    with SyncSandbox(image=image_ref) as sb:
+        assert sb.execute("cat /etc/os-release").stdout == "ID=sdk\n"
+        r = sb.execute("echo $FROM_IMAGE; pwd; id -un")
+        assert r.stdout.split() == ["1", "/home/app", "app"]
+    assert image_ref in [i["name"] for i in capsule.images.list()]
+
+
+def test_async_sandbox_from_an_image(image_ref):
+    async def main():
+        async with Sandbox(image=image_ref) as sb:
+            return (await sb.execute("cat /etc/os-release")).stdout
+    assert asyncio.run(main()) == "ID=sdk\n"
+
+
+def test_images_pull_list_remove(image_ref):
+    seen = []
+    name = capsule.images.pull(image_ref, progress=lambda stage, digest, done, total: seen.append(stage))
+    assert name == image_ref
+    entry = [i for i in capsule.images.list() if i["name"] == name][0]
+    assert len(entry["layers"]) == 2 and entry["digest"].startswith("sha256:")
+    capsule.images.remove(name)
+    assert name not in [i["name"] for i in capsule.images.list()]
+    with pytest.raises(NotFound):
+        capsule.images.remove(name)
+
+
+def test_missing_image_raises_image_not_found(registry):
+    with pytest.raises(ImageNotFound):
+        with SyncSandbox(image=f"{registry.host}/sdk/none:nope"):
+            pass

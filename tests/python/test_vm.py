@@ -1,0 +1,27 @@
+"""The SDK with vm isolation: one boot (make check's budget), the quicksand keywords."""
+import glob
+import os
+import re
+
+from capsule import SyncSandbox
+
+
+def newest_kernel_release():
+    vers = [p[len("/boot/vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")
+            if os.path.exists(f"/lib/modules/{p[len('/boot/vmlinuz-'):]}/modules.dep")]
+    return max(vers, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
+
+
+def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
+    with SyncSandbox(isolation="vm", memory="256M", accel="auto",
+                     extra_qemu_args=["-device", "virtio-rng-device"]) as sb:
+        assert sb.isolation == "vm" and sb.boot_timeout == 60.0
+        assert sb.accelerator == ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg")
+        assert sb.execute("uname -r").stdout.strip() == newest_kernel_release()
+        sb.fs.write("/root/from-sdk", "through the agent")
+        assert sb.execute("cat /root/from-sdk").stdout == "through the agent"
+        assert sb.fs.read_text("/root/from-sdk") == "through the agent"
+        info = sb.inspect_json()
+        assert info["vm"]["extra_qemu_args"] == ["-device", "virtio-rng-device"]
+        assert " -m 256 " in info["vm"]["qemu_command_line"]
+    assert not sb.is_running
