@@ -401,3 +401,28 @@ def test_revert_keeps_boot_time_port_forwards(capsule):
     r = capsule.run("fork", name, fork)
     assert r.returncode == 0, r.stderr
     assert capsule.inspect(fork)["state"] == "running"
+
+
+def test_save_on_top_of_an_image(capsule, saves, tmp_path):
+    import shutil as _shutil
+    busybox = _shutil.which("busybox")
+    if not busybox:
+        pytest.skip("busybox-static is not installed (scripts/install-deps installs it)")
+    root = tmp_path / "root"
+    (root / "bin").mkdir(parents=True)
+    (root / "etc").mkdir()
+    _shutil.copy(busybox, root / "bin" / "busybox")
+    for tool in ("sh", "cat"):
+        os.symlink("busybox", root / "bin" / tool)
+    (root / "etc" / "marker").write_text("base\n")
+    os.chmod(tmp_path, 0o755)
+    s = saves()
+    image = f"dir:{root}"
+    r = capsule.run("run", "--image", image, "--save", s, "--", "sh", "-c", "echo changed > /etc/marker")
+    assert r.returncode == 0, r.stderr
+    assert cat(capsule, s, "/etc/marker") == "changed\n"
+    assert (root / "etc" / "marker").read_text() == "base\n"
+    ls = saves_json(capsule)[s]
+    assert ls["parent"] == image and ls["parent_kind"] == "image" and ls["chain"] == [image, s]
+    m = json.load(open(os.path.join(saves_dir(capsule), s, "manifest.json")))
+    assert m["base"] == "none" and m["layers"] == [str(root)]
