@@ -64,10 +64,12 @@ static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
 		.mode = mode,
 		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
 	};
-	int fd;
+	/* A rename or mount raced a ".." of the lookup: the kernel asks for a retry. Bounded,
+	 * since the sandbox itself can rename in a loop. */
+	int fd, tries = 0;
 	do
 		fd = (int)syscall(SYS_openat2, F.root, path, &how, sizeof(how));
-	while (fd < 0 && errno == EAGAIN); /* a rename raced the lookup: the kernel asks us to retry */
+	while (fd < 0 && errno == EAGAIN && ++tries < 1000);
 	return fd;
 }
 

@@ -83,17 +83,59 @@ bad:
 	return -EINVAL;
 }
 
-struct layers_member {
-	const char *text;
+struct json_member {
+	const char *name; /* the member wanted */
+	const char *text; /* its value, when found */
 	size_t len;
 };
 
-static int find_layers(const char *name, const char *value, size_t len, void *payload)
+static int find_member(const char *name, const char *value, size_t len, void *payload)
 {
-	struct layers_member *lm = payload;
-	if (name && !strcmp(name, "layers")) {
-		lm->text = value;
-		lm->len = len;
+	struct json_member *m = payload;
+	if (name && !strcmp(name, m->name)) {
+		m->text = value;
+		m->len = len;
+	}
+	return 0;
+}
+
+struct strv {
+	char **v; /* NULL-terminated */
+	size_t n;
+};
+
+static int collect_string(const char *name, const char *value, size_t len, void *payload)
+{
+	struct strv *sv = payload;
+	char *s = NULL;
+	char **nv = NULL;
+	if (json_string_value(value, len, &s) < 0 || !s || !(nv = realloc(sv->v, (sv->n + 2) * sizeof(*nv)))) {
+		free(s);
+		return -EINVAL;
+	}
+	sv->v = nv;
+	sv->v[sv->n++] = s;
+	sv->v[sv->n] = NULL;
+	return 0;
+}
+
+static void strv_release(struct strv *sv)
+{
+	for (size_t i = 0; i < sv->n; i++)
+		free(sv->v[i]);
+	free(sv->v);
+	*sv = (struct strv){ 0 };
+}
+
+/* The string array member KEY of the object TEXT into SV (left empty when there is none). */
+static int get_string_array(const char *text, size_t len, const char *key, struct strv *sv)
+{
+	struct json_member m = { .name = key };
+	if (json_object_each(text, len, 64, find_member, &m) < 0)
+		return -EINVAL;
+	if (m.text && json_array_each(m.text, m.len, CP_MAX_ENV, collect_string, sv) < 0) {
+		strv_release(sv);
+		return -EINVAL;
 	}
 	return 0;
 }
@@ -114,12 +156,12 @@ int save_manifest_read_at(int saves, const char *name, struct save_manifest *m, 
 		return cap_err(err, -r, "reading the manifest of save '%s'", name);
 	snprintf(m->name, sizeof(m->name), "%s", name);
 	int64_t v = 0;
-	struct layers_member lm = { 0 };
+	struct json_member lm = { .name = "layers" };
 	if (json_get_string(text, len, "parent", &m->parent) < 0 || !m->parent ||
 	    json_get_string(text, len, "parent_kind", &m->parent_kind) < 0 || !m->parent_kind ||
 	    json_get_string(text, len, "id", &m->id) < 0 || !m->id ||
 	    json_get_string(text, len, "base", &m->base) < 0 || !m->base ||
-	    json_object_each(text, len, 64, find_layers, &lm) < 0 || !lm.text ||
+	    json_object_each(text, len, 64, find_member, &lm) < 0 || !lm.text ||
 	    json_array_each(lm.text, lm.len, SAVE_CHAIN_MAX, collect_layer, m) < 0) {
 		save_manifest_free(m);
 		return cap_err_plain(err, EINVAL, "the manifest of save '%s' is malformed", name);
@@ -193,6 +235,89 @@ int save_resolve(const char *name, char ***layers, size_t *nlayers, bool *base_n
 	return 1;
 }
 
+static void json_strv(struct json_writer *j, const char *key, char *const *v, size_t n)
+{
+	json_key(j, key);
+	json_array_begin(j);
+	for (size_t i = 0; v && (n ? i < n : v[i] != NULL); i++)
+		json_string(j, v[i]);
+	json_array_end(j);
+}
+
+/* The settings a sandbox keeps across a save, as docker commit keeps a container's: its
+ * environment and its image's WorkingDir, User, Entrypoint and Cmd. */
+static void describe_config(struct json_writer *j, const struct capsule_config *cfg)
+{
+	json_key(j, "config");
+	json_object_begin(j);
+	json_strv(j, "env", cfg->env, cfg->envc);
+	if (cfg->workdir)
+		json_kv_string(j, "workdir", cfg->workdir);
+	if (cfg->user)
+		json_kv_string(j, "user", cfg->user);
+	if (cfg->entrypoint)
+		json_strv(j, "entrypoint", cfg->entrypoint, 0);
+	if (cfg->cmd)
+		json_strv(j, "cmd", cfg->cmd, 0);
+	json_object_end(j);
+}
+
+/* A member that may be absent. */
+static int optional(int r)
+{
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Give CFG, about to start from save NAME, the saved settings; its own environment (-e) is
+ * put after the saved one, so that it wins. A save made before saves kept settings has none. */
+static int save_config_apply(const char *name, struct capsule_config *cfg, capsule_error *err)
+{
+	_cleanup_close_ int saves = -1;
+	int r = saves_open(&saves, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int dir = openat(saves, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	if (dir < 0 || (r = read_file_at(dir, "manifest.json", MANIFEST_MAX, &text, &len)) < 0)
+		return cap_err(err, dir < 0 ? errno : -r, "reading the manifest of save '%s'", name);
+	struct json_member c = { .name = "config" };
+	if (json_object_each(text, len, 64, find_member, &c) < 0)
+		return cap_err_plain(err, EINVAL, "the manifest of save '%s' is malformed", name);
+	if (!c.text)
+		return 0;
+	_cleanup_free_ char *workdir = NULL, *user = NULL;
+	struct strv env = { 0 }, entrypoint = { 0 }, cmd = { 0 };
+	if (optional(json_get_string(c.text, c.len, "workdir", &workdir)) < 0 ||
+	    optional(json_get_string(c.text, c.len, "user", &user)) < 0 ||
+	    get_string_array(c.text, c.len, "env", &env) < 0 ||
+	    get_string_array(c.text, c.len, "entrypoint", &entrypoint) < 0 ||
+	    get_string_array(c.text, c.len, "cmd", &cmd) < 0) {
+		r = cap_err_plain(err, EINVAL, "the settings in the manifest of save '%s' are malformed", name);
+		goto out;
+	}
+	char **own = cfg->env;
+	size_t nown = cfg->envc;
+	cfg->env = NULL;
+	cfg->envc = 0;
+	for (size_t i = 0; i < env.n && r == 0; i++)
+		r = capsule_config_add_env(cfg, env.v[i], err);
+	for (size_t i = 0; i < nown; i++) {
+		if (r == 0)
+			r = capsule_config_add_env(cfg, own[i], err);
+		free(own[i]);
+	}
+	free(own);
+	if (r == 0)
+		r = config_set_image_defaults(cfg, workdir, user, (const char *const *)entrypoint.v,
+					      (const char *const *)cmd.v, err);
+out:
+	strv_release(&env);
+	strv_release(&entrypoint);
+	strv_release(&cmd);
+	return r;
+}
+
 int save_apply_to_config(struct capsule_config *cfg, capsule_error *err)
 {
 	char **layers = NULL;
@@ -207,6 +332,8 @@ int save_apply_to_config(struct capsule_config *cfg, capsule_error *err)
 	for (size_t i = 0; i < n; i++)
 		free(layers[i]);
 	free(layers);
+	if (r >= 0)
+		r = save_config_apply(cfg->image, cfg, err);
 	if (r < 0)
 		return cap_err_wrap(err, err && err->code ? -err->code : -EINVAL, "starting from save '%s'", cfg->image);
 	cfg->base_none = base_none;
@@ -395,6 +522,7 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 		json_free(&j);
 		goto fail;
 	}
+	describe_config(&j, cfg);
 	json_kv_int(&j, "created", (int64_t)time(NULL));
 	json_kv_uint(&j, "size", layer_disk_usage(layer, 0));
 	json_kv_uint(&j, "files", stats.entries);

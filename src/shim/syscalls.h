@@ -31,10 +31,19 @@ static inline int sys_pidfd_send_signal(int pidfd, int sig)
 	return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
 }
 
+/* A scoped lookup (RESOLVE_IN_ROOT, RESOLVE_BENEATH) that crosses ".." while any rename or
+ * mount happens on the system fails with EAGAIN: the kernel asks for a retry. Retries are
+ * bounded, because a sandbox renaming in a loop could otherwise keep us here for ever. */
+#define OPENAT2_RETRIES 1000
+
 static inline int sys_openat2(int dirfd, const char *path, uint64_t flags, uint64_t resolve)
 {
 	struct open_how how = { .flags = flags, .mode = 0, .resolve = resolve };
-	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	int fd, tries = 0;
+	do
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+	while (fd < 0 && errno == EAGAIN && ++tries < OPENAT2_RETRIES);
+	return fd;
 }
 
 static inline int sys_open_tree(int dirfd, const char *path, unsigned flags)

@@ -80,6 +80,22 @@ def test_image_config_env_workdir_user_and_default_command(capsule, registry, wo
     assert r.stdout.split() == ["from-image", "/home/app", "app"], r.stderr
 
 
+def test_a_save_of_an_image_keeps_its_config(capsule, registry, workdir):
+    """Like docker commit: a sandbox started from a save of an image gets the image's Env,
+    WorkingDir, User and Cmd, and the saved sandbox's own -e; a new -e still wins."""
+    config = {"Env": ["PATH=/bin", "GREETING=from-image"], "WorkingDir": "/home/app", "User": "app",
+              "Cmd": ["sh", "-c", "echo $GREETING $EXTRA; pwd; id -u; cat /home/app/note"]}
+    ref = registry.push(make_layout(workdir, [busybox_layer()], config), repo())
+    save = "s-" + uuid.uuid4().hex[:8]
+    r = run_image(capsule, ref, "sh", "-c", "echo saved > /home/app/note", extra=("--save", save, "-e", "EXTRA=kept"))
+    assert r.returncode == 0, r.stderr
+    r = run_image(capsule, save)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["from-image", "kept", "/home/app", "1000", "saved"]
+    r = run_image(capsule, save, "sh", "-c", "echo $GREETING", extra=("-e", "GREETING=mine"))
+    assert r.stdout == "mine\n", r.stderr
+
+
 def test_entrypoint_takes_the_run_arguments(capsule, registry, workdir):
     config = {"Entrypoint": ["echo", "entry:"], "Cmd": ["default-arg"]}
     ref = registry.push(make_layout(workdir, [busybox_layer()], config), repo())
