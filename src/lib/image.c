@@ -264,6 +264,16 @@ static int docker_first_image(const char *name, const char *value, size_t len, v
 	return json_object_each(value, len, 64, docker_manifest_member, d);
 }
 
+/* An OCI content descriptor: what a manifest says of each blob it names. */
+static void json_descriptor(struct json_writer *j, const char *media_type, const char *digest, int64_t size)
+{
+	json_object_begin(j);
+	json_kv_string(j, "mediaType", media_type);
+	json_kv_string(j, "digest", digest);
+	json_kv_int(j, "size", size);
+	json_object_end(j);
+}
+
 /* docker save: manifest.json names the config file and the layer tars (uncompressed, so
  * their digests are their diff ids); a manifest is written for them here. */
 static int import_docker(int images_fd, const char *dir, char manifest_digest[IMAGE_DIGEST_LEN + 1], capsule_error *err)
@@ -288,11 +298,7 @@ static int import_docker(int images_fd, const char *dir, char manifest_digest[IM
 	int64_t size = 0;
 	if ((r = import_blob(images_fd, dir, d.config, digest, &size, err)) == 0) {
 		json_key(&j, "config");
-		json_object_begin(&j);
-		json_kv_string(&j, "mediaType", "application/vnd.oci.image.config.v1+json");
-		json_kv_string(&j, "digest", digest);
-		json_kv_int(&j, "size", size);
-		json_object_end(&j);
+		json_descriptor(&j, "application/vnd.oci.image.config.v1+json", digest, size);
 		json_key(&j, "layers");
 		json_array_begin(&j);
 	}
@@ -300,11 +306,7 @@ static int import_docker(int images_fd, const char *dir, char manifest_digest[IM
 		digest[0] = '\0';
 		if ((r = import_blob(images_fd, dir, d.layers[i], digest, &size, err)) < 0)
 			break;
-		json_object_begin(&j);
-		json_kv_string(&j, "mediaType", "application/vnd.oci.image.layer.v1.tar");
-		json_kv_string(&j, "digest", digest);
-		json_kv_int(&j, "size", size);
-		json_object_end(&j);
+		json_descriptor(&j, "application/vnd.oci.image.layer.v1.tar", digest, size);
 	}
 	free(d.config);
 	image_strv_free(d.layers);
