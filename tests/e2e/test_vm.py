@@ -16,9 +16,15 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, run_dir, run_entries, wait_until
+from .helpers import agent_is_static, assert_capsule_error, run_dir, run_entries, wait_until
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
+
+# The guest's init is the agent itself, with no libraries beside it: a sanitizer build's
+# dynamically linked agent cannot boot (the shim refuses it, see the test at the end).
+STATIC_AGENT = agent_is_static(os.environ.get("CAPSULE_BUILD", "build"))
+boots = pytest.mark.skipif(not STATIC_AGENT, reason="capsule-agent is dynamically linked (a sanitizer build): "
+                           "it cannot be a VM's init")
 
 
 def version_key(v):
@@ -68,6 +74,7 @@ def create_vm(capsule, *args):
 # ---- in make check: one boot each ---------------------------------------------------------------
 
 
+@boots
 def test_vm_run_prints_the_guest_kernels_release(capsule):
     before = run_entries(capsule)
     r = capsule.run("run", "--isolation", "vm", "--", "sh", "-c", "uname -r; cat /proc/cmdline; exit 7",
@@ -91,6 +98,7 @@ def _cmdline_has(pid, needle):
         return False
 
 
+@boots
 def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     name = create_vm(capsule, "--memory", "256M", "--cpus", "2", "-e", "FROM_CREATE=yes")
     info = capsule.inspect(name)
@@ -145,6 +153,7 @@ def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     assert not os.path.exists(run_dir(capsule, name))
 
 
+@boots
 def test_vm_guest_sees_neither_host_processes_nor_host_files(capsule):
     # A file the host has outside every share (the sandbox's own state folder included), and
     # a host process with a word in its command line that the guest's script spells in halves.
@@ -206,12 +215,14 @@ def test_vm_accel_kvm_without_dev_kvm_fails_clearly(capsule):
     assert "accel 'kvm'" in err and "/dev/kvm" in err
 
 
+@boots
 def test_vm_qemu_refusing_its_arguments_is_reported_with_qemus_words(capsule):
     err = refused(capsule, "--qemu-arg=-no-such-qemu-option")
     assert "QEMU" in err and "no-such-qemu-option" in err, err
     assert not [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, b"-no-such-qemu-option")]
 
 
+@boots
 def test_vm_initramfs_is_built_once_and_cached(capsule):
     cached = glob.glob(os.path.join(capsule.home, "vm", "initramfs-*.cpio"))
     # The earlier tests of this session booted: exactly one, for this kernel and agent.
@@ -227,6 +238,7 @@ def test_vm_initramfs_is_built_once_and_cached(capsule):
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_extra_qemu_args_and_accel_tcg_reach_qemu(capsule):
     name = create_vm(capsule, "--accel", "tcg", "--qemu-arg", "-device", "--qemu-arg", "virtio-rng-device")
     vm = capsule.inspect(name)["vm"]
@@ -239,12 +251,14 @@ def test_vm_extra_qemu_args_and_accel_tcg_reach_qemu(capsule):
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_boot_timeout_too_short_fails_and_leaves_nothing(capsule):
     err = refused(capsule, "--boot-timeout", "200ms")
     assert "boot timeout" in err and "200 ms" in err
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_hot_mounts_are_refused_clearly(capsule, tmp_path):
     name = create_vm(capsule)
     r = capsule.run("mount", name, str(tmp_path), "/mnt/x")
@@ -254,6 +268,7 @@ def test_vm_hot_mounts_are_refused_clearly(capsule, tmp_path):
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_killed_shim_takes_qemu_with_it(capsule):
     name = create_vm(capsule)
     info = capsule.inspect(name)
@@ -276,6 +291,7 @@ def _is_zombie(pid):
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_tty_exec_and_process_signals(capsule):
     name = create_vm(capsule)
     p = capsule.popen("exec", name, "--", "sleep", "1000", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -289,6 +305,7 @@ def test_vm_tty_exec_and_process_signals(capsule):
 
 
 @pytest.mark.vm_slow
+@boots
 def test_vm_writes_stay_in_the_guest(capsule):
     name = create_vm(capsule)
     capsule.run("exec", name, "--", "sh", "-c", "echo x > /etc/capsule-vm-test; rm -f /etc/os-release", check=True)
@@ -305,3 +322,9 @@ def test_doctor_reports_the_vm_level_usable_with_its_kernel(capsule):
     assert d["vm_usable"] is True and d["qemu"] is True
     assert d["vm_kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
     assert d["vm_accel"] == ("kvm" if d["kvm"] else "tcg")
+
+
+@pytest.mark.skipif(STATIC_AGENT, reason="capsule-agent is statically linked: it boots")
+def test_vm_with_a_dynamically_linked_agent_is_refused_clearly(capsule):
+    err = refused(capsule)
+    assert "statically linked capsule-agent" in err, err

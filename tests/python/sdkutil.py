@@ -75,3 +75,8 @@ def pid_alive(pid):
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def agent_is_static():
+    r = subprocess.run(["ldd", os.path.join(BUILD, "capsule-agent")], capture_output=True, text=True)
+    return "not a dynamic executable" in r.stdout + r.stderr or "statically linked" in r.stdout

@@ -3,7 +3,11 @@ import glob
 import os
 import re
 
+import pytest
+
 from capsule import SyncSandbox
+
+from sdkutil import agent_is_static
 
 
 def newest_kernel_release():
@@ -12,6 +16,8 @@ def newest_kernel_release():
     return max(vers, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
 
 
+@pytest.mark.skipif(not agent_is_static(), reason="a dynamically linked agent (a sanitizer build) cannot be a "
+                    "VM's init")
 def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
     with SyncSandbox(isolation="vm", memory="256M", accel="auto",
                      extra_qemu_args=["-device", "virtio-rng-device"]) as sb:

@@ -4,6 +4,7 @@
  * everything it depends on, from modules.dep). Debian builds virtio, 9p and overlayfs as
  * modules, so without them the guest could not reach its channel or its root. */
 #include <dirent.h>
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -231,10 +232,43 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 	return r < 0 ? cap_err(err, -r, "writing the initramfs") : 0;
 }
 
+/* Whether the ELF file at PATH names a program interpreter (is dynamically linked). */
+static int elf_is_dynamic(const char *path, bool *dynamic)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	Elf64_Ehdr eh;
+	if (fd < 0)
+		return -errno;
+	if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) || memcmp(eh.e_ident, ELFMAG, SELFMAG) ||
+	    eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum > 256)
+		return -ENOEXEC;
+	*dynamic = false;
+	for (unsigned i = 0; i < eh.e_phnum; i++) {
+		Elf64_Phdr ph;
+		if (pread(fd, &ph, sizeof(ph), (off_t)(eh.e_phoff + (uint64_t)i * sizeof(ph))) != (ssize_t)sizeof(ph))
+			return -ENOEXEC;
+		if (ph.p_type == PT_INTERP)
+			*dynamic = true;
+	}
+	return 0;
+}
+
 int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err)
 {
+	/* The initramfs holds the agent and modules, no libraries: a dynamically linked agent
+	 * (a sanitizer build's) could not start as the guest's init, and the boot would only
+	 * time out. */
+	bool dynamic = false;
+	int r = elf_is_dynamic(agent, &dynamic);
+	if (r < 0)
+		return cap_err(err, -r, "reading '%s'", agent);
+	if (dynamic)
+		return cap_err_plain(err, ENOEXEC,
+				     "vm isolation needs a statically linked capsule-agent; '%s' is dynamically linked "
+				     "(a sanitizer build?)",
+				     agent);
 	uint64_t digest;
-	int r = file_digest(agent, &digest);
+	r = file_digest(agent, &digest);
 	if (r < 0)
 		return cap_err(err, -r, "reading '%s'", agent);
 	_cleanup_close_ int dir = -1;
