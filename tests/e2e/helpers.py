@@ -129,9 +129,3 @@ def children_named(ppid, comm):
             out.append(int(entry))
     return out
 
-
-def agent_is_static(build):
-    """A sanitizer build links capsule-agent dynamically; it then runs only in roots that have
-    the host's libraries (the host image), not in an image's own root nor as a VM's init."""
-    r = subprocess.run(["ldd", os.path.join(build, "capsule-agent")], capture_output=True, text=True)
-    return "not a dynamic executable" in r.stdout + r.stderr or "statically linked" in r.stdout

@@ -16,7 +16,8 @@ import uuid
 
 import pytest
 
-from .helpers import agent_is_static, assert_capsule_error, run_dir, run_entries, wait_until
+from .helpers import assert_capsule_error, run_dir, run_entries, wait_until
+from .imageutil import agent_is_static
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
 

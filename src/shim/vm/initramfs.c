@@ -19,9 +19,10 @@
 #include "vm.h"
 
 /* What the agent loads, by module name; dependencies come from modules.dep. virtio_mmio is
- * the microvm transport; virtio_pci is there for a q35 machine (extra_qemu_args -M q35). */
+ * the microvm transport; virtio_pci is there for a q35 machine (extra_qemu_args -M q35);
+ * virtio_balloon reports the guest's free pages, so that QEMU gives them back to the host. */
 static const char *const wanted_modules[] = {
-	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay",
+	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_balloon",
 };
 
 #define MAX_MODULES 64
@@ -189,19 +190,27 @@ static int cpio_file(struct cpio *c, const char *name, const char *host_path, mo
 	return r < 0 ? r : cpio_pad(c);
 }
 
-/* FNV-1a over the agent's bytes: a cache key, not a security check (whoever can write
- * $CAPSULE_HOME can replace the cache anyway). */
+static uint64_t fnv1a(uint64_t h, const unsigned char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* FNV-1a over the module list and the agent's bytes: a cache key, not a security check
+ * (whoever can write $CAPSULE_HOME can replace the cache anyway). */
 static int file_digest(const char *path, uint64_t *out)
 {
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	uint64_t h = 0xcbf29ce484222325ull;
+	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++)
+		h = fnv1a(h, (const unsigned char *)wanted_modules[i], strlen(wanted_modules[i]) + 1);
 	unsigned char buf[65536];
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof(buf))) > 0)
-		for (ssize_t i = 0; i < n; i++)
-			h = (h ^ buf[i]) * 0x100000001b3ull;
+		h = fnv1a(h, buf, (size_t)n);
 	if (n < 0)
 		return -errno;
 	*out = h;
