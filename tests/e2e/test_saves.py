@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from .helpers import assert_capsule_error, host_procs_in
+from .imageutil import need_static_agent
 
 
 def sname(prefix="s"):
@@ -404,6 +405,7 @@ def test_revert_keeps_boot_time_port_forwards(capsule):
 
 
 def test_save_on_top_of_an_image(capsule, saves, tmp_path):
+    need_static_agent(capsule.build)
     import shutil as _shutil
     busybox = _shutil.which("busybox")
     if not busybox:

@@ -107,6 +107,30 @@ static bool wait_for(const char *path, const char *needle)
 	return true;
 }
 
+/* Freeze the v1 freezer cgroup whose freezer.state is PATH: 1 once FROZEN, 0 if that took
+ * longer than FREEZE_WAIT_MS. A v1 freeze can stay FREEZING for good when a task was in a
+ * state the freezer skipped as it passed (new ones keep appearing, or one was between fork
+ * and its first run): as runc does, ask again each turn, which tries the stragglers again,
+ * and now and then thaw for a moment and start over. */
+static int freeze_v1(const char *path, capsule_error *err)
+{
+	uint64_t deadline = now_ms() + FREEZE_WAIT_MS;
+	for (unsigned turn = 1;; turn++) {
+		if (turn % 50 == 0) {
+			write_str(path, "THAWED", NULL);
+			usleep(10000);
+		}
+		int r = write_str(path, "FROZEN", err);
+		if (r < 0)
+			return r;
+		if (file_has(path, "FROZEN"))
+			return 1;
+		if (now_ms() > deadline)
+			return 0;
+		usleep(1000);
+	}
+}
+
 int sandbox_freeze(struct cgroup_handle *cg, const char *cgname, bool freeze, capsule_error *err)
 {
 	const char *main_cg = cg ? cgroup_path(cg) : NULL;
@@ -149,10 +173,10 @@ int sandbox_freeze(struct cgroup_handle *cg, const char *cgname, bool freeze, ca
 		int moved = move_procs(main_cg, fz, err);
 		if (moved < 0)
 			return moved;
-		int r = write_str(path, "FROZEN", err);
+		int r = freeze_v1(path, err);
 		if (r < 0)
 			return r;
-		if (!wait_for(path, "FROZEN")) {
+		if (r == 0) {
 			write_str(path, "THAWED", NULL);
 			return cap_err_plain(err, ETIMEDOUT, "the sandbox's processes did not freeze within %d ms", FREEZE_WAIT_MS);
 		}
