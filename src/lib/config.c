@@ -584,6 +584,23 @@ static int strv_copy(const char *const *src, char ***out)
 	return 0;
 }
 
+int config_prepend_env(struct capsule_config *cfg, const char *const *env, capsule_error *err)
+{
+	char **own = cfg->env;
+	size_t nown = cfg->envc;
+	cfg->env = NULL;
+	cfg->envc = 0;
+	int r = 0;
+	for (size_t i = 0; env && env[i] && r == 0; i++)
+		r = capsule_config_add_env(cfg, env[i], err);
+	for (size_t i = 0; i < nown && r == 0; i++)
+		r = capsule_config_add_env(cfg, own[i], err);
+	for (size_t i = 0; i < nown; i++)
+		free(own[i]);
+	free(own);
+	return r;
+}
+
 int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
 			      const char *const *entrypoint, const char *const *cmd, capsule_error *err)
 {

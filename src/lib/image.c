@@ -646,24 +646,6 @@ static int resolve_dir(struct capsule_config *cfg, const char *path, capsule_err
 	return config_add_layer(cfg, resolved, err);
 }
 
-/* The image's Env comes first, so that the sandbox's own (-e) wins over it. */
-static int prepend_env(struct capsule_config *cfg, char **image_env, capsule_error *err)
-{
-	char **own = cfg->env;
-	size_t nown = cfg->envc;
-	cfg->env = NULL;
-	cfg->envc = 0;
-	int r = 0;
-	for (size_t i = 0; image_env && image_env[i] && r == 0; i++)
-		r = capsule_config_add_env(cfg, image_env[i], err);
-	for (size_t i = 0; i < nown && r == 0; i++)
-		r = capsule_config_add_env(cfg, own[i], err);
-	for (size_t i = 0; i < nown; i++)
-		free(own[i]);
-	free(own);
-	return r;
-}
-
 int image_resolve(struct capsule_config *cfg, capsule_error *err)
 {
 	if (!strncmp(cfg->image, "dir:", 4))
@@ -726,7 +708,7 @@ int image_resolve(struct capsule_config *cfg, capsule_error *err)
 	if ((ic.workdir && strchr(ic.workdir, '\n')) || (ic.user && strchr(ic.user, '\n')))
 		r = cap_err_plain(err, EBADMSG, "image '%s': its config has a newline in WorkingDir or User", cfg->image);
 	if (r == 0)
-		r = prepend_env(cfg, ic.env, err);
+		r = config_prepend_env(cfg, (const char *const *)ic.env, err);
 	if (r == 0)
 		r = config_set_image_defaults(cfg, ic.workdir && *ic.workdir ? ic.workdir : NULL,
 					      ic.user && *ic.user ? ic.user : NULL, (const char *const *)ic.entrypoint,

@@ -122,6 +122,9 @@ uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 /* Put the layer folder PATH (absolute) on top of CFG's layers. */
 int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
 int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+/* Put ENV (NULL-terminated; an image's Env, a save's) before CFG's own environment, so
+ * that the sandbox's own (-e) wins over it. */
+int config_prepend_env(struct capsule_config *cfg, const char *const *env, capsule_error *err);
 /* Set an image default: the working directory, the user, the entrypoint or the cmd (a
  * NULL-terminated copy is made; ARGV NULL clears it). */
 int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,

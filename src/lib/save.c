@@ -296,18 +296,7 @@ static int save_config_apply(const char *name, struct capsule_config *cfg, capsu
 		r = cap_err_plain(err, EINVAL, "the settings in the manifest of save '%s' are malformed", name);
 		goto out;
 	}
-	char **own = cfg->env;
-	size_t nown = cfg->envc;
-	cfg->env = NULL;
-	cfg->envc = 0;
-	for (size_t i = 0; i < env.n && r == 0; i++)
-		r = capsule_config_add_env(cfg, env.v[i], err);
-	for (size_t i = 0; i < nown; i++) {
-		if (r == 0)
-			r = capsule_config_add_env(cfg, own[i], err);
-		free(own[i]);
-	}
-	free(own);
+	r = config_prepend_env(cfg, (const char *const *)env.v, err);
 	if (r == 0)
 		r = config_set_image_defaults(cfg, workdir, user, (const char *const *)entrypoint.v,
 					      (const char *const *)cmd.v, err);

@@ -77,6 +77,12 @@ def pid_alive(pid):
         return False
 
 
+# The e2e suite's image helpers (layers, OCI layouts, a registry fixture), loaded by path:
+# tests/e2e is a package of its own.
+_spec = importlib.util.spec_from_file_location("capsule_sdk_imageutil", os.path.join(ROOT, "tests", "e2e", "imageutil.py"))
+imageutil = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(imageutil)
+
+
 def agent_is_static():
-    r = subprocess.run(["ldd", os.path.join(BUILD, "capsule-agent")], capture_output=True, text=True)
-    return "not a dynamic executable" in r.stdout + r.stderr or "statically linked" in r.stdout
+    return imageutil.agent_is_static(BUILD)

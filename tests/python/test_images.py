@@ -2,8 +2,6 @@
 loopback, an image built here from busybox-static) and honours the image's config; the
 capsule.images functions pull, list and remove."""
 import asyncio
-import importlib.util
-import os
 import shutil
 import tempfile
 import uuid
@@ -13,12 +11,7 @@ import pytest
 import capsule
 from capsule import Sandbox, SyncSandbox, NotFound, ImageNotFound
 
-_IU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "imageutil.py")
-_spec = importlib.util.spec_from_file_location("capsule_sdk_imageutil", _IU)
-iu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(iu)
-
-from sdkutil import BUILD
+from sdkutil import BUILD, imageutil as iu
 
 pytestmark = [pytest.mark.skipif(not iu.have_tools(), reason="docker-registry, skopeo or busybox-static missing"),
               pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a "
