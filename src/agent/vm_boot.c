@@ -247,6 +247,9 @@ int agent_vm_boot(void)
 	if (port != AGENT_CONTROL_FD)
 		close(port);
 	setup_root();
+	char why[256];
+	if (vm_net_setup("/newroot", why, sizeof(why)) < 0)
+		vm_die("network: %s", why);
 	/* The initramfs's own mounts go; the port stays open through its fd. */
 	umount2("/dev", MNT_DETACH);
 	umount2("/sys", MNT_DETACH);

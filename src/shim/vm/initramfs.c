@@ -23,6 +23,7 @@
  * virtio_balloon reports the guest's free pages, so that QEMU gives them back to the host. */
 static const char *const wanted_modules[] = {
 	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_balloon",
+	"virtio_net", /* --network full: the NIC of QEMU's user-mode network */
 };
 
 #define MAX_MODULES 64
