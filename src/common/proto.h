@@ -294,7 +294,7 @@ enum { CP_T_PORT_HOST_IP = 1, CP_T_PORT_HOST_PORT = 2, CP_T_PORT_GUEST_PORT = 3,
  * not); the bytes then flow as DATA, stream 0 towards the guest and stream 1 back, each under
  * credit with a window of CP_FWD_WINDOW, EOF passed on as a half-close; the agent ends the
  * channel with OK once both ways are done (or ERROR). FWD_CLOSE (no fields) drops it. */
-#define CP_FWD_WINDOW (256u * 1024)
+#define CP_FWD_WINDOW (512u * 1024)
 struct cp_fwd_connect {
 	uint32_t port; /* required, 1-65535 */
 };
