@@ -848,8 +848,10 @@ int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m)
 		if (f.tag == CP_T_FWD_CONNECT_PORT)
 			r = cp_field_u32(&f, &m->port);
 	});
-	if (m->port < 1 || m->port > 65535)
-		return -EBADMSG;
+	if (m->port < 1 || m->port > 65535) {
+		ret = -EBADMSG;
+		goto fail;
+	}
 	return 0;
 fail:
 	memset(m, 0, sizeof(*m));
