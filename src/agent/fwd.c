@@ -34,7 +34,7 @@ struct fwd {
 	bool in_eof;       /* the shim's EOF came */
 	bool shut;         /* ... and was passed on as SHUT_WR */
 	bool out_eof_sent; /* the guest side's EOF went to the shim */
-	uint32_t events;
+	uint32_t events;   /* ~0u: not in the epoll set */
 };
 
 static struct fwd fwds[MAX_FWDS];
@@ -56,12 +56,14 @@ static struct fwd *fwd_by_chan(uint32_t chan)
 static void fwd_release(struct fwd *f)
 {
 	if (f->fd >= 0) {
-		epoll_ctl(fwd_epfd, EPOLL_CTL_DEL, f->fd, NULL);
+		if (f->events != ~0u)
+			epoll_ctl(fwd_epfd, EPOLL_CTL_DEL, f->fd, NULL);
 		close(f->fd);
 	}
 	free(f->inq);
 	memset(f, 0, sizeof(*f));
 	f->fd = -1;
+	f->events = ~0u;
 }
 
 static void fwd_fail(struct fwd *f, int e, const char *what)
@@ -85,8 +87,15 @@ static void fwd_watch(struct fwd *f)
 	}
 	if (want == f->events)
 		return;
+	/* Nothing to wait for: out of the set, or a hung-up socket would report EPOLLHUP
+	 * without end while we wait for the shim's EOF. */
+	if (want == 0) {
+		epoll_ctl(fwd_epfd, EPOLL_CTL_DEL, f->fd, NULL);
+		f->events = ~0u;
+		return;
+	}
 	struct epoll_event ev = { .events = want, .data.u64 = ((uint64_t)(f - fwds) << 8) | AGENT_ROLE_FWD };
-	epoll_ctl(fwd_epfd, EPOLL_CTL_MOD, f->fd, &ev);
+	epoll_ctl(fwd_epfd, f->events == ~0u ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, f->fd, &ev);
 	f->events = want;
 }
 
@@ -175,7 +184,7 @@ void fwd_connect(uint32_t chan, const uint8_t *payload, size_t len)
 		agent_send_error(chan, EAGAIN, "too many forwarded connections in this sandbox (256)");
 		return;
 	}
-	*f = (struct fwd){ .used = true, .chan = chan, .port = (uint16_t)m.port, .credit = CP_FWD_WINDOW, .events = 0 };
+	*f = (struct fwd){ .used = true, .chan = chan, .port = (uint16_t)m.port, .credit = CP_FWD_WINDOW, .events = ~0u };
 	f->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (f->fd < 0) {
 		fwd_fail(f, errno, "socket for");
@@ -183,8 +192,6 @@ void fwd_connect(uint32_t chan, const uint8_t *payload, size_t len)
 	}
 	int one = 1;
 	setsockopt(f->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	struct epoll_event ev = { .events = 0, .data.u64 = ((uint64_t)(f - fwds) << 8) | AGENT_ROLE_FWD };
-	epoll_ctl(fwd_epfd, EPOLL_CTL_ADD, f->fd, &ev);
 	struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons(f->port),
 				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 	if (connect(f->fd, (struct sockaddr *)&to, sizeof(to)) < 0) {
