@@ -80,6 +80,8 @@ void fwd_event(size_t index, uint32_t events);
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
+/* The kernel's command line into BUF (NUL-terminated); false when /proc/cmdline is unreadable. */
+bool vm_read_cmdline(char *buf, size_t size);
 /* vm_net.c: with capsule.net=full on the kernel command line, configure the NIC and bind
  * resolv.conf over NEWROOT's; -1 with a reason in WHY. */
 int vm_net_setup(const char *newroot, char *why, size_t whylen);

@@ -119,13 +119,8 @@ static int bind_resolv_conf(const char *newroot, char *why, size_t whylen)
 static bool cmdline_wants_full(void)
 {
 	char buf[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (!vm_read_cmdline(buf, sizeof(buf)))
 		return false;
-	buf[n] = '\0';
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
 		if (!strcmp(t, "capsule.net=full"))
 			return true;

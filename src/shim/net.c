@@ -33,8 +33,7 @@
 #define KEY_FWD (1ull << 32)
 #define KEY_CONN (2ull << 32)
 
-static void net_log(struct net *n, const char *fmt, ...) _printf_(2, 3);
-static void net_log(struct net *n, const char *fmt, ...)
+void net_log(struct net *n, const char *fmt, ...)
 {
 	if (!n->log)
 		return;

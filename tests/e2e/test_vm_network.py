@@ -17,25 +17,12 @@ import pytest
 from tests.conftest import Capsule
 
 from .helpers import assert_capsule_error, run_dir, run_entries, wait_until
-from .test_network import FETCH, HostServer, free_port
+# DIGEST_SERVER reads to EOF on 9100, then answers "<bytes> <sha256>": only a forward that passes
+# the client's half-close on lets it answer at all.
+from .test_network import DIGEST_SERVER, FETCH, HostServer, free_port
 from .test_vm import BOOT_TIMEOUT, boots, qemu_procs
 
 GATEWAY = "10.0.2.2"
-
-# Reads everything until EOF, then answers "<bytes> <sha256>": only a forward that passes the
-# client's half-close on lets it answer at all.
-DIGEST_SERVER = """
-import hashlib, socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 9100)); s.listen(4)
-while True:
-    c, _ = s.accept(); h = hashlib.sha256(); n = 0
-    while True:
-        d = c.recv(262144)
-        if not d: break
-        h.update(d); n += len(d)
-    c.sendall(f"{n} {h.hexdigest()}".encode()); c.close()
-"""
 
 # DIGEST_SERVER on 9102 with a thread per connection: many connections at once.
 THREADED_DIGEST_SERVER = """
@@ -194,31 +181,29 @@ def test_vm_none_forward_carries_32mib_with_half_close_and_no_nic(capsule):
     assert [(p["host_ip"], p["host_port"], p["guest_port"], p["hot"]) for p in listed] == \
         [("127.0.0.1", port, 9100, False)]
     # Everything was relayed by the shim: QEMU itself listens on nothing.
-    qemu = capsule.inspect(name)["vm"]["qemu_pid"]
-    assert listening_inodes() & socket_inodes(qemu) == set()
+    info = capsule.inspect(name)
+    assert listening_ports_of(info["vm"]["qemu_pid"]) == set()
+    assert listening_ports_of(info["shim_pid"]) == {port}
 
 
-def socket_inodes(pid):
-    found = set()
+def listening_ports_of(pid):
+    """The TCP ports that process PID holds listening sockets on."""
+    inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             link = os.readlink(f"/proc/{pid}/fd/{fd}")
         except FileNotFoundError:
             continue
         if link.startswith("socket:["):
-            found.add(link[8:-1])
-    return found
-
-
-def listening_inodes():
-    found = set()
+            inodes.add(link[8:-1])
+    ports = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with open(table) as f:
             for line in f.readlines()[1:]:
                 cols = line.split()
-                if cols[3] == "0A":  # LISTEN
-                    found.add(cols[9])
-    return found
+                if cols[3] == "0A" and cols[9] in inodes:  # LISTEN
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
 
 
 def test_vm_taken_host_port_fails_before_qemu_and_leaves_nothing(capsule):

@@ -5,7 +5,6 @@ and the shim->agent messages that carry forwarded connections cannot be sent by 
 
 Traffic only goes to the host's loopback (listeners started here) or into the test's VMs."""
 import json
-import os
 import socket
 import struct
 
@@ -13,21 +12,12 @@ import pytest
 
 from secutil import (ERROR, Capsule, connect, frame, hello_frame, parse_fields, parse_frames, py,
                      read_until_quiet, sh, wait_until)
+from test_network_security import connect_inside, free_port, host_listener  # noqa: F401 (a fixture)
 from tests.e2e.test_vm import BOOT_TIMEOUT, boots
+from tests.e2e.test_vm_network import listening_ports_of
 
 GATEWAY = "10.0.2.2"
 FWD_CONNECT, FWD_CLOSE = 53, 54
-
-CONNECT = """
-import socket, sys
-fam = socket.AF_UNIX if sys.argv[1] == "unix" else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_STREAM); s.settimeout(5)
-try:
-    s.connect("\\0" + sys.argv[2] if fam == socket.AF_UNIX else (sys.argv[2], int(sys.argv[3])))
-    print("CONNECTED")
-except OSError as e:
-    print("ERR", e.errno)
-"""
 
 # Answers each connection with its own port number, on every port given.
 NAMED_SERVERS = """
@@ -42,53 +32,12 @@ for p in sys.argv[1:]:
 """
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def connect_inside(capsule, name, *args):
-    r = py(capsule, name, CONNECT, args=args)
-    assert r.returncode == 0, r.stderr
-    return r.stdout.strip()
-
-
-def listening_ports_of(pid):
-    """The TCP ports that process PID holds listening sockets on."""
-    inodes = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except FileNotFoundError:
-            continue
-        if link.startswith("socket:["):
-            inodes.add(link[8:-1])
-    ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with open(table) as f:
-            for line in f.readlines()[1:]:
-                cols = line.split()
-                if cols[3] == "0A" and cols[9] in inodes:
-                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
-
-
 def read_from(port):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as c:
         data = b""
         while chunk := c.recv(100):
             data += chunk
         return data.decode()
-
-
-@pytest.fixture
-def host_listener():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    yield s.getsockname()[1]
-    s.close()
 
 
 @pytest.fixture(scope="module")

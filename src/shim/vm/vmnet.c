@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,20 +70,6 @@ struct vm_fwd {
 	struct cp_writer w;
 	struct vm_conn c[NET_MAX_CONNS];
 };
-
-static void vm_log(struct net *n, const char *fmt, ...) _printf_(2, 3);
-static void vm_log(struct net *n, const char *fmt, ...)
-{
-	if (!n->log)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	fprintf(n->log, "net: ");
-	vfprintf(n->log, fmt, ap);
-	fputc('\n', n->log);
-	fflush(n->log);
-	va_end(ap);
-}
 
 int vm_fwd_start(struct net *n, vm_fwd_send_fn send, capsule_error *err)
 {
@@ -285,7 +270,7 @@ void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t 
 	case CP_DATA: {
 		/* The agent is inside the boundary: past its credit, its connection ends. */
 		if ((h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDOUT || h->len > c->agent_credit || c->agent_eof) {
-			vm_log(n, "agent sent a forwarded connection's DATA out of turn; dropping it");
+			net_log(n, "agent sent a forwarded connection's DATA out of turn; dropping it");
 			conn_free(n, c);
 			return;
 		}
@@ -323,7 +308,7 @@ void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t 
 		if (h->type == CP_ERROR && !c->started) {
 			struct cp_error_msg e;
 			if (cp_error_decode(payload, h->len, &e) == 0) {
-				vm_log(n, "port %s:%u: %s", n->fwd[c->fwd].pf.host_ip, n->fwd[c->fwd].pf.host_port, e.message);
+				net_log(n, "port %s:%u: %s", n->fwd[c->fwd].pf.host_ip, n->fwd[c->fwd].pf.host_port, e.message);
 				cp_error_free(&e);
 			}
 		}
