@@ -435,7 +435,7 @@ out:
 
 static void handle_data(const struct cp_header *h, const uint8_t *payload)
 {
-	if (fs_data(h, payload))
+	if (fs_data(h, payload) || fwd_data(h, payload))
 		return;
 	struct proc *p = proc_by_chan(h->chan);
 	unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
@@ -470,7 +470,7 @@ static void handle_data(const struct cp_header *h, const uint8_t *payload)
 static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_credit m;
-	if (fs_credit(h, payload))
+	if (fs_credit(h, payload) || fwd_credit(h, payload))
 		return;
 	struct proc *p = proc_by_chan(h->chan);
 	if (!p || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
@@ -565,6 +565,8 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 	case CP_CREDIT: handle_credit(h, payload); break;
 	case CP_SIGNAL: handle_signal(h, payload); break;
 	case CP_RESIZE: handle_resize(h, payload); break;
+	case CP_FWD_CONNECT: fwd_connect(h->chan, payload, h->len); break;
+	case CP_FWD_CLOSE: fwd_close(h->chan); break;
 	case CP_SHUTDOWN: {
 		struct cp_stop m = { 0 };
 		cp_stop_decode(payload, h->len, &m);
@@ -728,6 +730,7 @@ int main(int argc, char **argv)
 	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.ctl, &ev);
 	ev.data.u64 = ROLE_SIGNAL;
 	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.sigfd, &ev);
+	fwd_init(A.epfd);
 
 	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
 	if (cp_hello_encode(&A.w, 0, &hello) < 0)
@@ -754,6 +757,10 @@ int main(int argc, char **argv)
 						begin_shutdown(10000);
 				}
 				reap_children();
+				continue;
+			}
+			if (role == AGENT_ROLE_FWD) {
+				fwd_event((size_t)(key >> 8), evs[i].events);
 				continue;
 			}
 			struct proc *p = &A.procs[key >> 8];

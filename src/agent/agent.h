@@ -65,10 +65,26 @@ bool fs_credit(const struct cp_header *h, const uint8_t *payload);
 bool fs_cancel(uint32_t chan);
 bool fs_pump(void);
 
+/* Forwarded connections of a vm (fwd.c): the shim's FWD_CONNECT and FWD_CLOSE, the DATA and
+ * CREDIT of their channels (false: not one of theirs), and their sockets' epoll events,
+ * keyed (index << 8) | AGENT_ROLE_FWD. */
+#define AGENT_ROLE_FWD 0x40
+void fwd_init(int epfd);
+void fwd_connect(uint32_t chan, const uint8_t *payload, size_t len);
+void fwd_close(uint32_t chan);
+bool fwd_data(const struct cp_header *h, const uint8_t *payload);
+bool fwd_credit(const struct cp_header *h, const uint8_t *payload);
+void fwd_event(size_t index, uint32_t events);
+
 /* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
+/* The kernel's command line into BUF (NUL-terminated); false when /proc/cmdline is unreadable. */
+bool vm_read_cmdline(char *buf, size_t size);
+/* vm_net.c: with capsule.net=full on the kernel command line, configure the NIC and bind
+ * resolv.conf over NEWROOT's; -1 with a reason in WHY. */
+int vm_net_setup(const char *newroot, char *why, size_t whylen);
 bool agent_in_vm(void);
 _Noreturn void agent_exit(int code);
 

@@ -160,19 +160,26 @@ static void load_modules(const char *groups)
 	rmdir("/modules");
 }
 
+bool vm_read_cmdline(char *buf, size_t size)
+{
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	return true;
+}
+
 /* "capsule.hostname=" and "capsule.modules=" from the kernel's command line (written by the
  * shim from a name it validated); dotted options never reach init's argv or environment. */
 static void read_cmdline(char *modules, size_t size)
 {
 	char buf[4096];
 	modules[0] = '\0';
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (!vm_read_cmdline(buf, sizeof(buf)))
 		return;
-	buf[n] = '\0';
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
 		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
 			sethostname(t + 17, strlen(t + 17));
@@ -298,6 +305,9 @@ int agent_vm_boot(void)
 	if (port != AGENT_CONTROL_FD)
 		close(port);
 	setup_root();
+	char why[256];
+	if (vm_net_setup("/newroot", why, sizeof(why)) < 0)
+		vm_die("network: %s", why);
 	/* The initramfs's own mounts go; the port stays open through its fd. */
 	umount2("/dev", MNT_DETACH);
 	umount2("/sys", MNT_DETACH);

@@ -55,6 +55,7 @@ bool cp_type_known(uint16_t type)
 	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS:
 	case CP_SAVE:
+	case CP_FWD_CONNECT: case CP_FWD_CLOSE:
 		return true;
 	}
 	return false;
@@ -84,6 +85,8 @@ const char *cp_type_name(uint16_t type)
 	case CP_PORT_REMOVE: return "PORT_REMOVE";
 	case CP_PORTS: return "PORTS";
 	case CP_SAVE: return "SAVE";
+	case CP_FWD_CONNECT: return "FWD_CONNECT";
+	case CP_FWD_CLOSE: return "FWD_CLOSE";
 	}
 	return "UNKNOWN";
 }
@@ -824,6 +827,35 @@ void cp_port_free(struct cp_port *m)
 {
 	free(m->host_ip);
 	memset(m, 0, sizeof(*m));
+}
+
+/* ---- forwarded connections of a vm ---- */
+
+int cp_fwd_connect_encode(struct cp_writer *w, uint32_t chan, const struct cp_fwd_connect *m)
+{
+	if (m->port < 1 || m->port > 65535)
+		return -EINVAL;
+	cp_frame_begin(w, CP_FWD_CONNECT, 0, chan);
+	cp_put_u32(w, CP_T_FWD_CONNECT_PORT, m->port);
+	return cp_frame_finish(w);
+}
+
+int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_FWD_CONNECT_PORT)
+			r = cp_field_u32(&f, &m->port);
+	});
+	if (m->port < 1 || m->port > 65535) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	memset(m, 0, sizeof(*m));
+	return ret;
 }
 
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan)

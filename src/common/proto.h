@@ -36,6 +36,8 @@ enum cp_type {
 	CP_STOP = 32,    /* client -> shim: stop the sandbox gracefully */
 	CP_INIT = 48,    /* shim -> agent, once after HELLO: the sandbox's settings */
 	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
+	CP_FWD_CONNECT = 53, /* shim -> agent (vm): connect to 127.0.0.1:PORT in the guest on a new channel */
+	CP_FWD_CLOSE = 54,   /* shim -> agent (vm): drop a forwarded connection at once */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
 	CP_MOUNT = 80,   /* client -> shim: bind a host path into the running sandbox */
@@ -286,6 +288,19 @@ struct cp_port {
 	uint32_t flags;     /* CP_PORT_*; unknown bits are refused */
 };
 enum { CP_T_PORT_HOST_IP = 1, CP_T_PORT_HOST_PORT = 2, CP_T_PORT_GUEST_PORT = 3, CP_T_PORT_FLAGS = 4 };
+
+/* A forwarded connection of a vm (docs/protocol.md, "Forwarded connections"): FWD_CONNECT
+ * opens the channel; STARTED answers once the guest socket is connected (ERROR when it is
+ * not); the bytes then flow as DATA, stream 0 towards the guest and stream 1 back, each under
+ * credit with a window of CP_FWD_WINDOW, EOF passed on as a half-close; the agent ends the
+ * channel with OK once both ways are done (or ERROR). FWD_CLOSE (no fields) drops it. */
+#define CP_FWD_WINDOW (512u * 1024)
+struct cp_fwd_connect {
+	uint32_t port; /* required, 1-65535 */
+};
+enum { CP_T_FWD_CONNECT_PORT = 1 };
+int cp_fwd_connect_encode(struct cp_writer *w, uint32_t chan, const struct cp_fwd_connect *m);
+int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m);
 
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */

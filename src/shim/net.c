@@ -25,6 +25,7 @@
 #include "parse.h"
 #include "syscalls.h"
 #include "util.h"
+#include "vmnet.h"
 
 /* Each direction of a connection holds at most this much in its pipe: with NET_MAX_CONNS
  * the relay's kernel memory is bounded at 64 MiB. */
@@ -32,8 +33,7 @@
 #define KEY_FWD (1ull << 32)
 #define KEY_CONN (2ull << 32)
 
-static void net_log(struct net *n, const char *fmt, ...) _printf_(2, 3);
-static void net_log(struct net *n, const char *fmt, ...)
+void net_log(struct net *n, const char *fmt, ...)
 {
 	if (!n->log)
 		return;
@@ -495,13 +495,18 @@ int net_start(struct net *n, const struct container *ct, bool rootless, uint64_t
 		if (n->cfg->nallow && (r = allowlist_load(n, err)) < 0)
 			return r;
 	}
+	net_arm_forwards(n);
+	return 0;
+}
+
+void net_arm_forwards(struct net *n)
+{
 	for (size_t i = 0; i < NET_MAX_FORWARDS; i++) {
 		if (!n->fwd[i].used)
 			continue;
 		struct epoll_event ev = { .events = EPOLLIN, .data.u64 = NET_KEY_BASE | KEY_FWD | i };
 		epoll_ctl(n->epfd, EPOLL_CTL_ADD, n->fwd[i].fd, &ev);
 	}
-	return 0;
 }
 
 /* ---- the relay ------------------------------------------------------------------------- */
@@ -626,6 +631,10 @@ static void forward_accept(struct net *n, int fi)
 		int cfd = accept4(f->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd < 0)
 			return;
+		if (n->vm) {
+			vm_fwd_accept(n, fi, cfd);
+			continue;
+		}
 		struct net_conn *c = NULL;
 		for (size_t i = 0; i < NET_MAX_CONNS && !c; i++)
 			if (!n->conns[i].used)
@@ -673,6 +682,10 @@ void net_event(struct net *n, uint64_t key, uint32_t events)
 {
 	(void)events;
 	uint64_t k = key & ~NET_KEY_BASE;
+	if ((k & ~0xffffffffull) == NET_KEY_VM) {
+		vm_fwd_event(n, (size_t)(k & 0xffffffffu), events);
+		return;
+	}
 	if ((k & ~0xffffffffull) == KEY_FWD) {
 		size_t i = k & 0xffffffffu;
 		if (i < NET_MAX_FORWARDS && n->fwd[i].used)
@@ -709,6 +722,7 @@ static void forward_close(struct net *n, struct net_forward *f)
 	for (size_t i = 0; i < NET_MAX_CONNS; i++)
 		if (n->conns[i].used && n->conns[i].fwd == fi)
 			relay_close(n, &n->conns[i]);
+	vm_fwd_forward_closed(n, fi);
 	epoll_ctl(n->epfd, EPOLL_CTL_DEL, f->fd, NULL);
 	close(f->fd);
 	memset(f, 0, sizeof(*f));
@@ -742,6 +756,7 @@ void net_reap(struct net *n, bool force)
 		n->slirp_exit_fd = n->factory_fd = -1;
 		while (n->npool > 0)
 			close(n->pool[--n->npool]);
+		vm_fwd_free(n);
 	}
 	child_reap(n, &n->slirp_pid, force, "slirp4netns");
 	pid_t fpid = n->factory_pid;

@@ -14,6 +14,7 @@
 #include "container.h"
 #include "internal.h"
 #include "proto.h"
+#include "util.h"
 
 /* epoll keys at or above this belong to net_event. */
 #define NET_KEY_BASE (1ull << 40)
@@ -49,6 +50,8 @@ struct net_conn {
 	struct net_dir dir[2]; /* 0: host -> sandbox, 1: sandbox -> host */
 };
 
+struct vm_fwd;
+
 struct net {
 	int epfd;
 	FILE *log;
@@ -64,6 +67,7 @@ struct net {
 	struct net_forward fwd[NET_MAX_FORWARDS];
 	struct net_conn conns[NET_MAX_CONNS];
 	unsigned nconns;
+	struct vm_fwd *vm; /* vm isolation: connections go over the agent channel (vmnet.c) */
 };
 
 /* Before the sandbox exists: listen on every configured forward (a host port that is taken
@@ -77,6 +81,10 @@ int net_etc_trees(struct net *n, int run_fd, int *trees, const char **targets, s
  * load the allowlist, and start accepting on the forwards. */
 int net_start(struct net *n, const struct container *ct, bool rootless, uint64_t deadline_ms, capsule_error *err);
 void net_event(struct net *n, uint64_t key, uint32_t events);
+/* A line to shim.log, "net: ..." (nothing without a log). */
+void net_log(struct net *n, const char *fmt, ...) _printf_(2, 3);
+/* Start accepting on every forward (net_start does it for a container). */
+void net_arm_forwards(struct net *n);
 /* SIGCHLD: reap our children that exited; FORCE: kill and reap them all, close everything. */
 void net_reap(struct net *n, bool force);
 

@@ -48,6 +48,7 @@
 #include "transform.h"
 #include "util.h"
 #include "vm.h"
+#include "vmnet.h"
 
 #define CREATOR_FD 3
 #define LOCK_FD 4
@@ -366,7 +367,7 @@ static struct channel *chan_new(int ci, uint32_t client_chan)
 		S.chans_hwm = (size_t)(ch - S.chans) + 1;
 	do {
 		S.next_agent_chan++;
-		if (S.next_agent_chan == 0)
+		if (S.next_agent_chan == 0 || vm_fwd_chan(S.next_agent_chan))
 			S.next_agent_chan = 1;
 	} while (chan_by_agent(S.next_agent_chan));
 	memset(ch, 0, sizeof(*ch));
@@ -645,11 +646,6 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 {
 	if (!shim_request_acceptable(ci, h))
 		return;
-	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
-		client_send_error(ci, h->chan, EOPNOTSUPP, "port forwards are not available with vm isolation yet (sandbox '%s')",
-				  S.name);
-		return;
-	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
@@ -961,6 +957,10 @@ static int client_add(int fd, bool owner)
 
 static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 {
+	if (vm_fwd_chan(h->chan)) {
+		vm_fwd_agent_frame(&S.net, h, payload);
+		return;
+	}
 	struct channel *ch = h->chan ? chan_by_agent(h->chan) : NULL;
 	if (!ch)
 		return;
@@ -1194,19 +1194,23 @@ static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
 {
+	/* First, as for a container: a host port that is taken fails before QEMU starts. */
+	int r = net_prepare(&S.net, &S.cfg, S.epfd, S.run_fd, S.log, err);
+	if (r < 0)
+		return r;
+	if (S.cfg.nallow)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
+				     S.name);
 	if (S.cfg.nbinds || S.cfg.ntmpfs)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "mounts, volumes and tmpfs are not available with vm isolation yet (sandbox '%s')", S.name);
 	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
 		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
 				     S.cfg.image);
-	if (S.cfg.network == CAPSULE_NETWORK_FULL || S.cfg.nports)
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "network 'full' and port forwards are not available with vm isolation yet (sandbox '%s')",
-				     S.name);
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
-	int r = image_host_lower(geteuid(), getegid(), &skeleton, err);
+	r = image_host_lower(geteuid(), getegid(), &skeleton, err);
 	if (r < 0)
 		return r;
 	int sp[2];
@@ -1234,6 +1238,8 @@ static int start_vm(capsule_error *err)
 	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&S.agent_rx);
 	if ((r = agent_bring_up(hostname, now_ms() + config_boot_timeout_ms(&S.cfg), err)) < 0)
+		return r;
+	if ((r = vm_fwd_start(&S.net, to_agent2, err)) < 0)
 		return r;
 	progress("ready");
 	return 0;

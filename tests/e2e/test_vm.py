@@ -194,8 +194,7 @@ def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp
                        (["--tmpfs", "/scratch"], "not available with vm isolation"),
                        (["--memory", "100M"], "at least 128M"),
                        (["--accel", "warp"], "invalid accel 'warp'"),
-                       (["--network", "full"], "not available with vm isolation"),
-                       (["-p", "18089:80"], "not available with vm isolation"),
+                       (["--network", "full", "--allow-cidr", "10.0.2.2/32"], "not available with vm isolation"),
                        (["--image", f"dir:{tmp_path}"], "not available with vm isolation")):
         err = refused(capsule, *args)
         assert word in err, err

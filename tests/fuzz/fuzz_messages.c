@@ -1,7 +1,8 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe0 to
- * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; others,
+ * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; 0xcc to 0xcf: a vm's
+ * FWD_CONNECT; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
  * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
@@ -350,6 +351,29 @@ static int fuzz_port_messages(bool add, const uint8_t *p, size_t n)
 	return 0;
 }
 
+static bool fwd_connect_eq(const struct cp_fwd_connect *a, const struct cp_fwd_connect *b)
+{
+	return a->port == b->port;
+}
+static void fwd_connect_free(struct cp_fwd_connect *m)
+{
+	(void)m;
+}
+
+static int fuzz_fwd_connect(const uint8_t *p, size_t n)
+{
+	struct cp_fwd_connect a;
+	int r = cp_fwd_connect_decode(p, n, &a);
+	if (r != 0) {
+		CHECK(a.port == 0);
+		return r;
+	}
+	CHECK(a.port >= 1 && a.port <= 65535);
+	ROUND_TRIP(struct cp_fwd_connect, cp_fwd_connect_encode, cp_fwd_connect_decode, fwd_connect_free, fwd_connect_eq,
+		   a, CP_FWD_CONNECT);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -363,6 +387,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 	/* Selector bytes 0xf0 and up: the hot mount messages (so that the older selectors, and
 	 * the corpus built on them, keep their meaning). */
+	if (data[0] >= 0xcc && data[0] < 0xd0) {
+		r = fuzz_fwd_connect(p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
 	if (data[0] >= 0xd0 && data[0] < 0xe0) {
 		r = fuzz_save_message(p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);

@@ -140,12 +140,15 @@ JSON_SEEDS = {
     'json-escapes': (4, '{ "state" : "line\\nnext \\"q\\" \\\\ \\/" , "n" : 0 }'),
 }
 
-# fuzz_messages: selector 0xe0 (even) is PORT_ADD, 0xe1 (odd) PORT_REMOVE.
+# fuzz_messages: selector 0xe0 (even) is PORT_ADD, 0xe1 (odd) PORT_REMOVE; 0xcc FWD_CONNECT.
 PORT_SEEDS = {
     'port-add': (0xe0, s(1, '127.0.0.1') + u32(2, 8080) + u32(3, 80) + u32(4, 0)),
     'port-add-v6': (0xe0, s(1, '::1') + u32(2, 9000) + u32(3, 9000)),
     'port-add-udp': (0xe0, s(1, '0.0.0.0') + u32(2, 53) + u32(3, 53) + u32(4, 1)),
     'port-remove': (0xe1, s(1, '127.0.0.1') + u32(2, 8080)),
+    # 0xcc: a vm's FWD_CONNECT.
+    'fwd-connect': (0xcc, u32(1, 8080)),
+    'fwd-connect-port0': (0xcc, u32(1, 0)),
 }
 
 

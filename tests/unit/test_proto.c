@@ -408,7 +408,8 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE };
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE,
+				   CP_FWD_CONNECT, CP_FWD_CLOSE };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2159,6 +2160,40 @@ static void test_fs_records_every_truncation_rejected_or_read_cleanly(void **sta
 
 /* ---- port forwards ---------------------------------------------------------------------- */
 
+static void test_fwd_connect_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_fwd_connect a = { .port = 8080 }, b;
+	assert_int_equal(cp_fwd_connect_encode(&w, 0x80000001u, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_FWD_CONNECT);
+	assert_int_equal(h.chan, 0x80000001u);
+	assert_int_equal(cp_fwd_connect_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.port, 8080);
+	/* Port 0, past 65535, absent, or a field of the wrong size: refused both ways. */
+	const uint32_t bad[] = { 0, 65536, 0xffffffffu };
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		a.port = bad[i];
+		assert_int_equal(cp_fwd_connect_encode(&w, 1, &a), -EINVAL);
+		cp_frame_begin(&w, CP_FWD_CONNECT, 0, 1);
+		cp_put_u32(&w, CP_T_FWD_CONNECT_PORT, bad[i]);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_fwd_connect_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+		assert_int_equal(b.port, 0);
+	}
+	assert_int_equal(cp_fwd_connect_decode(NULL, 0, &b), -EBADMSG);
+	cp_frame_begin(&w, CP_FWD_CONNECT, 0, 1);
+	cp_put_u64(&w, CP_T_FWD_CONNECT_PORT, 80);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_fwd_connect_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_string_equal(cp_type_name(CP_FWD_CONNECT), "FWD_CONNECT");
+	assert_string_equal(cp_type_name(CP_FWD_CLOSE), "FWD_CLOSE");
+	cp_writer_free(&w);
+}
+
 static void test_port_add_remove_round_trip_and_bounds(void **state)
 {
 	(void)state;
@@ -2693,6 +2728,7 @@ int main(void)
 		cmocka_unit_test(test_save_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),
+		cmocka_unit_test(test_fwd_connect_round_trip_and_bounds),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
 	};

@@ -31,6 +31,7 @@ static const struct wanted_module {
 	{ "core", "virtio_mmio" }, { "core", "virtio_console" }, { "core", "9pnet_virtio" },
 	{ "core", "9p" }, { "core", "overlay" }, { "core", "virtio_balloon" },
 	{ "pci", "virtio_pci" },
+	{ "net", "virtio_net" }, /* --network full: the NIC of QEMU's user-mode network */
 };
 
 #define MAX_MODULES 128

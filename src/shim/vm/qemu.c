@@ -24,6 +24,7 @@
 #include "syscalls.h"
 #include "util.h"
 #include "vm.h"
+#include "vmnet.h"
 
 #define QEMU_AGENT_FD 3
 #define QEMU_QMP_FD 4
@@ -182,8 +183,13 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	unsigned long khz = strcmp(accel, "tcg") ? 0 : host_tsc_khz();
 	if (khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
+	/* The module groups the guest loads beyond core and pci: the drivers of the devices the
+	 * features below give it, comma separated (vm_boot.c). */
+	char groups[128] = "";
+	vm_net_module_groups(cfg, groups, sizeof(groups));
 	arg(a, "-append");
-	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s", tsc, spec->hostname);
+	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s",
+	    tsc, spec->hostname, vm_net_cmdline(cfg), groups[0] ? " capsule.modules=" : "", groups);
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -213,6 +219,10 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		if (lstat(host, &st) == 0 && S_ISDIR(st.st_mode))
 			share(a, tag, host);
 	}
+	const char *net_args[8];
+	size_t nnet = vm_net_qemu_args(cfg, net_args, ARRAY_SIZE(net_args));
+	for (size_t i = 0; i < nnet; i++)
+		arg(a, "%s", net_args[i]);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		arg(a, "%s", cfg->qemu_args[i]);
 	if (a->oom)

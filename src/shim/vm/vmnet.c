@@ -1,0 +1,349 @@
+/* The network of a vm: QEMU's user-mode network for `full`, and port forwards relayed over
+ * the agent channel (docs/architecture.md, "vm isolation"; docs/protocol.md, "Forwarded
+ * connections").
+ *
+ * A container's forwarded connection is spliced to a socket made in its network namespace;
+ * a guest's network stack is out of the shim's reach, so the agent makes that socket: the
+ * shim accepts on the host exactly as for a container (the listeners, their limits and the
+ * PORT_* requests are net.c's), opens a channel of its own with FWD_CONNECT, and moves the
+ * bytes as DATA frames under the protocol's credit, with a window of CP_FWD_WINDOW each way,
+ * so that a connection holds at most that much in the shim whatever either end does. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "util.h"
+#include "vmnet.h"
+
+/* ---- QEMU's side -------------------------------------------------------------------- */
+
+/* The same reach as a container's slirp4netns: outbound TCP/UDP and DNS through a user-mode
+ * NAT, the gateway 10.0.2.2 being the host's loopback, IPv6 off. Nothing comes in but what
+ * the shim carries: no hostfwd, no guestfwd, no tftp, no smb (which would spawn smbd; QEMU's
+ * -sandbox spawn=deny refuses that anyway). */
+size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max)
+{
+	static const char *const full[] = {
+		"-netdev", "user,id=net0,ipv6=off,net=10.0.2.0/24,host=" CAPSULE_NETWORK_GATEWAY ",dns=" CAPSULE_NETWORK_DNS,
+		"-device", "virtio-net-device,netdev=net0",
+	};
+	if (cfg->network != CAPSULE_NETWORK_FULL || max < ARRAY_SIZE(full))
+		return 0;
+	for (size_t i = 0; i < ARRAY_SIZE(full); i++)
+		out[i] = full[i];
+	return ARRAY_SIZE(full);
+}
+
+const char *vm_net_cmdline(const struct capsule_config *cfg)
+{
+	return cfg->network == CAPSULE_NETWORK_FULL ? " capsule.net=full" : "";
+}
+
+void vm_net_module_groups(const struct capsule_config *cfg, char *groups, size_t size)
+{
+	size_t n = strlen(groups);
+	if (cfg->network == CAPSULE_NETWORK_FULL && n < size)
+		snprintf(groups + n, size - n, "%snet", n ? "," : "");
+}
+
+/* ---- forwarded connections ------------------------------------------------------------ */
+
+struct vm_conn {
+	bool used;
+	bool started;   /* the agent is connected inside */
+	bool host_eof;  /* the host client's EOF went to the agent */
+	bool agent_eof; /* the guest side's EOF came */
+	bool shut;      /* ... and reached the host client as SHUT_WR */
+	bool final;     /* the agent ended the channel */
+	int fwd;
+	int fd;         /* the host client */
+	uint32_t chan;
+	uint32_t send_credit;  /* stream 0 bytes the agent still takes */
+	uint32_t agent_credit; /* stream 1 bytes we let the agent send */
+	uint8_t *q;            /* bytes from the agent not yet written to the host client */
+	size_t qlen;
+	uint32_t events;       /* ~0u: not in the epoll set */
+};
+
+struct vm_fwd {
+	vm_fwd_send_fn send;
+	uint32_t next_chan;
+	struct cp_writer w;
+	struct vm_conn c[NET_MAX_CONNS];
+};
+
+int vm_fwd_start(struct net *n, vm_fwd_send_fn send, capsule_error *err)
+{
+	struct vm_fwd *v = calloc(1, sizeof(*v));
+	if (!v)
+		return cap_err(err, ENOMEM, "port forwards of the vm");
+	v->send = send;
+	cp_writer_init(&v->w);
+	for (size_t i = 0; i < NET_MAX_CONNS; i++)
+		v->c[i].fd = -1;
+	n->vm = v;
+	net_arm_forwards(n);
+	return 0;
+}
+
+static void conn_update(struct net *n, struct vm_conn *c)
+{
+	uint32_t want = 0;
+	if (c->started && !c->host_eof && !c->final && c->send_credit > 0)
+		want |= EPOLLIN;
+	if (c->qlen > 0)
+		want |= EPOLLOUT;
+	if (want == c->events)
+		return;
+	/* A socket with nothing to wait for leaves the set: a hung-up one would otherwise
+	 * report EPOLLHUP whatever it is registered for. */
+	if (want == 0) {
+		epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		c->events = ~0u;
+		return;
+	}
+	struct epoll_event ev = { .events = want, .data.u64 = NET_KEY_BASE | NET_KEY_VM | (uint64_t)(c - n->vm->c) };
+	epoll_ctl(n->epfd, c->events == ~0u ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev);
+	c->events = want;
+}
+
+/* The end of a connection. Unless the agent ended the channel itself, it is told to drop its
+ * side; a late frame on the channel then finds nothing here and is ignored. */
+static void conn_free(struct net *n, struct vm_conn *c)
+{
+	struct vm_fwd *v = n->vm;
+	if (!c->final && cp_empty_encode(&v->w, CP_FWD_CLOSE, c->chan) == 0)
+		v->send(v->w.buf, v->w.len, NULL, 0);
+	if (c->events != ~0u)
+		epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	free(c->q);
+	if (c->fwd >= 0 && n->fwd[c->fwd].used && n->fwd[c->fwd].nconns > 0)
+		n->fwd[c->fwd].nconns--;
+	n->nconns--;
+	memset(c, 0, sizeof(*c));
+	c->fd = -1;
+}
+
+static struct vm_conn *conn_by_chan(struct net *n, uint32_t chan)
+{
+	for (size_t i = 0; n->vm && i < NET_MAX_CONNS; i++)
+		if (n->vm->c[i].used && n->vm->c[i].chan == chan)
+			return &n->vm->c[i];
+	return NULL;
+}
+
+void vm_fwd_accept(struct net *n, int fi, int cfd)
+{
+	struct vm_fwd *v = n->vm;
+	struct vm_conn *c = NULL;
+	for (size_t i = 0; i < NET_MAX_CONNS && !c; i++)
+		if (!v->c[i].used)
+			c = &v->c[i];
+	if (!c) {
+		/* Bounded as for a container: a flood gets closed connections, not our memory. */
+		close(cfd);
+		return;
+	}
+	uint32_t chan;
+	do
+		chan = VM_FWD_CHAN_BIT | (++v->next_chan & ~VM_FWD_CHAN_BIT);
+	while (conn_by_chan(n, chan));
+	struct net_forward *f = &n->fwd[fi];
+	*c = (struct vm_conn){ .used = true, .fwd = fi, .fd = cfd, .chan = chan, .send_credit = CP_FWD_WINDOW,
+			       .agent_credit = CP_FWD_WINDOW, .events = ~0u };
+	n->nconns++;
+	f->nconns++;
+	f->accepted++;
+	int one = 1;
+	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct cp_fwd_connect m = { .port = f->pf.guest_port };
+	if (cp_fwd_connect_encode(&v->w, chan, &m) < 0) {
+		c->final = true;
+		conn_free(n, c);
+		return;
+	}
+	v->send(v->w.buf, v->w.len, NULL, 0);
+}
+
+/* Host client -> agent, as far as the agent's credit goes. */
+static void conn_read_host(struct net *n, struct vm_conn *c)
+{
+	static uint8_t buf[CP_DATA_CHUNK];
+	struct vm_fwd *v = n->vm;
+	while (c->send_credit > 0 && !c->host_eof) {
+		size_t want = c->send_credit < sizeof(buf) ? c->send_credit : sizeof(buf);
+		ssize_t k = recv(c->fd, buf, want, MSG_DONTWAIT);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN)
+			break;
+		if (k < 0) {
+			conn_free(n, c);
+			return;
+		}
+		uint8_t hdr[CP_HEADER_SIZE];
+		struct cp_header h = { .len = (uint32_t)k, .type = CP_DATA,
+				       .flags = CP_STREAM_STDIN | (k == 0 ? CP_FLAG_EOF : 0), .chan = c->chan };
+		cp_header_encode(hdr, &h);
+		v->send(hdr, sizeof(hdr), buf, (size_t)k);
+		if (k == 0)
+			c->host_eof = true;
+		c->send_credit -= (uint32_t)k;
+	}
+	conn_update(n, c);
+}
+
+/* Agent -> host client: what was queued, then the half-close; each byte written is credit
+ * given back to the agent. */
+static void conn_write_host(struct net *n, struct vm_conn *c, const uint8_t *p, size_t len)
+{
+	struct vm_fwd *v = n->vm;
+	size_t written = 0;
+	const uint8_t *src = c->qlen ? c->q : p;
+	size_t srclen = c->qlen ? c->qlen : len;
+	while (written < srclen) {
+		ssize_t k = send(c->fd, src + written, srclen - written, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0 && errno == EAGAIN)
+			break;
+		if (k < 0) {
+			conn_free(n, c);
+			return;
+		}
+		written += (size_t)k;
+	}
+	if (c->qlen) {
+		memmove(c->q, c->q + written, c->qlen - written);
+		c->qlen -= written;
+	} else if (written < len) {
+		uint8_t *nq = realloc(c->q, len - written);
+		if (!nq) {
+			conn_free(n, c);
+			return;
+		}
+		c->q = nq;
+		memcpy(c->q, p + written, len - written);
+		c->qlen = len - written;
+	}
+	if (written) {
+		c->agent_credit += (uint32_t)written;
+		struct cp_credit m = { .stream = CP_STREAM_STDOUT, .bytes = (uint32_t)written };
+		if (!c->final && cp_credit_encode(&v->w, c->chan, &m) == 0)
+			v->send(v->w.buf, v->w.len, NULL, 0);
+	}
+	if (c->qlen == 0 && c->agent_eof && !c->shut) {
+		shutdown(c->fd, SHUT_WR);
+		c->shut = true;
+	}
+	if (c->qlen == 0 && c->final) {
+		conn_free(n, c);
+		return;
+	}
+	conn_update(n, c);
+}
+
+void vm_fwd_event(struct net *n, size_t index, uint32_t events)
+{
+	if (!n->vm || index >= NET_MAX_CONNS || !n->vm->c[index].used)
+		return;
+	struct vm_conn *c = &n->vm->c[index];
+	if (events & EPOLLOUT) {
+		conn_write_host(n, c, NULL, 0);
+		if (!c->used)
+			return;
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		conn_read_host(n, c);
+}
+
+void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t *payload)
+{
+	struct vm_conn *c = conn_by_chan(n, h->chan);
+	if (!c)
+		return;
+	switch (h->type) {
+	case CP_STARTED:
+		c->started = true;
+		conn_update(n, c);
+		return;
+	case CP_DATA: {
+		/* The agent is inside the boundary: past its credit, its connection ends. */
+		if ((h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDOUT || h->len > c->agent_credit || c->agent_eof) {
+			net_log(n, "agent sent a forwarded connection's DATA out of turn; dropping it");
+			conn_free(n, c);
+			return;
+		}
+		c->agent_credit -= h->len;
+		if (h->flags & CP_FLAG_EOF)
+			c->agent_eof = true;
+		if (c->qlen && h->len) {
+			uint8_t *nq = realloc(c->q, c->qlen + h->len);
+			if (!nq) {
+				conn_free(n, c);
+				return;
+			}
+			c->q = nq;
+			memcpy(c->q + c->qlen, payload, h->len);
+			c->qlen += h->len;
+		}
+		conn_write_host(n, c, c->qlen ? NULL : payload, c->qlen ? 0 : h->len);
+		return;
+	}
+	case CP_CREDIT: {
+		struct cp_credit m;
+		if (cp_credit_decode(payload, h->len, &m) < 0 || m.stream != CP_STREAM_STDIN)
+			return;
+		uint64_t credit = (uint64_t)c->send_credit + m.bytes;
+		c->send_credit = credit > CP_FWD_WINDOW ? CP_FWD_WINDOW : (uint32_t)credit;
+		conn_update(n, c);
+		return;
+	}
+	case CP_OK:
+	case CP_ERROR:
+	case CP_EXIT:
+		/* Nothing listens inside (ERROR before STARTED): the client sees its connection
+		 * closed, as with a container. Otherwise what is queued still goes out first. */
+		c->final = true;
+		if (h->type == CP_ERROR && !c->started) {
+			struct cp_error_msg e;
+			if (cp_error_decode(payload, h->len, &e) == 0) {
+				net_log(n, "port %s:%u: %s", n->fwd[c->fwd].pf.host_ip, n->fwd[c->fwd].pf.host_port, e.message);
+				cp_error_free(&e);
+			}
+		}
+		if (c->qlen == 0)
+			conn_free(n, c);
+		else
+			conn_update(n, c);
+		return;
+	default:
+		return;
+	}
+}
+
+void vm_fwd_forward_closed(struct net *n, int fi)
+{
+	for (size_t i = 0; n->vm && i < NET_MAX_CONNS; i++)
+		if (n->vm->c[i].used && n->vm->c[i].fwd == fi)
+			conn_free(n, &n->vm->c[i]);
+}
+
+void vm_fwd_free(struct net *n)
+{
+	if (!n->vm)
+		return;
+	for (size_t i = 0; i < NET_MAX_CONNS; i++)
+		if (n->vm->c[i].used)
+			conn_free(n, &n->vm->c[i]);
+	cp_writer_free(&n->vm->w);
+	free(n->vm);
+	n->vm = NULL;
+}

@@ -1,0 +1,49 @@
+/* The network of a vm (docs/architecture.md, "vm isolation"): QEMU's user-mode network for
+ * `full`, and the port forwards' connections relayed over the agent channel in every mode
+ * (FWD_CONNECT, docs/protocol.md). The listeners, their limits and the PORT_* requests are
+ * the container level's (net.c); only what happens to an accepted connection differs. */
+#ifndef CAPSULE_SHIM_VMNET_H
+#define CAPSULE_SHIM_VMNET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capsule.h"
+#include "internal.h"
+#include "net.h"
+#include "proto.h"
+
+/* Agent channels the shim opens itself for forwarded connections: the top bit is theirs, so
+ * they never meet the ids that client channels are mapped to. */
+#define VM_FWD_CHAN_BIT 0x80000000u
+/* epoll keys under NET_KEY_BASE for the host side of a forwarded connection. */
+#define NET_KEY_VM (3ull << 32)
+
+static inline bool vm_fwd_chan(uint32_t chan)
+{
+	return (chan & VM_FWD_CHAN_BIT) != 0;
+}
+
+/* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
+ * static strings; and what goes on the kernel's command line ("" or " capsule.net=full"). */
+size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max);
+const char *vm_net_cmdline(const struct capsule_config *cfg);
+/* Append the initramfs's module group "net" (virtio_net) to GROUPS (comma separated) for full. */
+void vm_net_module_groups(const struct capsule_config *cfg, char *groups, size_t size);
+
+/* Sends a frame to the agent (header A, payload B), as the shim's own to_agent2. */
+typedef void (*vm_fwd_send_fn)(const void *a, size_t an, const void *b, size_t bn);
+
+/* Once the agent runs: relay N's forwards over the agent channel, and start accepting. */
+int vm_fwd_start(struct net *n, vm_fwd_send_fn send, capsule_error *err);
+/* A connection accepted on forward FI: ask the agent for its guest side. */
+void vm_fwd_accept(struct net *n, int fi, int cfd);
+void vm_fwd_event(struct net *n, size_t index, uint32_t events);
+/* A frame from the agent on a channel of ours (vm_fwd_chan). */
+void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t *payload);
+/* Forward FI goes (removed, or the sandbox ends): so do its connections. */
+void vm_fwd_forward_closed(struct net *n, int fi);
+void vm_fwd_free(struct net *n);
+
+#endif
