@@ -565,6 +565,8 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 	case CP_CREDIT: handle_credit(h, payload); break;
 	case CP_SIGNAL: handle_signal(h, payload); break;
 	case CP_RESIZE: handle_resize(h, payload); break;
+	case CP_VM_MOUNT:
+	case CP_VM_UNMOUNT: vm_mount_request(h, payload); break;
 	case CP_SHUTDOWN: {
 		struct cp_stop m = { 0 };
 		cp_stop_decode(payload, h->len, &m);

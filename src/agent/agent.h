@@ -72,4 +72,10 @@ int agent_vm_boot(void);
 bool agent_in_vm(void);
 _Noreturn void agent_exit(int code);
 
+/* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the
+ * sandbox's sight, before the agent moves into the root; vm_mount_request answers
+ * VM_MOUNT and VM_UNMOUNT from the shim. */
+void vm_mounts_boot(void);
+void vm_mount_request(const struct cp_header *h, const uint8_t *payload);
+
 #endif

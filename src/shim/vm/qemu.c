@@ -21,6 +21,8 @@
 
 #include "child.h"
 #include "json.h"
+#include "proto.h"
+#include "shares.h"
 #include "syscalls.h"
 #include "util.h"
 #include "vm.h"
@@ -140,6 +142,27 @@ static void share(struct argv_builder *a, const char *tag, const char *path)
 	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
 }
 
+/* The share of host folders (shares.h): writable, so its safety is QEMU's and the host's,
+ * not the guest's. mapped-xattr: whatever ownership, mode, device number or link target the
+ * guest asks for is kept in user.virtfs.* xattrs, never made real on the host, where every
+ * file the guest creates is a plain file or folder of QEMU's (the creator's) uid, 0600 or
+ * 0700: no set-id program, device node or symlink can be planted on the host through it.
+ * QEMU resolves each name with O_NOFOLLOW from the share's top and refuses ".." above it.
+ * multidevs=remap: each entry is a mount of its own, and inode numbers from different
+ * filesystems must not collide in the guest's view. */
+static void share_rw(struct argv_builder *a, const char *tag, const char *path)
+{
+	_cleanup_free_ char *p = qemu_escape(path);
+	if (!p) {
+		a->oom = true;
+		return;
+	}
+	arg(a, "-fsdev");
+	arg(a, "local,id=fs-%s,path=%s,security_model=mapped-xattr,multidevs=remap", tag, p);
+	arg(a, "-device");
+	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
+}
+
 static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const char *accel, const char *kernel,
 		      const char *initramfs, const char *run_path, capsule_error *err)
 {
@@ -213,6 +236,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		if (lstat(host, &st) == 0 && S_ISDIR(st.st_mode))
 			share(a, tag, host);
 	}
+	if (spec->mounts_dir)
+		share_rw(a, CP_VM_MOUNTS_TAG, spec->mounts_dir);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		arg(a, "%s", cfg->qemu_args[i]);
 	if (a->oom)
@@ -341,6 +366,11 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t
 	if (agent < 0 || qmp < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0)
 		_exit(127);
 	sys_close_range(QEMU_QMP_FD + 1, ~0U, 0);
+	int capr = vm_qemu_limit_caps();
+	if (capr < 0) {
+		dprintf(2, "capsule-shim: limiting QEMU's capabilities: %s\n", strerror(-capr));
+		_exit(127);
+	}
 	execvp(argv[0], argv);
 	dprintf(2, "capsule-shim: exec '%s': %s\n", argv[0], strerror(errno));
 	_exit(127);
