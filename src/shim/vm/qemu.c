@@ -142,14 +142,14 @@ static void share(struct argv_builder *a, const char *tag, const char *path)
 	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
 }
 
-/* The share of host folders (shares.h): writable, so its safety is QEMU's and the host's,
- * not the guest's. mapped-xattr: whatever ownership, mode, device number or link target the
- * guest asks for is kept in user.virtfs.* xattrs, never made real on the host, where every
- * file the guest creates is a plain file or folder of QEMU's (the creator's) uid, 0600 or
- * 0700: no set-id program, device node or symlink can be planted on the host through it.
- * QEMU resolves each name with O_NOFOLLOW from the share's top and refuses ".." above it.
- * multidevs=remap: each entry is a mount of its own, and inode numbers from different
- * filesystems must not collide in the guest's view. */
+/* The share of host folders (shares.h), writable: security_model=none, so the host sees what
+ * the guest makes as the container level shows it (real modes, owners, symlinks), and a host
+ * symlink in a bound folder works in the guest. QEMU runs as the creator, so what keeps a
+ * guest's root from planting a set-id program or a device node on the host is QEMU's own
+ * confinement (vm_qemu_limit_caps: no CAP_MKNOD, CAP_FSETID, CAP_SETFCAP, CAP_SYS_ADMIN, and
+ * a seccomp filter refusing set-id modes). QEMU resolves every name with O_NOFOLLOW from the
+ * share's top and refuses ".." above it. multidevs=remap: each entry is a mount of its own,
+ * and inode numbers of different filesystems must not collide in the guest's view. */
 static void share_rw(struct argv_builder *a, const char *tag, const char *path)
 {
 	_cleanup_free_ char *p = qemu_escape(path);
@@ -158,7 +158,7 @@ static void share_rw(struct argv_builder *a, const char *tag, const char *path)
 		return;
 	}
 	arg(a, "-fsdev");
-	arg(a, "local,id=fs-%s,path=%s,security_model=mapped-xattr,multidevs=remap", tag, p);
+	arg(a, "local,id=fs-%s,path=%s,security_model=none,multidevs=remap", tag, p);
 	arg(a, "-device");
 	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
 }

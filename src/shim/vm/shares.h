@@ -28,8 +28,9 @@ int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_di
 void vm_shares_detach(struct vm_shares *s, const char *name);
 
 /* In QEMU's child before exec: keep only the capabilities a QEMU serving the share needs
- * (reading and writing any file as the creator, xattrs on files it does not own). Without
- * CAP_MKNOD, CAP_SETFCAP, CAP_FSETID, CAP_CHOWN and CAP_SYS_ADMIN a guest cannot have QEMU
+ * (reading and writing any file as the creator, ownership the guest asks for) and stack a
+ * seccomp filter that refuses set-uid and set-gid modes and device nodes. Without CAP_MKNOD,
+ * CAP_SETFCAP, CAP_FSETID and CAP_SYS_ADMIN, and with that filter, a guest cannot have QEMU
  * make a device node, a file capability, a trusted.* xattr or a set-id file on the host. */
 int vm_qemu_limit_caps(void);
 
