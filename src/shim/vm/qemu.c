@@ -127,40 +127,35 @@ static char *qemu_escape(const char *s)
 	return out;
 }
 
-static void share(struct argv_builder *a, const char *tag, const char *path)
+/* A 9p share. Read-only ones (the skeleton, the host's /usr): security_model=none, QEMU reads
+ * the files with its own (the creator's) rights, and readonly=on refuses every write in QEMU
+ * itself, whatever the guest kernel asks.
+ *
+ * The writable one carries the host folders (shares.h), also with security_model=none, so the
+ * host sees what the guest makes as the container level shows it (real modes, owners,
+ * symlinks), and a host symlink in a bound folder works in the guest. QEMU runs as the
+ * creator, so what keeps a guest's root from planting a set-id program or a device node on
+ * the host is QEMU's own confinement (vm_qemu_limit_caps: no CAP_MKNOD, CAP_FSETID,
+ * CAP_SETFCAP, CAP_SYS_ADMIN, and a seccomp filter refusing set-id modes). QEMU resolves every
+ * name with O_NOFOLLOW from the share's top and refuses ".." above it. multidevs=remap: each
+ * entry is a mount of its own, and inode numbers of different filesystems must not collide in
+ * the guest's view. */
+static void share_9p(struct argv_builder *a, const char *tag, const char *path, bool writable)
 {
 	_cleanup_free_ char *p = qemu_escape(path);
 	if (!p) {
 		a->oom = true;
 		return;
 	}
-	/* security_model=none: QEMU reads the files with its own (the creator's) rights, and
-	 * readonly=on refuses every write in QEMU itself, whatever the guest kernel asks. */
 	arg(a, "-fsdev");
-	arg(a, "local,id=fs-%s,path=%s,security_model=none,readonly=on", tag, p);
+	arg(a, "local,id=fs-%s,path=%s,security_model=none,%s", tag, p, writable ? "multidevs=remap" : "readonly=on");
 	arg(a, "-device");
 	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
 }
 
-/* The share of host folders (shares.h), writable: security_model=none, so the host sees what
- * the guest makes as the container level shows it (real modes, owners, symlinks), and a host
- * symlink in a bound folder works in the guest. QEMU runs as the creator, so what keeps a
- * guest's root from planting a set-id program or a device node on the host is QEMU's own
- * confinement (vm_qemu_limit_caps: no CAP_MKNOD, CAP_FSETID, CAP_SETFCAP, CAP_SYS_ADMIN, and
- * a seccomp filter refusing set-id modes). QEMU resolves every name with O_NOFOLLOW from the
- * share's top and refuses ".." above it. multidevs=remap: each entry is a mount of its own,
- * and inode numbers of different filesystems must not collide in the guest's view. */
-static void share_rw(struct argv_builder *a, const char *tag, const char *path)
+static void share(struct argv_builder *a, const char *tag, const char *path)
 {
-	_cleanup_free_ char *p = qemu_escape(path);
-	if (!p) {
-		a->oom = true;
-		return;
-	}
-	arg(a, "-fsdev");
-	arg(a, "local,id=fs-%s,path=%s,security_model=none,multidevs=remap", tag, p);
-	arg(a, "-device");
-	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
+	share_9p(a, tag, path, false);
 }
 
 static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const char *accel, const char *kernel,
@@ -237,7 +232,7 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 			share(a, tag, host);
 	}
 	if (spec->mounts_dir)
-		share_rw(a, CP_VM_MOUNTS_TAG, spec->mounts_dir);
+		share_9p(a, CP_VM_MOUNTS_TAG, spec->mounts_dir, true);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		arg(a, "%s", cfg->qemu_args[i]);
 	if (a->oom)
