@@ -208,6 +208,7 @@ def main():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([sel]) + payload)
     for name, (sel, payload) in VM_MOUNT_SEEDS.items():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([sel]) + payload)
+        write(os.path.join(dirs['fuzz_frame'], 'one-' + name), bytes([0x02, 0, 0]) + frame(50 + sel % 3, payload))
 
     # fuzz_frame: mode byte, two size bytes, then the stream. Mode bits 0-1 choose the chunk
     # sizes; bits 2-4 all set put a generated DATA frame of the given size first.
