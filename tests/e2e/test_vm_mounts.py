@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, run_dir, run_entries
-from .test_vm import BOOT_TIMEOUT, boots, qemu_procs, refused
+from .helpers import assert_capsule_error, qemu_procs, run_dir, run_entries
+from .test_vm import BOOT_TIMEOUT, boots, refused
 
 # The suite's CLI runner (tests/conftest.py), for the module-scoped vm.
 _spec = importlib.util.spec_from_file_location(

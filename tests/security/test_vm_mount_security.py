@@ -19,7 +19,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
 from secutil import Capsule  # noqa: E402
 
-from helpers import assert_capsule_error  # noqa: E402
+from helpers import assert_capsule_error, qemu_procs  # noqa: E402
 from imageutil import agent_is_static  # noqa: E402
 
 BOOT_TIMEOUT = 240
@@ -27,20 +27,6 @@ boots = pytest.mark.skipif(not agent_is_static(os.environ.get("CAPSULE_BUILD", "
                            reason="a dynamically linked agent (a sanitizer build) cannot be a VM's init")
 
 CAP_FSETID, CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETFCAP = 4, 27, 21, 31
-
-
-def qemu_pids(capsule, name):
-    needle = os.path.join(capsule.home, "run", name, "console.log").encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if needle in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
 
 
 def set_id_files_and_devices(top):
@@ -144,7 +130,7 @@ def test_vm_guest_cannot_set_file_capabilities_or_trusted_xattrs_on_the_host(vm)
 @boots
 def test_vm_qemu_has_no_capability_to_make_devices_set_ids_or_file_caps_and_is_filtered(vm):
     capsule, name, d = vm
-    (pid,) = qemu_pids(capsule, name)
+    (pid,) = qemu_procs(capsule, name)
     fields = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines() if ":\t" in line)
     for field in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"):
         caps = int(fields[field].strip(), 16)
