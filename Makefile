@@ -83,6 +83,7 @@ bench: deps
 	@bench/images $(abspath $(BUILD))
 	@bench/sdk $(abspath $(BUILD))
 	@bench/vm $(abspath $(BUILD))
+	@bench/vm-mounts $(abspath $(BUILD))
 	@bench/net $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default

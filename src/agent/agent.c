@@ -567,6 +567,8 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 	case CP_RESIZE: handle_resize(h, payload); break;
 	case CP_FWD_CONNECT: fwd_connect(h->chan, payload, h->len); break;
 	case CP_FWD_CLOSE: fwd_close(h->chan); break;
+	case CP_VM_MOUNT:
+	case CP_VM_UNMOUNT: vm_mount_request(h, payload); break;
 	case CP_SHUTDOWN: {
 		struct cp_stop m = { 0 };
 		cp_stop_decode(payload, h->len, &m);

@@ -88,4 +88,10 @@ int vm_net_setup(const char *newroot, char *why, size_t whylen);
 bool agent_in_vm(void);
 _Noreturn void agent_exit(int code);
 
+/* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the
+ * sandbox's sight, before the agent moves into the root; vm_mount_request answers
+ * VM_MOUNT and VM_UNMOUNT from the shim. */
+void vm_mounts_boot(void);
+void vm_mount_request(const struct cp_header *h, const uint8_t *payload);
+
 #endif

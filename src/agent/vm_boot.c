@@ -279,6 +279,7 @@ static void setup_root(void)
 			continue;
 		must_mount(tag, target, "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
 	}
+	vm_mounts_boot();
 	must_mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	setup_dev();

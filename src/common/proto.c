@@ -52,6 +52,7 @@ bool cp_type_known(uint16_t type)
 	case CP_HELLO: case CP_ERROR: case CP_OK:
 	case CP_EXEC: case CP_STARTED: case CP_DATA: case CP_CREDIT: case CP_EXIT: case CP_SIGNAL: case CP_RESIZE:
 	case CP_STOP: case CP_INIT: case CP_SHUTDOWN: case CP_FS:
+	case CP_VM_MOUNT: case CP_VM_UNMOUNT: case CP_VM_MOUNTED:
 	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS:
 	case CP_SAVE:
@@ -77,6 +78,9 @@ const char *cp_type_name(uint16_t type)
 	case CP_STOP: return "STOP";
 	case CP_INIT: return "INIT";
 	case CP_SHUTDOWN: return "SHUTDOWN";
+	case CP_VM_MOUNT: return "VM_MOUNT";
+	case CP_VM_UNMOUNT: return "VM_UNMOUNT";
+	case CP_VM_MOUNTED: return "VM_MOUNTED";
 	case CP_FS: return "FS";
 	case CP_MOUNT: return "MOUNT";
 	case CP_UNMOUNT: return "UNMOUNT";
@@ -1101,4 +1105,132 @@ int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m)
 	r->p += 4 + (size_t)len;
 	r->rem -= 4 + (size_t)len;
 	return 1;
+}
+
+/* ---- vm mounts (shim <-> agent) ---- */
+
+/* The agent opens NAME below the share's root: one component, never "." or "..". */
+static bool vm_mount_name_ok(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	return n > 0 && n <= CP_VM_MOUNT_NAME_MAX && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..");
+}
+
+static bool vm_mount_valid(const struct cp_vm_mount *m)
+{
+	if (!m->target || m->target[0] != '/' || strlen(m->target) > CP_MAX_STRING || (m->flags & ~CP_VM_MOUNT_FLAGS_KNOWN))
+		return false;
+	if (m->kind == CP_VM_MOUNT_SHARE)
+		return vm_mount_name_ok(m->name) && !m->size && !m->mode;
+	if (m->kind == CP_VM_MOUNT_TMPFS)
+		return !m->name && m->size > 0 && m->mode <= 07777 && !(m->flags & CP_VM_MOUNT_FILE);
+	return false;
+}
+
+int cp_vm_mount_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_mount *m)
+{
+	if (!vm_mount_valid(m))
+		return -EINVAL;
+	cp_frame_begin(w, CP_VM_MOUNT, 0, chan);
+	cp_put_u32(w, CP_T_VM_MOUNT_KIND, m->kind);
+	if (m->name)
+		cp_put_str(w, CP_T_VM_MOUNT_NAME, m->name);
+	cp_put_str(w, CP_T_VM_MOUNT_TARGET, m->target);
+	cp_put_u32(w, CP_T_VM_MOUNT_FLAGS, m->flags);
+	if (m->kind == CP_VM_MOUNT_TMPFS) {
+		cp_put_u64(w, CP_T_VM_MOUNT_SIZE, m->size);
+		cp_put_u32(w, CP_T_VM_MOUNT_MODE, m->mode);
+	}
+	return cp_frame_finish(w);
+}
+
+int cp_vm_mount_decode(const uint8_t *p, size_t n, struct cp_vm_mount *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		switch (f.tag) {
+		case CP_T_VM_MOUNT_KIND: r = cp_field_u32(&f, &m->kind); break;
+		case CP_T_VM_MOUNT_NAME: r = field_set_str(&f, &m->name); break;
+		case CP_T_VM_MOUNT_TARGET: r = field_set_str(&f, &m->target); break;
+		case CP_T_VM_MOUNT_FLAGS: r = cp_field_u32(&f, &m->flags); break;
+		case CP_T_VM_MOUNT_SIZE: r = cp_field_u64(&f, &m->size); break;
+		case CP_T_VM_MOUNT_MODE: r = cp_field_u32(&f, &m->mode); break;
+		}
+	});
+	if (!vm_mount_valid(m)) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_vm_mount_free(m);
+	return ret;
+}
+
+void cp_vm_mount_free(struct cp_vm_mount *m)
+{
+	free(m->name);
+	free(m->target);
+	memset(m, 0, sizeof(*m));
+}
+
+int cp_vm_unmount_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_unmount *m)
+{
+	if (!m->target || m->target[0] != '/' || !str_fits(m->target, CP_MAX_STRING) || !m->mnt_id)
+		return -EINVAL;
+	cp_frame_begin(w, CP_VM_UNMOUNT, 0, chan);
+	cp_put_str(w, CP_T_VM_UNMOUNT_TARGET, m->target);
+	cp_put_u64(w, CP_T_VM_UNMOUNT_MNT_ID, m->mnt_id);
+	return cp_frame_finish(w);
+}
+
+int cp_vm_unmount_decode(const uint8_t *p, size_t n, struct cp_vm_unmount *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_VM_UNMOUNT_TARGET)
+			r = field_set_str(&f, &m->target);
+		else if (f.tag == CP_T_VM_UNMOUNT_MNT_ID)
+			r = cp_field_u64(&f, &m->mnt_id);
+	});
+	if (!m->target || m->target[0] != '/' || !m->mnt_id) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_vm_unmount_free(m);
+	return ret;
+}
+
+void cp_vm_unmount_free(struct cp_vm_unmount *m)
+{
+	free(m->target);
+	memset(m, 0, sizeof(*m));
+}
+
+int cp_vm_mounted_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_mounted *m)
+{
+	if (!m->mnt_id)
+		return -EINVAL;
+	cp_frame_begin(w, CP_VM_MOUNTED, 0, chan);
+	cp_put_u64(w, CP_T_VM_MOUNTED_MNT_ID, m->mnt_id);
+	return cp_frame_finish(w);
+}
+
+int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_VM_MOUNTED_MNT_ID)
+			r = cp_field_u64(&f, &m->mnt_id);
+	});
+	if (!m->mnt_id)
+		return -EBADMSG;
+	return 0;
+fail:
+	return ret;
 }

@@ -36,6 +36,9 @@ enum cp_type {
 	CP_STOP = 32,    /* client -> shim: stop the sandbox gracefully */
 	CP_INIT = 48,    /* shim -> agent, once after HELLO: the sandbox's settings */
 	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
+	CP_VM_MOUNT = 50,   /* shim -> agent (vm): mount a share's entry or a tmpfs in the guest */
+	CP_VM_UNMOUNT = 51, /* shim -> agent (vm): remove a mount VM_MOUNT made, checked by its id */
+	CP_VM_MOUNTED = 52, /* agent -> shim (vm): VM_MOUNT's answer, the new mount's id */
 	CP_FWD_CONNECT = 53, /* shim -> agent (vm): connect to 127.0.0.1:PORT in the guest on a new channel */
 	CP_FWD_CLOSE = 54,   /* shim -> agent (vm): drop a forwarded connection at once */
 
@@ -389,6 +392,44 @@ void cp_port_free(struct cp_port *m);
 /* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS, CP_PORTS) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);
+
+/* vm isolation: the shim asks the agent to make (and remove) the guest side of a mount.
+ * VM_MOUNT is answered by VM_MOUNTED or ERROR; VM_UNMOUNT by OK or ERROR. */
+enum cp_vm_mount_kind { CP_VM_MOUNT_SHARE = 1, CP_VM_MOUNT_TMPFS = 2 };
+#define CP_VM_MOUNT_RO 0x1u
+#define CP_VM_MOUNT_FILE 0x2u        /* the share's entry is a file: mount it onto a file */
+#define CP_VM_MOUNT_NO_SYMLINKS 0x4u /* no symlink anywhere on the target's path (hot mounts) */
+#define CP_VM_MOUNT_FLAGS_KNOWN (CP_VM_MOUNT_RO | CP_VM_MOUNT_FILE | CP_VM_MOUNT_NO_SYMLINKS)
+#define CP_VM_MOUNT_NAME_MAX 32u
+/* The 9p mount tag of the one share that carries every host folder a vm sandbox mounts. */
+#define CP_VM_MOUNTS_TAG "mounts"
+struct cp_vm_mount {
+	uint32_t kind;    /* enum cp_vm_mount_kind */
+	char *name;       /* SHARE: one entry of the mounts share, a single component */
+	char *target;     /* required: absolute guest path */
+	uint32_t flags;   /* CP_VM_MOUNT_*; unknown bits are refused */
+	uint64_t size;    /* TMPFS: bytes, required */
+	uint32_t mode;    /* TMPFS: at most 07777 */
+};
+enum { CP_T_VM_MOUNT_KIND = 1, CP_T_VM_MOUNT_NAME = 2, CP_T_VM_MOUNT_TARGET = 3, CP_T_VM_MOUNT_FLAGS = 4,
+       CP_T_VM_MOUNT_SIZE = 5, CP_T_VM_MOUNT_MODE = 6 };
+struct cp_vm_unmount {
+	char *target;    /* required: absolute guest path */
+	uint64_t mnt_id; /* required: what VM_MOUNTED said */
+};
+enum { CP_T_VM_UNMOUNT_TARGET = 1, CP_T_VM_UNMOUNT_MNT_ID = 2 };
+struct cp_vm_mounted {
+	uint64_t mnt_id;
+};
+enum { CP_T_VM_MOUNTED_MNT_ID = 1 };
+int cp_vm_mount_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_mount *m);
+int cp_vm_mount_decode(const uint8_t *p, size_t n, struct cp_vm_mount *m);
+void cp_vm_mount_free(struct cp_vm_mount *m);
+int cp_vm_unmount_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_unmount *m);
+int cp_vm_unmount_decode(const uint8_t *p, size_t n, struct cp_vm_unmount *m);
+void cp_vm_unmount_free(struct cp_vm_unmount *m);
+int cp_vm_mounted_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_mounted *m);
+int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m);
 
 /* ---- frame assembly from a byte stream ------------------------------------------------ */
 

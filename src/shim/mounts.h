@@ -45,6 +45,11 @@ struct mount_sandbox {
 	const struct capsule_config *cfg; /* its boot-time binds and tmpfs */
 	const struct container *ct;
 	bool rootless;
+	/* vm isolation: the guest side goes through the share and the agent (shim.c) instead of
+	 * a child in the sandbox's namespaces; NAME is the share's entry (the handle). */
+	int (*vm_attach)(int tree, const char *name, const char *target, bool is_dir, bool readonly, uint64_t *mnt_id,
+			 capsule_error *err);
+	int (*vm_detach)(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
 };
 
 /* Mount HOST_PATH at GUEST_PATH (flags CP_MOUNT_*); *HANDLE points into the table. */

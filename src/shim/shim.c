@@ -49,6 +49,7 @@
 #include "util.h"
 #include "vm.h"
 #include "vmnet.h"
+#include "shares.h"
 
 #define CREATOR_FD 3
 #define LOCK_FD 4
@@ -118,6 +119,7 @@ static struct shim {
 	size_t nvolume_locks;
 	struct hot_mounts hot;
 	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
+	struct vm_shares shares; /* vm isolation: the share of host folders */
 	struct net net;
 } S;
 
@@ -456,6 +458,7 @@ static void begin_stop(uint32_t grace_ms)
 static void finish_and_exit(void)
 {
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
+	vm_shares_release(&S.shares);
 	transform_servers_reap(true);
 	net_reap(&S.net, true);
 	capsule_error err = { 0 };
@@ -583,22 +586,25 @@ static void shim_request_answer(int ci, const struct cp_header *h, int r, const 
 	to_client(ci, S.w.buf, S.w.len);
 }
 
+static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
+			 uint64_t *mnt_id, capsule_error *err);
+static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
+
 /* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
  * well under the time a client would notice the loop pause. */
 static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	if (!shim_request_acceptable(ci, h))
 		return;
-	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
-		client_send_error(ci, h->chan, EOPNOTSUPP, "hot mounts are not available with vm isolation yet (sandbox '%s')",
-				  S.name);
-		return;
-	}
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
 	struct mount_sandbox sb = { .name = S.name, .cfg = &S.cfg, .ct = &S.ct };
 	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &sb.rootless);
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+		sb.vm_attach = vm_hot_attach;
+		sb.vm_detach = vm_hot_detach;
+	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
@@ -1190,6 +1196,156 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 
 static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err);
 
+/* vm: one request to the agent and its final answer, waited for here: the loop pauses for
+ * it, as it does for a container's hot mount child (the agent answers in milliseconds, and a
+ * guest that does not is cut off at the deadline). Frames for other channels that arrive in
+ * the meantime go their usual way. MOUNT or UNMOUNT is set; *MNT_ID gets VM_MOUNTED's id. */
+#define VM_CALL_TIMEOUT_MS 20000
+static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unmount *unmount, uint64_t *mnt_id,
+			 capsule_error *err)
+{
+	if (S.agent_fd < 0 || S.stopping)
+		return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+	do {
+		if (++S.next_agent_chan == 0)
+			S.next_agent_chan = 1;
+	} while (chan_by_agent(S.next_agent_chan));
+	uint32_t chan = S.next_agent_chan;
+	int r = mount ? cp_vm_mount_encode(&S.w, chan, mount) : cp_vm_unmount_encode(&S.w, chan, unmount);
+	if (r < 0)
+		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
+	to_agent(S.w.buf, S.w.len);
+	uint64_t deadline = now_ms() + VM_CALL_TIMEOUT_MS;
+	for (;;) {
+		if (S.agent_fd < 0 || S.stopping)
+			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' stopped while the guest made a mount", S.name);
+		struct cp_header h;
+		const uint8_t *payload;
+		int k = cp_rxbuf_peek(&S.agent_rx, &h, &payload);
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		if (k > 0 && h.chan != chan) {
+			agent_frame(&h, payload);
+			cp_rxbuf_consume(&S.agent_rx, &h);
+			continue;
+		}
+		if (k > 0) {
+			if (h.type == CP_ERROR) {
+				struct cp_error_msg m;
+				if (cp_error_decode(payload, h.len, &m) < 0)
+					r = cap_err_plain(err, EPROTO, "malformed ERROR from the agent");
+				else
+					r = cap_err_plain(err, m.errnum ? (int)m.errnum : EIO, "%s", m.message ? m.message : "");
+				if (r == 0)
+					r = -EIO;
+				cp_error_free(&m);
+			} else if (mount && h.type == CP_VM_MOUNTED) {
+				struct cp_vm_mounted m;
+				r = cp_vm_mounted_decode(payload, h.len, &m) < 0
+					    ? cap_err_plain(err, EPROTO, "malformed VM_MOUNTED from the agent")
+					    : 0;
+				if (r == 0 && mnt_id)
+					*mnt_id = m.mnt_id;
+			} else if (!mount && h.type == CP_OK) {
+				r = 0;
+			} else {
+				r = cap_err_plain(err, EPROTO, "the agent answered %s with %s",
+						  mount ? "VM_MOUNT" : "VM_UNMOUNT", cp_type_name(h.type));
+			}
+			cp_rxbuf_consume(&S.agent_rx, &h);
+			return r;
+		}
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer a mount request within %d s",
+					     VM_CALL_TIMEOUT_MS / 1000);
+		struct pollfd pfd[2] = {
+			{ .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) },
+			{ .fd = S.ct.pidfd, .events = POLLIN },
+		};
+		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
+			return cap_err(err, errno, "poll");
+		if (pfd[0].revents & POLLOUT && outq_flush(&S.agent_out, S.agent_fd) < 0)
+			return cap_err_plain(err, EPIPE, "the guest's agent went away");
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
+			if (n == 0 || (n < 0 && n != -EAGAIN))
+				return cap_err_plain(err, EPIPE, "the guest's agent went away");
+		} else if (pfd[1].revents) {
+			return cap_err_plain(err, ECHILD, "QEMU exited");
+		}
+	}
+}
+
+/* Boot-time binds and volumes become entries b<i> of the share, before QEMU starts. */
+static int vm_boot_shares(capsule_error *err)
+{
+	int r = vm_shares_prepare(&S.shares, S.run_fd, err);
+	if (r < 0 || !S.cfg.nbinds)
+		return r;
+	if (!S.shares.enabled)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "bind mounts and volumes with vm isolation need capsule to run as root (sandbox '%s')",
+				     S.name);
+	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
+	size_t nbinds = 0;
+	if ((r = open_bind_trees(binds, &nbinds, err)) < 0)
+		return r;
+	for (size_t i = 0; i < nbinds && r == 0; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "b%zu", i);
+		r = vm_shares_attach(&S.shares, binds[i].tree, name, binds[i].is_dir, err);
+	}
+	close_bind_trees(binds, nbinds);
+	return r;
+}
+
+/* Once the agent is up: tmpfs first, then the binds, as the container level mounts them. */
+static int vm_boot_mounts(capsule_error *err)
+{
+	int r;
+	for (size_t i = 0; i < S.cfg.ntmpfs; i++) {
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = S.cfg.tmpfs[i].target,
+					 .size = S.cfg.tmpfs[i].size_bytes, .mode = S.cfg.tmpfs[i].mode };
+		if ((r = vm_agent_call(&m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < S.cfg.nbinds; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "b%zu", i);
+		struct stat st;
+		bool is_file = fstatat(S.shares.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode);
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = name, .target = S.cfg.binds[i].target,
+					 .flags = (S.cfg.binds[i].readonly ? CP_VM_MOUNT_RO : 0) | (is_file ? CP_VM_MOUNT_FILE : 0) };
+		if ((r = vm_agent_call(&m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
+			 uint64_t *mnt_id, capsule_error *err)
+{
+	int r = vm_shares_attach(&S.shares, tree, name, is_dir, err);
+	if (r < 0)
+		return r;
+	struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = (char *)name, .target = (char *)target,
+				 .flags = CP_VM_MOUNT_NO_SYMLINKS | (readonly ? CP_VM_MOUNT_RO : 0) |
+					  (is_dir ? 0 : CP_VM_MOUNT_FILE) };
+	if ((r = vm_agent_call(&m, NULL, mnt_id, err)) < 0)
+		vm_shares_detach(&S.shares, name);
+	return r;
+}
+
+static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, capsule_error *err)
+{
+	struct cp_vm_unmount m = { .target = (char *)target, .mnt_id = mnt_id };
+	int r = vm_agent_call(NULL, &m, NULL, err);
+	if (r == 0)
+		vm_shares_detach(&S.shares, name);
+	return r;
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1202,9 +1358,11 @@ static int start_vm(capsule_error *err)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
 				     S.name);
-	if (S.cfg.nbinds || S.cfg.ntmpfs)
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "mounts, volumes and tmpfs are not available with vm isolation yet (sandbox '%s')", S.name);
+	for (size_t i = 0; i < S.cfg.nbinds; i++)
+		if (S.cfg.binds[i].transform)
+			return cap_err_plain(err, EOPNOTSUPP,
+					     "transform mounts are not available with vm isolation yet ('%s' in sandbox '%s')",
+					     S.cfg.binds[i].target, S.name);
 	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
 		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
 				     S.cfg.image);
@@ -1212,6 +1370,8 @@ static int start_vm(capsule_error *err)
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
 	r = image_host_lower(geteuid(), getegid(), &skeleton, err);
 	if (r < 0)
+		return r;
+	if ((r = vm_boot_shares(err)) < 0)
 		return r;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
@@ -1223,6 +1383,7 @@ static int start_vm(capsule_error *err)
 		.hostname = hostname,
 		.skeleton = skeleton,
 		.agent_sock = sp[1],
+		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
 	};
 	progress("qemu");
 	r = vm_start(&S.vm, &spec, err);
@@ -1239,7 +1400,7 @@ static int start_vm(capsule_error *err)
 	cp_rxbuf_init(&S.agent_rx);
 	if ((r = agent_bring_up(hostname, now_ms() + config_boot_timeout_ms(&S.cfg), err)) < 0)
 		return r;
-	if ((r = vm_fwd_start(&S.net, to_agent2, err)) < 0)
+	if ((r = vm_boot_mounts(err)) < 0 || (r = vm_fwd_start(&S.net, to_agent2, err)) < 0)
 		return r;
 	progress("ready");
 	return 0;
@@ -1598,6 +1759,7 @@ int main(int argc, char **argv)
 			sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 			waitpid(S.ct.pid, NULL, 0);
 		}
+		vm_shares_release(&S.shares);
 		transform_servers_reap(true);
 		net_reap(&S.net, true);
 		if (S.cg)

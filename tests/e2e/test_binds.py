@@ -7,6 +7,9 @@ import pytest
 
 from .helpers import assert_capsule_error
 
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
+
 
 @pytest.fixture
 def hostdir():

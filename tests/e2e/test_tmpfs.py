@@ -2,7 +2,12 @@
 import os
 import uuid
 
+import pytest
+
 from .helpers import assert_capsule_error
+
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
 
 
 def test_tmpfs_write_past_its_size_fails_with_enospc_and_the_sandbox_still_answers(capsule):
@@ -27,6 +32,7 @@ def test_tmpfs_target_folders_are_created(capsule):
     assert "tmpfs" in r.stdout and "size=1024k" in r.stdout
 
 
+@pytest.mark.container_only  # the sandbox's layer on the host; a vm's root layer is in guest RAM
 def test_tmpfs_content_is_not_in_the_sandbox_layer_and_is_gone_after_a_restart(capsule):
     name = capsule.create("--tmpfs", "/scratch:size=1M")
     capsule.run("exec", name, "--", "sh", "-c", "echo data > /scratch/f; echo kept > /root/f", check=True)

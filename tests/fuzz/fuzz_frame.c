@@ -220,6 +220,37 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		}
 		break;
 	}
+	case CP_VM_MOUNT: {
+		struct cp_vm_mount m;
+		if ((r = cp_vm_mount_decode(p, n, &m)) == 0) {
+			CHECK(m.target && m.target[0] == '/' && !(m.flags & ~CP_VM_MOUNT_FLAGS_KNOWN));
+			CHECK(m.kind == CP_VM_MOUNT_TMPFS || (m.name && !strchr(m.name, '/')));
+			cp_vm_mount_free(&m);
+		}
+		break;
+	}
+	case CP_VM_UNMOUNT: {
+		struct cp_vm_unmount m;
+		if ((r = cp_vm_unmount_decode(p, n, &m)) == 0) {
+			CHECK(m.target && m.mnt_id);
+			cp_vm_unmount_free(&m);
+		}
+		break;
+	}
+	case CP_VM_MOUNTED: {
+		struct cp_vm_mounted m;
+		if ((r = cp_vm_mounted_decode(p, n, &m)) == 0)
+			CHECK(m.mnt_id != 0);
+		break;
+	}
+	case CP_FWD_CONNECT: {
+		struct cp_fwd_connect m;
+		if ((r = cp_fwd_connect_decode(p, n, &m)) == 0)
+			CHECK(m.port >= 1 && m.port <= 65535);
+		break;
+	}
+	case CP_FWD_CLOSE:
+		break;
 	default:
 		CHECK(!"the rx buffer yielded a frame of unknown type");
 	}

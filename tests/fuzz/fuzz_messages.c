@@ -2,7 +2,7 @@
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe0 to
  * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; 0xcc to 0xcf: a vm's
- * FWD_CONNECT; others,
+ * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
  * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
@@ -360,6 +360,24 @@ static void fwd_connect_free(struct cp_fwd_connect *m)
 	(void)m;
 }
 
+static bool vm_mount_eq(const struct cp_vm_mount *a, const struct cp_vm_mount *b)
+{
+	return a->kind == b->kind && str_eq(a->name, b->name) && str_eq(a->target, b->target) && a->flags == b->flags &&
+	       a->size == b->size && a->mode == b->mode;
+}
+static bool vm_unmount_eq(const struct cp_vm_unmount *a, const struct cp_vm_unmount *b)
+{
+	return str_eq(a->target, b->target) && a->mnt_id == b->mnt_id;
+}
+static bool vm_mounted_eq(const struct cp_vm_mounted *a, const struct cp_vm_mounted *b)
+{
+	return a->mnt_id == b->mnt_id;
+}
+static void vm_mounted_free(struct cp_vm_mounted *m)
+{
+	(void)m;
+}
+
 static int fuzz_fwd_connect(const uint8_t *p, size_t n)
 {
 	struct cp_fwd_connect a;
@@ -371,6 +389,49 @@ static int fuzz_fwd_connect(const uint8_t *p, size_t n)
 	CHECK(a.port >= 1 && a.port <= 65535);
 	ROUND_TRIP(struct cp_fwd_connect, cp_fwd_connect_encode, cp_fwd_connect_decode, fwd_connect_free, fwd_connect_eq,
 		   a, CP_FWD_CONNECT);
+	return 0;
+}
+
+/* VM_MOUNT, VM_UNMOUNT, VM_MOUNTED (shim <-> agent, vm isolation): what decodes is what the
+ * agent acts on, so every bound the decoder promises is checked here. */
+static int fuzz_vm_mount_messages(unsigned which, const uint8_t *p, size_t n)
+{
+	int r;
+	if (which == 0) {
+		struct cp_vm_mount a;
+		if ((r = cp_vm_mount_decode(p, n, &a)) != 0) {
+			CHECK(a.name == NULL && a.target == NULL);
+			return r;
+		}
+		CHECK(a.target && a.target[0] == '/' && strlen(a.target) <= CP_MAX_STRING);
+		CHECK(!(a.flags & ~CP_VM_MOUNT_FLAGS_KNOWN));
+		if (a.kind == CP_VM_MOUNT_SHARE) {
+			CHECK(a.name && a.name[0] && strlen(a.name) <= CP_VM_MOUNT_NAME_MAX && !strchr(a.name, '/'));
+			CHECK(strcmp(a.name, ".") && strcmp(a.name, ".."));
+		} else {
+			CHECK(a.kind == CP_VM_MOUNT_TMPFS && !a.name && a.size > 0 && a.mode <= 07777);
+		}
+		ROUND_TRIP(struct cp_vm_mount, cp_vm_mount_encode, cp_vm_mount_decode, cp_vm_mount_free, vm_mount_eq, a,
+			   CP_VM_MOUNT);
+		cp_vm_mount_free(&a);
+	} else if (which == 1) {
+		struct cp_vm_unmount a;
+		if ((r = cp_vm_unmount_decode(p, n, &a)) != 0) {
+			CHECK(a.target == NULL);
+			return r;
+		}
+		CHECK(a.target && a.target[0] == '/' && a.mnt_id != 0);
+		ROUND_TRIP(struct cp_vm_unmount, cp_vm_unmount_encode, cp_vm_unmount_decode, cp_vm_unmount_free,
+			   vm_unmount_eq, a, CP_VM_UNMOUNT);
+		cp_vm_unmount_free(&a);
+	} else {
+		struct cp_vm_mounted a;
+		if ((r = cp_vm_mounted_decode(p, n, &a)) != 0)
+			return r;
+		CHECK(a.mnt_id != 0);
+		ROUND_TRIP(struct cp_vm_mounted, cp_vm_mounted_encode, cp_vm_mounted_decode, vm_mounted_free, vm_mounted_eq,
+			   a, CP_VM_MOUNTED);
+	}
 	return 0;
 }
 
@@ -389,6 +450,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * the corpus built on them, keep their meaning). */
 	if (data[0] >= 0xcc && data[0] < 0xd0) {
 		r = fuzz_fwd_connect(p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
+	if (data[0] >= 0xc0 && data[0] < 0xcc) {
+		r = fuzz_vm_mount_messages(data[0] % 3, p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
 		free(p);
 		return 0;

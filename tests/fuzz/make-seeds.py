@@ -151,6 +151,15 @@ PORT_SEEDS = {
     'fwd-connect-port0': (0xcc, u32(1, 0)),
 }
 
+# fuzz_messages: selectors 0xc0, 0xc1, 0xc2 (byte % 3) are VM_MOUNT, VM_UNMOUNT, VM_MOUNTED.
+VM_MOUNT_SEEDS = {
+    'vm-mount-share': (0xc0, u32(1, 1) + s(2, 'b0') + s(3, '/mnt/data') + u32(4, 1)),
+    'vm-mount-file': (0xc0, u32(1, 1) + s(2, 'm3') + s(3, '/etc/app.conf') + u32(4, 2 | 4)),
+    'vm-mount-tmpfs': (0xc0, u32(1, 2) + s(3, '/scratch') + u32(4, 0) + u64(5, 8 << 20) + u32(6, 0o1777)),
+    'vm-unmount': (0xc1, s(1, '/mnt/hot') + u64(2, 42)),
+    'vm-mounted': (0xc2, u64(1, 42)),
+}
+
 
 def write(path, data):
     with open(path, 'wb') as f:
@@ -200,6 +209,9 @@ def main():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([SEL_FS_RECORDS]) + payload)
     for name, (sel, payload) in PORT_SEEDS.items():
         write(os.path.join(dirs['fuzz_messages'], name), bytes([sel]) + payload)
+    for name, (sel, payload) in VM_MOUNT_SEEDS.items():
+        write(os.path.join(dirs['fuzz_messages'], name), bytes([sel]) + payload)
+        write(os.path.join(dirs['fuzz_frame'], 'one-' + name), bytes([0x02, 0, 0]) + frame(50 + sel % 3, payload))
 
     # fuzz_frame: mode byte, two size bytes, then the stream. Mode bits 0-1 choose the chunk
     # sizes; bits 2-4 all set put a generated DATA frame of the given size first.

@@ -409,7 +409,7 @@ static void test_header_unknown_type_rejected(void **state)
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE,
-				   CP_FWD_CONNECT, CP_FWD_CLOSE };
+				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2254,6 +2254,86 @@ static void test_port_add_remove_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+/* ---- vm mounts (shim <-> agent) -------------------------------------------------------- */
+
+/* What the agent decodes is what it mounts: a share entry must be one plain name, a tmpfs
+ * must have a size, a target must be absolute, and nothing unknown may pass. */
+static void test_vm_mount_round_trip_and_what_the_agent_may_be_asked(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_vm_mount a = { .kind = CP_VM_MOUNT_SHARE, .name = "b3", .target = "/mnt/data",
+				 .flags = CP_VM_MOUNT_RO | CP_VM_MOUNT_NO_SYMLINKS };
+	assert_int_equal(cp_vm_mount_encode(&w, 9, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_VM_MOUNT);
+	assert_string_equal(cp_type_name(h.type), "VM_MOUNT");
+	struct cp_vm_mount b;
+	assert_int_equal(cp_vm_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.name, "b3");
+	assert_string_equal(b.target, "/mnt/data");
+	assert_int_equal(b.flags, CP_VM_MOUNT_RO | CP_VM_MOUNT_NO_SYMLINKS);
+	cp_vm_mount_free(&b);
+	struct cp_vm_mount t = { .kind = CP_VM_MOUNT_TMPFS, .target = "/scratch", .size = 1 << 20, .mode = 01777 };
+	assert_int_equal(cp_vm_mount_encode(&w, 9, &t), 0);
+	assert_int_equal(cp_vm_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.size, 1 << 20);
+	assert_int_equal(b.mode, 01777);
+	assert_null(b.name);
+	cp_vm_mount_free(&b);
+	struct cp_vm_mount bad[] = {
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "..", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = ".", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "b0/../../x", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "a-name-longer-than-thirty-two-bytes", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "b0", .target = "relative" },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "b0", .target = "/x", .flags = 0x80 },
+		{ .kind = CP_VM_MOUNT_SHARE, .name = "b0", .target = "/x", .size = 1 },
+		{ .kind = CP_VM_MOUNT_TMPFS, .target = "/x" },
+		{ .kind = CP_VM_MOUNT_TMPFS, .target = "/x", .size = 1, .mode = 010000 },
+		{ .kind = CP_VM_MOUNT_TMPFS, .name = "b0", .target = "/x", .size = 1 },
+		{ .kind = 3, .name = "b0", .target = "/x" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cp_vm_mount_encode(&w, 1, &bad[i]), -EINVAL);
+		cp_frame_begin(&w, CP_VM_MOUNT, 0, 1);
+		cp_put_u32(&w, CP_T_VM_MOUNT_KIND, bad[i].kind);
+		if (bad[i].name)
+			cp_put_str(&w, CP_T_VM_MOUNT_NAME, bad[i].name);
+		cp_put_str(&w, CP_T_VM_MOUNT_TARGET, bad[i].target);
+		cp_put_u32(&w, CP_T_VM_MOUNT_FLAGS, bad[i].flags);
+		cp_put_u64(&w, CP_T_VM_MOUNT_SIZE, bad[i].size);
+		cp_put_u32(&w, CP_T_VM_MOUNT_MODE, bad[i].mode);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_vm_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+		assert_null(b.name);
+		assert_null(b.target);
+	}
+	/* VM_UNMOUNT needs both its fields; VM_MOUNTED a mount id. */
+	struct cp_vm_unmount u = { .target = "/mnt/hot", .mnt_id = 77 }, v;
+	assert_int_equal(cp_vm_unmount_encode(&w, 2, &u), 0);
+	assert_int_equal(cp_vm_unmount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &v), 0);
+	assert_string_equal(v.target, "/mnt/hot");
+	assert_int_equal(v.mnt_id, 77);
+	cp_vm_unmount_free(&v);
+	u.mnt_id = 0;
+	assert_int_equal(cp_vm_unmount_encode(&w, 2, &u), -EINVAL);
+	cp_frame_begin(&w, CP_VM_UNMOUNT, 0, 2);
+	cp_put_str(&w, CP_T_VM_UNMOUNT_TARGET, "/mnt/hot");
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_vm_unmount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &v), -EBADMSG);
+	assert_null(v.target);
+	struct cp_vm_mounted m = { .mnt_id = 5 }, n;
+	assert_int_equal(cp_vm_mounted_encode(&w, 3, &m), 0);
+	assert_int_equal(cp_vm_mounted_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &n), 0);
+	assert_int_equal(n.mnt_id, 5);
+	assert_int_equal(cp_vm_mounted_decode(NULL, 0, &n), -EBADMSG);
+	cp_writer_free(&w);
+}
+
 /* ---- hot mounts ------------------------------------------------------------------------ */
 
 static void test_mount_round_trip_and_required_fields(void **state)
@@ -2729,6 +2809,7 @@ int main(void)
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),
 		cmocka_unit_test(test_fwd_connect_round_trip_and_bounds),
+		cmocka_unit_test(test_vm_mount_round_trip_and_what_the_agent_may_be_asked),
 		cmocka_unit_test(test_regression_inputs_replay_cleanly),
 		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
 	};

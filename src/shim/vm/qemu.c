@@ -21,6 +21,8 @@
 
 #include "child.h"
 #include "json.h"
+#include "proto.h"
+#include "shares.h"
 #include "syscalls.h"
 #include "util.h"
 #include "vm.h"
@@ -126,19 +128,35 @@ static char *qemu_escape(const char *s)
 	return out;
 }
 
-static void share(struct argv_builder *a, const char *tag, const char *path)
+/* A 9p share. Read-only ones (the skeleton, the host's /usr): security_model=none, QEMU reads
+ * the files with its own (the creator's) rights, and readonly=on refuses every write in QEMU
+ * itself, whatever the guest kernel asks.
+ *
+ * The writable one carries the host folders (shares.h), also with security_model=none, so the
+ * host sees what the guest makes as the container level shows it (real modes, owners,
+ * symlinks), and a host symlink in a bound folder works in the guest. QEMU runs as the
+ * creator, so what keeps a guest's root from planting a set-id program or a device node on
+ * the host is QEMU's own confinement (vm_qemu_limit_caps: no CAP_MKNOD, CAP_FSETID,
+ * CAP_SETFCAP, CAP_SYS_ADMIN, and a seccomp filter refusing set-id modes). QEMU resolves every
+ * name with O_NOFOLLOW from the share's top and refuses ".." above it. multidevs=remap: each
+ * entry is a mount of its own, and inode numbers of different filesystems must not collide in
+ * the guest's view. */
+static void share_9p(struct argv_builder *a, const char *tag, const char *path, bool writable)
 {
 	_cleanup_free_ char *p = qemu_escape(path);
 	if (!p) {
 		a->oom = true;
 		return;
 	}
-	/* security_model=none: QEMU reads the files with its own (the creator's) rights, and
-	 * readonly=on refuses every write in QEMU itself, whatever the guest kernel asks. */
 	arg(a, "-fsdev");
-	arg(a, "local,id=fs-%s,path=%s,security_model=none,readonly=on", tag, p);
+	arg(a, "local,id=fs-%s,path=%s,security_model=none,%s", tag, p, writable ? "multidevs=remap" : "readonly=on");
 	arg(a, "-device");
 	arg(a, "virtio-9p-device,fsdev=fs-%s,mount_tag=%s", tag, tag);
+}
+
+static void share(struct argv_builder *a, const char *tag, const char *path)
+{
+	share_9p(a, tag, path, false);
 }
 
 static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const char *accel, const char *kernel,
@@ -223,6 +241,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	size_t nnet = vm_net_qemu_args(cfg, net_args, ARRAY_SIZE(net_args));
 	for (size_t i = 0; i < nnet; i++)
 		arg(a, "%s", net_args[i]);
+	if (spec->mounts_dir)
+		share_9p(a, CP_VM_MOUNTS_TAG, spec->mounts_dir, true);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		arg(a, "%s", cfg->qemu_args[i]);
 	if (a->oom)
@@ -355,6 +375,11 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t
 	if (agent < 0 || qmp < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0)
 		_exit(127);
 	sys_close_range(QEMU_QMP_FD + 1, ~0U, 0);
+	int capr = vm_qemu_limit_caps();
+	if (capr < 0) {
+		dprintf(2, "capsule-shim: limiting QEMU's capabilities: %s\n", strerror(-capr));
+		_exit(127);
+	}
 	execvp(argv[0], argv);
 	dprintf(2, "capsule-shim: exec '%s': %s\n", argv[0], strerror(errno));
 	_exit(127);

@@ -37,6 +37,7 @@ struct vm_spec {
 	const char *hostname;
 	const char *skeleton;        /* the host image's lower folder, shared read-only */
 	int agent_sock;              /* QEMU's end of the agent socketpair */
+	const char *mounts_dir;      /* the host folders' share (shares.h), or NULL for none */
 };
 
 /* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */

@@ -1,0 +1,194 @@
+/* The host side of a vm sandbox's mounts (shares.h). Why one share and not one per mount:
+ * microvm has eight virtio-mmio slots and the agent's port, the balloon, the skeleton and the
+ * host's /usr already take four, while a sandbox may have 32 binds and 64 hot mounts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "shares.h"
+#include "syscalls.h"
+#include "util.h"
+
+#define SHARES_DIR "shares"
+
+int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err)
+{
+	memset(s, 0, sizeof(*s));
+	s->dir_fd = -1;
+	if (geteuid() != 0)
+		return 0;
+	/* Mounts made for the guest must never show on the host (a bind of a secret folder in
+	 * everyone's view), and must not outlive the shim: a namespace of its own, which dies
+	 * with the shim and QEMU. Slave, so that host mounts made later still reach us. */
+	if (unshare(CLONE_NEWNS) < 0)
+		return cap_err(err, errno, "a mount namespace for the vm's shares");
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
+		return cap_err(err, errno, "making the shim's mounts private");
+	/* What a stopped run left is empty mount points (its mounts died with its namespace). */
+	rm_rf_at(run_fd, SHARES_DIR);
+	if (mkdirat(run_fd, SHARES_DIR, 0700) < 0)
+		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
+	/* RUN_FD was opened before the unshare: it names a mount of the host's namespace, onto
+	 * which nothing of ours can be attached. The folder is opened again by its path, here. */
+	char self[64], path[PATH_MAX];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
+	ssize_t l = readlink(self, path, sizeof(path) - sizeof(SHARES_DIR) - 2);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	snprintf(path + l, sizeof(path) - (size_t)l, "/%s", SHARES_DIR);
+	if (!(s->dir = strdup(path)))
+		return cap_err(err, ENOMEM, "shares");
+	/* The entries' mount points live on a tmpfs of this namespace only: the host sees an
+	 * empty folder, and one lazy unmount takes every entry away at once. Whatever removes
+	 * the run folder (the shim at the end, the library after a crash) can then never walk
+	 * into a host folder that is still attached here, and delete its files. */
+	if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=1m,nr_inodes=1024") < 0)
+		return cap_err(err, errno, "mounting a tmpfs on '%s'", path);
+	s->dir_fd = open(path, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (s->dir_fd < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	s->enabled = true;
+	return 0;
+}
+
+void vm_shares_release(struct vm_shares *s)
+{
+	/* Never prepared (a container's shim has a zeroed one): nothing to do, no fd to close. */
+	if (!s->dir)
+		return;
+	if (s->enabled)
+		umount2(s->dir, MNT_DETACH | UMOUNT_NOFOLLOW);
+	if (s->dir_fd >= 0)
+		close(s->dir_fd);
+	s->dir_fd = -1;
+	s->enabled = false;
+}
+
+int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, capsule_error *err)
+{
+	if (!s->enabled)
+		return cap_err_plain(err, EOPNOTSUPP, "host folders need capsule to run as root with vm isolation");
+	/* The mount point is ours (run/<name>/shares, 0700): nothing of the sandbox's is on
+	 * this path, so a plain name is safe here. */
+	int r = is_dir ? mkdirat(s->dir_fd, name, 0700) : mknodat(s->dir_fd, name, S_IFREG | 0600, 0);
+	if (r < 0 && errno != EEXIST)
+		return cap_err(err, errno, "mount point '%s/%s'", s->dir, name);
+	int at = openat(s->dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (at < 0)
+		return cap_err(err, errno, "mount point '%s/%s'", s->dir, name);
+	r = sys_move_mount(tree, "", at, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH);
+	int e = errno;
+	close(at);
+	if (r < 0)
+		return cap_err(err, e, "attaching '%s' to the vm's share", name);
+	return 0;
+}
+
+void vm_shares_detach(struct vm_shares *s, const char *name)
+{
+	if (!s->enabled)
+		return;
+	char path[PATH_MAX];
+	snprintf(path, sizeof(path), "%s/%s", s->dir, name);
+	umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW);
+	if (unlinkat(s->dir_fd, name, AT_REMOVEDIR) < 0)
+		unlinkat(s->dir_fd, name, 0);
+}
+
+#ifndef SYS_fchmodat2
+#define SYS_fchmodat2 452
+#endif
+
+/* The mode argument of each call that can give a file its mode, by argument index. */
+static const struct {
+	int nr;
+	unsigned mode_arg;
+} mode_calls[] = {
+	{ SYS_chmod, 1 }, { SYS_fchmod, 1 }, { SYS_fchmodat, 2 }, { SYS_creat, 1 },
+	{ SYS_open, 2 },  { SYS_openat, 3 }, { SYS_mknod, 1 },    { SYS_mknodat, 2 },
+};
+
+#define MODE_CHECK_LEN 6
+
+/* QEMU serves the writable share with security_model=none: it makes what the guest asks for,
+ * as root. This filter (stacked under QEMU's own -sandbox) is what keeps a guest from having
+ * it make a set-uid or set-gid file (EPERM on any mode with 06000), or a character or block
+ * device (EPERM; CAP_MKNOD is gone too). openat2, fchmodat2 and io_uring carry modes where a
+ * filter cannot see them: ENOSYS, and QEMU 7.2 uses none of them. */
+static int qemu_mode_filter(void)
+{
+	struct sock_filter f[8 + ARRAY_SIZE(mode_calls) * (2 + MODE_CHECK_LEN) + 6];
+	size_t n = 0;
+#define ADD(code, k, jt, jf) (f[n++] = (struct sock_filter)BPF_JUMP(code, k, jt, jf))
+	ADD(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch), 0, 0);
+	ADD(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0);
+	ADD(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS, 0, 0);
+	ADD(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr), 0, 0);
+	ADD(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1); /* x32 */
+	ADD(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM, 0, 0);
+	for (size_t i = 0; i < ARRAY_SIZE(mode_calls); i++) {
+		/* nr still in A here: not this call, skip its checks. */
+		ADD(BPF_JMP | BPF_JEQ | BPF_K, (unsigned)mode_calls[i].nr, 0, 1 + MODE_CHECK_LEN);
+		ADD(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[mode_calls[i].mode_arg]), 0, 0);
+		ADD(BPF_JMP | BPF_JSET | BPF_K, 06000, 3, 0);
+		ADD(BPF_ALU | BPF_AND | BPF_K, S_IFMT, 0, 0);
+		ADD(BPF_JMP | BPF_JEQ | BPF_K, S_IFCHR, 1, 0);
+		ADD(BPF_JMP | BPF_JEQ | BPF_K, S_IFBLK, 0, 1);
+		ADD(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM, 0, 0);
+		ADD(BPF_RET | BPF_K, SECCOMP_RET_ALLOW, 0, 0);
+	}
+	ADD(BPF_JMP | BPF_JEQ | BPF_K, SYS_openat2, 2, 0);
+	ADD(BPF_JMP | BPF_JEQ | BPF_K, SYS_fchmodat2, 1, 0);
+	ADD(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 0, 1);
+	ADD(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS, 0, 0);
+	ADD(BPF_RET | BPF_K, SECCOMP_RET_ALLOW, 0, 0);
+#undef ADD
+	struct sock_fprog prog = { .len = (unsigned short)n, .filter = f };
+	if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+int vm_qemu_limit_caps(void)
+{
+	if (geteuid() != 0)
+		return 0;
+	static const int keep[] = { CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_NET_BIND_SERVICE };
+	for (int cap = 0; cap <= 63; cap++) {
+		bool kept = false;
+		for (size_t i = 0; i < ARRAY_SIZE(keep); i++)
+			kept |= keep[i] == cap;
+		if (kept)
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+			if (errno == EINVAL)
+				break; /* past the kernel's last capability */
+			return -errno;
+		}
+	}
+	/* root's caps after exec are the bounding set and the inheritable ones: the latter go. */
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -errno;
+	d[0].inheritable = d[1].inheritable = 0;
+	if (syscall(SYS_capset, &h, d) < 0)
+		return -errno;
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	return qemu_mode_filter();
+}

@@ -1,0 +1,37 @@
+/* The host side of a vm sandbox's mounts: one virtio-9p share ("mounts", CP_VM_MOUNTS_TAG)
+ * whose folder, run/<name>/shares, holds every host tree the sandbox mounts, each attached
+ * there in the shim's own private mount namespace (boot-time binds and volumes as b<i>, hot
+ * mounts under their handle, m<N>). QEMU is the shim's child, so it sees those mounts; the
+ * host does not. The guest side is src/agent/vm_mounts.c. */
+#ifndef CAPSULE_SHIM_VM_SHARES_H
+#define CAPSULE_SHIM_VM_SHARES_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+struct vm_shares {
+	bool enabled; /* the share exists: a root shim in a mount namespace of its own */
+	char *dir;    /* run/<name>/shares, absolute, for QEMU's command line (malloc'd) */
+	int dir_fd;   /* O_PATH of it; -1 when not enabled */
+};
+
+/* A root shim: a mount namespace of its own (host mounts still propagate in, ours never
+ * out) and an empty run/<name>/shares. Elsewhere nothing happens and the share is off. */
+int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err);
+/* Detach every entry at once, before anything removes the run folder. */
+void vm_shares_release(struct vm_shares *s);
+/* Attach the detached mount TREE (a folder, or a file) as the share's entry NAME. */
+int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, capsule_error *err);
+/* Take the entry NAME away again (lazily: the guest let go of it first). */
+void vm_shares_detach(struct vm_shares *s, const char *name);
+
+/* In QEMU's child before exec: keep only the capabilities a QEMU serving the share needs
+ * (reading and writing any file as the creator, ownership the guest asks for) and stack a
+ * seccomp filter that refuses set-uid and set-gid modes and device nodes. Without CAP_MKNOD,
+ * CAP_SETFCAP, CAP_FSETID and CAP_SYS_ADMIN, and with that filter, a guest cannot have QEMU
+ * make a device node, a file capability, a trusted.* xattr or a set-id file on the host. */
+int vm_qemu_limit_caps(void);
+
+#endif
