@@ -70,6 +70,10 @@ bool fs_pump(void);
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
 bool agent_in_vm(void);
+/* vm_disk.c: mount the root disk the shim attached (capsule.disk= on the kernel command line)
+ * at ROOT and grow it to the disk's size. 0: there is none; 1: mounted, *HOST_SHARES says
+ * whether the host's /usr etc. go over it; -errno with WHY on failure. */
+int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t why_size);
 _Noreturn void agent_exit(int code);
 
 #endif

@@ -204,15 +204,23 @@ static void setup_dev(void)
 
 static void setup_root(void)
 {
-	/* The writable layer lives in guest RAM, bounded by the VM's memory. */
-	must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-	mkdir("/overlay/upper", 0755);
-	mkdir("/overlay/work", 0700);
-	must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
-	must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
-		   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
+	/* A root disk (vm_disk.c) when the shim gave one, else the skeleton over 9p. */
+	char why[300];
+	bool host_shares = true;
+	int disk = agent_vm_disk_root("/newroot", &host_shares, why, sizeof(why));
+	if (disk < 0)
+		vm_die("root disk: %s", why);
+	if (disk == 0) {
+		/* The writable layer lives in guest RAM, bounded by the VM's memory. */
+		must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+		mkdir("/overlay/upper", 0755);
+		mkdir("/overlay/work", 0700);
+		must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
+		must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
+			   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
+	}
 	static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
-	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+	for (size_t i = 0; host_shares && i < ARRAY_SIZE(host_dirs); i++) {
 		char target[64], tag[32];
 		snprintf(target, sizeof(target), "/newroot/%s", host_dirs[i]);
 		snprintf(tag, sizeof(tag), "host-%s", host_dirs[i]);

@@ -110,6 +110,7 @@ struct capsule_config {
 	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
 	char **qemu_args;      /* appended to QEMU's command line */
 	size_t nqemu_args;
+	uint64_t disk_bytes;   /* the root disk's size; 0: the default (src/shim/vm/disk.c) */
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);

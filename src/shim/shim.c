@@ -1190,6 +1190,33 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 
 static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err);
 
+/* The vm's root disk (src/shim/vm/disk.c): the layer stack (the host image's skeleton at the
+ * bottom unless the image is the whole root) flattened into a cached ext4, and the sandbox's
+ * own qcow2 over it. */
+static int vm_root_disk(const char *skeleton, char **disk, const char **mode, capsule_error *err)
+{
+	char *stack[CAPSULE_MAX_LAYERS + 1];
+	size_t n = 0;
+	if (skeleton)
+		stack[n++] = (char *)skeleton;
+	for (size_t i = 0; i < S.cfg.nlayers; i++)
+		stack[n++] = S.cfg.layers[i];
+	char run_path[PATH_MAX], self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
+	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	run_path[l] = '\0';
+	_cleanup_free_ char *base = NULL;
+	int r = vm_rootfs(stack, n, &base, err);
+	if (r == 0)
+		r = vm_disk_overlay(S.run_fd, run_path, base, S.cfg.disk_bytes, S.cfg.image, disk, err);
+	*mode = skeleton ? VM_DISK_MODE_HOST : VM_DISK_MODE_ROOT;
+	if (r == 0)
+		shim_log("root disk %s over %s", *disk, base);
+	return r;
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1197,17 +1224,19 @@ static int start_vm(capsule_error *err)
 	if (S.cfg.nbinds || S.cfg.ntmpfs)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "mounts, volumes and tmpfs are not available with vm isolation yet (sandbox '%s')", S.name);
-	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
-		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
-				     S.cfg.image);
 	if (S.cfg.network == CAPSULE_NETWORK_FULL || S.cfg.nports)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "network 'full' and port forwards are not available with vm isolation yet (sandbox '%s')",
 				     S.name);
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
-	int r = image_host_lower(geteuid(), getegid(), &skeleton, err);
+	int r = S.cfg.base_none ? 0 : image_host_lower(geteuid(), getegid(), &skeleton, err);
 	if (r < 0)
+		return r;
+	progress("disk");
+	_cleanup_free_ char *disk = NULL;
+	const char *disk_mode = NULL;
+	if ((r = vm_root_disk(skeleton, &disk, &disk_mode, err)) < 0)
 		return r;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
@@ -1219,6 +1248,8 @@ static int start_vm(capsule_error *err)
 		.hostname = hostname,
 		.skeleton = skeleton,
 		.agent_sock = sp[1],
+		.disk = disk,
+		.disk_mode = disk_mode,
 	};
 	progress("qemu");
 	r = vm_start(&S.vm, &spec, err);

@@ -204,8 +204,7 @@ def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp
                        (["--memory", "32M"], "at least 64M"),
                        (["--accel", "warp"], "invalid accel 'warp'"),
                        (["--network", "full"], "not available with vm isolation"),
-                       (["-p", "18089:80"], "not available with vm isolation"),
-                       (["--image", f"dir:{tmp_path}"], "not available with vm isolation")):
+                       (["-p", "18089:80"], "not available with vm isolation")):
         err = refused(capsule, *args)
         assert word in err, err
 

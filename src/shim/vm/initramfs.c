@@ -23,6 +23,7 @@
  * virtio_balloon reports the guest's free pages, so that QEMU gives them back to the host. */
 static const char *const wanted_modules[] = {
 	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_balloon",
+	"virtio_blk", "crc32c_generic", "ext4", /* the root disk (disk.c); ext4's checksums need crc32c */
 };
 
 #define MAX_MODULES 64

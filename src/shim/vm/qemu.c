@@ -183,7 +183,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	if (khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
 	arg(a, "-append");
-	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s", tsc, spec->hostname);
+	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s", tsc,
+	    spec->hostname, spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "");
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -203,8 +204,19 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "socket,id=qmp,fd=%d", QEMU_QMP_FD);
 	arg(a, "-mon");
 	arg(a, "chardev=qmp,mode=control");
-	share(a, VM_SKELETON_TAG, spec->skeleton);
-	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+	if (spec->disk) {
+		_cleanup_free_ char *disk = qemu_escape(spec->disk);
+		if (!disk)
+			a->oom = true;
+		/* node-name: saves name the top of the chain in blockdev-snapshot-sync. */
+		arg(a, "-drive");
+		arg(a, "file=%s,format=qcow2,if=none,id=root,node-name=root-top,cache=writeback,discard=unmap", disk ? disk : "");
+		arg(a, "-device");
+		arg(a, "virtio-blk-device,drive=root,serial=%s", VM_DISK_SERIAL);
+	} else {
+		share(a, VM_SKELETON_TAG, spec->skeleton);
+	}
+	for (size_t i = 0; (!spec->disk || strcmp(spec->disk_mode, VM_DISK_MODE_ROOT)) && i < ARRAY_SIZE(host_dirs); i++) {
 		char host[16], tag[32];
 		snprintf(host, sizeof(host), "/%s", host_dirs[i]);
 		snprintf(tag, sizeof(tag), VM_HOST_TAG_PREFIX "%s", host_dirs[i]);
@@ -301,6 +313,8 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	json_kv_string(&j, "kernel_version", version);
 	json_kv_string(&j, "initramfs", initramfs);
 	json_kv_int(&j, "qemu_pid", vm->pid);
+	if (spec->disk)
+		json_kv_string(&j, "disk", spec->disk);
 	/* One string, as a shell would show it; the arguments are also given one by one. */
 	size_t total = 1;
 	for (size_t i = 0; i < a->n; i++)
