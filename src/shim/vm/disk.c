@@ -318,6 +318,21 @@ static void format_size(uint64_t bytes, char *buf, size_t size)
 		snprintf(buf, size, "%llu bytes", (unsigned long long)bytes);
 }
 
+/* A qcow2's virtual size, from its header (big-endian, at byte 24). */
+static int qcow2_size(const char *path, uint64_t *size, capsule_error *err)
+{
+	unsigned char h[32];
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0 || pread(fd, h, sizeof(h), 0) != (ssize_t)sizeof(h))
+		return cap_err(err, fd < 0 ? errno : EINVAL, "reading the vm disk '%s'", path);
+	if (memcmp(h, "QFI\xfb", 4) != 0)
+		return cap_err_plain(err, EINVAL, "'%s' is not a qcow2 disk", path);
+	*size = 0;
+	for (int i = 24; i < 32; i++)
+		*size = *size << 8 | h[i];
+	return 0;
+}
+
 int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t want_bytes, const char *image,
 		    char **path, capsule_error *err)
 {
@@ -330,8 +345,16 @@ int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t
 		return 0;
 	struct stat st;
 	int r = 0;
+	/* A save's disk (qcow2) or the layers' ext4 (raw): the new disk is at least as large. */
+	size_t blen = strlen(base);
+	bool qcow2 = blen > 6 && !strcmp(base + blen - 6, ".qcow2");
+	uint64_t vsize = 0;
 	if (stat(base, &st) < 0) {
 		r = cap_err(err, errno, "vm root disk '%s'", base);
+	} else if (qcow2 && (r = qcow2_size(base, &vsize, err)) == 0) {
+		st.st_size = (off_t)vsize;
+	}
+	if (r < 0) {
 	} else if (want_bytes && want_bytes < (uint64_t)st.st_size) {
 		char want[32], need[32];
 		format_size(want_bytes, want, sizeof(want));
@@ -350,7 +373,7 @@ int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t
 	char tmp[PATH_MAX], opt[PATH_MAX + 64], size[32];
 	snprintf(tmp, sizeof(tmp), "%s/.%s.tmp", run_path, VM_DISK_FILE);
 	/* QEMU's option syntax doubles a comma in a value. */
-	size_t o = (size_t)snprintf(opt, sizeof(opt), "backing_fmt=raw,backing_file=");
+	size_t o = (size_t)snprintf(opt, sizeof(opt), "backing_fmt=%s,backing_file=", qcow2 ? "qcow2" : "raw");
 	for (const char *p = base; *p && o + 2 < sizeof(opt); p++) {
 		opt[o++] = *p;
 		if (*p == ',')

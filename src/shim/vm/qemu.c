@@ -428,6 +428,16 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	return 0;
 }
 
+int vm_qmp(struct vm *vm, const char *command, capsule_error *err)
+{
+	char buf[8192], line[128];
+	int n = snprintf(line, sizeof(line), "{\"execute\": \"%s\"}\n", command);
+	int r = vm->qmp_fd < 0 ? -EPIPE : write_all(vm->qmp_fd, line, (size_t)n);
+	if (r == 0)
+		r = qmp_read(vm->qmp_fd, buf, sizeof(buf), now_ms() + QMP_TIMEOUT_MS, "\"return\"");
+	return r < 0 ? cap_err(err, -r, "QMP '%s'", command) : 0;
+}
+
 void vm_kill(struct vm *vm)
 {
 	if (vm->pid <= 0)

@@ -53,6 +53,8 @@ int vm_pick_accel(const char *accel, char out[8], capsule_error *err);
 
 /* Start QEMU; on return it runs with the agent channel and QMP connected. */
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
+/* One QMP command with no arguments ("stop", "cont"), waited for. */
+int vm_qmp(struct vm *vm, const char *command, capsule_error *err);
 /* Ask QEMU to quit over QMP, give it a moment, then SIGKILL. It stays to be reaped. */
 void vm_kill(struct vm *vm);
 /* The last line QEMU wrote to its log (why it exited), into BUF. */
