@@ -70,6 +70,8 @@ bool fs_pump(void);
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
 bool agent_in_vm(void);
+/* The value of KEY=VALUE on the kernel's command line (vm_boot.c), into OUT. */
+bool agent_cmdline_get(const char *key, char *out, size_t size);
 /* vm_disk.c: mount the root disk the shim attached (capsule.disk= on the kernel command line)
  * at ROOT and grow it to the disk's size. 0: there is none; 1: mounted, *HOST_SHARES says
  * whether the host's /usr etc. go over it; -errno with WHY on failure. */

@@ -114,9 +114,9 @@ static void load_modules(void)
 	rmdir("/modules");
 }
 
-/* "capsule.hostname=..." from the kernel's command line (written by the shim from a name it
- * validated); dotted options never reach init's argv or environment. */
-static void set_hostname_from_cmdline(void)
+/* Dotted options of the kernel's command line (the shim writes them) never reach init's argv
+ * or environment: they are read here. */
+bool agent_cmdline_get(const char *key, char *out, size_t size)
 {
 	char buf[4096];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
@@ -124,11 +124,23 @@ static void set_hostname_from_cmdline(void)
 	if (fd >= 0)
 		close(fd);
 	if (n <= 0)
-		return;
+		return false;
 	buf[n] = '\0';
+	size_t klen = strlen(key);
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
-		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
-			sethostname(t + 17, strlen(t + 17));
+		if (!strncmp(t, key, klen) && t[klen] == '=' && t[klen + 1]) {
+			snprintf(out, size, "%s", t + klen + 1);
+			return true;
+		}
+	return false;
+}
+
+/* capsule.hostname: a name the shim validated. */
+static void set_hostname_from_cmdline(void)
+{
+	char name[256];
+	if (agent_cmdline_get("capsule.hostname", name, sizeof(name)))
+		sethostname(name, strlen(name));
 }
 
 /* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from

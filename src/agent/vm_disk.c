@@ -25,23 +25,6 @@
 #endif
 #define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
 
-/* capsule.disk=MODE from the kernel's command line (the shim wrote it); "" when absent. */
-static void disk_mode(char *mode, size_t size)
-{
-	char buf[4096];
-	mode[0] = '\0';
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
-		return;
-	buf[n] = '\0';
-	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
-		if (!strncmp(t, "capsule.disk=", 13))
-			snprintf(mode, size, "%s", t + 13);
-}
-
 /* /dev/vdX whose /sys/block/vdX/serial is ours; the node comes from devtmpfs a moment after
  * the driver binds, so both are waited for. */
 static int find_disk(char *dev, size_t size)
@@ -101,8 +84,7 @@ static void grow(const char *dev, const char *root)
 int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t why_size)
 {
 	char mode[32];
-	disk_mode(mode, sizeof(mode));
-	if (!mode[0])
+	if (!agent_cmdline_get("capsule.disk", mode, sizeof(mode)))
 		return 0;
 	if (strcmp(mode, "root") && strcmp(mode, "root+host")) {
 		snprintf(why, why_size, "unknown capsule.disk mode '%s'", mode);

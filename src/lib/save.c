@@ -635,7 +635,7 @@ fail:
 	return r;
 }
 
-int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err)
+static int save_into_store(const char *name, int upper, int disk, const struct capsule_config *cfg, capsule_error *err)
 {
 	int r = save_validate_name(name, err);
 	if (r < 0)
@@ -643,24 +643,20 @@ int save_write(const char *name, int upper, const struct capsule_config *cfg, ca
 	_cleanup_close_ int saves = -1;
 	if ((r = saves_open(&saves, err)) < 0)
 		return r;
-	r = layer_snapshot_at(saves, name, upper, cfg, cfg->id_slot, true, true, err);
+	r = snapshot_at(saves, name, upper, disk, cfg, cfg->id_slot, true, true, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "saving '%s'", name);
 	return 0;
 }
 
+int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err)
+{
+	return save_into_store(name, upper, -1, cfg, err);
+}
+
 int save_write_disk(const char *name, int disk, const struct capsule_config *cfg, capsule_error *err)
 {
-	int r = save_validate_name(name, err);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int saves = -1;
-	if ((r = saves_open(&saves, err)) < 0)
-		return r;
-	r = disk_snapshot_at(saves, name, disk, cfg, true, true, err);
-	if (r < 0)
-		return cap_err_wrap(err, r, "saving '%s'", name);
-	return 0;
+	return save_into_store(name, -1, disk, cfg, err);
 }
 
 int save_check_target(const struct capsule_config *cfg, const char *save, capsule_error *err)
