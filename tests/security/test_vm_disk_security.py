@@ -27,6 +27,7 @@ def host_mounts_naming(path):
         return [line for line in f if path in line]
 
 
+@pytest.mark.vm_slow
 def test_vm_hostile_layer_on_the_root_disk_reaches_nothing_of_the_host(capsule, tmp_path):
     if not iu.agent_is_static(capsule.build):
         pytest.skip("capsule-agent is dynamically linked (a sanitizer build): it cannot be a VM's init")
