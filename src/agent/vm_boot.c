@@ -82,11 +82,13 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* /modules/NN-name.ko in name order: the host numbered them so that each comes after what it
- * depends on. Loaded from their fds; each file is deleted once in (it is RAM). */
-static void load_modules(void)
+/* /modules/GROUP/NNN-name.ko in name order: the host numbered them so that each comes after
+ * what it depends on. Loaded from their fds; each file is deleted once in (it is RAM). */
+static void load_module_group(const char *group)
 {
-	DIR *d = opendir("/modules");
+	char dir[80];
+	snprintf(dir, sizeof(dir), "/modules/%s", group);
+	DIR *d = opendir(dir);
 	if (!d)
 		return;
 	char *names[MAX_MODULE_FILES];
@@ -98,19 +100,63 @@ static void load_modules(void)
 	closedir(d);
 	qsort(names, n, sizeof(names[0]), name_cmp);
 	for (size_t i = 0; i < n; i++) {
-		char path[300];
-		snprintf(path, sizeof(path), "/modules/%s", names[i]);
+		char path[400];
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
 		int fd = open(path, O_RDONLY | O_CLOEXEC);
 		bool compressed = strstr(names[i], ".ko.") != NULL;
 		if (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0) {
 			if (errno != EEXIST)
-				vm_log("loading module '%s': %s", names[i], strerror(errno));
+				vm_log("loading module '%s': %s", path, strerror(errno));
 		}
 		if (fd >= 0)
 			close(fd);
-		unlink(path);
 		free(names[i]);
 	}
+}
+
+static bool dir_has_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool any = false;
+	while (d && !any && (de = readdir(d)))
+		any = de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return any;
+}
+
+/* "core" always; "pci" where there is a PCI bus; then the groups that capsule.modules=
+ * (from the shim, which knows which devices it gave the machine) names, comma separated. */
+static void load_modules(const char *groups)
+{
+	load_module_group("core");
+	if (dir_has_entries("/sys/bus/pci/devices"))
+		load_module_group("pci");
+	char list[256];
+	snprintf(list, sizeof(list), "%s", groups);
+	for (char *save = NULL, *g = strtok_r(list, ",", &save); g; g = strtok_r(NULL, ",", &save))
+		if (strcmp(g, "core") && strcmp(g, "pci") && !strchr(g, '/') && strcmp(g, "..") && strcmp(g, "."))
+			load_module_group(g);
+	/* The initramfs is RAM: what is loaded (or not wanted) goes. */
+	DIR *d = opendir("/modules");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char dir[300];
+		snprintf(dir, sizeof(dir), "/modules/%s", de->d_name);
+		DIR *g = opendir(dir);
+		struct dirent *ge;
+		while (g && (ge = readdir(g)))
+			if (ge->d_name[0] != '.')
+				unlinkat(dirfd(g), ge->d_name, 0);
+		if (g)
+			closedir(g);
+		rmdir(dir);
+	}
+	if (d)
+		closedir(d);
 	rmdir("/modules");
 }
 
@@ -128,19 +174,22 @@ bool agent_cmdline_get(const char *key, char *out, size_t size)
 	buf[n] = '\0';
 	size_t klen = strlen(key);
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
-		if (!strncmp(t, key, klen) && t[klen] == '=' && t[klen + 1]) {
+		if (!strncmp(t, key, klen) && t[klen] == '=') {
 			snprintf(out, size, "%s", t + klen + 1);
 			return true;
 		}
 	return false;
 }
 
-/* capsule.hostname: a name the shim validated. */
-static void set_hostname_from_cmdline(void)
+/* "capsule.hostname=" (a name the shim validated) and "capsule.modules=". */
+static void read_cmdline(char *modules, size_t size)
 {
 	char name[256];
-	if (agent_cmdline_get("capsule.hostname", name, sizeof(name)))
+	if (agent_cmdline_get("capsule.hostname", name, sizeof(name)) && name[0])
 		sethostname(name, strlen(name));
+	if (!agent_cmdline_get("capsule.modules", modules, size))
+		modules[0] = '\0';
+}
 }
 
 /* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
@@ -257,8 +306,9 @@ int agent_vm_boot(void)
 	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
-	set_hostname_from_cmdline();
-	load_modules();
+	char modules[256];
+	read_cmdline(modules, sizeof(modules));
+	load_modules(modules);
 	int port = open_agent_port();
 	if (port < 0)
 		vm_die("no virtio-serial port named '%s' appeared", "capsule.agent");

@@ -302,7 +302,7 @@ void vm_last_words(int run_fd, char *buf, size_t size)
 }
 
 static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const struct argv_builder *a,
-			  const char *kernel, const char *version, const char *initramfs)
+			  const char *kernel, const char *version, const char *initramfs, const char *pvh)
 {
 	struct json_writer j;
 	json_init(&j, true);
@@ -311,6 +311,10 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	json_kv_string(&j, "machine", "microvm");
 	json_kv_string(&j, "kernel", kernel);
 	json_kv_string(&j, "kernel_version", version);
+	/* "pvh": QEMU loaded pvh_kernel, the bzImage's payload unpacked (kernel.c). */
+	json_kv_string(&j, "kernel_entry", pvh ? "pvh" : "bzimage");
+	if (pvh)
+		json_kv_string(&j, "pvh_kernel", pvh);
 	json_kv_string(&j, "initramfs", initramfs);
 	json_kv_int(&j, "qemu_pid", vm->pid);
 	if (spec->disk)
@@ -376,6 +380,10 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	if ((r = vm_find_kernel(&kernel, &version, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
 	    (r = vm_initramfs(version, agent, &initramfs, err)) < 0)
 		return r;
+	/* What QEMU loads: the unpacked PVH kernel where it can be had, else the bzImage. */
+	_cleanup_free_ char *pvh = NULL;
+	vm_kernel_pvh(kernel, version, &pvh);
+	const char *boot_kernel = pvh ? pvh : kernel;
 	char self[64], run_path[PATH_MAX];
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", spec->run_fd);
 	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
@@ -384,7 +392,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	run_path[l] = '\0';
 
 	struct argv_builder a = { 0 };
-	if ((r = build_argv(&a, spec, vm->accel, kernel, initramfs, run_path, err)) < 0) {
+	if ((r = build_argv(&a, spec, vm->accel, boot_kernel, initramfs, run_path, err)) < 0) {
 		argv_free(&a);
 		return r;
 	}
@@ -415,7 +423,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return r;
 	}
-	write_vm_json(spec, vm, &a, kernel, version, initramfs);
+	write_vm_json(spec, vm, &a, kernel, version, initramfs, pvh);
 	argv_free(&a);
 	if ((r = qmp_handshake(vm->qmp_fd)) < 0) {
 		char why[512];

@@ -47,6 +47,10 @@ int vm_find_kernel(char **kernel, char **version, capsule_error *err);
  * once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and renamed into place. */
 int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err);
 
+/* The kernel BZIMAGE unpacked to an ELF with a PVH entry, cached in $CAPSULE_HOME/vm/ (see
+ * kernel.c); *elf malloc'd. -errno when it cannot be had: the caller boots the bzImage. */
+int vm_kernel_pvh(const char *bzimage, const char *version, char **elf);
+
 /* kvm when /dev/kvm opens (and ACCEL allows it), else tcg; -errno with a message when ACCEL
  * demands kvm and it cannot be had. */
 int vm_pick_accel(const char *accel, char out[8], capsule_error *err);
