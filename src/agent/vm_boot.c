@@ -190,7 +190,6 @@ static void read_cmdline(char *modules, size_t size)
 	if (!agent_cmdline_get("capsule.modules", modules, size))
 		modules[0] = '\0';
 }
-}
 
 /* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
  * devtmpfs a moment after the driver binds, so both are waited for. */
