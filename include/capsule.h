@@ -441,6 +441,11 @@ CAPSULE_API int capsule_config_set_accel(capsule_config *cfg, const char *accel,
 /* One more argument for QEMU's command line, after capsule's own (quicksand's
  * extra_qemu_args); call once per argument, in order. At most 64. */
 CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err);
+/* The size of a vm sandbox's root disk (quicksand's disk_size): "4G", "512M", ... from 64M to
+ * 16T; the guest's root file system is grown to it at boot, so `df /` shows it. Default 2G (or
+ * the image's root, where that is larger). Ignored by the container level. */
+CAPSULE_API int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err);
+CAPSULE_API int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
 /* ---- images (docs/architecture.md, Images) ------------------------------------------- */
 
 /* An image reference is docker's: "alpine:3.20" (docker.io/library/alpine:3.20),

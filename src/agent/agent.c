@@ -569,6 +569,13 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 	case CP_FWD_CLOSE: fwd_close(h->chan); break;
 	case CP_VM_MOUNT:
 	case CP_VM_UNMOUNT: vm_mount_request(h, payload); break;
+	case CP_SAVE:
+		/* vm isolation: the shim saves the guest's disk next, with the guest paused; what
+		 * commands wrote must be on that disk, not only in the guest's page cache. */
+		sync();
+		if (cp_empty_encode(&A.w, CP_OK, h->chan) == 0)
+			send_frame();
+		break;
 	case CP_SHUTDOWN: {
 		struct cp_stop m = { 0 };
 		cp_stop_decode(payload, h->len, &m);

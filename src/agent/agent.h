@@ -80,12 +80,16 @@ void fwd_event(size_t index, uint32_t events);
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
-/* The kernel's command line into BUF (NUL-terminated); false when /proc/cmdline is unreadable. */
-bool vm_read_cmdline(char *buf, size_t size);
 /* vm_net.c: with capsule.net=full on the kernel command line, configure the NIC and bind
  * resolv.conf over NEWROOT's; -1 with a reason in WHY. */
 int vm_net_setup(const char *newroot, char *why, size_t whylen);
 bool agent_in_vm(void);
+/* The value of KEY=VALUE on the kernel's command line (vm_boot.c), into OUT. */
+bool agent_cmdline_get(const char *key, char *out, size_t size);
+/* vm_disk.c: mount the root disk the shim attached (capsule.disk= on the kernel command line)
+ * at ROOT and grow it to the disk's size. 0: there is none; 1: mounted, *HOST_SHARES says
+ * whether the host's /usr etc. go over it; -errno with WHY on failure. */
+int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t why_size);
 _Noreturn void agent_exit(int code);
 
 /* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the

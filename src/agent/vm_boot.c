@@ -160,32 +160,35 @@ static void load_modules(const char *groups)
 	rmdir("/modules");
 }
 
-bool vm_read_cmdline(char *buf, size_t size)
+/* Dotted options of the kernel's command line (the shim writes them) never reach init's argv
+ * or environment: they are read here. */
+bool agent_cmdline_get(const char *key, char *out, size_t size)
 {
+	char buf[4096];
 	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
 	if (fd >= 0)
 		close(fd);
 	if (n <= 0)
 		return false;
 	buf[n] = '\0';
-	return true;
+	size_t klen = strlen(key);
+	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+		if (!strncmp(t, key, klen) && t[klen] == '=') {
+			snprintf(out, size, "%s", t + klen + 1);
+			return true;
+		}
+	return false;
 }
 
-/* "capsule.hostname=" and "capsule.modules=" from the kernel's command line (written by the
- * shim from a name it validated); dotted options never reach init's argv or environment. */
+/* "capsule.hostname=" (a name the shim validated) and "capsule.modules=". */
 static void read_cmdline(char *modules, size_t size)
 {
-	char buf[4096];
-	modules[0] = '\0';
-	if (!vm_read_cmdline(buf, sizeof(buf)))
-		return;
-	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
-		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
-			sethostname(t + 17, strlen(t + 17));
-		else if (!strncmp(t, "capsule.modules=", 16))
-			snprintf(modules, size, "%s", t + 16);
-	}
+	char name[256];
+	if (agent_cmdline_get("capsule.hostname", name, sizeof(name)) && name[0])
+		sethostname(name, strlen(name));
+	if (!agent_cmdline_get("capsule.modules", modules, size))
+		modules[0] = '\0';
 }
 
 /* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
@@ -261,15 +264,23 @@ static void setup_dev(void)
 
 static void setup_root(void)
 {
-	/* The writable layer lives in guest RAM, bounded by the VM's memory. */
-	must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-	mkdir("/overlay/upper", 0755);
-	mkdir("/overlay/work", 0700);
-	must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
-	must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
-		   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
+	/* A root disk (vm_disk.c) when the shim gave one, else the skeleton over 9p. */
+	char why[300];
+	bool host_shares = true;
+	int disk = agent_vm_disk_root("/newroot", &host_shares, why, sizeof(why));
+	if (disk < 0)
+		vm_die("root disk: %s", why);
+	if (disk == 0) {
+		/* The writable layer lives in guest RAM, bounded by the VM's memory. */
+		must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+		mkdir("/overlay/upper", 0755);
+		mkdir("/overlay/work", 0700);
+		must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
+		must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
+			   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
+	}
 	static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
-	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+	for (size_t i = 0; host_shares && i < ARRAY_SIZE(host_dirs); i++) {
 		char target[64], tag[32];
 		snprintf(target, sizeof(target), "/newroot/%s", host_dirs[i]);
 		snprintf(tag, sizeof(tag), "host-%s", host_dirs[i]);

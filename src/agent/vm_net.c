@@ -118,13 +118,8 @@ static int bind_resolv_conf(const char *newroot, char *why, size_t whylen)
 
 static bool cmdline_wants_full(void)
 {
-	char buf[4096];
-	if (!vm_read_cmdline(buf, sizeof(buf)))
-		return false;
-	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
-		if (!strcmp(t, "capsule.net=full"))
-			return true;
-	return false;
+	char net[16];
+	return agent_cmdline_get("capsule.net", net, sizeof(net)) && !strcmp(net, "full");
 }
 
 int vm_net_setup(const char *newroot, char *why, size_t whylen)

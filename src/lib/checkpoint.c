@@ -22,7 +22,7 @@ static int open_upper(int run_fd, int *fd, capsule_error *err)
 	return 0;
 }
 
-static int open_checkpoints(int run_fd, int *fd, capsule_error *err)
+int checkpoints_open(int run_fd, int *fd, capsule_error *err)
 {
 	if (mkdirat(run_fd, "checkpoints", 0700) < 0 && errno != EEXIST)
 		return cap_err(err, errno, "mkdir 'checkpoints'");
@@ -79,6 +79,8 @@ int checkpoint_exists(int run_fd, const char *name, capsule_error *err)
 
 int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char *name, capsule_error *err)
 {
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return vm_disk_op(cfg, run_fd, CP_SAVE_OP_REVERT, name, err);
 	int r = checkpoint_exists(run_fd, name, err);
 	if (r < 0)
 		return r;
@@ -124,8 +126,6 @@ int layer_op_check(const struct capsule_config *cfg, uint32_t op, const char *na
 	if (op < CP_SAVE_OP_SAVE || op > CP_SAVE_OP_FORK)
 		return cap_err_plain(err, EINVAL, "unknown save operation %u", op);
 	int r = validate_name(name, op == CP_SAVE_OP_FORK ? "sandbox name" : op == CP_SAVE_OP_SAVE ? "save name" : "checkpoint name", err);
-	if (r == 0 && cfg->isolation == CAPSULE_ISOLATION_VM)
-		r = cap_err_plain(err, EOPNOTSUPP, "saves, checkpoints and forks of vm sandboxes are not in capsule yet");
 	if (r == 0 && op == CP_SAVE_OP_SAVE)
 		r = save_check_target(cfg, name, err);
 	return r;
@@ -136,6 +136,8 @@ int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const ch
 	int r = layer_op_check(cfg, op, name, err);
 	if (r < 0)
 		return r;
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return vm_disk_op(cfg, run_fd, op, name, err);
 	if (op == CP_SAVE_OP_REVERT)
 		return checkpoint_restore(run_fd, cfg, name, err);
 	_cleanup_close_ int upper = -1, store = -1;
@@ -147,7 +149,7 @@ int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const ch
 		r = fork_copy_layer(cfg, upper, name, err);
 		return r < 0 ? cap_err_wrap(err, r, "forking into '%s'", name) : 0;
 	}
-	if ((r = open_checkpoints(run_fd, &store, err)) < 0)
+	if ((r = checkpoints_open(run_fd, &store, err)) < 0)
 		return r;
 	r = layer_snapshot_at(store, name, upper, cfg, cfg->id_slot, false, false, err);
 	return r < 0 ? cap_err_wrap(err, r, "checkpoint '%s'", name) : 0;

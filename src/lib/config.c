@@ -55,6 +55,8 @@ void config_clear(struct capsule_config *cfg)
 	for (size_t i = 0; i < cfg->nlayers; i++)
 		free(cfg->layers[i]);
 	cfg->nlayers = 0;
+	free(cfg->disk_from);
+	cfg->disk_from = NULL;
 	config_set_image_defaults(cfg, NULL, NULL, NULL, NULL, NULL);
 }
 
@@ -121,6 +123,27 @@ int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_er
 	return r < 0 ? cap_err(err, -r, "adding a QEMU argument") : 0;
 }
 
+/* The vm level's root disk: at least what a small image's ext4 takes, at most what ext4
+ * grows to with 4 KiB blocks and the inode ratio mkfs sets. */
+int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
+{
+	if (bytes && (bytes < (64ull << 20) || bytes > (16ull << 40)))
+		return cap_err_plain(err, EINVAL, "invalid disk size %llu bytes (from 64M to 16T)", (unsigned long long)bytes);
+	cfg->disk_bytes = bytes;
+	return 0;
+}
+
+int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err)
+{
+	uint64_t v;
+	int r = parse_size(size, &v, err);
+	if (r < 0)
+		return r;
+	if (v == 0)
+		return cap_err_plain(err, EINVAL, "invalid disk size '%s' (from 64M to 16T)", size);
+	return capsule_config_set_disk_size_bytes(cfg, v, err);
+}
+
 int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 {
 	*dst = *src;
@@ -132,6 +155,11 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 	dst->nlayers = 0;
 	dst->workdir = dst->user = NULL;
 	dst->entrypoint = dst->cmd = NULL;
+	dst->disk_from = NULL;
+	if (src->disk_from && !(dst->disk_from = strdup(src->disk_from))) {
+		config_clear(dst);
+		return -ENOMEM;
+	}
 	if (config_set_image_defaults(dst, src->workdir, src->user, (const char *const *)src->entrypoint,
 				      (const char *const *)src->cmd, NULL) < 0) {
 		config_clear(dst);
@@ -688,6 +716,10 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "accel=%s\n", cfg->accel);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
+	if (cfg->disk_bytes)
+		fprintf(f, "disk_size=%llu\n", (unsigned long long)cfg->disk_bytes);
+	if (cfg->disk_from)
+		fprintf(f, "disk_from=%s\n", cfg->disk_from);
 	if (cfg->base_none)
 		fprintf(f, "base=none\n");
 	for (size_t i = 0; i < cfg->nlayers; i++)
@@ -865,6 +897,13 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			r = capsule_config_set_accel(cfg, v, err);
 		} else if (!strcmp(k, "qemu_arg")) {
 			r = capsule_config_add_qemu_arg(cfg, v, err);
+		} else if (!strcmp(k, "disk_from")) {
+			free(cfg->disk_from);
+			if (!(cfg->disk_from = strdup(v)))
+				r = cap_err(err, ENOMEM, "parsing configuration");
+		} else if (!strcmp(k, "disk_size")) {
+			if ((r = parse_u64_field(k, v, UINT64_MAX, &x, err)) == 0)
+				r = capsule_config_set_disk_size_bytes(cfg, x, err);
 		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
 			r = 0;
 		}

@@ -110,6 +110,8 @@ struct capsule_config {
 	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
 	char **qemu_args;      /* appended to QEMU's command line */
 	size_t nqemu_args;
+	uint64_t disk_bytes;   /* the root disk's size; 0: the default (src/shim/vm/disk.c) */
+	char *disk_from;       /* a vm save's disk (saves/<name>/disk.qcow2) the root disk starts from */
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);

@@ -92,6 +92,13 @@ static int copy_xattrs(int src_fd, int dst_fd, const char *what, capsule_error *
 	return 0;
 }
 
+static int copy_data(int in, int out, uint64_t size);
+
+int layer_copy_data(int in, int out, uint64_t size)
+{
+	return copy_data(in, out, size);
+}
+
 /* The data of a regular file: a reflink where the filesystem shares extents, else
  * copy_file_range (in-kernel, and server-side or reflinked where it can be), else read and
  * write. */

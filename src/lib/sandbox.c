@@ -648,13 +648,15 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	for (size_t i = 0; i < sb->cfg.nqemu_args; i++)
 		json_string(j, sb->cfg.qemu_args[i]);
 	json_array_end(j);
+	/* 0: the default (2G, or the image's root where that is larger). */
+	json_kv_uint(j, "disk_size_bytes", sb->cfg.disk_bytes);
 	_cleanup_close_ int dir = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len = 0;
 	if (strcmp(state, "stopped") != 0 && run_dir_open(sb->cfg.name, &dir, NULL) == 0 &&
 	    read_file_at(dir, "vm.json", 1u << 20, &text, &len) == 0) {
-		static const char *const keys[] = { "accel", "machine", "kernel", "kernel_entry", "pvh_kernel",
-						    "kernel_version", "initramfs", "qemu_command_line" };
+		static const char *const keys[] = { "accel", "machine", "kernel", "kernel_version", "initramfs",
+						    "qemu_command_line", "disk", "kernel_entry", "pvh_kernel" };
 		for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 			_cleanup_free_ char *v = NULL;
 			if (json_get_string(text, len, keys[i], &v) == 0)

@@ -307,6 +307,23 @@ out:
 	return r;
 }
 
+/* A vm save is a disk (the guest's whole root file system), which only a vm can start from;
+ * a container save is a layer folder, which a vm flattens into its disk like any layer. */
+static int save_disk_apply(struct capsule_config *cfg, capsule_error *err)
+{
+	_cleanup_free_ char *disk = NULL;
+	if (asprintf(&disk, "%s/saves/%s/" VM_SAVE_DISK, capsule_home(), cfg->image) < 0)
+		return cap_err(err, ENOMEM, "save path");
+	struct stat st;
+	if (lstat(disk, &st) < 0)
+		return errno == ENOENT ? 0 : cap_err(err, errno, "save '%s'", cfg->image);
+	if (cfg->isolation != CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EINVAL, "save '%s' is a vm's disk: start it with --isolation vm", cfg->image);
+	free(cfg->disk_from);
+	cfg->disk_from = steal_ptr(disk);
+	return 0;
+}
+
 int save_apply_to_config(struct capsule_config *cfg, capsule_error *err)
 {
 	char **layers = NULL;
@@ -323,6 +340,8 @@ int save_apply_to_config(struct capsule_config *cfg, capsule_error *err)
 	free(layers);
 	if (r >= 0)
 		r = save_config_apply(cfg->image, cfg, err);
+	if (r >= 0)
+		r = save_disk_apply(cfg, err);
 	if (r < 0)
 		return cap_err_wrap(err, err && err->code ? -err->code : -EINVAL, "starting from save '%s'", cfg->image);
 	cfg->base_none = base_none;
@@ -476,8 +495,42 @@ static int describe_parent(int saves, const struct capsule_config *cfg, struct j
 	return 0;
 }
 
+/* A snapshot is the sandbox's own layer (UPPER, a folder) or, for the vm level, its disk
+ * (DISK, a qcow2 file, kept beside an empty layer/ so that what depends on a save is found
+ * the same way for both levels); the other is -1. */
+static int snapshot_at(int store, const char *name, int upper, int disk, const struct capsule_config *cfg,
+		       uint32_t slot, bool refuse_replace_in_use, bool durable, capsule_error *err);
+
 int layer_snapshot_at(int store, const char *name, int upper, const struct capsule_config *cfg, uint32_t slot,
 		      bool refuse_replace_in_use, bool durable, capsule_error *err)
+{
+	return snapshot_at(store, name, upper, -1, cfg, slot, refuse_replace_in_use, durable, err);
+}
+
+int disk_snapshot_at(int store, const char *name, int disk, const struct capsule_config *cfg, bool refuse_replace_in_use,
+		     bool durable, capsule_error *err)
+{
+	return snapshot_at(store, name, -1, disk, cfg, cfg->id_slot, refuse_replace_in_use, durable, err);
+}
+
+int vm_disk_copy(int disk, int dirfd, const char *name, capsule_error *err)
+{
+	struct stat st;
+	if (fstat(disk, &st) < 0)
+		return cap_err(err, errno, "stat of the vm disk");
+	_cleanup_close_ int out = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return cap_err(err, errno, "creating '%s'", name);
+	int r = layer_copy_data(disk, out, (uint64_t)st.st_size);
+	if (r < 0) {
+		unlinkat(dirfd, name, 0);
+		return cap_err(err, -r, "copying the vm disk into '%s'", name);
+	}
+	return 0;
+}
+
+static int snapshot_at(int store, const char *name, int upper, int disk, const struct capsule_config *cfg,
+		       uint32_t slot, bool refuse_replace_in_use, bool durable, capsule_error *err)
 {
 	_cleanup_close_ int tmpfd = -1, layer = -1, lock = -1;
 	_cleanup_free_ char *text = NULL;
@@ -498,7 +551,12 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 		r = cap_err(err, errno, "mkdir '%s/layer'", tmp);
 		goto fail;
 	}
-	if ((r = layer_copy(upper, layer, &shift, &stats, err)) < 0)
+	memset(&stats, 0, sizeof(stats));
+	if (upper >= 0 && (r = layer_copy(upper, layer, &shift, &stats, err)) < 0)
+		goto fail;
+	struct stat dst = { 0 };
+	if (disk >= 0 && ((r = vm_disk_copy(disk, tmpfd, VM_SAVE_DISK, err)) < 0 ||
+			  (fstatat(tmpfd, VM_SAVE_DISK, &dst, AT_SYMLINK_NOFOLLOW) < 0 && (r = cap_err(err, errno, "stat")) < 0)))
 		goto fail;
 	struct json_writer j;
 	json_init(&j, true);
@@ -512,8 +570,12 @@ int layer_snapshot_at(int store, const char *name, int upper, const struct capsu
 		goto fail;
 	}
 	describe_config(&j, cfg);
+	if (disk >= 0) {
+		json_kv_string(&j, "isolation", "vm");
+		json_kv_string(&j, "disk", VM_SAVE_DISK);
+	}
 	json_kv_int(&j, "created", (int64_t)time(NULL));
-	json_kv_uint(&j, "size", layer_disk_usage(layer, 0));
+	json_kv_uint(&j, "size", layer_disk_usage(layer, 0) + (uint64_t)dst.st_blocks * 512);
 	json_kv_uint(&j, "files", stats.entries);
 	json_kv_uint(&j, "skipped", stats.skipped);
 	json_object_end(&j);
@@ -573,7 +635,7 @@ fail:
 	return r;
 }
 
-int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err)
+static int save_into_store(const char *name, int upper, int disk, const struct capsule_config *cfg, capsule_error *err)
 {
 	int r = save_validate_name(name, err);
 	if (r < 0)
@@ -581,10 +643,20 @@ int save_write(const char *name, int upper, const struct capsule_config *cfg, ca
 	_cleanup_close_ int saves = -1;
 	if ((r = saves_open(&saves, err)) < 0)
 		return r;
-	r = layer_snapshot_at(saves, name, upper, cfg, cfg->id_slot, true, true, err);
+	r = snapshot_at(saves, name, upper, disk, cfg, cfg->id_slot, true, true, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "saving '%s'", name);
 	return 0;
+}
+
+int save_write(const char *name, int upper, const struct capsule_config *cfg, capsule_error *err)
+{
+	return save_into_store(name, upper, -1, cfg, err);
+}
+
+int save_write_disk(const char *name, int disk, const struct capsule_config *cfg, capsule_error *err)
+{
+	return save_into_store(name, -1, disk, cfg, err);
 }
 
 int save_check_target(const struct capsule_config *cfg, const char *save, capsule_error *err)
@@ -592,8 +664,6 @@ int save_check_target(const struct capsule_config *cfg, const char *save, capsul
 	int r = save_validate_name(save, err);
 	if (r < 0)
 		return r;
-	if (cfg->isolation == CAPSULE_ISOLATION_VM)
-		return cap_err_plain(err, EOPNOTSUPP, "saves of vm sandboxes are not in capsule yet (save '%s')", save);
 	if (!strcmp(cfg->image, save) && cfg->nlayers)
 		return cap_err_plain(err, EBUSY,
 				     "cannot save as '%s': the sandbox starts from that save; save under another name", save);

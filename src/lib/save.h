@@ -42,6 +42,17 @@ int save_write(const char *name, int upper, const struct capsule_config *cfg, ca
  * layer, which is never synced, and still atomic). */
 int layer_snapshot_at(int store, const char *name, int upper, const struct capsule_config *cfg, uint32_t slot,
 		      bool refuse_replace_in_use, bool durable, capsule_error *err);
+/* The vm level (a save's or checkpoint's disk is VM_SAVE_DISK beside an empty layer/): the
+ * same for a vm's disk, the qcow2 file DISK; save_write of a disk; a copy of DISK into a new
+ * file DIRFD/NAME (0600, reflinked where it can be). */
+#define VM_SAVE_DISK "disk.qcow2"
+int disk_snapshot_at(int store, const char *name, int disk, const struct capsule_config *cfg, bool refuse_replace_in_use,
+		     bool durable, capsule_error *err);
+int save_write_disk(const char *name, int disk, const struct capsule_config *cfg, capsule_error *err);
+int vm_disk_copy(int disk, int dirfd, const char *name, capsule_error *err);
+/* OP on the disk of the vm sandbox of CFG (vm_save.c), as layer_op does on a container's layer. */
+int vm_disk_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err);
+int checkpoints_open(int run_fd, int *fd, capsule_error *err);
 /* Whether a sandbox other than EXCEPT has save NAME among its layers (USER names it). */
 bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size);
 

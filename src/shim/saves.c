@@ -20,11 +20,11 @@ int shim_save_request(const struct save_sandbox *sb, uint32_t op, const char *na
 	int r = layer_op_check(sb->cfg, op, name, err);
 	if (r < 0)
 		return r;
-	if ((r = sandbox_freeze(sb->cg, sb->cgname, true, err)) < 0)
+	if ((r = sb->pause ? sb->pause(true, err) : sandbox_freeze(sb->cg, sb->cgname, true, err)) < 0)
 		return r;
 	r = layer_op(sb->cfg, sb->run_fd, op, name, err);
 	capsule_error terr = { 0 };
-	if (sandbox_freeze(sb->cg, sb->cgname, false, &terr) < 0 && r == 0)
+	if ((sb->pause ? sb->pause(false, &terr) : sandbox_freeze(sb->cg, sb->cgname, false, &terr)) < 0 && r == 0)
 		r = cap_err_plain(err, terr.code, "%s", terr.message);
 	return r;
 }

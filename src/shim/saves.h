@@ -2,6 +2,7 @@
 #ifndef CAPSULE_SHIM_SAVES_H
 #define CAPSULE_SHIM_SAVES_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "internal.h"
@@ -13,6 +14,9 @@ struct save_sandbox {
 	int run_fd;
 	struct cgroup_handle *cg;
 	const char *cgname;
+	/* vm isolation: sync and pause the guest (ON), or let it run again; in place of the
+	 * cgroup freezer, which a VM has none of. */
+	int (*pause)(bool on, capsule_error *err);
 };
 
 /* SAVE op CP_SAVE_OP_SAVE, _CHECKPOINT or _FORK on the running sandbox SB, its processes frozen

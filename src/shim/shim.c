@@ -418,11 +418,19 @@ static void transform_servers_reap(bool force)
 	}
 }
 
+static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err);
+
 /* SIGKILL to PID 1 takes every process of the sandbox with it (pid namespace). */
 static void kill_sandbox(void)
 {
-	if (!S.killed && S.cfg.isolation == CAPSULE_ISOLATION_VM)
+	if (!S.killed && S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+		/* A vm that is saved at stop: what its commands wrote may still be in the guest's
+		 * page cache, which QEMU's quit would lose. A wedged agent costs the stop 10 s. */
+		capsule_error e = { 0 };
+		if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
+			shim_log("syncing the guest before its save: %s", e.message);
 		vm_kill(&S.vm);
+	}
 	else if (!S.killed)
 		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	S.killed = true;
@@ -472,9 +480,13 @@ static void finish_and_exit(void)
 	 * stop is answered only after it, with its error if it failed. */
 	capsule_error save_err = { 0 };
 	if (S.cfg.save[0]) {
-		_cleanup_close_ int upper = openat(S.run_fd, "fs/upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int upper = S.cfg.isolation == CAPSULE_ISOLATION_VM
+						    ? -1 : openat(S.run_fd, "fs/upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		uint64_t t0 = now_ns();
-		if (upper < 0)
+		/* A vm's guest synced its disks as it powered off; QEMU has exited. */
+		if (S.cfg.isolation == CAPSULE_ISOLATION_VM)
+			layer_op(&S.cfg, S.run_fd, CP_SAVE_OP_SAVE, S.cfg.save, &save_err);
+		else if (upper < 0)
 			cap_err(&save_err, errno, "saving '%s': open 'fs/upper'", S.cfg.save);
 		else
 			save_write(S.cfg.save, upper, &S.cfg, &save_err);
@@ -704,6 +716,10 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.ct.pidfd, NULL);
 	close(S.ct.pidfd);
 	S.ct.pidfd = -1;
+	if (S.cfg.isolation == CAPSULE_ISOLATION_VM && S.vm.qmp_fd >= 0) {
+		close(S.vm.qmp_fd);
+		S.vm.qmp_fd = -1;
+	}
 	if (S.agent_fd >= 0) {
 		epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.agent_fd, NULL);
 		close(S.agent_fd);
@@ -744,6 +760,69 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	return 0;
 }
 
+/* vm isolation, around a save's copy of the disk: the agent syncs the guest's file systems
+ * (SAVE to the agent), then QMP stop pauses the guest, which drains and flushes QEMU's block
+ * layer, so the qcow2 on the host is whole and current; cont lets it run again. Frames that
+ * arrive meanwhile for other channels are served as usual. */
+#define VM_SYNC_CHAN 0xfffffff0u
+
+static void agent_frame(const struct cp_header *h, const uint8_t *payload);
+
+static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
+{
+	if (chan_by_agent(VM_SYNC_CHAN))
+		return cap_err_plain(err, EBUSY, "agent channel %u is in use", VM_SYNC_CHAN);
+	struct cp_save m = { .op = CP_SAVE_OP_SAVE, .name = (char *)"sync" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	int r = cp_save_encode(&w, VM_SYNC_CHAN, &m);
+	if (r == 0)
+		to_agent(w.buf, w.len);
+	cp_writer_free(&w);
+	if (r < 0)
+		return cap_err(err, -r, "asking the agent to sync");
+	uint64_t deadline = now_ms() + timeout_ms;
+	for (;;) {
+		if (S.agent_fd < 0)
+			return cap_err_plain(err, EPIPE, "the agent went away during a save");
+		outq_flush(&S.agent_out, S.agent_fd);
+		struct cp_header h;
+		const uint8_t *payload;
+		int k;
+		while ((k = cp_rxbuf_peek(&S.agent_rx, &h, &payload)) > 0) {
+			bool mine = h.chan == VM_SYNC_CHAN && (h.type == CP_OK || h.type == CP_ERROR);
+			if (!mine)
+				agent_frame(&h, payload);
+			cp_rxbuf_consume(&S.agent_rx, &h);
+			if (mine)
+				return h.type == CP_OK ? 0 : cap_err_plain(err, EIO, "the agent could not sync the guest's disks");
+		}
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return cap_err_plain(err, ETIMEDOUT, "the agent did not sync the guest's disks within %u ms", timeout_ms);
+		struct pollfd p = { .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) };
+		if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
+			return cap_err(err, errno, "poll");
+		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
+			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
+			if (n == 0)
+				return cap_err_plain(err, EPIPE, "the agent went away during a save");
+			if (n < 0 && n != -EAGAIN)
+				return cap_err(err, (int)-n, "reading from the agent");
+		}
+	}
+}
+
+static int vm_pause(bool on, capsule_error *err)
+{
+	if (!on)
+		return vm_qmp(&S.vm, "cont", err);
+	int r = vm_agent_sync(60000, err);
+	return r < 0 ? r : vm_qmp(&S.vm, "stop", err);
+}
+
 /* SAVE is answered here, once the copy is done: the loop serves nothing else meanwhile, and
  * the sandbox's processes are frozen for the copy anyway. */
 static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
@@ -764,7 +843,8 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 	capsule_error err = { 0 };
 	char cgname[CAPSULE_NAME_MAX + 16];
 	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
-	struct save_sandbox sb = { .cfg = &S.cfg, .run_fd = S.run_fd, .cg = S.cg, .cgname = cgname };
+	struct save_sandbox sb = { .cfg = &S.cfg, .run_fd = S.run_fd, .cg = S.cg, .cgname = cgname,
+				   .pause = S.cfg.isolation == CAPSULE_ISOLATION_VM ? vm_pause : NULL };
 	uint64_t t0 = now_ns();
 	int r;
 	if (m.op == CP_SAVE_OP_REVERT) {
@@ -1346,6 +1426,35 @@ static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, 
 	return r;
 }
 
+/* The vm's root disk (src/shim/vm/disk.c): the layer stack (the host image's skeleton at the
+ * bottom unless the image is the whole root) flattened into a cached ext4, and the sandbox's
+ * own qcow2 over it. */
+static int vm_root_disk(const char *skeleton, char **disk, const char **mode, capsule_error *err)
+{
+	char *stack[CAPSULE_MAX_LAYERS + 1];
+	size_t n = 0;
+	if (skeleton)
+		stack[n++] = (char *)skeleton;
+	for (size_t i = 0; i < S.cfg.nlayers; i++)
+		stack[n++] = S.cfg.layers[i];
+	char run_path[PATH_MAX], self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
+	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	run_path[l] = '\0';
+	_cleanup_free_ char *base = NULL;
+	/* From a vm save: its disk (over the ext4 it was made on) is the new disk's backing. */
+	int r = S.cfg.disk_from ? ((base = strdup(S.cfg.disk_from)) ? 0 : cap_err(err, ENOMEM, "vm disk"))
+				: vm_rootfs(stack, n, &base, err);
+	if (r == 0)
+		r = vm_disk_overlay(S.run_fd, run_path, base, S.cfg.disk_bytes, S.cfg.image, disk, err);
+	*mode = skeleton ? VM_DISK_MODE_HOST : VM_DISK_MODE_ROOT;
+	if (r == 0)
+		shim_log("root disk %s over %s", *disk, base);
+	return r;
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1363,15 +1472,17 @@ static int start_vm(capsule_error *err)
 			return cap_err_plain(err, EOPNOTSUPP,
 					     "transform mounts are not available with vm isolation yet ('%s' in sandbox '%s')",
 					     S.cfg.binds[i].target, S.name);
-	if (strcmp(S.cfg.image, "host") != 0 || S.cfg.nlayers || S.cfg.base_none)
-		return cap_err_plain(err, EOPNOTSUPP, "image '%s' is not available with vm isolation yet (only 'host' is)",
-				     S.cfg.image);
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
-	r = image_host_lower(geteuid(), getegid(), &skeleton, err);
+	r = S.cfg.base_none ? 0 : image_host_lower(geteuid(), getegid(), &skeleton, err);
 	if (r < 0)
 		return r;
 	if ((r = vm_boot_shares(err)) < 0)
+		return r;
+	progress("disk");
+	_cleanup_free_ char *disk = NULL;
+	const char *disk_mode = NULL;
+	if ((r = vm_root_disk(skeleton, &disk, &disk_mode, err)) < 0)
 		return r;
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
@@ -1384,6 +1495,8 @@ static int start_vm(capsule_error *err)
 		.skeleton = skeleton,
 		.agent_sock = sp[1],
 		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
+		.disk = disk,
+		.disk_mode = disk_mode,
 	};
 	progress("qemu");
 	r = vm_start(&S.vm, &spec, err);

@@ -66,6 +66,11 @@ def test_vm_settings_pass_the_library_message_through():
     assert ei.value.errno == errno.EINVAL
     with pytest.raises(InvalidArgument, match="a list of strings"):
         SyncSandbox(isolation="vm", extra_qemu_args="-smp 2")
+    with pytest.raises(InvalidArgument) as ei:
+        SyncSandbox(isolation="vm", disk_size="10M")
+    assert str(ei.value) == "invalid disk size 10485760 bytes (from 64M to 16T)"
+    with pytest.raises(InvalidArgument, match="from 64M to 16T"):
+        SyncSandbox(isolation="vm", disk_size=1 << 50)
 
 
 def test_image_not_found():

@@ -20,7 +20,7 @@ def newest_kernel_release():
                     "VM's init")
 def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
     with SyncSandbox(isolation="vm", memory="256M", accel="auto",
-                     extra_qemu_args=["-device", "virtio-rng-device"]) as sb:
+                     extra_qemu_args=["-device", "virtio-rng-device"], disk_size="1G") as sb:
         assert sb.isolation == "vm" and sb.boot_timeout == 60.0
         assert sb.accelerator == ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg")
         assert sb.execute("uname -r").stdout.strip() == newest_kernel_release()
@@ -30,4 +30,7 @@ def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
         info = sb.inspect_json()
         assert info["vm"]["extra_qemu_args"] == ["-device", "virtio-rng-device"]
         assert " -m 256 " in info["vm"]["qemu_command_line"]
+        # disk_size: the root disk the guest grew its file system to.
+        assert info["vm"]["disk_size_bytes"] == 1 << 30
+        assert 0.95 * (1 << 20) < int(sb.execute("df -k / | tail -1").stdout.split()[1]) <= 1 << 20
     assert not sb.is_running

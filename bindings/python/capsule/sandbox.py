@@ -90,7 +90,7 @@ def _setter(cfg, fn, *args, op="config"):
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
-                  accel=None, extra_qemu_args=None):
+                  accel=None, extra_qemu_args=None, disk_size=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -167,6 +167,11 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                                              _errno.EINVAL, "config")
             for a in extra_qemu_args:
                 _setter(cfg, lib.capsule_config_add_qemu_arg, enc(str(a), "extra_qemu_args"))
+        if disk_size is not None:
+            if isinstance(disk_size, int) and not isinstance(disk_size, bool):
+                _setter(cfg, lib.capsule_config_set_disk_size_bytes, disk_size)
+            else:
+                _setter(cfg, lib.capsule_config_set_disk_size, enc(str(disk_size), "disk_size"))
     except BaseException:
         lib.capsule_config_free(cfg)
         raise
@@ -223,7 +228,7 @@ class _Core:
     def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
-                 allow_cidrs=None, accel=None, extra_qemu_args=None):
+                 allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None):
         self._cfg_box = {}
         self._handle = None
         self._name = name
@@ -237,7 +242,7 @@ class _Core:
         self._state_lock = threading.Lock()
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
-                            accel, extra_qemu_args)
+                            accel, extra_qemu_args, disk_size)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)

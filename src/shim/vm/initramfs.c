@@ -31,6 +31,8 @@ static const struct wanted_module {
 	{ "core", "virtio_mmio" }, { "core", "virtio_console" }, { "core", "9pnet_virtio" },
 	{ "core", "9p" }, { "core", "overlay" }, { "core", "virtio_balloon" },
 	{ "pci", "virtio_pci" },
+	/* every vm's root disk (disk.c); ext4's checksums ask the crypto API for crc32c */
+	{ "core", "virtio_blk" }, { "core", "crc32c_generic" }, { "core", "ext4" },
 	{ "net", "virtio_net" }, /* --network full: the NIC of QEMU's user-mode network */
 };
 

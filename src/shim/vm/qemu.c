@@ -206,8 +206,9 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	char groups[128] = "";
 	vm_net_module_groups(cfg, groups, sizeof(groups));
 	arg(a, "-append");
-	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s",
-	    tsc, spec->hostname, vm_net_cmdline(cfg), groups[0] ? " capsule.modules=" : "", groups);
+	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
+	    tsc, spec->hostname, vm_net_cmdline(cfg), spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
+	    groups[0] ? " capsule.modules=" : "", groups);
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -227,8 +228,19 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "socket,id=qmp,fd=%d", QEMU_QMP_FD);
 	arg(a, "-mon");
 	arg(a, "chardev=qmp,mode=control");
-	share(a, VM_SKELETON_TAG, spec->skeleton);
-	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
+	if (spec->disk) {
+		_cleanup_free_ char *disk = qemu_escape(spec->disk);
+		if (!disk)
+			a->oom = true;
+		/* node-name: saves name the top of the chain in blockdev-snapshot-sync. */
+		arg(a, "-drive");
+		arg(a, "file=%s,format=qcow2,if=none,id=root,node-name=root-top,cache=writeback,discard=unmap", disk ? disk : "");
+		arg(a, "-device");
+		arg(a, "virtio-blk-device,drive=root,serial=%s", VM_DISK_SERIAL);
+	} else {
+		share(a, VM_SKELETON_TAG, spec->skeleton);
+	}
+	for (size_t i = 0; (!spec->disk || strcmp(spec->disk_mode, VM_DISK_MODE_ROOT)) && i < ARRAY_SIZE(host_dirs); i++) {
 		char host[16], tag[32];
 		snprintf(host, sizeof(host), "/%s", host_dirs[i]);
 		snprintf(tag, sizeof(tag), VM_HOST_TAG_PREFIX "%s", host_dirs[i]);
@@ -335,6 +347,8 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 		json_kv_string(&j, "pvh_kernel", pvh);
 	json_kv_string(&j, "initramfs", initramfs);
 	json_kv_int(&j, "qemu_pid", vm->pid);
+	if (spec->disk)
+		json_kv_string(&j, "disk", spec->disk);
 	/* One string, as a shell would show it; the arguments are also given one by one. */
 	size_t total = 1;
 	for (size_t i = 0; i < a->n; i++)
@@ -458,6 +472,16 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 				     why[0] ? why : strerror(-r));
 	}
 	return 0;
+}
+
+int vm_qmp(struct vm *vm, const char *command, capsule_error *err)
+{
+	char buf[8192], line[128];
+	int n = snprintf(line, sizeof(line), "{\"execute\": \"%s\"}\n", command);
+	int r = vm->qmp_fd < 0 ? -EPIPE : write_all(vm->qmp_fd, line, (size_t)n);
+	if (r == 0)
+		r = qmp_read(vm->qmp_fd, buf, sizeof(buf), now_ms() + QMP_TIMEOUT_MS, "\"return\"");
+	return r < 0 ? cap_err(err, -r, "QMP '%s'", command) : 0;
 }
 
 void vm_kill(struct vm *vm)

@@ -38,6 +38,11 @@ struct vm_spec {
 	const char *skeleton;        /* the host image's lower folder, shared read-only */
 	int agent_sock;              /* QEMU's end of the agent socketpair */
 	const char *mounts_dir;      /* the host folders' share (shares.h), or NULL for none */
+	/* The root disk (disk.c): its qcow2, and how the guest uses it, VM_DISK_MODE_*, which
+	 * reaches the agent as capsule.disk= on the kernel's command line. NULL: no disk, the
+	 * skeleton over 9p as before. */
+	const char *disk;
+	const char *disk_mode;
 };
 
 /* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */
@@ -57,9 +62,28 @@ int vm_pick_accel(const char *accel, char out[8], capsule_error *err);
 
 /* Start QEMU; on return it runs with the agent channel and QMP connected. */
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
+/* One QMP command with no arguments ("stop", "cont"), waited for. */
+int vm_qmp(struct vm *vm, const char *command, capsule_error *err);
 /* Ask QEMU to quit over QMP, give it a moment, then SIGKILL. It stays to be reaped. */
 void vm_kill(struct vm *vm);
 /* The last line QEMU wrote to its log (why it exited), into BUF. */
 void vm_last_words(int run_fd, char *buf, size_t size);
+
+/* ---- the root disk (disk.c) ---- */
+
+#define VM_DISK_FILE "disk.qcow2"         /* in run/<name>/ */
+#define VM_DISK_SERIAL "capsule-root"     /* virtio-blk serial the agent finds it by */
+#define VM_DISK_MODE_ROOT "root"          /* the disk is the whole root (an OCI image) */
+#define VM_DISK_MODE_HOST "root+host"     /* the root, with the host's /usr etc. over 9p on it */
+#define VM_DISK_MIN_BYTES (64ull << 20)
+#define VM_DISK_DEFAULT_BYTES (2ull << 30)
+
+/* The layer folders LAYERS (bottom first) flattened into an ext4 file, built once per
+ * stack into $CAPSULE_HOME/vm/ and renamed into place; its path in *PATH (malloc'd). */
+int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err);
+/* run/<name>/disk.qcow2 over BASE, WANT_BYTES (0: the default) large, unless it is there
+ * already; its absolute path in *PATH. A size smaller than BASE is refused (IMAGE names it). */
+int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t want_bytes, const char *image,
+		    char **path, capsule_error *err);
 
 #endif
