@@ -70,6 +70,11 @@ bool fs_pump(void);
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
 bool agent_in_vm(void);
+void vm_load_modules(const char *dir, bool load);
+/* The display (vm_display.c): its modules loaded, or dropped when the kernel command line
+ * has no capsule.display=1; then its device nodes in the sandbox's /dev at DEV. */
+void vm_display_modules(void);
+void vm_display_dev(const char *dev);
 _Noreturn void agent_exit(int code);
 
 #endif

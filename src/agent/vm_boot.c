@@ -82,11 +82,12 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* /modules/NN-name.ko in name order: the host numbered them so that each comes after what it
- * depends on. Loaded from their fds; each file is deleted once in (it is RAM). */
-static void load_modules(void)
+/* DIR/NN-name.ko in name order: the host numbered them so that each comes after what it
+ * depends on. Loaded from their fds (or only deleted, without LOAD); each file is deleted once
+ * in (it is RAM). */
+void vm_load_modules(const char *dir, bool load)
 {
-	DIR *d = opendir("/modules");
+	DIR *d = opendir(dir);
 	if (!d)
 		return;
 	char *names[MAX_MODULE_FILES];
@@ -99,10 +100,10 @@ static void load_modules(void)
 	qsort(names, n, sizeof(names[0]), name_cmp);
 	for (size_t i = 0; i < n; i++) {
 		char path[300];
-		snprintf(path, sizeof(path), "/modules/%s", names[i]);
-		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+		int fd = load ? open(path, O_RDONLY | O_CLOEXEC) : -1;
 		bool compressed = strstr(names[i], ".ko.") != NULL;
-		if (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0) {
+		if (load && (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0)) {
 			if (errno != EEXIST)
 				vm_log("loading module '%s': %s", names[i], strerror(errno));
 		}
@@ -111,7 +112,7 @@ static void load_modules(void)
 		unlink(path);
 		free(names[i]);
 	}
-	rmdir("/modules");
+	rmdir(dir);
 }
 
 /* "capsule.hostname=..." from the kernel's command line (written by the shim from a name it
@@ -225,6 +226,7 @@ static void setup_root(void)
 	must_mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	setup_dev();
+	vm_display_dev("/newroot/dev");
 }
 
 int agent_vm_boot(void)
@@ -238,7 +240,8 @@ int agent_vm_boot(void)
 	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
 	set_hostname_from_cmdline();
-	load_modules();
+	vm_load_modules("/modules", true);
+	vm_display_modules();
 	int port = open_agent_port();
 	if (port < 0)
 		vm_die("no virtio-serial port named '%s' appeared", "capsule.agent");

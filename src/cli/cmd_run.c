@@ -43,6 +43,7 @@ enum {
 	OPT_RM, OPT_HELP, OPT_TMPFS, OPT_ALLOW_SENSITIVE, OPT_TRANSFORM, OPT_NETWORK, OPT_ALLOW_HOST, OPT_ALLOW_CIDR,
 	OPT_SAVE,
 	OPT_ACCEL, OPT_QEMU_ARG,
+	OPT_DISPLAY,
 };
 
 static const struct option sandbox_options[] = {
@@ -56,6 +57,7 @@ static const struct option sandbox_options[] = {
 	{ "boot-timeout", required_argument, NULL, OPT_BOOT_TIMEOUT },
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "qemu-arg", required_argument, NULL, OPT_QEMU_ARG },
+	{ "display", no_argument, NULL, OPT_DISPLAY },
 	{ "env", required_argument, NULL, 'e' },
 	{ "workdir", required_argument, NULL, 'w' },
 	{ "user", required_argument, NULL, 'u' },
@@ -97,6 +99,7 @@ static void run_help(const char *verb)
 		       "  --boot-timeout DUR   how long start may take (default 10s; 60s with vm)\n"
 		       "  --accel KIND         vm: auto (default: kvm if /dev/kvm opens, else tcg), kvm or tcg\n"
 		       "  --qemu-arg ARG       vm: one more argument for QEMU (repeat for more)\n"
+		       "  --display            vm: a virtio GPU, keyboard and tablet, VNC on 127.0.0.1\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
@@ -188,6 +191,11 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--qemu-arg'");
 		r = capsule_config_add_qemu_arg(sbc->cfg, optarg, &err);
+		break;
+	case OPT_DISPLAY:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--display'");
+		r = capsule_config_set_display(sbc->cfg, true, &err);
 		break;
 	case 'e': {
 		const char *kv = optarg;

@@ -55,6 +55,7 @@ bool cp_type_known(uint16_t type)
 	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS:
 	case CP_SAVE:
+	case CP_SCREENSHOT: case CP_INPUT:
 		return true;
 	}
 	return false;
@@ -84,6 +85,8 @@ const char *cp_type_name(uint16_t type)
 	case CP_PORT_REMOVE: return "PORT_REMOVE";
 	case CP_PORTS: return "PORTS";
 	case CP_SAVE: return "SAVE";
+	case CP_SCREENSHOT: return "SCREENSHOT";
+	case CP_INPUT: return "INPUT";
 	}
 	return "UNKNOWN";
 }

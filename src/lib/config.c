@@ -688,6 +688,8 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "accel=%s\n", cfg->accel);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
+	if (cfg->display)
+		fprintf(f, "display=1\n");
 	if (cfg->base_none)
 		fprintf(f, "base=none\n");
 	for (size_t i = 0; i < cfg->nlayers; i++)
@@ -865,6 +867,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 			r = capsule_config_set_accel(cfg, v, err);
 		} else if (!strcmp(k, "qemu_arg")) {
 			r = capsule_config_add_qemu_arg(cfg, v, err);
+		} else if (!strcmp(k, "display")) {
+			cfg->display = strcmp(v, "1") == 0;
 		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
 			r = 0;
 		}

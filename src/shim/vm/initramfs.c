@@ -24,12 +24,18 @@
 static const char *const wanted_modules[] = {
 	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_balloon",
 };
+/* The display's (--display), in /modules-display/: the agent loads them only for a vm with a
+ * display; the GPU's DRM stack alone is 2 MB of modules, time that every other boot would pay. */
+static const char *const display_modules[] = {
+	"virtio_gpu", "virtio_input", "evdev",
+};
 
 #define MAX_MODULES 64
 
 struct modlist {
 	char *paths[MAX_MODULES]; /* relative to /lib/modules/<ver>, in load order */
 	size_t n;
+	size_t ndisplay_from; /* paths[ndisplay_from..n) are what only the display needs */
 };
 
 /* The line of modules.dep for module NAME (matched on the file's base name, any
@@ -116,9 +122,18 @@ static int modlist_resolve(const char *version, struct modlist *m, capsule_error
 	int r = read_file_at(AT_FDCWD, dep_path, 64u << 20, &dep, &len);
 	if (r < 0)
 		return cap_err(err, -r, "reading '%s'", dep_path);
-	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++) {
+	/* The display's after all the rest: what they share is loaded with the rest. */
+	m->ndisplay_from = SIZE_MAX;
+	const char *all[ARRAY_SIZE(wanted_modules) + ARRAY_SIZE(display_modules)];
+	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++)
+		all[i] = wanted_modules[i];
+	for (size_t i = 0; i < ARRAY_SIZE(display_modules); i++)
+		all[ARRAY_SIZE(wanted_modules) + i] = display_modules[i];
+	for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
 		_cleanup_free_ char *line = NULL;
-		r = moddep_line(dep, len, wanted_modules[i], &line);
+		if (i == ARRAY_SIZE(wanted_modules))
+			m->ndisplay_from = m->n;
+		r = moddep_line(dep, len, all[i], &line);
 		if (r == -ENOENT) {
 			/* Built in (=y) needs no module; the agent finds out at mount time if not. */
 			continue;
@@ -207,6 +222,8 @@ static int file_digest(const char *path, uint64_t *out)
 	uint64_t h = 0xcbf29ce484222325ull;
 	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++)
 		h = fnv1a(h, (const unsigned char *)wanted_modules[i], strlen(wanted_modules[i]) + 1);
+	for (size_t i = 0; i < ARRAY_SIZE(display_modules); i++)
+		h = fnv1a(h, (const unsigned char *)display_modules[i], strlen(display_modules[i]) + 1);
 	unsigned char buf[65536];
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof(buf))) > 0)
@@ -225,6 +242,8 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 		r = cpio_header(&c, "dev/console", S_IFCHR | 0600, 0, 5, 1);
 	if (r == 0)
 		r = cpio_header(&c, "modules", S_IFDIR | 0755, 0, 0, 0);
+	if (r == 0)
+		r = cpio_header(&c, "modules-display", S_IFDIR | 0755, 0, 0, 0);
 	if (r == 0 && (r = cpio_file(&c, "init", agent, 0755)) < 0)
 		return cap_err(err, -r, "adding '%s' to the initramfs", agent);
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
@@ -232,7 +251,7 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 		const char *base = strrchr(m->paths[i], '/');
 		base = base ? base + 1 : m->paths[i];
 		snprintf(host, sizeof(host), "/lib/modules/%s/%s", version, m->paths[i]);
-		snprintf(name, sizeof(name), "modules/%02zu-%s", i, base);
+		snprintf(name, sizeof(name), "%s/%02zu-%s", i >= m->ndisplay_from ? "modules-display" : "modules", i, base);
 		if ((r = cpio_file(&c, name, host, 0644)) < 0)
 			return cap_err(err, -r, "adding '%s' to the initramfs", host);
 	}

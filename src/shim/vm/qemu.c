@@ -183,7 +183,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	if (khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
 	arg(a, "-append");
-	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s", tsc, spec->hostname);
+	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s", tsc, spec->hostname,
+	    vm_display_cmdline(cfg));
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -203,6 +204,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "socket,id=qmp,fd=%d", QEMU_QMP_FD);
 	arg(a, "-mon");
 	arg(a, "chardev=qmp,mode=control");
+	for (const char *const *d = vm_display_qemu_args(cfg); d && *d; d++)
+		arg(a, "%s", *d);
 	share(a, VM_SKELETON_TAG, spec->skeleton);
 	for (size_t i = 0; i < ARRAY_SIZE(host_dirs); i++) {
 		char host[16], tag[32];

@@ -53,4 +53,24 @@ void vm_kill(struct vm *vm);
 /* The last line QEMU wrote to its log (why it exited), into BUF. */
 void vm_last_words(int run_fd, char *buf, size_t size);
 
+/* Run the QMP COMMAND (ARGUMENTS: a JSON object's text, or NULL) on the monitor FD after the
+ * handshake and wait up to TIMEOUT_MS for its answer; events are skipped. *RET (may be NULL)
+ * gets the raw JSON text of the answer's "return", malloc'd. QEMU's own error is EIO with its
+ * description (qmp.c). */
+int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err);
+
+/* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
+ * tablet, a VNC server on 127.0.0.1), NULL-terminated and static, or NULL without a display;
+ * the words the guest's kernel command line gets ("" without one). */
+const char *const *vm_display_qemu_args(const struct capsule_config *cfg);
+const char *vm_display_cmdline(const struct capsule_config *cfg);
+/* After QEMU started: ask it which port its VNC server took and write run/<name>/display.json. */
+int vm_display_start(struct vm *vm, int run_fd, capsule_error *err);
+/* A SCREENSHOT or INPUT request (header H, PAYLOAD) for sandbox CFG: its OK frame encoded into W,
+ * or -errno with ERR (a container, a vm without a display, a bad key name, ...). */
+struct cp_header;
+struct cp_writer;
+int vm_display_request(struct vm *vm, const struct capsule_config *cfg, int run_fd, const struct cp_header *h,
+		       const uint8_t *payload, struct cp_writer *w, capsule_error *err);
+
 #endif
