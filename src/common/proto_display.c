@@ -43,8 +43,10 @@ int cp_screenshot_decode(const uint8_t *p, size_t n, struct cp_screenshot *m)
 			r = cp_field_u64(&f, &m->offset);
 		else if (f.tag == CP_T_SHOT_ID)
 			r = cp_field_u32(&f, &m->shot);
-		if (r < 0)
+		if (r < 0) {
+			memset(m, 0, sizeof(*m));
 			return r;
+		}
 	}
 	if (k < 0 || m->offset > CP_MAX_SCREENSHOT || (m->offset && !m->shot)) {
 		memset(m, 0, sizeof(*m));
@@ -94,8 +96,10 @@ int cp_screenshot_ok_decode(const uint8_t *p, size_t n, struct cp_screenshot_ok 
 			m->data = f.val;
 			m->data_len = f.len;
 		}
-		if (r < 0)
+		if (r < 0) {
+			memset(m, 0, sizeof(*m));
 			return r;
+		}
 	}
 	/* The shim is not inside the boundary, but a client still checks what it will add up. */
 	if (k < 0 || !m->shot || !have_size || m->size > CP_MAX_SCREENSHOT || m->data_len > CP_SCREENSHOT_CHUNK ||
