@@ -71,6 +71,8 @@ bool fs_pump(void);
 int agent_vm_boot(void);
 bool agent_in_vm(void);
 void vm_load_modules(const char *dir, bool load);
+/* The kernel's command line into BUF (NUL-terminated); -1 when it cannot be read. */
+int vm_read_cmdline(char *buf, size_t size);
 /* The display (vm_display.c): its modules loaded, or dropped when the kernel command line
  * has no capsule.display=1; then its device nodes in the sandbox's /dev at DEV. */
 void vm_display_modules(void);

@@ -115,18 +115,25 @@ void vm_load_modules(const char *dir, bool load)
 	rmdir(dir);
 }
 
+int vm_read_cmdline(char *buf, size_t size)
+{
+	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd >= 0 ? read(fd, buf, size - 1) : -1;
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return 0;
+}
+
 /* "capsule.hostname=..." from the kernel's command line (written by the shim from a name it
  * validated); dotted options never reach init's argv or environment. */
 static void set_hostname_from_cmdline(void)
 {
 	char buf[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (vm_read_cmdline(buf, sizeof(buf)) < 0)
 		return;
-	buf[n] = '\0';
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
 		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
 			sethostname(t + 17, strlen(t + 17));

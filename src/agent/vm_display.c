@@ -30,13 +30,8 @@ static bool wanted(void)
 		return display_wanted;
 	display_wanted = 0;
 	char buf[4096];
-	int fd = open("/proc/cmdline", O_RDONLY | O_CLOEXEC);
-	ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
-	if (fd >= 0)
-		close(fd);
-	if (n <= 0)
+	if (vm_read_cmdline(buf, sizeof(buf)) < 0)
 		return false;
-	buf[n] = '\0';
 	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
 		if (!strcmp(t, "capsule.display=1"))
 			display_wanted = 1;

@@ -262,6 +262,11 @@ static int field_set_str(const struct cp_field *f, char **slot)
 	return 0;
 }
 
+int cp_field_set_str(const struct cp_field *f, char **slot)
+{
+	return field_set_str(f, slot);
+}
+
 static void strv_free(char **v, size_t n)
 {
 	if (!v)

@@ -7,18 +7,6 @@
 
 #include "proto.h"
 
-/* A repeated string field keeps its last value, as everywhere in the protocol. */
-static int set_text(const struct cp_field *f, char **slot)
-{
-	char *s;
-	int r = cp_field_strdup(f, &s);
-	if (r < 0)
-		return r;
-	free(*slot);
-	*slot = s;
-	return 0;
-}
-
 int cp_screenshot_encode(struct cp_writer *w, uint32_t chan, const struct cp_screenshot *m)
 {
 	if (m->offset > CP_MAX_SCREENSHOT || (m->offset && !m->shot))
@@ -156,7 +144,7 @@ int cp_input_decode(const uint8_t *p, size_t n, struct cp_input *m)
 		if (f.tag == CP_T_INPUT_KIND)
 			r = cp_field_u32(&f, &m->kind);
 		else if (f.tag == CP_T_INPUT_TEXT)
-			r = set_text(&f, &m->text);
+			r = cp_field_set_str(&f, &m->text);
 		else if (f.tag == CP_T_INPUT_X)
 			r = cp_field_u32(&f, &m->x), have_x = true;
 		else if (f.tag == CP_T_INPUT_Y)
