@@ -70,12 +70,10 @@ bool fs_pump(void);
  * ends the agent: in a guest, by powering it off. */
 int agent_vm_boot(void);
 bool agent_in_vm(void);
-void vm_load_modules(const char *dir, bool load);
 /* The kernel's command line into BUF (NUL-terminated); -1 when it cannot be read. */
 int vm_read_cmdline(char *buf, size_t size);
-/* The display (vm_display.c): its modules loaded, or dropped when the kernel command line
- * has no capsule.display=1; then its device nodes in the sandbox's /dev at DEV. */
-void vm_display_modules(void);
+/* The display (vm_display.c): with capsule.display=1 on the kernel command line, its device
+ * nodes in the sandbox's /dev at DEV. */
 void vm_display_dev(const char *dev);
 _Noreturn void agent_exit(int code);
 

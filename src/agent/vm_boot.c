@@ -82,11 +82,12 @@ static int name_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* DIR/NN-name.ko in name order: the host numbered them so that each comes after what it
- * depends on. Loaded from their fds (or only deleted, without LOAD); each file is deleted once
- * in (it is RAM). */
-void vm_load_modules(const char *dir, bool load)
+/* /modules/GROUP/NNN-name.ko in name order: the host numbered them so that each comes after
+ * what it depends on. Loaded from their fds; each file is deleted once in (it is RAM). */
+static void load_module_group(const char *group)
 {
+	char dir[80];
+	snprintf(dir, sizeof(dir), "/modules/%s", group);
 	DIR *d = opendir(dir);
 	if (!d)
 		return;
@@ -99,20 +100,64 @@ void vm_load_modules(const char *dir, bool load)
 	closedir(d);
 	qsort(names, n, sizeof(names[0]), name_cmp);
 	for (size_t i = 0; i < n; i++) {
-		char path[300];
+		char path[400];
 		snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-		int fd = load ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
 		bool compressed = strstr(names[i], ".ko.") != NULL;
-		if (load && (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0)) {
+		if (fd < 0 || syscall(SYS_finit_module, fd, "", compressed ? MODULE_INIT_COMPRESSED_FILE : 0) < 0) {
 			if (errno != EEXIST)
-				vm_log("loading module '%s': %s", names[i], strerror(errno));
+				vm_log("loading module '%s': %s", path, strerror(errno));
 		}
 		if (fd >= 0)
 			close(fd);
-		unlink(path);
 		free(names[i]);
 	}
-	rmdir(dir);
+}
+
+static bool dir_has_entries(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool any = false;
+	while (d && !any && (de = readdir(d)))
+		any = de->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return any;
+}
+
+/* "core" always; "pci" where there is a PCI bus; then the groups that capsule.modules=
+ * (from the shim, which knows which devices it gave the machine) names, comma separated. */
+static void load_modules(const char *groups)
+{
+	load_module_group("core");
+	if (dir_has_entries("/sys/bus/pci/devices"))
+		load_module_group("pci");
+	char list[256];
+	snprintf(list, sizeof(list), "%s", groups);
+	for (char *save = NULL, *g = strtok_r(list, ",", &save); g; g = strtok_r(NULL, ",", &save))
+		if (strcmp(g, "core") && strcmp(g, "pci") && !strchr(g, '/') && strcmp(g, "..") && strcmp(g, "."))
+			load_module_group(g);
+	/* The initramfs is RAM: what is loaded (or not wanted) goes. */
+	DIR *d = opendir("/modules");
+	struct dirent *de;
+	while (d && (de = readdir(d))) {
+		if (de->d_name[0] == '.')
+			continue;
+		char dir[300];
+		snprintf(dir, sizeof(dir), "/modules/%s", de->d_name);
+		DIR *g = opendir(dir);
+		struct dirent *ge;
+		while (g && (ge = readdir(g)))
+			if (ge->d_name[0] != '.')
+				unlinkat(dirfd(g), ge->d_name, 0);
+		if (g)
+			closedir(g);
+		rmdir(dir);
+	}
+	if (d)
+		closedir(d);
+	rmdir("/modules");
 }
 
 int vm_read_cmdline(char *buf, size_t size)
@@ -127,16 +172,20 @@ int vm_read_cmdline(char *buf, size_t size)
 	return 0;
 }
 
-/* "capsule.hostname=..." from the kernel's command line (written by the shim from a name it
- * validated); dotted options never reach init's argv or environment. */
-static void set_hostname_from_cmdline(void)
+/* "capsule.hostname=" and "capsule.modules=" from the kernel's command line (written by the
+ * shim from a name it validated); dotted options never reach init's argv or environment. */
+static void read_cmdline(char *modules, size_t size)
 {
 	char buf[4096];
+	modules[0] = '\0';
 	if (vm_read_cmdline(buf, sizeof(buf)) < 0)
 		return;
-	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save))
+	for (char *save = NULL, *t = strtok_r(buf, " \n", &save); t; t = strtok_r(NULL, " \n", &save)) {
 		if (!strncmp(t, "capsule.hostname=", 17) && t[17])
 			sethostname(t + 17, strlen(t + 17));
+		else if (!strncmp(t, "capsule.modules=", 16))
+			snprintf(modules, size, "%s", t + 16);
+	}
 }
 
 /* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
@@ -246,9 +295,9 @@ int agent_vm_boot(void)
 	must_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID | MS_NOEXEC, NULL);
-	set_hostname_from_cmdline();
-	vm_load_modules("/modules", true);
-	vm_display_modules();
+	char modules[256];
+	read_cmdline(modules, sizeof(modules));
+	load_modules(modules);
 	int port = open_agent_port();
 	if (port < 0)
 		vm_die("no virtio-serial port named '%s' appeared", "capsule.agent");

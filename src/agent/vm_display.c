@@ -1,7 +1,7 @@
-/* The guest's side of a display (--display): the GPU and input modules, loaded only when the
- * shim asked for a display (capsule.display=1 on the kernel command line; without one they
- * would only cost boot time), and the device nodes a GUI program needs in the sandbox's /dev:
- * /dev/dri/..., /dev/fb0, /dev/input/event..., and nothing more. */
+/* The guest's side of a display (--display; capsule.display=1 on the kernel command line, and
+ * the "display" module group in capsule.modules=, which vm_boot.c loads): the device nodes a
+ * GUI program needs in the sandbox's /dev: /dev/dri/..., /dev/fb0, /dev/input/event..., and
+ * nothing more, and no reboot on ctrl-alt-delete. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -36,11 +36,6 @@ static bool wanted(void)
 		if (!strcmp(t, "capsule.display=1"))
 			display_wanted = 1;
 	return display_wanted;
-}
-
-void vm_display_modules(void)
-{
-	vm_load_modules("/modules-display", wanted());
 }
 
 /* NAME's device number from /sys/class/CLASS/NAME/dev ("maj:min"). */

@@ -109,6 +109,13 @@ def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     assert vm["accel_setting"] == "auto"
     assert vm["machine"] == "microvm"
     assert vm["kernel_version"] == guest_kernel_release()
+    # Debian's kernel has CONFIG_PVH: QEMU loads its payload, unpacked once and cached, and
+    # enters it with no decompression in the guest.
+    assert vm["kernel_entry"] == "pvh" and vm["kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
+    assert os.path.dirname(vm["pvh_kernel"]) == os.path.join(capsule.home, "vm")
+    assert f"-kernel {vm['pvh_kernel']} " in vm["qemu_command_line"]
+    with open(vm["pvh_kernel"], "rb") as f:
+        assert f.read(4) == b"\x7fELF"
     assert info["boot_timeout_ms"] == 60000
     argv = vm["qemu_command_line"].split()
     assert argv[argv.index("-m") + 1] == "256" and argv[argv.index("-smp") + 1] == "2"

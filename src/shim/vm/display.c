@@ -46,8 +46,9 @@ const char *const *vm_display_qemu_args(const struct capsule_config *cfg)
 
 const char *vm_display_cmdline(const struct capsule_config *cfg)
 {
-	/* capsule.display=1: the agent loads the GPU and input modules only then. No blinking
-	 * text cursor drawn by fbcon over what a program puts on the screen. */
+	/* capsule.display=1: the agent makes the display's device nodes (its modules come with
+	 * the "display" group, vm_module_groups). No blinking text cursor drawn by fbcon over what
+	 * a program puts on the screen. */
 	return cfg->display ? " capsule.display=1 vt.global_cursor_default=0" : "";
 }
 

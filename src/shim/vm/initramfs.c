@@ -1,7 +1,7 @@
 /* The guest's initramfs, written by us as a newc cpio (the kernel's own format, no tool
  * needed): the static agent as /init, /dev/console so that PID 1 starts with stdio, and the
- * kernel modules the agent needs as /modules/NN-name.ko, numbered in load order (each after
- * everything it depends on, from modules.dep). Debian builds virtio, 9p and overlayfs as
+ * kernel modules the agent needs as /modules/<group>/NNN-name.ko, numbered in load order (each
+ * after everything it depends on, from modules.dep). Debian builds virtio, 9p and overlayfs as
  * modules, so without them the guest could not reach its channel or its root. */
 #include <dirent.h>
 #include <elf.h>
@@ -18,24 +18,40 @@
 #include "util.h"
 #include "vm.h"
 
-/* What the agent loads, by module name; dependencies come from modules.dep. virtio_mmio is
- * the microvm transport; virtio_pci is there for a q35 machine (extra_qemu_args -M q35);
- * virtio_balloon reports the guest's free pages, so that QEMU gives them back to the host. */
-static const char *const wanted_modules[] = {
-	"virtio_mmio", "virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay", "virtio_balloon",
-};
-/* The display's (--display), in /modules-display/: the agent loads them only for a vm with a
- * display; the GPU's DRM stack alone is 2 MB of modules, time that every other boot would pay. */
-static const char *const display_modules[] = {
-	"virtio_gpu", "virtio_input", "evdev",
+/* What the agent loads, by module name, in groups; dependencies come from modules.dep. The
+ * agent loads "core" at every boot, "pci" where the machine has a PCI bus (a q35 machine from
+ * extra_qemu_args), and the other groups only where the kernel command line's
+ * capsule.modules= names them (vm_module_groups): each module costs tens of milliseconds
+ * to load under TCG, so a guest loads only the drivers of the devices it was given.
+ * virtio_mmio is the microvm transport; virtio_balloon reports the guest's free pages, so
+ * that QEMU gives them back to the host. */
+static const struct wanted_module {
+	const char *group, *name;
+} wanted_modules[] = {
+	{ "core", "virtio_mmio" }, { "core", "virtio_console" }, { "core", "9pnet_virtio" },
+	{ "core", "9p" }, { "core", "overlay" }, { "core", "virtio_balloon" },
+	{ "pci", "virtio_pci" },
+	{ "display", "virtio_gpu" }, { "display", "virtio_input" }, { "display", "evdev" },
 };
 
-#define MAX_MODULES 64
+/* One line a group: each names the setting that gives the machine the group's devices. */
+void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+#define GROUP_IF(cond, name) \
+	if ((cond) && n < size) \
+		n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "," : "", name)
+	GROUP_IF(cfg->display, "display");
+#undef GROUP_IF
+}
+
+#define MAX_MODULES 128
 
 struct modlist {
 	char *paths[MAX_MODULES]; /* relative to /lib/modules/<ver>, in load order */
+	const char *groups[MAX_MODULES];
 	size_t n;
-	size_t ndisplay_from; /* paths[ndisplay_from..n) are what only the display needs */
 };
 
 /* The line of modules.dep for module NAME (matched on the file's base name, any
@@ -68,19 +84,22 @@ static int moddep_line(const char *dep, size_t len, const char *name, char **lin
 	return -ENOENT;
 }
 
-static bool modlist_has(const struct modlist *m, const char *path, size_t len)
+/* Whether PATH is loaded by the time GROUP's modules are: in core (always loaded first) or
+ * in GROUP itself. A module two other groups need is in both: either may be loaded alone. */
+static bool modlist_has(const struct modlist *m, const char *group, const char *path, size_t len)
 {
 	for (size_t i = 0; i < m->n; i++)
-		if (strlen(m->paths[i]) == len && !strncmp(m->paths[i], path, len))
+		if ((!strcmp(m->groups[i], "core") || !strcmp(m->groups[i], group)) && strlen(m->paths[i]) == len &&
+		    !strncmp(m->paths[i], path, len))
 			return true;
 	return false;
 }
 
 /* Depth first: a module goes in after all it depends on. */
-static int modlist_add_path(struct modlist *m, const char *dep, size_t len, const char *path, size_t plen, int depth,
-			    capsule_error *err)
+static int modlist_add_path(struct modlist *m, const char *group, const char *dep, size_t len, const char *path,
+			    size_t plen, int depth, capsule_error *err)
 {
-	if (modlist_has(m, path, plen))
+	if (modlist_has(m, group, path, plen))
 		return 0;
 	if (depth > 16)
 		return cap_err_plain(err, ELOOP, "modules.dep: dependencies of '%.*s' nest too deep", (int)plen, path);
@@ -101,7 +120,7 @@ static int modlist_add_path(struct modlist *m, const char *dep, size_t len, cons
 	char *save = NULL;
 	char *deps = strchr(line, ':') + 1;
 	for (char *d = strtok_r(deps, " \t", &save); d; d = strtok_r(NULL, " \t", &save)) {
-		int r = modlist_add_path(m, dep, len, d, strlen(d), depth + 1, err);
+		int r = modlist_add_path(m, group, dep, len, d, strlen(d), depth + 1, err);
 		if (r < 0)
 			return r;
 	}
@@ -109,7 +128,7 @@ static int modlist_add_path(struct modlist *m, const char *dep, size_t len, cons
 		return cap_err_plain(err, E2BIG, "the guest needs more than %d modules", MAX_MODULES);
 	if (!(m->paths[m->n] = strndup(path, plen)))
 		return cap_err(err, ENOMEM, "module list");
-	m->n++;
+	m->groups[m->n++] = group;
 	return 0;
 }
 
@@ -122,25 +141,17 @@ static int modlist_resolve(const char *version, struct modlist *m, capsule_error
 	int r = read_file_at(AT_FDCWD, dep_path, 64u << 20, &dep, &len);
 	if (r < 0)
 		return cap_err(err, -r, "reading '%s'", dep_path);
-	/* The display's after all the rest: what they share is loaded with the rest. */
-	m->ndisplay_from = SIZE_MAX;
-	const char *all[ARRAY_SIZE(wanted_modules) + ARRAY_SIZE(display_modules)];
-	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++)
-		all[i] = wanted_modules[i];
-	for (size_t i = 0; i < ARRAY_SIZE(display_modules); i++)
-		all[ARRAY_SIZE(wanted_modules) + i] = display_modules[i];
-	for (size_t i = 0; i < ARRAY_SIZE(all); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++) {
 		_cleanup_free_ char *line = NULL;
-		if (i == ARRAY_SIZE(wanted_modules))
-			m->ndisplay_from = m->n;
-		r = moddep_line(dep, len, all[i], &line);
+		r = moddep_line(dep, len, wanted_modules[i].name, &line);
 		if (r == -ENOENT) {
 			/* Built in (=y) needs no module; the agent finds out at mount time if not. */
 			continue;
 		}
 		if (r < 0)
 			return cap_err(err, -r, "reading '%s'", dep_path);
-		if ((r = modlist_add_path(m, dep, len, line, (size_t)(strchr(line, ':') - line), 0, err)) < 0)
+		if ((r = modlist_add_path(m, wanted_modules[i].group, dep, len, line, (size_t)(strchr(line, ':') - line), 0,
+					  err)) < 0)
 			return r;
 	}
 	return 0;
@@ -220,10 +231,10 @@ static int file_digest(const char *path, uint64_t *out)
 	if (fd < 0)
 		return -errno;
 	uint64_t h = 0xcbf29ce484222325ull;
-	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++)
-		h = fnv1a(h, (const unsigned char *)wanted_modules[i], strlen(wanted_modules[i]) + 1);
-	for (size_t i = 0; i < ARRAY_SIZE(display_modules); i++)
-		h = fnv1a(h, (const unsigned char *)display_modules[i], strlen(display_modules[i]) + 1);
+	for (size_t i = 0; i < ARRAY_SIZE(wanted_modules); i++) {
+		h = fnv1a(h, (const unsigned char *)wanted_modules[i].group, strlen(wanted_modules[i].group) + 1);
+		h = fnv1a(h, (const unsigned char *)wanted_modules[i].name, strlen(wanted_modules[i].name) + 1);
+	}
 	unsigned char buf[65536];
 	ssize_t n;
 	while ((n = read(fd, buf, sizeof(buf))) > 0)
@@ -242,16 +253,22 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 		r = cpio_header(&c, "dev/console", S_IFCHR | 0600, 0, 5, 1);
 	if (r == 0)
 		r = cpio_header(&c, "modules", S_IFDIR | 0755, 0, 0, 0);
-	if (r == 0)
-		r = cpio_header(&c, "modules-display", S_IFDIR | 0755, 0, 0, 0);
 	if (r == 0 && (r = cpio_file(&c, "init", agent, 0755)) < 0)
 		return cap_err(err, -r, "adding '%s' to the initramfs", agent);
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		char host[PATH_MAX], name[256];
+		bool first_of_group = true;
+		for (size_t j = 0; j < i; j++)
+			first_of_group &= strcmp(m->groups[j], m->groups[i]) != 0;
+		if (first_of_group) {
+			snprintf(name, sizeof(name), "modules/%s", m->groups[i]);
+			if ((r = cpio_header(&c, name, S_IFDIR | 0755, 0, 0, 0)) < 0)
+				break;
+		}
 		const char *base = strrchr(m->paths[i], '/');
 		base = base ? base + 1 : m->paths[i];
 		snprintf(host, sizeof(host), "/lib/modules/%s/%s", version, m->paths[i]);
-		snprintf(name, sizeof(name), "%s/%02zu-%s", i >= m->ndisplay_from ? "modules-display" : "modules", i, base);
+		snprintf(name, sizeof(name), "modules/%s/%03zu-%s", m->groups[i], i, base);
 		if ((r = cpio_file(&c, name, host, 0644)) < 0)
 			return cap_err(err, -r, "adding '%s' to the initramfs", host);
 	}
@@ -295,7 +312,7 @@ int vm_initramfs(const char *version, const char *agent, char **path, capsule_er
 				     "vm isolation needs a statically linked capsule-agent; '%s' is dynamically linked "
 				     "(a sanitizer build?)",
 				     agent);
-	uint64_t digest;
+	uint64_t digest = 0;
 	r = file_digest(agent, &digest);
 	if (r < 0)
 		return cap_err(err, -r, "reading '%s'", agent);

@@ -182,9 +182,13 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	unsigned long khz = strcmp(accel, "tcg") ? 0 : host_tsc_khz();
 	if (khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
+	char groups[128] = "", modules[160] = "";
+	vm_module_groups(cfg, groups, sizeof(groups));
+	if (groups[0])
+		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
 	arg(a, "-append");
-	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s", tsc, spec->hostname,
-	    vm_display_cmdline(cfg));
+	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s", tsc,
+	    spec->hostname, modules, vm_display_cmdline(cfg));
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -293,7 +297,7 @@ void vm_last_words(int run_fd, char *buf, size_t size)
 }
 
 static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const struct argv_builder *a,
-			  const char *kernel, const char *version, const char *initramfs)
+			  const char *kernel, const char *version, const char *initramfs, const char *pvh)
 {
 	struct json_writer j;
 	json_init(&j, true);
@@ -302,6 +306,10 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	json_kv_string(&j, "machine", "microvm");
 	json_kv_string(&j, "kernel", kernel);
 	json_kv_string(&j, "kernel_version", version);
+	/* "pvh": QEMU loaded pvh_kernel, the bzImage's payload unpacked (kernel.c). */
+	json_kv_string(&j, "kernel_entry", pvh ? "pvh" : "bzimage");
+	if (pvh)
+		json_kv_string(&j, "pvh_kernel", pvh);
 	json_kv_string(&j, "initramfs", initramfs);
 	json_kv_int(&j, "qemu_pid", vm->pid);
 	/* One string, as a shell would show it; the arguments are also given one by one. */
@@ -365,6 +373,10 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	if ((r = vm_find_kernel(&kernel, &version, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
 	    (r = vm_initramfs(version, agent, &initramfs, err)) < 0)
 		return r;
+	/* What QEMU loads: the unpacked PVH kernel where it can be had, else the bzImage. */
+	_cleanup_free_ char *pvh = NULL;
+	vm_kernel_pvh(kernel, version, &pvh);
+	const char *boot_kernel = pvh ? pvh : kernel;
 	char self[64], run_path[PATH_MAX];
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", spec->run_fd);
 	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
@@ -373,7 +385,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	run_path[l] = '\0';
 
 	struct argv_builder a = { 0 };
-	if ((r = build_argv(&a, spec, vm->accel, kernel, initramfs, run_path, err)) < 0) {
+	if ((r = build_argv(&a, spec, vm->accel, boot_kernel, initramfs, run_path, err)) < 0) {
 		argv_free(&a);
 		return r;
 	}
@@ -404,7 +416,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return r;
 	}
-	write_vm_json(spec, vm, &a, kernel, version, initramfs);
+	write_vm_json(spec, vm, &a, kernel, version, initramfs, pvh);
 	argv_free(&a);
 	if ((r = qmp_handshake(vm->qmp_fd)) < 0) {
 		char why[512];

@@ -41,6 +41,13 @@ int vm_find_kernel(char **kernel, char **version, capsule_error *err);
 /* The initramfs for kernel VERSION with AGENT as /init and the modules the agent loads, built
  * once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and renamed into place. */
 int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err);
+/* The module groups beyond core and pci that CFG's devices need, comma separated, into BUF
+ * ("" for none): the guest loads them as the kernel command line's capsule.modules= names them. */
+void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size);
+
+/* The kernel BZIMAGE unpacked to an ELF with a PVH entry, cached in $CAPSULE_HOME/vm/ (see
+ * kernel.c); *elf malloc'd. -errno when it cannot be had: the caller boots the bzImage. */
+int vm_kernel_pvh(const char *bzimage, const char *version, char **elf);
 
 /* kvm when /dev/kvm opens (and ACCEL allows it), else tcg; -errno with a message when ACCEL
  * demands kvm and it cannot be had. */
