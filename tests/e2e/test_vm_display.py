@@ -5,6 +5,7 @@ go through QMP.
 One vm with a display serves the whole module (each boot costs seconds under TCG). `make check`
 runs two of its tests and the refusals that boot nothing; the rest are vm_slow (make check-vm).
 """
+import importlib.util
 import json
 import os
 import socket
@@ -14,7 +15,6 @@ import zlib
 
 import pytest
 
-from conftest import Capsule
 from .helpers import assert_capsule_error, run_entries, wait_until
 from .imageutil import agent_is_static
 
@@ -96,12 +96,22 @@ def pixel(rows, x, y):
     return tuple(rows[y][3 * x:3 * x + 3])
 
 
+def capsule_class():
+    """tests/conftest.py's Capsule, for a module-scoped fixture (the capsule fixture is per test).
+    Loaded by path: with tests/python collected too, "conftest" names another module."""
+    spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest_display",
+                                                  os.path.join(os.path.dirname(os.path.dirname(__file__)), "conftest.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Capsule
+
+
 @pytest.fixture(scope="module")
 def display_vm(capsule_home):
     """One running vm with a display: (Capsule, name)."""
     if not STATIC_AGENT:
         pytest.skip("capsule-agent is dynamically linked (a sanitizer build): it cannot be a VM's init")
-    c = Capsule(capsule_home)
+    c = capsule_class()(capsule_home)
     name = c.unique_name("disp")
     r = c.run("create", "--isolation", "vm", "--display", "--name", name, timeout=BOOT_TIMEOUT)
     assert r.returncode == 0, r.stderr
