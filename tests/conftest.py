@@ -50,10 +50,12 @@ def _env(home, extra=None):
 
 
 class Capsule:
-    """Runs the capsule CLI against the test's home."""
+    """Runs the capsule CLI against the test's home; ISOLATION goes to every create and run
+    that does not name one (the suites that run at both levels, see both_levels below)."""
 
-    def __init__(self, home):
+    def __init__(self, home, isolation="container"):
         self.home = home
+        self.isolation = isolation
         self.binary = CAPSULE
         self.build = BUILD
         self.env = _env(home)
@@ -63,14 +65,24 @@ class Capsule:
         e = dict(self.env)
         if env:
             e.update(env)
+        args = self._with_isolation(args)
+        if self.isolation == "vm":
+            timeout = max(timeout, VM_TIMEOUT)
         r = subprocess.run([CAPSULE, *args], input=input, capture_output=True, timeout=timeout, text=text, env=e)
         if check and r.returncode != 0:
             raise AssertionError(f"capsule {' '.join(args)} exited {r.returncode}: {r.stderr}")
         return r
 
+    def _with_isolation(self, args):
+        if self.isolation == "container" or not args or args[0] not in ("create", "run"):
+            return args
+        if any(a == "--isolation" or a.startswith("--isolation=") for a in args):
+            return args
+        return (args[0], "--isolation", self.isolation, *args[1:])
+
     def popen(self, *args, **kw):
         kw.setdefault("env", self.env)
-        return subprocess.Popen([CAPSULE, *args], **kw)
+        return subprocess.Popen([CAPSULE, *self._with_isolation(args)], **kw)
 
     def unique_name(self, prefix="t"):
         name = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -100,22 +112,73 @@ class Capsule:
 
 
 @pytest.fixture
-def capsule(capsule_home):
-    c = Capsule(capsule_home)
+def isolation():
+    """The level a test's sandboxes run at; both_levels suites parametrize it."""
+    return "container"
+
+
+@pytest.fixture
+def capsule(capsule_home, isolation):
+    c = Capsule(capsule_home, isolation)
     yield c
     c.cleanup()
 
 
+@pytest.fixture(scope="module")
+def shared_vm(capsule_home):
+    """One running vm for a module's vm-level tests that only exec into it: a boot is
+    seconds under TCG, a fresh one per test would be minutes per module."""
+    c = Capsule(capsule_home, "vm")
+    name = c.create()
+    yield name
+    c.cleanup()
+
+
 @pytest.fixture
-def sandbox(capsule):
-    """A running named sandbox for tests that exec into one."""
+def sandbox(request, capsule, isolation):
+    """A running named sandbox for tests that exec into one: fresh for each container-level
+    test; at the vm level the module's shared one unless the test is marked fresh_sandbox
+    (it stops, fills or otherwise changes the sandbox for the tests after it)."""
+    if isolation == "vm" and not request.node.get_closest_marker("fresh_sandbox"):
+        return request.getfixturevalue("shared_vm")
     return capsule.create()
 
 
 # vm isolation boots a kernel: seconds each under TCG. Tests marked vm_slow run only in
 # `make check-vm` (CAPSULE_CHECK_VM=1); `make check` runs the vm tests that boot once each.
+#
+# The same suite at both levels: a module (or test) marked both_levels runs each test that
+# uses the `capsule` fixture twice, isolation=container and isolation=vm, unless the test is
+# marked container_only (it looks at what only a container has on the host: cgroups, host
+# pids, namespaces). The vm half is vm_slow, except tests also marked vm_in_check, and is
+# skipped where the agent cannot be a VM's init (sanitizer builds).
+VM_TIMEOUT = 300
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "vm_slow: a vm-isolation test that runs only in make check-vm")
+    config.addinivalue_line("markers", "both_levels: run the test at both isolation levels")
+    config.addinivalue_line("markers", "container_only: in a both_levels module, container level only")
+    config.addinivalue_line("markers", "vm_in_check: the vm half of a both_levels test runs in make check too")
+    config.addinivalue_line("markers", "fresh_sandbox: the test needs a sandbox of its own at the vm level too")
+
+
+def _agent_is_static():
+    r = subprocess.run(["ldd", os.path.join(BUILD, "capsule-agent")], capture_output=True, text=True)
+    return "not a dynamic executable" in r.stdout + r.stderr or "statically linked" in r.stdout
+
+
+def pytest_generate_tests(metafunc):
+    node = metafunc.definition
+    if "capsule" not in metafunc.fixturenames or not node.get_closest_marker("both_levels"):
+        return
+    if node.get_closest_marker("container_only"):
+        return
+    vm_marks = [pytest.mark.skipif(not _agent_is_static(), reason="capsule-agent is dynamically linked "
+                                   "(a sanitizer build): it cannot be a VM's init")]
+    if not node.get_closest_marker("vm_in_check"):
+        vm_marks.append(pytest.mark.vm_slow)
+    metafunc.parametrize("isolation", ["container", pytest.param("vm", marks=vm_marks)])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -310,7 +310,7 @@ int agent_vm_boot(void)
 	umount2("/dev", MNT_DETACH);
 	umount2("/sys", MNT_DETACH);
 	umount2("/proc", MNT_DETACH);
-	unlink("/init");
+	unlink("/capsule-agent");
 	/* The initramfs cannot be pivot_root'ed away: the new root is moved over it instead, as
 	 * switch_root does. */
 	if (chdir("/newroot") < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 || chdir("/") < 0)

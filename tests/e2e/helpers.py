@@ -81,9 +81,26 @@ def assert_capsule_error(r, code=125):
     assert lines[0].startswith("capsule"), f"stderr does not start with 'capsule': {r.stderr!r}"
 
 
+def qemu_procs(capsule, name):
+    """Host processes whose command line names the sandbox's run folder: a vm's QEMU."""
+    needle = os.path.join(run_dir(capsule, name), "console.log").encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
 def sandbox_gone(capsule, name):
-    """The sandbox's run folder, cgroups and processes are all gone."""
-    return (not os.path.exists(run_dir(capsule, name)) and not cgroup_dirs(name) and not host_procs_in(name))
+    """The sandbox's run folder, cgroups and processes (a vm's QEMU among them) are all gone."""
+    return (not os.path.exists(run_dir(capsule, name)) and not cgroup_dirs(name) and not host_procs_in(name)
+            and not qemu_procs(capsule, name))
 
 
 def leftovers(capsule, name):
@@ -91,6 +108,7 @@ def leftovers(capsule, name):
         "run_dir": os.path.exists(run_dir(capsule, name)),
         "cgroups": cgroup_dirs(name),
         "procs": host_procs_in(name),
+        "qemu": qemu_procs(capsule, name),
     }
 
 

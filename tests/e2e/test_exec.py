@@ -10,6 +10,9 @@ import pytest
 
 from .helpers import assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, wait_until
 
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
+
 
 def test_exec_runs_in_the_sandbox(capsule, sandbox):
     r = capsule.run("exec", sandbox, "sh", "-c", "hostname; echo err >&2; exit 5")
@@ -133,6 +136,7 @@ def test_exec_processes_share_the_sandbox(capsule, sandbox):
     assert r.stdout == "shared\n"
 
 
+@pytest.mark.container_only  # host processes in the sandbox's cgroup; a vm's are in its guest
 def test_exec_detached_process_is_killed_by_stop(capsule, sandbox):
     r = capsule.run("exec", "-d", sandbox, "sleep", "1000")
     assert r.returncode == 0, r.stderr

@@ -13,6 +13,9 @@ import pytest
 
 from .helpers import assert_capsule_error
 
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
+
 MIB = 1 << 20
 
 
@@ -522,10 +525,10 @@ def test_cp_a_folder_both_ways_keeps_modes_and_copies_links_as_links(capsule, sa
 def test_cp_a_symlink_itself_is_copied_as_a_link(capsule, sandbox, hostdir):
     link = os.path.join(hostdir, "l")
     os.symlink("/etc/shadow", link)
-    capsule.run("cp", link, f"{sandbox}:/tmp/l", check=True)
-    assert stat_json(capsule, sandbox, "/tmp/l")["link_target"] == "/etc/shadow"
-    fs_ok(capsule, sandbox, "ln", "-s", "/etc/passwd", "/tmp/l2")
-    capsule.run("cp", f"{sandbox}:/tmp/l2", os.path.join(hostdir, "l2"), check=True)
+    capsule.run("cp", link, f"{sandbox}:/tmp/cp-link", check=True)
+    assert stat_json(capsule, sandbox, "/tmp/cp-link")["link_target"] == "/etc/shadow"
+    fs_ok(capsule, sandbox, "ln", "-s", "/etc/passwd", "/tmp/cp-link2")
+    capsule.run("cp", f"{sandbox}:/tmp/cp-link2", os.path.join(hostdir, "l2"), check=True)
     assert os.readlink(os.path.join(hostdir, "l2")) == "/etc/passwd"
 
 
@@ -556,6 +559,7 @@ def test_cp_errors_are_one_line_with_exit_125(capsule, sandbox, args, needle):
 # ---- constant memory -------------------------------------------------------------------------
 
 
+@pytest.mark.container_only  # the agent's memory is the host's to see only in a container
 def test_cat_of_a_2_gib_file_runs_in_constant_memory(capsule, sandbox):
     size = 2 << 30
     sh(capsule, sandbox, f"truncate -s {size} /tmp/sparse", check=True)

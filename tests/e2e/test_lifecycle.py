@@ -3,8 +3,14 @@ import os
 import re
 import time
 
+import pytest
+
 from .helpers import (assert_capsule_error, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone,
                       wait_until)
+
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels), each with a
+# sandbox of its own: they stop, restart and remove it.
+pytestmark = [pytest.mark.both_levels, pytest.mark.fresh_sandbox]
 
 NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 

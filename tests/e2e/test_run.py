@@ -12,6 +12,9 @@ import pytest
 
 from .helpers import assert_cat_sees_eof_without_i, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
 
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
+
 
 # ---- output and exit codes ---------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, run_dir, run_entries, wait_until
+from .helpers import assert_capsule_error, qemu_procs, run_dir, run_entries, wait_until
 from .imageutil import agent_is_static
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
@@ -38,22 +38,6 @@ def guest_kernel_release():
     vers = [v for v in vers if os.path.exists(f"/lib/modules/{v}/modules.dep")]
     assert vers, "no kernel for vm isolation: scripts/install-deps installs linux-image-amd64"
     return max(vers, key=version_key)
-
-
-def qemu_procs(capsule, name):
-    """Host processes whose command line names the sandbox's run folder: its QEMU."""
-    needle = os.path.join(run_dir(capsule, name), "console.log").encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-    return found
 
 
 def refused(capsule, *args):
@@ -208,7 +192,7 @@ def test_vm_guest_sees_neither_host_processes_nor_host_files(capsule):
 def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp_path):
     for args, word in ((["-v", f"{tmp_path}:/mnt"], "not available with vm isolation"),
                        (["--tmpfs", "/scratch"], "not available with vm isolation"),
-                       (["--memory", "32M"], "at least 64M"),
+                       (["--memory", "100M"], "at least 128M"),
                        (["--accel", "warp"], "invalid accel 'warp'"),
                        (["--network", "full"], "not available with vm isolation"),
                        (["-p", "18089:80"], "not available with vm isolation"),

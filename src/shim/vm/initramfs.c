@@ -1,5 +1,5 @@
 /* The guest's initramfs, written by us as a newc cpio (the kernel's own format, no tool
- * needed): the static agent as /init, /dev/console so that PID 1 starts with stdio, and the
+ * needed): the static agent as /capsule-agent (the kernel's rdinit=), /dev/console so that PID 1 starts with stdio, and the
  * kernel modules the agent needs as /modules/<group>/NNN-name.ko, numbered in load order (each
  * after everything it depends on, from modules.dep). Debian builds virtio, 9p and overlayfs as
  * modules, so without them the guest could not reach its channel or its root. */
@@ -253,7 +253,7 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 		r = cpio_header(&c, "dev/console", S_IFCHR | 0600, 0, 5, 1);
 	if (r == 0)
 		r = cpio_header(&c, "modules", S_IFDIR | 0755, 0, 0, 0);
-	if (r == 0 && (r = cpio_file(&c, "init", agent, 0755)) < 0)
+	if (r == 0 && (r = cpio_file(&c, VM_INIT_NAME, agent, 0755)) < 0)
 		return cap_err(err, -r, "adding '%s' to the initramfs", agent);
 	for (size_t i = 0; r == 0 && i < m->n; i++) {
 		char host[PATH_MAX], name[256];

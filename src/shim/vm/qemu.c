@@ -187,8 +187,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	if (groups[0])
 		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
 	arg(a, "-append");
-	arg(a, "console=ttyS0 quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s", tsc,
-	    spec->hostname, modules, vm_display_cmdline(cfg));
+	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s",
+	    tsc, spec->hostname, modules, vm_display_cmdline(cfg));
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -363,8 +363,11 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	vm->pid = -1;
 	vm->pidfd = vm->qmp_fd = -1;
 	const struct capsule_config *cfg = spec->cfg;
-	if (cfg->memory_bytes && cfg->memory_bytes < (64ull << 20))
-		return cap_err_plain(err, EINVAL, "vm isolation needs at least 64M of memory (given %llu bytes)",
+	/* Debian's kernel keeps about 45M for itself and needs about 35M to reach our init: with
+	 * 96M a guest boots with 5M free, with 64M it never answers. */
+	if (cfg->memory_bytes && cfg->memory_bytes < (VM_MIN_MEMORY_MIB << 20))
+		return cap_err_plain(err, EINVAL, "vm isolation needs at least %lluM of memory (given %llu bytes)",
+				     VM_MIN_MEMORY_MIB,
 				     (unsigned long long)cfg->memory_bytes);
 	int r = vm_pick_accel(cfg->accel, vm->accel, err);
 	if (r < 0)

@@ -18,7 +18,11 @@
  * /usr (and /bin, /lib*, /sbin where they are folders, not symlinks) as "host-<name>". */
 #define VM_SKELETON_TAG "skel"
 #define VM_HOST_TAG_PREFIX "host-"
+/* The agent's name in the initramfs, given to the kernel as rdinit=: PID 1 in the guest is then
+ * called what it is called in a container (its comm, /proc/1/cmdline). */
+#define VM_INIT_NAME "capsule-agent"
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
+#define VM_MIN_MEMORY_MIB 128ull
 
 struct vm {
 	pid_t pid; /* QEMU, our child */
