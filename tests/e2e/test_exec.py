@@ -14,6 +14,7 @@ from .helpers import assert_capsule_error, assert_cat_sees_eof_without_i, host_p
 pytestmark = pytest.mark.both_levels
 
 
+@pytest.mark.vm_in_check  # on the module's one shared vm
 def test_exec_runs_in_the_sandbox(capsule, sandbox):
     r = capsule.run("exec", sandbox, "sh", "-c", "hostname; echo err >&2; exit 5")
     assert r.returncode == 5
@@ -28,6 +29,7 @@ def test_exec_with_env_workdir_user(capsule, sandbox):
     assert r.stdout == "1 /tmp 65534\n"
 
 
+@pytest.mark.vm_in_check  # on the module's one shared vm
 def test_exec_interactive_stdin(capsule, sandbox):
     r = capsule.run("exec", "-i", sandbox, "--", "wc", "-l", input="a\nb\nc\n")
     assert r.returncode == 0, r.stderr
@@ -105,6 +107,7 @@ def test_exec_stdin_closed_without_i(capsule, sandbox):
     assert_cat_sees_eof_without_i(capsule, "exec", sandbox)
 
 
+@pytest.mark.vm_in_check  # on the module's one shared vm
 def test_exec_tty(capsule, sandbox):
     cmd = shlex.join([capsule.binary, "exec", "-t", sandbox, "sh", "-c", "tty; stty size"])
     r = subprocess.run(["script", "-qec", "stty rows 40 cols 120; " + cmd, "/dev/null"],

@@ -65,6 +65,7 @@ def test_write_with_content_argument_then_cat_prints_it_exactly(capsule, sandbox
     assert r.stdout == '{"debug": true}'
 
 
+@pytest.mark.vm_in_check  # on the module's one shared vm
 def test_all_256_byte_values_round_trip_through_stdin(capsule, sandbox):
     data = bytes(range(256)) * 1031 + bytes(reversed(range(256))) + b"\0\r\n\x1b[2J"
     fs_ok(capsule, sandbox, "write", "/tmp/bin", input=data, text=False)
@@ -159,6 +160,7 @@ def test_one_gib_round_trip_with_sha256_on_both_sides(capsule):
 # ---- ls, stat ------------------------------------------------------------------------------
 
 
+@pytest.mark.vm_in_check  # on the module's one shared vm
 def test_ls_json_fields_kinds_and_sorting(capsule, sandbox):
     fs_ok(capsule, sandbox, "mkdir", "/tmp/l")
     fs_ok(capsule, sandbox, "write", "/tmp/l/b", "bee")

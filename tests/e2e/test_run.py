@@ -143,7 +143,8 @@ def test_pid1_is_the_agent_and_command_pid_is_small(capsule):
     assert r.returncode == 0, r.stderr
     argv0, pid = r.stdout.splitlines()
     assert os.path.basename(argv0) == "capsule-agent"
-    assert 1 < int(pid) < 10
+    # A guest's kernel threads take pids before any command: small there means its own.
+    assert 1 < int(pid) < (10 if capsule.isolation == "container" else 300)
 
 
 def test_proc_shows_only_sandbox_processes(capsule):
@@ -154,10 +155,13 @@ def test_proc_shows_only_sandbox_processes(capsule):
     for line in r.stdout.splitlines():
         pid, _, cmd = line.partition(" ")
         procs[int(pid)] = cmd.strip()
+    if capsule.isolation == "vm":
+        # The guest kernel's own threads (no command line) are the guest's, not the host's.
+        procs = {pid: cmd for pid, cmd in procs.items() if cmd}
     # The agent, the shell and the tr it runs; nothing of the host (it has hundreds).
     assert 1 in procs and os.path.basename(procs[1].split()[0]) == "capsule-agent", procs
     assert len(procs) <= 4, procs
-    assert all(pid < 20 for pid in procs), procs
+    assert all(pid < (20 if capsule.isolation == "container" else 300) for pid in procs), procs
     for cmd in procs.values():
         assert "pytest" not in cmd and "systemd" not in cmd, procs
 
@@ -339,6 +343,7 @@ def test_large_output_on_both_streams_arrives_complete(capsule):
 # ---- nothing left behind ----------------------------------------------------------------
 
 
+@pytest.mark.container_only  # cgroups and a 64M limit; test_vm.py has the vm's own
 def test_ephemeral_run_leaves_no_run_folder_and_no_cgroups(capsule):
     name = capsule.unique_name("eph")
     r = capsule.run("run", "--name", name, "-m", "64M", "--pids-limit", "32", "--cpus", "0.5", "--",
