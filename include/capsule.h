@@ -446,6 +446,26 @@ CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg
  * the image's root, where that is larger). Ignored by the container level. */
 CAPSULE_API int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err);
 CAPSULE_API int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
+/* A display for a vm (quicksand's enable_display): a virtio GPU, keyboard and tablet, and a
+ * VNC server on 127.0.0.1 only, its port in capsule_sandbox_inspect_json's "display". A
+ * container with a display is refused at create (EOPNOTSUPP). */
+CAPSULE_API int capsule_config_set_display(capsule_config *cfg, bool enabled, capsule_error *err);
+/* The screen of a running vm with a display as PNG: *PNG_OUT (malloc'd, caller frees) and
+ * *LEN_OUT. ENODEV for a vm without a display, EOPNOTSUPP for a container. */
+CAPSULE_API int capsule_screenshot(capsule_sandbox *sb, uint8_t **png_out, size_t *len_out, capsule_error *err);
+/* The same, written to PATH under a temporary name and renamed over it. */
+CAPSULE_API int capsule_screenshot_file(capsule_sandbox *sb, const char *path, capsule_error *err);
+/* Type TEXT on the virtio keyboard as a US layout types it (printable ASCII, newline, tab;
+ * anything else is refused, EINVAL, before a key is sent). */
+CAPSULE_API int capsule_input_type(capsule_sandbox *sb, const char *text, capsule_error *err);
+/* Press and release a key or a combination: "ctrl-c", "ctrl+alt+delete", "shift-tab", "f5",
+ * "enter", "a" (every key but the last is held). An unknown key name is EINVAL, naming it. */
+CAPSULE_API int capsule_input_key(capsule_sandbox *sb, const char *spec, capsule_error *err);
+/* Move the pointer (the virtio tablet) to pixel X, Y of the screen; a point off the screen is
+ * EINVAL. */
+CAPSULE_API int capsule_input_mouse_move(capsule_sandbox *sb, uint32_t x, uint32_t y, capsule_error *err);
+/* Click BUTTON ("left", "right", "middle"; NULL: left) where the pointer is. */
+CAPSULE_API int capsule_input_mouse_click(capsule_sandbox *sb, const char *button, capsule_error *err);
 /* ---- images (docs/architecture.md, Images) ------------------------------------------- */
 
 /* An image reference is docker's: "alpine:3.20" (docker.io/library/alpine:3.20),

@@ -90,6 +90,9 @@ bool agent_cmdline_get(const char *key, char *out, size_t size);
  * at ROOT and grow it to the disk's size. 0: there is none; 1: mounted, *HOST_SHARES says
  * whether the host's /usr etc. go over it; -errno with WHY on failure. */
 int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t why_size);
+/* The display (vm_display.c): with capsule.display=1 on the kernel command line, its device
+ * nodes in the sandbox's /dev at DEV. */
+void vm_display_dev(const char *dev);
 _Noreturn void agent_exit(int code);
 
 /* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the

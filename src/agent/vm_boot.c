@@ -294,6 +294,7 @@ static void setup_root(void)
 	must_mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	setup_dev();
+	vm_display_dev("/newroot/dev");
 }
 
 int agent_vm_boot(void)

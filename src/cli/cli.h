@@ -55,5 +55,7 @@ int cmd_image(int argc, char **argv);
  * returns only on failure. */
 int cli_images_helper(char **argv);
 int cmd_port(int argc, char **argv);
+int cmd_screenshot(int argc, char **argv);
+int cmd_input(int argc, char **argv);
 
 #endif

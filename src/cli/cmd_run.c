@@ -44,6 +44,7 @@ enum {
 	OPT_SAVE,
 	OPT_ACCEL, OPT_QEMU_ARG,
 	OPT_DISK_SIZE,
+	OPT_DISPLAY,
 };
 
 static const struct option sandbox_options[] = {
@@ -58,6 +59,7 @@ static const struct option sandbox_options[] = {
 	{ "accel", required_argument, NULL, OPT_ACCEL },
 	{ "qemu-arg", required_argument, NULL, OPT_QEMU_ARG },
 	{ "disk-size", required_argument, NULL, OPT_DISK_SIZE },
+	{ "display", no_argument, NULL, OPT_DISPLAY },
 	{ "env", required_argument, NULL, 'e' },
 	{ "workdir", required_argument, NULL, 'w' },
 	{ "user", required_argument, NULL, 'u' },
@@ -100,6 +102,7 @@ static void run_help(const char *verb)
 		       "  --accel KIND         vm: auto (default: kvm if /dev/kvm opens, else tcg), kvm or tcg\n"
 		       "  --qemu-arg ARG       vm: one more argument for QEMU (repeat for more)\n"
 		       "  --disk-size SIZE     vm: the root disk's size, e.g. 4G (default 2G)\n"
+		       "  --display            vm: a virtio GPU, keyboard and tablet, VNC on 127.0.0.1\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"
@@ -196,6 +199,10 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--disk-size'");
 		r = capsule_config_set_disk_size(sbc->cfg, optarg, &err);
+	case OPT_DISPLAY:
+		if (!sbc)
+			return cli_usage(verb, "unknown flag '--display'");
+		r = capsule_config_set_display(sbc->cfg, true, &err);
 		break;
 	case 'e': {
 		const char *kv = optarg;

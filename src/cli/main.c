@@ -36,6 +36,8 @@ static const struct cli_command commands[] = {
 	{ "saves", cmd_saves, "Manage saves (ls, rm)" },
 	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
+	{ "screenshot", cmd_screenshot, "Save a vm's screen as a PNG file" },
+	{ "input", cmd_input, "Type, press keys, move and click on a vm's display" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

@@ -57,6 +57,7 @@ bool cp_type_known(uint16_t type)
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS:
 	case CP_SAVE:
 	case CP_FWD_CONNECT: case CP_FWD_CLOSE:
+	case CP_SCREENSHOT: case CP_INPUT:
 		return true;
 	}
 	return false;
@@ -91,6 +92,8 @@ const char *cp_type_name(uint16_t type)
 	case CP_SAVE: return "SAVE";
 	case CP_FWD_CONNECT: return "FWD_CONNECT";
 	case CP_FWD_CLOSE: return "FWD_CLOSE";
+	case CP_SCREENSHOT: return "SCREENSHOT";
+	case CP_INPUT: return "INPUT";
 	}
 	return "UNKNOWN";
 }
@@ -264,6 +267,11 @@ static int field_set_str(const struct cp_field *f, char **slot)
 	free(*slot);
 	*slot = s;
 	return 0;
+}
+
+int cp_field_set_str(const struct cp_field *f, char **slot)
+{
+	return field_set_str(f, slot);
 }
 
 static void strv_free(char **v, size_t n)

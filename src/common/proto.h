@@ -50,6 +50,8 @@ enum cp_type {
 	CP_PORT_REMOVE = 84, /* client -> shim: remove a port forward by its host side */
 	CP_PORTS = 85,       /* client -> shim: list the port forwards */
 	CP_SAVE = 96,    /* client -> shim: save, checkpoint, revert or fork the sandbox's filesystem */
+	CP_SCREENSHOT = 100, /* client -> shim: a vm's screen as PNG, in chunks (proto_display.c) */
+	CP_INPUT = 101,      /* client -> shim: keys, text, mouse moves and clicks for a vm's display */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -108,6 +110,8 @@ int cp_field_u32(const struct cp_field *f, uint32_t *v); /* -EBADMSG unless len 
 int cp_field_u64(const struct cp_field *f, uint64_t *v); /* -EBADMSG unless len == 8 */
 /* A string field: no NUL inside, len <= CP_MAX_STRING. Returns a malloc'd copy in *out. */
 int cp_field_strdup(const struct cp_field *f, char **out);
+/* Replace *SLOT with a fresh copy of the string field; a repeated field keeps the last value. */
+int cp_field_set_str(const struct cp_field *f, char **slot);
 
 /* ---- messages ------------------------------------------------------------------------- */
 
@@ -451,5 +455,47 @@ long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd);
  * -EBADMSG: the stream is corrupt (bad header). */
 int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **payload);
 void cp_rxbuf_consume(struct cp_rxbuf *rx, const struct cp_header *hdr);
+
+/* ---- display (vm isolation; src/common/proto_display.c) -------------------------------- */
+
+/* SCREENSHOT: OFFSET 0 takes a new screenshot; the OK carries its id, total size, size in
+ * pixels and the first chunk. A later request with that id and an offset gets the chunk from
+ * there. The shim keeps only its latest screenshot: an older id is answered ESTALE. */
+#define CP_SCREENSHOT_CHUNK (512u * 1024)
+#define CP_MAX_SCREENSHOT (64u << 20)
+struct cp_screenshot {
+	uint64_t offset;
+	uint32_t shot; /* required with a non-zero offset */
+};
+enum { CP_T_SHOT_OFFSET = 1, CP_T_SHOT_ID = 2 };
+struct cp_screenshot_ok {
+	uint32_t shot;         /* required, non-zero */
+	uint64_t size;         /* required: the whole PNG, at most CP_MAX_SCREENSHOT */
+	uint32_t width, height;
+	const uint8_t *data;   /* decoded: points into the payload; at most CP_SCREENSHOT_CHUNK */
+	size_t data_len;
+};
+enum { CP_T_SHOT_OK_ID = 1, CP_T_SHOT_OK_SIZE = 2, CP_T_SHOT_OK_WIDTH = 3, CP_T_SHOT_OK_HEIGHT = 4, CP_T_SHOT_OK_DATA = 5 };
+
+/* INPUT: one action, answered OK once QEMU has it, or ERROR. */
+enum { CP_INPUT_TYPE = 1, CP_INPUT_KEY = 2, CP_INPUT_MOVE = 3, CP_INPUT_CLICK = 4 };
+#define CP_MAX_INPUT_TEXT 64u
+struct cp_input {
+	uint32_t kind; /* required: CP_INPUT_* */
+	char *text;    /* TYPE: the text; KEY: the key spec ("ctrl-c"); CLICK: the button (absent: left);
+			* 1 to CP_MAX_INPUT_TEXT bytes */
+	uint32_t x, y; /* MOVE: required, pixels; absent (0) otherwise */
+};
+enum { CP_T_INPUT_KIND = 1, CP_T_INPUT_TEXT = 2, CP_T_INPUT_X = 3, CP_T_INPUT_Y = 4 };
+
+int cp_screenshot_encode(struct cp_writer *w, uint32_t chan, const struct cp_screenshot *m);
+int cp_screenshot_decode(const uint8_t *p, size_t n, struct cp_screenshot *m);
+void cp_screenshot_free(struct cp_screenshot *m);
+int cp_screenshot_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_screenshot_ok *m);
+int cp_screenshot_ok_decode(const uint8_t *p, size_t n, struct cp_screenshot_ok *m);
+void cp_screenshot_ok_free(struct cp_screenshot_ok *m);
+int cp_input_encode(struct cp_writer *w, uint32_t chan, const struct cp_input *m);
+int cp_input_decode(const uint8_t *p, size_t n, struct cp_input *m);
+void cp_input_free(struct cp_input *m);
 
 #endif

@@ -720,6 +720,8 @@ int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
 		fprintf(f, "disk_size=%llu\n", (unsigned long long)cfg->disk_bytes);
 	if (cfg->disk_from)
 		fprintf(f, "disk_from=%s\n", cfg->disk_from);
+	if (cfg->display)
+		fprintf(f, "display=1\n");
 	if (cfg->base_none)
 		fprintf(f, "base=none\n");
 	for (size_t i = 0; i < cfg->nlayers; i++)
@@ -904,6 +906,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 		} else if (!strcmp(k, "disk_size")) {
 			if ((r = parse_u64_field(k, v, UINT64_MAX, &x, err)) == 0)
 				r = capsule_config_set_disk_size_bytes(cfg, x, err);
+		} else if (!strcmp(k, "display")) {
+			cfg->display = strcmp(v, "1") == 0;
 		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
 			r = 0;
 		}

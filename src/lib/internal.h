@@ -112,6 +112,7 @@ struct capsule_config {
 	size_t nqemu_args;
 	uint64_t disk_bytes;   /* the root disk's size; 0: the default (src/shim/vm/disk.c) */
 	char *disk_from;       /* a vm save's disk (saves/<name>/disk.qcow2) the root disk starts from */
+	bool display;          /* a virtio GPU, keyboard and tablet, VNC on 127.0.0.1 (display.c) */
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
@@ -140,6 +141,10 @@ const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
  * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
 void config_net_serialize(const struct capsule_config *cfg, FILE *f);
 int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
+/* The display (src/lib/display.c): refused for a container at create; inspect's "display". */
+int config_display_check(const struct capsule_config *cfg, capsule_error *err);
+struct json_writer;
+void sandbox_display_inspect_json(capsule_sandbox *sb, bool running, struct json_writer *j);
 /* Settings that only make sense together (an allowlist needs the full network). */
 int config_net_check(const struct capsule_config *cfg, capsule_error *err);
 const char *network_mode_name(capsule_network mode);

@@ -313,7 +313,8 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = resolve_image(cfg, err)) < 0 || (r = config_net_check(cfg, err)) < 0 ||
+	if ((r = config_display_check(cfg, err)) < 0 || (r = resolve_image(cfg, err)) < 0 ||
+	    (r = config_net_check(cfg, err)) < 0 ||
 	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
 	    (r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
@@ -741,6 +742,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_uint(&j, "boot_timeout_ms", config_boot_timeout_ms(&sb->cfg));
 	if (info.isolation == CAPSULE_ISOLATION_VM)
 		inspect_vm_json(&j, sb, info.state);
+	if (info.isolation == CAPSULE_ISOLATION_VM)
+		sandbox_display_inspect_json(sb, !strcmp(info.state, "running"), &j);
 	json_object_end(&j);
 	int e = 0;
 	char *text = json_steal(&j, &e);

@@ -877,6 +877,20 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 	layer_run_deferred_removals();
 }
 
+/* Screenshots and input are QMP exchanges with QEMU, answered here; the loop waits for them
+ * (a screendump is QEMU's copy of the framebuffer). */
+static void display_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
+	capsule_error err = { 0 };
+	int r = vm_display_request(&S.vm, &S.cfg, S.run_fd, h, payload, &S.w, &err);
+	if (r < 0)
+		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+	else
+		to_client(ci, S.w.buf, S.w.len);
+}
+
 static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	struct client *c = &S.clients[ci];
@@ -984,6 +998,10 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 	case CP_PORT_REMOVE:
 	case CP_PORTS:
 		port_request(ci, h, payload);
+		return;
+	case CP_SCREENSHOT:
+	case CP_INPUT:
+		display_request(ci, h, payload);
 		return;
 	default:
 		client_send_error(ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
@@ -1508,6 +1526,8 @@ static int start_vm(capsule_error *err)
 	S.ct.pid = S.vm.pid;
 	S.ct.pidfd = S.vm.pidfd;
 	shim_log("QEMU pid %d, accel %s", (int)S.vm.pid, S.vm.accel);
+	if (S.cfg.display && (r = vm_display_start(&S.vm, S.run_fd, err)) < 0)
+		return r;
 	S.agent_fd = sp[0];
 	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&S.agent_rx);

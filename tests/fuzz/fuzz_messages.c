@@ -2,7 +2,8 @@
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe0 to
  * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; 0xcc to 0xcf: a vm's
- * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; others,
+ * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
+ * 3: screenshot, screenshot OK, input; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
  * payload, copied into a buffer of exactly its size so ASan sees any overread. When the decode
@@ -310,6 +311,60 @@ static int fuzz_save_message(const uint8_t *p, size_t n)
 	return r;
 }
 
+static bool screenshot_eq(const struct cp_screenshot *a, const struct cp_screenshot *b)
+{
+	return a->offset == b->offset && a->shot == b->shot;
+}
+
+static bool screenshot_ok_eq(const struct cp_screenshot_ok *a, const struct cp_screenshot_ok *b)
+{
+	return a->shot == b->shot && a->size == b->size && a->width == b->width && a->height == b->height &&
+	       a->data_len == b->data_len && (a->data_len == 0 || memcmp(a->data, b->data, a->data_len) == 0);
+}
+
+static bool input_eq(const struct cp_input *a, const struct cp_input *b)
+{
+	return a->kind == b->kind && str_eq(a->text, b->text) && a->x == b->x && a->y == b->y;
+}
+
+/* The display messages: SCREENSHOT, its OK, INPUT (selector bytes 0xc0 to 0xcf, byte % 3). */
+static int fuzz_display_messages(unsigned which, const uint8_t *p, size_t n)
+{
+	int r;
+	if (which == 0) {
+		struct cp_screenshot a;
+		if ((r = cp_screenshot_decode(p, n, &a)) == 0) {
+			CHECK(a.offset <= CP_MAX_SCREENSHOT && (a.offset == 0 || a.shot != 0));
+			ROUND_TRIP(struct cp_screenshot, cp_screenshot_encode, cp_screenshot_decode, cp_screenshot_free,
+				   screenshot_eq, a, CP_SCREENSHOT);
+		}
+	} else if (which == 1) {
+		struct cp_screenshot_ok a;
+		if ((r = cp_screenshot_ok_decode(p, n, &a)) == 0) {
+			CHECK(a.shot != 0 && a.size <= CP_MAX_SCREENSHOT && a.data_len <= CP_SCREENSHOT_CHUNK &&
+			      a.data_len <= a.size);
+			/* The data lies inside the payload. */
+			CHECK(a.data_len == 0 || (a.data >= p && a.data + a.data_len <= p + n));
+			ROUND_TRIP(struct cp_screenshot_ok, cp_screenshot_ok_encode, cp_screenshot_ok_decode,
+				   cp_screenshot_ok_free, screenshot_ok_eq, a, CP_OK);
+		} else {
+			CHECK(a.data == NULL && a.data_len == 0);
+		}
+	} else {
+		struct cp_input a;
+		if ((r = cp_input_decode(p, n, &a)) == 0) {
+			CHECK(a.kind >= CP_INPUT_TYPE && a.kind <= CP_INPUT_CLICK);
+			CHECK(!a.text || (a.text[0] && strlen(a.text) <= CP_MAX_INPUT_TEXT));
+			CHECK(a.kind == CP_INPUT_MOVE || (a.x == 0 && a.y == 0));
+			ROUND_TRIP(struct cp_input, cp_input_encode, cp_input_decode, cp_input_free, input_eq, a, CP_INPUT);
+			cp_input_free(&a);
+		} else {
+			CHECK(a.text == NULL);
+		}
+	}
+	return r;
+}
+
 static bool port_eq(const struct cp_port *a, const struct cp_port *b)
 {
 	return str_eq(a->host_ip, b->host_ip) && a->host_port == b->host_port && a->guest_port == b->guest_port &&
@@ -448,6 +503,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int r;
 	/* Selector bytes 0xf0 and up: the hot mount messages (so that the older selectors, and
 	 * the corpus built on them, keep their meaning). */
+	if (data[0] >= 0xb0 && data[0] < 0xc0) {
+		r = fuzz_display_messages(data[0] % 3, p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
 	if (data[0] >= 0xcc && data[0] < 0xd0) {
 		r = fuzz_fwd_connect(p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);

@@ -409,7 +409,8 @@ static void test_header_unknown_type_rejected(void **state)
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE,
-				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE };
+				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
+				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2744,6 +2745,62 @@ static void test_regression_inputs_replay_cleanly(void **state)
 	print_message("%zu regression inputs replayed from %s\n", replayed, dir);
 }
 
+static void test_display_messages_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	/* INPUT MOVE: both coordinates required; text refused with it. */
+	struct cp_input a = { .kind = CP_INPUT_MOVE, .x = 0, .y = 799 };
+	assert_int_equal(cp_input_encode(&w, 3, &a), 0);
+	struct cp_input b;
+	assert_int_equal(cp_input_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.kind, CP_INPUT_MOVE);
+	assert_int_equal(b.x, 0);
+	assert_int_equal(b.y, 799);
+	cp_input_free(&b);
+	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++) {
+		assert_int_equal(cp_input_decode(w.buf + CP_HEADER_SIZE, n, &b), -EBADMSG);
+		assert_null(b.text);
+	}
+	char longtext[CP_MAX_INPUT_TEXT + 2];
+	memset(longtext, 'a', sizeof(longtext) - 1);
+	longtext[sizeof(longtext) - 1] = '\0';
+	struct cp_input bad[] = { { 0, "x", 0, 0 }, { 5, "x", 0, 0 }, { CP_INPUT_TYPE, NULL, 0, 0 },
+				  { CP_INPUT_KEY, "", 0, 0 }, { CP_INPUT_TYPE, longtext, 0, 0 },
+				  { CP_INPUT_MOVE, "x", 1, 1 }, { CP_INPUT_CLICK, NULL, 1, 0 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(cp_input_encode(&w, 1, &bad[i]), -EINVAL);
+	/* SCREENSHOT: an offset needs the shot it reads. */
+	struct cp_screenshot s = { .offset = 4096 };
+	assert_int_equal(cp_screenshot_encode(&w, 1, &s), -EINVAL);
+	cp_frame_begin(&w, CP_SCREENSHOT, 0, 1);
+	cp_put_u64(&w, CP_T_SHOT_OFFSET, 4096);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	struct cp_screenshot s2;
+	assert_int_equal(cp_screenshot_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &s2), -EBADMSG);
+	/* Its OK: a chunk never runs past the size, which is bounded. */
+	static const uint8_t png[8] = { 0x89, 'P', 'N', 'G' };
+	struct cp_screenshot_ok ok = { .shot = 1, .size = 8, .width = 2, .height = 2, .data = png, .data_len = 8 };
+	assert_int_equal(cp_screenshot_ok_encode(&w, 1, &ok), 0);
+	struct cp_screenshot_ok ok2;
+	assert_int_equal(cp_screenshot_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &ok2), 0);
+	assert_int_equal(ok2.data_len, 8);
+	assert_memory_equal(ok2.data, png, 8);
+	ok.size = 4;
+	assert_int_equal(cp_screenshot_ok_encode(&w, 1, &ok), -EINVAL);
+	ok.size = (uint64_t)CP_MAX_SCREENSHOT + 1;
+	assert_int_equal(cp_screenshot_ok_encode(&w, 1, &ok), -EINVAL);
+	cp_frame_begin(&w, CP_OK, 0, 1);
+	cp_put_u32(&w, CP_T_SHOT_OK_ID, 1);
+	cp_put_u64(&w, CP_T_SHOT_OK_SIZE, 4);
+	cp_put_bytes(&w, CP_T_SHOT_OK_DATA, png, 8);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_screenshot_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &ok2), -EBADMSG);
+	assert_null(ok2.data);
+	cp_writer_free(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2806,6 +2863,7 @@ int main(void)
 		cmocka_unit_test(test_unmount_round_trip_and_target_required),
 		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
 		cmocka_unit_test(test_save_round_trip_and_bounds),
+		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),
 		cmocka_unit_test(test_fwd_connect_round_trip_and_bounds),

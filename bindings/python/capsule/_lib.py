@@ -217,6 +217,13 @@ _PROTOS = {
     "capsule_image_import": (c_int, [c_char_p, c_char_p, c_void_p, c_void_p, PP, E]),
     "capsule_image_list_json": (c_int, [PP, E]),
     "capsule_image_remove": (c_int, [c_char_p, E]),
+    "capsule_config_set_display": (c_int, [c_void_p, c_bool, E]),
+    "capsule_screenshot": (c_int, [c_void_p, PP, POINTER(c_size_t), E]),
+    "capsule_screenshot_file": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_input_type": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_input_key": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_input_mouse_move": (c_int, [c_void_p, c_uint32, c_uint32, E]),
+    "capsule_input_mouse_click": (c_int, [c_void_p, c_char_p, E]),
 }
 
 

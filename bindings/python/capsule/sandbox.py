@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import errors
 from . import _process
-from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, free, parse_size, take_bytes
+from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, c_size_t, free, parse_size, take_bytes
 from ._lib import MOUNT_RO, MOUNT_ALLOW_SENSITIVE, ISOLATION_CONTAINER, ISOLATION_VM, ExecResult as _CExecResult
 from .types import Mount, MountHandle, NetworkMode, PortForward, ExecResult, check_mount_type
 from .fs import SyncFs, AsyncFs
@@ -90,7 +90,7 @@ def _setter(cfg, fn, *args, op="config"):
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
-                  accel=None, extra_qemu_args=None, disk_size=None):
+                  accel=None, extra_qemu_args=None, disk_size=None, display=False):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -172,10 +172,19 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                 _setter(cfg, lib.capsule_config_set_disk_size_bytes, disk_size)
             else:
                 _setter(cfg, lib.capsule_config_set_disk_size, enc(str(disk_size), "disk_size"))
+        if display:
+            _setter(cfg, lib.capsule_config_set_display, True)
     except BaseException:
         lib.capsule_config_free(cfg)
         raise
     return cfg
+
+
+def _display_flag(display, enable_display):
+    """display=True, or quicksand's enable_display=True; both given must agree."""
+    if display is not None and enable_display is not None and bool(display) != bool(enable_display):
+        raise errors.InvalidArgument("display and enable_display disagree: give one", _errno.EINVAL, "config")
+    return bool(display if display is not None else enable_display)
 
 
 def _str_list(value, what):
@@ -228,7 +237,7 @@ class _Core:
     def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
-                 allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None):
+                 allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None):
         self._cfg_box = {}
         self._handle = None
         self._name = name
@@ -242,7 +251,8 @@ class _Core:
         self._state_lock = threading.Lock()
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
-                            accel, extra_qemu_args, disk_size)
+                            accel, extra_qemu_args, disk_size,
+                            _display_flag(display, enable_display))
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -372,8 +382,11 @@ class _Core:
 
     @property
     def vnc_port(self):
-        """A VNC port for a VM's display; None: containers have no display."""
-        return None
+        """The port of the VNC server of a running vm with a display (on 127.0.0.1, no
+        password); None for a container, a vm without a display, or one not running."""
+        if self._isolation != "vm" or self._handle is None:
+            return None
+        return self.inspect_json().get("display", {}).get("vnc_port")
 
     def inspect(self):
         """A dict of what the sandbox is (name, state, image, pids, limits, times)."""
@@ -442,6 +455,26 @@ class _Core:
             return _ports_from_json(ctypes.string_at(out.value).decode())
         finally:
             free(out.value)
+
+    # ---- display (blocking) ----
+
+    def _screenshot_blocking(self, path):
+        if path is not None:
+            self._call(lib.capsule_screenshot_file, enc(os.fspath(path), "path"), op="screenshot")
+            return None
+        out, n = c_void_p(), c_size_t()
+        self._call(lib.capsule_screenshot, byref(out), byref(n), op="screenshot")
+        return take_bytes(out.value, n.value)
+
+    def _input_blocking(self, fn, *args):
+        self._call(fn, *args, op="input")
+
+    def _mouse_move_blocking(self, x, y):
+        for v in (x, y):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 32:
+                raise errors.InvalidArgument(f"mouse position ({x!r}, {y!r}): expected pixels, integers >= 0",
+                                             _errno.EINVAL, "input")
+        self._input_blocking(lib.capsule_input_mouse_move, x, y)
 
     # ---- commands (blocking parts) ----
 
@@ -588,6 +621,27 @@ class SyncSandbox(_Core):
     def port_forwards(self):
         """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
         return self._ports_blocking()
+
+    def screenshot(self, path=None):
+        """The screen of a vm with a display as PNG: written to PATH (atomically), or returned
+        as bytes without one."""
+        return self._screenshot_blocking(path)
+
+    def type(self, text):
+        """Type TEXT on the vm's keyboard as a US layout does (printable ASCII, newline, tab)."""
+        self._input_blocking(lib.capsule_input_type, enc(text, "text"))
+
+    def key(self, spec):
+        """Press and release a key or combination: "ctrl-c", "ctrl+alt+delete", "enter", "f5"."""
+        self._input_blocking(lib.capsule_input_key, enc(spec, "key"))
+
+    def mouse_move(self, x, y):
+        """Move the pointer to pixel X, Y of the vm's screen."""
+        self._mouse_move_blocking(x, y)
+
+    def click(self, button="left"):
+        """Click "left", "right" or "middle" where the pointer is."""
+        self._input_blocking(lib.capsule_input_mouse_click, enc(button, "button"))
 
 
 # One thread pool per event loop for the library's blocking calls: the default executor has
@@ -743,6 +797,27 @@ class Sandbox(_Core):
     async def port_forwards(self):
         """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
         return await _in_thread(self._ports_blocking)
+
+    async def screenshot(self, path=None):
+        """The screen of a vm with a display as PNG: written to PATH (atomically), or returned
+        as bytes without one."""
+        return await _in_thread(self._screenshot_blocking, path)
+
+    async def type(self, text):
+        """Type TEXT on the vm's keyboard as a US layout does (printable ASCII, newline, tab)."""
+        await _in_thread(self._input_blocking, lib.capsule_input_type, enc(text, "text"))
+
+    async def key(self, spec):
+        """Press and release a key or combination: "ctrl-c", "ctrl+alt+delete", "enter", "f5"."""
+        await _in_thread(self._input_blocking, lib.capsule_input_key, enc(spec, "key"))
+
+    async def mouse_move(self, x, y):
+        """Move the pointer to pixel X, Y of the vm's screen."""
+        await _in_thread(self._mouse_move_blocking, x, y)
+
+    async def click(self, button="left"):
+        """Click "left", "right" or "middle" where the pointer is."""
+        await _in_thread(self._input_blocking, lib.capsule_input_mouse_click, enc(button, "button"))
 
     @property
     def active_mounts(self):

@@ -34,7 +34,21 @@ static const struct wanted_module {
 	/* every vm's root disk (disk.c); ext4's checksums ask the crypto API for crc32c */
 	{ "core", "virtio_blk" }, { "core", "crc32c_generic" }, { "core", "ext4" },
 	{ "net", "virtio_net" }, /* --network full: the NIC of QEMU's user-mode network */
+	{ "display", "virtio_gpu" }, { "display", "virtio_input" }, { "display", "evdev" },
 };
+
+/* One line a group: each names the setting that gives the machine the group's devices. */
+void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size)
+{
+	size_t n = 0;
+	buf[0] = '\0';
+#define GROUP_IF(cond, name) \
+	if ((cond) && n < size) \
+		n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "," : "", name)
+	GROUP_IF(cfg->network == CAPSULE_NETWORK_FULL, "net");
+	GROUP_IF(cfg->display, "display");
+#undef GROUP_IF
+}
 
 #define MAX_MODULES 128
 

@@ -203,12 +203,14 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
 	/* The module groups the guest loads beyond core and pci: the drivers of the devices the
 	 * features below give it, comma separated (vm_boot.c). */
-	char groups[128] = "";
-	vm_net_module_groups(cfg, groups, sizeof(groups));
+	char groups[128] = "", modules[160] = "";
+	vm_module_groups(cfg, groups, sizeof(groups));
+	if (groups[0])
+		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
 	arg(a, "-append");
 	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
 	    tsc, spec->hostname, vm_net_cmdline(cfg), spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
-	    groups[0] ? " capsule.modules=" : "", groups);
+	    modules, vm_display_cmdline(cfg));
 	arg(a, "-chardev");
 	arg(a, "file,id=console,path=%s/console.log", run_esc);
 	arg(a, "-serial");
@@ -228,6 +230,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "socket,id=qmp,fd=%d", QEMU_QMP_FD);
 	arg(a, "-mon");
 	arg(a, "chardev=qmp,mode=control");
+	for (const char *const *d = vm_display_qemu_args(cfg); d && *d; d++)
+		arg(a, "%s", *d);
 	if (spec->disk) {
 		_cleanup_free_ char *disk = qemu_escape(spec->disk);
 		if (!disk)

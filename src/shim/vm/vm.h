@@ -51,6 +51,9 @@ int vm_find_kernel(char **kernel, char **version, capsule_error *err);
 /* The initramfs for kernel VERSION with AGENT as /init and the modules the agent loads, built
  * once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and renamed into place. */
 int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err);
+/* The module groups beyond core and pci that CFG's devices need, comma separated, into BUF
+ * ("" for none): the guest loads them as the kernel command line's capsule.modules= names them. */
+void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size);
 
 /* The kernel BZIMAGE unpacked to an ELF with a PVH entry, cached in $CAPSULE_HOME/vm/ (see
  * kernel.c); *elf malloc'd. -errno when it cannot be had: the caller boots the bzImage. */
@@ -85,5 +88,24 @@ int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err);
  * already; its absolute path in *PATH. A size smaller than BASE is refused (IMAGE names it). */
 int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t want_bytes, const char *image,
 		    char **path, capsule_error *err);
+/* Run the QMP COMMAND (ARGUMENTS: a JSON object's text, or NULL) on the monitor FD after the
+ * handshake and wait up to TIMEOUT_MS for its answer; events are skipped. *RET (may be NULL)
+ * gets the raw JSON text of the answer's "return", malloc'd. QEMU's own error is EIO with its
+ * description (qmp.c). */
+int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err);
+
+/* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
+ * tablet, a VNC server on 127.0.0.1), NULL-terminated and static, or NULL without a display;
+ * the words the guest's kernel command line gets ("" without one). */
+const char *const *vm_display_qemu_args(const struct capsule_config *cfg);
+const char *vm_display_cmdline(const struct capsule_config *cfg);
+/* After QEMU started: ask it which port its VNC server took and write run/<name>/display.json. */
+int vm_display_start(struct vm *vm, int run_fd, capsule_error *err);
+/* A SCREENSHOT or INPUT request (header H, PAYLOAD) for sandbox CFG: its OK frame encoded into W,
+ * or -errno with ERR (a container, a vm without a display, a bad key name, ...). */
+struct cp_header;
+struct cp_writer;
+int vm_display_request(struct vm *vm, const struct capsule_config *cfg, int run_fd, const struct cp_header *h,
+		       const uint8_t *payload, struct cp_writer *w, capsule_error *err);
 
 #endif

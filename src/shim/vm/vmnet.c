@@ -45,13 +45,6 @@ const char *vm_net_cmdline(const struct capsule_config *cfg)
 	return cfg->network == CAPSULE_NETWORK_FULL ? " capsule.net=full" : "";
 }
 
-void vm_net_module_groups(const struct capsule_config *cfg, char *groups, size_t size)
-{
-	size_t n = strlen(groups);
-	if (cfg->network == CAPSULE_NETWORK_FULL && n < size)
-		snprintf(groups + n, size - n, "%snet", n ? "," : "");
-}
-
 /* ---- forwarded connections ------------------------------------------------------------ */
 
 struct vm_conn {

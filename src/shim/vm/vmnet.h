@@ -26,11 +26,10 @@ static inline bool vm_fwd_chan(uint32_t chan)
 }
 
 /* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
- * static strings; and what goes on the kernel's command line ("" or " capsule.net=full"). */
+ * static strings; and what goes on the kernel's command line ("" or " capsule.net=full"). The
+ * module group "net" (virtio_net) is named by vm_module_groups (initramfs.c). */
 size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max);
 const char *vm_net_cmdline(const struct capsule_config *cfg);
-/* Append the initramfs's module group "net" (virtio_net) to GROUPS (comma separated) for full. */
-void vm_net_module_groups(const struct capsule_config *cfg, char *groups, size_t size);
 
 /* Sends a frame to the agent (header A, payload B), as the shim's own to_agent2. */
 typedef void (*vm_fwd_send_fn)(const void *a, size_t an, const void *b, size_t bn);

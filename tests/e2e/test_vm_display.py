@@ -1,0 +1,363 @@
+"""vm display (issue 7, quicksand's enable_display): --display gives the guest a virtio GPU,
+keyboard and tablet and a VNC server on 127.0.0.1; `capsule screenshot` and `capsule input`
+go through QMP.
+
+One vm with a display serves the whole module (each boot costs seconds under TCG). `make check`
+runs two of its tests and the refusals that boot nothing; the rest are vm_slow (make check-vm).
+"""
+import importlib.util
+import json
+import os
+import socket
+import struct
+import subprocess
+import zlib
+
+import pytest
+
+from .helpers import assert_capsule_error, run_entries, wait_until
+from .imageutil import agent_is_static
+
+BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
+STATIC_AGENT = agent_is_static(os.environ.get("CAPSULE_BUILD", "build"))
+boots = pytest.mark.skipif(not STATIC_AGENT, reason="capsule-agent is dynamically linked (a sanitizer build): "
+                           "it cannot be a VM's init")
+
+# linux/input-event-codes.h
+EV_KEY, EV_ABS = 1, 3
+ABS_X, ABS_Y = 0, 1
+BTN_LEFT, BTN_RIGHT = 0x110, 0x111
+KEY = {"esc": 1, "1": 2, "2": 3, "e": 18, "r": 19, "t": 20, "i": 23, "o": 24, "enter": 28, "ctrl": 29,
+       "h": 35, "l": 38, "shift": 42, "c": 46, "alt": 56, "space": 57, "f12": 88, "delete": 111}
+
+# Runs in the guest: prints "ready", then every input event of the evdev nodes it is given as a
+# JSON line [node, type, code, value] until F12 is released (the test's end marker).
+EVDEV_READER = r"""
+import json, os, select, struct, sys, time
+fds = {os.open(p, os.O_RDONLY | os.O_NONBLOCK): p for p in sys.argv[1:]}
+print("ready", flush=True)
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline:
+    ready, _, _ = select.select(list(fds), [], [], 1)
+    for fd in ready:
+        data = os.read(fd, 24 * 64)
+        for i in range(0, len(data) - len(data) % 24, 24):
+            _, _, typ, code, value = struct.unpack("qqHHi", data[i:i + 24])
+            if typ == 0:
+                continue
+            print(json.dumps([fds[fd], typ, code, value]), flush=True)
+            if typ == 1 and code == 88 and value == 0:
+                sys.exit(0)
+sys.exit(3)
+"""
+
+
+def png_decode(data):
+    """(width, height, rows of RGB bytes) of an 8-bit RGB PNG, as QEMU writes them."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + n]
+        assert zlib.crc32(kind + chunk) == struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])[0], "bad CRC"
+        pos += 12 + n
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", chunk[:10])
+            assert (depth, color) == (8, 2), "not 8-bit RGB"
+        elif kind == b"IDAT":
+            idat += chunk
+        elif kind == b"IEND":
+            break
+    raw, stride, bpp = zlib.decompress(idat), width * 3, 3
+    rows, prev, i = [], bytearray(stride), 0
+    for _ in range(height):
+        f, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
+        i += 1 + stride
+        for x in range(stride):
+            a = line[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if f == 1:
+                line[x] = (line[x] + a) & 255
+            elif f == 2:
+                line[x] = (line[x] + b) & 255
+            elif f == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+def pixel(rows, x, y):
+    return tuple(rows[y][3 * x:3 * x + 3])
+
+
+def capsule_class():
+    """tests/conftest.py's Capsule, for a module-scoped fixture (the capsule fixture is per test).
+    Loaded by path: with tests/python collected too, "conftest" names another module."""
+    spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest_display",
+                                                  os.path.join(os.path.dirname(os.path.dirname(__file__)), "conftest.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.Capsule
+
+
+@pytest.fixture(scope="module")
+def display_vm(capsule_home):
+    """One running vm with a display: (Capsule, name)."""
+    if not STATIC_AGENT:
+        pytest.skip("capsule-agent is dynamically linked (a sanitizer build): it cannot be a VM's init")
+    c = capsule_class()(capsule_home)
+    name = c.unique_name("disp")
+    r = c.run("create", "--isolation", "vm", "--display", "--name", name, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    yield c, name
+    c.cleanup()
+
+
+def guest(c, name, script, *args, check=True):
+    return c.run("exec", name, "--", "python3", "-c", script, *args, timeout=BOOT_TIMEOUT, check=check)
+
+
+def screenshot(c, name, tmp_path, file="shot.png"):
+    out = tmp_path / file
+    r = c.run("screenshot", name, str(out), timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    return out.read_bytes()
+
+
+def guest_screen_size(c, name):
+    r = c.run("exec", name, "--", "cat", "/sys/class/graphics/fb0/virtual_size", check=True)
+    w, h = r.stdout.strip().split(",")
+    return int(w), int(h)
+
+
+def record_input(c, name, send):
+    """Read the guest's input events while SEND() acts, up to the F12 end marker; the events."""
+    nodes = sorted(f"/dev/input/{n}" for n in c.run("exec", name, "--", "ls", "/dev/input", check=True).stdout.split())
+    assert len(nodes) == 2, nodes
+    p = c.popen("exec", name, "--", "python3", "-c", EVDEV_READER, *nodes, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
+        send()
+        r = c.run("input", name, "key", "f12")
+        assert r.returncode == 0, r.stderr
+        out, err = p.communicate(timeout=BOOT_TIMEOUT)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, f"reader exited {p.returncode}: {err}"
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def key_downs(events):
+    return [code for _, typ, code, value in events if typ == EV_KEY and value == 1 and code != KEY["f12"]]
+
+
+# ---- make check: one boot for both ----------------------------------------------------------------
+
+
+@boots
+def test_display_vnc_on_loopback_screenshot_at_guest_resolution_and_dev_nodes(display_vm, tmp_path):
+    c, name = display_vm
+    info = c.inspect(name)
+    disp = info["display"]
+    assert disp["enabled"] is True and disp["vnc_host"] == "127.0.0.1"
+    port = disp["vnc_port"]
+    assert 5900 <= port <= 5999
+    # A VNC server that speaks RFB, on loopback only.
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        banner = s.recv(12)
+    assert banner.startswith(b"RFB 003.00") and banner.endswith(b"\n"), banner
+    with open("/proc/net/tcp") as f:
+        listening = [line.split()[1] for line in f.readlines()[1:] if line.split()[3] == "0A"]
+    assert f"0100007F:{port:04X}" in listening
+    assert not [a for a in listening if a.endswith(f":{port:04X}") and a != f"0100007F:{port:04X}"]
+    qemu_argv = info["vm"]["qemu_command_line"].split()
+    assert "virtio-gpu-device" in qemu_argv and "virtio-keyboard-device" in qemu_argv
+    assert "virtio-tablet-device" in qemu_argv
+
+    # The screenshot is a whole PNG of the guest's own framebuffer size.
+    width, height, rows = png_decode(screenshot(c, name, tmp_path))
+    assert (width, height) == guest_screen_size(c, name)
+    assert len(rows) == height
+
+    # The sandbox's /dev has what a GUI program needs, and nothing else of the guest's.
+    r = c.run("exec", name, "--", "sh", "-c", "cd /dev && ls -1 . dri input", check=True)
+    listing = r.stdout
+    assert "fb0" in listing.split() and "card0" in listing.split()
+    assert sorted(n for n in c.run("exec", name, "--", "ls", "/dev/input", check=True).stdout.split()) == \
+        ["event0", "event1"]
+    top = set(c.run("exec", name, "--", "ls", "/dev", check=True).stdout.split())
+    assert top == {"dri", "fb0", "input", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
+                   "stdin", "stdout", "tty", "urandom", "zero"}
+
+
+@boots
+def test_display_input_type_arrives_as_key_events_in_the_guest(display_vm):
+    c, name = display_vm
+
+    def send():
+        r = c.run("input", name, "type", "Hi there")
+        assert r.returncode == 0, r.stderr
+
+    events = record_input(c, name, send)
+    keyboard = {node for node, typ, code, _ in events if typ == EV_KEY and code == KEY["h"]}
+    assert len(keyboard) == 1
+    k = KEY
+    assert key_downs(events) == [k["shift"], k["h"], k["i"], k["space"], k["t"], k["h"], k["e"], k["r"], k["e"]]
+    # Every key that went down came up.
+    downs = [code for _, typ, code, v in events if typ == EV_KEY and v == 1]
+    ups = [code for _, typ, code, v in events if typ == EV_KEY and v == 0]
+    assert sorted(downs) == sorted(ups)
+
+
+# ---- refusals that boot nothing ---------------------------------------------------------------------
+
+
+def test_display_refused_for_a_container(capsule):
+    before = run_entries(capsule)
+    r = capsule.run("run", "--display", "--", "true")
+    assert_capsule_error(r)
+    assert "--isolation vm" in r.stderr
+    assert run_entries(capsule) == before
+
+
+def test_screenshot_and_input_of_a_container_are_refused(capsule, sandbox, tmp_path):
+    out = tmp_path / "x.png"
+    r = capsule.run("screenshot", sandbox, str(out))
+    assert_capsule_error(r)
+    assert "has no display" in r.stderr and sandbox in r.stderr
+    assert not out.exists()
+    r = capsule.run("input", sandbox, "type", "x")
+    assert_capsule_error(r)
+    assert "has no display" in r.stderr
+
+
+def test_input_bad_coordinates_and_actions_are_usage_errors(capsule):
+    for args, word in ((["mouse", "move", "-1", "5"], "'-1'"), (["mouse", "move", "10", "y"], "'y'"),
+                       (["jump"], "'jump'"), (["mouse", "move", "1"], "X and Y")):
+        r = capsule.run("input", "nosuch", *args)
+        assert_capsule_error(r)
+        assert word in r.stderr
+
+
+# ---- make check-vm ----------------------------------------------------------------------------------
+
+
+@pytest.mark.vm_slow
+@boots
+def test_display_framebuffer_writes_show_in_the_screenshot(display_vm, tmp_path):
+    c, name = display_vm
+    # Left half one colour, right half another, written through /dev/fb0 in the guest.
+    fill = r"""
+import sys
+w, h = (int(v) for v in open("/sys/class/graphics/fb0/virtual_size").read().split(","))
+bpp = int(open("/sys/class/graphics/fb0/bits_per_pixel").read())
+stride = int(open("/sys/class/graphics/fb0/stride").read())
+assert bpp == 32, bpp
+left, right = bytes([0x56, 0x34, 0x12, 0]), bytes([0x10, 0xc0, 0xe0, 0])
+line = (left * (w // 2) + right * (w - w // 2)).ljust(stride, b"\0")
+with open("/dev/fb0", "wb") as f:
+    f.write(line * h)
+"""
+    guest(c, name, fill)
+    w, h = guest_screen_size(c, name)
+
+    def painted():
+        _, _, rows = png_decode(screenshot(c, name, tmp_path))
+        return pixel(rows, w // 4, h // 2) == (0x12, 0x34, 0x56) and pixel(rows, 3 * w // 4, h // 2) == (0xe0, 0xc0, 0x10)
+
+    assert wait_until(painted, timeout=60, interval=0.5)
+    # And back: a different pattern changes the pixels again.
+    guest(c, name, fill.replace("0x56, 0x34, 0x12", "0x00, 0x00, 0xff"))
+
+    def repainted():
+        _, _, rows = png_decode(screenshot(c, name, tmp_path))
+        return pixel(rows, w // 4, h // 2) == (0xff, 0, 0)
+
+    assert wait_until(repainted, timeout=60, interval=0.5)
+
+
+@pytest.mark.vm_slow
+@boots
+def test_display_mouse_move_and_click_arrive_on_the_tablet(display_vm):
+    c, name = display_vm
+    w, h = guest_screen_size(c, name)
+    x, y = w // 5, h // 3
+
+    def send():
+        for args in (["mouse", "move", str(x), str(y)], ["mouse", "click"], ["mouse", "click", "right"]):
+            r = c.run("input", name, *args)
+            assert r.returncode == 0, r.stderr
+
+    events = record_input(c, name, send)
+    abs_events = {(code, value) for _, typ, code, value in events if typ == EV_ABS}
+    assert (ABS_X, x * 0x7FFF // w) in abs_events and (ABS_Y, y * 0x7FFF // h) in abs_events
+    tablet = {node for node, typ, _, _ in events if typ == EV_ABS}
+    assert len(tablet) == 1
+    buttons = [(code, value) for node, typ, code, value in events if typ == EV_KEY and node in tablet]
+    assert buttons == [(BTN_LEFT, 1), (BTN_LEFT, 0), (BTN_RIGHT, 1), (BTN_RIGHT, 0)]
+
+
+@pytest.mark.vm_slow
+@boots
+def test_display_key_combinations_hold_modifiers_and_ctrl_alt_delete_keeps_the_vm(display_vm):
+    c, name = display_vm
+
+    def send():
+        for spec in ("ctrl-c", "ctrl+alt+delete", "Enter", "!"):
+            r = c.run("input", name, "key", spec)
+            assert r.returncode == 0, r.stderr
+
+    events = record_input(c, name, send)
+    k = KEY
+    seq = [(code, v) for _, typ, code, v in events if typ == EV_KEY and code != k["f12"]]
+    assert seq == [(k["ctrl"], 1), (k["c"], 1), (k["c"], 0), (k["ctrl"], 0),
+                   (k["ctrl"], 1), (k["alt"], 1), (k["delete"], 1), (k["delete"], 0), (k["alt"], 0), (k["ctrl"], 0),
+                   (k["enter"], 1), (k["enter"], 0),
+                   (k["shift"], 1), (k["1"], 1), (k["1"], 0), (k["shift"], 0)]
+    # ctrl-alt-delete is a key like any other: the guest did not reboot (which would end the vm).
+    assert c.run("exec", name, "--", "true").returncode == 0
+    assert c.inspect(name)["state"] == "running"
+
+
+@pytest.mark.vm_slow
+@boots
+def test_display_bad_keys_text_and_positions_are_refused_naming_them(display_vm):
+    c, name = display_vm
+    w, h = guest_screen_size(c, name)
+    for args, word in ((["key", "ctrl-nosuchkey"], "'nosuchkey'"), (["key", "ctrl--"], "empty key name"),
+                       (["type", "caf\u00e9"], "\\xc3"), (["mouse", "click", "wheel"], "'wheel'"),
+                       (["mouse", "move", str(w), "0"], f"({w}, 0)"), (["mouse", "move", "0", str(h + 5)], f"{w}x{h}")):
+        r = c.run("input", name, *args)
+        assert_capsule_error(r)
+        assert word in r.stderr, (args, r.stderr)
+    assert c.inspect(name)["state"] == "running"
+
+
+@pytest.mark.vm_slow
+@boots
+def test_screenshot_of_a_vm_without_display_is_refused(capsule, tmp_path):
+    name = capsule.unique_name("nodisp")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert capsule.inspect(name)["display"] == {"enabled": False}
+    assert "virtio-gpu-device" not in capsule.inspect(name)["vm"]["qemu_command_line"]
+    out = tmp_path / "x.png"
+    r = capsule.run("screenshot", name, str(out))
+    assert_capsule_error(r)
+    assert "without a display" in r.stderr and "--display" in r.stderr
+    assert not out.exists()
+    r = capsule.run("input", name, "key", "a")
+    assert_capsule_error(r)
+    # Without a display the guest's /dev is the container level's, and no GPU module is loaded.
+    r = capsule.run("exec", name, "--", "sh", "-c", "ls /dev; cat /proc/modules", check=True)
+    assert "fb0" not in r.stdout.split() and "dri" not in r.stdout.split()
+    assert "virtio_gpu" not in r.stdout and "drm" not in r.stdout
