@@ -199,6 +199,7 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--disk-size'");
 		r = capsule_config_set_disk_size(sbc->cfg, optarg, &err);
+		break;
 	case OPT_DISPLAY:
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--display'");
