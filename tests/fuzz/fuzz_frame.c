@@ -251,6 +251,22 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 	}
 	case CP_FWD_CLOSE:
 		break;
+	case CP_SCREENSHOT: {
+		struct cp_screenshot m;
+		if ((r = cp_screenshot_decode(p, n, &m)) == 0) {
+			CHECK(m.offset == 0 || m.shot != 0);
+			cp_screenshot_free(&m);
+		}
+		break;
+	}
+	case CP_INPUT: {
+		struct cp_input m;
+		if ((r = cp_input_decode(p, n, &m)) == 0) {
+			CHECK(!m.text || (m.text[0] && strlen(m.text) <= CP_MAX_INPUT_TEXT));
+			cp_input_free(&m);
+		}
+		break;
+	}
 	default:
 		CHECK(!"the rx buffer yielded a frame of unknown type");
 	}
