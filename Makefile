@@ -84,6 +84,7 @@ bench: deps
 	@bench/sdk $(abspath $(BUILD))
 	@bench/vm $(abspath $(BUILD))
 	@bench/vm-mounts $(abspath $(BUILD))
+	@bench/vm_disk $(abspath $(BUILD))
 	@bench/net $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default
