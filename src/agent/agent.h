@@ -84,6 +84,10 @@ int agent_vm_boot(void);
  * resolv.conf over NEWROOT's; -1 with a reason in WHY. */
 int vm_net_setup(const char *newroot, char *why, size_t whylen);
 bool agent_in_vm(void);
+/* The device node of the first entry of sysfs folder DIR whose file ATTR is the line WANT,
+ * waited for up to TIMEOUT_MS (vm_boot.c). */
+bool vm_sysfs_dev_wait(const char *dir, const char *attr, const char *want, char *dev, size_t size,
+		       unsigned timeout_ms);
 /* The value of KEY=VALUE on the kernel's command line (vm_boot.c), into OUT. */
 bool agent_cmdline_get(const char *key, char *out, size_t size);
 /* vm_disk.c: mount the root disk the shim attached (capsule.disk= on the kernel command line)

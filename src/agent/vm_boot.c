@@ -26,6 +26,8 @@
 #endif
 
 #define PORT_WAIT_MS 20000
+/* The virtio-serial port's name: VM_AGENT_PORT_NAME in src/shim/vm/vm.h. */
+#define VM_AGENT_PORT "capsule.agent"
 #define MAX_MODULE_FILES 64
 
 static bool in_vm;
@@ -191,37 +193,48 @@ static void read_cmdline(char *modules, size_t size)
 		modules[0] = '\0';
 }
 
-/* The port's name is in sysfs (virtio-ports/vportNpM/name); its node in /dev comes from
- * devtmpfs a moment after the driver binds, so both are waited for. */
-static int open_agent_port(void)
+/* The device node /dev/NAME of the first entry NAME of sysfs folder DIR whose file ATTR is
+ * the line WANT, into DEV; waited for up to TIMEOUT_MS, since the sysfs entry appears when the
+ * driver binds and its node in devtmpfs a moment later. false when none came. */
+bool vm_sysfs_dev_wait(const char *dir, const char *attr, const char *want, char *dev, size_t size,
+		       unsigned timeout_ms)
 {
-	uint64_t deadline = now_ms() + PORT_WAIT_MS;
+	uint64_t deadline = now_ms() + timeout_ms;
+	size_t wlen = strlen(want);
 	do {
-		DIR *d = opendir("/sys/class/virtio-ports");
+		DIR *d = opendir(dir);
 		struct dirent *de;
 		while (d && (de = readdir(d))) {
 			if (de->d_name[0] == '.')
 				continue;
-			char path[300], name[64] = "";
-			snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
+			char path[300], value[64] = "";
+			snprintf(path, sizeof(path), "%s/%s/%s", dir, de->d_name, attr);
 			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			ssize_t k = fd >= 0 ? read(fd, name, sizeof(name) - 1) : -1;
+			ssize_t k = fd >= 0 ? read(fd, value, sizeof(value) - 1) : -1;
 			if (fd >= 0)
 				close(fd);
-			if (k <= 0 || strncmp(name, "capsule.agent\n", 14) != 0)
+			if (k <= 0 || strncmp(value, want, wlen) != 0 || (value[wlen] != '\0' && value[wlen] != '\n'))
 				continue;
-			snprintf(path, sizeof(path), "/dev/%s", de->d_name);
-			int port = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
-			if (port >= 0) {
+			snprintf(dev, size, "/dev/%s", de->d_name);
+			if (access(dev, F_OK) == 0) {
 				closedir(d);
-				return port;
+				return true;
 			}
 		}
 		if (d)
 			closedir(d);
 		usleep(5000);
 	} while (now_ms() < deadline);
-	return -1;
+	return false;
+}
+
+/* The port's name is in sysfs (virtio-ports/vportNpM/name). */
+static int open_agent_port(void)
+{
+	char dev[300];
+	if (!vm_sysfs_dev_wait("/sys/class/virtio-ports", "name", VM_AGENT_PORT, dev, sizeof(dev), PORT_WAIT_MS))
+		return -1;
+	return open(dev, O_RDWR | O_CLOEXEC | O_NOCTTY);
 }
 
 static void mknod_dev(const char *name, unsigned maj, unsigned min)
@@ -312,7 +325,7 @@ int agent_vm_boot(void)
 	load_modules(modules);
 	int port = open_agent_port();
 	if (port < 0)
-		vm_die("no virtio-serial port named '%s' appeared", "capsule.agent");
+		vm_die("no virtio-serial port named '%s' appeared", VM_AGENT_PORT);
 	if (dup2(port, AGENT_CONTROL_FD) < 0)
 		vm_die("dup2 of the agent port: %s", strerror(errno));
 	if (port != AGENT_CONTROL_FD)

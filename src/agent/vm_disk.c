@@ -25,37 +25,10 @@
 #endif
 #define EXT4_IOC_RESIZE_FS _IOW('f', 16, uint64_t)
 
-/* /dev/vdX whose /sys/block/vdX/serial is ours; the node comes from devtmpfs a moment after
- * the driver binds, so both are waited for. */
+/* /dev/vdX whose /sys/block/vdX/serial is ours. */
 static int find_disk(char *dev, size_t size)
 {
-	uint64_t deadline = now_ms() + DISK_WAIT_MS;
-	do {
-		DIR *d = opendir("/sys/block");
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			if (strncmp(de->d_name, "vd", 2) != 0)
-				continue;
-			char path[300], serial[64] = "";
-			snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
-			int fd = open(path, O_RDONLY | O_CLOEXEC);
-			ssize_t k = fd >= 0 ? read(fd, serial, sizeof(serial) - 1) : -1;
-			if (fd >= 0)
-				close(fd);
-			if (k <= 0 || strncmp(serial, DISK_SERIAL, strlen(DISK_SERIAL)) != 0 ||
-			    (serial[strlen(DISK_SERIAL)] != '\0' && serial[strlen(DISK_SERIAL)] != '\n'))
-				continue;
-			snprintf(dev, size, "/dev/%s", de->d_name);
-			if (access(dev, F_OK) == 0) {
-				closedir(d);
-				return 0;
-			}
-		}
-		if (d)
-			closedir(d);
-		usleep(5000);
-	} while (now_ms() < deadline);
-	return -ENOENT;
+	return vm_sysfs_dev_wait("/sys/block", "serial", DISK_SERIAL, dev, size, DISK_WAIT_MS) ? 0 : -ENOENT;
 }
 
 /* The file system was made for its content; the disk may be larger (disk_size). Growing a
