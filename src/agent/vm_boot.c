@@ -1,8 +1,8 @@
 /* capsule-agent as the /init of a guest (vm isolation). Before the common code runs, it does
  * what the shim's container code does on the host for the container level: it loads the
  * kernel modules the initramfs carries, finds its channel (a virtio-serial port, made fd 3),
- * and builds the sandbox's root (the image's skeleton over 9p as the lower of an overlay on
- * tmpfs, the host's /usr over read-only 9p, fresh /proc, /sys and a minimal /dev), then moves
+ * and builds the sandbox's root (its root disk, the host's /usr over read-only 9p for the host
+ * image, fresh /proc, /sys and a minimal /dev), then moves
  * into it. From there on the agent cannot tell the levels apart, which is the point. */
 #include <dirent.h>
 #include <errno.h>
@@ -277,21 +277,14 @@ static void setup_dev(void)
 
 static void setup_root(void)
 {
-	/* A root disk (vm_disk.c) when the shim gave one, else the skeleton over 9p. */
+	/* The root disk the shim attached (vm_disk.c): every vm has one. */
 	char why[300];
 	bool host_shares = true;
 	int disk = agent_vm_disk_root("/newroot", &host_shares, why, sizeof(why));
 	if (disk < 0)
 		vm_die("root disk: %s", why);
-	if (disk == 0) {
-		/* The writable layer lives in guest RAM, bounded by the VM's memory. */
-		must_mount("tmpfs", "/overlay", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
-		mkdir("/overlay/upper", 0755);
-		mkdir("/overlay/work", 0700);
-		must_mount("skel", "/overlay/lower", "9p", MS_RDONLY | MS_NOSUID | MS_NODEV, NINEP_OPTS);
-		must_mount("overlay", "/newroot", "overlay", MS_NOSUID | MS_NODEV,
-			   "lowerdir=/overlay/lower,upperdir=/overlay/upper,workdir=/overlay/work");
-	}
+	if (disk == 0)
+		vm_die("no root disk: the kernel command line has no capsule.disk=");
 	static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
 	for (size_t i = 0; host_shares && i < ARRAY_SIZE(host_dirs); i++) {
 		char target[64], tag[32];

@@ -1510,7 +1510,6 @@ static int start_vm(capsule_error *err)
 		.run_fd = S.run_fd,
 		.cfg = &S.cfg,
 		.hostname = hostname,
-		.skeleton = skeleton,
 		.agent_sock = sp[1],
 		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
 		.disk = disk,

@@ -29,7 +29,7 @@ static const struct wanted_module {
 	const char *group, *name;
 } wanted_modules[] = {
 	{ "core", "virtio_mmio" }, { "core", "virtio_console" }, { "core", "9pnet_virtio" },
-	{ "core", "9p" }, { "core", "overlay" }, { "core", "virtio_balloon" },
+	{ "core", "9p" }, { "core", "virtio_balloon" },
 	{ "pci", "virtio_pci" },
 	/* every vm's root disk (disk.c); ext4's checksums ask the crypto API for crc32c */
 	{ "core", "virtio_blk" }, { "core", "crc32c_generic" }, { "core", "ext4" },

@@ -128,7 +128,7 @@ static char *qemu_escape(const char *s)
 	return out;
 }
 
-/* A 9p share. Read-only ones (the skeleton, the host's /usr): security_model=none, QEMU reads
+/* A 9p share. Read-only ones (the host's /usr): security_model=none, QEMU reads
  * the files with its own (the creator's) rights, and readonly=on refuses every write in QEMU
  * itself, whatever the guest kernel asks.
  *
@@ -232,19 +232,14 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "chardev=qmp,mode=control");
 	for (const char *const *d = vm_display_qemu_args(cfg); d && *d; d++)
 		arg(a, "%s", *d);
-	if (spec->disk) {
-		_cleanup_free_ char *disk = qemu_escape(spec->disk);
-		if (!disk)
-			a->oom = true;
-		/* node-name: saves name the top of the chain in blockdev-snapshot-sync. */
-		arg(a, "-drive");
-		arg(a, "file=%s,format=qcow2,if=none,id=root,node-name=root-top,cache=writeback,discard=unmap", disk ? disk : "");
-		arg(a, "-device");
-		arg(a, "virtio-blk-device,drive=root,serial=%s", VM_DISK_SERIAL);
-	} else {
-		share(a, VM_SKELETON_TAG, spec->skeleton);
-	}
-	for (size_t i = 0; (!spec->disk || strcmp(spec->disk_mode, VM_DISK_MODE_ROOT)) && i < ARRAY_SIZE(host_dirs); i++) {
+	_cleanup_free_ char *disk = qemu_escape(spec->disk);
+	if (!disk)
+		a->oom = true;
+	arg(a, "-drive");
+	arg(a, "file=%s,format=qcow2,if=none,id=root,node-name=root-top,cache=writeback,discard=unmap", disk ? disk : "");
+	arg(a, "-device");
+	arg(a, "virtio-blk-device,drive=root,serial=%s", VM_DISK_SERIAL);
+	for (size_t i = 0; strcmp(spec->disk_mode, VM_DISK_MODE_ROOT) && i < ARRAY_SIZE(host_dirs); i++) {
 		char host[16], tag[32];
 		snprintf(host, sizeof(host), "/%s", host_dirs[i]);
 		snprintf(tag, sizeof(tag), VM_HOST_TAG_PREFIX "%s", host_dirs[i]);

@@ -14,9 +14,8 @@
 
 /* The virtio-serial port's name, as the guest sees it in /sys/class/virtio-ports/<p>/name. */
 #define VM_AGENT_PORT_NAME "capsule.agent"
-/* 9p mount tags: the image's skeleton (lower of the guest's overlay root), and the host's
- * /usr (and /bin, /lib*, /sbin where they are folders, not symlinks) as "host-<name>". */
-#define VM_SKELETON_TAG "skel"
+/* 9p mount tags: the host's /usr (and /bin, /lib*, /sbin where they are folders, not
+ * symlinks) as "host-<name>", over the host image's root disk. */
 #define VM_HOST_TAG_PREFIX "host-"
 /* The agent's name in the initramfs, given to the kernel as rdinit=: PID 1 in the guest is then
  * called what it is called in a container (its comm, /proc/1/cmdline). */
@@ -35,12 +34,10 @@ struct vm_spec {
 	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json */
 	const struct capsule_config *cfg;
 	const char *hostname;
-	const char *skeleton;        /* the host image's lower folder, shared read-only */
 	int agent_sock;              /* QEMU's end of the agent socketpair */
 	const char *mounts_dir;      /* the host folders' share (shares.h), or NULL for none */
 	/* The root disk (disk.c): its qcow2, and how the guest uses it, VM_DISK_MODE_*, which
-	 * reaches the agent as capsule.disk= on the kernel's command line. NULL: no disk, the
-	 * skeleton over 9p as before. */
+	 * reaches the agent as capsule.disk= on the kernel's command line. Required. */
 	const char *disk;
 	const char *disk_mode;
 };
