@@ -462,6 +462,8 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	}
 	write_vm_json(spec, vm, &a, kernel, version, initramfs, pvh);
 	argv_free(&a);
+	/* A new QEMU (a revert restarts it): nothing the last one sent is left to be read. */
+	qmp_forget();
 	if ((r = qmp_handshake(vm->qmp_fd)) < 0) {
 		char why[512];
 		vm_kill(vm);
@@ -475,12 +477,9 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 
 int vm_qmp(struct vm *vm, const char *command, capsule_error *err)
 {
-	char buf[8192], line[128];
-	int n = snprintf(line, sizeof(line), "{\"execute\": \"%s\"}\n", command);
-	int r = vm->qmp_fd < 0 ? -EPIPE : write_all(vm->qmp_fd, line, (size_t)n);
-	if (r == 0)
-		r = qmp_read(vm->qmp_fd, buf, sizeof(buf), now_ms() + QMP_TIMEOUT_MS, "\"return\"");
-	return r < 0 ? cap_err(err, -r, "QMP '%s'", command) : 0;
+	if (vm->qmp_fd < 0)
+		return cap_err_plain(err, EPIPE, "QMP %s: QEMU's monitor is closed", command);
+	return qmp_execute(vm->qmp_fd, command, NULL, QMP_TIMEOUT_MS, NULL, err);
 }
 
 void vm_kill(struct vm *vm)

@@ -79,6 +79,12 @@ static int answer_of(const char *line, size_t len, const char *id, char **ret, c
 	return 1;
 }
 
+void qmp_forget(void)
+{
+	rx.len = 0;
+	rx.skipping = false;
+}
+
 int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err)
 {
 	char id[32];

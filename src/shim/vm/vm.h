@@ -90,6 +90,8 @@ int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t
  * gets the raw JSON text of the answer's "return", malloc'd. QEMU's own error is EIO with its
  * description (qmp.c). */
 int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err);
+/* Drop what qmp_execute had read past its last answer: the monitor is a new QEMU's. */
+void qmp_forget(void);
 
 /* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
  * tablet, a VNC server on 127.0.0.1), NULL-terminated and static, or NULL without a display;
