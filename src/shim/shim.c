@@ -729,6 +729,8 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	outq_free(&S.agent_out);
 	transform_servers_reap(true);
 	S.ntransforms = 0;
+	/* A vm's host folders: the start attaches its binds again, hot mounts go with the rest. */
+	vm_shares_release(&S.shares);
 	/* The network is the old namespace's: slirp4netns, the socket factory and the forwards'
 	 * listeners go, and the start makes them again (forwards added while it ran are gone,
 	 * as hot mounts are). */

@@ -125,6 +125,28 @@ def test_vm_checkpoint_and_revert_restart_the_guest_in_its_shim(vm):
 
 @pytest.mark.vm_slow
 @boots
+def test_vm_revert_mounts_the_binds_and_tmpfs_again(capsule_home, tmp_path):
+    # A revert restarts QEMU in the same shim: its host folders' share is made again.
+    (tmp_path / "f").write_text("from the host\n")
+    c = Capsule(capsule_home)
+    name = c.unique_name("vmrev")
+    try:
+        r = c.run("create", "--isolation", "vm", "--name", name, "-v", f"{tmp_path}:/mnt/x", "--tmpfs", "/scratch",
+                  timeout=BOOT_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert c.run("checkpoint", name, "c1", timeout=120).returncode == 0
+        c.run("exec", name, "--", "sh", "-c", "echo gone > /root/later", check=True)
+        r = c.run("revert", name, "c1", timeout=BOOT_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        r = c.run("exec", name, "--", "sh", "-c", "cat /mnt/x/f; test -e /root/later || echo reverted; "
+                  "grep -c ' /scratch tmpfs ' /proc/mounts", check=True)
+        assert r.stdout.split("\n")[:3] == ["from the host", "reverted", "1"], r.stdout
+    finally:
+        c.cleanup()
+
+
+@pytest.mark.vm_slow
+@boots
 def test_vm_fork_copies_the_disk_and_the_two_go_their_ways(vm):
     c, name, _ = vm
     c.run("exec", name, "--", "sh", "-c", "echo state > /root/s", check=True)
