@@ -1475,6 +1475,65 @@ static int vm_root_disk(const char *skeleton, char **disk, const char **mode, ca
 	return r;
 }
 
+#define VM_KVM_BOOT_MS 20000
+
+/* QEMU started with SPEC and its agent's HELLO and INIT done: S.vm, S.ct and S.agent_fd set
+ * (also on failure, for the caller to tear down). */
+static int vm_boot_qemu(const struct vm_spec *spec_in, const char *hostname, capsule_error *err)
+{
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cap_err(err, errno, "socketpair");
+	struct vm_spec spec = *spec_in;
+	spec.agent_sock = sp[1];
+	progress("qemu");
+	int r = vm_start(&S.vm, &spec, err);
+	close(sp[1]);
+	if (r < 0) {
+		close(sp[0]);
+		return r;
+	}
+	S.ct.pid = S.vm.pid;
+	S.ct.pidfd = S.vm.pidfd;
+	shim_log("QEMU pid %d, accel %s", (int)S.vm.pid, S.vm.accel);
+	S.agent_fd = sp[0];
+	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
+	cp_rxbuf_init(&S.agent_rx);
+	if (S.cfg.display && (r = vm_display_start(&S.vm, S.run_fd, err)) < 0)
+		return r;
+	uint64_t deadline = now_ms() + config_boot_timeout_ms(&S.cfg);
+	/* A KVM boot that auto chose gets less time: TCG is what is left to try. */
+	bool auto_accel = !S.cfg.accel[0] || !strcmp(S.cfg.accel, "auto");
+	if (auto_accel && !spec.accel && !strcmp(S.vm.accel, "kvm") && deadline > now_ms() + VM_KVM_BOOT_MS)
+		deadline = now_ms() + VM_KVM_BOOT_MS;
+	return agent_bring_up(hostname, deadline, err);
+}
+
+/* What a failed vm_boot_qemu left: QEMU killed and reaped, the channel closed. */
+static void vm_boot_abandon(void)
+{
+	/* Through its pidfd only: a QEMU that vm_start already reaped has a pid that may be
+	 * someone else's now. */
+	if (S.vm.pidfd >= 0) {
+		vm_kill(&S.vm);
+		while (waitpid(S.vm.pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close(S.vm.pidfd);
+	}
+	if (S.vm.qmp_fd >= 0)
+		close(S.vm.qmp_fd);
+	memset(&S.vm, 0, sizeof(S.vm));
+	S.vm.pid = -1;
+	S.vm.pidfd = S.vm.qmp_fd = -1;
+	S.ct.pid = -1;
+	S.ct.pidfd = -1;
+	if (S.agent_fd >= 0)
+		close(S.agent_fd);
+	S.agent_fd = -1;
+	cp_rxbuf_free(&S.agent_rx);
+	outq_free(&S.agent_out);
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1504,36 +1563,33 @@ static int start_vm(capsule_error *err)
 	const char *disk_mode = NULL;
 	if ((r = vm_root_disk(skeleton, &disk, &disk_mode, err)) < 0)
 		return r;
-	int sp[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
-		return cap_err(err, errno, "socketpair");
 	const char *hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name;
 	struct vm_spec spec = {
 		.run_fd = S.run_fd,
 		.cfg = &S.cfg,
 		.hostname = hostname,
-		.agent_sock = sp[1],
 		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
 		.disk = disk,
 		.disk_mode = disk_mode,
 	};
-	progress("qemu");
-	r = vm_start(&S.vm, &spec, err);
-	close(sp[1]);
-	if (r < 0) {
-		close(sp[0]);
-		return r;
+	/* accel auto is KVM where /dev/kvm opens and a guest boots there, TCG otherwise: a KVM
+	 * that QEMU cannot use, or on which the guest does not answer within VM_KVM_BOOT_MS (a KVM
+	 * boot takes well under a second; a stock kernel has been seen to hang on some hosts),
+	 * is given up for one TCG boot, and vm.json says why. */
+	char fallback[sizeof(err->message) + 48];
+	for (;;) {
+		if ((r = vm_boot_qemu(&spec, hostname, err)) == 0)
+			break;
+		bool auto_accel = !S.cfg.accel[0] || !strcmp(S.cfg.accel, "auto");
+		if (!auto_accel || spec.accel || strcmp(S.vm.accel, "kvm") != 0)
+			return r;
+		snprintf(fallback, sizeof(fallback), "KVM did not boot the guest: %s", err->message);
+		shim_log("%s; booting again with TCG", fallback);
+		vm_boot_abandon();
+		memset(err, 0, sizeof(*err));
+		spec.accel = "tcg";
+		spec.accel_fallback = fallback;
 	}
-	S.ct.pid = S.vm.pid;
-	S.ct.pidfd = S.vm.pidfd;
-	shim_log("QEMU pid %d, accel %s", (int)S.vm.pid, S.vm.accel);
-	if (S.cfg.display && (r = vm_display_start(&S.vm, S.run_fd, err)) < 0)
-		return r;
-	S.agent_fd = sp[0];
-	fcntl(S.agent_fd, F_SETFL, fcntl(S.agent_fd, F_GETFL) | O_NONBLOCK);
-	cp_rxbuf_init(&S.agent_rx);
-	if ((r = agent_bring_up(hostname, now_ms() + config_boot_timeout_ms(&S.cfg), err)) < 0)
-		return r;
 	if ((r = vm_boot_mounts(err)) < 0 || (r = vm_fwd_start(&S.net, to_agent2, err)) < 0)
 		return r;
 	progress("ready");

@@ -204,6 +204,25 @@ def test_vm_accel_kvm_without_dev_kvm_fails_clearly(capsule):
 
 
 @boots
+def test_vm_accel_auto_falls_back_to_tcg_where_kvm_does_not_boot(capsule):
+    # /dev/null opens, so auto picks KVM; QEMU then cannot use it. The sandbox boots on TCG and
+    # says why; asked for by name, kvm fails instead.
+    env = {"CAPSULE_KVM_DEVICE": "/dev/null"}
+    name = capsule.unique_name("fb")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, env=env, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    vm = capsule.inspect(name)["vm"]
+    assert vm["accel"] == "tcg" and "-accel tcg" in vm["qemu_command_line"]
+    assert vm["accel_fallback"].startswith("KVM did not boot the guest: QEMU did not start"), vm
+    assert capsule.run("exec", name, "--", "true").returncode == 0
+    assert len(qemu_procs(capsule, name)) == 1
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", "--accel", "kvm", "--", "true", env=env, timeout=BOOT_TIMEOUT)
+    assert_capsule_error(r)
+    assert "kvm" in r.stderr and run_entries(capsule) == before
+
+
+@boots
 def test_vm_qemu_refusing_its_arguments_is_reported_with_qemus_words(capsule):
     err = refused(capsule, "--qemu-arg=-no-such-qemu-option")
     assert "QEMU" in err and "no-such-qemu-option" in err, err

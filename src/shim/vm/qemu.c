@@ -64,15 +64,20 @@ static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "
 int vm_pick_accel(const char *accel, char out[8], capsule_error *err)
 {
 	bool want_kvm = accel && !strcmp(accel, "kvm"), want_tcg = accel && !strcmp(accel, "tcg");
+	/* $CAPSULE_KVM_DEVICE: the node to probe instead of /dev/kvm (a test makes auto pick KVM
+	 * where it cannot boot, to see the fall back to TCG). */
+	const char *dev = getenv("CAPSULE_KVM_DEVICE");
+	if (!dev || !*dev)
+		dev = "/dev/kvm";
 	if (!want_tcg) {
-		int fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+		int fd = open(dev, O_RDWR | O_CLOEXEC);
 		if (fd >= 0) {
 			close(fd);
 			snprintf(out, 8, "kvm");
 			return 0;
 		}
 		if (want_kvm)
-			return cap_err(err, errno, "accel 'kvm': cannot open '/dev/kvm'");
+			return cap_err(err, errno, "accel 'kvm': cannot open '%s'", dev);
 	}
 	snprintf(out, 8, "tcg");
 	return 0;
@@ -337,6 +342,8 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	json_init(&j, true);
 	json_object_begin(&j);
 	json_kv_string(&j, "accel", vm->accel);
+	if (spec->accel_fallback)
+		json_kv_string(&j, "accel_fallback", spec->accel_fallback);
 	json_kv_string(&j, "machine", "microvm");
 	json_kv_string(&j, "kernel", kernel);
 	json_kv_string(&j, "kernel_version", version);
@@ -410,7 +417,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		return cap_err_plain(err, EINVAL, "vm isolation needs at least %lluM of memory (given %llu bytes)",
 				     VM_MIN_MEMORY_MIB,
 				     (unsigned long long)cfg->memory_bytes);
-	int r = vm_pick_accel(cfg->accel, vm->accel, err);
+	int r = vm_pick_accel(spec->accel ? spec->accel : cfg->accel, vm->accel, err);
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *kernel = NULL, *version = NULL, *agent = NULL, *initramfs = NULL;

@@ -40,6 +40,10 @@ struct vm_spec {
 	 * reaches the agent as capsule.disk= on the kernel's command line. Required. */
 	const char *disk;
 	const char *disk_mode;
+	/* Overrides the config's accel (NULL: the config's); with the reason, when auto fell
+	 * back from KVM to TCG (the shim's start_vm), kept in vm.json. */
+	const char *accel;
+	const char *accel_fallback;
 };
 
 /* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */
