@@ -1237,6 +1237,13 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 			uint32_t count;
 			bool rootless;
 			home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+			if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
+				/* A guest's ids are the host's as they are (its share is QEMU's, with
+				 * security_model=none): the identity map. */
+				ub = 0;
+				gb = 0;
+				count = UINT32_MAX;
+			}
 			int tree;
 			uint32_t timeout = S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
 			/* A volume's content folder is served like a host folder; the server's fd
@@ -1546,11 +1553,6 @@ static int start_vm(capsule_error *err)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
 				     S.name);
-	for (size_t i = 0; i < S.cfg.nbinds; i++)
-		if (S.cfg.binds[i].transform)
-			return cap_err_plain(err, EOPNOTSUPP,
-					     "transform mounts are not available with vm isolation yet ('%s' in sandbox '%s')",
-					     S.cfg.binds[i].target, S.name);
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
 	r = S.cfg.base_none ? 0 : image_host_lower(geteuid(), getegid(), &skeleton, err);

@@ -10,6 +10,9 @@ import pytest
 
 from .helpers import assert_capsule_error, children_named, run_dir, wait_until
 
+# Every test here runs at both isolation levels (tests/conftest.py, both_levels).
+pytestmark = pytest.mark.both_levels
+
 KEY = "s3cret-key"
 MASK = (1 << 64) - 1
 
