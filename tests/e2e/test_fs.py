@@ -121,7 +121,8 @@ def _stream_sha256(stream, expect_bytes=None):
 
 
 def test_one_gib_round_trip_with_sha256_on_both_sides(capsule):
-    name = capsule.create("--tmpfs", "/big:size=1100M")
+    # A vm's tmpfs is its guest's RAM (512M by default): room for the GiB, and its kernel.
+    name = capsule.create("--tmpfs", "/big:size=1100M", *(["--memory", "2G"] if capsule.isolation == "vm" else []))
     size = 1 << 30
     # Written from a pipe, hashed as it goes: 1 GiB is never held in memory here.
     w = capsule.popen("fs", name, "write", "/big/blob", stdin=subprocess.PIPE, stderr=subprocess.PIPE)

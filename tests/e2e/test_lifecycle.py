@@ -210,12 +210,17 @@ def test_inspect_fields(capsule):
     assert "FOO=bar" in info["env"]
     assert os.path.realpath(info["run_dir"]) == os.path.realpath(run_dir(capsule, name))
     assert os.path.isdir(info["run_dir"])
-    # The pids are live host processes: the shim, and the agent as the sandbox's init.
+    # The pids are live host processes: the shim, and the sandbox's init: the agent in a
+    # container, QEMU for a vm (the agent is the guest's PID 1, not a host process).
     assert info["shim_pid"] > 0 and info["init_pid"] > 0
     with open(f"/proc/{info['shim_pid']}/cmdline", "rb") as f:
         assert os.path.basename(f.read().split(b"\0")[0]) == b"capsule-shim"
     with open(f"/proc/{info['init_pid']}/cmdline", "rb") as f:
-        assert os.path.basename(f.read().split(b"\0")[0]) == b"capsule-agent"
+        init = os.path.basename(f.read().split(b"\0")[0])
+    if capsule.isolation == "vm":
+        assert init == b"qemu-system-x86_64" and info["init_pid"] == info["vm"]["qemu_pid"]
+        return
+    assert init == b"capsule-agent"
     assert info["init_pid"] in [p for p, _, _ in host_procs_in(name)]
 
 
