@@ -770,6 +770,47 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 
 static void agent_frame(const struct cp_header *h, const uint8_t *payload);
 
+/* The final answer on agent channel CHAN, waited for here, within TIMEOUT_MS: the loop pauses
+ * for it (the agent answers in milliseconds; a guest that does not is cut off), frames for
+ * other channels are served as usual meanwhile. The answer is left in S.agent_rx, its header
+ * in *H and payload in *PAYLOAD, for the caller to read and consume. WHAT names the request. */
+static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+			     const uint8_t **payload, capsule_error *err)
+{
+	uint64_t deadline = now_ms() + timeout_ms;
+	for (;;) {
+		if (S.agent_fd < 0)
+			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
+		int k;
+		while ((k = cp_rxbuf_peek(&S.agent_rx, h, payload)) > 0) {
+			if (h->chan == chan)
+				return 0;
+			agent_frame(h, *payload);
+			cp_rxbuf_consume(&S.agent_rx, h);
+		}
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		uint64_t now = now_ms();
+		if (now >= deadline)
+			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer %s within %u ms", what, timeout_ms);
+		struct pollfd pfd[2] = {
+			{ .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) },
+			{ .fd = S.ct.pidfd, .events = POLLIN },
+		};
+		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
+			return cap_err(err, errno, "poll");
+		if (pfd[0].revents & POLLOUT && outq_flush(&S.agent_out, S.agent_fd) < 0)
+			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
+		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
+			if (n == 0 || (n < 0 && n != -EAGAIN))
+				return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
+		} else if (pfd[1].revents) {
+			return cap_err_plain(err, ECHILD, "QEMU exited during %s", what);
+		}
+	}
+}
+
 static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
 {
 	if (chan_by_agent(VM_SYNC_CHAN))
@@ -783,38 +824,13 @@ static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
 	cp_writer_free(&w);
 	if (r < 0)
 		return cap_err(err, -r, "asking the agent to sync");
-	uint64_t deadline = now_ms() + timeout_ms;
-	for (;;) {
-		if (S.agent_fd < 0)
-			return cap_err_plain(err, EPIPE, "the agent went away during a save");
-		outq_flush(&S.agent_out, S.agent_fd);
-		struct cp_header h;
-		const uint8_t *payload;
-		int k;
-		while ((k = cp_rxbuf_peek(&S.agent_rx, &h, &payload)) > 0) {
-			bool mine = h.chan == VM_SYNC_CHAN && (h.type == CP_OK || h.type == CP_ERROR);
-			if (!mine)
-				agent_frame(&h, payload);
-			cp_rxbuf_consume(&S.agent_rx, &h);
-			if (mine)
-				return h.type == CP_OK ? 0 : cap_err_plain(err, EIO, "the agent could not sync the guest's disks");
-		}
-		if (k < 0)
-			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
-		uint64_t now = now_ms();
-		if (now >= deadline)
-			return cap_err_plain(err, ETIMEDOUT, "the agent did not sync the guest's disks within %u ms", timeout_ms);
-		struct pollfd p = { .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) };
-		if (poll(&p, 1, (int)(deadline - now)) < 0 && errno != EINTR)
-			return cap_err(err, errno, "poll");
-		if (p.revents & (POLLIN | POLLHUP | POLLERR)) {
-			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
-			if (n == 0)
-				return cap_err_plain(err, EPIPE, "the agent went away during a save");
-			if (n < 0 && n != -EAGAIN)
-				return cap_err(err, (int)-n, "reading from the agent");
-		}
-	}
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_wait_answer(VM_SYNC_CHAN, timeout_ms, "a sync of its disks", &h, &payload, err)) < 0)
+		return r;
+	bool ok = h.type == CP_OK;
+	cp_rxbuf_consume(&S.agent_rx, &h);
+	return ok ? 0 : cap_err_plain(err, EIO, "the agent could not sync the guest's disks");
 }
 
 static int vm_pause(bool on, capsule_error *err)
@@ -1303,10 +1319,9 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 
 static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error *err);
 
-/* vm: one request to the agent and its final answer, waited for here: the loop pauses for
- * it, as it does for a container's hot mount child (the agent answers in milliseconds, and a
- * guest that does not is cut off at the deadline). Frames for other channels that arrive in
- * the meantime go their usual way. MOUNT or UNMOUNT is set; *MNT_ID gets VM_MOUNTED's id. */
+/* vm: one mount request to the agent and its final answer (agent_wait_answer), as a
+ * container's hot mount child is waited for. MOUNT or UNMOUNT is set; *MNT_ID gets
+ * VM_MOUNTED's id. */
 #define VM_CALL_TIMEOUT_MS 20000
 static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unmount *unmount, uint64_t *mnt_id,
 			 capsule_error *err)
@@ -1322,66 +1337,33 @@ static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unm
 	if (r < 0)
 		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
 	to_agent(S.w.buf, S.w.len);
-	uint64_t deadline = now_ms() + VM_CALL_TIMEOUT_MS;
-	for (;;) {
-		if (S.agent_fd < 0 || S.stopping)
-			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' stopped while the guest made a mount", S.name);
-		struct cp_header h;
-		const uint8_t *payload;
-		int k = cp_rxbuf_peek(&S.agent_rx, &h, &payload);
-		if (k < 0)
-			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
-		if (k > 0 && h.chan != chan) {
-			agent_frame(&h, payload);
-			cp_rxbuf_consume(&S.agent_rx, &h);
-			continue;
-		}
-		if (k > 0) {
-			if (h.type == CP_ERROR) {
-				struct cp_error_msg m;
-				if (cp_error_decode(payload, h.len, &m) < 0)
-					r = cap_err_plain(err, EPROTO, "malformed ERROR from the agent");
-				else
-					r = cap_err_plain(err, m.errnum ? (int)m.errnum : EIO, "%s", m.message ? m.message : "");
-				if (r == 0)
-					r = -EIO;
-				cp_error_free(&m);
-			} else if (mount && h.type == CP_VM_MOUNTED) {
-				struct cp_vm_mounted m;
-				r = cp_vm_mounted_decode(payload, h.len, &m) < 0
-					    ? cap_err_plain(err, EPROTO, "malformed VM_MOUNTED from the agent")
-					    : 0;
-				if (r == 0 && mnt_id)
-					*mnt_id = m.mnt_id;
-			} else if (!mount && h.type == CP_OK) {
-				r = 0;
-			} else {
-				r = cap_err_plain(err, EPROTO, "the agent answered %s with %s",
-						  mount ? "VM_MOUNT" : "VM_UNMOUNT", cp_type_name(h.type));
-			}
-			cp_rxbuf_consume(&S.agent_rx, &h);
-			return r;
-		}
-		uint64_t now = now_ms();
-		if (now >= deadline)
-			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer a mount request within %d s",
-					     VM_CALL_TIMEOUT_MS / 1000);
-		struct pollfd pfd[2] = {
-			{ .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) },
-			{ .fd = S.ct.pidfd, .events = POLLIN },
-		};
-		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
-			return cap_err(err, errno, "poll");
-		if (pfd[0].revents & POLLOUT && outq_flush(&S.agent_out, S.agent_fd) < 0)
-			return cap_err_plain(err, EPIPE, "the guest's agent went away");
-		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
-			if (n == 0 || (n < 0 && n != -EAGAIN))
-				return cap_err_plain(err, EPIPE, "the guest's agent went away");
-		} else if (pfd[1].revents) {
-			return cap_err_plain(err, ECHILD, "QEMU exited");
-		}
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_wait_answer(chan, VM_CALL_TIMEOUT_MS, "a mount request", &h, &payload, err)) < 0)
+		return r;
+	if (h.type == CP_ERROR) {
+		struct cp_error_msg m;
+		if (cp_error_decode(payload, h.len, &m) < 0)
+			r = cap_err_plain(err, EPROTO, "malformed ERROR from the agent");
+		else
+			r = cap_err_plain(err, m.errnum ? (int)m.errnum : EIO, "%s", m.message ? m.message : "");
+		if (r == 0)
+			r = -EIO;
+		cp_error_free(&m);
+	} else if (mount && h.type == CP_VM_MOUNTED) {
+		struct cp_vm_mounted m;
+		r = cp_vm_mounted_decode(payload, h.len, &m) < 0 ? cap_err_plain(err, EPROTO, "malformed VM_MOUNTED from the agent")
+								   : 0;
+		if (r == 0 && mnt_id)
+			*mnt_id = m.mnt_id;
+	} else if (!mount && h.type == CP_OK) {
+		r = 0;
+	} else {
+		r = cap_err_plain(err, EPROTO, "the agent answered %s with %s", mount ? "VM_MOUNT" : "VM_UNMOUNT",
+				  cp_type_name(h.type));
 	}
+	cp_rxbuf_consume(&S.agent_rx, &h);
+	return r;
 }
 
 /* Boot-time binds and volumes become entries b<i> of the share, before QEMU starts. */
