@@ -31,6 +31,33 @@ def capsule_home():
     shutil.rmtree(home, ignore_errors=True)
 
 
+def host_kvm():
+    """What the host offers a VM, read without capsule: "absent" (no /dev/kvm), "unusable"
+    (/dev/kvm is there but not backed by the CPU's vmx/svm, as a kvm_pvm host's, or it does
+    not open for us), or "usable"."""
+    if not os.path.exists("/dev/kvm"):
+        return "absent"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "unusable"
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    return "usable" if {"vmx", "svm"} & set(flags) else "unusable"
+
+
+def assert_accel_as_the_host_allows(vm):
+    """A vm's inspect "vm" object: KVM where the host's KVM can run a guest (or TCG after a KVM
+    boot that failed, saying so), TCG with the reason where /dev/kvm is there but cannot run a
+    guest, plain TCG where there is no /dev/kvm."""
+    kvm = host_kvm()
+    if kvm == "usable":
+        assert vm["accel"] == "kvm" or (vm["accel"] == "tcg" and
+                                        vm["accel_fallback"].startswith("KVM did not boot the guest")), vm
+    elif kvm == "unusable":
+        assert vm["accel"] == "tcg" and "/dev/kvm" in vm["accel_fallback"], vm
+    else:
+        assert vm["accel"] == "tcg" and "accel_fallback" not in vm, vm
+
+
 # Tests never reach a registry beyond loopback: an image name that is not in the store makes
 # capsule pull it (docker.io for short names), so registry traffic goes to a dead proxy on
 # loopback (no DNS lookup either) unless it is for a loopback registry a test started.

@@ -58,7 +58,7 @@ int cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; i < sizeof(vkeys) / sizeof(vkeys[0]); i++) {
 		bool v = false;
 		json_get_bool(text, len, vkeys[i][0], &v);
-		line(vkeys[i][1], v, text, len, i == 0 ? "vm_reason" : NULL);
+		line(vkeys[i][1], v, text, len, i == 0 ? "vm_reason" : i == 1 ? "kvm_reason" : NULL);
 	}
 	char *home = NULL;
 	json_get_string(text, len, "home", &home);

@@ -100,24 +100,29 @@ int shim_probe(void)
 	if (cs.reason[0])
 		json_kv_string(&j, "cgroup_reason", cs.reason);
 
-	int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
-	json_kv_bool(&j, "kvm", kvm >= 0);
-	if (kvm >= 0)
-		close(kvm);
+	/* "kvm": a guest can run on it, not merely that /dev/kvm opens (kvm.c). */
+	char kvm_why[224];
+	int kvm = vm_kvm_probe("/dev/kvm", kvm_why, sizeof(kvm_why));
+	json_kv_bool(&j, "kvm", kvm == 0);
+	json_kv_bool(&j, "kvm_device", access("/dev/kvm", F_OK) == 0);
+	if (kvm < 0)
+		json_kv_string(&j, "kvm_reason", kvm_why);
 	bool qemu = access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
 	json_kv_bool(&j, "qemu", qemu);
 	char *kernel = NULL, *kversion = NULL;
 	capsule_error kerr = { 0 };
 	bool have_kernel = vm_find_kernel(&kernel, &kversion, &kerr) == 0;
 	json_kv_string(&j, "vm_kernel", kernel);
-	json_kv_string(&j, "vm_accel", kvm >= 0 ? "kvm" : "tcg");
+	json_kv_string(&j, "vm_accel", kvm == 0 ? "kvm" : "tcg");
 	json_kv_bool(&j, "vm_usable", qemu && have_kernel);
 	if (!qemu)
 		json_kv_string(&j, "vm_reason", "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
 	else if (!have_kernel)
 		json_kv_string(&j, "vm_reason", kerr.message);
-	else if (kvm < 0)
+	else if (kvm == -ENOENT)
 		json_kv_string(&j, "vm_reason", "no /dev/kvm: VMs run under TCG emulation, seconds to boot");
+	else if (kvm < 0)
+		json_kv_string(&j, "vm_reason", "VMs run under TCG emulation, seconds to boot: KVM is unusable");
 	free(kernel);
 	free(kversion);
 	json_object_end(&j);

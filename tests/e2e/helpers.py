@@ -1,5 +1,6 @@
 """Helpers shared by the end-to-end tests: what the host sees of a sandbox."""
 import glob
+import importlib.util
 import os
 import re
 import subprocess
@@ -9,6 +10,14 @@ import pytest
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 CONTROLLERS = ("memory", "pids", "cpu")
+
+# The suite's root helpers (tests/conftest.py), for what the host offers a vm.
+_spec = importlib.util.spec_from_file_location(
+    "capsule_tests_root_conftest", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conftest.py"))
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+host_kvm = _root.host_kvm
+assert_accel_as_the_host_allows = _root.assert_accel_as_the_host_allows
 
 
 def run_dir(capsule, name):

@@ -16,7 +16,8 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, qemu_procs, run_dir, run_entries, wait_until
+from .helpers import (assert_accel_as_the_host_allows, assert_capsule_error, host_kvm, qemu_procs, run_dir, run_entries,
+                      wait_until)
 from .imageutil import agent_is_static
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
@@ -89,7 +90,7 @@ def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     info = capsule.inspect(name)
     assert info["isolation"] == "vm" and info["state"] == "running"
     vm = info["vm"]
-    assert vm["accel"] == ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg")
+    assert_accel_as_the_host_allows(vm)
     assert vm["accel_setting"] == "auto"
     assert vm["machine"] == "microvm"
     assert vm["kernel_version"] == guest_kernel_release()
@@ -197,29 +198,54 @@ def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp
         assert word in err, err
 
 
-@pytest.mark.skipif(os.path.exists("/dev/kvm"), reason="this host has /dev/kvm: accel kvm would boot")
-def test_vm_accel_kvm_without_dev_kvm_fails_clearly(capsule):
+@pytest.mark.skipif(host_kvm() == "usable", reason="this host's KVM can run a guest: accel kvm would boot")
+def test_vm_accel_kvm_where_kvm_cannot_run_a_guest_fails_clearly(capsule):
     err = refused(capsule, "--accel", "kvm")
     assert "accel 'kvm'" in err and "/dev/kvm" in err
+    if host_kvm() == "unusable":
+        assert "cannot run a guest" in err or "cannot open" in err, err
 
 
 @boots
-def test_vm_accel_auto_falls_back_to_tcg_where_kvm_does_not_boot(capsule):
-    # /dev/null opens, so auto picks KVM; QEMU then cannot use it. The sandbox boots on TCG and
-    # says why; asked for by name, kvm fails instead.
+def test_vm_accel_auto_takes_tcg_at_once_for_a_device_that_is_no_kvm(capsule):
+    # /dev/null opens, but it is no KVM: auto boots on TCG without trying it, and says why;
+    # asked for by name, kvm fails instead.
     env = {"CAPSULE_KVM_DEVICE": "/dev/null"}
     name = capsule.unique_name("fb")
     r = capsule.run("create", "--isolation", "vm", "--name", name, env=env, timeout=BOOT_TIMEOUT)
     assert r.returncode == 0, r.stderr
     vm = capsule.inspect(name)["vm"]
     assert vm["accel"] == "tcg" and "-accel tcg" in vm["qemu_command_line"]
-    assert vm["accel_fallback"].startswith("KVM did not boot the guest: QEMU did not start"), vm
+    assert vm["accel_fallback"].startswith("'/dev/null' is not a KVM device"), vm
+    # One QEMU was ever started: the probe decided before any boot.
+    with open(os.path.join(run_dir(capsule, name), "shim.log")) as f:
+        boots_logged = re.findall(r"QEMU pid \d+, accel (\w+)", f.read())
+    assert boots_logged == ["tcg"], boots_logged
     assert capsule.run("exec", name, "--", "true").returncode == 0
     assert len(qemu_procs(capsule, name)) == 1
     before = run_entries(capsule)
     r = capsule.run("run", "--isolation", "vm", "--accel", "kvm", "--", "true", env=env, timeout=BOOT_TIMEOUT)
     assert_capsule_error(r)
-    assert "kvm" in r.stderr and run_entries(capsule) == before
+    assert "accel 'kvm'" in r.stderr and "/dev/null" in r.stderr and run_entries(capsule) == before
+
+
+@pytest.mark.skipif(host_kvm() != "usable", reason="needs a KVM that passes the probe, for QEMU to fail on it")
+@boots
+def test_vm_accel_auto_falls_back_to_tcg_where_qemu_cannot_use_kvm(capsule, tmp_path):
+    # The probe passes; QEMU (a wrapper here) then fails with -accel kvm. The sandbox boots on
+    # TCG and says why.
+    wrapper = tmp_path / "qemu"
+    wrapper.write_text('#!/bin/sh\ncase " $* " in *" -accel kvm "*) echo "no KVM for this test" >&2; exit 1;; esac\n'
+                       'exec qemu-system-x86_64 "$@"\n')
+    wrapper.chmod(0o755)
+    name = capsule.unique_name("fb")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, env={"CAPSULE_QEMU": str(wrapper)},
+                    timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    vm = capsule.inspect(name)["vm"]
+    assert vm["accel"] == "tcg" and "-accel tcg" in vm["qemu_command_line"]
+    assert vm["accel_fallback"].startswith("KVM did not boot the guest: QEMU did not start"), vm
+    assert capsule.run("exec", name, "--", "true").returncode == 0
 
 
 @boots
@@ -319,6 +345,12 @@ def test_doctor_reports_the_vm_level_usable_with_its_kernel(capsule):
     assert d["vm_usable"] is True and d["qemu"] is True
     assert d["vm_kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
     assert d["vm_accel"] == ("kvm" if d["kvm"] else "tcg")
+    # "kvm" means a guest can run there, not merely that /dev/kvm opens.
+    assert d["kvm"] == (host_kvm() == "usable") and d["kvm_device"] == os.path.exists("/dev/kvm")
+    if host_kvm() == "unusable":
+        assert d["kvm_reason"].startswith("'/dev/kvm' ") and "cannot" in d["kvm_reason"], d
+        human = capsule.run("doctor", check=True).stdout
+        assert re.search(r"^  /dev/kvm +no: '/dev/kvm' ", human, re.M), human
 
 
 @pytest.mark.skipif(STATIC_AGENT, reason="capsule-agent is statically linked: it boots")

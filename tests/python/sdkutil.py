@@ -27,6 +27,7 @@ _spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest_sdk"
 _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 os.environ.update(_root.NO_INTERNET)
+assert_accel_as_the_host_allows = _root.assert_accel_as_the_host_allows
 if BINDINGS not in sys.path:
     sys.path.insert(0, BINDINGS)
 

@@ -7,7 +7,7 @@ import pytest
 
 from capsule import SyncSandbox
 
-from sdkutil import agent_is_static
+from sdkutil import agent_is_static, assert_accel_as_the_host_allows
 
 
 def newest_kernel_release():
@@ -22,7 +22,8 @@ def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
     with SyncSandbox(isolation="vm", memory="256M", accel="auto",
                      extra_qemu_args=["-device", "virtio-rng-device"], disk_size="1G") as sb:
         assert sb.isolation == "vm" and sb.boot_timeout == 60.0
-        assert sb.accelerator == ("kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "tcg")
+        assert sb.accelerator in ("kvm", "tcg")
+        assert_accel_as_the_host_allows(sb.inspect_json()["vm"])
         assert sb.execute("uname -r").stdout.strip() == newest_kernel_release()
         sb.fs.write("/root/from-sdk", "through the agent")
         assert sb.execute("cat /root/from-sdk").stdout == "through the agent"

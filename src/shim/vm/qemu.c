@@ -61,23 +61,28 @@ static unsigned long host_tsc_khz(void)
 
 static const char *const host_dirs[] = { "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32" };
 
-int vm_pick_accel(const char *accel, char out[8], capsule_error *err)
+int vm_pick_accel(const char *accel, char out[8], char *fallback, size_t fallback_size, capsule_error *err)
 {
 	bool want_kvm = accel && !strcmp(accel, "kvm"), want_tcg = accel && !strcmp(accel, "tcg");
-	/* $CAPSULE_KVM_DEVICE: the node to probe instead of /dev/kvm (a test makes auto pick KVM
-	 * where it cannot boot, to see the fall back to TCG). */
+	/* $CAPSULE_KVM_DEVICE: the node to probe instead of /dev/kvm (a test shows auto falling
+	 * back from a device that is no KVM). */
 	const char *dev = getenv("CAPSULE_KVM_DEVICE");
 	if (!dev || !*dev)
 		dev = "/dev/kvm";
+	fallback[0] = '\0';
 	if (!want_tcg) {
-		int fd = open(dev, O_RDWR | O_CLOEXEC);
-		if (fd >= 0) {
-			close(fd);
+		char why[224];
+		int r = vm_kvm_probe(dev, why, sizeof(why));
+		if (r == 0) {
 			snprintf(out, 8, "kvm");
 			return 0;
 		}
 		if (want_kvm)
-			return cap_err(err, errno, "accel 'kvm': cannot open '%s'", dev);
+			return cap_err_plain(err, -r, "accel 'kvm': %s", why);
+		/* No KVM at all is the ordinary TCG host; a KVM that is there but unusable is
+		 * worth saying, for whoever wonders why the boot took seconds. */
+		if (r != -ENOENT)
+			snprintf(fallback, fallback_size, "%s", why);
 	}
 	snprintf(out, 8, "tcg");
 	return 0;
@@ -342,8 +347,8 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	json_init(&j, true);
 	json_object_begin(&j);
 	json_kv_string(&j, "accel", vm->accel);
-	if (spec->accel_fallback)
-		json_kv_string(&j, "accel_fallback", spec->accel_fallback);
+	if (spec->accel_fallback || vm->accel_fallback[0])
+		json_kv_string(&j, "accel_fallback", spec->accel_fallback ? spec->accel_fallback : vm->accel_fallback);
 	json_kv_string(&j, "machine", "microvm");
 	json_kv_string(&j, "kernel", kernel);
 	json_kv_string(&j, "kernel_version", version);
@@ -417,7 +422,8 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		return cap_err_plain(err, EINVAL, "vm isolation needs at least %lluM of memory (given %llu bytes)",
 				     VM_MIN_MEMORY_MIB,
 				     (unsigned long long)cfg->memory_bytes);
-	int r = vm_pick_accel(spec->accel ? spec->accel : cfg->accel, vm->accel, err);
+	int r = vm_pick_accel(spec->accel ? spec->accel : cfg->accel, vm->accel, vm->accel_fallback,
+			      sizeof(vm->accel_fallback), err);
 	if (r < 0)
 		return r;
 	_cleanup_free_ char *kernel = NULL, *version = NULL, *agent = NULL, *initramfs = NULL;

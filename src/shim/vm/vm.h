@@ -28,6 +28,9 @@ struct vm {
 	int pidfd;
 	int qmp_fd;
 	char accel[8]; /* what it runs with: "kvm" or "tcg" */
+	/* Why auto took TCG on a host whose KVM device is there but cannot run a guest ("" when
+	 * it did not, or when the host has no KVM at all). */
+	char accel_fallback[256];
 };
 
 struct vm_spec {
@@ -60,9 +63,13 @@ void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size);
  * kernel.c); *elf malloc'd. -errno when it cannot be had: the caller boots the bzImage. */
 int vm_kernel_pvh(const char *bzimage, const char *version, char **elf);
 
-/* kvm when /dev/kvm opens (and ACCEL allows it), else tcg; -errno with a message when ACCEL
- * demands kvm and it cannot be had. */
-int vm_pick_accel(const char *accel, char out[8], capsule_error *err);
+/* 0 when the KVM device DEV (/dev/kvm) can run an ordinary guest kernel, as far as the host
+ * tells before a boot (kvm.c); else -errno and why not, one line, into WHY. */
+int vm_kvm_probe(const char *dev, char *why, size_t size);
+/* kvm when vm_kvm_probe passes (and ACCEL allows it), else tcg, with why into FALLBACK when
+ * auto passed over a KVM device that is there; -errno with a message when ACCEL demands kvm
+ * and it cannot be had. */
+int vm_pick_accel(const char *accel, char out[8], char *fallback, size_t fallback_size, capsule_error *err);
 
 /* Start QEMU; on return it runs with the agent channel and QMP connected. */
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
