@@ -228,6 +228,12 @@ static void op_stat(uint32_t chan, const struct cp_fs *m)
 	free(name);
 }
 
+/* The modes a client may give what the agent makes: no set-uid or set-gid bit, as commands may
+ * give none (the seccomp filter): a file made here may be a host file, in a bind or a volume,
+ * owned by the host user who made the sandbox. A replaced file loses its set-id bits too, as
+ * the kernel clears them on any write by someone without CAP_FSETID. */
+#define FS_CLIENT_MODE_BITS (07777 & ~(S_ISUID | S_ISGID))
+
 static void op_mkdir(uint32_t chan, const struct cp_fs *m)
 {
 	int dir;
@@ -235,13 +241,13 @@ static void op_mkdir(uint32_t chan, const struct cp_fs *m)
 	int r = resolve_parent(m->path, m->flags & CP_FS_PARENTS, &dir, &name);
 	if (r == 0 && !name)
 		r = (m->flags & CP_FS_PARENTS) ? 0 : -EEXIST;
-	else if (r == 0 && mkdirat(dir, name, m->mode ? m->mode : 0755) < 0) {
+	else if (r == 0 && mkdirat(dir, name, m->mode ? m->mode & FS_CLIENT_MODE_BITS : 0755) < 0) {
 		r = -errno;
 		struct stat st;
 		if (r == -EEXIST && (m->flags & CP_FS_PARENTS) && fstatat(dir, name, &st, 0) == 0 && S_ISDIR(st.st_mode))
 			r = 0;
 	}
-	if (r == 0 && name && m->mode && fchmodat(dir, name, m->mode, 0) < 0)
+	if (r == 0 && name && m->mode && fchmodat(dir, name, m->mode & FS_CLIENT_MODE_BITS, 0) < 0)
 		r = -errno; /* mkdirat's mode passed through the umask */
 	if (r < 0)
 		reply_errno(chan, -r, "mkdir", m->path);
@@ -455,7 +461,7 @@ static void op_write(uint32_t chan, const struct cp_fs *m)
 	o->parent = dir;
 	o->name = name;
 	o->flags = m->flags;
-	mode_t mode = exists && S_ISREG(old.st_mode) ? old.st_mode & 07777 : (m->mode ? m->mode : 0644);
+	mode_t mode = (exists && S_ISREG(old.st_mode) ? old.st_mode : (m->mode ? m->mode : 0644)) & FS_CLIENT_MODE_BITS;
 	char tmp[64];
 	for (int tries = 0; tries < 16 && o->fd < 0; tries++) {
 		uint64_t rnd;

@@ -75,6 +75,8 @@ static struct {
 	uid_t uid_base;
 	gid_t gid_base;
 	uint32_t id_count;
+	uid_t owner_uid;
+	gid_t owner_gid;
 	bool readonly;
 	struct node root;
 	char root_path[PATH_MAX];
@@ -87,21 +89,30 @@ static struct {
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
+/* Host ids as the sandbox's kernel ids, as capsule idmaps a bind (container.c,
+ * container_host_folder_userns): the owner (the user who made the sandbox, this server's own
+ * uid) is the sandbox's root, the sandbox's own host range is itself, and any other host id
+ * is nobody's. So what sandbox root makes is the owner's, what its other users make lands on
+ * ids no host user has, and no chown gives a file another host user's id. */
 static uid_t uid_to_guest(uid_t host)
 {
-	return host < G.id_count ? G.uid_base + host : (uid_t)-1;
+	if (host == G.owner_uid)
+		return G.uid_base;
+	return host > G.uid_base && host - G.uid_base < G.id_count ? host : (uid_t)-1;
 }
 
 static gid_t gid_to_guest(gid_t host)
 {
-	return host < G.id_count ? G.gid_base + host : (gid_t)-1;
+	if (host == G.owner_gid)
+		return G.gid_base;
+	return host > G.gid_base && host - G.gid_base < G.id_count ? host : (gid_t)-1;
 }
 
 static int uid_to_host(uid_t kuid, uid_t *out)
 {
 	if (kuid < G.uid_base || kuid - G.uid_base >= G.id_count)
 		return -EPERM;
-	*out = kuid - G.uid_base;
+	*out = kuid == G.uid_base ? G.owner_uid : kuid;
 	return 0;
 }
 
@@ -109,7 +120,7 @@ static int gid_to_host(gid_t kgid, gid_t *out)
 {
 	if (kgid < G.gid_base || kgid - G.gid_base >= G.id_count)
 		return -EPERM;
-	*out = kgid - G.gid_base;
+	*out = kgid == G.gid_base ? G.owner_gid : kgid;
 	return 0;
 }
 
@@ -954,6 +965,9 @@ int main(int argc, char **argv)
 	};
 	const char *plugin = NULL, *target = "?";
 	G.id_count = 1;
+	/* The shim starts us as the user who made the sandbox. */
+	G.owner_uid = getuid();
+	G.owner_gid = getgid();
 	int o;
 	while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (o) {

@@ -194,7 +194,7 @@ int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const st
 	struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0) };
 	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
 		return cap_err(err, errno, "preparing the mount of '%s'", host_path);
-	if (!sb->rootless && !sb->vm_attach && (r = container_idmap_tree(sb->ct, tree, err)) < 0)
+	if (!sb->rootless && !sb->vm_attach && (r = container_idmap_tree(sb->ct, tree, peer->uid, peer->gid, err)) < 0)
 		return cap_err_wrap(err, r, "mount of '%s'", host_path);
 
 	struct hot_mount *m = &t->m[t->n];

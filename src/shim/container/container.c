@@ -20,11 +20,15 @@
 
 #define AGENT_FD 3
 
+/* podman's set less FSETID and SETFCAP. Sandbox root writes to host folders (binds, volumes)
+ * as the host user who made the sandbox: SETFCAP would let it put a security.capability on a
+ * host file there, and FSETID would let it rewrite a set-id file there without the kernel
+ * clearing the bit. Inside the sandbox neither buys anything under no_new_privs. */
 uint64_t container_default_caps(void)
 {
 	static const int caps[] = {
-		CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID, CAP_KILL, CAP_NET_BIND_SERVICE,
-		CAP_SETFCAP, CAP_SETGID, CAP_SETPCAP, CAP_SETUID, CAP_SYS_CHROOT,
+		CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_KILL, CAP_NET_BIND_SERVICE,
+		CAP_SETGID, CAP_SETPCAP, CAP_SETUID, CAP_SYS_CHROOT,
 	};
 	uint64_t m = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
@@ -463,32 +467,100 @@ static int write_proc_file(pid_t pid, const char *file, const char *text, capsul
 	return 0;
 }
 
-/* Bind mounts are idmapped to the sandbox's user namespace: the host's root-owned files look
- * owned by the sandbox's root, and what the sandbox's root writes lands on the host as root,
- * the user who made the sandbox. (A rootless caller's own files already look like root's:
- * its single id is the sandbox's 0.) A filesystem that cannot be idmapped keeps plain ids. */
+/* Host folders (binds, volumes, hot mounts) are idmapped through a user namespace of their own
+ * rather than the sandbox's: there the host user who made the sandbox (OWNER, root for root)
+ * is the sandbox's root, and the sandbox's other ids are its own host range, as in its own
+ * namespace. So what sandbox root writes lands owned by that user, what its other users write
+ * lands on ids no host user has, and no host id beyond those two can be given to a file: a
+ * chown to a host user's id fails (EINVAL), and other users' files show as the overflow id,
+ * with only their "other" permissions. (A rootless caller's single id needs none of this.) */
+int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, int *userns,
+				 capsule_error *err)
+{
+	int ready[2];
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return cap_err(err, errno, "pipe");
+	pid_t pid = fork();
+	if (pid < 0) {
+		int e = errno;
+		close(ready[0]);
+		close(ready[1]);
+		return cap_err(err, e, "fork");
+	}
+	if (pid == 0) {
+		/* Holds the namespace until the parent has its maps written and an fd on it. */
+		char c = unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
+		if (write(ready[1], &c, 1) == 1)
+			pause();
+		_exit(0);
+	}
+	close(ready[1]);
+	char c = 'n';
+	int r = 0;
+	if (read(ready[0], &c, 1) != 1 || c != 'y')
+		r = cap_err_plain(err, EPERM, "creating a user namespace for idmapping host folders");
+	close(ready[0]);
+	char map[128];
+	snprintf(map, sizeof(map), "%u %u 1\n%u %u %u\n", (unsigned)owner_uid, (unsigned)ub, (unsigned)ub + 1,
+		 (unsigned)ub + 1, count - 1);
+	if (r == 0)
+		r = write_proc_file(pid, "uid_map", map, err);
+	snprintf(map, sizeof(map), "%u %u 1\n%u %u %u\n", (unsigned)owner_gid, (unsigned)gb, (unsigned)gb + 1,
+		 (unsigned)gb + 1, count - 1);
+	if (r == 0)
+		r = write_proc_file(pid, "gid_map", map, err);
+	if (r == 0) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+		if ((*userns = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			r = cap_err(err, errno, "open '%s'", path);
+	}
+	/* Not reaped yet, so the pid is still ours to signal. */
+	kill(pid, SIGKILL);
+	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	return r;
+}
+
+int container_idmap_host_folder(int userns, int tree, const char *what, capsule_error *err)
+{
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
+	/* A filesystem that cannot be idmapped keeps plain ids: the sandbox's host range, which
+	 * is no host user's. */
+	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 && errno != EINVAL &&
+	    errno != EOPNOTSUPP && errno != EPERM)
+		return cap_err(err, errno, "idmapping the mount of '%s'", what);
+	return 0;
+}
+
 static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_error *err)
 {
-	if (!spec->nbinds && !spec->nlayers)
+	int r = 0;
+	bool any = false;
+	for (size_t i = 0; i < spec->nbinds; i++)
+		any |= !spec->binds[i].no_idmap;
+	if (any) {
+		int userns = -1;
+		r = container_host_folder_userns(geteuid(), getegid(), spec->uid_base, spec->gid_base, spec->id_count,
+						 &userns, err);
+		for (size_t i = 0; r == 0 && i < spec->nbinds; i++)
+			if (!spec->binds[i].no_idmap)
+				r = container_idmap_host_folder(userns, spec->binds[i].tree, spec->binds[i].target, err);
+		if (userns >= 0)
+			close(userns);
+		if (r < 0)
+			return r;
+	}
+	if (!spec->nlayers)
 		return 0;
+	/* A layer's ids are the image's, all of them the sandbox's: it is idmapped to the
+	 * sandbox's own namespace, and without the idmap every file would be the host's and
+	 * nobody's inside, so a layer that cannot be idmapped fails the start. */
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)child);
 	int userns = open(path, O_RDONLY | O_CLOEXEC);
 	if (userns < 0)
 		return cap_err(err, errno, "open '%s'", path);
-	for (size_t i = 0; i < spec->nbinds; i++) {
-		if (spec->binds[i].no_idmap)
-			continue;
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
-		if (sys_mount_setattr(spec->binds[i].tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 &&
-		    errno != EINVAL && errno != EOPNOTSUPP && errno != EPERM) {
-			int e = errno;
-			close(userns);
-			return cap_err(err, e, "idmapping the mount of '%s'", spec->binds[i].target);
-		}
-	}
-	/* A layer's ids are the image's: without the idmap every file would be the host's and
-	 * nobody's inside, so a layer that cannot be idmapped fails the start. */
 	for (size_t i = 0; i < spec->nlayers; i++) {
 		struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
 		if (sys_mount_setattr(spec->layer_trees[i], "", AT_EMPTY_PATH, &a) < 0) {
@@ -610,5 +682,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	}
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
+	out->uid_base = spec->uid_base;
+	out->gid_base = spec->gid_base;
+	out->id_count = spec->id_count;
 	return 0;
 }

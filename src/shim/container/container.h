@@ -47,6 +47,10 @@ struct container_spec {
 struct container {
 	pid_t pid;   /* the agent, on the host */
 	int pidfd;
+	/* The sandbox's host ids (container_spec's), for idmapping host folders. */
+	uid_t uid_base;
+	gid_t gid_base;
+	uint32_t id_count;
 };
 
 /* Called with the child's host pid after its id maps are written and before it goes on;
@@ -67,8 +71,15 @@ uint64_t container_default_caps(void);
 /* Hot mounts (container/hotmount.c). Each runs a short-lived child of the (single threaded)
  * shim that enters CT's user and mount namespaces as the sandbox's root.
  *
- * Idmap the detached mount TREE to CT's user namespace, as boot-time binds are. */
-int container_idmap_tree(const struct container *ct, int tree, capsule_error *err);
+ * Idmap the detached mount TREE of a host folder as boot-time binds are: OWNER (the host user
+ * who asked for the mount) is the sandbox's root there, the sandbox's other ids are its own
+ * host range, and no other host id can be had. */
+int container_idmap_tree(const struct container *ct, int tree, uid_t owner_uid, gid_t owner_gid, capsule_error *err);
+/* The user namespace for that, for OWNER and a sandbox whose root is host UB/GB with COUNT
+ * ids, into *USERNS; and TREE idmapped through it (WHAT names it in errors). */
+int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, int *userns,
+				 capsule_error *err);
+int container_idmap_host_folder(int userns, int tree, const char *what, capsule_error *err);
 /* Attach the detached mount TREE at TARGET (absolute, normalized) inside CT, making missing
  * folders (and, for a file, an empty file) there first. No component of TARGET may be a
  * symlink. *MNT_ID is the new mount's id, for container_hot_detach. */

@@ -319,21 +319,13 @@ int container_hot_detach(const struct container *ct, bool rootless, const char *
 	return run_child(1, ct, rootless, -1, target, false, &mnt_id, err);
 }
 
-int container_idmap_tree(const struct container *ct, int tree, capsule_error *err)
+int container_idmap_tree(const struct container *ct, int tree, uid_t owner_uid, gid_t owner_gid, capsule_error *err)
 {
-	/* The init is our child and is reaped only by the shim's loop, which is not running
-	 * now: its pid cannot have been reused. */
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)ct->pid);
-	int userns = open(path, O_RDONLY | O_CLOEXEC);
-	if (userns < 0)
-		return cap_err(err, errno, "open '%s'", path);
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
-	int r = 0;
-	/* As at boot: a filesystem that cannot be idmapped keeps its plain ids. */
-	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 && errno != EINVAL &&
-	    errno != EOPNOTSUPP && errno != EPERM)
-		r = cap_err(err, errno, "idmapping the mount");
-	close(userns);
+	int userns = -1;
+	int r = container_host_folder_userns(owner_uid, owner_gid, ct->uid_base, ct->gid_base, ct->id_count, &userns, err);
+	if (r == 0)
+		r = container_idmap_host_folder(userns, tree, "a hot mount", err);
+	if (userns >= 0)
+		close(userns);
 	return r;
 }

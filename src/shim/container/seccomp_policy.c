@@ -10,6 +10,7 @@
 #endif
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/filter.h>
 #include <sched.h>
 #include <stdbool.h>
@@ -62,12 +63,12 @@
  * ENOSYS. */
 static const char *const seccomp_allowed[] = {
 	"accept", "accept4", "access", "alarm", "arch_prctl", "bind", "brk", "cachestat",
-	"capget", "capset", "chdir", "chmod", "chown", "chroot", "clock_getres", "clock_gettime",
-	"clock_nanosleep", "close", "close_range", "connect", "copy_file_range", "creat", "dup",
+	"capget", "capset", "chdir", "chown", "chroot", "clock_getres", "clock_gettime",
+	"clock_nanosleep", "close", "close_range", "connect", "copy_file_range", "dup",
 	"dup2", "dup3", "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old",
 	"epoll_pwait", "epoll_pwait2", "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2",
 	"execve", "execveat", "exit", "exit_group", "faccessat", "faccessat2", "fadvise64",
-	"fallocate", "fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchmodat2", "fchown",
+	"fallocate", "fanotify_mark", "fchdir", "fchown",
 	"fchownat", "fcntl", "fdatasync", "fgetxattr", "flistxattr", "flock", "fork",
 	"fremovexattr", "fsetxattr", "fstat", "fstatfs", "fsync", "ftruncate", "futex",
 	"futex_requeue", "futex_wait", "futex_waitv", "futex_wake", "futimesat", "getcpu",
@@ -81,11 +82,11 @@ static const char *const seccomp_allowed[] = {
 	"landlock_create_ruleset", "landlock_restrict_self", "lchown", "lgetxattr", "link",
 	"linkat", "listen", "listxattr", "listxattrat", "llistxattr", "lremovexattr", "lseek",
 	"lsetxattr", "lstat", "madvise", "map_shadow_stack", "membarrier", "memfd_create",
-	"memfd_secret", "mincore", "mkdir", "mkdirat", "mknod", "mknodat", "mlock", "mlock2",
+	"memfd_secret", "mincore", "mkdir", "mkdirat", "mlock", "mlock2",
 	"mlockall", "mmap", "modify_ldt", "mprotect", "mq_getsetattr", "mq_notify", "mq_open",
 	"mq_timedreceive", "mq_timedsend", "mq_unlink", "mremap", "mseal", "msgctl", "msgget",
 	"msgrcv", "msgsnd", "msync", "munlock", "munlockall", "munmap", "nanosleep",
-	"newfstatat", "open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal",
+	"newfstatat", "pause", "pidfd_open", "pidfd_send_signal",
 	"pipe", "pipe2", "pkey_alloc", "pkey_free", "pkey_mprotect", "poll", "ppoll", "prctl",
 	"pread64", "preadv", "preadv2", "prlimit64", "process_mrelease", "pselect6", "pwrite64",
 	"pwritev", "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv",
@@ -288,6 +289,58 @@ static int seccomp_add_clone(scmp_filter_ctx ctx, capsule_error *err)
 	return 0;
 }
 
+/* Every call that gives a file its mode, with the argument that carries the mode and, for the
+ * opens, the one that carries the flags (-1: none). */
+static const struct seccomp_mode_call {
+	const char *name;
+	int mode_arg, flags_arg;
+} seccomp_mode_calls[] = {
+	{ "chmod", 1, -1 },  { "fchmod", 1, -1 }, { "fchmodat", 2, -1 }, { "fchmodat2", 2, -1 },
+	{ "creat", 1, -1 },  { "mknod", 1, -1 },  { "mknodat", 2, -1 },  { "open", 2, 1 },
+	{ "openat", 3, 2 },
+};
+
+#define SECCOMP_SETID_BITS ((uint64_t)(S_ISUID | S_ISGID))
+/* O_TMPFILE without its O_DIRECTORY half, which plain directory opens carry too. */
+#define SECCOMP_O_TMPFILE_BIT ((uint64_t)(O_TMPFILE & ~O_DIRECTORY))
+
+/*
+ * No set-uid or set-gid bit can be given to a file by a command (EPERM). Inside the sandbox
+ * such a bit is worth nothing (no_new_privs), but a file in a bind, a hot mount or a volume is
+ * also a host file, and sandbox root writes there as the host user who made the sandbox:
+ * chmod 4755 would hand that user's privilege to whoever on the host runs it. Refusing the
+ * bit at the syscall holds for every host-backed mount at once, whatever the mount. An open
+ * is refused only when it creates (O_CREAT, O_TMPFILE): a plain open's mode is unused.
+ * openat2 carries its mode in memory, out of a filter's sight, so it is not allowed (ENOSYS:
+ * libc and programs fall back to openat).
+ */
+static int seccomp_add_mode_call(scmp_filter_ctx ctx, const struct seccomp_mode_call *c, capsule_error *err)
+{
+	int nr = seccomp_nr(c->name);
+	if (nr < 0)
+		return 0;
+	const uint64_t bits[] = { S_ISUID, S_ISGID };
+	int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+				 SCMP_CMP((unsigned)c->mode_arg, SCMP_CMP_MASKED_EQ, SECCOMP_SETID_BITS, 0));
+	if (r == 0 && c->flags_arg < 0) {
+		for (size_t i = 0; r == 0 && i < ARRAY_SIZE(bits); i++)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 1,
+					     SCMP_CMP((unsigned)c->mode_arg, SCMP_CMP_MASKED_EQ, bits[i], bits[i]));
+	} else if (r == 0) {
+		const uint64_t creating[] = { O_CREAT, SECCOMP_O_TMPFILE_BIT };
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
+				     SCMP_CMP((unsigned)c->flags_arg, SCMP_CMP_MASKED_EQ, O_CREAT | SECCOMP_O_TMPFILE_BIT, 0));
+		for (size_t f = 0; r == 0 && f < ARRAY_SIZE(creating); f++)
+			for (size_t i = 0; r == 0 && i < ARRAY_SIZE(bits); i++)
+				r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 2,
+						     SCMP_CMP((unsigned)c->flags_arg, SCMP_CMP_MASKED_EQ, creating[f], creating[f]),
+						     SCMP_CMP((unsigned)c->mode_arg, SCMP_CMP_MASKED_EQ, bits[i], bits[i]));
+	}
+	if (r < 0)
+		return cap_err(err, seccomp_rc_errno(r), "seccomp: adding a rule for '%s'", c->name);
+	return 0;
+}
+
 static int seccomp_add_rules(scmp_filter_ctx ctx, capsule_error *err)
 {
 	int r;
@@ -303,6 +356,9 @@ static int seccomp_add_rules(scmp_filter_ctx ctx, capsule_error *err)
 	r = seccomp_add_clone(ctx, err);
 	if (r < 0)
 		return r;
+	for (size_t i = 0; i < ARRAY_SIZE(seccomp_mode_calls); i++)
+		if ((r = seccomp_add_mode_call(ctx, &seccomp_mode_calls[i], err)) < 0)
+			return r;
 
 	r = seccomp_add_values(ctx, SCMP_ACT_ERRNO(EPERM), "ioctl", 1, seccomp_bad_ioctls,
 			       ARRAY_SIZE(seccomp_bad_ioctls), err);
