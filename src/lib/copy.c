@@ -126,13 +126,13 @@ static int copy_to_at(capsule_sandbox *sb, int dirfd, const char *name, const ch
 	_cleanup_close_ int fd = open_folder_below(dirfd, name, O_RDONLY);
 	if (fd < 0)
 		return cap_err(err, errno, "copy: opening folder '%s'", name);
-	capsule_fs_entry e;
+	capsule_fs_entry e = { 0 };
 	int r = capsule_fs_stat(sb, guest, &e, NULL);
 	bool exists_as_dir = r == 0 && e.kind == CAPSULE_FS_DIR;
 	capsule_fs_entry_clear(&e);
 	if (!exists_as_dir && (r = capsule_fs_mkdir(sb, guest, st.st_mode & 07777, 0, err)) < 0)
 		return r;
-	int dup_fd = dup(fd);
+	int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
 	if (!d) {
 		if (dup_fd >= 0)
