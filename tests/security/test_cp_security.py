@@ -110,7 +110,8 @@ def test_a_copy_out_drops_set_id_sticky_and_write_for_others(mod_capsule, shared
                 p = os.path.join(dirpath, n)
                 got[os.path.relpath(p, out)] = stat.S_IMODE(os.lstat(p).st_mode)
         top = f"modes-{tag}"
-        assert got == {top: 0o700, f"{top}/kept": 0o700, f"{top}/sticky": 0o755, f"{top}/setgid": 0o755,
-                       f"{top}/open": 0o755, f"{top}/suid": 0o755, f"{top}/sgid": 0o755}, {k: oct(v) for k, v in got.items()}
+        want = {top: 0o700, f"{top}/kept": 0o700, f"{top}/sticky": 0o755, f"{top}/setgid": 0o755,
+                f"{top}/open": 0o755, f"{top}/suid": 0o755, f"{top}/sgid": 0o755}
+        assert got == want, {k: oct(v) for k, v in got.items()}
     finally:
         shutil.rmtree(out, ignore_errors=True)
