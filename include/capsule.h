@@ -326,9 +326,11 @@ CAPSULE_API int capsule_fs_write_from_fd(capsule_sandbox *sb, const char *path, 
 /* Copy files and folders, like `docker cp`: a folder is copied with everything in it;
  * symlinks are copied as symlinks, never followed (so a loop is just a link); devices,
  * fifos and sockets are skipped. When DST is an existing folder, SRC is copied into it under
- * its own name. Host paths are opened with the caller's rights; every host file is created
- * beneath DST without following any symlink, so names chosen inside the sandbox cannot
- * make the copy write elsewhere on the host. */
+ * its own name. Host paths are opened with the caller's rights and followed through no
+ * symlink, not even in the path given (-ELOOP): an earlier copy out may have made any link
+ * on it. Every host file is created beneath DST without following any symlink, so names
+ * chosen inside the sandbox cannot make the copy write elsewhere on the host; a copy out
+ * gives what it makes at most mode 0755. */
 CAPSULE_API int capsule_copy_to(capsule_sandbox *sb, const char *host_src, const char *guest_dst, capsule_error *err);
 CAPSULE_API int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *host_dst, capsule_error *err);
 /* ---- volumes --------------------------------------------------------------------------- */

@@ -293,7 +293,8 @@ int cmd_cp(int argc, char **argv)
 		printf("Usage: capsule cp SRC DST\n\n"
 		       "Copy files and folders between the host and a running sandbox; one side is NAME:PATH.\n"
 		       "  capsule cp ./file.txt dev:/app/file.txt\n  capsule cp dev:/app/out ./out\n"
-		       "Folders are copied whole; symlinks are copied as symlinks, never followed.\n");
+		       "Folders are copied whole; symlinks are copied as symlinks, never followed.\n"
+		       "On the host no symlink is followed, not even in the path given: name real folders.\n");
 		return 0;
 	}
 	if (argc != 3)

@@ -1,14 +1,16 @@
 /* `cp` between the host and a sandbox, built on the filesystem API.
  *
  * Symlinks are copied as symlinks and never followed, on either side, so a folder holding a
- * loop copies in finite time. On the host, every file and folder is made relative to a
- * folder descriptor with O_NOFOLLOW, below a destination the caller named: entry names come
- * from the sandbox (the decoder already refuses "/", "." and ".."), and a symlink we made a
- * moment ago from the sandbox's data is never walked through. */
+ * loop copies in finite time. On the host no symlink is followed at all, not even in the path
+ * the user typed: a copy out of a sandbox makes links whose targets the sandbox chose, and a
+ * later copy cannot tell them from the user's own, so a link anywhere in a host path would let
+ * a sandbox steer that copy (a trailing slash, or a link in the middle of the path). Every
+ * file and folder is then made relative to a folder descriptor, one component at a time:
+ * entry names come from the sandbox (the decoder already refuses "/", "." and ".."). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,9 +18,16 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "syscalls.h"
 #include "util.h"
 
 #define COPY_MAX_DEPTH 256
+
+/* What a copy out keeps of a mode the sandbox chose: no set-id bits, no sticky bit, and write
+ * access for the owner alone, so nothing the sandbox made is writable (or runs privileged) for
+ * another host user. A fixed rule rather than the umask: reading the umask races other threads
+ * of the calling program. */
+#define COPY_OUT_MODE_MASK 0755
 
 static int join(char *out, size_t size, const char *dir, const char *name, capsule_error *err)
 {
@@ -37,6 +46,55 @@ static const char *last_component(const char *path, char *buf, size_t size)
 		buf[--n] = 0;
 	char *s = strrchr(buf, '/');
 	return s ? s + 1 : buf;
+}
+
+/* NAME below DIRFD as a folder, refusing a symlink: NAME is one component we listed or made. */
+static int open_folder_below(int dirfd, const char *name, int flags)
+{
+	return sys_openat2(dirfd, name, (uint64_t)(flags | O_DIRECTORY | O_CLOEXEC),
+			   RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+}
+
+/* A host path as the user typed it: the folder that holds its last component, opened without
+ * following any symlink ("." and ".." are fine: they cross no link), and that component. */
+struct host_path {
+	int dirfd;
+	char name[NAME_MAX + 1]; /* "" when the path names the folder itself: "/", ".", "a/.." */
+	bool trailing_slash;
+};
+
+static int host_path_open(const char *path, struct host_path *hp, capsule_error *err)
+{
+	char dir[PATH_MAX];
+	size_t n = strlen(path);
+	if (n >= sizeof(dir))
+		return cap_err_plain(err, ENAMETOOLONG, "copy: host path is longer than %d bytes", PATH_MAX - 1);
+	memcpy(dir, path, n + 1);
+	hp->trailing_slash = false;
+	while (n > 1 && dir[n - 1] == '/') {
+		dir[--n] = 0;
+		hp->trailing_slash = true;
+	}
+	char *slash = strrchr(dir, '/');
+	const char *last = slash ? slash + 1 : dir;
+	hp->name[0] = 0;
+	if (last[0] && strcmp(last, ".") != 0 && strcmp(last, "..") != 0) {
+		if (strlen(last) > NAME_MAX)
+			return cap_err(err, ENAMETOOLONG, "copy: '%s'", path);
+		strcpy(hp->name, last);
+		if (!slash)
+			strcpy(dir, ".");
+		else
+			slash[slash == dir ? 1 : 0] = 0;
+	}
+	hp->dirfd = sys_openat2(AT_FDCWD, dir, O_PATH | O_DIRECTORY | O_CLOEXEC,
+				RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+	if (hp->dirfd >= 0)
+		return 0;
+	if (errno == ELOOP)
+		return cap_err_plain(err, ELOOP, "copy: host path '%s' goes through a symlink; name the folder it points to",
+				     path);
+	return cap_err(err, errno, "copy: folder of '%s'", path);
 }
 
 /* ---- host -> sandbox ---------------------------------------------------------------- */
@@ -65,16 +123,16 @@ static int copy_to_at(capsule_sandbox *sb, int dirfd, const char *name, const ch
 	}
 	if (!S_ISDIR(st.st_mode))
 		return 0; /* devices, fifos, sockets: skipped, as documented */
-	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = open_folder_below(dirfd, name, O_RDONLY);
 	if (fd < 0)
 		return cap_err(err, errno, "copy: opening folder '%s'", name);
-	capsule_fs_entry e;
+	capsule_fs_entry e = { 0 };
 	int r = capsule_fs_stat(sb, guest, &e, NULL);
 	bool exists_as_dir = r == 0 && e.kind == CAPSULE_FS_DIR;
 	capsule_fs_entry_clear(&e);
 	if (!exists_as_dir && (r = capsule_fs_mkdir(sb, guest, st.st_mode & 07777, 0, err)) < 0)
 		return r;
-	int dup_fd = dup(fd);
+	int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
 	if (!d) {
 		if (dup_fd >= 0)
@@ -103,30 +161,30 @@ int capsule_copy_to(capsule_sandbox *sb, const char *host_src, const char *guest
 				     guest_dst ? guest_dst : "");
 	if (strlen(guest_dst) > CAPSULE_FS_PATH_MAX)
 		return cap_err_plain(err, ENAMETOOLONG, "copy: path is longer than %d bytes", CAPSULE_FS_PATH_MAX);
-	char buf[PATH_MAX];
-	const char *base = last_component(host_src, buf, sizeof(buf));
-	char parent_path[PATH_MAX];
-	snprintf(parent_path, sizeof(parent_path), "%s", host_src);
-	_cleanup_close_ int parent = open(dirname(parent_path), O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (parent < 0)
-		return cap_err(err, errno, "copy: '%s'", host_src);
+	/* A link inside the source tree is the user's and goes in as a link; a link on the way
+	 * to the source may come from an earlier copy out, and following it would hand the
+	 * sandbox a host file it chose. */
+	struct host_path src;
+	int r = host_path_open(host_src, &src, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int parent = src.dirfd;
+	const char *base = src.name[0] ? src.name : ".";
 	struct stat st;
-	if (fstatat(parent, base[0] ? base : ".", &st, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(parent, base, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return cap_err(err, errno, "copy: '%s'", host_src);
+	if (src.trailing_slash && S_ISLNK(st.st_mode))
+		return cap_err_plain(err, ELOOP, "copy: '%s' is a symlink; name the folder it points to", host_src);
+	if (src.trailing_slash && !S_ISDIR(st.st_mode))
+		return cap_err(err, ENOTDIR, "copy: '%s'", host_src);
 	/* Into an existing folder: under the source's own name, as cp and docker cp do. */
 	char dest[CAPSULE_FS_PATH_MAX + 1];
 	snprintf(dest, sizeof(dest), "%s", guest_dst);
-	capsule_fs_entry e;
-	if (capsule_fs_stat(sb, guest_dst, &e, NULL) == 0 && e.kind == CAPSULE_FS_DIR && base[0] &&
-	    strcmp(base, ".") != 0) {
-		int r = join(dest, sizeof(dest), guest_dst, base, err);
-		if (r < 0) {
-			capsule_fs_entry_clear(&e);
-			return r;
-		}
-	}
+	capsule_fs_entry e = { 0 };
+	if (capsule_fs_stat(sb, guest_dst, &e, NULL) == 0 && e.kind == CAPSULE_FS_DIR && src.name[0])
+		r = join(dest, sizeof(dest), guest_dst, src.name, err);
 	capsule_fs_entry_clear(&e);
-	return copy_to_at(sb, parent, base[0] ? base : ".", dest, 0, err);
+	return r < 0 ? r : copy_to_at(sb, parent, base, dest, 0, err);
 }
 
 /* ---- sandbox -> host ---------------------------------------------------------------- */
@@ -150,7 +208,7 @@ static int copy_file_from(capsule_sandbox *sb, const char *guest, int dirfd, con
 	if (fd < 0)
 		return cap_err(err, errno, "copy: creating '%s' on the host", name);
 	int r = capsule_fs_read_to_fd(sb, guest, fd, err);
-	if (r == 0 && fchmod(fd, mode & 0777) < 0)
+	if (r == 0 && fchmod(fd, mode & COPY_OUT_MODE_MASK) < 0)
 		r = cap_err(err, errno, "copy: setting the mode of '%s'", name);
 	if (close(fd) < 0 && r == 0)
 		r = cap_err(err, errno, "copy: writing '%s'", name);
@@ -184,9 +242,12 @@ static int copy_from_at(capsule_sandbox *sb, const char *guest, const capsule_fs
 	default:
 		return 0;
 	}
-	if (mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
+	/* A folder that is already there (from an earlier copy, or the user's) keeps its mode:
+	 * the sandbox chooses only the modes of what this copy makes. */
+	bool made = mkdirat(dirfd, name, 0700) == 0;
+	if (!made && errno != EEXIST)
 		return cap_err(err, errno, "copy: making folder '%s' on the host", name);
-	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int fd = open_folder_below(dirfd, name, O_RDONLY);
 	if (fd < 0)
 		return cap_err(err, errno == ELOOP ? ENOTDIR : errno, "copy: opening folder '%s' on the host", name);
 	capsule_fs_entry *v;
@@ -199,9 +260,45 @@ static int copy_from_at(capsule_sandbox *sb, const char *guest, const capsule_fs
 		if ((r = join(child, sizeof(child), guest, v[i].name, err)) == 0)
 			r = copy_from_at(sb, child, &v[i], fd, v[i].name, depth + 1, err);
 	capsule_fs_entries_free(v, n);
-	if (r == 0 && fchmod(fd, e->mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) < 0)
+	if (r == 0 && made && fchmod(fd, e->mode & COPY_OUT_MODE_MASK) < 0)
 		r = cap_err(err, errno, "copy: setting the mode of folder '%s'", name);
 	return r;
+}
+
+/* Where a copy out lands: returns the host folder to make NAME in. An existing folder at
+ * HOST_DST takes SRC_NAME inside it, as cp does. A symlink at HOST_DST is refused, with or
+ * without a trailing slash: an earlier copy out of a sandbox may have made it. */
+static int open_destination(const char *host_dst, const char *src_name, char name[NAME_MAX + 1], capsule_error *err)
+{
+	struct host_path dst;
+	int r = host_path_open(host_dst, &dst, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int parent = dst.dirfd;
+	struct stat st;
+	if (!dst.name[0]) {
+		snprintf(name, NAME_MAX + 1, "%s", src_name);
+		return take_fd(parent);
+	}
+	if (fstatat(parent, dst.name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT || dst.trailing_slash)
+			return cap_err(err, errno, "copy: destination '%s'", host_dst);
+		st.st_mode = 0;
+	}
+	if (S_ISLNK(st.st_mode))
+		return cap_err_plain(err, ELOOP, "copy: destination '%s' is a symlink; name the folder it points to",
+				     host_dst);
+	if (!S_ISDIR(st.st_mode)) {
+		if (dst.trailing_slash)
+			return cap_err(err, ENOTDIR, "copy: destination '%s'", host_dst);
+		snprintf(name, NAME_MAX + 1, "%s", dst.name);
+		return take_fd(parent);
+	}
+	int fd = open_folder_below(parent, dst.name, O_PATH);
+	if (fd < 0)
+		return cap_err(err, errno, "copy: destination '%s'", host_dst);
+	snprintf(name, NAME_MAX + 1, "%s", src_name);
+	return fd;
 }
 
 int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *host_dst, capsule_error *err)
@@ -212,35 +309,15 @@ int capsule_copy_from(capsule_sandbox *sb, const char *guest_src, const char *ho
 	int r = capsule_fs_stat(sb, guest_src, &e, err);
 	if (r < 0)
 		return r;
-	/* Into an existing host folder: under the source's own name. */
-	char buf[PATH_MAX], pbuf[PATH_MAX];
+	char buf[CAPSULE_FS_PATH_MAX + 1], name[NAME_MAX + 1];
 	const char *src_base = last_component(guest_src, buf, sizeof(buf));
-	struct stat st;
-	_cleanup_close_ int dirfd = -1;
-	const char *name;
-	/* A destination that is itself a symlink is not followed: an earlier copy out of a
-	 * sandbox may have made it, pointing anywhere on the host. */
-	if (lstat(host_dst, &st) == 0 && S_ISLNK(st.st_mode)) {
-		capsule_fs_entry_clear(&e);
-		return cap_err_plain(err, ELOOP, "copy: destination '%s' is a symlink; name the folder it points to", host_dst);
-	}
-	if (stat(host_dst, &st) == 0 && S_ISDIR(st.st_mode)) {
-		dirfd = open(host_dst, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		name = src_base[0] ? src_base : "root";
-	} else {
-		snprintf(pbuf, sizeof(pbuf), "%s", host_dst);
-		dirfd = open(dirname(pbuf), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		name = last_component(host_dst, pbuf, sizeof(pbuf));
-	}
-	if (dirfd < 0) {
-		r = cap_err(err, errno, "copy: destination folder of '%s'", host_dst);
-	} else if (!name[0] || strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+	_cleanup_close_ int dirfd = open_destination(host_dst, src_base[0] ? src_base : "root", name, err);
+	if (dirfd < 0)
+		r = dirfd;
+	else if (!name[0] || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
 		r = cap_err_plain(err, EINVAL, "copy: '%s' does not name a file", host_dst);
-	} else {
-		char nbuf[NAME_MAX + 1];
-		snprintf(nbuf, sizeof(nbuf), "%s", name);
-		r = copy_from_at(sb, guest_src, &e, dirfd, nbuf, 0, err);
-	}
+	else
+		r = copy_from_at(sb, guest_src, &e, dirfd, name, 0, err);
 	capsule_fs_entry_clear(&e);
 	return r;
 }

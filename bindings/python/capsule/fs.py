@@ -38,7 +38,10 @@ def _data(data):
 
 def _host(path):
     # Host paths in copies are the caller's own files: relative ones are from the caller's cwd.
-    return enc(os.path.abspath(os.fspath(path)), "host path")
+    # Joined, not normalized: the library must see a trailing slash and each ".." as given
+    # (abspath would drop the slash that asks for a folder, and cancel "link/.." unchecked).
+    path = os.fspath(path)
+    return enc(os.path.join(os.getcwdb() if isinstance(path, bytes) else os.getcwd(), path), "host path")
 
 
 class _Stream:
