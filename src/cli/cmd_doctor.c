@@ -44,13 +44,14 @@ int cmd_doctor(int argc, char **argv)
 		{ "container_usable", "usable" }, { "user_namespaces", "user namespaces" },
 		{ "namespaces", "all namespaces" }, { "openat2", "openat2" }, { "mount_api", "mount API" },
 		{ "seccomp", "seccomp" }, { "cgroup_memory", "memory limit" }, { "cgroup_cpu", "cpu limit" },
-		{ "cgroup_pids", "pids limit" },
+		{ "cgroup_pids", "pids limit" }, { "oom_floor", "oom_score_adj floor 0" },
 	};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		bool v = false;
 		json_get_bool(text, len, keys[i][0], &v);
 		const char *why = !strcmp(keys[i][0], "container_usable") ? "container_reason"
-				  : !strncmp(keys[i][0], "cgroup_", 7) ? "cgroup_reason" : NULL;
+				  : !strncmp(keys[i][0], "cgroup_", 7) ? "cgroup_reason"
+				  : !strcmp(keys[i][0], "oom_floor") ? "oom_reason" : NULL;
 		line(keys[i][1], v, text, len, why);
 	}
 	printf("\nvm isolation:\n");

@@ -671,6 +671,22 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	json_object_end(j);
 }
 
+/* Whether the running container's processes can go below oom_score_adj 0, and why (the shim's
+ * container_start says, in state.json). */
+static void inspect_oom_floor(struct json_writer *j, const char *name)
+{
+	_cleanup_close_ int dir = -1;
+	_cleanup_free_ char *text = NULL, *note = NULL;
+	size_t len = 0;
+	bool floor = false;
+	if (run_dir_open(name, &dir, NULL) < 0 || read_file_at(dir, "state.json", 1u << 16, &text, &len) < 0 ||
+	    json_get_bool(text, len, "oom_floor", &floor) < 0)
+		return;
+	json_kv_bool(j, "oom_floor", floor);
+	if (json_get_string(text, len, "oom_note", &note) == 0)
+		json_kv_string(j, "oom_note", note);
+}
+
 int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
 {
 	capsule_sandbox_info info;
@@ -691,6 +707,7 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_int(&j, "init_pid", info.init_pid);
 	json_kv_int(&j, "created", info.created_unix);
 	json_kv_int(&j, "started", info.started_unix);
+	inspect_oom_floor(&j, sb->cfg.name);
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;

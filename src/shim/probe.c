@@ -14,6 +14,7 @@
 
 #include "capsule.h"
 #include "cgroup.h"
+#include "container.h"
 #include "json.h"
 #include "probe.h"
 #include "seccomp_filter.h"
@@ -99,6 +100,12 @@ int shim_probe(void)
 	json_kv_bool(&j, "cgroup_pids", cs.pids);
 	if (cs.reason[0])
 		json_kv_string(&j, "cgroup_reason", cs.reason);
+	/* container.c, oom_floor_at_zero: why the floor needs the capability. */
+	bool oom_floor = container_can_set_oom_floor();
+	json_kv_bool(&j, "oom_floor", oom_floor);
+	if (!oom_floor)
+		json_kv_string(&j, "oom_reason", "no CAP_SYS_RESOURCE: commands may lower their oom_score_adj to the floor "
+						 "capsule was started under");
 
 	/* "kvm": a guest can run on it, not merely that /dev/kvm opens (kvm.c). */
 	char kvm_why[224];

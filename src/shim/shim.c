@@ -395,6 +395,11 @@ static void write_state(const char *state)
 	json_kv_int(&j, "init_pid", strcmp(state, "running") ? 0 : (int64_t)S.ct.pid);
 	json_kv_int(&j, "started", S.started_unix);
 	json_kv_string(&j, "cgroup", S.cg ? cgroup_memory_path(S.cg) : NULL);
+	if (!strcmp(state, "running") && S.cfg.isolation != CAPSULE_ISOLATION_VM) {
+		json_kv_bool(&j, "oom_floor", S.ct.oom_floor);
+		if (!S.ct.oom_floor)
+			json_kv_string(&j, "oom_note", S.ct.oom_note);
+	}
 	json_object_end(&j);
 	int e = 0;
 	char *text = json_steal(&j, &e);

@@ -573,6 +573,37 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 	return 0;
 }
 
+bool container_can_set_oom_floor(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	if (syscall(SYS_capget, &h, d) < 0)
+		return false;
+	return d[CAP_SYS_RESOURCE / 32].effective & (1u << (CAP_SYS_RESOURCE % 32));
+}
+
+/* No process of the sandbox may lower its oom_score_adj below 0, or a command could make itself
+ * the last choice of the host's OOM killer, which would then kill host processes first. The
+ * kernel lets a process go down to its oom_score_adj_min without privilege, and every child
+ * inherits that floor, so the floor must be 0 from the sandbox's first process on: it is set
+ * when a writer with CAP_SYS_RESOURCE writes the value. That is also why the agent gets no
+ * protection of its own: a floor under it would be every command's floor. The agent is small;
+ * the command that ate the memory is what the OOM killer picks. Where the shim lacks
+ * CAP_SYS_RESOURCE (root in some containers and VMs), the floor stays whatever capsule was
+ * started under: said in NOTE, for inspect and doctor. */
+static bool oom_floor_at_zero(pid_t child, char *note, size_t size)
+{
+	note[0] = '\0';
+	bool privileged = container_can_set_oom_floor();
+	capsule_error ignored = { 0 };
+	int r = write_proc_file(child, "oom_score_adj", "0", &ignored);
+	if (privileged && r == 0)
+		return true;
+	snprintf(note, size, "%s: commands may lower their oom_score_adj to the floor capsule was started under",
+		 privileged ? ignored.message : "capsule lacks CAP_SYS_RESOURCE");
+	return false;
+}
+
 int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
 		    capsule_error *err)
 {
@@ -584,14 +615,6 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		close(go[0]);
 		close(go[1]);
 		return cap_err(err, e, "pipe");
-	}
-
-	/* The agent is tiny and everything depends on it: the OOM killer must pick the command
-	 * that ate the memory instead. The child inherits this; commands reset it to 0. */
-	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-	if (oom >= 0) {
-		(void)!write(oom, "-1000", 5);
-		close(oom);
 	}
 
 	int pidfd = -1;
@@ -653,6 +676,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		r = write_proc_file((pid_t)pid, "gid_map", map, err);
 	if (r == 0 && !spec->rootless)
 		r = idmap_binds(spec, (pid_t)pid, err);
+	if (r == 0)
+		out->oom_floor = oom_floor_at_zero((pid_t)pid, out->oom_note, sizeof(out->oom_note));
 	if (r == 0 && join)
 		r = join((pid_t)pid, payload, err);
 	if (r == 0 && write(go[1], "g", 1) != 1)

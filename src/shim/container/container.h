@@ -47,6 +47,9 @@ struct container_spec {
 struct container {
 	pid_t pid;   /* the agent, on the host */
 	int pidfd;
+	/* Whether no process of the sandbox can lower its oom_score_adj below 0; why not. */
+	bool oom_floor;
+	char oom_note[160];
 	/* The sandbox's host ids (container_spec's), for idmapping host folders. */
 	uid_t uid_base;
 	gid_t gid_base;
@@ -67,6 +70,9 @@ int container_start(struct container *out, const struct container_spec *spec, co
 /* The capabilities a command run as the sandbox's root keeps (podman's default set), as a
  * bit mask for the agent. */
 uint64_t container_default_caps(void);
+/* Whether this process may set a sandbox's oom_score_adj floor (CAP_SYS_RESOURCE): without it,
+ * commands may lower their oom_score_adj to the floor capsule was started under. */
+bool container_can_set_oom_floor(void);
 
 /* Hot mounts (container/hotmount.c). Each runs a short-lived child of the (single threaded)
  * shim that enters CT's user and mount namespaces as the sandbox's root.
