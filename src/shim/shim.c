@@ -436,8 +436,13 @@ static void kill_sandbox(void)
 			shim_log("syncing the guest before its save: %s", e.message);
 		vm_kill(&S.vm);
 	}
-	else if (!S.killed)
+	else if (!S.killed) {
+		/* Transform servers first: a command waiting on one (a slow plugin, a huge write)
+		 * sits in the kernel where SIGKILL cannot reach it until the server answers; with
+		 * the server gone, its connection is aborted and every waiter returns. */
+		transform_servers_reap(true);
 		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+	}
 	S.killed = true;
 }
 
@@ -1281,6 +1286,13 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 				return r;
 			}
 			S.ntransforms++;
+			/* The server's work is the sandbox's: its memory, CPU and pids count against the
+			 * sandbox's limits, not against nobody's. */
+			if (S.cg && (r = cgroup_add_pid(S.cg, S.transforms[S.ntransforms - 1].pid, err)) < 0) {
+				close(tree);
+				close_bind_trees(binds, *n);
+				return r;
+			}
 			binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target, .is_dir = true,
 								 .no_idmap = true };
 			continue;
