@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -301,18 +302,18 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 
 /* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
  * named relative to it because a mount's options fit in one page and 128 absolute paths do
- * not), top first, then the host image's root. */
+ * not), top first, then the host image's root (l/host). */
 static void overlay_options(const struct container_spec *spec, char *opts, size_t size)
 {
 	size_t off = 0;
 	int n = snprintf(opts, size, "lowerdir=");
 	for (size_t i = spec->nlayers; n >= 0 && (size_t)n < size - off && i-- > 0;) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || spec->lowerdir ? ":" : "");
+		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || spec->host_image ? ":" : "");
 	}
-	if (n >= 0 && (size_t)n < size - off && spec->lowerdir) {
+	if (n >= 0 && (size_t)n < size - off && spec->host_image) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "%s", spec->lowerdir);
+		n = snprintf(opts + off, size - off, "l/host");
 	}
 	if (n >= 0 && (size_t)n < size - off) {
 		off += (size_t)n;
@@ -322,8 +323,9 @@ static void overlay_options(const struct container_spec *spec, char *opts, size_
 		child_die(ENAMETOOLONG, "overlay options");
 }
 
-/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), where
- * the overlay finds it; with the old root these mounts leave the sandbox at pivot_root. */
+/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), the
+ * host image's onto l/host, where the overlay finds them; with the old root these mounts
+ * leave the sandbox at pivot_root. */
 static void attach_layers(const struct container_spec *spec, int fsfd)
 {
 	for (size_t i = 0; i < spec->nlayers; i++) {
@@ -332,9 +334,13 @@ static void attach_layers(const struct container_spec *spec, int fsfd)
 		if (sys_move_mount(spec->layer_trees[i], "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_die(errno, "attaching image layer %zu", i);
 	}
+	if (spec->host_image && sys_move_mount(spec->host_tree, "", fsfd, "l/host", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		child_die(errno, "attaching the host image");
 }
 
-static void setup_rootfs(const struct container_spec *spec)
+/* From FSDIR (FSFD, our working folder from here on) by relative names only: the sandbox's
+ * root we now are could not walk the path to it. */
+static void setup_rootfs(const struct container_spec *spec, int fsfd)
 {
 	char rootfs[4096], opts[8192];
 	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", spec->fsdir);
@@ -343,14 +349,13 @@ static void setup_rootfs(const struct container_spec *spec)
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_die(errno, "making mounts private");
-	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fsfd < 0 || fchdir(fsfd) < 0)
-		child_die(errno, "open '%s'", spec->fsdir);
+	if (fchdir(fsfd) < 0)
+		child_die(errno, "chdir '%s'", spec->fsdir);
 	attach_layers(spec, fsfd);
 	close(fsfd);
-	if (mount("overlay", rootfs, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+	if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		child_die(errno, "mounting the overlay root on '%s'", rootfs);
-	int rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int rootfd = open("rootfs", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		child_die(errno, "open '%s'", rootfs);
 
@@ -381,7 +386,7 @@ static void setup_rootfs(const struct container_spec *spec)
 	setup_binds(spec, rootfd);
 	close(rootfd);
 
-	if (chdir(rootfs) < 0)
+	if (chdir("rootfs") < 0)
 		child_die(errno, "chdir '%s'", rootfs);
 	/* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves the
 	 * sandbox with no path back to the host's tree. */
@@ -401,6 +406,12 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 		_exit(1);
 	close(go_fd);
 
+	/* Still with the shim's file uid (container_start): root's, for a root caller, the owner
+	 * of $CAPSULE_HOME and run/, which no other uid may pass. O_PATH needs no right on fs/
+	 * itself, which is the sandbox root's. */
+	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fsfd < 0)
+		child_die(errno, "open '%s'", spec->fsdir);
 	if (!spec->rootless && setgroups(0, NULL) < 0)
 		child_die(errno, "setgroups");
 	if (setresgid(0, 0, 0) < 0)
@@ -418,7 +429,7 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		child_die(errno, "sethostname '%s'", spec->hostname);
 
-	setup_rootfs(spec);
+	setup_rootfs(spec, fsfd);
 
 	if (spec->agent_sock != AGENT_FD) {
 		if (dup2(spec->agent_sock, AGENT_FD) < 0)
@@ -501,6 +512,17 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 	return 0;
 }
 
+/* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
+ * the file uid stays root's: the child opens its fs/ folder below $CAPSULE_HOME (root's
+ * alone) with it, before it becomes the sandbox's root (container_child). */
+static int become_namespace_owner(const struct container_spec *spec)
+{
+	if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0)
+		return -errno;
+	setfsuid(0); /* allowed to any process whose real uid is 0 */
+	return setfsuid((uid_t)-1) == 0 ? 0 : -EPERM;
+}
+
 int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
 		    capsule_error *err)
 {
@@ -536,8 +558,9 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	 * once for writing the maps. */
 	bool switched = false;
 	if (!spec->rootless) {
-		if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0) {
-			int e = errno;
+		int e = -become_namespace_owner(spec);
+		if (e) {
+			seteuid(0);
 			setegid(0);
 			close(go[0]);
 			close(go[1]);

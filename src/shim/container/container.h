@@ -24,9 +24,12 @@ struct container_bind {
 
 struct container_spec {
 	const char *hostname;
-	const char *lowerdir;  /* the host image's root, host path; NULL when the layers are the root */
-	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ live here */
+	/* run/<name>/fs: upper/, work/, rootfs/ and the layers' mount points l/ live here. The
+	 * child opens it with the shim's file ids, before it becomes the sandbox's root, which
+	 * cannot pass $CAPSULE_HOME (its owner's alone). */
+	const char *fsdir;
 	bool host_image;       /* bind the host's /usr (and /bin, /lib* when not symlinks) read-only */
+	int host_tree;         /* with host_image: a detached read-only clone of the host image's root */
 	int agent_memfd;       /* sealed memfd holding capsule-agent */
 	int agent_sock;        /* becomes fd 3 of the agent */
 	uid_t uid_base;        /* host uid of the sandbox's root */
@@ -39,7 +42,7 @@ struct container_spec {
 	size_t nbinds;
 	/* Detached, read-only clones of read-only layer folders (an image's, a save's), bottom
 	 * first; their files carry unshifted ids, so root callers' layers are idmapped like binds.
-	 * Below them lies LOWERDIR when it is set. */
+	 * Below them lies HOST_TREE when it is set (not idmapped: its files are the sandbox's ids). */
 	const int *layer_trees;
 	size_t nlayers;
 };
