@@ -585,7 +585,7 @@ int sweep_stale(const char *name)
 	}
 	rm_rf_at(dir, "fs/work");
 	static const char stopped[] = "{\"state\": \"stopped\"}\n";
-	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0644, false);
+	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0600, false);
 	return 1;
 }
 
