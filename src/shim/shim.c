@@ -1586,54 +1586,32 @@ static void close_layer_trees(int *trees, size_t n)
 		close(trees[i]);
 }
 
-static void close_lower_trees(int *trees, int host_tree)
+/* Each layer folder becomes a read-only, nosuid, nodev detached clone (container.c idmaps it
+ * and attaches it below FS/l/), and gets its empty mount point FS/l/<i>, owned by the
+ * sandbox's root, which does the attaching. */
+static int open_layer_trees(int *trees, uid_t ub, gid_t gb, capsule_error *err)
 {
-	close_layer_trees(trees, S.cfg.nlayers);
-	if (host_tree >= 0)
-		close(host_tree);
-}
-
-/* A lower folder (PATH) becomes a read-only, nosuid, nodev detached clone (container.c
- * idmaps an image's layers and attaches it below FS/l/), and gets its empty mount point AT,
- * owned by the sandbox's root, which does the attaching. Only the shim walks PATH: the
- * sandbox's root cannot pass $CAPSULE_HOME. */
-static int open_lower_tree(const char *path, const char *at, uid_t ub, gid_t gb, int *tree, capsule_error *err)
-{
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
-	if ((mkdirat(S.run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, at, ub, gb, 0) < 0)
-		return cap_err(err, errno, "mkdir '%s'", at);
-	if ((*tree = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
-		return cap_err(err, errno, "image layer '%s'", path);
-	if (sys_mount_setattr(*tree, "", AT_EMPTY_PATH, &a) < 0) {
-		int r = cap_err(err, errno, "preparing image layer '%s'", path);
-		close(*tree);
-		*tree = -1;
-		return r;
-	}
-	return 0;
-}
-
-/* The image's layers at FS/l/<i>, and the host image's root (HOST, unless NULL) at FS/l/host. */
-static int open_layer_trees(int *trees, const char *host, int *host_tree, uid_t ub, gid_t gb, capsule_error *err)
-{
-	*host_tree = -1;
-	if (!S.cfg.nlayers && !host)
+	if (!S.cfg.nlayers)
 		return 0;
 	if ((mkdirat(S.run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, "fs/l", ub, gb, 0) < 0)
 		return cap_err(err, errno, "mkdir 'fs/l'");
 	for (size_t i = 0; i < S.cfg.nlayers; i++) {
 		char at[32];
 		snprintf(at, sizeof(at), "fs/l/%zu", i);
-		int r = open_lower_tree(S.cfg.layers[i], at, ub, gb, &trees[i], err);
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+		int r = 0;
+		if ((mkdirat(S.run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(S.run_fd, at, ub, gb, 0) < 0)
+			r = cap_err(err, errno, "mkdir '%s'", at);
+		else if ((trees[i] = sys_open_tree(AT_FDCWD, S.cfg.layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0)
+			r = cap_err(err, errno, "image layer '%s'", S.cfg.layers[i]);
+		else if (sys_mount_setattr(trees[i], "", AT_EMPTY_PATH, &a) < 0)
+			r = cap_err(err, errno, "preparing image layer '%s'", S.cfg.layers[i]);
 		if (r < 0) {
-			close_layer_trees(trees, i);
+			close_layer_trees(trees, i + (trees[i] >= 0));
 			return r;
 		}
 	}
-	int r = host ? open_lower_tree(host, "fs/l/host", ub, gb, host_tree, err) : 0;
-	if (r < 0)
-		close_layer_trees(trees, S.cfg.nlayers);
-	return r;
+	return 0;
 }
 
 static int start_sandbox(capsule_error *err)
@@ -1694,13 +1672,13 @@ static int start_sandbox(capsule_error *err)
 	if ((r = make_agent_memfd(&memfd, err)) < 0)
 		return r;
 	progress("memfd");
-	int layer_trees[CAPSULE_MAX_LAYERS], host_tree;
-	if ((r = open_layer_trees(layer_trees, lower, &host_tree, ub, gb, err)) < 0)
+	int layer_trees[CAPSULE_MAX_LAYERS];
+	if ((r = open_layer_trees(layer_trees, ub, gb, err)) < 0)
 		return r;
 	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
 	size_t nbinds = 0;
 	if ((r = open_bind_trees(binds, &nbinds, err)) < 0) {
-		close_lower_trees(layer_trees, host_tree);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return r;
 	}
 	int etc_trees[2];
@@ -1708,7 +1686,7 @@ static int start_sandbox(capsule_error *err)
 	size_t netc = 0;
 	if ((r = net_etc_trees(&S.net, S.run_fd, etc_trees, etc_targets, &netc, err)) < 0) {
 		close_bind_trees(binds, nbinds);
-		close_lower_trees(layer_trees, host_tree);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return r;
 	}
 	for (size_t i = 0; i < netc; i++)
@@ -1716,7 +1694,7 @@ static int start_sandbox(capsule_error *err)
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
 		close_bind_trees(binds, nbinds);
-		close_lower_trees(layer_trees, host_tree);
+		close_layer_trees(layer_trees, S.cfg.nlayers);
 		return cap_err(err, errno, "socketpair");
 	}
 
@@ -1725,9 +1703,9 @@ static int start_sandbox(capsule_error *err)
 		tmpfs[i] = (struct container_tmpfs){ S.cfg.tmpfs[i].target, S.cfg.tmpfs[i].size_bytes, S.cfg.tmpfs[i].mode };
 	struct container_spec spec = {
 		.hostname = S.cfg.hostname[0] ? S.cfg.hostname : S.cfg.name,
+		.lowerdir = lower,
 		.fsdir = fsdir,
 		.host_image = !S.cfg.base_none,
-		.host_tree = host_tree,
 		.agent_memfd = memfd,
 		.agent_sock = sp[1],
 		.uid_base = ub,
@@ -1745,7 +1723,7 @@ static int start_sandbox(capsule_error *err)
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);
 	close(sp[1]);
 	close_bind_trees(binds, nbinds);
-	close_lower_trees(layer_trees, host_tree);
+	close_layer_trees(layer_trees, S.cfg.nlayers);
 	if (r < 0) {
 		close(sp[0]);
 		return r;

@@ -302,18 +302,19 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 
 /* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
  * named relative to it because a mount's options fit in one page and 128 absolute paths do
- * not), top first, then the host image's root (l/host). */
-static void overlay_options(const struct container_spec *spec, char *opts, size_t size)
+ * not), top first, then the host image's root, HOST_FD (-1: none), named by its descriptor:
+ * the sandbox's root we are by then could not walk its path. */
+static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
 	size_t off = 0;
 	int n = snprintf(opts, size, "lowerdir=");
 	for (size_t i = spec->nlayers; n >= 0 && (size_t)n < size - off && i-- > 0;) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || spec->host_image ? ":" : "");
+		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || host_fd >= 0 ? ":" : "");
 	}
-	if (n >= 0 && (size_t)n < size - off && spec->host_image) {
+	if (n >= 0 && (size_t)n < size - off && host_fd >= 0) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "l/host");
+		n = snprintf(opts + off, size - off, "/proc/self/fd/%d", host_fd);
 	}
 	if (n >= 0 && (size_t)n < size - off) {
 		off += (size_t)n;
@@ -323,9 +324,8 @@ static void overlay_options(const struct container_spec *spec, char *opts, size_
 		child_die(ENAMETOOLONG, "overlay options");
 }
 
-/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), the
- * host image's onto l/host, where the overlay finds them; with the old root these mounts
- * leave the sandbox at pivot_root. */
+/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), where
+ * the overlay finds it; with the old root these mounts leave the sandbox at pivot_root. */
 static void attach_layers(const struct container_spec *spec, int fsfd)
 {
 	for (size_t i = 0; i < spec->nlayers; i++) {
@@ -334,17 +334,15 @@ static void attach_layers(const struct container_spec *spec, int fsfd)
 		if (sys_move_mount(spec->layer_trees[i], "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_die(errno, "attaching image layer %zu", i);
 	}
-	if (spec->host_image && sys_move_mount(spec->host_tree, "", fsfd, "l/host", MOVE_MOUNT_F_EMPTY_PATH) < 0)
-		child_die(errno, "attaching the host image");
 }
 
 /* From FSDIR (FSFD, our working folder from here on) by relative names only: the sandbox's
  * root we now are could not walk the path to it. */
-static void setup_rootfs(const struct container_spec *spec, int fsfd)
+static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_fd)
 {
 	char rootfs[4096], opts[8192];
 	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", spec->fsdir);
-	overlay_options(spec, opts, sizeof(opts));
+	overlay_options(spec, host_fd, opts, sizeof(opts));
 
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -355,6 +353,8 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd)
 	close(fsfd);
 	if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		child_die(errno, "mounting the overlay root on '%s'", rootfs);
+	if (host_fd >= 0)
+		close(host_fd);
 	int rootfd = open("rootfs", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		child_die(errno, "open '%s'", rootfs);
@@ -407,11 +407,14 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	close(go_fd);
 
 	/* Still with the shim's file uid (container_start): root's, for a root caller, the owner
-	 * of $CAPSULE_HOME and run/, which no other uid may pass. O_PATH needs no right on fs/
-	 * itself, which is the sandbox root's. */
+	 * of $CAPSULE_HOME, which no other uid may pass. O_PATH needs no right on the folders
+	 * themselves, which are the sandbox root's. */
 	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fsfd < 0)
 		child_die(errno, "open '%s'", spec->fsdir);
+	int host_fd = -1;
+	if (spec->lowerdir && (host_fd = open(spec->lowerdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		child_die(errno, "open the host image '%s'", spec->lowerdir);
 	if (!spec->rootless && setgroups(0, NULL) < 0)
 		child_die(errno, "setgroups");
 	if (setresgid(0, 0, 0) < 0)
@@ -429,7 +432,7 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		child_die(errno, "sethostname '%s'", spec->hostname);
 
-	setup_rootfs(spec, fsfd);
+	setup_rootfs(spec, fsfd, host_fd);
 
 	if (spec->agent_sock != AGENT_FD) {
 		if (dup2(spec->agent_sock, AGENT_FD) < 0)

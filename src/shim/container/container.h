@@ -24,12 +24,11 @@ struct container_bind {
 
 struct container_spec {
 	const char *hostname;
-	/* run/<name>/fs: upper/, work/, rootfs/ and the layers' mount points l/ live here. The
-	 * child opens it with the shim's file ids, before it becomes the sandbox's root, which
-	 * cannot pass $CAPSULE_HOME (its owner's alone). */
-	const char *fsdir;
+	/* Both below $CAPSULE_HOME, which is its owner's alone: the child opens them with the
+	 * shim's file uid, before it becomes the sandbox's root (which could not pass the home). */
+	const char *lowerdir;  /* the host image's root, host path; NULL when the layers are the root */
+	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ and the layers' l/ live here */
 	bool host_image;       /* bind the host's /usr (and /bin, /lib* when not symlinks) read-only */
-	int host_tree;         /* with host_image: a detached read-only clone of the host image's root */
 	int agent_memfd;       /* sealed memfd holding capsule-agent */
 	int agent_sock;        /* becomes fd 3 of the agent */
 	uid_t uid_base;        /* host uid of the sandbox's root */
@@ -42,7 +41,7 @@ struct container_spec {
 	size_t nbinds;
 	/* Detached, read-only clones of read-only layer folders (an image's, a save's), bottom
 	 * first; their files carry unshifted ids, so root callers' layers are idmapped like binds.
-	 * Below them lies HOST_TREE when it is set (not idmapped: its files are the sandbox's ids). */
+	 * Below them lies LOWERDIR when it is set. */
 	const int *layer_trees;
 	size_t nlayers;
 };
