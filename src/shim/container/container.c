@@ -516,8 +516,8 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 }
 
 /* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
- * the file uid stays root's: the child opens its fs/ folder below $CAPSULE_HOME (root's
- * alone) with it, before it becomes the sandbox's root (container_child). */
+ * the file uid stays root's: the child opens its fs/ folder and the host image's root below
+ * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
 static int become_namespace_owner(const struct container_spec *spec)
 {
 	if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0)
