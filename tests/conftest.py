@@ -19,16 +19,20 @@ CAPSULE = os.path.join(BUILD, "capsule")
 
 @pytest.fixture(scope="session")
 def capsule_home():
-    # Below /var/tmp, not /tmp: some tests fill tmpfs-backed paths on purpose.
-    home = tempfile.mkdtemp(prefix="capsule-test-", dir="/var/tmp")
-    os.chmod(home, 0o711)
+    # Below /var/tmp, not /tmp: some tests fill tmpfs-backed paths on purpose. Capsule makes
+    # the home itself, in a folder every user may enter (as /var/lib is), so that tests see
+    # the modes capsule gives it and not ours.
+    parent = tempfile.mkdtemp(prefix="capsule-test-", dir="/var/tmp")
+    os.chmod(parent, 0o755)
+    home = os.path.join(parent, "home")
+    subprocess.run([CAPSULE, "ps"], env=_env(home), capture_output=True, timeout=60, check=True)
     yield home
     # Whatever a test left running is stopped by name before the folder goes.
     run = os.path.join(home, "run")
     if os.path.isdir(run):
         for name in os.listdir(run):
             subprocess.run([CAPSULE, "rm", "-f", name], env=_env(home), capture_output=True, timeout=60)
-    shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(parent, ignore_errors=True)
 
 
 def host_kvm():

@@ -17,22 +17,28 @@
 #include "util.h"
 
 static char home_path[PATH_MAX];
+/* The home lies in a folder every user may write to (/tmp, for a user with no $HOME): anyone
+ * could have made it first, so it must be found exactly as capsule makes it. */
+static bool home_in_shared_folder;
 static pthread_once_t home_once = PTHREAD_ONCE_INIT;
 
 static void home_init(void)
 {
 	const char *env = getenv("CAPSULE_HOME");
+	const char *xdg = getenv("XDG_DATA_HOME");
+	const char *h = getenv("HOME");
 	if (env && env[0] == '/') {
 		snprintf(home_path, sizeof(home_path), "%s", env);
 	} else if (geteuid() == 0) {
 		snprintf(home_path, sizeof(home_path), "/var/lib/capsule");
+	} else if (xdg && xdg[0] == '/') {
+		snprintf(home_path, sizeof(home_path), "%s/capsule", xdg);
+	} else if (h && h[0] == '/') {
+		snprintf(home_path, sizeof(home_path), "%s/.local/share/capsule", h);
 	} else {
-		const char *xdg = getenv("XDG_DATA_HOME");
-		const char *h = getenv("HOME");
-		if (xdg && xdg[0] == '/')
-			snprintf(home_path, sizeof(home_path), "%s/capsule", xdg);
-		else
-			snprintf(home_path, sizeof(home_path), "%s/.local/share/capsule", h && h[0] == '/' ? h : "/tmp");
+		/* One per uid, as tmux's sockets are: users with no $HOME must not share one. */
+		snprintf(home_path, sizeof(home_path), "/tmp/capsule-%u", (unsigned)geteuid());
+		home_in_shared_folder = true;
 	}
 	size_t n = strlen(home_path);
 	while (n > 1 && home_path[n - 1] == '/')
@@ -69,22 +75,63 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
+/* What sandboxes need from below the home reaches them through descriptors, so the home can
+ * be its owner's alone: no other user reaches an image's set-id files, a skeleton's /tmp or
+ * a run folder, whatever the modes below. A home that another user owns, or that others may
+ * write to, may already hold what they planted: refused. One that others may only enter or
+ * read (an older capsule made it 0711) is ours: tightened. */
+static int home_check(int fd, const char *home, capsule_error *err)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return cap_err(err, errno, "stat capsule home '%s'", home);
+	if (st.st_uid != geteuid())
+		return cap_err_plain(err, EPERM, "capsule home '%s' belongs to uid %u, not to uid %u: refusing to use it",
+				     home, (unsigned)st.st_uid, (unsigned)geteuid());
+	mode_t others = st.st_mode & 077;
+	if (!others)
+		return 0;
+	if ((others & 022) || home_in_shared_folder)
+		return cap_err_plain(err, EPERM,
+				     "capsule home '%s' is open to other users (mode %04o): refusing to use it (make it 0700 if nobody else can have put anything in it)",
+				     home, (unsigned)(st.st_mode & 07777));
+	if (fchmod(fd, 0700) < 0)
+		return cap_err(err, errno, "making capsule home '%s' private (0700)", home);
+	return 0;
+}
+
+static int home_create(const char *home)
+{
+	/* /tmp is there: its one component is made here, so that no parent of ours is made
+	 * in a folder anyone writes to. */
+	if (home_in_shared_folder)
+		return mkdir(home, 0700) < 0 && errno != EEXIST ? -errno : 0;
+	return mkdir_p(home, 0700);
+}
+
 int home_open(int *home_fd, capsule_error *err)
 {
 	const char *home = capsule_home();
+	/* A link in a shared folder could lead anywhere another user chose. */
+	int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (home_in_shared_folder ? O_NOFOLLOW : 0);
 	/* Every request passes here: open first, create only the first time. */
-	int fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		*home_fd = fd;
-		return 0;
+	_cleanup_close_ int fd = open(home, flags);
+	if (fd < 0 && errno == ENOENT) {
+		int r = home_create(home);
+		if (r < 0)
+			return cap_err(err, -r, "creating capsule home '%s'", home);
+		fd = open(home, flags);
 	}
-	int r = mkdir_p(home, 0711);
-	if (r < 0)
-		return cap_err(err, -r, "creating capsule home '%s'", home);
-	fd = open(home, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* O_NOFOLLOW | O_DIRECTORY on a link says ENOTDIR, as on a file. */
+	if (fd < 0 && home_in_shared_folder && (errno == ELOOP || errno == ENOTDIR))
+		return cap_err_plain(err, ENOTDIR, "capsule home '%s' is a link or a file, not a folder: refusing to use it",
+				     home);
 	if (fd < 0)
 		return cap_err(err, errno, "open capsule home '%s'", home);
-	*home_fd = fd;
+	int r = home_check(fd, home, err);
+	if (r < 0)
+		return r;
+	*home_fd = take_fd(fd);
 	return 0;
 }
 
@@ -96,7 +143,7 @@ int home_subdir_open(const char *sub, int *out, capsule_error *err)
 		return r;
 	int fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
-		if (mkdirat(home, sub, 0711) < 0 && errno != EEXIST)
+		if (mkdirat(home, sub, 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "mkdir '%s/%s'", capsule_home(), sub);
 		fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	}

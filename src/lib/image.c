@@ -108,7 +108,7 @@ static int index_save(int images_fd, const struct store_index *ix, capsule_error
 	_cleanup_free_ char *text = json_steal(&j, &e);
 	if (!text)
 		return cap_err(err, e ? -e : ENOMEM, "formatting the image index");
-	int r = write_file_atomic_at(images_fd, "index.json", text, strlen(text), 0644, true);
+	int r = write_file_atomic_at(images_fd, "index.json", text, strlen(text), 0600, true);
 	if (r < 0)
 		return cap_err(err, -r, "writing '%s/images/index.json'", capsule_home());
 	return 0;

@@ -80,10 +80,11 @@ int store_open(int *images_fd, capsule_error *err)
 	int r = home_subdir_open("images", &fd, err);
 	if (r < 0)
 		return r;
-	/* 0755: sandboxes' mapped roots (and rootless overlay) read the layers below. */
+	/* Sandboxes get their layers as mounts the shim clones, never by path: the store can be
+	 * its owner's alone (a layer's own folder keeps the image's modes). */
 	static const char *const dirs[] = { "blobs", "blobs/sha256", "layers", "tmp" };
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
-		if (mkdirat(fd, dirs[i], i == 3 ? 0700 : 0755) < 0 && errno != EEXIST)
+		if (mkdirat(fd, dirs[i], 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "mkdir '%s/images/%s'", capsule_home(), dirs[i]);
 	*images_fd = take_fd(fd);
 	return 0;
@@ -166,7 +167,7 @@ int store_put_blob(int images_fd, const char *digest, const void *data, size_t l
 	_cleanup_close_ int dir = openat(images_fd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return cap_err(err, errno, "opening the image store's blobs");
-	int r = write_file_atomic_at(dir, digest + 7, data, len, 0644, true);
+	int r = write_file_atomic_at(dir, digest + 7, data, len, 0600, true);
 	if (r < 0)
 		return cap_err(err, -r, "storing blob '%s'", digest);
 	return 0;
@@ -191,7 +192,7 @@ int store_commit_blob_file(int images_fd, const char *tmpname, const char *diges
 		return cap_err_plain(err, EBADMSG, "blob '%s' does not match its digest (it hashes to '%s'): refused, not stored",
 				     digest, got);
 	}
-	if (fsync(fd) < 0 || fchmod(fd, 0644) < 0 || renameat(images_fd, tmp, images_fd, name) < 0) {
+	if (fsync(fd) < 0 || fchmod(fd, 0600) < 0 || renameat(images_fd, tmp, images_fd, name) < 0) {
 		r = cap_err(err, errno, "storing blob '%s'", digest);
 		unlinkat(images_fd, tmp, 0);
 		return r;

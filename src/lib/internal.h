@@ -156,8 +156,8 @@ void sandbox_net_inspect_json(capsule_sandbox *sb, const struct capsule_config *
 /* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
 void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);
 
-/* $CAPSULE_HOME and its folders, created on first use (0711 so that the sandboxes' mapped
- * root can reach its own files below them). */
+/* $CAPSULE_HOME (0700, its owner's alone; refused when another user owns it or may write
+ * to it) and its folders, created on first use. */
 int home_open(int *home_fd, capsule_error *err);
 int home_subdir_open(const char *sub, int *fd, capsule_error *err);
 /* The host uid/gid that the root of the sandbox in id slot SLOT maps to, and how many ids are

@@ -324,8 +324,8 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 		if (cfg->binds[i].volume && (r = volume_ensure(cfg->binds[i].source, err)) < 0)
 			goto fail_free;
 	sweep_stale(cfg->name);
-	/* 0711: the sandbox's mapped root must pass through to its own fs/ below. */
-	if (mkdirat(run, cfg->name, 0711) < 0) {
+	/* 0700: the sandbox's child opens its fs/ below while it still has the shim's file ids. */
+	if (mkdirat(run, cfg->name, 0700) < 0) {
 		if (errno == EEXIST)
 			r = cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", cfg->name);
 		else
@@ -335,7 +335,7 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	/* From here on a failure removes the folder: nothing is left half-made. The lock is
 	 * taken before anything else can see the folder as a stale one to sweep. */
 	dir = openat(run, cfg->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dir < 0 || fchmod(dir, 0711) < 0) {
+	if (dir < 0 || fchmod(dir, 0700) < 0) {
 		r = cap_err(err, errno, "open sandbox folder '%s'", cfg->name);
 		goto fail_rm;
 	}
@@ -585,7 +585,7 @@ int sweep_stale(const char *name)
 	}
 	rm_rf_at(dir, "fs/work");
 	static const char stopped[] = "{\"state\": \"stopped\"}\n";
-	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0644, false);
+	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0600, false);
 	return 1;
 }
 

@@ -405,7 +405,7 @@ static void write_state(const char *state)
 	char *text = json_steal(&j, &e);
 	if (!text)
 		return;
-	write_file_atomic_at(S.run_fd, "state.json", text, strlen(text), 0644, false);
+	write_file_atomic_at(S.run_fd, "state.json", text, strlen(text), 0600, false);
 	free(text);
 }
 

@@ -17,8 +17,8 @@ BUILD = os.environ.get("CAPSULE_BUILD", os.path.join(ROOT, "build"))
 CAPSULE = os.path.join(BUILD, "capsule")
 BINDINGS = os.path.join(ROOT, "bindings", "python")
 
+# mkdtemp's 0700 is what capsule keeps its home at: sandboxes get what they need by fd.
 HOME = tempfile.mkdtemp(prefix="capsule-sdk-test-", dir="/var/tmp")
-os.chmod(HOME, 0o711)
 os.environ["CAPSULE_HOME"] = HOME
 os.environ["CAPSULE_LIB"] = os.path.join(BUILD, "libcapsule.so")
 os.environ.pop("CAPSULE_PROGRESS", None)

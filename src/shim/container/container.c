@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -305,18 +306,19 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 
 /* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
  * named relative to it because a mount's options fit in one page and 128 absolute paths do
- * not), top first, then the host image's root. */
-static void overlay_options(const struct container_spec *spec, char *opts, size_t size)
+ * not), top first, then the host image's root, HOST_FD (-1: none), named by its descriptor:
+ * the sandbox's root we are by then could not walk its path. */
+static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
 	size_t off = 0;
 	int n = snprintf(opts, size, "lowerdir=");
 	for (size_t i = spec->nlayers; n >= 0 && (size_t)n < size - off && i-- > 0;) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || spec->lowerdir ? ":" : "");
+		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || host_fd >= 0 ? ":" : "");
 	}
-	if (n >= 0 && (size_t)n < size - off && spec->lowerdir) {
+	if (n >= 0 && (size_t)n < size - off && host_fd >= 0) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "%s", spec->lowerdir);
+		n = snprintf(opts + off, size - off, "/proc/self/fd/%d", host_fd);
 	}
 	if (n >= 0 && (size_t)n < size - off) {
 		off += (size_t)n;
@@ -338,23 +340,26 @@ static void attach_layers(const struct container_spec *spec, int fsfd)
 	}
 }
 
-static void setup_rootfs(const struct container_spec *spec)
+/* From FSDIR (FSFD, our working folder from here on) by relative names only: the sandbox's
+ * root we now are could not walk the path to it. */
+static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_fd)
 {
 	char rootfs[4096], opts[8192];
 	snprintf(rootfs, sizeof(rootfs), "%s/rootfs", spec->fsdir);
-	overlay_options(spec, opts, sizeof(opts));
+	overlay_options(spec, host_fd, opts, sizeof(opts));
 
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		child_die(errno, "making mounts private");
-	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (fsfd < 0 || fchdir(fsfd) < 0)
-		child_die(errno, "open '%s'", spec->fsdir);
+	if (fchdir(fsfd) < 0)
+		child_die(errno, "chdir '%s'", spec->fsdir);
 	attach_layers(spec, fsfd);
 	close(fsfd);
-	if (mount("overlay", rootfs, "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+	if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
 		child_die(errno, "mounting the overlay root on '%s'", rootfs);
-	int rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (host_fd >= 0)
+		close(host_fd);
+	int rootfd = open("rootfs", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		child_die(errno, "open '%s'", rootfs);
 
@@ -385,7 +390,7 @@ static void setup_rootfs(const struct container_spec *spec)
 	setup_binds(spec, rootfd);
 	close(rootfd);
 
-	if (chdir(rootfs) < 0)
+	if (chdir("rootfs") < 0)
 		child_die(errno, "chdir '%s'", rootfs);
 	/* pivot_root(".", ".") stacks the old root under the new one; detaching it leaves the
 	 * sandbox with no path back to the host's tree. */
@@ -405,6 +410,15 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 		_exit(1);
 	close(go_fd);
 
+	/* Still with the shim's file uid (container_start): root's, for a root caller, the owner
+	 * of $CAPSULE_HOME, which no other uid may pass. O_PATH needs no right on the folders
+	 * themselves, which are the sandbox root's. */
+	int fsfd = open(spec->fsdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fsfd < 0)
+		child_die(errno, "open '%s'", spec->fsdir);
+	int host_fd = -1;
+	if (spec->lowerdir && (host_fd = open(spec->lowerdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		child_die(errno, "open the host image '%s'", spec->lowerdir);
 	if (!spec->rootless && setgroups(0, NULL) < 0)
 		child_die(errno, "setgroups");
 	if (setresgid(0, 0, 0) < 0)
@@ -422,7 +436,7 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		child_die(errno, "sethostname '%s'", spec->hostname);
 
-	setup_rootfs(spec);
+	setup_rootfs(spec, fsfd, host_fd);
 
 	if (spec->agent_sock != AGENT_FD) {
 		if (dup2(spec->agent_sock, AGENT_FD) < 0)
@@ -604,6 +618,17 @@ static bool oom_floor_at_zero(pid_t child, char *note, size_t size)
 	return false;
 }
 
+/* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
+ * the file uid stays root's: the child opens its fs/ folder and the host image's root below
+ * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
+static int become_namespace_owner(const struct container_spec *spec)
+{
+	if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0)
+		return -errno;
+	setfsuid(0); /* allowed to any process whose real uid is 0 */
+	return setfsuid((uid_t)-1) == 0 ? 0 : -EPERM;
+}
+
 int container_start(struct container *out, const struct container_spec *spec, container_hook_fn join, void *payload,
 		    capsule_error *err)
 {
@@ -631,8 +656,9 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	 * once for writing the maps. */
 	bool switched = false;
 	if (!spec->rootless) {
-		if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0) {
-			int e = errno;
+		int e = -become_namespace_owner(spec);
+		if (e) {
+			seteuid(0);
 			setegid(0);
 			close(go[0]);
 			close(go[1]);

@@ -24,8 +24,10 @@ struct container_bind {
 
 struct container_spec {
 	const char *hostname;
+	/* Both below $CAPSULE_HOME, which is its owner's alone: the child opens them with the
+	 * shim's file uid, before it becomes the sandbox's root (which could not pass the home). */
 	const char *lowerdir;  /* the host image's root, host path; NULL when the layers are the root */
-	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ live here */
+	const char *fsdir;     /* run/<name>/fs: upper/, work/, rootfs/ and the layers' l/ live here */
 	bool host_image;       /* bind the host's /usr (and /bin, /lib* when not symlinks) read-only */
 	int agent_memfd;       /* sealed memfd holding capsule-agent */
 	int agent_sock;        /* becomes fd 3 of the agent */

@@ -76,7 +76,7 @@ int vm_display_start(struct vm *vm, int run_fd, capsule_error *err)
 	_cleanup_free_ char *text = json_steal(&j, &e);
 	if (!text)
 		return cap_err(err, e ? -e : ENOMEM, "display.json");
-	if ((r = write_file_atomic_at(run_fd, "display.json", text, strlen(text), 0644, false)) < 0)
+	if ((r = write_file_atomic_at(run_fd, "display.json", text, strlen(text), 0600, false)) < 0)
 		return cap_err(err, -r, "writing 'display.json'");
 	return 0;
 }

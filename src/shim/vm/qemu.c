@@ -380,8 +380,20 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	int e = 0;
 	char *text = json_steal(&j, &e);
 	if (text)
-		write_file_atomic_at(spec->run_fd, "vm.json", text, strlen(text), 0644, false);
+		write_file_atomic_at(spec->run_fd, "vm.json", text, strlen(text), 0600, false);
 	free(text);
+}
+
+/* QEMU makes a file it is told to write with mode 0666 less the umask, and keeps the mode of
+ * one that is there: made (or left by an older capsule) here first, a log stays 0600. */
+static int open_private_log(int run_fd, const char *name)
+{
+	int fd = openat(run_fd, name, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd >= 0 && fchmod(fd, 0600) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
 }
 
 static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t parent, char *const *argv)
@@ -391,9 +403,9 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t
 	 * guest touches a byte of would then count whole, and an idle VM would hold several times
 	 * the memory it uses. Kept across exec. */
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
-	int log = openat(spec->run_fd, "qemu.log", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600);
+	int log = open_private_log(spec->run_fd, "qemu.log"), console = open_private_log(spec->run_fd, "console.log");
 	int null = open("/dev/null", O_RDONLY);
-	if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+	if (log < 0 || console < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
 		_exit(127);
 	/* fd 3 and 4 may be taken by the very fds we move there: go through high numbers. */
 	int agent = fcntl(spec->agent_sock, F_DUPFD, 100), qmp = fcntl(qmp_sock, F_DUPFD, 100);
