@@ -34,7 +34,7 @@ struct vm {
 };
 
 struct vm_spec {
-	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json */
+	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json, vnc.sock */
 	const struct capsule_config *cfg;
 	const char *hostname;
 	int agent_sock;              /* QEMU's end of the agent socketpair */
@@ -70,6 +70,17 @@ int vm_kvm_probe(const char *dev, char *why, size_t size);
  * auto passed over a KVM device that is there; -errno with a message when ACCEL demands kvm
  * and it cannot be had. */
 int vm_pick_accel(const char *accel, char out[8], char *fallback, size_t fallback_size, capsule_error *err);
+
+/* The guest's serial console (console.c): run/<name>/VM_CONSOLE_LOG, 0600, its first
+ * VM_CONSOLE_LOG_MAX_BYTES and a line saying the rest was dropped. */
+#define VM_CONSOLE_LOG "console.log"
+#define VM_CONSOLE_LOG_MAX_BYTES (1u << 20)
+/* Make the log (truncated) and start its copy; *QEMU_END gets the socket QEMU writes the
+ * console to (O_CLOEXEC, the caller's to hand on and close). */
+int vm_console_start(int run_fd, int *qemu_end, capsule_error *err);
+/* The copy itself: FROM into LOG until EOF, at most MAX bytes of it and then the line that
+ * says so, the rest read and dropped. Returns the bytes of FROM kept. */
+size_t vm_console_copy(int from, int log, size_t max);
 
 /* Start QEMU; on return it runs with the agent channel and QMP connected. */
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
