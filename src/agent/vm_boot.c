@@ -352,7 +352,7 @@ static void setup_root(void)
 	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	setup_dev();
 	mask_kernel_paths();
-	vm_display_dev("/newroot/dev");
+	vm_display_dev("/newroot/dev", "/newroot/etc/group");
 }
 
 int agent_vm_boot(void)

@@ -244,6 +244,10 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "chardev=qmp,mode=control");
 	for (const char *const *d = vm_display_qemu_args(cfg); d && *d; d++)
 		arg(a, "%s", *d);
+	if (cfg->display) {
+		arg(a, "-vnc");
+		arg(a, "unix:%s/" VM_VNC_SOCKET, run_esc);
+	}
 	_cleanup_free_ char *disk = qemu_escape(spec->disk);
 	if (!disk)
 		a->oom = true;

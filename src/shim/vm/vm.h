@@ -116,11 +116,13 @@ int qmp_execute(int fd, const char *command, const char *arguments, int timeout_
 void qmp_forget(void);
 
 /* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
- * tablet, a VNC server on 127.0.0.1), NULL-terminated and static, or NULL without a display;
- * the words the guest's kernel command line gets ("" without one). */
+ * tablet), NULL-terminated and static, or NULL without a display; the words the guest's kernel
+ * command line gets ("" without one). Its VNC server listens on run/<name>/VM_VNC_SOCKET only. */
+#define VM_VNC_SOCKET "vnc.sock"
 const char *const *vm_display_qemu_args(const struct capsule_config *cfg);
 const char *vm_display_cmdline(const struct capsule_config *cfg);
-/* After QEMU started: ask it which port its VNC server took and write run/<name>/display.json. */
+/* After QEMU started: check with QMP that its VNC server is on the socket, and only there, and
+ * write run/<name>/display.json. */
 int vm_display_start(struct vm *vm, int run_fd, capsule_error *err);
 /* A SCREENSHOT or INPUT request (header H, PAYLOAD) for sandbox CFG: its OK frame encoded into W,
  * or -errno with ERR (a container, a vm without a display, a bad key name, ...). */
