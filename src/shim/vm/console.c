@@ -17,8 +17,8 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,11 +26,6 @@
 
 #include "util.h"
 #include "vm.h"
-
-struct console_copy {
-	int from; /* the shim's end of the socketpair */
-	int log;  /* console.log, O_APPEND */
-};
 
 size_t vm_console_copy(int from, int log, size_t max)
 {
@@ -58,13 +53,19 @@ size_t vm_console_copy(int from, int log, size_t max)
 	}
 }
 
+/* The thread's two fds travel in its argument itself: no allocation to hand over. */
+static void *fds_to_arg(int from, int log)
+{
+	return (void *)(uintptr_t)((uint64_t)(uint32_t)from << 32 | (uint32_t)log);
+}
+
 static void *console_thread(void *arg)
 {
-	struct console_copy c = *(struct console_copy *)arg;
-	free(arg);
-	vm_console_copy(c.from, c.log, VM_CONSOLE_LOG_MAX_BYTES);
-	close(c.from);
-	close(c.log);
+	uint64_t fds = (uint64_t)(uintptr_t)arg;
+	int from = (int)(fds >> 32), log = (int)(uint32_t)fds;
+	vm_console_copy(from, log, VM_CONSOLE_LOG_MAX_BYTES);
+	close(from);
+	close(log);
 	return NULL;
 }
 
@@ -80,14 +81,6 @@ int vm_console_start(int run_fd, int *qemu_end, capsule_error *err)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return cap_err(err, errno, "socketpair");
-	struct console_copy *c = malloc(sizeof(*c));
-	if (!c) {
-		close(sv[0]);
-		close(sv[1]);
-		return cap_err(err, ENOMEM, "console");
-	}
-	c->from = sv[0];
-	c->log = log;
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -96,11 +89,10 @@ int vm_console_start(int run_fd, int *qemu_end, capsule_error *err)
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 256 * 1024);
 	pthread_t t;
-	int r = pthread_create(&t, &attr, console_thread, c);
+	int r = pthread_create(&t, &attr, console_thread, fds_to_arg(sv[0], log));
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (r != 0) {
-		free(c);
 		close(sv[0]);
 		close(sv[1]);
 		return cap_err(err, r, "starting the console's copy");
