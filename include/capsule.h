@@ -449,7 +449,8 @@ CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg
 CAPSULE_API int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err);
 CAPSULE_API int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
 /* A display for a vm (quicksand's enable_display): a virtio GPU, keyboard and tablet, and a
- * VNC server on 127.0.0.1 only, its port in capsule_sandbox_inspect_json's "display". A
+ * VNC server on a unix socket only the owner can connect to, its path in
+ * capsule_sandbox_inspect_json's "display" ("vnc_socket"). A
  * container with a display is refused at create (EOPNOTSUPP). */
 CAPSULE_API int capsule_config_set_display(capsule_config *cfg, bool enabled, capsule_error *err);
 /* The screen of a running vm with a display as PNG: *PNG_OUT (malloc'd, caller frees) and

@@ -44,6 +44,10 @@ struct spawn_result {
 int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups, size_t *ngroups, char **home,
 		       char *errbuf, size_t errlen);
 
+/* The gid of group NAME in the sandbox's group file GROUP_FILE (read as agent_resolve_user reads
+ * it); -ENOENT when it has none. */
+int agent_group_gid(const char *group_file, const char *name, gid_t *gid);
+
 /* Fork and exec. On failure returns -errno with a one-line reason in errbuf (the command
  * was not found, could not be executed, the working directory does not exist, ...). */
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen);
@@ -95,8 +99,8 @@ bool agent_cmdline_get(const char *key, char *out, size_t size);
  * whether the host's /usr etc. go over it; -errno with WHY on failure. */
 int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t why_size);
 /* The display (vm_display.c): with capsule.display=1 on the kernel command line, its device
- * nodes in the sandbox's /dev at DEV. */
-void vm_display_dev(const char *dev);
+ * nodes in the sandbox's /dev at DEV, owned by the groups of the sandbox's GROUP_FILE. */
+void vm_display_dev(const char *dev, const char *group_file);
 _Noreturn void agent_exit(int code);
 
 /* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the

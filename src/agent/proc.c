@@ -107,12 +107,14 @@ static int find_passwd(const char *name, const uid_t *uid, struct passwd_entry *
 	return -ENOENT;
 }
 
-/* Look a group up by name; with USERNAME set, also collect every group listing that user. */
-static int scan_groups(const char *group_name, gid_t *gid_out, const char *username, gid_t **groups, size_t *ngroups)
+/* Look a group up by name in the group file PATH; with USERNAME set, also collect every group
+ * listing that user. */
+static int scan_groups(const char *path, const char *group_name, gid_t *gid_out, const char *username, gid_t **groups,
+		       size_t *ngroups)
 {
 	_cleanup_free_ char *text = NULL;
 	int found = -ENOENT;
-	if (read_sandbox_file("/etc/group", &text) < 0)
+	if (read_sandbox_file(path, &text) < 0)
 		return -ENOENT;
 	char *save = NULL;
 	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
@@ -185,7 +187,7 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 		unsigned long g;
 		if (parse_id(group, &g)) {
 			*gid = (gid_t)g;
-		} else if (scan_groups(group, gid, NULL, NULL, NULL) < 0) {
+		} else if (scan_groups("/etc/group", group, gid, NULL, NULL, NULL) < 0) {
 			snprintf(errbuf, errlen, "unable to find group '%s': no matching entries in group file", group);
 			free(pw.name);
 			free(*home);
@@ -195,7 +197,7 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 	}
 	if (pw.name) {
 		gid_t dummy;
-		r = scan_groups(NULL, &dummy, pw.name, groups, ngroups);
+		r = scan_groups("/etc/group", NULL, &dummy, pw.name, groups, ngroups);
 		free(pw.name);
 		if (r == -ENOMEM) {
 			free(*home);
@@ -204,6 +206,11 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 		}
 	}
 	return 0;
+}
+
+int agent_group_gid(const char *group_file, const char *name, gid_t *gid)
+{
+	return scan_groups(group_file, name, gid, NULL, NULL, NULL);
 }
 
 /* ---- spawning --------------------------------------------------------------------------- */

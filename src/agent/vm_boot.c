@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "proc_masks.h"
 #include "util.h"
 
 #ifndef MODULE_INIT_COMPRESSED_FILE
@@ -273,6 +274,56 @@ static void setup_dev(void)
 	}
 }
 
+/* Root in the guest is the guest kernel's real root: what the container level gets from a
+ * user namespace has to be taken away here. Kernel knobs that run a program of the caller's
+ * choosing with every capability (core_pattern's pipe helper, modprobe for request_module)
+ * are made harmless, sysrq is turned off (a viewer's Alt+SysRq would reset the guest), and
+ * module loading ends for good once the agent's own modules are in: until the next boot,
+ * nothing (the agent included) can turn it back on. Done before /proc/sys goes read-only. */
+static void lock_kernel_knobs(void)
+{
+	static const char *const knobs[][2] = {
+		{ "/proc/sys/kernel/core_pattern", "core\n" },
+		{ "/proc/sys/kernel/modprobe", "\n" },
+		{ "/proc/sys/kernel/sysrq", "0\n" },
+		{ "/proc/sys/kernel/modules_disabled", "1\n" },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(knobs); i++) {
+		int fd = open(knobs[i][0], O_WRONLY | O_CLOEXEC);
+		size_t len = strlen(knobs[i][1]);
+		if (fd < 0 || write(fd, knobs[i][1], len) != (ssize_t)len)
+			vm_die("writing '%s': %s", knobs[i][0], strerror(errno));
+		close(fd);
+	}
+}
+
+/* The container level's masks (proc_masks.c) over the sandbox's fresh /proc and /sys: the
+ * same table, applied from inside. /dev/null is the node setup_dev just made. */
+static void mask_kernel_paths(void)
+{
+	for (size_t i = 0; i < sandbox_masked_paths_count; i++) {
+		char target[128];
+		snprintf(target, sizeof(target), "/newroot/%s", sandbox_masked_paths[i]);
+		struct stat st;
+		if (lstat(target, &st) < 0)
+			continue; /* not on this kernel */
+		int r = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+						   "size=0,mode=0555")
+					    : mount("/newroot/dev/null", target, NULL, MS_BIND, NULL);
+		if (r < 0)
+			vm_die("masking '/%s': %s", sandbox_masked_paths[i], strerror(errno));
+	}
+	for (size_t i = 0; i < sandbox_readonly_paths_count; i++) {
+		char target[128];
+		snprintf(target, sizeof(target), "/newroot/%s", sandbox_readonly_paths[i]);
+		if (access(target, F_OK) < 0)
+			continue;
+		if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		    mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+			vm_die("read-only '/%s': %s", sandbox_readonly_paths[i], strerror(errno));
+	}
+}
+
 #define NINEP_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=loose"
 
 static void setup_root(void)
@@ -300,7 +351,8 @@ static void setup_root(void)
 	must_mount("proc", "/newroot/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	must_mount("sysfs", "/newroot/sys", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	setup_dev();
-	vm_display_dev("/newroot/dev");
+	mask_kernel_paths();
+	vm_display_dev("/newroot/dev", "/newroot/etc/group");
 }
 
 int agent_vm_boot(void)
@@ -316,6 +368,7 @@ int agent_vm_boot(void)
 	char modules[256];
 	read_cmdline(modules, sizeof(modules));
 	load_modules(modules);
+	lock_kernel_knobs();
 	int port = open_agent_port();
 	if (port < 0)
 		vm_die("no virtio-serial port named '%s' appeared", VM_AGENT_PORT);

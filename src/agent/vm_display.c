@@ -1,7 +1,14 @@
 /* The guest's side of a display (--display; capsule.display=1 on the kernel command line, and
  * the "display" module group in capsule.modules=, which vm_boot.c loads): the device nodes a
  * GUI program needs in the sandbox's /dev: /dev/dri/..., /dev/fb0, /dev/input/event..., and
- * nothing more, and no reboot on ctrl-alt-delete. */
+ * nothing more, and no reboot on ctrl-alt-delete.
+ *
+ * The nodes are root's and a group's, 0660, never world-writable: an input node gives every
+ * keystroke a viewer types (a password into the GUI) and takes injected ones, and the screen
+ * shows what the GUI shows. The groups are the sandbox's own "video" (fb0, dri) and "input"
+ * (event*), as a distribution has them, so the user who starts the GUI program is given access
+ * as on any Linux desktop: by membership in /etc/group (or -u user:video). Without such a group
+ * in the image, only root. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -52,10 +59,9 @@ static int sysfs_devnum(const char *class, const char *name, dev_t *out)
 	return 0;
 }
 
-/* Each device of /sys/class/CLASS whose name starts with PREFIX gets its node as DEV/SUB/NAME
- * (mode 0666, as the rest of the sandbox's /dev: the whole guest is the sandbox's). Returns how
- * many. */
-static int make_nodes(const char *class, const char *prefix, const char *dev, const char *sub)
+/* Each device of /sys/class/CLASS whose name starts with PREFIX gets its node as DEV/SUB/NAME,
+ * root:GID 0660. Returns how many. */
+static int make_nodes(const char *class, const char *prefix, const char *dev, const char *sub, gid_t gid)
 {
 	DIR *d = opendir(class);
 	int count = 0;
@@ -72,7 +78,8 @@ static int make_nodes(const char *class, const char *prefix, const char *dev, co
 			snprintf(folder, sizeof(folder), "%s/%s", dev, sub);
 			mkdir(folder, 0755);
 		}
-		if ((mknod(path, S_IFCHR | 0666, num) < 0 && errno != EEXIST) || chmod(path, 0666) < 0)
+		if ((mknod(path, S_IFCHR | 0660, num) < 0 && errno != EEXIST) || chown(path, 0, gid) < 0 ||
+		    chmod(path, 0660) < 0)
 			fprintf(stderr, "capsule-agent: mknod '%s': %s\n", path, strerror(errno));
 		else
 			count++;
@@ -133,7 +140,14 @@ static void keymap_drop_boot(void)
 	close(fd);
 }
 
-void vm_display_dev(const char *dev)
+/* The sandbox's group NAME, or root's where it has none. */
+static gid_t device_group(const char *group_file, const char *name)
+{
+	gid_t gid;
+	return agent_group_gid(group_file, name, &gid) == 0 ? gid : 0;
+}
+
+void vm_display_dev(const char *dev, const char *group_file)
 {
 	if (!wanted())
 		return;
@@ -142,9 +156,10 @@ void vm_display_dev(const char *dev)
 	while ((count_devices("/sys/class/graphics", "fb") < 1 || count_devices("/sys/class/input", "event") < INPUT_DEVICES) &&
 	       now_ms() < deadline)
 		usleep(5000);
-	int fb = make_nodes("/sys/class/graphics", "fb", dev, "");
-	int dri = make_nodes("/sys/class/drm", "", dev, "dri");
-	int input = make_nodes("/sys/class/input", "event", dev, "input");
+	gid_t video = device_group(group_file, "video"), input_group = device_group(group_file, "input");
+	int fb = make_nodes("/sys/class/graphics", "fb", dev, "", video);
+	int dri = make_nodes("/sys/class/drm", "", dev, "dri", video);
+	int input = make_nodes("/sys/class/input", "event", dev, "input", input_group);
 	if (fb < 1 || dri < 1 || input < INPUT_DEVICES)
 		fprintf(stderr, "capsule-agent: display: %d framebuffer, %d DRM and %d input device(s) appeared\n", fb, dri,
 			input);

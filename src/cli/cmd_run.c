@@ -102,7 +102,7 @@ static void run_help(const char *verb)
 		       "  --accel KIND         vm: auto (default: kvm if /dev/kvm opens, else tcg), kvm or tcg\n"
 		       "  --qemu-arg ARG       vm: one more argument for QEMU (repeat for more)\n"
 		       "  --disk-size SIZE     vm: the root disk's size, e.g. 4G (default 2G)\n"
-		       "  --display            vm: a virtio GPU, keyboard and tablet, VNC on 127.0.0.1\n"
+		       "  --display            vm: a virtio GPU, keyboard and tablet, VNC on a socket\n"
 		       "  --tmpfs DST[:OPTS]   a tmpfs at DST; OPTS: size=64M, mode=1777\n"
 		       "  -v, --volume SRC:DST[:ro|rw]  bind the host path SRC at DST; SRC not starting\n"
 		       "                       with / is a named volume (created if missing)\n"

@@ -43,12 +43,9 @@ void sandbox_display_inspect_json(capsule_sandbox *sb, bool running, struct json
 	size_t len = 0;
 	if (cfg->display && running && run_dir_open(cfg->name, &dir, NULL) == 0 &&
 	    read_file_at(dir, "display.json", 1u << 16, &text, &len) == 0) {
-		_cleanup_free_ char *host = NULL;
-		int64_t port;
-		if (json_get_string(text, len, "vnc_host", &host) == 0)
-			json_kv_string(j, "vnc_host", host);
-		if (json_get_int(text, len, "vnc_port", &port) == 0)
-			json_kv_int(j, "vnc_port", port);
+		_cleanup_free_ char *socket_path = NULL;
+		if (json_get_string(text, len, "vnc_socket", &socket_path) == 0)
+			json_kv_string(j, "vnc_socket", socket_path);
 	}
 	json_object_end(j);
 }

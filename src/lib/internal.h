@@ -112,7 +112,7 @@ struct capsule_config {
 	size_t nqemu_args;
 	uint64_t disk_bytes;   /* the root disk's size; 0: the default (src/shim/vm/disk.c) */
 	char *disk_from;       /* a vm save's disk (saves/<name>/disk.qcow2) the root disk starts from */
-	bool display;          /* a virtio GPU, keyboard and tablet, VNC on 127.0.0.1 (display.c) */
+	bool display;          /* a virtio GPU, keyboard and tablet, VNC on an owner-only socket (display.c) */
 };
 
 int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);

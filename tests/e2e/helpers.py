@@ -91,8 +91,8 @@ def assert_capsule_error(r, code=125):
 
 
 def qemu_procs(capsule, name):
-    """Host processes whose command line names the sandbox's run folder: a vm's QEMU."""
-    needle = os.path.join(run_dir(capsule, name), "console.log").encode()
+    """Host processes whose command line names the sandbox's root disk: a vm's QEMU."""
+    needle = os.path.join(run_dir(capsule, name), "disk.qcow2").encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

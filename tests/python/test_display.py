@@ -1,5 +1,5 @@
 """The SDK's display calls (vm isolation, quicksand's enable_display): screenshot, type, key,
-mouse_move, click, vnc_port. The boot is vm_slow; docs/python.md's display example boots one in
+mouse_move, click, vnc_socket. The boot is vm_slow; docs/python.md's display example boots one in
 make check. Refusals that boot nothing run always."""
 import asyncio
 import os
@@ -23,7 +23,7 @@ def test_display_on_a_container_is_refused_before_anything_starts():
 
 def test_screenshot_and_input_of_a_container_raise_unsupported_feature(tmp_path):
     with SyncSandbox() as sb:
-        assert sb.vnc_port is None
+        assert sb.vnc_socket is None and sb.vnc_port is None
         with pytest.raises(UnsupportedFeature, match="has no display"):
             sb.screenshot(tmp_path / "x.png")
         with pytest.raises(UnsupportedFeature, match="has no display"):
@@ -39,8 +39,10 @@ def test_screenshot_and_input_of_a_container_raise_unsupported_feature(tmp_path)
 def test_async_sandbox_with_enable_display_screenshots_and_sends_input(tmp_path):
     async def main():
         async with Sandbox(isolation="vm", enable_display=True) as sb:
-            port = sb.vnc_port
-            with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            assert sb.vnc_port is None
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(30)
+                s.connect(sb.vnc_socket)
                 assert s.recv(12).startswith(b"RFB 003.00")
             png = await sb.screenshot()
             width, height = struct.unpack(">II", png[16:24])

@@ -381,12 +381,20 @@ class _Core:
         return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
 
     @property
-    def vnc_port(self):
-        """The port of the VNC server of a running vm with a display (on 127.0.0.1, no
-        password); None for a container, a vm without a display, or one not running."""
+    def vnc_socket(self):
+        """The unix socket of the VNC server of a running vm with a display (in the owner's
+        run folder, connectable by the owner alone); None for a container, a vm without a
+        display, or one not running."""
         if self._isolation != "vm" or self._handle is None:
             return None
-        return self.inspect_json().get("display", {}).get("vnc_port")
+        return self.inspect_json().get("display", {}).get("vnc_socket")
+
+    @property
+    def vnc_port(self):
+        """Always None: the VNC server listens on no TCP port (a port on 127.0.0.1 is open to
+        every local user and to sandboxes with full network); use vnc_socket. Kept so that
+        code written for quicksand's vnc_port fails clearly instead of with AttributeError."""
+        return None
 
     def inspect(self):
         """A dict of what the sandbox is (name, state, image, pids, limits, times)."""

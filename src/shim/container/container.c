@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 
 #include "container.h"
+#include "proc_masks.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -178,54 +179,50 @@ static void setup_dev(int rootfd)
 	close(devfd);
 }
 
-/* Paths of /proc and /sys that leak host information or give host-wide knobs: masked (files
- * by /dev/null, folders by an empty read-only tmpfs) or made read-only, as docker does. */
+/* Paths of /proc and /sys that leak host information or give host-wide knobs (proc_masks.c, the
+ * table a vm's agent applies too): masked (files by /dev/null, folders by an empty read-only
+ * tmpfs) or made read-only, as docker does. */
 static void setup_proc_masks(int rootfd)
 {
-	static const char *const masked[] = {
-		"proc/acpi", "proc/asound", "proc/kcore", "proc/keys", "proc/latency_stats", "proc/timer_list",
-		"proc/timer_stats", "proc/sched_debug", "proc/scsi", "sys/firmware", "sys/devices/virtual/powercap",
-	};
-	static const char *const readonly[] = {
-		"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger",
-	};
 	/* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
 	int devnull = open_in_root(rootfd, "dev/null", O_PATH | O_NOFOLLOW);
 	struct stat st;
 	if (devnull < 0 || fstat(devnull, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 ||
 	    minor(st.st_rdev) != 3)
 		child_die(ENODEV, "'/dev/null' in the sandbox is not the null device");
-	for (size_t i = 0; i < ARRAY_SIZE(masked); i++) {
-		int fd = open_in_root(rootfd, masked[i], O_PATH | O_NOFOLLOW);
+	for (size_t i = 0; i < sandbox_masked_paths_count; i++) {
+		const char *masked = sandbox_masked_paths[i];
+		int fd = open_in_root(rootfd, masked, O_PATH | O_NOFOLLOW);
 		if (fd < 0)
 			continue; /* not on this kernel */
 		if (fstat(fd, &st) < 0)
-			child_die(errno, "stat '/%s'", masked[i]);
+			child_die(errno, "stat '/%s'", masked);
 		close(fd);
 		if (S_ISDIR(st.st_mode)) {
 			static const char *const ro_tmpfs[] = { "size", "0", NULL };
 			mount_fs("tmpfs", ro_tmpfs, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-				 rootfd, masked[i]);
+				 rootfd, masked);
 		} else {
 			int tree = sys_open_tree(devnull, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
 			if (tree < 0)
 				child_die(errno, "open_tree '/dev/null'");
-			attach_at(tree, rootfd, masked[i]);
+			attach_at(tree, rootfd, masked);
 		}
 	}
 	close(devnull);
-	for (size_t i = 0; i < ARRAY_SIZE(readonly); i++) {
-		int src = open_in_root(rootfd, readonly[i], O_PATH | O_NOFOLLOW);
+	for (size_t i = 0; i < sandbox_readonly_paths_count; i++) {
+		const char *readonly = sandbox_readonly_paths[i];
+		int src = open_in_root(rootfd, readonly, O_PATH | O_NOFOLLOW);
 		if (src < 0)
 			continue;
 		int tree = sys_open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
 		if (tree < 0)
-			child_die(errno, "open_tree '/%s'", readonly[i]);
+			child_die(errno, "open_tree '/%s'", readonly);
 		close(src);
 		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
 		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
-			child_die(errno, "read-only '/%s'", readonly[i]);
-		attach_at(tree, rootfd, readonly[i]);
+			child_die(errno, "read-only '/%s'", readonly);
+		attach_at(tree, rootfd, readonly);
 	}
 }
 

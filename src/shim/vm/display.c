@@ -27,16 +27,17 @@
  * and drops what does not fit, so characters are spaced a little (xdotool spaces them 12 ms). */
 #define TYPE_GAP_NS (5 * 1000 * 1000)
 
-/* -vnc 127.0.0.1:0,to=99: QEMU itself takes the first free port from 5900 to 5999, so there is
- * no window between our choosing a port and its binding it. Never another address: the VNC
- * server has no password. microvm's virtio-mmio transports are legacy (virtio 0.9) unless
- * told otherwise, and the guest's virtio-gpu and virtio-input drivers refuse a device without
+/* The VNC server listens on a unix socket in the sandbox's run folder (vm_display_vnc_arg), never
+ * on TCP: RFB's own authentication is an 8-byte DES challenge, and a port on 127.0.0.1 is open
+ * to every local user and, through QEMU's user-mode network (10.0.2.2), to every sandbox with
+ * --network full. A socket file is reachable only by who may write it: the owner (QEMU runs
+ * with umask 077). microvm's virtio-mmio transports are legacy (virtio 0.9) unless told
+ * otherwise, and the guest's virtio-gpu and virtio-input drivers refuse a device without
  * VIRTIO_F_VERSION_1: they stay unbound, silently. */
 static const char *const display_args[] = {
 	"-global", "virtio-mmio.force-legacy=false",
 	"-device", "virtio-gpu-device",      "-device", "virtio-keyboard-device",
-	"-device", "virtio-tablet-device",   "-vnc",    "127.0.0.1:0,to=99",
-	NULL,
+	"-device", "virtio-tablet-device",   NULL,
 };
 
 const char *const *vm_display_qemu_args(const struct capsule_config *cfg)
@@ -54,23 +55,27 @@ const char *vm_display_cmdline(const struct capsule_config *cfg)
 
 int vm_display_start(struct vm *vm, int run_fd, capsule_error *err)
 {
-	_cleanup_free_ char *ret = NULL, *host = NULL, *service = NULL;
+	_cleanup_free_ char *ret = NULL, *family = NULL, *service = NULL;
 	int r = qmp_execute(vm->qmp_fd, "query-vnc", NULL, QMP_INPUT_TIMEOUT_MS, &ret, err);
 	if (r < 0)
 		return r;
+	char self[64], dir[PATH_MAX];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
+	ssize_t l = readlink(self, dir, sizeof(dir) - 1);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	dir[l] = '\0';
+	char path[PATH_MAX + 16];
+	snprintf(path, sizeof(path), "%s/" VM_VNC_SOCKET, dir);
 	size_t len = strlen(ret);
-	if (json_get_string(ret, len, "host", &host) < 0 || json_get_string(ret, len, "service", &service) < 0)
-		return cap_err_plain(err, EPROTO, "QMP query-vnc: no host and port in QEMU's answer");
-	char *end;
-	unsigned long port = strtoul(service, &end, 10);
-	/* Checked, not assumed: the server has no password, so it must be on loopback. */
-	if (strcmp(host, "127.0.0.1") != 0 || *end || port == 0 || port > 65535)
-		return cap_err_plain(err, EPROTO, "QEMU's VNC server is on '%s' port '%s', not on 127.0.0.1", host, service);
+	/* Checked, not assumed: the server must be on the owner's socket and nowhere else. */
+	if (json_get_string(ret, len, "family", &family) < 0 || json_get_string(ret, len, "service", &service) < 0 ||
+	    strcmp(family, "unix") != 0 || strcmp(service, path) != 0)
+		return cap_err_plain(err, EPROTO, "QEMU's VNC server is not on the unix socket '%s'", path);
 	struct json_writer j;
 	json_init(&j, true);
 	json_object_begin(&j);
-	json_kv_string(&j, "vnc_host", host);
-	json_kv_uint(&j, "vnc_port", port);
+	json_kv_string(&j, "vnc_socket", path);
 	json_object_end(&j);
 	int e = 0;
 	_cleanup_free_ char *text = json_steal(&j, &e);
@@ -242,7 +247,7 @@ static const char *const qcodes[] = {
 	"esc", "tab", "ret", "spc", "backspace", "delete", "insert", "home", "end", "pgup", "pgdn", "up", "down",
 	"left", "right", "minus", "equal", "bracket_left", "bracket_right", "semicolon", "apostrophe",
 	"grave_accent", "backslash", "comma", "dot", "slash", "caps_lock", "num_lock", "scroll_lock", "print",
-	"sysrq", "pause", "menu", "shift", "shift_r", "ctrl", "ctrl_r", "alt", "alt_r", "meta_l", "meta_r",
+	"pause", "menu", "shift", "shift_r", "ctrl", "ctrl_r", "alt", "alt_r", "meta_l", "meta_r",
 	"f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12", "kp_0", "kp_1", "kp_2", "kp_3",
 	"kp_4", "kp_5", "kp_6", "kp_7", "kp_8", "kp_9", "kp_add", "kp_subtract", "kp_multiply", "kp_divide",
 	"kp_enter", "kp_decimal", "less", "compose", "audiomute", "volumeup", "volumedown",

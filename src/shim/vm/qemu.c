@@ -1,8 +1,9 @@
 /* QEMU as the shim's child: its command line, its start, QMP, and its end.
  *
- * QEMU gets both of its channels as inherited socketpair ends (chardev socket,fd=N): the
- * agent's virtio-serial port on fd 3 and the QMP monitor on fd 4. Nothing is listening on a
- * path, so nothing else on the host can connect to either, and nothing is left behind. */
+ * QEMU gets its channels as inherited socketpair ends (chardev socket,fd=N): the agent's
+ * virtio-serial port on fd 3, the QMP monitor on fd 4 and the serial console on fd 5 (copied
+ * into console.log with a cap, console.c). Nothing is listening on a path but a display's VNC
+ * socket, in the owner's run folder, so nothing else on the host can connect to any. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -30,6 +31,7 @@
 
 #define QEMU_AGENT_FD 3
 #define QEMU_QMP_FD 4
+#define QEMU_CONSOLE_FD 5
 #define QMP_TIMEOUT_MS 30000
 #define MAX_QEMU_ARGV 160
 
@@ -222,7 +224,7 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	    tsc, spec->hostname, vm_net_cmdline(cfg), spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
 	    modules, vm_display_cmdline(cfg));
 	arg(a, "-chardev");
-	arg(a, "file,id=console,path=%s/console.log", run_esc);
+	arg(a, "socket,id=console,fd=%d", QEMU_CONSOLE_FD);
 	arg(a, "-serial");
 	arg(a, "chardev:console");
 	/* Free page reporting: memory the guest touched once and freed (the kernel's own
@@ -242,6 +244,10 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "chardev=qmp,mode=control");
 	for (const char *const *d = vm_display_qemu_args(cfg); d && *d; d++)
 		arg(a, "%s", *d);
+	if (cfg->display) {
+		arg(a, "-vnc");
+		arg(a, "unix:%s/" VM_VNC_SOCKET, run_esc);
+	}
 	_cleanup_free_ char *disk = qemu_escape(spec->disk);
 	if (!disk)
 		a->oom = true;
@@ -396,22 +402,28 @@ static int open_private_log(int run_fd, const char *name)
 	return fd;
 }
 
-static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, pid_t parent, char *const *argv)
+static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int console_sock, pid_t parent,
+				 char *const *argv)
 {
 	shim_child_prepare(parent);
+	/* What QEMU makes in the run folder (the VNC socket, screendumps) is its owner's alone: a
+	 * unix socket is connected to by whoever may write it. */
+	umask(0077);
 	/* QEMU asks for transparent huge pages on guest RAM (MADV_HUGEPAGE): each 2 MiB that the
 	 * guest touches a byte of would then count whole, and an idle VM would hold several times
 	 * the memory it uses. Kept across exec. */
 	prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
-	int log = open_private_log(spec->run_fd, "qemu.log"), console = open_private_log(spec->run_fd, "console.log");
+	int log = open_private_log(spec->run_fd, "qemu.log");
 	int null = open("/dev/null", O_RDONLY);
-	if (log < 0 || console < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
+	if (log < 0 || null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
 		_exit(127);
-	/* fd 3 and 4 may be taken by the very fds we move there: go through high numbers. */
+	/* fds 3 to 5 may be taken by the very fds we move there: go through high numbers. */
 	int agent = fcntl(spec->agent_sock, F_DUPFD, 100), qmp = fcntl(qmp_sock, F_DUPFD, 100);
-	if (agent < 0 || qmp < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0)
+	int console = fcntl(console_sock, F_DUPFD, 100);
+	if (agent < 0 || qmp < 0 || console < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0 ||
+	    dup2(console, QEMU_CONSOLE_FD) < 0)
 		_exit(127);
-	sys_close_range(QEMU_QMP_FD + 1, ~0U, 0);
+	sys_close_range(QEMU_CONSOLE_FD + 1, ~0U, 0);
 	int capr = vm_qemu_limit_caps();
 	if (capr < 0) {
 		dprintf(2, "capsule-shim: limiting QEMU's capabilities: %s\n", strerror(-capr));
@@ -463,6 +475,15 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return cap_err(err, errno, "socketpair");
 	}
+	/* Once started, the console's copy ends by itself when its socket closes: here, or when
+	 * QEMU exits. */
+	_cleanup_close_ int console = -1;
+	if ((r = vm_console_start(spec->run_fd, &console, err)) < 0) {
+		close(qmp[0]);
+		close(qmp[1]);
+		argv_free(&a);
+		return r;
+	}
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
@@ -473,7 +494,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		return r;
 	}
 	if (pid == 0)
-		qemu_child(spec, qmp[1], parent, a.v);
+		qemu_child(spec, qmp[1], console, parent, a.v);
 	close(qmp[1]);
 	vm->pid = pid;
 	vm->qmp_fd = qmp[0];

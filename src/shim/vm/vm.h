@@ -34,7 +34,7 @@ struct vm {
 };
 
 struct vm_spec {
-	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json */
+	int run_fd;                  /* run/<name>/: qemu.log, console.log, vm.json, vnc.sock */
 	const struct capsule_config *cfg;
 	const char *hostname;
 	int agent_sock;              /* QEMU's end of the agent socketpair */
@@ -71,6 +71,17 @@ int vm_kvm_probe(const char *dev, char *why, size_t size);
  * and it cannot be had. */
 int vm_pick_accel(const char *accel, char out[8], char *fallback, size_t fallback_size, capsule_error *err);
 
+/* The guest's serial console (console.c): run/<name>/VM_CONSOLE_LOG, 0600, its first
+ * VM_CONSOLE_LOG_MAX_BYTES and a line saying the rest was dropped. */
+#define VM_CONSOLE_LOG "console.log"
+#define VM_CONSOLE_LOG_MAX_BYTES (1u << 20)
+/* Make the log (truncated) and start its copy; *QEMU_END gets the socket QEMU writes the
+ * console to (O_CLOEXEC, the caller's to hand on and close). */
+int vm_console_start(int run_fd, int *qemu_end, capsule_error *err);
+/* The copy itself: FROM into LOG until EOF, at most MAX bytes of it and then the line that
+ * says so, the rest read and dropped. Returns the bytes of FROM kept. */
+size_t vm_console_copy(int from, int log, size_t max);
+
 /* Start QEMU; on return it runs with the agent channel and QMP connected. */
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err);
 /* One QMP command with no arguments ("stop", "cont"), waited for. */
@@ -105,11 +116,13 @@ int qmp_execute(int fd, const char *command, const char *arguments, int timeout_
 void qmp_forget(void);
 
 /* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
- * tablet, a VNC server on 127.0.0.1), NULL-terminated and static, or NULL without a display;
- * the words the guest's kernel command line gets ("" without one). */
+ * tablet), NULL-terminated and static, or NULL without a display; the words the guest's kernel
+ * command line gets ("" without one). Its VNC server listens on run/<name>/VM_VNC_SOCKET only. */
+#define VM_VNC_SOCKET "vnc.sock"
 const char *const *vm_display_qemu_args(const struct capsule_config *cfg);
 const char *vm_display_cmdline(const struct capsule_config *cfg);
-/* After QEMU started: ask it which port its VNC server took and write run/<name>/display.json. */
+/* After QEMU started: check with QMP that its VNC server is on the socket, and only there, and
+ * write run/<name>/display.json. */
 int vm_display_start(struct vm *vm, int run_fd, capsule_error *err);
 /* A SCREENSHOT or INPUT request (header H, PAYLOAD) for sandbox CFG: its OK frame encoded into W,
  * or -errno with ERR (a container, a vm without a display, a bad key name, ...). */
