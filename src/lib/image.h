@@ -32,6 +32,10 @@ void image_ref_format(const struct image_ref *ref, char *out, size_t size);
 
 bool image_digest_valid(const char *digest);
 
+/* Is REGISTRY ("host[:port]" of a reference) loopback: exactly "localhost", an IPv4 literal
+ * in 127.0.0.0/8 or "[::1]", with or without a port? Such registries may speak plain HTTP. */
+bool image_registry_is_loopback(const char *registry);
+
 /* The WWW-Authenticate challenge of a 401: `Bearer realm="..",service="..",scope=".."` or
  * `Basic realm=".."`. Strings are malloc'd; image_challenge_free frees them. */
 struct image_challenge {

@@ -568,11 +568,6 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	return store_commit_blob_file(r->images_fd, tmpname, d->digest, r->err);
 }
 
-static bool is_loopback(const char *registry)
-{
-	return !strncmp(registry, "localhost", 9) || !strncmp(registry, "127.", 4) || !strncmp(registry, "[::1]", 5);
-}
-
 /* Which base URL answers /v2/ (the API's version check, which also tells if the registry is
  * there at all): https first; plain http only for insecure registries. */
 static int pick_base(struct reg *r, const char *host, bool insecure)
@@ -664,7 +659,7 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 	}
 	struct registry_options eff = *o;
 	/* As docker: loopback registries may speak plain HTTP. */
-	eff.insecure = o->insecure || r.settings.insecure || is_loopback(ref->registry);
+	eff.insecure = o->insecure || r.settings.insecure || image_registry_is_loopback(ref->registry);
 	r.o = &eff;
 	char digest[IMAGE_DIGEST_LEN + 1] = "";
 	rc = -ENOENT;
