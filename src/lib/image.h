@@ -79,6 +79,23 @@ void image_strv_free(char **v);
 int image_json_string(const char *raw, size_t len, char **out);
 int image_json_strv(const char *raw, size_t len, char ***out);
 
+/* What a pull and a layer may cost: the "limits" of the registry configuration (docs/cli.md),
+ * these defaults otherwise. A hostile or broken registry cannot hold a pull (and the blob's
+ * lock) for longer, nor a layer fill the disk beyond them. */
+struct image_limits {
+	uint64_t pull_seconds;     /* a whole pull: every manifest, blob and token in it */
+	uint64_t transfer_seconds; /* one HTTP request and its whole answer */
+	uint64_t stall_seconds;    /* an answer slower than IMAGE_STALL_BYTES_PER_SECOND this long */
+	uint64_t layer_bytes;      /* one layer's tar, decompressed; and any one file's size in it */
+	uint64_t layer_entries;    /* entries in one layer's tar */
+};
+#define IMAGE_STALL_BYTES_PER_SECOND 1024
+#define IMAGE_LIMITS_DEFAULT                                                                         \
+	{                                                                                            \
+		.pull_seconds = 4 * 3600, .transfer_seconds = 3600, .stall_seconds = 60,             \
+		.layer_bytes = 8ull << 30, .layer_entries = 1000000,                                 \
+	}
+
 /* ---- the store ---- */
 
 /* images/ of $CAPSULE_HOME, with blobs/sha256, layers/, tmp/ made. */
@@ -131,13 +148,17 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 		  capsule_error *err);
 
 /* The registry configuration file (docs/cli.md): docker's config.json "auths", plus
- * "mirrors" and "insecure". */
+ * "mirrors", "insecure" and "limits". */
 struct registry_settings {
 	char *username, *password; /* for the registry asked about, or NULL */
 	char **mirrors;            /* NULL-terminated, or NULL: "http://host:port" prefixes */
 	bool insecure;
+	struct image_limits limits;
 };
+/* REGISTRY NULL: only what is not about one registry (the limits). */
 int registry_settings_load(const char *registry, struct registry_settings *out, capsule_error *err);
 void registry_settings_free(struct registry_settings *s);
+/* The limits alone, for unpacking outside a pull (import, a layer unpacked again). */
+int image_limits_load(struct image_limits *out, capsule_error *err);
 
 #endif

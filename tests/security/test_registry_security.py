@@ -1,0 +1,100 @@
+"""A hostile registry (THREATS.md, name-prefix trust and resource exhaustion): a server that
+drips a blob to hold a pull and its blob's lock for as long as it likes, and a layer that is
+small to download and huge to unpack. The limits are set short through the registry
+configuration's "limits", and each pull must fail with that limit's message and leave the
+store whole: no half layer, nothing but the documented resumable download. Which names count
+as loopback (plain HTTP) is decided by a pure function, tested in tests/unit/test_image_parse.c
+without any name lookup. Every server here is on 127.0.0.1."""
+import importlib.util
+import json
+import os
+import uuid
+
+import pytest
+
+_IU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "imageutil.py")
+_spec = importlib.util.spec_from_file_location("capsule_tests_imageutil", _IU)
+iu = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(iu)
+
+# Under the old code a dripping pull never ended: this bound turns that into a failure.
+HUNG = 90
+
+
+def limits(tmp_path, **values):
+    path = os.path.join(str(tmp_path), f"registries-{uuid.uuid4().hex[:8]}.json")
+    with open(path, "w") as f:
+        json.dump({"limits": values}, f)
+    return {"CAPSULE_REGISTRY_CONFIG": path}
+
+
+def images(capsule, *parts):
+    return os.path.join(capsule.home, "images", *parts)
+
+
+def leftovers(capsule):
+    """What tmp/ holds besides resumable downloads: half layers, imports."""
+    tmp = images(capsule, "tmp")
+    return [n for n in os.listdir(tmp) if not n.endswith(".partial")] if os.path.isdir(tmp) else []
+
+
+@pytest.fixture
+def dripping(tmp_path):
+    """A registry whose one layer (4 KiB: over 15 minutes at 4 bytes a second) drips."""
+    payload = iu.layer_tar([iu.Entry("slow", data=os.urandom(4096))])
+    lay = iu.make_layout(str(tmp_path), [payload], compression=None)
+    digest = iu.sha(payload)
+    reg = iu.FakeRegistry(lay, drip=[digest])
+    reg.layer_digest, reg.layout = digest, lay
+    yield reg
+    reg.stop()
+
+
+def pull_dripping(capsule, reg, env):
+    return capsule.run("image", "pull", f"{reg.host}/test/drip:t", env=env, timeout=HUNG)
+
+
+def test_dripping_blob_fails_at_the_transfer_deadline(capsule, dripping, tmp_path):
+    r = pull_dripping(capsule, dripping, limits(tmp_path, transfer_seconds=2))
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"blob '{dripping.layer_digest}' of 'test/drip': no complete answer within 2 s" in r.stderr, r.stderr
+    assert '"transfer_seconds"' in r.stderr
+
+
+def test_dripping_blob_fails_at_the_pull_deadline_and_the_store_resumes(capsule, dripping, tmp_path):
+    r = pull_dripping(capsule, dripping, limits(tmp_path, pull_seconds=3))
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"blob '{dripping.layer_digest}' of 'test/drip': the pull passed its deadline of 3 s" in r.stderr, r.stderr
+    # What came stays as the documented resumable download, nothing else; the blob's lock went
+    # with the pull, so a pull from a server that answers finishes it.
+    partial = images(capsule, "tmp", dripping.layer_digest[7:] + ".partial")
+    assert os.path.getsize(partial) > 0
+    assert leftovers(capsule) == []
+    assert not os.path.exists(images(capsule, "layers", dripping.layer_digest[7:]))
+    honest = iu.FakeRegistry(dripping.layout)
+    try:
+        r = capsule.run("image", "pull", f"{honest.host}/test/drip:t", timeout=HUNG)
+        assert r.returncode == 0, r.stderr
+        assert any("Range" in h for p, h in honest.requests if dripping.layer_digest in p)
+    finally:
+        honest.stop()
+    assert os.path.isdir(images(capsule, "layers", dripping.layer_digest[7:]))
+    assert not os.path.exists(partial) and leftovers(capsule) == []
+
+
+def test_dripping_blob_fails_as_a_stall(capsule, dripping, tmp_path):
+    r = pull_dripping(capsule, dripping, limits(tmp_path, stall_seconds=1))
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"blob '{dripping.layer_digest}' of 'test/drip': the transfer stalled" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("bad", [0, -1, "60", 1.5])
+def test_a_limit_that_is_not_a_positive_whole_number_is_refused(capsule, dripping, tmp_path, bad):
+    honest = iu.FakeRegistry(dripping.layout)
+    try:
+        r = capsule.run("image", "pull", f"{honest.host}/test/drip:t", env=limits(tmp_path, pull_seconds=bad))
+    finally:
+        honest.stop()
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert "limits 'pull_seconds' must be a positive whole number" in r.stderr, r.stderr
+    assert not os.path.isdir(images(capsule, "layers", dripping.layer_digest[7:]))
