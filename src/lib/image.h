@@ -111,8 +111,9 @@ int store_read_blob(int images_fd, const char *digest, size_t max, char **out, s
 int store_put_blob(int images_fd, const char *digest, const void *data, size_t len, capsule_error *err);
 /* Move the file tmp/TMPNAME into blobs/ once its content hashes to DIGEST; else remove it. */
 int store_commit_blob_file(int images_fd, const char *tmpname, const char *digest, capsule_error *err);
-/* Unpack blob DIGEST (a tar, plain, gzip or zstd) into layers/<hex>, once. */
-int store_unpack_layer(int images_fd, const char *digest, capsule_error *err);
+/* Unpack blob DIGEST (a tar, plain, gzip or zstd) into layers/<hex>, once, within LIMITS'
+ * layer_bytes and layer_entries (over them: EFBIG, and no layer is stored). */
+int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err);
 /* Record NAME -> manifest DIGEST in index.json (replacing what NAME named before). */
 int store_tag(int images_fd, const char *name, const char *manifest_digest, capsule_error *err);
 /* The absolute path of layers/<hex> of DIGEST (malloc'd). */
@@ -128,11 +129,17 @@ enum unpack_mode {
 	UNPACK_LAYER,   /* an image layer: whiteouts, owners (root callers), modes, xattrs */
 	UNPACK_ARCHIVE, /* an image archive: regular files and folders only, our own */
 };
+/* What one tar may cost: its decompressed bytes (what libarchive read, skipped entries too,
+ * and no regular file may claim a larger size) and its entry count. */
+struct unpack_limits {
+	uint64_t bytes, entries;
+};
 /* Unpack the tar read from FD into the folder DIR_FD. Nothing is ever created outside
  * DIR_FD: entries with ".." or absolute names, and hard links that leave it, are refused
- * (the whole tar fails), no symlink is followed, device nodes are skipped. WHAT names the
- * tar in messages. */
-int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const char *what, capsule_error *err);
+ * (the whole tar fails), no symlink is followed, device nodes are skipped. A tar over
+ * LIMITS fails with EFBIG. WHAT names the tar in messages. */
+int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_limits *limits, const char *what,
+	       capsule_error *err);
 
 /* ---- the registry client ---- */
 

@@ -199,8 +199,9 @@ int store_commit_blob_file(int images_fd, const char *tmpname, const char *diges
 	return 0;
 }
 
-int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
+int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err)
 {
+	const struct unpack_limits layer_limits = { .bytes = limits->layer_bytes, .entries = limits->layer_entries };
 	if (store_has_layer(images_fd, digest))
 		return 0;
 	char blob[128], tmp[128], final[128], what[128];
@@ -219,7 +220,7 @@ int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
 		_cleanup_close_ int dir = openat(images_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (dir < 0)
 			r = cap_err(err, errno, "open '%s'", tmp);
-		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, what, err)) == 0 && fchmod(dir, 0755) < 0)
+		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, &layer_limits, what, err)) == 0 && fchmod(dir, 0755) < 0)
 			r = cap_err(err, errno, "chmod '%s'", tmp);
 		/* The layer's root is the sandbox's "/" where no later layer says otherwise. */
 		if (r == 0 && geteuid() == 0 && fchown(dir, 0, 0) < 0)

@@ -753,7 +753,7 @@ static int pull_from(struct reg *r, char *digest_out)
 			if ((rc = get_blob(r, d)) == 0) {
 				if (r->o->progress)
 					r->o->progress("unpack", d->digest, 0, (uint64_t)d->size, r->o->payload);
-				rc = store_unpack_layer(r->images_fd, d->digest, r->err);
+				rc = store_unpack_layer(r->images_fd, d->digest, &r->settings.limits, r->err);
 			}
 		}
 	}

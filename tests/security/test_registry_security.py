@@ -8,6 +8,7 @@ without any name lookup. Every server here is on 127.0.0.1."""
 import importlib.util
 import json
 import os
+import tarfile
 import uuid
 
 import pytest
@@ -16,6 +17,8 @@ _IU = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 _spec = importlib.util.spec_from_file_location("capsule_tests_imageutil", _IU)
 iu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(iu)
+
+registry = iu.registry  # the real docker-registry on loopback, one per module
 
 # Under the old code a dripping pull never ended: this bound turns that into a failure.
 HUNG = 90
@@ -86,6 +89,50 @@ def test_dripping_blob_fails_as_a_stall(capsule, dripping, tmp_path):
     r = pull_dripping(capsule, dripping, limits(tmp_path, stall_seconds=1))
     assert r.returncode == 125, r.stdout + r.stderr
     assert f"blob '{dripping.layer_digest}' of 'test/drip': the transfer stalled" in r.stderr, r.stderr
+
+
+def test_gzip_bomb_layer_is_refused_and_leaves_no_half_layer(capsule, registry, tmp_path):
+    # 64 MiB of zeros, about 64 KiB gzipped, against a 1 MiB cap.
+    bomb = iu.layer_tar([iu.Entry("zeros", data=bytes(64 << 20))])
+    lay = iu.make_layout(str(tmp_path), [bomb], tag="bomb")
+    ref = registry.push(lay, f"test/bomb-{uuid.uuid4().hex[:8]}", tag="bomb")
+    gz = iu.sha(iu.compress(bomb, "gzip"))
+    r = capsule.run("image", "pull", ref, env=limits(tmp_path, layer_bytes=1 << 20), timeout=HUNG)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"layer '{gz[:19]}' is larger than 1048576 bytes decompressed" in r.stderr, r.stderr
+    error = [line for line in r.stderr.splitlines() if line.startswith("capsule: ")]
+    assert len(error) == 1 and '"layer_bytes"' in error[0], r.stderr
+    assert not os.path.exists(images(capsule, "layers", gz[7:]))
+    assert leftovers(capsule) == []
+    r = capsule.run("image", "ls", "--json")
+    assert ref not in r.stdout
+
+
+def test_gzip_bomb_layer_in_an_imported_archive_is_refused(capsule, tmp_path):
+    bomb = iu.layer_tar([iu.Entry("zeros", data=bytes(16 << 20))])
+    lay = iu.make_layout(str(tmp_path), [bomb])
+    archive = os.path.join(str(tmp_path), "bomb.tar")
+    with tarfile.open(archive, "w") as t:
+        for name in ("oci-layout", "index.json", "blobs"):
+            t.add(os.path.join(lay.path, name), arcname=name)
+    gz = iu.sha(iu.compress(bomb, "gzip"))
+    r = capsule.run("image", "import", archive, "--name", "bomb/import:1", env=limits(tmp_path, layer_bytes=1 << 20))
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"layer '{gz[:19]}' is larger than 1048576 bytes decompressed" in r.stderr, r.stderr
+    assert not os.path.exists(images(capsule, "layers", gz[7:]))
+    assert leftovers(capsule) == []
+
+
+def test_layer_with_too_many_entries_is_refused(capsule, registry, tmp_path):
+    many = iu.layer_tar([iu.Entry(f"f{i}", data=b"x") for i in range(200)])
+    lay = iu.make_layout(str(tmp_path), [many], tag="many")
+    ref = registry.push(lay, f"test/many-{uuid.uuid4().hex[:8]}", tag="many")
+    gz = iu.sha(iu.compress(many, "gzip"))
+    r = capsule.run("image", "pull", ref, env=limits(tmp_path, layer_entries=100), timeout=HUNG)
+    assert r.returncode == 125, r.stdout + r.stderr
+    assert f"layer '{gz[:19]}' has more than 100 entries" in r.stderr, r.stderr
+    assert not os.path.exists(images(capsule, "layers", gz[7:]))
+    assert leftovers(capsule) == []
 
 
 @pytest.mark.parametrize("bad", [0, -1, "60", 1.5])
