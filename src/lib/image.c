@@ -413,6 +413,7 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 	const struct unpack_limits archive_limits = {
 		.bytes = limits.layer_bytes > UINT64_MAX / IMAGE_MAX_LAYERS ? UINT64_MAX : limits.layer_bytes * IMAGE_MAX_LAYERS,
 		.entries = limits.layer_entries,
+		.bytes_limit = "128 times \"layer_bytes\"",
 	};
 	_cleanup_close_ int src = open(archive_path ? archive_path : "", O_RDONLY | O_CLOEXEC);
 	if (src < 0)
@@ -431,7 +432,7 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 		char what[PATH_MAX + 32];
 		snprintf(what, sizeof(what), "image archive '%s'", archive_path);
 		r = dfd < 0 ? cap_err(err, errno, "open '%s'", tmpdir)
-			    : unpack_tar(src, dfd, UNPACK_ARCHIVE, &archive_limits, what, err);
+			    : unpack_tar(src, dfd, UNPACK_ARCHIVE, &archive_limits, what, NULL, err);
 	}
 	char digest[IMAGE_DIGEST_LEN + 1] = "";
 	if (r == 0) {
@@ -633,6 +634,7 @@ int capsule_image_remove(const char *ref, capsule_error *err)
 	keep_scan_folders(&keep, "saves", "manifest.json");
 	remove_unkept(images, "blobs/sha256", &keep);
 	remove_unkept(images, "layers", &keep);
+	remove_unkept(images, "layer-sizes", &keep);
 	free(keep.hex);
 	return 0;
 }

@@ -88,12 +88,13 @@ struct image_limits {
 	uint64_t stall_seconds;    /* an answer slower than IMAGE_STALL_BYTES_PER_SECOND this long */
 	uint64_t layer_bytes;      /* one layer's tar, decompressed; and any one file's size in it */
 	uint64_t layer_entries;    /* entries in one layer's tar */
+	uint64_t store_bytes;      /* the store's blobs and unpacked layers; UINT64_MAX: none */
 };
 #define IMAGE_STALL_BYTES_PER_SECOND 1024
 #define IMAGE_LIMITS_DEFAULT                                                                         \
 	{                                                                                            \
 		.pull_seconds = 4 * 3600, .transfer_seconds = 3600, .stall_seconds = 60,             \
-		.layer_bytes = 8ull << 30, .layer_entries = 1000000,                                 \
+		.layer_bytes = 8ull << 30, .layer_entries = 1000000, .store_bytes = UINT64_MAX,      \
 	}
 
 /* ---- the store ---- */
@@ -112,8 +113,15 @@ int store_put_blob(int images_fd, const char *digest, const void *data, size_t l
 /* Move the file tmp/TMPNAME into blobs/ once its content hashes to DIGEST; else remove it. */
 int store_commit_blob_file(int images_fd, const char *tmpname, const char *digest, capsule_error *err);
 /* Unpack blob DIGEST (a tar, plain, gzip or zstd) into layers/<hex>, once, within LIMITS'
- * layer_bytes and layer_entries (over them: EFBIG, and no layer is stored). */
+ * layer_bytes and layer_entries, and within what store_bytes leaves (over them: EFBIG, and
+ * no layer is stored). What it decompressed to is recorded in layer-sizes/<hex>. */
 int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err);
+/* What the store holds: its blobs' sizes and its layers' recorded sizes (a layer unpacked
+ * before sizes were recorded counts as its blob's size). */
+int store_usage(int images_fd, uint64_t *bytes, capsule_error *err);
+/* Would N more bytes take the store past LIMITS' store_bytes? Then ENOSPC naming WHAT. */
+int store_check_room(int images_fd, const struct image_limits *limits, uint64_t n, const char *what,
+		     capsule_error *err);
 /* Record NAME -> manifest DIGEST in index.json (replacing what NAME named before). */
 int store_tag(int images_fd, const char *name, const char *manifest_digest, capsule_error *err);
 /* The absolute path of layers/<hex> of DIGEST (malloc'd). */
@@ -130,16 +138,18 @@ enum unpack_mode {
 	UNPACK_ARCHIVE, /* an image archive: regular files and folders only, our own */
 };
 /* What one tar may cost: its decompressed bytes (what libarchive read, skipped entries too,
- * and no regular file may claim a larger size) and its entry count. */
+ * and no regular file may claim a larger size) and its entry count. BYTES_LIMIT names the
+ * setting that gave BYTES, for the message. */
 struct unpack_limits {
 	uint64_t bytes, entries;
+	const char *bytes_limit;
 };
 /* Unpack the tar read from FD into the folder DIR_FD. Nothing is ever created outside
  * DIR_FD: entries with ".." or absolute names, and hard links that leave it, are refused
  * (the whole tar fails), no symlink is followed, device nodes are skipped. A tar over
  * LIMITS fails with EFBIG. WHAT names the tar in messages. */
 int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_limits *limits, const char *what,
-	       capsule_error *err);
+	       uint64_t *decompressed_out, capsule_error *err);
 
 /* ---- the registry client ---- */
 

@@ -159,6 +159,7 @@ static int limits_member(const char *name, const char *value, size_t len, void *
 		{ "stall_seconds", offsetof(struct image_limits, stall_seconds) },
 		{ "layer_bytes", offsetof(struct image_limits, layer_bytes) },
 		{ "layer_entries", offsetof(struct image_limits, layer_entries) },
+		{ "store_bytes", offsetof(struct image_limits, store_bytes) },
 	};
 	struct settings_walk *w = payload;
 	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
@@ -630,14 +631,17 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	if ((uint64_t)d->size > MAX_LAYER_BYTES)
 		return cap_err_plain(r->err, EFBIG, "blob '%s' is larger than %llu bytes", d->digest,
 				     (unsigned long long)MAX_LAYER_BYTES);
+	snprintf(r->what, sizeof(r->what), "blob '%s' of '%s'", d->digest, r->ref->repository);
+	int rc = store_check_room(r->images_fd, &r->settings.limits, (uint64_t)d->size, r->what, r->err);
+	if (rc < 0)
+		return rc;
 	char tmpname[96], tmppath[128];
 	snprintf(tmpname, sizeof(tmpname), "%s.partial", d->digest + 7);
 	snprintf(tmppath, sizeof(tmppath), "tmp/%s", tmpname);
 	_cleanup_close_ int fd = openat(r->images_fd, tmppath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return cap_err(r->err, errno, "creating '%s'", tmppath);
-	snprintf(r->what, sizeof(r->what), "blob '%s' of '%s'", d->digest, r->ref->repository);
-	int rc = lock_download(r, fd, tmppath);
+	rc = lock_download(r, fd, tmppath);
 	if (rc < 0)
 		return rc;
 	if (store_has_blob(r->images_fd, d->digest))

@@ -277,9 +277,9 @@ static int whiteout(struct unpacker *u, int parent, const char *name)
 
 static int too_large(struct unpacker *u)
 {
-	return cap_err_plain(u->err, EFBIG, "%s is larger than %llu bytes decompressed (\"layer_bytes\" in the registry "
+	return cap_err_plain(u->err, EFBIG, "%s is larger than %llu bytes decompressed (%s in the registry "
 			     "configuration's \"limits\"): refused, not stored", u->what,
-			     (unsigned long long)u->limits->bytes);
+			     (unsigned long long)u->limits->bytes, u->limits->bytes_limit);
 }
 
 /* What the entry's handler left unread (all of a skipped entry's data), read here where it is
@@ -344,7 +344,7 @@ static int unpack_entry(struct unpacker *u, struct archive *a, struct archive_en
 }
 
 int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_limits *limits, const char *what,
-	       capsule_error *err)
+	       uint64_t *decompressed_out, capsule_error *err)
 {
 	struct archive *a = archive_read_new();
 	if (!a)
@@ -382,6 +382,8 @@ int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_li
 		if ((r = unpack_entry(&u, a, e)) < 0 || (r = drain_entry(&u, a)) < 0)
 			break;
 	}
+	if (r == 0 && decompressed_out)
+		*decompressed_out = (uint64_t)archive_filter_bytes(a, 0);
 out:
 	archive_read_free(a);
 	return r;

@@ -8,7 +8,9 @@ without any name lookup. Every server here is on 127.0.0.1."""
 import importlib.util
 import json
 import os
+import shutil
 import tarfile
+import tempfile
 import uuid
 
 import pytest
@@ -31,14 +33,24 @@ def limits(tmp_path, **values):
     return {"CAPSULE_REGISTRY_CONFIG": path}
 
 
-def images(capsule, *parts):
-    return os.path.join(capsule.home, "images", *parts)
+def images(home, *parts):
+    return os.path.join(home, "images", *parts)
 
 
-def leftovers(capsule):
+def leftovers(home):
     """What tmp/ holds besides resumable downloads: half layers, imports."""
-    tmp = images(capsule, "tmp")
+    tmp = images(home, "tmp")
     return [n for n in os.listdir(tmp) if not n.endswith(".partial")] if os.path.isdir(tmp) else []
+
+
+@pytest.fixture
+def own_home():
+    """A capsule home of the test's own: the store cap is on what the store already holds, and
+    the session's store holds what other tests pulled."""
+    home = tempfile.mkdtemp(prefix="capsule-store-", dir="/var/tmp")
+    os.chmod(home, 0o711)
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
@@ -70,10 +82,10 @@ def test_dripping_blob_fails_at_the_pull_deadline_and_the_store_resumes(capsule,
     assert f"blob '{dripping.layer_digest}' of 'test/drip': the pull passed its deadline of 3 s" in r.stderr, r.stderr
     # What came stays as the documented resumable download, nothing else; the blob's lock went
     # with the pull, so a pull from a server that answers finishes it.
-    partial = images(capsule, "tmp", dripping.layer_digest[7:] + ".partial")
+    partial = images(capsule.home, "tmp", dripping.layer_digest[7:] + ".partial")
     assert os.path.getsize(partial) > 0
-    assert leftovers(capsule) == []
-    assert not os.path.exists(images(capsule, "layers", dripping.layer_digest[7:]))
+    assert leftovers(capsule.home) == []
+    assert not os.path.exists(images(capsule.home, "layers", dripping.layer_digest[7:]))
     honest = iu.FakeRegistry(dripping.layout)
     try:
         r = capsule.run("image", "pull", f"{honest.host}/test/drip:t", timeout=HUNG)
@@ -81,8 +93,8 @@ def test_dripping_blob_fails_at_the_pull_deadline_and_the_store_resumes(capsule,
         assert any("Range" in h for p, h in honest.requests if dripping.layer_digest in p)
     finally:
         honest.stop()
-    assert os.path.isdir(images(capsule, "layers", dripping.layer_digest[7:]))
-    assert not os.path.exists(partial) and leftovers(capsule) == []
+    assert os.path.isdir(images(capsule.home, "layers", dripping.layer_digest[7:]))
+    assert not os.path.exists(partial) and leftovers(capsule.home) == []
 
 
 def test_dripping_blob_fails_as_a_stall(capsule, dripping, tmp_path):
@@ -102,8 +114,8 @@ def test_gzip_bomb_layer_is_refused_and_leaves_no_half_layer(capsule, registry, 
     assert f"layer '{gz[:19]}' is larger than 1048576 bytes decompressed" in r.stderr, r.stderr
     error = [line for line in r.stderr.splitlines() if line.startswith("capsule: ")]
     assert len(error) == 1 and '"layer_bytes"' in error[0], r.stderr
-    assert not os.path.exists(images(capsule, "layers", gz[7:]))
-    assert leftovers(capsule) == []
+    assert not os.path.exists(images(capsule.home, "layers", gz[7:]))
+    assert leftovers(capsule.home) == []
     r = capsule.run("image", "ls", "--json")
     assert ref not in r.stdout
 
@@ -119,8 +131,8 @@ def test_gzip_bomb_layer_in_an_imported_archive_is_refused(capsule, tmp_path):
     r = capsule.run("image", "import", archive, "--name", "bomb/import:1", env=limits(tmp_path, layer_bytes=1 << 20))
     assert r.returncode == 125, r.stdout + r.stderr
     assert f"layer '{gz[:19]}' is larger than 1048576 bytes decompressed" in r.stderr, r.stderr
-    assert not os.path.exists(images(capsule, "layers", gz[7:]))
-    assert leftovers(capsule) == []
+    assert not os.path.exists(images(capsule.home, "layers", gz[7:]))
+    assert leftovers(capsule.home) == []
 
 
 def test_layer_with_too_many_entries_is_refused(capsule, registry, tmp_path):
@@ -131,8 +143,8 @@ def test_layer_with_too_many_entries_is_refused(capsule, registry, tmp_path):
     r = capsule.run("image", "pull", ref, env=limits(tmp_path, layer_entries=100), timeout=HUNG)
     assert r.returncode == 125, r.stdout + r.stderr
     assert f"layer '{gz[:19]}' has more than 100 entries" in r.stderr, r.stderr
-    assert not os.path.exists(images(capsule, "layers", gz[7:]))
-    assert leftovers(capsule) == []
+    assert not os.path.exists(images(capsule.home, "layers", gz[7:]))
+    assert leftovers(capsule.home) == []
 
 
 @pytest.mark.parametrize("bad", [0, -1, "60", 1.5])
@@ -144,4 +156,37 @@ def test_a_limit_that_is_not_a_positive_whole_number_is_refused(capsule, drippin
         honest.stop()
     assert r.returncode == 125, r.stdout + r.stderr
     assert "limits 'pull_seconds' must be a positive whole number" in r.stderr, r.stderr
-    assert not os.path.isdir(images(capsule, "layers", dripping.layer_digest[7:]))
+    assert not os.path.isdir(images(capsule.home, "layers", dripping.layer_digest[7:]))
+
+
+def test_a_blob_past_the_store_cap_is_not_downloaded(capsule, registry, tmp_path, own_home):
+    big = iu.layer_tar([iu.Entry("noise", data=os.urandom(256 << 10))])
+    lay = iu.make_layout(str(tmp_path), [big], tag="big", compression=None)
+    ref = registry.push(lay, f"test/big-{uuid.uuid4().hex[:8]}", tag="big")
+    cap = {**limits(tmp_path, store_bytes=128 << 10), "CAPSULE_HOME": own_home}
+    r = capsule.run("image", "pull", ref, env=cap, timeout=HUNG)
+    assert r.returncode == 125, r.stdout + r.stderr
+    digest = iu.sha(big)
+    assert f"blob '{digest}' of '" in r.stderr and "would take the image store past 131072 bytes" in r.stderr, r.stderr
+    assert '"store_bytes"' in r.stderr
+    assert not os.path.exists(images(own_home, "blobs", "sha256", digest[7:]))
+    assert not os.path.exists(images(own_home, "tmp", digest[7:] + ".partial"))
+
+
+def test_a_layer_that_unpacks_past_the_store_cap_is_refused_and_earlier_images_stay(capsule, registry, tmp_path,
+                                                                                    own_home):
+    small = iu.layer_tar([iu.Entry("small", data=b"first\n")])
+    first = registry.push(iu.make_layout(str(tmp_path), [small], tag="a"), f"test/a-{uuid.uuid4().hex[:8]}", tag="a")
+    cap = {**limits(tmp_path, store_bytes=4 << 20), "CAPSULE_HOME": own_home}
+    r = capsule.run("image", "pull", first, env=cap, timeout=HUNG)
+    assert r.returncode == 0, r.stderr
+    # Downloads in a few KiB, unpacks to 16 MiB: the store has 4 MiB.
+    bomb = iu.layer_tar([iu.Entry("zeros", data=bytes(16 << 20))])
+    second = registry.push(iu.make_layout(str(tmp_path), [bomb], tag="b"), f"test/b-{uuid.uuid4().hex[:8]}", tag="b")
+    r = capsule.run("image", "pull", second, env=cap, timeout=HUNG)
+    assert r.returncode == 125, r.stdout + r.stderr
+    gz = iu.sha(iu.compress(bomb, "gzip"))
+    assert f"layer '{gz[:19]}' is larger than" in r.stderr and 'what is left of "store_bytes"' in r.stderr, r.stderr
+    assert not os.path.exists(images(own_home, "layers", gz[7:])) and leftovers(own_home) == []
+    r = capsule.run("image", "ls", "--json", env={"CAPSULE_HOME": own_home})
+    assert first in r.stdout and second not in r.stdout
