@@ -10,7 +10,9 @@ import json
 import os
 import shutil
 import tarfile
+import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -95,6 +97,27 @@ def test_dripping_blob_fails_at_the_pull_deadline_and_the_store_resumes(capsule,
         honest.stop()
     assert os.path.isdir(images(capsule.home, "layers", dripping.layer_digest[7:]))
     assert not os.path.exists(partial) and leftovers(capsule.home) == []
+
+
+def test_a_pull_waiting_for_another_pulls_download_gives_up_at_its_deadline(capsule, dripping, tmp_path):
+    ref = f"{dripping.host}/test/drip:t"
+    holder = capsule.popen("image", "pull", ref, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           env={**capsule.env, **limits(tmp_path, transfer_seconds=120)})
+    try:
+        # The holder writes the download only once it has the blob's lock.
+        partial = images(capsule.home, "tmp", dripping.layer_digest[7:] + ".partial")
+        for _ in range(300):
+            if os.path.exists(partial) and os.path.getsize(partial) > 0:
+                break
+            time.sleep(0.1)
+        assert holder.poll() is None
+        r = pull_dripping(capsule, dripping, limits(tmp_path, pull_seconds=2))
+        assert r.returncode == 125, r.stdout + r.stderr
+        assert f"blob '{dripping.layer_digest}' of 'test/drip': another pull was still downloading it" in r.stderr, \
+            r.stderr
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_dripping_blob_fails_as_a_stall(capsule, dripping, tmp_path):
