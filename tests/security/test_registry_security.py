@@ -1,8 +1,9 @@
 """A hostile registry (THREATS.md, name-prefix trust and resource exhaustion): a server that
-drips a blob to hold a pull and its blob's lock for as long as it likes, and a layer that is
-small to download and huge to unpack. The limits are set short through the registry
-configuration's "limits", and each pull must fail with that limit's message and leave the
-store whole: no half layer, nothing but the documented resumable download. Which names count
+drips a blob to hold a pull and its blob's lock for as long as it likes, layers that are small
+to download and huge to unpack or hold too many entries, and pulls past a cap on the store.
+The limits are set short through the registry configuration's "limits", and each pull must
+fail with that limit's message and leave the store whole: no half layer, nothing but the
+documented resumable download. Which names count
 as loopback (plain HTTP) is decided by a pure function, tested in tests/unit/test_image_parse.c
 without any name lookup. Every server here is on 127.0.0.1."""
 import importlib.util
