@@ -381,8 +381,8 @@ static int import_oci(int images_fd, const char *dir, char manifest_digest[IMAGE
 	return r;
 }
 
-static int unpack_manifest_layers(int images_fd, const char *digest, capsule_image_progress_fn progress,
-				  void *payload, capsule_error *err)
+static int unpack_manifest_layers(int images_fd, const char *digest, const struct image_limits *limits,
+				  capsule_image_progress_fn progress, void *payload, capsule_error *err)
 {
 	struct image_manifest m;
 	int r = load_manifest(images_fd, digest, &m, err);
@@ -391,7 +391,7 @@ static int unpack_manifest_layers(int images_fd, const char *digest, capsule_ima
 	for (size_t i = 0; r == 0 && i < m.nentries; i++) {
 		if (progress)
 			progress("unpack", m.entries[i].digest, 0, (uint64_t)m.entries[i].size, payload);
-		r = store_unpack_layer(images_fd, m.entries[i].digest, err);
+		r = store_unpack_layer(images_fd, m.entries[i].digest, limits, err);
 	}
 	image_manifest_free(&m);
 	return r;
@@ -405,6 +405,16 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 	int r = canonical_name(name ? name : "", &parsed, canon, sizeof(canon), err);
 	if (r < 0)
 		return r;
+	struct image_limits limits;
+	if ((r = image_limits_load(&limits, err)) < 0)
+		return r;
+	/* An archive holds at most IMAGE_MAX_LAYERS layers, each within the layer limits; a
+	 * docker-archive's layers are plain tars, so that is their decompressed size too. */
+	const struct unpack_limits archive_limits = {
+		.bytes = limits.layer_bytes > UINT64_MAX / IMAGE_MAX_LAYERS ? UINT64_MAX : limits.layer_bytes * IMAGE_MAX_LAYERS,
+		.entries = limits.layer_entries,
+		.bytes_limit = "128 times \"layer_bytes\"",
+	};
 	_cleanup_close_ int src = open(archive_path ? archive_path : "", O_RDONLY | O_CLOEXEC);
 	if (src < 0)
 		return cap_err(err, errno, "image archive '%s'", archive_path ? archive_path : "");
@@ -421,7 +431,8 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 		_cleanup_close_ int dfd = openat(images, tmpdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		char what[PATH_MAX + 32];
 		snprintf(what, sizeof(what), "image archive '%s'", archive_path);
-		r = dfd < 0 ? cap_err(err, errno, "open '%s'", tmpdir) : unpack_tar(src, dfd, UNPACK_ARCHIVE, what, err);
+		r = dfd < 0 ? cap_err(err, errno, "open '%s'", tmpdir)
+			    : unpack_tar(src, dfd, UNPACK_ARCHIVE, &archive_limits, what, NULL, err);
 	}
 	char digest[IMAGE_DIGEST_LEN + 1] = "";
 	if (r == 0) {
@@ -441,7 +452,7 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 	}
 	rm_rf_at(images, tmpdir);
 	if (r == 0)
-		r = unpack_manifest_layers(images, digest, progress, payload, err);
+		r = unpack_manifest_layers(images, digest, &limits, progress, payload, err);
 	if (r == 0)
 		r = store_tag(images, canon, digest, err);
 	if (r < 0)
@@ -623,6 +634,7 @@ int capsule_image_remove(const char *ref, capsule_error *err)
 	keep_scan_folders(&keep, "saves", "manifest.json");
 	remove_unkept(images, "blobs/sha256", &keep);
 	remove_unkept(images, "layers", &keep);
+	remove_unkept(images, "layer-sizes", &keep);
 	free(keep.hex);
 	return 0;
 }
@@ -644,6 +656,13 @@ static int resolve_dir(struct capsule_config *cfg, const char *path, capsule_err
 		return cap_err_wrap(err, r, "image '%s'", cfg->image);
 	cfg->base_none = true;
 	return config_add_layer(cfg, resolved, err);
+}
+
+static int unpack_lost_layer(int images_fd, const char *digest, capsule_error *err)
+{
+	struct image_limits limits;
+	int r = image_limits_load(&limits, err);
+	return r < 0 ? r : store_unpack_layer(images_fd, digest, &limits, err);
 }
 
 int image_resolve(struct capsule_config *cfg, capsule_error *err)
@@ -686,8 +705,7 @@ int image_resolve(struct capsule_config *cfg, capsule_error *err)
 		return cap_err_wrap(err, r, "image '%s'", cfg->image);
 	for (size_t i = 0; i < m.nentries && r == 0; i++) {
 		/* A layer lost from the store (removed by hand) is unpacked again from its blob. */
-		if (!store_has_layer(images, m.entries[i].digest) &&
-		    (r = store_unpack_layer(images, m.entries[i].digest, err)) < 0)
+		if (!store_has_layer(images, m.entries[i].digest) && (r = unpack_lost_layer(images, m.entries[i].digest, err)) < 0)
 			break;
 		_cleanup_free_ char *path = store_layer_path(m.entries[i].digest);
 		r = path ? config_add_layer(cfg, path, err) : cap_err(err, ENOMEM, "layer path");

@@ -32,6 +32,10 @@ void image_ref_format(const struct image_ref *ref, char *out, size_t size);
 
 bool image_digest_valid(const char *digest);
 
+/* Is REGISTRY ("host[:port]" of a reference) loopback: exactly "localhost", an IPv4 literal
+ * in 127.0.0.0/8 or "[::1]", with or without a port? Such registries may speak plain HTTP. */
+bool image_registry_is_loopback(const char *registry);
+
 /* The WWW-Authenticate challenge of a 401: `Bearer realm="..",service="..",scope=".."` or
  * `Basic realm=".."`. Strings are malloc'd; image_challenge_free frees them. */
 struct image_challenge {
@@ -75,6 +79,24 @@ void image_strv_free(char **v);
 int image_json_string(const char *raw, size_t len, char **out);
 int image_json_strv(const char *raw, size_t len, char ***out);
 
+/* What a pull and a layer may cost: the "limits" of the registry configuration (docs/cli.md),
+ * these defaults otherwise. A hostile or broken registry cannot hold a pull (and the blob's
+ * lock) for longer, nor a layer fill the disk beyond them. */
+struct image_limits {
+	uint64_t pull_seconds;     /* a whole pull: every manifest, blob and token in it */
+	uint64_t transfer_seconds; /* one HTTP request and its whole answer */
+	uint64_t stall_seconds;    /* an answer slower than IMAGE_STALL_BYTES_PER_SECOND this long */
+	uint64_t layer_bytes;      /* one layer's tar, decompressed; and any one file's size in it */
+	uint64_t layer_entries;    /* entries in one layer's tar */
+	uint64_t store_bytes;      /* the store's blobs and unpacked layers; UINT64_MAX: none */
+};
+#define IMAGE_STALL_BYTES_PER_SECOND 1024
+#define IMAGE_LIMITS_DEFAULT                                                                         \
+	{                                                                                            \
+		.pull_seconds = 4 * 3600, .transfer_seconds = 3600, .stall_seconds = 60,             \
+		.layer_bytes = 8ull << 30, .layer_entries = 1000000, .store_bytes = UINT64_MAX,      \
+	}
+
 /* ---- the store ---- */
 
 /* images/ of $CAPSULE_HOME, with blobs/sha256, layers/, tmp/ made. */
@@ -90,8 +112,16 @@ int store_read_blob(int images_fd, const char *digest, size_t max, char **out, s
 int store_put_blob(int images_fd, const char *digest, const void *data, size_t len, capsule_error *err);
 /* Move the file tmp/TMPNAME into blobs/ once its content hashes to DIGEST; else remove it. */
 int store_commit_blob_file(int images_fd, const char *tmpname, const char *digest, capsule_error *err);
-/* Unpack blob DIGEST (a tar, plain, gzip or zstd) into layers/<hex>, once. */
-int store_unpack_layer(int images_fd, const char *digest, capsule_error *err);
+/* Unpack blob DIGEST (a tar, plain, gzip or zstd) into layers/<hex>, once, within LIMITS'
+ * layer_bytes and layer_entries, and within what store_bytes leaves (over them: EFBIG, and
+ * no layer is stored). What it decompressed to is recorded in layer-sizes/<hex>. */
+int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err);
+/* What the store holds: its blobs' sizes and its layers' recorded sizes (a layer unpacked
+ * before sizes were recorded counts as its blob's size). */
+int store_usage(int images_fd, uint64_t *bytes, capsule_error *err);
+/* Would N more bytes take the store past LIMITS' store_bytes? Then ENOSPC naming WHAT. */
+int store_check_room(int images_fd, const struct image_limits *limits, uint64_t n, const char *what,
+		     capsule_error *err);
 /* Record NAME -> manifest DIGEST in index.json (replacing what NAME named before). */
 int store_tag(int images_fd, const char *name, const char *manifest_digest, capsule_error *err);
 /* The absolute path of layers/<hex> of DIGEST (malloc'd). */
@@ -107,11 +137,19 @@ enum unpack_mode {
 	UNPACK_LAYER,   /* an image layer: whiteouts, owners (root callers), modes, xattrs */
 	UNPACK_ARCHIVE, /* an image archive: regular files and folders only, our own */
 };
+/* What one tar may cost: its decompressed bytes (what libarchive read, skipped entries too,
+ * and no regular file may claim a larger size) and its entry count. BYTES_LIMIT names the
+ * setting that gave BYTES, for the message. */
+struct unpack_limits {
+	uint64_t bytes, entries;
+	const char *bytes_limit;
+};
 /* Unpack the tar read from FD into the folder DIR_FD. Nothing is ever created outside
  * DIR_FD: entries with ".." or absolute names, and hard links that leave it, are refused
- * (the whole tar fails), no symlink is followed, device nodes are skipped. WHAT names the
- * tar in messages. */
-int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const char *what, capsule_error *err);
+ * (the whole tar fails), no symlink is followed, device nodes are skipped. A tar over
+ * LIMITS fails with EFBIG. WHAT names the tar in messages. */
+int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_limits *limits, const char *what,
+	       uint64_t *decompressed_out, capsule_error *err);
 
 /* ---- the registry client ---- */
 
@@ -127,13 +165,17 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 		  capsule_error *err);
 
 /* The registry configuration file (docs/cli.md): docker's config.json "auths", plus
- * "mirrors" and "insecure". */
+ * "mirrors", "insecure" and "limits". */
 struct registry_settings {
 	char *username, *password; /* for the registry asked about, or NULL */
 	char **mirrors;            /* NULL-terminated, or NULL: "http://host:port" prefixes */
 	bool insecure;
+	struct image_limits limits;
 };
+/* REGISTRY NULL: only what is not about one registry (the limits). */
 int registry_settings_load(const char *registry, struct registry_settings *out, capsule_error *err);
 void registry_settings_free(struct registry_settings *s);
+/* The limits alone, for unpacking outside a pull (import, a layer unpacked again). */
+int image_limits_load(struct image_limits *out, capsule_error *err);
 
 #endif

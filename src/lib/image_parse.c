@@ -1,5 +1,6 @@
 /* Pure parsers of the image world: references, WWW-Authenticate challenges, manifests,
  * indexes and image configs. No I/O here: everything is fuzzed (tests/fuzz/fuzz_image.c). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +142,53 @@ void image_ref_format(const struct image_ref *ref, char *out, size_t size)
 		snprintf(out, size, "%s/%s:%s", ref->registry, ref->repository, ref->tag);
 	else
 		snprintf(out, size, "%s/%s@%s", ref->registry, ref->repository, ref->digest);
+}
+
+/* ---- loopback ---- */
+
+/* The length of REGISTRY's host, when what follows it is nothing or ":PORT" with a port
+ * number in range; else -1. A bracketed IPv6 host keeps its brackets. */
+static int registry_host_length(const char *registry)
+{
+	const char *end = registry[0] == '[' ? strchr(registry, ']') : strchr(registry, ':');
+	if (registry[0] == '[' && !end)
+		return -1;
+	if (!end)
+		return (int)strlen(registry);
+	if (registry[0] == '[')
+		end++;
+	if (!*end)
+		return (int)(end - registry);
+	const char *port = end + 1;
+	size_t digits = strspn(port, "0123456789");
+	if (*end != ':' || digits == 0 || digits > 5 || port[digits] || atoi(port) < 1 || atoi(port) > 65535)
+		return -1;
+	return (int)(end - registry);
+}
+
+/* Exact forms only: a registry whose name merely starts like loopback ("localhost.example.net",
+ * "127.0.0.1.nip.io") resolves wherever its owner likes, and loopback gets plain HTTP. The
+ * IPv4 literal must be the strict dotted quad, which every resolver reads the same way. */
+bool image_registry_is_loopback(const char *registry)
+{
+	if (!registry)
+		return false;
+	int n = registry_host_length(registry);
+	char host[64];
+	if (n <= 0 || (size_t)n >= sizeof(host))
+		return false;
+	memcpy(host, registry, (size_t)n);
+	host[n] = '\0';
+	if (!strcmp(host, "localhost"))
+		return true;
+	struct in_addr v4;
+	if (inet_pton(AF_INET, host, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	struct in6_addr v6;
+	if (host[0] != '[' || host[n - 1] != ']')
+		return false;
+	host[n - 1] = '\0';
+	return inet_pton(AF_INET6, host + 1, &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
 }
 
 /* ---- WWW-Authenticate ---- */

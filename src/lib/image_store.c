@@ -2,6 +2,8 @@
  *
  *   blobs/sha256/<hex>   manifests, configs and layer tars, each checked against its digest
  *   layers/<hex>         a layer blob unpacked (overlayfs format), shared by every image
+ *   layer-sizes/<hex>    what that layer decompressed to, so the store's size is a sum of
+ *                        small files rather than a walk of every layer
  *   index.json           references: name -> manifest digest, config digest, layer digests
  *   tmp/                 downloads and unpacks in progress
  *   lock                 flock: held exclusively while index.json or layers/ change
@@ -15,6 +17,7 @@
 #include <signal.h>
 #include <openssl/evp.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -82,7 +85,7 @@ int store_open(int *images_fd, capsule_error *err)
 		return r;
 	/* Sandboxes get their layers as mounts the shim clones, never by path: the store can be
 	 * its owner's alone (a layer's own folder keeps the image's modes). */
-	static const char *const dirs[] = { "blobs", "blobs/sha256", "layers", "tmp" };
+	static const char *const dirs[] = { "blobs", "blobs/sha256", "layers", "tmp", "layer-sizes" };
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)
 		if (mkdirat(fd, dirs[i], 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "mkdir '%s/images/%s'", capsule_home(), dirs[i]);
@@ -200,10 +203,112 @@ int store_commit_blob_file(int images_fd, const char *tmpname, const char *diges
 	return 0;
 }
 
-int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
+static bool is_hex_name(const char *name)
+{
+	return strlen(name) == 64 && strspn(name, "0123456789abcdef") == 64;
+}
+
+/* What layers/<hex> cost: its record, else (unpacked before records were kept) its blob. */
+static uint64_t layer_bytes_of(int images_fd, const char *hex)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "layer-sizes/%s", hex);
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (read_file_at(images_fd, path, 32, &text, &len) == 0)
+		return strtoull(text, NULL, 10);
+	snprintf(path, sizeof(path), "blobs/sha256/%s", hex);
+	struct stat st;
+	return fstatat(images_fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 ? (uint64_t)st.st_size : 0;
+}
+
+static int sum_folder(int images_fd, const char *sub, bool layers, uint64_t *total)
+{
+	_cleanup_close_ int fd = openat(images_fd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d)
+		return -errno;
+	fd = -1; /* the DIR owns it now */
+	for (struct dirent *de; (de = readdir(d));) {
+		struct stat st;
+		if (!is_hex_name(de->d_name))
+			continue;
+		if (layers)
+			*total += layer_bytes_of(images_fd, de->d_name);
+		else if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			*total += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return 0;
+}
+
+int store_usage(int images_fd, uint64_t *bytes, capsule_error *err)
+{
+	*bytes = 0;
+	int r = sum_folder(images_fd, "blobs/sha256", false, bytes);
+	if (r == 0)
+		r = sum_folder(images_fd, "layers", true, bytes);
+	return r < 0 ? cap_err(err, -r, "measuring the image store '%s/images'", capsule_home()) : 0;
+}
+
+int store_check_room(int images_fd, const struct image_limits *limits, uint64_t n, const char *what,
+		     capsule_error *err)
+{
+	if (limits->store_bytes == UINT64_MAX)
+		return 0;
+	uint64_t used;
+	int r = store_usage(images_fd, &used, err);
+	if (r < 0)
+		return r;
+	if (used <= limits->store_bytes && n <= limits->store_bytes - used)
+		return 0;
+	return cap_err_plain(err, ENOSPC, "%s (%llu bytes) would take the image store past %llu bytes (it holds %llu; "
+			     "\"store_bytes\" in the registry configuration's \"limits\"): remove images with 'capsule "
+			     "image rm'", what, (unsigned long long)n, (unsigned long long)limits->store_bytes,
+			     (unsigned long long)used);
+}
+
+/* The cap on what this layer may decompress to: layer_bytes, or what store_bytes leaves. */
+static int layer_unpack_limits(int images_fd, const struct image_limits *limits, struct unpack_limits *out,
+			       capsule_error *err)
+{
+	*out = (struct unpack_limits){ .bytes = limits->layer_bytes, .entries = limits->layer_entries,
+				       .bytes_limit = "\"layer_bytes\"" };
+	if (limits->store_bytes == UINT64_MAX)
+		return 0;
+	uint64_t used;
+	int r = store_usage(images_fd, &used, err);
+	if (r < 0)
+		return r;
+	uint64_t room = used < limits->store_bytes ? limits->store_bytes - used : 0;
+	if (room < out->bytes) {
+		out->bytes = room;
+		out->bytes_limit = "what is left of \"store_bytes\"";
+	}
+	return 0;
+}
+
+static int record_layer_size(int images_fd, const char *digest, uint64_t bytes, capsule_error *err)
+{
+	_cleanup_close_ int dir = openat(images_fd, "layer-sizes", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return cap_err(err, errno, "opening the image store's layer-sizes");
+	char text[24];
+	int n = snprintf(text, sizeof(text), "%llu", (unsigned long long)bytes);
+	int r = write_file_atomic_at(dir, digest + 7, text, (size_t)n, 0600, false);
+	return r < 0 ? cap_err(err, -r, "recording the size of layer '%s'", digest) : 0;
+}
+
+int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err)
 {
 	if (store_has_layer(images_fd, digest))
 		return 0;
+	struct unpack_limits layer_limits;
+	int r = layer_unpack_limits(images_fd, limits, &layer_limits, err);
+	if (r < 0)
+		return r;
 	char blob[128], tmp[128], final[128], what[128];
 	blob_name(digest, blob, sizeof(blob));
 	snprintf(tmp, sizeof(tmp), "tmp/layer-%.16s-%d", digest + 7, (int)getpid());
@@ -215,12 +320,13 @@ int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
 	rm_rf_at(images_fd, tmp);
 	if (mkdirat(images_fd, tmp, 0755) < 0)
 		return cap_err(err, errno, "mkdir '%s'", tmp);
-	int r;
+	uint64_t unpacked = 0;
 	{
 		_cleanup_close_ int dir = openat(images_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (dir < 0)
 			r = cap_err(err, errno, "open '%s'", tmp);
-		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, what, err)) == 0 && fchmod(dir, 0755) < 0)
+		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, &layer_limits, what, &unpacked, err)) == 0 &&
+			 fchmod(dir, 0755) < 0)
 			r = cap_err(err, errno, "chmod '%s'", tmp);
 		/* The layer's root is the sandbox's "/" where no later layer says otherwise. */
 		if (r == 0 && geteuid() == 0 && fchown(dir, 0, 0) < 0)
@@ -228,6 +334,9 @@ int store_unpack_layer(int images_fd, const char *digest, capsule_error *err)
 		if (r == 0)
 			syncfs(dir);
 	}
+	/* Before the layer appears: a layer without its record would count as its blob only. */
+	if (r == 0)
+		r = record_layer_size(images_fd, digest, unpacked, err);
 	if (r == 0 && renameat(images_fd, tmp, images_fd, final) < 0) {
 		/* Another pull unpacked the same layer first: theirs is as good as ours. */
 		if (errno != EEXIST && errno != ENOTEMPTY)

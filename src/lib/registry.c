@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,13 +87,14 @@ static bool auth_key_matches(const char *key, const char *registry)
 struct settings_walk {
 	const char *registry;
 	struct registry_settings *s;
-	int err;
+	bool docker_only;      /* docker's config.json: only its auths are ours to read */
+	const char *bad_limit; /* the "limits" member that is not a positive whole number */
 };
 
 static int auth_member(const char *name, const char *value, size_t len, void *payload)
 {
 	struct settings_walk *w = payload;
-	if (w->s->username || !auth_key_matches(name, w->registry) || !len || value[0] != '{')
+	if (!w->registry || w->s->username || !auth_key_matches(name, w->registry) || !len || value[0] != '{')
 		return 0;
 	_cleanup_free_ char *auth = NULL;
 	if (json_get_string(value, len, "auth", &auth) == 0) {
@@ -130,7 +132,7 @@ static int auth_member(const char *name, const char *value, size_t len, void *pa
 static int mirror_member(const char *name, const char *value, size_t len, void *payload)
 {
 	struct settings_walk *w = payload;
-	if (strcmp(name, w->registry) || w->s->mirrors)
+	if (!w->registry || strcmp(name, w->registry) || w->s->mirrors)
 		return 0;
 	return image_json_strv(value, len, &w->s->mirrors);
 }
@@ -138,15 +140,53 @@ static int mirror_member(const char *name, const char *value, size_t len, void *
 static int insecure_element(const char *name, const char *value, size_t len, void *payload)
 {
 	struct settings_walk *w = payload;
+	if (!w->registry)
+		return 0;
 	size_t n = strlen(w->registry);
 	if (len == n + 2 && value[0] == '"' && !memcmp(value + 1, w->registry, n))
 		w->s->insecure = true;
 	return 0;
 }
 
+static int limits_member(const char *name, const char *value, size_t len, void *payload)
+{
+	static const struct {
+		const char *name;
+		size_t offset;
+	} fields[] = {
+		{ "pull_seconds", offsetof(struct image_limits, pull_seconds) },
+		{ "transfer_seconds", offsetof(struct image_limits, transfer_seconds) },
+		{ "stall_seconds", offsetof(struct image_limits, stall_seconds) },
+		{ "layer_bytes", offsetof(struct image_limits, layer_bytes) },
+		{ "layer_entries", offsetof(struct image_limits, layer_entries) },
+		{ "store_bytes", offsetof(struct image_limits, store_bytes) },
+	};
+	struct settings_walk *w = payload;
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+		if (strcmp(name, fields[i].name))
+			continue;
+		char digits[24];
+		unsigned long long v = 0;
+		if (len < sizeof(digits) && strspn(value, "0123456789") >= len) {
+			memcpy(digits, value, len);
+			digits[len] = '\0';
+			errno = 0;
+			v = strtoull(digits, NULL, 10);
+		}
+		if (!v || errno) {
+			w->bad_limit = fields[i].name;
+			return -EINVAL;
+		}
+		*(uint64_t *)((char *)&w->s->limits + fields[i].offset) = v;
+	}
+	return 0;
+}
+
 static int settings_member(const char *name, const char *value, size_t len, void *payload)
 {
 	struct settings_walk *w = payload;
+	if (!strcmp(name, "limits") && !w->docker_only && len && value[0] == '{')
+		return json_object_each(value, len, 64, limits_member, w);
 	if (!strcmp(name, "auths") && len && value[0] == '{')
 		return json_object_each(value, len, 1024, auth_member, w);
 	if (!strcmp(name, "mirrors") && len && value[0] == '{')
@@ -159,6 +199,7 @@ static int settings_member(const char *name, const char *value, size_t len, void
 int registry_settings_load(const char *registry, struct registry_settings *out, capsule_error *err)
 {
 	memset(out, 0, sizeof(*out));
+	out->limits = (struct image_limits)IMAGE_LIMITS_DEFAULT;
 	char path[4096];
 	bool docker_only;
 	if (settings_path(path, sizeof(path), &docker_only) < 0)
@@ -172,21 +213,31 @@ int registry_settings_load(const char *registry, struct registry_settings *out, 
 	close(fd);
 	if (r < 0)
 		return cap_err(err, -r, "registry configuration '%s'", path);
-	struct settings_walk w = { registry, out, 0 };
+	struct settings_walk w = { registry, out, docker_only, NULL };
+	r = json_object_each(text, len, 1024, settings_member, &w);
 	if (docker_only) {
-		/* Only its auths: the rest of docker's file is docker's. */
-		r = json_object_each(text, len, 1024, settings_member, &w);
 		image_strv_free(out->mirrors);
 		out->mirrors = NULL;
 		out->insecure = false;
-	} else {
-		r = json_object_each(text, len, 1024, settings_member, &w);
 	}
 	if (r < 0) {
 		registry_settings_free(out);
+		if (w.bad_limit)
+			return cap_err_plain(err, EINVAL, "registry configuration '%s': limits '%s' must be a positive whole "
+					     "number", path, w.bad_limit);
 		return cap_err_plain(err, EINVAL, "registry configuration '%s' is malformed (see docs/cli.md)", path);
 	}
 	return 0;
+}
+
+int image_limits_load(struct image_limits *out, capsule_error *err)
+{
+	struct registry_settings s;
+	int r = registry_settings_load(NULL, &s, err);
+	if (r == 0)
+		*out = s.limits;
+	registry_settings_free(&s);
+	return r;
 }
 
 /* ---- HTTP ---- */
@@ -203,6 +254,8 @@ struct reg {
 	int images_fd;
 	const char *progress_digest;
 	uint64_t progress_base;
+	uint64_t deadline_ms; /* the pull's end, on now_ms()'s clock */
+	char what[640];       /* what the transfer under way fetches, for its errors */
 };
 
 struct http_resp {
@@ -300,12 +353,55 @@ static int xfer_cb(void *payload, curl_off_t dltotal, curl_off_t dlnow, curl_off
 	return 0;
 }
 
+/* Limits are whatever the configuration says; past about a year they mean "never", and stay
+ * in range of curl's longs and our millisecond clock. */
+static uint64_t seconds_to_ms(uint64_t seconds)
+{
+	const uint64_t year = 366ull * 24 * 3600;
+	return (seconds < year ? seconds : year) * 1000;
+}
+
+static int pull_deadline_passed(struct reg *r)
+{
+	return cap_err_plain(r->err, ETIMEDOUT, "%s: the pull passed its deadline of %llu s (\"pull_seconds\" in the "
+			     "registry configuration's \"limits\")", r->what,
+			     (unsigned long long)r->settings.limits.pull_seconds);
+}
+
+/* Why a transfer that curl gave up as timed out ended. TIMEOUT_MS was its limit, FROM_PULL
+ * whether that limit was what was left of the pull rather than transfer_seconds. */
+static int timed_out(struct reg *r, uint64_t timeout_ms, bool from_pull)
+{
+	const struct image_limits *l = &r->settings.limits;
+	curl_off_t elapsed_us = 0, connect_us = 0;
+	curl_easy_getinfo(r->curl, CURLINFO_TOTAL_TIME_T, &elapsed_us);
+	curl_easy_getinfo(r->curl, CURLINFO_CONNECT_TIME_T, &connect_us);
+	if ((uint64_t)elapsed_us / 1000 + 1 < timeout_ms && !connect_us)
+		return 0; /* the connection itself timed out: the registry is not there */
+	if ((uint64_t)elapsed_us / 1000 + 1 < timeout_ms)
+		return cap_err_plain(r->err, ETIMEDOUT, "%s: the transfer stalled (under %u bytes/s for %llu s; "
+				     "\"stall_seconds\" in the registry configuration's \"limits\")", r->what,
+				     IMAGE_STALL_BYTES_PER_SECOND, (unsigned long long)l->stall_seconds);
+	if (from_pull)
+		return pull_deadline_passed(r);
+	return cap_err_plain(r->err, ETIMEDOUT, "%s: no complete answer within %llu s (\"transfer_seconds\" in the "
+			     "registry configuration's \"limits\")", r->what, (unsigned long long)l->transfer_seconds);
+}
+
 /* One GET of URL into the sink (WRITE, SINK), with our credentials. RANGE_FROM > 0 asks for
  * the rest of a blob. Returns 0 with resp->status set, or -errno for a transport failure. */
 static int http_get(struct reg *r, const char *url, const char *accept, curl_write_callback write, void *sink,
 		    uint64_t range_from, struct http_resp *resp)
 {
 	memset(resp, 0, sizeof(*resp));
+	uint64_t now = now_ms();
+	if (now >= r->deadline_ms)
+		return pull_deadline_passed(r);
+	/* Both bound time, not bytes: a server that drips a byte now and then beats any
+	 * low-speed check on its own. */
+	uint64_t transfer_ms = seconds_to_ms(r->settings.limits.transfer_seconds);
+	bool from_pull = r->deadline_ms - now < transfer_ms;
+	uint64_t timeout_ms = from_pull ? r->deadline_ms - now : transfer_ms;
 	CURL *c = r->curl;
 	curl_easy_reset(c);
 	struct curl_slist *hdrs = NULL;
@@ -334,8 +430,9 @@ static int http_get(struct reg *r, const char *url, const char *accept, curl_wri
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, (long)IMAGE_STALL_BYTES_PER_SECOND);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, (long)(seconds_to_ms(r->settings.limits.stall_seconds) / 1000));
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "capsule/" CAPSULE_VERSION_STRING);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
@@ -349,6 +446,9 @@ static int http_get(struct reg *r, const char *url, const char *accept, curl_wri
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
 	if (cr == CURLE_WRITE_ERROR)
 		return -EFBIG; /* the sink refused: the caller knows why */
+	int rc = cr == CURLE_OPERATION_TIMEDOUT ? timed_out(r, timeout_ms, from_pull) : 0;
+	if (rc < 0)
+		return rc;
 	if (cr != CURLE_OK)
 		return cap_err_plain(r->err, EHOSTUNREACH, "cannot reach registry '%s' (%s): %s", r->ref->registry, r->base,
 				     curl_easy_strerror(cr));
@@ -378,12 +478,16 @@ static int fetch_token(struct reg *r, const struct image_challenge *ch)
 				     r->ref->registry, ch->realm);
 	struct mem_sink m = { .max = 1u << 20 };
 	struct http_resp resp;
+	char asked_for[sizeof(r->what)];
+	memcpy(asked_for, r->what, sizeof(asked_for));
+	snprintf(r->what, sizeof(r->what), "token for %s from '%s'", asked_for, ch->realm);
 	bool had_basic = r->basic;
 	r->basic = r->settings.username != NULL;
 	free(r->token);
 	r->token = NULL;
 	int rc = http_get(r, url, NULL, mem_write, &m, 0, &resp);
 	r->basic = had_basic;
+	memcpy(r->what, asked_for, sizeof(asked_for));
 	if (rc < 0) {
 		free(m.buf);
 		return rc == -EFBIG ? cap_err_plain(r->err, EFBIG, "token answer from '%s' is too large", ch->realm) : rc;
@@ -455,6 +559,7 @@ static int get_manifest(struct reg *r, const char *reference, char **body, size_
 {
 	char url[1200];
 	snprintf(url, sizeof(url), "%s/v2/%s/manifests/%s", r->base, r->ref->repository, reference);
+	snprintf(r->what, sizeof(r->what), "manifest '%s' of '%s'", reference, r->ref->repository);
 	struct mem_sink m = { .max = IMAGE_MAX_MANIFEST_BYTES };
 	struct http_resp resp;
 	int rc = reg_get(r, url, ACCEPT_MANIFESTS, mem_write, &m, mem_reset, 0, &resp);
@@ -499,6 +604,24 @@ static void file_reset(void *p)
 	f->written = 0;
 }
 
+/* Two pulls of one blob at once: the second waits, then finds it stored. It waits no longer
+ * than its own deadline allows (the holder may have a longer one); flock has no timeout of
+ * its own, and a library may not take SIGALRM to make one, hence the polling. */
+static int lock_download(struct reg *r, int fd, const char *tmppath)
+{
+	while (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return cap_err(r->err, errno, "locking '%s'", tmppath);
+		if (now_ms() >= r->deadline_ms)
+			return cap_err_plain(r->err, ETIMEDOUT, "%s: another pull was still downloading it when this pull "
+					     "passed its deadline of %llu s (\"pull_seconds\" in the registry "
+					     "configuration's \"limits\")", r->what,
+					     (unsigned long long)r->settings.limits.pull_seconds);
+		usleep(100 * 1000);
+	}
+	return 0;
+}
+
 /* Download blob D into tmp/<hex>.partial (resuming what an earlier run left there), check
  * its digest and move it into blobs/. */
 static int get_blob(struct reg *r, const struct image_descriptor *d)
@@ -508,15 +631,19 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	if ((uint64_t)d->size > MAX_LAYER_BYTES)
 		return cap_err_plain(r->err, EFBIG, "blob '%s' is larger than %llu bytes", d->digest,
 				     (unsigned long long)MAX_LAYER_BYTES);
+	snprintf(r->what, sizeof(r->what), "blob '%s' of '%s'", d->digest, r->ref->repository);
+	int rc = store_check_room(r->images_fd, &r->settings.limits, (uint64_t)d->size, r->what, r->err);
+	if (rc < 0)
+		return rc;
 	char tmpname[96], tmppath[128];
 	snprintf(tmpname, sizeof(tmpname), "%s.partial", d->digest + 7);
 	snprintf(tmppath, sizeof(tmppath), "tmp/%s", tmpname);
 	_cleanup_close_ int fd = openat(r->images_fd, tmppath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return cap_err(r->err, errno, "creating '%s'", tmppath);
-	/* Two pulls of one blob at once: the second waits, then finds it stored. */
-	if (flock(fd, LOCK_EX) < 0)
-		return cap_err(r->err, errno, "locking '%s'", tmppath);
+	rc = lock_download(r, fd, tmppath);
+	if (rc < 0)
+		return rc;
 	if (store_has_blob(r->images_fd, d->digest))
 		return 0;
 	struct stat st;
@@ -532,7 +659,6 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	struct http_resp resp = { 0 };
 	r->progress_digest = d->digest;
 	r->progress_base = have;
-	int rc = 0;
 	if (have < (uint64_t)d->size)
 		rc = reg_get(r, url, NULL, file_write, &f, file_reset, have, &resp);
 	else
@@ -568,11 +694,6 @@ static int get_blob(struct reg *r, const struct image_descriptor *d)
 	return store_commit_blob_file(r->images_fd, tmpname, d->digest, r->err);
 }
 
-static bool is_loopback(const char *registry)
-{
-	return !strncmp(registry, "localhost", 9) || !strncmp(registry, "127.", 4) || !strncmp(registry, "[::1]", 5);
-}
-
 /* Which base URL answers /v2/ (the API's version check, which also tells if the registry is
  * there at all): https first; plain http only for insecure registries. */
 static int pick_base(struct reg *r, const char *host, bool insecure)
@@ -583,6 +704,7 @@ static int pick_base(struct reg *r, const char *host, bool insecure)
 		snprintf(r->base, sizeof(r->base), "%s://%s", schemes[i], host);
 		char url[600];
 		snprintf(url, sizeof(url), "%s/v2/", r->base);
+		snprintf(r->what, sizeof(r->what), "API check of registry '%s' (%s)", r->ref->registry, url);
 		struct mem_sink m = { .max = 1u << 16 };
 		struct http_resp resp;
 		rc = http_get(r, url, NULL, mem_write, &m, 0, &resp);
@@ -635,7 +757,7 @@ static int pull_from(struct reg *r, char *digest_out)
 			if ((rc = get_blob(r, d)) == 0) {
 				if (r->o->progress)
 					r->o->progress("unpack", d->digest, 0, (uint64_t)d->size, r->o->payload);
-				rc = store_unpack_layer(r->images_fd, d->digest, r->err);
+				rc = store_unpack_layer(r->images_fd, d->digest, &r->settings.limits, r->err);
 			}
 		}
 	}
@@ -654,6 +776,8 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 	int rc = registry_settings_load(ref->registry, &r.settings, err);
 	if (rc < 0)
 		return rc;
+	r.deadline_ms = now_ms() + seconds_to_ms(r.settings.limits.pull_seconds);
+	snprintf(r.what, sizeof(r.what), "'%s'", ref->registry);
 	if ((rc = store_open(&r.images_fd, err)) < 0)
 		goto out;
 	store_sweep_tmp(r.images_fd);
@@ -664,7 +788,7 @@ int registry_pull(const struct image_ref *ref, const struct registry_options *o,
 	}
 	struct registry_options eff = *o;
 	/* As docker: loopback registries may speak plain HTTP. */
-	eff.insecure = o->insecure || r.settings.insecure || is_loopback(ref->registry);
+	eff.insecure = o->insecure || r.settings.insecure || image_registry_is_loopback(ref->registry);
 	r.o = &eff;
 	char digest[IMAGE_DIGEST_LEN + 1] = "";
 	rc = -ENOENT;

@@ -30,6 +30,8 @@ struct unpacker {
 	enum unpack_mode mode;
 	bool chown; /* root callers keep the image's owners; rootless ones own every file */
 	const char *what;
+	const struct unpack_limits *limits;
+	uint64_t entries;
 	capsule_error *err;
 };
 
@@ -166,8 +168,18 @@ static int apply_meta(struct unpacker *u, int fd, struct archive_entry *e)
 	return 0;
 }
 
+/* Decompressed bytes are counted as libarchive reads them, not as we write them: data it
+ * skips (a device node's, a refused entry's) costs time all the same. */
+static bool over_byte_limit(struct unpacker *u, struct archive *a)
+{
+	return (uint64_t)archive_filter_bytes(a, 0) > u->limits->bytes;
+}
+
 static int write_regular(struct unpacker *u, struct archive *a, int parent, const char *name, struct archive_entry *e)
 {
+	/* The size a file claims is what ftruncate gives it, however little data it carries. */
+	if (archive_entry_size(e) < 0 || (uint64_t)archive_entry_size(e) > u->limits->bytes)
+		return -EFBIG;
 	int r = clear_slot(parent, name, false);
 	if (r < 0)
 		return r;
@@ -183,6 +195,8 @@ static int write_regular(struct unpacker *u, struct archive *a, int parent, cons
 			break;
 		if (ar < ARCHIVE_WARN)
 			return -EIO;
+		if (over_byte_limit(u, a))
+			return -EFBIG;
 		if (pwrite(fd, buf, len, off) != (ssize_t)len)
 			return errno ? -errno : -EIO;
 	}
@@ -261,6 +275,31 @@ static int whiteout(struct unpacker *u, int parent, const char *name)
 	return 0;
 }
 
+static int too_large(struct unpacker *u)
+{
+	return cap_err_plain(u->err, EFBIG, "%s is larger than %llu bytes decompressed (%s in the registry "
+			     "configuration's \"limits\"): refused, not stored", u->what,
+			     (unsigned long long)u->limits->bytes, u->limits->bytes_limit);
+}
+
+/* What the entry's handler left unread (all of a skipped entry's data), read here where it is
+ * counted, rather than by libarchive's skip at the next header where it is not. */
+static int drain_entry(struct unpacker *u, struct archive *a)
+{
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int ar = archive_read_data_block(a, &buf, &len, &off);
+		if (ar == ARCHIVE_EOF)
+			return 0;
+		if (ar < ARCHIVE_WARN)
+			return cap_err_plain(u->err, EBADMSG, "%s: %s", u->what, archive_error_string(a));
+		if (over_byte_limit(u, a))
+			return too_large(u);
+	}
+}
+
 static int unpack_entry(struct unpacker *u, struct archive *a, struct archive_entry *e)
 {
 	const char *raw = archive_entry_pathname(e);
@@ -297,12 +336,15 @@ static int unpack_entry(struct unpacker *u, struct archive *a, struct archive_en
 		r = 0; /* device nodes and sockets: a sandbox gets its devices from us, never from an image */
 	if (r == -EXDEV)
 		return cap_err_plain(u->err, EPERM, "%s: hard link '%s' -> '%s' leaves the layer", u->what, raw, hardlink);
+	if (r == -EFBIG)
+		return too_large(u);
 	if (r < 0)
 		return cap_err(u->err, -r, "%s: entry '%s'", u->what, raw);
 	return 0;
 }
 
-int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const char *what, capsule_error *err)
+int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const struct unpack_limits *limits, const char *what,
+	       uint64_t *decompressed_out, capsule_error *err)
 {
 	struct archive *a = archive_read_new();
 	if (!a)
@@ -310,7 +352,9 @@ int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const char *what, caps
 	archive_read_support_filter_all(a);
 	archive_read_support_format_tar(a);
 	archive_read_support_format_gnutar(a);
-	struct unpacker u = { .dir_fd = dir_fd, .mode = mode, .chown = geteuid() == 0, .what = what, .err = err };
+	struct unpacker u = {
+		.dir_fd = dir_fd, .mode = mode, .chown = geteuid() == 0, .what = what, .limits = limits, .err = err
+	};
 	int r = 0;
 	if (archive_read_open_fd(a, fd, 1 << 16) != ARCHIVE_OK) {
 		r = cap_err_plain(err, EBADMSG, "%s: not a tar archive: %s", what, archive_error_string(a));
@@ -325,9 +369,21 @@ int unpack_tar(int fd, int dir_fd, enum unpack_mode mode, const char *what, caps
 			r = cap_err_plain(err, EBADMSG, "%s: %s", what, archive_error_string(a));
 			break;
 		}
-		if ((r = unpack_entry(&u, a, e)) < 0)
+		if (++u.entries > limits->entries) {
+			r = cap_err_plain(err, EFBIG, "%s has more than %llu entries (\"layer_entries\" in the registry "
+					  "configuration's \"limits\"): refused, not stored", what,
+					  (unsigned long long)limits->entries);
+			break;
+		}
+		if (over_byte_limit(&u, a)) {
+			r = too_large(&u);
+			break;
+		}
+		if ((r = unpack_entry(&u, a, e)) < 0 || (r = drain_entry(&u, a)) < 0)
 			break;
 	}
+	if (r == 0 && decompressed_out)
+		*decompressed_out = (uint64_t)archive_filter_bytes(a, 0);
 out:
 	archive_read_free(a);
 	return r;

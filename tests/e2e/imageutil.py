@@ -276,13 +276,15 @@ def workdir():
 class FakeRegistry:
     """A minimal registry API v2 over http.server, serving one OCI layout, for behaviours the
     Debian registry does not have: Bearer token auth (a token service at /token, with or
-    without required credentials) and blob servers that ignore Range requests."""
+    without required credentials), blob servers that ignore Range requests, and blobs (those
+    named in DRIP) sent 2 bytes every 0.5 s, as a hostile server holds a pull."""
 
-    def __init__(self, layout, bearer=False, creds=None, ignore_range=False):
+    def __init__(self, layout, bearer=False, creds=None, ignore_range=False, drip=()):
         import base64
         import http.server
         import threading
         self.layout, self.bearer, self.creds, self.ignore_range = layout, bearer, creds, ignore_range
+        self.drip = set(drip)
         self.token = "tok-" + os.urandom(8).hex()
         self.requests = []
         reg = self
@@ -298,6 +300,18 @@ class FakeRegistry:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def send_dripping(self, body):
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(0, len(body), 2):
+                        self.wfile.write(body[i:i + 2])
+                        self.wfile.flush()
+                        time.sleep(0.5)
+                except OSError:
+                    pass  # the client gave up: what this server is for
 
             def do_GET(self):
                 reg.requests.append((self.path, dict(self.headers)))
@@ -332,6 +346,8 @@ class FakeRegistry:
                     if not os.path.exists(path):
                         return self.send(404)
                     data = open(path, "rb").read()
+                    if ref in reg.drip:
+                        return self.send_dripping(data)
                     rng = self.headers.get("Range")
                     if rng and not reg.ignore_range:
                         start = int(rng.split("=")[1].split("-")[0])

@@ -6,7 +6,8 @@
  * decoders take (text, len) unterminated; the challenge and reference parsers take a C
  * string, cut at the first NUL). Besides "no crash, no overread, no leak", each success is
  * checked against what image.h promises: valid digests, bounded counts, absolute WorkingDir,
- * Env entries with '=', and references that format and parse back to themselves. */
+ * Env entries with '=', references that format and parse back to themselves, and loopback
+ * registries (plain HTTP) only in their exact forms. */
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -84,8 +85,21 @@ static void fuzz_challenge(const char *s)
 	image_challenge_free(&c);
 }
 
+/* Loopback means plain HTTP: whatever the input, only the exact forms may qualify. */
+static void check_loopback(const char *registry)
+{
+	if (!image_registry_is_loopback(registry))
+		return;
+	size_t host = registry[0] == '[' ? strcspn(registry, "]") + 1 : strcspn(registry, ":");
+	CHECK(!strncmp(registry, "localhost", host) || !strncmp(registry, "127.", 4) || registry[0] == '[');
+	CHECK(host == strlen(registry) || (registry[host] == ':' && strspn(registry + host + 1, "0123456789") ==
+								     strlen(registry + host + 1)));
+	CHECK(strspn(registry, "localhost0123456789.:[]abcdef") == strlen(registry));
+}
+
 static void fuzz_ref(const char *s)
 {
+	check_loopback(s);
 	struct image_ref r;
 	capsule_error e = { 0 };
 	int rc = image_ref_parse(s, &r, &e);
@@ -94,6 +108,7 @@ static void fuzz_ref(const char *s)
 		return;
 	}
 	CHECK(r.registry[0] && r.repository[0] && (r.tag[0] || image_digest_valid(r.digest)));
+	check_loopback(r.registry);
 	char canon[600];
 	image_ref_format(&r, canon, sizeof(canon));
 	struct image_ref again;

@@ -190,6 +190,9 @@ IMAGE_SEEDS = {
     'ref-short': (3, 'alpine:3.20'),
     'ref-registry': (3, 'localhost:5000/team/tool:1.2'),
     'ref-digest': (3, 'reg.example.com/a/b@' + _D[2]),
+    'ref-loopback-v4': (3, '127.1.2.3:5000/x:y'),
+    'ref-loopback-v6': (3, '[::1]:5000/x:y'),
+    'ref-loopback-lookalike': (3, 'localhost.example.net:5000/x:y'),
 }
 
 

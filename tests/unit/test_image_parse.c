@@ -67,6 +67,30 @@ static void test_bad_refs_are_refused(void **state)
 	}
 }
 
+/* Loopback registries get plain HTTP, so only names that cannot resolve elsewhere count. */
+static void test_only_exact_loopback_names_are_loopback(void **state)
+{
+	(void)state;
+	static const char *const loopback[] = { "localhost", "localhost:5000", "127.0.0.1", "127.0.0.1:5000",
+						"127.1.2.3", "127.255.255.255:1", "[::1]", "[::1]:5000",
+						"[0:0:0:0:0:0:0:1]:443" };
+	static const char *const not_loopback[] = {
+		"localhost.example.net", "localhost.example.net:5000", "127.foo", "127.0.0.1.nip.io",
+		"127.0.0.1.nip.io:5000", "localhost5000", "localhost:", "localhost:abc", "localhost:70000",
+		"localhost:0", "localhost:5000:1", "localhostx", "xlocalhost", "LOCALHOST.evil", "127.1",
+		"127.0.0.01", "0x7f.0.0.1", "0177.0.0.1", "128.0.0.1", "126.255.255.255", "127.0.0.1x",
+		"[::1", "::1", "[::1]x", "[::1]:", "[::2]", "[::ffff:127.0.0.1]", "[::1%lo]", "[::1].evil",
+		"[localhost]", "", "docker.io", "10.0.2.2:5000",
+	};
+	for (size_t i = 0; i < sizeof(loopback) / sizeof(*loopback); i++)
+		if (!image_registry_is_loopback(loopback[i]))
+			fail_msg("'%s' should be loopback", loopback[i]);
+	for (size_t i = 0; i < sizeof(not_loopback) / sizeof(*not_loopback); i++)
+		if (image_registry_is_loopback(not_loopback[i]))
+			fail_msg("'%s' should not be loopback", not_loopback[i]);
+	assert_false(image_registry_is_loopback(NULL));
+}
+
 static void test_challenges(void **state)
 {
 	(void)state;
@@ -227,6 +251,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_refs_resolve_as_docker_does),
 		cmocka_unit_test(test_bad_refs_are_refused),
+		cmocka_unit_test(test_only_exact_loopback_names_are_loopback),
 		cmocka_unit_test(test_challenges),
 		cmocka_unit_test(test_manifests_and_indexes),
 		cmocka_unit_test(test_image_config),
