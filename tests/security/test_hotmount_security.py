@@ -3,6 +3,7 @@
 mount or unmount anything outside the sandbox."""
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -200,9 +201,14 @@ else:
 
 
 def test_host_path_is_opened_with_the_rights_of_the_client_not_the_shim(capsule, sandbox, hostdir):
-    # A client that is not root (the socket opened up to it for this test) cannot mount what
-    # only root may read, nor mount read-write what it may only read; its own folder it can.
+    # A client that is not root (the socket opened up to it for this test: the home is its
+    # owner's alone, so no other user reaches it otherwise) cannot mount what only root may
+    # read, nor mount read-write what it may only read; its own folder it can.
     sock = os.path.join(capsule.home, "run", sandbox, "control.sock")
+    opened = [capsule.home, os.path.dirname(os.path.dirname(sock)), os.path.dirname(sock)]
+    modes = [stat.S_IMODE(os.stat(d).st_mode) for d in opened]
+    for d in opened:
+        os.chmod(d, 0o711)
     os.chmod(sock, 0o666)
     secret = tempfile.mkdtemp(prefix="capsule-hotsec-secret-", dir="/tmp")
     readable = tempfile.mkdtemp(prefix="capsule-hotsec-ro-", dir="/tmp")
@@ -235,5 +241,7 @@ def test_host_path_is_opened_with_the_rights_of_the_client_not_the_shim(capsule,
         # The shim went back to its own rights afterwards: root's request still works.
         capsule.run("mount", sandbox, secret, "/mnt/secret-root", check=True)
     finally:
+        for d, mode in zip(opened, modes):
+            os.chmod(d, mode)
         for d in (secret, readable, own):
             shutil.rmtree(d, ignore_errors=True)
