@@ -29,8 +29,20 @@ MT_LAYER = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
             None: "application/vnd.oci.image.layer.v1.tar"}
 
 
+TOOLS = ("docker-registry", "skopeo", "htpasswd")
+
+
 def have_tools():
-    return all(shutil.which(t) for t in ("docker-registry", "skopeo", "htpasswd")) and os.path.exists(BUSYBOX)
+    return all(shutil.which(t) for t in TOOLS) and os.path.exists(BUSYBOX)
+
+
+def require_tools():
+    """A test dependency that is missing fails the test: a run without the registry, skopeo,
+    htpasswd or busybox-static must not go green by skipping what needs them."""
+    missing = [t for t in TOOLS if not shutil.which(t)] + ([BUSYBOX] if not os.path.exists(BUSYBOX) else [])
+    if missing:
+        pytest.fail(f"test dependencies missing: {', '.join(missing)} (scripts/install-deps installs them)",
+                    pytrace=False)
 
 
 def agent_is_static(build):
@@ -46,8 +58,12 @@ def need_static_agent(build):
                     "own root, which lacks the host's libraries")
 
 
-needs_tools = pytest.mark.skipif(not have_tools(), reason="docker-registry, skopeo, htpasswd or busybox-static "
-                                 "missing (scripts/install-deps installs them)")
+@pytest.fixture
+def image_tools():
+    require_tools()
+
+
+needs_tools = pytest.mark.usefixtures("image_tools")
 
 
 # ---- layers ----
@@ -244,8 +260,7 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def registry():
-    if not have_tools():
-        pytest.skip("docker-registry, skopeo, htpasswd or busybox-static missing")
+    require_tools()
     root = tempfile.mkdtemp(prefix="capsule-registry-", dir="/var/tmp")
     reg = Registry(root)
     yield reg
@@ -255,8 +270,7 @@ def registry():
 
 @pytest.fixture(scope="module")
 def auth_registry():
-    if not have_tools():
-        pytest.skip("docker-registry, skopeo, htpasswd or busybox-static missing")
+    require_tools()
     root = tempfile.mkdtemp(prefix="capsule-registry-auth-", dir="/var/tmp")
     reg = Registry(root, htpasswd=("tester", "s3cret-pw"))
     yield reg

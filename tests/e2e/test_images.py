@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from .imageutil import (Entry, Layout, auth_registry, busybox_entries, busybox_layer, free_port, layer_tar,  # noqa: F401
-                        make_layout, need_static_agent, needs_tools, registry, workdir)
+                        image_tools, make_layout, need_static_agent, needs_tools, registry, workdir)
 
 pytestmark = needs_tools
 

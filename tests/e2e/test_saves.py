@@ -409,7 +409,7 @@ def test_save_on_top_of_an_image(capsule, saves, tmp_path):
     import shutil as _shutil
     busybox = _shutil.which("busybox")
     if not busybox:
-        pytest.skip("busybox-static is not installed (scripts/install-deps installs it)")
+        pytest.fail("busybox-static is not installed (scripts/install-deps installs it)", pytrace=False)
     root = tmp_path / "root"
     (root / "bin").mkdir(parents=True)
     (root / "etc").mkdir()

@@ -13,9 +13,13 @@ from capsule import Sandbox, SyncSandbox, NotFound, ImageNotFound
 
 from sdkutil import BUILD, imageutil as iu
 
-pytestmark = [pytest.mark.skipif(not iu.have_tools(), reason="docker-registry, skopeo or busybox-static missing"),
-              pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a "
-                                 "sanitizer build): it cannot start in an image's own root")]
+pytestmark = pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a "
+                                "sanitizer build): it cannot start in an image's own root")
+
+
+@pytest.fixture(autouse=True)
+def _image_tools():
+    iu.require_tools()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ _spec = importlib.util.spec_from_file_location("capsule_tests_imageutil", _IU)
 iu = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(iu)
 
-pytestmark = pytest.mark.skipif(not os.path.exists(iu.BUSYBOX), reason="busybox-static missing")
+@pytest.fixture(autouse=True)
+def _image_tools():
+    iu.require_tools()
 
 
 @pytest.fixture

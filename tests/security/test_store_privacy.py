@@ -38,8 +38,8 @@ def import_setuid_image(capsule, tmp_path):
     return found[0]
 
 
-@pytest.mark.skipif(not os.path.exists(iu.BUSYBOX), reason="busybox-static missing")
 def test_other_user_cannot_run_or_stat_an_images_setuid_file(capsule, other_user, tmp_path):
+    iu.require_tools()
     suid = import_setuid_image(capsule, tmp_path)
     # Kept set-uid root in the store: it matters inside the sandbox only (no_new_privs, nosuid).
     st = os.stat(suid)

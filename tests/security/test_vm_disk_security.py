@@ -19,7 +19,9 @@ _spec.loader.exec_module(iu)
 
 BOOT_TIMEOUT = 240
 
-pytestmark = pytest.mark.skipif(not os.path.exists(iu.BUSYBOX), reason="busybox-static missing")
+@pytest.fixture(autouse=True)
+def _image_tools():
+    iu.require_tools()
 
 
 def host_mounts_naming(path):
