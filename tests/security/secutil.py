@@ -219,3 +219,79 @@ def shim_pids_named(name):
         if argv and argv[0].endswith(b"capsule-shim") and name.encode() in argv and proc_alive(int(ent)):
             out.append(int(ent))
     return out
+
+
+# ---- the seccomp filter itself, run on a synthetic call (classic BPF) -----------------------
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+SECCOMP_RET_ACTION = 0xFFFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+
+def seccomp_program(build):
+    """The filter the shim hands every sandbox, as (code, jt, jf, k) tuples, read from the
+    header the build generates (BUILD/seccomp_filter.h)."""
+    import re
+    with open(os.path.join(build, "seccomp_filter.h")) as f:
+        text = f.read()
+    body = text[text.index("{") + 1:text.rindex("}")]
+    raw = bytes(int(b, 16) for b in re.findall(r"0x([0-9a-fA-F]{2})", body))
+    return [struct.unpack_from("<HBBI", raw, i) for i in range(0, len(raw), 8)]
+
+
+def seccomp_verdict(program, nr, args=(), arch=AUDIT_ARCH_X86_64):
+    """What the filter answers for syscall NR with ARGS, as the kernel would run it: ("allow",
+    None), ("errno", N) or (action name, data). A control for a probe inside a sandbox: it
+    shows the filter, not a missing capability, is what refuses a call."""
+    args = [a & 0xFFFFFFFFFFFFFFFF for a in list(args) + [0] * (6 - len(args))]
+    data = struct.pack("<iIQ6Q", nr, arch, 0, *args)
+    a = x = 0
+    mem = [0] * 16
+    pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        pc += 1
+        cls = code & 0x07
+        if code == 0x20:  # ld [k]
+            a = struct.unpack_from("<I", data, k)[0]
+        elif code == 0x00:  # ld #k
+            a = k
+        elif code == 0x60:  # ld M[k]
+            a = mem[k]
+        elif code == 0x61:  # ldx M[k]
+            x = mem[k]
+        elif code == 0x02:  # st M[k]
+            mem[k] = a
+        elif code == 0x03:  # stx M[k]
+            mem[k] = x
+        elif code == 0x07:  # tax
+            x = a
+        elif code == 0x87:  # txa
+            a = x
+        elif cls == 0x04:  # alu
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            ops = {0x00: a + src, 0x10: a - src, 0x20: a * src, 0x50: a & src, 0x40: a | src,
+                   0x60: a << src, 0x70: a >> src, 0xA0: a ^ src}
+            if op not in ops:
+                raise ValueError(f"BPF alu op {code:#x} not understood")
+            a = ops[op] & 0xFFFFFFFF
+        elif cls == 0x05:  # jmp
+            op, src = code & 0xF0, (x if code & 0x08 else k)
+            if op == 0x00:
+                pc += k
+                continue
+            taken = {0x10: a == src, 0x20: a > src, 0x30: a >= src, 0x40: bool(a & src)}
+            if op not in taken:
+                raise ValueError(f"BPF jump {code:#x} not understood")
+            pc += jt if taken[op] else jf
+        elif code == 0x06:  # ret #k
+            action, value = k & SECCOMP_RET_ACTION, k & 0xFFFF
+            if action == SECCOMP_RET_ALLOW:
+                return ("allow", None)
+            if action == SECCOMP_RET_ERRNO:
+                return ("errno", value)
+            return ({0x80000000: "kill_process", 0x00000000: "kill_thread", 0x00030000: "trap"}.get(action, hex(action)),
+                    value)
+        else:
+            raise ValueError(f"BPF instruction {code:#x} not understood")

@@ -312,7 +312,8 @@ static const struct seccomp_mode_call {
  * bit at the syscall holds for every host-backed mount at once, whatever the mount. An open
  * is refused only when it creates (O_CREAT, O_TMPFILE): a plain open's mode is unused.
  * openat2 carries its mode in memory, out of a filter's sight, so it is not allowed (ENOSYS:
- * libc and programs fall back to openat).
+ * libc and programs fall back to openat). A name this libseccomp does not know (fchmodat2 in
+ * older ones) gets no rule and so the default ENOSYS, and libc falls back to fchmodat.
  */
 static int seccomp_add_mode_call(scmp_filter_ctx ctx, const struct seccomp_mode_call *c, capsule_error *err)
 {
