@@ -29,15 +29,50 @@ def run_entries(capsule):
     return set(os.listdir(d)) if os.path.isdir(d) else set()
 
 
+def cgroup_v2_only():
+    """A unified host (cgroup v2 with its controllers at /sys/fs/cgroup), as Debian 12's
+    default; else the v1 or hybrid layout, with one hierarchy per controller."""
+    return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+
+
 def cgroup_dirs(name, controllers=CONTROLLERS):
-    """The sandbox's cgroup folders: <controller>/capsule/<name>.<8 hex>."""
+    """The sandbox's cgroup folders, <name>.<8 hex> below a "capsule" folder: on v1 one per
+    controller (<controller>/capsule/...), on v2 the one folder whatever CONTROLLERS asks
+    (capsule/... at the root, or below the caller's own cgroup where it was delegated)."""
     pat = re.compile(re.escape(name) + r"\.[0-9a-f]{8}$")
+    if cgroup_v2_only():
+        globs = [os.path.join(CGROUP_ROOT, "**", "capsule", name + ".*")]
+    else:
+        globs = [os.path.join(CGROUP_ROOT, c, "capsule", name + ".*") for c in controllers]
+        # A hybrid host's controller-less v2 tree, should anything be made there.
+        globs.append(os.path.join(CGROUP_ROOT, "unified", "**", "capsule", name + ".*"))
     found = []
-    for c in controllers:
-        for path in glob.glob(os.path.join(CGROUP_ROOT, c, "capsule", name + ".*")):
-            if pat.match(os.path.basename(path)) and os.path.isdir(path):
+    for g in globs:
+        for path in glob.glob(g, recursive=True):
+            if pat.match(os.path.basename(path)) and os.path.isdir(path) and path not in found:
                 found.append(path)
     return found
+
+
+def cgroup_limit(name, what):
+    """A limit as the sandbox's cgroup holds it, in v1 terms on either layout: "memory"
+    (bytes, or -1 for none), "pids" ("max" or a number), "cpu" ((quota_us or -1, period_us))."""
+    if cgroup_v2_only():
+        d = cgroup_dir(name, what)
+        if what == "memory":
+            v = read_file(os.path.join(d, "memory.max"))
+            return -1 if v == "max" else int(v)
+        if what == "pids":
+            return read_file(os.path.join(d, "pids.max"))
+        quota, period = read_file(os.path.join(d, "cpu.max")).split()
+        return (-1 if quota == "max" else int(quota), int(period))
+    if what == "memory":
+        v = int(read_file(os.path.join(cgroup_dir(name, "memory"), "memory.limit_in_bytes")))
+        return -1 if v >= 1 << 62 else v
+    if what == "pids":
+        return read_file(os.path.join(cgroup_dir(name, "pids"), "pids.max"))
+    cpu = cgroup_dir(name, "cpu")
+    return (int(read_file(os.path.join(cpu, "cpu.cfs_quota_us"))), int(read_file(os.path.join(cpu, "cpu.cfs_period_us"))))
 
 
 def cgroup_dir(name, controller):
