@@ -30,6 +30,11 @@
  * go, so the depth is bounded and deeper trees are refused, not followed. */
 #define LAYER_COPY_MAX_DEPTH 256
 #define XATTR_LIST_MAX_BYTES 65536
+/* The first names of linked files are held in memory until the copy ends; the sandbox decides
+ * how many there are and how long, so their total, each counted with its share of the table,
+ * is bounded (half a million links of ordinary paths) and a layer past it is refused. */
+#define LAYER_COPY_LINK_NAMES_MAX_BYTES (64u << 20)
+#define LINK_ENTRY_OVERHEAD 64
 
 struct hardlink {
 	dev_t dev;
@@ -44,6 +49,7 @@ struct hardlink {
 struct link_table {
 	struct hardlink *slots;
 	size_t cap, used; /* cap: 0 or a power of two */
+	size_t name_bytes;
 };
 
 struct copier {
@@ -148,8 +154,9 @@ static int copy_range(int in, int out, uint64_t *off, uint64_t end)
 	return 0;
 }
 
-/* The next extent of IN at or after OFF that holds data, [*START, *END) clipped to SIZE; false
- * when only a hole is left. A filesystem without SEEK_DATA has its whole rest as data. */
+/* The next extent of IN at or after OFF that holds data, [*START, *END) clipped to SIZE: 1, or 0
+ * when only a hole is left, or -errno. A filesystem without SEEK_DATA has its whole rest as
+ * data. */
 static int next_data(int in, uint64_t off, uint64_t size, uint64_t *start, uint64_t *end)
 {
 	off_t data = lseek(in, (off_t)off, SEEK_DATA);
@@ -218,7 +225,7 @@ static int link_table_grow(struct link_table *t)
 	struct hardlink *slots = calloc(cap, sizeof(*slots));
 	if (!slots)
 		return -ENOMEM;
-	struct link_table bigger = { slots, cap, t->used };
+	struct link_table bigger = { slots, cap, t->used, t->name_bytes };
 	for (size_t i = 0; i < t->cap; i++)
 		if (t->slots[i].path)
 			slots[link_slot(&bigger, t->slots[i].dev, t->slots[i].ino)] = t->slots[i];
@@ -238,19 +245,21 @@ static void link_table_free(struct link_table *t)
 static int remember_link(struct copier *cp, const struct stat *st, const char *rel)
 {
 	struct link_table *t = &cp->links;
-	if (2 * (t->used + 1) > t->cap) {
-		int r = link_table_grow(t);
-		if (r < 0)
-			return r;
-	}
+	size_t len = strlen(rel) + 1;
+	if (t->name_bytes + len + LINK_ENTRY_OVERHEAD > LAYER_COPY_LINK_NAMES_MAX_BYTES)
+		return cap_err_plain(cp->err, E2BIG, "too many hard-linked files (over %u MiB of their names) at '%s'",
+				     LAYER_COPY_LINK_NAMES_MAX_BYTES >> 20, rel);
+	if (2 * (t->used + 1) > t->cap && link_table_grow(t) < 0)
+		return cap_err(cp->err, ENOMEM, "copying '%s'", rel);
 	struct hardlink *slot = &t->slots[link_slot(t, st->st_dev, st->st_ino)];
 	if (slot->path)
 		return 0; /* only the first name is linked to */
 	char *p = strdup(rel);
 	if (!p)
-		return -ENOMEM;
+		return cap_err(cp->err, ENOMEM, "copying '%s'", rel);
 	*slot = (struct hardlink){ st->st_dev, st->st_ino, p };
 	t->used++;
+	t->name_bytes += len + LINK_ENTRY_OVERHEAD;
 	return 0;
 }
 
@@ -376,7 +385,7 @@ static int copy_entry(struct copier *cp, int src, int dst, const char *name, cha
 		return 0;
 	}
 	if (!S_ISLNK(st.st_mode) && st.st_nlink > 1 && (r = remember_link(cp, &st, rel)) < 0)
-		return cap_err(err, -r, "copying '%s'", rel);
+		return r;
 	set_times(dst, name, &st);
 	return 0;
 }

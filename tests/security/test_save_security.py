@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from secutil import sh
+from secutil import assert_alive, sh
 
 
 def sname():
@@ -265,3 +265,24 @@ def test_stop_during_a_save_cancels_it_and_leaves_nothing_half_made(capsule):
     assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c"))
     r = capsule.run("start", name)
     assert r.returncode == 0, r.stderr
+
+
+def test_hard_link_names_held_by_a_copy_are_bounded(capsule):
+    """The copy holds the first name of each linked file until it ends; a sandbox choosing
+    17,000 linked files with 4 KiB paths (68 MiB of names) gets a one-line error, not a copier
+    that holds whatever it asks for, and nothing half-made."""
+    name = capsule.create()
+    r = capsule.run("exec", name, "python3", "-c",
+                    "import os\n"
+                    "d = '/root/' + '/'.join(['d' * 250] * 15)\n"
+                    "os.makedirs(d)\n"
+                    "for i in range(17000):\n"
+                    "    a = f'{d}/{\"a\" * 180}{i}'\n"
+                    "    open(a, 'w').close(); os.link(a, f'{d}/{\"b\" * 180}{i}')", timeout=180)
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("checkpoint", name, "c", timeout=300)
+    assert r.returncode == 125
+    assert len(r.stderr.strip().splitlines()) == 1 and "too many hard-linked files" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c"))
+    assert checkpoint_temporaries(capsule, name) == []
+    assert_alive(capsule, name)
