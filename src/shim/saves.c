@@ -1,7 +1,7 @@
 /* The shim's side of saves (docs/architecture.md, "Saves"): SAVE requests on a running sandbox
  * (save, checkpoint, fork) copy its own layer with its processes frozen, so the copy is one
- * moment's state. The copying is the library's (src/lib/checkpoint.c, src/lib/save.c); it
- * runs in a child of the shim, so that a copy of gigabytes or of 40,000 hard links does not
+ * moment's state; REVERT copies a checkpoint back while the sandbox is down. The copying is the
+ * library's (src/lib/checkpoint.c, src/lib/save.c); it runs in a child of the shim, so that a copy of gigabytes or of 40,000 hard links does not
  * stop the shim from answering its other clients meanwhile. */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,8 +39,11 @@ const char *shim_save_op_name(uint32_t op)
 	}
 }
 
-static int sandbox_pause(const struct save_sandbox *sb, bool on, capsule_error *err)
+/* A revert copies into a sandbox that is down: nothing to freeze. */
+static int sandbox_pause(const struct save_sandbox *sb, uint32_t op, bool on, capsule_error *err)
 {
+	if (op == CP_SAVE_OP_REVERT)
+		return 0;
 	return sb->pause ? sb->pause(on, err) : sandbox_freeze(sb->cg, sb->cgname, on, err);
 }
 
@@ -89,7 +92,7 @@ int shim_save_start(const struct save_sandbox *sb, uint32_t op, const char *name
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC | O_NONBLOCK) < 0)
 		return cap_err(err, errno, "pipe for a %s", shim_save_op_name(op));
-	if ((r = sandbox_pause(sb, true, err)) < 0)
+	if ((r = sandbox_pause(sb, op, true, err)) < 0)
 		goto fail;
 	pid_t shim = getpid();
 	pid_t pid = fork();
@@ -104,7 +107,7 @@ int shim_save_start(const struct save_sandbox *sb, uint32_t op, const char *name
 			;
 	}
 	if (pidfd < 0) {
-		sandbox_pause(sb, false, NULL);
+		sandbox_pause(sb, op, false, NULL);
 		r = cap_err(err, e, "starting the %s of '%s'", shim_save_op_name(op), name);
 		goto fail;
 	}
@@ -149,7 +152,7 @@ int shim_save_finish(const struct save_sandbox *sb, struct save_job *job, bool c
 	close(job->pidfd);
 	close(job->result_fd);
 	capsule_error terr = { 0 };
-	if (sandbox_pause(sb, false, &terr) < 0 && r == 0)
+	if (sandbox_pause(sb, job->op, false, &terr) < 0 && r == 0)
 		r = cap_err_plain(err, terr.code, "%s", terr.message);
 	*job = SAVE_JOB_NONE;
 	return r;

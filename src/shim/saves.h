@@ -43,11 +43,14 @@ const char *shim_save_op_name(uint32_t op);
 
 /* Start SAVE op CP_SAVE_OP_SAVE, _CHECKPOINT or _FORK of the running sandbox SB as NAME: its
  * processes are frozen, then a child copies its layer. The caller watches JOB->pidfd and
- * calls shim_save_finish once it is readable; the sandbox stays frozen until then. */
+ * calls shim_save_finish once it is readable; the sandbox stays frozen until then.
+ * CP_SAVE_OP_REVERT: the child puts checkpoint NAME back as the layer of SB, which the caller
+ * has stopped (and starts again once the job is finished). */
 int shim_save_start(const struct save_sandbox *sb, uint32_t op, const char *name, struct save_job *job,
 		    capsule_error *err);
 /* Reap JOB's child (with CANCEL, kill it first: the save is abandoned, and its temporary folder
- * left unlocked for the store's next sweep) and thaw the sandbox. 0 when the save is in
+ * left unlocked for the store's next sweep, or fs/upper.new for the next revert) and thaw the
+ * sandbox. 0 when the save is in
  * place, else its error. JOB is SAVE_JOB_NONE after. */
 int shim_save_finish(const struct save_sandbox *sb, struct save_job *job, bool cancel, capsule_error *err);
 #endif

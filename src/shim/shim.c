@@ -125,6 +125,7 @@ static struct shim {
 	struct save_job save;
 	int save_client;
 	uint32_t save_chan;
+	bool exiting; /* in finish_and_exit: a failed revert must not enter it again */
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -473,8 +474,9 @@ static void begin_stop(uint32_t grace_ms)
 	cp_writer_free(&w);
 }
 
-static void finish_and_exit(void)
+_Noreturn static void finish_and_exit(void)
 {
+	S.exiting = true;
 	if (save_job_running(&S.save))
 		save_done(true);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
@@ -714,18 +716,13 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 static int start_sandbox(capsule_error *err);
 
 /* REVERT: the sandbox's processes are killed (as by a stop: commands in flight end with
- * 137), its own layer becomes the checkpoint's, and it starts again in this shim from its
- * boot-time configuration. Connections stay; hot mounts are gone with the old mount
- * namespace. Overlayfs cannot swap the upper layer under a mounted overlay, and the root
- * cannot be unmounted under its PID 1: a restart is the one consistent way. */
-static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *err)
+ * 137), its own layer becomes the checkpoint's (copied by a save job, the loop serving
+ * meanwhile), and it starts again in this shim from its boot-time configuration
+ * (revert_restart). Connections stay; hot mounts are gone with the old mount namespace.
+ * Overlayfs cannot swap the upper layer under a mounted overlay, and the root cannot be
+ * unmounted under its PID 1: a restart is the one consistent way. */
+static void revert_take_down(void)
 {
-	*lost = false;
-	int r = checkpoint_exists(S.run_fd, checkpoint, err);
-	if (r < 0)
-		return r;
-	*lost = true;
-	uint64_t t0 = now_ns();
 	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
 		;
@@ -775,19 +772,28 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	char cgname[CAPSULE_NAME_MAX + 16];
 	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
 	sandbox_freezer_remove(cgname);
-	if ((r = checkpoint_restore(S.run_fd, &S.cfg, checkpoint, err)) == 0)
-		r = start_sandbox(err);
-	if (r < 0) {
-		shim_log("revert to '%s' failed: %s", checkpoint, err->message);
+}
+
+static int revert_restart(capsule_error *err)
+{
+	int r = start_sandbox(err);
+	if (r < 0)
 		return r;
-	}
-	*lost = false;
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
 	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
 	write_state("running");
-	shim_log("reverted to checkpoint '%s', agent pid %d (%.1f ms)", checkpoint, (int)S.ct.pid,
-		 (double)(now_ns() - t0) / 1e6);
+	shim_log("restarted, agent pid %d", (int)S.ct.pid);
 	return 0;
+}
+
+/* The old sandbox is gone and the new one did not start: it is over. */
+_Noreturn static void revert_failed(void)
+{
+	if (S.ct.pidfd >= 0) {
+		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+		waitpid(S.ct.pid, NULL, 0);
+	}
+	finish_and_exit();
 }
 
 /* vm isolation, around a save's copy of the disk: the agent syncs the guest's file systems
@@ -887,8 +893,8 @@ static void save_answer(int ci, uint32_t chan, int r, const capsule_error *err)
 	}
 }
 
-/* The save's child has exited (or, with CANCEL, is killed now): the sandbox thaws and the
- * client that asked hears how it went. */
+/* The save's child has exited (or, with CANCEL, is killed now): the sandbox thaws (after a
+ * revert, starts again) and the client that asked hears how it went. */
 static void save_done(bool cancel)
 {
 	char cgname[CAPSULE_NAME_MAX + 16];
@@ -901,6 +907,8 @@ static void save_done(bool cancel)
 	uint64_t t0 = S.save.started_ns;
 	capsule_error err = { 0 };
 	int r = shim_save_finish(&sb, &S.save, cancel, &err);
+	if (r == 0 && op == CP_SAVE_OP_REVERT)
+		r = revert_restart(&err);
 	if (r < 0)
 		shim_log("%s", err.message);
 	else
@@ -908,12 +916,13 @@ static void save_done(bool cancel)
 	if (S.save_client >= 0)
 		save_answer(S.save_client, S.save_chan, r, &err);
 	S.save_client = -1;
+	if (r < 0 && op == CP_SAVE_OP_REVERT && !S.exiting)
+		revert_failed();
 }
 
-/* REVERT is answered here, once the sandbox runs again (its processes are gone meanwhile);
- * SAVE, CHECKPOINT and FORK once their child has copied the layer (save_done), the loop
- * serving the other clients meanwhile. One at a time: a second is refused until the first is
- * done. */
+/* SAVE is answered by save_done, once a child has copied the layer (for a revert, once the
+ * sandbox runs again), the loop serving the other clients meanwhile. One at a time: a second
+ * is refused until the first is done. */
 static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
@@ -932,32 +941,21 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 		return;
 	}
 	capsule_error err = { 0 };
-	int r;
-	if (m.op == CP_SAVE_OP_REVERT) {
-		bool lost;
-		r = revert_in_place(m.name, &lost, &err);
-		if (r < 0 && lost) {
-			/* The old sandbox is gone and the new one did not start: it is over. */
-			client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-			cp_save_free(&m);
-			if (S.ct.pidfd >= 0) {
-				sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
-				waitpid(S.ct.pid, NULL, 0);
-			}
-			finish_and_exit();
-		}
-		cp_save_free(&m);
-		save_answer(ci, h->chan, r, &err);
-		layer_run_deferred_removals();
-		return;
-	}
+	uint32_t op = m.op;
+	int r = 0;
+	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(S.run_fd, m.name, &err)) == 0)
+		revert_take_down();
 	char cgname[CAPSULE_NAME_MAX + 16];
 	struct save_sandbox sb;
 	save_sandbox_of_shim(&sb, cgname, sizeof(cgname));
-	r = shim_save_start(&sb, m.op, m.name, &S.save, &err);
+	if (r == 0)
+		r = shim_save_start(&sb, op, m.name, &S.save, &err);
+	bool down = op == CP_SAVE_OP_REVERT && S.ct.pidfd < 0;
 	cp_save_free(&m);
 	if (r < 0) {
 		save_answer(ci, h->chan, r, &err);
+		if (down)
+			revert_failed();
 		return;
 	}
 	S.save_client = ci;
@@ -1022,6 +1020,9 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 			client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 			return;
 		}
+		/* No agent to pass it to until the sandbox starts again. */
+		if (S.save.op == CP_SAVE_OP_REVERT && refused_while_saving(ci, h->chan))
+			return;
 		if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
 			client_send_error(ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
 					  MAX_CHANNELS_PER_CLIENT);

@@ -286,3 +286,36 @@ def test_hard_link_names_held_by_a_copy_are_bounded(capsule):
     assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c"))
     assert checkpoint_temporaries(capsule, name) == []
     assert_alive(capsule, name)
+
+
+def test_stop_during_a_revert_cancels_it_and_keeps_the_layer(capsule):
+    """A revert copies the checkpoint back beside the loop too: meanwhile commands are refused
+    with a one-line error (the sandbox is down) and a stop still works, leaving the layer as
+    it was."""
+    name = capsule.create()
+    capsule.run("exec", name, "sh", "-c", "echo before > /root/f; echo 1 > /root/g; echo 2 > /root/h", check=True)
+    capsule.run("stop", name, check=True)
+    capsule.run("checkpoint", name, "c", check=True)
+    r = capsule.run("start", name, env={"CAPSULE_TEST_SAVE_PAUSE": "copy:2"})
+    assert r.returncode == 0, r.stderr
+    capsule.run("exec", name, "sh", "-c", "echo after > /root/f", check=True)
+    revert = capsule.popen("revert", name, "c", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    copier = paused_pid(capsule)
+    copier_left = True
+    try:
+        r = capsule.run("exec", name, "true", timeout=30)
+        assert r.returncode == 125
+        assert len(r.stderr.strip().splitlines()) == 1 and "busy with revert 'c'" in r.stderr, r.stderr
+        r = capsule.run("stop", name, timeout=60)
+        copier_left = os.path.exists(f"/proc/{copier}")
+        assert r.returncode == 0, r.stderr
+    finally:
+        if copier_left:
+            os.kill(copier, signal.SIGKILL)
+    assert not copier_left
+    _, err = revert.communicate(timeout=60)
+    assert revert.returncode == 125 and "cancelled" in err, err
+    assert capsule.inspect(name)["state"] == "stopped"
+    capsule.run("start", name, check=True)
+    r = capsule.run("exec", name, "cat", "/root/f")
+    assert r.stdout == "after\n", r.stderr
