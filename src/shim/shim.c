@@ -121,7 +121,7 @@ static struct shim {
 	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
 	struct vm_shares shares; /* vm isolation: the share of host folders */
 	struct net net;
-	/* The save, checkpoint or fork being copied, and who asked for it (-1 once gone). */
+	/* The save, checkpoint, fork or revert being copied, and who asked for it (-1 once gone). */
 	struct save_job save;
 	int save_client;
 	uint32_t save_chan;
@@ -445,8 +445,8 @@ static void save_done(bool cancel);
 
 static void begin_stop(uint32_t grace_ms)
 {
-	/* The sandbox is frozen for the copy and must be thawed to stop; the save is abandoned
-	 * (its temporary folder is never renamed into place), not waited for. */
+	/* The sandbox is frozen for a save's copy (down for a revert's) and must be thawed to
+	 * stop; the copy is abandoned (never renamed into place), not waited for. */
 	if (save_job_running(&S.save))
 		save_done(true);
 	if (S.stopping) {
@@ -585,7 +585,8 @@ static void client_close(int ci)
 
 /* While a save copies the layer, the sandbox is frozen (a vm's guest paused) and the copy is of
  * one moment: another save, a revert and changes to its mounts and ports are refused until
- * it is done. Commands (EXEC, FS) are passed on and run once it thaws. */
+ * it is done. Commands (EXEC, FS) are passed on and run once it thaws; during a revert, which
+ * has the sandbox down, they are refused too. */
 static bool refused_while_saving(int ci, uint32_t chan)
 {
 	if (!save_job_running(&S.save))
