@@ -30,19 +30,33 @@
  * go, so the depth is bounded and deeper trees are refused, not followed. */
 #define LAYER_COPY_MAX_DEPTH 256
 #define XATTR_LIST_MAX_BYTES 65536
+/* The first names of linked files are held in memory until the copy ends; the sandbox decides
+ * how many there are and how long, so their total, each counted with its share of the table,
+ * is bounded (half a million links of ordinary paths) and a layer past it is refused. */
+#define LAYER_COPY_LINK_NAMES_MAX_BYTES (64u << 20)
+#define LINK_ENTRY_OVERHEAD 64
 
 struct hardlink {
 	dev_t dev;
 	ino_t ino;
-	char *path; /* relative to the destination root */
+	char *path; /* relative to the destination root; NULL in an empty slot */
+};
+
+/* Files with more than one name seen so far, by (st_dev, st_ino): open addressing with linear
+ * probing, at most half full, so that a layer of 40,000 linked files costs 40,000 lookups of
+ * a step or two each, not a scan of every earlier one. The keys are inode numbers, which the
+ * host's filesystem gives out, not the sandbox. */
+struct link_table {
+	struct hardlink *slots;
+	size_t cap, used; /* cap: 0 or a power of two */
+	size_t name_bytes;
 };
 
 struct copier {
 	const struct id_shift *shift;
 	int dst_root;
 	dev_t src_dev;
-	struct hardlink *links;
-	size_t nlinks, links_cap;
+	struct link_table links;
 	struct layer_copy_stats *stats;
 	capsule_error *err;
 	long pause_after; /* test hook: entries copied before test_pause("copy") */
@@ -92,80 +106,167 @@ static int copy_xattrs(int src_fd, int dst_fd, const char *what, capsule_error *
 	return 0;
 }
 
-static int copy_data(int in, int out, uint64_t size);
-
-int layer_copy_data(int in, int out, uint64_t size)
+/* Bytes [*OFF, END) of IN to the same offsets of OUT by read and write, for filesystems that
+ * copy_file_range cannot serve. *OFF ends where the copy stopped (short of END when IN shrank
+ * under us). */
+static int copy_range_rw(int in, int out, uint64_t *off, uint64_t end)
 {
-	return copy_data(in, out, size);
-}
-
-/* The data of a regular file: a reflink where the filesystem shares extents, else
- * copy_file_range (in-kernel, and server-side or reflinked where it can be), else read and
- * write. */
-static int copy_data(int in, int out, uint64_t size)
-{
-	if (size == 0)
-		return 0;
-	if (ioctl(out, FICLONE, in) == 0)
-		return 0;
-	uint64_t done = 0;
-	bool fallback = false;
-	while (done < size && !fallback) {
-		ssize_t n = copy_file_range(in, NULL, out, NULL, size - done > (1u << 30) ? (1u << 30) : size - done, 0);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno != EXDEV && errno != ENOSYS && errno != EOPNOTSUPP && errno != EINVAL)
-				return -errno;
-			fallback = true;
-			break;
-		}
-		if (n == 0)
-			return 0; /* the file shrank under us: what is there is copied */
-		done += (uint64_t)n;
-	}
-	if (!fallback)
-		return 0;
-	if (lseek(in, (off_t)done, SEEK_SET) < 0 || lseek(out, (off_t)done, SEEK_SET) < 0)
-		return -errno;
 	static __thread char buf[1 << 16];
-	for (;;) {
-		ssize_t n = read(in, buf, sizeof(buf));
+	while (*off < end) {
+		size_t want = end - *off < sizeof(buf) ? (size_t)(end - *off) : sizeof(buf);
+		ssize_t n = pread(in, buf, want, (off_t)*off);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
 			return -errno;
 		if (n == 0)
 			return 0;
-		int r = write_all(out, buf, (size_t)n);
+		for (ssize_t done = 0; done < n;) {
+			ssize_t w = pwrite(out, buf + done, (size_t)(n - done), (off_t)(*off + (uint64_t)done));
+			if (w < 0 && errno == EINTR)
+				continue;
+			if (w < 0)
+				return -errno;
+			done += w;
+		}
+		*off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* The same through copy_file_range: in the kernel, server-side or reflinked where it can be. */
+static int copy_range(int in, int out, uint64_t *off, uint64_t end)
+{
+	while (*off < end) {
+		loff_t in_off = (loff_t)*off, out_off = (loff_t)*off;
+		uint64_t want = end - *off > (1u << 30) ? (1u << 30) : end - *off;
+		ssize_t n = copy_file_range(in, &in_off, out, &out_off, (size_t)want, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP || errno == EINVAL))
+			return copy_range_rw(in, out, off, end);
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return 0;
+		*off += (uint64_t)n;
+	}
+	return 0;
+}
+
+/* The next extent of IN at or after OFF that holds data, [*START, *END) clipped to SIZE: 1, or 0
+ * when only a hole is left, or -errno. A filesystem without SEEK_DATA has its whole rest as
+ * data. */
+static int next_data(int in, uint64_t off, uint64_t size, uint64_t *start, uint64_t *end)
+{
+	off_t data = lseek(in, (off_t)off, SEEK_DATA);
+	if (data < 0 && errno == ENXIO)
+		return 0;
+	if (data < 0 && errno != EINVAL)
+		return -errno;
+	if (data < 0) {
+		*start = off;
+		*end = size;
+		return 1;
+	}
+	off_t hole = lseek(in, data, SEEK_HOLE);
+	if (hole < 0)
+		return -errno;
+	*start = (uint64_t)data;
+	*end = (uint64_t)hole < size ? (uint64_t)hole : size;
+	return *start < *end;
+}
+
+/* The data of a regular file: a reflink where the filesystem shares extents, else the extents
+ * that hold data, one by one, and the size set last. A sandbox's sparse file (1 GiB of which
+ * 16 KiB is written) thus costs the host what it stored: copy_file_range's in-kernel fallback
+ * and read/write would both write its holes out as zeros. */
+static int copy_data(int in, int out, uint64_t size)
+{
+	if (size == 0)
+		return 0;
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	uint64_t off = 0, start = 0, end = 0;
+	int more = 0;
+	while (off < size && (more = next_data(in, off, size, &start, &end)) > 0) {
+		uint64_t reached = start;
+		int r = copy_range(in, out, &reached, end);
 		if (r < 0)
 			return r;
+		if (reached < end) {
+			size = reached; /* the file shrank under us: what is there is copied */
+			break;
+		}
+		off = end;
 	}
+	if (off < size && more < 0)
+		return more;
+	return ftruncate(out, (off_t)size) < 0 ? -errno : 0;
+}
+
+int layer_copy_data(int in, int out, uint64_t size)
+{
+	return copy_data(in, out, size);
+}
+
+static size_t link_slot(const struct link_table *t, dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32)) * 0x9e3779b97f4a7c15ull;
+	size_t i = (size_t)(h >> 32) & (t->cap - 1);
+	while (t->slots[i].path && (t->slots[i].dev != dev || t->slots[i].ino != ino))
+		i = (i + 1) & (t->cap - 1);
+	return i;
+}
+
+static int link_table_grow(struct link_table *t)
+{
+	size_t cap = t->cap ? t->cap * 2 : 256;
+	struct hardlink *slots = calloc(cap, sizeof(*slots));
+	if (!slots)
+		return -ENOMEM;
+	struct link_table bigger = { slots, cap, t->used, t->name_bytes };
+	for (size_t i = 0; i < t->cap; i++)
+		if (t->slots[i].path)
+			slots[link_slot(&bigger, t->slots[i].dev, t->slots[i].ino)] = t->slots[i];
+	free(t->slots);
+	*t = bigger;
+	return 0;
+}
+
+static void link_table_free(struct link_table *t)
+{
+	for (size_t i = 0; i < t->cap; i++)
+		free(t->slots[i].path);
+	free(t->slots);
+	*t = (struct link_table){ 0 };
 }
 
 static int remember_link(struct copier *cp, const struct stat *st, const char *rel)
 {
-	if (cp->nlinks == cp->links_cap) {
-		size_t cap = cp->links_cap ? cp->links_cap * 2 : 64;
-		struct hardlink *v = realloc(cp->links, cap * sizeof(*v));
-		if (!v)
-			return -ENOMEM;
-		cp->links = v;
-		cp->links_cap = cap;
-	}
+	struct link_table *t = &cp->links;
+	size_t len = strlen(rel) + 1;
+	if (t->name_bytes + len + LINK_ENTRY_OVERHEAD > LAYER_COPY_LINK_NAMES_MAX_BYTES)
+		return cap_err_plain(cp->err, E2BIG, "too many hard-linked files (over %u MiB of their names) at '%s'",
+				     LAYER_COPY_LINK_NAMES_MAX_BYTES >> 20, rel);
+	if (2 * (t->used + 1) > t->cap && link_table_grow(t) < 0)
+		return cap_err(cp->err, ENOMEM, "copying '%s'", rel);
+	struct hardlink *slot = &t->slots[link_slot(t, st->st_dev, st->st_ino)];
+	if (slot->path)
+		return 0; /* only the first name is linked to */
 	char *p = strdup(rel);
 	if (!p)
-		return -ENOMEM;
-	cp->links[cp->nlinks++] = (struct hardlink){ st->st_dev, st->st_ino, p };
+		return cap_err(cp->err, ENOMEM, "copying '%s'", rel);
+	*slot = (struct hardlink){ st->st_dev, st->st_ino, p };
+	t->used++;
+	t->name_bytes += len + LINK_ENTRY_OVERHEAD;
 	return 0;
 }
 
 static const char *known_link(const struct copier *cp, const struct stat *st)
 {
-	for (size_t i = 0; i < cp->nlinks; i++)
-		if (cp->links[i].dev == st->st_dev && cp->links[i].ino == st->st_ino)
-			return cp->links[i].path;
-	return NULL;
+	const struct link_table *t = &cp->links;
+	return t->cap ? t->slots[link_slot(t, st->st_dev, st->st_ino)].path : NULL;
 }
 
 static void set_times(int dfd, const char *name, const struct stat *st)
@@ -284,7 +385,7 @@ static int copy_entry(struct copier *cp, int src, int dst, const char *name, cha
 		return 0;
 	}
 	if (!S_ISLNK(st.st_mode) && st.st_nlink > 1 && (r = remember_link(cp, &st, rel)) < 0)
-		return cap_err(err, -r, "copying '%s'", rel);
+		return r;
 	set_times(dst, name, &st);
 	return 0;
 }
@@ -423,9 +524,7 @@ int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy
 	int r = copy_dir(&cp, src, dst, rel, 0, 0);
 	if (r == 0)
 		r = copy_xattrs(src, dst, ".", err);
-	for (size_t i = 0; i < cp.nlinks; i++)
-		free(cp.links[i].path);
-	free(cp.links);
+	link_table_free(&cp.links);
 	return r;
 }
 

@@ -24,8 +24,9 @@ struct layer_copy_stats {
 /* Copy the tree in folder SRC into the empty folder DST (both O_DIRECTORY fds), keeping modes,
  * times, user.* xattrs, symlinks, hard links, fifos and whiteouts, never following a link. */
 int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy_stats *stats, capsule_error *err);
-/* The data of the regular file IN (SIZE bytes) into the empty file OUT: a reflink, else
- * copy_file_range, else read and write. 0 or -errno. */
+/* The data of the regular file IN (SIZE bytes) into the empty file OUT: a reflink, else its
+ * data extents (SEEK_DATA/SEEK_HOLE; holes stay holes) by copy_file_range, else read and
+ * write. 0 or -errno. */
 int layer_copy_data(int in, int out, uint64_t size);
 /* Bytes the tree in DIRFD takes on disk. */
 uint64_t layer_disk_usage(int dirfd, int depth);

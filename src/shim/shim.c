@@ -59,7 +59,7 @@
 #define CLIENT_OUTQ_MAX (16u << 20)
 #define AGENT_OUTQ_MAX (8u << 20)
 
-enum { KEY_LISTEN = 1, KEY_AGENT, KEY_PIDFD, KEY_SIGNAL, KEY_CLIENT_BASE = 16 };
+enum { KEY_LISTEN = 1, KEY_AGENT, KEY_PIDFD, KEY_SIGNAL, KEY_SAVE, KEY_CLIENT_BASE = 16 };
 
 /* Bytes waiting to be written to a non-blocking socket. */
 struct outq {
@@ -121,6 +121,11 @@ static struct shim {
 	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
 	struct vm_shares shares; /* vm isolation: the share of host folders */
 	struct net net;
+	/* The save, checkpoint, fork or revert being copied, and who asked for it (-1 once gone). */
+	struct save_job save;
+	int save_client;
+	uint32_t save_chan;
+	bool exiting; /* in finish_and_exit: a failed revert must not enter it again */
 } S;
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -446,8 +451,14 @@ static void kill_sandbox(void)
 	S.killed = true;
 }
 
+static void save_done(bool cancel);
+
 static void begin_stop(uint32_t grace_ms)
 {
+	/* The sandbox is frozen for a save's copy (down for a revert's) and must be thawed to
+	 * stop; the copy is abandoned (never renamed into place), not waited for. */
+	if (save_job_running(&S.save))
+		save_done(true);
 	if (S.stopping) {
 		uint64_t d = now_ms() + grace_ms;
 		if (d < S.stop_deadline_ms)
@@ -473,8 +484,11 @@ static void begin_stop(uint32_t grace_ms)
 	cp_writer_free(&w);
 }
 
-static void finish_and_exit(void)
+_Noreturn static void finish_and_exit(void)
 {
+	S.exiting = true;
+	if (save_job_running(&S.save))
+		save_done(true);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	vm_shares_release(&S.shares);
 	transform_servers_reap(true);
@@ -560,6 +574,8 @@ static void client_close(int ci)
 	cp_rxbuf_free(&c->rx);
 	outq_free(&c->out);
 	memset(c, 0, sizeof(*c));
+	if (S.save_client == ci)
+		S.save_client = -1;
 	/* Commands the client was attached to go with it, as they would with a closed
 	 * terminal; their channels are dropped when the agent reports the exit. */
 	for (size_t i = 0; i < S.chans_hwm; i++) {
@@ -577,6 +593,19 @@ static void client_close(int ci)
 	}
 }
 
+/* While a save copies the layer, the sandbox is frozen (a vm's guest paused) and the copy is of
+ * one moment: another save, a revert and changes to its mounts and ports are refused until
+ * it is done. Commands (EXEC, FS) are passed on and run once it thaws; during a revert, which
+ * has the sandbox down, they are refused too. */
+static bool refused_while_saving(int ci, uint32_t chan)
+{
+	if (!save_job_running(&S.save))
+		return false;
+	client_send_error(ci, chan, EBUSY, "sandbox '%s' is busy with %s '%s': try again when it is done", S.name,
+			  shim_save_op_name(S.save.op), S.save.name);
+	return true;
+}
+
 /* The requests the shim answers itself (MOUNT..., PORT_...) go on a fresh channel of their
  * own, and not while the sandbox stops. */
 static bool shim_request_acceptable(int ci, const struct cp_header *h)
@@ -590,7 +619,9 @@ static bool shim_request_acceptable(int ci, const struct cp_header *h)
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 		return false;
 	}
-	return true;
+	bool changes_sandbox = h->type == CP_MOUNT || h->type == CP_UNMOUNT || h->type == CP_PORT_ADD ||
+			       h->type == CP_PORT_REMOVE;
+	return !(changes_sandbox && refused_while_saving(ci, h->chan));
 }
 
 /* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
@@ -696,18 +727,13 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 static int start_sandbox(capsule_error *err);
 
 /* REVERT: the sandbox's processes are killed (as by a stop: commands in flight end with
- * 137), its own layer becomes the checkpoint's, and it starts again in this shim from its
- * boot-time configuration. Connections stay; hot mounts are gone with the old mount
- * namespace. Overlayfs cannot swap the upper layer under a mounted overlay, and the root
- * cannot be unmounted under its PID 1: a restart is the one consistent way. */
-static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *err)
+ * 137), its own layer becomes the checkpoint's (copied by a save job, the loop serving
+ * meanwhile), and it starts again in this shim from its boot-time configuration
+ * (revert_restart). Connections stay; hot mounts are gone with the old mount namespace.
+ * Overlayfs cannot swap the upper layer under a mounted overlay, and the root cannot be
+ * unmounted under its PID 1: a restart is the one consistent way. */
+static void revert_take_down(void)
 {
-	*lost = false;
-	int r = checkpoint_exists(S.run_fd, checkpoint, err);
-	if (r < 0)
-		return r;
-	*lost = true;
-	uint64_t t0 = now_ns();
 	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
 		;
@@ -757,19 +783,28 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	char cgname[CAPSULE_NAME_MAX + 16];
 	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
 	sandbox_freezer_remove(cgname);
-	if ((r = checkpoint_restore(S.run_fd, &S.cfg, checkpoint, err)) == 0)
-		r = start_sandbox(err);
-	if (r < 0) {
-		shim_log("revert to '%s' failed: %s", checkpoint, err->message);
+}
+
+static int revert_restart(capsule_error *err)
+{
+	int r = start_sandbox(err);
+	if (r < 0)
 		return r;
-	}
-	*lost = false;
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
 	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
 	write_state("running");
-	shim_log("reverted to checkpoint '%s', agent pid %d (%.1f ms)", checkpoint, (int)S.ct.pid,
-		 (double)(now_ns() - t0) / 1e6);
+	shim_log("restarted, agent pid %d", (int)S.ct.pid);
 	return 0;
+}
+
+/* The old sandbox is gone and the new one did not start: it is over. */
+_Noreturn static void revert_failed(void)
+{
+	if (S.ct.pidfd >= 0) {
+		sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
+		waitpid(S.ct.pid, NULL, 0);
+	}
+	finish_and_exit();
 }
 
 /* vm isolation, around a save's copy of the disk: the agent syncs the guest's file systems
@@ -851,8 +886,54 @@ static int vm_pause(bool on, capsule_error *err)
 	return r < 0 ? r : vm_qmp(&S.vm, "stop", err);
 }
 
-/* SAVE is answered here, once the copy is done: the loop serves nothing else meanwhile, and
- * the sandbox's processes are frozen for the copy anyway. */
+static void save_sandbox_of_shim(struct save_sandbox *sb, char *cgname, size_t size)
+{
+	sandbox_cgroup_name(S.name, cgname, size);
+	*sb = (struct save_sandbox){ .cfg = &S.cfg, .run_fd = S.run_fd, .cg = S.cg, .cgname = cgname,
+				     .pause = S.cfg.isolation == CAPSULE_ISOLATION_VM ? vm_pause : NULL };
+}
+
+static void save_answer(int ci, uint32_t chan, int r, const capsule_error *err)
+{
+	if (r < 0) {
+		client_send_error(ci, chan, err->code ? err->code : -r, "%s", err->message);
+	} else if (cp_empty_encode(&S.w, CP_OK, chan) == 0) {
+		to_client(ci, S.w.buf, S.w.len);
+		/* The answer goes out first; what the save replaced is removed after. */
+		outq_flush(&S.clients[ci].out, S.clients[ci].fd);
+	}
+}
+
+/* The save's child has exited (or, with CANCEL, is killed now): the sandbox thaws (after a
+ * revert, starts again) and the client that asked hears how it went. */
+static void save_done(bool cancel)
+{
+	char cgname[CAPSULE_NAME_MAX + 16];
+	struct save_sandbox sb;
+	save_sandbox_of_shim(&sb, cgname, sizeof(cgname));
+	epoll_ctl(S.epfd, EPOLL_CTL_DEL, S.save.pidfd, NULL);
+	uint32_t op = S.save.op;
+	char name[sizeof(S.save.name)];
+	snprintf(name, sizeof(name), "%s", S.save.name);
+	uint64_t t0 = S.save.started_ns;
+	capsule_error err = { 0 };
+	int r = shim_save_finish(&sb, &S.save, cancel, &err);
+	if (r == 0 && op == CP_SAVE_OP_REVERT)
+		r = revert_restart(&err);
+	if (r < 0)
+		shim_log("%s", err.message);
+	else
+		shim_log("%s '%s' done (%.1f ms)", shim_save_op_name(op), name, (double)(now_ns() - t0) / 1e6);
+	if (S.save_client >= 0)
+		save_answer(S.save_client, S.save_chan, r, &err);
+	S.save_client = -1;
+	if (r < 0 && op == CP_SAVE_OP_REVERT && !S.exiting)
+		revert_failed();
+}
+
+/* SAVE is answered by save_done, once a child has copied the layer (for a revert, once the
+ * sandbox runs again), the loop serving the other clients meanwhile. One at a time: a second
+ * is refused until the first is done. */
 static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
@@ -863,46 +944,34 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 		return;
 	}
+	if (refused_while_saving(ci, h->chan))
+		return;
 	struct cp_save m;
 	if (cp_save_decode(payload, h->len, &m) < 0) {
 		client_send_error(ci, h->chan, EBADMSG, "malformed SAVE request");
 		return;
 	}
 	capsule_error err = { 0 };
+	uint32_t op = m.op;
+	int r = 0;
+	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(S.run_fd, m.name, &err)) == 0)
+		revert_take_down();
 	char cgname[CAPSULE_NAME_MAX + 16];
-	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
-	struct save_sandbox sb = { .cfg = &S.cfg, .run_fd = S.run_fd, .cg = S.cg, .cgname = cgname,
-				   .pause = S.cfg.isolation == CAPSULE_ISOLATION_VM ? vm_pause : NULL };
-	uint64_t t0 = now_ns();
-	int r;
-	if (m.op == CP_SAVE_OP_REVERT) {
-		bool lost;
-		r = revert_in_place(m.name, &lost, &err);
-		if (r < 0 && lost) {
-			/* The old sandbox is gone and the new one did not start: it is over. */
-			client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-			cp_save_free(&m);
-			if (S.ct.pidfd >= 0) {
-				sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
-				waitpid(S.ct.pid, NULL, 0);
-			}
-			finish_and_exit();
-		}
-	} else {
-		r = shim_save_request(&sb, m.op, m.name, &err);
-		if (r == 0)
-			shim_log("%s '%s' done (%.1f ms)", m.op == CP_SAVE_OP_SAVE ? "save" : m.op == CP_SAVE_OP_FORK ? "fork" : "checkpoint",
-				 m.name, (double)(now_ns() - t0) / 1e6);
-	}
+	struct save_sandbox sb;
+	save_sandbox_of_shim(&sb, cgname, sizeof(cgname));
+	if (r == 0)
+		r = shim_save_start(&sb, op, m.name, &S.save, &err);
+	bool down = op == CP_SAVE_OP_REVERT && S.ct.pidfd < 0;
 	cp_save_free(&m);
 	if (r < 0) {
-		client_send_error(ci, h->chan, err.code ? err.code : -r, "%s", err.message);
-	} else if (cp_empty_encode(&S.w, CP_OK, h->chan) == 0) {
-		to_client(ci, S.w.buf, S.w.len);
-		/* The answer goes out first; what the save replaced is removed after. */
-		outq_flush(&S.clients[ci].out, S.clients[ci].fd);
+		save_answer(ci, h->chan, r, &err);
+		if (down)
+			revert_failed();
+		return;
 	}
-	layer_run_deferred_removals();
+	S.save_client = ci;
+	S.save_chan = h->chan;
+	ep_set(S.save.pidfd, KEY_SAVE, EPOLLIN, true);
 }
 
 /* Screenshots and input are QMP exchanges with QEMU, answered here; the loop waits for them
@@ -962,6 +1031,9 @@ static void client_request(int ci, const struct cp_header *h, const uint8_t *pay
 			client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 			return;
 		}
+		/* No agent to pass it to until the sandbox starts again. */
+		if (S.save.op == CP_SAVE_OP_REVERT && refused_while_saving(ci, h->chan))
+			return;
 		if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
 			client_send_error(ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
 					  MAX_CHANNELS_PER_CLIENT);
@@ -1911,6 +1983,8 @@ int main(int argc, char **argv)
 	layer_defer_removals(true);
 	S.agent_fd = -1;
 	S.listen_fd = -1;
+	S.save = SAVE_JOB_NONE;
+	S.save_client = -1;
 	signal(SIGPIPE, SIG_IGN);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	cp_writer_init(&S.w);
@@ -2016,6 +2090,9 @@ static void event_loop(void)
 				int st;
 				waitpid(S.ct.pid, &st, WNOHANG);
 				finish_and_exit();
+			} else if (key == KEY_SAVE) {
+				if (save_job_running(&S.save))
+					save_done(false);
 			} else if (key == KEY_SIGNAL) {
 				struct signalfd_siginfo si;
 				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {

@@ -353,15 +353,19 @@ def test_kill9_during_a_live_save_leaves_no_frozen_sandbox(capsule, saves):
     capsule.run("exec", "-d", name, "sleep", "1000", check=True)
     save = capsule.popen("save", name, s, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, pid = paused_pid(capsule)
-    os.kill(pid, signal.SIGKILL)
+    # The copy runs in a child of the shim: the shim is its parent, and it dies with it.
+    with open(f"/proc/{pid}/status") as f:
+        shim = int(next(line.split()[1] for line in f if line.startswith("PPid:")))
+    os.kill(shim, signal.SIGKILL)
     save.wait(timeout=60)
     assert save.returncode == 125
     # The next look at the sandbox sweeps it: thawed, its processes killed, nothing frozen left.
     capsule.run("ps", check=True)
     deadline = time.time() + 10
-    while host_procs_in(name) and time.time() < deadline:
+    while (host_procs_in(name) or os.path.exists(f"/proc/{pid}")) and time.time() < deadline:
         time.sleep(0.05)
     assert host_procs_in(name) == []
+    assert not os.path.exists(f"/proc/{pid}"), "the copy outlived its shim"
     assert s not in saves_json(capsule) and leftovers(capsule) == []
 
 

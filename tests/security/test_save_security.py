@@ -1,15 +1,18 @@
 """Saves against a hostile sandbox: what it plants in its own layer (symlinks, fifos, set-id
 files, hard links, devices) is copied as data, never followed on the host, and never becomes a
-device or a set-id file any other host user can reach; save names cannot leave the store."""
+device or a set-id file any other host user can reach; save names cannot leave the store. A
+save costs the host what the sandbox stored (holes stay holes) and never stalls its shim."""
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 import uuid
 
 import pytest
 
-from secutil import sh
+from secutil import assert_alive, sh
 
 
 def sname():
@@ -127,3 +130,194 @@ def test_layer_symlink_swapped_for_the_upper_is_not_followed(capsule, save_name,
     r = capsule.run("save", name, s)
     assert r.returncode == 125 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not os.path.exists(os.path.join(capsule.home, "saves", s))
+
+
+# ---- cost: holes, hard-link storms, and a shim that keeps answering ----
+
+GIB = 1 << 30
+SPARSE_DATA_AT = 700 * (1 << 20)
+# 16 KiB of data in a 1 GiB file; the copy may take a few blocks of extent metadata besides.
+SPARSE_HOST_BYTES_MAX = 1 << 20
+
+
+def host_bytes(path):
+    return os.lstat(path).st_blocks * 512
+
+
+def assert_sparse_copy(path, data):
+    st = os.lstat(path)
+    assert st.st_size == GIB, path
+    assert host_bytes(path) <= SPARSE_HOST_BYTES_MAX, f"{path}: {host_bytes(path)} bytes on the host"
+    with open(path, "rb") as f:
+        f.seek(SPARSE_DATA_AT)
+        assert f.read(len(data)) == data
+        f.seek(SPARSE_DATA_AT - 4096)
+        assert f.read(4096) == bytes(4096)
+
+
+def test_sparse_file_costs_its_data_in_save_checkpoint_fork_and_revert(capsule, save_name):
+    name = capsule.create()
+    data = bytes(range(256)) * 64
+    r = capsule.run("exec", name, "python3", "-c",
+                    f"import os; fd = os.open('/root/sparse', os.O_CREAT | os.O_WRONLY, 0o644); os.ftruncate(fd, {GIB});"
+                    f"os.pwrite(fd, bytes(range(256)) * 64, {SPARSE_DATA_AT})")
+    assert r.returncode == 0, r.stderr
+    assert_sparse_copy(os.path.join(capsule.home, "run", name, "fs", "upper", "root", "sparse"), data)
+    s = save_name()
+    assert capsule.run("save", name, s).returncode == 0
+    assert_sparse_copy(layer(capsule, s, "root", "sparse"), data)
+    assert capsule.run("checkpoint", name, "c").returncode == 0
+    assert_sparse_copy(os.path.join(capsule.home, "run", name, "checkpoints", "c", "layer", "root", "sparse"), data)
+    fork = capsule.unique_name()
+    r = capsule.run("fork", name, fork)
+    assert r.returncode == 0, r.stderr
+    assert_sparse_copy(os.path.join(capsule.home, "run", fork, "fs", "upper", "root", "sparse"), data)
+    capsule.run("exec", name, "rm", "/root/sparse", check=True)
+    r = capsule.run("revert", name, "c")
+    assert r.returncode == 0, r.stderr
+    assert_sparse_copy(os.path.join(capsule.home, "run", name, "fs", "upper", "root", "sparse"), data)
+
+
+def paused_pid(capsule, timeout=60):
+    """The pid of the process that copies a save, waiting at the pause point that
+    $CAPSULE_TEST_SAVE_PAUSE named when its sandbox was made (src/lib/layer_copy.c)."""
+    marker = os.path.join(capsule.home, "saves", ".test-paused")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            stage, pid = open(marker).read().split()
+            os.unlink(marker)
+            return int(pid)
+        except (FileNotFoundError, ValueError):
+            time.sleep(0.02)
+    pytest.fail("the save never reached its pause point")
+
+
+def paused_sandbox(capsule, entries):
+    """A running sandbox whose saves stop after copying ENTRIES entries, until killed."""
+    name = capsule.unique_name()
+    r = capsule.run("create", "--name", name, env={"CAPSULE_TEST_SAVE_PAUSE": f"copy:{entries}"})
+    assert r.returncode == 0, r.stderr
+    return name
+
+
+def checkpoint_temporaries(capsule, name):
+    d = os.path.join(capsule.home, "run", name, "checkpoints")
+    return [e for e in os.listdir(d) if e.startswith(".tmp-")] if os.path.isdir(d) else []
+
+
+def test_shim_answers_while_20000_hard_linked_pairs_are_copied(capsule):
+    """The copy runs beside the shim's event loop, not in it: while a checkpoint of a hard-link
+    storm is half done, the shim refuses a second save at once with a one-line error and takes
+    an exec (run once the sandbox thaws). Killing the copy leaves no half checkpoint; the
+    whole storm then checkpoints with every pair still one file."""
+    name = paused_sandbox(capsule, 30000)
+    r = capsule.run("exec", name, "python3", "-c",
+                    "import os; os.mkdir('/root/l')\n"
+                    "for i in range(20000):\n"
+                    "    open(f'/root/l/a{i}', 'w').close(); os.link(f'/root/l/a{i}', f'/root/l/b{i}')", timeout=120)
+    assert r.returncode == 0, r.stderr
+    first = capsule.popen("checkpoint", name, "c1", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    copier = paused_pid(capsule)
+    try:
+        second = capsule.run("checkpoint", name, "c2", timeout=30)
+        assert second.returncode == 125
+        assert len(second.stderr.strip().splitlines()) == 1 and "busy with checkpoint 'c1'" in second.stderr, second.stderr
+        exe = capsule.popen("exec", name, "echo", "ok", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert first.poll() is None
+    finally:
+        os.kill(copier, signal.SIGKILL)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 125 and len(err.strip().splitlines()) == 1, err
+    out, err = exe.communicate(timeout=60)
+    assert exe.returncode == 0 and out.strip() == "ok", err
+    assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c1"))
+    # Stopped, the library checkpoints it (no pause there), and sweeps what the kill left.
+    capsule.run("stop", name, check=True)
+    r = capsule.run("checkpoint", name, "all", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert checkpoint_temporaries(capsule, name) == []
+    links = os.path.join(capsule.home, "run", name, "checkpoints", "all", "layer", "root", "l")
+    names = os.listdir(links)
+    assert len(names) == 40000
+    for i in range(0, 20000, 997):
+        a, b = os.lstat(os.path.join(links, f"a{i}")), os.lstat(os.path.join(links, f"b{i}"))
+        assert a.st_ino == b.st_ino and a.st_nlink == 2
+    assert len({os.lstat(os.path.join(links, n)).st_ino for n in names}) == 20000
+
+
+def test_stop_during_a_save_cancels_it_and_leaves_nothing_half_made(capsule):
+    name = paused_sandbox(capsule, 2)
+    capsule.run("exec", name, "sh", "-c", "echo x > /root/a; echo y > /root/b; echo z > /root/c", check=True)
+    save = capsule.popen("checkpoint", name, "c", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    copier = paused_pid(capsule)
+    copier_left = True
+    try:
+        r = capsule.run("stop", name, timeout=60)
+        # The copy was killed and reaped by the stop: it is not left holding the sandbox.
+        copier_left = os.path.exists(f"/proc/{copier}")
+        assert r.returncode == 0, r.stderr
+    finally:
+        if copier_left:
+            os.kill(copier, signal.SIGKILL)
+    assert not copier_left
+    _, err = save.communicate(timeout=60)
+    assert save.returncode == 125 and "cancelled" in err, err
+    assert capsule.inspect(name)["state"] == "stopped"
+    assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c"))
+    r = capsule.run("start", name)
+    assert r.returncode == 0, r.stderr
+
+
+def test_hard_link_names_held_by_a_copy_are_bounded(capsule):
+    """The copy holds the first name of each linked file until it ends; a sandbox choosing
+    17,000 linked files with 4 KiB paths (68 MiB of names) gets a one-line error, not a copier
+    that holds whatever it asks for, and nothing half-made."""
+    name = capsule.create()
+    r = capsule.run("exec", name, "python3", "-c",
+                    "import os\n"
+                    "d = '/root/' + '/'.join(['d' * 250] * 15)\n"
+                    "os.makedirs(d)\n"
+                    "for i in range(17000):\n"
+                    "    a = f'{d}/{\"a\" * 180}{i}'\n"
+                    "    open(a, 'w').close(); os.link(a, f'{d}/{\"b\" * 180}{i}')", timeout=180)
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("checkpoint", name, "c", timeout=300)
+    assert r.returncode == 125
+    assert len(r.stderr.strip().splitlines()) == 1 and "too many hard-linked files" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(capsule.home, "run", name, "checkpoints", "c"))
+    assert checkpoint_temporaries(capsule, name) == []
+    assert_alive(capsule, name)
+
+
+def test_stop_during_a_revert_cancels_it_and_keeps_the_layer(capsule):
+    """A revert copies the checkpoint back beside the loop too: meanwhile commands are refused
+    with a one-line error (the sandbox is down) and a stop still works, leaving the layer as
+    it was."""
+    name = capsule.create()
+    capsule.run("exec", name, "sh", "-c", "echo before > /root/f; echo 1 > /root/g; echo 2 > /root/h", check=True)
+    capsule.run("stop", name, check=True)
+    capsule.run("checkpoint", name, "c", check=True)
+    r = capsule.run("start", name, env={"CAPSULE_TEST_SAVE_PAUSE": "copy:2"})
+    assert r.returncode == 0, r.stderr
+    capsule.run("exec", name, "sh", "-c", "echo after > /root/f", check=True)
+    revert = capsule.popen("revert", name, "c", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    copier = paused_pid(capsule)
+    copier_left = True
+    try:
+        r = capsule.run("exec", name, "true", timeout=30)
+        assert r.returncode == 125
+        assert len(r.stderr.strip().splitlines()) == 1 and "busy with revert 'c'" in r.stderr, r.stderr
+        r = capsule.run("stop", name, timeout=60)
+        copier_left = os.path.exists(f"/proc/{copier}")
+        assert r.returncode == 0, r.stderr
+    finally:
+        if copier_left:
+            os.kill(copier, signal.SIGKILL)
+    assert not copier_left
+    _, err = revert.communicate(timeout=60)
+    assert revert.returncode == 125 and "cancelled" in err, err
+    assert capsule.inspect(name)["state"] == "stopped"
+    capsule.run("start", name, check=True)
+    r = capsule.run("exec", name, "cat", "/root/f")
+    assert r.stdout == "after\n", r.stderr
