@@ -2125,7 +2125,12 @@ static void event_loop(void)
 					client_readable(ci);
 			}
 		}
-		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms)
+		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms) {
+			/* Said in the log, for whoever wonders why a stop took its whole grace. (An agent
+			 * that ended its work closed the channel, and the deadline came forward.) */
+			if (S.agent_fd >= 0)
+				shim_log("the stop's grace is over: killing what is left");
 			kill_sandbox();
+		}
 	}
 }

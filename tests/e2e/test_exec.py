@@ -37,10 +37,9 @@ def test_exec_interactive_stdin(capsule, sandbox):
 
 
 def test_exec_detach_returns_pid_and_process_runs_in_background(capsule, sandbox):
-    t0 = time.monotonic()
+    # Not detached, sleep 300 would outlast the 120 s this call is given.
     r = capsule.run("exec", "-d", sandbox, "sleep", "300")
     assert r.returncode == 0, r.stderr
-    assert time.monotonic() - t0 < 20
     pid = int(r.stdout.strip())
     assert pid > 1
     ps = capsule.run("exec", sandbox, "ps", "-o", "pid=,comm=", "-p", str(pid))

@@ -69,11 +69,10 @@ def test_random_garbage_gets_error_or_close(capsule, sandbox):
 def test_header_claiming_2gib_payload_is_rejected(capsule, sandbox, before_hello):
     hdr = struct.pack("<IHHI", 2 << 30, DATA, 1, 1)
     pre = b"" if before_hello else hello_frame()
-    t0 = time.monotonic()
     frames, closed = talk(capsule, sandbox, pre + hdr + b"x" * 1024, quiet=3.0)
     assert_rejected(frames, closed)
+    # A shim that waited for the 2 GiB payload would not have closed it.
     assert closed, "the shim kept a connection that announced a 2 GiB frame"
-    assert time.monotonic() - t0 < 5, "the shim waited for the 2 GiB payload"
     assert_alive(capsule, sandbox)
 
 
@@ -101,9 +100,8 @@ def test_truncated_frame_held_open_does_not_block_other_clients(capsule, sandbox
             s = connect(capsule, sandbox)
             send_quietly(s, hello_frame() + struct.pack("<IHHI", 1 << 20, EXEC, 0, 1) + b"\x01\x00")
             held.append(s)
-        t0 = time.monotonic()
+        # A stalled loop would stay stalled while these four are held: no answer at all.
         assert_alive(capsule, sandbox, timeout=15)
-        assert time.monotonic() - t0 < 5
     finally:
         for s in held:
             s.close()
