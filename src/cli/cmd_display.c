@@ -59,9 +59,11 @@ static int parse_coord(const char *text, const char *axis, uint32_t *out)
 
 int cmd_input(int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+	if (argc < 2)
+		return cli_usage("input", "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		input_help();
-		return argc < 2 ? EXIT_CAPSULE : 0;
+		return 0;
 	}
 	if (argc < 3)
 		return cli_usage("input", "expected SANDBOX and an action (type, key, mouse)");

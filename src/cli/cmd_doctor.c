@@ -20,7 +20,12 @@ int cmd_doctor(int argc, char **argv)
 	bool json = argc > 1 && !strcmp(argv[1], "--json");
 	if (argc > 1 && !json)
 		return strcmp(argv[1], "--help") ? cli_usage("doctor", "unknown flag '%s'", argv[1])
-						  : (printf("Usage: capsule doctor [--json]\n"), 0);
+						  : (fputs("Usage: capsule doctor [--json]\n\n"
+							 "What this host supports for each isolation level, and why not where it does\n"
+							 "not (user namespaces, cgroups, seccomp, the OOM floor, KVM, QEMU, the guest kernel).\n\n"
+							 "  --json   the same as one JSON object\n",
+							 stdout),
+						   0);
 	capsule_error err = { 0 };
 	char *text;
 	if (capsule_doctor_json(&text, &err) < 0)

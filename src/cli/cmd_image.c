@@ -223,9 +223,11 @@ static int image_rm(int argc, char **argv)
 
 int cmd_image(int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+	if (argc < 2)
+		return cli_usage("image", "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
 		image_help();
-		return argc < 2 ? EXIT_CAPSULE : 0;
+		return 0;
 	}
 	static const struct {
 		const char *name;

@@ -40,9 +40,11 @@ static int print_port_row(const char *name, const char *value, size_t len, void 
 
 int cmd_port(int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+	if (argc < 2)
+		return cli_usage("port", "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		port_help();
-		return argc < 2 ? EXIT_CAPSULE : 0;
+		return 0;
 	}
 	const char *sub = argv[1];
 	bool json = false;

@@ -31,7 +31,12 @@ int cmd_ps(int argc, char **argv)
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
 		else if (!strcmp(argv[i], "--help"))
-			return printf("Usage: capsule ps [-a] [--json]\n"), 0;
+			return fputs("Usage: capsule ps [-a] [--json]\n\n"
+				     "List sandboxes: name, state, image, isolation and when each was made.\n\n"
+				     "  -a, --all   stopped and starting ones too (default: running ones only)\n"
+				     "  --json      a JSON array, for scripts\n",
+				     stdout),
+			       0;
 		else
 			return cli_usage("ps", "unknown flag '%s'", argv[i]);
 	}
@@ -87,7 +92,11 @@ int cmd_inspect(int argc, char **argv)
 		if (!strcmp(argv[i], "--json"))
 			continue; /* inspect always prints JSON, as docker's does */
 		if (!strcmp(argv[i], "--help"))
-			return printf("Usage: capsule inspect SANDBOX [--json]\n"), 0;
+			return fputs("Usage: capsule inspect SANDBOX [--json]\n\n"
+				     "A sandbox's details as JSON: state, limits, mounts, ports, and for a vm its\n"
+				     "QEMU and kernel (--json is accepted for docker users; the output is JSON anyway).\n",
+				     stdout),
+			       0;
 		if (argv[i][0] == '-')
 			return cli_usage("inspect", "unknown flag '%s'", argv[i]);
 		if (name)

@@ -680,7 +680,11 @@ int cmd_start(int argc, char **argv)
 {
 	if (argc > 1 && argv[1][0] == '-')
 		return strcmp(argv[1], "--help") ? cli_usage("start", "unknown flag '%s'", argv[1])
-						  : (printf("Usage: capsule start SANDBOX...\n"), 0);
+						  : (fputs("Usage: capsule start SANDBOX...\n\n"
+							   "Start stopped sandboxes again, with the settings they were created with;\n"
+							   "prints each name. A running one is an error.\n",
+							   stdout),
+						     0);
 	return for_each_name("start", argc, argv, 1, start_one, NULL);
 }
 
@@ -714,7 +718,11 @@ int cmd_stop(int argc, char **argv)
 				return cli_fail(&err);
 			timeout_ms = (uint32_t)secs * 1000u;
 		} else if (opt == 'h') {
-			printf("Usage: capsule stop [-t SECONDS] SANDBOX...\n");
+			printf("Usage: capsule stop [-t SECONDS] SANDBOX...\n\n"
+			       "Stop sandboxes: SIGTERM to every process, then SIGKILL to what is left once\n"
+			       "the grace is over; prints each name. A stopped one is not an error.\n\n"
+			       "  -t, --time SECONDS   the grace (default %u, 0: SIGKILL at once)\n",
+			       CAPSULE_STOP_TIMEOUT_DEFAULT_MS / 1000u);
 			return 0;
 		} else if (opt == ':') {
 			return cli_usage("stop", "flag '%s' needs a value", argv[optind - 1]);
@@ -728,6 +736,11 @@ int cmd_stop(int argc, char **argv)
 int cmd_kill(int argc, char **argv)
 {
 	uint32_t zero = 0;
+	if (argc > 1 && !strcmp(argv[1], "--help"))
+		return fputs("Usage: capsule kill SANDBOX...\n\n"
+			     "Stop sandboxes at once (SIGKILL, the same as 'capsule stop -t 0'); prints each name.\n",
+			     stdout),
+		       0;
 	if (argc > 1 && argv[1][0] == '-')
 		return cli_usage("kill", "unknown flag '%s'", argv[1]);
 	return for_each_name("kill", argc, argv, 1, stop_one, &zero);
@@ -751,7 +764,11 @@ int cmd_rm(int argc, char **argv)
 		if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--force"))
 			force = true;
 		else if (!strcmp(argv[i], "--help"))
-			return printf("Usage: capsule rm [-f] SANDBOX...\n"), 0;
+			return fputs("Usage: capsule rm [-f] SANDBOX...\n\n"
+				     "Remove stopped sandboxes: their folder and their own layer; prints each name.\n\n"
+				     "  -f, --force   kill a running sandbox first instead of refusing it\n",
+				     stdout),
+			       0;
 		else
 			return cli_usage("rm", "unknown flag '%s'", argv[i]);
 	}

@@ -216,9 +216,11 @@ static int saves_rm(int argc, char **argv)
 
 int cmd_saves(int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+	if (argc < 2)
+		return cli_usage("saves", "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		saves_help();
-		return argc < 2 ? EXIT_CAPSULE : 0;
+		return 0;
 	}
 	if (!strcmp(argv[1], "ls") || !strcmp(argv[1], "list"))
 		return saves_ls(argc - 1, argv + 1);

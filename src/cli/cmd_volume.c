@@ -188,9 +188,11 @@ static int volume_io(const char *verb, int argc, char **argv, bool write)
 
 int cmd_volume(int argc, char **argv)
 {
-	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+	if (argc < 2)
+		return cli_usage("volume", "no command given");
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
 		volume_help();
-		return argc < 2 ? EXIT_CAPSULE : 0;
+		return 0;
 	}
 	const char *sub = argv[1];
 	if (!strcmp(sub, "create"))

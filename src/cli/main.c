@@ -86,21 +86,44 @@ int cli_open_running(const char *name, capsule_sandbox **sb)
 
 static int cmd_version(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
+	if (argc > 1 && !strcmp(argv[1], "--help"))
+		return fputs("Usage: capsule version\n\nPrint capsule's version (also 'capsule --version').\n\n"
+			     "  --help   this text\n",
+			     stdout),
+		       0;
+	if (argc > 1)
+		return cli_usage("version", "unexpected argument '%s'", argv[1]);
 	printf("capsule %s\n", CAPSULE_VERSION_STRING);
 	return 0;
 }
 
+/* To stdout when asked for, to stderr when it stands for an error (no command at all). */
+static void print_global_help(FILE *out)
+{
+	fprintf(out, "Usage: capsule COMMAND [OPTIONS] [ARGS]\n\ncapsule runs commands in sandboxes.\n\nCommands:\n");
+	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+		fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
+	fprintf(out, "\nRun 'capsule COMMAND --help' (or 'capsule help COMMAND') for a command's options.\n");
+}
+
+/* `capsule help [COMMAND]`: the global help, or COMMAND's own, as `COMMAND --help` gives it. */
 static int cmd_help(int argc, char **argv)
 {
-	(void)argc;
-	(void)argv;
-	printf("Usage: capsule COMMAND [OPTIONS] [ARGS]\n\ncapsule runs commands in sandboxes.\n\nCommands:\n");
+	if (argc < 2) {
+		print_global_help(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+		return fputs("Usage: capsule help [COMMAND]\n\nThe list of commands, or COMMAND's own help.\n\n"
+			     "  --help   this text\n",
+			     stdout),
+		       0;
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-		printf("  %-9s %s\n", commands[i].name, commands[i].summary);
-	printf("\nRun 'capsule COMMAND --help' for a command's options.\n");
-	return 0;
+		if (!strcmp(commands[i].name, argv[1]) && commands[i].fn != cmd_help) {
+			char *help_argv[] = { argv[1], "--help", NULL };
+			return commands[i].fn(2, help_argv);
+		}
+	return cli_usage("help", "unknown command '%s'", argv[1]);
 }
 
 int cli_images_helper(char **argv)
@@ -148,16 +171,16 @@ static bool needs_images(int argc, char **argv)
 int main(int argc, char **argv)
 {
 	if (argc < 2)
-		return cmd_help(argc, argv), EXIT_CAPSULE;
+		return print_global_help(stderr), EXIT_CAPSULE;
 	const char *verb = argv[1];
 #ifdef CAPSULE_CLI_IMAGES_HELPER
 	if (needs_images(argc, argv))
 		return cli_images_helper(argv);
 #endif
 	if (!strcmp(verb, "--help") || !strcmp(verb, "-h"))
-		return cmd_help(argc, argv);
+		return print_global_help(stdout), 0;
 	if (!strcmp(verb, "--version"))
-		return cmd_version(argc, argv);
+		return cmd_version(argc - 1, argv + 1);
 	for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
 		if (!strcmp(commands[i].name, verb))
 			return commands[i].fn(argc - 1, argv + 1);

@@ -7,50 +7,60 @@ import pytest
 from .helpers import assert_capsule_error, cgroup_dirs, run_dir, run_entries
 
 
+def home_entries(capsule):
+    """What a create or run could leave: sandboxes, volumes, saves and images."""
+    found = {}
+    for sub in ("run", "volumes", "saves", "images/layers", "images/blobs/sha256"):
+        d = os.path.join(capsule.home, sub)
+        found[sub] = set(os.listdir(d)) if os.path.isdir(d) else set()
+    return found
+
+
 @pytest.fixture
 def nothing_left(capsule):
-    """Asserts after the test that $CAPSULE_HOME/run holds what it held before."""
-    before = run_entries(capsule)
+    """Asserts after the test that the home holds what it held before: no sandbox, volume,
+    save or image was left by the failed command."""
+    before = home_entries(capsule)
     yield
-    assert run_entries(capsule) == before
+    assert home_entries(capsule) == before
 
 
 BAD_INVOCATIONS = {
-    "memory_bad_unit": (["run", "--memory", "512X", "true"], ["512X"]),
-    "memory_bad_unit_short_flag": (["run", "-m", "512X", "true"], ["512X"]),
-    "memory_below_minimum": (["run", "-m", "1M", "true"], ["too small"]),
-    "memory_not_a_number": (["run", "--memory", "lots", "true"], ["lots"]),
-    "cpus_not_a_number": (["run", "--cpus", "abc", "true"], ["abc"]),
-    "cpus_negative": (["run", "--cpus", "-1", "true"], ["-1"]),
-    "pids_limit_negative": (["run", "--pids-limit", "-1", "true"], ["-1"]),
-    "pids_limit_not_a_number": (["run", "--pids-limit", "many", "true"], ["many"]),
-    "unknown_long_flag": (["run", "--bogus", "true"], ["--bogus"]),
-    "unknown_short_flag": (["run", "-Z", "true"], ["-Z"]),
-    "unknown_flag_on_create": (["create", "--bogus"], ["--bogus"]),
-    "exec_only_flag_on_create": (["create", "-w", "/tmp"], []),
-    "sandbox_flag_on_exec": (["exec", "--memory", "1G", "x", "true"], ["memory"]),
-    "missing_value_memory": (["run", "--memory"], []),
-    "missing_value_env": (["run", "-e"], []),
-    "missing_value_workdir_on_exec": (["exec", "-w"], []),
-    "run_without_command": (["run"], []),
-    "exec_without_sandbox": (["exec"], []),
-    "unknown_command": (["frobnicate"], ["frobnicate"]),
-    "bad_name_slash": (["run", "--name", "a/b", "true"], ["a/b"]),
-    "bad_name_on_create": (["create", "--name", "../escape"], ["../escape"]),
-    "bad_name_too_long": (["create", "--name", "x" * 100], []),
-    "bad_name_leading_dash_char": (["create", "--name", ".hidden"], [".hidden"]),
-    "exec_missing_sandbox": (["exec", "no-such-sandbox-e2e", "true"], ["no-such-sandbox-e2e"]),
-    "rm_missing_sandbox": (["rm", "no-such-sandbox-e2e"], ["no-such-sandbox-e2e"]),
-    "rm_force_missing_sandbox": (["rm", "-f", "no-such-sandbox-e2e"], ["no-such-sandbox-e2e"]),
-    "start_missing_sandbox": (["start", "no-such-sandbox-e2e"], ["no-such-sandbox-e2e"]),
-    "inspect_missing_sandbox": (["inspect", "no-such-sandbox-e2e"], ["no-such-sandbox-e2e"]),
-    "workdir_relative": (["run", "-w", "tmp", "pwd"], ["tmp"]),
-    "image_missing": (["run", "--image", "no-such-image-e2e", "true"], ["no-such-image-e2e"]),
-    "image_missing_on_create": (["create", "--image", "no-such-image-e2e"], ["no-such-image-e2e"]),
-    "timeout_bad": (["run", "--timeout", "soon", "true"], ["soon"]),
-    "timeout_zero": (["run", "--timeout", "0s", "true"], []),
-    "stop_bad_timeout": (["stop", "-t", "x", "some-sandbox"], []),
-    "ps_unknown_flag": (["ps", "--bogus"], ["--bogus"]),
+    "memory_bad_unit": (["run", "--memory", "512X", "true"], ["invalid size '512X'", "unit"]),
+    "memory_bad_unit_short_flag": (["run", "-m", "512X", "true"], ["invalid size '512X'"]),
+    "memory_below_minimum": (["run", "-m", "1M", "true"], ["too small", "minimum"]),
+    "memory_not_a_number": (["run", "--memory", "lots", "true"], ["invalid size 'lots'"]),
+    "cpus_not_a_number": (["run", "--cpus", "abc", "true"], ["invalid cpus 'abc'"]),
+    "cpus_negative": (["run", "--cpus", "-1", "true"], ["invalid cpus '-1'"]),
+    "pids_limit_negative": (["run", "--pids-limit", "-1", "true"], ["invalid pids limit '-1'"]),
+    "pids_limit_not_a_number": (["run", "--pids-limit", "many", "true"], ["invalid pids limit 'many'"]),
+    "unknown_long_flag": (["run", "--bogus", "true"], ["unknown flag '--bogus'"]),
+    "unknown_short_flag": (["run", "-Z", "true"], ["unknown flag '-Z'"]),
+    "unknown_flag_on_create": (["create", "--bogus"], ["unknown flag '--bogus'"]),
+    "exec_only_flag_on_create": (["create", "-w", "/tmp"], ["unknown flag", "workdir"]),
+    "sandbox_flag_on_exec": (["exec", "--memory", "1G", "x", "true"], ["unknown flag '--memory'"]),
+    "missing_value_memory": (["run", "--memory"], ["'--memory' needs a value"]),
+    "missing_value_env": (["run", "-e"], ["'-e' needs a value"]),
+    "missing_value_workdir_on_exec": (["exec", "-w"], ["'-w' needs a value"]),
+    "run_without_command": (["run"], ["no command given"]),
+    "exec_without_sandbox": (["exec"], ["no sandbox given"]),
+    "unknown_command": (["frobnicate"], ["unknown command 'frobnicate'"]),
+    "bad_name_slash": (["run", "--name", "a/b", "true"], ["invalid sandbox name 'a/b'", "'/'"]),
+    "bad_name_on_create": (["create", "--name", "../escape"], ["invalid sandbox name '../escape'"]),
+    "bad_name_too_long": (["create", "--name", "x" * 100], ["invalid sandbox name", "too long"]),
+    "bad_name_leading_dot": (["create", "--name", ".hidden"], ["invalid sandbox name '.hidden'", "must start"]),
+    "exec_missing_sandbox": (["exec", "no-such-sandbox-e2e", "true"], ["no such sandbox", "no-such-sandbox-e2e"]),
+    "rm_missing_sandbox": (["rm", "no-such-sandbox-e2e"], ["no such sandbox", "no-such-sandbox-e2e"]),
+    "rm_force_missing_sandbox": (["rm", "-f", "no-such-sandbox-e2e"], ["no such sandbox", "no-such-sandbox-e2e"]),
+    "start_missing_sandbox": (["start", "no-such-sandbox-e2e"], ["no such sandbox", "no-such-sandbox-e2e"]),
+    "inspect_missing_sandbox": (["inspect", "no-such-sandbox-e2e"], ["no such sandbox", "no-such-sandbox-e2e"]),
+    "workdir_relative": (["run", "-w", "tmp", "pwd"], ["working directory 'tmp'", "absolute"]),
+    "image_missing": (["run", "--image", "no-such-image-e2e", "true"], ["image 'no-such-image-e2e' not found"]),
+    "image_missing_on_create": (["create", "--image", "no-such-image-e2e"], ["image 'no-such-image-e2e' not found"]),
+    "timeout_bad": (["run", "--timeout", "soon", "true"], ["invalid duration 'soon'"]),
+    "timeout_zero": (["run", "--timeout", "0s", "true"], ["invalid timeout '0s'", "more than 0"]),
+    "stop_bad_timeout": (["stop", "-t", "x", "some-sandbox"], ["invalid stop timeout 'x'"]),
+    "ps_unknown_flag": (["ps", "--bogus"], ["unknown flag '--bogus'"]),
 }
 
 
@@ -126,17 +136,16 @@ def test_missing_image_is_125_and_named(capsule, nothing_left):
 def test_unknown_user_names_the_user(capsule, nothing_left):
     name = capsule.unique_name("usr")
     r = capsule.run("run", "--name", name, "-u", "unknownuser", "--", "true")
-    assert r.returncode in (125, 126), (r.returncode, r.stderr)
-    assert r.stderr.startswith("capsule") and r.stderr.count("\n") == 1, r.stderr
-    assert "unknownuser" in r.stderr
+    assert_capsule_error(r, 125)
+    assert "unable to find user 'unknownuser'" in r.stderr
     assert not os.path.exists(run_dir(capsule, name))
     assert cgroup_dirs(name) == []
 
 
 def test_unknown_user_on_exec_names_the_user(capsule, sandbox):
     r = capsule.run("exec", "-u", "unknownuser", sandbox, "true")
-    assert r.returncode in (125, 126), (r.returncode, r.stderr)
-    assert "unknownuser" in r.stderr
+    assert_capsule_error(r, 125)
+    assert "unable to find user 'unknownuser'" in r.stderr
     # The sandbox is fine afterwards.
     assert capsule.run("exec", sandbox, "true").returncode == 0
 
@@ -160,13 +169,41 @@ def test_help_and_version_succeed(capsule):
     assert r.returncode == 0 and r.stdout.startswith("capsule "), r.stderr
     r = capsule.run("--help")
     assert r.returncode == 0 and "run" in r.stdout
-    for verb in ("run", "create", "exec", "stop", "rm", "ps", "inspect", "doctor"):
+    # Every verb the global help lists: a usage line, a sentence on what it does, and its flags.
+    verbs = [line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ") and line.split()]
+    assert len(verbs) > 20 and "kill" in verbs, verbs
+    for verb in verbs:
         r = capsule.run(verb, "--help")
         assert r.returncode == 0, (verb, r.stderr)
         assert r.stdout.startswith("Usage: capsule " + verb), (verb, r.stdout)
+        assert len(r.stdout.strip().splitlines()) >= 3, (verb, r.stdout)
+    assert "default 10" in capsule.run("stop", "--help").stdout
 
 
-def test_no_arguments_prints_usage_and_fails(capsule):
+def test_no_arguments_prints_usage_to_stderr_and_fails(capsule):
     r = capsule.run()
     assert r.returncode == 125
-    assert "Usage" in r.stdout
+    assert r.stdout == "" and r.stderr.startswith("Usage: capsule COMMAND"), r.stderr
+
+
+@pytest.mark.parametrize("verb", ["volume", "image", "saves", "port", "input"])
+def test_a_verb_without_its_command_is_one_line_error(capsule, verb):
+    r = capsule.run(verb)
+    assert_capsule_error(r, 125)
+    assert r.stdout == "" and f"capsule {verb}: no command given" in r.stderr, r.stderr
+
+
+def test_help_verb_gives_that_verbs_help(capsule):
+    r = capsule.run("help", "stop")
+    assert r.returncode == 0 and r.stdout == capsule.run("stop", "--help").stdout
+    assert r.stdout.startswith("Usage: capsule stop"), r.stdout
+    r = capsule.run("help", "frobnicate")
+    assert_capsule_error(r, 125)
+    assert "unknown command 'frobnicate'" in r.stderr
+
+
+def test_version_takes_no_argument(capsule):
+    r = capsule.run("version", "--bogus")
+    assert_capsule_error(r, 125)
+    assert "'--bogus'" in r.stderr
+    assert capsule.run("--version").stdout == capsule.run("version").stdout
