@@ -246,6 +246,10 @@ int cmd_fs(int argc, char **argv)
 			r = capsule_fs_write(sb, args[0], args[1], strlen(args[1]), f.mode, fl, &err);
 		else
 			r = capsule_fs_write_from_fd(sb, args[0], STDIN_FILENO, f.mode, fl, &err);
+		/* The usual first surprise: a folder that is not there yet. Say how to have it made. */
+		size_t len = strlen(err.message);
+		if (r == -ENOENT && !f.parents && len + 48 < sizeof(err.message))
+			snprintf(err.message + len, sizeof(err.message) - len, " (-p makes the missing folders)");
 	} else if (!strcmp(verb, "cat")) {
 		for (int k = 0; k < nargs && r == 0; k++)
 			r = capsule_fs_read_to_fd(sb, args[k], STDOUT_FILENO, &err);

@@ -245,6 +245,7 @@ def test_write_p_creates_missing_parents_and_without_it_fails_cleanly(capsule, s
     r = fs(capsule, sandbox, "write", "/tmp/x/y/z/file", "data")
     assert_capsule_error(r)
     assert "/tmp/x/y/z/file" in r.stderr and "No such file or directory" in r.stderr
+    assert "(-p makes the missing folders)" in r.stderr, r.stderr
     fs_ok(capsule, sandbox, "write", "-p", "/tmp/x/y/z/file", "data")
     assert cat_bytes(capsule, sandbox, "/tmp/x/y/z/file") == b"data"
     assert stat_json(capsule, sandbox, "/tmp/x/y")["kind"] == "dir"
