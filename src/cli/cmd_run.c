@@ -209,7 +209,17 @@ static int parse_common_opt(const char *verb, int opt, struct sandbox_cli *sbc, 
 		const char *kv = optarg;
 		char *owned = NULL;
 		if (!strchr(kv, '=')) {
-			/* docker's -e KEY: the value comes from our own environment, or it is unset. */
+			/* docker's -e KEY: the value comes from our own environment, or it is unset.
+			 * The name is checked all the same: -e '' is a mistake, not an unset name. */
+			if (!*kv)
+				return cli_failf("invalid environment variable '': expected KEY or KEY=VALUE");
+			if (asprintf(&owned, "%s=", kv) < 0)
+				return cli_failf("out of memory");
+			r = parse_env(owned, &err);
+			free(owned);
+			owned = NULL;
+			if (r < 0)
+				break;
 			const char *val = getenv(kv);
 			if (!val)
 				break;

@@ -276,6 +276,26 @@ int capsule_config_set_cpus_milli(capsule_config *cfg, uint32_t millicpus, capsu
 	return 0;
 }
 
+int config_level_check(const struct capsule_config *cfg, capsule_error *err)
+{
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return 0;
+	/* Settings that only a vm can use, given to a container: say so rather than drop them. */
+	if (cfg->nqemu_args)
+		return cap_err_plain(err, EINVAL, "extra QEMU arguments (--qemu-arg) need --isolation vm (sandbox '%s' is a container)",
+				     cfg->name);
+	if (cfg->accel[0])
+		return cap_err_plain(err, EINVAL, "an accelerator (--accel) needs --isolation vm (sandbox '%s' is a container)",
+				     cfg->name);
+	/* A container's cpu limit is a share of the host's CPUs: more than there are would be no
+	 * limit at all (docker refuses it the same way). A vm's --cpus is its guest's CPU count. */
+	long online = sysconf(_SC_NPROCESSORS_ONLN);
+	if (online > 0 && cfg->cpus_milli > (uint64_t)online * 1000u)
+		return cap_err_plain(err, EINVAL, "cpus limit %u.%02u is more than this host's %ld CPUs (use 0.01 to %ld)",
+				     cfg->cpus_milli / 1000, cfg->cpus_milli % 1000 / 10, online, online);
+	return 0;
+}
+
 int capsule_config_set_cpus(capsule_config *cfg, const char *cpus, capsule_error *err)
 {
 	uint32_t v;

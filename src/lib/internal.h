@@ -143,6 +143,9 @@ void config_net_serialize(const struct capsule_config *cfg, FILE *f);
 int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
 /* The display (src/lib/display.c): refused for a container at create; inspect's "display". */
 int config_display_check(const struct capsule_config *cfg, capsule_error *err);
+/* -EINVAL where CFG asks its isolation level for what it cannot give: vm-only settings on a
+ * container, a container's cpu limit beyond the host's CPUs. */
+int config_level_check(const struct capsule_config *cfg, capsule_error *err);
 struct json_writer;
 void sandbox_display_inspect_json(capsule_sandbox *sb, bool running, struct json_writer *j);
 /* Settings that only make sense together (an allowlist needs the full network). */
@@ -247,8 +250,9 @@ int volume_open(const char *name, struct volume_handle *vh, capsule_error *err);
 /* Close everything but the lock; returns the lock fd (the caller owns it). */
 int volume_release_keep_lock(struct volume_handle *vh);
 void volume_close(struct volume_handle *vh);
-/* Create NAME without a quota unless it exists (docker's `-v name:/path`). */
-int volume_ensure(const char *name, capsule_error *err);
+/* Create NAME without a quota unless it exists (docker's `-v name:/path`); *CREATED says
+ * whether this call made it, for a failed create to take it back. */
+int volume_ensure(const char *name, bool *created, capsule_error *err);
 
 /* capsule_sandbox_create, with PREPARE called once the sandbox's folder, lock, id slot and
  * config exist and before its shim starts (a fork fills its layer there). */

@@ -313,15 +313,18 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = config_display_check(cfg, err)) < 0 || (r = resolve_image(cfg, err)) < 0 ||
+	bool made_volumes[CAPSULE_MAX_BINDS] = { false };
+	if ((r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
+	    (r = resolve_image(cfg, err)) < 0 ||
 	    (r = config_net_check(cfg, err)) < 0 ||
 	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
 	    (r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
 	/* As docker does for `-v name:/path`: a volume named but not there yet is made now,
-	 * without a quota (and stays, like any volume, until removed). */
+	 * without a quota (and stays, like any volume, until removed), unless the create fails:
+	 * then what this call made goes with it. */
 	for (size_t i = 0; i < cfg->nbinds; i++)
-		if (cfg->binds[i].volume && (r = volume_ensure(cfg->binds[i].source, err)) < 0)
+		if (cfg->binds[i].volume && (r = volume_ensure(cfg->binds[i].source, &made_volumes[i], err)) < 0)
 			goto fail_free;
 	sweep_stale(cfg->name);
 	/* 0700: the sandbox's child opens its fs/ below while it still has the shim's file ids. */
@@ -362,6 +365,9 @@ fail_rm:
 	rm_rf_at(run, cfg->name);
 	id_slot_release(cfg->name, cfg->id_slot);
 fail_free:
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		if (made_volumes[i])
+			capsule_volume_remove(cfg->binds[i].source, NULL);
 	config_clear(&sb->cfg);
 	free(sb);
 	return r;

@@ -350,8 +350,9 @@ fail:
 	return r;
 }
 
-int volume_ensure(const char *name, capsule_error *err)
+int volume_ensure(const char *name, bool *created, capsule_error *err)
 {
+	*created = false;
 	_cleanup_close_ int vols = -1;
 	int r = volume_name_check(name, err);
 	if (r < 0 || (r = volumes_dir_open(&vols, err)) < 0)
@@ -360,6 +361,7 @@ int volume_ensure(const char *name, capsule_error *err)
 	if (fstatat(vols, name, &st, AT_SYMLINK_NOFOLLOW) == 0)
 		return 0;
 	r = capsule_volume_create(name, 0, err);
+	*created = r == 0;
 	return r == -EEXIST ? 0 : r;
 }
 

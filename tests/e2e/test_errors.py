@@ -61,6 +61,11 @@ BAD_INVOCATIONS = {
     "timeout_zero": (["run", "--timeout", "0s", "true"], ["invalid timeout '0s'", "more than 0"]),
     "stop_bad_timeout": (["stop", "-t", "x", "some-sandbox"], ["invalid stop timeout 'x'"]),
     "ps_unknown_flag": (["ps", "--bogus"], ["unknown flag '--bogus'"]),
+    "env_empty": (["run", "-e", "", "true"], ["invalid environment variable ''"]),
+    "env_bad_name_without_value": (["run", "-e", "A-B", "true"], ["invalid environment variable name 'A-B'"]),
+    "cpus_beyond_the_host": (["run", "--cpus", "1000", "true"], ["cpus limit 1000", "CPUs"]),
+    "qemu_arg_on_a_container": (["run", "--qemu-arg", "-foo", "true"], ["--qemu-arg", "--isolation vm"]),
+    "accel_on_a_container": (["run", "--accel", "kvm", "true"], ["--accel", "--isolation vm"]),
 }
 
 
@@ -207,3 +212,34 @@ def test_version_takes_no_argument(capsule):
     assert_capsule_error(r, 125)
     assert "'--bogus'" in r.stderr
     assert capsule.run("--version").stdout == capsule.run("version").stdout
+
+
+def test_a_failed_run_takes_back_the_volume_it_made(capsule, nothing_left):
+    # -v NAME:/path makes a missing volume, as docker does; a run that then fails (here: its
+    # host port is taken) must not leave it behind.
+    import socket
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    held.listen(1)
+    port = held.getsockname()[1]
+    try:
+        vol = capsule.unique_name("vol")
+        r = capsule.run("run", "-v", f"{vol}:/data", "-p", f"{port}:80", "--", "true")
+        assert_capsule_error(r, 125)
+        assert str(port) in r.stderr
+        assert not os.path.exists(os.path.join(capsule.home, "volumes", vol))
+    finally:
+        held.close()
+    # A volume that was there before stays.
+    vol = capsule.unique_name("keep")
+    capsule.run("volume", "create", vol, check=True)
+    held = socket.socket()
+    held.bind(("127.0.0.1", port))
+    held.listen(1)
+    try:
+        r = capsule.run("run", "-v", f"{vol}:/data", "-p", f"{port}:80", "--", "true")
+        assert_capsule_error(r, 125)
+        assert os.path.isdir(os.path.join(capsule.home, "volumes", vol))
+    finally:
+        held.close()
+        capsule.run("volume", "rm", vol, check=True)
