@@ -120,7 +120,8 @@ typedef struct capsule_sandbox capsule_sandbox;
 CAPSULE_API int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg, capsule_error *err);
 /* Attach to an existing sandbox by name (running or stopped). */
 CAPSULE_API int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error *err);
-/* Start a stopped named sandbox again, with its configuration and filesystem. */
+/* Start a stopped named sandbox again, with its configuration and filesystem. -EALREADY when
+ * it is running (or starting) already: nothing was done. */
 CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
 /* Graceful stop: SIGTERM to every process in the sandbox, SIGKILL after timeout_ms; 0 kills
  * at once (docker stop -t 0). Returns when the sandbox is down. An ephemeral sandbox is

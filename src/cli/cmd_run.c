@@ -680,7 +680,8 @@ static int start_one(const char *name, void *payload)
 		return cli_fail(&err);
 	int r = capsule_sandbox_start(sb, &err);
 	capsule_sandbox_free(sb);
-	if (r < 0)
+	/* docker's rule, as for a stop of a stopped sandbox: what is asked for holds already. */
+	if (r < 0 && r != -EALREADY)
 		return cli_fail(&err);
 	printf("%s\n", name);
 	return 0;
@@ -692,7 +693,7 @@ int cmd_start(int argc, char **argv)
 		return strcmp(argv[1], "--help") ? cli_usage("start", "unknown flag '%s'", argv[1])
 						  : (fputs("Usage: capsule start SANDBOX...\n\n"
 							   "Start stopped sandboxes again, with the settings they were created with;\n"
-							   "prints each name. A running one is an error.\n",
+							   "prints each name. A running one is left as it is (not an error).\n",
 							   stdout),
 						     0);
 	return for_each_name("start", argc, argv, 1, start_one, NULL);

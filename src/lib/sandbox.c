@@ -403,7 +403,7 @@ int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err)
 	if (lockfd < 0)
 		return cap_err(err, errno, "open lock of sandbox '%s'", sb->cfg.name);
 	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0)
-		return cap_err_plain(err, EBUSY, "sandbox '%s' is already running", sb->cfg.name);
+		return cap_err_plain(err, EALREADY, "sandbox '%s' is already running", sb->cfg.name);
 	r = launch(sb, lockfd, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "starting sandbox '%s'", sb->cfg.name);

@@ -111,8 +111,10 @@ def test_start_keeps_configuration(capsule):
 
 
 def test_start_of_running_sandbox_does_not_restart_it(capsule, sandbox):
+    # docker's rule, as for stop of a stopped one: it holds already, exit 0 with the name.
     pid = capsule.inspect(sandbox)["init_pid"]
-    capsule.run("start", sandbox)
+    r = capsule.run("start", sandbox)
+    assert r.returncode == 0 and r.stdout == f"{sandbox}\n", r.stderr
     info = capsule.inspect(sandbox)
     assert info["state"] == "running"
     assert info["init_pid"] == pid

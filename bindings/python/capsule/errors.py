@@ -85,6 +85,7 @@ _BY_ERRNO = {
     _errno.ECONNREFUSED: SandboxNotRunning,
     _errno.ECONNRESET: SandboxNotRunning,
     _errno.EBUSY: Busy,
+    _errno.EALREADY: Busy,
     _errno.EOPNOTSUPP: UnsupportedFeature,
 }
 
