@@ -653,6 +653,34 @@ int parse_env(const char *kv, capsule_error *err)
 	return 0;
 }
 
+int env_size_check(const char *const *env, size_t n, const char *adding, capsule_error *err)
+{
+	size_t total = 0;
+	const char *biggest = NULL;
+	size_t biggest_len = 0;
+	for (size_t i = 0; env && (n ? i < n : env[i] != NULL); i++) {
+		size_t l = strlen(env[i]);
+		total += l + 1;
+		if (l > biggest_len)
+			biggest = env[i], biggest_len = l;
+	}
+	if (adding) {
+		size_t l = strlen(adding);
+		total += l + 1;
+		if (l > biggest_len)
+			biggest = adding, biggest_len = l;
+	}
+	if (biggest && biggest_len > CAPSULE_ENV_VAR_MAX_BYTES) {
+		size_t name = strcspn(biggest, "=");
+		return cap_err_plain(err, E2BIG, "environment variable '%s' is too large: %zu bytes (at most %u a variable)",
+				     quote_n(biggest, name).s, biggest_len, CAPSULE_ENV_VAR_MAX_BYTES);
+	}
+	if (total > CAPSULE_ENV_MAX_BYTES)
+		return cap_err_plain(err, E2BIG, "the environment is too large: %zu bytes (at most %u in all)", total,
+				     CAPSULE_ENV_MAX_BYTES);
+	return 0;
+}
+
 /* ---- --user ----------------------------------------------------------------------------- */
 
 static int check_user_part(const char *s, const char *part, const char *p, capsule_error *err)

@@ -71,6 +71,15 @@ void tmpfs_spec_free(struct tmpfs_spec *t);
  * often a secret. */
 int parse_env(const char *kv, capsule_error *err);
 
+/* The one limit on an environment, a sandbox's or a command's: 256 KiB in all, and at most
+ * 64 KiB a variable (the wire protocol's limit on one string, CP_MAX_STRING; the kernel's
+ * own, MAX_ARG_STRLEN, is 128 KiB). */
+#define CAPSULE_ENV_MAX_BYTES (256u << 10)
+#define CAPSULE_ENV_VAR_MAX_BYTES ((64u << 10) - 1)
+/* -E2BIG with one message for every caller when the N entries of ENV (may be NULL: N is then
+ * counted up to a NULL) plus ADDING (may be NULL) go past that limit. */
+int env_size_check(const char *const *env, size_t n, const char *adding, capsule_error *err);
+
 /* --user as docker: "name", "uid", "uid:gid", "name:group". Split into user and optional group
  * strings (malloc'd; *group is NULL when absent; both NULL on failure). Rejects empty parts,
  * more than one ':', names with control bytes, spaces or '/', names starting with '-', and

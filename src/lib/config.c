@@ -334,6 +334,8 @@ int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_e
 		return r;
 	if (strpbrk(key_value, "\n"))
 		return cap_err_plain(err, EINVAL, "invalid environment variable '%s': newline in value", key_value);
+	if ((r = env_size_check((const char *const *)cfg->env, cfg->envc, key_value, err)) < 0)
+		return r;
 	r = push_env(cfg, key_value);
 	if (r < 0)
 		return cap_err(err, -r, "adding environment variable");

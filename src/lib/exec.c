@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "parse.h"
 #include "util.h"
 
 /* Grant credit back in batches, not per frame. */
@@ -175,6 +176,9 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 		return cap_err_plain(err, EINVAL, "no command given");
 	if (o->cwd && o->cwd[0] != '/')
 		return cap_err_plain(err, EINVAL, "working directory '%s' is not an absolute path", o->cwd);
+	int e = env_size_check(o->env, 0, NULL, err);
+	if (e < 0)
+		return e;
 
 	capsule_process *p = calloc(1, sizeof(*p));
 	if (!p)

@@ -243,3 +243,18 @@ def test_a_failed_run_takes_back_the_volume_it_made(capsule, nothing_left):
     finally:
         held.close()
         capsule.run("volume", "rm", vol, check=True)
+
+
+def test_a_large_environment_has_one_limit_and_one_message_everywhere(capsule, sandbox, nothing_left):
+    # It used to be a 10 s hang, "the agent exited during start" or "File too large" by route.
+    many = [a for i in range(7) for a in ("-e", f"V{i}=" + "x" * 40000)]
+    for args in (["run", *many, "--", "true"], ["create", *many], ["exec", *many, sandbox, "true"]):
+        r = capsule.run(*args)
+        assert_capsule_error(r, 125)
+        assert "the environment is too large" in r.stderr and "at most 262144 in all" in r.stderr, (args[0], r.stderr)
+    r = capsule.run("exec", "-e", "BIG=" + "x" * 70000, sandbox, "true")
+    assert_capsule_error(r, 125)
+    assert "environment variable 'BIG' is too large" in r.stderr, r.stderr
+    # Just below the limits, it works.
+    r = capsule.run("exec", "-e", "BIG=" + "x" * 60000, sandbox, "sh", "-c", "echo ${#BIG}")
+    assert r.returncode == 0 and r.stdout == "60000\n", r.stderr
