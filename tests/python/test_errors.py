@@ -33,6 +33,13 @@ GOOD_DIR = os.path.dirname(os.path.abspath(__file__))
     ({"volumes": {GOOD_DIR: {"bind": "relative"}}}, "relative"),
     ({"volumes": ["/var/tmp"]}, "volumes: expected a dict"),
     ({"boot_timeout": 0.01}, "boot timeout"),
+    # Python ints go to the C ABI as uint64_t only when they fit (ctypes would wrap them).
+    ({"memory": -5}, "invalid memory -5"),
+    ({"memory": 2 ** 64 + (256 << 20)}, "invalid memory"),
+    ({"disk_size": -1, "isolation": "vm"}, "invalid disk_size -1"),
+    ({"boot_timeout": "10s"}, "invalid boot_timeout '10s': expected seconds"),
+    ({"boot_timeout": 0}, "invalid boot_timeout 0"),
+    ({"name": b"abc"}, "invalid name b'abc': expected str"),
     ({"env": ["NOEQUALS"]}, "NOEQUALS"),
 ])
 def test_bad_arguments_raise_before_anything_starts(kwargs, message):

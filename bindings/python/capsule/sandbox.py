@@ -88,6 +88,22 @@ def _setter(cfg, fn, *args, op="config"):
     check(fn(cfg, *args, byref(err)), err, op)
 
 
+def _u64(value, what):
+    """A byte count the C ABI takes as uint64_t: ctypes would wrap -5 to 2**64-5, and 2**64+N
+    to N, without a word."""
+    if not 0 <= value < 1 << 64:
+        raise errors.InvalidArgument(f"invalid {what} {value!r}: a byte count from 0 to 2**64-1", _errno.EINVAL,
+                                     "config")
+    return value
+
+
+def _boot_timeout_seconds(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < (1 << 32) / 1000:
+        raise errors.InvalidArgument(f"invalid boot_timeout {value!r}: expected seconds (a number) > 0",
+                                     _errno.EINVAL, "config")
+    return float(value)
+
+
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
                   accel=None, extra_qemu_args=None, disk_size=None, display=False):
@@ -118,7 +134,7 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
             _setter(cfg, lib.capsule_config_set_isolation, iso)
         if memory is not None:
             if isinstance(memory, int) and not isinstance(memory, bool):
-                _setter(cfg, lib.capsule_config_set_memory_bytes, memory)
+                _setter(cfg, lib.capsule_config_set_memory_bytes, _u64(memory, "memory"))
             else:
                 _setter(cfg, lib.capsule_config_set_memory, enc(str(memory), "memory"))
         if cpus is not None:
@@ -154,11 +170,7 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
         for c in _str_list(allow_cidrs, "allow_cidrs"):
             _setter(cfg, lib.capsule_config_add_allow_cidr, enc(c, "allow_cidrs entry"))
         if boot_timeout is not None:
-            if isinstance(boot_timeout, bool) or not isinstance(boot_timeout, (int, float)) or boot_timeout <= 0 \
-                    or boot_timeout * 1000 >= 1 << 32:
-                raise errors.InvalidArgument(f"invalid boot_timeout {boot_timeout!r}: expected seconds > 0",
-                                             _errno.EINVAL, "config")
-            _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(boot_timeout * 1000))
+            _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(_boot_timeout_seconds(boot_timeout) * 1000))
         if accel is not None:
             _setter(cfg, lib.capsule_config_set_accel, enc(str(accel), "accel"))
         if extra_qemu_args:
@@ -169,7 +181,7 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                 _setter(cfg, lib.capsule_config_add_qemu_arg, enc(str(a), "extra_qemu_args"))
         if disk_size is not None:
             if isinstance(disk_size, int) and not isinstance(disk_size, bool):
-                _setter(cfg, lib.capsule_config_set_disk_size_bytes, disk_size)
+                _setter(cfg, lib.capsule_config_set_disk_size_bytes, _u64(disk_size, "disk_size"))
             else:
                 _setter(cfg, lib.capsule_config_set_disk_size, enc(str(disk_size), "disk_size"))
         if display:
@@ -240,10 +252,13 @@ class _Core:
                  allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None):
         self._cfg_box = {}
         self._handle = None
+        if name is not None and not isinstance(name, str):
+            raise errors.InvalidArgument(f"invalid name {name!r}: expected str, got {type(name).__name__}",
+                                         _errno.EINVAL, "config")
         self._name = name
         self._isolation = "container" if isolation is None else str(isolation).lower()
         self._network_mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
-        self._boot_timeout = float(boot_timeout) if boot_timeout else (
+        self._boot_timeout = _boot_timeout_seconds(boot_timeout) if boot_timeout is not None else (
             DEFAULT_VM_BOOT_TIMEOUT if self._isolation == "vm" else DEFAULT_BOOT_TIMEOUT)
         self._progress = progress_callback
         self._mounts_cache = []
