@@ -81,7 +81,8 @@ int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int 
 		long n = cp_rxbuf_fill(&c->rx, c->fd);
 		if (n == -EAGAIN)
 			continue;
-		if (n == 0)
+		/* A reset is a hang-up with unread data on our side: the same end, as sending sees it. */
+		if (n == 0 || n == -ECONNRESET)
 			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
 		if (n < 0)
 			return cap_err(err, (int)-n, "reading from the sandbox");
@@ -154,5 +155,8 @@ int conn_open(struct conn *c, const char *name, capsule_error *err)
 	return 0;
 fail:
 	conn_close(c);
+	/* Hung up on before the hellos were done: a shim that is stopping. */
+	if (r == -ECONNRESET || r == -EPIPE || r == -ESHUTDOWN)
+		r = cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", name);
 	return r;
 }

@@ -293,6 +293,65 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	return sandbox_create_prepared(out, cfg_in, NULL, NULL, err);
 }
 
+#define NEW_RUN_FOLDER_PREFIX ".new-"
+
+/* Make run/NAME with its lock held, into *DIR and *LOCKFD. It is built under a private name and
+ * renamed into place locked: any open of a sandbox sweeps a folder of that name that has no
+ * lock, or whose lock nobody holds, as a create that died; a folder that showed up before its
+ * lock was taken was removed under its creator. The lock file itself appears locked too (an
+ * O_TMPFILE locked, then linked in), for sweep_abandoned_creates. */
+static int run_folder_make_locked(int run, const char *name, int *dir_out, int *lock_out, capsule_error *err)
+{
+	char tmp[CAPSULE_NAME_MAX + 32];
+	snprintf(tmp, sizeof(tmp), NEW_RUN_FOLDER_PREFIX "%s.%d", name, (int)getpid());
+	rm_rf_at(run, tmp); /* an earlier process of our pid that died here */
+	/* 0700: the sandbox's child opens its fs/ below while it still has the shim's file ids. */
+	if (mkdirat(run, tmp, 0700) < 0)
+		return cap_err(err, errno, "creating the folder of sandbox '%s'", name);
+	_cleanup_close_ int dir = openat(run, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_close_ int lockfd = -1;
+	int r = 0;
+	if (dir < 0 || fchmod(dir, 0700) < 0)
+		r = cap_err(err, errno, "open sandbox folder '%s'", name);
+	else if ((lockfd = openat(dir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0 ||
+		 flock(lockfd, LOCK_EX | LOCK_NB) < 0 || linkat(lockfd, "", dir, "lock", AT_EMPTY_PATH) < 0)
+		r = cap_err(err, errno, "locking sandbox '%s'", name);
+	else if (renameat2(run, tmp, run, name, RENAME_NOREPLACE) < 0)
+		r = errno == EEXIST ? cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", name)
+				    : cap_err(err, errno, "creating the folder of sandbox '%s'", name);
+	if (r < 0) {
+		rm_rf_at(run, tmp);
+		return r;
+	}
+	*dir_out = take_fd(dir);
+	*lock_out = take_fd(lockfd);
+	return 0;
+}
+
+/* Folders of creates that died before their rename: their lock is free. */
+static void sweep_abandoned_creates(int run)
+{
+	_cleanup_close_ int fd = fcntl(run, F_DUPFD_CLOEXEC, 0);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d)
+		return;
+	fd = -1;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		if (strncmp(de->d_name, NEW_RUN_FOLDER_PREFIX, strlen(NEW_RUN_FOLDER_PREFIX)) != 0)
+			continue;
+		_cleanup_close_ int dir = openat(run, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int lockfd = dir >= 0 ? openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW) : -1;
+		struct stat st;
+		/* Its lock free: the create died. No lock at all: one between its mkdir and its
+		 * link, which takes microseconds; a minute on, that create died too. */
+		if ((lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) == 0) ||
+		    (lockfd < 0 && dir >= 0 && fstat(dir, &st) == 0 && st.st_mtime + 60 < time(NULL)))
+			rm_rf_at(run, de->d_name);
+	}
+	closedir(d);
+}
+
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
 			    void *payload, capsule_error *err)
 {
@@ -327,26 +386,10 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 		if (cfg->binds[i].volume && (r = volume_ensure(cfg->binds[i].source, &made_volumes[i], err)) < 0)
 			goto fail_free;
 	sweep_stale(cfg->name);
-	/* 0700: the sandbox's child opens its fs/ below while it still has the shim's file ids. */
-	if (mkdirat(run, cfg->name, 0700) < 0) {
-		if (errno == EEXIST)
-			r = cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", cfg->name);
-		else
-			r = cap_err(err, errno, "creating the folder of sandbox '%s'", cfg->name);
+	sweep_abandoned_creates(run);
+	if ((r = run_folder_make_locked(run, cfg->name, &dir, &lockfd, err)) < 0)
 		goto fail_free;
-	}
-	/* From here on a failure removes the folder: nothing is left half-made. The lock is
-	 * taken before anything else can see the folder as a stale one to sweep. */
-	dir = openat(run, cfg->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (dir < 0 || fchmod(dir, 0700) < 0) {
-		r = cap_err(err, errno, "open sandbox folder '%s'", cfg->name);
-		goto fail_rm;
-	}
-	lockfd = openat(dir, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0) {
-		r = cap_err(err, errno, "locking sandbox '%s'", cfg->name);
-		goto fail_rm;
-	}
+	/* From here on a failure removes the folder: nothing is left half-made. */
 	if ((r = id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
 		goto fail_rm;
 	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
@@ -387,6 +430,9 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 		return cap_err(err, ENOMEM, "allocating a sandbox");
 	if ((r = config_load_at(dir, &sb->cfg, err)) < 0) {
 		free(sb);
+		/* Locked, with no configuration yet: a create between its folder and its config. */
+		if (r == -ENOENT)
+			return cap_err_plain(err, EAGAIN, "sandbox '%s' is starting: try again", name);
 		return r;
 	}
 	*out = sb;
@@ -464,6 +510,8 @@ int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error
 	 * of our own asks the shim; the command sees the sandbox go. */
 	struct conn c;
 	r = conn_open(&c, sb->cfg.name, err);
+	/* Not there, or hung up on during the hello (a shim that is going away, as another stop
+	 * or a remove of the same sandbox makes it): stopped. */
 	if (r == -ENOTCONN || r == -ENOENT) {
 		capsule_error_clear(err);
 		sweep_stale(sb->cfg.name);
@@ -486,6 +534,23 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 	reap_shim(sb);
 	config_clear(&sb->cfg);
 	free(sb);
+}
+
+/* Rename run/NAME to GONE if it is still the folder DIR: -ENOENT as "no such sandbox" when
+ * another remove took it first (or it was replaced by a new create, which is then put back). */
+static int run_folder_take(int run, const char *name, int dir, const char *gone, capsule_error *err)
+{
+	struct stat ours, taken;
+	if (fstat(dir, &ours) < 0)
+		return cap_err(err, errno, "removing the folder of sandbox '%s'", name);
+	if (renameat2(run, name, run, gone, RENAME_NOREPLACE) < 0)
+		return errno == ENOENT ? cap_err_plain(err, ENOENT, "no such sandbox: '%s'", name)
+				       : cap_err(err, errno, "removing the folder of sandbox '%s'", name);
+	if (fstatat(run, gone, &taken, AT_SYMLINK_NOFOLLOW) == 0 && taken.st_ino == ours.st_ino &&
+	    taken.st_dev == ours.st_dev)
+		return 0;
+	renameat2(run, gone, run, name, RENAME_NOREPLACE);
+	return cap_err_plain(err, ENOENT, "no such sandbox: '%s'", name);
 }
 
 int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
@@ -515,10 +580,18 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 		return cap_err_plain(err, EBUSY, "sandbox '%s' was started again while being removed", name);
 	struct capsule_config cfg;
 	bool have_cfg = config_load_at(dir, &cfg, NULL) == 0;
-	if ((r = rm_rf_at(run, name)) < 0) {
+	/* Out of the way under a private name first, so that of two removes one wins and a create
+	 * of the same name meanwhile is not touched; then the rest at leisure. */
+	char gone[CAPSULE_NAME_MAX + 32];
+	snprintf(gone, sizeof(gone), ".gone-%s.%d", name, (int)getpid());
+	rm_rf_at(run, gone);
+	r = run_folder_take(run, name, dir, gone, err);
+	if (r == 0 && (r = rm_rf_at(run, gone)) < 0)
+		r = cap_err(err, -r, "removing the folder of sandbox '%s'", name);
+	if (r < 0) {
 		if (have_cfg)
 			config_clear(&cfg);
-		return cap_err(err, -r, "removing the folder of sandbox '%s'", name);
+		return r;
 	}
 	if (have_cfg) {
 		id_slot_release(name, cfg.id_slot);

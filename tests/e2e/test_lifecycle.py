@@ -1,6 +1,8 @@
 """Named sandboxes: create, ps, exec, stop, start, kill, rm, inspect."""
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -298,3 +300,42 @@ def test_stop_of_cooperative_sandbox_is_quick(capsule, sandbox):
     log = shim_log(capsule, sandbox)
     assert "stopping (grace 10000 ms)" in log and "the stop's grace is over" not in log, log
     assert states(capsule).get(sandbox) == "stopped"
+
+
+STRESS = r"""
+import subprocess, sys
+capsule, name, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+# Each round races the other processes on the same name: a create, an exec into it, a stop,
+# a remove. Every one may lose its race (exists, no such sandbox, not running); none may fail
+# in any other way.
+expected = ("already exists", "no such sandbox", "is not running", "is running", "already running",
+            "is busy", "is starting", "' stopped", "is stopping", "stopped while the command was running",
+            "the sandbox went away", "started again while being removed")
+bad = []
+for i in range(rounds):
+    for args in (["create", "--name", name], ["exec", name, "true"], ["stop", "-t", "0", name], ["rm", "-f", name]):
+        r = subprocess.run([capsule, *args], capture_output=True, text=True, timeout=60)
+        if r.returncode != 0 and not any(e in r.stderr for e in expected):
+            bad.append((args[0], r.returncode, r.stderr.strip()))
+print(repr(bad))
+"""
+
+
+def test_one_name_raced_by_several_processes_fails_only_in_the_expected_ways(capsule):
+    # A create once died with "writing the configuration of sandbox 'N': No such file or
+    # directory": an open of the same name swept the folder before its lock was taken.
+    name = capsule.unique_name("race")
+    procs = [subprocess.Popen([sys.executable, "-c", STRESS, capsule.binary, name, "15"], env=capsule.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for out, err in outs:
+        assert out.strip() == "[]", (out, err)
+    capsule.run("rm", "-f", name)
+    run = os.path.join(capsule.home, "run")
+    assert not [e for e in os.listdir(run) if name in e], os.listdir(run)
