@@ -31,7 +31,9 @@ static void check_message_shape(const capsule_error *e)
 	}
 }
 
-static void expect_fail(int ret, const capsule_error *e, int code, const char *needle)
+/* Checks one failure, then poisons E: a test that reuses one error object for its next call
+ * must see that call fill it, not pass on what the last one left. */
+static void expect_fail(int ret, capsule_error *e, int code, const char *needle)
 {
 	if (ret != -code)
 		fail_msg("expected %d, got %d (%s)", -code, ret, e->message);
@@ -39,6 +41,8 @@ static void expect_fail(int ret, const capsule_error *e, int code, const char *n
 	check_message_shape(e);
 	if (needle && !strstr(e->message, needle))
 		fail_msg("message '%s' lacks '%s'", e->message, needle);
+	e->code = -1;
+	snprintf(e->message, sizeof(e->message), "(left over from an earlier call)");
 }
 
 static uint64_t size_ok(const char *s)
