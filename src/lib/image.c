@@ -474,7 +474,7 @@ int capsule_image_list_json(char **json_out, capsule_error *err)
 	if ((r = index_load(images, &ix, err)) < 0)
 		return r;
 	struct json_writer j;
-	json_init(&j, false);
+	json_init(&j, true); /* shown by `capsule image ls --json` as it is */
 	json_array_begin(&j);
 	for (size_t i = 0; i < ix.n; i++) {
 		struct image_manifest m;

@@ -283,7 +283,7 @@ static void mount_entry(struct json_writer *j, const char *kind, const char *hos
 int mounts_list_json(const struct hot_mounts *t, const struct mount_sandbox *sb, char **out, capsule_error *err)
 {
 	struct json_writer j;
-	json_init(&j, false);
+	json_init(&j, true); /* shown by `capsule mounts --json` as it is */
 	json_array_begin(&j);
 	for (size_t i = 0; i < sb->cfg->nbinds; i++) {
 		const struct bind_mount *b = &sb->cfg->binds[i];

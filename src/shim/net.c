@@ -815,7 +815,7 @@ int net_port_remove(struct net *n, const struct cp_port *m, capsule_error *err)
 int net_ports_json(struct net *n, char **out, capsule_error *err)
 {
 	struct json_writer j;
-	json_init(&j, false);
+	json_init(&j, true); /* shown by `capsule port ls --json` as it is */
 	json_array_begin(&j);
 	for (size_t i = 0; i < NET_MAX_FORWARDS; i++) {
 		const struct net_forward *f = &n->fwd[i];
