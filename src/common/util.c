@@ -128,6 +128,29 @@ int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
 	return 0;
 }
 
+/* The length of the UTF-8 character at S (2 to 4), or 0 where S holds no valid one. */
+static size_t utf8_char_len(const unsigned char *s)
+{
+	size_t n = s[0] >= 0xf0 && s[0] < 0xf5 ? 4 : s[0] >= 0xe0 && s[0] < 0xf0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+void char_describe(const char *s, char out[16], size_t *len)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = u[0] >= 0x80 ? utf8_char_len(u) : 0;
+	*len = n ? n : 1;
+	if (n)
+		snprintf(out, 16, "%.*s", (int)n, s);
+	else if (u[0] >= 0x20 && u[0] < 0x7f)
+		snprintf(out, 16, "%c", u[0]);
+	else
+		snprintf(out, 16, "\\x%02x", u[0]);
+}
+
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len)
 {
 	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);

@@ -50,6 +50,10 @@ int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
 int read_fd_all(int fd, size_t max, char **out, size_t *out_len);
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
+
+/* What an error calls the character at S: itself when printable ("x", or a whole UTF-8
+ * character such as "é"), "\xNN" for any other byte; *LEN: the bytes it takes (1 to 4). */
+void char_describe(const char *s, char out[16], size_t *len);
 /* Write a file atomically: temp name in the same folder, rename over. DURABLE adds an fsync
  * before the rename, for what must survive a power loss (saves, volume metadata); files that
  * describe live state only need the rename. */

@@ -176,13 +176,18 @@ int capsule_input_type(capsule_sandbox *sb, const char *text, capsule_error *err
 		return cap_err_plain(err, EINVAL, "input type: no text given");
 	/* What a US keyboard types: printable ASCII, newline and tab. Checked whole before the
 	 * first piece goes, so that a bad character types nothing. */
-	for (size_t i = 0; text[i]; i++) {
+	for (size_t i = 0, at = 1; text[i]; at++) {
 		unsigned char ch = (unsigned char)text[i];
+		char name[16];
+		size_t n;
+		char_describe(text + i, name, &n);
+		/* Counted in characters, as the person who wrote the text counts. */
 		if ((ch < 0x20 || ch > 0x7e) && ch != '\n' && ch != '\t')
 			return cap_err_plain(err, EINVAL,
-					     "character '\\x%02x' (at %zu in the text) has no key on a US keyboard; "
+					     "character '%s' (character %zu of the text) has no key on a US keyboard; "
 					     "send it with input key",
-					     ch, i);
+					     name, at);
+		i += n;
 	}
 	size_t len = strlen(text);
 	for (size_t off = 0; off < len; off += CP_MAX_INPUT_TEXT) {

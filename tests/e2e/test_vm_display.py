@@ -331,7 +331,9 @@ def test_display_bad_keys_text_and_positions_are_refused_naming_them(display_vm)
     c, name = display_vm
     w, h = guest_screen_size(c, name)
     for args, word in ((["key", "ctrl-nosuchkey"], "'nosuchkey'"), (["key", "ctrl--"], "empty key name"),
-                       (["type", "caf\u00e9"], "\\xc3"), (["mouse", "click", "wheel"], "'wheel'"),
+                       (["type", "caf\u00e9"], "character '\u00e9' (character 4 of the text)"),
+                       (["type", "a\x01"], "character '\\x01' (character 2"),
+                       (["mouse", "click", "wheel"], "'wheel'"),
                        (["mouse", "move", str(w), "0"], f"({w}, 0)"), (["mouse", "move", "0", str(h + 5)], f"{w}x{h}")):
         r = c.run("input", name, *args)
         assert_capsule_error(r)

@@ -373,29 +373,22 @@ static int press_and_release(struct vm *vm, const char *const *keys, size_t n, c
 	return r;
 }
 
-/* 'x' for a printable character, '\xNN' for anything else: an error names what it was given. */
-static void char_name(unsigned char c, char out[8])
-{
-	if (c >= 0x20 && c < 0x7f)
-		snprintf(out, 8, "%c", c);
-	else
-		snprintf(out, 8, "\\x%02x", c);
-}
-
 static int type_text(struct vm *vm, const char *text, capsule_error *err)
 {
-	/* All or nothing: every character is checked before the first is sent. */
-	for (size_t i = 0; text[i]; i++) {
+	/* All or nothing: every character is checked before the first is sent. A position is
+	 * counted in characters, as the person who wrote the text counts. */
+	for (size_t i = 0, at = 0; text[i]; at++) {
 		const char *q;
 		bool shift;
-		if (char_key((unsigned char)text[i], &q, &shift) < 0) {
-			char name[8];
-			char_name((unsigned char)text[i], name);
+		char name[16];
+		size_t len;
+		char_describe(text + i, name, &len);
+		if (len > 1 || char_key((unsigned char)text[i], &q, &shift) < 0)
 			return cap_err_plain(err, EINVAL,
-					     "character '%s' (at %zu in the text) has no key on a US keyboard; "
+					     "character '%s' (character %zu of the text) has no key on a US keyboard; "
 					     "send it with input key",
-					     name, i);
-		}
+					     name, at + 1);
+		i += len;
 	}
 	for (size_t i = 0; text[i]; i++) {
 		const char *q;
