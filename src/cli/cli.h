@@ -26,6 +26,12 @@ int cli_fail(const capsule_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Unknown flag, missing argument: one line naming it, then EXIT_CAPSULE. */
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A status line while something takes a while (status.c): shown on a terminal only after a
+ * moment, with STAGE as the library reports it, and erased by cli_status_end, which must come
+ * before the command prints anything of its own. */
+void cli_status_begin(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void cli_status_stage(const char *stage);
+void cli_status_end(void);
 /* Open sandbox NAME, which must be running: 0, or the message printed and EXIT_CAPSULE. */
 int cli_open_running(const char *name, capsule_sandbox **sb);
 

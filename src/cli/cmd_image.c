@@ -146,7 +146,10 @@ static int image_import(int argc, char **argv)
 		return cli_usage("image import", "no --name given");
 	capsule_error err = { 0 };
 	char *canon = NULL;
-	if (capsule_image_import(file, name, NULL, NULL, &canon, &err) < 0)
+	cli_status_begin("importing '%s'", file);
+	int r = capsule_image_import(file, name, NULL, NULL, &canon, &err);
+	cli_status_end();
+	if (r < 0)
 		return cli_fail(&err);
 	printf("%s\n", canon);
 	free(canon);

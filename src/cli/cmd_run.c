@@ -550,11 +550,12 @@ static int run_command(capsule_sandbox *sb, struct exec_cli *ec, char **argv)
 	return code;
 }
 
-static void progress_bar(const char *stage, uint64_t cur, uint64_t total, void *payload)
+static void start_stage(const char *stage, uint64_t cur, uint64_t total, void *payload)
 {
+	(void)cur;
+	(void)total;
 	(void)payload;
-	if (isatty(STDERR_FILENO) && getenv("CAPSULE_PROGRESS"))
-		fprintf(stderr, "\r[%llu/%llu] %-12s", (unsigned long long)cur, (unsigned long long)total, stage);
+	cli_status_stage(stage);
 }
 
 int cmd_run(int argc, char **argv)
@@ -582,9 +583,12 @@ int cmd_run(int argc, char **argv)
 		capsule_config_add_env(sbc.cfg, ec.env[i], NULL);
 	if (ec.detach)
 		capsule_config_set_detached(sbc.cfg, true, NULL);
-	capsule_config_set_progress(sbc.cfg, progress_bar, NULL, NULL);
+	capsule_config_set_progress(sbc.cfg, start_stage, NULL, NULL);
 	capsule_sandbox *sb;
-	if (capsule_sandbox_create(&sb, sbc.cfg, &err) < 0) {
+	cli_status_begin("starting the sandbox");
+	int created = capsule_sandbox_create(&sb, sbc.cfg, &err);
+	cli_status_end();
+	if (created < 0) {
 		capsule_config_free(sbc.cfg);
 		exec_cli_free(&ec);
 		return cli_fail(&err);
@@ -626,8 +630,11 @@ int cmd_create(int argc, char **argv)
 		return r;
 	}
 	capsule_config_set_detached(sbc.cfg, true, NULL);
+	capsule_config_set_progress(sbc.cfg, start_stage, NULL, NULL);
 	capsule_sandbox *sb;
+	cli_status_begin("creating the sandbox");
 	r = capsule_sandbox_create(&sb, sbc.cfg, &err);
+	cli_status_end();
 	capsule_config_free(sbc.cfg);
 	if (r < 0)
 		return cli_fail(&err);
@@ -678,7 +685,9 @@ static int start_one(const char *name, void *payload)
 	capsule_sandbox *sb;
 	if (capsule_sandbox_open(&sb, name, &err) < 0)
 		return cli_fail(&err);
+	cli_status_begin("starting '%s'", name);
 	int r = capsule_sandbox_start(sb, &err);
+	cli_status_end();
 	capsule_sandbox_free(sb);
 	/* docker's rule, as for a stop of a stopped sandbox: what is asked for holds already. */
 	if (r < 0 && r != -EALREADY)

@@ -46,7 +46,10 @@ static int run_op(const char *verb, const char *usage, int argc, char **argv,
 	capsule_sandbox *sb;
 	if (capsule_sandbox_open(&sb, sandbox, &err) < 0)
 		return cli_fail(&err);
+	cli_status_begin("%s '%s' %s '%s'", !strcmp(verb, "fork") ? "forking" : !strcmp(verb, "revert") ? "reverting" : "saving",
+			 sandbox, !strcmp(verb, "fork") ? "as" : !strcmp(verb, "revert") ? "to" : "as", name);
 	r = op(sb, name, &err);
+	cli_status_end();
 	capsule_sandbox_free(sb);
 	if (r < 0)
 		return cli_fail(&err);
