@@ -445,3 +445,16 @@ def test_resume_against_a_server_that_ignores_range(capsule, workdir):
         assert any("Range" in h for p, h in reg.requests if digest in p)
     finally:
         reg.stop()
+
+
+def test_pull_on_a_terminal_draws_a_bar_per_layer_and_ends_its_lines(capsule, registry, workdir):
+    import uuid
+    from .test_progress import on_a_terminal
+    own = layer_tar([Entry("etc/unique", data=uuid.uuid4().hex.encode() * 1000)])
+    ref = registry.push(make_layout(workdir, [busybox_layer(), own]), repo("tty"))
+    out, rc = on_a_terminal(capsule, "image", "pull", ref)
+    assert rc == 0, out
+    text = out.decode()
+    # A bar for the download, then the layer's last word on a line of its own; the name last.
+    assert "[" in text and "#" in text and "unpacking" in text, text
+    assert text.endswith(ref + "\r\n"), text

@@ -58,10 +58,23 @@ def test_async_sandbox_from_an_image(image_ref):
     assert asyncio.run(main()) == "ID=sdk\n"
 
 
-def test_images_pull_list_remove(image_ref):
+def test_images_pull_list_remove(registry):
+    # A layer of its own, which no earlier test stored: this pull must download, verify and
+    # unpack it, and say so, in that order.
+    d = tempfile.mkdtemp(prefix="capsule-sdk-img-", dir="/var/tmp")
+    try:
+        own = iu.layer_tar([iu.Entry("etc/unique", data=uuid.uuid4().hex.encode())])
+        image_ref = registry.push(iu.make_layout(d, [iu.busybox_layer(), own], {"Env": ["PATH=/bin"]}),
+                                  f"sdk/pull-{uuid.uuid4().hex[:8]}")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
     seen = []
-    name = capsule.images.pull(image_ref, progress=lambda stage, digest, done, total: seen.append(stage))
+    name = capsule.images.pull(image_ref, progress=lambda stage, digest, done, total: seen.append((stage, digest)))
     assert name == image_ref
+    fresh = [dg for stage, dg in seen if stage == "unpack"]
+    assert fresh, seen
+    stages = [stage for stage, dg in seen if dg == fresh[-1]]
+    assert "download" in stages and stages.index("download") < stages.index("verify") < stages.index("unpack"), stages
     entry = [i for i in capsule.images.list() if i["name"] == name][0]
     assert len(entry["layers"]) == 2 and entry["digest"].startswith("sha256:")
     capsule.images.remove(name)
