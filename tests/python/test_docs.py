@@ -32,9 +32,12 @@ DOC_BLOCKS = [("python.md", i, b) for i, b in enumerate(blocks(os.path.join(ROOT
 README_BLOCKS = [("README.md", i, b) for i, b in enumerate(blocks(os.path.join(ROOT, "README.md"), "## The Python SDK"))]
 
 
-def test_the_docs_have_examples():
+def test_the_docs_have_examples_that_check_themselves():
     assert len(DOC_BLOCKS) >= 10
     assert README_BLOCKS
+    # An example that only prints passes whatever it prints: each asserts what it shows.
+    for doc, index, code in DOC_BLOCKS + README_BLOCKS:
+        assert re.search(r"^\s*assert ", code, re.M), f"{doc} example {index} checks nothing"
 
 
 @pytest.mark.parametrize("doc,index,code", DOC_BLOCKS + README_BLOCKS,
@@ -57,6 +60,27 @@ def test_doc_example_runs(doc, index, code):
         run = os.path.join(home, "run")
         left = os.listdir(run) if os.path.isdir(run) else []
         assert left == [], f"{doc} example {index} left sandboxes {left}"
+    finally:
+        clean_home(home)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_doc_examples_run_in_order_in_one_home():
+    # As a reader runs them, one after another on one machine: what one leaves (a save, a
+    # volume, a name) must not break the next. The vm examples leave nothing named and are run
+    # above; they are left out here for the boots they cost.
+    work = tempfile.mkdtemp(prefix="capsule-sdk-doc-", dir="/var/tmp")
+    home = tempfile.mkdtemp(prefix="capsule-sdk-dochome-", dir="/var/tmp")
+    os.chmod(work, 0o755)
+    try:
+        for doc, index, code in DOC_BLOCKS + README_BLOCKS:
+            if 'isolation="vm"' in code or ('image=f"dir:' in code and not agent_is_static()):
+                continue
+            with open(os.path.join(work, "example.py"), "w") as f:
+                f.write(code)
+            r = subprocess.run([sys.executable, "example.py"], cwd=work, env=sdk_env(home), capture_output=True,
+                               text=True, timeout=300)
+            assert r.returncode == 0, f"{doc} example {index}, run after the ones before it, failed:\n{r.stderr}"
     finally:
         clean_home(home)
         shutil.rmtree(work, ignore_errors=True)
