@@ -603,6 +603,19 @@ int cmd_run(int argc, char **argv)
 	}
 	if (ec.detach)
 		printf("%s\n", capsule_sandbox_name(sb));
+	/* docker's run makes a working directory that is not there (its exec does not): a new
+	 * sandbox's root is ours to shape, and a run that failed on it would leave what its create
+	 * made, a volume named by -v, behind. */
+	int made = ec.workdir ? capsule_fs_mkdir(sb, ec.workdir, 0755, CAPSULE_FS_PARENTS, &err) : 0;
+	if (made < 0) {
+		if (made == -EEXIST)
+			snprintf(err.message, sizeof(err.message), "working directory '%s' is not a folder", ec.workdir);
+		capsule_strv_free(command);
+		capsule_sandbox_stop(sb, 0, NULL);
+		capsule_sandbox_free(sb);
+		exec_cli_free(&ec);
+		return cli_fail(&err);
+	}
 	int code = run_command(sb, &ec, command);
 	capsule_strv_free(command);
 	/* The stop is where --save happens: its failure is this command's. */

@@ -258,3 +258,16 @@ def test_a_large_environment_has_one_limit_and_one_message_everywhere(capsule, s
     # Just below the limits, it works.
     r = capsule.run("exec", "-e", "BIG=" + "x" * 60000, sandbox, "sh", "-c", "echo ${#BIG}")
     assert r.returncode == 0 and r.stdout == "60000\n", r.stderr
+
+
+def test_run_makes_a_missing_working_directory_and_refuses_a_file(capsule, nothing_left):
+    # docker's run makes it; a run that failed on it used to leave its -v volume behind.
+    vol = capsule.unique_name("wd")
+    r = capsule.run("run", "-v", f"{vol}:/data", "-w", "/work/deep/dir", "--", "pwd")
+    try:
+        assert r.returncode == 0 and r.stdout == "/work/deep/dir\n", r.stderr
+    finally:
+        capsule.run("volume", "rm", vol)
+    r = capsule.run("run", "-w", "/etc/passwd", "--", "pwd")
+    assert_capsule_error(r, 125)
+    assert "working directory '/etc/passwd' is not a folder" in r.stderr

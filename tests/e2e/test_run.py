@@ -454,10 +454,14 @@ def test_default_workdir_is_home_for_root_and_slash_for_others(capsule):
     assert r.stdout == "/\n", r.stderr
 
 
-def test_missing_workdir_is_an_error(capsule):
-    name = capsule.unique_name("wd")
-    r = capsule.run("run", "--name", name, "-w", "/no/such/dir", "--", "pwd")
+def test_missing_workdir_is_an_error_for_exec_and_made_by_run(capsule):
+    # docker's rules: exec into a folder that is not there fails, run makes it.
+    name = capsule.create()
+    r = capsule.run("exec", "-w", "/no/such/dir", name, "--", "pwd")
     assert r.returncode == 125
     assert "/no/such/dir" in r.stderr
     assert r.stdout == ""
+    name = capsule.unique_name("wd")
+    r = capsule.run("run", "--name", name, "-w", "/no/such/dir", "--", "pwd")
+    assert r.returncode == 0 and r.stdout == "/no/such/dir\n", r.stderr
     assert wait_until(lambda: sandbox_gone(capsule, name), 10), leftovers(capsule, name)
