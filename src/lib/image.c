@@ -189,6 +189,8 @@ int capsule_image_pull(const char *ref, const capsule_pull_options *opts, char *
 	int r = canonical_name(ref, &parsed, name, sizeof(name), err);
 	if (r < 0)
 		return r;
+	if (opts->platform && (r = image_platform_check(opts->platform, err)) < 0)
+		return r;
 	struct registry_options o = {
 		.insecure = opts->insecure, .platform = opts->platform, .progress = opts->progress, .payload = opts->payload
 	};

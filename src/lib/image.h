@@ -71,7 +71,15 @@ const struct image_descriptor *image_index_select(const struct image_manifest *i
 struct image_config {
 	char **env, **entrypoint, **cmd; /* NULL-terminated, or NULL */
 	char *workdir, *user;
+	char *os, *architecture, *variant; /* the platform it was built for, where it says */
 };
+/* 0 when PLATFORM reads OS/ARCH[/VARIANT] (lower-case letters, digits, '_', '.', '-'); else
+ * -EINVAL with a message naming it. */
+int image_platform_check(const char *platform, capsule_error *err);
+/* 0 when config C was built for PLATFORM (a checked one), or says nothing of its platform;
+ * else -ENOENT naming both. */
+int image_config_platform_match(const struct image_config *c, const char *platform, const char *image,
+				capsule_error *err);
 int image_config_parse(const char *json, size_t len, struct image_config *out, capsule_error *err);
 void image_config_free(struct image_config *c);
 void image_strv_free(char **v);

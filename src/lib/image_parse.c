@@ -541,6 +541,44 @@ const struct image_descriptor *image_index_select(const struct image_manifest *i
 	return NULL;
 }
 
+int image_platform_check(const char *platform, capsule_error *err)
+{
+	size_t parts = 1, run = 0;
+	bool ok = platform && *platform;
+	for (const char *p = platform; ok && *p; p++) {
+		if (*p == '/') {
+			ok = run > 0 && ++parts <= 3;
+			run = 0;
+		} else {
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.' || *p == '-';
+			run++;
+		}
+	}
+	if (!ok || parts < 2 || run == 0 || strlen(platform) > 64)
+		return cap_err_plain(err, EINVAL, "invalid platform '%.64s': expected OS/ARCH[/VARIANT], e.g. linux/amd64",
+				     platform ? platform : "");
+	return 0;
+}
+
+int image_config_platform_match(const struct image_config *c, const char *platform, const char *image,
+				capsule_error *err)
+{
+	char want[72];
+	snprintf(want, sizeof(want), "%s", platform);
+	char *arch = strchr(want, '/');
+	*arch++ = '\0';
+	char *variant = strchr(arch, '/');
+	if (variant)
+		*variant++ = '\0';
+	bool differs = (c->os && strcmp(c->os, want)) || (c->architecture && strcmp(c->architecture, arch)) ||
+		       (variant && c->variant && strcmp(c->variant, variant));
+	if (differs)
+		return cap_err_plain(err, ENOENT, "image '%s' is for %s/%s%s%s, not %s", image, c->os ? c->os : "?",
+				     c->architecture ? c->architecture : "?", c->variant ? "/" : "", c->variant ? c->variant : "",
+				     platform);
+	return 0;
+}
+
 void image_config_free(struct image_config *c)
 {
 	image_strv_free(c->env);
@@ -548,6 +586,9 @@ void image_config_free(struct image_config *c)
 	image_strv_free(c->cmd);
 	free(c->workdir);
 	free(c->user);
+	free(c->os);
+	free(c->architecture);
+	free(c->variant);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -581,6 +622,11 @@ static int config_member(const char *name, const char *value, size_t len, void *
 
 static int config_top_member(const char *name, const char *value, size_t len, void *payload)
 {
+	struct image_config *c = payload;
+	char **s = !strcmp(name, "os") ? &c->os : !strcmp(name, "architecture") ? &c->architecture
+		   : !strcmp(name, "variant") ? &c->variant : NULL;
+	if (s && value[0] == '"')
+		return *s ? -EBADMSG : image_json_string(value, len, s);
 	if (strcmp(name, "config") || (len == 4 && !memcmp(value, "null", 4)))
 		return 0;
 	return json_object_each(value, len, 256, config_member, payload);

@@ -715,6 +715,19 @@ static int pick_base(struct reg *r, const char *host, bool insecure)
 	return rc;
 }
 
+static int config_platform_check(struct reg *r, const struct image_descriptor *config)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	struct image_config ic;
+	int rc = store_read_blob(r->images_fd, config->digest, IMAGE_MAX_CONFIG_BYTES, &text, &len, r->err);
+	if (rc == 0 && (rc = image_config_parse(text, len, &ic, r->err)) == 0) {
+		rc = image_config_platform_match(&ic, r->o->platform, r->ref->repository, r->err);
+		image_config_free(&ic);
+	}
+	return rc;
+}
+
 static int pull_from(struct reg *r, char *digest_out)
 {
 	const char *reference = r->ref->digest[0] ? r->ref->digest : r->ref->tag;
@@ -749,7 +762,12 @@ static int pull_from(struct reg *r, char *digest_out)
 			return cap_err_plain(r->err, EBADMSG, "index of '%s' points at another index", r->ref->repository);
 		}
 	}
-	if ((rc = get_blob(r, &m.config)) == 0) {
+	rc = get_blob(r, &m.config);
+	/* A single-platform image says in its config what it was built for: one asked for by
+	 * name must be that, before any layer is fetched. */
+	if (rc == 0 && r->o->platform && *r->o->platform)
+		rc = config_platform_check(r, &m.config);
+	if (rc == 0) {
 		for (size_t i = 0; i < m.nentries && rc == 0; i++) {
 			const struct image_descriptor *d = &m.entries[i];
 			if (store_has_layer(r->images_fd, d->digest))

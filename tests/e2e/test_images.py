@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from .helpers import assert_capsule_error
 from .imageutil import (Entry, Layout, auth_registry, busybox_entries, busybox_layer, free_port, layer_tar,  # noqa: F401
                         image_tools, make_layout, need_static_agent, needs_tools, registry, workdir)
 
@@ -124,6 +125,20 @@ def test_multi_arch_index_picks_linux_amd64_or_the_platform_asked(capsule, regis
     r = capsule.run("image", "pull", ref, "--platform", "linux/s390x")
     assert r.returncode == 125
     assert "no variant for platform 'linux/s390x'" in r.stderr
+
+
+def test_a_platform_is_checked_in_form_and_on_a_single_platform_image(capsule, registry, workdir):
+    # It used to be accepted, and ignored, whenever the image was not an index.
+    ref = registry.push(make_layout(workdir, [busybox_layer()]), repo("single"))
+    for bad in ("bogus", "linux/", "/amd64", "linux/amd64/v8/x", "Linux/AMD64"):
+        r = capsule.run("image", "pull", ref, "--platform", bad)
+        assert_capsule_error(r, 125)
+        assert f"invalid platform '{bad}'" in r.stderr, r.stderr
+    r = capsule.run("image", "pull", ref, "--platform", "linux/arm64")
+    assert_capsule_error(r, 125)
+    assert "is for linux/amd64, not linux/arm64" in r.stderr, r.stderr
+    assert ref not in capsule.run("image", "ls", check=True).stdout
+    pull(capsule, ref, "--platform", "linux/amd64")
 
 
 def test_whiteouts_and_opaque_folders_hide_lower_files(capsule, registry, workdir):
