@@ -546,6 +546,10 @@ def test_cp_of_a_sandbox_folder_holding_a_symlink_loop_ends(capsule, sandbox, ho
     (("/no/such/host/file", "SANDBOX:/tmp/x"), "No such file or directory"),
     (("SANDBOX:/no/such/file", "/var/tmp/capsule-never-made"), "No such file or directory"),
     (("/etc/hostname", "SANDBOX:relative"), "absolute"),
+    # A trailing slash names a folder: one that is not there is refused, in both directions,
+    # as docker cp does (a file named like it was made before).
+    (("SANDBOX:/etc/hostname", "/var/tmp/capsule-never-made/"), "No such file or directory"),
+    (("/etc/hostname", "SANDBOX:/no/such/folder/"), "No such file or directory"),
 ])
 def test_cp_errors_are_one_line_with_exit_125(capsule, sandbox, args, needle):
     r = capsule.run("cp", *(a.replace("SANDBOX", sandbox) for a in args))
