@@ -298,8 +298,8 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 /* Make run/NAME with its lock held, into *DIR and *LOCKFD. It is built under a private name and
  * renamed into place locked: any open of a sandbox sweeps a folder of that name that has no
  * lock, or whose lock nobody holds, as a create that died; a folder that showed up before its
- * lock was taken was removed under its creator. The lock file itself appears locked too (an
- * O_TMPFILE locked, then linked in), for sweep_abandoned_creates. */
+ * lock was taken was removed under its creator. The private name carries our pid, which
+ * sweep_abandoned_creates goes by. */
 static int run_folder_make_locked(int run, const char *name, int *dir_out, int *lock_out, capsule_error *err)
 {
 	char tmp[CAPSULE_NAME_MAX + 32];
@@ -313,8 +313,8 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	int r = 0;
 	if (dir < 0 || fchmod(dir, 0700) < 0)
 		r = cap_err(err, errno, "open sandbox folder '%s'", name);
-	else if ((lockfd = openat(dir, ".", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600)) < 0 ||
-		 flock(lockfd, LOCK_EX | LOCK_NB) < 0 || linkat(lockfd, "", dir, "lock", AT_EMPTY_PATH) < 0)
+	else if ((lockfd = openat(dir, "lock", O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0 ||
+		 flock(lockfd, LOCK_EX | LOCK_NB) < 0)
 		r = cap_err(err, errno, "locking sandbox '%s'", name);
 	else if (renameat2(run, tmp, run, name, RENAME_NOREPLACE) < 0)
 		r = errno == EEXIST ? cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", name)
@@ -328,7 +328,8 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	return 0;
 }
 
-/* Folders of creates that died before their rename: their lock is free. */
+/* Folders of creates that died before their rename: the pid in their name is gone. (A pid
+ * reused since leaves one behind until that process ends; it is never a sandbox of anyone's.) */
 static void sweep_abandoned_creates(int run)
 {
 	_cleanup_close_ int fd = fcntl(run, F_DUPFD_CLOEXEC, 0);
@@ -340,13 +341,10 @@ static void sweep_abandoned_creates(int run)
 	while ((de = readdir(d))) {
 		if (strncmp(de->d_name, NEW_RUN_FOLDER_PREFIX, strlen(NEW_RUN_FOLDER_PREFIX)) != 0)
 			continue;
-		_cleanup_close_ int dir = openat(run, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		_cleanup_close_ int lockfd = dir >= 0 ? openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW) : -1;
-		struct stat st;
-		/* Its lock free: the create died. No lock at all: one between its mkdir and its
-		 * link, which takes microseconds; a minute on, that create died too. */
-		if ((lockfd >= 0 && flock(lockfd, LOCK_EX | LOCK_NB) == 0) ||
-		    (lockfd < 0 && dir >= 0 && fstat(dir, &st) == 0 && st.st_mtime + 60 < time(NULL)))
+		const char *dot = strrchr(de->d_name, '.');
+		char *end;
+		long pid = dot ? strtol(dot + 1, &end, 10) : 0;
+		if (pid > 0 && *end == '\0' && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
 			rm_rf_at(run, de->d_name);
 	}
 	closedir(d);
@@ -586,8 +584,14 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	snprintf(gone, sizeof(gone), ".gone-%s.%d", name, (int)getpid());
 	rm_rf_at(run, gone);
 	r = run_folder_take(run, name, dir, gone, err);
-	if (r == 0 && (r = rm_rf_at(run, gone)) < 0)
+	/* Gone already: an ephemeral sandbox's own stop (the forced one above) removes it. */
+	struct stat st;
+	if (r == -ENOENT && fstat(dir, &st) == 0 && st.st_nlink == 0) {
+		capsule_error_clear(err);
+		r = 0;
+	} else if (r == 0 && (r = rm_rf_at(run, gone)) < 0) {
 		r = cap_err(err, -r, "removing the folder of sandbox '%s'", name);
+	}
 	if (r < 0) {
 		if (have_cfg)
 			config_clear(&cfg);

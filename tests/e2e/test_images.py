@@ -131,10 +131,10 @@ def test_a_platform_is_checked_in_form_and_on_a_single_platform_image(capsule, r
     # It used to be accepted, and ignored, whenever the image was not an index.
     ref = registry.push(make_layout(workdir, [busybox_layer()]), repo("single"))
     for bad in ("bogus", "linux/", "/amd64", "linux/amd64/v8/x", "Linux/AMD64"):
-        r = capsule.run("image", "pull", ref, "--platform", bad)
+        r = capsule.run("image", "pull", "-q", ref, "--platform", bad)
         assert_capsule_error(r, 125)
         assert f"invalid platform '{bad}'" in r.stderr, r.stderr
-    r = capsule.run("image", "pull", ref, "--platform", "linux/arm64")
+    r = capsule.run("image", "pull", "-q", ref, "--platform", "linux/arm64")
     assert_capsule_error(r, 125)
     assert "is for linux/amd64, not linux/arm64" in r.stderr, r.stderr
     assert ref not in capsule.run("image", "ls", check=True).stdout
