@@ -313,7 +313,8 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	_cleanup_close_ int run = -1, dir = -1, lockfd = -1;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
-	if ((r = config_display_check(cfg, err)) < 0 || (r = resolve_image(cfg, err)) < 0 ||
+	if ((r = host_config_apply(cfg, err)) < 0 || (r = layer_disk_check(cfg, err)) < 0 ||
+	    (r = config_display_check(cfg, err)) < 0 || (r = resolve_image(cfg, err)) < 0 ||
 	    (r = config_net_check(cfg, err)) < 0 ||
 	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
 	    (r = home_subdir_open("run", &run, err)) < 0)
