@@ -123,8 +123,8 @@ int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_er
 	return r < 0 ? cap_err(err, -r, "adding a QEMU argument") : 0;
 }
 
-/* The vm level's root disk: at least what a small image's ext4 takes, at most what ext4
- * grows to with 4 KiB blocks and the inode ratio mkfs sets. */
+/* A vm's root disk or a container's own layer: at least what a small image's ext4 takes, at
+ * most what ext4 grows to with 4 KiB blocks and the inode ratio mkfs sets. */
 int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
 {
 	if (bytes && (bytes < (64ull << 20) || bytes > (16ull << 40)))
