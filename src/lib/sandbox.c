@@ -724,9 +724,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_uint(&j, "memory_bytes", info.memory_bytes);
 	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
 	json_kv_uint(&j, "pids", info.pids_limit);
-	/* A container's own layer (0: unbounded, on the host's disk); a vm's is in "vm". */
-	if (info.isolation != CAPSULE_ISOLATION_VM)
-		json_kv_uint(&j, "disk_bytes", sb->cfg.disk_bytes);
+	/* 0: the level's default (a container's layer unbounded on the host's disk, a vm's 2G). */
+	json_kv_uint(&j, "disk_bytes", sb->cfg.disk_bytes);
 	json_object_end(&j);
 	json_key(&j, "mounts");
 	json_array_begin(&j);
