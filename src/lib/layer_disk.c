@@ -23,7 +23,9 @@
 /* One inode per 16 KiB of disk: ext4's own default ratio, so a sandbox of many small files
  * runs out of inodes about when it would run out of blocks. */
 #define LAYER_DISK_BYTES_PER_INODE "16384"
-/* $CAPSULE_HOME/disks/ext4-<bytes>.img: one made disk per size, copied by every later one. */
+/* $CAPSULE_HOME/disks/ext4-v<format>-<bytes>.img: one made disk per size, copied by every
+ * later one. The format changes with the mkfs options above, so no old template is reused. */
+#define LAYER_DISK_FORMAT 1
 #define LAYER_DISK_TEMPLATES "disks"
 #define LAYER_DISK_TEMPLATES_MAX 16
 
@@ -83,7 +85,7 @@ static int template_open(uint64_t bytes, const char *what)
 	if (home_subdir_open(LAYER_DISK_TEMPLATES, &dir, NULL) < 0)
 		return -1;
 	char name[64];
-	snprintf(name, sizeof(name), "ext4-%" PRIu64 ".img", bytes);
+	snprintf(name, sizeof(name), "ext4-v%d-%" PRIu64 ".img", LAYER_DISK_FORMAT, bytes);
 	int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd >= 0 || errno != ENOENT || templates_count(dir) >= LAYER_DISK_TEMPLATES_MAX)
 		return fd;
