@@ -217,8 +217,10 @@ int ext4_image_mount(int img, const char *label, const char *const *flags, const
 		     capsule_error *err)
 {
 	struct stat st;
-	if (fstat(img, &st) < 0 || !S_ISREG(st.st_mode))
-		return cap_err(err, errno ? errno : EINVAL, "%s: open its image", what);
+	if (fstat(img, &st) < 0)
+		return cap_err(err, errno, "%s: open its image", what);
+	if (!S_ISREG(st.st_mode))
+		return cap_err_plain(err, EINVAL, "%s: its image is not a regular file", what);
 	int r = -EAGAIN;
 	for (int tries = 0; tries < EXT4_IMAGE_ATTACH_TRIES && r < 0; tries++) {
 		capsule_error e2 = { 0 };

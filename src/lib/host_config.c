@@ -50,22 +50,20 @@ static int host_config_path(char *out, size_t size)
 	return 0;
 }
 
-/* A disk size, as --disk-size takes it, through the same setter, so its bounds are the flag's. */
+/* A disk size, as --disk-size takes it, through the same parser, so its bounds are the flag's. */
 static int disk_size_member(const struct host_config_walk *w, const char *key, const char *value, size_t len,
 			    uint64_t *out)
 {
 	_cleanup_free_ char *size = NULL;
 	capsule_error why = { 0 };
-	struct capsule_config probe = { 0 };
 	int r = json_string_value(value, len, &size);
 	if (r == -ENOMEM)
 		return cap_err(w->err, ENOMEM, "capsule configuration '%s'", w->path);
 	if (r < 0)
 		return cap_err_plain(w->err, EINVAL, "capsule configuration '%s': key '%s': not a string like \"4G\"", w->path,
 				     key);
-	if (capsule_config_set_disk_size(&probe, size, &why) < 0)
+	if (config_disk_size_parse(size, out, &why) < 0)
 		return cap_err_plain(w->err, EINVAL, "capsule configuration '%s': key '%s': %s", w->path, key, why.message);
-	*out = probe.disk_bytes;
 	return 0;
 }
 

@@ -250,6 +250,8 @@ void volume_close(struct volume_handle *vh);
 /* Create NAME without a quota unless it exists (docker's `-v name:/path`). */
 int volume_ensure(const char *name, capsule_error *err);
 
+/* A disk size as --disk-size takes it ("4G": 64M to 16T). */
+int config_disk_size_parse(const char *size, uint64_t *bytes, capsule_error *err);
 /* Fill what CFG leaves unset from the host's capsule.json (host_config.c): the disk size. */
 int host_config_apply(struct capsule_config *cfg, capsule_error *err);
 
