@@ -40,11 +40,14 @@ int ext4_image_mkfs(const char *image, const char *const *opts, const char *what
 	const char *mkfs;
 	if (find_mkfs(&mkfs) < 0)
 		return cap_err_plain(err, ENOENT, "%s: mkfs.ext4 not found (install e2fsprogs)", what);
-	char *argv[EXT4_IMAGE_MKFS_ARGS + 4];
+	char *argv[EXT4_IMAGE_MKFS_ARGS + 3];
 	size_t argc = 0;
 	argv[argc++] = (char *)mkfs;
-	for (size_t i = 0; opts[i] && argc < EXT4_IMAGE_MKFS_ARGS + 2; i++)
+	for (size_t i = 0; opts[i]; i++) {
+		if (i == EXT4_IMAGE_MKFS_ARGS)
+			return cap_err_plain(err, E2BIG, "%s: more than %d mkfs.ext4 options", what, EXT4_IMAGE_MKFS_ARGS);
 		argv[argc++] = (char *)opts[i];
+	}
 	argv[argc++] = (char *)image;
 	argv[argc] = NULL;
 	int pipefd[2];
