@@ -169,3 +169,12 @@ def test_a_stopped_sandboxs_checkpoint_and_revert_use_its_disk(capsule):
     capsule.run("start", name, check=True)
     assert sh(capsule, name, "cat /root/a", check=True).stdout == "one\n"
     assert_df_shows(capsule, name, DISK)
+
+
+def test_a_disk_without_root_is_refused_with_one_line_before_anything_is_made(capsule, other_user):
+    # Loop devices are root's: the disk could never be attached, at this start or any later one.
+    r = other_user.run([capsule.binary, "run", "--name", "nodisk", "--disk-size", "64M", "--", "true"])
+    one_line_error(r)
+    assert "disk size for a container sandbox needs root" in r.stderr, r.stderr
+    r = other_user.run([capsule.binary, "ps", "-a"])
+    assert "nodisk" not in r.stdout, r.stdout
