@@ -444,9 +444,12 @@ CAPSULE_API int capsule_config_set_accel(capsule_config *cfg, const char *accel,
 /* One more argument for QEMU's command line, after capsule's own (quicksand's
  * extra_qemu_args); call once per argument, in order. At most 64. */
 CAPSULE_API int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_error *err);
-/* The size of a vm sandbox's root disk (quicksand's disk_size): "4G", "512M", ... from 64M to
- * 16T; the guest's root file system is grown to it at boot, so `df /` shows it. Default 2G (or
- * the image's root, where that is larger). Ignored by the container level. */
+/* The size of a sandbox's disk: "4G", "512M", ... from 64M to 16T. A vm's root disk
+ * (quicksand's disk_size), whose file system is grown to it at boot; default 2G (or the
+ * image's root, where that is larger). A container's own layer (what it writes over its
+ * image), an ext4 disk of this size with one inode per 16 KiB; needs root; default none (the
+ * host's file system, unbounded). Either way `df /` shows it and a write past it fails with
+ * ENOSPC. Unset, the default is capsule.json's (docs/config.md). */
 CAPSULE_API int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err);
 CAPSULE_API int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
 /* A display for a vm (quicksand's enable_display): a virtio GPU, keyboard and tablet, and a

@@ -73,6 +73,8 @@ NO_INTERNET = {"https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0
 def _env(home, extra=None):
     env = dict(os.environ)
     env["CAPSULE_HOME"] = home
+    # Not the host's capsule.json (docs/config.md): its defaults would change what tests see.
+    env["CAPSULE_CONFIG"] = os.path.join(os.path.dirname(home), "capsule.json")
     env.pop("CAPSULE_PROGRESS", None)
     env.update(NO_INTERNET)
     if extra:

@@ -14,14 +14,6 @@
 #include "save.h"
 #include "util.h"
 
-static int open_upper(int run_fd, int *fd, capsule_error *err)
-{
-	*fd = openat(run_fd, "fs/upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (*fd < 0)
-		return cap_err(err, errno, "open the sandbox's layer 'fs/upper'");
-	return 0;
-}
-
 int checkpoints_open(int run_fd, int *fd, capsule_error *err)
 {
 	if (mkdirat(run_fd, "checkpoints", 0700) < 0 && errno != EEXIST)
@@ -37,7 +29,7 @@ int checkpoints_open(int run_fd, int *fd, capsule_error *err)
  * into it with owners moved to its id range. */
 int fork_copy_layer(const struct capsule_config *cfg, int upper, const char *target, capsule_error *err)
 {
-	_cleanup_close_ int dir = -1, fs = -1, dst = -1;
+	_cleanup_close_ int dir = -1, dst = -1;
 	int r = run_dir_open(target, &dir, err);
 	if (r < 0)
 		return r;
@@ -47,12 +39,18 @@ int fork_copy_layer(const struct capsule_config *cfg, int upper, const char *tar
 	if ((r = config_load_at(dir, &tcfg, err)) < 0)
 		return r;
 	uint32_t slot = tcfg.id_slot;
+	struct sandbox_layer l;
+	/* The new sandbox's own disk, where it has a disk size: the copy must fit in it. */
+	r = sandbox_layer_open(dir, &tcfg, true, &l, err);
 	config_clear(&tcfg);
-	if (mkdirat(dir, "fs", 0700) < 0)
-		return cap_err(err, errno, "mkdir 'fs' of sandbox '%s'", target);
-	if ((fs = openat(dir, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 || mkdirat(fs, "upper", 0755) < 0 ||
-	    (dst = openat(fs, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
-		return cap_err(err, errno, "making the layer of sandbox '%s'", target);
+	if (r < 0)
+		return cap_err_wrap(err, r, "making the layer of sandbox '%s'", target);
+	if (mkdirat(l.root_fd, "upper", 0755) < 0 ||
+	    (dst = openat(l.root_fd, "upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		r = cap_err(err, errno, "making the layer of sandbox '%s'", target);
+	sandbox_layer_close(&l);
+	if (r < 0)
+		return r;
 	uid_t ub, tub;
 	gid_t gb, tgb;
 	uint32_t count;
@@ -77,6 +75,62 @@ int checkpoint_exists(int run_fd, const char *name, capsule_error *err)
 	return 0;
 }
 
+struct restore_source {
+	int src;
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+};
+
+/* ROOT_FD/upper.new becomes the checkpoint's layer, owned by the sandbox's root. */
+static int restore_upper_new(int root_fd, void *payload, capsule_error *err)
+{
+	const struct restore_source *rs = payload;
+	rm_rf_at(root_fd, "upper.new");
+	if (mkdirat(root_fd, "upper.new", 0755) < 0)
+		return cap_err(err, errno, "mkdir 'upper.new'");
+	_cleanup_close_ int dst = openat(root_fd, "upper.new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dst < 0)
+		return cap_err(err, errno, "open 'upper.new'");
+	struct id_shift shift = { 0, 0, rs->ub, rs->gb, rs->count, !rs->rootless };
+	struct layer_copy_stats stats;
+	int r = layer_copy(rs->src, dst, &shift, &stats, err);
+	/* The layer's own root keeps the sandbox root's owner; the start fixes its mode. */
+	if (r == 0 && fchownat(root_fd, "upper.new", rs->ub, rs->gb, AT_SYMLINK_NOFOLLOW) < 0)
+		r = cap_err(err, errno, "chown 'upper.new'");
+	return r;
+}
+
+/* On a disk of its own, the new layer is a fresh disk's upper/. */
+static int restore_onto_disk(int root_fd, void *payload, capsule_error *err)
+{
+	int r = restore_upper_new(root_fd, payload, err);
+	if (r == 0 && renameat(root_fd, "upper.new", root_fd, "upper") < 0)
+		r = cap_err(err, errno, "rename 'upper.new'");
+	return r;
+}
+
+static int restore_in_folder(int run_fd, struct restore_source *rs, const char *name, capsule_error *err)
+{
+	_cleanup_close_ int fs = openat(run_fd, "fs", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fs < 0)
+		return cap_err(err, errno, "open 'fs'");
+	rm_rf_at(fs, "work");
+	int r = restore_upper_new(fs, rs, err);
+	if (r == 0 && renameat2(fs, "upper.new", fs, "upper", RENAME_EXCHANGE) < 0)
+		r = cap_err(err, errno, "putting checkpoint '%s' in place", name);
+	/* The old layer, now at fs/upper.new, leaves under a name no later revert reuses, so its
+	 * removal may go on in the background (a kill leaves it to the sandbox's own removal). */
+	char old[64];
+	snprintf(old, sizeof(old), "fs/upper.old-%d-%llx", (int)getpid(), (unsigned long long)now_ns());
+	if (r == 0 && renameat(run_fd, "fs/upper.new", run_fd, old) == 0)
+		layer_remove_replaced(run_fd, old);
+	else
+		rm_rf_at(fs, "upper.new");
+	return r;
+}
+
 int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char *name, capsule_error *err)
 {
 	if (cfg->isolation == CAPSULE_ISOLATION_VM)
@@ -86,38 +140,15 @@ int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char 
 		return r;
 	char path[128];
 	snprintf(path, sizeof(path), "checkpoints/%s/layer", name);
-	_cleanup_close_ int src = openat(run_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (src < 0)
+	struct restore_source rs = { .src = openat(run_fd, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) };
+	if (rs.src < 0)
 		return cap_err(err, errno, "open checkpoint '%s'", name);
-	uid_t ub;
-	gid_t gb;
-	uint32_t count;
-	bool rootless;
-	home_id_map(cfg->id_slot, &ub, &gb, &count, &rootless);
-	rm_rf_at(run_fd, "fs/upper.new");
-	rm_rf_at(run_fd, "fs/work");
-	if (mkdirat(run_fd, "fs/upper.new", 0755) < 0)
-		return cap_err(err, errno, "mkdir 'fs/upper.new'");
-	_cleanup_close_ int dst = openat(run_fd, "fs/upper.new", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct id_shift shift = { 0, 0, ub, gb, count, !rootless };
-	struct layer_copy_stats stats;
-	if (dst < 0)
-		r = cap_err(err, errno, "open 'fs/upper.new'");
+	home_id_map(cfg->id_slot, &rs.ub, &rs.gb, &rs.count, &rs.rootless);
+	if (layer_has_disk(cfg))
+		r = layer_disk_replace(run_fd, cfg, restore_onto_disk, &rs, err);
 	else
-		r = layer_copy(src, dst, &shift, &stats, err);
-	/* The layer's own root keeps the sandbox root's owner; the start fixes its mode. */
-	if (r == 0 && fchownat(run_fd, "fs/upper.new", ub, gb, AT_SYMLINK_NOFOLLOW) < 0)
-		r = cap_err(err, errno, "chown 'fs/upper.new'");
-	if (r == 0 && renameat2(run_fd, "fs/upper.new", run_fd, "fs/upper", RENAME_EXCHANGE) < 0)
-		r = cap_err(err, errno, "putting checkpoint '%s' in place", name);
-	/* The old layer, now at fs/upper.new, leaves under a name no later revert reuses, so its
-	 * removal may go on in the background (a kill leaves it to the sandbox's own removal). */
-	char old[64];
-	snprintf(old, sizeof(old), "fs/upper.old-%d-%llx", (int)getpid(), (unsigned long long)now_ns());
-	if (r == 0 && renameat(run_fd, "fs/upper.new", run_fd, old) == 0)
-		layer_remove_replaced(run_fd, old);
-	else
-		rm_rf_at(run_fd, "fs/upper.new");
+		r = restore_in_folder(run_fd, &rs, name, err);
+	close(rs.src);
 	return r < 0 ? cap_err_wrap(err, r, "reverting to checkpoint '%s'", name) : 0;
 }
 
@@ -141,7 +172,7 @@ int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const ch
 	if (op == CP_SAVE_OP_REVERT)
 		return checkpoint_restore(run_fd, cfg, name, err);
 	_cleanup_close_ int upper = -1, store = -1;
-	if ((r = open_upper(run_fd, &upper, err)) < 0)
+	if ((r = sandbox_upper_open(run_fd, cfg, &upper, err)) < 0)
 		return r;
 	if (op == CP_SAVE_OP_SAVE)
 		return save_write(name, upper, cfg, err);

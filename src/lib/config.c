@@ -123,25 +123,40 @@ int capsule_config_add_qemu_arg(capsule_config *cfg, const char *arg, capsule_er
 	return r < 0 ? cap_err(err, -r, "adding a QEMU argument") : 0;
 }
 
-/* The vm level's root disk: at least what a small image's ext4 takes, at most what ext4
- * grows to with 4 KiB blocks and the inode ratio mkfs sets. */
-int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
+/* A vm's root disk or a container's own layer: at least what a small image's ext4 takes, at
+ * most what ext4 grows to with 4 KiB blocks and the inode ratio mkfs sets. */
+static int disk_size_check(uint64_t bytes, capsule_error *err)
 {
 	if (bytes && (bytes < (64ull << 20) || bytes > (16ull << 40)))
 		return cap_err_plain(err, EINVAL, "invalid disk size %llu bytes (from 64M to 16T)", (unsigned long long)bytes);
-	cfg->disk_bytes = bytes;
 	return 0;
+}
+
+int capsule_config_set_disk_size_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
+{
+	int r = disk_size_check(bytes, err);
+	if (r == 0)
+		cfg->disk_bytes = bytes;
+	return r;
+}
+
+int config_disk_size_parse(const char *size, uint64_t *bytes, capsule_error *err)
+{
+	int r = parse_size(size, bytes, err);
+	if (r < 0)
+		return r;
+	if (*bytes == 0)
+		return cap_err_plain(err, EINVAL, "invalid disk size '%s' (from 64M to 16T)", size);
+	return disk_size_check(*bytes, err);
 }
 
 int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_error *err)
 {
 	uint64_t v;
-	int r = parse_size(size, &v, err);
-	if (r < 0)
-		return r;
-	if (v == 0)
-		return cap_err_plain(err, EINVAL, "invalid disk size '%s' (from 64M to 16T)", size);
-	return capsule_config_set_disk_size_bytes(cfg, v, err);
+	int r = config_disk_size_parse(size, &v, err);
+	if (r == 0)
+		cfg->disk_bytes = v;
+	return r;
 }
 
 int config_copy(struct capsule_config *dst, const struct capsule_config *src)

@@ -254,6 +254,44 @@ void volume_close(struct volume_handle *vh);
  * whether this call made it, for a failed create to take it back. */
 int volume_ensure(const char *name, bool *created, capsule_error *err);
 
+/* A disk size as --disk-size takes it ("4G": 64M to 16T). */
+int config_disk_size_parse(const char *size, uint64_t *bytes, capsule_error *err);
+/* Fill what CFG leaves unset from the host's capsule.json (host_config.c): the disk size. */
+int host_config_apply(struct capsule_config *cfg, capsule_error *err);
+
+/* ext4 images on loop devices (ext4_image.c). mkfs.ext4 with OPTS (NULL-terminated) on the
+ * image at path IMAGE; WHAT ("volume 'x'") begins every message. */
+int ext4_image_mkfs(const char *image, const char *const *opts, const char *what, capsule_error *err);
+/* A detached mount (no mount namespace sees it) of the ext4 image IMG, nosuid and nodev, with
+ * the mount FLAGS (NULL-terminated, or NULL). The loop device is the one already serving IMG
+ * if there is one, so every user shares one superblock; LABEL names a new one. The caller
+ * keeps two attachers of one image apart (a flock). */
+int ext4_image_mount(int img, const char *label, const char *const *flags, const char *what, int *mnt,
+		     capsule_error *err);
+
+/* A container sandbox's own layer (layer_disk.c): ROOT_FD holds upper/ and work/. It is the
+ * sandbox's fs/ folder, or, when the sandbox has a disk size, the root of a detached mount
+ * of its ext4 image run/<name>/layer.img. */
+struct sandbox_layer {
+	int root_fd;
+};
+bool layer_has_disk(const struct capsule_config *cfg);
+/* -EPERM with a message where CFG's disk cannot be had (loop devices need root). */
+int layer_disk_check(const struct capsule_config *cfg, capsule_error *err);
+/* Open the layer of the sandbox whose folder is RUN_FD; MAKE makes what is missing (its
+ * disk image, fs/) but never upper/ or work/, whose owner is the caller's to choose. */
+int sandbox_layer_open(int run_fd, const struct capsule_config *cfg, bool make, struct sandbox_layer *l,
+		       capsule_error *err);
+void sandbox_layer_close(struct sandbox_layer *l);
+/* The layer's upper/ as a folder fd, wherever it lives (for saves, checkpoints, forks). */
+int sandbox_upper_open(int run_fd, const struct capsule_config *cfg, int *upper, capsule_error *err);
+/* A sandbox with a disk gets a fresh one that FILL fills (ROOT_FD: its root), put in place
+ * of the old only when FILL succeeded (a revert: the old layer and the new never share one
+ * disk's room). */
+typedef int (*layer_fill_fn)(int root_fd, void *payload, capsule_error *err);
+int layer_disk_replace(int run_fd, const struct capsule_config *cfg, layer_fill_fn fill, void *payload,
+		       capsule_error *err);
+
 /* capsule_sandbox_create, with PREPARE called once the sandbox's folder, lock, id slot and
  * config exist and before its shim starts (a fork fills its layer there). */
 typedef int (*sandbox_prepare_fn)(int run_dir_fd, const struct capsule_config *cfg, void *payload, capsule_error *err);

@@ -371,7 +371,8 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	bool made_volumes[CAPSULE_MAX_BINDS] = { false };
-	if ((r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
+	if ((r = host_config_apply(cfg, err)) < 0 || (r = layer_disk_check(cfg, err)) < 0 ||
+	    (r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
 	    (r = resolve_image(cfg, err)) < 0 ||
 	    (r = config_net_check(cfg, err)) < 0 ||
 	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
@@ -806,6 +807,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_uint(&j, "memory_bytes", info.memory_bytes);
 	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
 	json_kv_uint(&j, "pids", info.pids_limit);
+	/* 0: the level's default (a container's layer unbounded on the host's disk, a vm's 2G). */
+	json_kv_uint(&j, "disk_bytes", sb->cfg.disk_bytes);
 	json_object_end(&j);
 	json_key(&j, "mounts");
 	json_array_begin(&j);

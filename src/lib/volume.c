@@ -14,16 +14,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/loop.h>
 #include <poll.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "internal.h"
@@ -32,13 +28,9 @@
 #include "syscalls.h"
 #include "util.h"
 
-extern char **environ;
-
 #define VOLUME_KIND_FOLDER "folder"
 #define VOLUME_KIND_EXT4 "ext4"
 #define VOLUME_IO_CHUNK (256u << 10)
-/* Attaching races with the kernel tearing down an unused loop device (autoclear): retry. */
-#define VOLUME_ATTACH_TRIES 16
 
 struct volume_meta {
 	char kind[16];
@@ -168,84 +160,6 @@ static int count_volumes(int vols, size_t *n)
 	return 0;
 }
 
-/* ---- mkfs ----------------------------------------------------------------------------- */
-
-static int find_mkfs(const char **path)
-{
-	static const char *const candidates[] = { "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4" };
-	for (size_t i = 0; i < ARRAY_SIZE(candidates); i++)
-		if (access(candidates[i], X_OK) == 0) {
-			*path = candidates[i];
-			return 0;
-		}
-	return -ENOENT;
-}
-
-/* mkfs.ext4 the image, with SKEL's tree (an empty data/) as its content, so the image never
- * needs a mount to be made ready. nodiscard: on a file, mkfs's discard punches holes, which
- * would give back the space reserved for the quota. Its output becomes the message when it
- * fails. */
-static int run_mkfs(const char *image, const char *skel, const char *name, capsule_error *err)
-{
-	const char *mkfs;
-	if (find_mkfs(&mkfs) < 0)
-		return cap_err_plain(err, ENOENT, "volume '%s': mkfs.ext4 not found (install e2fsprogs)", name);
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return cap_err(err, errno, "pipe");
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawnattr_t sa;
-	posix_spawnattr_init(&sa);
-	sigset_t none, dfl;
-	sigemptyset(&none);
-	sigemptyset(&dfl);
-	sigaddset(&dfl, SIGPIPE);
-	posix_spawnattr_setsigmask(&sa, &none);
-	posix_spawnattr_setsigdefault(&sa, &dfl);
-	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	char *const argv[] = { (char *)mkfs, "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard",
-			       "-d", (char *)skel, (char *)image, NULL };
-	pid_t pid;
-	int r = posix_spawn(&pid, mkfs, &fa, &sa, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&sa);
-	close(pipefd[1]);
-	if (r != 0) {
-		close(pipefd[0]);
-		return cap_err(err, r, "volume '%s': running '%s'", name, mkfs);
-	}
-	char out[512];
-	size_t have = 0;
-	for (;;) {
-		char buf[4096];
-		ssize_t n = read(pipefd[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		size_t take = (size_t)n < sizeof(out) - 1 - have ? (size_t)n : sizeof(out) - 1 - have;
-		memcpy(out + have, buf, take);
-		have += take;
-	}
-	close(pipefd[0]);
-	out[have] = '\0';
-	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return cap_err(err, errno, "waiting for mkfs.ext4");
-	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
-		return 0;
-	for (char *p = out; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
-	return cap_err_plain(err, EIO, "volume '%s': mkfs.ext4 failed (status %d): %s", name,
-			     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out);
-}
-
 /* ---- create --------------------------------------------------------------------------- */
 
 static int check_quota(const char *name, uint64_t quota, capsule_error *err)
@@ -285,7 +199,13 @@ static int populate(int dir, const char *tmp, const char *name, uint64_t quota, 
 		snprintf(base, sizeof(base), "%s/volumes/%s", capsule_home(), tmp);
 		snprintf(image, sizeof(image), "%s/disk.img", base);
 		snprintf(skel, sizeof(skel), "%s/skel", base);
-		if ((r = run_mkfs(image, skel, name, err)) < 0)
+		/* SKEL's tree (an empty data/) is its content, so the image never needs a mount
+		 * to be made ready. nodiscard: on a file, mkfs's discard punches holes, which
+		 * would give back the space reserved for the quota. */
+		const char *const opts[] = { "-q", "-F", "-m", "0", "-E", "root_owner=0:0,nodiscard", "-d", skel, NULL };
+		char what[CAPSULE_NAME_MAX + 16];
+		snprintf(what, sizeof(what), "volume '%s'", name);
+		if ((r = ext4_image_mkfs(image, opts, what, err)) < 0)
 			return r;
 		rm_rf_at(dir, "skel");
 		if (fsync(img) < 0)
@@ -367,116 +287,6 @@ int volume_ensure(const char *name, bool *created, capsule_error *err)
 
 /* ---- open: the loop device and the mount ---------------------------------------------- */
 
-/* An open fd of a loop device that already serves the image IMG (by device and inode), or
- * -ENOENT. Holding the fd keeps the device from being torn down (autoclear waits for the
- * last opener), so the caller can mount it and share the superblock that is already there:
- * two loop devices on one image would be two ext4 superblocks writing one disk, which
- * corrupts it. */
-static int find_loop_for(const struct stat *img)
-{
-	DIR *d = opendir("/sys/block");
-	if (!d)
-		return -errno;
-	int found = -ENOENT;
-	struct dirent *de;
-	while (found < 0 && (de = readdir(d))) {
-		unsigned n;
-		char tail;
-		if (sscanf(de->d_name, "loop%u%c", &n, &tail) != 1)
-			continue;
-		char path[64];
-		/* sysfs shows loopN/loop/ only while a file is attached. */
-		snprintf(path, sizeof(path), "/sys/block/loop%u/loop", n);
-		if (access(path, F_OK) < 0)
-			continue;
-		snprintf(path, sizeof(path), "/dev/loop%u", n);
-		int fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		struct loop_info64 info;
-		if (ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && info.lo_device == (uint64_t)img->st_dev &&
-		    info.lo_inode == (uint64_t)img->st_ino) {
-			found = fd;
-			break;
-		}
-		close(fd);
-	}
-	closedir(d);
-	return found;
-}
-
-/* A fresh loop device over IMG that goes away by itself when its last user closes it. */
-static int attach_loop(int img, const char *name, capsule_error *err)
-{
-	_cleanup_close_ int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
-	if (ctl < 0)
-		return cap_err(err, errno, "volume '%s': open '/dev/loop-control'", name);
-	for (int tries = 0; tries < VOLUME_ATTACH_TRIES; tries++) {
-		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
-		if (n < 0)
-			return cap_err(err, errno, "volume '%s': no free loop device", name);
-		char path[64];
-		snprintf(path, sizeof(path), "/dev/loop%d", n);
-		int fd = open(path, O_RDWR | O_CLOEXEC);
-		if (fd < 0) {
-			if (errno == ENOENT || errno == ENXIO)
-				continue;
-			return cap_err(err, errno, "volume '%s': open '%s'", name, path);
-		}
-		/* Buffered, not direct I/O: a device a crashed user left tearing down and the next
-		 * one then meet in the image's page cache, never in stale blocks. */
-		struct loop_config lc = { .fd = (uint32_t)img, .info = { .lo_flags = LO_FLAGS_AUTOCLEAR } };
-		snprintf((char *)lc.info.lo_file_name, sizeof(lc.info.lo_file_name), "capsule-volume:%s", name);
-		if (ioctl(fd, LOOP_CONFIGURE, &lc) == 0)
-			return fd;
-		int e = errno;
-		close(fd);
-		if (e != EBUSY)
-			return cap_err(err, e, "volume '%s': attaching its image to '%s'", name, path);
-		/* Someone else took that device between GET_FREE and CONFIGURE. */
-	}
-	return cap_err_plain(err, EBUSY, "volume '%s': could not get a loop device", name);
-}
-
-/* The kernel's own words from a failed fsconfig, when it left any. */
-static void fs_log(int fs, char *out, size_t size)
-{
-	out[0] = '\0';
-	char buf[256];
-	ssize_t n = read(fs, buf, sizeof(buf) - 1);
-	if (n > 2) {
-		buf[n] = '\0';
-		buf[strcspn(buf, "\n")] = '\0';
-		snprintf(out, size, " (%s)", buf + 2);
-	}
-}
-
-static int mount_loop(int loopfd, int *mnt, const char *name, capsule_error *err)
-{
-	char src[64];
-	snprintf(src, sizeof(src), "/proc/self/fd/%d", loopfd);
-	char dev[64];
-	ssize_t l = readlink(src, dev, sizeof(dev) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", src);
-	dev[l] = '\0';
-	_cleanup_close_ int fs = sys_fsopen("ext4", FSOPEN_CLOEXEC);
-	if (fs < 0)
-		return cap_err(err, errno, "volume '%s': fsopen ext4", name);
-	char why[300];
-	if (sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", dev, 0) < 0 ||
-	    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
-		int e = errno;
-		fs_log(fs, why, sizeof(why));
-		return cap_err(err, e, "volume '%s': mounting its image from '%s'%s", name, dev, why);
-	}
-	int m = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
-	if (m < 0)
-		return cap_err(err, errno, "volume '%s': fsmount", name);
-	*mnt = m;
-	return 0;
-}
-
 /* A detached mount of the volume's image, in no mount namespace: it goes when its last fd
  * (or the last sandbox that has it) goes, and the loop device with it. */
 static int mount_image(int dir, const char *name, int *mnt, capsule_error *err)
@@ -485,32 +295,12 @@ static int mount_image(int dir, const char *name, int *mnt, capsule_error *err)
 	 * one. The folder's own flock, apart from "lock" (held shared by users for long). */
 	if (flock(dir, LOCK_EX) < 0)
 		return cap_err(err, errno, "volume '%s': locking", name);
+	char what[CAPSULE_NAME_MAX + 16], label[CAPSULE_NAME_MAX + 24];
+	snprintf(what, sizeof(what), "volume '%s'", name);
+	snprintf(label, sizeof(label), "capsule-volume:%s", name);
 	_cleanup_close_ int img = openat(dir, "disk.img", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-	struct stat st;
-	int r;
-	if (img < 0 || fstat(img, &st) < 0 || !S_ISREG(st.st_mode)) {
-		r = cap_err(err, img < 0 ? errno : EINVAL, "volume '%s': open its image", name);
-		goto out;
-	}
-	r = -EAGAIN;
-	for (int tries = 0; tries < VOLUME_ATTACH_TRIES && r < 0; tries++) {
-		capsule_error e2 = { 0 };
-		int loopfd = find_loop_for(&st);
-		if (loopfd < 0 && (loopfd = attach_loop(img, name, err)) < 0) {
-			r = loopfd;
-			goto out;
-		}
-		r = mount_loop(loopfd, mnt, name, &e2);
-		close(loopfd);
-		if (r < 0) {
-			if (err)
-				*err = e2;
-			/* The device went away under us (autoclear of a user that just left): again. */
-			if (r != -ENXIO && r != -ENODEV && r != -EBUSY)
-				goto out;
-		}
-	}
-out:
+	int r = img < 0 ? cap_err(err, errno, "volume '%s': open its image", name)
+			: ext4_image_mount(img, label, NULL, what, mnt, err);
 	flock(dir, LOCK_UN);
 	return r;
 }

@@ -504,15 +504,12 @@ _Noreturn static void finish_and_exit(void)
 	 * stop is answered only after it, with its error if it failed. */
 	capsule_error save_err = { 0 };
 	if (S.cfg.save[0]) {
-		_cleanup_close_ int upper = S.cfg.isolation == CAPSULE_ISOLATION_VM
-						    ? -1 : openat(S.run_fd, "fs/upper", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		uint64_t t0 = now_ns();
+		_cleanup_close_ int upper = -1;
 		/* A vm's guest synced its disks as it powered off; QEMU has exited. */
 		if (S.cfg.isolation == CAPSULE_ISOLATION_VM)
 			layer_op(&S.cfg, S.run_fd, CP_SAVE_OP_SAVE, S.cfg.save, &save_err);
-		else if (upper < 0)
-			cap_err(&save_err, errno, "saving '%s': open 'fs/upper'", S.cfg.save);
-		else
+		else if (sandbox_upper_open(S.run_fd, &S.cfg, &upper, &save_err) == 0)
 			save_write(S.cfg.save, upper, &S.cfg, &save_err);
 		if (save_err.code)
 			shim_log("%s", save_err.message);
@@ -1703,6 +1700,48 @@ static int open_layer_trees(int *trees, uid_t ub, gid_t gb, capsule_error *err)
 	return 0;
 }
 
+struct owned_dir {
+	const char *path;
+	mode_t mode;
+};
+
+static int make_owned_dirs(int at, const struct owned_dir *dirs, size_t n, uid_t ub, gid_t gb, capsule_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (mkdirat(at, dirs[i].path, dirs[i].mode) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s'", dirs[i].path);
+		if (fchownat(at, dirs[i].path, ub, gb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fchmodat(at, dirs[i].path, dirs[i].mode, 0) < 0)
+			return cap_err(err, errno, "preparing '%s'", dirs[i].path);
+	}
+	return 0;
+}
+
+/* The sandbox's own layer: upper/ and work/ in fs/, or on its disk (*DISK, a detached mount
+ * the child attaches at fs/disk), all the sandbox root's. The upper folder is the sandbox's
+ * "/" as overlayfs shows it: its mode is the root's. */
+static int prepare_layer(uid_t ub, gid_t gb, int *disk, capsule_error *err)
+{
+	static const struct owned_dir in_folder[] = { { "fs", 0700 }, { "fs/upper", 0755 }, { "fs/work", 0700 },
+						      { "fs/rootfs", 0700 } };
+	static const struct owned_dir beside_disk[] = { { "fs", 0700 }, { "fs/disk", 0700 }, { "fs/rootfs", 0700 } };
+	static const struct owned_dir on_disk[] = { { "upper", 0755 }, { "work", 0700 } };
+	if (!layer_has_disk(&S.cfg))
+		return make_owned_dirs(S.run_fd, in_folder, ARRAY_SIZE(in_folder), ub, gb, err);
+	struct sandbox_layer l;
+	int r = make_owned_dirs(S.run_fd, beside_disk, ARRAY_SIZE(beside_disk), ub, gb, err);
+	if (r == 0)
+		r = sandbox_layer_open(S.run_fd, &S.cfg, true, &l, err);
+	if (r < 0)
+		return r;
+	if ((r = make_owned_dirs(l.root_fd, on_disk, ARRAY_SIZE(on_disk), ub, gb, err)) < 0) {
+		sandbox_layer_close(&l);
+		return r;
+	}
+	*disk = l.root_fd;
+	return 0;
+}
+
 static int start_sandbox(capsule_error *err)
 {
 	int r;
@@ -1735,18 +1774,9 @@ static int start_sandbox(capsule_error *err)
 	if (!S.cfg.base_none && (r = image_host_lower(ub, gb, &lower, err)) < 0)
 		return r;
 
-	/* The upper folder is the sandbox's "/" as overlayfs shows it: its mode is the root's. */
-	static const struct {
-		const char *path;
-		mode_t mode;
-	} fs_dirs[] = { { "fs", 0700 }, { "fs/upper", 0755 }, { "fs/work", 0700 }, { "fs/rootfs", 0700 } };
-	for (size_t i = 0; i < ARRAY_SIZE(fs_dirs); i++) {
-		if (mkdirat(S.run_fd, fs_dirs[i].path, fs_dirs[i].mode) < 0 && errno != EEXIST)
-			return cap_err(err, errno, "mkdir '%s'", fs_dirs[i].path);
-		if (fchownat(S.run_fd, fs_dirs[i].path, ub, gb, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    fchmodat(S.run_fd, fs_dirs[i].path, fs_dirs[i].mode, 0) < 0)
-			return cap_err(err, errno, "preparing '%s'", fs_dirs[i].path);
-	}
+	_cleanup_close_ int disk = -1;
+	if ((r = prepare_layer(ub, gb, &disk, err)) < 0)
+		return r;
 	char fsdir[4096];
 	char self[64];
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
@@ -1807,6 +1837,7 @@ static int start_sandbox(capsule_error *err)
 		.nbinds = nbinds,
 		.layer_trees = layer_trees,
 		.nlayers = S.cfg.nlayers,
+		.disk_tree = disk,
 	};
 	progress("namespaces");
 	r = container_start(&S.ct, &spec, join_cgroup, NULL, err);

@@ -215,7 +215,7 @@ def test_inspect_fields(capsule):
     assert info["isolation"] == capsule.isolation
     assert info["hostname"] == "insp"
     assert info["detached"] is True
-    assert info["limits"] == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64}
+    assert info["limits"] == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64, "disk_bytes": 0}
     assert "FOO=bar" in info["env"]
     assert os.path.realpath(info["run_dir"]) == os.path.realpath(run_dir(capsule, name))
     assert os.path.isdir(info["run_dir"])
@@ -236,7 +236,7 @@ def test_inspect_fields(capsule):
 def test_inspect_of_default_sandbox(capsule, sandbox):
     info = capsule.inspect(sandbox)
     assert info["hostname"] == sandbox
-    assert info["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096}
+    assert info["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096, "disk_bytes": 0}
     assert info["env"] == []
 
 

@@ -32,9 +32,9 @@ ALLOC_512M = ("b = bytearray(512 * 1024 * 1024)\n"
 
 
 def test_inspect_shows_limits(capsule):
-    name = capsule.create("-m", "256M", "--cpus", "1.5", "--pids-limit", "64")
+    name = capsule.create("-m", "256M", "--cpus", "1.5", "--pids-limit", "64", "--disk-size", "64M")
     limits = capsule.inspect(name)["limits"]
-    assert limits == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64}
+    assert limits == {"memory_bytes": 268435456, "cpus_milli": 1500, "pids": 64, "disk_bytes": 64 << 20}
 
 
 @pytest.mark.parametrize("mem,expected", [("256M", 256 << 20), ("1G", 1 << 30), ("1.5G", 3 << 29),
@@ -69,7 +69,7 @@ def test_sandbox_processes_are_in_the_limited_cgroups(capsule):
 
 
 def test_default_limits_are_no_memory_or_cpu_limit_and_4096_pids(capsule, sandbox):
-    assert capsule.inspect(sandbox)["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096}
+    assert capsule.inspect(sandbox)["limits"] == {"memory_bytes": 0, "cpus_milli": 0, "pids": 4096, "disk_bytes": 0}
     assert cgroup_limit(sandbox, "pids") == "4096"
     assert cgroup_limit(sandbox, "cpu")[0] == -1
     assert cgroup_limit(sandbox, "memory") == -1

@@ -21,6 +21,9 @@ BINDINGS = os.path.join(ROOT, "bindings", "python")
 HOME = tempfile.mkdtemp(prefix="capsule-sdk-test-", dir="/var/tmp")
 os.environ["CAPSULE_HOME"] = HOME
 os.environ["CAPSULE_LIB"] = os.path.join(BUILD, "libcapsule.so")
+# A path never made, not the host's capsule.json (docs/config.md): its defaults would change
+# what tests see.
+os.environ["CAPSULE_CONFIG"] = os.path.join(HOME, "capsule.json")
 os.environ.pop("CAPSULE_PROGRESS", None)
 # The same dead proxy as tests/conftest.py's: no registry traffic leaves loopback.
 _spec = importlib.util.spec_from_file_location("capsule_tests_root_conftest_sdk", os.path.join(ROOT, "tests", "conftest.py"))

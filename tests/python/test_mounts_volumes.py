@@ -4,7 +4,8 @@ import os
 
 import pytest
 
-from capsule import Sandbox, SyncSandbox, Mount, MountHandle, Volume, MountError, NotFound, PermissionDenied
+from capsule import (Sandbox, SyncSandbox, Mount, MountHandle, Volume, MountError, NotFound, PermissionDenied,
+                     InvalidArgument)
 
 
 def test_hot_mount_lifecycle_sync(hostdir):
@@ -106,3 +107,13 @@ def test_volume_with_quota_from_bytes():
             Volume.remove("sdk-q-bytes")
         except Exception:
             pass
+
+
+def test_container_disk_size_bounds_its_own_layer():
+    with SyncSandbox(disk_size="64M") as sb:
+        df = sb.execute("df -k / | tail -1").stdout.split()
+        assert 56 * 1024 <= int(df[1]) <= 64 * 1024, df
+        r = sb.execute("dd if=/dev/zero of=/root/fill bs=1M count=100")
+        assert r.exit_code != 0 and "No space left on device" in r.stderr, (r.exit_code, r.stderr)
+    with pytest.raises(InvalidArgument, match="from 64M to 16T"):
+        SyncSandbox(disk_size="1M")

@@ -319,14 +319,16 @@ static void overlay_options(const struct container_spec *spec, int host_fd, char
 	}
 	if (n >= 0 && (size_t)n < size - off) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, ",upperdir=upper,workdir=work,userxattr");
+		const char *at = spec->disk_tree >= 0 ? "disk/" : "";
+		n = snprintf(opts + off, size - off, ",upperdir=%supper,workdir=%swork,userxattr", at, at);
 	}
 	if (n < 0 || (size_t)n >= size - off)
 		child_die(ENAMETOOLONG, "overlay options");
 }
 
 /* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), where
- * the overlay finds it; with the old root these mounts leave the sandbox at pivot_root. */
+ * the overlay finds it, and the sandbox's disk onto disk/; with the old root these mounts
+ * leave the sandbox at pivot_root. */
 static void attach_layers(const struct container_spec *spec, int fsfd)
 {
 	for (size_t i = 0; i < spec->nlayers; i++) {
@@ -335,6 +337,8 @@ static void attach_layers(const struct container_spec *spec, int fsfd)
 		if (sys_move_mount(spec->layer_trees[i], "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_die(errno, "attaching image layer %zu", i);
 	}
+	if (spec->disk_tree >= 0 && sys_move_mount(spec->disk_tree, "", fsfd, "disk", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		child_die(errno, "attaching the sandbox's disk");
 }
 
 /* From FSDIR (FSFD, our working folder from here on) by relative names only: the sandbox's

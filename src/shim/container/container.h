@@ -44,6 +44,9 @@ struct container_spec {
 	 * Below them lies LOWERDIR when it is set. */
 	const int *layer_trees;
 	size_t nlayers;
+	/* A detached mount of the sandbox's own disk, holding upper/ and work/, attached at
+	 * disk/ below FSDIR; -1: upper/ and work/ are FSDIR's own folders. */
+	int disk_tree;
 };
 
 struct container {
