@@ -75,6 +75,7 @@ struct client {
 	bool closing;    /* flush what is queued, then close */
 	bool stop_waiter; /* gets OK when the stop completes */
 	uint32_t stop_chan;
+	bool gone;        /* closed while its request waits for the guest: freed once it returns */
 	struct cp_rxbuf rx;
 	struct outq out;
 	unsigned nchans;  /* channels open for this client: one client cannot take them all */
@@ -121,7 +122,16 @@ static struct shim {
 	struct vm vm; /* vm isolation: QEMU, whose pid and pidfd are also in ct */
 	struct vm_shares shares; /* vm isolation: the share of host folders */
 	struct net net;
-} S;
+	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
+	 * so a guest that stops answering stalls only the client that asked: that client is
+	 * muted until its answer (its buffers hold the request being served), the others are
+	 * served, and a stop ends the wait. */
+	bool loop_running;    /* the sandbox is up and its fds are in the epoll set */
+	int serving_client;   /* the client whose request is being handled, or -1 */
+	bool agent_waiting;   /* a wait for the guest's answer is in progress */
+	uint32_t waiting_chan; /* its agent channel, which chan_new must not hand out */
+	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
+} S = { .serving_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
 static void shim_log(const char *fmt, ...)
@@ -256,6 +266,8 @@ static void client_update_events(int ci)
 		ev |= EPOLLIN;
 	if (outq_pending(&c->out))
 		ev |= EPOLLOUT;
+	if (S.agent_waiting && ci == S.serving_client)
+		ev = 0;
 	ep_set(c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
 }
 
@@ -293,7 +305,7 @@ static void to_agent(const void *p, size_t n)
 static void to_client2(int ci, const void *p, size_t n, const void *p2, size_t n2)
 {
 	struct client *c = &S.clients[ci];
-	if (!c->used)
+	if (!c->used || c->gone)
 		return;
 	if (outq_pending(&c->out) + n + n2 > CLIENT_OUTQ_MAX) {
 		/* A client that does not read what it asked for: cut it off, not us. */
@@ -371,7 +383,7 @@ static struct channel *chan_new(int ci, uint32_t client_chan)
 		S.next_agent_chan++;
 		if (S.next_agent_chan == 0 || vm_fwd_chan(S.next_agent_chan))
 			S.next_agent_chan = 1;
-	} while (chan_by_agent(S.next_agent_chan));
+	} while (chan_by_agent(S.next_agent_chan) || (S.agent_waiting && S.next_agent_chan == S.waiting_chan));
 	memset(ch, 0, sizeof(*ch));
 	ch->used = true;
 	ch->client = ci;
@@ -432,7 +444,9 @@ static void kill_sandbox(void)
 		/* A vm that is saved at stop: what its commands wrote may still be in the guest's
 		 * page cache, which QEMU's quit would lose. A wedged agent costs the stop 10 s. */
 		capsule_error e = { 0 };
-		if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
+		if (S.agent_unresponsive)
+			shim_log("the guest stopped answering before: its save gets no sync");
+		else if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
 			shim_log("syncing the guest before its save: %s", e.message);
 		vm_kill(&S.vm);
 	}
@@ -458,7 +472,10 @@ static void begin_stop(uint32_t grace_ms)
 	S.stop_deadline_ms = now_ms() + grace_ms;
 	shim_log("stopping (grace %u ms)", grace_ms);
 	if (grace_ms == 0 || S.agent_fd < 0) {
-		kill_sandbox();
+		/* Inside a wait for the guest, the wait ends first and the loop kills at once (the
+		 * deadline is now): the kill's own sync cannot run inside another wait. */
+		if (!S.agent_waiting)
+			kill_sandbox();
 		return;
 	}
 	struct cp_stop m = { .timeout_ms = grace_ms };
@@ -554,6 +571,11 @@ static void client_close(int ci)
 	struct client *c = &S.clients[ci];
 	if (!c->used)
 		return;
+	if (S.agent_waiting && ci == S.serving_client) {
+		/* Its request is still on the stack: client_readable frees it when that returns. */
+		c->gone = c->closing = true;
+		return;
+	}
 	bool owner = c->owner;
 	epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -593,6 +615,17 @@ static bool shim_request_acceptable(int ci, const struct cp_header *h)
 	return true;
 }
 
+/* Mounts, saves and reverts change what a request waiting for the guest works on: one at a
+ * time, the others refused at once rather than queued behind a guest that may never answer. */
+static bool guest_busy(int ci, const struct cp_header *h)
+{
+	if (!S.agent_waiting)
+		return false;
+	client_send_error(ci, h->chan, EBUSY, "sandbox '%s' is waiting for its guest to answer another request; try again",
+			  S.name);
+	return true;
+}
+
 /* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
 static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
 				const struct cp_mount_ok *ok)
@@ -612,11 +645,12 @@ static int vm_hot_attach(int tree, const char *name, const char *target, bool is
 			 uint64_t *mnt_id, capsule_error *err);
 static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
 
-/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
- * well under the time a client would notice the loop pause. */
+/* Hot mounts are answered here: a container's is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause; a vm's waits for the guest's
+ * answer, serving the other clients meanwhile (agent_wait_answer). */
 static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!shim_request_acceptable(ci, h))
+	if (!shim_request_acceptable(ci, h) || guest_busy(ci, h))
 		return;
 	uid_t ub;
 	gid_t gb;
@@ -707,6 +741,9 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	if (r < 0)
 		return r;
 	*lost = true;
+	/* The new sandbox's fds join the epoll set only once it is up: until then its waits
+	 * serve nobody else. */
+	S.loop_running = false;
 	uint64_t t0 = now_ns();
 	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
@@ -766,6 +803,7 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 	*lost = false;
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
 	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
+	S.loop_running = true;
 	write_state("running");
 	shim_log("reverted to checkpoint '%s', agent pid %d (%.1f ms)", checkpoint, (int)S.ct.pid,
 		 (double)(now_ns() - t0) / 1e6);
@@ -780,14 +818,25 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 
 static void agent_frame(const struct cp_header *h, const uint8_t *payload);
 
-/* The final answer on agent channel CHAN, waited for here, within TIMEOUT_MS: the loop pauses
- * for it (the agent answers in milliseconds; a guest that does not is cut off), frames for
- * other channels are served as usual meanwhile. The answer is left in S.agent_rx, its header
- * in *H and payload in *PAYLOAD, for the caller to read and consume. WHAT names the request. */
-static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
-			     const uint8_t **payload, capsule_error *err)
+static void dispatch_event(const struct epoll_event *ev);
+
+/* The loop's other events, while a wait for the guest watches the agent and QEMU itself. */
+static void serve_others(void)
+{
+	struct epoll_event evs[64];
+	int n = epoll_wait(S.epfd, evs, 64, 0);
+	for (int i = 0; i < n; i++)
+		if (evs[i].data.u64 != KEY_AGENT && evs[i].data.u64 != KEY_PIDFD)
+			dispatch_event(&evs[i]);
+	/* What the others queued for the agent is flushed by the wait's poll. */
+	agent_update_events();
+}
+
+static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+			   const uint8_t **payload, capsule_error *err)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
+	bool was_stopping = S.stopping;
 	for (;;) {
 		if (S.agent_fd < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
@@ -798,27 +847,59 @@ static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *wha
 			agent_frame(h, *payload);
 			cp_rxbuf_consume(&S.agent_rx, h);
 		}
-		if (k < 0)
+		if (k < 0) {
+			shim_log("malformed frame from the agent");
+			begin_stop(0);
 			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		}
+		if (S.stopping && !was_stopping)
+			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 		uint64_t now = now_ms();
-		if (now >= deadline)
+		if (now >= deadline) {
+			S.agent_unresponsive = true;
 			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer %s within %u ms", what, timeout_ms);
-		struct pollfd pfd[2] = {
+		}
+		struct pollfd pfd[3] = {
 			{ .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) },
 			{ .fd = S.ct.pidfd, .events = POLLIN },
+			{ .fd = S.loop_running ? S.epfd : -1, .events = POLLIN },
 		};
-		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
+		if (poll(pfd, 3, (int)(deadline - now)) < 0 && errno != EINTR)
 			return cap_err(err, errno, "poll");
+		if (pfd[1].revents)
+			return cap_err_plain(err, ECHILD, "QEMU exited during %s", what);
 		if (pfd[0].revents & POLLOUT && outq_flush(&S.agent_out, S.agent_fd) < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
 			if (n == 0 || (n < 0 && n != -EAGAIN))
 				return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
-		} else if (pfd[1].revents) {
-			return cap_err_plain(err, ECHILD, "QEMU exited during %s", what);
 		}
+		if (pfd[2].revents)
+			serve_others();
 	}
+}
+
+/* The final answer on agent channel CHAN, within TIMEOUT_MS, or an error: the guest is
+ * hostile or wedged as often as slow. Other clients are served meanwhile (once the loop
+ * runs), a stop ends the wait, and frames for other channels are forwarded as usual. The
+ * answer is left in S.agent_rx, its header in *H and payload in *PAYLOAD, for the caller to
+ * read and consume. WHAT names the request. */
+static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+			     const uint8_t **payload, capsule_error *err)
+{
+	if (S.agent_waiting)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is waiting for its guest already", S.name);
+	S.agent_waiting = true;
+	S.waiting_chan = chan;
+	int asker = S.serving_client;
+	if (asker >= 0)
+		client_update_events(asker);
+	int r = agent_wait_loop(chan, timeout_ms, what, h, payload, err);
+	S.agent_waiting = false;
+	if (asker >= 0 && S.clients[asker].used && !S.clients[asker].gone)
+		client_update_events(asker);
+	return r;
 }
 
 static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
@@ -829,8 +910,10 @@ static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
 	struct cp_writer w;
 	cp_writer_init(&w);
 	int r = cp_save_encode(&w, VM_SYNC_CHAN, &m);
-	if (r == 0)
+	if (r == 0) {
+		shim_log("asking the guest to sync its disks");
 		to_agent(w.buf, w.len);
+	}
 	cp_writer_free(&w);
 	if (r < 0)
 		return cap_err(err, -r, "asking the agent to sync");
@@ -851,8 +934,9 @@ static int vm_pause(bool on, capsule_error *err)
 	return r < 0 ? r : vm_qmp(&S.vm, "stop", err);
 }
 
-/* SAVE is answered here, once the copy is done: the loop serves nothing else meanwhile, and
- * the sandbox's processes are frozen for the copy anyway. */
+/* SAVE is answered here, once the copy is done: the loop serves nothing else during the copy
+ * (the sandbox's processes are frozen for it anyway), but other clients are served while a
+ * vm's guest is asked to sync first, which it may never answer. */
 static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
@@ -863,6 +947,8 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 		return;
 	}
+	if (guest_busy(ci, h))
+		return;
 	struct cp_save m;
 	if (cp_save_decode(payload, h->len, &m) < 0) {
 		client_send_error(ci, h->chan, EBADMSG, "malformed SAVE request");
@@ -1051,7 +1137,13 @@ static void client_readable(int ci)
 	const uint8_t *payload;
 	int k = 0;
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
+		S.serving_client = ci;
 		client_request(ci, &h, payload);
+		S.serving_client = -1;
+		if (c->gone) {
+			client_close(ci);
+			return;
+		}
 		if (c->used)
 			cp_rxbuf_consume(&c->rx, &h);
 	}
@@ -1353,6 +1445,7 @@ static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unm
 	int r = mount ? cp_vm_mount_encode(&S.w, chan, mount) : cp_vm_unmount_encode(&S.w, chan, unmount);
 	if (r < 0)
 		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
+	shim_log("asking the guest to %s '%s'", mount ? "mount" : "unmount", mount ? mount->target : unmount->target);
 	to_agent(S.w.buf, S.w.len);
 	struct cp_header h;
 	const uint8_t *payload;
@@ -1980,8 +2073,69 @@ int main(int argc, char **argv)
 	return 0;
 }
 
+/* One event of the loop's epoll set. The agent's and QEMU's are the loop's own; a wait for
+ * the guest (agent_wait_answer) hands it only the others. */
+static void dispatch_event(const struct epoll_event *ev)
+{
+	uint64_t key = ev->data.u64;
+	if (key == KEY_LISTEN) {
+		for (;;) {
+			int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fd < 0)
+				break;
+			client_add(fd, false);
+		}
+	} else if (key == KEY_AGENT) {
+		if (ev->events & EPOLLOUT) {
+			if (outq_flush(&S.agent_out, S.agent_fd) < 0)
+				begin_stop(0);
+			agent_update_events();
+			if (!agent_backlogged())
+				all_clients_update_events();
+		}
+		if (S.agent_fd >= 0 && (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+			agent_readable();
+	} else if (key == KEY_PIDFD) {
+		/* The agent (PID 1) exited: the sandbox is over. */
+		int st;
+		waitpid(S.ct.pid, &st, WNOHANG);
+		finish_and_exit();
+	} else if (key == KEY_SIGNAL) {
+		struct signalfd_siginfo si;
+		while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			if (si.ssi_signo != SIGCHLD)
+				begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
+			else {
+				transform_servers_reap(false);
+				net_reap(&S.net, false);
+			}
+		}
+	} else if (key >= NET_KEY_BASE) {
+		net_event(&S.net, key, ev->events);
+	} else {
+		int ci = (int)(key - KEY_CLIENT_BASE);
+		struct client *c = &S.clients[ci];
+		if (!c->used || c->gone)
+			return;
+		if (ev->events & EPOLLOUT) {
+			if (outq_flush(&c->out, c->fd) < 0) {
+				client_close(ci);
+				return;
+			}
+			if (c->closing && outq_pending(&c->out) == 0) {
+				client_close(ci);
+				return;
+			}
+			client_update_events(ci);
+		}
+		if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			client_readable(ci);
+	}
+}
+
 static void event_loop(void)
 {
+	S.loop_running = true;
 	for (;;) {
 		int timeout = -1;
 		if (S.stopping && !S.killed) {
@@ -1992,62 +2146,8 @@ static void event_loop(void)
 		int n = epoll_wait(S.epfd, evs, 64, timeout);
 		if (n < 0 && errno != EINTR)
 			_exit(1);
-		for (int i = 0; i < n; i++) {
-			uint64_t key = evs[i].data.u64;
-			if (key == KEY_LISTEN) {
-				for (;;) {
-					int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-					if (fd < 0)
-						break;
-					client_add(fd, false);
-				}
-			} else if (key == KEY_AGENT) {
-				if (evs[i].events & EPOLLOUT) {
-					if (outq_flush(&S.agent_out, S.agent_fd) < 0)
-						begin_stop(0);
-					agent_update_events();
-					if (!agent_backlogged())
-						all_clients_update_events();
-				}
-				if (S.agent_fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-					agent_readable();
-			} else if (key == KEY_PIDFD) {
-				/* The agent (PID 1) exited: the sandbox is over. */
-				int st;
-				waitpid(S.ct.pid, &st, WNOHANG);
-				finish_and_exit();
-			} else if (key == KEY_SIGNAL) {
-				struct signalfd_siginfo si;
-				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					if (si.ssi_signo != SIGCHLD)
-						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
-					else {
-						transform_servers_reap(false);
-						net_reap(&S.net, false);
-					}
-				}
-			} else if (key >= NET_KEY_BASE) {
-				net_event(&S.net, key, evs[i].events);
-			} else {
-				int ci = (int)(key - KEY_CLIENT_BASE);
-				struct client *c = &S.clients[ci];
-				if (!c->used)
-					continue;
-				if (evs[i].events & EPOLLOUT) {
-					if (outq_flush(&c->out, c->fd) < 0) {
-						client_close(ci);
-						continue;
-					}
-					if (c->closing && outq_pending(&c->out) == 0) {
-						client_close(ci);
-						continue;
-					}
-					client_update_events(ci);
-				}
-				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-					client_readable(ci);
-			}
-		}
+		for (int i = 0; i < n; i++)
+			dispatch_event(&evs[i]);
 		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms)
 			kill_sandbox();
 	}
