@@ -87,6 +87,7 @@ struct channel {
 	int client;            /* index in clients[], -1 once the client is gone */
 	uint32_t client_chan;
 	uint32_t agent_chan;
+	bool started;           /* the agent said STARTED: it says so once */
 	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
 	uint64_t in_credit;     /* stdin bytes the agent has granted */
 };
@@ -131,6 +132,7 @@ static struct shim {
 	bool agent_waiting;   /* a wait for the guest's answer is in progress */
 	uint32_t waiting_chan; /* its agent channel, which chan_new must not hand out */
 	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
+	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
 } S = { .serving_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -817,6 +819,7 @@ static int revert_in_place(const char *checkpoint, bool *lost, capsule_error *er
 #define VM_SYNC_CHAN 0xfffffff0u
 
 static void agent_frame(const struct cp_header *h, const uint8_t *payload);
+static void agent_distrust(const char *fmt, ...) _printf_(1, 2);
 
 static void dispatch_event(const struct epoll_event *ev);
 
@@ -848,8 +851,7 @@ static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what,
 			cp_rxbuf_consume(&S.agent_rx, h);
 		}
 		if (k < 0) {
-			shim_log("malformed frame from the agent");
-			begin_stop(0);
+			agent_distrust("malformed frame from the agent");
 			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
 		}
 		if (S.stopping && !was_stopping)
@@ -1179,8 +1181,25 @@ static int client_add(int fd, bool owner)
 
 /* ---- agent frames ------------------------------------------------------------------- */
 
+/* The agent is inside the sandbox: a frame no agent sends means it is broken or not ours any
+ * more. Either way the sandbox ends, and what it sent after is dropped, not forwarded. */
+static void agent_distrust(const char *fmt, ...) _printf_(1, 2);
+static void agent_distrust(const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	shim_log("%s: the sandbox ends", why);
+	S.agent_distrusted = true;
+	begin_stop(0);
+}
+
 static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 {
+	if (S.agent_distrusted)
+		return;
 	if (vm_fwd_chan(h->chan)) {
 		vm_fwd_agent_frame(&S.net, h, payload);
 		return;
@@ -1188,19 +1207,24 @@ static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 	struct channel *ch = h->chan ? chan_by_agent(h->chan) : NULL;
 	if (!ch)
 		return;
+	if (cp_agent_reply_check(h, payload) < 0 || (h->type == CP_STARTED && ch->started)) {
+		/* Forwarded, it would reach a client that trusts the shim's frames, past the flow
+		 * control that bounds DATA. */
+		agent_distrust("agent sent a malformed or unexpected %s on channel %u", cp_type_name(h->type), h->chan);
+		return;
+	}
+	if (h->type == CP_STARTED)
+		ch->started = true;
 	if (h->type == CP_DATA) {
 		unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
-		if (stream < 1 || stream > 2 || h->len > ch->out_credit[stream]) {
-			/* The agent is inside the sandbox: a frame past its credit means it is
-			 * broken or not ours any more. Either way the sandbox ends. */
-			shim_log("agent sent DATA past its credit on channel %u", h->chan);
-			begin_stop(0);
+		if (h->len > ch->out_credit[stream]) {
+			agent_distrust("agent sent DATA past its credit on channel %u", h->chan);
 			return;
 		}
 		ch->out_credit[stream] -= h->len;
 	} else if (h->type == CP_CREDIT) {
 		struct cp_credit m;
-		if (cp_credit_decode(payload, h->len, &m) == 0 && m.stream == CP_STREAM_STDIN)
+		if (cp_credit_decode(payload, h->len, &m) == 0)
 			ch->in_credit = ch->in_credit + m.bytes > CP_INITIAL_WINDOW * 4ull ? CP_INITIAL_WINDOW * 4ull
 											 : ch->in_credit + m.bytes;
 	}
@@ -1235,10 +1259,8 @@ static void agent_readable(void)
 		agent_frame(&h, payload);
 		cp_rxbuf_consume(&S.agent_rx, &h);
 	}
-	if (k < 0) {
-		shim_log("malformed frame from the agent");
-		begin_stop(0);
-	}
+	if (k < 0)
+		agent_distrust("malformed frame from the agent");
 }
 
 /* ---- start -------------------------------------------------------------------------- */

@@ -3,9 +3,18 @@
 The shim waits for the guest's agent to answer a hot mount (VM_MOUNT) and to sync before a
 save; a guest that never answers must not stall the other clients of the sandbox or its stop.
 The guest is wedged for real here: its QEMU is stopped with SIGSTOP from the host, so neither
-the vCPUs nor the agent's port move. docs/security.md, "A hostile or wedged guest".
+the vCPUs nor the agent's port move.
+
+A guest's root cannot reach the agent's port (no device node, no CAP_MKNOD, the agent's fds
+out of reach): it takes a guest kernel or agent that is no longer ours to send the shim
+frames. Those frames meet the same code in the shim at both levels (agent_frame), so a
+hostile agent (tests/e2e/hostile_agent.c, put in place of capsule-agent through
+$CAPSULE_LIBEXEC) drives it in a container, which starts in milliseconds.
+docs/security.md, "A hostile or wedged guest".
 """
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +134,64 @@ def test_vm_wedged_guest_does_not_stall_stop_during_a_save(capsule_home):
     finally:
         capsule.run("saves", "rm", save_name)
         capsule.cleanup()
+
+
+@boots
+@pytest.mark.vm_slow
+def test_vm_guest_root_cannot_reach_the_agents_port(capsule_home):
+    capsule = Capsule(capsule_home)
+    name, _ = boot_vm(capsule, "vport")
+    try:
+        # Every way in that a guest's root has: a device node, making one, the agent's own fds.
+        probe = ("ls /dev/vport* /dev/virtio-ports 2>/dev/null && echo REACHABLE; "
+                 "d=$(cat /sys/class/virtio-ports/*/dev | head -1 | tr : ' '); "
+                 "mknod /tmp/vp c $d 2>/dev/null && echo 'MADE NODE'; "
+                 "for f in /proc/1/fd/*; do (: >>\"$f\") 2>/dev/null && echo \"OPENED $f\"; done; "
+                 "echo done")
+        r = capsule.run("exec", name, "--", "sh", "-c", probe, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip().splitlines() == ["done"], r.stdout
+        assert_alive(capsule, name)
+    finally:
+        capsule.cleanup()
+
+
+@pytest.fixture
+def hostile(capsule_home, tmp_path):
+    """A Capsule whose sandboxes start tests/e2e/hostile_agent.c as their agent."""
+    libexec = tmp_path / "libexec"
+    libexec.mkdir()
+    shutil.copy(os.path.join(os.environ.get("CAPSULE_BUILD", "build"), "tests", "e2e", "hostile-agent"),
+                libexec / "capsule-agent")
+    c = Capsule(capsule_home)
+    c.env = dict(c.env, CAPSULE_LIBEXEC=str(libexec))
+    yield c
+    c.cleanup()
+
+
+def state(capsule, name):
+    with open(os.path.join(run_dir(capsule, name), "state.json")) as f:
+        return json.load(f)["state"]
+
+
+def test_hostile_agent_control_a_polite_answer_goes_through(hostile):
+    name = hostile.create()
+    r = hostile.run("exec", name, "polite", timeout=60)
+    assert r.returncode == 0 and r.stdout == "ok\n", r
+    assert state(hostile, name) == "running"
+
+
+# foreign, restarted and fat-exit were forwarded to the client before the shim checked what an
+# agent may answer; giant, garbage and flood were already refused.
+@pytest.mark.parametrize("how", ["foreign", "restarted", "fat-exit", "giant", "garbage", "flood"])
+def test_hostile_agent_frames_end_the_sandbox_and_never_reach_the_client(hostile, how):
+    name = hostile.create()
+    r = hostile.run("exec", name, how, timeout=60, text=False)
+    # The client hears that the sandbox ended, not an exit status the agent made up.
+    assert r.returncode != 0, r
+    # The shim tore the sandbox down and said why: it did not crash (a crash leaves "running"
+    # in state.json and no log line).
+    assert state(hostile, name) == "stopped"
+    with open(os.path.join(run_dir(hostile, name), "shim.log")) as f:
+        log = f.read()
+    assert "the sandbox ends" in log and log.rstrip().endswith("stopped"), log
