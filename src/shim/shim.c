@@ -1655,6 +1655,25 @@ static void vm_boot_abandon(void)
 	outq_free(&S.agent_out);
 }
 
+/* QEMU is the vm's every host process, and the transform servers of its binds work for it:
+ * they go in the sandbox's cgroups, as Firecracker's jailer puts its VMM in the microVM's.
+ * The limits are QEMU's (vm.h): the guest's RAM plus an allowance, its vCPUs' time, a bound
+ * on its threads where the pids controller can be had (the guest's kernel counts the guest's
+ * processes). */
+static int vm_cgroup_create(capsule_error *err)
+{
+	struct cgroup_support sup;
+	cgroup_probe(&sup);
+	struct cgroup_limits lim = {
+		.memory_bytes = S.cfg.memory_bytes ? S.cfg.memory_bytes + VM_QEMU_MEMORY_ALLOWANCE : 0,
+		.cpus_milli = S.cfg.cpus_milli,
+		.pids_max = sup.pids ? VM_QEMU_PIDS_MAX : 0,
+	};
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	return cgroup_create(&S.cg, cgname, &lim, err);
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1667,6 +1686,8 @@ static int start_vm(capsule_error *err)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
 				     S.name);
+	if ((r = vm_cgroup_create(err)) < 0)
+		return r;
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
 	r = S.cfg.base_none ? 0 : image_host_lower(geteuid(), getegid(), &skeleton, err);
@@ -1687,6 +1708,7 @@ static int start_vm(capsule_error *err)
 		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
 		.disk = disk,
 		.disk_mode = disk_mode,
+		.place = join_cgroup,
 	};
 	/* accel auto is KVM where /dev/kvm opens and a guest boots there, TCG otherwise: a KVM
 	 * that QEMU cannot use, or on which the guest does not answer within VM_KVM_BOOT_MS (a KVM
