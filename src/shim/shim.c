@@ -646,6 +646,8 @@ static void shim_request_answer(int ci, const struct cp_header *h, int r, const 
 static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
 			 uint64_t *mnt_id, capsule_error *err);
 static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
+static int vm_idmap_tree(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what,
+			 capsule_error *err);
 
 /* Hot mounts are answered here: a container's is a few syscalls and one short-lived child,
  * well under the time a client would notice the loop pause; a vm's waits for the guest's
@@ -662,6 +664,7 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
 		sb.vm_attach = vm_hot_attach;
 		sb.vm_detach = vm_hot_detach;
+		sb.vm_idmap = vm_idmap_tree;
 	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
@@ -1515,7 +1518,11 @@ static int vm_boot_shares(capsule_error *err)
 	for (size_t i = 0; i < nbinds && r == 0; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "b%zu", i);
-		r = vm_shares_attach(&S.shares, binds[i].tree, name, binds[i].is_dir, err);
+		/* A transform's server maps ids itself. */
+		if (!binds[i].no_idmap)
+			r = vm_idmap_tree(binds[i].tree, geteuid(), getegid(), S.cfg.binds[i].readonly, S.cfg.binds[i].source, err);
+		if (r == 0)
+			r = vm_shares_attach(&S.shares, binds[i].tree, name, binds[i].is_dir, err);
 	}
 	close_bind_trees(binds, nbinds);
 	return r;
@@ -1542,6 +1549,19 @@ static int vm_boot_mounts(capsule_error *err)
 			return r;
 	}
 	return 0;
+}
+
+/* The guest's ids on a host folder are the container level's: OWNER for its root, the
+ * sandbox's own host range for the rest (vm_shares_idmap). */
+static int vm_idmap_tree(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what,
+			 capsule_error *err)
+{
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+	return vm_shares_idmap(tree, owner_uid, owner_gid, ub, gb, count, readonly, what, err);
 }
 
 static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
