@@ -133,6 +133,7 @@ static struct shim {
 	uint32_t waiting_chan; /* its agent channel, which chan_new must not hand out */
 	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
 	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
+	bool reading_agent;      /* agent_readable walks S.agent_rx, which a wait would refill */
 } S = { .serving_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -446,8 +447,8 @@ static void kill_sandbox(void)
 		/* A vm that is saved at stop: what its commands wrote may still be in the guest's
 		 * page cache, which QEMU's quit would lose. A wedged agent costs the stop 10 s. */
 		capsule_error e = { 0 };
-		if (S.agent_unresponsive)
-			shim_log("the guest stopped answering before: its save gets no sync");
+		if (S.agent_unresponsive || S.agent_distrusted)
+			shim_log("the guest stopped answering or broke the protocol: its save gets no sync");
 		else if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
 			shim_log("syncing the guest before its save: %s", e.message);
 		vm_kill(&S.vm);
@@ -474,9 +475,10 @@ static void begin_stop(uint32_t grace_ms)
 	S.stop_deadline_ms = now_ms() + grace_ms;
 	shim_log("stopping (grace %u ms)", grace_ms);
 	if (grace_ms == 0 || S.agent_fd < 0) {
-		/* Inside a wait for the guest, the wait ends first and the loop kills at once (the
-		 * deadline is now): the kill's own sync cannot run inside another wait. */
-		if (!S.agent_waiting)
+		/* Inside a wait for the guest, or while the agent's frames are walked, that ends
+		 * first and the loop kills at once (the deadline is now): the kill's own sync
+		 * waits for the agent and refills the buffer being walked. */
+		if (!S.agent_waiting && !S.reading_agent)
 			kill_sandbox();
 		return;
 	}
@@ -1258,12 +1260,14 @@ static void agent_readable(void)
 	struct cp_header h;
 	const uint8_t *payload;
 	int k;
+	S.reading_agent = true;
 	while ((k = cp_rxbuf_peek(&S.agent_rx, &h, &payload)) > 0) {
 		agent_frame(&h, payload);
 		cp_rxbuf_consume(&S.agent_rx, &h);
 	}
 	if (k < 0)
 		agent_distrust("malformed frame from the agent");
+	S.reading_agent = false;
 }
 
 /* ---- start -------------------------------------------------------------------------- */
