@@ -130,11 +130,12 @@ static struct shim {
 	bool loop_running;    /* the sandbox is up and its fds are in the epoll set */
 	int serving_client;   /* the client whose request is being handled, or -1 */
 	bool agent_waiting;   /* a wait for the guest's answer is in progress */
+	int waiting_client;   /* the client that asked for it, muted meanwhile, or -1 */
 	uint32_t waiting_chan; /* its agent channel, which chan_new must not hand out */
 	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
 	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
 	bool reading_agent;      /* agent_readable walks S.agent_rx, which a wait would refill */
-} S = { .serving_client = -1 };
+} S = { .serving_client = -1, .waiting_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
 static void shim_log(const char *fmt, ...)
@@ -269,7 +270,7 @@ static void client_update_events(int ci)
 		ev |= EPOLLIN;
 	if (outq_pending(&c->out))
 		ev |= EPOLLOUT;
-	if (S.agent_waiting && ci == S.serving_client)
+	if (S.agent_waiting && ci == S.waiting_client)
 		ev = 0;
 	ep_set(c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
 }
@@ -575,7 +576,7 @@ static void client_close(int ci)
 	struct client *c = &S.clients[ci];
 	if (!c->used)
 		return;
-	if (S.agent_waiting && ci == S.serving_client) {
+	if (S.agent_waiting && ci == S.waiting_client) {
 		/* Its request is still on the stack: client_readable frees it when that returns. */
 		c->gone = c->closing = true;
 		return;
@@ -848,8 +849,10 @@ static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what,
 	for (;;) {
 		if (S.agent_fd < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
-		int k;
-		while ((k = cp_rxbuf_peek(&S.agent_rx, h, payload)) > 0) {
+		if (S.agent_distrusted)
+			return cap_err_plain(err, EPROTO, "the agent broke the protocol during %s", what);
+		int k = 0;
+		while (!S.agent_distrusted && (k = cp_rxbuf_peek(&S.agent_rx, h, payload)) > 0) {
 			if (h->chan == chan)
 				return 0;
 			agent_frame(h, *payload);
@@ -899,11 +902,12 @@ static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *wha
 		return cap_err_plain(err, EBUSY, "sandbox '%s' is waiting for its guest already", S.name);
 	S.agent_waiting = true;
 	S.waiting_chan = chan;
-	int asker = S.serving_client;
+	int asker = S.waiting_client = S.serving_client;
 	if (asker >= 0)
 		client_update_events(asker);
 	int r = agent_wait_loop(chan, timeout_ms, what, h, payload, err);
 	S.agent_waiting = false;
+	S.waiting_client = -1;
 	if (asker >= 0 && S.clients[asker].used && !S.clients[asker].gone)
 		client_update_events(asker);
 	return r;
@@ -1144,9 +1148,11 @@ static void client_readable(int ci)
 	const uint8_t *payload;
 	int k = 0;
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
+		/* Another client's request may be served inside this one's wait for the guest. */
+		int outer = S.serving_client;
 		S.serving_client = ci;
 		client_request(ci, &h, payload);
-		S.serving_client = -1;
+		S.serving_client = outer;
 		if (c->gone) {
 			client_close(ci);
 			return;

@@ -22,12 +22,14 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
-from secutil import Capsule, assert_alive  # noqa: E402
+from secutil import (DATA, ERROR, STARTED, Capsule, assert_alive, connect, exec_frame, hello_frame,  # noqa: E402
+                     parse_frames, read_until_quiet)
 
 from helpers import qemu_procs, run_dir  # noqa: E402
 from imageutil import agent_is_static  # noqa: E402
 
 BOOT_TIMEOUT = 240
+INITIAL_WINDOW = 1 << 20  # CP_INITIAL_WINDOW
 boots = pytest.mark.skipif(not agent_is_static(os.environ.get("CAPSULE_BUILD", "build")),
                            reason="a dynamically linked agent (a sanitizer build) cannot be a VM's init")
 
@@ -182,16 +184,28 @@ def test_hostile_agent_control_a_polite_answer_goes_through(hostile):
 
 
 # foreign, restarted and fat-exit were forwarded to the client before the shim checked what an
-# agent may answer; giant, garbage and flood were already refused.
+# agent may answer; giant, garbage and flood were already refused (the log line is new).
 @pytest.mark.parametrize("how", ["foreign", "restarted", "fat-exit", "giant", "garbage", "flood"])
 def test_hostile_agent_frames_end_the_sandbox_and_never_reach_the_client(hostile, how):
     name = hostile.create()
-    r = hostile.run("exec", name, how, timeout=60, text=False)
-    # The client hears that the sandbox ended, not an exit status the agent made up.
-    assert r.returncode != 0, r
-    # The shim tore the sandbox down and said why: it did not crash (a crash leaves "running"
-    # in state.json and no log line).
+    # A raw client that grants no credit beyond the first window: what the agent sends past it
+    # is a flood by any timing.
+    with connect(hostile, name, timeout=60) as s:
+        s.sendall(hello_frame() + exec_frame(1, [how]))
+        # Read until the shim hangs up, or a frame no client should get arrives.
+        buf, closed = read_until_quiet(s, quiet=60, total=120, until=lambda fr: any(
+            c == 1 and t not in (STARTED, DATA, ERROR) for t, _, c, _ in fr))
+    frames, _ = parse_frames(buf)
+    # The shim ended the sandbox and hung up: it did not crash (a crash leaves "running" in
+    # state.json and no log line) and did not wait on the agent.
+    assert closed
     assert state(hostile, name) == "stopped"
     with open(os.path.join(run_dir(hostile, name), "shim.log")) as f:
         log = f.read()
     assert "the sandbox ends" in log and log.rstrip().endswith("stopped"), log
+    # Nothing the agent made up reached the client: no frame only a shim sends, one STARTED
+    # at most, no exit status, no DATA past the client's credit.
+    on_chan = [(t, p) for t, _, c, p in frames if c == 1]
+    assert all(t in (STARTED, DATA, ERROR) for t, _ in on_chan), [t for t, _ in on_chan]
+    assert sum(t == STARTED for t, _ in on_chan) <= 1
+    assert sum(len(p) for t, p in on_chan if t == DATA) <= INITIAL_WINDOW
