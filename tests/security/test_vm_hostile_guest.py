@@ -53,20 +53,22 @@ def wait_for(predicate, proc):
 
 
 class Wedged:
-    """The vm's QEMU stopped (SIGSTOP), so the guest answers nothing; let go on exit, by pid."""
+    """The vm's QEMU stopped (SIGSTOP), so the guest answers nothing; let go on exit. Through a
+    pidfd: once the stop has killed QEMU, its pid may be someone else's."""
 
     def __init__(self, pid):
-        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
 
     def __enter__(self):
-        os.kill(self.pid, signal.SIGSTOP)
+        signal.pidfd_send_signal(self.pidfd, signal.SIGSTOP)
         return self
 
     def __exit__(self, *exc):
         try:
-            os.kill(self.pid, signal.SIGCONT)
+            signal.pidfd_send_signal(self.pidfd, signal.SIGCONT)
         except ProcessLookupError:
             pass
+        os.close(self.pidfd)
 
 
 @pytest.fixture
