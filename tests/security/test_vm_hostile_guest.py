@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -48,8 +49,13 @@ def wait_for(predicate, proc):
     while not predicate():
         if proc.poll() is not None:
             return False
-        os.sched_yield()
+        time.sleep(0.01)  # a poll, not a deadline: the shim shares two cores with us
     return True
+
+
+def log_says(path, text):
+    with open(path) as f:
+        return text in f.read()
 
 
 class Wedged:
@@ -89,7 +95,7 @@ def test_vm_wedged_guest_does_not_stall_other_clients_or_stop_during_a_hot_mount
             try:
                 # The shim logs the request as it sends it to the agent: from then on it waits
                 # for a guest that cannot answer.
-                assert wait_for(lambda: "asking the guest to mount '/mnt/hot'" in open(log).read(), mount), \
+                assert wait_for(lambda: log_says(log, "asking the guest to mount '/mnt/hot'"), mount), \
                     mount.communicate()
                 # Another client is answered meanwhile (the list is refused or given, but
                 # answered), and the hot mount is still waiting when it is.
@@ -125,7 +131,7 @@ def test_vm_wedged_guest_does_not_stall_stop_during_a_save(capsule_home):
                 # The save asks the guest to sync first: the shim logs the request before it
                 # waits (shim.log), so by then it is pending.
                 log = os.path.join(run_dir(capsule, name), "shim.log")
-                assert wait_for(lambda: "asking the guest to sync its disks" in open(log).read(), save), save.communicate()
+                assert wait_for(lambda: log_says(log, "asking the guest to sync its disks"), save), save.communicate()
                 stop = capsule.run("stop", "-t", "0", name, timeout=120)
                 out, err = save.communicate(timeout=120)
             finally:
