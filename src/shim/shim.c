@@ -1385,17 +1385,16 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 		if (b->transform) {
 			/* Served by capsule-fuse: a FUSE mount, not a clone of the folder. The
 			 * server maps ids itself (docs/architecture.md), so no idmap on top. */
-			uid_t ub;
-			gid_t gb;
-			uint32_t count;
+			struct transform_ids ids;
 			bool rootless;
-			home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+			home_id_map(S.cfg.id_slot, &ids.host_uid_base, &ids.host_gid_base, &ids.count, &rootless);
+			ids.uid_base = ids.host_uid_base;
+			ids.gid_base = ids.host_gid_base;
 			if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
-				/* A guest's ids are the host's as they are (its share is QEMU's, with
-				 * security_model=none): the identity map. */
-				ub = 0;
-				gb = 0;
-				count = UINT32_MAX;
+				/* QEMU passes the guest's ids as they are (security_model=none): the
+				 * guest's root is id 0, its id N the sandbox's host id, as on the share. */
+				ids.uid_base = 0;
+				ids.gid_base = 0;
 			}
 			int tree;
 			uint32_t timeout = S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
@@ -1404,8 +1403,8 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 			struct volume_handle vh = { .lock_fd = -1, .mount_fd = -1, .data_fd = -1 };
 			int r = b->volume ? volume_open(b->source, &vh, err) : 0;
 			if (r == 0)
-				r = transform_mount_open(b, vh.data_fd, ub, gb, count, timeout, S.log ? fileno(S.log) : -1,
-							 &tree, &S.transforms[S.ntransforms], err);
+				r = transform_mount_open(b, vh.data_fd, &ids, timeout, S.log ? fileno(S.log) : -1, &tree,
+							 &S.transforms[S.ntransforms], err);
 			if (b->volume && vh.lock_fd >= 0)
 				S.volume_locks[S.nvolume_locks++] = volume_release_keep_lock(&vh);
 			if (r < 0) {
