@@ -135,6 +135,7 @@ static struct shim {
 	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
 	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
 	bool reading_agent;      /* agent_readable walks S.agent_rx, which a wait would refill */
+	bool stop_forced;        /* a kill came while stopping: the stop waits for the guest no more */
 } S = { .serving_client = -1, .waiting_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
@@ -470,6 +471,8 @@ static void begin_stop(uint32_t grace_ms)
 		uint64_t d = now_ms() + grace_ms;
 		if (d < S.stop_deadline_ms)
 			S.stop_deadline_ms = d;
+		if (grace_ms == 0)
+			S.stop_forced = true;
 		return;
 	}
 	S.stopping = true;
@@ -864,6 +867,9 @@ static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what,
 		}
 		if (S.stopping && !was_stopping)
 			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		/* The stop's own sync: a second, forced stop gives up on the guest. */
+		if (S.stop_forced)
+			return cap_err_plain(err, ECANCELED, "the stop of sandbox '%s' was forced", S.name);
 		uint64_t now = now_ms();
 		if (now >= deadline) {
 			S.agent_unresponsive = true;

@@ -217,3 +217,35 @@ def test_hostile_agent_frames_end_the_sandbox_and_never_reach_the_client(hostile
     assert all(t in (STARTED, DATA, ERROR) for t, _ in on_chan), [t for t, _ in on_chan]
     assert sum(t == STARTED for t, _ in on_chan) <= 1
     assert sum(len(p) for t, p in on_chan if t == DATA) <= INITIAL_WINDOW
+
+
+@boots
+@pytest.mark.vm_slow
+def test_vm_wedged_guest_a_kill_cuts_short_the_sync_of_a_stop_that_saves(capsule_home):
+    capsule = Capsule(capsule_home)
+    name = capsule.unique_name("wkill")
+    save_name = capsule.unique_name("wksnap")
+    try:
+        r = capsule.run("create", "--isolation", "vm", "--name", name, "--save", save_name, timeout=BOOT_TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        qemu = qemu_procs(capsule, name)
+        log = os.path.join(run_dir(capsule, name), "shim.log")
+        with Wedged(qemu[0]):
+            # A forced stop of a vm saved at stop asks the guest to sync first, and waits.
+            stop = capsule.popen("stop", "-t", "0", name, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                assert wait_for(lambda: log_says(log, "asking the guest to sync its disks"), stop), stop.communicate()
+                # A kill meanwhile is the owner saying not to wait for the guest.
+                kill = capsule.run("kill", name, timeout=120)
+                out, err = stop.communicate(timeout=120)
+            finally:
+                if stop.poll() is None:
+                    stop.kill()
+                    stop.wait()
+        assert kill.returncode == 0 and stop.returncode == 0, (kill.stderr, err)
+        with open(log) as f:
+            text = f.read()
+        assert "was forced" in text and "did not answer" not in text, text
+    finally:
+        capsule.run("saves", "rm", save_name)
+        capsule.cleanup()
