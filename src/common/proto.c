@@ -1242,3 +1242,48 @@ int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m)
 fail:
 	return ret;
 }
+
+/* ---- what an agent may answer ---- */
+
+int cp_agent_reply_check(const struct cp_header *h, const uint8_t *payload)
+{
+	unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
+	bool numbers_only = h->type == CP_STARTED || h->type == CP_CREDIT || h->type == CP_EXIT;
+	if (numbers_only && h->len > CP_MAX_AGENT_NUMBERS_PAYLOAD)
+		return -EPROTO;
+	switch (h->type) {
+	case CP_DATA:
+		return stream == CP_STREAM_STDOUT || stream == CP_STREAM_STDERR ? 0 : -EPROTO;
+	case CP_STARTED: {
+		struct cp_started m;
+		return cp_started_decode(payload, h->len, &m) == 0 ? 0 : -EPROTO;
+	}
+	case CP_CREDIT: {
+		struct cp_credit m;
+		return cp_credit_decode(payload, h->len, &m) == 0 && m.stream == CP_STREAM_STDIN ? 0 : -EPROTO;
+	}
+	case CP_EXIT: {
+		struct cp_exit m;
+		return cp_exit_decode(payload, h->len, &m) == 0 ? 0 : -EPROTO;
+	}
+	case CP_ERROR: {
+		struct cp_error_msg m;
+		if (cp_error_decode(payload, h->len, &m) < 0)
+			return -EPROTO;
+		cp_error_free(&m);
+		return 0;
+	}
+	case CP_OK: {
+		/* Bare, or an FS answer's entry. */
+		if (h->len == 0)
+			return 0;
+		struct cp_fs_entry m;
+		if (cp_fs_entry_decode(payload, h->len, &m) < 0)
+			return -EPROTO;
+		cp_fs_entry_free(&m);
+		return 0;
+	}
+	default:
+		return -EPROTO;
+	}
+}

@@ -75,6 +75,8 @@ static struct {
 	uid_t uid_base;
 	gid_t gid_base;
 	uint32_t id_count;
+	uid_t host_uid_base; /* where the sandbox's ids 1.. lie on the host's disks */
+	gid_t host_gid_base;
 	uid_t owner_uid;
 	gid_t owner_gid;
 	bool readonly;
@@ -93,28 +95,32 @@ static struct {
 
 /* Host ids as the sandbox's kernel ids, as capsule idmaps a bind (container.c,
  * container_host_folder_userns): the owner (the user who made the sandbox, this server's own
- * uid) is the sandbox's root, the sandbox's own host range is itself, and any other host id
- * is nobody's. So what sandbox root makes is the owner's, what its other users make lands on
- * ids no host user has, and no chown gives a file another host user's id. */
+ * uid) is the sandbox's root, the sandbox's own host range is its ids 1.., and any other host
+ * id is nobody's. So what sandbox root makes is the owner's, what its other users make lands
+ * on ids no host user has, and no chown gives a file another host user's id. A container's
+ * kernel ids are that host range itself (the two bases are equal); a vm's are the guest's
+ * own, as QEMU passes them (the kernel base is 0). */
 static uid_t uid_to_guest(uid_t host)
 {
 	if (host == G.owner_uid)
 		return G.uid_base;
-	return host > G.uid_base && host - G.uid_base < G.id_count ? host : (uid_t)-1;
+	return host > G.host_uid_base && host - G.host_uid_base < G.id_count ? G.uid_base + (host - G.host_uid_base)
+									       : (uid_t)-1;
 }
 
 static gid_t gid_to_guest(gid_t host)
 {
 	if (host == G.owner_gid)
 		return G.gid_base;
-	return host > G.gid_base && host - G.gid_base < G.id_count ? host : (gid_t)-1;
+	return host > G.host_gid_base && host - G.host_gid_base < G.id_count ? G.gid_base + (host - G.host_gid_base)
+									       : (gid_t)-1;
 }
 
 static int uid_to_host(uid_t kuid, uid_t *out)
 {
 	if (kuid < G.uid_base || kuid - G.uid_base >= G.id_count)
 		return -EPERM;
-	*out = kuid == G.uid_base ? G.owner_uid : kuid;
+	*out = kuid == G.uid_base ? G.owner_uid : G.host_uid_base + (kuid - G.uid_base);
 	return 0;
 }
 
@@ -122,7 +128,7 @@ static int gid_to_host(gid_t kgid, gid_t *out)
 {
 	if (kgid < G.gid_base || kgid - G.gid_base >= G.id_count)
 		return -EPERM;
-	*out = kgid == G.gid_base ? G.owner_gid : kgid;
+	*out = kgid == G.gid_base ? G.owner_gid : G.host_gid_base + (kgid - G.gid_base);
 	return 0;
 }
 
@@ -1079,10 +1085,12 @@ int main(int argc, char **argv)
 		{ "plugin", required_argument, NULL, 'p' },   { "target", required_argument, NULL, 't' },
 		{ "uid-base", required_argument, NULL, 'u' }, { "gid-base", required_argument, NULL, 'g' },
 		{ "id-count", required_argument, NULL, 'c' }, { "readonly", no_argument, NULL, 'r' },
+		{ "host-uid-base", required_argument, NULL, 'U' }, { "host-gid-base", required_argument, NULL, 'G' },
 		{ 0 },
 	};
 	const char *plugin = NULL, *target = "?";
 	G.id_count = 1;
+	bool host_uid_base = false, host_gid_base = false;
 	/* The shim starts us as the user who made the sandbox. */
 	G.owner_uid = getuid();
 	G.owner_gid = getgid();
@@ -1095,9 +1103,16 @@ int main(int argc, char **argv)
 		case 'g': G.gid_base = (gid_t)parse_ulong(optarg, "gid base"); break;
 		case 'c': G.id_count = (uint32_t)parse_ulong(optarg, "id count"); break;
 		case 'r': G.readonly = true; break;
-		default: fail(EINVAL, "usage: capsule-fuse --plugin PATH --target GUEST --uid-base N --gid-base N --id-count N [--readonly]");
+		case 'U': G.host_uid_base = (uid_t)parse_ulong(optarg, "host uid base"); host_uid_base = true; break;
+		case 'G': G.host_gid_base = (gid_t)parse_ulong(optarg, "host gid base"); host_gid_base = true; break;
+		default: fail(EINVAL, "usage: capsule-fuse --plugin PATH --target GUEST --uid-base N --gid-base N --id-count N "
+				      "[--host-uid-base N --host-gid-base N] [--readonly]");
 		}
 	}
+	if (!host_uid_base)
+		G.host_uid_base = G.uid_base;
+	if (!host_gid_base)
+		G.host_gid_base = G.gid_base;
 	if (!plugin || fcntl(FUSE_FD, F_GETFD) < 0 || fcntl(ROOT_FD, F_GETFD) < 0)
 		fail(EINVAL, "capsule-fuse is started by capsule-shim (fd 3: /dev/fuse, fd 4: the folder, fd 5: control)");
 	/* Die with the shim; it checks on us too, this covers a SIGKILLed shim. */

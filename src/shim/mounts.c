@@ -196,6 +196,8 @@ int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const st
 		return cap_err(err, errno, "preparing the mount of '%s'", host_path);
 	if (!sb->rootless && !sb->vm_attach && (r = container_idmap_tree(sb->ct, tree, peer->uid, peer->gid, err)) < 0)
 		return cap_err_wrap(err, r, "mount of '%s'", host_path);
+	if (sb->vm_idmap && (r = sb->vm_idmap(tree, peer->uid, peer->gid, readonly, host_path, err)) < 0)
+		return r;
 
 	struct hot_mount *m = &t->m[t->n];
 	memset(m, 0, sizeof(*m));

@@ -50,6 +50,8 @@ struct mount_sandbox {
 	int (*vm_attach)(int tree, const char *name, const char *target, bool is_dir, bool readonly, uint64_t *mnt_id,
 			 capsule_error *err);
 	int (*vm_detach)(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
+	/* vm isolation: idmap TREE for the guest, OWNER (who asked) being the guest's root. */
+	int (*vm_idmap)(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what, capsule_error *err);
 };
 
 /* Mount HOST_PATH at GUEST_PATH (flags CP_MOUNT_*); *HANDLE points into the table. */

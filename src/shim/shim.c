@@ -75,6 +75,7 @@ struct client {
 	bool closing;    /* flush what is queued, then close */
 	bool stop_waiter; /* gets OK when the stop completes */
 	uint32_t stop_chan;
+	bool gone;        /* closed while its request waits for the guest: freed once it returns */
 	struct cp_rxbuf rx;
 	struct outq out;
 	unsigned nchans;  /* channels open for this client: one client cannot take them all */
@@ -86,6 +87,7 @@ struct channel {
 	int client;            /* index in clients[], -1 once the client is gone */
 	uint32_t client_chan;
 	uint32_t agent_chan;
+	bool started;           /* the agent said STARTED: it says so once */
 	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
 	uint64_t in_credit;     /* stdin bytes the agent has granted */
 };
@@ -126,7 +128,20 @@ static struct shim {
 	int save_client;
 	uint32_t save_chan;
 	bool exiting; /* in finish_and_exit: a failed revert must not enter it again */
-} S;
+	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
+	 * so a guest that stops answering stalls only the client that asked: that client is
+	 * muted until its answer (its buffers hold the request being served), the others are
+	 * served, and a stop ends the wait. */
+	bool loop_running;    /* the sandbox is up and its fds are in the epoll set */
+	int serving_client;   /* the client whose request is being handled, or -1 */
+	bool agent_waiting;   /* a wait for the guest's answer is in progress */
+	int waiting_client;   /* the client that asked for it, muted meanwhile, or -1 */
+	uint32_t waiting_chan; /* its agent channel, which chan_new must not hand out */
+	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
+	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
+	bool reading_agent;      /* agent_readable walks S.agent_rx, which a wait would refill */
+	bool stop_forced;        /* a kill came while stopping: the stop waits for the guest no more */
+} S = { .serving_client = -1, .waiting_client = -1 };
 
 static void shim_log(const char *fmt, ...) _printf_(1, 2);
 static void shim_log(const char *fmt, ...)
@@ -261,6 +276,8 @@ static void client_update_events(int ci)
 		ev |= EPOLLIN;
 	if (outq_pending(&c->out))
 		ev |= EPOLLOUT;
+	if (S.agent_waiting && ci == S.waiting_client)
+		ev = 0;
 	ep_set(c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
 }
 
@@ -298,7 +315,7 @@ static void to_agent(const void *p, size_t n)
 static void to_client2(int ci, const void *p, size_t n, const void *p2, size_t n2)
 {
 	struct client *c = &S.clients[ci];
-	if (!c->used)
+	if (!c->used || c->gone)
 		return;
 	if (outq_pending(&c->out) + n + n2 > CLIENT_OUTQ_MAX) {
 		/* A client that does not read what it asked for: cut it off, not us. */
@@ -376,7 +393,7 @@ static struct channel *chan_new(int ci, uint32_t client_chan)
 		S.next_agent_chan++;
 		if (S.next_agent_chan == 0 || vm_fwd_chan(S.next_agent_chan))
 			S.next_agent_chan = 1;
-	} while (chan_by_agent(S.next_agent_chan));
+	} while (chan_by_agent(S.next_agent_chan) || (S.agent_waiting && S.next_agent_chan == S.waiting_chan));
 	memset(ch, 0, sizeof(*ch));
 	ch->used = true;
 	ch->client = ci;
@@ -437,7 +454,9 @@ static void kill_sandbox(void)
 		/* A vm that is saved at stop: what its commands wrote may still be in the guest's
 		 * page cache, which QEMU's quit would lose. A wedged agent costs the stop 10 s. */
 		capsule_error e = { 0 };
-		if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
+		if (S.agent_unresponsive || S.agent_distrusted)
+			shim_log("the guest stopped answering or broke the protocol: its save gets no sync");
+		else if (S.cfg.save[0] && S.agent_fd >= 0 && vm_agent_sync(10000, &e) < 0)
 			shim_log("syncing the guest before its save: %s", e.message);
 		vm_kill(&S.vm);
 	}
@@ -463,13 +482,19 @@ static void begin_stop(uint32_t grace_ms)
 		uint64_t d = now_ms() + grace_ms;
 		if (d < S.stop_deadline_ms)
 			S.stop_deadline_ms = d;
+		if (grace_ms == 0)
+			S.stop_forced = true;
 		return;
 	}
 	S.stopping = true;
 	S.stop_deadline_ms = now_ms() + grace_ms;
 	shim_log("stopping (grace %u ms)", grace_ms);
 	if (grace_ms == 0 || S.agent_fd < 0) {
-		kill_sandbox();
+		/* Inside a wait for the guest, or while the agent's frames are walked, that ends
+		 * first and the loop kills at once (the deadline is now): the kill's own sync
+		 * waits for the agent and refills the buffer being walked. */
+		if (!S.agent_waiting && !S.reading_agent)
+			kill_sandbox();
 		return;
 	}
 	struct cp_stop m = { .timeout_ms = grace_ms };
@@ -565,6 +590,11 @@ static void client_close(int ci)
 	struct client *c = &S.clients[ci];
 	if (!c->used)
 		return;
+	if (S.agent_waiting && ci == S.waiting_client) {
+		/* Its request is still on the stack: client_readable frees it when that returns. */
+		c->gone = c->closing = true;
+		return;
+	}
 	bool owner = c->owner;
 	epoll_ctl(S.epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -621,6 +651,17 @@ static bool shim_request_acceptable(int ci, const struct cp_header *h)
 	return !(changes_sandbox && refused_while_saving(ci, h->chan));
 }
 
+/* Mounts, saves and reverts change what a request waiting for the guest works on: one at a
+ * time, the others refused at once rather than queued behind a guest that may never answer. */
+static bool guest_busy(int ci, const struct cp_header *h)
+{
+	if (!S.agent_waiting)
+		return false;
+	client_send_error(ci, h->chan, EBUSY, "sandbox '%s' is waiting for its guest to answer another request; try again",
+			  S.name);
+	return true;
+}
+
 /* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
 static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
 				const struct cp_mount_ok *ok)
@@ -639,12 +680,15 @@ static void shim_request_answer(int ci, const struct cp_header *h, int r, const 
 static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
 			 uint64_t *mnt_id, capsule_error *err);
 static int vm_hot_detach(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
+static int vm_idmap_tree(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what,
+			 capsule_error *err);
 
-/* Hot mounts are answered here, at once: each is a few syscalls and one short-lived child,
- * well under the time a client would notice the loop pause. */
+/* Hot mounts are answered here: a container's is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause; a vm's waits for the guest's
+ * answer, serving the other clients meanwhile (agent_wait_answer). */
 static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!shim_request_acceptable(ci, h))
+	if (!shim_request_acceptable(ci, h) || guest_busy(ci, h))
 		return;
 	uid_t ub;
 	gid_t gb;
@@ -654,6 +698,7 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 	if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
 		sb.vm_attach = vm_hot_attach;
 		sb.vm_detach = vm_hot_detach;
+		sb.vm_idmap = vm_idmap_tree;
 	}
 	capsule_error err = { 0 };
 	struct cp_mount_ok ok = { 0 };
@@ -731,6 +776,9 @@ static int start_sandbox(capsule_error *err);
  * unmounted under its PID 1: a restart is the one consistent way. */
 static void revert_take_down(void)
 {
+	/* The new sandbox's fds join the epoll set only once it is up: until then its waits
+	 * serve nobody else. */
+	S.loop_running = false;
 	sys_pidfd_send_signal(S.ct.pidfd, SIGKILL);
 	while (waitpid(S.ct.pid, NULL, 0) < 0 && errno == EINTR)
 		;
@@ -789,6 +837,7 @@ static int revert_restart(capsule_error *err)
 		return r;
 	ep_set(S.agent_fd, KEY_AGENT, EPOLLIN, true);
 	ep_set(S.ct.pidfd, KEY_PIDFD, EPOLLIN, true);
+	S.loop_running = true;
 	write_state("running");
 	shim_log("restarted, agent pid %d", (int)S.ct.pid);
 	return 0;
@@ -811,46 +860,95 @@ _Noreturn static void revert_failed(void)
 #define VM_SYNC_CHAN 0xfffffff0u
 
 static void agent_frame(const struct cp_header *h, const uint8_t *payload);
+static void agent_distrust(const char *fmt, ...) _printf_(1, 2);
 
-/* The final answer on agent channel CHAN, waited for here, within TIMEOUT_MS: the loop pauses
- * for it (the agent answers in milliseconds; a guest that does not is cut off), frames for
- * other channels are served as usual meanwhile. The answer is left in S.agent_rx, its header
- * in *H and payload in *PAYLOAD, for the caller to read and consume. WHAT names the request. */
-static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
-			     const uint8_t **payload, capsule_error *err)
+static void dispatch_event(const struct epoll_event *ev);
+
+/* The loop's other events, while a wait for the guest watches the agent and QEMU itself. */
+static void serve_others(void)
+{
+	struct epoll_event evs[64];
+	int n = epoll_wait(S.epfd, evs, 64, 0);
+	for (int i = 0; i < n; i++)
+		if (evs[i].data.u64 != KEY_AGENT && evs[i].data.u64 != KEY_PIDFD)
+			dispatch_event(&evs[i]);
+	/* What the others queued for the agent is flushed by the wait's poll. */
+	agent_update_events();
+}
+
+static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+			   const uint8_t **payload, capsule_error *err)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
+	bool was_stopping = S.stopping;
 	for (;;) {
 		if (S.agent_fd < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
-		int k;
-		while ((k = cp_rxbuf_peek(&S.agent_rx, h, payload)) > 0) {
+		if (S.agent_distrusted)
+			return cap_err_plain(err, EPROTO, "the agent broke the protocol during %s", what);
+		int k = 0;
+		while (!S.agent_distrusted && (k = cp_rxbuf_peek(&S.agent_rx, h, payload)) > 0) {
 			if (h->chan == chan)
 				return 0;
 			agent_frame(h, *payload);
 			cp_rxbuf_consume(&S.agent_rx, h);
 		}
-		if (k < 0)
+		if (k < 0) {
+			agent_distrust("malformed frame from the agent");
 			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
+		}
+		if (S.stopping && !was_stopping)
+			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		/* The stop's own sync: a second, forced stop gives up on the guest. */
+		if (S.stop_forced)
+			return cap_err_plain(err, ECANCELED, "the stop of sandbox '%s' was forced", S.name);
 		uint64_t now = now_ms();
-		if (now >= deadline)
+		if (now >= deadline) {
+			S.agent_unresponsive = true;
 			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer %s within %u ms", what, timeout_ms);
-		struct pollfd pfd[2] = {
+		}
+		struct pollfd pfd[3] = {
 			{ .fd = S.agent_fd, .events = POLLIN | (outq_pending(&S.agent_out) ? POLLOUT : 0) },
 			{ .fd = S.ct.pidfd, .events = POLLIN },
+			{ .fd = S.loop_running ? S.epfd : -1, .events = POLLIN },
 		};
-		if (poll(pfd, 2, (int)(deadline - now)) < 0 && errno != EINTR)
+		if (poll(pfd, 3, (int)(deadline - now)) < 0 && errno != EINTR)
 			return cap_err(err, errno, "poll");
+		if (pfd[1].revents)
+			return cap_err_plain(err, ECHILD, "QEMU exited during %s", what);
 		if (pfd[0].revents & POLLOUT && outq_flush(&S.agent_out, S.agent_fd) < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			long n = cp_rxbuf_fill(&S.agent_rx, S.agent_fd);
 			if (n == 0 || (n < 0 && n != -EAGAIN))
 				return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
-		} else if (pfd[1].revents) {
-			return cap_err_plain(err, ECHILD, "QEMU exited during %s", what);
 		}
+		if (pfd[2].revents)
+			serve_others();
 	}
+}
+
+/* The final answer on agent channel CHAN, within TIMEOUT_MS, or an error: the guest is
+ * hostile or wedged as often as slow. Other clients are served meanwhile (once the loop
+ * runs), a stop ends the wait, and frames for other channels are forwarded as usual. The
+ * answer is left in S.agent_rx, its header in *H and payload in *PAYLOAD, for the caller to
+ * read and consume. WHAT names the request. */
+static int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+			     const uint8_t **payload, capsule_error *err)
+{
+	if (S.agent_waiting)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is waiting for its guest already", S.name);
+	S.agent_waiting = true;
+	S.waiting_chan = chan;
+	int asker = S.waiting_client = S.serving_client;
+	if (asker >= 0)
+		client_update_events(asker);
+	int r = agent_wait_loop(chan, timeout_ms, what, h, payload, err);
+	S.agent_waiting = false;
+	S.waiting_client = -1;
+	if (asker >= 0 && S.clients[asker].used && !S.clients[asker].gone)
+		client_update_events(asker);
+	return r;
 }
 
 static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
@@ -861,8 +959,10 @@ static int vm_agent_sync(uint32_t timeout_ms, capsule_error *err)
 	struct cp_writer w;
 	cp_writer_init(&w);
 	int r = cp_save_encode(&w, VM_SYNC_CHAN, &m);
-	if (r == 0)
+	if (r == 0) {
+		shim_log("asking the guest to sync its disks");
 		to_agent(w.buf, w.len);
+	}
 	cp_writer_free(&w);
 	if (r < 0)
 		return cap_err(err, -r, "asking the agent to sync");
@@ -929,8 +1029,9 @@ static void save_done(bool cancel)
 }
 
 /* SAVE is answered by save_done, once a child has copied the layer (for a revert, once the
- * sandbox runs again), the loop serving the other clients meanwhile. One at a time: a second
- * is refused until the first is done. */
+ * sandbox runs again), the loop serving the other clients meanwhile, as it does while a vm's
+ * guest is asked to sync first, which it may never answer. One at a time: a second is
+ * refused until the first is done. */
 static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	if (h->chan == 0 || chan_by_client(ci, h->chan)) {
@@ -941,7 +1042,7 @@ static void save_request(int ci, const struct cp_header *h, const uint8_t *paylo
 		client_send_error(ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
 		return;
 	}
-	if (refused_while_saving(ci, h->chan))
+	if (refused_while_saving(ci, h->chan) || guest_busy(ci, h))
 		return;
 	struct cp_save m;
 	if (cp_save_decode(payload, h->len, &m) < 0) {
@@ -1120,7 +1221,15 @@ static void client_readable(int ci)
 	const uint8_t *payload;
 	int k = 0;
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
+		/* Another client's request may be served inside this one's wait for the guest. */
+		int outer = S.serving_client;
+		S.serving_client = ci;
 		client_request(ci, &h, payload);
+		S.serving_client = outer;
+		if (c->gone) {
+			client_close(ci);
+			return;
+		}
 		if (c->used)
 			cp_rxbuf_consume(&c->rx, &h);
 	}
@@ -1156,8 +1265,25 @@ static int client_add(int fd, bool owner)
 
 /* ---- agent frames ------------------------------------------------------------------- */
 
+/* The agent is inside the sandbox: a frame no agent sends means it is broken or not ours any
+ * more. Either way the sandbox ends, and what it sent after is dropped, not forwarded. */
+static void agent_distrust(const char *fmt, ...) _printf_(1, 2);
+static void agent_distrust(const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	shim_log("%s: the sandbox ends", why);
+	S.agent_distrusted = true;
+	begin_stop(0);
+}
+
 static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 {
+	if (S.agent_distrusted)
+		return;
 	if (vm_fwd_chan(h->chan)) {
 		vm_fwd_agent_frame(&S.net, h, payload);
 		return;
@@ -1165,19 +1291,24 @@ static void agent_frame(const struct cp_header *h, const uint8_t *payload)
 	struct channel *ch = h->chan ? chan_by_agent(h->chan) : NULL;
 	if (!ch)
 		return;
+	if (cp_agent_reply_check(h, payload) < 0 || (h->type == CP_STARTED && ch->started)) {
+		/* Forwarded, it would reach a client that trusts the shim's frames, past the flow
+		 * control that bounds DATA. */
+		agent_distrust("agent sent a malformed or unexpected %s on channel %u", cp_type_name(h->type), h->chan);
+		return;
+	}
+	if (h->type == CP_STARTED)
+		ch->started = true;
 	if (h->type == CP_DATA) {
 		unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
-		if (stream < 1 || stream > 2 || h->len > ch->out_credit[stream]) {
-			/* The agent is inside the sandbox: a frame past its credit means it is
-			 * broken or not ours any more. Either way the sandbox ends. */
-			shim_log("agent sent DATA past its credit on channel %u", h->chan);
-			begin_stop(0);
+		if (h->len > ch->out_credit[stream]) {
+			agent_distrust("agent sent DATA past its credit on channel %u", h->chan);
 			return;
 		}
 		ch->out_credit[stream] -= h->len;
 	} else if (h->type == CP_CREDIT) {
 		struct cp_credit m;
-		if (cp_credit_decode(payload, h->len, &m) == 0 && m.stream == CP_STREAM_STDIN)
+		if (cp_credit_decode(payload, h->len, &m) == 0)
 			ch->in_credit = ch->in_credit + m.bytes > CP_INITIAL_WINDOW * 4ull ? CP_INITIAL_WINDOW * 4ull
 											 : ch->in_credit + m.bytes;
 	}
@@ -1208,14 +1339,14 @@ static void agent_readable(void)
 	struct cp_header h;
 	const uint8_t *payload;
 	int k;
+	S.reading_agent = true;
 	while ((k = cp_rxbuf_peek(&S.agent_rx, &h, &payload)) > 0) {
 		agent_frame(&h, payload);
 		cp_rxbuf_consume(&S.agent_rx, &h);
 	}
-	if (k < 0) {
-		shim_log("malformed frame from the agent");
-		begin_stop(0);
-	}
+	if (k < 0)
+		agent_distrust("malformed frame from the agent");
+	S.reading_agent = false;
 }
 
 /* ---- start -------------------------------------------------------------------------- */
@@ -1327,17 +1458,16 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 		if (b->transform) {
 			/* Served by capsule-fuse: a FUSE mount, not a clone of the folder. The
 			 * server maps ids itself (docs/architecture.md), so no idmap on top. */
-			uid_t ub;
-			gid_t gb;
-			uint32_t count;
+			struct transform_ids ids;
 			bool rootless;
-			home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+			home_id_map(S.cfg.id_slot, &ids.host_uid_base, &ids.host_gid_base, &ids.count, &rootless);
+			ids.uid_base = ids.host_uid_base;
+			ids.gid_base = ids.host_gid_base;
 			if (S.cfg.isolation == CAPSULE_ISOLATION_VM) {
-				/* A guest's ids are the host's as they are (its share is QEMU's, with
-				 * security_model=none): the identity map. */
-				ub = 0;
-				gb = 0;
-				count = UINT32_MAX;
+				/* QEMU passes the guest's ids as they are (security_model=none): the
+				 * guest's root is id 0, its id N the sandbox's host id, as on the share. */
+				ids.uid_base = 0;
+				ids.gid_base = 0;
 			}
 			int tree;
 			uint32_t timeout = S.cfg.boot_timeout_ms ? S.cfg.boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS;
@@ -1346,8 +1476,8 @@ static int open_bind_trees(struct container_bind *binds, size_t *n, capsule_erro
 			struct volume_handle vh = { .lock_fd = -1, .mount_fd = -1, .data_fd = -1 };
 			int r = b->volume ? volume_open(b->source, &vh, err) : 0;
 			if (r == 0)
-				r = transform_mount_open(b, vh.data_fd, ub, gb, count, timeout, S.log ? fileno(S.log) : -1,
-							 &tree, &S.transforms[S.ntransforms], err);
+				r = transform_mount_open(b, vh.data_fd, &ids, timeout, S.log ? fileno(S.log) : -1, &tree,
+							 &S.transforms[S.ntransforms], err);
 			if (b->volume && vh.lock_fd >= 0)
 				S.volume_locks[S.nvolume_locks++] = volume_release_keep_lock(&vh);
 			if (r < 0) {
@@ -1422,6 +1552,7 @@ static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unm
 	int r = mount ? cp_vm_mount_encode(&S.w, chan, mount) : cp_vm_unmount_encode(&S.w, chan, unmount);
 	if (r < 0)
 		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
+	shim_log("asking the guest to %s '%s'", mount ? "mount" : "unmount", mount ? mount->target : unmount->target);
 	to_agent(S.w.buf, S.w.len);
 	struct cp_header h;
 	const uint8_t *payload;
@@ -1469,7 +1600,11 @@ static int vm_boot_shares(capsule_error *err)
 	for (size_t i = 0; i < nbinds && r == 0; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "b%zu", i);
-		r = vm_shares_attach(&S.shares, binds[i].tree, name, binds[i].is_dir, err);
+		/* A transform's server maps ids itself. */
+		if (!binds[i].no_idmap)
+			r = vm_idmap_tree(binds[i].tree, geteuid(), getegid(), S.cfg.binds[i].readonly, S.cfg.binds[i].source, err);
+		if (r == 0)
+			r = vm_shares_attach(&S.shares, binds[i].tree, name, binds[i].is_dir, err);
 	}
 	close_bind_trees(binds, nbinds);
 	return r;
@@ -1496,6 +1631,19 @@ static int vm_boot_mounts(capsule_error *err)
 			return r;
 	}
 	return 0;
+}
+
+/* The guest's ids on a host folder are the container level's: OWNER for its root, the
+ * sandbox's own host range for the rest (vm_shares_idmap). */
+static int vm_idmap_tree(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what,
+			 capsule_error *err)
+{
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &rootless);
+	return vm_shares_idmap(tree, owner_uid, owner_gid, ub, gb, count, readonly, what, err);
 }
 
 static int vm_hot_attach(int tree, const char *name, const char *target, bool is_dir, bool readonly,
@@ -1609,6 +1757,25 @@ static void vm_boot_abandon(void)
 	outq_free(&S.agent_out);
 }
 
+/* QEMU is the vm's every host process, and the transform servers of its binds work for it:
+ * they go in the sandbox's cgroups, as Firecracker's jailer puts its VMM in the microVM's.
+ * The limits are QEMU's (vm.h): the guest's RAM plus an allowance, its vCPUs' time, a bound
+ * on its threads where the pids controller can be had (the guest's kernel counts the guest's
+ * processes). */
+static int vm_cgroup_create(capsule_error *err)
+{
+	struct cgroup_support sup;
+	cgroup_probe(&sup);
+	struct cgroup_limits lim = {
+		.memory_bytes = S.cfg.memory_bytes ? S.cfg.memory_bytes + VM_QEMU_MEMORY_ALLOWANCE : 0,
+		.cpus_milli = S.cfg.cpus_milli,
+		.pids_max = sup.pids ? VM_QEMU_PIDS_MAX : 0,
+	};
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	return cgroup_create(&S.cg, cgname, &lim, err);
+}
+
 /* vm isolation: QEMU in place of the namespaces, its virtio-serial port in place of the
  * socketpair's far end; from agent_bring_up on, nothing differs. */
 static int start_vm(capsule_error *err)
@@ -1621,6 +1788,8 @@ static int start_vm(capsule_error *err)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
 				     S.name);
+	if ((r = vm_cgroup_create(err)) < 0)
+		return r;
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
 	r = S.cfg.base_none ? 0 : image_host_lower(geteuid(), getegid(), &skeleton, err);
@@ -1641,6 +1810,7 @@ static int start_vm(capsule_error *err)
 		.mounts_dir = S.shares.enabled ? S.shares.dir : NULL,
 		.disk = disk,
 		.disk_mode = disk_mode,
+		.place = join_cgroup,
 	};
 	/* accel auto is KVM where /dev/kvm opens and a guest boots there, TCG otherwise: a KVM
 	 * that QEMU cannot use, or on which the guest does not answer within VM_KVM_BOOT_MS (a KVM
@@ -2085,8 +2255,72 @@ int main(int argc, char **argv)
 	return 0;
 }
 
+/* One event of the loop's epoll set. The agent's and QEMU's are the loop's own; a wait for
+ * the guest (agent_wait_answer) hands it only the others. */
+static void dispatch_event(const struct epoll_event *ev)
+{
+	uint64_t key = ev->data.u64;
+	if (key == KEY_LISTEN) {
+		for (;;) {
+			int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			if (fd < 0)
+				break;
+			client_add(fd, false);
+		}
+	} else if (key == KEY_AGENT) {
+		if (ev->events & EPOLLOUT) {
+			if (outq_flush(&S.agent_out, S.agent_fd) < 0)
+				begin_stop(0);
+			agent_update_events();
+			if (!agent_backlogged())
+				all_clients_update_events();
+		}
+		if (S.agent_fd >= 0 && (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+			agent_readable();
+	} else if (key == KEY_PIDFD) {
+		/* The agent (PID 1) exited: the sandbox is over. */
+		int st;
+		waitpid(S.ct.pid, &st, WNOHANG);
+		finish_and_exit();
+	} else if (key == KEY_SAVE) {
+		if (save_job_running(&S.save))
+			save_done(false);
+	} else if (key == KEY_SIGNAL) {
+		struct signalfd_siginfo si;
+		while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+			if (si.ssi_signo != SIGCHLD)
+				begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
+			else {
+				transform_servers_reap(false);
+				net_reap(&S.net, false);
+			}
+		}
+	} else if (key >= NET_KEY_BASE) {
+		net_event(&S.net, key, ev->events);
+	} else {
+		int ci = (int)(key - KEY_CLIENT_BASE);
+		struct client *c = &S.clients[ci];
+		if (!c->used || c->gone)
+			return;
+		if (ev->events & EPOLLOUT) {
+			if (outq_flush(&c->out, c->fd) < 0) {
+				client_close(ci);
+				return;
+			}
+			if (c->closing && outq_pending(&c->out) == 0) {
+				client_close(ci);
+				return;
+			}
+			client_update_events(ci);
+		}
+		if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+			client_readable(ci);
+	}
+}
+
 static void event_loop(void)
 {
+	S.loop_running = true;
 	for (;;) {
 		int timeout = -1;
 		if (S.stopping && !S.killed) {
@@ -2097,65 +2331,8 @@ static void event_loop(void)
 		int n = epoll_wait(S.epfd, evs, 64, timeout);
 		if (n < 0 && errno != EINTR)
 			_exit(1);
-		for (int i = 0; i < n; i++) {
-			uint64_t key = evs[i].data.u64;
-			if (key == KEY_LISTEN) {
-				for (;;) {
-					int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-					if (fd < 0)
-						break;
-					client_add(fd, false);
-				}
-			} else if (key == KEY_AGENT) {
-				if (evs[i].events & EPOLLOUT) {
-					if (outq_flush(&S.agent_out, S.agent_fd) < 0)
-						begin_stop(0);
-					agent_update_events();
-					if (!agent_backlogged())
-						all_clients_update_events();
-				}
-				if (S.agent_fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-					agent_readable();
-			} else if (key == KEY_PIDFD) {
-				/* The agent (PID 1) exited: the sandbox is over. */
-				int st;
-				waitpid(S.ct.pid, &st, WNOHANG);
-				finish_and_exit();
-			} else if (key == KEY_SAVE) {
-				if (save_job_running(&S.save))
-					save_done(false);
-			} else if (key == KEY_SIGNAL) {
-				struct signalfd_siginfo si;
-				while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					if (si.ssi_signo != SIGCHLD)
-						begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
-					else {
-						transform_servers_reap(false);
-						net_reap(&S.net, false);
-					}
-				}
-			} else if (key >= NET_KEY_BASE) {
-				net_event(&S.net, key, evs[i].events);
-			} else {
-				int ci = (int)(key - KEY_CLIENT_BASE);
-				struct client *c = &S.clients[ci];
-				if (!c->used)
-					continue;
-				if (evs[i].events & EPOLLOUT) {
-					if (outq_flush(&c->out, c->fd) < 0) {
-						client_close(ci);
-						continue;
-					}
-					if (c->closing && outq_pending(&c->out) == 0) {
-						client_close(ci);
-						continue;
-					}
-					client_update_events(ci);
-				}
-				if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-					client_readable(ci);
-			}
-		}
+		for (int i = 0; i < n; i++)
+			dispatch_event(&evs[i]);
 		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms) {
 			/* Said in the log, for whoever wonders why a stop took its whole grace. (An agent
 			 * that ended its work closed the channel, and the deadline came forward.) */

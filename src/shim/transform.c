@@ -59,15 +59,18 @@ static void child_fd(int fd, int to)
 		_exit(127);
 }
 
-static int spawn_server(const char *helper, const struct bind_mount *b, uid_t uid_base, gid_t gid_base,
-			uint32_t id_count, int fusefd, int rootfd, int ctlfd, int log_fd, pid_t *pid_out)
+static int spawn_server(const char *helper, const struct bind_mount *b, const struct transform_ids *ids, int fusefd,
+			int rootfd, int ctlfd, int log_fd, pid_t *pid_out)
 {
-	char ub[24], gb[24], cnt[24];
-	snprintf(ub, sizeof(ub), "%u", (unsigned)uid_base);
-	snprintf(gb, sizeof(gb), "%u", (unsigned)gid_base);
-	snprintf(cnt, sizeof(cnt), "%u", id_count);
+	char ub[24], gb[24], hub[24], hgb[24], cnt[24];
+	snprintf(ub, sizeof(ub), "%u", (unsigned)ids->uid_base);
+	snprintf(gb, sizeof(gb), "%u", (unsigned)ids->gid_base);
+	snprintf(hub, sizeof(hub), "%u", (unsigned)ids->host_uid_base);
+	snprintf(hgb, sizeof(hgb), "%u", (unsigned)ids->host_gid_base);
+	snprintf(cnt, sizeof(cnt), "%u", ids->count);
 	char *argv[] = { "capsule-fuse", "--plugin", b->transform, "--target", b->target, "--uid-base", ub,
-			 "--gid-base", gb, "--id-count", cnt, b->readonly ? "--readonly" : NULL, NULL };
+			 "--gid-base", gb, "--host-uid-base", hub, "--host-gid-base", hgb, "--id-count", cnt,
+			 b->readonly ? "--readonly" : NULL, NULL };
 	/* A clean environment; a sanitized build's report settings pass, so that the server's
 	 * reports land where the test harness looks. */
 	char *envp[8] = { "PATH=/usr/sbin:/usr/bin:/sbin:/bin" };
@@ -139,7 +142,7 @@ static int server_answer(int ctl, const char *target, uint64_t deadline, capsule
 	return cap_err_plain(err, EIO, "transform mount at '%s': capsule-fuse exited before serving", target);
 }
 
-int transform_mount_open(const struct bind_mount *b, int source_fd, uid_t uid_base, gid_t gid_base, uint32_t id_count,
+int transform_mount_open(const struct bind_mount *b, int source_fd, const struct transform_ids *ids,
 			 uint32_t timeout_ms, int log_fd, int *tree, struct transform_server *srv, capsule_error *err)
 {
 	memset(srv, 0, sizeof(*srv));
@@ -175,7 +178,7 @@ int transform_mount_open(const struct bind_mount *b, int source_fd, uid_t uid_ba
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
 	pid_t pid = 0;
-	r = spawn_server(helper, b, uid_base, gid_base, id_count, fusefd, rootfd, sp[1], log_fd, &pid);
+	r = spawn_server(helper, b, ids, fusefd, rootfd, sp[1], log_fd, &pid);
 	close(sp[1]);
 	if (r < 0) {
 		close(sp[0]);

@@ -126,13 +126,10 @@ def test_rename_mkdir_rmdir_ls_and_ownership_work_through_the_transform(capsule,
     sh(capsule, name, "mkdir -p /mnt/s/d/e && echo moved > /mnt/s/d/e/f && mv /mnt/s/d/e/f /mnt/s/d/g"
                       " && rmdir /mnt/s/d/e && ln -s g /mnt/s/d/link")
     r = sh(capsule, name, "ls /mnt/s /mnt/s/d; cat /mnt/s/d/link; stat -c '%u:%g %n' /mnt/s /mnt/s/d/g /mnt/s/by-1234")
-    # A container's server maps ids as a bind's idmap does: another host user's file is
-    # nobody's, and the sandbox's uid 1234 is its own host id, never host uid 1234. A vm's
-    # share shows the host's ids as they are (docs/security.md says what that leaves).
-    vm = capsule.isolation == "vm"
-    theirs = "1234:1234" if vm else "65534:65534"
+    # The server maps ids as a bind's idmap does, at both levels: another host user's file is
+    # nobody's, and the sandbox's uid 1234 is its own host id, never host uid 1234.
     assert r.stdout == ("/mnt/s:\nby-1234\nd\n\n/mnt/s/d:\ng\nlink\nmoved\n"
-                        f"0:0 /mnt/s\n0:0 /mnt/s/d/g\n{theirs} /mnt/s/by-1234\n")
+                        "0:0 /mnt/s\n0:0 /mnt/s/d/g\n65534:65534 /mnt/s/by-1234\n")
     # The sandbox's root writes as the host user.
     st = os.stat(os.path.join(hostdir, "d", "g"))
     assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
@@ -140,11 +137,8 @@ def test_rename_mkdir_rmdir_ls_and_ownership_work_through_the_transform(capsule,
     sh(capsule, name, "chmod 1777 /mnt/s/d")
     capsule.run("exec", "-u", "1234:1234", name, "--", "sh", "-c", "echo mine > /mnt/s/d/user-file", check=True)
     st = os.stat(os.path.join(hostdir, "d", "user-file"))
-    if vm:
-        assert (st.st_uid, st.st_gid) == (1234, 1234)
-    else:
-        # The sandbox's id slot picks its host range: 65536 ids from CAPSULE_UID_BASE on.
-        assert st.st_uid == st.st_gid and st.st_uid >= CAPSULE_UID_BASE and (st.st_uid - CAPSULE_UID_BASE) % 65536 == 1234
+    # The sandbox's id slot picks its host range: 65536 ids from CAPSULE_UID_BASE on.
+    assert st.st_uid == st.st_gid and st.st_uid >= CAPSULE_UID_BASE and (st.st_uid - CAPSULE_UID_BASE) % 65536 == 1234
     assert os.readlink(os.path.join(hostdir, "d", "link")) == "g"
 
 

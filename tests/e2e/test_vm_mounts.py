@@ -94,18 +94,21 @@ def test_vm_rw_bind_shows_changes_both_ways_and_owners_match_the_container_level
     os.chown(other, 1234, 1234)
     r = guest(capsule, name, "cat /mnt/rw/from-host; echo vm > /mnt/rw/from-vm; mkdir -p /mnt/rw/d/e; "
                              "stat -c '%u:%g %n' /mnt/rw /mnt/rw/owned-by-1234")
-    assert r.stdout.split("\n")[:3] == ["host", "0:0 /mnt/rw", "1234:1234 /mnt/rw/owned-by-1234"], r.stdout
+    # Another host user's file is nobody's in the guest, as in a container.
+    assert r.stdout.split("\n")[:3] == ["host", "0:0 /mnt/rw", "65534:65534 /mnt/rw/owned-by-1234"], r.stdout
     with open(os.path.join(rw, "from-vm")) as f:
         assert f.read() == "vm\n"
     # What the guest's root makes is the creator's on the host, as with a container.
     for made in ("from-vm", "d", "d/e"):
         st = os.stat(os.path.join(rw, made))
         assert (st.st_uid, st.st_gid) == (os.getuid(), os.getgid())
-    # A guest user's files are that user's on the host, and it may write them again.
+    # A guest user's files are that user's id in the sandbox's own host range, as a
+    # container's are (never host user 1234), and it may write them again.
     capsule.run("exec", "-u", "1234:1234", name, "--", "sh", "-c", "echo u > /mnt/rw/by-1234; echo v >> /mnt/rw/by-1234",
                 check=True)
     st = os.stat(os.path.join(rw, "by-1234"))
-    assert (st.st_uid, st.st_gid) == (1234, 1234)
+    base = st.st_uid - 1234
+    assert base >= 1000000000 and (base - 1000000000) % 65536 == 0 and st.st_gid == base + 1234, st
     # The host changes a file the guest has read: the guest sees the new content at once.
     with open(os.path.join(rw, "from-host"), "w") as f:
         f.write("changed\n")

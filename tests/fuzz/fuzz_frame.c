@@ -2,7 +2,8 @@
  *
  * The input is a byte stream sent through a real non-blocking pipe in chunks whose sizes the
  * input picks, read back with cp_rxbuf_fill, split with cp_rxbuf_peek/consume, and every whole
- * frame is handed to the decoder for its type. A plain reference parser walks the same bytes,
+ * frame is handed to the decoder for its type, and to the shim's check of what an agent may
+ * answer a client (cp_agent_reply_check). A plain reference parser walks the same bytes,
  * and the frames the rx buffer yields must be exactly the ones it finds: same headers, same
  * payload bytes, same verdict on a corrupt header.
  *
@@ -93,10 +94,31 @@ static void check_strv(char *const *v, size_t n, size_t max)
 	CHECK(v[n] == NULL);
 }
 
+/* What the shim forwards to a client from an agent (cp_agent_reply_check): only the frames an
+ * agent answers with, the numbers-only ones small, DATA on stdout or stderr. Checked on a copy
+ * of exactly the payload's size. */
+static void check_agent_reply(const struct cp_header *h, const uint8_t *payload)
+{
+	uint8_t *p = malloc(h->len ? h->len : 1);
+	CHECK(p != NULL);
+	memcpy(p, payload, h->len);
+	if (cp_agent_reply_check(h, p) == 0) {
+		unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
+		CHECK(h->type == CP_STARTED || h->type == CP_DATA || h->type == CP_CREDIT || h->type == CP_EXIT ||
+		      h->type == CP_ERROR || h->type == CP_OK);
+		if (h->type == CP_STARTED || h->type == CP_CREDIT || h->type == CP_EXIT)
+			CHECK(h->len <= CP_MAX_AGENT_NUMBERS_PAYLOAD);
+		if (h->type == CP_DATA)
+			CHECK(stream == CP_STREAM_STDOUT || stream == CP_STREAM_STDERR);
+	}
+	free(p);
+}
+
 /* Decode one frame's payload with the decoder for its type, from a copy of exactly its size
  * so ASan sees any overread. */
 static void dispatch(const struct cp_header *h, const uint8_t *payload)
 {
+	check_agent_reply(h, payload);
 	if (h->type == CP_DATA || h->type == CP_OK || h->type == CP_SHUTDOWN)
 		return; /* raw bytes or nothing: no decoder */
 	uint8_t *p = malloc(h->len ? h->len : 1);

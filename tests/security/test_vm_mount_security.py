@@ -27,6 +27,7 @@ boots = pytest.mark.skipif(not agent_is_static(os.environ.get("CAPSULE_BUILD", "
                            reason="a dynamically linked agent (a sanitizer build) cannot be a VM's init")
 
 CAP_FSETID, CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETFCAP = 4, 27, 21, 31
+HOST_ID_BASE = 1000000000
 
 
 def set_id_files_and_devices(top):
@@ -38,6 +39,12 @@ def set_id_files_and_devices(top):
             if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) or st.st_mode & 0o6000:
                 odd.append((os.path.relpath(os.path.join(dirpath, n), top), oct(st.st_mode)))
     return odd
+
+
+def in_sandbox_range(host_id, guest_id):
+    """HOST_ID is GUEST_ID of some sandbox's own host range (1000000000 + 65536 x slot + id)."""
+    base = host_id - guest_id
+    return base >= HOST_ID_BASE and (base - HOST_ID_BASE) % 65536 == 0
 
 
 @pytest.fixture
@@ -73,7 +80,12 @@ def test_vm_guest_root_plants_no_setid_file_or_device_on_the_host_and_symlinks_l
         "install -m 4755 /bin/true inst; mknod null c 1 3; echo mknod=$?; mkdir d; chmod 2755 d; "
         "python3 -c 'import os; os.open(\"/mnt/s/created\", os.O_CREAT | os.O_WRONLY, 0o4755)'; "
         f"ln -s {sdir}/key link; ln -s ../../../../.. up; echo planted > link; "
-        f"cat esc/key /mnt/s/../../..{sdir}/key up{sdir}/key; echo done"
+        f"cat esc/key /mnt/s/../../..{sdir}/key up{sdir}/key; "
+        # Ownership: giving a file to another host user or group, and taking the owner's own.
+        "touch given; chown 1000:1000 given; chown 1000 given; chgrp 1000 given; "
+        "touch mine; chown 0:0 mine && echo chown-own=ok; "
+        "mkdir -m 777 pub; setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'echo x > pub/by-nobody'; "
+        "echo done"
     )
     r = capsule.run("run", "--isolation", "vm", "-v", f"{share}:/mnt/s", "--", "sh", "-c", script, timeout=BOOT_TIMEOUT)
     assert "done" in r.stdout, r.stderr
@@ -92,6 +104,16 @@ def test_vm_guest_root_plants_no_setid_file_or_device_on_the_host_and_symlinks_l
     # The ephemeral sandbox's removal walked no share: the host folder is whole.
     assert {"host-true", "suid", "inst", "d", "link", "up", "esc"} <= set(os.listdir(share))
     assert not os.path.exists(os.path.join(share, "created"))
+    # No guest id is a host user's: the share is idmapped as the container level's host
+    # folders are, so guest id N lands on the sandbox's own host id, and guest root's on the
+    # owner's.
+    given = os.stat(os.path.join(share, "given"))
+    assert in_sandbox_range(given.st_uid, 1000) and in_sandbox_range(given.st_gid, 1000), given
+    assert given.st_uid - 1000 == given.st_gid - 1000
+    assert "chown-own=ok" in r.stdout, r.stderr
+    mine = os.stat(os.path.join(share, "mine"))
+    assert (mine.st_uid, mine.st_gid) == (os.geteuid(), os.getegid())
+    assert in_sandbox_range(os.stat(os.path.join(share, "pub", "by-nobody")).st_uid, 65534)
 
 
 @pytest.fixture(scope="module")

@@ -2571,10 +2571,65 @@ static void test_display_messages_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+/* The frame in W, as the shim would judge it from an agent. */
+static int agent_reply_verdict(const struct cp_writer *w)
+{
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w->buf, w->len, &h), 0);
+	return cp_agent_reply_check(&h, w->buf + CP_HEADER_SIZE);
+}
+
+static void test_agent_reply_check_admits_an_agents_answers_only(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_started st = { .pid = 7 };
+	struct cp_exit ex = { .exit_code = 3 };
+	struct cp_credit stdin_credit = { .stream = CP_STREAM_STDIN, .bytes = 10 };
+	struct cp_credit stdout_credit = { .stream = CP_STREAM_STDOUT, .bytes = 10 };
+	struct cp_stop stop = { .timeout_ms = 1 };
+	static uint8_t fat[4096];
+
+	assert_int_equal(cp_started_encode(&w, 1, &st), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+	assert_int_equal(cp_exit_encode(&w, 1, &ex), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+	assert_int_equal(cp_credit_encode(&w, 1, &stdin_credit), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+	assert_int_equal(cp_error_encode(&w, 1, &sample_error), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+	assert_int_equal(cp_empty_encode(&w, CP_OK, 1), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+	assert_int_equal(cp_data_encode(&w, 1, CP_STREAM_STDERR, false, "x", 1), 0);
+	assert_int_equal(agent_reply_verdict(&w), 0);
+
+	/* What only a shim or a client sends, stdin the wrong way, credit for stdout. */
+	assert_int_equal(cp_stop_encode(&w, 1, &stop), 0);
+	assert_int_equal(agent_reply_verdict(&w), -EPROTO);
+	assert_int_equal(cp_data_encode(&w, 1, CP_STREAM_STDIN, false, "x", 1), 0);
+	assert_int_equal(agent_reply_verdict(&w), -EPROTO);
+	assert_int_equal(cp_credit_encode(&w, 1, &stdout_credit), 0);
+	assert_int_equal(agent_reply_verdict(&w), -EPROTO);
+	/* An EXIT padded with a field no EXIT has, past what its numbers need. */
+	cp_frame_begin(&w, CP_EXIT, 0, 1);
+	cp_put_u32(&w, 1, 0);
+	cp_put_bytes(&w, 0x7777, fat, sizeof(fat));
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(agent_reply_verdict(&w), -EPROTO);
+	/* An OK whose payload is not an FS entry. */
+	cp_frame_begin(&w, CP_OK, 0, 1);
+	cp_put_bytes(&w, 0x7777, fat, 16);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(agent_reply_verdict(&w), -EPROTO);
+	cp_writer_free(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_header_round_trip),
+		cmocka_unit_test(test_agent_reply_check_admits_an_agents_answers_only),
 		cmocka_unit_test(test_header_is_little_endian_on_the_wire),
 		cmocka_unit_test(test_header_shorter_than_header_size_rejected),
 		cmocka_unit_test(test_header_len_over_max_payload_rejected),

@@ -489,8 +489,7 @@ static int write_proc_file(pid_t pid, const char *file, const char *text, capsul
  * lands on ids no host user has, and no host id beyond those two can be given to a file: a
  * chown to a host user's id fails (EINVAL), and other users' files show as the overflow id,
  * with only their "other" permissions. (A rootless caller's single id needs none of this.) */
-int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, int *userns,
-				 capsule_error *err)
+int userns_with_maps(const char *uid_map, const char *gid_map, int *userns, capsule_error *err)
 {
 	int ready[2];
 	if (pipe2(ready, O_CLOEXEC) < 0)
@@ -515,15 +514,10 @@ int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid
 	if (read(ready[0], &c, 1) != 1 || c != 'y')
 		r = cap_err_plain(err, EPERM, "creating a user namespace for idmapping host folders");
 	close(ready[0]);
-	char map[128];
-	snprintf(map, sizeof(map), "%u %u 1\n%u %u %u\n", (unsigned)owner_uid, (unsigned)ub, (unsigned)ub + 1,
-		 (unsigned)ub + 1, count - 1);
 	if (r == 0)
-		r = write_proc_file(pid, "uid_map", map, err);
-	snprintf(map, sizeof(map), "%u %u 1\n%u %u %u\n", (unsigned)owner_gid, (unsigned)gb, (unsigned)gb + 1,
-		 (unsigned)gb + 1, count - 1);
+		r = write_proc_file(pid, "uid_map", uid_map, err);
 	if (r == 0)
-		r = write_proc_file(pid, "gid_map", map, err);
+		r = write_proc_file(pid, "gid_map", gid_map, err);
 	if (r == 0) {
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
@@ -535,6 +529,17 @@ int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid
 	while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	return r;
+}
+
+int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, int *userns,
+				 capsule_error *err)
+{
+	char uid_map[128], gid_map[128];
+	snprintf(uid_map, sizeof(uid_map), "%u %u 1\n%u %u %u\n", (unsigned)owner_uid, (unsigned)ub, (unsigned)ub + 1,
+		 (unsigned)ub + 1, count - 1);
+	snprintf(gid_map, sizeof(gid_map), "%u %u 1\n%u %u %u\n", (unsigned)owner_gid, (unsigned)gb, (unsigned)gb + 1,
+		 (unsigned)gb + 1, count - 1);
+	return userns_with_maps(uid_map, gid_map, userns, err);
 }
 
 int container_idmap_host_folder(int userns, int tree, const char *what, capsule_error *err)

@@ -86,6 +86,9 @@ bool container_can_set_oom_floor(void);
  * who asked for the mount) is the sandbox's root there, the sandbox's other ids are its own
  * host range, and no other host id can be had. */
 int container_idmap_tree(const struct container *ct, int tree, uid_t owner_uid, gid_t owner_gid, capsule_error *err);
+/* A user namespace with UID_MAP and GID_MAP (as /proc/PID/uid_map takes them), into *USERNS,
+ * for idmapping mounts: its process is gone on return. */
+int userns_with_maps(const char *uid_map, const char *gid_map, int *userns, capsule_error *err);
 /* The user namespace for that, for OWNER and a sandbox whose root is host UB/GB with COUNT
  * ids, into *USERNS; and TREE idmapped through it (WHAT names it in errors). */
 int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, int *userns,

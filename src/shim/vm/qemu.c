@@ -187,7 +187,12 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "-M");
 	arg(a, "microvm");
 	arg(a, "-accel");
-	arg(a, "%s", accel);
+	/* TCG's code buffer is QEMU's biggest allocation after guest RAM (up to 1 GiB by default,
+	 * filled as the guest runs new code): capped, so the vm's cgroup allowance covers it. */
+	if (!strcmp(accel, "tcg"))
+		arg(a, "tcg,tb-size=%u", VM_TCG_CODE_BUFFER_MIB);
+	else
+		arg(a, "%s", accel);
 	if (!strcmp(accel, "kvm")) {
 		arg(a, "-cpu");
 		arg(a, "host");
@@ -402,10 +407,18 @@ static int open_private_log(int run_fd, const char *name)
 	return fd;
 }
 
-static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int console_sock, pid_t parent,
-				 char *const *argv)
+static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int console_sock, int placed,
+				 pid_t parent, char *const *argv)
 {
 	shim_child_prepare(parent);
+	/* Not one allocation before the parent has put us in the sandbox's cgroups: its byte
+	 * says so, EOF says the start failed. */
+	char go;
+	ssize_t k;
+	while ((k = read(placed, &go, 1)) < 0 && errno == EINTR)
+		;
+	if (k != 1)
+		_exit(127);
 	/* What QEMU makes in the run folder (the VNC socket, screendumps) is its owner's alone: a
 	 * unix socket is connected to by whoever may write it. */
 	umask(0077);
@@ -484,20 +497,45 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return r;
 	}
+	int placed[2];
+	if (pipe2(placed, O_CLOEXEC) < 0) {
+		r = cap_err(err, errno, "pipe");
+		close(qmp[0]);
+		close(qmp[1]);
+		argv_free(&a);
+		return r;
+	}
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0) {
 		r = cap_err(err, errno, "fork");
+		close(placed[0]);
+		close(placed[1]);
 		close(qmp[0]);
 		close(qmp[1]);
 		argv_free(&a);
 		return r;
 	}
 	if (pid == 0)
-		qemu_child(spec, qmp[1], console, parent, a.v);
+		qemu_child(spec, qmp[1], console, placed[0], parent, a.v);
+	close(placed[0]);
 	close(qmp[1]);
 	vm->pid = pid;
 	vm->qmp_fd = qmp[0];
+	r = spec->place ? spec->place(pid, spec->place_payload, err) : 0;
+	if (r == 0 && write(placed[1], "", 1) != 1)
+		r = cap_err(err, errno, "starting QEMU");
+	close(placed[1]);
+	if (r < 0) {
+		/* It never exec'd: EOF on its pipe ends it, the wait reaps it. */
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+		close(qmp[0]);
+		vm->pid = -1;
+		vm->qmp_fd = -1;
+		argv_free(&a);
+		return r;
+	}
 	vm->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	if (vm->pidfd < 0) {
 		r = cap_err(err, errno, "pidfd_open of QEMU");

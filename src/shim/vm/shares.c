@@ -19,6 +19,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "container.h"
 #include "shares.h"
 #include "syscalls.h"
 #include "util.h"
@@ -96,6 +97,28 @@ int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_di
 	if (r < 0)
 		return cap_err(err, e, "attaching '%s' to the vm's share", name);
 	return 0;
+}
+
+int vm_shares_idmap(int tree, uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, bool readonly,
+		    const char *what, capsule_error *err)
+{
+	/* QEMU is root in the host's namespace, and the kernel honours its CAP_CHOWN,
+	 * CAP_DAC_OVERRIDE and CAP_FOWNER on an idmapped mount only for files whose owner the
+	 * mount maps: another host user's file is nobody's to it, as to a container's root. */
+	char uid_map[128], gid_map[128];
+	snprintf(uid_map, sizeof(uid_map), "%u 0 1\n%u 1 %u\n", (unsigned)owner_uid, (unsigned)ub + 1, count - 1);
+	snprintf(gid_map, sizeof(gid_map), "%u 0 1\n%u 1 %u\n", (unsigned)owner_gid, (unsigned)gb + 1, count - 1);
+	int userns;
+	int r = userns_with_maps(uid_map, gid_map, &userns, err);
+	if (r < 0)
+		return cap_err_wrap(err, r, "idmapping '%s' for the guest", what);
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_IDMAP, .userns_fd = (uint64_t)userns };
+	int e = sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0 ? errno : 0;
+	close(userns);
+	if (e == 0 || readonly)
+		return 0;
+	return cap_err(err, e, "idmapping '%s' for the guest (a vm's writable host folder must be idmappable, or the "
+			       "guest's chown would reach host users; mount it read-only)", what);
 }
 
 void vm_shares_detach(struct vm_shares *s, const char *name)

@@ -24,6 +24,14 @@ int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err);
 void vm_shares_release(struct vm_shares *s);
 /* Attach the detached mount TREE (a folder, or a file) as the share's entry NAME. */
 int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, capsule_error *err);
+/* Idmap the detached mount TREE of a host folder for the guest, before it is attached: QEMU
+ * passes the guest's ids as they are, and through this map the guest's root is OWNER on the
+ * host and guest id N is the sandbox's own host id UB + N (GB + N), as at the container
+ * level; anyone else's file shows as nobody. A writable TREE whose filesystem cannot be
+ * idmapped is refused (a guest's chown would reach host users); a read-only one keeps its
+ * plain ids. WHAT names it in errors. */
+int vm_shares_idmap(int tree, uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t gb, uint32_t count, bool readonly,
+		    const char *what, capsule_error *err);
 /* Take the entry NAME away again (lazily: the guest let go of it first). */
 void vm_shares_detach(struct vm_shares *s, const char *name);
 

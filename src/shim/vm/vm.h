@@ -22,6 +22,12 @@
 #define VM_INIT_NAME "capsule-agent"
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
 #define VM_MIN_MEMORY_MIB 128ull
+/* QEMU runs in the sandbox's cgroups (the shim's start_vm): --memory is the guest's RAM, and
+ * QEMU's own needs (TCG's code buffer, its heap, the 9p and block workers) come on top as an
+ * allowance; its threads are counted, not the guest's processes, with a fixed bound. */
+#define VM_TCG_CODE_BUFFER_MIB 128u
+#define VM_QEMU_MEMORY_ALLOWANCE (384ull << 20)
+#define VM_QEMU_PIDS_MAX 512u
 
 struct vm {
 	pid_t pid; /* QEMU, our child */
@@ -47,6 +53,11 @@ struct vm_spec {
 	 * back from KVM to TCG (the shim's start_vm), kept in vm.json. */
 	const char *accel;
 	const char *accel_fallback;
+	/* Puts QEMU's process in the sandbox's cgroups (or fails the start), called while the
+	 * child waits before its exec, so QEMU allocates nothing outside the sandbox's limits.
+	 * NULL: left where the shim is. */
+	int (*place)(pid_t pid, void *payload, capsule_error *err);
+	void *place_payload;
 };
 
 /* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */
