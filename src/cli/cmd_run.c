@@ -496,6 +496,9 @@ static int run_command(capsule_sandbox *sb, struct exec_cli *ec, char **argv)
 			break;
 		if (n != -EAGAIN) {
 			restore_terminal();
+			capsule_process_free(p);
+			if (sfd >= 0)
+				close(sfd);
 			return cli_fail(&err);
 		}
 		struct pollfd pfd[3] = {
