@@ -21,7 +21,7 @@
 
 #include "agent.h"
 #include "util.h"
-#include "../shim/syscalls.h"
+#include "syscalls.h"
 
 #ifndef STATX_TYPE
 #define STATX_TYPE 0x1U
