@@ -160,3 +160,39 @@ fail:
 		r = cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", name);
 	return r;
 }
+
+/* A request the shim answers itself (a hot mount opens host paths and walks the sandbox's
+ * tree, and may wait for a busy shim): more than this means the shim is wedged. */
+#define SHIM_REPLY_TIMEOUT_MS 30000
+
+int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err)
+{
+	return shim_request_wait(c, ok, SHIM_REPLY_TIMEOUT_MS, err);
+}
+
+int shim_request_wait(struct conn *c, struct cp_mount_ok *ok, int timeout_ms, capsule_error *err)
+{
+	int r = conn_send(c, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		struct cp_header h;
+		const uint8_t *payload;
+		if ((r = conn_recv(c, &h, &payload, timeout_ms, err)) < 0)
+			return r;
+		if (h.chan == 1 && h.type == CP_ERROR)
+			return conn_error_from_frame(payload, h.len, err);
+		if (h.chan == 1 && h.type == CP_OK) {
+			struct cp_mount_ok m;
+			if (cp_mount_ok_decode(payload, h.len, &m) < 0)
+				return cap_err_plain(err, EPROTO, "malformed answer from the sandbox's shim");
+			if (ok)
+				*ok = m;
+			else
+				cp_mount_ok_free(&m);
+			conn_consume(c, &h);
+			return 0;
+		}
+		conn_consume(c, &h);
+	}
+}
