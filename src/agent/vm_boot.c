@@ -252,24 +252,15 @@ static void mknod_dev(const char *name, unsigned maj, unsigned min)
 static void setup_dev(void)
 {
 	must_mount("tmpfs", "/newroot/dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=65536");
-	static const struct {
-		const char *name;
-		unsigned maj, min;
-	} nodes[] = { { "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 },
-		      { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 } };
-	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++)
-		mknod_dev(nodes[i].name, nodes[i].maj, nodes[i].min);
+	for (size_t i = 0; i < sandbox_dev_nodes_count; i++)
+		mknod_dev(sandbox_dev_nodes[i].name, sandbox_dev_nodes[i].major, sandbox_dev_nodes[i].minor);
 	must_mount("devpts", "/newroot/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620");
 	must_mount("tmpfs", "/newroot/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=67108864");
 	must_mount("mqueue", "/newroot/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	static const char *const links[][2] = {
-		{ "pts/ptmx", "ptmx" }, { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
-		{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(links); i++) {
+	for (size_t i = 0; i < sandbox_dev_links_count; i++) {
 		char path[64];
-		snprintf(path, sizeof(path), "/newroot/dev/%s", links[i][1]);
-		if (symlink(links[i][0], path) < 0 && errno != EEXIST)
+		snprintf(path, sizeof(path), "/newroot/dev/%s", sandbox_dev_links[i][1]);
+		if (symlink(sandbox_dev_links[i][0], path) < 0 && errno != EEXIST)
 			vm_die("symlink '%s': %s", path, strerror(errno));
 	}
 }

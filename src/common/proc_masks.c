@@ -13,3 +13,14 @@ const char *const sandbox_readonly_paths[] = {
 	"proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger",
 };
 const size_t sandbox_readonly_paths_count = sizeof(sandbox_readonly_paths) / sizeof(sandbox_readonly_paths[0]);
+
+const struct sandbox_dev_node sandbox_dev_nodes[] = {
+	{ "null", 1, 3 }, { "zero", 1, 5 }, { "full", 1, 7 }, { "random", 1, 8 }, { "urandom", 1, 9 }, { "tty", 5, 0 },
+};
+const size_t sandbox_dev_nodes_count = sizeof(sandbox_dev_nodes) / sizeof(sandbox_dev_nodes[0]);
+
+const char *const sandbox_dev_links[][2] = {
+	{ "pts/ptmx", "ptmx" }, { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
+	{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
+};
+const size_t sandbox_dev_links_count = sizeof(sandbox_dev_links) / sizeof(sandbox_dev_links[0]);

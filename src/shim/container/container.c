@@ -147,18 +147,20 @@ static void setup_dev(int rootfd)
 	int devfd = open_in_root(rootfd, "dev", O_PATH | O_DIRECTORY);
 	if (devfd < 0)
 		child_die(errno, "open '/dev'");
-	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
-	for (size_t i = 0; i < ARRAY_SIZE(nodes); i++) {
+	for (size_t i = 0; i < sandbox_dev_nodes_count; i++) {
+		const struct sandbox_dev_node *node = &sandbox_dev_nodes[i];
 		char host[32];
-		snprintf(host, sizeof(host), "/dev/%s", nodes[i]);
-		/* A device node we bind in must be the host's real character device, never a
-		 * symlink that something swapped in (the runc CVE-2025-31133 class). */
+		snprintf(host, sizeof(host), "/dev/%s", node->name);
+		/* A device node we bind in must be the host's real character device of that number,
+		 * never a symlink or another node that something swapped in (the runc
+		 * CVE-2025-31133 class). */
 		struct stat st;
-		if (lstat(host, &st) < 0 || !S_ISCHR(st.st_mode))
-			child_die(ENODEV, "'%s' is not a character device", host);
-		make_mountpoint(devfd, nodes[i], false);
+		if (lstat(host, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != node->major ||
+		    minor(st.st_rdev) != node->minor)
+			child_die(ENODEV, "'%s' is not the character device %u:%u", host, node->major, node->minor);
+		make_mountpoint(devfd, node->name, false);
 		char inside[32];
-		snprintf(inside, sizeof(inside), "dev/%s", nodes[i]);
+		snprintf(inside, sizeof(inside), "dev/%s", node->name);
 		bind_host(host, rootfd, inside, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
 	}
 	make_mountpoint(devfd, "pts", true);
@@ -169,13 +171,9 @@ static void setup_dev(int rootfd)
 	static const char *const shm_opts[] = { "mode", "1777", "size", "67108864", NULL };
 	mount_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, rootfd, "dev/shm");
 	mount_fs("mqueue", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "dev/mqueue");
-	static const char *const links[][2] = {
-		{ "pts/ptmx", "ptmx" }, { "/proc/self/fd", "fd" }, { "/proc/self/fd/0", "stdin" },
-		{ "/proc/self/fd/1", "stdout" }, { "/proc/self/fd/2", "stderr" },
-	};
-	for (size_t i = 0; i < ARRAY_SIZE(links); i++)
-		if (symlinkat(links[i][0], devfd, links[i][1]) < 0 && errno != EEXIST)
-			child_die(errno, "symlink '/dev/%s'", links[i][1]);
+	for (size_t i = 0; i < sandbox_dev_links_count; i++)
+		if (symlinkat(sandbox_dev_links[i][0], devfd, sandbox_dev_links[i][1]) < 0 && errno != EEXIST)
+			child_die(errno, "symlink '/dev/%s'", sandbox_dev_links[i][1]);
 	close(devfd);
 }
 
