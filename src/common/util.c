@@ -128,6 +128,19 @@ int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
 	return 0;
 }
 
+int fd_path(int fd, char *out, size_t size, capsule_error *err)
+{
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	ssize_t l = readlink(self, out, size);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	if ((size_t)l >= size)
+		return cap_err_plain(err, ENAMETOOLONG, "readlink '%s': the path is longer than %zu bytes", self, size - 1);
+	out[l] = '\0';
+	return 0;
+}
+
 /* The length of the UTF-8 character at S (2 to 4), or 0 where S holds no valid one. */
 static size_t utf8_char_len(const unsigned char *s)
 {

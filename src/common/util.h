@@ -51,6 +51,10 @@ int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 int read_fd_all(int fd, size_t max, char **out, size_t *out_len);
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
 
+/* The path FD was opened by, as the kernel has it now, into OUT (SIZE bytes); -errno with a
+ * message naming the fd when it cannot be read or does not fit. */
+int fd_path(int fd, char *out, size_t size, capsule_error *err);
+
 /* What an error calls the character at S: itself when printable ("x", or a whole UTF-8
  * character such as "é"), "\xNN" for any other byte; *LEN: the bytes it takes (1 to 4). */
 void char_describe(const char *s, char out[16], size_t *len);

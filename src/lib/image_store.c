@@ -253,16 +253,28 @@ int store_usage(int images_fd, uint64_t *bytes, capsule_error *err)
 	return r < 0 ? cap_err(err, -r, "measuring the image store '%s/images'", capsule_home()) : 0;
 }
 
+/* What store_bytes leaves: *ROOM (UINT64_MAX when it is not set) and *USED. */
+static int store_room(int images_fd, const struct image_limits *limits, uint64_t *room, uint64_t *used,
+		      capsule_error *err)
+{
+	*room = UINT64_MAX;
+	*used = 0;
+	if (limits->store_bytes == UINT64_MAX)
+		return 0;
+	int r = store_usage(images_fd, used, err);
+	if (r == 0)
+		*room = *used < limits->store_bytes ? limits->store_bytes - *used : 0;
+	return r;
+}
+
 int store_check_room(int images_fd, const struct image_limits *limits, uint64_t n, const char *what,
 		     capsule_error *err)
 {
-	if (limits->store_bytes == UINT64_MAX)
-		return 0;
-	uint64_t used;
-	int r = store_usage(images_fd, &used, err);
+	uint64_t room, used;
+	int r = store_room(images_fd, limits, &room, &used, err);
 	if (r < 0)
 		return r;
-	if (used <= limits->store_bytes && n <= limits->store_bytes - used)
+	if (n <= room)
 		return 0;
 	return cap_err_plain(err, ENOSPC, "%s (%llu bytes) would take the image store past %llu bytes (it holds %llu; "
 			     "\"store_bytes\" in the registry configuration's \"limits\"): remove images with 'capsule "
@@ -276,13 +288,10 @@ static int layer_unpack_limits(int images_fd, const struct image_limits *limits,
 {
 	*out = (struct unpack_limits){ .bytes = limits->layer_bytes, .entries = limits->layer_entries,
 				       .bytes_limit = "\"layer_bytes\"" };
-	if (limits->store_bytes == UINT64_MAX)
-		return 0;
-	uint64_t used;
-	int r = store_usage(images_fd, &used, err);
+	uint64_t room, used;
+	int r = store_room(images_fd, limits, &room, &used, err);
 	if (r < 0)
 		return r;
-	uint64_t room = used < limits->store_bytes ? limits->store_bytes - used : 0;
 	if (room < out->bytes) {
 		out->bytes = room;
 		out->bytes_limit = "what is left of \"store_bytes\"";

@@ -1680,12 +1680,10 @@ static int vm_root_disk(const char *skeleton, char **disk, const char **mode, ca
 		stack[n++] = (char *)skeleton;
 	for (size_t i = 0; i < S.cfg.nlayers; i++)
 		stack[n++] = S.cfg.layers[i];
-	char run_path[PATH_MAX], self[64];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
-	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	run_path[l] = '\0';
+	char run_path[PATH_MAX];
+	int rp = fd_path(S.run_fd, run_path, sizeof(run_path), err);
+	if (rp < 0)
+		return rp;
 	_cleanup_free_ char *base = NULL;
 	/* From a vm save: its disk (over the ext4 it was made on) is the new disk's backing. */
 	int r = S.cfg.disk_from ? ((base = strdup(S.cfg.disk_from)) ? 0 : cap_err(err, ENOMEM, "vm disk"))
@@ -2085,12 +2083,10 @@ static int agent_bring_up(const char *hostname, uint64_t deadline, capsule_error
 static int listen_control(capsule_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char self[64], dir[4096];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", S.run_fd);
-	ssize_t l = readlink(self, dir, sizeof(dir) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	dir[l] = '\0';
+	char dir[4096];
+	int rp = fd_path(S.run_fd, dir, sizeof(dir), err);
+	if (rp < 0)
+		return rp;
 	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >= sizeof(sa.sun_path))
 		return cap_err_plain(err, ENAMETOOLONG, "control socket path '%s/control.sock' is too long", dir);
 	unlinkat(S.run_fd, "control.sock", 0);

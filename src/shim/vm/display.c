@@ -59,12 +59,10 @@ int vm_display_start(struct vm *vm, int run_fd, capsule_error *err)
 	int r = qmp_execute(vm->qmp_fd, "query-vnc", NULL, QMP_INPUT_TIMEOUT_MS, &ret, err);
 	if (r < 0)
 		return r;
-	char self[64], dir[PATH_MAX];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
-	ssize_t l = readlink(self, dir, sizeof(dir) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	dir[l] = '\0';
+	char dir[PATH_MAX];
+	int rp = fd_path(run_fd, dir, sizeof(dir), err);
+	if (rp < 0)
+		return rp;
 	char path[PATH_MAX + 16];
 	snprintf(path, sizeof(path), "%s/" VM_VNC_SOCKET, dir);
 	size_t len = strlen(ret);
@@ -110,12 +108,10 @@ static int read_head_at(int dirfd, const char *name, size_t max, char **out, siz
 static int screendump(struct vm *vm, int run_fd, const char *format, const char *name, size_t max, bool head_only,
 		      char **data, size_t *len, capsule_error *err)
 {
-	char self[64], dir[PATH_MAX];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
-	ssize_t l = readlink(self, dir, sizeof(dir) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	dir[l] = '\0';
+	char dir[PATH_MAX];
+	int rp = fd_path(run_fd, dir, sizeof(dir), err);
+	if (rp < 0)
+		return rp;
 	char path[PATH_MAX + 64];
 	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	unlinkat(run_fd, name, 0);

@@ -471,12 +471,10 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	_cleanup_free_ char *pvh = NULL;
 	vm_kernel_pvh(kernel, version, &pvh);
 	const char *boot_kernel = pvh ? pvh : kernel;
-	char self[64], run_path[PATH_MAX];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", spec->run_fd);
-	ssize_t l = readlink(self, run_path, sizeof(run_path) - 1);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	run_path[l] = '\0';
+	char run_path[PATH_MAX];
+	int rp = fd_path(spec->run_fd, run_path, sizeof(run_path), err);
+	if (rp < 0)
+		return rp;
 
 	struct argv_builder a = { 0 };
 	if ((r = build_argv(&a, spec, vm->accel, boot_kernel, initramfs, run_path, err)) < 0) {
