@@ -3,6 +3,7 @@ forwards added to a running sandbox. Traffic goes only to servers on the host's 
 that the test starts, and into the test's sandboxes."""
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -45,6 +46,7 @@ def host_server():
     yield port, token
     p.kill()
     p.wait()
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def fetch(url, timeout=20):
