@@ -520,3 +520,15 @@ int image_host_lower(uid_t ub, gid_t gb, char **path, capsule_error *err)
 	*path = strdup(full);
 	return *path ? 0 : cap_err(err, ENOMEM, "image path");
 }
+
+int user_config_path(const char *name, char *out, size_t size)
+{
+	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
+	if (xdg && xdg[0] == '/')
+		snprintf(out, size, "%s/capsule/%s", xdg, name);
+	else if (home && home[0] == '/')
+		snprintf(out, size, "%s/.config/capsule/%s", home, name);
+	else
+		return -ENOENT;
+	return 0;
+}

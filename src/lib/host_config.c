@@ -40,14 +40,7 @@ static int host_config_path(char *out, size_t size)
 		snprintf(out, size, "/etc/capsule/capsule.json");
 		return 0;
 	}
-	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-	if (xdg && xdg[0] == '/')
-		snprintf(out, size, "%s/capsule/capsule.json", xdg);
-	else if (home && home[0] == '/')
-		snprintf(out, size, "%s/.config/capsule/capsule.json", home);
-	else
-		return -ENOENT;
-	return 0;
+	return user_config_path("capsule.json", out, size);
 }
 
 /* A disk size, as --disk-size takes it, through the same parser, so its bounds are the flag's. */

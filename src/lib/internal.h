@@ -250,6 +250,10 @@ int volume_open(const char *name, struct volume_handle *vh, capsule_error *err);
 /* Close everything but the lock; returns the lock fd (the caller owns it). */
 int volume_release_keep_lock(struct volume_handle *vh);
 void volume_close(struct volume_handle *vh);
+/* NAME in the user's configuration folder: $XDG_CONFIG_HOME/capsule/NAME, else
+ * $HOME/.config/capsule/NAME; -ENOENT when neither is an absolute path. */
+int user_config_path(const char *name, char *out, size_t size);
+
 /* Create NAME without a quota unless it exists (docker's `-v name:/path`); *CREATED says
  * whether this call made it, for a failed create to take it back. */
 int volume_ensure(const char *name, bool *created, capsule_error *err);

@@ -52,16 +52,12 @@ static int settings_path(char *out, size_t size, bool *docker_only)
 		snprintf(out, size, "%s", env);
 		return 0;
 	}
-	const char *xdg = getenv("XDG_CONFIG_HOME"), *home = getenv("HOME");
-	if (xdg && xdg[0] == '/')
-		snprintf(out, size, "%s/capsule/registries.json", xdg);
-	else if (home && home[0] == '/')
-		snprintf(out, size, "%s/.config/capsule/registries.json", home);
-	else
+	if (user_config_path("registries.json", out, size) < 0)
 		return -ENOENT;
 	if (access(out, R_OK) == 0)
 		return 0;
 	/* What docker login wrote is what users already have. */
+	const char *home = getenv("HOME");
 	if (!home || home[0] != '/')
 		return -ENOENT;
 	snprintf(out, size, "%s/.docker/config.json", home);
