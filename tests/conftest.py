@@ -3,8 +3,10 @@
 Every test runs the real CLI from the build tree ($CAPSULE_BUILD, default ./build) against a
 private $CAPSULE_HOME, and cleans up what it started by the sandbox's own name.
 """
+import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -60,6 +62,34 @@ def assert_accel_as_the_host_allows(vm):
         assert vm["accel"] == "tcg" and "/dev/kvm" in vm["accel_fallback"], vm
     else:
         assert vm["accel"] == "tcg" and "accel_fallback" not in vm, vm
+
+
+def _version_key(v):
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
+
+
+def host_guest_kernel():
+    """Debian's kernel as the vm level boots it: the newest /boot/vmlinuz-<ver> that has
+    /lib/modules/<ver>. A dict: kind "host", path, release."""
+    vers = [p[len("/boot/vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")]
+    vers = [v for v in vers if os.path.exists(f"/lib/modules/{v}/modules.dep")]
+    assert vers, "no kernel for vm isolation: scripts/install-deps installs linux-image-amd64"
+    best = max(vers, key=_version_key)
+    return {"kind": "host", "path": f"/boot/vmlinuz-{best}", "release": best}
+
+
+def guest_kernel():
+    """The kernel a vm boots, found without capsule: capsule's own (capsule-vmlinux, beside the
+    helpers in the build tree, made by the build from linux-source-6.1) where it was built,
+    else Debian's. The release is read from the kernel's banner."""
+    ours = os.path.join(BUILD, "capsule-vmlinux")
+    if not os.path.exists(ours):
+        return host_guest_kernel()
+    with open(ours, "rb") as f:
+        data = f.read()
+    m = re.search(rb"Linux version (\S+) ", data)
+    assert m, f"{ours} has no version banner"
+    return {"kind": "capsule", "path": ours, "release": m.group(1).decode()}
 
 
 # Tests never reach a registry beyond loopback: an image name that is not in the store makes

@@ -741,7 +741,7 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	if (strcmp(state, "stopped") != 0 && run_dir_open(sb->cfg.name, &dir, NULL) == 0 &&
 	    read_file_at(dir, "vm.json", 1u << 20, &text, &len) == 0) {
 		static const char *const keys[] = { "accel", "machine", "kernel", "kernel_version", "initramfs",
-						    "qemu_command_line", "disk", "kernel_entry", "pvh_kernel",
+						    "qemu_command_line", "disk", "kernel_entry", "kernel_kind", "pvh_kernel",
 						    "accel_fallback" };
 		for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 			_cleanup_free_ char *v = NULL;

@@ -116,10 +116,12 @@ int shim_probe(void)
 		json_kv_string(&j, "kvm_reason", kvm_why);
 	bool qemu = access("/usr/bin/qemu-system-x86_64", X_OK) == 0;
 	json_kv_bool(&j, "qemu", qemu);
-	char *kernel = NULL, *kversion = NULL;
+	_cleanup_kernel_ struct vm_kernel kernel = { 0 };
 	capsule_error kerr = { 0 };
-	bool have_kernel = vm_find_kernel(&kernel, &kversion, &kerr) == 0;
-	json_kv_string(&j, "vm_kernel", kernel);
+	bool have_kernel = vm_find_kernel(&kernel, &kerr) == 0;
+	json_kv_string(&j, "vm_kernel", kernel.path);
+	if (have_kernel)
+		json_kv_string(&j, "vm_kernel_kind", kernel.builtin ? "capsule" : "host");
 	json_kv_string(&j, "vm_accel", kvm == 0 ? "kvm" : "tcg");
 	json_kv_bool(&j, "vm_usable", qemu && have_kernel);
 	if (!qemu)
@@ -130,8 +132,6 @@ int shim_probe(void)
 		json_kv_string(&j, "vm_reason", "no /dev/kvm: VMs run under TCG emulation, seconds to boot");
 	else if (kvm < 0)
 		json_kv_string(&j, "vm_reason", "VMs run under TCG emulation, seconds to boot: KVM is unusable");
-	free(kernel);
-	free(kversion);
 	json_object_end(&j);
 
 	int e = 0;

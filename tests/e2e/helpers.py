@@ -18,6 +18,9 @@ _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 host_kvm = _root.host_kvm
 assert_accel_as_the_host_allows = _root.assert_accel_as_the_host_allows
+guest_kernel = _root.guest_kernel
+BUILD = _root.BUILD
+host_guest_kernel = _root.host_guest_kernel
 
 
 def run_dir(capsule, name):

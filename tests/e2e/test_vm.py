@@ -16,8 +16,8 @@ import uuid
 
 import pytest
 
-from .helpers import (assert_accel_as_the_host_allows, assert_capsule_error, host_kvm, qemu_procs, run_dir, run_entries,
-                      wait_until)
+from .helpers import (BUILD, assert_accel_as_the_host_allows, assert_capsule_error, guest_kernel, host_guest_kernel,
+                      host_kvm, qemu_procs, run_dir, run_entries, wait_until)
 from .imageutil import agent_is_static
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
@@ -29,16 +29,9 @@ boots = pytest.mark.skipif(not STATIC_AGENT, reason="capsule-agent is dynamicall
                            "it cannot be a VM's init")
 
 
-def version_key(v):
-    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
-
-
 def guest_kernel_release():
-    """The kernel capsule picks: the newest /boot/vmlinuz-<ver> that has /lib/modules/<ver>."""
-    vers = [p[len("/boot/vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")]
-    vers = [v for v in vers if os.path.exists(f"/lib/modules/{v}/modules.dep")]
-    assert vers, "no kernel for vm isolation: scripts/install-deps installs linux-image-amd64"
-    return max(vers, key=version_key)
+    """The release of the kernel capsule boots (capsule's own where the build made it)."""
+    return guest_kernel()["release"]
 
 
 def refused(capsule, *args):
@@ -94,13 +87,11 @@ def test_vm_named_sandbox_exec_fs_cp_inspect_stop_rm(capsule, tmp_path):
     assert vm["accel_setting"] == "auto"
     assert vm["machine"] == "microvm"
     assert vm["kernel_version"] == guest_kernel_release()
-    # Debian's kernel has CONFIG_PVH: QEMU loads its payload, unpacked once and cached, and
-    # enters it with no decompression in the guest.
-    assert vm["kernel_entry"] == "pvh" and vm["kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
-    assert os.path.dirname(vm["pvh_kernel"]) == os.path.join(capsule.home, "vm")
-    assert f"-kernel {vm['pvh_kernel']} " in vm["qemu_command_line"]
-    with open(vm["pvh_kernel"], "rb") as f:
-        assert f.read(4) == b"\x7fELF"
+    expected = guest_kernel()
+    # capsule's own kernel is an ELF with a PVH entry, loaded as it is; Debian's is a bzImage
+    # whose payload is unpacked once (test_vm_boots_the_host_kernel_when_asked).
+    assert vm["kernel_kind"] == expected["kind"] and vm["kernel_entry"] == "pvh"
+    assert vm["kernel"] == expected["path"] and f"-kernel {expected['path']} " in vm["qemu_command_line"]
     assert info["boot_timeout_ms"] == 60000
     argv = vm["qemu_command_line"].split()
     assert argv[argv.index("-m") + 1] == "256" and argv[argv.index("-smp") + 1] == "2"
@@ -261,10 +252,78 @@ def test_vm_initramfs_is_built_once_and_cached(capsule):
     # The earlier tests of this session booted: exactly one, for this kernel and agent.
     assert len(cached) == 1 and guest_kernel_release() in cached[0]
     assert not glob.glob(os.path.join(capsule.home, "vm", ".tmp-*"))
-    data = open(cached[0], "rb").read()
-    assert data.startswith(b"070701") and b"TRAILER!!!" in data
-    for module in (b"virtio_console.ko", b"9pnet_virtio.ko", b"9p.ko", b"virtio_blk.ko", b"ext4.ko"):
-        assert module in data
+    names = cpio_names(cached[0])
+    assert "capsule-agent" in names and names[-1] == "TRAILER!!!"
+    modules = {os.path.basename(n).split("-", 1)[-1] for n in names if n.endswith(".ko") or ".ko." in n}
+    # capsule's own kernel has every driver built in: the agent alone, no modules.
+    if guest_kernel()["kind"] == "capsule":
+        assert not modules and not [n for n in names if n.startswith("modules")], names
+    else:
+        assert {"virtio_console.ko", "9pnet_virtio.ko", "9p.ko", "virtio_blk.ko", "ext4.ko"} <= modules, names
+
+
+def cpio_names(path):
+    """The member names of a newc cpio archive, in order."""
+    data, names, off = open(path, "rb").read(), [], 0
+    while off + 110 <= len(data):
+        assert data[off:off + 6] == b"070701", f"{path}: no cpio header at {off}"
+        filesize, namesize = int(data[off + 54:off + 62], 16), int(data[off + 94:off + 102], 16)
+        names.append(data[off + 110:off + 110 + namesize - 1].decode())
+        off = (off + 110 + namesize + 3) & ~3
+        off = (off + filesize + 3) & ~3
+        if names[-1] == "TRAILER!!!":
+            break
+    return names
+
+
+def test_the_build_made_capsules_own_guest_kernel():
+    """make builds capsule-vmlinux wherever linux-source-6.1 is installed (scripts/install-deps
+    installs it): the vm tests then boot it, and a missing one would hide that behind Debian's."""
+    if not os.path.exists("/usr/src/linux-source-6.1.tar.xz"):
+        pytest.skip("linux-source-6.1 is not installed: the build makes no guest kernel")
+    k = guest_kernel()
+    assert k["kind"] == "capsule", f"{BUILD}/capsule-vmlinux is missing though linux-source-6.1 is installed"
+    assert k["release"].endswith("-capsule")
+    with open(k["path"], "rb") as f:
+        assert f.read(4) == b"\x7fELF"
+
+
+@boots
+def test_vm_boots_the_host_kernel_when_asked(capsule, tmp_path):
+    """CAPSULE_VM_KERNEL=/boot/vmlinuz-<ver>: Debian's kernel, the fallback where capsule's own
+    was not built. Its bzImage payload is unpacked once into the vm store and entered at its PVH
+    entry; its initramfs carries the modules the agent loads."""
+    host = host_guest_kernel()
+    env = {"CAPSULE_VM_KERNEL": host["path"]}
+    name = capsule.unique_name("vmhost")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, env=env, timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert capsule.run("exec", name, "--", "uname", "-r", check=True).stdout.strip() == host["release"]
+        vm = capsule.inspect(name)["vm"]
+        assert vm["kernel_kind"] == "host" and vm["kernel"] == host["path"] and vm["kernel_entry"] == "pvh"
+        assert os.path.dirname(vm["pvh_kernel"]) == os.path.join(capsule.home, "vm")
+        assert f"-kernel {vm['pvh_kernel']} " in vm["qemu_command_line"]
+        with open(vm["pvh_kernel"], "rb") as f:
+            assert f.read(4) == b"\x7fELF"
+        initramfs = [p for p in glob.glob(os.path.join(capsule.home, "vm", "initramfs-*.cpio"))
+                     if os.path.basename(p).startswith(f"initramfs-{host['release']}-")]
+        assert len(initramfs) == 1
+        modules = {os.path.basename(n).split("-", 1)[-1] for n in cpio_names(initramfs[0])}
+        assert {"virtio_console.ko", "9pnet_virtio.ko", "9p.ko", "virtio_blk.ko", "ext4.ko"} <= modules
+    finally:
+        capsule.run("rm", "-f", name, timeout=BOOT_TIMEOUT)
+
+
+def test_vm_kernel_that_is_no_kernel_is_refused_clearly(capsule, tmp_path):
+    bogus = tmp_path / "my-kernel"
+    bogus.write_bytes(b"\x7fELF" + b"\0" * 4096)
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", "--", "true", env={"CAPSULE_VM_KERNEL": str(bogus)},
+                    timeout=BOOT_TIMEOUT)
+    assert_capsule_error(r)
+    assert f"kernel '{bogus}' is neither named vmlinuz-<version> nor an x86-64 ELF kernel" in r.stderr, r.stderr
+    assert run_entries(capsule) == before
 
 
 # ---- make check-vm only -------------------------------------------------------------------------
@@ -343,7 +402,7 @@ def test_vm_writes_stay_in_the_guest(capsule):
 def test_doctor_reports_the_vm_level_usable_with_its_kernel(capsule):
     d = json.loads(capsule.run("doctor", "--json", check=True).stdout)
     assert d["vm_usable"] is True and d["qemu"] is True
-    assert d["vm_kernel"] == f"/boot/vmlinuz-{guest_kernel_release()}"
+    assert d["vm_kernel"] == guest_kernel()["path"] and d["vm_kernel_kind"] == guest_kernel()["kind"]
     assert d["vm_accel"] == ("kvm" if d["kvm"] else "tcg")
     # "kvm" means a guest can run there, not merely that /dev/kvm opens.
     assert d["kvm"] == (host_kvm() == "usable") and d["kvm_device"] == os.path.exists("/dev/kvm")

@@ -31,6 +31,7 @@ _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 os.environ.update(_root.NO_INTERNET)
 assert_accel_as_the_host_allows = _root.assert_accel_as_the_host_allows
+guest_kernel = _root.guest_kernel
 if BINDINGS not in sys.path:
     sys.path.insert(0, BINDINGS)
 

@@ -1,19 +1,9 @@
 """The SDK with vm isolation: one boot (make check's budget), the quicksand keywords."""
-import glob
-import os
-import re
-
 import pytest
 
 from capsule import SyncSandbox
 
-from sdkutil import agent_is_static, assert_accel_as_the_host_allows
-
-
-def newest_kernel_release():
-    vers = [p[len("/boot/vmlinuz-"):] for p in glob.glob("/boot/vmlinuz-*")
-            if os.path.exists(f"/lib/modules/{p[len('/boot/vmlinuz-'):]}/modules.dep")]
-    return max(vers, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
+from sdkutil import agent_is_static, assert_accel_as_the_host_allows, guest_kernel
 
 
 @pytest.mark.skipif(not agent_is_static(), reason="a dynamically linked agent (a sanitizer build) cannot be a "
@@ -24,7 +14,7 @@ def test_sync_sandbox_vm_runs_commands_and_files_in_the_guest():
         assert sb.isolation == "vm" and sb.boot_timeout == 60.0
         assert sb.accelerator in ("kvm", "tcg")
         assert_accel_as_the_host_allows(sb.inspect_json()["vm"])
-        assert sb.execute("uname -r").stdout.strip() == newest_kernel_release()
+        assert sb.execute("uname -r").stdout.strip() == guest_kernel()["release"]
         sb.fs.write("/root/from-sdk", "through the agent")
         assert sb.execute("cat /root/from-sdk").stdout == "through the agent"
         assert sb.fs.read_text("/root/from-sdk") == "through the agent"

@@ -255,7 +255,7 @@ static int write_initramfs(int fd, const char *version, const char *agent, const
 	int r = cpio_header(&c, "dev", S_IFDIR | 0755, 0, 0, 0);
 	if (r == 0)
 		r = cpio_header(&c, "dev/console", S_IFCHR | 0600, 0, 5, 1);
-	if (r == 0)
+	if (r == 0 && m->n)
 		r = cpio_header(&c, "modules", S_IFDIR | 0755, 0, 0, 0);
 	if (r == 0 && (r = cpio_file(&c, VM_INIT_NAME, agent, 0755)) < 0)
 		return cap_err(err, -r, "adding '%s' to the initramfs", agent);
@@ -302,8 +302,9 @@ static int elf_is_dynamic(const char *path, bool *dynamic)
 	return 0;
 }
 
-int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err)
+int vm_initramfs(const struct vm_kernel *k, const char *agent, char **path, capsule_error *err)
 {
+	const char *version = k->version;
 	/* The initramfs holds the agent and modules, no libraries: a dynamically linked agent
 	 * (a sanitizer build's) could not start as the guest's init, and the boot would only
 	 * time out. */
@@ -324,7 +325,9 @@ int vm_initramfs(const char *version, const char *agent, char **path, capsule_er
 	if ((r = home_subdir_open("vm", &dir, err)) < 0)
 		return r;
 	char name[NAME_MAX];
-	snprintf(name, sizeof(name), "initramfs-%s-%016llx.cpio", version, (unsigned long long)digest);
+	/* A builtin kernel's initramfs has no modules: never the same file as a modular one's. */
+	snprintf(name, sizeof(name), "initramfs-%s%s-%016llx.cpio", version, k->builtin ? "-builtin" : "",
+		 (unsigned long long)digest);
 	char full[PATH_MAX];
 	snprintf(full, sizeof(full), "%s/vm/%s", capsule_home(), name);
 	if (!(*path = strdup(full)))
@@ -333,7 +336,7 @@ int vm_initramfs(const char *version, const char *agent, char **path, capsule_er
 		return 0;
 
 	struct modlist m = { 0 };
-	r = modlist_resolve(version, &m, err);
+	r = k->builtin ? 0 : modlist_resolve(version, &m, err);
 	char tmp[NAME_MAX + 32];
 	snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", name, (int)getpid());
 	int fd = r < 0 ? -1 : openat(dir, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
@@ -377,9 +380,62 @@ static int version_cmp(const char *a, const char *b)
 	return *a ? 1 : *b ? -1 : 0;
 }
 
-int vm_find_kernel(char **kernel, char **version, capsule_error *err)
+void vm_kernel_free(struct vm_kernel *k)
 {
+	free(k->path);
+	free(k->version);
+	k->path = k->version = NULL;
+}
+
+static int kernel_set(struct vm_kernel *k, const char *path, const char *version, bool builtin, capsule_error *err)
+{
+	k->path = strdup(path);
+	k->version = strdup(version);
+	k->builtin = builtin;
+	if (!k->path || !k->version) {
+		vm_kernel_free(k);
+		return cap_err(err, ENOMEM, "kernel path");
+	}
+	return 0;
+}
+
+/* An ELF kernel with every driver built in: capsule's own, or one given by path. */
+static int kernel_builtin(struct vm_kernel *k, const char *path, capsule_error *err)
+{
+	char release[128];
+	int r = vm_kernel_elf_release(path, release, sizeof(release));
+	if (r == -ENOEXEC)
+		return cap_err_plain(err, ENOEXEC,
+				     "kernel '%s' is neither named vmlinuz-<version> nor an x86-64 ELF kernel with a PVH "
+				     "entry and a version banner",
+				     path);
+	if (r < 0)
+		return cap_err(err, -r, "kernel '%s'", path);
+	return kernel_set(k, path, release, true, err);
+}
+
+int vm_find_kernel(struct vm_kernel *k, capsule_error *err)
+{
+	memset(k, 0, sizeof(*k));
 	const char *env = getenv("CAPSULE_VM_KERNEL");
+	if (env && *env) {
+		/* CAPSULE_VM_KERNEL=/path/vmlinuz-<ver>: Debian's layout, its version from the name
+		 * and its modules from /lib/modules/<ver>; any other name must be a builtin ELF. */
+		const char *base = strrchr(env, '/');
+		base = base ? base + 1 : env;
+		if (strncmp(base, "vmlinuz-", 8) != 0)
+			return kernel_builtin(k, env, err);
+		if (access(env, R_OK) < 0)
+			return cap_err(err, errno, "kernel '%s' (CAPSULE_VM_KERNEL)", env);
+		return kernel_set(k, env, base + 8, false, err);
+	}
+	/* capsule's own kernel where the build made one (scripts/build-guest-kernel): smaller and
+	 * faster to boot than Debian's, which stays the fallback. */
+	_cleanup_free_ char *ours = NULL;
+	capsule_error ignored = { 0 };
+	if (find_helper(VM_OWN_KERNEL_NAME, &ours, &ignored) == 0)
+		return kernel_builtin(k, ours, err);
+
 	DIR *d = opendir("/boot");
 	char best[NAME_MAX + 1] = "";
 	struct dirent *de;
@@ -398,31 +454,14 @@ int vm_find_kernel(char **kernel, char **version, capsule_error *err)
 	}
 	if (d)
 		closedir(d);
-	if (env && *env) {
-		/* CAPSULE_VM_KERNEL=/path/vmlinuz-<ver>: its version from the name. */
-		const char *base = strrchr(env, '/');
-		base = base ? base + 1 : env;
-		if (strncmp(base, "vmlinuz-", 8) != 0)
-			return cap_err_plain(err, EINVAL, "CAPSULE_VM_KERNEL '%s' is not named vmlinuz-<version>", env);
-		snprintf(best, sizeof(best), "%s", base + 8);
-	}
 	if (!best[0])
 		return cap_err_plain(err, ENOENT,
-				     "no kernel for vm isolation: no /boot/vmlinuz-<version> with /lib/modules/<version> "
+				     "no kernel for vm isolation: no " VM_OWN_KERNEL_NAME " (make builds it from "
+				     "linux-source-6.1) and no /boot/vmlinuz-<version> with /lib/modules/<version> "
 				     "(install linux-image-amd64)");
 	char path[PATH_MAX];
-	if (env && *env)
-		snprintf(path, sizeof(path), "%s", env);
-	else
-		snprintf(path, sizeof(path), "/boot/vmlinuz-%s", best);
+	snprintf(path, sizeof(path), "/boot/vmlinuz-%s", best);
 	if (access(path, R_OK) < 0)
 		return cap_err(err, errno, "kernel '%s'", path);
-	*kernel = strdup(path);
-	*version = strdup(best);
-	if (!*kernel || !*version) {
-		free(*kernel);
-		free(*version);
-		return cap_err(err, ENOMEM, "kernel path");
-	}
-	return 0;
+	return kernel_set(k, path, best, false, err);
 }

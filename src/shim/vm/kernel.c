@@ -111,6 +111,36 @@ static bool elf_is_pvh(int fd, off_t size)
 	return pvh && whole;
 }
 
+int vm_kernel_elf_release(const char *path, char *release, size_t size)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return -errno;
+	if (!S_ISREG(st.st_mode) || !elf_is_pvh(fd, st.st_size))
+		return -ENOEXEC;
+	void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (map == MAP_FAILED)
+		return -errno;
+	/* linux_banner, in .rodata: "Linux version RELEASE (builder) ...". */
+	static const char banner[] = "Linux version ";
+	const char *at = memmem(map, (size_t)st.st_size, banner, sizeof(banner) - 1);
+	int r = -ENOEXEC;
+	if (at) {
+		const char *v = at + sizeof(banner) - 1, *end = (const char *)map + st.st_size;
+		size_t n = 0;
+		while (v + n < end && n + 1 < size && v[n] > ' ' && v[n] < 0x7f && v[n] != '/')
+			n++;
+		if (n > 0 && v + n < end && v[n] == ' ') {
+			memcpy(release, v, n);
+			release[n] = '\0';
+			r = 0;
+		}
+	}
+	munmap(map, (size_t)st.st_size);
+	return r;
+}
+
 /* Run DEC with the payload (a sealed memfd) as stdin and OUT as stdout; its exit status is
  * not the judge (see decompressors), the ELF check is. */
 static int run_decompressor(const struct decompressor *dec, int in, int out)

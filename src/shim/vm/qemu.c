@@ -352,7 +352,7 @@ void vm_last_words(int run_fd, char *buf, size_t size)
 }
 
 static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const struct argv_builder *a,
-			  const char *kernel, const char *version, const char *initramfs, const char *pvh)
+			  const struct vm_kernel *kernel, const char *initramfs, const char *pvh)
 {
 	struct json_writer j;
 	json_init(&j, true);
@@ -361,10 +361,13 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	if (spec->accel_fallback || vm->accel_fallback[0])
 		json_kv_string(&j, "accel_fallback", spec->accel_fallback ? spec->accel_fallback : vm->accel_fallback);
 	json_kv_string(&j, "machine", "microvm");
-	json_kv_string(&j, "kernel", kernel);
-	json_kv_string(&j, "kernel_version", version);
-	/* "pvh": QEMU loaded pvh_kernel, the bzImage's payload unpacked (kernel.c). */
-	json_kv_string(&j, "kernel_entry", pvh ? "pvh" : "bzimage");
+	json_kv_string(&j, "kernel", kernel->path);
+	json_kv_string(&j, "kernel_version", kernel->version);
+	/* "capsule": capsule's own kernel, every driver built in; "host": the host's, with modules. */
+	json_kv_string(&j, "kernel_kind", kernel->builtin ? "capsule" : "host");
+	/* "pvh": QEMU loaded an ELF at its PVH entry: a builtin kernel, or pvh_kernel, the
+	 * bzImage's payload unpacked (kernel.c). */
+	json_kv_string(&j, "kernel_entry", kernel->builtin || pvh ? "pvh" : "bzimage");
 	if (pvh)
 		json_kv_string(&j, "pvh_kernel", pvh);
 	json_kv_string(&j, "initramfs", initramfs);
@@ -463,14 +466,17 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 			      sizeof(vm->accel_fallback), err);
 	if (r < 0)
 		return r;
-	_cleanup_free_ char *kernel = NULL, *version = NULL, *agent = NULL, *initramfs = NULL;
-	if ((r = vm_find_kernel(&kernel, &version, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
-	    (r = vm_initramfs(version, agent, &initramfs, err)) < 0)
+	_cleanup_free_ char *agent = NULL, *initramfs = NULL;
+	_cleanup_kernel_ struct vm_kernel kernel = { 0 };
+	if ((r = vm_find_kernel(&kernel, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
+	    (r = vm_initramfs(&kernel, agent, &initramfs, err)) < 0)
 		return r;
-	/* What QEMU loads: the unpacked PVH kernel where it can be had, else the bzImage. */
+	/* What QEMU loads: a builtin kernel is already an ELF with a PVH entry; Debian's bzImage
+	 * is unpacked to one where it can be, else booted as it is. */
 	_cleanup_free_ char *pvh = NULL;
-	vm_kernel_pvh(kernel, version, &pvh);
-	const char *boot_kernel = pvh ? pvh : kernel;
+	if (!kernel.builtin)
+		vm_kernel_pvh(kernel.path, kernel.version, &pvh);
+	const char *boot_kernel = pvh ? pvh : kernel.path;
 	char run_path[PATH_MAX];
 	int rp = fd_path(spec->run_fd, run_path, sizeof(run_path), err);
 	if (rp < 0)
@@ -542,7 +548,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return r;
 	}
-	write_vm_json(spec, vm, &a, kernel, version, initramfs, pvh);
+	write_vm_json(spec, vm, &a, &kernel, initramfs, pvh);
 	argv_free(&a);
 	/* A new QEMU (a revert restarts it): nothing the last one sent is left to be read. */
 	qmp_forget();

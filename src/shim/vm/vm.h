@@ -20,6 +20,8 @@
 /* The agent's name in the initramfs, given to the kernel as rdinit=: PID 1 in the guest is then
  * called what it is called in a container (its comm, /proc/1/cmdline). */
 #define VM_INIT_NAME "capsule-agent"
+/* capsule's own guest kernel, installed beside the helpers (scripts/build-guest-kernel) */
+#define VM_OWN_KERNEL_NAME "capsule-vmlinux"
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
 #define VM_MIN_MEMORY_MIB 128ull
 /* QEMU runs in the sandbox's cgroups (the shim's start_vm): --memory is the guest's RAM, and
@@ -60,12 +62,29 @@ struct vm_spec {
 	void *place_payload;
 };
 
-/* The newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>; *kernel and *version malloc'd. */
-int vm_find_kernel(char **kernel, char **version, capsule_error *err);
+/* The guest kernel a vm boots. */
+struct vm_kernel {
+	char *path;    /* the file QEMU loads */
+	char *version; /* its release, as uname -r says it in the guest */
+	/* capsule's own kernel (vm/kernel/capsule.config): every driver built in, an ELF with a
+	 * PVH entry; no modules to ship and no bzImage to unpack. */
+	bool builtin;
+};
 
-/* The initramfs for kernel VERSION with AGENT as /init and the modules the agent loads, built
- * once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and renamed into place. */
-int vm_initramfs(const char *version, const char *agent, char **path, capsule_error *err);
+/* The kernel to boot: $CAPSULE_VM_KERNEL when set (a vmlinuz-<ver> with its modules, or an
+ * ELF kernel with every driver built in); else capsule's own (capsule-vmlinux, found as the
+ * helpers are); else the newest /boot/vmlinuz-<ver> with its /lib/modules/<ver>. */
+int vm_find_kernel(struct vm_kernel *k, capsule_error *err);
+void vm_kernel_free(struct vm_kernel *k);
+#define _cleanup_kernel_ __attribute__((cleanup(vm_kernel_free)))
+/* The release in the banner ("Linux version 6.1.0-capsule ...") of the ELF kernel at PATH;
+ * -ENOEXEC when it is not a whole x86-64 ELF with a PVH entry note. */
+int vm_kernel_elf_release(const char *path, char *release, size_t size);
+
+/* The initramfs for kernel K with AGENT as /init and the modules the agent loads (none for a
+ * builtin kernel), built once into $CAPSULE_HOME/vm/ (keyed by version and agent digest) and
+ * renamed into place. */
+int vm_initramfs(const struct vm_kernel *k, const char *agent, char **path, capsule_error *err);
 /* The module groups beyond core and pci that CFG's devices need, comma separated, into BUF
  * ("" for none): the guest loads them as the kernel command line's capsule.modules= names them. */
 void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size);
