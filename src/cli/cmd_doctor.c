@@ -66,6 +66,14 @@ int cmd_doctor(int argc, char **argv)
 		json_get_bool(text, len, vkeys[i][0], &v);
 		line(vkeys[i][1], v, text, len, i == 0 ? "vm_reason" : i == 1 ? "kvm_reason" : NULL);
 	}
+	char *vm_kernel = NULL, *vm_kernel_kind = NULL;
+	json_get_string(text, len, "vm_kernel", &vm_kernel);
+	json_get_string(text, len, "vm_kernel_kind", &vm_kernel_kind);
+	if (vm_kernel && vm_kernel_kind)
+		printf("  %-22s %s (%s)\n", "guest kernel", !strcmp(vm_kernel_kind, "capsule") ? "capsule's own" : "the host's",
+		       vm_kernel);
+	free(vm_kernel);
+	free(vm_kernel_kind);
 	char *home = NULL;
 	json_get_string(text, len, "home", &home);
 	printf("\nstate in %s\n", home ? home : "?");

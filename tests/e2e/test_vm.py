@@ -193,6 +193,9 @@ def test_vm_refuses_what_it_does_not_support_yet_and_leaves_nothing(capsule, tmp
 def test_vm_accel_kvm_where_kvm_cannot_run_a_guest_fails_clearly(capsule):
     err = refused(capsule, "--accel", "kvm")
     assert "accel 'kvm'" in err and "/dev/kvm" in err
+    human = capsule.run("doctor", check=True).stdout
+    kind = "capsule's own" if guest_kernel()["kind"] == "capsule" else "the host's"
+    assert re.search(rf"^  guest kernel +{re.escape(kind)} \({re.escape(guest_kernel()['path'])}\)$", human, re.M), human
     if host_kvm() == "unusable":
         assert "cannot run a guest" in err or "cannot open" in err, err
 
