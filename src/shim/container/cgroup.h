@@ -1,6 +1,7 @@
-/* cgroup.c: resource limits and process tracking for one sandbox, on cgroup v1 (including the
- * hybrid layout, where /sys/fs/cgroup is a tmpfs holding one mount per v1 controller and a
- * controller-less cgroup2 at /sys/fs/cgroup/unified) and on cgroup v2.
+/* Resource limits and process tracking for one sandbox (cgroup.c, cgroup_layout.c,
+ * cgroup_create.c, cgroup_remove.c: cgroup_internal.h says which does what), on cgroup v1
+ * (including the hybrid layout, where /sys/fs/cgroup is a tmpfs holding one mount per v1
+ * controller and a controller-less cgroup2 at /sys/fs/cgroup/unified) and on cgroup v2.
  *
  * Where the sandbox's cgroup lives:
  *  - cgroup v1: "<mount>/capsule/<name>" under the mount of each controller we use (memory, pids,
