@@ -161,6 +161,26 @@ VM_MOUNT_SEEDS = {
 }
 
 
+# fuzz_cgroup_layout: mountinfo, NUL, /proc/self/cgroup. The real hybrid host of
+# tests/unit/fixtures/cgroup, and the shapes of the other layouts.
+UNIFIED_MI = '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n' \
+             '30 22 0:26 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 ' \
+             'rw,nsdelegate,memory_recursiveprot\n'
+CGROUP_SEEDS = {
+    'unified-nsdelegate': (UNIFIED_MI, '0::/user.slice/user-1000.slice/session-2.scope\n'),
+    'v1-only': ('22 1 8:1 / / rw - ext4 /dev/sda1 rw\n'
+                '24 22 0:21 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n'
+                '26 24 0:23 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n'
+                '27 24 0:24 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n'
+                '28 24 0:25 / /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n',
+                '4:memory:/user.slice\n2:cpu,cpuacct:/\n'),
+    'container-root': ('40 1 0:50 / / rw - overlay overlay rw\n'
+                       '43 40 0:26 /machine/c1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n'
+                       '44 40 0:30 / /mnt/a\\040b rw - tmpfs  rw\n', '0::/machine/c1/app\n'),
+    'garbage': ('22 1 8:1 / / rw - ext4\nhello\n', 'x:y\n'),
+}
+
+
 def write(path, data):
     with open(path, 'wb') as f:
         f.write(data)
@@ -199,7 +219,8 @@ IMAGE_SEEDS = {
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, 'corpus')
-    dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse', 'fuzz_image')}
+    dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse', 'fuzz_image',
+                                              'fuzz_cgroup_layout')}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
 
@@ -248,6 +269,15 @@ def main():
 
     for name, (target, text) in IMAGE_SEEDS.items():
         write(os.path.join(dirs['fuzz_image'], name), bytes([target]) + text.encode())
+
+    fixtures = os.path.join(here, '..', 'unit', 'fixtures', 'cgroup')
+    with open(os.path.join(fixtures, 'hybrid-debian12.mountinfo'), 'rb') as f:
+        hybrid_mi = f.read()
+    with open(os.path.join(fixtures, 'hybrid-debian12.cgroup'), 'rb') as f:
+        hybrid_cg = f.read()
+    write(os.path.join(dirs['fuzz_cgroup_layout'], 'hybrid-debian12'), hybrid_mi + b'\0' + hybrid_cg)
+    for name, (mountinfo, cgroup) in CGROUP_SEEDS.items():
+        write(os.path.join(dirs['fuzz_cgroup_layout'], name), mountinfo.encode() + b'\0' + cgroup.encode())
 
 
 if __name__ == '__main__':
