@@ -1,7 +1,12 @@
 /* The capsule wire protocol (docs/protocol.md): framed, multiplexed, versioned, with credit
  * based flow control for streams. The same codec runs on both hops (client <-> shim,
  * shim <-> agent). Every decoder here treats its input as hostile: lengths, counts and totals
- * are bounded, and nothing is read outside the buffer it was given. */
+ * are bounded, and nothing is read outside the buffer it was given.
+ *
+ * One header; the code is one file per message family: proto.c (frames, fields, HELLO, ERROR,
+ * DATA, frame assembly), proto_exec.c (EXEC and its streams, STOP, INIT, what an agent may
+ * answer), proto_fs.c, proto_mounts.c (hot and vm mounts), proto_saves.c, proto_net.c (port
+ * forwards, a vm's forwarded connections) and proto_display.c. */
 #ifndef CAPSULE_PROTO_H
 #define CAPSULE_PROTO_H
 

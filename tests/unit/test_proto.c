@@ -1,4 +1,4 @@
-/* Unit tests of the wire codec (src/common/proto.c). The peer on the other end of a connection
+/* Unit tests of the wire codec (src/common/proto*.c). The peer on the other end of a connection
  * may be hostile (THREATS.md, "hostile agent"), so besides round trips these tests feed every
  * truncation and every over-claimed length of every message to the decoders. Each prefix is
  * copied into a buffer of exactly its size, so that under ASan (check-asan) a single byte read
