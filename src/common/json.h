@@ -9,6 +9,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The bound on nesting: the writer keeps one need_comma slot per level, and the reader refuses
+ * text nested deeper than this. */
+#define JSON_MAX_DEPTH 32
+
 /* Containers nest at most 31 deep (need_comma[0] is the top level). Errors are sticky: after
  * the first one every call is a no-op and json_steal reports it. err is -ENOMEM when memory ran
  * out and -EINVAL when the calls do not form one JSON value (unbalanced end, a key outside an
@@ -20,7 +24,7 @@ struct json_writer {
 	size_t len, cap;
 	int err; /* sticky -ENOMEM / -EINVAL */
 	int depth;
-	bool need_comma[32];
+	bool need_comma[JSON_MAX_DEPTH];
 	bool pretty;
 };
 

@@ -1,6 +1,6 @@
-/* Unit tests for src/common/json.c: exact writer output (compact and pretty), escaping and
- * UTF-8 repair, misuse detection, the flat-object reader's grammar and bounds, round trips,
- * and hostile input that must not crash or read outside the buffer. */
+/* Unit tests for src/common/json_write.c and json_read.c: exact writer output (compact and
+ * pretty), escaping and UTF-8 repair, misuse detection, the flat-object reader's grammar and
+ * bounds, round trips, and hostile input that must not crash or read outside the buffer. */
 #include <errno.h>
 #include <inttypes.h>
 #include <setjmp.h>
