@@ -1,4 +1,4 @@
-/* capsule-agent: PID 1 of a sandbox. It runs commands and (later) file operations for the
+/* capsule-agent: PID 1 of a sandbox. It runs commands and file operations (fs.c) for the
  * shim, over the wire protocol on fd 3. Everything it resolves, it resolves inside the
  * sandbox, with the sandbox's view of the filesystem. */
 #ifndef CAPSULE_AGENT_H

@@ -444,10 +444,10 @@ int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m);
 
 
 /* What an agent may send on a client's channel, checked before the shim forwards it (the
- * agent is inside the sandbox: THREATS.md, "hostile agent"): only the frames an agent answers
- * a command with (STARTED, DATA on stdout or stderr, CREDIT for stdin, EXIT, ERROR, OK), each
- * taken by its decoder, and no bigger than its fields need where it carries only numbers.
- * 0, or -EPROTO. Credit and order are the shim's to check. */
+ * agent is inside the sandbox: docs/security.md, "A hostile or wedged guest"): only the frames
+ * an agent answers a command with (STARTED, DATA on stdout or stderr, CREDIT for stdin, EXIT,
+ * ERROR, OK), each taken by its decoder, and no bigger than its fields need where it carries
+ * only numbers. 0, or -EPROTO. Credit and order are the shim's to check. */
 #define CP_MAX_AGENT_NUMBERS_PAYLOAD 256u
 int cp_agent_reply_check(const struct cp_header *h, const uint8_t *payload);
 /* Accumulates bytes read from a socket and yields whole frames. The buffer never grows past

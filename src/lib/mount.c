@@ -1,5 +1,6 @@
-/* Hot mounts (a running sandbox's shim does the work: src/shim/hotmount.c) and the docker-style
- * helpers that turn volumes dicts and -v specs into configured binds. */
+/* Hot mounts (a running sandbox's shim does the work: src/shim/mounts.c and, for a container,
+ * src/shim/container/hotmount.c) and the docker-style helpers that turn volumes dicts and -v
+ * specs into configured binds. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,5 @@
-/* libFuzzer target: the frame layer as a hostile peer drives it (THREATS.md, "hostile agent").
+/* libFuzzer target: the frame layer as a hostile peer drives it (docs/security.md, "A hostile
+ * or wedged guest").
  *
  * The input is a byte stream sent through a real non-blocking pipe in chunks whose sizes the
  * input picks, read back with cp_rxbuf_fill, split with cp_rxbuf_peek/consume, and every whole

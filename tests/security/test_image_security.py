@@ -1,4 +1,4 @@
-"""Hostile image layers (THREATS.md, archive traversal): names with `..` or absolute paths, a
+"""Hostile image layers (docs/security.md, "Images"): names with `..` or absolute paths, a
 symlink then a file written through it, hard links to host files, device nodes. Each is
 imported as an oci-archive (the same unpacker serves pulls) and nothing may land outside the
 layer's folder: the entry is refused (the whole import fails, nothing stored) or, for device

@@ -1,6 +1,7 @@
-"""A hostile registry (THREATS.md, name-prefix trust and resource exhaustion): a server that
-drips a blob to hold a pull and its blob's lock for as long as it likes, layers that are small
-to download and huge to unpack or hold too many entries, and pulls past a cap on the store.
+"""A hostile registry (docs/security.md, "Registry names, deadlines, layer and store limits"):
+a server that drips a blob to hold a pull and its blob's lock for as long as it likes, layers
+that are small to download and huge to unpack or hold too many entries, and pulls past a cap
+on the store.
 The limits are set short through the registry configuration's "limits", and each pull must
 fail with that limit's message and leave the store whole: no half layer, nothing but the
 documented resumable download. Which names count

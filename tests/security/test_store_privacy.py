@@ -1,5 +1,5 @@
-"""Host-side stores readable by all (THREATS.md): what capsule keeps under $CAPSULE_HOME is its
-owner's alone. Another local user (other_user) must not run an image's set-uid file, plant
+"""Host-side stores readable by all (docs/security.md, "$CAPSULE_HOME is its owner's alone"):
+what capsule keeps under $CAPSULE_HOME is its owner's alone. Another local user (other_user) must not run an image's set-uid file, plant
 files in the host image's world-writable folders (the lower layers of running sandboxes),
 read a run folder, or make the home of a user who has no $HOME before that user does."""
 import glob

@@ -1,8 +1,8 @@
 /* Unit tests of the wire codec (src/common/proto*.c). The peer on the other end of a connection
- * may be hostile (THREATS.md, "hostile agent"), so besides round trips these tests feed every
- * truncation and every over-claimed length of every message to the decoders. Each prefix is
- * copied into a buffer of exactly its size, so that under ASan (check-asan) a single byte read
- * past the end fails the test. */
+ * may be hostile (docs/security.md, "A hostile or wedged guest"), so besides round trips these
+ * tests feed every truncation and every over-claimed length of every message to the decoders.
+ * Each prefix is copied into a buffer of exactly its size, so that under ASan (check-asan) a
+ * single byte read past the end fails the test. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
