@@ -4,6 +4,7 @@
  * that NIC as slirp4netns configures tap0 for a container: 10.0.2.15/24, default route via
  * 10.0.2.2 (QEMU's gateway, which is also the host's loopback), and /etc/resolv.conf naming
  * 10.0.2.3, bound read-only over the root's own. Plain ioctls: an image need not have `ip`.
+ * With an egress allowlist (capsule.allow=) its nf_tables table is loaded first (vm_egress.c).
  * With none and mounts-only there is no NIC: lo, which main brings up, is all there is. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -12,6 +13,7 @@
 #include <net/route.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -22,6 +24,7 @@
 #include "agent.h"
 #include "capsule.h"
 #include "util.h"
+#include "vm_egress.h"
 
 #define VM_NET_ADDRESS "10.0.2.15"
 #define VM_NET_NETMASK "255.255.255.0"
@@ -122,10 +125,39 @@ static bool cmdline_wants_full(void)
 	return agent_cmdline_get("capsule.net", net, sizeof(net)) && !strcmp(net, "full");
 }
 
+/* capsule.allow= (vm_egress.h): parsed as untrusted text, loaded as one nf_tables batch. The
+ * table is in place before the NIC comes up, so not one packet leaves unfiltered. */
+static int load_allowlist(char *why, size_t whylen)
+{
+	/* The whole command line fits (2048 bytes on x86), so the value is never cut short. */
+	char text[4096];
+	if (!agent_cmdline_get("capsule.allow", text, sizeof(text)))
+		return 0;
+	struct vm_egress_rule rules[VM_EGRESS_MAX_RULES];
+	size_t n, acks, len;
+	char what[160];
+	if (vm_egress_parse(text, rules, VM_EGRESS_MAX_RULES, &n, what, sizeof(what)) < 0)
+		return snprintf(why, whylen, "egress allowlist: capsule.allow: %s", what), -1;
+	uint8_t *batch = malloc(VM_EGRESS_BATCH_MAX);
+	if (!batch)
+		return snprintf(why, whylen, "egress allowlist: out of memory"), -1;
+	if (!(len = vm_egress_batch(rules, n, 1, batch, VM_EGRESS_BATCH_MAX, &acks))) {
+		free(batch);
+		return snprintf(why, whylen, "egress allowlist: %zu rules do not fit one batch", n), -1;
+	}
+	int r = vm_egress_send(batch, len, acks, 1, what, sizeof(what));
+	free(batch);
+	if (r < 0)
+		return snprintf(why, whylen, "egress allowlist: %s", what), -1;
+	return 0;
+}
+
 int vm_net_setup(const char *newroot, char *why, size_t whylen)
 {
 	if (!cmdline_wants_full())
 		return 0;
+	if (load_allowlist(why, whylen) < 0)
+		return -1;
 	char nic[IF_NAMESIZE];
 	if (find_nic(nic) < 0)
 		return snprintf(why, whylen, "no network interface appeared (is virtio_net loaded?)"), -1;

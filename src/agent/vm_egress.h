@@ -1,0 +1,47 @@
+/* The egress allowlist inside a vm (docs/architecture.md, "vm isolation"; docs/security.md,
+ * "Network"). The shim resolves --allow-host and parses --allow-cidr on the host, as for a
+ * container, and writes the result on the guest kernel's command line as
+ * capsule.allow=ADDR/PREFIX[:PORT],...; the agent parses it as untrusted input and loads the
+ * container level's table (inet capsule_egress) itself over nf_tables netlink, before it
+ * answers the shim at all, so no command ever runs without it.
+ *
+ * Parsing and building the batch are pure (no I/O) so that the unit tests can check them on
+ * the host, and load the batch into a network namespace of their own. */
+#ifndef CAPSULE_AGENT_VM_EGRESS_H
+#define CAPSULE_AGENT_VM_EGRESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The library's CAPSULE_MAX_ALLOW: a longer list is not from our shim. */
+#define VM_EGRESS_MAX_RULES 64
+/* Room for VM_EGRESS_MAX_RULES rules of the longest form, with the table and chain: a batch
+ * of 64 port rules (each sent twice, for tcp and udp) is about 60 KiB. */
+#define VM_EGRESS_BATCH_MAX (128u * 1024)
+
+struct vm_egress_rule {
+	uint32_t addr; /* network order, host bits zero */
+	uint8_t prefix;
+	uint16_t port; /* 0: any port */
+};
+
+/* TEXT ("10.0.2.2/32:8000,192.0.2.0/24") into RULES (at most MAX), their count into *N.
+ * -EINVAL with why, one line, into WHY for anything but that exact form: an address that is
+ * not a dotted quad, a prefix over 32 or with host bits set, a port outside 1-65535, an empty
+ * entry, more than MAX entries. */
+int vm_egress_parse(const char *text, struct vm_egress_rule *rules, size_t max, size_t *n, char *why, size_t whylen);
+
+/* The nf_tables batch that makes the table for RULES in BUF (SIZE bytes): BATCH_BEGIN, the
+ * table, the output chain (policy drop), a rule each for lo, established/related and every
+ * entry, the two rejects, BATCH_END. Every message but the batch's two asks for an ack; their
+ * count goes to *ACKS and their sequence numbers start at SEQ. Returns the bytes used, or 0
+ * when SIZE is too small. */
+size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t seq, uint8_t *buf, size_t size,
+		       size_t *acks);
+
+/* Send BUF (LEN bytes, ACKS acks expected) on a NETLINK_NETFILTER socket and wait for every ack:
+ * 0, or -errno with why into WHY (the kernel's answer to the first message it refused; the
+ * batch is one transaction, so nothing of it stays). */
+int vm_egress_send(const uint8_t *buf, size_t len, size_t acks, uint32_t seq, char *why, size_t whylen);
+
+#endif

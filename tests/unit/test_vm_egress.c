@@ -1,0 +1,177 @@
+/* Unit tests for the agent's egress allowlist (src/agent/vm_egress.c): capsule.allow= is
+ * untrusted text and only the shim's exact form passes; the nf_tables batch built from it,
+ * loaded (as root) into a network namespace of the test's own, lists as the container
+ * level's table does, rule for rule (nft prints `meta l4proto tcp ... th dport` back as
+ * `tcp dport`, and the container's `meta l4proto { tcp, udp }` is one rule per protocol). */
+#include <errno.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "util.h"
+#include "vm_egress.h"
+
+#define NFT "/usr/sbin/nft"
+
+static void test_parse_accepts_the_shims_form(void **state)
+{
+	(void)state;
+	struct vm_egress_rule r[VM_EGRESS_MAX_RULES];
+	size_t n = 99;
+	char why[160] = "";
+	assert_int_equal(vm_egress_parse("10.0.2.2/32:8000,192.0.2.0/24,0.0.0.0/0:53", r, VM_EGRESS_MAX_RULES, &n, why,
+					 sizeof(why)),
+			 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].addr, inet_addr("10.0.2.2"));
+	assert_int_equal(r[0].prefix, 32);
+	assert_int_equal(r[0].port, 8000);
+	assert_int_equal(r[1].addr, inet_addr("192.0.2.0"));
+	assert_int_equal(r[1].prefix, 24);
+	assert_int_equal(r[1].port, 0);
+	assert_int_equal(r[2].addr, 0);
+	assert_int_equal(r[2].prefix, 0);
+	assert_int_equal(r[2].port, 53);
+}
+
+static void test_parse_refuses_anything_else(void **state)
+{
+	(void)state;
+	static const char *const bad[] = {
+		"", ",", "10.0.2.2/32,", ",10.0.2.2/32", "10.0.2.2/32,,10.0.2.3/32", "10.0.2.2", "10.0.2.2:80",
+		"10.0.2.2/33", "10.0.2.2/", "10.0.2.2/032", "10.0.2.2/-1", "10.0.2.2/32:0", "10.0.2.2/32:65536",
+		"10.0.2.2/32:", "10.0.2.2/32:+80", "10.0.2.2/32:080", "10.0.2.1/24", "1.2.3/32", "1.2.3.4.5/32",
+		"::1/128", " 10.0.2.2/32", "10.0.2.2/32 ", "10.0.2.2/32:80:1", "name/32:80", "10.0.2.2:80/32",
+		"10.0.2.2/32:99999999999999999999",
+	};
+	struct vm_egress_rule r[VM_EGRESS_MAX_RULES];
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		size_t n;
+		char why[160] = "";
+		int rc = vm_egress_parse(bad[i], r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why));
+		if (rc != -EINVAL)
+			fail_msg("'%s' was accepted (%d)", bad[i], rc);
+		assert_true(why[0] != '\0' && !strchr(why, '\n'));
+	}
+}
+
+static void test_parse_bounds_the_count(void **state)
+{
+	(void)state;
+	char text[VM_EGRESS_MAX_RULES * 24 + 32] = "";
+	size_t off = 0;
+	for (int i = 0; i <= VM_EGRESS_MAX_RULES; i++)
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s10.0.%d.0/24", i ? "," : "", i);
+	struct vm_egress_rule r[VM_EGRESS_MAX_RULES];
+	size_t n;
+	char why[160] = "";
+	assert_int_equal(vm_egress_parse(text, r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why)), -EINVAL);
+	assert_non_null(strstr(why, "more than 64"));
+	/* One fewer fits. */
+	*strrchr(text, ',') = '\0';
+	assert_int_equal(vm_egress_parse(text, r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why)), 0);
+	assert_int_equal(n, VM_EGRESS_MAX_RULES);
+}
+
+static void test_batch_fits_its_bound_and_says_when_not(void **state)
+{
+	(void)state;
+	struct vm_egress_rule r[VM_EGRESS_MAX_RULES];
+	for (int i = 0; i < VM_EGRESS_MAX_RULES; i++)
+		r[i] = (struct vm_egress_rule){ .addr = htonl(0x0a000000u | (uint32_t)i << 8), .prefix = 23, .port = 65535 };
+	uint8_t *buf = malloc(VM_EGRESS_BATCH_MAX);
+	assert_non_null(buf);
+	size_t acks = 0;
+	size_t len = vm_egress_batch(r, VM_EGRESS_MAX_RULES, 1, buf, VM_EGRESS_BATCH_MAX, &acks);
+	assert_true(len > 0 && len <= VM_EGRESS_BATCH_MAX);
+	/* table, chain, lo, established, 2 x 64 entries, two rejects */
+	assert_int_equal(acks, 2 + 2 + 2 * VM_EGRESS_MAX_RULES + 2);
+	assert_int_equal(vm_egress_batch(r, VM_EGRESS_MAX_RULES, 1, buf, len - 1, &acks), 0);
+	free(buf);
+}
+
+/* In a new network namespace: load the batch for TEXT, then `nft list ruleset` into OUT. */
+static int load_and_list(const char *text, char *out, size_t size)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(p[0]);
+		if (unshare(CLONE_NEWNET) < 0)
+			_exit(2);
+		struct vm_egress_rule r[VM_EGRESS_MAX_RULES];
+		size_t n, acks;
+		char why[160];
+		static uint8_t buf[VM_EGRESS_BATCH_MAX];
+		if (vm_egress_parse(text, r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why)) < 0)
+			_exit(3);
+		size_t len = vm_egress_batch(r, n, 1, buf, sizeof(buf), &acks);
+		if (!len || vm_egress_send(buf, len, acks, 1, why, sizeof(why)) < 0) {
+			dprintf(p[1], "send: %s", why);
+			_exit(4);
+		}
+		dup2(p[1], 1);
+		execl(NFT, "nft", "list", "ruleset", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	size_t off = 0;
+	ssize_t k;
+	while (off + 1 < size && (k = read(p[0], out + off, size - off - 1)) > 0)
+		off += (size_t)k;
+	out[off] = '\0';
+	close(p[0]);
+	int st;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void test_loaded_table_reads_as_the_container_rules(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || access(NFT, X_OK) != 0)
+		skip();
+	char out[8192];
+	int rc = load_and_list("10.0.2.2/32:8000,192.0.2.0/24,198.51.100.0/23:53", out, sizeof(out));
+	if (rc != 0)
+		fail_msg("load failed (%d): %s", rc, out);
+	static const char want[] = "table inet capsule_egress {\n"
+				   "\tchain output {\n"
+				   "\t\ttype filter hook output priority filter; policy drop;\n"
+				   "\t\toifname \"lo\" accept\n"
+				   "\t\tct state established,related accept\n"
+				   "\t\tip daddr 10.0.2.2 tcp dport 8000 accept\n"
+				   "\t\tip daddr 10.0.2.2 udp dport 8000 accept\n"
+				   "\t\tip daddr 192.0.2.0/24 accept\n"
+				   "\t\tip daddr 198.51.100.0/23 tcp dport 53 accept\n"
+				   "\t\tip daddr 198.51.100.0/23 udp dport 53 accept\n"
+				   "\t\tmeta l4proto tcp reject with tcp reset\n"
+				   "\t\treject\n"
+				   "\t}\n"
+				   "}\n";
+	assert_string_equal(out, want);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_accepts_the_shims_form),
+		cmocka_unit_test(test_parse_refuses_anything_else),
+		cmocka_unit_test(test_parse_bounds_the_count),
+		cmocka_unit_test(test_batch_fits_its_bound_and_says_when_not),
+		cmocka_unit_test(test_loaded_table_reads_as_the_container_rules),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
