@@ -1782,11 +1782,7 @@ static int start_vm(capsule_error *err)
 	int r = net_prepare(&S.net, &S.cfg, S.epfd, S.run_fd, S.log, err);
 	if (r < 0)
 		return r;
-	if (S.cfg.nallow)
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "an egress allowlist (--allow-host, --allow-cidr) is not available with vm isolation yet (sandbox '%s')",
-				     S.name);
-	if ((r = vm_cgroup_create(err)) < 0)
+	if ((r = vm_net_allowlist_check(&S.cfg, err)) < 0 || (r = vm_cgroup_create(err)) < 0)
 		return r;
 	_cleanup_free_ char *skeleton = NULL;
 	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */

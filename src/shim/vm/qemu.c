@@ -224,10 +224,16 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	vm_module_groups(cfg, groups, sizeof(groups));
 	if (groups[0])
 		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
+	char net[VM_NET_CMDLINE_MAX];
+	vm_net_cmdline(cfg, net, sizeof(net));
 	arg(a, "-append");
 	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
-	    tsc, spec->hostname, vm_net_cmdline(cfg), spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
+	    tsc, spec->hostname, net, spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
 	    modules, vm_display_cmdline(cfg));
+	/* The kernel cuts a longer line without a word, and with it the allowlist's end. */
+	if (!a->oom && strlen(a->v[a->n - 1]) >= VM_KERNEL_CMDLINE_MAX)
+		return cap_err_plain(err, E2BIG, "the guest kernel's command line would be %zu bytes (at most %d)",
+				     strlen(a->v[a->n - 1]), VM_KERNEL_CMDLINE_MAX - 1);
 	arg(a, "-chardev");
 	arg(a, "socket,id=console,fd=%d", QEMU_CONSOLE_FD);
 	arg(a, "-serial");

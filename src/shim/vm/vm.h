@@ -22,6 +22,8 @@
 #define VM_INIT_NAME "capsule-agent"
 /* capsule's own guest kernel, installed beside the helpers (scripts/build-guest-kernel) */
 #define VM_OWN_KERNEL_NAME "capsule-vmlinux"
+/* x86's COMMAND_LINE_SIZE: the kernel keeps this much of -append, with its NUL. */
+#define VM_KERNEL_CMDLINE_MAX 2048
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
 #define VM_MIN_MEMORY_MIB 128ull
 /* QEMU runs in the sandbox's cgroups (the shim's start_vm): --memory is the guest's RAM, and

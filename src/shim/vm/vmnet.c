@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "util.h"
+#include "vm.h"
 #include "vmnet.h"
 
 /* ---- QEMU's side -------------------------------------------------------------------- */
@@ -40,9 +41,39 @@ size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size
 	return ARRAY_SIZE(full);
 }
 
-const char *vm_net_cmdline(const struct capsule_config *cfg)
+void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size)
 {
-	return cfg->network == CAPSULE_NETWORK_FULL ? " capsule.net=full" : "";
+	buf[0] = '\0';
+	if (cfg->network != CAPSULE_NETWORK_FULL)
+		return;
+	size_t off = (size_t)snprintf(buf, size, " capsule.net=full");
+	/* The allowlist as the library stored it (resolved, masked), the config's own form: at
+	 * most CAPSULE_MAX_ALLOW entries of at most 24 bytes, far below the 2048 bytes a guest
+	 * kernel's command line may have (build_argv checks the whole line). */
+	for (size_t i = 0; i < cfg->nallow && off < size; i++) {
+		char rule[64];
+		egress_rule_format(&cfg->allow[i], rule, sizeof(rule));
+		off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? "," : " capsule.allow=", rule);
+	}
+}
+
+int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
+{
+	if (!cfg->nallow)
+		return 0;
+	struct vm_kernel k;
+	int r = vm_find_kernel(&k, err);
+	if (r < 0)
+		return r;
+	/* A modular kernel (Debian's) has nf_tables only as modules, which the guest cannot load
+	 * after boot: the rules could not be made, and the sandbox must not start without them. */
+	if (!k.builtin)
+		r = cap_err_plain(err, EOPNOTSUPP,
+				  "an egress allowlist (--allow-host, --allow-cidr) with vm isolation needs a guest kernel "
+				  "with nf_tables built in, as " VM_OWN_KERNEL_NAME " has; '%s' is a modular kernel",
+				  k.path);
+	vm_kernel_free(&k);
+	return r;
 }
 
 /* ---- forwarded connections ------------------------------------------------------------ */

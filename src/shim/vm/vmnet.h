@@ -26,10 +26,21 @@ static inline bool vm_fwd_chan(uint32_t chan)
 }
 
 /* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
- * static strings; and what goes on the kernel's command line ("" or " capsule.net=full"). The
- * module group "net" (virtio_net) is named by vm_module_groups (initramfs.c). */
+ * static strings; and what goes on the kernel's command line into BUF: "" or
+ * " capsule.net=full", and with an allowlist " capsule.allow=ADDR/PREFIX[:PORT],..." (the
+ * agent loads it as nf_tables rules before it answers: src/agent/vm_egress.c). VM_NET_CMDLINE_MAX
+ * holds the longest. The module group "net" (virtio_net) is named by vm_module_groups
+ * (initramfs.c). */
+#define VM_NET_CMDLINE_MAX (32 + CAPSULE_MAX_ALLOW * 25)
 size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max);
-const char *vm_net_cmdline(const struct capsule_config *cfg);
+void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size);
+
+/* 0 when CFG's egress allowlist (if any) can be had in a vm: the kernel the vm would boot
+ * has every feature built in (capsule's own has nf_tables). Else -EOPNOTSUPP and one line
+ * naming the kernel, for the shim to say before anything of the sandbox starts. A builtin
+ * kernel without nf_tables is found out at boot: the agent refuses to go on without its
+ * table. */
+int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err);
 
 /* Sends a frame to the agent (header A, payload B), as the shim's own to_agent2. */
 typedef void (*vm_fwd_send_fn)(const void *a, size_t an, const void *b, size_t bn);
