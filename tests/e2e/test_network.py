@@ -1,6 +1,10 @@
 """Network modes (--network none|mounts-only|full), port forwards (-p, capsule port) and the
 egress allowlist (--allow-host, --allow-cidr).
 
+Tests marked both_levels run at the container and the vm level (tests/conftest.py): their vm
+half is vm_slow (make check-vm) but for the allowlist's first test, vm_in_check. What only a
+vm has (its NIC, QEMU's argv, forwards carried over the agent channel) is test_vm_network.py's.
+
 Traffic only ever goes to the host's loopback (servers this test starts) or into the
 sandboxes the tests made."""
 import contextlib
@@ -17,9 +21,11 @@ import urllib.request
 
 import pytest
 
-from .helpers import assert_capsule_error, children_named, run_dir, wait_until
+from .helpers import assert_capsule_error, children_named, qemu_procs, run_dir, run_entries, wait_until
 
 GATEWAY = "10.0.2.2"
+# A CLI call that boots a vm may take this long here (TCG on 2 shared cores): test_vm.py's.
+VM_BOOT_TIMEOUT = 240
 
 
 def free_port():
@@ -98,7 +104,7 @@ def serve_inside(capsule, name, port, token):
                 "--directory", d, check=True)
     up = "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=1)"
     assert wait_until(lambda: capsule.run("exec", name, "python3", "-c", up, str(port)).returncode == 0,
-                      timeout=20), "the server in the sandbox did not start"
+                      timeout=60), "the server in the sandbox did not start"
 
 
 def fetch_through(port, timeout=20):
@@ -130,6 +136,7 @@ def test_default_network_is_none_with_loopback_only(capsule):
     assert capsule.inspect(name)["network"]["mode"] == "none"
 
 
+@pytest.mark.both_levels
 def test_mounts_only_is_the_same_as_none(capsule):
     name = capsule.create("--network", "mounts-only")
     assert interfaces_inside(capsule, name) == ["lo"]
@@ -199,7 +206,8 @@ def test_forward_with_explicit_host_ip_and_tcp_suffix(capsule):
     assert fetch_through(port) == token
 
 
-def test_run_with_forward_serves_while_command_runs(capsule):
+@pytest.mark.both_levels
+def test_run_with_forward_serves_while_command_runs_and_leaves_no_listener(capsule, isolation):
     port = free_port()
     token = os.urandom(6).hex()
     script = (f"mkdir -p /tmp/w && printf %s {token} > /tmp/w/token && "
@@ -207,10 +215,17 @@ def test_run_with_forward_serves_while_command_runs(capsule):
     p = capsule.popen("run", "-p", f"{port}:8002", "--", "sh", "-c", script,
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        assert fetch_through(port) == token
+        assert fetch_through(port, timeout=VM_BOOT_TIMEOUT if isolation == "vm" else 20) == token
     finally:
         p.kill()
-        p.wait()
+        p.wait(timeout=60)
+    # The client gone, the ephemeral sandbox ends, and its listener with it.
+    assert wait_until(lambda: not port_open(port), timeout=60)
+
+
+def port_open(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 # An echo-digest server inside: reads until EOF, then answers the sha256 of what it got.
@@ -254,16 +269,22 @@ def test_forward_carries_32mib_both_ways_with_half_close(capsule):
     assert reply.decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
 
 
+# No boot at the vm level: the taken port fails first thing, before QEMU starts.
+@pytest.mark.both_levels
+@pytest.mark.vm_in_check
 def test_taken_host_port_fails_create_cleanly(capsule):
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen(1)
         port = holder.getsockname()[1]
         name = capsule.unique_name()
-        r = capsule.run("create", "--name", name, "-p", f"{port}:80")
+        before = run_entries(capsule)
+        r = capsule.run("create", "--name", name, "--network", "full", "-p", f"{port}:80")
         assert_capsule_error(r)
-        assert f"host port 127.0.0.1:{port} is already in use" in r.stderr
-        assert not os.path.exists(run_dir(capsule, name))
+        assert r.stderr.strip().endswith(f"host port 127.0.0.1:{port} is already in use"), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert run_entries(capsule) == before and not os.path.exists(run_dir(capsule, name))
+        assert qemu_procs(capsule, name) == []
         assert name not in [s["name"] for s in capsule.ps()]
 
 
@@ -286,6 +307,7 @@ def test_bad_port_spec_is_one_line_error(capsule):
     assert "invalid port mapping '80'" in r.stderr
 
 
+@pytest.mark.both_levels
 def test_port_add_ls_rm_on_running_sandbox(capsule):
     name = capsule.create()
     token = os.urandom(6).hex()
@@ -312,6 +334,7 @@ def test_port_add_ls_rm_on_running_sandbox(capsule):
     assert "no port forward" in r.stderr
 
 
+@pytest.mark.both_levels
 def test_port_add_taken_port_is_one_line_error(capsule):
     name = capsule.create()
     with socket.socket() as holder:
@@ -328,29 +351,39 @@ def test_port_on_missing_sandbox_is_one_line_error(capsule):
     assert_capsule_error(r)
 
 
-def test_forward_to_port_nobody_listens_on_closes_the_client(capsule):
+@pytest.mark.both_levels
+def test_forward_to_port_nobody_listens_on_closes_the_client(capsule, isolation):
     port = free_port()
-    capsule.create("-p", f"{port}:8999")
+    name = capsule.create("-p", f"{port}:8999")
     c = socket.create_connection(("127.0.0.1", port), timeout=10)
-    c.settimeout(10)
+    c.settimeout(60)
     try:
         assert c.recv(10) == b""
     except ConnectionResetError:
         pass
     c.close()
+    if isolation == "vm":
+        # The agent connected inside the guest and was refused: the shim logs the guest's answer.
+        log = open(os.path.join(run_dir(capsule, name), "shim.log")).read()
+        assert "connect to 127.0.0.1:8999 in the guest: Connection refused" in log
 
 
 # ---- the egress allowlist ------------------------------------------------------------------
 
 
+# The vm half is make check's one allowlist boot: the guest's own nf_tables table (agent).
+@pytest.mark.both_levels
+@pytest.mark.vm_in_check
 def test_allow_cidr_allows_listed_port_and_denies_others(capsule, host_server, host_server2):
     name = capsule.create("--network", "full", "--allow-cidr", f"{GATEWAY}/32:{host_server.port}")
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == host_server.token
+    # 111: refused at once (a TCP reset from the rules), not FETCH's 10 s timeout.
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == "ERR 111"
     allow = capsule.inspect(name)["network"]["allow"]
     assert allow == [{"rule": f"{GATEWAY}/32:{host_server.port}"}]
 
 
+@pytest.mark.both_levels
 def test_allow_host_resolves_on_host_and_maps_loopback_to_gateway(capsule, host_server, host_server2):
     name = capsule.create("--network", "full", "--allow-host", f"localhost:{host_server2.port}")
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == host_server2.token
@@ -359,12 +392,14 @@ def test_allow_host_resolves_on_host_and_maps_loopback_to_gateway(capsule, host_
     assert allow == [{"rule": f"{GATEWAY}/32:{host_server2.port}", "host": "localhost"}]
 
 
+@pytest.mark.both_levels
 def test_allow_cidr_without_port_allows_every_port(capsule, host_server, host_server2):
     name = capsule.create("--network", "full", "--allow-cidr", "10.0.2.0/24")
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == host_server.token
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == host_server2.token
 
 
+@pytest.mark.both_levels
 def test_allowlist_blocks_dns_and_keeps_loopback_and_forwards(capsule, host_server):
     port = free_port()
     name = capsule.create("--network", "full", "--allow-cidr", f"{GATEWAY}/32:{host_server.port}",
