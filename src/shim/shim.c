@@ -1587,7 +1587,7 @@ static int vm_agent_call(const struct cp_vm_mount *mount, const struct cp_vm_unm
 static int vm_boot_shares(capsule_error *err)
 {
 	int r = vm_shares_prepare(&S.shares, S.run_fd, err);
-	if (r < 0 || !S.cfg.nbinds)
+	if (r < 0 || (r = vm_net_hosts_attach(&S.cfg, &S.shares, err)) < 0 || !S.cfg.nbinds)
 		return r;
 	if (!S.shares.enabled)
 		return cap_err_plain(err, EOPNOTSUPP,
@@ -1627,6 +1627,12 @@ static int vm_boot_mounts(capsule_error *err)
 		bool is_file = fstatat(S.shares.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode);
 		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = name, .target = S.cfg.binds[i].target,
 					 .flags = (S.cfg.binds[i].readonly ? CP_VM_MOUNT_RO : 0) | (is_file ? CP_VM_MOUNT_FILE : 0) };
+		if ((r = vm_agent_call(&m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	if (vm_net_hosts_wanted(&S.cfg, &S.shares)) {
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = VM_NET_HOSTS_ENTRY, .target = "/etc/hosts",
+					 .flags = CP_VM_MOUNT_RO | CP_VM_MOUNT_FILE };
 		if ((r = vm_agent_call(&m, NULL, NULL, err)) < 0)
 			return r;
 	}

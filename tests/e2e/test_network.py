@@ -393,6 +393,28 @@ def test_allow_host_resolves_on_host_and_maps_loopback_to_gateway(capsule, host_
 
 
 @pytest.mark.both_levels
+def test_allow_host_names_are_in_a_read_only_etc_hosts(capsule, isolation):
+    """DNS is refused under an allowlist: the names resolved on the host are the sandbox's
+    /etc/hosts (at the vm level through the shares, which need root)."""
+    name_ = socket.gethostname()
+    try:
+        socket.gethostbyname(name_)
+    except OSError:
+        pytest.skip(f"the host's own name '{name_}' does not resolve here")
+    if isolation == "vm" and os.geteuid() != 0:
+        pytest.skip("a vm's /etc/hosts comes through the shares, which need root")
+    name = capsule.create("--network", "full", "--allow-host", f"{name_}:443")
+    allow = capsule.inspect(name)["network"]["allow"]
+    addrs = {a["rule"].split("/")[0] for a in allow if a.get("host") == name_}
+    assert addrs, allow
+    r = capsule.run("exec", name, "python3", "-c", "import socket,sys; print(socket.gethostbyname(sys.argv[1]))",
+                    name_, check=True)
+    assert r.stdout.strip() in addrs
+    r = capsule.run("exec", name, "sh", "-c", "echo 192.0.2.1 evil >> /etc/hosts")
+    assert r.returncode != 0
+
+
+@pytest.mark.both_levels
 def test_allow_cidr_without_port_allows_every_port(capsule, host_server, host_server2):
     name = capsule.create("--network", "full", "--allow-cidr", "10.0.2.0/24")
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == host_server.token

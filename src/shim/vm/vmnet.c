@@ -9,6 +9,8 @@
  * bytes as DATA frames under the protocol's credit, with a window of CP_FWD_WINDOW each way,
  * so that a connection holds at most that much in the shim whatever either end does. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -18,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "syscalls.h"
 #include "util.h"
 #include "vm.h"
 #include "vmnet.h"
@@ -74,6 +77,32 @@ int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
 				  k.path);
 	vm_kernel_free(&k);
 	return r;
+}
+
+/* The names an allowlist resolved on the host (run/<name>/hosts, net.c's) reach the guest as
+ * the container level gives them: a read-only file over /etc/hosts, since DNS is refused.
+ * The file is an entry of the shares (a root shim's); the shim then has the agent bind it. */
+bool vm_net_hosts_wanted(const struct capsule_config *cfg, const struct vm_shares *s)
+{
+	return cfg->network == CAPSULE_NETWORK_FULL && cfg->nallow && s->enabled;
+}
+
+int vm_net_hosts_attach(const struct capsule_config *cfg, struct vm_shares *s, capsule_error *err)
+{
+	if (!vm_net_hosts_wanted(cfg, s))
+		return 0;
+	/* By path, beside the shares' folder: the run folder's fd names a mount of the host's
+	 * namespace, which open_tree cannot clone into the shim's own. */
+	char path[PATH_MAX];
+	const char *slash = strrchr(s->dir, '/');
+	snprintf(path, sizeof(path), "%.*s/hosts", (int)(slash - s->dir), s->dir);
+	_cleanup_close_ int t = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+	if (t < 0)
+		return cap_err(err, errno, "open_tree '%s'", path);
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+	if (sys_mount_setattr(t, "", AT_EMPTY_PATH, &a) < 0)
+		return cap_err(err, errno, "mount_setattr 'hosts'");
+	return vm_shares_attach(s, t, VM_NET_HOSTS_ENTRY, false, err);
 }
 
 /* ---- forwarded connections ------------------------------------------------------------ */

@@ -13,6 +13,7 @@
 #include "internal.h"
 #include "net.h"
 #include "proto.h"
+#include "shares.h"
 
 /* Agent channels the shim opens itself for forwarded connections: the top bit is theirs, so
  * they never meet the ids that client channels are mapped to. */
@@ -41,6 +42,14 @@ void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size);
  * kernel without nf_tables is found out at boot: the agent refuses to go on without its
  * table. */
 int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err);
+
+/* With an allowlist and the shares (a root shim), run/<name>/hosts is the shares' entry
+ * VM_NET_HOSTS_ENTRY (read-only), for the shim to have the agent bind it over /etc/hosts
+ * (VM_MOUNT) before any command runs. A rootless vm has no shares: its guest then has no
+ * names for the allowed hosts, only their addresses. */
+#define VM_NET_HOSTS_ENTRY "hosts"
+bool vm_net_hosts_wanted(const struct capsule_config *cfg, const struct vm_shares *s);
+int vm_net_hosts_attach(const struct capsule_config *cfg, struct vm_shares *s, capsule_error *err);
 
 /* Sends a frame to the agent (header A, payload B), as the shim's own to_agent2. */
 typedef void (*vm_fwd_send_fn)(const void *a, size_t an, const void *b, size_t bn);
