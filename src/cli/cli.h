@@ -60,6 +60,10 @@ int cmd_image(int argc, char **argv);
 /* Run the same command line with capsule-images (the CLI linked with the image store):
  * returns only on failure. */
 int cli_images_helper(char **argv);
+/* The same with HELPER, one of the programs installed beside capsule-images. */
+int cli_exec_helper(const char *helper, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_token(int argc, char **argv);
 int cmd_port(int argc, char **argv);
 int cmd_screenshot(int argc, char **argv);
 int cmd_input(int argc, char **argv);

@@ -38,6 +38,8 @@ static const struct cli_command commands[] = {
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "screenshot", cmd_screenshot, "Save a vm's screen as a PNG file" },
 	{ "input", cmd_input, "Type, press keys, move and click on a vm's display" },
+	{ "serve", cmd_serve, "Serve the HTTP API for sandboxes (docs/serve.md)" },
+	{ "token", cmd_token, "Manage API tokens of 'capsule serve' (create, ls, rm)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },
@@ -126,13 +128,13 @@ static int cmd_help(int argc, char **argv)
 	return cli_usage("help", "unknown command '%s'", argv[1]);
 }
 
-int cli_images_helper(char **argv)
+int cli_exec_helper(const char *helper, char **argv)
 {
 	/* Beside this binary (the build tree, a relocated install), then where install puts it. */
 	char path[PATH_MAX];
 	const char *env = getenv("CAPSULE_LIBEXEC");
 	if (env && *env) {
-		snprintf(path, sizeof(path), "%s/capsule-images", env);
+		snprintf(path, sizeof(path), "%s/%s", env, helper);
 		execv(path, argv);
 	}
 	ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 32);
@@ -140,13 +142,18 @@ int cli_images_helper(char **argv)
 		path[n] = '\0';
 		char *slash = strrchr(path, '/');
 		if (slash) {
-			strcpy(slash + 1, "capsule-images");
+			snprintf(slash + 1, sizeof(path) - (size_t)(slash + 1 - path), "%s", helper);
 			execv(path, argv);
 		}
 	}
-	snprintf(path, sizeof(path), "%s/capsule-images", CAPSULE_LIBEXECDIR);
+	snprintf(path, sizeof(path), "%s/%s", CAPSULE_LIBEXECDIR, helper);
 	execv(path, argv);
-	return cli_failf("images need '%s', which cannot be run: %s", path, strerror(errno));
+	return cli_failf("this command needs '%s', which cannot be run: %s", path, strerror(errno));
+}
+
+int cli_images_helper(char **argv)
+{
+	return cli_exec_helper("capsule-images", argv);
 }
 
 #ifdef CAPSULE_CLI_IMAGES_HELPER

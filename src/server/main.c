@@ -1,0 +1,328 @@
+/* capsule-server: `capsule serve` and `capsule token`, handed over by the static CLI (which
+ * cannot link libmicrohttpd or libcrypto statically) as image work is to capsule-images. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#include "parse.h"
+#include "serve.h"
+#include "util.h"
+
+#define LISTEN_MAX 8
+#define EXIT_CAPSULE 125
+
+static const char serve_usage[] =
+	"Usage: capsule serve --listen ADDRESS [--listen ADDRESS...] [OPTIONS]\n\n"
+	"An HTTP API for sandboxes (docs/serve.md). Every request but GET /v1/health and\n"
+	"GET /openapi.json needs 'Authorization: Bearer TOKEN' (capsule token create NAME).\n"
+	"On SIGTERM or SIGINT it stops taking connections, lets requests in flight finish, and\n"
+	"removes the sandboxes it made unless --keep.\n\n"
+	"  --listen ADDRESS        HOST:PORT (127.0.0.1:8080, [::1]:8080) or unix:/PATH (mode 0600);\n"
+	"                          repeatable, at most 8. There is no TLS: keep TCP on loopback or\n"
+	"                          behind a TLS proxy\n"
+	"  --max-sandboxes N       per token (default 16; 0: no limit)\n"
+	"  --max-memory SIZE       per token, the sum of its sandboxes' memory (default 16G; 0: none)\n"
+	"  --default-memory SIZE   a sandbox created without 'memory' (default 512M)\n"
+	"  --default-timeout SECS  a sandbox's life when 'timeout' is not given (default 3600)\n"
+	"  --exec-output-max SIZE  the most of each stream an exec answers (default 1M)\n"
+	"  --max-connections N     per listener (default 256)\n"
+	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
+	"  --keep                  leave the sandboxes running at shutdown (made detached)\n"
+	"  --routes                print the routes this server answers and exit\n"
+	"  --help                  this text\n";
+
+static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_fail(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "capsule serve: ");
+	vfprintf(stderr, fmt, ap);
+	fprintf(stderr, " (see 'capsule serve --help')\n");
+	va_end(ap);
+	return EXIT_CAPSULE;
+}
+
+/* A failure of the server (not of its command line): "capsule: WHAT 'ARG'[: strerror(E)]". */
+static int fail(const char *what, const char *arg, int e)
+{
+	fprintf(stderr, "capsule: %s '%s'", what, arg);
+	if (e)
+		fprintf(stderr, ": %s", strerror(e));
+	fputc('\n', stderr);
+	return EXIT_CAPSULE;
+}
+
+/* A listening socket for ADDRESS: "unix:/path", "HOST:PORT", "[V6]:PORT". */
+static int open_listener(const char *address)
+{
+	if (!strncmp(address, "unix:", 5)) {
+		const char *path = address + 5;
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		if (path[0] != '/' || strlen(path) >= sizeof(sa.sun_path))
+			return usage_fail("--listen '%s': unix: needs an absolute path of at most 107 bytes", address), -1;
+		strcpy(sa.sun_path, path);
+		int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0)
+			return fail("socket for", address, errno), -1;
+		/* Only a socket may be replaced (a stale one from a killed server), never a file. */
+		struct stat st;
+		if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+			unlink(path);
+		mode_t old = umask(0177);
+		int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+		umask(old);
+		if (r < 0 || listen(fd, 128) < 0) {
+			int e = errno;
+			close(fd);
+			return fail("listening on", address, e), -1;
+		}
+		return fd;
+	}
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	if (!colon || colon == address || (size_t)(colon - address) >= sizeof(host))
+		return usage_fail("--listen '%s' must be HOST:PORT or unix:/PATH", address), -1;
+	memcpy(host, address, (size_t)(colon - address));
+	host[colon - address] = '\0';
+	uint64_t port;
+	capsule_error err = { 0 };
+	if (parse_uint(colon + 1, "port", 0, 65535, &port, &err) < 0)
+		return usage_fail("--listen '%s': the port must be 0 to 65535", address), -1;
+	struct sockaddr_storage ss = { 0 };
+	socklen_t len;
+	int family;
+	if (host[0] == '[' && host[strlen(host) - 1] == ']') {
+		host[strlen(host) - 1] = '\0';
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1)
+			return usage_fail("--listen '%s': not an IPv6 address", address), -1;
+		s6->sin6_family = family = AF_INET6;
+		s6->sin6_port = htons((uint16_t)port);
+		len = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		if (!strcmp(host, "localhost"))
+			strcpy(host, "127.0.0.1");
+		if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+			return usage_fail("--listen '%s': not an IPv4 address (or [IPv6])", address), -1;
+		s4->sin_family = family = AF_INET;
+		s4->sin_port = htons((uint16_t)port);
+		len = sizeof(*s4);
+	}
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return fail("socket for", address, errno), -1;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0 || listen(fd, 128) < 0) {
+		int e = errno;
+		close(fd);
+		return fail("listening on", address, e), -1;
+	}
+	return fd;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	fprintf(stderr, "capsule serve: microhttpd: %s\n", msg);
+}
+
+/* What --listen 127.0.0.1:0 got, so that a caller (the tests) can learn the port. */
+static void print_listening(const char *address, int fd)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	char host[INET6_ADDRSTRLEN] = "";
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0 && ss.ss_family == AF_INET) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));
+		printf("listening on %s:%u\n", host, ntohs(s4->sin_port));
+	} else if (ss.ss_family == AF_INET6) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof(host));
+		printf("listening on [%s]:%u\n", host, ntohs(s6->sin6_port));
+	} else {
+		printf("listening on %s\n", address);
+	}
+	fflush(stdout);
+}
+
+static int cmd_serve(int argc, char **argv)
+{
+	struct serve_options o = {
+		.max_sandboxes = 16,
+		.max_memory = 16ull << 30,
+		.default_memory = 512ull << 20,
+		.default_timeout_s = 3600,
+		.exec_output_max = 1u << 20,
+		.audit_fd = -1,
+	};
+	const char *listen_addr[LISTEN_MAX];
+	size_t n_listen = 0;
+	uint64_t max_connections = 256;
+	const char *audit_path = NULL;
+	capsule_error err = { 0 };
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			return fputs(serve_usage, stdout), 0;
+		if (!strcmp(a, "--routes")) {
+			serve_api_print_routes(stdout);
+			return 0;
+		}
+		if (!strcmp(a, "--keep")) {
+			o.keep = true;
+			continue;
+		}
+		const char *v = NULL;
+		char flag[32];
+		const char *eq = strchr(a, '=');
+		if (!strncmp(a, "--", 2) && eq && (size_t)(eq - a) < sizeof(flag)) {
+			memcpy(flag, a, (size_t)(eq - a));
+			flag[eq - a] = '\0';
+			v = eq + 1;
+			a = flag;
+		} else if (!strncmp(a, "--", 2)) {
+			if (i + 1 >= argc)
+				return usage_fail("%s needs a value", a);
+			v = argv[++i];
+		} else {
+			return usage_fail("unexpected argument '%s'", a);
+		}
+		uint64_t u;
+		if (!strcmp(a, "--listen")) {
+			if (n_listen == LISTEN_MAX)
+				return usage_fail("at most 8 --listen addresses");
+			listen_addr[n_listen++] = v;
+		} else if (!strcmp(a, "--max-sandboxes")) {
+			if (parse_uint(v, "--max-sandboxes", 0, 100000, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.max_sandboxes = (unsigned)u;
+		} else if (!strcmp(a, "--max-memory")) {
+			if (parse_size(v, &o.max_memory, &err) < 0)
+				return usage_fail("--max-memory: %s", err.message);
+		} else if (!strcmp(a, "--default-memory")) {
+			if (parse_size(v, &o.default_memory, &err) < 0 || o.default_memory == 0)
+				return usage_fail("--default-memory: %s", err.code ? err.message : "must be more than 0");
+		} else if (!strcmp(a, "--default-timeout")) {
+			if (parse_uint(v, "--default-timeout", 1, SERVE_TIMEOUT_MAX_S, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.default_timeout_s = (uint32_t)u;
+		} else if (!strcmp(a, "--exec-output-max")) {
+			if (parse_size(v, &u, &err) < 0 || u == 0 || u > (64ull << 20))
+				return usage_fail("--exec-output-max: %s", err.code ? err.message : "must be 1 to 64M");
+			o.exec_output_max = (size_t)u;
+		} else if (!strcmp(a, "--max-connections")) {
+			if (parse_uint(v, "--max-connections", 1, 4096, &max_connections, &err) < 0)
+				return usage_fail("%s", err.message);
+		} else if (!strcmp(a, "--audit-log")) {
+			audit_path = v;
+		} else {
+			return usage_fail("unknown option '%s'", a);
+		}
+	}
+	if (n_listen == 0)
+		return usage_fail("give at least one --listen ADDRESS (127.0.0.1:PORT or unix:/PATH)");
+	if (o.max_memory && o.default_memory > o.max_memory)
+		return usage_fail("--default-memory is over --max-memory");
+
+	if (audit_path) {
+		o.audit_fd = open(audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (o.audit_fd < 0)
+			return fail("opening the audit log", audit_path, errno);
+	}
+	int fds[LISTEN_MAX];
+	for (size_t i = 0; i < n_listen; i++)
+		if ((fds[i] = open_listener(listen_addr[i])) < 0)
+			return EXIT_CAPSULE;
+
+	/* Every thread (microhttpd's, the reaper) inherits this mask: the signals come to the
+	 * main thread's sigwait, never to a handler in the middle of a request. */
+	sigset_t stop;
+	sigemptyset(&stop);
+	sigaddset(&stop, SIGTERM);
+	sigaddset(&stop, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (serve_api_init(&o, &err) < 0)
+		return fprintf(stderr, "capsule: %s\n", err.message), EXIT_CAPSULE;
+	struct MHD_Daemon *d[LISTEN_MAX];
+	for (size_t i = 0; i < n_listen; i++) {
+		d[i] = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+						MHD_USE_ERROR_LOG,
+					0, NULL, NULL, (MHD_AccessHandlerCallback)serve_api_handler(), NULL,
+					MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+					MHD_OPTION_LISTEN_SOCKET, fds[i],
+					MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
+					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
+					MHD_OPTION_NOTIFY_COMPLETED, (MHD_RequestCompletedCallback)serve_api_completed(), NULL,
+					MHD_OPTION_END);
+		if (!d[i]) {
+			for (size_t j = 0; j < i; j++)
+				MHD_stop_daemon(d[j]);
+			serve_api_shutdown();
+			return fail("starting the HTTP server on", listen_addr[i], 0);
+		}
+		print_listening(listen_addr[i], fds[i]);
+	}
+
+	int sig = 0;
+	sigwait(&stop, &sig);
+	fprintf(stderr, "capsule serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	/* No new connections; requests in flight (an exec, an upload) finish, for at most as
+	 * long as the longest exec may take, and a second signal cuts that short. */
+	for (size_t i = 0; i < n_listen; i++)
+		MHD_quiesce_daemon(d[i]);
+	struct timespec poll_ts = { 0, 50 * 1000000L };
+	uint64_t deadline = now_ms() + (uint64_t)SERVE_TIMEOUT_MAX_S * 1000;
+	while (serve_api_in_flight() > 0 && now_ms() < deadline) {
+		sigset_t pending;
+		sigpending(&pending);
+		if (sigismember(&pending, SIGTERM) || sigismember(&pending, SIGINT))
+			break;
+		nanosleep(&poll_ts, NULL);
+	}
+	for (size_t i = 0; i < n_listen; i++) {
+		MHD_stop_daemon(d[i]);
+		close(fds[i]);
+		if (!strncmp(listen_addr[i], "unix:", 5))
+			unlink(listen_addr[i] + 5);
+	}
+	serve_api_shutdown();
+	fprintf(stderr, "capsule serve: stopped%s\n", o.keep ? " (sandboxes kept)" : "");
+	if (o.audit_fd >= 0)
+		close(o.audit_fd);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	/* Called as the CLI was: capsule serve ... / capsule token ... */
+	if (argc >= 2 && !strcmp(argv[1], "serve"))
+		return cmd_serve(argc - 1, argv + 1);
+	if (argc >= 2 && !strcmp(argv[1], "token"))
+		return serve_token_cli(argc - 1, argv + 1);
+	fprintf(stderr, "capsule-server: run it as 'capsule serve' or 'capsule token'\n");
+	return EXIT_CAPSULE;
+}

@@ -1,0 +1,126 @@
+/* capsule serve: an HTTP API over libcapsule (docs/serve.md). The server is a client of the
+ * public API (capsule.h) like the CLI; these are its own parts:
+ *   request.c  the JSON bodies of requests, decoded and checked with no I/O (fuzzed)
+ *   tokens.c   the token store ($CAPSULE_HOME/serve/tokens) and `capsule token`
+ *   api.c      the routes, the sandboxes the server owns, their lifetimes
+ *   main.c     `capsule serve`: options, listeners, signals, shutdown
+ */
+#ifndef CAPSULE_SERVE_H
+#define CAPSULE_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "capsule.h"
+
+/* ---- request bodies (request.c) ------------------------------------------------------- */
+
+#define SERVE_JSON_BODY_MAX (1u << 20)   /* a JSON request body; larger is 413 */
+#define SERVE_ENV_MAX 256                /* env entries of a create or an exec */
+#define SERVE_LABELS_MAX 32
+#define SERVE_LABEL_KEY_MAX 63
+#define SERVE_LABEL_VALUE_MAX 255
+#define SERVE_ARGV_MAX 4096
+#define SERVE_TIMEOUT_MAX_S 86400        /* a sandbox's `timeout` (its lifetime), and an exec's */
+
+struct serve_label {
+	char *key, *value;
+};
+
+/* POST /v1/sandboxes. Unset fields keep the server's defaults. */
+struct serve_create_req {
+	char *image;
+	int isolation;            /* -1: unset, else capsule_isolation */
+	bool memory_set;
+	uint64_t memory_bytes;
+	char *cpus;               /* as capsule_config_set_cpus takes it ("1.5") */
+	char *network;            /* "none", "mounts-only", "full" */
+	char **env;               /* NULL-terminated "K=V" */
+	size_t n_env;
+	struct serve_label labels[SERVE_LABELS_MAX];
+	size_t n_labels;
+	bool timeout_set;
+	uint32_t timeout_s;
+};
+
+/* POST /v1/sandboxes/{id}/exec. */
+struct serve_exec_req {
+	char **argv;              /* NULL-terminated, or NULL with shell */
+	size_t argc;
+	char *shell;
+	char **env;               /* NULL-terminated "K=V", or NULL */
+	size_t n_env;
+	char *cwd;
+	char *user;
+	uint32_t timeout_ms;      /* 0: the server's exec limit */
+	char *stdin_data;
+	size_t stdin_len;
+};
+
+/* Decode BODY[0..LEN) (not NUL-terminated). On failure ERR says, in one line, which field was
+ * wrong and why (EINVAL), and OUT holds nothing to free. Unknown and repeated fields are
+ * refused: a typo must not silently become a default. */
+int serve_decode_create(const char *body, size_t len, struct serve_create_req *out, capsule_error *err);
+void serve_create_req_free(struct serve_create_req *r);
+int serve_decode_exec(const char *body, size_t len, struct serve_exec_req *out, capsule_error *err);
+void serve_exec_req_free(struct serve_exec_req *r);
+/* "k=v" of ?label=: the key and value as a label has them (EINVAL otherwise). */
+int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_error *err);
+/* Whether S[0..LEN) is valid UTF-8 with no NUL (exec output goes out as text then). */
+bool serve_utf8_valid(const char *s, size_t len);
+
+/* ---- tokens (tokens.c) ---------------------------------------------------------------- */
+
+#define SERVE_TOKENS_MAX 1024
+#define SERVE_TOKEN_NAME_MAX 63
+
+struct serve_token {
+	char name[SERVE_TOKEN_NAME_MAX + 1];
+	int64_t created_unix;
+	uint8_t hash[32];         /* SHA-256 of the token's text */
+};
+
+/* The token store: $CAPSULE_HOME/serve/tokens, mode 0600 in a 0700 folder, replaced whole
+ * (a temporary file renamed over it) under an flock, so a reader sees the old or the new. */
+int serve_tokens_load(struct serve_token **out, size_t *count, capsule_error *err);
+/* A new token NAME: *TOKEN_OUT (malloc'd) is its text, shown once; only its hash is kept. */
+int serve_token_create(const char *name, char **token_out, capsule_error *err);
+int serve_token_remove(const char *name, capsule_error *err);
+void serve_token_hash(const char *token, size_t len, uint8_t out[32]);
+/* The path of the store, for the server's reload check. */
+const char *serve_tokens_path(void);
+
+/* `capsule token ...` */
+int serve_token_cli(int argc, char **argv);
+
+/* ---- the server (api.c, main.c) ------------------------------------------------------- */
+
+struct serve_options {
+	unsigned max_sandboxes;   /* per token */
+	uint64_t max_memory;      /* per token, bytes: the sum of its sandboxes' memory limits */
+	uint64_t default_memory;  /* a sandbox created without `memory` */
+	uint32_t default_timeout_s;
+	size_t exec_output_max;   /* per stream */
+	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
+	int audit_fd;             /* -1: no audit log */
+};
+
+/* Every route the server answers, one "METHOD PATTERN" a line, from the table it dispatches
+ * with: for `capsule serve --routes` and the test that holds docs/openapi.json to it. */
+void serve_api_print_routes(FILE *out);
+
+int serve_api_init(const struct serve_options *opts, capsule_error *err);
+/* The MHD access handler and completion callback (void * to keep microhttpd.h out of here). */
+void *serve_api_handler(void);
+void *serve_api_completed(void);
+/* Requests begun and not yet answered and completed. */
+unsigned serve_api_in_flight(void);
+/* Stop the lifetime reaper, then remove every sandbox the server made (unless keep). */
+void serve_api_shutdown(void);
+
+extern const char serve_openapi_json[];
+extern const size_t serve_openapi_json_len;
+
+#endif
