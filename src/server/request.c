@@ -12,6 +12,17 @@
 #include "serve.h"
 #include "util.h"
 
+/* Messages quote names and values the client chose: a control character in one must not
+ * reach a log line or a terminal as itself. */
+static int printable_error(capsule_error *err, int r)
+{
+	if (err)
+		for (char *p = err->message; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+	return r;
+}
+
 /* A raw JSON value as json_object_each gives it. */
 struct raw {
 	const char *text;
@@ -56,6 +67,12 @@ static int field_number(const char *field, struct raw v, double *out, capsule_er
 	return 0;
 }
 
+/* Range-checked by the callers before any cast that could overflow. */
+static bool is_whole(double d)
+{
+	return d >= -9.0e18 && d <= 9.0e18 && d == (double)(long long)d;
+}
+
 /* Seconds as a whole number in [1, SERVE_TIMEOUT_MAX_S]. */
 static int field_seconds(const char *field, struct raw v, bool fraction_ok, uint32_t *ms_out, capsule_error *err)
 {
@@ -63,14 +80,14 @@ static int field_seconds(const char *field, struct raw v, bool fraction_ok, uint
 	int r = field_number(field, v, &d, err);
 	if (r < 0)
 		return r;
-	if (!fraction_ok && d != floor(d))
+	if (!fraction_ok && !is_whole(d))
 		return cap_err_plain(err, EINVAL, "field '%s' must be a whole number of seconds", field);
 	if (!(d >= 0.001 && d <= SERVE_TIMEOUT_MAX_S))
 		return cap_err_plain(err, EINVAL, "field '%s' must be between %s and %u seconds", field,
 				     fraction_ok ? "0.001" : "1", SERVE_TIMEOUT_MAX_S);
 	if (!fraction_ok && d < 1)
 		return cap_err_plain(err, EINVAL, "field '%s' must be between 1 and %u seconds", field, SERVE_TIMEOUT_MAX_S);
-	*ms_out = (uint32_t)llround(d * 1000.0);
+	*ms_out = (uint32_t)(d * 1000.0 + 0.5);
 	return 0;
 }
 
@@ -185,14 +202,14 @@ int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_
 {
 	const char *eq = strchr(text, '=');
 	if (!eq)
-		return cap_err_plain(err, EINVAL, "label filter '%.64s' must be KEY=VALUE", text);
+		return printable_error(err, cap_err_plain(err, EINVAL, "label filter '%.64s' must be KEY=VALUE", text));
 	_cleanup_free_ char *k = strndup(text, (size_t)(eq - text));
 	_cleanup_free_ char *v = strdup(eq + 1);
 	if (!k || !v)
 		return cap_err(err, ENOMEM, "label filter");
 	int r = label_check(k, v, err);
 	if (r < 0)
-		return cap_err_wrap(err, r, "label filter");
+		return printable_error(err, cap_err_wrap(err, r, "label filter"));
 	out->key = steal_ptr(k);
 	out->value = steal_ptr(v);
 	return 0;
@@ -260,7 +277,7 @@ static int create_member(const char *name, const char *value, size_t value_len, 
 			double d;
 			if ((r = field_number("memory", v, &d, err)) < 0)
 				return cap_err_plain(err, EINVAL, "field 'memory' must be a size (\"512M\") or a number of bytes");
-			if (d != floor(d) || d < 1 || d > 9.0e18)
+			if (!is_whole(d) || d < 1 || d > 9.0e18)
 				return cap_err_plain(err, EINVAL, "field 'memory' must be a whole number of bytes");
 			req->memory_bytes = (uint64_t)d;
 		}
@@ -321,7 +338,11 @@ static int decode_object(const char *body, size_t len, json_member_fn fn, void *
 		i++;
 	if (i == len || body[i] != '{')
 		return cap_err_plain(err, EINVAL, "the request body must be a JSON object");
-	capsule_error_clear(err);
+	/* A failure the walk callbacks did not describe is the JSON reader's: cleared, to tell. */
+	if (err) {
+		err->code = 0;
+		err->message[0] = '\0';
+	}
 	int r = json_object_each(body, len, 64, fn, walk);
 	if (r == -E2BIG)
 		return cap_err_plain(err, EINVAL, "the request body has too many fields");
@@ -340,7 +361,7 @@ int serve_decode_create(const char *body, size_t len, struct serve_create_req *o
 	int r = decode_object(body, len, create_member, &w, err);
 	if (r < 0) {
 		serve_create_req_free(out);
-		return r;
+		return printable_error(err, r);
 	}
 	return 0;
 }
@@ -464,7 +485,7 @@ int serve_decode_exec(const char *body, size_t len, struct serve_exec_req *out, 
 		r = cap_err_plain(err, EINVAL, "give one of 'cmd' (an array) or 'command' (a shell string)");
 	if (r < 0) {
 		serve_exec_req_free(out);
-		return r;
+		return printable_error(err, r);
 	}
 	return 0;
 }
