@@ -16,6 +16,7 @@
 
 #include <openssl/sha.h>
 
+#include "json.h"
 #include "parse.h"
 #include "serve.h"
 #include "util.h"
@@ -324,22 +325,34 @@ int serve_token_cli(int argc, char **argv)
 		size_t n;
 		if (serve_tokens_load(&v, &n, &err) < 0)
 			return token_fail(&err);
-		if (json)
-			fputc('[', stdout);
-		else
+		/* --json is indented as every other --json output of the CLI (test_cli_json.py). */
+		struct json_writer w;
+		json_init(&w, true);
+		json_array_begin(&w);
+		if (!json)
 			printf("%-32s %s\n", "NAME", "CREATED");
 		for (size_t i = 0; i < n; i++) {
 			char when[32];
 			time_t t = (time_t)v[i].created_unix;
 			struct tm tm;
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-			if (json)
-				printf("%s{\"name\":\"%s\",\"created\":\"%s\"}", i ? "," : "", v[i].name, when);
-			else
+			if (!json) {
 				printf("%-32s %s\n", v[i].name, when);
+				continue;
+			}
+			json_object_begin(&w);
+			json_kv_string(&w, "name", v[i].name);
+			json_kv_string(&w, "created", when);
+			json_object_end(&w);
+		}
+		json_array_end(&w);
+		_cleanup_free_ char *text = json_steal(&w, NULL);
+		if (json && !text) {
+			fprintf(stderr, "capsule: out of memory\n");
+			return 125;
 		}
 		if (json)
-			fputs("]\n", stdout);
+			printf("%s\n", text);
 		return 0;
 	}
 	return token_usage_fail("unknown subcommand '%s' (create, ls, rm)", sub);
