@@ -403,9 +403,9 @@ def test_a_256_mib_file_streams_both_ways_in_bounded_memory(server, api, tmp_pat
             assert hashlib.file_digest(f, "sha256").hexdigest() == h.hexdigest()
         grown = server.vm_hwm_kib() - before
         # A server that held the file would grow by 256 MiB each way; streaming holds a few
-        # 64 KiB blocks per connection. A quarter of the file is room for allocator slack and
-        # sanitizer bookkeeping, and still far from a copy.
-        assert grown < (size >> 2) >> 10, f"the server's peak RSS grew by {grown} KiB"
+        # 64 KiB blocks per connection (measured: under 1 MiB). An eighth of the file is room
+        # for allocator arenas and sanitizer bookkeeping, and still far from any copy of it.
+        assert grown < (size >> 3) >> 10, f"the server's peak RSS grew by {grown} KiB"
     finally:
         api.call("DELETE", f"/v1/sandboxes/{sid}")
         for p in (src, back):
