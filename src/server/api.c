@@ -26,6 +26,9 @@
 
 #define STREAM_BLOCK (64 * 1024)
 #define REAPER_TICK_MS 200
+/* A listing's answer is about 150 bytes an entry: the library's own bound (a million
+ * entries) would let one request make the server hold 150 MB. */
+#define LIST_ANSWER_MAX 65536
 
 struct sandbox_entry {
 	struct sandbox_entry *next;
@@ -58,6 +61,8 @@ static struct {
 	size_t n_tokens;
 	struct stat tokens_st;
 	bool tokens_loaded;
+	unsigned tokens_gen;        /* one more at each reload */
+	unsigned tokens_gen_reaped; /* the reload expire_orphans last looked at */
 } S = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
 /* ---- sandbox entries ------------------------------------------------------------------- */
@@ -131,10 +136,30 @@ static void entry_destroy(struct sandbox_entry *e)
 
 /* ---- lifetimes -------------------------------------------------------------------------- */
 
+static void tokens_refresh(void);
+static bool owner_has_token(const uint8_t owner[32]);
+
+/* Sandboxes whose token was removed: reachable by no one, so they go at once rather than at
+ * their timeout (revoking a token revokes what it made). Marked by pushing their deadline to
+ * now. Under the lock; the store is read again only when the file changed. */
+static void expire_orphans(void)
+{
+	/* A request may have reloaded the store first: compare generations, not this call's. */
+	tokens_refresh();
+	if (S.tokens_gen == S.tokens_gen_reaped)
+		return;
+	S.tokens_gen_reaped = S.tokens_gen;
+	uint64_t now = now_ms();
+	for (struct sandbox_entry *e = S.entries; e; e = e->next)
+		if (e->sb && !owner_has_token(e->owner))
+			e->expires_ms = now;
+}
+
 static void *reaper_main(void *arg)
 {
 	pthread_mutex_lock(&S.lock);
 	while (!S.stopping) {
+		expire_orphans();
 		uint64_t now = now_ms();
 		struct sandbox_entry *expired = NULL;
 		for (struct sandbox_entry *e = S.entries; e; e = e->next)
@@ -237,6 +262,16 @@ static void tokens_refresh(void)
 	S.n_tokens = n;
 	S.tokens_st = st;
 	S.tokens_loaded = true;
+	S.tokens_gen++;
+}
+
+/* Under the lock. */
+static bool owner_has_token(const uint8_t owner[32])
+{
+	for (size_t i = 0; i < S.n_tokens; i++)
+		if (!CRYPTO_memcmp(S.tokens[i].hash, owner, 32))
+			return true;
+	return false;
 }
 
 /* Every stored hash is compared, in constant time, whatever matches first. */
@@ -674,6 +709,9 @@ static void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	} else {
 		e->sb = sb;
 		e->expires_ms = now_ms() + (uint64_t)e->timeout_s * 1000;
+		/* The token was removed while this started: the reaper's pass has gone by. */
+		if (!owner_has_token(e->owner))
+			e->expires_ms = now_ms();
 		e->refs++; /* this request's, for the answer below */
 	}
 	pthread_mutex_unlock(&S.lock);
@@ -855,9 +893,10 @@ static void handle_files_list(struct MHD_Connection *c, struct request *rq, cons
 	json_init(&w, false);
 	json_object_begin(&w);
 	json_kv_string(&w, "path", path);
+	json_kv_bool(&w, "truncated", n > LIST_ANSWER_MAX);
 	json_key(&w, "entries");
 	json_array_begin(&w);
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < n && i < LIST_ANSWER_MAX; i++) {
 		json_object_begin(&w);
 		json_kv_string(&w, "name", v[i].name);
 		json_kv_string(&w, "type", kind_name(v[i].kind));

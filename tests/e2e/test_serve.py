@@ -203,10 +203,16 @@ def test_requests_without_a_valid_token_are_refused(server, capsule_home):
     assert_error(*Api(server.port, "capsule_" + "0" * 64).call("GET", "/v1/sandboxes"), 401, "unauthorized")
     assert_error(*Api(server.port).call("GET", "/v1/sandboxes", headers={"Authorization": "Basic eDp5"}), 401,
                  "unauthorized")
+    sid = ok.create(timeout=600)
     subprocess.run([CAPSULE, "token", "rm", name], env=_env(capsule_home), check=True, capture_output=True)
     # No restart: the server sees the store change at the next request.
     assert_error(*ok.call("GET", "/v1/sandboxes"), 401, "unauthorized")
     assert_error(*ok.call("POST", "/v1/sandboxes", {}), 401, "unauthorized")
+    # And what the token made, reachable by no one now, goes too, long before its timeout.
+    deadline = time.monotonic() + 10
+    while os.path.exists(run_dir(capsule_home, sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(run_dir(capsule_home, sid))
 
 
 # ---- sandboxes ------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ def test_files_put_get_list_delete(server, api):
         assert status == 200 and data == b"hello\x00world"
         assert hdrs["Content-Type"] == "application/octet-stream"
         status, doc = api.call("GET", base + "?path=/work/sub&list=1")
-        assert status == 200 and doc["path"] == "/work/sub"
+        assert status == 200 and doc["path"] == "/work/sub" and doc["truncated"] is False
         assert [(e["name"], e["type"], e["size"]) for e in doc["entries"]] == [("hello.txt", "file", 11)]
         assert_error(*api.call("GET", base + "?path=/work/none"), 404, "not_found")
         assert_error(*api.call("GET", base), 400, "invalid_argument")
