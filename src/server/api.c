@@ -231,8 +231,15 @@ void serve_api_shutdown(void)
 		else
 			entry_destroy(e);
 	}
+}
+
+void serve_api_free(void)
+{
+	pthread_mutex_lock(&S.lock);
 	free(S.tokens);
 	S.tokens = NULL;
+	S.n_tokens = 0;
+	pthread_mutex_unlock(&S.lock);
 }
 
 /* ---- tokens ----------------------------------------------------------------------------- */
@@ -671,7 +678,10 @@ static void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	uint64_t memory;
 	owner_usage(rq->owner, &count, &memory);
 	const char *over = NULL;
-	if (S.opts.max_sandboxes && count + 1 > S.opts.max_sandboxes)
+	/* A kept-alive connection may still ask after the sandboxes were removed at shutdown. */
+	if (S.stopping)
+		over = "stopping";
+	else if (S.opts.max_sandboxes && count + 1 > S.opts.max_sandboxes)
 		over = "sandboxes";
 	else if (S.opts.max_memory && memory + e->memory_bytes > S.opts.max_memory)
 		over = "memory";
@@ -682,7 +692,9 @@ static void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	}
 	pthread_mutex_unlock(&S.lock);
 	if (over) {
-		if (!strcmp(over, "sandboxes"))
+		if (!strcmp(over, "stopping"))
+			respond_error(c, rq, 503, "shutting_down", "the server is shutting down");
+		else if (!strcmp(over, "sandboxes"))
 			respond_error(c, rq, 429, "limit_exceeded",
 				      "token '%s' has %u sandboxes, the most this server allows (--max-sandboxes %u)",
 				      rq->token_name, count, S.opts.max_sandboxes);

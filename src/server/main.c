@@ -41,6 +41,7 @@ static const char serve_usage[] =
 	"  --exec-output-max SIZE  the most of each stream an exec answers (default 1M)\n"
 	"  --max-connections N     per listener (default 256)\n"
 	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
+	"  --shutdown-timeout SECS how long requests in flight may take at shutdown (default 30)\n"
 	"  --keep                  leave the sandboxes running at shutdown (made detached)\n"
 	"  --routes                print the routes this server answers and exit\n"
 	"  --help                  this text\n";
@@ -180,6 +181,7 @@ static int cmd_serve(int argc, char **argv)
 	const char *listen_addr[LISTEN_MAX];
 	size_t n_listen = 0;
 	uint64_t max_connections = 256;
+	uint64_t shutdown_timeout_s = 30;
 	const char *audit_path = NULL;
 	capsule_error err = { 0 };
 	for (int i = 1; i < argc; i++) {
@@ -235,6 +237,9 @@ static int cmd_serve(int argc, char **argv)
 		} else if (!strcmp(a, "--max-connections")) {
 			if (parse_uint(v, "--max-connections", 1, 4096, &max_connections, &err) < 0)
 				return usage_fail("%s", err.message);
+		} else if (!strcmp(a, "--shutdown-timeout")) {
+			if (parse_uint(v, "--shutdown-timeout", 0, SERVE_TIMEOUT_MAX_S, &shutdown_timeout_s, &err) < 0)
+				return usage_fail("%s", err.message);
 		} else if (!strcmp(a, "--audit-log")) {
 			audit_path = v;
 		} else {
@@ -282,6 +287,7 @@ static int cmd_serve(int argc, char **argv)
 			for (size_t j = 0; j < i; j++)
 				MHD_stop_daemon(d[j]);
 			serve_api_shutdown();
+			serve_api_free();
 			return fail("starting the HTTP server on", listen_addr[i], 0);
 		}
 		print_listening(listen_addr[i], fds[i]);
@@ -290,12 +296,13 @@ static int cmd_serve(int argc, char **argv)
 	int sig = 0;
 	sigwait(&stop, &sig);
 	fprintf(stderr, "capsule serve: %s: finishing requests in flight\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
-	/* No new connections; requests in flight (an exec, an upload) finish, for at most as
-	 * long as the longest exec may take, and a second signal cuts that short. */
+	/* No new connections; requests in flight (an exec, an upload) finish, for at most
+	 * --shutdown-timeout, and a second signal cuts that short. Then the sandboxes go, which
+	 * ends whatever still runs in them, and only then the connections. */
 	for (size_t i = 0; i < n_listen; i++)
 		MHD_quiesce_daemon(d[i]);
 	struct timespec poll_ts = { 0, 50 * 1000000L };
-	uint64_t deadline = now_ms() + (uint64_t)SERVE_TIMEOUT_MAX_S * 1000;
+	uint64_t deadline = now_ms() + (uint64_t)shutdown_timeout_s * 1000;
 	while (serve_api_in_flight() > 0 && now_ms() < deadline) {
 		sigset_t pending;
 		sigpending(&pending);
@@ -303,13 +310,14 @@ static int cmd_serve(int argc, char **argv)
 			break;
 		nanosleep(&poll_ts, NULL);
 	}
+	serve_api_shutdown();
 	for (size_t i = 0; i < n_listen; i++) {
 		MHD_stop_daemon(d[i]);
 		close(fds[i]);
 		if (!strncmp(listen_addr[i], "unix:", 5))
 			unlink(listen_addr[i] + 5);
 	}
-	serve_api_shutdown();
+	serve_api_free();
 	fprintf(stderr, "capsule serve: stopped%s\n", o.keep ? " (sandboxes kept)" : "");
 	if (o.audit_fd >= 0)
 		close(o.audit_fd);

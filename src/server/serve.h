@@ -117,8 +117,11 @@ void *serve_api_handler(void);
 void *serve_api_completed(void);
 /* Requests begun and not yet answered and completed. */
 unsigned serve_api_in_flight(void);
-/* Stop the lifetime reaper, then remove every sandbox the server made (unless keep). */
+/* Stop the lifetime reaper, then remove every sandbox the server made (unless keep), which
+ * ends the requests still using them; creates are refused from then on (503). */
 void serve_api_shutdown(void);
+/* What is left once no request can come any more (the daemons are stopped). */
+void serve_api_free(void);
 
 extern const char serve_openapi_json[];
 extern const size_t serve_openapi_json_len;

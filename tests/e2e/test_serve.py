@@ -498,6 +498,36 @@ def test_sigterm_finishes_requests_in_flight_then_removes_sandboxes(capsule_home
         s.stop(signal.SIGKILL)
 
 
+def test_shutdown_timeout_ends_requests_that_take_too_long(capsule_home):
+    s = Server(capsule_home, "--shutdown-timeout", "1")
+    try:
+        api = Api(s.port, new_token(capsule_home, "slow"))
+        sid = api.create()
+        result = {}
+
+        def slow():
+            try:
+                result["r"] = api.raw("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["sleep", "60"]})
+            except (http.client.HTTPException, OSError) as e:
+                result["r"] = e
+
+        t = threading.Thread(target=slow)
+        t.start()
+        time.sleep(0.5)
+        began = time.monotonic()
+        rc, err = s.stop(signal.SIGTERM, timeout=30)
+        took = time.monotonic() - began
+        t.join(30)
+        assert rc == 0, err
+        assert took < 15, f"shutdown took {took:.1f}s"
+        assert not os.path.exists(run_dir(capsule_home, sid))
+        # The exec did not run to its end: an error answer, or the connection closed.
+        r = result["r"]
+        assert isinstance(r, Exception) or r[0] >= 400, r
+    finally:
+        s.stop(signal.SIGKILL)
+
+
 def test_keep_leaves_sandboxes_running_at_shutdown(capsule_home, capsule):
     s = Server(capsule_home, "--keep")
     api = Api(s.port, new_token(capsule_home, "keep"))
