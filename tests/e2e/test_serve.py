@@ -539,6 +539,30 @@ def test_keep_leaves_sandboxes_running_at_shutdown(capsule_home, capsule):
     assert capsule.run("exec", sid, "--", "echo", "alive", check=True).stdout == "alive\n"
 
 
+def test_connections_are_bounded(capsule_home):
+    s = Server(capsule_home, "--max-connections", "2")
+    held = []
+    try:
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", s.port), timeout=10))
+        time.sleep(0.3)  # the server has taken both
+        # A third waits in the listen backlog, unanswered, while two are open...
+        extra = socket.create_connection(("127.0.0.1", s.port), timeout=1)
+        extra.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            extra.recv(100)
+        # ...and is served once one of them goes.
+        held.pop().close()
+        extra.settimeout(10)
+        assert extra.recv(100).startswith(b"HTTP/1.1 200")
+        extra.close()
+    finally:
+        for c in held:
+            c.close()
+        rc, err = s.stop()
+        assert rc == 0, err
+
+
 def test_serve_refuses_bad_options(capsule_home):
     for args, what in [([], "--listen"), (["--listen", "nowhere"], "nowhere"),
                        (["--listen", "127.0.0.1:99999"], "port"), (["--listen", "unix:relative"], "absolute"),
