@@ -292,7 +292,7 @@ int serve_token_cli(int argc, char **argv)
 {
 	capsule_error err = { 0 };
 	if (argc < 2)
-		return token_usage_fail("missing subcommand (create, ls, rm)");
+		return token_usage_fail("no command given (create, ls, rm)");
 	const char *sub = argv[1];
 	if (!strcmp(sub, "--help") || !strcmp(sub, "-h"))
 		return fputs(token_usage, stdout), 0;

@@ -564,6 +564,13 @@ def test_connections_are_bounded(capsule_home):
 
 
 def test_serve_refuses_bad_options(capsule_home):
+    # `capsule help VERB` hands the helper an argv of its own: the same text as VERB --help.
+    for verb in ("serve", "token"):
+        r = subprocess.run([CAPSULE, "help", verb], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0 and r.stdout.startswith(f"Usage: capsule {verb}"), r.stderr
+        assert r.stdout == subprocess.run([CAPSULE, verb, "--help"], capture_output=True, text=True).stdout
+    r = subprocess.run([CAPSULE, "token"], env=_env(capsule_home), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 125 and "capsule token: no command given" in r.stderr and r.stdout == ""
     for args, what in [([], "--listen"), (["--listen", "nowhere"], "nowhere"),
                        (["--listen", "127.0.0.1:99999"], "port"), (["--listen", "unix:relative"], "absolute"),
                        (["--listen", "127.0.0.1:0", "--max-memory", "lots"], "--max-memory"),
