@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import CAPSULE, _env
+from tests.conftest import CAPSULE, _agent_is_static, _env
 
 
 def _server_env(home):
@@ -326,6 +326,25 @@ def test_exec(server, api):
             assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/exec", bad), 400, "invalid_request")
     finally:
         api.call("DELETE", f"/v1/sandboxes/{sid}")
+
+
+# One boot (seconds under TCG), so it runs in make check, as the other vm tests that boot once.
+@pytest.mark.skipif(not _agent_is_static(), reason="capsule-agent is dynamically linked (a sanitizer build): "
+                    "it cannot be a VM's init")
+def test_a_vm_sandbox_through_the_api(server, api, capsule_home):
+    sid = api.create(isolation="vm", memory="512M")
+    try:
+        status, doc = api.call("GET", f"/v1/sandboxes/{sid}")
+        assert doc["isolation"] == "vm" and doc["state"] == "running"
+        r = api.exec(sid, cmd=["cat", "/proc/cmdline"])
+        assert r["exit_code"] == 0 and r["stdout"]
+        base = f"/v1/sandboxes/{sid}/files?path=/root/x.bin"
+        data = os.urandom(3 << 20)
+        assert api.call("PUT", base, data)[0] == 201
+        assert api.raw("GET", base)[2] == data
+    finally:
+        api.call("DELETE", f"/v1/sandboxes/{sid}")
+    assert not os.path.exists(run_dir(capsule_home, sid))
 
 
 def test_fifty_concurrent_clients_exec(server, api):
