@@ -333,6 +333,12 @@ struct request {
 	unsigned status;
 	uint64_t start_ms;
 	bool responded;
+	/* libmicrohttpd closes the connection after a response queued at the first call (the
+	 * headers' call), in case a body follows: right for a refused upload, but it would end
+	 * keep-alive for every GET. A request with no body keeps its answer here until the
+	 * next call. */
+	bool first_call, has_body;
+	struct MHD_Response *deferred;
 };
 
 static enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsigned status, struct MHD_Response *resp,
@@ -342,10 +348,14 @@ static enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsig
 		return MHD_NO;
 	if (content_type)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
-	enum MHD_Result r = MHD_queue_response(c, status, resp);
-	MHD_destroy_response(resp);
 	rq->status = status;
 	rq->responded = true;
+	if (rq->first_call && !rq->has_body) {
+		rq->deferred = resp;
+		return MHD_YES;
+	}
+	enum MHD_Result r = MHD_queue_response(c, status, resp);
+	MHD_destroy_response(resp);
 	return r;
 }
 
@@ -1229,7 +1239,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		pthread_mutex_lock(&S.lock);
 		S.in_flight++;
 		pthread_mutex_unlock(&S.lock);
-		return begin(c, rq, url);
+		const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+		rq->has_body = (cl && strtoull(cl, NULL, 10) > 0) ||
+			       MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+		rq->first_call = true;
+		enum MHD_Result r = begin(c, rq, url);
+		rq->first_call = false;
+		return r;
+	}
+	if (rq->deferred) {
+		struct MHD_Response *resp = steal_ptr(rq->deferred);
+		enum MHD_Result r = MHD_queue_response(c, rq->status, resp);
+		MHD_destroy_response(resp);
+		*upload_size = 0;
+		return r;
 	}
 	if (rq->responded) {
 		*upload_size = 0;
@@ -1309,6 +1332,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		return;
 	*con_cls = NULL;
 	audit(rq, toe);
+	if (rq->deferred)
+		MHD_destroy_response(rq->deferred); /* the client went before its answer */
 	capsule_fs_stream_free(rq->upload); /* unclosed: the old file stays as it was */
 	entry_unref(rq->e);
 	free(rq->body);

@@ -152,6 +152,24 @@ def test_health_and_openapi_need_no_token(server):
     assert json.loads(data)["openapi"] == "3.1.0"
 
 
+def test_answers_keep_the_connection_alive(server, api):
+    c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        c.connect()
+        sock = c.sock
+        auth = {"Authorization": f"Bearer {api.tok}"}
+        for method, path, status in [("GET", "/v1/health", 200), ("GET", "/v1/sandboxes", 200),
+                                     ("GET", "/v1/sandboxes/sbx-none", 404), ("POST", "/v1/sandboxes/sbx-none/exec", 404),
+                                     ("GET", "/v1/nothing", 404)]:
+            c.request(method, path, headers=auth)
+            r = c.getresponse()
+            r.read()
+            assert r.status == status and r.getheader("Connection") != "close", (method, path, r.getheaders())
+        assert c.sock is sock  # one connection served them all
+    finally:
+        c.close()
+
+
 def test_openapi_lists_every_route_the_server_answers_and_no_other(server):
     doc = json.loads(Api(server.port).raw("GET", "/openapi.json")[2])
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops if m != "parameters"}
@@ -494,6 +512,18 @@ def test_audit_log_has_one_json_line_per_request(server, capsule_home):
     assert api.tok not in open(server.audit).read()
 
 
+def wait_started(home, sid, marker):
+    """Until MARKER exists in the sandbox: the exec under test is running, not just sent."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = subprocess.run([CAPSULE, "exec", sid, "--", "test", "-e", marker], env=_env(home), capture_output=True,
+                           timeout=30)
+        if r.returncode == 0:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{marker} never appeared in {sid}")
+
+
 def test_sigterm_finishes_requests_in_flight_then_removes_sandboxes(capsule_home, tmp_path):
     sock = f"/var/tmp/capsule-serve-{os.getpid()}.sock"
     s = Server(capsule_home, listen=("127.0.0.1:0", f"unix:{sock}"))
@@ -504,9 +534,10 @@ def test_sigterm_finishes_requests_in_flight_then_removes_sandboxes(capsule_home
                  "http://localhost/v1/sandboxes")
         sid = json.loads(r.stdout)["id"]
         result = {}
-        t = threading.Thread(target=lambda: result.update(r=api.exec(sid, command="sleep 1.5; echo done")))
+        t = threading.Thread(target=lambda: result.update(
+            r=api.exec(sid, command="touch /tmp/started; sleep 1.5; echo done")))
         t.start()
-        time.sleep(0.7)
+        wait_started(capsule_home, sid, "/tmp/started")
         rc, err = s.stop(signal.SIGTERM)
         t.join(30)
         assert rc == 0, err
@@ -526,13 +557,14 @@ def test_shutdown_timeout_ends_requests_that_take_too_long(capsule_home):
 
         def slow():
             try:
-                result["r"] = api.raw("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": ["sleep", "60"]})
+                result["r"] = api.raw("POST", f"/v1/sandboxes/{sid}/exec",
+                                      {"command": "touch /tmp/started; sleep 60"})
             except (http.client.HTTPException, OSError) as e:
                 result["r"] = e
 
         t = threading.Thread(target=slow)
         t.start()
-        time.sleep(0.5)
+        wait_started(capsule_home, sid, "/tmp/started")
         began = time.monotonic()
         rc, err = s.stop(signal.SIGTERM, timeout=30)
         took = time.monotonic() - began
@@ -563,8 +595,11 @@ def test_connections_are_bounded(capsule_home):
     held = []
     try:
         for _ in range(2):
-            held.append(socket.create_connection(("127.0.0.1", s.port), timeout=10))
-        time.sleep(0.3)  # the server has taken both
+            # An answered request proves the server took the connection; it stays open.
+            c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=10)
+            c.request("GET", "/v1/health")
+            assert c.getresponse().read()
+            held.append(c)
         # A third waits in the listen backlog, unanswered, while two are open...
         extra = socket.create_connection(("127.0.0.1", s.port), timeout=1)
         extra.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
