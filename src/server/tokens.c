@@ -44,7 +44,7 @@ static int open_store_dir(bool create, capsule_error *err)
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof(dir), "%s/serve", capsule_home());
 	if (create) {
-		if (mkdir(capsule_home(), 0711) < 0 && errno != EEXIST)
+		if (mkdir(capsule_home(), 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "creating '%s'", capsule_home());
 		if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "creating '%s'", dir);
