@@ -1,6 +1,7 @@
 /* libFuzzer target: the request bodies of capsule serve (src/server/request.c), which any
- * client holding a token can send. HTTP itself is libmicrohttpd's, fuzzed upstream (its
- * OSS-Fuzz project); what is ours is what a body becomes.
+ * client holding a token can send. HTTP itself is libmicrohttpd's (OSS-Fuzz fuzzes upstream's
+ * new MHD2 code as libmicrohttpd2, not the 0.9 line Debian ships: docs/serve.md); what is
+ * ours is what a body becomes.
  *
  * Byte 0 picks the decoder (create, exec, a ?label= filter); the rest is its input, given
  * unterminated and of exactly its size. Beyond "no crash, no overread, no leak", each result
