@@ -60,6 +60,9 @@ int cmd_image(int argc, char **argv);
 /* Run the same command line with capsule-images (the CLI linked with the image store):
  * returns only on failure. */
 int cli_images_helper(char **argv);
+/* Exec HELPER with "capsule" followed by the verb's ARGC ARGV (ARGV[0] is the verb); returns
+ * only on failure, having said why. */
+int cli_exec_verb(const char *helper, int argc, char **argv);
 /* The same with HELPER, one of the programs installed beside capsule-images. */
 int cli_exec_helper(const char *helper, char **argv);
 int cmd_serve(int argc, char **argv);

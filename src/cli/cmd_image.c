@@ -14,8 +14,7 @@
 /* The static CLI has no registry client: main() hands `image` to capsule-images first. */
 int cmd_image(int argc, char **argv)
 {
-	(void)argc;
-	return cli_images_helper(argv - 1);
+	return cli_exec_verb("capsule-images", argc, argv);
 }
 #else
 static void image_help(void)

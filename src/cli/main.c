@@ -151,6 +151,21 @@ int cli_exec_helper(const char *helper, char **argv)
 	return cli_failf("this command needs '%s', which cannot be run: %s", path, strerror(errno));
 }
 
+/* "capsule VERB ARGS...": rebuilt rather than taken from argv - 1, since `capsule help VERB`
+ * calls a verb with an argv of its own that has nothing before it. */
+int cli_exec_verb(const char *helper, int argc, char **argv)
+{
+	char **full = calloc((size_t)argc + 2, sizeof(char *));
+	if (!full)
+		return cli_failf("out of memory");
+	full[0] = "capsule";
+	for (int i = 0; i < argc; i++)
+		full[i + 1] = argv[i];
+	int r = cli_exec_helper(helper, full);
+	free(full);
+	return r;
+}
+
 int cli_images_helper(char **argv)
 {
 	return cli_exec_helper("capsule-images", argv);
