@@ -538,6 +538,7 @@ static void begin_shutdown(uint32_t grace_ms)
 	A.shutting_down = true;
 	A.shutdown_deadline_ms = now_ms() + grace_ms;
 	kill(-1, SIGTERM);
+	vm_console_stop();
 }
 
 static void handle_frame(const struct cp_header *h, const uint8_t *payload)
@@ -558,6 +559,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 		A.have_init = true;
 		if (cp_empty_encode(&A.w, CP_OK, h->chan) == 0)
 			send_frame();
+		vm_console_start(&A.init);
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
 	case CP_FS: fs_request(h->chan, payload, h->len); break;
@@ -594,6 +596,8 @@ static void reap_children(void)
 		pid_t pid = waitpid(-1, &st, WNOHANG);
 		if (pid <= 0)
 			return;
+		if (vm_console_reaped(pid))
+			continue;
 		struct proc *p = proc_by_pid(pid);
 		if (!p)
 			continue; /* an orphan or a detached command: reaping is all we owe it */
@@ -637,6 +641,9 @@ static int next_timeout_ms(void)
 	}
 	if (A.shutting_down && A.shutdown_deadline_ms < next)
 		next = A.shutdown_deadline_ms;
+	int console = vm_console_timeout_ms();
+	if (console >= 0 && now + (uint64_t)console < next)
+		next = now + (uint64_t)console;
 	if (next == UINT64_MAX)
 		return -1;
 	return next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
@@ -783,6 +790,7 @@ int main(int argc, char **argv)
 				read_output(p, 2);
 		}
 		check_timers();
+		vm_console_tick();
 		fs_busy = fs_pump();
 		if (A.shutting_down) {
 			reap_children();

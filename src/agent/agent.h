@@ -23,6 +23,9 @@ struct spawn_request {
 	gid_t *groups;
 	size_t ngroups;
 	bool tty;
+	/* A terminal the command gets as its controlling tty and stdin, stdout and stderr, with no
+	 * streams back to the agent (the display's console, vm_console.c); NULL otherwise. */
+	const char *console;
 	bool stdin_open;
 	bool detach;
 	uint16_t rows, cols;
@@ -43,6 +46,10 @@ struct spawn_result {
  * Fills uid/gid, supplementary groups (malloc'd) and the home folder (malloc'd). */
 int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups, size_t *ngroups, char **home,
 		       char *errbuf, size_t errlen);
+
+/* The login shell of UID in the sandbox's /etc/passwd (an absolute path), into OUT; -ENOENT
+ * when it has none. */
+int agent_user_shell(uid_t uid, char *out, size_t size);
 
 /* The gid of group NAME in the sandbox's group file GROUP_FILE (read as agent_resolve_user reads
  * it); -ENOENT when it has none. */
@@ -101,6 +108,17 @@ int agent_vm_disk_root(const char *root, bool *host_shares, char *why, size_t wh
 /* The display (vm_display.c): with capsule.display=1 on the kernel command line, its device
  * nodes in the sandbox's /dev at DEV, owned by the groups of the sandbox's GROUP_FILE. */
 void vm_display_dev(const char *dev, const char *group_file);
+/* The display's console (vm_console.c): with capsule.display=1, a shell on /dev/tty1, which
+ * the kernel's framebuffer console draws on the screen, confined as a command is (INIT's
+ * seccomp filter, capabilities and environment) and run as capsule.console_user=, restarted
+ * when it exits. vm_console_start after INIT; vm_console_reaped takes the exit of PID when it
+ * is the console's (true); vm_console_timeout_ms is the wait until a restart is due (-1: none),
+ * vm_console_tick makes it; vm_console_stop at shutdown ends it for good. */
+void vm_console_start(const struct cp_init *init);
+bool vm_console_reaped(pid_t pid);
+int vm_console_timeout_ms(void);
+void vm_console_tick(void);
+void vm_console_stop(void);
 _Noreturn void agent_exit(int code);
 
 /* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the

@@ -208,6 +208,25 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 	return 0;
 }
 
+int agent_user_shell(uid_t uid, char *out, size_t size)
+{
+	_cleanup_free_ char *text = NULL;
+	if (read_sandbox_file("/etc/passwd", &text) < 0)
+		return -ENOENT;
+	char *save = NULL;
+	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *f[7];
+		unsigned long u;
+		if (split_colon(line, f, 7) < 7 || !parse_id(f[2], &u) || u != uid)
+			continue;
+		if (f[6][0] != '/' || strlen(f[6]) >= size)
+			return -ENOENT;
+		snprintf(out, size, "%s", f[6]);
+		return 0;
+	}
+	return -ENOENT;
+}
+
 int agent_group_gid(const char *group_file, const char *name, gid_t *gid)
 {
 	return scan_groups(group_file, name, gid, NULL, NULL, NULL);
@@ -356,10 +375,13 @@ static int spawn_child(void *arg)
 		fd0 = fd1 = fd2 = open("/dev/null", O_RDWR | O_CLOEXEC);
 		if (fd0 < 0)
 			child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
-	} else if (ctx->req->tty) {
-		int slave = open(ctx->slave_name, O_RDWR | O_CLOEXEC);
+	} else if (ctx->req->tty || ctx->req->console) {
+		/* Opened without O_NOCTTY by a fresh session leader: it becomes our controlling tty,
+		 * so job control and ctrl-c work on a console as on a pty. */
+		const char *name = ctx->req->console ? ctx->req->console : ctx->slave_name;
+		int slave = open(name, O_RDWR | O_CLOEXEC);
 		if (slave < 0)
-			child_fail(ep, errno, "open '%s': %s", ctx->slave_name, strerror(errno));
+			child_fail(ep, errno, "open '%s': %s", name, strerror(errno));
 		if (ioctl(slave, TIOCSCTTY, 0) < 0)
 			child_fail(ep, errno, "TIOCSCTTY: %s", strerror(errno));
 		fd0 = fd1 = fd2 = slave;
@@ -433,8 +455,8 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 
 	if (pipe2(status_pipe, O_CLOEXEC) < 0)
 		return -errno;
-	if (req->detach) {
-		/* no streams at all */
+	if (req->detach || req->console) {
+		/* no streams at all: a console's child opens its terminal itself */
 	} else if (req->tty) {
 		if ((r = open_pty(&master, slave_name, sizeof(slave_name))) < 0) {
 			snprintf(errbuf, errlen, "allocating a pseudo-terminal: %s", strerror(-r));
@@ -496,7 +518,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		res->stdout_fd = master;
 		res->stdin_fd = req->stdin_open ? fcntl(master, F_DUPFD_CLOEXEC, 3) : -1;
 		master = -1;
-	} else if (!req->detach) {
+	} else if (!req->detach && !req->console) {
 		if (req->stdin_open) {
 			close(in_pipe[0]);
 			res->stdin_fd = in_pipe[1];

@@ -1,7 +1,8 @@
 /* The guest's side of a display (--display; capsule.display=1 on the kernel command line, and
  * the "display" module group in capsule.modules=, which vm_boot.c loads): the device nodes a
- * GUI program needs in the sandbox's /dev: /dev/dri/..., /dev/fb0, /dev/input/event..., and
- * nothing more, and no reboot on ctrl-alt-delete.
+ * GUI program needs in the sandbox's /dev: /dev/dri/..., /dev/fb0, /dev/input/event..., the
+ * virtual terminals /dev/tty0 to tty2, and nothing more, and no reboot on ctrl-alt-delete.
+ * The shell on the console (tty1) is vm_console.c's.
  *
  * The nodes are root's and a group's, 0660, never world-writable: an input node gives every
  * keystroke a viewer types (a password into the GUI) and takes injected ones, and the screen
@@ -140,6 +141,24 @@ static void keymap_drop_boot(void)
 	close(fd);
 }
 
+/* The virtual terminals: tty1 is the console the kernel draws on the screen (vm_console.c
+ * runs a shell on it and gives it to the shell's user), tty2 is free for a graphical server
+ * (X takes the first free VT, and its keyboard with it, and gives the screen back to tty1 when
+ * it exits), tty0 is "the active VT", which X opens to find the one in front. root:tty 0620,
+ * as a distribution has them: the console's ioctls that matter (a mode, a VT switch, the
+ * keymap) need the terminal to be the caller's controlling one, or CAP_SYS_TTY_CONFIG, which
+ * commands do not have. */
+static void make_vts(const char *dev, gid_t tty_gid)
+{
+	for (unsigned vt = 0; vt <= 2; vt++) {
+		char path[300];
+		snprintf(path, sizeof(path), "%s/tty%u", dev, vt);
+		if ((mknod(path, S_IFCHR | 0620, makedev(4, vt)) < 0 && errno != EEXIST) || chown(path, 0, tty_gid) < 0 ||
+		    chmod(path, 0620) < 0)
+			fprintf(stderr, "capsule-agent: mknod '%s': %s\n", path, strerror(errno));
+	}
+}
+
 /* The sandbox's group NAME, or root's where it has none. */
 static gid_t device_group(const char *group_file, const char *name)
 {
@@ -160,6 +179,7 @@ void vm_display_dev(const char *dev, const char *group_file)
 	int fb = make_nodes("/sys/class/graphics", "fb", dev, "", video);
 	int dri = make_nodes("/sys/class/drm", "", dev, "dri", video);
 	int input = make_nodes("/sys/class/input", "event", dev, "input", input_group);
+	make_vts(dev, device_group(group_file, "tty"));
 	if (fb < 1 || dri < 1 || input < INPUT_DEVICES)
 		fprintf(stderr, "capsule-agent: display: %d framebuffer, %d DRM and %d input device(s) appeared\n", fb, dri,
 			input);

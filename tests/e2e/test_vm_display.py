@@ -3,7 +3,8 @@ keyboard and tablet and a VNC server on a unix socket in the run folder; `capsul
 go through QMP.
 
 One vm with a display serves the whole module (each boot costs seconds under TCG). `make check`
-runs two of its tests and the refusals that boot nothing; the rest are vm_slow (make check-vm).
+runs three of its tests (the console among them) and the refusals that boot nothing; the rest are
+vm_slow (make check-vm).
 """
 import importlib.util
 import json
@@ -167,6 +168,47 @@ def record_input(c, name, send):
     return [json.loads(line) for line in out.splitlines()]
 
 
+# Runs in the guest: the pid of the console's shell (the leader of the session whose terminal is
+# tty1, major 4 minor 1), or nothing while none runs.
+CONSOLE_SHELL = r"""
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    fields = stat[stat.rindex(")") + 2:].split()
+    if int(fields[4]) == (4 << 8 | 1) and int(fields[3]) == int(pid):
+        print(pid)
+"""
+
+
+def console_shell(c, name):
+    return guest(c, name, CONSOLE_SHELL).stdout.split()
+
+
+def lit_rows(rows, width, y0, y1):
+    """How many pixel rows of Y0..Y1 have a pixel other than the background (the screen's bottom
+    right corner's colour), and how many distinct colours the band has."""
+    background = pixel(rows, width - 1, len(rows) - 1)
+    lit, colours = 0, set()
+    for y in range(y0, y1):
+        row = {rows[y][3 * x:3 * x + 3] for x in range(width)}
+        colours |= row
+        lit += len(row - {bytes(background)}) > 0
+    return lit, len(colours)
+
+
+def type_text(c, name, text):
+    r = c.run("input", name, "type", text)
+    assert r.returncode == 0, r.stderr
+
+
+def guest_file(c, name, path):
+    r = c.run("exec", name, "--", "cat", path)
+    return r.stdout if r.returncode == 0 else None
+
+
 def key_downs(events):
     return [code for _, typ, code, value in events if typ == EV_KEY and value == 1]
 
@@ -204,7 +246,40 @@ def test_display_vnc_on_its_socket_screenshot_at_guest_resolution_and_dev_nodes(
         ["event0", "event1"]
     top = set(c.run("exec", name, "--", "ls", "/dev", check=True).stdout.split())
     assert top == {"dri", "fb0", "input", "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr",
-                   "stdin", "stdout", "tty", "urandom", "zero"}
+                   "stdin", "stdout", "tty", "tty0", "tty1", "tty2", "urandom", "zero"}
+
+
+@boots
+def test_display_shows_a_console_shell_that_typed_input_reaches(display_vm, tmp_path):
+    c, name = display_vm
+    # A fresh vm's screen is the console: a banner and a prompt in its top rows, drawn in
+    # more than one colour, on a background that fills the rest.
+    width, height, rows = png_decode(screenshot(c, name, tmp_path))
+    lit, colours = lit_rows(rows, width, 0, 64)
+    assert colours >= 2 and lit >= 16, (lit, colours)
+    assert lit_rows(rows, width, height - 64, height)[0] == 0
+
+    # Typed keys reach the shell on it; it is confined as `capsule exec` is (the same
+    # capabilities, seccomp filter and no_new_privs) and runs on tty1.
+    status = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"
+    r = c.run("input", name, "key", "ctrl-c")  # whatever an earlier test left on the line
+    assert r.returncode == 0, r.stderr
+    type_text(c, name, f"echo hello > /tmp/typed; {status} > /tmp/console-status; tty > /tmp/console-tty\n")
+    # The line's last command written: the whole line ran (a file exists before it is written).
+    assert wait_until(lambda: (guest_file(c, name, "/tmp/console-tty") or "").endswith("\n"), timeout=60, interval=0.5)
+    assert guest_file(c, name, "/tmp/console-tty") == "/dev/tty1\n"
+    assert guest_file(c, name, "/tmp/typed") == "hello\n"
+    confinement = c.run("exec", name, "--", "sh", "-c", status, check=True).stdout
+    assert "NoNewPrivs:\t1" in confinement and "Seccomp:\t2" in confinement
+    assert guest_file(c, name, "/tmp/console-status") == confinement
+
+    # `exit` ends the shell and a new one takes the console, as getty would start one.
+    first = console_shell(c, name)
+    assert len(first) == 1, first
+    type_text(c, name, "exit\n")
+    assert wait_until(lambda: console_shell(c, name) not in ([], first), timeout=60, interval=0.5)
+    type_text(c, name, "echo again > /tmp/typed-again\n")
+    assert wait_until(lambda: guest_file(c, name, "/tmp/typed-again") == "again\n", timeout=60, interval=0.5)
 
 
 @boots
@@ -374,3 +449,4 @@ def test_screenshot_of_a_vm_without_display_is_refused(capsule, tmp_path):
                     "echo GPU=$(ls /sys/bus/virtio/drivers/virtio_gpu 2>/dev/null | grep -c '^virtio')", check=True)
     assert "fb0" not in r.stdout.split() and "dri" not in r.stdout.split()
     assert "virtio_gpu " not in r.stdout and "drm " not in r.stdout and "GPU=0" in r.stdout.split(), r.stdout
+

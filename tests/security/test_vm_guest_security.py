@@ -147,21 +147,23 @@ def test_vm_guest_display_nodes_are_not_world_writable_and_sysrq_is_no_key(vm):
     c, name = vm
     r = c.run("exec", name, "--", "python3", "-c",
               "import glob, json, os\n"
-              "nodes = glob.glob('/dev/input/*') + glob.glob('/dev/dri/*') + glob.glob('/dev/fb*')\n"
+              "nodes = glob.glob('/dev/input/*') + glob.glob('/dev/dri/*') + glob.glob('/dev/fb*') + glob.glob('/dev/tty?')\n"
               "print(json.dumps({n: os.stat(n).st_mode & 0o777 for n in nodes}))",
               timeout=BOOT_TIMEOUT, check=True)
     modes = json.loads(r.stdout)
-    assert any(n.startswith("/dev/input/") for n in modes) and "/dev/fb0" in modes, modes
+    assert any(n.startswith("/dev/input/") for n in modes) and "/dev/fb0" in modes and "/dev/tty1" in modes, modes
     assert {n: oct(m) for n, m in modes.items() if m & 0o007} == {}
     # A guest user outside the input group reads no keystroke a viewer types, and injects none.
+    # Nor reads or writes the console, whose shell is root's here.
     probe = ("import os\n"
-             "for flags, what in ((os.O_RDONLY, 'READ'), (os.O_WRONLY, 'WROTE')):\n"
-             "    try:\n"
-             "        os.close(os.open('/dev/input/event0', flags | os.O_NONBLOCK)); print(what)\n"
-             "    except PermissionError:\n"
-             "        print('denied')\n")
+             "for node in ('/dev/input/event0', '/dev/tty1', '/dev/tty0'):\n"
+             "    for flags, what in ((os.O_RDONLY, 'READ'), (os.O_WRONLY, 'WROTE')):\n"
+             "        try:\n"
+             "            os.close(os.open(node, flags | os.O_NONBLOCK | os.O_NOCTTY)); print(what)\n"
+             "        except PermissionError:\n"
+             "            print('denied')\n")
     r = c.run("exec", "-u", "1000", name, "--", "python3", "-c", probe, timeout=BOOT_TIMEOUT)
-    assert r.stdout.split() == ["denied", "denied"], r.stdout + r.stderr
+    assert r.stdout.split() == ["denied"] * 6, r.stdout + r.stderr
     # Alt+SysRq from a viewer: no such key to send (and sysrq is off in the guest anyway).
     r = c.run("input", name, "key", "alt-sysrq-b", timeout=BOOT_TIMEOUT)
     assert r.returncode != 0 and "unknown key 'sysrq'" in r.stderr, r.stderr

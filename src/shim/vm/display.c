@@ -45,12 +45,32 @@ const char *const *vm_display_qemu_args(const struct capsule_config *cfg)
 	return cfg->display ? display_args : NULL;
 }
 
-const char *vm_display_cmdline(const struct capsule_config *cfg)
+/* A user as the guest's kernel command line can carry it: words split at spaces, and nothing
+ * but a name or ids ("name", "uid", "name:group", "uid:gid") is ever meant. */
+static bool cmdline_safe_user(const char *user)
+{
+	if (!*user || strlen(user) > 64)
+		return false;
+	for (const char *p = user; *p; p++)
+		if (!isalnum((unsigned char)*p) && !strchr("._:-", *p))
+			return false;
+	return true;
+}
+
+void vm_display_cmdline(const struct capsule_config *cfg, char *out, size_t size)
 {
 	/* capsule.display=1: the agent makes the display's device nodes (its modules come with
-	 * the "display" group, vm_module_groups). No blinking text cursor drawn by fbcon over what
-	 * a program puts on the screen. */
-	return cfg->display ? " capsule.display=1 vt.global_cursor_default=0" : "";
+	 * the "display" group, vm_module_groups) and runs a shell on the console, tty1, as
+	 * capsule.console_user=, the user `capsule exec` runs as ("-": not one that can be said
+	 * here, so no shell). fbcon's cursor stays: the console is a terminal a person types
+	 * into; a program that takes the screen (X, a framebuffer writer through a VT in
+	 * graphics mode) hides it, and one writing /dev/fb0 directly draws over it. */
+	if (!cfg->display) {
+		snprintf(out, size, "%s", "");
+		return;
+	}
+	const char *user = cfg->user && *cfg->user ? cfg->user : "0";
+	snprintf(out, size, " capsule.display=1 capsule.console_user=%s", cmdline_safe_user(user) ? user : "-");
 }
 
 int vm_display_start(struct vm *vm, int run_fd, capsule_error *err)

@@ -220,8 +220,9 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
 	/* The module groups the guest loads beyond core and pci: the drivers of the devices the
 	 * features below give it, comma separated (vm_boot.c). */
-	char groups[128] = "", modules[160] = "";
+	char groups[128] = "", modules[160] = "", display[128];
 	vm_module_groups(cfg, groups, sizeof(groups));
+	vm_display_cmdline(cfg, display, sizeof(display));
 	if (groups[0])
 		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
 	char net[VM_NET_CMDLINE_MAX];
@@ -229,7 +230,7 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "-append");
 	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
 	    tsc, spec->hostname, net, spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
-	    modules, vm_display_cmdline(cfg));
+	    modules, display);
 	/* The kernel cuts a longer line without a word, and with it the allowlist's end. */
 	if (!a->oom && strlen(a->v[a->n - 1]) >= VM_KERNEL_CMDLINE_MAX)
 		return cap_err_plain(err, E2BIG, "the guest kernel's command line would be %zu bytes (at most %d)",

@@ -149,10 +149,11 @@ void qmp_forget(void);
 
 /* The display (display.c; --display): QEMU's extra arguments (a virtio GPU, keyboard and
  * tablet), NULL-terminated and static, or NULL without a display; the words the guest's kernel
- * command line gets ("" without one). Its VNC server listens on run/<name>/VM_VNC_SOCKET only. */
+ * command line gets, into OUT ("" without one). Its VNC server listens on
+ * run/<name>/VM_VNC_SOCKET only. */
 #define VM_VNC_SOCKET "vnc.sock"
 const char *const *vm_display_qemu_args(const struct capsule_config *cfg);
-const char *vm_display_cmdline(const struct capsule_config *cfg);
+void vm_display_cmdline(const struct capsule_config *cfg, char *out, size_t size);
 /* After QEMU started: check with QMP that its VNC server is on the socket, and only there, and
  * write run/<name>/display.json. */
 int vm_display_start(struct vm *vm, int run_fd, capsule_error *err);
