@@ -450,3 +450,65 @@ def test_screenshot_of_a_vm_without_display_is_refused(capsule, tmp_path):
     assert "fb0" not in r.stdout.split() and "dri" not in r.stdout.split()
     assert "virtio_gpu " not in r.stdout and "drm " not in r.stdout and "GPU=0" in r.stdout.split(), r.stdout
 
+# ---- a graphical program: X and xterm -------------------------------------------------------------
+
+XORG_CONF = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                         "vm", "display", "xorg.conf")
+# The guest runs the host's /usr (the default disk mode): X is there when scripts/install-deps put it there.
+X_PROGRAMS = ("/usr/lib/xorg/Xorg", "/usr/lib/xorg/modules/drivers/fbdev_drv.so",
+              "/usr/lib/xorg/modules/input/evdev_drv.so", "/usr/bin/xterm", "/usr/share/fonts/X11/misc")
+X_MISSING = [p for p in X_PROGRAMS if not os.path.exists(p)]
+
+
+@pytest.mark.vm_slow
+@boots
+@pytest.mark.skipif(bool(X_MISSING), reason=f"X is not installed here: {X_MISSING} (scripts/install-deps)")
+def test_display_x_and_xterm_draw_and_take_typed_input_then_give_the_console_back(display_vm, tmp_path):
+    c, name = display_vm
+    _, _, console_rows = png_decode(screenshot(c, name, tmp_path, "console.png"))
+    with open(XORG_CONF) as f:
+        c.run("exec", "-i", name, "--", "sh", "-c", "cat > /tmp/xorg.conf", input=f.read(), check=True)
+    c.run("exec", "-d", name, "--", "sh", "-c", "echo $$ > /tmp/x.pid; exec Xorg :0 -config /tmp/xorg.conf -logfile /tmp/Xorg.0.log "
+          "-nolisten tcp -displayfd 3 3>/tmp/x-ready", check=True)
+
+    def active_vt():
+        return guest_file(c, name, "/sys/class/tty/tty0/active")
+
+    # X takes the first free VT, tty2, and the screen and keyboard with it; it writes its display
+    # number to -displayfd once it accepts clients.
+    up = wait_until(lambda: guest_file(c, name, "/tmp/x-ready") == "0\n", timeout=120, interval=0.5)
+    assert up, guest_file(c, name, "/tmp/Xorg.0.log")
+    assert active_vt() == "tty2\n"
+    c.run("exec", "-d", name, "--", "env", "DISPLAY=:0", "xterm", "-geometry", "100x30+0+0", check=True)
+    w, h = guest_screen_size(c, name)
+    inside = (w // 8, h // 8)  # in the xterm window, away from its text
+
+    def xterm_shown():
+        _, _, rows = png_decode(screenshot(c, name, tmp_path, "x.png"))
+        return pixel(rows, *inside) == (255, 255, 255) and rows
+
+    rows = wait_until(xterm_shown, timeout=120, interval=1)
+    assert rows, guest_file(c, name, "/tmp/Xorg.0.log")
+    assert lit_rows(rows, w, 0, h)[1] >= 2
+    assert rows != console_rows
+
+    # Without a window manager the keyboard goes to the window under the pointer. The console's
+    # shell, on tty1 behind X, gets nothing: the line is appended once, by xterm's shell.
+    r = c.run("input", name, "mouse", "move", *map(str, inside))
+    assert r.returncode == 0, r.stderr
+    type_text(c, name, "echo typed-into-xterm >> /tmp/xterm-typed\n")
+    assert wait_until(lambda: (guest_file(c, name, "/tmp/xterm-typed") or "").endswith("\n"), timeout=60,
+                      interval=0.5)
+    assert guest_file(c, name, "/tmp/xterm-typed") == "typed-into-xterm\n"
+
+    # When X ends, the console is back on the screen.
+    c.run("exec", name, "--", "sh", "-c", "kill $(cat /tmp/x.pid)", check=True)
+    assert wait_until(lambda: active_vt() == "tty1\n", timeout=60, interval=0.5)
+
+    def console_back():
+        _, _, rows = png_decode(screenshot(c, name, tmp_path, "back.png"))
+        return pixel(rows, *inside) != (255, 255, 255) and lit_rows(rows, w, 0, 64)[0] > 0
+
+    assert wait_until(console_back, timeout=60, interval=1)
+    # And the console's shell never ran what was typed into xterm.
+    assert guest_file(c, name, "/tmp/xterm-typed") == "typed-into-xterm\n"
