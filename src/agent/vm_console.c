@@ -26,14 +26,13 @@
 /* A shell that lived less than this is restarted only after RESTART_PAUSE_MS. */
 #define SHORT_LIFE_MS 2000
 #define RESTART_PAUSE_MS 2000
-#define MAX_ENV 512
 
 static struct {
 	bool enabled;
 	bool stopped;
 	const struct cp_init *init;
 	char user[128];
-	bool user_ok;
+	bool user_ok;       /* false: capsule.console_user=-, no shell at all */
 	pid_t pid;           /* the running shell; 0 when none */
 	uint64_t started_ms;
 	uint64_t restart_at; /* 0: no restart pending */
@@ -84,10 +83,16 @@ static void spawn_shell(void)
 	if (chown(CONSOLE_TTY, uid, tty_gid) < 0 || chmod(CONSOLE_TTY, 0620) < 0)
 		fprintf(stderr, "capsule-agent: console: chown '%s': %s\n", CONSOLE_TTY, strerror(errno));
 
-	char *envp[MAX_ENV + 4];
+	char **envp = calloc(C.init->envc + 3, sizeof(char *));
+	if (!envp) {
+		free(groups);
+		free(home);
+		C.restart_at = now_ms() + RESTART_PAUSE_MS;
+		return;
+	}
 	size_t n = 0;
 	bool have_home = false;
-	for (size_t i = 0; i < C.init->envc && n < MAX_ENV; i++) {
+	for (size_t i = 0; i < C.init->envc; i++) {
 		const char *kv = C.init->env[i];
 		if (!strncmp(kv, "TERM=", 5))
 			continue; /* the console is a Linux VT, whatever a pty client declared */
@@ -133,6 +138,7 @@ static void spawn_shell(void)
 	}
 	struct spawn_result res;
 	r = agent_spawn(&req, &res, errbuf, sizeof(errbuf));
+	free(envp);
 	free(groups);
 	free(home);
 	if (r < 0) {
