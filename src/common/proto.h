@@ -268,7 +268,7 @@ enum {
 #define CP_MOUNT_ALLOW_SENSITIVE 0x2u
 #define CP_MOUNT_FLAGS_KNOWN (CP_MOUNT_RO | CP_MOUNT_ALLOW_SENSITIVE)
 #define CP_MAX_MOUNT_HANDLE 64u
-#define CP_MAX_MOUNTS_JSON (CP_MAX_PAYLOAD - 1024) /* the list fits one frame, or is refused */
+#define CP_MAX_LIST_JSON (CP_MAX_PAYLOAD - 1024) /* a list fits one frame, or is refused */
 struct cp_mount {
 	char *host_path;  /* required */
 	char *guest_path; /* required */
@@ -281,15 +281,16 @@ struct cp_unmount {
 };
 enum { CP_T_UNMOUNT_TARGET = 1 };
 
-/* The fields an OK may carry in answer to MOUNT (handle) and MOUNTS (mounts_json). */
-struct cp_mount_ok {
-	char *handle;      /* at most CP_MAX_MOUNT_HANDLE bytes */
-	char *mounts_json; /* at most CP_MAX_MOUNTS_JSON bytes */
+/* The fields an OK may carry in answer to a request the shim serves itself: MOUNT (handle),
+ * MOUNTS and PORTS (list_json); the others carry none. */
+struct cp_request_ok {
+	char *handle;    /* at most CP_MAX_MOUNT_HANDLE bytes */
+	char *list_json; /* at most CP_MAX_LIST_JSON bytes */
 };
-enum { CP_T_MOUNT_OK_HANDLE = 1, CP_T_MOUNT_OK_MOUNTS_JSON = 2 };
+enum { CP_T_REQUEST_OK_HANDLE = 1, CP_T_REQUEST_OK_LIST_JSON = 2 };
 
 /* Port forwards. PORT_ADD and PORT_REMOVE are answered by OK or ERROR; PORTS (no fields) by
- * OK carrying the list as a JSON array in the MOUNTS list's field (cp_mount_ok.mounts_json). */
+ * OK carrying the list as a JSON array (cp_request_ok.list_json). */
 #define CP_PORT_UDP 0x1u
 #define CP_PORT_FLAGS_KNOWN CP_PORT_UDP
 #define CP_MAX_PORT_HOST_IP 63u
@@ -344,6 +345,8 @@ int cp_resize_encode(struct cp_writer *w, uint32_t chan, const struct cp_resize 
 int cp_resize_decode(const uint8_t *p, size_t n, struct cp_resize *m);
 
 int cp_stop_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m);
+/* SHUTDOWN (shim -> agent) carries the STOP message's body; it is decoded by cp_stop_decode. */
+int cp_shutdown_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m);
 int cp_stop_decode(const uint8_t *p, size_t n, struct cp_stop *m);
 
 int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m);
@@ -389,9 +392,9 @@ int cp_save_encode(struct cp_writer *w, uint32_t chan, const struct cp_save *m);
 int cp_save_decode(const uint8_t *p, size_t n, struct cp_save *m);
 void cp_save_free(struct cp_save *m);
 
-int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m);
-int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m);
-void cp_mount_ok_free(struct cp_mount_ok *m);
+int cp_request_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_request_ok *m);
+int cp_request_ok_decode(const uint8_t *p, size_t n, struct cp_request_ok *m);
+void cp_request_ok_free(struct cp_request_ok *m);
 
 /* TYPE is CP_PORT_ADD or CP_PORT_REMOVE. */
 int cp_port_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const struct cp_port *m);

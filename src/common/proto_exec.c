@@ -143,6 +143,11 @@ U32_MSG(signal, CP_SIGNAL, F(signal, CP_T_SIGNAL_SIGNO, signo, true), F(signal, 
 U32_MSG(resize, CP_RESIZE, F(resize, CP_T_RESIZE_ROWS, rows, true), F(resize, CP_T_RESIZE_COLS, cols, true))
 U32_MSG(stop, CP_STOP, F(stop, CP_T_STOP_TIMEOUT_MS, timeout_ms, false))
 
+int cp_shutdown_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m)
+{
+	return u32_msg_encode(w, CP_SHUTDOWN, chan, m, stop_fields, ARRAY_LEN(stop_fields));
+}
+
 int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m)
 {
 	cp_frame_begin(w, CP_INIT, 0, chan);

@@ -143,7 +143,7 @@ static inline bool str_fits(const char *s, size_t max)
 	return !s || strlen(s) <= max;
 }
 
-/* The list is one string of up to CP_MAX_MOUNTS_JSON bytes: longer than a path may be, so it
+/* The list is one string of up to CP_MAX_LIST_JSON bytes: longer than a path may be, so it
  * has a bound of its own instead of CP_MAX_STRING. */
 static inline int field_set_long_str(const struct cp_field *f, size_t max, char **slot)
 {

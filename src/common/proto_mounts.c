@@ -82,36 +82,36 @@ void cp_unmount_free(struct cp_unmount *m)
 	m->target = NULL;
 }
 
-int cp_mount_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_mount_ok *m)
+int cp_request_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_request_ok *m)
 {
-	if (!str_fits(m->handle, CP_MAX_MOUNT_HANDLE) || !str_fits(m->mounts_json, CP_MAX_MOUNTS_JSON))
+	if (!str_fits(m->handle, CP_MAX_MOUNT_HANDLE) || !str_fits(m->list_json, CP_MAX_LIST_JSON))
 		return -EINVAL;
 	cp_frame_begin(w, CP_OK, 0, chan);
-	cp_put_str(w, CP_T_MOUNT_OK_HANDLE, m->handle);
-	cp_put_str(w, CP_T_MOUNT_OK_MOUNTS_JSON, m->mounts_json);
+	cp_put_str(w, CP_T_REQUEST_OK_HANDLE, m->handle);
+	cp_put_str(w, CP_T_REQUEST_OK_LIST_JSON, m->list_json);
 	return cp_frame_finish(w);
 }
 
-int cp_mount_ok_decode(const uint8_t *p, size_t n, struct cp_mount_ok *m)
+int cp_request_ok_decode(const uint8_t *p, size_t n, struct cp_request_ok *m)
 {
 	int ret = 0;
 	memset(m, 0, sizeof(*m));
 	DECODE_LOOP(p, n, {
-		if (f.tag == CP_T_MOUNT_OK_HANDLE)
+		if (f.tag == CP_T_REQUEST_OK_HANDLE)
 			r = field_set_long_str(&f, CP_MAX_MOUNT_HANDLE, &m->handle);
-		else if (f.tag == CP_T_MOUNT_OK_MOUNTS_JSON)
-			r = field_set_long_str(&f, CP_MAX_MOUNTS_JSON, &m->mounts_json);
+		else if (f.tag == CP_T_REQUEST_OK_LIST_JSON)
+			r = field_set_long_str(&f, CP_MAX_LIST_JSON, &m->list_json);
 	});
 	return 0;
 fail:
-	cp_mount_ok_free(m);
+	cp_request_ok_free(m);
 	return ret;
 }
 
-void cp_mount_ok_free(struct cp_mount_ok *m)
+void cp_request_ok_free(struct cp_request_ok *m)
 {
 	free(m->handle);
-	free(m->mounts_json);
+	free(m->list_json);
 	memset(m, 0, sizeof(*m));
 }
 

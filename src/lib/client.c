@@ -165,12 +165,12 @@ fail:
  * tree, and may wait for a busy shim): more than this means the shim is wedged. */
 #define SHIM_REPLY_TIMEOUT_MS 30000
 
-int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err)
+int shim_request(struct conn *c, struct cp_request_ok *ok, capsule_error *err)
 {
 	return shim_request_wait(c, ok, SHIM_REPLY_TIMEOUT_MS, err);
 }
 
-int shim_request_wait(struct conn *c, struct cp_mount_ok *ok, int timeout_ms, capsule_error *err)
+int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, capsule_error *err)
 {
 	int r = conn_send(c, err);
 	if (r < 0)
@@ -183,13 +183,13 @@ int shim_request_wait(struct conn *c, struct cp_mount_ok *ok, int timeout_ms, ca
 		if (h.chan == 1 && h.type == CP_ERROR)
 			return conn_error_from_frame(payload, h.len, err);
 		if (h.chan == 1 && h.type == CP_OK) {
-			struct cp_mount_ok m;
-			if (cp_mount_ok_decode(payload, h.len, &m) < 0)
+			struct cp_request_ok m;
+			if (cp_request_ok_decode(payload, h.len, &m) < 0)
 				return cap_err_plain(err, EPROTO, "malformed answer from the sandbox's shim");
 			if (ok)
 				*ok = m;
 			else
-				cp_mount_ok_free(&m);
+				cp_request_ok_free(&m);
 			conn_consume(c, &h);
 			return 0;
 		}

@@ -223,9 +223,9 @@ void conn_close(struct conn *c);
 /* Send the request the shim answers itself (MOUNT, PORT_ADD, ...) encoded in C->w on channel
  * 1 and wait for its final answer. On OK the fields it carries are decoded into *OK (when OK
  * is not NULL). */
-int shim_request(struct conn *c, struct cp_mount_ok *ok, capsule_error *err);
+int shim_request(struct conn *c, struct cp_request_ok *ok, capsule_error *err);
 /* The same, waiting up to TIMEOUT_MS for the answer (a save copies a whole layer). */
-int shim_request_wait(struct conn *c, struct cp_mount_ok *ok, int timeout_ms, capsule_error *err);
+int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, capsule_error *err);
 
 /* The creator's connection of an ephemeral sandbox is already past HELLO: it is lent to one
  * command at a time, which saves a connect and a round trip on every exec. NULL when there is

@@ -37,7 +37,7 @@ int capsule_mount(capsule_sandbox *sb, const char *host_path, const char *guest_
 		.flags = ((flags & CAPSULE_MOUNT_RO) ? CP_MOUNT_RO : 0) |
 			 ((flags & CAPSULE_MOUNT_ALLOW_SENSITIVE) ? CP_MOUNT_ALLOW_SENSITIVE : 0),
 	};
-	struct cp_mount_ok ok = { 0 };
+	struct cp_request_ok ok = { 0 };
 	if ((r = cp_mount_encode(&c.w, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding a mount request");
 	else
@@ -46,12 +46,12 @@ int capsule_mount(capsule_sandbox *sb, const char *host_path, const char *guest_
 	if (r < 0)
 		return r;
 	if (!ok.handle) {
-		cp_mount_ok_free(&ok);
+		cp_request_ok_free(&ok);
 		return cap_err_plain(err, EPROTO, "the sandbox's answer to a mount request has no handle");
 	}
 	if (handle_out)
 		*handle_out = steal_ptr(ok.handle);
-	cp_mount_ok_free(&ok);
+	cp_request_ok_free(&ok);
 	return 0;
 }
 
@@ -87,7 +87,7 @@ int capsule_mounts_json(capsule_sandbox *sb, char **json_out, capsule_error *err
 	int r = conn_open(&c, capsule_sandbox_name(sb), err);
 	if (r < 0)
 		return r;
-	struct cp_mount_ok ok = { 0 };
+	struct cp_request_ok ok = { 0 };
 	if ((r = cp_empty_encode(&c.w, CP_MOUNTS, 1)) < 0)
 		r = cap_err(err, -r, "encoding a mounts request");
 	else
@@ -95,12 +95,12 @@ int capsule_mounts_json(capsule_sandbox *sb, char **json_out, capsule_error *err
 	conn_close(&c);
 	if (r < 0)
 		return r;
-	if (!ok.mounts_json) {
-		cp_mount_ok_free(&ok);
+	if (!ok.list_json) {
+		cp_request_ok_free(&ok);
 		return cap_err_plain(err, EPROTO, "the sandbox's answer to a mounts request has no list");
 	}
-	*json_out = steal_ptr(ok.mounts_json);
-	cp_mount_ok_free(&ok);
+	*json_out = steal_ptr(ok.list_json);
+	cp_request_ok_free(&ok);
 	return 0;
 }
 

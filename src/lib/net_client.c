@@ -230,7 +230,7 @@ int config_net_parse_line(struct capsule_config *cfg, const char *key, const cha
 
 /* ---- a running sandbox's forwards ---- */
 
-static int port_request(capsule_sandbox *sb, uint16_t type, const struct port_spec *ps, struct cp_mount_ok *ok,
+static int port_request(capsule_sandbox *sb, uint16_t type, const struct port_spec *ps, struct cp_request_ok *ok,
 			capsule_error *err)
 {
 	struct conn c;
@@ -291,16 +291,16 @@ int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 	*json_out = NULL;
 	if (!sb)
 		return cap_err_plain(err, EINVAL, "ports: no sandbox given");
-	struct cp_mount_ok ok = { 0 };
+	struct cp_request_ok ok = { 0 };
 	int r = port_request(sb, CP_PORTS, NULL, &ok, err);
 	if (r < 0)
 		return r;
-	if (!ok.mounts_json) {
-		cp_mount_ok_free(&ok);
+	if (!ok.list_json) {
+		cp_request_ok_free(&ok);
 		return cap_err_plain(err, EPROTO, "the sandbox's answer to a ports request has no list");
 	}
-	*json_out = steal_ptr(ok.mounts_json);
-	cp_mount_ok_free(&ok);
+	*json_out = steal_ptr(ok.list_json);
+	cp_request_ok_free(&ok);
 	return 0;
 }
 

@@ -308,10 +308,10 @@ int mounts_list_json(const struct hot_mounts *t, const struct mount_sandbox *sb,
 	char *text = json_steal(&j, &e);
 	if (!text)
 		return cap_err(err, e == -ENOMEM ? ENOMEM : EINVAL, "listing mounts");
-	if (strlen(text) > CP_MAX_MOUNTS_JSON) {
+	if (strlen(text) > CP_MAX_LIST_JSON) {
 		free(text);
 		return cap_err_plain(err, EMSGSIZE, "the list of mounts is too long to send (over %u bytes)",
-				     CP_MAX_MOUNTS_JSON);
+				     CP_MAX_LIST_JSON);
 	}
 	*out = text;
 	return 0;

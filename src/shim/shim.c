@@ -500,12 +500,8 @@ static void begin_stop(uint32_t grace_ms)
 	struct cp_stop m = { .timeout_ms = grace_ms };
 	struct cp_writer w;
 	cp_writer_init(&w);
-	if (cp_stop_encode(&w, 0, &m) == 0) {
-		/* SHUTDOWN shares the STOP message body. */
-		w.buf[4] = CP_SHUTDOWN & 0xff;
-		w.buf[5] = CP_SHUTDOWN >> 8;
+	if (cp_shutdown_encode(&w, 0, &m) == 0)
 		to_agent(w.buf, w.len);
-	}
 	cp_writer_free(&w);
 }
 
@@ -664,13 +660,13 @@ static bool guest_busy(int ci, const struct cp_header *h)
 
 /* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
 static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
-				const struct cp_mount_ok *ok)
+				const struct cp_request_ok *ok)
 {
 	if (r < 0) {
 		client_send_error(ci, h->chan, err->code ? err->code : -r, "%s", err->message);
 		return;
 	}
-	if ((r = cp_mount_ok_encode(&S.w, h->chan, ok)) < 0) {
+	if ((r = cp_request_ok_encode(&S.w, h->chan, ok)) < 0) {
 		client_send_error(ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
 		return;
 	}
@@ -701,7 +697,7 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		sb.vm_idmap = vm_idmap_tree;
 	}
 	capsule_error err = { 0 };
-	struct cp_mount_ok ok = { 0 };
+	struct cp_request_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
 	int r;
 	if (h->type == CP_MOUNT) {
@@ -737,7 +733,7 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		cp_unmount_free(&m);
 	} else {
 		r = mounts_list_json(&S.hot, &sb, &list, &err);
-		ok.mounts_json = list;
+		ok.list_json = list;
 	}
 	shim_request_answer(ci, h, r, &err, &ok);
 }
@@ -748,12 +744,12 @@ static void port_request(int ci, const struct cp_header *h, const uint8_t *paylo
 	if (!shim_request_acceptable(ci, h))
 		return;
 	capsule_error err = { 0 };
-	struct cp_mount_ok ok = { 0 };
+	struct cp_request_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
 	int r;
 	if (h->type == CP_PORTS) {
 		r = net_ports_json(&S.net, &list, &err);
-		ok.mounts_json = list;
+		ok.list_json = list;
 	} else {
 		struct cp_port m;
 		if (cp_port_decode(h->type, payload, h->len, &m) < 0) {

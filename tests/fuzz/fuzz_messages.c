@@ -1,6 +1,6 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
- * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, mount_ok; 0xe0 to
+ * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, request_ok; 0xe0 to
  * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; 0xcc to 0xcf: a vm's
  * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
  * 3: screenshot, screenshot OK, input; others,
@@ -245,9 +245,9 @@ static bool mount_eq(const struct cp_mount *a, const struct cp_mount *b)
 	return str_eq(a->host_path, b->host_path) && str_eq(a->guest_path, b->guest_path) && a->flags == b->flags;
 }
 static bool unmount_eq(const struct cp_unmount *a, const struct cp_unmount *b) { return str_eq(a->target, b->target); }
-static bool mount_ok_eq(const struct cp_mount_ok *a, const struct cp_mount_ok *b)
+static bool request_ok_eq(const struct cp_request_ok *a, const struct cp_request_ok *b)
 {
-	return str_eq(a->handle, b->handle) && str_eq(a->mounts_json, b->mounts_json);
+	return str_eq(a->handle, b->handle) && str_eq(a->list_json, b->list_json);
 }
 
 static int fuzz_mount_messages(unsigned which, const uint8_t *p, size_t n)
@@ -276,16 +276,16 @@ static int fuzz_mount_messages(unsigned which, const uint8_t *p, size_t n)
 			CHECK(a.target == NULL);
 		}
 	} else {
-		struct cp_mount_ok a;
-		r = cp_mount_ok_decode(p, n, &a);
+		struct cp_request_ok a;
+		r = cp_request_ok_decode(p, n, &a);
 		if (r == 0) {
 			CHECK(!a.handle || strlen(a.handle) <= CP_MAX_MOUNT_HANDLE);
-			CHECK(!a.mounts_json || strlen(a.mounts_json) <= CP_MAX_MOUNTS_JSON);
-			ROUND_TRIP(struct cp_mount_ok, cp_mount_ok_encode, cp_mount_ok_decode, cp_mount_ok_free, mount_ok_eq,
+			CHECK(!a.list_json || strlen(a.list_json) <= CP_MAX_LIST_JSON);
+			ROUND_TRIP(struct cp_request_ok, cp_request_ok_encode, cp_request_ok_decode, cp_request_ok_free, request_ok_eq,
 				   a, CP_OK);
-			cp_mount_ok_free(&a);
+			cp_request_ok_free(&a);
 		} else {
-			CHECK(a.handle == NULL && a.mounts_json == NULL);
+			CHECK(a.handle == NULL && a.list_json == NULL);
 		}
 	}
 	return r;

@@ -2435,23 +2435,67 @@ static void test_save_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
-static void test_mount_ok_fields_are_optional_and_bounded(void **state)
+/* SHUTDOWN is its own frame type with STOP's body: the agent reads its grace time with
+ * cp_stop_decode, and nothing rewrites a STOP frame's header into it. */
+static void test_shutdown_frame_has_its_type_and_the_stop_body(void **state)
+{
+	(void)state;
+	struct cp_writer w, ws;
+	cp_writer_init(&w);
+	cp_writer_init(&ws);
+	struct cp_stop m = { .timeout_ms = 2500 };
+	assert_int_equal(cp_shutdown_encode(&w, 7, &m), 0);
+	assert_int_equal(cp_stop_encode(&ws, 7, &m), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_SHUTDOWN);
+	assert_int_equal(h.chan, 7);
+	assert_int_equal(w.len, ws.len);
+	assert_memory_equal(w.buf + CP_HEADER_SIZE, ws.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE);
+	struct cp_stop back;
+	assert_int_equal(cp_stop_decode(w.buf + CP_HEADER_SIZE, h.len, &back), 0);
+	assert_int_equal(back.timeout_ms, 2500);
+	cp_writer_free(&ws);
+	cp_writer_free(&w);
+}
+
+/* PORTS is answered with the same OK as MOUNTS: its list travels in list_json, no handle. */
+static void test_request_ok_carries_a_port_list(void **state)
 {
 	(void)state;
 	struct cp_writer w;
 	cp_writer_init(&w);
-	struct cp_mount_ok a = { .handle = "m1" };
-	assert_int_equal(cp_mount_ok_encode(&w, 2, &a), 0);
+	const char *ports = "[{\"host_ip\":\"127.0.0.1\",\"host_port\":8080,\"port\":80,\"udp\":false}]";
+	struct cp_request_ok a = { .list_json = (char *)ports };
+	assert_int_equal(cp_request_ok_encode(&w, 3, &a), 0);
 	struct cp_header h;
 	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
 	assert_int_equal(h.type, CP_OK);
-	struct cp_mount_ok b;
-	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	struct cp_request_ok b;
+	assert_int_equal(cp_request_ok_decode(w.buf + CP_HEADER_SIZE, h.len, &b), 0);
+	assert_null(b.handle);
+	assert_string_equal(b.list_json, ports);
+	cp_request_ok_free(&b);
+	cp_writer_free(&w);
+}
+
+static void test_request_ok_fields_are_optional_and_bounded(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_request_ok a = { .handle = "m1" };
+	assert_int_equal(cp_request_ok_encode(&w, 2, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_OK);
+	struct cp_request_ok b;
+	assert_int_equal(cp_request_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
 	assert_string_equal(b.handle, "m1");
-	assert_null(b.mounts_json);
-	cp_mount_ok_free(&b);
+	assert_null(b.list_json);
+	cp_request_ok_free(&b);
 	/* A bare OK decodes to nothing. */
-	assert_int_equal(cp_mount_ok_decode(NULL, 0, &b), 0);
+	assert_int_equal(cp_request_ok_decode(NULL, 0, &b), 0);
 	assert_null(b.handle);
 
 	/* The list may be longer than a path string, up to its own bound, and no longer. */
@@ -2459,26 +2503,26 @@ static void test_mount_ok_fields_are_optional_and_bounded(void **state)
 	char *json = malloc(big + 1);
 	memset(json, 'x', big);
 	json[big] = '\0';
-	struct cp_mount_ok l = { .mounts_json = json };
-	assert_int_equal(cp_mount_ok_encode(&w, 2, &l), 0);
-	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
-	assert_int_equal(strlen(b.mounts_json), big);
-	cp_mount_ok_free(&b);
+	struct cp_request_ok l = { .list_json = json };
+	assert_int_equal(cp_request_ok_encode(&w, 2, &l), 0);
+	assert_int_equal(cp_request_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(strlen(b.list_json), big);
+	cp_request_ok_free(&b);
 	char handle[CP_MAX_MOUNT_HANDLE + 2];
 	memset(handle, 'h', sizeof(handle) - 1);
 	handle[sizeof(handle) - 1] = '\0';
-	struct cp_mount_ok lh = { .handle = handle };
-	assert_int_equal(cp_mount_ok_encode(&w, 2, &lh), -EINVAL);
+	struct cp_request_ok lh = { .handle = handle };
+	assert_int_equal(cp_request_ok_encode(&w, 2, &lh), -EINVAL);
 	cp_frame_begin(&w, CP_OK, 0, 2);
-	cp_put_str(&w, CP_T_MOUNT_OK_HANDLE, handle);
+	cp_put_str(&w, CP_T_REQUEST_OK_HANDLE, handle);
 	assert_int_equal(cp_frame_finish(&w), 0);
-	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_int_equal(cp_request_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
 	assert_null(b.handle);
 	/* A NUL inside the list is refused. */
 	cp_frame_begin(&w, CP_OK, 0, 2);
-	cp_put_bytes(&w, CP_T_MOUNT_OK_MOUNTS_JSON, "[]\0x", 4);
+	cp_put_bytes(&w, CP_T_REQUEST_OK_LIST_JSON, "[]\0x", 4);
 	assert_int_equal(cp_frame_finish(&w), 0);
-	assert_int_equal(cp_mount_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_int_equal(cp_request_ok_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
 	free(json);
 	cp_writer_free(&w);
 }
@@ -2496,7 +2540,7 @@ static void test_mount_messages_survive_every_truncation(void **state)
 		memcpy(p, w.buf + CP_HEADER_SIZE, k);
 		struct cp_mount b;
 		struct cp_unmount u;
-		struct cp_mount_ok o;
+		struct cp_request_ok o;
 		/* Only a cut right after both paths (flags are optional) still decodes. */
 		int r = cp_mount_decode(p, k, &b);
 		assert_true(r == -EBADMSG || (r == 0 && b.host_path && b.guest_path && b.flags == 0));
@@ -2506,10 +2550,10 @@ static void test_mount_messages_survive_every_truncation(void **state)
 		assert_true(r == 0 || r == -EBADMSG);
 		if (r == 0)
 			cp_unmount_free(&u);
-		r = cp_mount_ok_decode(p, k, &o);
+		r = cp_request_ok_decode(p, k, &o);
 		assert_true(r == 0 || r == -EBADMSG);
 		if (r == 0)
-			cp_mount_ok_free(&o);
+			cp_request_ok_free(&o);
 		free(p);
 	}
 	cp_writer_free(&w);
@@ -2686,7 +2730,9 @@ int main(void)
 		cmocka_unit_test(test_fs_records_every_truncation_rejected_or_read_cleanly),
 		cmocka_unit_test(test_mount_round_trip_and_required_fields),
 		cmocka_unit_test(test_unmount_round_trip_and_target_required),
-		cmocka_unit_test(test_mount_ok_fields_are_optional_and_bounded),
+		cmocka_unit_test(test_request_ok_fields_are_optional_and_bounded),
+		cmocka_unit_test(test_shutdown_frame_has_its_type_and_the_stop_body),
+		cmocka_unit_test(test_request_ok_carries_a_port_list),
 		cmocka_unit_test(test_save_round_trip_and_bounds),
 		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
