@@ -194,9 +194,7 @@ int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const st
 	struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0) };
 	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
 		return cap_err(err, errno, "preparing the mount of '%s'", host_path);
-	if (!sb->rootless && !sb->vm_attach && (r = container_idmap_tree(sb->ct, tree, peer->uid, peer->gid, err)) < 0)
-		return cap_err_wrap(err, r, "mount of '%s'", host_path);
-	if (sb->vm_idmap && (r = sb->vm_idmap(tree, peer->uid, peer->gid, readonly, host_path, err)) < 0)
+	if ((r = sb->level->hot_idmap(sb->shim, tree, peer->uid, peer->gid, readonly, host_path, err)) < 0)
 		return r;
 
 	struct hot_mount *m = &t->m[t->n];
@@ -210,8 +208,7 @@ int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const st
 	}
 	char handle_name[sizeof(m->handle)];
 	snprintf(handle_name, sizeof(handle_name), "m%u", t->next_handle + 1);
-	r = sb->vm_attach ? sb->vm_attach(tree, handle_name, target, is_dir, readonly, &m->mnt_id, err)
-			  : container_hot_attach(sb->ct, sb->rootless, tree, target, is_dir, &m->mnt_id, err);
+	r = sb->level->hot_attach(sb->shim, tree, handle_name, target, is_dir, readonly, &m->mnt_id, err);
 	if (r < 0) {
 		free(m->source);
 		free(m->target);
@@ -258,8 +255,7 @@ int hot_mount_remove(struct hot_mounts *t, const struct mount_sandbox *sb, const
 		if (&t->m[i] != m && path_is_below(t->m[i].target, m->target))
 			return cap_err_plain(err, EBUSY, "'%s' has the hot mount '%s' (%s) below it; unmount that first",
 					     m->target, t->m[i].target, t->m[i].handle);
-	int r = sb->vm_detach ? sb->vm_detach(m->handle, m->target, m->mnt_id, err)
-			      : container_hot_detach(sb->ct, sb->rootless, m->target, m->mnt_id, err);
+	int r = sb->level->hot_detach(sb->shim, m->handle, m->target, m->mnt_id, err);
 	if (r < 0)
 		return r;
 	free(m->source);

@@ -1,6 +1,6 @@
 /* The shim's side of hot mounts: checking a request, opening the host path with the rights of
  * the client that asked, the table of hot mounts, and the list of every mount as JSON. The
- * namespace work is container_hot_attach / container_hot_detach. */
+ * namespace work is the level's hot_attach / hot_detach (level.h). */
 #ifndef CAPSULE_SHIM_MOUNTS_H
 #define CAPSULE_SHIM_MOUNTS_H
 
@@ -9,8 +9,8 @@
 #include <sys/types.h>
 
 #include "capsule.h"
-#include "container.h"
 #include "internal.h"
+#include "level.h"
 
 /* Each hot mount is a mount in the sandbox's namespace and a row here: bounded. */
 #define HOT_MOUNTS_MAX 64
@@ -43,15 +43,11 @@ void mount_peer_free(struct mount_peer *p);
 struct mount_sandbox {
 	const char *name;
 	const struct capsule_config *cfg; /* its boot-time binds and tmpfs */
-	const struct container *ct;
 	bool rootless;
-	/* vm isolation: the guest side goes through the share and the agent (shim.c) instead of
-	 * a child in the sandbox's namespaces; NAME is the share's entry (the handle). */
-	int (*vm_attach)(int tree, const char *name, const char *target, bool is_dir, bool readonly, uint64_t *mnt_id,
-			 capsule_error *err);
-	int (*vm_detach)(const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
-	/* vm isolation: idmap TREE for the guest, OWNER (who asked) being the guest's root. */
-	int (*vm_idmap)(int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what, capsule_error *err);
+	/* Its level idmaps, attaches and detaches the trees (level.h): a container in its mount
+	 * namespace, a vm through the share and the agent. */
+	struct shim *shim;
+	const struct level_ops *level;
 };
 
 /* Mount HOST_PATH at GUEST_PATH (flags CP_MOUNT_*); *HANDLE points into the table. */

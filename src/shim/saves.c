@@ -13,7 +13,6 @@
 #include <unistd.h>
 
 #include "child.h"
-#include "freeze.h"
 #include "internal.h"
 #include "layer_copy.h"
 #include "save.h"
@@ -44,7 +43,7 @@ static int sandbox_pause(const struct save_sandbox *sb, uint32_t op, bool on, ca
 {
 	if (op == CP_SAVE_OP_REVERT)
 		return 0;
-	return sb->pause ? sb->pause(on, err) : sandbox_freeze(sb->cg, sb->cgname, on, err);
+	return on ? sb->level->pause(sb->shim, err) : sb->level->resume(sb->shim, err);
 }
 
 static void move_fd(int fd, int to)

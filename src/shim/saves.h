@@ -8,16 +8,14 @@
 
 #include "internal.h"
 
-struct cgroup_handle;
+#include "level.h"
 
 struct save_sandbox {
 	const struct capsule_config *cfg;
 	int run_fd;
-	struct cgroup_handle *cg;
-	const char *cgname;
-	/* vm isolation: sync and pause the guest (ON), or let it run again; in place of the
-	 * cgroup freezer, which a VM has none of. */
-	int (*pause)(bool on, capsule_error *err);
+	/* Its level pauses it for the copy and resumes it after (level.h). */
+	struct shim *shim;
+	const struct level_ops *level;
 };
 
 /* A save, checkpoint or fork copying the sandbox's layer in a child of the shim, so that the

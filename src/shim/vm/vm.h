@@ -26,7 +26,7 @@
 #define VM_KERNEL_CMDLINE_MAX 2048
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
 #define VM_MIN_MEMORY_MIB 128ull
-/* QEMU runs in the sandbox's cgroups (the shim's start_vm): --memory is the guest's RAM, and
+/* QEMU runs in the sandbox's cgroups (vm/level.c): --memory is the guest's RAM, and
  * QEMU's own needs (TCG's code buffer, its heap, the 9p and block workers) come on top as an
  * allowance; its threads are counted, not the guest's processes, with a fixed bound. */
 #define VM_TCG_CODE_BUFFER_MIB 128u
@@ -54,7 +54,7 @@ struct vm_spec {
 	const char *disk;
 	const char *disk_mode;
 	/* Overrides the config's accel (NULL: the config's); with the reason, when auto fell
-	 * back from KVM to TCG (the shim's start_vm), kept in vm.json. */
+	 * back from KVM to TCG (vm/level.c), kept in vm.json. */
 	const char *accel;
 	const char *accel_fallback;
 	/* Puts QEMU's process in the sandbox's cgroups (or fails the start), called while the

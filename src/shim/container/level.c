@@ -1,0 +1,359 @@
+/* The container level (level.h): namespaces, cgroups and seccomp around the agent as PID 1
+ * (container.c), its root an overlay of the image's layers and the sandbox's own layer. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "freeze.h"
+#include "json.h"
+#include "save.h"
+#include "shim.h"
+#include "syscalls.h"
+
+static bool container_rootless(const struct shim *s)
+{
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	return rootless;
+}
+
+static void container_cgroup_limits(const struct shim *s, struct cgroup_limits *lim)
+{
+	*lim = (struct cgroup_limits){
+		.memory_bytes = s->cfg.memory_bytes,
+		.cpus_milli = s->cfg.cpus_milli,
+		.pids_max = s->cfg.pids_limit,
+	};
+}
+
+static int make_agent_memfd(int *out, capsule_error *err)
+{
+	_cleanup_free_ char *path = NULL;
+	int r = find_helper("capsule-agent", &path, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int src = open(path, O_RDONLY | O_CLOEXEC);
+	if (src < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	struct stat st;
+	if (fstat(src, &st) < 0)
+		return cap_err(err, errno, "stat '%s'", path);
+	int fd = memfd_create("capsule-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("capsule-agent", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0)
+		return cap_err(err, errno, "memfd_create");
+	off_t off = 0;
+	while (off < st.st_size) {
+		ssize_t n = sendfile(fd, src, &off, (size_t)(st.st_size - off));
+		if (n <= 0) {
+			int e = n < 0 ? errno : EIO;
+			close(fd);
+			return cap_err(err, e, "copying '%s' into a memfd", path);
+		}
+	}
+	/* Sealed: nothing in the sandbox can rewrite the binary it runs as PID 1 through
+	 * /proc/1/exe (the runc CVE-2019-5736 class). */
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0) {
+		int e = errno;
+		close(fd);
+		return cap_err(err, e, "sealing the agent memfd");
+	}
+	*out = fd;
+	return 0;
+}
+
+/* Each layer folder becomes a read-only, nosuid, nodev detached clone (container.c idmaps it
+ * and attaches it below FS/l/), and gets its empty mount point FS/l/<i>, owned by the
+ * sandbox's root, which does the attaching. */
+static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *err)
+{
+	struct container_boot *b = &s->ct_boot;
+	if (!s->cfg.nlayers)
+		return 0;
+	if ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0)
+		return cap_err(err, errno, "mkdir 'fs/l'");
+	for (size_t i = 0; i < s->cfg.nlayers; i++) {
+		char at[32];
+		snprintf(at, sizeof(at), "fs/l/%zu", i);
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+		if ((mkdirat(s->run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, at, ub, gb, 0) < 0)
+			return cap_err(err, errno, "mkdir '%s'", at);
+		int tree = sys_open_tree(AT_FDCWD, s->cfg.layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		if (tree < 0)
+			return cap_err(err, errno, "image layer '%s'", s->cfg.layers[i]);
+		b->layer_trees[b->nlayer_trees++] = tree;
+		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &a) < 0)
+			return cap_err(err, errno, "preparing image layer '%s'", s->cfg.layers[i]);
+	}
+	return 0;
+}
+
+struct owned_dir {
+	const char *path;
+	mode_t mode;
+};
+
+static int make_owned_dirs(int at, const struct owned_dir *dirs, size_t n, uid_t ub, gid_t gb, capsule_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (mkdirat(at, dirs[i].path, dirs[i].mode) < 0 && errno != EEXIST)
+			return cap_err(err, errno, "mkdir '%s'", dirs[i].path);
+		if (fchownat(at, dirs[i].path, ub, gb, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fchmodat(at, dirs[i].path, dirs[i].mode, 0) < 0)
+			return cap_err(err, errno, "preparing '%s'", dirs[i].path);
+	}
+	return 0;
+}
+
+/* The sandbox's own layer: upper/ and work/ in fs/, or on its disk (*DISK, a detached mount
+ * the child attaches at fs/disk), all the sandbox root's. The upper folder is the sandbox's
+ * "/" as overlayfs shows it: its mode is the root's. */
+static int prepare_layer(struct shim *s, uid_t ub, gid_t gb, int *disk, capsule_error *err)
+{
+	static const struct owned_dir in_folder[] = { { "fs", 0700 }, { "fs/upper", 0755 }, { "fs/work", 0700 },
+						      { "fs/rootfs", 0700 } };
+	static const struct owned_dir beside_disk[] = { { "fs", 0700 }, { "fs/disk", 0700 }, { "fs/rootfs", 0700 } };
+	static const struct owned_dir on_disk[] = { { "upper", 0755 }, { "work", 0700 } };
+	if (!layer_has_disk(&s->cfg))
+		return make_owned_dirs(s->run_fd, in_folder, ARRAY_SIZE(in_folder), ub, gb, err);
+	struct sandbox_layer l;
+	int r = make_owned_dirs(s->run_fd, beside_disk, ARRAY_SIZE(beside_disk), ub, gb, err);
+	if (r == 0)
+		r = sandbox_layer_open(s->run_fd, &s->cfg, true, &l, err);
+	if (r < 0)
+		return r;
+	if ((r = make_owned_dirs(l.root_fd, on_disk, ARRAY_SIZE(on_disk), ub, gb, err)) < 0) {
+		sandbox_layer_close(&l);
+		return r;
+	}
+	*disk = l.root_fd;
+	return 0;
+}
+
+/* Everything the child attaches, opened here with the shim's rights: the layers, the
+ * sandbox's own layer, the binds, the network's /etc files, and the agent's binary. */
+static int container_prepare(struct shim *s, capsule_error *err)
+{
+	struct container_boot *b = &s->ct_boot;
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	/* The library resolved the image to layers; "host" with no layers is the host image. */
+	int r;
+	if (!s->cfg.base_none && (r = image_host_lower(ub, gb, &b->lower, err)) < 0)
+		return r;
+	if ((r = prepare_layer(s, ub, gb, &b->disk, err)) < 0)
+		return r;
+	if ((r = fd_path(s->run_fd, b->fsdir, sizeof(b->fsdir) - 4, err)) < 0)
+		return r;
+	strcat(b->fsdir, "/fs");
+	shim_progress("rootfs-prep");
+	if ((r = make_agent_memfd(&b->memfd, err)) < 0)
+		return r;
+	shim_progress("memfd");
+	if ((r = open_layer_trees(s, ub, gb, err)) < 0)
+		return r;
+	if ((r = open_bind_trees(s, b->binds, &b->nbinds, false, err)) < 0)
+		return r;
+	int etc_trees[2];
+	const char *etc_targets[2];
+	size_t netc = 0;
+	if ((r = net_etc_trees(&s->net, s->run_fd, etc_trees, etc_targets, &netc, err)) < 0)
+		return r;
+	for (size_t i = 0; i < netc; i++)
+		b->binds[b->nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i] };
+	return 0;
+}
+
+/* What the start did not take yet: it closes these itself once the child has them. */
+static void container_boot_close(struct container_boot *b)
+{
+	free(b->lower);
+	if (b->disk >= 0)
+		close(b->disk);
+	if (b->memfd >= 0)
+		close(b->memfd);
+	for (size_t i = 0; i < b->nlayer_trees; i++)
+		close(b->layer_trees[i]);
+	close_bind_trees(b->binds, b->nbinds);
+	memset(b, 0, sizeof(*b));
+	b->disk = b->memfd = -1;
+}
+
+static void container_unprepare(struct shim *s)
+{
+	container_boot_close(&s->ct_boot);
+	binds_release(s);
+}
+
+static int container_start_process(struct shim *s, int agent_sock, capsule_error *err)
+{
+	struct container_boot *b = &s->ct_boot;
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
+	for (size_t i = 0; i < s->cfg.ntmpfs; i++)
+		tmpfs[i] = (struct container_tmpfs){ s->cfg.tmpfs[i].target, s->cfg.tmpfs[i].size_bytes, s->cfg.tmpfs[i].mode };
+	struct container_spec spec = {
+		.hostname = s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name,
+		.lowerdir = b->lower,
+		.fsdir = b->fsdir,
+		.host_image = !s->cfg.base_none,
+		.agent_memfd = b->memfd,
+		.agent_sock = agent_sock,
+		.uid_base = ub,
+		.gid_base = gb,
+		.id_count = count,
+		.rootless = rootless,
+		.tmpfs = tmpfs,
+		.ntmpfs = s->cfg.ntmpfs,
+		.binds = b->binds,
+		.nbinds = b->nbinds,
+		.layer_trees = b->layer_trees,
+		.nlayers = b->nlayer_trees,
+		.disk_tree = b->disk,
+	};
+	shim_progress("namespaces");
+	int r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
+	/* The child has its mounts: the shim keeps none of them. */
+	container_boot_close(b);
+	if (r < 0)
+		return r;
+	s->proc_pid = s->ct.pid;
+	s->proc_pidfd = s->ct.pidfd;
+	return 0;
+}
+
+static int container_died_during_start(struct shim *s, capsule_error *err)
+{
+	(void)s;
+	return cap_err_plain(err, ECHILD, "the sandbox's init died during start");
+}
+
+/* Before any client can run a command: the interface, the allowlist. */
+static int container_ready(struct shim *s, capsule_error *err)
+{
+	return net_start(&s->net, &s->ct, container_rootless(s), s->boot_deadline_ms, err);
+}
+
+/* SIGKILL to PID 1 takes every process of the sandbox with it (pid namespace). Transform
+ * servers first: a command waiting on one (a slow plugin, a huge write) sits in the kernel
+ * where SIGKILL cannot reach it until the server answers; with the server gone, its
+ * connection is aborted and every waiter returns. */
+static void container_kill(struct shim *s)
+{
+	transform_servers_reap(s, true);
+	sys_pidfd_send_signal(s->ct.pidfd, SIGKILL);
+}
+
+static void container_teardown(struct shim *s)
+{
+	if (s->ct.pidfd >= 0) {
+		io_unwatch(&s->io, s->ct.pidfd);
+		proc_kill_and_reap(s->ct.pidfd);
+		close(s->ct.pidfd);
+	}
+	s->ct.pid = s->proc_pid = -1;
+	s->ct.pidfd = s->proc_pidfd = -1;
+}
+
+static int container_freeze(struct shim *s, bool on, capsule_error *err)
+{
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	return sandbox_freeze(s->cg, cgname, on, err);
+}
+
+static int container_pause(struct shim *s, capsule_error *err)
+{
+	return container_freeze(s, true, err);
+}
+
+static int container_resume(struct shim *s, capsule_error *err)
+{
+	return container_freeze(s, false, err);
+}
+
+/* A rootless sandbox's ids are its user's own: nothing to map. */
+static int container_hot_idmap(struct shim *s, int tree, uid_t owner_uid, gid_t owner_gid, bool readonly,
+			       const char *what, capsule_error *err)
+{
+	(void)readonly;
+	int r = container_rootless(s) ? 0 : container_idmap_tree(&s->ct, tree, owner_uid, owner_gid, err);
+	return r < 0 ? cap_err_wrap(err, r, "mount of '%s'", what) : 0;
+}
+
+/* The tree is read-only already where asked (mounts.c): the name is the vm share's. */
+static int container_hot_attach_op(struct shim *s, int tree, const char *name, const char *target, bool is_dir,
+				   bool readonly, uint64_t *mnt_id, capsule_error *err)
+{
+	(void)name;
+	(void)readonly;
+	return container_hot_attach(&s->ct, container_rootless(s), tree, target, is_dir, mnt_id, err);
+}
+
+static int container_hot_detach_op(struct shim *s, const char *name, const char *target, uint64_t mnt_id,
+				   capsule_error *err)
+{
+	(void)name;
+	return container_hot_detach(&s->ct, container_rootless(s), target, mnt_id, err);
+}
+
+static int container_save_at_stop(struct shim *s, const char *name, capsule_error *err)
+{
+	_cleanup_close_ int upper = -1;
+	int r = sandbox_upper_open(s->run_fd, &s->cfg, &upper, err);
+	return r < 0 ? r : save_write(name, upper, &s->cfg, err);
+}
+
+static void container_describe(const struct shim *s, struct json_writer *j)
+{
+	json_kv_bool(j, "oom_floor", s->ct.oom_floor);
+	if (!s->ct.oom_floor)
+		json_kv_string(j, "oom_note", s->ct.oom_note);
+}
+
+static int container_display(struct shim *s, const struct cp_header *h, const uint8_t *payload, struct cp_writer *w,
+			     capsule_error *err)
+{
+	(void)payload;
+	(void)w;
+	return cap_err_plain(err, EOPNOTSUPP, "%s: sandbox '%s' has no display (a display needs --isolation vm)",
+			     h->type == CP_SCREENSHOT ? "screenshot" : "input", s->cfg.name);
+}
+
+const struct level_ops container_level = {
+	.name = "container",
+	.cgroup_limits = container_cgroup_limits,
+	.prepare = container_prepare,
+	.unprepare = container_unprepare,
+	.start = container_start_process,
+	.died_during_start = container_died_during_start,
+	.ready = container_ready,
+	.kill = container_kill,
+	.teardown = container_teardown,
+	.pause = container_pause,
+	.resume = container_resume,
+	.hot_idmap = container_hot_idmap,
+	.hot_attach = container_hot_attach_op,
+	.hot_detach = container_hot_detach_op,
+	.save_at_stop = container_save_at_stop,
+	.describe = container_describe,
+	.display = container_display,
+};

@@ -1,0 +1,407 @@
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "log.h"
+#include "vmnet.h"
+
+/* ---- output queues ------------------------------------------------------------------ */
+
+int outq_push(struct outq *q, const void *p, size_t n)
+{
+	if (q->start > 0 && q->start == q->len)
+		q->start = q->len = 0;
+	if (q->len + n > q->cap) {
+		if (q->start > 0) {
+			memmove(q->buf, q->buf + q->start, q->len - q->start);
+			q->len -= q->start;
+			q->start = 0;
+		}
+		if (q->len + n > q->cap) {
+			size_t cap = q->cap ? q->cap : 64 * 1024;
+			while (cap < q->len + n)
+				cap *= 2;
+			uint8_t *nb = realloc(q->buf, cap);
+			if (!nb)
+				return -ENOMEM;
+			q->buf = nb;
+			q->cap = cap;
+		}
+	}
+	memcpy(q->buf + q->len, p, n);
+	q->len += n;
+	return 0;
+}
+
+size_t outq_pending(const struct outq *q)
+{
+	return q->len - q->start;
+}
+
+int outq_flush(struct outq *q, int fd)
+{
+	while (outq_pending(q)) {
+		ssize_t n = send(fd, q->buf + q->start, outq_pending(q), MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			return -errno;
+		}
+		q->start += (size_t)n;
+	}
+	q->start = q->len = 0;
+	/* Give back what a burst made us allocate. */
+	if (q->cap > 1u << 20) {
+		free(q->buf);
+		q->buf = NULL;
+		q->cap = 0;
+	}
+	return 0;
+}
+
+/* Send A then B: straight from the caller's buffers while nothing is queued (no copy for
+ * the common case), queueing whatever the socket does not take. -errno when the peer is gone. */
+static int outq_send(struct outq *q, int fd, const void *a, size_t an, const void *b, size_t bn)
+{
+	size_t sent = 0;
+	if (outq_pending(q) == 0) {
+		struct iovec iov[2] = { { (void *)a, an }, { (void *)b, bn } };
+		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = bn ? 2 : 1 };
+		ssize_t k;
+		do
+			k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+		while (k < 0 && errno == EINTR);
+		if (k < 0 && errno != EAGAIN)
+			return -errno;
+		sent = k > 0 ? (size_t)k : 0;
+	}
+	if (sent < an && outq_push(q, (const uint8_t *)a + sent, an - sent) < 0)
+		return -ENOMEM;
+	size_t bsent = sent > an ? sent - an : 0;
+	if (bsent < bn && outq_push(q, (const uint8_t *)b + bsent, bn - bsent) < 0)
+		return -ENOMEM;
+	return outq_pending(q) ? outq_flush(q, fd) : 0;
+}
+
+void outq_free(struct outq *q)
+{
+	free(q->buf);
+	memset(q, 0, sizeof(*q));
+}
+
+/* ---- epoll -------------------------------------------------------------------------- */
+
+void io_init(struct shim_io *io, int epfd)
+{
+	io->epfd = epfd;
+	io->agent_fd = -1;
+	io->muted_client = -1;
+	io->reserved_chan = 0;
+	cp_writer_init(&io->w);
+}
+
+static void ep_set(struct shim_io *io, int fd, uint64_t key, uint32_t events, bool add)
+{
+	struct epoll_event ev = { .events = events, .data.u64 = key };
+	epoll_ctl(io->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+}
+
+void io_watch(struct shim_io *io, int fd, uint64_t key, uint32_t events)
+{
+	ep_set(io, fd, key, events, true);
+}
+
+void io_unwatch(struct shim_io *io, int fd)
+{
+	epoll_ctl(io->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+void io_agent_attach(struct shim_io *io, int fd)
+{
+	io->agent_fd = fd;
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+	cp_rxbuf_init(&io->agent_rx);
+}
+
+void io_agent_close(struct shim_io *io)
+{
+	if (io->agent_fd >= 0) {
+		io_unwatch(io, io->agent_fd);
+		close(io->agent_fd);
+		io->agent_fd = -1;
+	}
+	cp_rxbuf_free(&io->agent_rx);
+	outq_free(&io->agent_out);
+}
+
+void io_agent_update_events(struct shim_io *io)
+{
+	if (io->agent_fd >= 0)
+		ep_set(io, io->agent_fd, KEY_AGENT, EPOLLIN | (outq_pending(&io->agent_out) ? EPOLLOUT : 0), false);
+}
+
+bool io_agent_backlogged(const struct shim_io *io)
+{
+	return outq_pending(&io->agent_out) > AGENT_OUTQ_MAX;
+}
+
+void io_agent_writable(struct shim_io *io)
+{
+	if (outq_flush(&io->agent_out, io->agent_fd) < 0)
+		io->agent_failed(io);
+	io_agent_update_events(io);
+	if (!io_agent_backlogged(io))
+		io_all_clients_update_events(io);
+}
+
+void io_client_update_events(struct shim_io *io, int ci)
+{
+	struct client *c = &io->clients[ci];
+	uint32_t ev = 0;
+	/* Back-pressure: while the agent is not keeping up, stop reading requests. */
+	if (!c->closing && !io_agent_backlogged(io))
+		ev |= EPOLLIN;
+	if (outq_pending(&c->out))
+		ev |= EPOLLOUT;
+	if (ci == io->muted_client)
+		ev = 0;
+	ep_set(io, c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
+}
+
+void io_all_clients_update_events(struct shim_io *io)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		if (io->clients[i].used)
+			io_client_update_events(io, i);
+}
+
+/* ---- sending ------------------------------------------------------------------------ */
+
+void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, size_t n2)
+{
+	if (io->agent_fd < 0)
+		return;
+	if (outq_send(&io->agent_out, io->agent_fd, p, n, p2, n2) < 0) {
+		shim_log("agent connection failed");
+		io->agent_failed(io);
+		return;
+	}
+	io_agent_update_events(io);
+	if (io_agent_backlogged(io))
+		io_all_clients_update_events(io);
+}
+
+void io_to_agent(struct shim_io *io, const void *p, size_t n)
+{
+	io_to_agent2(io, p, n, NULL, 0);
+}
+
+void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2)
+{
+	struct client *c = &io->clients[ci];
+	if (!c->used || c->gone)
+		return;
+	if (outq_pending(&c->out) + n + n2 > CLIENT_OUTQ_MAX) {
+		/* A client that does not read what it asked for: cut it off, not us. */
+		shim_log("client %d: output queue over its limit, disconnecting", ci);
+		io_client_close(io, ci);
+		return;
+	}
+	if (outq_send(&c->out, c->fd, p, n, p2, n2) < 0) {
+		io_client_close(io, ci);
+		return;
+	}
+	io_client_update_events(io, ci);
+}
+
+void io_to_client(struct shim_io *io, int ci, const void *p, size_t n)
+{
+	io_to_client2(io, ci, p, n, NULL, 0);
+}
+
+void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	struct cp_error_msg m = { .errnum = (uint32_t)errnum, .message = msg };
+	if (cp_error_encode(&io->w, chan, &m) == 0)
+		io_to_client(io, ci, io->w.buf, io->w.len);
+}
+
+void io_forward(struct shim_io *io, bool to_the_agent, int ci, const struct cp_header *h, const uint8_t *payload,
+		uint32_t chan)
+{
+	uint8_t hdr[CP_HEADER_SIZE];
+	struct cp_header nh = *h;
+	nh.chan = chan;
+	cp_header_encode(hdr, &nh);
+	if (to_the_agent)
+		io_to_agent2(io, hdr, sizeof(hdr), payload, h->len);
+	else
+		io_to_client2(io, ci, hdr, sizeof(hdr), payload, h->len);
+}
+
+/* ---- channels ----------------------------------------------------------------------- */
+
+struct channel *io_chan_by_client(struct shim_io *io, int ci, uint32_t client_chan)
+{
+	for (size_t i = 0; i < io->chans_hwm; i++)
+		if (io->chans[i].used && io->chans[i].client == ci && io->chans[i].client_chan == client_chan)
+			return &io->chans[i];
+	return NULL;
+}
+
+struct channel *io_chan_by_agent(struct shim_io *io, uint32_t agent_chan)
+{
+	for (size_t i = 0; i < io->chans_hwm; i++)
+		if (io->chans[i].used && io->chans[i].agent_chan == agent_chan)
+			return &io->chans[i];
+	return NULL;
+}
+
+struct channel *io_chan_new(struct shim_io *io, int ci, uint32_t client_chan)
+{
+	struct channel *ch = NULL;
+	for (size_t i = 0; i < MAX_CHANNELS && !ch; i++)
+		if (!io->chans[i].used)
+			ch = &io->chans[i];
+	if (!ch)
+		return NULL;
+	if ((size_t)(ch - io->chans) + 1 > io->chans_hwm)
+		io->chans_hwm = (size_t)(ch - io->chans) + 1;
+	/* The vm forwarder's channels (vm_fwd_chan) are never a command's. */
+	do {
+		io->next_agent_chan++;
+		if (io->next_agent_chan == 0 || vm_fwd_chan(io->next_agent_chan))
+			io->next_agent_chan = 1;
+	} while (io_chan_by_agent(io, io->next_agent_chan) ||
+		 (io->reserved_chan && io->next_agent_chan == io->reserved_chan));
+	memset(ch, 0, sizeof(*ch));
+	ch->used = true;
+	ch->client = ci;
+	ch->client_chan = client_chan;
+	ch->agent_chan = io->next_agent_chan;
+	ch->out_credit[1] = ch->out_credit[2] = CP_INITIAL_WINDOW;
+	ch->in_credit = CP_INITIAL_WINDOW;
+	return ch;
+}
+
+uint32_t io_agent_chan_new(struct shim_io *io)
+{
+	do {
+		if (++io->next_agent_chan == 0)
+			io->next_agent_chan = 1;
+	} while (io_chan_by_agent(io, io->next_agent_chan));
+	return io->next_agent_chan;
+}
+
+void io_chan_done(struct shim_io *io, struct channel *ch)
+{
+	if (ch->client >= 0 && io->clients[ch->client].used && io->clients[ch->client].nchans > 0)
+		io->clients[ch->client].nchans--;
+	memset(ch, 0, sizeof(*ch));
+}
+
+void io_chans_end(struct shim_io *io, int signo)
+{
+	for (size_t i = 0; i < io->chans_hwm; i++) {
+		struct channel *ch = &io->chans[i];
+		if (!ch->used)
+			continue;
+		struct cp_exit ex = { .exit_code = 128 + (uint32_t)signo, .signal = (uint32_t)signo };
+		if (ch->client >= 0 && io->clients[ch->client].used && cp_exit_encode(&io->w, ch->client_chan, &ex) == 0)
+			io_to_client(io, ch->client, io->w.buf, io->w.len);
+		io_chan_done(io, ch);
+	}
+}
+
+/* ---- clients ------------------------------------------------------------------------ */
+
+int io_client_add(struct shim_io *io, int fd, bool owner)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &io->clients[i];
+		if (c->used)
+			continue;
+		memset(c, 0, sizeof(*c));
+		c->used = true;
+		c->fd = fd;
+		c->owner = owner;
+		cp_rxbuf_init(&c->rx);
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		io_watch(io, fd, KEY_CLIENT_BASE + (uint64_t)i, EPOLLIN);
+		return i;
+	}
+	close(fd);
+	return -1;
+}
+
+void io_client_close(struct shim_io *io, int ci)
+{
+	struct client *c = &io->clients[ci];
+	if (!c->used)
+		return;
+	if (ci == io->muted_client) {
+		/* Its request is still on the stack: client_readable frees it when that returns. */
+		c->gone = c->closing = true;
+		return;
+	}
+	bool owner = c->owner;
+	io_unwatch(io, c->fd);
+	close(c->fd);
+	cp_rxbuf_free(&c->rx);
+	outq_free(&c->out);
+	memset(c, 0, sizeof(*c));
+	/* Commands the client was attached to go with it, as they would with a closed
+	 * terminal; their channels are dropped when the agent reports the exit. */
+	for (size_t i = 0; i < io->chans_hwm; i++) {
+		struct channel *ch = &io->chans[i];
+		if (!ch->used || ch->client != ci)
+			continue;
+		ch->client = -1;
+		struct cp_signal sig = { .signo = SIGKILL };
+		if (cp_signal_encode(&io->w, ch->agent_chan, &sig) == 0)
+			io_to_agent(io, io->w.buf, io->w.len);
+	}
+	io->client_gone(io, ci, owner);
+}
+
+bool io_client_writable(struct shim_io *io, int ci)
+{
+	struct client *c = &io->clients[ci];
+	if (outq_flush(&c->out, c->fd) < 0 || (c->closing && outq_pending(&c->out) == 0)) {
+		io_client_close(io, ci);
+		return false;
+	}
+	io_client_update_events(io, ci);
+	return true;
+}
+
+void io_clients_last_words(struct shim_io *io)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &io->clients[i];
+		if (!c->used)
+			continue;
+		/* Blocking now, with a bound: the shim is about to exit and these are the last words
+		 * (outq_flush would give up at the first full socket buffer). */
+		fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) & ~O_NONBLOCK);
+		struct timeval tv = { .tv_sec = 1 };
+		setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+		write_all(c->fd, c->out.buf + c->out.start, outq_pending(&c->out));
+	}
+}

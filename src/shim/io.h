@@ -1,0 +1,128 @@
+/* The shim's I/O layer: one epoll set, the agent's connection, the clients' connections and
+ * the channels that multiplex the clients' commands onto the agent's. It knows frames and
+ * flow control, not what a request means: the shim's request dispatch (requests.c) and its
+ * lifecycle (lifecycle.c) sit on top, and hear back through the two callbacks. */
+#ifndef CAPSULE_SHIM_IO_H
+#define CAPSULE_SHIM_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "util.h"
+
+#define MAX_CLIENTS 256
+#define MAX_CHANNELS 4096
+#define MAX_CHANNELS_PER_CLIENT 256
+#define CLIENT_OUTQ_MAX (16u << 20)
+#define AGENT_OUTQ_MAX (8u << 20)
+
+/* epoll keys; NET_KEY_BASE (net.h) and up are the network's. */
+enum { KEY_LISTEN = 1, KEY_AGENT, KEY_PIDFD, KEY_SIGNAL, KEY_SAVE, KEY_CLIENT_BASE = 16 };
+
+/* Bytes waiting to be written to a non-blocking socket. */
+struct outq {
+	uint8_t *buf;
+	size_t start, len, cap;
+};
+
+struct client {
+	bool used;
+	int fd;
+	bool owner;      /* the creator of an ephemeral sandbox: its EOF ends the sandbox */
+	bool hello_done;
+	bool closing;    /* flush what is queued, then close */
+	bool stop_waiter; /* gets OK when the stop completes */
+	uint32_t stop_chan;
+	bool gone;        /* closed while its request waits for the guest: freed once it returns */
+	struct cp_rxbuf rx;
+	struct outq out;
+	unsigned nchans;  /* channels open for this client: one client cannot take them all */
+};
+
+/* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */
+struct channel {
+	bool used;
+	int client;            /* index in clients[], -1 once the client is gone */
+	uint32_t client_chan;
+	uint32_t agent_chan;
+	bool started;           /* the agent said STARTED: it says so once */
+	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
+	uint64_t in_credit;     /* stdin bytes the agent has granted */
+};
+
+struct shim_io {
+	int epfd;
+	int agent_fd; /* -1 while there is no agent */
+	struct cp_rxbuf agent_rx;
+	struct outq agent_out;
+	struct cp_writer w; /* where a frame is encoded before it is sent */
+	struct client clients[MAX_CLIENTS];
+	struct channel chans[MAX_CHANNELS];
+	size_t chans_hwm; /* chans[] at or past this index were never used: lookups stop here */
+	uint32_t next_agent_chan;
+	/* While a request waits for the guest's answer, the client that asked is muted (its
+	 * buffers hold the request being served) and the agent channel it waits on is not
+	 * handed out: -1 and 0 when no one waits. */
+	int muted_client;
+	uint32_t reserved_chan;
+	/* What the layer above does when the agent's connection fails (a write to it did), and
+	 * when a client's connection is gone (OWNER: the creator of an ephemeral sandbox). */
+	void (*agent_failed)(struct shim_io *io);
+	void (*client_gone)(struct shim_io *io, int ci, bool owner);
+};
+
+void outq_free(struct outq *q);
+int outq_push(struct outq *q, const void *p, size_t n);
+size_t outq_pending(const struct outq *q);
+/* Write what the socket takes; -errno when the peer is gone. */
+int outq_flush(struct outq *q, int fd);
+
+/* No agent, no clients, no channels; EPFD is the loop's epoll set. */
+void io_init(struct shim_io *io, int epfd);
+void io_watch(struct shim_io *io, int fd, uint64_t key, uint32_t events);
+void io_unwatch(struct shim_io *io, int fd);
+
+/* The agent's end of the socketpair becomes the agent connection (not yet in the epoll set). */
+void io_agent_attach(struct shim_io *io, int fd);
+/* Close the agent connection and drop what was queued for it or read from it. */
+void io_agent_close(struct shim_io *io);
+void io_agent_update_events(struct shim_io *io);
+bool io_agent_backlogged(const struct shim_io *io);
+/* EPOLLOUT on the agent: send what is queued, and read clients again once it drains. */
+void io_agent_writable(struct shim_io *io);
+
+void io_client_update_events(struct shim_io *io, int ci);
+void io_all_clients_update_events(struct shim_io *io);
+
+void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, size_t n2);
+void io_to_agent(struct shim_io *io, const void *p, size_t n);
+void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2);
+void io_to_client(struct shim_io *io, int ci, const void *p, size_t n);
+/* An ERROR frame to client CI on CHAN. */
+void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, const char *fmt, ...) _printf_(5, 6);
+/* Pass a frame on with a new channel id: to the agent, or to client CI. */
+void io_forward(struct shim_io *io, bool to_the_agent, int ci, const struct cp_header *h, const uint8_t *payload,
+		uint32_t chan);
+
+struct channel *io_chan_by_client(struct shim_io *io, int ci, uint32_t client_chan);
+struct channel *io_chan_by_agent(struct shim_io *io, uint32_t agent_chan);
+/* A channel for client CI's CLIENT_CHAN with a fresh agent channel; NULL when all are taken. */
+struct channel *io_chan_new(struct shim_io *io, int ci, uint32_t client_chan);
+/* A fresh agent channel for a request of the shim's own (no client channel behind it). */
+uint32_t io_agent_chan_new(struct shim_io *io);
+/* The agent's final frame on CH has been passed on: the channel is free again. */
+void io_chan_done(struct shim_io *io, struct channel *ch);
+/* Every channel ends as its command would under SIGNO (an EXIT to its client). */
+void io_chans_end(struct shim_io *io, int signo);
+
+/* A new connection (OWNER: the ephemeral sandbox's creator); its index, or -1 (then closed). */
+int io_client_add(struct shim_io *io, int fd, bool owner);
+void io_client_close(struct shim_io *io, int ci);
+/* EPOLLOUT on client CI; false when the client is gone after it. */
+bool io_client_writable(struct shim_io *io, int ci);
+/* The shim exits: each client gets what is queued for it, blocking for at most a second. */
+void io_clients_last_words(struct shim_io *io);
+
+#endif

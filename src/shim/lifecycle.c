@@ -1,0 +1,404 @@
+/* A sandbox's life in its shim: the resources it is made of, brought up in order by one walk
+ * and released by the walk back (kvmtool's dev_init/dev_exit pairs); the stop; the revert,
+ * which walks down and up again in the same shim; the end. The level does its part behind
+ * S.level (level.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "freeze.h"
+#include "json.h"
+#include "layer_copy.h"
+#include "shim.h"
+#include "syscalls.h"
+
+/* ---- start-up phases ---------------------------------------------------------------- */
+
+/* Each with its time since the shim began, for the log (perf work, and what a slow start
+ * spent its time on). */
+static uint64_t shim_t0_ns;
+static char phase_log[256];
+
+void shim_progress_begin(void)
+{
+	shim_t0_ns = now_ns();
+}
+
+void shim_progress(const char *stage)
+{
+	size_t n = strlen(phase_log);
+	snprintf(phase_log + n, sizeof(phase_log) - n, " %s=%.2fms", stage, (double)(now_ns() - shim_t0_ns) / 1e6);
+}
+
+const char *shim_progress_log(void)
+{
+	return phase_log;
+}
+
+/* ---- helpers of both levels --------------------------------------------------------- */
+
+int sandbox_join_cgroup(pid_t child, void *payload, capsule_error *err)
+{
+	struct shim *s = payload;
+	/* A sandbox that is not in its cgroups would run without its limits: that fails the
+	 * start, it is not a warning. */
+	return s->cg ? cgroup_add_pid(s->cg, child, err) : 0;
+}
+
+void proc_kill_and_reap(int pidfd)
+{
+	sys_pidfd_send_signal(pidfd, SIGKILL);
+	siginfo_t si;
+	/* By pidfd, not pid: one the loop reaped already may be someone else's by now. */
+	while (waitid(P_PIDFD, (id_t)pidfd, &si, WEXITED) < 0 && errno == EINTR)
+		;
+}
+
+/* Transform servers are our children: reap the ones that exited (a crashed plugin leaves its
+ * mount failing with ENOTCONN, not a zombie), or with FORCE kill and reap them all. */
+void transform_servers_reap(struct shim *s, bool force)
+{
+	for (size_t i = 0; i < s->ntransforms; i++) {
+		struct transform_server *t = &s->transforms[i];
+		int st;
+		if (t->pid > 0 && transform_server_reap(t, force, &st) && !force)
+			shim_log("transform server of '%s' exited (wait status 0x%x)", t->target, (unsigned)st);
+	}
+}
+
+static const char *sandbox_hostname(const struct shim *s)
+{
+	return s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name;
+}
+
+/* ---- the resources ------------------------------------------------------------------ */
+
+/* First, so that a host port that is taken fails the start before anything is made. */
+static int network_up(struct shim *s, capsule_error *err)
+{
+	shim_progress("prepare");
+	return net_prepare(&s->net, &s->cfg, s->io.epfd, s->run_fd, shim_log_file(), err);
+}
+
+/* slirp4netns, the socket factory and the forwards' listeners. */
+static void network_down(struct shim *s)
+{
+	net_reap(&s->net, true);
+}
+
+static int cgroup_up(struct shim *s, capsule_error *err)
+{
+	struct cgroup_limits lim;
+	s->level->cgroup_limits(s, &lim);
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	int r = cgroup_create(&s->cg, cgname, &lim, err);
+	if (r == 0)
+		shim_progress("cgroup");
+	return r;
+}
+
+static void cgroup_down(struct shim *s)
+{
+	capsule_error err = { 0 };
+	if (s->cg && cgroup_destroy(s->cg, &err) < 0)
+		shim_log("cgroup cleanup: %s", err.message);
+	cgroup_free(s->cg);
+	s->cg = NULL;
+	/* A save's freeze may have made a v1 freezer cgroup beside the others. */
+	char cgname[CAPSULE_NAME_MAX + 16];
+	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	sandbox_freezer_remove(cgname);
+}
+
+static int host_side_up(struct shim *s, capsule_error *err)
+{
+	return s->level->prepare(s, err);
+}
+
+static void host_side_down(struct shim *s)
+{
+	s->level->unprepare(s);
+}
+
+/* The socketpair to the agent: the shim's end is the agent connection, the other the
+ * process's, handed over by its start. */
+static int channel_up(struct shim *s, capsule_error *err)
+{
+	int sp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cap_err(err, errno, "socketpair");
+	io_agent_attach(&s->io, sp[0]);
+	s->agent_sock = sp[1];
+	return 0;
+}
+
+static void channel_down(struct shim *s)
+{
+	if (s->agent_sock >= 0)
+		close(s->agent_sock);
+	s->agent_sock = -1;
+	io_agent_close(&s->io);
+}
+
+static int process_up(struct shim *s, capsule_error *err)
+{
+	s->boot_deadline_ms = 0;
+	int r = s->level->start(s, s->agent_sock, err);
+	/* The process has its end (or never will). */
+	close(s->agent_sock);
+	s->agent_sock = -1;
+	if (r < 0)
+		return r;
+	uint64_t deadline = now_ms() + config_boot_timeout_ms(&s->cfg);
+	if (!s->boot_deadline_ms || s->boot_deadline_ms > deadline)
+		s->boot_deadline_ms = deadline;
+	return 0;
+}
+
+static void process_down(struct shim *s)
+{
+	s->level->teardown(s);
+}
+
+static int hello_up(struct shim *s, capsule_error *err)
+{
+	return agent_bring_up(s, sandbox_hostname(s), err);
+}
+
+static int ready_up(struct shim *s, capsule_error *err)
+{
+	int r = s->level->ready(s, err);
+	if (r == 0)
+		shim_progress("ready");
+	return r;
+}
+
+/* In the order they are made; each down copes with what a failed up got to, and a sandbox's
+ * end, its revert and its failed start all walk back through the same downs. */
+static const struct resource {
+	const char *name;
+	int (*up)(struct shim *s, capsule_error *err);
+	void (*down)(struct shim *s);
+} resources[] = {
+	{ "network", network_up, network_down },
+	{ "cgroup", cgroup_up, cgroup_down },
+	{ "host side", host_side_up, host_side_down },
+	{ "agent channel", channel_up, channel_down },
+	{ "process", process_up, process_down },
+	{ "agent", hello_up, NULL },
+	{ "readiness", ready_up, NULL },
+};
+enum { STEP_CHANNEL = 3, STEP_AGENT = 5 };
+
+static int resources_walk_up(struct shim *s, capsule_error *err)
+{
+	while (s->resources_up < ARRAY_SIZE(resources)) {
+		const struct resource *res = &resources[s->resources_up++];
+		int r = res->up(s, err);
+		if (r < 0) {
+			shim_log("start: %s: %s", res->name, err->message);
+			return r;
+		}
+	}
+	return 0;
+}
+
+static void resources_walk_down(struct shim *s, size_t keep)
+{
+	while (s->resources_up > keep) {
+		const struct resource *res = &resources[--s->resources_up];
+		if (res->down)
+			res->down(s);
+	}
+}
+
+int sandbox_start(struct shim *s, capsule_error *err)
+{
+	for (;;) {
+		int r = resources_walk_up(s, err);
+		size_t failed = s->resources_up - 1;
+		if (r == 0 || failed < STEP_CHANNEL || failed > STEP_AGENT || !s->level->start_again ||
+		    !s->level->start_again(s, err))
+			return r;
+		resources_walk_down(s, STEP_CHANNEL);
+		memset(err, 0, sizeof(*err));
+	}
+}
+
+void sandbox_teardown(struct shim *s)
+{
+	resources_walk_down(s, 0);
+}
+
+/* ---- state file --------------------------------------------------------------------- */
+
+void write_state(struct shim *s, const char *state)
+{
+	bool running = !strcmp(state, "running");
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	json_kv_string(&j, "name", s->cfg.name);
+	json_kv_string(&j, "state", state);
+	json_kv_int(&j, "shim_pid", running ? (int64_t)getpid() : 0);
+	json_kv_int(&j, "init_pid", running ? (int64_t)s->proc_pid : 0);
+	json_kv_int(&j, "started", s->started_unix);
+	json_kv_string(&j, "cgroup", s->cg ? cgroup_memory_path(s->cg) : NULL);
+	if (running && s->level->describe)
+		s->level->describe(s, &j);
+	json_object_end(&j);
+	int e = 0;
+	char *text = json_steal(&j, &e);
+	if (!text)
+		return;
+	write_file_atomic_at(s->run_fd, "state.json", text, strlen(text), 0600, false);
+	free(text);
+}
+
+/* ---- stop --------------------------------------------------------------------------- */
+
+void kill_sandbox(void)
+{
+	if (!S.killed)
+		S.level->kill(&S);
+	S.killed = true;
+}
+
+void begin_stop(uint32_t grace_ms)
+{
+	/* The sandbox is frozen for a save's copy (down for a revert's) and must be thawed to
+	 * stop; the copy is abandoned (never renamed into place), not waited for. */
+	if (save_job_running(&S.save))
+		save_done(true);
+	if (S.stopping) {
+		uint64_t d = now_ms() + grace_ms;
+		if (d < S.stop_deadline_ms)
+			S.stop_deadline_ms = d;
+		if (grace_ms == 0)
+			S.stop_forced = true;
+		return;
+	}
+	S.stopping = true;
+	S.stop_deadline_ms = now_ms() + grace_ms;
+	shim_log("stopping (grace %u ms)", grace_ms);
+	if (grace_ms == 0 || S.io.agent_fd < 0) {
+		/* Inside a wait for the guest, or while the agent's frames are walked, that ends
+		 * first and the loop kills at once (the deadline is now): the kill's own sync
+		 * waits for the agent and refills the buffer being walked. */
+		if (!S.agent_waiting && !S.reading_agent)
+			kill_sandbox();
+		return;
+	}
+	struct cp_stop m = { .timeout_ms = grace_ms };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	if (cp_shutdown_encode(&w, 0, &m) == 0)
+		io_to_agent(&S.io, w.buf, w.len);
+	cp_writer_free(&w);
+}
+
+/* The stop's waiters hear how it went: OK, or the save's error. */
+static void answer_stop_waiters(const capsule_error *save_err)
+{
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &S.io.clients[i];
+		if (!c->used || !c->stop_waiter)
+			continue;
+		if (save_err->code) {
+			struct cp_error_msg m = { .errnum = (uint32_t)save_err->code, .message = (char *)save_err->message };
+			if (cp_error_encode(&S.io.w, c->stop_chan, &m) == 0)
+				outq_push(&c->out, S.io.w.buf, S.io.w.len);
+		} else if (cp_empty_encode(&S.io.w, CP_OK, c->stop_chan) == 0) {
+			outq_push(&c->out, S.io.w.buf, S.io.w.len);
+		}
+	}
+}
+
+_Noreturn void finish_and_exit(void)
+{
+	S.exiting = true;
+	if (save_job_running(&S.save))
+		save_done(true);
+	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
+	sandbox_teardown(&S);
+	unlinkat(S.run_fd, "control.sock", 0);
+	/* A named save is taken now, with every process gone, before anything is removed; the
+	 * stop is answered only after it, with its error if it failed. */
+	capsule_error save_err = { 0 };
+	if (S.cfg.save[0]) {
+		uint64_t t0 = now_ns();
+		if (S.level->save_at_stop(&S, S.cfg.save, &save_err) < 0)
+			shim_log("%s", save_err.message);
+		else
+			shim_log("saved as '%s' (%.1f ms)", S.cfg.save, (double)(now_ns() - t0) / 1e6);
+	}
+	bool ephemeral = !S.cfg.detached;
+	if (ephemeral) {
+		/* Nothing of an ephemeral sandbox outlives it. */
+		shim_log("stopped");
+		_cleanup_close_ int run = -1;
+		if (home_subdir_open("run", &run, NULL) == 0)
+			rm_rf_at(run, S.name);
+		id_slot_release(S.name, S.cfg.id_slot);
+		shim_log_close();
+	} else {
+		rm_rf_at(S.run_fd, "fs/work");
+		write_state(&S, "stopped");
+		shim_log("stopped");
+	}
+	/* Only now, with everything cleaned up, let go of the sandbox and tell whoever asked
+	 * for the stop: when they hear OK, a start or rm may take the lock at once. */
+	close(S.lock_fd);
+	S.lock_fd = -1;
+	answer_stop_waiters(&save_err);
+	io_clients_last_words(&S.io);
+	layer_run_deferred_removals();
+	_exit(0);
+}
+
+/* ---- revert ------------------------------------------------------------------------- */
+
+/* REVERT: the sandbox's processes are killed (as by a stop: commands in flight end with
+ * 137), its own layer becomes the checkpoint's (copied by a save job, the loop serving
+ * meanwhile), and it starts again in this shim from its boot-time configuration
+ * (revert_restart). Connections stay; hot mounts are gone with the old mount namespace, and
+ * forwards added while it ran with the old network namespace. Overlayfs cannot swap the upper
+ * layer under a mounted overlay, and the root cannot be unmounted under its PID 1: a restart
+ * is the one consistent way. */
+void revert_take_down(void)
+{
+	/* The new sandbox's fds join the epoll set only once it is up: until then its waits
+	 * serve nobody else. */
+	S.loop_running = false;
+	sandbox_teardown(&S);
+	io_chans_end(&S.io, SIGKILL);
+	memset(&S.hot, 0, sizeof(S.hot));
+}
+
+bool sandbox_down(const struct shim *s)
+{
+	return s->resources_up == 0;
+}
+
+int revert_restart(capsule_error *err)
+{
+	int r = sandbox_start(&S, err);
+	if (r < 0)
+		return r;
+	io_watch(&S.io, S.io.agent_fd, KEY_AGENT, EPOLLIN);
+	io_watch(&S.io, S.proc_pidfd, KEY_PIDFD, EPOLLIN);
+	S.loop_running = true;
+	write_state(&S, "running");
+	shim_log("restarted, agent pid %d", (int)S.proc_pid);
+	return 0;
+}

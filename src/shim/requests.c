@@ -1,0 +1,404 @@
+/* What clients ask of the shim: HELLO, then commands and their streams (passed on to the
+ * agent over a channel of their own), STOP, and the requests the shim answers itself: mounts,
+ * ports, saves, the display. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+
+#include "save.h"
+#include "shim.h"
+
+/* While a save copies the layer, the sandbox is paused and the copy is of one moment: another
+ * save, a revert and changes to its mounts and ports are refused until it is done. Commands
+ * (EXEC, FS) are passed on and run once it resumes; during a revert, which has the sandbox
+ * down, they are refused too. */
+static bool refused_while_saving(int ci, uint32_t chan)
+{
+	if (!save_job_running(&S.save))
+		return false;
+	io_client_error(&S.io, ci, chan, EBUSY, "sandbox '%s' is busy with %s '%s': try again when it is done", S.name,
+			shim_save_op_name(S.save.op), S.save.name);
+	return true;
+}
+
+/* The requests the shim answers itself go on a fresh channel of their own, and not while the
+ * sandbox stops. */
+static bool fresh_channel_and_running(int ci, const struct cp_header *h)
+{
+	if (h->chan == 0 || io_chan_by_client(&S.io, ci, h->chan)) {
+		io_client_error(&S.io, ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use",
+				cp_type_name(h->type), h->chan);
+		return false;
+	}
+	if (S.stopping) {
+		io_client_error(&S.io, ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		return false;
+	}
+	return true;
+}
+
+static bool shim_request_acceptable(int ci, const struct cp_header *h)
+{
+	if (!fresh_channel_and_running(ci, h))
+		return false;
+	bool changes_sandbox = h->type == CP_MOUNT || h->type == CP_UNMOUNT || h->type == CP_PORT_ADD ||
+			       h->type == CP_PORT_REMOVE;
+	return !(changes_sandbox && refused_while_saving(ci, h->chan));
+}
+
+/* Mounts, saves and reverts change what a request waiting for the guest works on: one at a
+ * time, the others refused at once rather than queued behind a guest that may never answer. */
+static bool guest_busy(int ci, const struct cp_header *h)
+{
+	if (!S.agent_waiting)
+		return false;
+	io_client_error(&S.io, ci, h->chan, EBUSY,
+			"sandbox '%s' is waiting for its guest to answer another request; try again", S.name);
+	return true;
+}
+
+/* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
+static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
+				const struct cp_request_ok *ok)
+{
+	if (r < 0) {
+		io_client_error(&S.io, ci, h->chan, err->code ? err->code : -r, "%s", err->message);
+		return;
+	}
+	if ((r = cp_request_ok_encode(&S.io.w, h->chan, ok)) < 0) {
+		io_client_error(&S.io, ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+		return;
+	}
+	io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+}
+
+/* Hot mounts are answered here: a container's is a few syscalls and one short-lived child,
+ * well under the time a client would notice the loop pause; a vm's waits for the guest's
+ * answer, serving the other clients meanwhile (agent_wait_answer). */
+static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h) || guest_busy(ci, h))
+		return;
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	struct mount_sandbox sb = { .name = S.name, .cfg = &S.cfg, .shim = &S, .level = S.level };
+	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &sb.rootless);
+	capsule_error err = { 0 };
+	struct cp_request_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_MOUNT) {
+		struct cp_mount m;
+		struct mount_peer peer;
+		if (cp_mount_decode(payload, h->len, &m) < 0) {
+			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed MOUNT request");
+			return;
+		}
+		const char *handle = NULL;
+		r = mount_peer_get(S.io.clients[ci].fd, &peer, &err);
+		if (r == 0) {
+			uint64_t t0 = now_ns();
+			r = hot_mount_add(&S.hot, &sb, &peer, m.host_path, m.guest_path, m.flags, &handle, &err);
+			if (r == 0)
+				shim_log("hot mount %s: '%s' at '%s'%s for uid %u (%.2f ms)", handle, m.host_path,
+					 S.hot.m[S.hot.n - 1].target, (m.flags & CP_MOUNT_RO) ? " read-only" : "",
+					 (unsigned)peer.uid, (double)(now_ns() - t0) / 1e6);
+			mount_peer_free(&peer);
+		}
+		ok.handle = (char *)handle;
+		cp_mount_free(&m);
+	} else if (h->type == CP_UNMOUNT) {
+		struct cp_unmount m;
+		if (cp_unmount_decode(payload, h->len, &m) < 0) {
+			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed UNMOUNT request");
+			return;
+		}
+		uint64_t t0 = now_ns();
+		r = hot_mount_remove(&S.hot, &sb, m.target, &err);
+		if (r == 0)
+			shim_log("hot mount '%s' removed (%.2f ms)", m.target, (double)(now_ns() - t0) / 1e6);
+		cp_unmount_free(&m);
+	} else {
+		r = mounts_list_json(&S.hot, &sb, &list, &err);
+		ok.list_json = list;
+	}
+	shim_request_answer(ci, h, r, &err, &ok);
+}
+
+/* Port forwards are answered here, at once: a listen or a close. */
+static void port_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
+	capsule_error err = { 0 };
+	struct cp_request_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_PORTS) {
+		r = net_ports_json(&S.net, &list, &err);
+		ok.list_json = list;
+	} else {
+		struct cp_port m;
+		if (cp_port_decode(h->type, payload, h->len, &m) < 0) {
+			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
+			return;
+		}
+		r = h->type == CP_PORT_ADD ? net_port_add(&S.net, &m, &err) : net_port_remove(&S.net, &m, &err);
+		cp_port_free(&m);
+	}
+	shim_request_answer(ci, h, r, &err, &ok);
+}
+
+static struct save_sandbox save_sandbox_of_shim(void)
+{
+	return (struct save_sandbox){ .cfg = &S.cfg, .run_fd = S.run_fd, .shim = &S, .level = S.level };
+}
+
+static void save_answer(int ci, uint32_t chan, int r, const capsule_error *err)
+{
+	if (r < 0) {
+		io_client_error(&S.io, ci, chan, err->code ? err->code : -r, "%s", err->message);
+	} else if (cp_empty_encode(&S.io.w, CP_OK, chan) == 0) {
+		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+		/* The answer goes out first; what the save replaced is removed after. */
+		outq_flush(&S.io.clients[ci].out, S.io.clients[ci].fd);
+	}
+}
+
+/* The save's child has exited (or, with CANCEL, is killed now): the sandbox resumes (after a
+ * revert, starts again) and the client that asked hears how it went. A revert that cannot
+ * start the sandbox again ends it. */
+void save_done(bool cancel)
+{
+	struct save_sandbox sb = save_sandbox_of_shim();
+	io_unwatch(&S.io, S.save.pidfd);
+	uint32_t op = S.save.op;
+	char name[sizeof(S.save.name)];
+	snprintf(name, sizeof(name), "%s", S.save.name);
+	uint64_t t0 = S.save.started_ns;
+	capsule_error err = { 0 };
+	int r = shim_save_finish(&sb, &S.save, cancel, &err);
+	if (r == 0 && op == CP_SAVE_OP_REVERT)
+		r = revert_restart(&err);
+	if (r < 0)
+		shim_log("%s", err.message);
+	else
+		shim_log("%s '%s' done (%.1f ms)", shim_save_op_name(op), name, (double)(now_ns() - t0) / 1e6);
+	if (S.save_client >= 0)
+		save_answer(S.save_client, S.save_chan, r, &err);
+	S.save_client = -1;
+	if (r < 0 && op == CP_SAVE_OP_REVERT && !S.exiting)
+		finish_and_exit();
+}
+
+/* SAVE is answered by save_done, once a child has copied the layer (for a revert, once the
+ * sandbox runs again), the loop serving the other clients meanwhile, as it does while a vm's
+ * guest is asked to sync first, which it may never answer. One at a time: a second is
+ * refused until the first is done. */
+static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!fresh_channel_and_running(ci, h) || refused_while_saving(ci, h->chan) || guest_busy(ci, h))
+		return;
+	struct cp_save m;
+	if (cp_save_decode(payload, h->len, &m) < 0) {
+		io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed SAVE request");
+		return;
+	}
+	capsule_error err = { 0 };
+	uint32_t op = m.op;
+	int r = 0;
+	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(S.run_fd, m.name, &err)) == 0)
+		revert_take_down();
+	struct save_sandbox sb = save_sandbox_of_shim();
+	if (r == 0)
+		r = shim_save_start(&sb, op, m.name, &S.save, &err);
+	cp_save_free(&m);
+	if (r < 0) {
+		save_answer(ci, h->chan, r, &err);
+		/* The old sandbox is gone and the new one will not start: it is over. */
+		if (sandbox_down(&S))
+			finish_and_exit();
+		return;
+	}
+	S.save_client = ci;
+	S.save_chan = h->chan;
+	io_watch(&S.io, S.save.pidfd, KEY_SAVE, EPOLLIN);
+}
+
+/* The loop waits for these (a screendump is QEMU's copy of the framebuffer). */
+static void display_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(ci, h))
+		return;
+	capsule_error err = { 0 };
+	int r = S.level->display(&S, h, payload, &S.io.w, &err);
+	if (r < 0)
+		io_client_error(&S.io, ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+	else
+		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+}
+
+static void hello_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	struct client *c = &S.io.clients[ci];
+	struct cp_hello m;
+	if (h->type != CP_HELLO || cp_hello_decode(payload, h->len, &m) < 0) {
+		io_client_error(&S.io, ci, h->chan, EPROTO, "expected HELLO first");
+		c->closing = true;
+		return;
+	}
+	uint32_t v = m.version;
+	cp_hello_free(&m);
+	if (v != CP_VERSION) {
+		io_client_error(&S.io, ci, h->chan, EPROTONOSUPPORT, "protocol version %u not supported (this shim speaks %u)",
+				v, CP_VERSION);
+		c->closing = true;
+		return;
+	}
+	c->hello_done = true;
+	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
+	if (cp_hello_encode(&S.io.w, 0, &me) == 0)
+		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+}
+
+/* EXEC, FS and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
+static void command_request(int ci, const struct cp_header *h, const uint8_t *payload, struct channel *ch)
+{
+	struct client *c = &S.io.clients[ci];
+	if (h->type == CP_SIGNAL && ch) {
+		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		return;
+	}
+	if (!fresh_channel_and_running(ci, h))
+		return;
+	/* No agent to pass it to until the sandbox starts again. */
+	if (S.save.op == CP_SAVE_OP_REVERT && refused_while_saving(ci, h->chan))
+		return;
+	if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
+		io_client_error(&S.io, ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
+				MAX_CHANNELS_PER_CLIENT);
+		return;
+	}
+	ch = io_chan_new(&S.io, ci, h->chan);
+	if (!ch) {
+		io_client_error(&S.io, ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", S.name);
+		return;
+	}
+	c->nchans++;
+	io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+}
+
+static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	struct client *c = &S.io.clients[ci];
+	if (!c->hello_done) {
+		hello_request(ci, h, payload);
+		return;
+	}
+	struct channel *ch = h->chan ? io_chan_by_client(&S.io, ci, h->chan) : NULL;
+	switch (h->type) {
+	case CP_EXEC:
+	case CP_FS:
+	case CP_SIGNAL:
+		command_request(ci, h, payload, ch);
+		return;
+	case CP_DATA:
+		if ((h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN) {
+			io_client_error(&S.io, ci, 0, EBADMSG, "DATA from a client must be stdin; closing the connection");
+			c->closing = true;
+			return;
+		}
+		if (!ch)
+			return; /* late stdin after exit */
+		if (h->len > ch->in_credit) {
+			io_client_error(&S.io, ci, h->chan, EBADMSG, "stdin sent past its flow-control credit");
+			c->closing = true;
+			return;
+		}
+		ch->in_credit -= h->len;
+		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		return;
+	case CP_CREDIT: {
+		struct cp_credit m;
+		if (!ch || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
+			return;
+		ch->out_credit[m.stream] += m.bytes;
+		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		return;
+	}
+	case CP_RESIZE:
+		if (ch)
+			io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		return;
+	case CP_STOP: {
+		struct cp_stop m;
+		if (cp_stop_decode(payload, h->len, &m) < 0) {
+			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed STOP request");
+			return;
+		}
+		c->stop_waiter = true;
+		c->stop_chan = h->chan;
+		begin_stop(m.timeout_ms);
+		return;
+	}
+	case CP_MOUNT:
+	case CP_UNMOUNT:
+	case CP_MOUNTS:
+		mount_request(ci, h, payload);
+		return;
+	case CP_SAVE:
+		save_request(ci, h, payload);
+		return;
+	case CP_PORT_ADD:
+	case CP_PORT_REMOVE:
+	case CP_PORTS:
+		port_request(ci, h, payload);
+		return;
+	case CP_SCREENSHOT:
+	case CP_INPUT:
+		display_request(ci, h, payload);
+		return;
+	default:
+		io_client_error(&S.io, ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
+				cp_type_name(h->type));
+	}
+}
+
+void client_readable(int ci)
+{
+	struct client *c = &S.io.clients[ci];
+	long n = cp_rxbuf_fill(&c->rx, c->fd);
+	if (n == -EAGAIN)
+		return;
+	if (n <= 0) {
+		io_client_close(&S.io, ci);
+		return;
+	}
+	struct cp_header h;
+	const uint8_t *payload;
+	int k = 0;
+	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
+		/* Another client's request may be served inside this one's wait for the guest. */
+		int outer = S.serving_client;
+		S.serving_client = ci;
+		client_request(ci, &h, payload);
+		S.serving_client = outer;
+		if (c->gone) {
+			io_client_close(&S.io, ci);
+			return;
+		}
+		if (c->used)
+			cp_rxbuf_consume(&c->rx, &h);
+	}
+	if (c->used && !c->closing && k < 0) {
+		/* Garbage on the socket: tell the client why, drop it, and carry on. */
+		io_client_error(&S.io, ci, 0, EBADMSG, "malformed frame header; closing the connection");
+		c->closing = true;
+	}
+	if (c->used && c->closing && outq_pending(&c->out) == 0)
+		io_client_close(&S.io, ci);
+	else if (c->used)
+		io_client_update_events(&S.io, ci);
+}

@@ -1,0 +1,135 @@
+/* capsule-shim's state, and what its parts (shim.c: main and the loop; io.c: connections and
+ * channels; requests.c: what clients ask; lifecycle.c: start, stop, revert, the one teardown;
+ * agent.c: the agent's bring-up and its frames) call of each other. The isolation level is
+ * behind S.level (level.h); only the level's own files touch its fields below. */
+#ifndef CAPSULE_SHIM_SHIM_H
+#define CAPSULE_SHIM_SHIM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+#include "internal.h"
+#include "io.h"
+#include "level.h"
+#include "log.h"
+#include "mounts.h"
+#include "net.h"
+#include "proto.h"
+#include "saves.h"
+#include "shares.h"
+#include "transform.h"
+#include "vm.h"
+
+struct shim {
+	char name[CAPSULE_NAME_MAX + 1];
+	int run_fd;
+	int lock_fd;
+	int sigfd, listen_fd;
+	struct capsule_config cfg;
+	const struct level_ops *level;
+	struct shim_io io;
+	struct cgroup_handle *cg;
+	/* The level's process whose exit ends the sandbox: the container's init (the agent), or
+	 * QEMU. The level sets it in start and closes it in teardown. */
+	pid_t proc_pid;
+	int proc_pidfd;
+	size_t resources_up;       /* how far the resource walk (lifecycle.c) has gone */
+	int agent_sock;            /* the process's end of the agent channel, until its start */
+	uint64_t boot_deadline_ms; /* the agent answers by then, or the start fails */
+	bool stopping;
+	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
+	uint64_t stop_deadline_ms;
+	int64_t started_unix;
+	struct transform_server transforms[CAPSULE_MAX_BINDS]; /* capsule-fuse of each transform mount */
+	size_t ntransforms;
+	/* Shared locks on the volumes the sandbox mounts, held for its life (volume rm waits
+	 * for none of them: it refuses while any is held). They die with this process. */
+	int volume_locks[CAPSULE_MAX_BINDS];
+	size_t nvolume_locks;
+	struct hot_mounts hot;
+	struct net net;
+	/* The save, checkpoint, fork or revert being copied, and who asked for it (-1 once gone). */
+	struct save_job save;
+	int save_client;
+	uint32_t save_chan;
+	bool exiting; /* in finish_and_exit: a failed revert must not enter it again */
+	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
+	 * so a guest that stops answering stalls only the client that asked: that client is
+	 * muted until its answer (io.muted_client), the others are served, and a stop ends the
+	 * wait. */
+	bool loop_running;    /* the sandbox is up and its fds are in the epoll set */
+	int serving_client;   /* the client whose request is being handled, or -1 */
+	bool agent_waiting;   /* a wait for the guest's answer is in progress */
+	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
+	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
+	bool reading_agent;      /* agent_readable walks the agent's rxbuf, which a wait would refill */
+	bool stop_forced;        /* a kill came while stopping: the stop waits for the guest no more */
+
+	/* The container level's (container/level.c). */
+	struct container ct;
+	struct container_boot ct_boot;
+	/* The vm level's (vm/level.c): QEMU, the share of host folders, its boot. */
+	struct vm vm;
+	struct vm_shares shares;
+	struct vm_boot vm_boot;
+};
+
+extern struct shim S;
+
+/* lifecycle.c */
+/* A start-up phase, with its time since the shim began, for the log. */
+void shim_progress(const char *stage);
+const char *shim_progress_log(void);
+void shim_progress_begin(void);
+int sandbox_start(struct shim *s, capsule_error *err);
+/* The walk back: every resource of the sandbox released, last made first. */
+void sandbox_teardown(struct shim *s);
+void write_state(struct shim *s, const char *state);
+void begin_stop(uint32_t grace_ms);
+void kill_sandbox(void);
+_Noreturn void finish_and_exit(void);
+/* REVERT's two halves around its copy: the sandbox walked down, and up again. */
+void revert_take_down(void);
+int revert_restart(capsule_error *err);
+/* No resource of the sandbox is up (a revert took it down). */
+bool sandbox_down(const struct shim *s);
+/* The level's start hook that puts CHILD into the cgroups (PAYLOAD: the shim). */
+int sandbox_join_cgroup(pid_t child, void *payload, capsule_error *err);
+/* SIGKILL and reap the process of PIDFD, which may have been reaped already. */
+void proc_kill_and_reap(int pidfd);
+void transform_servers_reap(struct shim *s, bool force);
+/* Transform servers and volume locks: what opening the binds (binds.c) holds for the
+ * sandbox's life. */
+void binds_release(struct shim *s);
+
+/* agent.c */
+int agent_bring_up(struct shim *s, const char *hostname, capsule_error *err);
+void agent_readable(void);
+void agent_frame(const struct cp_header *h, const uint8_t *payload);
+void agent_distrust(const char *fmt, ...) _printf_(1, 2);
+/* The final answer on agent channel CHAN, within TIMEOUT_MS (agent.c says how). */
+int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+		      const uint8_t **payload, capsule_error *err);
+/* A frame to the agent, for the vm forwarder (vm_fwd_send_fn). */
+void agent_send(const void *p, size_t n, const void *p2, size_t n2);
+
+/* requests.c */
+void client_readable(int ci);
+/* A save's child has exited (or, with CANCEL, is killed now). */
+void save_done(bool cancel);
+
+/* shim.c */
+struct epoll_event;
+void dispatch_event(const struct epoll_event *ev);
+
+/* binds.c: each boot-time bind and volume as a detached mount, read-only where asked,
+ * nosuid and nodev, opened with the shim's rights before the sandbox exists. A transform's
+ * server maps ids itself; GUEST_IDS_FROM_ZERO: the level's kernel ids start at 0 (a vm). */
+int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, bool guest_ids_from_zero,
+		    capsule_error *err);
+void close_bind_trees(struct container_bind *binds, size_t n);
+
+#endif

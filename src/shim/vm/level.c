@@ -1,0 +1,386 @@
+/* The vm level (level.h): QEMU in place of the namespaces, its virtio-serial port in place of
+ * the socketpair's far end; from the agent's bring-up on, nothing differs. The host folders
+ * reach the guest over one 9p share (shares.c), mounted there by the agent on request. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cgroup.h"
+#include "save.h"
+#include "shim.h"
+#include "syscalls.h"
+#include "vmnet.h"
+
+/* A KVM boot that auto chose gets this long for the agent's HELLO: TCG is what is left to try. */
+#define VM_KVM_BOOT_MS 20000
+/* The agent's answer to a mount request of the shim's. */
+#define VM_CALL_TIMEOUT_MS 20000
+/* The agent channel of the shim's own sync of the guest's disks. */
+#define VM_SYNC_CHAN 0xfffffff0u
+
+/* QEMU is the vm's every host process, and the transform servers of its binds work for it:
+ * they go in the sandbox's cgroups, as Firecracker's jailer puts its VMM in the microVM's.
+ * The limits are QEMU's (vm.h): the guest's RAM plus an allowance, its vCPUs' time, a bound
+ * on its threads where the pids controller can be had (the guest's kernel counts the guest's
+ * processes). */
+static void vm_cgroup_limits(const struct shim *s, struct cgroup_limits *lim)
+{
+	struct cgroup_support sup;
+	cgroup_probe(&sup);
+	*lim = (struct cgroup_limits){
+		.memory_bytes = s->cfg.memory_bytes ? s->cfg.memory_bytes + VM_QEMU_MEMORY_ALLOWANCE : 0,
+		.cpus_milli = s->cfg.cpus_milli,
+		.pids_max = sup.pids ? VM_QEMU_PIDS_MAX : 0,
+	};
+}
+
+/* One mount request to the agent and its final answer (agent_wait_answer), as a container's
+ * hot mount child is waited for. MOUNT or UNMOUNT is set; *MNT_ID gets VM_MOUNTED's id. */
+static int vm_agent_call(struct shim *s, const struct cp_vm_mount *mount, const struct cp_vm_unmount *unmount,
+			 uint64_t *mnt_id, capsule_error *err)
+{
+	if (s->io.agent_fd < 0 || s->stopping)
+		return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
+	uint32_t chan = io_agent_chan_new(&s->io);
+	int r = mount ? cp_vm_mount_encode(&s->io.w, chan, mount) : cp_vm_unmount_encode(&s->io.w, chan, unmount);
+	if (r < 0)
+		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
+	shim_log("asking the guest to %s '%s'", mount ? "mount" : "unmount", mount ? mount->target : unmount->target);
+	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_wait_answer(chan, VM_CALL_TIMEOUT_MS, "a mount request", &h, &payload, err)) < 0)
+		return r;
+	if (h.type == CP_ERROR) {
+		struct cp_error_msg m;
+		if (cp_error_decode(payload, h.len, &m) < 0)
+			r = cap_err_plain(err, EPROTO, "malformed ERROR from the agent");
+		else
+			r = cap_err_plain(err, m.errnum ? (int)m.errnum : EIO, "%s", m.message ? m.message : "");
+		if (r == 0)
+			r = -EIO;
+		cp_error_free(&m);
+	} else if (mount && h.type == CP_VM_MOUNTED) {
+		struct cp_vm_mounted m;
+		r = cp_vm_mounted_decode(payload, h.len, &m) < 0 ? cap_err_plain(err, EPROTO, "malformed VM_MOUNTED from the agent")
+								   : 0;
+		if (r == 0 && mnt_id)
+			*mnt_id = m.mnt_id;
+	} else if (!mount && h.type == CP_OK) {
+		r = 0;
+	} else {
+		r = cap_err_plain(err, EPROTO, "the agent answered %s with %s", mount ? "VM_MOUNT" : "VM_UNMOUNT",
+				  cp_type_name(h.type));
+	}
+	cp_rxbuf_consume(&s->io.agent_rx, &h);
+	return r;
+}
+
+/* The guest's file systems synced (SAVE to the agent): what its commands wrote may still be
+ * in its page cache, which a QMP stop or QEMU's quit would not flush. */
+static int vm_agent_sync(struct shim *s, uint32_t timeout_ms, capsule_error *err)
+{
+	if (io_chan_by_agent(&s->io, VM_SYNC_CHAN))
+		return cap_err_plain(err, EBUSY, "agent channel %u is in use", VM_SYNC_CHAN);
+	struct cp_save m = { .op = CP_SAVE_OP_SAVE, .name = (char *)"sync" };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	int r = cp_save_encode(&w, VM_SYNC_CHAN, &m);
+	if (r == 0) {
+		shim_log("asking the guest to sync its disks");
+		io_to_agent(&s->io, w.buf, w.len);
+	}
+	cp_writer_free(&w);
+	if (r < 0)
+		return cap_err(err, -r, "asking the agent to sync");
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_wait_answer(VM_SYNC_CHAN, timeout_ms, "a sync of its disks", &h, &payload, err)) < 0)
+		return r;
+	bool ok = h.type == CP_OK;
+	cp_rxbuf_consume(&s->io.agent_rx, &h);
+	return ok ? 0 : cap_err_plain(err, EIO, "the agent could not sync the guest's disks");
+}
+
+/* The guest's ids on a host folder are the container level's: OWNER for its root, the
+ * sandbox's own host range for the rest (vm_shares_idmap). */
+static int vm_hot_idmap(struct shim *s, int tree, uid_t owner_uid, gid_t owner_gid, bool readonly, const char *what,
+			capsule_error *err)
+{
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	return vm_shares_idmap(tree, owner_uid, owner_gid, ub, gb, count, readonly, what, err);
+}
+
+/* Boot-time binds and volumes become entries b<i> of the share, before QEMU starts. */
+static int vm_boot_shares(struct shim *s, capsule_error *err)
+{
+	int r = vm_shares_prepare(&s->shares, s->run_fd, err);
+	if (r < 0 || (r = vm_net_hosts_attach(&s->cfg, &s->shares, err)) < 0 || !s->cfg.nbinds)
+		return r;
+	if (!s->shares.enabled)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "bind mounts and volumes with vm isolation need capsule to run as root (sandbox '%s')",
+				     s->name);
+	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
+	size_t nbinds = 0;
+	if ((r = open_bind_trees(s, binds, &nbinds, true, err)) < 0)
+		return r;
+	for (size_t i = 0; i < nbinds && r == 0; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "b%zu", i);
+		/* A transform's server maps ids itself. */
+		if (!binds[i].no_idmap)
+			r = vm_hot_idmap(s, binds[i].tree, geteuid(), getegid(), s->cfg.binds[i].readonly,
+					 s->cfg.binds[i].source, err);
+		if (r == 0)
+			r = vm_shares_attach(&s->shares, binds[i].tree, name, binds[i].is_dir, err);
+	}
+	close_bind_trees(binds, nbinds);
+	return r;
+}
+
+/* The vm's root disk (src/shim/vm/disk.c): the layer stack (the host image's skeleton at the
+ * bottom unless the image is the whole root) flattened into a cached ext4, and the sandbox's
+ * own qcow2 over it. */
+static int vm_root_disk(struct shim *s, const char *skeleton, capsule_error *err)
+{
+	char *stack[CAPSULE_MAX_LAYERS + 1];
+	size_t n = 0;
+	if (skeleton)
+		stack[n++] = (char *)skeleton;
+	for (size_t i = 0; i < s->cfg.nlayers; i++)
+		stack[n++] = s->cfg.layers[i];
+	char run_path[PATH_MAX];
+	int rp = fd_path(s->run_fd, run_path, sizeof(run_path), err);
+	if (rp < 0)
+		return rp;
+	_cleanup_free_ char *base = NULL;
+	/* From a vm save: its disk (over the ext4 it was made on) is the new disk's backing. */
+	int r = s->cfg.disk_from ? ((base = strdup(s->cfg.disk_from)) ? 0 : cap_err(err, ENOMEM, "vm disk"))
+				 : vm_rootfs(stack, n, &base, err);
+	if (r == 0)
+		r = vm_disk_overlay(s->run_fd, run_path, base, s->cfg.disk_bytes, s->cfg.image, &s->vm_boot.disk, err);
+	s->vm_boot.disk_mode = skeleton ? VM_DISK_MODE_HOST : VM_DISK_MODE_ROOT;
+	if (r == 0)
+		shim_log("root disk %s over %s", s->vm_boot.disk, base);
+	return r;
+}
+
+static int vm_prepare(struct shim *s, capsule_error *err)
+{
+	int r = vm_net_allowlist_check(&s->cfg, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *skeleton = NULL;
+	/* 9p shows the guest the skeleton's host owners as they are: root's own, for root. */
+	if (!s->cfg.base_none && (r = image_host_lower(geteuid(), getegid(), &skeleton, err)) < 0)
+		return r;
+	if ((r = vm_boot_shares(s, err)) < 0)
+		return r;
+	shim_progress("disk");
+	return vm_root_disk(s, skeleton, err);
+}
+
+/* The host folders are detached from the share before anything removes the run folder. */
+static void vm_unprepare(struct shim *s)
+{
+	vm_shares_release(&s->shares);
+	binds_release(s);
+	free(s->vm_boot.disk);
+	s->vm_boot.disk = NULL;
+}
+
+static bool vm_auto_accel(const struct shim *s)
+{
+	return !s->cfg.accel[0] || !strcmp(s->cfg.accel, "auto");
+}
+
+static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
+{
+	struct vm_spec spec = {
+		.run_fd = s->run_fd,
+		.cfg = &s->cfg,
+		.hostname = s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name,
+		.agent_sock = agent_sock,
+		.mounts_dir = s->shares.enabled ? s->shares.dir : NULL,
+		.disk = s->vm_boot.disk,
+		.disk_mode = s->vm_boot.disk_mode,
+		.accel = s->vm_boot.accel,
+		.accel_fallback = s->vm_boot.accel ? s->vm_boot.accel_fallback : NULL,
+		.place = sandbox_join_cgroup,
+		.place_payload = s,
+	};
+	shim_progress("qemu");
+	int r = vm_start(&s->vm, &spec, err);
+	if (r < 0)
+		return r;
+	s->proc_pid = s->vm.pid;
+	s->proc_pidfd = s->vm.pidfd;
+	shim_log("QEMU pid %d, accel %s", (int)s->vm.pid, s->vm.accel);
+	if (s->cfg.display && (r = vm_display_start(&s->vm, s->run_fd, err)) < 0)
+		return r;
+	if (vm_auto_accel(s) && !s->vm_boot.accel && !strcmp(s->vm.accel, "kvm"))
+		s->boot_deadline_ms = now_ms() + VM_KVM_BOOT_MS;
+	return 0;
+}
+
+/* accel auto is KVM where /dev/kvm opens and a guest boots there, TCG otherwise: a KVM that
+ * QEMU cannot use, or on which the guest does not answer within VM_KVM_BOOT_MS (a KVM boot
+ * takes well under a second; a stock kernel has been seen to hang on some hosts), is given
+ * up for one TCG boot, and vm.json says why. */
+static bool vm_start_again(struct shim *s, const capsule_error *err)
+{
+	if (!vm_auto_accel(s) || s->vm_boot.accel || strcmp(s->vm.accel, "kvm") != 0)
+		return false;
+	snprintf(s->vm_boot.accel_fallback, sizeof(s->vm_boot.accel_fallback), "KVM did not boot the guest: %s",
+		 err->message);
+	shim_log("%s; booting again with TCG", s->vm_boot.accel_fallback);
+	s->vm_boot.accel = "tcg";
+	return true;
+}
+
+static int vm_died_during_start(struct shim *s, capsule_error *err)
+{
+	char why[512];
+	vm_last_words(s->run_fd, why, sizeof(why));
+	return cap_err_plain(err, ECHILD, "QEMU exited during boot%s%s (see '%s/run/%s/console.log')", why[0] ? ": " : "",
+			     why, capsule_home(), s->name);
+}
+
+/* Once the agent is up: tmpfs first, then the binds, as the container level mounts them, the
+ * allowlist's names over /etc/hosts; and the port forwards, over the agent channel. */
+static int vm_ready(struct shim *s, capsule_error *err)
+{
+	int r;
+	for (size_t i = 0; i < s->cfg.ntmpfs; i++) {
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = s->cfg.tmpfs[i].target,
+					 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode };
+		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	for (size_t i = 0; i < s->cfg.nbinds; i++) {
+		char name[16];
+		snprintf(name, sizeof(name), "b%zu", i);
+		struct stat st;
+		bool is_file = fstatat(s->shares.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode);
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = name, .target = s->cfg.binds[i].target,
+					 .flags = (s->cfg.binds[i].readonly ? CP_VM_MOUNT_RO : 0) | (is_file ? CP_VM_MOUNT_FILE : 0) };
+		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	if (vm_net_hosts_wanted(&s->cfg, &s->shares)) {
+		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = VM_NET_HOSTS_ENTRY, .target = "/etc/hosts",
+					 .flags = CP_VM_MOUNT_RO | CP_VM_MOUNT_FILE };
+		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
+			return r;
+	}
+	return vm_fwd_start(&s->net, agent_send, err);
+}
+
+/* A vm that is saved at stop: what its commands wrote may still be in the guest's page cache,
+ * which QEMU's quit would lose. A wedged agent costs the stop 10 s. */
+static void vm_kill_op(struct shim *s)
+{
+	capsule_error e = { 0 };
+	if (s->agent_unresponsive || s->agent_distrusted)
+		shim_log("the guest stopped answering or broke the protocol: its save gets no sync");
+	else if (s->cfg.save[0] && s->io.agent_fd >= 0 && vm_agent_sync(s, 10000, &e) < 0)
+		shim_log("syncing the guest before its save: %s", e.message);
+	vm_kill(&s->vm);
+}
+
+/* Through its pidfd only: a QEMU that vm_start already reaped has a pid that may be someone
+ * else's now. */
+static void vm_teardown(struct shim *s)
+{
+	if (s->vm.pidfd >= 0) {
+		io_unwatch(&s->io, s->vm.pidfd);
+		vm_kill(&s->vm);
+		proc_kill_and_reap(s->vm.pidfd);
+		close(s->vm.pidfd);
+	}
+	if (s->vm.qmp_fd >= 0)
+		close(s->vm.qmp_fd);
+	memset(&s->vm, 0, sizeof(s->vm));
+	s->vm.pid = s->proc_pid = -1;
+	s->vm.pidfd = s->vm.qmp_fd = s->proc_pidfd = -1;
+}
+
+/* Around a save's copy of the disk: the agent syncs the guest's file systems, then QMP stop
+ * pauses the vCPUs, which drains and flushes QEMU's block layer, so the qcow2 on the host is
+ * whole and current; cont lets it run again. */
+static int vm_pause(struct shim *s, capsule_error *err)
+{
+	int r = vm_agent_sync(s, 60000, err);
+	return r < 0 ? r : vm_qmp(&s->vm, "stop", err);
+}
+
+static int vm_resume(struct shim *s, capsule_error *err)
+{
+	return vm_qmp(&s->vm, "cont", err);
+}
+
+static int vm_hot_attach(struct shim *s, int tree, const char *name, const char *target, bool is_dir, bool readonly,
+			 uint64_t *mnt_id, capsule_error *err)
+{
+	int r = vm_shares_attach(&s->shares, tree, name, is_dir, err);
+	if (r < 0)
+		return r;
+	struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = (char *)name, .target = (char *)target,
+				 .flags = CP_VM_MOUNT_NO_SYMLINKS | (readonly ? CP_VM_MOUNT_RO : 0) |
+					  (is_dir ? 0 : CP_VM_MOUNT_FILE) };
+	if ((r = vm_agent_call(s, &m, NULL, mnt_id, err)) < 0)
+		vm_shares_detach(&s->shares, name);
+	return r;
+}
+
+static int vm_hot_detach(struct shim *s, const char *name, const char *target, uint64_t mnt_id, capsule_error *err)
+{
+	struct cp_vm_unmount m = { .target = (char *)target, .mnt_id = mnt_id };
+	int r = vm_agent_call(s, NULL, &m, NULL, err);
+	if (r == 0)
+		vm_shares_detach(&s->shares, name);
+	return r;
+}
+
+/* The guest synced its disks as it powered off, and QEMU has exited. */
+static int vm_save_at_stop(struct shim *s, const char *name, capsule_error *err)
+{
+	return layer_op(&s->cfg, s->run_fd, CP_SAVE_OP_SAVE, name, err);
+}
+
+/* Screenshots and input are QMP exchanges with QEMU (a screendump is QEMU's copy of the
+ * framebuffer). */
+static int vm_display(struct shim *s, const struct cp_header *h, const uint8_t *payload, struct cp_writer *w,
+		      capsule_error *err)
+{
+	return vm_display_request(&s->vm, &s->cfg, s->run_fd, h, payload, w, err);
+}
+
+const struct level_ops vm_level = {
+	.name = "vm",
+	.cgroup_limits = vm_cgroup_limits,
+	.prepare = vm_prepare,
+	.unprepare = vm_unprepare,
+	.start = vm_start_process,
+	.start_again = vm_start_again,
+	.died_during_start = vm_died_during_start,
+	.ready = vm_ready,
+	.kill = vm_kill_op,
+	.teardown = vm_teardown,
+	.pause = vm_pause,
+	.resume = vm_resume,
+	.hot_idmap = vm_hot_idmap,
+	.hot_attach = vm_hot_attach,
+	.hot_detach = vm_hot_detach,
+	.save_at_stop = vm_save_at_stop,
+	.display = vm_display,
+};
