@@ -94,6 +94,7 @@ int agent_bring_up(struct shim *s, const char *hostname, capsule_error *err)
 	return 0;
 }
 
+/* vm_fwd_send_fn takes no state of its own: this is the one use of the global S outside main. */
 void agent_send(const void *p, size_t n, const void *p2, size_t n2)
 {
 	io_to_agent2(&S.io, p, n, p2, n2);
@@ -101,7 +102,7 @@ void agent_send(const void *p, size_t n, const void *p2, size_t n2)
 
 /* The agent is inside the sandbox: a frame no agent sends means it is broken or not ours any
  * more. Either way the sandbox ends, and what it sent after is dropped, not forwarded. */
-void agent_distrust(const char *fmt, ...)
+void agent_distrust(struct shim *s, const char *fmt, ...)
 {
 	char why[256];
 	va_list ap;
@@ -109,25 +110,25 @@ void agent_distrust(const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	shim_log("%s: the sandbox ends", why);
-	S.agent_distrusted = true;
-	begin_stop(0);
+	s->agent_distrusted = true;
+	begin_stop(s, 0);
 }
 
-void agent_frame(const struct cp_header *h, const uint8_t *payload)
+void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *payload)
 {
-	if (S.agent_distrusted)
+	if (s->agent_distrusted)
 		return;
 	if (vm_fwd_chan(h->chan)) {
-		vm_fwd_agent_frame(&S.net, h, payload);
+		vm_fwd_agent_frame(&s->net, h, payload);
 		return;
 	}
-	struct channel *ch = h->chan ? io_chan_by_agent(&S.io, h->chan) : NULL;
+	struct channel *ch = h->chan ? io_chan_by_agent(&s->io, h->chan) : NULL;
 	if (!ch)
 		return;
 	if (cp_agent_reply_check(h, payload) < 0 || (h->type == CP_STARTED && ch->started)) {
 		/* Forwarded, it would reach a client that trusts the shim's frames, past the flow
 		 * control that bounds DATA. */
-		agent_distrust("agent sent a malformed or unexpected %s on channel %u", cp_type_name(h->type), h->chan);
+		agent_distrust(s, "agent sent a malformed or unexpected %s on channel %u", cp_type_name(h->type), h->chan);
 		return;
 	}
 	if (h->type == CP_STARTED)
@@ -135,7 +136,7 @@ void agent_frame(const struct cp_header *h, const uint8_t *payload)
 	if (h->type == CP_DATA) {
 		unsigned stream = h->flags & CP_FLAG_STREAM_MASK;
 		if (h->len > ch->out_credit[stream]) {
-			agent_distrust("agent sent DATA past its credit on channel %u", h->chan);
+			agent_distrust(s, "agent sent DATA past its credit on channel %u", h->chan);
 			return;
 		}
 		ch->out_credit[stream] -= h->len;
@@ -146,100 +147,100 @@ void agent_frame(const struct cp_header *h, const uint8_t *payload)
 											 : ch->in_credit + m.bytes;
 	}
 	bool final = h->type == CP_EXIT || h->type == CP_ERROR || h->type == CP_OK;
-	if (ch->client >= 0 && S.io.clients[ch->client].used)
-		io_forward(&S.io, false, ch->client, h, payload, ch->client_chan);
+	if (ch->client >= 0 && s->io.clients[ch->client].used)
+		io_forward(&s->io, false, ch->client, h, payload, ch->client_chan);
 	if (final)
-		io_chan_done(&S.io, ch);
+		io_chan_done(&s->io, ch);
 }
 
-void agent_readable(void)
+void agent_readable(struct shim *s)
 {
-	long n = cp_rxbuf_fill(&S.io.agent_rx, S.io.agent_fd);
+	long n = cp_rxbuf_fill(&s->io.agent_rx, s->io.agent_fd);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {
-		io_unwatch(&S.io, S.io.agent_fd);
-		close(S.io.agent_fd);
-		S.io.agent_fd = -1;
-		if (!S.stopping)
+		io_unwatch(&s->io, s->io.agent_fd);
+		close(s->io.agent_fd);
+		s->io.agent_fd = -1;
+		if (!s->stopping)
 			shim_log("agent connection closed");
-		begin_stop(0);
+		begin_stop(s, 0);
 		return;
 	}
 	struct cp_header h;
 	const uint8_t *payload;
 	int k;
-	S.reading_agent = true;
-	while ((k = cp_rxbuf_peek(&S.io.agent_rx, &h, &payload)) > 0) {
-		agent_frame(&h, payload);
-		cp_rxbuf_consume(&S.io.agent_rx, &h);
+	s->reading_agent = true;
+	while ((k = cp_rxbuf_peek(&s->io.agent_rx, &h, &payload)) > 0) {
+		agent_frame(s, &h, payload);
+		cp_rxbuf_consume(&s->io.agent_rx, &h);
 	}
 	if (k < 0)
-		agent_distrust("malformed frame from the agent");
-	S.reading_agent = false;
+		agent_distrust(s, "malformed frame from the agent");
+	s->reading_agent = false;
 }
 
 /* The loop's other events, while a wait for the guest watches the agent and QEMU itself. */
-static void serve_others(void)
+static void serve_others(struct shim *s)
 {
 	struct epoll_event evs[64];
-	int n = epoll_wait(S.io.epfd, evs, 64, 0);
+	int n = epoll_wait(s->io.epfd, evs, 64, 0);
 	for (int i = 0; i < n; i++)
 		if (evs[i].data.u64 != KEY_AGENT && evs[i].data.u64 != KEY_PIDFD)
-			dispatch_event(&evs[i]);
+			dispatch_event(s, &evs[i]);
 	/* What the others queued for the agent is flushed by the wait's poll. */
-	io_agent_update_events(&S.io);
+	io_agent_update_events(&s->io);
 }
 
-static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+static int agent_wait_loop(struct shim *s, uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
 			   const uint8_t **payload, capsule_error *err)
 {
 	uint64_t deadline = now_ms() + timeout_ms;
-	bool was_stopping = S.stopping;
+	bool was_stopping = s->stopping;
 	for (;;) {
-		if (S.io.agent_fd < 0)
+		if (s->io.agent_fd < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
-		if (S.agent_distrusted)
+		if (s->agent_distrusted)
 			return cap_err_plain(err, EPROTO, "the agent broke the protocol during %s", what);
 		int k = 0;
-		while (!S.agent_distrusted && (k = cp_rxbuf_peek(&S.io.agent_rx, h, payload)) > 0) {
+		while (!s->agent_distrusted && (k = cp_rxbuf_peek(&s->io.agent_rx, h, payload)) > 0) {
 			if (h->chan == chan)
 				return 0;
-			agent_frame(h, *payload);
-			cp_rxbuf_consume(&S.io.agent_rx, h);
+			agent_frame(s, h, *payload);
+			cp_rxbuf_consume(&s->io.agent_rx, h);
 		}
 		if (k < 0) {
-			agent_distrust("malformed frame from the agent");
+			agent_distrust(s, "malformed frame from the agent");
 			return cap_err_plain(err, EPROTO, "malformed frame from the agent");
 		}
-		if (S.stopping && !was_stopping)
-			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+		if (s->stopping && !was_stopping)
+			return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
 		/* The stop's own sync: a second, forced stop gives up on the guest. */
-		if (S.stop_forced)
-			return cap_err_plain(err, ECANCELED, "the stop of sandbox '%s' was forced", S.name);
+		if (s->stop_forced)
+			return cap_err_plain(err, ECANCELED, "the stop of sandbox '%s' was forced", s->name);
 		uint64_t now = now_ms();
 		if (now >= deadline) {
-			S.agent_unresponsive = true;
+			s->agent_unresponsive = true;
 			return cap_err_plain(err, ETIMEDOUT, "the guest did not answer %s within %u ms", what, timeout_ms);
 		}
 		struct pollfd pfd[3] = {
-			{ .fd = S.io.agent_fd, .events = POLLIN | (outq_pending(&S.io.agent_out) ? POLLOUT : 0) },
-			{ .fd = S.proc_pidfd, .events = POLLIN },
-			{ .fd = S.loop_running ? S.io.epfd : -1, .events = POLLIN },
+			{ .fd = s->io.agent_fd, .events = POLLIN | (outq_pending(&s->io.agent_out) ? POLLOUT : 0) },
+			{ .fd = s->proc_pidfd, .events = POLLIN },
+			{ .fd = s->loop_running ? s->io.epfd : -1, .events = POLLIN },
 		};
 		if (poll(pfd, 3, (int)(deadline - now)) < 0 && errno != EINTR)
 			return cap_err(err, errno, "poll");
 		if (pfd[1].revents)
-			return cap_err_plain(err, ECHILD, "sandbox '%s' ended during %s", S.name, what);
-		if (pfd[0].revents & POLLOUT && outq_flush(&S.io.agent_out, S.io.agent_fd) < 0)
+			return cap_err_plain(err, ECHILD, "sandbox '%s' ended during %s", s->name, what);
+		if (pfd[0].revents & POLLOUT && outq_flush(&s->io.agent_out, s->io.agent_fd) < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
 		if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-			long n = cp_rxbuf_fill(&S.io.agent_rx, S.io.agent_fd);
+			long n = cp_rxbuf_fill(&s->io.agent_rx, s->io.agent_fd);
 			if (n == 0 || (n < 0 && n != -EAGAIN))
 				return cap_err_plain(err, EPIPE, "the agent went away during %s", what);
 		}
 		if (pfd[2].revents)
-			serve_others();
+			serve_others(s);
 	}
 }
 
@@ -248,21 +249,21 @@ static int agent_wait_loop(uint32_t chan, uint32_t timeout_ms, const char *what,
  * runs), a stop ends the wait, and frames for other channels are forwarded as usual. The
  * answer is left in the agent's rxbuf, its header in *H and payload in *PAYLOAD, for the
  * caller to read and consume. WHAT names the request. */
-int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+int agent_wait_answer(struct shim *s, uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
 		      const uint8_t **payload, capsule_error *err)
 {
-	if (S.agent_waiting)
-		return cap_err_plain(err, EBUSY, "sandbox '%s' is waiting for its guest already", S.name);
-	S.agent_waiting = true;
-	S.io.reserved_chan = chan;
-	int asker = S.io.muted_client = S.serving_client;
+	if (s->agent_waiting)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is waiting for its guest already", s->name);
+	s->agent_waiting = true;
+	s->io.reserved_chan = chan;
+	int asker = s->io.muted_client = s->serving_client;
 	if (asker >= 0)
-		io_client_update_events(&S.io, asker);
-	int r = agent_wait_loop(chan, timeout_ms, what, h, payload, err);
-	S.agent_waiting = false;
-	S.io.muted_client = -1;
-	S.io.reserved_chan = 0;
-	if (asker >= 0 && S.io.clients[asker].used && !S.io.clients[asker].gone)
-		io_client_update_events(&S.io, asker);
+		io_client_update_events(&s->io, asker);
+	int r = agent_wait_loop(s, chan, timeout_ms, what, h, payload, err);
+	s->agent_waiting = false;
+	s->io.muted_client = -1;
+	s->io.reserved_chan = 0;
+	if (asker >= 0 && s->io.clients[asker].used && !s->io.clients[asker].gone)
+		io_client_update_events(&s->io, asker);
 	return r;
 }

@@ -1,7 +1,7 @@
 /* A sandbox's life in its shim: the resources it is made of, brought up in order by one walk
  * and released by the walk back (kvmtool's dev_init/dev_exit pairs); the stop; the revert,
  * which walks down and up again in the same shim; the end. The level does its part behind
- * S.level (level.h). */
+ * s->level (level.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -267,101 +267,101 @@ void write_state(struct shim *s, const char *state)
 
 /* ---- stop --------------------------------------------------------------------------- */
 
-void kill_sandbox(void)
+void kill_sandbox(struct shim *s)
 {
-	if (!S.killed)
-		S.level->kill(&S);
-	S.killed = true;
+	if (!s->killed)
+		s->level->kill(s);
+	s->killed = true;
 }
 
-void begin_stop(uint32_t grace_ms)
+void begin_stop(struct shim *s, uint32_t grace_ms)
 {
 	/* The sandbox is frozen for a save's copy (down for a revert's) and must be thawed to
 	 * stop; the copy is abandoned (never renamed into place), not waited for. */
-	if (save_job_running(&S.save))
-		save_done(true);
-	if (S.stopping) {
+	if (save_job_running(&s->save))
+		save_done(s, true);
+	if (s->stopping) {
 		uint64_t d = now_ms() + grace_ms;
-		if (d < S.stop_deadline_ms)
-			S.stop_deadline_ms = d;
+		if (d < s->stop_deadline_ms)
+			s->stop_deadline_ms = d;
 		if (grace_ms == 0)
-			S.stop_forced = true;
+			s->stop_forced = true;
 		return;
 	}
-	S.stopping = true;
-	S.stop_deadline_ms = now_ms() + grace_ms;
+	s->stopping = true;
+	s->stop_deadline_ms = now_ms() + grace_ms;
 	shim_log("stopping (grace %u ms)", grace_ms);
-	if (grace_ms == 0 || S.io.agent_fd < 0) {
+	if (grace_ms == 0 || s->io.agent_fd < 0) {
 		/* Inside a wait for the guest, or while the agent's frames are walked, that ends
 		 * first and the loop kills at once (the deadline is now): the kill's own sync
 		 * waits for the agent and refills the buffer being walked. */
-		if (!S.agent_waiting && !S.reading_agent)
-			kill_sandbox();
+		if (!s->agent_waiting && !s->reading_agent)
+			kill_sandbox(s);
 		return;
 	}
 	struct cp_stop m = { .timeout_ms = grace_ms };
 	struct cp_writer w;
 	cp_writer_init(&w);
 	if (cp_shutdown_encode(&w, 0, &m) == 0)
-		io_to_agent(&S.io, w.buf, w.len);
+		io_to_agent(&s->io, w.buf, w.len);
 	cp_writer_free(&w);
 }
 
 /* The stop's waiters hear how it went: OK, or the save's error. */
-static void answer_stop_waiters(const capsule_error *save_err)
+static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
 {
 	for (int i = 0; i < MAX_CLIENTS; i++) {
-		struct client *c = &S.io.clients[i];
+		struct client *c = &s->io.clients[i];
 		if (!c->used || !c->stop_waiter)
 			continue;
 		if (save_err->code) {
 			struct cp_error_msg m = { .errnum = (uint32_t)save_err->code, .message = (char *)save_err->message };
-			if (cp_error_encode(&S.io.w, c->stop_chan, &m) == 0)
-				outq_push(&c->out, S.io.w.buf, S.io.w.len);
-		} else if (cp_empty_encode(&S.io.w, CP_OK, c->stop_chan) == 0) {
-			outq_push(&c->out, S.io.w.buf, S.io.w.len);
+			if (cp_error_encode(&s->io.w, c->stop_chan, &m) == 0)
+				outq_push(&c->out, s->io.w.buf, s->io.w.len);
+		} else if (cp_empty_encode(&s->io.w, CP_OK, c->stop_chan) == 0) {
+			outq_push(&c->out, s->io.w.buf, s->io.w.len);
 		}
 	}
 }
 
-_Noreturn void finish_and_exit(void)
+_Noreturn void finish_and_exit(struct shim *s)
 {
-	S.exiting = true;
-	if (save_job_running(&S.save))
-		save_done(true);
+	s->exiting = true;
+	if (save_job_running(&s->save))
+		save_done(s, true);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
-	sandbox_teardown(&S);
-	unlinkat(S.run_fd, "control.sock", 0);
+	sandbox_teardown(s);
+	unlinkat(s->run_fd, "control.sock", 0);
 	/* A named save is taken now, with every process gone, before anything is removed; the
 	 * stop is answered only after it, with its error if it failed. */
 	capsule_error save_err = { 0 };
-	if (S.cfg.save[0]) {
+	if (s->cfg.save[0]) {
 		uint64_t t0 = now_ns();
-		if (S.level->save_at_stop(&S, S.cfg.save, &save_err) < 0)
+		if (s->level->save_at_stop(s, s->cfg.save, &save_err) < 0)
 			shim_log("%s", save_err.message);
 		else
-			shim_log("saved as '%s' (%.1f ms)", S.cfg.save, (double)(now_ns() - t0) / 1e6);
+			shim_log("saved as '%s' (%.1f ms)", s->cfg.save, (double)(now_ns() - t0) / 1e6);
 	}
-	bool ephemeral = !S.cfg.detached;
+	bool ephemeral = !s->cfg.detached;
 	if (ephemeral) {
 		/* Nothing of an ephemeral sandbox outlives it. */
 		shim_log("stopped");
 		_cleanup_close_ int run = -1;
 		if (home_subdir_open("run", &run, NULL) == 0)
-			rm_rf_at(run, S.name);
-		id_slot_release(S.name, S.cfg.id_slot);
+			rm_rf_at(run, s->name);
+		id_slot_release(s->name, s->cfg.id_slot);
 		shim_log_close();
 	} else {
-		rm_rf_at(S.run_fd, "fs/work");
-		write_state(&S, "stopped");
+		rm_rf_at(s->run_fd, "fs/work");
+		write_state(s, "stopped");
 		shim_log("stopped");
 	}
 	/* Only now, with everything cleaned up, let go of the sandbox and tell whoever asked
 	 * for the stop: when they hear OK, a start or rm may take the lock at once. */
-	close(S.lock_fd);
-	S.lock_fd = -1;
-	answer_stop_waiters(&save_err);
-	io_clients_last_words(&S.io);
+	close(s->lock_fd);
+	s->lock_fd = -1;
+	answer_stop_waiters(s, &save_err);
+	io_clients_last_words(&s->io);
 	layer_run_deferred_removals();
 	_exit(0);
 }
@@ -375,14 +375,14 @@ _Noreturn void finish_and_exit(void)
  * forwards added while it ran with the old network namespace. Overlayfs cannot swap the upper
  * layer under a mounted overlay, and the root cannot be unmounted under its PID 1: a restart
  * is the one consistent way. */
-void revert_take_down(void)
+void revert_take_down(struct shim *s)
 {
 	/* The new sandbox's fds join the epoll set only once it is up: until then its waits
 	 * serve nobody else. */
-	S.loop_running = false;
-	sandbox_teardown(&S);
-	io_chans_end(&S.io, SIGKILL);
-	memset(&S.hot, 0, sizeof(S.hot));
+	s->loop_running = false;
+	sandbox_teardown(s);
+	io_chans_end(&s->io, SIGKILL);
+	memset(&s->hot, 0, sizeof(s->hot));
 }
 
 bool sandbox_down(const struct shim *s)
@@ -390,15 +390,15 @@ bool sandbox_down(const struct shim *s)
 	return s->resources_up == 0;
 }
 
-int revert_restart(capsule_error *err)
+int revert_restart(struct shim *s, capsule_error *err)
 {
-	int r = sandbox_start(&S, err);
+	int r = sandbox_start(s, err);
 	if (r < 0)
 		return r;
-	io_watch(&S.io, S.io.agent_fd, KEY_AGENT, EPOLLIN);
-	io_watch(&S.io, S.proc_pidfd, KEY_PIDFD, EPOLLIN);
-	S.loop_running = true;
-	write_state(&S, "running");
-	shim_log("restarted, agent pid %d", (int)S.proc_pid);
+	io_watch(&s->io, s->io.agent_fd, KEY_AGENT, EPOLLIN);
+	io_watch(&s->io, s->proc_pidfd, KEY_PIDFD, EPOLLIN);
+	s->loop_running = true;
+	write_state(s, "running");
+	shim_log("restarted, agent pid %d", (int)s->proc_pid);
 	return 0;
 }

@@ -13,78 +13,78 @@
  * save, a revert and changes to its mounts and ports are refused until it is done. Commands
  * (EXEC, FS) are passed on and run once it resumes; during a revert, which has the sandbox
  * down, they are refused too. */
-static bool refused_while_saving(int ci, uint32_t chan)
+static bool refused_while_saving(struct shim *s, int ci, uint32_t chan)
 {
-	if (!save_job_running(&S.save))
+	if (!save_job_running(&s->save))
 		return false;
-	io_client_error(&S.io, ci, chan, EBUSY, "sandbox '%s' is busy with %s '%s': try again when it is done", S.name,
-			shim_save_op_name(S.save.op), S.save.name);
+	io_client_error(&s->io, ci, chan, EBUSY, "sandbox '%s' is busy with %s '%s': try again when it is done", s->name,
+			shim_save_op_name(s->save.op), s->save.name);
 	return true;
 }
 
 /* The requests the shim answers itself go on a fresh channel of their own, and not while the
  * sandbox stops. */
-static bool fresh_channel_and_running(int ci, const struct cp_header *h)
+static bool fresh_channel_and_running(struct shim *s, int ci, const struct cp_header *h)
 {
-	if (h->chan == 0 || io_chan_by_client(&S.io, ci, h->chan)) {
-		io_client_error(&S.io, ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use",
+	if (h->chan == 0 || io_chan_by_client(&s->io, ci, h->chan)) {
+		io_client_error(&s->io, ci, h->chan, EBADMSG, "%s on channel %u, which is 0 or in use",
 				cp_type_name(h->type), h->chan);
 		return false;
 	}
-	if (S.stopping) {
-		io_client_error(&S.io, ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", S.name);
+	if (s->stopping) {
+		io_client_error(&s->io, ci, h->chan, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
 		return false;
 	}
 	return true;
 }
 
-static bool shim_request_acceptable(int ci, const struct cp_header *h)
+static bool shim_request_acceptable(struct shim *s, int ci, const struct cp_header *h)
 {
-	if (!fresh_channel_and_running(ci, h))
+	if (!fresh_channel_and_running(s, ci, h))
 		return false;
 	bool changes_sandbox = h->type == CP_MOUNT || h->type == CP_UNMOUNT || h->type == CP_PORT_ADD ||
 			       h->type == CP_PORT_REMOVE;
-	return !(changes_sandbox && refused_while_saving(ci, h->chan));
+	return !(changes_sandbox && refused_while_saving(s, ci, h->chan));
 }
 
 /* Mounts, saves and reverts change what a request waiting for the guest works on: one at a
  * time, the others refused at once rather than queued behind a guest that may never answer. */
-static bool guest_busy(int ci, const struct cp_header *h)
+static bool guest_busy(struct shim *s, int ci, const struct cp_header *h)
 {
-	if (!S.agent_waiting)
+	if (!s->agent_waiting)
 		return false;
-	io_client_error(&S.io, ci, h->chan, EBUSY,
-			"sandbox '%s' is waiting for its guest to answer another request; try again", S.name);
+	io_client_error(&s->io, ci, h->chan, EBUSY,
+			"sandbox '%s' is waiting for its guest to answer another request; try again", s->name);
 	return true;
 }
 
 /* Their one final answer: ERROR with ERR when R < 0, else OK carrying OK's fields. */
-static void shim_request_answer(int ci, const struct cp_header *h, int r, const capsule_error *err,
+static void shim_request_answer(struct shim *s, int ci, const struct cp_header *h, int r, const capsule_error *err,
 				const struct cp_request_ok *ok)
 {
 	if (r < 0) {
-		io_client_error(&S.io, ci, h->chan, err->code ? err->code : -r, "%s", err->message);
+		io_client_error(&s->io, ci, h->chan, err->code ? err->code : -r, "%s", err->message);
 		return;
 	}
-	if ((r = cp_request_ok_encode(&S.io.w, h->chan, ok)) < 0) {
-		io_client_error(&S.io, ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
+	if ((r = cp_request_ok_encode(&s->io.w, h->chan, ok)) < 0) {
+		io_client_error(&s->io, ci, h->chan, -r, "encoding the answer to %s", cp_type_name(h->type));
 		return;
 	}
-	io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+	io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
 /* Hot mounts are answered here: a container's is a few syscalls and one short-lived child,
  * well under the time a client would notice the loop pause; a vm's waits for the guest's
  * answer, serving the other clients meanwhile (agent_wait_answer). */
-static void mount_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void mount_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!shim_request_acceptable(ci, h) || guest_busy(ci, h))
+	if (!shim_request_acceptable(s, ci, h) || guest_busy(s, ci, h))
 		return;
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;
-	struct mount_sandbox sb = { .name = S.name, .cfg = &S.cfg, .shim = &S, .level = S.level };
-	home_id_map(S.cfg.id_slot, &ub, &gb, &count, &sb.rootless);
+	struct mount_sandbox sb = { .name = s->name, .cfg = &s->cfg, .shim = s, .level = s->level };
+	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &sb.rootless);
 	capsule_error err = { 0 };
 	struct cp_request_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
@@ -93,17 +93,17 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 		struct cp_mount m;
 		struct mount_peer peer;
 		if (cp_mount_decode(payload, h->len, &m) < 0) {
-			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed MOUNT request");
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed MOUNT request");
 			return;
 		}
 		const char *handle = NULL;
-		r = mount_peer_get(S.io.clients[ci].fd, &peer, &err);
+		r = mount_peer_get(s->io.clients[ci].fd, &peer, &err);
 		if (r == 0) {
 			uint64_t t0 = now_ns();
-			r = hot_mount_add(&S.hot, &sb, &peer, m.host_path, m.guest_path, m.flags, &handle, &err);
+			r = hot_mount_add(&s->hot, &sb, &peer, m.host_path, m.guest_path, m.flags, &handle, &err);
 			if (r == 0)
 				shim_log("hot mount %s: '%s' at '%s'%s for uid %u (%.2f ms)", handle, m.host_path,
-					 S.hot.m[S.hot.n - 1].target, (m.flags & CP_MOUNT_RO) ? " read-only" : "",
+					 s->hot.m[s->hot.n - 1].target, (m.flags & CP_MOUNT_RO) ? " read-only" : "",
 					 (unsigned)peer.uid, (double)(now_ns() - t0) / 1e6);
 			mount_peer_free(&peer);
 		}
@@ -112,268 +112,268 @@ static void mount_request(int ci, const struct cp_header *h, const uint8_t *payl
 	} else if (h->type == CP_UNMOUNT) {
 		struct cp_unmount m;
 		if (cp_unmount_decode(payload, h->len, &m) < 0) {
-			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed UNMOUNT request");
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed UNMOUNT request");
 			return;
 		}
 		uint64_t t0 = now_ns();
-		r = hot_mount_remove(&S.hot, &sb, m.target, &err);
+		r = hot_mount_remove(&s->hot, &sb, m.target, &err);
 		if (r == 0)
 			shim_log("hot mount '%s' removed (%.2f ms)", m.target, (double)(now_ns() - t0) / 1e6);
 		cp_unmount_free(&m);
 	} else {
-		r = mounts_list_json(&S.hot, &sb, &list, &err);
+		r = mounts_list_json(&s->hot, &sb, &list, &err);
 		ok.list_json = list;
 	}
-	shim_request_answer(ci, h, r, &err, &ok);
+	shim_request_answer(s, ci, h, r, &err, &ok);
 }
 
 /* Port forwards are answered here, at once: a listen or a close. */
-static void port_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void port_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!shim_request_acceptable(ci, h))
+	if (!shim_request_acceptable(s, ci, h))
 		return;
 	capsule_error err = { 0 };
 	struct cp_request_ok ok = { 0 };
 	_cleanup_free_ char *list = NULL;
 	int r;
 	if (h->type == CP_PORTS) {
-		r = net_ports_json(&S.net, &list, &err);
+		r = net_ports_json(&s->net, &list, &err);
 		ok.list_json = list;
 	} else {
 		struct cp_port m;
 		if (cp_port_decode(h->type, payload, h->len, &m) < 0) {
-			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
 			return;
 		}
-		r = h->type == CP_PORT_ADD ? net_port_add(&S.net, &m, &err) : net_port_remove(&S.net, &m, &err);
+		r = h->type == CP_PORT_ADD ? net_port_add(&s->net, &m, &err) : net_port_remove(&s->net, &m, &err);
 		cp_port_free(&m);
 	}
-	shim_request_answer(ci, h, r, &err, &ok);
+	shim_request_answer(s, ci, h, r, &err, &ok);
 }
 
-static struct save_sandbox save_sandbox_of_shim(void)
+static struct save_sandbox save_sandbox_of_shim(struct shim *s)
 {
-	return (struct save_sandbox){ .cfg = &S.cfg, .run_fd = S.run_fd, .shim = &S, .level = S.level };
+	return (struct save_sandbox){ .cfg = &s->cfg, .run_fd = s->run_fd, .shim = s, .level = s->level };
 }
 
-static void save_answer(int ci, uint32_t chan, int r, const capsule_error *err)
+static void save_answer(struct shim *s, int ci, uint32_t chan, int r, const capsule_error *err)
 {
 	if (r < 0) {
-		io_client_error(&S.io, ci, chan, err->code ? err->code : -r, "%s", err->message);
-	} else if (cp_empty_encode(&S.io.w, CP_OK, chan) == 0) {
-		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+		io_client_error(&s->io, ci, chan, err->code ? err->code : -r, "%s", err->message);
+	} else if (cp_empty_encode(&s->io.w, CP_OK, chan) == 0) {
+		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 		/* The answer goes out first; what the save replaced is removed after. */
-		outq_flush(&S.io.clients[ci].out, S.io.clients[ci].fd);
+		outq_flush(&s->io.clients[ci].out, s->io.clients[ci].fd);
 	}
 }
 
 /* The save's child has exited (or, with CANCEL, is killed now): the sandbox resumes (after a
  * revert, starts again) and the client that asked hears how it went. A revert that cannot
  * start the sandbox again ends it. */
-void save_done(bool cancel)
+void save_done(struct shim *s, bool cancel)
 {
-	struct save_sandbox sb = save_sandbox_of_shim();
-	io_unwatch(&S.io, S.save.pidfd);
-	uint32_t op = S.save.op;
-	char name[sizeof(S.save.name)];
-	snprintf(name, sizeof(name), "%s", S.save.name);
-	uint64_t t0 = S.save.started_ns;
+	struct save_sandbox sb = save_sandbox_of_shim(s);
+	io_unwatch(&s->io, s->save.pidfd);
+	uint32_t op = s->save.op;
+	char name[sizeof(s->save.name)];
+	snprintf(name, sizeof(name), "%s", s->save.name);
+	uint64_t t0 = s->save.started_ns;
 	capsule_error err = { 0 };
-	int r = shim_save_finish(&sb, &S.save, cancel, &err);
+	int r = shim_save_finish(&sb, &s->save, cancel, &err);
 	if (r == 0 && op == CP_SAVE_OP_REVERT)
-		r = revert_restart(&err);
+		r = revert_restart(s, &err);
 	if (r < 0)
 		shim_log("%s", err.message);
 	else
 		shim_log("%s '%s' done (%.1f ms)", shim_save_op_name(op), name, (double)(now_ns() - t0) / 1e6);
-	if (S.save_client >= 0)
-		save_answer(S.save_client, S.save_chan, r, &err);
-	S.save_client = -1;
-	if (r < 0 && op == CP_SAVE_OP_REVERT && !S.exiting)
-		finish_and_exit();
+	if (s->save_client >= 0)
+		save_answer(s, s->save_client, s->save_chan, r, &err);
+	s->save_client = -1;
+	if (r < 0 && op == CP_SAVE_OP_REVERT && !s->exiting)
+		finish_and_exit(s);
 }
 
 /* SAVE is answered by save_done, once a child has copied the layer (for a revert, once the
  * sandbox runs again), the loop serving the other clients meanwhile, as it does while a vm's
  * guest is asked to sync first, which it may never answer. One at a time: a second is
  * refused until the first is done. */
-static void save_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void save_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!fresh_channel_and_running(ci, h) || refused_while_saving(ci, h->chan) || guest_busy(ci, h))
+	if (!fresh_channel_and_running(s, ci, h) || refused_while_saving(s, ci, h->chan) || guest_busy(s, ci, h))
 		return;
 	struct cp_save m;
 	if (cp_save_decode(payload, h->len, &m) < 0) {
-		io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed SAVE request");
+		io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed SAVE request");
 		return;
 	}
 	capsule_error err = { 0 };
 	uint32_t op = m.op;
 	int r = 0;
-	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(S.run_fd, m.name, &err)) == 0)
-		revert_take_down();
-	struct save_sandbox sb = save_sandbox_of_shim();
+	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(s->run_fd, m.name, &err)) == 0)
+		revert_take_down(s);
+	struct save_sandbox sb = save_sandbox_of_shim(s);
 	if (r == 0)
-		r = shim_save_start(&sb, op, m.name, &S.save, &err);
+		r = shim_save_start(&sb, op, m.name, &s->save, &err);
 	cp_save_free(&m);
 	if (r < 0) {
-		save_answer(ci, h->chan, r, &err);
+		save_answer(s, ci, h->chan, r, &err);
 		/* The old sandbox is gone and the new one will not start: it is over. */
-		if (sandbox_down(&S))
-			finish_and_exit();
+		if (sandbox_down(s))
+			finish_and_exit(s);
 		return;
 	}
-	S.save_client = ci;
-	S.save_chan = h->chan;
-	io_watch(&S.io, S.save.pidfd, KEY_SAVE, EPOLLIN);
+	s->save_client = ci;
+	s->save_chan = h->chan;
+	io_watch(&s->io, s->save.pidfd, KEY_SAVE, EPOLLIN);
 }
 
 /* The loop waits for these (a screendump is QEMU's copy of the framebuffer). */
-static void display_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void display_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	if (!shim_request_acceptable(ci, h))
+	if (!shim_request_acceptable(s, ci, h))
 		return;
 	capsule_error err = { 0 };
-	int r = S.level->display(&S, h, payload, &S.io.w, &err);
+	int r = s->level->display(s, h, payload, &s->io.w, &err);
 	if (r < 0)
-		io_client_error(&S.io, ci, h->chan, err.code ? err.code : -r, "%s", err.message);
+		io_client_error(&s->io, ci, h->chan, err.code ? err.code : -r, "%s", err.message);
 	else
-		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
-static void hello_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void hello_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	struct client *c = &S.io.clients[ci];
+	struct client *c = &s->io.clients[ci];
 	struct cp_hello m;
 	if (h->type != CP_HELLO || cp_hello_decode(payload, h->len, &m) < 0) {
-		io_client_error(&S.io, ci, h->chan, EPROTO, "expected HELLO first");
+		io_client_error(&s->io, ci, h->chan, EPROTO, "expected HELLO first");
 		c->closing = true;
 		return;
 	}
 	uint32_t v = m.version;
 	cp_hello_free(&m);
 	if (v != CP_VERSION) {
-		io_client_error(&S.io, ci, h->chan, EPROTONOSUPPORT, "protocol version %u not supported (this shim speaks %u)",
+		io_client_error(&s->io, ci, h->chan, EPROTONOSUPPORT, "protocol version %u not supported (this shim speaks %u)",
 				v, CP_VERSION);
 		c->closing = true;
 		return;
 	}
 	c->hello_done = true;
 	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
-	if (cp_hello_encode(&S.io.w, 0, &me) == 0)
-		io_to_client(&S.io, ci, S.io.w.buf, S.io.w.len);
+	if (cp_hello_encode(&s->io.w, 0, &me) == 0)
+		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
 /* EXEC, FS and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
-static void command_request(int ci, const struct cp_header *h, const uint8_t *payload, struct channel *ch)
+static void command_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload, struct channel *ch)
 {
-	struct client *c = &S.io.clients[ci];
+	struct client *c = &s->io.clients[ci];
 	if (h->type == CP_SIGNAL && ch) {
-		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 		return;
 	}
-	if (!fresh_channel_and_running(ci, h))
+	if (!fresh_channel_and_running(s, ci, h))
 		return;
 	/* No agent to pass it to until the sandbox starts again. */
-	if (S.save.op == CP_SAVE_OP_REVERT && refused_while_saving(ci, h->chan))
+	if (s->save.op == CP_SAVE_OP_REVERT && refused_while_saving(s, ci, h->chan))
 		return;
 	if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
-		io_client_error(&S.io, ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
+		io_client_error(&s->io, ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",
 				MAX_CHANNELS_PER_CLIENT);
 		return;
 	}
-	ch = io_chan_new(&S.io, ci, h->chan);
+	ch = io_chan_new(&s->io, ci, h->chan);
 	if (!ch) {
-		io_client_error(&S.io, ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", S.name);
+		io_client_error(&s->io, ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", s->name);
 		return;
 	}
 	c->nchans++;
-	io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+	io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 }
 
-static void client_request(int ci, const struct cp_header *h, const uint8_t *payload)
+static void client_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
-	struct client *c = &S.io.clients[ci];
+	struct client *c = &s->io.clients[ci];
 	if (!c->hello_done) {
-		hello_request(ci, h, payload);
+		hello_request(s, ci, h, payload);
 		return;
 	}
-	struct channel *ch = h->chan ? io_chan_by_client(&S.io, ci, h->chan) : NULL;
+	struct channel *ch = h->chan ? io_chan_by_client(&s->io, ci, h->chan) : NULL;
 	switch (h->type) {
 	case CP_EXEC:
 	case CP_FS:
 	case CP_SIGNAL:
-		command_request(ci, h, payload, ch);
+		command_request(s, ci, h, payload, ch);
 		return;
 	case CP_DATA:
 		if ((h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN) {
-			io_client_error(&S.io, ci, 0, EBADMSG, "DATA from a client must be stdin; closing the connection");
+			io_client_error(&s->io, ci, 0, EBADMSG, "DATA from a client must be stdin; closing the connection");
 			c->closing = true;
 			return;
 		}
 		if (!ch)
 			return; /* late stdin after exit */
 		if (h->len > ch->in_credit) {
-			io_client_error(&S.io, ci, h->chan, EBADMSG, "stdin sent past its flow-control credit");
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "stdin sent past its flow-control credit");
 			c->closing = true;
 			return;
 		}
 		ch->in_credit -= h->len;
-		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 		return;
 	case CP_CREDIT: {
 		struct cp_credit m;
 		if (!ch || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
 			return;
 		ch->out_credit[m.stream] += m.bytes;
-		io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+		io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 		return;
 	}
 	case CP_RESIZE:
 		if (ch)
-			io_forward(&S.io, true, ci, h, payload, ch->agent_chan);
+			io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 		return;
 	case CP_STOP: {
 		struct cp_stop m;
 		if (cp_stop_decode(payload, h->len, &m) < 0) {
-			io_client_error(&S.io, ci, h->chan, EBADMSG, "malformed STOP request");
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed STOP request");
 			return;
 		}
 		c->stop_waiter = true;
 		c->stop_chan = h->chan;
-		begin_stop(m.timeout_ms);
+		begin_stop(s, m.timeout_ms);
 		return;
 	}
 	case CP_MOUNT:
 	case CP_UNMOUNT:
 	case CP_MOUNTS:
-		mount_request(ci, h, payload);
+		mount_request(s, ci, h, payload);
 		return;
 	case CP_SAVE:
-		save_request(ci, h, payload);
+		save_request(s, ci, h, payload);
 		return;
 	case CP_PORT_ADD:
 	case CP_PORT_REMOVE:
 	case CP_PORTS:
-		port_request(ci, h, payload);
+		port_request(s, ci, h, payload);
 		return;
 	case CP_SCREENSHOT:
 	case CP_INPUT:
-		display_request(ci, h, payload);
+		display_request(s, ci, h, payload);
 		return;
 	default:
-		io_client_error(&S.io, ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
+		io_client_error(&s->io, ci, h->chan, EOPNOTSUPP, "%s is not a request a client can make",
 				cp_type_name(h->type));
 	}
 }
 
-void client_readable(int ci)
+void client_readable(struct shim *s, int ci)
 {
-	struct client *c = &S.io.clients[ci];
+	struct client *c = &s->io.clients[ci];
 	long n = cp_rxbuf_fill(&c->rx, c->fd);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {
-		io_client_close(&S.io, ci);
+		io_client_close(&s->io, ci);
 		return;
 	}
 	struct cp_header h;
@@ -381,12 +381,12 @@ void client_readable(int ci)
 	int k = 0;
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
 		/* Another client's request may be served inside this one's wait for the guest. */
-		int outer = S.serving_client;
-		S.serving_client = ci;
-		client_request(ci, &h, payload);
-		S.serving_client = outer;
+		int outer = s->serving_client;
+		s->serving_client = ci;
+		client_request(s, ci, &h, payload);
+		s->serving_client = outer;
 		if (c->gone) {
-			io_client_close(&S.io, ci);
+			io_client_close(&s->io, ci);
 			return;
 		}
 		if (c->used)
@@ -394,11 +394,11 @@ void client_readable(int ci)
 	}
 	if (c->used && !c->closing && k < 0) {
 		/* Garbage on the socket: tell the client why, drop it, and carry on. */
-		io_client_error(&S.io, ci, 0, EBADMSG, "malformed frame header; closing the connection");
+		io_client_error(&s->io, ci, 0, EBADMSG, "malformed frame header; closing the connection");
 		c->closing = true;
 	}
 	if (c->used && c->closing && outq_pending(&c->out) == 0)
-		io_client_close(&S.io, ci);
+		io_client_close(&s->io, ci);
 	else if (c->used)
-		io_client_update_events(&S.io, ci);
+		io_client_update_events(&s->io, ci);
 }

@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -42,20 +43,24 @@ const struct level_ops *level_of(const struct capsule_config *cfg)
 	return cfg->isolation == CAPSULE_ISOLATION_VM ? &vm_level : &container_level;
 }
 
+static struct shim *shim_of_io(struct shim_io *io)
+{
+	return (struct shim *)((char *)io - offsetof(struct shim, io));
+}
+
 static void agent_failed(struct shim_io *io)
 {
-	(void)io;
-	begin_stop(0);
+	begin_stop(shim_of_io(io), 0);
 }
 
 static void client_gone(struct shim_io *io, int ci, bool owner)
 {
-	(void)io;
-	if (S.save_client == ci)
-		S.save_client = -1;
+	struct shim *s = shim_of_io(io);
+	if (s->save_client == ci)
+		s->save_client = -1;
 	if (owner) {
 		shim_log("creator of the ephemeral sandbox went away");
-		begin_stop(0);
+		begin_stop(s, 0);
 	}
 }
 
@@ -130,74 +135,74 @@ static int run_cleanup(void)
 
 /* One event of the loop's epoll set. The agent's and the sandbox process's are the loop's
  * own; a wait for the guest (agent_wait_answer) hands it only the others. */
-void dispatch_event(const struct epoll_event *ev)
+void dispatch_event(struct shim *s, const struct epoll_event *ev)
 {
 	uint64_t key = ev->data.u64;
 	if (key == KEY_LISTEN) {
 		for (;;) {
-			int fd = accept4(S.listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+			int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			if (fd < 0)
 				break;
-			io_client_add(&S.io, fd, false);
+			io_client_add(&s->io, fd, false);
 		}
 	} else if (key == KEY_AGENT) {
 		if (ev->events & EPOLLOUT)
-			io_agent_writable(&S.io);
-		if (S.io.agent_fd >= 0 && (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-			agent_readable();
+			io_agent_writable(&s->io);
+		if (s->io.agent_fd >= 0 && (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+			agent_readable(s);
 	} else if (key == KEY_PIDFD) {
 		/* The agent (PID 1) or QEMU exited: the sandbox is over. */
 		int st;
-		waitpid(S.proc_pid, &st, WNOHANG);
-		finish_and_exit();
+		waitpid(s->proc_pid, &st, WNOHANG);
+		finish_and_exit(s);
 	} else if (key == KEY_SAVE) {
-		if (save_job_running(&S.save))
-			save_done(false);
+		if (save_job_running(&s->save))
+			save_done(s, false);
 	} else if (key == KEY_SIGNAL) {
 		struct signalfd_siginfo si;
-		while (read(S.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
 			if (si.ssi_signo != SIGCHLD)
-				begin_stop(CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
+				begin_stop(s, CAPSULE_DEFAULT_STOP_TIMEOUT_MS);
 			else {
-				transform_servers_reap(&S, false);
-				net_reap(&S.net, false);
+				transform_servers_reap(s, false);
+				net_reap(&s->net, false);
 			}
 		}
 	} else if (key >= NET_KEY_BASE) {
-		net_event(&S.net, key, ev->events);
+		net_event(&s->net, key, ev->events);
 	} else {
 		int ci = (int)(key - KEY_CLIENT_BASE);
-		struct client *c = &S.io.clients[ci];
+		struct client *c = &s->io.clients[ci];
 		if (!c->used || c->gone)
 			return;
-		if ((ev->events & EPOLLOUT) && !io_client_writable(&S.io, ci))
+		if ((ev->events & EPOLLOUT) && !io_client_writable(&s->io, ci))
 			return;
 		if (ev->events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-			client_readable(ci);
+			client_readable(s, ci);
 	}
 }
 
-_Noreturn static void event_loop(void)
+_Noreturn static void event_loop(struct shim *s)
 {
-	S.loop_running = true;
+	s->loop_running = true;
 	for (;;) {
 		int timeout = -1;
-		if (S.stopping && !S.killed) {
+		if (s->stopping && !s->killed) {
 			uint64_t now = now_ms();
-			timeout = now >= S.stop_deadline_ms ? 0 : (int)(S.stop_deadline_ms - now);
+			timeout = now >= s->stop_deadline_ms ? 0 : (int)(s->stop_deadline_ms - now);
 		}
 		struct epoll_event evs[64];
-		int n = epoll_wait(S.io.epfd, evs, 64, timeout);
+		int n = epoll_wait(s->io.epfd, evs, 64, timeout);
 		if (n < 0 && errno != EINTR)
 			_exit(1);
 		for (int i = 0; i < n; i++)
-			dispatch_event(&evs[i]);
-		if (S.stopping && !S.killed && now_ms() >= S.stop_deadline_ms) {
+			dispatch_event(s, &evs[i]);
+		if (s->stopping && !s->killed && now_ms() >= s->stop_deadline_ms) {
 			/* Said in the log, for whoever wonders why a stop took its whole grace. (An agent
 			 * that ended its work closed the channel, and the deadline came forward.) */
-			if (S.io.agent_fd >= 0)
+			if (s->io.agent_fd >= 0)
 				shim_log("the stop's grace is over: killing what is left");
-			kill_sandbox();
+			kill_sandbox(s);
 		}
 	}
 }
@@ -302,5 +307,5 @@ int main(int argc, char **argv)
 	} else if (io_client_add(&S.io, creator, true) >= 0) {
 		S.io.clients[0].hello_done = true;
 	}
-	event_loop();
+	event_loop(&S);
 }

@@ -1,7 +1,8 @@
 /* capsule-shim's state, and what its parts (shim.c: main and the loop; io.c: connections and
  * channels; requests.c: what clients ask; lifecycle.c: start, stop, revert, the one teardown;
- * agent.c: the agent's bring-up and its frames) call of each other. The isolation level is
- * behind S.level (level.h); only the level's own files touch its fields below. */
+ * agent.c: the agent's bring-up and its frames) call of each other, each handed the shim.
+ * The isolation level is behind s->level (level.h); only the level's own files touch its
+ * fields below. */
 #ifndef CAPSULE_SHIM_SHIM_H
 #define CAPSULE_SHIM_SHIM_H
 
@@ -77,6 +78,7 @@ struct shim {
 	struct vm_boot vm_boot;
 };
 
+/* main's, handed to everything else (agent_send, a callback without state, excepted). */
 extern struct shim S;
 
 /* lifecycle.c */
@@ -88,12 +90,12 @@ int sandbox_start(struct shim *s, capsule_error *err);
 /* The walk back: every resource of the sandbox released, last made first. */
 void sandbox_teardown(struct shim *s);
 void write_state(struct shim *s, const char *state);
-void begin_stop(uint32_t grace_ms);
-void kill_sandbox(void);
-_Noreturn void finish_and_exit(void);
+void begin_stop(struct shim *s, uint32_t grace_ms);
+void kill_sandbox(struct shim *s);
+_Noreturn void finish_and_exit(struct shim *s);
 /* REVERT's two halves around its copy: the sandbox walked down, and up again. */
-void revert_take_down(void);
-int revert_restart(capsule_error *err);
+void revert_take_down(struct shim *s);
+int revert_restart(struct shim *s, capsule_error *err);
 /* No resource of the sandbox is up (a revert took it down). */
 bool sandbox_down(const struct shim *s);
 /* The level's start hook that puts CHILD into the cgroups (PAYLOAD: the shim). */
@@ -107,23 +109,23 @@ void binds_release(struct shim *s);
 
 /* agent.c */
 int agent_bring_up(struct shim *s, const char *hostname, capsule_error *err);
-void agent_readable(void);
-void agent_frame(const struct cp_header *h, const uint8_t *payload);
-void agent_distrust(const char *fmt, ...) _printf_(1, 2);
+void agent_readable(struct shim *s);
+void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *payload);
+void agent_distrust(struct shim *s, const char *fmt, ...) _printf_(2, 3);
 /* The final answer on agent channel CHAN, within TIMEOUT_MS (agent.c says how). */
-int agent_wait_answer(uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
+int agent_wait_answer(struct shim *s, uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
 		      const uint8_t **payload, capsule_error *err);
 /* A frame to the agent, for the vm forwarder (vm_fwd_send_fn). */
 void agent_send(const void *p, size_t n, const void *p2, size_t n2);
 
 /* requests.c */
-void client_readable(int ci);
+void client_readable(struct shim *s, int ci);
 /* A save's child has exited (or, with CANCEL, is killed now). */
-void save_done(bool cancel);
+void save_done(struct shim *s, bool cancel);
 
 /* shim.c */
 struct epoll_event;
-void dispatch_event(const struct epoll_event *ev);
+void dispatch_event(struct shim *s, const struct epoll_event *ev);
 
 /* binds.c: each boot-time bind and volume as a detached mount, read-only where asked,
  * nosuid and nodev, opened with the shim's rights before the sandbox exists. A transform's

@@ -53,7 +53,7 @@ static int vm_agent_call(struct shim *s, const struct cp_vm_mount *mount, const 
 	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
 	struct cp_header h;
 	const uint8_t *payload;
-	if ((r = agent_wait_answer(chan, VM_CALL_TIMEOUT_MS, "a mount request", &h, &payload, err)) < 0)
+	if ((r = agent_wait_answer(s, chan, VM_CALL_TIMEOUT_MS, "a mount request", &h, &payload, err)) < 0)
 		return r;
 	if (h.type == CP_ERROR) {
 		struct cp_error_msg m;
@@ -99,7 +99,7 @@ static int vm_agent_sync(struct shim *s, uint32_t timeout_ms, capsule_error *err
 		return cap_err(err, -r, "asking the agent to sync");
 	struct cp_header h;
 	const uint8_t *payload;
-	if ((r = agent_wait_answer(VM_SYNC_CHAN, timeout_ms, "a sync of its disks", &h, &payload, err)) < 0)
+	if ((r = agent_wait_answer(s, VM_SYNC_CHAN, timeout_ms, "a sync of its disks", &h, &payload, err)) < 0)
 		return r;
 	bool ok = h.type == CP_OK;
 	cp_rxbuf_consume(&s->io.agent_rx, &h);
