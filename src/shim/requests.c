@@ -264,7 +264,8 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 }
 
 /* EXEC, FS and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
-static void command_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload, struct channel *ch)
+static void command_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload,
+			    struct channel *ch)
 {
 	struct client *c = &s->io.clients[ci];
 	if (h->type == CP_SIGNAL && ch) {
