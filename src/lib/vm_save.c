@@ -3,8 +3,8 @@
  * disk of the save it started from), so each operation copies that file: the same store, the
  * same temporary-folder-and-rename atomicity and the same dependency checks as the container
  * level's layers (src/lib/save.c). The caller has the sandbox stopped, or its guest synced and
- * paused (the shim: src/shim/shim.c, vm_pause), so the file is one moment's state. Owners
- * inside the disk are the image's own: there is nothing to shift. */
+ * paused (the shim: the vm level's pause, src/shim/vm/level.c), so the file is one moment's
+ * state. Owners inside the disk are the image's own: there is nothing to shift. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
