@@ -94,10 +94,11 @@ int agent_bring_up(struct shim *s, const char *hostname, capsule_error *err)
 	return 0;
 }
 
-/* vm_fwd_send_fn takes no state of its own: this is the one use of the global S outside main. */
-void agent_send(const void *p, size_t n, const void *p2, size_t n2)
+/* A vm_fwd_send_fn: CTX is the shim. */
+void agent_send(void *ctx, const void *p, size_t n, const void *p2, size_t n2)
 {
-	io_to_agent2(&S.io, p, n, p2, n2);
+	struct shim *s = ctx;
+	io_to_agent2(&s->io, p, n, p2, n2);
 }
 
 /* The agent is inside the sandbox: a frame no agent sends means it is broken or not ours any

@@ -50,7 +50,19 @@ struct net_conn {
 	struct net_dir dir[2]; /* 0: host -> sandbox, 1: sandbox -> host */
 };
 
-struct vm_fwd;
+struct net;
+
+/* Where a forward's accepted connections go when they do not go to a socket in the sandbox's
+ * network namespace (this file's relay, the container level's): the vm level carries them over
+ * the agent channel (vmnet.c). Its epoll keys are NET_KEY_BASE | NET_KEY_RELAY | index. */
+#define NET_KEY_RELAY (3ull << 32)
+struct net_relay_ops {
+	void (*accept)(struct net *n, int fwd, int cfd);
+	void (*event)(struct net *n, size_t index, uint32_t events);
+	/* Forward FWD goes (removed, or the sandbox ends): so do its connections. */
+	void (*forward_closed)(struct net *n, int fwd);
+	void (*free)(struct net *n);
+};
 
 struct net {
 	int epfd;
@@ -67,8 +79,13 @@ struct net {
 	struct net_forward fwd[NET_MAX_FORWARDS];
 	struct net_conn conns[NET_MAX_CONNS];
 	unsigned nconns;
-	struct vm_fwd *vm; /* vm isolation: connections go over the agent channel (vmnet.c) */
+	const struct net_relay_ops *relay; /* NULL: connections go into the sandbox's namespace */
+	void *relay_state;
 };
+
+/* Between net.c and net_ns.c: a TCP socket made inside the sandbox's network namespace (by
+ * the socket factory, started at the first call), for a forward's connection. */
+int net_sandbox_socket(struct net *n, int *out, capsule_error *err);
 
 /* Before the sandbox exists: listen on every configured forward (a host port that is taken
  * fails here, with nothing else made yet), and for the full mode write run/<name>/resolv.conf

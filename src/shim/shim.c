@@ -36,7 +36,8 @@
 #define CREATOR_FD 3
 #define LOCK_FD 4
 
-struct shim S = { .serving_client = -1 };
+/* main's alone: every other part is handed the shim it works on. */
+static struct shim S = { .serving_client = -1 };
 
 const struct level_ops *level_of(const struct capsule_config *cfg)
 {

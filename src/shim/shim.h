@@ -78,9 +78,6 @@ struct shim {
 	struct vm_boot vm_boot;
 };
 
-/* main's, handed to everything else (agent_send, a callback without state, excepted). */
-extern struct shim S;
-
 /* lifecycle.c */
 /* A start-up phase, with its time since the shim began, for the log. */
 void shim_progress(const char *stage);
@@ -116,7 +113,7 @@ void agent_distrust(struct shim *s, const char *fmt, ...) _printf_(2, 3);
 int agent_wait_answer(struct shim *s, uint32_t chan, uint32_t timeout_ms, const char *what, struct cp_header *h,
 		      const uint8_t **payload, capsule_error *err);
 /* A frame to the agent, for the vm forwarder (vm_fwd_send_fn). */
-void agent_send(const void *p, size_t n, const void *p2, size_t n2);
+void agent_send(void *ctx, const void *p, size_t n, const void *p2, size_t n2);
 
 /* requests.c */
 void client_readable(struct shim *s, int ci);

@@ -282,7 +282,7 @@ static int vm_ready(struct shim *s, capsule_error *err)
 		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
 			return r;
 	}
-	return vm_fwd_start(&s->net, agent_send, err);
+	return vm_fwd_start(&s->net, agent_send, s, err);
 }
 
 /* A vm that is saved at stop: what its commands wrote may still be in the guest's page cache,

@@ -126,21 +126,37 @@ struct vm_conn {
 
 struct vm_fwd {
 	vm_fwd_send_fn send;
+	void *send_ctx;
 	uint32_t next_chan;
 	struct cp_writer w;
 	struct vm_conn c[NET_MAX_CONNS];
 };
 
-int vm_fwd_start(struct net *n, vm_fwd_send_fn send, capsule_error *err)
+/* N's relay state, NULL before vm_fwd_start and after the relay is freed. */
+static struct vm_fwd *fwd_of(const struct net *n)
+{
+	return n->relay_state;
+}
+
+static void fwd_send(struct vm_fwd *v, const void *a, size_t an, const void *b, size_t bn)
+{
+	v->send(v->send_ctx, a, an, b, bn);
+}
+
+static const struct net_relay_ops vm_relay_ops;
+
+int vm_fwd_start(struct net *n, vm_fwd_send_fn send, void *ctx, capsule_error *err)
 {
 	struct vm_fwd *v = calloc(1, sizeof(*v));
 	if (!v)
 		return cap_err(err, ENOMEM, "port forwards of the vm");
 	v->send = send;
+	v->send_ctx = ctx;
 	cp_writer_init(&v->w);
 	for (size_t i = 0; i < NET_MAX_CONNS; i++)
 		v->c[i].fd = -1;
-	n->vm = v;
+	n->relay = &vm_relay_ops;
+	n->relay_state = v;
 	net_arm_forwards(n);
 	return 0;
 }
@@ -161,7 +177,7 @@ static void conn_update(struct net *n, struct vm_conn *c)
 		c->events = ~0u;
 		return;
 	}
-	struct epoll_event ev = { .events = want, .data.u64 = NET_KEY_BASE | NET_KEY_VM | (uint64_t)(c - n->vm->c) };
+	struct epoll_event ev = { .events = want, .data.u64 = NET_KEY_BASE | NET_KEY_RELAY | (uint64_t)(c - fwd_of(n)->c) };
 	epoll_ctl(n->epfd, c->events == ~0u ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &ev);
 	c->events = want;
 }
@@ -170,9 +186,9 @@ static void conn_update(struct net *n, struct vm_conn *c)
  * side; a late frame on the channel then finds nothing here and is ignored. */
 static void conn_free(struct net *n, struct vm_conn *c)
 {
-	struct vm_fwd *v = n->vm;
+	struct vm_fwd *v = fwd_of(n);
 	if (!c->final && cp_empty_encode(&v->w, CP_FWD_CLOSE, c->chan) == 0)
-		v->send(v->w.buf, v->w.len, NULL, 0);
+		fwd_send(v, v->w.buf, v->w.len, NULL, 0);
 	if (c->events != ~0u)
 		epoll_ctl(n->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
@@ -186,15 +202,16 @@ static void conn_free(struct net *n, struct vm_conn *c)
 
 static struct vm_conn *conn_by_chan(struct net *n, uint32_t chan)
 {
-	for (size_t i = 0; n->vm && i < NET_MAX_CONNS; i++)
-		if (n->vm->c[i].used && n->vm->c[i].chan == chan)
-			return &n->vm->c[i];
+	struct vm_fwd *v = fwd_of(n);
+	for (size_t i = 0; v && i < NET_MAX_CONNS; i++)
+		if (v->c[i].used && v->c[i].chan == chan)
+			return &v->c[i];
 	return NULL;
 }
 
-void vm_fwd_accept(struct net *n, int fi, int cfd)
+static void vm_fwd_accept(struct net *n, int fi, int cfd)
 {
-	struct vm_fwd *v = n->vm;
+	struct vm_fwd *v = fwd_of(n);
 	struct vm_conn *c = NULL;
 	for (size_t i = 0; i < NET_MAX_CONNS && !c; i++)
 		if (!v->c[i].used)
@@ -222,14 +239,14 @@ void vm_fwd_accept(struct net *n, int fi, int cfd)
 		conn_free(n, c);
 		return;
 	}
-	v->send(v->w.buf, v->w.len, NULL, 0);
+	fwd_send(v, v->w.buf, v->w.len, NULL, 0);
 }
 
 /* Host client -> agent, as far as the agent's credit goes. */
 static void conn_read_host(struct net *n, struct vm_conn *c)
 {
 	static uint8_t buf[CP_DATA_CHUNK];
-	struct vm_fwd *v = n->vm;
+	struct vm_fwd *v = fwd_of(n);
 	while (c->send_credit > 0 && !c->host_eof) {
 		size_t want = c->send_credit < sizeof(buf) ? c->send_credit : sizeof(buf);
 		ssize_t k = recv(c->fd, buf, want, MSG_DONTWAIT);
@@ -245,7 +262,7 @@ static void conn_read_host(struct net *n, struct vm_conn *c)
 		struct cp_header h = { .len = (uint32_t)k, .type = CP_DATA,
 				       .flags = CP_STREAM_STDIN | (k == 0 ? CP_FLAG_EOF : 0), .chan = c->chan };
 		cp_header_encode(hdr, &h);
-		v->send(hdr, sizeof(hdr), buf, (size_t)k);
+		fwd_send(v, hdr, sizeof(hdr), buf, (size_t)k);
 		if (k == 0)
 			c->host_eof = true;
 		c->send_credit -= (uint32_t)k;
@@ -257,7 +274,7 @@ static void conn_read_host(struct net *n, struct vm_conn *c)
  * given back to the agent. */
 static void conn_write_host(struct net *n, struct vm_conn *c, const uint8_t *p, size_t len)
 {
-	struct vm_fwd *v = n->vm;
+	struct vm_fwd *v = fwd_of(n);
 	size_t written = 0;
 	const uint8_t *src = c->qlen ? c->q : p;
 	size_t srclen = c->qlen ? c->qlen : len;
@@ -290,7 +307,7 @@ static void conn_write_host(struct net *n, struct vm_conn *c, const uint8_t *p, 
 		c->agent_credit += (uint32_t)written;
 		struct cp_credit m = { .stream = CP_STREAM_STDOUT, .bytes = (uint32_t)written };
 		if (!c->final && cp_credit_encode(&v->w, c->chan, &m) == 0)
-			v->send(v->w.buf, v->w.len, NULL, 0);
+			fwd_send(v, v->w.buf, v->w.len, NULL, 0);
 	}
 	if (c->qlen == 0 && c->agent_eof && !c->shut) {
 		shutdown(c->fd, SHUT_WR);
@@ -303,11 +320,12 @@ static void conn_write_host(struct net *n, struct vm_conn *c, const uint8_t *p, 
 	conn_update(n, c);
 }
 
-void vm_fwd_event(struct net *n, size_t index, uint32_t events)
+static void vm_fwd_event(struct net *n, size_t index, uint32_t events)
 {
-	if (!n->vm || index >= NET_MAX_CONNS || !n->vm->c[index].used)
+	struct vm_fwd *v = fwd_of(n);
+	if (!v || index >= NET_MAX_CONNS || !v->c[index].used)
 		return;
-	struct vm_conn *c = &n->vm->c[index];
+	struct vm_conn *c = &v->c[index];
 	if (events & EPOLLOUT) {
 		conn_write_host(n, c, NULL, 0);
 		if (!c->used)
@@ -382,21 +400,30 @@ void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t 
 	}
 }
 
-void vm_fwd_forward_closed(struct net *n, int fi)
+static void vm_fwd_forward_closed(struct net *n, int fi)
 {
-	for (size_t i = 0; n->vm && i < NET_MAX_CONNS; i++)
-		if (n->vm->c[i].used && n->vm->c[i].fwd == fi)
-			conn_free(n, &n->vm->c[i]);
+	struct vm_fwd *v = fwd_of(n);
+	for (size_t i = 0; v && i < NET_MAX_CONNS; i++)
+		if (v->c[i].used && v->c[i].fwd == fi)
+			conn_free(n, &v->c[i]);
 }
 
-void vm_fwd_free(struct net *n)
+static void vm_fwd_free(struct net *n)
 {
-	if (!n->vm)
+	struct vm_fwd *v = fwd_of(n);
+	if (!v)
 		return;
 	for (size_t i = 0; i < NET_MAX_CONNS; i++)
-		if (n->vm->c[i].used)
-			conn_free(n, &n->vm->c[i]);
-	cp_writer_free(&n->vm->w);
-	free(n->vm);
-	n->vm = NULL;
+		if (v->c[i].used)
+			conn_free(n, &v->c[i]);
+	cp_writer_free(&v->w);
+	free(v);
+	n->relay_state = NULL;
 }
+
+static const struct net_relay_ops vm_relay_ops = {
+	.accept = vm_fwd_accept,
+	.event = vm_fwd_event,
+	.forward_closed = vm_fwd_forward_closed,
+	.free = vm_fwd_free,
+};

@@ -18,8 +18,6 @@
 /* Agent channels the shim opens itself for forwarded connections: the top bit is theirs, so
  * they never meet the ids that client channels are mapped to. */
 #define VM_FWD_CHAN_BIT 0x80000000u
-/* epoll keys under NET_KEY_BASE for the host side of a forwarded connection. */
-#define NET_KEY_VM (3ull << 32)
 
 static inline bool vm_fwd_chan(uint32_t chan)
 {
@@ -51,18 +49,13 @@ int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
 bool vm_net_hosts_wanted(const struct capsule_config *cfg, const struct vm_shares *s);
 int vm_net_hosts_attach(const struct capsule_config *cfg, struct vm_shares *s, capsule_error *err);
 
-/* Sends a frame to the agent (header A, payload B), as the shim's own to_agent2. */
-typedef void (*vm_fwd_send_fn)(const void *a, size_t an, const void *b, size_t bn);
+/* Sends a frame to the agent (header A, payload B) for CTX, as the shim's io_to_agent2. */
+typedef void (*vm_fwd_send_fn)(void *ctx, const void *a, size_t an, const void *b, size_t bn);
 
-/* Once the agent runs: relay N's forwards over the agent channel, and start accepting. */
-int vm_fwd_start(struct net *n, vm_fwd_send_fn send, capsule_error *err);
-/* A connection accepted on forward FI: ask the agent for its guest side. */
-void vm_fwd_accept(struct net *n, int fi, int cfd);
-void vm_fwd_event(struct net *n, size_t index, uint32_t events);
+/* Once the agent runs: N's forwards become net_relay_ops that carry each accepted connection
+ * over the agent channel (a FWD_CONNECT for its guest side), and accepting starts. */
+int vm_fwd_start(struct net *n, vm_fwd_send_fn send, void *ctx, capsule_error *err);
 /* A frame from the agent on a channel of ours (vm_fwd_chan). */
 void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t *payload);
-/* Forward FI goes (removed, or the sandbox ends): so do its connections. */
-void vm_fwd_forward_closed(struct net *n, int fi);
-void vm_fwd_free(struct net *n);
 
 #endif
