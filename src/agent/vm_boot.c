@@ -41,10 +41,12 @@ bool agent_in_vm(void)
 _Noreturn void agent_exit(int code)
 {
 	if (in_vm) {
-		/* PID 1 of a guest does not just exit (the kernel would panic): it powers the
-		 * machine off, which ends QEMU, which the shim sees. */
+		/* PID 1 of a guest does not just exit (the kernel would panic): it resets the
+		 * machine, which ends QEMU (-no-reboot), which the shim sees. A reset, not a power
+		 * off: microvm without ACPI (capsule's own kernel) has no power-off device, and
+		 * the kernel would halt the CPUs and leave QEMU running. */
 		sync();
-		reboot(RB_POWER_OFF);
+		reboot(RB_AUTOBOOT);
 	}
 	_exit(code);
 }

@@ -34,6 +34,7 @@
 #define QEMU_CONSOLE_FD 5
 #define QMP_TIMEOUT_MS 30000
 #define MAX_QEMU_ARGV 160
+#define QEMU_MMIO_CMDLINE_BYTES (8 * 40)
 
 /* Under TCG the guest's TSC runs at the host's rate (QEMU reads the host's counter). The guest
  * kernel calibrates it against the PIT, which under emulation on a busy host fails now and
@@ -172,7 +173,7 @@ static void share(struct argv_builder *a, const char *tag, const char *path)
 }
 
 static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const char *accel, const char *kernel,
-		      const char *initramfs, const char *run_path, capsule_error *err)
+		      bool own_kernel, const char *initramfs, const char *run_path, capsule_error *err)
 {
 	const struct capsule_config *cfg = spec->cfg;
 	uint64_t mem = cfg->memory_bytes ? cfg->memory_bytes : VM_DEFAULT_MEMORY_BYTES;
@@ -185,7 +186,11 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	/* microvm: no PCI bus, no firmware tables to walk, virtio over MMIO; the fewest devices
 	 * for the kernel to probe, which is most of a boot under TCG. */
 	arg(a, "-M");
-	arg(a, "microvm");
+	/* Without ACPI (capsule's own kernel has none: vm/kernel/capsule.config) QEMU names each
+	 * virtio-mmio device on the kernel command line, qboot's MP table gives the CPUs, and the
+	 * kernel skips the ACPI interpreter, tens of milliseconds under TCG. Debian's kernel keeps
+	 * the ACPI tables it was tested with. */
+	arg(a, "%s", own_kernel ? "microvm,acpi=off" : "microvm");
 	arg(a, "-accel");
 	/* TCG's code buffer is QEMU's biggest allocation after guest RAM (up to 1 GiB by default,
 	 * filled as the guest runs new code): capped, so the vm's cgroup allowance covers it. */
@@ -214,10 +219,15 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "-initrd");
 	arg(a, "%s", initramfs);
 	/* panic=-1 with -no-reboot: a guest that dies ends QEMU instead of hanging. */
-	char tsc[48] = "";
+	char tsc[80] = "";
 	unsigned long khz = strcmp(accel, "tcg") ? 0 : host_tsc_khz();
 	if (khz)
 		snprintf(tsc, sizeof(tsc), " tsc_early_khz=%lu tsc=reliable", khz);
+	/* Each further CPU calibrates its delay loop against the timer, which under TCG on a busy
+	 * host took a quarter of a second and failed ("Consider using lpj="). The rate is known:
+	 * loops_per_jiffy is the TSC's ticks per jiffy, given where we know the kernel's HZ. */
+	if (khz && own_kernel)
+		snprintf(tsc + strlen(tsc), sizeof(tsc) - strlen(tsc), " lpj=%lu", khz * 1000 / VM_OWN_KERNEL_HZ);
 	/* The module groups the guest loads beyond core and pci: the drivers of the devices the
 	 * features below give it, comma separated (vm_boot.c). */
 	char groups[128] = "", modules[160] = "", display[128];
@@ -228,13 +238,19 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	char net[VM_NET_CMDLINE_MAX];
 	vm_net_cmdline(cfg, net, sizeof(net));
 	arg(a, "-append");
-	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
+	/* The agent ends a guest with a reset, which -no-reboot makes QEMU's exit: a machine without
+	 * ACPI has no power-off device. reboot=t resets by a triple fault at once; the kernel's
+	 * default first pokes a keyboard controller microvm does not have, and waits for it. */
+	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 reboot=t no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
 	    tsc, spec->hostname, net, spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
 	    modules, display);
-	/* The kernel cuts a longer line without a word, and with it the allowlist's end. */
-	if (!a->oom && strlen(a->v[a->n - 1]) >= VM_KERNEL_CMDLINE_MAX)
-		return cap_err_plain(err, E2BIG, "the guest kernel's command line would be %zu bytes (at most %d)",
-				     strlen(a->v[a->n - 1]), VM_KERNEL_CMDLINE_MAX - 1);
+	/* The kernel cuts a longer line without a word, and with it the allowlist's end. Without
+	 * ACPI, QEMU adds " virtio_mmio.device=512@0xfeb00e00:12" for each device, on at most
+	 * eight transports: that room is kept. */
+	size_t cmdline_max = VM_KERNEL_CMDLINE_MAX - (own_kernel ? QEMU_MMIO_CMDLINE_BYTES : 0);
+	if (!a->oom && strlen(a->v[a->n - 1]) >= cmdline_max)
+		return cap_err_plain(err, E2BIG, "the guest kernel's command line would be %zu bytes (at most %zu)",
+				     strlen(a->v[a->n - 1]), cmdline_max - 1);
 	arg(a, "-chardev");
 	arg(a, "socket,id=console,fd=%d", QEMU_CONSOLE_FD);
 	arg(a, "-serial");
@@ -490,7 +506,7 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		return rp;
 
 	struct argv_builder a = { 0 };
-	if ((r = build_argv(&a, spec, vm->accel, boot_kernel, initramfs, run_path, err)) < 0) {
+	if ((r = build_argv(&a, spec, vm->accel, boot_kernel, kernel.builtin, initramfs, run_path, err)) < 0) {
 		argv_free(&a);
 		return r;
 	}

@@ -26,6 +26,9 @@
 #define VM_KERNEL_CMDLINE_MAX 2048
 #define VM_DEFAULT_MEMORY_BYTES (512ull << 20)
 #define VM_MIN_MEMORY_MIB 128ull
+/* The timer rate capsule's own kernel is built with (CONFIG_HZ_250 in vm/kernel/capsule.config):
+ * the shim turns the host's TSC rate into loops_per_jiffy (lpj=) with it. */
+#define VM_OWN_KERNEL_HZ 250u
 /* QEMU runs in the sandbox's cgroups (vm/level.c): --memory is the guest's RAM, and
  * QEMU's own needs (TCG's code buffer, its heap, the 9p and block workers) come on top as an
  * allowance; its threads are counted, not the guest's processes, with a fixed bound. */
