@@ -182,7 +182,9 @@ def test_vm_guest_sees_neither_host_processes_nor_host_files(capsule):
 
 
 def test_vm_refuses_bad_settings_and_leaves_nothing(capsule, tmp_path):
-    for args, word in ((["--memory", "100M"], "at least 128M"),
+    # The least memory is the kernel's: capsule's own needs less than Debian's.
+    least = "64M" if guest_kernel()["kind"] == "capsule" else "128M"
+    for args, word in ((["--memory", "40M"], f"at least {least}"),
                        (["--accel", "warp"], "invalid accel 'warp'")):
         err = refused(capsule, *args)
         assert word in err, err
@@ -317,6 +319,16 @@ def test_vm_boots_the_host_kernel_when_asked(capsule, tmp_path):
         capsule.run("rm", "-f", name, timeout=BOOT_TIMEOUT)
 
 
+def test_vm_with_the_host_kernel_needs_the_host_kernels_memory(capsule):
+    # 100M is enough for capsule's own kernel, not for Debian's: refused before any boot.
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", "--memory", "100M", "--", "true",
+                    env={"CAPSULE_VM_KERNEL": host_guest_kernel()["path"]}, timeout=BOOT_TIMEOUT)
+    assert_capsule_error(r)
+    assert "the host's kernel needs at least 128M" in r.stderr, r.stderr
+    assert run_entries(capsule) == before
+
+
 def test_vm_kernel_that_is_no_kernel_is_refused_clearly(capsule, tmp_path):
     bogus = tmp_path / "my-kernel"
     bogus.write_bytes(b"\x7fELF" + b"\0" * 4096)
@@ -364,6 +376,77 @@ def test_vm_killed_shim_takes_qemu_with_it(capsule):
     r = capsule.run("start", name, timeout=BOOT_TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert capsule.run("exec", name, "--", "uname", "-r", check=True).stdout.strip() == guest_kernel_release()
+
+
+@pytest.mark.vm_slow
+@boots
+def test_vm_own_kernel_boots_without_acpi_with_its_cpus_and_least_memory(capsule):
+    """capsule's own kernel has no ACPI: QEMU runs microvm with acpi=off, the devices come from
+    the command line and the CPUs from the MP table. Two CPUs are two CPUs in the guest, the
+    least memory boots, and the guest's end (a reset: no power-off device) ends `run`."""
+    if guest_kernel()["kind"] != "capsule":
+        pytest.skip("capsule's own kernel was not built: Debian's boots with ACPI")
+    before = run_entries(capsule)
+    r = capsule.run("run", "--isolation", "vm", "--cpus", "2", "--memory", "64M", "--", "sh", "-c",
+                    "nproc; grep -c ^processor /proc/cpuinfo; test -d /sys/firmware/acpi && echo acpi; "
+                    "grep MemTotal /proc/meminfo; cat /proc/cmdline; exit 3", timeout=BOOT_TIMEOUT)
+    assert r.returncode == 3, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "2" and lines[1] == "2", r.stdout
+    assert "acpi" not in lines
+    mem_kib = int(lines[2].split()[1])
+    assert 32 << 10 < mem_kib <= 64 << 10, lines[2]
+    # QEMU named the devices itself: no ACPI told the kernel where they are.
+    assert "virtio_mmio.device=" in lines[3] and " reboot=t " in f" {lines[3]} ", lines[3]
+    assert run_entries(capsule) == before
+
+
+def _guest_ram_rss_kib(qemu_pid, guest_bytes):
+    """Resident KiB of QEMU's guest RAM: its anonymous mapping of exactly the guest's size."""
+    rss, size, found = None, None, []
+    with open(f"/proc/{qemu_pid}/smaps") as f:
+        for line in f:
+            m = re.match(r"([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ 0\s*$", line)
+            if m:
+                size = int(m.group(2), 16) - int(m.group(1), 16)
+            elif re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                size = None
+            elif line.startswith("Rss:") and size == guest_bytes:
+                found.append(int(line.split()[1]))
+    assert len(found) == 1, f"no single anonymous mapping of {guest_bytes} bytes in QEMU: {found}"
+    return found[0]
+
+
+@pytest.mark.vm_slow
+@boots
+def test_vm_memory_the_guest_frees_goes_back_to_the_host(capsule):
+    """Free page reporting (virtio-balloon, CONFIG_PAGE_REPORTING): 256 MiB touched and freed
+    in the guest leave QEMU's resident guest RAM, not stay there until the vm ends."""
+    name = create_vm(capsule)
+    try:
+        qemu = capsule.inspect(name)["vm"]["qemu_pid"]
+        guest = 512 << 20
+        before = _guest_ram_rss_kib(qemu, guest)
+        # The allocation holds its bytes while the host looks, so the rise is seen, not guessed.
+        p = capsule.popen("exec", name, "--", "python3", "-c",
+                          "import os, time; b = b'x' * (256 << 20); print('ready', flush=True)\n"
+                          "while not os.path.exists('/tmp/go'): time.sleep(0.1)",
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert p.stdout.readline().strip() == b"ready", p.stderr.read()
+            peak = _guest_ram_rss_kib(qemu, guest)
+            capsule.run("exec", name, "--", "touch", "/tmp/go", check=True)
+            assert p.wait(timeout=60) == 0
+        finally:
+            p.kill()
+            p.wait()
+        assert peak - before >= 200 << 10, (before, peak)
+        # Reporting runs a couple of seconds after pages are freed, in 2 MiB blocks: most of the
+        # 256 MiB comes back, not necessarily every block.
+        assert wait_until(lambda: _guest_ram_rss_kib(qemu, guest) <= before + (64 << 10), timeout=60, interval=1), \
+            (before, peak, _guest_ram_rss_kib(qemu, guest))
+    finally:
+        capsule.run("rm", "-f", name, timeout=BOOT_TIMEOUT)
 
 
 def _is_zombie(pid):

@@ -479,20 +479,20 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 	vm->pid = -1;
 	vm->pidfd = vm->qmp_fd = -1;
 	const struct capsule_config *cfg = spec->cfg;
-	/* Debian's kernel keeps about 45M for itself and needs about 35M to reach our init: with
-	 * 96M a guest boots with 5M free, with 64M it never answers. */
-	if (cfg->memory_bytes && cfg->memory_bytes < (VM_MIN_MEMORY_MIB << 20))
-		return cap_err_plain(err, EINVAL, "vm isolation needs at least %lluM of memory (given %llu bytes)",
-				     VM_MIN_MEMORY_MIB,
-				     (unsigned long long)cfg->memory_bytes);
-	int r = vm_pick_accel(spec->accel ? spec->accel : cfg->accel, vm->accel, vm->accel_fallback,
-			      sizeof(vm->accel_fallback), err);
+	_cleanup_kernel_ struct vm_kernel kernel = { 0 };
+	int r = vm_find_kernel(&kernel, err);
 	if (r < 0)
 		return r;
+	unsigned long long min_mib = kernel.builtin ? VM_MIN_MEMORY_MIB_OWN_KERNEL : VM_MIN_MEMORY_MIB_HOST_KERNEL;
+	if (cfg->memory_bytes && cfg->memory_bytes < (min_mib << 20))
+		return cap_err_plain(err, EINVAL, "vm isolation with %s kernel needs at least %lluM of memory (given %llu bytes)",
+				     kernel.builtin ? "capsule's" : "the host's", min_mib,
+				     (unsigned long long)cfg->memory_bytes);
+	if ((r = vm_pick_accel(spec->accel ? spec->accel : cfg->accel, vm->accel, vm->accel_fallback,
+			       sizeof(vm->accel_fallback), err)) < 0)
+		return r;
 	_cleanup_free_ char *agent = NULL, *initramfs = NULL;
-	_cleanup_kernel_ struct vm_kernel kernel = { 0 };
-	if ((r = vm_find_kernel(&kernel, err)) < 0 || (r = find_helper("capsule-agent", &agent, err)) < 0 ||
-	    (r = vm_initramfs(&kernel, agent, &initramfs, err)) < 0)
+	if ((r = find_helper("capsule-agent", &agent, err)) < 0 || (r = vm_initramfs(&kernel, agent, &initramfs, err)) < 0)
 		return r;
 	/* What QEMU loads: a builtin kernel is already an ELF with a PVH entry; Debian's bzImage
 	 * is unpacked to one where it can be, else booted as it is. */
