@@ -1,0 +1,50 @@
+/* The library's connection to a sandbox's shim (client.c), and the one a handle lends out
+ * (sandbox.c). */
+#ifndef CAPSULE_CONN_H
+#define CAPSULE_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "capsule.h"
+#include "proto.h"
+
+/* A blocking protocol connection to a sandbox's shim. */
+struct conn {
+	int fd;
+	struct cp_rxbuf rx;
+	struct cp_writer w;
+	bool nonblocking;
+};
+/* Connect to run/<name>/control.sock and exchange HELLO. -ENOTCONN when the sandbox is not
+ * running. */
+int conn_open(struct conn *c, const char *name, capsule_error *err);
+/* Adopt an fd that is already past HELLO (the creator's socketpair). */
+void conn_adopt(struct conn *c, int fd);
+/* Send the frame encoded in c->w. */
+int conn_send(struct conn *c, capsule_error *err);
+/* Receive one frame; TIMEOUT_MS < 0 waits forever, 0 does not wait (-EAGAIN). The payload
+ * stays valid until conn_consume. */
+int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err);
+void conn_consume(struct conn *c, const struct cp_header *h);
+/* Turn an ERROR frame's payload into err and return its -errno. */
+int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err);
+void conn_close(struct conn *c);
+/* Send the request the shim answers itself (MOUNT, PORT_ADD, ...) encoded in C->w on channel
+ * 1 and wait for its final answer. On OK the fields it carries are decoded into *OK (when OK
+ * is not NULL). */
+int shim_request(struct conn *c, struct cp_request_ok *ok, capsule_error *err);
+/* The same, waiting up to TIMEOUT_MS for the answer (a save copies a whole layer). */
+int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, capsule_error *err);
+
+/* The creator's connection of an ephemeral sandbox is already past HELLO: it is lent to one
+ * command at a time, which saves a connect and a round trip on every exec. NULL when there is
+ * none or it is lent out; then the caller opens its own. *CHAN is a channel id not used on it
+ * before. */
+struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan);
+/* The same, but only a connection that is open and idle now: never connects (which waits for
+ * the shim's HELLO). For calls that must not block. */
+struct conn *sandbox_borrow_idle_conn(capsule_sandbox *sb, uint32_t *chan);
+void sandbox_return_conn(capsule_sandbox *sb);
+
+#endif

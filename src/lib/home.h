@@ -1,0 +1,38 @@
+/* $CAPSULE_HOME and what lies in it (home.c): its folders, run/<name>/, the "host" image's
+ * lower root, helper binaries, the user's configuration folder. */
+#ifndef CAPSULE_HOME_H
+#define CAPSULE_HOME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+/* $CAPSULE_HOME (0700, its owner's alone; refused when another user owns it or may write
+ * to it) and its folders, created on first use. */
+int home_open(int *home_fd, capsule_error *err);
+int home_subdir_open(const char *sub, int *fd, capsule_error *err);
+
+/* The read-only lower root of the "host" image (a skeleton: fresh /etc, empty /root, /tmp,
+ * mount points for the host's /usr); made once, atomically. Returns its path (malloc'd). */
+int image_host_lower(uid_t uid_base, gid_t gid_base, char **path, capsule_error *err);
+
+/* Locate a helper binary ("capsule-shim", "capsule-agent"): $CAPSULE_LIBEXEC, then the folder
+ * of the running binary or of libcapsule.so, then the install libexec folder. */
+int find_helper(const char *name, char **path, capsule_error *err);
+
+/* run/<name>/ helpers. */
+int run_dir_open(const char *name, int *fd, capsule_error *err);
+/* true if a shim holds run/<name>/lock */
+bool run_dir_locked(int dirfd);
+
+/* The sandbox's cgroup name: its own name plus a digest of $CAPSULE_HOME, so that two homes
+ * (two users, two test runs) can each have a sandbox "dev" without sharing a cgroup. */
+void sandbox_cgroup_name(const char *name, char *out, size_t size);
+
+/* NAME in the user's configuration folder: $XDG_CONFIG_HOME/capsule/NAME, else
+ * $HOME/.config/capsule/NAME; -ENOENT when neither is an absolute path. */
+int user_config_path(const char *name, char *out, size_t size);
+
+#endif

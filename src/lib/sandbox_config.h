@@ -1,0 +1,160 @@
+/* A sandbox's configuration: struct capsule_config, its limits, its on-disk form and the checks
+ * made at create (config.c, config_keys.c, config_mounts.c; the network part in net.c). */
+#ifndef CAPSULE_SANDBOX_CONFIG_H
+#define CAPSULE_SANDBOX_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+#define CAPSULE_NAME_MAX 63
+#define CAPSULE_DEFAULT_BOOT_TIMEOUT_MS 10000
+/* A VM boots a kernel; under TCG (no KVM) that is seconds, more on a loaded host. */
+#define CAPSULE_DEFAULT_VM_BOOT_TIMEOUT_MS 60000
+#define CAPSULE_MAX_QEMU_ARGS 64
+/* A sandbox with no pids limit could spend the host's pids (pid_max is often 32768). */
+#define CAPSULE_DEFAULT_PIDS_LIMIT 4096
+
+#define CAPSULE_MAX_TMPFS 16
+#define CAPSULE_DEFAULT_TMPFS_BYTES (64ull << 20)
+
+struct tmpfs_mount {
+	char *target; /* normalized absolute path inside the sandbox */
+	uint64_t size_bytes;
+	uint32_t mode;
+};
+
+#define CAPSULE_MAX_BINDS 32
+/* Read-only layers below a sandbox's own (an image's, a save's): overlayfs takes up to 500, and
+ * each is one more mount the shim makes at start. */
+#define CAPSULE_MAX_LAYERS 128
+
+struct bind_mount {
+	char *source; /* absolute host path, as given; or a volume's name */
+	char *target; /* normalized absolute path inside the sandbox */
+	bool readonly;
+	char *transform;        /* absolute path of a transform plugin (docs/transforms.md), or NULL */
+	char *transform_config; /* its config string, with transform */
+	bool volume;  /* source names a volume (volumes/<source>) */
+};
+
+#define CAPSULE_TRANSFORM_CONFIG_MAX 4096
+
+#define CAPSULE_MAX_PORTS 32
+#define CAPSULE_MAX_ALLOW 64
+
+/* One -p forward: the shim listens on HOST_IP:HOST_PORT and carries each connection to
+ * 127.0.0.1:GUEST_PORT inside the sandbox's network namespace. */
+struct port_forward {
+	char host_ip[64]; /* canonical text form (inet_ntop) */
+	uint16_t host_port;
+	uint16_t guest_port;
+};
+
+/* One egress allowlist entry: IPv4 ADDR/PREFIX (network order), PORT 0 = any port. HOST is
+ * the name it was resolved from (--allow-host), empty for --allow-cidr. */
+struct egress_rule {
+	uint32_t addr;
+	uint8_t prefix;
+	uint16_t port;
+	char host[256];
+};
+
+/* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
+struct capsule_config {
+	char name[CAPSULE_NAME_MAX + 1];
+	char image[256];
+	char hostname[64];
+	capsule_isolation isolation;
+	uint64_t memory_bytes;
+	uint32_t cpus_milli;
+	uint32_t pids_limit;
+	uint32_t boot_timeout_ms;
+	bool detached;
+	char **env; /* NULL-terminated */
+	size_t envc;
+	struct tmpfs_mount tmpfs[CAPSULE_MAX_TMPFS];
+	size_t ntmpfs;
+	struct bind_mount binds[CAPSULE_MAX_BINDS];
+	size_t nbinds;
+	/* Host folders of read-only layers, bottom first (an OCI manifest's order), whose files
+	 * carry the image's own ids; in overlayfs's format (0:0 character-device whiteouts,
+	 * user.overlay.opaque). With base_none they are the whole root; otherwise they lie on top
+	 * of the "host" image. */
+	char *layers[CAPSULE_MAX_LAYERS];
+	size_t nlayers;
+	bool base_none;
+	/* An image's defaults (its config): the working directory and user of commands that
+	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
+	char *workdir, *user;
+	char **entrypoint, **cmd; /* NULL-terminated, or NULL */
+	int64_t created_unix;
+	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
+	capsule_network network;
+	struct port_forward ports[CAPSULE_MAX_PORTS];
+	size_t nports;
+	struct egress_rule allow[CAPSULE_MAX_ALLOW];
+	size_t nallow;
+	capsule_progress_fn progress;
+	void *progress_payload;
+	char save[CAPSULE_NAME_MAX + 1]; /* save the sandbox's filesystem under this name when it stops; "" = ephemeral */
+	/* vm isolation */
+	bool boot_timeout_set; /* else the level's default applies */
+	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
+	char **qemu_args;      /* appended to QEMU's command line */
+	size_t nqemu_args;
+	uint64_t disk_bytes;   /* the root disk's size; 0: the default (src/shim/vm/disk.c) */
+	char *disk_from;       /* a vm save's disk (saves/<name>/disk.qcow2) the root disk starts from */
+	bool display;          /* a virtio GPU, keyboard and tablet, VNC on an owner-only socket (display.c) */
+};
+
+int config_serialize(const struct capsule_config *cfg, char **out, size_t *len);
+int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err);
+/* Read and parse the "config" file in the sandbox folder DIRFD. */
+int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
+void config_clear(struct capsule_config *cfg);
+/* The boot timeout a start waits: the one set, or the isolation level's default. */
+uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
+/* Put the layer folder PATH (absolute) on top of CFG's layers. */
+int config_add_layer(struct capsule_config *cfg, const char *path, capsule_error *err);
+int config_copy(struct capsule_config *dst, const struct capsule_config *src);
+/* Put ENV (NULL-terminated; an image's Env, a save's) before CFG's own environment, so
+ * that the sandbox's own (-e) wins over it. */
+int config_prepend_env(struct capsule_config *cfg, const char *const *env, capsule_error *err);
+/* Set an image default: the working directory, the user, the entrypoint or the cmd (a
+ * NULL-terminated copy is made; ARGV NULL clears it). */
+int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, const char *user,
+			      const char *const *entrypoint, const char *const *cmd, capsule_error *err);
+/* Resolve CFG's image (not "host", no layers yet) into its layers and defaults: libcapsule's
+ * image store (capsule_images) defines it; code linked without it (the shim) sees NULL. */
+int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
+/* The network part of the configuration (src/lib/net.c): its config lines, and one line of
+ * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
+void config_net_serialize(const struct capsule_config *cfg, FILE *f);
+int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
+/* The display (src/lib/display.c): refused for a container at create; inspect's "display". */
+int config_display_check(const struct capsule_config *cfg, capsule_error *err);
+/* -EINVAL where CFG asks its isolation level for what it cannot give: vm-only settings on a
+ * container, a container's cpu limit beyond the host's CPUs. */
+int config_level_check(const struct capsule_config *cfg, capsule_error *err);
+/* Settings that only make sense together (an allowlist needs the full network). */
+int config_net_check(const struct capsule_config *cfg, capsule_error *err);
+const char *network_mode_name(capsule_network mode);
+/* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
+void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);
+
+int validate_name(const char *name, const char *what, capsule_error *err);
+
+/* -EACCES with a message when the host path RESOLVED (a realpath) is one that sandboxes may
+ * not see without being allowed explicitly. */
+int check_sensitive_source(const char *resolved, capsule_error *err);
+
+/* A disk size as --disk-size takes it ("4G": 64M to 16T). */
+int config_disk_size_parse(const char *size, uint64_t *bytes, capsule_error *err);
+/* Fill what CFG leaves unset from the host's capsule.json (host_config.c): the disk size. */
+int host_config_apply(struct capsule_config *cfg, capsule_error *err);
+
+#endif
