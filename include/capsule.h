@@ -112,6 +112,24 @@ typedef void (*capsule_progress_fn)(const char *stage, uint64_t current, uint64_
 CAPSULE_API int capsule_config_set_progress(capsule_config *cfg, capsule_progress_fn fn, void *payload,
 					    capsule_error *err);
 
+/* The settings that `capsule run` and `capsule create` take as flags, from the library's one
+ * table of settings, so that a client (the CLI, an SDK) offers each new one without knowing
+ * it. Each is set from its flag's text through the same checks as its setter above. */
+typedef struct capsule_config_option {
+	const char *flag;       /* "memory": --memory, and the name capsule_config_set_option takes */
+	char short_flag;        /* 'm' (-m), or 0 */
+	const char *value_name; /* "SIZE"; NULL for a switch (--display), which takes no value */
+	const char *help;       /* one or more lines, apart with '\n' */
+} capsule_config_option;
+/* The INDEX'th option (from 0, in the order help lists them), or NULL past the last; static
+ * storage. */
+CAPSULE_API const capsule_config_option *capsule_config_option_at(size_t index);
+/* Set the option FLAG ("memory") from VALUE as the flag takes it ("512M"; NULL for a switch,
+ * which it turns on); an option that adds (--volume, --env) adds one more. -EINVAL for an
+ * unknown FLAG. */
+CAPSULE_API int capsule_config_set_option(capsule_config *cfg, const char *flag, const char *value,
+					  capsule_error *err);
+
 /* ---- sandboxes ------------------------------------------------------------------------ */
 
 typedef struct capsule_sandbox capsule_sandbox;

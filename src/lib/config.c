@@ -8,8 +8,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "internal.h"
+#include "sandbox_config.h"
+#include "config_keys.h"
 #include "parse.h"
+#include "proto.h"
 #include "util.h"
 
 int validate_name(const char *name, const char *what, capsule_error *err)
@@ -28,36 +30,6 @@ int capsule_config_new(capsule_config **out, capsule_error *err)
 	cfg->pids_limit = CAPSULE_DEFAULT_PIDS_LIMIT;
 	*out = cfg;
 	return 0;
-}
-
-void config_clear(struct capsule_config *cfg)
-{
-	for (size_t i = 0; i < cfg->nbinds; i++) {
-		free(cfg->binds[i].source);
-		free(cfg->binds[i].target);
-		free(cfg->binds[i].transform);
-		free(cfg->binds[i].transform_config);
-	}
-	cfg->nbinds = 0;
-	for (size_t i = 0; i < cfg->ntmpfs; i++)
-		free(cfg->tmpfs[i].target);
-	cfg->ntmpfs = 0;
-	for (size_t i = 0; i < cfg->envc; i++)
-		free(cfg->env[i]);
-	free(cfg->env);
-	cfg->env = NULL;
-	cfg->envc = 0;
-	for (size_t i = 0; i < cfg->nqemu_args; i++)
-		free(cfg->qemu_args[i]);
-	free(cfg->qemu_args);
-	cfg->qemu_args = NULL;
-	cfg->nqemu_args = 0;
-	for (size_t i = 0; i < cfg->nlayers; i++)
-		free(cfg->layers[i]);
-	cfg->nlayers = 0;
-	free(cfg->disk_from);
-	cfg->disk_from = NULL;
-	config_set_image_defaults(cfg, NULL, NULL, NULL, NULL, NULL);
 }
 
 void capsule_config_free(capsule_config *cfg)
@@ -157,72 +129,6 @@ int capsule_config_set_disk_size(capsule_config *cfg, const char *size, capsule_
 	if (r == 0)
 		cfg->disk_bytes = v;
 	return r;
-}
-
-int config_copy(struct capsule_config *dst, const struct capsule_config *src)
-{
-	*dst = *src;
-	dst->env = NULL;
-	dst->envc = 0;
-	dst->nbinds = 0;
-	dst->qemu_args = NULL;
-	dst->nqemu_args = 0;
-	dst->nlayers = 0;
-	dst->workdir = dst->user = NULL;
-	dst->entrypoint = dst->cmd = NULL;
-	dst->disk_from = NULL;
-	if (src->disk_from && !(dst->disk_from = strdup(src->disk_from))) {
-		config_clear(dst);
-		return -ENOMEM;
-	}
-	if (config_set_image_defaults(dst, src->workdir, src->user, (const char *const *)src->entrypoint,
-				      (const char *const *)src->cmd, NULL) < 0) {
-		config_clear(dst);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < src->nlayers; i++) {
-		if (!(dst->layers[i] = strdup(src->layers[i]))) {
-			config_clear(dst);
-			return -ENOMEM;
-		}
-		dst->nlayers = i + 1;
-	}
-	for (size_t i = 0; i < src->nqemu_args; i++) {
-		if (push_qemu_arg(dst, src->qemu_args[i]) < 0) {
-			config_clear(dst);
-			return -ENOMEM;
-		}
-	}
-	for (size_t i = 0; i < src->ntmpfs; i++) {
-		dst->tmpfs[i].target = strdup(src->tmpfs[i].target);
-		if (!dst->tmpfs[i].target) {
-			dst->ntmpfs = i;
-			config_clear(dst);
-			return -ENOMEM;
-		}
-	}
-	for (size_t i = 0; i < src->nbinds; i++) {
-		struct bind_mount *b = &dst->binds[i];
-		b->source = strdup(src->binds[i].source);
-		b->target = strdup(src->binds[i].target);
-		b->readonly = src->binds[i].readonly;
-		b->transform = src->binds[i].transform ? strdup(src->binds[i].transform) : NULL;
-		b->transform_config = src->binds[i].transform_config ? strdup(src->binds[i].transform_config) : NULL;
-		b->volume = src->binds[i].volume;
-		dst->nbinds = i + 1;
-		if (!b->source || !b->target || (src->binds[i].transform && (!b->transform || !b->transform_config))) {
-			config_clear(dst);
-			return -ENOMEM;
-		}
-	}
-	for (size_t i = 0; i < src->envc; i++) {
-		int r = push_env(dst, src->env[i]);
-		if (r < 0) {
-			config_clear(dst);
-			return r;
-		}
-	}
-	return 0;
 }
 
 int capsule_config_set_name(capsule_config *cfg, const char *name, capsule_error *err)
@@ -354,235 +260,6 @@ int capsule_config_add_env(capsule_config *cfg, const char *key_value, capsule_e
 	r = push_env(cfg, key_value);
 	if (r < 0)
 		return cap_err(err, -r, "adding environment variable");
-	return 0;
-}
-
-/* PATH is TOP or below it; "/" holds everything. */
-static bool path_is_below(const char *path, const char *top)
-{
-	size_t n = strlen(top);
-	if (n == 1 && top[0] == '/')
-		return true;
-	return strncmp(path, top, n) == 0 && (path[n] == '\0' || path[n] == '/');
-}
-
-int check_sensitive_source(const char *p, capsule_error *err)
-{
-	/* The host's own configuration, secrets, devices, kernel interfaces and binaries, and
-	 * the sockets of other runtimes: these and everything below them. */
-	static const char *const trees[] = {
-		"/etc", "/root", "/proc", "/sys", "/dev", "/boot", "/usr", "/bin", "/sbin", "/lib", "/lib32",
-		"/lib64", "/libx32", "/run/docker.sock", "/var/run/docker.sock", "/run/docker", "/var/run/docker",
-		"/run/containerd", "/run/podman", "/run/crio", "/run/user",
-	};
-	/* Folders that hold all of the above or every user's home. */
-	static const char *const exact[] = { "/", "/home", "/var", "/run", "/var/run", "/var/lib" };
-	static const char *const secrets[] = { ".ssh", ".gnupg", ".aws" };
-	for (size_t i = 0; i < ARRAY_SIZE(trees); i++)
-		if (path_is_below(p, trees[i]))
-			goto refuse;
-	for (size_t i = 0; i < ARRAY_SIZE(exact); i++)
-		if (!strcmp(p, exact[i]))
-			goto refuse;
-	for (const char *c = p; (c = strchr(c, '/')); c++) {
-		for (size_t i = 0; i < ARRAY_SIZE(secrets); i++) {
-			size_t n = strlen(secrets[i]);
-			if (!strncmp(c + 1, secrets[i], n) && (c[1 + n] == '/' || c[1 + n] == '\0'))
-				goto refuse;
-		}
-	}
-	/* capsule's own state, and any folder that contains it. */
-	const char *home = capsule_home();
-	if (path_is_below(p, home) || path_is_below(home, p))
-		goto refuse;
-	return 0;
-refuse:
-	return cap_err_plain(err, EACCES,
-			     "mount source '%s' is a sensitive host path (see docs/security.md); allow it explicitly "
-			     "to mount it anyway",
-			     p);
-}
-
-/* A mount target inside the sandbox: absolute, normalized into *OUT (malloc'd), not the
- * root, not below /proc or /sys (their masks must stay), not a second mount at one place. */
-static int mount_target(const struct capsule_config *cfg, const char *what, const char *target, char **out,
-			capsule_error *err)
-{
-	if (!target || target[0] != '/')
-		return cap_err_plain(err, EINVAL, "%s target '%s' is not an absolute path", what, target ? target : "");
-	if (strpbrk(target, "\n"))
-		return cap_err_plain(err, EINVAL, "%s target has a newline in it", what);
-	size_t cap = strlen(target) + 2;
-	_cleanup_free_ char *norm = malloc(cap);
-	if (!norm)
-		return cap_err(err, ENOMEM, "%s target", what);
-	int r = normalize_abs_path(target, norm, cap, err);
-	if (r < 0)
-		return r;
-	if (!strcmp(norm, "/"))
-		return cap_err_plain(err, EINVAL, "%s target '%s' is the sandbox's root", what, target);
-	if (path_is_below(norm, "/proc") || path_is_below(norm, "/sys"))
-		return cap_err_plain(err, EINVAL, "%s target '%s' is below /proc or /sys", what, target);
-	for (size_t i = 0; i < cfg->ntmpfs; i++)
-		if (!strcmp(cfg->tmpfs[i].target, norm))
-			return cap_err_plain(err, EEXIST, "two mounts at '%s'", norm);
-	for (size_t i = 0; i < cfg->nbinds; i++)
-		if (!strcmp(cfg->binds[i].target, norm))
-			return cap_err_plain(err, EEXIST, "two mounts at '%s'", norm);
-	*out = steal_ptr(norm);
-	return 0;
-}
-
-int capsule_config_add_tmpfs(capsule_config *cfg, const char *target, uint64_t size_bytes, uint32_t mode,
-			     capsule_error *err)
-{
-	if (mode > 07777)
-		return cap_err_plain(err, EINVAL, "tmpfs mode %o is not a file mode", mode);
-	if (cfg->ntmpfs >= CAPSULE_MAX_TMPFS)
-		return cap_err_plain(err, E2BIG, "too many tmpfs mounts (at most %d)", CAPSULE_MAX_TMPFS);
-	char *norm;
-	int r = mount_target(cfg, "tmpfs", target, &norm, err);
-	if (r < 0)
-		return r;
-	struct tmpfs_mount *t = &cfg->tmpfs[cfg->ntmpfs++];
-	t->target = norm;
-	t->size_bytes = size_bytes ? size_bytes : CAPSULE_DEFAULT_TMPFS_BYTES;
-	t->mode = mode ? mode : 01777;
-	return 0;
-}
-
-int capsule_config_add_bind(capsule_config *cfg, const char *host_path, const char *guest_path, bool readonly,
-			    bool allow_sensitive, capsule_error *err)
-{
-	if (!host_path || host_path[0] != '/')
-		return cap_err_plain(err, EINVAL, "mount source '%s' is not an absolute host path",
-				     host_path ? host_path : "");
-	if (strpbrk(host_path, "\n"))
-		return cap_err_plain(err, EINVAL, "mount source has a newline in it");
-	if (cfg->nbinds >= CAPSULE_MAX_BINDS)
-		return cap_err_plain(err, E2BIG, "too many bind mounts (at most %d)", CAPSULE_MAX_BINDS);
-	_cleanup_free_ char *resolved = realpath(host_path, NULL);
-	if (!resolved)
-		return cap_err(err, errno, "mount source '%s'", host_path);
-	int r;
-	if (!allow_sensitive && (r = check_sensitive_source(resolved, err)) < 0)
-		return r;
-	char *norm;
-	if ((r = mount_target(cfg, "mount", guest_path, &norm, err)) < 0)
-		return r;
-	struct bind_mount *b = &cfg->binds[cfg->nbinds];
-	b->source = strdup(host_path);
-	if (!b->source) {
-		free(norm);
-		return cap_err(err, ENOMEM, "mount source");
-	}
-	b->target = norm;
-	b->readonly = readonly;
-	cfg->nbinds++;
-	return 0;
-}
-
-/* The plugin is checked here, where a mistake can still be named clearly; whether it is a
- * loadable plugin with the right symbol is capsule-fuse's to find out at start. */
-static int check_transform(const char *plugin_path, const char *plugin_config, capsule_error *err)
-{
-	if (!plugin_path || plugin_path[0] != '/')
-		return cap_err_plain(err, EINVAL, "transform plugin '%s' is not an absolute path",
-				     plugin_path ? plugin_path : "");
-	if (strpbrk(plugin_path, "\n"))
-		return cap_err_plain(err, EINVAL, "transform plugin path has a newline in it");
-	struct stat st;
-	if (stat(plugin_path, &st) < 0)
-		return cap_err(err, errno, "transform plugin '%s'", plugin_path);
-	if (!S_ISREG(st.st_mode))
-		return cap_err_plain(err, EINVAL, "transform plugin '%s' is not a regular file", plugin_path);
-	if (plugin_config && strpbrk(plugin_config, "\n"))
-		return cap_err_plain(err, EINVAL, "transform config for '%s' has a newline in it", plugin_path);
-	if (plugin_config && strlen(plugin_config) > CAPSULE_TRANSFORM_CONFIG_MAX)
-		return cap_err_plain(err, E2BIG, "transform config for '%s' is longer than %d bytes", plugin_path,
-				     CAPSULE_TRANSFORM_CONFIG_MAX);
-	return 0;
-}
-
-int capsule_config_set_bind_transform(capsule_config *cfg, const char *guest_path, const char *plugin_path,
-				      const char *plugin_config, capsule_error *err)
-{
-	if (!guest_path || guest_path[0] != '/')
-		return cap_err_plain(err, EINVAL, "transform target '%s' is not an absolute path",
-				     guest_path ? guest_path : "");
-	size_t cap = strlen(guest_path) + 2;
-	_cleanup_free_ char *norm = malloc(cap);
-	if (!norm)
-		return cap_err(err, ENOMEM, "transform target");
-	int r = normalize_abs_path(guest_path, norm, cap, err);
-	if (r < 0)
-		return r;
-	struct bind_mount *b = NULL;
-	for (size_t i = 0; i < cfg->nbinds && !b; i++)
-		if (!strcmp(cfg->binds[i].target, norm))
-			b = &cfg->binds[i];
-	if (!b)
-		return cap_err_plain(err, ENOENT, "transform for '%s': no bind mount at that path (add it with -v first)",
-				     guest_path);
-	if ((r = check_transform(plugin_path, plugin_config, err)) < 0)
-		return r;
-	struct stat st;
-	if (!b->volume && stat(b->source, &st) < 0)
-		return cap_err(err, errno, "mount source '%s'", b->source);
-	if (!b->volume && !S_ISDIR(st.st_mode))
-		return cap_err_plain(err, ENOTDIR, "transform for '%s': mount source '%s' is not a folder", norm, b->source);
-	char *plugin = strdup(plugin_path), *config = strdup(plugin_config ? plugin_config : "");
-	if (!plugin || !config) {
-		free(plugin);
-		free(config);
-		return cap_err(err, ENOMEM, "transform");
-	}
-	free(b->transform);
-	free(b->transform_config);
-	b->transform = plugin;
-	b->transform_config = config;
-	return 0;
-}
-
-int capsule_config_add_bind_transform(capsule_config *cfg, const char *host_path, const char *guest_path,
-				      bool readonly, const char *plugin_path, const char *plugin_config,
-				      capsule_error *err)
-{
-	/* Checked before the bind is added, so that a bad plugin leaves the config as it was. */
-	int r = check_transform(plugin_path, plugin_config, err);
-	if (r < 0 || (r = capsule_config_add_bind(cfg, host_path, guest_path, readonly, false, err)) < 0)
-		return r;
-	if ((r = capsule_config_set_bind_transform(cfg, cfg->binds[cfg->nbinds - 1].target, plugin_path,
-						   plugin_config, err)) < 0) {
-		struct bind_mount *b = &cfg->binds[--cfg->nbinds];
-		free(b->source);
-		free(b->target);
-		memset(b, 0, sizeof(*b));
-	}
-	return r;
-}
-
-int capsule_config_add_volume(capsule_config *cfg, const char *name, const char *guest_path, bool readonly,
-			      capsule_error *err)
-{
-	int r = parse_name(name, "volume name", err);
-	if (r < 0)
-		return r;
-	if (cfg->nbinds >= CAPSULE_MAX_BINDS)
-		return cap_err_plain(err, E2BIG, "too many mounts (at most %d binds and volumes)", CAPSULE_MAX_BINDS);
-	char *norm;
-	if ((r = mount_target(cfg, "volume", guest_path, &norm, err)) < 0)
-		return r;
-	struct bind_mount *b = &cfg->binds[cfg->nbinds];
-	b->source = strdup(name);
-	if (!b->source) {
-		free(norm);
-		return cap_err(err, ENOMEM, "volume");
-	}
-	b->target = norm;
-	b->readonly = readonly;
-	b->volume = true;
-	cfg->nbinds++;
 	return 0;
 }
 
@@ -732,232 +409,6 @@ static int push_arg_line(char ***v, const char *line)
 	return 0;
 }
 
-/* ---- on disk ---- */
-
-int config_serialize(const struct capsule_config *cfg, char **out, size_t *len)
-{
-	char *buf = NULL;
-	size_t size = 0;
-	FILE *f = open_memstream(&buf, &size);
-	if (!f)
-		return -ENOMEM;
-	fprintf(f, "version=1\nname=%s\nimage=%s\nhostname=%s\nisolation=%s\n", cfg->name, cfg->image, cfg->hostname,
-		cfg->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
-	fprintf(f, "memory=%llu\ncpus_milli=%u\npids=%u\nboot_timeout_ms=%u\ndetached=%d\ncreated=%lld\nid_slot=%u\n",
-		(unsigned long long)cfg->memory_bytes, cfg->cpus_milli, cfg->pids_limit, cfg->boot_timeout_ms,
-		cfg->detached ? 1 : 0, (long long)cfg->created_unix, cfg->id_slot);
-	for (size_t i = 0; i < cfg->envc; i++)
-		fprintf(f, "env=%s\n", cfg->env[i]);
-	fprintf(f, "boot_timeout_set=%d\n", cfg->boot_timeout_set ? 1 : 0);
-	if (cfg->accel[0])
-		fprintf(f, "accel=%s\n", cfg->accel);
-	for (size_t i = 0; i < cfg->nqemu_args; i++)
-		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
-	if (cfg->disk_bytes)
-		fprintf(f, "disk_size=%llu\n", (unsigned long long)cfg->disk_bytes);
-	if (cfg->disk_from)
-		fprintf(f, "disk_from=%s\n", cfg->disk_from);
-	if (cfg->display)
-		fprintf(f, "display=1\n");
-	if (cfg->base_none)
-		fprintf(f, "base=none\n");
-	for (size_t i = 0; i < cfg->nlayers; i++)
-		fprintf(f, "layer=%s\n", cfg->layers[i]);
-	if (cfg->workdir)
-		fprintf(f, "workdir=%s\n", cfg->workdir);
-	if (cfg->user)
-		fprintf(f, "user=%s\n", cfg->user);
-	if (cfg->entrypoint)
-		fprintf(f, "entrypoint_set=1\n");
-	for (size_t i = 0; cfg->entrypoint && cfg->entrypoint[i]; i++)
-		put_arg_line(f, "entrypoint", cfg->entrypoint[i]);
-	if (cfg->cmd)
-		fprintf(f, "cmd_set=1\n");
-	for (size_t i = 0; cfg->cmd && cfg->cmd[i]; i++)
-		put_arg_line(f, "cmd", cfg->cmd[i]);
-	/* Sources may hold ':' and spaces: the source's length says where it ends. */
-	for (size_t i = 0; i < cfg->nbinds; i++)
-		fprintf(f, "%s=%s:%zu:%s%s\n", cfg->binds[i].volume ? "volume" : "bind", cfg->binds[i].readonly ? "ro" : "rw",
-			strlen(cfg->binds[i].source), cfg->binds[i].source, cfg->binds[i].target);
-	for (size_t i = 0; i < cfg->nbinds; i++)
-		if (cfg->binds[i].transform)
-			fprintf(f, "transform=%zu:%s%zu:%s%s\n", strlen(cfg->binds[i].target), cfg->binds[i].target,
-				strlen(cfg->binds[i].transform), cfg->binds[i].transform, cfg->binds[i].transform_config);
-	for (size_t i = 0; i < cfg->ntmpfs; i++)
-		fprintf(f, "tmpfs=%llu:%o:%s\n", (unsigned long long)cfg->tmpfs[i].size_bytes, cfg->tmpfs[i].mode,
-			cfg->tmpfs[i].target);
-	config_net_serialize(cfg, f);
-	if (cfg->save[0])
-		fprintf(f, "save=%s\n", cfg->save);
-	if (fclose(f) != 0) {
-		free(buf);
-		return -ENOMEM;
-	}
-	*out = buf;
-	*len = size;
-	return 0;
-}
-
-static int parse_u64_field(const char *key, const char *v, uint64_t max, uint64_t *out, capsule_error *err)
-{
-	char *end;
-	errno = 0;
-	unsigned long long x = strtoull(v, &end, 10);
-	if (errno || *end || !*v || x > max)
-		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid %s '%s'", key, v);
-	*out = x;
-	return 0;
-}
-
-/* "ro:LEN:SOURCETARGET". The sensitive check was made when the sandbox was created, with
- * the creator's answer to it; a stored configuration is not asked again. A volume's line
- * has the volume's name for SOURCE. */
-static int parse_bind_line(struct capsule_config *cfg, const char *v, bool volume, capsule_error *err)
-{
-	size_t srclen;
-	int off = 0;
-	char mode[3] = "";
-	if (cfg->nbinds >= CAPSULE_MAX_BINDS || sscanf(v, "%2[row]:%zu:%n", mode, &srclen, &off) != 2 || off == 0 ||
-	    (strcmp(mode, "ro") && strcmp(mode, "rw")) || strlen(v + off) <= srclen || (v[off] == '/') == volume ||
-	    v[off + srclen] != '/')
-		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid %s '%s'", volume ? "volume" : "bind", v);
-	struct bind_mount *b = &cfg->binds[cfg->nbinds];
-	b->source = strndup(v + off, srclen);
-	b->target = strdup(v + off + srclen);
-	b->readonly = !strcmp(mode, "ro");
-	b->volume = volume;
-	cfg->nbinds++;
-	if (!b->source || !b->target)
-		return cap_err(err, ENOMEM, "parsing configuration");
-	if (volume && parse_name(b->source, "volume name", NULL) < 0)
-		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid volume '%s'", v);
-	return 0;
-}
-
-/* "TLEN:TARGETPLEN:PLUGINCONFIG", after the bind line of TARGET. */
-static int parse_transform_line(struct capsule_config *cfg, const char *v, capsule_error *err)
-{
-	size_t tlen, plen;
-	int off = 0, off2 = 0;
-	if (sscanf(v, "%zu:%n", &tlen, &off) != 1 || off == 0 || strnlen(v + off, tlen) < tlen ||
-	    sscanf(v + off + tlen, "%zu:%n", &plen, &off2) != 1 || off2 == 0 ||
-	    strnlen(v + off + tlen + off2, plen) < plen)
-		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid transform '%s'", v);
-	const char *target = v + off, *plugin = v + off + tlen + off2, *config = plugin + plen;
-	for (size_t i = 0; i < cfg->nbinds; i++) {
-		struct bind_mount *b = &cfg->binds[i];
-		if (strlen(b->target) != tlen || strncmp(b->target, target, tlen) || b->transform)
-			continue;
-		b->transform = strndup(plugin, plen);
-		b->transform_config = strdup(config);
-		if (!b->transform || !b->transform_config)
-			return cap_err(err, ENOMEM, "parsing configuration");
-		return 0;
-	}
-	return cap_err_plain(err, EINVAL, "sandbox configuration: transform '%s' for no bind mount", v);
-}
-
-int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err)
-{
-	memset(cfg, 0, sizeof(*cfg));
-	_cleanup_free_ char *copy = strndup(text, len);
-	if (!copy)
-		return cap_err(err, ENOMEM, "parsing configuration");
-	char *save = NULL;
-	int r = 0;
-	for (char *line = strtok_r(copy, "\n", &save); line && r == 0; line = strtok_r(NULL, "\n", &save)) {
-		char *eq = strchr(line, '=');
-		if (!eq)
-			continue;
-		*eq = '\0';
-		const char *k = line, *v = eq + 1;
-		uint64_t x = 0;
-		if (!strcmp(k, "name"))
-			snprintf(cfg->name, sizeof(cfg->name), "%s", v);
-		else if (!strcmp(k, "image"))
-			snprintf(cfg->image, sizeof(cfg->image), "%s", v);
-		else if (!strcmp(k, "hostname"))
-			snprintf(cfg->hostname, sizeof(cfg->hostname), "%s", v);
-		else if (!strcmp(k, "isolation"))
-			cfg->isolation = strcmp(v, "vm") == 0 ? CAPSULE_ISOLATION_VM : CAPSULE_ISOLATION_CONTAINER;
-		else if (!strcmp(k, "memory") && (r = parse_u64_field(k, v, UINT64_MAX, &x, err)) == 0)
-			cfg->memory_bytes = x;
-		else if (!strcmp(k, "cpus_milli") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
-			cfg->cpus_milli = (uint32_t)x;
-		else if (!strcmp(k, "pids") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
-			cfg->pids_limit = (uint32_t)x;
-		else if (!strcmp(k, "boot_timeout_ms") && (r = parse_u64_field(k, v, UINT32_MAX, &x, err)) == 0)
-			cfg->boot_timeout_ms = (uint32_t)x;
-		else if (!strcmp(k, "detached"))
-			cfg->detached = strcmp(v, "1") == 0;
-		else if (!strcmp(k, "created") && (r = parse_u64_field(k, v, INT64_MAX, &x, err)) == 0)
-			cfg->created_unix = (int64_t)x;
-		else if (!strcmp(k, "id_slot") && (r = parse_u64_field(k, v, 65535, &x, err)) == 0)
-			cfg->id_slot = (uint32_t)x;
-		else if (!strcmp(k, "tmpfs")) {
-			unsigned long long size;
-			unsigned mode;
-			int off = 0;
-			if (sscanf(v, "%llu:%o:%n", &size, &mode, &off) != 2 || off == 0 ||
-			    capsule_config_add_tmpfs(cfg, v + off, size, mode, err) < 0)
-				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid tmpfs '%s'", v);
-		} else if (!strcmp(k, "bind") || !strcmp(k, "volume")) {
-			r = parse_bind_line(cfg, v, !strcmp(k, "volume"), err);
-		} else if (!strcmp(k, "transform")) {
-			r = parse_transform_line(cfg, v, err);
-		} else if (!strcmp(k, "layer")) {
-			r = config_add_layer(cfg, v, err);
-		} else if (!strcmp(k, "base")) {
-			if (strcmp(v, "none") && strcmp(v, "host"))
-				r = cap_err_plain(err, EINVAL, "sandbox configuration: invalid base '%s'", v);
-			cfg->base_none = !strcmp(v, "none");
-		} else if (!strcmp(k, "save")) {
-			if ((r = validate_name(v, "save name", err)) == 0)
-				snprintf(cfg->save, sizeof(cfg->save), "%s", v);
-		} else if (!strcmp(k, "workdir") || !strcmp(k, "user")) {
-			char **slot = k[0] == 'w' ? &cfg->workdir : &cfg->user;
-			free(*slot);
-			if (!(*slot = strdup(v)))
-				r = cap_err(err, ENOMEM, "parsing configuration");
-		} else if (!strcmp(k, "entrypoint_set") || !strcmp(k, "cmd_set")) {
-			char ***slot = k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd;
-			if (!*slot && !(*slot = calloc(1, sizeof(char *))))
-				r = cap_err(err, ENOMEM, "parsing configuration");
-		} else if (!strcmp(k, "entrypoint") || !strcmp(k, "cmd")) {
-			int e = push_arg_line(k[0] == 'e' ? &cfg->entrypoint : &cfg->cmd, v);
-			if (e < 0)
-				r = cap_err(err, -e, "sandbox configuration: %s", k);
-		} else if (!strcmp(k, "env")) {
-			if (push_env(cfg, v) < 0)
-				r = cap_err(err, ENOMEM, "parsing configuration");
-		} else if (!strcmp(k, "boot_timeout_set")) {
-			cfg->boot_timeout_set = strcmp(v, "1") == 0;
-		} else if (!strcmp(k, "accel")) {
-			r = capsule_config_set_accel(cfg, v, err);
-		} else if (!strcmp(k, "qemu_arg")) {
-			r = capsule_config_add_qemu_arg(cfg, v, err);
-		} else if (!strcmp(k, "disk_from")) {
-			free(cfg->disk_from);
-			if (!(cfg->disk_from = strdup(v)))
-				r = cap_err(err, ENOMEM, "parsing configuration");
-		} else if (!strcmp(k, "disk_size")) {
-			if ((r = parse_u64_field(k, v, UINT64_MAX, &x, err)) == 0)
-				r = capsule_config_set_disk_size_bytes(cfg, x, err);
-		} else if (!strcmp(k, "display")) {
-			cfg->display = strcmp(v, "1") == 0;
-		} else if ((r = config_net_parse_line(cfg, k, v, err)) > 0) {
-			r = 0;
-		}
-	}
-	if (r == 0 && !cfg->name[0])
-		r = cap_err_plain(err, EINVAL, "sandbox configuration has no name");
-	if (r == 0 && cfg->base_none && !cfg->nlayers)
-		r = cap_err_plain(err, EINVAL, "sandbox configuration: base=none and no layer");
-	if (r < 0)
-		config_clear(cfg);
-	return r;
-}
-
 int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
 {
 	_cleanup_free_ char *text = NULL;
@@ -973,4 +424,259 @@ int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err
 	if (!bytes_out)
 		return cap_err_plain(err, EINVAL, "parse size: no output given");
 	return parse_size(text, bytes_out, err);
+}
+
+
+/* ---- the table's rows (config_keys.c) ---- */
+
+int config_pids_set(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	uint64_t v;
+	int r = parse_uint(value, "pids limit", 0, 4194304, &v, err);
+	return r < 0 ? r : capsule_config_set_pids_limit(cfg, (uint32_t)v, err);
+}
+
+int config_boot_timeout_set(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	uint32_t ms;
+	int r = parse_duration_ms(value, &ms, err);
+	return r < 0 ? r : capsule_config_set_boot_timeout_ms(cfg, ms, err);
+}
+
+int config_isolation_set(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	if (!strcmp(value, "container"))
+		return capsule_config_set_isolation(cfg, CAPSULE_ISOLATION_CONTAINER, err);
+	if (!strcmp(value, "vm"))
+		return capsule_config_set_isolation(cfg, CAPSULE_ISOLATION_VM, err);
+	return cap_err_plain(err, EINVAL, "invalid isolation '%s' (use container or vm)", value);
+}
+
+int config_isolation_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	cfg->isolation = strcmp(value, "vm") == 0 ? CAPSULE_ISOLATION_VM : CAPSULE_ISOLATION_CONTAINER;
+	return 0;
+}
+
+void config_isolation_save(const struct capsule_config *cfg, FILE *f)
+{
+	fprintf(f, "isolation=%s\n", cfg->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
+}
+
+/* A switch: no value (the flag) turns it on; a program may say "1" or "0". */
+int config_display_switch(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	if (value && strcmp(value, "1") && strcmp(value, "0"))
+		return cap_err_plain(err, EINVAL, "invalid display '%s' (use 1 or 0)", value);
+	return capsule_config_set_display(cfg, !value || !strcmp(value, "1"), err);
+}
+
+int config_accel_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return capsule_config_set_accel(cfg, value, err);
+}
+
+int config_disk_size_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	uint64_t x;
+	int r = config_parse_uint(key, value, UINT64_MAX, &x, err);
+	return r < 0 ? r : capsule_config_set_disk_size_bytes(cfg, x, err);
+}
+
+int config_save_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	int r = validate_name(value, "save name", err);
+	if (r == 0)
+		snprintf(cfg->save, sizeof(cfg->save), "%s", value);
+	return r;
+}
+
+int config_base_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	if (strcmp(value, "none") && strcmp(value, "host"))
+		return cap_err_plain(err, EINVAL, "sandbox configuration: invalid base '%s'", value);
+	cfg->base_none = !strcmp(value, "none");
+	return 0;
+}
+
+void config_base_save(const struct capsule_config *cfg, FILE *f)
+{
+	if (cfg->base_none)
+		fprintf(f, "base=none\n");
+}
+
+int config_env_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return push_env(cfg, value) < 0 ? cap_err(err, ENOMEM, "parsing configuration") : 0;
+}
+
+void config_env_save(const struct capsule_config *cfg, FILE *f)
+{
+	for (size_t i = 0; i < cfg->envc; i++)
+		fprintf(f, "env=%s\n", cfg->env[i]);
+}
+
+void config_env_forget(struct capsule_config *cfg)
+{
+	cfg->env = NULL;
+	cfg->envc = 0;
+}
+
+int config_env_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	for (size_t i = 0; i < src->envc; i++) {
+		int r = push_env(dst, src->env[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void config_env_clear(struct capsule_config *cfg)
+{
+	for (size_t i = 0; i < cfg->envc; i++)
+		free(cfg->env[i]);
+	free(cfg->env);
+	config_env_forget(cfg);
+}
+
+int config_qemu_arg_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return capsule_config_add_qemu_arg(cfg, value, err);
+}
+
+void config_qemu_arg_save(const struct capsule_config *cfg, FILE *f)
+{
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
+}
+
+void config_qemu_arg_forget(struct capsule_config *cfg)
+{
+	cfg->qemu_args = NULL;
+	cfg->nqemu_args = 0;
+}
+
+int config_qemu_arg_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	for (size_t i = 0; i < src->nqemu_args; i++) {
+		int r = push_qemu_arg(dst, src->qemu_args[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+void config_qemu_arg_clear(struct capsule_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nqemu_args; i++)
+		free(cfg->qemu_args[i]);
+	free(cfg->qemu_args);
+	config_qemu_arg_forget(cfg);
+}
+
+int config_layer_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return config_add_layer(cfg, value, err);
+}
+
+void config_layer_save(const struct capsule_config *cfg, FILE *f)
+{
+	for (size_t i = 0; i < cfg->nlayers; i++)
+		fprintf(f, "layer=%s\n", cfg->layers[i]);
+}
+
+void config_layer_forget(struct capsule_config *cfg)
+{
+	cfg->nlayers = 0;
+}
+
+int config_layer_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	for (size_t i = 0; i < src->nlayers; i++) {
+		if (!(dst->layers[i] = strdup(src->layers[i])))
+			return -ENOMEM;
+		dst->nlayers = i + 1;
+	}
+	return 0;
+}
+
+void config_layer_clear(struct capsule_config *cfg)
+{
+	for (size_t i = 0; i < cfg->nlayers; i++)
+		free(cfg->layers[i]);
+	cfg->nlayers = 0;
+}
+
+/* An argv of the image's (entrypoint, cmd): "KEY_set=1" when it is there, even empty, then
+ * one line an argument. */
+static int argv_load(char ***v, const char *key, const char *value, capsule_error *err)
+{
+	if (strstr(key, "_set")) {
+		if (!*v && !(*v = calloc(1, sizeof(char *))))
+			return cap_err(err, ENOMEM, "parsing configuration");
+		return 0;
+	}
+	int e = push_arg_line(v, value);
+	return e < 0 ? cap_err(err, -e, "sandbox configuration: %s", key) : 0;
+}
+
+static void argv_save(char *const *v, const char *key, FILE *f)
+{
+	if (v)
+		fprintf(f, "%s_set=1\n", key);
+	for (size_t i = 0; v && v[i]; i++)
+		put_arg_line(f, key, v[i]);
+}
+
+int config_entrypoint_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return argv_load(&cfg->entrypoint, key, value, err);
+}
+
+void config_entrypoint_save(const struct capsule_config *cfg, FILE *f)
+{
+	argv_save(cfg->entrypoint, "entrypoint", f);
+}
+
+void config_entrypoint_forget(struct capsule_config *cfg)
+{
+	cfg->entrypoint = NULL;
+}
+
+int config_entrypoint_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	return strv_copy((const char *const *)src->entrypoint, &dst->entrypoint);
+}
+
+void config_entrypoint_clear(struct capsule_config *cfg)
+{
+	strv_free(cfg->entrypoint);
+	cfg->entrypoint = NULL;
+}
+
+int config_cmd_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
+{
+	return argv_load(&cfg->cmd, key, value, err);
+}
+
+void config_cmd_save(const struct capsule_config *cfg, FILE *f)
+{
+	argv_save(cfg->cmd, "cmd", f);
+}
+
+void config_cmd_forget(struct capsule_config *cfg)
+{
+	cfg->cmd = NULL;
+}
+
+int config_cmd_copy(struct capsule_config *dst, const struct capsule_config *src)
+{
+	return strv_copy((const char *const *)src->cmd, &dst->cmd);
+}
+
+void config_cmd_clear(struct capsule_config *cfg)
+{
+	strv_free(cfg->cmd);
+	cfg->cmd = NULL;
 }

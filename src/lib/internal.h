@@ -7,6 +7,7 @@
 
 #include "capsule.h"
 #include "sandbox_config.h"
+#include "config_keys.h"
 #include "conn.h"
 #include "ext4_image.h"
 #include "home.h"

@@ -804,11 +804,9 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	}
 	json_key(&j, "limits");
 	json_object_begin(&j);
-	json_kv_uint(&j, "memory_bytes", info.memory_bytes);
-	json_kv_uint(&j, "cpus_milli", info.cpus_milli);
-	json_kv_uint(&j, "pids", info.pids_limit);
-	/* 0: the level's default (a container's layer unbounded on the host's disk, a vm's 2G). */
-	json_kv_uint(&j, "disk_bytes", sb->cfg.disk_bytes);
+	/* disk_bytes 0: the level's default (a container's layer unbounded on the host's disk, a
+	 * vm's 2G). */
+	config_limits_inspect_json(&sb->cfg, &j);
 	json_object_end(&j);
 	json_key(&j, "mounts");
 	json_array_begin(&j);
