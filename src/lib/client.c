@@ -7,7 +7,10 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include "internal.h"
+#include "conn.h"
+#include "home.h"
+#include "proto.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 void conn_adopt(struct conn *c, int fd)

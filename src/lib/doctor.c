@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "home.h"
 #include "util.h"
 
 int capsule_doctor_json(char **out_json, capsule_error *err)

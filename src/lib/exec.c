@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "conn.h"
 #include "parse.h"
+#include "proto.h"
+#include "sandbox.h"
 #include "util.h"
 
 /* Grant credit back in batches, not per frame. */

@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "internal.h"
+#include "ext4_image.h"
 #include "syscalls.h"
 #include "util.h"
 

@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "internal.h"
+#include "home.h"
+#include "id_slot.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 static char home_path[PATH_MAX];

@@ -11,9 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "home.h"
 #include "json.h"
 #include "parse.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 #define HOST_CONFIG_MAX_BYTES (64u << 10)

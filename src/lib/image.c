@@ -12,9 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "home.h"
 #include "image.h"
-#include "internal.h"
 #include "json.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 #define INDEX_MAX_IMAGES 4096

@@ -22,8 +22,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "home.h"
 #include "image.h"
-#include "internal.h"
 #include "util.h"
 
 static void hex_digest(const unsigned char *md, char out[IMAGE_DIGEST_LEN + 1])

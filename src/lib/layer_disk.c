@@ -15,7 +15,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "ext4_image.h"
+#include "home.h"
+#include "layer_disk.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 #define LAYER_DISK_FILE "layer.img"

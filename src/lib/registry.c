@@ -18,8 +18,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "home.h"
 #include "image.h"
-#include "internal.h"
 #include "json.h"
 #include "util.h"
 

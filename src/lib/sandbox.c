@@ -15,10 +15,18 @@
 #include <sys/wait.h>
 #include <time.h>
 
-#include "internal.h"
+#include "conn.h"
+#include "home.h"
+#include "id_slot.h"
+#include "inspect.h"
 #include "json.h"
+#include "layer_disk.h"
+#include "proto.h"
+#include "sandbox.h"
+#include "sandbox_config.h"
 #include "save.h"
 #include "util.h"
+#include "volume.h"
 
 struct capsule_sandbox {
 	struct capsule_config cfg;

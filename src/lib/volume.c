@@ -22,11 +22,14 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "internal.h"
+#include "ext4_image.h"
+#include "home.h"
 #include "json.h"
 #include "parse.h"
+#include "sandbox_config.h"
 #include "syscalls.h"
 #include "util.h"
+#include "volume.h"
 
 #define VOLUME_KIND_FOLDER "folder"
 #define VOLUME_KIND_EXT4 "ext4"
