@@ -1,17 +1,16 @@
-/* The configuration builder, and its on-disk form: "key=value" lines in run/<name>/config,
- * read back by the shim and by `capsule start`. */
+/* The configuration builder: the C API's setters of a sandbox's scalar settings, its
+ * environment, QEMU arguments, layers and image defaults, and their rows' handlers in the
+ * table that writes and reads run/<name>/config (config_keys.c; mounts: config_mounts.c). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
-#include "sandbox_config.h"
 #include "config_keys.h"
 #include "parse.h"
 #include "proto.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 int validate_name(const char *name, const char *what, capsule_error *err)
