@@ -33,23 +33,36 @@ static const struct option cli_options[] = {
 	{ "help", no_argument, NULL, OPT_HELP },
 };
 
-#define MAX_SETTINGS 64
-
-/* The long options (the settings', then the CLI's own) and the short ones for getopt_long. */
+/* getopt_long's tables: the settings' long options, then the CLI's own, and the short ones. */
 struct option_set {
-	struct option longs[MAX_SETTINGS + ARRAY_SIZE(cli_options) + 1];
-	char shorts[3 * MAX_SETTINGS + 32];
+	struct option *longs;
+	char *shorts;
 };
 
-static void option_set_build(struct option_set *s)
+static void option_set_free(struct option_set *s)
 {
-	size_t n = 0;
+	free(s->longs);
+	free(s->shorts);
+}
+
+static int option_set_build(struct option_set *s)
+{
+	size_t count = 0;
+	while (capsule_config_option_at(count))
+		count++;
+	s->longs = calloc(count + ARRAY_SIZE(cli_options) + 1, sizeof(struct option));
+	s->shorts = malloc(3 * count + 16);
+	if (!s->longs || !s->shorts) {
+		option_set_free(s);
+		return cli_failf("out of memory");
+	}
 	/* "+": stop at the first word that is not an option, so the command's own flags are
 	 * left alone, with or without "--". Leading ':' makes getopt report a missing value as
 	 * ':' rather than '?'. */
 	char *sp = s->shorts + sprintf(s->shorts, "+:");
-	const capsule_config_option *o;
-	for (size_t i = 0; (o = capsule_config_option_at(i)) && i < MAX_SETTINGS; i++) {
+	size_t n = 0;
+	for (size_t i = 0; i < count; i++) {
+		const capsule_config_option *o = capsule_config_option_at(i);
 		s->longs[n++] = (struct option){ o->flag, o->value_name ? required_argument : no_argument, NULL,
 						 OPT_SETTING + (int)i };
 		if (o->short_flag)
@@ -57,8 +70,8 @@ static void option_set_build(struct option_set *s)
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(cli_options); i++)
 		s->longs[n++] = cli_options[i];
-	s->longs[n] = (struct option){ 0 };
 	strcpy(sp, "e:w:u:itdh");
+	return 0;
 }
 
 /* "  -m, --memory SIZE" and the help beside it, from column 24, its further lines below. */
@@ -278,23 +291,27 @@ static int apply_mounts(struct sandbox_cli *sbc)
 
 int run_opts_parse(const char *verb, int argc, char **argv, struct sandbox_cli *sbc, struct exec_cli *ec)
 {
-	struct option_set s;
-	option_set_build(&s);
+	struct option_set s = { 0 };
+	int r = option_set_build(&s);
+	if (r)
+		return r;
 	optind = 1;
 	opterr = 0;
 	int opt;
-	while ((opt = getopt_long(argc, argv, s.shorts, s.longs, NULL)) != -1) {
+	while (r == 0 && (opt = getopt_long(argc, argv, s.shorts, s.longs, NULL)) != -1) {
 		if (opt == 'h')
 			opt = OPT_HELP;
 		if (opt == '?')
-			return cli_usage(verb, "unknown flag '%s'", argv[optind - 1]);
-		if (opt == ':')
-			return cli_usage(verb, "flag '%s' needs a value", argv[optind - 1]);
-		int r = one_opt(verb, opt, sbc, ec);
-		if (r)
-			return r;
+			r = cli_usage(verb, "unknown flag '%s'", argv[optind - 1]);
+		else if (opt == ':')
+			r = cli_usage(verb, "flag '%s' needs a value", argv[optind - 1]);
+		else
+			r = one_opt(verb, opt, sbc, ec);
 	}
-	return sbc ? apply_mounts(sbc) : 0;
+	option_set_free(&s);
+	if (r == 0 && sbc)
+		r = apply_mounts(sbc);
+	return r;
 }
 
 void exec_cli_free(struct exec_cli *ec)
