@@ -66,7 +66,7 @@ int config_parse_uint(const char *key, const char *value, uint64_t max, uint64_t
 
 /* The rows' handlers, each beside the data it handles: config.c (scalars with a form of their
  * own, env, QEMU arguments, layers, image defaults), config_mounts.c (tmpfs, binds, volumes,
- * transforms), net.c (the network, its ports and allowlist). */
+ * transforms), net_client.c (the network, its ports and allowlist). */
 #define CONFIG_LIST_HANDLERS(key)                                                                          \
 	int config_##key##_load(struct capsule_config *cfg, const char *k, const char *value, capsule_error *err); \
 	void config_##key##_save(const struct capsule_config *cfg, FILE *f);                                 \

@@ -1,5 +1,5 @@
 /* A sandbox's configuration: struct capsule_config, its limits, its on-disk form and the checks
- * made at create (config.c, config_keys.c, config_mounts.c; the network part in net.c). */
+ * made at create (config.c, config_keys.c, config_mounts.c; the network part in net_client.c). */
 #ifndef CAPSULE_SANDBOX_CONFIG_H
 #define CAPSULE_SANDBOX_CONFIG_H
 
@@ -131,11 +131,11 @@ int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, c
 /* Resolve CFG's image (not "host", no layers yet) into its layers and defaults: libcapsule's
  * image store (capsule_images) defines it; code linked without it (the shim) sees NULL. */
 int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
-/* The network part of the configuration (src/lib/net.c): its config lines, and one line of
+/* The network part of the configuration (src/lib/net_client.c): its config lines, and one line of
  * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
 void config_net_serialize(const struct capsule_config *cfg, FILE *f);
 int config_net_parse_line(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err);
-/* The display (src/lib/display.c): refused for a container at create; inspect's "display". */
+/* The display (src/lib/display_client.c): refused for a container at create; inspect's "display". */
 int config_display_check(const struct capsule_config *cfg, capsule_error *err);
 /* -EINVAL where CFG asks its isolation level for what it cannot give: vm-only settings on a
  * container, a container's cpu limit beyond the host's CPUs. */
