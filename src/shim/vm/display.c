@@ -24,8 +24,11 @@
 #define QMP_SCREENDUMP_TIMEOUT_MS 30000
 #define MAX_KEYS_IN_COMBO 8
 /* A typed character is a press and a release; the guest's virtio-input queue holds 64 events
- * and drops what does not fit, so characters are spaced a little (xdotool spaces them 12 ms). */
-#define TYPE_GAP_NS (5 * 1000 * 1000)
+ * and QEMU drops a whole report that does not fit, so characters are spaced as xdotool spaces
+ * them (12 ms). 5 ms was too little once the console shell echoes every key through fbcon,
+ * which under TCG on a busy host keeps the guest from draining the queue: a line typed at
+ * once lost a character now and then. */
+#define TYPE_GAP_NS (12 * 1000 * 1000)
 
 /* The VNC server listens on a unix socket in the sandbox's run folder (vm_display_vnc_arg), never
  * on TCP: RFB's own authentication is an 8-byte DES challenge, and a port on 127.0.0.1 is open
