@@ -525,8 +525,9 @@ CAPSULE_API int capsule_image_import(const char *archive_path, const char *name,
 /* The store's images as a JSON array (malloc'd) of {name, digest, config, layers, size,
  * created}. */
 CAPSULE_API int capsule_image_list_json(char **json_out, capsule_error *err);
-/* Forget REF; layers and blobs no other image, sandbox or save uses are deleted. A sandbox
- * made from it (running or stopped) keeps its layers. */
+/* Forget REF; layers and blobs no other image, sandbox or save uses are deleted, and so are
+ * the vm root disks flattened from them that no sandbox's, checkpoint's or save's disk stands
+ * on. A sandbox made from it (running or stopped) keeps its layers. */
 CAPSULE_API int capsule_image_remove(const char *ref, capsule_error *err);
 
 /* The command an image runs: its Entrypoint followed by ARGS, or by its Cmd when ARGS is NULL
@@ -601,8 +602,23 @@ CAPSULE_API int capsule_fork(capsule_sandbox *sb, const char *new_name, capsule_
  * "image"), created, size (bytes of its own layer), files, chain (from the image up to this
  * save), chain_size. */
 CAPSULE_API int capsule_saves_json(char **out_json, capsule_error *err);
-/* Remove save NAME; refused (EBUSY) while another save is on top of it or a sandbox uses it. */
+/* Remove save NAME; refused (EBUSY) while another save is on top of it or a sandbox uses it.
+ * The vm root disks that only its disk stood on go with it. */
 CAPSULE_API int capsule_save_remove(const char *name, capsule_error *err);
+
+/* ---- the stores taken together ---------------------------------------------------------- */
+
+/* What $CAPSULE_HOME's stores hold, as a JSON object (malloc'd): images {count, bytes}, saves
+ * {count, bytes}, vm {files: [{name, kind ("rootfs", "initramfs", "kernel"), bytes, kept}],
+ * entries, bytes, kept_bytes, reclaimable}. A vm file's kept says why it stays: "running" (a
+ * vm boots from it), "building", "disk" (a sandbox's, a checkpoint's or a save's disk stands
+ * on it), "layers" (the layers it was made from are all still stored), "latest" (the kernel or
+ * initramfs used last); null when capsule_system_prune would remove it. */
+CAPSULE_API int capsule_system_df_json(char **json_out, capsule_error *err);
+/* Remove what nothing uses: image blobs and layers that no image, sandbox or save names, then
+ * every vm store file whose kept would be null, and what killed builds left. Files in use are
+ * never removed. *FREED_BYTES (may be NULL) gets the bytes freed. */
+CAPSULE_API int capsule_system_prune(uint64_t *freed_bytes, capsule_error *err);
 
 #ifdef __cplusplus
 }

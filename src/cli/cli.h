@@ -57,6 +57,7 @@ int cmd_mount(int argc, char **argv);
 int cmd_mounts(int argc, char **argv);
 int cmd_unmount(int argc, char **argv);
 int cmd_image(int argc, char **argv);
+int cmd_system(int argc, char **argv);
 /* Run the same command line with capsule-images (the CLI linked with the image store):
  * returns only on failure. */
 int cli_images_helper(char **argv);

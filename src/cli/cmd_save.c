@@ -227,7 +227,13 @@ int cmd_saves(int argc, char **argv)
 	}
 	if (!strcmp(argv[1], "ls") || !strcmp(argv[1], "list"))
 		return saves_ls(argc - 1, argv + 1);
-	if (!strcmp(argv[1], "rm") || !strcmp(argv[1], "remove"))
+	if (!strcmp(argv[1], "rm") || !strcmp(argv[1], "remove")) {
+#ifdef CAPSULE_CLI_IMAGES_HELPER
+		/* Removing a save may free image layers only it kept: the image store's code, which
+		 * the static CLI does not have, collects them. */
+		return cli_images_helper(argv - 1);
+#endif
 		return saves_rm(argc - 1, argv + 1);
+	}
 	return cli_usage("saves", "unknown command '%s'", argv[1]);
 }

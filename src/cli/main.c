@@ -35,6 +35,7 @@ static const struct cli_command commands[] = {
 	{ "fork", cmd_fork, "Start a new sandbox from a sandbox's current state" },
 	{ "saves", cmd_saves, "Manage saves (ls, rm)" },
 	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
+	{ "system", cmd_system, "Show and reclaim the space the stores take (df, prune)" },
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
 	{ "screenshot", cmd_screenshot, "Save a vm's screen as a PNG file" },
 	{ "input", cmd_input, "Type, press keys, move and click on a vm's display" },

@@ -17,6 +17,7 @@
 #include "json.h"
 #include "sandbox_config.h"
 #include "util.h"
+#include "vm_store.h"
 
 #define INDEX_MAX_IMAGES 4096
 
@@ -593,6 +594,8 @@ static void remove_unkept(int images_fd, const char *sub, const struct keep_set 
 	closedir(d);
 }
 
+static void remove_unused(int images, const struct store_index *ix, uint64_t *freed);
+
 int capsule_image_remove(const char *ref, capsule_error *err)
 {
 	struct image_ref parsed;
@@ -619,27 +622,76 @@ int capsule_image_remove(const char *ref, capsule_error *err)
 		free(ix.v);
 		return r;
 	}
-	/* What is still used: the images left, every sandbox's configuration (running or
-	 * stopped: its layer= lines), every save's manifest. The rest goes. */
+	remove_unused(images, &ix, NULL);
+	free(ix.v);
+	/* The vm root disks flattened from the layers that just went: a sandbox's disk or a
+	 * save's may still stand on one, which keeps it (vm_store.h). */
+	vm_store_collect(VM_STORE_ROOTS, NULL, NULL);
+	return 0;
+}
+
+/* What is still used: the images of IX (the index, under the store's lock), every sandbox's
+ * configuration (running or stopped: its layer= lines), every save's manifest. The rest of
+ * the blobs and layers goes; *FREED (may be NULL) gets their bytes. */
+static void remove_unused(int images, const struct store_index *ix, uint64_t *freed)
+{
 	struct keep_set keep = { 0 };
-	for (size_t i = 0; i < ix.n; i++) {
+	for (size_t i = 0; i < ix->n; i++) {
 		struct image_manifest m;
-		keep_add(&keep, ix.v[i].digest + 7);
-		if (load_manifest(images, ix.v[i].digest, &m, NULL) < 0)
+		keep_add(&keep, ix->v[i].digest + 7);
+		if (load_manifest(images, ix->v[i].digest, &m, NULL) < 0)
 			continue;
 		keep_add(&keep, m.config.digest + 7);
 		for (size_t k = 0; k < m.nentries; k++)
 			keep_add(&keep, m.entries[k].digest + 7);
 		image_manifest_free(&m);
 	}
-	free(ix.v);
 	keep_scan_folders(&keep, "run", "config");
 	keep_scan_folders(&keep, "saves", "manifest.json");
+	uint64_t before = 0, after = 0;
+	if (freed)
+		store_usage(images, &before, NULL);
 	remove_unkept(images, "blobs/sha256", &keep);
 	remove_unkept(images, "layers", &keep);
 	remove_unkept(images, "layer-sizes", &keep);
 	free(keep.hex);
+	if (freed && store_usage(images, &after, NULL) == 0 && after <= before)
+		*freed = before - after;
+}
+
+int image_store_prune(uint64_t *freed, capsule_error *err)
+{
+	*freed = 0;
+	_cleanup_close_ int images = -1;
+	int r = store_open(&images, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int lock = store_lock(images, LOCK_EX, err);
+	if (lock < 0)
+		return lock;
+	struct store_index ix;
+	if ((r = index_load(images, &ix, err)) < 0)
+		return r;
+	remove_unused(images, &ix, freed);
+	free(ix.v);
 	return 0;
+}
+
+int image_store_usage(uint64_t *count, uint64_t *bytes, capsule_error *err)
+{
+	_cleanup_close_ int images = -1;
+	int r = store_open(&images, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int lock = store_lock(images, LOCK_SH, err);
+	if (lock < 0)
+		return lock;
+	struct store_index ix;
+	if ((r = index_load(images, &ix, err)) < 0)
+		return r;
+	*count = ix.n;
+	free(ix.v);
+	return store_usage(images, bytes, err);
 }
 
 /* ---- a sandbox's image ---- */

@@ -127,6 +127,8 @@ int store_unpack_layer(int images_fd, const char *digest, const struct image_lim
 /* What the store holds: its blobs' sizes and its layers' recorded sizes (a layer unpacked
  * before sizes were recorded counts as its blob's size). */
 int store_usage(int images_fd, uint64_t *bytes, capsule_error *err);
+/* How many images the store names, and its bytes (store_usage). */
+int image_store_usage(uint64_t *count, uint64_t *bytes, capsule_error *err);
 /* Would N more bytes take the store past LIMITS' store_bytes? Then ENOSPC naming WHAT. */
 int store_check_room(int images_fd, const struct image_limits *limits, uint64_t n, const char *what,
 		     capsule_error *err);

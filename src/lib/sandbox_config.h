@@ -131,6 +131,9 @@ int config_set_image_defaults(struct capsule_config *cfg, const char *workdir, c
 /* Resolve CFG's image (not "host", no layers yet) into its layers and defaults: libcapsule's
  * image store (capsule_images) defines it; code linked without it (the shim) sees NULL. */
 int image_resolve(struct capsule_config *cfg, capsule_error *err) __attribute__((weak));
+/* Remove the blobs and layers no image, sandbox or save names (image.c; *FREED gets their
+ * bytes), where the image store is linked: a save's removal may leave layers only it kept. */
+int image_store_prune(uint64_t *freed, capsule_error *err) __attribute__((weak));
 /* The network part of the configuration (src/lib/net_client.c): its config lines, and one line of
  * it read back (1 when KEY was a network key, 0 when not, negative on a bad value). */
 void config_net_serialize(const struct capsule_config *cfg, FILE *f);

@@ -20,6 +20,7 @@
 #include "layer_copy.h"
 #include "save.h"
 #include "util.h"
+#include "vm_store.h"
 
 #define MANIFEST_MAX (1u << 20)
 #define SAVE_CHAIN_MAX CAPSULE_MAX_LAYERS
@@ -702,6 +703,13 @@ int capsule_save_remove(const char *name, capsule_error *err)
 		return cap_err(err, errno, "removing save '%s'", name);
 	fsync(saves);
 	rm_rf_at(saves, tmp);
+	/* The layers only this save kept (its image was removed before it), then the vm root
+	 * disks that only its disk or those layers kept. Its removal is done: what cannot be
+	 * collected now is collected by the next removal or prune. */
+	uint64_t ignored;
+	if (image_store_prune)
+		image_store_prune(&ignored, NULL);
+	vm_store_collect(VM_STORE_ROOTS, NULL, NULL);
 	return 0;
 }
 
@@ -809,5 +817,25 @@ int capsule_saves_json(char **out_json, capsule_error *err)
 	if (!text)
 		return cap_err(err, e ? -e : ENOMEM, "formatting the list of saves");
 	*out_json = text;
+	return 0;
+}
+
+int save_store_usage(uint64_t *count, uint64_t *bytes, capsule_error *err)
+{
+	_cleanup_close_ int saves = -1;
+	int r = saves_open(&saves, err);
+	if (r < 0)
+		return r;
+	struct save_manifest *v = NULL;
+	size_t n = 0;
+	if ((r = load_all(saves, &v, &n, err)) < 0)
+		return r;
+	*count = n;
+	*bytes = 0;
+	for (size_t i = 0; i < n; i++) {
+		*bytes += v[i].size;
+		save_manifest_free(&v[i]);
+	}
+	free(v);
 	return 0;
 }

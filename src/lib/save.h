@@ -56,6 +56,9 @@ int checkpoints_open(int run_fd, int *fd, capsule_error *err);
 /* Whether a sandbox other than EXCEPT has save NAME among its layers (USER names it). */
 bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size);
 
+/* How many saves there are and the bytes their own layers (or disks) take. */
+int save_store_usage(uint64_t *count, uint64_t *bytes, capsule_error *err);
+
 /* -ENOENT with a message unless checkpoint NAME of the sandbox in RUN_FD exists. */
 int checkpoint_exists(int run_fd, const char *name, capsule_error *err);
 /* Make checkpoint NAME the sandbox's own layer again (fs/upper); the sandbox must be down. */

@@ -4,8 +4,9 @@
  * run/<name>/ that takes every write the guest makes.
  *
  *   $CAPSULE_HOME/vm/rootfs-<key>.ext4    raw ext4, never written after its rename
- *   $CAPSULE_HOME/vm/rootfs-<key>.lock    flock: one builder per key
  *   run/<name>/disk.qcow2                 backing file: the base above (raw)
+ *
+ * The store's names, locks and what keeps an entry from collection are src/lib/vm_store.h's.
  *
  * Flattening is the kernel's own overlayfs: a short-lived child makes a private mount
  * namespace, mounts the layers as a read-only overlay (userxattr: the layers are in the
@@ -31,40 +32,11 @@
 #include "child.h"
 #include "util.h"
 #include "vm.h"
+#include "vm_store.h"
 
-#define ROOTFS_FORMAT "capsule-vm-rootfs-v1"
 #define TOOL_OUTPUT_MAX 512
 
 static const char *const mkfs_candidates[] = { "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "/usr/bin/mkfs.ext4" };
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-	const unsigned char *b = p;
-	for (size_t i = 0; i < n; i++)
-		h = (h ^ b[i]) * 0x100000001b3ull;
-	return h;
-}
-
-/* Layer folders are never changed once in place (a replaced save is a new folder), so a
- * folder's identity (path, device, inode, birth time) names its content: a cache key, not a
- * security check (whoever can write $CAPSULE_HOME can replace the cache anyway). */
-static int stack_key(char *const *layers, size_t n, char key[33], capsule_error *err)
-{
-	uint64_t h1 = 0xcbf29ce484222325ull, h2 = 0x84222325cbf29ce4ull;
-	h1 = fnv1a(h1, ROOTFS_FORMAT, sizeof(ROOTFS_FORMAT));
-	h2 = fnv1a(h2, ROOTFS_FORMAT, sizeof(ROOTFS_FORMAT));
-	for (size_t i = 0; i < n; i++) {
-		struct statx sx;
-		if (statx(AT_FDCWD, layers[i], AT_SYMLINK_NOFOLLOW, STATX_INO | STATX_BTIME | STATX_CTIME, &sx) < 0)
-			return cap_err(err, errno, "image layer '%s'", layers[i]);
-		struct statx_timestamp t = (sx.stx_mask & STATX_BTIME) ? sx.stx_btime : sx.stx_ctime;
-		uint64_t id[5] = { sx.stx_dev_major, sx.stx_dev_minor, sx.stx_ino, (uint64_t)t.tv_sec, t.tv_nsec };
-		h1 = fnv1a(fnv1a(h1, layers[i], strlen(layers[i]) + 1), id, sizeof(id));
-		h2 = fnv1a(fnv1a(h2, layers[i], strlen(layers[i]) + 1), id, sizeof(id));
-	}
-	snprintf(key, 33, "%016llx%016llx", (unsigned long long)h1, (unsigned long long)h2);
-	return 0;
-}
 
 /* Wait for PID, with its stdout and stderr (the read end OUT) kept as the message: the last
  * TOOL_OUTPUT_MAX bytes, on one line. 0 when it exited 0. */
@@ -261,6 +233,8 @@ static int build_rootfs(int vm_dir, char *const *layers, size_t n, const char *k
 		if (fd >= 0)
 			close(fd);
 	}
+	if (r == 0)
+		r = vm_store_record_layers(vm_dir, key, layers, n, err);
 	if (r == 0 && renameat(vm_dir, tmp, vm_dir, name) < 0)
 		r = cap_err(err, errno, "renaming the vm root disk into '%s/vm/%s'", capsule_home(), name);
 	unlinkat(vm_dir, mnt, AT_REMOVEDIR);
@@ -272,29 +246,35 @@ static int build_rootfs(int vm_dir, char *const *layers, size_t n, const char *k
 
 int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err)
 {
-	char key[33];
-	int r = stack_key(layers, n, key, err);
+	char key[VM_STORE_KEY_LEN + 1];
+	int r = vm_store_rootfs_key(layers, n, key, err);
 	if (r < 0)
 		return r;
 	_cleanup_close_ int dir = -1;
-	if ((r = home_subdir_open("vm", &dir, err)) < 0)
+	if ((r = home_subdir_open(VM_STORE_DIR, &dir, err)) < 0)
 		return r;
 	char name[64], lock[64];
 	snprintf(name, sizeof(name), "rootfs-%s.ext4", key);
 	snprintf(lock, sizeof(lock), "rootfs-%s.lock", key);
-	if (asprintf(path, "%s/vm/%s", capsule_home(), name) < 0) {
+	if (asprintf(path, "%s/" VM_STORE_DIR "/%s", capsule_home(), name) < 0) {
 		*path = NULL;
 		return cap_err(err, ENOMEM, "vm root disk path");
 	}
-	if (faccessat(dir, name, R_OK, AT_SYMLINK_NOFOLLOW) == 0)
+	/* Pinned for the shim's life: QEMU reads it all along, and the qcow2 that will name it
+	 * does not exist yet. */
+	if (vm_store_pin(dir, name) == 0)
 		return 0;
 	/* Two sandboxes of one image starting at once build it once: the second waits here and
 	 * then finds it in place. */
-	_cleanup_close_ int lock_fd = openat(dir, lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lock_fd < 0 || flock(lock_fd, LOCK_EX) < 0)
-		r = cap_err(err, errno, "locking '%s/vm/%s'", capsule_home(), lock);
-	else if (faccessat(dir, name, R_OK, AT_SYMLINK_NOFOLLOW) != 0)
-		r = build_rootfs(dir, layers, n, key, name, err);
+	_cleanup_close_ int lock_fd = vm_store_build_lock(dir, lock, err);
+	if (lock_fd < 0) {
+		r = lock_fd;
+	} else if ((r = vm_store_pin(dir, name)) == -ENOENT) {
+		if ((r = build_rootfs(dir, layers, n, key, name, err)) == 0 && (r = vm_store_pin(dir, name)) < 0)
+			cap_err(err, -r, "vm root disk '%s'", *path);
+	} else if (r < 0) {
+		cap_err(err, -r, "vm root disk '%s'", *path);
+	}
 	if (r < 0) {
 		free(*path);
 		*path = NULL;

@@ -17,6 +17,7 @@
 
 #include "util.h"
 #include "vm.h"
+#include "vm_store.h"
 
 /* What the agent loads, by module name, in groups; dependencies come from modules.dep. The
  * agent loads "core" at every boot, "pci" where the machine has a PCI bus (a q35 machine from
@@ -332,7 +333,8 @@ int vm_initramfs(const struct vm_kernel *k, const char *agent, char **path, caps
 	snprintf(full, sizeof(full), "%s/vm/%s", capsule_home(), name);
 	if (!(*path = strdup(full)))
 		return cap_err(err, ENOMEM, "initramfs path");
-	if (faccessat(dir, name, R_OK, 0) == 0)
+	/* Pinned for the shim's life: a revert boots again from it. */
+	if (vm_store_pin(dir, name) == 0)
 		return 0;
 
 	struct modlist m = { 0 };
@@ -352,6 +354,8 @@ int vm_initramfs(const struct vm_kernel *k, const char *agent, char **path, caps
 	 * either is whole. */
 	if (r == 0 && renameat(dir, tmp, dir, name) < 0)
 		r = cap_err(err, errno, "renaming the initramfs into '%s'", full);
+	if (r == 0 && (r = vm_store_pin(dir, name)) < 0)
+		cap_err(err, -r, "initramfs '%s'", full);
 	if (r < 0) {
 		unlinkat(dir, tmp, 0);
 		free(*path);

@@ -25,6 +25,7 @@
 #include "syscalls.h"
 #include "util.h"
 #include "vm.h"
+#include "vm_store.h"
 
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 #define BZIMAGE_MIN_PROTOCOL 0x208 /* the first with payload_offset and payload_length */
@@ -226,13 +227,16 @@ int vm_kernel_pvh(const char *bzimage, const char *version, char **elf)
 	int r = home_subdir_open("vm", &dir, &ignored);
 	if (r < 0)
 		return r;
-	if (faccessat(dir, name, R_OK, 0) == 0)
+	/* Pinned for the shim's life: a revert boots again from it. */
+	if (vm_store_pin(dir, name) == 0)
 		return (*elf = strdup(full)) ? 0 : -ENOMEM;
 	snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", name, (int)getpid());
 	r = unpack_kernel(kfd, &st, dir, tmp);
 	/* Two starts may unpack at once: each writes its own file, the last rename wins. */
 	if (r == 0 && renameat(dir, tmp, dir, name) < 0)
 		r = -errno;
+	if (r == 0)
+		r = vm_store_pin(dir, name);
 	if (r < 0) {
 		unlinkat(dir, tmp, 0);
 		return r;
