@@ -60,8 +60,22 @@ def remove_save(name):
     _lib.call(_lib.lib.capsule_save_remove, _lib.enc(name, "save name"), op="saves")
 
 
+def system_df():
+    """What the stores take (a dict): images and saves {count, bytes}, vm {files, entries,
+    bytes, kept_bytes, reclaimable}; each vm file says why it is kept (None: prune removes it)."""
+    return _json_of(_lib.lib.capsule_system_df_json, "system")
+
+
+def system_prune():
+    """Remove image layers and vm store files that nothing uses; returns the bytes freed."""
+    import ctypes
+    freed = ctypes.c_uint64()
+    _lib.call(_lib.lib.capsule_system_prune, ctypes.byref(freed), op="system")
+    return freed.value
+
+
 __all__ = ["Sandbox", "SyncSandbox", "Process", "SyncProcess", "Mount", "MountHandle", "NetworkMode", "PortForward",
            "ExecResult", "FsEntry", "Volume", "VolumeFs", "CapsuleError", "InvalidArgument", "NotFound",
            "ImageNotFound", "AlreadyExists", "PermissionDenied", "QuotaExceeded", "Timeout", "SandboxNotRunning",
            "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove", "images", "saves",
-           "remove_save"]
+           "remove_save", "system_df", "system_prune"]

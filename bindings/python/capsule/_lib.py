@@ -217,6 +217,8 @@ _PROTOS = {
     "capsule_image_import": (c_int, [c_char_p, c_char_p, c_void_p, c_void_p, PP, E]),
     "capsule_image_list_json": (c_int, [PP, E]),
     "capsule_image_remove": (c_int, [c_char_p, E]),
+    "capsule_system_df_json": (c_int, [PP, E]),
+    "capsule_system_prune": (c_int, [POINTER(c_uint64), E]),
     "capsule_config_set_display": (c_int, [c_void_p, c_bool, E]),
     "capsule_screenshot": (c_int, [c_void_p, PP, POINTER(c_size_t), E]),
     "capsule_screenshot_file": (c_int, [c_void_p, c_char_p, E]),
