@@ -354,9 +354,13 @@ static void remove_leftovers(struct walk *wk, const char *key)
 {
 	char prefix[64];
 	snprintf(prefix, sizeof(prefix), ".rootfs-%s.", key);
-	DIR *d = fdopendir(openat(wk->dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-	if (!d)
+	int fd = openat(wk->dir, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
 		return;
+	}
 	for (struct dirent *de; (de = readdir(d));) {
 		struct stat st;
 		if (strncmp(de->d_name, prefix, strlen(prefix)) || fstatat(wk->dir, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
