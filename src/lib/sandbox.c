@@ -287,7 +287,7 @@ static int resolve_image(struct capsule_config *cfg, capsule_error *err)
 {
 	if (cfg->nlayers || !strcmp(cfg->image, "host"))
 		return 0;
-	/* A save of that name first (src/lib/save.c), then a local image, then a pull. */
+	/* A save of that name first (src/lib/save/save_store.c), then a local image, then a pull. */
 	int r = save_apply_to_config(cfg, err);
 	if (r != 0)
 		return r < 0 ? r : 0;

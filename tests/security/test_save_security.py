@@ -180,7 +180,7 @@ def test_sparse_file_costs_its_data_in_save_checkpoint_fork_and_revert(capsule, 
 
 def paused_pid(capsule, timeout=60):
     """The pid of the process that copies a save, waiting at the pause point that
-    $CAPSULE_TEST_SAVE_PAUSE named when its sandbox was made (src/lib/layer_copy.c)."""
+    $CAPSULE_TEST_SAVE_PAUSE named when its sandbox was made (src/lib/save/layer_copy.c)."""
     marker = os.path.join(capsule.home, "saves", ".test-paused")
     deadline = time.time() + timeout
     while time.time() < deadline:
