@@ -174,13 +174,13 @@ void save_done(struct shim *s, bool cancel)
 {
 	struct save_sandbox sb = save_sandbox_of_shim(s);
 	io_unwatch(&s->io, s->save.pidfd);
-	uint32_t op = s->save.op;
+	enum save_op op = s->save.op;
 	char name[sizeof(s->save.name)];
 	snprintf(name, sizeof(name), "%s", s->save.name);
 	uint64_t t0 = s->save.started_ns;
 	capsule_error err = { 0 };
 	int r = shim_save_finish(&sb, &s->save, cancel, &err);
-	if (r == 0 && op == CP_SAVE_OP_REVERT)
+	if (r == 0 && op == SAVE_OP_REVERT)
 		r = revert_restart(s, &err);
 	if (r < 0)
 		shim_log("%s", err.message);
@@ -189,7 +189,7 @@ void save_done(struct shim *s, bool cancel)
 	if (s->save_client >= 0)
 		save_answer(s, s->save_client, s->save_chan, r, &err);
 	s->save_client = -1;
-	if (r < 0 && op == CP_SAVE_OP_REVERT && !s->exiting)
+	if (r < 0 && op == SAVE_OP_REVERT && !s->exiting)
 		finish_and_exit(s);
 }
 
@@ -207,9 +207,9 @@ static void save_request(struct shim *s, int ci, const struct cp_header *h, cons
 		return;
 	}
 	capsule_error err = { 0 };
-	uint32_t op = m.op;
-	int r = 0;
-	if (op == CP_SAVE_OP_REVERT && (r = checkpoint_exists(s->run_fd, m.name, &err)) == 0)
+	enum save_op op = SAVE_OP_SAVE;
+	int r = save_op_from_wire(m.op, &op, &err);
+	if (r == 0 && op == SAVE_OP_REVERT && (r = checkpoint_exists(s->run_fd, m.name, &err)) == 0)
 		revert_take_down(s);
 	struct save_sandbox sb = save_sandbox_of_shim(s);
 	if (r == 0)
@@ -275,7 +275,7 @@ static void command_request(struct shim *s, int ci, const struct cp_header *h, c
 	if (!fresh_channel_and_running(s, ci, h))
 		return;
 	/* No agent to pass it to until the sandbox starts again. */
-	if (s->save.op == CP_SAVE_OP_REVERT && refused_while_saving(s, ci, h->chan))
+	if (s->save.op == SAVE_OP_REVERT && refused_while_saving(s, ci, h->chan))
 		return;
 	if (c->nchans >= MAX_CHANNELS_PER_CLIENT) {
 		io_client_error(&s->io, ci, h->chan, EAGAIN, "too many open channels on this connection (%d)",

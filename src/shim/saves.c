@@ -1,8 +1,10 @@
 /* The shim's side of saves (docs/architecture.md, "Saves"): SAVE requests on a running sandbox
  * (save, checkpoint, fork) copy its own layer with its processes frozen, so the copy is one
  * moment's state; REVERT copies a checkpoint back while the sandbox is down. The copying is the
- * library's (src/lib/checkpoint.c, src/lib/save.c); it runs in a child of the shim, so that a copy of gigabytes or of 40,000 hard links does not
- * stop the shim from answering its other clients meanwhile. */
+ * library's (src/lib/save/, through layer_op); it runs in a child of the shim, so that a copy
+ * of gigabytes or of 40,000 hard links does not stop the shim from answering its other
+ * clients meanwhile. The freezing is the level's: src/shim/container/freeze.c, or the vm's
+ * pause hook. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -24,24 +26,15 @@
 #define SAVE_CHILD_RUN_FD 3
 #define SAVE_CHILD_RESULT_FD 4
 
-const char *shim_save_op_name(uint32_t op)
+const char *shim_save_op_name(enum save_op op)
 {
-	switch (op) {
-	case CP_SAVE_OP_SAVE:
-		return "save";
-	case CP_SAVE_OP_CHECKPOINT:
-		return "checkpoint";
-	case CP_SAVE_OP_FORK:
-		return "fork";
-	default:
-		return "revert";
-	}
+	return save_op_name(op);
 }
 
 /* A revert copies into a sandbox that is down: nothing to freeze. */
-static int sandbox_pause(const struct save_sandbox *sb, uint32_t op, bool on, capsule_error *err)
+static int sandbox_pause(const struct save_sandbox *sb, enum save_op op, bool on, capsule_error *err)
 {
-	if (op == CP_SAVE_OP_REVERT)
+	if (op == SAVE_OP_REVERT)
 		return 0;
 	return on ? sb->level->pause(sb->shim, err) : sb->level->resume(sb->shim, err);
 }
@@ -55,7 +48,7 @@ static void move_fd(int fd, int to)
 /* The child keeps the sandbox's folder and the pipe back, nothing else of the shim's: not the
  * sandbox's lock (a save outliving a killed shim would hold the sandbox), not the control
  * socket, not a client's connection. It dies with the shim. */
-_Noreturn static void save_child(const struct save_sandbox *sb, uint32_t op, const char *name, int result_fd,
+_Noreturn static void save_child(const struct save_sandbox *sb, enum save_op op, const char *name, int result_fd,
 				 pid_t shim)
 {
 	shim_child_prepare(shim);
@@ -80,7 +73,7 @@ _Noreturn static void save_child(const struct save_sandbox *sb, uint32_t op, con
 	_exit(0);
 }
 
-int shim_save_start(const struct save_sandbox *sb, uint32_t op, const char *name, struct save_job *job,
+int shim_save_start(const struct save_sandbox *sb, enum save_op op, const char *name, struct save_job *job,
 		    capsule_error *err)
 {
 	*job = SAVE_JOB_NONE;

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include "internal.h"
+#include "save.h"
 
 #include "level.h"
 
@@ -24,7 +25,7 @@ struct save_job {
 	pid_t pid;
 	int pidfd;     /* readable when the child has exited; -1 while no job runs */
 	int result_fd; /* the child's capsule_error, when it had one */
-	uint32_t op;
+	enum save_op op;
 	char name[CAPSULE_NAME_MAX + 1];
 	uint64_t started_ns;
 };
@@ -37,14 +38,14 @@ static inline bool save_job_running(const struct save_job *job)
 }
 
 /* "save", "checkpoint", "fork" or "revert". */
-const char *shim_save_op_name(uint32_t op);
+const char *shim_save_op_name(enum save_op op);
 
-/* Start SAVE op CP_SAVE_OP_SAVE, _CHECKPOINT or _FORK of the running sandbox SB as NAME: its
+/* Start SAVE_OP_SAVE, _CHECKPOINT or _FORK of the running sandbox SB as NAME: its
  * processes are frozen, then a child copies its layer. The caller watches JOB->pidfd and
  * calls shim_save_finish once it is readable; the sandbox stays frozen until then.
- * CP_SAVE_OP_REVERT: the child puts checkpoint NAME back as the layer of SB, which the caller
+ * SAVE_OP_REVERT: the child puts checkpoint NAME back as the layer of SB, which the caller
  * has stopped (and starts again once the job is finished). */
-int shim_save_start(const struct save_sandbox *sb, uint32_t op, const char *name, struct save_job *job,
+int shim_save_start(const struct save_sandbox *sb, enum save_op op, const char *name, struct save_job *job,
 		    capsule_error *err);
 /* Reap JOB's child (with CANCEL, kill it first: the save is abandoned, and its temporary folder
  * left unlocked for the store's next sweep, or fs/upper.new for the next revert) and thaw the

@@ -134,7 +134,7 @@ static int restore_in_folder(int run_fd, struct restore_source *rs, const char *
 int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char *name, capsule_error *err)
 {
 	if (cfg->isolation == CAPSULE_ISOLATION_VM)
-		return vm_disk_op(cfg, run_fd, CP_SAVE_OP_REVERT, name, err);
+		return vm_disk_op(cfg, run_fd, SAVE_OP_REVERT, name, err);
 	int r = checkpoint_exists(run_fd, name, err);
 	if (r < 0)
 		return r;
@@ -150,38 +150,4 @@ int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char 
 		r = restore_in_folder(run_fd, &rs, name, err);
 	close(rs.src);
 	return r < 0 ? cap_err_wrap(err, r, "reverting to checkpoint '%s'", name) : 0;
-}
-
-int layer_op_check(const struct capsule_config *cfg, uint32_t op, const char *name, capsule_error *err)
-{
-	if (op < CP_SAVE_OP_SAVE || op > CP_SAVE_OP_FORK)
-		return cap_err_plain(err, EINVAL, "unknown save operation %u", op);
-	int r = validate_name(name, op == CP_SAVE_OP_FORK ? "sandbox name" : op == CP_SAVE_OP_SAVE ? "save name" : "checkpoint name", err);
-	if (r == 0 && op == CP_SAVE_OP_SAVE)
-		r = save_check_target(cfg, name, err);
-	return r;
-}
-
-int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err)
-{
-	int r = layer_op_check(cfg, op, name, err);
-	if (r < 0)
-		return r;
-	if (cfg->isolation == CAPSULE_ISOLATION_VM)
-		return vm_disk_op(cfg, run_fd, op, name, err);
-	if (op == CP_SAVE_OP_REVERT)
-		return checkpoint_restore(run_fd, cfg, name, err);
-	_cleanup_close_ int upper = -1, store = -1;
-	if ((r = sandbox_upper_open(run_fd, cfg, &upper, err)) < 0)
-		return r;
-	if (op == CP_SAVE_OP_SAVE)
-		return save_write(name, upper, cfg, err);
-	if (op == CP_SAVE_OP_FORK) {
-		r = fork_copy_layer(cfg, upper, name, err);
-		return r < 0 ? cap_err_wrap(err, r, "forking into '%s'", name) : 0;
-	}
-	if ((r = checkpoints_open(run_fd, &store, err)) < 0)
-		return r;
-	r = layer_snapshot_at(store, name, upper, cfg, cfg->id_slot, false, false, err);
-	return r < 0 ? cap_err_wrap(err, r, "checkpoint '%s'", name) : 0;
 }

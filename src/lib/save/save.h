@@ -1,4 +1,16 @@
-/* The save store (src/lib/save.c): named saves in $CAPSULE_HOME/saves/<name>/. */
+/* Saves, checkpoints, reverts and forks: the library's whole save family, in src/lib/save/.
+ *
+ *   save_op.c       enum save_op at the protocol boundary, and layer_op: the one dispatch of
+ *                   an operation to a container's layer or a vm's disk
+ *   save_store.c    named saves in $CAPSULE_HOME/saves/<name>/: write, resolve, list, remove
+ *   checkpoint.c    checkpoints (run/<name>/checkpoints/) put back, a fork's copy of a layer
+ *   vm_save.c       the same for a vm's qcow2 disk
+ *   layer_copy.c    the copy of a layer tree with owners shifted (layer_copy.h)
+ *   save_client.c   capsule_save, _checkpoint, _revert, _fork: to the shim of a running
+ *                   sandbox, or layer_op here for a stopped one
+ *
+ * The shim's side (a SAVE request on a running sandbox, copied in a child while the sandbox is
+ * frozen) is src/shim/saves.c; the container level's freezer is src/shim/container/freeze.c. */
 #ifndef CAPSULE_SAVE_H
 #define CAPSULE_SAVE_H
 
@@ -7,6 +19,21 @@
 #include <stdint.h>
 
 #include "internal.h"
+
+/* What a save-family request does. The protocol's CP_SAVE_OP_* numbers are turned into it where
+ * a SAVE request is decoded (the shim) and back where one is encoded (save_client.c): below
+ * those two places no code sees a wire number. */
+enum save_op {
+	SAVE_OP_SAVE,       /* save as a named save */
+	SAVE_OP_CHECKPOINT, /* keep as a checkpoint of the sandbox */
+	SAVE_OP_REVERT,     /* put a checkpoint back */
+	SAVE_OP_FORK,       /* copy into a new sandbox */
+};
+/* -EINVAL with a message for a number that is no operation. */
+int save_op_from_wire(uint32_t wire, enum save_op *op, capsule_error *err);
+uint32_t save_op_to_wire(enum save_op op);
+/* "save", "checkpoint", "revert" or "fork". */
+const char *save_op_name(enum save_op op);
 
 struct save_manifest {
 	char name[CAPSULE_NAME_MAX + 1];
@@ -51,7 +78,7 @@ int disk_snapshot_at(int store, const char *name, int disk, const struct capsule
 int save_write_disk(const char *name, int disk, const struct capsule_config *cfg, capsule_error *err);
 int vm_disk_copy(int disk, int dirfd, const char *name, capsule_error *err);
 /* OP on the disk of the vm sandbox of CFG (vm_save.c), as layer_op does on a container's layer. */
-int vm_disk_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err);
+int vm_disk_op(const struct capsule_config *cfg, int run_fd, enum save_op op, const char *name, capsule_error *err);
 int checkpoints_open(int run_fd, int *fd, capsule_error *err);
 /* Whether a sandbox other than EXCEPT has save NAME among its layers (USER names it). */
 bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size);
@@ -67,10 +94,10 @@ int checkpoint_restore(int run_fd, const struct capsule_config *cfg, const char 
  * and locked by a fork that has not started it yet), owners moved to TARGET's id range. */
 int fork_copy_layer(const struct capsule_config *cfg, int upper, const char *target, capsule_error *err);
 
-/* Refuse a bad name for OP (a CP_SAVE_OP_*) before anything is done. */
-int layer_op_check(const struct capsule_config *cfg, uint32_t op, const char *name, capsule_error *err);
+/* Refuse a bad name for OP before anything is done. */
+int layer_op_check(const struct capsule_config *cfg, enum save_op op, const char *name, capsule_error *err);
 /* OP on the own layer (RUN_FD's fs/upper) of the sandbox of CFG, which must be down or frozen:
  * save as NAME, checkpoint NAME, fork into the new sandbox NAME, or revert to checkpoint NAME. */
-int layer_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err);
+int layer_op(const struct capsule_config *cfg, int run_fd, enum save_op op, const char *name, capsule_error *err);
 
 #endif

@@ -16,13 +16,13 @@
 /* A save copies the sandbox's whole layer; a slow disk and a large layer take a while. */
 #define SAVE_REPLY_TIMEOUT_MS (30 * 60 * 1000)
 
-static int save_request(const char *sandbox, uint32_t op, const char *name, capsule_error *err)
+static int save_request(const char *sandbox, enum save_op op, const char *name, capsule_error *err)
 {
 	struct conn c;
 	int r = conn_open(&c, sandbox, err);
 	if (r < 0)
 		return r;
-	struct cp_save m = { .op = op, .name = (char *)name };
+	struct cp_save m = { .op = save_op_to_wire(op), .name = (char *)name };
 	if ((r = cp_save_encode(&c.w, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding a save request");
 	else
@@ -32,7 +32,7 @@ static int save_request(const char *sandbox, uint32_t op, const char *name, caps
 }
 
 /* OP on SB: through its shim while it runs, here while it is stopped. */
-static int sandbox_layer_op(capsule_sandbox *sb, uint32_t op, const char *name, capsule_error *err)
+static int sandbox_layer_op(capsule_sandbox *sb, enum save_op op, const char *name, capsule_error *err)
 {
 	if (!sb)
 		return cap_err_plain(err, EINVAL, "no sandbox given");
@@ -52,17 +52,17 @@ static int sandbox_layer_op(capsule_sandbox *sb, uint32_t op, const char *name, 
 
 int capsule_save(capsule_sandbox *sb, const char *name, capsule_error *err)
 {
-	return sandbox_layer_op(sb, CP_SAVE_OP_SAVE, name, err);
+	return sandbox_layer_op(sb, SAVE_OP_SAVE, name, err);
 }
 
 int capsule_checkpoint(capsule_sandbox *sb, const char *name, capsule_error *err)
 {
-	return sandbox_layer_op(sb, CP_SAVE_OP_CHECKPOINT, name, err);
+	return sandbox_layer_op(sb, SAVE_OP_CHECKPOINT, name, err);
 }
 
 int capsule_revert(capsule_sandbox *sb, const char *name, capsule_error *err)
 {
-	return sandbox_layer_op(sb, CP_SAVE_OP_REVERT, name, err);
+	return sandbox_layer_op(sb, SAVE_OP_REVERT, name, err);
 }
 
 struct fork_source {
@@ -72,7 +72,7 @@ struct fork_source {
 static int fill_fork(int run_dir_fd, const struct capsule_config *cfg, void *payload, capsule_error *err)
 {
 	struct fork_source *src = payload;
-	return sandbox_layer_op(src->sb, CP_SAVE_OP_FORK, cfg->name, err);
+	return sandbox_layer_op(src->sb, SAVE_OP_FORK, cfg->name, err);
 }
 
 int capsule_fork(capsule_sandbox *sb, const char *new_name, capsule_sandbox **out, capsule_error *err)

@@ -2,9 +2,9 @@
  * root disk's qcow2 (run/<name>/disk.qcow2, over the shared ext4 of its layers or over the
  * disk of the save it started from), so each operation copies that file: the same store, the
  * same temporary-folder-and-rename atomicity and the same dependency checks as the container
- * level's layers (src/lib/save.c). The caller has the sandbox stopped, or its guest synced and
- * paused (the shim: the vm level's pause, src/shim/vm/level.c), so the file is one moment's
- * state. Owners inside the disk are the image's own: there is nothing to shift. */
+ * level's layers (src/lib/save/save_store.c). The caller has the sandbox stopped, or its guest
+ * synced and paused (the shim: the vm level's pause, src/shim/vm/level.c), so the file is one
+ * moment's state. Owners inside the disk are the image's own: there is nothing to shift. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -60,21 +60,21 @@ static int revert_disk(int run_fd, const char *name, capsule_error *err)
 	return r < 0 ? cap_err_wrap(err, r, "reverting to checkpoint '%s'", name) : 0;
 }
 
-int vm_disk_op(const struct capsule_config *cfg, int run_fd, uint32_t op, const char *name, capsule_error *err)
+int vm_disk_op(const struct capsule_config *cfg, int run_fd, enum save_op op, const char *name, capsule_error *err)
 {
-	if (op == CP_SAVE_OP_REVERT)
+	if (op == SAVE_OP_REVERT)
 		return revert_disk(run_fd, name, err);
 	_cleanup_close_ int disk = openat(run_fd, RUN_DISK, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), store = -1;
 	if (disk < 0)
 		return cap_err(err, errno, "open the vm's disk '%s'", RUN_DISK);
 	int r;
 	switch (op) {
-	case CP_SAVE_OP_SAVE:
+	case SAVE_OP_SAVE:
 		return save_write_disk(name, disk, cfg, err);
-	case CP_SAVE_OP_FORK:
+	case SAVE_OP_FORK:
 		r = fork_disk(disk, name, err);
 		return r < 0 ? cap_err_wrap(err, r, "forking into '%s'", name) : 0;
-	default:
+	default: /* SAVE_OP_CHECKPOINT */
 		if ((r = checkpoints_open(run_fd, &store, err)) < 0)
 			return r;
 		r = disk_snapshot_at(store, name, disk, cfg, false, false, err);

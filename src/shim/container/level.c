@@ -315,11 +315,10 @@ static int container_hot_detach_op(struct shim *s, const char *name, const char 
 	return container_hot_detach(&s->ct, container_rootless(s), target, mnt_id, err);
 }
 
+/* layer_op's own dispatch, as for a save of the running sandbox: not repeated here. */
 static int container_save_at_stop(struct shim *s, const char *name, capsule_error *err)
 {
-	_cleanup_close_ int upper = -1;
-	int r = sandbox_upper_open(s->run_fd, &s->cfg, &upper, err);
-	return r < 0 ? r : save_write(name, upper, &s->cfg, err);
+	return layer_op(&s->cfg, s->run_fd, SAVE_OP_SAVE, name, err);
 }
 
 static void container_describe(const struct shim *s, struct json_writer *j)

@@ -354,7 +354,7 @@ static int vm_hot_detach(struct shim *s, const char *name, const char *target, u
 /* The guest synced its disks as it powered off, and QEMU has exited. */
 static int vm_save_at_stop(struct shim *s, const char *name, capsule_error *err)
 {
-	return layer_op(&s->cfg, s->run_fd, CP_SAVE_OP_SAVE, name, err);
+	return layer_op(&s->cfg, s->run_fd, SAVE_OP_SAVE, name, err);
 }
 
 /* Screenshots and input are QMP exchanges with QEMU (a screendump is QEMU's copy of the
