@@ -50,8 +50,8 @@ int vm_store_rootfs_key(char *const *layers, size_t n, char key[VM_STORE_KEY_LEN
 	return 0;
 }
 
-/* The pins of this process: held until it exits (the shim outlives its QEMU, which reads the
- * kernel and initramfs again at every boot and the root disk all along). */
+/* The pins of this process: held until its vm stops for good (QEMU reads the kernel and
+ * initramfs again at every boot, the root disk all along), or it exits. */
 static struct {
 	int fd;
 	dev_t dev;
@@ -96,6 +96,13 @@ int vm_store_pin(int dir_fd, const char *name)
 	pins[npins].dev = st.st_dev;
 	pins[npins++].ino = st.st_ino;
 	return 0;
+}
+
+void vm_store_unpin_all(void)
+{
+	for (size_t i = 0; i < npins; i++)
+		close(pins[i].fd);
+	npins = 0;
 }
 
 int vm_store_build_lock(int dir_fd, const char *lock_name, capsule_error *err)

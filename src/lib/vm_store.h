@@ -10,8 +10,8 @@
  *
  * Liveness is decided from what is on disk and from locks, so a crash leaves nothing that
  * keeps an entry forever nor anything that lets one be removed under a user:
- *  - a process that boots from an entry holds a shared flock on the entry's own file for its
- *    life (vm_store_pin); collection takes an exclusive one without waiting, so an entry in
+ *  - a process that boots from an entry holds a shared flock on the entry's own file until
+ *    its vm stops for good (vm_store_pin, vm_store_unpin_all); collection takes an exclusive one without waiting, so an entry in
  *    use is never removed, and a pin taken just after a removal sees the file unlinked;
  *  - a root disk is kept while any qcow2 in run/ (a sandbox's disk, its checkpoints') or in
  *    saves/ names it as its backing file: a qcow2 names its base by path, and a base rebuilt
@@ -37,6 +37,9 @@ int vm_store_rootfs_key(char *const *layers, size_t n, char key[VM_STORE_KEY_LEN
 /* Keep entry NAME of the store (DIR_FD) from collection for the rest of this process's life.
  * -ENOENT when it is not there, or was removed just before the pin held: build it again. */
 int vm_store_pin(int dir_fd, const char *name);
+
+/* Let go of every pin of this process: its vm has stopped for good. */
+void vm_store_unpin_all(void);
 
 /* The exclusive lock of LOCK_NAME, for building an entry: an fd, or a negative errno with ERR
  * filled. Collection removes lock files it holds, so the lock is only had on the file the name

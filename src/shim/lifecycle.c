@@ -20,6 +20,7 @@
 #include "layer_copy.h"
 #include "shim.h"
 #include "syscalls.h"
+#include "vm_store.h"
 
 /* ---- start-up phases ---------------------------------------------------------------- */
 
@@ -342,6 +343,9 @@ _Noreturn void finish_and_exit(struct shim *s)
 		else
 			shim_log("saved as '%s' (%.1f ms)", s->cfg.save, (double)(now_ns() - t0) / 1e6);
 	}
+	/* QEMU is gone: what it booted from is free to collect once the stop is answered, not
+	 * only once this process has exited (the sandbox's qcow2, if it stays, keeps its base). */
+	vm_store_unpin_all();
 	bool ephemeral = !s->cfg.detached;
 	if (ephemeral) {
 		/* Nothing of an ephemeral sandbox outlives it. */

@@ -260,7 +260,7 @@ int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err)
 		*path = NULL;
 		return cap_err(err, ENOMEM, "vm root disk path");
 	}
-	/* Pinned for the shim's life: QEMU reads it all along, and the qcow2 that will name it
+	/* Pinned until the vm stops for good: QEMU reads it all along, and the qcow2 that will name it
 	 * does not exist yet. */
 	if (vm_store_pin(dir, name) == 0)
 		return 0;

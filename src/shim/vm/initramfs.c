@@ -333,7 +333,7 @@ int vm_initramfs(const struct vm_kernel *k, const char *agent, char **path, caps
 	snprintf(full, sizeof(full), "%s/vm/%s", capsule_home(), name);
 	if (!(*path = strdup(full)))
 		return cap_err(err, ENOMEM, "initramfs path");
-	/* Pinned for the shim's life: a revert boots again from it. */
+	/* Pinned until the vm stops for good: a revert boots again from it. */
 	if (vm_store_pin(dir, name) == 0)
 		return 0;
 

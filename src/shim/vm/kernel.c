@@ -227,7 +227,7 @@ int vm_kernel_pvh(const char *bzimage, const char *version, char **elf)
 	int r = home_subdir_open("vm", &dir, &ignored);
 	if (r < 0)
 		return r;
-	/* Pinned for the shim's life: a revert boots again from it. */
+	/* Pinned until the vm stops for good: a revert boots again from it. */
 	if (vm_store_pin(dir, name) == 0)
 		return (*elf = strdup(full)) ? 0 : -ENOMEM;
 	snprintf(tmp, sizeof(tmp), ".tmp-%s-%d", name, (int)getpid());
