@@ -1,0 +1,124 @@
+/* What the files of capsule serve's API share (api.c, api_sandboxes.c, api_exec.c,
+ * api_files.c): the sandbox table's entries, the server's state, a request and its route, and
+ * the helpers the handlers answer with. */
+#pragma once
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include <microhttpd.h>
+
+#include "serve.h"
+
+struct sandbox_entry {
+	struct sandbox_entry *next;
+	char id[32];
+	uint8_t owner[32];           /* the hash of the token that made it */
+	capsule_sandbox *sb;         /* NULL while it is being created */
+	capsule_isolation isolation;
+	char *image, *network, *cpus;
+	uint64_t memory_bytes;
+	struct serve_label labels[SERVE_LABELS_MAX];
+	size_t n_labels;
+	int64_t created_unix;
+	uint32_t timeout_s;
+	uint64_t expires_ms;         /* monotonic */
+	unsigned refs;               /* the table's, and one per request using it */
+	bool in_table;
+};
+
+struct serve_state {
+	pthread_mutex_t lock;
+	pthread_cond_t wake;
+	struct serve_options opts;
+	struct sandbox_entry *entries;
+	unsigned in_flight;
+	bool stopping;
+	pthread_t reaper;
+	bool reaper_started;
+	/* The token store as last read, and what the file looked like then. */
+	struct serve_token *tokens;
+	size_t n_tokens;
+	struct stat tokens_st;
+	bool tokens_loaded;
+	unsigned tokens_gen;        /* one more at each reload */
+	unsigned tokens_gen_reaped; /* the reload expire_orphans last looked at */
+};
+
+extern struct serve_state serve_state;
+
+enum body_kind { BODY_NONE, BODY_JSON, BODY_STREAM };
+
+struct request;
+typedef void (*handler_fn)(struct MHD_Connection *c, struct request *rq);
+
+struct route {
+	const char *method;
+	const char *pattern;
+	handler_fn fn;
+	enum body_kind body;
+	bool public;
+};
+
+struct request {
+	const struct route *route;
+	char method[16];
+	char *path;
+	char id[64];
+	struct sandbox_entry *e;
+	bool authed;
+	char token_name[SERVE_TOKEN_NAME_MAX + 1];
+	uint8_t owner[32];
+	char *body;
+	size_t body_len;
+	bool too_large;
+	capsule_fs_stream *upload;
+	uint64_t upload_bytes;
+	int upload_error;
+	capsule_error upload_err;
+	unsigned status;
+	uint64_t start_ms;
+	bool responded;
+	/* libmicrohttpd closes the connection after a response queued at the first call (the
+	 * headers' call), in case a body follows: right for a refused upload, but it would end
+	 * keep-alive for every GET. A request with no body keeps its answer here until the
+	 * next call. */
+	bool first_call, has_body;
+	struct MHD_Response *deferred;
+};
+
+/* ---- the sandbox table (api.c) ---- */
+
+void entry_free(struct sandbox_entry *e);
+void entry_unref(struct sandbox_entry *e);
+/* Under the lock. */
+void table_unlink(struct sandbox_entry *e);
+void entry_destroy(struct sandbox_entry *e);
+/* Under the lock. */
+bool owner_has_token(const uint8_t owner[32]);
+
+/* ---- responses (api.c) ---- */
+
+enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsigned status, struct MHD_Response *resp,
+		      const char *content_type);
+enum MHD_Result respond_json(struct MHD_Connection *c, struct request *rq, unsigned status, char *text);
+enum MHD_Result respond_error(struct MHD_Connection *c, struct request *rq, unsigned status, const char *code,
+			      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+enum MHD_Result respond_capsule_error(struct MHD_Connection *c, struct request *rq, const capsule_error *err);
+
+/* ---- handlers ---- */
+
+void handle_sandbox_get(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_list(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_create(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_delete(struct MHD_Connection *c, struct request *rq);
+void handle_exec(struct MHD_Connection *c, struct request *rq);
+void handle_files_get(struct MHD_Connection *c, struct request *rq);
+void handle_files_put(struct MHD_Connection *c, struct request *rq);
+void handle_files_delete(struct MHD_Connection *c, struct request *rq);
+/* PUT's first call: opens the stream, or answers. */
+bool begin_upload(struct MHD_Connection *c, struct request *rq);
+void upload_chunk(struct request *rq, const char *data, size_t len);

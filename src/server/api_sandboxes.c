@@ -1,0 +1,308 @@
+/* The sandbox routes of capsule serve: list (with label filters), get, create (under the
+ * per-token limits) and delete. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+
+#include "api_internal.h"
+#include "json.h"
+#include "serve.h"
+#include "util.h"
+
+static void write_time(struct json_writer *w, const char *key, int64_t unix_s)
+{
+	char buf[32];
+	time_t t = (time_t)unix_s;
+	struct tm tm;
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+	json_kv_string(w, key, buf);
+}
+
+static void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
+{
+	capsule_sandbox_info info;
+	bool running = capsule_sandbox_inspect(e->sb, &info, NULL) == 0 && !strcmp(info.state, "running");
+	json_object_begin(w);
+	json_kv_string(w, "id", e->id);
+	json_kv_string(w, "state", running ? "running" : "stopped");
+	json_kv_string(w, "image", e->image ? e->image : "host");
+	json_kv_string(w, "isolation", e->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
+	json_kv_uint(w, "memory", e->memory_bytes);
+	if (e->cpus)
+		json_kv_string(w, "cpus", e->cpus);
+	else {
+		json_key(w, "cpus");
+		json_null(w);
+	}
+	json_kv_string(w, "network", e->network ? e->network : "none");
+	json_key(w, "labels");
+	json_object_begin(w);
+	for (size_t i = 0; i < e->n_labels; i++)
+		json_kv_string(w, e->labels[i].key, e->labels[i].value);
+	json_object_end(w);
+	write_time(w, "created_at", e->created_unix);
+	json_kv_uint(w, "timeout", e->timeout_s);
+	write_time(w, "expires_at", e->created_unix + e->timeout_s);
+	json_object_end(w);
+}
+
+void handle_sandbox_get(struct MHD_Connection *c, struct request *rq)
+{
+	struct json_writer w;
+	json_init(&w, false);
+	write_sandbox(&w, rq->e);
+	respond_json(c, rq, 200, json_steal(&w, NULL));
+}
+
+struct label_filters {
+	struct serve_label v[SERVE_LABELS_MAX];
+	size_t n;
+	bool bad;
+	capsule_error err;
+};
+
+static enum MHD_Result collect_label(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+	struct label_filters *f = cls;
+	if (strcmp(key, "label") || f->bad)
+		return MHD_YES;
+	if (f->n == SERVE_LABELS_MAX) {
+		f->bad = true;
+		cap_err_plain(&f->err, EINVAL, "at most %d label filters", SERVE_LABELS_MAX);
+		return MHD_NO;
+	}
+	if (serve_parse_label_filter(value ? value : "", &f->v[f->n], &f->err) < 0) {
+		f->bad = true;
+		return MHD_NO;
+	}
+	f->n++;
+	return MHD_YES;
+}
+
+static bool labels_match(const struct sandbox_entry *e, const struct label_filters *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		bool hit = false;
+		for (size_t j = 0; j < e->n_labels && !hit; j++)
+			hit = !strcmp(e->labels[j].key, f->v[i].key) && !strcmp(e->labels[j].value, f->v[i].value);
+		if (!hit)
+			return false;
+	}
+	return true;
+}
+
+void handle_sandbox_list(struct MHD_Connection *c, struct request *rq)
+{
+	struct label_filters f = { 0 };
+	MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_label, &f);
+	if (f.bad) {
+		respond_error(c, rq, 400, "invalid_argument", "%s", f.err.message);
+		goto out;
+	}
+	/* References first, then inspect outside the lock: inspect talks to each shim. */
+	struct sandbox_entry **mine = NULL;
+	size_t n = 0;
+	pthread_mutex_lock(&serve_state.lock);
+	size_t total = 0;
+	for (struct sandbox_entry *e = serve_state.entries; e; e = e->next)
+		total++;
+	mine = calloc(total ? total : 1, sizeof(*mine));
+	if (mine)
+		for (struct sandbox_entry *e = serve_state.entries; e; e = e->next)
+			if (e->sb && !CRYPTO_memcmp(e->owner, rq->owner, 32) && labels_match(e, &f)) {
+				e->refs++;
+				mine[n++] = e;
+			}
+	pthread_mutex_unlock(&serve_state.lock);
+	if (!mine) {
+		respond_json(c, rq, 500, NULL);
+		goto out;
+	}
+	struct json_writer w;
+	json_init(&w, false);
+	json_object_begin(&w);
+	json_key(&w, "sandboxes");
+	json_array_begin(&w);
+	for (size_t i = 0; i < n; i++) {
+		write_sandbox(&w, mine[i]);
+		entry_unref(mine[i]);
+	}
+	json_array_end(&w);
+	json_object_end(&w);
+	free(mine);
+	respond_json(c, rq, 200, json_steal(&w, NULL));
+out:
+	for (size_t i = 0; i < f.n; i++) {
+		free(f.v[i].key);
+		free(f.v[i].value);
+	}
+}
+
+/* Counts and sums of the caller's sandboxes, creating ones included. Under the lock. */
+static void owner_usage(const uint8_t owner[32], unsigned *count, uint64_t *memory)
+{
+	*count = 0;
+	*memory = 0;
+	for (struct sandbox_entry *e = serve_state.entries; e; e = e->next)
+		if (!CRYPTO_memcmp(e->owner, owner, 32)) {
+			(*count)++;
+			*memory += e->memory_bytes;
+		}
+}
+
+static int new_id(char out[32])
+{
+	uint8_t r[8];
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		return -EIO;
+	char *p = stpcpy(out, "sbx-");
+	for (size_t i = 0; i < sizeof(r); i++)
+		p += sprintf(p, "%02x", r[i]);
+	return 0;
+}
+
+static int build_config(capsule_config **out, const struct serve_create_req *req, const struct sandbox_entry *e,
+			capsule_error *err)
+{
+	capsule_config *cfg;
+	int r = capsule_config_new(&cfg, err);
+	if (r < 0)
+		return r;
+	if ((r = capsule_config_set_name(cfg, e->id, err)) < 0 ||
+	    (req->image && (r = capsule_config_set_image(cfg, req->image, err)) < 0) ||
+	    (r = capsule_config_set_isolation(cfg, e->isolation, err)) < 0 ||
+	    (r = capsule_config_set_memory_bytes(cfg, e->memory_bytes, err)) < 0 ||
+	    (req->cpus && (r = capsule_config_set_cpus(cfg, req->cpus, err)) < 0) ||
+	    (req->network && (r = capsule_config_set_network_name(cfg, req->network, err)) < 0) ||
+	    (r = capsule_config_set_detached(cfg, serve_state.opts.keep, err)) < 0)
+		goto fail;
+	for (size_t i = 0; i < req->n_env; i++)
+		if ((r = capsule_config_add_env(cfg, req->env[i], err)) < 0)
+			goto fail;
+	*out = cfg;
+	return 0;
+fail:
+	capsule_config_free(cfg);
+	return r;
+}
+
+void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
+{
+	struct serve_create_req req;
+	capsule_error err = { 0 };
+	if (serve_decode_create(rq->body ? rq->body : "", rq->body_len, &req, &err) < 0) {
+		respond_error(c, rq, 400, "invalid_request", "%s", err.message);
+		return;
+	}
+	struct sandbox_entry *e = calloc(1, sizeof(*e));
+	if (!e || new_id(e->id) < 0) {
+		free(e);
+		serve_create_req_free(&req);
+		respond_json(c, rq, 500, NULL);
+		return;
+	}
+	memcpy(e->owner, rq->owner, 32);
+	e->isolation = req.isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req.isolation;
+	e->memory_bytes = req.memory_set ? req.memory_bytes : serve_state.opts.default_memory;
+	e->timeout_s = req.timeout_set ? req.timeout_s : serve_state.opts.default_timeout_s;
+	e->image = steal_ptr(req.image);
+	e->network = steal_ptr(req.network);
+	e->cpus = steal_ptr(req.cpus);
+	memcpy(e->labels, req.labels, sizeof(req.labels));
+	e->n_labels = req.n_labels;
+	req.n_labels = 0;
+	e->created_unix = (int64_t)time(NULL);
+	e->refs = 1;
+
+	/* The limits are checked and the new sandbox counted in one step, so that concurrent
+	 * creates cannot all pass the check; it is in the table (invisible, sb NULL) while it
+	 * starts. */
+	pthread_mutex_lock(&serve_state.lock);
+	unsigned count;
+	uint64_t memory;
+	owner_usage(rq->owner, &count, &memory);
+	const char *over = NULL;
+	/* A kept-alive connection may still ask after the sandboxes were removed at shutdown. */
+	if (serve_state.stopping)
+		over = "stopping";
+	else if (serve_state.opts.max_sandboxes && count + 1 > serve_state.opts.max_sandboxes)
+		over = "sandboxes";
+	else if (serve_state.opts.max_memory && memory + e->memory_bytes > serve_state.opts.max_memory)
+		over = "memory";
+	if (!over) {
+		e->next = serve_state.entries;
+		serve_state.entries = e;
+		e->in_table = true;
+	}
+	pthread_mutex_unlock(&serve_state.lock);
+	if (over) {
+		if (!strcmp(over, "stopping"))
+			respond_error(c, rq, 503, "shutting_down", "the server is shutting down");
+		else if (!strcmp(over, "sandboxes"))
+			respond_error(c, rq, 429, "limit_exceeded",
+				      "token '%s' has %u sandboxes, the most this server allows (--max-sandboxes %u)",
+				      rq->token_name, count, serve_state.opts.max_sandboxes);
+		else
+			respond_error(c, rq, 429, "limit_exceeded",
+				      "token '%s' would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB",
+				      rq->token_name, (unsigned long long)((memory + e->memory_bytes) >> 20),
+				      (unsigned long long)(serve_state.opts.max_memory >> 20));
+		entry_free(e);
+		serve_create_req_free(&req);
+		return;
+	}
+
+	capsule_config *cfg = NULL;
+	capsule_sandbox *sb = NULL;
+	int r = build_config(&cfg, &req, e, &err);
+	if (r == 0)
+		r = capsule_sandbox_create(&sb, cfg, &err);
+	capsule_config_free(cfg);
+	serve_create_req_free(&req);
+	pthread_mutex_lock(&serve_state.lock);
+	if (r < 0) {
+		table_unlink(e);
+	} else {
+		e->sb = sb;
+		e->expires_ms = now_ms() + (uint64_t)e->timeout_s * 1000;
+		/* The token was removed while this started: the reaper's pass has gone by. */
+		if (!owner_has_token(e->owner))
+			e->expires_ms = now_ms();
+		e->refs++; /* this request's, for the answer below */
+	}
+	pthread_mutex_unlock(&serve_state.lock);
+	if (r < 0) {
+		entry_free(e);
+		respond_capsule_error(c, rq, &err);
+		return;
+	}
+	struct json_writer w;
+	json_init(&w, false);
+	write_sandbox(&w, e);
+	entry_unref(e);
+	respond_json(c, rq, 201, json_steal(&w, NULL));
+}
+
+void handle_sandbox_delete(struct MHD_Connection *c, struct request *rq)
+{
+	struct sandbox_entry *e = rq->e;
+	pthread_mutex_lock(&serve_state.lock);
+	bool mine = e->in_table;
+	if (mine)
+		table_unlink(e);
+	pthread_mutex_unlock(&serve_state.lock);
+	if (!mine) {
+		/* The reaper or another DELETE took it between the lookup and here. */
+		respond_error(c, rq, 404, "not_found", "no sandbox '%s'", rq->id);
+		return;
+	}
+	entry_destroy(e);
+	respond_json(c, rq, 200, strdup("{\"deleted\":true}"));
+}
