@@ -60,6 +60,8 @@ int cmd_image(int argc, char **argv);
 int cmd_system(int argc, char **argv);
 /* Run the same command line with capsule-images (the CLI linked with the image store):
  * returns only on failure. */
+/* BYTES as docker prints sizes, in powers of 1000: "512 B", "1.5 MB". */
+void cli_human_size(uint64_t bytes, char *out, size_t size);
 int cli_images_helper(char **argv);
 /* Exec HELPER with "capsule" followed by the verb's ARGC ARGV (ARGV[0] is the verb); returns
  * only on failure, having said why. */

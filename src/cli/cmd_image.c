@@ -30,18 +30,6 @@ static void image_help(void)
 	       "  rm REF...                    remove images (sandboxes made from them keep their layers)\n");
 }
 
-static void human_size(uint64_t b, char *out, size_t n)
-{
-	static const char *const units[] = { "B", "kB", "MB", "GB", "TB" };
-	double v = (double)b;
-	int u = 0;
-	while (v >= 1000 && u < 4) {
-		v /= 1000;
-		u++;
-	}
-	snprintf(out, n, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-}
-
 struct pull_view {
 	bool tty;
 	char last_digest[80];
@@ -57,8 +45,8 @@ static void pull_progress(const char *stage, const char *digest, uint64_t done, 
 		if (!strcmp(stage, "download")) {
 			int width = 30, filled = total ? (int)((done * (uint64_t)width) / total) : 0;
 			char d[16], t[16];
-			human_size(done, d, sizeof(d));
-			human_size(total, t, sizeof(t));
+			cli_human_size(done, d, sizeof(d));
+			cli_human_size(total, t, sizeof(t));
 			fprintf(stderr, "\r%.19s [%.*s%*s] %s / %s ", digest, filled,
 				"##############################", width - filled, "", d, t);
 		} else {
@@ -67,7 +55,7 @@ static void pull_progress(const char *stage, const char *digest, uint64_t done, 
 		fflush(stderr);
 	} else if (!same && strcmp(stage, "download")) {
 		char t[16];
-		human_size(total, t, sizeof(t));
+		cli_human_size(total, t, sizeof(t));
 		fprintf(stderr, "%s %s (%s)\n", !strcmp(stage, "unpack") ? "unpacking" : "downloaded", digest, t);
 	}
 	snprintf(v->last_digest, sizeof(v->last_digest), "%s", digest);
@@ -171,7 +159,7 @@ static int ls_row_member(const char *name, const char *value, size_t len, void *
 	json_get_int(value, len, "size", &r.size);
 	json_get_int(value, len, "created", &r.created);
 	char size[16], when[32];
-	human_size((uint64_t)r.size, size, sizeof(size));
+	cli_human_size((uint64_t)r.size, size, sizeof(size));
 	time_t t = (time_t)r.created;
 	struct tm tm;
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M", localtime_r(&t, &tm));

@@ -112,22 +112,6 @@ static void human_size(uint64_t b, char *out, size_t n)
 	snprintf(out, n, u ? "%.1f%c" : "%.0f%c", v, units[u]);
 }
 
-struct member {
-	const char *key;
-	const char *value;
-	size_t len;
-};
-
-static int find_member(const char *name, const char *value, size_t len, void *payload)
-{
-	struct member *m = payload;
-	if (name && !strcmp(name, m->key)) {
-		m->value = value;
-		m->len = len;
-	}
-	return 0;
-}
-
 static int chain_part(const char *name, const char *value, size_t len, void *payload)
 {
 	(void)name;
@@ -154,10 +138,10 @@ static int ls_row(const char *name, const char *value, size_t len, void *payload
 	json_get_int(value, len, "size", &size);
 	json_get_int(value, len, "chain_size", &chain_size);
 	json_get_int(value, len, "created", &created);
-	struct member m = { .key = "chain" };
-	json_object_each(value, len, 64, find_member, &m);
-	if (m.value)
-		json_array_each(m.value, m.len, 256, chain_part, &chain);
+	const char *chain_json;
+	size_t chain_len;
+	if (json_get_member(value, len, "chain", &chain_json, &chain_len) == 0)
+		json_array_each(chain_json, chain_len, 256, chain_part, &chain);
 	char sz[16], csz[16], when[32];
 	human_size((uint64_t)size, sz, sizeof(sz));
 	human_size((uint64_t)chain_size, csz, sizeof(csz));

@@ -26,40 +26,13 @@ static void system_help(void)
 	       "  prune              remove image layers and vm store files that nothing uses\n");
 }
 
-static void human_size(uint64_t b, char *out, size_t n)
-{
-	static const char *const units[] = { "B", "kB", "MB", "GB", "TB" };
-	double v = (double)b;
-	int u = 0;
-	while (v >= 1000 && u < 4) {
-		v /= 1000;
-		u++;
-	}
-	snprintf(out, n, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-}
-
-struct member {
-	const char *key;
-	const char *value;
-	size_t len;
-};
-
-static int find_member(const char *name, const char *value, size_t len, void *payload)
-{
-	struct member *m = payload;
-	if (name && !strcmp(name, m->key)) {
-		m->value = value;
-		m->len = len;
-	}
-	return 0;
-}
-
 static uint64_t member_uint(const char *text, size_t len, const char *outer, const char *key)
 {
-	struct member m = { .key = outer };
+	const char *member;
+	size_t member_len;
 	int64_t v = 0;
-	if (json_object_each(text, len, 64, find_member, &m) < 0 || !m.value ||
-	    json_get_int(m.value, m.len, key, &v) < 0 || v < 0)
+	if (json_get_member(text, len, outer, &member, &member_len) < 0 ||
+	    json_get_int(member, member_len, key, &v) < 0 || v < 0)
 		return 0;
 	return (uint64_t)v;
 }
@@ -74,7 +47,7 @@ static int file_row(const char *name, const char *value, size_t len, void *paylo
 	json_get_string(value, len, "kept", &kept);
 	json_get_int(value, len, "bytes", &bytes);
 	char size[32];
-	human_size((uint64_t)bytes, size, sizeof(size));
+	cli_human_size((uint64_t)bytes, size, sizeof(size));
 	printf("  %-10s %-10s %-9s %s\n", kind ? kind : "", size, kept ? kept : "unused", file ? file : "");
 	free(file);
 	free(kind);
@@ -107,19 +80,20 @@ static int system_df(int argc, char **argv)
 	size_t len = strlen(text);
 	char size[32], reclaim[32];
 	printf("%-10s %-7s %-10s %s\n", "TYPE", "COUNT", "SIZE", "RECLAIMABLE");
-	human_size(member_uint(text, len, "images", "bytes"), size, sizeof(size));
+	cli_human_size(member_uint(text, len, "images", "bytes"), size, sizeof(size));
 	printf("%-10s %-7" PRIu64 " %-10s %s\n", "images", member_uint(text, len, "images", "count"), size, "-");
-	human_size(member_uint(text, len, "saves", "bytes"), size, sizeof(size));
+	cli_human_size(member_uint(text, len, "saves", "bytes"), size, sizeof(size));
 	printf("%-10s %-7" PRIu64 " %-10s %s\n", "saves", member_uint(text, len, "saves", "count"), size, "-");
-	human_size(member_uint(text, len, "vm", "bytes"), size, sizeof(size));
-	human_size(member_uint(text, len, "vm", "reclaimable"), reclaim, sizeof(reclaim));
+	cli_human_size(member_uint(text, len, "vm", "bytes"), size, sizeof(size));
+	cli_human_size(member_uint(text, len, "vm", "reclaimable"), reclaim, sizeof(reclaim));
 	printf("%-10s %-7" PRIu64 " %-10s %s\n", "vm store", member_uint(text, len, "vm", "entries"), size, reclaim);
 	if (verbose) {
-		struct member vm = { .key = "vm" }, files = { .key = "files" };
-		if (json_object_each(text, len, 64, find_member, &vm) == 0 && vm.value &&
-		    json_object_each(vm.value, vm.len, 64, find_member, &files) == 0 && files.value) {
+		const char *vm, *files;
+		size_t vm_len, files_len;
+		if (json_get_member(text, len, "vm", &vm, &vm_len) == 0 &&
+		    json_get_member(vm, vm_len, "files", &files, &files_len) == 0) {
 			printf("\nvm store files:\n  %-10s %-10s %-9s %s\n", "KIND", "SIZE", "KEPT", "NAME");
-			json_array_each(files.value, files.len, 1u << 20, file_row, NULL);
+			json_array_each(files, files_len, 1u << 20, file_row, NULL);
 		}
 	}
 	free(text);
@@ -138,7 +112,7 @@ static int system_prune(int argc, char **argv)
 	if (capsule_system_prune(&freed, &err) < 0)
 		return cli_fail(&err);
 	char size[32];
-	human_size(freed, size, sizeof(size));
+	cli_human_size(freed, size, sizeof(size));
 	printf("Total reclaimed space: %s\n", size);
 	return 0;
 }

@@ -152,6 +152,18 @@ int cli_exec_helper(const char *helper, char **argv)
 	return cli_failf("this command needs '%s', which cannot be run: %s", path, strerror(errno));
 }
 
+void cli_human_size(uint64_t bytes, char *out, size_t size)
+{
+	static const char *const units[] = { "B", "kB", "MB", "GB", "TB" };
+	double v = (double)bytes;
+	int u = 0;
+	while (v >= 1000 && u < 4) {
+		v /= 1000;
+		u++;
+	}
+	snprintf(out, size, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
 /* "capsule VERB ARGS...": rebuilt rather than taken from argv - 1, since `capsule help VERB`
  * calls a verb with an argv of its own that has nothing before it. */
 int cli_exec_verb(const char *helper, int argc, char **argv)

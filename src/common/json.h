@@ -81,6 +81,10 @@ int json_get_bool(const char *text, size_t len, const char *key, bool *out);
  * Never reads outside TEXT[0..LEN): it is fuzzed with the rest of the reader. */
 typedef int (*json_member_fn)(const char *name, const char *value, size_t value_len, void *payload);
 int json_object_each(const char *text, size_t len, size_t max_members, json_member_fn fn, void *payload);
+/* The raw text of member KEY of the JSON object TEXT[0..LEN) (the last, if it repeats) into
+ * *VALUE and *VALUE_LEN, pointing into TEXT: an object or array to walk or read again.
+ * -ENOENT when there is none, or json_object_each's errors (up to 64 members are looked at). */
+int json_get_member(const char *text, size_t len, const char *key, const char **value, size_t *value_len);
 /* The same for the elements of the JSON array TEXT[0..LEN); FN gets NAME NULL. */
 int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload);
 

@@ -551,6 +551,35 @@ int json_object_each(const char *text, size_t len, size_t max_members, json_memb
 	return walk_container(text, len, true, max_members, fn, payload);
 }
 
+struct member_lookup {
+	const char *key;
+	const char *value;
+	size_t len;
+};
+
+static int member_lookup_fn(const char *name, const char *value, size_t len, void *payload)
+{
+	struct member_lookup *m = payload;
+	if (name && !strcmp(name, m->key)) {
+		m->value = value;
+		m->len = len;
+	}
+	return 0;
+}
+
+int json_get_member(const char *text, size_t len, const char *key, const char **value, size_t *value_len)
+{
+	struct member_lookup m = { .key = key };
+	int r = json_object_each(text, len, 64, member_lookup_fn, &m);
+	if (r < 0)
+		return r;
+	if (!m.value)
+		return -ENOENT;
+	*value = m.value;
+	*value_len = m.len;
+	return 0;
+}
+
 int json_array_each(const char *text, size_t len, size_t max_elements, json_member_fn fn, void *payload)
 {
 	return walk_container(text, len, false, max_elements, fn, payload);

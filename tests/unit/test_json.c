@@ -911,6 +911,27 @@ static void test_walks_validate_the_whole_document_before_calling_back(void **st
 	assert_int_equal(json_array_each("[]", 2, 10, NULL, &l), -EINVAL);
 }
 
+static void test_get_member_gives_a_members_raw_text(void **state)
+{
+	(void)state;
+	const char *doc = "{\"a\": 1, \"vm\": {\"files\": [1, {\"x\": \"}\"}]}, \"vm\": {\"n\": 2}}";
+	const char *v;
+	size_t n;
+	/* The last of a repeated key, as json_get_* take it; its text points into DOC. */
+	assert_int_equal(json_get_member(doc, strlen(doc), "vm", &v, &n), 0);
+	assert_true(v > doc && v + n <= doc + strlen(doc));
+	assert_int_equal(n, strlen("{\"n\": 2}"));
+	assert_memory_equal(v, "{\"n\": 2}", n);
+	int64_t i = 0;
+	assert_int_equal(json_get_int(v, n, "n", &i), 0);
+	assert_int_equal(i, 2);
+	assert_int_equal(json_get_member(doc, strlen(doc), "a", &v, &n), 0);
+	assert_memory_equal(v, "1", n);
+	assert_int_equal(json_get_member(doc, strlen(doc), "files", &v, &n), -ENOENT);
+	assert_int_equal(json_get_member("{\"a\": ", 6, "a", &v, &n) < 0, 1);
+	assert_int_equal(json_get_member("[1]", 3, "a", &v, &n) < 0, 1);
+}
+
 static void test_walks_are_bounded_and_stop_at_a_callback_error(void **state)
 {
 	(void)state;
@@ -993,6 +1014,7 @@ int main(void)
 		cmocka_unit_test(test_object_walk_gives_names_and_raw_values_in_order),
 		cmocka_unit_test(test_array_walk_gives_elements_in_order),
 		cmocka_unit_test(test_walks_validate_the_whole_document_before_calling_back),
+		cmocka_unit_test(test_get_member_gives_a_members_raw_text),
 		cmocka_unit_test(test_walks_are_bounded_and_stop_at_a_callback_error),
 		cmocka_unit_test(test_walks_survive_every_truncation),
 	};
