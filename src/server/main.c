@@ -140,6 +140,8 @@ static int open_listener(const char *address)
 	return fd;
 }
 
+/* FMT is libmicrohttpd's own format string. */
+static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
