@@ -596,6 +596,19 @@ static void remove_unkept(int images_fd, const char *sub, const struct keep_set 
 
 static void remove_unused(int images, const struct store_index *ix, uint64_t *freed);
 
+/* The store (*IMAGES), its lock taken as OP (*LOCK, held until the caller closes it) and its
+ * index loaded into IX: what every change to the index, and a consistent look at it, starts
+ * with. */
+static int store_open_index(int *images, int *lock, int op, struct store_index *ix, capsule_error *err)
+{
+	int r = store_open(images, err);
+	if (r < 0)
+		return r;
+	if ((*lock = store_lock(*images, op, err)) < 0)
+		return *lock;
+	return index_load(*images, ix, err);
+}
+
 int capsule_image_remove(const char *ref, capsule_error *err)
 {
 	struct image_ref parsed;
@@ -603,14 +616,9 @@ int capsule_image_remove(const char *ref, capsule_error *err)
 	int r = canonical_name(ref, &parsed, name, sizeof(name), err);
 	if (r < 0)
 		return r;
-	_cleanup_close_ int images = -1;
-	if ((r = store_open(&images, err)) < 0)
-		return r;
-	_cleanup_close_ int lock = store_lock(images, LOCK_EX, err);
-	if (lock < 0)
-		return lock;
+	_cleanup_close_ int images = -1, lock = -1;
 	struct store_index ix;
-	if ((r = index_load(images, &ix, err)) < 0)
+	if ((r = store_open_index(&images, &lock, LOCK_EX, &ix, err)) < 0)
 		return r;
 	struct index_entry *e = index_find(&ix, name);
 	if (!e) {
@@ -662,15 +670,10 @@ static void remove_unused(int images, const struct store_index *ix, uint64_t *fr
 int image_store_prune(uint64_t *freed, capsule_error *err)
 {
 	*freed = 0;
-	_cleanup_close_ int images = -1;
-	int r = store_open(&images, err);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int lock = store_lock(images, LOCK_EX, err);
-	if (lock < 0)
-		return lock;
+	_cleanup_close_ int images = -1, lock = -1;
 	struct store_index ix;
-	if ((r = index_load(images, &ix, err)) < 0)
+	int r = store_open_index(&images, &lock, LOCK_EX, &ix, err);
+	if (r < 0)
 		return r;
 	remove_unused(images, &ix, freed);
 	free(ix.v);
@@ -679,15 +682,10 @@ int image_store_prune(uint64_t *freed, capsule_error *err)
 
 int image_store_usage(uint64_t *count, uint64_t *bytes, capsule_error *err)
 {
-	_cleanup_close_ int images = -1;
-	int r = store_open(&images, err);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int lock = store_lock(images, LOCK_SH, err);
-	if (lock < 0)
-		return lock;
+	_cleanup_close_ int images = -1, lock = -1;
 	struct store_index ix;
-	if ((r = index_load(images, &ix, err)) < 0)
+	int r = store_open_index(&images, &lock, LOCK_SH, &ix, err);
+	if (r < 0)
 		return r;
 	*count = ix.n;
 	free(ix.v);
