@@ -191,7 +191,12 @@ int cp_field_u64(const struct cp_field *f, uint64_t *v)
 
 int cp_field_strdup(const struct cp_field *f, char **out)
 {
-	if (f->len > CP_MAX_STRING || memchr(f->val, '\0', f->len))
+	return cp_field_strndup(f, CP_MAX_STRING, out);
+}
+
+int cp_field_strndup(const struct cp_field *f, size_t max, char **out)
+{
+	if (f->len > max || memchr(f->val, '\0', f->len))
 		return -EBADMSG;
 	char *s = malloc((size_t)f->len + 1);
 	if (!s)

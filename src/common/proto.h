@@ -115,6 +115,8 @@ int cp_field_u32(const struct cp_field *f, uint32_t *v); /* -EBADMSG unless len 
 int cp_field_u64(const struct cp_field *f, uint64_t *v); /* -EBADMSG unless len == 8 */
 /* A string field: no NUL inside, len <= CP_MAX_STRING. Returns a malloc'd copy in *out. */
 int cp_field_strdup(const struct cp_field *f, char **out);
+/* The same with a bound of MAX bytes instead of CP_MAX_STRING. */
+int cp_field_strndup(const struct cp_field *f, size_t max, char **out);
 /* Replace *SLOT with a fresh copy of the string field; a repeated field keeps the last value. */
 int cp_field_set_str(const struct cp_field *f, char **slot);
 

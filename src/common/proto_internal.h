@@ -147,13 +147,10 @@ static inline bool str_fits(const char *s, size_t max)
  * has a bound of its own instead of CP_MAX_STRING. */
 static inline int field_set_long_str(const struct cp_field *f, size_t max, char **slot)
 {
-	if (f->len > max || memchr(f->val, '\0', f->len))
-		return -EBADMSG;
-	char *s = malloc((size_t)f->len + 1);
-	if (!s)
-		return -ENOMEM;
-	memcpy(s, f->val, f->len);
-	s[f->len] = '\0';
+	char *s;
+	int r = cp_field_strndup(f, max, &s);
+	if (r < 0)
+		return r;
 	free(*slot);
 	*slot = s;
 	return 0;
