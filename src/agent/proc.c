@@ -76,35 +76,43 @@ struct passwd_entry {
 	char *home;
 };
 
-/* Find a passwd entry by name or uid in the sandbox's /etc/passwd (already chrooted: we are
- * PID 1 inside the sandbox root). A missing file is the same as no entry. */
+/* The fields F of the first well-formed line of the sandbox's /etc/passwd (already chrooted: we
+ * are PID 1 inside the sandbox root) whose name is NAME or whose uid is *UID, its ids parsed
+ * into *U and *G; F points into *TEXT, the caller's to free. A missing file is the same as no
+ * entry. */
+static int passwd_line(const char *name, const uid_t *uid, char **text, char *f[7], unsigned long *u, unsigned long *g)
+{
+	if (read_sandbox_file("/etc/passwd", text) < 0)
+		return -ENOENT;
+	char *save = NULL;
+	for (char *line = strtok_r(*text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (split_colon(line, f, 7) < 7 || !parse_id(f[2], u) || !parse_id(f[3], g))
+			continue;
+		if ((name && strcmp(f[0], name) == 0) || (uid && *u == *uid))
+			return 0;
+	}
+	return -ENOENT;
+}
+
+/* Find a passwd entry by name or uid. */
 static int find_passwd(const char *name, const uid_t *uid, struct passwd_entry *out)
 {
 	_cleanup_free_ char *text = NULL;
-	if (read_sandbox_file("/etc/passwd", &text) < 0)
-		return -ENOENT;
-	char *save = NULL;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[7];
-		if (split_colon(line, f, 7) < 7)
-			continue;
-		unsigned long u, g;
-		if (!parse_id(f[2], &u) || !parse_id(f[3], &g))
-			continue;
-		if ((name && strcmp(f[0], name) == 0) || (uid && u == *uid)) {
-			out->uid = (uid_t)u;
-			out->gid = (gid_t)g;
-			out->name = strdup(f[0]);
-			out->home = strdup(f[5]);
-			if (!out->name || !out->home) {
-				free(out->name);
-				free(out->home);
-				return -ENOMEM;
-			}
-			return 0;
-		}
+	char *f[7];
+	unsigned long u, g;
+	int r = passwd_line(name, uid, &text, f, &u, &g);
+	if (r < 0)
+		return r;
+	out->uid = (uid_t)u;
+	out->gid = (gid_t)g;
+	out->name = strdup(f[0]);
+	out->home = strdup(f[5]);
+	if (!out->name || !out->home) {
+		free(out->name);
+		free(out->home);
+		return -ENOMEM;
 	}
-	return -ENOENT;
+	return 0;
 }
 
 /* Look a group up by name in the group file PATH; with USERNAME set, also collect every group
@@ -211,20 +219,15 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 int agent_user_shell(uid_t uid, char *out, size_t size)
 {
 	_cleanup_free_ char *text = NULL;
-	if (read_sandbox_file("/etc/passwd", &text) < 0)
+	char *f[7];
+	unsigned long u, g;
+	int r = passwd_line(NULL, &uid, &text, f, &u, &g);
+	if (r < 0)
+		return r;
+	if (f[6][0] != '/' || strlen(f[6]) >= size)
 		return -ENOENT;
-	char *save = NULL;
-	for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		char *f[7];
-		unsigned long u;
-		if (split_colon(line, f, 7) < 7 || !parse_id(f[2], &u) || u != uid)
-			continue;
-		if (f[6][0] != '/' || strlen(f[6]) >= size)
-			return -ENOENT;
-		snprintf(out, size, "%s", f[6]);
-		return 0;
-	}
-	return -ENOENT;
+	snprintf(out, size, "%s", f[6]);
+	return 0;
 }
 
 int agent_group_gid(const char *group_file, const char *name, gid_t *gid)
