@@ -224,6 +224,8 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "container_only: in a both_levels module, container level only")
     config.addinivalue_line("markers", "vm_in_check: the vm half of a both_levels test runs in make check too")
     config.addinivalue_line("markers", "fresh_sandbox: the test needs a sandbox of its own at the vm level too")
+    config.addinivalue_line("markers", "plain_build_only: a heavy suite (a conformance suite, a real daemon) "
+                            "that CI runs once, in the plain build, not again under the sanitizers")
 
 
 def _agent_is_static():
@@ -244,7 +246,19 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize("isolation", ["container", pytest.param("vm", marks=vm_marks)])
 
 
+def sanitized_build():
+    """Whether $CAPSULE_BUILD is the ASan+UBSan build (make check-asan)."""
+    r = subprocess.run(["ldd", os.path.join(BUILD, "libcapsule.so")], capture_output=True, text=True)
+    return "libasan" in r.stdout
+
+
 def pytest_collection_modifyitems(config, items):
+    if sanitized_build():
+        # .ci/run runs the suites twice; what only needs to pass once runs in the plain build.
+        skip = pytest.mark.skip(reason="plain_build_only: runs in make check, not again under the sanitizers")
+        for item in items:
+            if item.get_closest_marker("plain_build_only"):
+                item.add_marker(skip)
     if os.environ.get("CAPSULE_CHECK_VM") == "1":
         return
     slow = [i for i in items if i.get_closest_marker("vm_slow")]
