@@ -1,5 +1,6 @@
-/* capsule serve / capsule token: the HTTP server links libmicrohttpd and libcrypto, which the
- * static CLI cannot, so both verbs run capsule-server with the same command line. */
+/* capsule serve / capsule token / capsule mcp: the server links libmicrohttpd and libcrypto,
+ * which the static CLI cannot, so these verbs run capsule-server with the same command line
+ * (the table in main.c sends mcp here too). */
 #include "cli.h"
 
 int cmd_serve(int argc, char **argv)

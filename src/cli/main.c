@@ -41,6 +41,7 @@ static const struct cli_command commands[] = {
 	{ "input", cmd_input, "Type, press keys, move and click on a vm's display" },
 	{ "serve", cmd_serve, "Serve the HTTP API for sandboxes (docs/serve.md)" },
 	{ "token", cmd_token, "Manage API tokens of 'capsule serve' (create, ls, rm)" },
+	{ "mcp", cmd_serve, "Serve MCP tools for agents over stdin and stdout (docs/mcp.md)" },
 	{ "doctor", cmd_doctor, "What this host supports, and why not" },
 	{ "version", cmd_version, "Print the version" },
 	{ "help", cmd_help, "Show this help" },

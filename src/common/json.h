@@ -45,6 +45,10 @@ void json_uint(struct json_writer *w, uint64_t v);
 void json_bool(struct json_writer *w, bool v);
 void json_null(struct json_writer *w);
 
+/* TEXT, one complete JSON value, as is: for a value the writer made earlier (a document
+ * embedded in another, and also sent on its own). The caller vouches for its validity. */
+void json_raw(struct json_writer *w, const char *text);
+
 /* Convenience: key + value. */
 void json_kv_string(struct json_writer *w, const char *k, const char *v);
 void json_kv_int(struct json_writer *w, const char *k, int64_t v);

@@ -108,6 +108,12 @@ static void container_begin(struct json_writer *w, char open)
 	w->need_comma[w->depth] = false;
 }
 
+void json_raw(struct json_writer *w, const char *text)
+{
+	if (begin_item(w, false))
+		puts_(w, text);
+}
+
 static void container_end(struct json_writer *w, char close)
 {
 	if (w->err)

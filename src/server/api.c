@@ -72,7 +72,7 @@ void table_unlink(struct sandbox_entry *e)
 
 /* The caller's sandbox ID with a reference, or NULL: another token's sandbox is not there
  * for this caller, exactly as one that never existed (no existence oracle). */
-static struct sandbox_entry *entry_get(const char *id, const uint8_t owner[32])
+struct sandbox_entry *entry_get(const char *id, const uint8_t owner[32])
 {
 	struct sandbox_entry *found = NULL;
 	pthread_mutex_lock(&serve_state.lock);
@@ -240,6 +240,8 @@ static void tokens_refresh(void)
 /* Under the lock. */
 bool owner_has_token(const uint8_t owner[32])
 {
+	if (serve_state.opts.single_owner)
+		return true;
 	for (size_t i = 0; i < serve_state.n_tokens; i++)
 		if (!CRYPTO_memcmp(serve_state.tokens[i].hash, owner, 32))
 			return true;
@@ -423,6 +425,8 @@ static const struct route routes[] = {
 	{ "GET", "/v1/sandboxes/{id}/files", handle_files_get, BODY_NONE, false },
 	{ "PUT", "/v1/sandboxes/{id}/files", handle_files_put, BODY_STREAM, false },
 	{ "DELETE", "/v1/sandboxes/{id}/files", handle_files_delete, BODY_NONE, false },
+	{ "POST", "/mcp", handle_mcp_post, BODY_JSON, false },
+	{ "DELETE", "/mcp", handle_mcp_delete, BODY_NONE, false },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 

@@ -11,7 +11,7 @@
 #include "serve.h"
 #include "util.h"
 
-static char *base64(const char *data, size_t len)
+char *serve_base64(const char *data, size_t len)
 {
 	static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	char *out = malloc((len + 2) / 3 * 4 + 1), *p = out;
@@ -54,12 +54,44 @@ static void write_output(struct json_writer *w, const char *name, const char *bu
 		json_kv_string(w, name, text ? text : "");
 		json_kv_string(w, key, "utf-8");
 	} else {
-		_cleanup_free_ char *b = base64(buf, len);
+		_cleanup_free_ char *b = serve_base64(buf, len);
 		json_kv_string(w, name, b ? b : "");
 		json_kv_string(w, key, "base64");
 	}
 	snprintf(key, sizeof(key), "%s_truncated", name);
 	json_kv_bool(w, key, truncated);
+}
+
+int serve_exec_write(struct json_writer *w, capsule_sandbox *sb, const capsule_exec_options *o, const char *stdin_data,
+		     size_t stdin_len, struct serve_exec_outcome *outcome, capsule_error *err)
+{
+	capsule_exec_result res;
+	int r = capsule_exec(&res, sb, o, stdin_data, stdin_len, serve_state.opts.exec_output_max + 1, err);
+	memset(outcome, 0, sizeof(*outcome));
+	if (r == -ENOENT || r == -EACCES) {
+		/* The command, not the sandbox, is missing: answered as a shell would (docker too). */
+		outcome->missing = -r;
+		outcome->exit_code = r == -ENOENT ? 127 : 126;
+		json_kv_int(w, "exit_code", outcome->exit_code);
+		json_kv_bool(w, "timed_out", false);
+		json_kv_string(w, "stdout", "");
+		json_kv_string(w, "stdout_encoding", "utf-8");
+		json_kv_bool(w, "stdout_truncated", false);
+		char line[600];
+		snprintf(line, sizeof(line), "%s\n", err->message);
+		write_output(w, "stderr", line, strlen(line));
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	outcome->exit_code = res.status.exit_code;
+	outcome->timed_out = res.status.timed_out;
+	json_kv_int(w, "exit_code", res.status.exit_code);
+	json_kv_bool(w, "timed_out", res.status.timed_out);
+	write_output(w, "stdout", res.stdout_buf, res.stdout_len);
+	write_output(w, "stderr", res.stderr_buf, res.stderr_len);
+	capsule_exec_result_free(&res);
+	return 0;
 }
 
 void handle_exec(struct MHD_Connection *c, struct request *rq)
@@ -77,32 +109,16 @@ void handle_exec(struct MHD_Connection *c, struct request *rq)
 	o.cwd = req.cwd;
 	o.user = req.user;
 	o.timeout_ms = req.timeout_ms;
-	capsule_exec_result res;
-	int r = capsule_exec(&res, rq->e->sb, &o, req.stdin_data, req.stdin_len, serve_state.opts.exec_output_max + 1, &err);
-	serve_exec_req_free(&req);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
-	if (r == -ENOENT || r == -EACCES) {
-		/* The command, not the sandbox, is missing: answered as a shell would (docker too). */
-		json_kv_int(&w, "exit_code", r == -ENOENT ? 127 : 126);
-		json_kv_bool(&w, "timed_out", false);
-		json_kv_string(&w, "stdout", "");
-		json_kv_string(&w, "stdout_encoding", "utf-8");
-		json_kv_bool(&w, "stdout_truncated", false);
-		char line[600];
-		snprintf(line, sizeof(line), "%s\n", err.message);
-		write_output(&w, "stderr", line, strlen(line));
-	} else if (r < 0) {
+	struct serve_exec_outcome outcome;
+	int r = serve_exec_write(&w, rq->e->sb, &o, req.stdin_data, req.stdin_len, &outcome, &err);
+	serve_exec_req_free(&req);
+	if (r < 0) {
 		json_free(&w);
 		respond_capsule_error(c, rq, &err);
 		return;
-	} else {
-		json_kv_int(&w, "exit_code", res.status.exit_code);
-		json_kv_bool(&w, "timed_out", res.status.timed_out);
-		write_output(&w, "stdout", res.stdout_buf, res.stdout_len);
-		write_output(&w, "stderr", res.stderr_buf, res.stderr_len);
-		capsule_exec_result_free(&res);
 	}
 	json_object_end(&w);
 	respond_json(c, rq, 200, json_steal(&w, NULL));

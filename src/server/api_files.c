@@ -53,6 +53,30 @@ static const char *kind_name(capsule_fs_kind k)
 	}
 }
 
+void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max)
+{
+	json_object_begin(w);
+	json_kv_string(w, "path", path);
+	json_kv_bool(w, "truncated", n > max);
+	json_key(w, "entries");
+	json_array_begin(w);
+	for (size_t i = 0; i < n && i < max; i++) {
+		json_object_begin(w);
+		json_kv_string(w, "name", v[i].name);
+		json_kv_string(w, "type", kind_name(v[i].kind));
+		json_kv_uint(w, "size", v[i].size);
+		json_kv_uint(w, "mode", v[i].mode);
+		json_kv_int(w, "mtime_ns", v[i].mtime_ns);
+		json_kv_uint(w, "uid", v[i].uid);
+		json_kv_uint(w, "gid", v[i].gid);
+		if (v[i].link_target)
+			json_kv_string(w, "link_target", v[i].link_target);
+		json_object_end(w);
+	}
+	json_array_end(w);
+	json_object_end(w);
+}
+
 static void handle_files_list(struct MHD_Connection *c, struct request *rq, const char *path)
 {
 	capsule_fs_entry *v;
@@ -64,26 +88,7 @@ static void handle_files_list(struct MHD_Connection *c, struct request *rq, cons
 	}
 	struct json_writer w;
 	json_init(&w, false);
-	json_object_begin(&w);
-	json_kv_string(&w, "path", path);
-	json_kv_bool(&w, "truncated", n > LIST_ANSWER_MAX);
-	json_key(&w, "entries");
-	json_array_begin(&w);
-	for (size_t i = 0; i < n && i < LIST_ANSWER_MAX; i++) {
-		json_object_begin(&w);
-		json_kv_string(&w, "name", v[i].name);
-		json_kv_string(&w, "type", kind_name(v[i].kind));
-		json_kv_uint(&w, "size", v[i].size);
-		json_kv_uint(&w, "mode", v[i].mode);
-		json_kv_int(&w, "mtime_ns", v[i].mtime_ns);
-		json_kv_uint(&w, "uid", v[i].uid);
-		json_kv_uint(&w, "gid", v[i].gid);
-		if (v[i].link_target)
-			json_kv_string(&w, "link_target", v[i].link_target);
-		json_object_end(&w);
-	}
-	json_array_end(&w);
-	json_object_end(&w);
+	serve_write_listing(&w, path, v, n, LIST_ANSWER_MAX);
 	capsule_fs_entries_free(v, n);
 	respond_json(c, rq, 200, json_steal(&w, NULL));
 }

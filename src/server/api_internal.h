@@ -93,12 +93,43 @@ struct request {
 /* ---- the sandbox table (api.c) ---- */
 
 void entry_free(struct sandbox_entry *e);
+/* OWNER's sandbox ID with a reference (entry_unref), or NULL: another owner's sandbox is not
+ * there for this caller, exactly as one that never existed. */
+struct sandbox_entry *entry_get(const char *id, const uint8_t owner[32]);
 void entry_unref(struct sandbox_entry *e);
 /* Under the lock. */
 void table_unlink(struct sandbox_entry *e);
 void entry_destroy(struct sandbox_entry *e);
 /* Under the lock. */
 bool owner_has_token(const uint8_t owner[32]);
+
+/* ---- what the REST handlers and the MCP tools (mcp.c) share ---- */
+
+/* Create a sandbox for OWNER (WHO in messages: "token 'alice'") from REQ, whose strings and labels are
+ * taken (REQ is still freed by the caller), under the per-owner limits. 0 and *OUT with a
+ * reference for the caller; or a negative errno with ERR and the HTTP *STATUS and *CODE of a
+ * refusal (429, 503), or *STATUS 0 when the library failed (its errno says the status). */
+int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_create_req *req,
+			 struct sandbox_entry **out, unsigned *status, const char **code, capsule_error *err);
+/* Take E out of the table and remove its sandbox; false when the reaper or another delete
+ * took it first. The caller's reference stays the caller's. */
+bool serve_sandbox_delete(struct sandbox_entry *e);
+
+struct serve_exec_outcome {
+	int exit_code;
+	bool timed_out;
+	int missing; /* ENOENT or EACCES: the command could not be run (exit_code 127 or 126) */
+};
+/* Run O in SB and write the exec answer's members (exit_code, timed_out, stdout, stderr and
+ * their encodings and truncation) into the object W is in. A negative errno with ERR when the
+ * sandbox, not the command, failed. */
+struct json_writer;
+int serve_exec_write(struct json_writer *w, capsule_sandbox *sb, const capsule_exec_options *o, const char *stdin_data,
+		     size_t stdin_len, struct serve_exec_outcome *outcome, capsule_error *err);
+/* A listing's answer object: {path, truncated, entries: [...]}, at most MAX entries. */
+void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max);
+/* DATA[0..LEN) in base64, malloc'd. */
+char *serve_base64(const char *data, size_t len);
 
 /* ---- responses (api.c) ---- */
 
@@ -119,6 +150,8 @@ void handle_exec(struct MHD_Connection *c, struct request *rq);
 void handle_files_get(struct MHD_Connection *c, struct request *rq);
 void handle_files_put(struct MHD_Connection *c, struct request *rq);
 void handle_files_delete(struct MHD_Connection *c, struct request *rq);
+void handle_mcp_post(struct MHD_Connection *c, struct request *rq);
+void handle_mcp_delete(struct MHD_Connection *c, struct request *rq);
 /* PUT's first call: opens the stream, or answers. */
 bool begin_upload(struct MHD_Connection *c, struct request *rq);
 void upload_chunk(struct request *rq, const char *data, size_t len);

@@ -193,31 +193,26 @@ fail:
 	return r;
 }
 
-void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
+int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_create_req *req,
+			 struct sandbox_entry **out, unsigned *status, const char **code, capsule_error *err)
 {
-	struct serve_create_req req;
-	capsule_error err = { 0 };
-	if (serve_decode_create(rq->body ? rq->body : "", rq->body_len, &req, &err) < 0) {
-		respond_error(c, rq, 400, "invalid_request", "%s", err.message);
-		return;
-	}
+	*status = 500;
+	*code = "internal";
 	struct sandbox_entry *e = calloc(1, sizeof(*e));
 	if (!e || new_id(e->id) < 0) {
 		free(e);
-		serve_create_req_free(&req);
-		respond_json(c, rq, 500, NULL);
-		return;
+		return cap_err(err, ENOMEM, "creating a sandbox");
 	}
-	memcpy(e->owner, rq->owner, 32);
-	e->isolation = req.isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req.isolation;
-	e->memory_bytes = req.memory_set ? req.memory_bytes : serve_state.opts.default_memory;
-	e->timeout_s = req.timeout_set ? req.timeout_s : serve_state.opts.default_timeout_s;
-	e->image = steal_ptr(req.image);
-	e->network = steal_ptr(req.network);
-	e->cpus = steal_ptr(req.cpus);
-	memcpy(e->labels, req.labels, sizeof(req.labels));
-	e->n_labels = req.n_labels;
-	req.n_labels = 0;
+	memcpy(e->owner, owner, 32);
+	e->isolation = req->isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req->isolation;
+	e->memory_bytes = req->memory_set ? req->memory_bytes : serve_state.opts.default_memory;
+	e->timeout_s = req->timeout_set ? req->timeout_s : serve_state.opts.default_timeout_s;
+	e->image = steal_ptr(req->image);
+	e->network = steal_ptr(req->network);
+	e->cpus = steal_ptr(req->cpus);
+	memcpy(e->labels, req->labels, sizeof(req->labels));
+	e->n_labels = req->n_labels;
+	req->n_labels = 0;
 	e->created_unix = (int64_t)time(NULL);
 	e->refs = 1;
 
@@ -227,7 +222,7 @@ void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	pthread_mutex_lock(&serve_state.lock);
 	unsigned count;
 	uint64_t memory;
-	owner_usage(rq->owner, &count, &memory);
+	owner_usage(owner, &count, &memory);
 	const char *over = NULL;
 	/* A kept-alive connection may still ask after the sandboxes were removed at shutdown. */
 	if (serve_state.stopping)
@@ -243,29 +238,31 @@ void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	}
 	pthread_mutex_unlock(&serve_state.lock);
 	if (over) {
-		if (!strcmp(over, "stopping"))
-			respond_error(c, rq, 503, "shutting_down", "the server is shutting down");
-		else if (!strcmp(over, "sandboxes"))
-			respond_error(c, rq, 429, "limit_exceeded",
-				      "token '%s' has %u sandboxes, the most this server allows (--max-sandboxes %u)",
-				      rq->token_name, count, serve_state.opts.max_sandboxes);
-		else
-			respond_error(c, rq, 429, "limit_exceeded",
-				      "token '%s' would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB",
-				      rq->token_name, (unsigned long long)((memory + e->memory_bytes) >> 20),
-				      (unsigned long long)(serve_state.opts.max_memory >> 20));
+		int r;
+		if (!strcmp(over, "stopping")) {
+			*status = 503, *code = "shutting_down";
+			r = cap_err_plain(err, ESHUTDOWN, "the server is shutting down");
+		} else if (!strcmp(over, "sandboxes")) {
+			*status = 429, *code = "limit_exceeded";
+			r = cap_err_plain(err, EAGAIN, "%s has %u sandboxes, the most this server allows (--max-sandboxes %u)",
+					  who, count, serve_state.opts.max_sandboxes);
+		} else {
+			*status = 429, *code = "limit_exceeded";
+			r = cap_err_plain(err, EAGAIN,
+					  "%s would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB",
+					  who, (unsigned long long)((memory + e->memory_bytes) >> 20),
+					  (unsigned long long)(serve_state.opts.max_memory >> 20));
+		}
 		entry_free(e);
-		serve_create_req_free(&req);
-		return;
+		return r;
 	}
 
 	capsule_config *cfg = NULL;
 	capsule_sandbox *sb = NULL;
-	int r = build_config(&cfg, &req, e, &err);
+	int r = build_config(&cfg, req, e, err);
 	if (r == 0)
-		r = capsule_sandbox_create(&sb, cfg, &err);
+		r = capsule_sandbox_create(&sb, cfg, err);
 	capsule_config_free(cfg);
-	serve_create_req_free(&req);
 	pthread_mutex_lock(&serve_state.lock);
 	if (r < 0) {
 		table_unlink(e);
@@ -275,12 +272,38 @@ void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 		/* The token was removed while this started: the reaper's pass has gone by. */
 		if (!owner_has_token(e->owner))
 			e->expires_ms = now_ms();
-		e->refs++; /* this request's, for the answer below */
+		e->refs++; /* the caller's */
 	}
 	pthread_mutex_unlock(&serve_state.lock);
 	if (r < 0) {
 		entry_free(e);
-		respond_capsule_error(c, rq, &err);
+		*status = 0; /* the library's error: its errno says the status */
+		return r;
+	}
+	*out = e;
+	return 0;
+}
+
+void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
+{
+	struct serve_create_req req;
+	capsule_error err = { 0 };
+	if (serve_decode_create(rq->body ? rq->body : "", rq->body_len, &req, &err) < 0) {
+		respond_error(c, rq, 400, "invalid_request", "%s", err.message);
+		return;
+	}
+	struct sandbox_entry *e;
+	unsigned status;
+	const char *code;
+	char who[SERVE_TOKEN_NAME_MAX + 16];
+	snprintf(who, sizeof(who), "token '%s'", rq->token_name);
+	int r = serve_sandbox_create(rq->owner, who, &req, &e, &status, &code, &err);
+	serve_create_req_free(&req);
+	if (r < 0) {
+		if (status)
+			respond_error(c, rq, status, code, "%s", err.message);
+		else
+			respond_capsule_error(c, rq, &err);
 		return;
 	}
 	struct json_writer w;
@@ -290,19 +313,24 @@ void handle_sandbox_create(struct MHD_Connection *c, struct request *rq)
 	respond_json(c, rq, 201, json_steal(&w, NULL));
 }
 
-void handle_sandbox_delete(struct MHD_Connection *c, struct request *rq)
+bool serve_sandbox_delete(struct sandbox_entry *e)
 {
-	struct sandbox_entry *e = rq->e;
 	pthread_mutex_lock(&serve_state.lock);
 	bool mine = e->in_table;
 	if (mine)
 		table_unlink(e);
 	pthread_mutex_unlock(&serve_state.lock);
-	if (!mine) {
+	if (mine)
+		entry_destroy(e);
+	return mine;
+}
+
+void handle_sandbox_delete(struct MHD_Connection *c, struct request *rq)
+{
+	if (!serve_sandbox_delete(rq->e)) {
 		/* The reaper or another DELETE took it between the lookup and here. */
 		respond_error(c, rq, 404, "not_found", "no sandbox '%s'", rq->id);
 		return;
 	}
-	entry_destroy(e);
 	respond_json(c, rq, 200, strdup("{\"deleted\":true}"));
 }

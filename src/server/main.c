@@ -1,5 +1,5 @@
-/* capsule-server: `capsule serve` and `capsule token`, handed over by the static CLI (which
- * cannot link libmicrohttpd or libcrypto statically) as image work is to capsule-images. */
+/* capsule-server: `capsule serve`, `capsule token` and `capsule mcp`, handed over by the
+ * static CLI (which cannot link libmicrohttpd or libcrypto statically) as image work is to capsule-images. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +18,7 @@
 
 #include <microhttpd.h>
 
+#include "mcp.h"
 #include "parse.h"
 #include "serve.h"
 #include "util.h"
@@ -46,17 +47,93 @@ static const char serve_usage[] =
 	"  --routes                print the routes this server answers and exit\n"
 	"  --help                  this text\n";
 
+static const char mcp_usage[] =
+	"Usage: capsule mcp [OPTIONS]\n\n"
+	"An MCP server (Model Context Protocol " MCP_PROTOCOL_VERSION ") over stdin and stdout, for an agent\n"
+	"that starts it (docs/mcp.md). Its tools make sandboxes and run commands and code in them; the\n"
+	"sandboxes are removed when it ends (stdin closed, SIGTERM, SIGINT, SIGHUP).\n\n"
+	"  --max-sandboxes N       at once (default 16; 0: no limit)\n"
+	"  --max-memory SIZE       the sum of their memory limits (default 16G; 0: none)\n"
+	"  --default-memory SIZE   a sandbox created without 'memory' (default 512M)\n"
+	"  --default-timeout SECS  a sandbox's life when 'timeout' is not given (default 3600)\n"
+	"  --exec-output-max SIZE  the most of each stream a command answers, and of a file\n"
+	"                          read_file reads (default 1M)\n"
+	"  --help                  this text\n";
+
+/* The verb in messages: serve or mcp. */
+static const char *verb = "serve";
+
 static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_fail(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	fprintf(stderr, "capsule serve: ");
+	fprintf(stderr, "capsule %s: ", verb);
 	vfprintf(stderr, fmt, ap);
-	fprintf(stderr, " (see 'capsule serve --help')\n");
+	fprintf(stderr, " (see 'capsule %s --help')\n", verb);
 	va_end(ap);
 	return EXIT_CAPSULE;
 }
+
+/* ARGV[*I], an option with a value: "--name=value" or "--name value". 0, or usage_fail's. */
+static int option_value(int argc, char **argv, int *i, const char **name, const char **value, char flag[32])
+{
+	const char *a = argv[*i];
+	const char *eq = strchr(a, '=');
+	if (!strncmp(a, "--", 2) && eq && (size_t)(eq - a) < 32) {
+		memcpy(flag, a, (size_t)(eq - a));
+		flag[eq - a] = '\0';
+		*name = flag;
+		*value = eq + 1;
+		return 0;
+	}
+	if (strncmp(a, "--", 2))
+		return usage_fail("unexpected argument '%s'", a);
+	if (*i + 1 >= argc)
+		return usage_fail("%s needs a value", a);
+	*name = a;
+	*value = argv[++*i];
+	return 0;
+}
+
+/* The bounds on the sandboxes made, which serve and mcp share: 1 when A is one of them, 0
+ * when it is not, EXIT_CAPSULE (from usage_fail) when its value is wrong. */
+static int sandbox_option(const char *a, const char *v, struct serve_options *o)
+{
+	capsule_error err = { 0 };
+	uint64_t u;
+	if (!strcmp(a, "--max-sandboxes")) {
+		if (parse_uint(v, "--max-sandboxes", 0, 100000, &u, &err) < 0)
+			return usage_fail("%s", err.message);
+		o->max_sandboxes = (unsigned)u;
+	} else if (!strcmp(a, "--max-memory")) {
+		if (parse_size(v, &o->max_memory, &err) < 0)
+			return usage_fail("--max-memory: %s", err.message);
+	} else if (!strcmp(a, "--default-memory")) {
+		if (parse_size(v, &o->default_memory, &err) < 0 || o->default_memory == 0)
+			return usage_fail("--default-memory: %s", err.code ? err.message : "must be more than 0");
+	} else if (!strcmp(a, "--default-timeout")) {
+		if (parse_uint(v, "--default-timeout", 1, SERVE_TIMEOUT_MAX_S, &u, &err) < 0)
+			return usage_fail("%s", err.message);
+		o->default_timeout_s = (uint32_t)u;
+	} else if (!strcmp(a, "--exec-output-max")) {
+		if (parse_size(v, &u, &err) < 0 || u == 0 || u > (64ull << 20))
+			return usage_fail("--exec-output-max: %s", err.code ? err.message : "must be 1 to 64M");
+		o->exec_output_max = (size_t)u;
+	} else {
+		return 0;
+	}
+	return 1;
+}
+
+static const struct serve_options default_options = {
+	.max_sandboxes = 16,
+	.max_memory = 16ull << 30,
+	.default_memory = 512ull << 20,
+	.default_timeout_s = 3600,
+	.exec_output_max = 1u << 20,
+	.audit_fd = -1,
+};
 
 /* A failure of the server (not of its command line): "capsule: WHAT 'ARG'[: strerror(E)]". */
 static int fail(const char *what, const char *arg, int e)
@@ -172,14 +249,7 @@ static void print_listening(const char *address, int fd)
 
 static int cmd_serve(int argc, char **argv)
 {
-	struct serve_options o = {
-		.max_sandboxes = 16,
-		.max_memory = 16ull << 30,
-		.default_memory = 512ull << 20,
-		.default_timeout_s = 3600,
-		.exec_output_max = 1u << 20,
-		.audit_fd = -1,
-	};
+	struct serve_options o = default_options;
 	const char *listen_addr[LISTEN_MAX];
 	size_t n_listen = 0;
 	uint64_t max_connections = 256;
@@ -198,44 +268,19 @@ static int cmd_serve(int argc, char **argv)
 			o.keep = true;
 			continue;
 		}
-		const char *v = NULL;
+		const char *v;
 		char flag[32];
-		const char *eq = strchr(a, '=');
-		if (!strncmp(a, "--", 2) && eq && (size_t)(eq - a) < sizeof(flag)) {
-			memcpy(flag, a, (size_t)(eq - a));
-			flag[eq - a] = '\0';
-			v = eq + 1;
-			a = flag;
-		} else if (!strncmp(a, "--", 2)) {
-			if (i + 1 >= argc)
-				return usage_fail("%s needs a value", a);
-			v = argv[++i];
-		} else {
-			return usage_fail("unexpected argument '%s'", a);
-		}
-		uint64_t u;
+		if (option_value(argc, argv, &i, &a, &v, flag))
+			return EXIT_CAPSULE;
+		int known = sandbox_option(a, v, &o);
+		if (known == EXIT_CAPSULE)
+			return EXIT_CAPSULE;
+		if (known)
+			continue;
 		if (!strcmp(a, "--listen")) {
 			if (n_listen == LISTEN_MAX)
 				return usage_fail("at most 8 --listen addresses");
 			listen_addr[n_listen++] = v;
-		} else if (!strcmp(a, "--max-sandboxes")) {
-			if (parse_uint(v, "--max-sandboxes", 0, 100000, &u, &err) < 0)
-				return usage_fail("%s", err.message);
-			o.max_sandboxes = (unsigned)u;
-		} else if (!strcmp(a, "--max-memory")) {
-			if (parse_size(v, &o.max_memory, &err) < 0)
-				return usage_fail("--max-memory: %s", err.message);
-		} else if (!strcmp(a, "--default-memory")) {
-			if (parse_size(v, &o.default_memory, &err) < 0 || o.default_memory == 0)
-				return usage_fail("--default-memory: %s", err.code ? err.message : "must be more than 0");
-		} else if (!strcmp(a, "--default-timeout")) {
-			if (parse_uint(v, "--default-timeout", 1, SERVE_TIMEOUT_MAX_S, &u, &err) < 0)
-				return usage_fail("%s", err.message);
-			o.default_timeout_s = (uint32_t)u;
-		} else if (!strcmp(a, "--exec-output-max")) {
-			if (parse_size(v, &u, &err) < 0 || u == 0 || u > (64ull << 20))
-				return usage_fail("--exec-output-max: %s", err.code ? err.message : "must be 1 to 64M");
-			o.exec_output_max = (size_t)u;
 		} else if (!strcmp(a, "--max-connections")) {
 			if (parse_uint(v, "--max-connections", 1, 4096, &max_connections, &err) < 0)
 				return usage_fail("%s", err.message);
@@ -320,10 +365,36 @@ static int cmd_serve(int argc, char **argv)
 			unlink(listen_addr[i] + 5);
 	}
 	serve_api_free();
+	mcp_http_free();
 	fprintf(stderr, "capsule serve: stopped%s\n", o.keep ? " (sandboxes kept)" : "");
 	if (o.audit_fd >= 0)
 		close(o.audit_fd);
 	return 0;
+}
+
+/* `capsule mcp`: the MCP server on stdin and stdout, with the sandbox table of serve. */
+static int cmd_mcp(int argc, char **argv)
+{
+	verb = "mcp";
+	struct serve_options o = default_options;
+	o.single_owner = true;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+			return fputs(mcp_usage, stdout), 0;
+		const char *v;
+		char flag[32];
+		if (option_value(argc, argv, &i, &a, &v, flag))
+			return EXIT_CAPSULE;
+		int known = sandbox_option(a, v, &o);
+		if (known == 0)
+			return usage_fail("unknown option '%s'", a);
+		if (known != 1)
+			return EXIT_CAPSULE;
+	}
+	if (o.max_memory && o.default_memory > o.max_memory)
+		return usage_fail("--default-memory is over --max-memory");
+	return mcp_stdio_serve(&o);
 }
 
 int main(int argc, char **argv)
@@ -333,6 +404,8 @@ int main(int argc, char **argv)
 		return cmd_serve(argc - 1, argv + 1);
 	if (argc >= 2 && !strcmp(argv[1], "token"))
 		return serve_token_cli(argc - 1, argv + 1);
-	fprintf(stderr, "capsule-server: run it as 'capsule serve' or 'capsule token'\n");
+	if (argc >= 2 && !strcmp(argv[1], "mcp"))
+		return cmd_mcp(argc - 1, argv + 1);
+	fprintf(stderr, "capsule-server: run it as 'capsule serve', 'capsule token' or 'capsule mcp'\n");
 	return EXIT_CAPSULE;
 }

@@ -513,3 +513,17 @@ bool serve_utf8_valid(const char *s, size_t len)
 	}
 	return true;
 }
+
+/* ---- for the MCP tools' arguments (mcp_request.c) ---- */
+
+int serve_field_string(const char *field, const char *text, size_t len, char **out, capsule_error *err)
+{
+	struct raw v = { text, len };
+	return printable_error(err, field_string(field, v, out, err));
+}
+
+int serve_field_seconds(const char *field, const char *text, size_t len, uint32_t *ms_out, capsule_error *err)
+{
+	struct raw v = { text, len };
+	return printable_error(err, field_seconds(field, v, true, ms_out, err));
+}

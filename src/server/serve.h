@@ -66,6 +66,10 @@ int serve_decode_create(const char *body, size_t len, struct serve_create_req *o
 void serve_create_req_free(struct serve_create_req *r);
 int serve_decode_exec(const char *body, size_t len, struct serve_exec_req *out, capsule_error *err);
 void serve_exec_req_free(struct serve_exec_req *r);
+/* One member's raw JSON value (as json_object_each gives it) as a string, or as seconds (fractions
+ * allowed, 0.001 to SERVE_TIMEOUT_MAX_S) in milliseconds; FIELD names it in the message. */
+int serve_field_string(const char *field, const char *text, size_t len, char **out, capsule_error *err);
+int serve_field_seconds(const char *field, const char *text, size_t len, uint32_t *ms_out, capsule_error *err);
 /* "k=v" of ?label=: the key and value as a label has them (EINVAL otherwise). */
 int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_error *err);
 /* Whether S[0..LEN) is valid UTF-8 with no NUL (exec output goes out as text then). */
@@ -105,6 +109,7 @@ struct serve_options {
 	size_t exec_output_max;   /* per stream */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
 	int audit_fd;             /* -1: no audit log */
+	bool single_owner;        /* capsule mcp over stdio: one client, no token store */
 };
 
 /* Every route the server answers, one "METHOD PATTERN" a line, from the table it dispatches
