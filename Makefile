@@ -13,6 +13,7 @@ all: build
 
 deps:
 	@scripts/install-deps
+	@scripts/install-npm-deps
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --prefix=$(PREFIX)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -53,7 +54,8 @@ static const char *kind_name(capsule_fs_kind k)
 	}
 }
 
-void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max)
+void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max,
+			 bool mtime_text)
 {
 	json_object_begin(w);
 	json_kv_string(w, "path", path);
@@ -66,7 +68,17 @@ void serve_write_listing(struct json_writer *w, const char *path, const capsule_
 		json_kv_string(w, "type", kind_name(v[i].kind));
 		json_kv_uint(w, "size", v[i].size);
 		json_kv_uint(w, "mode", v[i].mode);
-		json_kv_int(w, "mtime_ns", v[i].mtime_ns);
+		if (mtime_text) {
+			/* Nanoseconds since 1970 are past 2^53, where a JavaScript number stops being exact. */
+			char when[64];
+			struct tm tm;
+			time_t sec = (time_t)(v[i].mtime_ns / 1000000000);
+			size_t len = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime_r(&sec, &tm));
+			snprintf(when + len, sizeof(when) - len, ".%09lldZ", (long long)(v[i].mtime_ns % 1000000000));
+			json_kv_string(w, "mtime", when);
+		} else {
+			json_kv_int(w, "mtime_ns", v[i].mtime_ns);
+		}
 		json_kv_uint(w, "uid", v[i].uid);
 		json_kv_uint(w, "gid", v[i].gid);
 		if (v[i].link_target)
@@ -88,7 +100,7 @@ static void handle_files_list(struct MHD_Connection *c, struct request *rq, cons
 	}
 	struct json_writer w;
 	json_init(&w, false);
-	serve_write_listing(&w, path, v, n, LIST_ANSWER_MAX);
+	serve_write_listing(&w, path, v, n, LIST_ANSWER_MAX, false);
 	capsule_fs_entries_free(v, n);
 	respond_json(c, rq, 200, json_steal(&w, NULL));
 }

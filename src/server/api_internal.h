@@ -126,8 +126,10 @@ struct serve_exec_outcome {
 struct json_writer;
 int serve_exec_write(struct json_writer *w, capsule_sandbox *sb, const capsule_exec_options *o, const char *stdin_data,
 		     size_t stdin_len, struct serve_exec_outcome *outcome, capsule_error *err);
-/* A listing's answer object: {path, truncated, entries: [...]}, at most MAX entries. */
-void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max);
+/* A listing's answer object: {path, truncated, entries: [...]}, at most MAX entries; with
+ * MTIME_TEXT each entry's time is "mtime", RFC 3339 text, instead of the number "mtime_ns". */
+void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max,
+			 bool mtime_text);
 /* DATA[0..LEN) in base64, malloc'd. */
 char *serve_base64(const char *data, size_t len);
 

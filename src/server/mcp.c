@@ -29,7 +29,7 @@ static const char tools_list_result[] =
 	"{\"tools\":["
 	"{\"name\":\"create_sandbox\",\"title\":\"Create a sandbox\","
 	"\"description\":\"Start a new isolated sandbox and return its sandbox_id, which the other tools take. Without "
-	"arguments it runs the host's own programs (image 'host', read-only system files, writable /tmp), no network, "
+	"arguments it runs the host's own programs (image 'host': the host's /usr read-only, a fresh /etc), no network, "
 	"with the server's default memory limit and lifetime. It is removed at the end of its timeout, by "
 	"destroy_sandbox, or when this MCP server stops.\","
 	"\"inputSchema\":{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{"
@@ -91,7 +91,7 @@ static const char tools_list_result[] =
 	"\"entries\":{\"type\":\"array\",\"items\":{\"type\":\"object\",\"required\":[\"name\",\"type\",\"size\"],"
 	"\"properties\":{\"name\":{\"type\":\"string\"},\"type\":{\"type\":\"string\",\"enum\":[\"file\",\"dir\","
 	"\"symlink\",\"other\"]},\"size\":{\"type\":\"integer\"},\"mode\":{\"type\":\"integer\"},"
-	"\"mtime_ns\":{\"type\":\"integer\"},\"uid\":{\"type\":\"integer\"},\"gid\":{\"type\":\"integer\"},"
+	"\"mtime\":{\"type\":\"string\",\"format\":\"date-time\"},\"uid\":{\"type\":\"integer\"},\"gid\":{\"type\":\"integer\"},"
 	"\"link_target\":{\"type\":\"string\"}}}}}},"
 	"\"annotations\":{\"readOnlyHint\":true}},"
 
@@ -362,7 +362,7 @@ static char *tool_list(const struct mcp_message *m, struct sandbox_entry *e, str
 		return tool_error(m, "list_files: %s", err.message);
 	struct json_writer w;
 	json_init(&w, false);
-	serve_write_listing(&w, path, v, n, MCP_LIST_MAX);
+	serve_write_listing(&w, path, v, n, MCP_LIST_MAX, true);
 	capsule_fs_entries_free(v, n);
 	return tool_ok(m, &w);
 }

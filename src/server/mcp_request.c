@@ -59,6 +59,7 @@ struct message_walk {
 	capsule_error *err;
 	unsigned seen;
 	bool has_result;
+	int failed;              /* the first member's error, kept while the rest are read */
 };
 
 static const char *const message_fields[] = { "jsonrpc", "id", "method", "params", "result", "error" };
@@ -87,9 +88,8 @@ static int read_id(struct mcp_message *m, const char *v, size_t len, capsule_err
 	return 0;
 }
 
-static int message_member(const char *name, const char *value, size_t len, void *payload)
+static int check_member(struct message_walk *w, const char *name, const char *value, size_t len)
 {
-	struct message_walk *w = payload;
 	struct mcp_message *m = w->m;
 	size_t n = sizeof(message_fields) / sizeof(message_fields[0]), idx = n;
 	for (size_t i = 0; i < n; i++)
@@ -122,6 +122,26 @@ static int message_member(const char *name, const char *value, size_t len, void 
 		w->has_result = true;
 		return 0;
 	}
+}
+
+/* The walk goes on past a bad member, so that the id is read wherever it is and the error
+ * answer can name it; the first failure is the one reported. */
+static int message_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct message_walk *w = payload;
+	if (w->failed) {
+		capsule_error *keep = w->err, scratch = { 0 };
+		w->err = &scratch;
+		int r = check_member(w, name, value, len);
+		w->err = keep;
+		return r == -ENOMEM ? r : 0;
+	}
+	int r = check_member(w, name, value, len);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		w->failed = r;
+	return 0;
 }
 
 static int no_element(const char *name, const char *value, size_t len, void *payload)
@@ -165,6 +185,8 @@ int mcp_decode_message(const char *text, size_t len, struct mcp_message *out, in
 	}
 	struct message_walk w = { .m = out, .err = err };
 	int r = json_object_each(text, len, 16, message_member, &w);
+	if (r == 0 && w.failed)
+		r = w.failed;
 	if (r == -E2BIG)
 		r = cap_err_plain(err, EINVAL, "a JSON-RPC message has at most 6 members");
 	else if (r == -ENOMEM)
@@ -317,7 +339,7 @@ static int args_member(const char *name, const char *value, size_t len, void *pa
 		if ((tool_args[c->tool] & A(i)) && !strcmp(name, arg_names[i]))
 			idx = i;
 	if (idx < 0)
-		return cap_err_plain(err, EINVAL, "%s takes no argument '%.64s'", mcp_tool_names[c->tool], name);
+		return cap_err_plain(err, EINVAL, "takes no argument '%.64s'", name);
 	if (w->seen & A(idx))
 		return cap_err_plain(err, EINVAL, "argument '%s' given twice", name);
 	if (raw_is(value, len, "null"))
@@ -381,7 +403,7 @@ static int args_member(const char *name, const char *value, size_t len, void *pa
 	case ARGS:
 		break;
 	}
-	return cap_err_plain(err, EINVAL, "%s takes no argument '%.64s'", mcp_tool_names[c->tool], name);
+	return cap_err_plain(err, EINVAL, "takes no argument '%.64s'", name);
 }
 
 static int decode_args(const char *args, size_t len, struct mcp_call *c, capsule_error *err)
@@ -391,17 +413,17 @@ static int decode_args(const char *args, size_t len, struct mcp_call *c, capsule
 	struct args_walk w = { .c = c, .err = err };
 	int r = json_object_each(args, len, 16, args_member, &w);
 	if (r == -E2BIG)
-		return cap_err_plain(err, EINVAL, "%s takes at most %d arguments", mcp_tool_names[c->tool], 16);
+		return cap_err_plain(err, EINVAL, "takes at most %d arguments", 16);
 	if (r < 0)
 		return r;
 	unsigned missing = tool_required[c->tool] & ~w.seen;
 	for (int i = 0; i < ARGS; i++)
 		if (missing & A(i))
-			return cap_err_plain(err, EINVAL, "%s needs the argument '%s'", mcp_tool_names[c->tool], arg_names[i]);
+			return cap_err_plain(err, EINVAL, "needs the argument '%s'", arg_names[i]);
 	if (c->tool == MCP_TOOL_WRITE_FILE && !(w.seen & A(ARG_CONTENT)) == !(w.seen & A(ARG_CONTENT_BASE64)))
-		return cap_err_plain(err, EINVAL, "write_file needs one of 'content' (text) or 'content_base64'");
+		return cap_err_plain(err, EINVAL, "needs one of 'content' (text) or 'content_base64', not both");
 	if (c->tool == MCP_TOOL_RUN_CODE && c->image && c->sandbox_id)
-		return cap_err_plain(err, EINVAL, "run_code: 'image' is for a new sandbox: give it or 'sandbox_id', not both");
+		return cap_err_plain(err, EINVAL, "'image' is for a new sandbox: give it or 'sandbox_id', not both");
 	return 0;
 }
 
