@@ -108,6 +108,8 @@ static void tokens_refresh(void);
  * now. Under the lock; the store is read again only when the file changed. */
 static void expire_orphans(void)
 {
+	if (serve_state.opts.single_owner)
+		return; /* capsule mcp over stdio: no token store */
 	/* A request may have reloaded the store first: compare generations, not this call's. */
 	tokens_refresh();
 	if (serve_state.tokens_gen == serve_state.tokens_gen_reaped)

@@ -159,9 +159,7 @@ void handle_mcp_post(struct MHD_Connection *c, struct request *rq)
 		char msg[128];
 		snprintf(msg, sizeof(msg), "unsupported MCP-Protocol-Version '%.32s' (this server speaks " MCP_PROTOCOL_VERSION
 					   ", 2025-03-26, 2024-11-05)", version);
-		for (char *p = msg; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
+		mcp_printable(msg);
 		respond_rpc_error(c, rq, 400, NULL, JSONRPC_INVALID_REQUEST, msg);
 		return;
 	}

@@ -470,9 +470,7 @@ char *mcp_answer(struct mcp_session *s, const struct mcp_message *m)
 		char msg[160];
 		snprintf(msg, sizeof(msg), "method '%.64s' not found (this server has initialize, ping, tools/list and "
 					   "tools/call)", m->method);
-		for (char *p = msg; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
+		mcp_printable(msg);
 		return mcp_error_reply(m, JSONRPC_METHOD_NOT_FOUND, msg);
 	}
 	if (!s->initialized)

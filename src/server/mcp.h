@@ -92,6 +92,10 @@ struct mcp_call {
 int mcp_decode_call(const char *params, size_t len, struct mcp_call *out, int *rpc_code, capsule_error *err);
 void mcp_call_free(struct mcp_call *c);
 
+/* Messages quote names the client chose: each control character of TEXT becomes '?', so that
+ * none reaches a log or a terminal as itself. */
+void mcp_printable(char *text);
+
 /* RFC 4648 base64 (padding optional, no whitespace) into a malloc'd buffer: -EINVAL for a
  * character outside the alphabet or a length no encoding has. */
 int mcp_base64_decode(const char *text, size_t len, char **out, size_t *out_len);

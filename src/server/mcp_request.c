@@ -37,13 +37,17 @@ const char *mcp_negotiate_version(const char *requested)
 	return versions[0];
 }
 
-/* Messages quote names the client chose: no control character reaches a log or a terminal. */
+void mcp_printable(char *text)
+{
+	for (char *p = text; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			*p = '?';
+}
+
 static int printable(capsule_error *err, int r)
 {
 	if (err)
-		for (char *p = err->message; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				*p = '?';
+		mcp_printable(err->message);
 	return r;
 }
 

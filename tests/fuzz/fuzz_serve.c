@@ -17,18 +17,7 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-#include "fuzz_check.h"
-
-static void check_error(int r, const capsule_error *err)
-{
-	CHECK(r < 0);
-	CHECK(err->code == -r);
-	CHECK(r == -EINVAL || r == -ENOMEM);
-	size_t n = strnlen(err->message, sizeof(err->message));
-	CHECK(n > 0 && n < sizeof(err->message));
-	for (size_t i = 0; i < n; i++)
-		CHECK((unsigned char)err->message[i] >= 0x20 && err->message[i] != 0x7f);
-}
+#include "fuzz_serve_check.h"
 
 static void check_env(char **env, size_t n)
 {
