@@ -215,9 +215,14 @@ def test_stdio_sigterm_during_a_command_removes_its_sandbox(capsule_home):
     s.initialize()
     sid = s.call("create_sandbox")["structuredContent"]["sandbox_id"]
     s.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": "run_command", "arguments": {"sandbox_id": sid, "command": "sleep 300",
-                                                                      "timeout": 600}}}) + "\n")
-    time.sleep(0.5)  # the command is running (or about to): either way SIGTERM must end both
+                       "params": {"name": "run_command", "arguments": {"sandbox_id": sid, "timeout": 600,
+                                                                      "command": "touch /tmp/started; sleep 300"}}})
+           + "\n")
+    deadline = time.monotonic() + 30
+    while subprocess.run([CAPSULE, "exec", sid, "--", "test", "-e", "/tmp/started"], env=_env(capsule_home),
+                         capture_output=True, timeout=30).returncode != 0:
+        assert time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=30) == 0
     assert wait_gone(capsule_home, sid)

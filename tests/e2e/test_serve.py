@@ -501,10 +501,17 @@ def test_audit_log_has_one_json_line_per_request(server, capsule_home):
     api.call("GET", f"/v1/sandboxes/{sid}")
     Api(server.port).call("GET", "/v1/sandboxes")
     api.call("DELETE", f"/v1/sandboxes/{sid}")
-    with open(server.audit) as f:
-        lines = [json.loads(line) for line in f]
+    # A request's line is written once its answer has gone (it says whether it did), so the
+    # last one may come a moment after the client has read that answer.
+    deadline = time.monotonic() + 10
+    while True:
+        with open(server.audit) as f:
+            lines = [json.loads(line) for line in f]
+        mine = [(l["token"], l["method"], l["path"], l["sandbox"], l["status"]) for l in lines if l["token"] == name]
+        if len(mine) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert stat.S_IMODE(os.stat(server.audit).st_mode) == 0o600
-    mine = [(l["token"], l["method"], l["path"], l["sandbox"], l["status"]) for l in lines if l["token"] == name]
     assert mine == [(name, "POST", "/v1/sandboxes", None, 201),
                     (name, "GET", f"/v1/sandboxes/{sid}", sid, 200),
                     (name, "DELETE", f"/v1/sandboxes/{sid}", sid, 200)]
