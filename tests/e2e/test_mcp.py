@@ -414,6 +414,8 @@ def exercise_every_tool(c):
     out = structured(c.call("run_command", sandbox_id=sid, command="echo out; echo err >&2; exit 3"))
     assert (out["exit_code"], out["stdout"], out["stderr"], out["timed_out"]) == (3, "out\n", "err\n", False)
     assert structured(c.call("run_command", sandbox_id=sid, command="pwd", cwd="/tmp"))["stdout"] == "/tmp\n"
+    out = structured(c.call("run_command", sandbox_id=sid, command="printf '\\377\\000x'"))
+    assert out["stdout_encoding"] == "base64" and base64.b64decode(out["stdout"]) == b"\xff\x00x"
     assert structured(c.call("write_file", sandbox_id=sid, path="/tmp/d/hello.txt", content="héllo\n")) == \
         {"path": "/tmp/d/hello.txt", "size": 7}
     blob = bytes(range(256)) * 4

@@ -274,6 +274,29 @@ static void test_writer_replaces_invalid_utf8_bytes(void **state)
 	expect_string_json("\xc3\xa9\xff\xc3\xa9", "\"\xc3\xa9\\ufffd\xc3\xa9\"");
 }
 
+static void test_writer_raw_values_take_their_place_and_commas(void **state)
+{
+	(void)state;
+	struct json_writer w;
+	json_init(&w, false);
+	json_object_begin(&w);
+	json_key(&w, "a");
+	json_raw(&w, "{\"x\":[1,2]}");
+	json_key(&w, "b");
+	json_array_begin(&w);
+	json_raw(&w, "3");
+	json_raw(&w, "\"s\"");
+	json_array_end(&w);
+	json_object_end(&w);
+	expect_text(&w, "{\"a\":{\"x\":[1,2]},\"b\":[3,\"s\"]}");
+	/* A raw value is a value: one at the top level, none after it. */
+	json_raw(&w, "{}");
+	json_raw(&w, "{}");
+	int err = 0;
+	assert_null(json_steal(&w, &err));
+	assert_int_equal(err, -EINVAL);
+}
+
 static void test_writer_escapes_keys_too(void **state)
 {
 	(void)state;
@@ -984,6 +1007,7 @@ int main(void)
 		cmocka_unit_test(test_writer_escapes_quotes_backslash_and_controls),
 		cmocka_unit_test(test_writer_passes_valid_utf8),
 		cmocka_unit_test(test_writer_replaces_invalid_utf8_bytes),
+		cmocka_unit_test(test_writer_raw_values_take_their_place_and_commas),
 		cmocka_unit_test(test_writer_escapes_keys_too),
 		cmocka_unit_test(test_writer_grows_buffer_for_large_output),
 		cmocka_unit_test(test_writer_steal_resets_and_keeps_pretty),
