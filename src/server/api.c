@@ -628,7 +628,11 @@ static void audit(struct request *rq, enum MHD_RequestTerminationCode toe)
 	json_kv_string(&w, "token", rq->authed ? rq->token_name : NULL);
 	json_kv_string(&w, "method", rq->method);
 	json_kv_string(&w, "path", rq->path);
-	json_kv_string(&w, "sandbox", rq->e ? rq->e->id : NULL);
+	json_kv_string(&w, "sandbox", rq->e ? rq->e->id : rq->mcp_sandbox[0] ? rq->mcp_sandbox : NULL);
+	if (rq->mcp_tool) {
+		json_kv_string(&w, "tool", rq->mcp_tool);
+		json_kv_bool(&w, "tool_error", rq->mcp_tool_error);
+	}
 	json_kv_uint(&w, "status", rq->status);
 	json_kv_bool(&w, "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
 	json_kv_uint(&w, "ms", now_ms() - rq->start_ms);

@@ -88,6 +88,10 @@ struct request {
 	 * next call. */
 	bool first_call, has_body;
 	struct MHD_Response *deferred;
+	/* /mcp: the tool a tools/call used, its sandbox and whether it failed, for the audit. */
+	const char *mcp_tool;
+	char mcp_sandbox[64];
+	bool mcp_tool_error;
 };
 
 /* ---- the sandbox table (api.c) ---- */

@@ -183,6 +183,9 @@ void handle_mcp_post(struct MHD_Connection *c, struct request *rq)
 	}
 	bool was_initialized = s.initialized;
 	char *reply = mcp_answer(&s, &m);
+	rq->mcp_tool = s.call.tool;
+	rq->mcp_tool_error = s.call.error;
+	snprintf(rq->mcp_sandbox, sizeof(rq->mcp_sandbox), "%s", s.call.sandbox);
 	if (m.kind != MCP_REQUEST) {
 		/* A notification or a response: accepted, nothing to answer. */
 		free(reply);

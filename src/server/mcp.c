@@ -159,7 +159,7 @@ char *mcp_error_reply(const struct mcp_message *m, int code, const char *message
 /* ---- tool results ------------------------------------------------------------------------ */
 
 /* A tool's answer: TEXT for the model; STRUCTURED, when given, the same as JSON. */
-static char *tool_result(const struct mcp_message *m, const char *text, const char *structured, bool is_error)
+static char *tool_result(struct mcp_session *s, const struct mcp_message *m, const char *text, const char *structured, bool is_error)
 {
 	struct json_writer w;
 	json_init(&w, false);
@@ -177,26 +177,28 @@ static char *tool_result(const struct mcp_message *m, const char *text, const ch
 	}
 	json_kv_bool(&w, "isError", is_error);
 	json_object_end(&w);
+	s->call.error = is_error;
 	_cleanup_free_ char *result = json_steal(&w, NULL);
 	return result ? reply_result(m, result) : NULL;
 }
 
-static char *tool_error(const struct mcp_message *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *tool_error(const struct mcp_message *m, const char *fmt, ...)
+static char *tool_error(struct mcp_session *s, const struct mcp_message *m, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static char *tool_error(struct mcp_session *s, const struct mcp_message *m, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	return tool_result(m, msg, NULL, true);
+	return tool_result(s, m, msg, NULL, true);
 }
 
 /* W holds the structured answer (an object); it is sent as both forms. */
-static char *tool_ok(const struct mcp_message *m, struct json_writer *w)
+static char *tool_ok(struct mcp_session *s, const struct mcp_message *m, struct json_writer *w)
 {
 	_cleanup_free_ char *sc = json_steal(w, NULL);
-	return sc ? tool_result(m, sc, sc, false) : NULL;
+	return sc ? tool_result(s, m, sc, sc, false) : NULL;
 }
 
 /* ---- the tools --------------------------------------------------------------------------- */
@@ -215,7 +217,7 @@ static char *tool_create(struct mcp_session *s, const struct mcp_message *m, str
 	const char *code;
 	capsule_error err = { 0 };
 	if (serve_sandbox_create(s->owner, s->owner_name, &c->create, &e, &status, &code, &err) < 0)
-		return tool_error(m, "create_sandbox: %s", err.message);
+		return tool_error(s, m, "create_sandbox: %s", err.message);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
@@ -226,8 +228,9 @@ static char *tool_create(struct mcp_session *s, const struct mcp_message *m, str
 	json_kv_string(&w, "network", e->network ? e->network : "none");
 	json_kv_uint(&w, "timeout", e->timeout_s);
 	json_object_end(&w);
+	snprintf(s->call.sandbox, sizeof(s->call.sandbox), "%s", e->id);
 	entry_unref(e);
-	return tool_ok(m, &w);
+	return tool_ok(s, m, &w);
 }
 
 static const char *const interpreters[][3] = {
@@ -238,7 +241,7 @@ static const char *const interpreters[][3] = {
 
 /* run_command and run_code: an exec whose answer is the REST exec's; past its timeout, or when
  * the interpreter is missing, it is an error that still carries what the command wrote. */
-static char *tool_exec(const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+static char *tool_exec(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
 {
 	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
 	uint32_t timeout_ms = c->timeout_ms ? c->timeout_ms : MCP_EXEC_TIMEOUT_DEFAULT_MS;
@@ -260,16 +263,16 @@ static char *tool_exec(const struct mcp_message *m, struct sandbox_entry *e, str
 	capsule_error err = { 0 };
 	if (serve_exec_write(&w, e->sb, &o, stdin_data, stdin_len, &out, &err) < 0) {
 		json_free(&w);
-		return tool_error(m, "%s: %s", mcp_tool_names[c->tool], err.message);
+		return tool_error(s, m, "%s: %s", mcp_tool_names[c->tool], err.message);
 	}
 	json_object_end(&w);
 	if (c->tool == MCP_TOOL_RUN_CODE && out.missing) {
 		json_free(&w);
-		return tool_error(m, "run_code: this sandbox has no '%s' to run %s code (%s); choose an image that has it",
+		return tool_error(s, m, "run_code: this sandbox has no '%s' to run %s code (%s); choose an image that has it",
 				  o.argv[0], c->language == MCP_LANG_PYTHON ? "python" : o.argv[0], err.message);
 	}
 	if (!out.timed_out)
-		return tool_ok(m, &w);
+		return tool_ok(s, m, &w);
 	_cleanup_free_ char *sc = json_steal(&w, NULL);
 	if (!sc)
 		return NULL;
@@ -279,7 +282,7 @@ static char *tool_exec(const struct mcp_message *m, struct sandbox_entry *e, str
 	_cleanup_free_ char *text = NULL;
 	if (asprintf(&text, "%s%s", head, sc) < 0)
 		return NULL;
-	return tool_result(m, text, sc, true);
+	return tool_result(s, m, text, sc, true);
 }
 
 static char *tool_run_code(struct mcp_session *s, const struct mcp_message *m, struct mcp_call *c)
@@ -287,8 +290,8 @@ static char *tool_run_code(struct mcp_session *s, const struct mcp_message *m, s
 	if (c->sandbox_id) {
 		struct sandbox_entry *e = sandbox_of(s, c->sandbox_id);
 		if (!e)
-			return tool_error(m, "run_code: " NO_SANDBOX, c->sandbox_id);
-		char *reply = tool_exec(m, e, c);
+			return tool_error(s, m, "run_code: " NO_SANDBOX, c->sandbox_id);
+		char *reply = tool_exec(s, m, e, c);
 		entry_unref(e);
 		return reply;
 	}
@@ -301,28 +304,28 @@ static char *tool_run_code(struct mcp_session *s, const struct mcp_message *m, s
 	int r = serve_sandbox_create(s->owner, s->owner_name, &req, &e, &status, &code, &err);
 	serve_create_req_free(&req);
 	if (r < 0)
-		return tool_error(m, "run_code: making a sandbox: %s", err.message);
-	char *reply = tool_exec(m, e, c);
+		return tool_error(s, m, "run_code: making a sandbox: %s", err.message);
+	char *reply = tool_exec(s, m, e, c);
 	serve_sandbox_delete(e);
 	entry_unref(e);
 	return reply;
 }
 
-static char *tool_write(const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+static char *tool_write(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
 {
 	capsule_error err = { 0 };
 	if (capsule_fs_write(e->sb, c->path, c->content, c->content_len, 0, CAPSULE_FS_PARENTS, &err) < 0)
-		return tool_error(m, "write_file: %s", err.message);
+		return tool_error(s, m, "write_file: %s", err.message);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
 	json_kv_string(&w, "path", c->path);
 	json_kv_uint(&w, "size", c->content_len);
 	json_object_end(&w);
-	return tool_ok(m, &w);
+	return tool_ok(s, m, &w);
 }
 
-static char *tool_read(const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+static char *tool_read(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
 {
 	void *data;
 	size_t len;
@@ -330,10 +333,10 @@ static char *tool_read(const struct mcp_message *m, struct sandbox_entry *e, str
 	capsule_error err = { 0 };
 	int r = capsule_fs_read(e->sb, c->path, &data, &len, max, &err);
 	if (r == -EFBIG)
-		return tool_error(m, "read_file: '%s' is larger than the %zu bytes read_file answers; read a part with "
+		return tool_error(s, m, "read_file: '%s' is larger than the %zu bytes read_file answers; read a part with "
 				     "run_command (head, tail, grep)", c->path, max);
 	if (r < 0)
-		return tool_error(m, "read_file: %s", err.message);
+		return tool_error(s, m, "read_file: %s", err.message);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
@@ -349,35 +352,35 @@ static char *tool_read(const struct mcp_message *m, struct sandbox_entry *e, str
 	}
 	json_object_end(&w);
 	free(data);
-	return tool_ok(m, &w);
+	return tool_ok(s, m, &w);
 }
 
-static char *tool_list(const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+static char *tool_list(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
 {
 	const char *path = c->path ? c->path : "/";
 	capsule_fs_entry *v;
 	size_t n;
 	capsule_error err = { 0 };
 	if (capsule_fs_list(e->sb, path, &v, &n, &err) < 0)
-		return tool_error(m, "list_files: %s", err.message);
+		return tool_error(s, m, "list_files: %s", err.message);
 	struct json_writer w;
 	json_init(&w, false);
 	serve_write_listing(&w, path, v, n, MCP_LIST_MAX, true);
 	capsule_fs_entries_free(v, n);
-	return tool_ok(m, &w);
+	return tool_ok(s, m, &w);
 }
 
-static char *tool_destroy(const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+static char *tool_destroy(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
 {
 	if (!serve_sandbox_delete(e))
-		return tool_error(m, "destroy_sandbox: " NO_SANDBOX, c->sandbox_id);
+		return tool_error(s, m, "destroy_sandbox: " NO_SANDBOX, c->sandbox_id);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
 	json_kv_string(&w, "sandbox_id", c->sandbox_id);
 	json_kv_bool(&w, "destroyed", true);
 	json_object_end(&w);
-	return tool_ok(m, &w);
+	return tool_ok(s, m, &w);
 }
 
 static char *tools_call(struct mcp_session *s, const struct mcp_message *m)
@@ -388,8 +391,12 @@ static char *tools_call(struct mcp_session *s, const struct mcp_message *m)
 	if (mcp_decode_call(m->params, m->params_len, &c, &rpc_code, &err) < 0) {
 		if (rpc_code)
 			return mcp_error_reply(m, rpc_code, err.message);
-		return tool_error(m, "%s: %s", mcp_tool_names[c.tool], err.message);
+		s->call.tool = mcp_tool_names[c.tool];
+		return tool_error(s, m, "%s: %s", mcp_tool_names[c.tool], err.message);
 	}
+	s->call.tool = mcp_tool_names[c.tool];
+	if (c.sandbox_id)
+		snprintf(s->call.sandbox, sizeof(s->call.sandbox), "%s", c.sandbox_id);
 	char *reply;
 	if (c.tool == MCP_TOOL_CREATE_SANDBOX) {
 		reply = tool_create(s, m, &c);
@@ -398,17 +405,17 @@ static char *tools_call(struct mcp_session *s, const struct mcp_message *m)
 	} else {
 		struct sandbox_entry *e = sandbox_of(s, c.sandbox_id);
 		if (!e)
-			reply = tool_error(m, "%s: " NO_SANDBOX, mcp_tool_names[c.tool], c.sandbox_id);
+			reply = tool_error(s, m, "%s: " NO_SANDBOX, mcp_tool_names[c.tool], c.sandbox_id);
 		else if (c.tool == MCP_TOOL_RUN_COMMAND)
-			reply = tool_exec(m, e, &c);
+			reply = tool_exec(s, m, e, &c);
 		else if (c.tool == MCP_TOOL_WRITE_FILE)
-			reply = tool_write(m, e, &c);
+			reply = tool_write(s, m, e, &c);
 		else if (c.tool == MCP_TOOL_READ_FILE)
-			reply = tool_read(m, e, &c);
+			reply = tool_read(s, m, e, &c);
 		else if (c.tool == MCP_TOOL_LIST_FILES)
-			reply = tool_list(m, e, &c);
+			reply = tool_list(s, m, e, &c);
 		else
-			reply = tool_destroy(m, e, &c);
+			reply = tool_destroy(s, m, e, &c);
 		entry_unref(e);
 	}
 	mcp_call_free(&c);
@@ -460,6 +467,7 @@ char *mcp_answer(struct mcp_session *s, const struct mcp_message *m)
 	/* This server sends no requests, so a response answers nothing; and a notification
 	 * (initialized, cancelled, roots changed) needs no answer from a server without state
 	 * for it. Requests are answered in order, so one being cancelled has its answer. */
+	memset(&s->call, 0, sizeof(s->call));
 	if (m->kind != MCP_REQUEST)
 		return NULL;
 	if (!strcmp(m->method, "initialize"))

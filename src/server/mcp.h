@@ -109,6 +109,13 @@ struct mcp_session {
 	char owner_name[SERVE_TOKEN_NAME_MAX + 16]; /* in messages: "token 'alice'" */
 	char protocol[16];
 	bool initialized;
+	/* What the last message did, for capsule serve's audit line: the tool it called (NULL
+	 * when it was no tools/call, or named no tool), its sandbox, whether it failed. */
+	struct {
+		const char *tool;
+		char sandbox[MCP_SANDBOX_ID_MAX + 1];
+		bool error;
+	} call;
 };
 
 /* The answer to M, a message decoded without error: malloc'd JSON text with no newline, or

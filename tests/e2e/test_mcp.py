@@ -15,7 +15,7 @@ import time
 import pytest
 
 from tests.conftest import CAPSULE, _env
-from tests.e2e.test_serve import Server, new_token
+from tests.e2e.test_serve import Server, new_token, token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENT = os.path.join(ROOT, "tests", "mcp", "client.mjs")
@@ -244,7 +244,9 @@ def test_capsule_mcp_refuses_bad_options(capsule_home):
 
 @pytest.fixture(scope="module")
 def server(capsule_home):
-    s = Server(capsule_home, "--max-sandboxes", "4", "--default-memory", "256M")
+    audit = os.path.join(os.path.dirname(capsule_home), "mcp-audit.log")
+    s = Server(capsule_home, "--max-sandboxes", "4", "--default-memory", "256M", "--audit-log", audit)
+    s.audit = audit
     yield s
     rc, err = s.stop()
     assert rc == 0, err
@@ -335,7 +337,8 @@ def test_http_sessions_tokens_and_malformed_messages(server, capsule_home):
 
 def test_http_tools_use_the_tokens_sandboxes(server, capsule_home):
     port = server.port
-    a, b = new_token(capsule_home, "mcp-own-a"), new_token(capsule_home, "mcp-own-b")
+    name_a, name_b = f"mcp-own-a-{os.getpid()}", f"mcp-own-b-{os.getpid()}"
+    a, b = token(capsule_home, name_a), token(capsule_home, name_b)
     sa, sb = http_initialize(port, a), http_initialize(port, b)
 
     def call(tok, session, name, **arguments):
@@ -362,6 +365,24 @@ def test_http_tools_use_the_tokens_sandboxes(server, capsule_home):
     assert call(a, sa, "destroy_sandbox", sandbox_id=sid)["structuredContent"] == {"sandbox_id": sid,
                                                                                     "destroyed": True}
     assert wait_gone(capsule_home, sid)
+    # The audit log says which tool each call used, on which sandbox, and whether it failed
+    # (each line is written once its answer has gone: the last may come a moment later).
+    want = [(name_a, "initialize", None, None, None), (name_b, "initialize", None, None, None),
+            (name_a, "tools/call", "create_sandbox", sid, False), (name_a, "tools/call", "run_command", sid, False),
+            (name_b, "tools/call", "run_command", sid, True), (name_b, "tools/call", "destroy_sandbox", sid, True),
+            (name_a, "tools/call", "destroy_sandbox", sid, False)]
+    deadline = time.monotonic() + 10
+    while True:
+        with open(server.audit) as f:
+            lines = [json.loads(line) for line in f]
+        mine = [line for line in lines if line["token"] in (name_a, name_b) and line["path"] == "/mcp"]
+        if len(mine) >= len(want) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert all(line["method"] == "POST" and line["status"] == 200 for line in mine)
+    got = [(line["token"], "tools/call" if "tool" in line else "initialize", line.get("tool"), line["sandbox"],
+            line.get("tool_error")) for line in mine]
+    assert sorted(got, key=str) == sorted(want, key=str)
 
 
 # ---- the official TypeScript SDK as the client ------------------------------------------------
