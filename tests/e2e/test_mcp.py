@@ -472,7 +472,6 @@ def exercise_every_tool(c):
     return sid
 
 
-@pytest.mark.plain_build_only
 def test_sdk_client_over_stdio(capsule_home):
     c = SdkClient(capsule_home, "stdio", CAPSULE, "mcp")
     info = c.ok("connect")
@@ -485,7 +484,6 @@ def test_sdk_client_over_stdio(capsule_home):
     assert wait_gone(capsule_home, kept)  # the stdio server's sandboxes go with it
 
 
-@pytest.mark.plain_build_only
 def test_sdk_client_over_http(server, capsule_home):
     url = f"http://127.0.0.1:{server.port}/mcp"
     denied = SdkClient(capsule_home, "http", url)
