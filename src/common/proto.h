@@ -39,6 +39,7 @@ enum cp_type {
 	CP_RESIZE = 22,  /* pty window size */
 
 	CP_STOP = 32,    /* client -> shim: stop the sandbox gracefully */
+	CP_TAKE = 33,    /* client -> shim: a pool's ready sandbox becomes the client's, under a name */
 	CP_INIT = 48,    /* shim -> agent, once after HELLO: the sandbox's settings */
 	CP_SHUTDOWN = 49, /* shim -> agent: SIGTERM everything, exit after the grace time */
 	CP_VM_MOUNT = 50,   /* shim -> agent (vm): mount a share's entry or a tmpfs in the guest */
@@ -195,6 +196,17 @@ struct cp_stop {
 };
 enum { CP_T_STOP_TIMEOUT_MS = 1 };
 
+/* TAKE: the ready sandbox of pool POOL becomes NAME (renamed when NAME differs), owned by the
+ * connection that asks (its close ends the sandbox) or, DETACHED, by nobody. Answered by OK
+ * or ERROR; of two takers one gets OK, the other ERROR (EBUSY). */
+struct cp_take {
+	char *name; /* required, a sandbox name */
+	char *pool; /* required, the pool the taker expects the sandbox to be in */
+	uint32_t detached;
+};
+enum { CP_T_TAKE_NAME = 1, CP_T_TAKE_POOL = 2, CP_T_TAKE_DETACHED = 3 };
+#define CP_MAX_TAKE_NAME 63u
+
 /* What the agent needs to know about its sandbox. */
 struct cp_init {
 	uint8_t *seccomp_bpf; /* struct sock_filter array, installed on every command */
@@ -350,6 +362,9 @@ int cp_stop_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m);
 /* SHUTDOWN (shim -> agent) carries the STOP message's body; it is decoded by cp_stop_decode. */
 int cp_shutdown_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m);
 int cp_stop_decode(const uint8_t *p, size_t n, struct cp_stop *m);
+int cp_take_encode(struct cp_writer *w, uint32_t chan, const struct cp_take *m);
+int cp_take_decode(const uint8_t *p, size_t n, struct cp_take *m);
+void cp_take_free(struct cp_take *m);
 
 int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m);
 int cp_init_decode(const uint8_t *p, size_t n, struct cp_init *m);

@@ -148,6 +148,45 @@ int cp_shutdown_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop 
 	return u32_msg_encode(w, CP_SHUTDOWN, chan, m, stop_fields, ARRAY_LEN(stop_fields));
 }
 
+int cp_take_encode(struct cp_writer *w, uint32_t chan, const struct cp_take *m)
+{
+	if (!m->name || !m->pool || !str_fits(m->name, CP_MAX_TAKE_NAME) || !str_fits(m->pool, CP_MAX_TAKE_NAME))
+		return -EINVAL;
+	cp_frame_begin(w, CP_TAKE, 0, chan);
+	cp_put_str(w, CP_T_TAKE_NAME, m->name);
+	cp_put_str(w, CP_T_TAKE_POOL, m->pool);
+	cp_put_u32(w, CP_T_TAKE_DETACHED, m->detached);
+	return cp_frame_finish(w);
+}
+
+int cp_take_decode(const uint8_t *p, size_t n, struct cp_take *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		switch (f.tag) {
+		case CP_T_TAKE_NAME: r = f.len > CP_MAX_TAKE_NAME ? -EBADMSG : field_set_str(&f, &m->name); break;
+		case CP_T_TAKE_POOL: r = f.len > CP_MAX_TAKE_NAME ? -EBADMSG : field_set_str(&f, &m->pool); break;
+		case CP_T_TAKE_DETACHED: r = cp_field_u32(&f, &m->detached); break;
+		}
+	});
+	if (!m->name || !m->pool) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_take_free(m);
+	return ret;
+}
+
+void cp_take_free(struct cp_take *m)
+{
+	free(m->name);
+	free(m->pool);
+	memset(m, 0, sizeof(*m));
+}
+
 int cp_init_encode(struct cp_writer *w, uint32_t chan, const struct cp_init *m)
 {
 	cp_frame_begin(w, CP_INIT, 0, chan);

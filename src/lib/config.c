@@ -160,6 +160,29 @@ int capsule_config_set_save(capsule_config *cfg, const char *name, capsule_error
 	return 0;
 }
 
+const char *config_hostname(const struct capsule_config *cfg)
+{
+	return cfg->hostname[0] ? cfg->hostname : config_cgroup_base(cfg);
+}
+
+const char *config_cgroup_base(const struct capsule_config *cfg)
+{
+	return cfg->origin[0] ? cfg->origin : cfg->name;
+}
+
+int capsule_config_set_pool(capsule_config *cfg, const char *pool, capsule_error *err)
+{
+	if (!pool || !*pool) {
+		cfg->pool[0] = '\0';
+		return 0;
+	}
+	int r = validate_name(pool, "pool name", err);
+	if (r < 0)
+		return r;
+	snprintf(cfg->pool, sizeof(cfg->pool), "%s", pool);
+	return 0;
+}
+
 int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err)
 {
 	if (iso != CAPSULE_ISOLATION_CONTAINER && iso != CAPSULE_ISOLATION_VM)

@@ -78,7 +78,10 @@ const struct config_key config_keys[] = {
 	{ .name = "save", .type = CONFIG_KEY_TEXT, FIELD(save), .flags = CONFIG_KEY_OMIT_UNSET, .load = config_save_load,
 	  .set = capsule_config_set_save,
 	  FLAG("save", 0, "NAME", "save the filesystem as NAME when the sandbox stops\n(start from it with --image NAME)") },
+	{ .name = "pool", .type = CONFIG_KEY_TEXT, FIELD(pool), .flags = CONFIG_KEY_OMIT_UNSET, .set = capsule_config_set_pool,
+	  FLAG("pool", 0, "POOL", "take a ready sandbox from warm pool POOL (its options\napply: give no other sandbox option)") },
 	/* Set by the library or through calls of their own, not by a flag. */
+	{ .name = "origin", .type = CONFIG_KEY_TEXT, FIELD(origin), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "detached", .type = CONFIG_KEY_BOOL, FIELD(detached) },
 	{ .name = "created", .type = CONFIG_KEY_I64, FIELD(created_unix), .max = INT64_MAX },
 	{ .name = "id_slot", .type = CONFIG_KEY_U32, FIELD(id_slot), .max = 65535 },

@@ -226,8 +226,23 @@ static uint32_t id_slot_max(void)
 
 /* A slot link whose owner has no folder any more, or whose owner's config names another
  * slot, was left by a crash: it may be taken over. */
+static bool id_slot_stale(int run, const char *owner, uint32_t slot);
+
+/* "OLD>NEW": a rename (id_slot_rename) was under way; the slot is stale only if neither owns it. */
+static bool id_slot_stale_renaming(int run, const char *owner, uint32_t slot)
+{
+	char old_name[CAPSULE_NAME_MAX + 1];
+	const char *gt = strchr(owner, '>');
+	if ((size_t)(gt - owner) >= sizeof(old_name))
+		return false;
+	snprintf(old_name, sizeof(old_name), "%.*s", (int)(gt - owner), owner);
+	return id_slot_stale(run, old_name, slot) && id_slot_stale(run, gt + 1, slot);
+}
+
 static bool id_slot_stale(int run, const char *owner, uint32_t slot)
 {
+	if (strchr(owner, '>'))
+		return id_slot_stale_renaming(run, owner, slot);
 	_cleanup_close_ int dir = openat(run, owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return errno == ENOENT;
@@ -258,7 +273,7 @@ int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
 		}
 		if (errno != EEXIST)
 			return cap_err(err, errno, "claiming id slot '%s/slots/%s'", capsule_home(), path);
-		char owner[CAPSULE_NAME_MAX + 2];
+		char owner[2 * CAPSULE_NAME_MAX + 3];
 		ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
 		if (l <= 0)
 			continue;
@@ -288,6 +303,49 @@ void id_slot_release(const char *name, uint32_t slot)
 	/* Only our own claim: the slot may have been taken over since. */
 	if (strcmp(owner, name) == 0)
 		unlinkat(slots, path, 0);
+}
+
+/* Point slot SLOT's link at TARGET: a new link renamed over the old one, so that it always
+ * names an owner. */
+static int id_slot_point(int slots, uint32_t slot, const char *target)
+{
+	char path[16], tmp[32];
+	snprintf(path, sizeof(path), "%u", slot);
+	snprintf(tmp, sizeof(tmp), ".%u.%d", slot, (int)getpid());
+	unlinkat(slots, tmp, 0);
+	if (symlinkat(target, slots, tmp) < 0)
+		return -errno;
+	if (renameat(slots, tmp, slots, path) < 0) {
+		int e = errno;
+		unlinkat(slots, tmp, 0);
+		return -e;
+	}
+	return 0;
+}
+
+int id_slot_rename(int run, const char *old_name, const char *new_name, uint32_t slot, capsule_error *err)
+{
+	_cleanup_close_ int slots = -1;
+	char both[2 * CAPSULE_NAME_MAX + 3];
+	snprintf(both, sizeof(both), "%s>%s", old_name, new_name);
+	int r;
+	if (geteuid() == 0) {
+		if ((r = home_subdir_open("slots", &slots, err)) < 0)
+			return r;
+		if ((r = id_slot_point(slots, slot, both)) < 0)
+			return cap_err(err, -r, "renaming id slot %u of sandbox '%s'", slot, old_name);
+	}
+	if (renameat2(run, old_name, run, new_name, RENAME_NOREPLACE) < 0) {
+		r = errno == EEXIST ? cap_err_plain(err, EEXIST, "a sandbox named '%s' already exists", new_name)
+				    : cap_err(err, errno, "renaming sandbox '%s' to '%s'", old_name, new_name);
+		if (slots >= 0)
+			id_slot_point(slots, slot, old_name);
+		return r;
+	}
+	/* Past the folder's rename the take has happened; a link left naming both is still read right. */
+	if (slots >= 0)
+		id_slot_point(slots, slot, new_name);
+	return 0;
 }
 
 /* ---- helper binaries ---- */

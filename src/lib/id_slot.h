@@ -20,5 +20,9 @@ void home_id_map(uint32_t slot, uid_t *uid_base, gid_t *gid_base, uint32_t *coun
  * link whose owner is gone is taken over), and give it back. */
 int id_slot_take(const char *name, uint32_t *slot, capsule_error *err);
 void id_slot_release(const char *name, uint32_t slot);
+/* Rename the sandbox folder run/OLD to run/NEW (RENAME_NOREPLACE: -EEXIST, with a message,
+ * when NEW exists) with its id slot SLOT: the slot's link names "OLD>NEW" while the folder
+ * moves, so that no id_slot_take meanwhile, or after a crash there, finds the owner gone. */
+int id_slot_rename(int run, const char *old_name, const char *new_name, uint32_t slot, capsule_error *err);
 
 #endif

@@ -101,6 +101,13 @@ struct capsule_config {
 	capsule_progress_fn progress;
 	void *progress_payload;
 	char save[CAPSULE_NAME_MAX + 1]; /* save the sandbox's filesystem under this name when it stops; "" = ephemeral */
+	/* A create that names a pool takes a ready sandbox from it (pool.c); a sandbox whose own
+	 * configuration names one is that pool's ready sandbox, not yet taken: hidden from the
+	 * list, and its shim refuses every request but TAKE and STOP. "" = neither. */
+	char pool[CAPSULE_NAME_MAX + 1];
+	/* The name a pool's sandbox was started under, which its cgroups keep after a take renames
+	 * it; "" = its own name. */
+	char origin[CAPSULE_NAME_MAX + 1];
 	/* vm isolation */
 	bool boot_timeout_set; /* else the level's default applies */
 	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
@@ -116,6 +123,11 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 /* Read and parse the "config" file in the sandbox folder DIRFD. */
 int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err);
 void config_clear(struct capsule_config *cfg);
+/* The hostname inside: the one set, else the name the sandbox was started under (a pool's
+ * sandbox keeps the one it booted with when a take renames it). */
+const char *config_hostname(const struct capsule_config *cfg);
+/* The name its cgroups are made under (sandbox_cgroup_name): the origin, else the name. */
+const char *config_cgroup_base(const struct capsule_config *cfg);
 /* The boot timeout a start waits: the one set, or the isolation level's default. */
 uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 /* Put the layer folder PATH (absolute) on top of CFG's layers. */

@@ -78,7 +78,7 @@ void transform_servers_reap(struct shim *s, bool force)
 
 static const char *sandbox_hostname(const struct shim *s)
 {
-	return s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name;
+	return config_hostname(&s->cfg);
 }
 
 /* ---- the resources ------------------------------------------------------------------ */
@@ -101,7 +101,7 @@ static int cgroup_up(struct shim *s, capsule_error *err)
 	struct cgroup_limits lim;
 	s->level->cgroup_limits(s, &lim);
 	char cgname[CAPSULE_NAME_MAX + 16];
-	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	int r = cgroup_create(&s->cg, cgname, &lim, err);
 	if (r == 0)
 		shim_progress("cgroup");
@@ -117,7 +117,7 @@ static void cgroup_down(struct shim *s)
 	s->cg = NULL;
 	/* A save's freeze may have made a v1 freezer cgroup beside the others. */
 	char cgname[CAPSULE_NAME_MAX + 16];
-	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	sandbox_freezer_remove(cgname);
 }
 

@@ -240,6 +240,75 @@ static void display_request(struct shim *s, int ci, const struct cp_header *h, c
 		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
+/* A pool's ready sandbox becomes the taker's: renamed (its folder and id slot; its cgroups keep
+ * the name it started under, config's origin), no longer the pool's, owned by the taker's
+ * connection or by nobody. The loop serves one request at a time, so of two takers the first
+ * gets it and the second finds it no longer the pool's. */
+static int take_sandbox(struct shim *s, int ci, const struct cp_take *m, capsule_error *err)
+{
+	if (!s->cfg.pool[0] || strcmp(s->cfg.pool, m->pool) != 0)
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is not a ready sandbox of pool '%s'", s->name, m->pool);
+	int r = validate_name(m->name, "sandbox name", err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int run = -1;
+	if ((r = home_subdir_open("run", &run, err)) < 0)
+		return r;
+	char old_name[sizeof(s->name)], old_pool[sizeof(s->cfg.pool)];
+	bool old_detached = s->cfg.detached;
+	snprintf(old_name, sizeof(old_name), "%s", s->name);
+	snprintf(old_pool, sizeof(old_pool), "%s", s->cfg.pool);
+	bool rename = strcmp(old_name, m->name) != 0;
+	if (rename && (r = id_slot_rename(run, old_name, m->name, s->cfg.id_slot, err)) < 0)
+		return r;
+	snprintf(s->cfg.name, sizeof(s->cfg.name), "%s", m->name);
+	s->cfg.pool[0] = '\0';
+	s->cfg.detached = m->detached != 0;
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if ((r = config_serialize(&s->cfg, &text, &len)) < 0 ||
+	    (r = write_file_atomic_at(s->run_fd, "config", text, len, 0600, false)) < 0) {
+		cap_err(err, -r, "writing the configuration of sandbox '%s'", m->name);
+		snprintf(s->cfg.name, sizeof(s->cfg.name), "%s", old_name);
+		snprintf(s->cfg.pool, sizeof(s->cfg.pool), "%s", old_pool);
+		s->cfg.detached = old_detached;
+		if (rename)
+			id_slot_rename(run, m->name, old_name, s->cfg.id_slot, NULL);
+		return r;
+	}
+	snprintf(s->name, sizeof(s->name), "%s", m->name);
+	write_state(s, "running");
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		s->io.clients[i].owner = false;
+	s->io.clients[ci].owner = !s->cfg.detached;
+	shim_log("taken from pool '%s' as '%s'%s", old_pool, m->name, s->cfg.detached ? ", detached" : "");
+	return 0;
+}
+
+static void take_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!fresh_channel_and_running(s, ci, h))
+		return;
+	struct cp_take m;
+	if (cp_take_decode(payload, h->len, &m) < 0) {
+		io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed TAKE request");
+		return;
+	}
+	/* The pool's keeper made the sandbox: its connection was the owner. */
+	int keeper = -1;
+	for (int i = 0; i < MAX_CLIENTS; i++)
+		if (s->io.clients[i].used && s->io.clients[i].owner)
+			keeper = i;
+	capsule_error err = { 0 };
+	int r = take_sandbox(s, ci, &m, &err);
+	cp_take_free(&m);
+	struct cp_request_ok ok = { 0 };
+	shim_request_answer(s, ci, h, r, &err, &ok);
+	/* Its hang-up is how the keeper learns that the sandbox was taken and makes another. */
+	if (r == 0 && keeper >= 0 && keeper != ci)
+		io_client_close(&s->io, keeper);
+}
+
 static void hello_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
 	struct client *c = &s->io.clients[ci];
@@ -298,6 +367,13 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 		hello_request(s, ci, h, payload);
 		return;
 	}
+	/* A pool's ready sandbox is fresh until it is taken: nothing runs in it before. */
+	if (s->cfg.pool[0] && h->type != CP_TAKE && h->type != CP_STOP) {
+		io_client_error(&s->io, ci, h->chan, EBUSY,
+				"sandbox '%s' is a ready sandbox of pool '%s': take it with --pool %s", s->name, s->cfg.pool,
+				s->cfg.pool);
+		return;
+	}
 	struct channel *ch = h->chan ? io_chan_by_client(&s->io, ci, h->chan) : NULL;
 	switch (h->type) {
 	case CP_EXEC:
@@ -344,6 +420,9 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 		begin_stop(s, m.timeout_ms);
 		return;
 	}
+	case CP_TAKE:
+		take_request(s, ci, h, payload);
+		return;
 	case CP_MOUNT:
 	case CP_UNMOUNT:
 	case CP_MOUNTS:

@@ -129,7 +129,15 @@ static int run_cleanup(void)
 {
 	capsule_error err = { 0 };
 	char cgname[CAPSULE_NAME_MAX + 16];
-	sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	/* A pool's sandbox keeps the cgroups of the name it started under after a take renames it. */
+	_cleanup_close_ int dir = -1;
+	struct capsule_config cfg;
+	if (run_dir_open(S.name, &dir, NULL) == 0 && config_load_at(dir, &cfg, NULL) == 0) {
+		sandbox_cgroup_name(config_cgroup_base(&cfg), cgname, sizeof(cgname));
+		config_clear(&cfg);
+	} else {
+		sandbox_cgroup_name(S.name, cgname, sizeof(cgname));
+	}
 	sandbox_freezer_remove(cgname);
 	return cgroup_remove_by_name(cgname, &err) < 0 ? 1 : 0;
 }

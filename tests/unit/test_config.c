@@ -95,7 +95,8 @@ static const char full_old_order[] =
 	"layer=/store/layers/b\nworkdir=/app\nuser=1000:1000\nentrypoint_set=1\nentrypoint=/bin/sh\n"
 	"entrypoint=-c%0Aecho\ncmd_set=1\nbind=ro:8:/srv/src/data\nvolume=rw:5:cache/cache\n"
 	"transform=5:/data12:/opt/plug.sokey=v\ntmpfs=67108864:1777:/tmp\nnetwork=full\n"
-	"port=127.0.0.1:8080:80\nallow=10.0.0.0/8:443\nallow=93.184.216.34/32:0:example.com\nsave=snap\n";
+	"port=127.0.0.1:8080:80\nallow=10.0.0.0/8:443\nallow=93.184.216.34/32:0:example.com\nsave=snap\n"
+	"pool=warm\norigin=capsule-0a0b0c0d\n";
 
 static int line_cmp(const void *a, const void *b)
 {

@@ -224,6 +224,15 @@ static int decode_by_type(uint16_t type, const uint8_t *p, size_t n)
 		r = cp_stop_decode(p, n, &m);
 		break;
 	}
+	case CP_TAKE: {
+		struct cp_take m;
+		r = cp_take_decode(p, n, &m);
+		if (r == 0) {
+			assert_true(strlen(m.name) <= CP_MAX_TAKE_NAME && strlen(m.pool) <= CP_MAX_TAKE_NAME);
+			cp_take_free(&m);
+		}
+		break;
+	}
 	case CP_INIT: {
 		struct cp_init m;
 		r = cp_init_decode(p, n, &m);
@@ -401,7 +410,7 @@ static void test_header_unknown_type_rejected(void **state)
 {
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
-				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_INIT, CP_SHUTDOWN, CP_FS,
+				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
 				   CP_SCREENSHOT, CP_INPUT };

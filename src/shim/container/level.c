@@ -211,7 +211,7 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 	for (size_t i = 0; i < s->cfg.ntmpfs; i++)
 		tmpfs[i] = (struct container_tmpfs){ s->cfg.tmpfs[i].target, s->cfg.tmpfs[i].size_bytes, s->cfg.tmpfs[i].mode };
 	struct container_spec spec = {
-		.hostname = s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name,
+		.hostname = config_hostname(&s->cfg),
 		.lowerdir = b->lower,
 		.fsdir = b->fsdir,
 		.host_image = !s->cfg.base_none,
@@ -276,7 +276,7 @@ static void container_teardown(struct shim *s)
 static int container_freeze(struct shim *s, bool on, capsule_error *err)
 {
 	char cgname[CAPSULE_NAME_MAX + 16];
-	sandbox_cgroup_name(s->name, cgname, sizeof(cgname));
+	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	return sandbox_freeze(s->cg, cgname, on, err);
 }
 

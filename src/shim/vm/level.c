@@ -208,7 +208,7 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 	struct vm_spec spec = {
 		.run_fd = s->run_fd,
 		.cfg = &s->cfg,
-		.hostname = s->cfg.hostname[0] ? s->cfg.hostname : s->cfg.name,
+		.hostname = config_hostname(&s->cfg),
 		.agent_sock = agent_sock,
 		.mounts_dir = s->shares.enabled ? s->shares.dir : NULL,
 		.disk = s->vm_boot.disk,
