@@ -606,6 +606,40 @@ CAPSULE_API int capsule_saves_json(char **out_json, capsule_error *err);
  * The vm root disks that only its disk stood on go with it. */
 CAPSULE_API int capsule_save_remove(const char *name, capsule_error *err);
 
+/* ---- warm pools (docs/architecture.md, "Warm pools") ------------------------------------ */
+
+/* A pool keeps SIZE sandboxes of one configuration started and ready, so that a create that
+ * names it (capsule_config_set_pool) takes one instead of starting one: a container's start
+ * or a vm's boot is paid before it is asked for. A ready sandbox is never used before it is
+ * taken, and a taken one never goes back: each take gets a fresh sandbox. A keeper process
+ * per pool (capsule-pool-keeper, started here, not the caller's child) starts them and
+ * starts another each time one is taken or dies; it ends with capsule_pool_remove, and
+ * when the pool's folder goes. */
+#define CAPSULE_POOL_SIZE_MAX 64
+#define CAPSULE_POOLS_MAX 64
+/* Make pool NAME ([a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}) of SIZE (1 to CAPSULE_POOL_SIZE_MAX)
+ * sandboxes made from CFG (its name, detached and pool are not used: a taker gives those).
+ * Returns once the keeper runs and the first sandbox is ready, so that a configuration that
+ * cannot start fails here with the start's own error, leaving nothing; the keeper fills the
+ * rest in the background. -EEXIST when the pool exists. */
+CAPSULE_API int capsule_pool_create(const char *name, const capsule_config *cfg, uint32_t size, capsule_error *err);
+/* Remove pool NAME: its keeper stops its ready sandboxes and exits, and its folder goes; when
+ * this returns nothing of the pool is left. Sandboxes taken from it are not touched. */
+CAPSULE_API int capsule_pool_remove(const char *name, capsule_error *err);
+/* Every pool as a JSON array (malloc'd) of {name, size, ready (how many wait to be taken),
+ * keeper (whether its keeper runs; false after a crash: remove the pool, or prune),
+ * keeper_pid (0 when it does not run),
+ * options (the sandboxes' settings, as the lines of their configuration: {key: value, or
+ * a list of values for a repeated key}), created}. */
+CAPSULE_API int capsule_pool_list_json(char **json_out, capsule_error *err);
+/* Take the next sandbox from POOL at capsule_sandbox_create: the created sandbox is one of
+ * the pool's ready ones, renamed to the configuration's name (or keeping a generated one),
+ * ephemeral or detached as the configuration says. Give nothing else: the pool's options
+ * apply, and a configuration with other settings is refused (EINVAL). With no ready
+ * sandbox (a burst took them all), one is started cold from the pool's options. NULL or ""
+ * takes from no pool. */
+CAPSULE_API int capsule_config_set_pool(capsule_config *cfg, const char *pool, capsule_error *err);
+
 /* ---- the stores taken together ---------------------------------------------------------- */
 
 /* What $CAPSULE_HOME's stores hold, as a JSON object (malloc'd): images {count, bytes}, saves

@@ -14,6 +14,7 @@
 #include "id_slot.h"
 #include "inspect.h"
 #include "layer_disk.h"
+#include "pool.h"
 #include "proto.h"
 #include "sandbox.h"
 #include "volume.h"

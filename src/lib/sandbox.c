@@ -100,13 +100,12 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 	return 0;
 }
 
-/* A detached sandbox's shim must outlive us without ever being our zombie: a double fork
+/* A detached sandbox's shim (and a pool's keeper, and a pool's sandboxes, whose shims the
+ * keeper must never wait for) must outlive us without ever being our zombie: a double fork
  * hands it to init. Only async-signal-safe calls between fork and exec: the caller may be
  * multi-threaded (the Python SDK is). */
-static int spawn_shim_detached(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+int spawn_helper_detached(const char *path, char *const argv[], int sock, int lockfd, capsule_error *err)
 {
-	char *argv[4];
-	shim_argv(name, argv);
 	extern char **environ;
 	pid_t pid = fork();
 	if (pid < 0)
@@ -132,15 +131,22 @@ static int spawn_shim_detached(const char *shim_path, const char *name, int sock
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
-		execve(shim_path, argv, environ);
+		execve(path, argv, environ);
 		_exit(127);
 	}
 	int st;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return cap_err_plain(err, ECHILD, "starting capsule-shim failed");
+		return cap_err_plain(err, ECHILD, "starting '%s' failed", path);
 	return 0;
+}
+
+static int spawn_shim_detached(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+{
+	char *argv[4];
+	shim_argv(name, argv);
+	return spawn_helper_detached(shim_path, argv, sock, lockfd, err);
 }
 
 static void reap_shim(capsule_sandbox *sb)
@@ -194,7 +200,9 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
 	progress(&sb->cfg, "starting", 1, 3);
-	if (sb->cfg.detached)
+	/* A pool's sandbox is owned by the keeper's connection, but its shim outlives the keeper's
+	 * interest in it once taken: the keeper must never wait for it. */
+	if (sb->cfg.detached || sb->cfg.pool[0])
 		r = spawn_shim_detached(shim, sb->cfg.name, sp[1], lockfd, err);
 	else
 		r = spawn_shim_child(shim, sb->cfg.name, sp[1], lockfd, &sb->shim_pid, err);
@@ -301,6 +309,17 @@ int capsule_sandbox_create(capsule_sandbox **out, const capsule_config *cfg_in, 
 	return sandbox_create_prepared(out, cfg_in, NULL, NULL, err);
 }
 
+int sandbox_config_prepare(struct capsule_config *cfg, capsule_error *err)
+{
+	int r;
+	if ((r = host_config_apply(cfg, err)) < 0 || (r = layer_disk_check(cfg, err)) < 0 ||
+	    (r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
+	    (r = resolve_image(cfg, err)) < 0 || (r = config_net_check(cfg, err)) < 0 ||
+	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0))
+		return r;
+	return 0;
+}
+
 #define NEW_RUN_FOLDER_PREFIX ".new-"
 
 /* Make run/NAME with its lock held, into *DIR and *LOCKFD. It is built under a private name and
@@ -361,6 +380,16 @@ static void sweep_abandoned_creates(int run)
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
 			    void *payload, capsule_error *err)
 {
+	if (cfg_in->pool[0] && !prepare)
+		return pool_take(out, cfg_in, err);
+	if (cfg_in->pool[0])
+		return cap_err_plain(err, EINVAL, "a sandbox taken from pool '%s' cannot be made this way", cfg_in->pool);
+	return sandbox_create_unpooled(out, cfg_in, prepare, payload, err);
+}
+
+int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
+			    void *payload, capsule_error *err)
+{
 	capsule_sandbox *sb = sandbox_alloc();
 	if (!sb)
 		return cap_err(err, ENOMEM, "allocating a sandbox");
@@ -372,6 +401,9 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	struct capsule_config *cfg = &sb->cfg;
 	if (!cfg->name[0])
 		generate_name(cfg->name, sizeof(cfg->name));
+	/* A pool's sandbox: its cgroups keep this name when a take renames it. */
+	if (cfg->pool[0])
+		snprintf(cfg->origin, sizeof(cfg->origin), "%s", cfg->name);
 	cfg->created_unix = (int64_t)time(NULL);
 	progress(cfg, "prepare", 0, 3);
 
@@ -379,12 +411,7 @@ int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	bool made_volumes[CAPSULE_MAX_BINDS] = { false };
-	if ((r = host_config_apply(cfg, err)) < 0 || (r = layer_disk_check(cfg, err)) < 0 ||
-	    (r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
-	    (r = resolve_image(cfg, err)) < 0 ||
-	    (r = config_net_check(cfg, err)) < 0 ||
-	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0) ||
-	    (r = home_subdir_open("run", &run, err)) < 0)
+	if ((r = sandbox_config_prepare(cfg, err)) < 0 || (r = home_subdir_open("run", &run, err)) < 0)
 		goto fail_free;
 	/* As docker does for `-v name:/path`: a volume named but not there yet is made now,
 	 * without a quota (and stays, like any volume, until removed), unless the create fails:
@@ -679,6 +706,29 @@ int sweep_stale(const char *name)
 	static const char stopped[] = "{\"state\": \"stopped\"}\n";
 	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0600, false);
 	return 1;
+}
+
+int sandbox_from_take(capsule_sandbox **out, const char *name, struct conn *c, capsule_error *err)
+{
+	capsule_sandbox *sb;
+	int r = capsule_sandbox_open(&sb, name, err);
+	if (r < 0)
+		return r;
+	/* The taker's connection owns an ephemeral sandbox now: it is this handle's creator
+	 * socket, past HELLO, with the TAKE's channel 1 done. */
+	if (!sb->cfg.detached) {
+		sb->owner = *c;
+		sb->owner_next_chan = 2;
+	} else {
+		conn_close(c);
+	}
+	*out = sb;
+	return 0;
+}
+
+int sandbox_owner_fd(const capsule_sandbox *sb)
+{
+	return sb->owner.fd;
 }
 
 const struct capsule_config *sandbox_config(const capsule_sandbox *sb)

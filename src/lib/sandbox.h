@@ -21,4 +21,24 @@ typedef int (*sandbox_prepare_fn)(int run_dir_fd, const struct capsule_config *c
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg, sandbox_prepare_fn prepare,
 			    void *payload, capsule_error *err);
 
+/* sandbox_create_prepared without the pool step: a CFG that names a pool is made as that
+ * pool's ready sandbox (the keeper's call), not taken from it. */
+int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *cfg, sandbox_prepare_fn prepare,
+			    void *payload, capsule_error *err);
+/* What a create checks and resolves before anything exists (capsule.json's defaults, the
+ * level, the image's layers, the network); repeating it on its own result changes nothing. */
+int sandbox_config_prepare(struct capsule_config *cfg, capsule_error *err);
+/* The handle of sandbox NAME just taken from a pool over C (which it keeps as its creator
+ * socket when the sandbox is ephemeral, and closes otherwise). */
+struct conn;
+int sandbox_from_take(capsule_sandbox **out, const char *name, struct conn *c, capsule_error *err);
+/* The creator socket's fd (-1 if none): readable once the shim hung up on it. */
+int sandbox_owner_fd(const capsule_sandbox *sb);
+/* Start PATH with ARGV by a double fork (never the caller's child, in a session of its own),
+ * with SOCK as fd 3 and LOCKFD as fd 4, stdio on /dev/null, nothing else of the caller's. */
+int spawn_helper_detached(const char *path, char *const argv[], int sock, int lockfd, capsule_error *err);
+
+/* pool.c: take a ready sandbox from CFG's pool (capsule_config_set_pool). */
+int pool_take(capsule_sandbox **out, const struct capsule_config *cfg, capsule_error *err);
+
 #endif

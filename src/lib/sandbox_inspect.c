@@ -16,7 +16,8 @@
 #include "sandbox_config.h"
 #include "util.h"
 
-static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, capsule_error *err)
+/* *POOLED (when not NULL): a pool's ready sandbox, which is the pool's until taken. */
+static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, bool *pooled, capsule_error *err)
 {
 	memset(info, 0, sizeof(*info));
 	struct capsule_config cfg;
@@ -25,13 +26,15 @@ static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, 
 		return r;
 	snprintf(info->name, sizeof(info->name), "%s", name);
 	snprintf(info->image, sizeof(info->image), "%s", cfg.image);
-	snprintf(info->hostname, sizeof(info->hostname), "%s", cfg.hostname[0] ? cfg.hostname : cfg.name);
+	snprintf(info->hostname, sizeof(info->hostname), "%s", config_hostname(&cfg));
 	info->isolation = cfg.isolation;
 	info->detached = cfg.detached;
 	info->memory_bytes = cfg.memory_bytes;
 	info->cpus_milli = cfg.cpus_milli;
 	info->pids_limit = cfg.pids_limit;
 	info->created_unix = cfg.created_unix;
+	if (pooled)
+		*pooled = cfg.pool[0] != '\0';
 	config_clear(&cfg);
 	bool running = run_dir_locked(dir);
 	_cleanup_free_ char *state = NULL, *state_name = NULL;
@@ -60,7 +63,7 @@ int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, caps
 	int r = run_dir_open(sandbox_config(sb)->name, &dir, err);
 	if (r < 0)
 		return r;
-	return info_from_dir(dir, sandbox_config(sb)->name, out, err);
+	return info_from_dir(dir, sandbox_config(sb)->name, out, NULL, err);
 }
 
 /* The vm's settings, and while it runs what the shim started (run/<name>/vm.json). */
@@ -222,7 +225,9 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 		if (dir < 0)
 			continue;
 		capsule_sandbox_info info;
-		if (info_from_dir(dir, de->d_name, &info, NULL) < 0)
+		bool pooled = false;
+		/* A pool's ready sandbox is listed by `pool ls` (as ready), not as anyone's sandbox. */
+		if (info_from_dir(dir, de->d_name, &info, &pooled, NULL) < 0 || pooled)
 			continue;
 		capsule_sandbox_info *nv = realloc(v, (n + 1) * sizeof(*v));
 		if (!nv) {

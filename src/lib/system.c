@@ -8,6 +8,7 @@
 #include "image.h"
 #include "internal.h"
 #include "json.h"
+#include "pool.h"
 #include "save.h"
 #include "util.h"
 #include "vm_store.h"
@@ -49,8 +50,12 @@ int capsule_system_df_json(char **json_out, capsule_error *err)
 int capsule_system_prune(uint64_t *freed_bytes, capsule_error *err)
 {
 	uint64_t image_bytes = 0;
-	/* Images first: the layers they free are what makes a vm root disk unused. */
-	int r = image_store_prune(&image_bytes, err);
+	/* Pools whose keeper is gone first: what they left holds nothing else. */
+	int r = pool_prune(err);
+	if (r < 0)
+		return r;
+	/* Images next: the layers they free are what makes a vm root disk unused. */
+	r = image_store_prune(&image_bytes, err);
 	if (r < 0)
 		return r;
 	struct vm_store_tally vm = { 0 };
