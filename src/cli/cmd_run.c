@@ -195,8 +195,9 @@ int cmd_run(int argc, char **argv)
 		capsule_config_free(sbc.cfg);
 		return cli_usage("run", "no command given");
 	}
-	/* -e on run applies to the command; it is also the sandbox's default for later execs. */
-	for (size_t i = 0; i < ec.nenv; i++)
+	/* -e on run applies to the command; it is also the sandbox's default for later execs,
+	 * except in a sandbox from a pool, which has the pool's settings (and was started before). */
+	for (size_t i = 0; i < ec.nenv && !sbc.pool; i++)
 		capsule_config_add_env(sbc.cfg, ec.env[i], NULL);
 	if (ec.detach)
 		capsule_config_set_detached(sbc.cfg, true, NULL);

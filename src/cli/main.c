@@ -34,6 +34,7 @@ static const struct cli_command commands[] = {
 	{ "revert", cmd_revert, "Put a sandbox's filesystem back to a checkpoint" },
 	{ "fork", cmd_fork, "Start a new sandbox from a sandbox's current state" },
 	{ "saves", cmd_saves, "Manage saves (ls, rm)" },
+	{ "pool", cmd_pool, "Keep sandboxes ready to take at once (create, ls, rm)" },
 	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
 	{ "system", cmd_system, "Show and reclaim the space the stores take (df, prune)" },
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
@@ -189,9 +190,10 @@ int cli_images_helper(char **argv)
 /* run/create with an --image other than "host": the image is resolved (and maybe pulled). */
 static bool needs_images(int argc, char **argv)
 {
-	if (strcmp(argv[1], "run") && strcmp(argv[1], "create"))
+	bool pool_create = !strcmp(argv[1], "pool") && argc > 2 && !strcmp(argv[2], "create");
+	if (strcmp(argv[1], "run") && strcmp(argv[1], "create") && !pool_create)
 		return false;
-	for (int i = 2; i < argc && strcmp(argv[i], "--"); i++) {
+	for (int i = pool_create ? 3 : 2; i < argc && strcmp(argv[i], "--"); i++) {
 		const char *v = NULL;
 		if (!strcmp(argv[i], "--image") && i + 1 < argc)
 			v = argv[i + 1];

@@ -98,6 +98,10 @@ static void run_help(const char *verb)
 		printf("Usage: capsule exec [OPTIONS] SANDBOX [--] COMMAND [ARG...]\n\n");
 	else if (!strcmp(verb, "create"))
 		printf("Usage: capsule create [OPTIONS]\n\n");
+	else if (!strcmp(verb, "pool create"))
+		printf("Usage: capsule pool create NAME --size N [OPTIONS]\n\n"
+		       "  --size N             how many sandboxes to keep ready (1 to %u)\n",
+		       CAPSULE_POOL_SIZE_MAX);
 	else
 		printf("Usage: capsule run [OPTIONS] [--] COMMAND [ARG...]\n\n");
 	const capsule_config_option *o;
@@ -107,7 +111,7 @@ static void run_help(const char *verb)
 		if (!strcmp(o->flag, "volume"))
 			flag_help(0, "allow-sensitive", NULL, "allow sensitive host paths (/etc, ~/.ssh, ...) as -v sources");
 	}
-	if (strcmp(verb, "create"))
+	if (strcmp(verb, "create") && strcmp(verb, "pool create"))
 		printf("  -e, --env K=V        set an environment variable (K alone: take it from here)\n"
 		       "  -w, --workdir DIR    working directory inside\n"
 		       "  -u, --user USER      user[:group] or uid[:gid] inside\n"
@@ -142,6 +146,8 @@ static int setting_opt(const char *verb, const capsule_config_option *o, struct 
 	/* run gives an image's own command when it is given none. */
 	if (!strcmp(o->flag, "image"))
 		sbc->image = optarg;
+	if (!strcmp(o->flag, "pool"))
+		sbc->pool = optarg;
 	return 0;
 }
 

@@ -25,6 +25,7 @@ struct exec_cli {
 struct sandbox_cli {
 	capsule_config *cfg;
 	const char *image; /* as given with --image, or NULL */
+	const char *pool;  /* as given with --pool, or NULL */
 	bool allow_sensitive;
 	char *volumes[64]; /* -v specs, applied after all flags: --allow-sensitive may come later */
 	size_t nvolumes;
