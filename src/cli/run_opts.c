@@ -176,7 +176,8 @@ static int env_opt(struct sandbox_cli *sbc, struct exec_cli *ec)
 	}
 	if (parse_env(kv, &err) < 0)
 		return cli_fail(&err);
-	if (ec && !sbc) {
+	/* run's go to the command; run adds them to the sandbox's own too, unless it is a pool's. */
+	if (ec) {
 		if (ec->nenv >= CP_MAX_ENV_CLI)
 			return cli_failf("too many -e options (at most %d)", CP_MAX_ENV_CLI);
 		ec->env_owned[ec->nenv] = steal_ptr(owned);

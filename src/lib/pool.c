@@ -626,8 +626,9 @@ int pool_prune(capsule_error *err)
 /* ---- take ------------------------------------------------------------------------------ */
 
 /* A take gives a name and whether the sandbox is detached; every other setting is the pool's.
- * The first line that differs from a fresh configuration's names what was given besides. */
-static int pool_request_check(const struct capsule_config *req, capsule_error *err)
+ * A setting given all the same must be the default or the pool's own (POOL_TEXT, its
+ * configuration's lines); the first that is neither is named. */
+static int pool_request_check(const struct capsule_config *req, const char *pool_text, capsule_error *err)
 {
 	struct capsule_config a, *fresh = NULL;
 	int r = config_copy(&a, req);
@@ -646,7 +647,7 @@ static int pool_request_check(const struct capsule_config *req, capsule_error *e
 	}
 	/* Each line of the request must be a line of the fresh configuration ("\nLINE\n" in it). */
 	_cleanup_free_ char *hay = NULL;
-	if (asprintf(&hay, "\n%s", tb) < 0) {
+	if (asprintf(&hay, "\n%s\n%s", tb, pool_text) < 0) {
 		hay = NULL;
 		r = cap_err(err, ENOMEM, "comparing the configuration with pool '%s'", req->pool);
 		goto out;
@@ -658,7 +659,7 @@ static int pool_request_check(const struct capsule_config *req, capsule_error *e
 			goto out;
 		}
 		if (!strstr(hay, needle)) {
-			r = cap_err_plain(err, EINVAL, "a sandbox from pool '%s' has the pool's options: '%.*s' cannot be given too",
+			r = cap_err_plain(err, EINVAL, "a sandbox from pool '%s' has the pool's options: '%.*s' differs from them",
 					  req->pool, (int)strcspn(l, "="), l);
 			goto out;
 		}
@@ -687,9 +688,15 @@ static int pool_take_one(const char *pool, const char *ready, const char *name, 
 
 int pool_take(capsule_sandbox **out, const struct capsule_config *req, capsule_error *err)
 {
-	int r = pool_request_check(req, err);
 	_cleanup_close_ int pools = -1, dir = -1, rfd = -1;
-	if (r < 0 || (r = home_subdir_open("pools", &pools, err)) < 0 || (r = pool_open(pools, req->pool, &dir, err)) < 0)
+	_cleanup_free_ char *pool_text = NULL;
+	size_t pool_len;
+	int r;
+	if ((r = home_subdir_open("pools", &pools, err)) < 0 || (r = pool_open(pools, req->pool, &dir, err)) < 0)
+		return r;
+	if ((r = read_file_at(dir, "config", 1u << 20, &pool_text, &pool_len)) < 0)
+		return cap_err(err, -r, "reading the configuration of pool '%s'", req->pool);
+	if ((r = pool_request_check(req, pool_text, err)) < 0)
 		return r;
 	if (req->name[0]) {
 		if ((r = validate_name(req->name, "sandbox name", err)) < 0)
