@@ -29,7 +29,13 @@ def capsule_home():
     home = os.path.join(parent, "home")
     subprocess.run([CAPSULE, "ps"], env=_env(home), capture_output=True, timeout=60, check=True)
     yield home
-    # Whatever a test left running is stopped by name before the folder goes.
+    # Whatever a test left running is stopped by name before the folder goes: pools first
+    # (their keepers stop their ready sandboxes), then sandboxes.
+    pools = os.path.join(home, "pools")
+    if os.path.isdir(pools):
+        for name in os.listdir(pools):
+            if not name.startswith("."):
+                subprocess.run([CAPSULE, "pool", "rm", name], env=_env(home), capture_output=True, timeout=300)
     run = os.path.join(home, "run")
     if os.path.isdir(run):
         for name in os.listdir(run):

@@ -48,8 +48,14 @@ def sdk_env(home=HOME, extra=None):
 
 
 def clean_home(home):
-    """Remove every sandbox and volume under HOME by name, then HOME itself."""
+    """Remove every pool, sandbox and volume under HOME by name, then HOME itself."""
     env = dict(os.environ, CAPSULE_HOME=home)
+    # Pools first: their keepers stop their ready sandboxes.
+    pools = os.path.join(home, "pools")
+    if os.path.isdir(pools):
+        for name in os.listdir(pools):
+            if not name.startswith("."):
+                subprocess.run([CAPSULE, "pool", "rm", name], env=env, capture_output=True, timeout=300)
     run = os.path.join(home, "run")
     if os.path.isdir(run):
         for name in os.listdir(run):

@@ -18,6 +18,7 @@ from ._process import Process, SyncProcess
 from .volume import Volume, VolumeFs
 from . import _lib
 from . import image as images
+from .pool import create_pool, pools, remove_pool
 
 __version__ = "0.1.0"
 
@@ -78,4 +79,4 @@ __all__ = ["Sandbox", "SyncSandbox", "Process", "SyncProcess", "Mount", "MountHa
            "ExecResult", "FsEntry", "Volume", "VolumeFs", "CapsuleError", "InvalidArgument", "NotFound",
            "ImageNotFound", "AlreadyExists", "PermissionDenied", "QuotaExceeded", "Timeout", "SandboxNotRunning",
            "MountError", "Busy", "UnsupportedFeature", "home", "doctor", "remove", "images", "saves",
-           "remove_save", "system_df", "system_prune"]
+           "remove_save", "system_df", "system_prune", "create_pool", "pools", "remove_pool"]

@@ -106,7 +106,7 @@ def _boot_timeout_seconds(value):
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
-                  accel=None, extra_qemu_args=None, disk_size=None, display=False):
+                  accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -186,6 +186,8 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
                 _setter(cfg, lib.capsule_config_set_disk_size, enc(str(disk_size), "disk_size"))
         if display:
             _setter(cfg, lib.capsule_config_set_display, True)
+        if pool is not None:
+            _setter(cfg, lib.capsule_config_set_pool, enc(pool, "pool"))
     except BaseException:
         lib.capsule_config_free(cfg)
         raise
@@ -249,7 +251,8 @@ class _Core:
     def __init__(self, image="host", *, memory=None, cpus=None, pids_limit=None, name=None, hostname=None,
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
-                 allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None):
+                 allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None,
+                 pool=None):
         self._cfg_box = {}
         self._handle = None
         if name is not None and not isinstance(name, str):
@@ -267,7 +270,7 @@ class _Core:
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
                             accel, extra_qemu_args, disk_size,
-                            _display_flag(display, enable_display))
+                            _display_flag(display, enable_display), pool)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
