@@ -321,6 +321,7 @@ int sandbox_config_prepare(struct capsule_config *cfg, capsule_error *err)
 }
 
 #define NEW_RUN_FOLDER_PREFIX ".new-"
+#define GONE_RUN_FOLDER_PREFIX ".gone-"
 
 /* Make run/NAME with its lock held, into *DIR and *LOCKFD. It is built under a private name and
  * renamed into place locked: any open of a sandbox sweeps a folder of that name that has no
@@ -355,24 +356,48 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	return 0;
 }
 
-/* Folders of creates that died before their rename: the pid in their name is gone. (A pid
- * reused since leaves one behind until that process ends; it is never a sandbox of anyone's.) */
-static void sweep_abandoned_creates(int run)
+static void run_shim_cleanup(const char *name);
+
+/* run/.gone-NAME.PID of a dead PID: a remove, or a pool's sandbox's shim finishing after its
+ * stop's answer (finish_after_answer), killed before it deleted the folder. Its cgroups (by
+ * the name they were made under) go first. */
+static void sweep_gone(int run, const char *entry)
+{
+	_cleanup_close_ int dir = openat(run, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct capsule_config cfg;
+	if (dir >= 0 && config_load_at(dir, &cfg, NULL) == 0) {
+		run_shim_cleanup(config_cgroup_base(&cfg));
+		config_clear(&cfg);
+	}
+	rm_rf_at(run, entry);
+}
+
+/* Folders of creates that died before their rename, and of removes that died before the end:
+ * the pid in their name is gone. (A pid reused since leaves one behind until that process
+ * ends; it is never a sandbox of anyone's.) */
+void sweep_abandoned_creates(int run)
 {
 	_cleanup_close_ int fd = fcntl(run, F_DUPFD_CLOEXEC, 0);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
 	if (!d)
 		return;
 	fd = -1;
+	/* A dup shares RUN's offset, which another walk may have left at the end. */
+	rewinddir(d);
 	struct dirent *de;
 	while ((de = readdir(d))) {
-		if (strncmp(de->d_name, NEW_RUN_FOLDER_PREFIX, strlen(NEW_RUN_FOLDER_PREFIX)) != 0)
+		bool created = !strncmp(de->d_name, NEW_RUN_FOLDER_PREFIX, strlen(NEW_RUN_FOLDER_PREFIX));
+		if (!created && strncmp(de->d_name, GONE_RUN_FOLDER_PREFIX, strlen(GONE_RUN_FOLDER_PREFIX)) != 0)
 			continue;
 		const char *dot = strrchr(de->d_name, '.');
 		char *end;
 		long pid = dot ? strtol(dot + 1, &end, 10) : 0;
-		if (pid > 0 && *end == '\0' && kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		if (pid <= 0 || *end != '\0' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		if (created)
 			rm_rf_at(run, de->d_name);
+		else
+			sweep_gone(run, de->d_name);
 	}
 	closedir(d);
 }
@@ -617,7 +642,7 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	/* Out of the way under a private name first, so that of two removes one wins and a create
 	 * of the same name meanwhile is not touched; then the rest at leisure. */
 	char gone[CAPSULE_NAME_MAX + 32];
-	snprintf(gone, sizeof(gone), ".gone-%s.%d", name, (int)getpid());
+	snprintf(gone, sizeof(gone), GONE_RUN_FOLDER_PREFIX "%s.%d", name, (int)getpid());
 	rm_rf_at(run, gone);
 	r = run_folder_take(run, name, dir, gone, err);
 	/* Gone already: an ephemeral sandbox's own stop (the forced one above) removes it. */

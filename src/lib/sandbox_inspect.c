@@ -205,6 +205,7 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 	int r = home_subdir_open("run", &run, err);
 	if (r < 0)
 		return r;
+	sweep_abandoned_creates(run);
 	int dup_fd = fcntl(run, F_DUPFD_CLOEXEC, 3);
 	DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
 	if (!d) {
@@ -212,6 +213,7 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 			close(dup_fd);
 		return cap_err(err, errno, "listing '%s/run'", capsule_home());
 	}
+	rewinddir(d);
 	capsule_sandbox_info *v = NULL;
 	size_t n = 0;
 	struct dirent *de;

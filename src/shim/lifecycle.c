@@ -325,11 +325,46 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
 	}
 }
 
+/* An ephemeral sandbox taken from a pool, without a save: the caller's wait is a take's whole point, so
+ * the stop is answered once the sandbox's name is free, and what is left of it goes after.
+ * Its processes are gone already (the agent was PID 1); its cgroups are named after its
+ * origin, which no later sandbox has, and its id slot is given back first, while its folder
+ * still holds the name (a slot given back after the rename could have been claimed meanwhile
+ * by a new sandbox of the same name). The folder becomes run/.gone-<name>.<shim pid>, which
+ * sweep_abandoned_creates removes (cgroups first) should this process die before it does. */
+static _Noreturn void finish_after_answer(struct shim *s)
+{
+	unlinkat(s->run_fd, "control.sock", 0);
+	vm_store_unpin_all();
+	_cleanup_close_ int run = -1;
+	char gone[CAPSULE_NAME_MAX + 32];
+	snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, (int)getpid());
+	bool moved = false;
+	if (home_subdir_open("run", &run, NULL) == 0) {
+		id_slot_release(s->name, s->cfg.id_slot);
+		moved = renameat(run, s->name, run, gone) == 0;
+	}
+	shim_log("stopped; its remains go after the answer");
+	close(s->lock_fd);
+	s->lock_fd = -1;
+	capsule_error none = { 0 };
+	answer_stop_waiters(s, &none);
+	io_clients_last_words(&s->io);
+	sandbox_teardown(s);
+	shim_log_close();
+	if (run >= 0)
+		rm_rf_at(run, moved ? gone : s->name);
+	layer_run_deferred_removals();
+	_exit(0);
+}
+
 _Noreturn void finish_and_exit(struct shim *s)
 {
 	s->exiting = true;
 	if (save_job_running(&s->save))
 		save_done(s, true);
+	if (!s->cfg.detached && s->cfg.origin[0] && !s->cfg.pool[0] && !s->cfg.save[0])
+		finish_after_answer(s);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
 	unlinkat(s->run_fd, "control.sock", 0);
