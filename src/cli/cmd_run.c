@@ -197,8 +197,13 @@ int cmd_run(int argc, char **argv)
 	}
 	/* -e on run applies to the command; it is also the sandbox's default for later execs,
 	 * except in a sandbox from a pool, which has the pool's settings (and was started before). */
-	for (size_t i = 0; i < ec.nenv && !sbc.pool; i++)
-		capsule_config_add_env(sbc.cfg, ec.env[i], NULL);
+	for (size_t i = 0; i < ec.nenv && !sbc.pool; i++) {
+		if (capsule_config_add_env(sbc.cfg, ec.env[i], &err) < 0) {
+			capsule_config_free(sbc.cfg);
+			exec_cli_free(&ec);
+			return cli_fail(&err);
+		}
+	}
 	if (ec.detach)
 		capsule_config_set_detached(sbc.cfg, true, NULL);
 	capsule_config_set_progress(sbc.cfg, start_stage, NULL, NULL);
