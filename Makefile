@@ -78,6 +78,7 @@ demo: deps
 bench: deps
 	$(MAKE) build
 	@bench/run $(abspath $(BUILD))
+	@bench/pools $(abspath $(BUILD))
 	@bench/files $(abspath $(BUILD))
 	@bench/mounts $(abspath $(BUILD))
 	@bench/saves $(abspath $(BUILD))

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -218,6 +219,34 @@ def test_a_keeper_killed_with_sigkill_takes_its_ready_sandboxes_and_prune_sweeps
     capsule.run("system", "prune", check=True)
     assert pool_info(capsule, p.name) is None
     assert pool_left(capsule, p.name) == []
+
+
+def test_a_taken_runs_name_is_free_again_as_soon_as_run_returns(capsule, make_pool):
+    p = make_pool(1)
+    wait_full(capsule, p.name)
+    name = capsule.unique_name("again")
+    for _ in range(2):
+        r = capsule.run("run", "--pool", p.name, "--name", name, "--", "true")
+        assert r.returncode == 0, r.stderr
+        # Its remains may still be going (after the stop's answer), but the name is free.
+        assert name not in run_entries(capsule)
+        capsule.create(name=name)
+        capsule.run("rm", "-f", name, check=True)
+        wait_full(capsule, p.name)
+
+
+def test_what_a_killed_shim_left_after_its_answer_is_swept_by_ps(capsule):
+    # A taken sandbox's shim removes its folder after answering the stop, under this name; if
+    # it was killed first, the next ps (or create) removes it.
+    run = os.path.join(capsule.home, "run")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    gone = os.path.join(run, f".gone-x-{dead.pid}.{dead.pid}")
+    os.makedirs(os.path.join(gone, "fs", "upper", "etc"))
+    with open(os.path.join(gone, "fs", "upper", "etc", "f"), "w") as f:
+        f.write("left")
+    capsule.run("ps", check=True)
+    assert not os.path.exists(gone)
 
 
 def test_a_take_under_a_name_that_exists_fails_and_leaves_the_sandbox_ready(capsule, make_pool):
