@@ -35,6 +35,7 @@ struct capsule_sandbox {
 	bool owner_kept;   /* owner is a plain connection we opened to reuse, not the creator's */
 	uint32_t owner_next_chan;
 	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
+	bool taken;        /* an ephemeral sandbox taken from a pool: its shim is not our child */
 };
 
 static void progress(const struct capsule_config *cfg, const char *stage, uint64_t cur, uint64_t total)
@@ -587,6 +588,10 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 {
 	if (!sb)
 		return;
+	/* A taken sandbox's shim is not our child to wait for: it is stopped as a stop would, so
+	 * that here too the sandbox is gone when the call returns. */
+	if (sb->taken && sb->owner.fd >= 0)
+		capsule_sandbox_stop(sb, 0, NULL);
 	/* Closing the creator's socket ends an ephemeral sandbox: the shim takes it down. */
 	if (sb->owner.fd >= 0)
 		conn_close(&sb->owner);
@@ -744,6 +749,7 @@ int sandbox_from_take(capsule_sandbox **out, const char *name, struct conn *c, c
 	if (!sb->cfg.detached) {
 		sb->owner = *c;
 		sb->owner_next_chan = 2;
+		sb->taken = true;
 	} else {
 		conn_close(c);
 	}

@@ -90,3 +90,16 @@ def test_remove_pool_leaves_nothing(pool):
     assert not os.path.exists(os.path.join(capsule.home(), "pools", pool))
     with pytest.raises(capsule.NotFound, match=f"no pool named '{pool}'"):
         capsule.remove_pool(pool)
+
+
+def test_a_dropped_sandbox_from_a_pool_is_gone_when_it_is_collected(pool):
+    import gc
+    name = unique("sdkdropped")
+    sb = capsule.SyncSandbox(pool=pool, name=name)
+    sb.start()
+    assert sb.execute("true").exit_code == 0
+    assert name in run_entries()
+    # The handle's free stops it (its shim is the pool keeper's, not ours to wait for).
+    del sb
+    gc.collect()
+    assert name not in run_entries()
