@@ -639,7 +639,8 @@ int capsule_image_remove(const char *ref, capsule_error *err)
 }
 
 /* What is still used: the images of IX (the index, under the store's lock), every sandbox's
- * configuration (running or stopped: its layer= lines), every save's manifest. The rest of
+ * configuration (running or stopped: its layer= lines), every pool's (its refills start from
+ * those layers), every save's manifest. The rest of
  * the blobs and layers goes; *FREED (may be NULL) gets their bytes. */
 static void remove_unused(int images, const struct store_index *ix, uint64_t *freed)
 {
@@ -655,6 +656,7 @@ static void remove_unused(int images, const struct store_index *ix, uint64_t *fr
 		image_manifest_free(&m);
 	}
 	keep_scan_folders(&keep, "run", "config");
+	keep_scan_folders(&keep, "pools", "config");
 	keep_scan_folders(&keep, "saves", "manifest.json");
 	uint64_t before = 0, after = 0;
 	if (freed)

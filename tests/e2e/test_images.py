@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 import uuid
 
 import pytest
@@ -342,6 +343,38 @@ def test_image_ls_and_rm_keep_layers_a_sandbox_uses(capsule, registry, workdir):
     assert not os.path.exists(store(capsule, "blobs", "sha256", img["digest"][7:]))
     r = capsule.run("image", "rm", ref)
     assert r.returncode == 125 and "not found" in r.stderr
+
+
+def test_image_rm_keeps_the_layers_a_pool_starts_from(capsule, registry, workdir):
+    own = layer_tar([Entry("pooled-" + uuid.uuid4().hex, data=b"pooled\n")])
+    ref = registry.push(make_layout(workdir, [busybox_layer(), own]), repo("pool"))
+    pull(capsule, ref)
+    img = manifest_of(capsule, ref)
+    own_layer = store(capsule, "layers", img["layers"][1][7:])
+    need_static_agent(capsule.build)
+    pool = capsule.unique_name("imgpool")
+    r = capsule.run("pool", "create", pool, "--size", "1", "--image", ref)
+    assert r.returncode == 0, r.stderr
+    try:
+        # No sandbox of the pool is left (its keeper was killed, and they ended with it): only
+        # the pool's configuration names the layers now.
+        (info,) = [p for p in json.loads(capsule.run("pool", "ls", "--json", check=True).stdout) if p["name"] == pool]
+        members = set(os.listdir(os.path.join(capsule.home, "pools", pool, "ready")))
+        os.kill(info["keeper_pid"], 9)
+        deadline = time.monotonic() + 60
+        while members & set(os.listdir(os.path.join(capsule.home, "run"))) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        capsule.run("image", "rm", ref, check=True)
+        assert os.path.isdir(own_layer)
+        # A take (cold now) starts from the same layers, the image gone or not.
+        r = capsule.run("run", "--pool", pool, "--", "sh", "-c", "ls / | grep -c pooled-")
+        assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+    finally:
+        capsule.run("pool", "rm", pool, check=True)
+    other = registry.push(make_layout(workdir, [busybox_layer()]), repo("pool2"))
+    pull(capsule, other)
+    capsule.run("image", "rm", other, check=True)
+    assert not os.path.exists(own_layer)
 
 
 def test_dir_image_is_a_host_folder_used_read_only(capsule, workdir):
