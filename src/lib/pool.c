@@ -551,16 +551,25 @@ static void pool_options_json(struct json_writer *j, char *text)
 	json_object_end(j);
 }
 
+/* The pools folder (*POOLS), swept of what dead creates and removes left, and a walk over it. */
+static int pools_walk(int *pools, DIR **d, capsule_error *err)
+{
+	int r = home_subdir_open("pools", pools, err);
+	if (r < 0)
+		return r;
+	pools_sweep_abandoned(*pools);
+	if (!(*d = dir_walk(*pools)))
+		return cap_err(err, errno, "listing '%s/pools'", capsule_home());
+	return 0;
+}
+
 int capsule_pool_list_json(char **json_out, capsule_error *err)
 {
 	_cleanup_close_ int pools = -1;
-	int r = home_subdir_open("pools", &pools, err);
+	DIR *d;
+	int r = pools_walk(&pools, &d, err);
 	if (r < 0)
 		return r;
-	pools_sweep_abandoned(pools);
-	DIR *d = dir_walk(pools);
-	if (!d)
-		return cap_err(err, errno, "listing '%s/pools'", capsule_home());
 	struct json_writer j;
 	json_init(&j, false);
 	json_array_begin(&j);
@@ -603,13 +612,10 @@ int capsule_pool_list_json(char **json_out, capsule_error *err)
 int pool_prune(capsule_error *err)
 {
 	_cleanup_close_ int pools = -1;
-	int r = home_subdir_open("pools", &pools, err);
+	DIR *d;
+	int r = pools_walk(&pools, &d, err);
 	if (r < 0)
 		return r;
-	pools_sweep_abandoned(pools);
-	DIR *d = dir_walk(pools);
-	if (!d)
-		return cap_err(err, errno, "listing '%s/pools'", capsule_home());
 	struct dirent *de;
 	int removed = 0;
 	while ((de = readdir(d))) {
