@@ -193,7 +193,8 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "%s", own_kernel ? "microvm,acpi=off" : "microvm");
 	arg(a, "-accel");
 	/* TCG's code buffer is QEMU's biggest allocation after guest RAM (up to 1 GiB by default,
-	 * filled as the guest runs new code): capped, so the vm's cgroup allowance covers it. */
+	 * filled as the guest runs new code): capped small (vm.h says why), which also keeps it
+	 * inside the vm's cgroup allowance. */
 	if (!strcmp(accel, "tcg"))
 		arg(a, "tcg,tb-size=%u", VM_TCG_CODE_BUFFER_MIB);
 	else

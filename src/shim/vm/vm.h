@@ -36,7 +36,13 @@
 /* QEMU runs in the sandbox's cgroups (vm/level.c): --memory is the guest's RAM, and
  * QEMU's own needs (TCG's code buffer, its heap, the 9p and block workers) come on top as an
  * allowance; its threads are counted, not the guest's processes, with a fixed bound. */
-#define VM_TCG_CODE_BUFFER_MIB 128u
+/* TCG's translation buffer, the largest thing QEMU holds after guest RAM: it fills as the guest
+ * runs code it has not run before, to about 30M by the first command and up to whatever
+ * tb-size allows after a few more (65M of 128M after five commands), and a full buffer is
+ * flushed and refilled. 16M cost no measurable boot time (QEMU's CPU time to the first
+ * command the same as with 128M; the kernel alone needs under 8M) and bounds a vm's TCG part
+ * at 16M for its life; smaller ones slow the boot (4M: 1.5 times the CPU for the kernel alone). */
+#define VM_TCG_CODE_BUFFER_MIB 16u
 #define VM_QEMU_MEMORY_ALLOWANCE (384ull << 20)
 #define VM_QEMU_PIDS_MAX 512u
 
