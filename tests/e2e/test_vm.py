@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import struct
 import subprocess
 import time
 import uuid
@@ -292,6 +293,41 @@ def test_the_build_made_capsules_own_guest_kernel():
         assert f.read(4) == b"\x7fELF"
 
 
+def _padding_runs(path):
+    """Runs of 16 or more whole pages of zeros or of int3 (0xcc) inside the file data of
+    PATH's PT_LOAD segments, and whether PATH has a symbol table."""
+    data = open(path, "rb").read()
+    phoff, shoff = struct.unpack_from("<QQ", data, 0x20)
+    phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHH", data, 0x38)
+    runs = []
+    fill = (bytes(4096), b"\xcc" * 4096)
+    for i in range(phnum):
+        typ, _, off, _, _, filesz, _, _ = struct.unpack_from("<IIQQQQQQ", data, phoff + i * 56)
+        if typ != 1:
+            continue
+        run = 0
+        for page in range((off + 4095) // 4096 * 4096, off + filesz - 4095, 4096):
+            run = run + 1 if data[page:page + 4096] in fill else 0
+            if run == 16:
+                runs.append(page)
+    symtab = any(struct.unpack_from("<I", data, shoff + i * shentsize + 4)[0] == 2 for i in range(shnum))
+    return runs, symtab
+
+
+def test_the_guest_kernel_qemu_loads_has_no_padding_pages():
+    """scripts/trim-guest-kernel: the kernel QEMU loads has no symbol table and no run of
+    padding pages in what it loads (each would be guest RAM written for nothing, and a page
+    of QEMU's mapping of the file); the kernel as built had both."""
+    k = guest_kernel()
+    if k["kind"] != "capsule":
+        pytest.skip("no capsule-vmlinux in this build")
+    built = os.path.join(BUILD, "capsule-vmlinux-built")
+    runs, symtab = _padding_runs(built)
+    assert runs and symtab, f"{built}: the check would see nothing to trim"
+    runs, symtab = _padding_runs(k["path"])
+    assert not runs and not symtab, (k["path"], [hex(r) for r in runs], symtab)
+
+
 @boots
 def test_vm_boots_the_host_kernel_when_asked(capsule, tmp_path):
     """CAPSULE_VM_KERNEL=/boot/vmlinuz-<ver>: Debian's kernel, the fallback where capsule's own
@@ -427,6 +463,10 @@ def test_vm_memory_the_guest_frees_goes_back_to_the_host(capsule):
         qemu = capsule.inspect(name)["vm"]["qemu_pid"]
         guest = 512 << 20
         before = _guest_ram_rss_kib(qemu, guest)
+        # The agent lowers the reporting order from 4 MiB blocks to 32 KiB ones (vm_boot.c).
+        order = capsule.run("exec", name, "--", "cat", "/sys/module/page_reporting/parameters/page_reporting_order",
+                            check=True).stdout.strip()
+        assert order == "3", order
         # The allocation holds its bytes while the host looks, so the rise is seen, not guessed.
         p = capsule.popen("exec", name, "--", "python3", "-c",
                           "import os, time; b = b'x' * (256 << 20); print('ready', flush=True)\n"
