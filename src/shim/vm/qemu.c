@@ -256,9 +256,9 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 	arg(a, "socket,id=console,fd=%d", QEMU_CONSOLE_FD);
 	arg(a, "-serial");
 	arg(a, "chardev:console");
-	/* Free page reporting: memory the guest touched once and freed (the kernel's own
-	 * decompression, boot-time buffers; most of what an idle VM would hold) goes back to the
-	 * host. No inflating: the guest keeps all of its memory. */
+	/* Free page reporting: memory the guest touched once and freed (the kernel's init
+	 * sections, boot-time buffers) goes back to the host, from 32 KiB blocks up (the agent
+	 * sets the order: vm_boot.c). No inflating: the guest keeps all of its memory. */
 	arg(a, "-device");
 	arg(a, "virtio-balloon-device,free-page-reporting=on");
 	arg(a, "-device");
