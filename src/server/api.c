@@ -184,6 +184,7 @@ void serve_api_shutdown(void)
 	pthread_mutex_unlock(&serve_state.lock);
 	if (serve_state.reaper_started)
 		pthread_join(serve_state.reaper, NULL);
+	serve_execs_shutdown();
 	for (;;) {
 		pthread_mutex_lock(&serve_state.lock);
 		struct sandbox_entry *e = serve_state.entries;
@@ -425,10 +426,15 @@ static const struct route routes[] = {
 	{ "DELETE", "/v1/sandboxes/{id}", handle_sandbox_delete, BODY_NONE, false },
 	{ "POST", "/v1/sandboxes/{id}/exec", handle_exec, BODY_JSON, false },
 	{ "GET", "/v1/sandboxes/{id}/files", handle_files_get, BODY_NONE, false },
-	{ "PUT", "/v1/sandboxes/{id}/files", handle_files_put, BODY_STREAM, false },
+	{ "PUT", "/v1/sandboxes/{id}/files", handle_files_put, BODY_STREAM, false, begin_upload, upload_chunk },
 	{ "DELETE", "/v1/sandboxes/{id}/files", handle_files_delete, BODY_NONE, false },
 	{ "POST", "/mcp", handle_mcp_post, BODY_JSON, false },
 	{ "DELETE", "/mcp", handle_mcp_delete, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/execs", handle_execs_start, BODY_JSON, false },
+	{ "GET", "/v1/sandboxes/{id}/execs/{eid}", handle_execs_get, BODY_NONE, false },
+	{ "GET", "/v1/sandboxes/{id}/execs/{eid}/events", handle_execs_events, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/execs/{eid}/stdin", handle_execs_stdin, BODY_STREAM, false, begin_stdin, stdin_chunk },
+	{ "POST", "/v1/sandboxes/{id}/execs/{eid}/signal", handle_execs_signal, BODY_JSON, false },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -438,18 +444,19 @@ void serve_api_print_routes(FILE *out)
 		fprintf(out, "%s %s\n", routes[i].method, routes[i].pattern);
 }
 
-/* PATH against PATTERN; "{id}" takes one non-empty segment into ID. */
-static bool path_match(const char *pattern, const char *path, char id[64])
+/* PATH against PATTERN; "{id}" and "{eid}" take one non-empty segment each into ID, EID. */
+static bool path_match(const char *pattern, const char *path, char id[64], char eid[64])
 {
 	while (*pattern) {
-		if (!strncmp(pattern, "{id}", 4)) {
+		bool is_id = !strncmp(pattern, "{id}", 4), is_eid = !strncmp(pattern, "{eid}", 5);
+		if (is_id || is_eid) {
 			size_t n = strcspn(path, "/");
 			if (n == 0 || n >= 64)
 				return false;
-			memcpy(id, path, n);
-			id[n] = '\0';
+			memcpy(is_id ? id : eid, path, n);
+			(is_id ? id : eid)[n] = '\0';
 			path += n;
-			pattern += 4;
+			pattern += is_id ? 4 : 5;
 			continue;
 		}
 		if (*pattern++ != *path++)
@@ -462,7 +469,7 @@ static enum MHD_Result route_request(struct MHD_Connection *c, struct request *r
 {
 	char allow[64] = "";
 	for (size_t i = 0; i < N_ROUTES; i++) {
-		if (!path_match(routes[i].pattern, url, rq->id))
+		if (!path_match(routes[i].pattern, url, rq->id, rq->eid))
 			continue;
 		if (!strcmp(routes[i].method, rq->method)) {
 			rq->route = &routes[i];
@@ -540,7 +547,7 @@ static enum MHD_Result begin(struct MHD_Connection *c, struct request *rq, const
 			return respond_error(c, rq, 413, "payload_too_large", "a JSON request body is at most %u bytes",
 					     SERVE_JSON_BODY_MAX);
 	}
-	if (rt->body == BODY_STREAM && !begin_upload(c, rq))
+	if (rt->body == BODY_STREAM && !rt->begin_body(c, rq))
 		return MHD_YES;
 	if (rt->body == BODY_NONE)
 		rt->fn(c, rq);
@@ -583,7 +590,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	}
 	if (*upload_size) {
 		if (rq->route->body == BODY_STREAM) {
-			upload_chunk(rq, upload_data, *upload_size);
+			rq->route->body_chunk(rq, upload_data, *upload_size);
 		} else if (!rq->too_large) {
 			/* Chunked bodies have no Content-Length: the bound is checked as they come. */
 			if (rq->body_len + *upload_size > SERVE_JSON_BODY_MAX) {
@@ -662,6 +669,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	if (rq->deferred)
 		MHD_destroy_response(rq->deferred); /* the client went before its answer */
 	capsule_fs_stream_free(rq->upload); /* unclosed: the old file stays as it was */
+	if (rq->ctx_free)
+		rq->ctx_free(rq->ctx);
 	entry_unref(rq->e);
 	free(rq->body);
 	free(rq->path);

@@ -61,6 +61,9 @@ struct route {
 	handler_fn fn;
 	enum body_kind body;
 	bool public;
+	/* BODY_STREAM: the first call's (false when it answered), then each piece of the body. */
+	bool (*begin_body)(struct MHD_Connection *c, struct request *rq);
+	void (*body_chunk)(struct request *rq, const char *data, size_t len);
 };
 
 struct request {
@@ -68,6 +71,7 @@ struct request {
 	char method[16];
 	char *path;
 	char id[64];
+	char eid[64];                /* {eid} of the route */
 	struct sandbox_entry *e;
 	bool authed;
 	char token_name[SERVE_TOKEN_NAME_MAX + 1];
@@ -92,6 +96,9 @@ struct request {
 	const char *mcp_tool;
 	char mcp_sandbox[64];
 	bool mcp_tool_error;
+	/* A handler's own state, freed with the request. */
+	void *ctx;
+	void (*ctx_free)(void *ctx);
 };
 
 /* ---- the sandbox table (api.c) ---- */
@@ -161,3 +168,13 @@ void handle_mcp_delete(struct MHD_Connection *c, struct request *rq);
 /* PUT's first call: opens the stream, or answers. */
 bool begin_upload(struct MHD_Connection *c, struct request *rq);
 void upload_chunk(struct request *rq, const char *data, size_t len);
+/* Streaming exec (api_execs.c). */
+void handle_execs_start(struct MHD_Connection *c, struct request *rq);
+void handle_execs_get(struct MHD_Connection *c, struct request *rq);
+void handle_execs_events(struct MHD_Connection *c, struct request *rq);
+void handle_execs_stdin(struct MHD_Connection *c, struct request *rq);
+void handle_execs_signal(struct MHD_Connection *c, struct request *rq);
+bool begin_stdin(struct MHD_Connection *c, struct request *rq);
+void stdin_chunk(struct request *rq, const char *data, size_t len);
+/* End every streaming command (their processes are killed) and wait for their threads. */
+void serve_execs_shutdown(void);

@@ -41,6 +41,8 @@ static const char serve_usage[] =
 	"  --default-timeout SECS  a sandbox's life when 'timeout' is not given (default 3600)\n"
 	"  --exec-output-max SIZE  the most of each stream an exec answers (default 1M)\n"
 	"  --max-connections N     per listener (default 256)\n"
+	"  --max-execs N           streaming commands per token (default 16; 0: no limit)\n"
+	"  --exec-grace SECS       kill a streaming command no client reads for this long (default 30)\n"
 	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
 	"  --shutdown-timeout SECS how long requests in flight may take at shutdown (default 30)\n"
 	"  --keep                  leave the sandboxes running at shutdown (made detached)\n"
@@ -132,6 +134,8 @@ static const struct serve_options default_options = {
 	.default_memory = 512ull << 20,
 	.default_timeout_s = 3600,
 	.exec_output_max = 1u << 20,
+	.max_execs = 16,
+	.exec_grace_s = 30,
 	.audit_fd = -1,
 };
 
@@ -284,6 +288,16 @@ static int cmd_serve(int argc, char **argv)
 		} else if (!strcmp(a, "--max-connections")) {
 			if (parse_uint(v, "--max-connections", 1, 4096, &max_connections, &err) < 0)
 				return usage_fail("%s", err.message);
+		} else if (!strcmp(a, "--max-execs")) {
+			uint64_t u;
+			if (parse_uint(v, "--max-execs", 0, 4096, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.max_execs = (unsigned)u;
+		} else if (!strcmp(a, "--exec-grace")) {
+			uint64_t u;
+			if (parse_uint(v, "--exec-grace", 1, 3600, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.exec_grace_s = (uint32_t)u;
 		} else if (!strcmp(a, "--shutdown-timeout")) {
 			if (parse_uint(v, "--shutdown-timeout", 0, SERVE_TIMEOUT_MAX_S, &shutdown_timeout_s, &err) < 0)
 				return usage_fail("%s", err.message);

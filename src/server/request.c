@@ -3,9 +3,11 @@
  * file only checks shapes and bounds, and sizes go through the same parser as the CLI's. */
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json.h"
 #include "parse.h"
@@ -526,4 +528,67 @@ int serve_field_seconds(const char *field, const char *text, size_t len, uint32_
 {
 	struct raw v = { text, len };
 	return printable_error(err, field_seconds(field, v, true, ms_out, err));
+}
+
+/* ---- POST /v1/sandboxes/{id}/execs/{eid}/signal --------------------------------------- */
+
+static const struct {
+	const char *name;
+	int signo;
+} signal_names[] = {
+	{ "HUP", SIGHUP },   { "INT", SIGINT },   { "QUIT", SIGQUIT }, { "ABRT", SIGABRT }, { "KILL", SIGKILL },
+	{ "USR1", SIGUSR1 }, { "USR2", SIGUSR2 }, { "PIPE", SIGPIPE }, { "ALRM", SIGALRM }, { "TERM", SIGTERM },
+	{ "CONT", SIGCONT }, { "STOP", SIGSTOP }, { "TSTP", SIGTSTP }, { "WINCH", SIGWINCH },
+};
+
+struct signal_walk {
+	int signo;
+	unsigned seen;
+	capsule_error *err;
+};
+
+static const char *const signal_fields[] = { "signal" };
+
+static int signal_member(const char *name, const char *value, size_t value_len, void *payload)
+{
+	struct signal_walk *w = payload;
+	struct raw v = { value, value_len };
+	int idx = seen_once(&w->seen, signal_fields, 1, name, w->err);
+	if (idx < 0)
+		return idx;
+	if (raw_is_number(v)) {
+		double d;
+		int r = field_number("signal", v, &d, w->err);
+		if (r < 0)
+			return r;
+		if (!is_whole(d) || d < 1 || d > 64)
+			return cap_err_plain(w->err, EINVAL, "field 'signal' must be a signal number from 1 to 64");
+		w->signo = (int)d;
+		return 0;
+	}
+	_cleanup_free_ char *s = NULL;
+	int r = field_string("signal", v, &s, w->err);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		return cap_err_plain(w->err, EINVAL, "field 'signal' must be a name (\"TERM\", \"SIGKILL\") or a number");
+	const char *n = strncasecmp(s, "SIG", 3) ? s : s + 3;
+	for (size_t i = 0; i < sizeof(signal_names) / sizeof(signal_names[0]); i++)
+		if (!strcasecmp(n, signal_names[i].name)) {
+			w->signo = signal_names[i].signo;
+			return 0;
+		}
+	return cap_err_plain(w->err, EINVAL, "field 'signal': unknown signal '%.32s'", s);
+}
+
+int serve_decode_signal(const char *body, size_t len, int *signo, capsule_error *err)
+{
+	struct signal_walk w = { .err = err };
+	int r = decode_object(body, len, signal_member, &w, err);
+	if (r == 0 && !w.signo)
+		r = cap_err_plain(err, EINVAL, "field 'signal' is required");
+	if (r < 0)
+		return printable_error(err, r);
+	*signo = w.signo;
+	return 0;
 }

@@ -70,6 +70,8 @@ void serve_exec_req_free(struct serve_exec_req *r);
  * allowed, 0.001 to SERVE_TIMEOUT_MAX_S) in milliseconds; FIELD names it in the message. */
 int serve_field_string(const char *field, const char *text, size_t len, char **out, capsule_error *err);
 int serve_field_seconds(const char *field, const char *text, size_t len, uint32_t *ms_out, capsule_error *err);
+/* POST .../signal: {"signal": "TERM"} or a number, into *SIGNO (1 to 64). */
+int serve_decode_signal(const char *body, size_t len, int *signo, capsule_error *err);
 /* "k=v" of ?label=: the key and value as a label has them (EINVAL otherwise). */
 int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_error *err);
 /* Whether S[0..LEN) is valid UTF-8 with no NUL (exec output goes out as text then). */
@@ -107,6 +109,8 @@ struct serve_options {
 	uint64_t default_memory;  /* a sandbox created without `memory` */
 	uint32_t default_timeout_s;
 	size_t exec_output_max;   /* per stream */
+	unsigned max_execs;       /* streaming commands per token (0: no limit) */
+	uint32_t exec_grace_s;    /* a streaming command with no reader is killed after this */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
 	int audit_fd;             /* -1: no audit log */
 	bool single_owner;        /* capsule mcp over stdio: one client, no token store */
