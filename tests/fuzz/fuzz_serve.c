@@ -3,7 +3,7 @@
  * new MHD2 code as libmicrohttpd2, not the 0.9 line Debian ships: docs/serve.md); what is
  * ours is what a body becomes.
  *
- * Byte 0 picks the decoder (create, exec, a ?label= filter); the rest is its input, given
+ * Byte 0 picks the decoder (create, exec, a ?label= filter, a signal); the rest is its input, given
  * unterminated and of exactly its size. Beyond "no crash, no overread, no leak", each result
  * keeps the decoder's promises: a failure fills ERR with one printable line and leaves nothing
  * to free; a success holds only what the limits in serve.h allow.
@@ -46,7 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len = size - 1;
 	capsule_error err = { 0 };
 	int r;
-	switch (data[0] % 3) {
+	switch (data[0] % 4) {
 	case 0: {
 		struct serve_create_req req;
 		r = serve_decode_create(text, len, &req, &err);
@@ -111,6 +111,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			free(l.value);
 		}
 		free(s);
+		break;
+	}
+	case 3: {
+		int signo = -1;
+		r = serve_decode_signal(text, len, &signo, &err);
+		if (r < 0) {
+			check_error(r, &err);
+			CHECK(signo == -1);
+		} else {
+			CHECK(signo >= 1 && signo <= 64);
+		}
 		break;
 	}
 	}
