@@ -439,6 +439,9 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	if (req.stdin_len)
 		memcpy(s->in, req.stdin_data, req.stdin_len);
 	s->in_len = req.stdin_len;
+	/* Given stdin is all the command gets, as with the plain exec; without it, stdin stays
+	 * open for POST .../stdin. */
+	s->in_close = req.stdin_data != NULL;
 	serve_exec_req_free(&req);
 	if (r == -ENOENT || r == -EACCES) {
 		/* As the plain exec route answers it: a command that is not there exits 127 (126 when

@@ -28,7 +28,7 @@ def server(capsule_home):
 
 @pytest.fixture
 def api(server, capsule_home):
-    return Api(server.port, new_token(capsule_home))
+    return Api(server.port, new_token(capsule_home, "stream"))
 
 
 @pytest.fixture
@@ -271,14 +271,14 @@ def test_curl_drives_a_stream(server, api, sid):
 
 
 def test_errors_ownership_and_limits(server, api, sid, capsule_home):
-    eid = start(api, sid, cmd=["cat"])
+    eid = start(api, sid, command="cat; exec sleep 600")
     ev = Events(api, sid, eid)
     # One reader at a time.
     second = Events(api, sid, eid)
     assert second.status == 409 and json.loads(second.resp.read())["error"]["code"] == "busy"
     second.close()
     # Another token sees neither the sandbox nor the command.
-    other = Api(server.port, new_token(capsule_home))
+    other = Api(server.port, new_token(capsule_home, "stream"))
     for method, path, body in (("GET", f"/execs/{eid}", None), ("GET", f"/execs/{eid}/events", None),
                                ("POST", f"/execs/{eid}/signal", {"signal": "KILL"}),
                                ("POST", f"/execs/{eid}/stdin", b"x"), ("POST", "/execs", {"cmd": ["true"]})):
@@ -297,8 +297,10 @@ def test_errors_ownership_and_limits(server, api, sid, capsule_home):
     assert stdin(api, sid, eid, b"abc", close=True) == (200, {"written": 3, "closed": True})
     assert_error(*stdin(api, sid, eid, b"more"), 409, "stdin_closed")
     assert stdin(api, sid, eid, b"", close=True)[0] == 200
+    assert api.call("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": "KILL"})[0] == 200
     out, name, doc = ev.rest()
-    assert out["stdout"] == b"abc" and name == "exit"
+    assert out["stdout"] == b"abc" and name == "exit" and doc["exit_code"] == 137
+    # Once its exit was sent, the command is gone.
     assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": "KILL"}), 404,
                  "not_found")
     ev.close()
@@ -318,7 +320,7 @@ def test_removing_the_sandbox_ends_its_streams_with_an_error(server, api):
 def test_shutdown_ends_streams(capsule_home):
     s = Server(capsule_home, "--shutdown-timeout", "1")
     try:
-        api = Api(s.port, new_token(capsule_home))
+        api = Api(s.port, new_token(capsule_home, "stream"))
         sid = api.create()
         eid = start(api, sid, command="echo on; exec sleep 600")
         ev = Events(api, sid, eid)

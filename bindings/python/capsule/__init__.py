@@ -17,6 +17,7 @@ from .sandbox import Sandbox, SyncSandbox
 from ._process import Process, SyncProcess
 from .volume import Volume, VolumeFs
 from . import _lib
+from . import remote
 from . import image as images
 from .pool import create_pool, pools, remove_pool
 

@@ -563,9 +563,16 @@ def _finalize_config(cfg_box):
 class SyncSandbox(_Core):
     """A sandbox driven by blocking calls: `with SyncSandbox(...) as sb: sb.execute("ls")`.
 
-    Every keyword of Sandbox is taken. Calls may come from many threads at once."""
+    Every keyword of Sandbox is taken. Calls may come from many threads at once. With
+    server= and token=, a sandbox on a capsule server (a capsule.remote.RemoteSyncSandbox)."""
 
-    def __init__(self, image="host", **kw):
+    def __new__(cls, image="host", *, server=None, token=None, **kw):
+        if server is not None:
+            from .remote import RemoteSyncSandbox
+            return RemoteSyncSandbox(image, server=server, token=token, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, image="host", *, server=None, token=None, **kw):
         super().__init__(image, **kw)
         self.fs = SyncFs(self)
 
@@ -698,9 +705,18 @@ class Sandbox(_Core):
     The library's blocking calls run in a thread pool of the running loop, so the loop is never
     blocked and many sandboxes can be driven from one loop; commands' output is read on the
     loop itself (no thread is held while a command runs), and callbacks run on the loop.
+
+    With server= ("http://HOST:PORT" or "unix:/PATH") and token=, a sandbox on a capsule
+    server instead (a capsule.remote.RemoteSandbox, docs/python.md, On a server).
     """
 
-    def __init__(self, image="host", **kw):
+    def __new__(cls, image="host", *, server=None, token=None, **kw):
+        if server is not None:
+            from .remote import RemoteSandbox
+            return RemoteSandbox(image, server=server, token=token, **kw)
+        return super().__new__(cls)
+
+    def __init__(self, image="host", *, server=None, token=None, **kw):
         super().__init__(image, **kw)
         self.fs = AsyncFs(self)
 

@@ -276,6 +276,13 @@ export class Sandbox {
    * or onStderr, or binary stdin, the output streams (a streaming exec); otherwise one
    * request collects it. A timed-out command comes back with timedOut true. */
   async execute(cmd: string | string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    if (opts.stdin instanceof Uint8Array) {
+      // Bytes a JSON string carries exactly go in the request.
+      const text = Buffer.from(opts.stdin).toString("utf8");
+      if (!text.includes("\0") && Buffer.from(text, "utf8").equals(Buffer.from(opts.stdin))) {
+        opts = { ...opts, stdin: text };
+      }
+    }
     if (opts.onStdout || opts.onStderr || opts.stdin instanceof Uint8Array) {
       const p = await this.spawn(cmd, { ...opts, stdin: opts.stdin ?? "", collect: true });
       await p.wait();
@@ -287,8 +294,9 @@ export class Sandbox {
       doc.timed_out, doc.stdout_truncated || doc.stderr_truncated);
   }
 
-  /** Start CMD with its stdin open and its output streaming. With onStdout/onStderr the
-   * output goes to them; otherwise iterate the Process (`for await (const chunk of p)`). */
+  /** Start CMD with its output streaming. Given stdin is all it gets; without, its stdin
+   * stays open for write() until closeStdin(). With onStdout/onStderr the output goes to
+   * them; otherwise iterate the Process (`for await (const chunk of p)`). */
   async spawn(cmd: string | string[], opts: SpawnOptions = {}): Promise<Process> {
     let stdinText: string | undefined;
     if (typeof opts.stdin === "string") stdinText = opts.stdin;
@@ -297,10 +305,13 @@ export class Sandbox {
     const p = new Process(this, doc.id, doc.pid, opts);
     await p.attach();
     if (opts.stdin instanceof Uint8Array) {
-      await p.write(opts.stdin);
-      await p.closeStdin();
-    } else if (opts.stdin !== undefined) {
-      await p.closeStdin();
+      // Given stdin is all the command gets (a string went in the request, which closed it).
+      // A command that ended without reading it drops it, as a pipe's reader would.
+      try {
+        await p.write(opts.stdin, { close: true });
+      } catch (e) {
+        if (!(e instanceof CapsuleError && (e.code === "not_found" || e.code === "stdin_closed"))) throw e;
+      }
     }
     return p;
   }
@@ -459,9 +470,11 @@ export class Process implements AsyncIterable<OutputChunk> {
     if (tail) yield tail;
   }
 
-  /** Write DATA to the command's stdin; resolves once the server has taken all of it. */
-  async write(data: string | Uint8Array | AsyncIterable<Uint8Array>): Promise<number> {
-    const res = await this.sandbox.client.request("POST", `${this.path}/stdin`, data,
+  /** Write DATA to the command's stdin (then close it, with close); resolves once the
+   * server has taken all of it. */
+  async write(data: string | Uint8Array | AsyncIterable<Uint8Array>, opts: { close?: boolean } = {}):
+    Promise<number> {
+    const res = await this.sandbox.client.request("POST", `${this.path}/stdin${opts.close ? "?close=1" : ""}`, data,
       { "Content-Type": "application/octet-stream" });
     const doc: any = await readJson(res, "POST", `${this.path}/stdin`);
     return doc.written;
