@@ -156,8 +156,11 @@ def test_asyncio(server):
             await p.close_stdin()
             assert (await p.wait()).stdout == "through cat"
             p = await s.spawn("sleep 600")
-            await p.kill()
-            assert (await p.wait()).exit_code == 137
+            p.kill()  # as the local Process's, not awaited
+            assert (await p.wait()).signal == 9
+            p = await s.spawn("sleep 600")
+            await p.send_signal(15)
+            assert (await p.wait()).exit_code == 143
             await s.fs.write("/tmp/x", b"bytes")
             assert await s.fs.read("/tmp/x") == b"bytes"
             assert [c async for c in s.fs.read_stream("/tmp/x")] == [b"bytes"]

@@ -619,14 +619,16 @@ class RemoteProcess:
     async def close_stdin(self):
         await asyncio.to_thread(self._core._stdin_blocking, self._stream, b"", True)
 
-    async def send_signal(self, signo):
-        await asyncio.to_thread(self._core._signal_blocking, self._stream, signo)
+    def send_signal(self, signo):
+        """Send SIGNO; like the local Process's, it need not be awaited (the request goes out
+        in a thread), and awaiting what it returns waits for the server's answer."""
+        return asyncio.ensure_future(asyncio.to_thread(self._core._signal_blocking, self._stream, signo))
 
-    async def kill(self):
-        await self.send_signal(_signal.SIGKILL)
+    def kill(self):
+        return self.send_signal(_signal.SIGKILL)
 
-    async def terminate(self):
-        await self.send_signal(_signal.SIGTERM)
+    def terminate(self):
+        return self.send_signal(_signal.SIGTERM)
 
     async def wait(self):
         await asyncio.shield(self._done)
