@@ -74,7 +74,8 @@ struct exec_session {
 static pthread_mutex_t execs_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t execs_gone = PTHREAD_COND_INITIALIZER;
 static struct exec_session *execs;
-static unsigned execs_live;   /* pump threads running */
+static unsigned execs_live;   /* sessions in the list: their pump threads run or are to */
+static bool execs_stopping;
 
 static void wake(int fd)
 {
@@ -200,9 +201,8 @@ static bool pump_step(struct exec_session *s, char *buf)
 	pthread_mutex_unlock(&s->lock);
 	if (done || !p)
 		return false;
-	for (unsigned i = 0; i < n_sigs; i++)
-		capsule_process_signal(p, sigs[i], NULL);
 
+	/* Stdin before signals: what a client wrote before it signalled is on its way first. */
 	bool want_credit = false;
 	if (in_len) {
 		/* Writers only append past in_len, so the bytes up to it are ours to send unlocked. */
@@ -230,6 +230,8 @@ static bool pump_step(struct exec_session *s, char *buf)
 	pthread_mutex_unlock(&s->lock);
 	if (close_now)
 		capsule_process_close_stdin(p, NULL);
+	for (unsigned i = 0; i < n_sigs; i++)
+		capsule_process_signal(p, sigs[i], NULL);
 
 	for (;;) {
 		pthread_mutex_lock(&s->lock);
@@ -329,6 +331,7 @@ static void *pump_main(void *arg)
 void serve_execs_shutdown(void)
 {
 	pthread_mutex_lock(&execs_lock);
+	execs_stopping = true;
 	for (struct exec_session *s = execs; s; s = s->next) {
 		pthread_mutex_lock(&s->lock);
 		s->ending = true;
@@ -377,22 +380,25 @@ static struct exec_session *session_new(struct request *rq, size_t in_cap)
 }
 
 /* Into the list if the token has room, counted and added under one lock so that concurrent
- * starts cannot both pass the limit. */
-static bool session_add(struct exec_session *s)
+ * starts cannot both pass the limit: 0, -EDQUOT past it, -ESHUTDOWN once the server stops.
+ * From here the session counts as live, so that shutdown waits for it. */
+static int session_add(struct exec_session *s)
 {
 	pthread_mutex_lock(&execs_lock);
 	unsigned n = 0;
 	for (struct exec_session *o = execs; o; o = o->next)
 		n += !CRYPTO_memcmp(o->owner, s->owner, 32);
-	bool ok = !serve_state.opts.max_execs || n < serve_state.opts.max_execs;
-	if (ok) {
+	int r = execs_stopping ? -ESHUTDOWN : serve_state.opts.max_execs && n >= serve_state.opts.max_execs ? -EDQUOT : 0;
+	if (r == 0) {
 		s->next = execs;
 		execs = s;
+		execs_live++;
 	}
 	pthread_mutex_unlock(&execs_lock);
-	return ok;
+	return r;
 }
 
+/* A session whose pump never started: out of the list, and the caller's reference dropped. */
 static void session_drop(struct exec_session *s)
 {
 	pthread_mutex_lock(&execs_lock);
@@ -401,6 +407,8 @@ static void session_drop(struct exec_session *s)
 			*pp = s->next;
 			break;
 		}
+	execs_live--;
+	pthread_cond_broadcast(&execs_gone);
 	pthread_mutex_unlock(&execs_lock);
 	capsule_process_free(steal_ptr(s->p));
 	session_unref(s);
@@ -420,11 +428,15 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 		respond_error(c, rq, 500, "internal", "out of memory or file descriptors");
 		return;
 	}
-	if (!session_add(s)) {
+	int added = session_add(s);
+	if (added < 0) {
 		serve_exec_req_free(&req);
 		session_unref(s);
-		respond_error(c, rq, 429, "limit_exceeded", "this token has %u commands streaming already (--max-execs)",
-			      serve_state.opts.max_execs);
+		if (added == -ESHUTDOWN)
+			respond_error(c, rq, 503, "shutting_down", "the server is shutting down");
+		else
+			respond_error(c, rq, 429, "limit_exceeded",
+				      "this token has %u commands streaming already (--max-execs)", serve_state.opts.max_execs);
 		return;
 	}
 	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
@@ -436,6 +448,8 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	o.timeout_ms = req.timeout_ms;
 	o.stdin_open = true;
 	int r = capsule_exec_start(&s->p, rq->e->sb, &o, &err);
+	/* In the list already (for the limit): shutdown may look at it from here on. */
+	pthread_mutex_lock(&s->lock);
 	if (req.stdin_len)
 		memcpy(s->in, req.stdin_data, req.stdin_len);
 	s->in_len = req.stdin_len;
@@ -451,15 +465,19 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 		push_output(s, CAPSULE_STDERR, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 		s->status.exit_code = r == -ENOENT ? 127 : 126;
 		finish(s);
-	} else if (r < 0) {
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (r < 0 && r != -ENOENT && r != -EACCES) {
 		session_drop(s);
 		respond_capsule_error(c, rq, &err);
 		return;
 	}
 	pid_t pid = s->p ? capsule_process_pid(s->p) : 0;
-	pthread_mutex_lock(&execs_lock);
-	execs_live++;
-	pthread_mutex_unlock(&execs_lock);
+	/* The pump's own reference: this request keeps its own until it has answered, whatever
+	 * the pump does meanwhile (at shutdown it may end at once). */
+	pthread_mutex_lock(&s->lock);
+	s->refs++;
+	pthread_mutex_unlock(&s->lock);
 	pthread_t t;
 	pthread_attr_t attr;
 	pthread_attr_init(&attr);
@@ -467,9 +485,9 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	r = pthread_create(&t, &attr, pump_main, s);
 	pthread_attr_destroy(&attr);
 	if (r != 0) {
-		pthread_mutex_lock(&execs_lock);
-		execs_live--;
-		pthread_mutex_unlock(&execs_lock);
+		pthread_mutex_lock(&s->lock);
+		s->refs--;
+		pthread_mutex_unlock(&s->lock);
 		session_drop(s);
 		respond_error(c, rq, 500, "internal", "starting the command's thread: %s", strerror(r));
 		return;
@@ -481,10 +499,11 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	json_kv_string(&w, "sandbox", rq->e->id);
 	json_kv_int(&w, "pid", pid);
 	json_object_end(&w);
-	/* Found by other requests from here on; the pump holds its own reference. */
+	/* Found by other requests from here on. */
 	pthread_mutex_lock(&execs_lock);
 	s->started = true;
 	pthread_mutex_unlock(&execs_lock);
+	session_unref(s);
 	respond_json(c, rq, 201, json_steal(&w, NULL));
 }
 
@@ -819,7 +838,9 @@ void handle_execs_stdin(struct MHD_Connection *c, struct request *rq)
 	const char *close_q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "close");
 	bool close_it = close_q && (!strcmp(close_q, "1") || !strcmp(close_q, "true"));
 	pthread_mutex_lock(&s->lock);
-	bool refused = q->taken < q->offered || ((s->stdin_gone || s->in_close) && (q->offered || !close_it));
+	/* What was taken goes in unless the command exits first: then it is dropped, as a pipe's
+	 * reader that exits drops what it did not read. */
+	bool refused = q->taken < q->offered;
 	if (close_it)
 		s->in_close = true;
 	pthread_mutex_unlock(&s->lock);

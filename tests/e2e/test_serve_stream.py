@@ -297,9 +297,10 @@ def test_errors_ownership_and_limits(server, api, sid, capsule_home):
     assert stdin(api, sid, eid, b"abc", close=True) == (200, {"written": 3, "closed": True})
     assert_error(*stdin(api, sid, eid, b"more"), 409, "stdin_closed")
     assert stdin(api, sid, eid, b"", close=True)[0] == 200
+    assert ev.next() == ("stdout", {"data": "abc", "encoding": "utf-8"})
     assert api.call("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": "KILL"})[0] == 200
     out, name, doc = ev.rest()
-    assert out["stdout"] == b"abc" and name == "exit" and doc["exit_code"] == 137
+    assert out["stdout"] == b"" and name == "exit" and doc["exit_code"] == 137
     # Once its exit was sent, the command is gone.
     assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/execs/{eid}/signal", {"signal": "KILL"}), 404,
                  "not_found")
