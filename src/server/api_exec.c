@@ -94,6 +94,17 @@ int serve_exec_write(struct json_writer *w, capsule_sandbox *sb, const capsule_e
 	return 0;
 }
 
+void serve_exec_options(const struct serve_exec_req *req, capsule_exec_options *o)
+{
+	*o = (capsule_exec_options)CAPSULE_EXEC_OPTIONS_INIT;
+	o->argv = (const char *const *)req->argv;
+	o->shell = req->shell;
+	o->env = (const char *const *)req->env;
+	o->cwd = req->cwd;
+	o->user = req->user;
+	o->timeout_ms = req->timeout_ms;
+}
+
 void handle_exec(struct MHD_Connection *c, struct request *rq)
 {
 	struct serve_exec_req req;
@@ -102,13 +113,8 @@ void handle_exec(struct MHD_Connection *c, struct request *rq)
 		respond_error(c, rq, 400, "invalid_request", "%s", err.message);
 		return;
 	}
-	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
-	o.argv = (const char *const *)req.argv;
-	o.shell = req.shell;
-	o.env = (const char *const *)req.env;
-	o.cwd = req.cwd;
-	o.user = req.user;
-	o.timeout_ms = req.timeout_ms;
+	capsule_exec_options o;
+	serve_exec_options(&req, &o);
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);

@@ -414,6 +414,15 @@ static void session_drop(struct exec_session *s)
 	session_unref(s);
 }
 
+/* An answer about command S: its id and its sandbox's, the object left open. */
+static void exec_json_begin(struct json_writer *w, const struct exec_session *s)
+{
+	json_init(w, false);
+	json_object_begin(w);
+	json_kv_string(w, "id", s->id);
+	json_kv_string(w, "sandbox", s->e->id);
+}
+
 void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 {
 	struct serve_exec_req req;
@@ -439,13 +448,8 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 				      "this token has %u commands streaming already (--max-execs)", serve_state.opts.max_execs);
 		return;
 	}
-	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
-	o.argv = (const char *const *)req.argv;
-	o.shell = req.shell;
-	o.env = (const char *const *)req.env;
-	o.cwd = req.cwd;
-	o.user = req.user;
-	o.timeout_ms = req.timeout_ms;
+	capsule_exec_options o;
+	serve_exec_options(&req, &o);
 	o.stdin_open = true;
 	int r = capsule_exec_start(&s->p, rq->e->sb, &o, &err);
 	/* In the list already (for the limit): shutdown may look at it from here on. */
@@ -493,10 +497,7 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 		return;
 	}
 	struct json_writer w;
-	json_init(&w, false);
-	json_object_begin(&w);
-	json_kv_string(&w, "id", s->id);
-	json_kv_string(&w, "sandbox", rq->e->id);
+	exec_json_begin(&w, s);
 	json_kv_int(&w, "pid", pid);
 	json_object_end(&w);
 	/* Found by other requests from here on. */
@@ -515,10 +516,7 @@ void handle_execs_get(struct MHD_Connection *c, struct request *rq)
 	if (!s)
 		return;
 	struct json_writer w;
-	json_init(&w, false);
-	json_object_begin(&w);
-	json_kv_string(&w, "id", s->id);
-	json_kv_string(&w, "sandbox", rq->e->id);
+	exec_json_begin(&w, s);
 	pthread_mutex_lock(&s->lock);
 	json_kv_bool(&w, "running", !s->out_done);
 	json_kv_bool(&w, "attached", s->attached);

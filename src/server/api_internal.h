@@ -178,3 +178,6 @@ bool begin_stdin(struct MHD_Connection *c, struct request *rq);
 void stdin_chunk(struct request *rq, const char *data, size_t len);
 /* End every streaming command (their processes are killed) and wait for their threads. */
 void serve_execs_shutdown(void);
+
+/* The library's options for an exec request (pointing into REQ). */
+void serve_exec_options(const struct serve_exec_req *req, capsule_exec_options *o);

@@ -349,7 +349,17 @@ class AsyncDriver:
         return self.pump.result()
 
 
-class Process:
+class _Signals:
+    """kill() and terminate() over a class's send_signal()."""
+
+    def kill(self):
+        return self.send_signal(_signal.SIGKILL)
+
+    def terminate(self):
+        return self.send_signal(_signal.SIGTERM)
+
+
+class Process(_Signals):
     """A command started with `await sb.spawn(...)`, running in the background.
 
     pid: its pid inside the sandbox. `await p.wait()` returns its ExecResult (output is
@@ -366,14 +376,8 @@ class Process:
         st = self._driver.pump.status
         return None if st is None else st.exit_code
 
-    def kill(self):
-        self._driver.kill(_signal.SIGKILL)
-
     def send_signal(self, signo):
         self._driver.kill(int(signo))
-
-    def terminate(self):
-        self._driver.kill(_signal.SIGTERM)
 
     async def wait(self):
         return await self._driver.wait()
@@ -382,7 +386,7 @@ class Process:
         return f"<capsule.Process pid={self.pid} returncode={self.returncode}>"
 
 
-class SyncProcess:
+class SyncProcess(_Signals):
     """A command started with sb.spawn(...) on a SyncSandbox: one thread of its own pumps its
     output; kill() and send_signal() hand the signal to that thread."""
 
@@ -432,12 +436,6 @@ class SyncProcess:
                 return
             self._signals.append(int(signo))
             os.write(self._wfd, b"s")
-
-    def kill(self):
-        self.send_signal(_signal.SIGKILL)
-
-    def terminate(self):
-        self.send_signal(_signal.SIGTERM)
 
     def wait(self, timeout=None):
         self._thread.join(timeout)

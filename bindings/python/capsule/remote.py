@@ -14,12 +14,12 @@ import codecs
 import errno as _errno
 import http.client
 import json
-import signal as _signal
 import socket
 import threading
 import urllib.parse
 
 from . import errors
+from ._process import _Signals, stdin_bytes as _stdin_bytes
 from .types import ExecResult, FsEntry, NetworkMode
 
 DEFAULT_MAX_OUTPUT = 64 << 20
@@ -162,16 +162,6 @@ def _exec_body(cmd, timeout, cwd, env, user, stdin_text=None):
     if stdin_text is not None:
         b["stdin"] = stdin_text
     return b
-
-
-def _stdin_bytes(stdin):
-    if stdin is None:
-        return None
-    if isinstance(stdin, str):
-        return stdin.encode()
-    if isinstance(stdin, (bytes, bytearray, memoryview)):
-        return bytes(stdin)
-    raise errors.InvalidArgument(f"stdin: expected str or bytes, got {type(stdin).__name__}", _errno.EINVAL, "exec")
 
 
 def _as_text(data):
@@ -464,7 +454,7 @@ class RemoteSyncFs:
                 raise
 
 
-class RemoteSyncProcess:
+class RemoteSyncProcess(_Signals):
     """A command started with sb.spawn(...) on a server: a thread of its own reads its output
     (and runs the callbacks). write() and close_stdin() feed its stdin."""
 
@@ -487,12 +477,6 @@ class RemoteSyncProcess:
 
     def send_signal(self, signo):
         self._core._signal_blocking(self._stream, signo)
-
-    def kill(self):
-        self.send_signal(_signal.SIGKILL)
-
-    def terminate(self):
-        self.send_signal(_signal.SIGTERM)
 
     def wait(self, timeout=None):
         self._thread.join(timeout)
@@ -600,7 +584,7 @@ class RemoteFs:
             it.close()
 
 
-class RemoteProcess:
+class RemoteProcess(_Signals):
     """A command started with `await sb.spawn(...)` on a server; callbacks run on the loop."""
 
     def __init__(self, core, stream):
@@ -623,12 +607,6 @@ class RemoteProcess:
         """Send SIGNO; like the local Process's, it need not be awaited (the request goes out
         in a thread), and awaiting what it returns waits for the server's answer."""
         return asyncio.ensure_future(asyncio.to_thread(self._core._signal_blocking, self._stream, signo))
-
-    def kill(self):
-        return self.send_signal(_signal.SIGKILL)
-
-    def terminate(self):
-        return self.send_signal(_signal.SIGTERM)
 
     async def wait(self):
         await asyncio.shield(self._done)
