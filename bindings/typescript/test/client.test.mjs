@@ -100,6 +100,12 @@ test("spawn with callbacks, and wait", async () => {
   assert.equal(st.exitCode, 4);
   assert.equal(out, "got it\n");
   await assert.rejects(p.signal("TERM"), (e) => e instanceof CapsuleError && e.status === 404);
+  // Given stdin is all the command gets: cat ends.
+  const q = await sb.spawn(["cat"], { stdin: "given" });
+  let got = "";
+  for await (const text of q.stdoutText()) got += text;
+  assert.equal(got, "given");
+  assert.equal(q.status.exitCode, 0);
 });
 
 test("fs: write, read, list, stream, remove", async () => {
