@@ -268,6 +268,58 @@ def test_curl_drives_a_stream(server, api, sid):
             reader.wait()
     assert 'event: stdout\ndata: {"data":"HELLO STREAM\\u000a","encoding":"utf-8"}\n\n' in text, text
     assert text.endswith('event: exit\ndata: {"exit_code":0,"signal":0,"timed_out":false}\n\n'), text
+    # stdin of unknown length: curl sends a pipe chunked.
+    eid = start(api, sid, cmd=["wc", "-c"])
+    base = f"http://127.0.0.1:{server.port}/v1/sandboxes/{sid}/execs/{eid}"
+    reader = subprocess.Popen(["curl", "-sSN", "-H", auth, base + "/events"], stdout=subprocess.PIPE)
+    try:
+        feed = subprocess.Popen(["head", "-c", "3000000", "/dev/zero"], stdout=subprocess.PIPE)
+        r = subprocess.run(["curl", "-sS", "-f", "-H", auth, "-T", "-", "-X", "POST", base + "/stdin?close=1"],
+                           stdin=feed.stdout, capture_output=True, timeout=120)
+        feed.wait()
+        assert r.returncode == 0 and json.loads(r.stdout) == {"written": 3000000, "closed": True}, r
+        text = reader.communicate(timeout=60)[0].decode()
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+    assert '"data":"3000000\\u000a"' in text, text
+
+
+def test_many_streams_at_once(server, capsule_home):
+    # Three tokens with --max-execs 4 each, all streaming through cat at the same time.
+    apis = [Api(server.port, new_token(capsule_home, "stream")) for _ in range(3)]
+    sids = [a.create() for a in apis]
+    errors = []
+
+    def one(a, sid, i):
+        try:
+            eid = start(a, sid, cmd=["cat"])
+            ev = Events(a, sid, eid)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(ev.rest()))
+            reader.start()
+            data = (f"{sid} {i} ".encode()) * 20000
+            for k in range(0, len(data), 65536):
+                assert stdin(a, sid, eid, data[k:k + 65536])[0] == 200
+            assert stdin(a, sid, eid, b"", close=True)[0] == 200
+            reader.join(120)
+            out, name, doc = got[0]
+            assert out["stdout"] == data and doc["exit_code"] == 0
+            ev.close()
+        except Exception as e:  # noqa: BLE001 - reported below, with the others
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=one, args=(a, sid, i)) for a, sid in zip(apis, sids) for i in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+    finally:
+        for a, sid in zip(apis, sids):
+            a.call("DELETE", f"/v1/sandboxes/{sid}")
+    assert errors == []
 
 
 def test_errors_ownership_and_limits(server, api, sid, capsule_home):
