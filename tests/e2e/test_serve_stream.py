@@ -5,14 +5,13 @@ import base64
 import http.client
 import io
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
 
 import pytest
 
+from tests.conftest import CAPSULE, _env
 from tests.e2e.test_serve import Api, Server, assert_error, curl, new_token
 
 GRACE = 3
@@ -384,3 +383,11 @@ def test_shutdown_ends_streams(capsule_home):
     out, name, doc = ev.rest()
     assert name == "error" and doc["error"]["code"] in ("shutting_down", "sandbox_not_running"), doc
     ev.close()
+
+
+def test_stream_options_are_checked(capsule_home):
+    for args, what in [(["--exec-grace", "0"], "--exec-grace"), (["--exec-grace", "3601"], "--exec-grace"),
+                       (["--max-execs", "many"], "--max-execs")]:
+        r = subprocess.run([CAPSULE, "serve", "--listen", "127.0.0.1:0", *args], env=_env(capsule_home),
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 125 and what in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
