@@ -252,36 +252,39 @@ def test_a_slow_reader_slows_the_command_and_the_server_stays_small(server, api,
     assert grown < 16 << 10, f"the server's peak RSS grew by {grown} KiB"
 
 
-def test_curl_drives_a_stream(server, api, sid):
-    eid = start(api, sid, command="tr a-z A-Z")
+def curl_stream(server, api, sid, eid, feed):
+    """The events of command EID as `curl -N` prints them, read while FEED(url of stdin, auth
+    header) runs."""
     base = f"http://127.0.0.1:{server.port}/v1/sandboxes/{sid}/execs/{eid}"
     auth = f"Authorization: Bearer {api.tok}"
     reader = subprocess.Popen(["curl", "-sSN", "-H", auth, base + "/events"], stdout=subprocess.PIPE)
     try:
-        r = curl("-f", "-H", auth, "--data-binary", "hello stream\n", base + "/stdin?close=1")
-        assert json.loads(r.stdout) == {"written": 13, "closed": True}
-        text = reader.communicate(timeout=60)[0].decode()
+        feed(base + "/stdin?close=1", auth)
+        return reader.communicate(timeout=60)[0].decode()
     finally:
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+
+
+def test_curl_drives_a_stream(server, api, sid):
+    def hello(url, auth):
+        r = curl("-f", "-H", auth, "--data-binary", "hello stream\n", url)
+        assert json.loads(r.stdout) == {"written": 13, "closed": True}
+
+    text = curl_stream(server, api, sid, start(api, sid, command="tr a-z A-Z"), hello)
     assert 'event: stdout\ndata: {"data":"HELLO STREAM\\u000a","encoding":"utf-8"}\n\n' in text, text
     assert text.endswith('event: exit\ndata: {"exit_code":0,"signal":0,"timed_out":false}\n\n'), text
+
     # stdin of unknown length: curl sends a pipe chunked.
-    eid = start(api, sid, cmd=["wc", "-c"])
-    base = f"http://127.0.0.1:{server.port}/v1/sandboxes/{sid}/execs/{eid}"
-    reader = subprocess.Popen(["curl", "-sSN", "-H", auth, base + "/events"], stdout=subprocess.PIPE)
-    try:
+    def piped(url, auth):
         feed = subprocess.Popen(["head", "-c", "3000000", "/dev/zero"], stdout=subprocess.PIPE)
-        r = subprocess.run(["curl", "-sS", "-f", "-H", auth, "-T", "-", "-X", "POST", base + "/stdin?close=1"],
-                           stdin=feed.stdout, capture_output=True, timeout=120)
+        r = subprocess.run(["curl", "-sS", "-f", "-H", auth, "-T", "-", "-X", "POST", url], stdin=feed.stdout,
+                           capture_output=True, timeout=120)
         feed.wait()
         assert r.returncode == 0 and json.loads(r.stdout) == {"written": 3000000, "closed": True}, r
-        text = reader.communicate(timeout=60)[0].decode()
-    finally:
-        if reader.poll() is None:
-            reader.kill()
-            reader.wait()
+
+    text = curl_stream(server, api, sid, start(api, sid, cmd=["wc", "-c"]), piped)
     assert '"data":"3000000\\u000a"' in text, text
 
 
