@@ -506,7 +506,22 @@ void serve_exec_req_free(struct serve_exec_req *r)
 bool serve_utf8_valid(const char *s, size_t len)
 {
 	for (size_t i = 0; i < len;) {
-		if (s[i] == '\0')
+		/* ASCII without NUL, the bulk of most output, eight bytes at a time: a streamed
+		 * command's output passes here whole. */
+		if (len - i >= 8) {
+			uint64_t w;
+			memcpy(&w, s + i, 8);
+			if (!(w & 0x8080808080808080ull) && !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) {
+				i += 8;
+				continue;
+			}
+		}
+		unsigned char b = (unsigned char)s[i];
+		if (b - 1u < 0x7fu) {
+			i++;
+			continue;
+		}
+		if (b == 0)
 			return false;
 		size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
 		if (n == 0)

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "serve.h"
+#include "util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -125,7 +126,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	}
 	}
-	/* The text test the exec answer uses, on the raw bytes: never reads past them. */
-	(void)serve_utf8_valid((const char *)data, size);
+	/* The text test the exec answers use, on the raw bytes: never reads past them, and its
+	 * eight-bytes-at-a-time ASCII path agrees with a plain walk over the sequences. */
+	bool plain = true;
+	for (size_t i = 0; i < size && plain;) {
+		size_t n = data[i] ? utf8_seq_len(data + i, size - i) : 0;
+		plain = n > 0;
+		i += n;
+	}
+	CHECK(serve_utf8_valid((const char *)data, size) == plain);
 	return 0;
 }
