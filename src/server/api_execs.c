@@ -144,27 +144,6 @@ static struct exec_session *session_or_404(struct MHD_Connection *c, struct requ
 	return s;
 }
 
-/* Under s->lock. */
-static void push_output(struct exec_session *s, int stream, const char *data, size_t len)
-{
-	struct out_chunk *ch = malloc(sizeof(*ch) + len);
-	if (!ch) {
-		s->failed = true;
-		cap_err(&s->fail_err, ENOMEM, "buffering output");
-		return;
-	}
-	ch->next = NULL;
-	ch->stream = stream;
-	ch->len = len;
-	memcpy(ch->data, data, len);
-	if (s->tail)
-		s->tail->next = ch;
-	else
-		s->head = ch;
-	s->tail = ch;
-	s->out_bytes += len;
-}
-
 /* Under s->lock: the end of the command's output, whatever ended it. */
 static void finish(struct exec_session *s)
 {
@@ -185,7 +164,29 @@ static void fail(struct exec_session *s, const capsule_error *err)
 	finish(s);
 }
 
-/* One round of the pump: signals, stdin, output, as far as each goes without waiting.
+/* Under s->lock. */
+static void push_output(struct exec_session *s, int stream, const char *data, size_t len)
+{
+	struct out_chunk *ch = malloc(sizeof(*ch) + len);
+	if (!ch) {
+		capsule_error err = { 0 };
+		cap_err(&err, ENOMEM, "buffering output");
+		fail(s, &err);
+		return;
+	}
+	ch->next = NULL;
+	ch->stream = stream;
+	ch->len = len;
+	memcpy(ch->data, data, len);
+	if (s->tail)
+		s->tail->next = ch;
+	else
+		s->head = ch;
+	s->tail = ch;
+	s->out_bytes += len;
+}
+
+/* One round of the pump: stdin, signals, output, as far as each goes without waiting.
  * Returns whether the process fd should be polled. */
 static bool pump_step(struct exec_session *s, char *buf)
 {
