@@ -17,6 +17,7 @@
 #include "pool.h"
 #include "proto.h"
 #include "sandbox.h"
+#include "rootless.h"
 #include "volume.h"
 
 #endif

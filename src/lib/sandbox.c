@@ -22,6 +22,7 @@
 #include "json.h"
 #include "layer_disk.h"
 #include "proto.h"
+#include "rootless.h"
 #include "sandbox.h"
 #include "sandbox_config.h"
 #include "save.h"
@@ -648,14 +649,14 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	 * of the same name meanwhile is not touched; then the rest at leisure. */
 	char gone[CAPSULE_NAME_MAX + 32];
 	snprintf(gone, sizeof(gone), GONE_RUN_FOLDER_PREFIX "%s.%d", name, (int)getpid());
-	rm_rf_at(run, gone);
+	rootless_rm_rf_at(run, gone);
 	r = run_folder_take(run, name, dir, gone, err);
 	/* Gone already: an ephemeral sandbox's own stop (the forced one above) removes it. */
 	struct stat st;
 	if (r == -ENOENT && fstat(dir, &st) == 0 && st.st_nlink == 0) {
 		capsule_error_clear(err);
 		r = 0;
-	} else if (r == 0 && (r = rm_rf_at(run, gone)) < 0) {
+	} else if (r == 0 && (r = rootless_rm_rf_at(run, gone)) < 0) {
 		r = cap_err(err, -r, "removing the folder of sandbox '%s'", name);
 	}
 	if (r < 0) {
@@ -702,7 +703,7 @@ int sweep_stale(const char *name)
 		/* A folder without a lock is a create that died before it took one. */
 		struct stat st;
 		if (fstatat(dir, "config", &st, 0) < 0) {
-			rm_rf_at(run, name);
+			rootless_rm_rf_at(run, name);
 			return 1;
 		}
 		return 0;
@@ -728,11 +729,11 @@ int sweep_stale(const char *name)
 	}
 	unlinkat(dir, "control.sock", 0);
 	if (!detached) {
-		rm_rf_at(run, name);
+		rootless_rm_rf_at(run, name);
 		id_slot_release(name, slot);
 		return 1;
 	}
-	rm_rf_at(dir, "fs/work");
+	rootless_rm_rf_at(dir, "fs/work");
 	static const char stopped[] = "{\"state\": \"stopped\"}\n";
 	write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0600, false);
 	return 1;

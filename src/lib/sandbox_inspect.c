@@ -99,9 +99,9 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	json_object_end(j);
 }
 
-/* Whether the running container's processes can go below oom_score_adj 0, and why (the shim's
- * container_start says, in state.json). */
-static void inspect_oom_floor(struct json_writer *j, const char *name)
+/* What the running container's shim says in state.json: whether its processes can go below
+ * oom_score_adj 0 and why, what enforces its pids limit, and a user's sandbox's id map. */
+static void inspect_shim_state(struct json_writer *j, const char *name)
 {
 	_cleanup_close_ int dir = -1;
 	_cleanup_free_ char *text = NULL, *note = NULL;
@@ -113,6 +113,29 @@ static void inspect_oom_floor(struct json_writer *j, const char *name)
 	json_kv_bool(j, "oom_floor", floor);
 	if (json_get_string(text, len, "oom_note", &note) == 0)
 		json_kv_string(j, "oom_note", note);
+	/* What enforces the pids limit: a cgroup, or for a user without one RLIMIT_NPROC, per
+	 * user id inside the sandbox (docs/rootless.md). */
+	_cleanup_free_ char *by = NULL;
+	if (json_get_string(text, len, "pids_limit_by", &by) == 0)
+		json_kv_string(j, "pids_limit_by", by);
+	const char *rl;
+	size_t rl_len;
+	if (json_get_member(text, len, "rootless", &rl, &rl_len) < 0)
+		return;
+	_cleanup_free_ char *map = NULL, *map_note = NULL;
+	json_key(j, "rootless");
+	json_object_begin(j);
+	if (json_get_string(rl, rl_len, "id_map", &map) == 0)
+		json_kv_string(j, "id_map", map);
+	static const char *const ranges[] = { "sub_uid_start", "sub_uid_count", "sub_gid_start", "sub_gid_count" };
+	for (size_t i = 0; i < ARRAY_SIZE(ranges); i++) {
+		int64_t v;
+		if (json_get_int(rl, rl_len, ranges[i], &v) == 0)
+			json_kv_int(j, ranges[i], v);
+	}
+	if (json_get_string(rl, rl_len, "id_map_note", &map_note) == 0)
+		json_kv_string(j, "id_map_note", map_note);
+	json_object_end(j);
 }
 
 int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
@@ -135,7 +158,7 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_int(&j, "init_pid", info.init_pid);
 	json_kv_int(&j, "created", info.created_unix);
 	json_kv_int(&j, "started", info.started_unix);
-	inspect_oom_floor(&j, sandbox_config(sb)->name);
+	inspect_shim_state(&j, sandbox_config(sb)->name);
 	uid_t ub;
 	gid_t gb;
 	uint32_t count;

@@ -18,6 +18,7 @@
 #include "freeze.h"
 #include "json.h"
 #include "layer_copy.h"
+#include "rootless.h"
 #include "shim.h"
 #include "syscalls.h"
 #include "vm_store.h"
@@ -387,11 +388,11 @@ _Noreturn void finish_and_exit(struct shim *s)
 		shim_log("stopped");
 		_cleanup_close_ int run = -1;
 		if (home_subdir_open("run", &run, NULL) == 0)
-			rm_rf_at(run, s->name);
+			rootless_rm_rf_at(run, s->name);
 		id_slot_release(s->name, s->cfg.id_slot);
 		shim_log_close();
 	} else {
-		rm_rf_at(s->run_fd, "fs/work");
+		rootless_rm_rf_at(s->run_fd, "fs/work");
 		write_state(s, "stopped");
 		shim_log("stopped");
 	}

@@ -30,6 +30,7 @@
 #include "cgroup.h"
 #include "freeze.h"
 #include "layer_copy.h"
+#include "rootless.h"
 #include "probe.h"
 #include "shim.h"
 
@@ -297,7 +298,7 @@ int main(int argc, char **argv)
 		sandbox_teardown(&S);
 		if (S.run_fd >= 0) {
 			unlinkat(S.run_fd, "control.sock", 0);
-			rm_rf_at(S.run_fd, "fs/work");
+			rootless_rm_rf_at(S.run_fd, "fs/work");
 		}
 		/* The creator removes the folder of a sandbox that never started. */
 		return 1;

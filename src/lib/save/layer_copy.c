@@ -443,7 +443,7 @@ void layer_remove_replaced(int dirfd, const char *name)
 			return;
 		}
 	}
-	rm_rf_at(dirfd, name);
+	rootless_rm_rf_at(dirfd, name);
 }
 
 static int by_fd(const void *a, const void *b)
@@ -477,7 +477,7 @@ void layer_run_deferred_removals(void)
 			/* a lower priority is a courtesy, not a need */
 		}
 		for (size_t i = 0; i < ndeferred; i++)
-			rm_rf_at(deferred[i].dirfd, deferred[i].name);
+			rootless_rm_rf_at(deferred[i].dirfd, deferred[i].name);
 		_exit(0);
 	}
 	if (pid > 0)
@@ -486,7 +486,7 @@ void layer_run_deferred_removals(void)
 	for (size_t i = 0; i < ndeferred; i++) {
 		/* No child: remove them here. */
 		if (pid < 0)
-			rm_rf_at(deferred[i].dirfd, deferred[i].name);
+			rootless_rm_rf_at(deferred[i].dirfd, deferred[i].name);
 		close(deferred[i].dirfd);
 	}
 	ndeferred = 0;

@@ -17,6 +17,7 @@
 
 #include "container.h"
 #include "proc_masks.h"
+#include "rootless.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -418,12 +419,19 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	int host_fd = -1;
 	if (spec->lowerdir && (host_fd = open(spec->lowerdir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
 		child_die(errno, "open the host image '%s'", spec->lowerdir);
-	if (!spec->rootless && setgroups(0, NULL) < 0)
+	/* A rootless map through newgidmap leaves setgroups allowed; a single-id map denies it,
+	 * and then the user's groups stay (unmapped: nobody's, inside). */
+	if (setgroups(0, NULL) < 0 && !(spec->rootless && errno == EPERM))
 		child_die(errno, "setgroups");
 	if (setresgid(0, 0, 0) < 0)
 		child_die(errno, "setresgid to the sandbox's root");
 	if (setresuid(0, 0, 0) < 0)
 		child_die(errno, "setresuid to the sandbox's root");
+	if (spec->pids_rlimit) {
+		int e = -rootless_limit_pids(spec->pids_rlimit);
+		if (e)
+			child_die(e, "setting RLIMIT_NPROC to %u", spec->pids_rlimit);
+	}
 	/* Changing credentials cleared these: set them again for the sandbox's root. */
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -659,7 +667,12 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	 * sandbox's own host ids as effective ids; the saved uid stays 0 and gives root back at
 	 * once for writing the maps. */
 	bool switched = false;
-	if (!spec->rootless) {
+	if (spec->rootless) {
+		/* The child must be dumpable while its maps are written, or its /proc files are
+		 * root's (the shim is not: shim.c) and newuidmap refuses them. It inherits the flag
+		 * and clears it itself once it is the sandbox's root. */
+		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	} else {
 		int e = -become_namespace_owner(spec);
 		if (e) {
 			seteuid(0);
@@ -673,6 +686,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		switched = true;
 	}
 	long pid = sys_clone3(&args);
+	if (pid != 0 && spec->rootless)
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (pid != 0 && switched && (seteuid(0) < 0 || setegid(0) < 0))
 		abort(); /* cannot happen with a saved uid of 0; never go on half-privileged */
 	if (pid < 0) {
@@ -695,17 +710,18 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	close(status[1]);
 
 	int r = 0;
-	char map[64];
-	snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->uid_base, spec->id_count);
-	if (spec->rootless)
-		r = write_proc_file((pid_t)pid, "setgroups", "deny", err);
-	if (r == 0)
+	if (spec->rootless) {
+		r = rootless_map_ids((pid_t)pid, spec->rootless_ids, err);
+	} else {
+		char map[64];
+		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->uid_base, spec->id_count);
 		r = write_proc_file((pid_t)pid, "uid_map", map, err);
-	snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
-	if (r == 0)
-		r = write_proc_file((pid_t)pid, "gid_map", map, err);
-	if (r == 0 && !spec->rootless)
-		r = idmap_binds(spec, (pid_t)pid, err);
+		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
+		if (r == 0)
+			r = write_proc_file((pid_t)pid, "gid_map", map, err);
+		if (r == 0)
+			r = idmap_binds(spec, (pid_t)pid, err);
+	}
 	if (r == 0)
 		out->oom_floor = oom_floor_at_zero((pid_t)pid, out->oom_note, sizeof(out->oom_note));
 	if (r == 0 && join)

@@ -9,6 +9,8 @@
 
 #include "capsule.h"
 
+struct rootless_ids;
+
 struct container_tmpfs {
 	const char *target; /* absolute, normalized, inside the sandbox */
 	uint64_t size_bytes;
@@ -34,7 +36,9 @@ struct container_spec {
 	uid_t uid_base;        /* host uid of the sandbox's root */
 	gid_t gid_base;
 	uint32_t id_count;     /* 65536 for root callers, 1 otherwise */
-	bool rootless;         /* the caller is not root: single-id map, setgroups denied */
+	bool rootless;         /* the caller is not root: ROOTLESS_IDS says how its ids map */
+	const struct rootless_ids *rootless_ids;
+	uint32_t pids_rlimit;  /* RLIMIT_NPROC for the sandbox's root (no pids cgroup); 0: none */
 	const struct container_tmpfs *tmpfs;
 	size_t ntmpfs;
 	const struct container_bind *binds;
@@ -55,6 +59,8 @@ struct container {
 	/* Whether no process of the sandbox can lower its oom_score_adj below 0; why not. */
 	bool oom_floor;
 	char oom_note[160];
+	/* What enforces the pids limit: "cgroup", "rlimit_nproc" (rootless.h); empty: none. */
+	char pids_by[16];
 	/* The sandbox's host ids (container_spec's), for idmapping host folders. */
 	uid_t uid_base;
 	gid_t gid_base;

@@ -13,6 +13,7 @@
 #include "cgroup.h"
 #include "freeze.h"
 #include "json.h"
+#include "rootless.h"
 #include "save.h"
 #include "shim.h"
 #include "syscalls.h"
@@ -27,12 +28,24 @@ static bool container_rootless(const struct shim *s)
 	return rootless;
 }
 
+/* Whether the pids limit falls to RLIMIT_NPROC (rootless.h): a user's sandbox without a pids
+ * cgroup it may make (cgroup v1, or v2 without delegation). The default limit must never make a
+ * default run fail, and an explicit one is enforced the same way. */
+static bool pids_by_rlimit(const struct shim *s)
+{
+	if (!container_rootless(s) || !s->cfg.pids_limit)
+		return false;
+	struct cgroup_support sup;
+	cgroup_probe(&sup);
+	return !sup.pids;
+}
+
 static void container_cgroup_limits(const struct shim *s, struct cgroup_limits *lim)
 {
 	*lim = (struct cgroup_limits){
 		.memory_bytes = s->cfg.memory_bytes,
 		.cpus_milli = s->cfg.cpus_milli,
-		.pids_max = s->cfg.pids_limit,
+		.pids_max = pids_by_rlimit(s) ? 0 : s->cfg.pids_limit,
 	};
 }
 
@@ -210,6 +223,12 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
 	for (size_t i = 0; i < s->cfg.ntmpfs; i++)
 		tmpfs[i] = (struct container_tmpfs){ s->cfg.tmpfs[i].target, s->cfg.tmpfs[i].size_bytes, s->cfg.tmpfs[i].mode };
+	struct rootless_ids ids;
+	if (rootless)
+		rootless_ids(&ids);
+	bool by_cgroup = s->cg && cgroup_controller_path(s->cg, "pids");
+	snprintf(s->ct.pids_by, sizeof(s->ct.pids_by), "%s",
+		 !s->cfg.pids_limit ? "" : by_cgroup ? "cgroup" : "rlimit_nproc");
 	struct container_spec spec = {
 		.hostname = config_hostname(&s->cfg),
 		.lowerdir = b->lower,
@@ -221,6 +240,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.gid_base = gb,
 		.id_count = count,
 		.rootless = rootless,
+		.rootless_ids = rootless ? &ids : NULL,
+		.pids_rlimit = s->cfg.pids_limit && !by_cgroup ? s->cfg.pids_limit : 0,
 		.tmpfs = tmpfs,
 		.ntmpfs = s->cfg.ntmpfs,
 		.binds = b->binds,
@@ -326,6 +347,26 @@ static void container_describe(const struct shim *s, struct json_writer *j)
 	json_kv_bool(j, "oom_floor", s->ct.oom_floor);
 	if (!s->ct.oom_floor)
 		json_kv_string(j, "oom_note", s->ct.oom_note);
+	if (s->ct.pids_by[0])
+		json_kv_string(j, "pids_limit_by", s->ct.pids_by);
+	if (!container_rootless(s))
+		return;
+	/* What a user's sandbox maps: its ids 1.. onto the user's subordinate range, or only
+	 * root onto the user. */
+	struct rootless_ids ids;
+	rootless_ids(&ids);
+	json_key(j, "rootless");
+	json_object_begin(j);
+	json_kv_string(j, "id_map", ids.ranges ? "subordinate" : "single");
+	if (ids.ranges) {
+		json_kv_uint(j, "sub_uid_start", ids.sub_uid.start);
+		json_kv_uint(j, "sub_uid_count", ids.sub_uid.count);
+		json_kv_uint(j, "sub_gid_start", ids.sub_gid.start);
+		json_kv_uint(j, "sub_gid_count", ids.sub_gid.count);
+	} else {
+		json_kv_string(j, "id_map_note", ids.note);
+	}
+	json_object_end(j);
 }
 
 static int container_display(struct shim *s, const struct cp_header *h, const uint8_t *payload, struct cp_writer *w,

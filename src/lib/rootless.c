@@ -1,0 +1,241 @@
+/* A rootless sandbox's user namespace: its id maps (the user's subordinate ranges through the
+ * setuid newuidmap/newgidmap of the uidmap package, as rootless podman and crun do; a single id
+ * where the user has no ranges) and the pids limit it gets without cgroups. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "rootless.h"
+#include "util.h"
+
+extern char **environ;
+
+/* The user's first range in FILE (/etc/subuid or /etc/subgid), named by login or by number as
+ * shadow's own lookup allows; count 0 when there is none. */
+static void subid_lookup(const char *file, const char *login, unsigned long id, struct rootless_subid *out)
+{
+	out->start = out->count = 0;
+	_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (fd < 0 || read_fd_all(fd, 1 << 20, &text, &len) < 0)
+		return;
+	char num[24];
+	snprintf(num, sizeof(num), "%lu", id);
+	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c1 = '\0';
+		if (strcmp(line, num) != 0 && (!login || strcmp(line, login) != 0))
+			continue;
+		char *end1, *end2;
+		unsigned long start = strtoul(c1 + 1, &end1, 10), count = strtoul(c2 + 1, &end2, 10);
+		if (end1 != c2 || *end2 != '\0' || count == 0 || start > UINT32_MAX || count > UINT32_MAX - start)
+			continue;
+		out->start = (uint32_t)start;
+		out->count = (uint32_t)count;
+		return;
+	}
+}
+
+static const char *find_tool(const char *name)
+{
+	static char path[64];
+	static const char *const dirs[] = { "/usr/bin", "/bin", "/usr/sbin", "/sbin" };
+	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+		snprintf(path, sizeof(path), "%s/%s", dirs[i], name);
+		struct stat st;
+		/* Of use only as the setuid-root program it is meant to be. */
+		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_ISUID) && st.st_uid == 0)
+			return path;
+	}
+	return NULL;
+}
+
+void rootless_ids(struct rootless_ids *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->uid = geteuid();
+	out->gid = getegid();
+	struct passwd pw, *res = NULL;
+	char buf[4096];
+	const char *login = getpwuid_r(out->uid, &pw, buf, sizeof(buf), &res) == 0 && res ? pw.pw_name : NULL;
+	subid_lookup("/etc/subuid", login, out->uid, &out->sub_uid);
+	subid_lookup("/etc/subgid", login, out->uid, &out->sub_gid); /* by the user, as newgidmap checks */
+	/* The sandbox's ids 1..65535 are the first 65535 of each range. */
+	if (out->sub_uid.count > ROOTLESS_SUB_IDS)
+		out->sub_uid.count = ROOTLESS_SUB_IDS;
+	if (out->sub_gid.count > ROOTLESS_SUB_IDS)
+		out->sub_gid.count = ROOTLESS_SUB_IDS;
+	out->newuidmap = find_tool("newuidmap") != NULL && find_tool("newgidmap") != NULL;
+	if (!out->newuidmap)
+		snprintf(out->note, sizeof(out->note), "no setuid newuidmap/newgidmap (the uidmap package)");
+	else if (!out->sub_uid.count || !out->sub_gid.count)
+		snprintf(out->note, sizeof(out->note), "no range for this user in /etc/%s", out->sub_uid.count ? "subgid" : "subuid");
+	out->ranges = out->newuidmap && out->sub_uid.count && out->sub_gid.count;
+	if (out->ranges)
+		out->note[0] = '\0';
+}
+
+/* newuidmap PID 0 ID 1 1 START COUNT: the tool checks the ranges against /etc/sub[ug]id. */
+static int run_map_tool(const char *tool, pid_t pid, unsigned id, const struct rootless_subid *sub, capsule_error *err)
+{
+	const char *path = find_tool(tool);
+	if (!path)
+		return cap_err_plain(err, ENOENT, "%s not found", tool);
+	char spid[16], sid[16], sstart[16], scount[16];
+	snprintf(spid, sizeof(spid), "%d", (int)pid);
+	snprintf(sid, sizeof(sid), "%u", id);
+	snprintf(sstart, sizeof(sstart), "%u", (unsigned)sub->start);
+	snprintf(scount, sizeof(scount), "%u", (unsigned)sub->count);
+	char *const argv[] = { (char *)tool, spid, "0", sid, "1", "1", sstart, scount, NULL };
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		return cap_err(err, errno, "pipe");
+	posix_spawn_file_actions_t fa;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
+	posix_spawnattr_t sa;
+	posix_spawnattr_init(&sa);
+	sigset_t none;
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&sa, &none);
+	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK);
+	pid_t child;
+	int r = posix_spawn(&child, path, &fa, &sa, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&sa);
+	close(pipefd[1]);
+	if (r != 0) {
+		close(pipefd[0]);
+		return cap_err(err, r, "running '%s'", path);
+	}
+	char out[256] = "";
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	if (read_fd_all(pipefd[0], 4096, &text, &len) == 0 && len) {
+		snprintf(out, sizeof(out), "%.*s", (int)len, text);
+		out[strcspn(out, "\n")] = '\0';
+	}
+	close(pipefd[0]);
+	int st;
+	while (waitpid(child, &st, 0) < 0)
+		if (errno != EINTR)
+			return cap_err(err, errno, "waiting for %s", tool);
+	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+		return 0;
+	return cap_err_plain(err, EPERM, "%s %s 0 %s 1 1 %s %s failed%s%s", tool, spid, sid, sstart, scount,
+			     out[0] ? ": " : "", out);
+}
+
+static int write_proc(pid_t pid, const char *file, const char *text, capsule_error *err)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "open '%s'", path);
+	int r = write_all(fd, text, strlen(text));
+	if (r < 0)
+		return cap_err(err, -r, "write '%s' (\"%s\")", path, text);
+	return 0;
+}
+
+int rootless_map_ids(pid_t pid, const struct rootless_ids *ids, capsule_error *err)
+{
+	if (ids->ranges) {
+		int r = run_map_tool("newuidmap", pid, (unsigned)ids->uid, &ids->sub_uid, err);
+		return r < 0 ? r : run_map_tool("newgidmap", pid, (unsigned)ids->gid, &ids->sub_gid, err);
+	}
+	/* An unprivileged writer may map only its own id, and its gid only once setgroups is
+	 * denied (or the namespace could drop a group that denies it access). */
+	char map[32];
+	int r = write_proc(pid, "setgroups", "deny", err);
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)ids->uid);
+	if (r == 0)
+		r = write_proc(pid, "uid_map", map, err);
+	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)ids->gid);
+	return r < 0 ? r : write_proc(pid, "gid_map", map, err);
+}
+
+int rootless_limit_pids(uint32_t pids)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NPROC, &rl) < 0)
+		return -errno;
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur <= pids)
+		return 0;
+	rl.rlim_cur = pids;
+	if (rl.rlim_max == RLIM_INFINITY || rl.rlim_max > pids)
+		rl.rlim_max = pids;
+	return setrlimit(RLIMIT_NPROC, &rl) < 0 ? -errno : 0;
+}
+
+/* The child of rootless_rm_rf_at: in a user namespace of its own that maps the user's ids as a
+ * sandbox's are, root there passes and removes the files that the sandbox's other users made
+ * (owned by subordinate ids, which the user cannot remove on the host). */
+static _Noreturn void rm_child(int dirfd, const char *name, int ready, int go)
+{
+	/* The shim is not dumpable; newuidmap needs our /proc files to be ours. */
+	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	char c = unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
+	if (write(ready, &c, 1) != 1 || c != 'y' || read(go, &c, 1) != 1 || c != 'g')
+		_exit(2);
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+		_exit(3);
+	_exit(rm_rf_at(dirfd, name) < 0 ? 1 : 0);
+}
+
+int rootless_rm_rf_at(int dirfd, const char *name)
+{
+	int r = rm_rf_at(dirfd, name);
+	if ((r != -EACCES && r != -EPERM) || geteuid() == 0)
+		return r;
+	struct rootless_ids ids;
+	rootless_ids(&ids);
+	if (!ids.ranges)
+		return r;
+	int ready[2], go[2];
+	if (pipe2(ready, O_CLOEXEC) < 0)
+		return r;
+	if (pipe2(go, O_CLOEXEC) < 0) {
+		close(ready[0]);
+		close(ready[1]);
+		return r;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(ready[0]);
+		close(go[1]);
+		rm_child(dirfd, name, ready[1], go[0]);
+	}
+	close(ready[1]);
+	close(go[0]);
+	char c = 'n';
+	capsule_error ignored = { 0 };
+	bool mapped = pid > 0 && read(ready[0], &c, 1) == 1 && c == 'y' && rootless_map_ids(pid, &ids, &ignored) == 0;
+	if (mapped)
+		mapped = write(go[1], "g", 1) == 1;
+	close(ready[0]);
+	close(go[1]);
+	if (pid < 0)
+		return r;
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return mapped && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : r;
+}
