@@ -9,6 +9,22 @@
 #include "shim.h"
 #include "syscalls.h"
 
+int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs)
+{
+	if (geteuid() != 0)
+		return *path ? openat(dirfd, path, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0))
+			     : fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	int tree = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
+	struct mount_attr a = { .attr_set = attrs };
+	if (tree >= 0 && attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
+		int e = errno;
+		close(tree);
+		errno = e;
+		return -1;
+	}
+	return tree;
+}
+
 void close_bind_trees(struct container_bind *binds, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
@@ -69,6 +85,7 @@ int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, boo
 								 .no_idmap = true };
 			continue;
 		}
+		uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->readonly ? MOUNT_ATTR_RDONLY : 0);
 		if (b->volume) {
 			/* A volume is one more tree: its content folder (inside its mounted image for
 			 * one with a quota), cloned, so idmapping, read-only and the target's
@@ -79,23 +96,21 @@ int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, boo
 				close_bind_trees(binds, *n);
 				return r;
 			}
-			tree = sys_open_tree(vh.data_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+			tree = shim_host_tree(vh.data_fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attrs);
 			int e = errno;
 			s->volume_locks[s->nvolume_locks++] = volume_release_keep_lock(&vh);
 			errno = e;
 		} else {
-			tree = sys_open_tree(AT_FDCWD, b->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+			tree = shim_host_tree(AT_FDCWD, b->source, AT_RECURSIVE, attrs);
 		}
 		if (tree < 0) {
 			int r = cap_err(err, errno, "%s '%s'", b->volume ? "volume" : "mount source", b->source);
 			close_bind_trees(binds, *n);
 			return r;
 		}
-		binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target };
+		binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target, .attrs = attrs };
 		struct stat st;
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-						    (b->readonly ? MOUNT_ATTR_RDONLY : 0) };
-		if (fstat(tree, &st) < 0 || sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0) {
+		if (fstat(tree, &st) < 0) {
 			int r = cap_err(err, errno, "preparing the mount of '%s'", b->source);
 			close_bind_trees(binds, *n);
 			return r;

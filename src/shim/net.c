@@ -25,6 +25,7 @@
 
 #include "json.h"
 #include "net.h"
+#include "shim.h"
 #include "parse.h"
 #include "syscalls.h"
 #include "util.h"
@@ -176,15 +177,9 @@ int net_etc_trees(struct net *n, int run_fd, int *trees, const char **targets, s
 	for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
 		if (i == 1 && !n->cfg->nallow)
 			break;
-		int t = sys_open_tree(run_fd, files[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+		int t = shim_host_tree(run_fd, files[i], AT_SYMLINK_NOFOLLOW, NET_ETC_ATTRS);
 		if (t < 0)
 			return cap_err(err, errno, "open_tree '%s'", files[i]);
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
-		if (sys_mount_setattr(t, "", AT_EMPTY_PATH, &a) < 0) {
-			int e = errno;
-			close(t);
-			return cap_err(err, e, "mount_setattr '%s'", files[i]);
-		}
 		trees[*count] = t;
 		targets[*count] = i == 0 ? "/etc/resolv.conf" : "/etc/hosts";
 		(*count)++;

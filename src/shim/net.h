@@ -91,6 +91,7 @@ int net_sandbox_socket(struct net *n, int *out, capsule_error *err);
  * fails here, with nothing else made yet), and for the full mode write run/<name>/resolv.conf
  * (and hosts, for --allow-host names). */
 int net_prepare(struct net *n, const struct capsule_config *cfg, int epfd, int run_fd, FILE *log, capsule_error *err);
+#define NET_ETC_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 /* Detached read-only mounts of those files and where they go in the sandbox, appended to
  * TREES/TARGETS (room for 2). */
 int net_etc_trees(struct net *n, int run_fd, int *trees, const char **targets, size_t *count, capsule_error *err);

@@ -92,6 +92,30 @@ static void attach_at(int tree, int rootfd, const char *path)
 	close(tree);
 }
 
+/* A rootless spec's tree is an O_PATH descriptor the shim opened with the user's rights: it may
+ * not clone the host's mounts, but we may clone our copy of them. The same path, then, as long
+ * as it still leads to the same file, with ATTRS set on the clone. */
+static int child_tree(const struct container_spec *spec, int fd, uint64_t attrs, const char *what)
+{
+	if (!spec->rootless)
+		return fd;
+	char path[4096];
+	capsule_error e = { 0 };
+	if (fd_path(fd, path, sizeof(path), &e) < 0)
+		child_die(e.code, "%s", e.message);
+	int tree = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		child_die(errno, "open_tree '%s' (%s)", path, what);
+	struct stat a, b;
+	if (fstat(fd, &a) < 0 || fstat(tree, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		child_die(ESTALE, "'%s' (%s) was replaced while the sandbox started", path, what);
+	struct mount_attr ma = { .attr_set = attrs };
+	if (attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0)
+		child_die(errno, "mount_setattr '%s' (%s)", path, what);
+	close(fd);
+	return tree;
+}
+
 static void bind_host(const char *host_path, int rootfd, const char *path, uint64_t attrs)
 {
 	int tree = sys_open_tree(AT_FDCWD, host_path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
@@ -296,7 +320,7 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 				close(fd);
 			close(dfd);
 		}
-		attach_at(b->tree, rootfd, b->target + 1);
+		attach_at(b->no_idmap ? b->tree : child_tree(spec, b->tree, b->attrs, b->target), rootfd, b->target + 1);
 	}
 }
 
@@ -333,7 +357,8 @@ static void attach_layers(const struct container_spec *spec, int fsfd)
 	for (size_t i = 0; i < spec->nlayers; i++) {
 		char at[32];
 		snprintf(at, sizeof(at), "l/%zu", i);
-		if (sys_move_mount(spec->layer_trees[i], "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		int tree = child_tree(spec, spec->layer_trees[i], LAYER_ATTRS, "image layer");
+		if (sys_move_mount(tree, "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_die(errno, "attaching image layer %zu", i);
 	}
 	if (spec->disk_tree >= 0 && sys_move_mount(spec->disk_tree, "", fsfd, "disk", MOVE_MOUNT_F_EMPTY_PATH) < 0)

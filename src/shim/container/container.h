@@ -22,7 +22,10 @@ struct container_bind {
 	const char *target; /* absolute, normalized, inside the sandbox */
 	bool is_dir;
 	bool no_idmap;      /* a FUSE transform mount: its server maps ids (src/shim/transform.c) */
+	uint64_t attrs;     /* a rootless spec's: the mount attributes its clone gets */
 };
+
+#define LAYER_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)
 
 struct container_spec {
 	const char *hostname;
@@ -36,7 +39,9 @@ struct container_spec {
 	uid_t uid_base;        /* host uid of the sandbox's root */
 	gid_t gid_base;
 	uint32_t id_count;     /* 65536 for root callers, 1 otherwise */
-	bool rootless;         /* the caller is not root: ROOTLESS_IDS says how its ids map */
+	/* The caller is not root: ROOTLESS_IDS says how its ids map, and the trees of binds and
+	 * layers (not transform mounts) are O_PATH descriptors that the child clones itself. */
+	bool rootless;
 	const struct rootless_ids *rootless_ids;
 	uint32_t pids_rlimit;  /* RLIMIT_NPROC for the sandbox's root (no pids cgroup); 0: none */
 	const struct container_tmpfs *tmpfs;
@@ -46,7 +51,7 @@ struct container_spec {
 	/* Detached, read-only clones of read-only layer folders (an image's, a save's), bottom
 	 * first; their files carry unshifted ids, so root callers' layers are idmapped like binds.
 	 * Below them lies LOWERDIR when it is set. */
-	const int *layer_trees;
+	const int *layer_trees; /* with LAYER_ATTRS */
 	size_t nlayers;
 	/* A detached mount of the sandbox's own disk, holding upper/ and work/, attached at
 	 * disk/ below FSDIR; -1: upper/ and work/ are FSDIR's own folders. */

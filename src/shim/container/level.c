@@ -99,15 +99,12 @@ static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *e
 	for (size_t i = 0; i < s->cfg.nlayers; i++) {
 		char at[32];
 		snprintf(at, sizeof(at), "fs/l/%zu", i);
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
 		if ((mkdirat(s->run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, at, ub, gb, 0) < 0)
 			return cap_err(err, errno, "mkdir '%s'", at);
-		int tree = sys_open_tree(AT_FDCWD, s->cfg.layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		int tree = shim_host_tree(AT_FDCWD, s->cfg.layers[i], 0, LAYER_ATTRS);
 		if (tree < 0)
 			return cap_err(err, errno, "image layer '%s'", s->cfg.layers[i]);
 		b->layer_trees[b->nlayer_trees++] = tree;
-		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &a) < 0)
-			return cap_err(err, errno, "preparing image layer '%s'", s->cfg.layers[i]);
 	}
 	return 0;
 }
@@ -187,7 +184,8 @@ static int container_prepare(struct shim *s, capsule_error *err)
 	if ((r = net_etc_trees(&s->net, s->run_fd, etc_trees, etc_targets, &netc, err)) < 0)
 		return r;
 	for (size_t i = 0; i < netc; i++)
-		b->binds[b->nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i] };
+		b->binds[b->nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i],
+								 .attrs = NET_ETC_ATTRS };
 	return 0;
 }
 
