@@ -1,0 +1,281 @@
+"""capsule for an ordinary user: the real CLI run as an unprivileged user that this module makes
+(useradd, with the /etc/subuid and /etc/subgid ranges useradd gives) and removes (userdel -r).
+
+The user gets what a login would give: HOME, XDG_RUNTIME_DIR (/run/user/UID, 0700, theirs),
+XDG_DATA_HOME. capsule's state is then $XDG_DATA_HOME/capsule. The build tree is run in place
+when the user can reach it; a tree below a folder only root may pass (a worktree in a private
+folder, CI's checkout) is copied, its programs only, to a folder the user can read."""
+import json
+import os
+import pwd
+import shutil
+import stat
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+from .helpers import BUILD, cgroup_v2_only
+
+# What capsule runs: the CLI and the helpers it finds beside itself (find_helper).
+PROGRAMS = ("capsule", "capsule-shim", "capsule-agent", "capsule-fuse", "capsule-images")
+
+
+def _may_pass(path, uid, gids):
+    """Whether UID (with GIDS) may search every folder from / down to PATH and read PATH."""
+    parts = os.path.abspath(path).split("/")
+    for i in range(1, len(parts) + 1):
+        p = "/".join(parts[:i]) or "/"
+        st = os.stat(p)
+        want = stat.S_IXOTH if stat.S_ISDIR(st.st_mode) else stat.S_IROTH | stat.S_IXOTH
+        if st.st_uid == uid:
+            want <<= 6
+        elif st.st_gid in gids:
+            want <<= 3
+        if st.st_mode & want != want:
+            return False
+    return True
+
+
+class User:
+    """Runs the capsule CLI as the module's user."""
+
+    def __init__(self, name, bindir):
+        pw = pwd.getpwnam(name)
+        self.name, self.uid, self.gid, self.home = name, pw.pw_uid, pw.pw_gid, pw.pw_dir
+        self.bindir = bindir
+        self.runtime = f"/run/user/{self.uid}"
+        self.data = os.path.join(self.home, ".local", "share")
+        self.capsule_home = os.path.join(self.data, "capsule")
+        self.env = {
+            "HOME": self.home, "USER": name, "LOGNAME": name, "PATH": "/usr/bin:/bin",
+            "XDG_RUNTIME_DIR": self.runtime, "XDG_DATA_HOME": self.data,
+            # Not the host's capsule.json (docs/config.md).
+            "CAPSULE_CONFIG": os.path.join(self.home, "capsule.json"),
+            "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost",
+        }
+        # A sanitized build writes its reports where make check-asan looks: the user may not
+        # write there, so to a folder of the user's, copied over at the end.
+        self.asan_dir = None
+        for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+            if var in os.environ:
+                self.env[var] = os.environ[var]
+
+    def sh(self, *argv, input=None, timeout=60):
+        """ARGV as the user (setpriv: the user's uid, gid and groups, nothing else kept)."""
+        env = ["env", "-i"] + [f"{k}={v}" for k, v in self.env.items()]
+        return subprocess.run(["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--",
+                               *env, *argv], input=input, capture_output=True, text=True, timeout=timeout,
+                              cwd="/")
+
+    def capsule(self, *args, input=None, timeout=60):
+        return self.sh(os.path.join(self.bindir, "capsule"), *args, input=input, timeout=timeout)
+
+    def ok(self, *args, input=None):
+        r = self.capsule(*args, input=input)
+        assert r.returncode == 0, f"capsule {' '.join(args)} as {self.name}: {r.returncode}: {r.stderr}"
+        return r.stdout
+
+
+def _kill_processes_of(uid):
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if os.stat(f"/proc/{pid}").st_uid == uid:
+                    os.kill(int(pid), 9)
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+
+
+def _subids(path, name, uid):
+    with open(path) as f:
+        for line in f:
+            f = line.strip().split(":")
+            if len(f) == 3 and f[0] in (name, str(uid)):
+                return int(f[1]), int(f[2])
+    return None
+
+
+@pytest.fixture(scope="module")
+def user():
+    if os.geteuid() != 0:
+        pytest.skip("making the test's unprivileged user needs root")
+    for tool in ("useradd", "userdel", "setpriv"):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is missing (passwd, util-linux)")
+    name = f"capsrl{uuid.uuid4().hex[:8]}"
+    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", name], check=True, capture_output=True)
+    tmp = None
+    runtime = None
+    try:
+        pw = pwd.getpwnam(name)
+        runtime = f"/run/user/{pw.pw_uid}"
+        os.makedirs("/run/user", mode=0o755, exist_ok=True)
+        os.mkdir(runtime, 0o700)
+        os.chown(runtime, pw.pw_uid, pw.pw_gid)
+        gids = set(os.getgrouplist(name, pw.pw_gid))
+        bindir = BUILD
+        if not all(_may_pass(os.path.join(BUILD, p), pw.pw_uid, gids) for p in PROGRAMS
+                   if os.path.exists(os.path.join(BUILD, p))):
+            # The build tree lies below a folder the user may not pass.
+            tmp = tempfile.mkdtemp(prefix="capsule-rootless-", dir="/var/tmp")
+            os.chmod(tmp, 0o755)
+            for p in PROGRAMS:
+                if os.path.exists(os.path.join(BUILD, p)):
+                    shutil.copy2(os.path.join(BUILD, p), tmp)
+            bindir = tmp
+        u = User(name, bindir)
+        if "log_path=" in os.environ.get("ASAN_OPTIONS", ""):
+            u.asan_dir = os.path.join(u.home, "sanitizer-logs")
+            os.mkdir(u.asan_dir)
+            os.chown(u.asan_dir, pw.pw_uid, pw.pw_gid)
+            for var in ("ASAN_OPTIONS", "UBSAN_OPTIONS"):
+                if var in u.env:
+                    u.env[var] = ":".join(
+                        f"log_path={u.asan_dir}/{var[:-8].lower()}" if o.startswith("log_path=") else o
+                        for o in u.env[var].split(":"))
+        yield u
+        # Whatever a test left is removed as the user, by name.
+        r = u.capsule("ps", "-a", "--json")
+        if r.returncode == 0:
+            for sb in json.loads(r.stdout):
+                u.capsule("rm", "-f", sb["name"])
+        if u.asan_dir and os.listdir(u.asan_dir):
+            dest = os.path.dirname(next(o for o in os.environ["ASAN_OPTIONS"].split(":")
+                                        if o.startswith("log_path="))[len("log_path="):])
+            for f in os.listdir(u.asan_dir):
+                shutil.copy(os.path.join(u.asan_dir, f), dest)
+    finally:
+        # The user's processes are this module's sandboxes' shims and what they started:
+        # none may outlive the user.
+        if runtime:
+            _kill_processes_of(pwd.getpwnam(name).pw_uid)
+        subprocess.run(["userdel", "-r", name], capture_output=True)
+        if runtime:
+            shutil.rmtree(runtime, ignore_errors=True)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_run_maps_root_to_the_user_and_the_rest_to_the_users_subordinate_ranges(user):
+    sub_uid = _subids("/etc/subuid", user.name, user.uid)
+    sub_gid = _subids("/etc/subgid", user.name, user.uid)
+    out = user.ok("run", "--", "sh", "-c", "id -u; id -g; cat /proc/self/uid_map /proc/self/gid_map")
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == ["0"] and lines[1] == ["0"], out
+    maps = lines[2:]
+    if sub_uid and sub_gid:
+        assert maps == [["0", str(user.uid), "1"], ["1", str(sub_uid[0]), str(min(sub_uid[1], 65535))],
+                        ["0", str(user.gid), "1"], ["1", str(sub_gid[0]), str(min(sub_gid[1], 65535))]], out
+    else:
+        assert maps == [["0", str(user.uid), "1"], ["0", str(user.gid), "1"]], out
+
+
+def test_state_is_in_the_users_xdg_data_home_and_private(user):
+    user.ok("ps")
+    st = os.stat(user.capsule_home)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.uid, 0o700)
+
+
+def test_detached_sandbox_exec_ps_inspect_rm(user):
+    name = f"d-{uuid.uuid4().hex[:6]}"
+    assert user.ok("run", "-d", "--name", name, "--", "sleep", "600").splitlines()[0] == name
+    assert user.ok("exec", name, "--", "sh", "-c", "echo hi; id -u").split() == ["hi", "0"]
+    listed = {s["name"]: s for s in json.loads(user.ok("ps", "--json"))}
+    assert listed[name]["state"] == "running"
+    info = json.loads(user.ok("inspect", name))
+    assert info["rootless"]["id_map"] == ("subordinate" if _subids("/etc/subuid", user.name, user.uid) else "single")
+    user.ok("rm", "-f", name)
+    assert name not in {s["name"] for s in json.loads(user.ok("ps", "-a", "--json"))}
+    assert not os.path.exists(os.path.join(user.capsule_home, "run", name))
+
+
+def _user_has_cgroups(user):
+    """Whether the user may make cgroups where capsule would look: on cgroup v2 only, the
+    cgroup the user's commands run in (ours: setpriv keeps it) or an ancestor, if theirs. A
+    v1 or hybrid host delegates nothing to users."""
+    if not cgroup_v2_only():
+        return False
+    with open("/proc/self/cgroup") as f:
+        rel = next(line.split(":", 2)[2].strip() for line in f if line.startswith("0::"))
+    path = "/sys/fs/cgroup" + rel
+    while path.startswith("/sys/fs/cgroup/"):
+        if os.stat(path).st_uid == user.uid:
+            return True
+        path = os.path.dirname(path)
+    return False
+
+
+def test_default_pids_limit_is_rlimit_nproc_without_a_pids_cgroup(user):
+    name = f"p-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--name", name)
+    info = json.loads(user.ok("inspect", name))
+    assert info["limits"]["pids"] == 4096
+    assert info["pids_limit_by"] == ("cgroup" if _user_has_cgroups(user) else "rlimit_nproc")
+    out = user.ok("exec", name, "--", "sh", "-c", "grep 'Max processes' /proc/self/limits")
+    assert out.split()[2:4] == ["4096", "4096"], out
+    user.ok("rm", "-f", name)
+
+
+def test_pids_limit_stops_a_fork_loop_inside(user):
+    # Forks until the kernel refuses: with a limit of 20 for the sandbox's root, at most 20
+    # processes of root's at once (the agent and this shell among them).
+    prog = ("import os\nn = 0\ntry:\n    while n < 200:\n        if os.fork() == 0:\n            os.read(0, 1)\n"
+            "            os._exit(0)\n        n += 1\nexcept OSError as e:\n    print('refused', n, e.errno)\n")
+    r = user.capsule("run", "--pids-limit", "20", "--", "python3", "-c", prog)
+    assert r.returncode == 0, r.stderr
+    words = r.stdout.split()
+    assert words[0] == "refused" and int(words[1]) < 20 and words[2] == "11", r.stdout
+
+
+def test_memory_and_cpu_limits_fail_in_one_line_without_cgroups(user):
+    if _user_has_cgroups(user):
+        pytest.skip("this host delegates cgroups to the user")
+    run = os.path.join(user.capsule_home, "run")
+    before = set(os.listdir(run))
+    for flag, value, what in (("--memory", "64M", "memory"), ("--cpus", "0.5", "cpu")):
+        r = user.capsule("run", flag, value, "--", "true")
+        assert r.returncode != 0
+        err = r.stderr.strip()
+        assert len(err.splitlines()) == 1 and what in err and "cgroup" in err, err
+    assert set(os.listdir(run)) == before
+
+
+def test_bind_writes_land_owned_by_the_user_and_read_only_binds_refuse(user):
+    shared = os.path.join(user.home, "shared")
+    user.sh("mkdir", "-p", shared)
+    user.ok("run", "-v", f"{shared}:/mnt", "--", "sh", "-c", "echo x > /mnt/by-root; mkdir /mnt/sub")
+    for f in ("by-root", "sub"):
+        st = os.stat(os.path.join(shared, f))
+        assert (st.st_uid, st.st_gid) == (user.uid, user.gid), f
+    r = user.capsule("run", "-v", f"{shared}:/mnt:ro", "--", "touch", "/mnt/no")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    assert not os.path.exists(os.path.join(shared, "no"))
+
+
+def test_rm_removes_files_that_other_ids_of_the_sandbox_made(user):
+    name = f"o-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--name", name)
+    user.ok("exec", name, "--", "sh", "-c",
+            "mkdir -p /home/al/deep && echo s > /home/al/deep/f && chown -R 1000:1000 /home/al && chmod -R go-rwx /home/al")
+    user.ok("rm", "-f", name)
+    assert not os.path.exists(os.path.join(user.capsule_home, "run", name))
+
+
+def test_tmpfs_cp_and_fs_api(user):
+    name = f"f-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--name", name, "--tmpfs", "/scratch:size=1M")
+    assert "/scratch" in user.ok("exec", name, "--", "sh", "-c", "grep ' /scratch ' /proc/mounts")
+    src = os.path.join(user.home, "in.txt")
+    user.sh("sh", "-c", f"echo payload > {src}")
+    user.ok("cp", src, f"{name}:/scratch/in.txt")
+    user.ok("fs", name, "write", "/root/w.txt", "written")
+    assert user.ok("fs", name, "cat", "/scratch/in.txt", "/root/w.txt") == "payload\nwritten"
+    back = os.path.join(user.home, "back.txt")
+    user.ok("cp", f"{name}:/root/w.txt", back)
+    st = os.stat(back)
+    assert st.st_uid == user.uid
+    with open(back) as f:
+        assert f.read() == "written"
+    user.ok("rm", "-f", name)
