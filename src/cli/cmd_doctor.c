@@ -15,6 +15,38 @@ static void line(const char *what, bool ok, const char *text, size_t len, const 
 	free(why);
 }
 
+static int needs_root_line(const char *name, const char *value, size_t len, void *payload)
+{
+	(void)payload;
+	char *why = NULL;
+	if (json_string_value(value, len, &why) == 0)
+		printf("  %-22s needs root: %s\n", name, why);
+	free(why);
+	return 0;
+}
+
+/* A user's doctor: how the sandbox's ids map, what bounds its processes, what needs root. */
+static void print_rootless(const char *text, size_t len)
+{
+	char *map = NULL, *note = NULL, *pids = NULL;
+	if (json_get_string(text, len, "rootless_id_map", &map) < 0)
+		return;
+	json_get_string(text, len, "rootless_id_map_note", &note);
+	json_get_string(text, len, "pids_limit_by", &pids);
+	printf("\nwithout root:\n");
+	printf("  %-22s %s%s%s\n", "id map", !strcmp(map, "subordinate") ? "your subordinate ranges" : "a single id",
+	       note ? ": " : "", note ? note : "");
+	printf("  %-22s %s\n", "pids limit",
+	       pids && !strcmp(pids, "cgroup") ? "a pids cgroup" : "RLIMIT_NPROC, per user id inside the sandbox");
+	const char *needs;
+	size_t needs_len;
+	if (json_get_member(text, len, "rootless_needs_root", &needs, &needs_len) == 0)
+		json_object_each(needs, needs_len, 32, needs_root_line, NULL);
+	free(map);
+	free(note);
+	free(pids);
+}
+
 int cmd_doctor(int argc, char **argv)
 {
 	bool json = argc > 1 && !strcmp(argv[1], "--json");
@@ -74,6 +106,7 @@ int cmd_doctor(int argc, char **argv)
 		       vm_kernel);
 	free(vm_kernel);
 	free(vm_kernel_kind);
+	print_rootless(text, len);
 	char *home = NULL;
 	json_get_string(text, len, "home", &home);
 	printf("\nstate in %s\n", home ? home : "?");

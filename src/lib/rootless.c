@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "rootless.h"
+#include "sandbox_config.h"
 #include "util.h"
 
 extern char **environ;
@@ -238,4 +239,12 @@ int rootless_rm_rf_at(int dirfd, const char *name)
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
 	return mapped && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : r;
+}
+
+int rootless_check(const struct capsule_config *cfg, capsule_error *err)
+{
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && geteuid() != 0)
+		return cap_err_plain(err, EPERM, "vm isolation needs root for now: its root disk is built with mkfs.ext4 in "
+				     "a mount namespace a user cannot have (container isolation works without root)");
+	return 0;
 }

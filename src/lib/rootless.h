@@ -39,6 +39,11 @@ int rootless_map_ids(pid_t pid, const struct rootless_ids *ids, capsule_error *e
  * not count. Never raises a lower limit. */
 int rootless_limit_pids(uint32_t pids);
 
+struct capsule_config;
+/* What a user's sandbox cannot have yet, refused in one line before anything is made: the vm
+ * level, whose root disk is built in a mount namespace a user cannot have. */
+int rootless_check(const struct capsule_config *cfg, capsule_error *err);
+
 /* rm_rf_at, and where the user may not remove what a sandbox's other users made (files of
  * subordinate ids), again in a user namespace that maps those ids, as root there. */
 int rootless_rm_rf_at(int dirfd, const char *name);

@@ -17,6 +17,7 @@
 #include "container.h"
 #include "json.h"
 #include "probe.h"
+#include "rootless.h"
 #include "seccomp_filter.h"
 #include "syscalls.h"
 #include "util.h"
@@ -56,6 +57,39 @@ static int probe_mount_api(void)
 {
 	int fd = sys_open_tree(AT_FDCWD, "/", OPEN_TREE_CLOEXEC);
 	return fd >= 0 ? 0 : 1;
+}
+
+/* What a user's sandboxes get, and what needs root and why (docs/rootless.md). */
+static void probe_rootless(struct json_writer *j, const struct cgroup_support *cs)
+{
+	struct rootless_ids ids;
+	rootless_ids(&ids);
+	json_kv_string(j, "rootless_id_map", ids.ranges ? "subordinate" : "single");
+	char text[160];
+	if (ids.ranges)
+		snprintf(text, sizeof(text), "the sandbox's ids 1-%u are host uids %u-%u, gids %u-%u (newuidmap, newgidmap)",
+			 (unsigned)ids.sub_uid.count, (unsigned)ids.sub_uid.start,
+			 (unsigned)(ids.sub_uid.start + ids.sub_uid.count - 1), (unsigned)ids.sub_gid.start,
+			 (unsigned)(ids.sub_gid.start + ids.sub_gid.count - 1));
+	else
+		snprintf(text, sizeof(text), "%s: only the sandbox's root exists (it is you); chown, su and setgroups "
+			 "fail inside", ids.note);
+	json_kv_string(j, "rootless_id_map_note", text);
+	json_kv_string(j, "pids_limit_by", cs->pids ? "cgroup" : "rlimit_nproc");
+	/* One line each for what a user cannot have here, and why. */
+	json_key(j, "rootless_needs_root");
+	json_object_begin(j);
+	if (!cs->memory || !cs->cpu)
+		json_kv_string(j, "memory and cpu limits", "no cgroup this user may write (cgroup v2 with a subtree "
+				  "delegated to the user gives them); without, the pids limit is RLIMIT_NPROC per user id inside");
+	if (!cs->pids)
+		json_kv_string(j, "pause, running save", "the freezer is a cgroup: stop the sandbox, "
+				  "then save it");
+	json_kv_string(j, "volumes", "not built for users yet (and a quota volume's ext4 image needs a loop device)");
+	json_kv_string(j, "disk size", "a container's own disk is an ext4 image on a loop device");
+	json_kv_string(j, "vm isolation", "building the root disk needs a mount namespace; not built for users yet");
+	json_kv_string(j, "oom_score_adj floor", "CAP_SYS_RESOURCE in the host's user namespace");
+	json_object_end(j);
 }
 
 int shim_probe(void)
@@ -107,6 +141,9 @@ int shim_probe(void)
 		json_kv_string(&j, "oom_reason", "no CAP_SYS_RESOURCE: commands may lower their oom_score_adj to the floor "
 						 "capsule was started under");
 
+	if (geteuid() != 0)
+		probe_rootless(&j, &cs);
+
 	/* "kvm": a guest can run on it, not merely that /dev/kvm opens (kvm.c). */
 	char kvm_why[224];
 	int kvm = vm_kvm_probe("/dev/kvm", kvm_why, sizeof(kvm_why));
@@ -123,8 +160,12 @@ int shim_probe(void)
 	if (have_kernel)
 		json_kv_string(&j, "vm_kernel_kind", kernel.builtin ? "capsule" : "host");
 	json_kv_string(&j, "vm_accel", kvm == 0 ? "kvm" : "tcg");
-	json_kv_bool(&j, "vm_usable", qemu && have_kernel);
-	if (!qemu)
+	bool user = geteuid() != 0;
+	json_kv_bool(&j, "vm_usable", qemu && have_kernel && !user);
+	if (user)
+		json_kv_string(&j, "vm_reason", "needs root for now: the root disk is built in a mount namespace a user "
+						"cannot have");
+	else if (!qemu)
 		json_kv_string(&j, "vm_reason", "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
 	else if (!have_kernel)
 		json_kv_string(&j, "vm_reason", kerr.message);

@@ -6,6 +6,10 @@ XDG_DATA_HOME. capsule's state is then $XDG_DATA_HOME/capsule. The build tree is
 when the user can reach it; a tree below a folder only root may pass (a worktree in a private
 folder, CI's checkout) is copied, its programs only, to a folder the user can read."""
 import json
+import socket
+import time
+import urllib.error
+import urllib.request
 import os
 import pwd
 import shutil
@@ -279,3 +283,63 @@ def test_tmpfs_cp_and_fs_api(user):
     with open(back) as f:
         assert f.read() == "written"
     user.ok("rm", "-f", name)
+
+
+def test_doctor_says_how_ids_map_and_what_needs_root(user):
+    doc = json.loads(user.ok("doctor", "--json"))
+    assert doc["root"] is False and doc["container_usable"] is True
+    assert doc["rootless_id_map"] == ("subordinate" if _subids("/etc/subuid", user.name, user.uid) else "single")
+    assert doc["pids_limit_by"] == ("cgroup" if _user_has_cgroups(user) else "rlimit_nproc")
+    needs = doc["rootless_needs_root"]
+    for what in ("volumes", "disk size", "vm isolation"):
+        assert needs[what], what
+    assert doc["vm_usable"] is False
+    text = user.ok("doctor")
+    assert "without root:" in text and "needs root:" in text
+
+
+def test_what_needs_root_is_refused_in_one_line(user):
+    run = os.path.join(user.capsule_home, "run")
+    before = set(os.listdir(run))
+    for args, words in ((("--isolation", "vm"), "vm isolation needs root"),
+                        (("--disk-size", "1G"), "needs root"),
+                        (("-v", "vol1:/data"), "volumes need root")):
+        r = user.capsule("run", *args, "--", "true")
+        assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
+    assert set(os.listdir(run)) == before
+
+
+def test_save_of_a_stopped_sandbox_and_a_run_from_it(user):
+    name, save = f"s-{uuid.uuid4().hex[:6]}", f"sv-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--name", name)
+    user.ok("exec", name, "--", "sh", "-c", "echo kept > /root/m")
+    r = user.capsule("save", name, save)
+    assert r.returncode != 0 and "freeze" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    user.ok("stop", name)
+    user.ok("save", name, save)
+    user.ok("rm", "-f", name)
+    assert user.ok("run", "--image", save, "--", "cat", "/root/m") == "kept\n"
+
+
+def test_network_full_and_a_port_forward(user):
+    out = user.ok("run", "--network", "full", "--", "cat", "/etc/resolv.conf")
+    assert "nameserver 10.0.2.3" in out
+    name = f"w-{uuid.uuid4().hex[:6]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    user.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "sh", "-c",
+            f"echo {name} > /root/page && exec python3 -m http.server 8000 --bind 127.0.0.1 -d /root")
+    try:
+        body = None
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for _ in range(100):
+            try:
+                with direct.open(f"http://127.0.0.1:{port}/page", timeout=5) as resp:
+                    body = resp.read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert body is not None and body.strip() == name
+    finally:
+        user.ok("rm", "-f", name)
