@@ -343,3 +343,12 @@ def test_network_full_and_a_port_forward(user):
         assert body is not None and body.strip() == name
     finally:
         user.ok("rm", "-f", name)
+
+
+def test_image_from_a_host_folder_of_the_users(user):
+    root = os.path.join(user.home, "img")
+    r = user.sh("sh", "-c", f"mkdir -p {root}/bin && cp /bin/busybox {root}/bin/ && ln -s busybox {root}/bin/sh "
+                f"&& echo layer > {root}/marker")
+    if r.returncode != 0:
+        pytest.skip(f"no busybox to build a root from: {r.stderr}")
+    assert user.ok("run", "--image", f"dir:{root}", "--", "/bin/sh", "-c", "cat /marker; echo $$") == "layer\n1\n"
