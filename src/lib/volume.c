@@ -27,6 +27,7 @@
 #include "home.h"
 #include "json.h"
 #include "parse.h"
+#include "rootless.h"
 #include "sandbox_config.h"
 #include "syscalls.h"
 #include "util.h"
@@ -230,8 +231,11 @@ int capsule_volume_create(const char *name, uint64_t quota_bytes, capsule_error 
 	int r = volume_name_check(name, err);
 	if (r < 0 || (r = check_quota(name, quota_bytes, err)) < 0)
 		return r;
-	if (geteuid() != 0)
-		return cap_err_plain(err, EPERM, "volume '%s': volumes need root", name);
+	/* A folder volume is a folder of the user's; a quota is an ext4 image mounted through a
+	 * loop device, which needs root (fuse2fs would give a user one, slowly: not built). */
+	if (quota_bytes && geteuid() != 0)
+		return cap_err_plain(err, EPERM, "volume '%s': a volume with a quota needs root (its ext4 image is mounted "
+				     "through a loop device); without --quota it works for a user", name);
 	_cleanup_close_ int vols = -1;
 	if ((r = volumes_dir_open(&vols, err)) < 0)
 		return r;
@@ -534,7 +538,7 @@ int capsule_volume_remove(const char *name, capsule_error *err)
 	if (renameat(vols, name, vols, tmp) < 0)
 		return cap_err(err, errno, "volume '%s': rename away", name);
 	fsync(vols);
-	if ((r = rm_rf_at(vols, tmp)) < 0)
+	if ((r = rootless_rm_rf_at(vols, tmp)) < 0)
 		return cap_err(err, -r, "volume '%s': removing '%s/volumes/%s'", name, capsule_home(), tmp);
 	return 0;
 }

@@ -85,7 +85,7 @@ static void probe_rootless(struct json_writer *j, const struct cgroup_support *c
 	if (!cs->pids)
 		json_kv_string(j, "pause, running save", "the freezer is a cgroup: stop the sandbox, "
 				  "then save it");
-	json_kv_string(j, "volumes", "not built for users yet (and a quota volume's ext4 image needs a loop device)");
+	json_kv_string(j, "volume quotas", "a quota volume's ext4 image is mounted through a loop device");
 	json_kv_string(j, "disk size", "a container's own disk is an ext4 image on a loop device");
 	json_kv_string(j, "vm isolation", "building the root disk needs a mount namespace; not built for users yet");
 	json_kv_string(j, "oom_score_adj floor", "CAP_SYS_RESOURCE in the host's user namespace");

@@ -291,7 +291,7 @@ def test_doctor_says_how_ids_map_and_what_needs_root(user):
     assert doc["rootless_id_map"] == ("subordinate" if _subids("/etc/subuid", user.name, user.uid) else "single")
     assert doc["pids_limit_by"] == ("cgroup" if _user_has_cgroups(user) else "rlimit_nproc")
     needs = doc["rootless_needs_root"]
-    for what in ("volumes", "disk size", "vm isolation"):
+    for what in ("volume quotas", "disk size", "vm isolation"):
         assert needs[what], what
     assert doc["vm_usable"] is False
     text = user.ok("doctor")
@@ -303,10 +303,14 @@ def test_what_needs_root_is_refused_in_one_line(user):
     before = set(os.listdir(run))
     for args, words in ((("--isolation", "vm"), "vm isolation needs root"),
                         (("--disk-size", "1G"), "needs root"),
-                        (("-v", "vol1:/data"), "volumes need root")):
+                        ):
         r = user.capsule("run", *args, "--", "true")
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
     assert set(os.listdir(run)) == before
+    r = user.capsule("volume", "create", "--quota", "16M", "q1")
+    assert r.returncode != 0 and "a volume with a quota needs root" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "q1" not in user.ok("volume", "ls")
 
 
 def test_save_of_a_stopped_sandbox_and_a_run_from_it(user):
@@ -351,4 +355,16 @@ def test_image_from_a_host_folder_of_the_users(user):
                 f"&& echo layer > {root}/marker")
     if r.returncode != 0:
         pytest.skip(f"no busybox to build a root from: {r.stderr}")
-    assert user.ok("run", "--image", f"dir:{root}", "--", "/bin/sh", "-c", "cat /marker; echo $$") == "layer\n1\n"
+    assert user.ok("run", "--image", f"dir:{root}", "--", "/bin/sh", "-c", "cat /marker") == "layer\n"
+
+
+def test_folder_volume_keeps_data_and_rm_removes_what_other_ids_wrote(user):
+    vol = f"v{uuid.uuid4().hex[:6]}"
+    user.ok("run", "-v", f"{vol}:/data", "--", "sh", "-c",
+            "echo v > /data/x && mkdir /data/o && echo z > /data/o/f && chown -R 7:7 /data/o && chmod 700 /data/o")
+    assert user.ok("run", "-v", f"{vol}:/data:ro", "--", "cat", "/data/x") == "v\n"
+    st = os.stat(os.path.join(user.capsule_home, "volumes", vol, "data", "x"))
+    assert st.st_uid == user.uid
+    user.ok("volume", "rm", vol)
+    assert vol not in user.ok("volume", "ls")
+    assert not os.path.exists(os.path.join(user.capsule_home, "volumes", vol))
