@@ -21,6 +21,8 @@ import uuid
 import pytest
 
 from .helpers import BUILD, cgroup_v2_only
+from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
+                        needs_tools, registry, workdir)
 
 # What capsule runs: the CLI and the helpers it finds beside itself (find_helper).
 PROGRAMS = ("capsule", "capsule-shim", "capsule-agent", "capsule-fuse", "capsule-images")
@@ -368,3 +370,15 @@ def test_folder_volume_keeps_data_and_rm_removes_what_other_ids_wrote(user):
     user.ok("volume", "rm", vol)
     assert vol not in user.ok("volume", "ls")
     assert not os.path.exists(os.path.join(user.capsule_home, "volumes", vol))
+
+
+@needs_tools
+def test_image_pulled_from_a_loopback_registry_with_whiteouts(user, registry, workdir):
+    need_static_agent(BUILD)
+    lower = layer_tar([Entry("data", "dir", mode=0o755), Entry("data/a", data=b"a"), Entry("data/b", data=b"b"),
+                       Entry("home/app/f", data=b"app's", uid=1000, gid=1000)])
+    upper = layer_tar([Entry("data/.wh.a", data=b""), Entry("z", data=b"top\n")])
+    ref = registry.push(make_layout(workdir, [busybox_layer(), lower, upper]), f"test/rl-{uuid.uuid4().hex[:8]}")
+    assert user.ok("image", "pull", ref).strip() == ref
+    out = user.ok("run", "--image", ref, "--", "sh", "-c", "cat /z; ls /data; cat /home/app/f; echo; id -u")
+    assert out.split() == ["top", "b", "app's", "0"], out
