@@ -9,22 +9,6 @@
 #include "shim.h"
 #include "syscalls.h"
 
-int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs)
-{
-	if (geteuid() != 0)
-		return *path ? openat(dirfd, path, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0))
-			     : fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
-	int tree = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
-	struct mount_attr a = { .attr_set = attrs };
-	if (tree >= 0 && attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
-		int e = errno;
-		close(tree);
-		errno = e;
-		return -1;
-	}
-	return tree;
-}
-
 void close_bind_trees(struct container_bind *binds, size_t n)
 {
 	for (size_t i = 0; i < n; i++)

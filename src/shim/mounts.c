@@ -148,6 +148,22 @@ static int guest_target(const char *guest_path, char *norm, size_t size, capsule
 	return 0;
 }
 
+int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs)
+{
+	if (geteuid() != 0)
+		return *path ? openat(dirfd, path, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0))
+			     : fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+	int tree = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
+	struct mount_attr a = { .attr_set = attrs };
+	if (tree >= 0 && attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
+		int e = errno;
+		close(tree);
+		errno = e;
+		return -1;
+	}
+	return tree;
+}
+
 int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const struct mount_peer *peer,
 		  const char *host_path, const char *guest_path, uint32_t flags, const char **handle, capsule_error *err)
 {
@@ -188,11 +204,9 @@ int hot_mount_add(struct hot_mounts *t, const struct mount_sandbox *sb, const st
 		if ((r = check_sensitive_source(resolved, err)) < 0)
 			return r;
 	}
-	_cleanup_close_ int tree = sys_open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	_cleanup_close_ int tree = shim_host_tree(src, "", AT_EMPTY_PATH | AT_RECURSIVE,
+						  MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0));
 	if (tree < 0)
-		return cap_err(err, errno, "open_tree '%s'", host_path);
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0) };
-	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
 		return cap_err(err, errno, "preparing the mount of '%s'", host_path);
 	if ((r = sb->level->hot_idmap(sb->shim, tree, peer->uid, peer->gid, readonly, host_path, err)) < 0)
 		return r;

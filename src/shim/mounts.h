@@ -58,4 +58,11 @@ int hot_mount_remove(struct hot_mounts *t, const struct mount_sandbox *sb, const
 /* Every mount, boot-time first, as a JSON array (malloc'd). */
 int mounts_list_json(const struct hot_mounts *t, const struct mount_sandbox *sb, char **out, capsule_error *err);
 
+/* A detached clone of PATH below DIRFD (open_tree FLAGS) with the mount ATTRS set; or, for a
+ * shim that is not root, which may not clone the host's mounts, an O_PATH descriptor of it that
+ * the sandbox's first process (container.c), or a hot mount's helper (hotmount.c), clones as
+ * the sandbox's root in a mount namespace of its own and gives ATTRS there. -1 with errno on
+ * failure. */
+int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs);
+
 #endif

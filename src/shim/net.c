@@ -24,8 +24,8 @@
 #include <unistd.h>
 
 #include "json.h"
+#include "mounts.h"
 #include "net.h"
-#include "shim.h"
 #include "parse.h"
 #include "syscalls.h"
 #include "util.h"

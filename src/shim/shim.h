@@ -129,11 +129,6 @@ void dispatch_event(struct shim *s, const struct epoll_event *ev);
  * server maps ids itself; GUEST_IDS_FROM_ZERO: the level's kernel ids start at 0 (a vm). */
 int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, bool guest_ids_from_zero,
 		    capsule_error *err);
-/* A detached clone of PATH below DIRFD (open_tree FLAGS) with the mount ATTRS set; or, for a
- * shim that is not root, which may not clone the host's mounts, an O_PATH descriptor of it that
- * the sandbox's first process clones in its own mount namespace and gives ATTRS there
- * (container.c). -1 with errno on failure. */
-int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs);
 void close_bind_trees(struct container_bind *binds, size_t n);
 
 #endif

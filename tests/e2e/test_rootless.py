@@ -382,3 +382,20 @@ def test_image_pulled_from_a_loopback_registry_with_whiteouts(user, registry, wo
     assert user.ok("image", "pull", ref).strip() == ref
     out = user.ok("run", "--image", ref, "--", "sh", "-c", "cat /z; ls /data; cat /home/app/f; echo; id -u")
     assert out.split() == ["top", "b", "app's", "0"], out
+
+
+def test_hot_mount_and_unmount_of_a_users_folder(user):
+    name = f"h-{uuid.uuid4().hex[:6]}"
+    hot = os.path.join(user.home, "hot")
+    user.sh("mkdir", "-p", hot)
+    user.ok("create", "--name", name)
+    user.ok("mount", name, hot, "/hot")
+    user.ok("mount", "--ro", name, hot, "/hot-ro")
+    user.ok("exec", name, "--", "sh", "-c", "echo x > /hot/y")
+    st = os.stat(os.path.join(hot, "y"))
+    assert (st.st_uid, st.st_gid) == (user.uid, user.gid)
+    r = user.capsule("exec", name, "--", "touch", "/hot-ro/z")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    user.ok("unmount", name, "/hot")
+    assert user.ok("exec", name, "--", "sh", "-c", "ls -A /hot | wc -l").strip() == "0"
+    user.ok("rm", "-f", name)

@@ -107,9 +107,10 @@ int container_host_folder_userns(uid_t owner_uid, gid_t owner_gid, uid_t ub, gid
 int container_idmap_host_folder(int userns, int tree, const char *what, capsule_error *err);
 /* Attach the detached mount TREE at TARGET (absolute, normalized) inside CT, making missing
  * folders (and, for a file, an empty file) there first. No component of TARGET may be a
- * symlink. *MNT_ID is the new mount's id, for container_hot_detach. */
-int container_hot_attach(const struct container *ct, bool rootless, int tree, const char *target, bool is_dir,
-			 uint64_t *mnt_id, capsule_error *err);
+ * symlink. *MNT_ID is the new mount's id, for container_hot_detach. ROOTLESS: TREE is an
+ * O_PATH descriptor (shim_host_tree), cloned as the sandbox's root and given ATTRS. */
+int container_hot_attach(const struct container *ct, bool rootless, int tree, uint64_t attrs, const char *target,
+			 bool is_dir, uint64_t *mnt_id, capsule_error *err);
 /* Lazily unmount what is at TARGET inside CT, if it is still the mount MNT_ID; -ESTALE (and
  * nothing touched) when the sandbox moved or replaced it. */
 int container_hot_detach(const struct container *ct, bool rootless, const char *target, uint64_t mnt_id,

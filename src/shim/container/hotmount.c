@@ -107,10 +107,10 @@ static void mkdirs_beneath(int rootfd, char *rel)
 
 /* In the child: become the sandbox's root in its user and mount namespaces. The pidfd names
  * the sandbox's init for sure (a pid number could be reused), and one setns enters both. */
-static int enter_sandbox(const struct container *ct, bool rootless)
+static int enter_sandbox(const struct container *ct, bool rootless, bool in_userns)
 {
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-	if (setns(ct->pidfd, CLONE_NEWUSER | CLONE_NEWNS) < 0)
+	if (setns(ct->pidfd, in_userns ? CLONE_NEWNS : CLONE_NEWUSER | CLONE_NEWNS) < 0)
 		hot_die(errno, true, "entering the sandbox's namespaces");
 	if (!rootless && setgroups(0, NULL) < 0)
 		hot_die(errno, true, "setgroups in the sandbox");
@@ -137,10 +137,41 @@ static int get_mnt_id(int dirfd, const char *path, int flags, uint64_t *id, stru
 	return 0;
 }
 
-static _Noreturn void attach_child(const struct container *ct, bool rootless, int tree, const char *target,
-				   bool is_dir)
+/* A rootless shim may not clone the host's mounts, so SRC is an O_PATH descriptor: as the
+ * sandbox's root, in a mount namespace of our own (a copy of the host's, which that root may
+ * clone from), the same path is cloned, if it still leads to SRC's file, with ATTRS. */
+static int clone_as_sandbox_root(const struct container *ct, int src, uint64_t attrs)
 {
-	int rootfd = enter_sandbox(ct, rootless);
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+	if (setns(ct->pidfd, CLONE_NEWUSER) < 0)
+		hot_die(errno, true, "entering the sandbox's user namespace");
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+		hot_die(errno, true, "becoming the sandbox's root");
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	if (unshare(CLONE_NEWNS) < 0)
+		hot_die(errno, true, "a mount namespace for the mount's clone");
+	char path[4096];
+	capsule_error e = { 0 };
+	if (fd_path(src, path, sizeof(path), &e) < 0)
+		hot_die(e.code, false, "%s", e.message);
+	int tree = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+	if (tree < 0)
+		hot_die(errno, true, "open_tree '%s'", path);
+	struct stat a, b;
+	if (fstat(src, &a) < 0 || fstat(tree, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+		hot_die(ESTALE, false, "mount source '%s' was replaced while it was being mounted", path);
+	struct mount_attr ma = { .attr_set = attrs };
+	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0)
+		hot_die(errno, true, "preparing the mount of '%s'", path);
+	return tree;
+}
+
+static _Noreturn void attach_child(const struct container *ct, bool rootless, int tree, uint64_t attrs,
+				   const char *target, bool is_dir)
+{
+	if (rootless)
+		tree = clone_as_sandbox_root(ct, tree, attrs);
+	int rootfd = enter_sandbox(ct, rootless, rootless);
 	char rel[4096];
 	if (snprintf(rel, sizeof(rel), "%s", target + 1) >= (int)sizeof(rel))
 		hot_die(ENAMETOOLONG, true, "mount target '%s'", target);
@@ -199,7 +230,7 @@ static _Noreturn void attach_child(const struct container *ct, bool rootless, in
 
 static _Noreturn void detach_child(const struct container *ct, bool rootless, const char *target, uint64_t mnt_id)
 {
-	int rootfd = enter_sandbox(ct, rootless);
+	int rootfd = enter_sandbox(ct, rootless, false);
 	char rel[4096];
 	if (snprintf(rel, sizeof(rel), "%s", target + 1) >= (int)sizeof(rel))
 		hot_die(ENAMETOOLONG, true, "mount target '%s'", target);
@@ -264,8 +295,8 @@ static void close_all_but(int keep[3])
 
 /* Fork a child that runs FN; collect its result. The shim is single threaded, so fork is
  * safe, and the child touches only its own copy. */
-static int run_child(int which, const struct container *ct, bool rootless, int tree, const char *target,
-		     bool is_dir, uint64_t *mnt_id, capsule_error *err)
+static int run_child(int which, const struct container *ct, bool rootless, int tree, uint64_t attrs,
+		     const char *target, bool is_dir, uint64_t *mnt_id, capsule_error *err)
 {
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -283,7 +314,7 @@ static int run_child(int which, const struct container *ct, bool rootless, int t
 		int keep[3] = { ct->pidfd, tree, result_fd };
 		close_all_but(keep);
 		if (which == 0)
-			attach_child(ct, rootless, tree, target, is_dir);
+			attach_child(ct, rootless, tree, attrs, target, is_dir);
 		detach_child(ct, rootless, target, *mnt_id);
 	}
 	close(pipefd[1]);
@@ -307,16 +338,16 @@ static int run_child(int which, const struct container *ct, bool rootless, int t
 	return 0;
 }
 
-int container_hot_attach(const struct container *ct, bool rootless, int tree, const char *target, bool is_dir,
-			 uint64_t *mnt_id, capsule_error *err)
+int container_hot_attach(const struct container *ct, bool rootless, int tree, uint64_t attrs, const char *target,
+			 bool is_dir, uint64_t *mnt_id, capsule_error *err)
 {
-	return run_child(0, ct, rootless, tree, target, is_dir, mnt_id, err);
+	return run_child(0, ct, rootless, tree, attrs, target, is_dir, mnt_id, err);
 }
 
 int container_hot_detach(const struct container *ct, bool rootless, const char *target, uint64_t mnt_id,
 			 capsule_error *err)
 {
-	return run_child(1, ct, rootless, -1, target, false, &mnt_id, err);
+	return run_child(1, ct, rootless, -1, 0, target, false, &mnt_id, err);
 }
 
 int container_idmap_tree(const struct container *ct, int tree, uid_t owner_uid, gid_t owner_gid, capsule_error *err)

@@ -318,13 +318,14 @@ static int container_hot_idmap(struct shim *s, int tree, uid_t owner_uid, gid_t 
 	return r < 0 ? cap_err_wrap(err, r, "mount of '%s'", what) : 0;
 }
 
-/* The tree is read-only already where asked (mounts.c): the name is the vm share's. */
+/* The tree is read-only already where asked (mounts.c), but for a rootless shim's, which the
+ * attach clones: the name is the vm share's. */
 static int container_hot_attach_op(struct shim *s, int tree, const char *name, const char *target, bool is_dir,
 				   bool readonly, uint64_t *mnt_id, capsule_error *err)
 {
 	(void)name;
-	(void)readonly;
-	return container_hot_attach(&s->ct, container_rootless(s), tree, target, is_dir, mnt_id, err);
+	uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (readonly ? MOUNT_ATTR_RDONLY : 0);
+	return container_hot_attach(&s->ct, container_rootless(s), tree, attrs, target, is_dir, mnt_id, err);
 }
 
 static int container_hot_detach_op(struct shim *s, const char *name, const char *target, uint64_t mnt_id,
