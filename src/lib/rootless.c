@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "rootless.h"
+#include "home.h"
 #include "sandbox_config.h"
 #include "util.h"
 
@@ -247,4 +248,47 @@ int rootless_check(const struct capsule_config *cfg, capsule_error *err)
 		return cap_err_plain(err, EPERM, "vm isolation needs root for now: its root disk is built with mkfs.ext4 in "
 				     "a mount namespace a user cannot have (container isolation works without root)");
 	return 0;
+}
+
+/* $XDG_RUNTIME_DIR/capsule, made 0700 if missing, into OUT: when both are folders of ours that no
+ * one else may enter, never a folder someone else made or can write to. */
+static int runtime_dir(char *out, size_t size)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+	struct stat st;
+	if (!rt || rt[0] != '/' || lstat(rt, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() ||
+	    (st.st_mode & 077))
+		return -ENOENT;
+	if ((size_t)snprintf(out, size, "%s/capsule", rt) >= size)
+		return -ENAMETOOLONG;
+	if (mkdir(out, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	if (lstat(out, &st) < 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077))
+		return -EPERM;
+	return 0;
+}
+
+int rootless_socket_path(const char *name, char *out, size_t size)
+{
+	if (geteuid() == 0)
+		return -ENOENT;
+	char dir[256], id[CAPSULE_NAME_MAX + 16];
+	int r = runtime_dir(dir, sizeof(dir));
+	if (r < 0)
+		return r;
+	/* The home's digest too: one user's homes ($CAPSULE_HOME) may each have a sandbox NAME. */
+	sandbox_cgroup_name(name, id, sizeof(id));
+	return (size_t)snprintf(out, size, "%s/%s.sock", dir, id) >= size ? -ENAMETOOLONG : 0;
+}
+
+void control_socket_remove(int run_fd)
+{
+	char target[256], dir[256];
+	ssize_t n = readlinkat(run_fd, "control.sock", target, sizeof(target) - 1);
+	/* Only a socket of ours: the link lies in a folder of ours, but what it names is checked
+	 * to be in the runtime folder before it is removed. */
+	if (n > 0 && (target[n] = '\0', runtime_dir(dir, sizeof(dir)) == 0) &&
+	    !strncmp(target, dir, strlen(dir)) && target[strlen(dir)] == '/' && !strchr(target + strlen(dir) + 1, '/'))
+		unlink(target);
+	unlinkat(run_fd, "control.sock", 0);
 }

@@ -39,6 +39,14 @@ int rootless_map_ids(pid_t pid, const struct rootless_ids *ids, capsule_error *e
  * not count. Never raises a lower limit. */
 int rootless_limit_pids(uint32_t pids);
 
+/* Where a user's shim listens: $XDG_RUNTIME_DIR/capsule/<name>.<home digest>.sock (a tmpfs
+ * that is the user's alone, where a unix socket works even when the home is on NFS), when
+ * $XDG_RUNTIME_DIR is set and a folder only the user may enter; run/<name>/control.sock is
+ * then a symlink to it. -ENOENT for root or without such a folder: the run folder itself. */
+int rootless_socket_path(const char *name, char *out, size_t size);
+/* Remove run/<name>/control.sock (RUN_FD), and the socket it links to in the runtime folder. */
+void control_socket_remove(int run_fd);
+
 struct capsule_config;
 /* What a user's sandbox cannot have yet, refused in one line before anything is made: the vm
  * level, whose root disk is built in a mount namespace a user cannot have. */

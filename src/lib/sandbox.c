@@ -728,7 +728,7 @@ int sweep_stale(const char *name)
 		slot = cfg.id_slot;
 		config_clear(&cfg);
 	}
-	unlinkat(dir, "control.sock", 0);
+	control_socket_remove(dir);
 	if (!detached) {
 		rootless_rm_rf_at(run, name);
 		id_slot_release(name, slot);

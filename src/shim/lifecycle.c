@@ -368,7 +368,7 @@ _Noreturn void finish_and_exit(struct shim *s)
 		finish_after_answer(s);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
-	unlinkat(s->run_fd, "control.sock", 0);
+	control_socket_remove(s->run_fd);
 	/* A named save is taken now, with every process gone, before anything is removed; the
 	 * stop is answered only after it, with its error if it failed. */
 	capsule_error save_err = { 0 };

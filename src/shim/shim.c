@@ -69,22 +69,26 @@ static void client_gone(struct shim_io *io, int ci, bool owner)
 static int listen_control(capsule_error *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	char dir[4096];
-	int rp = fd_path(S.run_fd, dir, sizeof(dir), err);
-	if (rp < 0)
-		return rp;
-	if ((size_t)snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/control.sock", dir) >= sizeof(sa.sun_path))
-		return cap_err_plain(err, ENAMETOOLONG, "control socket path '%s/control.sock' is too long", dir);
-	unlinkat(S.run_fd, "control.sock", 0);
+	/* A user's socket goes to $XDG_RUNTIME_DIR (rootless.h), linked from the run folder;
+	 * else into the run folder, named through our descriptor of it, which keeps the name
+	 * short whatever the home's path. */
+	bool runtime = rootless_socket_path(S.name, sa.sun_path, sizeof(sa.sun_path)) == 0;
+	if (!runtime)
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock", S.run_fd);
+	control_socket_remove(S.run_fd);
+	if (runtime)
+		unlink(sa.sun_path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)
 		return cap_err(err, errno, "socket");
 	mode_t old = umask(0077);
 	int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
 	umask(old);
-	if (r < 0 || listen(fd, 128) < 0) {
+	if (r < 0 || listen(fd, 128) < 0 || (runtime && symlinkat(sa.sun_path, S.run_fd, "control.sock") < 0)) {
 		int e = errno;
 		close(fd);
+		if (runtime)
+			unlink(sa.sun_path);
 		return cap_err(err, e, "listen on '%s'", sa.sun_path);
 	}
 	S.listen_fd = fd;
@@ -297,7 +301,7 @@ int main(int argc, char **argv)
 		report_to_creator(creator, r, &err);
 		sandbox_teardown(&S);
 		if (S.run_fd >= 0) {
-			unlinkat(S.run_fd, "control.sock", 0);
+			control_socket_remove(S.run_fd);
 			rootless_rm_rf_at(S.run_fd, "fs/work");
 		}
 		/* The creator removes the folder of a sandbox that never started. */

@@ -399,3 +399,45 @@ def test_hot_mount_and_unmount_of_a_users_folder(user):
     user.ok("unmount", name, "/hot")
     assert user.ok("exec", name, "--", "sh", "-c", "ls -A /hot | wc -l").strip() == "0"
     user.ok("rm", "-f", name)
+
+
+def test_control_socket_is_under_xdg_runtime_dir_and_gone_after_rm(user):
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--name", name)
+    link = os.path.join(user.capsule_home, "run", name, "control.sock")
+    target = os.readlink(link)
+    assert os.path.dirname(target) == os.path.join(user.runtime, "capsule")
+    st = os.stat(os.path.dirname(target))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (user.uid, 0o700)
+    assert stat.S_ISSOCK(os.stat(target).st_mode)
+    assert user.ok("exec", name, "--", "echo", "via-runtime") == "via-runtime\n"
+    user.ok("rm", "-f", name)
+    assert not os.path.exists(target)
+
+
+def test_a_killed_shims_runtime_socket_is_swept(user):
+    name = f"k-{uuid.uuid4().hex[:6]}"
+    user.ok("run", "-d", "--name", name, "--", "sleep", "600")
+    target = os.readlink(os.path.join(user.capsule_home, "run", name, "control.sock"))
+    shim = json.loads(user.ok("inspect", name))["shim_pid"]
+    os.kill(shim, 9)
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{shim}"):
+            break
+        time.sleep(0.05)
+    assert {s["name"]: s for s in json.loads(user.ok("ps", "-a", "--json"))}[name]["state"] == "stopped"
+    assert not os.path.exists(target)
+    user.ok("rm", "-f", name)
+
+
+def test_a_runtime_dir_others_may_enter_is_not_used(user):
+    os.chmod(user.runtime, 0o755)
+    try:
+        name = f"k-{uuid.uuid4().hex[:6]}"
+        user.ok("create", "--name", name)
+        sock = os.path.join(user.capsule_home, "run", name, "control.sock")
+        assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+        assert user.ok("exec", name, "--", "echo", "in-run-dir") == "in-run-dir\n"
+        user.ok("rm", "-f", name)
+    finally:
+        os.chmod(user.runtime, 0o700)
