@@ -103,8 +103,7 @@ def _subids(path, name, uid):
     return None
 
 
-@pytest.fixture(scope="module")
-def user():
+def _make_user(with_ranges):
     if os.geteuid() != 0:
         pytest.skip("making the test's unprivileged user needs root")
     for tool in ("useradd", "userdel", "setpriv"):
@@ -116,6 +115,15 @@ def user():
     runtime = None
     try:
         pw = pwd.getpwnam(name)
+        if not with_ranges:
+            # A user without subordinate ranges (an account made before they were handed out,
+            # or by a tool that gives none): its sandboxes map a single id.
+            for path, flag in (("/etc/subuid", "--del-subuids"), ("/etc/subgid", "--del-subgids")):
+                got = _subids(path, name, pw.pw_uid)
+                if got:
+                    subprocess.run(["usermod", flag, f"{got[0]}-{got[0] + got[1] - 1}", name], check=True,
+                                   capture_output=True)
+            assert not _subids("/etc/subuid", name, pw.pw_uid) and not _subids("/etc/subgid", name, pw.pw_uid)
         runtime = f"/run/user/{pw.pw_uid}"
         os.makedirs("/run/user", mode=0o755, exist_ok=True)
         os.mkdir(runtime, 0o700)
@@ -162,6 +170,16 @@ def user():
             shutil.rmtree(runtime, ignore_errors=True)
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def user():
+    yield from _make_user(True)
+
+
+@pytest.fixture(scope="module")
+def single_user():
+    yield from _make_user(False)
 
 
 def test_run_maps_root_to_the_user_and_the_rest_to_the_users_subordinate_ranges(user):
@@ -441,3 +459,25 @@ def test_a_runtime_dir_others_may_enter_is_not_used(user):
         user.ok("rm", "-f", name)
     finally:
         os.chmod(user.runtime, 0o700)
+
+
+def test_a_user_without_ranges_gets_a_single_id_map_and_doctor_says_what_it_loses(single_user):
+    u = single_user
+    out = u.ok("run", "--", "sh", "-c", "id -u; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups")
+    assert [line.split() for line in out.splitlines()] == [["0"], ["0", str(u.uid), "1"], ["0", str(u.gid), "1"],
+                                                           ["deny"]], out
+    r = u.capsule("run", "--", "chown", "1000", "/tmp")
+    assert r.returncode != 0
+    doc = json.loads(u.ok("doctor", "--json"))
+    assert doc["rootless_id_map"] == "single" and "only the sandbox's root exists" in doc["rootless_id_map_note"]
+    name = f"n-{uuid.uuid4().hex[:6]}"
+    shared = os.path.join(u.home, "shared")
+    u.sh("mkdir", "-p", shared)
+    u.ok("create", "--name", name, "-v", f"{shared}:/mnt")
+    info = json.loads(u.ok("inspect", name))
+    assert info["rootless"]["id_map"] == "single" and info["pids_limit_by"] == "rlimit_nproc"
+    u.ok("exec", name, "--", "sh", "-c", "echo x > /mnt/f; mkdir -p /root/d; echo y > /root/d/g")
+    st = os.stat(os.path.join(shared, "f"))
+    assert (st.st_uid, st.st_gid) == (u.uid, u.gid)
+    u.ok("rm", "-f", name)
+    assert not os.path.exists(os.path.join(u.capsule_home, "run", name))
