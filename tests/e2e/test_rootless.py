@@ -24,8 +24,9 @@ from .helpers import BUILD, cgroup_v2_only
 from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
                         needs_tools, registry, workdir)
 
-# What capsule runs: the CLI and the helpers it finds beside itself (find_helper).
-PROGRAMS = ("capsule", "capsule-shim", "capsule-agent", "capsule-fuse", "capsule-images")
+# What capsule runs: the CLI and the helpers it finds beside itself (find_helper), and the
+# library the dynamic ones load from beside themselves ($ORIGIN).
+PROGRAMS = ("capsule", "capsule-shim", "capsule-agent", "capsule-fuse", "capsule-images", "libcapsule.so.0")
 
 
 def _may_pass(path, uid, gids):
@@ -370,6 +371,7 @@ def test_network_full_and_a_port_forward(user):
 
 
 def test_image_from_a_host_folder_of_the_users(user):
+    need_static_agent(BUILD)
     root = os.path.join(user.home, "img")
     r = user.sh("sh", "-c", f"mkdir -p {root}/bin && cp /bin/busybox {root}/bin/ && ln -s busybox {root}/bin/sh "
                 f"&& echo layer > {root}/marker")
