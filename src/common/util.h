@@ -74,4 +74,10 @@ uint64_t now_ns(void);
 /* Remove a folder tree below DIRFD/NAME without following symlinks or crossing mount points. */
 int rm_rf_at(int dirfd, const char *name);
 
+/* Run the program PATH with ARGV (stdin /dev/null, SIGPIPE default, no signal blocked) and
+ * wait for it: what it wrote to stdout and stderr, the first SIZE-1 bytes with newlines made
+ * spaces, into OUT; its wait status into *WSTATUS. 0, or -errno when it could not be run
+ * (-r of posix_spawn) or waited for. */
+int run_collect(const char *path, char *const argv[], char *out, size_t size, int *wstatus);
+
 #endif

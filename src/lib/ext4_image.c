@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/loop.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +15,6 @@
 #include "ext4_image.h"
 #include "syscalls.h"
 #include "util.h"
-
-extern char **environ;
 
 /* Attaching races with the kernel tearing down an unused loop device (autoclear): retry. */
 #define EXT4_IMAGE_ATTACH_TRIES 16
@@ -50,56 +47,13 @@ int ext4_image_mkfs(const char *image, const char *const *opts, const char *what
 	}
 	argv[argc++] = (char *)image;
 	argv[argc] = NULL;
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return cap_err(err, errno, "pipe");
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawnattr_t sa;
-	posix_spawnattr_init(&sa);
-	sigset_t none, dfl;
-	sigemptyset(&none);
-	sigemptyset(&dfl);
-	sigaddset(&dfl, SIGPIPE);
-	posix_spawnattr_setsigmask(&sa, &none);
-	posix_spawnattr_setsigdefault(&sa, &dfl);
-	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	pid_t pid;
-	int r = posix_spawn(&pid, mkfs, &fa, &sa, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&sa);
-	close(pipefd[1]);
-	if (r != 0) {
-		close(pipefd[0]);
-		return cap_err(err, r, "%s: running '%s'", what, mkfs);
-	}
 	char out[512];
-	size_t have = 0;
-	for (;;) {
-		char buf[4096];
-		ssize_t n = read(pipefd[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		size_t take = (size_t)n < sizeof(out) - 1 - have ? (size_t)n : sizeof(out) - 1 - have;
-		memcpy(out + have, buf, take);
-		have += take;
-	}
-	close(pipefd[0]);
-	out[have] = '\0';
 	int st;
-	while (waitpid(pid, &st, 0) < 0)
-		if (errno != EINTR)
-			return cap_err(err, errno, "waiting for mkfs.ext4");
+	int r = run_collect(mkfs, argv, out, sizeof(out), &st);
+	if (r < 0)
+		return cap_err(err, -r, "%s: running '%s'", what, mkfs);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
-	for (char *p = out; *p; p++)
-		if (*p == '\n' || *p == '\r')
-			*p = ' ';
 	return cap_err_plain(err, EIO, "%s: mkfs.ext4 failed (status %d): %s", what,
 			     WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out);
 }

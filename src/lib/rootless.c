@@ -5,7 +5,6 @@
 #include <fcntl.h>
 #include <pwd.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +19,6 @@
 #include "home.h"
 #include "sandbox_config.h"
 #include "util.h"
-
-extern char **environ;
 
 /* The user's first range in FILE (/etc/subuid or /etc/subgid), named by login or by number as
  * shadow's own lookup allows; count 0 when there is none. */
@@ -103,48 +100,18 @@ static int run_map_tool(const char *tool, pid_t pid, unsigned id, const struct r
 	snprintf(sstart, sizeof(sstart), "%u", (unsigned)sub->start);
 	snprintf(scount, sizeof(scount), "%u", (unsigned)sub->count);
 	char *const argv[] = { (char *)tool, spid, "0", sid, "1", "1", sstart, scount, NULL };
-	int pipefd[2];
-	if (pipe2(pipefd, O_CLOEXEC) < 0)
-		return cap_err(err, errno, "pipe");
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 1);
-	posix_spawn_file_actions_adddup2(&fa, pipefd[1], 2);
-	posix_spawnattr_t sa;
-	posix_spawnattr_init(&sa);
-	sigset_t none;
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&sa, &none);
-	posix_spawnattr_setflags(&sa, POSIX_SPAWN_SETSIGMASK);
-	pid_t child;
-	int r = posix_spawn(&child, path, &fa, &sa, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&sa);
-	close(pipefd[1]);
-	if (r != 0) {
-		close(pipefd[0]);
-		return cap_err(err, r, "running '%s'", path);
-	}
-	char out[256] = "";
-	_cleanup_free_ char *text = NULL;
-	size_t len = 0;
-	if (read_fd_all(pipefd[0], 4096, &text, &len) == 0 && len) {
-		snprintf(out, sizeof(out), "%.*s", (int)len, text);
-		out[strcspn(out, "\n")] = '\0';
-	}
-	close(pipefd[0]);
+	char out[256];
 	int st;
-	while (waitpid(child, &st, 0) < 0)
-		if (errno != EINTR)
-			return cap_err(err, errno, "waiting for %s", tool);
+	int r = run_collect(path, argv, out, sizeof(out), &st);
+	if (r < 0)
+		return cap_err(err, -r, "running '%s'", path);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	return cap_err_plain(err, EPERM, "%s %s 0 %s 1 1 %s %s failed%s%s", tool, spid, sid, sstart, scount,
 			     out[0] ? ": " : "", out);
 }
 
-static int write_proc(pid_t pid, const char *file, const char *text, capsule_error *err)
+int proc_pid_write(pid_t pid, const char *file, const char *text, capsule_error *err)
 {
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
@@ -166,12 +133,12 @@ int rootless_map_ids(pid_t pid, const struct rootless_ids *ids, capsule_error *e
 	/* An unprivileged writer may map only its own id, and its gid only once setgroups is
 	 * denied (or the namespace could drop a group that denies it access). */
 	char map[32];
-	int r = write_proc(pid, "setgroups", "deny", err);
+	int r = proc_pid_write(pid, "setgroups", "deny", err);
 	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)ids->uid);
 	if (r == 0)
-		r = write_proc(pid, "uid_map", map, err);
+		r = proc_pid_write(pid, "uid_map", map, err);
 	snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)ids->gid);
-	return r < 0 ? r : write_proc(pid, "gid_map", map, err);
+	return r < 0 ? r : proc_pid_write(pid, "gid_map", map, err);
 }
 
 int rootless_limit_pids(uint32_t pids)

@@ -33,6 +33,9 @@ void rootless_ids(struct rootless_ids *out);
  * denied. PID must be dumpable, or its /proc files are root's. */
 int rootless_map_ids(pid_t pid, const struct rootless_ids *ids, capsule_error *err);
 
+/* Write TEXT to /proc/PID/FILE (an id map, setgroups, oom_score_adj). */
+int proc_pid_write(pid_t pid, const char *file, const char *text, capsule_error *err);
+
 /* Without a pids cgroup: RLIMIT_NPROC, set by the sandbox's first process once it is the
  * sandbox's root. The kernel counts it per user id in each user namespace, so it bounds how
  * many processes each of the sandbox's users has at once, and the user's processes outside do

@@ -499,20 +499,6 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 
 /* ---- the parent's side ---------------------------------------------------------------- */
 
-static int write_proc_file(pid_t pid, const char *file, const char *text, capsule_error *err)
-{
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
-	int fd = open(path, O_WRONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cap_err(err, errno, "open '%s'", path);
-	int r = write_all(fd, text, strlen(text));
-	close(fd);
-	if (r < 0)
-		return cap_err(err, -r, "write '%s' (\"%s\")", path, text);
-	return 0;
-}
-
 /* Host folders (binds, volumes, hot mounts) are idmapped through a user namespace of their own
  * rather than the sandbox's: there the host user who made the sandbox (OWNER, root for root)
  * is the sandbox's root, and the sandbox's other ids are its own host range, as in its own
@@ -546,9 +532,9 @@ int userns_with_maps(const char *uid_map, const char *gid_map, int *userns, caps
 		r = cap_err_plain(err, EPERM, "creating a user namespace for idmapping host folders");
 	close(ready[0]);
 	if (r == 0)
-		r = write_proc_file(pid, "uid_map", uid_map, err);
+		r = proc_pid_write(pid, "uid_map", uid_map, err);
 	if (r == 0)
-		r = write_proc_file(pid, "gid_map", gid_map, err);
+		r = proc_pid_write(pid, "gid_map", gid_map, err);
 	if (r == 0) {
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
@@ -647,7 +633,7 @@ static bool oom_floor_at_zero(pid_t child, char *note, size_t size)
 	note[0] = '\0';
 	bool privileged = container_can_set_oom_floor();
 	capsule_error ignored = { 0 };
-	int r = write_proc_file(child, "oom_score_adj", "0", &ignored);
+	int r = proc_pid_write(child, "oom_score_adj", "0", &ignored);
 	if (privileged && r == 0)
 		return true;
 	snprintf(note, size, "%s: commands may lower their oom_score_adj to the floor capsule was started under",
@@ -740,10 +726,10 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	} else {
 		char map[64];
 		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->uid_base, spec->id_count);
-		r = write_proc_file((pid_t)pid, "uid_map", map, err);
+		r = proc_pid_write((pid_t)pid, "uid_map", map, err);
 		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
 		if (r == 0)
-			r = write_proc_file((pid_t)pid, "gid_map", map, err);
+			r = proc_pid_write((pid_t)pid, "gid_map", map, err);
 		if (r == 0)
 			r = idmap_binds(spec, (pid_t)pid, err);
 	}
