@@ -24,6 +24,8 @@ from .helpers import BUILD, cgroup_v2_only
 from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
                         needs_tools, registry, workdir)
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
 # What capsule runs: the CLI and the helpers it finds beside itself (find_helper), and the
 # library the dynamic ones load from beside themselves ($ORIGIN).
 PROGRAMS = ("capsule", "capsule-shim", "capsule-agent", "capsule-fuse", "capsule-images", "libcapsule.so.0")
@@ -483,3 +485,43 @@ def test_a_user_without_ranges_gets_a_single_id_map_and_doctor_says_what_it_lose
     assert (st.st_uid, st.st_gid) == (u.uid, u.gid)
     u.ok("rm", "-f", name)
     assert not os.path.exists(os.path.join(u.capsule_home, "run", name))
+
+
+SDK_SCRIPT = """
+import asyncio, os, sys
+from capsule import SyncSandbox, Mount
+shared = sys.argv[1]
+with SyncSandbox(mounts=[Mount(shared, "/mnt")]) as sb:
+    sb.fs.write("/mnt/from-sdk", "sdk")
+    r = sb.execute("id -u; cat /mnt/from-sdk")
+    print(r.stdout.split(), r.exit_code)
+"""
+
+
+def test_python_sdk_as_the_user(user):
+    # The package, and the library it loads ($CAPSULE_LIB), where the user can read them.
+    pkg = tempfile.mkdtemp(prefix="capsule-rootless-sdk-", dir="/var/tmp")
+    try:
+        os.chmod(pkg, 0o755)
+        shutil.copytree(os.path.join(ROOT, "bindings", "python", "capsule"), os.path.join(pkg, "capsule"))
+        for dirpath, dirnames, filenames in os.walk(pkg):
+            for d in dirnames:
+                os.chmod(os.path.join(dirpath, d), 0o755)
+            for f in filenames:
+                os.chmod(os.path.join(dirpath, f), 0o644)
+        shared = os.path.join(user.home, "sdk-shared")
+        user.sh("mkdir", "-p", shared)
+        env = [f"PYTHONPATH={pkg}", f"CAPSULE_LIB={os.path.join(user.bindir, 'libcapsule.so.0')}"]
+        # A sanitized library needs its runtime loaded first, and python's own allocations are
+        # not ours to leak-check (as make check-e2e runs tests/python).
+        ldd = subprocess.run(["ldd", os.path.join(BUILD, "libcapsule.so")], capture_output=True, text=True).stdout
+        asan = next((line.split()[2] for line in ldd.splitlines() if "libasan" in line), None)
+        if asan:
+            env += [f"LD_PRELOAD={asan}", f"ASAN_OPTIONS={user.env.get('ASAN_OPTIONS', '')}:detect_leaks=0"]
+        r = user.sh("env", *env, "/usr/bin/python3", "-c", SDK_SCRIPT, shared, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "['0', 'sdk'] 0", r.stdout
+        st = os.stat(os.path.join(shared, "from-sdk"))
+        assert st.st_uid == user.uid
+    finally:
+        shutil.rmtree(pkg, ignore_errors=True)
