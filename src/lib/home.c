@@ -15,6 +15,7 @@
 #include "config.h"
 #include "home.h"
 #include "id_slot.h"
+#include "rootless.h"
 #include "sandbox_config.h"
 #include "util.h"
 
@@ -157,7 +158,15 @@ int home_subdir_open(const char *sub, int *out, capsule_error *err)
 
 void home_id_map(uint32_t slot, uid_t *uid_base, gid_t *gid_base, uint32_t *count, bool *rootless)
 {
-	if (geteuid() == 0) {
+	/* Work for a user done as root of a namespace of the user's ids (rootless.h): there the
+	 * sandbox's ids are those ids themselves, every one of them a file may be given. */
+	uint32_t mapped = rootless_mapped_ids();
+	if (mapped) {
+		*uid_base = 0;
+		*gid_base = 0;
+		*count = mapped;
+		*rootless = false;
+	} else if (geteuid() == 0) {
 		uint64_t base = CAPSULE_DEFAULT_UID_BASE;
 		const char *env = getenv("CAPSULE_UID_BASE");
 		if (env && *env) {

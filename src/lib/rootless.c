@@ -154,19 +154,112 @@ int rootless_limit_pids(uint32_t pids)
 	return setrlimit(RLIMIT_NPROC, &rl) < 0 ? -errno : 0;
 }
 
-/* The child of rootless_rm_rf_at: in a user namespace of its own that maps the user's ids as a
- * sandbox's are, root there passes and removes the files that the sandbox's other users made
- * (owned by subordinate ids, which the user cannot remove on the host). */
-static _Noreturn void rm_child(int dirfd, const char *name, int ready, int go)
+/* In a child of rootless_run_mapped: the ids it maps (0 and 1..count-1, the sandbox's). */
+static uint32_t mapped_child_ids;
+
+uint32_t rootless_mapped_ids(void)
 {
-	/* The shim is not dumpable; newuidmap needs our /proc files to be ours. */
+	return mapped_child_ids;
+}
+
+struct mapped_result {
+	int ret;
+	capsule_error err;
+};
+
+static _Noreturn void mapped_child(int (*fn)(void *, capsule_error *), void *arg, uint32_t ids, int ready, int go,
+				   int result)
+{
+	/* A shim is not dumpable; newuidmap needs our /proc files to be ours. */
 	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	char c = unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
 	if (write(ready, &c, 1) != 1 || c != 'y' || read(go, &c, 1) != 1 || c != 'g')
 		_exit(2);
-	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
-		_exit(3);
-	_exit(rm_rf_at(dirfd, name) < 0 ? 1 : 0);
+	struct mapped_result res = { 0 };
+	if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) {
+		res.ret = cap_err(&res.err, errno, "becoming root in a user namespace of the user's ids");
+	} else {
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		mapped_child_ids = ids;
+		res.ret = fn(arg, &res.err);
+	}
+	(void)!write(result, &res, sizeof(res));
+	_exit(0);
+}
+
+int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, capsule_error *err)
+{
+	struct rootless_ids ids;
+	if (geteuid() == 0)
+		return fn(arg, err);
+	rootless_ids(&ids);
+	if (!ids.ranges)
+		return fn(arg, err);
+	/* Found now, as the user: the child, root in its namespace, would take root's home. */
+	(void)capsule_home();
+	uint32_t n = 1 + (ids.sub_uid.count < ids.sub_gid.count ? ids.sub_uid.count : ids.sub_gid.count);
+	int ready[2] = { -1, -1 }, go[2] = { -1, -1 }, result[2] = { -1, -1 };
+	if (pipe2(ready, O_CLOEXEC) < 0 || pipe2(go, O_CLOEXEC) < 0 || pipe2(result, O_CLOEXEC) < 0) {
+		int e = errno;
+		for (int *p = &ready[0]; p <= &result[1]; p++)
+			if (*p >= 0)
+				close(*p);
+		return cap_err(err, e, "pipe");
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(ready[0]);
+		close(go[1]);
+		close(result[0]);
+		mapped_child(fn, arg, n, ready[1], go[0], result[1]);
+	}
+	close(ready[1]);
+	close(go[0]);
+	close(result[1]);
+	int r = 0;
+	char c = 'n';
+	if (pid < 0)
+		r = cap_err(err, errno, "fork");
+	else if (read(ready[0], &c, 1) != 1 || c != 'y')
+		r = cap_err_plain(err, EPERM, "creating a user namespace of the user's ids");
+	else if ((r = rootless_map_ids(pid, &ids, err)) == 0 && write(go[1], "g", 1) != 1)
+		r = cap_err(err, errno, "starting the work in a user namespace of the user's ids");
+	close(ready[0]);
+	close(go[1]);
+	struct mapped_result res;
+	ssize_t got = 0;
+	if (r == 0) {
+		do
+			got = read(result[0], &res, sizeof(res));
+		while (got < 0 && errno == EINTR);
+	}
+	close(result[0]);
+	if (pid > 0) {
+		if (r < 0)
+			kill(pid, SIGKILL);
+		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	if (r < 0)
+		return r;
+	if (got != (ssize_t)sizeof(res))
+		return cap_err_plain(err, EIO, "the work in a user namespace of the user's ids died");
+	if (res.ret < 0 && err)
+		*err = res.err;
+	return res.ret;
+}
+
+struct rm_args {
+	int dirfd;
+	const char *name;
+};
+
+static int rm_mapped(void *arg, capsule_error *err)
+{
+	(void)err;
+	struct rm_args *a = arg;
+	return rm_rf_at(a->dirfd, a->name);
 }
 
 int rootless_rm_rf_at(int dirfd, const char *name)
@@ -174,47 +267,8 @@ int rootless_rm_rf_at(int dirfd, const char *name)
 	int r = rm_rf_at(dirfd, name);
 	if ((r != -EACCES && r != -EPERM) || geteuid() == 0)
 		return r;
-	struct rootless_ids ids;
-	rootless_ids(&ids);
-	if (!ids.ranges)
-		return r;
-	int ready[2], go[2];
-	if (pipe2(ready, O_CLOEXEC) < 0)
-		return r;
-	if (pipe2(go, O_CLOEXEC) < 0) {
-		close(ready[0]);
-		close(ready[1]);
-		return r;
-	}
-	pid_t pid = fork();
-	if (pid == 0) {
-		close(ready[0]);
-		close(go[1]);
-		rm_child(dirfd, name, ready[1], go[0]);
-	}
-	close(ready[1]);
-	close(go[0]);
-	char c = 'n';
-	capsule_error ignored = { 0 };
-	bool mapped = pid > 0 && read(ready[0], &c, 1) == 1 && c == 'y' && rootless_map_ids(pid, &ids, &ignored) == 0;
-	if (mapped)
-		mapped = write(go[1], "g", 1) == 1;
-	close(ready[0]);
-	close(go[1]);
-	if (pid < 0)
-		return r;
-	int st;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	return mapped && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : r;
-}
-
-int rootless_check(const struct capsule_config *cfg, capsule_error *err)
-{
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && geteuid() != 0)
-		return cap_err_plain(err, EPERM, "vm isolation needs root for now: its root disk is built with mkfs.ext4 in "
-				     "a mount namespace a user cannot have (container isolation works without root)");
-	return 0;
+	struct rm_args a = { dirfd, name };
+	return rootless_run_mapped(rm_mapped, &a, NULL) == 0 ? 0 : r;
 }
 
 /* $XDG_RUNTIME_DIR/capsule, made 0700 if missing, into OUT: when both are folders of ours that no
@@ -258,4 +312,12 @@ void control_socket_remove(int run_fd)
 	    !strncmp(target, dir, strlen(dir)) && target[strlen(dir)] == '/' && !strchr(target + strlen(dir) + 1, '/'))
 		unlink(target);
 	unlinkat(run_fd, "control.sock", 0);
+}
+
+int rootless_check(const struct capsule_config *cfg, capsule_error *err)
+{
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && geteuid() != 0)
+		return cap_err_plain(err, EPERM, "vm isolation needs root for now: its root disk is built with mkfs.ext4 in "
+				     "a mount namespace a user cannot have (container isolation works without root)");
+	return 0;
 }

@@ -55,6 +55,15 @@ struct capsule_config;
  * level, whose root disk is built in a mount namespace a user cannot have. */
 int rootless_check(const struct capsule_config *cfg, capsule_error *err);
 
+/* FN(ARG, ERR) in a child that is root in a user namespace mapping the user's ids as a
+ * sandbox's are (0 the user, 1.. the subordinate ranges): where the user's own rights do not
+ * reach what the sandbox's other ids made, this root's do. Called directly for root, and for a
+ * user without ranges, whom nothing more could be given. FN's ERR comes back. */
+int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, capsule_error *err);
+/* In such a child, the number of ids it maps (home_id_map gives them as a root caller's
+ * range starting at 0); 0 elsewhere. */
+uint32_t rootless_mapped_ids(void);
+
 /* rm_rf_at, and where the user may not remove what a sandbox's other users made (files of
  * subordinate ids), again in a user namespace that maps those ids, as root there. */
 int rootless_rm_rf_at(int dirfd, const char *name);

@@ -336,16 +336,35 @@ def test_what_needs_root_is_refused_in_one_line(user):
     assert "q1" not in user.ok("volume", "ls")
 
 
-def test_save_of_a_stopped_sandbox_and_a_run_from_it(user):
-    name, save = f"s-{uuid.uuid4().hex[:6]}", f"sv-{uuid.uuid4().hex[:6]}"
+OTHER_IDS = ("echo kept > /root/m && mkdir /home/al && echo al > /home/al/f && chown -R 1000:1001 /home/al "
+             "&& chmod 600 /home/al/f && chmod 700 /home/al")
+SHOW_OTHER_IDS = "cat /root/m; stat -c '%u:%g %a' /home/al /home/al/f; cat /home/al/f"
+OTHER_IDS_SHOWN = "kept\n1000:1001 700\n1000:1001 600\nal\n"
+
+
+def test_save_checkpoint_revert_fork_keep_other_ids_files_and_owners(user):
+    # Files of the sandbox's other ids are the user's subordinate ids' on the host, which the
+    # user can neither read nor give owners: the copies are made in a namespace of those ids.
+    name, save, fork = (f"{p}-{uuid.uuid4().hex[:6]}" for p in ("s", "sv", "fk"))
     user.ok("create", "--name", name)
-    user.ok("exec", name, "--", "sh", "-c", "echo kept > /root/m")
+    user.ok("exec", name, "--", "sh", "-c", OTHER_IDS)
     r = user.capsule("save", name, save)
     assert r.returncode != 0 and "freeze" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     user.ok("stop", name)
     user.ok("save", name, save)
-    user.ok("rm", "-f", name)
-    assert user.ok("run", "--image", save, "--", "cat", "/root/m") == "kept\n"
+    user.ok("checkpoint", name, "c1")
+    user.ok("fork", name, fork)
+    assert user.ok("exec", fork, "--", "sh", "-c", SHOW_OTHER_IDS) == OTHER_IDS_SHOWN
+    user.ok("start", name)
+    user.ok("exec", name, "--", "rm", "-rf", "/home/al")
+    user.ok("stop", name)
+    user.ok("revert", name, "c1")
+    user.ok("start", name)
+    assert user.ok("exec", name, "--", "sh", "-c", SHOW_OTHER_IDS) == OTHER_IDS_SHOWN
+    user.ok("rm", "-f", name, fork)
+    assert user.ok("run", "--image", save, "--", "sh", "-c", SHOW_OTHER_IDS) == OTHER_IDS_SHOWN
+    user.ok("saves", "rm", save)
+    assert not os.path.exists(os.path.join(user.capsule_home, "saves", save))
 
 
 def test_network_full_and_a_port_forward(user):

@@ -51,6 +51,15 @@ int layer_op_check(const struct capsule_config *cfg, enum save_op op, const char
 	return r;
 }
 
+struct layer_op_args {
+	const struct capsule_config *cfg;
+	int run_fd;
+	enum save_op op;
+	const char *name;
+};
+
+static int container_layer_op(void *arg, capsule_error *err);
+
 int layer_op(const struct capsule_config *cfg, int run_fd, enum save_op op, const char *name, capsule_error *err)
 {
 	int r = layer_op_check(cfg, op, name, err);
@@ -58,6 +67,19 @@ int layer_op(const struct capsule_config *cfg, int run_fd, enum save_op op, cons
 		return r;
 	if (cfg->isolation == CAPSULE_ISOLATION_VM)
 		return vm_disk_op(cfg, run_fd, op, name, err);
+	/* A user's sandbox has files of its other ids, which the user may neither read nor give
+	 * their owners: the copy is made as root of a namespace of the user's ids. */
+	struct layer_op_args a = { cfg, run_fd, op, name };
+	return rootless_run_mapped(container_layer_op, &a, err);
+}
+
+static int container_layer_op(void *arg, capsule_error *err)
+{
+	const struct layer_op_args *a = arg;
+	const struct capsule_config *cfg = a->cfg;
+	int run_fd = a->run_fd, r;
+	enum save_op op = a->op;
+	const char *name = a->name;
 	if (op == SAVE_OP_REVERT)
 		return checkpoint_restore(run_fd, cfg, name, err);
 	_cleanup_close_ int upper = -1, store = -1;

@@ -421,7 +421,7 @@ static void sweep_temporaries(int saves)
 			continue;
 		_cleanup_close_ int fd = openat(saves, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) == 0)
-			rm_rf_at(saves, de->d_name);
+			rootless_rm_rf_at(saves, de->d_name);
 	}
 	closedir(d);
 }
@@ -447,7 +447,7 @@ static int make_temporary(int store, char *tmp, size_t size, int *fd, capsule_er
 		int e = errno;
 		if (d >= 0)
 			close(d);
-		rm_rf_at(store, tmp);
+		rootless_rm_rf_at(store, tmp);
 		return cap_err(err, e, "open '%s'", tmp);
 	}
 	*fd = d;
@@ -632,7 +632,7 @@ static int snapshot_at(int store, const char *name, int upper, int disk, const s
 	layer_remove_replaced(store, tmp);
 	return 0;
 fail:
-	rm_rf_at(store, tmp);
+	rootless_rm_rf_at(store, tmp);
 	return r;
 }
 
@@ -702,7 +702,7 @@ int capsule_save_remove(const char *name, capsule_error *err)
 	if (renameat2(saves, name, saves, tmp, RENAME_NOREPLACE) < 0)
 		return cap_err(err, errno, "removing save '%s'", name);
 	fsync(saves);
-	rm_rf_at(saves, tmp);
+	rootless_rm_rf_at(saves, tmp);
 	/* The layers only this save kept (its image was removed before it), then the vm root
 	 * disks that only its disk or those layers kept. Its removal is done: what cannot be
 	 * collected now is collected by the next removal or prune. */
