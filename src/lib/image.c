@@ -14,6 +14,7 @@
 
 #include "home.h"
 #include "image.h"
+#include "rootless.h"
 #include "json.h"
 #include "sandbox_config.h"
 #include "util.h"
@@ -454,7 +455,7 @@ int capsule_image_import(const char *archive_path, const char *name, capsule_ima
 			r = cap_err_plain(err, EBADMSG, "'%s' is neither an oci-archive (no oci-layout) nor a docker-archive "
 					  "(no manifest.json)", archive_path);
 	}
-	rm_rf_at(images, tmpdir);
+	rootless_rm_rf_at(images, tmpdir);
 	if (r == 0)
 		r = unpack_manifest_layers(images, digest, &limits, progress, payload, err);
 	if (r == 0)
@@ -590,7 +591,7 @@ static void remove_unkept(int images_fd, const char *sub, const struct keep_set 
 		return;
 	for (struct dirent *de; (de = readdir(d));)
 		if (strlen(de->d_name) == 64 && is_hex64(de->d_name) && !keep_has(k, de->d_name))
-			rm_rf_at(fd, de->d_name);
+			rootless_rm_rf_at(fd, de->d_name);
 	closedir(d);
 }
 

@@ -24,6 +24,7 @@
 
 #include "home.h"
 #include "image.h"
+#include "rootless.h"
 #include "util.h"
 
 static void hex_digest(const unsigned char *md, char out[IMAGE_DIGEST_LEN + 1])
@@ -109,7 +110,7 @@ void store_sweep_tmp(int images_fd)
 		if (sscanf(de->d_name, "layer-%16[0-9a-f]-%d", hex, &pid) != 2 && sscanf(de->d_name, "import-%d-", &pid) != 1)
 			continue;
 		if (pid > 0 && kill(pid, 0) < 0 && errno == ESRCH)
-			rm_rf_at(fd, de->d_name);
+			rootless_rm_rf_at(fd, de->d_name);
 	}
 	closedir(d);
 }
@@ -310,6 +311,32 @@ static int record_layer_size(int images_fd, const char *digest, uint64_t bytes, 
 	return r < 0 ? cap_err(err, -r, "recording the size of layer '%s'", digest) : 0;
 }
 
+struct layer_unpack {
+	int images_fd;
+	const char *tmp;
+	int src;
+	const struct unpack_limits *limits;
+	const char *what;
+	uint64_t unpacked;
+};
+
+static int unpack_into(void *arg, capsule_error *err)
+{
+	struct layer_unpack *lu = arg;
+	_cleanup_close_ int dir = openat(lu->images_fd, lu->tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0)
+		return cap_err(err, errno, "open '%s'", lu->tmp);
+	int r = unpack_tar(lu->src, dir, UNPACK_LAYER, lu->limits, lu->what, &lu->unpacked, err);
+	if (r == 0 && fchmod(dir, 0755) < 0)
+		r = cap_err(err, errno, "chmod '%s'", lu->tmp);
+	/* The layer's root is the sandbox's "/" where no later layer says otherwise. */
+	if (r == 0 && geteuid() == 0 && fchown(dir, 0, 0) < 0)
+		r = cap_err(err, errno, "chown '%s'", lu->tmp);
+	if (r == 0)
+		syncfs(dir);
+	return r;
+}
+
 int store_unpack_layer(int images_fd, const char *digest, const struct image_limits *limits, capsule_error *err)
 {
 	if (store_has_layer(images_fd, digest))
@@ -326,23 +353,14 @@ int store_unpack_layer(int images_fd, const char *digest, const struct image_lim
 	_cleanup_close_ int src = openat(images_fd, blob, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (src < 0)
 		return cap_err(err, errno, "opening blob '%s'", digest);
-	rm_rf_at(images_fd, tmp);
+	rootless_rm_rf_at(images_fd, tmp);
 	if (mkdirat(images_fd, tmp, 0755) < 0)
 		return cap_err(err, errno, "mkdir '%s'", tmp);
-	uint64_t unpacked = 0;
-	{
-		_cleanup_close_ int dir = openat(images_fd, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (dir < 0)
-			r = cap_err(err, errno, "open '%s'", tmp);
-		else if ((r = unpack_tar(src, dir, UNPACK_LAYER, &layer_limits, what, &unpacked, err)) == 0 &&
-			 fchmod(dir, 0755) < 0)
-			r = cap_err(err, errno, "chmod '%s'", tmp);
-		/* The layer's root is the sandbox's "/" where no later layer says otherwise. */
-		if (r == 0 && geteuid() == 0 && fchown(dir, 0, 0) < 0)
-			r = cap_err(err, errno, "chown '%s'", tmp);
-		if (r == 0)
-			syncfs(dir);
-	}
+	/* A user's layer keeps the image's owners as the user's subordinate ids: unpacked as root
+	 * of a namespace of those ids (rootless.h). */
+	struct layer_unpack lu = { images_fd, tmp, src, &layer_limits, what, 0 };
+	r = rootless_run_mapped(unpack_into, &lu, &lu.unpacked, sizeof(lu.unpacked), err);
+	uint64_t unpacked = lu.unpacked;
 	/* Before the layer appears: a layer without its record would count as its blob only. */
 	if (r == 0)
 		r = record_layer_size(images_fd, digest, unpacked, err);
@@ -351,6 +369,6 @@ int store_unpack_layer(int images_fd, const char *digest, const struct image_lim
 		if (errno != EEXIST && errno != ENOTEMPTY)
 			r = cap_err(err, errno, "storing layer '%s'", digest);
 	}
-	rm_rf_at(images_fd, tmp);
+	rootless_rm_rf_at(images_fd, tmp);
 	return r;
 }

@@ -167,8 +167,8 @@ struct mapped_result {
 	capsule_error err;
 };
 
-static _Noreturn void mapped_child(int (*fn)(void *, capsule_error *), void *arg, uint32_t ids, int ready, int go,
-				   int result)
+static _Noreturn void mapped_child(int (*fn)(void *, capsule_error *), void *arg, const void *out, size_t out_size,
+				   uint32_t ids, int ready, int go, int result)
 {
 	/* A shim is not dumpable; newuidmap needs our /proc files to be ours. */
 	prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
@@ -184,11 +184,13 @@ static _Noreturn void mapped_child(int (*fn)(void *, capsule_error *), void *arg
 		mapped_child_ids = ids;
 		res.ret = fn(arg, &res.err);
 	}
-	(void)!write(result, &res, sizeof(res));
+	if (write(result, &res, sizeof(res)) == (ssize_t)sizeof(res) && out_size)
+		(void)!write_all(result, out, out_size);
 	_exit(0);
 }
 
-int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, capsule_error *err)
+int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, void *out, size_t out_size,
+			capsule_error *err)
 {
 	struct rootless_ids ids;
 	if (geteuid() == 0)
@@ -212,7 +214,7 @@ int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, cap
 		close(ready[0]);
 		close(go[1]);
 		close(result[0]);
-		mapped_child(fn, arg, n, ready[1], go[0], result[1]);
+		mapped_child(fn, arg, out, out_size, n, ready[1], go[0], result[1]);
 	}
 	close(ready[1]);
 	close(go[0]);
@@ -233,6 +235,8 @@ int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, cap
 		do
 			got = read(result[0], &res, sizeof(res));
 		while (got < 0 && errno == EINTR);
+		if (got == (ssize_t)sizeof(res) && out_size && read_all(result[0], out, out_size) < 0)
+			got = 0;
 	}
 	close(result[0]);
 	if (pid > 0) {
@@ -268,7 +272,7 @@ int rootless_rm_rf_at(int dirfd, const char *name)
 	if ((r != -EACCES && r != -EPERM) || geteuid() == 0)
 		return r;
 	struct rm_args a = { dirfd, name };
-	return rootless_run_mapped(rm_mapped, &a, NULL) == 0 ? 0 : r;
+	return rootless_run_mapped(rm_mapped, &a, NULL, 0, NULL) == 0 ? 0 : r;
 }
 
 /* $XDG_RUNTIME_DIR/capsule, made 0700 if missing, into OUT: when both are folders of ours that no

@@ -58,8 +58,10 @@ int rootless_check(const struct capsule_config *cfg, capsule_error *err);
 /* FN(ARG, ERR) in a child that is root in a user namespace mapping the user's ids as a
  * sandbox's are (0 the user, 1.. the subordinate ranges): where the user's own rights do not
  * reach what the sandbox's other ids made, this root's do. Called directly for root, and for a
- * user without ranges, whom nothing more could be given. FN's ERR comes back. */
-int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, capsule_error *err);
+ * user without ranges, whom nothing more could be given. FN's ERR comes back, and the
+ * OUT_SIZE bytes at OUT (a result FN leaves, in ARG say) are copied back from the child. */
+int rootless_run_mapped(int (*fn)(void *arg, capsule_error *err), void *arg, void *out, size_t out_size,
+			capsule_error *err);
 /* In such a child, the number of ids it maps (home_id_map gives them as a root caller's
  * range starting at 0); 0 elsewhere. */
 uint32_t rootless_mapped_ids(void);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "rootless.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -338,6 +339,11 @@ static int unpack_entry(struct unpacker *u, struct archive *a, struct archive_en
 		return cap_err_plain(u->err, EPERM, "%s: hard link '%s' -> '%s' leaves the layer", u->what, raw, hardlink);
 	if (r == -EFBIG)
 		return too_large(u);
+	if (r == -EINVAL && rootless_mapped_ids() &&
+	    (archive_entry_uid(e) >= rootless_mapped_ids() || archive_entry_gid(e) >= rootless_mapped_ids()))
+		return cap_err_plain(u->err, EOVERFLOW, "%s: entry '%s' is owned by %lld:%lld, beyond the %u ids a user's "
+				     "sandbox maps (0 and the user's subordinate ranges)", u->what, raw,
+				     (long long)archive_entry_uid(e), (long long)archive_entry_gid(e), rootless_mapped_ids());
 	if (r < 0)
 		return cap_err(u->err, -r, "%s: entry '%s'", u->what, raw);
 	return 0;

@@ -421,8 +421,24 @@ def test_image_pulled_from_a_loopback_registry_with_whiteouts(user, registry, wo
     upper = layer_tar([Entry("data/.wh.a", data=b""), Entry("z", data=b"top\n")])
     ref = registry.push(make_layout(workdir, [busybox_layer(), lower, upper]), f"test/rl-{uuid.uuid4().hex[:8]}")
     assert user.ok("image", "pull", ref).strip() == ref
-    out = user.ok("run", "--image", ref, "--", "sh", "-c", "cat /z; ls /data; cat /home/app/f; echo; id -u")
-    assert out.split() == ["top", "b", "app's", "0"], out
+    out = user.ok("run", "--image", ref, "--", "sh", "-c",
+                  "cat /z; ls /data; cat /home/app/f; echo; id -u; stat -c %u:%g /home/app/f /bin/busybox")
+    ranged = _subids("/etc/subuid", user.name, user.uid) is not None
+    # With subordinate ranges the image's owners are kept (as those ids on the host).
+    assert out.split() == ["top", "b", "app's", "0", "1000:1000" if ranged else "0:0", "0:0"], out
+    user.ok("image", "rm", ref)
+    assert ref not in user.ok("image", "ls")
+    assert not os.listdir(os.path.join(user.capsule_home, "images", "layers"))
+    # An owner beyond the ids a user's sandbox maps: refused in one line, nothing stored.
+    far = layer_tar([Entry("far", data=b"x", uid=70000, gid=70000)])
+    ref = registry.push(make_layout(workdir, [busybox_layer(), far]), f"test/rl-{uuid.uuid4().hex[:8]}")
+    r = user.capsule("image", "pull", ref)
+    if ranged:
+        assert r.returncode != 0 and "beyond the 65536 ids" in r.stderr, r.stderr
+        # Progress lines ("downloaded ...") come before it; the error is one line.
+        assert len([line for line in r.stderr.splitlines() if line.startswith("capsule")]) == 1, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
 
 
 def test_hot_mount_and_unmount_of_a_users_folder(user):

@@ -70,7 +70,7 @@ int layer_op(const struct capsule_config *cfg, int run_fd, enum save_op op, cons
 	/* A user's sandbox has files of its other ids, which the user may neither read nor give
 	 * their owners: the copy is made as root of a namespace of the user's ids. */
 	struct layer_op_args a = { cfg, run_fd, op, name };
-	return rootless_run_mapped(container_layer_op, &a, err);
+	return rootless_run_mapped(container_layer_op, &a, NULL, 0, err);
 }
 
 static int container_layer_op(void *arg, capsule_error *err)
