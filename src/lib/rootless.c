@@ -1,6 +1,8 @@
-/* A rootless sandbox's user namespace: its id maps (the user's subordinate ranges through the
- * setuid newuidmap/newgidmap of the uidmap package, as rootless podman and crun do; a single id
- * where the user has no ranges) and the pids limit it gets without cgroups. */
+/* capsule for a user who is not root (docs/rootless.md): a sandbox's id maps (the user's
+ * subordinate ranges through the setuid newuidmap/newgidmap of the uidmap package, as rootless
+ * podman and crun do; a single id where the user has no ranges), the pids limit it gets without
+ * cgroups, work done as root of a namespace of the user's ids (removals, saves, image layers),
+ * where its shim's socket goes, and what is refused. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pwd.h>
@@ -49,18 +51,18 @@ static void subid_lookup(const char *file, const char *login, unsigned long id, 
 	}
 }
 
-static const char *find_tool(const char *name)
+/* NAME's path into PATH (64 bytes), if it is there as the setuid-root program it is meant to
+ * be: of no use otherwise. */
+static bool find_tool(const char *name, char path[64])
 {
-	static char path[64];
 	static const char *const dirs[] = { "/usr/bin", "/bin", "/usr/sbin", "/sbin" };
 	for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
-		snprintf(path, sizeof(path), "%s/%s", dirs[i], name);
+		snprintf(path, 64, "%s/%s", dirs[i], name);
 		struct stat st;
-		/* Of use only as the setuid-root program it is meant to be. */
 		if (stat(path, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & S_ISUID) && st.st_uid == 0)
-			return path;
+			return true;
 	}
-	return NULL;
+	return false;
 }
 
 void rootless_ids(struct rootless_ids *out)
@@ -78,7 +80,8 @@ void rootless_ids(struct rootless_ids *out)
 		out->sub_uid.count = ROOTLESS_SUB_IDS;
 	if (out->sub_gid.count > ROOTLESS_SUB_IDS)
 		out->sub_gid.count = ROOTLESS_SUB_IDS;
-	out->newuidmap = find_tool("newuidmap") != NULL && find_tool("newgidmap") != NULL;
+	char path[64];
+	out->newuidmap = find_tool("newuidmap", path) && find_tool("newgidmap", path);
 	if (!out->newuidmap)
 		snprintf(out->note, sizeof(out->note), "no setuid newuidmap/newgidmap (the uidmap package)");
 	else if (!out->sub_uid.count || !out->sub_gid.count)
@@ -91,8 +94,8 @@ void rootless_ids(struct rootless_ids *out)
 /* newuidmap PID 0 ID 1 1 START COUNT: the tool checks the ranges against /etc/sub[ug]id. */
 static int run_map_tool(const char *tool, pid_t pid, unsigned id, const struct rootless_subid *sub, capsule_error *err)
 {
-	const char *path = find_tool(tool);
-	if (!path)
+	char path[64];
+	if (!find_tool(tool, path))
 		return cap_err_plain(err, ENOENT, "%s not found", tool);
 	char spid[16], sid[16], sstart[16], scount[16];
 	snprintf(spid, sizeof(spid), "%d", (int)pid);
