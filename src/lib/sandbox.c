@@ -372,7 +372,7 @@ static void sweep_gone(int run, const char *entry)
 		run_shim_cleanup(config_cgroup_base(&cfg));
 		config_clear(&cfg);
 	}
-	rm_rf_at(run, entry);
+	rootless_rm_rf_at(run, entry);
 }
 
 /* Folders of creates that died before their rename, and of removes that died before the end:

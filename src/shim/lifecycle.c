@@ -335,7 +335,7 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
  * sweep_abandoned_creates removes (cgroups first) should this process die before it does. */
 static _Noreturn void finish_after_answer(struct shim *s)
 {
-	unlinkat(s->run_fd, "control.sock", 0);
+	control_socket_remove(s->run_fd);
 	vm_store_unpin_all();
 	_cleanup_close_ int run = -1;
 	char gone[CAPSULE_NAME_MAX + 32];
@@ -354,7 +354,7 @@ static _Noreturn void finish_after_answer(struct shim *s)
 	sandbox_teardown(s);
 	shim_log_close();
 	if (run >= 0)
-		rm_rf_at(run, moved ? gone : s->name);
+		rootless_rm_rf_at(run, moved ? gone : s->name);
 	layer_run_deferred_removals();
 	_exit(0);
 }
