@@ -560,3 +560,14 @@ def test_python_sdk_as_the_user(user):
         assert st.st_uid == user.uid
     finally:
         shutil.rmtree(pkg, ignore_errors=True)
+
+
+def test_a_warm_pool_as_the_user(user):
+    pool = f"pl{uuid.uuid4().hex[:6]}"
+    user.ok("pool", "create", pool, "--size", "1")
+    try:
+        assert user.ok("run", "--pool", pool, "--", "sh", "-c",
+                       "mkdir /home/q && chown 1000 /home/q && id -u") == "0\n"
+    finally:
+        user.ok("pool", "rm", pool)
+    assert not [e for e in os.listdir(os.path.join(user.capsule_home, "run")) if pool in e]
