@@ -571,3 +571,43 @@ def test_a_warm_pool_as_the_user(user):
     finally:
         user.ok("pool", "rm", pool)
     assert not [e for e in os.listdir(os.path.join(user.capsule_home, "run")) if pool in e]
+
+
+FETCH = """
+import sys, urllib.request
+try:
+    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())
+except OSError as e:
+    print("ERR", getattr(getattr(e, "reason", e), "errno", e))
+"""
+
+
+def test_an_allowlist_lets_the_listed_host_port_through_and_refuses_others(user):
+    import http.server
+    import threading
+
+    class Token(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = f"token-{self.server.server_port}".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token) for _ in range(2)]
+    for s in servers:
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    ok, other = (s.server_port for s in servers)
+    name = f"a-{uuid.uuid4().hex[:6]}"
+    try:
+        user.ok("create", "--name", name, "--network", "full", "--allow-host", f"localhost:{ok}")
+        assert user.ok("exec", name, "--", "python3", "-c", FETCH, f"http://10.0.2.2:{ok}/") == f"token-{ok}\n"
+        assert user.ok("exec", name, "--", "python3", "-c", FETCH, f"http://10.0.2.2:{other}/") == "ERR 111\n"
+    finally:
+        user.capsule("rm", "-f", name)
+        for s in servers:
+            s.shutdown()
+            s.server_close()
