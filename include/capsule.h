@@ -147,6 +147,14 @@ CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
  * succeeds. */
 #define CAPSULE_STOP_TIMEOUT_DEFAULT_MS 10000
 CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
+/* Pause every process of the running sandbox, in memory (the cgroup freezer for a container,
+ * QMP stop for a vm, whose guest syncs its disks first), until capsule_sandbox_resume or a
+ * stop. Meanwhile inspect says "paused"; commands, file operations, signals, mounts and a
+ * revert are refused (EBUSY, "sandbox 'x' is paused: resume it first"); saves, ports, stop
+ * and remove work. Pausing a paused sandbox, or resuming a running one, succeeds; a stopped
+ * one is ENOTCONN. Refused (EBUSY) while a save of the sandbox is being copied. */
+CAPSULE_API int capsule_sandbox_pause(capsule_sandbox *sb, capsule_error *err);
+CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
 /* Remove a sandbox and everything it owns. A running one is refused unless force (then it is
  * killed first). */
 CAPSULE_API int capsule_sandbox_remove(const char *name, bool force, capsule_error *err);
@@ -160,7 +168,7 @@ CAPSULE_API capsule_isolation capsule_sandbox_isolation(const capsule_sandbox *s
 /* A snapshot of what a sandbox is; strings are owned by the info. */
 typedef struct capsule_sandbox_info {
 	char name[64];
-	char state[16]; /* "running", "stopped" */
+	char state[16]; /* "running", "paused", "stopped" (or "starting") */
 	char image[256];
 	capsule_isolation isolation;
 	bool detached;

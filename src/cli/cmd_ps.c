@@ -22,6 +22,12 @@ static void format_age(int64_t since, char *out, size_t n)
 		snprintf(out, n, "%lldd ago", (long long)(d / 86400));
 }
 
+/* Without -a, the sandboxes that are up: running or paused (as docker ps lists a paused one). */
+static bool ps_listed(bool all, const char *state)
+{
+	return all || !strcmp(state, "running") || !strcmp(state, "paused");
+}
+
 int cmd_ps(int argc, char **argv)
 {
 	bool all = false, json = false;
@@ -50,7 +56,7 @@ int cmd_ps(int argc, char **argv)
 		json_init(&j, true);
 		json_array_begin(&j);
 		for (size_t i = 0; i < n; i++) {
-			if (!all && strcmp(v[i].state, "running"))
+			if (!ps_listed(all, v[i].state))
 				continue;
 			json_object_begin(&j);
 			json_kv_string(&j, "name", v[i].name);
@@ -74,7 +80,7 @@ int cmd_ps(int argc, char **argv)
 	}
 	printf("%-24s %-9s %-12s %-10s %s\n", "NAME", "STATE", "IMAGE", "ISOLATION", "CREATED");
 	for (size_t i = 0; i < n; i++) {
-		if (!all && strcmp(v[i].state, "running"))
+		if (!ps_listed(all, v[i].state))
 			continue;
 		char age[32];
 		format_age(v[i].created_unix, age, sizeof(age));

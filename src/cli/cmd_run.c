@@ -402,6 +402,57 @@ int cmd_kill(int argc, char **argv)
 	return for_each_name("kill", argc, argv, 1, stop_one, &zero);
 }
 
+static int pause_one(const char *name, void *payload)
+{
+	bool resume = *(bool *)payload;
+	capsule_error err = { 0 };
+	capsule_sandbox *sb;
+	if (capsule_sandbox_open(&sb, name, &err) < 0)
+		return cli_fail(&err);
+	int r = resume ? capsule_sandbox_resume(sb, &err) : capsule_sandbox_pause(sb, &err);
+	capsule_sandbox_free(sb);
+	if (r < 0)
+		return cli_fail(&err);
+	printf("%s\n", name);
+	return 0;
+}
+
+static int pause_or_resume(bool resume, int argc, char **argv)
+{
+	const char *verb = resume ? "resume" : "pause";
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i++) {
+		if (!strcmp(argv[i], "--help")) {
+			if (resume)
+				fputs("Usage: capsule resume SANDBOX...\n\n"
+				      "Let paused sandboxes run again; prints each name. A running one is not an error.\n",
+				      stdout);
+			else
+				fputs("Usage: capsule pause SANDBOX...\n\n"
+				      "Hold every process of running sandboxes still, in memory (the cgroup freezer,\n"
+				      "a vm's vCPUs), until 'capsule resume' or a stop; prints each name. Meanwhile\n"
+				      "exec, fs, cp and mount are refused; inspect and ps say 'paused'.\n",
+				      stdout);
+			return 0;
+		}
+		if (!resume && !strcmp(argv[i], "--to-disk"))
+			return cli_failf("pause --to-disk is not available: a paused sandbox is held in memory only "
+					 "(CRIU and QEMU migration to a file are not built)");
+		return cli_usage(verb, "unknown flag '%s'", argv[i]);
+	}
+	return for_each_name(verb, argc, argv, i, pause_one, &resume);
+}
+
+int cmd_pause(int argc, char **argv)
+{
+	return pause_or_resume(false, argc, argv);
+}
+
+int cmd_resume(int argc, char **argv)
+{
+	return pause_or_resume(true, argc, argv);
+}
+
 static int rm_one(const char *name, void *payload)
 {
 	bool force = *(bool *)payload;

@@ -20,6 +20,8 @@ static const struct cli_command commands[] = {
 	{ "exec", cmd_exec, "Run a command in a running sandbox" },
 	{ "stop", cmd_stop, "Stop sandboxes (SIGTERM, then SIGKILL after a timeout)" },
 	{ "kill", cmd_kill, "Kill sandboxes at once" },
+	{ "pause", cmd_pause, "Hold every process of sandboxes still, in memory" },
+	{ "resume", cmd_resume, "Let paused sandboxes run again" },
 	{ "rm", cmd_rm, "Remove sandboxes" },
 	{ "ps", cmd_ps, "List sandboxes" },
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },

@@ -56,6 +56,7 @@ enum cp_type {
 	CP_PORT_REMOVE = 84, /* client -> shim: remove a port forward by its host side */
 	CP_PORTS = 85,       /* client -> shim: list the port forwards */
 	CP_SAVE = 96,    /* client -> shim: save, checkpoint, revert or fork the sandbox's filesystem */
+	CP_PAUSE = 97,   /* client -> shim: pause or resume every process of the sandbox (proto_saves.c) */
 	CP_SCREENSHOT = 100, /* client -> shim: a vm's screen as PNG, in chunks (proto_display.c) */
 	CP_INPUT = 101,      /* client -> shim: keys, text, mouse moves and clicks for a vm's display */
 };
@@ -408,6 +409,17 @@ enum { CP_T_SAVE_OP = 1, CP_T_SAVE_NAME = 2 };
 int cp_save_encode(struct cp_writer *w, uint32_t chan, const struct cp_save *m);
 int cp_save_decode(const uint8_t *p, size_t n, struct cp_save *m);
 void cp_save_free(struct cp_save *m);
+
+/* PAUSE: OP pauses or resumes every process of the running sandbox, in memory (the cgroup
+ * freezer, a vm's vCPUs). Answered by OK or ERROR. The decoder refuses a missing or unknown
+ * op. */
+enum { CP_PAUSE_OP_PAUSE = 1, CP_PAUSE_OP_RESUME = 2 };
+struct cp_pause {
+	uint32_t op;
+};
+enum { CP_T_PAUSE_OP = 1 };
+int cp_pause_encode(struct cp_writer *w, uint32_t chan, const struct cp_pause *m);
+int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m);
 
 int cp_request_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_request_ok *m);
 int cp_request_ok_decode(const uint8_t *p, size_t n, struct cp_request_ok *m);

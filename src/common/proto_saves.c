@@ -1,4 +1,5 @@
-/* SAVE (proto.h): save, checkpoint, revert or fork a running sandbox's own layer. */
+/* SAVE (proto.h): save, checkpoint, revert or fork a running sandbox's own layer; PAUSE: hold
+ * its processes still, or let them run again. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,4 +40,27 @@ void cp_save_free(struct cp_save *m)
 {
 	free(m->name);
 	m->name = NULL;
+}
+int cp_pause_encode(struct cp_writer *w, uint32_t chan, const struct cp_pause *m)
+{
+	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_RESUME)
+		return -EINVAL;
+	cp_frame_begin(w, CP_PAUSE, 0, chan);
+	cp_put_u32(w, CP_T_PAUSE_OP, m->op);
+	return cp_frame_finish(w);
+}
+
+int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_PAUSE_OP)
+			r = cp_field_u32(&f, &m->op);
+	});
+	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_RESUME)
+		return -EBADMSG;
+	return 0;
+fail:
+	return ret;
 }

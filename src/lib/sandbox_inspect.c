@@ -43,8 +43,8 @@ static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, 
 		json_get_string(state, len, "state", &state_name);
 	/* The lock is held from the first moment of a start; the shim writes "running" only
 	 * once it serves requests. In between, the sandbox is starting. */
-	snprintf(info->state, sizeof(info->state), "%s",
-		 !running ? "stopped" : (state_name && !strcmp(state_name, "running")) ? "running" : "starting");
+	bool up = state_name && (!strcmp(state_name, "running") || !strcmp(state_name, "paused"));
+	snprintf(info->state, sizeof(info->state), "%s", !running ? "stopped" : up ? state_name : "starting");
 	if (running && state) {
 		int64_t v;
 		if (json_get_int(state, len, "shim_pid", &v) == 0)
@@ -204,7 +204,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	for (size_t i = 0; i < sandbox_config(sb)->envc; i++)
 		json_string(&j, sandbox_config(sb)->env[i]);
 	json_array_end(&j);
-	sandbox_net_inspect_json(sb, sandbox_config(sb), !strcmp(info.state, "running"), &j);
+	bool up = !strcmp(info.state, "running") || !strcmp(info.state, "paused");
+	sandbox_net_inspect_json(sb, sandbox_config(sb), up, &j);
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/run/%s", capsule_home(), info.name);
 	json_kv_string(&j, "run_dir", path);
@@ -212,7 +213,7 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	if (info.isolation == CAPSULE_ISOLATION_VM)
 		inspect_vm_json(&j, sb, info.state);
 	if (info.isolation == CAPSULE_ISOLATION_VM)
-		sandbox_display_inspect_json(sb, !strcmp(info.state, "running"), &j);
+		sandbox_display_inspect_json(sb, up, &j);
 	json_object_end(&j);
 	int e = 0;
 	char *text = json_steal(&j, &e);

@@ -28,10 +28,12 @@ static void write_time(struct json_writer *w, const char *key, int64_t unix_s)
 static void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
 {
 	capsule_sandbox_info info;
-	bool running = capsule_sandbox_inspect(e->sb, &info, NULL) == 0 && !strcmp(info.state, "running");
+	/* A sandbox paused through the CLI or the C API says so. */
+	bool up = capsule_sandbox_inspect(e->sb, &info, NULL) == 0 &&
+		  (!strcmp(info.state, "running") || !strcmp(info.state, "paused"));
 	json_object_begin(w);
 	json_kv_string(w, "id", e->id);
-	json_kv_string(w, "state", running ? "running" : "stopped");
+	json_kv_string(w, "state", up ? info.state : "stopped");
 	json_kv_string(w, "image", e->image ? e->image : "host");
 	json_kv_string(w, "isolation", e->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
 	json_kv_uint(w, "memory", e->memory_bytes);

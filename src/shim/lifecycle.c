@@ -246,7 +246,7 @@ void sandbox_teardown(struct shim *s)
 
 void write_state(struct shim *s, const char *state)
 {
-	bool running = !strcmp(state, "running");
+	bool running = !strcmp(state, "running") || !strcmp(state, "paused");
 	struct json_writer j;
 	json_init(&j, true);
 	json_object_begin(&j);
@@ -282,6 +282,11 @@ void begin_stop(struct shim *s, uint32_t grace_ms)
 	 * stop; the copy is abandoned (never renamed into place), not waited for. */
 	if (save_job_running(&s->save))
 		save_done(s, true);
+	/* A paused sandbox's processes could not take their SIGTERM (nor, under the v1 freezer,
+	 * even a SIGKILL): it runs again for its grace time, and stops as a running one does. */
+	capsule_error err = { 0 };
+	if (sandbox_unpause(s, &err) < 0)
+		shim_log("resuming to stop: %s", err.message);
 	if (s->stopping) {
 		uint64_t d = now_ms() + grace_ms;
 		if (d < s->stop_deadline_ms)

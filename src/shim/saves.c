@@ -31,10 +31,11 @@ const char *shim_save_op_name(enum save_op op)
 	return save_op_name(op);
 }
 
-/* A revert copies into a sandbox that is down: nothing to freeze. */
+/* A revert copies into a sandbox that is down, a paused one is still already: nothing to
+ * freeze. */
 static int sandbox_pause(const struct save_sandbox *sb, enum save_op op, bool on, capsule_error *err)
 {
-	if (op == SAVE_OP_REVERT)
+	if (op == SAVE_OP_REVERT || sb->held)
 		return 0;
 	return on ? sb->level->pause(sb->shim, err) : sb->level->resume(sb->shim, err);
 }

@@ -17,6 +17,9 @@ struct save_sandbox {
 	/* Its level pauses it for the copy and resumes it after (level.h). */
 	struct shim *shim;
 	const struct level_ops *level;
+	/* Paused already by a client: the copy needs no pause of its own, and must not resume
+	 * it after (a vm's pause synced its disks, and nothing has run since). */
+	bool held;
 };
 
 /* A save, checkpoint or fork copying the sandbox's layer in a child of the shim, so that the

@@ -57,6 +57,9 @@ struct shim {
 	int save_client;
 	uint32_t save_chan;
 	bool exiting; /* in finish_and_exit: a failed revert must not enter it again */
+	/* Paused by a client (PAUSE), not only for a save's copy: every process held still until
+	 * a RESUME or a stop (requests.c says what is refused meanwhile). */
+	bool paused;
 	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
 	 * so a guest that stops answering stalls only the client that asked: that client is
 	 * muted until its answer (io.muted_client), the others are served, and a stop ends the
@@ -119,6 +122,8 @@ void agent_send(void *ctx, const void *p, size_t n, const void *p2, size_t n2);
 void client_readable(struct shim *s, int ci);
 /* A save's child has exited (or, with CANCEL, is killed now). */
 void save_done(struct shim *s, bool cancel);
+/* Let a paused sandbox run again (a RESUME, or a stop or revert that needs its processes). */
+int sandbox_unpause(struct shim *s, capsule_error *err);
 
 /* shim.c */
 struct epoll_event;

@@ -1,7 +1,7 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, request_ok; 0xe0 to
- * 0xef, byte % 2: port add, port remove; 0xd0 to 0xdf: save; 0xcc to 0xcf: a vm's
+ * 0xef, byte % 2: port add, port remove; 0xd0 to 0xd7: save; 0xd8 to 0xdf: pause; 0xcc to 0xcf: a vm's
  * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
  * 3: screenshot, screenshot OK, input; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
@@ -490,6 +490,27 @@ static int fuzz_vm_mount_messages(unsigned which, const uint8_t *p, size_t n)
 	return 0;
 }
 
+static bool pause_eq(const struct cp_pause *a, const struct cp_pause *b)
+{
+	return a->op == b->op;
+}
+
+static void cp_pause_nofree(struct cp_pause *m)
+{
+	(void)m;
+}
+
+static int fuzz_pause_message(const uint8_t *p, size_t n)
+{
+	struct cp_pause a;
+	int r = cp_pause_decode(p, n, &a);
+	if (r == 0) {
+		CHECK(a.op == CP_PAUSE_OP_PAUSE || a.op == CP_PAUSE_OP_RESUME);
+		ROUND_TRIP(struct cp_pause, cp_pause_encode, cp_pause_decode, cp_pause_nofree, pause_eq, a, CP_PAUSE);
+	}
+	return r == -EBADMSG ? 0 : r;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (size < 1)
@@ -522,7 +543,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (data[0] >= 0xd0 && data[0] < 0xe0) {
-		r = fuzz_save_message(p, n);
+		r = data[0] < 0xd8 ? fuzz_save_message(p, n) : fuzz_pause_message(p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
 		free(p);
 		return 0;

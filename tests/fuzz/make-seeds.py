@@ -149,6 +149,10 @@ PORT_SEEDS = {
     # 0xcc: a vm's FWD_CONNECT.
     'fwd-connect': (0xcc, u32(1, 8080)),
     'fwd-connect-port0': (0xcc, u32(1, 0)),
+    # 0xd8: PAUSE (op 1 pause, 2 resume; 3 is refused).
+    'pause': (0xd8, u32(1, 1)),
+    'resume': (0xd8, u32(1, 2)),
+    'pause-bad-op': (0xd8, u32(1, 3)),
 }
 
 # fuzz_messages: selectors 0xc0, 0xc1, 0xc2 (byte % 3) are VM_MOUNT, VM_UNMOUNT, VM_MOUNTED.

@@ -411,7 +411,7 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE,
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE, CP_PAUSE,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
 				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
@@ -2444,6 +2444,33 @@ static void test_save_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+static void test_pause_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_pause a = { .op = CP_PAUSE_OP_RESUME };
+	assert_int_equal(cp_pause_encode(&w, 4, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_PAUSE);
+	assert_string_equal(cp_type_name(CP_PAUSE), "PAUSE");
+	struct cp_pause b;
+	assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.op, CP_PAUSE_OP_RESUME);
+	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++)
+		assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, n, &b), -EBADMSG);
+	/* The op is required and one of two, on both sides. */
+	struct cp_pause bad[] = { { 0 }, { 3 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(cp_pause_encode(&w, 1, &bad[i]), -EINVAL);
+	cp_frame_begin(&w, CP_PAUSE, 0, 1);
+	cp_put_u32(&w, CP_T_PAUSE_OP, 3);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	cp_writer_free(&w);
+}
+
 /* SHUTDOWN is its own frame type with STOP's body: the agent reads its grace time with
  * cp_stop_decode, and nothing rewrites a STOP frame's header into it. */
 static void test_shutdown_frame_has_its_type_and_the_stop_body(void **state)
@@ -2743,6 +2770,7 @@ int main(void)
 		cmocka_unit_test(test_shutdown_frame_has_its_type_and_the_stop_body),
 		cmocka_unit_test(test_request_ok_carries_a_port_list),
 		cmocka_unit_test(test_save_round_trip_and_bounds),
+		cmocka_unit_test(test_pause_round_trip_and_bounds),
 		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),

@@ -341,6 +341,14 @@ class _Core:
         finally:
             self._handle.release()
 
+    # ---- pause ----
+
+    def _pause_blocking(self, resume):
+        if resume:
+            self._call(lib.capsule_sandbox_resume, op="resume")
+        else:
+            self._call(lib.capsule_sandbox_pause, op="pause")
+
     # ---- saves ----
 
     def _save_op_blocking(self, fn, name, op):
@@ -625,6 +633,16 @@ class SyncSandbox(_Core):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return self._refresh_mounts()
 
+    def pause(self):
+        """Hold every process of the sandbox still, in memory, until resume() or a stop.
+        Meanwhile execute, spawn, fs and mount raise Busy ("sandbox 'x' is paused: resume it
+        first"); save, checkpoint, port forwards and stop work. Pausing twice is fine."""
+        self._pause_blocking(False)
+
+    def resume(self):
+        """Let a paused sandbox run again (a running one is left as it is)."""
+        self._pause_blocking(True)
+
     def save(self, name):
         """Save the sandbox's filesystem now as NAME (its processes are frozen for the copy);
         start from it with SyncSandbox(image=NAME)."""
@@ -740,6 +758,14 @@ class Sandbox(_Core):
     async def stop(self, timeout=None):
         """Stop the sandbox (see SyncSandbox.stop)."""
         await _in_thread(self._stop_blocking, timeout)
+
+    async def pause(self):
+        """Hold every process still, in memory (see SyncSandbox.pause)."""
+        await _in_thread(self._pause_blocking, False)
+
+    async def resume(self):
+        """Let a paused sandbox run again (see SyncSandbox.resume)."""
+        await _in_thread(self._pause_blocking, True)
 
     async def save(self, name):
         """Save the filesystem now as NAME (see SyncSandbox.save)."""

@@ -1,0 +1,35 @@
+/* The C API of pause and resume: a running sandbox's shim holds every process still in
+ * memory (the container's cgroup freezer, a vm's vCPUs over QMP) until it is resumed or
+ * stopped. src/shim/requests.c says what a paused sandbox refuses meanwhile. */
+#include <errno.h>
+
+#include "internal.h"
+#include "util.h"
+
+static int pause_request(capsule_sandbox *sb, uint32_t op, capsule_error *err)
+{
+	const char *what = op == CP_PAUSE_OP_PAUSE ? "pause" : "resume";
+	if (!sb)
+		return cap_err_plain(err, EINVAL, "%s: no sandbox given", what);
+	struct conn c;
+	int r = conn_open(&c, capsule_sandbox_name(sb), err);
+	if (r < 0)
+		return r;
+	struct cp_pause m = { .op = op };
+	if ((r = cp_pause_encode(&c.w, 1, &m)) < 0)
+		r = cap_err(err, -r, "encoding a %s request", what);
+	else
+		r = shim_request(&c, NULL, err);
+	conn_close(&c);
+	return r;
+}
+
+int capsule_sandbox_pause(capsule_sandbox *sb, capsule_error *err)
+{
+	return pause_request(sb, CP_PAUSE_OP_PAUSE, err);
+}
+
+int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err)
+{
+	return pause_request(sb, CP_PAUSE_OP_RESUME, err);
+}
