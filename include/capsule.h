@@ -155,6 +155,17 @@ CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, c
  * one is ENOTCONN. Refused (EBUSY) while a save of the sandbox is being copied. */
 CAPSULE_API int capsule_sandbox_pause(capsule_sandbox *sb, capsule_error *err);
 CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
+/* What changed in the sandbox's root filesystem since it was made, running or stopped, as a
+ * JSON array (malloc'd, caller frees) of objects, sorted by path, parents first: path
+ * (absolute in the sandbox), kind ("added", "modified", "deleted"), type ("file", "dir",
+ * "symlink", "other"), and except for a deletion size (bytes; 0 for a folder), mode ("0644"),
+ * mtime_ns and, for a symlink, link_target. Read from the sandbox's own layer, so it costs what changed:
+ * a file present in it that the image has is modified (even if rewritten with the same bytes),
+ * a folder that the image has is listed only through what changed in it, a deleted folder is
+ * one entry. Mounts (binds, volumes, tmpfs) are not part of it. A path that is not UTF-8 has
+ * its bad bytes as U+FFFD. Container level only: a vm is EOPNOTSUPP (its root is one ext4
+ * disk). More than a million changes is EFBIG. */
+CAPSULE_API int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err);
 /* Remove a sandbox and everything it owns. A running one is refused unless force (then it is
  * killed first). */
 CAPSULE_API int capsule_sandbox_remove(const char *name, bool force, capsule_error *err);

@@ -44,6 +44,10 @@ int cmd_rm(int argc, char **argv);
 int cmd_kill(int argc, char **argv);
 int cmd_pause(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+/* exec --diff: the changes in AFTER (capsule_sandbox_diff_json) that are not in BEFORE, and
+ * those of BEFORE gone from it, printed to stderr. 0, or EXIT_CAPSULE after saying why. */
+int cli_print_diff_since(const char *before, const char *after);
 int cmd_ps(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_save(int argc, char **argv);

@@ -292,11 +292,31 @@ int cmd_exec(int argc, char **argv)
 		optind++;
 	if (optind >= argc)
 		return cli_usage("exec", "no command given");
+	if (ec.diff && ec.detach)
+		return cli_usage("exec", "--diff needs the command's end: it cannot be combined with --detach");
 	capsule_sandbox *sb;
 	int rc = cli_open_running(name, &sb);
 	if (rc != 0)
 		return rc;
+	/* What the command changed is what differs between the sandbox's diff before and after
+	 * it: both cost what changed, not the tree. */
+	capsule_error err = { 0 };
+	char *before = NULL, *after = NULL;
+	if (ec.diff && capsule_sandbox_diff_json(sb, &before, &err) < 0) {
+		capsule_sandbox_free(sb);
+		exec_cli_free(&ec);
+		return cli_fail(&err);
+	}
 	int code = run_command(sb, &ec, argv + optind);
+	if (ec.diff) {
+		fflush(stdout);
+		if (capsule_sandbox_diff_json(sb, &after, &err) < 0)
+			cli_fail(&err);
+		else
+			cli_print_diff_since(before, after);
+	}
+	free(before);
+	free(after);
 	capsule_sandbox_free(sb);
 	exec_cli_free(&ec);
 	return code;

@@ -17,6 +17,7 @@ enum {
 	OPT_RM,
 	OPT_HELP,
 	OPT_ALLOW_SENSITIVE,
+	OPT_DIFF,
 	OPT_SETTING = 2000, /* + the index of a capsule_config_option */
 };
 
@@ -30,6 +31,7 @@ static const struct option cli_options[] = {
 	{ "timeout", required_argument, NULL, OPT_TIMEOUT },
 	{ "rm", no_argument, NULL, OPT_RM },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
+	{ "diff", no_argument, NULL, OPT_DIFF },
 	{ "help", no_argument, NULL, OPT_HELP },
 };
 
@@ -119,6 +121,9 @@ static void run_help(const char *verb)
 		       "  -t, --tty            allocate a pseudo-terminal\n"
 		       "  -d, --detach         run the command in the background\n"
 		       "  --timeout DUR        kill the command (and its children) after DUR\n");
+	if (is_exec)
+		printf("  --diff               after the command, print the files it added, changed and\n"
+		       "                       deleted to stderr (as 'capsule diff'; container level)\n");
 	else
 		printf("  -e, --env K=V        environment for every command\n");
 }
@@ -261,6 +266,11 @@ static int one_opt(const char *verb, int opt, struct sandbox_cli *sbc, struct ex
 		if (!sbc)
 			return cli_usage(verb, "unknown flag '--allow-sensitive'");
 		sbc->allow_sensitive = true;
+		return 0;
+	case OPT_DIFF:
+		if (strcmp(verb, "exec") != 0 || !ec)
+			return cli_usage(verb, "unknown flag '--diff'");
+		ec->diff = true;
 		return 0;
 	case OPT_RM:
 		return 0; /* run is ephemeral already; accepted for docker muscle memory */

@@ -18,6 +18,7 @@ struct exec_cli {
 	const char *workdir;
 	const char *user;
 	bool interactive, tty, detach;
+	bool diff; /* exec --diff: what the command changed, on stderr after it */
 	uint32_t timeout_ms;
 };
 

@@ -1,0 +1,191 @@
+/* diff: what changed in a sandbox's filesystem (capsule_sandbox_diff_json), and exec --diff:
+ * what one command changed, the difference between the diff before it and the diff after. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "json.h"
+#include "util.h"
+
+/* One change: its path, and its object's text to tell whether it changed again. */
+struct change {
+	char *path;
+	const char *text;
+	size_t len;
+};
+
+struct changes {
+	struct change *v;
+	size_t n, cap;
+};
+
+static void changes_free(struct changes *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		free(c->v[i].path);
+	free(c->v);
+	memset(c, 0, sizeof(*c));
+}
+
+static int add_change(const char *name, const char *value, size_t len, void *payload)
+{
+	(void)name;
+	struct changes *c = payload;
+	char *path = NULL;
+	if (json_get_string(value, len, "path", &path) < 0)
+		return -1;
+	if (c->n == c->cap) {
+		size_t cap = c->cap ? c->cap * 2 : 64;
+		struct change *v = realloc(c->v, cap * sizeof(*v));
+		if (!v) {
+			free(path);
+			return -1;
+		}
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n++] = (struct change){ .path = path, .text = value, .len = len };
+	return 0;
+}
+
+static int by_path(const void *a, const void *b)
+{
+	return strcmp(((const struct change *)a)->path, ((const struct change *)b)->path);
+}
+
+static int changes_parse(const char *json, struct changes *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (json_array_each(json, strlen(json), 2000000, add_change, c) < 0) {
+		changes_free(c);
+		return -1;
+	}
+	qsort(c->v, c->n, sizeof(*c->v), by_path);
+	return 0;
+}
+
+/* A path as one line whatever it holds: backslash, control bytes and DEL escaped (a name
+ * with a newline must not forge a second line). */
+static void put_path(FILE *f, const char *p)
+{
+	for (const unsigned char *s = (const unsigned char *)p; *s; s++) {
+		if (*s == '\\')
+			fputs("\\\\", f);
+		else if (*s == '\n')
+			fputs("\\n", f);
+		else if (*s == '\t')
+			fputs("\\t", f);
+		else if (*s < 0x20 || *s == 0x7f)
+			fprintf(f, "\\x%02x", *s);
+		else
+			fputc(*s, f);
+	}
+}
+
+/* "A 0644 12 /path": added, changed or deleted (docker diff's letters), mode and size. */
+static void print_line(FILE *f, const char *text, size_t len, char letter)
+{
+	_cleanup_free_ char *path = NULL, *kind = NULL, *mode = NULL;
+	int64_t size = 0;
+	json_get_string(text, len, "path", &path);
+	json_get_string(text, len, "kind", &kind);
+	if (kind && !strcmp(kind, "deleted"))
+		letter = 'D';
+	else if (!letter)
+		letter = kind && !strcmp(kind, "added") ? 'A' : 'C';
+	bool deleted = letter == 'D';
+	fprintf(f, "%c ", letter);
+	if (!deleted && json_get_string(text, len, "mode", &mode) == 0 && json_get_int(text, len, "size", &size) == 0)
+		fprintf(f, "%s %10lld ", mode, (long long)size);
+	else
+		fprintf(f, "%-4s %10s ", "-", "-");
+	put_path(f, path ? path : "?");
+	fputc('\n', f);
+}
+
+static int print_all(const char *json, bool as_json)
+{
+	if (as_json) {
+		printf("%s\n", json);
+		return 0;
+	}
+	struct changes c;
+	if (changes_parse(json, &c) < 0)
+		return cli_failf("diff: malformed answer from the library");
+	for (size_t i = 0; i < c.n; i++)
+		print_line(stdout, c.v[i].text, c.v[i].len, 0);
+	changes_free(&c);
+	return 0;
+}
+
+int cli_print_diff_since(const char *before, const char *after)
+{
+	struct changes b, a;
+	if (changes_parse(before, &b) < 0)
+		return cli_failf("diff: malformed answer from the library");
+	if (changes_parse(after, &a) < 0) {
+		changes_free(&b);
+		return cli_failf("diff: malformed answer from the library");
+	}
+	/* Both lists are sorted by path: what is new or different after, and what the command
+	 * took back out of the layer (a file it had added, removed again: deleted). A path that
+	 * was a change before and is another one after was changed by the command. */
+	for (size_t i = 0, k = 0; i < a.n || k < b.n;) {
+		int cmp = i >= a.n ? 1 : k >= b.n ? -1 : strcmp(a.v[i].path, b.v[k].path);
+		if (cmp < 0) {
+			print_line(stderr, a.v[i].text, a.v[i].len, 0);
+			i++;
+		} else if (cmp > 0) {
+			print_line(stderr, b.v[k].text, b.v[k].len, 'D');
+			k++;
+		} else {
+			if (a.v[i].len != b.v[k].len || memcmp(a.v[i].text, b.v[k].text, a.v[i].len))
+				print_line(stderr, a.v[i].text, a.v[i].len, 'C');
+			i++;
+			k++;
+		}
+	}
+	changes_free(&b);
+	changes_free(&a);
+	return 0;
+}
+
+int cmd_diff(int argc, char **argv)
+{
+	bool as_json = false;
+	const char *name = NULL;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help")) {
+			fputs("Usage: capsule diff [--json] SANDBOX\n\n"
+			      "What changed in a sandbox's filesystem since it was made, running or stopped:\n"
+			      "one line per change, 'A' added, 'C' changed, 'D' deleted, with mode and size.\n"
+			      "Read from its own layer, so it costs what changed. Container level only.\n\n"
+			      "  --json   a JSON array of {path, kind, type, size, mode, mtime_ns, link_target}\n",
+			      stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--json"))
+			as_json = true;
+		else if (argv[i][0] == '-')
+			return cli_usage("diff", "unknown flag '%s'", argv[i]);
+		else if (name)
+			return cli_usage("diff", "unexpected argument '%s'", argv[i]);
+		else
+			name = argv[i];
+	}
+	if (!name)
+		return cli_usage("diff", "no sandbox given");
+	capsule_error err = { 0 };
+	capsule_sandbox *sb;
+	if (capsule_sandbox_open(&sb, name, &err) < 0)
+		return cli_fail(&err);
+	char *json = NULL;
+	int r = capsule_sandbox_diff_json(sb, &json, &err);
+	capsule_sandbox_free(sb);
+	if (r < 0)
+		return cli_fail(&err);
+	r = print_all(json, as_json);
+	free(json);
+	return r;
+}
