@@ -40,6 +40,7 @@
 #define DIFF_MAX_NAMES_PER_DIR 1000000u
 
 struct differ {
+	const struct capsule_config *cfg;
 	struct json_writer *j;
 	size_t changes;
 	capsule_error *err;
@@ -288,10 +289,32 @@ static int hidden_deletions(struct differ *d, const struct lowers *l, char **upp
 
 static int diff_dir(struct differ *d, int upper, const struct lowers *l, bool hidden, int depth);
 
+/* A mount point of the sandbox's configuration: the start made it in the layer if the image
+ * lacked it, and what is below it in the layer the sandbox never sees. Mounts are not part of
+ * the diff, their mount points neither. */
+static bool mount_point(const struct differ *d)
+{
+	const struct capsule_config *cfg = d->cfg;
+	const char *p = d->path;
+	if (!strcmp(p, "/dev") || !strcmp(p, "/proc") || !strcmp(p, "/sys"))
+		return true;
+	for (size_t i = 0; i < cfg->nbinds; i++)
+		if (!strcmp(p, cfg->binds[i].target))
+			return true;
+	for (size_t i = 0; i < cfg->ntmpfs; i++)
+		if (!strcmp(p, cfg->tmpfs[i].target))
+			return true;
+	/* The network's own resolv.conf and hosts (src/shim/net.c, net_etc_trees). */
+	return cfg->network == CAPSULE_NETWORK_FULL &&
+	       (!strcmp(p, "/etc/resolv.conf") || (cfg->nallow && !strcmp(p, "/etc/hosts")));
+}
+
 static int diff_entry(struct differ *d, int upper, char opaque, const struct lowers *l, bool hidden, const char *name,
 		      int depth)
 {
 	struct stat st, lst;
+	if (mount_point(d))
+		return 0;
 	if (fstatat(upper, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return errno == ENOENT ? 0 : cap_err(d->err, errno, "diff: stat '%s'", d->path);
 	bool in_lower = lower_lookup(l, name, &lst);
@@ -402,6 +425,7 @@ int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_erro
 		lowers_close(&l);
 		return cap_err(err, ENOMEM, "diff");
 	}
+	d->cfg = cfg;
 	d->j = &j;
 	d->err = err;
 	d->path[0] = '/';

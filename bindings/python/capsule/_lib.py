@@ -143,6 +143,7 @@ _PROTOS = {
     "capsule_config_set_disk_size_bytes": (c_int, [c_void_p, c_uint64, E]),
     "capsule_config_add_qemu_arg": (c_int, [c_void_p, c_char_p, E]),
     "capsule_sandbox_inspect_json": (c_int, [c_void_p, POINTER(c_void_p), E]),
+    "capsule_sandbox_diff_json": (c_int, [c_void_p, POINTER(c_void_p), E]),
     "capsule_config_set_progress": (c_int, [c_void_p, PROGRESS_FN, c_void_p, E]),
     "capsule_sandbox_create": (c_int, [PP, c_void_p, E]),
     "capsule_sandbox_open": (c_int, [PP, c_char_p, E]),

@@ -349,6 +349,11 @@ class _Core:
         else:
             self._call(lib.capsule_sandbox_pause, op="pause")
 
+    def _diff_blocking(self):
+        out = c_void_p()
+        self._call(lib.capsule_sandbox_diff_json, byref(out), op="diff")
+        return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
+
     # ---- saves ----
 
     def _save_op_blocking(self, fn, name, op):
@@ -633,6 +638,14 @@ class SyncSandbox(_Core):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return self._refresh_mounts()
 
+    def diff(self):
+        """What changed in the sandbox's filesystem since it was made: a list of dicts with
+        path, kind ("added", "modified", "deleted"), type ("file", "dir", "symlink", "other")
+        and, except for a deletion, size, mode ("0644"), mtime_ns and a symlink's
+        link_target; sorted by path. Read from the sandbox's own layer (it costs what
+        changed); container level only (a vm raises UnsupportedFeature)."""
+        return self._diff_blocking()
+
     def pause(self):
         """Hold every process of the sandbox still, in memory, until resume() or a stop.
         Meanwhile execute, spawn, fs and mount raise Busy ("sandbox 'x' is paused: resume it
@@ -758,6 +771,10 @@ class Sandbox(_Core):
     async def stop(self, timeout=None):
         """Stop the sandbox (see SyncSandbox.stop)."""
         await _in_thread(self._stop_blocking, timeout)
+
+    async def diff(self):
+        """What changed in the filesystem (see SyncSandbox.diff)."""
+        return await _in_thread(self._diff_blocking)
 
     async def pause(self):
         """Hold every process still, in memory (see SyncSandbox.pause)."""

@@ -1,5 +1,6 @@
-"""pause() and resume() through the SDK, sync and async: a paused sandbox's processes stop
-making output, commands are refused with Busy and its one line, and resume lets them run."""
+"""pause(), resume() and diff() through the SDK, sync and async: a paused sandbox's processes stop
+making output, commands are refused with Busy and its one line, resume lets them run; diff()
+lists what commands changed."""
 import asyncio
 import time
 
@@ -52,5 +53,21 @@ def test_async_pause_and_resume():
             await sb.resume()
             await sb.resume()
             assert (await sb.execute("echo ok")).stdout == "ok\n"
+
+    asyncio.run(main())
+
+
+def test_diff_lists_what_a_command_changed_sync_and_async():
+    with SyncSandbox(image="host") as sb:
+        assert sb.diff() == []
+        sb.execute("echo hi > /root/new; rm /etc/hostname")
+        changes = {c["path"]: c for c in sb.diff()}
+        assert changes["/root/new"]["kind"] == "added" and changes["/root/new"]["size"] == 3
+        assert changes["/etc/hostname"] == {"path": "/etc/hostname", "kind": "deleted", "type": "file"}
+
+    async def main():
+        async with Sandbox(image="host") as sb:
+            await sb.execute("mkdir /opt/made")
+            assert [(c["path"], c["kind"], c["type"]) for c in await sb.diff()] == [("/opt/made", "added", "dir")]
 
     asyncio.run(main())
