@@ -166,6 +166,28 @@ CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
  * its bad bytes as U+FFFD. Container level only: a vm is EOPNOTSUPP (its root is one ext4
  * disk). More than a million changes is EFBIG. */
 CAPSULE_API int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err);
+
+/* Watch PATH (absolute in the running sandbox; a folder, or a file for its own changes), its
+ * whole tree with RECURSIVE (at most 8192 folders, 64 watches a sandbox), from inside the
+ * sandbox (inotify in its agent). Returns once the agent watches: changes after that are
+ * seen. At the vm level, changes the host makes in a bound folder (a 9p share) are not seen:
+ * the guest's kernel does not hear of them. */
+typedef struct capsule_watch capsule_watch;
+CAPSULE_API int capsule_watch_start(capsule_sandbox *sb, const char *path, bool recursive, capsule_watch **out,
+				    capsule_error *err);
+/* The next event, as one line of JSON (malloc'd) in *OUT_JSON: kind ("create", "modify",
+ * "delete", "move", "overflow"), path (absolute; none for an overflow), from (a move's old
+ * path), time (RFC 3339, UTC, the sandbox's clock), time_ns, dir (whether it is a folder).
+ * "overflow" says events were lost (the kernel's queue, or this reader too slow): what it
+ * watches must be looked at again. Returns 1 with an event, 0 once the watched path is gone
+ * (or its sandbox stops: then -ESHUTDOWN), -EAGAIN when none came within TIMEOUT_MS (0: do
+ * not wait; -1: wait for ever), or another -errno. */
+CAPSULE_API int capsule_watch_next(capsule_watch *w, char **out_json, int timeout_ms, capsule_error *err);
+/* The descriptor to poll for readability before capsule_watch_next(w, ..., 0, ...), which is
+ * then called until -EAGAIN (for event loops). */
+CAPSULE_API int capsule_watch_fd(const capsule_watch *w);
+/* Stop watching and free W. */
+CAPSULE_API void capsule_watch_free(capsule_watch *w);
 /* Remove a sandbox and everything it owns. A running one is refused unless force (then it is
  * killed first). */
 CAPSULE_API int capsule_sandbox_remove(const char *name, bool force, capsule_error *err);

@@ -470,7 +470,7 @@ static void handle_data(const struct cp_header *h, const uint8_t *payload)
 static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_credit m;
-	if (fs_credit(h, payload) || fwd_credit(h, payload))
+	if (fs_credit(h, payload) || fwd_credit(h, payload) || watch_credit(h, payload))
 		return;
 	struct proc *p = proc_by_chan(h->chan);
 	if (!p || cp_credit_decode(payload, h->len, &m) < 0 || m.stream < 1 || m.stream > 2)
@@ -484,8 +484,8 @@ static void handle_credit(const struct cp_header *h, const uint8_t *payload)
 static void handle_signal(const struct cp_header *h, const uint8_t *payload)
 {
 	struct cp_signal m;
-	if (fs_cancel(h->chan))
-		return; /* a file transfer's client went away */
+	if (fs_cancel(h->chan) || watch_cancel(h->chan))
+		return; /* a file transfer's or a watch's client went away */
 	struct proc *p = proc_by_chan(h->chan);
 	bool valid = cp_signal_decode(payload, h->len, &m) == 0 && m.signo > 0 && m.signo < NSIG;
 	if (p) {
@@ -563,6 +563,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
 	case CP_FS: fs_request(h->chan, payload, h->len); break;
+	case CP_WATCH: watch_request(h->chan, payload, h->len); break;
 	case CP_DATA: handle_data(h, payload); break;
 	case CP_CREDIT: handle_credit(h, payload); break;
 	case CP_SIGNAL: handle_signal(h, payload); break;
@@ -747,6 +748,7 @@ int main(int argc, char **argv)
 	ev.data.u64 = ROLE_SIGNAL;
 	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.sigfd, &ev);
 	fwd_init(A.epfd);
+	watch_init(A.epfd);
 
 	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
 	if (cp_hello_encode(&A.w, 0, &hello) < 0)
@@ -777,6 +779,10 @@ int main(int argc, char **argv)
 			}
 			if (role == AGENT_ROLE_FWD) {
 				fwd_event((size_t)(key >> 8), evs[i].events);
+				continue;
+			}
+			if (role == AGENT_ROLE_WATCH) {
+				watch_event((size_t)(key >> 8), evs[i].events);
 				continue;
 			}
 			struct proc *p = &A.procs[key >> 8];

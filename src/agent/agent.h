@@ -87,6 +87,16 @@ bool fwd_data(const struct cp_header *h, const uint8_t *payload);
 bool fwd_credit(const struct cp_header *h, const uint8_t *payload);
 void fwd_event(size_t index, uint32_t events);
 
+/* Watches of a folder's changes (watch.c): WATCH requests, the CREDIT and SIGNAL of their
+ * channels (false: not one of theirs), and their inotify fds' epoll events, keyed
+ * (index << 8) | AGENT_ROLE_WATCH. */
+#define AGENT_ROLE_WATCH 0x41
+void watch_init(int epfd);
+void watch_request(uint32_t chan, const uint8_t *payload, size_t len);
+bool watch_credit(const struct cp_header *h, const uint8_t *payload);
+bool watch_cancel(uint32_t chan);
+void watch_event(size_t index, uint32_t events);
+
 /* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
  * ends the agent: in a guest, by powering it off. */

@@ -45,6 +45,7 @@ int cmd_kill(int argc, char **argv);
 int cmd_pause(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
 /* exec --diff: the changes in AFTER (capsule_sandbox_diff_json) that are not in BEFORE, and
  * those of BEFORE gone from it, printed to stderr. 0, or EXIT_CAPSULE after saying why. */
 int cli_print_diff_since(const char *before, const char *after);

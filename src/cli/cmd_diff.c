@@ -1,5 +1,8 @@
 /* diff: what changed in a sandbox's filesystem (capsule_sandbox_diff_json), and exec --diff:
- * what one command changed, the difference between the diff before it and the diff after. */
+ * what one command changed, the difference between the diff before it and the diff after;
+ * watch: the changes as they happen (capsule_watch_*). */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,4 +191,101 @@ int cmd_diff(int argc, char **argv)
 	r = print_all(json, as_json);
 	free(json);
 	return r;
+}
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_stop_signal(int sig)
+{
+	(void)sig;
+	watch_stop = 1;
+}
+
+/* "create /path", "move /from -> /to", one line each, the path escaped as diff's are. */
+static void print_event(const char *json)
+{
+	size_t len = strlen(json);
+	_cleanup_free_ char *kind = NULL, *path = NULL, *from = NULL;
+	json_get_string(json, len, "kind", &kind);
+	json_get_string(json, len, "path", &path);
+	json_get_string(json, len, "from", &from);
+	if (kind && !strcmp(kind, "overflow")) {
+		puts("overflow (events were lost: look again at what is watched)");
+		return;
+	}
+	printf("%s ", kind ? kind : "?");
+	if (from) {
+		put_path(stdout, from);
+		fputs(" -> ", stdout);
+	}
+	put_path(stdout, path ? path : "?");
+	fputc('\n', stdout);
+}
+
+int cmd_watch(int argc, char **argv)
+{
+	bool as_json = false, recursive = false;
+	const char *args[2] = { NULL, NULL };
+	size_t nargs = 0;
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help")) {
+			fputs("Usage: capsule watch [--recursive] [--json] SANDBOX PATH\n\n"
+			      "Print the changes below PATH in a running sandbox as they happen, seen from inside\n"
+			      "it: create, modify, delete, move, and overflow when events were lost. Until the\n"
+			      "path is gone, the sandbox stops, or Ctrl-C. At the vm level, what the host changes\n"
+			      "in a bound folder is not seen.\n\n"
+			      "  -r, --recursive   the whole tree below PATH (at most 8192 folders)\n"
+			      "  --json            one JSON object a line: kind, path, from, time, time_ns, dir\n",
+			      stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--json"))
+			as_json = true;
+		else if (!strcmp(argv[i], "--recursive") || !strcmp(argv[i], "-r"))
+			recursive = true;
+		else if (argv[i][0] == '-')
+			return cli_usage("watch", "unknown flag '%s'", argv[i]);
+		else if (nargs == 2)
+			return cli_usage("watch", "unexpected argument '%s'", argv[i]);
+		else
+			args[nargs++] = argv[i];
+	}
+	if (nargs < 2)
+		return cli_usage("watch", nargs ? "no path given" : "no sandbox given");
+	capsule_sandbox *sb;
+	int rc = cli_open_running(args[0], &sb);
+	if (rc != 0)
+		return rc;
+	capsule_error err = { 0 };
+	capsule_watch *w;
+	int r = capsule_watch_start(sb, args[1], recursive, &w, &err);
+	capsule_sandbox_free(sb);
+	if (r < 0)
+		return cli_fail(&err);
+	/* Ctrl-C ends the watch, not the process mid-line. */
+	struct sigaction sa = { .sa_handler = on_stop_signal };
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	int code = 0;
+	while (!watch_stop) {
+		char *json = NULL;
+		r = capsule_watch_next(w, &json, 200, &err);
+		if (r == -EAGAIN)
+			continue;
+		if (r <= 0) {
+			if (r < 0 && err.code != ESHUTDOWN)
+				code = cli_fail(&err);
+			break;
+		}
+		if (as_json)
+			puts(json);
+		else
+			print_event(json);
+		free(json);
+		if (fflush(stdout) != 0)
+			break; /* the reader went away */
+	}
+	capsule_watch_free(w);
+	return code;
 }

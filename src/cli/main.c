@@ -26,6 +26,7 @@ static const struct cli_command commands[] = {
 	{ "ps", cmd_ps, "List sandboxes" },
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },
 	{ "diff", cmd_diff, "List the files added, changed and deleted in a sandbox" },
+	{ "watch", cmd_watch, "Print the changes below a path in a sandbox as they happen" },
 	{ "fs", cmd_fs, "Read, write and list files in a running sandbox" },
 	{ "cp", cmd_cp, "Copy files and folders between the host and a sandbox" },
 	{ "volume", cmd_volume, "Manage named volumes (create, ls, inspect, rm, write, read)" },

@@ -21,7 +21,7 @@ bool cp_type_known(uint16_t type)
 	switch (type) {
 	case CP_HELLO: case CP_ERROR: case CP_OK:
 	case CP_EXEC: case CP_STARTED: case CP_DATA: case CP_CREDIT: case CP_EXIT: case CP_SIGNAL: case CP_RESIZE:
-	case CP_STOP: case CP_TAKE: case CP_INIT: case CP_SHUTDOWN: case CP_FS:
+	case CP_STOP: case CP_TAKE: case CP_INIT: case CP_SHUTDOWN: case CP_FS: case CP_WATCH:
 	case CP_VM_MOUNT: case CP_VM_UNMOUNT: case CP_VM_MOUNTED:
 	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS:
@@ -54,6 +54,7 @@ const char *cp_type_name(uint16_t type)
 	case CP_VM_UNMOUNT: return "VM_UNMOUNT";
 	case CP_VM_MOUNTED: return "VM_MOUNTED";
 	case CP_FS: return "FS";
+	case CP_WATCH: return "WATCH";
 	case CP_MOUNT: return "MOUNT";
 	case CP_UNMOUNT: return "UNMOUNT";
 	case CP_MOUNTS: return "MOUNTS";

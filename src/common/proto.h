@@ -49,6 +49,7 @@ enum cp_type {
 	CP_FWD_CLOSE = 54,   /* shim -> agent (vm): drop a forwarded connection at once */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
+	CP_WATCH = 65,   /* client -> agent: stream a folder's changes on a new channel (proto_watch.c) */
 	CP_MOUNT = 80,   /* client -> shim: bind a host path into the running sandbox */
 	CP_UNMOUNT = 81, /* client -> shim: remove a hot mount, by guest path or handle */
 	CP_MOUNTS = 82,  /* client -> shim: list every mount (boot-time and hot) */
@@ -420,6 +421,47 @@ struct cp_pause {
 enum { CP_T_PAUSE_OP = 1 };
 int cp_pause_encode(struct cp_writer *w, uint32_t chan, const struct cp_pause *m);
 int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m);
+
+/* WATCH: stream the changes below PATH (absolute in the sandbox, at most CP_FS_PATH_MAX
+ * bytes), of its whole tree with CP_WATCH_RECURSIVE. The agent answers STARTED once it
+ * watches, then DATA on stream 1 whose payloads are event records, under the client's
+ * credit; OK once the watched folder is gone, ERROR ECANCELED after the client's SIGNAL. The
+ * decoder refuses a missing or relative path, one over the bound, and unknown flags. */
+#define CP_WATCH_RECURSIVE 0x1u
+struct cp_watch {
+	char *path;
+	uint32_t flags;
+};
+enum { CP_T_WATCH_PATH = 1, CP_T_WATCH_FLAGS = 2 };
+int cp_watch_encode(struct cp_writer *w, uint32_t chan, const struct cp_watch *m);
+int cp_watch_decode(const uint8_t *p, size_t n, struct cp_watch *m);
+void cp_watch_free(struct cp_watch *m);
+
+/* A WATCH event record: u32 length, then fields. KIND is required; PATH (absolute, at most
+ * CP_FS_PATH_MAX bytes) is required except for an overflow, which has none; FROM (the same
+ * bounds) is required for a move and refused on any other kind. The agent is not trusted:
+ * the decoder checks all of it. */
+enum cp_watch_kind {
+	CP_WATCH_CREATE = 1,
+	CP_WATCH_MODIFY = 2,
+	CP_WATCH_DELETE = 3,
+	CP_WATCH_MOVE = 4,
+	CP_WATCH_OVERFLOW = 5, /* events were lost: the kernel's queue or the client's credit ran out */
+};
+struct cp_watch_event {
+	uint32_t kind;
+	char *path;
+	char *from;
+	uint64_t time_ns; /* the agent's CLOCK_REALTIME when it read the event */
+	uint32_t is_dir;  /* 0 or 1 */
+};
+enum { CP_T_WEV_KIND = 1, CP_T_WEV_PATH = 2, CP_T_WEV_FROM = 3, CP_T_WEV_TIME = 4, CP_T_WEV_DIR = 5 };
+/* Append one record (no frame header) to W; -EINVAL for an event the decoder would refuse. */
+int cp_watch_event_append(struct cp_writer *w, const struct cp_watch_event *m);
+/* The next record of a WATCH DATA payload: 1 and *M filled, 0 at the end, -EBADMSG for a
+ * record that is malformed or runs past the payload. *M is zeroed first either way. */
+int cp_watch_event_next(struct cp_reader *r, struct cp_watch_event *m);
+void cp_watch_event_free(struct cp_watch_event *m);
 
 int cp_request_ok_encode(struct cp_writer *w, uint32_t chan, const struct cp_request_ok *m);
 int cp_request_ok_decode(const uint8_t *p, size_t n, struct cp_request_ok *m);

@@ -399,7 +399,7 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
-/* EXEC, FS and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
+/* EXEC, FS, WATCH and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
 static void command_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload,
 			    struct channel *ch)
 {
@@ -447,6 +447,7 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 	switch (h->type) {
 	case CP_EXEC:
 	case CP_FS:
+	case CP_WATCH:
 	case CP_SIGNAL:
 		command_request(s, ci, h, payload, ch);
 		return;
