@@ -354,6 +354,11 @@ class _Core:
         self._call(lib.capsule_sandbox_diff_json, byref(out), op="diff")
         return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
 
+    def _watch_start_blocking(self, path, recursive):
+        out = c_void_p()
+        self._call(lib.capsule_watch_start, enc(path), bool(recursive), byref(out), op="watch")
+        return out.value
+
     # ---- saves ----
 
     def _save_op_blocking(self, fn, name, op):
@@ -567,6 +572,118 @@ class _Core:
         return f"<capsule.{type(self).__name__} name={self._name!r} {state}>"
 
 
+def _watch_next(ptr, timeout_ms):
+    """(1, event dict), (0, None) at the end, or (-EAGAIN, None) when none came in time."""
+    out = c_void_p()
+    err = Error()
+    rc = lib.capsule_watch_next(ptr, byref(out), timeout_ms, byref(err))
+    if rc == 1:
+        return 1, json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
+    if rc == 0 or rc == -_errno.ESHUTDOWN:
+        return 0, None
+    if rc == -_errno.EAGAIN:
+        return rc, None
+    check(rc, err, "watch")
+
+
+class SyncWatch:
+    """A watch of a sandbox's folder (SyncSandbox.watch): a context manager and an iterator."""
+
+    def __init__(self, sb, path, recursive):
+        self._sb, self._path, self._recursive = sb, path, recursive
+        self._ptr = None
+        self._done = False
+
+    def start(self):
+        if self._ptr is None and not self._done:
+            self._ptr = self._sb._watch_start_blocking(self._path, self._recursive)
+        return self
+
+    def close(self):
+        self._done = True
+        if self._ptr is not None:
+            lib.capsule_watch_free(self._ptr)
+            self._ptr = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self):
+        return self
+
+    def next(self, timeout=None):
+        """The next event, or None when none came within TIMEOUT seconds (None: wait)."""
+        self.start()
+        while self._ptr is not None:
+            rc, event = _watch_next(self._ptr, -1 if timeout is None else int(timeout * 1000))
+            if rc == 1:
+                return event
+            if rc == 0:
+                break
+            if timeout is not None:
+                return None
+        self.close()
+        raise StopIteration
+
+    def __next__(self):
+        return self.next()
+
+    def __del__(self):
+        self.close()
+
+
+class AsyncWatch:
+    """A watch of a sandbox's folder (Sandbox.watch): an async context manager and iterator."""
+
+    def __init__(self, sb, path, recursive):
+        self._sb, self._path, self._recursive = sb, path, recursive
+        self._ptr = None
+        self._done = False
+        self._readable = None
+        self._loop = None
+
+    async def start(self):
+        if self._ptr is None and not self._done:
+            self._ptr = await _in_thread(self._sb._watch_start_blocking, self._path, self._recursive)
+            self._loop = asyncio.get_running_loop()
+            self._readable = asyncio.Event()
+            self._loop.add_reader(lib.capsule_watch_fd(self._ptr), self._readable.set)
+        return self
+
+    def close(self):
+        self._done = True
+        if self._ptr is not None:
+            self._loop.remove_reader(lib.capsule_watch_fd(self._ptr))
+            lib.capsule_watch_free(self._ptr)
+            self._ptr = None
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        await self.start()
+        while self._ptr is not None:
+            # What is here already first: the reader fires again only for new bytes.
+            rc, event = _watch_next(self._ptr, 0)
+            if rc == 1:
+                return event
+            if rc == 0:
+                break
+            self._readable.clear()
+            await self._readable.wait()
+        self.close()
+        raise StopAsyncIteration
+
+
 def _finalize_config(cfg_box):
     cfg = cfg_box.pop("cfg", None)
     if cfg:
@@ -645,6 +762,20 @@ class SyncSandbox(_Core):
         link_target; sorted by path. Read from the sandbox's own layer (it costs what
         changed); container level only (a vm raises UnsupportedFeature)."""
         return self._diff_blocking()
+
+    def watch(self, path, recursive=False):
+        """The changes below PATH as they happen, seen from inside the sandbox: a SyncWatch,
+        watching from `with` (or the first event) until the block ends, close(), or PATH is
+        gone. Each event is a dict: kind ("create", "modify", "delete", "move", "overflow"),
+        path, from (a move's old path), time, time_ns, dir. "overflow" means events were lost
+        (the reader was too slow, or the kernel's queue overflowed). At the vm level, what the
+        host changes in a bound folder is not seen.
+
+            with sb.watch("/work", recursive=True) as w:
+                sb.execute("make")
+                for event in w: ...
+        """
+        return SyncWatch(self, path, recursive)
 
     def pause(self):
         """Hold every process of the sandbox still, in memory, until resume() or a stop.
@@ -775,6 +906,12 @@ class Sandbox(_Core):
     async def diff(self):
         """What changed in the filesystem (see SyncSandbox.diff)."""
         return await _in_thread(self._diff_blocking)
+
+    def watch(self, path, recursive=False):
+        """An AsyncWatch of the changes below PATH (see SyncSandbox.watch): `async with` starts
+        watching, `async for` reads the events on the loop as they come (no thread is held
+        while waiting)."""
+        return AsyncWatch(self, path, recursive)
 
     async def pause(self):
         """Hold every process still, in memory (see SyncSandbox.pause)."""
