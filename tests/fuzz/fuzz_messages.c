@@ -1,8 +1,8 @@
 /* libFuzzer target: the message decoders, and the encoders as their inverse.
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, request_ok; 0xe0 to
- * 0xef, byte % 2: port add, port remove; 0xd0 to 0xd7: save; 0xd8 to 0xdf: pause; 0xcc to 0xcf: a vm's
- * FWD_CONNECT; 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
+ * 0xef, byte % 2: port add, port remove; 0xd0 to 0xd7: save; 0xd8 to 0xdf: pause; 0xcc and 0xcd: a vm's
+ * FWD_CONNECT; 0xce: WATCH; 0xcf: WATCH event records (a DATA payload); 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
  * 3: screenshot, screenshot OK, input; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
@@ -447,6 +447,72 @@ static int fuzz_fwd_connect(const uint8_t *p, size_t n)
 	return 0;
 }
 
+static bool watch_eq(const struct cp_watch *a, const struct cp_watch *b)
+{
+	return str_eq(a->path, b->path) && a->flags == b->flags;
+}
+
+static int fuzz_watch(const uint8_t *p, size_t n)
+{
+	struct cp_watch a;
+	int r = cp_watch_decode(p, n, &a);
+	if (r != 0) {
+		CHECK(a.path == NULL);
+		return r;
+	}
+	CHECK(a.path[0] == '/' && strlen(a.path) <= CP_FS_PATH_MAX && !(a.flags & ~CP_WATCH_RECURSIVE));
+	ROUND_TRIP(struct cp_watch, cp_watch_encode, cp_watch_decode, cp_watch_free, watch_eq, a, CP_WATCH);
+	cp_watch_free(&a);
+	return 0;
+}
+
+static bool watch_event_eq(const struct cp_watch_event *a, const struct cp_watch_event *b)
+{
+	return a->kind == b->kind && str_eq(a->path, b->path) && str_eq(a->from, b->from) && a->time_ns == b->time_ns &&
+	       a->is_dir == b->is_dir;
+}
+
+/* WATCH's records come from the agent, inside the boundary: every bound the decoder promises
+ * is checked, and the good records, appended again, read back the same. */
+static int fuzz_watch_events(const uint8_t *p, size_t n)
+{
+	struct cp_reader r = { .p = p, .rem = n };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_watch_event e;
+	int k;
+	size_t count = 0;
+	for (;;) {
+		size_t before = r.rem;
+		k = cp_watch_event_next(&r, &e);
+		if (k <= 0)
+			break;
+		CHECK(r.rem + 4 <= before);
+		CHECK(e.kind >= CP_WATCH_CREATE && e.kind <= CP_WATCH_OVERFLOW && e.is_dir <= 1);
+		if (e.kind == CP_WATCH_OVERFLOW)
+			CHECK(!e.path && !e.from);
+		else
+			CHECK(e.path && e.path[0] == '/' && strlen(e.path) <= CP_FS_PATH_MAX);
+		CHECK(e.kind == CP_WATCH_MOVE ? (e.from && e.from[0] == '/' && strlen(e.from) <= CP_FS_PATH_MAX) : !e.from);
+		CHECK(cp_watch_event_append(&w, &e) == 0);
+		cp_watch_event_free(&e);
+		count++;
+	}
+	CHECK(e.path == NULL && e.from == NULL);
+	struct cp_reader again = { .p = w.buf, .rem = w.len }, orig = { .p = p, .rem = n };
+	struct cp_watch_event a, b;
+	for (size_t i = 0; i < count; i++) {
+		CHECK(cp_watch_event_next(&again, &b) == 1);
+		CHECK(cp_watch_event_next(&orig, &a) == 1);
+		CHECK(watch_event_eq(&a, &b));
+		cp_watch_event_free(&a);
+		cp_watch_event_free(&b);
+	}
+	CHECK(again.rem == 0);
+	cp_writer_free(&w);
+	return k;
+}
+
 /* VM_MOUNT, VM_UNMOUNT, VM_MOUNTED (shim <-> agent, vm isolation): what decodes is what the
  * agent acts on, so every bound the decoder promises is checked here. */
 static int fuzz_vm_mount_messages(unsigned which, const uint8_t *p, size_t n)
@@ -531,7 +597,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (data[0] >= 0xcc && data[0] < 0xd0) {
-		r = fuzz_fwd_connect(p, n);
+		r = data[0] < 0xce ? fuzz_fwd_connect(p, n) : data[0] == 0xce ? fuzz_watch(p, n) : fuzz_watch_events(p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
 		free(p);
 		return 0;

@@ -149,6 +149,13 @@ PORT_SEEDS = {
     # 0xcc: a vm's FWD_CONNECT.
     'fwd-connect': (0xcc, u32(1, 8080)),
     'fwd-connect-port0': (0xcc, u32(1, 0)),
+    # 0xce: WATCH (path, flags 1 recursive); 0xcf: WATCH event records.
+    'watch': (0xce, s(1, '/work') + u32(2, 1)),
+    'watch-relative': (0xce, s(1, 'work')),
+    'watch-events': (0xcf, record(u32(1, 1) + s(2, '/work/a') + u64(4, 1700000000000000000) + u32(5, 0))
+                     + record(u32(1, 4) + s(2, '/work/b') + s(3, '/work/a') + u64(4, 1))
+                     + record(u32(1, 5) + u64(4, 2))),
+    'watch-events-move-without-from': (0xcf, record(u32(1, 4) + s(2, '/work/b'))),
     # 0xd8: PAUSE (op 1 pause, 2 resume; 3 is refused).
     'pause': (0xd8, u32(1, 1)),
     'resume': (0xd8, u32(1, 2)),

@@ -411,7 +411,7 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE, CP_PAUSE,
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE, CP_PAUSE, CP_WATCH,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
 				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
@@ -2471,6 +2471,118 @@ static void test_pause_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+static void test_watch_round_trip_and_refusals(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_watch a = { .path = "/work", .flags = CP_WATCH_RECURSIVE };
+	assert_int_equal(cp_watch_encode(&w, 5, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_WATCH);
+	assert_string_equal(cp_type_name(CP_WATCH), "WATCH");
+	struct cp_watch b;
+	assert_int_equal(cp_watch_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.path, "/work");
+	assert_int_equal(b.flags, CP_WATCH_RECURSIVE);
+	cp_watch_free(&b);
+	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++) {
+		int r = cp_watch_decode(w.buf + CP_HEADER_SIZE, n, &b);
+		/* Cut after the path's field, the flags are absent: still a whole request. */
+		if (r == 0)
+			cp_watch_free(&b);
+		else
+			assert_null(b.path);
+	}
+	char long_path[CP_FS_PATH_MAX + 2];
+	memset(long_path, 'a', sizeof(long_path) - 1);
+	long_path[0] = '/';
+	long_path[sizeof(long_path) - 1] = '\0';
+	struct cp_watch bad[] = { { NULL, 0 }, { "work", 0 }, { long_path, 0 }, { "/w", 2 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cp_watch_encode(&w, 1, &bad[i]), -EINVAL);
+		cp_frame_begin(&w, CP_WATCH, 0, 1);
+		if (bad[i].path)
+			cp_put_str(&w, CP_T_WATCH_PATH, bad[i].path);
+		cp_put_u32(&w, CP_T_WATCH_FLAGS, bad[i].flags);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_watch_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+		assert_null(b.path);
+	}
+	cp_writer_free(&w);
+}
+
+static void test_watch_event_records_round_trip_and_refusals(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_watch_event in[] = {
+		{ .kind = CP_WATCH_CREATE, .path = "/w/a\nb", .time_ns = 7, .is_dir = 1 },
+		{ .kind = CP_WATCH_MOVE, .path = "/w/c", .from = "/w/a\nb", .time_ns = 8 },
+		{ .kind = CP_WATCH_OVERFLOW, .time_ns = 9 },
+	};
+	for (size_t i = 0; i < 3; i++)
+		assert_int_equal(cp_watch_event_append(&w, &in[i]), 0);
+	struct cp_reader r = { .p = w.buf, .rem = w.len };
+	struct cp_watch_event e;
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(cp_watch_event_next(&r, &e), 1);
+		assert_int_equal(e.kind, in[i].kind);
+		assert_true((!e.path && !in[i].path) || !strcmp(e.path, in[i].path));
+		assert_true((!e.from && !in[i].from) || !strcmp(e.from, in[i].from));
+		assert_int_equal(e.time_ns, in[i].time_ns);
+		assert_int_equal(e.is_dir, in[i].is_dir);
+		cp_watch_event_free(&e);
+	}
+	assert_int_equal(cp_watch_event_next(&r, &e), 0);
+	/* A record cut anywhere is refused, never read past. */
+	for (size_t n = 1; n < w.len; n++) {
+		struct cp_reader t = { .p = w.buf, .rem = n };
+		int k;
+		while ((k = cp_watch_event_next(&t, &e)) == 1)
+			cp_watch_event_free(&e);
+		assert_true(k == 0 || k == -EBADMSG);
+		assert_null(e.path);
+	}
+	/* What the agent may not send: a move without from, from on another kind, a relative
+	 * path, an overflow with a path, an unknown kind, dir other than 0 or 1. */
+	struct cp_watch_event bad[] = {
+		{ .kind = CP_WATCH_MOVE, .path = "/a" },
+		{ .kind = CP_WATCH_CREATE, .path = "/a", .from = "/b" },
+		{ .kind = CP_WATCH_DELETE, .path = "a" },
+		{ .kind = CP_WATCH_OVERFLOW, .path = "/a" },
+		{ .kind = 6, .path = "/a" },
+		{ .kind = CP_WATCH_CREATE, .path = "/a", .is_dir = 2 },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		w.len = 0;
+		assert_int_equal(cp_watch_event_append(&w, &bad[i]), -EINVAL);
+		/* The same fields written by hand, as a hostile agent would. */
+		struct cp_writer f;
+		cp_writer_init(&f);
+		cp_put_u32(&f, CP_T_WEV_KIND, bad[i].kind);
+		if (bad[i].path)
+			cp_put_str(&f, CP_T_WEV_PATH, bad[i].path);
+		if (bad[i].from)
+			cp_put_str(&f, CP_T_WEV_FROM, bad[i].from);
+		cp_put_u32(&f, CP_T_WEV_DIR, bad[i].is_dir);
+		uint8_t rec[256];
+		assert_true(f.len + 4 <= sizeof(rec));
+		rec[0] = (uint8_t)f.len;
+		rec[1] = (uint8_t)(f.len >> 8);
+		rec[2] = rec[3] = 0;
+		memcpy(rec + 4, f.buf, f.len);
+		struct cp_reader t = { .p = rec, .rem = f.len + 4 };
+		cp_writer_free(&f);
+		assert_int_equal(cp_watch_event_next(&t, &e), -EBADMSG);
+		assert_null(e.path);
+		assert_null(e.from);
+	}
+	cp_writer_free(&w);
+}
+
 /* SHUTDOWN is its own frame type with STOP's body: the agent reads its grace time with
  * cp_stop_decode, and nothing rewrites a STOP frame's header into it. */
 static void test_shutdown_frame_has_its_type_and_the_stop_body(void **state)
@@ -2771,6 +2883,8 @@ int main(void)
 		cmocka_unit_test(test_request_ok_carries_a_port_list),
 		cmocka_unit_test(test_save_round_trip_and_bounds),
 		cmocka_unit_test(test_pause_round_trip_and_bounds),
+		cmocka_unit_test(test_watch_round_trip_and_refusals),
+		cmocka_unit_test(test_watch_event_records_round_trip_and_refusals),
 		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),

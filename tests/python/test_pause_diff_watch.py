@@ -1,6 +1,6 @@
-"""pause(), resume() and diff() through the SDK, sync and async: a paused sandbox's processes stop
-making output, commands are refused with Busy and its one line, resume lets them run; diff()
-lists what commands changed."""
+"""pause(), resume(), diff() and watch() through the SDK, sync and async: a paused sandbox's
+processes stop making output, commands are refused with Busy and its one line, resume lets them
+run; diff() lists what commands changed; watch() streams changes as they happen."""
 import asyncio
 import time
 
@@ -69,5 +69,29 @@ def test_diff_lists_what_a_command_changed_sync_and_async():
         async with Sandbox(image="host") as sb:
             await sb.execute("mkdir /opt/made")
             assert [(c["path"], c["kind"], c["type"]) for c in await sb.diff()] == [("/opt/made", "added", "dir")]
+
+    asyncio.run(main())
+
+
+def test_watch_sync_and_async():
+    with SyncSandbox(image="host") as sb:
+        with sb.watch("/root") as w:
+            sb.execute("touch /root/a; mv /root/a /root/b")
+            got = [w.next(timeout=30), w.next(timeout=30)]
+            assert [(e["kind"], e["path"], e.get("from")) for e in got] == [
+                ("create", "/root/a", None), ("move", "/root/b", "/root/a")]
+            assert w.next(timeout=0.2) is None
+
+    async def main():
+        async with Sandbox(image="host") as sb:
+            async with sb.watch("/root", recursive=True) as w:
+                await sb.execute("mkdir /root/d && touch /root/d/f && rm -rf /root/d")
+                events = []
+                async for e in w:
+                    events.append((e["kind"], e["path"]))
+                    if e == {**e, "kind": "delete", "path": "/root/d"}:
+                        break
+                assert events == [("create", "/root/d"), ("create", "/root/d/f"), ("delete", "/root/d/f"),
+                                  ("delete", "/root/d")]
 
     asyncio.run(main())
