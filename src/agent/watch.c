@@ -137,26 +137,6 @@ static char *join(const char *dir, const char *name)
 	return p;
 }
 
-/* Queue one record; what does not fit in the credit is lost, and said to be. */
-static void queue(struct watch *w, uint32_t kind, const char *path, const char *from, bool is_dir)
-{
-	if (kind != CP_WATCH_MODIFY)
-		w->last_mod_wd = -1;
-	struct cp_watch_event e = { .kind = kind, .path = (char *)path, .from = (char *)from,
-				    .time_ns = realtime_ns(), .is_dir = is_dir };
-	/* A record's own size: a path, a from, four numbers. */
-	size_t need = 64 + (path ? strlen(path) : 0) + (from ? strlen(from) : 0);
-	if (w->out.len + need > w->credit || w->out.len + need > FRAME_MAX) {
-		w->overflow = true;
-		return;
-	}
-	if (cp_watch_event_append(&w->out, &e) < 0) {
-		cp_writer_free(&w->out);
-		cp_writer_init(&w->out);
-		w->overflow = true;
-	}
-}
-
 /* Send the queued records as one DATA frame. */
 static void flush(struct watch *w)
 {
@@ -176,6 +156,28 @@ static void flush(struct watch *w)
 	agent_send_raw(w->out.buf, w->out.len);
 	w->credit -= w->out.len;
 	w->out.len = 0;
+}
+
+/* Queue one record; what does not fit in the credit is lost, and said to be. */
+static void queue(struct watch *w, uint32_t kind, const char *path, const char *from, bool is_dir)
+{
+	if (kind != CP_WATCH_MODIFY)
+		w->last_mod_wd = -1;
+	struct cp_watch_event e = { .kind = kind, .path = (char *)path, .from = (char *)from,
+				    .time_ns = realtime_ns(), .is_dir = is_dir };
+	/* A record's own size: a path, a from, four numbers. */
+	size_t need = 64 + (path ? strlen(path) : 0) + (from ? strlen(from) : 0);
+	if (w->out.len + need > FRAME_MAX)
+		flush(w);
+	if (w->out.len + need > w->credit) {
+		w->overflow = true;
+		return;
+	}
+	if (cp_watch_event_append(&w->out, &e) < 0) {
+		cp_writer_free(&w->out);
+		cp_writer_init(&w->out);
+		w->overflow = true;
+	}
 }
 
 static void scanned_add(struct watch *w, const char *path)
@@ -333,7 +335,7 @@ static void one_event(struct watch *w, const struct inotify_event *ev, struct pe
 		return;
 	}
 	if (w->on_file) {
-		if (ev->mask & IN_MODIFY && w->last_mod_wd != ev->wd) {
+		if ((ev->mask & IN_MODIFY) && w->last_mod_wd != ev->wd) {
 			queue(w, CP_WATCH_MODIFY, d->path, NULL, false);
 			w->last_mod_wd = ev->wd;
 		}
