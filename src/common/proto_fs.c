@@ -125,32 +125,25 @@ void cp_fs_entry_free(struct cp_fs_entry *m)
 
 int cp_fs_record_append(struct cp_writer *w, const struct cp_fs_entry *m)
 {
-	size_t at = w->len;
-	uint8_t *lenp = writer_reserve(w, 4);
-	if (!lenp)
-		return w->err;
+	size_t at;
+	int r = record_begin(w, &at);
+	if (r < 0)
+		return r;
 	fs_entry_put(w, m);
-	if (w->err)
-		return w->err;
-	put_le32(w->buf + at, (uint32_t)(w->len - at - 4));
-	return 0;
+	return record_end(w, at);
 }
 
 int cp_fs_record_next(struct cp_reader *r, struct cp_fs_entry *m)
 {
 	/* Zeroed on every path, as the decoders leave it, so freeing it after any result is safe. */
 	memset(m, 0, sizeof(*m));
-	if (r->rem == 0)
-		return 0;
-	if (r->rem < 4)
-		return -EBADMSG;
-	uint32_t len = get_le32(r->p);
-	if (len > r->rem - 4)
-		return -EBADMSG;
-	int k = fs_entry_decode(r->p + 4, len, m, false);
-	if (k < 0)
+	const uint8_t *body;
+	size_t len;
+	int k = record_peek(r, &body, &len);
+	if (k <= 0)
 		return k;
-	r->p += 4 + (size_t)len;
-	r->rem -= 4 + (size_t)len;
+	if ((k = fs_entry_decode(body, len, m, false)) < 0)
+		return k;
+	record_skip(r, len);
 	return 1;
 }

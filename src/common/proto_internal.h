@@ -138,6 +138,44 @@ static inline int strv_terminate(char ***v)
 		}                                                         \
 	} while (0)
 
+/* Records (LIST's entries, WATCH's events): a u32 length, then that many bytes of fields.
+ * record_begin reserves the length and returns where it is; record_end fills it in. */
+static inline int record_begin(struct cp_writer *w, size_t *at)
+{
+	*at = w->len;
+	return writer_reserve(w, 4) ? 0 : w->err;
+}
+
+static inline int record_end(struct cp_writer *w, size_t at)
+{
+	if (w->err)
+		return w->err;
+	put_le32(w->buf + at, (uint32_t)(w->len - at - 4));
+	return 0;
+}
+
+/* The next record's fields in *BODY and *LEN, without taking it (record_skip does): 1, 0 at
+ * the end, -EBADMSG when what is left is too short for a length or the record runs past it. */
+static inline int record_peek(const struct cp_reader *r, const uint8_t **body, size_t *len)
+{
+	if (r->rem == 0)
+		return 0;
+	if (r->rem < 4)
+		return -EBADMSG;
+	uint32_t n = get_le32(r->p);
+	if (n > r->rem - 4)
+		return -EBADMSG;
+	*body = r->p + 4;
+	*len = n;
+	return 1;
+}
+
+static inline void record_skip(struct cp_reader *r, size_t len)
+{
+	r->p += 4 + len;
+	r->rem -= 4 + len;
+}
+
 static inline bool str_fits(const char *s, size_t max)
 {
 	return !s || strlen(s) <= max;

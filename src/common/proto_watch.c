@@ -61,9 +61,10 @@ int cp_watch_event_append(struct cp_writer *w, const struct cp_watch_event *m)
 {
 	if (!event_ok(m))
 		return -EINVAL;
-	size_t at = w->len;
-	if (!writer_reserve(w, 4))
-		return w->err;
+	size_t at;
+	int r = record_begin(w, &at);
+	if (r < 0)
+		return r;
 	cp_put_u32(w, CP_T_WEV_KIND, m->kind);
 	if (m->path)
 		cp_put_str(w, CP_T_WEV_PATH, m->path);
@@ -72,10 +73,7 @@ int cp_watch_event_append(struct cp_writer *w, const struct cp_watch_event *m)
 	cp_put_u64(w, CP_T_WEV_TIME, m->time_ns);
 	if (m->is_dir)
 		cp_put_u32(w, CP_T_WEV_DIR, m->is_dir);
-	if (w->err)
-		return w->err;
-	put_le32(w->buf + at, (uint32_t)(w->len - at - 4));
-	return 0;
+	return record_end(w, at);
 }
 
 static int event_decode(const uint8_t *p, size_t n, struct cp_watch_event *m)
@@ -106,18 +104,14 @@ fail:
 int cp_watch_event_next(struct cp_reader *r, struct cp_watch_event *m)
 {
 	memset(m, 0, sizeof(*m));
-	if (r->rem == 0)
-		return 0;
-	if (r->rem < 4)
-		return -EBADMSG;
-	uint32_t len = get_le32(r->p);
-	if (len > r->rem - 4)
-		return -EBADMSG;
-	int k = event_decode(r->p + 4, len, m);
-	if (k < 0)
+	const uint8_t *body;
+	size_t len;
+	int k = record_peek(r, &body, &len);
+	if (k <= 0)
 		return k;
-	r->p += 4 + (size_t)len;
-	r->rem -= 4 + (size_t)len;
+	if ((k = event_decode(body, len, m)) < 0)
+		return k;
+	record_skip(r, len);
 	return 1;
 }
 
