@@ -156,7 +156,8 @@ CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, c
 CAPSULE_API int capsule_sandbox_pause(capsule_sandbox *sb, capsule_error *err);
 CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
 /* What changed in the sandbox's root filesystem since it was made, running or stopped, as a
- * JSON array (malloc'd, caller frees) of objects, sorted by path, parents first: path
+ * JSON array (malloc'd, caller frees) of objects in the order of a walk of the tree (a folder
+ * before what it holds, each folder's names sorted bytewise): path
  * (absolute in the sandbox), kind ("added", "modified", "deleted"), type ("file", "dir",
  * "symlink", "other"), and except for a deletion size (bytes; 0 for a folder), mode ("0644"),
  * mtime_ns and, for a symlink, link_target. Read from the sandbox's own layer, so it costs what changed:
@@ -166,6 +167,18 @@ CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
  * its bad bytes as U+FFFD. Container level only: a vm is EOPNOTSUPP (its root is one ext4
  * disk). More than a million changes is EFBIG. */
 CAPSULE_API int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err);
+/* What changed since checkpoint CHECKPOINT (capsule_checkpoint) of SB, in the same form: a
+ * path changed after it is "modified" (or "added" where the checkpoint had it deleted, or
+ * "deleted"), one changed only before it is not listed, and a change taken back (a file added
+ * before, removed after) is "deleted". It reads the checkpoint's copy of the layer and the
+ * layer now: it costs what changed since the sandbox was made. Container level only. */
+CAPSULE_API int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *checkpoint, char **out_json,
+						capsule_error *err);
+/* The same between two diffs of one sandbox taken by capsule_sandbox_diff_json, BEFORE and
+ * AFTER (what a command changed: capsule exec --diff), into *OUT_JSON (malloc'd). EINVAL for
+ * text that is not such a diff. */
+CAPSULE_API int capsule_diff_json_since(const char *before_json, const char *after_json, char **out_json,
+					capsule_error *err);
 
 /* Watch PATH (absolute in the running sandbox; a folder, or a file for its own changes), its
  * whole tree with RECURSIVE (at most 8192 folders, 64 watches a sandbox), from inside the

@@ -11,63 +11,6 @@
 #include "json.h"
 #include "util.h"
 
-/* One change: its path, and its object's text to tell whether it changed again. */
-struct change {
-	char *path;
-	const char *text;
-	size_t len;
-};
-
-struct changes {
-	struct change *v;
-	size_t n, cap;
-};
-
-static void changes_free(struct changes *c)
-{
-	for (size_t i = 0; i < c->n; i++)
-		free(c->v[i].path);
-	free(c->v);
-	memset(c, 0, sizeof(*c));
-}
-
-static int add_change(const char *name, const char *value, size_t len, void *payload)
-{
-	(void)name;
-	struct changes *c = payload;
-	char *path = NULL;
-	if (json_get_string(value, len, "path", &path) < 0)
-		return -1;
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		struct change *v = realloc(c->v, cap * sizeof(*v));
-		if (!v) {
-			free(path);
-			return -1;
-		}
-		c->v = v;
-		c->cap = cap;
-	}
-	c->v[c->n++] = (struct change){ .path = path, .text = value, .len = len };
-	return 0;
-}
-
-static int by_path(const void *a, const void *b)
-{
-	return strcmp(((const struct change *)a)->path, ((const struct change *)b)->path);
-}
-
-static int changes_parse(const char *json, struct changes *c)
-{
-	memset(c, 0, sizeof(*c));
-	if (json_array_each(json, strlen(json), 2000000, add_change, c) < 0) {
-		changes_free(c);
-		return -1;
-	}
-	qsort(c->v, c->n, sizeof(*c->v), by_path);
-	return 0;
-}
-
 /* A path as one line whatever it holds: backslash, control bytes and DEL escaped (a name
  * with a newline must not forge a second line). */
 static void put_path(FILE *f, const char *p)
@@ -107,69 +50,58 @@ static void print_line(FILE *f, const char *text, size_t len, char letter)
 	fputc('\n', f);
 }
 
-static int print_all(const char *json, bool as_json)
+static int print_row(const char *name, const char *value, size_t len, void *payload)
+{
+	(void)name;
+	print_line(payload, value, len, 0);
+	return 0;
+}
+
+/* JSON as it is, or one line a change, on F. */
+static int print_all(FILE *f, const char *json, bool as_json)
 {
 	if (as_json) {
-		printf("%s\n", json);
+		fprintf(f, "%s\n", json);
 		return 0;
 	}
-	struct changes c;
-	if (changes_parse(json, &c) < 0)
+	if (json_array_each(json, strlen(json), 2000000, print_row, f) < 0)
 		return cli_failf("diff: malformed answer from the library");
-	for (size_t i = 0; i < c.n; i++)
-		print_line(stdout, c.v[i].text, c.v[i].len, 0);
-	changes_free(&c);
 	return 0;
 }
 
 int cli_print_diff_since(const char *before, const char *after)
 {
-	struct changes b, a;
-	if (changes_parse(before, &b) < 0)
-		return cli_failf("diff: malformed answer from the library");
-	if (changes_parse(after, &a) < 0) {
-		changes_free(&b);
-		return cli_failf("diff: malformed answer from the library");
-	}
-	/* Both lists are sorted by path: what is new or different after, and what the command
-	 * took back out of the layer (a file it had added, removed again: deleted). A path that
-	 * was a change before and is another one after was changed by the command. */
-	for (size_t i = 0, k = 0; i < a.n || k < b.n;) {
-		int cmp = i >= a.n ? 1 : k >= b.n ? -1 : strcmp(a.v[i].path, b.v[k].path);
-		if (cmp < 0) {
-			print_line(stderr, a.v[i].text, a.v[i].len, 0);
-			i++;
-		} else if (cmp > 0) {
-			print_line(stderr, b.v[k].text, b.v[k].len, 'D');
-			k++;
-		} else {
-			if (a.v[i].len != b.v[k].len || memcmp(a.v[i].text, b.v[k].text, a.v[i].len))
-				print_line(stderr, a.v[i].text, a.v[i].len, 'C');
-			i++;
-			k++;
-		}
-	}
-	changes_free(&b);
-	changes_free(&a);
-	return 0;
+	capsule_error err = { 0 };
+	char *json = NULL;
+	if (capsule_diff_json_since(before, after, &json, &err) < 0)
+		return cli_fail(&err);
+	int r = print_all(stderr, json, false);
+	free(json);
+	return r;
 }
 
 int cmd_diff(int argc, char **argv)
 {
 	bool as_json = false;
-	const char *name = NULL;
+	const char *name = NULL, *since = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help")) {
-			fputs("Usage: capsule diff [--json] SANDBOX\n\n"
+			fputs("Usage: capsule diff [--json] [--since CHECKPOINT] SANDBOX\n\n"
 			      "What changed in a sandbox's filesystem since it was made, running or stopped:\n"
 			      "one line per change, 'A' added, 'C' changed, 'D' deleted, with mode and size.\n"
 			      "Read from its own layer, so it costs what changed. Container level only.\n\n"
-			      "  --json   a JSON array of {path, kind, type, size, mode, mtime_ns, link_target}\n",
+			      "  --json               a JSON array of {path, kind, type, size, mode, mtime_ns,\n"
+			      "                       link_target}\n"
+			      "  --since CHECKPOINT   only what changed since the sandbox's checkpoint\n",
 			      stdout);
 			return 0;
 		}
 		if (!strcmp(argv[i], "--json"))
 			as_json = true;
+		else if (!strcmp(argv[i], "--since") && i + 1 < argc)
+			since = argv[++i];
+		else if (!strcmp(argv[i], "--since"))
+			return cli_usage("diff", "flag '--since' needs a value");
 		else if (argv[i][0] == '-')
 			return cli_usage("diff", "unknown flag '%s'", argv[i]);
 		else if (name)
@@ -184,11 +116,11 @@ int cmd_diff(int argc, char **argv)
 	if (capsule_sandbox_open(&sb, name, &err) < 0)
 		return cli_fail(&err);
 	char *json = NULL;
-	int r = capsule_sandbox_diff_json(sb, &json, &err);
+	int r = since ? capsule_sandbox_diff_since_json(sb, since, &json, &err) : capsule_sandbox_diff_json(sb, &json, &err);
 	capsule_sandbox_free(sb);
 	if (r < 0)
 		return cli_fail(&err);
-	r = print_all(json, as_json);
+	r = print_all(stdout, json, as_json);
 	free(json);
 	return r;
 }

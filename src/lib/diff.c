@@ -23,6 +23,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "diff.h"
 #include "home.h"
 #include "id_slot.h"
 #include "internal.h"
@@ -396,22 +397,17 @@ static int open_lowers(const struct capsule_config *cfg, struct lowers *l, capsu
 	return 0;
 }
 
-int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
+int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **out_json, capsule_error *err)
 {
-	if (!sb || !out_json)
-		return cap_err_plain(err, EINVAL, "diff: no sandbox given");
 	*out_json = NULL;
-	const struct capsule_config *cfg = sandbox_config(sb);
 	if (cfg->isolation == CAPSULE_ISOLATION_VM)
 		return cap_err_plain(err, EOPNOTSUPP,
 				     "diff of sandbox '%s': not available at the vm level (its root is one ext4 disk, "
 				     "with no overlay layer of its own changes to read)",
 				     cfg->name);
 	_cleanup_close_ int run = -1, upper = -1;
-	int r = run_dir_open(cfg->name, &run, err);
-	if (r < 0)
-		return r;
-	if ((r = sandbox_upper_open(run, cfg, &upper, err)) < 0)
+	int r = 0;
+	if (layer < 0 && ((r = run_dir_open(cfg->name, &run, err)) < 0 || (r = sandbox_upper_open(run, cfg, &upper, err)) < 0))
 		return r;
 	struct lowers l = { 0 };
 	if ((r = open_lowers(cfg, &l, err)) < 0) {
@@ -430,7 +426,7 @@ int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_erro
 	d->err = err;
 	d->path[0] = '/';
 	json_array_begin(&j);
-	r = diff_dir(d, upper, &l, false, 0);
+	r = diff_dir(d, layer >= 0 ? layer : upper, &l, false, 0);
 	json_array_end(&j);
 	lowers_close(&l);
 	free(d);
@@ -441,4 +437,11 @@ int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_erro
 	int e = 0;
 	*out_json = json_steal(&j, &e);
 	return *out_json ? 0 : cap_err(err, e ? -e : ENOMEM, "formatting the diff");
+}
+
+int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err)
+{
+	if (!sb || !out_json)
+		return cap_err_plain(err, EINVAL, "diff: no sandbox given");
+	return sandbox_layer_diff_json(sandbox_config(sb), -1, out_json, err);
 }

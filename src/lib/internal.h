@@ -9,6 +9,7 @@
 #include "sandbox_config.h"
 #include "config_keys.h"
 #include "conn.h"
+#include "diff.h"
 #include "ext4_image.h"
 #include "home.h"
 #include "id_slot.h"

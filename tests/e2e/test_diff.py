@@ -82,6 +82,23 @@ def test_hostile_names_are_listed_exactly_and_never_followed(capsule):
     assert len(r.stdout.splitlines()) == len(changes)
 
 
+def test_since_a_checkpoint_lists_only_what_changed_after_it(capsule):
+    name = capsule.create()
+    sh(capsule, name, "echo a > /root/kept; echo x > /root/gone; echo same > /root/same; rm /etc/hostname")
+    assert capsule.run("checkpoint", name, "cp1").returncode == 0
+    r = capsule.run("diff", "--since", "cp1", "--json", name)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == []
+    sh(capsule, name, "echo b >> /root/kept; rm /root/gone; echo n > /root/new; echo h > /etc/hostname")
+    r = capsule.run("diff", "--since", "cp1", "--json", name)
+    assert r.returncode == 0, r.stderr
+    assert {c["path"]: c["kind"] for c in json.loads(r.stdout)} == {
+        "/etc/hostname": "added", "/root/gone": "deleted", "/root/kept": "modified", "/root/new": "added"}
+    r = capsule.run("diff", "--since", "no-such-checkpoint", name)
+    assert_capsule_error(r)
+    assert "no checkpoint named 'no-such-checkpoint'" in r.stderr
+
+
 def test_folders_nested_past_the_bound_fail_with_one_line(capsule):
     name = capsule.create()
     sh(capsule, name, "cd /root && for i in $(seq 300); do mkdir a && cd a; done")

@@ -64,6 +64,9 @@ def test_diff_lists_what_a_command_changed_sync_and_async():
         changes = {c["path"]: c for c in sb.diff()}
         assert changes["/root/new"]["kind"] == "added" and changes["/root/new"]["size"] == 3
         assert changes["/etc/hostname"] == {"path": "/etc/hostname", "kind": "deleted", "type": "file"}
+        sb.checkpoint("c1")
+        sb.execute("echo again >> /root/new")
+        assert [(c["path"], c["kind"]) for c in sb.diff(since="c1")] == [("/root/new", "modified")]
 
     async def main():
         async with Sandbox(image="host") as sb:

@@ -144,6 +144,7 @@ _PROTOS = {
     "capsule_config_add_qemu_arg": (c_int, [c_void_p, c_char_p, E]),
     "capsule_sandbox_inspect_json": (c_int, [c_void_p, POINTER(c_void_p), E]),
     "capsule_sandbox_diff_json": (c_int, [c_void_p, POINTER(c_void_p), E]),
+    "capsule_sandbox_diff_since_json": (c_int, [c_void_p, c_char_p, POINTER(c_void_p), E]),
     "capsule_watch_start": (c_int, [c_void_p, c_char_p, c_bool, POINTER(c_void_p), E]),
     "capsule_watch_next": (c_int, [c_void_p, POINTER(c_void_p), c_int, E]),
     "capsule_watch_fd": (c_int, [c_void_p]),

@@ -349,9 +349,12 @@ class _Core:
         else:
             self._call(lib.capsule_sandbox_pause, op="pause")
 
-    def _diff_blocking(self):
+    def _diff_blocking(self, since=None):
         out = c_void_p()
-        self._call(lib.capsule_sandbox_diff_json, byref(out), op="diff")
+        if since is None:
+            self._call(lib.capsule_sandbox_diff_json, byref(out), op="diff")
+        else:
+            self._call(lib.capsule_sandbox_diff_since_json, enc(since, "checkpoint"), byref(out), op="diff")
         return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
 
     def _watch_start_blocking(self, path, recursive):
@@ -755,13 +758,14 @@ class SyncSandbox(_Core):
         """Every mount of the sandbox now, boot-time and hot (asks the sandbox)."""
         return self._refresh_mounts()
 
-    def diff(self):
-        """What changed in the sandbox's filesystem since it was made: a list of dicts with
+    def diff(self, since=None):
+        """What changed in the sandbox's filesystem since it was made (or since checkpoint
+        SINCE, taken with checkpoint()): a list of dicts with
         path, kind ("added", "modified", "deleted"), type ("file", "dir", "symlink", "other")
         and, except for a deletion, size, mode ("0644"), mtime_ns and a symlink's
         link_target; sorted by path. Read from the sandbox's own layer (it costs what
         changed); container level only (a vm raises UnsupportedFeature)."""
-        return self._diff_blocking()
+        return self._diff_blocking(since)
 
     def watch(self, path, recursive=False):
         """The changes below PATH as they happen, seen from inside the sandbox: a SyncWatch,
@@ -903,9 +907,9 @@ class Sandbox(_Core):
         """Stop the sandbox (see SyncSandbox.stop)."""
         await _in_thread(self._stop_blocking, timeout)
 
-    async def diff(self):
+    async def diff(self, since=None):
         """What changed in the filesystem (see SyncSandbox.diff)."""
-        return await _in_thread(self._diff_blocking)
+        return await _in_thread(self._diff_blocking, since)
 
     def watch(self, path, recursive=False):
         """An AsyncWatch of the changes below PATH (see SyncSandbox.watch): `async with` starts

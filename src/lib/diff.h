@@ -1,0 +1,12 @@
+/* What changed in a container sandbox's filesystem (diff.c, diff_since.c). */
+#ifndef CAPSULE_DIFF_H
+#define CAPSULE_DIFF_H
+
+#include "capsule.h"
+#include "sandbox_config.h"
+
+/* The diff (capsule_sandbox_diff_json's JSON) of LAYER, a folder in overlayfs's format over
+ * CFG's image (a checkpoint's layer/), or with LAYER -1 of the sandbox's own layer. */
+int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **out_json, capsule_error *err);
+
+#endif
