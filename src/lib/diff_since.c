@@ -92,23 +92,20 @@ static int changes_parse(const char *json, const char *what, struct changes *c, 
 	return 0;
 }
 
-/* CH's object again, as KIND. */
+/* CH's object again, as KIND, its fields in capsule_sandbox_diff_json's order. */
 static void emit(struct json_writer *j, const struct change *ch, const char *kind)
 {
 	json_object_begin(j);
 	json_kv_string(j, "path", ch->path);
 	json_kv_string(j, "kind", kind);
-	static const char *const strs[] = { "type", "mode", "link_target" };
-	for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
-		_cleanup_free_ char *v = NULL;
-		if (json_get_string(ch->text, ch->len, strs[i], &v) == 0 && (i == 0 || strcmp(kind, "deleted")))
-			json_kv_string(j, strs[i], v);
-	}
-	static const char *const ints[] = { "size", "mtime_ns" };
-	for (size_t i = 0; i < ARRAY_SIZE(ints) && strcmp(kind, "deleted"); i++) {
+	static const char *const fields[] = { "type", "size", "mode", "mtime_ns", "link_target" };
+	for (size_t i = 0; i < ARRAY_SIZE(fields) && (i == 0 || strcmp(kind, "deleted")); i++) {
+		_cleanup_free_ char *text = NULL;
 		int64_t v;
-		if (json_get_int(ch->text, ch->len, ints[i], &v) == 0)
-			json_kv_int(j, ints[i], v);
+		if (json_get_string(ch->text, ch->len, fields[i], &text) == 0)
+			json_kv_string(j, fields[i], text);
+		else if (json_get_int(ch->text, ch->len, fields[i], &v) == 0)
+			json_kv_int(j, fields[i], v);
 	}
 	json_object_end(j);
 }
