@@ -614,14 +614,33 @@ CAPSULE_API int capsule_config_set_network_name(capsule_config *cfg, const char 
  * -EADDRINUSE. TCP only (/udp is refused with -EOPNOTSUPP). At most 32. */
 CAPSULE_API int capsule_config_add_port_forward(capsule_config *cfg, const char *spec, capsule_error *err);
 /* An egress allowlist on top of FULL: once an entry is given, the sandbox may reach only the
- * listed destinations (and its own loopback); everything else, DNS included, is dropped
- * inside the sandbox's own network namespace, where its processes cannot change the rules.
- * "NAME:PORT" is resolved on the host now (IPv4); a name that resolves to 127.0.0.1 means
- * the host's loopback, reached at the gateway 10.0.2.2; names other than localhost are added
- * to the sandbox's /etc/hosts. "CIDR[:PORT]" is an IPv4 address or network, any port when
- * none is given. At most 64 entries (after resolution). */
+ * listed destinations (and its own loopback); everything else is dropped inside the
+ * sandbox's own network namespace, where its processes cannot change the rules.
+ * "NAME[:PORT]" (any port when none is given): at the container level NAME is answered, for
+ * as long as the sandbox lives, by a DNS proxy the sandbox's resolv.conf names; it asks the
+ * upstream resolver and opens exactly the IPv4 addresses it hands out, for their TTL (clamped
+ * to 2 s - 1 h); other names get NXDOMAIN. A name the host resolves to its loopback
+ * (localhost) means the host's loopback at the gateway 10.0.2.2, fixed now. A vm resolves its
+ * names once, at create, on the host. "CIDR[:PORT]" is an IPv4 address or network, any port
+ * when none is given. At most 64 names and 64 addresses. */
 CAPSULE_API int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err);
 CAPSULE_API int capsule_config_add_allow_cidr(capsule_config *cfg, const char *cidr_port, capsule_error *err);
+/* The resolver the DNS proxy asks, "IPV4[:PORT]" (default: the host's first IPv4 nameserver
+ * in /etc/resolv.conf). Containers only. */
+CAPSULE_API int capsule_config_set_dns_server(capsule_config *cfg, const char *addr_port, capsule_error *err);
+/* A byte quota on what the sandbox sends out ("10M"): once used, new and open connections
+ * are refused. Containers with FULL only; inspect's network.egress_quota shows the use. */
+CAPSULE_API int capsule_config_set_egress_quota(capsule_config *cfg, const char *size, capsule_error *err);
+
+/* The egress rules of a running container: allow "NAME[:PORT]" or "CIDR[:PORT]" (a CIDR has a
+ * '/' or is an IPv4 address), deny one allowed earlier (at create or here; addresses the
+ * proxy opened for a name are closed with it), and list them as a JSON object (malloc'd):
+ * {"names": [{name, port, addresses: [{address, expires_in_ms}]}], "cidrs": [{rule}],
+ * "quota": {bytes, used} or null}. Changes last as long as the sandbox runs. A vm refuses
+ * them with -EOPNOTSUPP (its guest's table is fixed at boot). */
+CAPSULE_API int capsule_net_allow(capsule_sandbox *sb, const char *rule, capsule_error *err);
+CAPSULE_API int capsule_net_deny(capsule_sandbox *sb, const char *rule, capsule_error *err);
+CAPSULE_API int capsule_net_json(capsule_sandbox *sb, char **json_out, capsule_error *err);
 
 /* Port forwards of a running sandbox: add one ("[HOSTIP:]HOSTPORT:PORT"), remove one by its
  * host side ("[HOSTIP:]HOSTPORT"; open connections are closed), and list them all as a JSON

@@ -79,6 +79,7 @@ int cmd_serve(int argc, char **argv);
 int cmd_token(int argc, char **argv);
 int cmd_port(int argc, char **argv);
 int cmd_pool(int argc, char **argv);
+int cmd_net(int argc, char **argv);
 int cmd_screenshot(int argc, char **argv);
 int cmd_input(int argc, char **argv);
 

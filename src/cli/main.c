@@ -42,6 +42,7 @@ static const struct cli_command commands[] = {
 	{ "image", cmd_image, "Manage images (pull, import, ls, rm)" },
 	{ "system", cmd_system, "Show and reclaim the space the stores take (df, prune)" },
 	{ "port", cmd_port, "Forward host ports into a running sandbox (add, ls, rm)" },
+	{ "net", cmd_net, "Egress rules of a running container (allow, deny, ls)" },
 	{ "screenshot", cmd_screenshot, "Save a vm's screen as a PNG file" },
 	{ "input", cmd_input, "Type, press keys, move and click on a vm's display" },
 	{ "serve", cmd_serve, "Serve the HTTP API for sandboxes (docs/serve.md)" },

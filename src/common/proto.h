@@ -60,6 +60,9 @@ enum cp_type {
 	CP_PAUSE = 97,   /* client -> shim: pause or resume every process of the sandbox (proto_saves.c) */
 	CP_SCREENSHOT = 100, /* client -> shim: a vm's screen as PNG, in chunks (proto_display.c) */
 	CP_INPUT = 101,      /* client -> shim: keys, text, mouse moves and clicks for a vm's display */
+	CP_NET_ALLOW = 120,  /* client -> shim: allow NAME[:PORT] or CIDR[:PORT] out of the running sandbox */
+	CP_NET_DENY = 121,   /* client -> shim: remove an allowed entry */
+	CP_NET_LS = 122,     /* client -> shim: the egress rules, the proxy's open addresses, the quota */
 };
 
 #define CP_FLAG_STREAM_MASK 0x00ffu
@@ -328,6 +331,14 @@ struct cp_fwd_connect {
 	uint32_t port; /* required, 1-65535 */
 };
 enum { CP_T_FWD_CONNECT_PORT = 1 };
+
+/* Egress rules (proto_net.c). NET_ALLOW and NET_DENY carry one rule, answered by OK or ERROR;
+ * NET_LS (no fields) by OK with list_json. */
+#define CP_MAX_NET_RULE 300u
+struct cp_net_rule {
+	char *rule; /* required: "NAME[:PORT]" or "CIDR[:PORT]", at most CP_MAX_NET_RULE bytes, no NUL */
+};
+enum { CP_T_NET_RULE = 1 };
 int cp_fwd_connect_encode(struct cp_writer *w, uint32_t chan, const struct cp_fwd_connect *m);
 int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m);
 
@@ -472,6 +483,10 @@ int cp_port_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const stru
 int cp_port_decode(uint16_t type, const uint8_t *p, size_t n, struct cp_port *m);
 void cp_port_free(struct cp_port *m);
 
+/* TYPE is CP_NET_ALLOW or CP_NET_DENY. */
+int cp_net_rule_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const struct cp_net_rule *m);
+int cp_net_rule_decode(uint16_t type, const uint8_t *p, size_t n, struct cp_net_rule *m);
+void cp_net_rule_free(struct cp_net_rule *m);
 /* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS, CP_PORTS) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);

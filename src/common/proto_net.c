@@ -1,5 +1,5 @@
-/* The network (proto.h): port forwards (PORT_ADD, PORT_REMOVE, PORTS) and a vm's forwarded
- * connections (FWD_CONNECT). */
+/* The network (proto.h): port forwards (PORT_ADD, PORT_REMOVE, PORTS), a vm's forwarded
+ * connections (FWD_CONNECT) and egress rules (NET_ALLOW, NET_DENY, NET_LS). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,4 +84,44 @@ int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m)
 fail:
 	memset(m, 0, sizeof(*m));
 	return ret;
+}
+/* ---- egress rules ---- */
+
+static bool net_rule_valid(uint16_t type, const struct cp_net_rule *m)
+{
+	return (type == CP_NET_ALLOW || type == CP_NET_DENY) && m->rule && m->rule[0] &&
+	       strlen(m->rule) <= CP_MAX_NET_RULE;
+}
+
+int cp_net_rule_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const struct cp_net_rule *m)
+{
+	if (!net_rule_valid(type, m))
+		return -EINVAL;
+	cp_frame_begin(w, type, 0, chan);
+	cp_put_str(w, CP_T_NET_RULE, m->rule);
+	return cp_frame_finish(w);
+}
+
+int cp_net_rule_decode(uint16_t type, const uint8_t *p, size_t n, struct cp_net_rule *m)
+{
+	int ret = 0;
+	memset(m, 0, sizeof(*m));
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_NET_RULE)
+			r = field_set_long_str(&f, CP_MAX_NET_RULE, &m->rule);
+	});
+	if (!net_rule_valid(type, m)) {
+		ret = -EBADMSG;
+		goto fail;
+	}
+	return 0;
+fail:
+	cp_net_rule_free(m);
+	return ret;
+}
+
+void cp_net_rule_free(struct cp_net_rule *m)
+{
+	free(m->rule);
+	memset(m, 0, sizeof(*m));
 }

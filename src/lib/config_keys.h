@@ -94,6 +94,7 @@ int config_pids_set(struct capsule_config *cfg, const char *value, capsule_error
 int config_isolation_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_boot_timeout_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_display_switch(struct capsule_config *cfg, const char *value, capsule_error *err);
+int config_dns_private_switch(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_tmpfs_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_transform_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 

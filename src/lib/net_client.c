@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dns.h"
 #include "internal.h"
 #include "json.h"
 #include "parse.h"
@@ -101,37 +102,97 @@ static int split_port(const char *what, const char *spec, char *head, size_t siz
 	return 0;
 }
 
-int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err)
+/* NAME's IPv4 addresses from the host's resolver into OUT (at most MAX); how many, or -errno
+ * with ERR naming SPEC. */
+static int resolve_on_host(const char *spec, const char *name, uint32_t *out, size_t max, capsule_error *err)
 {
-	if (!name_port || !*name_port || strpbrk(name_port, "\n /"))
-		return cap_err_plain(err, EINVAL, "invalid --allow-host '%s': expected NAME:PORT", name_port ? name_port : "");
-	char name[256];
-	uint16_t port;
-	int r = split_port("--allow-host", name_port, name, sizeof(name), &port, true, err);
-	if (r < 0)
-		return r;
 	struct addrinfo hints = { .ai_family = AF_INET, .ai_socktype = SOCK_STREAM };
 	struct addrinfo *res = NULL;
 	int g = getaddrinfo(name, NULL, &hints, &res);
 	if (g != 0)
 		return cap_err_plain(err, g == EAI_NONAME ? ENOENT : EHOSTUNREACH, "--allow-host '%s': cannot resolve '%s': %s",
-				     name_port, name, gai_strerror(g));
-	size_t before = cfg->nallow;
-	for (struct addrinfo *a = res; a && r == 0; a = a->ai_next) {
+				     spec, name, gai_strerror(g));
+	size_t n = 0;
+	for (struct addrinfo *a = res; a && n < max; a = a->ai_next) {
 		uint32_t addr = ((struct sockaddr_in *)a->ai_addr)->sin_addr.s_addr;
-		/* The host's loopback is the gateway from inside (slirp4netns maps it there). */
-		if (addr == htonl(INADDR_LOOPBACK))
-			inet_pton(AF_INET, CAPSULE_NETWORK_GATEWAY, &addr);
 		bool dup = false;
-		for (size_t i = before; i < cfg->nallow; i++)
-			dup |= cfg->allow[i].addr == addr && cfg->allow[i].port == port;
+		for (size_t i = 0; i < n; i++)
+			dup |= out[i] == addr;
 		if (!dup)
-			r = push_rule(cfg, addr, 32, port, name, err);
+			out[n++] = addr;
 	}
 	freeaddrinfo(res);
+	return (int)n;
+}
+
+static int push_name(struct capsule_config *cfg, const char *name, uint16_t port, capsule_error *err)
+{
+	for (size_t i = 0; i < cfg->nallow_names; i++)
+		if (cfg->allow_names[i].port == port && !strcmp(cfg->allow_names[i].name, name))
+			return 0;
+	if (cfg->nallow_names >= CAPSULE_MAX_ALLOW)
+		return cap_err_plain(err, E2BIG, "too many --allow-host names (at most %d)", CAPSULE_MAX_ALLOW);
+	struct egress_name *e = &cfg->allow_names[cfg->nallow_names++];
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->port = port;
+	return 0;
+}
+
+/* Names the host resolves to its own loopback (localhost, names in the host's /etc/hosts)
+ * mean the gateway, fixed now: no DNS server answers them the same way. Every other name is
+ * kept as a name, answered for as long as the sandbox lives by its DNS proxy (a vm resolves
+ * them at create: vm_names_resolve). */
+int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err)
+{
+	if (!name_port || !*name_port || strpbrk(name_port, "\n /"))
+		return cap_err_plain(err, EINVAL, "invalid --allow-host '%s': expected NAME[:PORT]", name_port ? name_port : "");
+	char name[256];
+	uint16_t port;
+	int r = split_port("--allow-host", name_port, name, sizeof(name), &port, false, err);
 	if (r < 0)
-		cfg->nallow = before;
-	return r;
+		return r;
+	for (char *c = name; *c; c++)
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c + 32);
+	bool valid = dns_name_valid(name);
+	uint32_t addrs[CAPSULE_MAX_ALLOW];
+	int n = resolve_on_host(name_port, name, addrs, ARRAY_SIZE(addrs), valid ? NULL : err);
+	if (n < 0 && !valid)
+		return n;
+	bool loopback = n > 0;
+	for (int i = 0; i < n; i++)
+		loopback &= (ntohl(addrs[i]) >> 24) == 127;
+	if (!loopback) {
+		if (!valid)
+			return cap_err_plain(err, EINVAL, "invalid --allow-host '%s': '%s' is not a DNS name", name_port, name);
+		return push_name(cfg, name, port, err);
+	}
+	uint32_t gw;
+	inet_pton(AF_INET, CAPSULE_NETWORK_GATEWAY, &gw);
+	for (size_t i = 0; i < cfg->nallow; i++)
+		if (cfg->allow[i].addr == gw && cfg->allow[i].port == port && !strcmp(cfg->allow[i].host, name))
+			return 0;
+	return push_rule(cfg, gw, 32, port, name, err);
+}
+
+/* A vm's guest loads its table once, at boot: its names are resolved now, on the host. */
+static int vm_names_resolve(struct capsule_config *cfg, capsule_error *err)
+{
+	for (size_t i = 0; i < cfg->nallow_names; i++) {
+		const struct egress_name *e = &cfg->allow_names[i];
+		uint32_t addrs[CAPSULE_MAX_ALLOW];
+		int n = resolve_on_host(e->name, e->name, addrs, ARRAY_SIZE(addrs), NULL);
+		if (n < 0)
+			return cap_err_plain(err, -n, "--allow-host '%s': cannot resolve it on the host (a vm resolves its names "
+					     "once, at create)", e->name);
+		for (int k = 0; k < n; k++) {
+			int r = push_rule(cfg, addrs[k], 32, e->port, e->name, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	cfg->nallow_names = 0;
+	return 0;
 }
 
 int capsule_config_add_allow_cidr(capsule_config *cfg, const char *cidr_port, capsule_error *err)
@@ -169,10 +230,47 @@ void egress_rule_format(const struct egress_rule *e, char *buf, size_t size)
 		snprintf(buf, size, "%s/%u", ip, e->prefix);
 }
 
-int config_net_check(const struct capsule_config *cfg, capsule_error *err)
+int config_net_check(struct capsule_config *cfg, capsule_error *err)
 {
-	if (cfg->nallow && cfg->network != CAPSULE_NETWORK_FULL)
+	if ((cfg->nallow || cfg->nallow_names) && cfg->network != CAPSULE_NETWORK_FULL)
 		return cap_err_plain(err, EINVAL, "an egress allowlist (--allow-host, --allow-cidr) needs --network full");
+	if (cfg->egress_quota_bytes && cfg->network != CAPSULE_NETWORK_FULL)
+		return cap_err_plain(err, EINVAL, "--egress-quota needs --network full");
+	if (cfg->isolation == CAPSULE_ISOLATION_VM) {
+		if (cfg->egress_quota_bytes)
+			return cap_err_plain(err, EOPNOTSUPP, "--egress-quota is for containers (a vm's guest has no quota yet)");
+		if (cfg->dns_server[0] || cfg->dns_private)
+			return cap_err_plain(err, EOPNOTSUPP,
+					     "--dns-server and --dns-private are for containers (a vm resolves its names at create)");
+		return vm_names_resolve(cfg, err);
+	}
+	return 0;
+}
+
+int capsule_config_set_egress_quota(capsule_config *cfg, const char *size, capsule_error *err)
+{
+	uint64_t v;
+	int r = parse_size(size, &v, NULL);
+	if (r < 0 || v == 0)
+		return cap_err_plain(err, EINVAL, "invalid --egress-quota '%s' (a size, e.g. 10M)", size ? size : "");
+	cfg->egress_quota_bytes = v;
+	return 0;
+}
+
+int capsule_config_set_dns_server(capsule_config *cfg, const char *addr_port, capsule_error *err)
+{
+	struct sockaddr_in sa;
+	if (!addr_port || dns_server_parse(addr_port, &sa) < 0)
+		return cap_err_plain(err, EINVAL, "invalid --dns-server '%s': expected IPV4[:PORT]", addr_port ? addr_port : "");
+	snprintf(cfg->dns_server, sizeof(cfg->dns_server), "%s", addr_port);
+	return 0;
+}
+
+int config_dns_private_switch(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	if (value && strcmp(value, "1") && strcmp(value, "0"))
+		return cap_err_plain(err, EINVAL, "invalid dns-private '%s' (use 1 or 0)", value);
+	cfg->dns_private = !value || !strcmp(value, "1");
 	return 0;
 }
 
@@ -194,6 +292,8 @@ void config_net_serialize(const struct capsule_config *cfg, FILE *f)
 			strcat(rule, ":0");
 		fprintf(f, "allow=%s%s%s\n", rule, cfg->allow[i].host[0] ? ":" : "", cfg->allow[i].host);
 	}
+	for (size_t i = 0; i < cfg->nallow_names; i++)
+		fprintf(f, "allow_name=%s:%u\n", cfg->allow_names[i].name, cfg->allow_names[i].port);
 }
 
 /* "a.b.c.d/p:port[:name]" as written above. */
@@ -225,6 +325,19 @@ int config_net_parse_line(struct capsule_config *cfg, const char *key, const cha
 	}
 	if (!strcmp(key, "allow"))
 		return (r = parse_allow_line(cfg, value, err)) < 0 ? r : 1;
+	if (!strcmp(key, "allow_name")) {
+		char name[256];
+		uint64_t port = 0;
+		const char *colon = strrchr(value, ':');
+		size_t n = colon ? (size_t)(colon - value) : 0;
+		if (n && n < sizeof(name))
+			memcpy(name, value, n);
+		name[n < sizeof(name) ? n : 0] = '\0';
+		if (!colon || parse_uint(colon + 1, "port", 0, 65535, &port, NULL) < 0 || !dns_name_valid(name) ||
+		    (r = push_name(cfg, name, (uint16_t)port, err)) < 0)
+			return cap_err_plain(err, EINVAL, "sandbox configuration: invalid allow_name '%s'", value);
+		return 1;
+	}
 	return 0;
 }
 
@@ -304,6 +417,59 @@ int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 	return 0;
 }
 
+/* ---- a running sandbox's egress rules ---- */
+
+static int net_rule_request(capsule_sandbox *sb, uint16_t type, const char *rule, struct cp_request_ok *ok,
+			    capsule_error *err)
+{
+	const char *what = type == CP_NET_ALLOW ? "net allow" : type == CP_NET_DENY ? "net deny" : "net ls";
+	if (!sb)
+		return cap_err_plain(err, EINVAL, "%s: no sandbox given", what);
+	if (type != CP_NET_LS && (!rule || !*rule || strlen(rule) > CP_MAX_NET_RULE || strpbrk(rule, " \t\n")))
+		return cap_err_plain(err, EINVAL, "%s: invalid rule '%s': expected NAME[:PORT] or CIDR[:PORT]", what,
+				     rule ? rule : "");
+	struct conn c;
+	int r = conn_open(&c, capsule_sandbox_name(sb), err);
+	if (r < 0)
+		return r;
+	struct cp_net_rule m = { .rule = (char *)rule };
+	r = type == CP_NET_LS ? cp_empty_encode(&c.w, CP_NET_LS, 1) : cp_net_rule_encode(&c.w, type, 1, &m);
+	if (r < 0)
+		r = cap_err(err, -r, "encoding a %s request", cp_type_name(type));
+	else
+		r = shim_request(&c, ok, err);
+	conn_close(&c);
+	return r;
+}
+
+int capsule_net_allow(capsule_sandbox *sb, const char *rule, capsule_error *err)
+{
+	return net_rule_request(sb, CP_NET_ALLOW, rule, NULL, err);
+}
+
+int capsule_net_deny(capsule_sandbox *sb, const char *rule, capsule_error *err)
+{
+	return net_rule_request(sb, CP_NET_DENY, rule, NULL, err);
+}
+
+int capsule_net_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
+{
+	if (!json_out)
+		return cap_err_plain(err, EINVAL, "net ls: no output given");
+	*json_out = NULL;
+	struct cp_request_ok ok = { 0 };
+	int r = net_rule_request(sb, CP_NET_LS, NULL, &ok, err);
+	if (r < 0)
+		return r;
+	if (!ok.list_json) {
+		cp_request_ok_free(&ok);
+		return cap_err_plain(err, EPROTO, "the sandbox's answer to a net ls request has no list");
+	}
+	*json_out = steal_ptr(ok.list_json);
+	cp_request_ok_free(&ok);
+	return 0;
+}
+
 /* ---- inspect ---- */
 
 static void port_json(struct json_writer *j, const char *host_ip, int64_t host_port, int64_t guest_port, bool hot)
@@ -364,5 +530,21 @@ void sandbox_net_inspect_json(capsule_sandbox *sb, const struct capsule_config *
 		json_object_end(j);
 	}
 	json_array_end(j);
+	json_key(j, "allow_names");
+	json_array_begin(j);
+	for (size_t i = 0; i < cfg->nallow_names; i++) {
+		json_object_begin(j);
+		json_kv_string(j, "name", cfg->allow_names[i].name);
+		json_kv_uint(j, "port", cfg->allow_names[i].port);
+		json_object_end(j);
+	}
+	json_array_end(j);
+	/* The proxy's state and the quota's use are the shim's: a running sandbox's, as it is. */
+	_cleanup_free_ char *egress = NULL;
+	if (running && (cfg->nallow || cfg->nallow_names || cfg->egress_quota_bytes) &&
+	    cfg->isolation != CAPSULE_ISOLATION_VM && capsule_net_json(sb, &egress, NULL) == 0) {
+		json_key(j, "egress");
+		json_raw(j, egress);
+	}
 	json_object_end(j);
 }

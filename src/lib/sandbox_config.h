@@ -63,6 +63,13 @@ struct egress_rule {
 	char host[256];
 };
 
+/* One --allow-host name answered by the sandbox's DNS proxy (the container level: the shim's
+ * dns_proxy.c), PORT 0 = any port. Addresses are opened as the proxy hands them out. */
+struct egress_name {
+	char name[254];
+	uint16_t port;
+};
+
 /* A sandbox's configuration as stored in run/<name>/config: "key=value" lines. */
 struct capsule_config {
 	char name[CAPSULE_NAME_MAX + 1];
@@ -98,6 +105,11 @@ struct capsule_config {
 	size_t nports;
 	struct egress_rule allow[CAPSULE_MAX_ALLOW];
 	size_t nallow;
+	struct egress_name allow_names[CAPSULE_MAX_ALLOW];
+	size_t nallow_names;
+	char dns_server[64];          /* the DNS proxy's upstream "IP[:PORT]"; "": the host's first nameserver */
+	bool dns_private;             /* the proxy may open private, loopback and link-local answers */
+	uint64_t egress_quota_bytes;  /* bytes the sandbox may send out; 0: no quota */
 	capsule_progress_fn progress;
 	void *progress_payload;
 	char save[CAPSULE_NAME_MAX + 1]; /* save the sandbox's filesystem under this name when it stops; "" = ephemeral */
@@ -156,7 +168,7 @@ int config_display_check(const struct capsule_config *cfg, capsule_error *err);
  * container, a container's cpu limit beyond the host's CPUs. */
 int config_level_check(const struct capsule_config *cfg, capsule_error *err);
 /* Settings that only make sense together (an allowlist needs the full network). */
-int config_net_check(const struct capsule_config *cfg, capsule_error *err);
+int config_net_check(struct capsule_config *cfg, capsule_error *err);
 const char *network_mode_name(capsule_network mode);
 /* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
 void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);

@@ -127,8 +127,12 @@ static int forward_add(struct net *n, const struct port_forward *pf, bool hot, b
 static int write_etc_files(struct net *n, int run_fd, capsule_error *err)
 {
 	char buf[8192];
-	int len = snprintf(buf, sizeof(buf), "# written by capsule: the DNS server of the sandbox's NAT\nnameserver %s\n",
-			   CAPSULE_NETWORK_DNS);
+	/* With names to answer, the DNS proxy (egress.c) is the only DNS server the sandbox may
+	 * reach; otherwise the NAT's. */
+	bool proxy = (n->cfg->nallow || n->cfg->nallow_names) && n->cfg->isolation != CAPSULE_ISOLATION_VM;
+	int len = snprintf(buf, sizeof(buf), "# written by capsule: %s\nnameserver %s\n",
+			   proxy ? "the sandbox's DNS proxy, which answers only allowed names" : "the DNS server of the sandbox's NAT",
+			   proxy ? NET_DNS_PROXY_ADDR : CAPSULE_NETWORK_DNS);
 	int r = write_file_atomic_at(run_fd, "resolv.conf", buf, (size_t)len, 0644, false);
 	if (r < 0)
 		return cap_err(err, -r, "writing the sandbox's resolv.conf");
@@ -375,6 +379,10 @@ void net_event(struct net *n, uint64_t key, uint32_t events)
 			n->relay->event(n, (size_t)(k & 0xffffffffu), events);
 		return;
 	}
+	if ((k & ~0xffffffffull) == NET_KEY_DNS) {
+		egress_event(n, k & 0xffffffffu);
+		return;
+	}
 	if ((k & ~0xffffffffull) == KEY_FWD) {
 		size_t i = k & 0xffffffffu;
 		if (i < NET_MAX_FORWARDS && n->fwd[i].used)
@@ -446,6 +454,7 @@ void net_reap(struct net *n, bool force)
 		n->slirp_exit_fd = n->factory_fd = -1;
 		while (n->npool > 0)
 			close(n->pool[--n->npool]);
+		egress_free(n);
 		if (n->relay)
 			n->relay->free(n);
 		n->relay = NULL;

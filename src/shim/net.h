@@ -51,6 +51,7 @@ struct net_conn {
 };
 
 struct net;
+struct egress; /* egress.c */
 
 /* Where a forward's accepted connections go when they do not go to a socket in the sandbox's
  * network namespace (this file's relay, the container level's): the vm level carries them over
@@ -81,11 +82,29 @@ struct net {
 	unsigned nconns;
 	const struct net_relay_ops *relay; /* NULL: connections go into the sandbox's namespace */
 	void *relay_state;
+	struct egress *egress; /* a container's egress rules and DNS proxy, NULL without them */
 };
 
 /* Between net.c and net_ns.c: a TCP socket made inside the sandbox's network namespace (by
  * the socket factory, started at the first call), for a forward's connection. */
 int net_sandbox_socket(struct net *n, int *out, capsule_error *err);
+
+/* The DNS proxy's address inside the sandbox (its resolv.conf), port 53. */
+#define NET_DNS_PROXY_ADDR "127.0.0.53"
+/* The DNS proxy's UDP socket, bound inside the sandbox's network namespace. */
+int net_sandbox_dns_socket(struct net *n, int *out, capsule_error *err);
+/* Run `nft -f -` with TEXT in the sandbox's network namespace; with OUT, `nft -j` with TEXT's
+ * words as its arguments instead (a listing), and what it printed. */
+int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_error *err);
+
+/* The egress rules (egress.c): the table loaded at start, the DNS proxy, the NET_* requests. */
+int egress_start(struct net *n, capsule_error *err);
+void egress_event(struct net *n, uint64_t key);
+void egress_free(struct net *n);
+int egress_allow(struct net *n, const char *rule, capsule_error *err);
+int egress_deny(struct net *n, const char *rule, capsule_error *err);
+int egress_json(struct net *n, char **out, capsule_error *err);
+#define NET_KEY_DNS (4ull << 32)
 
 /* Before the sandbox exists: listen on every configured forward (a host port that is taken
  * fails here, with nothing else made yet), and for the full mode write run/<name>/resolv.conf

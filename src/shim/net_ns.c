@@ -1,6 +1,6 @@
 /* The network's children in the sandbox's network namespace (docs/architecture.md, "Network"):
- * slirp4netns for the full mode, nft loading the egress allowlist, and the socket factory that
- * makes the forwards' sockets in there. */
+ * slirp4netns for the full mode, nft changing the egress rules (egress.c), and the socket
+ * factory that makes the forwards' sockets and the DNS proxy's socket in there. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -42,7 +42,7 @@ static int enter_netns(const struct net *n)
  * but KEEP (moved to 3, 4, ...) closed. */
 typedef int (*child_fn)(struct net *n, const int *fds, void *arg);
 
-static pid_t spawn_child(struct net *n, int *keep, size_t nkeep, int stdin_fd, child_fn fn, void *arg)
+static pid_t spawn_child(struct net *n, int *keep, size_t nkeep, int stdin_fd, int stdout_fd, child_fn fn, void *arg)
 {
 	pid_t parent = getpid();
 	pid_t pid = fork();
@@ -62,9 +62,10 @@ static pid_t spawn_child(struct net *n, int *keep, size_t nkeep, int stdin_fd, c
 	for (size_t i = 0; i < nkeep; i++)
 		moved[i] = fcntl(keep[i], F_DUPFD_CLOEXEC, 64);
 	int in = stdin_fd >= 0 ? fcntl(stdin_fd, F_DUPFD_CLOEXEC, 64) : devnull;
+	int outfd = stdout_fd >= 0 ? fcntl(stdout_fd, F_DUPFD_CLOEXEC, 64) : devnull;
 	int errfd = fcntl(logfd, F_DUPFD_CLOEXEC, 64);
 	dup2(in, 0);
-	dup2(devnull, 1);
+	dup2(outfd, 1);
 	dup2(errfd, 2);
 	for (size_t i = 0; i < nkeep; i++) {
 		dup2(moved[i], 3 + (int)i);
@@ -91,6 +92,17 @@ static int factory_main(struct net *n, const int *fds, void *arg)
 		int made[NET_SOCKET_BATCH];
 		size_t nmade = 0;
 		int e = 0;
+		if (want == 0) {
+			/* The DNS proxy's socket (egress.c): a port below 1024 only this namespace's root
+			 * may bind, so no command of the sandbox can take it first or share it. */
+			struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(53) };
+			inet_pton(AF_INET, NET_DNS_PROXY_ADDR, &a.sin_addr);
+			int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof(a)) < 0)
+				e = errno;
+			else
+				made[nmade++] = s;
+		}
 		while (nmade < want && nmade < NET_SOCKET_BATCH) {
 			int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 			if (s < 0) {
@@ -125,7 +137,7 @@ static int factory_start(struct net *n, capsule_error *err)
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
 	int keep[1] = { sp[1] };
-	pid_t pid = spawn_child(n, keep, 1, -1, factory_main, NULL);
+	pid_t pid = spawn_child(n, keep, 1, -1, -1, factory_main, NULL);
 	int e = errno;
 	close(sp[1]);
 	if (pid < 0) {
@@ -139,23 +151,18 @@ static int factory_start(struct net *n, capsule_error *err)
 
 /* A new TCP socket in the sandbox's network namespace. They come from the factory in
  * batches, so that a connection does not wait for a round trip to another process. */
-int net_sandbox_socket(struct net *n, int *out, capsule_error *err)
+static int factory_ask(struct net *n, unsigned char want, int *fds, size_t *got, capsule_error *err)
 {
 	int r;
-	if (n->npool > 0) {
-		*out = n->pool[--n->npool];
-		return 0;
-	}
 	if (n->factory_fd < 0 && (r = factory_start(n, err)) < 0)
 		return r;
-	unsigned char want = NET_SOCKET_BATCH;
 	if (send(n->factory_fd, &want, 1, MSG_NOSIGNAL) != 1)
 		return cap_err(err, errno, "asking for a socket in the sandbox");
 	struct pollfd p = { .fd = n->factory_fd, .events = POLLIN };
 	if (poll(&p, 1, 5000) != 1)
 		return cap_err_plain(err, ETIMEDOUT, "no socket from the sandbox's network namespace");
 	int e = 0;
-	char cbuf[CMSG_SPACE(sizeof(n->pool))];
+	char cbuf[CMSG_SPACE(NET_SOCKET_BATCH * sizeof(int))];
 	struct iovec iov = { &e, sizeof(e) };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
 	ssize_t k = recvmsg(n->factory_fd, &msg, MSG_CMSG_CLOEXEC);
@@ -164,10 +171,38 @@ int net_sandbox_socket(struct net *n, int *out, capsule_error *err)
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
 	if (!cm || cm->cmsg_type != SCM_RIGHTS)
 		return cap_err(err, e ? e : EPROTO, "making a socket in the sandbox");
-	size_t got = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-	memcpy(n->pool, CMSG_DATA(cm), got * sizeof(int));
+	*got = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	if (*got > NET_SOCKET_BATCH)
+		*got = NET_SOCKET_BATCH;
+	memcpy(fds, CMSG_DATA(cm), *got * sizeof(int));
+	return *got ? 0 : cap_err_plain(err, EPROTO, "the socket factory of the sandbox sent nothing");
+}
+
+int net_sandbox_socket(struct net *n, int *out, capsule_error *err)
+{
+	if (n->npool > 0) {
+		*out = n->pool[--n->npool];
+		return 0;
+	}
+	size_t got = 0;
+	int r = factory_ask(n, NET_SOCKET_BATCH, n->pool, &got, err);
+	if (r < 0)
+		return r;
 	n->npool = got - 1;
 	*out = n->pool[got - 1];
+	return 0;
+}
+
+int net_sandbox_dns_socket(struct net *n, int *out, capsule_error *err)
+{
+	int fds[NET_SOCKET_BATCH];
+	size_t got = 0;
+	int r = factory_ask(n, 0, fds, &got, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 1; i < got; i++)
+		close(fds[i]);
+	*out = fds[0];
 	return 0;
 }
 
@@ -226,7 +261,7 @@ static int slirp_start(struct net *n, uint64_t deadline_ms, capsule_error *err)
 		return cap_err(err, e, "pipe");
 	}
 	int keep[2] = { ready[1], ex[0] };
-	pid_t pid = spawn_child(n, keep, 2, -1, slirp_main, (void *)path);
+	pid_t pid = spawn_child(n, keep, 2, -1, -1, slirp_main, (void *)path);
 	int e = errno;
 	close(ready[1]);
 	close(ex[0]);
@@ -249,69 +284,87 @@ static int slirp_start(struct net *n, uint64_t deadline_ms, capsule_error *err)
 	return 0;
 }
 
-/* ---- the egress allowlist -------------------------------------------------------------- */
+/* ---- nft in the sandbox's namespace ------------------------------------------------------ */
+
+struct nft_args {
+	const char *path;
+	bool json; /* `nft -j list ...` of the text's words, rather than `nft -f -` */
+	const char *text;
+};
 
 static int nft_main(struct net *n, const int *fds, void *arg)
 {
 	(void)fds;
-	const char *path = arg;
+	const struct nft_args *a = arg;
 	if (enter_netns(n) < 0)
 		return 1;
-	char *argv[] = { (char *)"nft", (char *)"-f", (char *)"-", NULL };
+	char words[256];
+	char *argv[16] = { (char *)"nft", (char *)"-f", (char *)"-", NULL };
+	if (a->json) {
+		snprintf(words, sizeof(words), "%s", a->text);
+		size_t i = 0;
+		argv[i++] = (char *)"nft";
+		argv[i++] = (char *)"-j";
+		for (char *save = NULL, *w = strtok_r(words, " ", &save); w && i < 15; w = strtok_r(NULL, " ", &save))
+			argv[i++] = w;
+		argv[i] = NULL;
+	}
 	char *envp[] = { (char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
-	execve(path, argv, envp);
+	execve(a->path, argv, envp);
 	return 127;
 }
 
-static int allowlist_load(struct net *n, capsule_error *err)
+int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_error *err)
 {
 	static const char *const paths[] = { "/usr/sbin/nft", "/sbin/nft", "/usr/local/sbin/nft" };
 	const char *path = find_tool(paths, ARRAY_SIZE(paths));
 	if (!path)
 		return cap_err_plain(err, ENOENT, "an egress allowlist needs nft (nftables), which is not installed");
-	char *rules = NULL;
-	size_t len = 0;
-	FILE *f = open_memstream(&rules, &len);
-	if (!f)
-		return cap_err(err, ENOMEM, "allowlist rules");
-	/* Only what leaves through the NAT is filtered: loopback (port forwards arrive there)
-	 * and answers to allowed connections pass. Everything else is refused at once (a TCP
-	 * reset, an ICMP error), so that a denied connect fails fast instead of hanging. */
-	fprintf(f, "table inet capsule_egress {\n\tchain output {\n\t\ttype filter hook output priority 0; policy drop;\n"
-		   "\t\toifname \"lo\" accept\n\t\tct state established,related accept\n");
-	for (size_t i = 0; i < n->cfg->nallow; i++) {
-		char rule[64];
-		const struct egress_rule *e = &n->cfg->allow[i];
-		egress_rule_format(e, rule, sizeof(rule));
-		char *colon = strchr(rule, ':');
-		if (colon)
-			*colon = '\0';
-		if (e->port)
-			fprintf(f, "\t\tmeta l4proto { tcp, udp } ip daddr %s th dport %u accept\n", rule, e->port);
-		else
-			fprintf(f, "\t\tip daddr %s accept\n", rule);
-	}
-	fprintf(f, "\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n\t}\n}\n");
-	fclose(f);
-	int p[2];
-	if (pipe2(p, O_CLOEXEC) < 0) {
-		free(rules);
+	int p[2], o[2] = { -1, -1 };
+	if (pipe2(p, O_CLOEXEC) < 0)
 		return cap_err(err, errno, "pipe");
+	if (out && pipe2(o, O_CLOEXEC) < 0) {
+		int e = errno;
+		close(p[0]);
+		close(p[1]);
+		return cap_err(err, e, "pipe");
 	}
-	pid_t pid = spawn_child(n, NULL, 0, p[0], nft_main, (void *)path);
+	struct nft_args args = { .path = path, .json = out != NULL, .text = text };
+	pid_t pid = spawn_child(n, NULL, 0, p[0], o[1], nft_main, &args);
+	int e = errno;
 	close(p[0]);
-	/* The rules are far below a pipe's 64 KiB: the write cannot block. */
-	write_all(p[1], rules, len);
+	if (o[1] >= 0)
+		close(o[1]);
+	/* Our texts are far below a pipe's 64 KiB: the write cannot block. */
+	write_all(p[1], text, len);
 	close(p[1]);
-	free(rules);
-	if (pid < 0)
-		return cap_err(err, errno, "fork");
+	if (pid < 0) {
+		if (o[0] >= 0)
+			close(o[0]);
+		return cap_err(err, e, "fork");
+	}
+	if (out) {
+		/* What nft prints (a quota's JSON) is small; more than this is not from nft. */
+		size_t cap = 16384, used = 0;
+		char *buf = malloc(cap);
+		ssize_t k = 0;
+		while (buf && used + 1 < cap && ((k = read(o[0], buf + used, cap - 1 - used)) > 0 || (k < 0 && errno == EINTR)))
+			used += k > 0 ? (size_t)k : 0;
+		if (buf)
+			buf[used] = '\0';
+		*out = buf;
+		close(o[0]);
+	}
 	int st;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return cap_err_plain(err, EIO, "loading the egress allowlist into the sandbox failed (nft: see shim.log)");
-	net_log(n, "egress allowlist loaded (%zu entries)", n->cfg->nallow);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+		if (out) {
+			free(*out);
+			*out = NULL;
+		}
+		return cap_err_plain(err, EIO, "nft refused the sandbox's egress rules (see shim.log)");
+	}
 	return 0;
 }
 
@@ -325,7 +378,7 @@ int net_start(struct net *n, const struct container *ct, bool rootless, uint64_t
 		if ((r = slirp_start(n, deadline_ms, err)) < 0)
 			return r;
 		net_log(n, "slirp4netns pid %d up (%.1f ms)", (int)n->slirp_pid, (double)(now_ns() - t0) / 1e6);
-		if (n->cfg->nallow && (r = allowlist_load(n, err)) < 0)
+		if ((r = egress_start(n, err)) < 0)
 			return r;
 	}
 	net_arm_forwards(n);

@@ -167,6 +167,30 @@ static void port_request(struct shim *s, int ci, const struct cp_header *h, cons
 	shim_request_answer(s, ci, h, r, &err, &ok);
 }
 
+/* Egress rules (egress.c): an nft run at most, answered at once. */
+static void net_rule_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!shim_request_acceptable(s, ci, h))
+		return;
+	capsule_error err = { 0 };
+	struct cp_request_ok ok = { 0 };
+	_cleanup_free_ char *list = NULL;
+	int r;
+	if (h->type == CP_NET_LS) {
+		r = egress_json(&s->net, &list, &err);
+		ok.list_json = list;
+	} else {
+		struct cp_net_rule m;
+		if (cp_net_rule_decode(h->type, payload, h->len, &m) < 0) {
+			io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed %s request", cp_type_name(h->type));
+			return;
+		}
+		r = h->type == CP_NET_ALLOW ? egress_allow(&s->net, m.rule, &err) : egress_deny(&s->net, m.rule, &err);
+		cp_net_rule_free(&m);
+	}
+	shim_request_answer(s, ci, h, r, &err, &ok);
+}
+
 static struct save_sandbox save_sandbox_of_shim(struct shim *s)
 {
 	return (struct save_sandbox){
@@ -508,6 +532,11 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 	case CP_PORT_REMOVE:
 	case CP_PORTS:
 		port_request(s, ci, h, payload);
+		return;
+	case CP_NET_ALLOW:
+	case CP_NET_DENY:
+	case CP_NET_LS:
+		net_rule_request(s, ci, h, payload);
 		return;
 	case CP_SCREENSHOT:
 	case CP_INPUT:

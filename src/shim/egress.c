@@ -1,0 +1,676 @@
+/* A container's egress rules (docs/architecture.md, "Egress by name"): the nftables table in
+ * the sandbox's network namespace, the DNS proxy that opens addresses in it for the names
+ * allowed, the byte quota, and the NET_* requests that change them on a running sandbox.
+ *
+ * The proxy runs here, in the shim's event loop: its socket is bound inside the sandbox's
+ * namespace (127.0.0.53:53, made by the socket factory) so the sandbox reaches it over its own
+ * loopback, and its upstream socket is the host's, so the sandbox never reaches the resolver
+ * itself. Nothing the sandbox runs shares its memory or can signal it. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dns.h"
+#include "json.h"
+#include "net.h"
+#include "parse.h"
+#include "util.h"
+
+/* The TTL the proxy gives and opens addresses for: at least this (a name's churn of nft runs
+ * is bounded by it), at most that (an address the resolver stopped giving closes by then). */
+#define EGRESS_TTL_MIN_S 2u
+#define EGRESS_TTL_MAX_S 3600u
+#define EGRESS_MAX_NAMES 128
+#define EGRESS_MAX_CIDRS 128
+/* Addresses the proxy holds open at once, all names together: one name answers at most
+ * DNS_MAX_ADDRS, and a sandbox that asks for more than this gets SERVFAIL. */
+#define EGRESS_MAX_OPEN 512
+/* Queries waiting for the upstream at once; an older one is dropped for a new one. */
+#define EGRESS_MAX_PENDING 64
+#define EGRESS_UPSTREAM_TIMEOUT_MS 5000
+#define KEY_SANDBOX 0
+#define KEY_UPSTREAM 1
+
+struct egress_open {
+	char name[DNS_MAX_NAME + 1];
+	uint16_t port;
+	uint32_t addr;
+	uint64_t expires_ms;
+};
+
+struct egress_pending {
+	bool used;
+	uint16_t up_id;
+	uint64_t sent_ms;
+	struct dns_query q;
+	struct sockaddr_in from;
+};
+
+struct egress {
+	bool filter; /* an allowlist: policy drop */
+	struct egress_name names[EGRESS_MAX_NAMES];
+	size_t nnames;
+	struct egress_rule cidrs[EGRESS_MAX_CIDRS];
+	size_t ncidrs;
+	struct egress_open open[EGRESS_MAX_OPEN];
+	size_t nopen;
+	struct egress_pending pending[EGRESS_MAX_PENDING];
+	int dns_fd, up_fd;
+	struct sockaddr_in upstream;
+	uint64_t quota;
+	uint64_t queries, refused;
+};
+
+/* ---- nft --------------------------------------------------------------------------------- */
+
+static void fmt_addr(uint32_t addr, char *buf)
+{
+	struct in_addr a = { .s_addr = addr };
+	inet_ntop(AF_INET, &a, buf, INET_ADDRSTRLEN);
+}
+
+/* "add|delete element inet capsule_egress SET { ELEMENT }" for a CIDR entry. */
+static void cidr_element(FILE *f, const char *verb, const struct egress_rule *e)
+{
+	char ip[INET_ADDRSTRLEN];
+	fmt_addr(e->addr, ip);
+	if (e->port)
+		fprintf(f, "%s element inet capsule_egress cidr_port { %s/%u . %u }\n", verb, ip, e->prefix, e->port);
+	else
+		fprintf(f, "%s element inet capsule_egress cidr_any { %s/%u }\n", verb, ip, e->prefix);
+}
+
+static void open_element(FILE *f, const char *verb, uint32_t addr, uint16_t port, uint32_t ttl_s)
+{
+	char ip[INET_ADDRSTRLEN], timeout[32] = "";
+	fmt_addr(addr, ip);
+	if (ttl_s)
+		snprintf(timeout, sizeof(timeout), " timeout %us", ttl_s);
+	if (port)
+		fprintf(f, "%s element inet capsule_egress dns_port { %s . %u%s }\n", verb, ip, port, timeout);
+	else
+		fprintf(f, "%s element inet capsule_egress dns_any { %s%s }\n", verb, ip, timeout);
+}
+
+/* Run what WRITE wrote into the text, in one nft transaction. */
+static int nft_batch(struct net *n, char *text, size_t len, capsule_error *err)
+{
+	int r = len ? net_nft(n, text, len, NULL, err) : 0;
+	free(text);
+	return r;
+}
+
+/* The table. Loopback (the DNS proxy, port forwards) and answers to allowed connections
+ * pass; then the sets: the allowed networks (intervals), and the addresses the proxy opened
+ * (with timeouts: the kernel closes them when their TTL ends, whatever the shim does). A
+ * quota comes first, so that once it is used nothing leaves, open connections included. */
+static int table_load(struct net *n, struct egress *eg, capsule_error *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return cap_err(err, ENOMEM, "egress rules");
+	fprintf(f, "table inet capsule_egress {\n"
+		   "\tset cidr_any { type ipv4_addr; flags interval; }\n"
+		   "\tset cidr_port { type ipv4_addr . inet_service; flags interval; }\n"
+		   "\tset dns_any { type ipv4_addr; flags timeout; }\n"
+		   "\tset dns_port { type ipv4_addr . inet_service; flags timeout; }\n");
+	if (eg->quota)
+		fprintf(f, "\tquota egress { over %llu bytes }\n", (unsigned long long)eg->quota);
+	fprintf(f, "\tchain output {\n\t\ttype filter hook output priority 0; policy %s;\n",
+		eg->filter ? "drop" : "accept");
+	if (eg->quota)
+		fprintf(f, "\t\toifname != \"lo\" meta l4proto tcp quota name \"egress\" reject with tcp reset\n"
+			   "\t\toifname != \"lo\" meta l4proto != tcp quota name \"egress\" drop\n");
+	if (eg->filter)
+		fprintf(f, "\t\toifname \"lo\" accept\n\t\tct state established,related accept\n"
+			   "\t\tip daddr @cidr_any accept\n"
+			   "\t\tmeta l4proto { tcp, udp } ip daddr . th dport @cidr_port accept\n"
+			   "\t\tip daddr @dns_any accept\n"
+			   "\t\tmeta l4proto { tcp, udp } ip daddr . th dport @dns_port accept\n"
+			   "\t\tmeta l4proto tcp reject with tcp reset\n\t\treject\n");
+	fprintf(f, "\t}\n}\n");
+	for (size_t i = 0; i < eg->ncidrs; i++)
+		cidr_element(f, "add", &eg->cidrs[i]);
+	fclose(f);
+	return nft_batch(n, text, len, err);
+}
+
+/* ---- the proxy ----------------------------------------------------------------------------- */
+
+static bool name_allowed(const struct egress *eg, const char *name)
+{
+	for (size_t i = 0; i < eg->nnames; i++)
+		if (!strcmp(eg->names[i].name, name))
+			return true;
+	return false;
+}
+
+/* Addresses no allowed name may open unless --dns-private: the sandbox's own NAT and the
+ * host's loopback behind it (10.0.2.0/24), private and shared networks, link-local (cloud
+ * metadata), and never "this network", loopback (the sandbox's own), multicast and reserved. */
+static bool addr_acceptable(const struct egress *eg, const struct capsule_config *cfg, uint32_t addr)
+{
+	(void)eg;
+	uint32_t a = ntohl(addr);
+	uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16);
+	if (b0 == 0 || b0 == 127 || b0 >= 224)
+		return false;
+	bool internal = b0 == 10 || (b0 == 172 && (b1 & 0xf0) == 16) || (b0 == 192 && b1 == 168) ||
+			(b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64);
+	return !internal || cfg->dns_private;
+}
+
+static void send_answer(struct egress *eg, const struct sockaddr_in *to, const struct dns_query *q, uint8_t rcode,
+			const uint32_t *addrs, size_t naddrs, uint32_t ttl)
+{
+	uint8_t out[DNS_MAX_PACKET];
+	int len = dns_answer_build(q, rcode, addrs, naddrs, ttl, out, sizeof(out));
+	if (len > 0)
+		sendto(eg->dns_fd, out, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
+}
+
+static struct egress_open *open_find(struct egress *eg, const char *name, uint16_t port, uint32_t addr)
+{
+	for (size_t i = 0; i < eg->nopen; i++)
+		if (eg->open[i].addr == addr && eg->open[i].port == port && !strcmp(eg->open[i].name, name))
+			return &eg->open[i];
+	return NULL;
+}
+
+static void open_sweep(struct egress *eg, uint64_t now)
+{
+	for (size_t i = 0; i < eg->nopen;)
+		if (eg->open[i].expires_ms <= now)
+			eg->open[i] = eg->open[--eg->nopen];
+		else
+			i++;
+}
+
+/* Open ADDRS for every allowed entry of Q's name, for TTL seconds (the kernel closes them
+ * then); *TTL comes back as what the answer may say: an address still open for less time
+ * than a fresh TTL is not touched, and the answer promises only what is left of it. */
+static int open_addrs(struct net *n, struct egress *eg, const char *name, const uint32_t *addrs, size_t naddrs,
+		      uint32_t *ttl, capsule_error *err)
+{
+	uint64_t now = now_ms();
+	open_sweep(eg, now);
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return cap_err(err, ENOMEM, "egress rules");
+	uint32_t want = *ttl;
+	size_t added = 0;
+	for (size_t i = 0; i < eg->nnames; i++) {
+		const struct egress_name *e = &eg->names[i];
+		if (strcmp(e->name, name))
+			continue;
+		for (size_t k = 0; k < naddrs; k++) {
+			struct egress_open *o = open_find(eg, name, e->port, addrs[k]);
+			if (o && o->expires_ms >= now + want * 500ull) {
+				uint32_t left = (uint32_t)((o->expires_ms - now) / 1000);
+				if (left < *ttl)
+					*ttl = left;
+				continue;
+			}
+			if (!o && eg->nopen >= EGRESS_MAX_OPEN) {
+				fclose(f);
+				free(text);
+				return cap_err_plain(err, ENOSPC, "too many addresses open at once (%d)", EGRESS_MAX_OPEN);
+			}
+			/* Re-adding an element sets its timeout anew (Linux 6.10 and later). */
+			open_element(f, "add", addrs[k], e->port, want);
+			if (!o) {
+				o = &eg->open[eg->nopen++];
+				snprintf(o->name, sizeof(o->name), "%s", name);
+				o->port = e->port;
+				o->addr = addrs[k];
+			}
+			o->expires_ms = now + want * 1000ull;
+			added++;
+		}
+	}
+	fclose(f);
+	if (!added) {
+		free(text);
+		return 0;
+	}
+	return nft_batch(n, text, len, err);
+}
+
+static void sandbox_query(struct net *n, struct egress *eg)
+{
+	for (int burst = 0; burst < 64; burst++) {
+		uint8_t buf[DNS_MAX_PACKET];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t k = recvfrom(eg->dns_fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		if (k < 0)
+			return;
+		if (fl != sizeof(from) || from.sin_family != AF_INET)
+			continue;
+		eg->queries++;
+		struct dns_query q;
+		if (dns_query_parse(buf, (size_t)k, &q) < 0) {
+			if (k >= 12) {
+				struct dns_query bare = { .id = q.id };
+				send_answer(eg, &from, &bare, DNS_RCODE_FORMERR, NULL, 0, 0);
+			}
+			continue;
+		}
+		if (q.qclass != DNS_CLASS_IN || !name_allowed(eg, q.name)) {
+			eg->refused++;
+			net_log(n, "dns: '%s' is not allowed: NXDOMAIN", q.name);
+			send_answer(eg, &from, &q, DNS_RCODE_NXDOMAIN, NULL, 0, 0);
+			continue;
+		}
+		/* IPv4 only (the NAT has no IPv6): other types of an allowed name have no data, and
+		 * nothing but A queries reaches the upstream. */
+		if (q.qtype != DNS_TYPE_A) {
+			send_answer(eg, &from, &q, DNS_RCODE_NOERROR, NULL, 0, 0);
+			continue;
+		}
+		struct egress_pending *p = NULL, *oldest = &eg->pending[0];
+		for (size_t i = 0; i < EGRESS_MAX_PENDING && !p; i++) {
+			if (!eg->pending[i].used)
+				p = &eg->pending[i];
+			else if (eg->pending[i].sent_ms < oldest->sent_ms)
+				oldest = &eg->pending[i];
+		}
+		if (!p)
+			p = oldest;
+		*p = (struct egress_pending){ .used = true, .sent_ms = now_ms(), .q = q, .from = from };
+		/* A fresh random id per upstream query: an off-path forger must guess it (and the
+		 * port), and the sandbox's own id never reaches the upstream. */
+		if (getrandom(&p->up_id, sizeof(p->up_id), GRND_NONBLOCK) != sizeof(p->up_id))
+			p->up_id = (uint16_t)(now_ns() ^ (uint64_t)(p - eg->pending));
+		uint8_t out[DNS_MAX_PACKET];
+		int len = dns_query_build(&q, p->up_id, out, sizeof(out));
+		if (len < 0 || sendto(eg->up_fd, out, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&eg->upstream,
+				      sizeof(eg->upstream)) < 0) {
+			p->used = false;
+			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+		}
+	}
+}
+
+static void upstream_answer(struct net *n, struct egress *eg)
+{
+	for (int burst = 0; burst < 64; burst++) {
+		uint8_t buf[DNS_MAX_PACKET];
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t k = recvfrom(eg->up_fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+		if (k < 0)
+			return;
+		if (k < 12 || fl != sizeof(from) || from.sin_addr.s_addr != eg->upstream.sin_addr.s_addr ||
+		    from.sin_port != eg->upstream.sin_port)
+			continue;
+		uint16_t id = (uint16_t)(buf[0] << 8 | buf[1]);
+		uint64_t now = now_ms();
+		struct egress_pending *p = NULL;
+		for (size_t i = 0; i < EGRESS_MAX_PENDING && !p; i++)
+			if (eg->pending[i].used && eg->pending[i].up_id == id)
+				p = &eg->pending[i];
+		if (!p)
+			continue;
+		struct dns_answer a;
+		if (dns_answer_parse(buf, (size_t)k, id, &p->q, &a) < 0)
+			continue; /* not an answer to that question: wait for the real one */
+		p->used = false;
+		if (now - p->sent_ms > EGRESS_UPSTREAM_TIMEOUT_MS)
+			continue;
+		if (a.rcode != DNS_RCODE_NOERROR) {
+			send_answer(eg, &p->from, &p->q, a.rcode == DNS_RCODE_NXDOMAIN ? DNS_RCODE_NXDOMAIN : DNS_RCODE_SERVFAIL,
+				    NULL, 0, 0);
+			continue;
+		}
+		uint32_t addrs[DNS_MAX_ADDRS];
+		size_t naddrs = 0;
+		for (size_t i = 0; i < a.naddrs; i++) {
+			if (addr_acceptable(eg, n->cfg, a.addrs[i]))
+				addrs[naddrs++] = a.addrs[i];
+			else
+				net_log(n, "dns: '%s': an internal address is not opened (see --dns-private)", p->q.name);
+		}
+		uint32_t ttl = a.ttl < EGRESS_TTL_MIN_S ? EGRESS_TTL_MIN_S : a.ttl > EGRESS_TTL_MAX_S ? EGRESS_TTL_MAX_S : a.ttl;
+		capsule_error err = { 0 };
+		if (naddrs && open_addrs(n, eg, p->q.name, addrs, naddrs, &ttl, &err) < 0) {
+			net_log(n, "dns: '%s': %s", p->q.name, err.message);
+			send_answer(eg, &p->from, &p->q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+			continue;
+		}
+		send_answer(eg, &p->from, &p->q, DNS_RCODE_NOERROR, addrs, naddrs, ttl);
+	}
+}
+
+void egress_event(struct net *n, uint64_t key)
+{
+	struct egress *eg = n->egress;
+	if (!eg)
+		return;
+	if (key == KEY_SANDBOX)
+		sandbox_query(n, eg);
+	else
+		upstream_answer(n, eg);
+}
+
+/* The upstream: --dns-server, else the first IPv4 nameserver of the host's resolv.conf. */
+static int upstream_find(const struct capsule_config *cfg, struct sockaddr_in *out, capsule_error *err)
+{
+	if (cfg->dns_server[0])
+		return dns_server_parse(cfg->dns_server, out) < 0
+			       ? cap_err_plain(err, EINVAL, "invalid dns_server '%s'", cfg->dns_server) : 0;
+	FILE *f = fopen("/etc/resolv.conf", "re");
+	char line[256];
+	while (f && fgets(line, sizeof(line), f)) {
+		char ip[64];
+		if (sscanf(line, " nameserver %63s", ip) == 1 && dns_server_parse(ip, out) == 0) {
+			fclose(f);
+			return 0;
+		}
+	}
+	if (f)
+		fclose(f);
+	return cap_err_plain(err, ENOENT, "--allow-host names need a DNS server: the host's /etc/resolv.conf names no "
+			     "IPv4 nameserver (give one with --dns-server)");
+}
+
+static int proxy_start(struct net *n, struct egress *eg, capsule_error *err)
+{
+	int r = upstream_find(n->cfg, &eg->upstream, err);
+	if (r < 0)
+		return r;
+	if ((r = net_sandbox_dns_socket(n, &eg->dns_fd, err)) < 0)
+		return cap_err_wrap(err, r, "the DNS proxy's socket in the sandbox");
+	eg->up_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (eg->up_fd < 0)
+		return cap_err(err, errno, "the DNS proxy's upstream socket");
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = NET_KEY_BASE | NET_KEY_DNS | KEY_SANDBOX };
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, eg->dns_fd, &ev);
+	ev.data.u64 = NET_KEY_BASE | NET_KEY_DNS | KEY_UPSTREAM;
+	epoll_ctl(n->epfd, EPOLL_CTL_ADD, eg->up_fd, &ev);
+	return 0;
+}
+
+int egress_start(struct net *n, capsule_error *err)
+{
+	const struct capsule_config *cfg = n->cfg;
+	if (!cfg->nallow && !cfg->nallow_names && !cfg->egress_quota_bytes)
+		return 0;
+	struct egress *eg = calloc(1, sizeof(*eg));
+	if (!eg)
+		return cap_err(err, ENOMEM, "egress rules");
+	eg->dns_fd = eg->up_fd = -1;
+	n->egress = eg;
+	eg->filter = cfg->nallow || cfg->nallow_names;
+	eg->quota = cfg->egress_quota_bytes;
+	for (size_t i = 0; i < cfg->nallow && i < EGRESS_MAX_CIDRS; i++)
+		eg->cidrs[eg->ncidrs++] = cfg->allow[i];
+	for (size_t i = 0; i < cfg->nallow_names && i < EGRESS_MAX_NAMES; i++)
+		eg->names[eg->nnames++] = cfg->allow_names[i];
+	int r = table_load(n, eg, err);
+	if (r < 0)
+		return r;
+	/* The proxy runs for every allowlist (the sandbox's resolv.conf names it), since names can
+	 * be allowed later; without a name yet, a host with no resolver only logs it. */
+	if (eg->filter && (r = proxy_start(n, eg, err)) < 0) {
+		if (cfg->nallow_names)
+			return r;
+		net_log(n, "dns: no proxy: %s", err->message);
+	}
+	net_log(n, "egress rules loaded (%zu networks, %zu names%s)", eg->ncidrs, eg->nnames, eg->quota ? ", a quota" : "");
+	return 0;
+}
+
+void egress_free(struct net *n)
+{
+	struct egress *eg = n->egress;
+	if (!eg)
+		return;
+	for (int i = 0; i < 2; i++) {
+		int fd = i ? eg->up_fd : eg->dns_fd;
+		if (fd >= 0) {
+			epoll_ctl(n->epfd, EPOLL_CTL_DEL, fd, NULL);
+			close(fd);
+		}
+	}
+	free(eg);
+	n->egress = NULL;
+}
+
+/* ---- NET_ALLOW, NET_DENY, NET_LS ----------------------------------------------------------- */
+
+/* RULE as a CIDR entry (its head is an IPv4 address) into *C (1), or as a name into *NM (0). */
+static int rule_parse(const char *rule, struct egress_rule *c, struct egress_name *nm, capsule_error *err)
+{
+	char head[256];
+	size_t hl = strcspn(rule, "/:");
+	if (hl < sizeof(head)) {
+		memcpy(head, rule, hl);
+		head[hl] = '\0';
+		struct in_addr a;
+		if (inet_pton(AF_INET, head, &a) == 1) {
+			struct capsule_config *scratch = calloc(1, sizeof(*scratch));
+			if (!scratch)
+				return cap_err(err, ENOMEM, "net allow");
+			int r = capsule_config_add_allow_cidr(scratch, rule, err);
+			if (r == 0)
+				*c = scratch->allow[0];
+			free(scratch);
+			return r < 0 ? r : 1;
+		}
+	}
+	const char *colon = strrchr(rule, ':');
+	size_t n = colon ? (size_t)(colon - rule) : strlen(rule);
+	uint64_t port = 0;
+	if (n >= sizeof(nm->name) || (colon && parse_uint(colon + 1, "port", 1, 65535, &port, NULL) < 0))
+		return cap_err_plain(err, EINVAL, "invalid rule '%s': expected NAME[:PORT] or CIDR[:PORT]", rule);
+	memset(nm, 0, sizeof(*nm));
+	for (size_t i = 0; i < n; i++)
+		nm->name[i] = (char)(rule[i] >= 'A' && rule[i] <= 'Z' ? rule[i] + 32 : rule[i]);
+	if (!dns_name_valid(nm->name))
+		return cap_err_plain(err, EINVAL, "invalid rule '%s': '%s' is not a DNS name", rule, nm->name);
+	nm->port = (uint16_t)port;
+	return 0;
+}
+
+static int egress_of(struct net *n, struct egress **out, capsule_error *err)
+{
+	if (n->cfg->isolation == CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "a vm's egress rules are fixed when its guest boots (net allow, deny and ls are for containers)");
+	if (!n->egress || !n->egress->filter)
+		return cap_err_plain(err, EINVAL, "this sandbox has no egress allowlist (create it with --allow-host or "
+				     "--allow-cidr and --network full)");
+	*out = n->egress;
+	return 0;
+}
+
+int egress_allow(struct net *n, const char *rule, capsule_error *err)
+{
+	struct egress *eg;
+	struct egress_rule c;
+	struct egress_name nm;
+	int r = egress_of(n, &eg, err);
+	if (r < 0 || (r = rule_parse(rule, &c, &nm, err)) < 0)
+		return r;
+	if (r == 1) {
+		for (size_t i = 0; i < eg->ncidrs; i++)
+			if (eg->cidrs[i].addr == c.addr && eg->cidrs[i].prefix == c.prefix && eg->cidrs[i].port == c.port)
+				return cap_err_plain(err, EEXIST, "'%s' is already allowed", rule);
+		if (eg->ncidrs >= EGRESS_MAX_CIDRS)
+			return cap_err_plain(err, E2BIG, "too many allowed networks (at most %d)", EGRESS_MAX_CIDRS);
+		char *text = NULL;
+		size_t len = 0;
+		FILE *f = open_memstream(&text, &len);
+		if (!f)
+			return cap_err(err, ENOMEM, "net allow");
+		cidr_element(f, "add", &c);
+		fclose(f);
+		if ((r = nft_batch(n, text, len, err)) < 0)
+			return cap_err_plain(err, -r, "net allow '%s': nft refused it (does it overlap an allowed network?)", rule);
+		eg->cidrs[eg->ncidrs++] = c;
+	} else {
+		for (size_t i = 0; i < eg->nnames; i++)
+			if (eg->names[i].port == nm.port && !strcmp(eg->names[i].name, nm.name))
+				return cap_err_plain(err, EEXIST, "'%s' is already allowed", rule);
+		if (eg->nnames >= EGRESS_MAX_NAMES)
+			return cap_err_plain(err, E2BIG, "too many allowed names (at most %d)", EGRESS_MAX_NAMES);
+		if (eg->dns_fd < 0 && (r = proxy_start(n, eg, err)) < 0)
+			return r;
+		eg->names[eg->nnames++] = nm;
+	}
+	net_log(n, "egress: '%s' allowed", rule);
+	return 0;
+}
+
+int egress_deny(struct net *n, const char *rule, capsule_error *err)
+{
+	struct egress *eg;
+	struct egress_rule c;
+	struct egress_name nm;
+	int r = egress_of(n, &eg, err);
+	if (r < 0 || (r = rule_parse(rule, &c, &nm, err)) < 0)
+		return r;
+	char *text = NULL;
+	size_t len = 0;
+	if (r == 1) {
+		size_t i = 0;
+		while (i < eg->ncidrs && !(eg->cidrs[i].addr == c.addr && eg->cidrs[i].prefix == c.prefix &&
+					   eg->cidrs[i].port == c.port))
+			i++;
+		if (i == eg->ncidrs)
+			return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
+		FILE *f = open_memstream(&text, &len);
+		if (!f)
+			return cap_err(err, ENOMEM, "net deny");
+		cidr_element(f, "delete", &c);
+		fclose(f);
+		if ((r = nft_batch(n, text, len, err)) < 0)
+			return r;
+		eg->cidrs[i] = eg->cidrs[--eg->ncidrs];
+	} else {
+		size_t i = 0;
+		while (i < eg->nnames && !(eg->names[i].port == nm.port && !strcmp(eg->names[i].name, nm.name)))
+			i++;
+		if (i == eg->nnames)
+			return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
+		eg->names[i] = eg->names[--eg->nnames];
+		/* Close what the proxy opened for it, unless another name holds the same element.
+		 * One nft run each: an element the kernel timed out meanwhile fails alone. */
+		uint64_t now = now_ms();
+		open_sweep(eg, now);
+		for (size_t k = 0; k < eg->nopen;) {
+			struct egress_open *o = &eg->open[k];
+			if (o->port != nm.port || strcmp(o->name, nm.name)) {
+				k++;
+				continue;
+			}
+			bool shared = false;
+			for (size_t j = 0; j < eg->nopen; j++)
+				shared |= j != k && eg->open[j].addr == o->addr && eg->open[j].port == o->port;
+			if (!shared) {
+				FILE *f = open_memstream(&text, &len);
+				if (f) {
+					open_element(f, "delete", o->addr, o->port, 0);
+					fclose(f);
+					nft_batch(n, text, len, NULL);
+					text = NULL;
+				}
+			}
+			*o = eg->open[--eg->nopen];
+		}
+	}
+	net_log(n, "egress: '%s' denied", rule);
+	return 0;
+}
+
+/* The quota's use, from `nft -j list quota`: {"quota": {..., "used": N, ...}}. */
+static int quota_used(struct net *n, uint64_t *used, capsule_error *err)
+{
+	_cleanup_free_ char *out = NULL;
+	int r = net_nft(n, "list quota inet capsule_egress egress", 0, &out, err);
+	if (r < 0)
+		return r;
+	const char *u = out ? strstr(out, "\"used\":") : NULL;
+	if (!u)
+		return cap_err_plain(err, EPROTO, "nft did not say how much of the quota is used");
+	*used = strtoull(u + 7, NULL, 10);
+	return 0;
+}
+
+int egress_json(struct net *n, char **out, capsule_error *err)
+{
+	struct egress *eg = n->egress;
+	if (!eg && n->cfg->isolation == CAPSULE_ISOLATION_VM)
+		return egress_of(n, &eg, err);
+	struct json_writer j;
+	json_init(&j, true);
+	json_object_begin(&j);
+	json_key(&j, "names");
+	json_array_begin(&j);
+	uint64_t now = now_ms();
+	for (size_t i = 0; eg && i < eg->nnames; i++) {
+		json_object_begin(&j);
+		json_kv_string(&j, "name", eg->names[i].name);
+		json_kv_uint(&j, "port", eg->names[i].port);
+		json_key(&j, "addresses");
+		json_array_begin(&j);
+		for (size_t k = 0; k < eg->nopen; k++) {
+			const struct egress_open *o = &eg->open[k];
+			if (o->port != eg->names[i].port || strcmp(o->name, eg->names[i].name) || o->expires_ms <= now)
+				continue;
+			char ip[INET_ADDRSTRLEN];
+			fmt_addr(o->addr, ip);
+			json_object_begin(&j);
+			json_kv_string(&j, "address", ip);
+			json_kv_uint(&j, "expires_in_ms", o->expires_ms - now);
+			json_object_end(&j);
+		}
+		json_array_end(&j);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_key(&j, "cidrs");
+	json_array_begin(&j);
+	for (size_t i = 0; eg && i < eg->ncidrs; i++) {
+		char rule[64];
+		egress_rule_format(&eg->cidrs[i], rule, sizeof(rule));
+		json_object_begin(&j);
+		json_kv_string(&j, "rule", rule);
+		if (eg->cidrs[i].host[0])
+			json_kv_string(&j, "host", eg->cidrs[i].host);
+		json_object_end(&j);
+	}
+	json_array_end(&j);
+	json_key(&j, "quota");
+	uint64_t used = 0;
+	if (eg && eg->quota && quota_used(n, &used, NULL) == 0) {
+		json_object_begin(&j);
+		json_kv_uint(&j, "bytes", eg->quota);
+		json_kv_uint(&j, "used", used);
+		json_object_end(&j);
+	} else {
+		json_null(&j);
+	}
+	if (eg && eg->dns_fd >= 0) {
+		json_kv_uint(&j, "dns_queries", eg->queries);
+		json_kv_uint(&j, "dns_refused", eg->refused);
+	}
+	json_object_end(&j);
+	int e = 0;
+	*out = json_steal(&j, &e);
+	if (!*out)
+		return cap_err(err, e ? -e : ENOMEM, "listing egress rules");
+	return 0;
+}

@@ -1,0 +1,210 @@
+"""Egress by name (--allow-host NAME[:PORT] at the container level): the sandbox's DNS proxy
+answers only allowed names, asking the test's own DNS server (on the host's loopback), and
+opens in the sandbox's nftables table exactly the addresses it handed out, for their TTL;
+`capsule net allow|deny|ls` change the rules of a running sandbox; --egress-quota.
+
+The names resolve to 10.0.2.2 (the host's loopback seen from the sandbox, where this test's
+servers listen) or to TEST-NET addresses that no packet is ever sent to: traffic only goes to
+the host's loopback."""
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from .dns_responder import DnsResponder
+from .helpers import assert_capsule_error
+from .test_network import GATEWAY, fetch_inside, host_server, host_server2  # noqa: F401 (fixtures)
+
+NAME = "app.capsule.test"
+
+# Resolve a name inside: its addresses, or "ERR <gaierror>".
+RESOLVE = """
+import socket, sys
+try:
+    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)})))
+except socket.gaierror as e:
+    print("ERR", e.errno)
+"""
+
+
+@pytest.fixture
+def dns():
+    d = DnsResponder()
+    yield d
+    d.close()
+
+
+def resolve_inside(capsule, name, host):
+    r = capsule.run("exec", name, "python3", "-c", RESOLVE, host, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def net_ls(capsule, name):
+    r = capsule.run("net", "ls", name, "--json", check=True)
+    return json.loads(r.stdout)
+
+
+def open_addresses(capsule, name, host):
+    return {a["address"] for n in net_ls(capsule, name)["names"] if n["name"] == host for a in n["addresses"]}
+
+
+def create(capsule, dns, *args):
+    return capsule.create("--network", "full", "--dns-server", dns.addr, *args)
+
+
+def test_allowed_name_opens_exactly_its_address_and_port(capsule, dns, host_server, host_server2):
+    dns.set(NAME, [GATEWAY], ttl=60)
+    name = create(capsule, dns, "--dns-private", "--allow-host", f"{NAME}:{host_server.port}")
+    # Not learned by DNS yet: the address is closed.
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
+    assert fetch_inside(capsule, name, f"http://{NAME}:{host_server.port}/token") == host_server.token
+    # The same address on another port stays closed.
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == "ERR 111"
+    assert open_addresses(capsule, name, NAME) == {GATEWAY}
+    net = capsule.inspect(name)["network"]
+    assert net["allow_names"] == [{"name": NAME, "port": host_server.port}]
+    assert net["egress"]["names"][0]["addresses"][0]["address"] == GATEWAY
+
+
+def test_other_names_get_nxdomain_and_never_reach_the_upstream(capsule, dns):
+    dns.set(NAME, ["192.0.2.10"])
+    dns.set("other.capsule.test", ["192.0.2.11"])
+    name = create(capsule, dns, "--allow-host", NAME)
+    assert resolve_inside(capsule, name, "other.capsule.test") == f"ERR {socket.EAI_NONAME}"
+    # A name below an allowed one is another name (no tunnel through its labels).
+    assert resolve_inside(capsule, name, f"data-0123.{NAME}") == f"ERR {socket.EAI_NONAME}"
+    assert [q for q in dns.queries if q[0] != NAME] == []
+    assert resolve_inside(capsule, name, NAME) == "192.0.2.10"
+    assert open_addresses(capsule, name, NAME) == {"192.0.2.10"}
+
+
+def test_name_moving_to_a_new_address_opens_it_and_closes_the_old_after_its_ttl(capsule, dns, host_server):
+    dns.set(NAME, [GATEWAY], ttl=2)
+    name = create(capsule, dns, "--dns-private", "--allow-host", NAME)
+    assert fetch_inside(capsule, name, f"http://{NAME}:{host_server.port}/token") == host_server.token
+    dns.set(NAME, ["192.0.2.20"], ttl=60)
+    deadline = time.monotonic() + 30
+    while GATEWAY in open_addresses(capsule, name, NAME) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    # The old address closed with its TTL (the kernel's set timeout), the new one opens on
+    # the next lookup.
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
+    assert resolve_inside(capsule, name, NAME) == "192.0.2.20"
+    assert open_addresses(capsule, name, NAME) == {"192.0.2.20"}
+
+
+def test_internal_answers_are_not_opened_without_dns_private(capsule, dns, host_server):
+    """DNS rebinding: a public name made to point at the host's loopback (or a private
+    network) opens nothing unless the sandbox was created with --dns-private."""
+    dns.set(NAME, [GATEWAY, "192.168.1.5", "169.254.169.254", "192.0.2.30"], ttl=60)
+    name = create(capsule, dns, "--allow-host", NAME)
+    assert resolve_inside(capsule, name, NAME) == "192.0.2.30"
+    assert open_addresses(capsule, name, NAME) == {"192.0.2.30"}
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
+
+
+def test_net_allow_deny_and_ls_change_a_running_sandbox(capsule, dns, host_server, host_server2):
+    dns.set(NAME, [GATEWAY], ttl=60)
+    name = create(capsule, dns, "--dns-private", "--allow-cidr", "192.0.2.1/32")
+    assert resolve_inside(capsule, name, NAME) == f"ERR {socket.EAI_NONAME}"
+    capsule.run("net", "allow", name, f"{NAME}:{host_server.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{NAME}:{host_server.port}/token") == host_server.token
+    capsule.run("net", "deny", name, f"{NAME}:{host_server.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
+    assert resolve_inside(capsule, name, NAME) == f"ERR {socket.EAI_NONAME}"
+    # An address rule, added and removed.
+    capsule.run("net", "allow", name, f"{GATEWAY}/32:{host_server2.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == host_server2.token
+    ls = net_ls(capsule, name)
+    assert {c["rule"] for c in ls["cidrs"]} == {"192.0.2.1/32", f"{GATEWAY}/32:{host_server2.port}"}
+    assert ls["names"] == []
+    capsule.run("net", "deny", name, f"{GATEWAY}/32:{host_server2.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server2.port}/token") == "ERR 111"
+    r = capsule.run("net", "ls", name, check=True)
+    assert "cidr  192.0.2.1/32" in r.stdout
+
+
+def test_net_requests_errors_are_one_line(capsule, dns):
+    name = create(capsule, dns, "--allow-host", NAME)
+    for args, words in [(["deny", name, "nothere.capsule.test"], "is not allowed"),
+                        (["allow", name, NAME], "already allowed"),
+                        (["allow", name, "bad_name!"], "not a DNS name"),
+                        (["allow", name, "10.0.0.0/40"], "--allow-cidr"),
+                        (["allow", name, f"{NAME}:99999"], "expected NAME[:PORT]")]:
+        r = capsule.run("net", *args)
+        assert_capsule_error(r)
+        assert words in r.stderr, (args, r.stderr)
+    plain = capsule.create("--network", "full")
+    r = capsule.run("net", "allow", plain, NAME)
+    assert_capsule_error(r)
+    assert "no egress allowlist" in r.stderr
+
+
+def test_allow_host_for_a_vm_needs_a_name_the_host_resolves(capsule):
+    r = capsule.run("run", "--isolation", "vm", "--network", "full", "--allow-host", "nothing.capsule.invalid", "true")
+    assert_capsule_error(r)
+    assert "cannot resolve" in r.stderr and "a vm resolves" in r.stderr
+    r = capsule.run("run", "--isolation", "vm", "--network", "full", "--egress-quota", "1M", "true")
+    assert_capsule_error(r)
+    assert "--egress-quota is for containers" in r.stderr
+
+
+class Sink:
+    """A TCP server on the host's loopback that reads and drops whatever it is sent."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.received = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with c:
+                while True:
+                    try:
+                        b = c.recv(65536)
+                    except OSError:
+                        break
+                    if not b:
+                        break
+                    self.received += len(b)
+
+
+SEND = """
+import socket, sys
+sent = 0
+try:
+    s = socket.create_connection(("10.0.2.2", int(sys.argv[1])), timeout=10)
+    for _ in range(64):
+        s.sendall(b"x" * 16384)
+        sent += 16384
+    print("SENT", sent)
+except OSError as e:
+    print("ERR", e.errno, sent)
+"""
+
+
+def test_egress_quota_refuses_open_and_new_connections_once_used(capsule):
+    sink = Sink()
+    try:
+        name = capsule.create("--network", "full", "--egress-quota", "256K")
+        r = capsule.run("exec", name, "python3", "-c", SEND, str(sink.port), timeout=60)
+        assert r.stdout.startswith("ERR"), r.stdout + r.stderr
+        sent = int(r.stdout.split()[2])
+        assert sent < 1 << 20
+        quota = capsule.inspect(name)["network"]["egress"]["quota"]
+        assert quota["bytes"] == 256 * 1024 and quota["used"] >= 256 * 1024
+        r = capsule.run("exec", name, "python3", "-c", SEND, str(sink.port), timeout=60)
+        assert r.stdout.startswith("ERR") and r.stdout.split()[2] == "0", r.stdout + r.stderr
+    finally:
+        sink.sock.close()
