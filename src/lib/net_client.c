@@ -156,9 +156,7 @@ int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, ca
 			*c = (char)(*c + 32);
 	bool valid = dns_name_valid(name);
 	uint32_t addrs[CAPSULE_MAX_ALLOW];
-	int n = resolve_on_host(name_port, name, addrs, ARRAY_SIZE(addrs), valid ? NULL : err);
-	if (n < 0 && !valid)
-		return n;
+	int n = resolve_on_host(name_port, name, addrs, ARRAY_SIZE(addrs), NULL);
 	bool loopback = n > 0;
 	for (int i = 0; i < n; i++)
 		loopback &= (ntohl(addrs[i]) >> 24) == 127;
