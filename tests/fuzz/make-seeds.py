@@ -227,11 +227,49 @@ IMAGE_SEEDS = {
 }
 
 
+def dns_name(name):
+    return b''.join(bytes([len(l)]) + l.encode() for l in name.split('.')) + b'\0'
+
+
+def dns_header(qid, flags, qd, an, ns=0, ar=0):
+    return struct.pack('>HHHHHH', qid, flags, qd, an, ns, ar)
+
+
+def dns_a(owner, addr, ttl=60):
+    return owner + struct.pack('>HHIH', 1, 1, ttl, 4) + bytes(addr)
+
+
+QUESTION = dns_name('app.capsule.test') + struct.pack('>HH', 1, 1)
+# fuzz_dns: byte 0 even: a query from the sandbox; odd: an upstream answer to
+# "app.capsule.test" A with id 0x1234.
+DNS_SEEDS = {
+    'query-a': b'\0' + dns_header(7, 0x0100, 1, 0) + QUESTION,
+    'query-aaaa-edns': b'\0' + dns_header(8, 0x0100, 1, 0, 0, 1) + dns_name('app.capsule.test')
+    + struct.pack('>HH', 28, 1) + b'\0' + struct.pack('>HHIH', 41, 1232, 0, 0),
+    'query-pointer': b'\0' + dns_header(9, 0x0100, 1, 0) + b'\xc0\x0c' + struct.pack('>HH', 1, 1),
+    'query-long-label': b'\0' + dns_header(10, 0x0100, 1, 0) + bytes([63]) + b'a' * 63 + b'\0' + struct.pack('>HH', 1, 1),
+    'answer-two-a': b'\1' + dns_header(0x1234, 0x8180, 1, 2) + QUESTION + dns_a(b'\xc0\x0c', [10, 0, 2, 2])
+    + dns_a(b'\xc0\x0c', [192, 0, 2, 7], 5),
+    'answer-cname-chain': b'\1' + dns_header(0x1234, 0x8180, 1, 2) + QUESTION
+    + b'\xc0\x0c' + struct.pack('>HHIH', 5, 1, 30, 6) + b'\x03cdn\xc0\x10'
+    + dns_a(b'\xc0\x2e', [192, 0, 2, 9]),
+    'answer-other-owner': b'\1' + dns_header(0x1234, 0x8180, 1, 1) + QUESTION
+    + dns_a(dns_name('evil.example'), [192, 0, 2, 66]),
+    'answer-pointer-loop': b'\1' + dns_header(0x1234, 0x8180, 1, 1) + QUESTION + b'\xc0\x22'
+    + struct.pack('>HHIH', 1, 1, 60, 4) + bytes(4),
+    'answer-nxdomain': b'\1' + dns_header(0x1234, 0x8183, 1, 0) + QUESTION,
+    'answer-ttl-top-bit': b'\1' + dns_header(0x1234, 0x8180, 1, 1) + QUESTION
+    + dns_a(b'\xc0\x0c', [192, 0, 2, 1], 0x80000001),
+    'answer-rdlen-past-end': b'\1' + dns_header(0x1234, 0x8180, 1, 1) + QUESTION + b'\xc0\x0c'
+    + struct.pack('>HHIH', 1, 1, 60, 400) + bytes(4),
+}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, 'corpus')
     dirs = {t: os.path.join(out, t) for t in ('fuzz_frame', 'fuzz_messages', 'fuzz_parse', 'fuzz_image',
-                                              'fuzz_cgroup_layout')}
+                                              'fuzz_cgroup_layout', 'fuzz_dns')}
     for d in dirs.values():
         os.makedirs(d, exist_ok=True)
 
@@ -289,6 +327,8 @@ def main():
     write(os.path.join(dirs['fuzz_cgroup_layout'], 'hybrid-debian12'), hybrid_mi + b'\0' + hybrid_cg)
     for name, (mountinfo, cgroup) in CGROUP_SEEDS.items():
         write(os.path.join(dirs['fuzz_cgroup_layout'], name), mountinfo.encode() + b'\0' + cgroup.encode())
+    for name, data in DNS_SEEDS.items():
+        write(os.path.join(dirs['fuzz_dns'], name), data)
 
 
 if __name__ == '__main__':
