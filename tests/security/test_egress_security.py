@@ -1,0 +1,194 @@
+"""Adversarial tests of egress by name (the DNS proxy, its nftables sets, the quota): a
+command in the sandbox cannot open an address it did not learn through the proxy, cannot
+change the sets, cannot reach the upstream resolver itself, cannot tunnel through names that
+are not allowed, and hostile DNS packets, from the sandbox or from the upstream, do not hurt
+the proxy or open anything. The test's DNS server is on the host's loopback; no packet goes
+anywhere else."""
+import json
+import os
+import random
+import socket
+import struct
+import sys
+
+import pytest
+
+from secutil import assert_alive, py, sh
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+from dns_responder import DnsResponder, decode_question, encode_name  # noqa: E402
+
+GATEWAY = "10.0.2.2"
+NAME = "app.capsule.test"
+
+CONNECT = """
+import socket, sys
+s = socket.socket()
+s.settimeout(10)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2]))); print("CONNECTED")
+except OSError as e:
+    print("ERR", e.errno)
+"""
+
+RESOLVE = """
+import socket, sys
+try:
+    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)})))
+except socket.gaierror as e:
+    print("ERR", e.errno)
+"""
+
+
+@pytest.fixture
+def dns():
+    d = DnsResponder()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def host_listener():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    yield s.getsockname()[1]
+    s.close()
+
+
+def connect_inside(capsule, name, host, port):
+    return py(capsule, name, CONNECT, args=(host, str(port)), check=True).stdout.strip()
+
+
+def resolve_inside(capsule, name, host):
+    return py(capsule, name, RESOLVE, args=(host,), check=True).stdout.strip()
+
+
+def opened(capsule, name):
+    r = capsule.run("net", "ls", name, "--json", check=True)
+    return {a["address"] for n in json.loads(r.stdout)["names"] for a in n["addresses"]}
+
+
+def create(capsule, dns, *args):
+    return capsule.create("--network", "full", "--dns-server", dns.addr, "--dns-private", "--allow-host", NAME, *args)
+
+
+def test_sandbox_cannot_open_addresses_or_undo_the_sets(capsule, dns, host_listener):
+    dns.set(NAME, ["192.0.2.40"])
+    name = create(capsule, dns)
+    for cmd in (f"nft add element inet capsule_egress dns_any '{{ {GATEWAY} }}'",
+                f"nft add element inet capsule_egress cidr_any '{{ {GATEWAY} }}'",
+                "nft flush set inet capsule_egress dns_any", "nft delete table inet capsule_egress",
+                "nft flush ruleset"):
+        r = sh(capsule, name, cmd + " 2>&1")
+        assert r.returncode != 0, f"'{cmd}' succeeded inside the sandbox: {r.stdout}"
+    assert connect_inside(capsule, name, GATEWAY, host_listener) == "ERR 111"
+    # Its own /etc/resolv.conf names only the proxy, and cannot be changed.
+    r = sh(capsule, name, "cat /etc/resolv.conf; echo nameserver 10.0.2.3 >> /etc/resolv.conf")
+    assert r.returncode != 0 and "nameserver 127.0.0.53" in r.stdout
+
+
+def test_sandbox_cannot_reach_the_upstream_resolver_directly(capsule, dns):
+    name = create(capsule, dns)
+    query = struct.pack(">HHHHHH", 99, 0x0100, 1, 0, 0, 0) + encode_name("direct.capsule.test") + b"\0\1\0\1"
+    probe = ("import socket, sys\n"
+             "q = bytes.fromhex(sys.argv[1])\n"
+             "for host, port in ((sys.argv[2], int(sys.argv[3])), ('10.0.2.3', 53)):\n"
+             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\n"
+             "    try:\n"
+             "        s.sendto(q, (host, port)); s.recv(512); print('ANSWERED')\n"
+             "    except OSError as e:\n"
+             "        print('ERR', e.errno)\n")
+    r = py(capsule, name, probe, args=(query.hex(), GATEWAY, str(dns.port)), check=True)
+    assert "ANSWERED" not in r.stdout
+    # Nor over TCP, to the NAT's resolver.
+    assert connect_inside(capsule, name, "10.0.2.3", 53) == "ERR 111"
+    assert not [q for q in dns.queries if q[0] == "direct.capsule.test"]
+
+
+def hostile_queries():
+    rnd = random.Random(20)
+    hdr = lambda qd=1, an=0, ar=0, flags=0x0100: struct.pack(">HHHHHH", 7, flags, qd, an, 0, ar)  # noqa: E731
+    q = encode_name(NAME) + b"\0\1\0\1"
+    out = [b"", b"\0" * 11, hdr(), hdr(qd=2) + q + q, hdr(an=1) + q, hdr(flags=0x8100) + q,
+           hdr() + b"\xc0\x0c\0\1\0\1", hdr() + b"\xc0\x0c", hdr() + bytes([64]) + b"a" * 64 + b"\0\0\1\0\1",
+           hdr() + (bytes([63]) + b"a" * 63) * 5 + b"\0\0\1\0\1", hdr() + b"\x03a.b\0\0\1\0\1",
+           hdr() + encode_name(NAME)[:-1], hdr() + encode_name(NAME) + b"\0", hdr(flags=0x7900) + q,
+           hdr() + q + b"\xff" * 1400]
+    out += [bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 600))) for _ in range(200)]
+    out += [hdr() + bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 300))) for _ in range(200)]
+    return out
+
+
+def test_malformed_queries_do_not_hurt_the_proxy(capsule, dns):
+    dns.set(NAME, ["192.0.2.41"])
+    name = create(capsule, dns)
+    packets = hostile_queries()
+    blast = ("import socket, sys, json\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.2)\n"
+             "for h in json.loads(sys.stdin.read()):\n"
+             "    s.sendto(bytes.fromhex(h), ('127.0.0.53', 53))\n"
+             "    try:\n"
+             "        s.recv(2048)\n"
+             "    except OSError:\n"
+             "        pass\n"
+             "print('done')\n")
+    r = capsule.run("exec", "-i", name, "python3", "-c", blast, input=json.dumps([p.hex() for p in packets]),
+                    timeout=300)
+    assert r.stdout.strip() == "done", r.stderr
+    assert_alive(capsule, name)
+    assert resolve_inside(capsule, name, NAME) == "192.0.2.41"
+    assert opened(capsule, name) == {"192.0.2.41"}
+    # Nothing but the allowed name's A queries ever reached the upstream.
+    assert {q for q in dns.queries} <= {(NAME, 1)}
+
+
+def bad_answers():
+    def reply(build):
+        def f(packet):
+            qid, _, _, end = decode_question(packet)
+            return build(qid, packet[12:end])
+        return f
+
+    def rr(owner, addr, ttl=60, rtype=1, rdlen=4):
+        return owner + struct.pack(">HHIH", rtype, 1, ttl, rdlen) + socket.inet_aton(addr)
+
+    hdr = lambda qid, an, flags=0x8180: struct.pack(">HHHHHH", qid, flags, 1, an, 0, 0)  # noqa: E731
+    return {
+        "another name's address": reply(lambda i, q: hdr(i, 1) + q + rr(encode_name("evil.capsule.test"), "192.0.2.66")),
+        "a pointer loop": reply(lambda i, q: hdr(i, 1) + q + b"\xc0\x22" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes(4)),
+        "the wrong id": reply(lambda i, q: hdr(i ^ 1, 1) + q + rr(b"\xc0\x0c", "192.0.2.67")),
+        "rdata past the end": reply(lambda i, q: hdr(i, 1) + q + rr(b"\xc0\x0c", "192.0.2.68", rdlen=400)),
+        "another question": reply(lambda i, q: hdr(i, 1) + encode_name("evil.capsule.test") + b"\0\1\0\1"
+                                  + rr(b"\xc0\x0c", "192.0.2.69")),
+        "a query, not an answer": reply(lambda i, q: hdr(i, 1, flags=0x0100) + q + rr(b"\xc0\x0c", "192.0.2.70")),
+        "a count past the records": reply(lambda i, q: hdr(i, 50) + q + rr(b"\xc0\x0c", "192.0.2.71")),
+    }
+
+
+# One A query straight to the proxy with a short wait (an answer the proxy ignores leaves the
+# query waiting for the real one): "RCODE NANSWERS", or "TIMEOUT".
+ASK = """
+import socket, struct, sys
+q = struct.pack(">HHHHHH", 5, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in sys.argv[1].split(".")) + b"\\0\\0\\1\\0\\1"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1.5)
+s.sendto(q, ("127.0.0.53", 53))
+try:
+    d = s.recv(2048); print(d[3] & 15, struct.unpack(">H", d[6:8])[0])
+except socket.timeout:
+    print("TIMEOUT")
+"""
+
+
+def test_hostile_upstream_answers_open_nothing(capsule, dns):
+    name = create(capsule, dns)
+    for what, reply in bad_answers().items():
+        dns.raw_reply = reply
+        out = py(capsule, name, ASK, args=(NAME,), check=True).stdout.strip()
+        assert out == "TIMEOUT" or out.split()[1] == "0", f"{what}: {out}"
+        assert opened(capsule, name) == set(), what
+    dns.raw_reply = None
+    dns.set(NAME, ["192.0.2.42"])
+    assert resolve_inside(capsule, name, NAME) == "192.0.2.42"
+    assert_alive(capsule, name)
