@@ -121,3 +121,29 @@ def test_bad_network_values_raise_before_start():
         SyncSandbox(network_mode="full", allow_cidrs="10.0.2.2/32")
     with pytest.raises(UnsupportedFeature, match="udp"):
         SyncSandbox(port_forwards=[PortForward(8080, 53, "udp")])
+
+
+def test_egress_rules_of_a_running_sandbox(host_server):
+    """net_allow, net_deny and net_rules: a name answered by the sandbox's DNS proxy, which
+    asks the test's own DNS server on the host's loopback (tests/e2e/dns_responder.py)."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
+    from dns_responder import DnsResponder
+    port, token = host_server
+    dns = DnsResponder()
+    dns.set("sdk.capsule.test", [GATEWAY], ttl=60)
+    try:
+        with SyncSandbox(network_mode=NetworkMode.FULL, allow_cidrs=["192.0.2.1/32"], dns_server=dns.addr,
+                         egress_quota="64M") as sb:
+            url = f"http://sdk.capsule.test:{port}/token"
+            assert sb.execute(["python3", "-c", FETCH, url]).stdout.strip().startswith("ERR")
+            sb.net_allow(f"{GATEWAY}/32:{port}")
+            assert sb.execute(["python3", "-c", FETCH, f"http://{GATEWAY}:{port}/token"]).stdout.strip() == token
+            sb.net_deny(f"{GATEWAY}/32:{port}")
+            rules = sb.net_rules()
+            assert [c["rule"] for c in rules["cidrs"]] == ["192.0.2.1/32"]
+            assert rules["quota"]["bytes"] == 64 << 20
+            with pytest.raises(InvalidArgument, match="not a DNS name"):
+                sb.net_allow("bad_name!")
+    finally:
+        dns.close()

@@ -106,7 +106,8 @@ def _boot_timeout_seconds(value):
 
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
-                  accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None):
+                  accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None, dns_server=None,
+                  egress_quota=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -169,6 +170,12 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
             _setter(cfg, lib.capsule_config_add_allow_host, enc(h, "allow_hosts entry"))
         for c in _str_list(allow_cidrs, "allow_cidrs"):
             _setter(cfg, lib.capsule_config_add_allow_cidr, enc(c, "allow_cidrs entry"))
+        if dns_server is not None:
+            _setter(cfg, lib.capsule_config_set_dns_server, enc(str(dns_server), "dns_server"))
+        if egress_quota is not None:
+            if isinstance(egress_quota, bool):
+                raise errors.InvalidArgument(f"invalid egress_quota {egress_quota!r}", _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_egress_quota, enc(str(egress_quota), "egress_quota"))
         if boot_timeout is not None:
             _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(_boot_timeout_seconds(boot_timeout) * 1000))
         if accel is not None:
@@ -252,7 +259,7 @@ class _Core:
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
                  allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None,
-                 pool=None):
+                 pool=None, dns_server=None, egress_quota=None):
         self._cfg_box = {}
         self._handle = None
         if name is not None and not isinstance(name, str):
@@ -270,7 +277,7 @@ class _Core:
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
                             accel, extra_qemu_args, disk_size,
-                            _display_flag(display, enable_display), pool)
+                            _display_flag(display, enable_display), pool, dns_server, egress_quota)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -500,6 +507,19 @@ class _Core:
         self._call(lib.capsule_ports_json, byref(out), op="config")
         try:
             return _ports_from_json(ctypes.string_at(out.value).decode())
+        finally:
+            free(out.value)
+
+    # ---- egress rules (blocking) ----
+
+    def _net_rule_blocking(self, fn, rule):
+        self._call(fn, enc(str(rule), "egress rule"), op="config")
+
+    def _net_rules_blocking(self):
+        out = c_void_p()
+        self._call(lib.capsule_net_json, byref(out), op="config")
+        try:
+            return json.loads(ctypes.string_at(out.value).decode())
         finally:
             free(out.value)
 
@@ -821,6 +841,19 @@ class SyncSandbox(_Core):
         """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
         return self._ports_blocking()
 
+    def net_allow(self, rule):
+        """Allow "NAME[:PORT]" (answered by the sandbox's DNS proxy) or "CIDR[:PORT]" out of the
+        running container."""
+        self._net_rule_blocking(lib.capsule_net_allow, rule)
+
+    def net_deny(self, rule):
+        """Remove an allowed entry; the addresses the proxy opened for a name close with it."""
+        self._net_rule_blocking(lib.capsule_net_deny, rule)
+
+    def net_rules(self):
+        """The egress rules now: {"names": [...], "cidrs": [...], "quota": {...} or None}."""
+        return self._net_rules_blocking()
+
     def screenshot(self, path=None):
         """The screen of a vm with a display as PNG: written to PATH (atomically), or returned
         as bytes without one."""
@@ -1023,6 +1056,19 @@ class Sandbox(_Core):
     async def port_forwards(self):
         """Every forward of the running sandbox now, as PortForward values (asks the sandbox)."""
         return await _in_thread(self._ports_blocking)
+
+    async def net_allow(self, rule):
+        """Allow "NAME[:PORT]" (answered by the sandbox's DNS proxy) or "CIDR[:PORT]" out of the
+        running container."""
+        await _in_thread(self._net_rule_blocking, lib.capsule_net_allow, rule)
+
+    async def net_deny(self, rule):
+        """Remove an allowed entry; the addresses the proxy opened for a name close with it."""
+        await _in_thread(self._net_rule_blocking, lib.capsule_net_deny, rule)
+
+    async def net_rules(self):
+        """The egress rules now: {"names": [...], "cidrs": [...], "quota": {...} or None}."""
+        return await _in_thread(self._net_rules_blocking)
 
     async def screenshot(self, path=None):
         """The screen of a vm with a display as PNG: written to PATH (atomically), or returned
