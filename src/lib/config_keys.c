@@ -82,7 +82,7 @@ const struct config_key config_keys[] = {
 	  .set = config_dns_private_switch,
 	  FLAG("dns-private", 0, NULL, "let --allow-host names resolve to private, loopback\n(10.0.2.2) and link-local addresses") },
 	{ .name = "egress_quota", .type = CONFIG_KEY_U64, FIELD(egress_quota_bytes), .max = UINT64_MAX,
-	  .flags = CONFIG_KEY_OMIT_UNSET, .inspect_limit = "egress_quota_bytes", .set = capsule_config_set_egress_quota,
+	  .flags = CONFIG_KEY_OMIT_UNSET, .set = capsule_config_set_egress_quota,
 	  FLAG("egress-quota", 0, "SIZE", "with --network full: bytes the sandbox may send out;\nthen connections are refused") },
 	{ .name = "save", .type = CONFIG_KEY_TEXT, FIELD(save), .flags = CONFIG_KEY_OMIT_UNSET, .load = config_save_load,
 	  .set = capsule_config_set_save,

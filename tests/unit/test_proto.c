@@ -412,6 +412,7 @@ static void test_header_unknown_type_rejected(void **state)
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE, CP_PAUSE, CP_WATCH,
+				   CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
 				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
@@ -2198,6 +2199,38 @@ static void test_fwd_connect_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+static void test_net_rule_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_net_rule a = { .rule = "example.org:443" }, b;
+	assert_int_equal(cp_net_rule_encode(&w, CP_NET_ALLOW, 3, &a), 0);
+	assert_int_equal(cp_net_rule_decode(CP_NET_ALLOW, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_string_equal(b.rule, "example.org:443");
+	cp_net_rule_free(&b);
+	assert_int_equal(cp_net_rule_decode(CP_NET_DENY, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	cp_net_rule_free(&b);
+	/* Only ALLOW and DENY carry a rule; an empty or missing one, or one too long, is refused. */
+	assert_int_equal(cp_net_rule_decode(CP_NET_LS, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	assert_null(b.rule);
+	char long_rule[CP_MAX_NET_RULE + 2];
+	memset(long_rule, 'a', sizeof(long_rule) - 1);
+	long_rule[sizeof(long_rule) - 1] = '\0';
+	struct cp_net_rule bad[] = { { .rule = NULL }, { .rule = "" }, { .rule = long_rule } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(cp_net_rule_encode(&w, CP_NET_ALLOW, 1, &bad[i]), -EINVAL);
+		cp_frame_begin(&w, CP_NET_ALLOW, 0, 1);
+		if (bad[i].rule)
+			cp_put_str(&w, CP_T_NET_RULE, bad[i].rule);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_net_rule_decode(CP_NET_ALLOW, w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b),
+				 -EBADMSG);
+		assert_null(b.rule);
+	}
+	cp_writer_free(&w);
+}
+
 static void test_port_add_remove_round_trip_and_bounds(void **state)
 {
 	(void)state;
@@ -2888,6 +2921,7 @@ int main(void)
 		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_mount_messages_survive_every_truncation),
 		cmocka_unit_test(test_port_add_remove_round_trip_and_bounds),
+		cmocka_unit_test(test_net_rule_round_trip_and_bounds),
 		cmocka_unit_test(test_fwd_connect_round_trip_and_bounds),
 		cmocka_unit_test(test_vm_mount_round_trip_and_what_the_agent_may_be_asked),
 		cmocka_unit_test(test_fs_entry_names_root_only_in_stat_replies),
