@@ -367,6 +367,18 @@ static int port_request(capsule_sandbox *sb, uint16_t type, const struct port_sp
 	return r;
 }
 
+/* The list a listing request (WHAT) was answered with, into *OUT; OK is freed. */
+static int take_list_json(struct cp_request_ok *ok, const char *what, char **out, capsule_error *err)
+{
+	if (!ok->list_json) {
+		cp_request_ok_free(ok);
+		return cap_err_plain(err, EPROTO, "the sandbox's answer to a %s request has no list", what);
+	}
+	*out = steal_ptr(ok->list_json);
+	cp_request_ok_free(ok);
+	return 0;
+}
+
 int capsule_port_add(capsule_sandbox *sb, const char *spec, capsule_error *err)
 {
 	if (!sb)
@@ -404,15 +416,7 @@ int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 		return cap_err_plain(err, EINVAL, "ports: no sandbox given");
 	struct cp_request_ok ok = { 0 };
 	int r = port_request(sb, CP_PORTS, NULL, &ok, err);
-	if (r < 0)
-		return r;
-	if (!ok.list_json) {
-		cp_request_ok_free(&ok);
-		return cap_err_plain(err, EPROTO, "the sandbox's answer to a ports request has no list");
-	}
-	*json_out = steal_ptr(ok.list_json);
-	cp_request_ok_free(&ok);
-	return 0;
+	return r < 0 ? r : take_list_json(&ok, "ports", json_out, err);
 }
 
 /* ---- a running sandbox's egress rules ---- */
@@ -457,15 +461,7 @@ int capsule_net_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 	*json_out = NULL;
 	struct cp_request_ok ok = { 0 };
 	int r = net_rule_request(sb, CP_NET_LS, NULL, &ok, err);
-	if (r < 0)
-		return r;
-	if (!ok.list_json) {
-		cp_request_ok_free(&ok);
-		return cap_err_plain(err, EPROTO, "the sandbox's answer to a net ls request has no list");
-	}
-	*json_out = steal_ptr(ok.list_json);
-	cp_request_ok_free(&ok);
-	return 0;
+	return r < 0 ? r : take_list_json(&ok, "net ls", json_out, err);
 }
 
 /* ---- inspect ---- */

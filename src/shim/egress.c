@@ -99,12 +99,29 @@ static void open_element(FILE *f, const char *verb, uint32_t addr, uint16_t port
 		fprintf(f, "%s element inet capsule_egress dns_any { %s%s }\n", verb, ip, timeout);
 }
 
-/* Run what WRITE wrote into the text, in one nft transaction. */
+/* Run TEXT (LEN bytes, freed here) in one nft transaction. */
 static int nft_batch(struct net *n, char *text, size_t len, capsule_error *err)
 {
 	int r = len ? net_nft(n, text, len, NULL, err) : 0;
 	free(text);
 	return r;
+}
+
+/* One element added to or deleted from a set: a CIDR entry's (C), else an opened address's. */
+static int nft_element(struct net *n, const char *verb, const struct egress_rule *c, uint32_t addr, uint16_t port,
+		       capsule_error *err)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+	if (!f)
+		return cap_err(err, ENOMEM, "egress rules");
+	if (c)
+		cidr_element(f, verb, c);
+	else
+		open_element(f, verb, addr, port, 0);
+	fclose(f);
+	return nft_batch(n, text, len, err);
 }
 
 /* The table. Loopback (the DNS proxy, port forwards) and answers to allowed connections
@@ -496,39 +513,55 @@ static int egress_of(struct net *n, struct egress **out, capsule_error *err)
 	return 0;
 }
 
-int egress_allow(struct net *n, const char *rule, capsule_error *err)
-{
+/* RULE, parsed, and where it stands among the sandbox's entries. */
+struct rule_ref {
 	struct egress *eg;
+	bool cidr;
 	struct egress_rule c;
 	struct egress_name nm;
-	int r = egress_of(n, &eg, err);
-	if (r < 0 || (r = rule_parse(rule, &c, &nm, err)) < 0)
+	bool found;
+	size_t index;
+};
+
+static int rule_find(struct net *n, const char *rule, struct rule_ref *ref, capsule_error *err)
+{
+	*ref = (struct rule_ref){ 0 };
+	int r = egress_of(n, &ref->eg, err);
+	if (r < 0 || (r = rule_parse(rule, &ref->c, &ref->nm, err)) < 0)
 		return r;
-	if (r == 1) {
-		for (size_t i = 0; i < eg->ncidrs; i++)
-			if (eg->cidrs[i].addr == c.addr && eg->cidrs[i].prefix == c.prefix && eg->cidrs[i].port == c.port)
-				return cap_err_plain(err, EEXIST, "'%s' is already allowed", rule);
+	ref->cidr = r == 1;
+	const struct egress *eg = ref->eg;
+	for (size_t i = 0; i < (ref->cidr ? eg->ncidrs : eg->nnames) && !ref->found; i++) {
+		const struct egress_rule *c = &eg->cidrs[i];
+		const struct egress_name *nm = &eg->names[i];
+		ref->found = ref->cidr ? c->addr == ref->c.addr && c->prefix == ref->c.prefix && c->port == ref->c.port
+				       : nm->port == ref->nm.port && !strcmp(nm->name, ref->nm.name);
+		ref->index = i;
+	}
+	return 0;
+}
+
+int egress_allow(struct net *n, const char *rule, capsule_error *err)
+{
+	struct rule_ref ref;
+	int r = rule_find(n, rule, &ref, err);
+	if (r < 0)
+		return r;
+	struct egress *eg = ref.eg;
+	if (ref.found)
+		return cap_err_plain(err, EEXIST, "'%s' is already allowed", rule);
+	if (ref.cidr) {
 		if (eg->ncidrs >= EGRESS_MAX_CIDRS)
 			return cap_err_plain(err, E2BIG, "too many allowed networks (at most %d)", EGRESS_MAX_CIDRS);
-		char *text = NULL;
-		size_t len = 0;
-		FILE *f = open_memstream(&text, &len);
-		if (!f)
-			return cap_err(err, ENOMEM, "net allow");
-		cidr_element(f, "add", &c);
-		fclose(f);
-		if ((r = nft_batch(n, text, len, err)) < 0)
+		if ((r = nft_element(n, "add", &ref.c, 0, 0, err)) < 0)
 			return cap_err_plain(err, -r, "net allow '%s': nft refused it (does it overlap an allowed network?)", rule);
-		eg->cidrs[eg->ncidrs++] = c;
+		eg->cidrs[eg->ncidrs++] = ref.c;
 	} else {
-		for (size_t i = 0; i < eg->nnames; i++)
-			if (eg->names[i].port == nm.port && !strcmp(eg->names[i].name, nm.name))
-				return cap_err_plain(err, EEXIST, "'%s' is already allowed", rule);
 		if (eg->nnames >= EGRESS_MAX_NAMES)
 			return cap_err_plain(err, E2BIG, "too many allowed names (at most %d)", EGRESS_MAX_NAMES);
 		if (eg->dns_fd < 0 && (r = proxy_start(n, eg, err)) < 0)
 			return r;
-		eg->names[eg->nnames++] = nm;
+		eg->names[eg->nnames++] = ref.nm;
 	}
 	net_log(n, "egress: '%s' allowed", rule);
 	return 0;
@@ -536,36 +569,20 @@ int egress_allow(struct net *n, const char *rule, capsule_error *err)
 
 int egress_deny(struct net *n, const char *rule, capsule_error *err)
 {
-	struct egress *eg;
-	struct egress_rule c;
-	struct egress_name nm;
-	int r = egress_of(n, &eg, err);
-	if (r < 0 || (r = rule_parse(rule, &c, &nm, err)) < 0)
+	struct rule_ref ref;
+	int r = rule_find(n, rule, &ref, err);
+	if (r < 0)
 		return r;
-	char *text = NULL;
-	size_t len = 0;
-	if (r == 1) {
-		size_t i = 0;
-		while (i < eg->ncidrs && !(eg->cidrs[i].addr == c.addr && eg->cidrs[i].prefix == c.prefix &&
-					   eg->cidrs[i].port == c.port))
-			i++;
-		if (i == eg->ncidrs)
-			return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
-		FILE *f = open_memstream(&text, &len);
-		if (!f)
-			return cap_err(err, ENOMEM, "net deny");
-		cidr_element(f, "delete", &c);
-		fclose(f);
-		if ((r = nft_batch(n, text, len, err)) < 0)
+	struct egress *eg = ref.eg;
+	const struct egress_name nm = ref.nm;
+	if (!ref.found)
+		return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
+	if (ref.cidr) {
+		if ((r = nft_element(n, "delete", &ref.c, 0, 0, err)) < 0)
 			return r;
-		eg->cidrs[i] = eg->cidrs[--eg->ncidrs];
+		eg->cidrs[ref.index] = eg->cidrs[--eg->ncidrs];
 	} else {
-		size_t i = 0;
-		while (i < eg->nnames && !(eg->names[i].port == nm.port && !strcmp(eg->names[i].name, nm.name)))
-			i++;
-		if (i == eg->nnames)
-			return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
-		eg->names[i] = eg->names[--eg->nnames];
+		eg->names[ref.index] = eg->names[--eg->nnames];
 		/* Close what the proxy opened for it, unless another name holds the same element.
 		 * One nft run each: an element the kernel timed out meanwhile fails alone. */
 		uint64_t now = now_ms();
@@ -579,15 +596,8 @@ int egress_deny(struct net *n, const char *rule, capsule_error *err)
 			bool shared = false;
 			for (size_t j = 0; j < eg->nopen; j++)
 				shared |= j != k && eg->open[j].addr == o->addr && eg->open[j].port == o->port;
-			if (!shared) {
-				FILE *f = open_memstream(&text, &len);
-				if (f) {
-					open_element(f, "delete", o->addr, o->port, 0);
-					fclose(f);
-					nft_batch(n, text, len, NULL);
-					text = NULL;
-				}
-			}
+			if (!shared)
+				nft_element(n, "delete", NULL, o->addr, o->port, NULL);
 			*o = eg->open[--eg->nopen];
 		}
 	}

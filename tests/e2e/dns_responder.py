@@ -5,6 +5,20 @@ import socket
 import struct
 import threading
 
+try:
+    import pytest
+except ImportError:  # bench/egress-dns uses the responder, with the standard library only
+    pytest = None
+
+# Resolve a name inside a sandbox (python3 -c RESOLVE NAME): its addresses, or "ERR <gaierror>".
+RESOLVE = """
+import socket, sys
+try:
+    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)})))
+except socket.gaierror as e:
+    print("ERR", e.errno)
+"""
+
 
 def encode_name(name):
     out = b""
@@ -80,3 +94,12 @@ class DnsResponder:
         self._stop = True
         self.thread.join(timeout=5)
         self.sock.close()
+
+
+if pytest:
+    @pytest.fixture
+    def dns():
+        """A DnsResponder for one test."""
+        d = DnsResponder()
+        yield d
+        d.close()

@@ -13,27 +13,12 @@ import time
 
 import pytest
 
-from .dns_responder import DnsResponder
+from .dns_responder import RESOLVE, dns  # noqa: F401 (a fixture)
 from .helpers import assert_capsule_error
 from .test_network import GATEWAY, fetch_inside, host_server, host_server2  # noqa: F401 (fixtures)
+from .test_vm import BOOT_TIMEOUT, boots
 
 NAME = "app.capsule.test"
-
-# Resolve a name inside: its addresses, or "ERR <gaierror>".
-RESOLVE = """
-import socket, sys
-try:
-    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)})))
-except socket.gaierror as e:
-    print("ERR", e.errno)
-"""
-
-
-@pytest.fixture
-def dns():
-    d = DnsResponder()
-    yield d
-    d.close()
 
 
 def resolve_inside(capsule, name, host):
@@ -208,3 +193,19 @@ def test_egress_quota_refuses_open_and_new_connections_once_used(capsule):
         assert r.stdout.startswith("ERR") and r.stdout.split()[2] == "0", r.stdout + r.stderr
     finally:
         sink.sock.close()
+
+
+@pytest.mark.vm_slow
+@boots
+def test_a_vms_rules_are_fixed_at_boot_and_net_requests_say_so(capsule, host_server):
+    """A vm's guest loads its table once (the agent, from the kernel command line): its names
+    are resolved on the host at create, and `capsule net` is refused with one line."""
+    name = capsule.unique_name("vmegress")
+    r = capsule.run("create", "--isolation", "vm", "--name", name, "--network", "full",
+                    "--allow-host", f"localhost:{host_server.port}", timeout=BOOT_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == host_server.token
+    for args in (["allow", name, "example.org"], ["deny", name, "localhost"], ["ls", name]):
+        r = capsule.run("net", *args)
+        assert_capsule_error(r)
+        assert "a vm's egress rules are fixed when its guest boots" in r.stderr

@@ -11,12 +11,11 @@ import socket
 import struct
 import sys
 
-import pytest
-
 from secutil import assert_alive, py, sh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from dns_responder import DnsResponder, decode_question, encode_name  # noqa: E402
+from dns_responder import RESOLVE, decode_question, dns, encode_name  # noqa: E402,F401 (a fixture)
+from test_network_security import host_listener  # noqa: E402,F401 (a fixture)
 
 GATEWAY = "10.0.2.2"
 NAME = "app.capsule.test"
@@ -30,30 +29,6 @@ try:
 except OSError as e:
     print("ERR", e.errno)
 """
-
-RESOLVE = """
-import socket, sys
-try:
-    print(" ".join(sorted({a[4][0] for a in socket.getaddrinfo(sys.argv[1], 80, socket.AF_INET)})))
-except socket.gaierror as e:
-    print("ERR", e.errno)
-"""
-
-
-@pytest.fixture
-def dns():
-    d = DnsResponder()
-    yield d
-    d.close()
-
-
-@pytest.fixture
-def host_listener():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    s.listen(16)
-    yield s.getsockname()[1]
-    s.close()
 
 
 def connect_inside(capsule, name, host, port):
