@@ -35,6 +35,10 @@
 /* Queries waiting for the upstream at once; an older one is dropped for a new one. */
 #define EGRESS_MAX_PENDING 64
 #define EGRESS_UPSTREAM_TIMEOUT_MS 5000
+/* Per second, with as much again in a burst: the upstream queries a sandbox may cause (the
+ * rest get SERVFAIL), and the nft runs (each holds the shim's loop for a few ms). */
+#define EGRESS_QUERIES_PER_S 100
+#define EGRESS_NFT_RUNS_PER_S 20
 #define KEY_SANDBOX 0
 #define KEY_UPSTREAM 1
 
@@ -66,7 +70,22 @@ struct egress {
 	struct sockaddr_in upstream;
 	uint64_t quota;
 	uint64_t queries, refused;
+	struct bucket { double tokens; uint64_t at_ms; } query_bucket, nft_bucket;
 };
+
+/* A token bucket of RATE per second, holding at most RATE: false when empty. */
+static bool bucket_take(struct bucket *b, unsigned rate)
+{
+	uint64_t now = now_ms();
+	b->tokens += (double)(now - b->at_ms) * rate / 1000.0;
+	if (b->tokens > rate)
+		b->tokens = rate;
+	b->at_ms = now;
+	if (b->tokens < 1)
+		return false;
+	b->tokens -= 1;
+	return true;
+}
 
 /* ---- nft --------------------------------------------------------------------------------- */
 
@@ -174,9 +193,8 @@ static bool name_allowed(const struct egress *eg, const char *name)
 /* Addresses no allowed name may open unless --dns-private: the sandbox's own NAT and the
  * host's loopback behind it (10.0.2.0/24), private and shared networks, link-local (cloud
  * metadata), and never "this network", loopback (the sandbox's own), multicast and reserved. */
-static bool addr_acceptable(const struct egress *eg, const struct capsule_config *cfg, uint32_t addr)
+static bool addr_acceptable(const struct capsule_config *cfg, uint32_t addr)
 {
-	(void)eg;
 	uint32_t a = ntohl(addr);
 	uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16);
 	if (b0 == 0 || b0 == 127 || b0 >= 224)
@@ -227,7 +245,9 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 		return cap_err(err, ENOMEM, "egress rules");
 	uint32_t want = *ttl;
 	size_t added = 0;
-	for (size_t i = 0; i < eg->nnames; i++) {
+	struct egress_open *touched[EGRESS_MAX_OPEN];
+	int r = 0;
+	for (size_t i = 0; i < eg->nnames && r == 0; i++) {
 		const struct egress_name *e = &eg->names[i];
 		if (strcmp(e->name, name))
 			continue;
@@ -240,9 +260,8 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 				continue;
 			}
 			if (!o && eg->nopen >= EGRESS_MAX_OPEN) {
-				fclose(f);
-				free(text);
-				return cap_err_plain(err, ENOSPC, "too many addresses open at once (%d)", EGRESS_MAX_OPEN);
+				r = cap_err_plain(err, ENOSPC, "too many addresses open at once (%d)", EGRESS_MAX_OPEN);
+				break;
 			}
 			/* Re-adding an element sets its timeout anew (Linux 6.10 and later). */
 			open_element(f, "add", addrs[k], e->port, want);
@@ -253,15 +272,21 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 				o->addr = addrs[k];
 			}
 			o->expires_ms = now + want * 1000ull;
-			added++;
+			touched[added++] = o;
 		}
 	}
 	fclose(f);
-	if (!added) {
-		free(text);
-		return 0;
+	if (r == 0 && added && !bucket_take(&eg->nft_bucket, EGRESS_NFT_RUNS_PER_S))
+		r = cap_err_plain(err, EAGAIN, "more than %d changes of the rules a second", EGRESS_NFT_RUNS_PER_S);
+	if (r == 0 && added) {
+		r = nft_batch(n, text, len, err);
+		text = NULL;
 	}
-	return nft_batch(n, text, len, err);
+	free(text);
+	/* Not opened: forgotten (the sweep drops them), so that the next lookup tries again. */
+	for (size_t i = 0; r < 0 && i < added; i++)
+		touched[i]->expires_ms = 0;
+	return r;
 }
 
 static void sandbox_query(struct net *n, struct egress *eg)
@@ -294,6 +319,10 @@ static void sandbox_query(struct net *n, struct egress *eg)
 		 * nothing but A queries reaches the upstream. */
 		if (q.qtype != DNS_TYPE_A) {
 			send_answer(eg, &from, &q, DNS_RCODE_NOERROR, NULL, 0, 0);
+			continue;
+		}
+		if (!bucket_take(&eg->query_bucket, EGRESS_QUERIES_PER_S)) {
+			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
 			continue;
 		}
 		struct egress_pending *p = NULL, *oldest = &eg->pending[0];
@@ -354,7 +383,7 @@ static void upstream_answer(struct net *n, struct egress *eg)
 		uint32_t addrs[DNS_MAX_ADDRS];
 		size_t naddrs = 0;
 		for (size_t i = 0; i < a.naddrs; i++) {
-			if (addr_acceptable(eg, n->cfg, a.addrs[i]))
+			if (addr_acceptable(n->cfg, a.addrs[i]))
 				addrs[naddrs++] = a.addrs[i];
 			else
 				net_log(n, "dns: '%s': an internal address is not opened (see --dns-private)", p->q.name);
@@ -428,6 +457,8 @@ int egress_start(struct net *n, capsule_error *err)
 	if (!eg)
 		return cap_err(err, ENOMEM, "egress rules");
 	eg->dns_fd = eg->up_fd = -1;
+	eg->query_bucket = (struct bucket){ EGRESS_QUERIES_PER_S, now_ms() };
+	eg->nft_bucket = (struct bucket){ EGRESS_NFT_RUNS_PER_S, now_ms() };
 	n->egress = eg;
 	eg->filter = cfg->nallow || cfg->nallow_names;
 	eg->quota = cfg->egress_quota_bytes;

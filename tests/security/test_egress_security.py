@@ -10,6 +10,7 @@ import random
 import socket
 import struct
 import sys
+import time
 
 from secutil import assert_alive, py, sh
 
@@ -166,4 +167,23 @@ def test_hostile_upstream_answers_open_nothing(capsule, dns):
     dns.raw_reply = None
     dns.set(NAME, ["192.0.2.42"])
     assert resolve_inside(capsule, name, NAME) == "192.0.2.42"
+    assert_alive(capsule, name)
+
+
+def test_a_flood_of_lookups_reaches_the_upstream_at_a_bounded_rate(capsule, dns):
+    """The proxy asks the upstream at most 100 times a second (with a burst of 100): a
+    sandbox cannot turn it into a flood of the host's resolver."""
+    dns.set(NAME, ["192.0.2.43"])
+    name = create(capsule, dns)
+    flood = ("import socket, struct, sys\n"
+             "q = b''.join(bytes([len(l)]) + l.encode() for l in sys.argv[1].split('.')) + b'\\0\\0\\1\\0\\1'\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "for i in range(1000):\n"
+             "    s.sendto(struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.53', 53))\n")
+    t0 = time.monotonic()
+    py(capsule, name, flood, args=(NAME,), check=True)
+    time.sleep(1)
+    elapsed = time.monotonic() - t0
+    asked = sum(1 for q in dns.queries if q[0] == NAME)
+    assert asked <= 100 + 100 * elapsed + 5, (asked, elapsed)
     assert_alive(capsule, name)
