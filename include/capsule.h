@@ -619,9 +619,9 @@ CAPSULE_API int capsule_config_add_port_forward(capsule_config *cfg, const char 
  * "NAME[:PORT]" (any port when none is given): at the container level NAME is answered, for
  * as long as the sandbox lives, by a DNS proxy the sandbox's resolv.conf names; it asks the
  * upstream resolver and opens exactly the IPv4 addresses it hands out, for their TTL (clamped
- * to 2 s - 1 h); other names get NXDOMAIN. A name the host resolves to its loopback
- * (localhost) means the host's loopback at the gateway 10.0.2.2, fixed now. A vm resolves its
- * names once, at create, on the host. "CIDR[:PORT]" is an IPv4 address or network, any port
+ * to 2 s - 1 h); other names get NXDOMAIN. A vm resolves its names once, at create, on the
+ * host. A single label (localhost, the host's own name) is resolved now, on the host; its
+ * loopback means the gateway 10.0.2.2. "CIDR[:PORT]" is an IPv4 address or network, any port
  * when none is given. At most 64 names and 64 addresses. */
 CAPSULE_API int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err);
 CAPSULE_API int capsule_config_add_allow_cidr(capsule_config *cfg, const char *cidr_port, capsule_error *err);

@@ -138,10 +138,11 @@ static int push_name(struct capsule_config *cfg, const char *name, uint16_t port
 	return 0;
 }
 
-/* Names the host resolves to its own loopback (localhost, names in the host's /etc/hosts)
- * mean the gateway, fixed now: no DNS server answers them the same way. Every other name is
- * kept as a name, answered for as long as the sandbox lives by its DNS proxy (a vm resolves
- * them at create: vm_names_resolve). */
+/* A DNS name (two labels or more) is kept as a name: a container's DNS proxy answers it for
+ * as long as the sandbox lives, and a vm resolves it at create (vm_names_resolve); nothing is
+ * asked of the host's resolver now. A single label (localhost, the host's own name) is no DNS
+ * name: what the host's resolver says of it is fixed now, as addresses, the host's loopback
+ * meaning the gateway (slirp4netns maps it there). */
 int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err)
 {
 	if (!name_port || !*name_port || strpbrk(name_port, "\n /"))
@@ -154,23 +155,30 @@ int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, ca
 	for (char *c = name; *c; c++)
 		if (*c >= 'A' && *c <= 'Z')
 			*c = (char)(*c + 32);
-	bool valid = dns_name_valid(name);
-	uint32_t addrs[CAPSULE_MAX_ALLOW];
-	int n = resolve_on_host(name_port, name, addrs, ARRAY_SIZE(addrs), NULL);
-	bool loopback = n > 0;
-	for (int i = 0; i < n; i++)
-		loopback &= (ntohl(addrs[i]) >> 24) == 127;
-	if (!loopback) {
-		if (!valid)
-			return cap_err_plain(err, EINVAL, "invalid --allow-host '%s': '%s' is not a DNS name", name_port, name);
+	if (dns_name_valid(name))
 		return push_name(cfg, name, port, err);
-	}
+	char label[300];
+	snprintf(label, sizeof(label), "%s.x", name);
+	if (strchr(name, '.') || !dns_name_valid(label))
+		return cap_err_plain(err, EINVAL, "invalid --allow-host '%s': '%s' is not a DNS name", name_port, name);
+	uint32_t addrs[CAPSULE_MAX_ALLOW];
+	int n = resolve_on_host(name_port, name, addrs, ARRAY_SIZE(addrs), err);
+	if (n < 0)
+		return n;
+	size_t before = cfg->nallow;
 	uint32_t gw;
 	inet_pton(AF_INET, CAPSULE_NETWORK_GATEWAY, &gw);
-	for (size_t i = 0; i < cfg->nallow; i++)
-		if (cfg->allow[i].addr == gw && cfg->allow[i].port == port && !strcmp(cfg->allow[i].host, name))
-			return 0;
-	return push_rule(cfg, gw, 32, port, name, err);
+	for (int i = 0; i < n && r == 0; i++) {
+		uint32_t addr = (ntohl(addrs[i]) >> 24) == 127 ? gw : addrs[i];
+		bool dup = false;
+		for (size_t k = 0; k < cfg->nallow; k++)
+			dup |= cfg->allow[k].addr == addr && cfg->allow[k].port == port && !strcmp(cfg->allow[k].host, name);
+		if (!dup)
+			r = push_rule(cfg, addr, 32, port, name, err);
+	}
+	if (r < 0)
+		cfg->nallow = before;
+	return r;
 }
 
 /* A vm's guest loads its table once, at boot: its names are resolved now, on the host. */

@@ -128,13 +128,13 @@ def test_net_requests_errors_are_one_line(capsule, dns):
     assert "no egress allowlist" in r.stderr
 
 
-def test_allow_host_for_a_vm_needs_a_name_the_host_resolves(capsule):
-    r = capsule.run("run", "--isolation", "vm", "--network", "full", "--allow-host", "nothing.capsule.invalid", "true")
-    assert_capsule_error(r)
-    assert "cannot resolve" in r.stderr and "a vm resolves" in r.stderr
+def test_egress_quota_and_dns_settings_are_refused_for_a_vm(capsule, dns):
     r = capsule.run("run", "--isolation", "vm", "--network", "full", "--egress-quota", "1M", "true")
     assert_capsule_error(r)
     assert "--egress-quota is for containers" in r.stderr
+    r = capsule.run("run", "--isolation", "vm", "--network", "full", "--dns-server", dns.addr, "true")
+    assert_capsule_error(r)
+    assert "--dns-server and --dns-private are for containers" in r.stderr
 
 
 class Sink:
