@@ -26,6 +26,9 @@ int cli_fail(const capsule_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Unknown flag, missing argument: one line naming it, then EXIT_CAPSULE. */
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The arguments after "capsule VERB SUB": at most two positionals into POS, and --json (for
+ * SUB "ls" only); 0, or cli_usage's exit code for a flag or an argument too many. */
+int cli_sub_args(const char *verb, int argc, char **argv, const char **pos, int *npos, bool *json);
 /* A status line while something takes a while (status.c): shown on a terminal only after a
  * moment, with STAGE as the library reports it, and erased by cli_status_end, which must come
  * before the command prints anything of its own. */

@@ -88,29 +88,22 @@ int cmd_net(int argc, char **argv)
 		return 0;
 	}
 	const char *sub = argv[1];
-	bool json = false;
+	bool json;
 	const char *pos[2];
-	int npos = 0;
-	for (int i = 2; i < argc; i++) {
-		if (!strcmp(argv[i], "--json") && !strcmp(sub, "ls"))
-			json = true;
-		else if (argv[i][0] == '-' && argv[i][1])
-			return cli_usage("net", "unknown flag '%s'", argv[i]);
-		else if (npos == 2)
-			return cli_usage("net", "unexpected argument '%s'", argv[i]);
-		else
-			pos[npos++] = argv[i];
-	}
+	int npos, r;
+	if ((r = cli_sub_args("net", argc, argv, pos, &npos, &json)) != 0)
+		return r;
 	bool is_ls = !strcmp(sub, "ls");
 	if (!is_ls && strcmp(sub, "allow") && strcmp(sub, "deny"))
 		return cli_usage("net", "unknown command '%s' (use allow, deny or ls)", sub);
-	if (npos != (is_ls ? 1 : 2))
+	if (npos < (is_ls ? 1 : 2))
 		return cli_usage("net", is_ls ? "expected SANDBOX" : "expected SANDBOX and NAME[:PORT] or CIDR[:PORT]");
+	if (is_ls && npos > 1)
+		return cli_usage("net", "unexpected argument '%s'", pos[1]);
 	capsule_sandbox *sb;
 	capsule_error err = { 0 };
 	if (capsule_sandbox_open(&sb, pos[0], &err) < 0)
 		return cli_fail(&err);
-	int r;
 	char *text = NULL;
 	if (!strcmp(sub, "allow"))
 		r = capsule_net_allow(sb, pos[1], &err);

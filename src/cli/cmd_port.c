@@ -47,19 +47,11 @@ int cmd_port(int argc, char **argv)
 		return 0;
 	}
 	const char *sub = argv[1];
-	bool json = false;
+	bool json;
 	const char *pos[2];
-	int npos = 0;
-	for (int i = 2; i < argc; i++) {
-		if (!strcmp(argv[i], "--json") && !strcmp(sub, "ls"))
-			json = true;
-		else if (argv[i][0] == '-' && argv[i][1])
-			return cli_usage("port", "unknown flag '%s'", argv[i]);
-		else if (npos == 2)
-			return cli_usage("port", "unexpected argument '%s'", argv[i]);
-		else
-			pos[npos++] = argv[i];
-	}
+	int npos, r;
+	if ((r = cli_sub_args("port", argc, argv, pos, &npos, &json)) != 0)
+		return r;
 	bool is_ls = !strcmp(sub, "ls") || !strcmp(sub, "list");
 	if (!is_ls && strcmp(sub, "add") && strcmp(sub, "rm"))
 		return cli_usage("port", "unknown command '%s' (use add, ls or rm)", sub);
@@ -71,7 +63,6 @@ int cmd_port(int argc, char **argv)
 	capsule_error err = { 0 };
 	if (capsule_sandbox_open(&sb, pos[0], &err) < 0)
 		return cli_fail(&err);
-	int r;
 	char *text = NULL;
 	if (!strcmp(sub, "add"))
 		r = capsule_port_add(sb, pos[1], &err);

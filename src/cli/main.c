@@ -81,6 +81,23 @@ int cli_usage(const char *verb, const char *fmt, ...)
 	return EXIT_CAPSULE;
 }
 
+int cli_sub_args(const char *verb, int argc, char **argv, const char **pos, int *npos, bool *json)
+{
+	*npos = 0;
+	*json = false;
+	for (int i = 2; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") && !strcmp(argv[1], "ls"))
+			*json = true;
+		else if (argv[i][0] == '-' && argv[i][1])
+			return cli_usage(verb, "unknown flag '%s'", argv[i]);
+		else if (*npos == 2)
+			return cli_usage(verb, "unexpected argument '%s'", argv[i]);
+		else
+			pos[(*npos)++] = argv[i];
+	}
+	return 0;
+}
+
 int cli_open_running(const char *name, capsule_sandbox **sb)
 {
 	capsule_error err = { 0 };
