@@ -239,7 +239,12 @@ CAPSULE_API int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, 
 
 typedef struct capsule_process capsule_process;
 
-#define CAPSULE_EXEC_OPTIONS_VERSION 1
+#define CAPSULE_EXEC_OPTIONS_VERSION 2
+/* A resource limit (RLIMIT_*) set on a command before it starts. */
+typedef struct capsule_rlimit {
+	int resource;
+	uint64_t soft, hard;
+} capsule_rlimit;
 typedef struct capsule_exec_options {
 	unsigned version;          /* CAPSULE_EXEC_OPTIONS_VERSION */
 	const char *const *argv;   /* NULL-terminated; or NULL with `shell` set */
@@ -252,6 +257,17 @@ typedef struct capsule_exec_options {
 	bool stdin_open;           /* else stdin is /dev/null */
 	uint32_t timeout_ms;       /* 0: none; on expiry the whole process group is killed */
 	bool detach;               /* background: no streams, outlives the calling connection */
+	/* Version 2: what an OCI process asks (docs/oci.md). A version 1 caller's options end
+	 * above and it gets the defaults. */
+	bool groups_set;           /* the supplementary groups are GROUPS, not the user's */
+	const uint32_t *groups;    /* at most 64 */
+	size_t ngroups;
+	bool caps_set;             /* a root command keeps CAPS (bit n: capability n) instead of */
+	uint64_t caps;             /* the sandbox's default set; inside its user namespace */
+	const capsule_rlimit *rlimits; /* at most 16 */
+	size_t nrlimits;
+	const void *seccomp_bpf;   /* struct sock_filter[]: a filter installed above capsule's own, */
+	size_t seccomp_len;        /* which it can narrow, never widen; bytes, at most 64 KiB */
 } capsule_exec_options;
 #define CAPSULE_EXEC_OPTIONS_INIT { .version = CAPSULE_EXEC_OPTIONS_VERSION }
 
@@ -726,6 +742,28 @@ CAPSULE_API int capsule_system_df_json(char **json_out, capsule_error *err);
  * every vm store file whose kept would be null, and what killed builds left. Files in use are
  * never removed. *FREED_BYTES (may be NULL) gets the bytes freed. */
 CAPSULE_API int capsule_system_prune(uint64_t *freed_bytes, capsule_error *err);
+
+/* ---- OCI bundles (docs/oci.md) ------------------------------------------------------------ */
+
+/* An OCI runtime-spec 1.x config.json, read into a sandbox configuration and the options of its
+ * process: what capsule-oci runs. Every field capsule knows is honoured or refused with one
+ * line naming it (EOPNOTSUPP for what capsule cannot do, EINVAL for what is malformed);
+ * fields the spec does not define are skipped, as the spec asks. */
+typedef struct capsule_oci_spec capsule_oci_spec;
+/* JSON is a process object alone (`exec --process`), not a whole config.json. */
+#define CAPSULE_OCI_PROCESS_ONLY 0x1u
+/* BUNDLE: the bundle's absolute path, which relative paths (root.path, bind sources) are
+ * taken from; unused with CAPSULE_OCI_PROCESS_ONLY. */
+CAPSULE_API int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len, const char *bundle,
+				       unsigned flags, capsule_error *err);
+/* The sandbox's configuration (owned by SPEC; NULL for a process alone): set a name and
+ * create the sandbox from it. */
+CAPSULE_API capsule_config *capsule_oci_spec_config(capsule_oci_spec *spec);
+/* The process's options, pointing into SPEC (valid while it lives). */
+CAPSULE_API void capsule_oci_spec_exec_options(const capsule_oci_spec *spec, capsule_exec_options *out);
+/* The annotations object's JSON text, or NULL. */
+CAPSULE_API const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec);
+CAPSULE_API void capsule_oci_spec_free(capsule_oci_spec *spec);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,7 @@
  * shim; when it runs out we stop reading the command's pipe, so a slow reader outside slows
  * the command down instead of making anyone buffer. Stdin works the same way the other way
  * round: we grant the shim only as much as we have written to the command. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
@@ -377,8 +378,17 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.cols = (uint16_t)ex.cols,
 		.seccomp_bpf = A.init.seccomp_bpf,
 		.seccomp_len = A.init.seccomp_len,
-		.cap_keep = A.init.cap_keep,
+		.cap_keep = ex.caps_set ? ex.caps : A.init.cap_keep,
+		.rlimits = ex.rlimits,
+		.nrlimits = ex.nrlimits,
+		.seccomp2_bpf = ex.seccomp_bpf,
+		.seccomp2_len = ex.seccomp_len,
 	};
+	if (ex.flags & CP_EXEC_GROUPS) {
+		static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
+		req.groups = (gid_t *)ex.groups;
+		req.ngroups = ex.ngroups;
+	}
 	/* Without an explicit cwd, a user starts in their home, as a login would; root's is /root.
 	 * An image may have no such folder: then "/", as docker starts there. */
 	struct stat home_st;

@@ -32,6 +32,12 @@ struct spawn_request {
 	const uint8_t *seccomp_bpf;
 	size_t seccomp_len;
 	uint64_t cap_keep;
+	/* An OCI process's own (proto.h, struct cp_exec): limits set before exec, and a second
+	 * filter installed above the first. */
+	const struct cp_rlimit *rlimits;
+	size_t nrlimits;
+	const uint8_t *seccomp2_bpf;
+	size_t seccomp2_len;
 };
 
 struct spawn_result {

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -442,13 +443,29 @@ static int spawn_child(void *arg)
 		child_fail(ep, -cr, "capset: %s", strerror(-cr));
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
-	if (ctx->req->seccomp_len) {
+	for (size_t i = 0; i < ctx->req->nrlimits; i++) {
+		const struct cp_rlimit *l = &ctx->req->rlimits[i];
+		struct rlimit rl = { .rlim_cur = l->soft, .rlim_max = l->hard };
+		if (syscall(SYS_prlimit64, 0, l->resource, &rl, NULL) < 0)
+			child_fail(ep, errno, "setting rlimit %u to %llu/%llu: %s", l->resource,
+				   (unsigned long long)l->soft, (unsigned long long)l->hard, strerror(errno));
+	}
+	/* capsule's own filter first, then the process's: the kernel runs every filter and
+	 * takes the strictest answer, so the second can narrow the first, never widen it. */
+	const struct {
+		const uint8_t *bpf;
+		size_t len;
+	} filters[] = { { ctx->req->seccomp_bpf, ctx->req->seccomp_len }, { ctx->req->seccomp2_bpf, ctx->req->seccomp2_len } };
+	for (size_t i = 0; i < 2; i++) {
+		if (!filters[i].len)
+			continue;
 		struct sock_fprog prog = {
-			.len = (unsigned short)(ctx->req->seccomp_len / sizeof(struct sock_filter)),
-			.filter = (struct sock_filter *)ctx->req->seccomp_bpf,
+			.len = (unsigned short)(filters[i].len / sizeof(struct sock_filter)),
+			.filter = (struct sock_filter *)filters[i].bpf,
 		};
 		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-			child_fail(ep, errno, "installing the seccomp filter: %s", strerror(errno));
+			child_fail(ep, errno, "installing the %s seccomp filter: %s", i ? "process's" : "sandbox's",
+				   strerror(errno));
 	}
 	/* Nothing of the agent's may reach the command: no fd, and so no path back out. */
 	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);

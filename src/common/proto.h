@@ -145,6 +145,16 @@ enum { CP_T_ERROR_ERRNO = 1, CP_T_ERROR_MESSAGE = 2 };
 #define CP_EXEC_TTY 0x1u
 #define CP_EXEC_STDIN 0x2u
 #define CP_EXEC_DETACH 0x4u
+/* The supplementary groups are exactly GROUPS (an OCI process's additionalGids), not the
+ * user's groups from the sandbox's /etc/group. */
+#define CP_EXEC_GROUPS 0x8u
+/* What an OCI process asks beyond a command's defaults (docs/oci.md). */
+#define CP_EXEC_MAX_GROUPS 64
+#define CP_EXEC_MAX_RLIMITS 16
+struct cp_rlimit {
+	uint32_t resource;
+	uint64_t soft, hard;
+};
 struct cp_exec {
 	char **argv; /* NULL-terminated */
 	size_t argc;
@@ -155,6 +165,14 @@ struct cp_exec {
 	uint32_t flags;
 	uint32_t rows, cols;
 	uint32_t timeout_ms;
+	uint32_t groups[CP_EXEC_MAX_GROUPS]; /* with CP_EXEC_GROUPS */
+	size_t ngroups;
+	bool caps_set;                       /* a root command's capabilities are CAPS, not INIT's */
+	uint64_t caps;
+	struct cp_rlimit rlimits[CP_EXEC_MAX_RLIMITS]; /* set before exec */
+	size_t nrlimits;
+	uint8_t *seccomp_bpf; /* a filter installed above INIT's, or NULL */
+	size_t seccomp_len;
 };
 enum {
 	CP_T_EXEC_ARG = 1, /* repeated, in order */
@@ -165,6 +183,10 @@ enum {
 	CP_T_EXEC_ROWS = 6,
 	CP_T_EXEC_COLS = 7,
 	CP_T_EXEC_TIMEOUT_MS = 8,
+	CP_T_EXEC_GROUP = 9,   /* repeated u32 */
+	CP_T_EXEC_CAPS = 10,   /* u64 */
+	CP_T_EXEC_RLIMIT = 11, /* repeated: u32 resource, u64 soft, u64 hard (little-endian) */
+	CP_T_EXEC_SECCOMP = 12,
 };
 
 struct cp_started {

@@ -38,7 +38,53 @@ int cp_exec_encode(struct cp_writer *w, uint32_t chan, const struct cp_exec *m)
 		cp_put_u32(w, CP_T_EXEC_COLS, m->cols);
 	if (m->timeout_ms)
 		cp_put_u32(w, CP_T_EXEC_TIMEOUT_MS, m->timeout_ms);
+	if (m->ngroups > CP_EXEC_MAX_GROUPS || m->nrlimits > CP_EXEC_MAX_RLIMITS ||
+	    (m->seccomp_len && (m->seccomp_len % 8 || m->seccomp_len > CP_MAX_SECCOMP_BYTES)))
+		return -E2BIG;
+	for (size_t i = 0; i < m->ngroups; i++)
+		cp_put_u32(w, CP_T_EXEC_GROUP, m->groups[i]);
+	if (m->caps_set)
+		cp_put_u64(w, CP_T_EXEC_CAPS, m->caps);
+	for (size_t i = 0; i < m->nrlimits; i++) {
+		uint8_t b[20];
+		put_le32(b, m->rlimits[i].resource);
+		put_le64(b + 4, m->rlimits[i].soft);
+		put_le64(b + 12, m->rlimits[i].hard);
+		cp_put_bytes(w, CP_T_EXEC_RLIMIT, b, sizeof(b));
+	}
+	if (m->seccomp_len)
+		cp_put_bytes(w, CP_T_EXEC_SECCOMP, m->seccomp_bpf, m->seccomp_len);
 	return cp_frame_finish(w);
+}
+
+static int exec_extra_field(struct cp_exec *m, const struct cp_field *f)
+{
+	switch (f->tag) {
+	case CP_T_EXEC_GROUP:
+		if (m->ngroups == CP_EXEC_MAX_GROUPS)
+			return -EBADMSG;
+		return cp_field_u32(f, &m->groups[m->ngroups++]);
+	case CP_T_EXEC_CAPS:
+		m->caps_set = true;
+		return cp_field_u64(f, &m->caps);
+	case CP_T_EXEC_RLIMIT:
+		if (f->len != 20 || m->nrlimits == CP_EXEC_MAX_RLIMITS)
+			return -EBADMSG;
+		m->rlimits[m->nrlimits].resource = get_le32(f->val);
+		m->rlimits[m->nrlimits].soft = get_le64(f->val + 4);
+		m->rlimits[m->nrlimits].hard = get_le64(f->val + 12);
+		m->nrlimits++;
+		return 0;
+	case CP_T_EXEC_SECCOMP:
+		if (f->len == 0 || f->len % 8 || f->len > CP_MAX_SECCOMP_BYTES || m->seccomp_bpf)
+			return -EBADMSG;
+		if (!(m->seccomp_bpf = malloc(f->len)))
+			return -ENOMEM;
+		memcpy(m->seccomp_bpf, f->val, f->len);
+		m->seccomp_len = f->len;
+		return 0;
+	}
+	return 0;
 }
 
 int cp_exec_decode(const uint8_t *p, size_t n, struct cp_exec *m)
@@ -55,6 +101,7 @@ int cp_exec_decode(const uint8_t *p, size_t n, struct cp_exec *m)
 		case CP_T_EXEC_ROWS: r = cp_field_u32(&f, &m->rows); break;
 		case CP_T_EXEC_COLS: r = cp_field_u32(&f, &m->cols); break;
 		case CP_T_EXEC_TIMEOUT_MS: r = cp_field_u32(&f, &m->timeout_ms); break;
+		default: r = exec_extra_field(m, &f); break;
 		}
 	});
 	if (m->argc == 0 || m->rows > 0xffff || m->cols > 0xffff) {
@@ -75,6 +122,7 @@ void cp_exec_free(struct cp_exec *m)
 	strv_free(m->env, m->envc);
 	free(m->cwd);
 	free(m->user);
+	free(m->seccomp_bpf);
 	memset(m, 0, sizeof(*m));
 }
 

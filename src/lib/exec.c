@@ -170,8 +170,15 @@ static void release_conn(capsule_process *p)
 static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, bool nowait,
 		      capsule_error *err)
 {
-	if (!o || o->version != CAPSULE_EXEC_OPTIONS_VERSION)
+	if (!o || o->version < 1 || o->version > CAPSULE_EXEC_OPTIONS_VERSION)
 		return cap_err_plain(err, EINVAL, "exec options: unknown version (use CAPSULE_EXEC_OPTIONS_INIT)");
+	bool v2 = o->version >= 2;
+	if (v2 && (o->ngroups > CP_EXEC_MAX_GROUPS || o->nrlimits > CP_EXEC_MAX_RLIMITS))
+		return cap_err_plain(err, E2BIG, "exec options: at most %d groups and %d rlimits", CP_EXEC_MAX_GROUPS,
+				     CP_EXEC_MAX_RLIMITS);
+	if (v2 && o->seccomp_len && (o->seccomp_len % 8 || o->seccomp_len > CP_MAX_SECCOMP_BYTES || !o->seccomp_bpf))
+		return cap_err_plain(err, EINVAL, "exec options: a seccomp filter is whole sock_filter entries, at most %u bytes",
+				     CP_MAX_SECCOMP_BYTES);
 	const char *sh_argv[] = { "/bin/sh", "-c", o->shell, NULL };
 	const char *const *argv = o->argv ? o->argv : (o->shell ? sh_argv : NULL);
 	if (!argv || !argv[0] || !argv[0][0])
@@ -212,6 +219,22 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 		.cols = o->cols,
 		.timeout_ms = o->timeout_ms,
 	};
+	if (v2) {
+		if (o->groups_set) {
+			m.flags |= CP_EXEC_GROUPS;
+			m.ngroups = o->ngroups;
+			for (size_t i = 0; i < o->ngroups; i++)
+				m.groups[i] = o->groups[i];
+		}
+		m.caps_set = o->caps_set;
+		m.caps = o->caps;
+		m.nrlimits = o->nrlimits;
+		for (size_t i = 0; i < o->nrlimits; i++)
+			m.rlimits[i] = (struct cp_rlimit){ (uint32_t)o->rlimits[i].resource, o->rlimits[i].soft,
+							   o->rlimits[i].hard };
+		m.seccomp_bpf = (uint8_t *)o->seccomp_bpf;
+		m.seccomp_len = o->seccomp_len;
+	}
 	if ((r = cp_exec_encode(&p->c->w, p->chan, &m)) < 0) {
 		r = cap_err(err, -r, "the command is too large to send");
 		goto fail;
@@ -276,7 +299,7 @@ int capsule_exec_start(capsule_process **out, capsule_sandbox *sb, const capsule
 int capsule_exec_start_nowait(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o,
 			      capsule_error *err)
 {
-	if (o && o->version == CAPSULE_EXEC_OPTIONS_VERSION && o->detach)
+	if (o && o->version >= 1 && o->version <= CAPSULE_EXEC_OPTIONS_VERSION && o->detach)
 		return cap_err_plain(err, EINVAL, "a detached command cannot be started without waiting");
 	return exec_begin(out, sb, o, true, err);
 }

@@ -1,0 +1,37 @@
+/* An OCI bundle's config.json (runtime-spec 1.x) read into a sandbox's configuration and the
+ * options of its process (oci_spec.c), and the spec's seccomp profile compiled to BPF
+ * (oci_seccomp.c). docs/oci.md lists what is honoured and what is refused. */
+#ifndef CAPSULE_OCI_SPEC_H
+#define CAPSULE_OCI_SPEC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capsule.h"
+
+#define OCI_MAX_GROUPS 64
+#define OCI_MAX_RLIMITS 16
+
+struct capsule_oci_spec {
+	capsule_config *cfg; /* NULL for a process alone (CAPSULE_OCI_PROCESS_ONLY) */
+	char **argv, **env;  /* NULL-terminated */
+	char *cwd;
+	char user[32]; /* "uid:gid" */
+	bool terminal;
+	uint16_t rows, cols;
+	uint32_t groups[OCI_MAX_GROUPS];
+	size_t ngroups;
+	bool caps_set;
+	uint64_t caps;
+	capsule_rlimit rlimits[OCI_MAX_RLIMITS];
+	size_t nrlimits;
+	uint8_t *seccomp_bpf;
+	size_t seccomp_len;
+	char *annotations; /* the annotations object's JSON text, or NULL */
+};
+
+/* Compile linux.seccomp (its JSON text) into *BPF (malloc'd) and *LEN bytes. */
+int oci_seccomp_compile(const char *json, size_t len, uint8_t **bpf, size_t *bpf_len, capsule_error *err);
+
+#endif

@@ -1,0 +1,80 @@
+/* capsule-oci: the OCI runtime command line (runc's) over libcapsule. main.c parses the
+ * command line and runs the verbs; state.c keeps each container's folder under --root;
+ * run.c is the monitor, the process whose pid --pid-file names (docs/oci.md). */
+#ifndef CAPSULE_OCI_H
+#define CAPSULE_OCI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "capsule.h"
+
+#define OCI_VERSION "1.1.0"
+
+/* Print "capsule-oci: MESSAGE" to stderr and to --log; returns 1 (the exit code). */
+int oci_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int oci_fail_err(const capsule_error *err);
+
+/* ---- state.c: ROOT/ID/ --------------------------------------------------------------- */
+
+struct oci_state {
+	char id[256];
+	char status[16]; /* creating, created, running, stopped */
+	pid_t pid;       /* the monitor */
+	uint64_t pid_start; /* its start time (/proc/PID/stat), against pid reuse */
+	char bundle[4096];
+	char sandbox[64];
+	char created[40]; /* RFC 3339 */
+	char *annotations; /* JSON object text, or NULL */
+};
+
+extern const char *oci_root;
+
+/* Container ids as runc takes them, and short enough to be a sandbox's name. */
+int oci_check_id(const char *id);
+/* ROOT/ID: made (EEXIST when the container exists), or opened. */
+int oci_state_dir_make(const char *id, int *dirfd);
+int oci_state_dir_open(const char *id, int *dirfd);
+int oci_state_dir_remove(const char *id);
+int oci_state_write(int dirfd, const struct oci_state *st);
+/* Read ROOT/ID/state.json; a created or running container whose monitor is gone reads as
+ * stopped. */
+int oci_state_read(int dirfd, struct oci_state *st);
+void oci_state_clear(struct oci_state *st);
+void oci_state_json(const struct oci_state *st, bool pretty, char **out);
+uint64_t oci_proc_start_time(pid_t pid);
+/* The sandbox name a container id gets. */
+void oci_sandbox_name(const char *id, char out[64]);
+
+/* ---- run.c: the monitor -------------------------------------------------------------- */
+
+struct oci_run {
+	const char *id;
+	const char *bundle;
+	const char *pid_file;
+	const char *console_socket;
+	bool detach;   /* run -d */
+	bool no_start; /* create: wait for start */
+};
+
+int oci_create_or_run(const struct oci_run *o);
+int oci_start(const char *id);
+
+struct oci_exec {
+	const char *id;
+	const char *process; /* --process FILE, or NULL */
+	char **args;
+	const char **env;
+	size_t nenv;
+	const char *cwd, *user;
+	bool tty, detach;
+	const char *pid_file;
+	const char *console_socket;
+	const char **caps;
+	size_t ncaps;
+};
+
+int oci_exec(const struct oci_exec *o);
+
+#endif

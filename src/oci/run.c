@@ -1,0 +1,588 @@
+/* The monitor: the process --pid-file names (docs/oci.md, "The pid"). conmon and containerd's
+ * shim are subreapers that wait for that pid and take its exit status as the container's, and
+ * send it signals with kill(2). capsule's container is a sandbox behind a shim, its process a
+ * command of the agent's; so the pid is a process of ours that owns both: it creates the
+ * sandbox (ephemeral: it ends when the monitor does, SIGKILL included), runs the process at
+ * `start`, passes on every signal it gets, relays the process's streams to its own stdio (or
+ * to the console socket's terminal), and exits as the process exited. `exec` runs the same
+ * supervisor for an extra process. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "oci.h"
+#include "util.h"
+
+/* ---- the console socket ------------------------------------------------------------------ */
+
+/* A terminal of our own whose master goes to the console socket (conmon's, containerd's) as
+ * runc sends it; its slave becomes our controlling terminal, so a resize of the master reaches
+ * us as SIGWINCH, and our stdio. The process's own terminal is the agent's, inside the
+ * sandbox: ours is raw, a wire between the two. */
+static int console_open(const char *socket_path, int *slave_out)
+{
+	int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	char name[128];
+	if (master < 0 || grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof(name)) != 0)
+		return oci_fail("allocating a terminal: %s", strerror(errno));
+	if (setsid() < 0 && errno != EPERM)
+		return oci_fail("setsid: %s", strerror(errno));
+	int slave = open(name, O_RDWR | O_CLOEXEC);
+	if (slave < 0)
+		return oci_fail("opening '%s': %s", name, strerror(errno));
+	ioctl(slave, TIOCSCTTY, 0);
+	struct termios t;
+	if (tcgetattr(slave, &t) == 0) {
+		cfmakeraw(&t);
+		tcsetattr(slave, TCSANOW, &t);
+	}
+	int sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un addr = { .sun_family = AF_UNIX };
+	if (strlen(socket_path) >= sizeof(addr.sun_path))
+		return oci_fail("--console-socket '%s': path too long", socket_path);
+	strcpy(addr.sun_path, socket_path);
+	if (sock < 0 || connect(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0)
+		return oci_fail("--console-socket '%s': %s", socket_path, strerror(errno));
+	char cbuf[CMSG_SPACE(sizeof(int))];
+	memset(cbuf, 0, sizeof(cbuf));
+	struct iovec iov = { .iov_base = name, .iov_len = strlen(name) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &master, sizeof(int));
+	if (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+		return oci_fail("--console-socket '%s': sending the terminal: %s", socket_path, strerror(errno));
+	close(sock);
+	close(master);
+	*slave_out = slave;
+	return 0;
+}
+
+/* ---- supervising a process ----------------------------------------------------------------- */
+
+/* Every signal a process can be sent, but those the kernel keeps (KILL, STOP) and our own
+ * children's (CHLD: the shim). */
+static void forwarded_signals(sigset_t *set)
+{
+	sigemptyset(set);
+	for (int s = 1; s < SIGRTMIN; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			sigaddset(set, s);
+}
+
+/* Relay the process's streams between it and IN/OUT/ERR and pass on each signal, until it
+ * exits; SFD is the signalfd of the forwarded set. */
+static int relay(capsule_process *p, int in, int out, int errfd, bool tty, int sfd, capsule_exit_status *st)
+{
+	capsule_error err = { 0 };
+	capsule_process_set_nonblocking(p, true);
+	bool in_open = in >= 0;
+	static char buf[128 * 1024];
+	for (;;) {
+		int stream;
+		ssize_t n = capsule_process_read(p, &stream, buf, sizeof(buf), &err);
+		if (n > 0) {
+			write_all(stream == CAPSULE_STDERR ? errfd : out, buf, (size_t)n);
+			continue;
+		}
+		if (n == 0)
+			break;
+		if (n != -EAGAIN)
+			return oci_fail_err(&err);
+		struct pollfd pfd[3] = {
+			{ .fd = capsule_process_fd(p), .events = POLLIN },
+			{ .fd = in_open ? in : -1, .events = POLLIN },
+			{ .fd = sfd, .events = POLLIN },
+		};
+		if (poll(pfd, 3, -1) < 0 && errno != EINTR)
+			return oci_fail("poll: %s", strerror(errno));
+		if (pfd[2].revents) {
+			struct signalfd_siginfo si;
+			while (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+				if (si.ssi_signo == SIGCHLD || si.ssi_signo == SIGPIPE)
+					continue;
+				if (si.ssi_signo == SIGWINCH) {
+					struct winsize ws;
+					if (tty && ioctl(in, TIOCGWINSZ, &ws) == 0)
+						capsule_process_resize(p, ws.ws_row, ws.ws_col, NULL);
+					continue;
+				}
+				capsule_process_signal(p, (int)si.ssi_signo, NULL);
+			}
+		}
+		if (pfd[1].revents) {
+			char data[64 * 1024];
+			ssize_t m = read(in, data, sizeof(data));
+			if (m <= 0) {
+				in_open = false;
+				capsule_process_close_stdin(p, NULL);
+			} else {
+				capsule_process_set_nonblocking(p, false);
+				if (capsule_process_write(p, data, (size_t)m, &err) < 0)
+					in_open = false;
+				capsule_process_set_nonblocking(p, true);
+			}
+		}
+	}
+	if (capsule_process_wait(p, st, &err) < 0)
+		return oci_fail_err(&err);
+	return 0;
+}
+
+/* End as the process ended: its exit code, or its signal, raised on ourselves. */
+static _Noreturn void exit_like(const capsule_exit_status *st)
+{
+	if (st->signal > 0 && st->signal < SIGRTMIN) {
+		struct rlimit none = { 0, 0 };
+		setrlimit(RLIMIT_CORE, &none);
+		signal(st->signal, SIG_DFL);
+		sigset_t set;
+		sigemptyset(&set);
+		sigaddset(&set, st->signal);
+		sigprocmask(SIG_UNBLOCK, &set, NULL);
+		raise(st->signal);
+	}
+	_exit(st->exit_code & 0xff);
+}
+
+static int exit_code_for_start(const capsule_error *err)
+{
+	if (strstr(err->message, "exec '")) {
+		if (err->code == ENOENT)
+			return 127;
+		if (err->code == EACCES || err->code == ENOEXEC || err->code == EPERM || err->code == EISDIR)
+			return 126;
+	}
+	return 1;
+}
+
+/* Tell whoever waits (create, start, run -d, exec -d) how it went: "ok", or the error. */
+static void notify(int fd, const char *msg)
+{
+	if (fd < 0)
+		return;
+	write_all(fd, msg, strlen(msg));
+	close(fd);
+}
+
+static void pid_file_write(const char *path, pid_t pid)
+{
+	if (!path)
+		return;
+	char text[32];
+	int n = snprintf(text, sizeof(text), "%d", (int)pid);
+	_cleanup_free_ char *tmp = NULL;
+	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+		return;
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return;
+	write_all(fd, text, (size_t)n);
+	close(fd);
+	rename(tmp, path);
+}
+
+/* Wait on the read end of a notification pipe for the child's word; 0 on "ok". */
+static int await_word(int fd, pid_t child)
+{
+	char msg[1024];
+	size_t len = 0;
+	ssize_t n;
+	while (len + 1 < sizeof(msg) && (n = read(fd, msg + len, sizeof(msg) - 1 - len)) != 0) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			break;
+		len += (size_t)n;
+	}
+	msg[len] = 0;
+	close(fd);
+	if (!strcmp(msg, "ok"))
+		return 0;
+	if (child > 0)
+		waitpid(child, NULL, 0);
+	return oci_fail("%s", len ? msg : "the container's monitor died");
+}
+
+/* ---- create, start, run ---------------------------------------------------------------- */
+
+static int read_spec(const char *bundle, capsule_oci_spec **spec, char **text_out, size_t *len_out)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/config.json", bundle);
+	char *text = NULL;
+	size_t len = 0;
+	int r = read_file_at(AT_FDCWD, path, 16 << 20, &text, &len);
+	if (r < 0)
+		return oci_fail("reading '%s': %s", path, strerror(-r));
+	capsule_error err = { 0 };
+	if (capsule_oci_spec_parse(spec, text, len, bundle, 0, &err) < 0) {
+		free(text);
+		return oci_fail_err(&err);
+	}
+	if (text_out) {
+		*text_out = text;
+		*len_out = len;
+	} else {
+		free(text);
+	}
+	return 0;
+}
+
+static void now_rfc3339(char *out, size_t size)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	struct tm tm;
+	gmtime_r(&ts.tv_sec, &tm);
+	char base[32];
+	strftime(base, sizeof(base), "%Y-%m-%dT%H:%M:%S", &tm);
+	snprintf(out, size, "%s.%09ldZ", base, ts.tv_nsec);
+}
+
+struct monitor {
+	const struct oci_run *o;
+	capsule_oci_spec *spec;
+	int dirfd;
+	struct oci_state st;
+};
+
+static void state_set(struct monitor *m, const char *status)
+{
+	snprintf(m->st.status, sizeof(m->st.status), "%s", status);
+	oci_state_write(m->dirfd, &m->st);
+}
+
+/* The monitor's life from the sandbox's create to the process's exit. NOTIFY gets the
+ * creator's word ("ok" once created, or once started with run -d). */
+static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
+{
+	const struct oci_run *o = m->o;
+	int in = STDIN_FILENO, out = STDOUT_FILENO, errfd = STDERR_FILENO;
+	capsule_exec_options eo;
+	capsule_oci_spec_exec_options(m->spec, &eo);
+	char msg[600];
+	if (eo.tty) {
+		if (!o->console_socket) {
+			notify(notify_fd, "process.terminal needs --console-socket");
+			_exit(1);
+		}
+		int slave;
+		if (console_open(o->console_socket, &slave)) {
+			notify(notify_fd, "the console socket failed");
+			_exit(1);
+		}
+		in = out = errfd = slave;
+	}
+	capsule_error err = { 0 };
+	capsule_config *cfg = capsule_oci_spec_config(m->spec);
+	capsule_sandbox *sb = NULL;
+	if (capsule_config_set_name(cfg, m->st.sandbox, &err) < 0 || capsule_sandbox_create(&sb, cfg, &err) < 0) {
+		snprintf(msg, sizeof(msg), "%s", err.message);
+		notify(notify_fd, msg);
+		_exit(1);
+	}
+	m->st.pid = getpid();
+	m->st.pid_start = oci_proc_start_time(m->st.pid);
+	int word_fd = notify_fd;
+	if (o->no_start) {
+		if (mkfifoat(m->dirfd, "start.fifo", 0600) < 0) {
+			snprintf(msg, sizeof(msg), "making start.fifo: %s", strerror(errno));
+			notify(notify_fd, msg);
+			_exit(1);
+		}
+		state_set(m, "created");
+		notify(notify_fd, "ok");
+		/* Until `start` opens the other end. A signal now ends us with its default action,
+		 * and the sandbox with us: what a container that never started should do. */
+		word_fd = openat(m->dirfd, "start.fifo", O_WRONLY | O_CLOEXEC);
+		unlinkat(m->dirfd, "start.fifo", 0);
+	}
+	sigset_t fwd;
+	forwarded_signals(&fwd);
+	sigprocmask(SIG_BLOCK, &fwd, NULL);
+	int sfd = signalfd(-1, &fwd, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (eo.tty) {
+		struct winsize ws;
+		if (ioctl(in, TIOCGWINSZ, &ws) == 0 && ws.ws_row) {
+			eo.rows = ws.ws_row;
+			eo.cols = ws.ws_col;
+		}
+	}
+	eo.stdin_open = true;
+	capsule_process *p;
+	if (capsule_exec_start(&p, sb, &eo, &err) < 0) {
+		state_set(m, "stopped");
+		snprintf(msg, sizeof(msg), "%s", err.message);
+		notify(word_fd, msg);
+		capsule_sandbox_free(sb);
+		_exit(exit_code_for_start(&err));
+	}
+	state_set(m, "running");
+	notify(word_fd, "ok");
+	capsule_exit_status st = { .exit_code = 1 };
+	relay(p, in, out, errfd, eo.tty, sfd, &st);
+	capsule_process_free(p);
+	state_set(m, "stopped");
+	capsule_sandbox_free(sb);
+	/* run in the foreground leaves nothing behind, as runc's does. */
+	if (!o->no_start && !o->detach)
+		oci_state_dir_remove(o->id);
+	exit_like(&st);
+}
+
+int oci_create_or_run(const struct oci_run *o)
+{
+	if (oci_check_id(o->id))
+		return 1;
+	char bundle[4096];
+	if (!realpath(o->bundle ? o->bundle : ".", bundle))
+		return oci_fail("bundle '%s': %s", o->bundle ? o->bundle : ".", strerror(errno));
+	struct monitor m = { .o = o };
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	if (read_spec(bundle, &m.spec, &text, &len))
+		return 1;
+	if (oci_state_dir_make(o->id, &m.dirfd)) {
+		capsule_oci_spec_free(m.spec);
+		return 1;
+	}
+	snprintf(m.st.id, sizeof(m.st.id), "%s", o->id);
+	snprintf(m.st.bundle, sizeof(m.st.bundle), "%s", bundle);
+	oci_sandbox_name(o->id, m.st.sandbox);
+	now_rfc3339(m.st.created, sizeof(m.st.created));
+	const char *ann = capsule_oci_spec_annotations(m.spec);
+	m.st.annotations = ann ? strdup(ann) : NULL;
+	int r = write_file_atomic_at(m.dirfd, "config.json", text, len, 0600, false);
+	if (r == 0) {
+		snprintf(m.st.status, sizeof(m.st.status), "creating");
+		m.st.pid = getpid();
+		m.st.pid_start = oci_proc_start_time(m.st.pid);
+		r = oci_state_write(m.dirfd, &m.st);
+	}
+	if (r < 0) {
+		oci_state_dir_remove(o->id);
+		return oci_fail("writing the state of '%s': %s", o->id, strerror(-r));
+	}
+	if (!o->no_start && !o->detach) {
+		/* run in the foreground: this process is the monitor. */
+		pid_file_write(o->pid_file, getpid());
+		monitor_main(&m, -1);
+	}
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		oci_state_dir_remove(o->id);
+		return oci_fail("pipe: %s", strerror(errno));
+	}
+	pid_t child = fork();
+	if (child < 0) {
+		oci_state_dir_remove(o->id);
+		return oci_fail("fork: %s", strerror(errno));
+	}
+	if (child == 0) {
+		close(pipefd[0]);
+		monitor_main(&m, pipefd[1]);
+	}
+	close(pipefd[1]);
+	if (await_word(pipefd[0], child)) {
+		oci_state_dir_remove(o->id);
+		return 1;
+	}
+	/* Not waited for: once we exit it is the subreaper's (conmon, containerd's shim). */
+	pid_file_write(o->pid_file, child);
+	return 0;
+}
+
+int oci_start(const char *id)
+{
+	int dirfd;
+	if (oci_state_dir_open(id, &dirfd))
+		return 1;
+	struct oci_state st;
+	if (oci_state_read(dirfd, &st) < 0)
+		return oci_fail("container '%s': no readable state", id);
+	oci_state_clear(&st);
+	if (strcmp(st.status, "created"))
+		return oci_fail("container '%s' is %s, not created", id, st.status);
+	/* Not a blocking open: a monitor that died would leave it waiting for ever. */
+	int fd = openat(dirfd, "start.fifo", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return oci_fail("container '%s' is being started already", id);
+	char msg[1024];
+	size_t len = 0;
+	bool writer_seen = false;
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int pr = poll(&pfd, 1, 100);
+		if (pr > 0) {
+			ssize_t n = read(fd, msg + len, sizeof(msg) - 1 - len);
+			if (n > 0) {
+				len += (size_t)n;
+				writer_seen = true;
+				if (len + 1 < sizeof(msg))
+					continue;
+			}
+			if (n == 0 && writer_seen)
+				break;
+			if (n < 0 && errno != EAGAIN && errno != EINTR)
+				break;
+			if (n == 0 && (pfd.revents & POLLHUP)) {
+				writer_seen = true;
+				break;
+			}
+		}
+		if (oci_proc_start_time(st.pid) != st.pid_start) {
+			if (!len)
+				return oci_fail("container '%s' stopped before it started", id);
+			break;
+		}
+	}
+	msg[len] = 0;
+	close(fd);
+	if (strcmp(msg, "ok"))
+		return oci_fail("starting '%s': %s", id, len ? msg : "the monitor ended");
+	return 0;
+}
+
+/* ---- exec ---------------------------------------------------------------------------------- */
+
+int oci_exec(const struct oci_exec *o)
+{
+	int dirfd;
+	if (oci_state_dir_open(o->id, &dirfd))
+		return 1;
+	struct oci_state st;
+	if (oci_state_read(dirfd, &st) < 0)
+		return oci_fail("container '%s': no readable state", o->id);
+	oci_state_clear(&st);
+	if (strcmp(st.status, "running") && strcmp(st.status, "created"))
+		return oci_fail("container '%s' is %s: cannot exec in it", o->id, st.status);
+	/* The container's own process is the default of everything exec does not say, and its
+	 * seccomp profile holds for every process, as with runc. */
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = read_file_at(dirfd, "config.json", 16 << 20, &text, &len);
+	if (r < 0)
+		return oci_fail("container '%s': reading its config.json: %s", o->id, strerror(-r));
+	capsule_error err = { 0 };
+	capsule_oci_spec *spec = NULL, *proc = NULL;
+	if (capsule_oci_spec_parse(&spec, text, len, st.bundle, 0, &err) < 0)
+		return oci_fail_err(&err);
+	capsule_exec_options eo, base;
+	capsule_oci_spec_exec_options(spec, &base);
+	eo = base;
+	if (o->process) {
+		_cleanup_free_ char *ptext = NULL;
+		size_t plen;
+		if ((r = read_file_at(AT_FDCWD, o->process, 1 << 20, &ptext, &plen)) < 0)
+			return oci_fail("--process '%s': %s", o->process, strerror(-r));
+		if (capsule_oci_spec_parse(&proc, ptext, plen, NULL, CAPSULE_OCI_PROCESS_ONLY, &err) < 0)
+			return oci_fail_err(&err);
+		capsule_oci_spec_exec_options(proc, &eo);
+		eo.seccomp_bpf = base.seccomp_bpf;
+		eo.seccomp_len = base.seccomp_len;
+		if (!eo.caps_set) {
+			eo.caps_set = base.caps_set;
+			eo.caps = base.caps;
+		}
+	} else {
+		if (!o->args || !o->args[0])
+			return oci_fail("exec: no command (give one, or --process)");
+		eo.argv = (const char *const *)o->args;
+		eo.tty = o->tty;
+		if (o->cwd)
+			eo.cwd = o->cwd;
+		if (o->user)
+			eo.user = o->user;
+		if (o->nenv) {
+			size_t nbase = 0;
+			while (base.env && base.env[nbase])
+				nbase++;
+			const char **env = calloc(nbase + o->nenv + 1, sizeof(char *));
+			if (!env)
+				return oci_fail("out of memory");
+			for (size_t i = 0; i < nbase; i++)
+				env[i] = base.env[i];
+			for (size_t i = 0; i < o->nenv; i++)
+				env[nbase + i] = o->env[i];
+			eo.env = env;
+		}
+	}
+	if (eo.tty && !o->console_socket && !isatty(STDIN_FILENO))
+		return oci_fail("exec: a terminal needs --console-socket");
+	eo.stdin_open = true;
+	capsule_sandbox *sb;
+	if (capsule_sandbox_open(&sb, st.sandbox, &err) < 0)
+		return oci_fail_err(&err);
+	int pipefd[2] = { -1, -1 };
+	if (o->detach) {
+		if (pipe2(pipefd, O_CLOEXEC) < 0)
+			return oci_fail("pipe: %s", strerror(errno));
+		pid_t child = fork();
+		if (child < 0)
+			return oci_fail("fork: %s", strerror(errno));
+		if (child > 0) {
+			close(pipefd[1]);
+			if (await_word(pipefd[0], child))
+				return 1;
+			pid_file_write(o->pid_file, child);
+			return 0;
+		}
+		close(pipefd[0]);
+	}
+	int in = STDIN_FILENO, out = STDOUT_FILENO, errfd = STDERR_FILENO;
+	if (eo.tty && o->console_socket) {
+		int slave;
+		if (console_open(o->console_socket, &slave)) {
+			notify(pipefd[1], "the console socket failed");
+			_exit(1);
+		}
+		in = out = errfd = slave;
+	}
+	if (eo.tty) {
+		struct winsize ws;
+		if (ioctl(in, TIOCGWINSZ, &ws) == 0 && ws.ws_row) {
+			eo.rows = ws.ws_row;
+			eo.cols = ws.ws_col;
+		}
+	}
+	sigset_t fwd;
+	forwarded_signals(&fwd);
+	sigprocmask(SIG_BLOCK, &fwd, NULL);
+	int sfd = signalfd(-1, &fwd, SFD_CLOEXEC | SFD_NONBLOCK);
+	capsule_process *p;
+	if (capsule_exec_start(&p, sb, &eo, &err) < 0) {
+		if (o->detach) {
+			notify(pipefd[1], err.message);
+			_exit(exit_code_for_start(&err));
+		}
+		oci_fail_err(&err);
+		return exit_code_for_start(&err);
+	}
+	if (!o->detach)
+		pid_file_write(o->pid_file, getpid());
+	notify(pipefd[1], "ok");
+	capsule_exit_status xs = { .exit_code = 1 };
+	relay(p, in, out, errfd, eo.tty, sfd, &xs);
+	capsule_process_free(p);
+	capsule_sandbox_free(sb);
+	capsule_oci_spec_free(proc);
+	capsule_oci_spec_free(spec);
+	exit_like(&xs);
+}
