@@ -307,8 +307,8 @@ static int cmd_delete(int argc, char **argv)
 	}
 	oci_state_clear(&st);
 	close(dirfd);
-	if (!strcmp(st.status, "running") && !force)
-		return oci_fail("container '%s' is running: stop it first, or delete --force", pos[0]);
+	if (strcmp(st.status, "stopped") && !force)
+		return oci_fail("container '%s' is %s: stop it first, or delete --force", pos[0], st.status);
 	if (strcmp(st.status, "stopped") && st.pid > 0 && oci_proc_start_time(st.pid) == st.pid_start) {
 		kill(st.pid, SIGKILL);
 		wait_gone(st.pid, st.pid_start);

@@ -175,8 +175,12 @@ static int exit_code_for_start(const capsule_error *err)
 /* Tell whoever waits (create, start, run -d, exec -d) how it went: "ok", or the error. */
 static void notify(int fd, const char *msg)
 {
-	if (fd < 0)
+	if (fd < 0) {
+		/* run in the foreground: no one waits for a word, the error is ours to print. */
+		if (strcmp(msg, "ok"))
+			oci_fail("%s", msg);
 		return;
+	}
 	write_all(fd, msg, strlen(msg));
 	close(fd);
 }
@@ -278,11 +282,13 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	capsule_exec_options eo;
 	capsule_oci_spec_exec_options(m->spec, &eo);
 	char msg[600];
-	if (eo.tty) {
-		if (!o->console_socket) {
-			notify(notify_fd, "process.terminal needs --console-socket");
+	if (eo.tty && !o->console_socket) {
+		/* run in a terminal of its own (a person's): the process's terminal is relayed to it. */
+		if (o->no_start || o->detach || !isatty(STDIN_FILENO)) {
+			notify(notify_fd, "process.terminal needs --console-socket (or run in the foreground on a terminal)");
 			_exit(1);
 		}
+	} else if (eo.tty) {
 		int slave;
 		if (console_open(o->console_socket, &slave)) {
 			notify(notify_fd, "the console socket failed");

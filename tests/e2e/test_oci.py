@@ -1,0 +1,279 @@
+"""capsule-oci, the OCI runtime command line (docs/oci.md): the lifecycle runc's callers drive
+(create, start, state, kill, delete, run, exec), the monitor as the pid they wait for, and
+config.json's refusals, each with its own line and nothing left behind."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, _env
+
+OCI = os.path.join(BUILD, "capsule-oci")
+BUSYBOX = "/bin/busybox"
+
+
+@pytest.fixture
+def oci(capsule_home):
+    """capsule-oci with a --root of its own, against the test home; every container it made is
+    deleted by id at the end."""
+    root = tempfile.mkdtemp(prefix="capsule-oci-root-", dir="/var/tmp")
+    env = _env(capsule_home)
+
+    def run(*args, check=False, timeout=60, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        r = subprocess.run([OCI, "--root", root, *args], env=env, timeout=timeout, **kw)
+        if check and r.returncode != 0:
+            raise AssertionError(f"capsule-oci {' '.join(args)}: {r.returncode}: {r.stderr}")
+        return r
+
+    run.root = root
+    run.env = env
+    yield run
+    for cid in os.listdir(root):
+        run("delete", "--force", cid)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def bundle(oci):
+    """A bundle whose rootfs is busybox alone, with capsule-oci's own default config.json."""
+    d = tempfile.mkdtemp(prefix="capsule-oci-bundle-", dir="/var/tmp")
+    os.makedirs(os.path.join(d, "rootfs", "bin"))
+    shutil.copy(BUSYBOX, os.path.join(d, "rootfs", "bin", "busybox"))
+    for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname"):
+        os.symlink("busybox", os.path.join(d, "rootfs", "bin", tool))
+    oci("spec", "--bundle", d, check=True)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def set_config(bundle, **process):
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["process"]["terminal"] = False
+    cfg["process"].update(process)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return cfg
+
+
+def edit_config(bundle, fn):
+    path = os.path.join(bundle, "config.json")
+    with open(path) as f:
+        cfg = json.load(f)
+    fn(cfg)
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+
+
+def state(oci, cid):
+    r = oci("state", cid, check=True)
+    return json.loads(r.stdout)
+
+
+def wait_status(oci, cid, status, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = state(oci, cid)
+        if s["status"] == status:
+            return s
+        time.sleep(0.05)
+    raise AssertionError(f"{cid} never reached {status}: {s}")
+
+
+def test_run_exits_with_the_process_status_and_leaves_no_state(oci, bundle):
+    set_config(bundle, args=["sh", "-c", "echo out; echo err >&2; exit 7"])
+    r = oci("run", "--bundle", bundle, "r1")
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "out\n" and r.stderr == "err\n"
+    assert os.listdir(oci.root) == []
+
+
+def test_create_start_state_kill_delete(oci, bundle, tmp_path):
+    set_config(bundle, args=["sh", "-c", "trap 'echo got-term; exit 3' TERM; echo started; "
+                                         "while :; do sleep 0.05; done"])
+    pid_file = tmp_path / "pid"
+    out = open(tmp_path / "out", "w+")
+    # The monitor keeps create's stdio: the process's output goes there (so not to pipes,
+    # whose end would be awaited).
+    r = oci("create", "--bundle", bundle, "--pid-file", str(pid_file), "c1", stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL, capture_output=False)
+    assert r.returncode == 0, out.read()
+    pid = int(pid_file.read_text())
+    s = state(oci, "c1")
+    assert s["status"] == "created" and s["pid"] == pid and s["bundle"] == bundle and s["id"] == "c1"
+    # Not started yet: nothing ran.
+    assert out.seek(0) == 0 and out.read() == ""
+    assert oci("delete", "c1").returncode != 0  # neither stopped nor forced
+    assert oci("start", "c1").returncode == 0
+    assert wait_status(oci, "c1", "running")["pid"] == pid
+    r = oci("start", "c1")
+    assert r.returncode != 0 and "not created" in r.stderr
+    r = oci("delete", "c1")
+    assert r.returncode != 0 and "running" in r.stderr
+    deadline = time.monotonic() + 10
+    while "started" not in open(tmp_path / "out").read() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert oci("kill", "c1", "TERM").returncode == 0
+    s = wait_status(oci, "c1", "stopped")
+    assert "pid" not in s
+    assert "got-term" in open(tmp_path / "out").read()
+    assert oci("delete", "c1").returncode == 0
+    assert oci("state", "c1").returncode != 0
+    assert "c1" not in os.listdir(oci.root)
+
+
+def test_the_pid_is_waitable_and_exits_as_the_process(oci, bundle, tmp_path):
+    """What conmon and containerd's shim rely on: the pid-file's process is reparented to the
+    nearest subreaper (here: a child python makes one) and its exit status is the process's;
+    a signal it is sent reaches the process."""
+    set_config(bundle, args=["sh", "-c", "trap 'exit 42' USR1; while :; do sleep 0.05; done"])
+    pid_file = tmp_path / "pid"
+    helper = f"""
+import ctypes, os, subprocess, sys
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+r = subprocess.run({[OCI, "--root", oci.root, "create", "--bundle", bundle, "--pid-file", str(pid_file), "w1"]!r},
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+assert r.returncode == 0
+pid = int(open({str(pid_file)!r}).read())
+subprocess.run({[OCI, "--root", oci.root, "start", "w1"]!r}, check=True)
+os.kill(pid, 10)  # SIGUSR1, straight to the pid, as containerd's shim does
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    r = subprocess.run(["/usr/bin/python3", "-c", helper], env=oci.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "42"
+    assert wait_status(oci, "w1", "stopped")
+
+
+def test_exec_runs_in_the_container_with_its_process_settings(oci, bundle, tmp_path):
+    set_config(bundle, args=["sleep", "1000"], env=["PATH=/bin", "FROM_SPEC=1"])
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "e1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0
+    r = oci("exec", "e1", "sh", "-c", "echo $FROM_SPEC; hostname; exit 4")
+    assert r.returncode == 4, r.stderr
+    assert r.stdout == "1\ncapsule\n"
+    # A process.json, as containerd hands exec one.
+    proc = {"args": ["sh", "-c", "id -u; id -G"], "cwd": "/", "env": ["PATH=/bin"],
+            "user": {"uid": 1000, "gid": 1000, "additionalGids": [5, 7]}}
+    (tmp_path / "p.json").write_text(json.dumps(proc))
+    r = oci("exec", "--process", str(tmp_path / "p.json"), "e1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1000", "1000", "5", "7"]
+    # Detached, with a pid-file naming a process that exits as the command does.
+    pid_file = tmp_path / "epid"
+    with open(tmp_path / "eout", "w") as out:
+        r = oci("exec", "--detach", "--pid-file", str(pid_file), "e1", "sleep", "1000", stdin=subprocess.DEVNULL,
+                stdout=out, stderr=out, capture_output=False)
+    assert r.returncode == 0
+    epid = int(pid_file.read_text())
+    os.kill(epid, signal.SIGKILL)
+    ps = json.loads(oci("ps", "--format", "json", "e1", check=True).stdout)
+    assert len(ps) >= 1
+    assert oci("delete", "--force", "e1").returncode == 0
+    assert oci("state", "e1").returncode != 0
+
+
+def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
+    set_config(bundle, args=["sh", "-c", "ulimit -n; grep CapEff /proc/self/status; "
+                                         "hostname x 2>/dev/null; echo $?"],
+               rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}],
+               capabilities={s: ["CAP_KILL", "CAP_SYS_ADMIN"] for s in ("bounding", "effective", "permitted")})
+
+    # sethostname refused by the spec's filter with EPERM, though CAP_SYS_ADMIN would allow it.
+    def seccomp(cfg):
+        cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                   "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}
+    edit_config(bundle, seccomp)
+    r = oci("run", "--bundle", bundle, "l1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0] == "77"
+    assert lines[1].split()[1] == f"{(1 << 5) | (1 << 21):016x}"
+    assert lines[2] == "1"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda c: c["root"].update(readonly=True), "config.json: root.readonly is not supported by capsule"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
+     "config.json: linux.uidMappings is not supported by capsule"),
+    (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}),
+     "joining the network namespace at '/proc/1/ns/net' is not supported"),
+    (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
+     "config.json: process.rlimits[0]: unknown rlimit type 'RLIMIT_BOGUS'"),
+    (lambda c: c["process"]["capabilities"].update(effective=["CAP_KILL"]),
+     "its bounding, effective and permitted sets differ"),
+    (lambda c: c["mounts"].append({"destination": "/x", "type": "nfs", "source": "h:/x"}),
+     "a mount of type 'nfs' at '/x' is not supported"),
+    (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}), "config.json: linux.sysctl is not supported"),
+    (lambda c: c["linux"].update(maskedPaths=["/etc/secret"]), "'/etc/secret' is not supported by capsule, which masks"),
+    (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "unknown action 'SCMP_ACT_NOPE'"),
+    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), "config.json: hooks is not supported"),
+    (lambda c: c.update(ociVersion="2.0.0"), "ociVersion '2.0.0' is not 1.x"),
+    (lambda c: c["process"].update(args=[]), "config.json: process.args: no command"),
+    (lambda c: c["process"].update(cwd="relative"), "config.json: process.cwd: not an absolute path"),
+])
+def test_config_refusals_name_the_field_and_leave_nothing(oci, bundle, edit, message):
+    edit_config(bundle, edit)
+    r = oci("create", "--bundle", bundle, "bad")
+    assert r.returncode == 1
+    assert message in r.stderr, r.stderr
+    assert len(r.stderr.strip().split("\n")) == 1
+    assert os.listdir(oci.root) == []
+
+
+def test_default_specs_of_podman_and_containerd_are_accepted(oci, bundle):
+    """What every podman and containerd spec carries: a deny-all device rule with their allow
+    list, runtime-tools' seccomp-style profile, the masked and read-only paths, rlimits and
+    the cgroup mount."""
+    def podman_like(cfg):
+        cfg["linux"]["resources"]["devices"] = [
+            {"allow": False, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+            {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+        ]
+        cfg["linux"]["maskedPaths"] = ["/proc/acpi", "/proc/kcore", "/proc/keys", "/sys/firmware", "/proc/scsi"]
+        cfg["linux"]["readonlyPaths"] = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        cfg["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                              "options": ["ro", "nosuid", "noexec", "nodev"]})
+        cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024},
+                                     {"type": "RLIMIT_NPROC", "soft": 4096, "hard": 4096}]
+        cfg["process"]["oomScoreAdj"] = 0
+        cfg["process"]["args"] = ["true"]
+        cfg["process"]["terminal"] = False
+    edit_config(bundle, podman_like)
+    os.symlink("busybox", os.path.join(bundle, "rootfs", "bin", "true"))
+    r = oci("run", "--bundle", bundle, "p1")
+    assert r.returncode == 0, r.stderr
+
+
+def test_verbs_not_built_yet_are_refused_clearly(oci):
+    for verb, what in (("checkpoint", "checkpoint is not supported"), ("restore", "restore is not supported"),
+                       ("pause", "pause is not supported"), ("resume", "resume is not supported")):
+        r = oci(verb, "x")
+        assert r.returncode == 1 and what in r.stderr, r.stderr
+    r = oci("--systemd-cgroup", "state", "x")
+    assert r.returncode == 1 and "--systemd-cgroup is not supported" in r.stderr
+
+
+def test_version_features_and_json_log(oci, tmp_path):
+    r = oci("--version", check=True)
+    assert r.stdout.startswith("capsule-oci version ")
+    features = json.loads(oci("features", check=True).stdout)
+    assert "pid" in features["linux"]["namespaces"] and features["linux"]["seccomp"]["enabled"]
+    log = tmp_path / "log.json"
+    r = oci("--log", str(log), "--log-format", "json", "state", "nope")
+    assert r.returncode == 1
+    line = json.loads(log.read_text().strip().split("\n")[-1])
+    assert line["level"] == "error" and "container 'nope' does not exist" in line["msg"]
