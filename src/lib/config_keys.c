@@ -99,6 +99,8 @@ const struct config_key config_keys[] = {
 	{ .name = "disk_from", .type = CONFIG_KEY_STRING, FIELD(disk_from) },
 	{ .name = "base", .type = CONFIG_KEY_CUSTOM, FIELD(base_none), .load = config_base_load, .save = config_base_save },
 	{ .name = "layer", .type = CONFIG_KEY_CUSTOM, FIELD(layers), LIST(layer) },
+	{ .name = "rootfs", .type = CONFIG_KEY_STRING, FIELD(rootfs) },
+	{ .name = "rootfs_readonly", .type = CONFIG_KEY_BOOL, FIELD(rootfs_readonly), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "workdir", .type = CONFIG_KEY_STRING, FIELD(workdir) },
 	{ .name = "user", .type = CONFIG_KEY_STRING, FIELD(user) },
 	/* "entrypoint_set" tells an empty list from none. */
@@ -270,8 +272,8 @@ int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsu
 	}
 	if (r == 0 && !cfg->name[0])
 		r = cap_err_plain(err, EINVAL, "sandbox configuration has no name");
-	if (r == 0 && cfg->base_none && !cfg->nlayers)
-		r = cap_err_plain(err, EINVAL, "sandbox configuration: base=none and no layer");
+	if (r == 0 && cfg->base_none && !cfg->nlayers && !cfg->rootfs)
+		r = cap_err_plain(err, EINVAL, "sandbox configuration: base=none and no layer or rootfs");
 	if (r < 0)
 		config_clear(cfg);
 	return r;

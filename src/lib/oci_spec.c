@@ -502,9 +502,6 @@ static int parse_root(struct capsule_oci_spec *spec, const char *v, size_t n, co
 	int r = json_get_bool(v, n, "readonly", &ro);
 	if (r < 0 && r != -ENOENT)
 		return bad(err, "root.readonly", "not a boolean");
-	if (ro)
-		return unsupported(err, "root.readonly",
-				   "a sandbox's root is the bundle's rootfs below a layer of its own, always writable");
 	char full[PATH_MAX];
 	if ((r = bundle_path(bundle, path, full, sizeof(full), "root.path", err)) < 0)
 		return r;
@@ -513,6 +510,9 @@ static int parse_root(struct capsule_oci_spec *spec, const char *v, size_t n, co
 		return cap_err(err, errno, "config.json: root.path '%s'", full);
 	struct capsule_config *cfg = spec->cfg;
 	cfg->base_none = true;
+	/* A read-only layer for now: at the container level it becomes the root itself (the
+	 * document's end, where the isolation is known). */
+	cfg->rootfs_readonly = ro;
 	return config_add_layer(cfg, real, err);
 }
 
@@ -1047,6 +1047,16 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 	}
 	if (!tw.has_linux) {
 		r = bad(err, "linux", "missing (capsule runs Linux containers)");
+		goto fail;
+	}
+	/* A container's root is the bundle's rootfs itself, written through as with runc; a vm's
+	 * is that folder as the read-only layer of its own disk. */
+	struct capsule_config *cfg = spec->cfg;
+	if (cfg->isolation == CAPSULE_ISOLATION_CONTAINER && cfg->nlayers == 1) {
+		cfg->rootfs = steal_ptr(cfg->layers[0]);
+		cfg->nlayers = 0;
+	} else if (cfg->rootfs_readonly) {
+		r = unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
 	*out = spec;

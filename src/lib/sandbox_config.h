@@ -94,6 +94,11 @@ struct capsule_config {
 	char *layers[CAPSULE_MAX_LAYERS];
 	size_t nlayers;
 	bool base_none;
+	/* A host folder that is the container's root itself, writable, idmapped like a layer (an
+	 * OCI bundle's rootfs: what the container writes lands there, as with runc); with
+	 * base_none and no layers. NULL: the root is the layers below the sandbox's own. */
+	char *rootfs;
+	bool rootfs_readonly; /* that root read-only */
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

@@ -184,6 +184,21 @@ def test_exec_runs_in_the_container_with_its_process_settings(oci, bundle, tmp_p
     assert oci("state", "e1").returncode != 0
 
 
+def test_the_root_is_the_bundles_rootfs_written_through_or_read_only(oci, bundle):
+    set_config(bundle, args=["sh", "-c", "echo written > /out.txt"])
+    assert oci("run", "--bundle", bundle, "w1").returncode == 0
+    path = os.path.join(bundle, "rootfs", "out.txt")
+    with open(path) as f:
+        assert f.read() == "written\n"
+    # Owned by the container's root, which is the host's on the bundle (idmapped).
+    assert os.stat(path).st_uid == 0
+    os.unlink(path)
+    edit_config(bundle, lambda c: c["root"].update(readonly=True))
+    r = oci("run", "--bundle", bundle, "w2")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    assert not os.path.exists(path)
+
+
 def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
     set_config(bundle, args=["sh", "-c", "ulimit -n; grep CapEff /proc/self/status; "
                                          "hostname x 2>/dev/null; echo $?"],
@@ -204,7 +219,6 @@ def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda c: c["root"].update(readonly=True), "config.json: root.readonly is not supported by capsule"),
     (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
      "config.json: linux.uidMappings is not supported by capsule"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),

@@ -136,6 +136,10 @@ static void mount_fs(const char *fstype, const char *const *opts, uint64_t attrs
 	int fs = sys_fsopen(fstype, FSOPEN_CLOEXEC);
 	if (fs < 0)
 		child_die(errno, "fsopen %s", fstype);
+	/* The source mountinfo shows: what runc's callers write in a spec's mounts (and check:
+	 * the OCI conformance suite), "shm" for /dev/shm, else the type, not "none". */
+	if (sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", strcmp(path, "dev/shm") ? fstype : "shm", 0) < 0)
+		child_die(errno, "%s source", fstype);
 	for (size_t i = 0; opts && opts[i]; i += 2) {
 		int r = opts[i + 1] ? sys_fsconfig(fs, FSCONFIG_SET_STRING, opts[i], opts[i + 1], 0)
 				    : sys_fsconfig(fs, FSCONFIG_SET_FLAG, opts[i], NULL, 0);
@@ -378,10 +382,16 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 		child_die(errno, "making mounts private");
 	if (fchdir(fsfd) < 0)
 		child_die(errno, "chdir '%s'", spec->fsdir);
-	attach_layers(spec, fsfd);
-	close(fsfd);
-	if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
-		child_die(errno, "mounting the overlay root on '%s'", rootfs);
+	if (spec->root_is_tree) {
+		if (sys_move_mount(spec->layer_trees[0], "", fsfd, "rootfs", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+			child_die(errno, "attaching the root folder");
+		close(fsfd);
+	} else {
+		attach_layers(spec, fsfd);
+		close(fsfd);
+		if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+			child_die(errno, "mounting the overlay root on '%s'", rootfs);
+	}
 	if (host_fd >= 0)
 		close(host_fd);
 	int rootfd = open("rootfs", O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -413,6 +423,12 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 	setup_proc_masks(rootfd);
 	setup_tmpfs(spec, rootfd);
 	setup_binds(spec, rootfd);
+	/* Last: the mount points above were made in it. The root mount alone, not those. */
+	if (spec->root_readonly) {
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY };
+		if (sys_mount_setattr(rootfd, "", AT_EMPTY_PATH, &a) < 0)
+			child_die(errno, "making the root read-only");
+	}
 	close(rootfd);
 
 	if (chdir("rootfs") < 0)

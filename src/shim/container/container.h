@@ -56,6 +56,9 @@ struct container_spec {
 	/* A detached mount of the sandbox's own disk, holding upper/ and work/, attached at
 	 * disk/ below FSDIR; -1: upper/ and work/ are FSDIR's own folders. */
 	int disk_tree;
+	/* LAYER_TREES[0] is the root itself, writable (config's rootfs): no overlay. */
+	bool root_is_tree;
+	bool root_readonly; /* the root mount read-only (an OCI spec's root.readonly) */
 };
 
 struct container {

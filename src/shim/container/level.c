@@ -92,6 +92,17 @@ static int make_agent_memfd(int *out, capsule_error *err)
 static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *err)
 {
 	struct container_boot *b = &s->ct_boot;
+	if (s->cfg.rootfs) {
+		/* The root itself, writable; idmapped in the child's hook like the layers. */
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
+		int tree = sys_open_tree(AT_FDCWD, s->cfg.rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		if (tree < 0)
+			return cap_err(err, errno, "the root folder '%s'", s->cfg.rootfs);
+		b->layer_trees[b->nlayer_trees++] = tree;
+		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &a) < 0)
+			return cap_err(err, errno, "preparing the root folder '%s'", s->cfg.rootfs);
+		return 0;
+	}
 	if (!s->cfg.nlayers)
 		return 0;
 	if ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0)
@@ -247,6 +258,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.layer_trees = b->layer_trees,
 		.nlayers = b->nlayer_trees,
 		.disk_tree = b->disk,
+		.root_is_tree = s->cfg.rootfs != NULL,
+		.root_readonly = s->cfg.rootfs_readonly,
 	};
 	shim_progress("namespaces");
 	int r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
