@@ -265,6 +265,34 @@ DNS_SEEDS = {
 }
 
 
+# fuzz_oci: byte 0 even: a config.json; odd: a process.json (exec --process).
+OCI_PROCESS = {"terminal": False, "user": {"uid": 0, "gid": 0, "additionalGids": [5, 7]}, "args": ["sh", "-c", "true"],
+               "env": ["PATH=/bin", "TERM=xterm"], "cwd": "/",
+               "capabilities": {k: ["CAP_KILL", "CAP_CHOWN"] for k in ("bounding", "effective", "permitted")},
+               "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}], "noNewPrivileges": True,
+               "oomScoreAdj": 0, "consoleSize": {"height": 24, "width": 80}}
+OCI_CONFIG = {
+    "ociVersion": "1.1.0", "process": OCI_PROCESS, "root": {"path": "rootfs", "readonly": True}, "hostname": "h",
+    "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+               {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+               {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "mode=1777"]},
+               {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]}],
+    "annotations": {"capsule.isolation": "container", "other": "x"},
+    "linux": {
+        "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+        "resources": {"devices": [{"allow": False, "access": "rwm"}, {"allow": True, "type": "c", "major": 1,
+                                                                      "minor": 3, "access": "rwm"}],
+                      "memory": {"limit": 67108864}, "pids": {"limit": 100}, "cpu": {"quota": 50000, "period": 100000}},
+        "maskedPaths": ["/proc/kcore", "/sys/firmware"], "readonlyPaths": ["/proc/sys"],
+        "seccomp": {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+                    "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                    "syscalls": [{"names": ["read", "write", "exit_group", "nosuchcall"], "action": "SCMP_ACT_ALLOW"},
+                                 {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                                  "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+                                 {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]},
+        "uidMappings": []}}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     out = sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, 'corpus')
@@ -315,6 +343,15 @@ def main():
         write(os.path.join(dirs['fuzz_parse'], name), bytes([T_JSON_GET, key]) + text.encode())
     write(os.path.join(dirs['fuzz_parse'], 'json-round-trip'),
           bytes([T_JSON_ROUND_TRIP]) + struct.pack('<q', -1234567890123) + b'\x01' + b'name\x00caf\xc3\xa9 "x"\n')
+
+    import json
+    os.makedirs(os.path.join(out, 'fuzz_oci'), exist_ok=True)
+    write(os.path.join(out, 'fuzz_oci', 'config'), b'\0' + json.dumps(OCI_CONFIG, sort_keys=True).encode())
+    write(os.path.join(out, 'fuzz_oci', 'process'), b'\1' + json.dumps(OCI_PROCESS, sort_keys=True).encode())
+    write(os.path.join(out, 'fuzz_oci', 'process-bad-cap'),
+          b'\1' + json.dumps(dict(OCI_PROCESS, capabilities={"bounding": ["CAP_NOPE"]})).encode())
+    write(os.path.join(out, 'fuzz_oci', 'config-refused'),
+          b'\0' + json.dumps(dict(OCI_CONFIG, hooks={"prestart": [{"path": "/x"}]})).encode())
 
     for name, (target, text) in IMAGE_SEEDS.items():
         write(os.path.join(dirs['fuzz_image'], name), bytes([target]) + text.encode())
