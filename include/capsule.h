@@ -264,6 +264,12 @@ typedef struct capsule_exec_options {
 	size_t ngroups;
 	bool caps_set;             /* a root command keeps CAPS (bit n: capability n) instead of */
 	uint64_t caps;             /* the sandbox's default set; inside its user namespace */
+	uint64_t caps_inheritable; /* with caps_set: its inheritable and ambient sets, */
+	uint64_t caps_ambient;     /* subsets of CAPS */
+	bool umask_set;            /* the command's umask (else 022) */
+	uint32_t umask;
+	bool oom_score_adj_set;    /* the command's oom_score_adj, 0 to 1000 (else 0) */
+	uint32_t oom_score_adj;
 	const capsule_rlimit *rlimits; /* at most 16 */
 	size_t nrlimits;
 	const void *seccomp_bpf;   /* struct sock_filter[]: a filter installed above capsule's own, */

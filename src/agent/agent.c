@@ -383,6 +383,10 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.nrlimits = ex.nrlimits,
 		.seccomp2_bpf = ex.seccomp_bpf,
 		.seccomp2_len = ex.seccomp_len,
+		.cap_inheritable = ex.caps_set ? ex.caps_inheritable : 0,
+		.cap_ambient = ex.caps_set ? ex.caps_ambient : 0,
+		.umask = ex.umask_set ? (int)ex.umask : -1,
+		.oom_score_adj = ex.oom_score_adj_set ? (int)ex.oom_score_adj : 0,
 	};
 	if (ex.flags & CP_EXEC_GROUPS) {
 		static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");

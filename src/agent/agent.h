@@ -38,6 +38,9 @@ struct spawn_request {
 	size_t nrlimits;
 	const uint8_t *seccomp2_bpf;
 	size_t seccomp2_len;
+	uint64_t cap_inheritable, cap_ambient; /* of a root command, subsets of cap_keep */
+	int umask;         /* -1: 022 */
+	int oom_score_adj; /* 0 to 1000 */
 };
 
 struct spawn_result {

@@ -340,14 +340,22 @@ static int drop_capabilities(uint64_t keep, int last)
 	return 0;
 }
 
-static int set_capabilities(uint64_t caps)
+static int set_capabilities(uint64_t caps, uint64_t inheritable, uint64_t ambient, int last)
 {
 	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
 	struct __user_cap_data_struct data[2];
 	memset(data, 0, sizeof(data));
 	data[0].effective = data[0].permitted = (uint32_t)caps;
 	data[1].effective = data[1].permitted = (uint32_t)(caps >> 32);
-	return syscall(SYS_capset, &hdr, data) < 0 ? -errno : 0;
+	data[0].inheritable = (uint32_t)inheritable;
+	data[1].inheritable = (uint32_t)(inheritable >> 32);
+	if (syscall(SYS_capset, &hdr, data) < 0)
+		return -errno;
+	/* An ambient capability must be permitted and inheritable already. */
+	for (int cap = 0; cap <= last; cap++)
+		if ((ambient & (1ull << cap)) && prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0)
+			return -errno;
+	return 0;
 }
 
 static int open_pty(int *master_out, char *slave_name, size_t slave_len)
@@ -423,9 +431,14 @@ static int spawn_child(void *arg)
 	/* The agent protects itself from the OOM killer; its commands must not inherit that. */
 	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (oom >= 0) {
-		(void)!write(oom, "0", 1);
+		char adj[8];
+		int an = snprintf(adj, sizeof(adj), "%d", ctx->req->oom_score_adj);
+		if (write(oom, adj, (size_t)an) < 0 && ctx->req->oom_score_adj)
+			child_fail(ep, errno, "oom_score_adj %d: %s", ctx->req->oom_score_adj, strerror(errno));
 		close(oom);
 	}
+	if (ctx->req->umask >= 0)
+		umask((mode_t)ctx->req->umask);
 	const char *cwd = ctx->req->cwd ? ctx->req->cwd : "/";
 	if (chdir(cwd) < 0)
 		child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
@@ -439,7 +452,8 @@ static int spawn_child(void *arg)
 		child_fail(ep, errno, "setgid %u: %s", (unsigned)ctx->req->gid, strerror(errno));
 	if (setresuid(ctx->req->uid, ctx->req->uid, ctx->req->uid) < 0)
 		child_fail(ep, errno, "setuid %u: %s", (unsigned)ctx->req->uid, strerror(errno));
-	if (ctx->req->uid == 0 && (cr = set_capabilities(ctx->req->cap_keep)) < 0)
+	if (ctx->req->uid == 0 &&
+	    (cr = set_capabilities(ctx->req->cap_keep, ctx->req->cap_inheritable, ctx->req->cap_ambient, ctx->last_cap)) < 0)
 		child_fail(ep, -cr, "capset: %s", strerror(-cr));
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(ep, errno, "no_new_privs: %s", strerror(errno));

@@ -169,6 +169,11 @@ struct cp_exec {
 	size_t ngroups;
 	bool caps_set;                       /* a root command's capabilities are CAPS, not INIT's */
 	uint64_t caps;
+	uint64_t caps_inheritable, caps_ambient; /* with caps_set: subsets of CAPS */
+	bool umask_set;
+	uint32_t umask;
+	bool oom_score_adj_set;
+	uint32_t oom_score_adj; /* 0 to 1000 */
 	struct cp_rlimit rlimits[CP_EXEC_MAX_RLIMITS]; /* set before exec */
 	size_t nrlimits;
 	uint8_t *seccomp_bpf; /* a filter installed above INIT's, or NULL */
@@ -187,6 +192,10 @@ enum {
 	CP_T_EXEC_CAPS = 10,   /* u64 */
 	CP_T_EXEC_RLIMIT = 11, /* repeated: u32 resource, u64 soft, u64 hard (little-endian) */
 	CP_T_EXEC_SECCOMP = 12,
+	CP_T_EXEC_CAPS_INHERITABLE = 13, /* u64 */
+	CP_T_EXEC_CAPS_AMBIENT = 14,     /* u64 */
+	CP_T_EXEC_UMASK = 15,            /* u32 */
+	CP_T_EXEC_OOM_SCORE_ADJ = 16,    /* u32, 0 to 1000 */
 };
 
 struct cp_started {

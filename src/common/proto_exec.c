@@ -43,8 +43,15 @@ int cp_exec_encode(struct cp_writer *w, uint32_t chan, const struct cp_exec *m)
 		return -E2BIG;
 	for (size_t i = 0; i < m->ngroups; i++)
 		cp_put_u32(w, CP_T_EXEC_GROUP, m->groups[i]);
-	if (m->caps_set)
+	if (m->caps_set) {
 		cp_put_u64(w, CP_T_EXEC_CAPS, m->caps);
+		cp_put_u64(w, CP_T_EXEC_CAPS_INHERITABLE, m->caps_inheritable);
+		cp_put_u64(w, CP_T_EXEC_CAPS_AMBIENT, m->caps_ambient);
+	}
+	if (m->umask_set)
+		cp_put_u32(w, CP_T_EXEC_UMASK, m->umask);
+	if (m->oom_score_adj_set)
+		cp_put_u32(w, CP_T_EXEC_OOM_SCORE_ADJ, m->oom_score_adj);
 	for (size_t i = 0; i < m->nrlimits; i++) {
 		uint8_t b[20];
 		put_le32(b, m->rlimits[i].resource);
@@ -67,6 +74,16 @@ static int exec_extra_field(struct cp_exec *m, const struct cp_field *f)
 	case CP_T_EXEC_CAPS:
 		m->caps_set = true;
 		return cp_field_u64(f, &m->caps);
+	case CP_T_EXEC_CAPS_INHERITABLE:
+		return cp_field_u64(f, &m->caps_inheritable);
+	case CP_T_EXEC_CAPS_AMBIENT:
+		return cp_field_u64(f, &m->caps_ambient);
+	case CP_T_EXEC_UMASK:
+		m->umask_set = true;
+		return cp_field_u32(f, &m->umask) < 0 || m->umask > 0777 ? -EBADMSG : 0;
+	case CP_T_EXEC_OOM_SCORE_ADJ:
+		m->oom_score_adj_set = true;
+		return cp_field_u32(f, &m->oom_score_adj) < 0 || m->oom_score_adj > 1000 ? -EBADMSG : 0;
 	case CP_T_EXEC_RLIMIT:
 		if (f->len != 20 || m->nrlimits == CP_EXEC_MAX_RLIMITS)
 			return -EBADMSG;
@@ -104,7 +121,8 @@ int cp_exec_decode(const uint8_t *p, size_t n, struct cp_exec *m)
 		default: r = exec_extra_field(m, &f); break;
 		}
 	});
-	if (m->argc == 0 || m->rows > 0xffff || m->cols > 0xffff) {
+	if (m->argc == 0 || m->rows > 0xffff || m->cols > 0xffff ||
+	    ((m->caps_inheritable | m->caps_ambient) & ~m->caps)) {
 		ret = -EBADMSG;
 		goto fail;
 	}

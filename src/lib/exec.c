@@ -176,6 +176,9 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 	if (v2 && (o->ngroups > CP_EXEC_MAX_GROUPS || o->nrlimits > CP_EXEC_MAX_RLIMITS))
 		return cap_err_plain(err, E2BIG, "exec options: at most %d groups and %d rlimits", CP_EXEC_MAX_GROUPS,
 				     CP_EXEC_MAX_RLIMITS);
+	if (v2 && ((o->caps_inheritable | o->caps_ambient) & ~o->caps || o->umask > 0777 || o->oom_score_adj > 1000))
+		return cap_err_plain(err, EINVAL, "exec options: inheritable and ambient capabilities outside caps, a umask "
+				     "beyond 0777 or an oom_score_adj beyond 1000");
 	if (v2 && o->seccomp_len && (o->seccomp_len % 8 || o->seccomp_len > CP_MAX_SECCOMP_BYTES || !o->seccomp_bpf))
 		return cap_err_plain(err, EINVAL, "exec options: a seccomp filter is whole sock_filter entries, at most %u bytes",
 				     CP_MAX_SECCOMP_BYTES);
@@ -228,6 +231,12 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 		}
 		m.caps_set = o->caps_set;
 		m.caps = o->caps;
+		m.caps_inheritable = o->caps_inheritable;
+		m.caps_ambient = o->caps_ambient;
+		m.umask_set = o->umask_set;
+		m.umask = o->umask;
+		m.oom_score_adj_set = o->oom_score_adj_set;
+		m.oom_score_adj = o->oom_score_adj;
 		m.nrlimits = o->nrlimits;
 		for (size_t i = 0; i < o->nrlimits; i++)
 			m.rlimits[i] = (struct cp_rlimit){ (uint32_t)o->rlimits[i].resource, o->rlimits[i].soft,

@@ -260,6 +260,8 @@ static int process_capabilities(struct capsule_oci_spec *spec, const char *v, si
 		return bad(err, "process.capabilities", "its inheritable or ambient set holds capabilities its bounding set lacks");
 	spec->caps_set = true;
 	spec->caps = m[0];
+	spec->caps_inheritable = m[3];
+	spec->caps_ambient = m[4];
 	return 0;
 }
 
@@ -336,8 +338,13 @@ static int process_user(struct capsule_oci_spec *spec, const char *v, size_t n, 
 		return r;
 	if (uid > 65535 || gid > 65535)
 		return unsupported(err, "process.user", "a sandbox maps ids 0 to 65535");
-	if (json_get_member(v, n, "umask", &fv, &fn) == 0 && !is_null(fv, fn))
-		return unsupported(err, "process.user.umask", "commands start with umask 022");
+	if (json_get_member(v, n, "umask", &fv, &fn) == 0 && !is_null(fv, fn)) {
+		if ((r = value_uint32(fv, fn, "process.user.umask", &spec->umask, err)) < 0)
+			return r;
+		if (spec->umask > 0777)
+			return bad(err, "process.user.umask", "beyond 0777");
+		spec->umask_set = true;
+	}
 	if (json_get_member(v, n, "username", &fv, &fn) == 0 && !is_empty(fv, fn))
 		return unsupported(err, "process.user.username", "it is for Windows");
 	spec->ngroups = 0;
@@ -436,9 +443,13 @@ static int process_member(const char *name, const char *v, size_t n, void *paylo
 		int64_t adj;
 		if ((r = value_int(v, n, "process.oomScoreAdj", &adj, err)) < 0)
 			return r;
-		if (adj != 0)
-			return unsupported(err, "process.oomScoreAdj other than 0",
-					   "every process of a sandbox has oom_score_adj 0");
+		/* Lowering it needs CAP_SYS_RESOURCE of the host's; a sandbox's floor is 0. */
+		if (adj < 0)
+			return unsupported(err, "process.oomScoreAdj below 0", "a sandbox's processes have 0 at least");
+		if (adj > 1000)
+			return bad(err, "process.oomScoreAdj", "above 1000");
+		spec->oom_score_adj_set = true;
+		spec->oom_score_adj = (uint32_t)adj;
 		return 0;
 	}
 	if (!strcmp(name, "apparmorProfile") || !strcmp(name, "selinuxLabel")) {
@@ -853,6 +864,75 @@ static int parse_protected_paths(const char *v, size_t n, bool masked, capsule_e
 	return 0;
 }
 
+/* Only what the sandbox's own namespaces hold, as runc allows: the network's (net.*), IPC's and
+ * POSIX message queues'. The rest is the host's kernel. */
+static bool sysctl_namespaced(const char *name)
+{
+	static const char *const ipc[] = { "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+					   "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced" };
+	if (!strncmp(name, "net.", 4) || !strncmp(name, "fs.mqueue.", 10))
+		return true;
+	for (size_t i = 0; i < ARRAY_SIZE(ipc); i++)
+		if (!strcmp(name, ipc[i]))
+			return true;
+	return false;
+}
+
+struct sysctl_walk {
+	capsule_error *err;
+	char *out;
+	size_t len, cap;
+};
+
+static int sysctl_member(const char *name, const char *v, size_t n, void *payload)
+{
+	struct sysctl_walk *w = payload;
+	_cleanup_free_ char *value = NULL;
+	if (n == 0 || v[0] != '"' || json_string_value(v, n, &value) < 0)
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl.%.64s: not a string", name);
+	size_t nl = strlen(name);
+	if (!nl || nl > 200 || strstr(name, "..") || name[0] == '.' || name[nl - 1] == '.')
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl: bad name '%.64s'", name);
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
+			return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl: bad name '%.64s'", name);
+	if (!sysctl_namespaced(name))
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: linux.sysctl.%.64s is not supported by capsule: it is not the sandbox's "
+				     "own (net.*, IPC and fs.mqueue.* are)", name);
+	size_t vl = strlen(value);
+	if (vl > 200 || strpbrk(value, ",\n"))
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: linux.sysctl.%.64s: a value with a comma or a newline is not supported", name);
+	size_t need = w->len + nl + vl + 3;
+	if (need > 8192)
+		return bad(w->err, "linux.sysctl", "too many settings");
+	if (need > w->cap) {
+		char *grown = realloc(w->out, need * 2);
+		if (!grown)
+			return cap_err(w->err, ENOMEM, "config.json");
+		w->out = grown;
+		w->cap = need * 2;
+	}
+	w->len += (size_t)sprintf(w->out + w->len, "%s%s=%s", w->len ? "," : "", name, value);
+	return 0;
+}
+
+static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	if (v[0] != '{')
+		return bad(err, "linux.sysctl", "not an object");
+	struct sysctl_walk w = { .err = err };
+	int r = json_object_each(v, n, MAX_MEMBERS, sysctl_member, &w);
+	if (r < 0) {
+		free(w.out);
+		return err->code ? r : bad(err, "linux.sysctl", "not a valid object");
+	}
+	free(spec->cfg->sysctls);
+	spec->cfg->sysctls = w.out;
+	return 0;
+}
+
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
@@ -897,7 +977,9 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 			return unsupported(err, "linux.rootfsPropagation", "a sandbox's mounts are private");
 		return 0;
 	}
-	static const char *const refused[] = { "devices", "sysctl", "mountLabel", "intelRdt", "personality",
+	if (!strcmp(name, "sysctl"))
+		return is_null(v, n) ? 0 : parse_sysctls(lw->spec, v, n, err);
+	static const char *const refused[] = { "devices", "mountLabel", "intelRdt", "personality",
 					       "timeOffsets", "memoryPolicy", "netDevices" };
 	for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
 		if (!strcmp(name, refused[i]))
@@ -1059,6 +1141,10 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->sysctls) {
+		r = unsupported(err, "linux.sysctl", "not yet at the vm level");
+		goto fail;
+	}
 	*out = spec;
 	return 0;
 fail:
@@ -1086,6 +1172,12 @@ void capsule_oci_spec_exec_options(const capsule_oci_spec *spec, capsule_exec_op
 	o->ngroups = spec->ngroups;
 	o->caps_set = spec->caps_set;
 	o->caps = spec->caps;
+	o->caps_inheritable = spec->caps_inheritable;
+	o->caps_ambient = spec->caps_ambient;
+	o->umask_set = spec->umask_set;
+	o->umask = spec->umask;
+	o->oom_score_adj_set = spec->oom_score_adj_set;
+	o->oom_score_adj = spec->oom_score_adj;
 	o->rlimits = spec->rlimits;
 	o->nrlimits = spec->nrlimits;
 	o->seccomp_bpf = spec->seccomp_bpf;

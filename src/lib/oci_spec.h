@@ -23,7 +23,11 @@ struct capsule_oci_spec {
 	uint32_t groups[OCI_MAX_GROUPS];
 	size_t ngroups;
 	bool caps_set;
-	uint64_t caps;
+	uint64_t caps, caps_inheritable, caps_ambient;
+	bool umask_set;
+	uint32_t umask;
+	bool oom_score_adj_set;
+	uint32_t oom_score_adj;
 	capsule_rlimit rlimits[OCI_MAX_RLIMITS];
 	size_t nrlimits;
 	uint8_t *seccomp_bpf;

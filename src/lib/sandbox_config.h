@@ -99,6 +99,9 @@ struct capsule_config {
 	 * base_none and no layers. NULL: the root is the layers below the sandbox's own. */
 	char *rootfs;
 	bool rootfs_readonly; /* that root read-only */
+	/* Namespaced kernel settings the container level writes before /proc/sys is made
+	 * read-only, "name=value,name=value" (an OCI spec's linux.sysctl); NULL: none. */
+	char *sysctls;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

@@ -506,6 +506,8 @@ int oci_exec(const struct oci_exec *o)
 		if (!eo.caps_set) {
 			eo.caps_set = base.caps_set;
 			eo.caps = base.caps;
+			eo.caps_inheritable = base.caps_inheritable;
+			eo.caps_ambient = base.caps_ambient;
 		}
 	} else {
 		if (!o->args || !o->args[0])

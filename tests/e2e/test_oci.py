@@ -199,11 +199,15 @@ def test_the_root_is_the_bundles_rootfs_written_through_or_read_only(oci, bundle
     assert not os.path.exists(path)
 
 
-def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
-    set_config(bundle, args=["sh", "-c", "ulimit -n; grep CapEff /proc/self/status; "
-                                         "hostname x 2>/dev/null; echo $?"],
+def test_process_settings_and_seccomp_are_applied(oci, bundle):
+    set_config(bundle, args=["sh", "-c", "ulimit -n; grep -E 'CapEff|CapInh|CapAmb' /proc/self/status; "
+                                         "hostname x 2>/dev/null; echo $?; umask; cat /proc/self/oom_score_adj; "
+                                         "cat /proc/sys/net/ipv4/ping_group_range"],
                rlimits=[{"type": "RLIMIT_NOFILE", "soft": 77, "hard": 88}],
-               capabilities={s: ["CAP_KILL", "CAP_SYS_ADMIN"] for s in ("bounding", "effective", "permitted")})
+               capabilities=dict({s: ["CAP_KILL", "CAP_SYS_ADMIN"] for s in ("bounding", "effective", "permitted")},
+                                 inheritable=["CAP_KILL"], ambient=["CAP_KILL"]),
+               user={"uid": 0, "gid": 0, "umask": 0o27}, oomScoreAdj=300)
+    edit_config(bundle, lambda c: c["linux"].update(sysctl={"net.ipv4.ping_group_range": "0 0"}))
 
     # sethostname refused by the spec's filter with EPERM, though CAP_SYS_ADMIN would allow it.
     def seccomp(cfg):
@@ -214,8 +218,11 @@ def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.split("\n")
     assert lines[0] == "77"
-    assert lines[1].split()[1] == f"{(1 << 5) | (1 << 21):016x}"
-    assert lines[2] == "1"
+    caps = dict(line.split(":") for line in lines[1:4])
+    assert int(caps["CapEff"], 16) == (1 << 5) | (1 << 21)
+    assert int(caps["CapInh"], 16) == int(caps["CapAmb"], 16) == 1 << 5
+    assert lines[4] == "1"
+    assert lines[5:8] == ["0027", "300", "0\t0"]
 
 
 @pytest.mark.parametrize("edit,message", [
@@ -230,7 +237,9 @@ def test_process_rlimits_caps_and_seccomp_are_applied(oci, bundle):
      "its bounding, effective and permitted sets differ"),
     (lambda c: c["mounts"].append({"destination": "/x", "type": "nfs", "source": "h:/x"}),
      "a mount of type 'nfs' at '/x' is not supported"),
-    (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}), "config.json: linux.sysctl is not supported"),
+    (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}),
+     "config.json: linux.sysctl.kernel.domainname is not supported by capsule: it is not the sandbox's own"),
+    (lambda c: c["process"].update(oomScoreAdj=-500), "config.json: process.oomScoreAdj below 0 is not supported"),
     (lambda c: c["linux"].update(maskedPaths=["/etc/secret"]), "'/etc/secret' is not supported by capsule, which masks"),
     (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "unknown action 'SCMP_ACT_NOPE'"),
     (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), "config.json: hooks is not supported"),

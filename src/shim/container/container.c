@@ -209,6 +209,35 @@ static void setup_dev(int rootfd)
 /* Paths of /proc and /sys that leak host information or give host-wide knobs (proc_masks.c, the
  * table a vm's agent applies too): masked (files by /dev/null, folders by an empty read-only
  * tmpfs) or made read-only, as docker does. */
+/* The sandbox's own namespaced kernel settings (an OCI spec's linux.sysctl: the library let
+ * through only net.*, IPC and mqueue ones), written while /proc/sys is still writable: its
+ * root owns the namespaces they belong to. "name=value,name=value", names with dots. */
+static void setup_sysctls(const struct container_spec *spec, int rootfd)
+{
+	for (const char *p = spec->sysctls; p && *p;) {
+		const char *comma = strchr(p, ',');
+		size_t n = comma ? (size_t)(comma - p) : strlen(p);
+		char item[512], path[600];
+		if (n >= sizeof(item))
+			child_die(E2BIG, "sysctl entry too long");
+		memcpy(item, p, n);
+		item[n] = 0;
+		char *eq = strchr(item, '=');
+		if (!eq)
+			child_die(EINVAL, "sysctl entry '%s' has no value", item);
+		*eq = 0;
+		snprintf(path, sizeof(path), "proc/sys/%s", item);
+		for (char *c = path + 9; *c; c++)
+			if (*c == '.')
+				*c = '/';
+		int fd = open_in_root(rootfd, path, O_WRONLY | O_NOFOLLOW);
+		if (fd < 0 || write(fd, eq + 1, strlen(eq + 1)) < 0)
+			child_die(errno, "sysctl %s", item);
+		close(fd);
+		p = comma ? comma + 1 : p + n;
+	}
+}
+
 static void setup_proc_masks(int rootfd)
 {
 	/* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
@@ -420,6 +449,7 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 	setup_dev(rootfd);
 	mount_fs("sysfs", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd,
 		 "sys");
+	setup_sysctls(spec, rootfd);
 	setup_proc_masks(rootfd);
 	setup_tmpfs(spec, rootfd);
 	setup_binds(spec, rootfd);

@@ -59,6 +59,7 @@ struct container_spec {
 	/* LAYER_TREES[0] is the root itself, writable (config's rootfs): no overlay. */
 	bool root_is_tree;
 	bool root_readonly; /* the root mount read-only (an OCI spec's root.readonly) */
+	const char *sysctls; /* "name=value,..." (config's sysctl), or NULL */
 };
 
 struct container {

@@ -260,6 +260,7 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.disk_tree = b->disk,
 		.root_is_tree = s->cfg.rootfs != NULL,
 		.root_readonly = s->cfg.rootfs_readonly,
+		.sysctls = s->cfg.sysctls,
 	};
 	shim_progress("namespaces");
 	int r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
