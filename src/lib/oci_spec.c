@@ -1149,6 +1149,10 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 	return 0;
 fail:
 	capsule_oci_spec_free(spec);
+	/* Messages quote the document's own text: it must not break the one line. */
+	for (char *c = err->message; *c; c++)
+		if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			*c = '?';
 	return r < 0 ? r : -EINVAL;
 }
 
