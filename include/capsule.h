@@ -262,8 +262,8 @@ typedef struct capsule_exec_options {
 	bool groups_set;           /* the supplementary groups are GROUPS, not the user's */
 	const uint32_t *groups;    /* at most 64 */
 	size_t ngroups;
-	bool caps_set;             /* a root command keeps CAPS (bit n: capability n) instead of */
-	uint64_t caps;             /* the sandbox's default set; inside its user namespace */
+	bool caps_set;             /* the command keeps CAPS (bit n: capability n), whatever its user, */
+	uint64_t caps;             /* instead of root's default set; inside the user namespace */
 	uint64_t caps_inheritable; /* with caps_set: its inheritable and ambient sets, */
 	uint64_t caps_ambient;     /* subsets of CAPS */
 	bool umask_set;            /* the command's umask (else 022) */

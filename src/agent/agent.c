@@ -385,6 +385,7 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.seccomp2_len = ex.seccomp_len,
 		.cap_inheritable = ex.caps_set ? ex.caps_inheritable : 0,
 		.cap_ambient = ex.caps_set ? ex.caps_ambient : 0,
+		.caps_explicit = ex.caps_set,
 		.umask = ex.umask_set ? (int)ex.umask : -1,
 		.oom_score_adj = ex.oom_score_adj_set ? (int)ex.oom_score_adj : 0,
 	};

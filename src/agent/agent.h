@@ -38,7 +38,8 @@ struct spawn_request {
 	size_t nrlimits;
 	const uint8_t *seccomp2_bpf;
 	size_t seccomp2_len;
-	uint64_t cap_inheritable, cap_ambient; /* of a root command, subsets of cap_keep */
+	uint64_t cap_inheritable, cap_ambient; /* subsets of cap_keep */
+	bool caps_explicit; /* the request named the set: a user other than root keeps it too */
 	int umask;         /* -1: 022 */
 	int oom_score_adj; /* 0 to 1000 */
 };

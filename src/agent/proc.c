@@ -443,16 +443,21 @@ static int spawn_child(void *arg)
 	if (chdir(cwd) < 0)
 		child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
 
-	int cr = drop_capabilities(ctx->req->uid == 0 ? ctx->req->cap_keep : 0, ctx->last_cap);
+	/* A user other than root keeps none, unless its request names its set (an OCI process):
+	 * then it keeps that set across the change of uid, as runc's processes do. */
+	bool keep = ctx->req->uid == 0 || ctx->req->caps_explicit;
+	int cr = drop_capabilities(keep ? ctx->req->cap_keep : 0, ctx->last_cap);
 	if (cr < 0)
 		child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
+	if (ctx->req->uid != 0 && keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
+		child_fail(ep, errno, "keepcaps: %s", strerror(errno));
 	if (setgroups(ctx->req->ngroups, ctx->req->groups) < 0 && !(errno == EPERM && setgroups_denied()))
 		child_fail(ep, errno, "setgroups: %s", strerror(errno));
 	if (setresgid(ctx->req->gid, ctx->req->gid, ctx->req->gid) < 0)
 		child_fail(ep, errno, "setgid %u: %s", (unsigned)ctx->req->gid, strerror(errno));
 	if (setresuid(ctx->req->uid, ctx->req->uid, ctx->req->uid) < 0)
 		child_fail(ep, errno, "setuid %u: %s", (unsigned)ctx->req->uid, strerror(errno));
-	if (ctx->req->uid == 0 &&
+	if (keep &&
 	    (cr = set_capabilities(ctx->req->cap_keep, ctx->req->cap_inheritable, ctx->req->cap_ambient, ctx->last_cap)) < 0)
 		child_fail(ep, -cr, "capset: %s", strerror(-cr));
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

@@ -167,7 +167,7 @@ struct cp_exec {
 	uint32_t timeout_ms;
 	uint32_t groups[CP_EXEC_MAX_GROUPS]; /* with CP_EXEC_GROUPS */
 	size_t ngroups;
-	bool caps_set;                       /* a root command's capabilities are CAPS, not INIT's */
+	bool caps_set;                       /* the command's capabilities are CAPS, not INIT's (which only root keeps) */
 	uint64_t caps;
 	uint64_t caps_inheritable, caps_ambient; /* with caps_set: subsets of CAPS */
 	bool umask_set;

@@ -224,8 +224,8 @@ static int cap_set(const char *v, size_t n, const char *where, uint64_t *out, ca
 	return 0;
 }
 
-/* capsule gives a command one set: its bounding, permitted and effective sets are the same,
- * and only root keeps it (docs/oci.md). A spec that splits them is refused, not narrowed. */
+/* capsule gives a command one set: its bounding, permitted and effective sets are the same
+ * (docs/oci.md). A spec that splits them is refused, not narrowed. */
 static int process_capabilities(struct capsule_oci_spec *spec, const char *v, size_t n, uint32_t uid,
 				capsule_error *err)
 {
@@ -251,11 +251,6 @@ static int process_capabilities(struct capsule_oci_spec *spec, const char *v, si
 	if (m[1] != m[0] || m[2] != m[0])
 		return unsupported(err, "process.capabilities",
 				   "its bounding, effective and permitted sets differ (capsule gives a process one set)");
-	/* Root has every permitted capability whatever the inheritable and ambient sets say;
-	 * another user gets none, so a set that would hand one over is refused. */
-	if (uid != 0 && (m[3] & m[0] || m[4]))
-		return unsupported(err, "process.capabilities",
-				   "a user other than root keeps no capabilities in capsule (inheritable or ambient set)");
 	if ((m[3] | m[4]) & ~m[0])
 		return bad(err, "process.capabilities", "its inheritable or ambient set holds capabilities its bounding set lacks");
 	spec->caps_set = true;
