@@ -225,6 +225,23 @@ def test_process_settings_and_seccomp_are_applied(oci, bundle):
     assert lines[5:8] == ["0027", "300", "0\t0"]
 
 
+def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
+    """A profile that allows everything, with CAP_SYS_ADMIN: mount(2), which capsule's own
+    filter refuses, is still refused (EPERM), while the spec's own refusal works above it."""
+    os.symlink("busybox", os.path.join(bundle, "rootfs", "bin", "mount"))
+    os.makedirs(os.path.join(bundle, "rootfs", "mnt"))
+    set_config(bundle, args=["sh", "-c", "mount -t tmpfs none /mnt; echo mount=$?; hostname y; echo hostname=$?"],
+               capabilities={s: ["CAP_SYS_ADMIN"] for s in ("bounding", "effective", "permitted")})
+    edit_config(bundle, lambda c: c["linux"].update(seccomp={
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}))
+    r = oci("run", "--bundle", bundle, "sc1")
+    assert r.returncode == 0, r.stderr
+    # busybox's words for EPERM from mount(2).
+    assert "mount=1" in r.stdout and "mount: permission denied" in r.stderr, r.stdout + r.stderr
+    assert "hostname=1" in r.stdout and "Permission denied" in r.stderr
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
      "config.json: linux.uidMappings is not supported by capsule"),
