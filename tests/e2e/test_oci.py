@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, _env
+from conftest import BUILD, _agent_is_static, _env
 
 OCI = os.path.join(BUILD, "capsule-oci")
 BUSYBOX = "/bin/busybox"
@@ -223,6 +223,18 @@ def test_process_settings_and_seccomp_are_applied(oci, bundle):
     assert int(caps["CapInh"], 16) == int(caps["CapAmb"], 16) == 1 << 5
     assert lines[4] == "1"
     assert lines[5:8] == ["0027", "300", "0\t0"]
+
+
+@pytest.mark.skipif(not _agent_is_static(), reason="capsule-agent is dynamically linked (a sanitizer build): "
+                    "it cannot be a VM's init")
+def test_the_isolation_annotation_runs_the_bundle_in_a_vm(oci, bundle):
+    """The same bundle, its own kernel: capsule.isolation=vm, as Kata takes its annotation."""
+    set_config(bundle, args=["sh", "-c", "uname -r; echo $FROM_SPEC; exit 5"], env=["PATH=/bin", "FROM_SPEC=yes"])
+    edit_config(bundle, lambda c: c.update(annotations={"capsule.isolation": "vm"}))
+    r = oci("run", "--bundle", bundle, "vm1", timeout=300)
+    assert r.returncode == 5, r.stderr
+    kernel, from_spec = r.stdout.split()
+    assert kernel != os.uname().release and from_spec == "yes"
 
 
 def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
