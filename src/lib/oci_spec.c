@@ -133,6 +133,19 @@ static int value_uint32(const char *v, size_t n, const char *where, uint32_t *ou
 	return 0;
 }
 
+/* Walk the array (or object) V at WHERE: FN's own error stands; the walk's becomes one naming
+ * WHERE. */
+static int walk_json(bool array, const char *v, size_t n, size_t max, json_member_fn fn, void *payload,
+		     const char *where, capsule_error *err)
+{
+	if (n == 0 || v[0] != (array ? '[' : '{'))
+		return bad(err, where, array ? "not an array" : "not an object");
+	int r = array ? json_array_each(v, n, max, fn, payload) : json_object_each(v, n, max, fn, payload);
+	if (r < 0 && !err->code)
+		return bad(err, where, r == -E2BIG ? "too many elements" : "not valid here");
+	return r < 0 ? r : 0;
+}
+
 /* ---- arrays of strings ---------------------------------------------------------------- */
 
 struct strv_walk {
@@ -156,19 +169,17 @@ static int strv_element(const char *name, const char *v, size_t n, void *payload
 /* A JSON array of strings into a NULL-terminated malloc'd vector. */
 static int value_strv(const char *v, size_t n, const char *where, char ***out, capsule_error *err)
 {
-	if (n == 0 || v[0] != '[')
-		return bad(err, where, "not an array");
 	/* Every element is at least two bytes ("") and a separator: a bound on the count. */
 	size_t max = n / 3 + 2;
 	struct strv_walk w = { .v = calloc(max, sizeof(char *)), .where = where, .err = err };
 	if (!w.v)
 		return cap_err(err, ENOMEM, "config.json");
-	int r = json_array_each(v, n, MAX_ELEMENTS, strv_element, &w);
+	int r = walk_json(true, v, n, MAX_ELEMENTS, strv_element, &w, where, err);
 	if (r < 0) {
 		for (size_t i = 0; i < w.n; i++)
 			free(w.v[i]);
 		free(w.v);
-		return err->code ? r : bad(err, where, r == -E2BIG ? "too many elements" : "not an array of strings");
+		return r;
 	}
 	*out = w.v;
 	return 0;
@@ -214,12 +225,10 @@ static int cap_set(const char *v, size_t n, const char *where, uint64_t *out, ca
 		*out = 0;
 		return 0;
 	}
-	if (v[0] != '[')
-		return bad(err, where, "not an array");
 	struct walk w = { .err = err, .where = where };
-	int r = json_array_each(v, n, MAX_ELEMENTS, cap_element, &w);
+	int r = walk_json(true, v, n, MAX_ELEMENTS, cap_element, &w, where, err);
 	if (r < 0)
-		return err->code ? r : bad(err, where, "not an array of capability names");
+		return r;
 	*out = w.mask;
 	return 0;
 }
@@ -344,11 +353,9 @@ static int process_user(struct capsule_oci_spec *spec, const char *v, size_t n, 
 		return unsupported(err, "process.user.username", "it is for Windows");
 	spec->ngroups = 0;
 	if (json_get_member(v, n, "additionalGids", &fv, &fn) == 0 && !is_null(fv, fn)) {
-		if (fv[0] != '[')
-			return bad(err, "process.user.additionalGids", "not an array");
 		struct walk w = { .spec = spec, .err = err };
-		if ((r = json_array_each(fv, fn, OCI_MAX_GROUPS + 1, gid_element, &w)) < 0)
-			return err->code ? r : bad(err, "process.user.additionalGids", "not an array of numbers");
+		if ((r = walk_json(true, fv, fn, OCI_MAX_GROUPS + 1, gid_element, &w, "process.user.additionalGids", err)) < 0)
+			return r;
 	}
 	snprintf(spec->user, sizeof(spec->user), "%u:%u", uid, gid);
 	*uid_out = uid;
@@ -417,12 +424,8 @@ static int process_member(const char *name, const char *v, size_t n, void *paylo
 	if (!strcmp(name, "rlimits")) {
 		if (is_null(v, n))
 			return 0;
-		if (v[0] != '[')
-			return bad(err, "process.rlimits", "not an array");
 		struct walk w = { .spec = spec, .err = err };
-		if ((r = json_array_each(v, n, OCI_MAX_RLIMITS + 1, rlimit_element, &w)) < 0)
-			return err->code ? r : bad(err, "process.rlimits", "too many rlimits");
-		return 0;
+		return walk_json(true, v, n, OCI_MAX_RLIMITS + 1, rlimit_element, &w, "process.rlimits", err);
 	}
 	if (!strcmp(name, "noNewPrivileges")) {
 		bool nnp;
@@ -475,8 +478,8 @@ static int parse_process(struct capsule_oci_spec *spec, const char *v, size_t n,
 	if (r == -ENOENT)
 		snprintf(spec->user, sizeof(spec->user), "0:0");
 	struct process_walk pw = { .spec = spec, .err = err };
-	if ((r = json_object_each(v, n, MAX_MEMBERS, process_member, &pw)) < 0)
-		return err->code ? r : bad(err, "process", "not a valid object");
+	if ((r = walk_json(false, v, n, MAX_MEMBERS, process_member, &pw, "process", err)) < 0)
+		return r;
 	if (pw.caps && (r = process_capabilities(spec, pw.caps, pw.caps_len, uid, err)) < 0)
 		return r;
 	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
@@ -607,10 +610,8 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 	const char *ov;
 	size_t on;
 	if (json_get_member(v, n, "options", &ov, &on) == 0 && !is_null(ov, on)) {
-		if (ov[0] != '[')
-			return bad(err, w->where, "options is not an array");
-		if ((r = json_array_each(ov, on, 64, mount_option, w)) < 0)
-			return err->code ? r : bad(err, w->where, "options is not an array of strings");
+		if ((r = walk_json(true, ov, on, 64, mount_option, w, w->where, err)) < 0)
+			return r;
 	}
 	const char *mv;
 	size_t mn;
@@ -644,13 +645,9 @@ static int parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, 
 {
 	if (is_null(v, n))
 		return 0;
-	if (v[0] != '[')
-		return bad(err, "mounts", "not an array");
 	struct mount_walk w = { .spec = spec, .err = err, .bundle = bundle };
-	int r = json_array_each(v, n, CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + ARRAY_SIZE(own_mounts), mount_element, &w);
-	if (r < 0)
-		return err->code ? r : bad(err, "mounts", r == -E2BIG ? "too many mounts" : "not an array of objects");
-	return 0;
+	return walk_json(true, v, n, CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + ARRAY_SIZE(own_mounts), mount_element, &w,
+			 "mounts", err);
 }
 
 /* ---- linux -------------------------------------------------------------------------------- */
@@ -686,12 +683,10 @@ static int ns_element(const char *name, const char *v, size_t n, void *payload)
 
 static int parse_namespaces(const char *v, size_t n, capsule_error *err)
 {
-	if (v[0] != '[')
-		return bad(err, "linux.namespaces", "not an array");
 	struct walk w = { .err = err };
-	int r = json_array_each(v, n, 16, ns_element, &w);
+	int r = walk_json(true, v, n, 16, ns_element, &w, "linux.namespaces", err);
 	if (r < 0)
-		return err->code ? r : bad(err, "linux.namespaces", "not an array of objects");
+		return r;
 	/* pid, network, mount, ipc, uts: without them runc would share the host's. */
 	static const char *const needed[] = { "pid", "network", "mount", "ipc", "uts" };
 	for (size_t i = 0; i < ARRAY_SIZE(needed); i++)
@@ -742,11 +737,9 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 	size_t fn;
 	int r;
 	if (json_get_member(v, n, "devices", &fv, &fn) == 0 && !is_null(fv, fn)) {
-		if (fv[0] != '[')
-			return bad(err, "linux.resources.devices", "not an array");
 		struct walk w = { .err = err };
-		if ((r = json_array_each(fv, fn, 256, device_rule, &w)) < 0)
-			return err->code ? r : bad(err, "linux.resources.devices", "not an array of objects");
+		if ((r = walk_json(true, fv, fn, 256, device_rule, &w, "linux.resources.devices", err)) < 0)
+			return r;
 	}
 	if (json_get_member(v, n, "memory", &fv, &fn) == 0 && !is_null(fv, fn)) {
 		const char *lv;
@@ -850,13 +843,8 @@ static int protected_element(const char *name, const char *v, size_t n, void *pa
 static int parse_protected_paths(const char *v, size_t n, bool masked, capsule_error *err)
 {
 	const char *where = masked ? "linux.maskedPaths" : "linux.readonlyPaths";
-	if (v[0] != '[')
-		return bad(err, where, "not an array");
 	struct walk w = { .err = err, .where = where, .mask = masked };
-	int r = json_array_each(v, n, MAX_ELEMENTS, protected_element, &w);
-	if (r < 0)
-		return err->code ? r : bad(err, where, "not an array of paths");
-	return 0;
+	return walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err);
 }
 
 /* Only what the sandbox's own namespaces hold, as runc allows: the network's (net.*), IPC's and
@@ -915,13 +903,11 @@ static int sysctl_member(const char *name, const char *v, size_t n, void *payloa
 
 static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
 {
-	if (v[0] != '{')
-		return bad(err, "linux.sysctl", "not an object");
 	struct sysctl_walk w = { .err = err };
-	int r = json_object_each(v, n, MAX_MEMBERS, sysctl_member, &w);
+	int r = walk_json(false, v, n, MAX_MEMBERS, sysctl_member, &w, "linux.sysctl", err);
 	if (r < 0) {
 		free(w.out);
-		return err->code ? r : bad(err, "linux.sysctl", "not a valid object");
+		return r;
 	}
 	free(spec->cfg->sysctls);
 	spec->cfg->sysctls = w.out;
@@ -1044,12 +1030,10 @@ static int top_member(const char *name, const char *v, size_t n, void *payload)
 	if (!strcmp(name, "linux")) {
 		if (is_null(v, n))
 			return 0;
-		if (v[0] != '{')
-			return bad(err, "linux", "not an object");
 		tw->has_linux = true;
 		struct linux_walk lw = { .spec = spec, .err = err };
-		if ((r = json_object_each(v, n, MAX_MEMBERS, linux_member, &lw)) < 0)
-			return err->code ? r : bad(err, "linux", "not a valid object");
+		if ((r = walk_json(false, v, n, MAX_MEMBERS, linux_member, &lw, "linux", err)) < 0)
+			return r;
 		if (!lw.has_namespaces)
 			return unsupported(err, "a linux section without namespaces", "a sandbox always has its own");
 		return 0;
@@ -1057,11 +1041,9 @@ static int top_member(const char *name, const char *v, size_t n, void *payload)
 	if (!strcmp(name, "annotations")) {
 		if (is_null(v, n))
 			return 0;
-		if (v[0] != '{')
-			return bad(err, "annotations", "not an object");
 		struct walk w = { .spec = spec, .err = err };
-		if ((r = json_object_each(v, n, MAX_MEMBERS, annotations_member, &w)) < 0)
-			return err->code ? r : bad(err, "annotations", "not a valid object");
+		if ((r = walk_json(false, v, n, MAX_MEMBERS, annotations_member, &w, "annotations", err)) < 0)
+			return r;
 		free(spec->annotations);
 		if (!(spec->annotations = strndup(v, n)))
 			return cap_err(err, ENOMEM, "config.json");

@@ -383,6 +383,26 @@ static int cmd_exec(int argc, char **argv)
 	return r;
 }
 
+/* End the array J and print it when the listing is JSON (a table was printed as it went). */
+static int print_array(struct json_writer *j, bool json)
+{
+	json_array_end(j);
+	char *text = json_steal(j, NULL);
+	if (json)
+		printf("%s\n", text ? text : "[]");
+	free(text);
+	return 0;
+}
+
+static void json_strings(struct json_writer *j, const char *key, const char *const *v, size_t n)
+{
+	json_key(j, key);
+	json_array_begin(j);
+	for (size_t i = 0; i < n; i++)
+		json_string(j, v[i]);
+	json_array_end(j);
+}
+
 static int pids_json_or_table(const char *id, bool json)
 {
 	struct oci_state st;
@@ -432,12 +452,7 @@ static int pids_json_or_table(const char *id, bool json)
 			printf("%ld\n", pid);
 	}
 	closedir(d);
-	json_array_end(&j);
-	char *text = json_steal(&j, NULL);
-	if (json)
-		printf("%s\n", text ? text : "[]");
-	free(text);
-	return 0;
+	return print_array(&j, json);
 }
 
 static int cmd_ps(int argc, char **argv)
@@ -505,12 +520,7 @@ static int cmd_list(int argc, char **argv)
 	}
 	if (d)
 		closedir(d);
-	json_array_end(&j);
-	char *text = json_steal(&j, NULL);
-	if (json)
-		printf("%s\n", text ? text : "[]");
-	free(text);
-	return 0;
+	return print_array(&j, json);
 }
 
 static int cmd_features(int argc, char **argv)
@@ -532,26 +542,14 @@ static int cmd_features(int argc, char **argv)
 	json_key(&j, "hooks");
 	json_array_begin(&j);
 	json_array_end(&j);
-	json_key(&j, "mountOptions");
-	json_array_begin(&j);
 	static const char *const mopts[] = { "bind", "rbind", "ro", "rw", "nosuid", "nodev", "private", "rprivate", "slave",
 					     "rslave" };
-	for (size_t i = 0; i < ARRAY_SIZE(mopts); i++)
-		json_string(&j, mopts[i]);
-	json_array_end(&j);
+	json_strings(&j, "mountOptions", mopts, ARRAY_SIZE(mopts));
 	json_key(&j, "linux");
 	json_object_begin(&j);
-	json_key(&j, "namespaces");
-	json_array_begin(&j);
 	static const char *const ns[] = { "pid", "network", "mount", "ipc", "uts", "user", "cgroup" };
-	for (size_t i = 0; i < ARRAY_SIZE(ns); i++)
-		json_string(&j, ns[i]);
-	json_array_end(&j);
-	json_key(&j, "capabilities");
-	json_array_begin(&j);
-	for (size_t i = 0; i < ARRAY_SIZE(caps); i++)
-		json_string(&j, caps[i]);
-	json_array_end(&j);
+	json_strings(&j, "namespaces", ns, ARRAY_SIZE(ns));
+	json_strings(&j, "capabilities", caps, ARRAY_SIZE(caps));
 	json_key(&j, "cgroup");
 	json_object_begin(&j);
 	json_kv_bool(&j, "v1", true);
@@ -562,20 +560,12 @@ static int cmd_features(int argc, char **argv)
 	json_key(&j, "seccomp");
 	json_object_begin(&j);
 	json_kv_bool(&j, "enabled", true);
-	json_key(&j, "actions");
-	json_array_begin(&j);
 	static const char *const acts[] = { "SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD",
 					    "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP" };
-	for (size_t i = 0; i < ARRAY_SIZE(acts); i++)
-		json_string(&j, acts[i]);
-	json_array_end(&j);
-	json_key(&j, "operators");
-	json_array_begin(&j);
+	json_strings(&j, "actions", acts, ARRAY_SIZE(acts));
 	static const char *const ops[] = { "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
 					   "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE" };
-	for (size_t i = 0; i < ARRAY_SIZE(ops); i++)
-		json_string(&j, ops[i]);
-	json_array_end(&j);
+	json_strings(&j, "operators", ops, ARRAY_SIZE(ops));
 	json_object_end(&j);
 	json_key(&j, "apparmor");
 	json_object_begin(&j);
