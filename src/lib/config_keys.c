@@ -101,6 +101,7 @@ const struct config_key config_keys[] = {
 	{ .name = "layer", .type = CONFIG_KEY_CUSTOM, FIELD(layers), LIST(layer) },
 	{ .name = "rootfs", .type = CONFIG_KEY_STRING, FIELD(rootfs) },
 	{ .name = "sysctls", .type = CONFIG_KEY_STRING, FIELD(sysctls) },
+	{ .name = "cgroup_path", .type = CONFIG_KEY_STRING, FIELD(cgroup_path) },
 	{ .name = "rootfs_readonly", .type = CONFIG_KEY_BOOL, FIELD(rootfs_readonly), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "workdir", .type = CONFIG_KEY_STRING, FIELD(workdir) },
 	{ .name = "user", .type = CONFIG_KEY_STRING, FIELD(user) },

@@ -914,6 +914,39 @@ static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n,
 	return 0;
 }
 
+/* An absolute path below each hierarchy's root, as podman's cgroupfs manager ("/libpod_parent/
+ * libpod-ID") and containerd ("/default/ID") give it. */
+static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	char *path = NULL;
+	int r = value_string(v, n, "linux.cgroupsPath", &path, err);
+	if (r < 0)
+		return r;
+	if (!path[0]) {
+		free(path);
+		return 0;
+	}
+	const char *why = NULL;
+	if (strchr(path, ':'))
+		why = "a systemd slice:prefix:name (use the cgroupfs manager)";
+	else if (path[0] != '/')
+		why = "a relative path (give it from the hierarchy's root)";
+	else if (strlen(path) > 1024 || strstr(path, "/../") || strstr(path, "/./") || strstr(path, "//") ||
+		 !strcmp(path, "/") || path[strlen(path) - 1] == '/' || strpbrk(path, ",\n") ||
+		 (strlen(path) >= 3 && !strcmp(path + strlen(path) - 3, "/..")) ||
+		 (strlen(path) >= 2 && !strcmp(path + strlen(path) - 2, "/.")))
+		why = "not a clean absolute path";
+	if (why) {
+		r = cap_err_plain(err, EOPNOTSUPP, "config.json: linux.cgroupsPath '%.128s' is not supported by capsule: %s",
+				  path, why);
+		free(path);
+		return r;
+	}
+	free(spec->cfg->cgroup_path);
+	spec->cfg->cgroup_path = path;
+	return 0;
+}
+
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
@@ -944,11 +977,8 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 				     "config.json: linux.%s is not supported by capsule: a sandbox's ids are mapped to a "
 				     "host range of its own", name);
 	}
-	if (!strcmp(name, "cgroupsPath")) {
-		if (is_empty(v, n))
-			return 0;
-		return unsupported(err, "linux.cgroupsPath", "a sandbox's cgroup is capsule/<name>");
-	}
+	if (!strcmp(name, "cgroupsPath"))
+		return is_null(v, n) ? 0 : parse_cgroups_path(lw->spec, v, n, err);
 	if (!strcmp(name, "rootfsPropagation")) {
 		_cleanup_free_ char *p = NULL;
 		int r = value_string(v, n, "linux.rootfsPropagation", &p, err);

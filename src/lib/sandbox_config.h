@@ -102,6 +102,9 @@ struct capsule_config {
 	/* Namespaced kernel settings the container level writes before /proc/sys is made
 	 * read-only, "name=value,name=value" (an OCI spec's linux.sysctl); NULL: none. */
 	char *sysctls;
+	/* The sandbox's cgroup, "/a/b/c" from each hierarchy's root (an OCI spec's
+	 * linux.cgroupsPath); NULL: capsule/<name>.<home digest>. */
+	char *cgroup_path;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

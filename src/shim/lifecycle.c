@@ -103,7 +103,8 @@ static int cgroup_up(struct shim *s, capsule_error *err)
 	s->level->cgroup_limits(s, &lim);
 	char cgname[CAPSULE_NAME_MAX + 16];
 	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
-	int r = cgroup_create(&s->cg, cgname, &lim, err);
+	int r = s->cfg.cgroup_path ? cgroup_create_at(&s->cg, s->cfg.cgroup_path, &lim, err)
+				   : cgroup_create(&s->cg, cgname, &lim, err);
 	if (r == 0)
 		shim_progress("cgroup");
 	return r;

@@ -1,6 +1,7 @@
 """capsule-oci, the OCI runtime command line (docs/oci.md): the lifecycle runc's callers drive
 (create, start, state, kill, delete, run, exec), the monitor as the pid they wait for, and
 config.json's refusals, each with its own line and nothing left behind."""
+import glob
 import json
 import os
 import shutil
@@ -199,6 +200,28 @@ def test_the_root_is_the_bundles_rootfs_written_through_or_read_only(oci, bundle
     assert not os.path.exists(path)
 
 
+def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
+    leaf = f"/capsule-oci-test-{os.getpid()}/c1"
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: (c["linux"].update(cgroupsPath=leaf),
+                                   c["linux"]["resources"].update(pids={"limit": 321})))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "cg1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    # v1 (a pids hierarchy of its own) or v2 (one hierarchy).
+    found = [p for p in (f"/sys/fs/cgroup/pids{leaf}/pids.max", f"/sys/fs/cgroup{leaf}/pids.max")
+             if os.path.exists(p)]
+    try:
+        assert found and open(found[0]).read().strip() == "321"
+    finally:
+        assert oci("delete", "--force", "cg1").returncode == 0
+        for top in glob.glob(f"/sys/fs/cgroup/*{os.path.dirname(leaf)}") + glob.glob(
+                f"/sys/fs/cgroup{os.path.dirname(leaf)}"):
+            os.rmdir(top)  # the parents are left, as runc leaves them: this also checks c1 went
+    assert not os.path.exists(found[0])
+
+
 def test_process_settings_and_seccomp_are_applied(oci, bundle):
     set_config(bundle, args=["sh", "-c", "ulimit -n; grep -E 'CapEff|CapInh|CapAmb' /proc/self/status; "
                                          "hostname x 2>/dev/null; echo $?; umask; cat /proc/self/oom_score_adj; "
@@ -266,6 +289,8 @@ def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
      "its bounding, effective and permitted sets differ"),
     (lambda c: c["mounts"].append({"destination": "/x", "type": "nfs", "source": "h:/x"}),
      "a mount of type 'nfs' at '/x' is not supported"),
+    (lambda c: c["linux"].update(cgroupsPath="system.slice:libpod:x"), "a systemd slice:prefix:name"),
+    (lambda c: c["linux"].update(cgroupsPath="/a/../b"), "not a clean absolute path"),
     (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}),
      "config.json: linux.sysctl.kernel.domainname is not supported by capsule: it is not the sandbox's own"),
     (lambda c: c["process"].update(oomScoreAdj=-500), "config.json: process.oomScoreAdj below 0 is not supported"),

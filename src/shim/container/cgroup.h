@@ -66,6 +66,12 @@ void cgroup_probe(struct cgroup_support *out);
 int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgroup_limits *lim,
 		  capsule_error *err);
 
+/* The same at PATH ("/a/b/c", absolute from each hierarchy's root or the v2 base), its missing
+ * parents made (and left behind by cgroup_destroy, as runc leaves them): an OCI spec's
+ * linux.cgroupsPath. cgroup_remove_by_name does not find it. */
+int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct cgroup_limits *lim,
+		     capsule_error *err);
+
 /* Move PID (the whole process) into the sandbox's cgroup(s) (all controllers). 0 on a no-op
  * handle. */
 int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err);

@@ -13,29 +13,37 @@
 #define CG_CPU_MIN_QUOTA_US 1000ULL
 
 /* Open (creating when missing) BASE/capsule into D->parent_fd / D->parent. */
-static int open_parent(struct cg_dir *d, const char *base, capsule_error *err)
+/* Open (making what is missing) REL below BASE as D's parent, one folder at a time. */
+static int open_parent(struct cg_dir *d, const char *base, const char *rel, capsule_error *err)
 {
-	int bfd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (bfd < 0)
+	int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
 		return cap_err(err, errno, "open '%s'", base);
-	path_join(d->parent, sizeof(d->parent), base, CG_PARENT);
-	int r = 0;
-	for (int attempt = 0;; attempt++) {
-		if (mkdirat(bfd, CG_PARENT, 0755) < 0 && errno != EEXIST) {
-			r = cap_err(err, errno, "mkdir '%s'", d->parent);
-			break;
+	path_join(d->parent, sizeof(d->parent), base, rel);
+	if (!rel[0])
+		snprintf(d->parent, sizeof(d->parent), "%s", base);
+	for (const char *p = rel; *p;) {
+		const char *slash = strchr(p, '/');
+		char part[NAME_MAX + 1];
+		snprintf(part, sizeof(part), "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
+		p = slash ? slash + 1 : p + strlen(p);
+		int next = -1;
+		for (int attempt = 0; next < 0; attempt++) {
+			if (mkdirat(fd, part, 0755) < 0 && errno != EEXIST)
+				break;
+			next = open_dir_at(fd, part);
+			/* Removed by someone in between: try again a few times. */
+			if (next < 0 && (errno != ENOENT || attempt >= 3))
+				break;
 		}
-		d->parent_fd = open_dir_at(bfd, CG_PARENT);
-		if (d->parent_fd >= 0)
-			break;
-		/* Removed by someone in between: try again a few times. */
-		if (errno != ENOENT || attempt >= 3) {
-			r = cap_err(err, errno, "open '%s'", d->parent);
-			break;
-		}
+		int e = errno;
+		close(fd);
+		if (next < 0)
+			return cap_err(err, e, "open '%s'", d->parent);
+		fd = next;
 	}
-	close(bfd);
-	return r;
+	d->parent_fd = fd;
+	return 0;
 }
 
 /* Create D->parent/NAME, removing an empty leftover of the same name first; open it. */
@@ -184,7 +192,9 @@ static int create_v1(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 		}
 		/* Co-mounted with one we already have (e.g. cpu,cpuacct)? */
 		char parent[PATH_MAX];
-		path_join(parent, sizeof(parent), l->v1[c], CG_PARENT);
+		path_join(parent, sizeof(parent), l->v1[c], h->parent_rel);
+		if (!h->parent_rel[0])
+			snprintf(parent, sizeof(parent), "%s", l->v1[c]);
 		bool shared = false;
 		for (size_t i = 0; i < h->n && !shared; i++) {
 			if (strcmp(h->dir[i].parent, parent) == 0) {
@@ -197,7 +207,7 @@ static int create_v1(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 		struct cg_dir *d = &h->dir[h->n];
 		d->fd = d->parent_fd = -1;
 		capsule_error e = { 0 };
-		int r = open_parent(d, l->v1[c], &e);
+		int r = open_parent(d, l->v1[c], h->parent_rel, &e);
 		if (r >= 0)
 			r = make_sandbox_dir(d, h->name, &e);
 		if (r < 0) {
@@ -272,7 +282,7 @@ static int create_v2(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 	struct cg_dir *d = &h->dir[0];
 	d->fd = d->parent_fd = -1;
 	capsule_error e = { 0 };
-	r = open_parent(d, base->path, &e);
+	r = open_parent(d, base->path, h->parent_rel, &e);
 	if (r >= 0)
 		r = v2_enable(d->parent_fd, d->parent, &mask, needed, &e);
 	if (r >= 0)
@@ -293,6 +303,9 @@ out:
 	return r;
 }
 
+static int create_in(struct cgroup_handle **out, const char *parent_rel, const char *name,
+		     const struct cgroup_limits *lim, capsule_error *err);
+
 int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgroup_limits *lim,
 		  capsule_error *err)
 {
@@ -302,6 +315,39 @@ int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgr
 	if (!name_valid(name))
 		return cap_err_plain(err, EINVAL, "invalid cgroup name '%s': must be one path component",
 				     name ? name : "(null)");
+	return create_in(out, CG_PARENT, name, lim, err);
+}
+
+int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct cgroup_limits *lim,
+		     capsule_error *err)
+{
+	if (!out)
+		return cap_err_plain(err, EINVAL, "cgroup_create_at: no output handle");
+	*out = NULL;
+	char rel[PATH_MAX];
+	if (!path || path[0] != '/' || snprintf(rel, sizeof(rel), "%s", path + 1) >= (int)sizeof(rel))
+		return cap_err_plain(err, EINVAL, "cgroup path '%s' is not absolute", path ? path : "(null)");
+	for (char *p = rel; *p;) {
+		char *slash = strchr(p, '/');
+		if (slash)
+			*slash = 0;
+		bool ok = name_valid(p);
+		if (slash)
+			*slash = '/';
+		if (!ok)
+			return cap_err_plain(err, EINVAL, "cgroup path '%s': empty, '.' or '..' component", path);
+		p = slash ? slash + 1 : p + strlen(p);
+	}
+	char *last = strrchr(rel, '/');
+	const char *name = last ? last + 1 : rel;
+	if (last)
+		*last = 0;
+	return create_in(out, last ? rel : "", name, lim, err);
+}
+
+static int create_in(struct cgroup_handle **out, const char *parent_rel, const char *name,
+		     const struct cgroup_limits *lim, capsule_error *err)
+{
 	static const struct cgroup_limits none = { 0 };
 	if (!lim)
 		lim = &none;
@@ -311,6 +357,7 @@ int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgr
 	if (!h)
 		return cap_err(err, ENOMEM, "cgroup '%s'", name);
 	copy_str(h->name, sizeof(h->name), name);
+	copy_str(h->parent_rel, sizeof(h->parent_rel), parent_rel);
 	for (int c = 0; c < CG_N_CTRL; c++)
 		h->dir[c].fd = h->dir[c].parent_fd = -1;
 	struct cg_use *l;

@@ -39,6 +39,9 @@ struct cg_dir {
 
 struct cgroup_handle {
 	char name[NAME_MAX + 1];
+	/* The folders the sandbox's goes in, below each hierarchy's base: CG_PARENT, or a
+	 * cgroup_create_at path's ("a/b" of "/a/b/name"; "" for the base itself). */
+	char parent_rel[PATH_MAX];
 	bool v2;
 	bool destroyed;
 	bool oom_seen; /* cgroup_oom_killed's answer, saved by cgroup_destroy */
