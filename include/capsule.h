@@ -765,7 +765,8 @@ CAPSULE_API int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json,
 /* The sandbox's configuration (owned by SPEC; NULL for a process alone): set a name and
  * create the sandbox from it. */
 CAPSULE_API capsule_config *capsule_oci_spec_config(capsule_oci_spec *spec);
-/* The process's options, pointing into SPEC (valid while it lives). */
+/* The process's options, pointing into SPEC (valid while it lives); argv is NULL when the
+ * config has no process (a container that can be created, not started). */
 CAPSULE_API void capsule_oci_spec_exec_options(const capsule_oci_spec *spec, capsule_exec_options *out);
 /* The annotations object's JSON text, or NULL. */
 CAPSULE_API const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec);

@@ -333,7 +333,9 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	}
 	eo.stdin_open = true;
 	capsule_process *p;
-	if (capsule_exec_start(&p, sb, &eo, &err) < 0) {
+	if (!eo.argv)
+		cap_err_plain(&err, EINVAL, "config.json has no process to start");
+	if (!eo.argv || capsule_exec_start(&p, sb, &eo, &err) < 0) {
 		state_set(m, "stopped");
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(word_fd, msg);

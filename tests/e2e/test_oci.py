@@ -131,6 +131,18 @@ def test_create_start_state_kill_delete(oci, bundle, tmp_path):
     assert "c1" not in os.listdir(oci.root)
 
 
+def test_a_config_without_process_is_created_and_cannot_start(oci, bundle):
+    edit_config(bundle, lambda c: c.pop("process"))
+    with open(os.path.join(bundle, "out"), "w") as out:
+        r = oci("create", "--bundle", bundle, "np1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0
+    r = oci("start", "np1")
+    assert r.returncode == 1 and "config.json has no process to start" in r.stderr
+    assert wait_status(oci, "np1", "stopped")
+    assert oci("delete", "np1").returncode == 0
+
+
 def test_the_pid_is_waitable_and_exits_as_the_process(oci, bundle, tmp_path):
     """What conmon and containerd's shim rely on: the pid-file's process is reparented to the
     nearest subreaper (here: a child python makes one) and its exit status is the process's;
