@@ -377,6 +377,7 @@ int oci_create_or_run(const struct oci_run *o)
 	now_rfc3339(m.st.created, sizeof(m.st.created));
 	const char *ann = capsule_oci_spec_annotations(m.spec);
 	m.st.annotations = ann ? strdup(ann) : NULL;
+	int rc = 1, pipefd[2] = { -1, -1 };
 	int r = write_file_atomic_at(m.dirfd, "config.json", text, len, 0600, false);
 	if (r == 0) {
 		snprintf(m.st.status, sizeof(m.st.status), "creating");
@@ -385,36 +386,41 @@ int oci_create_or_run(const struct oci_run *o)
 		r = oci_state_write(m.dirfd, &m.st);
 	}
 	if (r < 0) {
-		oci_state_dir_remove(o->id);
-		return oci_fail("writing the state of '%s': %s", o->id, strerror(-r));
+		oci_fail("writing the state of '%s': %s", o->id, strerror(-r));
+		goto out;
 	}
 	if (!o->no_start && !o->detach) {
 		/* run in the foreground: this process is the monitor. */
 		pid_file_write(o->pid_file, getpid());
 		monitor_main(&m, -1);
 	}
-	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		oci_state_dir_remove(o->id);
-		return oci_fail("pipe: %s", strerror(errno));
+		oci_fail("pipe: %s", strerror(errno));
+		goto out;
 	}
 	pid_t child = fork();
 	if (child < 0) {
-		oci_state_dir_remove(o->id);
-		return oci_fail("fork: %s", strerror(errno));
+		oci_fail("fork: %s", strerror(errno));
+		close(pipefd[0]);
+		close(pipefd[1]);
+		goto out;
 	}
 	if (child == 0) {
 		close(pipefd[0]);
 		monitor_main(&m, pipefd[1]);
 	}
 	close(pipefd[1]);
-	if (await_word(pipefd[0], child)) {
-		oci_state_dir_remove(o->id);
-		return 1;
-	}
+	rc = await_word(pipefd[0], child);
 	/* Not waited for: once we exit it is the subreaper's (conmon, containerd's shim). */
-	pid_file_write(o->pid_file, child);
-	return 0;
+	if (rc == 0)
+		pid_file_write(o->pid_file, child);
+out:
+	if (rc)
+		oci_state_dir_remove(o->id);
+	capsule_oci_spec_free(m.spec);
+	free(m.st.annotations);
+	close(m.dirfd);
+	return rc;
 }
 
 int oci_start(const char *id)
@@ -470,11 +476,35 @@ int oci_start(const char *id)
 
 /* ---- exec ---------------------------------------------------------------------------------- */
 
+/* What oci_exec holds, freed on every way out but the supervisor's own end (exit_like). */
+struct exec_hold {
+	capsule_oci_spec *spec, *proc;
+	const char **env;
+	capsule_sandbox *sb;
+	int dirfd;
+};
+
+static int exec_in(const struct oci_exec *o, struct exec_hold *h);
+
 int oci_exec(const struct oci_exec *o)
 {
+	struct exec_hold h = { .dirfd = -1 };
+	int r = exec_in(o, &h);
+	capsule_sandbox_free(h.sb);
+	free(h.env);
+	capsule_oci_spec_free(h.proc);
+	capsule_oci_spec_free(h.spec);
+	if (h.dirfd >= 0)
+		close(h.dirfd);
+	return r;
+}
+
+static int exec_in(const struct oci_exec *o, struct exec_hold *h)
+{
 	int dirfd;
-	if (oci_state_dir_open(o->id, &dirfd))
+	if (oci_state_dir_open(o->id, &h->dirfd))
 		return 1;
+	dirfd = h->dirfd;
 	struct oci_state st;
 	if (oci_state_read(dirfd, &st) < 0)
 		return oci_fail("container '%s': no readable state", o->id);
@@ -489,20 +519,19 @@ int oci_exec(const struct oci_exec *o)
 	if (r < 0)
 		return oci_fail("container '%s': reading its config.json: %s", o->id, strerror(-r));
 	capsule_error err = { 0 };
-	capsule_oci_spec *spec = NULL, *proc = NULL;
-	if (capsule_oci_spec_parse(&spec, text, len, st.bundle, 0, &err) < 0)
+	if (capsule_oci_spec_parse(&h->spec, text, len, st.bundle, 0, &err) < 0)
 		return oci_fail_err(&err);
 	capsule_exec_options eo, base;
-	capsule_oci_spec_exec_options(spec, &base);
+	capsule_oci_spec_exec_options(h->spec, &base);
 	eo = base;
 	if (o->process) {
 		_cleanup_free_ char *ptext = NULL;
 		size_t plen;
 		if ((r = read_file_at(AT_FDCWD, o->process, 1 << 20, &ptext, &plen)) < 0)
 			return oci_fail("--process '%s': %s", o->process, strerror(-r));
-		if (capsule_oci_spec_parse(&proc, ptext, plen, NULL, CAPSULE_OCI_PROCESS_ONLY, &err) < 0)
+		if (capsule_oci_spec_parse(&h->proc, ptext, plen, NULL, CAPSULE_OCI_PROCESS_ONLY, &err) < 0)
 			return oci_fail_err(&err);
-		capsule_oci_spec_exec_options(proc, &eo);
+		capsule_oci_spec_exec_options(h->proc, &eo);
 		eo.seccomp_bpf = base.seccomp_bpf;
 		eo.seccomp_len = base.seccomp_len;
 		if (!eo.caps_set) {
@@ -524,7 +553,7 @@ int oci_exec(const struct oci_exec *o)
 			size_t nbase = 0;
 			while (base.env && base.env[nbase])
 				nbase++;
-			const char **env = calloc(nbase + o->nenv + 1, sizeof(char *));
+			const char **env = h->env = calloc(nbase + o->nenv + 1, sizeof(char *));
 			if (!env)
 				return oci_fail("out of memory");
 			for (size_t i = 0; i < nbase; i++)
@@ -537,9 +566,9 @@ int oci_exec(const struct oci_exec *o)
 	if (eo.tty && !o->console_socket && !isatty(STDIN_FILENO))
 		return oci_fail("exec: a terminal needs --console-socket");
 	eo.stdin_open = true;
-	capsule_sandbox *sb;
-	if (capsule_sandbox_open(&sb, st.sandbox, &err) < 0)
+	if (capsule_sandbox_open(&h->sb, st.sandbox, &err) < 0)
 		return oci_fail_err(&err);
+	capsule_sandbox *sb = h->sb;
 	int pipefd[2] = { -1, -1 };
 	if (o->detach) {
 		if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -592,7 +621,5 @@ int oci_exec(const struct oci_exec *o)
 	relay(p, in, out, errfd, eo.tty, sfd, &xs);
 	capsule_process_free(p);
 	capsule_sandbox_free(sb);
-	capsule_oci_spec_free(proc);
-	capsule_oci_spec_free(spec);
 	exit_like(&xs);
 }

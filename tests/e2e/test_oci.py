@@ -4,6 +4,7 @@ config.json's refusals, each with its own line and nothing left behind."""
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,14 @@ def bundle(oci):
     shutil.copy(BUSYBOX, os.path.join(d, "rootfs", "bin", "busybox"))
     for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname"):
         os.symlink("busybox", os.path.join(d, "rootfs", "bin", tool))
+    if not _agent_is_static():
+        # A sanitizer build's agent is dynamic: it runs from the container's root, which must
+        # then hold its loader and libraries (a real image has its own).
+        libs = subprocess.run(["ldd", os.path.join(BUILD, "capsule-agent")], capture_output=True, text=True).stdout
+        for path in re.findall(r"(/\S+)\s+\(0x", libs):
+            dst = os.path.join(d, "rootfs", path.lstrip("/"))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copy(os.path.realpath(path), dst)
     oci("spec", "--bundle", d, check=True)
     yield d
     shutil.rmtree(d, ignore_errors=True)
