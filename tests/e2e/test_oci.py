@@ -5,8 +5,10 @@ import glob
 import json
 import os
 import re
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -150,6 +152,75 @@ def test_a_config_without_process_is_created_and_cannot_start(oci, bundle):
     assert r.returncode == 1 and "config.json has no process to start" in r.stderr
     assert wait_status(oci, "np1", "stopped")
     assert oci("delete", "np1").returncode == 0
+
+
+def receive_terminal(server):
+    """The master end a runtime sends to its --console-socket (one SCM_RIGHTS fd)."""
+    conn, _ = server.accept()
+    with conn:
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+    assert len(fds) == 1
+    return fds[0]
+
+
+def read_until(fd, needle, timeout=20):
+    out = b""
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_a_terminal_goes_to_the_console_socket(oci, bundle, tmp_path):
+    """process.terminal, as conmon and containerd's shim ask for it: the master of a terminal
+    arrives on --console-socket; what is typed there reaches the process, whose stdin is a tty."""
+    set_config(bundle, terminal=True, args=["sh", "-c", "test -t 0 && echo is-a-tty; read line; echo got-$line"])
+    path = str(tmp_path / "console.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    with open(tmp_path / "out", "w") as out:
+        proc = subprocess.Popen([OCI, "--root", oci.root, "create", "--bundle", bundle, "--console-socket", path,
+                                 "tty1"], env=oci.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        master = receive_terminal(server)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "out").read_text()
+    try:
+        assert oci("start", "tty1").returncode == 0
+        assert b"is-a-tty" in read_until(master, b"is-a-tty")
+        os.write(master, b"hello\r")
+        assert b"got-hello" in read_until(master, b"got-hello")
+        wait_status(oci, "tty1", "stopped")
+    finally:
+        os.close(master)
+        server.close()
+    # exec with a terminal of its own, the same way.
+    set_config(bundle, args=["sleep", "1000"])
+    with open(tmp_path / "out2", "w") as out:
+        assert oci("run", "--detach", "--bundle", bundle, "tty2", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                   capture_output=False).returncode == 0
+    os.unlink(path)
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    with open(tmp_path / "out3", "w") as out:
+        proc = subprocess.Popen([OCI, "--root", oci.root, "exec", "--tty", "--detach", "--console-socket", path,
+                                 "tty2", "sh", "-c", "test -t 1 && echo exec-tty"], env=oci.env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        master = receive_terminal(server)
+        assert proc.wait(timeout=60) == 0, (tmp_path / "out3").read_text()
+    try:
+        assert b"exec-tty" in read_until(master, b"exec-tty")
+    finally:
+        os.close(master)
+        server.close()
 
 
 def test_the_pid_is_waitable_and_exits_as_the_process(oci, bundle, tmp_path):
