@@ -822,6 +822,28 @@ static bool below_any(const char *path, const char *const *list, size_t n)
 	return false;
 }
 
+/* Items apart with ',' in one malloc'd string, for a config key (the shim splits it). */
+struct joined {
+	char *out;
+	size_t len, cap;
+};
+
+static int join(struct joined *j, const char *a, const char *b, const char *where, capsule_error *err)
+{
+	size_t need = j->len + strlen(a) + strlen(b) + 2;
+	if (need > 16384)
+		return bad(err, where, "too long");
+	if (need > j->cap) {
+		char *grown = realloc(j->out, need * 2);
+		if (!grown)
+			return cap_err(err, ENOMEM, "config.json");
+		j->out = grown;
+		j->cap = need * 2;
+	}
+	j->len += (size_t)sprintf(j->out + j->len, "%s%s%s", j->len ? "," : "", a, b);
+	return 0;
+}
+
 static int protected_element(const char *name, const char *v, size_t n, void *payload)
 {
 	struct walk *w = payload;
@@ -829,22 +851,34 @@ static int protected_element(const char *name, const char *v, size_t n, void *pa
 	int r = value_string(v, n, w->where, &p, w->err);
 	if (r < 0)
 		return r;
+	size_t len = strlen(p);
+	if (p[0] != '/' || len < 2 || len > 1024 || strpbrk(p, ",\n") || strstr(p, "/../") || strstr(p, "//") ||
+	    (len >= 3 && !strcmp(p + len - 3, "/..")) || p[len - 1] == '/')
+		return cap_err_plain(w->err, EINVAL, "config.json: %s: '%.128s' is not a clean absolute path without ','",
+				     w->where, p);
+	/* What capsule's own lists cover already is not done twice. */
 	static const char *const sys[] = { "sys" };
-	bool covered = p[0] == '/' && (below_any(p, sandbox_masked_paths, sandbox_masked_paths_count) ||
-				       (!w->mask && (below_any(p, sandbox_readonly_paths, sandbox_readonly_paths_count) ||
-						     below_any(p, sys, 1))));
-	if (!covered)
-		return cap_err_plain(w->err, EOPNOTSUPP,
-				     "config.json: %s: '%.128s' is not supported by capsule, which %s its own list "
-				     "(docs/oci.md)", w->where, p, w->mask ? "masks" : "makes read-only");
-	return 0;
+	if (below_any(p, sandbox_masked_paths, sandbox_masked_paths_count) ||
+	    (!w->mask && (below_any(p, sandbox_readonly_paths, sandbox_readonly_paths_count) || below_any(p, sys, 1))))
+		return 0;
+	return join(w->payload, p, "", w->where, w->err);
 }
 
-static int parse_protected_paths(const char *v, size_t n, bool masked, capsule_error *err)
+static int parse_protected_paths(struct capsule_oci_spec *spec, const char *v, size_t n, bool masked,
+				 capsule_error *err)
 {
 	const char *where = masked ? "linux.maskedPaths" : "linux.readonlyPaths";
-	struct walk w = { .err = err, .where = where, .mask = masked };
-	return walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err);
+	struct joined j = { 0 };
+	struct walk w = { .err = err, .where = where, .mask = masked, .payload = &j };
+	int r = walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err);
+	if (r < 0) {
+		free(j.out);
+		return r;
+	}
+	char **slot = masked ? &spec->cfg->masked_paths : &spec->cfg->readonly_paths;
+	free(*slot);
+	*slot = j.out;
+	return 0;
 }
 
 /* Only what the sandbox's own namespaces hold, as runc allows: the network's (net.*), IPC's and
@@ -863,8 +897,7 @@ static bool sysctl_namespaced(const char *name)
 
 struct sysctl_walk {
 	capsule_error *err;
-	char *out;
-	size_t len, cap;
+	struct joined j;
 };
 
 static int sysctl_member(const char *name, const char *v, size_t n, void *payload)
@@ -887,18 +920,9 @@ static int sysctl_member(const char *name, const char *v, size_t n, void *payloa
 	if (vl > 200 || strpbrk(value, ",\n"))
 		return cap_err_plain(w->err, EOPNOTSUPP,
 				     "config.json: linux.sysctl.%.64s: a value with a comma or a newline is not supported", name);
-	size_t need = w->len + nl + vl + 3;
-	if (need > 8192)
-		return bad(w->err, "linux.sysctl", "too many settings");
-	if (need > w->cap) {
-		char *grown = realloc(w->out, need * 2);
-		if (!grown)
-			return cap_err(w->err, ENOMEM, "config.json");
-		w->out = grown;
-		w->cap = need * 2;
-	}
-	w->len += (size_t)sprintf(w->out + w->len, "%s%s=%s", w->len ? "," : "", name, value);
-	return 0;
+	char item[256];
+	snprintf(item, sizeof(item), "%s=", name);
+	return join(&w->j, item, value, "linux.sysctl", w->err);
 }
 
 static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
@@ -906,11 +930,11 @@ static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n,
 	struct sysctl_walk w = { .err = err };
 	int r = walk_json(false, v, n, MAX_MEMBERS, sysctl_member, &w, "linux.sysctl", err);
 	if (r < 0) {
-		free(w.out);
+		free(w.j.out);
 		return r;
 	}
 	free(spec->cfg->sysctls);
-	spec->cfg->sysctls = w.out;
+	spec->cfg->sysctls = w.j.out;
 	return 0;
 }
 
@@ -969,7 +993,7 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 		return oci_seccomp_compile(v, n, &lw->spec->seccomp_bpf, &lw->spec->seccomp_len, err);
 	}
 	if (!strcmp(name, "maskedPaths") || !strcmp(name, "readonlyPaths"))
-		return is_null(v, n) ? 0 : parse_protected_paths(v, n, !strcmp(name, "maskedPaths"), err);
+		return is_null(v, n) ? 0 : parse_protected_paths(lw->spec, v, n, !strcmp(name, "maskedPaths"), err);
 	if (!strcmp(name, "uidMappings") || !strcmp(name, "gidMappings")) {
 		if (is_empty(v, n))
 			return 0;
@@ -1146,8 +1170,9 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->sysctls) {
-		r = unsupported(err, "linux.sysctl", "not yet at the vm level");
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths)) {
+		r = unsupported(err, cfg->sysctls ? "linux.sysctl" : "masked or read-only paths beyond capsule's own",
+				"not yet at the vm level");
 		goto fail;
 	}
 	*out = spec;

@@ -105,6 +105,9 @@ struct capsule_config {
 	/* The sandbox's cgroup, "/a/b/c" from each hierarchy's root (an OCI spec's
 	 * linux.cgroupsPath); NULL: capsule/<name>.<home digest>. */
 	char *cgroup_path;
+	/* More paths to mask and to make read-only than capsule's own lists (proc_masks.c), after
+	 * the mounts: "/a,/b" (an OCI spec's linux.maskedPaths, readonlyPaths); NULL: none. */
+	char *masked_paths, *readonly_paths;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

@@ -314,6 +314,26 @@ def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
     assert not os.path.exists(found[0])
 
 
+def test_masked_and_read_only_paths_of_the_spec(oci, bundle):
+    root = os.path.join(bundle, "rootfs")
+    os.makedirs(os.path.join(root, "secret"))
+    with open(os.path.join(root, "secret", "a"), "w") as f:
+        f.write("x")
+    with open(os.path.join(root, "secret.txt"), "w") as f:
+        f.write("hidden")
+    os.makedirs(os.path.join(root, "ro"))
+    set_config(bundle, args=["sh", "-c", "ls /secret; cat /secret.txt; echo end; echo x > /ro/f"])
+    # podman's and containerd's defaults among them (/sys/fs/selinux need not exist).
+    edit_config(bundle, lambda c: c["linux"].update(
+        maskedPaths=["/secret", "/secret.txt", "/proc/kcore", "/sys/fs/selinux", "/sys/dev/block"],
+        readonlyPaths=["/ro", "/proc/asound", "/proc/sys"]))
+    r = oci("run", "--bundle", bundle, "m1")
+    assert r.returncode == 1
+    assert r.stdout == "end\n"
+    assert "Read-only file system" in r.stderr
+    assert not os.path.exists(os.path.join(root, "ro", "f"))
+
+
 def test_process_settings_and_seccomp_are_applied(oci, bundle):
     set_config(bundle, args=["sh", "-c", "ulimit -n; grep -E 'CapEff|CapInh|CapAmb' /proc/self/status; "
                                          "hostname x 2>/dev/null; echo $?; umask; cat /proc/self/oom_score_adj; "
@@ -386,7 +406,7 @@ def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
     (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}),
      "config.json: linux.sysctl.kernel.domainname is not supported by capsule: it is not the sandbox's own"),
     (lambda c: c["process"].update(oomScoreAdj=-500), "config.json: process.oomScoreAdj below 0 is not supported"),
-    (lambda c: c["linux"].update(maskedPaths=["/etc/secret"]), "'/etc/secret' is not supported by capsule, which masks"),
+    (lambda c: c["linux"].update(maskedPaths=["etc/secret"]), "'etc/secret' is not a clean absolute path"),
     (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "unknown action 'SCMP_ACT_NOPE'"),
     (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), "config.json: hooks is not supported"),
     (lambda c: c.update(ociVersion="2.0.0"), "ociVersion '2.0.0' is not 1.x"),

@@ -1,4 +1,5 @@
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -238,48 +239,89 @@ static void setup_sysctls(const struct container_spec *spec, int rootfd)
 	}
 }
 
-static void setup_proc_masks(int rootfd)
+/* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
+static int open_devnull(int rootfd)
 {
-	/* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
-	int devnull = open_in_root(rootfd, "dev/null", O_PATH | O_NOFOLLOW);
 	struct stat st;
+	int devnull = open_in_root(rootfd, "dev/null", O_PATH | O_NOFOLLOW);
 	if (devnull < 0 || fstat(devnull, &st) < 0 || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 1 ||
 	    minor(st.st_rdev) != 3)
 		child_die(ENODEV, "'/dev/null' in the sandbox is not the null device");
-	for (size_t i = 0; i < sandbox_masked_paths_count; i++) {
-		const char *masked = sandbox_masked_paths[i];
-		int fd = open_in_root(rootfd, masked, O_PATH | O_NOFOLLOW);
-		if (fd < 0)
-			continue; /* not on this kernel */
-		if (fstat(fd, &st) < 0)
-			child_die(errno, "stat '/%s'", masked);
-		close(fd);
-		if (S_ISDIR(st.st_mode)) {
-			static const char *const ro_tmpfs[] = { "size", "0", NULL };
-			mount_fs("tmpfs", ro_tmpfs, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-				 rootfd, masked);
-		} else {
-			int tree = sys_open_tree(devnull, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
-			if (tree < 0)
-				child_die(errno, "open_tree '/dev/null'");
-			attach_at(tree, rootfd, masked);
+	return devnull;
+}
+
+/* A file under /dev/null, a folder under an empty read-only tmpfs; what is missing is skipped
+ * (not on this kernel, not in this image). PATH is relative to the root. */
+static void mask_path(int rootfd, int devnull, const char *masked)
+{
+	struct stat st;
+	int fd = open_in_root(rootfd, masked, O_PATH | O_NOFOLLOW);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) < 0)
+		child_die(errno, "stat '/%s'", masked);
+	close(fd);
+	if (S_ISDIR(st.st_mode)) {
+		static const char *const ro_tmpfs[] = { "size", "0", NULL };
+		mount_fs("tmpfs", ro_tmpfs, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd,
+			 masked);
+	} else {
+		int tree = sys_open_tree(devnull, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+		if (tree < 0)
+			child_die(errno, "open_tree '/dev/null'");
+		attach_at(tree, rootfd, masked);
+	}
+}
+
+/* PATH (relative to the root) bound read-only over itself, with what is mounted below it. */
+static void readonly_path(int rootfd, const char *readonly)
+{
+	int src = open_in_root(rootfd, readonly, O_PATH | O_NOFOLLOW);
+	if (src < 0)
+		return;
+	int tree = sys_open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		child_die(errno, "open_tree '/%s'", readonly);
+	close(src);
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
+	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
+		child_die(errno, "read-only '/%s'", readonly);
+	attach_at(tree, rootfd, readonly);
+}
+
+static void setup_proc_masks(int rootfd)
+{
+	int devnull = open_devnull(rootfd);
+	for (size_t i = 0; i < sandbox_masked_paths_count; i++)
+		mask_path(rootfd, devnull, sandbox_masked_paths[i]);
+	close(devnull);
+	for (size_t i = 0; i < sandbox_readonly_paths_count; i++)
+		readonly_path(rootfd, sandbox_readonly_paths[i]);
+}
+
+/* A spec's own masked and read-only paths (config's masked_paths, readonly_paths: absolute,
+ * apart with ','), after its mounts, which they may cover, as runc has them. */
+static void setup_spec_masks(const struct container_spec *spec, int rootfd)
+{
+	int devnull = spec->masked_paths ? open_devnull(rootfd) : -1;
+	for (int pass = 0; pass < 2; pass++) {
+		for (const char *p = pass ? spec->readonly_paths : spec->masked_paths; p && *p;) {
+			const char *comma = strchr(p, ',');
+			size_t n = comma ? (size_t)(comma - p) : strlen(p);
+			char path[PATH_MAX];
+			if (n < 2 || n >= sizeof(path) || p[0] != '/')
+				child_die(EINVAL, "masked or read-only path '%.*s'", (int)n, p);
+			memcpy(path, p + 1, n - 1);
+			path[n - 1] = 0;
+			if (pass)
+				readonly_path(rootfd, path);
+			else
+				mask_path(rootfd, devnull, path);
+			p = comma ? comma + 1 : p + n;
 		}
 	}
-	close(devnull);
-	for (size_t i = 0; i < sandbox_readonly_paths_count; i++) {
-		const char *readonly = sandbox_readonly_paths[i];
-		int src = open_in_root(rootfd, readonly, O_PATH | O_NOFOLLOW);
-		if (src < 0)
-			continue;
-		int tree = sys_open_tree(src, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
-		if (tree < 0)
-			child_die(errno, "open_tree '/%s'", readonly);
-		close(src);
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
-		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0)
-			child_die(errno, "read-only '/%s'", readonly);
-		attach_at(tree, rootfd, readonly);
-	}
+	if (devnull >= 0)
+		close(devnull);
 }
 
 /* mkdir -p PATH (absolute, normalized) below ROOTFD. Each component is opened with
@@ -453,6 +495,7 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 	setup_proc_masks(rootfd);
 	setup_tmpfs(spec, rootfd);
 	setup_binds(spec, rootfd);
+	setup_spec_masks(spec, rootfd);
 	/* Last: the mount points above were made in it. The root mount alone, not those. */
 	if (spec->root_readonly) {
 		struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY };

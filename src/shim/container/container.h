@@ -60,6 +60,7 @@ struct container_spec {
 	bool root_is_tree;
 	bool root_readonly; /* the root mount read-only (an OCI spec's root.readonly) */
 	const char *sysctls; /* "name=value,..." (config's sysctl), or NULL */
+	const char *masked_paths, *readonly_paths; /* "/a,/b" (config's), or NULL */
 };
 
 struct container {

@@ -261,6 +261,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.root_is_tree = s->cfg.rootfs != NULL,
 		.root_readonly = s->cfg.rootfs_readonly,
 		.sysctls = s->cfg.sysctls,
+		.masked_paths = s->cfg.masked_paths,
+		.readonly_paths = s->cfg.readonly_paths,
 	};
 	shim_progress("namespaces");
 	int r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
