@@ -575,6 +575,61 @@ static void test_exec_round_trip(void **state)
 	cp_writer_free(&w);
 }
 
+/* What an OCI process adds (tags 9 to 16) comes back as sent; a decoder refuses inheritable or
+ * ambient capabilities outside the set, a umask past 0777 and a filter of partial instructions. */
+static void test_exec_oci_process_fields_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	char *argv[] = { "true", NULL };
+	uint8_t bpf[16] = { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 };
+	struct cp_exec e = { .argv = argv, .argc = 1, .flags = CP_EXEC_GROUPS, .ngroups = 2, .caps_set = true,
+			     .caps = 0x21, .caps_inheritable = 0x1, .caps_ambient = 0x20, .umask_set = true, .umask = 027,
+			     .oom_score_adj_set = true, .oom_score_adj = 500, .nrlimits = 1, .seccomp_bpf = bpf,
+			     .seccomp_len = sizeof(bpf) };
+	e.groups[0] = 5;
+	e.groups[1] = 70000;
+	e.rlimits[0] = (struct cp_rlimit){ 7, 77, UINT64_MAX };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.flags, CP_EXEC_GROUPS);
+	assert_int_equal(m.ngroups, 2);
+	assert_int_equal(m.groups[1], 70000);
+	assert_true(m.caps_set);
+	assert_int_equal(m.caps, 0x21);
+	assert_int_equal(m.caps_inheritable, 0x1);
+	assert_int_equal(m.caps_ambient, 0x20);
+	assert_true(m.umask_set && m.umask == 027);
+	assert_true(m.oom_score_adj_set && m.oom_score_adj == 500);
+	assert_int_equal(m.nrlimits, 1);
+	assert_int_equal(m.rlimits[0].resource, 7);
+	assert_int_equal(m.rlimits[0].soft, 77);
+	assert_true(m.rlimits[0].hard == UINT64_MAX);
+	assert_int_equal(m.seccomp_len, sizeof(bpf));
+	assert_memory_equal(m.seccomp_bpf, bpf, sizeof(bpf));
+	cp_exec_free(&m);
+
+	e.caps_ambient = 0x2; /* not in caps */
+	cp_writer_free(&w);
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	e.caps_ambient = 0x20;
+	e.umask = 01000;
+	cp_writer_free(&w);
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+	e.umask = 022;
+	e.seccomp_len = 12;
+	cp_writer_free(&w);
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), -E2BIG);
+	cp_writer_free(&w);
+}
+
 static void test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user(void **state)
 {
 	(void)state;
@@ -2865,6 +2920,7 @@ int main(void)
 		cmocka_unit_test(test_error_errno_out_of_range_becomes_eio),
 		cmocka_unit_test(test_error_message_with_newline_or_escape_not_passed_through),
 		cmocka_unit_test(test_exec_round_trip),
+		cmocka_unit_test(test_exec_oci_process_fields_round_trip_and_bounds),
 		cmocka_unit_test(test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user),
 		cmocka_unit_test(test_exec_with_zero_args_rejected),
 		cmocka_unit_test(test_exec_rows_or_cols_over_16_bits_rejected),
