@@ -408,3 +408,16 @@ int config_transform_set(struct capsule_config *cfg, const char *spec, capsule_e
 		return cap_err(err, ENOMEM, "--transform");
 	return capsule_config_set_bind_transform(cfg, target, plugin, colon ? colon + 1 : NULL, err);
 }
+
+bool config_mount_noexec(const struct capsule_config *cfg, const char *target)
+{
+	size_t n = strlen(target);
+	for (const char *p = cfg->noexec_mounts; p && *p;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len == n && !strncmp(p, target, n))
+			return true;
+		p = comma ? comma + 1 : p + len;
+	}
+	return false;
+}

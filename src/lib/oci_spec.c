@@ -146,6 +146,28 @@ static int walk_json(bool array, const char *v, size_t n, size_t max, json_membe
 	return r < 0 ? r : 0;
 }
 
+/* Items apart with ',' in one malloc'd string, for a config key (the shim splits it). */
+struct joined {
+	char *out;
+	size_t len, cap;
+};
+
+static int join(struct joined *j, const char *a, const char *b, const char *where, capsule_error *err)
+{
+	size_t need = j->len + strlen(a) + strlen(b) + 2;
+	if (need > 16384)
+		return bad(err, where, "too long");
+	if (need > j->cap) {
+		char *grown = realloc(j->out, need * 2);
+		if (!grown)
+			return cap_err(err, ENOMEM, "config.json");
+		j->out = grown;
+		j->cap = need * 2;
+	}
+	j->len += (size_t)sprintf(j->out + j->len, "%s%s%s", j->len ? "," : "", a, b);
+	return 0;
+}
+
 /* ---- arrays of strings ---------------------------------------------------------------- */
 
 struct strv_walk {
@@ -545,6 +567,8 @@ struct mount_walk {
 	bool bind, ro;
 	uint64_t size;
 	uint32_t mode;
+	bool noexec;
+	struct joined noexec_targets;
 	const char *type;
 	char where[48];
 };
@@ -563,6 +587,10 @@ static int mount_option(const char *name, const char *v, size_t n, void *payload
 		w->ro = false;
 	} else if (!strcmp(o, "bind") || !strcmp(o, "rbind")) {
 		w->bind = true;
+	} else if (!strcmp(o, "noexec")) {
+		w->noexec = true;
+	} else if (!strcmp(o, "exec")) {
+		w->noexec = false;
 	} else if (!strcmp(o, "nosuid") || !strcmp(o, "nodev") || !strcmp(o, "private") || !strcmp(o, "rprivate") ||
 		   !strcmp(o, "slave") || !strcmp(o, "rslave")) {
 		/* Every mount capsule makes is nosuid, nodev and private. */
@@ -605,6 +633,7 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 		if (!strcmp(dest, own_mounts[i].destination) && !strcmp(w->type, own_mounts[i].type))
 			return 0;
 	w->ro = false;
+	w->noexec = false;
 	w->size = 0;
 	w->mode = 0;
 	const char *ov;
@@ -628,16 +657,21 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 		/* The bundle's author chooses host paths, as with runc: nothing is sensitive to it. */
 		if ((r = capsule_config_add_bind(cfg, full, dest, w->ro, true, err)) < 0)
 			return r;
-		return 0;
-	}
-	if (!strcmp(w->type, "tmpfs")) {
+	} else if (!strcmp(w->type, "tmpfs")) {
 		if (w->ro)
 			return unsupported(err, w->where, "a read-only tmpfs");
-		return capsule_config_add_tmpfs(cfg, dest, w->size, w->mode, err);
+		if ((r = capsule_config_add_tmpfs(cfg, dest, w->size, w->mode, err)) < 0)
+			return r;
+	} else {
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "config.json: %s: a mount of type '%.32s' at '%.128s' is not supported by capsule "
+				     "(bind and tmpfs are)", w->where, w->type, dest);
 	}
-	return cap_err_plain(err, EOPNOTSUPP,
-			     "config.json: %s: a mount of type '%.32s' at '%.128s' is not supported by capsule "
-			     "(bind and tmpfs are)", w->where, w->type, dest);
+	/* The target as the configuration normalized it (the last mount added). */
+	const char *target = w->bind ? cfg->binds[cfg->nbinds - 1].target : cfg->tmpfs[cfg->ntmpfs - 1].target;
+	if (w->noexec && (strchr(target, ',') || (r = join(&w->noexec_targets, target, "", w->where, err)) < 0))
+		return r < 0 ? r : unsupported(err, w->where, "a noexec mount whose path holds ','");
+	return 0;
 }
 
 static int parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, const char *bundle,
@@ -646,8 +680,15 @@ static int parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, 
 	if (is_null(v, n))
 		return 0;
 	struct mount_walk w = { .spec = spec, .err = err, .bundle = bundle };
-	return walk_json(true, v, n, CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + ARRAY_SIZE(own_mounts), mount_element, &w,
-			 "mounts", err);
+	int r = walk_json(true, v, n, CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + ARRAY_SIZE(own_mounts), mount_element, &w,
+			  "mounts", err);
+	if (r < 0) {
+		free(w.noexec_targets.out);
+		return r;
+	}
+	free(spec->cfg->noexec_mounts);
+	spec->cfg->noexec_mounts = w.noexec_targets.out;
+	return 0;
 }
 
 /* ---- linux -------------------------------------------------------------------------------- */
@@ -820,28 +861,6 @@ static bool below_any(const char *path, const char *const *list, size_t n)
 			return true;
 	}
 	return false;
-}
-
-/* Items apart with ',' in one malloc'd string, for a config key (the shim splits it). */
-struct joined {
-	char *out;
-	size_t len, cap;
-};
-
-static int join(struct joined *j, const char *a, const char *b, const char *where, capsule_error *err)
-{
-	size_t need = j->len + strlen(a) + strlen(b) + 2;
-	if (need > 16384)
-		return bad(err, where, "too long");
-	if (need > j->cap) {
-		char *grown = realloc(j->out, need * 2);
-		if (!grown)
-			return cap_err(err, ENOMEM, "config.json");
-		j->out = grown;
-		j->cap = need * 2;
-	}
-	j->len += (size_t)sprintf(j->out + j->len, "%s%s%s", j->len ? "," : "", a, b);
-	return 0;
 }
 
 static int protected_element(const char *name, const char *v, size_t n, void *payload)
@@ -1170,8 +1189,10 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths)) {
-		r = unsupported(err, cfg->sysctls ? "linux.sysctl" : "masked or read-only paths beyond capsule's own",
+	if (cfg->isolation == CAPSULE_ISOLATION_VM &&
+	    (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths || cfg->noexec_mounts)) {
+		r = unsupported(err, cfg->sysctls ? "linux.sysctl" : cfg->noexec_mounts ? "noexec mounts"
+									   : "masked or read-only paths beyond capsule's own",
 				"not yet at the vm level");
 		goto fail;
 	}

@@ -368,7 +368,8 @@ static void setup_tmpfs(const struct container_spec *spec, int rootfd)
 		snprintf(mode, sizeof(mode), "0%o", t->mode);
 		const char *const opts[] = { "size", size, "mode", mode, NULL };
 		mkdir_in_root(rootfd, t->target);
-		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, rootfd, t->target + 1);
+		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (t->noexec ? MOUNT_ATTR_NOEXEC : 0), rootfd,
+			 t->target + 1);
 	}
 }
 

@@ -15,6 +15,7 @@ struct container_tmpfs {
 	const char *target; /* absolute, normalized, inside the sandbox */
 	uint64_t size_bytes;
 	uint32_t mode;
+	bool noexec;
 };
 
 struct container_bind {

@@ -1,0 +1,121 @@
+"""podman (Debian's 4.3) with --runtime capsule-oci: conmon is the subreaper that waits for the
+monitor's pid, and drives create, start, state, kill, delete and exec as it drives runc
+(docs/oci.md). Each test's podman has its own --root, --runroot and containers.conf
+(default_ulimits = []: root here lacks CAP_SYS_RESOURCE, so podman's default nofile ulimit
+fails with any runtime; the cgroupfs manager: capsule-oci refuses --systemd-cgroup). Its
+image is imported from a busybox folder: nothing is pulled. The network is --network none:
+podman's default joins a network namespace it made itself, which capsule-oci refuses so far."""
+import os
+import select
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, _agent_is_static, _env
+
+OCI = os.path.join(BUILD, "capsule-oci")
+PODMAN = shutil.which("podman")
+
+pytestmark = [
+    pytest.mark.plain_build_only,
+    pytest.mark.skipif(not _agent_is_static(), reason="the image holds busybox alone: a sanitizer build's "
+                       "dynamic agent could not run in it"),
+]
+
+
+@pytest.fixture(scope="module")
+def podman(capsule_home):
+    assert PODMAN, "podman is not installed (scripts/install-deps)"
+    top = tempfile.mkdtemp(prefix="capsule-oci-podman-", dir="/var/tmp")
+    conf = os.path.join(top, "containers.conf")
+    with open(conf, "w") as f:
+        f.write('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
+                'events_logger = "file"\n')
+    env = _env(capsule_home, {"CONTAINERS_CONF": conf})
+    base = [PODMAN, "--root", os.path.join(top, "storage"), "--runroot", os.path.join(top, "run"),
+            "--runtime", OCI, "--storage-driver", "vfs"]
+
+    def run(*args, timeout=120, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run(base + list(args), env=env, timeout=timeout, **kw)
+
+    rootfs = os.path.join(top, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    os.makedirs(os.path.join(rootfs, "etc"))
+    shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
+    for tool in ("sh", "echo", "cat", "ls", "id", "sleep", "true"):
+        os.symlink("busybox", os.path.join(rootfs, "bin", tool))
+    with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
+        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    subprocess.run(["tar", "-C", rootfs, "-cf", os.path.join(top, "img.tar"), "."], check=True)
+    r = run("import", os.path.join(top, "img.tar"), "localhost/capsule-bb:1")
+    assert r.returncode == 0, r.stderr
+    run.top = top
+    run.base = base
+    run.env = env
+    yield run
+    run("rm", "--all", "--force", "--time", "0")
+    run("system", "reset", "--force")
+    shutil.rmtree(top, ignore_errors=True)
+
+
+IMAGE = "localhost/capsule-bb:1"
+
+
+def test_run_gives_the_output_and_exit_code(podman):
+    r = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "out\n" and "err" in r.stderr
+
+
+def test_run_detached_exec_stop_rm(podman):
+    r = podman("run", "-d", "--network", "none", "--name", "d1", IMAGE, "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = podman("exec", "d1", "sh", "-c", "echo in-exec; exit 4")
+        assert r.returncode == 4 and r.stdout == "in-exec\n", r.stderr
+        r = podman("ps", "--format", "{{.Names}} {{.Status}}")
+        assert r.stdout.startswith("d1 Up"), r.stdout
+        assert podman("stop", "-t", "5", "d1").returncode == 0
+        r = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "d1")
+        # sleep dies of the SIGTERM conmon's kill sent: 128 + 15.
+        assert r.stdout.split() == ["exited", "143"], r.stdout + r.stderr
+    finally:
+        assert podman("rm", "--force", "d1").returncode == 0
+
+
+def test_a_volume_is_mounted(podman):
+    host = os.path.join(podman.top, "vol")
+    os.makedirs(host, exist_ok=True)
+    with open(os.path.join(host, "f"), "w") as f:
+        f.write("from-host")
+    r = podman("run", "--rm", "--network", "none", "-v", f"{host}:/mnt:ro", IMAGE, "sh", "-c",
+               "cat /mnt/f; echo x > /mnt/g")
+    assert r.stdout == "from-host"
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+
+
+def test_it_through_conmons_console_socket(podman):
+    """podman run -it: conmon hands capsule-oci a console socket, whose terminal must carry what
+    is typed to the shell and its exit code back."""
+    cmd = " ".join(podman.base + ["run", "-it", "--rm", "--network", "none", IMAGE, "sh"])
+    # script(1) gives podman the terminal a person would have.
+    p = subprocess.Popen(["script", "-qec", cmd, "/dev/null"], env=podman.env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = b""
+    deadline = time.monotonic() + 60
+    # Typed once the shell's prompt is there, as a person would.
+    while b"# " not in out and time.monotonic() < deadline:
+        if select.select([p.stdout], [], [], 0.5)[0]:
+            chunk = os.read(p.stdout.fileno(), 4096)
+            if not chunk:
+                break
+            out += chunk
+    rest, _ = p.communicate(b"echo typed-$((6*7))\nexit 5\n", timeout=120)
+    out += rest
+    assert p.returncode == 5, out
+    assert b"typed-42" in out
