@@ -314,6 +314,21 @@ def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
     assert not os.path.exists(found[0])
 
 
+def test_noexec_mounts(oci, bundle, tmp_path):
+    host = tmp_path / "bin"
+    host.mkdir()
+    shutil.copy(BUSYBOX, host / "busybox")
+    set_config(bundle, args=["sh", "-c", "/x/busybox true; echo bind=$?; cp /bin/busybox /t/; /t/busybox true; "
+                                         "echo tmpfs=$?"])
+    edit_config(bundle, lambda c: c["mounts"].extend([
+        {"destination": "/x", "type": "bind", "source": str(host), "options": ["rbind", "noexec"]},
+        {"destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["noexec", "size=16m"]}]))
+    os.symlink("busybox", os.path.join(bundle, "rootfs", "bin", "cp"))
+    r = oci("run", "--bundle", bundle, "nx1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "bind=126\ntmpfs=126\n", r.stdout + r.stderr
+
+
 def test_masked_and_read_only_paths_of_the_spec(oci, bundle):
     root = os.path.join(bundle, "rootfs")
     os.makedirs(os.path.join(root, "secret"))
