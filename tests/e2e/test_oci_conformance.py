@@ -63,6 +63,13 @@ def results(capsule_home):
         runc = run_suite(suite, wrapper(os.path.join(top, "runc"), RUNC, os.path.join(top, "root-runc")),
                          env, os.path.join(top, "work-runc"))
     finally:
+        # The cgroups the suite's specs name, which runc and capsule-oci leave as runc does.
+        for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
+            for rel in ("testdir/cgrouptest/container", "testdir/cgrouptest", "testdir", "cgrouptest"):
+                try:
+                    os.rmdir(os.path.join(hierarchy, rel))
+                except OSError:
+                    pass
         for root, argv0 in ((os.path.join(top, "root-capsule"), OCI), (os.path.join(top, "root-runc"), RUNC)):
             for cid in os.listdir(root) if os.path.isdir(root) else []:
                 subprocess.run([argv0, "--root", root, "delete", "--force", cid], capture_output=True, timeout=60)

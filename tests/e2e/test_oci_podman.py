@@ -5,6 +5,7 @@ monitor's pid, and drives create, start, state, kill, delete and exec as it driv
 fails with any runtime; the cgroupfs manager: capsule-oci refuses --systemd-cgroup). Its
 image is imported from a busybox folder: nothing is pulled. The network is --network none:
 podman's default joins a network namespace it made itself, which capsule-oci refuses so far."""
+import glob
 import os
 import select
 import shutil
@@ -61,6 +62,14 @@ def podman(capsule_home):
     run("rm", "--all", "--force", "--time", "0")
     run("system", "reset", "--force")
     shutil.rmtree(top, ignore_errors=True)
+    # podman's cgroupfs parent and conmon's cgroup in it, left behind with runc too (rmdir:
+    # only while empty).
+    for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
+        for rel in ("libpod_parent/conmon", "libpod_parent"):
+            try:
+                os.rmdir(os.path.join(hierarchy, rel))
+            except OSError:
+                pass
 
 
 IMAGE = "localhost/capsule-bb:1"
