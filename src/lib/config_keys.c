@@ -104,7 +104,7 @@ const struct config_key config_keys[] = {
 	{ .name = "cgroup_path", .type = CONFIG_KEY_STRING, FIELD(cgroup_path) },
 	{ .name = "masked_paths", .type = CONFIG_KEY_STRING, FIELD(masked_paths) },
 	{ .name = "readonly_paths", .type = CONFIG_KEY_STRING, FIELD(readonly_paths) },
-	{ .name = "noexec_mounts", .type = CONFIG_KEY_STRING, FIELD(noexec_mounts) },
+	{ .name = "mount_attrs", .type = CONFIG_KEY_STRING, FIELD(mount_attrs) },
 	{ .name = "rootfs_readonly", .type = CONFIG_KEY_BOOL, FIELD(rootfs_readonly), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "workdir", .type = CONFIG_KEY_STRING, FIELD(workdir) },
 	{ .name = "user", .type = CONFIG_KEY_STRING, FIELD(user) },

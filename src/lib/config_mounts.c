@@ -3,6 +3,7 @@
  * run/<name>/config. */
 #include <errno.h>
 #include <limits.h>
+#include <linux/mount.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -409,15 +410,30 @@ int config_transform_set(struct capsule_config *cfg, const char *spec, capsule_e
 	return capsule_config_set_bind_transform(cfg, target, plugin, colon ? colon + 1 : NULL, err);
 }
 
-bool config_mount_noexec(const struct capsule_config *cfg, const char *target)
+uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target)
 {
+	static const struct {
+		const char *name;
+		uint64_t attr;
+	} attrs[] = { { "noexec", MOUNT_ATTR_NOEXEC }, { "strictatime", MOUNT_ATTR_STRICTATIME },
+		      { "noatime", MOUNT_ATTR_NOATIME }, { "nodiratime", MOUNT_ATTR_NODIRATIME } };
 	size_t n = strlen(target);
-	for (const char *p = cfg->noexec_mounts; p && *p;) {
+	for (const char *p = cfg->mount_attrs; p && *p;) {
 		const char *comma = strchr(p, ',');
 		size_t len = comma ? (size_t)(comma - p) : strlen(p);
-		if (len == n && !strncmp(p, target, n))
-			return true;
+		if (len > n && !strncmp(p, target, n) && p[n] == '=') {
+			uint64_t bits = 0;
+			for (const char *f = p + n + 1; f < p + len;) {
+				const char *end = memchr(f, '+', (size_t)(p + len - f));
+				size_t fl = end ? (size_t)(end - f) : (size_t)(p + len - f);
+				for (size_t i = 0; i < ARRAY_SIZE(attrs); i++)
+					if (strlen(attrs[i].name) == fl && !strncmp(f, attrs[i].name, fl))
+						bits |= attrs[i].attr;
+				f += fl + (end ? 1 : 0);
+			}
+			return bits;
+		}
 		p = comma ? comma + 1 : p + len;
 	}
-	return false;
+	return 0;
 }

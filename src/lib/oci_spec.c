@@ -567,8 +567,8 @@ struct mount_walk {
 	bool bind, ro;
 	uint64_t size;
 	uint32_t mode;
-	bool noexec;
-	struct joined noexec_targets;
+	char attrs[64]; /* "noexec+strictatime" */
+	struct joined attr_targets;
 	const char *type;
 	char where[48];
 };
@@ -587,10 +587,13 @@ static int mount_option(const char *name, const char *v, size_t n, void *payload
 		w->ro = false;
 	} else if (!strcmp(o, "bind") || !strcmp(o, "rbind")) {
 		w->bind = true;
-	} else if (!strcmp(o, "noexec")) {
-		w->noexec = true;
-	} else if (!strcmp(o, "exec")) {
-		w->noexec = false;
+	} else if (!strcmp(o, "noexec") || !strcmp(o, "strictatime") || !strcmp(o, "noatime") ||
+		   !strcmp(o, "nodiratime")) {
+		size_t l = strlen(w->attrs);
+		if (!strstr(w->attrs, o) && l + strlen(o) + 2 < sizeof(w->attrs))
+			snprintf(w->attrs + l, sizeof(w->attrs) - l, "%s%s", l ? "+" : "", o);
+	} else if (!strcmp(o, "exec") || !strcmp(o, "relatime")) {
+		/* what capsule's mounts are anyway */
 	} else if (!strcmp(o, "nosuid") || !strcmp(o, "nodev") || !strcmp(o, "private") || !strcmp(o, "rprivate") ||
 		   !strcmp(o, "slave") || !strcmp(o, "rslave")) {
 		/* Every mount capsule makes is nosuid, nodev and private. */
@@ -633,7 +636,7 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 		if (!strcmp(dest, own_mounts[i].destination) && !strcmp(w->type, own_mounts[i].type))
 			return 0;
 	w->ro = false;
-	w->noexec = false;
+	w->attrs[0] = 0;
 	w->size = 0;
 	w->mode = 0;
 	const char *ov;
@@ -669,9 +672,13 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 	}
 	/* The target as the configuration normalized it (the last mount added). */
 	const char *target = w->bind ? cfg->binds[cfg->nbinds - 1].target : cfg->tmpfs[cfg->ntmpfs - 1].target;
-	if (w->noexec && (strchr(target, ',') || (r = join(&w->noexec_targets, target, "", w->where, err)) < 0))
-		return r < 0 ? r : unsupported(err, w->where, "a noexec mount whose path holds ','");
-	return 0;
+	if (!w->attrs[0])
+		return 0;
+	if (strpbrk(target, ",="))
+		return unsupported(err, w->where, "mount options on a path that holds ',' or '='");
+	char value[sizeof(w->attrs) + 1];
+	snprintf(value, sizeof(value), "=%s", w->attrs);
+	return join(&w->attr_targets, target, value, w->where, err);
 }
 
 static int parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, const char *bundle,
@@ -683,11 +690,11 @@ static int parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, 
 	int r = walk_json(true, v, n, CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + ARRAY_SIZE(own_mounts), mount_element, &w,
 			  "mounts", err);
 	if (r < 0) {
-		free(w.noexec_targets.out);
+		free(w.attr_targets.out);
 		return r;
 	}
-	free(spec->cfg->noexec_mounts);
-	spec->cfg->noexec_mounts = w.noexec_targets.out;
+	free(spec->cfg->mount_attrs);
+	spec->cfg->mount_attrs = w.attr_targets.out;
 	return 0;
 }
 
@@ -835,8 +842,12 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 			if ((r = capsule_config_set_cpus_milli(cfg, (uint32_t)milli, err)) < 0)
 				return r;
 		}
-		static const char *const others[] = { "shares", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle",
-						      "burst" };
+		/* 1024 is every cgroup's own weight (containerd's default spec names it): honoured
+		 * as it is; another weight is not. */
+		if (json_get_member(fv, fn, "shares", &qv, &qn) == 0 && !is_null(qv, qn) &&
+		    !(qn == 4 && !memcmp(qv, "1024", 4)))
+			return unsupported(err, "linux.resources.cpu.shares other than 1024", "a sandbox has the default weight");
+		static const char *const others[] = { "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst" };
 		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
 			if (json_get_member(fv, fn, others[i], &qv, &qn) == 0 && !is_empty(qv, qn))
 				return cap_err_plain(err, EOPNOTSUPP,
@@ -1190,8 +1201,8 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		goto fail;
 	}
 	if (cfg->isolation == CAPSULE_ISOLATION_VM &&
-	    (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths || cfg->noexec_mounts)) {
-		r = unsupported(err, cfg->sysctls ? "linux.sysctl" : cfg->noexec_mounts ? "noexec mounts"
+	    (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths || cfg->mount_attrs)) {
+		r = unsupported(err, cfg->sysctls ? "linux.sysctl" : cfg->mount_attrs ? "noexec and atime mount options"
 									   : "masked or read-only paths beyond capsule's own",
 				"not yet at the vm level");
 		goto fail;

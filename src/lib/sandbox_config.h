@@ -108,9 +108,9 @@ struct capsule_config {
 	/* More paths to mask and to make read-only than capsule's own lists (proc_masks.c), after
 	 * the mounts: "/a,/b" (an OCI spec's linux.maskedPaths, readonlyPaths); NULL: none. */
 	char *masked_paths, *readonly_paths;
-	/* Targets of binds and tmpfs mounts that are noexec too: "/a,/b" (an OCI spec's mount
-	 * option); NULL: none. */
-	char *noexec_mounts;
+	/* Mount attributes of binds and tmpfs mounts beyond capsule's own (nosuid, nodev, ro):
+	 * "/a=noexec+strictatime,/b=noatime" (an OCI spec's mount options); NULL: none. */
+	char *mount_attrs;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;
@@ -186,8 +186,8 @@ int config_display_check(const struct capsule_config *cfg, capsule_error *err);
 int config_level_check(const struct capsule_config *cfg, capsule_error *err);
 /* Settings that only make sense together (an allowlist needs the full network). */
 int config_net_check(struct capsule_config *cfg, capsule_error *err);
-/* Whether the mount at TARGET is to be noexec (config's noexec_mounts). */
-bool config_mount_noexec(const struct capsule_config *cfg, const char *target);
+/* The MOUNT_ATTR_* bits config's mount_attrs gives the mount at TARGET (0: none). */
+uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target);
 const char *network_mode_name(capsule_network mode);
 /* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
 void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);

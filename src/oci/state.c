@@ -38,10 +38,28 @@ void oci_sandbox_name(const char *id, char out[64])
 	snprintf(out, 64, "%.63s", id);
 }
 
+/* --root with its missing parents (containerd names /run/containerd/runc/NAMESPACE). */
+static int mkdir_parents(const char *path)
+{
+	char p[4096];
+	if (snprintf(p, sizeof(p), "%s", path) >= (int)sizeof(p))
+		return -ENAMETOOLONG;
+	for (char *c = p + 1; *c; c++) {
+		if (*c != '/')
+			continue;
+		*c = 0;
+		if (mkdir(p, 0711) < 0 && errno != EEXIST)
+			return -errno;
+		*c = '/';
+	}
+	return mkdir(p, 0700) < 0 && errno != EEXIST ? -errno : 0;
+}
+
 static int root_open(bool make)
 {
-	if (make && mkdir(oci_root, 0700) < 0 && errno != EEXIST)
-		return -errno;
+	int r;
+	if (make && (r = mkdir_parents(oci_root)) < 0)
+		return r;
 	int fd = open(oci_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	return fd < 0 ? -errno : fd;
 }

@@ -70,7 +70,7 @@ int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, boo
 			continue;
 		}
 		uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->readonly ? MOUNT_ATTR_RDONLY : 0) |
-				 (config_mount_noexec(&s->cfg, b->target) ? MOUNT_ATTR_NOEXEC : 0);
+				 config_mount_attrs(&s->cfg, b->target);
 		if (b->volume) {
 			/* A volume is one more tree: its content folder (inside its mounted image for
 			 * one with a quota), cloned, so idmapping, read-only and the target's

@@ -154,7 +154,9 @@ int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs)
 		return *path ? openat(dirfd, path, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0))
 			     : fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	int tree = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
-	struct mount_attr a = { .attr_set = attrs };
+	/* An atime mode replaces the mount's own: the kernel wants that field cleared with it. */
+	struct mount_attr a = { .attr_set = attrs, .attr_clr = attrs & (MOUNT_ATTR__ATIME | MOUNT_ATTR_NODIRATIME)
+									 ? MOUNT_ATTR__ATIME : 0 };
 	if (tree >= 0 && attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
 		int e = errno;
 		close(tree);

@@ -110,7 +110,8 @@ static int child_tree(const struct container_spec *spec, int fd, uint64_t attrs,
 	struct stat a, b;
 	if (fstat(fd, &a) < 0 || fstat(tree, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
 		child_die(ESTALE, "'%s' (%s) was replaced while the sandbox started", path, what);
-	struct mount_attr ma = { .attr_set = attrs };
+	struct mount_attr ma = { .attr_set = attrs, .attr_clr = attrs & (MOUNT_ATTR__ATIME | MOUNT_ATTR_NODIRATIME)
+									? MOUNT_ATTR__ATIME : 0 };
 	if (attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0)
 		child_die(errno, "mount_setattr '%s' (%s)", path, what);
 	close(fd);
@@ -368,8 +369,7 @@ static void setup_tmpfs(const struct container_spec *spec, int rootfd)
 		snprintf(mode, sizeof(mode), "0%o", t->mode);
 		const char *const opts[] = { "size", size, "mode", mode, NULL };
 		mkdir_in_root(rootfd, t->target);
-		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (t->noexec ? MOUNT_ATTR_NOEXEC : 0), rootfd,
-			 t->target + 1);
+		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (unsigned)t->attrs, rootfd, t->target + 1);
 	}
 }
 
@@ -693,6 +693,8 @@ static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_e
 		if (sys_mount_setattr(spec->layer_trees[i], "", AT_EMPTY_PATH, &a) < 0) {
 			int e = errno;
 			close(userns);
+			if (spec->root_is_tree)
+				return cap_err(err, e, "idmapping the root folder");
 			return cap_err(err, e, "idmapping image layer %zu", i);
 		}
 	}

@@ -15,7 +15,7 @@ struct container_tmpfs {
 	const char *target; /* absolute, normalized, inside the sandbox */
 	uint64_t size_bytes;
 	uint32_t mode;
-	bool noexec;
+	uint64_t attrs; /* MOUNT_ATTR_* beyond nosuid and nodev */
 };
 
 struct container_bind {
