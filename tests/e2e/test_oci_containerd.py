@@ -1,0 +1,157 @@
+"""containerd (Debian's 1.6) with `ctr run --runc-binary capsule-oci`: its runc shim is the
+subreaper that waits for the monitor's pid, kills it and takes its exit status (docs/oci.md).
+The test starts a containerd of its own (config, root, state and socket in a folder of its
+own; the CRI plugin off) and removes it. The image is an OCI layout made here from busybox;
+the native snapshotter, since the rootfs of the overlayfs one could not be idmapped here
+(docs/oci.md, "containerd")."""
+import glob
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+
+import pytest
+
+from conftest import BUILD, _agent_is_static, _env
+
+OCI = os.path.join(BUILD, "capsule-oci")
+CONTAINERD = shutil.which("containerd")
+CTR = shutil.which("ctr")
+IMAGE = "localhost/capsule-bb:1"
+
+pytestmark = [
+    pytest.mark.plain_build_only,
+    pytest.mark.skipif(not _agent_is_static(), reason="the image holds busybox alone: a sanitizer build's "
+                       "dynamic agent could not run in it"),
+]
+
+
+def oci_archive(path):
+    """An OCI image layout tarball of one layer: busybox and its sh, sleep and true."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w") as t:
+        for d in ("bin", "etc", "tmp"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            t.addfile(info)
+        t.add("/bin/busybox", "bin/busybox")
+        for tool in ("sh", "sleep", "true", "echo", "cat"):
+            info = tarfile.TarInfo(f"bin/{tool}")
+            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+            t.addfile(info)
+    diff = layer.getvalue()
+    blob = gzip.compress(diff, mtime=0)
+    blobs = {}
+
+    def add(data):
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        blobs[digest] = data
+        return {"digest": digest, "size": len(data)}
+
+    config = add(json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(diff).hexdigest()]},
+                             "config": {"Env": ["PATH=/bin"]}}).encode())
+    manifest = add(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
+                               "layers": [dict(add(blob), mediaType="application/vnd.oci.image.layer.v1.tar+gzip")]
+                               }).encode())
+    index = {"schemaVersion": 2, "manifests": [dict(manifest, mediaType="application/vnd.oci.image.manifest.v1+json",
+                                                    annotations={"io.containerd.image.name": IMAGE,
+                                                                 "org.opencontainers.image.ref.name": "1"})]}
+    with tarfile.open(path, "w") as t:
+        def put(name, data):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        put("oci-layout", b'{"imageLayoutVersion": "1.0.0"}')
+        put("index.json", json.dumps(index).encode())
+        for digest, data in blobs.items():
+            put("blobs/sha256/" + digest.split(":")[1], data)
+
+
+@pytest.fixture(scope="module")
+def ctr(capsule_home):
+    assert CONTAINERD and CTR, "containerd is not installed (scripts/install-deps)"
+    top = tempfile.mkdtemp(prefix="capsule-oci-containerd-", dir="/var/tmp")
+    sock = os.path.join(top, "containerd.sock")
+    with open(os.path.join(top, "config.toml"), "w") as f:
+        f.write(f'version = 2\nroot = "{top}/root"\nstate = "{top}/state"\n'
+                f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+                f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
+    env = _env(capsule_home)
+    log = open(os.path.join(top, "containerd.log"), "w")
+    daemon = subprocess.Popen([CONTAINERD, "--config", os.path.join(top, "config.toml")], env=env, stdout=log,
+                              stderr=log, start_new_session=True)
+
+    def run(*args, timeout=120, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        return subprocess.run([CTR, "--address", sock] + list(args), env=env, timeout=timeout, **kw)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.1)
+        assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
+        oci_archive(os.path.join(top, "image.tar"))
+        r = run("image", "import", "--snapshotter", "native", os.path.join(top, "image.tar"))
+        assert r.returncode == 0, r.stderr
+        yield run
+    finally:
+        for task in run("task", "ls", "-q").stdout.split():
+            run("task", "kill", "-s", "KILL", task)
+            run("task", "rm", "-f", task)
+        for c in run("container", "ls", "-q").stdout.split():
+            run("container", "rm", c)
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        subprocess.run(["umount", "-R", os.path.join(top, "root")], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+        # The namespace's cgroup parent (cgroupsPath /default/ID), left as runc leaves it.
+        for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
+            try:
+                os.rmdir(os.path.join(hierarchy, "default"))
+            except OSError:
+                pass
+
+
+def ctr_run(ctr, *args, **kw):
+    return ctr("run", "--snapshotter", "native", "--runc-binary", OCI, *args, **kw)
+
+
+def test_run_gives_the_output_and_exit_code(ctr):
+    r = ctr_run(ctr, "--rm", IMAGE, "r1", "sh", "-c", "echo out; exit 3")
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "out\n"
+
+
+def test_run_detached_exec_kill_rm(ctr):
+    r = ctr_run(ctr, "-d", IMAGE, "d1", "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert "RUNNING" in ctr("task", "ls").stdout
+        r = ctr("task", "exec", "--exec-id", "e1", "d1", "sh", "-c", "echo in-exec; exit 4")
+        assert r.returncode == 4 and r.stdout == "in-exec\n", r.stderr
+        assert ctr("task", "kill", "-s", "TERM", "d1").returncode == 0
+        deadline = time.monotonic() + 30
+        while "STOPPED" not in ctr("task", "ls").stdout and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "STOPPED" in ctr("task", "ls").stdout
+        # The exit status containerd's shim took from the monitor: sleep's SIGTERM.
+        r = ctr("task", "rm", "d1")
+        assert r.returncode == 0, r.stderr
+    finally:
+        ctr("task", "rm", "-f", "d1")
+        assert ctr("container", "rm", "d1").returncode == 0
