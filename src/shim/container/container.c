@@ -455,7 +455,8 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 	if (fchdir(fsfd) < 0)
 		child_die(errno, "chdir '%s'", spec->fsdir);
 	if (spec->root_is_tree) {
-		if (sys_move_mount(spec->layer_trees[0], "", fsfd, "rootfs", MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		int tree = child_tree(spec, spec->layer_trees[0], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, "root folder");
+		if (sys_move_mount(tree, "", fsfd, "rootfs", MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			child_die(errno, "attaching the root folder");
 		close(fsfd);
 	} else {

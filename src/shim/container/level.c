@@ -94,13 +94,10 @@ static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *e
 	struct container_boot *b = &s->ct_boot;
 	if (s->cfg.rootfs) {
 		/* The root itself, writable; idmapped in the child's hook like the layers. */
-		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV };
-		int tree = sys_open_tree(AT_FDCWD, s->cfg.rootfs, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+		int tree = shim_host_tree(AT_FDCWD, s->cfg.rootfs, 0, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 		if (tree < 0)
 			return cap_err(err, errno, "the root folder '%s'", s->cfg.rootfs);
 		b->layer_trees[b->nlayer_trees++] = tree;
-		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &a) < 0)
-			return cap_err(err, errno, "preparing the root folder '%s'", s->cfg.rootfs);
 		return 0;
 	}
 	if (!s->cfg.nlayers)
