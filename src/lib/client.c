@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 
 #include "conn.h"
@@ -52,6 +53,42 @@ int conn_send(struct conn *c, capsule_error *err)
 		}
 		p += n;
 		left -= (size_t)n;
+	}
+	return 0;
+}
+
+int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
+{
+	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+	while (msg.msg_iovlen && msg.msg_iov->iov_len == 0) {
+		msg.msg_iov++;
+		msg.msg_iovlen--;
+	}
+	while (msg.msg_iovlen) {
+		ssize_t k = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		if (k < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN) {
+				struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+				poll(&pfd, 1, -1);
+				continue;
+			}
+			if (errno == EPIPE || errno == ECONNRESET)
+				return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
+			return cap_err(err, errno, "sending to the sandbox");
+		}
+		while (k > 0 || (msg.msg_iovlen && msg.msg_iov->iov_len == 0)) {
+			size_t take = (size_t)k < msg.msg_iov->iov_len ? (size_t)k : msg.msg_iov->iov_len;
+			msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + take;
+			msg.msg_iov->iov_len -= take;
+			k -= (ssize_t)take;
+			if (msg.msg_iov->iov_len == 0) {
+				msg.msg_iov++;
+				if (--msg.msg_iovlen == 0)
+					break;
+			}
+		}
 	}
 	return 0;
 }

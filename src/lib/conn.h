@@ -23,6 +23,10 @@ int conn_open(struct conn *c, const char *name, capsule_error *err);
 void conn_adopt(struct conn *c, int fd);
 /* Send the frame encoded in c->w. */
 int conn_send(struct conn *c, capsule_error *err);
+/* Send IOV[0..N) whole with as few sendmsg calls as the socket allows (IOV is consumed):
+ * frames sent together reach the shim in one read and cost it one wakeup. */
+struct iovec;
+int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err);
 /* Receive one frame; TIMEOUT_MS < 0 waits forever, 0 does not wait (-EAGAIN). The payload
  * stays valid until conn_consume. */
 int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err);

@@ -77,7 +77,18 @@ static void chan_release(struct fschan *f)
 	f->c = NULL;
 }
 
-static int chan_begin(struct fschan *f, capsule_sandbox *sb, const struct cp_fs *m, capsule_error *err)
+static void data_header(uint8_t hdr[CP_HEADER_SIZE], uint32_t chan, size_t n, bool eof)
+{
+	struct cp_header h = { .len = (uint32_t)n, .type = CP_DATA,
+			       .flags = (uint16_t)(CP_STREAM_STDIN | (eof ? CP_FLAG_EOF : 0)), .chan = chan };
+	cp_header_encode(hdr, &h);
+}
+
+/* Open F's channel with request M. With DATA, the whole of the file to write follows the
+ * request in the same sendmsg, as one DATA frame and the EOF: a small write then costs one
+ * round trip and wakes the shim once. */
+static int chan_begin_data(struct fschan *f, capsule_sandbox *sb, const struct cp_fs *m, const void *data, size_t len,
+			   capsule_error *err)
 {
 	memset(f, 0, sizeof(*f));
 	f->c = sandbox_borrow_conn(sb, &f->chan);
@@ -96,12 +107,28 @@ static int chan_begin(struct fschan *f, capsule_sandbox *sb, const struct cp_fs 
 		chan_release(f);
 		return cap_err(err, -r, "encoding a filesystem request");
 	}
-	if ((r = conn_send(f->c, err)) < 0) {
+	uint8_t dhdr[CP_HEADER_SIZE], ehdr[CP_HEADER_SIZE];
+	data_header(dhdr, f->chan, len, false);
+	data_header(ehdr, f->chan, 0, true);
+	struct iovec iov[4] = { { f->c->w.buf, f->c->w.len } };
+	int n = 1;
+	if (data && len) {
+		iov[n++] = (struct iovec){ dhdr, sizeof(dhdr) };
+		iov[n++] = (struct iovec){ (void *)data, len };
+	}
+	if (data)
+		iov[n++] = (struct iovec){ ehdr, sizeof(ehdr) };
+	if ((r = conn_sendv(f->c, iov, n, err)) < 0) {
 		chan_release(f);
 		return r;
 	}
 	f->open = true;
 	return 0;
+}
+
+static int chan_begin(struct fschan *f, capsule_sandbox *sb, const struct cp_fs *m, capsule_error *err)
+{
+	return chan_begin_data(f, sb, m, NULL, 0, err);
 }
 
 /* The next frame on our channel (others, late frames of earlier users, are skipped). An
@@ -502,21 +529,30 @@ int capsule_fs_read(capsule_sandbox *sb, const char *path, void **data, size_t *
  * window, as a command's stdin does: a small write costs one round trip instead of two. If
  * the agent refuses the request, its ERROR arrives instead of the OK and the shim drops the
  * data sent meanwhile. */
-static int open_write(capsule_fs_stream **out, capsule_sandbox *sb, const char *path, uint32_t mode, unsigned flags,
-		      bool wait_started, capsule_error *err)
+static int write_request(struct cp_fs *m, const char *path, uint32_t mode, unsigned flags, capsule_error *err)
 {
-	*out = NULL;
 	int r = check_path(path, "write", err);
 	if (r < 0)
 		return r;
 	if (mode > 07777)
 		return cap_err_plain(err, EINVAL, "write: mode %o is not a permission mode", mode);
+	*m = (struct cp_fs){ .op = CP_FS_WRITE, .path = (char *)path, .mode = mode,
+			     .flags = flags & (CAPSULE_FS_PARENTS | CAPSULE_FS_NOREPLACE) };
+	return 0;
+}
+
+static int open_write(capsule_fs_stream **out, capsule_sandbox *sb, const char *path, uint32_t mode, unsigned flags,
+		      bool wait_started, capsule_error *err)
+{
+	*out = NULL;
+	struct cp_fs m;
+	int r = write_request(&m, path, mode, flags, err);
+	if (r < 0)
+		return r;
 	capsule_fs_stream *s = calloc(1, sizeof(*s));
 	if (!s)
 		return cap_err(err, ENOMEM, "allocating a stream");
 	s->writing = true;
-	struct cp_fs m = { .op = CP_FS_WRITE, .path = (char *)path, .mode = mode,
-			   .flags = flags & (CAPSULE_FS_PARENTS | CAPSULE_FS_NOREPLACE) };
 	if ((r = chan_begin(&s->ch, sb, &m, err)) < 0) {
 		free(s);
 		return r;
@@ -587,39 +623,10 @@ static int write_pump(capsule_fs_stream *s, bool wait, capsule_error *err)
 static int send_data(capsule_fs_stream *s, const void *p, size_t n, bool eof, capsule_error *err)
 {
 	uint8_t hdr[CP_HEADER_SIZE];
-	struct cp_header h = { .len = (uint32_t)n, .type = CP_DATA,
-			       .flags = (uint16_t)(CP_STREAM_STDIN | (eof ? CP_FLAG_EOF : 0)), .chan = s->ch.chan };
-	cp_header_encode(hdr, &h);
+	data_header(hdr, s->ch.chan, n, eof);
 	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)p, n } };
-	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = n ? 2 : 1 };
-	size_t left = sizeof(hdr) + n;
-	while (left) {
-		ssize_t k = sendmsg(s->ch.c->fd, &msg, MSG_NOSIGNAL);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k < 0 && errno == EAGAIN) {
-			struct pollfd pfd = { .fd = s->ch.c->fd, .events = POLLOUT };
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (k < 0)
-			return stream_fail(s, errno == EPIPE || errno == ECONNRESET
-						      ? cap_err_plain(err, ESHUTDOWN, "the sandbox went away")
-						      : cap_err(err, errno, "sending to the sandbox"),
-					   err);
-		left -= (size_t)k;
-		while (k > 0) {
-			size_t take = (size_t)k < msg.msg_iov->iov_len ? (size_t)k : msg.msg_iov->iov_len;
-			msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + take;
-			msg.msg_iov->iov_len -= take;
-			k -= (ssize_t)take;
-			if (msg.msg_iov->iov_len == 0 && msg.msg_iovlen > 1) {
-				msg.msg_iov++;
-				msg.msg_iovlen--;
-			}
-		}
-	}
-	return 0;
+	int r = conn_sendv(s->ch.c, iov, 2, err);
+	return r < 0 ? stream_fail(s, r, err) : 0;
 }
 
 int capsule_fs_stream_write(capsule_fs_stream *s, const void *buf, size_t len, capsule_error *err)
@@ -684,8 +691,22 @@ int capsule_fs_open_write(capsule_fs_stream **out, capsule_sandbox *sb, const ch
 int capsule_fs_write(capsule_sandbox *sb, const char *path, const void *data, size_t len, uint32_t mode, unsigned flags,
 		     capsule_error *err)
 {
+	if (len <= WRITE_CHUNK) {
+		struct cp_fs m;
+		int r = write_request(&m, path, mode, flags, err);
+		if (r < 0)
+			return r;
+		struct fschan f;
+		if ((r = chan_begin_data(&f, sb, &m, data ? data : "", len, err)) < 0)
+			return r;
+		r = chan_finish(&f, NULL, err);
+		chan_release(&f);
+		return r;
+	}
+	/* More than a window: wait until the agent has the file open, so that a bad path fails
+	 * before any data is sent. Up to a window, the data follows the request at once. */
 	capsule_fs_stream *s;
-	int r = open_write(&s, sb, path, mode, flags, len <= CP_INITIAL_WINDOW, err);
+	int r = open_write(&s, sb, path, mode, flags, len > CP_INITIAL_WINDOW, err);
 	if (r < 0)
 		return r;
 	if ((r = capsule_fs_stream_write(s, data, len, err)) == 0)
