@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -73,14 +74,27 @@ static void fatal_exit(void)
 
 /* ---- sending ----------------------------------------------------------------------------- */
 
-void agent_send_raw(const void *buf, size_t len)
+/* Frames are corked for one turn of the loop and written together before it waits again:
+ * the STARTED, CREDIT and OK of a small write, or a small file's DATA, its EOF and the OK,
+ * then reach the shim in one write, which costs it (and the client behind it) one wakeup
+ * instead of one per frame. Large frames (a file's chunks) are not copied: they go out at
+ * once, behind whatever is corked, in one writev. */
+#define CORK_MAX (64u * 1024)
+#define CORK_FRAME_MAX (16u * 1024)
+static uint8_t cork[CORK_MAX];
+static size_t cork_len;
+
+static void write_ctl(struct iovec *iov, int cnt)
 {
-	const uint8_t *p = buf;
-	size_t left = len;
-	while (left > 0) {
-		/* write, not send: in a guest fd 3 is a virtio-serial port, not a socket. SIGPIPE
-		 * is ignored, so a closed socket is EPIPE here too. */
-		ssize_t n = write(A.ctl, p, left);
+	while (cnt > 0) {
+		if (iov->iov_len == 0) {
+			iov++;
+			cnt--;
+			continue;
+		}
+		/* writev, not sendmsg: in a guest fd 3 is a virtio-serial port, not a socket.
+		 * SIGPIPE is ignored, so a closed socket is EPIPE here too. */
+		ssize_t n = writev(A.ctl, iov, cnt);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -91,9 +105,36 @@ void agent_send_raw(const void *buf, size_t len)
 			}
 			fatal_exit();
 		}
-		p += n;
-		left -= (size_t)n;
+		while (n > 0) {
+			size_t take = (size_t)n < iov->iov_len ? (size_t)n : iov->iov_len;
+			iov->iov_base = (uint8_t *)iov->iov_base + take;
+			iov->iov_len -= take;
+			n -= (ssize_t)take;
+			if (iov->iov_len == 0) {
+				iov++;
+				cnt--;
+			}
+		}
 	}
+}
+
+void agent_send_raw(const void *buf, size_t len)
+{
+	if (len <= CORK_FRAME_MAX && cork_len + len <= CORK_MAX) {
+		memcpy(cork + cork_len, buf, len);
+		cork_len += len;
+		return;
+	}
+	struct iovec iov[2] = { { cork, cork_len }, { (void *)buf, len } };
+	write_ctl(iov, 2);
+	cork_len = 0;
+}
+
+void agent_flush(void)
+{
+	struct iovec iov = { cork, cork_len };
+	write_ctl(&iov, 1);
+	cork_len = 0;
 }
 
 static void send_frame(void)
@@ -773,6 +814,7 @@ int main(int argc, char **argv)
 	bool fs_busy = false;
 	for (;;) {
 		struct epoll_event evs[64];
+		agent_flush();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)
 			fatal_exit();
@@ -815,8 +857,10 @@ int main(int argc, char **argv)
 		fs_busy = fs_pump();
 		if (A.shutting_down) {
 			reap_children();
-			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms)
+			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms) {
+				agent_flush();
 				agent_exit(0);
+			}
 		}
 	}
 }

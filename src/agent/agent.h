@@ -69,10 +69,12 @@ int agent_group_gid(const char *group_file, const char *name, gid_t *gid);
  * was not found, could not be executed, the working directory does not exist, ...). */
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen);
 
-/* Sending to the shim (agent.c): frames are written whole, waiting for room if need be. */
+/* Sending to the shim (agent.c): frames are written whole, waiting for room if need be.
+ * Small frames are corked until agent_flush, which the loop calls before it waits. */
 struct cp_writer *agent_writer(void);
 void agent_send_frame(void); /* the frame encoded in agent_writer() */
 void agent_send_raw(const void *buf, size_t len);
+void agent_flush(void);
 void agent_send_error(uint32_t chan, int errnum, const char *msg);
 void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
 

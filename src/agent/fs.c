@@ -38,6 +38,7 @@ struct fsop {
 	int fd;          /* READ: the file; WRITE: the temporary file */
 	DIR *dir;        /* LIST */
 	uint64_t credit; /* READ, LIST: bytes we may still send */
+	bool short_read; /* READ: the last chunk was shorter than asked for */
 	int parent;      /* WRITE: the target's folder */
 	char *name;      /* WRITE: the target's name */
 	char *tmp;       /* WRITE: the temporary file's name */
@@ -385,6 +386,8 @@ static void op_end(struct fsop *o)
 	memset(o, 0, sizeof(*o));
 }
 
+static void read_pump(struct fsop *o);
+
 static void op_read(uint32_t chan, const struct cp_fs *m)
 {
 	/* O_NONBLOCK: a fifo planted at the path must not stall the agent in open(). */
@@ -408,7 +411,10 @@ static void op_read(uint32_t chan, const struct cp_fs *m)
 		return;
 	}
 	o->fd = fd;
-	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if (st.st_size > (off_t)FS_CHUNK)
+		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	/* The first chunk in this turn: a small file is then answered whole at once. */
+	read_pump(o);
 }
 
 static void op_list(uint32_t chan, const struct cp_fs *m)
@@ -581,8 +587,19 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
 		write_commit(o);
 }
 
-/* Send one chunk of a READ: read straight into the frame buffer behind its header. */
+/* Send one chunk of a READ: read straight into the frame buffer behind its header. A short
+ * chunk is most likely the file's last: then the read that finds the end is made in the same
+ * turn, so that the data, its EOF and the OK leave in one write (see agent_send_raw). */
+static void read_chunk(struct fsop *o);
+
 static void read_pump(struct fsop *o)
+{
+	read_chunk(o);
+	if (o->used && o->short_read && o->credit > 0)
+		read_chunk(o);
+}
+
+static void read_chunk(struct fsop *o)
 {
 	size_t want = o->credit < FS_CHUNK ? (size_t)o->credit : FS_CHUNK;
 	ssize_t n;
@@ -600,6 +617,7 @@ static void read_pump(struct fsop *o)
 	cp_header_encode(F.buf, &h);
 	agent_send_raw(F.buf, CP_HEADER_SIZE + (size_t)n);
 	o->credit -= (uint64_t)n;
+	o->short_read = (size_t)n < want;
 	if (n == 0) {
 		reply_ok(o->chan);
 		op_end(o);

@@ -172,10 +172,12 @@ void agent_readable(struct shim *s)
 	const uint8_t *payload;
 	int k;
 	s->reading_agent = true;
+	io_cork_clients(&s->io);
 	while ((k = cp_rxbuf_peek(&s->io.agent_rx, &h, &payload)) > 0) {
 		agent_frame(s, &h, payload);
 		cp_rxbuf_consume(&s->io.agent_rx, &h);
 	}
+	io_uncork_clients(&s->io);
 	if (k < 0)
 		agent_distrust(s, "malformed frame from the agent");
 	s->reading_agent = false;
@@ -198,6 +200,8 @@ static int agent_wait_loop(struct shim *s, uint32_t chan, uint32_t timeout_ms, c
 {
 	uint64_t deadline = now_ms() + timeout_ms;
 	bool was_stopping = s->stopping;
+	/* Other clients' frames must not wait as long as the guest takes to answer. */
+	io_uncork_clients(&s->io);
 	for (;;) {
 		if (s->io.agent_fd < 0)
 			return cap_err_plain(err, EPIPE, "the agent went away during %s", what);

@@ -70,28 +70,32 @@ int outq_flush(struct outq *q, int fd)
 	return 0;
 }
 
-/* Send A then B: straight from the caller's buffers while nothing is queued (no copy for
- * the common case), queueing whatever the socket does not take. -errno when the peer is gone. */
+/* Send what is queued, then A, then B, in one sendmsg straight from the buffers (no copy of
+ * a frame's payload while the peer keeps up), queueing whatever the socket does not take.
+ * -errno when the peer is gone. */
 static int outq_send(struct outq *q, int fd, const void *a, size_t an, const void *b, size_t bn)
 {
-	size_t sent = 0;
-	if (outq_pending(q) == 0) {
-		struct iovec iov[2] = { { (void *)a, an }, { (void *)b, bn } };
-		struct msghdr msg = { .msg_iov = iov, .msg_iovlen = bn ? 2 : 1 };
-		ssize_t k;
-		do
-			k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-		while (k < 0 && errno == EINTR);
-		if (k < 0 && errno != EAGAIN)
-			return -errno;
-		sent = k > 0 ? (size_t)k : 0;
-	}
+	size_t pend = outq_pending(q);
+	struct iovec iov[3] = { { q->buf + q->start, pend }, { (void *)a, an }, { (void *)b, bn } };
+	struct msghdr msg = { .msg_iov = pend ? iov : iov + 1, .msg_iovlen = pend ? 3 : 2 };
+	ssize_t k;
+	do
+		k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (k < 0 && errno == EINTR);
+	if (k < 0 && errno != EAGAIN)
+		return -errno;
+	size_t sent = k > 0 ? (size_t)k : 0;
+	size_t qsent = sent < pend ? sent : pend;
+	q->start += qsent;
+	sent -= qsent;
 	if (sent < an && outq_push(q, (const uint8_t *)a + sent, an - sent) < 0)
 		return -ENOMEM;
 	size_t bsent = sent > an ? sent - an : 0;
 	if (bsent < bn && outq_push(q, (const uint8_t *)b + bsent, bn - bsent) < 0)
 		return -ENOMEM;
-	return outq_pending(q) ? outq_flush(q, fd) : 0;
+	if (outq_pending(q) == 0)
+		q->start = q->len = 0;
+	return 0;
 }
 
 void outq_free(struct outq *q)
@@ -120,6 +124,8 @@ static void ep_set(struct shim_io *io, int fd, uint64_t key, uint32_t events, bo
 void io_watch(struct shim_io *io, int fd, uint64_t key, uint32_t events)
 {
 	ep_set(io, fd, key, events, true);
+	if (key == KEY_AGENT)
+		io->agent_events = events;
 }
 
 void io_unwatch(struct shim_io *io, int fd)
@@ -147,8 +153,11 @@ void io_agent_close(struct shim_io *io)
 
 void io_agent_update_events(struct shim_io *io)
 {
-	if (io->agent_fd >= 0)
-		ep_set(io, io->agent_fd, KEY_AGENT, EPOLLIN | (outq_pending(&io->agent_out) ? EPOLLOUT : 0), false);
+	uint32_t ev = EPOLLIN | (outq_pending(&io->agent_out) ? EPOLLOUT : 0);
+	if (io->agent_fd >= 0 && ev != io->agent_events) {
+		ep_set(io, io->agent_fd, KEY_AGENT, ev, false);
+		io->agent_events = ev;
+	}
 }
 
 bool io_agent_backlogged(const struct shim_io *io)
@@ -176,7 +185,10 @@ void io_client_update_events(struct shim_io *io, int ci)
 		ev |= EPOLLOUT;
 	if (ci == io->muted_client)
 		ev = 0;
+	if (ev == c->events)
+		return;
 	ep_set(io, c->fd, KEY_CLIENT_BASE + (uint64_t)ci, ev, false);
+	c->events = ev;
 }
 
 void io_all_clients_update_events(struct shim_io *io)
@@ -192,6 +204,17 @@ void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, s
 {
 	if (io->agent_fd < 0)
 		return;
+	/* Corked (the frames of one read from a client): the agent gets them in one write. */
+	if (io->cork_agent && n + n2 <= CORK_FRAME_MAX) {
+		if (outq_push(&io->agent_out, p, n) < 0 || (n2 && outq_push(&io->agent_out, p2, n2) < 0)) {
+			shim_log("agent connection failed");
+			io->agent_failed(io);
+			return;
+		}
+		io->agent_corked = true;
+		return;
+	}
+	io->agent_corked = false;
 	if (outq_send(&io->agent_out, io->agent_fd, p, n, p2, n2) < 0) {
 		shim_log("agent connection failed");
 		io->agent_failed(io);
@@ -218,11 +241,64 @@ void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const vo
 		io_client_close(io, ci);
 		return;
 	}
+	/* Corked (frames read from the agent in one go): small frames wait for io_uncork, so
+	 * that the client gets them in one sendmsg and wakes once. */
+	if (io->cork_clients && n + n2 <= CORK_FRAME_MAX) {
+		if (outq_push(&c->out, p, n) < 0 || (n2 && outq_push(&c->out, p2, n2) < 0)) {
+			io_client_close(io, ci);
+			return;
+		}
+		c->corked = true;
+		return;
+	}
+	c->corked = false;
 	if (outq_send(&c->out, c->fd, p, n, p2, n2) < 0) {
 		io_client_close(io, ci);
 		return;
 	}
 	io_client_update_events(io, ci);
+}
+
+void io_cork_clients(struct shim_io *io)
+{
+	io->cork_clients = true;
+}
+
+void io_uncork_clients(struct shim_io *io)
+{
+	io->cork_clients = false;
+	for (int i = 0; i < MAX_CLIENTS; i++) {
+		struct client *c = &io->clients[i];
+		if (!c->used || !c->corked)
+			continue;
+		c->corked = false;
+		if (outq_flush(&c->out, c->fd) < 0) {
+			io_client_close(io, i);
+			continue;
+		}
+		io_client_update_events(io, i);
+	}
+}
+
+void io_cork_agent(struct shim_io *io)
+{
+	io->cork_agent = true;
+}
+
+void io_uncork_agent(struct shim_io *io)
+{
+	io->cork_agent = false;
+	if (!io->agent_corked)
+		return;
+	io->agent_corked = false;
+	if (io->agent_fd < 0)
+		return;
+	if (outq_flush(&io->agent_out, io->agent_fd) < 0) {
+		shim_log("agent connection failed");
+		io->agent_failed(io);
+		return;
+	}
+	io_agent_update_events(io);
 }
 
 void io_to_client(struct shim_io *io, int ci, const void *p, size_t n)
@@ -344,6 +420,7 @@ int io_client_add(struct shim_io *io, int fd, bool owner)
 		cp_rxbuf_init(&c->rx);
 		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 		io_watch(io, fd, KEY_CLIENT_BASE + (uint64_t)i, EPOLLIN);
+		c->events = EPOLLIN;
 		return i;
 	}
 	close(fd);

@@ -16,6 +16,7 @@
 #define MAX_CHANNELS 4096
 #define MAX_CHANNELS_PER_CLIENT 256
 #define CLIENT_OUTQ_MAX (16u << 20)
+#define CORK_FRAME_MAX (16u * 1024) /* larger frames are never held back by io_cork */
 #define AGENT_OUTQ_MAX (8u << 20)
 
 /* epoll keys; NET_KEY_BASE (net.h) and up are the network's. */
@@ -39,6 +40,8 @@ struct client {
 	struct cp_rxbuf rx;
 	struct outq out;
 	unsigned nchans;  /* channels open for this client: one client cannot take them all */
+	uint32_t events;  /* what epoll watches on fd (see agent_events) */
+	bool corked;      /* out holds frames held back by io_cork_clients, not yet tried */
 };
 
 /* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */
@@ -57,6 +60,8 @@ struct shim_io {
 	int agent_fd; /* -1 while there is no agent */
 	struct cp_rxbuf agent_rx;
 	struct outq agent_out;
+	uint32_t agent_events; /* what epoll watches on agent_fd: a relayed frame that changes
+				* nothing costs no epoll_ctl */
 	struct cp_writer w; /* where a frame is encoded before it is sent */
 	struct client clients[MAX_CLIENTS];
 	struct channel chans[MAX_CHANNELS];
@@ -66,6 +71,9 @@ struct shim_io {
 	 * buffers hold the request being served) and the agent channel it waits on is not
 	 * handed out: -1 and 0 when no one waits. */
 	int muted_client;
+	bool cork_clients; /* io_cork_clients: small frames to clients wait for the uncork */
+	bool cork_agent;   /* io_cork_agent: small frames to the agent wait for the uncork */
+	bool agent_corked; /* agent_out holds frames held back, not yet tried */
 	uint32_t reserved_chan;
 	/* What the layer above does when the agent's connection fails (a write to it did), and
 	 * when a client's connection is gone (OWNER: the creator of an ephemeral sandbox). */
@@ -99,6 +107,13 @@ void io_all_clients_update_events(struct shim_io *io);
 void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, size_t n2);
 void io_to_agent(struct shim_io *io, const void *p, size_t n);
 void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2);
+/* Between a cork and its uncork, small frames for clients (for the agent) are queued, then
+ * sent in one sendmsg: the frames of one read from the agent (from a client) wake their
+ * reader once. A wait for the agent's answer (agent_wait_loop) uncorks the clients first. */
+void io_cork_clients(struct shim_io *io);
+void io_uncork_clients(struct shim_io *io);
+void io_cork_agent(struct shim_io *io);
+void io_uncork_agent(struct shim_io *io);
 void io_to_client(struct shim_io *io, int ci, const void *p, size_t n);
 /* An ERROR frame to client CI on CHAN. */
 void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, const char *fmt, ...) _printf_(5, 6);

@@ -561,6 +561,7 @@ void client_readable(struct shim *s, int ci)
 	struct cp_header h;
 	const uint8_t *payload;
 	int k = 0;
+	io_cork_agent(&s->io);
 	while (c->used && !c->closing && (k = cp_rxbuf_peek(&c->rx, &h, &payload)) > 0) {
 		/* Another client's request may be served inside this one's wait for the guest. */
 		int outer = s->serving_client;
@@ -568,12 +569,14 @@ void client_readable(struct shim *s, int ci)
 		client_request(s, ci, &h, payload);
 		s->serving_client = outer;
 		if (c->gone) {
+			io_uncork_agent(&s->io);
 			io_client_close(&s->io, ci);
 			return;
 		}
 		if (c->used)
 			cp_rxbuf_consume(&c->rx, &h);
 	}
+	io_uncork_agent(&s->io);
 	if (c->used && !c->closing && k < 0) {
 		/* Garbage on the socket: tell the client why, drop it, and carry on. */
 		io_client_error(&s->io, ci, 0, EBADMSG, "malformed frame header; closing the connection");
