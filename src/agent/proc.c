@@ -3,8 +3,10 @@
 #include <grp.h>
 #include <sched.h>
 #include <limits.h>
+#include <pthread.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
+#include <linux/futex.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <signal.h>
@@ -326,11 +328,13 @@ static int cap_last_cap(void)
 	return last;
 }
 
-static int drop_capabilities(uint64_t keep, int last)
+/* Cut the bounding set to KEEP, dropping only the capabilities in HAVE (what it holds now):
+ * each drop is a credentials change of its own, about a microsecond apiece here. */
+static int drop_capabilities(uint64_t keep, uint64_t have, int last)
 {
 	/* The bounding set first: dropping from it needs CAP_SETPCAP, which we still have. */
 	for (int cap = 0; cap <= last; cap++) {
-		if (keep & (1ull << cap))
+		if ((keep & (1ull << cap)) || !(have & (1ull << cap)))
 			continue;
 		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
 			return -errno;
@@ -377,6 +381,9 @@ struct spawn_ctx {
 	const char *slave_name;
 	int in_rd, out_wr, err_wr, status_wr;
 	int last_cap;
+	/* Cloned from the spawner thread: no_new_privs, the seccomp filter and a bounding set
+	 * of req->cap_keep are inherited, not set up again. */
+	bool confined;
 };
 
 /* The command's side, between clone and exec. It runs on its own stack in the agent's
@@ -446,21 +453,25 @@ static int spawn_child(void *arg)
 	/* A user other than root keeps none, unless its request names its set (an OCI process):
 	 * then it keeps that set across the change of uid, as runc's processes do. */
 	bool keep = ctx->req->uid == 0 || ctx->req->caps_explicit;
-	int cr = drop_capabilities(keep ? ctx->req->cap_keep : 0, ctx->last_cap);
+	uint64_t have = ctx->confined ? ctx->req->cap_keep : ~0ull;
+	int cr = drop_capabilities(keep ? ctx->req->cap_keep : 0, have, ctx->last_cap);
 	if (cr < 0)
 		child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
 	if (ctx->req->uid != 0 && keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
 		child_fail(ep, errno, "keepcaps: %s", strerror(errno));
-	if (setgroups(ctx->req->ngroups, ctx->req->groups) < 0 && !(errno == EPERM && setgroups_denied()))
+	/* Raw system calls: libc's set*id() signal every thread of the process to change them
+	 * all, and this child shares the agent's memory and thread list, so libc would take the
+	 * agent's threads for its own. The kernel's calls change this task alone. */
+	if (syscall(SYS_setgroups, ctx->req->ngroups, ctx->req->groups) < 0 && !(errno == EPERM && setgroups_denied()))
 		child_fail(ep, errno, "setgroups: %s", strerror(errno));
-	if (setresgid(ctx->req->gid, ctx->req->gid, ctx->req->gid) < 0)
+	if (syscall(SYS_setresgid, ctx->req->gid, ctx->req->gid, ctx->req->gid) < 0)
 		child_fail(ep, errno, "setgid %u: %s", (unsigned)ctx->req->gid, strerror(errno));
-	if (setresuid(ctx->req->uid, ctx->req->uid, ctx->req->uid) < 0)
+	if (syscall(SYS_setresuid, ctx->req->uid, ctx->req->uid, ctx->req->uid) < 0)
 		child_fail(ep, errno, "setuid %u: %s", (unsigned)ctx->req->uid, strerror(errno));
 	if (keep &&
 	    (cr = set_capabilities(ctx->req->cap_keep, ctx->req->cap_inheritable, ctx->req->cap_ambient, ctx->last_cap)) < 0)
 		child_fail(ep, -cr, "capset: %s", strerror(-cr));
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	if (!ctx->confined && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
 	for (size_t i = 0; i < ctx->req->nrlimits; i++) {
 		const struct cp_rlimit *l = &ctx->req->rlimits[i];
@@ -475,7 +486,9 @@ static int spawn_child(void *arg)
 		const uint8_t *bpf;
 		size_t len;
 	} filters[] = { { ctx->req->seccomp_bpf, ctx->req->seccomp_len }, { ctx->req->seccomp2_bpf, ctx->req->seccomp2_len } };
-	for (size_t i = 0; i < 2; i++) {
+	/* From the spawner, capsule's own filter is already there (inherited): only the
+	 * process's own is added. */
+	for (size_t i = ctx->confined ? 1 : 0; i < 2; i++) {
 		if (!filters[i].len)
 			continue;
 		struct sock_fprog prog = {
@@ -493,6 +506,108 @@ static int spawn_child(void *arg)
 	if (er == -ENOENT)
 		child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", ctx->req->argv[0]);
 	child_fail(ep, -er, "exec '%s': %s", ctx->req->argv[0], strerror(-er));
+}
+
+/* ---- the spawner thread --------------------------------------------------------------- */
+
+/* Installing the seccomp filter (about 1000 instructions, checked and compiled by the kernel
+ * at each install) and cutting the bounding set cost about a third of a bare spawn per
+ * command. Both are inherited by clone: so one thread of the agent takes them on once, with
+ * no_new_privs, and every command is cloned from it. The agent's main thread keeps neither
+ * (it mounts, and runs what commands may not). The command still gets the same filter, the
+ * same bounding set, no_new_privs, and drops the rest itself as before. */
+static struct {
+	int state;                /* 0: not started, 1: serving, -1: failed (commands set up alone) */
+	const uint8_t *bpf;       /* the filter and capabilities it carries: INIT's */
+	size_t bpf_len;
+	uint64_t keep;
+	int last_cap;
+	int ready;                /* futex words: set by the thread at setup end */
+	int posted;               /* set by the main thread with a request in ctx */
+	int done;                 /* set by the thread with the answer in pid */
+	struct spawn_ctx *ctx;
+	long pid;                 /* the clone's result: a pid or -errno */
+	uint8_t *stack;
+} SP;
+
+static uint8_t child_stack[256 * 1024] __attribute__((aligned(16)));
+
+static int spawn_child(void *arg);
+
+static void futex_wait(int *w)
+{
+	while (__atomic_load_n(w, __ATOMIC_ACQUIRE) == 0)
+		syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, 0, NULL, NULL, 0);
+}
+
+static void futex_post(int *w)
+{
+	__atomic_store_n(w, 1, __ATOMIC_RELEASE);
+	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static void *spawner_main(void *arg)
+{
+	(void)arg;
+	int ok = drop_capabilities(SP.keep, ~0ull, SP.last_cap) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
+	if (ok && SP.bpf_len) {
+		struct sock_fprog prog = { .len = (unsigned short)(SP.bpf_len / sizeof(struct sock_filter)),
+					   .filter = (struct sock_filter *)SP.bpf };
+		ok = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0;
+	}
+	SP.state = ok ? 1 : -1;
+	futex_post(&SP.ready);
+	if (!ok)
+		return NULL;
+	for (;;) {
+		futex_wait(&SP.posted);
+		__atomic_store_n(&SP.posted, 0, __ATOMIC_RELAXED);
+		long pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, SP.ctx);
+		SP.pid = pid < 0 ? -errno : pid;
+		futex_post(&SP.done);
+	}
+}
+
+/* Start the spawner for REQ's filter and capabilities, once. Its signals stay blocked: they
+ * are the main thread's to read from its signalfd. */
+static void spawner_start(const struct spawn_request *req, int last_cap)
+{
+	SP.state = -1;
+	SP.bpf = req->seccomp_bpf;
+	SP.bpf_len = req->seccomp_len;
+	SP.keep = req->cap_keep;
+	SP.last_cap = last_cap;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_t attr;
+	pthread_t t;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	if (pthread_create(&t, &attr, spawner_main, NULL) == 0)
+		futex_wait(&SP.ready);
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* Clone the command from the spawner when it carries REQ's confinement, else from here. */
+static long spawn_clone(struct spawn_ctx *ctx)
+{
+	const struct spawn_request *req = ctx->req;
+	if (SP.state == 0)
+		spawner_start(req, ctx->last_cap);
+	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
+			req->cap_keep == SP.keep;
+	if (!ctx->confined) {
+		long pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
+		return pid < 0 ? -errno : pid;
+	}
+	SP.ctx = ctx;
+	__atomic_store_n(&SP.done, 0, __ATOMIC_RELAXED);
+	futex_post(&SP.posted);
+	futex_wait(&SP.done);
+	return SP.pid;
 }
 
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen)
@@ -526,9 +641,8 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		}
 	}
 
-	/* One stack for every command's short life before exec: the agent is single-threaded
-	 * and CLONE_VFORK keeps it suspended until the child has exec'd or exited. */
-	static uint8_t child_stack[256 * 1024] __attribute__((aligned(16)));
+	/* One stack for every command's short life before exec: one command is started at a
+	 * time, and CLONE_VFORK keeps its parent suspended until it has exec'd or exited. */
 	struct spawn_ctx ctx = {
 		.req = req,
 		.slave_name = slave_name,
@@ -538,12 +652,13 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		.status_wr = status_pipe[1],
 		.last_cap = last_cap,
 	};
-	pid_t pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
-	if (pid < 0) {
-		r = -errno;
-		snprintf(errbuf, errlen, "clone: %s", strerror(errno));
+	long cl = spawn_clone(&ctx);
+	if (cl < 0) {
+		r = (int)cl;
+		snprintf(errbuf, errlen, "clone: %s", strerror(-r));
 		goto fail;
 	}
+	pid_t pid = (pid_t)cl;
 
 	/* Parent: the child reports a failure before exec through the status pipe; EOF means
 	 * execve succeeded (the pipe was close-on-exec). */
