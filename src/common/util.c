@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,6 +64,12 @@ int cap_err_wrap(capsule_error *err, int ret, const char *fmt, ...)
 	memcpy(old, err->message, sizeof(old));
 	snprintf(err->message, sizeof(err->message), "%s: %s", prefix, old);
 	return ret;
+}
+
+void socket_stream_buffers(int fd)
+{
+	int size = 2 << 20;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 }
 
 int write_all(int fd, const void *buf, size_t len)

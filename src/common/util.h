@@ -46,6 +46,10 @@ int cap_err_wrap(capsule_error *err, int ret, const char *fmt, ...) _printf_(3, 
 
 /* I/O helpers that retry on EINTR and short transfers. Return 0 or -errno. */
 int write_all(int fd, const void *buf, size_t len);
+/* Let a protocol socket hold a few frames in flight (the default, about 200 KiB, is less
+ * than one 256 KiB DATA frame of a file stream, so each took several wakeups of both ends).
+ * Best effort: capped by net.core.wmem_max. */
+void socket_stream_buffers(int fd);
 int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
 int read_fd_all(int fd, size_t max, char **out, size_t *out_len);

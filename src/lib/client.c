@@ -93,15 +93,13 @@ int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 	return 0;
 }
 
-int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err)
+static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t *payload, capsule_error *err);
+
+/* Wait until more bytes are in C's buffer (until DEADLINE when TIMEOUT_MS > 0; not at all
+ * when it is 0: -EAGAIN). */
+static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_error *err)
 {
-	uint64_t deadline = timeout_ms > 0 ? now_ms() + (uint64_t)timeout_ms : 0;
 	for (;;) {
-		int k = cp_rxbuf_peek(&c->rx, h, payload);
-		if (k > 0)
-			return 0;
-		if (k < 0)
-			return cap_err_plain(err, EPROTO, "malformed frame from the sandbox");
 		int wait = timeout_ms;
 		if (timeout_ms > 0) {
 			uint64_t now = now_ms();
@@ -122,10 +120,42 @@ int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int 
 		if (n == -EAGAIN)
 			continue;
 		/* A reset is a hang-up with unread data on our side: the same end, as sending sees it. */
+		if ((n == 0 || n == -ECONNRESET) && c->hello_pending)
+			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", c->hello_name);
 		if (n == 0 || n == -ECONNRESET)
 			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
 		if (n < 0)
 			return cap_err(err, (int)-n, "reading from the sandbox");
+		return 0;
+	}
+}
+
+/* The next frame in C's buffer, the shim's answer to a pipelined HELLO checked first: 1 with
+ * a frame, 0 with none yet, or an error. */
+static int conn_peek(struct conn *c, struct cp_header *h, const uint8_t **payload, capsule_error *err)
+{
+	for (;;) {
+		int k = cp_rxbuf_peek(&c->rx, h, payload);
+		if (k < 0)
+			return cap_err_plain(err, EPROTO, "malformed frame from the sandbox");
+		if (k == 0 || !c->hello_pending)
+			return k;
+		int r = hello_answer(c, h, *payload, err);
+		if (r < 0)
+			return r;
+	}
+}
+
+int conn_recv(struct conn *c, struct cp_header *h, const uint8_t **payload, int timeout_ms, capsule_error *err)
+{
+	uint64_t deadline = timeout_ms > 0 ? now_ms() + (uint64_t)timeout_ms : 0;
+	for (;;) {
+		int k = conn_peek(c, h, payload, err);
+		if (k != 0)
+			return k < 0 ? k : 0;
+		int r = conn_fill(c, timeout_ms, deadline, err);
+		if (r < 0)
+			return r;
 	}
 }
 
@@ -145,7 +175,22 @@ int conn_error_from_frame(const uint8_t *payload, size_t len, capsule_error *err
 	return -e;
 }
 
-int conn_open(struct conn *c, const char *name, capsule_error *err)
+/* The shim's answer to our HELLO (H, PAYLOAD): consumed when it is one. */
+static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t *payload, capsule_error *err)
+{
+	c->hello_pending = false;
+	if (h->type == CP_ERROR)
+		return conn_error_from_frame(payload, h->len, err);
+	struct cp_hello m;
+	if (h->type != CP_HELLO || cp_hello_decode(payload, h->len, &m) < 0)
+		return cap_err_plain(err, EPROTO, "sandbox '%s' answered with something other than HELLO", c->hello_name);
+	cp_hello_free(&m);
+	conn_consume(c, h);
+	return 0;
+}
+
+/* Connect to NAME's shim and send HELLO; with WAIT, take its answer too. */
+static int open_hello(struct conn *c, const char *name, bool wait, capsule_error *err)
 {
 	_cleanup_close_ int dir = -1;
 	int r = run_dir_open(name, &dir, err);
@@ -157,6 +202,7 @@ int conn_open(struct conn *c, const char *name, capsule_error *err)
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return cap_err(err, errno, "socket");
+	socket_stream_buffers(fd);
 	/* A sandbox that is starting holds its lock before its shim listens: wait for it then,
 	 * as long as a start may take. */
 	uint64_t deadline = now_ms() + CAPSULE_DEFAULT_BOOT_TIMEOUT_MS + 5000;
@@ -174,24 +220,21 @@ int conn_open(struct conn *c, const char *name, capsule_error *err)
 		return cap_err(err, e, "connecting to sandbox '%s'", name);
 	}
 	conn_adopt(c, fd);
+	c->hello_name = name;
 	struct cp_hello hello = { .version = CP_VERSION, .role = "client" };
 	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0 || (r = conn_send(c, err)) < 0)
 		goto fail;
-	struct cp_header h;
-	const uint8_t *payload;
-	if ((r = conn_recv(c, &h, &payload, 10000, err)) < 0)
-		goto fail;
-	if (h.type == CP_ERROR) {
-		r = conn_error_from_frame(payload, h.len, err);
-		goto fail;
+	c->hello_pending = true;
+	if (!wait)
+		return 0;
+	uint64_t hello_deadline = now_ms() + 10000;
+	while (c->hello_pending) {
+		struct cp_header h;
+		const uint8_t *payload;
+		if ((r = conn_peek(c, &h, &payload, err)) < 0 ||
+		    (c->hello_pending && (r = conn_fill(c, 10000, hello_deadline, err)) < 0))
+			goto fail;
 	}
-	struct cp_hello m;
-	if (h.type != CP_HELLO || cp_hello_decode(payload, h.len, &m) < 0) {
-		r = cap_err_plain(err, EPROTO, "sandbox '%s' answered with something other than HELLO", name);
-		goto fail;
-	}
-	cp_hello_free(&m);
-	conn_consume(c, &h);
 	return 0;
 fail:
 	conn_close(c);
@@ -199,6 +242,16 @@ fail:
 	if (r == -ECONNRESET || r == -EPIPE || r == -ESHUTDOWN)
 		r = cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", name);
 	return r;
+}
+
+int conn_open(struct conn *c, const char *name, capsule_error *err)
+{
+	return open_hello(c, name, true, err);
+}
+
+int conn_open_pipelined(struct conn *c, const char *name, capsule_error *err)
+{
+	return open_hello(c, name, false, err);
 }
 
 /* A request the shim answers itself (a hot mount opens host paths and walks the sandbox's

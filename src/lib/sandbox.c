@@ -253,7 +253,7 @@ static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_op
 		sb->owner_kept = false;
 	}
 	if (sb->owner.fd < 0) {
-		if (conn_open(&sb->owner, sb->cfg.name, NULL) < 0) {
+		if (conn_open_pipelined(&sb->owner, sb->cfg.name, NULL) < 0) {
 			sb->owner.fd = -1;
 			__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
 			return NULL;

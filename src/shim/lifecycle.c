@@ -140,6 +140,8 @@ static int channel_up(struct shim *s, capsule_error *err)
 	int sp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cap_err(err, errno, "socketpair");
+	socket_stream_buffers(sp[0]);
+	socket_stream_buffers(sp[1]);
 	io_agent_attach(&s->io, sp[0]);
 	s->agent_sock = sp[1];
 	return 0;
