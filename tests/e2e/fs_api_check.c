@@ -5,10 +5,13 @@
  * borrows its creator's connection: streams abandoned half way must leave that shared
  * connection usable. */
 #include <errno.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <capsule.h>
 
@@ -242,6 +245,81 @@ static void check_errors(void)
 	printf("ok errors\n");
 }
 
+/* A write up to one chunk goes out as request, data and EOF in one send, without waiting for
+ * STARTED. Each size round-trips whole (empty, around the chunk and the window); a refused one
+ * fails with its own error, and the data sent behind it does not reach the next operation on
+ * the shared connection. */
+static void check_small_writes_in_one_send(void)
+{
+	capsule_error err = { 0 };
+	static const size_t sizes[] = { 0, 1, 4096, 256 * 1024 - 1, 256 * 1024, 256 * 1024 + 1, 1024 * 1024,
+					1024 * 1024 + 1 };
+	static uint8_t buf[1024 * 1024 + 1];
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		fill(buf, i * 7919, sizes[i]);
+		CHECK(capsule_fs_write(sb, "/tmp/small", buf, sizes[i], 0, 0, &err) == 0, "write of %zu bytes: %s",
+		      sizes[i], err.message);
+		void *data;
+		size_t len;
+		CHECK(capsule_fs_read(sb, "/tmp/small", &data, &len, 0, &err) == 0, "read back: %s", err.message);
+		CHECK(len == sizes[i] && memcmp(data, buf, len) == 0, "%zu bytes written, %zu different read back", sizes[i], len);
+		free(data);
+	}
+	write_file("/tmp/keep-small", "old content");
+	memset(buf, 'X', 4096);
+	for (int i = 0; i < 20; i++) {
+		CHECK(capsule_fs_write(sb, "/no/such/folder/f", buf, 4096, 0, 0, &err) == -ENOENT,
+		      "a small write under a missing folder: %s", err.message);
+		CHECK(strstr(err.message, "/no/such/folder/f") != NULL, "the error names the path: %s", err.message);
+		CHECK(capsule_fs_write(sb, "/tmp", buf, 4096, 0, 0, &err) < 0, "a small write over a folder");
+		CHECK(capsule_fs_write(sb, "/tmp/keep-small", buf, 4096, 0, CAPSULE_FS_NOREPLACE, &err) == -EEXIST,
+		      "a small write that may not replace: %s", err.message);
+		expect_content("/tmp/keep-small", "old content");
+	}
+	CHECK(temp_files_in("/tmp") == 0, "refused small writes left temporary files");
+	printf("ok small-writes\n");
+}
+
+/* A writer killed half way through a stream (its connection gone with it) leaves the old file
+ * and no temporary one. The writer is a child with its own handle and connection. */
+static void check_killed_writer_keeps_old(void)
+{
+	capsule_error err = { 0 };
+	write_file("/tmp/keep-killed", "old content");
+	int ready[2];
+	CHECK(pipe(ready) == 0, "pipe");
+	pid_t pid = fork();
+	CHECK(pid >= 0, "fork");
+	if (pid == 0) {
+		capsule_sandbox *own;
+		capsule_fs_stream *s;
+		static uint8_t chunk[1 << 20];
+		memset(chunk, 'K', sizeof(chunk));
+		if (capsule_sandbox_open(&own, capsule_sandbox_name(sb), &err) < 0 ||
+		    capsule_fs_open_write(&s, own, "/tmp/keep-killed", 0, 0, &err) < 0 ||
+		    capsule_fs_stream_write(s, chunk, sizeof(chunk), &err) < 0 ||
+		    capsule_fs_stream_write(s, chunk, sizeof(chunk), &err) < 0)
+			_exit(1);
+		(void)!write(ready[1], "x", 1);
+		pause(); /* killed here, mid-transfer */
+		_exit(1);
+	}
+	close(ready[1]);
+	char c;
+	CHECK(read(ready[0], &c, 1) == 1, "the writer did not get half way");
+	close(ready[0]);
+	kill(pid, SIGKILL);
+	int st;
+	CHECK(waitpid(pid, &st, 0) == pid && WIFSIGNALED(st), "the writer was not killed");
+	/* The shim cancels the channel when the connection goes; the agent then removes the
+	 * temporary file. Both happen after the kill: wait for it, boundedly. */
+	for (int i = 0; i < 200 && temp_files_in("/tmp") != 0; i++)
+		usleep(10000);
+	expect_content("/tmp/keep-killed", "old content");
+	CHECK(temp_files_in("/tmp") == 0, "a killed writer left a temporary file");
+	printf("ok killed-writer\n");
+}
+
 int main(void)
 {
 	capsule_error err = { 0 };
@@ -255,6 +333,8 @@ int main(void)
 	check_abandoned_reads_leave_the_connection_usable();
 	check_list_of_5000();
 	check_errors();
+	check_small_writes_in_one_send();
+	check_killed_writer_keeps_old();
 	capsule_sandbox_free(sb);
 	return 0;
 }

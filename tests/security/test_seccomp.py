@@ -341,3 +341,49 @@ u.sendto(b"udp", u.getsockname()); print(u.recv(16).decode())
 
 def test_sandbox_survives_the_probes(mod_capsule, shared_sandbox, probe_results):
     assert_alive(mod_capsule, shared_sandbox)
+
+
+# CHOWN DAC_OVERRIDE FOWNER KILL SETGID SETUID SETPCAP NET_BIND_SERVICE SYS_CHROOT
+ROOT_CAPS = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 18)
+
+
+def status_fields(text):
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+
+@pytest.mark.parametrize("user", ["0", "1000"])
+def test_every_command_gets_one_filter_no_new_privs_and_the_cut_bounding_set(mod_capsule, shared_sandbox, user):
+    # Commands are cloned from a thread of the agent that took these on once: each command,
+    # the first and the ones after, must still have them all, and one filter, not two.
+    for _ in range(3):
+        r = mod_capsule.run("exec", "-u", user, shared_sandbox, "cat", "/proc/self/status")
+        assert r.returncode == 0, r
+        st = status_fields(r.stdout)
+        assert st["Seccomp"] == "2" and st["Seccomp_filters"] == "1", st
+        assert st["NoNewPrivs"] == "1", st
+        want = ROOT_CAPS if user == "0" else 0
+        assert int(st["CapBnd"], 16) == want and int(st["CapPrm"], 16) == want, st
+        assert int(st["CapEff"], 16) == want and int(st["CapAmb"], 16) == 0, st
+        assert st["Uid"].split() == [user] * 4, st
+
+
+def test_the_agents_main_thread_stays_unconfined(mod_capsule, shared_sandbox):
+    # PID 1's main thread mounts and does what commands may not: the filter, no_new_privs and
+    # the cut bounding set are its spawner thread's alone.
+    code = r"""
+import json, os
+out = {}
+for tid in sorted(os.listdir("/proc/1/task"), key=int):
+    with open(f"/proc/1/task/{tid}/status") as f:
+        st = dict(l.split(":", 1) for l in f.read().splitlines() if ":" in l)
+    out[tid] = {k: st[k].strip() for k in ("Seccomp", "NoNewPrivs", "CapBnd")}
+print(json.dumps(out))
+"""
+    tasks = py_json(mod_capsule, shared_sandbox, code)
+    main = tasks["1"]
+    assert main["Seccomp"] == "0" and main["NoNewPrivs"] == "0", tasks
+    assert int(main["CapBnd"], 16) & (1 << 21), tasks  # CAP_SYS_ADMIN: the agent mounts
+    others = [t for tid, t in tasks.items() if tid != "1"]
+    assert len(others) == 1, tasks
+    assert others[0]["Seccomp"] == "2" and others[0]["NoNewPrivs"] == "1", tasks
+    assert int(others[0]["CapBnd"], 16) == ROOT_CAPS, tasks
