@@ -31,32 +31,6 @@ void conn_close(struct conn *c)
 	cp_writer_free(&c->w);
 }
 
-int conn_send(struct conn *c, capsule_error *err)
-{
-	if (c->w.err)
-		return cap_err(err, -c->w.err, "encoding a request");
-	const uint8_t *p = c->w.buf;
-	size_t left = c->w.len;
-	while (left) {
-		ssize_t n = send(c->fd, p, left, MSG_NOSIGNAL);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
-				poll(&pfd, 1, -1);
-				continue;
-			}
-			if (errno == EPIPE || errno == ECONNRESET)
-				return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
-			return cap_err(err, errno, "sending to the sandbox");
-		}
-		p += n;
-		left -= (size_t)n;
-	}
-	return 0;
-}
-
 int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 {
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
@@ -91,6 +65,14 @@ int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 		}
 	}
 	return 0;
+}
+
+int conn_send(struct conn *c, capsule_error *err)
+{
+	if (c->w.err)
+		return cap_err(err, -c->w.err, "encoding a request");
+	struct iovec iov = { c->w.buf, c->w.len };
+	return conn_sendv(c, &iov, 1, err);
 }
 
 static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t *payload, capsule_error *err);
