@@ -365,21 +365,12 @@ long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
 		rx->start = 0;
 	}
 	size_t want = 64 * 1024;
-	/* Read at most this much: 64 KiB at a time until the frame at the front is known. */
-	size_t room = 64 * 1024;
 	/* Grow to fit the frame at the front, never past one maximal frame. */
 	if (rx->len - rx->start >= CP_HEADER_SIZE) {
 		struct cp_header h;
-		if (cp_header_decode(rx->buf + rx->start, rx->len - rx->start, &h) == 0) {
-			size_t total = CP_HEADER_SIZE + (size_t)h.len;
-			if (total > want)
-				want = total;
-			/* A large frame is read to its end and no further: once it is consumed the
-			 * buffer is empty, and no part of the next one has to be moved to the front
-			 * (a copy of up to a whole frame each time, in a stream of them). */
-			if (total > 64 * 1024 && rx->len - rx->start < total)
-				room = total - (rx->len - rx->start);
-		}
+		if (cp_header_decode(rx->buf + rx->start, rx->len - rx->start, &h) == 0 &&
+		    CP_HEADER_SIZE + (size_t)h.len > want)
+			want = CP_HEADER_SIZE + (size_t)h.len;
 	}
 	if (want > max)
 		want = max;
@@ -392,10 +383,8 @@ long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
 	}
 	if (rx->len == rx->cap)
 		return -ENOBUFS;
-	if (room > rx->cap - rx->len)
-		room = rx->cap - rx->len;
 	for (;;) {
-		ssize_t n = read(fd, rx->buf + rx->len, room);
+		ssize_t n = read(fd, rx->buf + rx->len, rx->cap - rx->len);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
