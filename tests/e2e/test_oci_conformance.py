@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from conftest import BUILD, ROOT, _env
+from tests.conftest import BUILD, ROOT, _env
 
 OCI = os.path.join(BUILD, "capsule-oci")
 RUNC = shutil.which("runc") or "/usr/sbin/runc"

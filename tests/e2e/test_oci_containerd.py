@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import BUILD, _agent_is_static, _env
+from tests.conftest import BUILD, _agent_is_static, _env
 
 OCI = os.path.join(BUILD, "capsule-oci")
 CONTAINERD = shutil.which("containerd")
