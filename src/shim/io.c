@@ -112,6 +112,7 @@ void io_init(struct shim_io *io, int epfd)
 	io->agent_fd = -1;
 	io->muted_client = -1;
 	io->reserved_chan = 0;
+	io->idle_since_ms = now_ms();
 	cp_writer_init(&io->w);
 }
 
@@ -373,6 +374,7 @@ struct channel *io_chan_new(struct shim_io *io, int ci, uint32_t client_chan)
 	ch->agent_chan = io->next_agent_chan;
 	ch->out_credit[1] = ch->out_credit[2] = CP_INITIAL_WINDOW;
 	ch->in_credit = CP_INITIAL_WINDOW;
+	io->active++;
 	return ch;
 }
 
@@ -389,6 +391,8 @@ void io_chan_done(struct shim_io *io, struct channel *ch)
 {
 	if (ch->client >= 0 && io->clients[ch->client].used && io->clients[ch->client].nchans > 0)
 		io->clients[ch->client].nchans--;
+	if (ch->used && io->active > 0 && --io->active == 0)
+		io->idle_since_ms = now_ms();
 	memset(ch, 0, sizeof(*ch));
 }
 

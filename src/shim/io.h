@@ -75,6 +75,10 @@ struct shim_io {
 	bool cork_agent;   /* io_cork_agent: small frames to the agent wait for the uncork */
 	bool agent_corked; /* agent_out holds frames held back, not yet tried */
 	uint32_t reserved_chan;
+	/* Activity, the one definition of idle (STATS, capsule_sandbox_stats): the command and
+	 * file channels open now, and when the last of them ended (monotonic ms). */
+	unsigned active;
+	uint64_t idle_since_ms;
 	/* What the layer above does when the agent's connection fails (a write to it did), and
 	 * when a client's connection is gone (OWNER: the creator of an ephemeral sandbox). */
 	void (*agent_failed)(struct shim_io *io);
