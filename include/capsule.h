@@ -105,6 +105,11 @@ CAPSULE_API int capsule_config_add_bind_transform(capsule_config *cfg, const cha
 CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);
 /* How long start may take before it fails (default 10 s for containers). */
 CAPSULE_API int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule_error *err);
+/* Pause the running sandbox (as capsule_sandbox_pause) once it has been idle for MS: no
+ * command, session, file operation or watch open through its shim. Unlike a client's pause,
+ * this one is transparent: the next command, file operation, watch, mount or forwarded
+ * connection resumes it first. inspect's paused_by says "idle". 0 (the default): never. */
+CAPSULE_API int capsule_config_set_idle_pause_ms(capsule_config *cfg, uint32_t ms, capsule_error *err);
 
 /* Progress of a start: stage is a short static string ("prepare", "namespaces", "rootfs",
  * "agent", "ready"); current/total count stages. Called on the caller's thread. */

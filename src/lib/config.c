@@ -301,6 +301,16 @@ int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule
 	return 0;
 }
 
+int capsule_config_set_idle_pause_ms(capsule_config *cfg, uint32_t ms, capsule_error *err)
+{
+	/* Shorter, and the pause and resume around every pair of commands would cost more than
+	 * the pause saves. */
+	if (ms && ms < 100)
+		return cap_err_plain(err, EINVAL, "idle pause %u ms is too short (minimum 100 ms; 0 turns it off)", ms);
+	cfg->idle_pause_ms = ms;
+	return 0;
+}
+
 int capsule_config_set_progress(capsule_config *cfg, capsule_progress_fn fn, void *payload, capsule_error *err)
 {
 	(void)err;
@@ -463,6 +473,13 @@ int config_boot_timeout_set(struct capsule_config *cfg, const char *value, capsu
 	uint32_t ms;
 	int r = parse_duration_ms(value, &ms, err);
 	return r < 0 ? r : capsule_config_set_boot_timeout_ms(cfg, ms, err);
+}
+
+int config_idle_pause_set(struct capsule_config *cfg, const char *value, capsule_error *err)
+{
+	uint32_t ms;
+	int r = parse_duration_ms(value, &ms, err);
+	return r < 0 ? r : capsule_config_set_idle_pause_ms(cfg, ms, err);
 }
 
 int config_isolation_set(struct capsule_config *cfg, const char *value, capsule_error *err)

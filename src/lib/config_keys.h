@@ -93,6 +93,7 @@ void config_transform_save(const struct capsule_config *cfg, FILE *f);
 int config_pids_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_isolation_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_boot_timeout_set(struct capsule_config *cfg, const char *value, capsule_error *err);
+int config_idle_pause_set(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_display_switch(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_dns_private_switch(struct capsule_config *cfg, const char *value, capsule_error *err);
 int config_tmpfs_set(struct capsule_config *cfg, const char *value, capsule_error *err);

@@ -80,6 +80,7 @@ struct capsule_config {
 	uint32_t cpus_milli;
 	uint32_t pids_limit;
 	uint32_t boot_timeout_ms;
+	uint32_t idle_pause_ms; /* the shim pauses the sandbox after this long idle; 0: never */
 	bool detached;
 	char **env; /* NULL-terminated */
 	size_t envc;

@@ -99,6 +99,19 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	json_object_end(j);
 }
 
+/* Who holds a paused sandbox: "user" (a client's pause, held until its resume) or "idle"
+ * (the shim's own after idle_pause_ms, undone by the next request); null when not paused. */
+static void inspect_paused_by(struct json_writer *j, const char *name, const char *state)
+{
+	_cleanup_close_ int dir = -1;
+	_cleanup_free_ char *text = NULL, *by = NULL;
+	size_t len = 0;
+	if (!strcmp(state, "paused") && run_dir_open(name, &dir, NULL) == 0 &&
+	    read_file_at(dir, "state.json", 1u << 16, &text, &len) == 0)
+		json_get_string(text, len, "paused_by", &by);
+	json_kv_string(j, "paused_by", by);
+}
+
 /* What the running container's shim says in state.json: whether its processes can go below
  * oom_score_adj 0 and why, what enforces its pids limit, and a user's sandbox's id map. */
 static void inspect_shim_state(struct json_writer *j, const char *name)
@@ -158,6 +171,8 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_int(&j, "init_pid", info.init_pid);
 	json_kv_int(&j, "created", info.created_unix);
 	json_kv_int(&j, "started", info.started_unix);
+	inspect_paused_by(&j, sandbox_config(sb)->name, info.state);
+	json_kv_uint(&j, "idle_pause_ms", sandbox_config(sb)->idle_pause_ms);
 	inspect_shim_state(&j, sandbox_config(sb)->name);
 	uid_t ub;
 	gid_t gb;

@@ -255,6 +255,8 @@ void write_state(struct shim *s, const char *state)
 	json_object_begin(&j);
 	json_kv_string(&j, "name", s->cfg.name);
 	json_kv_string(&j, "state", state);
+	if (!strcmp(state, "paused"))
+		json_kv_string(&j, "paused_by", s->paused_by_idle ? "idle" : "user");
 	json_kv_int(&j, "shim_pid", running ? (int64_t)getpid() : 0);
 	json_kv_int(&j, "init_pid", running ? (int64_t)s->proc_pid : 0);
 	json_kv_int(&j, "started", s->started_unix);

@@ -370,6 +370,11 @@ static void forward_accept(struct net *n, int fi)
 	}
 }
 
+bool net_key_is_forward(uint64_t key)
+{
+	return ((key & ~NET_KEY_BASE) & ~0xffffffffull) != NET_KEY_DNS;
+}
+
 void net_event(struct net *n, uint64_t key, uint32_t events)
 {
 	(void)events;

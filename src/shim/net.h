@@ -118,6 +118,9 @@ int net_etc_trees(struct net *n, int run_fd, int *trees, const char **targets, s
  * load the allowlist, and start accepting on the forwards. */
 int net_start(struct net *n, const struct container *ct, bool rootless, uint64_t deadline_ms, capsule_error *err);
 void net_event(struct net *n, uint64_t key, uint32_t events);
+/* Whether an event's KEY is a forward's (a listener, or a forwarded connection at either
+ * level), not the DNS proxy's. */
+bool net_key_is_forward(uint64_t key);
 /* A line to shim.log, "net: ..." (nothing without a log). */
 void net_log(struct net *n, const char *fmt, ...) _printf_(2, 3);
 /* Start accepting on every forward (net_start does it for a container). */

@@ -32,6 +32,16 @@ static bool refused_while_paused(struct shim *s, int ci, uint32_t chan)
 {
 	if (!s->paused)
 		return false;
+	/* The shim's own pause, for idleness, is nobody's to hold: the request resumes it, and
+	 * its user never sees it (but for the resume's time). */
+	capsule_error err = { 0 };
+	if (s->paused_by_idle) {
+		if (sandbox_unpause(s, &err) == 0)
+			return false;
+		io_client_error(&s->io, ci, chan, err.code ? err.code : EIO, "resuming idle sandbox '%s': %s", s->name,
+				err.message);
+		return true;
+	}
 	io_client_error(&s->io, ci, chan, EBUSY, "sandbox '%s' is paused: resume it first", s->name);
 	return true;
 }
@@ -281,9 +291,53 @@ int sandbox_unpause(struct shim *s, capsule_error *err)
 	if (r < 0)
 		return r;
 	s->paused = false;
+	bool idle = s->paused_by_idle;
+	s->paused_by_idle = false;
+	/* Idle time counts from the resume: a sandbox resumed and left alone is paused again
+	 * after the whole idle time, not at once. */
+	s->io.idle_since_ms = now_ms();
 	write_state(s, "running");
-	shim_log("resumed");
+	shim_log("resumed%s", idle ? " (was paused for idleness)" : "");
 	return 0;
+}
+
+/* The idle pause is due when the sandbox is up and not already paused, nothing is active
+ * (io.h: no command, session, file operation or watch open), and nothing else holds the
+ * sandbox: a stop, a save's copy, a wait for the guest, a pool's ready sandbox not yet
+ * taken (its taker would find it paused). */
+static bool idle_pause_armed(struct shim *s)
+{
+	return s->cfg.idle_pause_ms && s->loop_running && !s->paused && !s->stopping && !s->exiting &&
+	       !s->agent_waiting && !save_job_running(&s->save) && !s->cfg.pool[0] && s->io.active == 0;
+}
+
+int idle_pause_wait_ms(struct shim *s)
+{
+	if (!idle_pause_armed(s))
+		return -1;
+	uint64_t due = s->io.idle_since_ms + s->cfg.idle_pause_ms, now = now_ms();
+	return due <= now ? 0 : (int)(due - now);
+}
+
+void idle_pause_check(struct shim *s)
+{
+	if (idle_pause_wait_ms(s) != 0)
+		return;
+	capsule_error err = { 0 };
+	uint64_t t0 = now_ns();
+	if (s->level->pause(s, &err) < 0) {
+		/* Tried again after another idle time, not in a loop. */
+		shim_log("idle pause: %s", err.message);
+		s->io.idle_since_ms = now_ms();
+		return;
+	}
+	s->paused = s->paused_by_idle = true;
+	write_state(s, "paused");
+	shim_log("paused after %u ms idle (%.2f ms)", s->cfg.idle_pause_ms, (double)(now_ns() - t0) / 1e6);
+	/* A vm's pause waits for the guest's sync, serving clients meanwhile: a command that came
+	 * in then is running, and resumes the sandbox now. */
+	if (s->io.active && sandbox_unpause(s, &err) < 0)
+		shim_log("idle resume: %s", err.message);
 }
 
 /* PAUSE holds every process still, in memory, until RESUME: the level's own pause, the one a
@@ -304,6 +358,10 @@ static void pause_request(struct shim *s, int ci, const struct cp_header *h, con
 	uint64_t t0 = now_ns();
 	if (m.op == CP_PAUSE_OP_RESUME) {
 		r = sandbox_unpause(s, &err);
+	} else if (s->paused_by_idle) {
+		/* Held by its client from now on, as if it had paused it. */
+		s->paused_by_idle = false;
+		write_state(s, "paused");
 	} else if (!s->paused) {
 		r = s->level->pause(s, &err);
 		if (r == 0) {
@@ -368,6 +426,8 @@ static int take_sandbox(struct shim *s, int ci, const struct cp_take *m, capsule
 		return r;
 	}
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
+	/* Its idle time starts with its taker. */
+	s->io.idle_since_ms = now_ms();
 	write_state(s, "running");
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		s->io.clients[i].owner = false;

@@ -183,6 +183,11 @@ void dispatch_event(struct shim *s, const struct epoll_event *ev)
 			}
 		}
 	} else if (key >= NET_KEY_BASE) {
+		/* A forwarded connection is a client too: its arrival or its traffic resumes a
+		 * sandbox paused for idleness (a failed resume is logged; the relay then waits). */
+		capsule_error err = { 0 };
+		if (s->paused_by_idle && net_key_is_forward(key) && sandbox_unpause(s, &err) < 0)
+			shim_log("resume for a forwarded connection: %s", err.message);
 		net_event(&s->net, key, ev->events);
 	} else {
 		int ci = (int)(key - KEY_CLIENT_BASE);
@@ -200,7 +205,7 @@ _Noreturn static void event_loop(struct shim *s)
 {
 	s->loop_running = true;
 	for (;;) {
-		int timeout = -1;
+		int timeout = idle_pause_wait_ms(s);
 		if (s->stopping && !s->killed) {
 			uint64_t now = now_ms();
 			timeout = now >= s->stop_deadline_ms ? 0 : (int)(s->stop_deadline_ms - now);
@@ -211,6 +216,7 @@ _Noreturn static void event_loop(struct shim *s)
 			_exit(1);
 		for (int i = 0; i < n; i++)
 			dispatch_event(s, &evs[i]);
+		idle_pause_check(s);
 		if (s->stopping && !s->killed && now_ms() >= s->stop_deadline_ms) {
 			/* Said in the log, for whoever wonders why a stop took its whole grace. (An agent
 			 * that ended its work closed the channel, and the deadline came forward.) */

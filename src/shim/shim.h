@@ -60,6 +60,9 @@ struct shim {
 	/* Paused by a client (PAUSE), not only for a save's copy: every process held still until
 	 * a RESUME or a stop (requests.c says what is refused meanwhile). */
 	bool paused;
+	/* The pause is the shim's own, after cfg.idle_pause_ms with nothing active (io.h's one
+	 * definition of idle): what needs the processes resumes it rather than being refused. */
+	bool paused_by_idle;
 	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
 	 * so a guest that stops answering stalls only the client that asked: that client is
 	 * muted until its answer (io.muted_client), the others are served, and a stop ends the
@@ -124,6 +127,10 @@ void client_readable(struct shim *s, int ci);
 void save_done(struct shim *s, bool cancel);
 /* Let a paused sandbox run again (a RESUME, or a stop or revert that needs its processes). */
 int sandbox_unpause(struct shim *s, capsule_error *err);
+/* How long the loop may sleep before the idle pause is due: -1 when none is. */
+int idle_pause_wait_ms(struct shim *s);
+/* Pause the sandbox if it has been idle for cfg.idle_pause_ms (called as the wait ends). */
+void idle_pause_check(struct shim *s);
 
 /* shim.c */
 struct epoll_event;

@@ -13,13 +13,13 @@ pytestmark = pytest.mark.both_levels
 PAUSED_LINE = "capsule: sandbox '{}' is paused: resume it first"
 
 
-def ticking(capsule, tmp_path):
+def ticking(capsule, tmp_path, *create_args):
     """A sandbox whose background loop appends a line to a host folder's file every 50 ms, so
     the host sees, without asking the sandbox, whether its processes run."""
     out = tmp_path / "out"
     out.mkdir()
     os.chmod(out, 0o777)
-    name = capsule.create("-v", f"{out}:/out")
+    name = capsule.create("-v", f"{out}:/out", *create_args)
     r = capsule.run("exec", "-d", name, "sh", "-c", "while :; do echo t >> /out/tick; sleep 0.05; done")
     assert r.returncode == 0, r.stderr
     tick = out / "tick"

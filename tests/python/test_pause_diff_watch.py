@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from capsule import Busy, Sandbox, SyncSandbox
+from capsule import Busy, InvalidArgument, Sandbox, SyncSandbox
 
 
 def settle_then_count(lines, quiet=0.3):
@@ -55,6 +55,22 @@ def test_async_pause_and_resume():
             assert (await sb.execute("echo ok")).stdout == "ok\n"
 
     asyncio.run(main())
+
+
+def test_idle_pause_is_transparent_to_execute():
+    with SyncSandbox(image="host", idle_pause=1) as sb:
+        assert sb.inspect_json()["idle_pause_ms"] == 1000
+        deadline = time.monotonic() + 60
+        while sb.inspect()["state"] != "paused":
+            assert time.monotonic() < deadline, "not paused for idleness"
+            time.sleep(0.1)
+        assert sb.inspect_json()["paused_by"] == "idle"
+        assert sb.execute("echo ok").stdout == "ok\n"
+    with pytest.raises(InvalidArgument) as e:
+        SyncSandbox(image="host", idle_pause=0.05)
+    assert str(e.value) == "idle pause 50 ms is too short (minimum 100 ms; 0 turns it off)"
+    with pytest.raises(InvalidArgument):
+        SyncSandbox(image="host", idle_pause="soon")
 
 
 def test_diff_lists_what_a_command_changed_sync_and_async():

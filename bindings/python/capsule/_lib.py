@@ -138,6 +138,7 @@ _PROTOS = {
     "capsule_config_add_volumes_json": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_detached": (c_int, [c_void_p, c_bool, E]),
     "capsule_config_set_boot_timeout_ms": (c_int, [c_void_p, c_uint32, E]),
+    "capsule_config_set_idle_pause_ms": (c_int, [c_void_p, c_uint32, E]),
     "capsule_config_set_accel": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_disk_size": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_disk_size_bytes": (c_int, [c_void_p, c_uint64, E]),

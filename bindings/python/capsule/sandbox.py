@@ -107,7 +107,7 @@ def _boot_timeout_seconds(value):
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
                   accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None, dns_server=None,
-                  egress_quota=None):
+                  egress_quota=None, idle_pause=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -176,6 +176,12 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
             if isinstance(egress_quota, bool):
                 raise errors.InvalidArgument(f"invalid egress_quota {egress_quota!r}", _errno.EINVAL, "config")
             _setter(cfg, lib.capsule_config_set_egress_quota, enc(str(egress_quota), "egress_quota"))
+        if idle_pause is not None:
+            if isinstance(idle_pause, bool) or not isinstance(idle_pause, (int, float)) or \
+                    not 0 <= idle_pause < (1 << 32) / 1000:
+                raise errors.InvalidArgument(f"invalid idle_pause {idle_pause!r}: expected seconds (a number), "
+                                             "0 for never", _errno.EINVAL, "config")
+            _setter(cfg, lib.capsule_config_set_idle_pause_ms, int(idle_pause * 1000))
         if boot_timeout is not None:
             _setter(cfg, lib.capsule_config_set_boot_timeout_ms, int(_boot_timeout_seconds(boot_timeout) * 1000))
         if accel is not None:
@@ -259,7 +265,7 @@ class _Core:
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
                  allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None,
-                 pool=None, dns_server=None, egress_quota=None):
+                 pool=None, dns_server=None, egress_quota=None, idle_pause=None):
         self._cfg_box = {}
         self._handle = None
         if name is not None and not isinstance(name, str):
@@ -277,7 +283,7 @@ class _Core:
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
                             accel, extra_qemu_args, disk_size,
-                            _display_flag(display, enable_display), pool, dns_server, egress_quota)
+                            _display_flag(display, enable_display), pool, dns_server, egress_quota, idle_pause)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
