@@ -457,7 +457,8 @@ static int pause_or_resume(bool resume, int argc, char **argv)
 		}
 		if (!resume && !strcmp(argv[i], "--to-disk"))
 			return cli_failf("pause --to-disk is not available: a paused sandbox is held in memory only "
-					 "(CRIU and QEMU migration to a file are not built)");
+					 "(containers: CRIU does not run on this kernel; vms: their 9p shares block "
+					 "QEMU's migration; docs/architecture.md, \"Pause to disk\")");
 		return cli_usage(verb, "unknown flag '%s'", argv[i]);
 	}
 	return for_each_name(verb, argc, argv, i, pause_one, &resume);
