@@ -51,8 +51,8 @@ int rootless_socket_path(const char *name, char *out, size_t size);
 void control_socket_remove(int run_fd);
 
 struct capsule_config;
-/* What a user's sandbox cannot have yet, refused in one line before anything is made: the vm
- * level, whose root disk is built in a mount namespace a user cannot have. */
+/* What a user's sandbox cannot have yet, refused in one line before anything is made: host
+ * folders in a vm, whose share is made in a mount namespace a user cannot have. */
 int rootless_check(const struct capsule_config *cfg, capsule_error *err);
 
 /* FN(ARG, ERR) in a child that is root in a user namespace mapping the user's ids as a

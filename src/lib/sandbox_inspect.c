@@ -86,7 +86,7 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 	    read_file_at(dir, "vm.json", 1u << 20, &text, &len) == 0) {
 		static const char *const keys[] = { "accel", "machine", "kernel", "kernel_version", "initramfs",
 						    "qemu_command_line", "disk", "kernel_entry", "kernel_kind", "pvh_kernel",
-						    "accel_fallback" };
+						    "accel_fallback", "qemu_bounded_by" };
 		for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
 			_cleanup_free_ char *v = NULL;
 			if (json_get_string(text, len, keys[i], &v) == 0)

@@ -82,12 +82,16 @@ static void probe_rootless(struct json_writer *j, const struct cgroup_support *c
 	if (!cs->memory || !cs->cpu)
 		json_kv_string(j, "memory and cpu limits", "no cgroup this user may write (cgroup v2 with a subtree "
 				  "delegated to the user gives them); without, the pids limit is RLIMIT_NPROC per user id inside");
+	if (!cs->memory)
+		json_kv_string(j, "a vm's QEMU in a cgroup", "without one QEMU is bounded by the guest's default "
+				  "memory and one vCPU (-m 512M, -smp 1), not its own overhead; --memory and --cpus are refused");
 	if (!cs->pids)
 		json_kv_string(j, "pause, running save", "the freezer is a cgroup: stop the sandbox, "
-				  "then save it");
+				  "then save it (vm isolation pauses its vCPUs over QMP: works)");
 	json_kv_string(j, "volume quotas", "a quota volume's ext4 image is mounted through a loop device");
 	json_kv_string(j, "disk size", "a container's own disk is an ext4 image on a loop device");
-	json_kv_string(j, "vm isolation", "building the root disk needs a mount namespace; not built for users yet");
+	json_kv_string(j, "host folders in a vm", "the vm's share of binds and volumes is made in a mount namespace "
+			  "of the shim's");
 	json_kv_string(j, "oom_score_adj floor", "CAP_SYS_RESOURCE in the host's user namespace");
 	json_object_end(j);
 }
@@ -160,17 +164,16 @@ int shim_probe(void)
 	if (have_kernel)
 		json_kv_string(&j, "vm_kernel_kind", kernel.builtin ? "capsule" : "host");
 	json_kv_string(&j, "vm_accel", kvm == 0 ? "kvm" : "tcg");
-	bool user = geteuid() != 0;
-	json_kv_bool(&j, "vm_usable", qemu && have_kernel && !user);
-	if (user)
-		json_kv_string(&j, "vm_reason", "needs root for now: the root disk is built in a mount namespace a user "
-						"cannot have");
-	else if (!qemu)
+	json_kv_bool(&j, "vm_usable", qemu && have_kernel);
+	if (!qemu)
 		json_kv_string(&j, "vm_reason", "qemu-system-x86_64 is not installed (Debian: qemu-system-x86)");
 	else if (!have_kernel)
 		json_kv_string(&j, "vm_reason", kerr.message);
 	else if (kvm == -ENOENT)
 		json_kv_string(&j, "vm_reason", "no /dev/kvm: VMs run under TCG emulation, seconds to boot");
+	else if (kvm == -EACCES && geteuid() != 0)
+		json_kv_string(&j, "vm_reason", "VMs run under TCG emulation, seconds to boot: this user may not open "
+						"/dev/kvm (a member of its group, kvm on Debian, may)");
 	else if (kvm < 0)
 		json_kv_string(&j, "vm_reason", "VMs run under TCG emulation, seconds to boot: KVM is unusable");
 	json_object_end(&j);

@@ -13,7 +13,13 @@
  * format sandboxes mount, opaque folders marked with user.overlay.opaque, whiteouts 0:0
  * character devices) and execs mkfs.ext4 -d on the merged view, so whiteouts and opaque
  * folders mean exactly what they mean in a container. The host never mounts the ext4 it
- * made, nor any disk a guest wrote: only QEMU and the guest's kernel read those. */
+ * made, nor any disk a guest wrote: only QEMU and the guest's kernel read those.
+ *
+ * For a user (docs/rootless.md) the build runs as root of a user namespace that maps the
+ * user's ids as a sandbox's are (rootless_run_mapped): the mount namespace is that
+ * namespace's, the layers' files of subordinate ids are readable there, and mkfs.ext4 -d
+ * records their owners as the sandbox sees them (0 for the user's own files). A user without
+ * ranges gets a namespace of the single id, made by the child itself. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,11 +31,13 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "child.h"
+#include "rootless.h"
 #include "util.h"
 #include "vm.h"
 #include "vm_store.h"
@@ -125,12 +133,43 @@ static uint64_t rootfs_size(void)
 	return (size + (1ull << 20) - 1) & ~((1ull << 20) - 1);
 }
 
+/* Root of a new user namespace that maps the caller's own ids only. -1 with errno. */
+static int single_id_userns(void)
+{
+	uid_t uid = geteuid();
+	gid_t gid = getegid();
+	char map[64];
+	if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0 || unshare(CLONE_NEWUSER) < 0)
+		return -1;
+	pid_t self = getpid();
+	int r = proc_pid_write(self, "setgroups", "deny", NULL);
+	if (r == 0) {
+		snprintf(map, sizeof(map), "0 %u 1", (unsigned)uid);
+		r = proc_pid_write(self, "uid_map", map, NULL);
+	}
+	if (r == 0) {
+		snprintf(map, sizeof(map), "0 %u 1", (unsigned)gid);
+		r = proc_pid_write(self, "gid_map", map, NULL);
+	}
+	if (r < 0) {
+		errno = -r;
+		return -1;
+	}
+	return 0;
+}
+
 /* The child: a private mount namespace, the overlay, the size, then mkfs.ext4 -d. Its
  * messages go to stderr, which the shim reads back. Layers are named by /proc/self/fd/N so
  * that 128 of them fit in one page of mount options. */
 static _Noreturn void build_child(int vm_dir, char *const *layers, size_t n, const char *mnt, const char *empty,
 				  const char *image, const char *mkfs)
 {
+	/* A user without ranges is still a user here: the namespace of the single id is made now
+	 * (dumpable, or /proc/self's map files would be root's). */
+	if (geteuid() != 0 && single_id_userns() < 0) {
+		dprintf(2, "user namespace: %s\n", strerror(errno));
+		_exit(1);
+	}
 	/* The working folder moves into the new namespace with us; an fd opened before would
 	 * still name the old one's mount, which overlayfs refuses as a layer. */
 	if (fchdir(vm_dir) < 0 || unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) {
@@ -244,6 +283,19 @@ static int build_rootfs(int vm_dir, char *const *layers, size_t n, const char *k
 	return r;
 }
 
+struct build_args {
+	int vm_dir;
+	char *const *layers;
+	size_t n;
+	const char *key, *name;
+};
+
+static int build_mapped(void *arg, capsule_error *err)
+{
+	struct build_args *a = arg;
+	return build_rootfs(a->vm_dir, a->layers, a->n, a->key, a->name, err);
+}
+
 int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err)
 {
 	char key[VM_STORE_KEY_LEN + 1];
@@ -270,7 +322,8 @@ int vm_rootfs(char *const *layers, size_t n, char **path, capsule_error *err)
 	if (lock_fd < 0) {
 		r = lock_fd;
 	} else if ((r = vm_store_pin(dir, name)) == -ENOENT) {
-		if ((r = build_rootfs(dir, layers, n, key, name, err)) == 0 && (r = vm_store_pin(dir, name)) < 0)
+		struct build_args a = { dir, layers, n, key, name };
+		if ((r = rootless_run_mapped(build_mapped, &a, NULL, 0, err)) == 0 && (r = vm_store_pin(dir, name)) < 0)
 			cap_err(err, -r, "vm root disk '%s'", *path);
 	} else if (r < 0) {
 		cap_err(err, -r, "vm root disk '%s'", *path);

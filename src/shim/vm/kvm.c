@@ -7,11 +7,13 @@
  * the host before any boot, so auto picks TCG at once instead of waiting out a silent guest. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/kvm.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -45,7 +47,15 @@ int vm_kvm_probe(const char *dev, char *why, size_t size)
 	int fd = open(dev, O_RDWR | O_CLOEXEC);
 	if (fd < 0) {
 		int e = errno;
-		snprintf(why, size, "cannot open '%s': %s", dev, strerror(e));
+		struct stat st;
+		struct group gr, *g = NULL;
+		char buf[1024];
+		/* A user reaches KVM through the device's group (kvm on Debian): say which. */
+		if (e == EACCES && stat(dev, &st) == 0 && getgrgid_r(st.st_gid, &gr, buf, sizeof(buf), &g) == 0 && g)
+			snprintf(why, size, "cannot open '%s': %s (its group '%s' may: usermod -aG %s USER)", dev,
+				 strerror(e), g->gr_name, g->gr_name);
+		else
+			snprintf(why, size, "cannot open '%s': %s", dev, strerror(e));
 		return -e;
 	}
 	int version = ioctl(fd, KVM_GET_API_VERSION, 0);

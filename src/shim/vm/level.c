@@ -115,6 +115,10 @@ static int vm_hot_idmap(struct shim *s, int tree, uid_t owner_uid, gid_t owner_g
 	gid_t gb;
 	uint32_t count;
 	bool rootless;
+	if (!s->shares.enabled)
+		return cap_err_plain(err, EOPNOTSUPP, "host folders in a vm need capsule to run as root (the vm's "
+				     "share of them is made in a mount namespace of the shim's; container isolation "
+				     "has them without root)");
 	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
 	return vm_shares_idmap(tree, owner_uid, owner_gid, ub, gb, count, readonly, what, err);
 }
@@ -217,6 +221,7 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 		.accel_fallback = s->vm_boot.accel ? s->vm_boot.accel_fallback : NULL,
 		.place = sandbox_join_cgroup,
 		.place_payload = s,
+		.in_cgroup = s->cg && cgroup_active(s->cg),
 	};
 	shim_progress("qemu");
 	int r = vm_start(&s->vm, &spec, err);

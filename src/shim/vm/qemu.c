@@ -385,6 +385,10 @@ static void write_vm_json(const struct vm_spec *spec, const struct vm *vm, const
 	if (spec->accel_fallback || vm->accel_fallback[0])
 		json_kv_string(&j, "accel_fallback", spec->accel_fallback ? spec->accel_fallback : vm->accel_fallback);
 	json_kv_string(&j, "machine", "microvm");
+	/* "cgroup": QEMU is in the sandbox's cgroups. "none" (a user without a delegated cgroup):
+	 * the guest's memory and vCPUs are what -m and -smp give it, and QEMU's own overhead
+	 * (its code, device buffers, TCG's translation cache) has no bound but the user's rlimits. */
+	json_kv_string(&j, "qemu_bounded_by", spec->in_cgroup ? "cgroup" : "none");
 	json_kv_string(&j, "kernel", kernel->path);
 	json_kv_string(&j, "kernel_version", kernel->version);
 	/* "capsule": capsule's own kernel, every driver built in; "host": the host's, with modules. */

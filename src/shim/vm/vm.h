@@ -75,6 +75,9 @@ struct vm_spec {
 	 * NULL: left where the shim is. */
 	int (*place)(pid_t pid, void *payload, capsule_error *err);
 	void *place_payload;
+	/* Whether place puts QEMU in a cgroup: a user's shim without a delegated cgroup has none,
+	 * and QEMU is then bounded only by what it is given (-m, -smp). Said in vm.json. */
+	bool in_cgroup;
 };
 
 /* The guest kernel a vm boots. */
