@@ -234,6 +234,15 @@ def _user_has_cgroups(user):
     return False
 
 
+def _user_may_open_kvm(user):
+    """Whether /dev/kvm's mode lets the user open it read-write (its group, kvm on Debian)."""
+    st = os.stat("/dev/kvm")
+    gids = set(os.getgrouplist(user.name, user.gid))
+    want = stat.S_IRUSR | stat.S_IWUSR if st.st_uid == user.uid else (
+        stat.S_IRGRP | stat.S_IWGRP if st.st_gid in gids else stat.S_IROTH | stat.S_IWOTH)
+    return st.st_mode & want == want
+
+
 def test_default_pids_limit_is_rlimit_nproc_without_a_pids_cgroup(user):
     name = f"p-{uuid.uuid4().hex[:6]}"
     user.ok("create", "--name", name)
@@ -314,17 +323,23 @@ def test_doctor_says_how_ids_map_and_what_needs_root(user):
     assert doc["rootless_id_map"] == ("subordinate" if _subids("/etc/subuid", user.name, user.uid) else "single")
     assert doc["pids_limit_by"] == ("cgroup" if _user_has_cgroups(user) else "rlimit_nproc")
     needs = doc["rootless_needs_root"]
-    for what in ("volume quotas", "disk size", "vm isolation"):
+    for what in ("volume quotas", "disk size", "host folders in a vm"):
         assert needs[what], what
-    assert doc["vm_usable"] is False
+    assert "vm isolation" not in needs
+    # The vm level is a user's too; KVM through /dev/kvm's group, else TCG, with the reason.
+    assert doc["vm_usable"] is doc["qemu"]
+    if doc["kvm_device"] and not _user_may_open_kvm(user):
+        assert doc["kvm"] is False and "its group" in doc["kvm_reason"], doc["kvm_reason"]
     text = user.ok("doctor")
     assert "without root:" in text and "needs root:" in text
 
 
 def test_what_needs_root_is_refused_in_one_line(user):
     run = os.path.join(user.capsule_home, "run")
+    user.ok("ps")  # the home and its run folder, made
     before = set(os.listdir(run))
-    for args, words in ((("--isolation", "vm"), "vm isolation needs root"),
+    assert user.sh("mkdir", "-p", f"{user.home}/vmbind").returncode == 0
+    for args, words in ((("--isolation", "vm", "-v", f"{user.home}/vmbind:/mnt"), "vm isolation need root"),
                         (("--disk-size", "1G"), "needs root"),
                         ):
         r = user.capsule("run", *args, "--", "true")
@@ -611,3 +626,74 @@ def test_an_allowlist_lets_the_listed_host_port_through_and_refuses_others(user)
         for s in servers:
             s.shutdown()
             s.server_close()
+
+
+def _proc_uid(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.vm_in_check
+def test_a_vm_as_the_user_boots_runs_and_serves_the_fs_api(user):
+    # The one boot of this module in make check: the root disk built as root of a user
+    # namespace of the user's ids, QEMU run as the user, KVM or TCG with the reason.
+    name = f"v-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--isolation", "vm", "--name", name)
+    info = json.loads(user.ok("inspect", name))
+    vm = info["vm"]
+    assert _proc_uid(vm["qemu_pid"]) == user.uid
+    assert vm["qemu_bounded_by"] == ("cgroup" if _user_has_cgroups(user) else "none")
+    if os.path.exists("/dev/kvm") and not _user_may_open_kvm(user):
+        assert vm["accel"] == "tcg" and "its group" in vm["accel_fallback"], vm
+    assert user.ok("exec", name, "--", "uname", "-r").strip() == vm["kernel_version"]
+    user.ok("fs", name, "write", "/root/note", input="from the host\n")
+    assert user.ok("exec", name, "--", "sh", "-c", "cat /root/note; stat -c %u:%g /root/note /etc/passwd") == \
+        "from the host\n0:0\n0:0\n"
+    assert user.ok("fs", name, "cat", "/root/note") == "from the host\n"
+    # What the build and the boot made is the user's.
+    vm_dir = os.path.join(user.capsule_home, "vm")
+    for f in os.listdir(vm_dir):
+        assert os.lstat(os.path.join(vm_dir, f)).st_uid == user.uid, f
+    assert os.stat(vm["disk"]).st_uid == user.uid
+    user.ok("rm", "-f", name)
+    assert not os.path.exists(os.path.join(user.capsule_home, "run", name))
+
+
+@pytest.mark.vm_slow
+def test_a_vm_from_a_pulled_image_keeps_its_other_owners(user, registry, workdir):
+    # The layers' files of other ids are the user's subordinate ids on the host, 0600: the
+    # disk build reads them as root of a namespace of those ids, and the guest sees the
+    # image's owners.
+    need_static_agent(BUILD)
+    layer = layer_tar([Entry("home/app/f", data=b"app's", uid=1000, gid=1000, mode=0o600)])
+    ref = registry.push(make_layout(workdir, [busybox_layer(), layer]), f"test/rlvm-{uuid.uuid4().hex[:8]}")
+    user.ok("image", "pull", ref)
+    ranged = _subids("/etc/subuid", user.name, user.uid) is not None
+    out = user.ok("run", "--isolation", "vm", "--image", ref, "--", "sh", "-c",
+                  "cat /home/app/f; echo; stat -c '%u:%g %a' /home/app/f")
+    assert out == f"app's\n{'1000:1000' if ranged else '0:0'} 600\n", out
+    user.ok("image", "rm", ref)
+
+
+@pytest.mark.vm_slow
+def test_a_running_vms_save_fork_and_checkpoint_as_the_user(user):
+    # No freezer needed: the vm level pauses its vCPUs over QMP.
+    name = f"vs-{uuid.uuid4().hex[:6]}"
+    save = f"s-{uuid.uuid4().hex[:6]}"
+    user.ok("create", "--isolation", "vm", "--name", name)
+    user.ok("exec", name, "--", "sh", "-c", OTHER_IDS)
+    user.ok("checkpoint", name, "c1")
+    user.ok("exec", name, "--", "rm", "-rf", "/root/m", "/home/al")
+    user.ok("revert", name, "c1")
+    assert user.ok("exec", name, "--", "sh", "-c", SHOW_OTHER_IDS) == OTHER_IDS_SHOWN
+    user.ok("save", name, save)
+    assert user.ok("run", "--isolation", "vm", "--image", save, "--", "sh", "-c", SHOW_OTHER_IDS) == OTHER_IDS_SHOWN
+    user.ok("rm", "-f", name)
+    user.ok("saves", "rm", save)
+
+
+@pytest.mark.vm_slow
+def test_a_vm_as_a_user_without_ranges(single_user):
+    # The disk build's namespace is then the single id, made by the build itself.
+    out = single_user.ok("run", "--isolation", "vm", "--", "sh", "-c", "id -u; stat -c %u:%g /etc/passwd")
+    assert out == "0\n0:0\n", out
