@@ -320,14 +320,3 @@ void control_socket_remove(int run_fd)
 		unlink(target);
 	unlinkat(run_fd, "control.sock", 0);
 }
-
-int rootless_check(const struct capsule_config *cfg, capsule_error *err)
-{
-	/* QEMU's share of host folders is a tmpfs and the folders' trees attached to it in a mount
-	 * namespace of the shim's (src/shim/vm/shares.c), which a user's shim has not. */
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->nbinds && geteuid() != 0)
-		return cap_err_plain(err, EPERM, "bind mounts and volumes with vm isolation need root for now (the vm's "
-				     "share of host folders is made in a mount namespace a user cannot have; container "
-				     "isolation has them without root)");
-	return 0;
-}

@@ -50,11 +50,6 @@ int rootless_socket_path(const char *name, char *out, size_t size);
 /* Remove run/<name>/control.sock (RUN_FD), and the socket it links to in the runtime folder. */
 void control_socket_remove(int run_fd);
 
-struct capsule_config;
-/* What a user's sandbox cannot have yet, refused in one line before anything is made: host
- * folders in a vm, whose share is made in a mount namespace a user cannot have. */
-int rootless_check(const struct capsule_config *cfg, capsule_error *err);
-
 /* FN(ARG, ERR) in a child that is root in a user namespace mapping the user's ids as a
  * sandbox's are (0 the user, 1.. the subordinate ranges): where the user's own rights do not
  * reach what the sandbox's other ids made, this root's do. Called directly for root, and for a

@@ -90,8 +90,8 @@ static void probe_rootless(struct json_writer *j, const struct cgroup_support *c
 				  "then save it (vm isolation pauses its vCPUs over QMP: works)");
 	json_kv_string(j, "volume quotas", "a quota volume's ext4 image is mounted through a loop device");
 	json_kv_string(j, "disk size", "a container's own disk is an ext4 image on a loop device");
-	json_kv_string(j, "host folders in a vm", "the vm's share of binds and volumes is made in a mount namespace "
-			  "of the shim's");
+	json_kv_string(j, "hot mounts in a vm", "a user's vm gets its binds and volumes as it starts, attached in "
+			  "QEMU's own namespaces; later ones would need the shim's mount namespace");
 	json_kv_string(j, "oom_score_adj floor", "CAP_SYS_RESOURCE in the host's user namespace");
 	json_object_end(j);
 }

@@ -323,7 +323,7 @@ def test_doctor_says_how_ids_map_and_what_needs_root(user):
     assert doc["rootless_id_map"] == ("subordinate" if _subids("/etc/subuid", user.name, user.uid) else "single")
     assert doc["pids_limit_by"] == ("cgroup" if _user_has_cgroups(user) else "rlimit_nproc")
     needs = doc["rootless_needs_root"]
-    for what in ("volume quotas", "disk size", "host folders in a vm"):
+    for what in ("volume quotas", "disk size", "hot mounts in a vm"):
         assert needs[what], what
     assert "vm isolation" not in needs
     # The vm level is a user's too; KVM through /dev/kvm's group, else TCG, with the reason.
@@ -338,9 +338,7 @@ def test_what_needs_root_is_refused_in_one_line(user):
     run = os.path.join(user.capsule_home, "run")
     user.ok("ps")  # the home and its run folder, made
     before = set(os.listdir(run))
-    assert user.sh("mkdir", "-p", f"{user.home}/vmbind").returncode == 0
-    for args, words in ((("--isolation", "vm", "-v", f"{user.home}/vmbind:/mnt"), "vm isolation need root"),
-                        (("--disk-size", "1G"), "needs root"),
+    for args, words in ((("--disk-size", "1G"), "needs root"),
                         ):
         r = user.capsule("run", *args, "--", "true")
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
@@ -638,7 +636,9 @@ def test_a_vm_as_the_user_boots_runs_and_serves_the_fs_api(user):
     # The one boot of this module in make check: the root disk built as root of a user
     # namespace of the user's ids, QEMU run as the user, KVM or TCG with the reason.
     name = f"v-{uuid.uuid4().hex[:6]}"
-    user.ok("create", "--isolation", "vm", "--name", name)
+    shared = os.path.join(user.home, f"vmshare-{name}")
+    assert user.sh("mkdir", shared).returncode == 0
+    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{shared}:/mnt")
     info = json.loads(user.ok("inspect", name))
     vm = info["vm"]
     assert _proc_uid(vm["qemu_pid"]) == user.uid
@@ -650,6 +650,13 @@ def test_a_vm_as_the_user_boots_runs_and_serves_the_fs_api(user):
     assert user.ok("exec", name, "--", "sh", "-c", "cat /root/note; stat -c %u:%g /root/note /etc/passwd") == \
         "from the host\n0:0\n0:0\n"
     assert user.ok("fs", name, "cat", "/root/note") == "from the host\n"
+    # The bind is served by QEMU as root of a user namespace of the user's ids: the guest's
+    # root writes as the user, its other ids as the user's subordinate ids, as in a container.
+    user.ok("exec", name, "--", "sh", "-c", "echo g > /mnt/g && mkdir /mnt/al && chown 1000:1000 /mnt/al")
+    assert os.stat(os.path.join(shared, "g")).st_uid == user.uid
+    sub_uid = _subids("/etc/subuid", user.name, user.uid)
+    if sub_uid:
+        assert os.stat(os.path.join(shared, "al")).st_uid == sub_uid[0] + 999
     # What the build and the boot made is the user's.
     vm_dir = os.path.join(user.capsule_home, "vm")
     for f in os.listdir(vm_dir):
@@ -694,6 +701,33 @@ def test_a_running_vms_save_fork_and_checkpoint_as_the_user(user):
 
 @pytest.mark.vm_slow
 def test_a_vm_as_a_user_without_ranges(single_user):
-    # The disk build's namespace is then the single id, made by the build itself.
-    out = single_user.ok("run", "--isolation", "vm", "--", "sh", "-c", "id -u; stat -c %u:%g /etc/passwd")
-    assert out == "0\n0:0\n", out
+    # The disk build's namespace is then the single id, made by the build itself; QEMU's, for
+    # the share, too: the guest's root writes as the user, and chown fails as in a container.
+    shared = os.path.join(single_user.home, "vmshare")
+    assert single_user.sh("mkdir", shared).returncode == 0
+    out = single_user.ok("run", "--isolation", "vm", "-v", f"{shared}:/mnt", "--", "sh", "-c",
+                         "id -u; stat -c %u:%g /etc/passwd; echo a > /mnt/a; chown 1000 /mnt/a || echo refused")
+    assert out == "0\n0:0\nrefused\n", out
+    assert os.stat(os.path.join(shared, "a")).st_uid == single_user.uid
+
+
+@pytest.mark.vm_slow
+def test_a_users_vm_gets_volumes_and_read_only_binds_keeps_them_across_revert_and_refuses_hot_mounts(user):
+    name = f"vb-{uuid.uuid4().hex[:6]}"
+    vol = f"vol-{name}"
+    ro = os.path.join(user.home, f"ro-{name}")
+    assert user.sh("sh", "-c", f"mkdir {ro} && echo host > {ro}/f").returncode == 0
+    user.ok("volume", "create", vol)
+    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{vol}:/data", "-v", f"{ro}:/ro:ro")
+    user.ok("exec", name, "--", "sh", "-c", "echo kept > /data/k")
+    r = user.capsule("exec", name, "--", "touch", "/ro/n")
+    assert r.returncode != 0 and "Read-only" in r.stderr, r.stderr
+    user.ok("checkpoint", name, "c0")
+    user.ok("revert", name, "c0")  # QEMU starts again, with the same share
+    assert user.ok("exec", name, "--", "cat", "/data/k", "/ro/f") == "kept\nhost\n"
+    r = user.capsule("mount", name, ro, "/later")
+    assert r.returncode != 0 and "needs capsule to run as root" in r.stderr and len(r.stderr.splitlines()) == 1, \
+        r.stderr
+    user.ok("rm", "-f", name)
+    assert user.ok("volume", "read", vol, "k") == "kept\n"
+    user.ok("volume", "rm", vol)

@@ -115,10 +115,10 @@ static int vm_hot_idmap(struct shim *s, int tree, uid_t owner_uid, gid_t owner_g
 	gid_t gb;
 	uint32_t count;
 	bool rootless;
-	if (!s->shares.enabled)
-		return cap_err_plain(err, EOPNOTSUPP, "host folders in a vm need capsule to run as root (the vm's "
-				     "share of them is made in a mount namespace of the shim's; container isolation "
-				     "has them without root)");
+	/* A user's share is attached in QEMU's user namespace, which maps the guest's ids as a
+	 * container's (vm_shares_enter): nothing to idmap. */
+	if (s->shares.deferred)
+		return 0;
 	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
 	return vm_shares_idmap(tree, owner_uid, owner_gid, ub, gb, count, readonly, what, err);
 }
@@ -145,7 +145,7 @@ static int vm_boot_shares(struct shim *s, capsule_error *err)
 			r = vm_hot_idmap(s, binds[i].tree, geteuid(), getegid(), s->cfg.binds[i].readonly,
 					 s->cfg.binds[i].source, err);
 		if (r == 0)
-			r = vm_shares_attach(&s->shares, binds[i].tree, name, binds[i].is_dir, err);
+			r = vm_shares_attach(&s->shares, binds[i].tree, name, binds[i].is_dir, binds[i].attrs, err);
 	}
 	close_bind_trees(binds, nbinds);
 	return r;
@@ -214,7 +214,9 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 		.cfg = &s->cfg,
 		.hostname = config_hostname(&s->cfg),
 		.agent_sock = agent_sock,
-		.mounts_dir = s->shares.enabled ? s->shares.dir : NULL,
+		/* A user's share is there only with entries: it costs QEMU a user namespace. */
+		.mounts_dir = s->shares.enabled && (!s->shares.deferred || s->shares.npending) ? s->shares.dir : NULL,
+		.deferred = s->shares.deferred && s->shares.npending ? &s->shares : NULL,
 		.disk = s->vm_boot.disk,
 		.disk_mode = s->vm_boot.disk_mode,
 		.accel = s->vm_boot.accel,
@@ -227,6 +229,7 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 	int r = vm_start(&s->vm, &spec, err);
 	if (r < 0)
 		return r;
+	s->shares.sealed = s->shares.deferred;
 	s->proc_pid = s->vm.pid;
 	s->proc_pidfd = s->vm.pidfd;
 	shim_log("QEMU pid %d, accel %s", (int)s->vm.pid, s->vm.accel);
@@ -336,7 +339,7 @@ static int vm_resume(struct shim *s, capsule_error *err)
 static int vm_hot_attach(struct shim *s, int tree, const char *name, const char *target, bool is_dir, bool readonly,
 			 uint64_t *mnt_id, capsule_error *err)
 {
-	int r = vm_shares_attach(&s->shares, tree, name, is_dir, err);
+	int r = vm_shares_attach(&s->shares, tree, name, is_dir, 0, err);
 	if (r < 0)
 		return r;
 	struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = (char *)name, .target = (char *)target,

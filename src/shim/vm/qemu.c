@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "child.h"
 #include "json.h"
 #include "proto.h"
+#include "rootless.h"
 #include "shares.h"
 #include "syscalls.h"
 #include "util.h"
@@ -439,9 +441,22 @@ static int open_private_log(int run_fd, const char *name)
 }
 
 static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int console_sock, int placed,
-				 pid_t parent, char *const *argv)
+				 int unshared, pid_t parent, char *const *argv)
 {
 	shim_child_prepare(parent);
+	/* A user's share: a user namespace the parent maps as a container's (dumpable meanwhile,
+	 * or our /proc files would be root's), with a mount namespace of its own. */
+	if (spec->deferred) {
+		/* New credentials may clear both flags. */
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0) {
+			dprintf(unshared, "%s", strerror(errno));
+			_exit(127);
+		}
+		prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+		if (getppid() != parent || prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0 || write(unshared, "u", 1) != 1)
+			_exit(127);
+		close(unshared);
+	}
 	/* Not one allocation before the parent has put us in the sandbox's cgroups: its byte
 	 * says so, EOF says the start failed. */
 	char go;
@@ -450,6 +465,13 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int c
 		;
 	if (k != 1)
 		_exit(127);
+	if (spec->deferred) {
+		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+		int log = open_private_log(spec->run_fd, "qemu.log");
+		if (log < 0 || dup2(log, 2) < 0 || vm_shares_enter(spec->deferred) < 0)
+			_exit(127);
+		close(log);
+	}
 	/* What QEMU makes in the run folder (the VNC socket, screendumps) is its owner's alone: a
 	 * unix socket is connected to by whoever may write it. */
 	umask(0077);
@@ -476,6 +498,33 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int c
 	execvp(argv[0], argv);
 	dprintf(2, "capsule-shim: exec '%s': %s\n", argv[0], strerror(errno));
 	_exit(127);
+}
+
+static void close_pair(int p[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (p[i] >= 0)
+			close(p[i]);
+}
+
+/* QEMU's child is in its user namespace (its byte on UNSHARED says so, else its reason): map
+ * it as a container's, the user's ids 0.. (rootless.h). */
+static int map_qemu_ids(pid_t pid, int unshared[2], capsule_error *err)
+{
+	close(unshared[1]);
+	char why[128];
+	ssize_t k;
+	while ((k = read(unshared[0], why, sizeof(why) - 1)) < 0 && errno == EINTR)
+		;
+	close(unshared[0]);
+	if (k != 1 || why[0] != 'u') {
+		why[k > 0 ? k : 0] = '\0';
+		return cap_err_plain(err, EPERM, "a user namespace for QEMU (the vm's share of host folders): %s",
+				     k > 0 ? why : "its process died");
+	}
+	struct rootless_ids ids;
+	rootless_ids(&ids);
+	return rootless_map_ids(pid, &ids, err);
 }
 
 int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
@@ -529,9 +578,10 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		argv_free(&a);
 		return r;
 	}
-	int placed[2];
-	if (pipe2(placed, O_CLOEXEC) < 0) {
+	int placed[2] = { -1, -1 }, unshared[2] = { -1, -1 };
+	if (pipe2(placed, O_CLOEXEC) < 0 || (spec->deferred && pipe2(unshared, O_CLOEXEC) < 0)) {
 		r = cap_err(err, errno, "pipe");
+		close_pair(placed);
 		close(qmp[0]);
 		close(qmp[1]);
 		argv_free(&a);
@@ -543,18 +593,21 @@ int vm_start(struct vm *vm, const struct vm_spec *spec, capsule_error *err)
 		r = cap_err(err, errno, "fork");
 		close(placed[0]);
 		close(placed[1]);
+		close_pair(unshared);
 		close(qmp[0]);
 		close(qmp[1]);
 		argv_free(&a);
 		return r;
 	}
 	if (pid == 0)
-		qemu_child(spec, qmp[1], console, placed[0], parent, a.v);
+		qemu_child(spec, qmp[1], console, placed[0], unshared[1], parent, a.v);
 	close(placed[0]);
 	close(qmp[1]);
 	vm->pid = pid;
 	vm->qmp_fd = qmp[0];
-	r = spec->place ? spec->place(pid, spec->place_payload, err) : 0;
+	r = spec->deferred ? map_qemu_ids(pid, unshared, err) : 0;
+	if (r == 0 && spec->place)
+		r = spec->place(pid, spec->place_payload, err);
 	if (r == 0 && write(placed[1], "", 1) != 1)
 		r = cap_err(err, errno, "starting QEMU");
 	close(placed[1]);

@@ -26,12 +26,38 @@
 
 #define SHARES_DIR "shares"
 
+/* run/<name>/shares, absolute, into S->dir. */
+static int shares_dir_path(struct vm_shares *s, int run_fd, capsule_error *err)
+{
+	char self[64], path[PATH_MAX];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
+	ssize_t l = readlink(self, path, sizeof(path) - sizeof(SHARES_DIR) - 2);
+	if (l < 0)
+		return cap_err(err, errno, "readlink '%s'", self);
+	snprintf(path + l, sizeof(path) - (size_t)l, "/%s", SHARES_DIR);
+	if (!(s->dir = strdup(path)))
+		return cap_err(err, ENOMEM, "shares");
+	return 0;
+}
+
+static int prepare_deferred(struct vm_shares *s, int run_fd, capsule_error *err)
+{
+	rm_rf_at(run_fd, SHARES_DIR);
+	if (mkdirat(run_fd, SHARES_DIR, 0700) < 0)
+		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
+	int r = shares_dir_path(s, run_fd, err);
+	if (r < 0)
+		return r;
+	s->enabled = s->deferred = true;
+	return 0;
+}
+
 int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->dir_fd = -1;
 	if (geteuid() != 0)
-		return 0;
+		return prepare_deferred(s, run_fd, err);
 	/* Mounts made for the guest must never show on the host (a bind of a secret folder in
 	 * everyone's view), and must not outlive the shim: a namespace of its own, which dies
 	 * with the shim and QEMU. Slave, so that host mounts made later still reach us. */
@@ -45,14 +71,10 @@ int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err)
 		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
 	/* RUN_FD was opened before the unshare: it names a mount of the host's namespace, onto
 	 * which nothing of ours can be attached. The folder is opened again by its path, here. */
-	char self[64], path[PATH_MAX];
-	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
-	ssize_t l = readlink(self, path, sizeof(path) - sizeof(SHARES_DIR) - 2);
-	if (l < 0)
-		return cap_err(err, errno, "readlink '%s'", self);
-	snprintf(path + l, sizeof(path) - (size_t)l, "/%s", SHARES_DIR);
-	if (!(s->dir = strdup(path)))
-		return cap_err(err, ENOMEM, "shares");
+	int r = shares_dir_path(s, run_fd, err);
+	if (r < 0)
+		return r;
+	const char *path = s->dir;
 	/* The entries' mount points live on a tmpfs of this namespace only: the host sees an
 	 * empty folder, and one lazy unmount takes every entry away at once. Whatever removes
 	 * the run folder (the shim at the end, the library after a crash) can then never walk
@@ -71,7 +93,10 @@ void vm_shares_release(struct vm_shares *s)
 	/* Never prepared (a container's shim has a zeroed one): nothing to do, no fd to close. */
 	if (!s->dir)
 		return;
-	if (s->enabled)
+	for (size_t i = 0; i < s->npending; i++)
+		close(s->pending[i].tree);
+	s->npending = 0;
+	if (s->enabled && !s->deferred)
 		umount2(s->dir, MNT_DETACH | UMOUNT_NOFOLLOW);
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
@@ -79,10 +104,26 @@ void vm_shares_release(struct vm_shares *s)
 	s->enabled = false;
 }
 
-int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, capsule_error *err)
+int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, uint64_t attrs,
+		     capsule_error *err)
 {
 	if (!s->enabled)
 		return cap_err_plain(err, EOPNOTSUPP, "host folders need capsule to run as root with vm isolation");
+	if (s->deferred) {
+		if (s->sealed)
+			return cap_err_plain(err, EOPNOTSUPP, "mounting host folders into a running vm needs capsule to run "
+					     "as root (a user's vm gets its binds and volumes when it starts)");
+		if (s->npending == VM_SHARES_DEFERRED_MAX)
+			return cap_err_plain(err, E2BIG, "too many host folders for the vm's share");
+		struct vm_share_entry *e = &s->pending[s->npending];
+		if ((e->tree = fcntl(tree, F_DUPFD_CLOEXEC, 3)) < 0)
+			return cap_err(err, errno, "host folder '%s'", name);
+		snprintf(e->name, sizeof(e->name), "%s", name);
+		e->is_dir = is_dir;
+		e->attrs = attrs;
+		s->npending++;
+		return 0;
+	}
 	/* The mount point is ours (run/<name>/shares, 0700): nothing of the sandbox's is on
 	 * this path, so a plain name is safe here. */
 	int r = is_dir ? mkdirat(s->dir_fd, name, 0700) : mknodat(s->dir_fd, name, S_IFREG | 0600, 0);
@@ -121,9 +162,62 @@ int vm_shares_idmap(int tree, uid_t owner_uid, gid_t owner_gid, uid_t ub, gid_t 
 			       "guest's chown would reach host users; mount it read-only)", what);
 }
 
+int vm_shares_enter(const struct vm_shares *s)
+{
+	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0 ||
+	    mount("tmpfs", s->dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0700,size=1m,nr_inodes=1024") < 0) {
+		dprintf(2, "capsule-shim: the vm's share on '%s': %s\n", s->dir, strerror(errno));
+		return -1;
+	}
+	_cleanup_close_ int dir = open(s->dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dir < 0) {
+		dprintf(2, "capsule-shim: open '%s': %s\n", s->dir, strerror(errno));
+		return -1;
+	}
+	for (size_t i = 0; i < s->npending; i++) {
+		const struct vm_share_entry *e = &s->pending[i];
+		/* The shim's descriptor names a mount of the host's namespace, which only root may
+		 * clone; ours is a copy, cloned by the same path if it still leads to that file. */
+		char path[PATH_MAX];
+		capsule_error perr = { 0 };
+		if (fd_path(e->tree, path, sizeof(path), &perr) < 0) {
+			dprintf(2, "capsule-shim: %s\n", perr.message);
+			return -1;
+		}
+		_cleanup_close_ int tree =
+			sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_SYMLINK_NOFOLLOW);
+		struct stat a, b;
+		struct mount_attr ma = { .attr_set = e->attrs };
+		const char *fail = NULL;
+		if (tree < 0)
+			fail = "open_tree";
+		else if (fstat(e->tree, &a) < 0 || fstat(tree, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+			fail = (errno = ESTALE, "replaced while the vm started");
+		else if (e->attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0)
+			fail = "mount_setattr";
+		else if ((e->is_dir ? mkdirat(dir, e->name, 0700) : mknodat(dir, e->name, S_IFREG | 0600, 0)) < 0)
+			fail = "mount point";
+		if (!fail) {
+			int at = openat(dir, e->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			if (at < 0 || sys_move_mount(tree, "", at, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+				fail = "attaching it to the vm's share";
+			if (at >= 0) {
+				int keep = errno;
+				close(at);
+				errno = keep;
+			}
+		}
+		if (fail) {
+			dprintf(2, "capsule-shim: host folder '%s': %s: %s\n", path, fail, strerror(errno));
+			return -1;
+		}
+	}
+	return 0;
+}
+
 void vm_shares_detach(struct vm_shares *s, const char *name)
 {
-	if (!s->enabled)
+	if (!s->enabled || s->deferred)
 		return;
 	char path[PATH_MAX];
 	snprintf(path, sizeof(path), "%s/%s", s->dir, name);

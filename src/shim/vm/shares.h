@@ -11,19 +11,42 @@
 
 #include "internal.h"
 
+/* An entry of a user's share, attached by QEMU's child (vm_shares_enter). */
+struct vm_share_entry {
+	int tree; /* O_PATH of the host file or folder, opened with the user's rights */
+	char name[16];
+	bool is_dir;
+	uint64_t attrs; /* MOUNT_ATTR_* its clone gets */
+};
+
+#define VM_SHARES_DEFERRED_MAX (CAPSULE_MAX_BINDS + 2)
+
 struct vm_shares {
-	bool enabled; /* the share exists: a root shim in a mount namespace of its own */
+	bool enabled; /* the share exists: a root shim in a mount namespace of its own, or deferred */
+	/* A user's shim, which may have no mount namespace of its own: the entries are kept as
+	 * O_PATH descriptors and attached by QEMU's child, root of a user namespace of the user's
+	 * ids (as a container's are) with a mount namespace of its own, before its exec. So only
+	 * boot-time entries: sealed once QEMU first starts. */
+	bool deferred, sealed;
 	char *dir;    /* run/<name>/shares, absolute, for QEMU's command line (malloc'd) */
 	int dir_fd;   /* O_PATH of it; -1 when not enabled */
+	struct vm_share_entry pending[VM_SHARES_DEFERRED_MAX];
+	size_t npending;
 };
 
 /* A root shim: a mount namespace of its own (host mounts still propagate in, ours never
- * out) and an empty run/<name>/shares. Elsewhere nothing happens and the share is off. */
+ * out) and an empty run/<name>/shares. A user's: the empty folder, and the share deferred. */
 int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err);
 /* Detach every entry at once, before anything removes the run folder. */
 void vm_shares_release(struct vm_shares *s);
-/* Attach the detached mount TREE (a folder, or a file) as the share's entry NAME. */
-int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, capsule_error *err);
+/* Attach the detached mount TREE (a folder, or a file) as the share's entry NAME. A deferred
+ * share keeps a copy of TREE (an O_PATH descriptor, shim_host_tree) and ATTRS for QEMU's child. */
+int vm_shares_attach(struct vm_shares *s, int tree, const char *name, bool is_dir, uint64_t attrs,
+		     capsule_error *err);
+/* In QEMU's child, root of its user namespace with a mount namespace of its own: a tmpfs on
+ * the share's folder and each pending entry cloned onto it (the same path as the shim opened,
+ * while it still leads to the same file). Messages to stderr (qemu.log); -1 on failure. */
+int vm_shares_enter(const struct vm_shares *s);
 /* Idmap the detached mount TREE of a host folder for the guest, before it is attached: QEMU
  * passes the guest's ids as they are, and through this map the guest's root is OWNER on the
  * host and guest id N is the sandbox's own host id UB + N (GB + N), as at the container

@@ -12,6 +12,8 @@
 #include "capsule.h"
 #include "internal.h"
 
+struct vm_shares;
+
 /* The virtio-serial port's name, as the guest sees it in /sys/class/virtio-ports/<p>/name. */
 #define VM_AGENT_PORT_NAME "capsule.agent"
 /* 9p mount tags: the host's /usr (and /bin, /lib*, /sbin where they are folders, not
@@ -62,6 +64,9 @@ struct vm_spec {
 	const char *hostname;
 	int agent_sock;              /* QEMU's end of the agent socketpair */
 	const char *mounts_dir;      /* the host folders' share (shares.h), or NULL for none */
+	/* A user's share with entries (shares.h): QEMU then runs as root of a user namespace of
+	 * the user's ids, as a container's root does, and its child attaches them. NULL else. */
+	const struct vm_shares *deferred;
 	/* The root disk (disk.c): its qcow2, and how the guest uses it, VM_DISK_MODE_*, which
 	 * reaches the agent as capsule.disk= on the kernel's command line. Required. */
 	const char *disk;

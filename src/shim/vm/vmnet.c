@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "syscalls.h"
+#include "mounts.h"
 #include "util.h"
 #include "vm.h"
 #include "vmnet.h"
@@ -96,13 +97,11 @@ int vm_net_hosts_attach(const struct capsule_config *cfg, struct vm_shares *s, c
 	char path[PATH_MAX];
 	const char *slash = strrchr(s->dir, '/');
 	snprintf(path, sizeof(path), "%.*s/hosts", (int)(slash - s->dir), s->dir);
-	_cleanup_close_ int t = sys_open_tree(AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_SYMLINK_NOFOLLOW);
+	const uint64_t attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC;
+	_cleanup_close_ int t = shim_host_tree(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, attrs);
 	if (t < 0)
-		return cap_err(err, errno, "open_tree '%s'", path);
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC };
-	if (sys_mount_setattr(t, "", AT_EMPTY_PATH, &a) < 0)
-		return cap_err(err, errno, "mount_setattr 'hosts'");
-	return vm_shares_attach(s, t, VM_NET_HOSTS_ENTRY, false, err);
+		return cap_err(err, errno, "preparing '%s' for the vm's share", path);
+	return vm_shares_attach(s, t, VM_NET_HOSTS_ENTRY, false, attrs, err);
 }
 
 /* ---- forwarded connections ------------------------------------------------------------ */
