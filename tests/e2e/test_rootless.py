@@ -731,3 +731,26 @@ def test_a_users_vm_gets_volumes_and_read_only_binds_keeps_them_across_revert_an
     user.ok("rm", "-f", name)
     assert user.ok("volume", "read", vol, "k") == "kept\n"
     user.ok("volume", "rm", vol)
+
+
+@pytest.mark.vm_slow
+def test_a_users_vm_serves_a_forwarded_port(user):
+    name = f"vw-{uuid.uuid4().hex[:6]}"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    user.ok("run", "-d", "--isolation", "vm", "--network", "full", "--name", name, "-p", f"{port}:8000", "--",
+            "sh", "-c", f"echo {name} > /root/page && exec python3 -m http.server 8000 -d /root")
+    try:
+        body = None
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        for _ in range(300):  # TCG: python starts in seconds
+            try:
+                with direct.open(f"http://127.0.0.1:{port}/page", timeout=5) as resp:
+                    body = resp.read().decode()
+                break
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.2)
+        assert body is not None and body.strip() == name
+    finally:
+        user.ok("rm", "-f", name)
