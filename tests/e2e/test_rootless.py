@@ -380,6 +380,18 @@ def test_save_checkpoint_revert_fork_keep_other_ids_files_and_owners(user):
     assert not os.path.exists(os.path.join(user.capsule_home, "saves", save))
 
 
+def _get_page(port, tries, pause):
+    """/page through the forward at PORT, once the server answers; None if it never did."""
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    for _ in range(tries):
+        try:
+            with direct.open(f"http://127.0.0.1:{port}/page", timeout=5) as resp:
+                return resp.read().decode().strip()
+        except OSError:  # refused, reset, or a read that timed out under load
+            time.sleep(pause)
+    return None
+
+
 def test_network_full_and_a_port_forward(user):
     out = user.ok("run", "--network", "full", "--", "cat", "/etc/resolv.conf")
     assert "nameserver 10.0.2.3" in out
@@ -390,16 +402,7 @@ def test_network_full_and_a_port_forward(user):
     user.ok("run", "-d", "--name", name, "-p", f"{port}:8000", "--", "sh", "-c",
             f"echo {name} > /root/page && exec python3 -m http.server 8000 --bind 127.0.0.1 -d /root")
     try:
-        body = None
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        for _ in range(100):
-            try:
-                with direct.open(f"http://127.0.0.1:{port}/page", timeout=5) as resp:
-                    body = resp.read().decode()
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert body is not None and body.strip() == name
+        assert _get_page(port, 100, 0.1) == name
     finally:
         user.ok("rm", "-f", name)
 
@@ -742,15 +745,6 @@ def test_a_users_vm_serves_a_forwarded_port(user):
     user.ok("run", "-d", "--isolation", "vm", "--network", "full", "--name", name, "-p", f"{port}:8000", "--",
             "sh", "-c", f"echo {name} > /root/page && exec python3 -m http.server 8000 -d /root")
     try:
-        body = None
-        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        for _ in range(300):  # TCG: python starts in seconds
-            try:
-                with direct.open(f"http://127.0.0.1:{port}/page", timeout=5) as resp:
-                    body = resp.read().decode()
-                break
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.2)
-        assert body is not None and body.strip() == name
+        assert _get_page(port, 300, 0.2) == name  # TCG: python starts in seconds
     finally:
         user.ok("rm", "-f", name)

@@ -26,9 +26,14 @@
 
 #define SHARES_DIR "shares"
 
-/* run/<name>/shares, absolute, into S->dir. */
-static int shares_dir_path(struct vm_shares *s, int run_fd, capsule_error *err)
+/* An empty run/<name>/shares (what a stopped run left is empty mount points: its mounts died
+ * with its namespace), and its absolute path in S->dir. RUN_FD may name a mount of the host's
+ * namespace, onto which nothing of ours can be attached: the folder is named by its path. */
+static int shares_folder(struct vm_shares *s, int run_fd, capsule_error *err)
 {
+	rm_rf_at(run_fd, SHARES_DIR);
+	if (mkdirat(run_fd, SHARES_DIR, 0700) < 0)
+		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
 	char self[64], path[PATH_MAX];
 	snprintf(self, sizeof(self), "/proc/self/fd/%d", run_fd);
 	ssize_t l = readlink(self, path, sizeof(path) - sizeof(SHARES_DIR) - 2);
@@ -40,24 +45,15 @@ static int shares_dir_path(struct vm_shares *s, int run_fd, capsule_error *err)
 	return 0;
 }
 
-static int prepare_deferred(struct vm_shares *s, int run_fd, capsule_error *err)
-{
-	rm_rf_at(run_fd, SHARES_DIR);
-	if (mkdirat(run_fd, SHARES_DIR, 0700) < 0)
-		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
-	int r = shares_dir_path(s, run_fd, err);
-	if (r < 0)
-		return r;
-	s->enabled = s->deferred = true;
-	return 0;
-}
-
 int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err)
 {
 	memset(s, 0, sizeof(*s));
 	s->dir_fd = -1;
-	if (geteuid() != 0)
-		return prepare_deferred(s, run_fd, err);
+	if (geteuid() != 0) {
+		int r = shares_folder(s, run_fd, err);
+		s->enabled = s->deferred = r == 0;
+		return r;
+	}
 	/* Mounts made for the guest must never show on the host (a bind of a secret folder in
 	 * everyone's view), and must not outlive the shim: a namespace of its own, which dies
 	 * with the shim and QEMU. Slave, so that host mounts made later still reach us. */
@@ -65,13 +61,7 @@ int vm_shares_prepare(struct vm_shares *s, int run_fd, capsule_error *err)
 		return cap_err(err, errno, "a mount namespace for the vm's shares");
 	if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0)
 		return cap_err(err, errno, "making the shim's mounts private");
-	/* What a stopped run left is empty mount points (its mounts died with its namespace). */
-	rm_rf_at(run_fd, SHARES_DIR);
-	if (mkdirat(run_fd, SHARES_DIR, 0700) < 0)
-		return cap_err(err, errno, "mkdir '%s'", SHARES_DIR);
-	/* RUN_FD was opened before the unshare: it names a mount of the host's namespace, onto
-	 * which nothing of ours can be attached. The folder is opened again by its path, here. */
-	int r = shares_dir_path(s, run_fd, err);
+	int r = shares_folder(s, run_fd, err);
 	if (r < 0)
 		return r;
 	const char *path = s->dir;
