@@ -8,7 +8,6 @@ folder, CI's checkout) is copied, its programs only, to a folder the user can re
 import json
 import socket
 import time
-import urllib.error
 import urllib.request
 import os
 import pwd
