@@ -747,3 +747,16 @@ def test_a_users_vm_serves_a_forwarded_port(user):
         assert _get_page(port, 300, 0.2) == name  # TCG: python starts in seconds
     finally:
         user.ok("rm", "-f", name)
+
+
+@pytest.mark.vm_slow
+def test_a_users_vm_knows_allowlisted_names_from_a_read_only_etc_hosts(user):
+    # The hosts file reaches the guest through the share, as for root.
+    host = socket.gethostname()
+    try:
+        socket.gethostbyname(host)
+    except OSError:
+        pytest.skip(f"the host's own name '{host}' does not resolve here")
+    out = user.ok("run", "--isolation", "vm", "--network", "full", "--allow-host", f"{host}:443", "--", "sh", "-c",
+                  f"grep -cw {host} /etc/hosts; echo 192.0.2.1 evil >> /etc/hosts || echo refused")
+    assert out.split()[0] != "0" and out.endswith("refused\n"), out
