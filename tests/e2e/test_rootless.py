@@ -637,6 +637,7 @@ def _proc_uid(pid):
 def test_a_vm_as_the_user_boots_runs_and_serves_the_fs_api(user):
     # The one boot of this module in make check: the root disk built as root of a user
     # namespace of the user's ids, QEMU run as the user, KVM or TCG with the reason.
+    need_static_agent(BUILD)
     name = f"v-{uuid.uuid4().hex[:6]}"
     shared = os.path.join(user.home, f"vmshare-{name}")
     assert user.sh("mkdir", shared).returncode == 0
@@ -687,6 +688,7 @@ def test_a_vm_from_a_pulled_image_keeps_its_other_owners(user, registry, workdir
 @pytest.mark.vm_slow
 def test_a_running_vms_save_fork_and_checkpoint_as_the_user(user):
     # No freezer needed: the vm level pauses its vCPUs over QMP.
+    need_static_agent(BUILD)
     name = f"vs-{uuid.uuid4().hex[:6]}"
     save = f"s-{uuid.uuid4().hex[:6]}"
     user.ok("create", "--isolation", "vm", "--name", name)
@@ -705,6 +707,7 @@ def test_a_running_vms_save_fork_and_checkpoint_as_the_user(user):
 def test_a_vm_as_a_user_without_ranges(single_user):
     # The disk build's namespace is then the single id, made by the build itself; QEMU's, for
     # the share, too: the guest's root writes as the user, and chown fails as in a container.
+    need_static_agent(BUILD)
     shared = os.path.join(single_user.home, "vmshare")
     assert single_user.sh("mkdir", shared).returncode == 0
     out = single_user.ok("run", "--isolation", "vm", "-v", f"{shared}:/mnt", "--", "sh", "-c",
@@ -715,6 +718,7 @@ def test_a_vm_as_a_user_without_ranges(single_user):
 
 @pytest.mark.vm_slow
 def test_a_users_vm_gets_volumes_and_read_only_binds_keeps_them_across_revert_and_refuses_hot_mounts(user):
+    need_static_agent(BUILD)
     name = f"vb-{uuid.uuid4().hex[:6]}"
     vol = f"vol-{name}"
     ro = os.path.join(user.home, f"ro-{name}")
@@ -737,6 +741,7 @@ def test_a_users_vm_gets_volumes_and_read_only_binds_keeps_them_across_revert_an
 
 @pytest.mark.vm_slow
 def test_a_users_vm_serves_a_forwarded_port(user):
+    need_static_agent(BUILD)
     name = f"vw-{uuid.uuid4().hex[:6]}"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -752,6 +757,7 @@ def test_a_users_vm_serves_a_forwarded_port(user):
 @pytest.mark.vm_slow
 def test_a_users_vm_knows_allowlisted_names_from_a_read_only_etc_hosts(user):
     # The hosts file reaches the guest through the share, as for root.
+    need_static_agent(BUILD)
     host = socket.gethostname()
     try:
         socket.gethostbyname(host)
