@@ -766,3 +766,30 @@ def test_a_users_vm_knows_allowlisted_names_from_a_read_only_etc_hosts(user):
     out = user.ok("run", "--isolation", "vm", "--network", "full", "--allow-host", f"{host}:443", "--", "sh", "-c",
                   f"grep -cw {host} /etc/hosts; echo 192.0.2.1 evil >> /etc/hosts || echo refused")
     assert out.split()[0] != "0" and out.endswith("refused\n"), out
+
+
+@pytest.mark.vm_slow
+def test_a_users_qemu_serving_a_share_is_cut_and_filtered_and_plants_no_setid_file(user):
+    # QEMU runs as root of its own user namespace here: the bounding set is cut and both
+    # seccomp filters are stacked as for root (docs/security.md, "vm mounts").
+    need_static_agent(BUILD)
+    name = f"vq-{uuid.uuid4().hex[:6]}"
+    shared = os.path.join(user.home, f"vmshare-{name}")
+    assert user.sh("mkdir", shared).returncode == 0
+    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{shared}:/mnt")
+    pid = json.loads(user.ok("inspect", name))["vm"]["qemu_pid"]
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    assert int(fields["Uid"].split()[0]) == user.uid
+    for field in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"):
+        caps = int(fields[field].strip(), 16)
+        for cap in (4, 27, 21, 31):  # CAP_FSETID, CAP_MKNOD, CAP_SYS_ADMIN, CAP_SETFCAP
+            assert not caps & (1 << cap), (field, cap)
+    assert fields["NoNewPrivs"].strip() == "1" and int(fields["Seccomp_filters"].strip()) >= 2
+    assert os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+    r = user.capsule("exec", name, "--", "sh", "-c",
+                     "cd /mnt; cp /bin/true suid; chmod 4755 suid; mknod null c 1 3; echo mknod=$?")
+    assert "mknod=1" in r.stdout and "Operation not permitted" in r.stderr, r.stdout + r.stderr
+    assert os.stat(os.path.join(shared, "suid")).st_mode & 0o7000 == 0
+    assert not os.path.exists(os.path.join(shared, "null"))
+    user.ok("rm", "-f", name)
