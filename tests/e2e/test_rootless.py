@@ -628,23 +628,28 @@ def test_an_allowlist_lets_the_listed_host_port_through_and_refuses_others(user)
             s.server_close()
 
 
-def _proc_uid(pid):
+def _proc_status(pid):
     with open(f"/proc/{pid}/status") as f:
-        return int(next(line for line in f if line.startswith("Uid:")).split()[1])
+        return dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+
+
+def _vm_with_a_share(user, prefix):
+    """A running vm of the user's with a new folder of the user's bound at /mnt."""
+    need_static_agent(BUILD)
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    shared = os.path.join(user.home, f"vmshare-{name}")
+    assert user.sh("mkdir", shared).returncode == 0
+    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{shared}:/mnt")
+    return name, shared
 
 
 @pytest.mark.vm_in_check
 def test_a_vm_as_the_user_boots_runs_and_serves_the_fs_api(user):
     # The one boot of this module in make check: the root disk built as root of a user
     # namespace of the user's ids, QEMU run as the user, KVM or TCG with the reason.
-    need_static_agent(BUILD)
-    name = f"v-{uuid.uuid4().hex[:6]}"
-    shared = os.path.join(user.home, f"vmshare-{name}")
-    assert user.sh("mkdir", shared).returncode == 0
-    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{shared}:/mnt")
-    info = json.loads(user.ok("inspect", name))
-    vm = info["vm"]
-    assert _proc_uid(vm["qemu_pid"]) == user.uid
+    name, shared = _vm_with_a_share(user, "v")
+    vm = json.loads(user.ok("inspect", name))["vm"]
+    assert int(_proc_status(vm["qemu_pid"])["Uid"].split()[0]) == user.uid
     assert vm["qemu_bounded_by"] == ("cgroup" if _user_has_cgroups(user) else "none")
     if os.path.exists("/dev/kvm") and not _user_may_open_kvm(user):
         assert vm["accel"] == "tcg" and "its group" in vm["accel_fallback"], vm
@@ -772,14 +777,9 @@ def test_a_users_vm_knows_allowlisted_names_from_a_read_only_etc_hosts(user):
 def test_a_users_qemu_serving_a_share_is_cut_and_filtered_and_plants_no_setid_file(user):
     # QEMU runs as root of its own user namespace here: the bounding set is cut and both
     # seccomp filters are stacked as for root (docs/security.md, "vm mounts").
-    need_static_agent(BUILD)
-    name = f"vq-{uuid.uuid4().hex[:6]}"
-    shared = os.path.join(user.home, f"vmshare-{name}")
-    assert user.sh("mkdir", shared).returncode == 0
-    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{shared}:/mnt")
+    name, shared = _vm_with_a_share(user, "vq")
     pid = json.loads(user.ok("inspect", name))["vm"]["qemu_pid"]
-    with open(f"/proc/{pid}/status") as f:
-        fields = dict(line.split(":\t", 1) for line in f.read().splitlines() if ":\t" in line)
+    fields = _proc_status(pid)
     assert int(fields["Uid"].split()[0]) == user.uid
     for field in ("CapBnd", "CapPrm", "CapEff", "CapInh", "CapAmb"):
         caps = int(fields[field].strip(), 16)
