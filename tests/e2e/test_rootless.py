@@ -722,14 +722,18 @@ def test_a_vm_as_a_user_without_ranges(single_user):
 
 
 @pytest.mark.vm_slow
-def test_a_users_vm_gets_volumes_and_read_only_binds_keeps_them_across_revert_and_refuses_hot_mounts(user):
+def test_a_users_vm_gets_a_disk_size_volumes_and_read_only_binds_keeps_them_across_revert_refuses_hot_mounts(user):
     need_static_agent(BUILD)
     name = f"vb-{uuid.uuid4().hex[:6]}"
     vol = f"vol-{name}"
     ro = os.path.join(user.home, f"ro-{name}")
     assert user.sh("sh", "-c", f"mkdir {ro} && echo host > {ro}/f").returncode == 0
     user.ok("volume", "create", vol)
-    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{vol}:/data", "-v", f"{ro}:/ro:ro")
+    # A vm's disk size is its qcow2's: a file of the user's, no loop device.
+    user.ok("create", "--isolation", "vm", "--name", name, "-v", f"{vol}:/data", "-v", f"{ro}:/ro:ro",
+            "--disk-size", "3G")
+    size = int(user.ok("exec", name, "--", "sh", "-c", "df -k / | tail -1").split()[1])
+    assert 2_800_000 < size <= 3 * 1024 * 1024, size
     user.ok("exec", name, "--", "sh", "-c", "echo kept > /data/k")
     r = user.capsule("exec", name, "--", "touch", "/ro/n")
     assert r.returncode != 0 and "Read-only" in r.stderr, r.stderr
