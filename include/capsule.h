@@ -103,6 +103,15 @@ CAPSULE_API int capsule_config_add_bind_transform(capsule_config *cfg, const cha
 /* A detached sandbox outlives the process that created it and lives until stopped; an
  * ephemeral one (the default) dies when its creator closes it or exits, even on SIGKILL. */
 CAPSULE_API int capsule_config_set_detached(capsule_config *cfg, bool detached, capsule_error *err);
+/* A label KEY=VALUE kept with the sandbox (in its configuration, so it lasts a stop and a
+ * start), shown by inspect ("labels") and matched by capsule_sandbox_list_labeled and `capsule
+ * ps --filter label=...`; capsule serve's labels are these. KEY is 1 to CAPSULE_LABEL_KEY_MAX
+ * letters, digits, '_', '.', '-' or '/'; VALUE at most CAPSULE_LABEL_VALUE_MAX bytes with no
+ * control character; at most CAPSULE_LABELS_MAX labels, each key once (-EEXIST). */
+#define CAPSULE_LABELS_MAX 32
+#define CAPSULE_LABEL_KEY_MAX 63
+#define CAPSULE_LABEL_VALUE_MAX 255
+CAPSULE_API int capsule_config_add_label(capsule_config *cfg, const char *key_value, capsule_error *err);
 /* How long start may take before it fails (default 10 s for containers). */
 CAPSULE_API int capsule_config_set_boot_timeout_ms(capsule_config *cfg, uint32_t ms, capsule_error *err);
 /* Pause the running sandbox (as capsule_sandbox_pause) once it has been idle for MS: no
@@ -152,6 +161,13 @@ CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
  * succeeds. */
 #define CAPSULE_STOP_TIMEOUT_DEFAULT_MS 10000
 CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
+/* capsule_sandbox_stop that keeps an ephemeral sandbox, stopped, with its filesystem, as a
+ * detached one is kept: capsule_sandbox_start on this handle runs it again, ephemeral as
+ * before (it dies with this handle). Freeing the handle while it is stopped removes it; only
+ * a creator killed while it is stopped leaves it behind (no process, no memory: its folder,
+ * until capsule_sandbox_remove). For a detached sandbox it is capsule_sandbox_stop. One taken
+ * from a pool is refused (-EOPNOTSUPP): its end is made fast by removing it. */
+CAPSULE_API int capsule_sandbox_stop_keep(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
 /* Pause every process of the running sandbox, in memory (the cgroup freezer for a container,
  * QMP stop for a vm, whose guest syncs its disks first), until capsule_sandbox_resume or a
  * stop. Meanwhile inspect says "paused"; commands, file operations, signals, mounts and a
@@ -239,6 +255,37 @@ CAPSULE_API int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_jso
 /* Every sandbox under $CAPSULE_HOME. *out is malloc'd, caller frees. Stale entries left by a
  * killed shim are cleaned up by this call. */
 CAPSULE_API int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_error *err);
+/* capsule_sandbox_list of the sandboxes that have every label of LABELS (NULL-terminated):
+ * "KEY=VALUE" matches that value, "KEY" any value of KEY. A malformed entry is -EINVAL. */
+CAPSULE_API int capsule_sandbox_list_labeled(capsule_sandbox_info **out, size_t *count, const char *const *labels,
+					     capsule_error *err);
+
+/* What a running sandbox is doing and using, from its shim. This is the one definition of
+ * idle, for every client that acts on it (capsule serve's idle_timeout, pause-on-idle): a
+ * sandbox is active while a command runs in it through its shim (an exec, an attached or
+ * interactive session, which is an exec too) or a file operation or transfer is in progress
+ * (the filesystem API, a copy); otherwise idle, since the last of them ended or, when none
+ * has run, since the start. A detached command (exec's detach) and port-forward traffic do
+ * not count: nothing is waiting on them. The figures are the sandbox's as a whole: a
+ * container's cgroups where they keep them, else the sum over its processes in /proc; a vm's
+ * are what QEMU uses (it runs in the sandbox's cgroups), and a vm has no interfaces here
+ * (its network is the guest kernel's). -ENOTCONN when the sandbox is not running. */
+#define CAPSULE_STATS_NET_MAX 8
+typedef struct capsule_stats {
+	uint32_t active;       /* commands and file operations in progress */
+	uint64_t idle_ms;      /* 0 while active; else since the last ended (or the start) */
+	bool has_cpu, has_memory, has_pids, has_disk; /* which of the figures below were had */
+	uint64_t cpu_usec;     /* cpu time used, user and system, since the start */
+	uint64_t memory_bytes; /* memory charged now (the cgroup's usage; else resident sets) */
+	uint64_t pids;         /* processes (cgroup: tasks) now */
+	uint64_t disk_read_bytes, disk_write_bytes; /* block I/O since the start */
+	size_t n_net;          /* a container's interfaces, lo included */
+	struct {
+		char name[16];
+		uint64_t rx_bytes, tx_bytes, rx_packets, tx_packets;
+	} net[CAPSULE_STATS_NET_MAX];
+} capsule_stats;
+CAPSULE_API int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, capsule_error *err);
 
 /* ---- commands ------------------------------------------------------------------------- */
 

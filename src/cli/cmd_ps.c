@@ -31,25 +31,53 @@ static bool ps_listed(bool all, const char *state)
 int cmd_ps(int argc, char **argv)
 {
 	bool all = false, json = false;
+	/* --filter label=...: at most one per argument, NULL-terminated for the library. */
+	const char **labels = calloc((size_t)argc + 1, sizeof(*labels));
+	size_t nlabels = 0;
+	if (!labels)
+		return cli_failf("out of memory");
 	for (int i = 1; i < argc; i++) {
+		const char *filter = NULL;
 		if (!strcmp(argv[i], "-a") || !strcmp(argv[i], "--all"))
 			all = true;
 		else if (!strcmp(argv[i], "--json"))
 			json = true;
-		else if (!strcmp(argv[i], "--help"))
-			return fputs("Usage: capsule ps [-a] [--json]\n\n"
+		else if (!strcmp(argv[i], "-f") || !strcmp(argv[i], "--filter")) {
+			if (i + 1 == argc) {
+				free(labels);
+				return cli_usage("ps", "%s needs a value (label=KEY=VALUE or label=KEY)", argv[i]);
+			}
+			filter = argv[++i];
+		} else if (!strncmp(argv[i], "--filter=", 9))
+			filter = argv[i] + 9;
+		else if (!strcmp(argv[i], "--help")) {
+			free(labels);
+			return fputs("Usage: capsule ps [-a] [--json] [--filter label=KEY[=VALUE]...]\n\n"
 				     "List sandboxes: name, state, image, isolation and when each was made.\n\n"
-				     "  -a, --all   stopped and starting ones too (default: running ones only)\n"
-				     "  --json      a JSON array, for scripts\n",
+				     "  -a, --all        stopped and starting ones too (default: running ones only)\n"
+				     "  --json           a JSON array, for scripts\n"
+				     "  -f, --filter label=KEY=VALUE\n"
+				     "                   only sandboxes with that label (label=KEY: any value);\n"
+				     "                   repeat for more, all must match (labels: run --label)\n",
 				     stdout),
 			       0;
-		else
+		} else {
+			free(labels);
 			return cli_usage("ps", "unknown flag '%s'", argv[i]);
+		}
+		if (filter && strncmp(filter, "label=", 6)) {
+			free(labels);
+			return cli_usage("ps", "unknown filter '%s' (label=KEY=VALUE or label=KEY)", filter);
+		}
+		if (filter)
+			labels[nlabels++] = filter + 6;
 	}
 	capsule_error err = { 0 };
 	capsule_sandbox_info *v;
 	size_t n;
-	if (capsule_sandbox_list(&v, &n, &err) < 0)
+	int lr = capsule_sandbox_list_labeled(&v, &n, labels, &err);
+	free(labels);
+	if (lr < 0)
 		return cli_fail(&err);
 	if (json) {
 		struct json_writer j;

@@ -858,3 +858,48 @@ int parse_port_spec(const char *s, struct port_spec *out, capsule_error *err)
 	*out = ps;
 	return 0;
 }
+
+int parse_label_check(const char *key, const char *value, capsule_error *err)
+{
+	size_t kl = strlen(key), vl = value ? strlen(value) : 0;
+	if (kl == 0 || kl > CAPSULE_LABEL_KEY_MAX)
+		return cap_err_plain(err, EINVAL, "label key '%.64s' must be 1 to %d characters", quote(key).s,
+				     CAPSULE_LABEL_KEY_MAX);
+	for (size_t i = 0; i < kl; i++) {
+		char c = key[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+		      c == '-' || c == '/'))
+			return cap_err_plain(err, EINVAL, "label key '%.64s': only letters, digits, '_', '.', '-' and '/'",
+					     quote(key).s);
+	}
+	if (vl > CAPSULE_LABEL_VALUE_MAX)
+		return cap_err_plain(err, EINVAL, "label '%s': the value is longer than %d bytes", key,
+				     CAPSULE_LABEL_VALUE_MAX);
+	for (size_t i = 0; i < vl; i++)
+		if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
+			return cap_err_plain(err, EINVAL, "label '%s': the value has a control character", key);
+	return 0;
+}
+
+int parse_label(const char *text, bool key_alone_ok, char **key, char **value, capsule_error *err)
+{
+	const char *eq = strchr(text, '=');
+	if (!eq && !key_alone_ok)
+		return cap_err_plain(err, EINVAL, "label '%.64s' must be KEY=VALUE", quote(text).s);
+	char *k = eq ? strndup(text, (size_t)(eq - text)) : strdup(text);
+	char *v = eq ? strdup(eq + 1) : NULL;
+	if (!k || (eq && !v)) {
+		free(k);
+		free(v);
+		return cap_err(err, ENOMEM, "label");
+	}
+	int r = parse_label_check(k, v, err);
+	if (r < 0) {
+		free(k);
+		free(v);
+		return r;
+	}
+	*key = k;
+	*value = v;
+	return 0;
+}

@@ -39,6 +39,15 @@ int parse_uint(const char *s, const char *what, uint64_t min, uint64_t max, uint
 /* Sandbox / volume / save names: [a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}. WHAT is "sandbox name" etc. */
 int parse_name(const char *s, const char *what, capsule_error *err);
 
+/* A sandbox label (capsule_config_add_label): KEY of 1 to CAPSULE_LABEL_KEY_MAX letters,
+ * digits, '_', '.', '-', '/' (Kubernetes-style names), VALUE of at most
+ * CAPSULE_LABEL_VALUE_MAX bytes without control characters, so that a label never breaks a
+ * config line, a log line or a query string. */
+int parse_label_check(const char *key, const char *value, capsule_error *err);
+/* "KEY=VALUE" split and checked as above; *KEY and *VALUE malloc'd on success. With
+ * KEY_ALONE_OK, "KEY" (no '=') is taken too, *VALUE NULL (a filter on the key's presence). */
+int parse_label(const char *text, bool key_alone_ok, char **key, char **value, capsule_error *err);
+
 /* -v SRC:DST[:OPTS] as docker: SRC is an absolute host path (kept verbatim) or a volume name
  * (parse_name rules); DST an absolute path in the sandbox; OPTS a comma list of ro|rw (others,
  * empty items and "ro,rw" together -> error). No ':' in paths is supported (docker's rule too).

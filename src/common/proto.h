@@ -56,6 +56,7 @@ enum cp_type {
 	CP_PORT_ADD = 83,    /* client -> shim: forward a host port into the running sandbox */
 	CP_PORT_REMOVE = 84, /* client -> shim: remove a port forward by its host side */
 	CP_PORTS = 85,       /* client -> shim: list the port forwards */
+	CP_STATS = 86,       /* client -> shim: activity and resource use, a JSON object */
 	CP_SAVE = 96,    /* client -> shim: save, checkpoint, revert or fork the sandbox's filesystem */
 	CP_PAUSE = 97,   /* client -> shim: pause or resume every process of the sandbox (proto_saves.c) */
 	CP_SCREENSHOT = 100, /* client -> shim: a vm's screen as PNG, in chunks (proto_display.c) */
@@ -229,8 +230,9 @@ enum { CP_T_RESIZE_ROWS = 1, CP_T_RESIZE_COLS = 2 };
 
 struct cp_stop {
 	uint32_t timeout_ms;
+	uint32_t keep; /* STOP: 1 keeps an ephemeral sandbox, stopped, as a detached one is kept */
 };
-enum { CP_T_STOP_TIMEOUT_MS = 1 };
+enum { CP_T_STOP_TIMEOUT_MS = 1, CP_T_STOP_KEEP = 2 };
 
 /* TAKE: the ready sandbox of pool POOL becomes NAME (renamed when NAME differs), owned by the
  * connection that asks (its close ends the sandbox) or, DETACHED, by nobody. Answered by OK
@@ -332,7 +334,7 @@ struct cp_unmount {
 enum { CP_T_UNMOUNT_TARGET = 1 };
 
 /* The fields an OK may carry in answer to a request the shim serves itself: MOUNT (handle),
- * MOUNTS and PORTS (list_json); the others carry none. */
+ * MOUNTS, PORTS and STATS (list_json, STATS's an object); the others carry none. */
 struct cp_request_ok {
 	char *handle;    /* at most CP_MAX_MOUNT_HANDLE bytes */
 	char *list_json; /* at most CP_MAX_LIST_JSON bytes */
@@ -518,7 +520,8 @@ void cp_port_free(struct cp_port *m);
 int cp_net_rule_encode(struct cp_writer *w, uint16_t type, uint32_t chan, const struct cp_net_rule *m);
 int cp_net_rule_decode(uint16_t type, const uint8_t *p, size_t n, struct cp_net_rule *m);
 void cp_net_rule_free(struct cp_net_rule *m);
-/* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS, CP_PORTS) or a DATA frame with raw bytes. */
+/* A bare frame with no payload (CP_OK, CP_SHUTDOWN, CP_MOUNTS, CP_PORTS, CP_STATS,
+ * CP_NET_LS) or a DATA frame with raw bytes. */
 int cp_empty_encode(struct cp_writer *w, uint16_t type, uint32_t chan);
 int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof, const void *p, size_t n);
 

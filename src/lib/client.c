@@ -271,3 +271,27 @@ int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, 
 		conn_consume(c, &h);
 	}
 }
+
+int shim_json_request(const char *name, uint16_t type, char **json_out, capsule_error *err)
+{
+	*json_out = NULL;
+	struct conn c;
+	int r = conn_open(&c, name, err);
+	if (r < 0)
+		return r;
+	struct cp_request_ok ok = { 0 };
+	if ((r = cp_empty_encode(&c.w, type, 1)) < 0)
+		r = cap_err(err, -r, "encoding a %s request", cp_type_name(type));
+	else
+		r = shim_request(&c, &ok, err);
+	conn_close(&c);
+	if (r < 0)
+		return r;
+	if (!ok.list_json) {
+		cp_request_ok_free(&ok);
+		return cap_err_plain(err, EPROTO, "sandbox '%s' answered %s without its JSON", name, cp_type_name(type));
+	}
+	*json_out = steal_ptr(ok.list_json);
+	cp_request_ok_free(&ok);
+	return 0;
+}

@@ -549,69 +549,77 @@ int config_env_load(struct capsule_config *cfg, const char *key, const char *val
 	return push_env(cfg, value) < 0 ? cap_err(err, ENOMEM, "parsing configuration") : 0;
 }
 
-void config_env_save(const struct capsule_config *cfg, FILE *f)
-{
-	for (size_t i = 0; i < cfg->envc; i++)
-		fprintf(f, "env=%s\n", cfg->env[i]);
-}
-
-void config_env_forget(struct capsule_config *cfg)
-{
-	cfg->env = NULL;
-	cfg->envc = 0;
-}
-
-int config_env_copy(struct capsule_config *dst, const struct capsule_config *src)
-{
-	for (size_t i = 0; i < src->envc; i++) {
-		int r = push_env(dst, src->env[i]);
-		if (r < 0)
-			return r;
+/* save, forget, copy and clear of the string list FIELD (NFIELD entries, at most MAX): one
+ * "KEY=ENTRY" line each in the file. */
+#define STRING_LIST_HANDLERS(key, field, nfield, max)                                            \
+	void config_##key##_save(const struct capsule_config *cfg, FILE *f)                      \
+	{                                                                                        \
+		for (size_t i = 0; i < cfg->nfield; i++)                                         \
+			fprintf(f, #key "=%s\n", cfg->field[i]);                                 \
+	}                                                                                        \
+	void config_##key##_forget(struct capsule_config *cfg)                                   \
+	{                                                                                        \
+		cfg->field = NULL;                                                               \
+		cfg->nfield = 0;                                                                 \
+	}                                                                                        \
+	int config_##key##_copy(struct capsule_config *dst, const struct capsule_config *src)    \
+	{                                                                                        \
+		for (size_t i = 0; i < src->nfield; i++) {                                       \
+			int r = push_string(&dst->field, &dst->nfield, max, src->field[i]);      \
+			if (r < 0)                                                               \
+				return r;                                                        \
+		}                                                                                \
+		return 0;                                                                        \
+	}                                                                                        \
+	void config_##key##_clear(struct capsule_config *cfg)                                    \
+	{                                                                                        \
+		for (size_t i = 0; i < cfg->nfield; i++)                                         \
+			free(cfg->field[i]);                                                     \
+		free(cfg->field);                                                                \
+		config_##key##_forget(cfg);                                                      \
 	}
-	return 0;
-}
 
-void config_env_clear(struct capsule_config *cfg)
-{
-	for (size_t i = 0; i < cfg->envc; i++)
-		free(cfg->env[i]);
-	free(cfg->env);
-	config_env_forget(cfg);
-}
+STRING_LIST_HANDLERS(env, env, envc, CP_MAX_ENV)
+STRING_LIST_HANDLERS(qemu_arg, qemu_args, nqemu_args, CAPSULE_MAX_QEMU_ARGS)
+STRING_LIST_HANDLERS(label, labels, nlabels, CAPSULE_LABELS_MAX)
 
 int config_qemu_arg_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
 {
 	return capsule_config_add_qemu_arg(cfg, value, err);
 }
 
-void config_qemu_arg_save(const struct capsule_config *cfg, FILE *f)
+int capsule_config_add_label(capsule_config *cfg, const char *key_value, capsule_error *err)
 {
-	for (size_t i = 0; i < cfg->nqemu_args; i++)
-		fprintf(f, "qemu_arg=%s\n", cfg->qemu_args[i]);
+	if (!cfg || !key_value)
+		return cap_err_plain(err, EINVAL, "label: no configuration or no label given");
+	_cleanup_free_ char *key = NULL, *value = NULL;
+	int r = parse_label(key_value, false, &key, &value, err);
+	if (r < 0)
+		return r;
+	size_t kl = strlen(key);
+	for (size_t i = 0; i < cfg->nlabels; i++)
+		if (!strncmp(cfg->labels[i], key, kl) && cfg->labels[i][kl] == '=')
+			return cap_err_plain(err, EEXIST, "label '%s' is given twice", key);
+	r = push_string(&cfg->labels, &cfg->nlabels, CAPSULE_LABELS_MAX, key_value);
+	if (r == -E2BIG)
+		return cap_err_plain(err, E2BIG, "label '%s': at most %d labels", key, CAPSULE_LABELS_MAX);
+	return r < 0 ? cap_err(err, -r, "label '%s'", key) : 0;
 }
 
-void config_qemu_arg_forget(struct capsule_config *cfg)
+/* The file's lines are checked again: the config is the sandbox's, not the caller's word. */
+int config_label_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)
 {
-	cfg->qemu_args = NULL;
-	cfg->nqemu_args = 0;
+	return capsule_config_add_label(cfg, value, err);
 }
 
-int config_qemu_arg_copy(struct capsule_config *dst, const struct capsule_config *src)
+bool config_has_label(const struct capsule_config *cfg, const char *filter)
 {
-	for (size_t i = 0; i < src->nqemu_args; i++) {
-		int r = push_qemu_arg(dst, src->qemu_args[i]);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-void config_qemu_arg_clear(struct capsule_config *cfg)
-{
-	for (size_t i = 0; i < cfg->nqemu_args; i++)
-		free(cfg->qemu_args[i]);
-	free(cfg->qemu_args);
-	config_qemu_arg_forget(cfg);
+	const char *eq = strchr(filter, '=');
+	size_t kl = eq ? (size_t)(eq - filter) : strlen(filter);
+	for (size_t i = 0; i < cfg->nlabels; i++)
+		if (!strncmp(cfg->labels[i], filter, kl) && cfg->labels[i][kl] == '=')
+			return !eq || !strcmp(cfg->labels[i] + kl + 1, eq + 1);
+	return false;
 }
 
 int config_layer_load(struct capsule_config *cfg, const char *key, const char *value, capsule_error *err)

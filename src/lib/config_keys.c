@@ -93,6 +93,8 @@ const struct config_key config_keys[] = {
 	  FLAG("save", 0, "NAME", "save the filesystem as NAME when the sandbox stops\n(start from it with --image NAME)") },
 	{ .name = "pool", .type = CONFIG_KEY_TEXT, FIELD(pool), .flags = CONFIG_KEY_OMIT_UNSET, .set = capsule_config_set_pool,
 	  FLAG("pool", 0, "POOL", "take a ready sandbox from warm pool POOL (its options\napply: give no other sandbox option)") },
+	{ .name = "label", .type = CONFIG_KEY_CUSTOM, FIELD(labels), LIST(label), .set = capsule_config_add_label,
+	  FLAG("label", 'l', "KEY=VALUE", "a label (repeat for more): inspect shows it,\nps --filter label=KEY=VALUE finds it") },
 	/* Set by the library or through calls of their own, not by a flag. */
 	{ .name = "origin", .type = CONFIG_KEY_TEXT, FIELD(origin), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "detached", .type = CONFIG_KEY_BOOL, FIELD(detached) },

@@ -46,6 +46,9 @@ void conn_close(struct conn *c);
  * 1 and wait for its final answer. On OK the fields it carries are decoded into *OK (when OK
  * is not NULL). */
 int shim_request(struct conn *c, struct cp_request_ok *ok, capsule_error *err);
+/* A bare request of TYPE (MOUNTS, PORTS, STATS) to sandbox NAME's shim on a connection of its
+ * own; *JSON_OUT (malloc'd) is the JSON its OK carries. */
+int shim_json_request(const char *name, uint16_t type, char **json_out, capsule_error *err);
 /* The same, waiting up to TIMEOUT_MS for the answer (a save copies a whole layer). */
 int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, capsule_error *err);
 

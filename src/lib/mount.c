@@ -83,25 +83,7 @@ int capsule_mounts_json(capsule_sandbox *sb, char **json_out, capsule_error *err
 	*json_out = NULL;
 	if (!sb)
 		return cap_err_plain(err, EINVAL, "mounts: no sandbox given");
-	struct conn c;
-	int r = conn_open(&c, capsule_sandbox_name(sb), err);
-	if (r < 0)
-		return r;
-	struct cp_request_ok ok = { 0 };
-	if ((r = cp_empty_encode(&c.w, CP_MOUNTS, 1)) < 0)
-		r = cap_err(err, -r, "encoding a mounts request");
-	else
-		r = shim_request(&c, &ok, err);
-	conn_close(&c);
-	if (r < 0)
-		return r;
-	if (!ok.list_json) {
-		cp_request_ok_free(&ok);
-		return cap_err_plain(err, EPROTO, "the sandbox's answer to a mounts request has no list");
-	}
-	*json_out = steal_ptr(ok.list_json);
-	cp_request_ok_free(&ok);
-	return 0;
+	return shim_json_request(capsule_sandbox_name(sb), CP_MOUNTS, json_out, err);
 }
 
 /* ---- docker-style configuration helpers ---- */

@@ -349,42 +349,25 @@ int config_net_parse_line(struct capsule_config *cfg, const char *key, const cha
 
 /* ---- a running sandbox's forwards ---- */
 
-static int port_request(capsule_sandbox *sb, uint16_t type, const struct port_spec *ps, struct cp_request_ok *ok,
-			capsule_error *err)
+static int port_request(capsule_sandbox *sb, uint16_t type, const struct port_spec *ps, capsule_error *err)
 {
 	struct conn c;
 	int r = conn_open(&c, capsule_sandbox_name(sb), err);
 	if (r < 0)
 		return r;
-	if (type == CP_PORTS) {
-		r = cp_empty_encode(&c.w, CP_PORTS, 1);
-	} else {
-		struct cp_port m = {
-			.host_ip = (char *)ps->host_ip,
-			.host_port = ps->host_port,
-			.guest_port = type == CP_PORT_ADD ? ps->guest_port : 0,
-			.flags = ps->udp ? CP_PORT_UDP : 0,
-		};
-		r = cp_port_encode(&c.w, type, 1, &m);
-	}
+	struct cp_port m = {
+		.host_ip = (char *)ps->host_ip,
+		.host_port = ps->host_port,
+		.guest_port = type == CP_PORT_ADD ? ps->guest_port : 0,
+		.flags = ps->udp ? CP_PORT_UDP : 0,
+	};
+	r = cp_port_encode(&c.w, type, 1, &m);
 	if (r < 0)
 		r = cap_err(err, -r, "encoding a %s request", cp_type_name(type));
 	else
-		r = shim_request(&c, ok, err);
+		r = shim_request(&c, NULL, err);
 	conn_close(&c);
 	return r;
-}
-
-/* The list a listing request (WHAT) was answered with, into *OUT; OK is freed. */
-static int take_list_json(struct cp_request_ok *ok, const char *what, char **out, capsule_error *err)
-{
-	if (!ok->list_json) {
-		cp_request_ok_free(ok);
-		return cap_err_plain(err, EPROTO, "the sandbox's answer to a %s request has no list", what);
-	}
-	*out = steal_ptr(ok->list_json);
-	cp_request_ok_free(ok);
-	return 0;
 }
 
 int capsule_port_add(capsule_sandbox *sb, const char *spec, capsule_error *err)
@@ -397,7 +380,7 @@ int capsule_port_add(capsule_sandbox *sb, const char *spec, capsule_error *err)
 		return r;
 	if (ps.udp)
 		return cap_err_plain(err, EOPNOTSUPP, "port forward '%s': udp forwards are not supported (tcp only)", spec);
-	return port_request(sb, CP_PORT_ADD, &ps, NULL, err);
+	return port_request(sb, CP_PORT_ADD, &ps, err);
 }
 
 int capsule_port_remove(capsule_sandbox *sb, const char *host_side, capsule_error *err)
@@ -412,7 +395,7 @@ int capsule_port_remove(capsule_sandbox *sb, const char *host_side, capsule_erro
 	struct port_spec ps;
 	if (strchr(host_side, '/') || parse_port_spec(spec, &ps, NULL) < 0)
 		return cap_err_plain(err, EINVAL, "invalid port '%s': expected [HOSTIP:]HOSTPORT", host_side);
-	return port_request(sb, CP_PORT_REMOVE, &ps, NULL, err);
+	return port_request(sb, CP_PORT_REMOVE, &ps, err);
 }
 
 int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
@@ -422,20 +405,17 @@ int capsule_ports_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 	*json_out = NULL;
 	if (!sb)
 		return cap_err_plain(err, EINVAL, "ports: no sandbox given");
-	struct cp_request_ok ok = { 0 };
-	int r = port_request(sb, CP_PORTS, NULL, &ok, err);
-	return r < 0 ? r : take_list_json(&ok, "ports", json_out, err);
+	return shim_json_request(capsule_sandbox_name(sb), CP_PORTS, json_out, err);
 }
 
 /* ---- a running sandbox's egress rules ---- */
 
-static int net_rule_request(capsule_sandbox *sb, uint16_t type, const char *rule, struct cp_request_ok *ok,
-			    capsule_error *err)
+static int net_rule_request(capsule_sandbox *sb, uint16_t type, const char *rule, capsule_error *err)
 {
-	const char *what = type == CP_NET_ALLOW ? "net allow" : type == CP_NET_DENY ? "net deny" : "net ls";
+	const char *what = type == CP_NET_ALLOW ? "net allow" : "net deny";
 	if (!sb)
 		return cap_err_plain(err, EINVAL, "%s: no sandbox given", what);
-	if (type != CP_NET_LS && (!rule || !*rule || strlen(rule) > CP_MAX_NET_RULE || strpbrk(rule, " \t\n")))
+	if (!rule || !*rule || strlen(rule) > CP_MAX_NET_RULE || strpbrk(rule, " \t\n"))
 		return cap_err_plain(err, EINVAL, "%s: invalid rule '%s': expected NAME[:PORT] or CIDR[:PORT]", what,
 				     rule ? rule : "");
 	struct conn c;
@@ -443,23 +423,22 @@ static int net_rule_request(capsule_sandbox *sb, uint16_t type, const char *rule
 	if (r < 0)
 		return r;
 	struct cp_net_rule m = { .rule = (char *)rule };
-	r = type == CP_NET_LS ? cp_empty_encode(&c.w, CP_NET_LS, 1) : cp_net_rule_encode(&c.w, type, 1, &m);
-	if (r < 0)
+	if ((r = cp_net_rule_encode(&c.w, type, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding a %s request", cp_type_name(type));
 	else
-		r = shim_request(&c, ok, err);
+		r = shim_request(&c, NULL, err);
 	conn_close(&c);
 	return r;
 }
 
 int capsule_net_allow(capsule_sandbox *sb, const char *rule, capsule_error *err)
 {
-	return net_rule_request(sb, CP_NET_ALLOW, rule, NULL, err);
+	return net_rule_request(sb, CP_NET_ALLOW, rule, err);
 }
 
 int capsule_net_deny(capsule_sandbox *sb, const char *rule, capsule_error *err)
 {
-	return net_rule_request(sb, CP_NET_DENY, rule, NULL, err);
+	return net_rule_request(sb, CP_NET_DENY, rule, err);
 }
 
 int capsule_net_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
@@ -467,9 +446,9 @@ int capsule_net_json(capsule_sandbox *sb, char **json_out, capsule_error *err)
 	if (!json_out)
 		return cap_err_plain(err, EINVAL, "net ls: no output given");
 	*json_out = NULL;
-	struct cp_request_ok ok = { 0 };
-	int r = net_rule_request(sb, CP_NET_LS, NULL, &ok, err);
-	return r < 0 ? r : take_list_json(&ok, "net ls", json_out, err);
+	if (!sb)
+		return cap_err_plain(err, EINVAL, "net ls: no sandbox given");
+	return shim_json_request(capsule_sandbox_name(sb), CP_NET_LS, json_out, err);
 }
 
 /* ---- inspect ---- */

@@ -37,6 +37,7 @@ struct capsule_sandbox {
 	uint32_t owner_next_chan;
 	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
 	bool taken;        /* an ephemeral sandbox taken from a pool: its shim is not our child */
+	bool kept_stopped; /* an ephemeral sandbox stopped by capsule_sandbox_stop_keep: ours to remove */
 };
 
 static void progress(const struct capsule_config *cfg, const char *stage, uint64_t cur, uint64_t total)
@@ -511,9 +512,20 @@ int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err)
 		return cap_err(err, errno, "open lock of sandbox '%s'", sb->cfg.name);
 	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0)
 		return cap_err_plain(err, EALREADY, "sandbox '%s' is already running", sb->cfg.name);
+	if (!sb->cfg.detached && sb->owner.fd >= 0) {
+		/* The last run's connection (its shim is gone): the new shim's creator socket
+		 * replaces it. */
+		conn_close(&sb->owner);
+		reap_shim(sb);
+	}
 	r = launch(sb, lockfd, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "starting sandbox '%s'", sb->cfg.name);
+	if (!sb->cfg.detached) {
+		sb->owner_kept = false;
+		sb->kept_stopped = false;
+		__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
+	}
 	return 0;
 }
 
@@ -536,9 +548,9 @@ capsule_isolation capsule_sandbox_isolation(const capsule_sandbox *sb)
 }
 
 /* Ask the shim to stop and wait until it says the sandbox is down (or hangs up). */
-static int stop_via(struct conn *c, uint32_t timeout_ms, capsule_error *err)
+static int stop_via(struct conn *c, uint32_t timeout_ms, bool keep, capsule_error *err)
 {
-	struct cp_stop m = { .timeout_ms = timeout_ms };
+	struct cp_stop m = { .timeout_ms = timeout_ms, .keep = keep };
 	int r = cp_stop_encode(&c->w, 1, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding STOP");
@@ -558,11 +570,11 @@ static int stop_via(struct conn *c, uint32_t timeout_ms, capsule_error *err)
 	}
 }
 
-int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
+static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, bool keep, capsule_error *err)
 {
 	int r;
 	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
-		r = stop_via(&sb->owner, timeout_ms, err);
+		r = stop_via(&sb->owner, timeout_ms, keep, err);
 		conn_close(&sb->owner);
 		reap_shim(sb);
 		return r;
@@ -580,8 +592,32 @@ int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error
 	}
 	if (r < 0)
 		return r;
-	r = stop_via(&c, timeout_ms, err);
+	r = stop_via(&c, timeout_ms, keep, err);
 	conn_close(&c);
+	return r;
+}
+
+int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
+{
+	int r = stop_sandbox(sb, timeout_ms, false, err);
+	/* Kept by an earlier stop_keep: an ephemeral sandbox's own stop removes it. */
+	if (r == 0 && sb->kept_stopped) {
+		sb->kept_stopped = false;
+		r = capsule_sandbox_remove(sb->cfg.name, false, err);
+	}
+	return r;
+}
+
+int capsule_sandbox_stop_keep(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
+{
+	/* Its shim hands the name back at once and removes the rest after the answer (a take's
+	 * point is a fast end): there is no folder to keep. */
+	if (sb->taken)
+		return cap_err_plain(err, EOPNOTSUPP, "sandbox '%s' was taken from a pool: it cannot be kept when stopped",
+				     sb->cfg.name);
+	int r = stop_sandbox(sb, timeout_ms, true, err);
+	if (r == 0 && !sb->cfg.detached)
+		sb->kept_stopped = true;
 	return r;
 }
 
@@ -597,6 +633,9 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 	if (sb->owner.fd >= 0)
 		conn_close(&sb->owner);
 	reap_shim(sb);
+	/* One stopped and kept by stop_keep has no shim to take it down. */
+	if (sb->kept_stopped && !capsule_sandbox_is_running(sb))
+		capsule_sandbox_remove(sb->cfg.name, false, NULL);
 	config_clear(&sb->cfg);
 	free(sb);
 }

@@ -84,6 +84,8 @@ struct capsule_config {
 	bool detached;
 	char **env; /* NULL-terminated */
 	size_t envc;
+	char **labels; /* NULL-terminated "KEY=VALUE", each KEY once */
+	size_t nlabels;
 	struct tmpfs_mount tmpfs[CAPSULE_MAX_TMPFS];
 	size_t ntmpfs;
 	struct bind_mount binds[CAPSULE_MAX_BINDS];
@@ -194,6 +196,8 @@ const char *network_mode_name(capsule_network mode);
 void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);
 
 int validate_name(const char *name, const char *what, capsule_error *err);
+/* Whether CFG has the label FILTER asks for: "KEY=VALUE", or "KEY" with any value. */
+bool config_has_label(const struct capsule_config *cfg, const char *filter);
 
 /* -EACCES with a message when the host path RESOLVED (a realpath) is one that sandboxes may
  * not see without being allowed explicitly. */

@@ -12,18 +12,26 @@
 #include "id_slot.h"
 #include "inspect.h"
 #include "json.h"
+#include "parse.h"
 #include "sandbox.h"
 #include "sandbox_config.h"
 #include "util.h"
 
-/* *POOLED (when not NULL): a pool's ready sandbox, which is the pool's until taken. */
-static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, bool *pooled, capsule_error *err)
+/* 1 and INFO filled, or 0 when the sandbox lacks a label LABELS asks for (NULL: none asked).
+ * *POOLED (when not NULL): a pool's ready sandbox, which is the pool's until taken. */
+static int info_from_dir(int dir, const char *name, const char *const *labels, capsule_sandbox_info *info,
+			 bool *pooled, capsule_error *err)
 {
 	memset(info, 0, sizeof(*info));
 	struct capsule_config cfg;
 	int r = config_load_at(dir, &cfg, err);
 	if (r < 0)
 		return r;
+	for (size_t i = 0; labels && labels[i]; i++)
+		if (!config_has_label(&cfg, labels[i])) {
+			config_clear(&cfg);
+			return 0;
+		}
 	snprintf(info->name, sizeof(info->name), "%s", name);
 	snprintf(info->image, sizeof(info->image), "%s", cfg.image);
 	snprintf(info->hostname, sizeof(info->hostname), "%s", config_hostname(&cfg));
@@ -54,7 +62,7 @@ static int info_from_dir(int dir, const char *name, capsule_sandbox_info *info, 
 		if (json_get_int(state, len, "started", &v) == 0)
 			info->started_unix = v;
 	}
-	return 0;
+	return 1;
 }
 
 int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, capsule_error *err)
@@ -63,7 +71,8 @@ int capsule_sandbox_inspect(capsule_sandbox *sb, capsule_sandbox_info *out, caps
 	int r = run_dir_open(sandbox_config(sb)->name, &dir, err);
 	if (r < 0)
 		return r;
-	return info_from_dir(dir, sandbox_config(sb)->name, out, NULL, err);
+	r = info_from_dir(dir, sandbox_config(sb)->name, NULL, out, NULL, err);
+	return r < 0 ? r : 0;
 }
 
 /* The vm's settings, and while it runs what the shim started (run/<name>/vm.json). */
@@ -173,6 +182,12 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	json_kv_int(&j, "started", info.started_unix);
 	inspect_paused_by(&j, sandbox_config(sb)->name, info.state);
 	json_kv_uint(&j, "idle_pause_ms", sandbox_config(sb)->idle_pause_ms);
+	/* capsule.h's one definition of idle, as the server's idle_timeout reads it. */
+	capsule_stats st;
+	if ((!strcmp(info.state, "running") || !strcmp(info.state, "paused")) && capsule_sandbox_stats(sb, &st, NULL) == 0) {
+		json_kv_uint(&j, "active", st.active);
+		json_kv_uint(&j, "idle_ms", st.idle_ms);
+	}
 	inspect_shim_state(&j, sandbox_config(sb)->name);
 	uid_t ub;
 	gid_t gb;
@@ -214,6 +229,16 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 		json_object_end(&j);
 	}
 	json_array_end(&j);
+	json_key(&j, "labels");
+	json_object_begin(&j);
+	for (size_t i = 0; i < sandbox_config(sb)->nlabels; i++) {
+		const char *kv = sandbox_config(sb)->labels[i];
+		const char *eq = strchr(kv, '=');
+		char key[CAPSULE_LABEL_KEY_MAX + 1];
+		snprintf(key, sizeof(key), "%.*s", (int)(eq - kv), kv);
+		json_kv_string(&j, key, eq + 1);
+	}
+	json_object_end(&j);
 	json_key(&j, "env");
 	json_array_begin(&j);
 	for (size_t i = 0; i < sandbox_config(sb)->envc; i++)
@@ -240,6 +265,18 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 
 int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_error *err)
 {
+	return capsule_sandbox_list_labeled(out, count, NULL, err);
+}
+
+int capsule_sandbox_list_labeled(capsule_sandbox_info **out, size_t *count, const char *const *labels,
+				 capsule_error *err)
+{
+	for (size_t i = 0; labels && labels[i]; i++) {
+		_cleanup_free_ char *k = NULL, *v = NULL;
+		int r = parse_label(labels[i], true, &k, &v, err);
+		if (r < 0)
+			return cap_err_wrap(err, r, "label filter");
+	}
 	_cleanup_close_ int run = -1;
 	int r = home_subdir_open("run", &run, err);
 	if (r < 0)
@@ -268,7 +305,7 @@ int capsule_sandbox_list(capsule_sandbox_info **out, size_t *count, capsule_erro
 		capsule_sandbox_info info;
 		bool pooled = false;
 		/* A pool's ready sandbox is listed by `pool ls` (as ready), not as anyone's sandbox. */
-		if (info_from_dir(dir, de->d_name, &info, &pooled, NULL) < 0 || pooled)
+		if (info_from_dir(dir, de->d_name, labels, &info, &pooled, NULL) <= 0 || pooled)
 			continue;
 		capsule_sandbox_info *nv = realloc(v, (n + 1) * sizeof(*v));
 		if (!nv) {

@@ -27,6 +27,9 @@
 #include "util.h"
 
 #define REAPER_TICK_MS 200
+/* How often the sandboxes with an idle_timeout are asked how long they have been idle: each
+ * ask is a request to the sandbox's shim. */
+#define IDLE_CHECK_MS 1000
 
 struct serve_state serve_state = { .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
@@ -91,7 +94,7 @@ struct sandbox_entry *entry_get(const char *id, const uint8_t owner[32])
 void entry_destroy(struct sandbox_entry *e)
 {
 	if (e->sb) {
-		if (serve_state.opts.keep)
+		if (serve_state.opts.keep || e->detached)
 			capsule_sandbox_remove(e->id, true, NULL);
 		else
 			capsule_sandbox_stop(e->sb, 0, NULL);
@@ -121,11 +124,59 @@ static void expire_orphans(void)
 			e->expires_ms = now;
 }
 
+/* idle_timeout: idle as the library defines it (capsule_sandbox_stats: no exec, no file
+ * operation, no attached session), asked of each sandbox that has one at most once every
+ * IDLE_CHECK_MS; one idle that long is marked, like an orphan, by its deadline. Called and
+ * returns under the lock, which it lets go while it asks the shims. */
+static void expire_idle(void)
+{
+	static uint64_t next_ms;
+	uint64_t now = now_ms();
+	if (now < next_ms)
+		return;
+	next_ms = now + IDLE_CHECK_MS;
+	size_t n = 0;
+	for (struct sandbox_entry *e = serve_state.entries; e; e = e->next)
+		n += e->sb && e->idle_timeout_s;
+	if (n == 0)
+		return;
+	struct sandbox_entry **v = calloc(n, sizeof(*v));
+	bool *idle = calloc(n, sizeof(*idle));
+	if (!v || !idle) {
+		free(v);
+		free(idle);
+		return;
+	}
+	size_t k = 0;
+	for (struct sandbox_entry *e = serve_state.entries; e && k < n; e = e->next)
+		if (e->sb && e->idle_timeout_s) {
+			e->refs++;
+			v[k++] = e;
+		}
+	pthread_mutex_unlock(&serve_state.lock);
+	for (size_t i = 0; i < k; i++) {
+		capsule_stats st;
+		idle[i] = capsule_sandbox_stats(v[i]->sb, &st, NULL) == 0 && st.active == 0 &&
+			  st.idle_ms >= (uint64_t)v[i]->idle_timeout_s * 1000;
+	}
+	pthread_mutex_lock(&serve_state.lock);
+	for (size_t i = 0; i < k; i++)
+		if (idle[i])
+			v[i]->expires_ms = now_ms();
+	pthread_mutex_unlock(&serve_state.lock);
+	for (size_t i = 0; i < k; i++)
+		entry_unref(v[i]);
+	pthread_mutex_lock(&serve_state.lock);
+	free(v);
+	free(idle);
+}
+
 static void *reaper_main(void *arg)
 {
 	pthread_mutex_lock(&serve_state.lock);
 	while (!serve_state.stopping) {
 		expire_orphans();
+		expire_idle();
 		uint64_t now = now_ms();
 		struct sandbox_entry *expired = NULL;
 		for (struct sandbox_entry *e = serve_state.entries; e; e = e->next)
@@ -252,7 +303,8 @@ bool owner_has_token(const uint8_t owner[32])
 }
 
 /* Every stored hash is compared, in constant time, whatever matches first. */
-static bool token_check(const char *token, char name_out[SERVE_TOKEN_NAME_MAX + 1], uint8_t hash_out[32])
+static bool token_check(const char *token, char name_out[SERVE_TOKEN_NAME_MAX + 1], uint8_t hash_out[32],
+			bool *admin_out)
 {
 	uint8_t h[32];
 	serve_token_hash(token, strlen(token), h);
@@ -264,6 +316,7 @@ static bool token_check(const char *token, char name_out[SERVE_TOKEN_NAME_MAX + 
 			ok = true;
 			memcpy(name_out, serve_state.tokens[i].name, SERVE_TOKEN_NAME_MAX + 1);
 			memcpy(hash_out, h, 32);
+			*admin_out = serve_state.tokens[i].admin;
 		}
 	pthread_mutex_unlock(&serve_state.lock);
 	return ok;
@@ -280,6 +333,8 @@ enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsigned sta
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
 	rq->status = status;
 	rq->responded = true;
+	/* Counted as it is answered, so that a client that has its answer finds it counted. */
+	metrics_count_request(rq);
 	if (rq->first_call && !rq->has_body) {
 		rq->deferred = resp;
 		return MHD_YES;
@@ -435,6 +490,20 @@ static const struct route routes[] = {
 	{ "GET", "/v1/sandboxes/{id}/execs/{eid}/events", handle_execs_events, BODY_NONE, false },
 	{ "POST", "/v1/sandboxes/{id}/execs/{eid}/stdin", handle_execs_stdin, BODY_STREAM, false, begin_stdin, stdin_chunk },
 	{ "POST", "/v1/sandboxes/{id}/execs/{eid}/signal", handle_execs_signal, BODY_JSON, false },
+	{ "GET", "/metrics", handle_metrics, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/stop", handle_sandbox_stop, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/start", handle_sandbox_start, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/checkpoint", handle_checkpoint, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/revert", handle_revert, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/fork", handle_fork, BODY_JSON, false },
+	{ "GET", "/v1/sandboxes/{id}/ports", handle_ports_list, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/ports", handle_ports_add, BODY_JSON, false },
+	{ "DELETE", "/v1/sandboxes/{id}/ports", handle_ports_remove, BODY_NONE, false },
+	{ "GET", "/v1/sandboxes/{id}/mounts", handle_mounts_list, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/mounts", handle_mounts_add, BODY_JSON, false },
+	{ "DELETE", "/v1/sandboxes/{id}/mounts", handle_mounts_remove, BODY_NONE, false },
+	{ "GET", "/v1/images", handle_images_list, BODY_NONE, false },
+	{ "POST", "/v1/images/pull", handle_images_pull, BODY_JSON, false },
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -504,7 +573,7 @@ static bool authenticate(struct MHD_Connection *c, struct request *rq)
 	const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
 	const char *reason = "missing 'Authorization: Bearer TOKEN' header";
 	if (h && !strncasecmp(h, "Bearer ", 7)) {
-		if (token_check(h + 7, rq->token_name, rq->owner)) {
+		if (token_check(h + 7, rq->token_name, rq->owner, &rq->admin)) {
 			rq->authed = true;
 			return true;
 		}

@@ -119,8 +119,10 @@ void handle_exec(struct MHD_Connection *c, struct request *rq)
 	json_init(&w, false);
 	json_object_begin(&w);
 	struct serve_exec_outcome outcome;
+	uint64_t t0 = now_ms();
 	int r = serve_exec_write(&w, rq->e->sb, &o, req.stdin_data, req.stdin_len, &outcome, &err);
 	serve_exec_req_free(&req);
+	metrics_count_exec(rq->e, now_ms() - t0, r < 0 ? "error" : outcome.timed_out ? "timed_out" : "exited");
 	if (r < 0) {
 		json_free(&w);
 		respond_capsule_error(c, rq, &err);

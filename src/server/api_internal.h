@@ -13,6 +13,8 @@
 
 #include "serve.h"
 
+#define METRICS_EXEC_BUCKETS 12
+
 struct sandbox_entry {
 	struct sandbox_entry *next;
 	char id[32];
@@ -26,8 +28,13 @@ struct sandbox_entry {
 	int64_t created_unix;
 	uint32_t timeout_s;
 	uint64_t expires_ms;         /* monotonic */
+	uint32_t idle_timeout_s;     /* 0: none; else removed after this long idle (capsule_sandbox_stats) */
+	bool detached;               /* a fork (the library's forks are): removed, not only stopped */
 	unsigned refs;               /* the table's, and one per request using it */
 	bool in_table;
+	/* Execs over the API, for /metrics (api_metrics.c, under its own lock). */
+	uint64_t exec_buckets[METRICS_EXEC_BUCKETS], exec_count, exec_ms_sum;
+	uint64_t exec_exited, exec_timed_out, exec_failed;
 };
 
 struct serve_state {
@@ -74,6 +81,7 @@ struct request {
 	char eid[64];                /* {eid} of the route */
 	struct sandbox_entry *e;
 	bool authed;
+	bool admin;                  /* an admin token (it sees every token's sandboxes in /metrics) */
 	char token_name[SERVE_TOKEN_NAME_MAX + 1];
 	uint8_t owner[32];
 	char *body;
@@ -144,6 +152,19 @@ void serve_write_listing(struct json_writer *w, const char *path, const capsule_
 /* DATA[0..LEN) in base64, malloc'd. */
 char *serve_base64(const char *data, size_t len);
 
+/* ---- sandboxes (api_sandboxes.c), for the routes that make one (create, fork) ---- */
+
+void write_sandbox(struct json_writer *w, struct sandbox_entry *e);
+int new_id(char out[32]);
+/* Count the new sandbox E against OWNER's limits and enter it in the table (invisible, sb
+ * NULL, while it starts) in one step, so that concurrent creates cannot all pass the check;
+ * a refusal is a negative errno with ERR and the HTTP *STATUS and *CODE (429, 503). */
+int table_enter(const uint8_t owner[32], const char *who, struct sandbox_entry *e, unsigned *status,
+		const char **code, capsule_error *err);
+/* E, entered by table_enter, started as SB (R 0), or failed (R < 0: out of the table then).
+ * On success the caller holds one more reference. */
+void table_started(struct sandbox_entry *e, capsule_sandbox *sb, int r);
+
 /* ---- responses (api.c) ---- */
 
 enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsigned status, struct MHD_Response *resp,
@@ -165,6 +186,26 @@ void handle_files_put(struct MHD_Connection *c, struct request *rq);
 void handle_files_delete(struct MHD_Connection *c, struct request *rq);
 void handle_mcp_post(struct MHD_Connection *c, struct request *rq);
 void handle_mcp_delete(struct MHD_Connection *c, struct request *rq);
+
+void handle_metrics(struct MHD_Connection *c, struct request *rq);
+/* api_ops.c */
+void handle_sandbox_stop(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_start(struct MHD_Connection *c, struct request *rq);
+void handle_checkpoint(struct MHD_Connection *c, struct request *rq);
+void handle_revert(struct MHD_Connection *c, struct request *rq);
+void handle_fork(struct MHD_Connection *c, struct request *rq);
+void handle_ports_list(struct MHD_Connection *c, struct request *rq);
+void handle_ports_add(struct MHD_Connection *c, struct request *rq);
+void handle_ports_remove(struct MHD_Connection *c, struct request *rq);
+void handle_mounts_list(struct MHD_Connection *c, struct request *rq);
+void handle_mounts_add(struct MHD_Connection *c, struct request *rq);
+void handle_mounts_remove(struct MHD_Connection *c, struct request *rq);
+void handle_images_list(struct MHD_Connection *c, struct request *rq);
+void handle_images_pull(struct MHD_Connection *c, struct request *rq);
+/* /metrics's own counts: a request once it is answered, an exec of E that took MS (OUTCOME
+ * "exited", "timed_out" or "error"). */
+void metrics_count_request(const struct request *rq);
+void metrics_count_exec(struct sandbox_entry *e, uint64_t ms, const char *outcome);
 /* PUT's first call: opens the stream, or answers. */
 bool begin_upload(struct MHD_Connection *c, struct request *rq);
 void upload_chunk(struct request *rq, const char *data, size_t len);

@@ -25,7 +25,7 @@ static void write_time(struct json_writer *w, const char *key, int64_t unix_s)
 	json_kv_string(w, key, buf);
 }
 
-static void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
+void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
 {
 	capsule_sandbox_info info;
 	/* A sandbox paused through the CLI or the C API says so. */
@@ -52,6 +52,11 @@ static void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
 	write_time(w, "created_at", e->created_unix);
 	json_kv_uint(w, "timeout", e->timeout_s);
 	write_time(w, "expires_at", e->created_unix + e->timeout_s);
+	json_key(w, "idle_timeout");
+	if (e->idle_timeout_s)
+		json_uint(w, e->idle_timeout_s);
+	else
+		json_null(w);
 	json_object_end(w);
 }
 
@@ -159,7 +164,7 @@ static void owner_usage(const uint8_t owner[32], unsigned *count, uint64_t *memo
 		}
 }
 
-static int new_id(char out[32])
+int new_id(char out[32])
 {
 	uint8_t r[8];
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
@@ -188,6 +193,13 @@ static int build_config(capsule_config **out, const struct serve_create_req *req
 	for (size_t i = 0; i < req->n_env; i++)
 		if ((r = capsule_config_add_env(cfg, req->env[i], err)) < 0)
 			goto fail;
+	/* The library's labels: kept with the sandbox, where inspect and `ps --filter` see them. */
+	for (size_t i = 0; i < e->n_labels; i++) {
+		char kv[CAPSULE_LABEL_KEY_MAX + CAPSULE_LABEL_VALUE_MAX + 2];
+		snprintf(kv, sizeof(kv), "%s=%s", e->labels[i].key, e->labels[i].value);
+		if ((r = capsule_config_add_label(cfg, kv, err)) < 0)
+			goto fail;
+	}
 	*out = cfg;
 	return 0;
 fail:
@@ -195,29 +207,9 @@ fail:
 	return r;
 }
 
-int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_create_req *req,
-			 struct sandbox_entry **out, unsigned *status, const char **code, capsule_error *err)
+int table_enter(const uint8_t owner[32], const char *who, struct sandbox_entry *e, unsigned *status,
+		const char **code, capsule_error *err)
 {
-	*status = 500;
-	*code = "internal";
-	struct sandbox_entry *e = calloc(1, sizeof(*e));
-	if (!e || new_id(e->id) < 0) {
-		free(e);
-		return cap_err(err, ENOMEM, "creating a sandbox");
-	}
-	memcpy(e->owner, owner, 32);
-	e->isolation = req->isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req->isolation;
-	e->memory_bytes = req->memory_set ? req->memory_bytes : serve_state.opts.default_memory;
-	e->timeout_s = req->timeout_set ? req->timeout_s : serve_state.opts.default_timeout_s;
-	e->image = steal_ptr(req->image);
-	e->network = steal_ptr(req->network);
-	e->cpus = steal_ptr(req->cpus);
-	memcpy(e->labels, req->labels, sizeof(req->labels));
-	e->n_labels = req->n_labels;
-	req->n_labels = 0;
-	e->created_unix = (int64_t)time(NULL);
-	e->refs = 1;
-
 	/* The limits are checked and the new sandbox counted in one step, so that concurrent
 	 * creates cannot all pass the check; it is in the table (invisible, sb NULL) while it
 	 * starts. */
@@ -239,32 +231,24 @@ int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_
 		e->in_table = true;
 	}
 	pthread_mutex_unlock(&serve_state.lock);
-	if (over) {
-		int r;
-		if (!strcmp(over, "stopping")) {
-			*status = 503, *code = "shutting_down";
-			r = cap_err_plain(err, ESHUTDOWN, "the server is shutting down");
-		} else if (!strcmp(over, "sandboxes")) {
-			*status = 429, *code = "limit_exceeded";
-			r = cap_err_plain(err, EAGAIN, "%s has %u sandboxes, the most this server allows (--max-sandboxes %u)",
-					  who, count, serve_state.opts.max_sandboxes);
-		} else {
-			*status = 429, *code = "limit_exceeded";
-			r = cap_err_plain(err, EAGAIN,
-					  "%s would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB",
-					  who, (unsigned long long)((memory + e->memory_bytes) >> 20),
-					  (unsigned long long)(serve_state.opts.max_memory >> 20));
-		}
-		entry_free(e);
-		return r;
+	if (!over)
+		return 0;
+	if (!strcmp(over, "stopping")) {
+		*status = 503, *code = "shutting_down";
+		return cap_err_plain(err, ESHUTDOWN, "the server is shutting down");
 	}
+	*status = 429, *code = "limit_exceeded";
+	if (!strcmp(over, "sandboxes"))
+		return cap_err_plain(err, EAGAIN, "%s has %u sandboxes, the most this server allows (--max-sandboxes %u)", who,
+				     count, serve_state.opts.max_sandboxes);
+	return cap_err_plain(err, EAGAIN,
+			     "%s would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB", who,
+			     (unsigned long long)((memory + e->memory_bytes) >> 20),
+			     (unsigned long long)(serve_state.opts.max_memory >> 20));
+}
 
-	capsule_config *cfg = NULL;
-	capsule_sandbox *sb = NULL;
-	int r = build_config(&cfg, req, e, err);
-	if (r == 0)
-		r = capsule_sandbox_create(&sb, cfg, err);
-	capsule_config_free(cfg);
+void table_started(struct sandbox_entry *e, capsule_sandbox *sb, int r)
+{
 	pthread_mutex_lock(&serve_state.lock);
 	if (r < 0) {
 		table_unlink(e);
@@ -277,6 +261,45 @@ int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_
 		e->refs++; /* the caller's */
 	}
 	pthread_mutex_unlock(&serve_state.lock);
+}
+
+int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_create_req *req,
+			 struct sandbox_entry **out, unsigned *status, const char **code, capsule_error *err)
+{
+	*status = 500;
+	*code = "internal";
+	struct sandbox_entry *e = calloc(1, sizeof(*e));
+	if (!e || new_id(e->id) < 0) {
+		free(e);
+		return cap_err(err, ENOMEM, "creating a sandbox");
+	}
+	memcpy(e->owner, owner, 32);
+	e->isolation = req->isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req->isolation;
+	e->memory_bytes = req->memory_set ? req->memory_bytes : serve_state.opts.default_memory;
+	e->timeout_s = req->timeout_set ? req->timeout_s : serve_state.opts.default_timeout_s;
+	e->idle_timeout_s = req->idle_timeout_s;
+	e->image = steal_ptr(req->image);
+	e->network = steal_ptr(req->network);
+	e->cpus = steal_ptr(req->cpus);
+	memcpy(e->labels, req->labels, sizeof(req->labels));
+	e->n_labels = req->n_labels;
+	req->n_labels = 0;
+	e->created_unix = (int64_t)time(NULL);
+	e->refs = 1;
+
+	int r = table_enter(owner, who, e, status, code, err);
+	if (r < 0) {
+		entry_free(e);
+		return r;
+	}
+
+	capsule_config *cfg = NULL;
+	capsule_sandbox *sb = NULL;
+	r = build_config(&cfg, req, e, err);
+	if (r == 0)
+		r = capsule_sandbox_create(&sb, cfg, err);
+	capsule_config_free(cfg);
+	table_started(e, sb, r);
 	if (r < 0) {
 		entry_free(e);
 		*status = 0; /* the library's error: its errno says the status */

@@ -33,8 +33,11 @@ static const char serve_usage[] =
 	"On SIGTERM or SIGINT it stops taking connections, lets requests in flight finish, and\n"
 	"removes the sandboxes it made unless --keep.\n\n"
 	"  --listen ADDRESS        HOST:PORT (127.0.0.1:8080, [::1]:8080) or unix:/PATH (mode 0600);\n"
-	"                          repeatable, at most 8. There is no TLS: keep TCP on loopback or\n"
-	"                          behind a TLS proxy\n"
+	"                          repeatable, at most 8; none needed when systemd passes sockets\n"
+	"                          (LISTEN_FDS, socket activation)\n"
+	"  --tls-cert PATH         serve HTTPS on TCP listeners with this PEM certificate (chain)\n"
+	"  --tls-key PATH          and this PEM private key (both or neither)\n"
+	"  --mount-root DIR        clients may mount host folders below DIR, read-only (default: none)\n"
 	"  --max-sandboxes N       per token (default 16; 0: no limit)\n"
 	"  --max-memory SIZE       per token, the sum of its sandboxes' memory (default 16G; 0: none)\n"
 	"  --default-memory SIZE   a sandbox created without 'memory' (default 512M)\n"
@@ -221,6 +224,62 @@ static int open_listener(const char *address)
 	return fd;
 }
 
+/* Socket activation, as sd_listen_fds(3) does it: LISTEN_PID is this process and LISTEN_FDS
+ * says how many listening sockets start at fd 3. They are checked (a listening stream socket
+ * each), made close-on-exec, and the variables unset so that no child takes them for its own.
+ * Returns how many were added to FDS, or -1 after saying why. */
+#define SD_LISTEN_FDS_START 3
+static int listen_fds_from_env(int *fds, size_t room)
+{
+	const char *pid = getenv("LISTEN_PID"), *count = getenv("LISTEN_FDS");
+	if (!pid || !count)
+		return 0;
+	char *end;
+	long p = strtol(pid, &end, 10);
+	if (*end || p != (long)getpid())
+		return 0; /* meant for another process (one that exec'd us without clearing them) */
+	long n = strtol(count, &end, 10);
+	if (*end || n < 0 || (size_t)n > room) {
+		fprintf(stderr, "capsule serve: LISTEN_FDS='%s': expected 0 to %zu sockets\n", count, room);
+		return -1;
+	}
+	for (long i = 0; i < n; i++) {
+		int fd = SD_LISTEN_FDS_START + (int)i;
+		int type = 0, listening = 0;
+		socklen_t len = sizeof(type);
+		if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_STREAM ||
+		    (len = sizeof(listening), getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len)) < 0 || !listening) {
+			fprintf(stderr, "capsule serve: fd %d from LISTEN_FDS is not a listening stream socket\n", fd);
+			return -1;
+		}
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		fds[i] = fd;
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return (int)n;
+}
+
+/* A whole PEM file for libmicrohttpd (which wants it in memory, NUL-terminated, for the
+ * daemon's life). */
+static char *read_pem(const char *path, const char *flag)
+{
+	char *text = NULL;
+	size_t len = 0;
+	int r = read_file_at(AT_FDCWD, path, 1u << 20, &text, &len);
+	if (r < 0) {
+		fail(flag, path, -r);
+		return NULL;
+	}
+	if (!strstr(text, "-----BEGIN ")) {
+		fprintf(stderr, "capsule serve: %s '%s' is not a PEM file\n", flag, path);
+		free(text);
+		return NULL;
+	}
+	return text;
+}
+
 /* FMT is libmicrohttpd's own format string. */
 static void mhd_log(void *cls, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -256,6 +315,8 @@ static int cmd_serve(int argc, char **argv)
 	struct serve_options o = default_options;
 	const char *listen_addr[LISTEN_MAX];
 	size_t n_listen = 0;
+	const char *tls_cert = NULL, *tls_key = NULL;
+	_cleanup_free_ char *mount_root = NULL;
 	uint64_t max_connections = 256;
 	uint64_t shutdown_timeout_s = 30;
 	const char *audit_path = NULL;
@@ -303,22 +364,51 @@ static int cmd_serve(int argc, char **argv)
 				return usage_fail("%s", err.message);
 		} else if (!strcmp(a, "--audit-log")) {
 			audit_path = v;
+		} else if (!strcmp(a, "--mount-root")) {
+			free(mount_root);
+			struct stat st;
+			if (!(mount_root = realpath(v, NULL)) || stat(mount_root, &st) < 0 || !S_ISDIR(st.st_mode))
+				return usage_fail("--mount-root '%s' must be an existing folder", v);
+			if (!strcmp(mount_root, "/"))
+				return usage_fail("--mount-root / would offer the whole host");
+			o.mount_root = mount_root;
+		} else if (!strcmp(a, "--tls-cert")) {
+			tls_cert = v;
+		} else if (!strcmp(a, "--tls-key")) {
+			tls_key = v;
 		} else {
 			return usage_fail("unknown option '%s'", a);
 		}
 	}
-	if (n_listen == 0)
-		return usage_fail("give at least one --listen ADDRESS (127.0.0.1:PORT or unix:/PATH)");
 	if (o.max_memory && o.default_memory > o.max_memory)
 		return usage_fail("--default-memory is over --max-memory");
+	if (!tls_cert != !tls_key)
+		return usage_fail("--tls-cert and --tls-key go together");
+	int fds[LISTEN_MAX];
+	int activated = listen_fds_from_env(fds, LISTEN_MAX - n_listen);
+	if (activated < 0)
+		return EXIT_CAPSULE;
+	if (n_listen == 0 && activated == 0)
+		return usage_fail("give at least one --listen ADDRESS (127.0.0.1:PORT or unix:/PATH)");
+	_cleanup_free_ char *cert_pem = NULL, *key_pem = NULL;
+	if (tls_cert && (!(cert_pem = read_pem(tls_cert, "--tls-cert")) || !(key_pem = read_pem(tls_key, "--tls-key"))))
+		return EXIT_CAPSULE;
+	/* The sockets systemd passed come first; each is named for the messages by its fd. */
+	char activated_name[LISTEN_MAX][16];
+	for (size_t i = n_listen; i-- > 0;)
+		listen_addr[i + (size_t)activated] = listen_addr[i];
+	for (int i = 0; i < activated; i++) {
+		snprintf(activated_name[i], sizeof(activated_name[i]), "fd:%d", fds[i]);
+		listen_addr[i] = activated_name[i];
+	}
+	n_listen += (size_t)activated;
 
 	if (audit_path) {
 		o.audit_fd = open(audit_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (o.audit_fd < 0)
 			return fail("opening the audit log", audit_path, errno);
 	}
-	int fds[LISTEN_MAX];
-	for (size_t i = 0; i < n_listen; i++)
+	for (size_t i = (size_t)activated; i < n_listen; i++)
 		if ((fds[i] = open_listener(listen_addr[i])) < 0)
 			return EXIT_CAPSULE;
 
@@ -335,20 +425,34 @@ static int cmd_serve(int argc, char **argv)
 		return fprintf(stderr, "capsule: %s\n", err.message), EXIT_CAPSULE;
 	struct MHD_Daemon *d[LISTEN_MAX];
 	for (size_t i = 0; i < n_listen; i++) {
+		/* TLS on TCP; a unix socket's mode already keeps it to its owner, and its clients
+		 * (curl --unix-socket) need no certificate. */
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		bool tls = cert_pem && !(getsockname(fds[i], (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_UNIX);
+		struct MHD_OptionItem tls_opts[] = {
+			{ tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, cert_pem },
+			{ MHD_OPTION_HTTPS_MEM_KEY, 0, key_pem },
+			{ MHD_OPTION_END, 0, NULL },
+		};
 		d[i] = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-						MHD_USE_ERROR_LOG,
+						MHD_USE_ERROR_LOG | (tls ? MHD_USE_TLS : 0),
 					0, NULL, NULL, (MHD_AccessHandlerCallback)serve_api_handler(), NULL,
 					MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
 					MHD_OPTION_LISTEN_SOCKET, fds[i],
 					MHD_OPTION_CONNECTION_LIMIT, (unsigned)max_connections,
 					MHD_OPTION_CONNECTION_TIMEOUT, 60u,
 					MHD_OPTION_NOTIFY_COMPLETED, (MHD_RequestCompletedCallback)serve_api_completed(), NULL,
+					MHD_OPTION_ARRAY, tls_opts,
 					MHD_OPTION_END);
 		if (!d[i]) {
 			for (size_t j = 0; j < i; j++)
 				MHD_stop_daemon(d[j]);
 			serve_api_shutdown();
 			serve_api_free();
+			if (cert_pem)
+				fprintf(stderr, "capsule serve: is '%s' a certificate that goes with the key '%s'?\n", tls_cert,
+					tls_key);
 			return fail("starting the HTTP server on", listen_addr[i], 0);
 		}
 		print_listening(listen_addr[i], fds[i]);
@@ -380,6 +484,8 @@ static int cmd_serve(int argc, char **argv)
 	}
 	serve_api_free();
 	mcp_http_free();
+	if (key_pem)
+		explicit_bzero(key_pem, strlen(key_pem));
 	fprintf(stderr, "capsule serve: stopped%s\n", o.keep ? " (sandboxes kept)" : "");
 	if (o.audit_fd >= 0)
 		close(o.audit_fd);

@@ -154,29 +154,6 @@ static int field_env(struct raw v, char ***out, size_t *count, capsule_error *er
 
 /* ---- labels ---------------------------------------------------------------------------- */
 
-/* Keys as Kubernetes-style names go: letters, digits, '_', '.', '-', '/'. Values printable,
- * so that a label never breaks a log line or a query string. */
-static int label_check(const char *key, const char *value, capsule_error *err)
-{
-	size_t kl = strlen(key), vl = strlen(value);
-	if (kl == 0 || kl > SERVE_LABEL_KEY_MAX)
-		return cap_err_plain(err, EINVAL, "label key '%.64s' must be 1 to %d characters", key, SERVE_LABEL_KEY_MAX);
-	for (size_t i = 0; i < kl; i++) {
-		char c = key[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-		      c == '-' || c == '/'))
-			return cap_err_plain(err, EINVAL, "label key '%.64s': only letters, digits, '_', '.', '-' and '/'",
-					     key);
-	}
-	if (vl > SERVE_LABEL_VALUE_MAX)
-		return cap_err_plain(err, EINVAL, "label '%s': the value is longer than %d bytes", key,
-				     SERVE_LABEL_VALUE_MAX);
-	for (size_t i = 0; i < vl; i++)
-		if ((unsigned char)value[i] < 0x20 || value[i] == 0x7f)
-			return cap_err_plain(err, EINVAL, "label '%s': the value has a control character", key);
-	return 0;
-}
-
 static int label_member(const char *name, const char *value, size_t value_len, void *payload)
 {
 	struct serve_create_req *req = ((void **)payload)[0];
@@ -185,7 +162,7 @@ static int label_member(const char *name, const char *value, size_t value_len, v
 	_cleanup_free_ char *val = NULL;
 	if (field_string("labels", v, &val, err) < 0)
 		return cap_err_plain(err, EINVAL, "field 'labels': the value of '%.64s' must be a string", name);
-	int r = label_check(name, val, err);
+	int r = parse_label_check(name, val, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "field 'labels'");
 	for (size_t i = 0; i < req->n_labels; i++)
@@ -202,19 +179,8 @@ static int label_member(const char *name, const char *value, size_t value_len, v
 
 int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_error *err)
 {
-	const char *eq = strchr(text, '=');
-	if (!eq)
-		return printable_error(err, cap_err_plain(err, EINVAL, "label filter '%.64s' must be KEY=VALUE", text));
-	_cleanup_free_ char *k = strndup(text, (size_t)(eq - text));
-	_cleanup_free_ char *v = strdup(eq + 1);
-	if (!k || !v)
-		return cap_err(err, ENOMEM, "label filter");
-	int r = label_check(k, v, err);
-	if (r < 0)
-		return printable_error(err, cap_err_wrap(err, r, "label filter"));
-	out->key = steal_ptr(k);
-	out->value = steal_ptr(v);
-	return 0;
+	int r = parse_label(text, false, &out->key, &out->value, err);
+	return r < 0 ? printable_error(err, cap_err_wrap(err, r, "label filter")) : 0;
 }
 
 /* ---- POST /v1/sandboxes ---------------------------------------------------------------- */
@@ -226,7 +192,7 @@ struct create_walk {
 };
 
 static const char *const create_fields[] = { "image", "isolation", "memory", "cpus", "network",
-					      "env", "labels", "timeout" };
+					      "env", "labels", "timeout", "idle_timeout" };
 
 /* A repeated member would be last-wins in most parsers and first-wins in others: refuse it. */
 static int seen_once(unsigned *seen, const char *const *fields, size_t n, const char *name, capsule_error *err)
@@ -326,6 +292,13 @@ static int create_member(const char *name, const char *value, size_t value_len, 
 			return r;
 		req->timeout_s = ms / 1000;
 		req->timeout_set = true;
+		return 0;
+	}
+	case 8: {
+		uint32_t ms;
+		if ((r = field_seconds("idle_timeout", v, false, &ms, err)) < 0)
+			return r;
+		req->idle_timeout_s = ms / 1000;
 		return 0;
 	}
 	}
@@ -606,4 +579,88 @@ int serve_decode_signal(const char *body, size_t len, int *signo, capsule_error 
 		return printable_error(err, r);
 	*signo = w.signo;
 	return 0;
+}
+/* ---- the small bodies of the other routes ------------------------------------------------ */
+
+struct fields_walk {
+	struct serve_field *fields;
+	size_t n;
+	capsule_error *err;
+	unsigned seen;
+};
+
+static int fields_member(const char *name, const char *value, size_t value_len, void *payload)
+{
+	struct fields_walk *w = payload;
+	const char *names[SERVE_FIELDS_MAX];
+	for (size_t i = 0; i < w->n; i++)
+		names[i] = w->fields[i].name;
+	int idx = seen_once(&w->seen, names, w->n, name, w->err);
+	if (idx < 0)
+		return idx;
+	struct raw v = { value, value_len };
+	if (v.len == 4 && !memcmp(v.text, "null", 4))
+		return 0;
+	struct serve_field *f = &w->fields[idx];
+	int r;
+	switch (f->kind) {
+	case SERVE_FIELD_STRING:
+		if ((r = field_string(f->name, v, &f->string, w->err)) < 0)
+			return r;
+		if (strlen(f->string) > f->max)
+			return cap_err_plain(w->err, EINVAL, "field '%s' is longer than %llu bytes", f->name,
+					     (unsigned long long)f->max);
+		break;
+	case SERVE_FIELD_UINT: {
+		double d;
+		if ((r = field_number(f->name, v, &d, w->err)) < 0)
+			return r;
+		if (!is_whole(d) || d < (double)f->min || d > (double)f->max)
+			return cap_err_plain(w->err, EINVAL, "field '%s' must be a whole number from %llu to %llu", f->name,
+					     (unsigned long long)f->min, (unsigned long long)f->max);
+		f->uint = (uint64_t)d;
+		break;
+	}
+	case SERVE_FIELD_BOOL:
+		if (v.len == 4 && !memcmp(v.text, "true", 4))
+			f->boolean = true;
+		else if (v.len == 5 && !memcmp(v.text, "false", 5))
+			f->boolean = false;
+		else
+			return cap_err_plain(w->err, EINVAL, "field '%s' must be true or false", f->name);
+		break;
+	}
+	f->set = true;
+	return 0;
+}
+
+int serve_decode_fields(const char *body, size_t len, struct serve_field *fields, size_t n, capsule_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		fields[i].set = false;
+		fields[i].string = NULL;
+	}
+	/* No body at all is an empty object: every field of these routes is optional or named
+	 * as missing below. */
+	size_t i = 0;
+	while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+		i++;
+	struct fields_walk w = { .fields = fields, .n = n < SERVE_FIELDS_MAX ? n : SERVE_FIELDS_MAX, .err = err };
+	int r = i == len ? 0 : decode_object(body, len, fields_member, &w, err);
+	for (size_t k = 0; r == 0 && k < n; k++)
+		if (fields[k].required && !fields[k].set)
+			r = cap_err_plain(err, EINVAL, "field '%s' is required", fields[k].name);
+	if (r < 0) {
+		serve_fields_free(fields, n);
+		return printable_error(err, r);
+	}
+	return 0;
+}
+
+void serve_fields_free(struct serve_field *fields, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(fields[i].string);
+		fields[i].string = NULL;
+	}
 }

@@ -19,9 +19,7 @@
 
 #define SERVE_JSON_BODY_MAX (1u << 20)   /* a JSON request body; larger is 413 */
 #define SERVE_ENV_MAX 256                /* env entries of a create or an exec */
-#define SERVE_LABELS_MAX 32
-#define SERVE_LABEL_KEY_MAX 63
-#define SERVE_LABEL_VALUE_MAX 255
+#define SERVE_LABELS_MAX CAPSULE_LABELS_MAX
 #define SERVE_ARGV_MAX 4096
 #define SERVE_TIMEOUT_MAX_S 86400        /* a sandbox's `timeout` (its lifetime), and an exec's */
 
@@ -43,6 +41,7 @@ struct serve_create_req {
 	size_t n_labels;
 	bool timeout_set;
 	uint32_t timeout_s;
+	uint32_t idle_timeout_s;  /* 0: none */
 };
 
 /* POST /v1/sandboxes/{id}/exec. */
@@ -72,6 +71,24 @@ int serve_field_string(const char *field, const char *text, size_t len, char **o
 int serve_field_seconds(const char *field, const char *text, size_t len, uint32_t *ms_out, capsule_error *err);
 /* POST .../signal: {"signal": "TERM"} or a number, into *SIGNO (1 to 64). */
 int serve_decode_signal(const char *body, size_t len, int *signo, capsule_error *err);
+
+/* The bodies of the routes that take a few scalars (stop, checkpoint, fork, ports, pull): a
+ * JSON object (or nothing, as {}) whose members are FIELDS, each at most once, no other.
+ * STRING: at most MAX bytes (malloc'd into string); UINT: whole, MIN to MAX; BOOL. */
+#define SERVE_FIELDS_MAX 8
+enum serve_field_kind { SERVE_FIELD_STRING, SERVE_FIELD_UINT, SERVE_FIELD_BOOL };
+struct serve_field {
+	const char *name;
+	enum serve_field_kind kind;
+	bool required;
+	uint64_t min, max;
+	bool set;                 /* out: given (and not null) */
+	char *string;
+	uint64_t uint;
+	bool boolean;
+};
+int serve_decode_fields(const char *body, size_t len, struct serve_field *fields, size_t n, capsule_error *err);
+void serve_fields_free(struct serve_field *fields, size_t n);
 /* "k=v" of ?label=: the key and value as a label has them (EINVAL otherwise). */
 int serve_parse_label_filter(const char *text, struct serve_label *out, capsule_error *err);
 /* Whether S[0..LEN) is valid UTF-8 with no NUL (exec output goes out as text then). */
@@ -86,13 +103,14 @@ struct serve_token {
 	char name[SERVE_TOKEN_NAME_MAX + 1];
 	int64_t created_unix;
 	uint8_t hash[32];         /* SHA-256 of the token's text */
+	bool admin;               /* sees every token's sandboxes in /metrics */
 };
 
 /* The token store: $CAPSULE_HOME/serve/tokens, mode 0600 in a 0700 folder, replaced whole
  * (a temporary file renamed over it) under an flock, so a reader sees the old or the new. */
 int serve_tokens_load(struct serve_token **out, size_t *count, capsule_error *err);
 /* A new token NAME: *TOKEN_OUT (malloc'd) is its text, shown once; only its hash is kept. */
-int serve_token_create(const char *name, char **token_out, capsule_error *err);
+int serve_token_create(const char *name, bool admin, char **token_out, capsule_error *err);
 int serve_token_remove(const char *name, capsule_error *err);
 void serve_token_hash(const char *token, size_t len, uint8_t out[32]);
 /* The path of the store, for the server's reload check. */
@@ -112,6 +130,7 @@ struct serve_options {
 	unsigned max_execs;       /* streaming commands per token (0: no limit) */
 	uint32_t exec_grace_s;    /* a streaming command with no reader is killed after this */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
+	const char *mount_root;   /* resolved; host folders below it may be mounted read-only, or NULL */
 	int audit_fd;             /* -1: no audit log */
 	bool single_owner;        /* capsule mcp over stdio: one client, no token store */
 };

@@ -1,6 +1,7 @@
 /* API tokens for capsule serve. A token is 256 random bits; only its SHA-256 is stored, so
  * the file leaks no usable secret, and a plain hash is enough (no salt, no slow KDF) because
- * the input is random, not a password. One line a token: "NAME CREATED_UNIX SHA256HEX". */
+ * the input is random, not a password. One line a token: "NAME CREATED_UNIX SHA256HEX", and
+ * " admin" after it for an admin token. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -94,15 +95,17 @@ static int parse_store(const char *text, size_t len, struct serve_token **out, s
 		p += ll + (nl ? 1 : 0);
 		if (!line[0])
 			continue;
-		char name[SERVE_TOKEN_NAME_MAX + 2], hex[80];
+		char name[SERVE_TOKEN_NAME_MAX + 2], hex[80], role[8] = "";
 		long long created;
 		struct serve_token t = { 0 };
-		if (n >= SERVE_TOKENS_MAX || sscanf(line, "%64s %lld %79s", name, &created, hex) != 3 ||
+		int got = sscanf(line, "%64s %lld %79s %7s", name, &created, hex, role);
+		if (n >= SERVE_TOKENS_MAX || got < 3 || (got == 4 && strcmp(role, "admin")) ||
 		    strlen(name) > SERVE_TOKEN_NAME_MAX || hex_decode(hex, t.hash) < 0) {
 			free(v);
-			return cap_err_plain(err, EBADMSG, "'%s' line %u is not 'NAME CREATED SHA256'", serve_tokens_path(),
-					     line_no);
+			return cap_err_plain(err, EBADMSG, "'%s' line %u is not 'NAME CREATED SHA256 [admin]'",
+					     serve_tokens_path(), line_no);
 		}
+		t.admin = got == 4;
 		strcpy(t.name, name);
 		t.created_unix = created;
 		struct serve_token *nv = realloc(v, (n + 1) * sizeof(*v));
@@ -159,7 +162,7 @@ static int store_at(int dirfd, const struct serve_token *v, size_t n, capsule_er
 		fprintf(f, "%s %lld ", v[i].name, (long long)v[i].created_unix);
 		for (size_t j = 0; j < 32; j++)
 			fprintf(f, "%02x", v[i].hash[j]);
-		fputc('\n', f);
+		fputs(v[i].admin ? " admin\n" : "\n", f);
 	}
 	if (fclose(f) != 0) {
 		free(b.p);
@@ -186,7 +189,7 @@ static int lock_store(int dirfd, capsule_error *err)
 	return fd;
 }
 
-int serve_token_create(const char *name, char **token_out, capsule_error *err)
+int serve_token_create(const char *name, bool admin, char **token_out, capsule_error *err)
 {
 	int r = parse_name(name, "token name", err);
 	if (r < 0)
@@ -226,6 +229,7 @@ int serve_token_create(const char *name, char **token_out, capsule_error *err)
 	memset(&v[n], 0, sizeof(v[n]));
 	snprintf(v[n].name, sizeof(v[n].name), "%s", name);
 	v[n].created_unix = (int64_t)time(NULL);
+	v[n].admin = admin;
 	serve_token_hash(token, strlen(token), v[n].hash);
 	if ((r = store_at(dir, v, n + 1, err)) < 0) {
 		explicit_bzero(token, strlen(token));
@@ -264,10 +268,11 @@ int serve_token_remove(const char *name, capsule_error *err)
 /* ---- capsule token ---------------------------------------------------------------------- */
 
 static const char token_usage[] =
-	"Usage: capsule token create NAME | ls [--json] | rm NAME\n\n"
+	"Usage: capsule token create NAME [--admin] | ls [--json] | rm NAME\n\n"
 	"API tokens for 'capsule serve' (docs/serve.md). create prints a new token once: only its\n"
 	"SHA-256 is kept, in $CAPSULE_HOME/serve/tokens (mode 0600). ls never shows a token. A\n"
 	"running server sees a removed token refused at its next request.\n\n"
+	"  --admin  an admin token: GET /metrics shows it every token's sandboxes\n"
 	"  --help   this text\n";
 
 static int token_fail(const capsule_error *err)
@@ -299,12 +304,24 @@ int serve_token_cli(int argc, char **argv)
 	if (!strcmp(sub, "create") || !strcmp(sub, "rm")) {
 		if (argc == 3 && !strcmp(argv[2], "--help"))
 			return fputs(token_usage, stdout), 0;
-		if (argc != 3)
+		const char *name = NULL;
+		bool admin = false;
+		for (int i = 2; i < argc; i++) {
+			if (!strcmp(sub, "create") && !strcmp(argv[i], "--admin"))
+				admin = true;
+			else if (argv[i][0] == '-')
+				return token_usage_fail("unknown option '%s'", argv[i]);
+			else if (name)
+				return token_usage_fail("%s needs exactly one NAME", sub);
+			else
+				name = argv[i];
+		}
+		if (!name)
 			return token_usage_fail("%s needs exactly one NAME", sub);
 		if (!strcmp(sub, "rm"))
-			return serve_token_remove(argv[2], &err) < 0 ? token_fail(&err) : 0;
+			return serve_token_remove(name, &err) < 0 ? token_fail(&err) : 0;
 		char *token;
-		if (serve_token_create(argv[2], &token, &err) < 0)
+		if (serve_token_create(name, admin, &token, &err) < 0)
 			return token_fail(&err);
 		printf("%s\n", token);
 		explicit_bzero(token, strlen(token));
@@ -330,19 +347,20 @@ int serve_token_cli(int argc, char **argv)
 		json_init(&w, true);
 		json_array_begin(&w);
 		if (!json)
-			printf("%-32s %s\n", "NAME", "CREATED");
+			printf("%-32s %-20s %s\n", "NAME", "CREATED", "ROLE");
 		for (size_t i = 0; i < n; i++) {
 			char when[32];
 			time_t t = (time_t)v[i].created_unix;
 			struct tm tm;
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 			if (!json) {
-				printf("%-32s %s\n", v[i].name, when);
+				printf("%-32s %-20s %s\n", v[i].name, when, v[i].admin ? "admin" : "-");
 				continue;
 			}
 			json_object_begin(&w);
 			json_kv_string(&w, "name", v[i].name);
 			json_kv_string(&w, "created", when);
+			json_kv_bool(&w, "admin", v[i].admin);
 			json_object_end(&w);
 		}
 		json_array_end(&w);

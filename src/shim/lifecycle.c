@@ -392,7 +392,7 @@ _Noreturn void finish_and_exit(struct shim *s)
 	/* QEMU is gone: what it booted from is free to collect once the stop is answered, not
 	 * only once this process has exited (the sandbox's qcow2, if it stays, keeps its base). */
 	vm_store_unpin_all();
-	bool ephemeral = !s->cfg.detached;
+	bool ephemeral = !s->cfg.detached && !s->stop_keep;
 	if (ephemeral) {
 		/* Nothing of an ephemeral sandbox outlives it. */
 		shim_log("stopped");

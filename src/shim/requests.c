@@ -153,6 +153,19 @@ static void mount_request(struct shim *s, int ci, const struct cp_header *h, con
 	shim_request_answer(s, ci, h, r, &err, &ok);
 }
 
+/* Activity and resource use, read at once from the shim's own counters, the cgroups and
+ * /proc (stats.c). */
+static void stats_request(struct shim *s, int ci, const struct cp_header *h)
+{
+	if (!fresh_channel_and_running(s, ci, h))
+		return;
+	capsule_error err = { 0 };
+	_cleanup_free_ char *json = NULL;
+	int r = shim_stats_json(s, &json, &err);
+	struct cp_request_ok ok = { .list_json = json };
+	shim_request_answer(s, ci, h, r, &err, &ok);
+}
+
 /* Port forwards are answered here, at once: a listen or a close. */
 static void port_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
 {
@@ -571,6 +584,8 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 		}
 		c->stop_waiter = true;
 		c->stop_chan = h->chan;
+		if (m.keep)
+			s->stop_keep = true;
 		begin_stop(s, m.timeout_ms);
 		return;
 	}
@@ -597,6 +612,9 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 	case CP_NET_DENY:
 	case CP_NET_LS:
 		net_rule_request(s, ci, h, payload);
+		return;
+	case CP_STATS:
+		stats_request(s, ci, h);
 		return;
 	case CP_SCREENSHOT:
 	case CP_INPUT:

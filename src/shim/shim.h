@@ -41,6 +41,7 @@ struct shim {
 	int agent_sock;            /* the process's end of the agent channel, until its start */
 	uint64_t boot_deadline_ms; /* the agent answers by then, or the start fails */
 	bool stopping;
+	bool stop_keep;     /* a STOP asked to keep an ephemeral sandbox, stopped (its creator starts it again) */
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;
@@ -123,6 +124,8 @@ void agent_send(void *ctx, const void *p, size_t n, const void *p2, size_t n2);
 
 /* requests.c */
 void client_readable(struct shim *s, int ci);
+/* STATS's answer (stats.c, docs/protocol.md): a JSON object, malloc'd. */
+int shim_stats_json(struct shim *s, char **out, capsule_error *err);
 /* A save's child has exited (or, with CANCEL, is killed now). */
 void save_done(struct shim *s, bool cancel);
 /* Let a paused sandbox run again (a RESUME, or a stop or revert that needs its processes). */

@@ -11,6 +11,7 @@ import stat
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -67,12 +68,9 @@ def token(home, name):
     return r.stdout.strip()
 
 
-_seq = [0]
-
-
 def new_token(home, prefix="t"):
-    _seq[0] += 1
-    return token(home, f"{prefix}{_seq[0]}-{os.getpid()}")
+    # Unique without a counter: test_serve_api.py imports this module, maybe as a second copy.
+    return token(home, f"{prefix}-{uuid.uuid4().hex[:12]}")
 
 
 class Api:
@@ -202,7 +200,7 @@ def test_token_store_is_private_and_ls_never_shows_a_token(capsule_home):
     r = subprocess.run([CAPSULE, "token", "ls", "--json"], env=_env(capsule_home), capture_output=True, text=True)
     doc = json.loads(r.stdout)
     assert r.stdout == json.dumps(doc, indent=2) + "\n"
-    assert all(set(t) == {"name", "created"} for t in doc)
+    assert all(set(t) == {"name", "created", "admin"} for t in doc)
     r = subprocess.run([CAPSULE, "token", "create", doc[0]["name"]], env=_env(capsule_home), capture_output=True,
                        text=True)
     assert r.returncode == 125 and "exists" in r.stderr and r.stdout == ""
@@ -512,9 +510,11 @@ def test_audit_log_has_one_json_line_per_request(server, capsule_home):
             break
         time.sleep(0.05)
     assert stat.S_IMODE(os.stat(server.audit).st_mode) == 0o600
-    assert mine == [(name, "POST", "/v1/sandboxes", None, 201),
-                    (name, "GET", f"/v1/sandboxes/{sid}", sid, 200),
-                    (name, "DELETE", f"/v1/sandboxes/{sid}", sid, 200)]
+    # Lines come in the order the requests completed, which need not be the order they were
+    # sent in (the next request may be served before the last one's completion is reported).
+    assert sorted(mine, key=repr) == sorted([(name, "POST", "/v1/sandboxes", None, 201),
+                                             (name, "GET", f"/v1/sandboxes/{sid}", sid, 200),
+                                             (name, "DELETE", f"/v1/sandboxes/{sid}", sid, 200)], key=repr)
     assert any(l["token"] is None and l["status"] == 401 for l in lines)
     assert api.tok not in open(server.audit).read()
 

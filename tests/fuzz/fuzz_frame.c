@@ -225,6 +225,7 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 	}
 	case CP_MOUNTS:
 	case CP_PORTS:
+	case CP_STATS:
 		break; /* a bare request: no fields to decode */
 	case CP_PORT_ADD:
 	case CP_PORT_REMOVE: {

@@ -3,10 +3,10 @@
  * new MHD2 code as libmicrohttpd2, not the 0.9 line Debian ships: docs/serve.md); what is
  * ours is what a body becomes.
  *
- * Byte 0 picks the decoder (create, exec, a ?label= filter, a signal); the rest is its input, given
- * unterminated and of exactly its size. Beyond "no crash, no overread, no leak", each result
- * keeps the decoder's promises: a failure fills ERR with one printable line and leaves nothing
- * to free; a success holds only what the limits in serve.h allow.
+ * Byte 0 picks the decoder (create, exec, a ?label= filter, a signal, the small bodies); the
+ * rest is its input, given unterminated and of exactly its size. Beyond "no crash, no overread,
+ * no leak", each result keeps the decoder's promises: a failure fills ERR with one printable
+ * line and leaves nothing to free; a success holds only what the limits in serve.h allow.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -33,8 +33,8 @@ static void check_env(char **env, size_t n)
 static void check_label(const struct serve_label *l)
 {
 	size_t kl = strlen(l->key);
-	CHECK(kl > 0 && kl <= SERVE_LABEL_KEY_MAX);
-	CHECK(strlen(l->value) <= SERVE_LABEL_VALUE_MAX);
+	CHECK(kl > 0 && kl <= CAPSULE_LABEL_KEY_MAX);
+	CHECK(strlen(l->value) <= CAPSULE_LABEL_VALUE_MAX);
 	for (const char *p = l->value; *p; p++)
 		CHECK((unsigned char)*p >= 0x20 && *p != 0x7f);
 }
@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t len = size - 1;
 	capsule_error err = { 0 };
 	int r;
-	switch (data[0] % 4) {
+	switch (data[0] % 5) {
 	case 0: {
 		struct serve_create_req req;
 		r = serve_decode_create(text, len, &req, &err);
@@ -123,6 +123,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		} else {
 			CHECK(signo >= 1 && signo <= 64);
 		}
+		break;
+	}
+	case 4: {
+		/* The small bodies (stop, checkpoint, fork, ports, pull): one of each kind. */
+		struct serve_field f[] = {
+			{ .name = "name", .kind = SERVE_FIELD_STRING, .max = 63 },
+			{ .name = "timeout", .kind = SERVE_FIELD_UINT, .min = 1, .max = 86400 },
+			{ .name = "readonly", .kind = SERVE_FIELD_BOOL },
+			{ .name = "port", .kind = SERVE_FIELD_UINT, .required = true, .min = 1, .max = 65535 },
+		};
+		r = serve_decode_fields(text, len, f, 4, &err);
+		if (r < 0) {
+			check_error(r, &err);
+			CHECK(!f[0].string);
+			break;
+		}
+		CHECK(f[3].set && f[3].uint >= 1 && f[3].uint <= 65535);
+		CHECK(!f[1].set || (f[1].uint >= 1 && f[1].uint <= 86400));
+		CHECK(!f[0].set || (f[0].string && strlen(f[0].string) <= 63));
+		serve_fields_free(f, 4);
 		break;
 	}
 	}

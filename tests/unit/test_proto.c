@@ -411,8 +411,8 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_SAVE, CP_PAUSE, CP_WATCH,
-				   CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_SAVE,
+				   CP_PAUSE, CP_WATCH, CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
 				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
