@@ -266,6 +266,17 @@ def test_stop_keeps_the_filesystem_and_start_runs_it_again(server, api, capsule_
     assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/stop", {"bad": 1}), 404, "not_found")
 
 
+def test_a_stopped_sandbox_goes_with_the_server(capsule_home):
+    s = Server(capsule_home)
+    a = Api(s.port, new_token(capsule_home))
+    sid = a.create()
+    assert a.call("POST", f"/v1/sandboxes/{sid}/stop", {"timeout": 0})[0] == 200
+    assert os.path.isdir(run_dir(capsule_home, sid))
+    rc, err = s.stop()
+    assert rc == 0, err
+    assert not os.path.exists(run_dir(capsule_home, sid))  # kept by the stop, removed with its creator's handle
+
+
 def test_checkpoint_revert_and_fork(server, api, capsule_home):
     sid = api.create(labels={"team": "red"})
     fork = None
