@@ -643,7 +643,7 @@ static int pool_request_check(const struct capsule_config *req, const char *pool
 	a.name[0] = a.pool[0] = a.origin[0] = '\0';
 	a.detached = false;
 	a.created_unix = 0;
-	_cleanup_free_ char *ta = NULL, *tb = NULL;
+	_cleanup_free_ char *ta = NULL, *tb = NULL, *hay = NULL;
 	size_t la, lb;
 	if ((r = capsule_config_new(&fresh, err)) < 0)
 		goto out;
@@ -652,7 +652,6 @@ static int pool_request_check(const struct capsule_config *req, const char *pool
 		goto out;
 	}
 	/* Each line of the request must be a line of the fresh configuration ("\nLINE\n" in it). */
-	_cleanup_free_ char *hay = NULL;
 	if (asprintf(&hay, "\n%s\n%s", tb, pool_text) < 0) {
 		hay = NULL;
 		r = cap_err(err, ENOMEM, "comparing the configuration with pool '%s'", req->pool);
