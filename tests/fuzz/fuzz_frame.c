@@ -186,6 +186,15 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		r = cp_stop_decode(p, n, &m);
 		break;
 	}
+	case CP_TAKE: {
+		struct cp_take m;
+		if ((r = cp_take_decode(p, n, &m)) == 0) {
+			CHECK(m.name && strlen(m.name) <= CP_MAX_TAKE_NAME);
+			CHECK(m.pool && strlen(m.pool) <= CP_MAX_TAKE_NAME);
+			cp_take_free(&m);
+		}
+		break;
+	}
 	case CP_INIT: {
 		struct cp_init m;
 		if ((r = cp_init_decode(p, n, &m)) == 0) {
