@@ -68,6 +68,7 @@ struct exec_session {
 	uint64_t detached_ms;
 	bool exit_sent;            /* the last event went to a reader: nothing is left to keep */
 	bool ending;               /* the server is shutting down */
+	uint64_t started_ms;       /* /metrics: a command's time runs from its start to its end */
 	unsigned refs;             /* the pump thread's, and one per request using it */
 };
 
@@ -147,6 +148,10 @@ static struct exec_session *session_or_404(struct MHD_Connection *c, struct requ
 /* Under s->lock: the end of the command's output, whatever ended it. */
 static void finish(struct exec_session *s)
 {
+	/* Counted once, when its end is known, as the plain exec route counts at its answer. */
+	if (!s->out_done)
+		metrics_count_exec(s->e, now_ms() - s->started_ms,
+				   s->failed ? "error" : s->status.timed_out ? "timed_out" : "exited");
 	s->out_done = true;
 	s->stdin_gone = true;
 	s->in_len = 0;
@@ -452,6 +457,7 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	capsule_exec_options o;
 	serve_exec_options(&req, &o);
 	o.stdin_open = true;
+	s->started_ms = now_ms();
 	int r = capsule_exec_start(&s->p, rq->e->sb, &o, &err);
 	/* In the list already (for the limit): shutdown may look at it from here on. */
 	pthread_mutex_lock(&s->lock);
@@ -473,6 +479,7 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (r < 0 && r != -ENOENT && r != -EACCES) {
+		metrics_count_exec(rq->e, now_ms() - s->started_ms, "error");
 		session_drop(s);
 		respond_capsule_error(c, rq, &err);
 		return;

@@ -225,13 +225,13 @@ static void write_sandboxes(FILE *f, struct sandbox_view *v, size_t n)
 			}
 	}
 
-	family(f, "capsule_execs_total", "counter", "Execs over the API by outcome (exited, timed_out, error).");
+	family(f, "capsule_execs_total", "counter", "Execs over the API, plain and streaming, by outcome (exited, timed_out, error).");
 	for (size_t i = 0; i < n; i++) {
 		sample(f, "capsule_execs_total", v[i].e->id, "outcome", "exited", (double)v[i].exited);
 		sample(f, "capsule_execs_total", v[i].e->id, "outcome", "timed_out", (double)v[i].timed_out);
 		sample(f, "capsule_execs_total", v[i].e->id, "outcome", "error", (double)v[i].failed);
 	}
-	family(f, "capsule_exec_duration_seconds", "histogram", "Time an exec over the API took, start to answer.");
+	family(f, "capsule_exec_duration_seconds", "histogram", "Time an exec over the API took, start to answer (a streaming one: to its end).");
 	for (size_t i = 0; i < n; i++) {
 		for (size_t b = 0; b < METRICS_EXEC_BUCKETS; b++)
 			fprintf(f, "capsule_exec_duration_seconds_bucket{sandbox=\"%s\",le=\"%g\"} %llu\n", v[i].e->id,

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import CAPSULE, _env
 from tests.e2e.test_serve import Api, Server, assert_error, curl, new_token
+from tests.e2e.test_serve_api import scrape, values
 
 GRACE = 3
 
@@ -190,6 +191,20 @@ def test_signals_and_exit_codes(server, api, sid):
     out, name, doc = ev.rest()
     assert name == "exit" and doc["exit_code"] == 127 and b"no-such-command" in out["stderr"]
     ev.close()
+
+
+def test_metrics_count_streaming_execs_with_the_plain_ones(server, api, sid):
+    for req in ({"command": "exit 3"}, {"cmd": ["sleep", "600"], "timeout": 0.3}):
+        eid = start(api, sid, **req)
+        ev = Events(api, sid, eid)
+        ev.rest()
+        ev.close()
+    assert api.exec(sid, command="true")["exit_code"] == 0
+    m = scrape(server.port, api.tok)
+    assert values(m, "capsule_execs_total", sandbox=sid, outcome="exited") == [2]
+    assert values(m, "capsule_execs_total", sandbox=sid, outcome="timed_out") == [1]
+    assert values(m, "capsule_exec_duration_seconds_count", sandbox=sid) == [3]
+    assert values(m, "capsule_exec_duration_seconds_sum", sandbox=sid)[0] >= 0.3
 
 
 def test_a_client_that_goes_away_leaves_nothing_running(server, api, sid):
