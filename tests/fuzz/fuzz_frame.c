@@ -253,6 +253,21 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		}
 		break;
 	}
+	case CP_PAUSE: {
+		struct cp_pause m;
+		if ((r = cp_pause_decode(p, n, &m)) == 0)
+			CHECK(m.op == CP_PAUSE_OP_PAUSE || m.op == CP_PAUSE_OP_RESUME);
+		break;
+	}
+	case CP_WATCH: {
+		struct cp_watch m;
+		if ((r = cp_watch_decode(p, n, &m)) == 0) {
+			CHECK(m.path && m.path[0] == '/' && strlen(m.path) <= CP_FS_PATH_MAX);
+			CHECK(!(m.flags & ~CP_WATCH_RECURSIVE));
+			cp_watch_free(&m);
+		}
+		break;
+	}
 	case CP_VM_MOUNT: {
 		struct cp_vm_mount m;
 		if ((r = cp_vm_mount_decode(p, n, &m)) == 0) {
