@@ -235,7 +235,17 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 	case CP_MOUNTS:
 	case CP_PORTS:
 	case CP_STATS:
+	case CP_NET_LS:
 		break; /* a bare request: no fields to decode */
+	case CP_NET_ALLOW:
+	case CP_NET_DENY: {
+		struct cp_net_rule m;
+		if ((r = cp_net_rule_decode(h->type, p, n, &m)) == 0) {
+			CHECK(m.rule && m.rule[0] && strlen(m.rule) <= CP_MAX_NET_RULE);
+			cp_net_rule_free(&m);
+		}
+		break;
+	}
 	case CP_PORT_ADD:
 	case CP_PORT_REMOVE: {
 		struct cp_port m;
