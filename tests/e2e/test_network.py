@@ -466,7 +466,9 @@ def host_interfaces():
 
 
 def host_ruleset():
-    r = subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True, timeout=30)
+    # -s (stateless): without counters, which other programs' traffic moves (a CNI chain that
+    # podman left counts every new connection on the host).
+    r = subprocess.run(["nft", "-s", "list", "ruleset"], capture_output=True, text=True, timeout=30)
     return r.stdout
 
 
