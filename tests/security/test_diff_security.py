@@ -32,7 +32,8 @@ def test_a_folder_swapped_for_a_symlink_to_the_host_root_is_never_walked_through
             assert set(below) <= {"/root/d/marker", "/root/x/marker"}, below
             d = paths.get("/root/d")
             if d and d["type"] == "symlink":
-                assert d["link_target"] == "/"
+                # No link_target when the swap back to a folder came between lstat and readlink.
+                assert d.get("link_target", "/") == "/"
                 seen_link += 1
             elif d:
                 seen_dir += 1
