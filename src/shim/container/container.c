@@ -520,11 +520,10 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 
 static _Noreturn void container_child(const struct container_spec *spec, int go_fd)
 {
-	/* Wait until the parent has written our id maps and placed us in our cgroups. */
+	/* Wait until the parent has written our id maps (and idmapped the trees we attach). */
 	char go;
 	if (read(go_fd, &go, 1) != 1)
 		_exit(1);
-	close(go_fd);
 
 	/* Still with the shim's file uid (container_start): root's, for a root caller, the owner
 	 * of $CAPSULE_HOME, which no other uid may pass. O_PATH needs no right on the folders
@@ -552,14 +551,22 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
+	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+		child_die(errno, "sethostname '%s'", spec->hostname);
+
+	/* The mounts are made while the parent moves us into our cgroups: on cgroup v1 each
+	 * move waits for an RCU grace period (tens of ms on a busy host), which the mounts no
+	 * longer wait behind. Nothing here forks or runs anything of the sandbox's. */
+	setup_rootfs(spec, fsfd, host_fd);
+
+	/* Wait until the parent has placed us in our cgroups; EOF: it failed or died. */
+	if (read(go_fd, &go, 1) != 1)
+		_exit(1);
+	close(go_fd);
 	/* The cgroup namespace is made now, after the parent moved us, so that our own cgroup
 	 * is the root of what the sandbox sees. */
 	if (unshare(CLONE_NEWCGROUP) < 0)
 		child_die(errno, "unshare cgroup namespace");
-	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
-		child_die(errno, "sethostname '%s'", spec->hostname);
-
-	setup_rootfs(spec, fsfd, host_fd);
 
 	if (spec->agent_sock != AGENT_FD) {
 		if (dup2(spec->agent_sock, AGENT_FD) < 0)
@@ -826,6 +833,15 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		if (r == 0)
 			r = idmap_binds(spec, (pid_t)pid, err);
 	}
+	/* Two go-aheads: the first lets the child make its mounts, the second, once it is in its
+	 * cgroups, lets it go on to the agent. In between the child works and we join. */
+	bool mounting = false;
+	if (r == 0) {
+		if (write(go[1], "m", 1) != 1)
+			r = cap_err(err, errno, "starting the container's init");
+		else
+			mounting = true;
+	}
 	if (r == 0)
 		out->oom_floor = oom_floor_at_zero((pid_t)pid, out->oom_note, sizeof(out->oom_note));
 	if (r == 0 && join)
@@ -834,7 +850,13 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		r = cap_err(err, errno, "starting the container's init");
 	close(go[1]);
 
-	if (r == 0) {
+	/* A child that failed said why before it exited; one that exec'd the agent closed the
+	 * pipe (close-on-exec). A failure of ours kills it first, so that the read ends: its own
+	 * error then, if it had one (a mount that failed while we joined its cgroups), comes
+	 * before ours, which may only be that it had died. */
+	if (r < 0)
+		sys_pidfd_send_signal(pidfd, SIGKILL);
+	if (r == 0 || mounting) {
 		struct child_failure f;
 		ssize_t n;
 		do
@@ -842,8 +864,9 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		while (n < 0 && errno == EINTR);
 		if (n == (ssize_t)sizeof(f)) {
 			f.message[sizeof(f.message) - 1] = '\0';
+			capsule_error_clear(err);
 			r = cap_err_plain(err, f.errnum > 0 ? f.errnum : EIO, "%s", f.message);
-		} else if (n != 0) {
+		} else if (n != 0 && r == 0) {
 			r = cap_err_plain(err, EIO, "the container's init died during setup");
 		}
 	}

@@ -117,6 +117,29 @@ static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *e
 	return 0;
 }
 
+/* A root-run sandbox's "host" image: one skeleton for every sandbox (images/host-v1-0, owned by
+ * root, the one a vm shares too), attached as the overlay's only layer and idmapped like a
+ * layer (container.c), so that its root's files are the sandbox root's. Without it each id
+ * range had a skeleton of its own, built (a copy of /etc/alternatives and the rest) the first
+ * time the range was used: what made many sandboxes at once slow. A user's sandbox cannot
+ * idmap, and keeps a skeleton owned by its own ids as the overlay's lowerdir. */
+static int open_host_image_tree(struct shim *s, uid_t ub, gid_t gb, capsule_error *err)
+{
+	struct container_boot *b = &s->ct_boot;
+	_cleanup_free_ char *skeleton = NULL;
+	int r = image_host_lower(0, 0, &skeleton, err);
+	if (r < 0)
+		return r;
+	if ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0 ||
+	    (mkdirat(s->run_fd, "fs/l/0", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l/0", ub, gb, 0) < 0)
+		return cap_err(err, errno, "mkdir 'fs/l/0'");
+	int tree = shim_host_tree(AT_FDCWD, skeleton, 0, LAYER_ATTRS);
+	if (tree < 0)
+		return cap_err(err, errno, "the host image '%s'", skeleton);
+	b->layer_trees[b->nlayer_trees++] = tree;
+	return 0;
+}
+
 struct owned_dir {
 	const char *path;
 	mode_t mode;
@@ -171,9 +194,12 @@ static int container_prepare(struct shim *s, capsule_error *err)
 	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
 	/* The library resolved the image to layers; "host" with no layers is the host image. */
 	int r;
-	if (!s->cfg.base_none && (r = image_host_lower(ub, gb, &b->lower, err)) < 0)
+	bool shared_host = !s->cfg.base_none && !rootless && !s->cfg.nlayers;
+	if (!s->cfg.base_none && !shared_host && (r = image_host_lower(ub, gb, &b->lower, err)) < 0)
 		return r;
 	if ((r = prepare_layer(s, ub, gb, &b->disk, err)) < 0)
+		return r;
+	if (shared_host && (r = open_host_image_tree(s, ub, gb, err)) < 0)
 		return r;
 	if ((r = fd_path(s->run_fd, b->fsdir, sizeof(b->fsdir) - 4, err)) < 0)
 		return r;
