@@ -193,6 +193,8 @@ static int await_ready(struct conn *c, const struct capsule_config *cfg, capsule
 }
 
 /* Start the shim for the sandbox whose folder RUN_FD is, holding its lock LOCKFD. */
+static void run_shim_cleanup(const char *name);
+
 static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 {
 	_cleanup_free_ char *shim = NULL;
@@ -219,7 +221,13 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	r = await_ready(&c, &sb->cfg, err);
 	if (r < 0) {
 		conn_close(&c);
+		bool child = sb->shim_pid > 0;
 		reap_shim(sb);
+		/* A shim killed during the start could not remove the cgroups it had made, and the
+		 * folder that names them goes with this failure: they go now, while it is still there.
+		 * (One that failed on its own removed them already: nothing to do then.) */
+		if (child)
+			run_shim_cleanup(config_cgroup_base(&sb->cfg));
 		return r;
 	}
 	progress(&sb->cfg, "ready", 3, 3);
@@ -358,8 +366,6 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	*lock_out = take_fd(lockfd);
 	return 0;
 }
-
-static void run_shim_cleanup(const char *name);
 
 /* run/.gone-NAME.PID of a dead PID: a remove, or a pool's sandbox's shim finishing after its
  * stop's answer (finish_after_answer), killed before it deleted the folder. Its cgroups (by

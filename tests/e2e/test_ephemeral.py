@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from .helpers import host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
+from .helpers import cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
 
 
 def _sleeps(name):
@@ -65,3 +65,66 @@ def test_killing_the_run_cli_ends_background_children_too(capsule):
         p.stderr.close()
     assert wait_until(lambda: not host_procs_in(name), 10), host_procs_in(name)
     assert wait_until(lambda: _not_running(capsule, name), 10), leftovers(capsule, name)
+
+
+def _paused_shim(capsule, stage, timeout=30):
+    """The pid of the shim waiting at STAGE (CAPSULE_TEST_SHIM_PAUSE), or None."""
+    path = os.path.join(capsule.home, ".test-shim-paused")
+
+    def read():
+        try:
+            with open(path) as f:
+                got, pid = f.read().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(pid) if got == stage else None
+    return wait_until(read, timeout)
+
+
+def _mounts_naming(text):
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if text in line]
+
+
+def _sandbox_and_its_slot_gone(capsule, name):
+    slots = os.path.join(capsule.home, "slots")
+    owners = {os.readlink(os.path.join(slots, e)) for e in os.listdir(slots)
+              if not e.startswith(".")} if os.path.isdir(slots) else set()
+    return sandbox_gone(capsule, name) and name not in owners and not _mounts_naming(run_dir(capsule, name))
+
+
+def test_a_shim_killed_while_its_init_mounts_and_it_joins_the_cgroups_leaves_nothing(capsule):
+    # The sandbox's first process makes its mounts while the shim moves it into its cgroups
+    # (container.c, two go-aheads): kill -9 the shim in between.
+    name = capsule.unique_name("ekjoin")
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "cgroup-join"})
+    try:
+        shim = _paused_shim(capsule, "cgroup-join")
+        assert shim, "the shim never reached the cgroup join"
+        # Its init is there, in a mount namespace of its own, not in the sandbox's cgroups yet.
+        assert cgroup_dirs(name)
+        os.kill(shim, signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stderr.close()
+    assert p.returncode != 0
+    # The init read EOF instead of its second go-ahead and exited; the next look sweeps the rest.
+    assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \
+        leftovers(capsule, name)
+    # The name is free again at once.
+    r = capsule.run("run", "--name", name, "--", "true")
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_mount_that_fails_while_the_shim_joins_the_cgroups_fails_the_start_with_its_own_error(capsule):
+    # The tmpfs target is below a file: its mkdir fails in the init, while (or after) the shim
+    # moves it into its cgroups. The start fails with the init's words and leaves nothing.
+    name = capsule.unique_name("ekmnt")
+    r = capsule.run("run", "--name", name, "--tmpfs", "/etc/passwd/x", "--", "true")
+    assert r.returncode != 0
+    assert "/etc/passwd" in r.stderr, r.stderr
+    assert wait_until(lambda: _sandbox_and_its_slot_gone(capsule, name), 10), leftovers(capsule, name)

@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 
 #include "container.h"
+#include "log.h"
 #include "proc_masks.h"
 #include "rootless.h"
 #include "syscalls.h"
@@ -844,6 +845,7 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	}
 	if (r == 0)
 		out->oom_floor = oom_floor_at_zero((pid_t)pid, out->oom_note, sizeof(out->oom_note));
+	shim_test_pause("cgroup-join");
 	if (r == 0 && join)
 		r = join((pid_t)pid, payload, err);
 	if (r == 0 && write(go[1], "g", 1) != 1)
