@@ -194,7 +194,7 @@ static int container_prepare(struct shim *s, capsule_error *err)
 	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
 	/* The library resolved the image to layers; "host" with no layers is the host image. */
 	int r;
-	bool shared_host = !s->cfg.base_none && !rootless && !s->cfg.nlayers;
+	bool shared_host = !s->cfg.base_none && !rootless && !s->cfg.nlayers && !s->cfg.rootfs;
 	if (!s->cfg.base_none && !shared_host && (r = image_host_lower(ub, gb, &b->lower, err)) < 0)
 		return r;
 	if ((r = prepare_layer(s, ub, gb, &b->disk, err)) < 0)
