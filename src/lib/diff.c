@@ -387,7 +387,8 @@ static int open_lowers(const struct capsule_config *cfg, struct lowers *l, capsu
 	bool rootless;
 	home_id_map(cfg->id_slot, &ub, &gb, &count, &rootless);
 	_cleanup_free_ char *host = NULL;
-	int r = image_host_lower(ub, gb, &host, err);
+	/* Root's sandboxes share root's skeleton, idmapped (container/level.c); a user's has its own. */
+	int r = image_host_lower(rootless ? ub : 0, rootless ? gb : 0, &host, err);
 	if (r < 0)
 		return r;
 	int fd = open(host, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
