@@ -601,3 +601,18 @@ int user_config_path(const char *name, char *out, size_t size)
 		return -ENOENT;
 	return 0;
 }
+
+void home_test_pause(const char *env, const char *stage, const char *sub, const char *file)
+{
+	const char *want = getenv(env);
+	if (!want || strncmp(want, stage, strlen(stage)) != 0)
+		return;
+	_cleanup_close_ int dir = -1;
+	if ((sub ? home_subdir_open(sub, &dir, NULL) : home_open(&dir, NULL)) < 0)
+		return;
+	char text[64];
+	int n = snprintf(text, sizeof(text), "%s %d\n", stage, (int)getpid());
+	write_file_atomic_at(dir, file, text, (size_t)n, 0600, false);
+	for (int i = 0; i < 600; i++)
+		usleep(100000);
+}

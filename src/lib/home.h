@@ -35,4 +35,9 @@ void sandbox_cgroup_name(const char *name, char *out, size_t size);
  * $HOME/.config/capsule/NAME; -ENOENT when neither is an absolute path. */
 int user_config_path(const char *name, char *out, size_t size);
 
+/* Test hook: when $ENV starts with STAGE, announce "STAGE PID" in FILE of $CAPSULE_HOME's
+ * folder SUB (NULL: the home itself) and wait there to be killed, so that a test can SIGKILL
+ * the process at a chosen step. */
+void home_test_pause(const char *env, const char *stage, const char *sub, const char *file);
+
 #endif

@@ -1,11 +1,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
-#include <stdlib.h>
-#include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "home.h"
 #include "log.h"
 
 static FILE *log_stream;
@@ -44,22 +40,4 @@ void shim_log(const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', log_stream);
 	fflush(log_stream);
-}
-
-void shim_test_pause(const char *stage)
-{
-	/* Test hook (tests/e2e/test_ephemeral.py): CAPSULE_TEST_SHIM_PAUSE=STAGE makes the shim
-	 * announce "STAGE PID" in $CAPSULE_HOME/.test-shim-paused and wait there to be killed, so
-	 * a test can SIGKILL it at a chosen step of a start or an end. */
-	const char *want = getenv("CAPSULE_TEST_SHIM_PAUSE");
-	if (!want || strcmp(want, stage) != 0)
-		return;
-	_cleanup_close_ int home = -1;
-	if (home_open(&home, NULL) < 0)
-		return;
-	char text[64];
-	int n = snprintf(text, sizeof(text), "%s %d\n", stage, (int)getpid());
-	write_file_atomic_at(home, ".test-shim-paused", text, (size_t)n, 0600, false);
-	for (int i = 0; i < 600; i++)
-		usleep(100000);
 }

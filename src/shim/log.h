@@ -14,7 +14,5 @@ void shim_log_close(void);
 FILE *shim_log_file(void);
 /* One line, with a UTC timestamp. */
 void shim_log(const char *fmt, ...) _printf_(1, 2);
-/* Test hook: wait to be killed when $CAPSULE_TEST_SHIM_PAUSE names STAGE. */
-void shim_test_pause(const char *stage);
 
 #endif

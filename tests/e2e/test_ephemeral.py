@@ -24,6 +24,13 @@ def _start_run(capsule, name, *cmd):
     return p
 
 
+def _reap(p):
+    if p.poll() is None:
+        p.kill()
+        p.wait()
+    p.stderr.close()
+
+
 def _not_running(capsule, name):
     if not os.path.exists(run_dir(capsule, name)):
         return True
@@ -41,10 +48,7 @@ def test_killing_the_run_cli_ends_the_sandbox(capsule, signo):
         os.kill(p.pid, signo)
         p.wait(timeout=20)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stderr.close()
+        _reap(p)
     assert wait_until(lambda: _not_running(capsule, name), 10), leftovers(capsule, name)
     assert wait_until(lambda: not _sleeps(name), 10), host_procs_in(name)
     # In the end nothing is left: ps cleans up what a killed creator left behind.
@@ -107,10 +111,7 @@ def test_a_shim_killed_while_its_init_mounts_and_it_joins_the_cgroups_leaves_not
         os.kill(shim, signal.SIGKILL)
         p.wait(timeout=30)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        p.stderr.close()
+        _reap(p)
     assert p.returncode != 0
     # The init read EOF instead of its second go-ahead and exited; the next look sweeps the rest.
     assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \

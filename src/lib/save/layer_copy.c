@@ -494,20 +494,8 @@ void layer_run_deferred_removals(void)
 
 void layer_test_pause(const char *stage)
 {
-	/* Test hook (tests/e2e/test_saves.py): CAPSULE_TEST_SAVE_PAUSE=STAGE makes the saving
-	 * process announce STAGE in $CAPSULE_HOME/saves/.test-paused and wait there to be
-	 * killed, so a test can SIGKILL a save at a chosen moment. */
-	const char *want = getenv("CAPSULE_TEST_SAVE_PAUSE");
-	if (!want || strncmp(want, stage, strlen(stage)) != 0)
-		return;
-	_cleanup_close_ int saves = -1;
-	if (home_subdir_open("saves", &saves, NULL) < 0)
-		return;
-	char text[64];
-	int n = snprintf(text, sizeof(text), "%s %d\n", stage, (int)getpid());
-	write_file_atomic_at(saves, ".test-paused", text, (size_t)n, 0600, false);
-	for (int i = 0; i < 600; i++)
-		usleep(100000);
+	/* tests/e2e/test_saves.py: CAPSULE_TEST_SAVE_PAUSE=STAGE, announced in saves/.test-paused. */
+	home_test_pause("CAPSULE_TEST_SAVE_PAUSE", stage, "saves", ".test-paused");
 }
 
 int layer_copy(int src, int dst, const struct id_shift *shift, struct layer_copy_stats *stats, capsule_error *err)

@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 
 #include "container.h"
-#include "log.h"
+#include "home.h"
 #include "proc_masks.h"
 #include "rootless.h"
 #include "syscalls.h"
@@ -845,7 +845,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	}
 	if (r == 0)
 		out->oom_floor = oom_floor_at_zero((pid_t)pid, out->oom_note, sizeof(out->oom_note));
-	shim_test_pause("cgroup-join");
+	/* tests/e2e/test_ephemeral.py kills the shim here, while the child mounts. */
+	home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "cgroup-join", NULL, ".test-shim-paused");
 	if (r == 0 && join)
 		r = join((pid_t)pid, payload, err);
 	if (r == 0 && write(go[1], "g", 1) != 1)
