@@ -680,3 +680,25 @@ def test_host_side_cleanup_never_follows_sandbox_symlinks(capsule, tmp_path):
     assert (canary_dir / "keep").read_text() == "precious"
     assert canary_file.read_text() == "precious"
     assert not os.path.exists(os.path.join(capsule.home, "run", name))
+
+
+def test_the_shared_host_skeleton_is_copied_on_write_per_sandbox(capsule):
+    # Root's sandboxes share one host-image skeleton (images/host-v1-0), cloned and idmapped per
+    # sandbox: what one sandbox changes lands in its own layer, owned by its own root, and
+    # neither the skeleton nor another sandbox sees it.
+    a, b = capsule.create(), capsule.create()
+    r = sh(capsule, a, "echo mine >> /etc/passwd && touch /etc/new-file && chown 1234:1234 /etc/hosts && "
+                       "stat -c '%u:%g' / /etc/passwd /etc/new-file /etc/hosts")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["0:0", "0:0", "0:0", "1234:1234"]
+    r = sh(capsule, b, "grep -c mine /etc/passwd; test -e /etc/new-file && echo seen; stat -c '%u:%g' /etc/hosts")
+    assert r.stdout.split() == ["0", "0:0"], r.stdout + r.stderr
+    skel = os.path.join(capsule.home, "images", "host-v1-0")
+    with open(os.path.join(skel, "etc", "passwd")) as f:
+        assert "mine" not in f.read()
+    assert not os.path.exists(os.path.join(skel, "etc", "new-file"))
+    assert os.stat(os.path.join(skel, "etc", "hosts")).st_uid == 0
+    # On the host, A's copies belong to A's id range, not to root.
+    upper = os.path.join(capsule.home, "run", a, "fs", "upper", "etc")
+    assert os.stat(os.path.join(upper, "passwd")).st_uid >= HOST_UID_BASE
+    assert os.stat(os.path.join(upper, "hosts")).st_uid == os.stat(os.path.join(upper, "passwd")).st_uid + 1234
