@@ -272,7 +272,7 @@ static int cmd_kill(int argc, char **argv)
 	if (load_state(pos[0], &st, NULL))
 		return 1;
 	oci_state_clear(&st);
-	if (strcmp(st.status, "created") && strcmp(st.status, "running"))
+	if (strcmp(st.status, "created") && strcmp(st.status, "running") && strcmp(st.status, "paused"))
 		return oci_fail("container '%s' is not running", pos[0]);
 	/* The monitor passes the signal on to the process; SIGKILL (and with --all, every
 	 * signal's default end) takes the monitor, and the sandbox goes with it. */
@@ -409,7 +409,7 @@ static int pids_json_or_table(const char *id, bool json)
 	if (load_state(id, &st, NULL))
 		return 1;
 	oci_state_clear(&st);
-	if (strcmp(st.status, "running") && strcmp(st.status, "created"))
+	if (strcmp(st.status, "running") && strcmp(st.status, "created") && strcmp(st.status, "paused"))
 		return oci_fail("container '%s' is not running", id);
 	capsule_error err = { 0 };
 	capsule_sandbox *sb;
@@ -654,9 +654,30 @@ static int cmd_restore(int argc, char **argv)
 	return refuse("restore", "a process's memory cannot be saved yet (capsule's checkpoints keep files)");
 }
 
-static int cmd_pause(int argc, char **argv)
+/* pause and resume: the library freezes every process of the sandbox (the cgroup freezer; a
+ * vm's QMP stop). The monitor is a host process and stays awake, so a KILL of it (kill,
+ * delete --force) still ends a paused container. */
+static int cmd_pause_resume(int argc, char **argv)
 {
-	return refuse(argv[0], "not yet: it waits for the shim's pause request (issue 17)");
+	bool pause = !strcmp(argv[0], "pause");
+	_cleanup_free_ char **pos = NULL;
+	size_t npos;
+	if (parse_opts(argc, argv, 1, NULL, 0, &pos, &npos, 0) || need_id(pos, npos, argv[0]))
+		return 1;
+	struct oci_state st;
+	if (load_state(pos[0], &st, NULL))
+		return 1;
+	oci_state_clear(&st);
+	/* runc: a created or running container pauses, only a paused one resumes. */
+	if (pause ? strcmp(st.status, "running") && strcmp(st.status, "created") : strcmp(st.status, "paused") != 0)
+		return oci_fail("container '%s' is %s, not %s", pos[0], st.status, pause ? "running" : "paused");
+	capsule_error err = { 0 };
+	capsule_sandbox *sb;
+	if (capsule_sandbox_open(&sb, st.sandbox, &err) < 0)
+		return oci_fail_err(&err);
+	int r = pause ? capsule_sandbox_pause(sb, &err) : capsule_sandbox_resume(sb, &err);
+	capsule_sandbox_free(sb);
+	return r < 0 ? oci_fail_err(&err) : 0;
 }
 
 static int cmd_update(int argc, char **argv)
@@ -677,14 +698,14 @@ static const struct {
 	{ "kill", cmd_kill },		  { "delete", cmd_delete },	{ "run", cmd_run },
 	{ "exec", cmd_exec },		  { "ps", cmd_ps },		{ "list", cmd_list },
 	{ "features", cmd_features },	  { "spec", cmd_spec },		{ "checkpoint", cmd_checkpoint },
-	{ "restore", cmd_restore },	  { "pause", cmd_pause },	{ "resume", cmd_pause },
+	{ "restore", cmd_restore },	  { "pause", cmd_pause_resume },	{ "resume", cmd_pause_resume },
 	{ "update", cmd_update },	  { "events", cmd_events },
 };
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: capsule-oci [--root DIR] [--log FILE] [--log-format text|json] VERB [OPTIONS] ID\n"
-		   "verbs: create start state kill delete run exec ps list features spec (docs/oci.md)\n");
+		   "verbs: create start state kill delete run exec ps pause resume list features spec (docs/oci.md)\n");
 }
 
 int main(int argc, char **argv)

@@ -211,6 +211,16 @@ int oci_state_read(int dirfd, struct oci_state *st)
 	if ((!strcmp(st->status, "created") || !strcmp(st->status, "running")) &&
 	    (st->pid <= 0 || oci_proc_start_time(st->pid) != st->pid_start))
 		snprintf(st->status, sizeof(st->status), "stopped");
+	/* Paused is the sandbox's state, not the monitor's (which stays awake): the library's. */
+	if ((!strcmp(st->status, "created") || !strcmp(st->status, "running")) && st->sandbox[0]) {
+		capsule_sandbox *sb;
+		capsule_sandbox_info info;
+		if (capsule_sandbox_open(&sb, st->sandbox, NULL) == 0) {
+			if (capsule_sandbox_inspect(sb, &info, NULL) == 0 && !strcmp(info.state, "paused"))
+				snprintf(st->status, sizeof(st->status), "paused");
+			capsule_sandbox_free(sb);
+		}
+	}
 	/* A create that died before its monitor wrote "created" has nothing running. */
 	if (!strcmp(st->status, "creating") && st->pid > 0 && oci_proc_start_time(st->pid) != st->pid_start)
 		snprintf(st->status, sizeof(st->status), "stopped");
