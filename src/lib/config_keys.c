@@ -108,6 +108,7 @@ const struct config_key config_keys[] = {
 	{ .name = "rootfs", .type = CONFIG_KEY_STRING, FIELD(rootfs) },
 	{ .name = "sysctls", .type = CONFIG_KEY_STRING, FIELD(sysctls) },
 	{ .name = "cgroup_path", .type = CONFIG_KEY_STRING, FIELD(cgroup_path) },
+	{ .name = "net_ns", .type = CONFIG_KEY_STRING, FIELD(net_ns) },
 	{ .name = "masked_paths", .type = CONFIG_KEY_STRING, FIELD(masked_paths) },
 	{ .name = "readonly_paths", .type = CONFIG_KEY_STRING, FIELD(readonly_paths) },
 	{ .name = "mount_attrs", .type = CONFIG_KEY_STRING, FIELD(mount_attrs) },

@@ -719,19 +719,28 @@ static int ns_element(const char *name, const char *v, size_t n, void *payload)
 		i++;
 	if (i == ARRAY_SIZE(known))
 		return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: unknown type '%.32s'", type);
-	if (path && path[0])
+	/* A network namespace made by the caller (podman's, a CNI plugin's, a Kubernetes pod's):
+	 * the sandbox joins it and its owner configures it. The shim checks that it is one. */
+	if (path && path[0] && !strcmp(type, "network")) {
+		if (path[0] != '/' || strlen(path) > 1024 || strpbrk(path, "\n"))
+			return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: the network namespace path "
+							      "'%.128s' is not an absolute path", path);
+		free(w->spec->cfg->net_ns);
+		w->spec->cfg->net_ns = steal_ptr(path);
+	} else if (path && path[0]) {
 		return cap_err_plain(w->err, EOPNOTSUPP,
 				     "config.json: linux.namespaces: joining the %s namespace at '%.128s' is not supported "
-				     "by capsule: a sandbox makes all of its own", type, path);
+				     "by capsule: a sandbox makes its own (only a network namespace can be joined)", type, path);
+	}
 	if (!strcmp(type, "time"))
 		return unsupported(w->err, "linux.namespaces: time", "a sandbox shares the host's clocks");
 	w->mask |= 1ull << i;
 	return 0;
 }
 
-static int parse_namespaces(const char *v, size_t n, capsule_error *err)
+static int parse_namespaces(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
 {
-	struct walk w = { .err = err };
+	struct walk w = { .spec = spec, .err = err };
 	int r = walk_json(true, v, n, 16, ns_element, &w, "linux.namespaces", err);
 	if (r < 0)
 		return r;
@@ -1013,7 +1022,7 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 	capsule_error *err = lw->err;
 	if (!strcmp(name, "namespaces")) {
 		lw->has_namespaces = true;
-		return parse_namespaces(v, n, err);
+		return parse_namespaces(lw->spec, v, n, err);
 	}
 	if (!strcmp(name, "resources"))
 		return is_null(v, n) ? 0 : parse_resources(lw->spec, v, n, err);
@@ -1198,6 +1207,11 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		cfg->nlayers = 0;
 	} else if (cfg->rootfs_readonly) {
 		r = unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
+		goto fail;
+	}
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->net_ns) {
+		r = unsupported(err, "linux.namespaces: a network namespace path",
+				"a vm's network is its guest's (podman --network none, or a runtime of the container level)");
 		goto fail;
 	}
 	if (cfg->isolation == CAPSULE_ISOLATION_VM &&

@@ -108,6 +108,10 @@ struct capsule_config {
 	/* The sandbox's cgroup, "/a/b/c" from each hierarchy's root (an OCI spec's
 	 * linux.cgroupsPath); NULL: capsule/<name>.<home digest>. */
 	char *cgroup_path;
+	/* A network namespace to join instead of making one (an OCI spec's
+	 * linux.namespaces[].path of type network): its owner configures it, so capsule's own
+	 * network (slirp4netns, ports, the allowlist) is not set up. NULL: the sandbox's own. */
+	char *net_ns;
 	/* More paths to mask and to make read-only than capsule's own lists (proc_masks.c), after
 	 * the mounts: "/a,/b" (an OCI spec's linux.maskedPaths, readonlyPaths); NULL: none. */
 	char *masked_paths, *readonly_paths;

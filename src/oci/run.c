@@ -302,6 +302,10 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	if (capsule_config_set_name(cfg, m->st.sandbox, &err) < 0 || capsule_sandbox_create(&sb, cfg, &err) < 0) {
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(notify_fd, msg);
+		/* In the background, create removes the state on our word; run in the foreground
+		 * leaves nothing behind, as runc's does. */
+		if (notify_fd < 0)
+			oci_state_dir_remove(o->id);
 		_exit(1);
 	}
 	m->st.pid = getpid();
@@ -340,6 +344,8 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(word_fd, msg);
 		capsule_sandbox_free(sb);
+		if (notify_fd < 0)
+			oci_state_dir_remove(o->id);
 		_exit(exit_code_for_start(&err));
 	}
 	state_set(m, "running");

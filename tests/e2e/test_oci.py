@@ -50,7 +50,7 @@ def bundle(oci):
     d = tempfile.mkdtemp(prefix="capsule-oci-bundle-", dir="/var/tmp")
     os.makedirs(os.path.join(d, "rootfs", "bin"))
     shutil.copy(BUSYBOX, os.path.join(d, "rootfs", "bin", "busybox"))
-    for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname"):
+    for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname", "readlink"):
         os.symlink("busybox", os.path.join(d, "rootfs", "bin", tool))
     if not _agent_is_static():
         # A sanitizer build's agent is dynamic: it runs from the container's root, which must
@@ -410,8 +410,10 @@ def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
     (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
      "config.json: linux.uidMappings is not supported by capsule"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
-    (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": "/proc/1/ns/net"}),
-     "joining the network namespace at '/proc/1/ns/net' is not supported"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "ipc", "path": "/proc/1/ns/ipc"}),
+     "joining the ipc namespace at '/proc/1/ns/ipc' is not supported"),
+    (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": "run/netns/x"}),
+     "the network namespace path 'run/netns/x' is not an absolute path"),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
      "config.json: process.rlimits[0]: unknown rlimit type 'RLIMIT_BOGUS'"),
     (lambda c: c["process"]["capabilities"].update(effective=["CAP_KILL"]),
@@ -439,6 +441,58 @@ def test_config_refusals_name_the_field_and_leave_nothing(oci, bundle, edit, mes
     assert os.listdir(oci.root) == []
 
 
+@pytest.fixture
+def netns():
+    """A network namespace of the test's own (ip netns), its loopback up with an address of
+    its own."""
+    name = f"capsule-oci-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "-n", name, "addr", "add", "10.99.88.77/32", "dev", "lo"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "delete", name])
+
+
+def set_netns(cfg, path):
+    for ns in cfg["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            ns["path"] = path
+
+
+def test_a_network_namespace_path_is_joined(oci, bundle, netns):
+    """The container's process is in the namespace the spec names (its owner's links, its
+    net.* sysctls written there); a path that is no network namespace is refused, and nothing
+    is left."""
+    path = f"/run/netns/{netns}"
+    set_config(bundle, args=["sh", "-c", "readlink /proc/self/ns/net; cat /proc/net/fib_trie"])
+
+    def edit(cfg):
+        set_netns(cfg, path)
+        cfg["linux"]["sysctl"] = {"net.ipv4.ping_group_range": "0 7"}
+    edit_config(bundle, edit)
+    r = oci("run", "--bundle", bundle, "n1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"net:[{os.stat(path).st_ino}]\n"), r.stdout
+    assert "10.99.88.77" in r.stdout, r.stdout
+    # (Read inside, the group ids show as the sandbox's overflow id: they are the host's.)
+    got = subprocess.run(["ip", "netns", "exec", netns, "cat", "/proc/sys/net/ipv4/ping_group_range"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert got == ["0", "7"]
+    # Without the path, the same bundle has a namespace of its own, without that link.
+    edit_config(bundle, lambda cfg: [ns.pop("path", None) for ns in cfg["linux"]["namespaces"]])
+    r = oci("run", "--bundle", bundle, "n2")
+    assert r.returncode == 0 and "10.99.88.77" not in r.stdout, r.stdout + r.stderr
+    for bad, message in (("/proc/self/ns/mnt", "'/proc/self/ns/mnt' is not a network namespace"),
+                         (bundle + "/config.json", "is not a network namespace"),
+                         ("/run/netns/capsule-none", "the network namespace '/run/netns/capsule-none': No such file")):
+        edit_config(bundle, lambda cfg: set_netns(cfg, bad))
+        r = oci("run", "--bundle", bundle, "n3")
+        assert r.returncode != 0 and message in r.stderr, r.stderr
+        assert os.listdir(oci.root) == []
+
+
 def test_default_specs_of_podman_and_containerd_are_accepted(oci, bundle):
     """What every podman and containerd spec carries: a deny-all device rule with their allow
     list, runtime-tools' seccomp-style profile, the masked and read-only paths, rlimits and
@@ -464,9 +518,65 @@ def test_default_specs_of_podman_and_containerd_are_accepted(oci, bundle):
     assert r.returncode == 0, r.stderr
 
 
+def test_pause_freezes_the_container_and_resume_thaws_it(oci, bundle, tmp_path):
+    """The process counts while running; paused, the count stands still and state says
+    "paused"; exec is refused; resumed, it counts on; a paused container is killed whole."""
+    set_config(bundle, args=["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /tmp/n; sleep 0.02; done"])
+    out = open(tmp_path / "out", "w+")
+    r = oci("run", "--detach", "--bundle", bundle, "p1", stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+            capture_output=False)
+    assert r.returncode == 0, out.read()
+    wait_status(oci, "p1", "running")
+
+    # The count is read from the host through the shell's root.
+    def shell():
+        for p in json.loads(oci("ps", "--format", "json", "p1", check=True).stdout):
+            with open(f"/proc/{p}/comm") as f:
+                if f.read().strip() == "sh":
+                    return p
+    deadline = time.monotonic() + 10
+    while not (pid := shell()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pid
+
+    def count():
+        try:
+            with open(f"/proc/{pid}/root/tmp/n") as f:
+                return int(f.read() or 0)
+        except FileNotFoundError:
+            return 0
+
+    def advances():
+        before = count()
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            if count() != before:
+                return True
+            time.sleep(0.05)
+        return False
+
+    assert advances()
+    r = oci("resume", "p1")
+    assert r.returncode == 1 and "container 'p1' is running, not paused" in r.stderr
+    assert oci("pause", "p1").returncode == 0
+    assert state(oci, "p1")["status"] == "paused"
+    assert not advances()
+    r = oci("exec", "p1", "true")
+    assert r.returncode == 1 and "paused" in r.stderr, r.stderr
+    r = oci("pause", "p1")
+    assert r.returncode == 1 and "container 'p1' is paused, not running" in r.stderr
+    assert oci("resume", "p1").returncode == 0
+    assert state(oci, "p1")["status"] == "running"
+    assert advances()
+    # Paused again, a kill ends it: the monitor is awake and takes the sandbox with it.
+    assert oci("pause", "p1").returncode == 0
+    assert oci("kill", "p1", "KILL").returncode == 0
+    wait_status(oci, "p1", "stopped")
+    assert oci("delete", "p1").returncode == 0
+
+
 def test_verbs_not_built_yet_are_refused_clearly(oci):
-    for verb, what in (("checkpoint", "checkpoint is not supported"), ("restore", "restore is not supported"),
-                       ("pause", "pause is not supported"), ("resume", "resume is not supported")):
+    for verb, what in (("checkpoint", "checkpoint is not supported"), ("restore", "restore is not supported")):
         r = oci(verb, "x")
         assert r.returncode == 1 and what in r.stderr, r.stderr
     r = oci("--systemd-cgroup", "state", "x")

@@ -134,6 +134,12 @@ static void bind_host(const char *host_path, int rootfd, const char *path, uint6
 
 /* A fresh filesystem instance, mounted with ATTRS at PATH below ROOTFD. OPTS is a
  * NULL-terminated list of key, value pairs (value NULL: a flag). */
+#define SYS_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+
+/* sysfs belongs to the network namespace it is made in, and only that namespace's owner may
+ * make it: for a joined one the shim makes it there (join_net_ns), the child attaches it. */
+static int joined_sys_tree = -1;
+
 static void mount_fs(const char *fstype, const char *const *opts, uint64_t attrs, int rootfd, const char *path)
 {
 	int fs = sys_fsopen(fstype, FSOPEN_CLOEXEC);
@@ -214,31 +220,55 @@ static void setup_dev(int rootfd)
  * tmpfs) or made read-only, as docker does. */
 /* The sandbox's own namespaced kernel settings (an OCI spec's linux.sysctl: the library let
  * through only net.*, IPC and mqueue ones), written while /proc/sys is still writable: its
- * root owns the namespaces they belong to. "name=value,name=value", names with dots. */
-static void setup_sysctls(const struct container_spec *spec, int rootfd)
+ * root owns the namespaces they belong to. "name=value,name=value", names with dots. Those of
+ * LIST whose name starts with "net." (NET) or the others (!NET) go to proc/sys below ROOTFD;
+ * -errno with *FAILED the entry. */
+static int write_sysctls(const char *list, bool net, int rootfd, char *failed, size_t size)
 {
-	for (const char *p = spec->sysctls; p && *p;) {
+	for (const char *p = list; p && *p;) {
 		const char *comma = strchr(p, ',');
 		size_t n = comma ? (size_t)(comma - p) : strlen(p);
 		char item[512], path[600];
+		snprintf(failed, size, "%.*s", (int)(n < 256 ? n : 256), p);
 		if (n >= sizeof(item))
-			child_die(E2BIG, "sysctl entry too long");
+			return -E2BIG;
 		memcpy(item, p, n);
 		item[n] = 0;
+		p = comma ? comma + 1 : p + n;
 		char *eq = strchr(item, '=');
 		if (!eq)
-			child_die(EINVAL, "sysctl entry '%s' has no value", item);
+			return -EINVAL;
 		*eq = 0;
+		if (!strncmp(item, "net.", 4) != net)
+			continue;
 		snprintf(path, sizeof(path), "proc/sys/%s", item);
 		for (char *c = path + 9; *c; c++)
 			if (*c == '.')
 				*c = '/';
 		int fd = open_in_root(rootfd, path, O_WRONLY | O_NOFOLLOW);
-		if (fd < 0 || write(fd, eq + 1, strlen(eq + 1)) < 0)
-			child_die(errno, "sysctl %s", item);
+		if (fd < 0 || write(fd, eq + 1, strlen(eq + 1)) < 0) {
+			int e = errno;
+			if (fd >= 0)
+				close(fd);
+			return -e;
+		}
 		close(fd);
-		p = comma ? comma + 1 : p + n;
 	}
+	return 0;
+}
+
+/* A joined network namespace is its owner's, not the sandbox root's: the shim writes its
+ * net.* settings (container_start), the child the rest. */
+static void setup_sysctls(const struct container_spec *spec, int rootfd)
+{
+	char failed[260];
+	int r = 0;
+	if (spec->net_ns_fd < 0)
+		r = write_sysctls(spec->sysctls, true, rootfd, failed, sizeof(failed));
+	if (r == 0)
+		r = write_sysctls(spec->sysctls, false, rootfd, failed, sizeof(failed));
+	if (r < 0)
+		child_die(-r, "sysctl %s", failed);
 }
 
 /* The /dev/null we bind over masked files: opened once, checked to be char 1:3. */
@@ -492,8 +522,10 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 
 	mount_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "proc");
 	setup_dev(rootfd);
-	mount_fs("sysfs", NULL, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd,
-		 "sys");
+	if (joined_sys_tree >= 0)
+		attach_at(joined_sys_tree, rootfd, "sys");
+	else
+		mount_fs("sysfs", NULL, SYS_ATTRS, rootfd, "sys");
 	setup_sysctls(spec, rootfd);
 	setup_proc_masks(rootfd);
 	setup_tmpfs(spec, rootfd);
@@ -745,6 +777,43 @@ static bool oom_floor_at_zero(pid_t child, char *note, size_t size)
 /* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
  * the file uid stays root's: the child opens its fs/ folder and the host image's root below
  * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
+/* Into the network namespace SPEC names (its net.* settings written there, as the owner's
+ * root), keeping the shim's own in *OWN. */
+static int join_net_ns(const struct container_spec *spec, int *own, capsule_error *err)
+{
+	int r = 0;
+	*own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (*own < 0)
+		r = cap_err(err, errno, "/proc/self/ns/net");
+	else if (setns(spec->net_ns_fd, CLONE_NEWNET) < 0)
+		r = cap_err(err, errno, "joining the network namespace '%s'", spec->net_ns);
+	if (r == 0) {
+		char failed[260];
+		int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		int e = root < 0 ? -errno : write_sysctls(spec->sysctls, true, root, failed, sizeof(failed));
+		if (root >= 0)
+			close(root);
+		if (e < 0)
+			r = cap_err(err, -e, "sysctl %s in the network namespace '%s'", failed, spec->net_ns);
+	}
+	if (r == 0) {
+		int fs = sys_fsopen("sysfs", FSOPEN_CLOEXEC);
+		if (fs < 0 || sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", "sysfs", 0) < 0 ||
+		    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+		    (joined_sys_tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, SYS_ATTRS)) < 0)
+			r = cap_err(err, errno, "sysfs of the network namespace '%s'", spec->net_ns);
+		if (fs >= 0)
+			close(fs);
+	}
+	if (r < 0 && *own >= 0 && setns(*own, CLONE_NEWNET) < 0)
+		abort();
+	if (r < 0 && *own >= 0) {
+		close(*own);
+		*own = -1;
+	}
+	return r;
+}
+
 static int become_namespace_owner(const struct container_spec *spec)
 {
 	if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0)
@@ -773,6 +842,20 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		.pidfd = (uint64_t)(uintptr_t)&pidfd,
 		.exit_signal = SIGCHLD,
 	};
+	/* A network namespace to join: the child is made in it (a process in its new user
+	 * namespace could not enter one the host's owns), and the shim goes back to its own. */
+	int own_net = -1;
+	if (spec->net_ns_fd >= 0) {
+		args.flags &= ~(uint64_t)CLONE_NEWNET;
+		int e = join_net_ns(spec, &own_net, err);
+		if (e < 0) {
+			close(go[0]);
+			close(go[1]);
+			close(status[0]);
+			close(status[1]);
+			return e;
+		}
+	}
 	/* The kernel charges per-user counts (inotify instances, message queues, ...) up the user
 	 * namespace hierarchy to each namespace's owner: the euid that created it. With root as
 	 * owner, every sandbox would spend root's share. So the namespace is created with the
@@ -789,6 +872,13 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		if (e) {
 			seteuid(0);
 			setegid(0);
+			if (own_net >= 0 && setns(own_net, CLONE_NEWNET) < 0)
+				abort(); /* never go on in the sandbox's network */
+			if (own_net >= 0) {
+				close(own_net);
+				close(joined_sys_tree);
+				joined_sys_tree = -1;
+			}
 			close(go[0]);
 			close(go[1]);
 			close(status[0]);
@@ -802,6 +892,15 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (pid != 0 && switched && (seteuid(0) < 0 || setegid(0) < 0))
 		abort(); /* cannot happen with a saved uid of 0; never go on half-privileged */
+	if (own_net >= 0 && pid != 0) {
+		int clone_errno = errno;
+		if (setns(own_net, CLONE_NEWNET) < 0)
+			abort(); /* never go on in the sandbox's network */
+		close(own_net);
+		close(joined_sys_tree);
+		joined_sys_tree = -1;
+		errno = clone_errno;
+	}
 	if (pid < 0) {
 		int e = errno;
 		close(go[0]);

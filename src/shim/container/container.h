@@ -62,6 +62,10 @@ struct container_spec {
 	bool root_readonly; /* the root mount read-only (an OCI spec's root.readonly) */
 	const char *sysctls; /* "name=value,..." (config's sysctl), or NULL */
 	const char *masked_paths, *readonly_paths; /* "/a,/b" (config's), or NULL */
+	/* A network namespace to join (config's net_ns, opened and checked by the shim), or -1:
+	 * the sandbox's own. */
+	int net_ns_fd;
+	const char *net_ns;
 };
 
 struct container {

@@ -5,6 +5,9 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/nsfs.h>
+#include <sched.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -244,6 +247,26 @@ static void container_unprepare(struct shim *s)
 	binds_release(s);
 }
 
+/* config's net_ns, opened with the shim's (the caller's) rights and checked to be a network
+ * namespace, into *FD; -1 when the sandbox makes its own. */
+static int open_net_ns(const struct shim *s, int *fd, capsule_error *err)
+{
+	*fd = -1;
+	if (!s->cfg.net_ns)
+		return 0;
+	int f = open(s->cfg.net_ns, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (f < 0)
+		return cap_err(err, errno, "the network namespace '%s'", s->cfg.net_ns);
+	int type = ioctl(f, NS_GET_NSTYPE);
+	if (type != CLONE_NEWNET) {
+		int e = type < 0 && errno != ENOTTY ? errno : EINVAL;
+		close(f);
+		return cap_err_plain(err, e, "'%s' is not a network namespace", s->cfg.net_ns);
+	}
+	*fd = f;
+	return 0;
+}
+
 static int container_start_process(struct shim *s, int agent_sock, capsule_error *err)
 {
 	struct container_boot *b = &s->ct_boot;
@@ -287,9 +310,17 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.sysctls = s->cfg.sysctls,
 		.masked_paths = s->cfg.masked_paths,
 		.readonly_paths = s->cfg.readonly_paths,
+		.net_ns = s->cfg.net_ns,
 	};
+	int r = open_net_ns(s, &spec.net_ns_fd, err);
+	if (r < 0) {
+		container_boot_close(b);
+		return r;
+	}
 	shim_progress("namespaces");
-	int r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
+	r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
+	if (spec.net_ns_fd >= 0)
+		close(spec.net_ns_fd);
 	/* The child has its mounts: the shim keeps none of them. */
 	container_boot_close(b);
 	if (r < 0)
