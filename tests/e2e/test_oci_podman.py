@@ -3,15 +3,19 @@ monitor's pid, and drives create, start, state, kill, delete and exec as it driv
 (docs/oci.md). Each test's podman has its own --root, --runroot and containers.conf
 (default_ulimits = []: root here lacks CAP_SYS_RESOURCE, so podman's default nofile ulimit
 fails with any runtime; the cgroupfs manager: capsule-oci refuses --systemd-cgroup). Its
-image is imported from a busybox folder: nothing is pulled. The network is --network none:
-podman's default joins a network namespace it made itself, which capsule-oci refuses so far."""
+image is imported from a busybox folder: nothing is pulled. Most tests use --network none;
+one uses podman's default network (the CNI bridge Debian's podman 4.3 configures in
+/etc/cni/net.d): podman makes the network namespace, capsule-oci's sandbox joins it by path, and
+a port published on the host's loopback reaches the container."""
 import glob
 import os
 import select
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import pytest
 
@@ -48,7 +52,7 @@ def podman(capsule_home):
     os.makedirs(os.path.join(rootfs, "bin"))
     os.makedirs(os.path.join(rootfs, "etc"))
     shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
-    for tool in ("sh", "echo", "cat", "ls", "id", "sleep", "true"):
+    for tool in ("sh", "echo", "cat", "ls", "id", "sleep", "true", "httpd", "mkdir"):
         os.symlink("busybox", os.path.join(rootfs, "bin", tool))
     with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
         f.write("root:x:0:0:root:/root:/bin/sh\n")
@@ -95,6 +99,35 @@ def test_run_detached_exec_stop_rm(podman):
         assert r.stdout.split() == ["exited", "143"], r.stdout + r.stderr
     finally:
         assert podman("rm", "--force", "d1").returncode == 0
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_default_network_and_a_published_port(podman):
+    """podman's own network namespace (its bridge's address on eth0) and -p on the host's
+    loopback, served by busybox httpd in the container."""
+    port = free_port()
+    r = podman("run", "-d", "--name", "w1", "-p", f"127.0.0.1:{port}:8080", IMAGE, "sh", "-c",
+               "mkdir /w; echo hello-$((6*7)) > /w/index.html; exec httpd -f -p 8080 -h /w")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = podman("exec", "w1", "cat", "/proc/net/dev")
+        assert r.returncode == 0 and "eth0:" in r.stdout, r.stdout + r.stderr
+        body, deadline = None, time.monotonic() + 30
+        while body is None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert body == b"hello-42\n"
+    finally:
+        assert podman("rm", "--force", "--time", "0", "w1").returncode == 0
 
 
 def test_a_volume_is_mounted(podman):
