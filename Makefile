@@ -88,6 +88,7 @@ bench: deps
 	@bench/vm-mounts $(abspath $(BUILD))
 	@bench/vm_disk $(abspath $(BUILD))
 	@bench/net $(abspath $(BUILD))
+	@bench/oci $(abspath $(BUILD))
 
 # Installs the library, CLI, helpers, header and the Python SDK (into PYTHON_SITE, default
 # $(PREFIX)/lib/python3.X/dist-packages, on the sys.path of Debian's python3 for /usr/local).
