@@ -410,13 +410,15 @@ int config_transform_set(struct capsule_config *cfg, const char *spec, capsule_e
 	return capsule_config_set_bind_transform(cfg, target, plugin, colon ? colon + 1 : NULL, err);
 }
 
-uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target)
+struct mount_word {
+	const char *name;
+	uint64_t bits;
+};
+
+/* The bits of TABLE's words that config's mount_attrs gives TARGET. */
+static uint64_t mount_words(const struct capsule_config *cfg, const char *target, const struct mount_word *table,
+			    size_t count)
 {
-	static const struct {
-		const char *name;
-		uint64_t attr;
-	} attrs[] = { { "noexec", MOUNT_ATTR_NOEXEC }, { "strictatime", MOUNT_ATTR_STRICTATIME },
-		      { "noatime", MOUNT_ATTR_NOATIME }, { "nodiratime", MOUNT_ATTR_NODIRATIME } };
 	size_t n = strlen(target);
 	for (const char *p = cfg->mount_attrs; p && *p;) {
 		const char *comma = strchr(p, ',');
@@ -426,9 +428,9 @@ uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target
 			for (const char *f = p + n + 1; f < p + len;) {
 				const char *end = memchr(f, '+', (size_t)(p + len - f));
 				size_t fl = end ? (size_t)(end - f) : (size_t)(p + len - f);
-				for (size_t i = 0; i < ARRAY_SIZE(attrs); i++)
-					if (strlen(attrs[i].name) == fl && !strncmp(f, attrs[i].name, fl))
-						bits |= attrs[i].attr;
+				for (size_t i = 0; i < count; i++)
+					if (strlen(table[i].name) == fl && !strncmp(f, table[i].name, fl))
+						bits |= table[i].bits;
 				f += fl + (end ? 1 : 0);
 			}
 			return bits;
@@ -436,4 +438,22 @@ uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target
 		p = comma ? comma + 1 : p + len;
 	}
 	return 0;
+}
+
+uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target)
+{
+	static const struct mount_word attrs[] = { { "noexec", MOUNT_ATTR_NOEXEC },
+						   { "strictatime", MOUNT_ATTR_STRICTATIME },
+						   { "noatime", MOUNT_ATTR_NOATIME },
+						   { "nodiratime", MOUNT_ATTR_NODIRATIME } };
+	return mount_words(cfg, target, attrs, ARRAY_SIZE(attrs));
+}
+
+uint64_t config_mount_propagation(const struct capsule_config *cfg, const char *target)
+{
+	static const struct mount_word props[] = { { "shared", MS_SHARED },
+						   { "rshared", MS_SHARED | CONFIG_PROPAGATION_RECURSIVE },
+						   { "unbindable", MS_UNBINDABLE },
+						   { "runbindable", MS_UNBINDABLE | CONFIG_PROPAGATION_RECURSIVE } };
+	return mount_words(cfg, target, props, ARRAY_SIZE(props));
 }

@@ -567,7 +567,7 @@ struct mount_walk {
 	bool bind, ro;
 	uint64_t size;
 	uint32_t mode;
-	char attrs[64]; /* "noexec+strictatime" */
+	char attrs[96]; /* "noexec+strictatime+rshared" */
 	struct joined attr_targets;
 	const char *type;
 	char where[48];
@@ -588,7 +588,10 @@ static int mount_option(const char *name, const char *v, size_t n, void *payload
 	} else if (!strcmp(o, "bind") || !strcmp(o, "rbind")) {
 		w->bind = true;
 	} else if (!strcmp(o, "noexec") || !strcmp(o, "strictatime") || !strcmp(o, "noatime") ||
-		   !strcmp(o, "nodiratime")) {
+		   !strcmp(o, "nodiratime") || !strcmp(o, "shared") || !strcmp(o, "rshared") ||
+		   !strcmp(o, "unbindable") || !strcmp(o, "runbindable")) {
+		/* Propagation within the sandbox's own mount namespace: its mounts are made private
+		 * first, so a shared one is a peer group of the sandbox's alone. */
 		size_t l = strlen(w->attrs);
 		if (!strstr(w->attrs, o) && l + strlen(o) + 2 < sizeof(w->attrs))
 			snprintf(w->attrs + l, sizeof(w->attrs) - l, "%s%s", l ? "+" : "", o);
@@ -597,6 +600,9 @@ static int mount_option(const char *name, const char *v, size_t n, void *payload
 	} else if (!strcmp(o, "nosuid") || !strcmp(o, "nodev") || !strcmp(o, "private") || !strcmp(o, "rprivate") ||
 		   !strcmp(o, "slave") || !strcmp(o, "rslave")) {
 		/* Every mount capsule makes is nosuid, nodev and private. */
+	} else if (!tmpfs && (!strncmp(o, "size=", 5) || !strncmp(o, "mode=", 5))) {
+		/* A file system's data options on a bind: mount(2) ignores them for a bind, and
+		 * runc passes them to it (docs/oci.md says so). */
 	} else if (tmpfs && !strncmp(o, "size=", 5)) {
 		if (capsule_parse_size(o + 5, &w->size, w->err) < 0)
 			return cap_err_plain(w->err, EINVAL, "config.json: %s: bad size '%.32s'", w->where, o + 5);

@@ -195,6 +195,11 @@ int config_level_check(const struct capsule_config *cfg, capsule_error *err);
 int config_net_check(struct capsule_config *cfg, capsule_error *err);
 /* The MOUNT_ATTR_* bits config's mount_attrs gives the mount at TARGET (0: none). */
 uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target);
+/* The propagation config's mount_attrs gives the mount at TARGET ("shared", "rshared",
+ * "unbindable", "runbindable"): MS_SHARED or MS_UNBINDABLE, with CONFIG_PROPAGATION_RECURSIVE
+ * for its submounts too; 0: private, as every mount of a sandbox is. */
+#define CONFIG_PROPAGATION_RECURSIVE (1ull << 40)
+uint64_t config_mount_propagation(const struct capsule_config *cfg, const char *target);
 const char *network_mode_name(capsule_network mode);
 /* "a.b.c.d/p:port" (":port" only when not 0) into BUF. */
 void egress_rule_format(const struct egress_rule *e, char *buf, size_t size);

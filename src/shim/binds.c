@@ -93,7 +93,8 @@ int open_bind_trees(struct shim *s, struct container_bind *binds, size_t *n, boo
 			close_bind_trees(binds, *n);
 			return r;
 		}
-		binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target, .attrs = attrs };
+		binds[(*n)++] = (struct container_bind){ .tree = tree, .target = b->target, .attrs = attrs,
+							 .propagation = config_mount_propagation(&s->cfg, b->target) };
 		struct stat st;
 		if (fstat(tree, &st) < 0) {
 			int r = cap_err(err, errno, "preparing the mount of '%s'", b->source);

@@ -154,10 +154,13 @@ int shim_host_tree(int dirfd, const char *path, unsigned flags, uint64_t attrs)
 		return *path ? openat(dirfd, path, O_PATH | O_CLOEXEC | ((flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0))
 			     : fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
 	int tree = sys_open_tree(dirfd, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | flags);
-	/* An atime mode replaces the mount's own: the kernel wants that field cleared with it. */
-	struct mount_attr a = { .attr_set = attrs, .attr_clr = attrs & (MOUNT_ATTR__ATIME | MOUNT_ATTR_NODIRATIME)
-									 ? MOUNT_ATTR__ATIME : 0 };
-	if (tree >= 0 && attrs && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
+	/* An atime mode replaces the mount's own: the kernel wants that field cleared with it.
+	 * Private: a clone of a shared host mount is in the host's peer group (systemd makes every
+	 * mount shared), and what the sandbox mounts below it would appear on the host. */
+	struct mount_attr a = { .attr_set = attrs,
+				.attr_clr = attrs & (MOUNT_ATTR__ATIME | MOUNT_ATTR_NODIRATIME) ? MOUNT_ATTR__ATIME : 0,
+				.propagation = MS_PRIVATE };
+	if (tree >= 0 && sys_mount_setattr(tree, "", AT_EMPTY_PATH | (flags & AT_RECURSIVE), &a) < 0) {
 		int e = errno;
 		close(tree);
 		errno = e;

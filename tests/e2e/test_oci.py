@@ -331,6 +331,36 @@ def test_noexec_mounts(oci, bundle, tmp_path):
     assert r.stdout == "bind=126\ntmpfs=126\n", r.stdout + r.stderr
 
 
+def test_mount_propagation_is_the_sandboxs_own(oci, bundle, tmp_path):
+    """A bind of a shared host mount is private in the sandbox (not in the host's peer group,
+    where the sandbox's mounts below it would reach the host); "shared" and "unbindable" make
+    peer groups of the sandbox's own; a bind's data options are the kernel's to ignore."""
+    host = tmp_path / "shared"
+    host.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(host)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(host)], check=True)
+        with open("/proc/self/mountinfo") as f:
+            line = next(l for l in f if l.split()[4] == str(host))
+        host_group = re.search(r"shared:\d+", line).group(0)
+        set_config(bundle, args=["cat", "/proc/self/mountinfo"])
+        edit_config(bundle, lambda c: c["mounts"].extend([
+            {"destination": "/mnt/a", "type": "bind", "source": str(host), "options": ["bind", "mode=755"]},
+            {"destination": "/mnt/b", "type": "bind", "source": str(host), "options": ["rbind", "rshared"]},
+            {"destination": "/mnt/c", "type": "bind", "source": str(host), "options": ["bind", "unbindable"]},
+            {"destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["shared"]}]))
+        r = oci("run", "--bundle", bundle, "pr1")
+        assert r.returncode == 0, r.stderr
+        fields = {l.split()[4]: l.split(" - ")[0].split()[6:] for l in r.stdout.splitlines()}
+        assert fields["/mnt/a"] == [], r.stdout
+        assert len(fields["/mnt/b"]) == 1 and fields["/mnt/b"][0].startswith("shared:"), r.stdout
+        assert fields["/mnt/b"][0] != host_group
+        assert fields["/mnt/c"] == ["unbindable"], r.stdout
+        assert fields["/t"][0].startswith("shared:") and fields["/t"][0] != host_group, r.stdout
+    finally:
+        subprocess.run(["umount", str(host)])
+
+
 def test_masked_and_read_only_paths_of_the_spec(oci, bundle):
     root = os.path.join(bundle, "rootfs")
     os.makedirs(os.path.join(root, "secret"))

@@ -20,6 +20,7 @@
 #include "home.h"
 #include "proc_masks.h"
 #include "rootless.h"
+#include "sandbox_config.h"
 #include "syscalls.h"
 #include "util.h"
 
@@ -391,6 +392,19 @@ static void mkdir_in_root(int rootfd, const char *path)
 	}
 }
 
+/* A spec's shared or unbindable mount (config_mount_propagation), once it is attached. */
+static void set_propagation(int rootfd, const char *target, uint64_t propagation)
+{
+	if (!propagation)
+		return;
+	int fd = open_in_root(rootfd, target + 1, O_PATH);
+	struct mount_attr a = { .propagation = propagation & ~CONFIG_PROPAGATION_RECURSIVE };
+	unsigned flags = AT_EMPTY_PATH | (propagation & CONFIG_PROPAGATION_RECURSIVE ? AT_RECURSIVE : 0);
+	if (fd < 0 || sys_mount_setattr(fd, "", flags, &a) < 0)
+		child_die(errno, "the propagation of '%s'", target);
+	close(fd);
+}
+
 static void setup_tmpfs(const struct container_spec *spec, int rootfd)
 {
 	for (size_t i = 0; i < spec->ntmpfs; i++) {
@@ -401,6 +415,7 @@ static void setup_tmpfs(const struct container_spec *spec, int rootfd)
 		const char *const opts[] = { "size", size, "mode", mode, NULL };
 		mkdir_in_root(rootfd, t->target);
 		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (unsigned)t->attrs, rootfd, t->target + 1);
+		set_propagation(rootfd, t->target, t->propagation);
 	}
 }
 
@@ -428,6 +443,7 @@ static void setup_binds(const struct container_spec *spec, int rootfd)
 			close(dfd);
 		}
 		attach_at(b->no_idmap ? b->tree : child_tree(spec, b->tree, b->attrs, b->target), rootfd, b->target + 1);
+		set_propagation(rootfd, b->target, b->propagation);
 	}
 }
 

@@ -16,6 +16,7 @@ struct container_tmpfs {
 	uint64_t size_bytes;
 	uint32_t mode;
 	uint64_t attrs; /* MOUNT_ATTR_* beyond nosuid and nodev */
+	uint64_t propagation; /* config_mount_propagation's; 0: private */
 };
 
 struct container_bind {
@@ -24,6 +25,7 @@ struct container_bind {
 	bool is_dir;
 	bool no_idmap;      /* a FUSE transform mount: its server maps ids (src/shim/transform.c) */
 	uint64_t attrs;     /* a rootless spec's: the mount attributes its clone gets */
+	uint64_t propagation; /* config_mount_propagation's; 0: private */
 };
 
 #define LAYER_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)

@@ -278,7 +278,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
 	for (size_t i = 0; i < s->cfg.ntmpfs; i++)
 		tmpfs[i] = (struct container_tmpfs){ s->cfg.tmpfs[i].target, s->cfg.tmpfs[i].size_bytes, s->cfg.tmpfs[i].mode,
-						     config_mount_attrs(&s->cfg, s->cfg.tmpfs[i].target) };
+						     config_mount_attrs(&s->cfg, s->cfg.tmpfs[i].target),
+						     config_mount_propagation(&s->cfg, s->cfg.tmpfs[i].target) };
 	struct rootless_ids ids;
 	if (rootless)
 		rootless_ids(&ids);
