@@ -822,6 +822,24 @@ CAPSULE_API capsule_config *capsule_oci_spec_config(capsule_oci_spec *spec);
 CAPSULE_API void capsule_oci_spec_exec_options(const capsule_oci_spec *spec, capsule_exec_options *out);
 /* The annotations object's JSON text, or NULL. */
 CAPSULE_API const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec);
+/* The spec's hooks of one kind, in order: run by the runtime on the host with the
+ * container's state on stdin (capsule-oci). createContainer and startContainer hooks, which
+ * run inside the container's namespaces, are refused at parse. */
+typedef enum capsule_oci_hook_kind {
+	CAPSULE_OCI_HOOK_PRESTART = 0,
+	CAPSULE_OCI_HOOK_CREATE_RUNTIME = 1,
+	CAPSULE_OCI_HOOK_POSTSTART = 2,
+	CAPSULE_OCI_HOOK_POSTSTOP = 3,
+} capsule_oci_hook_kind;
+typedef struct capsule_oci_hook {
+	const char *path;         /* absolute, on the host */
+	const char *const *args;  /* NULL-terminated; NULL: argv is the path alone */
+	const char *const *env;   /* NULL-terminated; NULL: an empty environment */
+	uint32_t timeout_s;       /* 0: none */
+} capsule_oci_hook;
+/* Sets *OUT to the hooks of KIND (pointing into SPEC) and returns how many. */
+CAPSULE_API size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kind kind,
+					  const capsule_oci_hook **out);
 CAPSULE_API void capsule_oci_spec_free(capsule_oci_spec *spec);
 
 #ifdef __cplusplus

@@ -1016,6 +1016,73 @@ static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size
 	return 0;
 }
 
+/* ---- hooks ------------------------------------------------------------------------------ */
+
+static int hook_element(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	size_t kind = (size_t)(uintptr_t)w->payload;
+	char where[64];
+	snprintf(where, sizeof(where), "%s[%zu]", w->where, w->n);
+	if (w->n >= OCI_MAX_HOOKS)
+		return cap_err_plain(w->err, E2BIG, "config.json: %s: more than %d hooks", w->where, OCI_MAX_HOOKS);
+	if (n == 0 || v[0] != '{')
+		return bad(w->err, where, "not an object");
+	capsule_oci_hook *h = &w->spec->hooks[kind][w->n++];
+	w->spec->nhooks[kind] = w->n;
+	char *path = NULL;
+	if (json_get_string(v, n, "path", &path) < 0 || path[0] != '/') {
+		free(path);
+		return bad(w->err, where, "path is not an absolute path");
+	}
+	h->path = path;
+	const char *mv;
+	size_t mn;
+	int r;
+	char what[80];
+	snprintf(what, sizeof(what), "%s.args", where);
+	if (json_get_member(v, n, "args", &mv, &mn) == 0 && !is_null(mv, mn) &&
+	    (r = value_strv(mv, mn, what, (char ***)&h->args, w->err)) < 0)
+		return r;
+	snprintf(what, sizeof(what), "%s.env", where);
+	if (json_get_member(v, n, "env", &mv, &mn) == 0 && !is_null(mv, mn) &&
+	    (r = value_strv(mv, mn, what, (char ***)&h->env, w->err)) < 0)
+		return r;
+	int64_t t;
+	r = json_get_int(v, n, "timeout", &t);
+	if (r == 0 && (t <= 0 || t > 86400))
+		return bad(w->err, where, "timeout is not a number of seconds above 0");
+	if (r < 0 && r != -ENOENT)
+		return bad(w->err, where, "timeout is not a number");
+	h->timeout_s = r == 0 ? (uint32_t)t : 0;
+	return 0;
+}
+
+/* The hooks the runtime runs on the host; those that run inside the container's namespaces
+ * are refused: a host program cannot be run there. */
+static int hooks_member(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	static const char *const kinds[] = { "prestart", "createRuntime", "poststart", "poststop" };
+	size_t kind = 0;
+	while (kind < ARRAY_SIZE(kinds) && strcmp(name, kinds[kind]))
+		kind++;
+	if (kind == ARRAY_SIZE(kinds)) {
+		if (is_empty(v, n) || (strcmp(name, "createContainer") && strcmp(name, "startContainer")))
+			return 0;
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: hooks.%s is not supported by capsule: it runs a host program in the "
+				     "container's namespaces, which a sandbox does not share with the host", name);
+	}
+	if (is_null(v, n))
+		return 0;
+	char where[32];
+	snprintf(where, sizeof(where), "hooks.%s", name);
+	struct walk hw = { .spec = w->spec, .err = w->err, .where = where, .payload = (void *)(uintptr_t)kind,
+			   .n = w->spec->nhooks[kind] };
+	return walk_json(true, v, n, OCI_MAX_HOOKS + 1, hook_element, &hw, where, w->err);
+}
+
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
@@ -1148,7 +1215,13 @@ static int top_member(const char *name, const char *v, size_t n, void *payload)
 			return cap_err(err, ENOMEM, "config.json");
 		return 0;
 	}
-	if (!strcmp(name, "domainname") || !strcmp(name, "hooks") || !strcmp(name, "solaris") ||
+	if (!strcmp(name, "hooks")) {
+		if (is_null(v, n))
+			return 0;
+		struct walk w = { .spec = spec, .err = err };
+		return walk_json(false, v, n, MAX_MEMBERS, hooks_member, &w, "hooks", err);
+	}
+	if (!strcmp(name, "domainname") || !strcmp(name, "solaris") ||
 	    !strcmp(name, "windows") || !strcmp(name, "vm") || !strcmp(name, "zos") || !strcmp(name, "freebsd")) {
 		if (is_empty(v, n))
 			return 0;
@@ -1275,10 +1348,26 @@ const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec)
 	return spec ? spec->annotations : NULL;
 }
 
+size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kind kind, const capsule_oci_hook **out)
+{
+	if (!spec || (unsigned)kind >= ARRAY_SIZE(spec->hooks)) {
+		*out = NULL;
+		return 0;
+	}
+	*out = spec->hooks[kind];
+	return spec->nhooks[kind];
+}
+
 void capsule_oci_spec_free(capsule_oci_spec *spec)
 {
 	if (!spec)
 		return;
+	for (size_t k = 0; k < ARRAY_SIZE(spec->hooks); k++)
+		for (size_t i = 0; i < spec->nhooks[k]; i++) {
+			free((char *)spec->hooks[k][i].path);
+			strv_free_all((char **)spec->hooks[k][i].args);
+			strv_free_all((char **)spec->hooks[k][i].env);
+		}
 	capsule_config_free(spec->cfg);
 	strv_free_all(spec->argv);
 	strv_free_all(spec->env);

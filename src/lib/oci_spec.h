@@ -12,6 +12,7 @@
 
 #define OCI_MAX_GROUPS 64
 #define OCI_MAX_RLIMITS 16
+#define OCI_MAX_HOOKS 16
 
 struct capsule_oci_spec {
 	capsule_config *cfg; /* NULL for a process alone (CAPSULE_OCI_PROCESS_ONLY) */
@@ -33,6 +34,8 @@ struct capsule_oci_spec {
 	uint8_t *seccomp_bpf;
 	size_t seccomp_len;
 	char *annotations; /* the annotations object's JSON text, or NULL */
+	capsule_oci_hook hooks[4][OCI_MAX_HOOKS]; /* by capsule_oci_hook_kind; strings malloc'd */
+	size_t nhooks[4];
 };
 
 /* Compile linux.seccomp (its JSON text) into *BPF (malloc'd) and *LEN bytes. */

@@ -23,7 +23,7 @@
 static const char *log_path;
 static bool log_json;
 
-static void log_line(const char *msg)
+static void log_line(const char *level, const char *msg)
 {
 	if (!log_path)
 		return;
@@ -35,7 +35,7 @@ static void log_line(const char *msg)
 		struct json_writer j;
 		json_init(&j, false);
 		json_object_begin(&j);
-		json_kv_string(&j, "level", "error");
+		json_kv_string(&j, "level", level);
 		json_kv_string(&j, "msg", msg);
 		time_t t = time(NULL);
 		struct tm tm;
@@ -48,7 +48,7 @@ static void log_line(const char *msg)
 		snprintf(line, sizeof(line), "%s\n", text ? text : "{}");
 		free(text);
 	} else {
-		snprintf(line, sizeof(line), "level=error msg=\"%s\"\n", msg);
+		snprintf(line, sizeof(line), "level=%s msg=\"%s\"\n", level, msg);
 	}
 	write_all(fd, line, strlen(line));
 	close(fd);
@@ -62,8 +62,19 @@ int oci_fail(const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "capsule-oci: %s\n", msg);
-	log_line(msg);
+	log_line("error", msg);
 	return 1;
+}
+
+void oci_warn(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "capsule-oci: warning: %s\n", msg);
+	log_line("warning", msg);
 }
 
 int oci_fail_err(const capsule_error *err)
@@ -305,10 +316,11 @@ static int cmd_delete(int argc, char **argv)
 		/* runc: deleting what does not exist with --force is not an error. */
 		return force ? 0 : 1;
 	}
-	oci_state_clear(&st);
-	close(dirfd);
-	if (strcmp(st.status, "stopped") && !force)
+	if (strcmp(st.status, "stopped") && !force) {
+		oci_state_clear(&st);
+		close(dirfd);
 		return oci_fail("container '%s' is %s: stop it first, or delete --force", pos[0], st.status);
+	}
 	if (strcmp(st.status, "stopped") && st.pid > 0 && oci_proc_start_time(st.pid) == st.pid_start) {
 		kill(st.pid, SIGKILL);
 		wait_gone(st.pid, st.pid_start);
@@ -318,6 +330,11 @@ static int cmd_delete(int argc, char **argv)
 	capsule_error err = { 0 };
 	if (st.sandbox[0] && capsule_sandbox_remove(st.sandbox, true, &err) < 0 && err.code != ENOENT)
 		oci_fail("removing sandbox '%s': %s", st.sandbox, err.message);
+	/* The container is gone: its poststop hooks, with the state a stopped container has. */
+	snprintf(st.status, sizeof(st.status), "stopped");
+	oci_poststop(dirfd, &st);
+	oci_state_clear(&st);
+	close(dirfd);
 	int r = oci_state_dir_remove(pos[0]);
 	if (r < 0)
 		return oci_fail("removing the state of '%s': %s", pos[0], strerror(-r));

@@ -15,6 +15,8 @@
 /* Print "capsule-oci: MESSAGE" to stderr and to --log; returns 1 (the exit code). */
 int oci_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int oci_fail_err(const capsule_error *err);
+/* The same as a warning ("capsule-oci: warning: ..."); the caller goes on. */
+void oci_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- state.c: ROOT/ID/ --------------------------------------------------------------- */
 
@@ -60,6 +62,8 @@ struct oci_run {
 
 int oci_create_or_run(const struct oci_run *o);
 int oci_start(const char *id);
+/* delete: the poststop hooks of the config.json kept in DIRFD (ROOT/ID). */
+int oci_poststop(int dirfd, const struct oci_state *st);
 
 struct oci_exec {
 	const char *id;
@@ -76,5 +80,12 @@ struct oci_exec {
 };
 
 int oci_exec(const struct oci_exec *o);
+
+/* ---- hooks.c: the spec's hooks, run on the host with ST's state JSON on stdin ----------- */
+
+/* 0; or, given FAILED (prestart, createRuntime: a failure fails the create), -1 at the first
+ * failure with FAILED saying which and why; without it, failures are printed as warnings. */
+int oci_run_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kind kind, const struct oci_state *st, char *failed,
+		  size_t size);
 
 #endif

@@ -310,6 +310,16 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	}
 	m->st.pid = getpid();
 	m->st.pid_start = oci_proc_start_time(m->st.pid);
+	/* The runtime environment exists, the process does not: prestart (and createRuntime)
+	 * hooks, whose failure fails the create and ends the sandbox with us. */
+	if (oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_PRESTART, &m->st, msg, sizeof(msg)) < 0 ||
+	    oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_CREATE_RUNTIME, &m->st, msg, sizeof(msg)) < 0) {
+		notify(notify_fd, msg);
+		capsule_sandbox_free(sb);
+		if (notify_fd < 0)
+			oci_state_dir_remove(o->id);
+		_exit(1);
+	}
 	int word_fd = notify_fd;
 	if (o->no_start) {
 		if (mkfifoat(m->dirfd, "start.fifo", 0600) < 0) {
@@ -349,15 +359,18 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 		_exit(exit_code_for_start(&err));
 	}
 	state_set(m, "running");
+	oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_POSTSTART, &m->st, NULL, 0);
 	notify(word_fd, "ok");
 	capsule_exit_status st = { .exit_code = 1 };
 	relay(p, in, out, errfd, eo.tty, sfd, &st);
 	capsule_process_free(p);
 	state_set(m, "stopped");
 	capsule_sandbox_free(sb);
-	/* run in the foreground leaves nothing behind, as runc's does. */
-	if (!o->no_start && !o->detach)
+	/* run in the foreground leaves nothing behind, as runc's does: it is its own delete. */
+	if (!o->no_start && !o->detach) {
+		oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_POSTSTOP, &m->st, NULL, 0);
 		oci_state_dir_remove(o->id);
+	}
 	exit_like(&st);
 }
 
@@ -427,6 +440,22 @@ out:
 	free(m.st.annotations);
 	close(m.dirfd);
 	return rc;
+}
+
+int oci_poststop(int dirfd, const struct oci_state *st)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len = 0;
+	int r = read_file_at(dirfd, "config.json", 16 << 20, &text, &len);
+	capsule_oci_spec *spec = NULL;
+	capsule_error err = { 0 };
+	if (r < 0 || capsule_oci_spec_parse(&spec, text, len, st->bundle, 0, &err) < 0) {
+		oci_warn("poststop hooks: config.json of '%s': %s", st->id, r < 0 ? strerror(-r) : err.message);
+		return 0;
+	}
+	oci_run_hooks(spec, CAPSULE_OCI_HOOK_POSTSTOP, st, NULL, 0);
+	capsule_oci_spec_free(spec);
+	return 0;
 }
 
 int oci_start(const char *id)

@@ -457,7 +457,12 @@ def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
     (lambda c: c["process"].update(oomScoreAdj=-500), "config.json: process.oomScoreAdj below 0 is not supported"),
     (lambda c: c["linux"].update(maskedPaths=["etc/secret"]), "'etc/secret' is not a clean absolute path"),
     (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "unknown action 'SCMP_ACT_NOPE'"),
-    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true"}]}), "config.json: hooks is not supported"),
+    (lambda c: c.update(hooks={"createContainer": [{"path": "/bin/true"}]}),
+     "config.json: hooks.createContainer is not supported by capsule"),
+    (lambda c: c.update(hooks={"poststop": [{"path": "true"}]}),
+     "config.json: hooks.poststop[0]: path is not an absolute path"),
+    (lambda c: c.update(hooks={"prestart": [{"path": "/bin/true", "timeout": 0}]}),
+     "config.json: hooks.prestart[0]: timeout is not a number of seconds above 0"),
     (lambda c: c.update(ociVersion="2.0.0"), "ociVersion '2.0.0' is not 1.x"),
     (lambda c: c["process"].update(args=[]), "config.json: process.args: no command"),
     (lambda c: c["process"].update(cwd="relative"), "config.json: process.cwd: not an absolute path"),
@@ -520,6 +525,43 @@ def test_a_network_namespace_path_is_joined(oci, bundle, netns):
         edit_config(bundle, lambda cfg: set_netns(cfg, bad))
         r = oci("run", "--bundle", bundle, "n3")
         assert r.returncode != 0 and message in r.stderr, r.stderr
+        assert os.listdir(oci.root) == []
+
+
+def test_hooks_run_on_the_host_with_the_state_on_stdin(oci, bundle, tmp_path):
+    """prestart and createRuntime at create, poststart at start, poststop at delete, each given
+    the state JSON; a failing or slow prestart hook fails the create and leaves nothing."""
+    log = tmp_path / "hooks"
+
+    def hook(kind):
+        return {"path": "/bin/sh", "args": ["sh", "-c", f'echo "{kind} $(cat)" >> {log}'], "env": ["A=1"]}
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: c.update(hooks={k: [hook(k)] for k in ("prestart", "createRuntime", "poststart",
+                                                                          "poststop")}))
+
+    def lines():
+        return [(l.split(" ", 1)[0], json.loads(l.split(" ", 1)[1])) for l in log.read_text().splitlines()]
+    out = open(tmp_path / "out", "w+")
+    r = oci("create", "--bundle", bundle, "h1", stdout=out, stderr=out, stdin=subprocess.DEVNULL, capture_output=False)
+    assert r.returncode == 0, out.read()
+    got = lines()
+    assert [k for k, _ in got] == ["prestart", "createRuntime"]
+    assert all(s["id"] == "h1" and s["status"] == "creating" and s["bundle"] == bundle and s["pid"] > 0
+               for _, s in got), got
+    assert oci("start", "h1").returncode == 0
+    assert [(k, s["status"]) for k, s in lines()[2:]] == [("poststart", "running")]
+    assert oci("kill", "h1", "KILL").returncode == 0
+    wait_status(oci, "h1", "stopped")
+    assert oci("delete", "h1").returncode == 0
+    assert [(k, s["status"]) for k, s in lines()[3:]] == [("poststop", "stopped")]
+
+    for h, message in (({"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]},
+                        "hooks.prestart[0]: '/bin/sh' exited with 3"),
+                       ({"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1},
+                        "hooks.prestart[0]: '/bin/sh' timed out after 1 s")):
+        edit_config(bundle, lambda c: c.update(hooks={"prestart": [h]}))
+        r = oci("create", "--bundle", bundle, "h2", stdin=subprocess.DEVNULL)
+        assert r.returncode == 1 and r.stderr == f"capsule-oci: {message}\n", r.stderr
         assert os.listdir(oci.root) == []
 
 
