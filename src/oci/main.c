@@ -54,27 +54,30 @@ static void log_line(const char *level, const char *msg)
 	close(fd);
 }
 
-int oci_fail(const char *fmt, ...)
+/* "capsule-oci: PREFIXMESSAGE" to stderr, and MESSAGE at LEVEL to --log. */
+static void report(const char *level, const char *prefix, const char *fmt, va_list ap)
 {
 	char msg[1024];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	fprintf(stderr, "capsule-oci: %s%s\n", prefix, msg);
+	log_line(level, msg);
+}
+
+int oci_fail(const char *fmt, ...)
+{
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	report("error", "", fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "capsule-oci: %s\n", msg);
-	log_line("error", msg);
 	return 1;
 }
 
 void oci_warn(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	report("warning", "warning: ", fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "capsule-oci: warning: %s\n", msg);
-	log_line("warning", msg);
 }
 
 int oci_fail_err(const capsule_error *err)
