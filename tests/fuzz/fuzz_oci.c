@@ -49,6 +49,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	for (size_t i = 0; o.env && o.env[i]; i++)
 		CHECK(strchr(o.env[i], '=') && o.env[i][0] != '=');
 	CHECK((capsule_oci_spec_config(spec) == NULL) == (flags != 0));
+	/* Hooks: an absolute path, arguments taken from the text, a bounded timeout. */
+	for (int kind = CAPSULE_OCI_HOOK_PRESTART; kind <= CAPSULE_OCI_HOOK_POSTSTOP; kind++) {
+		const capsule_oci_hook *h;
+		size_t n = capsule_oci_spec_hooks(spec, (capsule_oci_hook_kind)kind, &h);
+		for (size_t i = 0; i < n; i++) {
+			CHECK(h[i].path && h[i].path[0] == '/' && h[i].timeout_s <= 86400);
+			for (size_t j = 0; h[i].args && h[i].args[j]; j++)
+				CHECK(strlen(h[i].args[j]) < len); /* from the text, unescaped */
+		}
+	}
 	capsule_oci_spec_free(spec);
 	return 0;
 }
