@@ -91,8 +91,9 @@ def test_programs_capsule_passes_stay_passing(results):
 
 
 @pytest.mark.xfail(strict=True, reason="issue 17: capsule-oci passes fewer assertions than runc so far (the "
-                   "programs that validate inside the container and need cgroupsPath, uid mappings, hooks, "
-                   "devices, custom masked paths); strict, so that reaching runc fails here until this mark goes")
+                   "programs that validate inside the container and need uid mappings, device nodes, cpu and "
+                   "memory cgroup settings, or noNewPrivileges false: docs/oci.md); strict, so that reaching "
+                   "runc fails here until this mark goes")
 def test_capsule_oci_passes_at_least_as_many_as_runc(results):
     _, _, total = results
     assert total["capsule"][0] >= total["runc"][0], total
