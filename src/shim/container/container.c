@@ -133,14 +133,14 @@ static void bind_host(const char *host_path, int rootfd, const char *path, uint6
 	attach_at(tree, rootfd, path);
 }
 
-/* A fresh filesystem instance, mounted with ATTRS at PATH below ROOTFD. OPTS is a
- * NULL-terminated list of key, value pairs (value NULL: a flag). */
 #define SYS_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 
 /* sysfs belongs to the network namespace it is made in, and only that namespace's owner may
  * make it: for a joined one the shim makes it there (join_net_ns), the child attaches it. */
 static int joined_sys_tree = -1;
 
+/* A fresh filesystem instance, mounted with ATTRS at PATH below ROOTFD. OPTS is a
+ * NULL-terminated list of key, value pairs (value NULL: a flag). */
 static void mount_fs(const char *fstype, const char *const *opts, uint64_t attrs, int rootfd, const char *path)
 {
 	int fs = sys_fsopen(fstype, FSOPEN_CLOEXEC);
@@ -790,9 +790,6 @@ static bool oom_floor_at_zero(pid_t child, char *note, size_t size)
 	return false;
 }
 
-/* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
- * the file uid stays root's: the child opens its fs/ folder and the host image's root below
- * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
 /* Into the network namespace SPEC names (its net.* settings written there, as the owner's
  * root), keeping the shim's own in *OWN. */
 static int join_net_ns(const struct container_spec *spec, int *own, capsule_error *err)
@@ -830,6 +827,9 @@ static int join_net_ns(const struct container_spec *spec, int *own, capsule_erro
 	return r;
 }
 
+/* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
+ * the file uid stays root's: the child opens its fs/ folder and the host image's root below
+ * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
 static int become_namespace_owner(const struct container_spec *spec)
 {
 	if (setegid(spec->gid_base) < 0 || seteuid(spec->uid_base) < 0)
