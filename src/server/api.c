@@ -502,6 +502,7 @@ static const struct route routes[] = {
 	{ "GET", "/v1/sandboxes/{id}/mounts", handle_mounts_list, BODY_NONE, false },
 	{ "POST", "/v1/sandboxes/{id}/mounts", handle_mounts_add, BODY_JSON, false },
 	{ "DELETE", "/v1/sandboxes/{id}/mounts", handle_mounts_remove, BODY_NONE, false },
+	{ "GET", "/v1/pools", handle_pools_list, BODY_NONE, false },
 	{ "GET", "/v1/images", handle_images_list, BODY_NONE, false },
 	{ "POST", "/v1/images/pull", handle_images_pull, BODY_JSON, false },
 };

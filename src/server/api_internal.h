@@ -22,6 +22,7 @@ struct sandbox_entry {
 	capsule_sandbox *sb;         /* NULL while it is being created */
 	capsule_isolation isolation;
 	char *image, *network, *cpus;
+	char pool[64];               /* the server's pool it was taken from, or "" */
 	uint64_t memory_bytes;
 	struct serve_label labels[SERVE_LABELS_MAX];
 	size_t n_labels;
@@ -188,6 +189,10 @@ void handle_mcp_post(struct MHD_Connection *c, struct request *rq);
 void handle_mcp_delete(struct MHD_Connection *c, struct request *rq);
 
 void handle_metrics(struct MHD_Connection *c, struct request *rq);
+/* api_pools.c */
+void handle_pools_list(struct MHD_Connection *c, struct request *rq);
+/* The server's pool NAME, or NULL. */
+const struct serve_pool *serve_pool_find(const char *name);
 /* api_ops.c */
 void handle_sandbox_stop(struct MHD_Connection *c, struct request *rq);
 void handle_sandbox_start(struct MHD_Connection *c, struct request *rq);

@@ -44,6 +44,11 @@ void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
 		json_null(w);
 	}
 	json_kv_string(w, "network", e->network ? e->network : "none");
+	json_key(w, "pool");
+	if (e->pool[0])
+		json_string(w, e->pool);
+	else
+		json_null(w);
 	json_key(w, "labels");
 	json_object_begin(w);
 	for (size_t i = 0; i < e->n_labels; i++)
@@ -182,6 +187,16 @@ static int build_config(capsule_config **out, const struct serve_create_req *req
 	int r = capsule_config_new(&cfg, err);
 	if (r < 0)
 		return r;
+	if (e->pool[0]) {
+		/* The pool's sandboxes have the pool's options; a take gives only a name and
+		 * whether it outlives the server. Labels stay in the server's table. */
+		if ((r = capsule_config_set_name(cfg, e->id, err)) < 0 ||
+		    (r = capsule_config_set_pool(cfg, e->pool, err)) < 0 ||
+		    (r = capsule_config_set_detached(cfg, serve_state.opts.keep, err)) < 0)
+			goto fail;
+		*out = cfg;
+		return 0;
+	}
 	if ((r = capsule_config_set_name(cfg, e->id, err)) < 0 ||
 	    (req->image && (r = capsule_config_set_image(cfg, req->image, err)) < 0) ||
 	    (r = capsule_config_set_isolation(cfg, e->isolation, err)) < 0 ||
@@ -263,11 +278,41 @@ void table_started(struct sandbox_entry *e, capsule_sandbox *sb, int r)
 	pthread_mutex_unlock(&serve_state.lock);
 }
 
+/* A create naming a pool takes the pool's options: a field that would set one is refused
+ * rather than ignored, so a client never believes it got what it did not. */
+static const struct serve_pool *pool_for(const struct serve_create_req *req, unsigned *status, const char **code,
+					 capsule_error *err)
+{
+	const struct serve_pool *p = serve_pool_find(req->pool);
+	if (!p) {
+		*status = 404, *code = "not_found";
+		cap_err_plain(err, ENOENT, "no pool '%.64s' on this server (GET /v1/pools lists them)", req->pool);
+		return NULL;
+	}
+	const char *field = req->image		 ? "image" :
+			    req->isolation >= 0	 ? "isolation" :
+			    req->memory_set	 ? "memory" :
+			    req->cpus		 ? "cpus" :
+			    req->network	 ? "network" :
+			    req->n_env		 ? "env" :
+						   NULL;
+	if (field) {
+		*status = 400, *code = "invalid_request";
+		cap_err_plain(err, EINVAL, "field '%s' cannot be given with 'pool': a sandbox from pool '%s' has the pool's options",
+			      field, p->name);
+		return NULL;
+	}
+	return p;
+}
+
 int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_create_req *req,
 			 struct sandbox_entry **out, unsigned *status, const char **code, capsule_error *err)
 {
 	*status = 500;
 	*code = "internal";
+	const struct serve_pool *pool = NULL;
+	if (req->pool && !(pool = pool_for(req, status, code, err)))
+		return -EINVAL;
 	struct sandbox_entry *e = calloc(1, sizeof(*e));
 	if (!e || new_id(e->id) < 0) {
 		free(e);
@@ -276,6 +321,14 @@ int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_
 	memcpy(e->owner, owner, 32);
 	e->isolation = req->isolation < 0 ? CAPSULE_ISOLATION_CONTAINER : (capsule_isolation)req->isolation;
 	e->memory_bytes = req->memory_set ? req->memory_bytes : serve_state.opts.default_memory;
+	if (pool) {
+		snprintf(e->pool, sizeof(e->pool), "%s", pool->name);
+		e->memory_bytes = pool->memory_bytes;
+		if (pool->image && !(req->image = strdup(pool->image))) {
+			free(e);
+			return cap_err(err, ENOMEM, "creating a sandbox");
+		}
+	}
 	e->timeout_s = req->timeout_set ? req->timeout_s : serve_state.opts.default_timeout_s;
 	e->idle_timeout_s = req->idle_timeout_s;
 	e->image = steal_ptr(req->image);

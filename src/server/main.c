@@ -48,6 +48,9 @@ static const char serve_usage[] =
 	"  --exec-grace SECS       kill a streaming command no client reads for this long (default 30)\n"
 	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
 	"  --shutdown-timeout SECS how long requests in flight may take at shutdown (default 30)\n"
+	"  --pool NAME:SIZE[:IMAGE] a warm pool of SIZE ready sandboxes (of IMAGE, --default-memory),\n"
+	"                          made at start and removed at shutdown; POST /v1/sandboxes with\n"
+	"                          'pool' takes one (repeatable, at most 16)\n"
 	"  --keep                  leave the sandboxes running at shutdown (made detached)\n"
 	"  --routes                print the routes this server answers and exit\n"
 	"  --help                  this text\n";
@@ -362,6 +365,15 @@ static int cmd_serve(int argc, char **argv)
 		} else if (!strcmp(a, "--shutdown-timeout")) {
 			if (parse_uint(v, "--shutdown-timeout", 0, SERVE_TIMEOUT_MAX_S, &shutdown_timeout_s, &err) < 0)
 				return usage_fail("%s", err.message);
+		} else if (!strcmp(a, "--pool")) {
+			if (o.n_pools == SERVE_POOLS_MAX)
+				return usage_fail("at most %d --pool", SERVE_POOLS_MAX);
+			if (serve_pool_parse(v, &o.pools[o.n_pools], &err) < 0)
+				return usage_fail("%s", err.message);
+			for (size_t j = 0; j < o.n_pools; j++)
+				if (!strcmp(o.pools[j].name, o.pools[o.n_pools].name))
+					return usage_fail("--pool '%s' given twice", o.pools[j].name);
+			o.n_pools++;
 		} else if (!strcmp(a, "--audit-log")) {
 			audit_path = v;
 		} else if (!strcmp(a, "--mount-root")) {
@@ -423,6 +435,12 @@ static int cmd_serve(int argc, char **argv)
 
 	if (serve_api_init(&o, &err) < 0)
 		return fprintf(stderr, "capsule: %s\n", err.message), EXIT_CAPSULE;
+	/* Before any listener: a create naming a pool finds it made. */
+	if (serve_pools_start(&err) < 0) {
+		serve_api_shutdown();
+		serve_api_free();
+		return fprintf(stderr, "capsule: %s\n", err.message), EXIT_CAPSULE;
+	}
 	struct MHD_Daemon *d[LISTEN_MAX];
 	for (size_t i = 0; i < n_listen; i++) {
 		/* TLS on TCP; a unix socket's mode already keeps it to its owner, and its clients
@@ -449,6 +467,7 @@ static int cmd_serve(int argc, char **argv)
 			for (size_t j = 0; j < i; j++)
 				MHD_stop_daemon(d[j]);
 			serve_api_shutdown();
+			serve_pools_stop();
 			serve_api_free();
 			if (cert_pem)
 				fprintf(stderr, "capsule serve: is '%s' a certificate that goes with the key '%s'?\n", tls_cert,
@@ -476,6 +495,7 @@ static int cmd_serve(int argc, char **argv)
 		nanosleep(&poll_ts, NULL);
 	}
 	serve_api_shutdown();
+	serve_pools_stop();
 	for (size_t i = 0; i < n_listen; i++) {
 		MHD_stop_daemon(d[i]);
 		close(fds[i]);

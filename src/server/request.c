@@ -192,7 +192,7 @@ struct create_walk {
 };
 
 static const char *const create_fields[] = { "image", "isolation", "memory", "cpus", "network",
-					      "env", "labels", "timeout", "idle_timeout" };
+					      "env", "labels", "timeout", "idle_timeout", "pool" };
 
 /* A repeated member would be last-wins in most parsers and first-wins in others: refuse it. */
 static int seen_once(unsigned *seen, const char *const *fields, size_t n, const char *name, capsule_error *err)
@@ -301,6 +301,8 @@ static int create_member(const char *name, const char *value, size_t value_len, 
 		req->idle_timeout_s = ms / 1000;
 		return 0;
 	}
+	case 9:
+		return field_string("pool", v, &req->pool, err);
 	}
 	return cap_err_plain(err, EINVAL, "unknown field '%.64s'", name);
 }
@@ -346,6 +348,7 @@ void serve_create_req_free(struct serve_create_req *r)
 	free(r->image);
 	free(r->cpus);
 	free(r->network);
+	free(r->pool);
 	strv_free_n(r->env, r->n_env);
 	for (size_t i = 0; i < r->n_labels; i++) {
 		free(r->labels[i].key);

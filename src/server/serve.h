@@ -42,6 +42,7 @@ struct serve_create_req {
 	bool timeout_set;
 	uint32_t timeout_s;
 	uint32_t idle_timeout_s;  /* 0: none */
+	char *pool;               /* take a ready sandbox from this pool of the server's */
 };
 
 /* POST /v1/sandboxes/{id}/exec. */
@@ -121,6 +122,16 @@ int serve_token_cli(int argc, char **argv);
 
 /* ---- the server (api.c, main.c) ------------------------------------------------------- */
 
+/* A warm pool of the server's (--pool NAME:SIZE[:IMAGE]): made at start, removed at shutdown. */
+#define SERVE_POOLS_MAX 16
+struct serve_pool {
+	char name[64];
+	uint32_t size;
+	const char *image;        /* NULL: the library's default root */
+	uint64_t memory_bytes;    /* the server's --default-memory */
+	bool made;                /* made by this server, so removed by it */
+};
+
 struct serve_options {
 	unsigned max_sandboxes;   /* per token */
 	uint64_t max_memory;      /* per token, bytes: the sum of its sandboxes' memory limits */
@@ -133,6 +144,8 @@ struct serve_options {
 	const char *mount_root;   /* resolved; host folders below it may be mounted read-only, or NULL */
 	int audit_fd;             /* -1: no audit log */
 	bool single_owner;        /* capsule mcp over stdio: one client, no token store */
+	struct serve_pool pools[SERVE_POOLS_MAX];
+	size_t n_pools;
 };
 
 /* Every route the server answers, one "METHOD PATTERN" a line, from the table it dispatches
@@ -150,6 +163,14 @@ unsigned serve_api_in_flight(void);
 void serve_api_shutdown(void);
 /* What is left once no request can come any more (the daemons are stopped). */
 void serve_api_free(void);
+
+/* Parse --pool's NAME:SIZE[:IMAGE] into *OUT (IMAGE points into TEXT). */
+int serve_pool_parse(const char *text, struct serve_pool *out, capsule_error *err);
+/* Make the server's pools (serve_state's copy of the options); on failure the ones made are
+ * removed again and ERR says which failed. */
+int serve_pools_start(capsule_error *err);
+/* Remove the pools the server made (their ready sandboxes go; taken ones are the table's). */
+void serve_pools_stop(void);
 
 extern const char serve_openapi_json[];
 extern const size_t serve_openapi_json_len;
