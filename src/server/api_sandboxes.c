@@ -222,6 +222,24 @@ fail:
 	return r;
 }
 
+/* OWNER's limits: its token's own, else the server's. Under the lock. */
+static void owner_limits(const uint8_t owner[32], unsigned *max_sandboxes, uint64_t *max_memory, bool *own_sb,
+			 bool *own_mem)
+{
+	*max_sandboxes = serve_state.opts.max_sandboxes;
+	*max_memory = serve_state.opts.max_memory;
+	*own_sb = *own_mem = false;
+	for (size_t i = 0; i < serve_state.n_tokens; i++) {
+		const struct serve_token *t = &serve_state.tokens[i];
+		if (CRYPTO_memcmp(t->hash, owner, 32))
+			continue;
+		if ((*own_sb = t->has_max_sandboxes))
+			*max_sandboxes = t->max_sandboxes;
+		if ((*own_mem = t->has_max_memory))
+			*max_memory = t->max_memory;
+	}
+}
+
 int table_enter(const uint8_t owner[32], const char *who, struct sandbox_entry *e, unsigned *status,
 		const char **code, capsule_error *err)
 {
@@ -229,16 +247,18 @@ int table_enter(const uint8_t owner[32], const char *who, struct sandbox_entry *
 	 * creates cannot all pass the check; it is in the table (invisible, sb NULL) while it
 	 * starts. */
 	pthread_mutex_lock(&serve_state.lock);
-	unsigned count;
-	uint64_t memory;
+	unsigned count, max_sandboxes;
+	uint64_t memory, max_memory;
+	bool own_sb, own_mem;
 	owner_usage(owner, &count, &memory);
+	owner_limits(owner, &max_sandboxes, &max_memory, &own_sb, &own_mem);
 	const char *over = NULL;
 	/* A kept-alive connection may still ask after the sandboxes were removed at shutdown. */
 	if (serve_state.stopping)
 		over = "stopping";
-	else if (serve_state.opts.max_sandboxes && count + 1 > serve_state.opts.max_sandboxes)
+	else if (max_sandboxes && count + 1 > max_sandboxes)
 		over = "sandboxes";
-	else if (serve_state.opts.max_memory && memory + e->memory_bytes > serve_state.opts.max_memory)
+	else if (max_memory && memory + e->memory_bytes > max_memory)
 		over = "memory";
 	if (!over) {
 		e->next = serve_state.entries;
@@ -254,12 +274,11 @@ int table_enter(const uint8_t owner[32], const char *who, struct sandbox_entry *
 	}
 	*status = 429, *code = "limit_exceeded";
 	if (!strcmp(over, "sandboxes"))
-		return cap_err_plain(err, EAGAIN, "%s has %u sandboxes, the most this server allows (--max-sandboxes %u)", who,
-				     count, serve_state.opts.max_sandboxes);
-	return cap_err_plain(err, EAGAIN,
-			     "%s would have %llu MiB of sandbox memory, over this server's --max-memory of %llu MiB", who,
-			     (unsigned long long)((memory + e->memory_bytes) >> 20),
-			     (unsigned long long)(serve_state.opts.max_memory >> 20));
+		return cap_err_plain(err, EAGAIN, "%s has %u sandboxes, the most %s (--max-sandboxes %u)", who, count,
+				     own_sb ? "its token allows" : "this server allows", max_sandboxes);
+	return cap_err_plain(err, EAGAIN, "%s would have %llu MiB of sandbox memory, over %s --max-memory of %llu MiB", who,
+			     (unsigned long long)((memory + e->memory_bytes) >> 20), own_mem ? "its token's" : "this server's",
+			     (unsigned long long)(max_memory >> 20));
 }
 
 void table_started(struct sandbox_entry *e, capsule_sandbox *sb, int r)

@@ -105,13 +105,19 @@ struct serve_token {
 	int64_t created_unix;
 	uint8_t hash[32];         /* SHA-256 of the token's text */
 	bool admin;               /* sees every token's sandboxes in /metrics */
+	/* The token's own limits, instead of the server's --max-sandboxes and --max-memory
+	 * (0: no limit); unset, the server's apply. */
+	bool has_max_sandboxes, has_max_memory;
+	unsigned max_sandboxes;
+	uint64_t max_memory;
 };
 
 /* The token store: $CAPSULE_HOME/serve/tokens, mode 0600 in a 0700 folder, replaced whole
  * (a temporary file renamed over it) under an flock, so a reader sees the old or the new. */
 int serve_tokens_load(struct serve_token **out, size_t *count, capsule_error *err);
-/* A new token NAME: *TOKEN_OUT (malloc'd) is its text, shown once; only its hash is kept. */
-int serve_token_create(const char *name, bool admin, char **token_out, capsule_error *err);
+/* A new token NAME with the role and limits of PROTO (its name, time and hash are not
+ * used): *TOKEN_OUT (malloc'd) is its text, shown once; only its hash is kept. */
+int serve_token_create(const char *name, const struct serve_token *proto, char **token_out, capsule_error *err);
 int serve_token_remove(const char *name, capsule_error *err);
 void serve_token_hash(const char *token, size_t len, uint8_t out[32]);
 /* The path of the store, for the server's reload check. */

@@ -1,7 +1,8 @@
 /* API tokens for capsule serve. A token is 256 random bits; only its SHA-256 is stored, so
  * the file leaks no usable secret, and a plain hash is enough (no salt, no slow KDF) because
- * the input is random, not a password. One line a token: "NAME CREATED_UNIX SHA256HEX", and
- * " admin" after it for an admin token. */
+ * the input is random, not a password. One line a token: "NAME CREATED_UNIX SHA256HEX", then
+ * any of " admin", " max-sandboxes=N" and " max-memory=BYTES" (a store without them, from
+ * before limits, reads the same). */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -95,17 +96,33 @@ static int parse_store(const char *text, size_t len, struct serve_token **out, s
 		p += ll + (nl ? 1 : 0);
 		if (!line[0])
 			continue;
-		char name[SERVE_TOKEN_NAME_MAX + 2], hex[80], role[8] = "";
+		char name[SERVE_TOKEN_NAME_MAX + 2], hex[80];
 		long long created;
+		int used = 0;
 		struct serve_token t = { 0 };
-		int got = sscanf(line, "%64s %lld %79s %7s", name, &created, hex, role);
-		if (n >= SERVE_TOKENS_MAX || got < 3 || (got == 4 && strcmp(role, "admin")) ||
-		    strlen(name) > SERVE_TOKEN_NAME_MAX || hex_decode(hex, t.hash) < 0) {
+		bool ok = n < SERVE_TOKENS_MAX && sscanf(line, "%64s %lld %79s%n", name, &created, hex, &used) == 3 &&
+			  strlen(name) <= SERVE_TOKEN_NAME_MAX && hex_decode(hex, t.hash) == 0;
+		/* What follows the hash: each word at most once. */
+		for (char *save = NULL, *word = ok ? strtok_r(line + used, " ", &save) : NULL; word && ok;
+		     word = strtok_r(NULL, " ", &save)) {
+			uint64_t u;
+			if (!strcmp(word, "admin") && !t.admin)
+				t.admin = true;
+			else if (!strncmp(word, "max-sandboxes=", 14) && !t.has_max_sandboxes &&
+				 parse_uint(word + 14, "max-sandboxes", 0, 100000, &u, NULL) == 0)
+				t.has_max_sandboxes = true, t.max_sandboxes = (unsigned)u;
+			else if (!strncmp(word, "max-memory=", 11) && !t.has_max_memory &&
+				 parse_uint(word + 11, "max-memory", 0, UINT64_MAX, &u, NULL) == 0)
+				t.has_max_memory = true, t.max_memory = u;
+			else
+				ok = false;
+		}
+		if (!ok) {
 			free(v);
-			return cap_err_plain(err, EBADMSG, "'%s' line %u is not 'NAME CREATED SHA256 [admin]'",
+			return cap_err_plain(err, EBADMSG,
+					     "'%s' line %u is not 'NAME CREATED SHA256 [admin] [max-sandboxes=N] [max-memory=BYTES]'",
 					     serve_tokens_path(), line_no);
 		}
-		t.admin = got == 4;
 		strcpy(t.name, name);
 		t.created_unix = created;
 		struct serve_token *nv = realloc(v, (n + 1) * sizeof(*v));
@@ -162,7 +179,13 @@ static int store_at(int dirfd, const struct serve_token *v, size_t n, capsule_er
 		fprintf(f, "%s %lld ", v[i].name, (long long)v[i].created_unix);
 		for (size_t j = 0; j < 32; j++)
 			fprintf(f, "%02x", v[i].hash[j]);
-		fputs(v[i].admin ? " admin\n" : "\n", f);
+		if (v[i].admin)
+			fputs(" admin", f);
+		if (v[i].has_max_sandboxes)
+			fprintf(f, " max-sandboxes=%u", v[i].max_sandboxes);
+		if (v[i].has_max_memory)
+			fprintf(f, " max-memory=%llu", (unsigned long long)v[i].max_memory);
+		fputc('\n', f);
 	}
 	if (fclose(f) != 0) {
 		free(b.p);
@@ -189,7 +212,7 @@ static int lock_store(int dirfd, capsule_error *err)
 	return fd;
 }
 
-int serve_token_create(const char *name, bool admin, char **token_out, capsule_error *err)
+int serve_token_create(const char *name, const struct serve_token *proto, char **token_out, capsule_error *err)
 {
 	int r = parse_name(name, "token name", err);
 	if (r < 0)
@@ -226,10 +249,9 @@ int serve_token_create(const char *name, bool admin, char **token_out, capsule_e
 		return cap_err(err, ENOMEM, "creating a token");
 	}
 	v = nv;
-	memset(&v[n], 0, sizeof(v[n]));
+	v[n] = *proto;
 	snprintf(v[n].name, sizeof(v[n].name), "%s", name);
 	v[n].created_unix = (int64_t)time(NULL);
-	v[n].admin = admin;
 	serve_token_hash(token, strlen(token), v[n].hash);
 	if ((r = store_at(dir, v, n + 1, err)) < 0) {
 		explicit_bzero(token, strlen(token));
@@ -268,12 +290,31 @@ int serve_token_remove(const char *name, capsule_error *err)
 /* ---- capsule token ---------------------------------------------------------------------- */
 
 static const char token_usage[] =
-	"Usage: capsule token create NAME [--admin] | ls [--json] | rm NAME\n\n"
+	"Usage: capsule token create NAME [--admin] [--max-sandboxes N] [--max-memory SIZE]\n"
+	"       capsule token ls [--json] | rm NAME\n\n"
 	"API tokens for 'capsule serve' (docs/serve.md). create prints a new token once: only its\n"
 	"SHA-256 is kept, in $CAPSULE_HOME/serve/tokens (mode 0600). ls never shows a token. A\n"
 	"running server sees a removed token refused at its next request.\n\n"
-	"  --admin  an admin token: GET /metrics shows it every token's sandboxes\n"
-	"  --help   this text\n";
+	"  --admin              an admin token: GET /metrics shows it every token's sandboxes\n"
+	"  --max-sandboxes N    this token's sandboxes at once, instead of the server's\n"
+	"                       --max-sandboxes (0: no limit)\n"
+	"  --max-memory SIZE    the sum of this token's sandboxes' memory, instead of the\n"
+	"                       server's --max-memory (0: no limit)\n"
+	"  --help               this text\n";
+
+/* A size as --max-memory takes it back: 1G, 512M, 64K, or bytes; 0 is no limit. */
+static void format_size(uint64_t v, char *buf, size_t len)
+{
+	static const char units[] = "GMK";
+	for (int i = 0; i < 3; i++) {
+		uint64_t unit = 1ull << (10 * (3 - i));
+		if (v && v % unit == 0) {
+			snprintf(buf, len, "%llu%c", (unsigned long long)(v / unit), units[i]);
+			return;
+		}
+	}
+	snprintf(buf, len, v ? "%llu" : "none", (unsigned long long)v);
+}
 
 static int token_fail(const capsule_error *err)
 {
@@ -305,23 +346,46 @@ int serve_token_cli(int argc, char **argv)
 		if (argc == 3 && !strcmp(argv[2], "--help"))
 			return fputs(token_usage, stdout), 0;
 		const char *name = NULL;
-		bool admin = false;
+		struct serve_token proto = { 0 };
 		for (int i = 2; i < argc; i++) {
-			if (!strcmp(sub, "create") && !strcmp(argv[i], "--admin"))
-				admin = true;
-			else if (argv[i][0] == '-')
-				return token_usage_fail("unknown option '%s'", argv[i]);
-			else if (name)
+			const char *a = argv[i], *val = NULL;
+			char flag[32];
+			const char *eq = strchr(a, '=');
+			if (!strncmp(a, "--max-", 6) && eq && (size_t)(eq - a) < sizeof(flag)) {
+				memcpy(flag, a, (size_t)(eq - a));
+				flag[eq - a] = '\0';
+				a = flag, val = eq + 1;
+			} else if (!strcmp(a, "--max-sandboxes") || !strcmp(a, "--max-memory")) {
+				if (i + 1 >= argc)
+					return token_usage_fail("%s needs a value", a);
+				val = argv[++i];
+			}
+			bool create = !strcmp(sub, "create");
+			uint64_t u;
+			if (create && !strcmp(a, "--admin")) {
+				proto.admin = true;
+			} else if (create && val && !strcmp(a, "--max-sandboxes")) {
+				if (parse_uint(val, "--max-sandboxes", 0, 100000, &u, &err) < 0)
+					return token_usage_fail("%s", err.message);
+				proto.has_max_sandboxes = true, proto.max_sandboxes = (unsigned)u;
+			} else if (create && val && !strcmp(a, "--max-memory")) {
+				if (parse_size(val, &proto.max_memory, &err) < 0)
+					return token_usage_fail("--max-memory: %s", err.message);
+				proto.has_max_memory = true;
+			} else if (a[0] == '-') {
+				return token_usage_fail("unknown option '%s'", a);
+			} else if (name) {
 				return token_usage_fail("%s needs exactly one NAME", sub);
-			else
-				name = argv[i];
+			} else {
+				name = a;
+			}
 		}
 		if (!name)
 			return token_usage_fail("%s needs exactly one NAME", sub);
 		if (!strcmp(sub, "rm"))
 			return serve_token_remove(name, &err) < 0 ? token_fail(&err) : 0;
 		char *token;
-		if (serve_token_create(name, admin, &token, &err) < 0)
+		if (serve_token_create(name, &proto, &token, &err) < 0)
 			return token_fail(&err);
 		printf("%s\n", token);
 		explicit_bzero(token, strlen(token));
@@ -347,20 +411,38 @@ int serve_token_cli(int argc, char **argv)
 		json_init(&w, true);
 		json_array_begin(&w);
 		if (!json)
-			printf("%-32s %-20s %s\n", "NAME", "CREATED", "ROLE");
+			printf("%-32s %-20s %-6s %-13s %s\n", "NAME", "CREATED", "ROLE", "MAX-SANDBOXES", "MAX-MEMORY");
 		for (size_t i = 0; i < n; i++) {
 			char when[32];
 			time_t t = (time_t)v[i].created_unix;
 			struct tm tm;
 			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
+			/* Unset: the server's own limit applies ("server" in the table, null in JSON). */
 			if (!json) {
-				printf("%-32s %-20s %s\n", v[i].name, when, v[i].admin ? "admin" : "-");
+				char ns[16] = "server", nm[32] = "server";
+				if (v[i].has_max_sandboxes && v[i].max_sandboxes)
+					snprintf(ns, sizeof(ns), "%u", v[i].max_sandboxes);
+				else if (v[i].has_max_sandboxes)
+					strcpy(ns, "none");
+				if (v[i].has_max_memory)
+					format_size(v[i].max_memory, nm, sizeof(nm));
+				printf("%-32s %-20s %-6s %-13s %s\n", v[i].name, when, v[i].admin ? "admin" : "-", ns, nm);
 				continue;
 			}
 			json_object_begin(&w);
 			json_kv_string(&w, "name", v[i].name);
 			json_kv_string(&w, "created", when);
 			json_kv_bool(&w, "admin", v[i].admin);
+			json_key(&w, "max_sandboxes");
+			if (v[i].has_max_sandboxes)
+				json_uint(&w, v[i].max_sandboxes);
+			else
+				json_null(&w);
+			json_key(&w, "max_memory");
+			if (v[i].has_max_memory)
+				json_uint(&w, v[i].max_memory);
+			else
+				json_null(&w);
 			json_object_end(&w);
 		}
 		json_array_end(&w);

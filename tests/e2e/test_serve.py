@@ -200,7 +200,7 @@ def test_token_store_is_private_and_ls_never_shows_a_token(capsule_home):
     r = subprocess.run([CAPSULE, "token", "ls", "--json"], env=_env(capsule_home), capture_output=True, text=True)
     doc = json.loads(r.stdout)
     assert r.stdout == json.dumps(doc, indent=2) + "\n"
-    assert all(set(t) == {"name", "created", "admin"} for t in doc)
+    assert all(set(t) == {"name", "created", "admin", "max_sandboxes", "max_memory"} for t in doc)
     r = subprocess.run([CAPSULE, "token", "create", doc[0]["name"]], env=_env(capsule_home), capture_output=True,
                        text=True)
     assert r.returncode == 125 and "exists" in r.stderr and r.stdout == ""

@@ -1,6 +1,7 @@
 """capsule serve beyond the basics (docs/serve.md): idle timeouts, /metrics, and the routes for
 stop and start, saves, ports, mounts and images, against the real server on loopback, driven
 by http.client and curl."""
+import hashlib
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -223,6 +225,84 @@ def test_token_ls_shows_admin(capsule_home):
     r = subprocess.run([CAPSULE, "token", "create", "x", "--root"], env=_env(capsule_home), capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 125 and r.stderr.count("\n") == 1 and "--root" in r.stderr
+
+
+# ---- per-token limits ---------------------------------------------------------------------
+
+
+def token_with(home, *args):
+    name = f"lim-{uuid.uuid4().hex[:10]}"
+    r = subprocess.run([CAPSULE, "token", "create", name, *args], env=_env(home), capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    return name, r.stdout.strip()
+
+
+def test_a_tokens_own_limits_replace_the_servers(server, capsule_home):
+    # The server allows 4 sandboxes and 2G a token; this token 1 sandbox, that one 300M.
+    one_name, one = token_with(capsule_home, "--max-sandboxes", "1")
+    small_name, small = token_with(capsule_home, "--max-memory=300M")
+    many_name, many = token_with(capsule_home, "--max-sandboxes", "0", "--admin")
+    a, b, c = Api(server.port, one), Api(server.port, small), Api(server.port, many)
+    made = [(a, a.create())]
+    status, doc = a.call("POST", "/v1/sandboxes", {})
+    assert_error(status, doc, 429, "limit_exceeded")
+    assert f"token '{one_name}' has 1 sandboxes" in doc["error"]["message"], doc
+    assert "its token allows (--max-sandboxes 1)" in doc["error"]["message"], doc
+    made.append((b, b.create()))  # 256M of 300M
+    status, doc = b.call("POST", "/v1/sandboxes", {"memory": "64M"})
+    assert_error(status, doc, 429, "limit_exceeded")
+    assert f"token '{small_name}'" in doc["error"]["message"] and "its token's --max-memory of 300 MiB" in \
+        doc["error"]["message"], doc
+    # Its count is still the server's: 4.
+    made += [(b, b.create(memory="32M"))]
+    # 0 is no limit on the count: five, past the server's four (the memory limit, 2G, stays).
+    made += [(c, c.create(memory="16M")) for _ in range(5)]
+    for api_, sid in made:
+        assert api_.call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
+    # Freed, the token may create again.
+    sid = a.create()
+    assert a.call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
+
+    r = subprocess.run([CAPSULE, "token", "ls", "--json"], env=_env(capsule_home), capture_output=True, text=True,
+                       check=True)
+    got = {t["name"]: (t["admin"], t["max_sandboxes"], t["max_memory"]) for t in json.loads(r.stdout)}
+    assert got[one_name] == (False, 1, None) and got[small_name] == (False, None, 300 << 20)
+    assert got[many_name] == (True, 0, None)
+    r = subprocess.run([CAPSULE, "token", "ls"], env=_env(capsule_home), capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: line.split()[2:] for line in r.stdout.splitlines()[1:]}
+    assert rows[one_name] == ["-", "1", "server"] and rows[small_name] == ["-", "server", "300M"]
+    assert rows[many_name] == ["admin", "none", "server"]
+
+
+@pytest.mark.parametrize("args, says", [(["--max-sandboxes", "-1"], "--max-sandboxes"),
+                                        (["--max-sandboxes"], "needs a value"),
+                                        (["--max-memory", "lots"], "--max-memory"),
+                                        (["--max-sandboxes=100001"], "--max-sandboxes")])
+def test_bad_token_limits_are_refused_in_one_line(capsule_home, args, says):
+    name = f"bad-{uuid.uuid4().hex[:10]}"
+    r = subprocess.run([CAPSULE, "token", "create", name, *args], env=_env(capsule_home), capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 125 and says in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    r = subprocess.run([CAPSULE, "token", "ls", "--json"], env=_env(capsule_home), capture_output=True, text=True,
+                       check=True)
+    assert name not in r.stdout
+
+
+def test_a_store_from_before_limits_reads_the_same(capsule_home, server):
+    # The line format only grew: a line with no limits is a token with the server's limits.
+    tok = "capsule_" + uuid.uuid4().hex + uuid.uuid4().hex
+    name = f"old-{uuid.uuid4().hex[:10]}"
+    new_token(capsule_home, "first")  # the store exists
+    with open(os.path.join(capsule_home, "serve", "tokens"), "a") as f:
+        f.write(f"{name} 1700000000 {hashlib.sha256(tok.encode()).hexdigest()}\n")
+    old = Api(server.port, tok)
+    sids = [old.create() for _ in range(4)]
+    status, doc = old.call("POST", "/v1/sandboxes", {})
+    assert_error(status, doc, 429, "limit_exceeded")
+    assert "this server allows (--max-sandboxes 4)" in doc["error"]["message"], doc
+    for sid in sids:
+        assert old.call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
 
 
 # ---- labels are the library's -------------------------------------------------------------
