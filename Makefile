@@ -79,6 +79,7 @@ bench: deps
 	$(MAKE) build
 	@bench/run $(abspath $(BUILD))
 	@bench/pools $(abspath $(BUILD))
+	@bench/serve $(abspath $(BUILD))
 	@bench/files $(abspath $(BUILD))
 	@bench/mounts $(abspath $(BUILD))
 	@bench/saves $(abspath $(BUILD))
