@@ -496,6 +496,9 @@ static const struct route routes[] = {
 	{ "POST", "/v1/sandboxes/{id}/checkpoint", handle_checkpoint, BODY_JSON, false },
 	{ "POST", "/v1/sandboxes/{id}/revert", handle_revert, BODY_JSON, false },
 	{ "POST", "/v1/sandboxes/{id}/fork", handle_fork, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/save", handle_sandbox_save, BODY_JSON, false },
+	{ "GET", "/v1/saves", handle_saves_list, BODY_NONE, false },
+	{ "DELETE", "/v1/saves/{name}", handle_save_delete, BODY_NONE, false },
 	{ "GET", "/v1/sandboxes/{id}/ports", handle_ports_list, BODY_NONE, false },
 	{ "POST", "/v1/sandboxes/{id}/ports", handle_ports_add, BODY_JSON, false },
 	{ "DELETE", "/v1/sandboxes/{id}/ports", handle_ports_remove, BODY_NONE, false },
@@ -514,19 +517,21 @@ void serve_api_print_routes(FILE *out)
 		fprintf(out, "%s %s\n", routes[i].method, routes[i].pattern);
 }
 
-/* PATH against PATTERN; "{id}" and "{eid}" take one non-empty segment each into ID, EID. */
+/* PATH against PATTERN; "{id}" and "{eid}" take one non-empty segment each into ID, EID
+ * ("{name}", a save's, is taken into EID too: no route has both). */
 static bool path_match(const char *pattern, const char *path, char id[64], char eid[64])
 {
 	while (*pattern) {
 		bool is_id = !strncmp(pattern, "{id}", 4), is_eid = !strncmp(pattern, "{eid}", 5);
-		if (is_id || is_eid) {
+		bool is_name = !strncmp(pattern, "{name}", 6);
+		if (is_id || is_eid || is_name) {
 			size_t n = strcspn(path, "/");
 			if (n == 0 || n >= 64)
 				return false;
 			memcpy(is_id ? id : eid, path, n);
 			(is_id ? id : eid)[n] = '\0';
 			path += n;
-			pattern += is_id ? 4 : 5;
+			pattern += is_id ? 4 : is_eid ? 5 : 6;
 			continue;
 		}
 		if (*pattern++ != *path++)

@@ -199,6 +199,18 @@ void handle_sandbox_start(struct MHD_Connection *c, struct request *rq);
 void handle_checkpoint(struct MHD_Connection *c, struct request *rq);
 void handle_revert(struct MHD_Connection *c, struct request *rq);
 void handle_fork(struct MHD_Connection *c, struct request *rq);
+/* Token-owned named saves (api_saves.c). */
+void handle_sandbox_save(struct MHD_Connection *c, struct request *rq);
+void handle_saves_list(struct MHD_Connection *c, struct request *rq);
+void handle_save_delete(struct MHD_Connection *c, struct request *rq);
+/* The host save name of OWNER's save NAME, into OUT; -EINVAL with a one-line message for a
+ * NAME the API does not take. */
+#define SERVE_SAVE_PREFIX "serve-"
+/* A create's 'image' may not name a token's save; its 'save' (the caller's own, which must
+ * exist) becomes its image. <0 with *STATUS, *CODE and a one-line message when refused. */
+int serve_create_save_check(const uint8_t owner[32], struct serve_create_req *req, unsigned *status, const char **code,
+			    capsule_error *err);
+int serve_save_host_name(const uint8_t owner[32], const char *name, char *out, size_t size, capsule_error *err);
 void handle_ports_list(struct MHD_Connection *c, struct request *rq);
 void handle_ports_add(struct MHD_Connection *c, struct request *rq);
 void handle_ports_remove(struct MHD_Connection *c, struct request *rq);

@@ -198,11 +198,11 @@ static int build_config(capsule_config **out, const struct serve_create_req *req
 		return 0;
 	}
 	if ((r = capsule_config_set_name(cfg, e->id, err)) < 0 ||
-	    (req->image && (r = capsule_config_set_image(cfg, req->image, err)) < 0) ||
+	    (e->image && (r = capsule_config_set_image(cfg, e->image, err)) < 0) ||
 	    (r = capsule_config_set_isolation(cfg, e->isolation, err)) < 0 ||
 	    (r = capsule_config_set_memory_bytes(cfg, e->memory_bytes, err)) < 0 ||
-	    (req->cpus && (r = capsule_config_set_cpus(cfg, req->cpus, err)) < 0) ||
-	    (req->network && (r = capsule_config_set_network_name(cfg, req->network, err)) < 0) ||
+	    (e->cpus && (r = capsule_config_set_cpus(cfg, e->cpus, err)) < 0) ||
+	    (e->network && (r = capsule_config_set_network_name(cfg, e->network, err)) < 0) ||
 	    (r = capsule_config_set_detached(cfg, serve_state.opts.keep, err)) < 0)
 		goto fail;
 	for (size_t i = 0; i < req->n_env; i++)
@@ -330,6 +330,8 @@ int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_
 	*status = 500;
 	*code = "internal";
 	const struct serve_pool *pool = NULL;
+	if (serve_create_save_check(owner, req, status, code, err) < 0)
+		return -EINVAL;
 	if (req->pool && !(pool = pool_for(req, status, code, err)))
 		return -EINVAL;
 	struct sandbox_entry *e = calloc(1, sizeof(*e));

@@ -45,6 +45,7 @@ static const char serve_usage[] =
 	"  --exec-output-max SIZE  the most of each stream an exec answers (default 1M)\n"
 	"  --max-connections N     per listener (default 256)\n"
 	"  --max-execs N           streaming commands per token (default 16; 0: no limit)\n"
+	"  --max-saves N           named saves per token (default 64; 0: no saves through the API)\n"
 	"  --exec-grace SECS       kill a streaming command no client reads for this long (default 30)\n"
 	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
 	"  --shutdown-timeout SECS how long requests in flight may take at shutdown (default 30)\n"
@@ -141,6 +142,7 @@ static const struct serve_options default_options = {
 	.default_timeout_s = 3600,
 	.exec_output_max = 1u << 20,
 	.max_execs = 16,
+	.max_saves = 64,
 	.exec_grace_s = 30,
 	.audit_fd = -1,
 };
@@ -352,6 +354,11 @@ static int cmd_serve(int argc, char **argv)
 		} else if (!strcmp(a, "--max-connections")) {
 			if (parse_uint(v, "--max-connections", 1, 4096, &max_connections, &err) < 0)
 				return usage_fail("%s", err.message);
+		} else if (!strcmp(a, "--max-saves")) {
+			uint64_t u;
+			if (parse_uint(v, "--max-saves", 0, 4096, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.max_saves = (unsigned)u;
 		} else if (!strcmp(a, "--max-execs")) {
 			uint64_t u;
 			if (parse_uint(v, "--max-execs", 0, 4096, &u, &err) < 0)

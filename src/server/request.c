@@ -192,7 +192,7 @@ struct create_walk {
 };
 
 static const char *const create_fields[] = { "image", "isolation", "memory", "cpus", "network",
-					      "env", "labels", "timeout", "idle_timeout", "pool" };
+					      "env", "labels", "timeout", "idle_timeout", "pool", "save" };
 
 /* A repeated member would be last-wins in most parsers and first-wins in others: refuse it. */
 static int seen_once(unsigned *seen, const char *const *fields, size_t n, const char *name, capsule_error *err)
@@ -303,6 +303,8 @@ static int create_member(const char *name, const char *value, size_t value_len, 
 	}
 	case 9:
 		return field_string("pool", v, &req->pool, err);
+	case 10:
+		return field_string("save", v, &req->save, err);
 	}
 	return cap_err_plain(err, EINVAL, "unknown field '%.64s'", name);
 }
@@ -349,6 +351,7 @@ void serve_create_req_free(struct serve_create_req *r)
 	free(r->cpus);
 	free(r->network);
 	free(r->pool);
+	free(r->save);
 	strv_free_n(r->env, r->n_env);
 	for (size_t i = 0; i < r->n_labels; i++) {
 		free(r->labels[i].key);

@@ -43,6 +43,7 @@ struct serve_create_req {
 	uint32_t timeout_s;
 	uint32_t idle_timeout_s;  /* 0: none */
 	char *pool;               /* take a ready sandbox from this pool of the server's */
+	char *save;               /* start from this save of the caller's token (its short name) */
 };
 
 /* POST /v1/sandboxes/{id}/exec. */
@@ -145,6 +146,7 @@ struct serve_options {
 	uint32_t default_timeout_s;
 	size_t exec_output_max;   /* per stream */
 	unsigned max_execs;       /* streaming commands per token (0: no limit) */
+	unsigned max_saves;       /* named saves per token (0: none) */
 	uint32_t exec_grace_s;    /* a streaming command with no reader is killed after this */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
 	const char *mount_root;   /* resolved; host folders below it may be mounted read-only, or NULL */

@@ -41,6 +41,7 @@ struct save_manifest {
 	char *parent;      /* "host", a save's name, or an image reference */
 	char *parent_kind; /* "host", "save" or "image" */
 	char *parent_id;   /* for a save parent */
+	char *sandbox;     /* the sandbox it was saved from (NULL in a save from before this was kept) */
 	char *base;        /* "host" or "none" (the layers alone) */
 	char **layers;     /* the parent's resolved layers, bottom first (this save's own is not listed) */
 	size_t nlayers;

@@ -60,6 +60,7 @@ void save_manifest_free(struct save_manifest *m)
 	free(m->parent);
 	free(m->parent_kind);
 	free(m->parent_id);
+	free(m->sandbox);
 	free(m->id);
 	free(m->base);
 	memset(m, 0, sizeof(*m));
@@ -168,6 +169,7 @@ int save_manifest_read_at(int saves, const char *name, struct save_manifest *m, 
 		return cap_err_plain(err, EINVAL, "the manifest of save '%s' is malformed", name);
 	}
 	json_get_string(text, len, "parent_id", &m->parent_id);
+	json_get_string(text, len, "sandbox", &m->sandbox);
 	if (json_get_int(text, len, "created", &v) == 0)
 		m->created = v;
 	if (json_get_int(text, len, "size", &v) == 0)
@@ -566,6 +568,8 @@ static int snapshot_at(int store, const char *name, int upper, int disk, const s
 	random_id(id, sizeof(id));
 	json_kv_string(&j, "name", name);
 	json_kv_string(&j, "id", id);
+	if (cfg->name[0])
+		json_kv_string(&j, "sandbox", cfg->name);
 	if ((r = describe_parent(store, cfg, &j, err)) < 0) {
 		json_free(&j);
 		goto fail;
@@ -775,6 +779,11 @@ int capsule_saves_json(char **out_json, capsule_error *err)
 		json_kv_string(&j, "name", v[i].name);
 		json_kv_string(&j, "parent", v[i].parent);
 		json_kv_string(&j, "parent_kind", v[i].parent_kind);
+		json_key(&j, "sandbox");
+		if (v[i].sandbox)
+			json_string(&j, v[i].sandbox);
+		else
+			json_null(&j);
 		json_kv_int(&j, "created", v[i].created);
 		json_kv_uint(&j, "size", v[i].size);
 		json_kv_uint(&j, "files", v[i].files);
