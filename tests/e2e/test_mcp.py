@@ -11,11 +11,12 @@ import select
 import signal
 import subprocess
 import time
+import uuid
 
 import pytest
 
 from tests.conftest import CAPSULE, _env
-from tests.e2e.test_serve import Server, new_token, token
+from tests.e2e.test_serve import Api, Server, new_token, token
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENT = os.path.join(ROOT, "tests", "mcp", "client.mjs")
@@ -519,3 +520,46 @@ def structured_http_delete(port, tok, sid):
         return r.status
     finally:
         c.close()
+
+
+def test_http_create_sandbox_takes_a_pool_and_a_save(capsule_home):
+    pool = f"mp-{uuid.uuid4().hex[:8]}"
+    s = Server(capsule_home, "--pool", f"{pool}:1", "--default-memory", "256M")
+    tok = new_token(capsule_home, "mcp-pool")
+    rest = Api(s.port, tok)
+    made = []
+    try:
+        session = http_initialize(s.port, tok)
+
+        def call(name, **arguments):
+            status, _, doc = post(s.port, tok, {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                                                "params": {"name": name, "arguments": arguments}}, session)
+            assert status == 200, doc
+            return doc["result"]
+
+        status, _, doc = post(s.port, tok, {"jsonrpc": "2.0", "id": 6, "method": "tools/list"}, session)
+        props = next(t for t in doc["result"]["tools"] if t["name"] == "create_sandbox")["inputSchema"]["properties"]
+        assert props["pool"]["type"] == "string" and props["save"]["type"] == "string"
+        r = call("create_sandbox", pool=pool)
+        assert not r["isError"], r
+        made.append(r["structuredContent"]["sandbox_id"])
+        assert rest.call("GET", f"/v1/sandboxes/{made[-1]}")[1]["pool"] == pool
+        r = call("create_sandbox", pool=pool, memory="128M")
+        assert r["isError"] and "'memory'" in r["content"][0]["text"]
+        r = call("create_sandbox", pool="no-such-pool")
+        assert r["isError"] and "no-such-pool" in r["content"][0]["text"]
+        # A save of the token's, made over REST, is a start for its MCP sandboxes.
+        call("run_command", sandbox_id=made[0], command="echo saved > /root/f")
+        assert rest.call("POST", f"/v1/sandboxes/{made[0]}/save", {"name": "m"})[0] == 201
+        r = call("create_sandbox", save="m")
+        assert not r["isError"], r
+        made.append(r["structuredContent"]["sandbox_id"])
+        assert call("run_command", sandbox_id=made[-1], command="cat /root/f")["structuredContent"]["stdout"] == "saved\n"
+        r = call("create_sandbox", save="nope")
+        assert r["isError"] and "no save 'nope'" in r["content"][0]["text"]
+    finally:
+        for sid in made:
+            rest.call("DELETE", f"/v1/sandboxes/{sid}")
+        rest.call("DELETE", "/v1/saves/m")
+        rc, err = s.stop()
+    assert rc == 0, err
