@@ -54,6 +54,7 @@ def test_save_list_start_from_it_and_delete(server, capsule_home):
         made.append(api.create(save="stopped"))
         assert api.exec(made[-1], command="cat /root/f")["stdout"] == "later\n"
         # Removal: a save its sandboxes run from stays until they are gone.
+        assert_error(*api.call("DELETE", "/v1/saves/base"), 409, "busy")
         for m in made:
             assert api.call("DELETE", f"/v1/sandboxes/{m}")[0] == 200
         made = []
