@@ -205,6 +205,8 @@ void handle_saves_list(struct MHD_Connection *c, struct request *rq);
 void handle_save_delete(struct MHD_Connection *c, struct request *rq);
 /* The host save name of OWNER's save NAME, into OUT; -EINVAL with a one-line message for a
  * NAME the API does not take. */
+/* KEY: UNIX_S as an RFC 3339 UTC time. */
+void write_time(struct json_writer *w, const char *key, int64_t unix_s);
 #define SERVE_SAVE_PREFIX "serve-"
 /* A create's 'image' may not name a token's save; its 'save' (the caller's own, which must
  * exist) becomes its image. <0 with *STATUS, *CODE and a one-line message when refused. */

@@ -16,7 +16,7 @@
 #include "serve.h"
 #include "util.h"
 
-static void write_time(struct json_writer *w, const char *key, int64_t unix_s)
+void write_time(struct json_writer *w, const char *key, int64_t unix_s)
 {
 	char buf[32];
 	time_t t = (time_t)unix_s;

@@ -73,15 +73,6 @@ struct own_saves {
 	bool found;
 };
 
-static void write_time(struct json_writer *w, const char *key, int64_t unix_s)
-{
-	char buf[32];
-	time_t t = (time_t)unix_s;
-	struct tm tm;
-	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
-	json_kv_string(w, key, buf);
-}
-
 static int own_save(const char *key, const char *value, size_t len, void *payload)
 {
 	(void)key;
