@@ -428,11 +428,14 @@ def test_port_forwards(server, api):
 
 
 def test_images_pull_with_progress_then_list(server, api, tmp_path):
-    from tests.e2e.imageutil import Registry, busybox_layer, make_layout, require_tools
+    from tests.e2e.imageutil import Entry, Registry, busybox_layer, layer_tar, make_layout, require_tools
     require_tools()
     reg = Registry(str(tmp_path / "registry"))
     try:
-        ref = reg.push(make_layout(str(tmp_path), [busybox_layer()]), "serve/pull")
+        # A layer of its own: one the store already holds (other tests pull busybox) is neither
+        # downloaded nor unpacked again, and would show no progress.
+        own = layer_tar([Entry("pull-marker", data=os.urandom(16).hex().encode())])
+        ref = reg.push(make_layout(str(tmp_path), [busybox_layer(), own]), "serve/pull")
         # curl -N: the lines arrive as the pull goes, one JSON object each.
         r = subprocess.run(["curl", "-sSN", "-H", f"Authorization: Bearer {api.tok}", "-d", json.dumps({"ref": ref}),
                             f"http://127.0.0.1:{server.port}/v1/images/pull"], capture_output=True, text=True,
