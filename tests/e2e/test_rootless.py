@@ -473,6 +473,31 @@ def test_hot_mount_and_unmount_of_a_users_folder(user):
     user.ok("rm", "-f", name)
 
 
+def test_a_host_mount_made_after_a_hot_mount_does_not_appear_inside(user):
+    """The clone is private: a shared host folder's later mounts stay on the host."""
+    name = f"p-{uuid.uuid4().hex[:6]}"
+    hot = os.path.join(user.home, "shared")
+    user.sh("mkdir", "-p", hot)
+    subprocess.run(["mount", "--bind", hot, hot], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", hot], check=True)
+        user.ok("create", "--name", name)
+        user.ok("mount", name, hot, "/hot")
+        sub = os.path.join(hot, "later")
+        os.mkdir(sub)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "later", sub], check=True)
+        try:
+            with open(os.path.join(sub, "on-the-host"), "w") as f:
+                f.write("x")
+            out = user.ok("exec", name, "--", "sh", "-c", "ls -A /hot/later; grep -c ' /hot/later ' /proc/mounts || true")
+            assert out.split() == ["0"], out
+        finally:
+            subprocess.run(["umount", sub], check=True)
+        user.ok("rm", "-f", name)
+    finally:
+        subprocess.run(["umount", "-l", hot], check=True)
+
+
 def test_control_socket_is_under_xdg_runtime_dir_and_gone_after_rm(user):
     name = f"k-{uuid.uuid4().hex[:6]}"
     user.ok("create", "--name", name)

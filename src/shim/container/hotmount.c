@@ -160,7 +160,10 @@ static int clone_as_sandbox_root(const struct container *ct, int src, uint64_t a
 	struct stat a, b;
 	if (fstat(src, &a) < 0 || fstat(tree, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino)
 		hot_die(ESTALE, false, "mount source '%s' was replaced while it was being mounted", path);
-	struct mount_attr ma = { .attr_set = attrs };
+	/* Private, as shim_host_tree makes a root shim's clone: this copy of the host's mounts is
+	 * a slave of the host's peer groups, and a mount the host made later below the path
+	 * would appear in the sandbox. */
+	struct mount_attr ma = { .attr_set = attrs, .propagation = MS_PRIVATE };
 	if (sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma) < 0)
 		hot_die(errno, true, "preparing the mount of '%s'", path);
 	return tree;
