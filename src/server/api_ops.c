@@ -200,7 +200,8 @@ static bool loopback(const char *ip)
 void handle_ports_add(struct MHD_Connection *c, struct request *rq)
 {
 	struct serve_field f[] = {
-		{ .name = "host_port", .kind = SERVE_FIELD_UINT, .required = true, .min = 1, .max = 65535 },
+		/* The server runs as root: a token must not squat a privileged port of the host. */
+		{ .name = "host_port", .kind = SERVE_FIELD_UINT, .required = true, .min = 1024, .max = 65535 },
 		{ .name = "port", .kind = SERVE_FIELD_UINT, .required = true, .min = 1, .max = 65535 },
 		{ .name = "host_ip", .kind = SERVE_FIELD_STRING, .max = 63 },
 	};

@@ -72,6 +72,22 @@ static const char mcp_usage[] =
 /* The verb in messages: serve or mcp. */
 static const char *verb = "serve";
 
+static bool path_within(const char *path, const char *dir)
+{
+	size_t n = strlen(dir);
+	return !strncmp(path, dir, n) && (path[n] == '/' || path[n] == '\0');
+}
+
+/* A mount is checked by path here and opened by path in the shim: a sandbox that can write
+ * below the root (its upper layer, a volume: all in $CAPSULE_HOME) could swap a checked
+ * folder for a symlink in between. So the root and the home must not overlap, either way. */
+static bool mount_root_overlaps_home(const char *root)
+{
+	_cleanup_free_ char *home = realpath(capsule_home(), NULL);
+	const char *h = home ? home : capsule_home();
+	return path_within(h, root) || path_within(root, h);
+}
+
 static int usage_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_fail(const char *fmt, ...)
 {
@@ -401,6 +417,9 @@ static int cmd_serve(int argc, char **argv)
 	}
 	if (o.max_memory && o.default_memory > o.max_memory)
 		return usage_fail("--default-memory is over --max-memory");
+	if (mount_root && mount_root_overlaps_home(mount_root))
+		return usage_fail("--mount-root '%s' overlaps $CAPSULE_HOME '%s' (sandboxes write there: pick a folder apart from it)",
+				  mount_root, capsule_home());
 	if (!tls_cert != !tls_key)
 		return usage_fail("--tls-cert and --tls-key go together");
 	int fds[LISTEN_MAX];

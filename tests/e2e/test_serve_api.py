@@ -416,6 +416,10 @@ def test_port_forwards(server, api):
                                {"host_port": free_port(), "port": 1, "host_ip": "0.0.0.0"}), 403, "permission_denied")
         assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/ports", {"host_port": 70000, "port": 1}), 400,
                      "invalid_request")
+        # The server runs as root: a client never takes a privileged port of the host.
+        status, doc = api.call("POST", f"/v1/sandboxes/{sid}/ports", {"host_port": 1023, "port": 1})
+        assert_error(status, doc, 400, "invalid_request")
+        assert "1024" in doc["error"]["message"] and "\n" not in doc["error"]["message"], doc
         assert api.call("DELETE", f"/v1/sandboxes/{sid}/ports?host_port={port}")[0] == 200
         assert api.call("GET", f"/v1/sandboxes/{sid}/ports")[1]["ports"] == []
         assert_error(*api.call("DELETE", f"/v1/sandboxes/{sid}/ports?host_port={port}"), 404, "not_found")
@@ -596,3 +600,12 @@ def test_mounts_read_only_from_below_the_mount_root(capsule_home, tmp_path, serv
     r = subprocess.run([CAPSULE, "serve", "--listen", "127.0.0.1:0", "--mount-root", str(tmp_path / "nope")],
                        env=_env(capsule_home), capture_output=True, text=True, timeout=30)
     assert r.returncode == 125 and "must be an existing folder" in r.stderr
+    # Sandboxes write below $CAPSULE_HOME: a root that holds it, is it, or lies in it could
+    # have a checked folder swapped for a symlink before the shim opens it.
+    inside = os.path.join(capsule_home, "volumes")
+    os.makedirs(inside, exist_ok=True)
+    for bad in [os.path.dirname(capsule_home), capsule_home, inside]:
+        r = subprocess.run([CAPSULE, "serve", "--listen", "127.0.0.1:0", "--mount-root", bad],
+                           env=_env(capsule_home), capture_output=True, text=True, timeout=30)
+        assert r.returncode == 125 and "overlaps $CAPSULE_HOME" in r.stderr, (bad, r.stderr)
+        assert r.stderr.count("\n") == 1, r.stderr
