@@ -196,11 +196,14 @@ static bool name_allowed(const struct egress *eg, const char *name)
 static bool addr_acceptable(const struct capsule_config *cfg, uint32_t addr)
 {
 	uint32_t a = ntohl(addr);
-	uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16);
+	uint8_t b0 = (uint8_t)(a >> 24), b1 = (uint8_t)(a >> 16), b2 = (uint8_t)(a >> 8);
 	if (b0 == 0 || b0 == 127 || b0 >= 224)
 		return false;
+	/* 198.18.0.0/15 (benchmarking) and 192.0.0.0/24 (IETF protocol assignments) are used
+	 * inside networks (test rigs, NAT64 and DS-Lite gateways), never on the internet. */
 	bool internal = b0 == 10 || (b0 == 172 && (b1 & 0xf0) == 16) || (b0 == 192 && b1 == 168) ||
-			(b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64);
+			(b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64) ||
+			(b0 == 198 && (b1 & 0xfe) == 18) || (b0 == 192 && b1 == 0 && b2 == 0);
 	return !internal || cfg->dns_private;
 }
 

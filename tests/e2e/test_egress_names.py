@@ -84,7 +84,8 @@ def test_name_moving_to_a_new_address_opens_it_and_closes_the_old_after_its_ttl(
 def test_internal_answers_are_not_opened_without_dns_private(capsule, dns, host_server):
     """DNS rebinding: a public name made to point at the host's loopback (or a private
     network) opens nothing unless the sandbox was created with --dns-private."""
-    dns.set(NAME, [GATEWAY, "192.168.1.5", "169.254.169.254", "192.0.2.30"], ttl=60)
+    dns.set(NAME, [GATEWAY, "192.168.1.5", "169.254.169.254", "198.18.0.7", "198.19.255.1", "192.0.0.170",
+                   "192.0.2.30"], ttl=60)
     name = create(capsule, dns, "--allow-host", NAME)
     assert resolve_inside(capsule, name, NAME) == "192.0.2.30"
     assert open_addresses(capsule, name, NAME) == {"192.0.2.30"}
