@@ -70,6 +70,9 @@ struct egress {
 	struct sockaddr_in upstream;
 	uint64_t quota;
 	uint64_t queries, refused;
+	/* Refusals are logged as a count, at most one line a second: a line per refused query
+	 * would let the sandbox write the host's disk full. */
+	uint64_t refused_logged, refused_log_ms;
 	struct bucket { double tokens; uint64_t at_ms; } query_bucket, nft_bucket;
 };
 
@@ -292,6 +295,17 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 	return r;
 }
 
+static void refused_log(struct net *n, struct egress *eg, const char *latest)
+{
+	uint64_t now = now_ms();
+	if (eg->refused_log_ms && now - eg->refused_log_ms < 1000)
+		return;
+	net_log(n, "dns: %llu queries for names not allowed got NXDOMAIN since the last such line (the latest '%.64s')",
+		(unsigned long long)(eg->refused - eg->refused_logged), latest);
+	eg->refused_logged = eg->refused;
+	eg->refused_log_ms = now;
+}
+
 static void sandbox_query(struct net *n, struct egress *eg)
 {
 	for (int burst = 0; burst < 64; burst++) {
@@ -312,9 +326,15 @@ static void sandbox_query(struct net *n, struct egress *eg)
 			}
 			continue;
 		}
+		/* The rate bound comes before anything else a query costs the host (a log line, a
+		 * lookup upstream). */
+		if (!bucket_take(&eg->query_bucket, EGRESS_QUERIES_PER_S)) {
+			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+			continue;
+		}
 		if (q.qclass != DNS_CLASS_IN || !name_allowed(eg, q.name)) {
 			eg->refused++;
-			net_log(n, "dns: '%s' is not allowed: NXDOMAIN", q.name);
+			refused_log(n, eg, q.name);
 			send_answer(eg, &from, &q, DNS_RCODE_NXDOMAIN, NULL, 0, 0);
 			continue;
 		}
@@ -322,10 +342,6 @@ static void sandbox_query(struct net *n, struct egress *eg)
 		 * nothing but A queries reaches the upstream. */
 		if (q.qtype != DNS_TYPE_A) {
 			send_answer(eg, &from, &q, DNS_RCODE_NOERROR, NULL, 0, 0);
-			continue;
-		}
-		if (!bucket_take(&eg->query_bucket, EGRESS_QUERIES_PER_S)) {
-			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
 			continue;
 		}
 		struct egress_pending *p = NULL, *oldest = &eg->pending[0];

@@ -16,6 +16,7 @@ from secutil import assert_alive, py, sh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
 from dns_responder import RESOLVE, decode_question, dns, encode_name  # noqa: E402,F401 (a fixture)
+from helpers import run_dir  # noqa: E402
 from test_network_security import host_listener  # noqa: E402,F401 (a fixture)
 
 GATEWAY = "10.0.2.2"
@@ -187,3 +188,31 @@ def test_a_flood_of_lookups_reaches_the_upstream_at_a_bounded_rate(capsule, dns)
     asked = sum(1 for q in dns.queries if q[0] == NAME)
     assert asked <= 100 + 100 * elapsed + 5, (asked, elapsed)
     assert_alive(capsule, name)
+
+
+def test_a_flood_of_refused_names_does_not_fill_the_shim_log(capsule, dns):
+    """A refused name is counted and logged at most once a second, as a count: a line per
+    query would let the sandbox fill the host's disk through its shim.log."""
+    dns.set(NAME, ["192.0.2.44"])
+    name = create(capsule, dns)
+    flood = ("import socket, struct\n"
+             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "for i in range(5000):\n"
+             "    n = ('x' * 60 + '.') * 3 + 'n%d.evil.test' % i\n"
+             "    q = b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0\\0\\1\\0\\1'\n"
+             "    s.sendto(struct.pack('>HHHHHH', i & 0xffff, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.53', 53))\n")
+    py(capsule, name, flood, check=True)
+    assert_alive(capsule, name)
+    log = os.path.join(run_dir(capsule, name), "shim.log")
+    size = os.path.getsize(log)
+    assert size < 64 * 1024, size
+    with open(log) as f:
+        assert "names not allowed got NXDOMAIN" in f.read()
+    # The bucket refills at 100 a second: the proxy answers the allowed name again.
+    for _ in range(10):
+        got = resolve_inside(capsule, name, NAME)
+        if got == "192.0.2.44":
+            break
+        time.sleep(0.2)
+    assert got == "192.0.2.44"
+    assert capsule.inspect(name)["network"]["egress"]["dns_refused"] > 0
