@@ -37,6 +37,10 @@
 /* A sandbox decides how many files it makes: past this many changes the diff is refused
  * rather than grown without end (the JSON of a million changes is ~100 MiB). */
 #define DIFF_MAX_CHANGES 1000000u
+/* Each change carries its whole path (up to ~64 KiB deep down), so the count alone does not
+ * bound the answer: a few MiB of long nested names would make GiBs of JSON. The bytes are
+ * bounded too, checked as each change is written (one change past it at most). */
+#define DIFF_MAX_JSON_BYTES (64u << 20)
 #define DIFF_PATH_MAX ((DIFF_MAX_DEPTH + 2) * (NAME_MAX + 1))
 #define DIFF_MAX_NAMES_PER_DIR 1000000u
 
@@ -168,6 +172,9 @@ static int emit(struct differ *d, const char *kind, int dirfd, const char *name,
 		}
 	}
 	json_object_end(j);
+	if (j->len > DIFF_MAX_JSON_BYTES)
+		return cap_err_plain(d->err, EFBIG, "the changes in the sandbox's filesystem are over %u MiB of JSON",
+				     DIFF_MAX_JSON_BYTES >> 20);
 	return j->err ? cap_err(d->err, -j->err, "formatting the diff") : 0;
 }
 

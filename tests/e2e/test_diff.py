@@ -107,6 +107,24 @@ def test_folders_nested_past_the_bound_fail_with_one_line(capsule):
     assert "nested deeper than 256 levels" in r.stderr
 
 
+def test_a_diff_over_64_mib_of_json_fails_with_one_line(capsule):
+    """Each change carries its whole path: 250 folders of 250-letter names and 1,200 empty
+    files at the bottom are ~1 MiB on disk, but ~75 MiB of JSON."""
+    name = capsule.create()
+    deep = ("import os\n"
+            "os.chdir('/root')\n"
+            "for i in range(250):\n"
+            "    os.mkdir('d' * 250); os.chdir('d' * 250)\n"
+            "for i in range(1200):\n"
+            "    open('f%d' % i, 'w').close()\n")
+    r = capsule.run("exec", "--diff", name, "python3", "-c", deep)
+    # The command's exit code is kept; the diff after it is refused in one line.
+    assert r.returncode == 0 and r.stderr.count("\n") == 1 and "over 64 MiB of JSON" in r.stderr, r.stderr[-2000:]
+    r = capsule.run("diff", "--json", name)
+    assert_capsule_error(r)
+    assert "over 64 MiB of JSON" in r.stderr and r.stdout == ""
+
+
 def test_exec_diff_prints_what_the_command_changed(capsule):
     name = capsule.create()
     sh(capsule, name, "echo one > /root/before; echo gone > /root/gone")
