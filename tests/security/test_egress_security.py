@@ -171,18 +171,24 @@ def test_hostile_upstream_answers_open_nothing(capsule, dns):
     assert_alive(capsule, name)
 
 
+# COUNT A queries to the proxy as fast as they go, for NAME ('%d' in it: the query's number).
+FLOOD = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[2])):
+    n = sys.argv[1] % i if "%d" in sys.argv[1] else sys.argv[1]
+    q = b"".join(bytes([len(l)]) + l.encode() for l in n.split(".")) + b"\\0\\0\\1\\0\\1"
+    s.sendto(struct.pack(">HHHHHH", i & 0xffff, 0x0100, 1, 0, 0, 0) + q, ("127.0.0.53", 53))
+"""
+
+
 def test_a_flood_of_lookups_reaches_the_upstream_at_a_bounded_rate(capsule, dns):
     """The proxy asks the upstream at most 100 times a second (with a burst of 100): a
     sandbox cannot turn it into a flood of the host's resolver."""
     dns.set(NAME, ["192.0.2.43"])
     name = create(capsule, dns)
-    flood = ("import socket, struct, sys\n"
-             "q = b''.join(bytes([len(l)]) + l.encode() for l in sys.argv[1].split('.')) + b'\\0\\0\\1\\0\\1'\n"
-             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             "for i in range(1000):\n"
-             "    s.sendto(struct.pack('>HHHHHH', i, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.53', 53))\n")
     t0 = time.monotonic()
-    py(capsule, name, flood, args=(NAME,), check=True)
+    py(capsule, name, FLOOD, args=(NAME, "1000"), check=True)
     time.sleep(1)
     elapsed = time.monotonic() - t0
     asked = sum(1 for q in dns.queries if q[0] == NAME)
@@ -195,13 +201,7 @@ def test_a_flood_of_refused_names_does_not_fill_the_shim_log(capsule, dns):
     query would let the sandbox fill the host's disk through its shim.log."""
     dns.set(NAME, ["192.0.2.44"])
     name = create(capsule, dns)
-    flood = ("import socket, struct\n"
-             "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             "for i in range(5000):\n"
-             "    n = ('x' * 60 + '.') * 3 + 'n%d.evil.test' % i\n"
-             "    q = b''.join(bytes([len(l)]) + l.encode() for l in n.split('.')) + b'\\0\\0\\1\\0\\1'\n"
-             "    s.sendto(struct.pack('>HHHHHH', i & 0xffff, 0x0100, 1, 0, 0, 0) + q, ('127.0.0.53', 53))\n")
-    py(capsule, name, flood, check=True)
+    py(capsule, name, FLOOD, args=(("x" * 60 + ".") * 3 + "n%d.evil.test", "5000"), check=True)
     assert_alive(capsule, name)
     log = os.path.join(run_dir(capsule, name), "shim.log")
     size = os.path.getsize(log)
