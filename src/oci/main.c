@@ -55,7 +55,7 @@ static void log_line(const char *level, const char *msg)
 }
 
 /* "capsule-oci: PREFIXMESSAGE" to stderr, and MESSAGE at LEVEL to --log. */
-static void report(const char *level, const char *prefix, const char *fmt, va_list ap)
+_printf_(3, 0) static void report(const char *level, const char *prefix, const char *fmt, va_list ap)
 {
 	char msg[1024];
 	vsnprintf(msg, sizeof(msg), fmt, ap);
