@@ -209,6 +209,22 @@ def guest_file(c, name, path):
     return r.stdout if r.returncode == 0 else None
 
 
+def console_ready(c, name):
+    """Clear whatever an earlier test left on the console's line (ctrl-c), then wait until the
+    shell runs a line typed after it: the tty flushes its input when the ctrl-c's signal is
+    delivered, so keys typed before the guest got that far are lost."""
+    r = c.run("input", name, "key", "ctrl-c")
+    assert r.returncode == 0, r.stderr
+    # A line that lost its first keys to the flush still ends with its newline, so the next
+    # attempt starts on an empty line.
+    for attempt in range(5):
+        marker = f"ready{attempt}"
+        type_text(c, name, f"echo {marker} > /tmp/console-ready\n")
+        if wait_until(lambda: guest_file(c, name, "/tmp/console-ready") == marker + "\n", timeout=10, interval=0.5):
+            return
+    raise AssertionError("the console shell never ran a typed line")
+
+
 def key_downs(events):
     return [code for _, typ, code, value in events if typ == EV_KEY and value == 1]
 
@@ -262,8 +278,7 @@ def test_display_shows_a_console_shell_that_typed_input_reaches(display_vm, tmp_
     # Typed keys reach the shell on it; it is confined as `capsule exec` is (the same
     # capabilities, seccomp filter and no_new_privs) and runs on tty1.
     status = "grep -E '^(Cap|NoNewPrivs|Seccomp)' /proc/self/status"
-    r = c.run("input", name, "key", "ctrl-c")  # whatever an earlier test left on the line
-    assert r.returncode == 0, r.stderr
+    console_ready(c, name)
     type_text(c, name, f"echo hello > /tmp/typed; {status} > /tmp/console-status; tty > /tmp/console-tty\n")
     # The line's last command written: the whole line ran (a file exists before it is written).
     assert wait_until(lambda: (guest_file(c, name, "/tmp/console-tty") or "").endswith("\n"), timeout=60, interval=0.5)
