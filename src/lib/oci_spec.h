@@ -1,5 +1,5 @@
 /* An OCI bundle's config.json (runtime-spec 1.x) read into a sandbox's configuration and the
- * options of its process (oci_spec.c), and the spec's seccomp profile compiled to BPF
+ * options of its process (oci_spec.c and a file per section, oci_spec_parse.h), and the spec's seccomp profile compiled to BPF
  * (oci_seccomp.c). docs/oci.md lists what is honoured and what is refused. */
 #ifndef CAPSULE_OCI_SPEC_H
 #define CAPSULE_OCI_SPEC_H

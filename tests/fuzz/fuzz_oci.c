@@ -1,4 +1,4 @@
-/* libFuzzer target: config.json and exec's process.json (src/lib/oci_spec.c, oci_seccomp.c),
+/* libFuzzer target: config.json and exec's process.json (src/lib/oci_spec*.c, oci_seccomp.c),
  * which capsule-oci reads from a bundle someone else wrote.
  *
  * Byte 0 picks the form (even: a whole config.json, its bundle /nonexistent-bundle; odd: a

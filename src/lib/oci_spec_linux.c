@@ -1,0 +1,389 @@
+/* config.json's linux section: namespaces, resources, masked and read-only paths, sysctls,
+ * the cgroup path, id mappings and the seccomp profile (compiled in oci_seccomp.c). */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "internal.h"
+#include "json.h"
+#include "oci_spec.h"
+#include "oci_spec_parse.h"
+#include "proc_masks.h"
+#include "util.h"
+
+/* capsule always makes these namespaces; the spec must ask for at least the ones whose
+ * absence would mean sharing the host's (capsule never shares them). */
+static int ns_element(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	if (n == 0 || v[0] != '{')
+		return oci_bad(w->err, "linux.namespaces", "an element is not an object");
+	_cleanup_free_ char *type = NULL, *path = NULL;
+	if (json_get_string(v, n, "type", &type) < 0)
+		return oci_bad(w->err, "linux.namespaces", "an element has no type");
+	int r = json_get_string(v, n, "path", &path);
+	if (r < 0 && r != -ENOENT)
+		return oci_bad(w->err, "linux.namespaces", "a path is not a string");
+	static const char *const known[] = { "pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time" };
+	size_t i = 0;
+	while (i < ARRAY_SIZE(known) && strcmp(type, known[i]))
+		i++;
+	if (i == ARRAY_SIZE(known))
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: unknown type '%.32s'", type);
+	/* A network namespace made by the caller (podman's, a CNI plugin's, a Kubernetes pod's):
+	 * the sandbox joins it and its owner configures it. The shim checks that it is one. */
+	if (path && path[0] && !strcmp(type, "network")) {
+		if (path[0] != '/' || strlen(path) > 1024 || strpbrk(path, "\n"))
+			return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: the network namespace path "
+							      "'%.128s' is not an absolute path", path);
+		free(w->spec->cfg->net_ns);
+		w->spec->cfg->net_ns = steal_ptr(path);
+	} else if (path && path[0]) {
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: linux.namespaces: joining the %s namespace at '%.128s' is not supported "
+				     "by capsule: a sandbox makes its own (only a network namespace can be joined)", type, path);
+	}
+	if (!strcmp(type, "time"))
+		return oci_unsupported(w->err, "linux.namespaces: time", "a sandbox shares the host's clocks");
+	w->mask |= 1ull << i;
+	return 0;
+}
+
+static int parse_namespaces(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	struct walk w = { .spec = spec, .err = err };
+	int r = oci_walk_json(true, v, n, 16, ns_element, &w, "linux.namespaces", err);
+	if (r < 0)
+		return r;
+	/* pid, network, mount, ipc, uts: without them runc would share the host's. */
+	static const char *const needed[] = { "pid", "network", "mount", "ipc", "uts" };
+	for (size_t i = 0; i < ARRAY_SIZE(needed); i++)
+		if (!(w.mask & (1ull << i)))
+			return cap_err_plain(err, EOPNOTSUPP,
+					     "config.json: linux.namespaces: sharing the host's %s namespace is not "
+					     "supported by capsule (list it: a sandbox always has its own)", needed[i]);
+	return 0;
+}
+
+static int device_rule(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	if (n == 0 || v[0] != '{')
+		return oci_bad(w->err, "linux.resources.devices", "an element is not an object");
+	bool allow = false;
+	if (json_get_bool(v, n, "allow", &allow) < 0)
+		return oci_bad(w->err, "linux.resources.devices", "an element has no allow");
+	_cleanup_free_ char *type = NULL, *access = NULL;
+	int r = json_get_string(v, n, "type", &type);
+	if (r < 0 && r != -ENOENT)
+		return oci_bad(w->err, "linux.resources.devices", "type is not a string");
+	r = json_get_string(v, n, "access", &access);
+	if (r < 0 && r != -ENOENT)
+		return oci_bad(w->err, "linux.resources.devices", "access is not a string");
+	if (type && strcmp(type, "a") && strcmp(type, "c") && strcmp(type, "b"))
+		return oci_bad(w->err, "linux.resources.devices", "type is not a, c or b");
+	const char *mv;
+	size_t mn;
+	bool all = (!type || !strcmp(type, "a")) && json_get_member(v, n, "major", &mv, &mn) == -ENOENT &&
+		   json_get_member(v, n, "minor", &mv, &mn) == -ENOENT;
+	/* A sandbox's /dev holds capsule's own few devices and nothing in it can make more (its
+	 * user namespace): it is the deny-all rule already, with those allowed. So the rules may
+	 * deny everything and allow what they like; what they cannot do is widen that. */
+	if (w->n++ == 0 && !(all && !allow))
+		return oci_unsupported(w->err, "linux.resources.devices", "the first rule must deny every device");
+	if (allow && all)
+		return oci_unsupported(w->err, "linux.resources.devices", "allowing every device");
+	return 0;
+}
+
+static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	if (v[0] != '{')
+		return oci_bad(err, "linux.resources", "not an object");
+	capsule_config *cfg = spec->cfg;
+	const char *fv;
+	size_t fn;
+	int r;
+	if (json_get_member(v, n, "devices", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
+		struct walk w = { .err = err };
+		if ((r = oci_walk_json(true, fv, fn, 256, device_rule, &w, "linux.resources.devices", err)) < 0)
+			return r;
+	}
+	if (json_get_member(v, n, "memory", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
+		const char *lv;
+		size_t ln;
+		int64_t limit;
+		if (fv[0] != '{')
+			return oci_bad(err, "linux.resources.memory", "not an object");
+		if (json_get_member(fv, fn, "limit", &lv, &ln) == 0) {
+			if ((r = oci_value_int(lv, ln, "linux.resources.memory.limit", &limit, err)) < 0)
+				return r;
+			if (limit > 0 && (r = capsule_config_set_memory_bytes(cfg, (uint64_t)limit, err)) < 0)
+				return r;
+			if (limit < -1 || limit == 0)
+				return oci_bad(err, "linux.resources.memory.limit", "not a positive number of bytes or -1");
+		}
+		static const char *const others[] = { "reservation", "swap", "kernel", "kernelTCP", "swappiness",
+						      "disableOOMKiller", "useHierarchy", "checkBeforeUpdate" };
+		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
+			if (json_get_member(fv, fn, others[i], &lv, &ln) == 0 && !oci_is_null(lv, ln))
+				return cap_err_plain(err, EOPNOTSUPP,
+						     "config.json: linux.resources.memory.%s is not supported by capsule "
+						     "(the memory limit is)", others[i]);
+	}
+	if (json_get_member(v, n, "pids", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
+		int64_t limit;
+		if (fv[0] != '{' || json_get_int(fv, fn, "limit", &limit) < 0)
+			return oci_bad(err, "linux.resources.pids", "needs a limit");
+		if (limit > UINT32_MAX)
+			return oci_bad(err, "linux.resources.pids.limit", "out of range");
+		/* 0 or -1: no limit, as runc has it. */
+		if ((r = capsule_config_set_pids_limit(cfg, limit > 0 ? (uint32_t)limit : 0, err)) < 0)
+			return r;
+	}
+	if (json_get_member(v, n, "cpu", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
+		if (fv[0] != '{')
+			return oci_bad(err, "linux.resources.cpu", "not an object");
+		int64_t quota = 0, period = 0;
+		const char *qv;
+		size_t qn;
+		if (json_get_member(fv, fn, "quota", &qv, &qn) == 0 &&
+		    (r = oci_value_int(qv, qn, "linux.resources.cpu.quota", &quota, err)) < 0)
+			return r;
+		if (json_get_member(fv, fn, "period", &qv, &qn) == 0 &&
+		    (r = oci_value_int(qv, qn, "linux.resources.cpu.period", &period, err)) < 0)
+			return r;
+		if (quota > 0) {
+			if (period <= 0)
+				period = 100000;
+			uint64_t milli = (uint64_t)quota * 1000 / (uint64_t)period;
+			if (milli == 0 || milli > UINT32_MAX)
+				return oci_bad(err, "linux.resources.cpu", "quota/period out of range");
+			if ((r = capsule_config_set_cpus_milli(cfg, (uint32_t)milli, err)) < 0)
+				return r;
+		}
+		/* 1024 is every cgroup's own weight (containerd's default spec names it): honoured
+		 * as it is; another weight is not. */
+		if (json_get_member(fv, fn, "shares", &qv, &qn) == 0 && !oci_is_null(qv, qn) &&
+		    !(qn == 4 && !memcmp(qv, "1024", 4)))
+			return oci_unsupported(err, "linux.resources.cpu.shares other than 1024", "a sandbox has the default weight");
+		static const char *const others[] = { "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst" };
+		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
+			if (json_get_member(fv, fn, others[i], &qv, &qn) == 0 && !oci_is_empty(qv, qn))
+				return cap_err_plain(err, EOPNOTSUPP,
+						     "config.json: linux.resources.cpu.%s is not supported by capsule "
+						     "(quota and period are)", others[i]);
+	}
+	static const char *const others[] = { "blockIO", "hugepageLimits", "network", "rdma", "unified" };
+	for (size_t i = 0; i < ARRAY_SIZE(others); i++)
+		if (json_get_member(v, n, others[i], &fv, &fn) == 0 && !oci_is_empty(fv, fn))
+			return cap_err_plain(err, EOPNOTSUPP, "config.json: linux.resources.%s is not supported by capsule",
+					     others[i]);
+	return 0;
+}
+
+/* capsule masks and write-protects its own lists under /proc and /sys (proc_masks.c), and
+ * all of /sys is read-only: a spec's lists may name what those cover, nothing more. */
+static bool below_any(const char *path, const char *const *list, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t l = strlen(list[i]);
+		if (!strncmp(path + 1, list[i], l) && (path[1 + l] == 0 || path[1 + l] == '/'))
+			return true;
+	}
+	return false;
+}
+
+static int protected_element(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	_cleanup_free_ char *p = NULL;
+	int r = oci_value_string(v, n, w->where, &p, w->err);
+	if (r < 0)
+		return r;
+	size_t len = strlen(p);
+	if (p[0] != '/' || len < 2 || len > 1024 || strpbrk(p, ",\n") || strstr(p, "/../") || strstr(p, "//") ||
+	    (len >= 3 && !strcmp(p + len - 3, "/..")) || p[len - 1] == '/')
+		return cap_err_plain(w->err, EINVAL, "config.json: %s: '%.128s' is not a clean absolute path without ','",
+				     w->where, p);
+	/* What capsule's own lists cover already is not done twice. */
+	static const char *const sys[] = { "sys" };
+	if (below_any(p, sandbox_masked_paths, sandbox_masked_paths_count) ||
+	    (!w->mask && (below_any(p, sandbox_readonly_paths, sandbox_readonly_paths_count) || below_any(p, sys, 1))))
+		return 0;
+	return oci_join(w->payload, p, "", w->where, w->err);
+}
+
+static int parse_protected_paths(struct capsule_oci_spec *spec, const char *v, size_t n, bool masked,
+				 capsule_error *err)
+{
+	const char *where = masked ? "linux.maskedPaths" : "linux.readonlyPaths";
+	struct joined j = { 0 };
+	struct walk w = { .err = err, .where = where, .mask = masked, .payload = &j };
+	int r = oci_walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err);
+	if (r < 0) {
+		free(j.out);
+		return r;
+	}
+	char **slot = masked ? &spec->cfg->masked_paths : &spec->cfg->readonly_paths;
+	free(*slot);
+	*slot = j.out;
+	return 0;
+}
+
+/* Only what the sandbox's own namespaces hold, as runc allows: the network's (net.*), IPC's and
+ * POSIX message queues'. The rest is the host's kernel. */
+static bool sysctl_namespaced(const char *name)
+{
+	static const char *const ipc[] = { "kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+					   "kernel.shmall", "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced" };
+	if (!strncmp(name, "net.", 4) || !strncmp(name, "fs.mqueue.", 10))
+		return true;
+	for (size_t i = 0; i < ARRAY_SIZE(ipc); i++)
+		if (!strcmp(name, ipc[i]))
+			return true;
+	return false;
+}
+
+struct sysctl_walk {
+	capsule_error *err;
+	struct joined j;
+};
+
+static int sysctl_member(const char *name, const char *v, size_t n, void *payload)
+{
+	struct sysctl_walk *w = payload;
+	_cleanup_free_ char *value = NULL;
+	if (n == 0 || v[0] != '"' || json_string_value(v, n, &value) < 0)
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl.%.64s: not a string", name);
+	size_t nl = strlen(name);
+	if (!nl || nl > 200 || strstr(name, "..") || name[0] == '.' || name[nl - 1] == '.')
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl: bad name '%.64s'", name);
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '_' || *c == '.' || *c == '-'))
+			return cap_err_plain(w->err, EINVAL, "config.json: linux.sysctl: bad name '%.64s'", name);
+	if (!sysctl_namespaced(name))
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: linux.sysctl.%.64s is not supported by capsule: it is not the sandbox's "
+				     "own (net.*, IPC and fs.mqueue.* are)", name);
+	size_t vl = strlen(value);
+	if (vl > 200 || strpbrk(value, ",\n"))
+		return cap_err_plain(w->err, EOPNOTSUPP,
+				     "config.json: linux.sysctl.%.64s: a value with a comma or a newline is not supported", name);
+	char item[256];
+	snprintf(item, sizeof(item), "%s=", name);
+	return oci_join(&w->j, item, value, "linux.sysctl", w->err);
+}
+
+static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	struct sysctl_walk w = { .err = err };
+	int r = oci_walk_json(false, v, n, MAX_MEMBERS, sysctl_member, &w, "linux.sysctl", err);
+	if (r < 0) {
+		free(w.j.out);
+		return r;
+	}
+	free(spec->cfg->sysctls);
+	spec->cfg->sysctls = w.j.out;
+	return 0;
+}
+
+/* An absolute path below each hierarchy's root, as podman's cgroupfs manager ("/libpod_parent/
+ * libpod-ID") and containerd ("/default/ID") give it. */
+static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	char *path = NULL;
+	int r = oci_value_string(v, n, "linux.cgroupsPath", &path, err);
+	if (r < 0)
+		return r;
+	if (!path[0]) {
+		free(path);
+		return 0;
+	}
+	const char *why = NULL;
+	if (strchr(path, ':'))
+		why = "a systemd slice:prefix:name (use the cgroupfs manager)";
+	else if (path[0] != '/')
+		why = "a relative path (give it from the hierarchy's root)";
+	else if (strlen(path) > 1024 || strstr(path, "/../") || strstr(path, "/./") || strstr(path, "//") ||
+		 !strcmp(path, "/") || path[strlen(path) - 1] == '/' || strpbrk(path, ",\n") ||
+		 (strlen(path) >= 3 && !strcmp(path + strlen(path) - 3, "/..")) ||
+		 (strlen(path) >= 2 && !strcmp(path + strlen(path) - 2, "/.")))
+		why = "not a clean absolute path";
+	if (why) {
+		r = cap_err_plain(err, EOPNOTSUPP, "config.json: linux.cgroupsPath '%.128s' is not supported by capsule: %s",
+				  path, why);
+		free(path);
+		return r;
+	}
+	free(spec->cfg->cgroup_path);
+	spec->cfg->cgroup_path = path;
+	return 0;
+}
+
+struct linux_walk {
+	struct capsule_oci_spec *spec;
+	capsule_error *err;
+	bool has_namespaces;
+};
+
+static int linux_member(const char *name, const char *v, size_t n, void *payload)
+{
+	struct linux_walk *lw = payload;
+	capsule_error *err = lw->err;
+	if (!strcmp(name, "namespaces")) {
+		lw->has_namespaces = true;
+		return parse_namespaces(lw->spec, v, n, err);
+	}
+	if (!strcmp(name, "resources"))
+		return oci_is_null(v, n) ? 0 : parse_resources(lw->spec, v, n, err);
+	if (!strcmp(name, "seccomp")) {
+		if (oci_is_null(v, n))
+			return 0;
+		return oci_seccomp_compile(v, n, &lw->spec->seccomp_bpf, &lw->spec->seccomp_len, err);
+	}
+	if (!strcmp(name, "maskedPaths") || !strcmp(name, "readonlyPaths"))
+		return oci_is_null(v, n) ? 0 : parse_protected_paths(lw->spec, v, n, !strcmp(name, "maskedPaths"), err);
+	if (!strcmp(name, "uidMappings") || !strcmp(name, "gidMappings")) {
+		if (oci_is_empty(v, n))
+			return 0;
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "config.json: linux.%s is not supported by capsule: a sandbox's ids are mapped to a "
+				     "host range of its own", name);
+	}
+	if (!strcmp(name, "cgroupsPath"))
+		return oci_is_null(v, n) ? 0 : parse_cgroups_path(lw->spec, v, n, err);
+	if (!strcmp(name, "rootfsPropagation")) {
+		_cleanup_free_ char *p = NULL;
+		int r = oci_value_string(v, n, "linux.rootfsPropagation", &p, err);
+		if (r < 0)
+			return r;
+		if (p[0] && strcmp(p, "private") && strcmp(p, "rprivate"))
+			return oci_unsupported(err, "linux.rootfsPropagation", "a sandbox's mounts are private");
+		return 0;
+	}
+	if (!strcmp(name, "sysctl"))
+		return oci_is_null(v, n) ? 0 : parse_sysctls(lw->spec, v, n, err);
+	static const char *const refused[] = { "devices", "mountLabel", "intelRdt", "personality",
+					       "timeOffsets", "memoryPolicy", "netDevices" };
+	for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
+		if (!strcmp(name, refused[i]))
+			return oci_is_empty(v, n) ? 0
+					      : cap_err_plain(err, EOPNOTSUPP,
+							      "config.json: linux.%s is not supported by capsule", name);
+	return 0;
+}
+
+int oci_parse_linux(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	struct linux_walk lw = { .spec = spec, .err = err };
+	int r = oci_walk_json(false, v, n, MAX_MEMBERS, linux_member, &lw, "linux", err);
+	if (r < 0)
+		return r;
+	if (!lw.has_namespaces)
+		return oci_unsupported(err, "a linux section without namespaces", "a sandbox always has its own");
+	return 0;
+}
