@@ -235,6 +235,7 @@ void serve_api_shutdown(void)
 	pthread_mutex_unlock(&serve_state.lock);
 	if (serve_state.reaper_started)
 		pthread_join(serve_state.reaper, NULL);
+	serve_watches_shutdown();
 	serve_execs_shutdown();
 	for (;;) {
 		pthread_mutex_lock(&serve_state.lock);
@@ -400,6 +401,12 @@ enum MHD_Result respond_error(struct MHD_Connection *c, struct request *rq, unsi
 	return respond_json(c, rq, status, json_steal(&w, NULL));
 }
 
+bool sandbox_paused(capsule_sandbox *sb)
+{
+	capsule_sandbox_info info;
+	return sb && capsule_sandbox_inspect(sb, &info, NULL) == 0 && !strcmp(info.state, "paused");
+}
+
 /* The library's errno, as HTTP says it. */
 enum MHD_Result respond_capsule_error(struct MHD_Connection *c, struct request *rq, const capsule_error *err)
 {
@@ -451,6 +458,10 @@ enum MHD_Result respond_capsule_error(struct MHD_Connection *c, struct request *
 	case EAGAIN:
 	case EBUSY:
 		status = 409, code = "busy";
+		/* The library refuses most requests to a paused sandbox with EBUSY: a client tells
+		 * that from a busy one by its code, not by parsing the message. */
+		if (e == EBUSY && rq->e && sandbox_paused(rq->e->sb))
+			code = "sandbox_paused";
 		break;
 	}
 	return respond_error(c, rq, status, code, "%s", err->message[0] ? err->message : strerror(e ? e : EIO));
@@ -499,6 +510,10 @@ static const struct route routes[] = {
 	{ "POST", "/v1/sandboxes/{id}/save", handle_sandbox_save, BODY_JSON, false },
 	{ "GET", "/v1/saves", handle_saves_list, BODY_NONE, false },
 	{ "DELETE", "/v1/saves/{name}", handle_save_delete, BODY_NONE, false },
+	{ "POST", "/v1/sandboxes/{id}/pause", handle_sandbox_pause, BODY_JSON, false },
+	{ "POST", "/v1/sandboxes/{id}/resume", handle_sandbox_resume, BODY_JSON, false },
+	{ "GET", "/v1/sandboxes/{id}/diff", handle_diff, BODY_NONE, false },
+	{ "GET", "/v1/sandboxes/{id}/watch", handle_watch, BODY_NONE, false },
 	{ "GET", "/v1/sandboxes/{id}/ports", handle_ports_list, BODY_NONE, false },
 	{ "POST", "/v1/sandboxes/{id}/ports", handle_ports_add, BODY_JSON, false },
 	{ "DELETE", "/v1/sandboxes/{id}/ports", handle_ports_remove, BODY_NONE, false },

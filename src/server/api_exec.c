@@ -115,6 +115,15 @@ void handle_exec(struct MHD_Connection *c, struct request *rq)
 	}
 	capsule_exec_options o;
 	serve_exec_options(&req, &o);
+	/* diff: what the command changed, as capsule exec --diff: the sandbox's diff before and
+	 * after, compared. The first one also refuses, before anything runs, a sandbox that has
+	 * no diff (a vm). */
+	_cleanup_free_ char *before = NULL, *after = NULL, *changes = NULL;
+	if (req.diff && capsule_sandbox_diff_json(rq->e->sb, &before, &err) < 0) {
+		serve_exec_req_free(&req);
+		respond_capsule_error(c, rq, &err);
+		return;
+	}
 	struct json_writer w;
 	json_init(&w, false);
 	json_object_begin(&w);
@@ -123,10 +132,16 @@ void handle_exec(struct MHD_Connection *c, struct request *rq)
 	int r = serve_exec_write(&w, rq->e->sb, &o, req.stdin_data, req.stdin_len, &outcome, &err);
 	serve_exec_req_free(&req);
 	metrics_count_exec(rq->e, now_ms() - t0, r < 0 ? "error" : outcome.timed_out ? "timed_out" : "exited");
+	if (r == 0 && before && (r = capsule_sandbox_diff_json(rq->e->sb, &after, &err)) == 0)
+		r = capsule_diff_json_since(before, after, &changes, &err);
 	if (r < 0) {
 		json_free(&w);
 		respond_capsule_error(c, rq, &err);
 		return;
+	}
+	if (changes) {
+		json_key(&w, "diff");
+		json_raw(&w, changes);
 	}
 	json_object_end(&w);
 	respond_json(c, rq, 200, json_steal(&w, NULL));

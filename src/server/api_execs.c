@@ -437,6 +437,13 @@ void handle_execs_start(struct MHD_Connection *c, struct request *rq)
 		respond_error(c, rq, 400, "invalid_request", "%s", err.message);
 		return;
 	}
+	if (req.diff) {
+		serve_exec_req_free(&req);
+		respond_error(c, rq, 400, "invalid_request",
+			      "field 'diff' is for POST .../exec; around a streaming command, GET .../diff?since=CHECKPOINT "
+			      "after a checkpoint");
+		return;
+	}
 	struct exec_session *s = session_new(rq, req.stdin_len > EXEC_STDIN_MAX ? req.stdin_len : EXEC_STDIN_MAX);
 	if (!s) {
 		serve_exec_req_free(&req);

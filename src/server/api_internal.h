@@ -199,6 +199,14 @@ void handle_sandbox_start(struct MHD_Connection *c, struct request *rq);
 void handle_checkpoint(struct MHD_Connection *c, struct request *rq);
 void handle_revert(struct MHD_Connection *c, struct request *rq);
 void handle_fork(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_pause(struct MHD_Connection *c, struct request *rq);
+void handle_sandbox_resume(struct MHD_Connection *c, struct request *rq);
+void handle_diff(struct MHD_Connection *c, struct request *rq);
+/* Whether SB is paused now (inspect says so). */
+bool sandbox_paused(capsule_sandbox *sb);
+/* A folder's changes as server-sent events (api_watch.c). */
+void handle_watch(struct MHD_Connection *c, struct request *rq);
+
 /* Token-owned named saves (api_saves.c). */
 void handle_sandbox_save(struct MHD_Connection *c, struct request *rq);
 void handle_saves_list(struct MHD_Connection *c, struct request *rq);

@@ -70,6 +70,75 @@ void handle_sandbox_start(struct MHD_Connection *c, struct request *rq)
 	respond_sandbox(c, rq, 200, rq->e);
 }
 
+/* A removal's answer: {"deleted": true}, or the library's error R. */
+static void respond_deleted(struct MHD_Connection *c, struct request *rq, int r, const capsule_error *err)
+{
+	if (r < 0)
+		respond_capsule_error(c, rq, err);
+	else
+		respond_json(c, rq, 200, strdup("{\"deleted\":true}"));
+}
+
+static void respond_list(struct MHD_Connection *c, struct request *rq, unsigned status, const char *key, char *array,
+			 int r, const capsule_error *err)
+{
+	if (r < 0) {
+		respond_capsule_error(c, rq, err);
+		return;
+	}
+	char *text = NULL;
+	if (asprintf(&text, "{\"%s\":%s}", key, array) < 0)
+		text = NULL;
+	free(array);
+	respond_json(c, rq, status, text);
+}
+
+/* ---- pause and resume ------------------------------------------------------------------ */
+
+/* The library's pause in memory (the cgroup freezer, a vm's QMP stop): the body is an object
+ * with no field yet, so that a pause to disk can come as a field ("to_disk") without a new
+ * route; an unknown field is refused meanwhile, never ignored. */
+static void pause_op(struct MHD_Connection *c, struct request *rq, bool resume)
+{
+	if (!decode(c, rq, NULL, 0))
+		return;
+	capsule_error err = { 0 };
+	int r = resume ? capsule_sandbox_resume(rq->e->sb, &err) : capsule_sandbox_pause(rq->e->sb, &err);
+	if (r < 0)
+		respond_capsule_error(c, rq, &err);
+	else
+		respond_sandbox(c, rq, 200, rq->e);
+}
+
+void handle_sandbox_pause(struct MHD_Connection *c, struct request *rq)
+{
+	pause_op(c, rq, false);
+}
+
+void handle_sandbox_resume(struct MHD_Connection *c, struct request *rq)
+{
+	pause_op(c, rq, true);
+}
+
+/* ---- diff ------------------------------------------------------------------------------- */
+
+/* {"changes": [...]}: the library's diff as it gives it, or since a checkpoint of the sandbox
+ * (checkpoints are the sandbox's own, so any name is the caller's; a save is not taken, as
+ * the CLI's --since takes none: one the sandbox started from is below its layer already). */
+void handle_diff(struct MHD_Connection *c, struct request *rq)
+{
+	const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
+	if (since && !since[0]) {
+		respond_error(c, rq, 400, "invalid_argument", "'since' is empty: give a checkpoint's name");
+		return;
+	}
+	char *list = NULL;
+	capsule_error err = { 0 };
+	int r = since ? capsule_sandbox_diff_since_json(rq->e->sb, since, &list, &err)
+		      : capsule_sandbox_diff_json(rq->e->sb, &list, &err);
+	respond_list(c, rq, 200, "changes", list, r, &err);
+}
+
 /* ---- checkpoint, revert, fork ------------------------------------------------------------- */
 
 /* Checkpoints belong to their sandbox (they go with it), so a name is the caller's own. */
@@ -154,29 +223,6 @@ void handle_fork(struct MHD_Connection *c, struct request *rq)
 }
 
 /* ---- port forwards ------------------------------------------------------------------------ */
-
-/* A removal's answer: {"deleted": true}, or the library's error R. */
-static void respond_deleted(struct MHD_Connection *c, struct request *rq, int r, const capsule_error *err)
-{
-	if (r < 0)
-		respond_capsule_error(c, rq, err);
-	else
-		respond_json(c, rq, 200, strdup("{\"deleted\":true}"));
-}
-
-static void respond_list(struct MHD_Connection *c, struct request *rq, unsigned status, const char *key, char *array,
-			 int r, const capsule_error *err)
-{
-	if (r < 0) {
-		respond_capsule_error(c, rq, err);
-		return;
-	}
-	char *text = NULL;
-	if (asprintf(&text, "{\"%s\":%s}", key, array) < 0)
-		text = NULL;
-	free(array);
-	respond_json(c, rq, status, text);
-}
 
 void handle_ports_list(struct MHD_Connection *c, struct request *rq)
 {

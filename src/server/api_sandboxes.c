@@ -34,6 +34,7 @@ void write_sandbox(struct json_writer *w, struct sandbox_entry *e)
 	json_object_begin(w);
 	json_kv_string(w, "id", e->id);
 	json_kv_string(w, "state", up ? info.state : "stopped");
+	json_kv_bool(w, "paused", up && !strcmp(info.state, "paused"));
 	json_kv_string(w, "image", e->image ? e->image : "host");
 	json_kv_string(w, "isolation", e->isolation == CAPSULE_ISOLATION_VM ? "vm" : "container");
 	json_kv_uint(w, "memory", e->memory_bytes);

@@ -45,6 +45,7 @@ static const char serve_usage[] =
 	"  --exec-output-max SIZE  the most of each stream an exec answers (default 1M)\n"
 	"  --max-connections N     per listener (default 256)\n"
 	"  --max-execs N           streaming commands per token (default 16; 0: no limit)\n"
+	"  --max-watches N         watch streams open per token (default 16; 0: no limit)\n"
 	"  --max-saves N           named saves per token (default 64; 0: no saves through the API)\n"
 	"  --exec-grace SECS       kill a streaming command no client reads for this long (default 30)\n"
 	"  --audit-log PATH        one JSON line per request, appended (mode 0600)\n"
@@ -158,6 +159,7 @@ static const struct serve_options default_options = {
 	.default_timeout_s = 3600,
 	.exec_output_max = 1u << 20,
 	.max_execs = 16,
+	.max_watches = 16,
 	.max_saves = 64,
 	.exec_grace_s = 30,
 	.audit_fd = -1,
@@ -380,6 +382,11 @@ static int cmd_serve(int argc, char **argv)
 			if (parse_uint(v, "--max-execs", 0, 4096, &u, &err) < 0)
 				return usage_fail("%s", err.message);
 			o.max_execs = (unsigned)u;
+		} else if (!strcmp(a, "--max-watches")) {
+			uint64_t u;
+			if (parse_uint(v, "--max-watches", 0, 4096, &u, &err) < 0)
+				return usage_fail("%s", err.message);
+			o.max_watches = (unsigned)u;
 		} else if (!strcmp(a, "--exec-grace")) {
 			uint64_t u;
 			if (parse_uint(v, "--exec-grace", 1, 3600, &u, &err) < 0)
@@ -511,6 +518,8 @@ static int cmd_serve(int argc, char **argv)
 	 * ends whatever still runs in them, and only then the connections. */
 	for (size_t i = 0; i < n_listen; i++)
 		MHD_quiesce_daemon(d[i]);
+	/* A watch is no work to finish: its streams end now rather than hold the wait below. */
+	serve_watches_shutdown();
 	struct timespec poll_ts = { 0, 50 * 1000000L };
 	uint64_t deadline = now_ms() + (uint64_t)shutdown_timeout_s * 1000;
 	while (serve_api_in_flight() > 0 && now_ms() < deadline) {

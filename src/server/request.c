@@ -369,7 +369,7 @@ struct exec_walk {
 	unsigned seen;
 };
 
-static const char *const exec_fields[] = { "cmd", "command", "env", "cwd", "user", "timeout", "stdin" };
+static const char *const exec_fields[] = { "cmd", "command", "env", "cwd", "user", "timeout", "stdin", "diff" };
 
 struct argv_walk {
 	char **v;
@@ -452,6 +452,12 @@ static int exec_member(const char *name, const char *value, size_t value_len, vo
 		if ((r = field_string("stdin", v, &req->stdin_data, err)) < 0)
 			return r;
 		req->stdin_len = strlen(req->stdin_data);
+		return 0;
+	case 7:
+		if (v.len == 4 && !memcmp(v.text, "true", 4))
+			req->diff = true;
+		else if (!(v.len == 5 && !memcmp(v.text, "false", 5)))
+			return cap_err_plain(err, EINVAL, "field 'diff' must be true or false");
 		return 0;
 	}
 	return cap_err_plain(err, EINVAL, "unknown field '%.64s'", name);

@@ -58,6 +58,7 @@ struct serve_exec_req {
 	uint32_t timeout_ms;      /* 0: the server's exec limit */
 	char *stdin_data;
 	size_t stdin_len;
+	bool diff;                /* answer what the command changed in the filesystem too */
 };
 
 /* Decode BODY[0..LEN) (not NUL-terminated). On failure ERR says, in one line, which field was
@@ -146,6 +147,7 @@ struct serve_options {
 	uint32_t default_timeout_s;
 	size_t exec_output_max;   /* per stream */
 	unsigned max_execs;       /* streaming commands per token (0: no limit) */
+	unsigned max_watches;     /* watch streams open per token (0: no limit) */
 	unsigned max_saves;       /* named saves per token (0: none) */
 	uint32_t exec_grace_s;    /* a streaming command with no reader is killed after this */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
@@ -169,6 +171,9 @@ unsigned serve_api_in_flight(void);
 /* Stop the lifetime reaper, then remove every sandbox the server made (unless keep), which
  * ends the requests still using them; creates are refused from then on (503). */
 void serve_api_shutdown(void);
+/* End every watch stream (each gets a last 'error' event, shutting_down) and refuse new ones:
+ * called as shutdown begins, since a watch has no end of its own to wait for. */
+void serve_watches_shutdown(void);
 /* What is left once no request can come any more (the daemons are stopped). */
 void serve_api_free(void);
 
