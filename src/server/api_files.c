@@ -54,6 +54,16 @@ static const char *kind_name(capsule_fs_kind k)
 	}
 }
 
+void serve_write_time_ns(struct json_writer *w, const char *key, int64_t ns)
+{
+	char when[64];
+	struct tm tm;
+	time_t sec = (time_t)(ns / 1000000000);
+	size_t len = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime_r(&sec, &tm));
+	snprintf(when + len, sizeof(when) - len, ".%09lldZ", (long long)(ns % 1000000000));
+	json_kv_string(w, key, when);
+}
+
 void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max,
 			 bool mtime_text)
 {
@@ -69,13 +79,7 @@ void serve_write_listing(struct json_writer *w, const char *path, const capsule_
 		json_kv_uint(w, "size", v[i].size);
 		json_kv_uint(w, "mode", v[i].mode);
 		if (mtime_text) {
-			/* Nanoseconds since 1970 are past 2^53, where a JavaScript number stops being exact. */
-			char when[64];
-			struct tm tm;
-			time_t sec = (time_t)(v[i].mtime_ns / 1000000000);
-			size_t len = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", gmtime_r(&sec, &tm));
-			snprintf(when + len, sizeof(when) - len, ".%09lldZ", (long long)(v[i].mtime_ns % 1000000000));
-			json_kv_string(w, "mtime", when);
+			serve_write_time_ns(w, "mtime", v[i].mtime_ns);
 		} else {
 			json_kv_int(w, "mtime_ns", v[i].mtime_ns);
 		}

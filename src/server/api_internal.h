@@ -150,6 +150,9 @@ int serve_exec_write(struct json_writer *w, capsule_sandbox *sb, const capsule_e
  * MTIME_TEXT each entry's time is "mtime", RFC 3339 text, instead of the number "mtime_ns". */
 void serve_write_listing(struct json_writer *w, const char *path, const capsule_fs_entry *v, size_t n, size_t max,
 			 bool mtime_text);
+/* KEY: NS (nanoseconds since 1970) as RFC 3339 text with nanoseconds, for clients whose
+ * numbers are doubles: past 2^53 a JavaScript number stops being exact. */
+void serve_write_time_ns(struct json_writer *w, const char *key, int64_t ns);
 /* DATA[0..LEN) in base64, malloc'd. */
 char *serve_base64(const char *data, size_t len);
 

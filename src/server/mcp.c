@@ -25,6 +25,11 @@
 	"\"stderr\":{\"type\":\"string\"},\"stderr_encoding\":{\"type\":\"string\",\"enum\":[\"utf-8\",\"base64\"]},"      \
 	"\"stderr_truncated\":{\"type\":\"boolean\"}}}"
 
+/* What pause_sandbox and resume_sandbox answer. */
+#define PAUSE_SCHEMA                                                                                             \
+	"{\"type\":\"object\",\"required\":[\"sandbox_id\",\"paused\"],\"properties\":{"                           \
+	"\"sandbox_id\":{\"type\":\"string\"},\"paused\":{\"type\":\"boolean\"}}}"
+
 static const char tools_list_result[] =
 	"{\"tools\":["
 	"{\"name\":\"create_sandbox\",\"title\":\"Create a sandbox\","
@@ -117,7 +122,39 @@ static const char tools_list_result[] =
 	"\"code\":{\"type\":\"string\"},\"sandbox_id\":{\"type\":\"string\"},"
 	"\"image\":{\"type\":\"string\",\"description\":\"For a new sandbox only.\"},"
 	"\"timeout\":{\"type\":\"number\",\"exclusiveMinimum\":0,\"maximum\":86400,\"default\":30}}},"
-	"\"outputSchema\":" EXEC_SCHEMA "}"
+	"\"outputSchema\":" EXEC_SCHEMA "},"
+
+	"{\"name\":\"diff_sandbox\",\"title\":\"What changed in a sandbox's files\","
+	"\"description\":\"The files and folders added, modified and deleted in a sandbox's filesystem since it was "
+	"created (or since one of its checkpoints), in the order of a walk of the tree: each with path, kind, type and, "
+	"except for a deletion, size, mode and mtime; at most 1000 (total says how many in all). Container sandboxes "
+	"only.\","
+	"\"inputSchema\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"sandbox_id\"],"
+	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"since\":{\"type\":\"string\",\"description\":"
+	"\"A checkpoint of the sandbox (POST /v1/sandboxes/{id}/checkpoint): only what changed after it.\"}}},"
+	"\"outputSchema\":{\"type\":\"object\",\"required\":[\"sandbox_id\",\"changes\",\"truncated\",\"total\"],"
+	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"truncated\":{\"type\":\"boolean\"},\"total\":{"
+	"\"type\":\"integer\",\"description\":\"changes in all; at most 1000 are answered\"},\"changes\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
+	"\"required\":[\"path\",\"kind\",\"type\"],\"properties\":{\"path\":{\"type\":\"string\"},\"kind\":{"
+	"\"type\":\"string\",\"enum\":[\"added\",\"modified\",\"deleted\"]},\"type\":{\"type\":\"string\",\"enum\":"
+	"[\"file\",\"dir\",\"symlink\",\"other\"]},\"size\":{\"type\":\"integer\"},\"mode\":{\"type\":\"string\"},"
+	"\"mtime\":{\"type\":\"string\",\"format\":\"date-time\"},\"link_target\":{\"type\":\"string\"}}}}}},"
+	"\"annotations\":{\"readOnlyHint\":true}},"
+
+	"{\"name\":\"pause_sandbox\",\"title\":\"Pause a sandbox\","
+	"\"description\":\"Hold every process of a sandbox still, in memory, until resume_sandbox. Meanwhile commands and "
+	"file tools on it fail (it is paused); its files and memory are kept. Pausing a paused sandbox is fine.\","
+	"\"inputSchema\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"sandbox_id\"],"
+	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"}}},"
+	"\"outputSchema\":" PAUSE_SCHEMA ","
+	"\"annotations\":{\"idempotentHint\":true}},"
+
+	"{\"name\":\"resume_sandbox\",\"title\":\"Resume a sandbox\","
+	"\"description\":\"Let a paused sandbox run again; a running one is left as it is.\","
+	"\"inputSchema\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"sandbox_id\"],"
+	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"}}},"
+	"\"outputSchema\":" PAUSE_SCHEMA ","
+	"\"annotations\":{\"idempotentHint\":true}}"
 	"]}";
 
 static void write_id(struct json_writer *w, const struct mcp_message *m)
@@ -388,6 +425,82 @@ static char *tool_destroy(struct mcp_session *s, const struct mcp_message *m, st
 	return tool_ok(s, m, &w);
 }
 
+/* A change of the library's diff as it is, but for its time, which goes as text ("mtime", as
+ * list_files gives it): a model's client may read numbers as doubles. */
+static int diff_member(const char *name, const char *value, size_t len, void *payload)
+{
+	struct json_writer *w = payload;
+	_cleanup_free_ char *raw = strndup(value, len);
+	if (!raw)
+		return -ENOMEM;
+	if (!strcmp(name, "mtime_ns")) {
+		serve_write_time_ns(w, "mtime", strtoll(raw, NULL, 10));
+		return 0;
+	}
+	json_key(w, name);
+	json_raw(w, raw);
+	return 0;
+}
+
+struct diff_walk {
+	struct json_writer *w;
+	size_t n;
+};
+
+static int diff_change(const char *name, const char *value, size_t len, void *payload)
+{
+	(void)name;
+	struct diff_walk *d = payload;
+	if (d->n++ >= MCP_LIST_MAX)
+		return 0; /* counted, not answered */
+	json_object_begin(d->w);
+	int r = json_object_each(value, len, 16, diff_member, d->w);
+	json_object_end(d->w);
+	return r;
+}
+
+static char *tool_diff(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+{
+	_cleanup_free_ char *list = NULL;
+	capsule_error err = { 0 };
+	int r = c->since ? capsule_sandbox_diff_since_json(e->sb, c->since, &list, &err)
+			 : capsule_sandbox_diff_json(e->sb, &list, &err);
+	if (r < 0)
+		return tool_error(s, m, "diff_sandbox: %s", err.message);
+	struct json_writer w;
+	json_init(&w, false);
+	json_object_begin(&w);
+	json_kv_string(&w, "sandbox_id", e->id);
+	json_key(&w, "changes");
+	json_array_begin(&w);
+	struct diff_walk d = { .w = &w };
+	if (json_array_each(list, strlen(list), 2000000, diff_change, &d) < 0) {
+		json_free(&w);
+		return tool_error(s, m, "diff_sandbox: malformed answer from the library");
+	}
+	json_array_end(&w);
+	/* As list_files: a model reads the answer, so it holds at most MCP_LIST_MAX changes. */
+	json_kv_bool(&w, "truncated", d.n > MCP_LIST_MAX);
+	json_kv_uint(&w, "total", d.n);
+	json_object_end(&w);
+	return tool_ok(s, m, &w);
+}
+
+static char *tool_pause(struct mcp_session *s, const struct mcp_message *m, struct sandbox_entry *e, struct mcp_call *c)
+{
+	bool resume = c->tool == MCP_TOOL_RESUME_SANDBOX;
+	capsule_error err = { 0 };
+	if ((resume ? capsule_sandbox_resume(e->sb, &err) : capsule_sandbox_pause(e->sb, &err)) < 0)
+		return tool_error(s, m, "%s: %s", mcp_tool_names[c->tool], err.message);
+	struct json_writer w;
+	json_init(&w, false);
+	json_object_begin(&w);
+	json_kv_string(&w, "sandbox_id", e->id);
+	json_kv_bool(&w, "paused", sandbox_paused(e->sb));
+	json_object_end(&w);
+	return tool_ok(s, m, &w);
+}
+
 static char *tools_call(struct mcp_session *s, const struct mcp_message *m)
 {
 	struct mcp_call c;
@@ -419,6 +532,10 @@ static char *tools_call(struct mcp_session *s, const struct mcp_message *m)
 			reply = tool_read(s, m, e, &c);
 		else if (c.tool == MCP_TOOL_LIST_FILES)
 			reply = tool_list(s, m, e, &c);
+		else if (c.tool == MCP_TOOL_DIFF_SANDBOX)
+			reply = tool_diff(s, m, e, &c);
+		else if (c.tool == MCP_TOOL_PAUSE_SANDBOX || c.tool == MCP_TOOL_RESUME_SANDBOX)
+			reply = tool_pause(s, m, e, &c);
 		else
 			reply = tool_destroy(s, m, e, &c);
 		entry_unref(e);

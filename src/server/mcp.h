@@ -65,6 +65,9 @@ enum mcp_tool {
 	MCP_TOOL_LIST_FILES,
 	MCP_TOOL_DESTROY_SANDBOX,
 	MCP_TOOL_RUN_CODE,
+	MCP_TOOL_DIFF_SANDBOX,
+	MCP_TOOL_PAUSE_SANDBOX,
+	MCP_TOOL_RESUME_SANDBOX,
 	MCP_TOOLS
 };
 extern const char *const mcp_tool_names[MCP_TOOLS];
@@ -82,6 +85,7 @@ struct mcp_call {
 	size_t content_len;
 	enum mcp_language language;
 	char *code, *image;             /* run_code */
+	char *since;                    /* diff_sandbox: a checkpoint of the sandbox */
 	uint32_t timeout_ms;            /* 0: MCP_EXEC_TIMEOUT_DEFAULT_MS */
 };
 

@@ -15,7 +15,8 @@ const char *const mcp_tool_names[MCP_TOOLS] = {
 	[MCP_TOOL_CREATE_SANDBOX] = "create_sandbox", [MCP_TOOL_RUN_COMMAND] = "run_command",
 	[MCP_TOOL_WRITE_FILE] = "write_file",         [MCP_TOOL_READ_FILE] = "read_file",
 	[MCP_TOOL_LIST_FILES] = "list_files",         [MCP_TOOL_DESTROY_SANDBOX] = "destroy_sandbox",
-	[MCP_TOOL_RUN_CODE] = "run_code",
+	[MCP_TOOL_RUN_CODE] = "run_code",             [MCP_TOOL_DIFF_SANDBOX] = "diff_sandbox",
+	[MCP_TOOL_PAUSE_SANDBOX] = "pause_sandbox",   [MCP_TOOL_RESUME_SANDBOX] = "resume_sandbox",
 };
 
 /* Newest first: what initialize answers when the client asks for one we do not speak. */
@@ -292,11 +293,12 @@ enum arg {
 	ARG_LANGUAGE,
 	ARG_CODE,
 	ARG_IMAGE,
+	ARG_SINCE,
 	ARGS
 };
 
 static const char *const arg_names[ARGS] = { "sandbox_id", "command", "cwd", "timeout", "path",
-					     "content", "content_base64", "language", "code", "image" };
+					     "content", "content_base64", "language", "code", "image", "since" };
 
 #define A(x) (1u << (x))
 /* What each tool takes, and of that what it needs. create_sandbox is the REST create's body. */
@@ -307,6 +309,9 @@ static const unsigned tool_args[MCP_TOOLS] = {
 	[MCP_TOOL_LIST_FILES] = A(ARG_SANDBOX_ID) | A(ARG_PATH),
 	[MCP_TOOL_DESTROY_SANDBOX] = A(ARG_SANDBOX_ID),
 	[MCP_TOOL_RUN_CODE] = A(ARG_LANGUAGE) | A(ARG_CODE) | A(ARG_SANDBOX_ID) | A(ARG_TIMEOUT) | A(ARG_IMAGE),
+	[MCP_TOOL_DIFF_SANDBOX] = A(ARG_SANDBOX_ID) | A(ARG_SINCE),
+	[MCP_TOOL_PAUSE_SANDBOX] = A(ARG_SANDBOX_ID),
+	[MCP_TOOL_RESUME_SANDBOX] = A(ARG_SANDBOX_ID),
 };
 static const unsigned tool_required[MCP_TOOLS] = {
 	[MCP_TOOL_RUN_COMMAND] = A(ARG_SANDBOX_ID) | A(ARG_COMMAND),
@@ -315,6 +320,9 @@ static const unsigned tool_required[MCP_TOOLS] = {
 	[MCP_TOOL_LIST_FILES] = A(ARG_SANDBOX_ID),
 	[MCP_TOOL_DESTROY_SANDBOX] = A(ARG_SANDBOX_ID),
 	[MCP_TOOL_RUN_CODE] = A(ARG_LANGUAGE) | A(ARG_CODE),
+	[MCP_TOOL_DIFF_SANDBOX] = A(ARG_SANDBOX_ID),
+	[MCP_TOOL_PAUSE_SANDBOX] = A(ARG_SANDBOX_ID),
+	[MCP_TOOL_RESUME_SANDBOX] = A(ARG_SANDBOX_ID),
 };
 
 struct args_walk {
@@ -404,6 +412,12 @@ static int args_member(const char *name, const char *value, size_t len, void *pa
 		return serve_field_string(name, value, len, &c->code, err);
 	case ARG_IMAGE:
 		return serve_field_string(name, value, len, &c->image, err);
+	case ARG_SINCE:
+		if ((r = serve_field_string(name, value, len, &c->since, err)) < 0)
+			return r;
+		if (!c->since[0])
+			return cap_err_plain(err, EINVAL, "argument 'since' must not be empty");
+		return 0;
 	case ARGS:
 		break;
 	}
@@ -527,6 +541,7 @@ void mcp_call_free(struct mcp_call *c)
 	free(c->content);
 	free(c->code);
 	free(c->image);
+	free(c->since);
 	memset(c, 0, sizeof(*c));
 	c->create.isolation = -1;
 }

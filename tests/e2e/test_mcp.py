@@ -21,7 +21,8 @@ from tests.e2e.test_serve import Api, Server, new_token, token
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENT = os.path.join(ROOT, "tests", "mcp", "client.mjs")
 NPM_PREFIX = os.environ.get("CAPSULE_NPM_PREFIX", "/var/cache/capsule/npm")
-TOOLS = {"create_sandbox", "run_command", "write_file", "read_file", "list_files", "destroy_sandbox", "run_code"}
+TOOLS = {"create_sandbox", "run_command", "write_file", "read_file", "list_files", "destroy_sandbox", "run_code",
+         "diff_sandbox", "pause_sandbox", "resume_sandbox"}
 
 
 def read_line(stream, timeout=60):
@@ -452,6 +453,19 @@ def exercise_every_tool(c):
     assert any(e["name"] == "tmp" for e in structured(c.call("list_files", sandbox_id=sid))["entries"])
     r = c.call("read_file", sandbox_id=sid, path="/tmp/d/missing")
     assert r["isError"] and "/tmp/d/missing" in r["content"][0]["text"]
+    # What changed, and pause and resume.
+    structured(c.call("run_command", sandbox_id=sid, command="mkdir /w && echo x > /w/f"))
+    got = structured(c.call("diff_sandbox", sandbox_id=sid))
+    assert got["sandbox_id"] == sid and not got["truncated"] and got["total"] == len(got["changes"])
+    mine = [x for x in got["changes"] if x["path"].startswith("/w")]
+    assert [(x["kind"], x["path"], x["size"]) for x in mine] == [("added", "/w", 0), ("added", "/w/f", 2)]
+    assert mine[1]["mtime"].endswith("Z") and "mtime_ns" not in mine[1]
+    r = c.call("diff_sandbox", sandbox_id=sid, since="no-such-checkpoint")
+    assert r["isError"] and "no-such-checkpoint" in r["content"][0]["text"]
+    assert structured(c.call("pause_sandbox", sandbox_id=sid)) == {"sandbox_id": sid, "paused": True}
+    r = c.call("run_command", sandbox_id=sid, command="true")
+    assert r["isError"] and "paused" in r["content"][0]["text"]
+    assert structured(c.call("resume_sandbox", sandbox_id=sid)) == {"sandbox_id": sid, "paused": False}
     # run_code in the sandbox (it sees its files) and in a fresh one of its own.
     out = structured(c.call("run_code", sandbox_id=sid, language="python",
                             code="print(open('/tmp/d/hello.txt').read().upper(), end='')"))

@@ -66,7 +66,7 @@ static void fuzz_call(const char *text, size_t len)
 	if (r < 0) {
 		check_error(r, &err);
 		CHECK(code == 0 || code == JSONRPC_INVALID_PARAMS || code == JSONRPC_INTERNAL_ERROR);
-		CHECK(!c.sandbox_id && !c.command && !c.path && !c.content && !c.code && !c.image && !c.cwd);
+		CHECK(!c.sandbox_id && !c.command && !c.path && !c.content && !c.code && !c.image && !c.cwd && !c.since);
 		CHECK(!c.create.image && !c.create.env && !c.create.n_labels);
 		return;
 	}
@@ -88,7 +88,12 @@ static void fuzz_call(const char *text, size_t len)
 		break;
 	case MCP_TOOL_LIST_FILES:
 	case MCP_TOOL_DESTROY_SANDBOX:
+	case MCP_TOOL_PAUSE_SANDBOX:
+	case MCP_TOOL_RESUME_SANDBOX:
 		CHECK(c.sandbox_id);
+		break;
+	case MCP_TOOL_DIFF_SANDBOX:
+		CHECK(c.sandbox_id && (!c.since || c.since[0]));
 		break;
 	case MCP_TOOL_RUN_CODE:
 		CHECK(c.code && !(c.image && c.sandbox_id));
