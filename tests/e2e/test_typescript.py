@@ -37,5 +37,5 @@ def test_typescript_client_under_node_test(capsule_home, tmp_path):
     finally:
         rc, err = server.stop()
     assert r.returncode == 0, r.stdout[-8000:] + r.stderr[-4000:]
-    assert "# fail 0" in r.stdout and "# pass 7" in r.stdout, r.stdout[-4000:]
+    assert "# fail 0" in r.stdout and "# pass 8" in r.stdout, r.stdout[-4000:]
     assert rc == 0, err

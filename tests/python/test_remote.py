@@ -169,3 +169,54 @@ def test_asyncio(server):
         assert not await s.is_running()
 
     asyncio.run(main())
+
+
+def test_diff_watch_pause_and_resume(server):
+    with SyncSandbox(server=server["url"], token=server["token"]) as s:
+        s.execute("mkdir -p /w")
+        with s.watch("/w", recursive=True) as w:
+            s.execute("echo x > /w/a && mv /w/a /w/b")
+            got = []
+            while not got or got[-1]["kind"] != "move":
+                e = w.next(timeout=60)
+                assert e is not None, got
+                got.append(e)
+            assert [(e["kind"], e.get("from"), e["path"]) for e in got] == [
+                ("create", None, "/w/a"), ("modify", None, "/w/a"), ("move", "/w/a", "/w/b")]
+            assert w.next(timeout=0.05) is None
+            s.execute("rm -rf /w")
+            # The watched folder going ends the iteration, after its delete.
+            assert [e["kind"] for e in w][-1] == "delete"
+        assert [(c["kind"], c["path"]) for c in s.diff() if c["path"].startswith("/w")] == []
+        s.execute("echo y > /root/y")
+        assert [(c["kind"], c["path"]) for c in s.diff() if c["path"].startswith("/root/y")] == [("added", "/root/y")]
+        with pytest.raises(capsule.NotFound):
+            s.diff(since="no-such-checkpoint")
+        s.pause()
+        assert s.info["state"] == "paused" and s.info["paused"] is True
+        with pytest.raises(capsule.Busy, match="paused") as e:
+            s.execute("true")
+        assert e.value.code == "sandbox_paused"
+        with pytest.raises(capsule.Busy):
+            s.fs.read("/root/y")
+        s.resume()
+        assert s.info["paused"] is False and s.fs.read("/root/y") == b"y\n"
+
+
+def test_asyncio_watch_pause_and_diff(server):
+    async def main():
+        async with Sandbox(server=server["url"], token=server["token"]) as s:
+            await s.execute("mkdir -p /aw")
+            async with s.watch("/aw") as w:
+                await s.execute("touch /aw/one && rm -rf /aw")
+                kinds = [e["kind"] async for e in w]
+            assert kinds[0] == "create" and kinds[-1] == "delete", kinds
+            await s.execute("touch /root/z")
+            assert ("added", "/root/z") in [(c["kind"], c["path"]) for c in await s.diff()]
+            await s.pause()
+            with pytest.raises(capsule.Busy):
+                await s.execute("true")
+            await s.resume()
+            assert (await s.execute("echo ok")).stdout == "ok\n"
+
+    asyncio.run(main())

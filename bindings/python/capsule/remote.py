@@ -5,8 +5,8 @@
 
 Sandbox(server=..., token=...) and SyncSandbox(server=..., token=...) make the classes below.
 Only the standard library (http.client): each thread keeps one keep-alive connection for plain
-requests; a command's output stream and file transfers get their own. What the HTTP API does
-not have (mounts, saves, port forwards, display) is not here.
+requests; a command's output stream, a watch and file transfers get their own. What the HTTP
+API does not have (mounts, saves, port forwards, display) is not here.
 """
 import asyncio
 import base64
@@ -14,6 +14,7 @@ import codecs
 import errno as _errno
 import http.client
 import json
+import queue
 import socket
 import threading
 import urllib.parse
@@ -34,6 +35,8 @@ _BY_CODE = {
     "not_found": (errors.NotFound, _errno.ENOENT),
     "already_exists": (errors.AlreadyExists, _errno.EEXIST),
     "busy": (errors.Busy, _errno.EBUSY),
+    "sandbox_paused": (errors.Busy, _errno.EBUSY),
+    "too_large": (errors.CapsuleError, _errno.EFBIG),
     "sandbox_not_running": (errors.SandboxNotRunning, _errno.ESHUTDOWN),
     "shutting_down": (errors.SandboxNotRunning, _errno.ESHUTDOWN),
     "limit_exceeded": (errors.QuotaExceeded, _errno.EDQUOT),
@@ -194,6 +197,34 @@ def _signo(sig):
     return int(sig)
 
 
+def _sse_events(resp):
+    """(name, data) of each server-sent event of RESP; read in large pieces, as http.client's
+    readline is slow."""
+    buf = b""
+    while True:
+        chunk = resp.read1(READ_CHUNK)
+        if not chunk:
+            return
+        buf += chunk
+        while True:
+            end = buf.find(b"\n\n")
+            if end < 0:
+                break
+            block, buf = buf[:end], buf[end + 2:]
+            name, data = "message", []
+            for line in block.split(b"\n"):
+                if not line or line.startswith(b":"):
+                    continue
+                field, _, value = line.partition(b":")
+                value = value[1:] if value.startswith(b" ") else value
+                if field == b"event":
+                    name = value.decode()
+                elif field == b"data":
+                    data.append(value)
+            if data:
+                yield name, json.loads(b"\n".join(data))
+
+
 class _Stream:
     """One streaming command: its events read from one response, its output collected (up to
     MAX_OUTPUT a stream) and handed to the callbacks. run() reads to the end."""
@@ -212,30 +243,7 @@ class _Stream:
         self.resp = sb._conn.check(sb._conn.open("GET", self.path + "/events", fresh=True, op="exec"), "exec")
 
     def events(self):
-        """(name, data) of each event; read in large pieces, as http.client's readline is slow."""
-        buf = b""
-        while True:
-            chunk = self.resp.read1(READ_CHUNK)
-            if not chunk:
-                return
-            buf += chunk
-            while True:
-                end = buf.find(b"\n\n")
-                if end < 0:
-                    break
-                block, buf = buf[:end], buf[end + 2:]
-                name, data = "message", []
-                for line in block.split(b"\n"):
-                    if not line or line.startswith(b":"):
-                        continue
-                    field, _, value = line.partition(b":")
-                    value = value[1:] if value.startswith(b" ") else value
-                    if field == b"event":
-                        name = value.decode()
-                    elif field == b"data":
-                        data.append(value)
-                if data:
-                    yield name, json.loads(b"\n".join(data))
+        return _sse_events(self.resp)
 
     def run(self):
         try:
@@ -382,8 +390,156 @@ class _Core:
             if getattr(e, "code", None) not in ("not_found", "not_running"):
                 raise
 
+    def _diff_blocking(self, since=None):
+        q = "" if since is None else f"?since={_q(str(since))}"
+        return self._conn.json("GET", f"/v1/sandboxes/{_q(self.id)}/diff{q}", op="diff")["changes"]
+
+    def _pause_blocking(self, resume):
+        op = "resume" if resume else "pause"
+        self.info = self._conn.json("POST", f"/v1/sandboxes/{_q(self.id)}/{op}", {}, op=op)
+
     def __repr__(self):
         return f"<capsule.{type(self).__name__} id={self.id!r}>"
+
+
+_END = object()
+# Events a watch holds for its reader: past this the reading thread waits, the server stops
+# being able to send, and what the sandbox changes meanwhile comes as an "overflow" event.
+WATCH_QUEUE = 1024
+
+
+class RemoteSyncWatch:
+    """A watch of a folder of a server's sandbox (GET .../watch), with SyncWatch's names: a
+    context manager and an iterator of event dicts. A thread reads the stream into a bounded
+    queue; watching starts with `with` (or the first event)."""
+
+    def __init__(self, core, path, recursive):
+        self._core, self._path, self._recursive = core, path, recursive
+        self._resp = None
+        self._done = False
+        self._error = None
+        self._q = queue.Queue(WATCH_QUEUE)
+
+    def start(self):
+        if self._resp is None and not self._done:
+            conn = self._core._conn
+            q = f"path={_q(str(self._path))}" + ("&recursive=1" if self._recursive else "")
+            # The answer comes once the sandbox watches: every change after it is seen.
+            self._resp = conn.check(conn.open("GET", f"/v1/sandboxes/{_q(self._core.id)}/watch?{q}", fresh=True,
+                                              op="watch"), "watch")
+            threading.Thread(target=self._pump, name=f"capsule-watch-{self._core.id}", daemon=True).start()
+        return self
+
+    def _put(self, item):
+        while not self._done:
+            try:
+                self._q.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _pump(self):
+        try:
+            for name, doc in _sse_events(self._resp):
+                if name == "end":
+                    break
+                if name == "error":
+                    # The sandbox stopping ends a watch, as it does the local one's.
+                    if (doc.get("error") or {}).get("code") != "sandbox_not_running":
+                        self._error = _error(0, doc, "watch")
+                    break
+                self._put(doc)
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            if not self._done:
+                self._error = errors.SandboxNotRunning(f"reading the watch of {self._path}: {e}",
+                                                       _errno.ECONNRESET, "watch")
+        finally:
+            self._put(_END)
+
+    def close(self):
+        self._done = True
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            # Unblock the reading thread first: a buffered reader's close waits for its read.
+            sock = getattr(getattr(resp.fp, "raw", None), "_sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            resp.close()
+        try:
+            self._q.put_nowait(_END)
+        except queue.Full:
+            pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self):
+        return self
+
+    def _take(self, timeout):
+        """An event, None when none came within TIMEOUT, or _END (then closed; a failure raised)."""
+        self.start()
+        if self._done:
+            return _END
+        try:
+            item = self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if item is _END:
+            self.close()
+            e, self._error = self._error, None
+            if e is not None:
+                raise e
+        return item
+
+    def next(self, timeout=None):
+        """The next event, or None when none came within TIMEOUT seconds (None: wait)."""
+        item = self._take(timeout)
+        if item is _END:
+            raise StopIteration
+        return item
+
+    def __next__(self):
+        return self.next()
+
+    def __del__(self):
+        self.close()
+
+
+class RemoteAsyncWatch:
+    """RemoteSyncWatch for asyncio code (Sandbox.watch's names): `async with` starts watching,
+    `async for` reads the events (each wait in a thread)."""
+
+    def __init__(self, core, path, recursive):
+        self._sync = RemoteSyncWatch(core, path, recursive)
+
+    async def start(self):
+        await asyncio.to_thread(self._sync.start)
+        return self
+
+    def close(self):
+        self._sync.close()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        item = await asyncio.to_thread(self._sync._take, None)
+        if item is _END:
+            raise StopAsyncIteration
+        return item
 
 
 class RemoteSyncFs:
@@ -541,6 +697,24 @@ class RemoteSyncSandbox(_Core):
         st = self._spawn_blocking(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
         return RemoteSyncProcess(self, st)
 
+    def diff(self, since=None):
+        """What changed in the sandbox's filesystem since it was made, or since its checkpoint
+        SINCE (see SyncSandbox.diff): a list of dicts, as the server answers GET .../diff."""
+        return self._diff_blocking(since)
+
+    def watch(self, path, recursive=False):
+        """The changes below PATH as they happen: a RemoteSyncWatch (see SyncSandbox.watch)."""
+        return RemoteSyncWatch(self, path, recursive)
+
+    def pause(self):
+        """Hold every process of the sandbox still until resume() (see SyncSandbox.pause);
+        meanwhile execute, spawn and fs raise Busy."""
+        self._pause_blocking(False)
+
+    def resume(self):
+        """Let a paused sandbox run again."""
+        self._pause_blocking(True)
+
 
 # ---- asyncio ----------------------------------------------------------------------------------
 
@@ -683,3 +857,20 @@ class RemoteSandbox(_Core):
                     timeout=None, max_output=DEFAULT_MAX_OUTPUT):
         """Start CMD in the background; returns a RemoteProcess (see RemoteSyncSandbox.spawn)."""
         return await self._spawn(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+
+    async def diff(self, since=None):
+        """What changed in the filesystem (see RemoteSyncSandbox.diff)."""
+        return await asyncio.to_thread(self._diff_blocking, since)
+
+    def watch(self, path, recursive=False):
+        """A RemoteAsyncWatch of the changes below PATH: `async with` starts watching, `async
+        for` reads the events."""
+        return RemoteAsyncWatch(self, path, recursive)
+
+    async def pause(self):
+        """Hold every process still (see RemoteSyncSandbox.pause)."""
+        await asyncio.to_thread(self._pause_blocking, False)
+
+    async def resume(self):
+        """Let a paused sandbox run again."""
+        await asyncio.to_thread(self._pause_blocking, True)

@@ -1,7 +1,8 @@
 /**
  * A client for capsule serve's HTTP API (docs/serve.md), with the Python SDK's names:
  * `Sandbox.create()`, `sb.execute(cmd)`, `sb.fs.write/read/list`, `sb.spawn(cmd, {onStdout})`,
- * and async iterators for a command's output and a file's bytes.
+ * `sb.diff()`, `sb.watch(path)`, `sb.pause()`, `sb.resume()`, and async iterators for a
+ * command's output, a folder's changes and a file's bytes.
  *
  * Node 18 or later, no dependencies: node:http only. Requests on one server share a
  * keep-alive agent whose idle sockets do not keep the process alive.
@@ -146,6 +147,8 @@ export interface CreateOptions extends ClientOptions {
 export interface SandboxInfo {
   id: string;
   state: string;
+  /** Every process is held still (pause) until resume. */
+  paused: boolean;
   image: string;
   isolation: string;
   memory: number;
@@ -292,6 +295,38 @@ export class Sandbox {
       execBody(cmd, opts, opts.stdin as string | undefined));
     return new ExecResult(decodeOutput(doc, "stdout"), decodeOutput(doc, "stderr"), doc.exit_code, 0,
       doc.timed_out, doc.stdout_truncated || doc.stderr_truncated);
+  }
+
+  /** What changed in the sandbox's filesystem since it was made, or since its checkpoint
+   * `since`, in the order of a walk of the tree. Container level only. */
+  async diff(opts: { since?: string } = {}): Promise<Change[]> {
+    const q = opts.since === undefined ? "" : `?since=${encodeURIComponent(opts.since)}`;
+    const doc = await this.client.json<{ changes: Change[] }>("GET", `/v1/sandboxes/${enc(this.id)}/diff${q}`);
+    return doc.changes;
+  }
+
+  /** Watch PATH (its whole tree with recursive): resolves once the sandbox watches, so every
+   * change after it is seen; `for await (const e of w)` reads the events until PATH is gone,
+   * the sandbox stops, or close(). */
+  async watch(path: string, opts: { recursive?: boolean } = {}): Promise<Watch> {
+    const url = `/v1/sandboxes/${enc(this.id)}/watch?path=${encodeURIComponent(path)}` +
+      (opts.recursive ? "&recursive=1" : "");
+    const res = await this.client.request("GET", url);
+    if ((res.statusCode ?? 0) >= 400) await readJson(res, "GET", url);
+    return new Watch(res);
+  }
+
+  /** Hold every process still, in memory, until resume(); meanwhile execute, spawn and fs
+   * fail with code `sandbox_paused`. Pausing twice is fine. */
+  async pause(): Promise<SandboxInfo> {
+    this.info = await this.client.json<SandboxInfo>("POST", `/v1/sandboxes/${enc(this.id)}/pause`, {});
+    return this.info;
+  }
+
+  /** Let a paused sandbox run again (a running one is left as it is). */
+  async resume(): Promise<SandboxInfo> {
+    this.info = await this.client.json<SandboxInfo>("POST", `/v1/sandboxes/${enc(this.id)}/resume`, {});
+    return this.info;
   }
 
   /** Start CMD with its output streaming. Given stdin is all it gets; without, its stdin
@@ -513,6 +548,80 @@ export class Process implements AsyncIterable<OutputChunk> {
     if (!s) throw new CapsuleError(0, "invalid_argument", `command ${this.id} has not ended`);
     return new ExecResult(Buffer.concat(this.out.stdout), Buffer.concat(this.out.stderr), s.exitCode, s.signal,
       s.timedOut);
+  }
+}
+
+// ---- what changed, and watching ------------------------------------------------------------------
+
+/** One change of diff(). `mtime_ns` is past 2^53: as a JavaScript number its last digits are
+ * not exact. */
+export interface Change {
+  path: string;
+  kind: "added" | "modified" | "deleted";
+  type: "file" | "dir" | "symlink" | "other";
+  size?: number;
+  mode?: string;
+  mtime_ns?: number;
+  link_target?: string;
+}
+
+/** One event of a watch: `overflow` (no path) says events were lost; look again at what is
+ * watched. */
+export interface WatchEvent {
+  kind: "create" | "modify" | "delete" | "move" | "overflow";
+  path?: string;
+  /** A move's old path. */
+  from?: string;
+  time: string;
+  time_ns: number;
+  dir?: boolean;
+}
+
+/** A watch started by sb.watch(): an async iterable of its events, read as the loop takes
+ * them (a reader that falls behind gets an overflow event, not a growing buffer). */
+export class Watch implements AsyncIterable<WatchEvent> {
+  private readonly res: http.IncomingMessage;
+  private events: AsyncGenerator<[string, string]> | null;
+  private closed = false;
+
+  /** @internal */
+  constructor(res: http.IncomingMessage) {
+    this.res = res;
+    this.events = sseEvents(res);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<WatchEvent> {
+    try {
+      for (;;) {
+        if (!this.events) return;
+        let r: IteratorResult<[string, string]>;
+        try {
+          r = await this.events.next();
+        } catch (e) {
+          if (this.closed) return;
+          throw new CapsuleError(0, "connection", `watch: ${(e as Error).message}`);
+        }
+        if (r.done) return;
+        const [name, text] = r.value;
+        const doc = JSON.parse(text);
+        if (name === "end") return;
+        if (name === "error") {
+          // The sandbox stopping ends a watch, as it ends the Python SDK's.
+          if (doc?.error?.code === "sandbox_not_running") return;
+          throw toError(0, doc, "watch");
+        }
+        yield doc as WatchEvent;
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Stop watching. */
+  close(): void {
+    this.closed = true;
+    this.events = null;
+    this.res.destroy();
   }
 }
 

@@ -134,3 +134,29 @@ test("fs: write, read, list, stream, remove", async () => {
   await sb.fs.remove("/tmp/ts", { recursive: true });
   await assert.rejects(sb.fs.list("/tmp/ts"), (e) => e instanceof CapsuleError && e.code === "not_found");
 });
+
+test("diff, watch, pause and resume", async () => {
+  await sb.execute("mkdir -p /tw");
+  const w = await sb.watch("/tw", { recursive: true });
+  await sb.execute("echo x > /tw/a && mv /tw/a /tw/b && rm -rf /tw");
+  const seen = [];
+  for await (const e of w) seen.push([e.kind, e.from ?? null, e.path]);
+  // The watched folder going ends the iteration, after its own delete.
+  assert.deepEqual(seen.slice(0, 3), [["create", null, "/tw/a"], ["modify", null, "/tw/a"], ["move", "/tw/a", "/tw/b"]]);
+  assert.deepEqual(seen.at(-1), ["delete", null, "/tw"]);
+
+  await sb.execute("mkdir -p /td && printf hi > /td/f");
+  const changes = (await sb.diff()).filter((c) => c.path.startsWith("/td"));
+  assert.deepEqual(changes.map((c) => [c.kind, c.path, c.size]), [["added", "/td", 0], ["added", "/td/f", 2]]);
+  await assert.rejects(sb.diff({ since: "no-such-checkpoint" }), (e) => e instanceof CapsuleError &&
+    e.status === 404);
+
+  const info = await sb.pause();
+  assert.equal(info.state, "paused");
+  assert.equal(info.paused, true);
+  await assert.rejects(sb.execute("true"), (e) => e instanceof CapsuleError && e.status === 409 &&
+    e.code === "sandbox_paused");
+  await assert.rejects(sb.watch("/tmp"), (e) => e instanceof CapsuleError && e.code === "sandbox_paused");
+  assert.equal((await sb.resume()).paused, false);
+  assert.equal((await sb.execute("cat /td/f")).stdout, "hi");
+});
