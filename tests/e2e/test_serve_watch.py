@@ -297,3 +297,30 @@ def test_shutdown_ends_watch_streams_at_once(capsule_home):
         w.close()
     finally:
         s.stop()
+
+
+def test_a_vm_pauses_and_resumes_over_http_and_refuses_diff_in_one_line(server, api):
+    """The one vm boot of this module: QMP stop and cont behind the same routes, and the
+    diff, which a vm has no layer for, refused before anything runs."""
+    sid = api.create(isolation="vm")
+    try:
+        api.exec(sid, command="mkdir -p /w")
+        w = Watch(api, sid, "path=/w")
+        try:
+            assert w.status == 200
+            api.exec(sid, command="touch /w/seen")
+            assert kinds(w.until("/w/seen")) == [("create", "create", None, "/w/seen")]
+        finally:
+            w.close()
+        assert_error(*api.call("GET", f"/v1/sandboxes/{sid}/diff"), 400, "invalid_argument")
+        status, doc = api.call("POST", f"/v1/sandboxes/{sid}/exec", {"command": "touch /w/not", "diff": True})
+        assert_error(status, doc, 400, "invalid_argument")
+        status, doc = api.call("POST", f"/v1/sandboxes/{sid}/pause")
+        assert status == 200 and doc["state"] == "paused" and doc["paused"] is True, doc
+        assert_error(*api.call("POST", f"/v1/sandboxes/{sid}/exec", {"command": "true"}), 409, "sandbox_paused")
+        status, doc = api.call("POST", f"/v1/sandboxes/{sid}/resume")
+        assert status == 200 and doc["state"] == "running", doc
+        # The refused exec with diff ran nothing.
+        assert api.exec(sid, command="ls /w")["stdout"] == "seen\n"
+    finally:
+        api.call("DELETE", f"/v1/sandboxes/{sid}")
