@@ -377,6 +377,25 @@ enum MHD_Result respond_json(struct MHD_Connection *c, struct request *rq, unsig
 	return queue(c, rq, status, resp, "application/json");
 }
 
+char *serve_error_json(const char *code, const char *message)
+{
+	struct json_writer w;
+	json_init(&w, false);
+	json_object_begin(&w);
+	json_key(&w, "error");
+	json_object_begin(&w);
+	json_kv_string(&w, "code", code);
+	json_kv_string(&w, "message", message);
+	json_object_end(&w);
+	json_object_end(&w);
+	return json_steal(&w, NULL);
+}
+
+const char *serve_stream_error_code(int e)
+{
+	return e == ESHUTDOWN || e == ECONNRESET || e == EPIPE || e == ENOTCONN ? "sandbox_not_running" : "internal";
+}
+
 enum MHD_Result respond_error(struct MHD_Connection *c, struct request *rq, unsigned status, const char *code,
 			      const char *fmt, ...)
 {
@@ -389,16 +408,7 @@ enum MHD_Result respond_error(struct MHD_Connection *c, struct request *rq, unsi
 	for (char *p = msg; *p; p++)
 		if (*p == '\n' || *p == '\r')
 			*p = ' ';
-	struct json_writer w;
-	json_init(&w, false);
-	json_object_begin(&w);
-	json_key(&w, "error");
-	json_object_begin(&w);
-	json_kv_string(&w, "code", code);
-	json_kv_string(&w, "message", msg);
-	json_object_end(&w);
-	json_object_end(&w);
-	return respond_json(c, rq, status, json_steal(&w, NULL));
+	return respond_json(c, rq, status, serve_error_json(code, msg));
 }
 
 bool sandbox_paused(capsule_sandbox *sb)

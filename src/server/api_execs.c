@@ -652,23 +652,15 @@ static void event_last(struct events *ev, struct exec_session *s)
 			ev->carry_len[st] = 0;
 			event_append(ev, stream_name(st), json_steal(&w, NULL));
 		}
-	struct json_writer w;
-	json_init(&w, false);
-	json_object_begin(&w);
 	if (s->failed) {
 		int e = s->fail_err.code;
-		const char *code = e == ESHUTDOWN || e == ECONNRESET || e == EPIPE || e == ENOTCONN ? "sandbox_not_running"
-											   : "internal";
-		if (s->ending)
-			code = "shutting_down";
-		json_key(&w, "error");
-		json_object_begin(&w);
-		json_kv_string(&w, "code", code);
-		json_kv_string(&w, "message", s->fail_err.message[0] ? s->fail_err.message : strerror(e ? e : EIO));
-		json_object_end(&w);
-		json_object_end(&w);
-		event_append(ev, "error", json_steal(&w, NULL));
+		event_append(ev, "error",
+			     serve_error_json(s->ending ? "shutting_down" : serve_stream_error_code(e),
+					      s->fail_err.message[0] ? s->fail_err.message : strerror(e ? e : EIO)));
 	} else {
+		struct json_writer w;
+		json_init(&w, false);
+		json_object_begin(&w);
 		json_kv_int(&w, "exit_code", s->status.exit_code);
 		json_kv_int(&w, "signal", s->status.signal);
 		json_kv_bool(&w, "timed_out", s->status.timed_out);

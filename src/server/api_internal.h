@@ -174,6 +174,12 @@ void table_started(struct sandbox_entry *e, capsule_sandbox *sb, int r);
 enum MHD_Result queue(struct MHD_Connection *c, struct request *rq, unsigned status, struct MHD_Response *resp,
 		      const char *content_type);
 enum MHD_Result respond_json(struct MHD_Connection *c, struct request *rq, unsigned status, char *text);
+/* {"error": {"code": CODE, "message": MESSAGE}}, malloc'd (NULL when memory ran out): the
+ * errors' one shape, in answers and in a stream's last event. */
+char *serve_error_json(const char *code, const char *message);
+/* The code of a stream's last 'error' event for the library's errno E: sandbox_not_running
+ * when the sandbox went away under it, else internal. */
+const char *serve_stream_error_code(int e);
 enum MHD_Result respond_error(struct MHD_Connection *c, struct request *rq, unsigned status, const char *code,
 			      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 enum MHD_Result respond_capsule_error(struct MHD_Connection *c, struct request *rq, const capsule_error *err);

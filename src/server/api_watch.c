@@ -123,16 +123,7 @@ static void event_last(struct watch_stream *ws, const char *code, const char *me
 		event_set(ws, "end", "{}");
 		return;
 	}
-	struct json_writer w;
-	json_init(&w, false);
-	json_object_begin(&w);
-	json_key(&w, "error");
-	json_object_begin(&w);
-	json_kv_string(&w, "code", code);
-	json_kv_string(&w, "message", message);
-	json_object_end(&w);
-	json_object_end(&w);
-	_cleanup_free_ char *text = json_steal(&w, NULL);
+	_cleanup_free_ char *text = serve_error_json(code, message);
 	event_set(ws, "error", text ? text : "{}");
 }
 
@@ -184,9 +175,7 @@ static ssize_t watch_read(void *cls, uint64_t pos, char *buf, size_t max)
 			continue;
 		}
 		if (r != -EAGAIN) {
-			int e = -r;
-			bool gone = e == ESHUTDOWN || e == ENOTCONN || e == ECONNRESET || e == EPIPE;
-			event_last(ws, gone ? "sandbox_not_running" : "internal", err.message[0] ? err.message : strerror(e));
+			event_last(ws, serve_stream_error_code(-r), err.message[0] ? err.message : strerror(-r));
 			continue;
 		}
 		/* POLLRDHUP: the client closed its side (what it may send is not waited for). */
