@@ -193,7 +193,7 @@ def test_diff_watch_pause_and_resume(server):
         with pytest.raises(capsule.NotFound):
             s.diff(since="no-such-checkpoint")
         s.pause()
-        assert s.info["state"] == "paused" and s.info["paused"] is True
+        assert s.info["state"] == "paused" and s.info["paused"] is True and s.is_running
         with pytest.raises(capsule.Busy, match="paused") as e:
             s.execute("true")
         assert e.value.code == "sandbox_paused"

@@ -344,7 +344,8 @@ class _Core:
             self.info = self._conn.json("GET", f"/v1/sandboxes/{_q(self.id)}", op="inspect")
         except errors.NotFound:
             return False
-        return self.info.get("state") == "running"
+        # As locally: a paused sandbox still runs (its processes are held, not ended).
+        return self.info.get("state") in ("running", "paused")
 
     def _exec_blocking(self, cmd, timeout, cwd, env, stdin, user, max_output):
         data = _stdin_bytes(stdin)
