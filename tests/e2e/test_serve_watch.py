@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tests.conftest import _agent_is_static
 from tests.e2e.test_serve import Api, Server, assert_error, new_token
 
 MAX_WATCHES = 2
@@ -299,6 +300,8 @@ def test_shutdown_ends_watch_streams_at_once(capsule_home):
         s.stop()
 
 
+@pytest.mark.skipif(not _agent_is_static(), reason="capsule-agent is dynamically linked (a sanitizer build): "
+                    "it cannot be a VM's init")
 def test_a_vm_pauses_and_resumes_over_http_and_refuses_diff_in_one_line(server, api):
     """The one vm boot of this module: QMP stop and cont behind the same routes, and the
     diff, which a vm has no layer for, refused before anything runs."""
