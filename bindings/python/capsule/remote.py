@@ -21,6 +21,7 @@ import urllib.parse
 
 from . import errors
 from ._process import _Signals, stdin_bytes as _stdin_bytes
+from .sandbox import _AsyncWatchProtocol, _WatchProtocol
 from .types import ExecResult, FsEntry, NetworkMode
 
 DEFAULT_MAX_OUTPUT = 64 << 20
@@ -409,7 +410,7 @@ _END = object()
 WATCH_QUEUE = 1024
 
 
-class RemoteSyncWatch:
+class RemoteSyncWatch(_WatchProtocol):
     """A watch of a folder of a server's sandbox (GET .../watch), with SyncWatch's names: a
     context manager and an iterator of event dicts. A thread reads the stream into a bounded
     queue; watching starts with `with` (or the first event)."""
@@ -474,15 +475,6 @@ class RemoteSyncWatch:
         except queue.Full:
             pass
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __iter__(self):
-        return self
-
     def _take(self, timeout):
         """An event, None when none came within TIMEOUT, or _END (then closed; a failure raised)."""
         self.start()
@@ -506,14 +498,8 @@ class RemoteSyncWatch:
             raise StopIteration
         return item
 
-    def __next__(self):
-        return self.next()
 
-    def __del__(self):
-        self.close()
-
-
-class RemoteAsyncWatch:
+class RemoteAsyncWatch(_AsyncWatchProtocol):
     """RemoteSyncWatch for asyncio code (Sandbox.watch's names): `async with` starts watching,
     `async for` reads the events (each wait in a thread)."""
 
@@ -526,15 +512,6 @@ class RemoteAsyncWatch:
 
     def close(self):
         self._sync.close()
-
-    async def __aenter__(self):
-        return await self.start()
-
-    async def __aexit__(self, *exc):
-        self.close()
-
-    def __aiter__(self):
-        return self
 
     async def __anext__(self):
         item = await asyncio.to_thread(self._sync._take, None)

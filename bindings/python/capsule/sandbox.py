@@ -615,7 +615,41 @@ def _watch_next(ptr, timeout_ms):
     check(rc, err, "watch")
 
 
-class SyncWatch:
+class _WatchProtocol:
+    """What a watch is besides start(), close() and next(): a context manager and an
+    iterator (SyncWatch here, RemoteSyncWatch on a server)."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return self.next()
+
+    def __del__(self):
+        self.close()
+
+
+class _AsyncWatchProtocol:
+    """What an async watch is besides start(), close() and __anext__ (AsyncWatch,
+    RemoteAsyncWatch)."""
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        self.close()
+
+    def __aiter__(self):
+        return self
+
+
+class SyncWatch(_WatchProtocol):
     """A watch of a sandbox's folder (SyncSandbox.watch): a context manager and an iterator."""
 
     def __init__(self, sb, path, recursive):
@@ -634,15 +668,6 @@ class SyncWatch:
             lib.capsule_watch_free(self._ptr)
             self._ptr = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __iter__(self):
-        return self
-
     def next(self, timeout=None):
         """The next event, or None when none came within TIMEOUT seconds (None: wait)."""
         self.start()
@@ -657,14 +682,8 @@ class SyncWatch:
         self.close()
         raise StopIteration
 
-    def __next__(self):
-        return self.next()
 
-    def __del__(self):
-        self.close()
-
-
-class AsyncWatch:
+class AsyncWatch(_AsyncWatchProtocol):
     """A watch of a sandbox's folder (Sandbox.watch): an async context manager and iterator."""
 
     def __init__(self, sb, path, recursive):
@@ -688,15 +707,6 @@ class AsyncWatch:
             self._loop.remove_reader(lib.capsule_watch_fd(self._ptr))
             lib.capsule_watch_free(self._ptr)
             self._ptr = None
-
-    async def __aenter__(self):
-        return await self.start()
-
-    async def __aexit__(self, *exc):
-        self.close()
-
-    def __aiter__(self):
-        return self
 
     async def __anext__(self):
         await self.start()
