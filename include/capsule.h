@@ -175,7 +175,23 @@ CAPSULE_API int capsule_sandbox_stop_keep(capsule_sandbox *sb, uint32_t timeout_
  * and remove work. Pausing a paused sandbox, or resuming a running one, succeeds; a stopped
  * one is ENOTCONN. Refused (EBUSY) while a save of the sandbox is being copied. */
 CAPSULE_API int capsule_sandbox_pause(capsule_sandbox *sb, capsule_error *err);
+/* Resume a paused sandbox; one paused to disk gets a new shim that loads its memory state (a
+ * vm runs on from where it stopped, without a boot) and the state file goes. A resume from
+ * disk that fails keeps the state file (try again), and says why. */
 CAPSULE_API int capsule_sandbox_resume(capsule_sandbox *sb, capsule_error *err);
+/* Pause a detached vm sandbox to disk: its guest syncs and stops, QEMU writes its memory and
+ * devices to memory.state in the sandbox's folder ($CAPSULE_HOME/run/NAME/, 0600, at most
+ * the guest's RAM plus 64 MiB: zero pages take nothing) and QEMU and the shim exit, freeing
+ * their memory; it survives a host restart. inspect then says "paused" with paused_to "disk";
+ * capsule_sandbox_resume runs it again; exec, file operations and start say "sandbox 'x' is
+ * paused to disk: resume it first" (EBUSY); stop discards the memory state (stopped);
+ * remove removes it all. Refused with one line: a container (EOPNOTSUPP: CRIU does not run on
+ * this kernel), an ephemeral or pool sandbox, a vm from the "host" image, a vm with a bind,
+ * hot mount or allowlist /etc/hosts (a 9p share in use blocks QEMU's migration; EBUSY, naming
+ * the mount's path), one with commands or file operations open (EBUSY), too little free space
+ * (ENOSPC). A save that fails leaves the sandbox as it was (running, or paused in memory). A
+ * paused-to-disk sandbox's pause succeeds. */
+CAPSULE_API int capsule_sandbox_pause_to_disk(capsule_sandbox *sb, capsule_error *err);
 /* What changed in the sandbox's root filesystem since it was made, running or stopped, as a
  * JSON array (malloc'd, caller frees) of objects in the order of a walk of the tree (a folder
  * before what it holds, each folder's names sorted bytewise): path

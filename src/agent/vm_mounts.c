@@ -31,6 +31,9 @@
 #define NINEP_SHARE_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=mmap"
 
 static int share_fd = -1;
+/* The initramfs's /shares under the share, where SHARES_ON attaches it again once the
+ * sandbox's root covers every path to it. */
+static int share_point_fd = -1;
 
 void vm_mounts_boot(void)
 {
@@ -38,6 +41,7 @@ void vm_mounts_boot(void)
 	 * namespace); without it, VM_MOUNT of a share entry is refused below. */
 	if (mkdir(SHARES_DIR, 0700) < 0 && errno != EEXIST)
 		return;
+	share_point_fd = open(SHARES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (mount(CP_VM_MOUNTS_TAG, SHARES_DIR, "9p", MS_NOSUID | MS_NODEV, NINEP_SHARE_OPTS) < 0)
 		return;
 	share_fd = open(SHARES_DIR, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -293,6 +297,67 @@ static int do_unmount(const struct cp_vm_unmount *m, struct mount_error *e)
 	return r;
 }
 
+/* SHARES_OFF: QEMU refuses to migrate while the guest has the share mounted (it lifts its
+ * blocker once the share's root fid is clunked, when the 9p superblock goes). The mount is
+ * detached from inside it (its only path is under the sandbox's root) and our fd on it
+ * closed; an entry still mounted somewhere (a bind) keeps the superblock, and QEMU's refusal
+ * then says so. */
+static int shares_off(uint64_t *id, struct mount_error *e)
+{
+	if (share_fd < 0)
+		return fail(e, ENODEV, false, "this guest has no share for host folders mounted");
+	struct kstatx sx;
+	int r = mount_id(share_fd, "", AT_EMPTY_PATH, id, &sx);
+	if (r < 0)
+		return fail(e, -r, true, "the share's mount id");
+	if (fchdir(share_fd) < 0)
+		return fail(e, errno, true, "entering the share");
+	r = umount2(".", MNT_DETACH) < 0 ? fail(e, errno, true, "unmounting the share") : 0;
+	(void)!chdir("/");
+	if (r == 0) {
+		close(share_fd);
+		share_fd = -1;
+	}
+	return r;
+}
+
+/* SHARES_ON: the share mounted again where it was, by the new mount API onto the mount
+ * point's fd, so that open_tree clones its entries from a mount of this namespace. */
+static int shares_on(uint64_t *id, struct mount_error *e)
+{
+	if (share_fd >= 0) {
+		struct kstatx sx;
+		int r = mount_id(share_fd, "", AT_EMPTY_PATH, id, &sx);
+		return r < 0 ? fail(e, -r, true, "the share's mount id") : 0;
+	}
+	if (share_point_fd < 0)
+		return fail(e, ENODEV, false, "this guest has no place for the share of host folders");
+	int fs = sys_fsopen("9p", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return fail(e, errno, true, "9p for the share");
+	static const char *const opts[][2] = { { "source", CP_VM_MOUNTS_TAG }, { "trans", "virtio" },
+					       { "version", "9p2000.L" }, { "msize", "262144" },
+					       { "cache", "mmap" } };
+	int tree = -1, r = 0;
+	for (size_t i = 0; i < ARRAY_SIZE(opts) && r == 0; i++)
+		if (sys_fsconfig(fs, FSCONFIG_SET_STRING, opts[i][0], opts[i][1], 0) < 0)
+			r = fail(e, errno, true, "9p option %s", opts[i][0]);
+	if (r == 0 && (sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+		       (tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0))
+		r = fail(e, errno, true, "mounting the share");
+	close(fs);
+	if (r == 0 && sys_move_mount(tree, "", share_point_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+		r = fail(e, errno, true, "attaching the share");
+	struct kstatx sx;
+	if (r == 0 && (r = mount_id(tree, "", AT_EMPTY_PATH, id, &sx)) < 0)
+		fail(e, -r, true, "the share's mount id");
+	if (r == 0)
+		share_fd = tree;
+	else if (tree >= 0)
+		close(tree);
+	return r;
+}
+
 void vm_mount_request(const struct cp_header *h, const uint8_t *payload)
 {
 	struct mount_error e = { 0 };
@@ -307,7 +372,9 @@ void vm_mount_request(const struct cp_header *h, const uint8_t *payload)
 			return;
 		}
 		uint64_t id = 0;
-		int r = do_mount(&m, &id, &e);
+		int r = m.kind == CP_VM_MOUNT_SHARES_OFF  ? shares_off(&id, &e)
+			: m.kind == CP_VM_MOUNT_SHARES_ON ? shares_on(&id, &e)
+							  : do_mount(&m, &id, &e);
 		cp_vm_mount_free(&m);
 		if (r < 0) {
 			agent_send_error(h->chan, e.errnum, e.message);

@@ -422,14 +422,18 @@ int cmd_kill(int argc, char **argv)
 	return for_each_name("kill", argc, argv, 1, stop_one, &zero);
 }
 
+enum pause_verb { VERB_PAUSE, VERB_RESUME, VERB_PAUSE_TO_DISK };
+
 static int pause_one(const char *name, void *payload)
 {
-	bool resume = *(bool *)payload;
+	enum pause_verb verb = *(enum pause_verb *)payload;
 	capsule_error err = { 0 };
 	capsule_sandbox *sb;
 	if (capsule_sandbox_open(&sb, name, &err) < 0)
 		return cli_fail(&err);
-	int r = resume ? capsule_sandbox_resume(sb, &err) : capsule_sandbox_pause(sb, &err);
+	int r = verb == VERB_RESUME	   ? capsule_sandbox_resume(sb, &err)
+		: verb == VERB_PAUSE_TO_DISK ? capsule_sandbox_pause_to_disk(sb, &err)
+					     : capsule_sandbox_pause(sb, &err);
 	capsule_sandbox_free(sb);
 	if (r < 0)
 		return cli_fail(&err);
@@ -440,28 +444,35 @@ static int pause_one(const char *name, void *payload)
 static int pause_or_resume(bool resume, int argc, char **argv)
 {
 	const char *verb = resume ? "resume" : "pause";
+	enum pause_verb what = resume ? VERB_RESUME : VERB_PAUSE;
 	int i = 1;
 	for (; i < argc && argv[i][0] == '-'; i++) {
 		if (!strcmp(argv[i], "--help")) {
 			if (resume)
 				fputs("Usage: capsule resume SANDBOX...\n\n"
-				      "Let paused sandboxes run again; prints each name. A running one is not an error.\n",
+				      "Let paused sandboxes run again; prints each name. A running one is not an error.\n"
+				      "One paused to disk gets a new shim that loads its memory (no boot), also after\n"
+				      "a host restart.\n",
 				      stdout);
 			else
-				fputs("Usage: capsule pause SANDBOX...\n\n"
+				fputs("Usage: capsule pause [--to-disk] SANDBOX...\n\n"
 				      "Hold every process of running sandboxes still, in memory (the cgroup freezer,\n"
 				      "a vm's vCPUs), until 'capsule resume' or a stop; prints each name. Meanwhile\n"
-				      "exec, fs, cp and mount are refused; inspect and ps say 'paused'.\n",
+				      "exec, fs, cp and mount are refused; inspect and ps say 'paused'.\n\n"
+				      "  --to-disk   vms only: write the guest's memory to the sandbox's folder and end\n"
+				      "              QEMU and its shim (their memory freed); 'capsule resume' loads it,\n"
+				      "              even after a host restart. Not with a bind or hot mount, nor the\n"
+				      "              'host' image (a 9p share in use blocks QEMU's migration).\n",
 				      stdout);
 			return 0;
 		}
-		if (!resume && !strcmp(argv[i], "--to-disk"))
-			return cli_failf("pause --to-disk is not available: a paused sandbox is held in memory only "
-					 "(containers: CRIU does not run on this kernel; vms: their 9p shares block "
-					 "QEMU's migration; docs/architecture.md, \"Pause to disk\")");
+		if (!resume && !strcmp(argv[i], "--to-disk")) {
+			what = VERB_PAUSE_TO_DISK;
+			continue;
+		}
 		return cli_usage(verb, "unknown flag '%s'", argv[i]);
 	}
-	return for_each_name(verb, argc, argv, i, pause_one, &resume);
+	return for_each_name(verb, argc, argv, i, pause_one, &what);
 }
 
 int cmd_pause(int argc, char **argv)

@@ -104,8 +104,13 @@ int cli_open_running(const char *name, capsule_sandbox **sb)
 	if (capsule_sandbox_open(sb, name, &err) < 0)
 		return cli_fail(&err);
 	if (!capsule_sandbox_is_running(*sb)) {
+		/* Not running, but paused: to disk, with no shim (capsule.h). */
+		capsule_sandbox_info info;
+		bool on_disk = capsule_sandbox_inspect(*sb, &info, NULL) == 0 && !strcmp(info.state, "paused");
 		capsule_sandbox_free(*sb);
 		*sb = NULL;
+		if (on_disk)
+			return cli_failf("sandbox '%s' is paused to disk: resume it first", name);
 		return cli_failf("sandbox '%s' is not running", name);
 	}
 	return 0;

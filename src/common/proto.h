@@ -456,9 +456,10 @@ int cp_save_decode(const uint8_t *p, size_t n, struct cp_save *m);
 void cp_save_free(struct cp_save *m);
 
 /* PAUSE: OP pauses or resumes every process of the running sandbox, in memory (the cgroup
- * freezer, a vm's vCPUs). Answered by OK or ERROR. The decoder refuses a missing or unknown
- * op. */
-enum { CP_PAUSE_OP_PAUSE = 1, CP_PAUSE_OP_RESUME = 2 };
+ * freezer, a vm's vCPUs); TO_DISK saves a vm's memory to run/<name>/ and ends its shim,
+ * answered once the sandbox's lock is free (resumed by a new shim: capsule_sandbox_resume).
+ * Answered by OK or ERROR. The decoder refuses a missing or unknown op. */
+enum { CP_PAUSE_OP_PAUSE = 1, CP_PAUSE_OP_RESUME = 2, CP_PAUSE_OP_TO_DISK = 3 };
 struct cp_pause {
 	uint32_t op;
 };
@@ -527,7 +528,10 @@ int cp_data_encode(struct cp_writer *w, uint32_t chan, uint16_t stream, bool eof
 
 /* vm isolation: the shim asks the agent to make (and remove) the guest side of a mount.
  * VM_MOUNT is answered by VM_MOUNTED or ERROR; VM_UNMOUNT by OK or ERROR. */
-enum cp_vm_mount_kind { CP_VM_MOUNT_SHARE = 1, CP_VM_MOUNT_TMPFS = 2 };
+/* SHARES_OFF and SHARES_ON unmount and mount again the root of the `mounts` share itself
+ * (around a pause to disk: a 9p share mounted in the guest blocks QEMU's migration); they
+ * carry a target ("/") and nothing else, and VM_MOUNTED says the share's mount id. */
+enum cp_vm_mount_kind { CP_VM_MOUNT_SHARE = 1, CP_VM_MOUNT_TMPFS = 2, CP_VM_MOUNT_SHARES_OFF = 3, CP_VM_MOUNT_SHARES_ON = 4 };
 #define CP_VM_MOUNT_RO 0x1u
 #define CP_VM_MOUNT_FILE 0x2u        /* the share's entry is a file: mount it onto a file */
 #define CP_VM_MOUNT_NO_SYMLINKS 0x4u /* no symlink anywhere on the target's path (hot mounts) */

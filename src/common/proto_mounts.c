@@ -132,6 +132,8 @@ static bool vm_mount_valid(const struct cp_vm_mount *m)
 		return vm_mount_name_ok(m->name) && !m->size && !m->mode;
 	if (m->kind == CP_VM_MOUNT_TMPFS)
 		return !m->name && m->size > 0 && m->mode <= 07777 && !(m->flags & CP_VM_MOUNT_FILE);
+	if (m->kind == CP_VM_MOUNT_SHARES_OFF || m->kind == CP_VM_MOUNT_SHARES_ON)
+		return !m->name && !m->size && !m->mode && !m->flags;
 	return false;
 }
 

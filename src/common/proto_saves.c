@@ -43,7 +43,7 @@ void cp_save_free(struct cp_save *m)
 }
 int cp_pause_encode(struct cp_writer *w, uint32_t chan, const struct cp_pause *m)
 {
-	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_RESUME)
+	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_TO_DISK)
 		return -EINVAL;
 	cp_frame_begin(w, CP_PAUSE, 0, chan);
 	cp_put_u32(w, CP_T_PAUSE_OP, m->op);
@@ -58,7 +58,7 @@ int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m)
 		if (f.tag == CP_T_PAUSE_OP)
 			r = cp_field_u32(&f, &m->op);
 	});
-	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_RESUME)
+	if (m->op < CP_PAUSE_OP_PAUSE || m->op > CP_PAUSE_OP_TO_DISK)
 		return -EBADMSG;
 	return 0;
 fail:

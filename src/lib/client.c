@@ -197,6 +197,8 @@ static int open_hello(struct conn *c, const char *name, bool wait, capsule_error
 			continue;
 		}
 		close(fd);
+		if ((e == ENOENT || e == ECONNREFUSED) && !run_dir_locked(dir) && run_dir_paused_to_disk(dir))
+			return cap_err_plain(err, EBUSY, "sandbox '%s' is paused to disk: resume it first", name);
 		if (e == ENOENT || e == ECONNREFUSED)
 			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running", name);
 		return cap_err(err, e, "connecting to sandbox '%s'", name);

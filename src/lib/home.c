@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "home.h"
+#include "json.h"
 #include "id_slot.h"
 #include "rootless.h"
 #include "sandbox_config.h"
@@ -215,6 +216,16 @@ bool run_dir_locked(int dirfd)
 		return errno == EWOULDBLOCK;
 	flock(fd, LOCK_UN);
 	return false;
+}
+
+bool run_dir_paused_to_disk(int dirfd)
+{
+	_cleanup_free_ char *text = NULL, *state = NULL, *to = NULL;
+	size_t len = 0;
+	if (read_file_at(dirfd, "state.json", 1u << 16, &text, &len) < 0)
+		return false;
+	return json_get_string(text, len, "state", &state) == 0 && !strcmp(state, "paused") &&
+	       json_get_string(text, len, "paused_to", &to) == 0 && !strcmp(to, "disk");
 }
 
 void sandbox_cgroup_name(const char *name, char *out, size_t size)

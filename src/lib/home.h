@@ -26,6 +26,9 @@ int find_helper(const char *name, char **path, capsule_error *err);
 int run_dir_open(const char *name, int *fd, capsule_error *err);
 /* true if a shim holds run/<name>/lock */
 bool run_dir_locked(int dirfd);
+/* The sandbox of folder DIRFD is paused to disk: its state.json says so, written by its
+ * shim as it exited (a vm's memory in memory.state). Meaningful only while it is not locked. */
+bool run_dir_paused_to_disk(int dirfd);
 
 /* The sandbox's cgroup name: its own name plus a digest of $CAPSULE_HOME, so that two homes
  * (two users, two test runs) can each have a sandbox "dev" without sharing a cgroup. */

@@ -21,4 +21,10 @@
 #include "rootless.h"
 #include "volume.h"
 
+/* The one line a pause to disk of a container gets, from the library and the shim alike. */
+#define CAPSULE_PAUSE_TO_DISK_CONTAINER                                                                      \
+	"pause to disk is not available for containers: CRIU (Debian 12's 3.17) fails its own kernel "      \
+	"feature check on this kernel, and nothing can be dumped without it (docs/architecture.md, "       \
+	"\"Pause to disk\"); vms can be"
+
 #endif

@@ -59,12 +59,13 @@ static void generate_name(char *out, size_t n)
 /* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
  * and a session of its own (a Ctrl-C at the caller's terminal is for the command, passed on
  * by the CLI, not for the shim). */
-static void shim_argv(const char *name, char **argv)
+static void shim_argv(const char *name, bool restore, char **argv)
 {
 	argv[0] = (char *)"capsule-shim";
 	argv[1] = (char *)"--name";
 	argv[2] = (char *)name;
-	argv[3] = NULL;
+	argv[3] = restore ? (char *)"--restore" : NULL;
+	argv[4] = NULL;
 }
 
 /* An ephemeral sandbox's shim: one posix_spawn (a vfork underneath, the cheapest way to
@@ -72,8 +73,8 @@ static void shim_argv(const char *name, char **argv)
 static int spawn_shim_child(const char *shim_path, const char *name, int sock, int lockfd, pid_t *pid,
 			    capsule_error *err)
 {
-	char *argv[4];
-	shim_argv(name, argv);
+	char *argv[5];
+	shim_argv(name, false, argv);
 	extern char **environ;
 	/* Through fresh numbers first, so that neither dup2 clobbers the other's source. */
 	_cleanup_close_ int s2 = fcntl(sock, F_DUPFD_CLOEXEC, 10), l2 = fcntl(lockfd, F_DUPFD_CLOEXEC, 10);
@@ -145,10 +146,11 @@ int spawn_helper_detached(const char *path, char *const argv[], int sock, int lo
 	return 0;
 }
 
-static int spawn_shim_detached(const char *shim_path, const char *name, int sock, int lockfd, capsule_error *err)
+static int spawn_shim_detached(const char *shim_path, const char *name, bool restore, int sock, int lockfd,
+			       capsule_error *err)
 {
-	char *argv[4];
-	shim_argv(name, argv);
+	char *argv[5];
+	shim_argv(name, restore, argv);
 	return spawn_helper_detached(shim_path, argv, sock, lockfd, err);
 }
 
@@ -195,7 +197,9 @@ static int await_ready(struct conn *c, const struct capsule_config *cfg, capsule
 /* Start the shim for the sandbox whose folder RUN_FD is, holding its lock LOCKFD. */
 static void run_shim_cleanup(const char *name);
 
-static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
+/* RESTORE: the shim resumes the sandbox from its memory state on disk (only a detached
+ * sandbox is ever paused to disk). */
+static int launch(capsule_sandbox *sb, int lockfd, bool restore, capsule_error *err)
 {
 	_cleanup_free_ char *shim = NULL;
 	int r = find_helper("capsule-shim", &shim, err);
@@ -207,8 +211,8 @@ static int launch(capsule_sandbox *sb, int lockfd, capsule_error *err)
 	progress(&sb->cfg, "starting", 1, 3);
 	/* A pool's sandbox is owned by the keeper's connection, but its shim outlives the keeper's
 	 * interest in it once taken: the keeper must never wait for it. */
-	if (sb->cfg.detached || sb->cfg.pool[0])
-		r = spawn_shim_detached(shim, sb->cfg.name, sp[1], lockfd, err);
+	if (sb->cfg.detached || sb->cfg.pool[0] || restore)
+		r = spawn_shim_detached(shim, sb->cfg.name, restore, sp[1], lockfd, err);
 	else
 		r = spawn_shim_child(shim, sb->cfg.name, sp[1], lockfd, &sb->shim_pid, err);
 	close(sp[1]);
@@ -466,7 +470,7 @@ int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *
 	}
 	if (prepare && (r = prepare(dir, cfg, payload, err)) < 0)
 		goto fail_rm;
-	if ((r = launch(sb, lockfd, err)) < 0) {
+	if ((r = launch(sb, lockfd, false, err)) < 0) {
 		cap_err_wrap(err, r, "starting sandbox '%s'", cfg->name);
 		goto fail_rm;
 	}
@@ -507,24 +511,69 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 	return 0;
 }
 
+/* The sandbox's folder and its lock, taken: -EALREADY when it runs. */
+static int lock_stopped(const capsule_sandbox *sb, int *dir, int *lockfd, capsule_error *err)
+{
+	int r = run_dir_open(sb->cfg.name, dir, err);
+	if (r < 0)
+		return r;
+	*lockfd = openat(*dir, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (*lockfd < 0)
+		return cap_err(err, errno, "open lock of sandbox '%s'", sb->cfg.name);
+	if (flock(*lockfd, LOCK_EX | LOCK_NB) < 0)
+		return cap_err_plain(err, EALREADY, "sandbox '%s' is already running", sb->cfg.name);
+	return 0;
+}
+
+int sandbox_resume_from_disk(capsule_sandbox *sb, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1, lockfd = -1;
+	int r = lock_stopped(sb, &dir, &lockfd, err);
+	/* Resumed meanwhile by someone else: it runs, as asked. */
+	if (r == -EALREADY) {
+		capsule_error_clear(err);
+		return 0;
+	}
+	if (r < 0)
+		return r;
+	if (!run_dir_paused_to_disk(dir))
+		return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running", sb->cfg.name);
+	if ((r = launch(sb, lockfd, true, err)) < 0)
+		return cap_err_wrap(err, r, "resuming sandbox '%s' from disk (its memory state is kept)", sb->cfg.name);
+	return 0;
+}
+
+int sandbox_stop_paused_to_disk(const char *name, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1, lockfd = -1;
+	int r = run_dir_open(name, &dir, err);
+	if (r < 0)
+		return r;
+	lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0 || !run_dir_paused_to_disk(dir))
+		return 0;
+	static const char stopped[] = "{\"state\": \"stopped\"}\n";
+	if ((r = write_file_atomic_at(dir, "state.json", stopped, sizeof(stopped) - 1, 0600, false)) < 0)
+		return cap_err(err, -r, "stopping sandbox '%s'", name);
+	unlinkat(dir, "memory.state", 0);
+	return 0;
+}
+
 int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err)
 {
 	_cleanup_close_ int dir = -1, lockfd = -1;
-	int r = run_dir_open(sb->cfg.name, &dir, err);
+	int r = lock_stopped(sb, &dir, &lockfd, err);
 	if (r < 0)
 		return r;
-	lockfd = openat(dir, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lockfd < 0)
-		return cap_err(err, errno, "open lock of sandbox '%s'", sb->cfg.name);
-	if (flock(lockfd, LOCK_EX | LOCK_NB) < 0)
-		return cap_err_plain(err, EALREADY, "sandbox '%s' is already running", sb->cfg.name);
+	if (run_dir_paused_to_disk(dir))
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is paused to disk: resume it first", sb->cfg.name);
 	if (!sb->cfg.detached && sb->owner.fd >= 0) {
 		/* The last run's connection (its shim is gone): the new shim's creator socket
 		 * replaces it. */
 		conn_close(&sb->owner);
 		reap_shim(sb);
 	}
-	r = launch(sb, lockfd, err);
+	r = launch(sb, lockfd, false, err);
 	if (r < 0)
 		return cap_err_wrap(err, r, "starting sandbox '%s'", sb->cfg.name);
 	if (!sb->cfg.detached) {
@@ -579,6 +628,9 @@ static int stop_via(struct conn *c, uint32_t timeout_ms, bool keep, capsule_erro
 static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, bool keep, capsule_error *err)
 {
 	int r;
+	/* Paused to disk: no process to stop; its memory state goes. */
+	if (!capsule_sandbox_is_running(sb) && (r = sandbox_stop_paused_to_disk(sb->cfg.name, err)) < 0)
+		return r;
 	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
 		r = stop_via(&sb->owner, timeout_ms, keep, err);
 		conn_close(&sb->owner);
@@ -760,7 +812,8 @@ int sweep_stale(const char *name)
 	_cleanup_free_ char *st_val = NULL;
 	if (read_file_at(dir, "state.json", 1u << 16, &state, &len) == 0)
 		json_get_string(state, len, "state", &st_val);
-	if (st_val && strcmp(st_val, "stopped") == 0)
+	/* A shim that paused its sandbox to disk ended on purpose, having cleaned up. */
+	if (st_val && (strcmp(st_val, "stopped") == 0 || run_dir_paused_to_disk(dir)))
 		return 0;
 	/* The shim died without cleaning up (SIGKILL): its cgroups may remain. */
 	run_shim_cleanup(name);

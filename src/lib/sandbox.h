@@ -41,6 +41,13 @@ int sandbox_owner_fd(const capsule_sandbox *sb);
  * with SOCK as fd 3 and LOCKFD as fd 4, stdio on /dev/null, nothing else of the caller's. */
 int spawn_helper_detached(const char *path, char *const argv[], int sock, int lockfd, capsule_error *err);
 
+/* Pause to disk (pause_client.c): a new shim for SB that resumes it from its memory state on
+ * disk (capsule-shim --restore); a sandbox that runs meanwhile is left as it is. */
+int sandbox_resume_from_disk(capsule_sandbox *sb, capsule_error *err);
+/* A stop of sandbox NAME paused to disk: its memory state goes, it is stopped. 0 and nothing
+ * done when it is not paused to disk. */
+int sandbox_stop_paused_to_disk(const char *name, capsule_error *err);
+
 /* pool.c: take a ready sandbox from CFG's pool (capsule_config_set_pool). */
 int pool_take(capsule_sandbox **out, const struct capsule_config *cfg, capsule_error *err);
 

@@ -53,6 +53,9 @@ static int info_from_dir(int dir, const char *name, const char *const *labels, c
 	 * once it serves requests. In between, the sandbox is starting. */
 	bool up = state_name && (!strcmp(state_name, "running") || !strcmp(state_name, "paused"));
 	snprintf(info->state, sizeof(info->state), "%s", !running ? "stopped" : up ? state_name : "starting");
+	/* Paused to disk, it has no shim to hold the lock: its state.json says so. */
+	if (!running && run_dir_paused_to_disk(dir))
+		snprintf(info->state, sizeof(info->state), "paused");
 	if (running && state) {
 		int64_t v;
 		if (json_get_int(state, len, "shim_pid", &v) == 0)
@@ -109,16 +112,25 @@ static void inspect_vm_json(struct json_writer *j, capsule_sandbox *sb, const ch
 }
 
 /* Who holds a paused sandbox: "user" (a client's pause, held until its resume) or "idle"
- * (the shim's own after idle_pause_ms, undone by the next request); null when not paused. */
+ * (the shim's own after idle_pause_ms, undone by the next request); null when not paused.
+ * Where: paused_to "memory" (its processes held in place) or "disk" (its memory in the
+ * folder's memory.state, of memory_state_bytes, and no process left). */
 static void inspect_paused_by(struct json_writer *j, const char *name, const char *state)
 {
 	_cleanup_close_ int dir = -1;
-	_cleanup_free_ char *text = NULL, *by = NULL;
+	_cleanup_free_ char *text = NULL, *by = NULL, *to = NULL;
 	size_t len = 0;
+	int64_t bytes = -1;
 	if (!strcmp(state, "paused") && run_dir_open(name, &dir, NULL) == 0 &&
-	    read_file_at(dir, "state.json", 1u << 16, &text, &len) == 0)
+	    read_file_at(dir, "state.json", 1u << 16, &text, &len) == 0) {
 		json_get_string(text, len, "paused_by", &by);
+		json_get_string(text, len, "paused_to", &to);
+		json_get_int(text, len, "memory_state_bytes", &bytes);
+	}
 	json_kv_string(j, "paused_by", by);
+	json_kv_string(j, "paused_to", to);
+	if (to && !strcmp(to, "disk") && bytes >= 0)
+		json_kv_int(j, "memory_state_bytes", bytes);
 }
 
 /* What the running container's shim says in state.json: whether its processes can go below
@@ -244,14 +256,15 @@ int capsule_sandbox_inspect_json(capsule_sandbox *sb, char **out_json, capsule_e
 	for (size_t i = 0; i < sandbox_config(sb)->envc; i++)
 		json_string(&j, sandbox_config(sb)->env[i]);
 	json_array_end(&j);
-	bool up = !strcmp(info.state, "running") || !strcmp(info.state, "paused");
+	/* A sandbox paused to disk has no shim to ask, nor a QEMU. */
+	bool up = (!strcmp(info.state, "running") || !strcmp(info.state, "paused")) && capsule_sandbox_is_running(sb);
 	sandbox_net_inspect_json(sb, sandbox_config(sb), up, &j);
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/run/%s", capsule_home(), info.name);
 	json_kv_string(&j, "run_dir", path);
 	json_kv_uint(&j, "boot_timeout_ms", config_boot_timeout_ms(sandbox_config(sb)));
 	if (info.isolation == CAPSULE_ISOLATION_VM)
-		inspect_vm_json(&j, sb, info.state);
+		inspect_vm_json(&j, sb, up ? info.state : "stopped");
 	if (info.isolation == CAPSULE_ISOLATION_VM)
 		sandbox_display_inspect_json(sb, up, &j);
 	json_object_end(&j);

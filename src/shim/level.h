@@ -60,6 +60,13 @@ struct level_ops {
 	int (*hot_attach)(struct shim *s, int tree, const char *name, const char *target, bool is_dir, bool readonly,
 			  uint64_t *mnt_id, capsule_error *err);
 	int (*hot_detach)(struct shim *s, const char *name, const char *target, uint64_t mnt_id, capsule_error *err);
+	/* PAUSE to disk: the sandbox's memory into run/<name>/ and its process ended, every
+	 * other resource left for the walk back; on failure it runs (or stays paused) as before.
+	 * NULL: the level cannot (a container: CRIU). */
+	int (*pause_to_disk)(struct shim *s, capsule_error *err);
+	/* A start that resumes from disk (s->restoring): the agent's channel taken back from a
+	 * guest that never booted, in place of the HELLO and INIT of a boot. */
+	int (*reattach)(struct shim *s, capsule_error *err);
 	/* The save a stopped sandbox is kept as (--save NAME), every process gone. */
 	int (*save_at_stop)(struct shim *s, const char *name, capsule_error *err);
 	/* The level's own fields of state.json while it runs. */
@@ -91,6 +98,7 @@ struct vm_boot {
 	char *disk;            /* its qcow2 (malloc'd) */
 	const char *disk_mode; /* VM_DISK_MODE_* */
 	const char *accel;     /* NULL: the config's; "tcg" once KVM did not boot the guest */
+	bool mounts_share;     /* QEMU was given the `mounts` 9p share */
 	char accel_fallback[sizeof(((capsule_error *)0)->message) + 48];
 };
 

@@ -177,6 +177,8 @@ static void process_down(struct shim *s)
 
 static int hello_up(struct shim *s, capsule_error *err)
 {
+	if (s->restoring)
+		return s->level->reattach(s, err);
 	return agent_bring_up(s, sandbox_hostname(s), err);
 }
 
@@ -249,14 +251,24 @@ void sandbox_teardown(struct shim *s)
 
 void write_state(struct shim *s, const char *state)
 {
-	bool running = !strcmp(state, "running") || !strcmp(state, "paused");
+	/* Paused to disk, the sandbox has no process: its shim is ending. */
+	bool running = (!strcmp(state, "running") || !strcmp(state, "paused")) && !s->paused_to_disk;
 	struct json_writer j;
 	json_init(&j, true);
 	json_object_begin(&j);
 	json_kv_string(&j, "name", s->cfg.name);
 	json_kv_string(&j, "state", state);
-	if (!strcmp(state, "paused"))
+	if (!strcmp(state, "paused")) {
 		json_kv_string(&j, "paused_by", s->paused_by_idle ? "idle" : "user");
+		json_kv_string(&j, "paused_to", s->paused_to_disk ? "disk" : "memory");
+	}
+	if (s->paused_to_disk) {
+		/* What a resume needs that the config does not say: the accelerator QEMU ran
+		 * with (a TCG guest's state does not load under KVM). */
+		json_kv_string(&j, "memory_state", VM_STATE_FILE);
+		json_kv_uint(&j, "memory_state_bytes", s->state_bytes);
+		json_kv_string(&j, "accel", s->vm.accel);
+	}
 	json_kv_int(&j, "shim_pid", running ? (int64_t)getpid() : 0);
 	json_kv_int(&j, "init_pid", running ? (int64_t)s->proc_pid : 0);
 	json_kv_int(&j, "started", s->started_unix);
@@ -411,6 +423,29 @@ _Noreturn void finish_and_exit(struct shim *s)
 	close(s->lock_fd);
 	s->lock_fd = -1;
 	answer_stop_waiters(s, &save_err);
+	io_clients_last_words(&s->io);
+	layer_run_deferred_removals();
+	_exit(0);
+}
+
+_Noreturn void finish_paused_to_disk(struct shim *s)
+{
+	s->exiting = true;
+	s->paused_to_disk = true;
+	/* QEMU has quit: what is left of the sandbox (its cgroups, its network, the share's
+	 * folder) goes as at a stop; its folder, disk and memory state stay. */
+	char accel[sizeof(s->vm.accel)];
+	memcpy(accel, s->vm.accel, sizeof(accel));
+	sandbox_teardown(s);
+	memcpy(s->vm.accel, accel, sizeof(accel));
+	control_socket_remove(s->run_fd);
+	vm_store_unpin_all();
+	write_state(s, "paused");
+	shim_log("paused to disk (%llu bytes of memory state); the shim exits", (unsigned long long)s->state_bytes);
+	close(s->lock_fd);
+	s->lock_fd = -1;
+	capsule_error none = { 0 };
+	answer_stop_waiters(s, &none);
 	io_clients_last_words(&s->io);
 	layer_run_deferred_removals();
 	_exit(0);

@@ -353,6 +353,32 @@ void idle_pause_check(struct shim *s)
 		shim_log("idle resume: %s", err.message);
 }
 
+/* PAUSE to disk: the level writes the sandbox's memory to its folder and ends its process,
+ * then the shim ends as at a stop, the asker answered once the lock is free (a resume may
+ * start a new shim at once). Only a detached sandbox: an ephemeral one ends with its
+ * creator's connection, which this shim's exit closes. */
+static void pause_to_disk_request(struct shim *s, int ci, const struct cp_header *h)
+{
+	capsule_error err = { 0 };
+	int r;
+	if (!s->level->pause_to_disk)
+		r = cap_err_plain(&err, EOPNOTSUPP, CAPSULE_PAUSE_TO_DISK_CONTAINER);
+	else if (!s->cfg.detached || s->cfg.pool[0])
+		r = cap_err_plain(&err, EOPNOTSUPP,
+				  "sandbox '%s' is %s: only a detached sandbox can be paused to disk", s->name,
+				  s->cfg.pool[0] ? "a pool's ready sandbox" : "ephemeral (it ends with its creator)");
+	else
+		r = s->level->pause_to_disk(s, &err);
+	if (r < 0) {
+		struct cp_request_ok ok = { 0 };
+		shim_request_answer(s, ci, h, r, &err, &ok);
+		return;
+	}
+	s->io.clients[ci].stop_waiter = true;
+	s->io.clients[ci].stop_chan = h->chan;
+	finish_paused_to_disk(s);
+}
+
 /* PAUSE holds every process still, in memory, until RESUME: the level's own pause, the one a
  * save's copy uses (a vm's guest syncs its disks first). Not during a save (whose pause and
  * resume are its own), and not for a guest that is already being waited for. Asking for the
@@ -364,6 +390,10 @@ static void pause_request(struct shim *s, int ci, const struct cp_header *h, con
 	struct cp_pause m;
 	if (cp_pause_decode(payload, h->len, &m) < 0) {
 		io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed PAUSE request");
+		return;
+	}
+	if (m.op == CP_PAUSE_OP_TO_DISK) {
+		pause_to_disk_request(s, ci, h);
 		return;
 	}
 	capsule_error err = { 0 };

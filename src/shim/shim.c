@@ -250,6 +250,7 @@ int main(int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "cleanup", no_argument, NULL, 'c' },
 		{ "probe", no_argument, NULL, 'p' },
+		{ "restore", no_argument, NULL, 'r' },
 		{ 0 },
 	};
 	bool cleanup = false;
@@ -261,6 +262,8 @@ int main(int argc, char **argv)
 			cleanup = true;
 		else if (o == 'p')
 			return shim_probe();
+		else if (o == 'r')
+			S.restoring = true;
 		else
 			return 2;
 	}
@@ -298,6 +301,9 @@ int main(int argc, char **argv)
 		if (S.io.epfd < 0 || S.sigfd < 0)
 			r = cap_err(&err, errno, "epoll/signalfd");
 	}
+	/* A resume from disk: the memory state must be there, and the level able to load it. */
+	if (r == 0 && S.restoring && (!S.level->reattach || faccessat(S.run_fd, VM_STATE_FILE, R_OK, AT_SYMLINK_NOFOLLOW) < 0))
+		r = cap_err_plain(&err, ENOENT, "sandbox '%s' has no memory state on disk to resume from", S.name);
 	if (r == 0)
 		r = sandbox_start(&S, &err);
 	if (r == 0)
@@ -315,6 +321,12 @@ int main(int argc, char **argv)
 	}
 	S.started_unix = (int64_t)time(NULL);
 	write_state(&S, "running");
+	if (S.restoring) {
+		/* The guest has run on from it (its disk moved on): it can never be loaded again. */
+		unlinkat(S.run_fd, VM_STATE_FILE, 0);
+		S.restoring = false;
+		shim_log("resumed from disk;%s", shim_progress_log());
+	}
 	shim_log("started, agent pid %d;%s", (int)S.proc_pid, shim_progress_log());
 
 	io_watch(&S.io, S.listen_fd, KEY_LISTEN, EPOLLIN);

@@ -64,6 +64,12 @@ struct shim {
 	/* The pause is the shim's own, after cfg.idle_pause_ms with nothing active (io.h's one
 	 * definition of idle): what needs the processes resumes it rather than being refused. */
 	bool paused_by_idle;
+	/* Started with --restore: the level resumes the sandbox from its memory state on disk
+	 * instead of booting it (until the start is done). */
+	bool restoring;
+	/* Its memory is on disk and its shim is ending (state.json says paused_to disk). */
+	bool paused_to_disk;
+	uint64_t state_bytes;
 	/* A request that waits for the guest's answer (agent_wait_answer) runs the loop itself,
 	 * so a guest that stops answering stalls only the client that asked: that client is
 	 * muted until its answer (io.muted_client), the others are served, and a stop ends the
@@ -97,6 +103,9 @@ void write_state(struct shim *s, const char *state);
 void begin_stop(struct shim *s, uint32_t grace_ms);
 void kill_sandbox(struct shim *s);
 _Noreturn void finish_and_exit(struct shim *s);
+/* After the level's pause_to_disk: everything released but the folder, state.json saying
+ * paused to disk, the lock let go, the waiters answered, exit. */
+_Noreturn void finish_paused_to_disk(struct shim *s);
 /* REVERT's two halves around its copy: the sandbox walked down, and up again. */
 void revert_take_down(struct shim *s);
 int revert_restart(struct shim *s, capsule_error *err);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cgroup.h"
+#include "json.h"
 #include "save.h"
 #include "shim.h"
 #include "syscalls.h"
@@ -207,8 +208,42 @@ static bool vm_auto_accel(const struct shim *s)
 	return !s->cfg.accel[0] || !strcmp(s->cfg.accel, "auto");
 }
 
+/* The memory state into the new QEMU, which then runs on from where the old one stopped. A
+ * QEMU that cannot load it exits: its last words say why. */
+static int vm_load_memory(struct shim *s, capsule_error *err)
+{
+	uint64_t t0 = now_ns();
+	int r = vm_migrate_from_file(&s->vm, s->run_fd, err);
+	if (r < 0) {
+		char why[512];
+		vm_kill(&s->vm);
+		proc_kill_and_reap(s->vm.pidfd);
+		vm_last_words(s->run_fd, why, sizeof(why));
+		if (why[0])
+			cap_err_plain(err, r == -EIO ? EIO : -r, "QEMU could not load the memory state: %s", why);
+		return r;
+	}
+	shim_progress("loaded");
+	shim_log("memory state loaded (%.1f ms)", (double)(now_ns() - t0) / 1e6);
+	return vm_qmp(&s->vm, "cont", err);
+}
+
+/* The accelerator the saved QEMU ran with (state.json, written at the pause): the state of a
+ * TCG guest is not a KVM guest's. */
+static const char *vm_saved_accel(struct shim *s)
+{
+	_cleanup_free_ char *text = NULL, *accel = NULL;
+	size_t len = 0;
+	if (read_file_at(s->run_fd, "state.json", 1u << 16, &text, &len) < 0 ||
+	    json_get_string(text, len, "accel", &accel) < 0)
+		return NULL;
+	return !strcmp(accel, "kvm") ? "kvm" : !strcmp(accel, "tcg") ? "tcg" : NULL;
+}
+
 static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 {
+	if (s->restoring && !s->vm_boot.accel)
+		s->vm_boot.accel = vm_saved_accel(s);
 	struct vm_spec spec = {
 		.run_fd = s->run_fd,
 		.cfg = &s->cfg,
@@ -224,9 +259,13 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 		.place = sandbox_join_cgroup,
 		.place_payload = s,
 		.in_cgroup = s->cg && cgroup_active(s->cg),
+		.incoming = s->restoring,
 	};
+	s->vm_boot.mounts_share = spec.mounts_dir != NULL;
 	shim_progress("qemu");
 	int r = vm_start(&s->vm, &spec, err);
+	if (r == 0 && s->restoring)
+		r = vm_load_memory(s, err);
 	if (r < 0)
 		return r;
 	s->shares.sealed = s->shares.deferred;
@@ -246,7 +285,7 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
  * up for one TCG boot, and vm.json says why. */
 static bool vm_start_again(struct shim *s, const capsule_error *err)
 {
-	if (!vm_auto_accel(s) || s->vm_boot.accel || strcmp(s->vm.accel, "kvm") != 0)
+	if (s->restoring || !vm_auto_accel(s) || s->vm_boot.accel || strcmp(s->vm.accel, "kvm") != 0)
 		return false;
 	snprintf(s->vm_boot.accel_fallback, sizeof(s->vm_boot.accel_fallback), "KVM did not boot the guest: %s",
 		 err->message);
@@ -263,11 +302,29 @@ static int vm_died_during_start(struct shim *s, capsule_error *err)
 			     why, capsule_home(), s->name);
 }
 
+static int vm_shares_call(struct shim *s, uint32_t kind, capsule_error *err)
+{
+	struct cp_vm_mount m = { .kind = kind, .target = (char *)"/" };
+	uint64_t id = 0;
+	return vm_agent_call(s, &m, NULL, &id, err);
+}
+
+/* A guest resumed from disk has its tmpfs mounts and /etc/hosts as they were (a pause to
+ * disk refuses binds): the `mounts` share goes back for hot mounts, and the forwards' host
+ * side starts. */
+static int vm_ready_restored(struct shim *s, capsule_error *err)
+{
+	int r = s->vm_boot.mounts_share ? vm_shares_call(s, CP_VM_MOUNT_SHARES_ON, err) : 0;
+	return r < 0 ? r : vm_fwd_start(&s->net, agent_send, s, err);
+}
+
 /* Once the agent is up: tmpfs first, then the binds, as the container level mounts them, the
  * allowlist's names over /etc/hosts; and the port forwards, over the agent channel. */
 static int vm_ready(struct shim *s, capsule_error *err)
 {
 	int r;
+	if (s->restoring)
+		return vm_ready_restored(s, err);
 	for (size_t i = 0; i < s->cfg.ntmpfs; i++) {
 		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = s->cfg.tmpfs[i].target,
 					 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode };
@@ -336,6 +393,96 @@ static int vm_resume(struct shim *s, capsule_error *err)
 	return vm_qmp(&s->vm, "cont", err);
 }
 
+/* What keeps a 9p share in use in the guest, and so QEMU from migrating it: one line naming
+ * it, or 0. Commands, sessions and file operations would lose their connections with the
+ * shim. */
+static int vm_pause_to_disk_refusal(struct shim *s, capsule_error *err)
+{
+	if (!strcmp(s->vm_boot.disk_mode, VM_DISK_MODE_HOST))
+		return cap_err_plain(err, EOPNOTSUPP,
+				     "sandbox '%s' runs from the 'host' image, whose programs come from the host's /usr over "
+				     "9p, which cannot be unmounted under them, and QEMU does not migrate a guest with a "
+				     "9p share mounted: pause it in memory, or use an OCI image",
+				     s->name);
+	if (s->cfg.nbinds)
+		return cap_err_plain(err, EBUSY,
+				     "sandbox '%s' has a bind mount at '%s' (from '%s'), a 9p share in use, and QEMU does "
+				     "not migrate a guest with one: pause it in memory, or create it without the bind",
+				     s->name, s->cfg.binds[0].target, s->cfg.binds[0].source);
+	if (s->hot.n)
+		return cap_err_plain(err, EBUSY,
+				     "sandbox '%s' has a hot mount at '%s' (from '%s'), a 9p share in use, and QEMU does "
+				     "not migrate a guest with one: unmount it first",
+				     s->name, s->hot.m[0].target, s->hot.m[0].source);
+	if (vm_net_hosts_wanted(&s->cfg, &s->shares))
+		return cap_err_plain(err, EBUSY,
+				     "sandbox '%s' has its allowlist's names on /etc/hosts, a 9p share in use, and QEMU "
+				     "does not migrate a guest with one: pause it in memory",
+				     s->name);
+	if (s->io.active)
+		return cap_err_plain(err, EBUSY,
+				     "sandbox '%s' has %u commands, sessions, file operations or watches open, whose "
+				     "connections would not survive its shim: pause it to disk when they are done",
+				     s->name, s->io.active);
+	return 0;
+}
+
+/* The guest syncs and stops, QEMU writes its memory and devices to run/<name>/memory.state
+ * and quits. The `mounts` share (QEMU refuses to migrate while the guest has it mounted) is
+ * unmounted first, with the guest running (a paused one runs for that moment), and comes back
+ * at the resume (vm_ready_restored). Any failure puts the guest back as it was. */
+static int vm_pause_to_disk(struct shim *s, capsule_error *err)
+{
+	uint64_t max = vm_state_max_bytes(&s->cfg);
+	int r = vm_pause_to_disk_refusal(s, err);
+	if (r < 0)
+		return r;
+	if ((r = vm_state_space_check(s->run_fd, max, err)) < 0)
+		return cap_err_wrap(err, r, "pause to disk of sandbox '%s'", s->name);
+	bool was_paused = s->paused, share = s->vm_boot.mounts_share;
+	capsule_error back = { 0 };
+	if (was_paused && share && (r = vm_resume(s, err)) < 0)
+		return r;
+	uint64_t t0 = now_ns();
+	if (share && (r = vm_shares_call(s, CP_VM_MOUNT_SHARES_OFF, err)) < 0)
+		goto repause;
+	if (!(was_paused && !share) && (r = vm_pause(s, err)) < 0)
+		goto share_on;
+	if ((r = vm_migrate_to_file(&s->vm, s->run_fd, max, &s->state_bytes, err)) == 0) {
+		shim_log("memory state written: %llu bytes in %.1f ms", (unsigned long long)s->state_bytes,
+			 (double)(now_ns() - t0) / 1e6);
+		vm_kill(&s->vm);
+		return 0;
+	}
+	if (vm_resume(s, &back) < 0)
+		shim_log("running the guest again after a failed pause to disk: %s", back.message);
+share_on:
+	if (share && vm_shares_call(s, CP_VM_MOUNT_SHARES_ON, &back) < 0)
+		shim_log("mounting the share again after a failed pause to disk: %s", back.message);
+repause:
+	if (was_paused && vm_qmp(&s->vm, "stop", &back) < 0)
+		shim_log("pausing the guest again after a failed pause to disk: %s", back.message);
+	return cap_err_wrap(err, r, "pause to disk of sandbox '%s' (it goes on %s)", s->name,
+			    was_paused ? "paused in memory" : "running");
+}
+
+/* The guest runs on from its memory state, its agent in the middle of its loop: a HELLO (which
+ * it takes at any time) and a sync answered on the new channel say it is there. */
+static int vm_reattach(struct shim *s, capsule_error *err)
+{
+	shim_progress("agent");
+	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
+	int r = cp_hello_encode(&s->io.w, 0, &me);
+	if (r < 0)
+		return cap_err(err, -r, "encoding HELLO");
+	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
+	uint64_t now = now_ms();
+	r = vm_agent_sync(s, s->boot_deadline_ms > now ? (uint32_t)(s->boot_deadline_ms - now) : 1, err);
+	if (r == 0)
+		shim_progress("agent-ready");
+	return r;
+}
+
 static int vm_hot_attach(struct shim *s, int tree, const char *name, const char *target, bool is_dir, bool readonly,
 			 uint64_t *mnt_id, capsule_error *err)
 {
@@ -390,5 +537,7 @@ const struct level_ops vm_level = {
 	.hot_attach = vm_hot_attach,
 	.hot_detach = vm_hot_detach,
 	.save_at_stop = vm_save_at_stop,
+	.pause_to_disk = vm_pause_to_disk,
+	.reattach = vm_reattach,
 	.display = vm_display,
 };

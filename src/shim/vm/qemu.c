@@ -303,6 +303,12 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		share_9p(a, CP_VM_MOUNTS_TAG, spec->mounts_dir, true);
 	for (size_t i = 0; i < cfg->nqemu_args; i++)
 		arg(a, "%s", cfg->qemu_args[i]);
+	if (spec->incoming) {
+		/* The memory state comes over QMP (migrate.c); the guest stays stopped after. */
+		arg(a, "-incoming");
+		arg(a, "defer");
+		arg(a, "-S");
+	}
 	if (a->oom)
 		return cap_err_plain(err, E2BIG, "qemu command line: out of memory or more than %d arguments",
 				     MAX_QEMU_ARGV);

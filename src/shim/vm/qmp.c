@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "json.h"
@@ -85,7 +86,39 @@ void qmp_forget(void)
 	rx.skipping = false;
 }
 
+/* The request, with PASS_FD (>= 0) beside its first byte as SCM_RIGHTS: QEMU keeps an fd
+ * that came with a command for that command (getfd names it). */
+static int qmp_send(int fd, const char *req, size_t len, int pass_fd)
+{
+	if (pass_fd < 0)
+		return write_all(fd, req, len);
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = { .iov_base = (void *)req, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+	ssize_t n;
+	while ((n = sendmsg(fd, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return -errno;
+	return write_all(fd, req + 1, len - 1);
+}
+
 int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err)
+{
+	return qmp_execute_fd(fd, command, arguments, -1, timeout_ms, ret, err);
+}
+
+int qmp_execute_fd(int fd, const char *command, const char *arguments, int pass_fd, int timeout_ms, char **ret,
+		   capsule_error *err)
 {
 	char id[32];
 	snprintf(id, sizeof(id), "capsule-%u", ++qmp_next_id);
@@ -93,7 +126,7 @@ int qmp_execute(int fd, const char *command, const char *arguments, int timeout_
 	if (asprintf(&req, "{\"execute\": \"%s\"%s%s, \"id\": \"%s\"}\n", command, arguments ? ", \"arguments\": " : "",
 		     arguments ? arguments : "", id) < 0)
 		return cap_err(err, ENOMEM, "QMP %s", command);
-	int r = write_all(fd, req, strlen(req));
+	int r = qmp_send(fd, req, strlen(req), pass_fd);
 	if (r < 0)
 		return cap_err(err, -r, "QMP %s: sending to QEMU", command);
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;

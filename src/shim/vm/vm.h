@@ -83,6 +83,9 @@ struct vm_spec {
 	/* Whether place puts QEMU in a cgroup: a user's shim without a delegated cgroup has none,
 	 * and QEMU is then bounded only by what it is given (-m, -smp). Said in vm.json. */
 	bool in_cgroup;
+	/* A resume from disk: QEMU waits stopped (-incoming defer, -S) for the memory state,
+	 * with the same devices as the QEMU that saved it. */
+	bool incoming;
 };
 
 /* The guest kernel a vm boots. */
@@ -144,6 +147,25 @@ void vm_kill(struct vm *vm);
 /* The last line QEMU wrote to its log (why it exited), into BUF. */
 void vm_last_words(int run_fd, char *buf, size_t size);
 
+/* ---- pause to disk (migrate.c) ---- */
+
+/* In run/<name>/: the memory state of a vm paused to disk (QEMU's migration stream: the
+ * guest's RAM less its zero pages, and its devices' state), and the one being written. */
+#define VM_STATE_FILE "memory.state"
+#define VM_STATE_TMP "memory.state.tmp"
+/* What the devices' state may add to the guest's RAM in the stream (a few hundred KiB seen). */
+#define VM_STATE_DEVICE_BYTES (64ull << 20)
+/* The most a state file of CFG's guest may take: its RAM and VM_STATE_DEVICE_BYTES. */
+uint64_t vm_state_max_bytes(const struct capsule_config *cfg);
+/* -ENOSPC with a message when the folder RUN_FD has less than MAX_BYTES free. */
+int vm_state_space_check(int run_fd, uint64_t max_bytes, capsule_error *err);
+/* The stopped guest's memory and devices into RUN_FD/VM_STATE_FILE (written as VM_STATE_TMP,
+ * fsync'd, renamed), at most MAX_BYTES of it; *BYTES gets its size. QEMU is left
+ * postmigrate (cont runs it again); on failure no file is left. */
+int vm_migrate_to_file(struct vm *vm, int run_fd, uint64_t max_bytes, uint64_t *bytes, capsule_error *err);
+/* A QEMU started with spec.incoming loads RUN_FD/VM_STATE_FILE; it stays stopped (cont). */
+int vm_migrate_from_file(struct vm *vm, int run_fd, capsule_error *err);
+
 /* ---- the root disk (disk.c) ---- */
 
 #define VM_DISK_FILE "disk.qcow2"         /* in run/<name>/ */
@@ -165,6 +187,9 @@ int vm_disk_overlay(int run_fd, const char *run_path, const char *base, uint64_t
  * gets the raw JSON text of the answer's "return", malloc'd. QEMU's own error is EIO with its
  * description (qmp.c). */
 int qmp_execute(int fd, const char *command, const char *arguments, int timeout_ms, char **ret, capsule_error *err);
+/* The same with PASS_FD sent along (SCM_RIGHTS), for getfd. */
+int qmp_execute_fd(int fd, const char *command, const char *arguments, int pass_fd, int timeout_ms, char **ret,
+		   capsule_error *err);
 /* Drop what qmp_execute had read past its last answer: the monitor is a new QEMU's. */
 void qmp_forget(void);
 
