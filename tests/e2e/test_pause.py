@@ -204,10 +204,10 @@ def gsh(c, name, script):
 
 
 def start_guest_work(c, name):
-    """A counter that ticks in /tmp/count every 50 ms, and a process holding a random value in
+    """A counter that ticks in /tmp/count every 50 ms (renamed into place: never read empty), and a process holding a random value in
     its memory only, which writes it out on SIGUSR1: both must run on after a resume."""
     assert c.run("exec", "-d", name, "sh", "-c",
-                 "echo $$ > /root/loop.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.05; done"
+                 "echo $$ > /root/loop.pid; i=0; while :; do i=$((i+1)); echo $i > /tmp/c.new; mv /tmp/c.new /tmp/count; sleep 0.05; done"
                  ).returncode == 0
     assert c.run("exec", "-d", name, "sh", "-c",
                  "echo $$ > /root/mem.pid; v=$(cat /proc/sys/kernel/random/uuid); echo $v > /root/before; "
