@@ -2,11 +2,18 @@
 processes stop making output, commands are refused with Busy and its one line, resume lets them
 run; diff() lists what commands changed; watch() streams changes as they happen."""
 import asyncio
+import os
+import shutil
+import subprocess
+import tempfile
 import time
+import uuid
 
 import pytest
 
-from capsule import Busy, InvalidArgument, Sandbox, SyncSandbox
+from capsule import Busy, InvalidArgument, Sandbox, SyncSandbox, UnsupportedFeature
+
+from sdkutil import BUILD, imageutil as iu
 
 
 def settle_then_count(lines, quiet=0.3):
@@ -113,3 +120,49 @@ def test_watch_sync_and_async():
                 assert events == [("create", "/root/f"), ("move", "/root/g"), ("delete", "/root/g")]
 
     asyncio.run(main())
+
+
+def test_pause_to_disk_of_a_container_raises_unsupported_with_its_one_line():
+    with SyncSandbox(image="host") as sb:
+        with pytest.raises(UnsupportedFeature) as e:
+            sb.pause(to_disk=True)
+        assert str(e.value).startswith("pause to disk is not available for containers: CRIU")
+        assert sb.execute("echo ok").stdout == "ok\n"
+
+
+@pytest.fixture(scope="module")
+def registry():
+    root = tempfile.mkdtemp(prefix="capsule-sdk-registry-", dir="/var/tmp")
+    reg = iu.Registry(root)
+    yield reg
+    reg.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.vm_slow
+@pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked: no vm boots")
+def test_vm_pause_to_disk_and_resume_from_another_handle(registry):
+    iu.require_tools()
+    d = tempfile.mkdtemp(prefix="capsule-sdk-img-", dir="/var/tmp")
+    try:
+        ref = registry.push(iu.make_layout(d, [iu.busybox_layer()], {"Env": ["PATH=/bin"]}),
+                            f"sdk/pd-{uuid.uuid4().hex[:8]}")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    sb = SyncSandbox(image=ref, isolation="vm", memory="256M", detached=True).start()
+    name = sb.name
+    try:
+        sb.execute("echo kept > /root/f")
+        sb.pause(to_disk=True)
+        assert sb.inspect_json()["paused_to"] == "disk"
+        with pytest.raises(Busy) as e:
+            sb.execute("true")
+        assert str(e.value) == f"sandbox '{name}' is paused to disk: resume it first"
+        # Another handle, as another process after a host restart would have.
+        other = SyncSandbox.open(name)
+        other.resume()
+        assert other.execute("cat /root/f").stdout == "kept\n"
+        assert other.inspect_json()["state"] == "running"
+        other.stop(0)
+    finally:
+        subprocess.run([os.path.join(BUILD, "capsule"), "rm", "-f", name], capture_output=True, timeout=120)

@@ -2380,6 +2380,13 @@ static void test_vm_mount_round_trip_and_what_the_agent_may_be_asked(void **stat
 	assert_int_equal(b.mode, 01777);
 	assert_null(b.name);
 	cp_vm_mount_free(&b);
+	/* The share's own root, around a pause to disk: a target and nothing else. */
+	struct cp_vm_mount off = { .kind = CP_VM_MOUNT_SHARES_OFF, .target = "/" };
+	assert_int_equal(cp_vm_mount_encode(&w, 9, &off), 0);
+	assert_int_equal(cp_vm_mount_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.kind, CP_VM_MOUNT_SHARES_OFF);
+	assert_null(b.name);
+	cp_vm_mount_free(&b);
 	struct cp_vm_mount bad[] = {
 		{ .kind = CP_VM_MOUNT_SHARE, .name = "..", .target = "/x" },
 		{ .kind = CP_VM_MOUNT_SHARE, .name = ".", .target = "/x" },
@@ -2392,7 +2399,10 @@ static void test_vm_mount_round_trip_and_what_the_agent_may_be_asked(void **stat
 		{ .kind = CP_VM_MOUNT_TMPFS, .target = "/x" },
 		{ .kind = CP_VM_MOUNT_TMPFS, .target = "/x", .size = 1, .mode = 010000 },
 		{ .kind = CP_VM_MOUNT_TMPFS, .name = "b0", .target = "/x", .size = 1 },
-		{ .kind = 3, .name = "b0", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARES_OFF, .name = "b0", .target = "/x" },
+		{ .kind = CP_VM_MOUNT_SHARES_ON, .target = "/", .flags = CP_VM_MOUNT_RO },
+		{ .kind = CP_VM_MOUNT_SHARES_ON, .target = "/", .size = 1 },
+		{ .kind = 5, .target = "/x" },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(cp_vm_mount_encode(&w, 1, &bad[i]), -EINVAL);
@@ -2553,12 +2563,16 @@ static void test_pause_round_trip_and_bounds(void **state)
 	assert_int_equal(b.op, CP_PAUSE_OP_RESUME);
 	for (size_t n = 0; n < w.len - CP_HEADER_SIZE; n++)
 		assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, n, &b), -EBADMSG);
-	/* The op is required and one of two, on both sides. */
-	struct cp_pause bad[] = { { 0 }, { 3 } };
+	struct cp_pause disk = { .op = CP_PAUSE_OP_TO_DISK };
+	assert_int_equal(cp_pause_encode(&w, 4, &disk), 0);
+	assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.op, CP_PAUSE_OP_TO_DISK);
+	/* The op is required and one of three, on both sides. */
+	struct cp_pause bad[] = { { 0 }, { 4 } };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(cp_pause_encode(&w, 1, &bad[i]), -EINVAL);
 	cp_frame_begin(&w, CP_PAUSE, 0, 1);
-	cp_put_u32(&w, CP_T_PAUSE_OP, 3);
+	cp_put_u32(&w, CP_T_PAUSE_OP, 4);
 	assert_int_equal(cp_frame_finish(&w), 0);
 	assert_int_equal(cp_pause_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
 	cp_writer_free(&w);

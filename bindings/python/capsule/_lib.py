@@ -156,6 +156,7 @@ _PROTOS = {
     "capsule_sandbox_stop": (c_int, [c_void_p, c_uint32, E]),
     "capsule_sandbox_pause": (c_int, [c_void_p, E]),
     "capsule_sandbox_resume": (c_int, [c_void_p, E]),
+    "capsule_sandbox_pause_to_disk": (c_int, [c_void_p, E]),
     "capsule_sandbox_remove": (c_int, [c_char_p, c_bool, E]),
     "capsule_sandbox_free": (None, [c_void_p]),
     "capsule_sandbox_name": (c_char_p, [c_void_p]),

@@ -107,7 +107,7 @@ def _boot_timeout_seconds(value):
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
                   accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None, dns_server=None,
-                  egress_quota=None, idle_pause=None):
+                  egress_quota=None, idle_pause=None, detached=False):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -123,6 +123,8 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
     try:
         if name is not None:
             _setter(cfg, lib.capsule_config_set_name, enc(name, "name"))
+        if detached:
+            _setter(cfg, lib.capsule_config_set_detached, True)
         if image is not None:
             _setter(cfg, lib.capsule_config_set_image, enc(image, "image"))
         if save is not None:
@@ -265,7 +267,7 @@ class _Core:
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
                  allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None,
-                 pool=None, dns_server=None, egress_quota=None, idle_pause=None):
+                 pool=None, dns_server=None, egress_quota=None, idle_pause=None, detached=False):
         self._cfg_box = {}
         self._handle = None
         if name is not None and not isinstance(name, str):
@@ -283,7 +285,8 @@ class _Core:
         cfg = _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
                             accel, extra_qemu_args, disk_size,
-                            _display_flag(display, enable_display), pool, dns_server, egress_quota, idle_pause)
+                            _display_flag(display, enable_display), pool, dns_server, egress_quota, idle_pause,
+                            detached)
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -327,6 +330,22 @@ class _Core:
         except errors.CapsuleError:
             pass
 
+    @classmethod
+    def open(cls, name):
+        """The sandbox NAME that exists already (a detached one: made with detached=True, or by
+        `capsule create`), running, stopped or paused to disk; its object's end stops nothing.
+        Its own stop() stops it."""
+        sb = cls(None, name=name)
+        p = c_void_p()
+        err = Error()
+        check(lib.capsule_sandbox_open(byref(p), enc(name, "name"), byref(err)), err, "open")
+        with sb._state_lock:
+            sb._started = True
+        sb._handle = _Handle(p.value)
+        sb._isolation = "vm" if lib.capsule_sandbox_isolation(p.value) == ISOLATION_VM else "container"
+        sb._finalizer = weakref.finalize(sb, sb._handle.close)
+        return sb
+
     def _stop_blocking(self, timeout):
         h = self._handle
         if h is None or h.closing:
@@ -356,9 +375,11 @@ class _Core:
 
     # ---- pause ----
 
-    def _pause_blocking(self, resume):
+    def _pause_blocking(self, resume, to_disk=False):
         if resume:
             self._call(lib.capsule_sandbox_resume, op="resume")
+        elif to_disk:
+            self._call(lib.capsule_sandbox_pause_to_disk, op="pause to disk")
         else:
             self._call(lib.capsule_sandbox_pause, op="pause")
 
@@ -817,14 +838,21 @@ class SyncSandbox(_Core):
         """
         return SyncWatch(self, path, recursive)
 
-    def pause(self):
+    def pause(self, to_disk=False):
         """Hold every process of the sandbox still, in memory, until resume() or a stop.
         Meanwhile execute, spawn, fs and mount raise Busy ("sandbox 'x' is paused: resume it
-        first"); save, checkpoint, port forwards and stop work. Pausing twice is fine."""
-        self._pause_blocking(False)
+        first"); save, checkpoint, port forwards and stop work. Pausing twice is fine.
+
+        to_disk=True (a detached vm only): the guest's memory goes to the sandbox's folder and
+        QEMU and its shim exit, freeing their memory; resume() loads it again, also from
+        another process after a host restart (Sandbox.open(name).resume()). Refused with
+        NotSupported for a container (CRIU does not run on this kernel) or the "host" image,
+        Busy for a vm with a bind or hot mount in use or commands open."""
+        self._pause_blocking(False, to_disk)
 
     def resume(self):
-        """Let a paused sandbox run again (a running one is left as it is)."""
+        """Let a paused sandbox run again (a running one is left as it is); one paused to disk
+        gets a new shim that loads its memory."""
         self._pause_blocking(True)
 
     def save(self, name):
@@ -966,9 +994,9 @@ class Sandbox(_Core):
         while waiting)."""
         return AsyncWatch(self, path, recursive)
 
-    async def pause(self):
-        """Hold every process still, in memory (see SyncSandbox.pause)."""
-        await _in_thread(self._pause_blocking, False)
+    async def pause(self, to_disk=False):
+        """Hold every process still, in memory or on disk (see SyncSandbox.pause)."""
+        await _in_thread(self._pause_blocking, False, to_disk)
 
     async def resume(self):
         """Let a paused sandbox run again (see SyncSandbox.resume)."""
