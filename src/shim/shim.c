@@ -325,7 +325,7 @@ int main(int argc, char **argv)
 		/* The guest has run on from it (its disk moved on): it can never be loaded again. */
 		unlinkat(S.run_fd, VM_STATE_FILE, 0);
 		S.restoring = false;
-		shim_log("resumed from disk;%s", shim_progress_log());
+		shim_log("resumed from disk");
 	}
 	shim_log("started, agent pid %d;%s", (int)S.proc_pid, shim_progress_log());
 

@@ -50,7 +50,11 @@ static int vm_agent_call(struct shim *s, const struct cp_vm_mount *mount, const 
 	int r = mount ? cp_vm_mount_encode(&s->io.w, chan, mount) : cp_vm_unmount_encode(&s->io.w, chan, unmount);
 	if (r < 0)
 		return cap_err(err, -r, "encoding %s", mount ? "VM_MOUNT" : "VM_UNMOUNT");
-	shim_log("asking the guest to %s '%s'", mount ? "mount" : "unmount", mount ? mount->target : unmount->target);
+	if (mount && (mount->kind == CP_VM_MOUNT_SHARES_OFF || mount->kind == CP_VM_MOUNT_SHARES_ON))
+		shim_log("asking the guest to %s the share of host folders",
+			 mount->kind == CP_VM_MOUNT_SHARES_ON ? "mount" : "unmount");
+	else
+		shim_log("asking the guest to %s '%s'", mount ? "mount" : "unmount", mount ? mount->target : unmount->target);
 	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
 	struct cp_header h;
 	const uint8_t *payload;
