@@ -10,7 +10,7 @@ import tempfile
 
 import pytest
 
-from sdkutil import HOME, clean_home
+from sdkutil import HOME, clean_home, imageutil
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +32,13 @@ def hostdir():
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """A docker-registry on loopback (tests/e2e/imageutil.py) for a module's images."""
+    root = tempfile.mkdtemp(prefix="capsule-sdk-registry-", dir="/var/tmp")
+    reg = imageutil.Registry(root)
+    yield reg
+    reg.stop()
+    shutil.rmtree(root, ignore_errors=True)

@@ -22,15 +22,6 @@ def _image_tools():
     iu.require_tools()
 
 
-@pytest.fixture(scope="module")
-def registry():
-    root = tempfile.mkdtemp(prefix="capsule-sdk-registry-", dir="/var/tmp")
-    reg = iu.Registry(root)
-    yield reg
-    reg.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture
 def image_ref(registry):
     d = tempfile.mkdtemp(prefix="capsule-sdk-img-", dir="/var/tmp")

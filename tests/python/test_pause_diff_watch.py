@@ -130,15 +130,6 @@ def test_pause_to_disk_of_a_container_raises_unsupported_with_its_one_line():
         assert sb.execute("echo ok").stdout == "ok\n"
 
 
-@pytest.fixture(scope="module")
-def registry():
-    root = tempfile.mkdtemp(prefix="capsule-sdk-registry-", dir="/var/tmp")
-    reg = iu.Registry(root)
-    yield reg
-    reg.stop()
-    shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.mark.vm_slow
 @pytest.mark.skipif(not iu.agent_is_static(BUILD), reason="capsule-agent is dynamically linked: no vm boots")
 def test_vm_pause_to_disk_and_resume_from_another_handle(registry):
