@@ -10,6 +10,10 @@
 #include "internal.h"
 #include "util.h"
 
+/* The shim's own bound on QEMU's migration (src/shim/vm/migrate.c) is 10 minutes: a guest of
+ * many GiB writes for that long. */
+#define TO_DISK_TIMEOUT_MS (11 * 60 * 1000)
+
 static int pause_request(capsule_sandbox *sb, uint32_t op, capsule_error *err)
 {
 	const char *what = op == CP_PAUSE_OP_PAUSE ? "pause" : op == CP_PAUSE_OP_RESUME ? "resume" : "pause to disk";
@@ -30,7 +34,17 @@ static int pause_request(capsule_sandbox *sb, uint32_t op, capsule_error *err)
 	if ((r = cp_pause_encode(&c.w, 1, &m)) < 0)
 		r = cap_err(err, -r, "encoding a %s request", what);
 	else
-		r = shim_request(&c, NULL, err);
+		r = op == CP_PAUSE_OP_TO_DISK ? shim_request_wait(&c, NULL, TO_DISK_TIMEOUT_MS, err) : shim_request(&c, NULL, err);
+	/* The shim answers a pause to disk just before it exits: once it has hung up, none of the
+	 * sandbox's processes is left and no connection to it (a handle's kept one) still looks
+	 * alive. */
+	for (int n = 0; r == 0 && op == CP_PAUSE_OP_TO_DISK && n < 1000; n++) {
+		struct cp_header h;
+		const uint8_t *payload;
+		if (conn_recv(&c, &h, &payload, 10000, NULL) < 0)
+			break;
+		conn_consume(&c, &h);
+	}
 	conn_close(&c);
 	return r;
 }
