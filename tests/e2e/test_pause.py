@@ -263,6 +263,7 @@ def assert_paused_to_disk(c, name, pids):
         while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not alive(pid), f"pid {pid} of sandbox '{name}' still runs after its pause to disk"
+    assert not cgroup_dirs(name), "the sandbox's cgroups outlived its pause to disk"
     listed = {s["name"]: s["state"] for s in c.ps(all=False)}
     assert listed.get(name) == "paused"
     return state
