@@ -263,7 +263,7 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 		const uint8_t *payload;
 		if ((r = conn_recv(p->c, &h, &payload, -1, err)) < 0) {
 			if (r == -ESHUTDOWN)
-				r = cap_err_plain(err, ESHUTDOWN, "sandbox '%s' stopped", capsule_sandbox_name(sb));
+				r = sandbox_gone(sb, err);
 			goto fail;
 		}
 		if (h.chan != p->chan) {

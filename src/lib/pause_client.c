@@ -46,6 +46,8 @@ static int pause_request(capsule_sandbox *sb, uint32_t op, capsule_error *err)
 		conn_consume(&c, &h);
 	}
 	conn_close(&c);
+	if (r == 0 && op == CP_PAUSE_OP_TO_DISK)
+		sandbox_drop_kept_conn(sb);
 	return r;
 }
 

@@ -281,6 +281,26 @@ static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_op
 	return &sb->owner;
 }
 
+int sandbox_gone(const capsule_sandbox *sb, capsule_error *err)
+{
+	_cleanup_close_ int dir = -1;
+	if (run_dir_open(sb->cfg.name, &dir, NULL) == 0 && !run_dir_locked(dir) && run_dir_paused_to_disk(dir))
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is paused to disk: resume it first", sb->cfg.name);
+	return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' stopped", sb->cfg.name);
+}
+
+void sandbox_drop_kept_conn(capsule_sandbox *sb)
+{
+	if (__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
+		return;
+	if (sb->owner.fd >= 0 && sb->owner_kept) {
+		conn_close(&sb->owner);
+		sb->owner.fd = -1;
+		sb->owner_kept = false;
+	}
+	__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
+}
+
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
 {
 	return borrow_conn(sb, chan, true);

@@ -44,6 +44,12 @@ int spawn_helper_detached(const char *path, char *const argv[], int sock, int lo
 /* Pause to disk (pause_client.c): a new shim for SB that resumes it from its memory state on
  * disk (capsule-shim --restore); a sandbox that runs meanwhile is left as it is. */
 int sandbox_resume_from_disk(capsule_sandbox *sb, capsule_error *err);
+/* SB's shim hung up on a request: -ESHUTDOWN ("sandbox 'x' stopped"), or -EBUSY with the
+ * line to resume it when it was paused to disk meanwhile. */
+int sandbox_gone(const capsule_sandbox *sb, capsule_error *err);
+/* Close SB's kept connection (not a creator's), whose shim has gone: one that still had bytes
+ * to read would look alive to the next command. */
+void sandbox_drop_kept_conn(capsule_sandbox *sb);
 /* A stop of sandbox NAME paused to disk: its memory state goes, it is stopped. 0 and nothing
  * done when it is not paused to disk. */
 int sandbox_stop_paused_to_disk(const char *name, capsule_error *err);
