@@ -452,12 +452,16 @@ static int vm_pause_to_disk(struct shim *s, capsule_error *err)
 		goto repause;
 	if (!(was_paused && !share) && (r = vm_pause(s, err)) < 0)
 		goto share_on;
+	/* The waits for the guest served other clients: a command may have begun meanwhile. */
+	if ((r = vm_pause_to_disk_refusal(s, err)) < 0)
+		goto cont;
 	if ((r = vm_migrate_to_file(&s->vm, s->run_fd, max, &s->state_bytes, err)) == 0) {
 		shim_log("memory state written: %llu bytes in %.1f ms", (unsigned long long)s->state_bytes,
 			 (double)(now_ns() - t0) / 1e6);
 		vm_kill(&s->vm);
 		return 0;
 	}
+cont:
 	if (vm_resume(s, &back) < 0)
 		shim_log("running the guest again after a failed pause to disk: %s", back.message);
 share_on:
