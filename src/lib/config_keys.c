@@ -109,6 +109,8 @@ const struct config_key config_keys[] = {
 	{ .name = "sysctls", .type = CONFIG_KEY_STRING, FIELD(sysctls) },
 	{ .name = "cgroup_path", .type = CONFIG_KEY_STRING, FIELD(cgroup_path) },
 	{ .name = "net_ns", .type = CONFIG_KEY_STRING, FIELD(net_ns) },
+	{ .name = "ipc_ns", .type = CONFIG_KEY_STRING, FIELD(ipc_ns) },
+	{ .name = "uts_ns", .type = CONFIG_KEY_STRING, FIELD(uts_ns) },
 	{ .name = "masked_paths", .type = CONFIG_KEY_STRING, FIELD(masked_paths) },
 	{ .name = "readonly_paths", .type = CONFIG_KEY_STRING, FIELD(readonly_paths) },
 	{ .name = "mount_attrs", .type = CONFIG_KEY_STRING, FIELD(mount_attrs) },

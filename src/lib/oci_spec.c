@@ -232,6 +232,11 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = oci_unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && (cfg->ipc_ns || cfg->uts_ns)) {
+		r = oci_unsupported(err, cfg->ipc_ns ? "linux.namespaces: an ipc namespace path" : "linux.namespaces: a uts namespace path",
+				"a vm's namespaces are its guest kernel's (a pod's containers share none with a vm)");
+		goto fail;
+	}
 	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->net_ns) {
 		r = oci_unsupported(err, "linux.namespaces: a network namespace path",
 				"a vm's network is its guest's (podman --network none, or a runtime of the container level)");

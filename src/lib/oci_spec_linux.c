@@ -33,18 +33,33 @@ static int ns_element(const char *name, const char *v, size_t n, void *payload)
 		i++;
 	if (i == ARRAY_SIZE(known))
 		return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: unknown type '%.32s'", type);
-	/* A network namespace made by the caller (podman's, a CNI plugin's, a Kubernetes pod's):
-	 * the sandbox joins it and its owner configures it. The shim checks that it is one. */
-	if (path && path[0] && !strcmp(type, "network")) {
+	/* A network namespace made by the caller (podman's, a CNI plugin's, a Kubernetes pod's)
+	 * is joined and configured by its owner; an IPC or UTS namespace is joined when it is a
+	 * sandbox's (a pod's pause container's, named through its monitor's /proc/PID/ns: docs/
+	 * oci.md). The shim checks each is what it should be, and never one of the host's. */
+	char **slot = NULL;
+	if (path && path[0]) {
+		if (!strcmp(type, "network"))
+			slot = &w->spec->cfg->net_ns;
+		else if (!strcmp(type, "ipc"))
+			slot = &w->spec->cfg->ipc_ns;
+		else if (!strcmp(type, "uts"))
+			slot = &w->spec->cfg->uts_ns;
+		else if (!strcmp(type, "pid"))
+			return cap_err_plain(w->err, EOPNOTSUPP,
+					     "config.json: linux.namespaces: joining the pid namespace at '%.128s' is not "
+					     "supported by capsule: a sandbox's agent is the PID 1 of its own (a pod's "
+					     "shareProcessNamespace)", path);
+		else
+			return cap_err_plain(w->err, EOPNOTSUPP,
+					     "config.json: linux.namespaces: joining the %s namespace at '%.128s' is not "
+					     "supported by capsule: a sandbox makes its own (network, ipc and uts ones can "
+					     "be joined)", type, path);
 		if (path[0] != '/' || strlen(path) > 1024 || strpbrk(path, "\n"))
-			return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: the network namespace path "
-							      "'%.128s' is not an absolute path", path);
-		free(w->spec->cfg->net_ns);
-		w->spec->cfg->net_ns = steal_ptr(path);
-	} else if (path && path[0]) {
-		return cap_err_plain(w->err, EOPNOTSUPP,
-				     "config.json: linux.namespaces: joining the %s namespace at '%.128s' is not supported "
-				     "by capsule: a sandbox makes its own (only a network namespace can be joined)", type, path);
+			return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: the %s namespace path "
+							      "'%.128s' is not an absolute path", type, path);
+		free(*slot);
+		*slot = steal_ptr(path);
 	}
 	if (!strcmp(type, "time"))
 		return oci_unsupported(w->err, "linux.namespaces: time", "a sandbox shares the host's clocks");
@@ -385,5 +400,13 @@ int oci_parse_linux(struct capsule_oci_spec *spec, const char *v, size_t n, caps
 		return r;
 	if (!lw.has_namespaces)
 		return oci_unsupported(err, "a linux section without namespaces", "a sandbox always has its own");
+	/* A joined IPC namespace is the pod's: its settings are its owner's, whose root the
+	 * sandbox's is not. */
+	const char *sc = spec->cfg->sysctls;
+	for (; spec->cfg->ipc_ns && sc && *sc; sc = strchr(sc, ',') ? strchr(sc, ',') + 1 : "")
+		if (strncmp(sc, "net.", 4))
+			return cap_err_plain(err, EOPNOTSUPP,
+					     "config.json: linux.sysctl.%.*s is not supported with a joined ipc namespace: "
+					     "the pod's own settings are its pause container's", (int)strcspn(sc, "=,"), sc);
 	return 0;
 }

@@ -112,6 +112,11 @@ struct capsule_config {
 	 * linux.namespaces[].path of type network): its owner configures it, so capsule's own
 	 * network (slirp4netns, ports, the allowlist) is not set up. NULL: the sandbox's own. */
 	char *net_ns;
+	/* An IPC and a UTS namespace to join (an OCI spec's paths: a pod's, its pause
+	 * container's, named through that container's monitor): checked by the shim to be no
+	 * namespace of the host's user namespace. The UTS one's hostname is its owner's. NULL:
+	 * the sandbox's own. */
+	char *ipc_ns, *uts_ns;
 	/* More paths to mask and to make read-only than capsule's own lists (proc_masks.c), after
 	 * the mounts: "/a,/b" (an OCI spec's linux.maskedPaths, readonlyPaths); NULL: none. */
 	char *masked_paths, *readonly_paths;

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,57 @@ static void now_rfc3339(char *out, size_t size)
 	snprintf(out, size, "%s.%09ldZ", base, ts.tv_nsec);
 }
 
+/* ---- the monitor's namespaces ------------------------------------------------------------- */
+
+/* The monitor's own network, IPC and UTS namespaces (the host's), kept while it lives in its
+ * sandbox's: its hooks run back in them. -1: not left. */
+static int host_ns[3] = { -1, -1, -1 };
+static const struct {
+	const char *name;
+	int type;
+} monitor_ns[3] = { { "net", CLONE_NEWNET }, { "ipc", CLONE_NEWIPC }, { "uts", CLONE_NEWUTS } };
+
+/* The monitor into the container's network, IPC and UTS namespaces (the agent's), so that
+ * /proc/PID/ns of the pid the caller holds names them: containerd's CRI gives a pod's other
+ * containers the IPC and UTS namespaces of its pause container as /proc/PID/ns paths of that
+ * container's pid (docs/architecture.md, "A pod's namespaces"). The monitor keeps what must be
+ * the host's: its mount namespace (the bundle, --root, the sandbox's sockets), its user and
+ * pid namespaces (its rights, its parent's wait) and its cgroup. */
+static int monitor_enter_sandbox_ns(capsule_sandbox *sb, char *why, size_t size)
+{
+	capsule_error err = { 0 };
+	capsule_sandbox_info info;
+	if (capsule_sandbox_inspect(sb, &info, &err) < 0) {
+		snprintf(why, size, "%s", err.message);
+		return -1;
+	}
+	if (info.isolation != CAPSULE_ISOLATION_CONTAINER || info.init_pid <= 0)
+		return 0; /* a vm's namespaces are its guest kernel's */
+	for (size_t i = 0; i < ARRAY_SIZE(monitor_ns); i++) {
+		char path[64];
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)info.init_pid, monitor_ns[i].name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		snprintf(path, sizeof(path), "/proc/self/ns/%s", monitor_ns[i].name);
+		host_ns[i] = fd < 0 ? -1 : open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || host_ns[i] < 0 || setns(fd, monitor_ns[i].type) < 0) {
+			snprintf(why, size, "the monitor joining the container's %s namespace: %s", monitor_ns[i].name,
+				 strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	return 0;
+}
+
+void oci_host_ns_enter(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(monitor_ns); i++)
+		if (host_ns[i] >= 0 && setns(host_ns[i], monitor_ns[i].type) < 0)
+			_exit(127);
+}
+
 struct monitor {
 	const struct oci_run *o;
 	capsule_oci_spec *spec;
@@ -313,7 +365,8 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	/* The runtime environment exists, the process does not: prestart (and createRuntime)
 	 * hooks, whose failure fails the create and ends the sandbox with us. */
 	if (oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_PRESTART, &m->st, msg, sizeof(msg)) < 0 ||
-	    oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_CREATE_RUNTIME, &m->st, msg, sizeof(msg)) < 0) {
+	    oci_run_hooks(m->spec, CAPSULE_OCI_HOOK_CREATE_RUNTIME, &m->st, msg, sizeof(msg)) < 0 ||
+	    monitor_enter_sandbox_ns(sb, msg, sizeof(msg)) < 0) {
 		notify(notify_fd, msg);
 		capsule_sandbox_free(sb);
 		if (notify_fd < 0)

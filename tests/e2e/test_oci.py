@@ -436,12 +436,32 @@ def test_a_spec_seccomp_profile_cannot_widen_capsules_filter(oci, bundle):
     assert "hostname=1" in r.stdout and "Permission denied" in r.stderr
 
 
+def set_ns_path(cfg, kind, path):
+    for ns in cfg["linux"]["namespaces"]:
+        if ns["type"] == kind:
+            ns["path"] = path
+
+
+def ns_path(kind, path):
+    """An edit that names a namespace to join, for the refusals the shim makes at create."""
+    return lambda c: (set_ns_path(c, kind, path), c["process"].update(terminal=False))
+
+
 @pytest.mark.parametrize("edit,message", [
     (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
      "config.json: linux.uidMappings is not supported by capsule"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
-    (lambda c: c["linux"]["namespaces"].append({"type": "ipc", "path": "/proc/1/ns/ipc"}),
-     "joining the ipc namespace at '/proc/1/ns/ipc' is not supported"),
+    (ns_path("ipc", "/proc/self/ns/ipc"),
+     "the ipc namespace '/proc/self/ns/ipc' is the host's, not a sandbox's: capsule never shares the host's"),
+    (ns_path("uts", f"/proc/{os.getpid()}/ns/uts"), f"the uts namespace '/proc/{os.getpid()}/ns/uts' is the host's"),
+    (ns_path("ipc", "/proc/self/ns/uts"), "'/proc/self/ns/uts' is not an ipc namespace"),
+    (lambda c: set_ns_path(c, "pid", "/proc/1/ns/pid"),
+     "joining the pid namespace at '/proc/1/ns/pid' is not supported by capsule: a sandbox's agent is the PID 1"),
+    (lambda c: set_ns_path(c, "mount", "/proc/1/ns/mnt"), "joining the mount namespace at '/proc/1/ns/mnt' is not"),
+    (lambda c: (set_ns_path(c, "uts", "/proc/1/ns/uts"), c.update(annotations={"capsule.isolation": "vm"})),
+     "a uts namespace path is not supported by capsule: a vm's namespaces are its guest kernel's"),
+    (lambda c: (set_ns_path(c, "ipc", "/proc/1/ns/ipc"), c["linux"].update(sysctl={"kernel.shmmax": "4096"})),
+     "config.json: linux.sysctl.kernel.shmmax is not supported with a joined ipc namespace"),
     (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": "run/netns/x"}),
      "the network namespace path 'run/netns/x' is not an absolute path"),
     (lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
@@ -491,9 +511,7 @@ def netns():
 
 
 def set_netns(cfg, path):
-    for ns in cfg["linux"]["namespaces"]:
-        if ns["type"] == "network":
-            ns["path"] = path
+    set_ns_path(cfg, "network", path)
 
 
 def test_a_network_namespace_path_is_joined(oci, bundle, netns):
@@ -526,6 +544,75 @@ def test_a_network_namespace_path_is_joined(oci, bundle, netns):
         r = oci("run", "--bundle", bundle, "n3")
         assert r.returncode != 0 and message in r.stderr, r.stderr
         assert os.listdir(oci.root) == []
+
+
+@pytest.fixture(scope="module")
+def sysv_shm():
+    """tests/e2e/sysv_shm.c built static, to run in a busybox root."""
+    d = tempfile.mkdtemp(prefix="capsule-sysv-", dir="/var/tmp")
+    out = os.path.join(d, "sysv_shm")
+    subprocess.run(["cc", "-static", "-O2", "-o", out, os.path.join(os.path.dirname(__file__), "sysv_shm.c")],
+                   check=True)
+    yield out
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def host_shm_key_exists(key):
+    """Whether the host's own IPC namespace has a System V segment of KEY."""
+    with open("/proc/sysvipc/shm") as f:
+        return any(int(line.split()[0]) == key for line in f.readlines()[1:])
+
+
+def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci, bundle, sysv_shm):
+    """As containerd's CRI makes a pod: a first (pause) container, and a second whose spec
+    names the first's IPC and UTS namespaces as /proc/PID/ns paths of the first's pid, the
+    monitor. The monitor lives in its sandbox's namespaces, so the second shares the first's
+    System V objects and hostname, and neither shares the host's."""
+    key = 0x5ca1e000 + os.getpid() % 4096
+    shutil.copy(sysv_shm, os.path.join(bundle, "rootfs", "bin", "sysv_shm"))
+    set_config(bundle, args=["sh", "-c", f"sysv_shm make {key} from-the-pause; echo made; exec sleep 60"])
+    edit_config(bundle, lambda c: c.update(hostname="pod-host"))
+    second = bundle + "-second"
+    shutil.copytree(bundle, second, symlinks=True)
+    try:
+        pid_file = os.path.join(oci.root, "pause.pid")
+        out = tempfile.TemporaryFile(mode="w+")
+        oci("create", "--bundle", bundle, "--pid-file", pid_file, "pause", stdout=out, stderr=out,
+            stdin=subprocess.DEVNULL, capture_output=False, check=True)
+        monitor = int(open(pid_file).read())
+        oci("start", "pause", check=True)
+        deadline = time.monotonic() + 20
+        while "made" not in (out.seek(0) or out.read()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "made" in (out.seek(0) or out.read()), out.read()
+        for kind in ("ipc", "uts", "net"):
+            assert os.readlink(f"/proc/{monitor}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}"), kind
+        assert not host_shm_key_exists(key)
+        set_config(second, args=["sh", "-c", f"hostname; sysv_shm read {key}; readlink /proc/self/ns/ipc"])
+
+        def join(cfg):
+            set_ns_path(cfg, "ipc", f"/proc/{monitor}/ns/ipc")
+            set_ns_path(cfg, "uts", f"/proc/{monitor}/ns/uts")
+        edit_config(second, join)
+        r = oci("run", "--bundle", second, "app")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split("\n")[:3] == ["pod-host", "from-the-pause", os.readlink(f"/proc/{monitor}/ns/ipc")], \
+            r.stdout
+        # A host segment is no container's to see.
+        subprocess.run([sysv_shm, "make", str(key + 1), "the-hosts"], check=True)
+        try:
+            set_config(second, args=["sysv_shm", "read", str(key + 1)])
+            r = oci("run", "--bundle", second, "app2")
+            assert r.returncode == 2 and "No such file" in r.stderr, r.stdout + r.stderr
+        finally:
+            subprocess.run(["ipcrm", "-M", str(key + 1)], check=True)
+        # The hooks a monitor runs are back in the host's namespaces.
+        assert wait_status(oci, "pause", "running")
+        oci("kill", "pause", "KILL", check=True)
+        wait_status(oci, "pause", "stopped")
+        oci("delete", "pause", check=True)
+    finally:
+        shutil.rmtree(second, ignore_errors=True)
 
 
 def test_hooks_run_on_the_host_with_the_state_on_stdin(oci, bundle, tmp_path):

@@ -134,10 +134,14 @@ static void bind_host(const char *host_path, int rootfd, const char *path, uint6
 }
 
 #define SYS_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+#define MQUEUE_ATTRS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 
 /* sysfs belongs to the network namespace it is made in, and only that namespace's owner may
  * make it: for a joined one the shim makes it there (join_net_ns), the child attaches it. */
 static int joined_sys_tree = -1;
+/* mqueue belongs to the IPC namespace it is made in, and only that namespace's owner may make
+ * it: for a joined one (a pod's) the shim makes it there, the child attaches it. */
+static int joined_mqueue_tree = -1;
 
 /* A fresh filesystem instance, mounted with ATTRS at PATH below ROOTFD. OPTS is a
  * NULL-terminated list of key, value pairs (value NULL: a flag). */
@@ -209,7 +213,10 @@ static void setup_dev(int rootfd)
 	mount_fs("devpts", pts_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, rootfd, "dev/pts");
 	static const char *const shm_opts[] = { "mode", "1777", "size", "67108864", NULL };
 	mount_fs("tmpfs", shm_opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, rootfd, "dev/shm");
-	mount_fs("mqueue", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "dev/mqueue");
+	if (joined_mqueue_tree >= 0)
+		attach_at(joined_mqueue_tree, rootfd, "dev/mqueue");
+	else
+		mount_fs("mqueue", NULL, MQUEUE_ATTRS, rootfd, "dev/mqueue");
 	for (size_t i = 0; i < sandbox_dev_links_count; i++)
 		if (symlinkat(sandbox_dev_links[i][0], devfd, sandbox_dev_links[i][1]) < 0 && errno != EEXIST)
 			child_die(errno, "symlink '/dev/%s'", sandbox_dev_links[i][1]);
@@ -600,7 +607,9 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
-	if (sethostname(spec->hostname, strlen(spec->hostname)) < 0)
+	/* A joined UTS namespace (a pod's) has its owner's hostname, the pod's, which the
+	 * sandbox's root could not change. */
+	if (spec->uts_ns_fd < 0 && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		child_die(errno, "sethostname '%s'", spec->hostname);
 
 	/* The mounts are made while the parent moves us into our cgroups: on cgroup v1 each
@@ -827,6 +836,57 @@ static int join_net_ns(const struct container_spec *spec, int *own, capsule_erro
 	return r;
 }
 
+/* Into the IPC and UTS namespaces SPEC names (a pod's), keeping the shim's own in OWN[0] and
+ * OWN[1]; in a joined IPC namespace the shim makes its mqueue, as only its owner may. */
+static int join_pod_ns(const struct container_spec *spec, int own[2], capsule_error *err)
+{
+	const struct {
+		int fd, type;
+		const char *what, *path, *self;
+	} ns[2] = { { spec->ipc_ns_fd, CLONE_NEWIPC, "ipc", spec->ipc_ns, "/proc/self/ns/ipc" },
+		    { spec->uts_ns_fd, CLONE_NEWUTS, "uts", spec->uts_ns, "/proc/self/ns/uts" } };
+	for (size_t i = 0; i < 2; i++) {
+		if (ns[i].fd < 0)
+			continue;
+		if ((own[i] = open(ns[i].self, O_RDONLY | O_CLOEXEC)) < 0)
+			return cap_err(err, errno, "%s", ns[i].self);
+		if (setns(ns[i].fd, ns[i].type) < 0)
+			return cap_err(err, errno, "joining the %s namespace '%s'", ns[i].what, ns[i].path);
+	}
+	if (spec->ipc_ns_fd >= 0) {
+		int fs = sys_fsopen("mqueue", FSOPEN_CLOEXEC);
+		if (fs < 0 || sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", "mqueue", 0) < 0 ||
+		    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
+		    (joined_mqueue_tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, MQUEUE_ATTRS)) < 0) {
+			int e = errno;
+			if (fs >= 0)
+				close(fs);
+			return cap_err(err, e, "mqueue of the ipc namespace '%s'", spec->ipc_ns);
+		}
+		close(fs);
+	}
+	return 0;
+}
+
+/* Back into the shim's own namespaces from those joined for the child's clone. */
+static void leave_joined_ns(int own_net, const int own[2])
+{
+	/* Never go on in a sandbox's namespaces. */
+	if ((own_net >= 0 && setns(own_net, CLONE_NEWNET) < 0) || (own[0] >= 0 && setns(own[0], CLONE_NEWIPC) < 0) ||
+	    (own[1] >= 0 && setns(own[1], CLONE_NEWUTS) < 0))
+		abort();
+	if (own_net >= 0)
+		close(own_net);
+	for (size_t i = 0; i < 2; i++)
+		if (own[i] >= 0)
+			close(own[i]);
+	if (joined_sys_tree >= 0)
+		close(joined_sys_tree);
+	if (joined_mqueue_tree >= 0)
+		close(joined_mqueue_tree);
+	joined_sys_tree = joined_mqueue_tree = -1;
+}
+
 /* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
  * the file uid stays root's: the child opens its fs/ folder and the host image's root below
  * $CAPSULE_HOME (root's alone) with it, before it becomes the sandbox's root. */
@@ -858,19 +918,27 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		.pidfd = (uint64_t)(uintptr_t)&pidfd,
 		.exit_signal = SIGCHLD,
 	};
-	/* A network namespace to join: the child is made in it (a process in its new user
-	 * namespace could not enter one the host's owns), and the shim goes back to its own. */
-	int own_net = -1;
-	if (spec->net_ns_fd >= 0) {
+	/* Namespaces to join: the child is made in them (a process in its new user namespace
+	 * could not enter a namespace another user namespace owns), and the shim goes back to
+	 * its own. A network namespace is the caller's (podman's, a pod's); IPC and UTS ones are
+	 * a pod's, its pause sandbox's. */
+	int own_net = -1, own_pod[2] = { -1, -1 };
+	if (spec->net_ns_fd >= 0)
 		args.flags &= ~(uint64_t)CLONE_NEWNET;
-		int e = join_net_ns(spec, &own_net, err);
-		if (e < 0) {
-			close(go[0]);
-			close(go[1]);
-			close(status[0]);
-			close(status[1]);
-			return e;
-		}
+	if (spec->ipc_ns_fd >= 0)
+		args.flags &= ~(uint64_t)CLONE_NEWIPC;
+	if (spec->uts_ns_fd >= 0)
+		args.flags &= ~(uint64_t)CLONE_NEWUTS;
+	int e = spec->net_ns_fd >= 0 ? join_net_ns(spec, &own_net, err) : 0;
+	if (e == 0)
+		e = join_pod_ns(spec, own_pod, err);
+	if (e < 0) {
+		leave_joined_ns(own_net, own_pod);
+		close(go[0]);
+		close(go[1]);
+		close(status[0]);
+		close(status[1]);
+		return e;
 	}
 	/* The kernel charges per-user counts (inotify instances, message queues, ...) up the user
 	 * namespace hierarchy to each namespace's owner: the euid that created it. With root as
@@ -884,17 +952,11 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		 * and clears it itself once it is the sandbox's root. */
 		prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
 	} else {
-		int e = -become_namespace_owner(spec);
+		e = -become_namespace_owner(spec);
 		if (e) {
 			seteuid(0);
 			setegid(0);
-			if (own_net >= 0 && setns(own_net, CLONE_NEWNET) < 0)
-				abort(); /* never go on in the sandbox's network */
-			if (own_net >= 0) {
-				close(own_net);
-				close(joined_sys_tree);
-				joined_sys_tree = -1;
-			}
+			leave_joined_ns(own_net, own_pod);
 			close(go[0]);
 			close(go[1]);
 			close(status[0]);
@@ -908,17 +970,13 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (pid != 0 && switched && (seteuid(0) < 0 || setegid(0) < 0))
 		abort(); /* cannot happen with a saved uid of 0; never go on half-privileged */
-	if (own_net >= 0 && pid != 0) {
+	if (pid != 0) {
 		int clone_errno = errno;
-		if (setns(own_net, CLONE_NEWNET) < 0)
-			abort(); /* never go on in the sandbox's network */
-		close(own_net);
-		close(joined_sys_tree);
-		joined_sys_tree = -1;
+		leave_joined_ns(own_net, own_pod);
 		errno = clone_errno;
 	}
 	if (pid < 0) {
-		int e = errno;
+		e = errno;
 		close(go[0]);
 		close(go[1]);
 		close(status[0]);

@@ -68,6 +68,12 @@ struct container_spec {
 	 * the sandbox's own. */
 	int net_ns_fd;
 	const char *net_ns;
+	/* An IPC and a UTS namespace to join (a pod's: its pause sandbox's), opened and checked
+	 * by the shim to be no namespace of the host's user namespace, or -1. The child mounts
+	 * the joined IPC namespace's mqueue made by the shim, and sets no hostname in a joined
+	 * UTS namespace (its owner's root has). */
+	int ipc_ns_fd, uts_ns_fd;
+	const char *ipc_ns, *uts_ns;
 };
 
 struct container {

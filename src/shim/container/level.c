@@ -247,21 +247,42 @@ static void container_unprepare(struct shim *s)
 	binds_release(s);
 }
 
-/* config's net_ns, opened with the shim's (the caller's) rights and checked to be a network
- * namespace, into *FD; -1 when the sandbox makes its own. */
-static int open_net_ns(const struct shim *s, int *fd, capsule_error *err)
+/* A namespace to join, opened with the shim's (the caller's) rights and checked to be of TYPE,
+ * into *FD; -1 when PATH is NULL (the sandbox makes its own). An IPC or UTS namespace must
+ * also be a sandbox's: one owned by the shim's own user namespace is the host's (or a
+ * container's that shares the host's ids), and sharing it would undo the sandbox. A network
+ * namespace is the CRI's or podman's, made for the container and owned by the host. */
+static int open_joined_ns(const char *path, int type, const char *what, int *fd, capsule_error *err)
 {
 	*fd = -1;
-	if (!s->cfg.net_ns)
+	if (!path)
 		return 0;
-	int f = open(s->cfg.net_ns, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	int f = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	if (f < 0)
-		return cap_err(err, errno, "the network namespace '%s'", s->cfg.net_ns);
-	int type = ioctl(f, NS_GET_NSTYPE);
-	if (type != CLONE_NEWNET) {
-		int e = type < 0 && errno != ENOTTY ? errno : EINVAL;
+		return cap_err(err, errno, "the %s namespace '%s'", what, path);
+	int got = ioctl(f, NS_GET_NSTYPE);
+	if (got != type) {
+		int e = got < 0 && errno != ENOTTY ? errno : EINVAL;
 		close(f);
-		return cap_err_plain(err, e, "'%s' is not a network namespace", s->cfg.net_ns);
+		return cap_err_plain(err, e, "'%s' is not %s %s namespace", path, type == CLONE_NEWIPC ? "an" : "a", what);
+	}
+	if (type != CLONE_NEWNET) {
+		struct stat owner, own;
+		int u = ioctl(f, NS_GET_USERNS);
+		int r = u < 0 ? -errno : fstat(u, &owner) < 0 || stat("/proc/self/ns/user", &own) < 0 ? -errno : 0;
+		if (u >= 0)
+			close(u);
+		if (r == 0 && owner.st_ino == own.st_ino && owner.st_dev == own.st_dev)
+			r = -EPERM;
+		if (r < 0) {
+			close(f);
+			if (r == -EPERM)
+				return cap_err_plain(err, EPERM,
+						     "the %s namespace '%s' is the host's, not a sandbox's: capsule never "
+						     "shares the host's (in a pod, the pause container must be capsule's too)",
+						     what, path);
+			return cap_err(err, -r, "the owner of the %s namespace '%s'", what, path);
+		}
 	}
 	*fd = f;
 	return 0;
@@ -312,9 +333,22 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.masked_paths = s->cfg.masked_paths,
 		.readonly_paths = s->cfg.readonly_paths,
 		.net_ns = s->cfg.net_ns,
+		.ipc_ns = s->cfg.ipc_ns,
+		.uts_ns = s->cfg.uts_ns,
+		.net_ns_fd = -1,
+		.ipc_ns_fd = -1,
+		.uts_ns_fd = -1,
 	};
-	int r = open_net_ns(s, &spec.net_ns_fd, err);
+	int r = open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
+	if (r == 0)
+		r = open_joined_ns(s->cfg.ipc_ns, CLONE_NEWIPC, "ipc", &spec.ipc_ns_fd, err);
+	if (r == 0)
+		r = open_joined_ns(s->cfg.uts_ns, CLONE_NEWUTS, "uts", &spec.uts_ns_fd, err);
 	if (r < 0) {
+		if (spec.net_ns_fd >= 0)
+			close(spec.net_ns_fd);
+		if (spec.ipc_ns_fd >= 0)
+			close(spec.ipc_ns_fd);
 		container_boot_close(b);
 		return r;
 	}
@@ -322,6 +356,10 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 	r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
 	if (spec.net_ns_fd >= 0)
 		close(spec.net_ns_fd);
+	if (spec.ipc_ns_fd >= 0)
+		close(spec.ipc_ns_fd);
+	if (spec.uts_ns_fd >= 0)
+		close(spec.uts_ns_fd);
 	/* The child has its mounts: the shim keeps none of them. */
 	container_boot_close(b);
 	if (r < 0)
