@@ -180,11 +180,16 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 			if ((r = capsule_config_set_cpus_milli(cfg, (uint32_t)milli, err)) < 0)
 				return r;
 		}
-		/* 1024 is every cgroup's own weight (containerd's default spec names it): honoured
-		 * as it is; another weight is not. */
+		/* The kubelet sets every container's (2 for a pause container and a BestEffort pod's);
+		 * 1024 is every cgroup's own weight already. */
+		int64_t shares = 0;
 		if (json_get_member(fv, fn, "shares", &qv, &qn) == 0 && !oci_is_null(qv, qn) &&
-		    !(qn == 4 && !memcmp(qv, "1024", 4)))
-			return oci_unsupported(err, "linux.resources.cpu.shares other than 1024", "a sandbox has the default weight");
+		    (r = oci_value_int(qv, qn, "linux.resources.cpu.shares", &shares, err)) < 0)
+			return r;
+		if (shares && (shares < 2 || shares > 262144))
+			return oci_bad(err, "linux.resources.cpu.shares", "not between 2 and 262144");
+		if (shares != 1024)
+			cfg->cpu_shares = (uint32_t)shares;
 		static const char *const others[] = { "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst" };
 		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
 			if (json_get_member(fv, fn, others[i], &qv, &qn) == 0 && !oci_is_empty(qv, qn))

@@ -260,11 +260,14 @@ static int process_member(const char *name, const char *v, size_t n, void *paylo
 		int64_t adj;
 		if ((r = oci_value_int(v, n, "process.oomScoreAdj", &adj, err)) < 0)
 			return r;
-		/* Lowering it needs CAP_SYS_RESOURCE of the host's; a sandbox's floor is 0. */
+		if (adj < -1000 || adj > 1000)
+			return oci_bad(err, "process.oomScoreAdj", "not between -1000 and 1000");
+		/* A sandbox's floor is 0 (no process of it may make itself the host's OOM killer's
+		 * last choice), and a value below asks for more protection than the floor gives:
+		 * it runs at the floor. The kubelet asks for -998 for every pod's pause container
+		 * and -997 for a Guaranteed pod's containers (docs/oci.md). */
 		if (adj < 0)
-			return oci_unsupported(err, "process.oomScoreAdj below 0", "a sandbox's processes have 0 at least");
-		if (adj > 1000)
-			return oci_bad(err, "process.oomScoreAdj", "above 1000");
+			adj = 0;
 		spec->oom_score_adj_set = true;
 		spec->oom_score_adj = (uint32_t)adj;
 		return 0;

@@ -78,6 +78,10 @@ struct capsule_config {
 	capsule_isolation isolation;
 	uint64_t memory_bytes;
 	uint32_t cpus_milli;
+	/* The cgroup's cpu weight as cgroup v1's cpu.shares (2 to 262144; v2's cpu.weight is
+	 * converted from it as runc converts it): an OCI spec's linux.resources.cpu.shares, which
+	 * the kubelet sets from a container's cpu request. 0: the default (1024). */
+	uint32_t cpu_shares;
 	uint32_t pids_limit;
 	uint32_t boot_timeout_ms;
 	uint32_t idle_pause_ms; /* the shim pauses the sandbox after this long idle; 0: never */

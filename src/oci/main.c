@@ -286,8 +286,10 @@ static int cmd_kill(int argc, char **argv)
 	if (load_state(pos[0], &st, NULL))
 		return 1;
 	oci_state_clear(&st);
+	/* runc's words: containerd's shim takes "container not running" as a kill that found
+	 * the process gone (the CRI kills an exited container's task before deleting it). */
 	if (strcmp(st.status, "created") && strcmp(st.status, "running") && strcmp(st.status, "paused"))
-		return oci_fail("container '%s' is not running", pos[0]);
+		return oci_fail("container not running: '%s' is %s", pos[0], st.status);
 	/* The monitor passes the signal on to the process; SIGKILL (and with --all, every
 	 * signal's default end) takes the monitor, and the sandbox goes with it. */
 	if (kill(st.pid, sig) < 0)

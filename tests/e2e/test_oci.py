@@ -474,7 +474,7 @@ def ns_path(kind, path):
     (lambda c: c["linux"].update(cgroupsPath="/a/../b"), "not a clean absolute path"),
     (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}),
      "config.json: linux.sysctl.kernel.domainname is not supported by capsule: it is not the sandbox's own"),
-    (lambda c: c["process"].update(oomScoreAdj=-500), "config.json: process.oomScoreAdj below 0 is not supported"),
+    (lambda c: c["process"].update(oomScoreAdj=-1001), "config.json: process.oomScoreAdj: not between -1000 and 1000"),
     (lambda c: c["linux"].update(maskedPaths=["etc/secret"]), "'etc/secret' is not a clean absolute path"),
     (lambda c: c["linux"].update(seccomp={"defaultAction": "SCMP_ACT_NOPE"}), "unknown action 'SCMP_ACT_NOPE'"),
     (lambda c: c.update(hooks={"createContainer": [{"path": "/bin/true"}]}),

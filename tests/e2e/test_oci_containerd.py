@@ -33,8 +33,9 @@ pytestmark = [
 ]
 
 
-def oci_archive(path):
-    """An OCI image layout tarball of one layer: busybox and its sh, sleep and true."""
+def oci_archive(path, name=IMAGE, files=(), tools=(), cmd=None):
+    """An OCI image layout tarball of one layer: busybox and its sh, sleep and true (and
+    TOOLS), with FILES ((host path, path in the image) pairs), named NAME, running CMD."""
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as t:
         for d in ("bin", "etc", "tmp"):
@@ -42,10 +43,12 @@ def oci_archive(path):
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             t.addfile(info)
         t.add("/bin/busybox", "bin/busybox")
-        for tool in ("sh", "sleep", "true", "echo", "cat"):
+        for tool in ("sh", "sleep", "true", "echo", "cat", *tools):
             info = tarfile.TarInfo(f"bin/{tool}")
             info.type, info.linkname = tarfile.SYMTYPE, "busybox"
             t.addfile(info)
+        for host, inside in files:
+            t.add(host, inside)
     diff = layer.getvalue()
     blob = gzip.compress(diff, mtime=0)
     blobs = {}
@@ -57,13 +60,13 @@ def oci_archive(path):
 
     config = add(json.dumps({"architecture": "amd64", "os": "linux",
                              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(diff).hexdigest()]},
-                             "config": {"Env": ["PATH=/bin"]}}).encode())
+                             "config": dict({"Env": ["PATH=/bin"]}, **({"Cmd": cmd} if cmd else {}))}).encode())
     manifest = add(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
                                "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
                                "layers": [dict(add(blob), mediaType="application/vnd.oci.image.layer.v1.tar+gzip")]
                                }).encode())
     index = {"schemaVersion": 2, "manifests": [dict(manifest, mediaType="application/vnd.oci.image.manifest.v1+json",
-                                                    annotations={"io.containerd.image.name": IMAGE,
+                                                    annotations={"io.containerd.image.name": name,
                                                                  "org.opencontainers.image.ref.name": "1"})]}
     with tarfile.open(path, "w") as t:
         def put(name, data):

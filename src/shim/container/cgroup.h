@@ -41,6 +41,7 @@ struct cgroup_limits {
 	uint32_t cpus_milli;   /* 1000 = one cpu; 0 = no limit. Quota is cpus_milli*100 us per
 	                        * 100000 us period, at least 1000 us (the kernel's minimum). */
 	uint32_t pids_max;     /* 0 = no limit */
+	uint32_t cpu_shares;   /* cgroup v1's cpu.shares (v2: converted to cpu.weight); 0 = default */
 };
 
 struct cgroup_support {

@@ -106,7 +106,7 @@ static unsigned needed_ctrls(const struct cgroup_limits *lim)
 		m |= CG_BIT(CG_MEMORY);
 	if (lim && lim->pids_max)
 		m |= CG_BIT(CG_PIDS);
-	if (lim && lim->cpus_milli)
+	if (lim && (lim->cpus_milli || lim->cpu_shares))
 		m |= CG_BIT(CG_CPU);
 	return m;
 }
@@ -158,6 +158,13 @@ static int apply_limits(struct cgroup_handle *h, const struct cgroup_limits *lim
 				if ((r = cg_write_at(d->fd, d->path, "cpu.cfs_quota_us", val, err)) < 0)
 					return r;
 			}
+		}
+		if ((d->ctrls & CG_BIT(CG_CPU)) && lim->cpu_shares) {
+			/* runc's mapping of shares (2..262144) onto v2's weight (1..10000). */
+			fmt_into(val, sizeof(val), "%u",
+				 h->v2 ? 1u + (unsigned)(((uint64_t)lim->cpu_shares - 2) * 9999 / 262142) : lim->cpu_shares);
+			if ((r = cg_write_at(d->fd, d->path, h->v2 ? "cpu.weight" : "cpu.shares", val, err)) < 0)
+				return r;
 		}
 	}
 	return 0;

@@ -35,6 +35,7 @@ static void vm_cgroup_limits(const struct shim *s, struct cgroup_limits *lim)
 	*lim = (struct cgroup_limits){
 		.memory_bytes = s->cfg.memory_bytes ? s->cfg.memory_bytes + VM_QEMU_MEMORY_ALLOWANCE : 0,
 		.cpus_milli = s->cfg.cpus_milli,
+		.cpu_shares = s->cfg.cpu_shares,
 		.pids_max = sup.pids ? VM_QEMU_PIDS_MAX : 0,
 	};
 }

@@ -1,0 +1,239 @@
+"""Kubernetes pods through containerd's CRI plugin (Debian's containerd 1.6), driven over CRI
+gRPC as the kubelet drives it (docs/kubernetes.md): a containerd of the test's own (config,
+root, state, socket, a CNI config of its own on a bridge of its own) with the runtime
+handlers `capsule` and `capsule-vm`, both containerd's runc shim with BinaryName capsule-oci.
+
+The CRI v1 API is tests/e2e/cri/api.proto, kubernetes/cri-api at 479df36 (the last before
+options that Debian's protoc 3.21 does not know), compiled with protoc at test time; the
+calls are made with grpcio's generic stubs, so no generated gRPC code is kept."""
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.conftest import BUILD, _agent_is_static, _env
+from tests.e2e.test_oci import host_shm_key_exists, sysv_shm  # noqa: F401 (a fixture)
+from tests.e2e.test_oci_containerd import oci_archive
+
+grpc = pytest.importorskip("grpc", reason="python3-grpcio (scripts/install-deps)")
+
+OCI = os.path.join(BUILD, "capsule-oci")
+CONTAINERD = shutil.which("containerd")
+PROTOC = shutil.which("protoc")
+IMAGE = "localhost/capsule-cri:1"
+PAUSE = "localhost/capsule-pause:1"
+CNI_BIN = "/usr/lib/cni"
+BRIDGE = f"capsulecri{os.getpid() % 10000}"
+CGROUP_PARENT = f"/capsule-cri-{os.getpid()}"
+
+pytestmark = [
+    pytest.mark.plain_build_only,
+    pytest.mark.skipif(not _agent_is_static(), reason="the images hold busybox alone: a sanitizer build's "
+                       "dynamic agent could not run in them"),
+]
+
+
+class Cri:
+    """The runtime and image services over the daemon's socket, one method per call."""
+
+    def __init__(self, sock, pb):
+        self.pb = pb
+        self.channel = grpc.insecure_channel(f"unix://{sock}")
+
+    def call(self, service, method, timeout=60, **fields):
+        request = getattr(self.pb, f"{method}Request")(**fields)
+        response = getattr(self.pb, f"{method}Response")
+        stub = self.channel.unary_unary(f"/runtime.v1.{service}/{method}",
+                                        request_serializer=request.SerializeToString,
+                                        response_deserializer=response.FromString)
+        return stub(request, timeout=timeout)
+
+    def __getattr__(self, method):
+        service = "ImageService" if "Image" in method else "RuntimeService"
+        return lambda **fields: self.call(service, method, **fields)
+
+
+def containerd_config(top, sock):
+    runtimes = ""
+    for handler, annotations in (("capsule", "[]"), ("capsule-vm", '["capsule.isolation"]')):
+        runtimes += (f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]\n'
+                     f'  runtime_type = "io.containerd.runc.v2"\n'
+                     f'  pod_annotations = {annotations}\n'
+                     f'[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]\n'
+                     f'  BinaryName = "{OCI}"\n  Root = "{top}/oci-root"\n  SystemdCgroup = false\n')
+    return (f'version = 2\nroot = "{top}/root"\nstate = "{top}/state"\n'
+            f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n'
+            f'[plugins."io.containerd.grpc.v1.cri"]\n'
+            f'  sandbox_image = "{PAUSE}"\n'
+            f'  stream_server_address = "127.0.0.1"\n  stream_server_port = "0"\n'
+            f'  netns_mounts_under_state_dir = true\n'
+            f'  enable_cdi = false\n'
+            f'[plugins."io.containerd.grpc.v1.cri".cni]\n'
+            f'  bin_dir = "{CNI_BIN}"\n  conf_dir = "{top}/cni"\n'
+            f'[plugins."io.containerd.grpc.v1.cri".containerd]\n'
+            f'  snapshotter = "native"\n  default_runtime_name = "capsule"\n' + runtimes)
+
+
+@pytest.fixture(scope="module")
+def cri(capsule_home, sysv_shm):  # noqa: F811
+    assert CONTAINERD and PROTOC, "containerd or protoc is not installed (scripts/install-deps)"
+    assert os.path.exists(os.path.join(CNI_BIN, "bridge")), "containernetworking-plugins is not installed"
+    top = tempfile.mkdtemp(prefix="capsule-oci-cri-", dir="/var/tmp")
+    sock = os.path.join(top, "containerd.sock")
+    subprocess.run([PROTOC, f"--python_out={top}", "-I", os.path.join(os.path.dirname(__file__), "cri"),
+                    "api.proto"], check=True)
+    sys.path.insert(0, top)
+    try:
+        import api_pb2 as pb
+    finally:
+        sys.path.remove(top)
+    os.makedirs(os.path.join(top, "cni"))
+    # A bridge of the test's own, no gateway, no masquerading: the pod gets an eth0 and an
+    # address (the CRI wants one), and nothing of the host's is changed.
+    with open(os.path.join(top, "cni", "10-capsule-test.conflist"), "w") as f:
+        json.dump({"cniVersion": "0.4.0", "name": "capsule-cri-test", "plugins": [
+            {"type": "bridge", "bridge": BRIDGE, "isGateway": False, "ipMasq": False,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.237.91.0/24"}]],
+                      "dataDir": os.path.join(top, "ipam")}}]}, f)
+    with open(os.path.join(top, "config.toml"), "w") as f:
+        f.write(containerd_config(top, sock))
+    env = _env(capsule_home)
+    log = open(os.path.join(top, "containerd.log"), "w")
+    daemon = subprocess.Popen([CONTAINERD, "--config", os.path.join(top, "config.toml")], env=env, stdout=log,
+                              stderr=log, start_new_session=True)
+    client = Cri(sock, pb)
+    client.top, client.env, client.sysv_shm = top, env, sysv_shm
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.1)
+        assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
+        oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
+        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname",),
+                    files=((sysv_shm, "bin/sysv_shm"),))
+        for tar in ("pause.tar", "image.tar"):
+            r = subprocess.run(["ctr", "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
+                                "native", os.path.join(top, tar)], env=env, capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        yield client
+    finally:
+        try:
+            for pod in client.ListPodSandbox().items:
+                client.StopPodSandbox(pod_sandbox_id=pod.id)
+                client.RemovePodSandbox(pod_sandbox_id=pod.id)
+        except grpc.RpcError:
+            pass
+        client.channel.close()
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        subprocess.run(["umount", "-R", os.path.join(top, "root")], capture_output=True)
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        shutil.rmtree(top, ignore_errors=True)
+        for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
+            try:
+                os.rmdir(hierarchy + CGROUP_PARENT)
+            except OSError:
+                pass
+
+
+def namespaces(cri):
+    """What the kubelet asks for a pod without shareProcessNamespace or host namespaces."""
+    return cri.pb.NamespaceOption(network=cri.pb.POD, pid=cri.pb.CONTAINER, ipc=cri.pb.POD)
+
+
+def pod_config(cri, name, annotations=None):
+    return cri.pb.PodSandboxConfig(
+        metadata=cri.pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
+        hostname=f"{name}-host", log_directory=os.path.join(cri.top, "logs", name),
+        annotations=annotations or {},
+        linux=cri.pb.LinuxPodSandboxConfig(cgroup_parent=CGROUP_PARENT, security_context=cri.pb.
+                                           LinuxSandboxSecurityContext(namespace_options=namespaces(cri))))
+
+
+def start_container(cri, pod_id, config, name, command):
+    c = cri.CreateContainer(pod_sandbox_id=pod_id, sandbox_config=config, config=cri.pb.ContainerConfig(
+        metadata=cri.pb.ContainerMetadata(name=name), image=cri.pb.ImageSpec(image=IMAGE), command=command,
+        log_path=f"{name}.log", linux=cri.pb.LinuxContainerConfig(security_context=cri.pb.LinuxContainerSecurityContext(
+            namespace_options=namespaces(cri)))))
+    cri.StartContainer(container_id=c.container_id)
+    return c.container_id
+
+
+def exec_sync(cri, cid, *cmd):
+    r = cri.ExecSync(container_id=cid, cmd=list(cmd), timeout=30)
+    return r.exit_code, r.stdout.decode(), r.stderr.decode()
+
+
+def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
+    """RunPodSandbox with the capsule handler, two containers started in it: a System V segment
+    one makes is the other's, both have the pod's hostname, and neither sees the host's IPC
+    objects or hostname; ExecSync, an exit status by ContainerStatus, and after StopPodSandbox
+    and RemovePodSandbox nothing is left: no container under capsule-oci's root, no sandbox,
+    no monitor."""
+    key = 0x5ca1f000 + os.getpid() % 4096
+    config = pod_config(cri, "pod1")
+    pod = cri.RunPodSandbox(config=config, runtime_handler="capsule").pod_sandbox_id
+    one = start_container(cri, pod, config, "one", ["sh", "-c", f"sysv_shm make {key} from-one; sleep 1000"])
+    two = start_container(cri, pod, config, "two", ["sleep", "1000"])
+    deadline = time.monotonic() + 20
+    while (got := exec_sync(cri, two, "sysv_shm", "read", str(key)))[0] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert got == (0, "from-one\n", ""), got
+    assert not host_shm_key_exists(key)
+    assert socket.gethostname() != "pod1-host"
+    for cid in (one, two):
+        assert exec_sync(cri, cid, "hostname") == (0, "pod1-host\n", "")
+    # A segment of the host's is no container's.
+    subprocess.run([cri.sysv_shm, "make", str(key + 1), "the-hosts"], check=True)
+    try:
+        code, _, err = exec_sync(cri, one, "sysv_shm", "read", str(key + 1))
+        assert code == 2 and "No such file" in err, err
+    finally:
+        subprocess.run(["ipcrm", "-M", str(key + 1)], check=True)
+    assert exec_sync(cri, two, "sh", "-c", "echo in-exec; exit 4") == (4, "in-exec\n", "")
+
+    three = start_container(cri, pod, config, "three", ["sh", "-c", "exit 3"])
+    deadline = time.monotonic() + 30
+    while (st := cri.ContainerStatus(container_id=three).status).state != cri.pb.CONTAINER_EXITED and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert st.state == cri.pb.CONTAINER_EXITED and st.exit_code == 3, st
+
+    cri.StopPodSandbox(pod_sandbox_id=pod)
+    cri.RemovePodSandbox(pod_sandbox_id=pod)
+    assert not cri.ListPodSandbox().items and not cri.ListContainers().containers
+    oci_root = os.path.join(cri.top, "oci-root", "k8s.io")  # BinaryName's --root, by namespace
+    assert os.listdir(oci_root) == []
+    r = subprocess.run([os.path.join(BUILD, "capsule"), "ps", "-a", "--json"], env=cri.env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
+    r = subprocess.run(["pgrep", "-f", f"{OCI} .*--root {oci_root}"], capture_output=True, text=True)
+    assert r.stdout == "", r.stdout
+
+
+def test_a_vm_pod_is_refused_with_one_line(cri):
+    """capsule-vm with the pod's annotation: the pause container would be a vm, but the CRI
+    gives it a read-only root and the pod's network namespace, neither of which a vm can
+    honour (its root is a disk of its own, its network its guest kernel's); the CRI's error
+    carries capsule-oci's one line, and nothing is left."""
+    config = pod_config(cri, "vmpod", annotations={"capsule.isolation": "vm"})
+    with pytest.raises(grpc.RpcError) as e:
+        cri.RunPodSandbox(config=config, runtime_handler="capsule-vm")
+    message = e.value.details().split("OCI runtime create failed: ")[-1]
+    assert message.startswith("config.json: ") and "is not supported by capsule: a vm's" in message, message
+    assert "\n" not in message
+    assert not cri.ListPodSandbox().items
+    assert os.listdir(os.path.join(cri.top, "oci-root", "k8s.io")) == []
