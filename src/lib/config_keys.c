@@ -30,7 +30,7 @@ const struct config_key config_keys[] = {
 	  FLAG("memory", 'm', "SIZE", "memory limit, e.g. 512M") },
 	{ .name = "cpus_milli", .type = CONFIG_KEY_U32, FIELD(cpus_milli), .max = UINT32_MAX,
 	  .inspect_limit = "cpus_milli", .set = capsule_config_set_cpus, FLAG("cpus", 0, "N", "cpu limit, e.g. 1.5") },
-	{ .name = "cpu_shares", .type = CONFIG_KEY_U32, FIELD(cpu_shares), .max = 262144 },
+	{ .name = "cpu_shares", .type = CONFIG_KEY_U32, FIELD(cpu_shares), .max = 262144, .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "pids", .type = CONFIG_KEY_U32, FIELD(pids_limit), .max = UINT32_MAX, .inspect_limit = "pids",
 	  .set = config_pids_set, FLAG("pids-limit", 0, "N", "most processes at once") },
 	{ .name = "hostname", .type = CONFIG_KEY_TEXT, FIELD(hostname), .set = capsule_config_set_hostname,

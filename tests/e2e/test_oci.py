@@ -296,7 +296,7 @@ def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
     leaf = f"/capsule-oci-test-{os.getpid()}/c1"
     set_config(bundle, args=["sleep", "1000"])
     edit_config(bundle, lambda c: (c["linux"].update(cgroupsPath=leaf),
-                                   c["linux"]["resources"].update(pids={"limit": 321})))
+                                   c["linux"]["resources"].update(pids={"limit": 321}, cpu={"shares": 2})))
     with open(tmp_path / "out", "w") as out:
         r = oci("run", "--detach", "--bundle", bundle, "cg1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                 capture_output=False)
@@ -304,8 +304,12 @@ def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
     # v1 (a pids hierarchy of its own) or v2 (one hierarchy).
     found = [p for p in (f"/sys/fs/cgroup/pids{leaf}/pids.max", f"/sys/fs/cgroup{leaf}/pids.max")
              if os.path.exists(p)]
+    # cpu.shares as the kubelet gives a pause container: v1's value, or v2's weight from it.
+    weight = [(p, want) for p, want in ((f"/sys/fs/cgroup/cpu{leaf}/cpu.shares", "2"),
+                                        (f"/sys/fs/cgroup{leaf}/cpu.weight", "1")) if os.path.exists(p)]
     try:
         assert found and open(found[0]).read().strip() == "321"
+        assert weight and open(weight[0][0]).read().strip() == weight[0][1]
     finally:
         assert oci("delete", "--force", "cg1").returncode == 0
     assert not os.path.exists(found[0])
@@ -571,7 +575,9 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci,
     key = 0x5ca1e000 + os.getpid() % 4096
     shutil.copy(sysv_shm, os.path.join(bundle, "rootfs", "bin", "sysv_shm"))
     set_config(bundle, args=["sh", "-c", f"sysv_shm make {key} from-the-pause; echo made; exec sleep 60"])
-    edit_config(bundle, lambda c: c.update(hostname="pod-host"))
+    hook_out = os.path.join(bundle, "hook-ns")
+    edit_config(bundle, lambda c: c.update(hostname="pod-host", hooks={"poststart": [{"path": "/bin/sh", "args": [
+        "sh", "-c", f"readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts > {hook_out}"]}]}))
     second = bundle + "-second"
     shutil.copytree(bundle, second, symlinks=True)
     try:
@@ -587,8 +593,12 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci,
         assert "made" in (out.seek(0) or out.read()), out.read()
         for kind in ("ipc", "uts", "net"):
             assert os.readlink(f"/proc/{monitor}/ns/{kind}") != os.readlink(f"/proc/self/ns/{kind}"), kind
+        # The hooks the monitor runs are back in the host's namespaces.
+        assert open(hook_out).read().split() == [os.readlink(f"/proc/self/ns/{k}") for k in ("net", "ipc", "uts")]
         assert not host_shm_key_exists(key)
-        set_config(second, args=["sh", "-c", f"hostname; sysv_shm read {key}; readlink /proc/self/ns/ipc"])
+        # The kubelet's oomScoreAdj for a Guaranteed pod's containers runs at the sandbox's floor.
+        set_config(second, args=["sh", "-c", f"hostname; sysv_shm read {key}; readlink /proc/self/ns/ipc; "
+                                             "cat /proc/self/oom_score_adj"], oomScoreAdj=-997)
 
         def join(cfg):
             set_ns_path(cfg, "ipc", f"/proc/{monitor}/ns/ipc")
@@ -596,17 +606,16 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci,
         edit_config(second, join)
         r = oci("run", "--bundle", second, "app")
         assert r.returncode == 0, r.stderr
-        assert r.stdout.split("\n")[:3] == ["pod-host", "from-the-pause", os.readlink(f"/proc/{monitor}/ns/ipc")], \
-            r.stdout
+        assert r.stdout.split("\n")[:4] == ["pod-host", "from-the-pause", os.readlink(f"/proc/{monitor}/ns/ipc"),
+                                            "0"], r.stdout
         # A host segment is no container's to see.
         subprocess.run([sysv_shm, "make", str(key + 1), "the-hosts"], check=True)
         try:
-            set_config(second, args=["sysv_shm", "read", str(key + 1)])
+            set_config(second, args=["sysv_shm", "read", str(key + 1)], oomScoreAdj=0)
             r = oci("run", "--bundle", second, "app2")
             assert r.returncode == 2 and "No such file" in r.stderr, r.stdout + r.stderr
         finally:
             subprocess.run(["ipcrm", "-M", str(key + 1)], check=True)
-        # The hooks a monitor runs are back in the host's namespaces.
         assert wait_status(oci, "pause", "running")
         oci("kill", "pause", "KILL", check=True)
         wait_status(oci, "pause", "stopped")
