@@ -179,8 +179,8 @@ def exec_sync(cri, cid, *cmd):
 
 def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     """RunPodSandbox with the capsule handler, two containers started in it: a System V segment
-    one makes is the other's, both have the pod's hostname, and neither sees the host's IPC
-    objects or hostname; ExecSync, an exit status by ContainerStatus, and after StopPodSandbox
+    one makes is the other's, so is a file of the pod's /dev/shm, both have the pod's hostname,
+    and neither sees the host's IPC objects or hostname; ExecSync, an exit status by ContainerStatus, and after StopPodSandbox
     and RemovePodSandbox nothing is left: no container under capsule-oci's root, no sandbox,
     no monitor."""
     key = 0x5ca1f000 + os.getpid() % 4096
@@ -204,6 +204,12 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     finally:
         subprocess.run(["ipcrm", "-M", str(key + 1)], check=True)
     assert exec_sync(cri, two, "sh", "-c", "echo in-exec; exit 4") == (4, "in-exec\n", "")
+    # POSIX shared memory: the pod's /dev/shm (the CRI's tmpfs, bound into each container and
+    # idmapped to each sandbox's root) is one, written by either root; not the host's.
+    assert exec_sync(cri, one, "sh", "-c", "echo posix > /dev/shm/from-one")[0] == 0
+    assert exec_sync(cri, two, "sh", "-c", "echo more >> /dev/shm/from-one; cat /dev/shm/from-one") == \
+        (0, "posix\nmore\n", "")
+    assert not os.path.exists("/dev/shm/from-one")
 
     three = start_container(cri, pod, config, "three", ["sh", "-c", "exit 3"])
     deadline = time.monotonic() + 30
