@@ -139,7 +139,15 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
             daemon.kill()
             daemon.wait()
         log.close()
-        subprocess.run(["umount", "-R", os.path.join(top, "root")], capture_output=True)
+        # What a failed test left: the shims of this daemon (they outlive it, by design) with
+        # their containers, and their mounts (rootfs, the pod's shm and netns).
+        for shim in shims_of(sock):
+            try:
+                os.kill(shim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for mount in sorted(mounts_below(top), reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
         for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
@@ -152,6 +160,25 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
 def namespaces(cri):
     """What the kubelet asks for a pod without shareProcessNamespace or host namespaces."""
     return cri.pb.NamespaceOption(network=cri.pb.POD, pid=cri.pb.CONTAINER, ipc=cri.pb.POD)
+
+
+def shims_of(sock):
+    """The pids of containerd's shims that serve the daemon at SOCK."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if args[0].endswith(b"containerd-shim-runc-v2") and sock.encode() in args:
+            pids.append(int(pid))
+    return pids
+
+
+def mounts_below(top):
+    with open("/proc/self/mountinfo") as f:
+        return [m for m in (line.split()[4] for line in f) if m.startswith(top + "/")]
 
 
 def pod_config(cri, name, annotations=None):
@@ -228,6 +255,8 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
     r = subprocess.run(["pgrep", "-f", f"{OCI} .*--root {oci_root}"], capture_output=True, text=True)
     assert r.stdout == "", r.stdout
+    # The pod's network namespace and /dev/shm are unmounted: only the image snapshots stay.
+    assert [m for m in mounts_below(cri.top) if "/netns/" in m or m.endswith("/shm")] == []
 
 
 def test_a_vm_pod_is_refused_with_one_line(cri):
