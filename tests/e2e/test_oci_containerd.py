@@ -79,6 +79,28 @@ def oci_archive(path, name=IMAGE, files=(), tools=(), cmd=None):
             put("blobs/sha256/" + digest.split(":")[1], data)
 
 
+def start_containerd(top, sock, env):
+    """containerd with TOP/config.toml, logging to TOP/containerd.log, once SOCK is there."""
+    log = open(os.path.join(top, "containerd.log"), "w")
+    daemon = subprocess.Popen([CONTAINERD, "--config", os.path.join(top, "config.toml")], env=env, stdout=log,
+                              stderr=log, start_new_session=True)
+    daemon.log = log
+    deadline = time.monotonic() + 30
+    while not os.path.exists(sock) and time.monotonic() < deadline and daemon.poll() is None:
+        time.sleep(0.1)
+    return daemon
+
+
+def stop_containerd(daemon):
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()
+    daemon.log.close()
+
+
 @pytest.fixture(scope="module")
 def ctr(capsule_home):
     assert CONTAINERD and CTR, "containerd is not installed (scripts/install-deps)"
@@ -89,9 +111,7 @@ def ctr(capsule_home):
                 f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
                 f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
     env = _env(capsule_home)
-    log = open(os.path.join(top, "containerd.log"), "w")
-    daemon = subprocess.Popen([CONTAINERD, "--config", os.path.join(top, "config.toml")], env=env, stdout=log,
-                              stderr=log, start_new_session=True)
+    daemon = start_containerd(top, sock, env)
 
     def run(*args, timeout=120, **kw):
         kw.setdefault("capture_output", True)
@@ -99,9 +119,6 @@ def ctr(capsule_home):
         return subprocess.run([CTR, "--address", sock] + list(args), env=env, timeout=timeout, **kw)
 
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline and daemon.poll() is None:
-            time.sleep(0.1)
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "image.tar"))
         r = run("image", "import", "--snapshotter", "native", os.path.join(top, "image.tar"))
@@ -113,13 +130,7 @@ def ctr(capsule_home):
             run("task", "rm", "-f", task)
         for c in run("container", "ls", "-q").stdout.split():
             run("container", "rm", c)
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        stop_containerd(daemon)
         subprocess.run(["umount", "-R", os.path.join(top, "root")], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
         # The namespace's cgroup parent (cgroupsPath /default/ID), left as runc leaves it.

@@ -21,12 +21,11 @@ import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
 from tests.e2e.test_oci import host_shm_key_exists, sysv_shm  # noqa: F401 (a fixture)
-from tests.e2e.test_oci_containerd import oci_archive
+from tests.e2e.test_oci_containerd import CONTAINERD, oci_archive, start_containerd, stop_containerd
 
 grpc = pytest.importorskip("grpc", reason="python3-grpcio (scripts/install-deps)")
 
 OCI = os.path.join(BUILD, "capsule-oci")
-CONTAINERD = shutil.which("containerd")
 PROTOC = shutil.which("protoc")
 IMAGE = "localhost/capsule-cri:1"
 PAUSE = "localhost/capsule-pause:1"
@@ -106,15 +105,10 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
     with open(os.path.join(top, "config.toml"), "w") as f:
         f.write(containerd_config(top, sock))
     env = _env(capsule_home)
-    log = open(os.path.join(top, "containerd.log"), "w")
-    daemon = subprocess.Popen([CONTAINERD, "--config", os.path.join(top, "config.toml")], env=env, stdout=log,
-                              stderr=log, start_new_session=True)
+    daemon = start_containerd(top, sock, env)
     client = Cri(sock, pb)
     client.top, client.env, client.sysv_shm = top, env, sysv_shm
     try:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(sock) and time.monotonic() < deadline and daemon.poll() is None:
-            time.sleep(0.1)
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
         oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname",),
@@ -132,13 +126,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
         except grpc.RpcError:
             pass
         client.channel.close()
-        daemon.send_signal(signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        stop_containerd(daemon)
         # What a failed test left: the shims of this daemon (they outlive it, by design) with
         # their containers, and their mounts (rootfs, the pod's shm and netns).
         for shim in shims_of(sock):
