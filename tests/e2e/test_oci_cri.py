@@ -21,9 +21,12 @@ import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
 from tests.e2e.test_oci import host_shm_key_exists, sysv_shm  # noqa: F401 (a fixture)
-from tests.e2e.test_oci_containerd import CONTAINERD, oci_archive, start_containerd, stop_containerd
+from tests.e2e.test_oci_containerd import CONTAINERD, CTR, oci_archive, start_containerd, stop_containerd
 
-grpc = pytest.importorskip("grpc", reason="python3-grpcio (scripts/install-deps)")
+try:
+    import grpc
+except ImportError:  # the fixture says what is missing
+    grpc = None
 
 OCI = os.path.join(BUILD, "capsule-oci")
 PROTOC = shutil.which("protoc")
@@ -51,7 +54,7 @@ class Cri:
         request = getattr(self.pb, f"{method}Request")(**fields)
         response = getattr(self.pb, f"{method}Response")
         stub = self.channel.unary_unary(f"/runtime.v1.{service}/{method}",
-                                        request_serializer=request.SerializeToString,
+                                        request_serializer=type(request).SerializeToString,
                                         response_deserializer=response.FromString)
         return stub(request, timeout=timeout)
 
@@ -83,7 +86,8 @@ def containerd_config(top, sock):
 
 @pytest.fixture(scope="module")
 def cri(capsule_home, sysv_shm):  # noqa: F811
-    assert CONTAINERD and PROTOC, "containerd or protoc is not installed (scripts/install-deps)"
+    assert CONTAINERD and CTR and PROTOC and grpc, \
+        "containerd, protobuf-compiler or python3-grpcio is not installed (scripts/install-deps)"
     assert os.path.exists(os.path.join(CNI_BIN, "bridge")), "containernetworking-plugins is not installed"
     top = tempfile.mkdtemp(prefix="capsule-oci-cri-", dir="/var/tmp")
     sock = os.path.join(top, "containerd.sock")
@@ -114,7 +118,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
         oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname",),
                     files=((sysv_shm, "bin/sysv_shm"),))
         for tar in ("pause.tar", "image.tar"):
-            r = subprocess.run(["ctr", "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
+            r = subprocess.run([CTR, "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
                                 "native", os.path.join(top, tar)], env=env, capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
         yield client
