@@ -205,12 +205,19 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     key = 0x5ca1f000 + os.getpid() % 4096
     config = pod_config(cri, "pod1")
     pod = cri.RunPodSandbox(config=config, runtime_handler="capsule").pod_sandbox_id
-    one = start_container(cri, pod, config, "one", ["sh", "-c", f"sysv_shm make {key} from-one; sleep 1000"])
+    one = start_container(cri, pod, config, "one", ["sh", "-c", f"sysv_shm make {key} from-one; echo one-says-hi; "
+                                                               "sleep 1000"])
     two = start_container(cri, pod, config, "two", ["sleep", "1000"])
     deadline = time.monotonic() + 20
     while (got := exec_sync(cri, two, "sysv_shm", "read", str(key)))[0] != 0 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert got == (0, "from-one\n", ""), got
+    # The container's output reaches the kubelet's log (`kubectl logs`), in the CRI's format.
+    log = os.path.join(cri.top, "logs", "pod1", "one.log")
+    while " stdout F one-says-hi" not in (open(log).read() if os.path.exists(log) else "") and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert " stdout F one-says-hi\n" in open(log).read()
     assert not host_shm_key_exists(key)
     assert socket.gethostname() != "pod1-host"
     for cid in (one, two):
