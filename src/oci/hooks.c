@@ -40,7 +40,7 @@ static int run_hook(const capsule_oci_hook *h, const char *state, char *why, siz
 		if (dup2(in[0], STDIN_FILENO) < 0 || setpgid(0, 0) < 0)
 			_exit(127);
 		/* Hooks run in the runtime's namespaces, the host's, as runc runs them. */
-		oci_host_ns_enter();
+		oci_host_enter();
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

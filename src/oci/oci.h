@@ -82,8 +82,8 @@ struct oci_exec {
 int oci_exec(const struct oci_exec *o);
 
 /* In a child of the monitor (a hook's): back into the host's network, IPC and UTS namespaces
- * the monitor left for its container's; _exit(127) when it cannot. */
-void oci_host_ns_enter(void);
+ * and the cgroups the monitor left for its container's; _exit(127) when it cannot. */
+void oci_host_enter(void);
 
 /* ---- hooks.c: the spec's hooks, run on the host with ST's state JSON on stdin ----------- */
 

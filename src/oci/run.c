@@ -261,6 +261,76 @@ static void now_rfc3339(char *out, size_t size)
 	snprintf(out, size, "%s.%09ldZ", base, ts.tv_nsec);
 }
 
+/* ---- the monitor's cgroups ------------------------------------------------------------------ */
+
+/* containerd's shim reads a container's cpu and memory figures (the CRI's ContainerStats) from
+ * the cgroups of the pid it holds. So the monitor joins its sandbox's in the cgroup v1
+ * hierarchies of those figures, and only those: in the freezer's it would be frozen with a
+ * paused container, in the pids one it would count against the container's limit. On cgroup v2
+ * one hierarchy holds all of them, and the monitor stays out (docs/kubernetes.md). It leaves
+ * before it ends the sandbox, whose cgroups the shim then removes; its hooks run in its own. */
+static const char *const stat_ctrls[] = { "memory", "cpu", "cpuacct" };
+static char *host_cgroup[ARRAY_SIZE(stat_ctrls)];
+
+/* PID's cgroup of the v1 hierarchy that holds CTRL, from /proc/PID/cgroup; NULL if none. */
+static char *cgroup_of(pid_t pid, const char *ctrl)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/cgroup", (int)pid);
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	if (read_file_at(AT_FDCWD, path, 1 << 16, &text, &len) < 0)
+		return NULL;
+	for (char *save = NULL, *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char *ctrls = strchr(line, ':'), *cg = ctrls ? strchr(ctrls + 1, ':') : NULL;
+		if (!cg)
+			continue;
+		*cg++ = 0;
+		for (char *s2 = NULL, *c = strtok_r(ctrls + 1, ",", &s2); c; c = strtok_r(NULL, ",", &s2))
+			if (!strcmp(c, ctrl))
+				return strdup(cg);
+	}
+	return NULL;
+}
+
+static int cgroup_move(const char *ctrl, const char *cg, pid_t pid)
+{
+	char path[4200], text[32];
+	snprintf(path, sizeof(path), "/sys/fs/cgroup/%s%s/cgroup.procs", ctrl, cg);
+	int n = snprintf(text, sizeof(text), "%d", (int)pid);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	int r = fd < 0 || write(fd, text, (size_t)n) != n ? -errno : 0;
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+static void monitor_enter_cgroups(pid_t agent)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(stat_ctrls); i++) {
+		_cleanup_free_ char *cg = cgroup_of(agent, stat_ctrls[i]);
+		char *own = cg ? cgroup_of(getpid(), stat_ctrls[i]) : NULL;
+		if (!own)
+			continue;
+		int r = strcmp(own, cg) ? cgroup_move(stat_ctrls[i], cg, getpid()) : 0;
+		if (r < 0) {
+			oci_warn("the monitor joining its container's %s cgroup '%s': %s (the container's figures "
+				 "read through its pid are its caller's)", stat_ctrls[i], cg, strerror(-r));
+			free(own);
+			continue;
+		}
+		host_cgroup[i] = own;
+	}
+}
+
+/* Back to the cgroups the monitor came from: PID 0 is the caller itself. */
+static void monitor_leave_cgroups(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(stat_ctrls); i++)
+		if (host_cgroup[i])
+			cgroup_move(stat_ctrls[i], host_cgroup[i], getpid());
+}
+
 /* ---- the monitor's namespaces ------------------------------------------------------------- */
 
 /* The monitor's own network, IPC and UTS namespaces (the host's), kept while it lives in its
@@ -291,6 +361,7 @@ static int monitor_enter_sandbox_ns(capsule_sandbox *sb, char *why, size_t size)
 	 * stays in the host's, and a path through it is refused as the host's. */
 	if (geteuid() != 0)
 		return 0;
+	monitor_enter_cgroups(info.init_pid);
 	for (size_t i = 0; i < ARRAY_SIZE(monitor_ns); i++) {
 		char path[64];
 		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)info.init_pid, monitor_ns[i].name);
@@ -309,11 +380,12 @@ static int monitor_enter_sandbox_ns(capsule_sandbox *sb, char *why, size_t size)
 	return 0;
 }
 
-void oci_host_ns_enter(void)
+void oci_host_enter(void)
 {
 	for (size_t i = 0; i < ARRAY_SIZE(monitor_ns); i++)
 		if (host_ns[i] >= 0 && setns(host_ns[i], monitor_ns[i].type) < 0)
 			_exit(127);
+	monitor_leave_cgroups();
 }
 
 struct monitor {
@@ -410,6 +482,7 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 		state_set(m, "stopped");
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(word_fd, msg);
+		monitor_leave_cgroups();
 		capsule_sandbox_free(sb);
 		if (notify_fd < 0)
 			oci_state_dir_remove(o->id);
@@ -422,6 +495,7 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	relay(p, in, out, errfd, eo.tty, sfd, &st);
 	capsule_process_free(p);
 	state_set(m, "stopped");
+	monitor_leave_cgroups();
 	capsule_sandbox_free(sb);
 	/* run in the foreground leaves nothing behind, as runc's does: it is its own delete. */
 	if (!o->no_start && !o->detach) {

@@ -115,7 +115,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
     try:
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
-        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname",),
+        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm"),
                     files=((sysv_shm, "bin/sysv_shm"),))
         for tar in ("pause.tar", "image.tar"):
             r = subprocess.run([CTR, "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
@@ -142,11 +142,15 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
             subprocess.run(["umount", "-l", mount], capture_output=True)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
         shutil.rmtree(top, ignore_errors=True)
+        # The pod's cgroup parent, left as runc leaves it, once the sandboxes' shims have
+        # removed their own below it.
         for hierarchy in {os.path.realpath(p) for p in glob.glob("/sys/fs/cgroup/*/")} | {"/sys/fs/cgroup"}:
-            try:
-                os.rmdir(hierarchy + CGROUP_PARENT)
-            except OSError:
-                pass
+            deadline = time.monotonic() + 5
+            while os.path.isdir(hierarchy + CGROUP_PARENT) and time.monotonic() < deadline:
+                try:
+                    os.rmdir(hierarchy + CGROUP_PARENT)
+                except OSError:
+                    time.sleep(0.1)
 
 
 def namespaces(cri):
@@ -236,6 +240,13 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     assert exec_sync(cri, two, "sh", "-c", "echo more >> /dev/shm/from-one; cat /dev/shm/from-one") == \
         (0, "posix\nmore\n", "")
     assert not os.path.exists("/dev/shm/from-one")
+    # The container's figures (the kubelet's metrics, its eviction signals) are its sandbox's:
+    # 48 MiB written to tmpfs by a process of container two are charged to two.
+    before = cri.ContainerStats(container_id=two).stats.memory.usage_bytes.value
+    assert exec_sync(cri, two, "sh", "-c", "dd if=/dev/zero of=/dev/shm/big bs=1M count=48 2>/dev/null")[0] == 0
+    after = cri.ContainerStats(container_id=two).stats.memory.usage_bytes.value
+    assert after - before >= 40 << 20, (before, after)
+    assert exec_sync(cri, two, "rm", "/dev/shm/big")[0] == 0
 
     three = start_container(cri, pod, config, "three", ["sh", "-c", "exit 3"])
     deadline = time.monotonic() + 30

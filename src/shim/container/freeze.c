@@ -67,8 +67,17 @@ static int freezer_mount(char *out, size_t size)
 	return r;
 }
 
-/* Move every process of the sandbox's main cgroup into the freezer cgroup FZ. Returns how
- * many were not there yet. */
+/* The shim's parent, when it is the process that made an ephemeral sandbox: capsule-oci's
+ * monitor joins its sandbox's memory and cpu cgroups (containerd reads a container's figures
+ * there) but is its owner, not one of its processes, and is never frozen with them: it must
+ * still take a KILL (docs/oci.md, "pause"). */
+static bool is_owner(const char *pid)
+{
+	return atol(pid) == (long)getppid();
+}
+
+/* Move every process of the sandbox's main cgroup (but its owner) into the freezer cgroup FZ.
+ * Returns how many were not there yet. */
 static int move_procs(const char *from, const char *fz, capsule_error *err)
 {
 	char path[4200];
@@ -87,6 +96,8 @@ static int move_procs(const char *from, const char *fz, capsule_error *err)
 	snprintf(here, sizeof(here), "%s/cgroup.procs", fz);
 	int moved = 0;
 	for (char *save = NULL, *p = strtok_r(text, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
+		if (is_owner(p))
+			continue;
 		/* One write per pid: the kernel takes one pid a write. A process that exited since
 		 * the read is fine (ESRCH). */
 		if (write(out, p, strlen(p)) < 0 && errno != ESRCH)
@@ -190,10 +201,10 @@ int sandbox_freeze(struct cgroup_handle *cg, const char *cgname, bool freeze, ca
 		if (ta && tb && la == lb && !strcmp(ta, tb))
 			return 0;
 		if (ta && tb) {
-			/* Same set, maybe in another order: count lines. */
+			/* Same set, maybe in another order, the owner left out: count lines. */
 			size_t na = 0, nb = 0;
-			for (size_t i = 0; i < la; i++)
-				na += ta[i] == '\n';
+			for (char *save = NULL, *p = strtok_r(ta, "\n", &save); p; p = strtok_r(NULL, "\n", &save))
+				na += !is_owner(p);
 			for (size_t i = 0; i < lb; i++)
 				nb += tb[i] == '\n';
 			if (na == nb)
