@@ -331,9 +331,9 @@ typedef struct capsule_exec_options {
 	const uint32_t *groups;    /* at most 64 */
 	size_t ngroups;
 	bool caps_set;             /* the command keeps CAPS (bit n: capability n), whatever its user, */
-	uint64_t caps;             /* instead of root's default set; inside the user namespace */
-	uint64_t caps_inheritable; /* with caps_set: its inheritable and ambient sets, */
-	uint64_t caps_ambient;     /* subsets of CAPS */
+	uint64_t caps;             /* instead of root's default set; inside the user namespace. All */
+	uint64_t caps_inheritable; /* three within the sandbox's own set (EPERM naming the first */
+	uint64_t caps_ambient;     /* outside it); with caps_set, the last two subsets of CAPS */
 	bool umask_set;            /* the command's umask (else 022) */
 	uint32_t umask;
 	bool oom_score_adj_set;    /* the command's oom_score_adj, 0 to 1000 (else 0) */

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "caps.h"
 #include "util.h"
 
 #define MAX_PROCS 1024
@@ -370,6 +371,23 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 			p = &A.procs[i];
 	if (!p) {
 		send_error(chan, EAGAIN, "too many commands running in this sandbox (1024)");
+		cp_exec_free(&ex);
+		return;
+	}
+
+	/* A command's sets come from the client; the sandbox's own (INIT's, fixed at create) bound
+	 * them. Anything more is refused, not masked: a caller that asked for a capability must
+	 * not go on thinking the command holds it. */
+	int extra = ex.caps_set ? cap_first_outside(ex.caps | ex.caps_inheritable | ex.caps_ambient, A.init.cap_keep) : -1;
+	if (extra >= 0) {
+		const char *cname = cap_name((unsigned)extra);
+		if (cname)
+			snprintf(errbuf, sizeof(errbuf), "capability CAP_%s is not in the sandbox's set: a command gets at "
+				 "most the capabilities its sandbox was created with", cname);
+		else
+			snprintf(errbuf, sizeof(errbuf), "capability %d is not in the sandbox's set: a command gets at most "
+				 "the capabilities its sandbox was created with", extra);
+		send_error(chan, EPERM, errbuf);
 		cp_exec_free(&ex);
 		return;
 	}

@@ -116,6 +116,8 @@ const struct config_key config_keys[] = {
 	{ .name = "readonly_paths", .type = CONFIG_KEY_STRING, FIELD(readonly_paths) },
 	{ .name = "mount_attrs", .type = CONFIG_KEY_STRING, FIELD(mount_attrs) },
 	{ .name = "rootfs_readonly", .type = CONFIG_KEY_BOOL, FIELD(rootfs_readonly), .flags = CONFIG_KEY_OMIT_UNSET },
+	{ .name = "caps_set", .type = CONFIG_KEY_BOOL, FIELD(caps_set), .flags = CONFIG_KEY_OMIT_UNSET },
+	{ .name = "caps", .type = CONFIG_KEY_U64, FIELD(caps), .max = UINT64_MAX, .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "workdir", .type = CONFIG_KEY_STRING, FIELD(workdir) },
 	{ .name = "user", .type = CONFIG_KEY_STRING, FIELD(user) },
 	/* "entrypoint_set" tells an empty list from none. */

@@ -6,21 +6,13 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "caps.h"
 #include "internal.h"
 #include "json.h"
 #include "oci_spec.h"
 #include "oci_spec_parse.h"
 #include "proc_masks.h"
 #include "util.h"
-
-static const char *const cap_names[] = {
-	"CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-	"LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-	"SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-	"SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-	"MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
-	"CHECKPOINT_RESTORE",
-};
 
 static int cap_element(const char *name, const char *v, size_t n, void *payload)
 {
@@ -29,8 +21,8 @@ static int cap_element(const char *name, const char *v, size_t n, void *payload)
 	int r = oci_value_string(v, n, w->where, &s, w->err);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < ARRAY_SIZE(cap_names); i++) {
-		if (!strncmp(s, "CAP_", 4) && !strcmp(s + 4, cap_names[i])) {
+	for (size_t i = 0; i < cap_name_count; i++) {
+		if (!strncmp(s, "CAP_", 4) && !strcmp(s + 4, cap_name((unsigned)i))) {
 			w->mask |= 1ull << i;
 			return 0;
 		}
@@ -85,6 +77,12 @@ static int process_capabilities(struct capsule_oci_spec *spec, const char *v, si
 	spec->caps = m[0];
 	spec->caps_inheritable = m[3];
 	spec->caps_ambient = m[4];
+	/* The bundle's process sets the sandbox's own set too, as runc's container keeps its
+	 * process's bounding set: no later exec gets more (the agent refuses it). */
+	if (spec->cfg) {
+		spec->cfg->caps_set = true;
+		spec->cfg->caps = m[0];
+	}
 	return 0;
 }
 

@@ -131,6 +131,11 @@ struct capsule_config {
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;
 	char **entrypoint, **cmd; /* NULL-terminated, or NULL */
+	/* The capabilities of a command run as root, and the most any command of the sandbox may
+	 * be given (an OCI spec's process.capabilities); unset: capsule's own set
+	 * (container_default_caps). */
+	bool caps_set;
+	uint64_t caps;
 	int64_t created_unix;
 	uint32_t id_slot;   /* root callers: the sandbox's host id range is base + slot * 65536 */
 	capsule_network network;

@@ -80,7 +80,7 @@ int agent_bring_up(struct shim *s, const char *hostname, capsule_error *err)
 		.seccomp_len = sizeof(capsule_seccomp_bpf),
 		.env = envv,
 		.envc = nenv,
-		.cap_keep = container_default_caps(),
+		.cap_keep = s->cfg.caps_set ? s->cfg.caps : container_default_caps(),
 	};
 	if ((r = cp_init_encode(&s->io.w, 0, &init)) < 0)
 		return cap_err(err, -r, "encoding INIT");
