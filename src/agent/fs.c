@@ -150,7 +150,7 @@ static int resolve_parent(const char *path, bool create, int *dirfd, char **name
 	char *last = slash + 1;
 	if (!*last) {
 		free(copy);
-		*dirfd = dup(F.root);
+		*dirfd = fcntl(F.root, F_DUPFD_CLOEXEC, 3);
 		return *dirfd < 0 ? -errno : 0;
 	}
 	if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0) {
@@ -164,7 +164,7 @@ static int resolve_parent(const char *path, bool create, int *dirfd, char **name
 		/* Walk down, making what is missing. Each mkdirat takes one plain component
 		 * relative to the folder resolved just before, and each prefix is resolved
 		 * again from the root, so a symlink planted meanwhile stays inside. */
-		fd = dup(F.root);
+		fd = fcntl(F.root, F_DUPFD_CLOEXEC, 3);
 		char *p = copy;
 		while (fd >= 0 && *p) {
 			while (*p == '/')

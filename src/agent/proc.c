@@ -434,6 +434,12 @@ static int spawn_child(void *arg)
 	}
 	if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
 		child_fail(ep, errno, "dup2: %s", strerror(errno));
+	/* Nothing of the agent's may reach the command: no fd, and so no path back out. Before
+	 * the process's own seccomp filter (which may refuse close_range or fcntl) and while
+	 * still root (after a change of uid, /proc/self/fd is no longer ours to read). */
+	int cr = fds_cloexec_from(3);
+	if (cr < 0)
+		child_fail(ep, -cr, "closing the agent's file descriptors: %s", strerror(-cr));
 
 	/* The agent protects itself from the OOM killer; its commands must not inherit that. */
 	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
@@ -454,7 +460,7 @@ static int spawn_child(void *arg)
 	 * then it keeps that set across the change of uid, as runc's processes do. */
 	bool keep = ctx->req->uid == 0 || ctx->req->caps_explicit;
 	uint64_t have = ctx->confined ? ctx->req->cap_keep : ~0ull;
-	int cr = drop_capabilities(keep ? ctx->req->cap_keep : 0, have, ctx->last_cap);
+	cr = drop_capabilities(keep ? ctx->req->cap_keep : 0, have, ctx->last_cap);
 	if (cr < 0)
 		child_fail(ep, -cr, "dropping capabilities: %s", strerror(-cr));
 	if (ctx->req->uid != 0 && keep && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0)
@@ -499,9 +505,6 @@ static int spawn_child(void *arg)
 			child_fail(ep, errno, "installing the %s seccomp filter: %s", i ? "process's" : "sandbox's",
 				   strerror(errno));
 	}
-	/* Nothing of the agent's may reach the command: no fd, and so no path back out. */
-	syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC);
-	fcntl(ep, F_SETFD, FD_CLOEXEC);
 	int er = exec_search(ctx->req->argv, ctx->req->envp);
 	if (er == -ENOENT)
 		child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", ctx->req->argv[0]);

@@ -101,7 +101,7 @@ static int mkdirs_in_root(int rootfd, char *rel, bool no_symlinks, struct mount_
 				parent = open_in_root(rootfd, rel, O_PATH | O_DIRECTORY, no_symlinks);
 				*slash = '/';
 			} else {
-				parent = dup(rootfd);
+				parent = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 			}
 			if (parent < 0)
 				return path_error(e, errno, "mount target", rel);
@@ -145,7 +145,7 @@ static int open_mount_point(int rootfd, const char *target, bool is_dir, bool no
 			*slash = '/';
 			base = slash + 1;
 		} else {
-			parent = dup(rootfd);
+			parent = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 		}
 		int fd = openat(parent, base, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
 		int fe = errno;
@@ -263,7 +263,7 @@ static int do_unmount(const struct cp_vm_unmount *m, struct mount_error *e)
 		parent = open_in_root(rootfd, rel, O_PATH | O_DIRECTORY, true);
 		base = slash + 1;
 	} else {
-		parent = dup(rootfd);
+		parent = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 	}
 	close(rootfd);
 	if (parent < 0) {

@@ -1,10 +1,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -388,4 +390,47 @@ int run_collect(const char *path, char *const argv[], char *out, size_t size, in
 		if (errno != EINTR)
 			return -errno;
 	return 0;
+}
+
+/* No allocation (the agent runs it between clone(CLONE_VM) and exec): raw getdents64 into a
+ * buffer on the stack. */
+int fds_cloexec_from(unsigned first)
+{
+	if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return 0;
+	int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return -errno;
+	struct linux_dirent64 {
+		uint64_t ino;
+		int64_t off;
+		unsigned short reclen;
+		unsigned char type;
+		char name[];
+	};
+	char buf[2048] __attribute__((aligned(8)));
+	int r = 0;
+	for (;;) {
+		long n = syscall(SYS_getdents64, dfd, buf, sizeof(buf));
+		if (n <= 0) {
+			r = n < 0 ? -errno : 0;
+			break;
+		}
+		for (long off = 0; off < n && r == 0;) {
+			const struct linux_dirent64 *d = (const void *)(buf + off);
+			off += d->reclen;
+			unsigned fd = 0;
+			const char *c = d->name;
+			if (*c < '0' || *c > '9')
+				continue; /* "." and ".." */
+			for (; *c >= '0' && *c <= '9'; c++)
+				fd = fd * 10 + (unsigned)(*c - '0');
+			if (fd >= first && (int)fd != dfd && fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0 && errno != EBADF)
+				r = -errno;
+		}
+		if (r < 0)
+			break;
+	}
+	close(dfd);
+	return r;
 }

@@ -84,4 +84,9 @@ int rm_rf_at(int dirfd, const char *name);
  * (-r of posix_spawn) or waited for. */
 int run_collect(const char *path, char *const argv[], char *out, size_t size, int *wstatus);
 
+/* Mark every fd from FIRST up close-on-exec: close_range(2), else each fd /proc/self/fd lists
+ * (a kernel or a seccomp filter without close_range). -errno when neither works: the caller
+ * then fails rather than exec with fds it does not know of. */
+int fds_cloexec_from(unsigned first);
+
 #endif

@@ -9,6 +9,8 @@ import time
 import pytest
 
 from secutil import assert_alive, wait_until
+from tests.conftest import BUILD
+from tests.e2e.test_oci import bundle, edit_config, oci, set_config  # noqa: F401 (fixtures)
 
 # Run by the command itself (python3 -c): its own fds, as the agent handed them over.
 LIST_FDS_PY = (
@@ -142,3 +144,34 @@ def test_no_fd_leaks_in_shim_or_agent_after_many_execs(capsule, sandbox):
         (len(_fd_targets(shim)), len(_fd_targets(agent)))), 5, interval=0.1)
     now = (len(_fd_targets(shim)), len(_fd_targets(agent)))
     assert after, f"fd counts (shim, agent) went from {before} to {now}"
+
+
+# ---- a process's own seccomp filter against the agent's closing of fds ---------------------
+
+EXEC_OPTS = os.path.join(BUILD, "tests", "e2e", "exec_opts")
+
+
+@pytest.mark.parametrize("filt", ["close_range-eperm", "close_range-enosys", "close_range-kill"])
+def test_a_process_filter_refusing_close_range_still_gets_only_stdio(mod_capsule, shared_sandbox, filt):
+    """The agent closes its fds before it installs the process's own filter (an OCI spec's,
+    capsule_exec_options.seccomp_bpf), so a filter that refuses close_range (EPERM, ENOSYS,
+    or kills the caller) neither leaves an fd open nor stops the command: it runs, with 0-2."""
+    r = subprocess.run([EXEC_OPTS, shared_sandbox, "-", filt, "python3", "-c", LIST_FDS_PY],
+                       capture_output=True, text=True, env=mod_capsule.env, timeout=60)
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    fds = _fds_from_listing(r.stdout)
+    assert {0, 1, 2} <= set(fds), r.stdout
+    assert not _only_stdio(fds), f"extra fds in a command under {filt}: {fds}"
+
+
+@pytest.mark.parametrize("action", [{"action": "SCMP_ACT_ERRNO", "errnoRet": 1}, {"action": "SCMP_ACT_KILL_PROCESS"}])
+def test_an_oci_profile_refusing_close_range_still_gets_only_stdio(oci, bundle, action):  # noqa: F811
+    set_config(bundle, args=["ls", "-l", "/proc/self/fd"])
+    edit_config(bundle, lambda c: c["linux"].update(seccomp={
+        "defaultAction": "SCMP_ACT_ALLOW", "syscalls": [dict(names=["close_range"], **action)]}))
+    r = oci("run", "--bundle", bundle, "cr1")
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    fds = {ln.split()[-3]: ln.split()[-1] for ln in r.stdout.splitlines() if "->" in ln}
+    # ls's own fd 3 is the folder it lists.
+    extra = {k: v for k, v in fds.items() if k not in ("0", "1", "2") and not v.endswith("/fd")}
+    assert {"0", "1", "2"} <= set(fds) and not extra, r.stdout
