@@ -8,6 +8,7 @@
  * itself. Nothing the sandbox runs shares its memory or can signal it. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -73,6 +74,7 @@ struct egress {
 	/* Refusals are logged as a count, at most one line a second: a line per refused query
 	 * would let the sandbox write the host's disk full. */
 	uint64_t refused_logged, refused_log_ms;
+	uint64_t dropped, dropped_logged, dropped_log_ms; /* answers' addresses left out, likewise */
 	struct bucket { double tokens; uint64_t at_ms; } query_bucket, nft_bucket;
 };
 
@@ -208,6 +210,38 @@ static bool addr_acceptable(const struct capsule_config *cfg, uint32_t addr)
 			(b0 == 169 && b1 == 254) || (b0 == 100 && (b1 & 0xc0) == 64) ||
 			(b0 == 198 && (b1 & 0xfe) == 18) || (b0 == 192 && b1 == 0 && b2 == 0);
 	return !internal || cfg->dns_private;
+}
+
+/* Whether ADDR is one of the host's own: an address of any interface of the shim's network
+ * namespace, where the NAT (slirp4netns) connects from, so that a connection to it reaches the
+ * host's services listening there (on 0.0.0.0 too), public addresses included. Read at each
+ * answer, since interfaces come and go; when they cannot be read, every address counts as the
+ * host's (nothing opens). */
+static bool addr_is_host(const struct ifaddrs *ifa, bool ifa_read, uint32_t addr)
+{
+	if (!ifa_read)
+		return true;
+	for (const struct ifaddrs *i = ifa; i; i = i->ifa_next)
+		if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET &&
+		    ((const struct sockaddr_in *)(const void *)i->ifa_addr)->sin_addr.s_addr == addr)
+			return true;
+	return false;
+}
+
+/* An answer's address left out, logged at most once a second with a count (the answers come
+ * as fast as the sandbox asks, up to EGRESS_QUERIES_PER_S). */
+static void dropped_log(struct net *n, struct egress *eg, const char *name, uint32_t addr, const char *why)
+{
+	eg->dropped++;
+	uint64_t now = now_ms();
+	if (eg->dropped_log_ms && now - eg->dropped_log_ms < 1000)
+		return;
+	char ip[INET_ADDRSTRLEN];
+	fmt_addr(addr, ip);
+	net_log(n, "dns: '%s': %s is %s: not opened, and left out of the answer (%llu such since the last such line)",
+		name, ip, why, (unsigned long long)(eg->dropped - eg->dropped_logged));
+	eg->dropped_logged = eg->dropped;
+	eg->dropped_log_ms = now;
 }
 
 static void send_answer(struct egress *eg, const struct sockaddr_in *to, const struct dns_query *q, uint8_t rcode,
@@ -401,12 +435,18 @@ static void upstream_answer(struct net *n, struct egress *eg)
 		}
 		uint32_t addrs[DNS_MAX_ADDRS];
 		size_t naddrs = 0;
+		struct ifaddrs *ifa = NULL;
+		bool ifa_read = getifaddrs(&ifa) == 0;
 		for (size_t i = 0; i < a.naddrs; i++) {
-			if (addr_acceptable(n->cfg, a.addrs[i]))
-				addrs[naddrs++] = a.addrs[i];
+			if (!addr_acceptable(n->cfg, a.addrs[i]))
+				dropped_log(n, eg, p->q.name, a.addrs[i], "internal (see --dns-private)");
+			else if (addr_is_host(ifa, ifa_read, a.addrs[i]))
+				dropped_log(n, eg, p->q.name, a.addrs[i], "an address of this host");
 			else
-				net_log(n, "dns: '%s': an internal address is not opened (see --dns-private)", p->q.name);
+				addrs[naddrs++] = a.addrs[i];
 		}
+		if (ifa_read)
+			freeifaddrs(ifa);
 		uint32_t ttl = a.ttl < EGRESS_TTL_MIN_S ? EGRESS_TTL_MIN_S : a.ttl > EGRESS_TTL_MAX_S ? EGRESS_TTL_MAX_S : a.ttl;
 		capsule_error err = { 0 };
 		if (naddrs && open_addrs(n, eg, p->q.name, addrs, naddrs, &ttl, &err) < 0) {

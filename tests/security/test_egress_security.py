@@ -4,18 +4,24 @@ change the sets, cannot reach the upstream resolver itself, cannot tunnel throug
 are not allowed, and hostile DNS packets, from the sandbox or from the upstream, do not hurt
 the proxy or open anything. The test's DNS server is on the host's loopback; no packet goes
 anywhere else."""
+import ctypes
 import json
 import os
 import random
 import socket
 import struct
+import subprocess
 import sys
+import threading
 import time
+import uuid
+
+import pytest
 
 from secutil import assert_alive, py, sh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "e2e"))
-from dns_responder import RESOLVE, decode_question, dns, encode_name  # noqa: E402,F401 (a fixture)
+from dns_responder import RESOLVE, DnsResponder, decode_question, dns, encode_name  # noqa: E402,F401 (a fixture)
 from helpers import run_dir  # noqa: E402
 from test_network_security import host_listener  # noqa: E402,F401 (a fixture)
 
@@ -216,3 +222,77 @@ def test_a_flood_of_refused_names_does_not_fill_the_shim_log(capsule, dns):
         time.sleep(0.2)
     assert got == "192.0.2.44"
     assert capsule.inspect(name)["network"]["egress"]["dns_refused"] > 0
+
+
+# ---- a name that resolves to the host itself ----------------------------------------------
+
+HOST_ADDR, OTHER_ADDR = "203.0.113.7", "203.0.113.8"  # TEST-NET-3: public, not internal
+
+
+def in_netns(path, fn):
+    """FN() run on a thread that joined the network namespace at PATH: sockets it makes live
+    there (Python 3.11 has no os.setns, so libc's)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    out = {}
+
+    def run():
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
+                raise OSError(ctypes.get_errno(), "setns")
+            out["value"] = fn()
+        except BaseException as e:  # noqa: B902 (handed to the caller)
+            out["error"] = e
+        finally:
+            os.close(fd)
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.fixture
+def host_netns():
+    """A network namespace of the test's own, standing for the host: loopback, holding
+    HOST_ADDR too, as an interface holds a public address of the host's (a dummy interface
+    needs a module this kernel may lack). A sandbox created from in there has its shim and its
+    NAT there, so the proxy's host is this one."""
+    ns = f"capsule-t-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        for cmd in (["link", "set", "lo", "up"], ["addr", "add", f"{HOST_ADDR}/32", "dev", "lo"]):
+            subprocess.run(["ip", "-n", ns, *cmd], check=True)
+        yield f"/run/netns/{ns}"
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
+def test_a_name_resolving_to_an_address_of_the_host_opens_nothing(capsule, host_netns):
+    """An allowed name whose owner points it at one of the host's own addresses (a public one
+    here, so not in the internal ranges) would open the host's services listening there to the
+    sandbox, through the NAT. The proxy leaves such an address out of its answer and opens
+    nothing for it, with --dns-private too; the other address of the answer opens as usual.
+    All traffic stays in the test's namespace."""
+    dns = in_netns(host_netns, DnsResponder)
+    listener = in_netns(host_netns, lambda: socket.create_server((HOST_ADDR, 0)))
+    port = listener.getsockname()[1]
+    try:
+        dns.set(NAME, [HOST_ADDR, OTHER_ADDR], ttl=60)
+        name = capsule.unique_name("hostaddr")
+        r = subprocess.run(["nsenter", f"--net={host_netns}", capsule.binary, "create", "--name", name,
+                            "--network", "full", "--dns-server", dns.addr, "--dns-private",
+                            "--allow-host", f"{NAME}:{port}"],
+                           env=capsule.env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert connect_inside(capsule, name, HOST_ADDR, port) == "ERR 111"
+        assert resolve_inside(capsule, name, NAME) == OTHER_ADDR
+        assert opened(capsule, name) == {OTHER_ADDR}
+        assert connect_inside(capsule, name, HOST_ADDR, port) == "ERR 111"
+        with open(os.path.join(run_dir(capsule, name), "shim.log")) as f:
+            log = f.read()
+        assert f"dns: '{NAME}': {HOST_ADDR} is an address of this host: not opened" in log, log
+    finally:
+        listener.close()
+        dns.close()
