@@ -147,9 +147,22 @@ static int relay(capsule_process *p, int in, int out, int errfd, bool tty, int s
 }
 
 /* End as the process ended: its exit code, or its signal, raised on ourselves. */
+/* Whether SIG's default action ends a process. No process ends by a stop signal or one the
+ * kernel ignores: an exit status that says so is an agent's lie (a vm's guest is not ours),
+ * and raising it would stop or keep the monitor that podman and containerd wait on. */
+static bool ends_a_process(int sig)
+{
+	switch (sig) {
+	case SIGSTOP: case SIGTSTP: case SIGTTIN: case SIGTTOU: case SIGCONT: case SIGCHLD: case SIGURG: case SIGWINCH:
+		return false;
+	default:
+		return sig > 0 && sig < SIGRTMIN;
+	}
+}
+
 static _Noreturn void exit_like(const capsule_exit_status *st)
 {
-	if (st->signal > 0 && st->signal < SIGRTMIN) {
+	if (ends_a_process(st->signal)) {
 		struct rlimit none = { 0, 0 };
 		setrlimit(RLIMIT_CORE, &none);
 		signal(st->signal, SIG_DFL);

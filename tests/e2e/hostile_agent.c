@@ -9,10 +9,12 @@
  *   giant        a header that announces a 4 GiB payload
  *   garbage      64 KiB of bytes that are no frame at all
  *   flood        DATA on stdout far past the credit the client granted
+ *   stop-exit    STARTED, then EXIT with signal SIGSTOP (no process ends by a stop signal)
  *   polite       STARTED, "ok\n" on stdout, EXIT 0 (the control: a well-behaved answer)
  *
  * It never exits on its own: the sandbox's end is the shim's to decide. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -86,6 +88,11 @@ static void misbehave(const char *how, uint32_t chan)
 		for (size_t i = 0; i < 64 * 1024; i++)
 			junk[i] = (uint8_t)(i * 131 + 7);
 		send_all(junk, 64 * 1024);
+	} else if (!strcmp(how, "stop-exit")) {
+		started(chan);
+		struct cp_exit ex = { .exit_code = 128 + SIGSTOP, .signal = SIGSTOP };
+		if (cp_exit_encode(&w, chan, &ex) == 0)
+			send_w();
 	} else if (!strcmp(how, "flood")) {
 		started(chan);
 		for (int i = 0; i < 64; i++)
