@@ -292,8 +292,11 @@ static int cmd_kill(int argc, char **argv)
 		return oci_fail("container not running: '%s' is %s", pos[0], st.status);
 	/* The monitor passes the signal on to the process; SIGKILL (and with --all, every
 	 * signal's default end) takes the monitor, and the sandbox goes with it. */
-	if (kill(st.pid, sig) < 0)
-		return oci_fail("kill: %s", strerror(errno));
+	int r = oci_signal_pid(st.pid, st.pid_start, sig);
+	if (r == -ESRCH)
+		return oci_fail("container '%s' is not running", pos[0]);
+	if (r < 0)
+		return oci_fail("kill: %s", strerror(-r));
 	return 0;
 }
 
@@ -326,10 +329,8 @@ static int cmd_delete(int argc, char **argv)
 		close(dirfd);
 		return oci_fail("container '%s' is %s: stop it first, or delete --force", pos[0], st.status);
 	}
-	if (strcmp(st.status, "stopped") && st.pid > 0 && oci_proc_start_time(st.pid) == st.pid_start) {
-		kill(st.pid, SIGKILL);
+	if (strcmp(st.status, "stopped") && oci_signal_pid(st.pid, st.pid_start, SIGKILL) == 0)
 		wait_gone(st.pid, st.pid_start);
-	}
 	/* The monitor's end ends the sandbox; wait for its shim to have removed it, so that the id
 	 * can be used again at once. */
 	capsule_error err = { 0 };

@@ -46,6 +46,10 @@ int oci_state_read(int dirfd, struct oci_state *st);
 void oci_state_clear(struct oci_state *st);
 void oci_state_json(const struct oci_state *st, bool pretty, char **out);
 uint64_t oci_proc_start_time(pid_t pid);
+/* Send SIG to PID only while it is the process that started at START (a pidfd taken first,
+ * then the start time read: a pid the monitor left and another process took is not
+ * signalled). 0, -ESRCH when it is gone or someone else's, or -errno. */
+int oci_signal_pid(pid_t pid, uint64_t start, int sig);
 /* The sandbox name a container id gets. */
 void oci_sandbox_name(const char *id, char out[64]);
 

@@ -11,6 +11,7 @@
 
 #include "json.h"
 #include "oci.h"
+#include "syscalls.h"
 #include "util.h"
 
 const char *oci_root = "/run/capsule-oci";
@@ -178,6 +179,18 @@ uint64_t oci_proc_start_time(pid_t pid)
 	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu", &start) != 1)
 		return 0;
 	return start;
+}
+
+int oci_signal_pid(pid_t pid, uint64_t start, int sig)
+{
+	if (pid <= 0)
+		return -ESRCH;
+	_cleanup_close_ int fd = sys_pidfd_open(pid, 0);
+	if (fd < 0)
+		return -errno;
+	if (oci_proc_start_time(pid) != start)
+		return -ESRCH;
+	return sys_pidfd_send_signal(fd, sig) < 0 ? -errno : 0;
 }
 
 static void copy_field(const char *text, size_t len, const char *key, char *out, size_t size)
