@@ -130,8 +130,10 @@ int spawn_helper_detached(const char *path, char *const argv[], int sock, int lo
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 		}
-		/* Nothing else of the caller's may reach the shim (and through it the sandbox). */
-		syscall(SYS_close_range, 5, ~0U, 0);
+		/* Nothing else of the caller's may reach the shim (and through it the sandbox), even
+		 * where a caller's seccomp filter refuses close_range. */
+		if (fds_cloexec_from(5) < 0)
+			_exit(127);
 		sigset_t none;
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);

@@ -239,7 +239,8 @@ static int slirp_main(struct net *n, const int *fds, void *arg)
 	argv[i] = NULL;
 	for (int fd = 3; fd <= 4; fd++)
 		fcntl(fd, F_SETFD, 0);
-	sys_close_range(5, ~0U, 0);
+	if (fds_cloexec_from(5) < 0)
+		return 127;
 	char *envp[] = { (char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL };
 	execve((const char *)arg, argv, envp);
 	return 127;

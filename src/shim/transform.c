@@ -99,7 +99,11 @@ static int spawn_server(const char *helper, const struct bind_mount *b, const st
 		child_fd(f, 3);
 		child_fd(r, 4);
 		child_fd(c, 5);
-		sys_close_range(6, ~0U, 0);
+		int cr = fds_cloexec_from(6);
+		if (cr < 0) {
+			dprintf(5, "ERR %d closing fds: %s\n", -cr, strerror(-cr));
+			_exit(127);
+		}
 		execve(helper, argv, envp);
 		dprintf(5, "ERR %d exec '%s': %s\n", errno, helper, strerror(errno));
 		_exit(127);

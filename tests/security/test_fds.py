@@ -175,3 +175,30 @@ def test_an_oci_profile_refusing_close_range_still_gets_only_stdio(oci, bundle, 
     # ls's own fd 3 is the folder it lists.
     extra = {k: v for k, v in fds.items() if k not in ("0", "1", "2") and not v.endswith("/fd")}
     assert {"0", "1", "2"} <= set(fds) and not extra, r.stdout
+
+
+NO_CLOSE_RANGE = os.path.join(BUILD, "tests", "e2e", "no_close_range")
+
+
+def test_a_caller_without_close_range_leaks_no_fd_into_the_sandbox(capsule, tmp_path):
+    """capsule started under a filter that answers close_range with ENOSYS (an older kernel, or
+    an older container runtime's default profile), holding an fd that is not close-on-exec: the
+    library's start of the shim, the shim's of the agent and the agent's of a command each fall
+    back to the fds /proc/self/fd lists, so the fd reaches none of them (crun's trick of running
+    the suite again with a syscall taken away)."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("host secret")
+    fd = os.open(secret, os.O_RDONLY)
+    name = capsule.unique_name("nocr")
+    try:
+        r = subprocess.run([NO_CLOSE_RANGE, capsule.binary, "create", "--name", name], env=capsule.env,
+                           pass_fds=(fd,), capture_output=True, text=True, timeout=120)
+    finally:
+        os.close(fd)
+    assert r.returncode == 0, r.stderr
+    info = capsule.inspect(name)
+    for who in ("shim_pid", "init_pid"):
+        assert str(secret) not in _fd_targets(info[who]).values(), (who, _fd_targets(info[who]))
+    r = capsule.run("exec", name, "python3", "-c", LIST_FDS_PY)
+    fds = _fds_from_listing(r.stdout)
+    assert {0, 1, 2} <= set(fds) and not _only_stdio(fds), r.stdout + r.stderr

@@ -643,10 +643,9 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (devnull < 0 || dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0 || dup2(devnull, 2) < 0)
 		child_die(errno, "stdio to /dev/null");
-	int lo = memfd < child_errfd ? memfd : child_errfd, hi = memfd < child_errfd ? child_errfd : memfd;
-	sys_close_range(AGENT_FD + 1, (unsigned)lo - 1, 0);
-	sys_close_range((unsigned)lo + 1, (unsigned)hi - 1, 0);
-	sys_close_range((unsigned)hi + 1, ~0U, 0);
+	int cr = fds_cloexec_from(AGENT_FD + 1);
+	if (cr < 0)
+		child_die(-cr, "closing the shim's file descriptors");
 	char *const argv[] = { "capsule-agent", NULL };
 	char *const envp[] = { NULL };
 	fexecve(memfd, argv, envp);

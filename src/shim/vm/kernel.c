@@ -154,7 +154,8 @@ static int run_decompressor(const struct decompressor *dec, int in, int out)
 		int null = open("/dev/null", O_WRONLY);
 		if (null < 0 || dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(null, 2) < 0)
 			_exit(127);
-		sys_close_range(3, ~0U, 0);
+		if (fds_cloexec_from(3) < 0)
+			_exit(127);
 		execvp(dec->argv[0], (char *const *)dec->argv);
 		_exit(127);
 	}

@@ -495,7 +495,8 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int c
 	if (agent < 0 || qmp < 0 || console < 0 || dup2(agent, QEMU_AGENT_FD) < 0 || dup2(qmp, QEMU_QMP_FD) < 0 ||
 	    dup2(console, QEMU_CONSOLE_FD) < 0)
 		_exit(127);
-	sys_close_range(QEMU_CONSOLE_FD + 1, ~0U, 0);
+	if (fds_cloexec_from(QEMU_CONSOLE_FD + 1) < 0)
+		_exit(127);
 	int capr = vm_qemu_limit_caps();
 	if (capr < 0) {
 		dprintf(2, "capsule-shim: limiting QEMU's capabilities: %s\n", strerror(-capr));
