@@ -12,11 +12,14 @@
 #include "util.h"
 
 /* A path as one line whatever it holds: backslash, control bytes and DEL escaped (a name
- * with a newline must not forge a second line). */
+ * with a newline must not forge a second line), the C1 controls too (U+0080-U+009F: a
+ * terminal may take U+009B for CSI). */
 static void put_path(FILE *f, const char *p)
 {
 	for (const unsigned char *s = (const unsigned char *)p; *s; s++) {
-		if (*s == '\\')
+		if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+			fprintf(f, "\\u%04x", *++s);
+		else if (*s == '\\')
 			fputs("\\\\", f);
 		else if (*s == '\n')
 			fputs("\\n", f);

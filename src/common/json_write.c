@@ -160,7 +160,10 @@ static void put_quoted(struct json_writer *w, const char *str)
 		char esc[8];
 		const char *rep;
 
-		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f && (c < 0x80 || (l = utf8_seq_len(s + i, n - i)))) {
+		/* U+0080-U+009F, the C1 controls, are escaped as C0 ones are: a terminal that shows
+		 * this JSON may take them as commands (CSI is U+009B). */
+		bool c1 = c == 0xc2 && i + 1 < n && s[i + 1] >= 0x80 && s[i + 1] <= 0x9f;
+		if (c >= 0x20 && c != '"' && c != '\\' && c != 0x7f && !c1 && (c < 0x80 || (l = utf8_seq_len(s + i, n - i)))) {
 			/* Copied in runs: most strings need no escaping at all. */
 			size_t step = c < 0x80 ? 1 : l;
 			i += step;
@@ -175,6 +178,9 @@ static void put_quoted(struct json_writer *w, const char *str)
 			rep = "\\\\";
 		} else if (c < 0x20 || c == 0x7f) {
 			snprintf(esc, sizeof(esc), "\\u%04x", c);
+			rep = esc;
+		} else if (c1) {
+			snprintf(esc, sizeof(esc), "\\u%04x", s[++i]);
 			rep = esc;
 		} else {
 			rep = "\\ufffd";

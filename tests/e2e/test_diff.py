@@ -60,6 +60,7 @@ def test_hostile_names_are_listed_exactly_and_never_followed(capsule):
     name = capsule.create()
     deep = "d" * 200
     sh(capsule, name, "touch '/root/two\nlines'; touch \"/root/$(printf 'bad\\377byte')\"; mkfifo /root/fifo;"
+       " touch \"/root/$(printf 'c1\\302\\23331m')\";"
        " ln -s /etc /root/hostetc; ln -s / /root/rootlink; ln -s ../../../../../ /root/up;"
        " cd /root && python3 -c \"import os\nfor i in range(30): os.mkdir('d' * 200); os.chdir('d' * 200)\n"
        "open('f', 'w').write('deep\\n')\"")
@@ -80,6 +81,11 @@ def test_hostile_names_are_listed_exactly_and_never_followed(capsule):
     assert r.returncode == 0, r.stderr
     assert "/root/two\\nlines" in r.stdout
     assert len(r.stdout.splitlines()) == len(changes)
+    # A C1 control (CSI, U+009B) in a name reaches no terminal as itself, text or JSON.
+    assert "/root/c1\x9b31m" in c
+    assert "/root/c1\\u009b31m" in r.stdout and "\x9b" not in r.stdout
+    r = capsule.run("diff", "--json", name)
+    assert "\\u009b31m" in r.stdout and "\x9b" not in r.stdout
 
 
 def test_since_a_checkpoint_lists_only_what_changed_after_it(capsule):

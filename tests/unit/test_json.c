@@ -244,6 +244,10 @@ static void test_writer_escapes_quotes_backslash_and_controls(void **state)
 	expect_string_json("a\nb\tc\rd", "\"a\\u000ab\\u0009c\\u000dd\"");
 	expect_string_json("\x01\x1f\x7f", "\"\\u0001\\u001f\\u007f\"");
 	expect_string_json("\x1b[31m", "\"\\u001b[31m\"");
+	/* The C1 controls, UTF-8 encoded: CSI (U+009B) works as ESC [ on some terminals. */
+	expect_string_json("\xc2\x9b" "31m", "\"\\u009b31m\"");
+	expect_string_json("a\xc2\x80z\xc2\x9f", "\"a\\u0080z\\u009f\"");
+	expect_string_json("\xc2\xa0", "\"\xc2\xa0\"");             /* U+00A0 is printable */
 	expect_string_json("/slash/ is fine", "\"/slash/ is fine\"");
 }
 
