@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "json.h"
+#include "util.h"
 
 static const char fs_usage[] =
 	"Usage: capsule fs NAME COMMAND [OPTIONS] PATH...\n\n"
@@ -71,15 +72,27 @@ static int print_json(struct json_writer *j)
 	return 0;
 }
 
-/* Names come from the sandbox: on a terminal, control bytes are shown as '?', as ls does,
- * so a file name cannot drive the terminal. */
+/* Names come from the sandbox: on a terminal, control characters are shown as '?', as ls
+ * does, so a file name cannot drive the terminal: C0 and DEL, the C1 controls (U+0080-U+009F,
+ * U+009B is CSI to some terminals) and bytes that are no UTF-8 (a lone 0x9b is CSI to an
+ * 8-bit terminal). */
 static void put_name(const char *name)
 {
 	static int tty = -1;
 	if (tty < 0)
 		tty = isatty(STDOUT_FILENO);
-	for (const unsigned char *c = (const unsigned char *)name; *c; c++)
-		putchar(tty && (*c < 0x20 || *c == 0x7f) ? '?' : *c);
+	const unsigned char *c = (const unsigned char *)name;
+	size_t n = strlen(name);
+	for (size_t i = 0; i < n;) {
+		size_t l = c[i] < 0x80 ? 1 : utf8_seq_len(c + i, n - i);
+		bool control = c[i] < 0x20 || c[i] == 0x7f || l == 0 || (c[i] == 0xc2 && c[i + 1] <= 0x9f);
+		size_t step = l ? l : 1;
+		if (tty && control)
+			putchar('?');
+		else
+			fwrite(c + i, 1, step, stdout);
+		i += step;
+	}
 }
 
 static void entry_long(const capsule_fs_entry *e)

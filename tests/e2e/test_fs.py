@@ -120,6 +120,19 @@ def _stream_sha256(stream, expect_bytes=None):
     return h.hexdigest(), total
 
 
+def test_ls_on_a_terminal_shows_control_characters_as_question_marks(capsule, sandbox):
+    """Names come from the sandbox: on a terminal, ls prints C0 controls, the C1 ones (U+009B
+    is CSI to some terminals) and bytes that are no UTF-8 (0x9b alone is CSI to an 8-bit
+    terminal) as '?', and leaves other characters as they are."""
+    sh(capsule, sandbox, "mkdir -p /tmp/tty && cd /tmp/tty && touch \"$(printf 'a\\033[31m')\" "
+       "\"$(printf 'b\\302\\23331m')\" \"$(printf 'c\\233')\" d-\u00e9\u2603", check=True)
+    cmd = " ".join([capsule.binary, "fs", sandbox, "ls", "/tmp/tty"])
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=60, env=capsule.env)
+    assert r.returncode == 0, r
+    assert r.stdout.replace(b"\r", b"").splitlines() == [b"a?[31m", b"b?31m", b"c?", "d-\u00e9\u2603".encode()]
+
+
 def test_one_gib_round_trip_with_sha256_on_both_sides(capsule):
     # A vm's tmpfs is its guest's RAM (512M by default): room for the GiB, and its kernel.
     name = capsule.create("--tmpfs", "/big:size=1100M", *(["--memory", "2G"] if capsule.isolation == "vm" else []))
