@@ -9,24 +9,14 @@
  * Prints the command's stdout and stderr as they came and exits with its status; a refused
  * start prints "refused ERRNO: MESSAGE" on stderr and exits 125. */
 #include <errno.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/syscall.h>
 
 #include <capsule.h>
 
-#if defined(__x86_64__)
-#define ARCH AUDIT_ARCH_X86_64
-#elif defined(__aarch64__)
-#define ARCH AUDIT_ARCH_AARCH64
-#endif
-
 #include "check.h"
+#include "close_range_filter.h"
 
 int main(int argc, char **argv)
 {
@@ -40,22 +30,16 @@ int main(int argc, char **argv)
 		o.caps_set = true;
 		o.caps = strtoull(argv[2], NULL, 16);
 	}
-	struct sock_filter f[] = {
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, ARCH, 1, 0),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
-		BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-		BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_close_range, 0, 1),
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM), /* the action, set below */
-		BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-	};
+	struct sock_filter f[CLOSE_RANGE_FILTER_LEN];
 	if (strcmp(argv[3], "-")) {
 		if (!strcmp(argv[3], "close_range-enosys"))
-			f[5].k = SECCOMP_RET_ERRNO | ENOSYS;
+			close_range_filter(f, SECCOMP_RET_ERRNO | ENOSYS);
 		else if (!strcmp(argv[3], "close_range-kill"))
-			f[5].k = SECCOMP_RET_KILL_PROCESS;
+			close_range_filter(f, SECCOMP_RET_KILL_PROCESS);
+		else if (!strcmp(argv[3], "close_range-eperm"))
+			close_range_filter(f, SECCOMP_RET_ERRNO | EPERM);
 		else
-			CHECK(!strcmp(argv[3], "close_range-eperm"), "unknown filter '%s'", argv[3]);
+			CHECK(false, "unknown filter '%s'", argv[3]);
 		o.seccomp_bpf = f;
 		o.seccomp_len = sizeof(f);
 	}
