@@ -1,5 +1,5 @@
 /* One command through the C API with the exec options a CLI does not give, for the security
- * suite (tests/security/test_exec_options.py):
+ * suite (tests/security/test_exec_caps.py, test_fds.py):
  *
  *   exec_opts SANDBOX CAPS FILTER ARGV...
  *

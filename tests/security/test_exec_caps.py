@@ -5,6 +5,7 @@ CAP_NET_ADMIN rewrites the egress table (the allowlist, the quota) and CAP_SYS_A
 CAP_NET_RAW open kernel surface capsule keeps shut; so the agent refuses such an exec with one
 line naming the capability, at both levels (the vm's agent is the same program), and runs
 nothing."""
+import errno
 import json
 import os
 import subprocess
@@ -41,7 +42,7 @@ def check_refusals(capsule, name):
         r = exec_opts(capsule, name, DEFAULT | (1 << cap), "sh", "-c", "echo ran; cat /proc/self/status")
         assert r.returncode == 125, (word, r.stdout, r.stderr)
         assert "ran" not in r.stdout
-        assert r.stderr.strip() == (f"refused {1}: capability {word} is not in the sandbox's set: a command gets "
+        assert r.stderr.strip() == (f"refused {errno.EPERM}: capability {word} is not in the sandbox's set: a command gets "
                                     "at most the capabilities its sandbox was created with"), r.stderr
 
 
