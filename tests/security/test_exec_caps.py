@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from tests.conftest import BUILD
-from tests.e2e.test_oci import bundle, edit_config, oci, set_config  # noqa: F401 (fixtures)
+from tests.e2e.test_oci import bundle, oci, set_config  # noqa: F401 (fixtures)
 from tests.e2e.test_vm import BOOT_TIMEOUT, boots
 
 EXEC_OPTS = os.path.join(BUILD, "tests", "e2e", "exec_opts")
@@ -42,8 +42,8 @@ def check_refusals(capsule, name):
         r = exec_opts(capsule, name, DEFAULT | (1 << cap), "sh", "-c", "echo ran; cat /proc/self/status")
         assert r.returncode == 125, (word, r.stdout, r.stderr)
         assert "ran" not in r.stdout
-        assert r.stderr.strip() == (f"refused {errno.EPERM}: capability {word} is not in the sandbox's set: a command gets "
-                                    "at most the capabilities its sandbox was created with"), r.stderr
+        assert r.stderr.strip() == (f"refused {errno.EPERM}: capability {word} is not in the sandbox's set: "
+                                    "a command gets at most the capabilities its sandbox was created with"), r.stderr
 
 
 def test_c_api_exec_cannot_widen_the_sandboxs_set(capsule):
@@ -69,8 +69,8 @@ def test_oci_exec_cannot_add_capabilities_the_bundle_lacked(oci, bundle, tmp_pat
     assert r.returncode == 0, out.read()
     try:
         def process(caps):
-            p = {"args": ["sh", "-c", "echo ran; grep CapEff /proc/self/status"], "cwd": "/", "user": {"uid": 0, "gid": 0},
-                 "capabilities": {s: caps for s in ("bounding", "effective", "permitted")}}
+            p = {"args": ["sh", "-c", "echo ran; grep CapEff /proc/self/status"], "cwd": "/",
+                 "user": {"uid": 0, "gid": 0}, "capabilities": {s: caps for s in ("bounding", "effective", "permitted")}}
             path = tmp_path / "p.json"
             path.write_text(json.dumps(p))
             return oci("exec", "--process", str(path), "capx")
