@@ -335,6 +335,15 @@ int serve_sandbox_create(const uint8_t owner[32], const char *who, struct serve_
 		return -EINVAL;
 	if (req->pool && !(pool = pool_for(req, status, code, err)))
 		return -EINVAL;
+	/* With the full network a sandbox reaches the host's loopback (10.0.2.2): the host's own
+	 * services and every other token's port forwards listen there. The operator opts in. */
+	if (req->network && !strcmp(req->network, "full") && !serve_state.opts.network_full) {
+		*status = 403, *code = "permission_denied";
+		cap_err_plain(err, EACCES, "network 'full' is not offered by this server: such a sandbox reaches the host's "
+			      "loopback, where other clients' port forwards listen (the operator allows it with "
+			      "--allow-network-full)");
+		return -EACCES;
+	}
 	struct sandbox_entry *e = calloc(1, sizeof(*e));
 	if (!e || new_id(e->id) < 0) {
 		free(e);

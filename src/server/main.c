@@ -54,6 +54,9 @@ static const char serve_usage[] =
 	"                          made at start and removed at shutdown; POST /v1/sandboxes with\n"
 	"                          'pool' takes one (repeatable, at most 16)\n"
 	"  --keep                  leave the sandboxes running at shutdown (made detached)\n"
+	"  --allow-network-full    let clients ask for network 'full' (default: refused): such a\n"
+	"                          sandbox reaches anything the host can, its loopback included,\n"
+	"                          where other tokens' port forwards listen\n"
 	"  --routes                print the routes this server answers and exit\n"
 	"  --help                  this text\n";
 
@@ -68,6 +71,8 @@ static const char mcp_usage[] =
 	"  --default-timeout SECS  a sandbox's life when 'timeout' is not given (default 3600)\n"
 	"  --exec-output-max SIZE  the most of each stream a command answers, and of a file\n"
 	"                          read_file reads (default 1M)\n"
+	"  --allow-network-full    let create_sandbox ask for network 'full' (default: refused):\n"
+	"                          such a sandbox reaches anything the host can, its loopback included\n"
 	"  --help                  this text\n";
 
 /* The verb in messages: serve or mcp. */
@@ -356,6 +361,10 @@ static int cmd_serve(int argc, char **argv)
 			o.keep = true;
 			continue;
 		}
+		if (!strcmp(a, "--allow-network-full")) {
+			o.network_full = true;
+			continue;
+		}
 		const char *v;
 		char flag[32];
 		if (option_value(argc, argv, &i, &a, &v, flag))
@@ -557,6 +566,10 @@ static int cmd_mcp(int argc, char **argv)
 		const char *a = argv[i];
 		if (!strcmp(a, "--help") || !strcmp(a, "-h"))
 			return fputs(mcp_usage, stdout), 0;
+		if (!strcmp(a, "--allow-network-full")) {
+			o.network_full = true;
+			continue;
+		}
 		const char *v;
 		char flag[32];
 		if (option_value(argc, argv, &i, &a, &v, flag))

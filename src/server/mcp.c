@@ -45,7 +45,7 @@ static const char tools_list_result[] =
 	"\"memory\":{\"type\":[\"string\",\"integer\"],\"description\":\"The memory limit: '512M', '2G', or bytes.\"},"
 	"\"cpus\":{\"type\":[\"string\",\"number\"],\"description\":\"CPUs it may use, e.g. 1.5.\"},"
 	"\"network\":{\"type\":\"string\",\"enum\":[\"none\",\"mounts-only\",\"full\"],\"description\":\"'none' (the "
-	"default) or 'full' (outbound access).\"},"
+	"default) or 'full' (outbound access, where the server allows it).\"},"
 	"\"env\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"},\"description\":\"Environment "
 	"variables of every command.\"},"
 	"\"labels\":{\"type\":\"object\",\"additionalProperties\":{\"type\":\"string\"}},"

@@ -151,6 +151,9 @@ struct serve_options {
 	unsigned max_saves;       /* named saves per token (0: none) */
 	uint32_t exec_grace_s;    /* a streaming command with no reader is killed after this */
 	bool keep;                /* leave sandboxes running at shutdown (they are detached then) */
+	/* A client may ask for network 'full': its sandbox then reaches the host's loopback
+	 * (10.0.2.2), where other tokens' port forwards and the host's services listen. */
+	bool network_full;
 	const char *mount_root;   /* resolved; host folders below it may be mounted read-only, or NULL */
 	int audit_fd;             /* -1: no audit log */
 	bool single_owner;        /* capsule mcp over stdio: one client, no token store */

@@ -554,6 +554,25 @@ def test_malformed_requests_get_one_line_errors(server, api):
 # ---- the server as a process ----------------------------------------------------------------
 
 
+def test_the_full_network_is_refused_unless_the_operator_allows_it(server, api, capsule_home):
+    """A sandbox with the full network reaches the host's loopback (10.0.2.2), where the host's
+    own services and every other token's port forwards listen: a client gets it only from a
+    server its operator started with --allow-network-full."""
+    status, doc = api.call("POST", "/v1/sandboxes", {"network": "full"})
+    assert_error(status, doc, 403, "permission_denied")
+    assert "--allow-network-full" in doc["error"]["message"]
+    assert api.call("GET", "/v1/sandboxes")[1] == {"sandboxes": []}
+    s = Server(capsule_home, "--allow-network-full")
+    try:
+        a = Api(s.port, api.tok)
+        sid = a.create(network="full")
+        assert a.call("GET", f"/v1/sandboxes/{sid}")[1]["network"] == "full"
+        assert a.call("DELETE", f"/v1/sandboxes/{sid}")[0] == 200
+    finally:
+        rc, err = s.stop()
+    assert rc == 0, err
+
+
 def test_audit_log_has_one_json_line_per_request(server, capsule_home):
     name = f"audit-{os.getpid()}"
     api = Api(server.port, token(capsule_home, name))
