@@ -65,6 +65,7 @@ static struct agent {
 	bool have_init;
 	bool shutting_down;
 	uint64_t shutdown_deadline_ms;
+	bool ctl_is_socket;
 } A;
 
 static void fatal_exit(void)
@@ -615,7 +616,7 @@ static void begin_shutdown(uint32_t grace_ms)
 	vm_console_stop();
 }
 
-static void handle_frame(const struct cp_header *h, const uint8_t *payload)
+static void handle_frame(const struct cp_header *h, const uint8_t *payload, int fd)
 {
 	if (!A.have_init && h->type != CP_INIT && h->type != CP_HELLO)
 		fatal_exit();
@@ -636,7 +637,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload)
 		vm_console_start(&A.init);
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
-	case CP_FS: fs_request(h->chan, payload, h->len); break;
+	case CP_FS: fs_request(h->chan, payload, h->len, fd); break;
 	case CP_WATCH: watch_request(h->chan, payload, h->len); break;
 	case CP_DATA: handle_data(h, payload); break;
 	case CP_CREDIT: handle_credit(h, payload); break;
@@ -746,7 +747,9 @@ static void bring_up_loopback(void)
 
 static void handle_control_readable(void)
 {
-	long n = cp_rxbuf_fill(&A.rx, A.ctl);
+	/* In a container fd 3 is a unix socket that may bring a direct stream's socket; in a
+	 * guest it is a virtio-serial port. */
+	long n = A.ctl_is_socket ? cp_rxbuf_fill_fds(&A.rx, A.ctl) : cp_rxbuf_fill(&A.rx, A.ctl);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {
@@ -758,7 +761,7 @@ static void handle_control_readable(void)
 	const uint8_t *payload;
 	int k;
 	while ((k = cp_rxbuf_peek(&A.rx, &h, &payload)) > 0) {
-		handle_frame(&h, payload);
+		handle_frame(&h, payload, h.type == CP_FS && A.rx.nfds ? cp_rxbuf_take_fd(&A.rx, &h) : -1);
 		cp_rxbuf_consume(&A.rx, &h);
 	}
 	if (k < 0)
@@ -796,9 +799,9 @@ int main(int argc, char **argv)
 	fcntl(A.ctl, F_SETFL, fcntl(A.ctl, F_GETFL) | O_NONBLOCK);
 	cp_rxbuf_init(&A.rx);
 	cp_writer_init(&A.w);
+	struct stat cst;
+	A.ctl_is_socket = fstat(A.ctl, &cst) == 0 && S_ISSOCK(cst.st_mode);
 	bring_up_loopback();
-	if (fs_init() < 0)
-		return 1;
 
 	sigset_t mask;
 	sigemptyset(&mask);
@@ -823,6 +826,8 @@ int main(int argc, char **argv)
 	epoll_ctl(A.epfd, EPOLL_CTL_ADD, A.sigfd, &ev);
 	fwd_init(A.epfd);
 	watch_init(A.epfd);
+	if (fs_init(A.epfd) < 0)
+		return 1;
 
 	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
 	if (cp_hello_encode(&A.w, 0, &hello) < 0)
@@ -833,6 +838,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct epoll_event evs[64];
 		agent_flush();
+		fs_release();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)
 			fatal_exit();
@@ -858,6 +864,10 @@ int main(int argc, char **argv)
 			}
 			if (role == AGENT_ROLE_WATCH) {
 				watch_event((size_t)(key >> 8), evs[i].events);
+				continue;
+			}
+			if (role == AGENT_ROLE_FS) {
+				fs_event((size_t)(key >> 8), evs[i].events);
 				continue;
 			}
 			struct proc *p = &A.procs[key >> 8];

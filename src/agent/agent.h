@@ -81,12 +81,20 @@ void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
 /* The filesystem API (fs.c). The fs_* frame handlers return false when CHAN is not one of
  * theirs. fs_pump sends what the open streams have credit for and returns true while there
  * is more it could send at once. */
-int fs_init(void);
-void fs_request(uint32_t chan, const uint8_t *payload, size_t len);
+int fs_init(int epfd);
+/* DIRECT_FD: the socket that came with the request (a direct stream, CP_FS_DIRECT), now
+ * fs.c's; -1 without one. */
+void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int direct_fd);
 bool fs_data(const struct cp_header *h, const uint8_t *payload);
 bool fs_credit(const struct cp_header *h, const uint8_t *payload);
 bool fs_cancel(uint32_t chan);
 bool fs_pump(void);
+/* A direct stream's socket is ready: its epoll events, keyed (index << 8) | AGENT_ROLE_FS. */
+#define AGENT_ROLE_FS 0x42
+void fs_event(size_t index, uint32_t events);
+/* After the loop's flush, before it waits: let go of files replaced by writes whose OK has
+ * been sent (freeing a large file's pages is then off the client's wait). */
+void fs_release(void);
 
 /* Forwarded connections of a vm (fwd.c): the shim's FWD_CONNECT and FWD_CLOSE, the DATA and
  * CREDIT of their channels (false: not one of theirs), and their sockets' epoll events,

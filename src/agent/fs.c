@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -28,6 +31,12 @@
 #define MAX_FS_OPS 256
 #define FS_CHUNK (256u * 1024)
 #define LIST_CHUNK (64u * 1024)
+/* A direct stream moves up to this much per turn of the loop: as a C copy with 1 MiB reads
+ * and writes does, while other channels still get their turn. */
+#define DIRECT_CHUNK (1u << 20)
+/* A replaced file at least this large is let go only after the write's OK is sent. */
+#define RELEASE_LATER_MIN (1u << 20)
+#define RELEASE_MAX 16
 
 enum xfer { XFER_READ = 1, XFER_LIST, XFER_WRITE };
 
@@ -49,6 +58,14 @@ struct fsop {
 	bool chown;      /* WRITE: give it the replaced file's owner */
 	uid_t uid;
 	gid_t gid;
+	off_t old_size;  /* WRITE: the replaced file's size */
+	/* A direct stream (CP_FS_DIRECT): the bytes travel on SOCK, a socketpair end the shim
+	 * made, instead of DATA frames; the channel still carries the request, STARTED, the
+	 * client's EOF (WRITE) and the final answer. */
+	int sock;
+	bool sock_eof;   /* WRITE: the client shut its end */
+	bool eof_frame;  /* WRITE: the client's EOF came on the channel */
+	off_t off;       /* READ: the next byte to send */
 };
 
 static struct {
@@ -56,6 +73,10 @@ static struct {
 	struct fsop ops[MAX_FS_OPS];
 	size_t hwm;
 	uint8_t *buf; /* one frame: header + FS_CHUNK */
+	int epfd;
+	uint8_t *dbuf; /* a direct stream's chunk (DIRECT_CHUNK), made at the first */
+	int release[RELEASE_MAX]; /* replaced files, closed after the next flush */
+	unsigned nrelease;
 } F; /* zeroed (bss): an initialiser would put the whole table in the agent's file */
 
 static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
@@ -353,7 +374,7 @@ static struct fsop *op_new(uint32_t chan, enum xfer kind)
 		o->used = true;
 		o->kind = kind;
 		o->chan = chan;
-		o->fd = o->parent = -1;
+		o->fd = o->parent = o->sock = -1;
 		o->credit = CP_INITIAL_WINDOW;
 		if (i + 1 > F.hwm)
 			F.hwm = i + 1;
@@ -372,6 +393,8 @@ static struct fsop *op_by_chan(uint32_t chan)
 
 static void op_end(struct fsop *o)
 {
+	if (o->sock >= 0)
+		close(o->sock); /* the other end sees its end, or EPIPE */
 	if (o->fd >= 0)
 		close(o->fd);
 	if (o->dir)
@@ -386,9 +409,27 @@ static void op_end(struct fsop *o)
 	memset(o, 0, sizeof(*o));
 }
 
+/* Take SOCK as O's direct stream, watched for EVENTS, and say STARTED: the shim passes
+ * the client's end with it. */
+static bool direct_begin(struct fsop *o, int sock, uint32_t events)
+{
+	if (!F.dbuf && !(F.dbuf = malloc(DIRECT_CHUNK)))
+		return false;
+	if (fcntl(sock, F_SETFL, O_NONBLOCK) < 0)
+		return false;
+	struct epoll_event ev = { .events = events, .data.u64 = ((uint64_t)(o - F.ops) << 8) | AGENT_ROLE_FS };
+	if (epoll_ctl(F.epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
+		return false;
+	o->sock = sock;
+	struct cp_started st = { .pid = 0 };
+	if (cp_started_encode(agent_writer(), o->chan, &st) == 0)
+		agent_send_frame();
+	return true;
+}
+
 static void read_pump(struct fsop *o);
 
-static void op_read(uint32_t chan, const struct cp_fs *m)
+static void op_read(uint32_t chan, const struct cp_fs *m, int sock)
 {
 	/* O_NONBLOCK: a fifo planted at the path must not stall the agent in open(). */
 	int fd = openat2_in_root(m->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
@@ -413,6 +454,19 @@ static void op_read(uint32_t chan, const struct cp_fs *m)
 	o->fd = fd;
 	if (st.st_size > (off_t)FS_CHUNK)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	/* A direct stream only for a file larger than a chunk: a small one is answered whole
+	 * in this turn, in fewer wakeups than a socket's set-up costs. */
+	if (sock >= 0 && st.st_size > (off_t)FS_CHUNK) {
+		if (direct_begin(o, sock, EPOLLOUT))
+			return;
+		close(sock);
+		agent_send_error(chan, errno ? errno : ENOMEM, "read: the direct stream could not be set up");
+		o->sock = -1;
+		op_end(o);
+		return;
+	}
+	if (sock >= 0)
+		close(sock);
 	/* The first chunk in this turn: a small file is then answered whole at once. */
 	read_pump(o);
 }
@@ -436,7 +490,7 @@ static void op_list(uint32_t chan, const struct cp_fs *m)
 	o->dir = d;
 }
 
-static void op_write(uint32_t chan, const struct cp_fs *m)
+static void op_write(uint32_t chan, const struct cp_fs *m, int sock)
 {
 	int dir;
 	char *name;
@@ -496,12 +550,23 @@ static void op_write(uint32_t chan, const struct cp_fs *m)
 		o->chown = true;
 		o->uid = old.st_uid;
 		o->gid = old.st_gid;
+		o->old_size = old.st_size;
+	}
+	if (sock >= 0) {
+		if (!direct_begin(o, sock, EPOLLIN)) {
+			close(sock);
+			reply_errno(chan, errno ? errno : ENOMEM, "write (setting up the direct stream)", m->path);
+			op_end(o);
+		}
+		return;
 	}
 	struct cp_started st = { .pid = 0 };
 	if (cp_started_encode(agent_writer(), chan, &st) == 0)
 		agent_send_frame();
 	return;
 fail:
+	if (sock >= 0)
+		close(sock);
 	if (dir >= 0)
 		close(dir);
 	free(name);
@@ -539,6 +604,13 @@ static void write_commit(struct fsop *o)
 	 * umask that shaped the temporary file's mode. A replaced file keeps its owner. */
 	if ((o->chown && fchown(o->fd, o->uid, o->gid) < 0) || fchmod(o->fd, o->mode) < 0)
 		r = -errno;
+	/* A large file replaced: hold it until the OK is out (fs_release), so that freeing its
+	 * pages, which the rename's last unlink would do at once, is not part of the wait. */
+	int held = -1;
+	if (r == 0 && o->old_size >= (off_t)RELEASE_LATER_MIN && F.nrelease < RELEASE_MAX)
+		held = openat(o->parent, o->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (held >= 0)
+		F.release[F.nrelease++] = held;
 	if (r == 0) {
 		unsigned fl = (o->flags & CP_FS_NOREPLACE) ? RENAME_NOREPLACE : 0;
 		if (syscall(SYS_renameat2, o->parent, o->tmp, o->parent, o->name, fl) == 0) {
@@ -678,35 +750,130 @@ static void list_pump(struct fsop *o)
 
 /* ---- entry points from the main loop ------------------------------------------------ */
 
-int fs_init(void)
+/* ---- direct streams ----------------------------------------------------------------- */
+
+static void direct_write(struct fsop *o)
 {
+	ssize_t n;
+	do
+		n = read(o->sock, F.dbuf, DIRECT_CHUNK);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n < 0) {
+		reply_errno(o->chan, errno, "write (the stream broke)", o->path);
+		op_end(o);
+		return;
+	}
+	if (n == 0) {
+		/* The client shut its end: all the bytes are here. Its EOF on the channel commits. */
+		close(o->sock);
+		o->sock = -1;
+		o->sock_eof = true;
+		if (o->eof_frame)
+			write_commit(o);
+		return;
+	}
+	int w = write_all(o->fd, F.dbuf, (size_t)n);
+	if (w < 0) {
+		/* ENOSPC, EDQUOT, EFBIG: the old file stays; the client's next send fails and it
+		 * reads this ERROR. */
+		reply_errno(o->chan, -w, "write", o->path);
+		op_end(o);
+		return;
+	}
+	o->written += (uint64_t)n;
+}
+
+static void direct_read(struct fsop *o)
+{
+	ssize_t n;
+	do
+		n = sendfile(o->sock, o->fd, &o->off, DIRECT_CHUNK);
+	while (n < 0 && errno == EINTR);
+	if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
+		/* A file system without splice: through our buffer, resumed at the next byte
+		 * the socket did not take. */
+		ssize_t k = pread(o->fd, F.dbuf, DIRECT_CHUNK, o->off);
+		n = k <= 0 ? k : send(o->sock, F.dbuf, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			o->off += n;
+	}
+	if (n < 0 && errno == EAGAIN)
+		return;
+	if (n < 0) {
+		agent_send_error(o->chan, errno, errno == EPIPE || errno == ECONNRESET ? "read: the reader went away"
+										 : "read: the file could not be read to the end");
+		op_end(o);
+		return;
+	}
+	if (n == 0) {
+		close(o->sock); /* the client's end reads its end, then the OK below */
+		o->sock = -1;
+		reply_ok(o->chan);
+		op_end(o);
+	}
+}
+
+void fs_event(size_t index, uint32_t events)
+{
+	(void)events; /* errors and hang-ups show in the read or send */
+	if (index >= MAX_FS_OPS)
+		return;
+	struct fsop *o = &F.ops[index];
+	if (!o->used || o->sock < 0)
+		return;
+	if (o->kind == XFER_WRITE)
+		direct_write(o);
+	else if (o->kind == XFER_READ)
+		direct_read(o);
+}
+
+void fs_release(void)
+{
+	for (unsigned i = 0; i < F.nrelease; i++)
+		close(F.release[i]);
+	F.nrelease = 0;
+}
+
+int fs_init(int epfd)
+{
+	F.epfd = epfd;
 	F.root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
 	F.buf = malloc(CP_HEADER_SIZE + FS_CHUNK);
 	return F.root >= 0 && F.buf ? 0 : -1;
 }
 
-void fs_request(uint32_t chan, const uint8_t *payload, size_t len)
+void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int sock)
 {
 	struct cp_fs m;
 	if (cp_fs_decode(payload, len, &m) < 0) {
 		agent_send_error(chan, EBADMSG, "malformed filesystem request");
+		if (sock >= 0)
+			close(sock);
 		return;
 	}
+	int bad = 0;
 	if (m.path[0] != '/' || (m.op == CP_FS_RENAME && m.path2[0] != '/')) {
 		agent_send_error(chan, EINVAL, "filesystem paths must be absolute paths inside the sandbox");
-		cp_fs_free(&m);
-		return;
-	}
-	if (op_by_chan(chan)) {
+		bad = 1;
+	} else if (op_by_chan(chan)) {
 		agent_send_error(chan, EBADMSG, "channel already in use");
+		bad = 1;
+	}
+	if (sock >= 0 && (bad || (m.op != CP_FS_READ && m.op != CP_FS_WRITE))) {
+		close(sock);
+		sock = -1;
+	}
+	if (bad) {
 		cp_fs_free(&m);
 		return;
 	}
 	switch (m.op) {
 	case CP_FS_STAT: op_stat(chan, &m); break;
 	case CP_FS_LIST: op_list(chan, &m); break;
-	case CP_FS_READ: op_read(chan, &m); break;
-	case CP_FS_WRITE: op_write(chan, &m); break;
+	case CP_FS_READ: op_read(chan, &m, sock); break;
+	case CP_FS_WRITE: op_write(chan, &m, sock); break;
 	case CP_FS_MKDIR: op_mkdir(chan, &m); break;
 	case CP_FS_REMOVE: op_remove(chan, &m); break;
 	case CP_FS_RENAME: op_rename(chan, &m); break;
@@ -720,8 +887,19 @@ bool fs_data(const struct cp_header *h, const uint8_t *payload)
 	struct fsop *o = op_by_chan(h->chan);
 	if (!o)
 		return false;
-	if (o->kind == XFER_WRITE && (h->flags & CP_FLAG_STREAM_MASK) == CP_STREAM_STDIN)
+	if (o->kind != XFER_WRITE || (h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN)
+		return true;
+	if (o->sock < 0 && !o->sock_eof) {
 		write_data(o, h, payload);
+	} else if (h->len) {
+		agent_send_error(o->chan, EBADMSG, "write: data on the channel of a direct stream");
+		op_end(o);
+	} else if (h->flags & CP_FLAG_EOF) {
+		/* Commits once the socket has been read to its end too. */
+		o->eof_frame = true;
+		if (o->sock_eof)
+			write_commit(o);
+	}
 	return true;
 }
 
@@ -757,8 +935,8 @@ bool fs_pump(void)
 	bool more = false;
 	for (size_t i = 0; i < F.hwm; i++) {
 		struct fsop *o = &F.ops[i];
-		if (!o->used || o->kind == XFER_WRITE)
-			continue;
+		if (!o->used || o->kind == XFER_WRITE || o->sock >= 0)
+			continue; /* a direct stream goes by its socket's events */
 		size_t need = o->kind == XFER_LIST ? 8192 : 1;
 		if (o->credit < need)
 			continue;

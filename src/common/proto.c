@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "proto_internal.h"
@@ -350,19 +351,33 @@ void cp_rxbuf_init(struct cp_rxbuf *rx)
 	memset(rx, 0, sizeof(*rx));
 }
 
+static void rx_drop_fds_before(struct cp_rxbuf *rx, uint64_t end)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < rx->nfds; i++) {
+		if (rx->fds[i].at < end)
+			close(rx->fds[i].fd);
+		else
+			rx->fds[k++] = rx->fds[i];
+	}
+	rx->nfds = k;
+}
+
 void cp_rxbuf_free(struct cp_rxbuf *rx)
 {
+	rx_drop_fds_before(rx, UINT64_MAX);
 	free(rx->buf);
 	memset(rx, 0, sizeof(*rx));
 }
 
-long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
+static long rx_make_room(struct cp_rxbuf *rx)
 {
 	const size_t max = CP_HEADER_SIZE + CP_MAX_PAYLOAD;
 	/* Compact lazily: consumed bytes are dropped only when room is needed. */
 	if (rx->start > 0 && (rx->start == rx->len || rx->cap - rx->len < 16 * 1024)) {
 		memmove(rx->buf, rx->buf + rx->start, rx->len - rx->start);
 		rx->len -= rx->start;
+		rx->base += rx->start;
 		rx->start = 0;
 	}
 	size_t want = 64 * 1024;
@@ -384,6 +399,14 @@ long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
 	}
 	if (rx->len == rx->cap)
 		return -ENOBUFS;
+	return 0;
+}
+
+long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
+{
+	long r = rx_make_room(rx);
+	if (r < 0)
+		return r;
 	for (;;) {
 		ssize_t n = read(fd, rx->buf + rx->len, rx->cap - rx->len);
 		if (n < 0) {
@@ -394,6 +417,57 @@ long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd)
 		rx->len += (size_t)n;
 		return (long)n;
 	}
+}
+
+long cp_rxbuf_fill_fds(struct cp_rxbuf *rx, int fd)
+{
+	long r = rx_make_room(rx);
+	if (r < 0)
+		return r;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * CP_RX_FDS)];
+	} ctl;
+	struct iovec iov = { rx->buf + rx->len, rx->cap - rx->len };
+	for (;;) {
+		struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+				      .msg_controllen = sizeof(ctl.buf) };
+		ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+		}
+		rx->len += (size_t)n;
+		uint64_t at = rx->base + rx->len - 1;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+				continue;
+			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				int f;
+				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+				if (n > 0 && rx->nfds < CP_RX_FDS)
+					rx->fds[rx->nfds++] = (struct cp_rx_fd){ .fd = f, .at = at };
+				else
+					close(f);
+			}
+		}
+		return (long)n;
+	}
+}
+
+int cp_rxbuf_take_fd(struct cp_rxbuf *rx, const struct cp_header *hdr)
+{
+	uint64_t from = rx->base + rx->start, end = from + CP_HEADER_SIZE + hdr->len;
+	for (unsigned i = 0; i < rx->nfds; i++) {
+		if (rx->fds[i].at >= from && rx->fds[i].at < end) {
+			int f = rx->fds[i].fd;
+			rx->fds[i] = rx->fds[--rx->nfds];
+			return f;
+		}
+	}
+	return -1;
 }
 
 int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **payload)
@@ -413,7 +487,10 @@ int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **pa
 void cp_rxbuf_consume(struct cp_rxbuf *rx, const struct cp_header *hdr)
 {
 	size_t n = CP_HEADER_SIZE + (size_t)hdr->len;
+	if (rx->nfds)
+		rx_drop_fds_before(rx, rx->base + rx->start + n);
 	if (n >= rx->len - rx->start) {
+		rx->base += rx->len;
 		rx->start = rx->len = 0;
 		return;
 	}

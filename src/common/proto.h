@@ -282,6 +282,11 @@ enum cp_fs_op {
 #define CP_FS_RECURSIVE 0x2u
 #define CP_FS_FORCE 0x4u
 #define CP_FS_NOREPLACE 0x8u
+/* READ, WRITE: the stream's bytes may travel on a socket of their own, past the shim (see
+ * docs/protocol.md, "Direct streams"). A request, not a promise: the shim attaches the
+ * agent's end to the request and the client's to STARTED only where it can pass descriptors
+ * (the container level); otherwise the stream is DATA frames as without the flag. */
+#define CP_FS_DIRECT 0x10u
 #define CP_FS_PATH_MAX 4096u
 #define CP_FS_NAME_MAX 255u
 
@@ -579,17 +584,34 @@ int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m);
 int cp_agent_reply_check(const struct cp_header *h, const uint8_t *payload);
 /* Accumulates bytes read from a socket and yields whole frames. The buffer never grows past
  * CP_HEADER_SIZE + CP_MAX_PAYLOAD. */
+#define CP_RX_FDS 8
 struct cp_rxbuf {
 	uint8_t *buf;
 	size_t start; /* first unconsumed byte */
 	size_t len;   /* end of valid bytes */
 	size_t cap;
+	/* cp_rxbuf_fill_fds: descriptors that came with the bytes, each tagged with the stream
+	 * offset of the last byte of the read that brought it. The sender passes a descriptor
+	 * with one frame's bytes alone, so the descriptor belongs to the frame holding that byte. */
+	uint64_t base; /* stream offset of buf[0] */
+	struct cp_rx_fd {
+		int fd;
+		uint64_t at;
+	} fds[CP_RX_FDS];
+	unsigned nfds;
 };
 void cp_rxbuf_init(struct cp_rxbuf *rx);
 void cp_rxbuf_free(struct cp_rxbuf *rx);
 /* Read what is available from FD (non-blocking or blocking). Returns bytes read (> 0), 0 on
  * EOF, -EAGAIN when nothing was ready, or another -errno. */
 long cp_rxbuf_fill(struct cp_rxbuf *rx, int fd);
+/* The same with recvmsg, keeping descriptors passed with SCM_RIGHTS (O_CLOEXEC) for
+ * cp_rxbuf_take_fd; more than CP_RX_FDS waiting are closed. For a socket only. */
+long cp_rxbuf_fill_fds(struct cp_rxbuf *rx, int fd);
+/* The descriptor that came with the frame at the front (HDR from cp_rxbuf_peek), now the
+ * caller's; -1 when none did. Descriptors of frames consumed without one being taken are
+ * closed by cp_rxbuf_consume. */
+int cp_rxbuf_take_fd(struct cp_rxbuf *rx, const struct cp_header *hdr);
 /* 1: a whole frame is at the front (HDR filled, *PAYLOAD points into the buffer, valid until
  * cp_rxbuf_consume or the next cp_rxbuf_fill, which may move the bytes); 0: need more bytes;
  * -EBADMSG: the stream is corrupt (bad header). */

@@ -98,7 +98,7 @@ static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_
 		}
 		if (r == 0)
 			return timeout_ms == 0 ? -EAGAIN : cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
-		long n = cp_rxbuf_fill(&c->rx, c->fd);
+		long n = cp_rxbuf_fill_fds(&c->rx, c->fd); /* a direct stream's socket comes with STARTED */
 		if (n == -EAGAIN)
 			continue;
 		/* A reset is a hang-up with unread data on our side: the same end, as sending sees it. */

@@ -20,6 +20,7 @@
 #define WRITE_CHUNK (256u * 1024)
 #define LIST_MAX_ENTRIES (1u << 20)
 #define READ_DEFAULT_MAX (1ull << 30)
+#define DIRECT_CHUNK (1u << 20) /* a direct stream's reads and writes, as a C copy's */
 
 /* One operation's channel, on a borrowed or an own connection (see exec.c). */
 struct fschan {
@@ -44,6 +45,10 @@ struct capsule_fs_stream {
 	uint32_t unacked;
 	/* WRITE */
 	uint64_t credit;
+	/* A direct stream (docs/protocol.md): the bytes go on this socket, to or from the agent,
+	 * past the shim; -1 for DATA frames. */
+	int sock;
+	bool direct_done; /* READ: the socket reached its end and the agent's answer is in */
 };
 
 static int check_path(const char *path, const char *what, capsule_error *err)
@@ -378,7 +383,8 @@ int capsule_fs_open_read(capsule_fs_stream **out, capsule_sandbox *sb, const cha
 	capsule_fs_stream *s = calloc(1, sizeof(*s));
 	if (!s)
 		return cap_err(err, ENOMEM, "allocating a stream");
-	struct cp_fs m = { .op = CP_FS_READ, .path = (char *)path };
+	s->sock = -1;
+	struct cp_fs m = { .op = CP_FS_READ, .path = (char *)path, .flags = CP_FS_DIRECT };
 	if ((r = chan_begin(&s->ch, sb, &m, err)) < 0) {
 		free(s);
 		return r;
@@ -398,7 +404,8 @@ static int stream_fail(capsule_fs_stream *s, int r, capsule_error *err)
 }
 
 /* Make the next chunk of a read stream available in s->payload + s->off. Returns 1 with
- * bytes there, 0 at the end, or an error. */
+ * bytes there, 2 when the stream is direct (read it with direct_recv), 0 at the end, or an
+ * error. */
 static int read_next(capsule_fs_stream *s, capsule_error *err)
 {
 	if (s->failed) {
@@ -406,6 +413,10 @@ static int read_next(capsule_fs_stream *s, capsule_error *err)
 			*err = s->fail_err;
 		return -s->fail_err.code;
 	}
+	if (s->sock >= 0)
+		return 2;
+	if (s->direct_done)
+		return 0;
 	for (;;) {
 		if (s->have_frame && s->off < s->h.len)
 			return 1;
@@ -431,6 +442,14 @@ static int read_next(capsule_fs_stream *s, capsule_error *err)
 				return stream_fail(s, cap_err_plain(err, EPROTO, "the sandbox ended a read early"), err);
 			return 0;
 		}
+		if (s->h.type == CP_STARTED) {
+			/* A large file comes on a socket of its own (a small one as DATA frames). */
+			s->sock = cp_rxbuf_take_fd(&s->ch.c->rx, &s->h);
+			conn_consume(s->ch.c, &s->h);
+			if (s->sock >= 0)
+				return 2;
+			continue;
+		}
 		if (s->h.type != CP_DATA || (s->h.flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDOUT) {
 			conn_consume(s->ch.c, &s->h);
 			continue;
@@ -442,11 +461,35 @@ static int read_next(capsule_fs_stream *s, capsule_error *err)
 	}
 }
 
+/* A direct read's next bytes into BUF: > 0, or 0 once the socket has ended and the agent
+ * said OK (its ERROR, or a socket that broke, is the error). */
+static ssize_t direct_recv(capsule_fs_stream *s, void *buf, size_t cap, capsule_error *err)
+{
+	for (;;) {
+		ssize_t n = recv(s->sock, buf, cap, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0)
+			return n;
+		int e = n < 0 ? errno : 0;
+		close(s->sock);
+		s->sock = -1;
+		s->direct_done = true;
+		/* The socket's end is the file's only if the agent says OK after it. */
+		int r = chan_finish(&s->ch, NULL, err);
+		if (r == 0 && e)
+			r = cap_err(err, e, "reading from the sandbox");
+		return r < 0 ? stream_fail(s, r, err) : 0;
+	}
+}
+
 ssize_t capsule_fs_stream_read(capsule_fs_stream *s, void *buf, size_t cap, capsule_error *err)
 {
 	if (s->writing)
 		return cap_err_plain(err, EBADF, "this stream was opened for writing");
 	int r = read_next(s, err);
+	if (r == 2)
+		return direct_recv(s, buf, cap, err);
 	if (r <= 0)
 		return r;
 	size_t n = s->h.len - s->off;
@@ -464,7 +507,25 @@ int capsule_fs_read_to_fd(capsule_sandbox *sb, const char *path, int fd, capsule
 	if (r < 0)
 		return r;
 	/* Straight from the connection's buffer to FD: no copy in between. */
+	uint8_t *buf = NULL;
 	while ((r = read_next(s, err)) > 0) {
+		if (r == 2) {
+			if (!buf && !(buf = malloc(DIRECT_CHUNK))) {
+				r = cap_err(err, ENOMEM, "read '%s'", path);
+				break;
+			}
+			ssize_t n = direct_recv(s, buf, DIRECT_CHUNK, err);
+			if (n <= 0) {
+				r = (int)n;
+				break;
+			}
+			int w = write_all(fd, buf, (size_t)n);
+			if (w < 0) {
+				r = cap_err(err, -w, "writing what was read from '%s'", path);
+				break;
+			}
+			continue;
+		}
 		int w = write_all(fd, s->payload + s->off, s->h.len - s->off);
 		if (w < 0) {
 			r = cap_err(err, -w, "writing what was read from '%s'", path);
@@ -472,6 +533,7 @@ int capsule_fs_read_to_fd(capsule_sandbox *sb, const char *path, int fd, capsule
 		}
 		s->off = s->h.len;
 	}
+	free(buf);
 	capsule_fs_stream_free(s);
 	return r;
 }
@@ -489,8 +551,10 @@ int capsule_fs_read(capsule_sandbox *sb, const char *path, void **data, size_t *
 	uint8_t *buf = NULL;
 	size_t n = 0, cap = 0;
 	while ((r = read_next(s, err)) > 0) {
-		size_t k = s->h.len - s->off;
-		if (n + k > max_bytes) {
+		/* Direct: up to a chunk straight into the buffer, and at most one byte past the
+		 * limit, which tells a file that is too large. */
+		size_t k = r == 2 ? (max_bytes - n < DIRECT_CHUNK ? max_bytes - n + 1 : DIRECT_CHUNK) : s->h.len - s->off;
+		if (r != 2 && n + k > max_bytes) {
 			r = cap_err_plain(err, EFBIG, "read '%s': the file is larger than %zu bytes", path, max_bytes);
 			break;
 		}
@@ -505,6 +569,19 @@ int capsule_fs_read(capsule_sandbox *sb, const char *path, void **data, size_t *
 			}
 			buf = nb;
 			cap = nc;
+		}
+		if (r == 2) {
+			ssize_t got = direct_recv(s, buf + n, k, err);
+			if (got < 0) {
+				r = (int)got;
+				break;
+			}
+			if (n + (size_t)got > max_bytes) {
+				r = cap_err_plain(err, EFBIG, "read '%s': the file is larger than %zu bytes", path, max_bytes);
+				break;
+			}
+			n += (size_t)got;
+			continue;
 		}
 		memcpy(buf + n, s->payload + s->off, k);
 		n += k;
@@ -553,6 +630,10 @@ static int open_write(capsule_fs_stream **out, capsule_sandbox *sb, const char *
 	if (!s)
 		return cap_err(err, ENOMEM, "allocating a stream");
 	s->writing = true;
+	s->sock = -1;
+	/* Only a write that waits for STARTED can take a socket: the bytes wait for it. */
+	if (wait_started)
+		m.flags |= CP_FS_DIRECT;
 	if ((r = chan_begin(&s->ch, sb, &m, err)) < 0) {
 		free(s);
 		return r;
@@ -566,6 +647,8 @@ static int open_write(capsule_fs_stream **out, capsule_sandbox *sb, const char *
 			return r;
 		}
 		uint16_t type = h.type;
+		if (type == CP_STARTED)
+			s->sock = cp_rxbuf_take_fd(&s->ch.c->rx, &h);
 		conn_consume(s->ch.c, &h);
 		if (type == CP_STARTED)
 			break;
@@ -629,6 +712,18 @@ static int send_data(capsule_fs_stream *s, const void *p, size_t n, bool eof, ca
 	return r < 0 ? stream_fail(s, r, err) : 0;
 }
 
+/* A direct write's socket broke (errno E): the agent ended the stream, and its answer on the
+ * channel says why. */
+static int direct_broke(capsule_fs_stream *s, int e, capsule_error *err)
+{
+	close(s->sock);
+	s->sock = -1;
+	int r = e == EPIPE || e == ECONNRESET ? chan_finish(&s->ch, NULL, err) : cap_err(err, e, "sending to the sandbox");
+	if (r == 0)
+		r = cap_err_plain(err, EPROTO, "the sandbox ended a write early");
+	return stream_fail(s, r, err);
+}
+
 int capsule_fs_stream_write(capsule_fs_stream *s, const void *buf, size_t len, capsule_error *err)
 {
 	if (!s->writing)
@@ -639,6 +734,15 @@ int capsule_fs_stream_write(capsule_fs_stream *s, const void *buf, size_t len, c
 		return -s->fail_err.code;
 	}
 	const uint8_t *p = buf;
+	while (s->sock >= 0 && len) {
+		ssize_t n = send(s->sock, p, len, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return direct_broke(s, errno, err);
+		p += n;
+		len -= (size_t)n;
+	}
 	while (len) {
 		int r = write_pump(s, s->credit == 0, err);
 		if (r < 0)
@@ -659,6 +763,12 @@ int capsule_fs_stream_close(capsule_fs_stream *s, capsule_error *err)
 {
 	int r = 0;
 	if (s->writing && !s->failed) {
+		/* Direct: the socket's end says all the bytes are sent, the EOF on the channel
+		 * that they are all there is: the agent commits on both. */
+		if (s->sock >= 0) {
+			close(s->sock);
+			s->sock = -1;
+		}
 		if ((r = write_pump(s, false, err)) == 0 && (r = send_data(s, NULL, 0, true, err)) == 0)
 			r = chan_finish(&s->ch, NULL, err);
 		if (r < 0 && !s->failed)
@@ -678,6 +788,8 @@ void capsule_fs_stream_free(capsule_fs_stream *s)
 		return;
 	if (s->have_frame && s->ch.c)
 		conn_consume(s->ch.c, &s->h);
+	if (s->sock >= 0)
+		close(s->sock);
 	chan_release(&s->ch);
 	free(s);
 }
@@ -718,13 +830,13 @@ int capsule_fs_write(capsule_sandbox *sb, const char *path, const void *data, si
 int capsule_fs_write_from_fd(capsule_sandbox *sb, const char *path, int fd, uint32_t mode, unsigned flags,
 			     capsule_error *err)
 {
-	uint8_t *buf = malloc(WRITE_CHUNK);
+	uint8_t *buf = malloc(DIRECT_CHUNK);
 	if (!buf)
 		return cap_err(err, ENOMEM, "write '%s'", path);
 	capsule_fs_stream *s;
 	int r = capsule_fs_open_write(&s, sb, path, mode, flags, err);
 	while (r == 0) {
-		ssize_t n = read(fd, buf, WRITE_CHUNK);
+		ssize_t n = read(fd, buf, DIRECT_CHUNK);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {

@@ -148,7 +148,16 @@ void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *paylo
 											 : ch->in_credit + m.bytes;
 	}
 	bool final = h->type == CP_EXIT || h->type == CP_ERROR || h->type == CP_OK;
-	if (ch->client >= 0 && s->io.clients[ch->client].used)
+	if (h->type == CP_STARTED && ch->direct_fd >= 0 && ch->client >= 0 && s->io.clients[ch->client].used) {
+		/* A direct stream: the client's end of its socket goes with STARTED. */
+		uint8_t hdr[CP_HEADER_SIZE];
+		struct cp_header nh = *h;
+		nh.chan = ch->client_chan;
+		cp_header_encode(hdr, &nh);
+		int fd = ch->direct_fd;
+		ch->direct_fd = -1;
+		io_to_client_fd(&s->io, ch->client, hdr, payload, h->len, fd);
+	} else if (ch->client >= 0 && s->io.clients[ch->client].used)
 		io_forward(&s->io, false, ch->client, h, payload, ch->client_chan);
 	if (final)
 		io_chan_done(&s->io, ch);

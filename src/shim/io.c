@@ -47,10 +47,45 @@ size_t outq_pending(const struct outq *q)
 	return q->len - q->start;
 }
 
+/* The first queued descriptor goes with the bytes of its frame alone (at least its first
+ * byte), so that the receiver can tell which frame it came with. */
+static ssize_t send_with_fd(struct outq *q, int fd)
+{
+	size_t n = outq_pending(q) < q->fds[0].len ? outq_pending(q) : q->fds[0].len;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct iovec iov = { q->buf + q->start, n };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &q->fds[0].fd, sizeof(int));
+	ssize_t k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (k > 0) {
+		close(q->fds[0].fd);
+		/* The rest of the frame, if any, goes as plain bytes. */
+		memmove(q->fds, q->fds + 1, (q->nfds - 1) * sizeof(*q->fds));
+		q->nfds--;
+	}
+	return k;
+}
+
 int outq_flush(struct outq *q, int fd)
 {
 	while (outq_pending(q)) {
-		ssize_t n = send(fd, q->buf + q->start, outq_pending(q), MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n;
+		if (q->nfds && q->fds[0].at == q->sent) {
+			n = send_with_fd(q, fd);
+		} else {
+			size_t want = outq_pending(q);
+			if (q->nfds && q->fds[0].at - q->sent < want)
+				want = (size_t)(q->fds[0].at - q->sent);
+			n = send(fd, q->buf + q->start, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -59,6 +94,7 @@ int outq_flush(struct outq *q, int fd)
 			return -errno;
 		}
 		q->start += (size_t)n;
+		q->sent += (uint64_t)n;
 	}
 	q->start = q->len = 0;
 	/* Give back what a burst made us allocate. */
@@ -75,6 +111,12 @@ int outq_flush(struct outq *q, int fd)
  * -errno when the peer is gone. */
 static int outq_send(struct outq *q, int fd, const void *a, size_t an, const void *b, size_t bn)
 {
+	if (q->nfds) {
+		/* A descriptor waits in the queue: keep to its order. */
+		if (outq_push(q, a, an) < 0 || outq_push(q, b, bn) < 0)
+			return -ENOMEM;
+		return outq_flush(q, fd);
+	}
 	size_t pend = outq_pending(q);
 	struct iovec iov[3] = { { q->buf + q->start, pend }, { (void *)a, an }, { (void *)b, bn } };
 	struct msghdr msg = { .msg_iov = pend ? iov : iov + 1, .msg_iovlen = pend ? 3 : 2 };
@@ -85,6 +127,7 @@ static int outq_send(struct outq *q, int fd, const void *a, size_t an, const voi
 	if (k < 0 && errno != EAGAIN)
 		return -errno;
 	size_t sent = k > 0 ? (size_t)k : 0;
+	q->sent += sent;
 	size_t qsent = sent < pend ? sent : pend;
 	q->start += qsent;
 	sent -= qsent;
@@ -98,8 +141,29 @@ static int outq_send(struct outq *q, int fd, const void *a, size_t an, const voi
 	return 0;
 }
 
+/* Queue frame HDR + P (N bytes) with descriptor FD to pass along with it. */
+static int outq_push_fd(struct outq *q, const uint8_t *hdr, const void *p, size_t n, int fd)
+{
+	if (q->nfds == q->fds_cap) {
+		unsigned cap = q->fds_cap ? q->fds_cap * 2 : 4;
+		struct outq_fd *nf = realloc(q->fds, cap * sizeof(*nf));
+		if (!nf)
+			return -ENOMEM;
+		q->fds = nf;
+		q->fds_cap = cap;
+	}
+	uint64_t at = q->sent + outq_pending(q);
+	if (outq_push(q, hdr, CP_HEADER_SIZE) < 0 || outq_push(q, p, n) < 0)
+		return -ENOMEM;
+	q->fds[q->nfds++] = (struct outq_fd){ .at = at, .len = CP_HEADER_SIZE + n, .fd = fd };
+	return 0;
+}
+
 void outq_free(struct outq *q)
 {
+	for (unsigned i = 0; i < q->nfds; i++)
+		close(q->fds[i].fd);
+	free(q->fds);
 	free(q->buf);
 	memset(q, 0, sizeof(*q));
 }
@@ -229,6 +293,42 @@ void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, s
 void io_to_agent(struct shim_io *io, const void *p, size_t n)
 {
 	io_to_agent2(io, p, n, NULL, 0);
+}
+
+void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, int fd)
+{
+	if (io->agent_fd < 0 || outq_push_fd(&io->agent_out, hdr, payload, n, fd) < 0) {
+		close(fd);
+		if (io->agent_fd >= 0) {
+			shim_log("agent connection failed");
+			io->agent_failed(io);
+		}
+		return;
+	}
+	io->agent_corked = false;
+	if (outq_flush(&io->agent_out, io->agent_fd) < 0) {
+		shim_log("agent connection failed");
+		io->agent_failed(io);
+		return;
+	}
+	io_agent_update_events(io);
+}
+
+void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void *payload, size_t n, int fd)
+{
+	struct client *c = &io->clients[ci];
+	if (!c->used || c->gone || outq_push_fd(&c->out, hdr, payload, n, fd) < 0) {
+		close(fd);
+		if (c->used && !c->gone)
+			io_client_close(io, ci);
+		return;
+	}
+	c->corked = false;
+	if (outq_flush(&c->out, c->fd) < 0) {
+		io_client_close(io, ci);
+		return;
+	}
+	io_client_update_events(io, ci);
 }
 
 void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2)
@@ -372,6 +472,7 @@ struct channel *io_chan_new(struct shim_io *io, int ci, uint32_t client_chan)
 	ch->client = ci;
 	ch->client_chan = client_chan;
 	ch->agent_chan = io->next_agent_chan;
+	ch->direct_fd = -1;
 	ch->out_credit[1] = ch->out_credit[2] = CP_INITIAL_WINDOW;
 	ch->in_credit = CP_INITIAL_WINDOW;
 	io->active++;
@@ -393,6 +494,8 @@ void io_chan_done(struct shim_io *io, struct channel *ch)
 		io->clients[ch->client].nchans--;
 	if (ch->used && io->active > 0 && --io->active == 0)
 		io->idle_since_ms = now_ms();
+	if (ch->used && ch->direct_fd >= 0)
+		close(ch->direct_fd);
 	memset(ch, 0, sizeof(*ch));
 }
 

@@ -22,10 +22,19 @@
 /* epoll keys; NET_KEY_BASE (net.h) and up are the network's. */
 enum { KEY_LISTEN = 1, KEY_AGENT, KEY_PIDFD, KEY_SIGNAL, KEY_SAVE, KEY_CLIENT_BASE = 16 };
 
-/* Bytes waiting to be written to a non-blocking socket. */
+/* Bytes waiting to be written to a non-blocking socket, and descriptors to pass with some of
+ * them (a direct stream's socket, with the one frame it belongs to: cp_rxbuf_fill_fds). */
+struct outq_fd {
+	uint64_t at; /* stream offset of the frame's first byte */
+	size_t len;  /* the frame's length */
+	int fd;      /* closed once sent */
+};
 struct outq {
 	uint8_t *buf;
 	size_t start, len, cap;
+	uint64_t sent; /* stream offset of buf[start] */
+	struct outq_fd *fds;
+	unsigned nfds, fds_cap;
 };
 
 struct client {
@@ -51,6 +60,8 @@ struct channel {
 	uint32_t client_chan;
 	uint32_t agent_chan;
 	bool started;           /* the agent said STARTED: it says so once */
+	int direct_fd;          /* a direct stream's client end (CP_FS_DIRECT), passed with
+				 * STARTED; -1 when none is held */
 	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
 	uint64_t in_credit;     /* stdin bytes the agent has granted */
 };
@@ -110,6 +121,10 @@ void io_all_clients_update_events(struct shim_io *io);
 
 void io_to_agent2(struct shim_io *io, const void *p, size_t n, const void *p2, size_t n2);
 void io_to_agent(struct shim_io *io, const void *p, size_t n);
+/* A frame (header HDR, PAYLOAD) that carries descriptor FD, which is closed here once sent
+ * (or when the peer goes). Sent at once, behind what is queued. */
+void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, int fd);
+void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void *payload, size_t n, int fd);
 void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2);
 /* Between a cork and its uncork, small frames for clients (for the agent) are queued, then
  * sent in one sendmsg: the frames of one read from the agent (from a client) wake their

@@ -26,6 +26,9 @@ struct cp_writer;
 
 struct level_ops {
 	const char *name;
+	/* The agent's channel is a unix socket that can pass descriptors (a direct stream's
+	 * socket, CP_FS_DIRECT); a vm's virtio-serial port cannot. */
+	bool passes_fds;
 	/* What the sandbox's cgroup limits: the config's, or QEMU's (vm.h). */
 	void (*cgroup_limits)(const struct shim *s, struct cgroup_limits *lim);
 	/* The host side, before the sandbox's process: its root and its binds. */

@@ -490,6 +490,7 @@ static int container_display(struct shim *s, const struct cp_header *h, const ui
 
 const struct level_ops container_level = {
 	.name = "container",
+	.passes_fds = true,
 	.cgroup_limits = container_cgroup_limits,
 	.prepare = container_prepare,
 	.unprepare = container_unprepare,
