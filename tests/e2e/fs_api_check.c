@@ -4,13 +4,18 @@
  * The sandbox is an ephemeral one made with capsule_sandbox_create, so every operation
  * borrows its creator's connection: streams abandoned half way must leave that shared
  * connection usable. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <capsule.h>
@@ -320,6 +325,192 @@ static void check_killed_writer_keeps_old(void)
 	printf("ok killed-writer\n");
 }
 
+/* ---- direct streams (CP_FS_DIRECT) ---------------------------------------------------- */
+
+/* The sockets this process holds, as a bit set of their numbers (below 1024): a direct
+ * stream adds one of its own. */
+static int sockets_held(uint8_t set[128])
+{
+	DIR *d = opendir("/proc/self/fd");
+	CHECK(d != NULL, "opendir /proc/self/fd");
+	int n = 0;
+	memset(set, 0, 128);
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		int fd = atoi(de->d_name);
+		struct stat st;
+		if (de->d_name[0] != '.' && fd != dirfd(d) && fd < 1024 && fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode)) {
+			n++;
+			set[fd / 8] |= (uint8_t)(1u << (fd % 8));
+		}
+	}
+	closedir(d);
+	return n;
+}
+
+static uint64_t rng_state;
+static uint64_t rnd(void)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return rng_state;
+}
+
+/* At the container level a stream's bytes go on a socket of its own: the client holds one
+ * more socket while the stream is open, one the agent cannot send on when it writes. */
+static void check_direct_stream_is_used(void)
+{
+	capsule_error err = { 0 };
+	uint8_t was[128], now[128];
+	int before = sockets_held(was);
+	capsule_fs_stream *s;
+	CHECK(capsule_fs_open_write(&s, sb, "/tmp/direct", 0, 0, &err) == 0, "open_write: %s", err.message);
+	int held = sockets_held(now), sock = -1;
+	CHECK(held == before + 1, "a write stream holds %d sockets, %d before", held, before);
+	for (int fd = 0; fd < 1024; fd++)
+		if ((now[fd / 8] & ~was[fd / 8]) & (1u << (fd % 8)))
+			sock = fd;
+	char c;
+	ssize_t got = recv(sock, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+	CHECK(got == 0, "the agent's end of a write's socket can send (fd %d: %zd, %s)", sock, got, strerror(errno));
+	CHECK(capsule_fs_stream_write(s, "direct", 6, &err) == 0, "stream_write: %s", err.message);
+	CHECK(capsule_fs_stream_close(s, &err) == 0, "close: %s", err.message);
+	capsule_fs_stream_free(s);
+	CHECK(sockets_held(now) == before, "the stream's socket outlived it");
+	expect_content("/tmp/direct", "direct");
+	printf("ok direct-used\n");
+}
+
+/* Files of random sizes (around the chunk, the window and the frame sizes, and far past
+ * them) through each way in and out, each read back whole and compared byte for byte. */
+static void check_direct_random_sizes(void)
+{
+	capsule_error err = { 0 };
+	rng_state = (uint64_t)time(NULL) | 1;
+	printf("seed %llu\n", (unsigned long long)rng_state);
+	static const size_t edges[] = { 0, 1, 262144, 262145, 1048575, 1048576, 1048577, 2097152 + 13 };
+	size_t max = 24u << 20;
+	uint8_t *buf = malloc(max), *back = malloc(max);
+	CHECK(buf && back, "malloc");
+	for (int i = 0; i < 24; i++) {
+		size_t n = i < 8 ? edges[i] : (size_t)(rnd() % (i % 4 == 0 ? max : 3u << 20));
+		uint64_t base = rnd();
+		fill(buf, base, n);
+		int way = i % 3;
+		if (way == 0) {
+			CHECK(capsule_fs_write(sb, "/tmp/rand", buf, n, 0, 0, &err) == 0, "write of %zu: %s", n, err.message);
+		} else {
+			capsule_fs_stream *s;
+			CHECK(capsule_fs_open_write(&s, sb, "/tmp/rand", 0, 0, &err) == 0, "open_write: %s", err.message);
+			for (size_t off = 0; off < n;) {
+				size_t k = 1 + (size_t)(rnd() % (way == 1 ? 70000 : 3u << 20));
+				if (k > n - off)
+					k = n - off;
+				CHECK(capsule_fs_stream_write(s, buf + off, k, &err) == 0, "stream_write: %s", err.message);
+				off += k;
+			}
+			CHECK(capsule_fs_stream_close(s, &err) == 0, "close of %zu: %s", n, err.message);
+			capsule_fs_stream_free(s);
+		}
+		if (way == 0) {
+			void *data;
+			size_t len;
+			CHECK(capsule_fs_read(sb, "/tmp/rand", &data, &len, 0, &err) == 0, "read of %zu: %s", n, err.message);
+			CHECK(len == n && memcmp(data, buf, n) == 0, "%zu bytes written, %zu different read back", n, len);
+			free(data);
+			if (n > 1) {
+				CHECK(capsule_fs_read(sb, "/tmp/rand", &data, &len, n - 1, &err) == -EFBIG,
+				      "%zu bytes read with a limit of one less: %s", n, err.message);
+			}
+		} else if (way == 1) {
+			char path[] = "/tmp/capsule-fs-check-XXXXXX";
+			int fd = mkstemp(path);
+			CHECK(fd >= 0, "mkstemp");
+			unlink(path);
+			CHECK(capsule_fs_read_to_fd(sb, "/tmp/rand", fd, &err) == 0, "read_to_fd of %zu: %s", n, err.message);
+			CHECK(lseek(fd, 0, SEEK_END) == (off_t)n, "read_to_fd wrote %lld of %zu", (long long)lseek(fd, 0, SEEK_END), n);
+			CHECK(pread(fd, back, n, 0) == (ssize_t)n && memcmp(back, buf, n) == 0, "read_to_fd: %zu bytes differ", n);
+			close(fd);
+		} else {
+			capsule_fs_stream *s;
+			CHECK(capsule_fs_open_read(&s, sb, "/tmp/rand", &err) == 0, "open_read: %s", err.message);
+			size_t off = 0;
+			for (;;) {
+				size_t cap = 1 + (size_t)(rnd() % 2000000);
+				if (cap > max - off)
+					cap = max - off;
+				ssize_t k = capsule_fs_stream_read(s, back + off, cap, &err);
+				CHECK(k >= 0, "stream_read: %s", err.message);
+				if (k == 0)
+					break;
+				off += (size_t)k;
+				CHECK(off <= n, "more read back than the %zu bytes written", n);
+			}
+			CHECK(off == n && memcmp(back, buf, n) == 0, "%zu bytes written, %zu different read back", n, off);
+			capsule_fs_stream_free(s);
+		}
+	}
+	CHECK(temp_files_in("/tmp") == 0, "a temporary file was left in /tmp");
+	free(buf);
+	free(back);
+	printf("ok direct-random\n");
+}
+
+/* Several processes at once, each with its own handle: direct writes and reads of their own
+ * files and execs, interleaved; every byte and every exit code as expected. */
+static void check_concurrent_streams_and_execs(void)
+{
+	enum { WORKERS = 4 };
+	pid_t pids[WORKERS];
+	for (int w = 0; w < WORKERS; w++) {
+		pids[w] = fork();
+		CHECK(pids[w] >= 0, "fork");
+		if (pids[w] > 0)
+			continue;
+		capsule_error err = { 0 };
+		capsule_sandbox *own;
+		if (capsule_sandbox_open(&own, capsule_sandbox_name(sb), &err) < 0)
+			_exit(10);
+		size_t n = (size_t)(3u << 20) + (size_t)w * 4099;
+		uint8_t *buf = malloc(n);
+		char path[64], script[128];
+		snprintf(path, sizeof(path), "/tmp/worker-%d", w);
+		for (int round = 0; round < 6; round++) {
+			fill(buf, (uint64_t)w * 1000003 + (uint64_t)round, n);
+			if (capsule_fs_write(own, path, buf, n, 0, 0, &err) < 0)
+				_exit(11);
+			snprintf(script, sizeof(script), "test $(wc -c < %s) = %zu && exit %d", path, n, 3 + round);
+			const char *argv[] = { "sh", "-c", script, NULL };
+			capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
+			o.argv = argv;
+			capsule_exec_result r;
+			if (capsule_exec(&r, own, &o, NULL, 0, 1 << 20, &err) < 0)
+				_exit(12);
+			int code = r.status.exit_code;
+			capsule_exec_result_free(&r);
+			if (code != 3 + round)
+				_exit(13);
+			void *data;
+			size_t len;
+			if (capsule_fs_read(own, path, &data, &len, 0, &err) < 0)
+				_exit(14);
+			if (len != n || memcmp(data, buf, n) != 0)
+				_exit(15);
+			free(data);
+		}
+		free(buf);
+		capsule_sandbox_free(own);
+		_exit(0);
+	}
+	for (int w = 0; w < WORKERS; w++) {
+		int st;
+		CHECK(waitpid(pids[w], &st, 0) == pids[w], "waitpid");
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "worker %d failed (status %d)", w, st);
+	}
+	printf("ok concurrent\n");
+}
+
 int main(void)
 {
 	capsule_error err = { 0 };
@@ -335,6 +526,9 @@ int main(void)
 	check_errors();
 	check_small_writes_in_one_send();
 	check_killed_writer_keeps_old();
+	check_direct_stream_is_used();
+	check_direct_random_sizes();
+	check_concurrent_streams_and_execs();
 	capsule_sandbox_free(sb);
 	return 0;
 }

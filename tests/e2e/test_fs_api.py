@@ -10,7 +10,7 @@ def test_c_fs_api_streams_limits_abandoned_streams_and_large_lists(capsule):
     r = subprocess.run([binary], env=capsule.env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     for check in ("stream-64mib", "read-limit", "abandoned-write", "abandoned-read", "list-5000", "errors", "small-writes",
-                  "killed-writer"):
+                  "killed-writer", "direct-used", "direct-random", "concurrent"):
         assert f"ok {check}" in r.stdout
     # The ephemeral sandbox is gone with its handle.
     run = os.path.join(capsule.home, "run")
