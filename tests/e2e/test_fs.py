@@ -305,6 +305,29 @@ def test_a_killed_writer_leaves_the_old_content_and_no_temporary_file(capsule, s
     assert not left
 
 
+def test_a_killed_reader_leaves_the_sandbox_serving_and_nothing_held(capsule, sandbox):
+    # At the container level a large read is a direct stream (its own socket to the agent):
+    # a reader killed half way must cost the agent nothing it keeps.
+    data = os.urandom(8 * MIB)
+    fs_ok(capsule, sandbox, "write", "/tmp/big", input=data, text=False)
+    agent = None
+    if capsule.isolation == "container":
+        agent = json.load(open(os.path.join(capsule.home, "run", sandbox, "state.json")))["init_pid"]
+        base = len(os.listdir(f"/proc/{agent}/fd"))
+    for _ in range(3):
+        c = capsule.popen("fs", sandbox, "cat", "/tmp/big", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert len(c.stdout.read(MIB)) == MIB
+        c.kill()
+        c.wait()
+        c.stdout.close()
+    assert cat_bytes(capsule, sandbox, "/tmp/big") == data
+    if agent:
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{agent}/fd")) > base and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(os.listdir(f"/proc/{agent}/fd")) <= base
+
+
 # ---- mkdir, rm, mv, ln ---------------------------------------------------------------------
 
 

@@ -15,7 +15,8 @@ import uuid
 
 import pytest
 
-from secutil import assert_alive, connect, frame, hello_frame, parse_frames, read_until_quiet, sh, tlv
+from secutil import (assert_alive, connect, frame, hello_frame, parse_frames, read_until_quiet, sh, shim_pids_named, tlv,
+                     wait_until)
 
 FS, SIGNAL = 64, 21
 FS_READ, FS_STAT = 3, 1
@@ -411,3 +412,121 @@ def test_reads_cancelled_on_one_connection_free_their_channels(capsule, sandbox)
     finally:
         s.close()
     assert_alive(capsule, sandbox)
+
+
+# ---- direct streams (CP_FS_DIRECT) ------------------------------------------------------------
+
+FS_WRITE, FS_DIRECT = 4, 0x10
+
+
+def agent_pid(capsule, name):
+    with open(os.path.join(capsule.home, "run", name, "state.json")) as f:
+        return json.load(f)["init_pid"]
+
+
+def fd_targets(pid):
+    out = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            out.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            pass
+    return out
+
+
+def frames_until(s, pred, total=20.0):
+    """Frames read until PRED holds on them, with the descriptors that came along."""
+    buf, fds = b"", []
+    deadline = time.monotonic() + total
+    s.settimeout(1.0)
+    while time.monotonic() < deadline:
+        frames, _ = parse_frames(buf)
+        if pred(frames):
+            return frames, fds
+        try:
+            d, got, _, _ = socket.recv_fds(s, 1 << 20, 4)
+        except socket.timeout:
+            continue
+        assert d, "the shim closed the connection"
+        buf += d
+        fds += got
+    raise AssertionError(f"no answer: {parse_frames(buf)[0]}")
+
+
+def test_a_descriptor_a_client_passes_never_reaches_the_agent(capsule, sandbox, canary):
+    """The shim makes a direct stream's socket itself: a descriptor the client sends along (here
+    one of a host folder) is dropped by the shim's plain read and never reaches the sandbox.
+    The agent gets one new socket, besides the write's own folder and temporary file."""
+    d, marker = canary
+    pid = agent_pid(capsule, sandbox)
+    before = set(fd_targets(pid))
+    s = connect(capsule, sandbox)
+    host = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        hello(s)
+        req = frame(FS, 5, fs_msg(FS_WRITE, "/tmp/direct", flags=FS_DIRECT))
+        socket.send_fds(s, [req], [host, host])
+        frames, fds = frames_until(s, lambda fr: any(f[0] in (17, 2, 3) for f in fr))
+        assert frames[-1][0] == 17, frames  # STARTED
+        assert len(fds) == 1, fds
+        during = fd_targets(pid)
+        assert not any(t.startswith(d) for t in during), during
+        new = [t for t in during if t not in before]
+        # The write's folder and temporary file (paths as the sandbox sees them), and one socket.
+        assert sum(t.startswith("socket:") for t in new) == 1, new
+        assert all(t.startswith(("socket:", "/tmp")) for t in new), new
+        sock = socket.socket(fileno=fds[0])
+        # The agent's end cannot send on a write's socket.
+        sock.setblocking(False)
+        assert sock.recv(1, socket.MSG_PEEK) == b""
+        sock.setblocking(True)
+        sock.sendall(b"through the direct socket\n")
+        sock.close()
+        s.sendall(frame(18, 5, b"", flags=0x100))
+        frames, _ = frames_until(s, lambda fr: any(f[0] in (2, 3) and f[2] == 5 for f in fr))
+        assert final_on(frames, 5)[0][0] == 3, frames
+    finally:
+        os.close(host)
+        s.close()
+    r = fs(capsule, sandbox, "cat", "/tmp/direct")
+    assert r.stdout == "through the direct socket\n"
+    assert not any(t.startswith(d) for t in fd_targets(pid))
+
+
+def test_direct_streams_dropped_half_way_leak_nothing(capsule, sandbox):
+    """Clients that open direct reads and writes, take their sockets and go half way (or
+    before STARTED) leave no descriptor behind in the agent or the shim, no temporary file,
+    and the sandbox serving."""
+    fs(capsule, sandbox, "write", "/tmp/big", input=os.urandom(3 << 20), text=False, check=True)
+    pid = agent_pid(capsule, sandbox)
+    shim = shim_pids_named(sandbox)
+    assert len(shim) == 1, shim
+    base_agent, base_shim = len(os.listdir(f"/proc/{pid}/fd")), len(os.listdir(f"/proc/{shim[0]}/fd"))
+    for i in range(60):
+        s = connect(capsule, sandbox)
+        try:
+            s.sendall(hello_frame() + frame(FS, 1, fs_msg(FS_READ, "/tmp/big", flags=FS_DIRECT)) +
+                      frame(FS, 2, fs_msg(FS_WRITE, "/tmp/half", flags=FS_DIRECT)))
+            if i % 3 == 0:
+                continue  # gone before STARTED
+            frames, fds = frames_until(s, lambda fr: sum(f[0] == 17 for f in fr) == 2)
+            socks = [socket.socket(fileno=f) for f in fds]
+            for k in socks:
+                # Half a read taken, half a write sent (each socket is one or the other;
+                # the wrong way fails at once).
+                k.setblocking(False)
+                for op in (lambda: k.recv(65536), lambda: k.send(b"x" * 65536)):
+                    try:
+                        op()
+                    except OSError:
+                        pass
+                k.close()
+        finally:
+            s.close()
+    assert_alive(capsule, sandbox)
+    assert wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= base_agent, 20), fd_targets(pid)
+    assert wait_until(lambda: len(os.listdir(f"/proc/{shim[0]}/fd")) <= base_shim, 20)
+    r = fs(capsule, sandbox, "ls", "/tmp")
+    assert ".capsule-write-" not in r.stdout and "half" not in r.stdout, r.stdout
+    r = fs(capsule, sandbox, "cat", "/tmp/big", text=False)
+    assert r.returncode == 0 and len(r.stdout) == 3 << 20
