@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1588,6 +1590,85 @@ static void test_rxbuf_reports_eagain_then_eof(void **state)
 	cp_rxbuf_free(&rx);
 }
 
+/* Send frame BUF (N bytes), with descriptor FD when it is >= 0, in one sendmsg. */
+static void send_frame_fd(int sock, const uint8_t *buf, size_t n, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	struct iovec iov = { (void *)buf, n };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (fd >= 0) {
+		msg.msg_control = ctl.b;
+		msg.msg_controllen = sizeof(ctl.b);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	}
+	assert_int_equal(sendmsg(sock, &msg, 0), (ssize_t)n);
+}
+
+/* A descriptor belongs to the frame sent with it, whichever frames arrive in the same read:
+ * taken from that frame only, and closed when its frame is consumed without being taken. */
+static void test_rxbuf_descriptors_belong_to_the_frame_they_came_with(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	uint8_t f[3][CP_HEADER_SIZE + 4];
+	for (uint32_t i = 0; i < 3; i++) {
+		const struct cp_header h = { .len = 4, .type = CP_DATA, .flags = CP_STREAM_STDOUT, .chan = i + 1 };
+		cp_header_encode(f[i], &h);
+		memset(f[i] + CP_HEADER_SIZE, 'a' + (int)i, 4);
+	}
+	int p1[2], p2[2];
+	assert_int_equal(pipe2(p1, O_CLOEXEC), 0);
+	assert_int_equal(pipe2(p2, O_CLOEXEC), 0);
+	send_frame_fd(sv[0], f[0], sizeof(f[0]), -1);
+	send_frame_fd(sv[0], f[1], sizeof(f[1]), p1[0]);
+	send_frame_fd(sv[0], f[2], sizeof(f[2]), p2[0]);
+	close(p1[0]);
+	close(p2[0]);
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	struct cp_header h;
+	const uint8_t *payload;
+	int got1 = -1;
+	for (uint32_t want = 1; want <= 3; want++) {
+		while (cp_rxbuf_peek(&rx, &h, &payload) == 0)
+			assert_true(cp_rxbuf_fill_fds(&rx, sv[1]) > 0);
+		assert_int_equal(h.chan, want);
+		if (want == 1)
+			assert_int_equal(cp_rxbuf_take_fd(&rx, &h), -1);
+		if (want == 2) {
+			got1 = cp_rxbuf_take_fd(&rx, &h);
+			assert_true(got1 >= 0);
+			assert_int_equal(cp_rxbuf_take_fd(&rx, &h), -1);
+		}
+		cp_rxbuf_consume(&rx, &h); /* frame 3's descriptor is not taken: closed here */
+	}
+	assert_int_equal(rx.nfds, 0);
+	/* The one taken is p1's read end: what is written to p1 comes out of it. */
+	assert_int_equal(write(p1[1], "x", 1), 1);
+	char c = 0;
+	assert_int_equal(read(got1, &c, 1), 1);
+	assert_int_equal(c, 'x');
+	close(got1);
+	/* p2's read end is closed everywhere: its write end sees no reader. */
+	signal(SIGPIPE, SIG_IGN);
+	assert_int_equal(write(p2[1], "y", 1), -1);
+	assert_int_equal(errno, EPIPE);
+	close(p1[1]);
+	close(p2[1]);
+	cp_rxbuf_free(&rx);
+	close(sv[0]);
+	close(sv[1]);
+}
+
 /* A DATA frame of LEN payload bytes with a recognisable pattern, with a raw header (so LEN may
  * be over the limit). */
 static uint8_t *raw_data_frame(uint32_t len, uint32_t chan, size_t *out_len)
@@ -2971,6 +3052,7 @@ int main(void)
 		cmocka_unit_test(test_rxbuf_accepts_max_payload_frame_and_rejects_one_byte_more),
 		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
 		cmocka_unit_test(test_rxbuf_unconsumed_frame_survives_a_fill),
+		cmocka_unit_test(test_rxbuf_descriptors_belong_to_the_frame_they_came_with),
 		cmocka_unit_test(test_fs_round_trip_every_op),
 		cmocka_unit_test(test_fs_encode_refuses_missing_or_long_path),
 		cmocka_unit_test(test_fs_bad_requests_rejected),
