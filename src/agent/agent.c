@@ -686,7 +686,8 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, int 
 		vm_console_start(&A.init);
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
-	case CP_FS: fs_request(h->chan, payload, h->len, fd); break;
+	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;
+	case CP_DIRECT: fs_direct(h->chan, fd); break;
 	case CP_WATCH: watch_request(h->chan, payload, h->len); break;
 	case CP_DATA: handle_data(h, payload); break;
 	case CP_CREDIT: handle_credit(h, payload); break;
@@ -810,7 +811,7 @@ static void handle_control_readable(void)
 	const uint8_t *payload;
 	int k;
 	while ((k = cp_rxbuf_peek(&A.rx, &h, &payload)) > 0) {
-		handle_frame(&h, payload, h.type == CP_FS && A.rx.nfds ? cp_rxbuf_take_fd(&A.rx, &h) : -1);
+		handle_frame(&h, payload, h.type == CP_DIRECT && A.rx.nfds ? cp_rxbuf_take_fd(&A.rx, &h) : -1);
 		cp_rxbuf_consume(&A.rx, &h);
 	}
 	if (k < 0)

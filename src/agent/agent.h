@@ -82,9 +82,11 @@ void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
  * theirs. fs_pump sends what the open streams have credit for and returns true while there
  * is more it could send at once. */
 int fs_init(int epfd);
-/* DIRECT_FD: the socket that came with the request (a direct stream, CP_FS_DIRECT), now
- * fs.c's; -1 without one. */
-void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int direct_fd);
+/* DIRECT_OK: descriptors can come on the shim's channel (a container), so a request that
+ * asks for a direct stream (CP_FS_DIRECT) may get one. */
+void fs_request(uint32_t chan, const uint8_t *payload, size_t len, bool direct_ok);
+/* The shim's DIRECT for CHAN: SOCK, the stream's socket (now fs.c's), or -1 for frames. */
+void fs_direct(uint32_t chan, int sock);
 bool fs_data(const struct cp_header *h, const uint8_t *payload);
 bool fs_credit(const struct cp_header *h, const uint8_t *payload);
 bool fs_cancel(uint32_t chan);

@@ -63,6 +63,7 @@ struct fsop {
 	 * made, instead of DATA frames; the channel still carries the request, STARTED, the
 	 * client's EOF (WRITE) and the final answer. */
 	int sock;
+	bool awaiting;   /* STARTED sent for a direct stream: the shim's DIRECT is next */
 	bool sock_eof;   /* WRITE: the client shut its end */
 	bool eof_frame;  /* WRITE: the client's EOF came on the channel */
 	off_t off;       /* READ: the next byte to send */
@@ -409,8 +410,7 @@ static void op_end(struct fsop *o)
 	memset(o, 0, sizeof(*o));
 }
 
-/* Take SOCK as O's direct stream, watched for EVENTS, and say STARTED: the shim passes
- * the client's end with it. */
+/* Take SOCK, from the shim's DIRECT, as O's direct stream, watched for EVENTS. */
 static bool direct_begin(struct fsop *o, int sock, uint32_t events)
 {
 	if (!F.dbuf && !(F.dbuf = malloc(DIRECT_CHUNK)))
@@ -421,15 +421,21 @@ static bool direct_begin(struct fsop *o, int sock, uint32_t events)
 	if (epoll_ctl(F.epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
 		return false;
 	o->sock = sock;
+	return true;
+}
+
+/* Ask for a direct stream: STARTED, and the shim answers with DIRECT (fs_direct). */
+static void direct_ask(struct fsop *o)
+{
+	o->awaiting = true;
 	struct cp_started st = { .pid = 0 };
 	if (cp_started_encode(agent_writer(), o->chan, &st) == 0)
 		agent_send_frame();
-	return true;
 }
 
 static void read_pump(struct fsop *o);
 
-static void op_read(uint32_t chan, const struct cp_fs *m, int sock)
+static void op_read(uint32_t chan, const struct cp_fs *m, bool direct)
 {
 	/* O_NONBLOCK: a fifo planted at the path must not stall the agent in open(). */
 	int fd = openat2_in_root(m->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
@@ -455,18 +461,11 @@ static void op_read(uint32_t chan, const struct cp_fs *m, int sock)
 	if (st.st_size > (off_t)FS_CHUNK)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	/* A direct stream only for a file larger than a chunk: a small one is answered whole
-	 * in this turn, in fewer wakeups than a socket's set-up costs. */
-	if (sock >= 0 && st.st_size > (off_t)FS_CHUNK) {
-		if (direct_begin(o, sock, EPOLLOUT))
-			return;
-		close(sock);
-		agent_send_error(chan, errno ? errno : ENOMEM, "read: the direct stream could not be set up");
-		o->sock = -1;
-		op_end(o);
+	 * in this turn, with no socket to set up. */
+	if (direct && st.st_size > (off_t)FS_CHUNK) {
+		direct_ask(o);
 		return;
 	}
-	if (sock >= 0)
-		close(sock);
 	/* The first chunk in this turn: a small file is then answered whole at once. */
 	read_pump(o);
 }
@@ -490,7 +489,7 @@ static void op_list(uint32_t chan, const struct cp_fs *m)
 	o->dir = d;
 }
 
-static void op_write(uint32_t chan, const struct cp_fs *m, int sock)
+static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 {
 	int dir;
 	char *name;
@@ -552,12 +551,8 @@ static void op_write(uint32_t chan, const struct cp_fs *m, int sock)
 		o->gid = old.st_gid;
 		o->old_size = old.st_size;
 	}
-	if (sock >= 0) {
-		if (!direct_begin(o, sock, EPOLLIN)) {
-			close(sock);
-			reply_errno(chan, errno ? errno : ENOMEM, "write (setting up the direct stream)", m->path);
-			op_end(o);
-		}
+	if (direct) {
+		direct_ask(o);
 		return;
 	}
 	struct cp_started st = { .pid = 0 };
@@ -565,8 +560,6 @@ static void op_write(uint32_t chan, const struct cp_fs *m, int sock)
 		agent_send_frame();
 	return;
 fail:
-	if (sock >= 0)
-		close(sock);
 	if (dir >= 0)
 		close(dir);
 	free(name);
@@ -815,6 +808,29 @@ static void direct_read(struct fsop *o)
 	}
 }
 
+void fs_direct(uint32_t chan, int sock)
+{
+	struct fsop *o = op_by_chan(chan);
+	if (!o || !o->awaiting) {
+		if (sock >= 0)
+			close(sock); /* the operation ended meanwhile (cancelled) */
+		return;
+	}
+	o->awaiting = false;
+	if (sock < 0) {
+		/* The shim had no socket for it: DATA frames, as without the flag. A read starts
+		 * now; a write's data follows. */
+		if (o->kind == XFER_READ)
+			read_pump(o);
+		return;
+	}
+	if (!direct_begin(o, sock, o->kind == XFER_WRITE ? EPOLLIN : EPOLLOUT)) {
+		close(sock);
+		agent_send_error(o->chan, ENOMEM, "the direct stream could not be set up");
+		op_end(o);
+	}
+}
+
 void fs_event(size_t index, uint32_t events)
 {
 	(void)events; /* errors and hang-ups show in the read or send */
@@ -844,13 +860,11 @@ int fs_init(int epfd)
 	return F.root >= 0 && F.buf ? 0 : -1;
 }
 
-void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int sock)
+void fs_request(uint32_t chan, const uint8_t *payload, size_t len, bool direct_ok)
 {
 	struct cp_fs m;
 	if (cp_fs_decode(payload, len, &m) < 0) {
 		agent_send_error(chan, EBADMSG, "malformed filesystem request");
-		if (sock >= 0)
-			close(sock);
 		return;
 	}
 	int bad = 0;
@@ -861,10 +875,7 @@ void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int sock)
 		agent_send_error(chan, EBADMSG, "channel already in use");
 		bad = 1;
 	}
-	if (sock >= 0 && (bad || (m.op != CP_FS_READ && m.op != CP_FS_WRITE))) {
-		close(sock);
-		sock = -1;
-	}
+	bool direct = direct_ok && (m.flags & CP_FS_DIRECT);
 	if (bad) {
 		cp_fs_free(&m);
 		return;
@@ -872,8 +883,8 @@ void fs_request(uint32_t chan, const uint8_t *payload, size_t len, int sock)
 	switch (m.op) {
 	case CP_FS_STAT: op_stat(chan, &m); break;
 	case CP_FS_LIST: op_list(chan, &m); break;
-	case CP_FS_READ: op_read(chan, &m, sock); break;
-	case CP_FS_WRITE: op_write(chan, &m, sock); break;
+	case CP_FS_READ: op_read(chan, &m, direct); break;
+	case CP_FS_WRITE: op_write(chan, &m, direct); break;
 	case CP_FS_MKDIR: op_mkdir(chan, &m); break;
 	case CP_FS_REMOVE: op_remove(chan, &m); break;
 	case CP_FS_RENAME: op_rename(chan, &m); break;
@@ -889,9 +900,9 @@ bool fs_data(const struct cp_header *h, const uint8_t *payload)
 		return false;
 	if (o->kind != XFER_WRITE || (h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN)
 		return true;
-	if (o->sock < 0 && !o->sock_eof) {
+	if (o->sock < 0 && !o->sock_eof && !o->awaiting) {
 		write_data(o, h, payload);
-	} else if (h->len) {
+	} else if (h->len || o->awaiting) {
 		agent_send_error(o->chan, EBADMSG, "write: data on the channel of a direct stream");
 		op_end(o);
 	} else if (h->flags & CP_FLAG_EOF) {
@@ -935,7 +946,7 @@ bool fs_pump(void)
 	bool more = false;
 	for (size_t i = 0; i < F.hwm; i++) {
 		struct fsop *o = &F.ops[i];
-		if (!o->used || o->kind == XFER_WRITE || o->sock >= 0)
+		if (!o->used || o->kind == XFER_WRITE || o->sock >= 0 || o->awaiting)
 			continue; /* a direct stream goes by its socket's events */
 		size_t need = o->kind == XFER_LIST ? 8192 : 1;
 		if (o->credit < need)

@@ -28,7 +28,7 @@ bool cp_type_known(uint16_t type)
 	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS: case CP_STATS:
 	case CP_NET_ALLOW: case CP_NET_DENY: case CP_NET_LS:
 	case CP_SAVE: case CP_PAUSE:
-	case CP_FWD_CONNECT: case CP_FWD_CLOSE:
+	case CP_FWD_CONNECT: case CP_FWD_CLOSE: case CP_DIRECT:
 	case CP_SCREENSHOT: case CP_INPUT:
 		return true;
 	}
@@ -71,6 +71,7 @@ const char *cp_type_name(uint16_t type)
 	case CP_PAUSE: return "PAUSE";
 	case CP_FWD_CONNECT: return "FWD_CONNECT";
 	case CP_FWD_CLOSE: return "FWD_CLOSE";
+	case CP_DIRECT: return "DIRECT";
 	case CP_SCREENSHOT: return "SCREENSHOT";
 	case CP_INPUT: return "INPUT";
 	}

@@ -47,6 +47,7 @@ enum cp_type {
 	CP_VM_MOUNTED = 52, /* agent -> shim (vm): VM_MOUNT's answer, the new mount's id */
 	CP_FWD_CONNECT = 53, /* shim -> agent (vm): connect to 127.0.0.1:PORT in the guest on a new channel */
 	CP_FWD_CLOSE = 54,   /* shim -> agent (vm): drop a forwarded connection at once */
+	CP_DIRECT = 55,      /* shim -> agent (container): a direct stream's socket (SCM_RIGHTS), or none */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
 	CP_WATCH = 65,   /* client -> agent: stream a folder's changes on a new channel (proto_watch.c) */
@@ -283,9 +284,11 @@ enum cp_fs_op {
 #define CP_FS_FORCE 0x4u
 #define CP_FS_NOREPLACE 0x8u
 /* READ, WRITE: the stream's bytes may travel on a socket of their own, past the shim (see
- * docs/protocol.md, "Direct streams"). A request, not a promise: the shim attaches the
- * agent's end to the request and the client's to STARTED only where it can pass descriptors
- * (the container level); otherwise the stream is DATA frames as without the flag. */
+ * docs/protocol.md, "Direct streams"). A request, not a promise: where descriptors can be
+ * passed (the container level) an agent that wants it (a write, a read of more than a chunk)
+ * answers STARTED and waits; the shim then makes a socketpair and passes one end to the agent
+ * with a DIRECT frame and the other to the client with STARTED. Otherwise, or with an
+ * DIRECT that carries none, the stream is DATA frames as without the flag. */
 #define CP_FS_DIRECT 0x10u
 #define CP_FS_PATH_MAX 4096u
 #define CP_FS_NAME_MAX 255u

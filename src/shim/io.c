@@ -113,7 +113,7 @@ static int outq_send(struct outq *q, int fd, const void *a, size_t an, const voi
 {
 	if (q->nfds) {
 		/* A descriptor waits in the queue: keep to its order. */
-		if (outq_push(q, a, an) < 0 || outq_push(q, b, bn) < 0)
+		if ((an && outq_push(q, a, an) < 0) || (bn && outq_push(q, b, bn) < 0))
 			return -ENOMEM;
 		return outq_flush(q, fd);
 	}
@@ -153,7 +153,7 @@ static int outq_push_fd(struct outq *q, const uint8_t *hdr, const void *p, size_
 		q->fds_cap = cap;
 	}
 	uint64_t at = q->sent + outq_pending(q);
-	if (outq_push(q, hdr, CP_HEADER_SIZE) < 0 || outq_push(q, p, n) < 0)
+	if (outq_push(q, hdr, CP_HEADER_SIZE) < 0 || (n && outq_push(q, p, n) < 0))
 		return -ENOMEM;
 	q->fds[q->nfds++] = (struct outq_fd){ .at = at, .len = CP_HEADER_SIZE + n, .fd = fd };
 	return 0;
@@ -484,7 +484,6 @@ struct channel *io_chan_new(struct shim_io *io, int ci, uint32_t client_chan)
 	ch->client = ci;
 	ch->client_chan = client_chan;
 	ch->agent_chan = io->next_agent_chan;
-	ch->direct_fd = -1;
 	ch->out_credit[1] = ch->out_credit[2] = CP_INITIAL_WINDOW;
 	ch->in_credit = CP_INITIAL_WINDOW;
 	io->active++;
@@ -506,8 +505,6 @@ void io_chan_done(struct shim_io *io, struct channel *ch)
 		io->clients[ch->client].nchans--;
 	if (ch->used && io->active > 0 && --io->active == 0)
 		io->idle_since_ms = now_ms();
-	if (ch->used && ch->direct_fd >= 0)
-		close(ch->direct_fd);
 	memset(ch, 0, sizeof(*ch));
 }
 

@@ -62,8 +62,10 @@ struct channel {
 	uint32_t client_chan;
 	uint32_t agent_chan;
 	bool started;           /* the agent said STARTED: it says so once */
-	int direct_fd;          /* a direct stream's client end (CP_FS_DIRECT), passed with
-				 * STARTED; -1 when none is held */
+	/* An FS READ or WRITE that asked for a direct stream (CP_FS_DIRECT) where descriptors
+	 * can be passed: the agent's STARTED gets a socketpair (agent.c). DIRECT_READ: the agent
+	 * sends on it. */
+	bool direct, direct_read;
 	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
 	uint64_t in_credit;     /* stdin bytes the agent has granted */
 };

@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 
 #include "save.h"
 #include "shim.h"
@@ -537,38 +536,16 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
-/* A READ or WRITE that asks for a direct stream (CP_FS_DIRECT): its bytes go on a socketpair
- * of their own between the client and the agent, past this relay (two copies and two of our
- * wakeups per chunk fewer). The shim makes the pair, so nothing the client passes ever
- * reaches the sandbox: the agent gets one end with the request, the client the other with
- * STARTED (agent_frame). The end each side does not send on is shut down for sending. The
- * agent still answers on the channel, which keeps its limits; the request and the paths are
- * the agent's to resolve as ever. True when the request went with its socket. */
-static bool direct_stream(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload,
-			  struct channel *ch)
+/* A READ or WRITE that asks for a direct stream (CP_FS_DIRECT): noted on its channel, for
+ * the agent's STARTED (agent.c, direct_stream_start). */
+static void note_direct(struct shim *s, const struct cp_header *h, const uint8_t *payload, struct channel *ch)
 {
 	struct cp_fs m;
-	if (cp_fs_decode(payload, h->len, &m) < 0)
-		return false; /* the agent answers it as malformed */
-	bool want = (m.flags & CP_FS_DIRECT) && (m.op == CP_FS_READ || m.op == CP_FS_WRITE);
-	bool writing = m.op == CP_FS_WRITE;
+	if (!s->level->passes_fds || cp_fs_decode(payload, h->len, &m) < 0)
+		return; /* the agent answers a malformed one */
+	ch->direct = (m.flags & CP_FS_DIRECT) && (m.op == CP_FS_READ || m.op == CP_FS_WRITE);
+	ch->direct_read = m.op == CP_FS_READ;
 	cp_fs_free(&m);
-	if (!want)
-		return false;
-	int sv[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return false; /* the stream goes as DATA frames */
-	/* sv[0] the client's, sv[1] the agent's. */
-	shutdown(writing ? sv[1] : sv[0], SHUT_WR);
-	socket_stream_buffers(sv[0]);
-	socket_stream_buffers(sv[1]);
-	ch->direct_fd = sv[0];
-	uint8_t hdr[CP_HEADER_SIZE];
-	struct cp_header nh = *h;
-	nh.chan = ch->agent_chan;
-	cp_header_encode(hdr, &nh);
-	io_to_agent_fd(&s->io, hdr, payload, h->len, sv[1]);
-	return true;
 }
 
 /* EXEC, FS, WATCH and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
@@ -598,8 +575,8 @@ static void command_request(struct shim *s, int ci, const struct cp_header *h, c
 		return;
 	}
 	c->nchans++;
-	if (h->type == CP_FS && s->level->passes_fds && direct_stream(s, ci, h, payload, ch))
-		return;
+	if (h->type == CP_FS)
+		note_direct(s, h, payload, ch);
 	io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 }
 

@@ -416,7 +416,7 @@ def test_reads_cancelled_on_one_connection_free_their_channels(capsule, sandbox)
 
 # ---- direct streams (CP_FS_DIRECT) ------------------------------------------------------------
 
-FS_WRITE, FS_DIRECT = 4, 0x10
+FS_WRITE, FS_DIRECT, DIRECT = 4, 0x10, 55
 
 
 def agent_pid(capsule, name):
@@ -469,6 +469,8 @@ def test_a_descriptor_a_client_passes_never_reaches_the_agent(capsule, sandbox, 
         frames, fds = frames_until(s, lambda fr: any(f[0] in (17, 2, 3) for f in fr))
         assert frames[-1][0] == 17, frames  # STARTED
         assert len(fds) == 1, fds
+        # The agent's end goes to it in a DIRECT frame as the client's goes with STARTED.
+        wait_until(lambda: any(t.startswith("socket:") and t not in before for t in fd_targets(pid)), 10)
         during = fd_targets(pid)
         assert not any(t.startswith(d) for t in during), during
         new = [t for t in during if t not in before]
@@ -485,6 +487,11 @@ def test_a_descriptor_a_client_passes_never_reaches_the_agent(capsule, sandbox, 
         s.sendall(frame(18, 5, b"", flags=0x100))
         frames, _ = frames_until(s, lambda fr: any(f[0] in (2, 3) and f[2] == 5 for f in fr))
         assert final_on(frames, 5)[0][0] == 3, frames
+        # DIRECT is the shim's to send: a client's, with a descriptor, is refused, its
+        # descriptor dropped.
+        socket.send_fds(s, [frame(DIRECT, 6)], [host])
+        frames, fds = frames_until(s, lambda fr: any(f[2] == 6 for f in fr))
+        assert [f[0] for f in frames if f[2] == 6] == [2] and not fds, frames
     finally:
         os.close(host)
         s.close()
