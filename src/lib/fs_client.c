@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -835,6 +836,33 @@ int capsule_fs_write_from_fd(capsule_sandbox *sb, const char *path, int fd, uint
 		return cap_err(err, ENOMEM, "write '%s'", path);
 	capsule_fs_stream *s;
 	int r = capsule_fs_open_write(&s, sb, path, mode, flags, err);
+	struct stat st;
+	if (r == 0 && s->sock >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		/* A file into a direct stream: sendfile hands the socket the file's pages, with no
+		 * copy through our buffer (from where the file's offset is, as read would). */
+		for (;;) {
+			ssize_t n = sendfile(s->sock, fd, NULL, DIRECT_CHUNK);
+			if (n > 0)
+				continue;
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n == 0) {
+				r = capsule_fs_stream_close(s, err);
+				capsule_fs_stream_free(s);
+				free(buf);
+				return r;
+			}
+			if (errno == EPIPE || errno == ECONNRESET) {
+				r = direct_broke(s, errno, err);
+				break;
+			}
+			if (errno != EINVAL && errno != ENOSYS) {
+				r = cap_err(err, errno, "sending the data for '%s'", path);
+				break;
+			}
+			break; /* a file sendfile cannot read: through the buffer below */
+		}
+	}
 	while (r == 0) {
 		ssize_t n = read(fd, buf, DIRECT_CHUNK);
 		if (n < 0 && errno == EINTR)
