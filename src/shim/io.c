@@ -295,6 +295,15 @@ void io_to_agent(struct shim_io *io, const void *p, size_t n)
 	io_to_agent2(io, p, n, NULL, 0);
 }
 
+/* Send what is queued for client CI; a client whose socket failed is closed. */
+static void client_flush(struct shim_io *io, int ci)
+{
+	if (outq_flush(&io->clients[ci].out, io->clients[ci].fd) < 0)
+		io_client_close(io, ci);
+	else
+		io_client_update_events(io, ci);
+}
+
 void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, int fd)
 {
 	if (io->agent_fd < 0 || outq_push_fd(&io->agent_out, hdr, payload, n, fd) < 0) {
@@ -325,11 +334,7 @@ void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void 
 		return;
 	}
 	c->corked = false;
-	if (outq_flush(&c->out, c->fd) < 0) {
-		io_client_close(io, ci);
-		return;
-	}
-	io_client_update_events(io, ci);
+	client_flush(io, ci);
 }
 
 void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2)
@@ -375,11 +380,7 @@ void io_uncork_clients(struct shim_io *io)
 		if (!c->used || !c->corked)
 			continue;
 		c->corked = false;
-		if (outq_flush(&c->out, c->fd) < 0) {
-			io_client_close(io, i);
-			continue;
-		}
-		io_client_update_events(io, i);
+		client_flush(io, i);
 	}
 }
 
