@@ -23,7 +23,6 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -87,35 +86,6 @@ static void fatal_exit(void)
 static uint8_t cork[CORK_MAX];
 static size_t cork_len;
 
-/* A command's STARTED is held back for up to HOLD_US: a short command's STARTED, the EOFs of its
- * output and its EXIT then leave in one write, and the shim and the client wake once for all
- * of them instead of once for STARTED and again for the rest (most of an exec of /bin/true
- * was those wakeups). Any frame of another channel, the command's end, or the time running
- * out sends what is held. A client waits at most HOLD_US longer for a long command's pid. */
-#define HOLD_US 2000
-static struct {
-	uint32_t chan;    /* 0: nothing held */
-	uint64_t until_us;
-} hold;
-
-static uint64_t now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-/* A frame about to be corked: does it end the hold? */
-static void hold_check(const uint8_t *frame, size_t len)
-{
-	if (!hold.chan || len < CP_HEADER_SIZE)
-		return;
-	struct cp_header h;
-	if (cp_header_decode(frame, len, &h) < 0 || h.chan != hold.chan || h.type == CP_EXIT || h.type == CP_ERROR ||
-	    h.type == CP_OK)
-		hold.chan = 0;
-}
-
 static void write_ctl(struct iovec *iov, int cnt)
 {
 	while (cnt > 0) {
@@ -152,7 +122,6 @@ static void write_ctl(struct iovec *iov, int cnt)
 
 void agent_send_raw(const void *buf, size_t len)
 {
-	hold_check(buf, len);
 	if (len <= CORK_FRAME_MAX && cork_len + len <= CORK_MAX) {
 		memcpy(cork + cork_len, buf, len);
 		cork_len += len;
@@ -161,26 +130,13 @@ void agent_send_raw(const void *buf, size_t len)
 	struct iovec iov[2] = { { cork, cork_len }, { (void *)buf, len } };
 	write_ctl(iov, 2);
 	cork_len = 0;
-	hold.chan = 0;
 }
 
 void agent_flush(void)
 {
-	if (hold.chan && now_us() < hold.until_us)
-		return;
-	hold.chan = 0;
 	struct iovec iov = { cork, cork_len };
 	write_ctl(&iov, 1);
 	cork_len = 0;
-}
-
-/* How long the loop may sleep before what is held must go (-1: nothing is held). */
-static int hold_timeout_ms(void)
-{
-	if (!hold.chan)
-		return -1;
-	uint64_t now = now_us();
-	return now >= hold.until_us ? 0 : (int)((hold.until_us - now + 999) / 1000);
 }
 
 static void send_frame(void)
@@ -512,11 +468,6 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 	struct cp_started st = { .pid = (uint32_t)res.pid };
 	if (cp_started_encode(&A.w, chan, &st) == 0)
 		send_frame();
-	/* A terminal's user waits on the command; a detached command's OK follows at once. */
-	if (!req.tty && !req.detach && cork_len) {
-		hold.chan = chan;
-		hold.until_us = now_us() + HOLD_US;
-	}
 	if (req.detach) {
 		/* Reaped as an orphan would be; OK ends the channel. */
 		if (cp_empty_encode(&A.w, CP_OK, chan) == 0)
@@ -889,10 +840,7 @@ int main(int argc, char **argv)
 		struct epoll_event evs[64];
 		agent_flush();
 		fs_release();
-		int timeout = fs_busy ? 0 : next_timeout_ms(), held = hold_timeout_ms();
-		if (held >= 0 && (timeout < 0 || held < timeout))
-			timeout = held;
-		int n = epoll_wait(A.epfd, evs, 64, timeout);
+		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)
 			fatal_exit();
 		for (int i = 0; i < n; i++) {
@@ -939,7 +887,6 @@ int main(int argc, char **argv)
 		if (A.shutting_down) {
 			reap_children();
 			if (only_us_left() || now_ms() >= A.shutdown_deadline_ms) {
-				hold.chan = 0;
 				agent_flush();
 				agent_exit(0);
 			}

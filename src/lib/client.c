@@ -33,22 +33,6 @@ void conn_close(struct conn *c)
 
 int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 {
-	struct iovec with_hello[9];
-	if (c->hello_out_len) {
-		/* The pipelined HELLO first, in the same sendmsg (or alone, behind a long list). */
-		with_hello[0] = (struct iovec){ c->hello_out, c->hello_out_len };
-		c->hello_out_len = 0;
-		if (n < 9) {
-			if (n)
-				memcpy(with_hello + 1, iov, (size_t)n * sizeof(*iov));
-			iov = with_hello;
-			n++;
-		} else {
-			int r = conn_sendv(c, with_hello, 1, err);
-			if (r < 0)
-				return r;
-		}
-	}
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 	while (msg.msg_iovlen && msg.msg_iov->iov_len == 0) {
 		msg.msg_iov++;
@@ -97,12 +81,6 @@ static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t
  * when it is 0: -EAGAIN). */
 static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_error *err)
 {
-	if (c->hello_out_len) {
-		/* Waiting for an answer with nothing sent yet: our HELLO goes now. */
-		int r = conn_sendv(c, NULL, 0, err);
-		if (r < 0)
-			return r;
-	}
 	for (;;) {
 		int wait = timeout_ms;
 		if (timeout_ms > 0) {
@@ -228,15 +206,7 @@ static int open_hello(struct conn *c, const char *name, bool wait, capsule_error
 	conn_adopt(c, fd);
 	c->hello_name = name;
 	struct cp_hello hello = { .version = CP_VERSION, .role = "client" };
-	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0)
-		goto fail;
-	if (!wait && c->w.len <= sizeof(c->hello_out)) {
-		memcpy(c->hello_out, c->w.buf, c->w.len);
-		c->hello_out_len = (uint8_t)c->w.len;
-		c->hello_pending = true;
-		return 0;
-	}
-	if ((r = conn_send(c, err)) < 0)
+	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0 || (r = conn_send(c, err)) < 0)
 		goto fail;
 	c->hello_pending = true;
 	if (!wait)

@@ -19,10 +19,6 @@ struct conn {
 	 * HELLO_NAME (the sandbox's, for messages) outlives the connection. */
 	bool hello_pending;
 	const char *hello_name;
-	/* conn_open_pipelined: our HELLO, not sent yet: it goes in one sendmsg with the first
-	 * request, so that the shim reads both at once. */
-	uint8_t hello_out[64];
-	uint8_t hello_out_len;
 };
 /* Connect to run/<name>/control.sock and exchange HELLO. -ENOTCONN when the sandbox is not
  * running. */

@@ -246,7 +246,7 @@ void io_client_update_events(struct shim_io *io, int ci)
 	/* Back-pressure: while the agent is not keeping up, stop reading requests. */
 	if (!c->closing && !io_agent_backlogged(io))
 		ev |= EPOLLIN;
-	if (outq_pending(&c->out) && !c->hello_held)
+	if (outq_pending(&c->out))
 		ev |= EPOLLOUT;
 	if (ci == io->muted_client)
 		ev = 0;
@@ -326,7 +326,6 @@ void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload,
 void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void *payload, size_t n, int fd)
 {
 	struct client *c = &io->clients[ci];
-	c->hello_held = false;
 	if (!c->used || c->gone || outq_push_fd(&c->out, hdr, payload, n, fd) < 0) {
 		close(fd);
 		if (c->used && !c->gone)
@@ -342,7 +341,6 @@ void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const vo
 	struct client *c = &io->clients[ci];
 	if (!c->used || c->gone)
 		return;
-	c->hello_held = false; /* it goes with this frame */
 	if (outq_pending(&c->out) + n + n2 > CLIENT_OUTQ_MAX) {
 		/* A client that does not read what it asked for: cut it off, not us. */
 		shim_log("client %d: output queue over its limit, disconnecting", ci);
@@ -403,16 +401,6 @@ void io_uncork_agent(struct shim_io *io)
 		return;
 	}
 	io_agent_update_events(io);
-}
-
-void io_hold_for_client(struct shim_io *io, int ci, const void *p, size_t n)
-{
-	struct client *c = &io->clients[ci];
-	if (outq_push(&c->out, p, n) < 0) {
-		io_client_close(io, ci);
-		return;
-	}
-	c->hello_held = true;
 }
 
 void io_to_client(struct shim_io *io, int ci, const void *p, size_t n)

@@ -51,8 +51,6 @@ struct client {
 	unsigned nchans;  /* channels open for this client: one client cannot take them all */
 	uint32_t events;  /* what epoll watches on fd (see agent_events) */
 	bool corked;      /* out holds frames held back by io_cork_clients, not yet tried */
-	bool hello_held;  /* out holds our HELLO only, to go with the answer to the request the
-			   * client pipelined behind its own (io_hold_hello) */
 };
 
 /* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */
@@ -138,9 +136,6 @@ void io_uncork_clients(struct shim_io *io);
 void io_cork_agent(struct shim_io *io);
 void io_uncork_agent(struct shim_io *io);
 void io_to_client(struct shim_io *io, int ci, const void *p, size_t n);
-/* Queue frame P (N bytes) for client CI without sending it: it leaves with the next frame
- * sent to CI, which must be on its way (an answer to a request already read). */
-void io_hold_for_client(struct shim_io *io, int ci, const void *p, size_t n);
 /* An ERROR frame to client CI on CHAN. */
 void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, const char *fmt, ...) _printf_(5, 6);
 /* Pass a frame on with a new channel id: to the agent, or to client CI. */

@@ -522,17 +522,7 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 	}
 	c->hello_done = true;
 	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
-	if (cp_hello_encode(&s->io.w, 0, &me) < 0)
-		return;
-	/* A client that sent its first request right behind HELLO (the library's pipelined
-	 * open) does not wait for ours: it goes with the answer to that request, and the client
-	 * wakes once. Only behind a request the agent always answers. */
-	size_t at = c->rx.start + CP_HEADER_SIZE + h->len;
-	struct cp_header next;
-	if (c->rx.len >= at + CP_HEADER_SIZE && cp_header_decode(c->rx.buf + at, c->rx.len - at, &next) == 0 &&
-	    (next.type == CP_EXEC || next.type == CP_FS || next.type == CP_WATCH) && next.chan != 0)
-		io_hold_for_client(&s->io, ci, s->io.w.buf, s->io.w.len);
-	else
+	if (cp_hello_encode(&s->io.w, 0, &me) == 0)
 		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
