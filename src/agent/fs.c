@@ -745,16 +745,87 @@ static void list_pump(struct fsop *o)
 
 /* ---- direct streams ----------------------------------------------------------------- */
 
-static void direct_write(struct fsop *o)
+/* The pipe a direct write's bytes pass through on their way from the socket to the file:
+ * splice moves the socket's pages into it without a copy, and the file takes them with one
+ * (read and write would copy twice). Shared by all writes (one turn of the loop empties it);
+ * made again after a failure that may have left bytes in it. */
+static int pipe_fds[2] = { -1, -1 };
+
+static bool pipe_ready(void)
 {
+	if (pipe_fds[0] >= 0)
+		return true;
+	if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0)
+		return false;
+	fcntl(pipe_fds[0], F_SETPIPE_SZ, DIRECT_CHUNK); /* else the default 64 KiB */
+	return true;
+}
+
+static void pipe_drop(void)
+{
+	if (pipe_fds[0] >= 0) {
+		close(pipe_fds[0]);
+		close(pipe_fds[1]);
+	}
+	pipe_fds[0] = pipe_fds[1] = -1;
+}
+
+/* Up to a chunk from O's socket: into the pipe and on into the file, or through our buffer
+ * where splice does not go. Bytes moved, 0 at the socket's end, or -errno (*FILE_ERR: the
+ * file's, else the socket's). */
+static ssize_t direct_move(struct fsop *o, bool *file_err)
+{
+	*file_err = false;
+	if (pipe_ready()) {
+		ssize_t n;
+		do
+			n = splice(o->sock, NULL, pipe_fds[1], NULL, DIRECT_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		while (n < 0 && errno == EINTR);
+		if (n > 0) {
+			for (ssize_t left = n; left > 0;) {
+				ssize_t k = splice(pipe_fds[0], NULL, o->fd, NULL, (size_t)left, SPLICE_F_MOVE);
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k <= 0) {
+					int e = k < 0 ? errno : EIO;
+					pipe_drop();
+					*file_err = true;
+					return -e;
+				}
+				left -= k;
+			}
+			return n;
+		}
+		if (n == 0 || errno == EAGAIN)
+			return n == 0 ? 0 : -EAGAIN;
+		if (errno != EINVAL)
+			return -errno;
+		/* A file system that takes no splice: the buffer from now on. */
+	}
 	ssize_t n;
 	do
 		n = read(o->sock, F.dbuf, DIRECT_CHUNK);
 	while (n < 0 && errno == EINTR);
-	if (n < 0 && errno == EAGAIN)
+	if (n <= 0)
+		return n < 0 ? -errno : 0;
+	int w = write_all(o->fd, F.dbuf, (size_t)n);
+	if (w < 0) {
+		*file_err = true;
+		return w;
+	}
+	return n;
+}
+
+static void direct_write(struct fsop *o)
+{
+	bool file_err;
+	ssize_t n = direct_move(o, &file_err);
+	if (n == -EAGAIN)
 		return;
 	if (n < 0) {
-		reply_errno(o->chan, errno, "write (the stream broke)", o->path);
+		/* ENOSPC, EDQUOT, EFBIG: the old file stays; the client's next send fails and it
+		 * reads this ERROR. */
+		reply_errno(o->chan, (int)-n, file_err ? "write" : "write (the stream broke)", o->path);
 		op_end(o);
 		return;
 	}
@@ -765,14 +836,6 @@ static void direct_write(struct fsop *o)
 		o->sock_eof = true;
 		if (o->eof_frame)
 			write_commit(o);
-		return;
-	}
-	int w = write_all(o->fd, F.dbuf, (size_t)n);
-	if (w < 0) {
-		/* ENOSPC, EDQUOT, EFBIG: the old file stays; the client's next send fails and it
-		 * reads this ERROR. */
-		reply_errno(o->chan, -w, "write", o->path);
-		op_end(o);
 		return;
 	}
 	o->written += (uint64_t)n;
