@@ -308,6 +308,7 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		break;
 	}
 	case CP_FWD_CLOSE:
+	case CP_DIRECT: /* no payload; its descriptor is not in the bytes */
 		break;
 	case CP_SCREENSHOT: {
 		struct cp_screenshot m;

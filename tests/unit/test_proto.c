@@ -415,7 +415,7 @@ static void test_header_unknown_type_rejected(void **state)
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_SAVE,
 				   CP_PAUSE, CP_WATCH, CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
-				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE,
+				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE, CP_DIRECT,
 				   CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
