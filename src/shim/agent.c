@@ -123,12 +123,20 @@ void agent_distrust(struct shim *s, const char *fmt, ...)
  * read of its socket): the agent gets one end in a DIRECT frame, the client the other with
  * STARTED. The end that does not send is shut for sending. The agent still answers on the
  * channel, which keeps its limits, and resolves the request's path as ever. Without a pair
- * (no client any more, no descriptors left) DIRECT carries none and the stream is frames. */
+ * (no client any more, too many queued, no descriptors left) DIRECT carries none and the
+ * stream is frames. */
+#define DIRECT_QUEUED_MAX 16
+
 static void direct_stream_start(struct shim *s, struct channel *ch, const struct cp_header *h, const uint8_t *payload)
 {
 	bool client = ch->client >= 0 && s->io.clients[ch->client].used;
+	/* Sockets waiting in a queue hold descriptors of ours: a client that does not read its
+	 * answers (or an agent that does not read) gets frames past a few, so that it cannot
+	 * use up the shim's descriptors. */
+	bool room = client && s->io.clients[ch->client].out.nfds < DIRECT_QUEUED_MAX &&
+		    s->io.agent_out.nfds < DIRECT_QUEUED_MAX;
 	int sv[2] = { -1, -1 };
-	if (client && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
+	if (room && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0) {
 		/* sv[0] the client's, sv[1] the agent's. */
 		shutdown(ch->direct_read ? sv[0] : sv[1], SHUT_WR);
 		socket_stream_buffers(sv[0]);
