@@ -307,7 +307,7 @@ CAPSULE_API int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, c
 
 typedef struct capsule_process capsule_process;
 
-#define CAPSULE_EXEC_OPTIONS_VERSION 2
+#define CAPSULE_EXEC_OPTIONS_VERSION 3
 /* A resource limit (RLIMIT_*) set on a command before it starts. */
 typedef struct capsule_rlimit {
 	int resource;
@@ -342,6 +342,10 @@ typedef struct capsule_exec_options {
 	size_t nrlimits;
 	const void *seccomp_bpf;   /* struct sock_filter[]: a filter installed above capsule's own, */
 	size_t seccomp_len;        /* which it can narrow, never widen; bytes, at most 64 KiB */
+	/* Version 3: the command runs without no_new_privs (an OCI process's noNewPrivileges
+	 * false). It gains nothing on exec that the sandbox does not hold already: every mount
+	 * is nosuid, the bounding set and the filters stay (docs/oci.md). */
+	bool new_privs;
 } capsule_exec_options;
 #define CAPSULE_EXEC_OPTIONS_INIT { .version = CAPSULE_EXEC_OPTIONS_VERSION }
 

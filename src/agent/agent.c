@@ -434,6 +434,7 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.tty = ex.flags & CP_EXEC_TTY,
 		.stdin_open = ex.flags & CP_EXEC_STDIN,
 		.detach = ex.flags & CP_EXEC_DETACH,
+		.new_privs = ex.flags & CP_EXEC_NEW_PRIVS,
 		.rows = (uint16_t)ex.rows,
 		.cols = (uint16_t)ex.cols,
 		.seccomp_bpf = A.init.seccomp_bpf,

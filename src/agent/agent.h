@@ -42,6 +42,7 @@ struct spawn_request {
 	bool caps_explicit; /* the request named the set: a user other than root keeps it too */
 	int umask;         /* -1: 022 */
 	int oom_score_adj; /* 0 to 1000 */
+	bool new_privs;    /* no no_new_privs: the filters go on while the agent's CAP_SYS_ADMIN is held */
 };
 
 struct spawn_result {

@@ -386,6 +386,29 @@ struct spawn_ctx {
 	bool confined;
 };
 
+/* capsule's own filter first, then the process's: the kernel runs every filter and takes the
+ * strictest answer, so the second can narrow the first, never widen it. */
+static void install_filters(const struct spawn_ctx *ctx, int ep)
+{
+	const struct {
+		const uint8_t *bpf;
+		size_t len;
+	} filters[] = { { ctx->req->seccomp_bpf, ctx->req->seccomp_len }, { ctx->req->seccomp2_bpf, ctx->req->seccomp2_len } };
+	/* From the spawner, capsule's own filter is already there (inherited): only the
+	 * process's own is added. */
+	for (size_t i = ctx->confined ? 1 : 0; i < 2; i++) {
+		if (!filters[i].len)
+			continue;
+		struct sock_fprog prog = {
+			.len = (unsigned short)(filters[i].len / sizeof(struct sock_filter)),
+			.filter = (struct sock_filter *)filters[i].bpf,
+		};
+		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+			child_fail(ep, errno, "installing the %s seccomp filter: %s", i ? "process's" : "sandbox's",
+				   strerror(errno));
+	}
+}
+
 /* The command's side, between clone and exec. It runs on its own stack in the agent's
  * memory (CLONE_VM|CLONE_VFORK: no page tables to copy, which a fork of even a small
  * process pays on every command), so it touches nothing of the agent's but through
@@ -456,6 +479,12 @@ static int spawn_child(void *arg)
 	if (chdir(cwd) < 0)
 		child_fail(ep, errno, "working directory '%s': %s", cwd, strerror(errno));
 
+	/* Without no_new_privs a filter needs CAP_SYS_ADMIN (the user namespace's, which the agent
+	 * holds): so they go on now, as runc installs them, and what follows runs under them
+	 * (capsule's allows every call below; a process's own filter that denies them fails
+	 * here, as under runc). */
+	if (ctx->req->new_privs)
+		install_filters(ctx, ep);
 	/* A user other than root keeps none, unless its request names its set (an OCI process):
 	 * then it keeps that set across the change of uid, as runc's processes do. */
 	bool keep = ctx->req->uid == 0 || ctx->req->caps_explicit;
@@ -477,7 +506,7 @@ static int spawn_child(void *arg)
 	if (keep &&
 	    (cr = set_capabilities(ctx->req->cap_keep, ctx->req->cap_inheritable, ctx->req->cap_ambient, ctx->last_cap)) < 0)
 		child_fail(ep, -cr, "capset: %s", strerror(-cr));
-	if (!ctx->confined && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+	if (!ctx->confined && !ctx->req->new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(ep, errno, "no_new_privs: %s", strerror(errno));
 	for (size_t i = 0; i < ctx->req->nrlimits; i++) {
 		const struct cp_rlimit *l = &ctx->req->rlimits[i];
@@ -486,25 +515,8 @@ static int spawn_child(void *arg)
 			child_fail(ep, errno, "setting rlimit %u to %llu/%llu: %s", l->resource,
 				   (unsigned long long)l->soft, (unsigned long long)l->hard, strerror(errno));
 	}
-	/* capsule's own filter first, then the process's: the kernel runs every filter and
-	 * takes the strictest answer, so the second can narrow the first, never widen it. */
-	const struct {
-		const uint8_t *bpf;
-		size_t len;
-	} filters[] = { { ctx->req->seccomp_bpf, ctx->req->seccomp_len }, { ctx->req->seccomp2_bpf, ctx->req->seccomp2_len } };
-	/* From the spawner, capsule's own filter is already there (inherited): only the
-	 * process's own is added. */
-	for (size_t i = ctx->confined ? 1 : 0; i < 2; i++) {
-		if (!filters[i].len)
-			continue;
-		struct sock_fprog prog = {
-			.len = (unsigned short)(filters[i].len / sizeof(struct sock_filter)),
-			.filter = (struct sock_filter *)filters[i].bpf,
-		};
-		if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
-			child_fail(ep, errno, "installing the %s seccomp filter: %s", i ? "process's" : "sandbox's",
-				   strerror(errno));
-	}
+	if (!ctx->req->new_privs)
+		install_filters(ctx, ep);
 	int er = exec_search(ctx->req->argv, ctx->req->envp);
 	if (er == -ENOENT)
 		child_fail(ep, ENOENT, "exec '%s': executable file not found in $PATH", ctx->req->argv[0]);
@@ -600,8 +612,9 @@ static long spawn_clone(struct spawn_ctx *ctx)
 	const struct spawn_request *req = ctx->req;
 	if (SP.state == 0)
 		spawner_start(req, ctx->last_cap);
+	/* The spawner has no_new_privs, which its clones cannot shed. */
 	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
-			req->cap_keep == SP.keep;
+			req->cap_keep == SP.keep && !req->new_privs;
 	if (!ctx->confined) {
 		long pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
 		return pid < 0 ? -errno : pid;

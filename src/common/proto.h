@@ -150,6 +150,8 @@ enum { CP_T_ERROR_ERRNO = 1, CP_T_ERROR_MESSAGE = 2 };
 /* The supplementary groups are exactly GROUPS (an OCI process's additionalGids), not the
  * user's groups from the sandbox's /etc/group. */
 #define CP_EXEC_GROUPS 0x8u
+/* No no_new_privs for this command (an OCI process's noNewPrivileges false). */
+#define CP_EXEC_NEW_PRIVS 0x10u
 /* What an OCI process asks beyond a command's defaults (docs/oci.md). */
 #define CP_EXEC_MAX_GROUPS 64
 #define CP_EXEC_MAX_RLIMITS 16

@@ -243,6 +243,8 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 							   o->rlimits[i].hard };
 		m.seccomp_bpf = (uint8_t *)o->seccomp_bpf;
 		m.seccomp_len = o->seccomp_len;
+		if (o->version >= 3 && o->new_privs)
+			m.flags |= CP_EXEC_NEW_PRIVS;
 	}
 	if ((r = cp_exec_encode(&p->c->w, p->chan, &m)) < 0) {
 		r = cap_err(err, -r, "the command is too large to send");

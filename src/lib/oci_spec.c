@@ -290,6 +290,7 @@ void capsule_oci_spec_exec_options(const capsule_oci_spec *spec, capsule_exec_op
 	o->nrlimits = spec->nrlimits;
 	o->seccomp_bpf = spec->seccomp_bpf;
 	o->seccomp_len = spec->seccomp_len;
+	o->new_privs = spec->new_privs;
 }
 
 const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec)

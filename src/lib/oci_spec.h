@@ -27,6 +27,7 @@ struct capsule_oci_spec {
 	uint64_t caps, caps_inheritable, caps_ambient;
 	bool umask_set;
 	uint32_t umask;
+	bool new_privs; /* noNewPrivileges false or absent */
 	bool oom_score_adj_set;
 	uint32_t oom_score_adj;
 	capsule_rlimit rlimits[OCI_MAX_RLIMITS];

@@ -248,10 +248,7 @@ static int process_member(const char *name, const char *v, size_t n, void *paylo
 		bool nnp;
 		if ((r = oci_value_bool(v, n, "process.noNewPrivileges", &nnp, err)) < 0)
 			return r;
-		/* capsule sets it on every command; false cannot be honoured. */
-		if (!nnp)
-			return oci_unsupported(err, "process.noNewPrivileges false",
-					   "every command runs with no_new_privs (docs/security.md)");
+		spec->new_privs = !nnp;
 		return 0;
 	}
 	if (!strcmp(name, "oomScoreAdj")) {
@@ -297,6 +294,9 @@ int oci_parse_process(struct capsule_oci_spec *spec, const char *v, size_t n, ca
 		return r;
 	if (r == -ENOENT)
 		snprintf(spec->user, sizeof(spec->user), "0:0");
+	/* Absent is false (runtime-spec): the process may gain privileges on exec, which in a
+	 * sandbox is no more than the sandbox holds (docs/oci.md, "noNewPrivileges"). */
+	spec->new_privs = true;
 	struct process_walk pw = { .spec = spec, .err = err };
 	if ((r = oci_walk_json(false, v, n, MAX_MEMBERS, process_member, &pw, "process", err)) < 0)
 		return r;

@@ -411,6 +411,32 @@ def test_process_settings_and_seccomp_are_applied(oci, bundle):
     assert lines[5:8] == ["0027", "300", "0\t0"]
 
 
+@pytest.mark.parametrize("nnp", [True, False, None])
+def test_no_new_privileges_is_the_specs_and_the_filters_stay(oci, bundle, nnp):
+    """noNewPrivileges false (or absent, which the spec reads as false) runs the process
+    without no_new_privs, as runc does, with capsule's filter and the spec's still installed
+    (they go on while the agent holds CAP_SYS_ADMIN) and the root still nosuid, so a set-id
+    file gains nothing."""
+    set_config(bundle, args=["sh", "-c", "grep -E '^(NoNewPrivs|Seccomp_filters):' /proc/self/status; "
+                                         "grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' /proc/self/mountinfo; hostname z; echo hostname=$?"],
+               capabilities={s: ["CAP_SYS_ADMIN"] for s in ("bounding", "effective", "permitted")})
+
+    def spec(cfg):
+        cfg["process"].pop("noNewPrivileges", None)
+        if nnp is not None:
+            cfg["process"]["noNewPrivileges"] = nnp
+        cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                                   "syscalls": [{"names": ["sethostname"], "action": "SCMP_ACT_ERRNO"}]}
+    edit_config(bundle, spec)
+    r = oci("run", "--bundle", bundle, "nnp1")
+    assert r.returncode == 0, r.stderr
+    status = dict(line.split(":\t") for line in r.stdout.split("\n")[:2])
+    assert status["NoNewPrivs"] == ("1" if nnp else "0")
+    assert status["Seccomp_filters"] == "2", r.stdout
+    assert "nosuid" in r.stdout.split("\n")[2], r.stdout
+    assert "hostname=1" in r.stdout
+
+
 @pytest.mark.skipif(not _agent_is_static(), reason="capsule-agent is dynamically linked (a sanitizer build): "
                     "it cannot be a VM's init")
 def test_the_isolation_annotation_runs_the_bundle_in_a_vm(oci, bundle):
@@ -452,8 +478,6 @@ def ns_path(kind, path):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 1000, "size": 1}]),
-     "config.json: linux.uidMappings is not supported by capsule"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
     (ns_path("ipc", "/proc/self/ns/ipc"),
      "the ipc namespace '/proc/self/ns/ipc' is the host's, not a sandbox's: capsule never shares the host's"),
