@@ -440,6 +440,18 @@ static uint64_t mount_words(const struct capsule_config *cfg, const char *target
 	return 0;
 }
 
+char config_mount_next(const char *order, size_t nt, size_t nb, size_t t, size_t b)
+{
+	size_t k = t + b;
+	if (order && k < strlen(order)) {
+		if (order[k] == 't' && t < nt)
+			return 't';
+		if (order[k] == 'b' && b < nb)
+			return 'b';
+	}
+	return t < nt ? 't' : b < nb ? 'b' : 0;
+}
+
 uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target)
 {
 	static const struct mount_word attrs[] = { { "noexec", MOUNT_ATTR_NOEXEC },

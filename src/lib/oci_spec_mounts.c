@@ -70,6 +70,8 @@ struct mount_walk {
 	uint32_t mode;
 	char attrs[96]; /* "noexec+strictatime+rshared" */
 	struct joined attr_targets;
+	char order[CAPSULE_MAX_BINDS + CAPSULE_MAX_TMPFS + 1]; /* config's mount_order */
+	size_t norder;
 	const char *type;
 	char where[48];
 };
@@ -177,6 +179,8 @@ static int mount_element(const char *name, const char *v, size_t n, void *payloa
 				     "config.json: %s: a mount of type '%.32s' at '%.128s' is not supported by capsule "
 				     "(bind and tmpfs are)", w->where, w->type, dest);
 	}
+	if (w->norder + 1 < sizeof(w->order))
+		w->order[w->norder++] = w->bind ? 'b' : 't';
 	/* The target as the configuration normalized it (the last mount added). */
 	const char *target = w->bind ? cfg->binds[cfg->nbinds - 1].target : cfg->tmpfs[cfg->ntmpfs - 1].target;
 	if (!w->attrs[0])
@@ -202,5 +206,11 @@ int oci_parse_mounts(struct capsule_oci_spec *spec, const char *v, size_t n, con
 	}
 	free(spec->cfg->mount_attrs);
 	spec->cfg->mount_attrs = w.attr_targets.out;
+	/* Said whenever there is a bind: the container level then also lists them in this order
+	 * (container.c, reclone_in_place). */
+	free(spec->cfg->mount_order);
+	spec->cfg->mount_order = NULL;
+	if (strchr(w.order, 'b') && !(spec->cfg->mount_order = strdup(w.order)))
+		return cap_err(err, ENOMEM, "config.json: mounts");
 	return 0;
 }

@@ -127,6 +127,9 @@ struct capsule_config {
 	/* Mount attributes of binds and tmpfs mounts beyond capsule's own (nosuid, nodev, ro):
 	 * "/a=noexec+strictatime,/b=noatime" (an OCI spec's mount options); NULL: none. */
 	char *mount_attrs;
+	/* The order of the tmpfs and bind mounts, one letter each, "ttbtb" (an OCI spec's, whose
+	 * later mounts go over earlier ones); NULL: every tmpfs, then every bind. */
+	char *mount_order;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;
@@ -207,6 +210,10 @@ int config_display_check(const struct capsule_config *cfg, capsule_error *err);
 int config_level_check(const struct capsule_config *cfg, capsule_error *err);
 /* Settings that only make sense together (an allowlist needs the full network). */
 int config_net_check(struct capsule_config *cfg, capsule_error *err);
+/* Which mount comes next of NT tmpfs and NB bind mounts once T and B of them are made, in
+ * ORDER (config's mount_order; NULL: tmpfs first): 't', 'b', or 0 when all are made. Mounts
+ * ORDER does not name (binds the shim adds) come after. */
+char config_mount_next(const char *order, size_t nt, size_t nb, size_t t, size_t b);
 /* The MOUNT_ATTR_* bits config's mount_attrs gives the mount at TARGET (0: none). */
 uint64_t config_mount_attrs(const struct capsule_config *cfg, const char *target);
 /* The propagation config's mount_attrs gives the mount at TARGET ("shared", "rshared",

@@ -365,6 +365,38 @@ def test_mount_propagation_is_the_sandboxs_own(oci, bundle, tmp_path):
         subprocess.run(["umount", str(host)])
 
 
+def test_mounts_are_made_in_the_specs_order(oci, bundle, tmp_path):
+    """A later mount goes over an earlier one, whatever their types: a tmpfs below a bind
+    listed before it is seen, and a bind above a tmpfs listed before it hides the tmpfs; and
+    mountinfo lists them in the spec's order, after capsule's own /proc (runtime-tools'
+    mounts program checks that)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"from-{name}").write_text(name)
+    set_config(bundle, args=["sh", "-c", "echo x > /data/t/new && ls /data /data/t /m; "
+                                         "cut -d' ' -f5 /proc/self/mountinfo"])
+
+    def mounts(cfg):
+        cfg["mounts"] += [
+            {"destination": "/data", "type": "bind", "source": str(tmp_path / "a"), "options": ["rbind"]},
+            {"destination": "/data/t", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/m/x", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/m", "type": "bind", "source": str(tmp_path / "b"), "options": ["bind", "ro"]},
+        ]
+    edit_config(bundle, mounts)
+    r = oci("run", "--bundle", bundle, "m1")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split("\n")
+    # ls: /data holds a's file and the tmpfs's mount point; /data/t the tmpfs's new file
+    # (not written through to the host); /m b's file.
+    assert "from-a" in out[:out.index("/data/t:")] and "new" in out[out.index("/data/t:"):out.index("/m:")]
+    assert out[out.index("/m:") + 1] == "from-b"
+    assert not (tmp_path / "a" / "t" / "new").exists()
+    points = out[out.index("/m:") + 2:]
+    assert points.index("/proc") < points.index("/data") < points.index("/data/t") < points.index("/m/x") < \
+        points.index("/m")
+
+
 def test_masked_and_read_only_paths_of_the_spec(oci, bundle):
     root = os.path.join(bundle, "rootfs")
     os.makedirs(os.path.join(root, "secret"))

@@ -412,46 +412,71 @@ static void set_propagation(int rootfd, const char *target, uint64_t propagation
 	close(fd);
 }
 
-static void setup_tmpfs(const struct container_spec *spec, int rootfd)
+static void setup_tmpfs(const struct container_tmpfs *t, int rootfd)
 {
-	for (size_t i = 0; i < spec->ntmpfs; i++) {
-		const struct container_tmpfs *t = &spec->tmpfs[i];
-		char size[32], mode[16];
-		snprintf(size, sizeof(size), "%llu", (unsigned long long)t->size_bytes);
-		snprintf(mode, sizeof(mode), "0%o", t->mode);
-		const char *const opts[] = { "size", size, "mode", mode, NULL };
-		mkdir_in_root(rootfd, t->target);
-		mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (unsigned)t->attrs, rootfd, t->target + 1);
-		set_propagation(rootfd, t->target, t->propagation);
-	}
+	char size[32], mode[16];
+	snprintf(size, sizeof(size), "%llu", (unsigned long long)t->size_bytes);
+	snprintf(mode, sizeof(mode), "0%o", t->mode);
+	const char *const opts[] = { "size", size, "mode", mode, NULL };
+	mkdir_in_root(rootfd, t->target);
+	mount_fs("tmpfs", opts, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (unsigned)t->attrs, rootfd, t->target + 1);
+	set_propagation(rootfd, t->target, t->propagation);
 }
 
-static void setup_binds(const struct container_spec *spec, int rootfd)
+/* The tree at PATH (below ROOTFD) cloned again in place. A tree the shim cloned before the
+ * sandbox existed has mount ids older than every mount made here, and the kernel lists a
+ * namespace's mounts by id: mountinfo would put it first, whatever the order it was attached
+ * in. OCI's mounts are listed in their spec's order (runtime-tools checks it). */
+static void reclone_in_place(int rootfd, const char *path)
 {
-	for (size_t i = 0; i < spec->nbinds; i++) {
-		const struct container_bind *b = &spec->binds[i];
-		const char *slash = strrchr(b->target, '/');
-		if (b->is_dir) {
-			mkdir_in_root(rootfd, b->target);
-		} else {
-			/* A file: its folder as for a folder, then an empty file to mount onto. */
-			char parent[4096];
-			snprintf(parent, sizeof(parent), "%.*s", (int)(slash - b->target), b->target);
-			if (parent[0])
-				mkdir_in_root(rootfd, parent);
-			int dfd = parent[0] ? open_in_root(rootfd, parent + 1, O_PATH | O_DIRECTORY) : dup(rootfd);
-			if (dfd < 0)
-				child_die(errno, "mount target '%s'", b->target);
-			int fd = openat(dfd, slash + 1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-			if (fd < 0 && errno != EISDIR)
-				child_die(errno, "mount target '%s'", b->target);
-			if (fd >= 0)
-				close(fd);
-			close(dfd);
-		}
-		attach_at(b->no_idmap ? b->tree : child_tree(spec, b->tree, b->attrs, b->target), rootfd, b->target + 1);
-		set_propagation(rootfd, b->target, b->propagation);
+	int old = open_in_root(rootfd, path, O_PATH);
+	int tree = old < 0 ? -1 : sys_open_tree(old, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE);
+	if (tree < 0)
+		child_die(errno, "cloning the mount at '%s'", path);
+	char self[64];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", old);
+	if (umount2(self, MNT_DETACH) < 0)
+		child_die(errno, "replacing the mount at '%s'", path);
+	close(old);
+	attach_at(tree, rootfd, path);
+}
+
+static void setup_bind(const struct container_spec *spec, const struct container_bind *b, int rootfd)
+{
+	const char *slash = strrchr(b->target, '/');
+	if (b->is_dir) {
+		mkdir_in_root(rootfd, b->target);
+	} else {
+		/* A file: its folder as for a folder, then an empty file to mount onto. */
+		char parent[4096];
+		snprintf(parent, sizeof(parent), "%.*s", (int)(slash - b->target), b->target);
+		if (parent[0])
+			mkdir_in_root(rootfd, parent);
+		int dfd = parent[0] ? open_in_root(rootfd, parent + 1, O_PATH | O_DIRECTORY) : dup(rootfd);
+		if (dfd < 0)
+			child_die(errno, "mount target '%s'", b->target);
+		int fd = openat(dfd, slash + 1, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+		if (fd < 0 && errno != EISDIR)
+			child_die(errno, "mount target '%s'", b->target);
+		if (fd >= 0)
+			close(fd);
+		close(dfd);
 	}
+	attach_at(b->no_idmap ? b->tree : child_tree(spec, b->tree, b->attrs, b->target), rootfd, b->target + 1);
+	if (spec->mount_order)
+		reclone_in_place(rootfd, b->target + 1);
+	set_propagation(rootfd, b->target, b->propagation);
+}
+
+/* tmpfs and binds in config's order: a later mount goes over an earlier one. */
+static void setup_mounts(const struct container_spec *spec, int rootfd)
+{
+	size_t t = 0, b = 0;
+	for (char next; (next = config_mount_next(spec->mount_order, spec->ntmpfs, spec->nbinds, t, b));)
+		if (next == 't')
+			setup_tmpfs(&spec->tmpfs[t++], rootfd);
+		else
+			setup_bind(spec, &spec->binds[b++], rootfd);
 }
 
 /* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
@@ -551,8 +576,7 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 		mount_fs("sysfs", NULL, SYS_ATTRS, rootfd, "sys");
 	setup_sysctls(spec, rootfd);
 	setup_proc_masks(rootfd);
-	setup_tmpfs(spec, rootfd);
-	setup_binds(spec, rootfd);
+	setup_mounts(spec, rootfd);
 	setup_spec_masks(spec, rootfd);
 	/* Last: the mount points above were made in it. The root mount alone, not those. */
 	if (spec->root_readonly) {

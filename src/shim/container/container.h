@@ -51,6 +51,7 @@ struct container_spec {
 	size_t ntmpfs;
 	const struct container_bind *binds;
 	size_t nbinds;
+	const char *mount_order; /* config's: how tmpfs and binds interleave; NULL: tmpfs first */
 	/* Detached, read-only clones of read-only layer folders (an image's, a save's), bottom
 	 * first; their files carry unshifted ids, so root callers' layers are idmapped like binds.
 	 * Below them lies LOWERDIR when it is set. */

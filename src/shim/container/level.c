@@ -325,6 +325,7 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.ntmpfs = s->cfg.ntmpfs,
 		.binds = b->binds,
 		.nbinds = b->nbinds,
+		.mount_order = s->cfg.mount_order,
 		.layer_trees = b->layer_trees,
 		.nlayers = b->nlayer_trees,
 		.disk_tree = b->disk,

@@ -323,20 +323,25 @@ static int vm_ready_restored(struct shim *s, capsule_error *err)
 	return r < 0 ? r : vm_fwd_start(&s->net, agent_send, s, err);
 }
 
-/* Once the agent is up: tmpfs first, then the binds, as the container level mounts them, the
- * allowlist's names over /etc/hosts; and the port forwards, over the agent channel. */
+/* Once the agent is up: tmpfs and binds in config's order (tmpfs first unless it says), as the
+ * container level mounts them, the allowlist's names over /etc/hosts; and the port forwards,
+ * over the agent channel. */
 static int vm_ready(struct shim *s, capsule_error *err)
 {
 	int r;
 	if (s->restoring)
 		return vm_ready_restored(s, err);
-	for (size_t i = 0; i < s->cfg.ntmpfs; i++) {
-		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = s->cfg.tmpfs[i].target,
-					 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode };
-		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
-			return r;
-	}
-	for (size_t i = 0; i < s->cfg.nbinds; i++) {
+	size_t t = 0, b = 0;
+	for (char next; (next = config_mount_next(s->cfg.mount_order, s->cfg.ntmpfs, s->cfg.nbinds, t, b));) {
+		if (next == 't') {
+			size_t i = t++;
+			struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = s->cfg.tmpfs[i].target,
+						 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode };
+			if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
+				return r;
+			continue;
+		}
+		size_t i = b++;
 		char name[16];
 		snprintf(name, sizeof(name), "b%zu", i);
 		struct stat st;
