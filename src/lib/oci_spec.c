@@ -174,6 +174,27 @@ static int top_member(const char *name, const char *v, size_t n, void *payload)
 	return 0;
 }
 
+/* Both maps or neither; the process's ids inside them; a container's only. */
+static int check_id_maps(const struct capsule_oci_spec *spec, capsule_error *err)
+{
+	const struct capsule_config *cfg = spec->cfg;
+	if (!cfg->uid_map && !cfg->gid_map)
+		return 0;
+	if (!cfg->uid_map || !cfg->gid_map)
+		return oci_bad(err, cfg->uid_map ? "linux.gidMappings" : "linux.uidMappings",
+			       "missing (uid and gid mappings go together)");
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return oci_unsupported(err, "linux.uidMappings", "a vm's ids are its guest's");
+	unsigned uid = 0, gid = 0, usize = 0, gsize = 0;
+	sscanf(spec->user, "%u:%u", &uid, &gid);
+	sscanf(cfg->uid_map, "%*u %u", &usize);
+	sscanf(cfg->gid_map, "%*u %u", &gsize);
+	if (uid >= usize || gid >= gsize)
+		return cap_err_plain(err, EINVAL, "config.json: process.user %u:%u is outside linux.uidMappings or gidMappings",
+				     uid, gid);
+	return 0;
+}
+
 int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len, const char *bundle,
 			   unsigned flags, capsule_error *err)
 {
@@ -237,6 +258,8 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 				"a vm's namespaces are its guest kernel's (a pod's containers share none with a vm)");
 		goto fail;
 	}
+	if ((r = check_id_maps(spec, err)) < 0)
+		goto fail;
 	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->net_ns) {
 		r = oci_unsupported(err, "linux.namespaces: a network namespace path",
 				"a vm's network is its guest's (podman --network none, or a runtime of the container level)");

@@ -344,6 +344,55 @@ static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size
 	return 0;
 }
 
+/* One mapping, container ids from 0 to a host range: the shape of the sandbox's own map, so the
+ * sandbox runs on that range instead of its own (podman --userns, containerd's user
+ * namespaces). Host root, and capsule's own ranges (other sandboxes'), cannot be the range. */
+static int id_mapping(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	int64_t cid, hid, size;
+	if (n == 0 || v[0] != '{' || json_get_int(v, n, "containerID", &cid) < 0 || json_get_int(v, n, "hostID", &hid) < 0 ||
+	    json_get_int(v, n, "size", &size) < 0 || cid < 0 || hid < 0 || size < 1 || cid > UINT32_MAX ||
+	    hid > UINT32_MAX || size > UINT32_MAX)
+		return cap_err_plain(w->err, EINVAL, "config.json: linux.%s: a mapping needs containerID, hostID and size "
+				     "(size at least 1)", w->where);
+	if (w->n++)
+		return cap_err_plain(w->err, EOPNOTSUPP, "config.json: linux.%s: more than one mapping is not supported by "
+				     "capsule (one, from container id 0, is)", w->where);
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(0, &ub, &gb, &count, &rootless);
+	const char *why = NULL;
+	if (rootless || rootless_mapped_ids())
+		why = "a rootless sandbox maps the caller's own ids";
+	else if (cid != 0)
+		why = "it does not start at container id 0";
+	else if (hid == 0)
+		why = "it maps the container's root to the host's";
+	else if ((uint64_t)hid + (uint64_t)size > ub)
+		why = "it reaches the host ids capsule gives its sandboxes";
+	else if (size > 65536)
+		why = "a sandbox has 65536 ids at most";
+	if (why)
+		return cap_err_plain(w->err, EOPNOTSUPP, "config.json: linux.%s {containerID %lld, hostID %lld, size %lld} is "
+				     "not supported by capsule: %s", w->where, (long long)cid, (long long)hid, (long long)size, why);
+	char map[32];
+	snprintf(map, sizeof(map), "%lld %lld", (long long)hid, (long long)size);
+	char **slot = w->payload;
+	free(*slot);
+	return (*slot = strdup(map)) ? 0 : cap_err(w->err, ENOMEM, "config.json");
+}
+
+static int parse_id_mappings(struct capsule_oci_spec *spec, const char *name, const char *v, size_t n,
+			     capsule_error *err)
+{
+	struct walk w = { .err = err, .where = name,
+			  .payload = !strcmp(name, "uidMappings") ? &spec->cfg->uid_map : &spec->cfg->gid_map };
+	return oci_walk_json(true, v, n, 16, id_mapping, &w, name, err);
+}
+
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
@@ -367,13 +416,8 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 	}
 	if (!strcmp(name, "maskedPaths") || !strcmp(name, "readonlyPaths"))
 		return oci_is_null(v, n) ? 0 : parse_protected_paths(lw->spec, v, n, !strcmp(name, "maskedPaths"), err);
-	if (!strcmp(name, "uidMappings") || !strcmp(name, "gidMappings")) {
-		if (oci_is_empty(v, n))
-			return 0;
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "config.json: linux.%s is not supported by capsule: a sandbox's ids are mapped to a "
-				     "host range of its own", name);
-	}
+	if (!strcmp(name, "uidMappings") || !strcmp(name, "gidMappings"))
+		return oci_is_empty(v, n) ? 0 : parse_id_mappings(lw->spec, name, v, n, err);
 	if (!strcmp(name, "cgroupsPath"))
 		return oci_is_null(v, n) ? 0 : parse_cgroups_path(lw->spec, v, n, err);
 	if (!strcmp(name, "rootfsPropagation")) {

@@ -130,6 +130,11 @@ struct capsule_config {
 	/* The order of the tmpfs and bind mounts, one letter each, "ttbtb" (an OCI spec's, whose
 	 * later mounts go over earlier ones); NULL: every tmpfs, then every bind. */
 	char *mount_order;
+	/* The sandbox's id maps as an OCI spec's linux.uidMappings and gidMappings give them,
+	 * "HOST SIZE" for container ids from 0 (capsule_oci_spec_parse checks them); NULL: the
+	 * sandbox's own range (id_slot). With them, the root folder and binds are not idmapped:
+	 * their ids on disk are host ids, as the caller made them for the mapping. */
+	char *uid_map, *gid_map;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

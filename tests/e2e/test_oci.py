@@ -397,6 +397,36 @@ def test_mounts_are_made_in_the_specs_order(oci, bundle, tmp_path):
         points.index("/m")
 
 
+def test_id_mappings_of_the_spec_are_the_sandboxs(oci, bundle, tmp_path):
+    """One mapping from container id 0 to a host range (podman --userns, containerd's user
+    namespaces) is the sandbox's map instead of its own range, uid and gid sizes apart; the
+    root and binds are not idmapped then: their ids on disk are host ids, as the caller made
+    them for the mapping (the root chowned to the range; a root-owned file is the overflow
+    id inside)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    set_config(bundle, args=["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; id -u; stat -c %u /bin/busybox "
+                                         "/data; echo x > /data/new"])
+
+    def maps(cfg):
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 3000000, "size": 2000}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 3100000, "size": 3000}]
+        cfg["mounts"].append({"destination": "/data", "type": "bind", "source": str(data), "options": ["rbind"]})
+    edit_config(bundle, maps)
+    os.symlink("busybox", os.path.join(bundle, "rootfs", "bin", "stat"))
+    for top, dirs, files in os.walk(os.path.join(bundle, "rootfs")):
+        for name in [top] + [os.path.join(top, f) for f in dirs + files]:
+            os.lchown(name, 3000000, 3100000)
+    os.chown(data, 3000000, 3100000)
+    os.chown(os.path.join(bundle, "rootfs", "bin", "busybox"), 0, 0)
+    r = oci("run", "--bundle", bundle, "ids1")
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.strip().split("\n")]
+    assert lines == [["0", "3000000", "2000"], ["0", "3100000", "3000"], ["0"], ["65534"], ["0"]], r.stdout
+    st = os.stat(data / "new")
+    assert (st.st_uid, st.st_gid) == (3000000, 3100000)
+
+
 def test_masked_and_read_only_paths_of_the_spec(oci, bundle):
     root = os.path.join(bundle, "rootfs")
     os.makedirs(os.path.join(root, "secret"))
@@ -510,6 +540,23 @@ def ns_path(kind, path):
 
 
 @pytest.mark.parametrize("edit,message", [
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10},
+                                              {"containerID": 10, "hostID": 4000000, "size": 10}],
+                                 gidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10}]),
+     "config.json: linux.uidMappings: more than one mapping is not supported by capsule"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 1, "hostID": 3000000, "size": 10}]),
+     "{containerID 1, hostID 3000000, size 10} is not supported by capsule: it does not start at container id 0"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 0, "size": 10}]),
+     "it maps the container's root to the host's"),
+    (lambda c: c["linux"].update(gidMappings=[{"containerID": 0, "hostID": 999999000, "size": 65536}]),
+     "config.json: linux.gidMappings {containerID 0, hostID 999999000, size 65536} is not supported by capsule: "
+     "it reaches the host ids capsule gives its sandboxes"),
+    (lambda c: c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10}]),
+     "config.json: linux.gidMappings: missing (uid and gid mappings go together)"),
+    (lambda c: (c["linux"].update(uidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10}],
+                                  gidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10}]),
+                c["process"]["user"].update(uid=10)),
+     "config.json: process.user 10:0 is outside linux.uidMappings or gidMappings"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
     (ns_path("ipc", "/proc/self/ns/ipc"),
      "the ipc namespace '/proc/self/ns/ipc' is the host's, not a sandbox's: capsule never shares the host's"),

@@ -562,9 +562,11 @@ static void setup_rootfs(const struct container_spec *spec, int fsfd, int host_f
 			bind_host(host, rootfd, host_dirs[i], MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 		}
 	} else {
-		/* An image's own root may lack the folders the kernel's file systems go on. */
+		/* An image's own root may lack the folders the kernel's file systems go on. Under
+		 * an OCI spec's mappings the root's files are the host's, as the caller made them,
+		 * which sandbox root may not add to: /tmp is then the image's to have, as with runc. */
 		static const char *const points[] = { "/proc", "/dev", "/sys", "/tmp" };
-		for (size_t i = 0; i < ARRAY_SIZE(points); i++)
+		for (size_t i = 0; i < ARRAY_SIZE(points) - (spec->spec_ids ? 1 : 0); i++)
 			mkdir_in_root(rootfd, points[i]);
 	}
 
@@ -751,6 +753,9 @@ int container_idmap_host_folder(int userns, int tree, const char *what, capsule_
 
 static int idmap_binds(const struct container_spec *spec, pid_t child, capsule_error *err)
 {
+	/* The caller made the files for the spec's mapping: host ids on disk are what it means. */
+	if (spec->spec_ids)
+		return 0;
 	int r = 0;
 	bool any = false;
 	for (size_t i = 0; i < spec->nbinds; i++)
@@ -1024,7 +1029,8 @@ int container_start(struct container *out, const struct container_spec *spec, co
 		char map[64];
 		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->uid_base, spec->id_count);
 		r = proc_pid_write((pid_t)pid, "uid_map", map, err);
-		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base, spec->id_count);
+		snprintf(map, sizeof(map), "0 %u %u\n", (unsigned)spec->gid_base,
+			 spec->gid_count ? spec->gid_count : spec->id_count);
 		if (r == 0)
 			r = proc_pid_write((pid_t)pid, "gid_map", map, err);
 		if (r == 0)

@@ -42,6 +42,10 @@ struct container_spec {
 	uid_t uid_base;        /* host uid of the sandbox's root */
 	gid_t gid_base;
 	uint32_t id_count;     /* 65536 for root callers, 1 otherwise */
+	/* The gid map's size when it differs (an OCI spec's mappings); 0: id_count. */
+	uint32_t gid_count;
+	/* The ids are an OCI spec's mappings (config's uid_map): no idmapped root or binds. */
+	bool spec_ids;
 	/* The caller is not root: ROOTLESS_IDS says how its ids map, and the trees of binds and
 	 * layers (not transform mounts) are O_PATH descriptors that the child clones itself. */
 	bool rootless;

@@ -31,6 +31,28 @@ static bool container_rootless(const struct shim *s)
 	return rootless;
 }
 
+/* The sandbox's host ids: its own range (home_id_map), or an OCI spec's mappings (config's
+ * uid_map and gid_map, checked by the parser), then 1 (and *GCOUNT the gid map's size). */
+static int sandbox_ids(const struct shim *s, uid_t *ub, gid_t *gb, uint32_t *count, uint32_t *gcount, bool *rootless,
+		       capsule_error *err)
+{
+	home_id_map(s->cfg.id_slot, ub, gb, count, rootless);
+	*gcount = 0;
+	if (!s->cfg.uid_map && !s->cfg.gid_map)
+		return 0;
+	unsigned u, us, g, gs;
+	if (*rootless || rootless_mapped_ids() || !s->cfg.uid_map || !s->cfg.gid_map ||
+	    sscanf(s->cfg.uid_map, "%u %u", &u, &us) != 2 || sscanf(s->cfg.gid_map, "%u %u", &g, &gs) != 2 || !u || !g ||
+	    !us || !gs || us > CAPSULE_ID_COUNT || gs > CAPSULE_ID_COUNT)
+		return cap_err_plain(err, EINVAL, "the sandbox's id maps '%s' and '%s' cannot be used here",
+				     s->cfg.uid_map ? s->cfg.uid_map : "", s->cfg.gid_map ? s->cfg.gid_map : "");
+	*ub = u;
+	*gb = g;
+	*count = us;
+	*gcount = gs;
+	return 1;
+}
+
 /* Whether the pids limit falls to RLIMIT_NPROC (rootless.h): a user's sandbox without a pids
  * cgroup it may make (cgroup v1, or v2 without delegation). The default limit must never make a
  * default run fail, and an explicit one is enforced the same way. */
@@ -193,11 +215,12 @@ static int container_prepare(struct shim *s, capsule_error *err)
 	struct container_boot *b = &s->ct_boot;
 	uid_t ub;
 	gid_t gb;
-	uint32_t count;
+	uint32_t count, gcount;
 	bool rootless;
-	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	int r = sandbox_ids(s, &ub, &gb, &count, &gcount, &rootless, err);
+	if (r < 0)
+		return r;
 	/* The library resolved the image to layers; "host" with no layers is the host image. */
-	int r;
 	bool shared_host = !s->cfg.base_none && !rootless && !s->cfg.nlayers && !s->cfg.rootfs;
 	if (!s->cfg.base_none && !shared_host && (r = image_host_lower(ub, gb, &b->lower, err)) < 0)
 		return r;
@@ -296,7 +319,12 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 	gid_t gb;
 	uint32_t count;
 	bool rootless;
-	home_id_map(s->cfg.id_slot, &ub, &gb, &count, &rootless);
+	uint32_t gcount;
+	int spec_ids = sandbox_ids(s, &ub, &gb, &count, &gcount, &rootless, err);
+	if (spec_ids < 0) {
+		container_boot_close(b);
+		return spec_ids;
+	}
 	struct container_tmpfs tmpfs[CAPSULE_MAX_TMPFS];
 	for (size_t i = 0; i < s->cfg.ntmpfs; i++)
 		tmpfs[i] = (struct container_tmpfs){ s->cfg.tmpfs[i].target, s->cfg.tmpfs[i].size_bytes, s->cfg.tmpfs[i].mode,
@@ -318,6 +346,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.uid_base = ub,
 		.gid_base = gb,
 		.id_count = count,
+		.gid_count = gcount,
+		.spec_ids = spec_ids,
 		.rootless = rootless,
 		.rootless_ids = rootless ? &ids : NULL,
 		.pids_rlimit = s->cfg.pids_limit && !by_cgroup ? s->cfg.pids_limit : 0,
