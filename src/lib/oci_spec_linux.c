@@ -393,6 +393,31 @@ static int parse_id_mappings(struct capsule_oci_spec *spec, const char *name, co
 	return oci_walk_json(true, v, n, 16, id_mapping, &w, name, err);
 }
 
+/* linux.devices: a sandbox's /dev is a tmpfs of its user namespace, where the kernel opens no
+ * device node, with capsule's own few bound in from the host (null, zero, full, random,
+ * urandom, tty). A spec may list those, as they are; any other node is refused: it could not
+ * be opened, and binding the host's nodes into a sandbox is what capsule does not do. */
+static int device_element(const char *name, const char *v, size_t n, void *payload)
+{
+	struct walk *w = payload;
+	_cleanup_free_ char *path = NULL, *type = NULL;
+	int64_t major = -1, minor = -1;
+	if (n == 0 || v[0] != '{' || json_get_string(v, n, "path", &path) < 0 || json_get_string(v, n, "type", &type) < 0)
+		return oci_bad(w->err, "linux.devices", "an element needs a path and a type");
+	json_get_int(v, n, "major", &major);
+	json_get_int(v, n, "minor", &minor);
+	for (size_t i = 0; i < sandbox_dev_nodes_count; i++) {
+		const struct sandbox_dev_node *d = &sandbox_dev_nodes[i];
+		if (!strncmp(path, "/dev/", 5) && !strcmp(path + 5, d->name) && !strcmp(type, "c") && major == d->major &&
+		    minor == d->minor)
+			return 0;
+	}
+	return cap_err_plain(w->err, EOPNOTSUPP,
+			     "config.json: linux.devices: the device '%.128s' (%.4s %lld:%lld) is not supported by capsule: a "
+			     "sandbox's /dev belongs to its user namespace, where no device node can be opened (it has "
+			     "capsule's own: null, zero, full, random, urandom, tty)", path, type, (long long)major, (long long)minor);
+}
+
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
@@ -431,7 +456,11 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 	}
 	if (!strcmp(name, "sysctl"))
 		return oci_is_null(v, n) ? 0 : parse_sysctls(lw->spec, v, n, err);
-	static const char *const refused[] = { "devices", "mountLabel", "intelRdt", "personality",
+	if (!strcmp(name, "devices")) {
+		struct walk w = { .err = err };
+		return oci_is_null(v, n) ? 0 : oci_walk_json(true, v, n, 256, device_element, &w, "linux.devices", err);
+	}
+	static const char *const refused[] = { "mountLabel", "intelRdt", "personality",
 					       "timeOffsets", "memoryPolicy", "netDevices" };
 	for (size_t i = 0; i < ARRAY_SIZE(refused); i++)
 		if (!strcmp(name, refused[i]))

@@ -557,6 +557,10 @@ def ns_path(kind, path):
                                   gidMappings=[{"containerID": 0, "hostID": 3000000, "size": 10}]),
                 c["process"]["user"].update(uid=10)),
      "config.json: process.user 10:0 is outside linux.uidMappings or gidMappings"),
+    (lambda c: c["linux"].update(devices=[{"path": "/dev/null", "type": "c", "major": 1, "minor": 3},
+                                          {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]),
+     "config.json: linux.devices: the device '/dev/fuse' (c 10:229) is not supported by capsule: a sandbox's /dev "
+     "belongs to its user namespace"),
     (lambda c: c["linux"]["namespaces"].pop(0), "sharing the host's pid namespace is not supported"),
     (ns_path("ipc", "/proc/self/ns/ipc"),
      "the ipc namespace '/proc/self/ns/ipc' is the host's, not a sandbox's: capsule never shares the host's"),
@@ -781,6 +785,9 @@ def test_default_specs_of_podman_and_containerd_are_accepted(oci, bundle):
         cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024},
                                      {"type": "RLIMIT_NPROC", "soft": 4096, "hard": 4096}]
         cfg["process"]["oomScoreAdj"] = 0
+        # A spec may list the nodes capsule's /dev has (docker's privileged-less defaults).
+        cfg["linux"]["devices"] = [{"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 438,
+                                    "uid": 0, "gid": 0}, {"path": "/dev/tty", "type": "c", "major": 5, "minor": 0}]
         cfg["process"]["args"] = ["true"]
         cfg["process"]["terminal"] = False
     edit_config(bundle, podman_like)
