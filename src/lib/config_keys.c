@@ -118,6 +118,7 @@ const struct config_key config_keys[] = {
 	{ .name = "mount_order", .type = CONFIG_KEY_STRING, FIELD(mount_order) },
 	{ .name = "uid_map", .type = CONFIG_KEY_STRING, FIELD(uid_map) },
 	{ .name = "gid_map", .type = CONFIG_KEY_STRING, FIELD(gid_map) },
+	{ .name = "devices", .type = CONFIG_KEY_STRING, FIELD(devices) },
 	{ .name = "rootfs_readonly", .type = CONFIG_KEY_BOOL, FIELD(rootfs_readonly), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "caps_set", .type = CONFIG_KEY_BOOL, FIELD(caps_set), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "caps", .type = CONFIG_KEY_U64, FIELD(caps), .max = UINT64_MAX, .flags = CONFIG_KEY_OMIT_UNSET },

@@ -260,6 +260,10 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 	}
 	if ((r = check_id_maps(spec, err)) < 0)
 		goto fail;
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->devices) {
+		r = oci_unsupported(err, "linux.devices beyond capsule's own", "a vm's devices are its guest's");
+		goto fail;
+	}
 	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->net_ns) {
 		r = oci_unsupported(err, "linux.namespaces: a network namespace path",
 				"a vm's network is its guest's (podman --network none, or a runtime of the container level)");

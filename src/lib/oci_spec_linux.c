@@ -83,6 +83,19 @@ static int parse_namespaces(struct capsule_oci_spec *spec, const char *v, size_t
 	return 0;
 }
 
+/* A linux.resources.devices rule, kept to decide whether a listed device may be opened. */
+struct dev_rule {
+	bool allow;
+	char type;           /* 'a', 'c' or 'b' */
+	int64_t major, minor; /* -1: any */
+	bool r, w;
+};
+
+struct dev_rules {
+	struct dev_rule rule[256];
+	size_t n;
+};
+
 static int device_rule(const char *name, const char *v, size_t n, void *payload)
 {
 	struct walk *w = payload;
@@ -111,10 +124,22 @@ static int device_rule(const char *name, const char *v, size_t n, void *payload)
 		return oci_unsupported(w->err, "linux.resources.devices", "the first rule must deny every device");
 	if (allow && all)
 		return oci_unsupported(w->err, "linux.resources.devices", "allowing every device");
+	struct dev_rules *rules = w->payload;
+	if (rules && rules->n < ARRAY_SIZE(rules->rule)) {
+		struct dev_rule *d = &rules->rule[rules->n++];
+		d->allow = allow;
+		d->type = type ? type[0] : 'a';
+		d->major = d->minor = -1;
+		json_get_int(v, n, "major", &d->major);
+		json_get_int(v, n, "minor", &d->minor);
+		d->r = !access || strchr(access, 'r');
+		d->w = !access || strchr(access, 'w');
+	}
 	return 0;
 }
 
-static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t n, struct dev_rules *rules,
+			   capsule_error *err)
 {
 	if (v[0] != '{')
 		return oci_bad(err, "linux.resources", "not an object");
@@ -123,7 +148,7 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 	size_t fn;
 	int r;
 	if (json_get_member(v, n, "devices", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
-		struct walk w = { .err = err };
+		struct walk w = { .err = err, .payload = rules };
 		if ((r = oci_walk_json(true, fv, fn, 256, device_rule, &w, "linux.resources.devices", err)) < 0)
 			return r;
 	}
@@ -393,35 +418,125 @@ static int parse_id_mappings(struct capsule_oci_spec *spec, const char *name, co
 	return oci_walk_json(true, v, n, 16, id_mapping, &w, name, err);
 }
 
-/* linux.devices: a sandbox's /dev is a tmpfs of its user namespace, where the kernel opens no
- * device node, with capsule's own few bound in from the host (null, zero, full, random,
- * urandom, tty). A spec may list those, as they are; any other node is refused: it could not
- * be opened, and binding the host's nodes into a sandbox is what capsule does not do. */
+/* Whether the rules let a device of TYPE MAJOR:MINOR be read (*R) and written (*W): the last
+ * rule that names it decides each, from none (the first rule denies every device). No rules:
+ * no cgroup narrows it. */
+static void device_access(const struct dev_rules *rules, char type, int64_t major, int64_t minor, bool *r, bool *w)
+{
+	*r = *w = rules->n == 0;
+	for (size_t i = 0; i < rules->n; i++) {
+		const struct dev_rule *d = &rules->rule[i];
+		if ((d->type != 'a' && d->type != type) || (d->major >= 0 && d->major != major) ||
+		    (d->minor >= 0 && d->minor != minor))
+			continue;
+		if (d->r)
+			*r = d->allow;
+		if (d->w)
+			*w = d->allow;
+	}
+}
+
+struct device_walk {
+	capsule_error *err;
+	const struct dev_rules *rules;
+	struct joined j;
+	size_t n, made;
+};
+
+/* linux.devices. A sandbox's /dev is a tmpfs of its user namespace, on which the kernel opens
+ * no device node, with capsule's own few bound in from the host (null, zero, full, random,
+ * urandom, tty): a spec may list those as they are. Any other is made by the shim, as host
+ * root, on a tmpfs of the host's user namespace and bound in (container level), openable when
+ * the spec's device rules allow reading and writing it, else bound nodev: there, not to be
+ * opened, as under a device cgroup that denies it. Nothing else in the sandbox can be opened
+ * as a device (its own file systems are nodev; mount and mknod are beyond it), so the rules
+ * hold at either cgroup layout without a device cgroup. */
 static int device_element(const char *name, const char *v, size_t n, void *payload)
 {
-	struct walk *w = payload;
+	struct device_walk *w = payload;
+	char where[32];
+	snprintf(where, sizeof(where), "linux.devices[%zu]", w->n++);
 	_cleanup_free_ char *path = NULL, *type = NULL;
-	int64_t major = -1, minor = -1;
+	int64_t major = 0, minor = 0, mode = 0666, uid = 0, gid = 0;
 	if (n == 0 || v[0] != '{' || json_get_string(v, n, "path", &path) < 0 || json_get_string(v, n, "type", &type) < 0)
-		return oci_bad(w->err, "linux.devices", "an element needs a path and a type");
-	json_get_int(v, n, "major", &major);
-	json_get_int(v, n, "minor", &minor);
+		return oci_bad(w->err, where, "needs a path and a type");
+	char t = !strcmp(type, "c") || !strcmp(type, "u") ? 'c' : !strcmp(type, "b") ? 'b' : !strcmp(type, "p") ? 'p' : 0;
+	if (!t)
+		return cap_err_plain(w->err, EINVAL, "config.json: %s: type '%.8s' is not c, u, b or p", where, type);
+	const char *mv;
+	size_t mn;
+	int r;
+	if (t != 'p' && (json_get_int(v, n, "major", &major) < 0 || json_get_int(v, n, "minor", &minor) < 0 ||
+			 major < 0 || minor < 0 || major > 0xfff || minor > 0xfffff))
+		return oci_bad(w->err, where, "needs a major (0 to 4095) and a minor (0 to 1048575)");
+	if (json_get_member(v, n, "fileMode", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    ((r = oci_value_int(mv, mn, where, &mode, w->err)) < 0 || mode < 0 || mode > 0777))
+		return r < 0 ? r : oci_bad(w->err, where, "fileMode is not permissions from 0 to 0777");
+	if ((json_get_member(v, n, "uid", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	     (r = oci_value_int(mv, mn, where, &uid, w->err)) < 0) ||
+	    (json_get_member(v, n, "gid", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	     (r = oci_value_int(mv, mn, where, &gid, w->err)) < 0))
+		return r;
+	if (uid < 0 || gid < 0 || uid > 65535 || gid > 65535)
+		return oci_bad(w->err, where, "uid and gid must be sandbox ids, 0 to 65535");
+	size_t len = strlen(path);
+	if (strncmp(path, "/dev/", 5) || len < 6 || len > 100 || strpbrk(path, ",\n") || strstr(path, "/../") ||
+	    strstr(path, "//") || path[len - 1] == '/' || !strcmp(path + len - 3, "/.."))
+		return cap_err_plain(w->err, EINVAL, "config.json: %s: '%.128s' is not a clean path below /dev without ','",
+				     where, path);
 	for (size_t i = 0; i < sandbox_dev_nodes_count; i++) {
 		const struct sandbox_dev_node *d = &sandbox_dev_nodes[i];
-		if (!strncmp(path, "/dev/", 5) && !strcmp(path + 5, d->name) && !strcmp(type, "c") && major == d->major &&
-		    minor == d->minor)
-			return 0;
+		if (strcmp(path + 5, d->name))
+			continue;
+		if (t == 'c' && major == d->major && minor == d->minor)
+			return 0; /* capsule's own, there already */
+		return cap_err_plain(w->err, EOPNOTSUPP, "config.json: %s: '%s' is capsule's own c %u:%u, not %c %lld:%lld",
+				     where, path, d->major, d->minor, t, (long long)major, (long long)minor);
 	}
-	return cap_err_plain(w->err, EOPNOTSUPP,
-			     "config.json: linux.devices: the device '%.128s' (%.4s %lld:%lld) is not supported by capsule: a "
-			     "sandbox's /dev belongs to its user namespace, where no device node can be opened (it has "
-			     "capsule's own: null, zero, full, random, urandom, tty)", path, type, (long long)major, (long long)minor);
+	uid_t ub;
+	gid_t gb;
+	uint32_t count;
+	bool rootless;
+	home_id_map(0, &ub, &gb, &count, &rootless);
+	if (rootless || rootless_mapped_ids())
+		return cap_err_plain(w->err, EOPNOTSUPP, "config.json: %s: the device '%.128s' is not supported by capsule in a "
+				     "rootless sandbox: only root may make a device node", where, path);
+	bool rd = true, wr = true;
+	if (t != 'p')
+		device_access(w->rules, t, major, minor, &rd, &wr);
+	if (rd != wr)
+		return cap_err_plain(w->err, EOPNOTSUPP, "config.json: %s: '%.128s' may be %s but not %s under "
+				     "linux.resources.devices, which capsule cannot enforce (a node it binds in opens or not)",
+				     where, path, rd ? "read" : "written", rd ? "written" : "read");
+	char item[192];
+	snprintf(item, sizeof(item), "%c:%lld:%lld:%llo:%lld:%lld:%d:", t, (long long)major, (long long)minor,
+		 (unsigned long long)mode, (long long)uid, (long long)gid, rd ? 1 : 0);
+	if (++w->made > CAPSULE_MAX_DEVICES)
+		return cap_err_plain(w->err, E2BIG, "config.json: linux.devices: more than %d devices", CAPSULE_MAX_DEVICES);
+	return oci_join(&w->j, item, path, "linux.devices", w->err);
+}
+
+static int parse_devices(struct capsule_oci_spec *spec, const char *v, size_t n, const struct dev_rules *rules,
+			 capsule_error *err)
+{
+	struct device_walk w = { .err = err, .rules = rules };
+	int r = oci_walk_json(true, v, n, 256, device_element, &w, "linux.devices", err);
+	if (r < 0) {
+		free(w.j.out);
+		return r;
+	}
+	free(spec->cfg->devices);
+	spec->cfg->devices = w.j.out;
+	return 0;
 }
 
 struct linux_walk {
 	struct capsule_oci_spec *spec;
 	capsule_error *err;
 	bool has_namespaces;
+	const char *devices; /* linux.devices, read once the rules are known */
+	size_t devices_len;
+	struct dev_rules rules;
 };
 
 static int linux_member(const char *name, const char *v, size_t n, void *payload)
@@ -433,7 +548,7 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 		return parse_namespaces(lw->spec, v, n, err);
 	}
 	if (!strcmp(name, "resources"))
-		return oci_is_null(v, n) ? 0 : parse_resources(lw->spec, v, n, err);
+		return oci_is_null(v, n) ? 0 : parse_resources(lw->spec, v, n, &lw->rules, err);
 	if (!strcmp(name, "seccomp")) {
 		if (oci_is_null(v, n))
 			return 0;
@@ -457,8 +572,9 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 	if (!strcmp(name, "sysctl"))
 		return oci_is_null(v, n) ? 0 : parse_sysctls(lw->spec, v, n, err);
 	if (!strcmp(name, "devices")) {
-		struct walk w = { .err = err };
-		return oci_is_null(v, n) ? 0 : oci_walk_json(true, v, n, 256, device_element, &w, "linux.devices", err);
+		lw->devices = oci_is_null(v, n) ? NULL : v;
+		lw->devices_len = n;
+		return 0;
 	}
 	static const char *const refused[] = { "mountLabel", "intelRdt", "personality",
 					       "timeOffsets", "memoryPolicy", "netDevices" };
@@ -472,11 +588,17 @@ static int linux_member(const char *name, const char *v, size_t n, void *payload
 
 int oci_parse_linux(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
 {
-	struct linux_walk lw = { .spec = spec, .err = err };
-	int r = oci_walk_json(false, v, n, MAX_MEMBERS, linux_member, &lw, "linux", err);
+	_cleanup_free_ struct linux_walk *lw = calloc(1, sizeof(*lw));
+	if (!lw)
+		return cap_err(err, ENOMEM, "config.json");
+	lw->spec = spec;
+	lw->err = err;
+	int r = oci_walk_json(false, v, n, MAX_MEMBERS, linux_member, lw, "linux", err);
+	if (r == 0 && lw->devices)
+		r = parse_devices(spec, lw->devices, lw->devices_len, &lw->rules, err);
 	if (r < 0)
 		return r;
-	if (!lw.has_namespaces)
+	if (!lw->has_namespaces)
 		return oci_unsupported(err, "a linux section without namespaces", "a sandbox always has its own");
 	/* A joined IPC namespace is the pod's: its settings are its owner's, whose root the
 	 * sandbox's is not. */

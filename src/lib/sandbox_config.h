@@ -28,6 +28,7 @@ struct tmpfs_mount {
 };
 
 #define CAPSULE_MAX_BINDS 32
+#define CAPSULE_MAX_DEVICES 32
 /* Read-only layers below a sandbox's own (an image's, a save's): overlayfs takes up to 500, and
  * each is one more mount the shim makes at start. */
 #define CAPSULE_MAX_LAYERS 128
@@ -135,6 +136,11 @@ struct capsule_config {
 	 * sandbox's own range (id_slot). With them, the root folder and binds are not idmapped:
 	 * their ids on disk are host ids, as the caller made them for the mapping. */
 	char *uid_map, *gid_map;
+	/* Device nodes the shim makes (an OCI spec's linux.devices beyond capsule's own):
+	 * "T:MAJOR:MINOR:MODE:UID:GID:OPEN:PATH,..." with T c, b or p, MODE octal, OPEN 1 when the
+	 * spec's device rules let it be read and written (0: it is there, and cannot be opened);
+	 * NULL: none. */
+	char *devices;
 	/* An image's defaults (its config): the working directory and user of commands that
 	 * name none, and the command `run` gives when it is given none (Entrypoint + Cmd). */
 	char *workdir, *user;

@@ -92,8 +92,9 @@ struct container_boot {
 	int memfd;         /* the sealed agent binary, or -1 */
 	int layer_trees[CAPSULE_MAX_LAYERS];
 	size_t nlayer_trees;
-	struct container_bind binds[CAPSULE_MAX_BINDS + 2];
+	struct container_bind binds[CAPSULE_MAX_BINDS + 2 + CAPSULE_MAX_DEVICES];
 	size_t nbinds;
+	char device_targets[CAPSULE_MAX_DEVICES][104]; /* the binds' targets of config's devices */
 };
 
 /* What a vm's prepare made for its start, and how the start goes. */

@@ -10,6 +10,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/sendfile.h>
+#include <sys/sysmacros.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -208,6 +209,68 @@ static int prepare_layer(struct shim *s, uid_t ub, gid_t gb, int *disk, capsule_
 	return 0;
 }
 
+/* Config's devices (an OCI spec's linux.devices, docs/oci.md), each a node made here, as host
+ * root, on a tmpfs of the host's user namespace, which is not nodev (the sandbox's own /dev is
+ * its user namespace's, where the kernel opens no node), owned by its sandbox ids, and bound in
+ * as a file: nosuid, noexec, and nodev too when the spec's device rules deny it. The tmpfs
+ * itself is never attached: the sandbox sees each node alone, never a folder to make more in
+ * (nor could it: mknod of a device needs the host's CAP_MKNOD). */
+static int open_device_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *err)
+{
+	struct container_boot *b = &s->ct_boot;
+	if (!s->cfg.devices)
+		return 0;
+	int fs = sys_fsopen("tmpfs", FSOPEN_CLOEXEC);
+	if (fs < 0)
+		return cap_err(err, errno, "a tmpfs for the sandbox's device nodes");
+	int mnt = -1;
+	if (sys_fsconfig(fs, FSCONFIG_SET_STRING, "size", "65536", 0) == 0 &&
+	    sys_fsconfig(fs, FSCONFIG_SET_STRING, "mode", "0700", 0) == 0 &&
+	    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+		mnt = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
+	int e = errno;
+	close(fs);
+	if (mnt < 0)
+		return cap_err(err, e, "a tmpfs for the sandbox's device nodes");
+	int r = 0;
+	size_t i = 0;
+	for (const char *p = s->cfg.devices; r == 0 && p && *p && i < CAPSULE_MAX_DEVICES; i++) {
+		char t;
+		unsigned maj, min, mode, uid, gid;
+		int open_ok, off = 0;
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (sscanf(p, "%c:%u:%u:%o:%u:%u:%d:%n", &t, &maj, &min, &mode, &uid, &gid, &open_ok, &off) != 7 || !off ||
+		    (size_t)off >= len || len - (size_t)off >= sizeof(b->device_targets[0]) || mode > 0777 ||
+		    uid >= CAPSULE_ID_COUNT || gid >= CAPSULE_ID_COUNT || (t != 'c' && t != 'b' && t != 'p')) {
+			r = cap_err_plain(err, EINVAL, "config's devices: '%.*s' is not a device", (int)len, p);
+			break;
+		}
+		char *target = b->device_targets[i];
+		snprintf(target, sizeof(b->device_targets[i]), "%.*s", (int)(len - (size_t)off), p + off);
+		char name[16];
+		snprintf(name, sizeof(name), "d%zu", i);
+		mode_t type = t == 'c' ? S_IFCHR : t == 'b' ? S_IFBLK : S_IFIFO;
+		int tree = -1;
+		if (mknodat(mnt, name, type | 0600, t == 'p' ? 0 : makedev(maj, min)) < 0 ||
+		    fchownat(mnt, name, ub + uid, gb + gid, AT_SYMLINK_NOFOLLOW) < 0 || fchmodat(mnt, name, mode, 0) < 0 ||
+		    (tree = sys_open_tree(mnt, name, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)) < 0) {
+			r = cap_err(err, errno, "the device node '%s'", target);
+			break;
+		}
+		struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC | (open_ok ? 0 : MOUNT_ATTR_NODEV) };
+		if (sys_mount_setattr(tree, "", AT_EMPTY_PATH, &a) < 0) {
+			r = cap_err(err, errno, "the device node '%s'", target);
+			close(tree);
+			break;
+		}
+		b->binds[b->nbinds++] = (struct container_bind){ .tree = tree, .target = target, .no_idmap = true };
+		p = comma ? comma + 1 : p + len;
+	}
+	close(mnt);
+	return r;
+}
+
 /* Everything the child attaches, opened here with the shim's rights: the layers, the
  * sandbox's own layer, the binds, the network's /etc files, and the agent's binary. */
 static int container_prepare(struct shim *s, capsule_error *err)
@@ -247,6 +310,8 @@ static int container_prepare(struct shim *s, capsule_error *err)
 	for (size_t i = 0; i < netc; i++)
 		b->binds[b->nbinds++] = (struct container_bind){ .tree = etc_trees[i], .target = etc_targets[i],
 								 .attrs = NET_ETC_ATTRS };
+	if (!rootless && (r = open_device_trees(s, ub, gb, err)) < 0)
+		return r;
 	return 0;
 }
 
