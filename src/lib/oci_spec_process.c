@@ -76,7 +76,10 @@ static int process_capabilities(struct capsule_oci_spec *spec, const char *v, si
 	spec->caps_set = true;
 	spec->caps = m[0];
 	spec->caps_inheritable = m[3];
-	spec->caps_ambient = m[4];
+	/* The kernel raises an ambient capability only if it is inheritable too. runc raises what
+	 * it can and warns of the rest, and its own default spec (`runc spec`) lists ambient
+	 * capabilities with no inheritable set: taken as runc takes it (docs/oci.md). */
+	spec->caps_ambient = m[4] & m[3];
 	/* The bundle's process sets the sandbox's own set too, as runc's container keeps its
 	 * process's bounding set: no later exec gets more (the agent refuses it). */
 	if (spec->cfg) {

@@ -831,6 +831,20 @@ def test_default_specs_of_podman_and_containerd_are_accepted(oci, bundle):
     assert r.returncode == 0, r.stderr
 
 
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc is not installed (scripts/install-deps)")
+def test_runcs_default_spec_runs(oci, bundle):
+    """`runc spec` as it comes: its ambient capabilities, with no inheritable set, are left out
+    as runc leaves them (the kernel raises none of them), and it asks for no_new_privs."""
+    os.remove(os.path.join(bundle, "config.json"))
+    subprocess.run([shutil.which("runc"), "spec"], cwd=bundle, check=True)
+    set_config(bundle, args=["sh", "-c", "grep -E '^(CapInh|CapEff|CapAmb|NoNewPrivs):' /proc/self/status"])
+    r = oci("run", "--bundle", bundle, "rs1")
+    assert r.returncode == 0, r.stderr
+    status = dict(line.split(":\t") for line in r.stdout.strip().split("\n"))
+    assert int(status["CapEff"], 16) == (1 << 29) | (1 << 5) | (1 << 10)
+    assert int(status["CapInh"], 16) == int(status["CapAmb"], 16) == 0 and status["NoNewPrivs"] == "1"
+
+
 def test_pause_freezes_the_container_and_resume_thaws_it(oci, bundle, tmp_path):
     """The process counts while running; paused, the count stands still and state says
     "paused"; exec is refused; resumed, it counts on; a paused container is killed whole."""
