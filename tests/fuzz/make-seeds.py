@@ -276,7 +276,8 @@ OCI_CONFIG = {
     "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m", "mode=1777"]},
-               {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]}],
+               {"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "ro"]},
+               {"destination": "/data/t", "type": "tmpfs", "source": "tmpfs"}],
     "annotations": {"capsule.isolation": "container", "other": "x"},
     "linux": {
         "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
@@ -290,7 +291,10 @@ OCI_CONFIG = {
                                  {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                                   "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
                                  {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]},
-        "uidMappings": []}}
+        "uidMappings": [{"containerID": 0, "hostID": 3000000, "size": 65536}],
+        "gidMappings": [{"containerID": 0, "hostID": 3000000, "size": 65536}],
+        "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438, "uid": 0, "gid": 0},
+                    {"path": "/dev/null", "type": "c", "major": 1, "minor": 3}, {"path": "/dev/p", "type": "p"}]}}
 
 
 def main():
