@@ -262,21 +262,26 @@ static int protected_element(const char *name, const char *v, size_t n, void *pa
 	return oci_join(w->payload, p, "", w->where, w->err);
 }
 
+/* A walk's joined items into the configuration's *SLOT once the walk (R) succeeded. */
+static int joined_into(char **slot, struct joined *j, int r)
+{
+	if (r < 0) {
+		free(j->out);
+		return r;
+	}
+	free(*slot);
+	*slot = j->out;
+	return 0;
+}
+
 static int parse_protected_paths(struct capsule_oci_spec *spec, const char *v, size_t n, bool masked,
 				 capsule_error *err)
 {
 	const char *where = masked ? "linux.maskedPaths" : "linux.readonlyPaths";
 	struct joined j = { 0 };
 	struct walk w = { .err = err, .where = where, .mask = masked, .payload = &j };
-	int r = oci_walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err);
-	if (r < 0) {
-		free(j.out);
-		return r;
-	}
-	char **slot = masked ? &spec->cfg->masked_paths : &spec->cfg->readonly_paths;
-	free(*slot);
-	*slot = j.out;
-	return 0;
+	return joined_into(masked ? &spec->cfg->masked_paths : &spec->cfg->readonly_paths, &j,
+			   oci_walk_json(true, v, n, MAX_ELEMENTS, protected_element, &w, where, err));
 }
 
 /* Only what the sandbox's own namespaces hold, as runc allows: the network's (net.*), IPC's and
@@ -326,14 +331,8 @@ static int sysctl_member(const char *name, const char *v, size_t n, void *payloa
 static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
 {
 	struct sysctl_walk w = { .err = err };
-	int r = oci_walk_json(false, v, n, MAX_MEMBERS, sysctl_member, &w, "linux.sysctl", err);
-	if (r < 0) {
-		free(w.j.out);
-		return r;
-	}
-	free(spec->cfg->sysctls);
-	spec->cfg->sysctls = w.j.out;
-	return 0;
+	return joined_into(&spec->cfg->sysctls, &w.j,
+			   oci_walk_json(false, v, n, MAX_MEMBERS, sysctl_member, &w, "linux.sysctl", err));
 }
 
 /* An absolute path below each hierarchy's root, as podman's cgroupfs manager ("/libpod_parent/
@@ -520,14 +519,8 @@ static int parse_devices(struct capsule_oci_spec *spec, const char *v, size_t n,
 			 capsule_error *err)
 {
 	struct device_walk w = { .err = err, .rules = rules };
-	int r = oci_walk_json(true, v, n, 256, device_element, &w, "linux.devices", err);
-	if (r < 0) {
-		free(w.j.out);
-		return r;
-	}
-	free(spec->cfg->devices);
-	spec->cfg->devices = w.j.out;
-	return 0;
+	return joined_into(&spec->cfg->devices, &w.j,
+			   oci_walk_json(true, v, n, 256, device_element, &w, "linux.devices", err));
 }
 
 struct linux_walk {
