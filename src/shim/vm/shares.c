@@ -86,8 +86,17 @@ void vm_shares_release(struct vm_shares *s)
 	for (size_t i = 0; i < s->npending; i++)
 		close(s->pending[i].tree);
 	s->npending = 0;
-	if (s->enabled && !s->deferred)
-		umount2(s->dir, MNT_DETACH | UMOUNT_NOFOLLOW);
+	/* By the tmpfs's own fd, not its path: a pooled sandbox's shim renames the run folder
+	 * (run/.gone-NAME.PID) before it tears down, and a tmpfs left mounted on the old path
+	 * keeps the folder's removal from finishing. The fd was opened O_NOFOLLOW on the tmpfs's
+	 * root, so following its /proc link leads nowhere else. */
+	if (s->enabled && !s->deferred) {
+		char self[64];
+		if (s->dir_fd >= 0)
+			snprintf(self, sizeof(self), "/proc/self/fd/%d", s->dir_fd);
+		if (s->dir_fd < 0 || umount2(self, MNT_DETACH) < 0)
+			umount2(s->dir, MNT_DETACH | UMOUNT_NOFOLLOW);
+	}
 	if (s->dir_fd >= 0)
 		close(s->dir_fd);
 	s->dir_fd = -1;
