@@ -300,6 +300,12 @@ typedef struct capsule_stats {
 		char name[16];
 		uint64_t rx_bytes, tx_bytes, rx_packets, tx_packets;
 	} net[CAPSULE_STATS_NET_MAX];
+	/* The cgroup's limits now (0: none, or no cgroup to read) and the memory controller's OOM
+	 * kill count (has_oom: there was one to read; a vm's is QEMU's, the guest kernel's own
+	 * OOM kills are not seen here). */
+	uint64_t memory_limit_bytes, pids_limit;
+	bool has_oom;
+	uint64_t oom_kills;
 } capsule_stats;
 CAPSULE_API int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, capsule_error *err);
 

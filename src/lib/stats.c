@@ -60,5 +60,8 @@ int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, capsule_error
 	out->has_pids = get_u64(t, len, "pids", &out->pids);
 	out->has_disk = get_u64(t, len, "disk_read_bytes", &out->disk_read_bytes) &&
 			get_u64(t, len, "disk_write_bytes", &out->disk_write_bytes);
+	get_u64(t, len, "memory_limit", &out->memory_limit_bytes);
+	get_u64(t, len, "pids_limit", &out->pids_limit);
+	out->has_oom = get_u64(t, len, "oom_kills", &out->oom_kills);
 	return 0;
 }

@@ -710,7 +710,21 @@ static int cmd_update(int argc, char **argv)
 
 static int cmd_events(int argc, char **argv)
 {
-	return refuse("events", "not yet");
+	const char *stats = NULL, *interval = NULL;
+	struct opt opts[] = { { "stats", 0, false, &stats }, { "interval", 0, true, &interval } };
+	_cleanup_free_ char **pos = NULL;
+	size_t npos;
+	if (parse_opts(argc, argv, 1, opts, ARRAY_SIZE(opts), &pos, &npos, 0) || need_id(pos, npos, "events"))
+		return 1;
+	uint64_t ms = 5000;
+	if (interval && oci_parse_interval(interval, &ms) < 0)
+		return oci_fail("events --interval '%s': a duration above zero, e.g. 5s or 100ms", interval);
+	struct oci_state st;
+	if (load_state(pos[0], &st, NULL))
+		return 1;
+	int r = oci_events(&st, stats != NULL, ms);
+	oci_state_clear(&st);
+	return r;
 }
 
 static const struct {

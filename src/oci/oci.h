@@ -85,6 +85,13 @@ struct oci_exec {
 
 int oci_exec(const struct oci_exec *o);
 
+/* ---- events.c ------------------------------------------------------------------------- */
+
+/* A Go duration ("5s", "100ms", "1m30s") in milliseconds, above zero. */
+int oci_parse_interval(const char *s, uint64_t *ms);
+/* events: one stats event (ONCE), or stats every INTERVAL_MS and oom events until it stops. */
+int oci_events(const struct oci_state *st, bool once, uint64_t interval_ms);
+
 /* In a child of the monitor (a hook's): back into the host's network, IPC and UTS namespaces
  * and the cgroups the monitor left for its container's; _exit(127) when it cannot. */
 void oci_host_enter(void);

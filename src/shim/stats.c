@@ -1,7 +1,7 @@
 /* STATS: the sandbox's activity and what it uses (docs/protocol.md), for capsule_sandbox_stats.
  *
  * From the sandbox's cgroups where the kernel keeps the figure (v2: cpu.stat, memory.current,
- * pids.current, io.stat; v1: memory.usage_in_bytes, pids.current), otherwise from /proc over
+ * pids.current, io.stat; v1: memory.usage_in_bytes, pids.current, cpuacct.usage beside cpu), otherwise from /proc over
  * the sandbox's processes. /proc's sums are whole, not only of the processes alive now: a
  * process reaped by its parent has its cpu time added to the parent's cutime and cstime, and
  * its I/O to the parent's /proc/PID/io (the kernel's wait_task_zombie does both), so summing
@@ -205,6 +205,10 @@ int shim_stats_json(struct shim *s, char **out, capsule_error *err)
 	const char *pids_dir = s->cg ? cgroup_controller_path(s->cg, "pids") : NULL;
 	uint64_t cpu_usec = 0, memory = 0, pids = 0, rd = 0, wr = 0;
 	bool have_cpu = v2 && read_keyed(main_dir, "cpu.stat", "usage_usec", &cpu_usec) == 0;
+	/* v1: cpuacct's nanoseconds, where it is co-mounted with cpu (as systemd mounts it). */
+	const char *cpu_dir = !v2 && s->cg ? cgroup_controller_path(s->cg, "cpu") : NULL;
+	if (!have_cpu && cpu_dir && read_u64_file(cpu_dir, "cpuacct.usage", &cpu_usec) == 0)
+		cpu_usec /= 1000, have_cpu = true;
 	bool have_mem = mem_dir && read_u64_file(mem_dir, v2 ? "memory.current" : "memory.usage_in_bytes", &memory) == 0;
 	bool have_pids = pids_dir && read_u64_file(pids_dir, "pids.current", &pids) == 0;
 	bool have_io = v2 && read_io_stat(main_dir, &rd, &wr) == 0;
@@ -244,6 +248,17 @@ int shim_stats_json(struct shim *s, char **out, capsule_error *err)
 		json_kv_uint(&w, "memory_bytes", memory);
 	if (have_pids)
 		json_kv_uint(&w, "pids", pids);
+	/* Limits and OOM kills, for runc's stats shape and its oom event (capsule-oci events):
+	 * "max", or v1's page-rounded LONG_MAX, is no limit and no key. */
+	uint64_t lim;
+	if (mem_dir && read_u64_file(mem_dir, v2 ? "memory.max" : "memory.limit_in_bytes", &lim) == 0 &&
+	    lim < (1ull << 62))
+		json_kv_uint(&w, "memory_limit", lim);
+	if (pids_dir && read_u64_file(pids_dir, "pids.max", &lim) == 0)
+		json_kv_uint(&w, "pids_limit", lim);
+	long long ooms = s->cg ? cgroup_oom_count(s->cg) : -1;
+	if (ooms >= 0)
+		json_kv_uint(&w, "oom_kills", (uint64_t)ooms);
 	if (have_io) {
 		json_kv_uint(&w, "disk_read_bytes", rd);
 		json_kv_uint(&w, "disk_write_bytes", wr);

@@ -50,7 +50,7 @@ def bundle(oci):
     d = tempfile.mkdtemp(prefix="capsule-oci-bundle-", dir="/var/tmp")
     os.makedirs(os.path.join(d, "rootfs", "bin"))
     shutil.copy(BUSYBOX, os.path.join(d, "rootfs", "bin", "busybox"))
-    for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname", "readlink"):
+    for tool in ("sh", "sleep", "cat", "echo", "id", "grep", "kill", "ls", "hostname", "readlink", "touch", "yes"):
         os.symlink("busybox", os.path.join(d, "rootfs", "bin", tool))
     if not _agent_is_static():
         # A sanitizer build's agent is dynamic: it runs from the container's root, which must
@@ -920,3 +920,60 @@ def test_version_features_and_json_log(oci, tmp_path):
     assert r.returncode == 1
     line = json.loads(log.read_text().strip().split("\n")[-1])
     assert line["level"] == "error" and "container 'nope' does not exist" in line["msg"]
+
+
+def test_events_give_runcs_stats_and_an_oom_event(oci, bundle, tmp_path):
+    """--stats prints one stats event in runc's shape with the limits of the spec; the stream
+    reports an oom event when a process of the container is killed at its memory limit."""
+    set_config(bundle, args=["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                                         "(a=$(yes)); sleep 60"])
+    edit_config(bundle, lambda c: c["linux"]["resources"].update(
+        memory={"limit": 32 << 20}, pids={"limit": 50}))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "ev1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    wait_status(oci, "ev1", "running")
+    ev = json.loads(oci("events", "--stats", "ev1", check=True).stdout)
+    assert ev["type"] == "stats" and ev["id"] == "ev1"
+    d = ev["data"]
+    assert d["memory"]["usage"]["limit"] == 32 << 20 and d["memory"]["usage"]["usage"] > 0
+    assert d["pids"]["limit"] == 50 and d["pids"]["current"] >= 1
+    assert d["cpu"]["usage"]["total"] >= 0 and d["blkio"]["ioServiceBytesRecursive"] is not None
+    assert any(i["name"] == "lo" for i in d["network_interfaces"])
+
+    stream = subprocess.Popen([OCI, "--root", oci.root, "events", "--interval", "100ms", "ev1"], env=oci.env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(stream.stdout.readline())
+        assert first["type"] == "stats"
+        oci("exec", "ev1", "touch", "/tmp/go", check=True)
+        deadline = time.monotonic() + 30
+        seen = []
+        while time.monotonic() < deadline:
+            line = stream.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line)["type"])
+            if seen[-1] == "oom":
+                break
+        assert "oom" in seen, seen
+        # The stream goes on after it, and the cpu the filling took is counted.
+        after = json.loads(stream.stdout.readline())
+        assert after["type"] == "stats" and after["data"]["cpu"]["usage"]["total"] > 0
+    finally:
+        oci("kill", "ev1", "KILL")
+        wait_status(oci, "ev1", "stopped")
+        stream.wait(timeout=30)
+    assert stream.returncode == 0
+    oci("delete", "ev1", check=True)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["events", "--interval", "0s", "x"], "events --interval '0s': a duration above zero"),
+    (["events", "--interval", "5 parsecs", "x"], "events --interval '5 parsecs'"),
+    (["events", "nope"], "nope"),
+])
+def test_events_errors(oci, args, message):
+    r = oci(*args)
+    assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr

@@ -81,6 +81,9 @@ int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err);
  * "oom_kill" count, or memory.failcnt on kernels without that line; v2: memory.events oom_kill).
  * After cgroup_destroy it answers what it saw just before the folders were removed. */
 bool cgroup_oom_killed(struct cgroup_handle *cg);
+/* The memory controller's OOM kill count now (the same files; v1 kernels before 4.13: its
+ * failcnt), or -1 when there is none to read (no memory controller, destroyed). */
+long long cgroup_oom_count(const struct cgroup_handle *cg);
 
 /* Kill everything left in the cgroup(s) and their sub-cgroups (v2: cgroup.kill when present;
  * v1, or when that fails: read cgroup.procs and SIGKILL each through a pidfd, repeat until empty,

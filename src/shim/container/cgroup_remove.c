@@ -304,34 +304,39 @@ static int kill_and_remove(int parent_fd, const char *parent_path, const char *n
 	return r < 0 ? r : 1;
 }
 
-static bool oom_now(const struct cgroup_handle *cg)
+long long cgroup_oom_count(const struct cgroup_handle *cg)
 {
-	for (size_t i = 0; i < cg->n; i++) {
+	for (size_t i = 0; cg && !cg->destroyed && i < cg->n; i++) {
 		const struct cg_dir *d = &cg->dir[i];
 		if (!(d->ctrls & CG_BIT(CG_MEMORY)) || d->fd < 0)
 			continue;
 		char *s;
 		if (cg->v2) {
 			if (read_file_at(d->fd, "memory.events", CG_READ_MAX, &s, NULL) < 0)
-				return false;
+				return -1;
 			long long v = keyed_value(s, "oom_kill");
 			free(s);
-			return v > 0;
+			return v;
 		}
 		if (read_file_at(d->fd, "memory.oom_control", CG_READ_MAX, &s, NULL) == 0) {
 			long long v = keyed_value(s, "oom_kill");
 			free(s);
 			if (v >= 0)
-				return v > 0;
+				return v;
 		}
-		/* Kernels before 4.13 have no oom_kill count: the limit was hit at least once. */
+		/* Kernels before 4.13 have no oom_kill count: the times the limit was hit stand in. */
 		if (read_file_at(d->fd, "memory.failcnt", CG_READ_MAX, &s, NULL) < 0)
-			return false;
+			return -1;
 		long long v = strtoll(s, NULL, 10);
 		free(s);
-		return v > 0;
+		return v;
 	}
-	return false;
+	return -1;
+}
+
+static bool oom_now(const struct cgroup_handle *cg)
+{
+	return cgroup_oom_count(cg) > 0;
 }
 
 bool cgroup_oom_killed(struct cgroup_handle *cg)
