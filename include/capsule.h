@@ -309,6 +309,31 @@ typedef struct capsule_stats {
 } capsule_stats;
 CAPSULE_API int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, capsule_error *err);
 
+/* Change a running sandbox's limits, as `docker update` and `runc update` do: the shim
+ * writes its cgroup's files. SET says which fields are given; a negative memory, quota or pids
+ * value (or pids 0) is "no limit". Memory is the sandbox's memory with swap (capsule's memory
+ * limit is never extended by swap); cpu quota and period are the CFS bandwidth (v2 cpu.max),
+ * shares v1's cpu.shares (v2: the weight runc maps them to). Every value is checked before
+ * any is written, and a write the kernel refuses (a memory limit below what is in use and
+ * cannot be reclaimed) puts back the ones before it: the sandbox keeps its old limits and the
+ * error names the file. A vm's cpu and pids limits are its QEMU's cgroup's; its memory is the
+ * guest's RAM, fixed at boot: a memory change of a vm is refused (EOPNOTSUPP). -ENOTCONN when
+ * the sandbox is not running. */
+#define CAPSULE_LIMIT_MEMORY 0x1u
+#define CAPSULE_LIMIT_CPU_QUOTA 0x2u
+#define CAPSULE_LIMIT_CPU_PERIOD 0x4u
+#define CAPSULE_LIMIT_CPU_SHARES 0x8u
+#define CAPSULE_LIMIT_PIDS 0x10u
+typedef struct capsule_limits {
+	uint32_t set;          /* CAPSULE_LIMIT_* */
+	int64_t memory_bytes;  /* at least 4 MiB, or negative: none */
+	int64_t cpu_quota_us;  /* 1000 us up to 1000 s per period, or negative: none */
+	uint64_t cpu_period_us; /* 1000 us .. 1 s */
+	uint64_t cpu_shares;   /* 2 .. 262144 */
+	int64_t pids_max;      /* 1 .. 4194304, or 0 or negative: none */
+} capsule_limits;
+CAPSULE_API int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule_limits *lim, capsule_error *err);
+
 /* ---- commands ------------------------------------------------------------------------- */
 
 typedef struct capsule_process capsule_process;

@@ -25,7 +25,7 @@ bool cp_type_known(uint16_t type)
 	case CP_STOP: case CP_TAKE: case CP_INIT: case CP_SHUTDOWN: case CP_FS: case CP_WATCH:
 	case CP_VM_MOUNT: case CP_VM_UNMOUNT: case CP_VM_MOUNTED:
 	case CP_MOUNT: case CP_UNMOUNT: case CP_MOUNTS:
-	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS: case CP_STATS:
+	case CP_PORT_ADD: case CP_PORT_REMOVE: case CP_PORTS: case CP_STATS: case CP_LIMITS:
 	case CP_NET_ALLOW: case CP_NET_DENY: case CP_NET_LS:
 	case CP_SAVE: case CP_PAUSE:
 	case CP_FWD_CONNECT: case CP_FWD_CLOSE: case CP_DIRECT:
@@ -64,6 +64,7 @@ const char *cp_type_name(uint16_t type)
 	case CP_PORT_REMOVE: return "PORT_REMOVE";
 	case CP_PORTS: return "PORTS";
 	case CP_STATS: return "STATS";
+	case CP_LIMITS: return "LIMITS";
 	case CP_NET_ALLOW: return "NET_ALLOW";
 	case CP_NET_DENY: return "NET_DENY";
 	case CP_NET_LS: return "NET_LS";

@@ -58,6 +58,7 @@ enum cp_type {
 	CP_PORT_REMOVE = 84, /* client -> shim: remove a port forward by its host side */
 	CP_PORTS = 85,       /* client -> shim: list the port forwards */
 	CP_STATS = 86,       /* client -> shim: activity and resource use, a JSON object */
+	CP_LIMITS = 87,      /* client -> shim: change a running sandbox's cgroup limits (proto_limits.c) */
 	CP_SAVE = 96,    /* client -> shim: save, checkpoint, revert or fork the sandbox's filesystem */
 	CP_PAUSE = 97,   /* client -> shim: pause or resume every process of the sandbox (proto_saves.c) */
 	CP_SCREENSHOT = 100, /* client -> shim: a vm's screen as PNG, in chunks (proto_display.c) */
@@ -476,6 +477,27 @@ struct cp_pause {
 enum { CP_T_PAUSE_OP = 1 };
 int cp_pause_encode(struct cp_writer *w, uint32_t chan, const struct cp_pause *m);
 int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m);
+
+/* LIMITS: change the running sandbox's cgroup limits; SET says which fields are given (the
+ * CAPSULE_LIMIT_* bits of capsule.h). A negative memory, quota or pids value is "no limit".
+ * Answered by OK or ERROR (nothing changed). The decoder refuses an empty or unknown SET. */
+struct cp_limits {
+	uint32_t set;
+	int64_t memory_bytes, cpu_quota_us, pids_max;
+	uint64_t cpu_period_us, cpu_shares;
+};
+enum {
+	CP_T_LIMITS_SET = 1,
+	CP_T_LIMITS_MEMORY = 2,
+	CP_T_LIMITS_CPU_QUOTA = 3,
+	CP_T_LIMITS_CPU_PERIOD = 4,
+	CP_T_LIMITS_CPU_SHARES = 5,
+	CP_T_LIMITS_PIDS = 6,
+};
+int cp_limits_encode(struct cp_writer *w, uint32_t chan, const struct cp_limits *m);
+int cp_limits_decode(const uint8_t *p, size_t n, struct cp_limits *m);
+/* The bounds of each value (capsule.h's capsule_limits): 0, or -EINVAL with WHY one line. */
+int cp_limits_check(const struct cp_limits *m, char *why, size_t size);
 
 /* WATCH: stream the changes below PATH (absolute in the sandbox, at most CP_FS_PATH_MAX
  * bytes), of its whole tree with CP_WATCH_RECURSIVE. The agent answers STARTED once it

@@ -92,6 +92,20 @@ int oci_parse_interval(const char *s, uint64_t *ms);
 /* events: one stats event (ONCE), or stats every INTERVAL_MS and oom events until it stops. */
 int oci_events(const struct oci_state *st, bool once, uint64_t interval_ms);
 
+/* ---- update.c ------------------------------------------------------------------------- */
+
+struct oci_update {
+	const char *id;
+	const char *resources; /* --resources FILE, "-" for stdin, or NULL */
+	const char *memory, *memory_swap, *cpu_quota, *cpu_period, *cpu_share, *pids_limit;
+	struct {
+		const char *flag, *value, *why;
+	} refused[12]; /* runc's flags capsule cannot honour: refused when given a value */
+	size_t nrefused;
+};
+
+int oci_update(const struct oci_update *o);
+
 /* In a child of the monitor (a hook's): back into the host's network, IPC and UTS namespaces
  * and the cgroups the monitor left for its container's; _exit(127) when it cannot. */
 void oci_host_enter(void);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "cgroup.h"
 #include "save.h"
 #include "shim.h"
 
@@ -163,6 +164,42 @@ static void stats_request(struct shim *s, int ci, const struct cp_header *h)
 	_cleanup_free_ char *json = NULL;
 	int r = shim_stats_json(s, &json, &err);
 	struct cp_request_ok ok = { .list_json = json };
+	shim_request_answer(s, ci, h, r, &err, &ok);
+}
+
+/* A running sandbox's cgroup limits changed (container/cgroup_update.c). A vm's cgroup is
+ * its QEMU's: cpu and pids map onto it, its memory is the guest's RAM and is refused. */
+static void limits_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
+{
+	if (!fresh_channel_and_running(s, ci, h))
+		return;
+	struct cp_limits m;
+	if (cp_limits_decode(payload, h->len, &m) < 0) {
+		io_client_error(&s->io, ci, h->chan, EBADMSG, "malformed LIMITS request");
+		return;
+	}
+	capsule_error err = { 0 };
+	char why[160];
+	int r;
+	capsule_limits lim = {
+		.set = m.set,
+		.memory_bytes = m.memory_bytes,
+		.cpu_quota_us = m.cpu_quota_us,
+		.cpu_period_us = m.cpu_period_us,
+		.cpu_shares = m.cpu_shares,
+		.pids_max = m.pids_max,
+	};
+	if (cp_limits_check(&m, why, sizeof(why)) < 0)
+		r = cap_err_plain(&err, EINVAL, "%s", why);
+	else if ((m.set & CAPSULE_LIMIT_MEMORY) && s->cfg.isolation == CAPSULE_ISOLATION_VM)
+		r = cap_err_plain(&err, EOPNOTSUPP, "a vm's memory is its guest's, fixed when it boots");
+	else
+		r = cgroup_update(s->cg, &lim, &err);
+	if (r < 0)
+		cap_err_wrap(&err, r, "update of sandbox '%s'", s->name);
+	else
+		shim_log("limits updated (set 0x%x)", m.set);
+	struct cp_request_ok ok = { 0 };
 	shim_request_answer(s, ci, h, r, &err, &ok);
 }
 
@@ -659,6 +696,9 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 		return;
 	case CP_STATS:
 		stats_request(s, ci, h);
+		return;
+	case CP_LIMITS:
+		limits_request(s, ci, h, payload);
 		return;
 	case CP_SCREENSHOT:
 	case CP_INPUT:

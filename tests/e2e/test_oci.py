@@ -977,3 +977,96 @@ def test_events_give_runcs_stats_and_an_oom_event(oci, bundle, tmp_path):
 def test_events_errors(oci, args, message):
     r = oci(*args)
     assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+
+
+def cgroup_file(oci, cid, controller, name):
+    """The value of a cgroup file of the container, through its first process's cgroup (v1:
+    the controller's hierarchy; v2: the one hierarchy)."""
+    pid = json.loads(oci("ps", "--format", "json", cid, check=True).stdout)[0]
+    with open(f"/proc/{pid}/cgroup") as f:
+        lines = [line.rstrip("\n").split(":", 2) for line in f]
+    for _, ctrls, path in lines:
+        if controller in ctrls.split(","):
+            base = glob.glob(f"/sys/fs/cgroup/*{controller}*/")
+            base = [b for b in base if controller in os.path.basename(b.rstrip("/")).split(",")]
+            return open(f"{base[0]}{path}/{name}").read().strip()
+    path = [p for _, c, p in lines if c == ""][0]
+    return open(f"/sys/fs/cgroup{path}/{name}").read().strip()
+
+
+def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
+    """runc's flags and a resources object (as containerd passes it on stdin) change memory,
+    cpu and pids limits of the running container; a bad value changes nothing."""
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 100}))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "up1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    wait_status(oci, "up1", "running")
+
+    def limits():
+        d = json.loads(oci("events", "--stats", "up1", check=True).stdout)["data"]
+        return d["memory"]["usage"]["limit"], d["pids"]["limit"]
+
+    assert limits() == (64 << 20, 100)
+    oci("update", "--memory", "96m", "--pids-limit", "200", "--cpu-period", "50000", "--cpu-quota", "25000",
+        "--cpu-share", "512", "up1", check=True)
+    assert limits() == (96 << 20, 200)
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        assert cgroup_file(oci, "up1", "cpu", "cpu.max") == "25000 50000"
+    else:
+        assert cgroup_file(oci, "up1", "cpu", "cpu.cfs_quota_us") == "25000"
+        assert cgroup_file(oci, "up1", "cpu", "cpu.cfs_period_us") == "50000"
+        assert cgroup_file(oci, "up1", "cpu", "cpu.shares") == "512"
+        assert cgroup_file(oci, "up1", "memory", "memory.memsw.limit_in_bytes") == str(96 << 20)
+
+    # containerd's shim: the spec's resources on stdin (cpuset strings empty, as the CRI sends).
+    res = {"memory": {"limit": 48 << 20, "swap": 48 << 20}, "cpu": {"shares": 1024, "quota": -1, "period": 100000,
+                                                                     "cpus": "", "mems": ""},
+           "pids": {"limit": 300}}
+    oci("update", "--resources", "-", "up1", input=json.dumps(res), check=True)
+    assert limits() == (48 << 20, 300)
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps({"pids": {"limit": -1}}))
+    oci("update", "-r", str(path), "up1", check=True)
+    assert limits() == (48 << 20, 0)
+
+    # The kernel refuses a limit below what cannot be reclaimed: nothing else changes either.
+    r = oci("update", "--memory", "4m", "--pids-limit", "77", "up1")
+    if r.returncode == 0:
+        # It could reclaim down to 4 MiB: then both changed.
+        assert limits() == (4 << 20, 77)
+    else:
+        assert "memory" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert limits() == (48 << 20, 0)
+    oci("delete", "--force", "up1", check=True)
+
+
+@pytest.mark.parametrize("args,stdin,message", [
+    (["--memory", "lots"], None, "update --memory 'lots': a size such as 512m"),
+    (["--memory", "1m"], None, "memory 1048576 bytes: at least 4 MiB"),
+    (["--cpu-share", "1"], None, "cpu shares 1: 2 to 262144"),
+    (["--cpu-period", "100"], None, "cpu period 100 us: 1000 to 1000000"),
+    (["--pids-limit", "x"], None, "update --pids-limit 'x': an integer"),
+    (["--memory", "64m", "--memory-swap", "128m"], None, "capsule's memory limit counts swap too"),
+    (["--cpuset-cpus", "0"], None, "update --cpuset-cpus is not supported: capsule's sandbox cgroups have no cpuset"),
+    (["--resources", "-"], '{"cpu": {"cpus": "0-1"}}', "cpu.cpus is not supported by capsule-oci update"),
+    (["--resources", "-"], '{"blockIO": {"weight": 10}}', "blockIO is not supported by capsule-oci update"),
+    (["--resources", "-"], '{"memory": {"limit": 67108864, "swap": 1}}', "memory.swap 1: capsule's memory limit"),
+    (["--resources", "-"], '[1]', "the resources are not a JSON object"),
+    ([], None, "update: no limit to change given"),
+])
+def test_update_errors_name_what_is_wrong_and_change_nothing(oci, bundle, tmp_path, args, stdin, message):
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 100}))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "up2", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    wait_status(oci, "up2", "running")
+    r = oci("update", *args, "up2", input=stdin or "")
+    assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    d = json.loads(oci("events", "--stats", "up2", check=True).stdout)["data"]
+    assert (d["memory"]["usage"]["limit"], d["pids"]["limit"]) == (64 << 20, 100)
+    oci("delete", "--force", "up2", check=True)

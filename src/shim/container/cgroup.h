@@ -85,6 +85,11 @@ bool cgroup_oom_killed(struct cgroup_handle *cg);
  * failcnt), or -1 when there is none to read (no memory controller, destroyed). */
 long long cgroup_oom_count(const struct cgroup_handle *cg);
 
+/* Change the limits of a live cgroup (capsule_sandbox_update_limits: capsule.h says what each
+ * value means; the caller has checked their bounds). -EOPNOTSUPP naming the controller when
+ * one that a given limit needs is not in use; a refused write puts back those before it. */
+int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_error *err);
+
 /* Kill everything left in the cgroup(s) and their sub-cgroups (v2: cgroup.kill when present;
  * v1, or when that fails: read cgroup.procs and SIGKILL each through a pidfd, repeat until empty,
  * at most ~1 s) and remove the folder(s) (rmdir retried for up to ~1 s on EBUSY). Safe to call

@@ -1,0 +1,258 @@
+/* capsule-oci update: runc's update, over capsule_sandbox_update_limits.
+ *
+ * The limits come from --resources FILE (or - for stdin: the spec's linux.resources object,
+ * as containerd's shim passes it for `ctr task update` and the CRI's UpdateContainerResources)
+ * and from runc's flags, the flags over the file. capsule changes memory (with swap: its limit
+ * is never extended by swap, so memory.swap must be the same figure), cpu shares, quota and
+ * period, and pids. Any other field given a value that means something (a cpuset, a
+ * reservation, block I/O weights) is refused by name, before anything is changed. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "json.h"
+#include "oci.h"
+#include "util.h"
+
+#define RESOURCES_MAX (1u << 20)
+
+/* A member given no meaningful value: null, 0, false, "", {}, []. */
+static bool zeroish(const char *v, size_t len)
+{
+	while (len && isspace((unsigned char)v[len - 1]))
+		len--;
+	while (len && isspace((unsigned char)*v))
+		v++, len--;
+	static const char *const zero[] = { "null", "0", "false", "\"\"", "{}", "[]" };
+	for (size_t i = 0; i < ARRAY_SIZE(zero); i++)
+		if (len == strlen(zero[i]) && !memcmp(v, zero[i], len))
+			return true;
+	return false;
+}
+
+struct walk {
+	const char *section;
+	const char *const *known; /* the members read elsewhere */
+	char bad[128];
+};
+
+static int refuse_unknown(const char *name, const char *value, size_t len, void *payload)
+{
+	struct walk *w = payload;
+	for (size_t i = 0; w->known && w->known[i]; i++)
+		if (!strcmp(name, w->known[i]))
+			return 0;
+	if (zeroish(value, len))
+		return 0;
+	snprintf(w->bad, sizeof(w->bad), "%s%s%s", w->section, *w->section ? "." : "", name);
+	return -EOPNOTSUPP;
+}
+
+static int get_i64(const char *obj, size_t len, const char *key, int64_t *out, bool *given)
+{
+	int r = json_get_int(obj, len, key, out);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	*given = true;
+	return 0;
+}
+
+/* The resources object TEXT into LIM; WHY names the field it refuses. */
+static int from_resources(const char *text, size_t len, capsule_limits *lim, char *why, size_t size)
+{
+	static const char *const top[] = { "memory", "cpu", "pids", NULL };
+	static const char *const memory[] = { "limit", "swap", NULL };
+	static const char *const cpu[] = { "shares", "quota", "period", NULL };
+	static const char *const pids[] = { "limit", NULL };
+	struct walk w = { .section = "", .known = top };
+	int r = json_object_each(text, len, 64, refuse_unknown, &w);
+	if (r == -EOPNOTSUPP)
+		return snprintf(why, size, "%s is not supported by capsule-oci update", w.bad), r;
+	if (r < 0)
+		return snprintf(why, size, "the resources are not a JSON object"), r;
+	const struct {
+		const char *name;
+		const char *const *known;
+	} sections[] = { { "memory", memory }, { "cpu", cpu }, { "pids", pids } };
+	int64_t swap = 0;
+	bool swap_given = false;
+	for (size_t i = 0; i < ARRAY_SIZE(sections); i++) {
+		const char *v;
+		size_t vl;
+		if (json_get_member(text, len, sections[i].name, &v, &vl) < 0 || zeroish(v, vl))
+			continue;
+		struct walk s = { .section = sections[i].name, .known = sections[i].known };
+		r = json_object_each(v, vl, 64, refuse_unknown, &s);
+		if (r == -EOPNOTSUPP)
+			return snprintf(why, size, "%s is not supported by capsule-oci update", s.bad), r;
+		if (r < 0)
+			return snprintf(why, size, "%s is not a JSON object", sections[i].name), r;
+		bool g = false;
+		int64_t n = 0;
+		if (i == 0) {
+			if ((r = get_i64(v, vl, "limit", &n, &g)) == 0 && g)
+				lim->set |= CAPSULE_LIMIT_MEMORY, lim->memory_bytes = n;
+			if (r == 0)
+				r = get_i64(v, vl, "swap", &swap, &swap_given);
+		} else if (i == 1) {
+			int64_t q = 0, p = 0, sh = 0;
+			bool gq = false, gp = false, gs = false;
+			if ((r = get_i64(v, vl, "quota", &q, &gq)) == 0 && (r = get_i64(v, vl, "period", &p, &gp)) == 0)
+				r = get_i64(v, vl, "shares", &sh, &gs);
+			/* The spec's zero is "not set" for each of these. */
+			if (gq && q)
+				lim->set |= CAPSULE_LIMIT_CPU_QUOTA, lim->cpu_quota_us = q;
+			if (gp && p)
+				lim->set |= CAPSULE_LIMIT_CPU_PERIOD, lim->cpu_period_us = (uint64_t)p;
+			if (gs && sh)
+				lim->set |= CAPSULE_LIMIT_CPU_SHARES, lim->cpu_shares = (uint64_t)sh;
+			if (r == 0 && ((gp && p < 0) || (gs && sh < 0)))
+				return snprintf(why, size, "cpu.period and cpu.shares cannot be negative"), -EINVAL;
+		} else if ((r = get_i64(v, vl, "limit", &n, &g)) == 0 && g) {
+			lim->set |= CAPSULE_LIMIT_PIDS, lim->pids_max = n;
+		}
+		if (r < 0)
+			return snprintf(why, size, "%s: a value is not an integer", sections[i].name), r;
+	}
+	if (swap_given && swap && (!(lim->set & CAPSULE_LIMIT_MEMORY) || swap != lim->memory_bytes))
+		return snprintf(why, size,
+				"memory.swap %" PRId64 ": capsule's memory limit counts swap too, so swap must be "
+				"the memory limit itself",
+				swap),
+		       -EOPNOTSUPP;
+	return 0;
+}
+
+/* runc's sizes (docker's RAMInBytes): "512m", "1g", "1048576", "-1"; binary units. */
+static int parse_bytes(const char *s, int64_t *out)
+{
+	if (!strcmp(s, "-1"))
+		return *out = -1, 0;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		return -EINVAL;
+	static const char units[] = "bkmgtp";
+	double mult = 1;
+	if (*end) {
+		const char *u = strchr(units, tolower((unsigned char)*end));
+		if (!u)
+			return -EINVAL;
+		for (const char *k = units; k < u; k++)
+			mult *= 1024;
+		end++;
+		if (*end && (tolower((unsigned char)*end) == 'b' || tolower((unsigned char)*end) == 'i'))
+			end += 1 + (tolower((unsigned char)*end) == 'i' && tolower((unsigned char)end[1]) == 'b');
+		if (*end)
+			return -EINVAL;
+	}
+	if (v * mult > 9e18)
+		return -ERANGE;
+	*out = (int64_t)(v * mult);
+	return 0;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (end == s || *end || errno)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int oci_update(const struct oci_update *o)
+{
+	capsule_limits lim = { 0 };
+	char why[256];
+	if (o->resources) {
+		_cleanup_free_ char *text = NULL;
+		size_t len = 0;
+		int fd = strcmp(o->resources, "-") ? open(o->resources, O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
+		if (fd < 0)
+			return oci_fail("update --resources %s: %s", o->resources, strerror(errno));
+		int r = read_fd_all(fd, RESOURCES_MAX, &text, &len);
+		if (fd != STDIN_FILENO)
+			close(fd);
+		if (r < 0)
+			return oci_fail("update --resources %s: %s", o->resources, strerror(-r));
+		if (from_resources(text, len, &lim, why, sizeof(why)) < 0)
+			return oci_fail("update --resources %s: %s", o->resources, why);
+	}
+	const struct {
+		const char *flag, *value;
+		uint32_t bit;
+		bool bytes;
+	} flags[] = {
+		{ "memory", o->memory, CAPSULE_LIMIT_MEMORY, true },
+		{ "cpu-quota", o->cpu_quota, CAPSULE_LIMIT_CPU_QUOTA, false },
+		{ "cpu-period", o->cpu_period, CAPSULE_LIMIT_CPU_PERIOD, false },
+		{ "cpu-share", o->cpu_share, CAPSULE_LIMIT_CPU_SHARES, false },
+		{ "pids-limit", o->pids_limit, CAPSULE_LIMIT_PIDS, false },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+		if (!flags[i].value)
+			continue;
+		int64_t v;
+		if ((flags[i].bytes ? parse_bytes(flags[i].value, &v) : parse_int(flags[i].value, &v)) < 0 ||
+		    (v < 0 && (flags[i].bit & (CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES))))
+			return oci_fail("update --%s '%s': %s", flags[i].flag, flags[i].value,
+					flags[i].bytes ? "a size such as 512m or 1g, or -1" : "an integer");
+		lim.set |= flags[i].bit;
+		switch (flags[i].bit) {
+		case CAPSULE_LIMIT_MEMORY: lim.memory_bytes = v; break;
+		case CAPSULE_LIMIT_CPU_QUOTA: lim.cpu_quota_us = v; break;
+		case CAPSULE_LIMIT_CPU_PERIOD: lim.cpu_period_us = (uint64_t)v; break;
+		case CAPSULE_LIMIT_CPU_SHARES: lim.cpu_shares = (uint64_t)v; break;
+		default: lim.pids_max = v; break;
+		}
+	}
+	if (o->memory_swap) {
+		int64_t v;
+		if (parse_bytes(o->memory_swap, &v) < 0)
+			return oci_fail("update --memory-swap '%s': a size such as 512m or 1g, or -1", o->memory_swap);
+		if (!(lim.set & CAPSULE_LIMIT_MEMORY) || v != lim.memory_bytes)
+			return oci_fail("update --memory-swap %s: capsule's memory limit counts swap too, so it must be "
+					"given with --memory and equal to it",
+					o->memory_swap);
+	}
+	for (size_t i = 0; i < o->nrefused; i++)
+		if (o->refused[i].value && *o->refused[i].value)
+			return oci_fail("update --%s is not supported: %s", o->refused[i].flag, o->refused[i].why);
+	if (!lim.set)
+		return oci_fail("update: no limit to change given (--resources, --memory, --cpu-quota, --cpu-period, "
+				"--cpu-share, --pids-limit)");
+
+	struct oci_state st;
+	int dirfd;
+	if (oci_state_dir_open(o->id, &dirfd))
+		return 1;
+	int r = oci_state_read(dirfd, &st);
+	close(dirfd);
+	if (r < 0)
+		return oci_fail("container '%s': no readable state", o->id);
+	if (!strcmp(st.status, "stopped")) {
+		oci_state_clear(&st);
+		return oci_fail("container '%s' is stopped: its limits cannot change", o->id);
+	}
+	capsule_error err = { 0 };
+	capsule_sandbox *sb;
+	if (capsule_sandbox_open(&sb, st.sandbox, &err) == 0) {
+		r = capsule_sandbox_update_limits(sb, &lim, &err);
+		capsule_sandbox_free(sb);
+	} else {
+		r = -1;
+	}
+	oci_state_clear(&st);
+	return r < 0 ? oci_fail_err(&err) : 0;
+}

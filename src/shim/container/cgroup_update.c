@@ -1,0 +1,161 @@
+/* cgroup_update: a running sandbox's limits changed (capsule_sandbox_update_limits). The
+ * writes are planned first, each file's old value read, then made in order; when the kernel
+ * refuses one (a memory limit below what cannot be reclaimed: EBUSY), the ones made before it
+ * are written back, so the sandbox keeps the limits it had. */
+#include <errno.h>
+#include <stdlib.h>
+
+#include "cgroup_internal.h"
+
+#define UPDATE_WRITES_MAX 8
+
+struct planned {
+	const struct cg_dir *d;
+	const char *file;
+	char val[64];
+	char old[64];
+};
+
+struct plan {
+	struct planned w[UPDATE_WRITES_MAX];
+	size_t n;
+};
+
+static const struct cg_dir *dir_of(const struct cgroup_handle *cg, int c)
+{
+	for (size_t i = 0; i < cg->n; i++)
+		if ((cg->dir[i].ctrls & CG_BIT(c)) && cg->dir[i].fd >= 0)
+			return &cg->dir[i];
+	return NULL;
+}
+
+/* FILE's value now, its first line. */
+static int read_value(const struct cg_dir *d, const char *file, char *out, size_t size, capsule_error *err)
+{
+	_cleanup_free_ char *s = NULL;
+	if (read_file_at(d->fd, file, CG_READ_MAX, &s, NULL) < 0)
+		return cap_err(err, errno, "read '%s/%s'", d->path, file);
+	s[strcspn(s, "\n")] = '\0';
+	fmt_into(out, size, "%s", s);
+	return 0;
+}
+
+static int plan_add(struct plan *p, const struct cg_dir *d, const char *file, const char *val, capsule_error *err)
+{
+	struct planned *w = &p->w[p->n++];
+	w->d = d;
+	w->file = file;
+	fmt_into(w->val, sizeof(w->val), "%s", val);
+	return read_value(d, file, w->old, sizeof(w->old), err);
+}
+
+static int plan_memory(struct plan *p, const struct cgroup_handle *cg, const struct cg_dir *d, int64_t bytes,
+		       capsule_error *err)
+{
+	char val[32];
+	if (cg->v2) {
+		fmt_into(val, sizeof(val), bytes < 0 ? "max" : "%lld", (long long)bytes);
+		int r = plan_add(p, d, "memory.max", val, err);
+		/* As at creation: swap does not extend a limit; without one it is the host's. */
+		if (r == 0 && exists_at(d->fd, "memory.swap.max"))
+			r = plan_add(p, d, "memory.swap.max", bytes < 0 ? "max" : "0", err);
+		return r;
+	}
+	fmt_into(val, sizeof(val), "%lld", bytes < 0 ? -1LL : (long long)bytes);
+	if (!exists_at(d->fd, "memory.memsw.limit_in_bytes"))
+		return plan_add(p, d, "memory.limit_in_bytes", val, err);
+	/* The kernel keeps memsw >= the limit at every step: a raise moves memsw first, a cut
+	 * the limit first. */
+	char old[64];
+	int r = read_value(d, "memory.limit_in_bytes", old, sizeof(old), err);
+	if (r < 0)
+		return r;
+	bool raise = bytes < 0 || (uint64_t)bytes > strtoull(old, NULL, 10);
+	if (raise && (r = plan_add(p, d, "memory.memsw.limit_in_bytes", val, err)) < 0)
+		return r;
+	if ((r = plan_add(p, d, "memory.limit_in_bytes", val, err)) < 0)
+		return r;
+	return raise ? 0 : plan_add(p, d, "memory.memsw.limit_in_bytes", val, err);
+}
+
+static int plan_cpu(struct plan *p, const struct cgroup_handle *cg, const struct cg_dir *d,
+		    const capsule_limits *u, capsule_error *err)
+{
+	char val[64];
+	int r = 0;
+	if (u->set & (CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD)) {
+		if (cg->v2) {
+			/* cpu.max holds both: the one not given is kept. */
+			char old[64], quota[32];
+			unsigned long long period = 0;
+			if ((r = read_value(d, "cpu.max", old, sizeof(old), err)) < 0)
+				return r;
+			if (sscanf(old, "%31s %llu", quota, &period) != 2)
+				return cap_err_plain(err, EPROTO, "'%s/cpu.max' reads '%s'", d->path, old);
+			if (u->set & CAPSULE_LIMIT_CPU_QUOTA)
+				fmt_into(quota, sizeof(quota), u->cpu_quota_us < 0 ? "max" : "%lld",
+					 (long long)u->cpu_quota_us);
+			if (u->set & CAPSULE_LIMIT_CPU_PERIOD)
+				period = u->cpu_period_us;
+			fmt_into(val, sizeof(val), "%s %llu", quota, period);
+			r = plan_add(p, d, "cpu.max", val, err);
+		} else {
+			if (u->set & CAPSULE_LIMIT_CPU_PERIOD) {
+				fmt_into(val, sizeof(val), "%llu", (unsigned long long)u->cpu_period_us);
+				r = plan_add(p, d, "cpu.cfs_period_us", val, err);
+			}
+			if (r == 0 && (u->set & CAPSULE_LIMIT_CPU_QUOTA)) {
+				fmt_into(val, sizeof(val), "%lld", u->cpu_quota_us < 0 ? -1LL : (long long)u->cpu_quota_us);
+				r = plan_add(p, d, "cpu.cfs_quota_us", val, err);
+			}
+		}
+	}
+	if (r == 0 && (u->set & CAPSULE_LIMIT_CPU_SHARES)) {
+		/* runc's mapping of shares (2..262144) onto v2's weight (1..10000), as at creation. */
+		fmt_into(val, sizeof(val), "%llu",
+			 cg->v2 ? 1ull + (u->cpu_shares - 2) * 9999 / 262142 : (unsigned long long)u->cpu_shares);
+		r = plan_add(p, d, cg->v2 ? "cpu.weight" : "cpu.shares", val, err);
+	}
+	return r;
+}
+
+int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_error *err)
+{
+	if (!cg || cg->destroyed || cg->n == 0)
+		return cap_err_plain(err, EOPNOTSUPP, "the sandbox has no cgroup to change (cgroups are not usable here)");
+	static const struct {
+		uint32_t bits;
+		int ctrl;
+	} need[] = {
+		{ CAPSULE_LIMIT_MEMORY, CG_MEMORY },
+		{ CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES, CG_CPU },
+		{ CAPSULE_LIMIT_PIDS, CG_PIDS },
+	};
+	for (size_t i = 0; i < ARRAY_SIZE(need); i++)
+		if ((u->set & need[i].bits) && !dir_of(cg, need[i].ctrl))
+			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller",
+					     cg_ctrl_name[need[i].ctrl]);
+	struct plan p = { .n = 0 };
+	int r = 0;
+	/* Memory first: it is the write the kernel may refuse. */
+	if (u->set & CAPSULE_LIMIT_MEMORY)
+		r = plan_memory(&p, cg, dir_of(cg, CG_MEMORY), u->memory_bytes, err);
+	if (r == 0 && (u->set & CAPSULE_LIMIT_PIDS)) {
+		char val[32];
+		fmt_into(val, sizeof(val), u->pids_max <= 0 ? "max" : "%lld", (long long)u->pids_max);
+		r = plan_add(&p, dir_of(cg, CG_PIDS), "pids.max", val, err);
+	}
+	if (r == 0)
+		r = plan_cpu(&p, cg, dir_of(cg, CG_CPU), u, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < p.n; i++) {
+		const struct planned *w = &p.w[i];
+		if ((r = cg_write_at(w->d->fd, w->d->path, w->file, w->val, err)) == 0)
+			continue;
+		for (size_t k = i; k-- > 0;)
+			(void)cg_write_at(p.w[k].d->fd, p.w[k].d->path, p.w[k].file, p.w[k].old, NULL);
+		return r;
+	}
+	return 0;
+}
