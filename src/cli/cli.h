@@ -47,6 +47,7 @@ int cmd_rm(int argc, char **argv);
 int cmd_kill(int argc, char **argv);
 int cmd_pause(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
+int cmd_update(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 /* exec --diff: the changes in AFTER (capsule_sandbox_diff_json) that are not in BEFORE, and

@@ -22,6 +22,7 @@ static const struct cli_command commands[] = {
 	{ "kill", cmd_kill, "Kill sandboxes at once" },
 	{ "pause", cmd_pause, "Hold every process of sandboxes still, in memory" },
 	{ "resume", cmd_resume, "Let paused sandboxes run again" },
+	{ "update", cmd_update, "Change a running sandbox's memory, cpu and pids limits" },
 	{ "rm", cmd_rm, "Remove sandboxes" },
 	{ "ps", cmd_ps, "List sandboxes" },
 	{ "inspect", cmd_inspect, "Show a sandbox's details as JSON" },

@@ -3,8 +3,44 @@
 #include <errno.h>
 
 #include "conn.h"
+#include "home.h"
+#include "sandbox.h"
+#include "sandbox_config.h"
 #include "internal.h"
 #include "util.h"
+
+/* The new limits into the sandbox's config, as docker keeps an update's: a restart starts
+ * it with them, and inspect shows them. cpus is the quota over the period; a period other
+ * than the 100 ms capsule gives is kept as that ratio. */
+static int keep_limits(capsule_sandbox *sb, const struct cp_limits *m, capsule_error *err)
+{
+	struct capsule_config cfg = *sandbox_config(sb);
+	if (m->set & CAPSULE_LIMIT_MEMORY)
+		cfg.memory_bytes = m->memory_bytes < 0 ? 0 : (uint64_t)m->memory_bytes;
+	if (m->set & CAPSULE_LIMIT_CPU_QUOTA) {
+		uint64_t period = (m->set & CAPSULE_LIMIT_CPU_PERIOD) ? m->cpu_period_us : 100000;
+		cfg.cpus_milli = m->cpu_quota_us < 0 ? 0 : (uint32_t)((uint64_t)m->cpu_quota_us * 1000 / period);
+	}
+	if (m->set & CAPSULE_LIMIT_CPU_SHARES)
+		cfg.cpu_shares = (uint32_t)m->cpu_shares;
+	if (m->set & CAPSULE_LIMIT_PIDS)
+		cfg.pids_limit = m->pids_max < 0 ? 0 : (uint32_t)m->pids_max;
+	_cleanup_close_ int dir = -1;
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = run_dir_open(capsule_sandbox_name(sb), &dir, err);
+	if (r < 0)
+		return r;
+	if ((r = config_serialize(&cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0)
+		return cap_err(err, -r, "sandbox '%s': its limits changed, but its configuration could not be written",
+			       capsule_sandbox_name(sb));
+	struct capsule_config *kept = sandbox_config_mut(sb);
+	kept->memory_bytes = cfg.memory_bytes;
+	kept->cpus_milli = cfg.cpus_milli;
+	kept->cpu_shares = cfg.cpu_shares;
+	kept->pids_limit = cfg.pids_limit;
+	return 0;
+}
 
 int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule_limits *lim, capsule_error *err)
 {
@@ -34,5 +70,5 @@ int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule_limits *lim
 	else
 		r = shim_request(&c, NULL, err);
 	conn_close(&c);
-	return r;
+	return r < 0 ? r : keep_limits(sb, &m, err);
 }

@@ -888,6 +888,11 @@ const struct capsule_config *sandbox_config(const capsule_sandbox *sb)
 	return &sb->cfg;
 }
 
+struct capsule_config *sandbox_config_mut(capsule_sandbox *sb)
+{
+	return &sb->cfg;
+}
+
 void capsule_strv_free(char **v)
 {
 	for (size_t i = 0; v && v[i]; i++)

@@ -9,6 +9,8 @@
 
 /* The configuration a handle was made from. */
 const struct capsule_config *sandbox_config(const capsule_sandbox *sb);
+/* The same, to change: capsule_sandbox_update_limits keeps the limits it set there. */
+struct capsule_config *sandbox_config_mut(capsule_sandbox *sb);
 
 /* Clean up after a shim that died without doing so (SIGKILL): cgroups, sockets, and for an
  * ephemeral sandbox the whole folder. Returns 1 if it cleaned something, 0 if the sandbox is

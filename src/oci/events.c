@@ -21,46 +21,6 @@
 
 #define OOM_POLL_MS 200
 
-/* A Go duration as runc's --interval takes it ("5s", "100ms", "1m30s", "2h"), in ms > 0. */
-int oci_parse_interval(const char *s, uint64_t *ms)
-{
-	uint64_t total = 0;
-	const char *p = s;
-	if (!*p)
-		return -EINVAL;
-	while (*p) {
-		char *end;
-		errno = 0;
-		double v = strtod(p, &end);
-		if (end == p || errno || v < 0)
-			return -EINVAL;
-		p = end;
-		double unit;
-		if (!strncmp(p, "ms", 2))
-			unit = 1, p += 2;
-		else if (!strncmp(p, "us", 2) || !strncmp(p, "µs", strlen("µs")))
-			unit = 0.001, p += p[0] == 'u' ? 2 : strlen("µs");
-		else if (!strncmp(p, "ns", 2))
-			unit = 0.000001, p += 2;
-		else if (*p == 's')
-			unit = 1000, p++;
-		else if (*p == 'm')
-			unit = 60000, p++;
-		else if (*p == 'h')
-			unit = 3600000, p++;
-		else
-			return -EINVAL;
-		double add = v * unit;
-		if (add > 1e12)
-			return -ERANGE;
-		total += (uint64_t)add;
-	}
-	if (total == 0)
-		return -ERANGE;
-	*ms = total;
-	return 0;
-}
-
 static void stats_data(struct json_writer *w, const capsule_stats *st)
 {
 	json_object_begin(w);

@@ -18,6 +18,7 @@
 
 #include "json.h"
 #include "oci.h"
+#include "parse.h"
 #include "util.h"
 
 static const char *log_path;
@@ -754,8 +755,9 @@ static int cmd_events(int argc, char **argv)
 	size_t npos;
 	if (parse_opts(argc, argv, 1, opts, ARRAY_SIZE(opts), &pos, &npos, 0) || need_id(pos, npos, "events"))
 		return 1;
-	uint64_t ms = 5000;
-	if (interval && oci_parse_interval(interval, &ms) < 0)
+	uint32_t ms = 5000;
+	capsule_error err = { 0 };
+	if (interval && (parse_duration_ms(interval, &ms, &err) < 0 || ms == 0))
 		return oci_fail("events --interval '%s': a duration above zero, e.g. 5s or 100ms", interval);
 	struct oci_state st;
 	if (load_state(pos[0], &st, NULL))

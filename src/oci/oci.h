@@ -87,8 +87,6 @@ int oci_exec(const struct oci_exec *o);
 
 /* ---- events.c ------------------------------------------------------------------------- */
 
-/* A Go duration ("5s", "100ms", "1m30s") in milliseconds, above zero. */
-int oci_parse_interval(const char *s, uint64_t *ms);
 /* events: one stats event (ONCE), or stats every INTERVAL_MS and oom events until it stops. */
 int oci_events(const struct oci_state *st, bool once, uint64_t interval_ms);
 

@@ -17,6 +17,7 @@
 
 #include "json.h"
 #include "oci.h"
+#include "parse.h"
 #include "util.h"
 
 #define RESOURCES_MAX (1u << 20)
@@ -130,33 +131,15 @@ static int from_resources(const char *text, size_t len, capsule_limits *lim, cha
 	return 0;
 }
 
-/* runc's sizes (docker's RAMInBytes): "512m", "1g", "1048576", "-1"; binary units. */
+/* runc's sizes (docker's RAMInBytes, parse_size's): "512m", "1g", "1048576"; or -1. */
 static int parse_bytes(const char *s, int64_t *out)
 {
+	uint64_t v;
 	if (!strcmp(s, "-1"))
 		return *out = -1, 0;
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (end == s || errno || v < 0)
+	if (parse_size(s, &v, NULL) < 0)
 		return -EINVAL;
-	static const char units[] = "bkmgtp";
-	double mult = 1;
-	if (*end) {
-		const char *u = strchr(units, tolower((unsigned char)*end));
-		if (!u)
-			return -EINVAL;
-		for (const char *k = units; k < u; k++)
-			mult *= 1024;
-		end++;
-		if (*end && (tolower((unsigned char)*end) == 'b' || tolower((unsigned char)*end) == 'i'))
-			end += 1 + (tolower((unsigned char)*end) == 'i' && tolower((unsigned char)end[1]) == 'b');
-		if (*end)
-			return -EINVAL;
-	}
-	if (v * mult > 9e18)
-		return -ERANGE;
-	*out = (int64_t)(v * mult);
+	*out = (int64_t)v;
 	return 0;
 }
 
