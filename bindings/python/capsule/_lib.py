@@ -80,6 +80,21 @@ class VolumeInfo(ctypes.Structure):
     ]
 
 
+LIMIT_MEMORY, LIMIT_CPU_QUOTA, LIMIT_CPU_PERIOD, LIMIT_CPU_SHARES, LIMIT_PIDS = 0x1, 0x2, 0x4, 0x8, 0x10
+
+
+class Limits(ctypes.Structure):
+    """capsule_limits (capsule_sandbox_update_limits)."""
+    _fields_ = [
+        ("set", c_uint32),
+        ("memory_bytes", c_int64),
+        ("cpu_quota_us", c_int64),
+        ("cpu_period_us", c_uint64),
+        ("cpu_shares", c_uint64),
+        ("pids_max", c_int64),
+    ]
+
+
 class SandboxInfo(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_char * 64),
@@ -155,6 +170,7 @@ _PROTOS = {
     "capsule_sandbox_open": (c_int, [PP, c_char_p, E]),
     "capsule_sandbox_stop": (c_int, [c_void_p, c_uint32, E]),
     "capsule_sandbox_pause": (c_int, [c_void_p, E]),
+    "capsule_sandbox_update_limits": (c_int, [c_void_p, POINTER(Limits), E]),
     "capsule_sandbox_resume": (c_int, [c_void_p, E]),
     "capsule_sandbox_pause_to_disk": (c_int, [c_void_p, E]),
     "capsule_sandbox_remove": (c_int, [c_char_p, c_bool, E]),

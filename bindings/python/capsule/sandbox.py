@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import errors
 from . import _process
-from ._lib import lib, Error, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, c_size_t, free, parse_size, take_bytes
+from . import _lib
+from ._lib import lib, Error, Limits, SandboxInfo, PROGRESS_FN, enc, check, call, byref, c_void_p, c_size_t, free, parse_size, take_bytes
 from ._lib import MOUNT_RO, MOUNT_ALLOW_SENSITIVE, ISOLATION_CONTAINER, ISOLATION_VM, ExecResult as _CExecResult
 from .types import Mount, MountHandle, NetworkMode, PortForward, ExecResult, check_mount_type
 from .fs import SyncFs, AsyncFs
@@ -372,6 +373,34 @@ class _Core:
             return call(fn, ptr, *args, op=op)
         finally:
             self._handle.release()
+
+    # ---- limits ----
+
+    def _update_blocking(self, memory, cpus, cpu_shares, pids_limit):
+        lim = Limits()
+        if memory is not None:
+            lim.set |= _lib.LIMIT_MEMORY
+            lim.memory_bytes = -1 if memory == -1 else parse_size(memory, "memory")
+        if cpus is not None:
+            if isinstance(cpus, bool) or not isinstance(cpus, (int, float, str)):
+                raise errors.InvalidArgument(f"invalid cpus {cpus!r}: a number such as 1.5", _errno.EINVAL, "update")
+            try:
+                milli = round(float(cpus) * 1000)
+            except ValueError:
+                raise errors.InvalidArgument(f"invalid cpus {cpus!r}: a number such as 1.5", _errno.EINVAL,
+                                             "update") from None
+            if milli < 0:
+                raise errors.InvalidArgument(f"invalid cpus {cpus!r}: 0 (no limit) or more", _errno.EINVAL, "update")
+            lim.set |= _lib.LIMIT_CPU_QUOTA | _lib.LIMIT_CPU_PERIOD
+            lim.cpu_period_us = 100000
+            lim.cpu_quota_us = milli * 100 if milli else -1
+        if cpu_shares is not None:
+            lim.set |= _lib.LIMIT_CPU_SHARES
+            lim.cpu_shares = _u64(cpu_shares, "cpu_shares")
+        if pids_limit is not None:
+            lim.set |= _lib.LIMIT_PIDS
+            lim.pids_max = -1 if pids_limit == -1 else _u64(pids_limit, "pids_limit")
+        self._call(lib.capsule_sandbox_update_limits, byref(lim), op="update")
 
     # ---- pause ----
 
@@ -838,6 +867,15 @@ class SyncSandbox(_Core):
         """
         return SyncWatch(self, path, recursive)
 
+    def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None):
+        """Change the running sandbox's limits, as `docker update` does; the others stay.
+        memory: bytes or a size ("512M"), swap included, -1 for no limit (a vm's memory is its
+        guest's, fixed at boot: NotSupported); cpus: 1.5, 0 for no limit; cpu_shares: 2 to
+        262144; pids_limit: 0 or -1 for no limit. Every value is checked before any changes,
+        and one the kernel refuses leaves the old limits. Kept for inspect and the next
+        start."""
+        self._update_blocking(memory, cpus, cpu_shares, pids_limit)
+
     def pause(self, to_disk=False):
         """Hold every process of the sandbox still, in memory, until resume() or a stop.
         Meanwhile execute, spawn, fs and mount raise Busy ("sandbox 'x' is paused: resume it
@@ -993,6 +1031,10 @@ class Sandbox(_Core):
         watching, `async for` reads the events on the loop as they come (no thread is held
         while waiting)."""
         return AsyncWatch(self, path, recursive)
+
+    async def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None):
+        """Change the running sandbox's limits (see SyncSandbox.update)."""
+        await _in_thread(self._update_blocking, memory, cpus, cpu_shares, pids_limit)
 
     async def pause(self, to_disk=False):
         """Hold every process still, in memory or on disk (see SyncSandbox.pause)."""
