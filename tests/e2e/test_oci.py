@@ -980,9 +980,13 @@ def test_events_errors(oci, args, message):
 
 
 def cgroup_file(oci, cid, controller, name):
-    """The value of a cgroup file of the container, through its first process's cgroup (v1:
-    the controller's hierarchy; v2: the one hierarchy)."""
-    pid = json.loads(oci("ps", "--format", "json", cid, check=True).stdout)[0]
+    """The value of a cgroup file of the container, through its first process's cgroup."""
+    return cgroup_file_of(json.loads(oci("ps", "--format", "json", cid, check=True).stdout)[0], controller, name)
+
+
+def cgroup_file_of(pid, controller, name):
+    """The value of a cgroup file of process PID's cgroup (v1: the controller's hierarchy; v2:
+    the one hierarchy)."""
     with open(f"/proc/{pid}/cgroup") as f:
         lines = [line.rstrip("\n").split(":", 2) for line in f]
     for _, ctrls, path in lines:

@@ -21,6 +21,8 @@ import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
 
+from .test_oci import cgroup_file_of
+
 OCI = os.path.join(BUILD, "capsule-oci")
 PODMAN = shutil.which("podman")
 
@@ -161,3 +163,25 @@ def test_it_through_conmons_console_socket(podman):
     out += rest
     assert p.returncode == 5, out
     assert b"typed-42" in out
+
+
+def test_update_changes_the_limits_podman_reads(podman):
+    """podman update hands capsule-oci the new resources (update --resources FILE); podman
+    reads the container's cgroup (its cgroupsPath, where capsule puts the sandbox's) itself."""
+    r = podman("run", "-d", "--network", "none", "--name", "u1", "--pids-limit", "100", IMAGE, "sleep", "1000")
+    assert r.returncode == 0, r.stderr
+    try:
+        r = podman("update", "--memory", "96m", "--memory-swap", "96m", "--cpus", "0.5", "u1")
+        assert r.returncode == 0, r.stderr
+        pid = int(podman("inspect", "--format", "{{.State.Pid}}", "u1").stdout)
+        v2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+        assert cgroup_file_of(pid, "memory", "memory.max" if v2 else "memory.limit_in_bytes") == str(96 << 20)
+        if v2:
+            assert cgroup_file_of(pid, "cpu", "cpu.max") == "50000 100000"
+        else:
+            assert cgroup_file_of(pid, "cpu", "cpu.cfs_quota_us") == "50000"
+        # What capsule cannot honour is refused in one line, and podman says so.
+        r = podman("update", "--cpuset-cpus", "0", "u1")
+        assert r.returncode != 0 and "cpu.cpus is not supported by capsule-oci update" in r.stderr, r.stderr
+    finally:
+        assert podman("rm", "--force", "--time", "0", "u1").returncode == 0
