@@ -65,10 +65,45 @@ static int get_i64(const char *obj, size_t len, const char *key, int64_t *out, b
 	return 0;
 }
 
-/* The resources object TEXT into LIM; WHY names the field it refuses. */
-static int from_resources(const char *text, size_t len, capsule_limits *lim, char *why, size_t size)
+/* A and the stored devices CREATED (NUL-terminated, or NULL) the same, whitespace aside (the
+ * rules' strings hold none: types, major/minor numbers, access letters). */
+static bool same_json(const char *a, size_t alen, const char *created)
 {
-	static const char *const top[] = { "memory", "cpu", "pids", NULL };
+	if (!created)
+		return false;
+	const char *b = created;
+	for (size_t i = 0;; i++, b++) {
+		while (i < alen && isspace((unsigned char)a[i]))
+			i++;
+		while (*b && isspace((unsigned char)*b))
+			b++;
+		if (i == alen || !*b)
+			return i == alen && !*b;
+		if (a[i] != *b)
+			return false;
+	}
+}
+
+/* linux.resources.devices of the config.json kept at create, in ROOT/ID (DIRFD). */
+static char *created_devices(int dirfd)
+{
+	_cleanup_free_ char *cfg = NULL;
+	size_t len;
+	const char *linux_obj, *res, *dev;
+	size_t ll, rl, dl;
+	if (read_file_at(dirfd, "config.json", 16u << 20, &cfg, &len) < 0 ||
+	    json_get_member(cfg, len, "linux", &linux_obj, &ll) < 0 ||
+	    json_get_member(linux_obj, ll, "resources", &res, &rl) < 0 ||
+	    json_get_member(res, rl, "devices", &dev, &dl) < 0)
+		return NULL;
+	return strndup(dev, dl);
+}
+
+/* The resources object TEXT into LIM; WHY names the field it refuses. */
+static int from_resources(const char *text, size_t len, const char *created, capsule_limits *lim, char *why,
+			  size_t size)
+{
+	static const char *const top[] = { "memory", "cpu", "pids", "devices", NULL };
 	static const char *const memory[] = { "limit", "swap", NULL };
 	static const char *const cpu[] = { "shares", "quota", "period", NULL };
 	static const char *const pids[] = { "limit", NULL };
@@ -78,6 +113,14 @@ static int from_resources(const char *text, size_t len, capsule_limits *lim, cha
 		return snprintf(why, size, "%s is not supported by capsule-oci update", w.bad), r;
 	if (r < 0)
 		return snprintf(why, size, "the resources are not a JSON object"), r;
+	/* containerd's shim sends the whole of linux.resources, device rules and all: they are
+	 * what create applied, and cannot change. */
+	const char *dev;
+	size_t dev_len;
+	if (json_get_member(text, len, "devices", &dev, &dev_len) == 0 && !zeroish(dev, dev_len) &&
+	    !same_json(dev, dev_len, created))
+		return snprintf(why, size, "devices: the device rules are the container's since create, and cannot change"),
+		       -EOPNOTSUPP;
 	const struct {
 		const char *name;
 		const char *const *known;
@@ -154,7 +197,8 @@ static int parse_int(const char *s, int64_t *out)
 	return 0;
 }
 
-int oci_update(const struct oci_update *o)
+/* The limits asked, checked against the container in ST, and set. */
+static int update_with_state(const struct oci_update *o, const struct oci_state *st, const char *created)
 {
 	capsule_limits lim = { 0 };
 	char why[256];
@@ -169,7 +213,7 @@ int oci_update(const struct oci_update *o)
 			close(fd);
 		if (r < 0)
 			return oci_fail("update --resources %s: %s", o->resources, strerror(-r));
-		if (from_resources(text, len, &lim, why, sizeof(why)) < 0)
+		if (from_resources(text, len, created, &lim, why, sizeof(why)) < 0)
 			return oci_fail("update --resources %s: %s", o->resources, why);
 	}
 	const struct {
@@ -216,26 +260,30 @@ int oci_update(const struct oci_update *o)
 		return oci_fail("update: no limit to change given (--resources, --memory, --cpu-quota, --cpu-period, "
 				"--cpu-share, --pids-limit)");
 
+	if (!strcmp(st->status, "stopped"))
+		return oci_fail("container '%s' is stopped: its limits cannot change", o->id);
+	capsule_error err = { 0 };
+	capsule_sandbox *sb;
+	int r = capsule_sandbox_open(&sb, st->sandbox, &err);
+	if (r == 0) {
+		r = capsule_sandbox_update_limits(sb, &lim, &err);
+		capsule_sandbox_free(sb);
+	}
+	return r < 0 ? oci_fail_err(&err) : 0;
+}
+
+int oci_update(const struct oci_update *o)
+{
 	struct oci_state st;
 	int dirfd;
 	if (oci_state_dir_open(o->id, &dirfd))
 		return 1;
-	int r = oci_state_read(dirfd, &st);
+	int sr = oci_state_read(dirfd, &st);
+	_cleanup_free_ char *created = sr < 0 ? NULL : created_devices(dirfd);
 	close(dirfd);
-	if (r < 0)
+	if (sr < 0)
 		return oci_fail("container '%s': no readable state", o->id);
-	if (!strcmp(st.status, "stopped")) {
-		oci_state_clear(&st);
-		return oci_fail("container '%s' is stopped: its limits cannot change", o->id);
-	}
-	capsule_error err = { 0 };
-	capsule_sandbox *sb;
-	if (capsule_sandbox_open(&sb, st.sandbox, &err) == 0) {
-		r = capsule_sandbox_update_limits(sb, &lim, &err);
-		capsule_sandbox_free(sb);
-	} else {
-		r = -1;
-	}
+	int r = update_with_state(o, &st, created);
 	oci_state_clear(&st);
-	return r < 0 ? oci_fail_err(&err) : 0;
+	return r;
 }

@@ -1026,9 +1026,10 @@ def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
         assert cgroup_file(oci, "up1", "memory", "memory.memsw.limit_in_bytes") == str(96 << 20)
 
     # containerd's shim: the spec's resources on stdin (cpuset strings empty, as the CRI sends).
+    # The device rules of create come back with it, unchanged.
     res = {"memory": {"limit": 48 << 20, "swap": 48 << 20}, "cpu": {"shares": 1024, "quota": -1, "period": 100000,
                                                                      "cpus": "", "mems": ""},
-           "pids": {"limit": 300}}
+           "pids": {"limit": 300}, "devices": [{"allow": False, "access": "rwm"}]}
     oci("update", "--resources", "-", "up1", input=json.dumps(res), check=True)
     assert limits() == (48 << 20, 300)
     path = tmp_path / "res.json"
@@ -1059,6 +1060,8 @@ def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     (["--resources", "-"], '{"blockIO": {"weight": 10}}', "blockIO is not supported by capsule-oci update"),
     (["--resources", "-"], '{"memory": {"limit": 67108864, "swap": 1}}', "memory.swap 1: capsule's memory limit"),
     (["--resources", "-"], '[1]', "the resources are not a JSON object"),
+    (["--resources", "-"], '{"devices": [{"allow": true, "access": "rwm"}]}',
+     "devices: the device rules are the container's since create, and cannot change"),
     ([], None, "update: no limit to change given"),
 ])
 def test_update_errors_name_what_is_wrong_and_change_nothing(oci, bundle, tmp_path, args, stdin, message):

@@ -284,3 +284,27 @@ def test_a_vm_pod_is_refused_with_one_line(cri):
     assert "\n" not in message
     assert not cri.ListPodSandbox().items
     assert os.listdir(os.path.join(cri.top, "oci-root", "k8s.io")) == []
+
+
+def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):
+    """UpdateContainerResources (the kubelet's in-place resize): containerd's shim hands
+    capsule-oci the container's new linux.resources on stdin (update --resources -); the
+    sandbox's cgroup has them. A cpuset, which capsule cannot honour, fails the call with
+    capsule-oci's line."""
+    config = pod_config(cri, "pod-up")
+    pod = cri.RunPodSandbox(config=config, runtime_handler="capsule").pod_sandbox_id
+    try:
+        cid = start_container(cri, pod, config, "up", ["sleep", "1000"])
+        cri.UpdateContainerResources(container_id=cid, linux=cri.pb.LinuxContainerResources(
+            memory_limit_in_bytes=96 << 20, cpu_period=100000, cpu_quota=50000, cpu_shares=512))
+        r = subprocess.run([OCI, "--root", os.path.join(cri.top, "oci-root", "k8s.io"), "events", "--stats", cid],
+                           env=cri.env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["data"]["memory"]["usage"]["limit"] == 96 << 20
+        with pytest.raises(grpc.RpcError) as e:
+            cri.UpdateContainerResources(container_id=cid, linux=cri.pb.LinuxContainerResources(
+                memory_limit_in_bytes=96 << 20, cpuset_cpus="0"))
+        assert "cpu.cpus is not supported by capsule-oci update" in e.value.details(), e.value.details()
+    finally:
+        cri.StopPodSandbox(pod_sandbox_id=pod)
+        cri.RemovePodSandbox(pod_sandbox_id=pod)
