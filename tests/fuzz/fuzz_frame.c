@@ -269,6 +269,18 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 			CHECK(m.op == CP_PAUSE_OP_PAUSE || m.op == CP_PAUSE_OP_RESUME);
 		break;
 	}
+	case CP_LIMITS: {
+		struct cp_limits m;
+		/* Decoded, a request names what it sets and nothing else; the bounds are checked
+		 * after (cp_limits_check), and must answer in one line whatever the values. */
+		if ((r = cp_limits_decode(p, n, &m)) == 0) {
+			char why[160];
+			CHECK(m.set && !(m.set & ~0x1fu));
+			int c = cp_limits_check(&m, why, sizeof(why));
+			CHECK(c == 0 || (c == -EINVAL && why[0] && !strchr(why, '\n')));
+		}
+		break;
+	}
 	case CP_WATCH: {
 		struct cp_watch m;
 		if ((r = cp_watch_decode(p, n, &m)) == 0) {

@@ -22,6 +22,7 @@
 
 #include <cmocka.h>
 
+#include "capsule.h"
 #include "proto.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -413,7 +414,7 @@ static void test_header_unknown_type_rejected(void **state)
 	(void)state;
 	const uint16_t known[] = { CP_HELLO, CP_ERROR, CP_OK, CP_EXEC, CP_STARTED, CP_DATA, CP_CREDIT,
 				   CP_EXIT, CP_SIGNAL, CP_RESIZE, CP_STOP, CP_TAKE, CP_INIT, CP_SHUTDOWN, CP_FS,
-				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_SAVE,
+				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_LIMITS, CP_SAVE,
 				   CP_PAUSE, CP_WATCH, CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE, CP_DIRECT,
 				   CP_SCREENSHOT, CP_INPUT };
@@ -2659,6 +2660,52 @@ static void test_pause_round_trip_and_bounds(void **state)
 	cp_writer_free(&w);
 }
 
+static void test_limits_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	/* Negative values ("no limit") cross as two's complement. */
+	struct cp_limits a = { .set = CAPSULE_LIMIT_MEMORY | CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_PIDS,
+			       .memory_bytes = -1, .cpu_quota_us = 50000, .pids_max = 77 };
+	assert_int_equal(cp_limits_encode(&w, 3, &a), 0);
+	struct cp_header h;
+	assert_int_equal(cp_header_decode(w.buf, w.len, &h), 0);
+	assert_int_equal(h.type, CP_LIMITS);
+	assert_string_equal(cp_type_name(CP_LIMITS), "LIMITS");
+	struct cp_limits b;
+	assert_int_equal(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.set, a.set);
+	assert_true(b.memory_bytes == -1 && b.cpu_quota_us == 50000 && b.pids_max == 77);
+	/* No set, or an unknown bit, is refused on both sides. */
+	struct cp_limits bad[] = { { .set = 0 }, { .set = 0x20 } };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(cp_limits_encode(&w, 1, &bad[i]), -EINVAL);
+	cp_frame_begin(&w, CP_LIMITS, 0, 1);
+	cp_put_u32(&w, CP_T_LIMITS_SET, 0x40);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
+	/* The bounds, each with its one line. */
+	char why[160];
+	assert_int_equal(cp_limits_check(&a, why, sizeof(why)), 0);
+	struct {
+		struct cp_limits m;
+		const char *why;
+	} out[] = {
+		{ { .set = CAPSULE_LIMIT_MEMORY, .memory_bytes = 1 << 20 }, "memory 1048576 bytes: at least 4 MiB" },
+		{ { .set = CAPSULE_LIMIT_CPU_QUOTA, .cpu_quota_us = 999 }, "cpu quota 999 us" },
+		{ { .set = CAPSULE_LIMIT_CPU_PERIOD, .cpu_period_us = 2000000 }, "cpu period 2000000 us" },
+		{ { .set = CAPSULE_LIMIT_CPU_SHARES, .cpu_shares = 1 }, "cpu shares 1: 2 to 262144" },
+		{ { .set = CAPSULE_LIMIT_PIDS, .pids_max = 4194305 }, "pids limit 4194305" },
+		{ { .set = 0 }, "no limit to change given" },
+	};
+	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
+		assert_int_equal(cp_limits_check(&out[i].m, why, sizeof(why)), -EINVAL);
+		assert_non_null(strstr(why, out[i].why));
+	}
+	cp_writer_free(&w);
+}
+
 static void test_watch_round_trip_and_refusals(void **state)
 {
 	(void)state;
@@ -3073,6 +3120,7 @@ int main(void)
 		cmocka_unit_test(test_request_ok_carries_a_port_list),
 		cmocka_unit_test(test_save_round_trip_and_bounds),
 		cmocka_unit_test(test_pause_round_trip_and_bounds),
+		cmocka_unit_test(test_limits_round_trip_and_bounds),
 		cmocka_unit_test(test_watch_round_trip_and_refusals),
 		cmocka_unit_test(test_watch_event_records_round_trip_and_refusals),
 		cmocka_unit_test(test_display_messages_round_trip_and_bounds),
