@@ -100,6 +100,17 @@ def wait_status(oci, cid, status, timeout=30):
     raise AssertionError(f"{cid} never reached {status}: {s}")
 
 
+def run_detached_limited(oci, bundle, tmp_path, cid, args, **resources):
+    """run --detach of ARGS with linux.resources RESOURCES (merged), waited on to be running."""
+    set_config(bundle, args=args)
+    edit_config(bundle, lambda c: c["linux"]["resources"].update(resources))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, cid, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    wait_status(oci, cid, "running")
+
+
 def test_run_exits_with_the_process_status_and_leaves_no_state(oci, bundle):
     set_config(bundle, args=["sh", "-c", "echo out; echo err >&2; exit 7"])
     r = oci("run", "--bundle", bundle, "r1")
@@ -925,15 +936,9 @@ def test_version_features_and_json_log(oci, tmp_path):
 def test_events_give_runcs_stats_and_an_oom_event(oci, bundle, tmp_path):
     """--stats prints one stats event in runc's shape with the limits of the spec; the stream
     reports an oom event when a process of the container is killed at its memory limit."""
-    set_config(bundle, args=["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
-                                         "(a=$(yes)); sleep 60"])
-    edit_config(bundle, lambda c: c["linux"]["resources"].update(
-        memory={"limit": 32 << 20}, pids={"limit": 50}))
-    with open(tmp_path / "out", "w") as out:
-        r = oci("run", "--detach", "--bundle", bundle, "ev1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                capture_output=False)
-    assert r.returncode == 0, (tmp_path / "out").read_text()
-    wait_status(oci, "ev1", "running")
+    run_detached_limited(oci, bundle, tmp_path, "ev1", ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; "
+                                                                  "(a=$(yes)); sleep 60"],
+                         memory={"limit": 32 << 20}, pids={"limit": 50})
     ev = json.loads(oci("events", "--stats", "ev1", check=True).stdout)
     assert ev["type"] == "stats" and ev["id"] == "ev1"
     d = ev["data"]
@@ -1001,13 +1006,8 @@ def cgroup_file_of(pid, controller, name):
 def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     """runc's flags and a resources object (as containerd passes it on stdin) change memory,
     cpu and pids limits of the running container; a bad value changes nothing."""
-    set_config(bundle, args=["sleep", "1000"])
-    edit_config(bundle, lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 100}))
-    with open(tmp_path / "out", "w") as out:
-        r = oci("run", "--detach", "--bundle", bundle, "up1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                capture_output=False)
-    assert r.returncode == 0, (tmp_path / "out").read_text()
-    wait_status(oci, "up1", "running")
+    run_detached_limited(oci, bundle, tmp_path, "up1", ["sleep", "1000"], memory={"limit": 64 << 20},
+                         pids={"limit": 100})
 
     def limits():
         d = json.loads(oci("events", "--stats", "up1", check=True).stdout)["data"]
@@ -1065,13 +1065,8 @@ def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     ([], None, "update: no limit to change given"),
 ])
 def test_update_errors_name_what_is_wrong_and_change_nothing(oci, bundle, tmp_path, args, stdin, message):
-    set_config(bundle, args=["sleep", "1000"])
-    edit_config(bundle, lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20}, pids={"limit": 100}))
-    with open(tmp_path / "out", "w") as out:
-        r = oci("run", "--detach", "--bundle", bundle, "up2", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                capture_output=False)
-    assert r.returncode == 0, (tmp_path / "out").read_text()
-    wait_status(oci, "up2", "running")
+    run_detached_limited(oci, bundle, tmp_path, "up2", ["sleep", "1000"], memory={"limit": 64 << 20},
+                         pids={"limit": 100})
     r = oci("update", *args, "up2", input=stdin or "")
     assert r.returncode == 1 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     d = json.loads(oci("events", "--stats", "up2", check=True).stdout)["data"]
