@@ -782,7 +782,11 @@ static const struct {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: capsule-oci [--root DIR] [--log FILE] [--log-format text|json] VERB [OPTIONS] ID\n"
-		   "verbs: create start state kill delete run exec ps pause resume list features spec (docs/oci.md)\n");
+		   "verbs: create start state kill delete run exec ps pause resume update events list features spec\n"
+		   "  update [--resources FILE|-] [--memory N] [--memory-swap N] [--cpu-quota N] [--cpu-period N]\n"
+		   "         [--cpu-share N] [--pids-limit N] ID   change a running container's limits\n"
+		   "  events [--stats] [--interval 5s] ID           runc's stats and oom events, as JSON lines\n"
+		   "(docs/oci.md)\n");
 }
 
 int main(int argc, char **argv)

@@ -924,6 +924,8 @@ def test_verbs_not_built_yet_are_refused_clearly(oci):
 def test_version_features_and_json_log(oci, tmp_path):
     r = oci("--version", check=True)
     assert r.stdout.startswith("capsule-oci version ")
+    usage = oci("--help", check=True).stdout
+    assert "  update [--resources FILE|-]" in usage and "  events [--stats]" in usage
     features = json.loads(oci("features", check=True).stdout)
     assert "pid" in features["linux"]["namespaces"] and features["linux"]["seccomp"]["enabled"]
     log = tmp_path / "log.json"
