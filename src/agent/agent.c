@@ -647,6 +647,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, int 
 	case CP_RESIZE: handle_resize(h, payload); break;
 	case CP_FWD_CONNECT: fwd_connect(h->chan, payload, h->len); break;
 	case CP_FWD_CLOSE: fwd_close(h->chan); break;
+	case CP_EGRESS: vm_dns_egress(h, payload); break;
 	case CP_VM_MOUNT:
 	case CP_VM_UNMOUNT: vm_mount_request(h, payload); break;
 	case CP_SAVE:
@@ -830,6 +831,7 @@ int main(int argc, char **argv)
 	watch_init(A.epfd);
 	if (fs_init(A.epfd) < 0)
 		return 1;
+	vm_dns_init(A.epfd);
 
 	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
 	if (cp_hello_encode(&A.w, 0, &hello) < 0)
@@ -862,6 +864,10 @@ int main(int argc, char **argv)
 			}
 			if (role == AGENT_ROLE_FWD) {
 				fwd_event((size_t)(key >> 8), evs[i].events);
+				continue;
+			}
+			if (role == AGENT_ROLE_DNS) {
+				vm_dns_event();
 				continue;
 			}
 			if (role == AGENT_ROLE_WATCH) {

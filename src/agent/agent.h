@@ -120,6 +120,17 @@ bool watch_credit(const struct cp_header *h, const uint8_t *payload);
 bool watch_cancel(uint32_t chan);
 void watch_event(size_t index, uint32_t events);
 
+/* A vm's DNS proxy, the guest's half (vm_dns.c): with capsule.dns=proxy, a UDP socket on
+ * VM_DNS_PROXY_ADDR:53 whose datagrams go to the shim as DNS_QUERY (its epoll key is
+ * AGENT_ROLE_DNS), and the shim's EGRESS: set elements, then the answer; on a channel, the
+ * quota's use. */
+#define AGENT_ROLE_DNS 0x42
+#define VM_DNS_PROXY_ADDR "127.0.0.53"
+bool vm_dns_wanted(void);
+void vm_dns_init(int epfd);
+void vm_dns_event(void);
+void vm_dns_egress(const struct cp_header *h, const uint8_t *payload);
+
 /* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit
  * ends the agent: in a guest, by powering it off. */

@@ -10,6 +10,7 @@
  * loader before the first command. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <endian.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_conntrack_common.h>
 #include <linux/netfilter/nf_tables.h>
@@ -239,13 +240,43 @@ static void expr_bitwise(struct nlbuf *b, const void *mask, size_t len)
 	expr_end(b, e, d);
 }
 
-static void expr_payload(struct nlbuf *b, uint32_t base, uint32_t offset, uint32_t len)
+static void expr_payload_to(struct nlbuf *b, uint32_t base, uint32_t offset, uint32_t len, uint32_t dreg)
 {
 	size_t d, e = expr_begin(b, "payload", &d);
-	attr_be32(b, NFTA_PAYLOAD_DREG, NFT_REG_1);
+	attr_be32(b, NFTA_PAYLOAD_DREG, dreg);
 	attr_be32(b, NFTA_PAYLOAD_BASE, base);
 	attr_be32(b, NFTA_PAYLOAD_OFFSET, offset);
 	attr_be32(b, NFTA_PAYLOAD_LEN, len);
+	expr_end(b, e, d);
+}
+
+static void expr_payload(struct nlbuf *b, uint32_t base, uint32_t offset, uint32_t len)
+{
+	expr_payload_to(b, base, offset, len, NFT_REG_1);
+}
+
+static void attr_be64(struct nlbuf *b, uint16_t type, uint64_t v)
+{
+	uint64_t be = htobe64(v);
+	attr(b, type, &be, sizeof(be));
+}
+
+/* lookup reg 1 set NAME (made in this batch as ID, or before it) */
+static void expr_lookup(struct nlbuf *b, const char *set, uint32_t id)
+{
+	size_t d, e = expr_begin(b, "lookup", &d);
+	attr_str(b, NFTA_LOOKUP_SET, set);
+	attr_be32(b, NFTA_LOOKUP_SET_ID, id);
+	attr_be32(b, NFTA_LOOKUP_SREG, NFT_REG_1);
+	expr_end(b, e, d);
+}
+
+/* quota name "egress" */
+static void expr_objref_quota(struct nlbuf *b)
+{
+	size_t d, e = expr_begin(b, "objref", &d);
+	attr_be32(b, NFTA_OBJREF_IMM_TYPE, NFT_OBJECT_QUOTA);
+	attr_str(b, NFTA_OBJREF_IMM_NAME, VM_EGRESS_QUOTA);
 	expr_end(b, e, d);
 }
 
@@ -257,16 +288,21 @@ static void expr_ct_state(struct nlbuf *b)
 	expr_end(b, e, d);
 }
 
-static void expr_accept(struct nlbuf *b)
+static void expr_verdict(struct nlbuf *b, uint32_t code)
 {
 	size_t d, e = expr_begin(b, "immediate", &d);
 	attr_be32(b, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
 	size_t data = nest_begin(b, NFTA_IMMEDIATE_DATA);
 	size_t verdict = nest_begin(b, NFTA_DATA_VERDICT);
-	attr_be32(b, NFTA_VERDICT_CODE, NF_ACCEPT);
+	attr_be32(b, NFTA_VERDICT_CODE, code);
 	nest_end(b, verdict);
 	nest_end(b, data);
 	expr_end(b, e, d);
+}
+
+static void expr_accept(struct nlbuf *b)
+{
+	expr_verdict(b, NF_ACCEPT);
 }
 
 static void expr_reject(struct nlbuf *b, uint32_t type, uint8_t code)
@@ -321,10 +357,62 @@ static void rule_entry(struct nlbuf *b, const struct vm_egress_rule *r, uint8_t 
 	rule_end(b, m, x);
 }
 
-size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t seq, uint8_t *buf, size_t size,
-		       size_t *acks)
+/* A set of the proxy's: NAME (with ID in this batch) holds ipv4_addr, or with PORT
+ * ipv4_addr . inet_service (the port's two bytes padded to a register's four), each element
+ * with a timeout of its own. */
+static void set_new(struct nlbuf *b, const char *name, uint32_t id, bool port)
+{
+	size_t m = msg_begin(b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET, 0);
+	attr_str(b, NFTA_SET_TABLE, EGRESS_TABLE);
+	attr_str(b, NFTA_SET_NAME, name);
+	attr_be32(b, NFTA_SET_FLAGS, NFT_SET_TIMEOUT);
+	/* nft's type numbers (ipv4_addr 7, inet_service 13, concatenated 6 bits apart): only
+	 * `nft list` reads them. */
+	attr_be32(b, NFTA_SET_KEY_TYPE, port ? 7u << 6 | 13u : 7u);
+	attr_be32(b, NFTA_SET_KEY_LEN, port ? 8 : 4);
+	attr_be32(b, NFTA_SET_ID, id);
+	msg_end(b, m);
+}
+
+/* [meta l4proto L4PROTO] meta nfproto ipv4 ip daddr [. th dport] @SET accept */
+static void rule_lookup(struct nlbuf *b, const char *set, uint32_t id, uint8_t l4proto)
+{
+	size_t x, m = rule_begin(b, &x);
+	if (l4proto)
+		expr_meta(b, NFT_META_L4PROTO), expr_cmp(b, NFT_CMP_EQ, &l4proto, 1);
+	uint8_t ipv4 = NFPROTO_IPV4;
+	expr_meta(b, NFT_META_NFPROTO);
+	expr_cmp(b, NFT_CMP_EQ, &ipv4, 1);
+	expr_payload(b, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+	if (l4proto)
+		expr_payload_to(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
+	expr_lookup(b, set, id);
+	expr_accept(b);
+	rule_end(b, m, x);
+}
+
+/* oifname != "lo" meta l4proto [!=] tcp quota name "egress" reject with tcp reset | drop */
+static void rule_quota(struct nlbuf *b, bool tcp)
+{
+	size_t x, m = rule_begin(b, &x);
+	char lo[IFNAMSIZ] = "lo";
+	uint8_t proto = IPPROTO_TCP;
+	expr_meta(b, NFT_META_OIFNAME);
+	expr_cmp(b, NFT_CMP_NEQ, lo, sizeof(lo));
+	expr_meta(b, NFT_META_L4PROTO);
+	expr_cmp(b, tcp ? NFT_CMP_EQ : NFT_CMP_NEQ, &proto, 1);
+	expr_objref_quota(b);
+	if (tcp)
+		expr_reject(b, NFT_REJECT_TCP_RST, 0);
+	else
+		expr_verdict(b, NF_DROP);
+	rule_end(b, m, x);
+}
+
+size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *buf, size_t size, size_t *acks)
 {
 	struct nlbuf b = { .buf = buf, .size = size, .seq = seq };
+	bool filter = t->n || t->dns;
 	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
 
 	size_t m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET, 0);
@@ -332,7 +420,24 @@ size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t se
 	attr_be32(&b, NFTA_TABLE_FLAGS, 0);
 	msg_end(&b, m);
 
-	/* type filter hook output priority 0; policy drop */
+	if (t->dns) {
+		set_new(&b, VM_EGRESS_SET_ANY, 1, false);
+		set_new(&b, VM_EGRESS_SET_PORT, 2, true);
+	}
+	/* quota egress { over BYTES bytes } */
+	if (t->quota) {
+		m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWOBJ, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET, 0);
+		attr_str(&b, NFTA_OBJ_TABLE, EGRESS_TABLE);
+		attr_str(&b, NFTA_OBJ_NAME, VM_EGRESS_QUOTA);
+		attr_be32(&b, NFTA_OBJ_TYPE, NFT_OBJECT_QUOTA);
+		size_t data = nest_begin(&b, NFTA_OBJ_DATA);
+		attr_be64(&b, NFTA_QUOTA_BYTES, t->quota);
+		attr_be32(&b, NFTA_QUOTA_FLAGS, NFT_QUOTA_F_INV);
+		nest_end(&b, data);
+		msg_end(&b, m);
+	}
+
+	/* type filter hook output priority 0; policy drop (accept with only a quota) */
 	m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET, 0);
 	attr_str(&b, NFTA_CHAIN_TABLE, EGRESS_TABLE);
 	attr_str(&b, NFTA_CHAIN_NAME, EGRESS_CHAIN);
@@ -340,9 +445,17 @@ size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t se
 	attr_be32(&b, NFTA_HOOK_HOOKNUM, NF_INET_LOCAL_OUT);
 	attr_be32(&b, NFTA_HOOK_PRIORITY, 0);
 	nest_end(&b, hook);
-	attr_be32(&b, NFTA_CHAIN_POLICY, NF_DROP);
+	attr_be32(&b, NFTA_CHAIN_POLICY, filter ? NF_DROP : NF_ACCEPT);
 	attr_str(&b, NFTA_CHAIN_TYPE, "filter");
 	msg_end(&b, m);
+
+	/* The quota first, as the container's: once it is used, open connections stop too. */
+	if (t->quota) {
+		rule_quota(&b, true);
+		rule_quota(&b, false);
+	}
+	if (!filter)
+		goto end;
 
 	/* oifname "lo" accept: port forwards arrive on the guest's loopback. */
 	size_t x;
@@ -362,13 +475,18 @@ size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t se
 	expr_accept(&b);
 	rule_end(&b, m, x);
 
-	for (size_t i = 0; i < n; i++) {
-		if (rules[i].port) {
-			rule_entry(&b, &rules[i], IPPROTO_TCP);
-			rule_entry(&b, &rules[i], IPPROTO_UDP);
+	for (size_t i = 0; i < t->n; i++) {
+		if (t->rules[i].port) {
+			rule_entry(&b, &t->rules[i], IPPROTO_TCP);
+			rule_entry(&b, &t->rules[i], IPPROTO_UDP);
 		} else {
-			rule_entry(&b, &rules[i], 0);
+			rule_entry(&b, &t->rules[i], 0);
 		}
+	}
+	if (t->dns) {
+		rule_lookup(&b, VM_EGRESS_SET_ANY, 1, 0);
+		rule_lookup(&b, VM_EGRESS_SET_PORT, 2, IPPROTO_TCP);
+		rule_lookup(&b, VM_EGRESS_SET_PORT, 2, IPPROTO_UDP);
 	}
 
 	/* Refused at once, not dropped: a denied connect fails instead of waiting out its
@@ -383,6 +501,48 @@ size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t se
 	expr_reject(&b, NFT_REJECT_ICMPX_UNREACH, NFT_REJECT_ICMPX_PORT_UNREACH);
 	rule_end(&b, m, x);
 
+end:
+	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+	if (b.full)
+		return 0;
+	*acks = b.acks;
+	return b.len;
+}
+
+size_t vm_egress_elements(bool add, const struct vm_egress_elem *e, size_t n, uint32_t seq, uint8_t *buf, size_t size,
+			  size_t *acks)
+{
+	struct nlbuf b = { .buf = buf, .size = size, .seq = seq };
+	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+	/* One message per set: the elements of each go in one list. */
+	for (int with_port = 0; with_port < 2; with_port++) {
+		size_t count = 0;
+		for (size_t i = 0; i < n; i++)
+			count += (e[i].port != 0) == with_port;
+		if (!count)
+			continue;
+		uint16_t type = add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM;
+		size_t m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | type, (add ? NLM_F_CREATE : 0) | NLM_F_ACK,
+				     NFPROTO_INET, 0);
+		attr_str(&b, NFTA_SET_ELEM_LIST_TABLE, EGRESS_TABLE);
+		attr_str(&b, NFTA_SET_ELEM_LIST_SET, with_port ? VM_EGRESS_SET_PORT : VM_EGRESS_SET_ANY);
+		size_t list = nest_begin(&b, NFTA_SET_ELEM_LIST_ELEMENTS);
+		for (size_t i = 0; i < n; i++) {
+			if ((e[i].port != 0) != with_port)
+				continue;
+			uint8_t key[8] = { 0 };
+			memcpy(key, &e[i].addr, 4);
+			uint16_t port = htons(e[i].port);
+			memcpy(key + 4, &port, 2);
+			size_t elem = nest_begin(&b, NFTA_LIST_ELEM);
+			data_value(&b, NFTA_SET_ELEM_KEY, key, with_port ? 8 : 4);
+			if (add)
+				attr_be64(&b, NFTA_SET_ELEM_TIMEOUT, (uint64_t)e[i].ttl_s * 1000);
+			nest_end(&b, elem);
+		}
+		nest_end(&b, list);
+		msg_end(&b, m);
+	}
 	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
 	if (b.full)
 		return 0;
@@ -398,10 +558,8 @@ static void describe_seq(uint32_t seq, uint32_t first, char *out, size_t size)
 	uint32_t i = seq - first;
 	if (i == 1)
 		snprintf(out, size, "the table");
-	else if (i == 2)
-		snprintf(out, size, "the chain");
 	else
-		snprintf(out, size, "rule %u", i - 2);
+		snprintf(out, size, "message %u of the batch", i);
 }
 
 int vm_egress_send(const uint8_t *buf, size_t len, size_t acks, uint32_t seq, char *why, size_t whylen)
@@ -440,4 +598,69 @@ int vm_egress_send(const uint8_t *buf, size_t len, size_t acks, uint32_t seq, ch
 		}
 	}
 	return 0;
+}
+
+int vm_egress_quota_used(uint64_t *bytes, uint64_t *used, char *why, size_t whylen)
+{
+	_cleanup_close_ int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+	if (s < 0)
+		return snprintf(why, whylen, "nf_tables netlink socket: %s", strerror(errno)), -errno;
+	uint8_t req[256];
+	struct nlbuf b = { .buf = req, .size = sizeof(req), .seq = 1 };
+	size_t m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETOBJ, NLM_F_ACK, NFPROTO_INET, 0);
+	attr_str(&b, NFTA_OBJ_TABLE, EGRESS_TABLE);
+	attr_str(&b, NFTA_OBJ_NAME, VM_EGRESS_QUOTA);
+	attr_be32(&b, NFTA_OBJ_TYPE, NFT_OBJECT_QUOTA);
+	msg_end(&b, m);
+	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
+	if (b.full || sendto(s, req, b.len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) != (ssize_t)b.len)
+		return snprintf(why, whylen, "asking for the quota: %s", strerror(errno)), -EIO;
+	uint8_t rx[4096];
+	bool found = false;
+	for (;;) {
+		struct pollfd p = { .fd = s, .events = POLLIN };
+		if (poll(&p, 1, EGRESS_ACK_WAIT_MS) <= 0)
+			return snprintf(why, whylen, "the kernel did not answer for the quota"), -ETIMEDOUT;
+		ssize_t n = recv(s, rx, sizeof(rx), 0);
+		if (n < 0)
+			return snprintf(why, whylen, "reading the quota: %s", strerror(errno)), -EIO;
+		for (struct nlmsghdr *h = (struct nlmsghdr *)rx; NLMSG_OK(h, (size_t)n); h = NLMSG_NEXT(h, n)) {
+			if (h->nlmsg_type == NLMSG_ERROR) {
+				const struct nlmsgerr *e = NLMSG_DATA(h);
+				if (h->nlmsg_len < NLMSG_LENGTH(sizeof(*e)))
+					return snprintf(why, whylen, "a short nf_tables answer"), -EIO;
+				if (e->error)
+					return snprintf(why, whylen, "the quota: %s", strerror(-e->error)), e->error;
+				if (!found)
+					return snprintf(why, whylen, "the kernel sent no quota"), -EIO;
+				return 0;
+			}
+			if (h->nlmsg_type != (NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWOBJ))
+				continue;
+			/* NFTA_OBJ_DATA's NFTA_QUOTA_BYTES and NFTA_QUOTA_CONSUMED, big endian. */
+			size_t off = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof(struct nfgenmsg));
+			for (; off + NLA_HDRLEN <= h->nlmsg_len;) {
+				const struct nlattr *a = (const void *)((const uint8_t *)h + off);
+				if (a->nla_len < NLA_HDRLEN || off + a->nla_len > h->nlmsg_len)
+					break;
+				if ((a->nla_type & NLA_TYPE_MASK) == NFTA_OBJ_DATA) {
+					for (size_t in = NLA_HDRLEN; in + NLA_HDRLEN <= a->nla_len;) {
+						const struct nlattr *q = (const void *)((const uint8_t *)a + in);
+						if (q->nla_len < NLA_HDRLEN || in + q->nla_len > a->nla_len)
+							break;
+						uint64_t v;
+						if (q->nla_len == NLA_HDRLEN + 8) {
+							memcpy(&v, (const uint8_t *)q + NLA_HDRLEN, 8);
+							if ((q->nla_type & NLA_TYPE_MASK) == NFTA_QUOTA_BYTES)
+								*bytes = be64toh(v);
+							else if ((q->nla_type & NLA_TYPE_MASK) == NFTA_QUOTA_CONSUMED)
+								*used = be64toh(v), found = true;
+						}
+						in += NLA_ALIGN(q->nla_len);
+					}
+				}
+				off += NLA_ALIGN(a->nla_len);
+			}
+		}
+	}
 }

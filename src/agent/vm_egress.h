@@ -10,6 +10,7 @@
 #ifndef CAPSULE_AGENT_VM_EGRESS_H
 #define CAPSULE_AGENT_VM_EGRESS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -31,17 +32,45 @@ struct vm_egress_rule {
  * entry, more than MAX entries. */
 int vm_egress_parse(const char *text, struct vm_egress_rule *rules, size_t max, size_t *n, char *why, size_t whylen);
 
-/* The nf_tables batch that makes the table for RULES in BUF (SIZE bytes): BATCH_BEGIN, the
- * table, the output chain (policy drop), a rule each for lo, established/related and every
- * entry, the two rejects, BATCH_END. Every message but the batch's two asks for an ack; their
- * count goes to *ACKS and their sequence numbers start at SEQ. Returns the bytes used, or 0
- * when SIZE is too small. */
-size_t vm_egress_batch(const struct vm_egress_rule *rules, size_t n, uint32_t seq, uint8_t *buf, size_t size,
-		       size_t *acks);
+/* The DNS proxy's sets (the container level's names) and the quota object. */
+#define VM_EGRESS_SET_ANY "dns_any"
+#define VM_EGRESS_SET_PORT "dns_port"
+#define VM_EGRESS_QUOTA "egress"
+
+struct vm_egress_table {
+	const struct vm_egress_rule *rules; /* capsule.allow= */
+	size_t n;
+	bool dns;       /* capsule.dns=proxy: the sets dns_any and dns_port and a rule each */
+	uint64_t quota; /* capsule.quota=: bytes the guest may send out, 0 for none */
+};
+
+/* The nf_tables batch that makes table T in BUF (SIZE bytes): BATCH_BEGIN, the table, the
+ * proxy's sets and the quota when T has them, the output chain (policy drop with rules or the
+ * proxy, accept with only a quota), the quota's two rules, a rule each for lo,
+ * established/related, every entry and each of the proxy's sets, the two rejects, BATCH_END.
+ * Every message but the batch's two asks for an ack; their count goes to *ACKS and their
+ * sequence numbers start at SEQ. Returns the bytes used, or 0 when SIZE is too small. */
+size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *buf, size_t size, size_t *acks);
+
+/* An address the proxy opens (in dns_any, or with a port in dns_port) for TTL_S seconds. */
+struct vm_egress_elem {
+	uint32_t addr; /* network order */
+	uint16_t port;
+	uint32_t ttl_s; /* adding: the element's timeout */
+};
+/* The batch that adds (ADD) or deletes the N elements E, as vm_egress_batch returns it. One
+ * transaction: an element deleted that is not there (its timeout ended) fails all of it. */
+size_t vm_egress_elements(bool add, const struct vm_egress_elem *e, size_t n, uint32_t seq, uint8_t *buf, size_t size,
+			  size_t *acks);
+/* Room for the most elements one EGRESS message carries. */
+#define VM_EGRESS_ELEMS_BATCH_MAX 8192u
 
 /* Send BUF (LEN bytes, ACKS acks expected) on a NETLINK_NETFILTER socket and wait for every ack:
  * 0, or -errno with why into WHY (the kernel's answer to the first message it refused; the
  * batch is one transaction, so nothing of it stays). */
 int vm_egress_send(const uint8_t *buf, size_t len, size_t acks, uint32_t seq, char *why, size_t whylen);
+
+/* The quota's size and what of it is used, read back from the kernel (GETOBJ). */
+int vm_egress_quota_used(uint64_t *bytes, uint64_t *used, char *why, size_t whylen);
 
 #endif

@@ -4,7 +4,9 @@
  * that NIC as slirp4netns configures tap0 for a container: 10.0.2.15/24, default route via
  * 10.0.2.2 (QEMU's gateway, which is also the host's loopback), and /etc/resolv.conf naming
  * 10.0.2.3, bound read-only over the root's own. Plain ioctls: an image need not have `ip`.
- * With an egress allowlist (capsule.allow=) its nf_tables table is loaded first (vm_egress.c).
+ * With an egress allowlist (capsule.allow=, capsule.dns=proxy) or a quota (capsule.quota=) its
+ * nf_tables table is loaded first (vm_egress.c); with the DNS proxy, resolv.conf names the
+ * agent's relay on 127.0.0.53 (vm_dns.c).
  * With none and mounts-only there is no NIC: lo, which main brings up, is all there is. */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -89,12 +91,16 @@ static int configure_nic(const char *nic, char *why, size_t whylen)
 
 /* The file lives outside the new root (in the initramfs's RAM) and is bound read-only over
  * its /etc/resolv.conf, as the container level binds run/<name>/resolv.conf: the sandbox's
- * root (which has no CAP_SYS_ADMIN) cannot point DNS elsewhere. */
+ * root (which has no CAP_SYS_ADMIN) cannot point DNS elsewhere. With the DNS proxy it names
+ * the agent's relay (vm_dns.c), else the NAT's server. */
 static int bind_resolv_conf(const char *newroot, char *why, size_t whylen)
 {
-	static const char text[] = "# written by capsule: the DNS server of the sandbox's NAT\nnameserver " CAPSULE_NETWORK_DNS "\n";
+	static const char nat[] = "# written by capsule: the DNS server of the sandbox's NAT\nnameserver " CAPSULE_NETWORK_DNS "\n";
+	static const char proxy[] = "# written by capsule: the sandbox's DNS proxy, which answers only allowed names\n"
+				    "nameserver " VM_DNS_PROXY_ADDR "\n";
+	const char *text = vm_dns_wanted() ? proxy : nat;
 	int fd = open("/resolv.conf", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0 || write_all(fd, text, sizeof(text) - 1) < 0) {
+	if (fd < 0 || write_all(fd, text, strlen(text)) < 0) {
 		snprintf(why, whylen, "writing resolv.conf: %s", strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -125,25 +131,35 @@ static bool cmdline_wants_full(void)
 	return agent_cmdline_get("capsule.net", net, sizeof(net)) && !strcmp(net, "full");
 }
 
-/* capsule.allow= (vm_egress.h): parsed as untrusted text, loaded as one nf_tables batch. The
- * table is in place before the NIC comes up, so not one packet leaves unfiltered. */
+/* capsule.allow=, capsule.dns=proxy and capsule.quota= (vm_egress.h): parsed as untrusted
+ * text, loaded as one nf_tables batch. The table is in place before the NIC comes up, so not
+ * one packet leaves unfiltered. */
 static int load_allowlist(char *why, size_t whylen)
 {
 	/* The whole command line fits (2048 bytes on x86), so the value is never cut short. */
-	char text[4096];
-	if (!agent_cmdline_get("capsule.allow", text, sizeof(text)))
-		return 0;
+	char text[4096], quota[24];
 	struct vm_egress_rule rules[VM_EGRESS_MAX_RULES];
-	size_t n, acks, len;
+	struct vm_egress_table t = { .rules = rules, .dns = vm_dns_wanted() };
+	size_t acks, len;
 	char what[160];
-	if (vm_egress_parse(text, rules, VM_EGRESS_MAX_RULES, &n, what, sizeof(what)) < 0)
+	if (agent_cmdline_get("capsule.allow", text, sizeof(text)) &&
+	    vm_egress_parse(text, rules, VM_EGRESS_MAX_RULES, &t.n, what, sizeof(what)) < 0)
 		return snprintf(why, whylen, "egress allowlist: capsule.allow: %s", what), -1;
+	if (agent_cmdline_get("capsule.quota", quota, sizeof(quota))) {
+		char *end;
+		errno = 0;
+		t.quota = strtoull(quota, &end, 10);
+		if (errno || *end || !t.quota || quota[0] < '1' || quota[0] > '9')
+			return snprintf(why, whylen, "egress quota: capsule.quota: '%s' is not a number of bytes", quota), -1;
+	}
+	if (!t.n && !t.dns && !t.quota)
+		return 0;
 	uint8_t *batch = malloc(VM_EGRESS_BATCH_MAX);
 	if (!batch)
 		return snprintf(why, whylen, "egress allowlist: out of memory"), -1;
-	if (!(len = vm_egress_batch(rules, n, 1, batch, VM_EGRESS_BATCH_MAX, &acks))) {
+	if (!(len = vm_egress_batch(&t, 1, batch, VM_EGRESS_BATCH_MAX, &acks))) {
 		free(batch);
-		return snprintf(why, whylen, "egress allowlist: %zu rules do not fit one batch", n), -1;
+		return snprintf(why, whylen, "egress allowlist: %zu rules do not fit one batch", t.n), -1;
 	}
 	int r = vm_egress_send(batch, len, acks, 1, what, sizeof(what));
 	free(batch);

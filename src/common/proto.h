@@ -48,6 +48,9 @@ enum cp_type {
 	CP_FWD_CONNECT = 53, /* shim -> agent (vm): connect to 127.0.0.1:PORT in the guest on a new channel */
 	CP_FWD_CLOSE = 54,   /* shim -> agent (vm): drop a forwarded connection at once */
 	CP_DIRECT = 55,      /* shim -> agent (container): a direct stream's socket (SCM_RIGHTS), or none */
+	CP_DNS_QUERY = 56,   /* agent -> shim (vm), chan 0: a DNS query a guest program sent to the proxy */
+	CP_EGRESS = 57,      /* shim -> agent (vm): close and open addresses, then answer a DNS query */
+	CP_EGRESS_USED = 58, /* agent -> shim (vm): EGRESS's answer on a channel: the quota's use */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
 	CP_WATCH = 65,   /* client -> agent: stream a folder's changes on a new channel (proto_watch.c) */
@@ -385,6 +388,45 @@ struct cp_net_rule {
 enum { CP_T_NET_RULE = 1 };
 int cp_fwd_connect_encode(struct cp_writer *w, uint32_t chan, const struct cp_fwd_connect *m);
 int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m);
+
+/* A vm's DNS proxy (docs/protocol.md, "A vm's DNS proxy"). The agent relays each datagram a
+ * guest program sends to 127.0.0.53:53 as DNS_QUERY (chan 0, never answered); the shim
+ * decides and sends EGRESS (chan 0): the elements to delete from the guest's sets, those to
+ * add with their timeouts, then the answer to send back to the client, in that order, so the
+ * first connect after a lookup finds its address open. EGRESS on a channel of its own, with
+ * nothing in it, asks for the quota's use: EGRESS_USED or ERROR answers it. The decoders take
+ * at most CP_MAX_EGRESS_ELEMS elements each way and a packet of at most CP_MAX_DNS_PACKET. */
+#define CP_MAX_DNS_PACKET 1232u
+#define CP_MAX_EGRESS_ELEMS 64u
+#define CP_MAX_EGRESS_TTL_S 86400u
+struct cp_dns_packet {
+	uint32_t addr;  /* the guest client's IPv4 address, network order */
+	uint32_t port;  /* its UDP port, 1-65535 */
+	size_t len;     /* 0: none (EGRESS without an answer) */
+	uint8_t data[CP_MAX_DNS_PACKET];
+};
+struct cp_egress_elem {
+	uint32_t addr;  /* network order */
+	uint16_t port;  /* 0: the address's every port (set dns_any), else dns_port */
+	uint32_t ttl_s; /* add: 1-CP_MAX_EGRESS_TTL_S; delete: 0 */
+};
+struct cp_egress {
+	struct cp_egress_elem del[CP_MAX_EGRESS_ELEMS], add[CP_MAX_EGRESS_ELEMS];
+	size_t ndel, nadd;
+	struct cp_dns_packet answer;
+};
+struct cp_egress_used {
+	uint64_t bytes; /* the quota's size, 0: none */
+	uint64_t used;
+};
+enum { CP_T_DNS_ADDR = 1, CP_T_DNS_PORT = 2, CP_T_DNS_PACKET = 3, CP_T_EGRESS_DEL = 4, CP_T_EGRESS_ADD = 5,
+       CP_T_EGRESS_BYTES = 6, CP_T_EGRESS_USED = 7 };
+int cp_dns_query_encode(struct cp_writer *w, const struct cp_dns_packet *m);
+int cp_dns_query_decode(const uint8_t *p, size_t n, struct cp_dns_packet *m);
+int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m);
+int cp_egress_decode(const uint8_t *p, size_t n, struct cp_egress *m);
+int cp_egress_used_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress_used *m);
+int cp_egress_used_decode(const uint8_t *p, size_t n, struct cp_egress_used *m);
 
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */

@@ -125,3 +125,138 @@ void cp_net_rule_free(struct cp_net_rule *m)
 	free(m->rule);
 	memset(m, 0, sizeof(*m));
 }
+
+/* ---- a vm's DNS proxy ---- */
+
+static void packet_put(struct cp_writer *w, const struct cp_dns_packet *m)
+{
+	cp_put_u32(w, CP_T_DNS_ADDR, m->addr);
+	cp_put_u32(w, CP_T_DNS_PORT, m->port);
+	cp_put_bytes(w, CP_T_DNS_PACKET, m->data, m->len);
+}
+
+static bool packet_valid(const struct cp_dns_packet *m)
+{
+	return m->len <= CP_MAX_DNS_PACKET && m->port >= 1 && m->port <= 65535;
+}
+
+/* A packet field of PACKET, or the client's address or port: 1; another field: 0. */
+static int packet_field(const struct cp_field *f, struct cp_dns_packet *m)
+{
+	switch (f->tag) {
+	case CP_T_DNS_ADDR: return cp_field_u32(f, &m->addr) < 0 ? -EBADMSG : 1;
+	case CP_T_DNS_PORT: return cp_field_u32(f, &m->port) < 0 ? -EBADMSG : 1;
+	case CP_T_DNS_PACKET:
+		if (f->len == 0 || f->len > CP_MAX_DNS_PACKET)
+			return -EBADMSG;
+		memcpy(m->data, f->val, f->len);
+		m->len = f->len;
+		return 1;
+	}
+	return 0;
+}
+
+int cp_dns_query_encode(struct cp_writer *w, const struct cp_dns_packet *m)
+{
+	if (!packet_valid(m) || m->len == 0)
+		return -EINVAL;
+	cp_frame_begin(w, CP_DNS_QUERY, 0, 0);
+	packet_put(w, m);
+	return cp_frame_finish(w);
+}
+
+int cp_dns_query_decode(const uint8_t *p, size_t n, struct cp_dns_packet *m)
+{
+	int ret = 0;
+	m->addr = m->port = 0;
+	m->len = 0;
+	DECODE_LOOP(p, n, { r = packet_field(&f, m) < 0 ? -EBADMSG : 0; });
+	if (packet_valid(m) && m->len)
+		return 0;
+	ret = -EBADMSG;
+fail:
+	m->len = 0;
+	return ret;
+}
+
+/* An element: its address as it is in memory (network order), port and TTL little endian. */
+static void elem_put(struct cp_writer *w, uint16_t tag, const struct cp_egress_elem *e)
+{
+	uint8_t b[10];
+	memcpy(b, &e->addr, 4);
+	put_le16(b + 4, e->port);
+	put_le32(b + 6, e->ttl_s);
+	cp_put_bytes(w, tag, b, sizeof(b));
+}
+
+static int elem_get(const struct cp_field *f, bool add, struct cp_egress_elem *list, size_t *n)
+{
+	if (f->len != 10 || *n >= CP_MAX_EGRESS_ELEMS)
+		return -EBADMSG;
+	struct cp_egress_elem *e = &list[(*n)++];
+	memcpy(&e->addr, f->val, 4);
+	e->port = get_le16(f->val + 4);
+	e->ttl_s = get_le32(f->val + 6);
+	return (add ? e->ttl_s >= 1 && e->ttl_s <= CP_MAX_EGRESS_TTL_S : e->ttl_s == 0) ? 0 : -EBADMSG;
+}
+
+int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m)
+{
+	if (m->ndel > CP_MAX_EGRESS_ELEMS || m->nadd > CP_MAX_EGRESS_ELEMS || (m->answer.len && !packet_valid(&m->answer)))
+		return -EINVAL;
+	for (size_t i = 0; i < m->nadd; i++)
+		if (m->add[i].ttl_s < 1 || m->add[i].ttl_s > CP_MAX_EGRESS_TTL_S)
+			return -EINVAL;
+	cp_frame_begin(w, CP_EGRESS, 0, chan);
+	for (size_t i = 0; i < m->ndel; i++)
+		elem_put(w, CP_T_EGRESS_DEL, &(struct cp_egress_elem){ .addr = m->del[i].addr, .port = m->del[i].port });
+	for (size_t i = 0; i < m->nadd; i++)
+		elem_put(w, CP_T_EGRESS_ADD, &m->add[i]);
+	if (m->answer.len)
+		packet_put(w, &m->answer);
+	return cp_frame_finish(w);
+}
+
+int cp_egress_decode(const uint8_t *p, size_t n, struct cp_egress *m)
+{
+	int ret = 0;
+	m->ndel = m->nadd = 0;
+	m->answer = (struct cp_dns_packet){ .len = 0 };
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_EGRESS_DEL || f.tag == CP_T_EGRESS_ADD) {
+			bool add = f.tag == CP_T_EGRESS_ADD;
+			r = elem_get(&f, add, add ? m->add : m->del, add ? &m->nadd : &m->ndel);
+		} else {
+			r = packet_field(&f, &m->answer) < 0 ? -EBADMSG : 0;
+		}
+	});
+	if (!m->answer.len || packet_valid(&m->answer))
+		return 0;
+	ret = -EBADMSG;
+fail:
+	m->ndel = m->nadd = m->answer.len = 0;
+	return ret;
+}
+
+int cp_egress_used_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress_used *m)
+{
+	cp_frame_begin(w, CP_EGRESS_USED, 0, chan);
+	cp_put_u64(w, CP_T_EGRESS_BYTES, m->bytes);
+	cp_put_u64(w, CP_T_EGRESS_USED, m->used);
+	return cp_frame_finish(w);
+}
+
+int cp_egress_used_decode(const uint8_t *p, size_t n, struct cp_egress_used *m)
+{
+	int ret = 0;
+	*m = (struct cp_egress_used){ 0 };
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_EGRESS_BYTES)
+			r = cp_field_u64(&f, &m->bytes);
+		else if (f.tag == CP_T_EGRESS_USED)
+			r = cp_field_u64(&f, &m->used);
+	});
+	return 0;
+fail:
+	return ret;
+}

@@ -92,16 +92,34 @@ static void test_batch_fits_its_bound_and_says_when_not(void **state)
 	uint8_t *buf = malloc(VM_EGRESS_BATCH_MAX);
 	assert_non_null(buf);
 	size_t acks = 0;
-	size_t len = vm_egress_batch(r, VM_EGRESS_MAX_RULES, 1, buf, VM_EGRESS_BATCH_MAX, &acks);
+	struct vm_egress_table t = { .rules = r, .n = VM_EGRESS_MAX_RULES, .dns = true, .quota = UINT64_MAX };
+	size_t len = vm_egress_batch(&t, 1, buf, VM_EGRESS_BATCH_MAX, &acks);
 	assert_true(len > 0 && len <= VM_EGRESS_BATCH_MAX);
-	/* table, chain, lo, established, 2 x 64 entries, two rejects */
-	assert_int_equal(acks, 2 + 2 + 2 * VM_EGRESS_MAX_RULES + 2);
-	assert_int_equal(vm_egress_batch(r, VM_EGRESS_MAX_RULES, 1, buf, len - 1, &acks), 0);
+	/* table, two sets, the quota, chain, two quota rules, lo, established, 2 x 64 entries,
+	 * three lookups, two rejects */
+	assert_int_equal(acks, 5 + 2 + 2 + 2 * VM_EGRESS_MAX_RULES + 3 + 2);
+	assert_int_equal(vm_egress_batch(&t, 1, buf, len - 1, &acks), 0);
+	/* The most elements one EGRESS carries fit their batch. */
+	struct vm_egress_elem e[64];
+	for (int i = 0; i < 64; i++)
+		e[i] = (struct vm_egress_elem){ .addr = htonl(0xc6336400u | (uint32_t)i), .port = (uint16_t)(i % 2 * 443),
+						.ttl_s = 86400 };
+	assert_true(vm_egress_elements(true, e, 64, 1, buf, VM_EGRESS_ELEMS_BATCH_MAX, &acks) > 0);
+	assert_int_equal(acks, 2);
 	free(buf);
 }
 
-/* In a new network namespace: load the batch for TEXT, then `nft list ruleset` into OUT. */
-static int load_and_list(const char *text, char *out, size_t size)
+/* What load_and_list does after the table: add ADD, delete DEL, and say the quota's use. */
+struct after {
+	bool dns;
+	uint64_t quota;
+	const struct vm_egress_elem *add, *del;
+	size_t nadd, ndel;
+};
+
+/* In a new network namespace: load the batch for TEXT (and A's), then `nft list ruleset` into
+ * OUT (after A's "quota BYTES USED" line). */
+static int load_and_list_after(const char *text, const struct after *a, char *out, size_t size)
 {
 	int p[2];
 	assert_int_equal(pipe(p), 0);
@@ -115,13 +133,32 @@ static int load_and_list(const char *text, char *out, size_t size)
 		size_t n, acks;
 		char why[160];
 		static uint8_t buf[VM_EGRESS_BATCH_MAX];
-		if (vm_egress_parse(text, r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why)) < 0)
+		n = 0;
+		if (*text && vm_egress_parse(text, r, VM_EGRESS_MAX_RULES, &n, why, sizeof(why)) < 0)
 			_exit(3);
-		size_t len = vm_egress_batch(r, n, 1, buf, sizeof(buf), &acks);
+		struct vm_egress_table t = { .rules = r, .n = n, .dns = a->dns, .quota = a->quota };
+		size_t len = vm_egress_batch(&t, 1, buf, sizeof(buf), &acks);
 		if (!len || vm_egress_send(buf, len, acks, 1, why, sizeof(why)) < 0) {
 			dprintf(p[1], "send: %s", why);
 			_exit(4);
 		}
+		if (a->nadd && (!(len = vm_egress_elements(true, a->add, a->nadd, 100, buf, sizeof(buf), &acks)) ||
+				vm_egress_send(buf, len, acks, 100, why, sizeof(why)) < 0)) {
+			dprintf(p[1], "add: %s", why);
+			_exit(5);
+		}
+		if (a->ndel && (!(len = vm_egress_elements(false, a->del, a->ndel, 200, buf, sizeof(buf), &acks)) ||
+				vm_egress_send(buf, len, acks, 200, why, sizeof(why)) < 0)) {
+			dprintf(p[1], "delete: %s", why);
+			_exit(6);
+		}
+		uint64_t bytes = 0, used = 0;
+		if (a->quota && vm_egress_quota_used(&bytes, &used, why, sizeof(why)) < 0) {
+			dprintf(p[1], "quota: %s", why);
+			_exit(7);
+		}
+		if (a->quota)
+			dprintf(p[1], "quota %llu %llu\n", (unsigned long long)bytes, (unsigned long long)used);
 		dup2(p[1], 1);
 		execl(NFT, "nft", "list", "ruleset", (char *)NULL);
 		_exit(127);
@@ -136,6 +173,11 @@ static int load_and_list(const char *text, char *out, size_t size)
 	int st;
 	assert_int_equal(waitpid(pid, &st, 0), pid);
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int load_and_list(const char *text, char *out, size_t size)
+{
+	return load_and_list_after(text, &(struct after){ 0 }, out, size);
 }
 
 static void test_loaded_table_reads_as_the_container_rules(void **state)
@@ -164,6 +206,49 @@ static void test_loaded_table_reads_as_the_container_rules(void **state)
 	assert_string_equal(out, want);
 }
 
+/* The proxy's sets and the quota, as the container's text has them (src/shim/egress.c,
+ * table_load): elements added with their timeouts, one deleted again, and the quota read
+ * back from the kernel. */
+static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || access(NFT, X_OK) != 0)
+		skip();
+	char out[8192];
+	const struct vm_egress_elem add[] = {
+		{ .addr = inet_addr("192.0.2.7"), .ttl_s = 3600 },
+		{ .addr = inet_addr("198.51.100.9"), .port = 443, .ttl_s = 3600 },
+		{ .addr = inet_addr("203.0.113.5"), .ttl_s = 3600 },
+	};
+	const struct vm_egress_elem del[] = { { .addr = inet_addr("203.0.113.5") } };
+	struct after a = { .dns = true, .quota = 5000000, .add = add, .nadd = 3, .del = del, .ndel = 1 };
+	int rc = load_and_list_after("10.0.2.2/32:8000", &a, out, sizeof(out));
+	if (rc != 0)
+		fail_msg("load failed (%d): %s", rc, out);
+	static const char *const want[] = {
+		"quota 5000000 0\n",
+		"\tset dns_any {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\telements = { 192.0.2.7 timeout 1h expires ",
+		"\tset dns_port {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout\n\t\telements = { 198.51.100.9 . 443 timeout 1h expires ",
+		"\tquota egress {\n\t\tover 5000000 bytes\n\t}\n",
+		"\t\ttype filter hook output priority filter; policy drop;\n"
+		"\t\toifname != \"lo\" meta l4proto tcp quota name \"egress\" reject with tcp reset\n"
+		"\t\toifname != \"lo\" meta l4proto != tcp quota name \"egress\" drop\n"
+		"\t\toifname \"lo\" accept\n"
+		"\t\tct state established,related accept\n"
+		"\t\tip daddr 10.0.2.2 tcp dport 8000 accept\n"
+		"\t\tip daddr 10.0.2.2 udp dport 8000 accept\n"
+		"\t\tip daddr @dns_any accept\n"
+		"\t\tip daddr . tcp dport @dns_port accept\n"
+		"\t\tip daddr . udp dport @dns_port accept\n"
+		"\t\tmeta l4proto tcp reject with tcp reset\n"
+		"\t\treject\n",
+	};
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		if (!strstr(out, want[i]))
+			fail_msg("missing:\n%s\nin:\n%s", want[i], out);
+	assert_null(strstr(out, "203.0.113.5"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -172,6 +257,7 @@ int main(void)
 		cmocka_unit_test(test_parse_bounds_the_count),
 		cmocka_unit_test(test_batch_fits_its_bound_and_says_when_not),
 		cmocka_unit_test(test_loaded_table_reads_as_the_container_rules),
+		cmocka_unit_test(test_proxy_sets_and_quota_read_as_the_container_rules),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

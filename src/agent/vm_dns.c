@@ -1,0 +1,133 @@
+/* A vm's DNS proxy, the guest's half (docs/architecture.md, "Egress by name"). The proxy is
+ * the shim's (src/shim/egress.c, the container level's code): it decides which names are
+ * answered, asks the upstream resolver and keeps what is open. The agent only carries: each
+ * datagram a guest program sends to 127.0.0.53:53 goes to the shim as DNS_QUERY, and the
+ * shim's EGRESS comes back as nf_tables set elements (vm_egress.c, over netlink: no nft in
+ * the guest) and then the answer, sent from the same socket, so the first connect after a
+ * lookup finds its address open. The guest kernel enforces, as it does the boot table. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "util.h"
+#include "vm_egress.h"
+
+/* Datagrams relayed to the shim per second (as much again in a burst); the rest are dropped
+ * here: the shim answers over its own bound with SERVFAIL, but a flood must not fill the
+ * agent channel that commands' output shares. */
+#define DNS_RELAY_PER_S 256
+
+static int dns_fd = -1;
+static uint32_t nl_seq = 1000;
+static double tokens = DNS_RELAY_PER_S;
+static uint64_t tokens_at;
+
+bool vm_dns_wanted(void)
+{
+	char v[16];
+	return agent_in_vm() && agent_cmdline_get("capsule.dns", v, sizeof(v)) && !strcmp(v, "proxy");
+}
+
+void vm_dns_init(int epfd)
+{
+	if (!vm_dns_wanted())
+		return;
+	/* Port 53 below 1024, taken first: no command can bind it (none has
+	 * CAP_NET_BIND_SERVICE, and the agent sets no SO_REUSEPORT to share it). */
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(53) };
+	inet_pton(AF_INET, VM_DNS_PROXY_ADDR, &sa.sin_addr);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		fprintf(stderr, "capsule-agent: the DNS proxy's socket: %s\n", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = AGENT_ROLE_DNS };
+	epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev);
+	dns_fd = fd;
+	tokens_at = now_ms();
+}
+
+void vm_dns_event(void)
+{
+	for (int burst = 0; burst < 64; burst++) {
+		struct cp_dns_packet q;
+		struct sockaddr_in from;
+		socklen_t fl = sizeof(from);
+		ssize_t k = recvfrom(dns_fd, q.data, sizeof(q.data), MSG_DONTWAIT | MSG_TRUNC, (struct sockaddr *)&from, &fl);
+		if (k < 0)
+			return;
+		if (k == 0 || (size_t)k > sizeof(q.data) || fl != sizeof(from) || from.sin_family != AF_INET)
+			continue;
+		uint64_t now = now_ms();
+		tokens += (double)(now - tokens_at) * DNS_RELAY_PER_S / 1000.0;
+		tokens = tokens > DNS_RELAY_PER_S ? DNS_RELAY_PER_S : tokens;
+		tokens_at = now;
+		if (tokens < 1)
+			continue;
+		tokens -= 1;
+		q.addr = from.sin_addr.s_addr;
+		q.port = ntohs(from.sin_port);
+		q.len = (size_t)k;
+		if (cp_dns_query_encode(agent_writer(), &q) == 0)
+			agent_send_frame();
+	}
+}
+
+/* E's elements into the guest's sets (ADD) or out of them. */
+static int elements(bool add, const struct cp_egress_elem *e, size_t n, char *why, size_t whylen)
+{
+	struct vm_egress_elem v[CP_MAX_EGRESS_ELEMS];
+	for (size_t i = 0; i < n; i++)
+		v[i] = (struct vm_egress_elem){ .addr = e[i].addr, .port = e[i].port, .ttl_s = e[i].ttl_s };
+	static uint8_t buf[VM_EGRESS_ELEMS_BATCH_MAX];
+	size_t acks, len = vm_egress_elements(add, v, n, nl_seq, buf, sizeof(buf), &acks);
+	if (!len)
+		return snprintf(why, whylen, "%zu elements do not fit one batch", n), -E2BIG;
+	int r = vm_egress_send(buf, len, acks, nl_seq, why, whylen);
+	nl_seq += 8;
+	return r;
+}
+
+void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
+{
+	struct cp_egress m;
+	char why[160];
+	if (cp_egress_decode(payload, h->len, &m) < 0) {
+		if (h->chan)
+			agent_send_error(h->chan, EBADMSG, "malformed EGRESS");
+		return;
+	}
+	if (h->chan) {
+		struct cp_egress_used u = { 0 };
+		int r = vm_egress_quota_used(&u.bytes, &u.used, why, sizeof(why));
+		if (r < 0)
+			agent_send_error(h->chan, -r, why);
+		else if (cp_egress_used_encode(agent_writer(), h->chan, &u) == 0)
+			agent_send_frame();
+		return;
+	}
+	/* One element at a time: one the kernel timed out already would fail the others. A
+	 * refreshed address is deleted and added again, since Linux 6.1 keeps an element's old
+	 * timeout when it is added again (6.10 and later take the new one). */
+	for (size_t i = 0; i < m.ndel; i++)
+		elements(false, &m.del[i], 1, why, sizeof(why));
+	if (m.nadd && elements(true, m.add, m.nadd, why, sizeof(why)) < 0) {
+		/* Not opened: no answer, and the client asks again. */
+		fprintf(stderr, "capsule-agent: dns: opening %zu addresses: %s\n", m.nadd, why);
+		return;
+	}
+	if (m.answer.len && dns_fd >= 0) {
+		struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)m.answer.port),
+					  .sin_addr.s_addr = m.answer.addr };
+		sendto(dns_fd, m.answer.data, m.answer.len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to));
+	}
+}
