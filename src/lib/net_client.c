@@ -138,9 +138,9 @@ static int push_name(struct capsule_config *cfg, const char *name, uint16_t port
 	return 0;
 }
 
-/* A DNS name (two labels or more) is kept as a name: a container's DNS proxy answers it for
- * as long as the sandbox lives, and a vm resolves it at create (vm_names_resolve); nothing is
- * asked of the host's resolver now. A single label (localhost, the host's own name) is no DNS
+/* A DNS name (two labels or more) is kept as a name: the sandbox's DNS proxy (the shim's, at
+ * both levels) answers it for as long as the sandbox lives; nothing is asked of the host's
+ * resolver now. A single label (localhost, the host's own name) is no DNS
  * name: what the host's resolver says of it is fixed now, as addresses, the host's loopback
  * meaning the gateway (slirp4netns maps it there). */
 int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, capsule_error *err)
@@ -179,26 +179,6 @@ int capsule_config_add_allow_host(capsule_config *cfg, const char *name_port, ca
 	if (r < 0)
 		cfg->nallow = before;
 	return r;
-}
-
-/* A vm's guest loads its table once, at boot: its names are resolved now, on the host. */
-static int vm_names_resolve(struct capsule_config *cfg, capsule_error *err)
-{
-	for (size_t i = 0; i < cfg->nallow_names; i++) {
-		const struct egress_name *e = &cfg->allow_names[i];
-		uint32_t addrs[CAPSULE_MAX_ALLOW];
-		int n = resolve_on_host(e->name, e->name, addrs, ARRAY_SIZE(addrs), NULL);
-		if (n < 0)
-			return cap_err_plain(err, -n, "--allow-host '%s': cannot resolve it on the host (a vm resolves its names "
-					     "once, at create)", e->name);
-		for (int k = 0; k < n; k++) {
-			int r = push_rule(cfg, addrs[k], 32, e->port, e->name, err);
-			if (r < 0)
-				return r;
-		}
-	}
-	cfg->nallow_names = 0;
-	return 0;
 }
 
 int capsule_config_add_allow_cidr(capsule_config *cfg, const char *cidr_port, capsule_error *err)
@@ -242,14 +222,6 @@ int config_net_check(struct capsule_config *cfg, capsule_error *err)
 		return cap_err_plain(err, EINVAL, "an egress allowlist (--allow-host, --allow-cidr) needs --network full");
 	if (cfg->egress_quota_bytes && cfg->network != CAPSULE_NETWORK_FULL)
 		return cap_err_plain(err, EINVAL, "--egress-quota needs --network full");
-	if (cfg->isolation == CAPSULE_ISOLATION_VM) {
-		if (cfg->egress_quota_bytes)
-			return cap_err_plain(err, EOPNOTSUPP, "--egress-quota is for containers (a vm's guest has no quota yet)");
-		if (cfg->dns_server[0] || cfg->dns_private)
-			return cap_err_plain(err, EOPNOTSUPP,
-					     "--dns-server and --dns-private are for containers (a vm resolves its names at create)");
-		return vm_names_resolve(cfg, err);
-	}
 	return 0;
 }
 
@@ -523,7 +495,7 @@ void sandbox_net_inspect_json(capsule_sandbox *sb, const struct capsule_config *
 	/* The proxy's state and the quota's use are the shim's: a running sandbox's, as it is. */
 	_cleanup_free_ char *egress = NULL;
 	if (running && (cfg->nallow || cfg->nallow_names || cfg->egress_quota_bytes) &&
-	    cfg->isolation != CAPSULE_ISOLATION_VM && capsule_net_json(sb, &egress, NULL) == 0) {
+	    capsule_net_json(sb, &egress, NULL) == 0) {
 		json_key(j, "egress");
 		json_raw(j, egress);
 	}

@@ -168,6 +168,11 @@ void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *paylo
 		vm_fwd_agent_frame(&s->net, h, payload);
 		return;
 	}
+	/* A guest program's DNS query, relayed by a vm's agent to the proxy (egress.c). */
+	if (h->type == CP_DNS_QUERY && h->chan == 0) {
+		egress_vm_query(&s->net, payload, h->len);
+		return;
+	}
 	struct channel *ch = h->chan ? io_chan_by_agent(&s->io, h->chan) : NULL;
 	if (!ch)
 		return;

@@ -1,11 +1,14 @@
-/* A container's egress rules (docs/architecture.md, "Egress by name"): the nftables table in
- * the sandbox's network namespace, the DNS proxy that opens addresses in it for the names
- * allowed, the byte quota, and the NET_* requests that change them on a running sandbox.
+/* A sandbox's egress rules (docs/architecture.md, "Egress by name"): the nftables table, the
+ * DNS proxy that opens addresses in it for the names allowed, the byte quota, and the NET_*
+ * requests that change them on a running sandbox.
  *
- * The proxy runs here, in the shim's event loop: its socket is bound inside the sandbox's
- * namespace (127.0.0.53:53, made by the socket factory) so the sandbox reaches it over its own
- * loopback, and its upstream socket is the host's, so the sandbox never reaches the resolver
- * itself. Nothing the sandbox runs shares its memory or can signal it. */
+ * The proxy runs here, in the shim's event loop, at both levels; its upstream socket is the
+ * host's, so the sandbox never reaches the resolver itself, and nothing the sandbox runs
+ * shares its memory or can signal it. A container's table is in its network namespace, which
+ * `nft` changes, and the proxy's socket is bound there (127.0.0.53:53, made by the socket
+ * factory). A vm's table is in its guest's kernel, made at boot by the agent: its queries
+ * arrive from the agent as DNS_QUERY, and the elements to open and close and the answer go
+ * back as EGRESS (src/agent/vm_dns.c), in that order. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ifaddrs.h>
@@ -76,6 +79,14 @@ struct egress {
 	uint64_t refused_logged, refused_log_ms;
 	uint64_t dropped, dropped_logged, dropped_log_ms; /* answers' addresses left out, likewise */
 	struct bucket { double tokens; uint64_t at_ms; } query_bucket, nft_bucket;
+	/* A vm's: the agent changes the guest's sets; MSG stages the elements of the next EGRESS,
+	 * which the answer (or a deny) sends. */
+	bool vm;
+	struct cp_egress msg;
+	struct cp_writer w;
+	egress_send_fn send;
+	egress_quota_fn quota_of;
+	void *ctx;
 };
 
 /* A token bucket of RATE per second, holding at most RATE: false when empty. */
@@ -121,6 +132,26 @@ static void open_element(FILE *f, const char *verb, uint32_t addr, uint16_t port
 		fprintf(f, "%s element inet capsule_egress dns_port { %s . %u%s }\n", verb, ip, port, timeout);
 	else
 		fprintf(f, "%s element inet capsule_egress dns_any { %s%s }\n", verb, ip, timeout);
+}
+
+/* A vm's staged elements, and ANSWER (NULL: none), to the agent as one EGRESS. */
+static void vm_flush(struct egress *eg, const struct cp_dns_packet *answer)
+{
+	if (answer)
+		eg->msg.answer = *answer;
+	if ((eg->msg.nadd || eg->msg.ndel || eg->msg.answer.len) && cp_egress_encode(&eg->w, 0, &eg->msg) == 0)
+		eg->send(eg->ctx, eg->w.buf, eg->w.len, NULL, 0);
+	eg->msg.nadd = eg->msg.ndel = eg->msg.answer.len = 0;
+}
+
+/* An element staged for the vm's next EGRESS: false when the message is full. */
+static bool vm_stage(struct egress *eg, bool add, uint32_t addr, uint16_t port, uint32_t ttl_s)
+{
+	size_t *n = add ? &eg->msg.nadd : &eg->msg.ndel;
+	if (*n >= CP_MAX_EGRESS_ELEMS)
+		return false;
+	(add ? eg->msg.add : eg->msg.del)[(*n)++] = (struct cp_egress_elem){ .addr = addr, .port = port, .ttl_s = ttl_s };
+	return true;
 }
 
 /* Run TEXT (LEN bytes, freed here) in one nft transaction. */
@@ -247,10 +278,16 @@ static void dropped_log(struct net *n, struct egress *eg, const char *name, uint
 static void send_answer(struct egress *eg, const struct sockaddr_in *to, const struct dns_query *q, uint8_t rcode,
 			const uint32_t *addrs, size_t naddrs, uint32_t ttl)
 {
-	uint8_t out[DNS_MAX_PACKET];
-	int len = dns_answer_build(q, rcode, addrs, naddrs, ttl, out, sizeof(out));
-	if (len > 0)
-		sendto(eg->dns_fd, out, (size_t)len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
+	struct cp_dns_packet out = { .addr = to->sin_addr.s_addr, .port = ntohs(to->sin_port) };
+	int len = dns_answer_build(q, rcode, addrs, naddrs, ttl, out.data, sizeof(out.data));
+	if (len <= 0)
+		out.len = 0;
+	else
+		out.len = (size_t)len;
+	if (eg->vm)
+		vm_flush(eg, out.len ? &out : NULL);
+	else if (out.len)
+		sendto(eg->dns_fd, out.data, out.len, MSG_DONTWAIT, (const struct sockaddr *)to, sizeof(*to));
 }
 
 static struct egress_open *open_find(struct egress *eg, const char *name, uint16_t port, uint32_t addr)
@@ -303,7 +340,13 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 				r = cap_err_plain(err, ENOSPC, "too many addresses open at once (%d)", EGRESS_MAX_OPEN);
 				break;
 			}
-			/* Re-adding an element sets its timeout anew (Linux 6.10 and later). */
+			/* Re-adding an element sets its timeout anew (Linux 6.10 and later); a vm's
+			 * guest (6.1) has it deleted first. */
+			if (eg->vm && ((o && !vm_stage(eg, false, addrs[k], e->port, 0)) ||
+				       !vm_stage(eg, true, addrs[k], e->port, want))) {
+				r = cap_err_plain(err, ENOSPC, "too many addresses in one answer (%d)", CP_MAX_EGRESS_ELEMS);
+				break;
+			}
 			open_element(f, "add", addrs[k], e->port, want);
 			if (!o) {
 				o = &eg->open[eg->nopen++];
@@ -318,11 +361,14 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 	fclose(f);
 	if (r == 0 && added && !bucket_take(&eg->nft_bucket, EGRESS_NFT_RUNS_PER_S))
 		r = cap_err_plain(err, EAGAIN, "more than %d changes of the rules a second", EGRESS_NFT_RUNS_PER_S);
-	if (r == 0 && added) {
+	if (r == 0 && added && !eg->vm) {
 		r = nft_batch(n, text, len, err);
 		text = NULL;
 	}
 	free(text);
+	/* A vm's go with the answer (send_answer), or not at all. */
+	if (eg->vm && r < 0)
+		eg->msg.nadd = eg->msg.ndel = 0;
 	/* Not opened: forgotten (the sweep drops them), so that the next lookup tries again. */
 	for (size_t i = 0; r < 0 && i < added; i++)
 		touched[i]->expires_ms = 0;
@@ -340,6 +386,59 @@ static void refused_log(struct net *n, struct egress *eg, const char *latest)
 	eg->refused_log_ms = now;
 }
 
+/* One query of the sandbox's, K bytes in BUF from FROM. */
+static void query_handle(struct net *n, struct egress *eg, const uint8_t *buf, ssize_t k, const struct sockaddr_in *from)
+{
+	eg->queries++;
+	struct dns_query q;
+	if (dns_query_parse(buf, (size_t)k, &q) < 0) {
+		if (k >= 12) {
+			struct dns_query bare = { .id = q.id };
+			send_answer(eg, from, &bare, DNS_RCODE_FORMERR, NULL, 0, 0);
+		}
+		return;
+	}
+	/* The rate bound comes before anything else a query costs the host (a log line, a
+	 * lookup upstream). */
+	if (!bucket_take(&eg->query_bucket, EGRESS_QUERIES_PER_S)) {
+		send_answer(eg, from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+		return;
+	}
+	if (q.qclass != DNS_CLASS_IN || !name_allowed(eg, q.name)) {
+		eg->refused++;
+		refused_log(n, eg, q.name);
+		send_answer(eg, from, &q, DNS_RCODE_NXDOMAIN, NULL, 0, 0);
+		return;
+	}
+	/* IPv4 only (the NAT has no IPv6): other types of an allowed name have no data, and
+	 * nothing but A queries reaches the upstream. */
+	if (q.qtype != DNS_TYPE_A) {
+		send_answer(eg, from, &q, DNS_RCODE_NOERROR, NULL, 0, 0);
+		return;
+	}
+	struct egress_pending *p = NULL, *oldest = &eg->pending[0];
+	for (size_t i = 0; i < EGRESS_MAX_PENDING && !p; i++) {
+		if (!eg->pending[i].used)
+			p = &eg->pending[i];
+		else if (eg->pending[i].sent_ms < oldest->sent_ms)
+			oldest = &eg->pending[i];
+	}
+	if (!p)
+		p = oldest;
+	*p = (struct egress_pending){ .used = true, .sent_ms = now_ms(), .q = q, .from = *from };
+	/* A fresh random id per upstream query: an off-path forger must guess it (and the
+	 * port), and the sandbox's own id never reaches the upstream. */
+	if (getrandom(&p->up_id, sizeof(p->up_id), GRND_NONBLOCK) != sizeof(p->up_id))
+		p->up_id = (uint16_t)(now_ns() ^ (uint64_t)(p - eg->pending));
+	uint8_t out[DNS_MAX_PACKET];
+	int len = dns_query_build(&q, p->up_id, out, sizeof(out));
+	if (len < 0 || sendto(eg->up_fd, out, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&eg->upstream,
+			      sizeof(eg->upstream)) < 0) {
+		p->used = false;
+		send_answer(eg, from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
+	}
+}
+
 static void sandbox_query(struct net *n, struct egress *eg)
 {
 	for (int burst = 0; burst < 64; burst++) {
@@ -349,57 +448,19 @@ static void sandbox_query(struct net *n, struct egress *eg)
 		ssize_t k = recvfrom(eg->dns_fd, buf, sizeof(buf), MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
 		if (k < 0)
 			return;
-		if (fl != sizeof(from) || from.sin_family != AF_INET)
-			continue;
-		eg->queries++;
-		struct dns_query q;
-		if (dns_query_parse(buf, (size_t)k, &q) < 0) {
-			if (k >= 12) {
-				struct dns_query bare = { .id = q.id };
-				send_answer(eg, &from, &bare, DNS_RCODE_FORMERR, NULL, 0, 0);
-			}
-			continue;
-		}
-		/* The rate bound comes before anything else a query costs the host (a log line, a
-		 * lookup upstream). */
-		if (!bucket_take(&eg->query_bucket, EGRESS_QUERIES_PER_S)) {
-			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
-			continue;
-		}
-		if (q.qclass != DNS_CLASS_IN || !name_allowed(eg, q.name)) {
-			eg->refused++;
-			refused_log(n, eg, q.name);
-			send_answer(eg, &from, &q, DNS_RCODE_NXDOMAIN, NULL, 0, 0);
-			continue;
-		}
-		/* IPv4 only (the NAT has no IPv6): other types of an allowed name have no data, and
-		 * nothing but A queries reaches the upstream. */
-		if (q.qtype != DNS_TYPE_A) {
-			send_answer(eg, &from, &q, DNS_RCODE_NOERROR, NULL, 0, 0);
-			continue;
-		}
-		struct egress_pending *p = NULL, *oldest = &eg->pending[0];
-		for (size_t i = 0; i < EGRESS_MAX_PENDING && !p; i++) {
-			if (!eg->pending[i].used)
-				p = &eg->pending[i];
-			else if (eg->pending[i].sent_ms < oldest->sent_ms)
-				oldest = &eg->pending[i];
-		}
-		if (!p)
-			p = oldest;
-		*p = (struct egress_pending){ .used = true, .sent_ms = now_ms(), .q = q, .from = from };
-		/* A fresh random id per upstream query: an off-path forger must guess it (and the
-		 * port), and the sandbox's own id never reaches the upstream. */
-		if (getrandom(&p->up_id, sizeof(p->up_id), GRND_NONBLOCK) != sizeof(p->up_id))
-			p->up_id = (uint16_t)(now_ns() ^ (uint64_t)(p - eg->pending));
-		uint8_t out[DNS_MAX_PACKET];
-		int len = dns_query_build(&q, p->up_id, out, sizeof(out));
-		if (len < 0 || sendto(eg->up_fd, out, (size_t)len, MSG_DONTWAIT, (struct sockaddr *)&eg->upstream,
-				      sizeof(eg->upstream)) < 0) {
-			p->used = false;
-			send_answer(eg, &from, &q, DNS_RCODE_SERVFAIL, NULL, 0, 0);
-		}
+		if (fl == sizeof(from) && from.sin_family == AF_INET)
+			query_handle(n, eg, buf, k, &from);
 	}
+}
+
+void egress_vm_query(struct net *n, const uint8_t *payload, size_t len)
+{
+	struct egress *eg = n->egress;
+	struct cp_dns_packet q;
+	if (!eg || !eg->vm || eg->up_fd < 0 || cp_dns_query_decode(payload, len, &q) < 0)
+		return;
+	struct sockaddr_in from = { .sin_family = AF_INET, .sin_addr.s_addr = q.addr, .sin_port = htons((uint16_t)q.port) };
+	query_handle(n, eg, q.data, (ssize_t)q.len, &from);
 }
 
 static void upstream_answer(struct net *n, struct egress *eg)
@@ -490,53 +551,85 @@ static int upstream_find(const struct capsule_config *cfg, struct sockaddr_in *o
 			     "IPv4 nameserver (give one with --dns-server)");
 }
 
+/* The proxy's sockets: the upstream's on the host and, for a container, the sandbox's inside
+ * its namespace (a vm's queries come from its agent). */
 static int proxy_start(struct net *n, struct egress *eg, capsule_error *err)
 {
 	int r = upstream_find(n->cfg, &eg->upstream, err);
 	if (r < 0)
 		return r;
-	if ((r = net_sandbox_dns_socket(n, &eg->dns_fd, err)) < 0)
+	if (!eg->vm && (r = net_sandbox_dns_socket(n, &eg->dns_fd, err)) < 0)
 		return cap_err_wrap(err, r, "the DNS proxy's socket in the sandbox");
 	eg->up_fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (eg->up_fd < 0)
 		return cap_err(err, errno, "the DNS proxy's upstream socket");
 	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = NET_KEY_BASE | NET_KEY_DNS | KEY_SANDBOX };
-	epoll_ctl(n->epfd, EPOLL_CTL_ADD, eg->dns_fd, &ev);
+	if (eg->dns_fd >= 0)
+		epoll_ctl(n->epfd, EPOLL_CTL_ADD, eg->dns_fd, &ev);
 	ev.data.u64 = NET_KEY_BASE | NET_KEY_DNS | KEY_UPSTREAM;
 	epoll_ctl(n->epfd, EPOLL_CTL_ADD, eg->up_fd, &ev);
 	return 0;
 }
 
-int egress_start(struct net *n, capsule_error *err)
+/* N's egress state as its config gives it, in EG (a vm's with its agent's side set), or
+ * nothing (*EG NULL, 0) without rules or a quota. */
+static int egress_new(struct net *n, const struct egress *proto, struct egress **out, capsule_error *err)
 {
 	const struct capsule_config *cfg = n->cfg;
+	*out = NULL;
 	if (!cfg->nallow && !cfg->nallow_names && !cfg->egress_quota_bytes)
 		return 0;
-	struct egress *eg = calloc(1, sizeof(*eg));
+	struct egress *eg = malloc(sizeof(*eg));
 	if (!eg)
 		return cap_err(err, ENOMEM, "egress rules");
+	*eg = *proto;
+	cp_writer_init(&eg->w);
 	eg->dns_fd = eg->up_fd = -1;
 	eg->query_bucket = (struct bucket){ EGRESS_QUERIES_PER_S, now_ms() };
 	eg->nft_bucket = (struct bucket){ EGRESS_NFT_RUNS_PER_S, now_ms() };
-	n->egress = eg;
+	n->egress = *out = eg;
 	eg->filter = cfg->nallow || cfg->nallow_names;
 	eg->quota = cfg->egress_quota_bytes;
 	for (size_t i = 0; i < cfg->nallow && i < EGRESS_MAX_CIDRS; i++)
 		eg->cidrs[eg->ncidrs++] = cfg->allow[i];
 	for (size_t i = 0; i < cfg->nallow_names && i < EGRESS_MAX_NAMES; i++)
 		eg->names[eg->nnames++] = cfg->allow_names[i];
-	int r = table_load(n, eg, err);
-	if (r < 0)
-		return r;
-	/* The proxy runs for every allowlist (the sandbox's resolv.conf names it), since names can
-	 * be allowed later; without a name yet, a host with no resolver only logs it. */
+	return 0;
+}
+
+/* The proxy runs for every allowlist (the sandbox's resolv.conf names it), since names can be
+ * allowed later; without a name yet, a host with no resolver only logs it. */
+static int egress_proxy_begin(struct net *n, struct egress *eg, capsule_error *err)
+{
+	int r;
 	if (eg->filter && (r = proxy_start(n, eg, err)) < 0) {
-		if (cfg->nallow_names)
+		if (n->cfg->nallow_names)
 			return r;
 		net_log(n, "dns: no proxy: %s", err->message);
 	}
-	net_log(n, "egress rules loaded (%zu networks, %zu names%s)", eg->ncidrs, eg->nnames, eg->quota ? ", a quota" : "");
+	net_log(n, "egress rules %s (%zu networks, %zu names%s)", eg->vm ? "in the guest" : "loaded", eg->ncidrs,
+		eg->nnames, eg->quota ? ", a quota" : "");
 	return 0;
+}
+
+int egress_start(struct net *n, capsule_error *err)
+{
+	struct egress *eg;
+	int r = egress_new(n, &(struct egress){ 0 }, &eg, err);
+	if (r < 0 || !eg)
+		return r;
+	if ((r = table_load(n, eg, err)) < 0)
+		return r;
+	return egress_proxy_begin(n, eg, err);
+}
+
+int egress_vm_start(struct net *n, egress_send_fn send, egress_quota_fn quota_of, void *ctx, capsule_error *err)
+{
+	struct egress *eg;
+	int r = egress_new(n, &(struct egress){ .vm = true, .send = send, .quota_of = quota_of, .ctx = ctx }, &eg, err);
+	if (r < 0 || !eg)
+		return r;
+	return egress_proxy_begin(n, eg, err);
 }
 
 void egress_free(struct net *n)
@@ -551,6 +644,7 @@ void egress_free(struct net *n)
 			close(fd);
 		}
 	}
+	cp_writer_free(&eg->w);
 	free(eg);
 	n->egress = NULL;
 }
@@ -593,9 +687,6 @@ static int rule_parse(const char *rule, struct egress_rule *c, struct egress_nam
 
 static int egress_of(struct net *n, struct egress **out, capsule_error *err)
 {
-	if (n->cfg->isolation == CAPSULE_ISOLATION_VM)
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "a vm's egress rules are fixed when its guest boots (net allow, deny and ls are for containers)");
 	if (!n->egress || !n->egress->filter)
 		return cap_err_plain(err, EINVAL, "this sandbox has no egress allowlist (create it with --allow-host or "
 				     "--allow-cidr and --network full)");
@@ -621,6 +712,10 @@ static int rule_find(struct net *n, const char *rule, struct rule_ref *ref, caps
 		return r;
 	ref->cidr = r == 1;
 	const struct egress *eg = ref->eg;
+	/* A vm's networks are rules its agent made at boot, not sets of the proxy's. */
+	if (ref->cidr && eg->vm)
+		return cap_err_plain(err, EOPNOTSUPP, "a vm's allowed networks are fixed when its guest boots (names can be "
+				     "allowed and denied while it runs)");
 	for (size_t i = 0; i < (ref->cidr ? eg->ncidrs : eg->nnames) && !ref->found; i++) {
 		const struct egress_rule *c = &eg->cidrs[i];
 		const struct egress_name *nm = &eg->names[i];
@@ -649,7 +744,7 @@ int egress_allow(struct net *n, const char *rule, capsule_error *err)
 	} else {
 		if (eg->nnames >= EGRESS_MAX_NAMES)
 			return cap_err_plain(err, E2BIG, "too many allowed names (at most %d)", EGRESS_MAX_NAMES);
-		if (eg->dns_fd < 0 && (r = proxy_start(n, eg, err)) < 0)
+		if (eg->up_fd < 0 && (r = proxy_start(n, eg, err)) < 0)
 			return r;
 		eg->names[eg->nnames++] = ref.nm;
 	}
@@ -686,10 +781,16 @@ int egress_deny(struct net *n, const char *rule, capsule_error *err)
 			bool shared = false;
 			for (size_t j = 0; j < eg->nopen; j++)
 				shared |= j != k && eg->open[j].addr == o->addr && eg->open[j].port == o->port;
-			if (!shared)
+			if (!shared && !eg->vm)
 				nft_element(n, "delete", NULL, o->addr, o->port, NULL);
+			if (!shared && eg->vm && !vm_stage(eg, false, o->addr, o->port, 0)) {
+				vm_flush(eg, NULL);
+				vm_stage(eg, false, o->addr, o->port, 0);
+			}
 			*o = eg->open[--eg->nopen];
 		}
+		if (eg->vm)
+			vm_flush(eg, NULL);
 	}
 	net_log(n, "egress: '%s' denied", rule);
 	return 0;
@@ -698,6 +799,8 @@ int egress_deny(struct net *n, const char *rule, capsule_error *err)
 /* The quota's use, from `nft -j list quota`: {"quota": {..., "used": N, ...}}. */
 static int quota_used(struct net *n, uint64_t *used, capsule_error *err)
 {
+	if (n->egress->vm)
+		return n->egress->quota_of(n->egress->ctx, used, err);
 	_cleanup_free_ char *out = NULL;
 	int r = net_nft(n, "list quota inet capsule_egress egress", 0, &out, err);
 	if (r < 0)
@@ -712,8 +815,6 @@ static int quota_used(struct net *n, uint64_t *used, capsule_error *err)
 int egress_json(struct net *n, char **out, capsule_error *err)
 {
 	struct egress *eg = n->egress;
-	if (!eg && n->cfg->isolation == CAPSULE_ISOLATION_VM)
-		return egress_of(n, &eg, err);
 	struct json_writer j;
 	json_init(&j, true);
 	json_object_begin(&j);
@@ -763,7 +864,7 @@ int egress_json(struct net *n, char **out, capsule_error *err)
 	} else {
 		json_null(&j);
 	}
-	if (eg && eg->dns_fd >= 0) {
+	if (eg && eg->up_fd >= 0) {
 		json_kv_uint(&j, "dns_queries", eg->queries);
 		json_kv_uint(&j, "dns_refused", eg->refused);
 	}

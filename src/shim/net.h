@@ -82,7 +82,7 @@ struct net {
 	unsigned nconns;
 	const struct net_relay_ops *relay; /* NULL: connections go into the sandbox's namespace */
 	void *relay_state;
-	struct egress *egress; /* a container's egress rules and DNS proxy, NULL without them */
+	struct egress *egress; /* the egress rules and DNS proxy, NULL without them */
 };
 
 /* Between net.c and net_ns.c: a TCP socket made inside the sandbox's network namespace (by
@@ -99,6 +99,13 @@ int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_err
 
 /* The egress rules (egress.c): the table loaded at start, the DNS proxy, the NET_* requests. */
 int egress_start(struct net *n, capsule_error *err);
+/* A vm's (the guest's kernel holds the table its agent made at boot): SEND carries EGRESS
+ * frames to the agent for CTX, QUOTA_OF asks the agent for the quota's use. */
+typedef void (*egress_send_fn)(void *ctx, const void *a, size_t an, const void *b, size_t bn);
+typedef int (*egress_quota_fn)(void *ctx, uint64_t *used, capsule_error *err);
+int egress_vm_start(struct net *n, egress_send_fn send, egress_quota_fn quota_of, void *ctx, capsule_error *err);
+/* A vm agent's DNS_QUERY (chan 0). */
+void egress_vm_query(struct net *n, const uint8_t *payload, size_t len);
 void egress_event(struct net *n, uint64_t key);
 void egress_free(struct net *n);
 int egress_allow(struct net *n, const char *rule, capsule_error *err);

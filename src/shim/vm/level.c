@@ -307,6 +307,31 @@ static int vm_died_during_start(struct shim *s, capsule_error *err)
 			     why, capsule_home(), s->name);
 }
 
+/* An egress_quota_fn: the agent reads the guest's quota object (EGRESS on a channel). */
+static int vm_quota_used(void *ctx, uint64_t *used, capsule_error *err)
+{
+	struct shim *s = ctx;
+	if (s->io.agent_fd < 0 || s->stopping)
+		return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
+	uint32_t chan = io_agent_chan_new(&s->io);
+	struct cp_egress m = { 0 };
+	int r = cp_egress_encode(&s->io.w, chan, &m);
+	if (r < 0)
+		return cap_err(err, -r, "encoding EGRESS");
+	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
+	struct cp_header h;
+	const uint8_t *payload;
+	if ((r = agent_wait_answer(s, chan, VM_CALL_TIMEOUT_MS, "the quota's use", &h, &payload, err)) < 0)
+		return r;
+	struct cp_egress_used u;
+	if (h.type != CP_EGRESS_USED || cp_egress_used_decode(payload, h.len, &u) < 0)
+		r = cap_err_plain(err, EPROTO, "the agent did not say how much of the quota is used");
+	else
+		*used = u.used;
+	cp_rxbuf_consume(&s->io.agent_rx, &h);
+	return r;
+}
+
 static int vm_shares_call(struct shim *s, uint32_t kind, capsule_error *err)
 {
 	struct cp_vm_mount m = { .kind = kind, .target = (char *)"/" };
@@ -314,18 +339,21 @@ static int vm_shares_call(struct shim *s, uint32_t kind, capsule_error *err)
 	return vm_agent_call(s, &m, NULL, &id, err);
 }
 
-/* A guest resumed from disk has its tmpfs mounts and /etc/hosts as they were (a pause to
- * disk refuses binds): the `mounts` share goes back for hot mounts, and the forwards' host
- * side starts. */
+/* A guest resumed from disk has its tmpfs mounts, /etc/hosts and egress table as they were (a
+ * pause to disk refuses binds): the `mounts` share goes back for hot mounts, and the
+ * forwards' host side and the DNS proxy start. */
 static int vm_ready_restored(struct shim *s, capsule_error *err)
 {
 	int r = s->vm_boot.mounts_share ? vm_shares_call(s, CP_VM_MOUNT_SHARES_ON, err) : 0;
-	return r < 0 ? r : vm_fwd_start(&s->net, agent_send, s, err);
+	if (r < 0 || (r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
+		return r;
+	return egress_vm_start(&s->net, agent_send, vm_quota_used, s, err);
 }
 
 /* Once the agent is up: tmpfs and binds in config's order (tmpfs first unless it says), as the
- * container level mounts them, the allowlist's names over /etc/hosts; and the port forwards,
- * over the agent channel. */
+ * container level mounts them, the allowlist's names over /etc/hosts; the port forwards, over
+ * the agent channel; and the DNS proxy, whose queries and elements travel over it too
+ * (egress.c). */
 static int vm_ready(struct shim *s, capsule_error *err)
 {
 	int r;
@@ -357,7 +385,9 @@ static int vm_ready(struct shim *s, capsule_error *err)
 		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
 			return r;
 	}
-	return vm_fwd_start(&s->net, agent_send, s, err);
+	if ((r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
+		return r;
+	return egress_vm_start(&s->net, agent_send, vm_quota_used, s, err);
 }
 
 /* A vm that is saved at stop: what its commands wrote may still be in the guest's page cache,

@@ -59,11 +59,16 @@ void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size)
 		egress_rule_format(&cfg->allow[i], rule, sizeof(rule));
 		off += (size_t)snprintf(buf + off, size - off, "%s%s", i ? "," : " capsule.allow=", rule);
 	}
+	/* The proxy (egress.c) answers for every allowlist, since names can be allowed later. */
+	if ((cfg->nallow || cfg->nallow_names) && off < size)
+		off += (size_t)snprintf(buf + off, size - off, " capsule.dns=proxy");
+	if (cfg->egress_quota_bytes && off < size)
+		snprintf(buf + off, size - off, " capsule.quota=%llu", (unsigned long long)cfg->egress_quota_bytes);
 }
 
 int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
 {
-	if (!cfg->nallow)
+	if (!cfg->nallow && !cfg->nallow_names && !cfg->egress_quota_bytes)
 		return 0;
 	struct vm_kernel k;
 	int r = vm_find_kernel(&k, err);
@@ -73,7 +78,7 @@ int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
 	 * after boot: the rules could not be made, and the sandbox must not start without them. */
 	if (!k.builtin)
 		r = cap_err_plain(err, EOPNOTSUPP,
-				  "an egress allowlist (--allow-host, --allow-cidr) with vm isolation needs a guest kernel "
+				  "an egress allowlist (--allow-host, --allow-cidr) or quota with vm isolation needs a guest kernel "
 				  "with nf_tables built in, as " VM_OWN_KERNEL_NAME " has; '%s' is a modular kernel",
 				  k.path);
 	vm_kernel_free(&k);

@@ -26,11 +26,12 @@ static inline bool vm_fwd_chan(uint32_t chan)
 
 /* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
  * static strings; and what goes on the kernel's command line into BUF: "" or
- * " capsule.net=full", and with an allowlist " capsule.allow=ADDR/PREFIX[:PORT],..." (the
- * agent loads it as nf_tables rules before it answers: src/agent/vm_egress.c). VM_NET_CMDLINE_MAX
+ * " capsule.net=full", and with an allowlist " capsule.allow=ADDR/PREFIX[:PORT],..." and
+ * " capsule.dns=proxy", with a quota " capsule.quota=BYTES" (the agent loads them as nf_tables
+ * rules before it answers: src/agent/vm_egress.c; and relays DNS to the shim's proxy). VM_NET_CMDLINE_MAX
  * holds the longest. The module group "net" (virtio_net) is named by vm_module_groups
  * (initramfs.c). */
-#define VM_NET_CMDLINE_MAX (32 + CAPSULE_MAX_ALLOW * 25)
+#define VM_NET_CMDLINE_MAX (96 + CAPSULE_MAX_ALLOW * 25)
 size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max);
 void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size);
 
