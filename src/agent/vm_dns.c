@@ -39,8 +39,8 @@ void vm_dns_init(int epfd)
 {
 	if (!vm_dns_wanted())
 		return;
-	/* Port 53 below 1024, taken first: no command can bind it (none has
-	 * CAP_NET_BIND_SERVICE, and the agent sets no SO_REUSEPORT to share it). */
+	/* Bound before any command runs, with neither SO_REUSEADDR nor SO_REUSEPORT: no command
+	 * can bind the port (or the wildcard address's port 53) beside us. */
 	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(53) };
 	inet_pton(AF_INET, VM_DNS_PROXY_ADDR, &sa.sin_addr);
@@ -77,7 +77,7 @@ void vm_dns_event(void)
 		q.addr = from.sin_addr.s_addr;
 		q.port = ntohs(from.sin_port);
 		q.len = (size_t)k;
-		if (cp_dns_query_encode(agent_writer(), &q) == 0)
+		if (cp_dns_query_encode(agent_writer(), 0, &q) == 0)
 			agent_send_frame();
 	}
 }

@@ -421,7 +421,7 @@ struct cp_egress_used {
 };
 enum { CP_T_DNS_ADDR = 1, CP_T_DNS_PORT = 2, CP_T_DNS_PACKET = 3, CP_T_EGRESS_DEL = 4, CP_T_EGRESS_ADD = 5,
        CP_T_EGRESS_BYTES = 6, CP_T_EGRESS_USED = 7 };
-int cp_dns_query_encode(struct cp_writer *w, const struct cp_dns_packet *m);
+int cp_dns_query_encode(struct cp_writer *w, uint32_t chan, const struct cp_dns_packet *m);
 int cp_dns_query_decode(const uint8_t *p, size_t n, struct cp_dns_packet *m);
 int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m);
 int cp_egress_decode(const uint8_t *p, size_t n, struct cp_egress *m);

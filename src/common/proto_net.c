@@ -156,11 +156,11 @@ static int packet_field(const struct cp_field *f, struct cp_dns_packet *m)
 	return 0;
 }
 
-int cp_dns_query_encode(struct cp_writer *w, const struct cp_dns_packet *m)
+int cp_dns_query_encode(struct cp_writer *w, uint32_t chan, const struct cp_dns_packet *m)
 {
 	if (!packet_valid(m) || m->len == 0)
 		return -EINVAL;
-	cp_frame_begin(w, CP_DNS_QUERY, 0, 0);
+	cp_frame_begin(w, CP_DNS_QUERY, 0, chan);
 	packet_put(w, m);
 	return cp_frame_finish(w);
 }

@@ -2,7 +2,7 @@
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, request_ok; 0xe0 to
  * 0xef, byte % 2: port add, port remove; 0xd0 to 0xd7: save; 0xd8 to 0xdf: pause; 0xcc and 0xcd: a vm's
- * FWD_CONNECT; 0xce: WATCH; 0xcf: WATCH event records (a DATA payload); 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
+ * FWD_CONNECT; 0xa0 to 0xaf, byte % 3: a vm's DNS_QUERY, EGRESS, EGRESS_USED; 0xce: WATCH; 0xcf: WATCH event records (a DATA payload); 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
  * 3: screenshot, screenshot OK, input; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
@@ -447,6 +447,76 @@ static int fuzz_fwd_connect(const uint8_t *p, size_t n)
 	return 0;
 }
 
+static bool packet_eq(const struct cp_dns_packet *a, const struct cp_dns_packet *b)
+{
+	return a->len == b->len && (!a->len || (a->addr == b->addr && a->port == b->port &&
+						 memcmp(a->data, b->data, a->len) == 0));
+}
+static bool elems_eq(const struct cp_egress_elem *a, const struct cp_egress_elem *b, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a[i].addr != b[i].addr || a[i].port != b[i].port || a[i].ttl_s != b[i].ttl_s)
+			return false;
+	return true;
+}
+static bool egress_eq(const struct cp_egress *a, const struct cp_egress *b)
+{
+	return a->ndel == b->ndel && a->nadd == b->nadd && elems_eq(a->del, b->del, a->ndel) &&
+	       elems_eq(a->add, b->add, a->nadd) && packet_eq(&a->answer, &b->answer);
+}
+static bool egress_used_eq(const struct cp_egress_used *a, const struct cp_egress_used *b)
+{
+	return a->bytes == b->bytes && a->used == b->used;
+}
+static void no_free_packet(struct cp_dns_packet *m)
+{
+	(void)m;
+}
+static void no_free_egress(struct cp_egress *m)
+{
+	(void)m;
+}
+static void no_free_egress_used(struct cp_egress_used *m)
+{
+	(void)m;
+}
+
+/* A vm agent's DNS_QUERY is hostile input to the shim; EGRESS and EGRESS_USED are the shim's
+ * and the agent's to each other. */
+static int fuzz_vm_dns_messages(int which, const uint8_t *p, size_t n)
+{
+	if (which == 0) {
+		static struct cp_dns_packet a;
+		int r = cp_dns_query_decode(p, n, &a);
+		if (r != 0) {
+			CHECK(a.len == 0);
+			return r;
+		}
+		CHECK(a.len >= 1 && a.len <= CP_MAX_DNS_PACKET && a.port >= 1 && a.port <= 65535);
+		ROUND_TRIP(struct cp_dns_packet, cp_dns_query_encode, cp_dns_query_decode, no_free_packet, packet_eq, a,
+			   CP_DNS_QUERY);
+		return 0;
+	}
+	if (which == 1) {
+		static struct cp_egress a;
+		int r = cp_egress_decode(p, n, &a);
+		if (r != 0) {
+			CHECK(a.nadd == 0 && a.ndel == 0 && a.answer.len == 0);
+			return r;
+		}
+		CHECK(a.nadd <= CP_MAX_EGRESS_ELEMS && a.ndel <= CP_MAX_EGRESS_ELEMS);
+		ROUND_TRIP(struct cp_egress, cp_egress_encode, cp_egress_decode, no_free_egress, egress_eq, a, CP_EGRESS);
+		return 0;
+	}
+	struct cp_egress_used a;
+	int r = cp_egress_used_decode(p, n, &a);
+	if (r != 0)
+		return r;
+	ROUND_TRIP(struct cp_egress_used, cp_egress_used_encode, cp_egress_used_decode, no_free_egress_used,
+		   egress_used_eq, a, CP_EGRESS_USED);
+	return 0;
+}
+
 static bool watch_eq(const struct cp_watch *a, const struct cp_watch *b)
 {
 	return str_eq(a->path, b->path) && a->flags == b->flags;
@@ -592,6 +662,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	 * the corpus built on them, keep their meaning). */
 	if (data[0] >= 0xb0 && data[0] < 0xc0) {
 		r = fuzz_display_messages(data[0] % 3, p, n);
+		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
+		free(p);
+		return 0;
+	}
+	if (data[0] >= 0xa0 && data[0] < 0xb0) {
+		r = fuzz_vm_dns_messages(data[0] % 3, p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
 		free(p);
 		return 0;
