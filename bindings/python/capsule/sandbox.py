@@ -925,7 +925,7 @@ class SyncSandbox(_Core):
 
     def net_allow(self, rule):
         """Allow "NAME[:PORT]" (answered by the sandbox's DNS proxy) or "CIDR[:PORT]" out of the
-        running container."""
+        running sandbox (a vm's networks are fixed at boot: a CIDR raises for a vm)."""
         self._net_rule_blocking(lib.capsule_net_allow, rule)
 
     def net_deny(self, rule):
@@ -1145,7 +1145,7 @@ class Sandbox(_Core):
 
     async def net_allow(self, rule):
         """Allow "NAME[:PORT]" (answered by the sandbox's DNS proxy) or "CIDR[:PORT]" out of the
-        running container."""
+        running sandbox (a vm's networks are fixed at boot: a CIDR raises for a vm)."""
         await _in_thread(self._net_rule_blocking, lib.capsule_net_allow, rule)
 
     async def net_deny(self, rule):
