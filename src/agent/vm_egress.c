@@ -331,16 +331,23 @@ static void rule_end(struct nlbuf *b, size_t m, size_t exprs)
 	msg_end(b, m);
 }
 
-/* [meta l4proto L4PROTO] ip daddr ADDR/PREFIX [th dport PORT] accept */
-static void rule_entry(struct nlbuf *b, const struct vm_egress_rule *r, uint8_t l4proto)
+/* A rule's start: [meta l4proto L4PROTO] meta nfproto ipv4. An inet table sees IPv6 too:
+ * `ip daddr` holds only for IPv4 packets. */
+static size_t rule_begin_ipv4(struct nlbuf *b, uint8_t l4proto, size_t *exprs)
 {
-	size_t x, m = rule_begin(b, &x);
+	size_t m = rule_begin(b, exprs);
 	if (l4proto)
 		expr_meta(b, NFT_META_L4PROTO), expr_cmp(b, NFT_CMP_EQ, &l4proto, 1);
-	/* An inet table sees IPv6 too: `ip daddr` holds only for IPv4 packets. */
 	uint8_t ipv4 = NFPROTO_IPV4;
 	expr_meta(b, NFT_META_NFPROTO);
 	expr_cmp(b, NFT_CMP_EQ, &ipv4, 1);
+	return m;
+}
+
+/* [meta l4proto L4PROTO] ip daddr ADDR/PREFIX [th dport PORT] accept */
+static void rule_entry(struct nlbuf *b, const struct vm_egress_rule *r, uint8_t l4proto)
+{
+	size_t x, m = rule_begin_ipv4(b, l4proto, &x);
 	if (r->prefix) {
 		uint32_t mask = htonl(~0u << (32 - r->prefix));
 		expr_payload(b, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
@@ -377,12 +384,7 @@ static void set_new(struct nlbuf *b, const char *name, uint32_t id, bool port)
 /* [meta l4proto L4PROTO] meta nfproto ipv4 ip daddr [. th dport] @SET accept */
 static void rule_lookup(struct nlbuf *b, const char *set, uint32_t id, uint8_t l4proto)
 {
-	size_t x, m = rule_begin(b, &x);
-	if (l4proto)
-		expr_meta(b, NFT_META_L4PROTO), expr_cmp(b, NFT_CMP_EQ, &l4proto, 1);
-	uint8_t ipv4 = NFPROTO_IPV4;
-	expr_meta(b, NFT_META_NFPROTO);
-	expr_cmp(b, NFT_CMP_EQ, &ipv4, 1);
+	size_t x, m = rule_begin_ipv4(b, l4proto, &x);
 	expr_payload(b, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
 	if (l4proto)
 		expr_payload_to(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
