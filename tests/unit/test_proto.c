@@ -4,6 +4,7 @@
  * Each prefix is copied into a buffer of exactly its size, so that under ASan (check-asan) a
  * single byte read past the end fails the test. */
 #include <dirent.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -417,7 +418,7 @@ static void test_header_unknown_type_rejected(void **state)
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_LIMITS, CP_SAVE,
 				   CP_PAUSE, CP_WATCH, CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE, CP_DIRECT,
-				   CP_SCREENSHOT, CP_INPUT };
+				   CP_DNS_QUERY, CP_EGRESS, CP_EGRESS_USED, CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2307,6 +2308,71 @@ static void test_fs_records_every_truncation_rejected_or_read_cleanly(void **sta
 
 /* ---- port forwards ---------------------------------------------------------------------- */
 
+/* A vm's DNS proxy: the query the agent relays, and the shim's elements and answer. */
+static void test_vm_dns_messages_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	static struct cp_dns_packet q, q2;
+	q = (struct cp_dns_packet){ .addr = htonl(0x7f000001), .port = 40000, .len = 3, .data = { 1, 2, 3 } };
+	assert_int_equal(cp_dns_query_encode(&w, 0, &q), 0);
+	assert_int_equal(cp_dns_query_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &q2), 0);
+	assert_int_equal(q2.addr, q.addr);
+	assert_int_equal(q2.port, 40000);
+	assert_int_equal(q2.len, 3);
+	assert_memory_equal(q2.data, q.data, 3);
+	/* No packet, port 0, or a packet past CP_MAX_DNS_PACKET: refused. */
+	q.len = 0;
+	assert_int_equal(cp_dns_query_encode(&w, 0, &q), -EINVAL);
+	q.len = 3;
+	q.port = 0;
+	assert_int_equal(cp_dns_query_encode(&w, 0, &q), -EINVAL);
+	static uint8_t big[CP_MAX_DNS_PACKET + 1];
+	cp_frame_begin(&w, CP_DNS_QUERY, 0, 0);
+	cp_put_u32(&w, CP_T_DNS_PORT, 53);
+	cp_put_bytes(&w, CP_T_DNS_PACKET, big, sizeof(big));
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_dns_query_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &q2), -EBADMSG);
+	assert_int_equal(q2.len, 0);
+
+	static struct cp_egress e, e2;
+	e = (struct cp_egress){ .ndel = 1, .nadd = 2 };
+	e.del[0] = (struct cp_egress_elem){ .addr = htonl(0xc0000201), .port = 443 };
+	e.add[0] = (struct cp_egress_elem){ .addr = htonl(0xc0000201), .port = 443, .ttl_s = 60 };
+	e.add[1] = (struct cp_egress_elem){ .addr = htonl(0xc0000202), .ttl_s = CP_MAX_EGRESS_TTL_S };
+	e.answer = (struct cp_dns_packet){ .addr = htonl(0x7f000001), .port = 5353, .len = 2, .data = { 9, 8 } };
+	assert_int_equal(cp_egress_encode(&w, 0, &e), 0);
+	assert_int_equal(cp_egress_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e2), 0);
+	assert_int_equal(e2.ndel, 1);
+	assert_int_equal(e2.nadd, 2);
+	assert_int_equal(e2.del[0].port, 443);
+	assert_int_equal(e2.del[0].ttl_s, 0);
+	assert_int_equal(e2.add[1].addr, htonl(0xc0000202));
+	assert_int_equal(e2.add[1].ttl_s, CP_MAX_EGRESS_TTL_S);
+	assert_int_equal(e2.answer.len, 2);
+	assert_int_equal(e2.answer.port, 5353);
+	/* An added element without a TTL or past a day, and more than 64 of them: refused. */
+	e.add[0].ttl_s = 0;
+	assert_int_equal(cp_egress_encode(&w, 0, &e), -EINVAL);
+	e.add[0].ttl_s = CP_MAX_EGRESS_TTL_S + 1;
+	assert_int_equal(cp_egress_encode(&w, 0, &e), -EINVAL);
+	cp_frame_begin(&w, CP_EGRESS, 0, 0);
+	uint8_t elem[10] = { 192, 0, 2, 1, 0, 0, 60, 0, 0, 0 };
+	for (unsigned i = 0; i <= CP_MAX_EGRESS_ELEMS; i++)
+		cp_put_bytes(&w, CP_T_EGRESS_ADD, elem, sizeof(elem));
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_egress_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e2), -EBADMSG);
+	assert_int_equal(e2.nadd, 0);
+
+	struct cp_egress_used u = { .bytes = 1 << 20, .used = 12345 }, u2;
+	assert_int_equal(cp_egress_used_encode(&w, 9, &u), 0);
+	assert_int_equal(cp_egress_used_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &u2), 0);
+	assert_int_equal(u2.bytes, 1 << 20);
+	assert_int_equal(u2.used, 12345);
+	cp_writer_free(&w);
+}
+
 static void test_fwd_connect_round_trip_and_bounds(void **state)
 {
 	(void)state;
@@ -3061,6 +3127,7 @@ int main(void)
 		cmocka_unit_test(test_header_shorter_than_header_size_rejected),
 		cmocka_unit_test(test_header_len_over_max_payload_rejected),
 		cmocka_unit_test(test_header_unknown_type_rejected),
+		cmocka_unit_test(test_vm_dns_messages_round_trip_and_bounds),
 		cmocka_unit_test(test_hello_round_trip),
 		cmocka_unit_test(test_hello_without_version_rejected),
 		cmocka_unit_test(test_error_round_trip),
