@@ -220,6 +220,10 @@ def test_vm_names_are_answered_by_the_shims_proxy_and_net_allow_changes_a_runnin
     name = create_vm(capsule, dns, "--dns-private", "--allow-host", f"{NAME}:{host_server.port}")
     r = capsule.run("exec", name, "cat", "/etc/resolv.conf", check=True)
     assert "nameserver 127.0.0.53" in r.stdout
+    # The agent holds the proxy's port: no command can answer in its place.
+    r = capsule.run("exec", name, "python3", "-c", "import socket; socket.socket(socket.AF_INET, "
+                    "socket.SOCK_DGRAM).bind(('127.0.0.53', 53))")
+    assert r.returncode != 0 and ("Address already in use" in r.stderr or "Permission denied" in r.stderr), r.stderr
     # Not learned by DNS yet: the address is closed in the guest's table.
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
     assert fetch_inside(capsule, name, f"http://{NAME}:{host_server.port}/token") == host_server.token
