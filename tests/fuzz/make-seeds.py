@@ -149,6 +149,16 @@ PORT_SEEDS = {
     # 0xcc: a vm's FWD_CONNECT.
     'fwd-connect': (0xcc, u32(1, 8080)),
     'fwd-connect-port0': (0xcc, u32(1, 0)),
+    # 0xa0: a vm's DNS_QUERY (client address, port, datagram); 0xa1: EGRESS (elements of 10
+    # bytes: address, port, TTL; then the answer); 0xa2: EGRESS_USED.
+    'dns-query': (0xa0, u32(1, 0x0100007f) + u32(2, 40000) + field(3, bytes.fromhex('12340100000100000000000003617070076361707375'
+                                                                                  '6c65047465737400000100 01'.replace(' ', '')))),
+    'egress': (0xa1, field(4, bytes([192, 0, 2, 1]) + struct.pack('<HI', 443, 0))
+               + field(5, bytes([192, 0, 2, 1]) + struct.pack('<HI', 443, 60))
+               + field(5, bytes([198, 51, 100, 9]) + struct.pack('<HI', 0, 3600))
+               + u32(1, 0x0100007f) + u32(2, 40000) + field(3, b'\x12\x34\x81\x80')),
+    'egress-add-ttl0': (0xa1, field(5, bytes([192, 0, 2, 1]) + struct.pack('<HI', 0, 0))),
+    'egress-used': (0xa2, u64(6, 1 << 20) + u64(7, 4096)),
     # 0xce: WATCH (path, flags 1 recursive); 0xcf: WATCH event records.
     'watch': (0xce, s(1, '/work') + u32(2, 1)),
     'watch-relative': (0xce, s(1, 'work')),

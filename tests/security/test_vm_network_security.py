@@ -20,7 +20,7 @@ from tests.e2e.test_vm import BOOT_TIMEOUT, boots
 from tests.e2e.test_vm_network import listening_ports_of
 
 GATEWAY = "10.0.2.2"
-FWD_CONNECT, FWD_CLOSE = 53, 54
+FWD_CONNECT, FWD_CLOSE, DNS_QUERY, EGRESS, EGRESS_USED = 53, 54, 55, 56, 57
 
 # Answers each connection with its own port number, on every port given.
 NAMED_SERVERS = """
@@ -60,7 +60,9 @@ def create_vm(capsule, *args):
 # ---- no boot: the shim refuses the agent-only messages from clients ------------------------------
 
 
-@pytest.mark.parametrize("ftype,payload", [(FWD_CONNECT, struct.pack("<HII", 1, 4, 22)), (FWD_CLOSE, b"")])
+@pytest.mark.parametrize("ftype,payload", [(FWD_CONNECT, struct.pack("<HII", 1, 4, 22)), (FWD_CLOSE, b""),
+                                           (DNS_QUERY, struct.pack("<HII", 2, 4, 53)), (EGRESS, b""),
+                                           (EGRESS_USED, b"")])
 def test_client_cannot_send_forwarded_connection_messages(capsule, ftype, payload):
     name = capsule.create()
     with connect(capsule, name) as s:
@@ -199,7 +201,8 @@ def test_vm_guest_root_cannot_delete_or_change_the_allowlist(vmcap, host_listene
         assert not int(status[key], 16) & (1 << 12), f"CAP_NET_ADMIN in {key}"
     assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2", status
     for cmd in ("nft flush ruleset", "nft delete table inet capsule_egress", "nft add rule inet capsule_egress "
-                "output accept", "unshare -rn true", "ip link set eth0 down"):
+                "output accept", "nft add element inet capsule_egress dns_any { 10.0.2.2 }",
+                "unshare -rn true", "ip link set eth0 down"):
         r = sh(vmcap, name, cmd + " 2>&1")
         assert r.returncode != 0, f"'{cmd}' succeeded in the guest: {r.stdout}"
     assert py(vmcap, name, DELETE_TABLE, check=True).stdout.strip() == "-1"  # EPERM
