@@ -97,22 +97,36 @@ static int elements(bool add, const struct cp_egress_elem *e, size_t n, char *wh
 	return r;
 }
 
+/* The allowed networks become M's (chain cidrs, flushed and filled in one transaction). */
+static int cidrs_replace(const struct cp_egress *m, char *why, size_t whylen)
+{
+	struct vm_egress_rule r[CP_MAX_EGRESS_CIDRS];
+	for (size_t i = 0; i < m->ncidrs; i++)
+		r[i] = (struct vm_egress_rule){ .addr = m->cidrs[i].addr, .prefix = m->cidrs[i].prefix,
+						.port = m->cidrs[i].port };
+	uint8_t *buf = malloc(VM_EGRESS_BATCH_MAX);
+	if (!buf)
+		return snprintf(why, whylen, "out of memory"), -ENOMEM;
+	size_t acks, len = vm_egress_cidrs(r, m->ncidrs, nl_seq, buf, VM_EGRESS_BATCH_MAX, &acks);
+	int rc = len ? vm_egress_send(buf, len, acks, nl_seq, why, whylen)
+		     : (snprintf(why, whylen, "%zu networks do not fit one batch", m->ncidrs), -E2BIG);
+	nl_seq += 512;
+	free(buf);
+	return rc;
+}
+
 void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
 {
-	struct cp_egress m;
+	static struct cp_egress m;
 	char why[160];
 	if (cp_egress_decode(payload, h->len, &m) < 0) {
 		if (h->chan)
 			agent_send_error(h->chan, EBADMSG, "malformed EGRESS");
 		return;
 	}
-	if (h->chan) {
-		struct cp_egress_used u = { 0 };
-		int r = vm_egress_quota_used(&u.bytes, &u.used, why, sizeof(why));
-		if (r < 0)
-			agent_send_error(h->chan, -r, why);
-		else if (cp_egress_used_encode(agent_writer(), h->chan, &u) == 0)
-			agent_send_frame();
+	int r = m.set_cidrs ? cidrs_replace(&m, why, sizeof(why)) : 0;
+	if (r < 0 && h->chan) {
+		agent_send_error(h->chan, -r, why);
 		return;
 	}
 	/* One element at a time: one the kernel timed out already would fail the others. A
@@ -123,6 +137,8 @@ void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
 	if (m.nadd && elements(true, m.add, m.nadd, why, sizeof(why)) < 0) {
 		/* Not opened: no answer, and the client asks again. */
 		fprintf(stderr, "capsule-agent: dns: opening %zu addresses: %s\n", m.nadd, why);
+		if (h->chan)
+			agent_send_error(h->chan, EIO, why);
 		return;
 	}
 	if (m.answer.len && dns_fd >= 0) {
@@ -130,4 +146,13 @@ void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
 					  .sin_addr.s_addr = m.answer.addr };
 		sendto(dns_fd, m.answer.data, m.answer.len, MSG_DONTWAIT, (struct sockaddr *)&to, sizeof(to));
 	}
+	if (!h->chan)
+		return;
+	/* Asked on a channel: done, with the quota's use (none without a quota object). */
+	struct cp_egress_used u = { 0 };
+	r = vm_egress_quota_used(&u.bytes, &u.used, why, sizeof(why));
+	if (r < 0 && r != -ENOENT)
+		agent_send_error(h->chan, -r, why);
+	else if (cp_egress_used_encode(agent_writer(), h->chan, &u) == 0)
+		agent_send_frame();
 }

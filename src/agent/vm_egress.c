@@ -31,6 +31,9 @@
 
 #define EGRESS_TABLE "capsule_egress"
 #define EGRESS_CHAIN "output"
+/* The allowed networks: a chain of their own, jumped to from output, so that a running vm's
+ * list is replaced in one transaction (flushed and filled again) without rule handles. */
+#define EGRESS_CIDRS_CHAIN "cidrs"
 #define EGRESS_ACK_WAIT_MS 5000
 
 /* ---- parsing --------------------------------------------------------------------------- */
@@ -305,6 +308,19 @@ static void expr_accept(struct nlbuf *b)
 	expr_verdict(b, NF_ACCEPT);
 }
 
+static void expr_jump(struct nlbuf *b, const char *chain)
+{
+	size_t d, e = expr_begin(b, "immediate", &d);
+	attr_be32(b, NFTA_IMMEDIATE_DREG, NFT_REG_VERDICT);
+	size_t data = nest_begin(b, NFTA_IMMEDIATE_DATA);
+	size_t verdict = nest_begin(b, NFTA_DATA_VERDICT);
+	attr_be32(b, NFTA_VERDICT_CODE, (uint32_t)NFT_JUMP);
+	attr_str(b, NFTA_VERDICT_CHAIN, chain);
+	nest_end(b, verdict);
+	nest_end(b, data);
+	expr_end(b, e, d);
+}
+
 static void expr_reject(struct nlbuf *b, uint32_t type, uint8_t code)
 {
 	size_t d, e = expr_begin(b, "reject", &d);
@@ -315,14 +331,19 @@ static void expr_reject(struct nlbuf *b, uint32_t type, uint8_t code)
 
 /* ---- messages ---- */
 
-static size_t rule_begin(struct nlbuf *b, size_t *exprs)
+static size_t rule_begin_in(struct nlbuf *b, const char *chain, size_t *exprs)
 {
 	size_t m = msg_begin(b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND | NLM_F_ACK,
 			     NFPROTO_INET, 0);
 	attr_str(b, NFTA_RULE_TABLE, EGRESS_TABLE);
-	attr_str(b, NFTA_RULE_CHAIN, EGRESS_CHAIN);
+	attr_str(b, NFTA_RULE_CHAIN, chain);
 	*exprs = nest_begin(b, NFTA_RULE_EXPRESSIONS);
 	return m;
+}
+
+static size_t rule_begin(struct nlbuf *b, size_t *exprs)
+{
+	return rule_begin_in(b, EGRESS_CHAIN, exprs);
 }
 
 static void rule_end(struct nlbuf *b, size_t m, size_t exprs)
@@ -333,9 +354,9 @@ static void rule_end(struct nlbuf *b, size_t m, size_t exprs)
 
 /* A rule's start: [meta l4proto L4PROTO] meta nfproto ipv4. An inet table sees IPv6 too:
  * `ip daddr` holds only for IPv4 packets. */
-static size_t rule_begin_ipv4(struct nlbuf *b, uint8_t l4proto, size_t *exprs)
+static size_t rule_begin_ipv4(struct nlbuf *b, const char *chain, uint8_t l4proto, size_t *exprs)
 {
-	size_t m = rule_begin(b, exprs);
+	size_t m = rule_begin_in(b, chain, exprs);
 	if (l4proto)
 		expr_meta(b, NFT_META_L4PROTO), expr_cmp(b, NFT_CMP_EQ, &l4proto, 1);
 	uint8_t ipv4 = NFPROTO_IPV4;
@@ -347,7 +368,7 @@ static size_t rule_begin_ipv4(struct nlbuf *b, uint8_t l4proto, size_t *exprs)
 /* [meta l4proto L4PROTO] ip daddr ADDR/PREFIX [th dport PORT] accept */
 static void rule_entry(struct nlbuf *b, const struct vm_egress_rule *r, uint8_t l4proto)
 {
-	size_t x, m = rule_begin_ipv4(b, l4proto, &x);
+	size_t x, m = rule_begin_ipv4(b, EGRESS_CIDRS_CHAIN, l4proto, &x);
 	if (r->prefix) {
 		uint32_t mask = htonl(~0u << (32 - r->prefix));
 		expr_payload(b, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
@@ -384,7 +405,7 @@ static void set_new(struct nlbuf *b, const char *name, uint32_t id, bool port)
 /* [meta l4proto L4PROTO] meta nfproto ipv4 ip daddr [. th dport] @SET accept */
 static void rule_lookup(struct nlbuf *b, const char *set, uint32_t id, uint8_t l4proto)
 {
-	size_t x, m = rule_begin_ipv4(b, l4proto, &x);
+	size_t x, m = rule_begin_ipv4(b, EGRESS_CHAIN, l4proto, &x);
 	expr_payload(b, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
 	if (l4proto)
 		expr_payload_to(b, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2, NFT_REG32_01);
@@ -409,6 +430,19 @@ static void rule_quota(struct nlbuf *b, bool tcp)
 	else
 		expr_verdict(b, NF_DROP);
 	rule_end(b, m, x);
+}
+
+/* A rule in chain cidrs for each of the N entries R (two, tcp and udp, with a port). */
+static void rules_entries(struct nlbuf *b, const struct vm_egress_rule *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (r[i].port) {
+			rule_entry(b, &r[i], IPPROTO_TCP);
+			rule_entry(b, &r[i], IPPROTO_UDP);
+		} else {
+			rule_entry(b, &r[i], 0);
+		}
+	}
 }
 
 size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *buf, size_t size, size_t *acks)
@@ -451,6 +485,13 @@ size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *b
 	attr_str(&b, NFTA_CHAIN_TYPE, "filter");
 	msg_end(&b, m);
 
+	if (filter) {
+		m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_ACK, NFPROTO_INET, 0);
+		attr_str(&b, NFTA_CHAIN_TABLE, EGRESS_TABLE);
+		attr_str(&b, NFTA_CHAIN_NAME, EGRESS_CIDRS_CHAIN);
+		msg_end(&b, m);
+	}
+
 	/* The quota first, as the container's: once it is used, open connections stop too. */
 	if (t->quota) {
 		rule_quota(&b, true);
@@ -477,14 +518,11 @@ size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *b
 	expr_accept(&b);
 	rule_end(&b, m, x);
 
-	for (size_t i = 0; i < t->n; i++) {
-		if (t->rules[i].port) {
-			rule_entry(&b, &t->rules[i], IPPROTO_TCP);
-			rule_entry(&b, &t->rules[i], IPPROTO_UDP);
-		} else {
-			rule_entry(&b, &t->rules[i], 0);
-		}
-	}
+	/* jump cidrs: the allowed networks (their chain, made above) */
+	m = rule_begin(&b, &x);
+	expr_jump(&b, EGRESS_CIDRS_CHAIN);
+	rule_end(&b, m, x);
+	rules_entries(&b, t->rules, t->n);
 	if (t->dns) {
 		rule_lookup(&b, VM_EGRESS_SET_ANY, 1, 0);
 		rule_lookup(&b, VM_EGRESS_SET_PORT, 2, IPPROTO_TCP);
@@ -504,6 +542,24 @@ size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *b
 	rule_end(&b, m, x);
 
 end:
+	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+	if (b.full)
+		return 0;
+	*acks = b.acks;
+	return b.len;
+}
+
+size_t vm_egress_cidrs(const struct vm_egress_rule *r, size_t n, uint32_t seq, uint8_t *buf, size_t size,
+		       size_t *acks)
+{
+	struct nlbuf b = { .buf = buf, .size = size, .seq = seq };
+	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
+	/* DELRULE with a chain and no handle: every rule of the chain. */
+	size_t m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_DELRULE, NLM_F_ACK, NFPROTO_INET, 0);
+	attr_str(&b, NFTA_RULE_TABLE, EGRESS_TABLE);
+	attr_str(&b, NFTA_RULE_CHAIN, EGRESS_CIDRS_CHAIN);
+	msg_end(&b, m);
+	rules_entries(&b, r, n);
 	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
 	if (b.full)
 		return 0;

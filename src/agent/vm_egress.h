@@ -46,11 +46,17 @@ struct vm_egress_table {
 
 /* The nf_tables batch that makes table T in BUF (SIZE bytes): BATCH_BEGIN, the table, the
  * proxy's sets and the quota when T has them, the output chain (policy drop with rules or the
- * proxy, accept with only a quota), the quota's two rules, a rule each for lo,
- * established/related, every entry and each of the proxy's sets, the two rejects, BATCH_END.
+ * proxy, accept with only a quota), the chain cidrs for the allowed networks, the quota's two
+ * rules, a rule each for lo, established/related, the jump to cidrs (and in cidrs one for every
+ * entry) and each of the proxy's sets, the two rejects, BATCH_END.
  * Every message but the batch's two asks for an ack; their count goes to *ACKS and their
  * sequence numbers start at SEQ. Returns the bytes used, or 0 when SIZE is too small. */
 size_t vm_egress_batch(const struct vm_egress_table *t, uint32_t seq, uint8_t *buf, size_t size, size_t *acks);
+
+/* The batch that replaces the allowed networks of the table (chain cidrs) with the N entries
+ * R, in one transaction, as vm_egress_batch returns it. */
+size_t vm_egress_cidrs(const struct vm_egress_rule *r, size_t n, uint32_t seq, uint8_t *buf, size_t size,
+		       size_t *acks);
 
 /* An address the proxy opens (in dns_any, or with a port in dns_port) for TTL_S seconds. */
 struct vm_egress_elem {

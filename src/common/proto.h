@@ -393,12 +393,14 @@ int cp_fwd_connect_decode(const uint8_t *p, size_t n, struct cp_fwd_connect *m);
  * guest program sends to 127.0.0.53:53 as DNS_QUERY (chan 0, never answered); the shim
  * decides and sends EGRESS (chan 0): the elements to delete from the guest's sets, those to
  * add with their timeouts, then the answer to send back to the client, in that order, so the
- * first connect after a lookup finds its address open. EGRESS on a channel of its own, with
- * nothing in it, asks for the quota's use: EGRESS_USED or ERROR answers it. The decoders take
+ * first connect after a lookup finds its address open. EGRESS may also replace the allowed
+ * networks (set_cidrs). EGRESS on a channel of its own is answered, once done, by EGRESS_USED
+ * (the quota's use) or ERROR. The decoders take
  * at most CP_MAX_EGRESS_ELEMS elements each way and a packet of at most CP_MAX_DNS_PACKET. */
 #define CP_MAX_DNS_PACKET 1232u
 #define CP_MAX_EGRESS_ELEMS 64u
 #define CP_MAX_EGRESS_TTL_S 86400u
+#define CP_MAX_EGRESS_CIDRS 128u
 struct cp_dns_packet {
 	uint32_t addr;  /* the guest client's IPv4 address, network order */
 	uint32_t port;  /* its UDP port, 1-65535 */
@@ -410,9 +412,18 @@ struct cp_egress_elem {
 	uint16_t port;  /* 0: the address's every port (set dns_any), else dns_port */
 	uint32_t ttl_s; /* add: 1-CP_MAX_EGRESS_TTL_S; delete: 0 */
 };
+struct cp_egress_cidr {
+	uint32_t addr;  /* network order, no bit set past the prefix */
+	uint8_t prefix; /* 0-32 */
+	uint16_t port;  /* 0: any */
+};
 struct cp_egress {
 	struct cp_egress_elem del[CP_MAX_EGRESS_ELEMS], add[CP_MAX_EGRESS_ELEMS];
 	size_t ndel, nadd;
+	/* With set_cidrs, the allowed networks become these (NCIDRS, none included). */
+	bool set_cidrs;
+	struct cp_egress_cidr cidrs[CP_MAX_EGRESS_CIDRS];
+	size_t ncidrs;
 	struct cp_dns_packet answer;
 };
 struct cp_egress_used {
@@ -420,7 +431,7 @@ struct cp_egress_used {
 	uint64_t used;
 };
 enum { CP_T_DNS_ADDR = 1, CP_T_DNS_PORT = 2, CP_T_DNS_PACKET = 3, CP_T_EGRESS_DEL = 4, CP_T_EGRESS_ADD = 5,
-       CP_T_EGRESS_BYTES = 6, CP_T_EGRESS_USED = 7 };
+       CP_T_EGRESS_BYTES = 6, CP_T_EGRESS_USED = 7, CP_T_EGRESS_SET_CIDRS = 8, CP_T_EGRESS_CIDR = 9 };
 int cp_dns_query_encode(struct cp_writer *w, uint32_t chan, const struct cp_dns_packet *m);
 int cp_dns_query_decode(const uint8_t *p, size_t n, struct cp_dns_packet *m);
 int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m);

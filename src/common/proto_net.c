@@ -1,5 +1,6 @@
 /* The network (proto.h): port forwards (PORT_ADD, PORT_REMOVE, PORTS), a vm's forwarded
  * connections (FWD_CONNECT) and egress rules (NET_ALLOW, NET_DENY, NET_LS). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -200,10 +201,20 @@ static int elem_get(const struct cp_field *f, bool add, struct cp_egress_elem *l
 	return (add ? e->ttl_s >= 1 && e->ttl_s <= CP_MAX_EGRESS_TTL_S : e->ttl_s == 0) ? 0 : -EBADMSG;
 }
 
+static bool cidr_valid(const struct cp_egress_cidr *c)
+{
+	uint32_t mask = c->prefix ? htonl(~0u << (32 - c->prefix)) : 0;
+	return c->prefix <= 32 && !(c->addr & ~mask);
+}
+
 int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m)
 {
-	if (m->ndel > CP_MAX_EGRESS_ELEMS || m->nadd > CP_MAX_EGRESS_ELEMS || (m->answer.len && !packet_valid(&m->answer)))
+	if (m->ndel > CP_MAX_EGRESS_ELEMS || m->nadd > CP_MAX_EGRESS_ELEMS || m->ncidrs > CP_MAX_EGRESS_CIDRS ||
+	    (m->ncidrs && !m->set_cidrs) || (m->answer.len && !packet_valid(&m->answer)))
 		return -EINVAL;
+	for (size_t i = 0; i < m->ncidrs; i++)
+		if (!cidr_valid(&m->cidrs[i]))
+			return -EINVAL;
 	for (size_t i = 0; i < m->nadd; i++)
 		if (m->add[i].ttl_s < 1 || m->add[i].ttl_s > CP_MAX_EGRESS_TTL_S)
 			return -EINVAL;
@@ -212,6 +223,15 @@ int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress 
 		elem_put(w, CP_T_EGRESS_DEL, &(struct cp_egress_elem){ .addr = m->del[i].addr, .port = m->del[i].port });
 	for (size_t i = 0; i < m->nadd; i++)
 		elem_put(w, CP_T_EGRESS_ADD, &m->add[i]);
+	if (m->set_cidrs)
+		cp_put_u32(w, CP_T_EGRESS_SET_CIDRS, 1);
+	for (size_t i = 0; i < m->ncidrs; i++) {
+		uint8_t b[7];
+		memcpy(b, &m->cidrs[i].addr, 4);
+		b[4] = m->cidrs[i].prefix;
+		put_le16(b + 5, m->cidrs[i].port);
+		cp_put_bytes(w, CP_T_EGRESS_CIDR, b, sizeof(b));
+	}
 	if (m->answer.len)
 		packet_put(w, &m->answer);
 	return cp_frame_finish(w);
@@ -220,21 +240,37 @@ int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress 
 int cp_egress_decode(const uint8_t *p, size_t n, struct cp_egress *m)
 {
 	int ret = 0;
-	m->ndel = m->nadd = 0;
+	m->ndel = m->nadd = m->ncidrs = 0;
+	m->set_cidrs = false;
 	m->answer = (struct cp_dns_packet){ .len = 0 };
 	DECODE_LOOP(p, n, {
 		if (f.tag == CP_T_EGRESS_DEL || f.tag == CP_T_EGRESS_ADD) {
 			bool add = f.tag == CP_T_EGRESS_ADD;
 			r = elem_get(&f, add, add ? m->add : m->del, add ? &m->nadd : &m->ndel);
+		} else if (f.tag == CP_T_EGRESS_SET_CIDRS) {
+			uint32_t v;
+			r = cp_field_u32(&f, &v) < 0 || v != 1 ? -EBADMSG : 0;
+			m->set_cidrs = true;
+		} else if (f.tag == CP_T_EGRESS_CIDR) {
+			if (f.len != 7 || m->ncidrs >= CP_MAX_EGRESS_CIDRS) {
+				r = -EBADMSG;
+			} else {
+				struct cp_egress_cidr *c = &m->cidrs[m->ncidrs++];
+				memcpy(&c->addr, f.val, 4);
+				c->prefix = f.val[4];
+				c->port = get_le16(f.val + 5);
+				r = cidr_valid(c) ? 0 : -EBADMSG;
+			}
 		} else {
 			r = packet_field(&f, &m->answer) < 0 ? -EBADMSG : 0;
 		}
 	});
-	if (!m->answer.len || packet_valid(&m->answer))
+	if ((!m->answer.len || packet_valid(&m->answer)) && (m->set_cidrs || !m->ncidrs))
 		return 0;
 	ret = -EBADMSG;
 fail:
-	m->ndel = m->nadd = m->answer.len = 0;
+	m->ndel = m->nadd = m->ncidrs = m->answer.len = 0;
+	m->set_cidrs = false;
 	return ret;
 }
 

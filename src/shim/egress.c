@@ -82,10 +82,10 @@ struct egress {
 	/* A vm's: the agent changes the guest's sets; MSG stages the elements of the next EGRESS,
 	 * which the answer (or a deny) sends. */
 	bool vm;
-	struct cp_egress msg;
+	struct cp_egress msg, call_msg;
 	struct cp_writer w;
 	egress_send_fn send;
-	egress_quota_fn quota_of;
+	egress_call_fn call;
 	void *ctx;
 };
 
@@ -571,18 +571,18 @@ static int proxy_start(struct net *n, struct egress *eg, capsule_error *err)
 	return 0;
 }
 
-/* N's egress state as its config gives it, in EG (a vm's with its agent's side set), or
- * nothing (*EG NULL, 0) without rules or a quota. */
-static int egress_new(struct net *n, const struct egress *proto, struct egress **out, capsule_error *err)
+/* N's egress state as its config gives it, in *OUT (a vm's with VM set), or nothing (*OUT
+ * NULL, 0) without rules or a quota. */
+static int egress_new(struct net *n, bool vm, struct egress **out, capsule_error *err)
 {
 	const struct capsule_config *cfg = n->cfg;
 	*out = NULL;
 	if (!cfg->nallow && !cfg->nallow_names && !cfg->egress_quota_bytes)
 		return 0;
-	struct egress *eg = malloc(sizeof(*eg));
+	struct egress *eg = calloc(1, sizeof(*eg));
 	if (!eg)
 		return cap_err(err, ENOMEM, "egress rules");
-	*eg = *proto;
+	eg->vm = vm;
 	cp_writer_init(&eg->w);
 	eg->dns_fd = eg->up_fd = -1;
 	eg->query_bucket = (struct bucket){ EGRESS_QUERIES_PER_S, now_ms() };
@@ -615,7 +615,7 @@ static int egress_proxy_begin(struct net *n, struct egress *eg, capsule_error *e
 int egress_start(struct net *n, capsule_error *err)
 {
 	struct egress *eg;
-	int r = egress_new(n, &(struct egress){ 0 }, &eg, err);
+	int r = egress_new(n, false, &eg, err);
 	if (r < 0 || !eg)
 		return r;
 	if ((r = table_load(n, eg, err)) < 0)
@@ -623,12 +623,15 @@ int egress_start(struct net *n, capsule_error *err)
 	return egress_proxy_begin(n, eg, err);
 }
 
-int egress_vm_start(struct net *n, egress_send_fn send, egress_quota_fn quota_of, void *ctx, capsule_error *err)
+int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, void *ctx, capsule_error *err)
 {
 	struct egress *eg;
-	int r = egress_new(n, &(struct egress){ .vm = true, .send = send, .quota_of = quota_of, .ctx = ctx }, &eg, err);
+	int r = egress_new(n, true, &eg, err);
 	if (r < 0 || !eg)
 		return r;
+	eg->send = send;
+	eg->call = call;
+	eg->ctx = ctx;
 	return egress_proxy_begin(n, eg, err);
 }
 
@@ -712,10 +715,6 @@ static int rule_find(struct net *n, const char *rule, struct rule_ref *ref, caps
 		return r;
 	ref->cidr = r == 1;
 	const struct egress *eg = ref->eg;
-	/* A vm's networks are rules its agent made at boot, not sets of the proxy's. */
-	if (ref->cidr && eg->vm)
-		return cap_err_plain(err, EOPNOTSUPP, "a vm's allowed networks are fixed when its guest boots (names can be "
-				     "allowed and denied while it runs)");
 	for (size_t i = 0; i < (ref->cidr ? eg->ncidrs : eg->nnames) && !ref->found; i++) {
 		const struct egress_rule *c = &eg->cidrs[i];
 		const struct egress_name *nm = &eg->names[i];
@@ -724,6 +723,18 @@ static int rule_find(struct net *n, const char *rule, struct rule_ref *ref, caps
 		ref->index = i;
 	}
 	return 0;
+}
+
+/* A vm's allowed networks, EG's list, replace the guest's (chain cidrs), answered. */
+static int vm_cidrs_sync(struct egress *eg, capsule_error *err)
+{
+	struct cp_egress *m = &eg->call_msg;
+	*m = (struct cp_egress){ .set_cidrs = true, .ncidrs = eg->ncidrs };
+	for (size_t i = 0; i < eg->ncidrs; i++)
+		m->cidrs[i] = (struct cp_egress_cidr){ .addr = eg->cidrs[i].addr, .prefix = eg->cidrs[i].prefix,
+						       .port = eg->cidrs[i].port };
+	uint64_t used;
+	return eg->call(eg->ctx, m, &used, err);
 }
 
 int egress_allow(struct net *n, const char *rule, capsule_error *err)
@@ -738,9 +749,18 @@ int egress_allow(struct net *n, const char *rule, capsule_error *err)
 	if (ref.cidr) {
 		if (eg->ncidrs >= EGRESS_MAX_CIDRS)
 			return cap_err_plain(err, E2BIG, "too many allowed networks (at most %d)", EGRESS_MAX_CIDRS);
-		if ((r = nft_element(n, "add", &ref.c, 0, 0, err)) < 0)
-			return cap_err_plain(err, -r, "net allow '%s': nft refused it (does it overlap an allowed network?)", rule);
-		eg->cidrs[eg->ncidrs++] = ref.c;
+		if (eg->vm) {
+			eg->cidrs[eg->ncidrs++] = ref.c;
+			if ((r = vm_cidrs_sync(eg, err)) < 0) {
+				eg->ncidrs--;
+				return r;
+			}
+		} else {
+			if ((r = nft_element(n, "add", &ref.c, 0, 0, err)) < 0)
+				return cap_err_plain(err, -r, "net allow '%s': nft refused it (does it overlap an allowed network?)",
+						     rule);
+			eg->cidrs[eg->ncidrs++] = ref.c;
+		}
 	} else {
 		if (eg->nnames >= EGRESS_MAX_NAMES)
 			return cap_err_plain(err, E2BIG, "too many allowed names (at most %d)", EGRESS_MAX_NAMES);
@@ -763,9 +783,15 @@ int egress_deny(struct net *n, const char *rule, capsule_error *err)
 	if (!ref.found)
 		return cap_err_plain(err, ENOENT, "'%s' is not allowed (see capsule net ls)", rule);
 	if (ref.cidr) {
-		if ((r = nft_element(n, "delete", &ref.c, 0, 0, err)) < 0)
+		if (!eg->vm && (r = nft_element(n, "delete", &ref.c, 0, 0, err)) < 0)
 			return r;
+		const struct egress_rule gone = eg->cidrs[ref.index];
 		eg->cidrs[ref.index] = eg->cidrs[--eg->ncidrs];
+		if (eg->vm && (r = vm_cidrs_sync(eg, err)) < 0) {
+			eg->cidrs[eg->ncidrs++] = eg->cidrs[ref.index];
+			eg->cidrs[ref.index] = gone;
+			return r;
+		}
 	} else {
 		eg->names[ref.index] = eg->names[--eg->nnames];
 		/* Close what the proxy opened for it, unless another name holds the same element.
@@ -799,8 +825,11 @@ int egress_deny(struct net *n, const char *rule, capsule_error *err)
 /* The quota's use, from `nft -j list quota`: {"quota": {..., "used": N, ...}}. */
 static int quota_used(struct net *n, uint64_t *used, capsule_error *err)
 {
-	if (n->egress->vm)
-		return n->egress->quota_of(n->egress->ctx, used, err);
+	struct egress *eg = n->egress;
+	if (eg->vm) {
+		eg->call_msg = (struct cp_egress){ .ndel = 0 };
+		return eg->call(eg->ctx, &eg->call_msg, used, err);
+	}
 	_cleanup_free_ char *out = NULL;
 	int r = net_nft(n, "list quota inet capsule_egress egress", 0, &out, err);
 	if (r < 0)

@@ -241,15 +241,11 @@ def test_vm_names_are_answered_by_the_shims_proxy_and_net_allow_changes_a_runnin
     ls = net_ls(capsule, name)
     assert {n["name"] for n in ls["names"]} == {NAME, other}
     assert ls["dns_refused"] >= 1
-    # A vm's networks are its boot table's rules: changing them is refused with one line.
-    r = capsule.run("net", "allow", name, "192.0.2.0/24")
-    assert_capsule_error(r)
-    assert "a vm's allowed networks are fixed when its guest boots" in r.stderr
 
 
 @pytest.mark.vm_slow
 @boots
-def test_vm_net_deny_closes_what_was_opened_and_an_address_closes_with_its_ttl(capsule, dns, host_server,
+def test_vm_net_deny_closes_what_was_opened_an_address_closes_with_its_ttl_and_networks_change(capsule, dns, host_server,
                                                                                 host_server2):
     other = "other.capsule.test"
     dns.set(NAME, [GATEWAY], ttl=60)
@@ -262,6 +258,13 @@ def test_vm_net_deny_closes_what_was_opened_and_an_address_closes_with_its_ttl(c
     assert resolve_inside(capsule, name, NAME) == f"ERR {socket.EAI_NONAME}"
     # A TTL of 2 s: the guest's kernel closes the address when it ends, whatever the shim does.
     check_moves_after_ttl(capsule, dns, name, other, host_server2)
+    # A network, allowed and denied on the running vm (the guest's chain of networks replaced).
+    capsule.run("net", "allow", name, f"{GATEWAY}/32:{host_server.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == host_server.token
+    assert {c["rule"] for c in net_ls(capsule, name)["cidrs"]} == {f"{GATEWAY}/32:{host_server.port}"}
+    capsule.run("net", "deny", name, f"{GATEWAY}/32:{host_server.port}", check=True)
+    assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
+    assert net_ls(capsule, name)["cidrs"] == []
 
 
 @pytest.mark.vm_slow

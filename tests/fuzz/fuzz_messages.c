@@ -461,6 +461,12 @@ static bool elems_eq(const struct cp_egress_elem *a, const struct cp_egress_elem
 }
 static bool egress_eq(const struct cp_egress *a, const struct cp_egress *b)
 {
+	if (a->set_cidrs != b->set_cidrs || a->ncidrs != b->ncidrs)
+		return false;
+	for (size_t i = 0; i < a->ncidrs; i++)
+		if (a->cidrs[i].addr != b->cidrs[i].addr || a->cidrs[i].prefix != b->cidrs[i].prefix ||
+		    a->cidrs[i].port != b->cidrs[i].port)
+			return false;
 	return a->ndel == b->ndel && a->nadd == b->nadd && elems_eq(a->del, b->del, a->ndel) &&
 	       elems_eq(a->add, b->add, a->nadd) && packet_eq(&a->answer, &b->answer);
 }
@@ -501,7 +507,7 @@ static int fuzz_vm_dns_messages(int which, const uint8_t *p, size_t n)
 		static struct cp_egress a;
 		int r = cp_egress_decode(p, n, &a);
 		if (r != 0) {
-			CHECK(a.nadd == 0 && a.ndel == 0 && a.answer.len == 0);
+			CHECK(a.nadd == 0 && a.ndel == 0 && a.ncidrs == 0 && !a.set_cidrs && a.answer.len == 0);
 			return r;
 		}
 		CHECK(a.nadd <= CP_MAX_EGRESS_ELEMS && a.ndel <= CP_MAX_EGRESS_ELEMS);

@@ -158,6 +158,9 @@ PORT_SEEDS = {
                + field(5, bytes([198, 51, 100, 9]) + struct.pack('<HI', 0, 3600))
                + u32(1, 0x0100007f) + u32(2, 40000) + field(3, b'\x12\x34\x81\x80')),
     'egress-add-ttl0': (0xa1, field(5, bytes([192, 0, 2, 1]) + struct.pack('<HI', 0, 0))),
+    'egress-cidrs': (0xa1, u32(8, 1) + field(9, bytes([192, 0, 2, 0, 24]) + struct.pack('<H', 0))
+                     + field(9, bytes([10, 0, 2, 2, 32]) + struct.pack('<H', 8000))),
+    'egress-cidrs-host-bits': (0xa1, u32(8, 1) + field(9, bytes([192, 0, 2, 1, 24, 0, 0]))),
     'egress-used': (0xa2, u64(6, 1 << 20) + u64(7, 4096)),
     # 0xce: WATCH (path, flags 1 recursive); 0xcf: WATCH event records.
     'watch': (0xce, s(1, '/work') + u32(2, 1)),

@@ -2365,6 +2365,23 @@ static void test_vm_dns_messages_round_trip_and_bounds(void **state)
 	assert_int_equal(cp_egress_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e2), -EBADMSG);
 	assert_int_equal(e2.nadd, 0);
 
+	/* The networks: replaced (an empty list too), never with host bits past the prefix. */
+	e = (struct cp_egress){ .set_cidrs = true, .ncidrs = 1 };
+	e.cidrs[0] = (struct cp_egress_cidr){ .addr = htonl(0xc0000200), .prefix = 24, .port = 53 };
+	assert_int_equal(cp_egress_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_egress_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e2), 0);
+	assert_true(e2.set_cidrs);
+	assert_int_equal(e2.ncidrs, 1);
+	assert_int_equal(e2.cidrs[0].prefix, 24);
+	assert_int_equal(e2.cidrs[0].port, 53);
+	e.ncidrs = 0;
+	assert_int_equal(cp_egress_encode(&w, 3, &e), 0);
+	assert_int_equal(cp_egress_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &e2), 0);
+	assert_true(e2.set_cidrs && e2.ncidrs == 0);
+	e.ncidrs = 1;
+	e.cidrs[0].addr = htonl(0xc0000201);
+	assert_int_equal(cp_egress_encode(&w, 3, &e), -EINVAL);
+
 	struct cp_egress_used u = { .bytes = 1 << 20, .used = 12345 }, u2;
 	assert_int_equal(cp_egress_used_encode(&w, 9, &u), 0);
 	assert_int_equal(cp_egress_used_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &u2), 0);

@@ -2,7 +2,9 @@
  * untrusted text and only the shim's exact form passes; the nf_tables batch built from it,
  * loaded (as root) into a network namespace of the test's own, lists as the container
  * level's table does, rule for rule (nft prints `meta l4proto tcp ... th dport` back as
- * `tcp dport`, and the container's `meta l4proto { tcp, udp }` is one rule per protocol). */
+ * `tcp dport`, and the container's `meta l4proto { tcp, udp }` is one rule per protocol),
+ * but for the networks: the container's interval sets are a chain of rules here, `cidrs`,
+ * which a running vm's list replaces in one transaction. */
 #include <errno.h>
 #include <sched.h>
 #include <setjmp.h>
@@ -95,9 +97,12 @@ static void test_batch_fits_its_bound_and_says_when_not(void **state)
 	struct vm_egress_table t = { .rules = r, .n = VM_EGRESS_MAX_RULES, .dns = true, .quota = UINT64_MAX };
 	size_t len = vm_egress_batch(&t, 1, buf, VM_EGRESS_BATCH_MAX, &acks);
 	assert_true(len > 0 && len <= VM_EGRESS_BATCH_MAX);
-	/* table, two sets, the quota, chain, two quota rules, lo, established, 2 x 64 entries,
-	 * three lookups, two rejects */
-	assert_int_equal(acks, 5 + 2 + 2 + 2 * VM_EGRESS_MAX_RULES + 3 + 2);
+	/* table, two sets, the quota, two chains, two quota rules, lo, established, the jump,
+	 * 2 x 64 entries, three lookups, two rejects */
+	assert_int_equal(acks, 6 + 2 + 3 + 2 * VM_EGRESS_MAX_RULES + 3 + 2);
+	/* Replacing the networks: the flush and 2 x 64 entries. */
+	assert_true(vm_egress_cidrs(r, VM_EGRESS_MAX_RULES, 1, buf, VM_EGRESS_BATCH_MAX, &acks) > 0);
+	assert_int_equal(acks, 1 + 2 * VM_EGRESS_MAX_RULES);
 	assert_int_equal(vm_egress_batch(&t, 1, buf, len - 1, &acks), 0);
 	/* The most elements one EGRESS carries fit their batch. */
 	struct vm_egress_elem e[64];
@@ -115,6 +120,8 @@ struct after {
 	uint64_t quota;
 	const struct vm_egress_elem *add, *del;
 	size_t nadd, ndel;
+	const struct vm_egress_rule *cidrs; /* the networks replaced by these (NCIDRS, when not 0) */
+	size_t ncidrs;
 };
 
 /* In a new network namespace: load the batch for TEXT (and A's), then `nft list ruleset` into
@@ -151,6 +158,11 @@ static int load_and_list_after(const char *text, const struct after *a, char *ou
 				vm_egress_send(buf, len, acks, 200, why, sizeof(why)) < 0)) {
 			dprintf(p[1], "delete: %s", why);
 			_exit(6);
+		}
+		if (a->ncidrs && (!(len = vm_egress_cidrs(a->cidrs, a->ncidrs, 300, buf, sizeof(buf), &acks)) ||
+				  vm_egress_send(buf, len, acks, 300, why, sizeof(why)) < 0)) {
+			dprintf(p[1], "cidrs: %s", why);
+			_exit(8);
 		}
 		uint64_t bytes = 0, used = 0;
 		if (a->quota && vm_egress_quota_used(&bytes, &used, why, sizeof(why)) < 0) {
@@ -194,13 +206,17 @@ static void test_loaded_table_reads_as_the_container_rules(void **state)
 				   "\t\ttype filter hook output priority filter; policy drop;\n"
 				   "\t\toifname \"lo\" accept\n"
 				   "\t\tct state established,related accept\n"
+				   "\t\tjump cidrs\n"
+				   "\t\tmeta l4proto tcp reject with tcp reset\n"
+				   "\t\treject\n"
+				   "\t}\n"
+				   "\n"
+				   "\tchain cidrs {\n"
 				   "\t\tip daddr 10.0.2.2 tcp dport 8000 accept\n"
 				   "\t\tip daddr 10.0.2.2 udp dport 8000 accept\n"
 				   "\t\tip daddr 192.0.2.0/24 accept\n"
 				   "\t\tip daddr 198.51.100.0/23 tcp dport 53 accept\n"
 				   "\t\tip daddr 198.51.100.0/23 udp dport 53 accept\n"
-				   "\t\tmeta l4proto tcp reject with tcp reset\n"
-				   "\t\treject\n"
 				   "\t}\n"
 				   "}\n";
 	assert_string_equal(out, want);
@@ -221,7 +237,13 @@ static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
 		{ .addr = inet_addr("203.0.113.5"), .ttl_s = 3600 },
 	};
 	const struct vm_egress_elem del[] = { { .addr = inet_addr("203.0.113.5") } };
-	struct after a = { .dns = true, .quota = 5000000, .add = add, .nadd = 3, .del = del, .ndel = 1 };
+	/* The networks given at boot (10.0.2.2:8000) replaced by two others. */
+	const struct vm_egress_rule cidrs[] = {
+		{ .addr = inet_addr("192.0.2.0"), .prefix = 24 },
+		{ .addr = inet_addr("10.0.2.2"), .prefix = 32, .port = 9000 },
+	};
+	struct after a = { .dns = true, .quota = 5000000, .add = add, .nadd = 3, .del = del, .ndel = 1, .cidrs = cidrs,
+			   .ncidrs = 2 };
 	int rc = load_and_list_after("10.0.2.2/32:8000", &a, out, sizeof(out));
 	if (rc != 0)
 		fail_msg("load failed (%d): %s", rc, out);
@@ -235,18 +257,20 @@ static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
 		"\t\toifname != \"lo\" meta l4proto != tcp quota name \"egress\" drop\n"
 		"\t\toifname \"lo\" accept\n"
 		"\t\tct state established,related accept\n"
-		"\t\tip daddr 10.0.2.2 tcp dport 8000 accept\n"
-		"\t\tip daddr 10.0.2.2 udp dport 8000 accept\n"
+		"\t\tjump cidrs\n"
 		"\t\tip daddr @dns_any accept\n"
 		"\t\tip daddr . tcp dport @dns_port accept\n"
 		"\t\tip daddr . udp dport @dns_port accept\n"
 		"\t\tmeta l4proto tcp reject with tcp reset\n"
 		"\t\treject\n",
+		"\tchain cidrs {\n\t\tip daddr 192.0.2.0/24 accept\n\t\tip daddr 10.0.2.2 tcp dport 9000 accept\n"
+		"\t\tip daddr 10.0.2.2 udp dport 9000 accept\n\t}\n",
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (!strstr(out, want[i]))
 			fail_msg("missing:\n%s\nin:\n%s", want[i], out);
 	assert_null(strstr(out, "203.0.113.5"));
+	assert_null(strstr(out, "8000"));
 }
 
 int main(void)

@@ -307,27 +307,33 @@ static int vm_died_during_start(struct shim *s, capsule_error *err)
 			     why, capsule_home(), s->name);
 }
 
-/* An egress_quota_fn: the agent reads the guest's quota object (EGRESS on a channel). */
-static int vm_quota_used(void *ctx, uint64_t *used, capsule_error *err)
+/* An egress_call_fn: M to the agent on a channel of its own, answered once the guest's table
+ * is changed, with the quota's use. */
+static int vm_egress_call(void *ctx, const struct cp_egress *m, uint64_t *used, capsule_error *err)
 {
 	struct shim *s = ctx;
 	if (s->io.agent_fd < 0 || s->stopping)
 		return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
 	uint32_t chan = io_agent_chan_new(&s->io);
-	struct cp_egress m = { 0 };
-	int r = cp_egress_encode(&s->io.w, chan, &m);
+	int r = cp_egress_encode(&s->io.w, chan, m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding EGRESS");
 	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
 	struct cp_header h;
 	const uint8_t *payload;
-	if ((r = agent_wait_answer(s, chan, VM_CALL_TIMEOUT_MS, "the quota's use", &h, &payload, err)) < 0)
+	if ((r = agent_wait_answer(s, chan, VM_CALL_TIMEOUT_MS, "a change of the egress rules", &h, &payload, err)) < 0)
 		return r;
 	struct cp_egress_used u;
-	if (h.type != CP_EGRESS_USED || cp_egress_used_decode(payload, h.len, &u) < 0)
-		r = cap_err_plain(err, EPROTO, "the agent did not say how much of the quota is used");
-	else
+	struct cp_error_msg e;
+	if (h.type == CP_EGRESS_USED && cp_egress_used_decode(payload, h.len, &u) == 0) {
 		*used = u.used;
+	} else if (h.type == CP_ERROR && cp_error_decode(payload, h.len, &e) == 0) {
+		r = cap_err_plain(err, e.errnum ? (int)e.errnum : EIO, "the guest refused the egress rules: %s",
+				  e.message ? e.message : "");
+		cp_error_free(&e);
+	} else {
+		r = cap_err_plain(err, EPROTO, "the agent answered EGRESS with %s", cp_type_name(h.type));
+	}
 	cp_rxbuf_consume(&s->io.agent_rx, &h);
 	return r;
 }
@@ -347,7 +353,7 @@ static int vm_ready_restored(struct shim *s, capsule_error *err)
 	int r = s->vm_boot.mounts_share ? vm_shares_call(s, CP_VM_MOUNT_SHARES_ON, err) : 0;
 	if (r < 0 || (r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
 		return r;
-	return egress_vm_start(&s->net, agent_send, vm_quota_used, s, err);
+	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, err);
 }
 
 /* Once the agent is up: tmpfs and binds in config's order (tmpfs first unless it says), as the
@@ -387,7 +393,7 @@ static int vm_ready(struct shim *s, capsule_error *err)
 	}
 	if ((r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
 		return r;
-	return egress_vm_start(&s->net, agent_send, vm_quota_used, s, err);
+	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, err);
 }
 
 /* A vm that is saved at stop: what its commands wrote may still be in the guest's page cache,
