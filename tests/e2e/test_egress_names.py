@@ -245,8 +245,8 @@ def test_vm_names_are_answered_by_the_shims_proxy_and_net_allow_changes_a_runnin
 
 @pytest.mark.vm_slow
 @boots
-def test_vm_net_deny_closes_what_was_opened_an_address_closes_with_its_ttl_and_networks_change(capsule, dns, host_server,
-                                                                                host_server2):
+def test_vm_net_deny_closes_what_was_opened_an_address_closes_with_its_ttl_and_networks_change(
+        capsule, dns, host_server, host_server2):
     other = "other.capsule.test"
     dns.set(NAME, [GATEWAY], ttl=60)
     dns.set(other, [GATEWAY], ttl=2)
