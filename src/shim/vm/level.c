@@ -314,8 +314,15 @@ static int vm_egress_call(void *ctx, const struct cp_egress *m, uint64_t *used, 
 	struct shim *s = ctx;
 	if (s->io.agent_fd < 0 || s->stopping)
 		return cap_err_plain(err, ESHUTDOWN, "sandbox '%s' is stopping", s->name);
+	/* A paused guest would not answer: the quota's use is then not known (inspect and net ls
+	 * say null), and a change waits for the owner's resume, or wakes the shim's own pause. */
+	int r;
+	if (s->paused && (!m->set_cidrs || !s->paused_by_idle))
+		return cap_err_plain(err, EBUSY, "sandbox '%s' is paused: resume it first", s->name);
+	if (s->paused && (r = sandbox_unpause(s, err)) < 0)
+		return r;
 	uint32_t chan = io_agent_chan_new(&s->io);
-	int r = cp_egress_encode(&s->io.w, chan, m);
+	r = cp_egress_encode(&s->io.w, chan, m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding EGRESS");
 	io_to_agent(&s->io, s->io.w.buf, s->io.w.len);
