@@ -265,6 +265,13 @@ def test_vm_net_deny_closes_what_was_opened_an_address_closes_with_its_ttl_and_n
     capsule.run("net", "deny", name, f"{GATEWAY}/32:{host_server.port}", check=True)
     assert fetch_inside(capsule, name, f"http://{GATEWAY}:{host_server.port}/token") == "ERR 111"
     assert net_ls(capsule, name)["cidrs"] == []
+    # Paused, the guest cannot change its table: a change of the networks waits for the resume.
+    capsule.run("pause", name, check=True)
+    r = capsule.run("net", "allow", name, "192.0.2.0/24")
+    assert_capsule_error(r)
+    assert "is paused: resume it first" in r.stderr
+    capsule.run("resume", name, check=True)
+    capsule.run("net", "allow", name, "192.0.2.0/24", check=True)
 
 
 @pytest.mark.vm_slow
@@ -275,5 +282,12 @@ def test_vm_egress_quota_refuses_open_and_new_connections_once_used(capsule):
         r = capsule.run("create", "--isolation", "vm", "--name", name, "--network", "full", "--egress-quota", "256K",
                         timeout=BOOT_TIMEOUT)
         assert r.returncode == 0, r.stderr
+        names.append(name)
         return name
+    names = []
     check_quota_of(capsule, create)
+    # Paused, the guest cannot say what it used: net ls answers at once, without the quota.
+    capsule.run("pause", names[0], check=True)
+    assert net_ls(capsule, names[0])["quota"] is None
+    capsule.run("resume", names[0], check=True)
+    assert net_ls(capsule, names[0])["quota"]["used"] >= 256 * 1024
