@@ -129,11 +129,15 @@ void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
 		agent_send_error(h->chan, -r, why);
 		return;
 	}
-	/* One element at a time: one the kernel timed out already would fail the others. A
-	 * refreshed address is deleted and added again, since Linux 6.1 keeps an element's old
-	 * timeout when it is added again (6.10 and later take the new one). */
+	/* One element at a time: one the kernel timed out already would fail the others. Every
+	 * address added is deleted first, since Linux 6.1 keeps an element's old timeout when it
+	 * is added again (6.10 and later take the new one): a refresh, or an element the shim
+	 * does not know of (a guest resumed from disk keeps its sets, its new shim starts empty),
+	 * gets the TTL the answer promises. */
 	for (size_t i = 0; i < m.ndel; i++)
 		elements(false, &m.del[i], 1, why, sizeof(why));
+	for (size_t i = 0; i < m.nadd; i++)
+		elements(false, &m.add[i], 1, why, sizeof(why));
 	if (m.nadd && elements(true, m.add, m.nadd, why, sizeof(why)) < 0) {
 		/* Not opened: no answer, and the client asks again. */
 		fprintf(stderr, "capsule-agent: dns: opening %zu addresses: %s\n", m.nadd, why);

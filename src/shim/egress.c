@@ -341,9 +341,8 @@ static int open_addrs(struct net *n, struct egress *eg, const char *name, const 
 				break;
 			}
 			/* Re-adding an element sets its timeout anew (Linux 6.10 and later); a vm's
-			 * guest (6.1) has it deleted first. */
-			if (eg->vm && ((o && !vm_stage(eg, false, addrs[k], e->port, 0)) ||
-				       !vm_stage(eg, true, addrs[k], e->port, want))) {
+			 * agent deletes it first (its guest runs 6.1). */
+			if (eg->vm && !vm_stage(eg, true, addrs[k], e->port, want)) {
 				r = cap_err_plain(err, ENOSPC, "too many addresses in one answer (%d)", CP_MAX_EGRESS_ELEMS);
 				break;
 			}
@@ -623,7 +622,20 @@ int egress_start(struct net *n, capsule_error *err)
 	return egress_proxy_begin(n, eg, err);
 }
 
-int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, void *ctx, capsule_error *err)
+/* A vm's allowed networks, EG's list, replace the guest's (chain cidrs), answered. */
+static int vm_cidrs_sync(struct egress *eg, capsule_error *err)
+{
+	struct cp_egress *m = &eg->call_msg;
+	*m = (struct cp_egress){ .set_cidrs = true, .ncidrs = eg->ncidrs };
+	for (size_t i = 0; i < eg->ncidrs; i++)
+		m->cidrs[i] = (struct cp_egress_cidr){ .addr = eg->cidrs[i].addr, .prefix = eg->cidrs[i].prefix,
+						       .port = eg->cidrs[i].port };
+	uint64_t used;
+	return eg->call(eg->ctx, m, &used, err);
+}
+
+int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, void *ctx, bool restored,
+		    capsule_error *err)
 {
 	struct egress *eg;
 	int r = egress_new(n, true, &eg, err);
@@ -632,6 +644,11 @@ int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, voi
 	eg->send = send;
 	eg->call = call;
 	eg->ctx = ctx;
+	/* A guest resumed from disk kept its table, networks changed by `net` included: they
+	 * become the config's again, as this shim knows them. */
+	capsule_error e = { 0 };
+	if (restored && eg->filter && vm_cidrs_sync(eg, &e) < 0)
+		net_log(n, "egress: the resumed guest's networks: %s", e.message);
 	return egress_proxy_begin(n, eg, err);
 }
 
@@ -723,18 +740,6 @@ static int rule_find(struct net *n, const char *rule, struct rule_ref *ref, caps
 		ref->index = i;
 	}
 	return 0;
-}
-
-/* A vm's allowed networks, EG's list, replace the guest's (chain cidrs), answered. */
-static int vm_cidrs_sync(struct egress *eg, capsule_error *err)
-{
-	struct cp_egress *m = &eg->call_msg;
-	*m = (struct cp_egress){ .set_cidrs = true, .ncidrs = eg->ncidrs };
-	for (size_t i = 0; i < eg->ncidrs; i++)
-		m->cidrs[i] = (struct cp_egress_cidr){ .addr = eg->cidrs[i].addr, .prefix = eg->cidrs[i].prefix,
-						       .port = eg->cidrs[i].port };
-	uint64_t used;
-	return eg->call(eg->ctx, m, &used, err);
 }
 
 int egress_allow(struct net *n, const char *rule, capsule_error *err)

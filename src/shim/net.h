@@ -101,10 +101,12 @@ int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_err
 int egress_start(struct net *n, capsule_error *err);
 /* A vm's (the guest's kernel holds the table its agent made at boot): SEND carries EGRESS
  * frames to the agent for CTX, unanswered; CALL sends M on a channel of its own and waits for
- * the agent's answer, the quota's use into *USED. */
+ * the agent's answer, the quota's use into *USED. RESTORED: the guest was resumed from disk,
+ * with the table it had. */
 typedef void (*egress_send_fn)(void *ctx, const void *a, size_t an, const void *b, size_t bn);
 typedef int (*egress_call_fn)(void *ctx, const struct cp_egress *m, uint64_t *used, capsule_error *err);
-int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, void *ctx, capsule_error *err);
+int egress_vm_start(struct net *n, egress_send_fn send, egress_call_fn call, void *ctx, bool restored,
+		    capsule_error *err);
 /* A vm agent's DNS_QUERY (chan 0). */
 void egress_vm_query(struct net *n, const uint8_t *payload, size_t len);
 void egress_event(struct net *n, uint64_t key);

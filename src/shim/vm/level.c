@@ -360,7 +360,7 @@ static int vm_ready_restored(struct shim *s, capsule_error *err)
 	int r = s->vm_boot.mounts_share ? vm_shares_call(s, CP_VM_MOUNT_SHARES_ON, err) : 0;
 	if (r < 0 || (r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
 		return r;
-	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, err);
+	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, true, err);
 }
 
 /* Once the agent is up: tmpfs and binds in config's order (tmpfs first unless it says), as the
@@ -400,7 +400,7 @@ static int vm_ready(struct shim *s, capsule_error *err)
 	}
 	if ((r = vm_fwd_start(&s->net, agent_send, s, err)) < 0)
 		return r;
-	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, err);
+	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, false, err);
 }
 
 /* A vm that is saved at stop: what its commands wrote may still be in the guest's page cache,
