@@ -628,6 +628,12 @@ int vm_egress_send(const uint8_t *buf, size_t len, size_t acks, uint32_t seq, ch
 	/* Errors need only say which message: not the message itself echoed back. */
 	int one = 1;
 	setsockopt(s, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof(one));
+	/* Room for every ack at once (a running vm's 128 networks are 257 of them, each an skb of
+	 * its own: past the default receive buffer the kernel drops them, ENOBUFS), as nft makes
+	 * room; we hold CAP_NET_ADMIN, which the forced size asks for. */
+	int rcvbuf = 4 << 20;
+	if (setsockopt(s, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) < 0)
+		setsockopt(s, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	struct sockaddr_nl kernel = { .nl_family = AF_NETLINK };
 	if (sendto(s, buf, len, 0, (struct sockaddr *)&kernel, sizeof(kernel)) != (ssize_t)len)
 		return snprintf(why, whylen, "sending the nf_tables batch: %s", strerror(errno)), -EIO;

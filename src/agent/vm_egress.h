@@ -16,9 +16,10 @@
 
 /* The library's CAPSULE_MAX_ALLOW: a longer list is not from our shim. */
 #define VM_EGRESS_MAX_RULES 64
-/* Room for VM_EGRESS_MAX_RULES rules of the longest form, with the table and chain: a batch
- * of 64 port rules (each sent twice, for tcp and udp) is about 60 KiB. */
-#define VM_EGRESS_BATCH_MAX (128u * 1024)
+/* Room for the most rules of the longest form: a boot batch of 64 port rules (each sent twice,
+ * for tcp and udp) is about 60 KiB, a running vm's 128 networks with ports about 131 KiB (one
+ * sendto: below the 208 KiB a netlink socket's send buffer holds by default). */
+#define VM_EGRESS_BATCH_MAX (256u * 1024)
 
 struct vm_egress_rule {
 	uint32_t addr; /* network order, host bits zero */

@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 
+#include "proto.h"
 #include "util.h"
 #include "vm_egress.h"
 
@@ -100,9 +101,12 @@ static void test_batch_fits_its_bound_and_says_when_not(void **state)
 	/* table, two sets, the quota, two chains, two quota rules, lo, established, the jump,
 	 * 2 x 64 entries, three lookups, two rejects */
 	assert_int_equal(acks, 6 + 2 + 3 + 2 * VM_EGRESS_MAX_RULES + 3 + 2);
-	/* Replacing the networks: the flush and 2 x 64 entries. */
-	assert_true(vm_egress_cidrs(r, VM_EGRESS_MAX_RULES, 1, buf, VM_EGRESS_BATCH_MAX, &acks) > 0);
-	assert_int_equal(acks, 1 + 2 * VM_EGRESS_MAX_RULES);
+	/* Replacing the networks: the flush and 2 x 128 entries (the shim's bound, at run time). */
+	struct vm_egress_rule many[CP_MAX_EGRESS_CIDRS];
+	for (unsigned i = 0; i < CP_MAX_EGRESS_CIDRS; i++)
+		many[i] = (struct vm_egress_rule){ .addr = htonl(0x0a000000u | i << 9), .prefix = 23, .port = 65535 };
+	assert_true(vm_egress_cidrs(many, CP_MAX_EGRESS_CIDRS, 1, buf, VM_EGRESS_BATCH_MAX, &acks) > 0);
+	assert_int_equal(acks, 1 + 2 * CP_MAX_EGRESS_CIDRS);
 	assert_int_equal(vm_egress_batch(&t, 1, buf, len - 1, &acks), 0);
 	/* The most elements one EGRESS carries fit their batch. */
 	struct vm_egress_elem e[64];
@@ -273,6 +277,27 @@ static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
 	assert_null(strstr(out, "8000"));
 }
 
+/* The shim's most networks, each with a port, replace the boot table's in one transaction. */
+static void test_most_networks_replace_the_boot_ones_in_one_batch(void **state)
+{
+	(void)state;
+	if (geteuid() != 0 || access(NFT, X_OK) != 0)
+		skip();
+	static struct vm_egress_rule many[CP_MAX_EGRESS_CIDRS];
+	for (unsigned i = 0; i < CP_MAX_EGRESS_CIDRS; i++)
+		many[i] = (struct vm_egress_rule){ .addr = htonl(0x0a000000u | i << 9), .prefix = 23, .port = 65535 };
+	static char out[256 * 1024];
+	struct after a = { .cidrs = many, .ncidrs = CP_MAX_EGRESS_CIDRS };
+	int rc = load_and_list_after("192.0.2.0/24", &a, out, sizeof(out));
+	if (rc != 0)
+		fail_msg("load failed (%d): %.300s", rc, out);
+	size_t rules = 0;
+	for (const char *p = out; (p = strstr(p, "dport 65535 accept")); p++)
+		rules++;
+	assert_int_equal(rules, 2 * CP_MAX_EGRESS_CIDRS);
+	assert_null(strstr(out, "192.0.2.0/24"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -282,6 +307,7 @@ int main(void)
 		cmocka_unit_test(test_batch_fits_its_bound_and_says_when_not),
 		cmocka_unit_test(test_loaded_table_reads_as_the_container_rules),
 		cmocka_unit_test(test_proxy_sets_and_quota_read_as_the_container_rules),
+		cmocka_unit_test(test_most_networks_replace_the_boot_ones_in_one_batch),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
