@@ -280,10 +280,7 @@ static void send_answer(struct egress *eg, const struct sockaddr_in *to, const s
 {
 	struct cp_dns_packet out = { .addr = to->sin_addr.s_addr, .port = ntohs(to->sin_port) };
 	int len = dns_answer_build(q, rcode, addrs, naddrs, ttl, out.data, sizeof(out.data));
-	if (len <= 0)
-		out.len = 0;
-	else
-		out.len = (size_t)len;
+	out.len = len > 0 ? (size_t)len : 0;
 	if (eg->vm)
 		vm_flush(eg, out.len ? &out : NULL);
 	else if (out.len)
