@@ -267,8 +267,8 @@ static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
 		"\t\tip daddr . udp dport @dns_port accept\n"
 		"\t\tmeta l4proto tcp reject with tcp reset\n"
 		"\t\treject\n",
-		"\tchain cidrs {\n\t\tip daddr 192.0.2.0/24 accept\n\t\tip daddr 10.0.2.2 tcp dport 9000 accept\n"
-		"\t\tip daddr 10.0.2.2 udp dport 9000 accept\n\t}\n",
+		("\tchain cidrs {\n\t\tip daddr 192.0.2.0/24 accept\n\t\tip daddr 10.0.2.2 tcp dport 9000 accept\n"
+		 "\t\tip daddr 10.0.2.2 udp dport 9000 accept\n\t}\n"),
 	};
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		if (!strstr(out, want[i]))
