@@ -82,16 +82,44 @@ void vm_dns_event(void)
 	}
 }
 
-/* E's elements into the guest's sets (ADD) or out of them. */
-static int elements(bool add, const struct cp_egress_elem *e, size_t n, char *why, size_t whylen)
+static bool elem_in(const struct vm_egress_elem *list, size_t n, const struct vm_egress_elem *e)
 {
-	struct vm_egress_elem v[CP_MAX_EGRESS_ELEMS];
 	for (size_t i = 0; i < n; i++)
-		v[i] = (struct vm_egress_elem){ .addr = e[i].addr, .port = e[i].port, .ttl_s = e[i].ttl_s };
+		if (list[i].addr == e->addr && list[i].port == e->port)
+			return true;
+	return false;
+}
+
+/* M's deletions and additions, in one transaction. What is to be deleted is deleted only if
+ * it is still there (a deletion of what the kernel timed out would fail the transaction). An
+ * address added that is in its set already is deleted first in the same transaction, since
+ * Linux 6.1 keeps an element's old timeout when it is added again (6.10 and later take the
+ * new one): a refresh, or an element the shim does not know of (a guest resumed from disk
+ * keeps its sets, its new shim starts empty), gets the TTL the answer promises, with no
+ * moment in between where the address is closed. */
+static int elements_apply(const struct cp_egress *m, char *why, size_t whylen)
+{
+	struct vm_egress_elem del[2 * CP_MAX_EGRESS_ELEMS], add[CP_MAX_EGRESS_ELEMS];
+	size_t ndel = 0;
+	for (size_t i = 0; i < m->ndel + m->nadd; i++) {
+		const struct cp_egress_elem *c = i < m->ndel ? &m->del[i] : &m->add[i - m->ndel];
+		struct vm_egress_elem v = { .addr = c->addr, .port = c->port, .ttl_s = c->ttl_s };
+		if (i >= m->ndel)
+			add[i - m->ndel] = v;
+		if (elem_in(del, ndel, &v))
+			continue;
+		int r = vm_egress_present(&v, why, whylen);
+		if (r < 0)
+			return r;
+		if (r)
+			del[ndel++] = v;
+	}
+	if (!ndel && !m->nadd)
+		return 0;
 	static uint8_t buf[VM_EGRESS_ELEMS_BATCH_MAX];
-	size_t acks, len = vm_egress_elements(add, v, n, nl_seq, buf, sizeof(buf), &acks);
+	size_t acks, len = vm_egress_elements(del, ndel, add, m->nadd, nl_seq, buf, sizeof(buf), &acks);
 	if (!len)
-		return snprintf(why, whylen, "%zu elements do not fit one batch", n), -E2BIG;
+		return snprintf(why, whylen, "%zu elements do not fit one batch", ndel + m->nadd), -E2BIG;
 	int r = vm_egress_send(buf, len, acks, nl_seq, why, whylen);
 	nl_seq += 8;
 	return r;
@@ -129,20 +157,13 @@ void vm_dns_egress(const struct cp_header *h, const uint8_t *payload)
 		agent_send_error(h->chan, -r, why);
 		return;
 	}
-	/* One element at a time: one the kernel timed out already would fail the others. Every
-	 * address added is deleted first, since Linux 6.1 keeps an element's old timeout when it
-	 * is added again (6.10 and later take the new one): a refresh, or an element the shim
-	 * does not know of (a guest resumed from disk keeps its sets, its new shim starts empty),
-	 * gets the TTL the answer promises. */
-	for (size_t i = 0; i < m.ndel; i++)
-		elements(false, &m.del[i], 1, why, sizeof(why));
-	for (size_t i = 0; i < m.nadd; i++)
-		elements(false, &m.add[i], 1, why, sizeof(why));
-	if (m.nadd && elements(true, m.add, m.nadd, why, sizeof(why)) < 0) {
+	/* Once more if an element the kernel had a moment ago timed out meanwhile. */
+	if ((m.ndel || m.nadd) && elements_apply(&m, why, sizeof(why)) < 0 &&
+	    (r = elements_apply(&m, why, sizeof(why))) < 0) {
 		/* Not opened: no answer, and the client asks again. */
-		fprintf(stderr, "capsule-agent: dns: opening %zu addresses: %s\n", m.nadd, why);
+		fprintf(stderr, "capsule-agent: dns: changing %zu addresses: %s\n", m.ndel + m.nadd, why);
 		if (h->chan)
-			agent_send_error(h->chan, EIO, why);
+			agent_send_error(h->chan, -r, why);
 		return;
 	}
 	if (m.answer.len && dns_fd >= 0) {

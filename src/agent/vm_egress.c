@@ -567,46 +567,67 @@ size_t vm_egress_cidrs(const struct vm_egress_rule *r, size_t n, uint32_t seq, u
 	return b.len;
 }
 
-size_t vm_egress_elements(bool add, const struct vm_egress_elem *e, size_t n, uint32_t seq, uint8_t *buf, size_t size,
-			  size_t *acks)
+/* A message of TYPE (NEWSETELEM, DELSETELEM, GETSETELEM) with the N elements E of one set
+ * (those with a port, WITH_PORT, or those without); nothing when none is of that set. */
+static void elem_msg(struct nlbuf *b, uint16_t type, const struct vm_egress_elem *e, size_t n, int with_port)
+{
+	size_t count = 0;
+	for (size_t i = 0; i < n; i++)
+		count += (e[i].port != 0) == with_port;
+	if (!count)
+		return;
+	bool add = type == NFT_MSG_NEWSETELEM;
+	size_t m = msg_begin(b, NFNL_SUBSYS_NFTABLES << 8 | type, (add ? NLM_F_CREATE : 0) | NLM_F_ACK, NFPROTO_INET, 0);
+	attr_str(b, NFTA_SET_ELEM_LIST_TABLE, EGRESS_TABLE);
+	attr_str(b, NFTA_SET_ELEM_LIST_SET, with_port ? VM_EGRESS_SET_PORT : VM_EGRESS_SET_ANY);
+	size_t list = nest_begin(b, NFTA_SET_ELEM_LIST_ELEMENTS);
+	for (size_t i = 0; i < n; i++) {
+		if ((e[i].port != 0) != with_port)
+			continue;
+		uint8_t key[8] = { 0 };
+		memcpy(key, &e[i].addr, 4);
+		uint16_t port = htons(e[i].port);
+		memcpy(key + 4, &port, 2);
+		size_t elem = nest_begin(b, NFTA_LIST_ELEM);
+		data_value(b, NFTA_SET_ELEM_KEY, key, with_port ? 8 : 4);
+		if (add)
+			attr_be64(b, NFTA_SET_ELEM_TIMEOUT, (uint64_t)e[i].ttl_s * 1000);
+		nest_end(b, elem);
+	}
+	nest_end(b, list);
+	msg_end(b, m);
+}
+
+size_t vm_egress_elements(const struct vm_egress_elem *del, size_t ndel, const struct vm_egress_elem *add, size_t nadd,
+			  uint32_t seq, uint8_t *buf, size_t size, size_t *acks)
 {
 	struct nlbuf b = { .buf = buf, .size = size, .seq = seq };
 	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_BEGIN, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
-	/* One message per set: the elements of each go in one list. */
-	for (int with_port = 0; with_port < 2; with_port++) {
-		size_t count = 0;
-		for (size_t i = 0; i < n; i++)
-			count += (e[i].port != 0) == with_port;
-		if (!count)
-			continue;
-		uint16_t type = add ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM;
-		size_t m = msg_begin(&b, NFNL_SUBSYS_NFTABLES << 8 | type, (add ? NLM_F_CREATE : 0) | NLM_F_ACK,
-				     NFPROTO_INET, 0);
-		attr_str(&b, NFTA_SET_ELEM_LIST_TABLE, EGRESS_TABLE);
-		attr_str(&b, NFTA_SET_ELEM_LIST_SET, with_port ? VM_EGRESS_SET_PORT : VM_EGRESS_SET_ANY);
-		size_t list = nest_begin(&b, NFTA_SET_ELEM_LIST_ELEMENTS);
-		for (size_t i = 0; i < n; i++) {
-			if ((e[i].port != 0) != with_port)
-				continue;
-			uint8_t key[8] = { 0 };
-			memcpy(key, &e[i].addr, 4);
-			uint16_t port = htons(e[i].port);
-			memcpy(key + 4, &port, 2);
-			size_t elem = nest_begin(&b, NFTA_LIST_ELEM);
-			data_value(&b, NFTA_SET_ELEM_KEY, key, with_port ? 8 : 4);
-			if (add)
-				attr_be64(&b, NFTA_SET_ELEM_TIMEOUT, (uint64_t)e[i].ttl_s * 1000);
-			nest_end(&b, elem);
-		}
-		nest_end(&b, list);
-		msg_end(&b, m);
-	}
+	/* One message per set and kind: the elements of each go in one list. */
+	for (int with_port = 0; with_port < 2; with_port++)
+		elem_msg(&b, NFT_MSG_DELSETELEM, del, ndel, with_port);
+	for (int with_port = 0; with_port < 2; with_port++)
+		elem_msg(&b, NFT_MSG_NEWSETELEM, add, nadd, with_port);
 	msg_end(&b, msg_begin(&b, NFNL_MSG_BATCH_END, 0, AF_UNSPEC, NFNL_SUBSYS_NFTABLES));
 	if (b.full)
 		return 0;
 	*acks = b.acks;
 	return b.len;
 }
+
+int vm_egress_present(const struct vm_egress_elem *e, char *why, size_t whylen)
+{
+	uint8_t buf[256];
+	struct nlbuf b = { .buf = buf, .size = sizeof(buf), .seq = 1 };
+	elem_msg(&b, NFT_MSG_GETSETELEM, e, 1, e->port != 0);
+	if (b.full)
+		return snprintf(why, whylen, "an element does not fit its request"), -E2BIG;
+	/* Not a batch: a GET is answered by the element and an ack, or ENOENT, and changes
+	 * nothing (a failed batch would cost the kernel's abort, an RCU grace period). */
+	int r = vm_egress_send(buf, b.len, 1, 1, why, whylen);
+	return r == -ENOENT ? 0 : r < 0 ? r : 1;
+}
+
 
 /* ---- sending ----------------------------------------------------------------------------- */
 

@@ -65,12 +65,15 @@ struct vm_egress_elem {
 	uint16_t port;
 	uint32_t ttl_s; /* adding: the element's timeout */
 };
-/* The batch that adds (ADD) or deletes the N elements E, as vm_egress_batch returns it. One
- * transaction: an element deleted that is not there (its timeout ended) fails all of it. */
-size_t vm_egress_elements(bool add, const struct vm_egress_elem *e, size_t n, uint32_t seq, uint8_t *buf, size_t size,
-			  size_t *acks);
+/* The batch that deletes the NDEL elements DEL and adds the NADD elements ADD, in that order,
+ * as vm_egress_batch returns it. One transaction: an element deleted that is not there (its
+ * timeout ended) fails all of it, so a caller deletes only what vm_egress_present found. */
+size_t vm_egress_elements(const struct vm_egress_elem *del, size_t ndel, const struct vm_egress_elem *add, size_t nadd,
+			  uint32_t seq, uint8_t *buf, size_t size, size_t *acks);
+/* Whether E is in its set now (GETSETELEM): 1, 0, or -errno with WHY. */
+int vm_egress_present(const struct vm_egress_elem *e, char *why, size_t whylen);
 /* Room for the most elements one EGRESS message carries. */
-#define VM_EGRESS_ELEMS_BATCH_MAX 8192u
+#define VM_EGRESS_ELEMS_BATCH_MAX 16384u
 
 /* Send BUF (LEN bytes, ACKS acks expected) on a NETLINK_NETFILTER socket and wait for every ack:
  * 0, or -errno with why into WHY (the kernel's answer to the first message it refused; the

@@ -113,8 +113,15 @@ static void test_batch_fits_its_bound_and_says_when_not(void **state)
 	for (int i = 0; i < 64; i++)
 		e[i] = (struct vm_egress_elem){ .addr = htonl(0xc6336400u | (uint32_t)i), .port = (uint16_t)(i % 2 * 443),
 						.ttl_s = 86400 };
-	assert_true(vm_egress_elements(true, e, 64, 1, buf, VM_EGRESS_ELEMS_BATCH_MAX, &acks) > 0);
+	assert_true(vm_egress_elements(NULL, 0, e, 64, 1, buf, VM_EGRESS_ELEMS_BATCH_MAX, &acks) > 0);
 	assert_int_equal(acks, 2);
+	/* ... with the most deletions one EGRESS can cause before them (its own and a refresh of
+	 * each addition). */
+	struct vm_egress_elem d[2 * 64];
+	for (int i = 0; i < 2 * 64; i++)
+		d[i] = (struct vm_egress_elem){ .addr = htonl(0xc6336400u | (uint32_t)i), .port = (uint16_t)(i % 2 * 443) };
+	assert_true(vm_egress_elements(d, 2 * 64, e, 64, 1, buf, VM_EGRESS_ELEMS_BATCH_MAX, &acks) > 0);
+	assert_int_equal(acks, 4);
 	free(buf);
 }
 
@@ -153,12 +160,12 @@ static int load_and_list_after(const char *text, const struct after *a, char *ou
 			dprintf(p[1], "send: %s", why);
 			_exit(4);
 		}
-		if (a->nadd && (!(len = vm_egress_elements(true, a->add, a->nadd, 100, buf, sizeof(buf), &acks)) ||
+		if (a->nadd && (!(len = vm_egress_elements(NULL, 0, a->add, a->nadd, 100, buf, sizeof(buf), &acks)) ||
 				vm_egress_send(buf, len, acks, 100, why, sizeof(why)) < 0)) {
 			dprintf(p[1], "add: %s", why);
 			_exit(5);
 		}
-		if (a->ndel && (!(len = vm_egress_elements(false, a->del, a->ndel, 200, buf, sizeof(buf), &acks)) ||
+		if (a->ndel && (!(len = vm_egress_elements(a->del, a->ndel, NULL, 0, 200, buf, sizeof(buf), &acks)) ||
 				vm_egress_send(buf, len, acks, 200, why, sizeof(why)) < 0)) {
 			dprintf(p[1], "delete: %s", why);
 			_exit(6);
@@ -168,6 +175,9 @@ static int load_and_list_after(const char *text, const struct after *a, char *ou
 			dprintf(p[1], "cidrs: %s", why);
 			_exit(8);
 		}
+		/* What is in a set and what is not, as the agent asks before a deletion. */
+		for (size_t i = 0; i < a->nadd; i++)
+			dprintf(p[1], "present %zu %d\n", i, vm_egress_present(&a->add[i], why, sizeof(why)));
 		uint64_t bytes = 0, used = 0;
 		if (a->quota && vm_egress_quota_used(&bytes, &used, why, sizeof(why)) < 0) {
 			dprintf(p[1], "quota: %s", why);
@@ -252,6 +262,7 @@ static void test_proxy_sets_and_quota_read_as_the_container_rules(void **state)
 	if (rc != 0)
 		fail_msg("load failed (%d): %s", rc, out);
 	static const char *const want[] = {
+		"present 0 1\npresent 1 1\npresent 2 0\n",
 		"quota 5000000 0\n",
 		"\tset dns_any {\n\t\ttype ipv4_addr\n\t\tflags timeout\n\t\telements = { 192.0.2.7 timeout 1h expires ",
 		"\tset dns_port {\n\t\ttype ipv4_addr . inet_service\n\t\tflags timeout\n\t\telements = { 198.51.100.9 . 443 timeout 1h expires ",
