@@ -20,7 +20,7 @@ from tests.e2e.test_vm import BOOT_TIMEOUT, boots
 from tests.e2e.test_vm_network import listening_ports_of
 
 GATEWAY = "10.0.2.2"
-FWD_CONNECT, FWD_CLOSE, DNS_QUERY, EGRESS, EGRESS_USED = 53, 54, 55, 56, 57
+FWD_CONNECT, FWD_CLOSE, DNS_QUERY, EGRESS, EGRESS_USED = 53, 54, 56, 57, 58
 
 # Answers each connection with its own port number, on every port given.
 NAMED_SERVERS = """
