@@ -89,13 +89,16 @@ int cmd_diff(int argc, char **argv)
 	const char *name = NULL, *since = NULL;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help")) {
-			fputs("Usage: capsule diff [--json] [--since CHECKPOINT] SANDBOX\n\n"
+			fputs("Usage: capsule diff [--json] [--since CHECKPOINT|SAVE] SANDBOX\n\n"
 			      "What changed in a sandbox's filesystem since it was made, running or stopped:\n"
 			      "one line per change, 'A' added, 'C' changed, 'D' deleted, with mode and size.\n"
 			      "Read from its own layer, so it costs what changed. Container level only.\n\n"
 			      "  --json               a JSON array of {path, kind, type, size, mode, mtime_ns,\n"
 			      "                       link_target}\n"
-			      "  --since CHECKPOINT   only what changed since the sandbox's checkpoint\n",
+			      "  --since NAME         only what changed since the sandbox's checkpoint NAME or,\n"
+			      "                       if it has none of that name, save NAME (one taken from\n"
+			      "                       it, from a sandbox of its image, or the one it started\n"
+			      "                       from); 'checkpoint:NAME' or 'save:NAME' to say which\n",
 			      stdout);
 			return 0;
 		}

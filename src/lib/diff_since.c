@@ -129,25 +129,26 @@ int capsule_diff_json_since(const char *before_json, const char *after_json, cha
 	/* A path only after: as it is after. Only before: the change was taken back out of the
 	 * layer (a file added, removed again: deleted; a deletion undone: there again, as the
 	 * image had it). In both, changed again: modified, or deleted, or, where it had been
-	 * deleted, added. */
+	 * deleted, added. A deleted folder is one entry, as in a diff: what it held is not listed again. */
+	const char *gone = NULL;
+	size_t gone_len = 0;
 	for (size_t i = 0, k = 0; i < a.n || k < b.n;) {
 		int cmp = i >= a.n ? 1 : k >= b.n ? -1 : path_cmp(a.v[i].path, b.v[k].path);
-		if (cmp < 0) {
-			emit(&j, &a.v[i], a.v[i].kind);
-			i++;
-		} else if (cmp > 0) {
-			emit(&j, &b.v[k], strcmp(b.v[k].kind, "deleted") ? "deleted" : "added");
-			k++;
-		} else {
-			const struct change *x = &a.v[i], *y = &b.v[k];
-			if (x->len != y->len || memcmp(x->text, y->text, x->len)) {
-				const char *kind = !strcmp(x->kind, "deleted") ? "deleted" :
-						   !strcmp(y->kind, "deleted") ? "added" : "modified";
-				emit(&j, x, kind);
-			}
-			i++;
-			k++;
-		}
+		const struct change *x = cmp <= 0 ? &a.v[i++] : NULL, *y = cmp >= 0 ? &b.v[k++] : NULL;
+		const char *kind;
+		if (!y)
+			kind = x->kind;
+		else if (!x)
+			kind = strcmp(y->kind, "deleted") ? "deleted" : "added";
+		else if (x->len != y->len || memcmp(x->text, y->text, x->len))
+			kind = !strcmp(x->kind, "deleted") ? "deleted" : !strcmp(y->kind, "deleted") ? "added" : "modified";
+		else
+			continue;
+		if (!x && gone && !strncmp(y->path, gone, gone_len) && y->path[gone_len] == '/')
+			continue;
+		emit(&j, x ? x : y, kind);
+		if (!strcmp(kind, "deleted"))
+			gone = (x ? x : y)->path, gone_len = strlen(gone);
 	}
 	json_array_end(&j);
 	changes_free(&b);
@@ -157,15 +158,21 @@ int capsule_diff_json_since(const char *before_json, const char *after_json, cha
 	return *out_json ? 0 : cap_err(err, e ? -e : ENOMEM, "formatting the diff");
 }
 
-int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *checkpoint, char **out_json,
-				    capsule_error *err)
+/* Between the diffs of two layers over the sandbox's own lowers: LAYER (a checkpoint's or a
+ * save's copy of such a layer) and the sandbox's own now. */
+static int diff_layers_since(const struct capsule_config *cfg, int layer, char **out_json, capsule_error *err)
 {
-	if (!sb || !out_json)
-		return cap_err_plain(err, EINVAL, "diff: no sandbox given");
-	*out_json = NULL;
-	const struct capsule_config *cfg = sandbox_config(sb);
-	if (cfg->isolation == CAPSULE_ISOLATION_VM)
-		return sandbox_layer_diff_json(cfg, -1, out_json, err);
+	_cleanup_free_ char *before = NULL, *after = NULL;
+	int r;
+	if ((r = sandbox_layer_diff_json(cfg, layer, &before, err)) < 0 ||
+	    (r = sandbox_layer_diff_json(cfg, -1, &after, err)) < 0)
+		return r;
+	return capsule_diff_json_since(before, after, out_json, err);
+}
+
+static int diff_since_checkpoint(const struct capsule_config *cfg, const char *checkpoint, char **out_json,
+				 capsule_error *err)
+{
 	_cleanup_close_ int run = -1, layer = -1;
 	int r = run_dir_open(cfg->name, &run, err);
 	if (r < 0 || (r = checkpoint_exists(run, checkpoint, err)) < 0)
@@ -175,9 +182,78 @@ int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *checkpoint,
 	layer = openat(run, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (layer < 0)
 		return cap_err(err, errno, "open checkpoint '%s'", checkpoint);
-	_cleanup_free_ char *before = NULL, *after = NULL;
-	if ((r = sandbox_layer_diff_json(cfg, layer, &before, err)) < 0 ||
-	    (r = sandbox_layer_diff_json(cfg, -1, &after, err)) < 0)
+	return diff_layers_since(cfg, layer, out_json, err);
+}
+
+/* A save's filesystem is the layers its manifest lists with its own layer on top. Two cases
+ * cost what changed: the save the sandbox started from is its top lower, so the plain diff is
+ * since it; a save over the same lowers as the sandbox (taken from it, or from a sandbox of the
+ * same image or save) is compared layer with layer, as a checkpoint is. Any other save shares
+ * no layer to compare from: a whole-tree comparison is what diff exists to avoid, so it is
+ * refused, naming why. */
+static int diff_since_save(const struct capsule_config *cfg, const char *save, char **out_json, capsule_error *err)
+{
+	struct save_manifest m;
+	_cleanup_close_ int layer = -1;
+	int r = save_layer_open(save, &m, &layer, err);
+	if (r < 0)
 		return r;
-	return capsule_diff_json_since(before, after, out_json, err);
+	_cleanup_free_ char *own = save_layer_path(save);
+	if (!own) {
+		save_manifest_free(&m);
+		return cap_err(err, ENOMEM, "diff");
+	}
+	bool same_base = !strcmp(m.base, "none") == cfg->base_none;
+	bool same_lowers = same_base && m.nlayers == cfg->nlayers;
+	for (size_t i = 0; same_lowers && i < m.nlayers; i++)
+		same_lowers = !strcmp(m.layers[i], cfg->layers[i]);
+	size_t below = cfg->nlayers;
+	for (size_t i = 0; i < cfg->nlayers && below == cfg->nlayers; i++)
+		if (!strcmp(cfg->layers[i], own))
+			below = i;
+	save_manifest_free(&m);
+	if (same_lowers)
+		return diff_layers_since(cfg, layer, out_json, err);
+	if (below + 1 == cfg->nlayers)
+		return sandbox_layer_diff_json(cfg, -1, out_json, err);
+	if (below < cfg->nlayers)
+		return cap_err_plain(err, EINVAL,
+				     "diff of sandbox '%s' since save '%s': that save is below the save the sandbox started "
+				     "from, and only a save's own layer is compared (diff since '%s' instead)",
+				     cfg->name, save, cfg->image);
+	return cap_err_plain(err, EINVAL,
+			     "diff of sandbox '%s' since save '%s': that save is not on the sandbox's image or save "
+			     "(diff compares layers the two share, not whole trees)",
+			     cfg->name, save);
+}
+
+int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *since, char **out_json, capsule_error *err)
+{
+	if (!sb || !out_json)
+		return cap_err_plain(err, EINVAL, "diff: no sandbox given");
+	*out_json = NULL;
+	const struct capsule_config *cfg = sandbox_config(sb);
+	if (cfg->isolation == CAPSULE_ISOLATION_VM)
+		return sandbox_layer_diff_json(cfg, -1, out_json, err);
+	if (!since || !since[0])
+		return cap_err_plain(err, EINVAL, "diff: 'since' is empty: give a checkpoint's or a save's name");
+	if (!strncmp(since, "save:", 5))
+		return diff_since_save(cfg, since + 5, out_json, err);
+	if (!strncmp(since, "checkpoint:", 11))
+		return diff_since_checkpoint(cfg, since + 11, out_json, err);
+	/* A bare name: the sandbox's own checkpoint first (its names are the sandbox's alone),
+	 * then a save. */
+	_cleanup_close_ int run = -1;
+	int r = run_dir_open(cfg->name, &run, err);
+	if (r < 0)
+		return r;
+	if (checkpoint_exists(run, since, NULL) == 0)
+		return diff_since_checkpoint(cfg, since, out_json, err);
+	capsule_error e = { 0 };
+	r = diff_since_save(cfg, since, out_json, &e);
+	if (r == -ENOENT && validate_name(since, "name", NULL) == 0)
+		return cap_err_plain(err, ENOENT, "no checkpoint or save named '%s'", since);
+	if (r < 0 && err)
+		*err = e;
+	return r;
 }

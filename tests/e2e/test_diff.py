@@ -3,6 +3,7 @@ read from its own overlay layer (whiteouts, opaque folders, the image's layers b
 names the sandbox chose to be hostile (newlines, paths longer than PATH_MAX, symlinks to host
 paths, FIFOs, folders nested past the bound), none of which the reader follows or trips on."""
 import json
+import uuid
 
 import pytest
 
@@ -102,7 +103,88 @@ def test_since_a_checkpoint_lists_only_what_changed_after_it(capsule):
         "/etc/hostname": "added", "/root/gone": "deleted", "/root/kept": "modified", "/root/new": "added"}
     r = capsule.run("diff", "--since", "no-such-checkpoint", name)
     assert_capsule_error(r)
+    assert "no checkpoint or save named 'no-such-checkpoint'" in r.stderr
+    r = capsule.run("diff", "--since", "checkpoint:no-such-checkpoint", name)
+    assert_capsule_error(r)
     assert "no checkpoint named 'no-such-checkpoint'" in r.stderr
+
+
+@pytest.fixture
+def saves(capsule):
+    """Names saves and removes them after the test (sandboxes first: a save in use stays)."""
+    made = []
+
+    def name(prefix="s"):
+        n = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        made.append(n)
+        return n
+
+    yield name
+    capsule.cleanup()
+    for _ in range(len(made)):
+        for n in reversed(made):
+            capsule.run("saves", "rm", n)
+
+
+def kinds(r):
+    assert r.returncode == 0, r.stderr
+    return {c["path"]: c["kind"] for c in json.loads(r.stdout)}
+
+
+def test_since_a_save_of_the_running_sandbox(capsule, saves):
+    """The agent harness's case: save, let a command work, ask what it changed."""
+    name = capsule.create()
+    s = saves()
+    sh(capsule, name, "echo a > /root/kept; echo x > /root/gone; rm /etc/hostname; mkdir /root/d; echo 1 > /root/d/f")
+    assert capsule.run("save", name, s).returncode == 0
+    assert kinds(capsule.run("diff", "--since", s, "--json", name)) == {}
+    sh(capsule, name, "echo b >> /root/kept; rm /root/gone; echo n > /root/new; echo h > /etc/hostname;"
+       " echo y >> /etc/passwd; rm -r /root/d")
+    want = {"/etc/hostname": "added", "/etc/passwd": "modified", "/root/d": "deleted", "/root/gone": "deleted",
+            "/root/kept": "modified", "/root/new": "added"}
+    assert kinds(capsule.run("diff", "--since", s, "--json", name)) == want
+    assert kinds(capsule.run("diff", "--since", "save:" + s, "--json", name)) == want
+    # The text form, and a stopped sandbox the same.
+    r = capsule.run("diff", "--since", s, name)
+    assert r.returncode == 0 and any(line.startswith("A ") and line.endswith(" /root/new") for line in r.stdout.splitlines())
+    assert capsule.run("stop", name).returncode == 0
+    assert kinds(capsule.run("diff", "--since", s, "--json", name)) == want
+    # A checkpoint of the same name comes first; a prefix says which.
+    assert capsule.run("start", name).returncode == 0
+    assert capsule.run("checkpoint", name, s).returncode == 0
+    assert kinds(capsule.run("diff", "--since", s, "--json", name)) == {}
+    assert kinds(capsule.run("diff", "--since", "save:" + s, "--json", name)) == want
+
+
+def test_since_the_save_a_sandbox_started_from_and_saves_of_another_lineage(capsule, saves):
+    base, other, sibling = saves(), saves(), saves()
+    assert capsule.run("run", "--save", base, "--", "sh", "-c", "echo 1 > /root/one").returncode == 0
+    name = capsule.create("--image", base)
+    sh(capsule, name, "echo 2 > /root/two; rm /root/one")
+    # Started from it: what changed since is the sandbox's own layer.
+    assert kinds(capsule.run("diff", "--since", base, "--json", name)) == {"/root/one": "deleted", "/root/two": "added"}
+    # A save on the same save, from another sandbox: compared layer with layer.
+    assert capsule.run("run", "--image", base, "--save", sibling, "--", "sh", "-c", "echo 3 > /root/three").returncode == 0
+    assert kinds(capsule.run("diff", "--since", sibling, "--json", name)) == {
+        "/root/one": "deleted", "/root/three": "deleted", "/root/two": "added"}
+    # A save on other layers (the host image, not BASE): refused in one line, naming why.
+    assert capsule.run("run", "--save", other, "--", "true").returncode == 0
+    r = capsule.run("diff", "--since", other, name)
+    assert_capsule_error(r)
+    assert f"since save '{other}': that save is not on the sandbox's image or save" in r.stderr
+    # The save below the one it started from.
+    child = saves()
+    assert capsule.run("run", "--image", base, "--save", child, "--", "true").returncode == 0
+    grand = capsule.create("--image", child)
+    r = capsule.run("diff", "--since", base, grand)
+    assert_capsule_error(r)
+    assert "below the save the sandbox started from" in r.stderr
+    for since in ("save:no-such-save", "no-such-save"):
+        r = capsule.run("diff", "--since", since, name)
+        assert_capsule_error(r)
+        assert "named 'no-such-save'" in r.stderr
+    r = capsule.run("diff", "--since", "save:../x", name)
+    assert_capsule_error(r)
 
 
 def test_folders_nested_past_the_bound_fail_with_one_line(capsule):
@@ -199,5 +281,9 @@ def test_vm_refuses_with_one_line(capsule):
     capsule.isolation = "vm"
     name = capsule.create()
     r = capsule.run("diff", name)
+    assert_capsule_error(r)
+    assert "not available at the vm level" in r.stderr
+    # --since a save too, before the save is looked for.
+    r = capsule.run("diff", "--since", "save:any-save", name)
     assert_capsule_error(r)
     assert "not available at the vm level" in r.stderr

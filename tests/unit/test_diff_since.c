@@ -53,6 +53,24 @@ static void test_kinds_between_two_diffs(void **state)
 	free(out);
 }
 
+/* A folder gone after is one entry, as in a diff: what it held before (added, or a deletion
+ * inside it) is not listed again, nor is a name that only starts like it. */
+static void test_a_deleted_folder_is_one_entry(void **state)
+{
+	(void)state;
+	const char *before = "[{\"path\":\"/opt/a\",\"kind\":\"added\",\"type\":\"file\",\"size\":1,\"mode\":\"0644\",\"mtime_ns\":1},"
+			     "{\"path\":\"/opt/b\",\"kind\":\"deleted\",\"type\":\"file\"},"
+			     "{\"path\":\"/root/d\",\"kind\":\"added\",\"type\":\"dir\",\"size\":0,\"mode\":\"0755\",\"mtime_ns\":1},"
+			     "{\"path\":\"/root/d/f\",\"kind\":\"added\",\"type\":\"file\",\"size\":1,\"mode\":\"0644\",\"mtime_ns\":1},"
+			     "{\"path\":\"/root/d-e\",\"kind\":\"added\",\"type\":\"file\",\"size\":1,\"mode\":\"0644\",\"mtime_ns\":1}]";
+	const char *after = "[{\"path\":\"/opt\",\"kind\":\"deleted\",\"type\":\"dir\"}]";
+	char *out = since(before, after, 0);
+	assert_string_equal(out, "[{\"path\":\"/opt\",\"kind\":\"deleted\",\"type\":\"dir\"},"
+				 "{\"path\":\"/root/d\",\"kind\":\"deleted\",\"type\":\"dir\"},"
+				 "{\"path\":\"/root/d-e\",\"kind\":\"deleted\",\"type\":\"file\"}]");
+	free(out);
+}
+
 static void test_text_that_is_not_a_diff_is_refused(void **state)
 {
 	(void)state;
@@ -68,6 +86,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_kinds_between_two_diffs),
+		cmocka_unit_test(test_a_deleted_folder_is_one_entry),
 		cmocka_unit_test(test_text_that_is_not_a_diff_is_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -57,6 +57,12 @@ void save_manifest_free(struct save_manifest *m);
  * they are the whole root (base none) or lie on the host image. Returns 1 when NAME is a
  * save, 0 when there is no save of that name (the caller goes on to images), <0 on error. */
 int save_resolve(const char *name, char ***layers, size_t *nlayers, bool *base_none, capsule_error *err);
+/* $CAPSULE_HOME/saves/NAME/layer (malloc'd; NULL without memory): how a sandbox's layers name
+ * the save's own layer. */
+char *save_layer_path(const char *name);
+/* Save NAME's manifest (*M, freed by the caller on success) and its own layer folder (*LAYER),
+ * for reading: ENOENT without such a save, EOPNOTSUPP for a vm's (a disk, no layer). */
+int save_layer_open(const char *name, struct save_manifest *m, int *layer, capsule_error *err);
 /* save_resolve for cfg->image, put into CFG's layers. */
 int save_apply_to_config(struct capsule_config *cfg, capsule_error *err);
 

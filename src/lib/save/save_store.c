@@ -179,7 +179,7 @@ int save_manifest_read_at(int saves, const char *name, struct save_manifest *m, 
 	return 0;
 }
 
-static char *layer_path(const char *name)
+char *save_layer_path(const char *name)
 {
 	char *p = NULL;
 	if (asprintf(&p, "%s/saves/%s/layer", capsule_home(), name) < 0)
@@ -221,7 +221,7 @@ int save_resolve(const char *name, char ***layers, size_t *nlayers, bool *base_n
 		return cap_err_plain(err, E2BIG, "save '%s' is a chain of more than %d layers", name, CAPSULE_MAX_LAYERS);
 	}
 	char **v = calloc(m.nlayers + 1, sizeof(*v));
-	char *own = layer_path(name);
+	char *own = save_layer_path(name);
 	if (!v || !own) {
 		free(v);
 		free(own);
@@ -236,6 +236,24 @@ int save_resolve(const char *name, char ***layers, size_t *nlayers, bool *base_n
 	*base_none = !strcmp(m.base, "none");
 	save_manifest_free(&m);
 	return 1;
+}
+
+int save_layer_open(const char *name, struct save_manifest *m, int *layer, capsule_error *err)
+{
+	*layer = -1;
+	int r = save_validate_name(name, err);
+	_cleanup_close_ int saves = -1, dir = -1;
+	if (r < 0 || (r = saves_open(&saves, err)) < 0 || (r = save_manifest_read_at(saves, name, m, err)) < 0)
+		return r;
+	dir = openat(saves, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+	if (dir >= 0 && fstatat(dir, VM_SAVE_DISK, &st, AT_SYMLINK_NOFOLLOW) == 0)
+		r = cap_err_plain(err, EOPNOTSUPP, "save '%s' is a vm's disk, with no layer of its own changes to compare", name);
+	else if (dir < 0 || (*layer = openat(dir, "layer", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		r = cap_err(err, errno, "open save '%s'", name);
+	if (r < 0)
+		save_manifest_free(m);
+	return r;
 }
 
 static void json_strv(struct json_writer *j, const char *key, char *const *v, size_t n)
@@ -380,7 +398,7 @@ static bool save_has_child(int saves, const char *name, char *child, size_t size
 
 bool save_used_by_sandbox(const char *name, const char *except, char *user, size_t size)
 {
-	_cleanup_free_ char *own = layer_path(name);
+	_cleanup_free_ char *own = save_layer_path(name);
 	_cleanup_close_ int run = -1;
 	if (!own || home_subdir_open("run", &run, NULL) < 0)
 		return false;
@@ -474,7 +492,7 @@ static int describe_parent(int saves, const struct capsule_config *cfg, struct j
 	if (!strcmp(cfg->image, "host") && !cfg->nlayers) {
 		kind = "host";
 	} else if (cfg->nlayers) {
-		_cleanup_free_ char *own = validate_name(cfg->image, "name", NULL) == 0 ? layer_path(cfg->image) : NULL;
+		_cleanup_free_ char *own = validate_name(cfg->image, "name", NULL) == 0 ? save_layer_path(cfg->image) : NULL;
 		if (own && !strcmp(cfg->layers[cfg->nlayers - 1], own)) {
 			struct save_manifest p;
 			int r = save_manifest_read_at(saves, cfg->image, &p, err);
