@@ -204,12 +204,18 @@ CAPSULE_API int capsule_sandbox_pause_to_disk(capsule_sandbox *sb, capsule_error
  * its bad bytes as U+FFFD. Container level only: a vm is EOPNOTSUPP (its root is one ext4
  * disk). More than a million changes is EFBIG. */
 CAPSULE_API int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err);
-/* What changed since checkpoint CHECKPOINT (capsule_checkpoint) of SB, in the same form: a
- * path changed after it is "modified" (or "added" where the checkpoint had it deleted, or
- * "deleted"), one changed only before it is not listed, and a change taken back (a file added
- * before, removed after) is "deleted". It reads the checkpoint's copy of the layer and the
- * layer now: it costs what changed since the sandbox was made. Container level only. */
-CAPSULE_API int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *checkpoint, char **out_json,
+/* What changed since SINCE in SB, in the same form: a path changed after it is "modified" (or
+ * "added" where SINCE had it deleted, or "deleted"), one changed only before it is not listed,
+ * and a change taken back (a file added before, removed after) is "deleted". SINCE is
+ * "checkpoint:NAME" (capsule_checkpoint), "save:NAME" (capsule_save), or a bare NAME: the
+ * sandbox's checkpoint of that name if it has one, else the save (ENOENT, "no checkpoint or
+ * save named 'x'", for neither). A checkpoint, or a save over the same layers as SB (saved
+ * from SB, or from a sandbox of the same image or save), is compared as a copy of the layer
+ * with the layer now: it costs what changed since the sandbox was made. The save SB started
+ * from is below its layer: the answer is capsule_sandbox_diff_json's. Any other save (one
+ * below that, one of another image, a vm's) is refused, EINVAL or EOPNOTSUPP, naming why.
+ * Container level only (EOPNOTSUPP). */
+CAPSULE_API int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *since, char **out_json,
 						capsule_error *err);
 /* The same between two diffs of one sandbox taken by capsule_sandbox_diff_json, BEFORE and
  * AFTER (what a command changed: capsule exec --diff), into *OUT_JSON (malloc'd). EINVAL for

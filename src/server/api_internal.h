@@ -230,6 +230,10 @@ void write_time(struct json_writer *w, const char *key, int64_t unix_s);
 int serve_create_save_check(const uint8_t owner[32], struct serve_create_req *req, unsigned *status, const char **code,
 			    capsule_error *err);
 int serve_save_host_name(const uint8_t owner[32], const char *name, char *out, size_t size, capsule_error *err);
+/* capsule_sandbox_diff_since_json for OWNER: SINCE is "checkpoint:NAME", "save:NAME" or a bare
+ * NAME (the sandbox's checkpoint first, then OWNER's save), and a save is only ever OWNER's
+ * own (its host name): no other token's, nor an operator's. *LIST as the library gives it. */
+int serve_diff_since(const uint8_t owner[32], capsule_sandbox *sb, const char *since, char **list, capsule_error *err);
 void handle_ports_list(struct MHD_Connection *c, struct request *rq);
 void handle_ports_add(struct MHD_Connection *c, struct request *rq);
 void handle_ports_remove(struct MHD_Connection *c, struct request *rq);

@@ -123,18 +123,18 @@ void handle_sandbox_resume(struct MHD_Connection *c, struct request *rq)
 /* ---- diff ------------------------------------------------------------------------------- */
 
 /* {"changes": [...]}: the library's diff as it gives it, or since a checkpoint of the sandbox
- * (checkpoints are the sandbox's own, so any name is the caller's; a save is not taken, as
- * the CLI's --since takes none: one the sandbox started from is below its layer already). */
+ * (checkpoints are the sandbox's own, so any name is the caller's) or one of the caller's own
+ * saves (serve_diff_since). */
 void handle_diff(struct MHD_Connection *c, struct request *rq)
 {
 	const char *since = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "since");
 	if (since && !since[0]) {
-		respond_error(c, rq, 400, "invalid_argument", "'since' is empty: give a checkpoint's name");
+		respond_error(c, rq, 400, "invalid_argument", "'since' is empty: give a checkpoint's or a save's name");
 		return;
 	}
 	char *list = NULL;
 	capsule_error err = { 0 };
-	int r = since ? capsule_sandbox_diff_since_json(rq->e->sb, since, &list, &err)
+	int r = since ? serve_diff_since(rq->owner, rq->e->sb, since, &list, &err)
 		      : capsule_sandbox_diff_json(rq->e->sb, &list, &err);
 	respond_list(c, rq, 200, "changes", list, r, &err);
 }

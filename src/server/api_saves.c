@@ -187,6 +187,51 @@ static int own_save_exists(const uint8_t owner[32], const char *host, capsule_er
 	return r < 0 ? r : o.found;
 }
 
+/* The library names a save by its host name HOST in MESSAGE: the caller knows it by its own,
+ * NAME (HOST's end). */
+static void own_name_in(char *message, const char *host, const char *name)
+{
+	size_t hl = strlen(host), nl = strlen(name);
+	for (char *p; (p = strstr(message, host));) {
+		memmove(p + nl, p + hl, strlen(p + hl) + 1);
+		memcpy(p, name, nl);
+	}
+}
+
+/* The library takes a bare name, or "save:NAME", as any save on the host: here a save is
+ * looked for only under OWNER's host name, and the library is always told which it is. */
+int serve_diff_since(const uint8_t owner[32], capsule_sandbox *sb, const char *since, char **list, capsule_error *err)
+{
+	static const char save_prefix[] = "save:", cp_prefix[] = "checkpoint:";
+	*list = NULL;
+	if (!strncmp(since, cp_prefix, strlen(cp_prefix)))
+		return capsule_sandbox_diff_since_json(sb, since, list, err);
+	bool is_save = !strncmp(since, save_prefix, strlen(save_prefix));
+	const char *name = is_save ? since + strlen(save_prefix) : since;
+	char target[128];
+	int r;
+	if (!is_save) {
+		snprintf(target, sizeof(target), "%s%.100s", cp_prefix, name);
+		r = strlen(name) > 100 ? -ENOENT : capsule_sandbox_diff_since_json(sb, target, list, err);
+		/* No checkpoint of that name: the caller's save, if the name can be one. */
+		if (r != -ENOENT || check_name(name, NULL) < 0)
+			return r;
+	}
+	char host[64];
+	capsule_error e = { 0 };
+	if ((r = serve_save_host_name(owner, name, host, sizeof(host), &e)) < 0)
+		return cap_err_plain(err, -r, "'since': %s", e.message);
+	if ((r = own_save_exists(owner, host, err)) < 0)
+		return r;
+	if (r == 0)
+		return is_save ? cap_err_plain(err, ENOENT, "no save '%s' (GET /v1/saves lists yours)", name)
+			       : cap_err_plain(err, ENOENT, "no checkpoint or save named '%s'", name);
+	snprintf(target, sizeof(target), "%s%s", save_prefix, host);
+	if ((r = capsule_sandbox_diff_since_json(sb, target, list, err)) < 0 && err)
+		own_name_in(err->message, host, name);
+	return r;
+}
+
 void handle_save_delete(struct MHD_Connection *c, struct request *rq)
 {
 	const char *name = rq->eid;

@@ -126,12 +126,14 @@ static const char tools_list_result[] =
 
 	"{\"name\":\"diff_sandbox\",\"title\":\"What changed in a sandbox's files\","
 	"\"description\":\"The files and folders added, modified and deleted in a sandbox's filesystem since it was "
-	"created (or since one of its checkpoints), in the order of a walk of the tree: each with path, kind, type and, "
+	"created (or since one of its checkpoints or of your saves), in the order of a walk of the tree: each with path, kind, type and, "
 	"except for a deletion, size, mode and mtime; at most 1000 (total says how many in all). Container sandboxes "
 	"only.\","
 	"\"inputSchema\":{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"sandbox_id\"],"
 	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"since\":{\"type\":\"string\",\"description\":"
-	"\"A checkpoint of the sandbox (POST /v1/sandboxes/{id}/checkpoint): only what changed after it.\"}}},"
+	"\"A checkpoint of the sandbox (POST /v1/sandboxes/{id}/checkpoint) or, with none of that name, one of your "
+	"saves (POST /v1/sandboxes/{id}/save) taken from it or a sandbox of its image or save, or the one it started "
+	"from; 'checkpoint:NAME' or 'save:NAME' says which: only what changed after it.\"}}},"
 	"\"outputSchema\":{\"type\":\"object\",\"required\":[\"sandbox_id\",\"changes\",\"truncated\",\"total\"],"
 	"\"properties\":{\"sandbox_id\":{\"type\":\"string\"},\"truncated\":{\"type\":\"boolean\"},\"total\":{"
 	"\"type\":\"integer\",\"description\":\"changes in all; at most 1000 are answered\"},\"changes\":{\"type\":\"array\",\"items\":{\"type\":\"object\","
@@ -463,7 +465,7 @@ static char *tool_diff(struct mcp_session *s, const struct mcp_message *m, struc
 {
 	_cleanup_free_ char *list = NULL;
 	capsule_error err = { 0 };
-	int r = c->since ? capsule_sandbox_diff_since_json(e->sb, c->since, &list, &err)
+	int r = c->since ? serve_diff_since(s->owner, e->sb, c->since, &list, &err)
 			 : capsule_sandbox_diff_json(e->sb, &list, &err);
 	if (r < 0)
 		return tool_error(s, m, "diff_sandbox: %s", err.message);

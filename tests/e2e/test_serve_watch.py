@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import _agent_is_static
+from tests.conftest import Capsule, _agent_is_static
 from tests.e2e.test_serve import Api, Server, assert_error, new_token
 
 MAX_WATCHES = 2
@@ -128,6 +128,42 @@ def test_diff_since_a_checkpoint_and_exec_diff(server, api, other, sid):
         assert_error(*other.call("GET", f"/v1/sandboxes/{sid}/{path}"), 404, "not_found")
     assert_error(*other.call("POST", f"/v1/sandboxes/{sid}/exec", {"command": "true", "diff": True}), 404,
                  "not_found")
+
+
+def test_diff_since_a_save_is_the_tokens_own(server, api, other, sid, capsule_home):
+    api.exec(sid, command="mkdir -p /w && printf 1 > /w/a && printf 2 > /w/gone")
+    assert api.call("POST", f"/v1/sandboxes/{sid}/save", {"name": "before-step"})[0] == 201
+    try:
+        api.exec(sid, command="printf 11 > /w/a && rm /w/gone && printf 3 > /w/new")
+        want = [("modified", "/w"), ("modified", "/w/a"), ("deleted", "/w/gone"), ("added", "/w/new")]
+        assert changes(api, sid, "before-step")[0] == want
+        assert changes(api, sid, "save:before-step")[0] == want
+        # A checkpoint of the same name comes first; 'save:' says which.
+        assert api.call("POST", f"/v1/sandboxes/{sid}/checkpoint", {"name": "before-step"})[0] == 201
+        assert changes(api, sid, "before-step")[0] == []
+        assert changes(api, sid, "save:before-step")[0] == want
+        status, doc = api.call("GET", f"/v1/sandboxes/{sid}/diff?since=save:nope")
+        assert_error(status, doc, 404, "not_found")
+        assert "no save 'nope'" in doc["error"]["message"]
+        # Another token's save is not there, whatever it is called: by its name, or by the
+        # host name the server keeps it under.
+        osid = other.create()
+        try:
+            assert other.call("POST", f"/v1/sandboxes/{osid}/save", {"name": "theirs"})[0] == 201
+            for since in ("theirs", "save:theirs"):
+                assert_error(*api.call("GET", f"/v1/sandboxes/{sid}/diff?since={since}"), 404, "not_found")
+            ls = Capsule(capsule_home).run("saves", "ls", "--json", check=True)
+            host = [s["name"] for s in json.loads(ls.stdout) if s["name"].endswith("-theirs")][0]
+            assert host.startswith("serve-")
+            for since in (host, "save:" + host):
+                assert_error(*api.call("GET", f"/v1/sandboxes/{sid}/diff?since={since}"), 404, "not_found")
+            assert changes(other, osid, "theirs")[0] == []
+        finally:
+            other.call("DELETE", f"/v1/sandboxes/{osid}")
+            other.call("DELETE", "/v1/saves/theirs")
+    finally:
+        api.call("DELETE", f"/v1/sandboxes/{sid}")
+        api.call("DELETE", "/v1/saves/before-step")
 
 
 def test_pause_holds_processes_and_refuses_commands_until_resume(server, api, other, sid):
@@ -316,6 +352,9 @@ def test_a_vm_pauses_and_resumes_over_http_and_refuses_diff_in_one_line(server, 
         finally:
             w.close()
         assert_error(*api.call("GET", f"/v1/sandboxes/{sid}/diff"), 400, "invalid_argument")
+        status, doc = api.call("GET", f"/v1/sandboxes/{sid}/diff?since=any")
+        assert_error(status, doc, 400, "invalid_argument")
+        assert "not available at the vm level" in doc["error"]["message"]
         status, doc = api.call("POST", f"/v1/sandboxes/{sid}/exec", {"command": "touch /w/not", "diff": True})
         assert_error(status, doc, 400, "invalid_argument")
         status, doc = api.call("POST", f"/v1/sandboxes/{sid}/pause")

@@ -677,7 +677,9 @@ class RemoteSyncSandbox(_Core):
 
     def diff(self, since=None):
         """What changed in the sandbox's filesystem since it was made, or since its checkpoint
-        SINCE (see SyncSandbox.diff): a list of dicts, as the server answers GET .../diff."""
+        or the token's save SINCE ("checkpoint:NAME", "save:NAME" or a bare NAME, the
+        checkpoint first; see SyncSandbox.diff): a list of dicts, as the server answers GET
+        .../diff."""
         return self._diff_blocking(since)
 
     def watch(self, path, recursive=False):

@@ -417,7 +417,7 @@ class _Core:
         if since is None:
             self._call(lib.capsule_sandbox_diff_json, byref(out), op="diff")
         else:
-            self._call(lib.capsule_sandbox_diff_since_json, enc(since, "checkpoint"), byref(out), op="diff")
+            self._call(lib.capsule_sandbox_diff_since_json, enc(since, "since"), byref(out), op="diff")
         return json.loads(take_bytes(out.value, len(ctypes.string_at(out.value))).decode())
 
     def _watch_start_blocking(self, path, recursive):
@@ -845,8 +845,11 @@ class SyncSandbox(_Core):
         return self._refresh_mounts()
 
     def diff(self, since=None):
-        """What changed in the sandbox's filesystem since it was made (or since checkpoint
-        SINCE, taken with checkpoint()): a list of dicts with
+        """What changed in the sandbox's filesystem since it was made, or since SINCE: its
+        checkpoint (checkpoint()) of that name or, if it has none, the save (save()) of that
+        name; "checkpoint:NAME" or "save:NAME" says which. A save over the same layers (taken
+        from this sandbox or one of its image or save) or the one it started from is
+        compared; another raises InvalidArgument. A list of dicts with
         path, kind ("added", "modified", "deleted"), type ("file", "dir", "symlink", "other")
         and, except for a deletion, size, mode ("0644"), mtime_ns and a symlink's
         link_target; sorted by path. Read from the sandbox's own layer (it costs what

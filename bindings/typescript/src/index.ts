@@ -297,8 +297,9 @@ export class Sandbox {
       doc.timed_out, doc.stdout_truncated || doc.stderr_truncated);
   }
 
-  /** What changed in the sandbox's filesystem since it was made, or since its checkpoint
-   * `since`, in the order of a walk of the tree. Container level only. */
+  /** What changed in the sandbox's filesystem since it was made, or since `since`: its
+   * checkpoint of that name, else the token's save of that name (`"checkpoint:NAME"` or
+   * `"save:NAME"` says which), in the order of a walk of the tree. Container level only. */
   async diff(opts: { since?: string } = {}): Promise<Change[]> {
     const q = opts.since === undefined ? "" : `?since=${encodeURIComponent(opts.since)}`;
     const doc = await this.client.json<{ changes: Change[] }>("GET", `/v1/sandboxes/${enc(this.id)}/diff${q}`);
