@@ -11,6 +11,8 @@ import uuid
 
 import pytest
 
+import capsule
+
 from capsule import Busy, InvalidArgument, Sandbox, SyncSandbox, UnsupportedFeature
 
 from sdkutil import BUILD, imageutil as iu
@@ -90,6 +92,22 @@ def test_diff_lists_what_a_command_changed_sync_and_async():
         sb.checkpoint("c1")
         sb.execute("echo again >> /root/new")
         assert [(c["path"], c["kind"]) for c in sb.diff(since="c1")] == [("/root/new", "modified")]
+        # Since a save of the sandbox, as since a checkpoint; one of other layers is refused.
+        s, other = f"ds-{uuid.uuid4().hex[:8]}", f"do-{uuid.uuid4().hex[:8]}"
+        sb.save(s)
+        try:
+            sb.execute("rm /root/new; echo n > /root/n2")
+            assert [(c["path"], c["kind"]) for c in sb.diff(since=s)] == [("/root/n2", "added"), ("/root/new", "deleted")]
+            assert sb.diff(since="save:" + s) == sb.diff(since=s)
+            with pytest.raises(capsule.NotFound, match="no save named 'nope'"):
+                sb.diff(since="save:nope")
+            with SyncSandbox(image=s) as child:
+                child.save(other)
+            with pytest.raises(InvalidArgument, match="not on the sandbox's image or save"):
+                sb.diff(since=other)
+        finally:
+            capsule.remove_save(other)
+            capsule.remove_save(s)
 
     async def main():
         async with Sandbox(image="host") as sb:

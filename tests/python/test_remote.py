@@ -192,6 +192,16 @@ def test_diff_watch_pause_and_resume(server):
         assert [(c["kind"], c["path"]) for c in s.diff() if c["path"].startswith("/root/y")] == [("added", "/root/y")]
         with pytest.raises(capsule.NotFound):
             s.diff(since="no-such-checkpoint")
+        # Since one of the token's saves (made through the API: the remote SDK has no save()).
+        s._conn.json("POST", f"/v1/sandboxes/{s.id}/save", {"name": "before-y"})
+        try:
+            s.execute("rm /root/y")
+            assert [(c["kind"], c["path"]) for c in s.diff(since="save:before-y")] == [("deleted", "/root/y")]
+            with pytest.raises(capsule.NotFound, match="no save 'nope'"):
+                s.diff(since="save:nope")
+        finally:
+            s.execute("echo y > /root/y")
+            s._conn.json("DELETE", "/v1/saves/before-y")
         s.pause()
         assert s.info["state"] == "paused" and s.info["paused"] is True and s.is_running
         with pytest.raises(capsule.Busy, match="paused") as e:
