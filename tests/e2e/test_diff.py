@@ -163,6 +163,12 @@ def test_since_the_save_a_sandbox_started_from_and_saves_of_another_lineage(caps
     sh(capsule, name, "echo 2 > /root/two; rm /root/one")
     # Started from it: what changed since is the sandbox's own layer.
     assert kinds(capsule.run("diff", "--since", base, "--json", name)) == {"/root/one": "deleted", "/root/two": "added"}
+    # A checkpoint of a sandbox started from a save (its manifest names the save, found in
+    # the save store, not among the checkpoints).
+    assert capsule.run("checkpoint", name, "cp").returncode == 0
+    sh(capsule, name, "echo 4 > /root/four")
+    assert kinds(capsule.run("diff", "--since", "cp", "--json", name)) == {"/root/four": "added"}
+    sh(capsule, name, "rm /root/four")
     # A save on the same save, from another sandbox: compared layer with layer.
     assert capsule.run("run", "--image", base, "--save", sibling, "--", "sh", "-c", "echo 3 > /root/three").returncode == 0
     assert kinds(capsule.run("diff", "--since", sibling, "--json", name)) == {

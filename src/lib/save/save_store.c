@@ -485,7 +485,9 @@ static void random_id(char *out, size_t size)
 }
 
 /* What a new save taken from a sandbox of configuration CFG is on top of. */
-static int describe_parent(int saves, const struct capsule_config *cfg, struct json_writer *j, capsule_error *err)
+/* The save store is opened here, not taken from the caller: a checkpoint is written to its
+ * sandbox's checkpoints/, and its parent save is still in saves/. */
+static int describe_parent(const struct capsule_config *cfg, struct json_writer *j, capsule_error *err)
 {
 	const char *kind = "image";
 	_cleanup_free_ char *parent_id = NULL;
@@ -495,7 +497,10 @@ static int describe_parent(int saves, const struct capsule_config *cfg, struct j
 		_cleanup_free_ char *own = validate_name(cfg->image, "name", NULL) == 0 ? save_layer_path(cfg->image) : NULL;
 		if (own && !strcmp(cfg->layers[cfg->nlayers - 1], own)) {
 			struct save_manifest p;
-			int r = save_manifest_read_at(saves, cfg->image, &p, err);
+			_cleanup_close_ int saves = -1;
+			int r = saves_open(&saves, err);
+			if (r == 0)
+				r = save_manifest_read_at(saves, cfg->image, &p, err);
 			if (r < 0)
 				return cap_err_wrap(err, r, "the sandbox's save");
 			kind = "save";
@@ -588,7 +593,7 @@ static int snapshot_at(int store, const char *name, int upper, int disk, const s
 	json_kv_string(&j, "id", id);
 	if (cfg->name[0])
 		json_kv_string(&j, "sandbox", cfg->name);
-	if ((r = describe_parent(store, cfg, &j, err)) < 0) {
+	if ((r = describe_parent(cfg, &j, err)) < 0) {
 		json_free(&j);
 		goto fail;
 	}
