@@ -3,11 +3,11 @@ read from its own overlay layer (whiteouts, opaque folders, the image's layers b
 names the sandbox chose to be hostile (newlines, paths longer than PATH_MAX, symlinks to host
 paths, FIFOs, folders nested past the bound), none of which the reader follows or trips on."""
 import json
-import uuid
 
 import pytest
 
 from .helpers import assert_capsule_error
+from .test_saves import saves  # noqa: F401 (the fixture: names saves, removes them after)
 from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
                         needs_tools, registry, workdir)
 
@@ -107,23 +107,6 @@ def test_since_a_checkpoint_lists_only_what_changed_after_it(capsule):
     r = capsule.run("diff", "--since", "checkpoint:no-such-checkpoint", name)
     assert_capsule_error(r)
     assert "no checkpoint named 'no-such-checkpoint'" in r.stderr
-
-
-@pytest.fixture
-def saves(capsule):
-    """Names saves and removes them after the test (sandboxes first: a save in use stays)."""
-    made = []
-
-    def name(prefix="s"):
-        n = f"{prefix}-{uuid.uuid4().hex[:8]}"
-        made.append(n)
-        return n
-
-    yield name
-    capsule.cleanup()
-    for _ in range(len(made)):
-        for n in reversed(made):
-            capsule.run("saves", "rm", n)
 
 
 def kinds(r):
