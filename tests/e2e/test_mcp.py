@@ -462,6 +462,10 @@ def exercise_every_tool(c):
     assert mine[1]["mtime"].endswith("Z") and "mtime_ns" not in mine[1]
     r = c.call("diff_sandbox", sandbox_id=sid, since="no-such-checkpoint")
     assert r["isError"] and "no-such-checkpoint" in r["content"][0]["text"]
+    # A save is only ever the token's own (its host name is not taken either).
+    for since in ("save:no-such-save", "save:serve-0123456789abcdef-x"):
+        r = c.call("diff_sandbox", sandbox_id=sid, since=since)
+        assert r["isError"] and "no save '" + since[5:] + "'" in r["content"][0]["text"]
     assert structured(c.call("pause_sandbox", sandbox_id=sid)) == {"sandbox_id": sid, "paused": True}
     r = c.call("run_command", sandbox_id=sid, command="true")
     assert r["isError"] and "paused" in r["content"][0]["text"]
