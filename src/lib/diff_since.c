@@ -219,7 +219,7 @@ static int diff_since_save(const struct capsule_config *cfg, const char *save, c
 	if (below < cfg->nlayers)
 		return cap_err_plain(err, EINVAL,
 				     "diff of sandbox '%s' since save '%s': that save is below the save the sandbox started "
-				     "from, and only a save's own layer is compared (diff since '%s' instead)",
+				     "from, and the layers between are not composed (diff since '%s' is offered)",
 				     cfg->name, save, cfg->image);
 	return cap_err_plain(err, EINVAL,
 			     "diff of sandbox '%s' since save '%s': that save is not on the sandbox's image or save "
