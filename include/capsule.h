@@ -211,9 +211,11 @@ CAPSULE_API int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, 
  * sandbox's checkpoint of that name if it has one, else the save (ENOENT, "no checkpoint or
  * save named 'x'", for neither). A checkpoint, or a save over the same layers as SB (saved
  * from SB, or from a sandbox of the same image or save), is compared as a copy of the layer
- * with the layer now: it costs what changed since the sandbox was made. The save SB started
- * from is below its layer: the answer is capsule_sandbox_diff_json's. Any other save (one
- * below that, one of another image, a vm's) is refused, EINVAL or EOPNOTSUPP, naming why.
+ * with the layer now: it costs what changed since the sandbox was made. A save among SB's
+ * layers (the one it started from, or one below that) is the filesystem of the layers up to
+ * it: the answer is the layers above it merged, SB's own on top (for the save it started
+ * from, capsule_sandbox_diff_json's). Any other save (of another image, a vm's) is refused,
+ * EINVAL or EOPNOTSUPP, naming why.
  * Container level only (EOPNOTSUPP). */
 CAPSULE_API int capsule_sandbox_diff_since_json(capsule_sandbox *sb, const char *since, char **out_json,
 						capsule_error *err);

@@ -6,6 +6,11 @@
  * user.overlay.whiteout in a folder marked opaque "x") is a deletion. An opaque folder hides
  * all below it: what the layers had there and upper has not is deleted.
  *
+ * Since a save below the sandbox's own layer (sandbox_layers_diff_json), the layers above the
+ * save are compared too, a stack merged as overlayfs merges it: the top layer with a name
+ * decides what it is, and a folder's merge goes down to a layer where the name is a whiteout,
+ * not a folder, or an opaque folder, below which nothing shows through.
+ *
  * upper/ is the sandbox's to write while we read it: nothing in it is followed. Each folder is
  * opened from its parent's descriptor by one component with openat2(RESOLVE_NO_SYMLINKS |
  * RESOLVE_BENEATH | RESOLVE_NO_XDEV), entries are looked at with fstatat(AT_SYMLINK_NOFOLLOW),
@@ -118,27 +123,37 @@ static bool lower_lookup(const struct lowers *l, const char *name, struct stat *
 	return false;
 }
 
-/* The lower folders at NAME below L: each layer's folder of that name down to the first layer
- * where the name is not a folder (it hides the layers below) or whose folder is opaque. */
-static int lowers_child(const struct lowers *l, const char *name, struct lowers *out, capsule_error *err)
+/* The lower folders at NAME below L (from its layer FROM): each layer's folder of that name
+ * down to the first layer where the name is not a folder (it hides the layers below) or whose
+ * folder is opaque. *CLOSED (if given): whether such a layer ended it, so that nothing below L
+ * shows through. */
+static int lowers_child(const struct lowers *l, size_t from, const char *name, struct lowers *out, bool *closed,
+			capsule_error *err)
 {
 	out->n = 0;
 	out->fd = calloc(l->n ? l->n : 1, sizeof(int));
 	if (!out->fd)
 		return cap_err(err, ENOMEM, "diff");
-	for (size_t i = 0; i < l->n; i++) {
+	bool end = false;
+	for (size_t i = from; i < l->n && !end; i++) {
 		struct stat st;
 		if (fstatat(l->fd[i], name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 			continue;
-		if (!S_ISDIR(st.st_mode))
-			break;
-		int fd = open_dir_at(l->fd[i], name);
-		if (fd < 0)
-			break;
-		out->fd[out->n++] = fd;
-		if (opaque_mark(fd) == 'y')
-			break;
+		int fd = S_ISDIR(st.st_mode) ? open_dir_at(l->fd[i], name) : -1;
+		/* Gone or replaced under the walk: as if it were not a folder. */
+		if (fd < 0 && S_ISDIR(st.st_mode) && errno != ENOENT && errno != ELOOP && errno != ENOTDIR) {
+			int e = errno;
+			lowers_close(out);
+			return cap_err(err, e, "diff: open folder '%s'", name);
+		}
+		end = fd < 0;
+		if (fd >= 0) {
+			out->fd[out->n++] = fd;
+			end = opaque_mark(fd) == 'y';
+		}
 	}
+	if (closed)
+		*closed = end;
 	return 0;
 }
 
@@ -295,7 +310,7 @@ static int hidden_deletions(struct differ *d, const struct lowers *l, char **upp
 	return r;
 }
 
-static int diff_dir(struct differ *d, int upper, const struct lowers *l, bool hidden, int depth);
+static int diff_dir(struct differ *d, const struct lowers *u, const struct lowers *l, bool hidden, int depth);
 
 /* A mount point of the sandbox's configuration: the start made it in the layer if the image
  * lacked it, and what is below it in the layer the sandbox never sees. Mounts are not part of
@@ -317,16 +332,25 @@ static bool mount_point(const struct differ *d)
 	       (!strcmp(p, "/etc/resolv.conf") || (cfg->nallow && !strcmp(p, "/etc/hosts")));
 }
 
-static int diff_entry(struct differ *d, int upper, char opaque, const struct lowers *l, bool hidden, const char *name,
-		      int depth)
+/* NAME in the folders U of the layers compared (top first), over the lower folders L. The top
+ * layer that has NAME decides what it is, as overlayfs does; OPAQUE is each folder's mark. */
+static int diff_entry(struct differ *d, const struct lowers *u, const char *opaque, const struct lowers *l, bool hidden,
+		      const char *name, int depth)
 {
 	struct stat st, lst;
 	if (mount_point(d))
 		return 0;
-	if (fstatat(upper, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return errno == ENOENT ? 0 : cap_err(d->err, errno, "diff: stat '%s'", d->path);
+	size_t top = 0;
+	while (top < u->n && fstatat(u->fd[top], name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno != ENOENT)
+			return cap_err(d->err, errno, "diff: stat '%s'", d->path);
+		top++;
+	}
+	if (top == u->n)
+		return 0;
+	int upper = u->fd[top];
 	bool in_lower = lower_lookup(l, name, &lst);
-	if (is_whiteout_dev(&st) || (opaque == 'x' && is_xattr_whiteout(upper, name, &st)))
+	if (is_whiteout_dev(&st) || (opaque[top] == 'x' && is_xattr_whiteout(upper, name, &st)))
 		return in_lower ? emit(d, "deleted", -1, name, &lst) : 0;
 	if (!S_ISDIR(st.st_mode))
 		return emit(d, in_lower ? "modified" : "added", upper, name, &st);
@@ -337,33 +361,65 @@ static int diff_entry(struct differ *d, int upper, char opaque, const struct low
 		return r;
 	if (depth >= DIFF_MAX_DEPTH)
 		return cap_err_plain(d->err, ELOOP, "folders nested deeper than %d levels at '%s'", DIFF_MAX_DEPTH, d->path);
-	_cleanup_close_ int fd = open_dir_at(upper, name);
-	if (fd < 0)
-		return errno == ENOENT || errno == ELOOP || errno == ENOTDIR ? 0 : cap_err(d->err, errno, "diff: open '%s'", d->path);
-	struct lowers child = { 0 };
-	if (lower_dir && (r = lowers_child(l, name, &child, d->err)) < 0)
-		return r;
-	r = diff_dir(d, fd, &child, hidden, depth + 1);
-	lowers_close(&child);
+	/* The folder in each compared layer down to one that hides the rest (and what is below). */
+	struct lowers uc = { 0 }, lc = { 0 };
+	bool closed = false;
+	if ((r = lowers_child(u, top, name, &uc, &closed, d->err)) == 0 && lower_dir)
+		r = lowers_child(l, 0, name, &lc, NULL, d->err);
+	if (r == 0 && uc.n)
+		r = diff_dir(d, &uc, &lc, hidden || closed, depth + 1);
+	lowers_close(&uc);
+	lowers_close(&lc);
 	return r;
 }
 
-/* Folder UPPER of the sandbox's layer, at d->path, over the lower folders L; HIDDEN: a folder
- * above it was opaque, so nothing of L shows through. */
-static int diff_dir(struct differ *d, int upper, const struct lowers *l, bool hidden, int depth)
+/* Folders U of the layers compared (top first: one for the sandbox's own layer or a copy of it),
+ * at d->path, over the lower folders L; HIDDEN: nothing of L shows through (a folder above, or
+ * this one, is opaque or hides a non-folder of a layer compared). */
+static int diff_dir(struct differ *d, const struct lowers *u, const struct lowers *l, bool hidden, int depth)
 {
-	char opaque = opaque_mark(upper);
-	hidden = hidden || opaque == 'y';
-	char **names;
-	size_t n;
-	int r = dir_names(upper, &names, &n, d->err);
-	if (r < 0)
-		return r;
-	if (hidden && l->n)
+	char opaque[CAPSULE_MAX_LAYERS + 2];
+	char **names = NULL;
+	size_t n = 0;
+	int r = 0;
+	for (size_t i = 0; i < u->n && i < sizeof(opaque) && r == 0; i++) {
+		opaque[i] = opaque_mark(u->fd[i]);
+		char **v;
+		size_t nv;
+		if ((r = dir_names(u->fd[i], &v, &nv, d->err)) < 0)
+			break;
+		if (!names) {
+			names = v, n = nv;
+			continue;
+		}
+		/* Every layer's names once, sorted. */
+		char **all = realloc(names, (n + nv + 1) * sizeof(*names));
+		if (!all) {
+			names_free(v, nv);
+			r = cap_err(d->err, ENOMEM, "diff");
+			break;
+		}
+		names = all;
+		size_t sorted = n;
+		for (size_t k = 0; k < nv; k++) {
+			if (name_in(names, sorted, v[k]))
+				free(v[k]);
+			else
+				names[n++] = v[k];
+		}
+		free(v);
+		if (n > DIFF_MAX_NAMES_PER_DIR)
+			r = cap_err_plain(d->err, EFBIG, "a folder with more than %u entries", DIFF_MAX_NAMES_PER_DIR);
+		else if (n)
+			qsort(names, n, sizeof(*names), cmp_names);
+	}
+	if (r == 0 && u->n)
+		hidden = hidden || opaque[u->n - 1] == 'y';
+	if (r == 0 && hidden && l->n)
 		r = hidden_deletions(d, l, names, n);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		size_t back = path_push(d, names[i]);
-		r = diff_entry(d, upper, opaque, l, hidden, names[i], depth);
+		r = diff_entry(d, u, opaque, l, hidden, names[i], depth);
 		d->path[back] = '\0';
 	}
 	names_free(names, n);
@@ -372,13 +428,13 @@ static int diff_dir(struct differ *d, int upper, const struct lowers *l, bool hi
 
 /* The read-only folders below the sandbox's layer, top first: its image's layers from the
  * last, then the host image's skeleton. */
-static int open_lowers(const struct capsule_config *cfg, struct lowers *l, capsule_error *err)
+static int open_lowers(const struct capsule_config *cfg, size_t nlower, struct lowers *l, capsule_error *err)
 {
 	l->n = 0;
-	l->fd = calloc(cfg->nlayers + 1, sizeof(int));
+	l->fd = calloc(nlower + 1, sizeof(int));
 	if (!l->fd)
 		return cap_err(err, ENOMEM, "diff");
-	for (size_t i = cfg->nlayers; i-- > 0;) {
+	for (size_t i = nlower; i-- > 0;) {
 		int fd = open(cfg->layers[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd < 0)
 			return cap_err(err, errno, "open image layer '%s'", cfg->layers[i]);
@@ -405,7 +461,31 @@ static int open_lowers(const struct capsule_config *cfg, struct lowers *l, capsu
 	return 0;
 }
 
-int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **out_json, capsule_error *err)
+/* The layers compared, top first: LAYER (or the sandbox's own), then CFG's image layers down to
+ * the NLOWER-th, down to one that is opaque (*CLOSED: nothing below shows through). */
+static int open_compared(const struct capsule_config *cfg, int layer, size_t nlower, struct lowers *u, bool *closed,
+			 capsule_error *err)
+{
+	u->n = 0;
+	*closed = false;
+	u->fd = calloc(cfg->nlayers - nlower + 1, sizeof(int));
+	if (!u->fd)
+		return cap_err(err, ENOMEM, "diff");
+	int top = fcntl(layer, F_DUPFD_CLOEXEC, 3);
+	if (top < 0)
+		return cap_err(err, errno, "diff: dup");
+	u->fd[u->n++] = top;
+	for (size_t i = cfg->nlayers; !(*closed = opaque_mark(u->fd[u->n - 1]) == 'y') && i-- > nlower;) {
+		int fd = open(cfg->layers[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			return cap_err(err, errno, "open image layer '%s'", cfg->layers[i]);
+		u->fd[u->n++] = fd;
+	}
+	return 0;
+}
+
+int sandbox_layers_diff_json(const struct capsule_config *cfg, int layer, size_t nlower, char **out_json,
+			     capsule_error *err)
 {
 	*out_json = NULL;
 	if (cfg->isolation == CAPSULE_ISOLATION_VM)
@@ -413,30 +493,33 @@ int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **
 				     "diff of sandbox '%s': not available at the vm level (its root is one ext4 disk, "
 				     "with no overlay layer of its own changes to read)",
 				     cfg->name);
+	if (nlower > cfg->nlayers)
+		return cap_err_plain(err, EINVAL, "diff: %zu layers below, the sandbox has %zu", nlower, cfg->nlayers);
 	_cleanup_close_ int run = -1, upper = -1;
 	int r = 0;
 	if (layer < 0 && ((r = run_dir_open(cfg->name, &run, err)) < 0 || (r = sandbox_upper_open(run, cfg, &upper, err)) < 0))
 		return r;
-	struct lowers l = { 0 };
-	if ((r = open_lowers(cfg, &l, err)) < 0) {
+	struct lowers l = { 0 }, u = { 0 };
+	bool closed = false;
+	struct differ *d = NULL;
+	if ((r = open_lowers(cfg, nlower, &l, err)) < 0 ||
+	    (r = open_compared(cfg, layer >= 0 ? layer : upper, nlower, &u, &closed, err)) < 0 ||
+	    !(d = calloc(1, sizeof(*d)))) {
 		lowers_close(&l);
-		return r;
+		lowers_close(&u);
+		return r < 0 ? r : cap_err(err, ENOMEM, "diff");
 	}
-	struct differ *d = calloc(1, sizeof(*d));
 	struct json_writer j;
 	json_init(&j, false);
-	if (!d) {
-		lowers_close(&l);
-		return cap_err(err, ENOMEM, "diff");
-	}
 	d->cfg = cfg;
 	d->j = &j;
 	d->err = err;
 	d->path[0] = '/';
 	json_array_begin(&j);
-	r = diff_dir(d, layer >= 0 ? layer : upper, &l, false, 0);
+	r = diff_dir(d, &u, &l, closed, 0);
 	json_array_end(&j);
 	lowers_close(&l);
+	lowers_close(&u);
 	free(d);
 	if (r < 0) {
 		json_free(&j);
@@ -445,6 +528,11 @@ int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **
 	int e = 0;
 	*out_json = json_steal(&j, &e);
 	return *out_json ? 0 : cap_err(err, e ? -e : ENOMEM, "formatting the diff");
+}
+
+int sandbox_layer_diff_json(const struct capsule_config *cfg, int layer, char **out_json, capsule_error *err)
+{
+	return sandbox_layers_diff_json(cfg, layer, cfg->nlayers, out_json, err);
 }
 
 int capsule_sandbox_diff_json(capsule_sandbox *sb, char **out_json, capsule_error *err)

@@ -186,11 +186,13 @@ static int diff_since_checkpoint(const struct capsule_config *cfg, const char *c
 }
 
 /* A save's filesystem is the layers its manifest lists with its own layer on top. Two cases
- * cost what changed: the save the sandbox started from is its top lower, so the plain diff is
- * since it; a save over the same lowers as the sandbox (taken from it, or from a sandbox of the
- * same image or save) is compared layer with layer, as a checkpoint is. Any other save shares
- * no layer to compare from: a whole-tree comparison is what diff exists to avoid, so it is
- * refused, naming why. */
+ * cost what changed. A save over the same lowers as the sandbox (taken from it, or from a
+ * sandbox of the same image or save) is compared layer with layer, as a checkpoint is. A save
+ * among the sandbox's lowers (the one it started from, or one that save, or a save of its, was
+ * started from) is the filesystem of the lowers up to it: what changed since is the layers
+ * above it, merged, with the sandbox's own on top, over those. Any other save shares no layer
+ * to compare from: a whole-tree comparison is what diff exists to avoid, so it is refused,
+ * naming why. */
 static int diff_since_save(const struct capsule_config *cfg, const char *save, char **out_json, capsule_error *err)
 {
 	struct save_manifest m;
@@ -203,24 +205,17 @@ static int diff_since_save(const struct capsule_config *cfg, const char *save, c
 		save_manifest_free(&m);
 		return cap_err(err, ENOMEM, "diff");
 	}
-	bool same_base = !strcmp(m.base, "none") == cfg->base_none;
-	bool same_lowers = same_base && m.nlayers == cfg->nlayers;
-	for (size_t i = 0; same_lowers && i < m.nlayers; i++)
-		same_lowers = !strcmp(m.layers[i], cfg->layers[i]);
-	size_t below = cfg->nlayers;
-	for (size_t i = 0; i < cfg->nlayers && below == cfg->nlayers; i++)
-		if (!strcmp(cfg->layers[i], own))
-			below = i;
+	/* Its layers are the sandbox's first NLAYERS: as many as the sandbox's (same lowers), or
+	 * with its own next (below). */
+	bool prefix = (!strcmp(m.base, "none")) == cfg->base_none && m.nlayers <= cfg->nlayers;
+	for (size_t i = 0; prefix && i < m.nlayers; i++)
+		prefix = !strcmp(m.layers[i], cfg->layers[i]);
+	size_t n = m.nlayers;
 	save_manifest_free(&m);
-	if (same_lowers)
+	if (prefix && n == cfg->nlayers)
 		return diff_layers_since(cfg, layer, out_json, err);
-	if (below + 1 == cfg->nlayers)
-		return sandbox_layer_diff_json(cfg, -1, out_json, err);
-	if (below < cfg->nlayers)
-		return cap_err_plain(err, EINVAL,
-				     "diff of sandbox '%s' since save '%s': that save is below the save the sandbox started "
-				     "from, and the layers between are not composed (diff since '%s' is offered)",
-				     cfg->name, save, cfg->image);
+	if (prefix && !strcmp(cfg->layers[n], own))
+		return sandbox_layers_diff_json(cfg, -1, n + 1, out_json, err);
 	return cap_err_plain(err, EINVAL,
 			     "diff of sandbox '%s' since save '%s': that save is not on the sandbox's image or save "
 			     "(diff compares layers the two share, not whole trees)",

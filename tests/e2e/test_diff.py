@@ -141,7 +141,8 @@ def test_since_a_save_of_the_running_sandbox(capsule, saves):
 
 def test_since_the_save_a_sandbox_started_from_and_saves_of_another_lineage(capsule, saves):
     base, other, sibling = saves(), saves(), saves()
-    assert capsule.run("run", "--save", base, "--", "sh", "-c", "echo 1 > /root/one").returncode == 0
+    assert capsule.run("run", "--save", base, "--", "sh", "-c", "echo 1 > /root/one; mkdir /root/od; echo 1 > /root/od/f1"
+                       ).returncode == 0
     name = capsule.create("--image", base)
     sh(capsule, name, "echo 2 > /root/two; rm /root/one")
     # Started from it: what changed since is the sandbox's own layer.
@@ -161,13 +162,25 @@ def test_since_the_save_a_sandbox_started_from_and_saves_of_another_lineage(caps
     r = capsule.run("diff", "--since", other, name)
     assert_capsule_error(r)
     assert f"since save '{other}': that save is not on the sandbox's image or save" in r.stderr
-    # The save below the one it started from.
+    # A save below the one it started from: the layers above it, merged as overlayfs merges
+    # them, with the sandbox's own on top. A change made in between and taken back is none.
     child = saves()
-    assert capsule.run("run", "--image", base, "--save", child, "--", "true").returncode == 0
+    assert capsule.run("run", "--image", base, "--save", child, "--", "sh", "-c",
+                       "echo c > /root/c; rm /root/one /etc/hostname; mkdir /root/cd /root/m; echo x > /root/cd/x;"
+                       " echo a > /root/m/a; rm -r /root/od; mkdir /root/od; echo 2 > /root/od/f2").returncode == 0
     grand = capsule.create("--image", child)
-    r = capsule.run("diff", "--since", base, grand)
-    assert_capsule_error(r)
-    assert "below the save the sandbox started from" in r.stderr
+    sh(capsule, grand, "rm /root/c; echo again > /root/one; echo g > /root/g; rm -r /root/cd; echo b > /root/m/b;"
+       " echo 3 > /root/od/f3")
+    assert kinds(capsule.run("diff", "--since", base, "--json", grand)) == {
+        "/etc/hostname": "deleted", "/root/g": "added", "/root/m": "added", "/root/m/a": "added",
+        "/root/m/b": "added", "/root/one": "modified",
+        # Made again in between (an opaque folder): what BASE had in it is gone.
+        "/root/od/f1": "deleted", "/root/od/f2": "added", "/root/od/f3": "added"}
+    # Since the save it started from: its own layer alone, as the plain diff.
+    assert kinds(capsule.run("diff", "--since", child, "--json", grand)) == {
+        "/root/c": "deleted", "/root/cd": "deleted", "/root/g": "added", "/root/m/b": "added", "/root/one": "added",
+        "/root/od/f3": "added"}
+    assert capsule.run("diff", "--since", child, "--json", grand).stdout == capsule.run("diff", "--json", grand).stdout
     for since in ("save:no-such-save", "no-such-save"):
         r = capsule.run("diff", "--since", since, name)
         assert_capsule_error(r)
