@@ -262,6 +262,28 @@ static bool name_in(char **v, size_t n, const char *name)
 	return n && bsearch(&name, v, n, sizeof(*v), cmp_names) != NULL;
 }
 
+/* Add the names V (NV of them, taken) not already in the sorted *SET of *N, sorted again. */
+static int names_merge(char ***set, size_t *n, char **v, size_t nv, capsule_error *err)
+{
+	char **all = realloc(*set, (*n + nv + 1) * sizeof(**set));
+	if (!all) {
+		names_free(v, nv);
+		return cap_err(err, ENOMEM, "diff");
+	}
+	*set = all;
+	size_t sorted = *n;
+	for (size_t k = 0; k < nv; k++) {
+		if (name_in(all, sorted, v[k]))
+			free(v[k]);
+		else
+			all[(*n)++] = v[k];
+	}
+	free(v);
+	if (*n)
+		qsort(all, *n, sizeof(*all), cmp_names);
+	return 0;
+}
+
 /* Append /NAME to the path (which fits: DIFF_PATH_MAX holds DIFF_MAX_DEPTH + 2 names); the
  * old length is returned to put back. */
 static size_t path_push(struct differ *d, const char *name)
@@ -293,18 +315,10 @@ static int hidden_deletions(struct differ *d, const struct lowers *l, char **upp
 			d->path[back] = '\0';
 		}
 		/* A later layer's name already reported is not reported again. */
-		char **merged = realloc(seen, (nseen + n + 1) * sizeof(*seen));
-		if (!merged) {
+		if (r == 0)
+			r = names_merge(&seen, &nseen, v, n, d->err);
+		else
 			names_free(v, n);
-			r = cap_err(d->err, ENOMEM, "diff");
-			break;
-		}
-		seen = merged;
-		memcpy(seen + nseen, v, n * sizeof(*v));
-		nseen += n;
-		free(v);
-		if (nseen)
-			qsort(seen, nseen, sizeof(*seen), cmp_names);
 	}
 	names_free(seen, nseen);
 	return r;
@@ -388,30 +402,9 @@ static int diff_dir(struct differ *d, const struct lowers *u, const struct lower
 		size_t nv;
 		if ((r = dir_names(u->fd[i], &v, &nv, d->err)) < 0)
 			break;
-		if (!names) {
-			names = v, n = nv;
-			continue;
-		}
-		/* Every layer's names once, sorted. */
-		char **all = realloc(names, (n + nv + 1) * sizeof(*names));
-		if (!all) {
-			names_free(v, nv);
-			r = cap_err(d->err, ENOMEM, "diff");
-			break;
-		}
-		names = all;
-		size_t sorted = n;
-		for (size_t k = 0; k < nv; k++) {
-			if (name_in(names, sorted, v[k]))
-				free(v[k]);
-			else
-				names[n++] = v[k];
-		}
-		free(v);
-		if (n > DIFF_MAX_NAMES_PER_DIR)
+		/* Every layer's names once. */
+		if ((r = names_merge(&names, &n, v, nv, d->err)) == 0 && n > DIFF_MAX_NAMES_PER_DIR)
 			r = cap_err_plain(d->err, EFBIG, "a folder with more than %u entries", DIFF_MAX_NAMES_PER_DIR);
-		else if (n)
-			qsort(names, n, sizeof(*names), cmp_names);
 	}
 	if (r == 0 && u->n)
 		hidden = hidden || opaque[u->n - 1] == 'y';
