@@ -392,12 +392,11 @@ int run_collect(const char *path, char *const argv[], char *out, size_t size, in
 	return 0;
 }
 
-/* No allocation (the agent runs it between clone(CLONE_VM) and exec): raw getdents64 into a
- * buffer on the stack. */
-int fds_cloexec_from(unsigned first)
+/* Each fd from FIRST to LAST that /proc/self/fd lists: closed, or marked close-on-exec. No
+ * allocation (the agent runs it between clone(CLONE_VM) and exec): raw getdents64 into a buffer
+ * on the stack. Closing while listing skips nothing: procfs lists fds by number. */
+static int fds_walk(unsigned first, unsigned last, bool close_them)
 {
-	if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
-		return 0;
 	int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return -errno;
@@ -425,7 +424,11 @@ int fds_cloexec_from(unsigned first)
 				continue; /* "." and ".." */
 			for (; *c >= '0' && *c <= '9'; c++)
 				fd = fd * 10 + (unsigned)(*c - '0');
-			if (fd >= first && (int)fd != dfd && fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0 && errno != EBADF)
+			if (fd < first || fd > last || (int)fd == dfd)
+				continue;
+			if (close_them)
+				close((int)fd); /* an fd is gone after close, whatever it says */
+			else if (fcntl((int)fd, F_SETFD, FD_CLOEXEC) < 0 && errno != EBADF)
 				r = -errno;
 		}
 		if (r < 0)
@@ -433,4 +436,18 @@ int fds_cloexec_from(unsigned first)
 	}
 	close(dfd);
 	return r;
+}
+
+int fds_cloexec_from(unsigned first)
+{
+	if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+		return 0;
+	return fds_walk(first, ~0U, false);
+}
+
+int fds_close_range(unsigned first, unsigned last)
+{
+	if (syscall(SYS_close_range, first, last, 0) == 0)
+		return 0;
+	return fds_walk(first, last, true);
 }

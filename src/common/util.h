@@ -89,4 +89,9 @@ int run_collect(const char *path, char *const argv[], char *out, size_t size, in
  * then fails rather than exec with fds it does not know of. */
 int fds_cloexec_from(unsigned first);
 
+/* Close every fd from FIRST to LAST, for a child that does not exec: close_range(2), else each
+ * fd /proc/self/fd lists. -errno when neither works: the caller then fails rather than go on
+ * holding fds it should not have. */
+int fds_close_range(unsigned first, unsigned last);
+
 #endif

@@ -81,9 +81,8 @@ static int factory_main(struct net *n, const int *fds, void *arg)
 {
 	(void)arg;
 	int sock = fds[0];
-	if (enter_netns(n) < 0)
+	if (enter_netns(n) < 0 || fds_close_range(4, ~0U) < 0)
 		return 1;
-	sys_close_range(4, ~0U, 0);
 	for (;;) {
 		unsigned char want;
 		ssize_t k = recv(sock, &want, 1, 0);

@@ -58,9 +58,12 @@ _Noreturn static void save_child(const struct save_sandbox *sb, enum save_op op,
 		_exit(127);
 	move_fd(run, SAVE_CHILD_RUN_FD);
 	move_fd(result, SAVE_CHILD_RESULT_FD);
-	sys_close_range(SAVE_CHILD_RESULT_FD + 1, ~0U, 0);
 	capsule_error err = { 0 };
-	int r = layer_op(sb->cfg, SAVE_CHILD_RUN_FD, op, name, &err);
+	int r = fds_close_range(SAVE_CHILD_RESULT_FD + 1, ~0U);
+	if (r < 0)
+		cap_err_plain(&err, -r, "%s '%s': closing the shim's fds", shim_save_op_name(op), name);
+	else
+		r = layer_op(sb->cfg, SAVE_CHILD_RUN_FD, op, name, &err);
 	/* What the save replaced goes in a process of its own: the answer need not wait. */
 	layer_run_deferred_removals();
 	if (r < 0) {

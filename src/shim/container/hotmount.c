@@ -276,7 +276,7 @@ static _Noreturn void detach_child(const struct container *ct, bool rootless, co
 
 /* The child keeps only the fds it needs (KEEP, -1 for none): it is about to enter the sandbox,
  * and the shim's sockets and files have no business there even for a moment. */
-static void close_all_but(int keep[3])
+static int close_all_but(int keep[3])
 {
 	for (int i = 0; i < 3; i++)
 		for (int j = i + 1; j < 3; j++)
@@ -289,11 +289,11 @@ static void close_all_but(int keep[3])
 	for (int i = 0; i < 3; i++) {
 		if (keep[i] < (int)from)
 			continue;
-		if ((unsigned)keep[i] > from)
-			sys_close_range(from, (unsigned)keep[i] - 1, 0);
+		if ((unsigned)keep[i] > from && fds_close_range(from, (unsigned)keep[i] - 1) < 0)
+			return -errno;
 		from = (unsigned)keep[i] + 1;
 	}
-	sys_close_range(from, ~0U, 0);
+	return fds_close_range(from, ~0U);
 }
 
 /* Fork a child that runs FN; collect its result. The shim is single threaded, so fork is
@@ -315,7 +315,9 @@ static int run_child(int which, const struct container *ct, bool rootless, int t
 		close(pipefd[0]);
 		result_fd = pipefd[1];
 		int keep[3] = { ct->pidfd, tree, result_fd };
-		close_all_but(keep);
+		int cr = close_all_but(keep);
+		if (cr < 0)
+			hot_die(-cr, true, "closing the shim's fds in the hot mount's child");
 		if (which == 0)
 			attach_child(ct, rootless, tree, attrs, target, is_dir);
 		detach_child(ct, rootless, target, *mnt_id);
