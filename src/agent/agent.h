@@ -98,6 +98,9 @@ void fs_event(size_t index, uint32_t events);
 /* After the loop's flush, before it waits: let go of files replaced by writes whose OK has
  * been sent (freeing a large file's pages is then off the client's wait). */
 void fs_release(void);
+/* PATH (absolute in the sandbox) opened with FLAGS, resolved from the sandbox's root with
+ * openat2(RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS): what the filesystem API and watches use. */
+int fs_open_in_root(const char *path, uint64_t flags);
 
 /* Forwarded connections of a vm (fwd.c): the shim's FWD_CONNECT and FWD_CLOSE, the DATA and
  * CREDIT of their channels (false: not one of theirs), and their sockets' epoll events,

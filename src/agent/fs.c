@@ -96,6 +96,11 @@ static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
 	return fd;
 }
 
+int fs_open_in_root(const char *path, uint64_t flags)
+{
+	return openat2_in_root(path, flags, 0);
+}
+
 /* ---- replies ------------------------------------------------------------------------ */
 
 static void reply_errno(uint32_t chan, int e, const char *what, const char *path)

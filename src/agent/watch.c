@@ -32,9 +32,11 @@
 /* The records of a frame: well under CP_MAX_PAYLOAD. */
 #define FRAME_MAX (64u * 1024u)
 #define SCANNED_RING 64
+/* No IN_DONT_FOLLOW: inotify is handed /proc/self/fd/N of a descriptor resolved inside the
+ * sandbox (watch_fd), and that magic link must be followed to the descriptor's own file. */
 #define DIR_MASK (IN_CREATE | IN_DELETE | IN_MODIFY | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF | \
-		  IN_ONLYDIR | IN_DONT_FOLLOW | IN_EXCL_UNLINK)
-#define FILE_MASK (IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF | IN_DONT_FOLLOW)
+		  IN_ONLYDIR | IN_EXCL_UNLINK)
+#define FILE_MASK (IN_MODIFY | IN_DELETE_SELF | IN_MOVE_SELF)
 
 struct wdir {
 	int wd;
@@ -199,25 +201,50 @@ static bool scanned_take(struct watch *w, const char *path)
 	return false;
 }
 
-/* Watch folder PATH (and with the recursive flag, the folders below it, up to the bound);
- * with EMIT, report what is already in a folder that appeared (made before its watch was). */
-static void add_tree(struct watch *w, const char *path, bool emit, int depth)
+/* inotify takes a path and no folder fd, and a path walked plainly would follow the sandbox's
+ * links and /proc magic links out of its root. So every watch is added on a descriptor that
+ * was resolved inside the sandbox, named by its /proc/self/fd link: the kernel follows that
+ * link to the descriptor's file and walks nothing the sandbox chose. (Commands have no
+ * CAP_SYS_ADMIN, so they cannot mount over /proc.) */
+static int watch_fd(int ifd, int fd, uint32_t mask)
 {
+	char self[32];
+	snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+	return inotify_add_watch(ifd, self, mask);
+}
+
+/* A folder that appeared at PATH, opened as the sandbox sees it: resolved in its root, its
+ * last component not followed (a link put there is not a folder of the tree). */
+static int open_dir_at(const char *path)
+{
+	return fs_open_in_root(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK);
+}
+
+/* Watch folder DFD, at PATH (and with the recursive flag, the folders below it, up to the
+ * bound); with EMIT, report what is already in a folder that appeared (made before its watch
+ * was). DFD is the caller's, and closed here. */
+static void add_tree(struct watch *w, int dfd, const char *path, bool emit, int depth)
+{
+	if (dfd < 0)
+		return; /* gone already, or not a folder any more: its own events said so */
 	if (w->ndirs >= MAX_DIRS_PER_WATCH) {
 		w->overflow = true;
+		close(dfd);
 		return;
 	}
-	int wd = inotify_add_watch(w->fd, path, DIR_MASK);
+	int wd = watch_fd(w->fd, dfd, DIR_MASK);
 	if (wd < 0) {
-		/* Gone already, or not a folder any more: its own events said so. Out of watches
-		 * (ENOSPC): what happens below it is lost, and said to be. */
+		/* Out of watches (ENOSPC): what happens below it is lost, and said to be. */
 		if (errno == ENOSPC || errno == ENOMEM)
 			w->overflow = true;
+		close(dfd);
 		return;
 	}
 	struct wdir *d = dir_by_wd(w, wd);
-	if (d && depth > 0)
+	if (d && depth > 0) {
+		close(dfd);
 		return; /* watched, and scanned, already */
+	}
 	if (!d) {
 		struct wdir *nd = realloc(w->dirs, (w->ndirs + 1) * sizeof(*nd));
 		char *copy = strdup(path);
@@ -227,20 +254,23 @@ static void add_tree(struct watch *w, const char *path, bool emit, int depth)
 				w->dirs = nd;
 			inotify_rm_watch(w->fd, wd);
 			w->overflow = true;
+			close(dfd);
 			return;
 		}
 		w->dirs = nd;
 		w->dirs[w->ndirs++] = (struct wdir){ .wd = wd, .path = copy };
 	}
-	if (!w->recursive && !emit)
-		return;
-	if (depth >= 64) {
-		w->overflow = true;
+	if ((!w->recursive && !emit) || depth >= 64) {
+		if (depth >= 64)
+			w->overflow = true;
+		close(dfd);
 		return;
 	}
-	DIR *dir = opendir(path);
-	if (!dir)
+	DIR *dir = fdopendir(dfd);
+	if (!dir) {
+		close(dfd);
 		return;
+	}
 	struct dirent *de;
 	while ((de = readdir(dir))) {
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
@@ -255,8 +285,10 @@ static void add_tree(struct watch *w, const char *path, bool emit, int depth)
 			queue(w, CP_WATCH_CREATE, child, NULL, is_dir);
 			scanned_add(w, child);
 		}
+		/* One name from a folder we hold: nothing to resolve, and a link is not followed. */
 		if (is_dir && w->recursive)
-			add_tree(w, child, emit, depth + 1);
+			add_tree(w, openat(dirfd(dir), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC),
+				 child, emit, depth + 1);
 	}
 	closedir(dir);
 }
@@ -358,7 +390,7 @@ static void one_event(struct watch *w, const struct inotify_event *ev, struct pe
 		if (!scanned_take(w, path))
 			queue(w, CP_WATCH_CREATE, path, NULL, is_dir);
 		if (is_dir && w->recursive)
-			add_tree(w, path, true, 1);
+			add_tree(w, open_dir_at(path), path, true, 1);
 	} else if (ev->mask & IN_DELETE) {
 		queue(w, CP_WATCH_DELETE, path, NULL, is_dir);
 	} else if (ev->mask & IN_MOVED_FROM) {
@@ -376,7 +408,7 @@ static void one_event(struct watch *w, const struct inotify_event *ev, struct pe
 			/* Moved in from outside the tree. */
 			queue(w, CP_WATCH_CREATE, path, NULL, is_dir);
 			if (is_dir && w->recursive)
-				add_tree(w, path, false, 1);
+				add_tree(w, open_dir_at(path), path, false, 1);
 		}
 	}
 }
@@ -441,13 +473,22 @@ void watch_request(uint32_t chan, const uint8_t *payload, size_t len)
 		w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 		struct stat st;
 		char msg[160];
+		/* Resolved as a process of the sandbox would (links followed, never out of its root,
+		 * no magic links), as the filesystem API resolves it. */
+		int pfd = -1;
+		if (w->fd >= 0 && m.path[0] != '/')
+			errno = EINVAL;
+		else if (w->fd >= 0)
+			pfd = fs_open_in_root(m.path, O_PATH);
 		if (w->fd < 0) {
 			snprintf(msg, sizeof(msg), "watch: inotify: %s", strerror(errno));
 			agent_send_error(chan, errno, msg);
 			watch_release(w);
-		} else if (stat(m.path, &st) < 0) {
+		} else if (pfd < 0 || fstat(pfd, &st) < 0) {
 			snprintf(msg, sizeof(msg), "watch '%.100s': %s", m.path, strerror(errno));
 			agent_send_error(chan, errno, msg);
+			if (pfd >= 0)
+				close(pfd);
 			watch_release(w);
 		} else {
 			w->used = true;
@@ -456,8 +497,9 @@ void watch_request(uint32_t chan, const uint8_t *payload, size_t len)
 			w->recursive = (m.flags & CP_WATCH_RECURSIVE) != 0;
 			w->on_file = !S_ISDIR(st.st_mode);
 			w->last_mod_wd = -1;
+			errno = 0;
 			if (w->on_file) {
-				int wd = inotify_add_watch(w->fd, m.path, FILE_MASK);
+				int wd = watch_fd(w->fd, pfd, FILE_MASK);
 				char *copy = strdup(m.path);
 				w->dirs = malloc(sizeof(*w->dirs));
 				if (wd >= 0 && copy && w->dirs) {
@@ -466,8 +508,15 @@ void watch_request(uint32_t chan, const uint8_t *payload, size_t len)
 				} else {
 					free(copy);
 				}
+				close(pfd);
 			} else {
-				add_tree(w, m.path, false, 0);
+				/* The O_PATH descriptor cannot be listed: the folder it names is opened
+				 * again through it, which walks nothing. */
+				char self[32];
+				snprintf(self, sizeof(self), "/proc/self/fd/%d", pfd);
+				int dfd = open(self, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+				close(pfd);
+				add_tree(w, dfd, m.path, false, 0);
 			}
 			if (w->ndirs == 0) {
 				snprintf(msg, sizeof(msg), "watch '%.100s': %s", m.path, strerror(errno ? errno : ENOENT));
