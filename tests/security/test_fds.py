@@ -3,6 +3,7 @@ CVE-2024-21626 class), and neither of them keeps fds it should not have or leaks
 import os
 import re
 import shlex
+import socket
 import subprocess
 import time
 
@@ -202,3 +203,46 @@ def test_a_caller_without_close_range_leaks_no_fd_into_the_sandbox(capsule, tmp_
     r = capsule.run("exec", name, "python3", "-c", LIST_FDS_PY)
     fds = _fds_from_listing(r.stdout)
     assert {0, 1, 2} <= set(fds) and not _only_stdio(fds), r.stdout + r.stderr
+
+
+def _children(pid):
+    kids = []
+    for t in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{t}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    return kids
+
+
+def test_the_shims_socket_factory_keeps_only_its_socket_without_close_range(capsule, tmp_path):
+    """The shim's children that do not exec (the socket factory, a hot mount's, a save's) close
+    the shim's fds with close_range, else with the fds /proc/self/fd lists, else fail. The
+    factory is the one that lives on: under a filter answering close_range with ENOSYS it must
+    still hold only stdio and its socket, not the sandbox's lock, run folder, cgroups or
+    clients' sockets."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = capsule.unique_name("nocrf")
+    r = subprocess.run([NO_CLOSE_RANGE, capsule.binary, "create", "--name", name, "--network", "full",
+                        "-p", f"127.0.0.1:{port}:80"], env=capsule.env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    # A forwarded connection asks the factory for a socket in the sandbox: it starts then.
+    with socket.create_connection(("127.0.0.1", port), timeout=30):
+        pass
+    shim = capsule.inspect(name)["shim_pid"]
+    exe = os.readlink(f"/proc/{shim}/exe")
+
+    def factories():
+        return [k for k in _children(shim) if os.readlink(f"/proc/{k}/exe") == exe]
+    assert wait_until(factories, timeout=30), "no socket factory started"
+    for k in factories():
+        fds = _fd_targets(k)
+        assert set(fds) <= {0, 1, 2, 3} and re.fullmatch(r"socket:\[\d+\]", fds.get(3, "")), fds
+    # The hot mount's and the save's children take the same fallback under the shim's filter.
+    (tmp_path / "f").write_text("through the walk")
+    assert capsule.run("exec", name, "mkdir", "/hm").returncode == 0
+    r = capsule.run("mount", name, str(tmp_path), "/hm")
+    assert r.returncode == 0, r.stderr
+    assert capsule.run("exec", name, "cat", "/hm/f").stdout == "through the walk"
+    r = capsule.run("save", name, "after-walk")
+    assert r.returncode == 0, r.stderr
