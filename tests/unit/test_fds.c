@@ -1,4 +1,4 @@
-/* Unit tests for fds_cloexec_from (src/common/util.c), the agent's last step before it execs a
+/* Unit tests for fds_cloexec_from and fds_close_range (src/common/util.c), the agent's last step before it execs a
  * command: with close_range, and with a seccomp filter that refuses close_range (ENOSYS, as an
  * older kernel, or EPERM) so that the walk of /proc/self/fd is what marks the fds; and when
  * neither way works, an error rather than silence. Each case runs in a child, which the filter
@@ -48,9 +48,10 @@ static int refuse(long nr1, long nr2, int errnum)
 }
 
 /* In a child: open fds without close-on-exec (one high), apply the filter, run
- * fds_cloexec_from(3). Exit 0 when every fd from 3 is close-on-exec after it returned 0, 2
- * when it returned an error, 1 otherwise. */
-static int child(long nr1, long nr2, int errnum)
+ * fds_cloexec_from(3), or with CLOSING fds_close_range(3, 199). Exit 0 when every fd from 3 is
+ * close-on-exec (with CLOSING: those below 200 closed, 200 left as it was) after it returned 0,
+ * 2 when it returned an error, 1 otherwise. */
+static int child(long nr1, long nr2, int errnum, bool closing)
 {
 	pid_t pid = fork();
 	if (pid == 0) {
@@ -58,6 +59,11 @@ static int child(long nr1, long nr2, int errnum)
 		int b = dup2(a, 200);
 		if (a < 3 || b != 200 || (nr1 >= 0 && refuse(nr1, nr2, errnum) < 0))
 			_exit(1);
+		if (closing) {
+			if (fds_close_range(3, 199) < 0)
+				_exit(2);
+			_exit(fcntl(a, F_GETFD) < 0 && errno == EBADF && fcntl(b, F_GETFD) == 0 ? 0 : 1);
+		}
 		if (fds_cloexec_from(3) < 0)
 			_exit(2);
 		_exit((fcntl(a, F_GETFD) & FD_CLOEXEC) && (fcntl(b, F_GETFD) & FD_CLOEXEC) &&
@@ -72,20 +78,28 @@ static int child(long nr1, long nr2, int errnum)
 static void test_close_range(void **state)
 {
 	(void)state;
-	assert_int_equal(child(-1, -1, 0), 0);
+	assert_int_equal(child(-1, -1, 0, false), 0);
 }
 
 static void test_close_range_refused_walks_proc(void **state)
 {
 	(void)state;
-	assert_int_equal(child(SYS_close_range, -1, ENOSYS), 0);
-	assert_int_equal(child(SYS_close_range, -1, EPERM), 0);
+	assert_int_equal(child(SYS_close_range, -1, ENOSYS, false), 0);
+	assert_int_equal(child(SYS_close_range, -1, EPERM, false), 0);
+}
+
+static void test_close_without_close_range_walks_proc(void **state)
+{
+	(void)state;
+	assert_int_equal(child(-1, -1, 0, true), 0);
+	assert_int_equal(child(SYS_close_range, -1, ENOSYS, true), 0);
 }
 
 static void test_neither_way_is_an_error(void **state)
 {
 	(void)state;
-	assert_int_equal(child(SYS_close_range, SYS_openat, EPERM), 2);
+	assert_int_equal(child(SYS_close_range, SYS_openat, EPERM, false), 2);
+	assert_int_equal(child(SYS_close_range, SYS_openat, EPERM, true), 2);
 }
 
 int main(void)
@@ -93,6 +107,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_close_range),
 		cmocka_unit_test(test_close_range_refused_walks_proc),
+		cmocka_unit_test(test_close_without_close_range_walks_proc),
 		cmocka_unit_test(test_neither_way_is_an_error),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
