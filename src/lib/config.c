@@ -441,14 +441,24 @@ static int push_arg_line(char ***v, const char *line)
 	return 0;
 }
 
-int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
+static int load_at(int dirfd, struct capsule_config *cfg, bool zeroed, capsule_error *err)
 {
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	int r = read_file_at(dirfd, "config", 1u << 20, &text, &len);
 	if (r < 0)
 		return cap_err(err, -r, "reading the sandbox's configuration");
-	return config_parse(text, len, cfg, err);
+	return zeroed ? config_parse_zeroed(text, len, cfg, err) : config_parse(text, len, cfg, err);
+}
+
+int config_load_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
+{
+	return load_at(dirfd, cfg, false, err);
+}
+
+int config_load_zeroed_at(int dirfd, struct capsule_config *cfg, capsule_error *err)
+{
+	return load_at(dirfd, cfg, true, err);
 }
 
 int capsule_parse_size(const char *text, uint64_t *bytes_out, capsule_error *err)

@@ -276,6 +276,11 @@ static const struct config_key *key_find(const char *key)
 int config_parse(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err)
 {
 	memset(cfg, 0, sizeof(*cfg));
+	return config_parse_zeroed(text, len, cfg, err);
+}
+
+int config_parse_zeroed(const char *text, size_t len, struct capsule_config *cfg, capsule_error *err)
+{
 	_cleanup_free_ char *copy = strndup(text, len);
 	if (!copy)
 		return cap_err(err, ENOMEM, "parsing configuration");

@@ -522,7 +522,7 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 	capsule_sandbox *sb = sandbox_alloc();
 	if (!sb)
 		return cap_err(err, ENOMEM, "allocating a sandbox");
-	if ((r = config_load_at(dir, &sb->cfg, err)) < 0) {
+	if ((r = config_load_zeroed_at(dir, &sb->cfg, err)) < 0) {
 		free(sb);
 		/* Locked, with no configuration yet: a create between its folder and its config. */
 		if (r == -ENOENT)
