@@ -313,31 +313,59 @@ static void report_small_free_pages(void)
 	close(fd);
 }
 
+static void mask_path(const char *path)
+{
+	char target[4200];
+	snprintf(target, sizeof(target), "/newroot/%s", path);
+	struct stat st;
+	if (lstat(target, &st) < 0)
+		return; /* not on this kernel, or not in this image (runc skips it too) */
+	int r = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+					   "size=0,mode=0555")
+				    : mount("/newroot/dev/null", target, NULL, MS_BIND, NULL);
+	if (r < 0)
+		vm_die("masking '/%s': %s", path, strerror(errno));
+}
+
+static void readonly_path(const char *path)
+{
+	char target[4200];
+	snprintf(target, sizeof(target), "/newroot/%s", path);
+	if (access(target, F_OK) < 0)
+		return;
+	if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+	    mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		vm_die("read-only '/%s': %s", path, strerror(errno));
+}
+
+/* An OCI spec's own lists (config's masked_paths, readonly_paths), "/a,/b" as KEY= on the
+ * command line. The paths are the guest's (a name that leaves the root through a symlink
+ * reaches the guest's own initramfs, nothing of the host's), but still only absolute
+ * paths without a ".." component are taken. */
+static void spec_paths(const char *key, void (*apply)(const char *path))
+{
+	char list[2048];
+	if (!agent_cmdline_get(key, list, sizeof(list)))
+		return;
+	for (char *save = NULL, *p = strtok_r(list, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+		size_t l = strlen(p);
+		if (p[0] != '/' || strstr(p, "/../") || (l >= 3 && !strcmp(p + l - 3, "/..")))
+			vm_die("%s: '%s' is not an absolute path without '..'", key, p);
+		apply(p + 1);
+	}
+}
+
 /* The container level's masks (proc_masks.c) over the sandbox's fresh /proc and /sys: the
- * same table, applied from inside. /dev/null is the node setup_dev just made. */
+ * same table, applied from inside, and a spec's beyond them. /dev/null is the node setup_dev
+ * just made. */
 static void mask_kernel_paths(void)
 {
-	for (size_t i = 0; i < sandbox_masked_paths_count; i++) {
-		char target[128];
-		snprintf(target, sizeof(target), "/newroot/%s", sandbox_masked_paths[i]);
-		struct stat st;
-		if (lstat(target, &st) < 0)
-			continue; /* not on this kernel */
-		int r = S_ISDIR(st.st_mode) ? mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
-						   "size=0,mode=0555")
-					    : mount("/newroot/dev/null", target, NULL, MS_BIND, NULL);
-		if (r < 0)
-			vm_die("masking '/%s': %s", sandbox_masked_paths[i], strerror(errno));
-	}
-	for (size_t i = 0; i < sandbox_readonly_paths_count; i++) {
-		char target[128];
-		snprintf(target, sizeof(target), "/newroot/%s", sandbox_readonly_paths[i]);
-		if (access(target, F_OK) < 0)
-			continue;
-		if (mount(target, target, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-		    mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-			vm_die("read-only '/%s': %s", sandbox_readonly_paths[i], strerror(errno));
-	}
+	for (size_t i = 0; i < sandbox_masked_paths_count; i++)
+		mask_path(sandbox_masked_paths[i]);
+	for (size_t i = 0; i < sandbox_readonly_paths_count; i++)
+		readonly_path(sandbox_readonly_paths[i]);
+	spec_paths("capsule.mask", mask_path);
+	spec_paths("capsule.ro", readonly_path);
 }
 
 #define NINEP_OPTS "trans=virtio,version=9p2000.L,msize=262144,cache=loose"

@@ -186,6 +186,21 @@ static int mount_id(int fd, const char *path, int flags, uint64_t *id, struct ks
 	return 0;
 }
 
+/* The mount attributes the request's flags ask for beyond nosuid and nodev. */
+static uint64_t extra_attrs(uint32_t flags)
+{
+	uint64_t a = 0;
+	if (flags & CP_VM_MOUNT_NOEXEC)
+		a |= MOUNT_ATTR_NOEXEC;
+	if (flags & CP_VM_MOUNT_NOATIME)
+		a |= MOUNT_ATTR_NOATIME;
+	else if (flags & CP_VM_MOUNT_STRICTATIME)
+		a |= MOUNT_ATTR_STRICTATIME;
+	if (flags & CP_VM_MOUNT_NODIRATIME)
+		a |= MOUNT_ATTR_NODIRATIME;
+	return a;
+}
+
 /* The detached mount a request names: a clone of the share's entry, or a fresh tmpfs. */
 static int make_tree(const struct cp_vm_mount *m, bool *is_dir, struct mount_error *e)
 {
@@ -200,7 +215,7 @@ static int make_tree(const struct cp_vm_mount *m, bool *is_dir, struct mount_err
 		if (sys_fsconfig(fs, FSCONFIG_SET_STRING, "size", size, 0) < 0 ||
 		    sys_fsconfig(fs, FSCONFIG_SET_STRING, "mode", mode, 0) < 0 ||
 		    sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0 ||
-		    (tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV)) < 0)
+		    (tree = sys_fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | extra_attrs(m->flags))) < 0)
 			fail(e, errno, true, "tmpfs for '%s'", m->target);
 		close(fs);
 		*is_dir = true;
@@ -212,8 +227,11 @@ static int make_tree(const struct cp_vm_mount *m, bool *is_dir, struct mount_err
 	if (tree < 0)
 		return fail(e, errno, true, "the share's entry '%s' for '%s'", m->name, m->target);
 	struct stat st;
-	struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-					    ((m->flags & CP_VM_MOUNT_RO) ? MOUNT_ATTR_RDONLY : 0) };
+	uint64_t extra = extra_attrs(m->flags);
+	/* An atime mode replaces the clone's: the kernel takes one only with the whole field. */
+	struct mount_attr a = { .attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | extra |
+					    ((m->flags & CP_VM_MOUNT_RO) ? MOUNT_ATTR_RDONLY : 0),
+				.attr_clr = (extra & (MOUNT_ATTR_NOATIME | MOUNT_ATTR_STRICTATIME)) ? MOUNT_ATTR__ATIME : 0 };
 	if (fstat(tree, &st) < 0 || sys_mount_setattr(tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &a) < 0) {
 		int r = fail(e, errno, true, "preparing the mount of '%s'", m->target);
 		close(tree);

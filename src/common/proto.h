@@ -620,7 +620,13 @@ enum cp_vm_mount_kind { CP_VM_MOUNT_SHARE = 1, CP_VM_MOUNT_TMPFS = 2, CP_VM_MOUN
 #define CP_VM_MOUNT_RO 0x1u
 #define CP_VM_MOUNT_FILE 0x2u        /* the share's entry is a file: mount it onto a file */
 #define CP_VM_MOUNT_NO_SYMLINKS 0x4u /* no symlink anywhere on the target's path (hot mounts) */
-#define CP_VM_MOUNT_FLAGS_KNOWN (CP_VM_MOUNT_RO | CP_VM_MOUNT_FILE | CP_VM_MOUNT_NO_SYMLINKS)
+/* An OCI spec's mount options beyond capsule's own (config's mount_attrs), as a container's: */
+#define CP_VM_MOUNT_NOEXEC 0x8u
+#define CP_VM_MOUNT_NOATIME 0x10u
+#define CP_VM_MOUNT_STRICTATIME 0x20u
+#define CP_VM_MOUNT_NODIRATIME 0x40u
+#define CP_VM_MOUNT_FLAGS_KNOWN (CP_VM_MOUNT_RO | CP_VM_MOUNT_FILE | CP_VM_MOUNT_NO_SYMLINKS | CP_VM_MOUNT_NOEXEC | \
+				 CP_VM_MOUNT_NOATIME | CP_VM_MOUNT_STRICTATIME | CP_VM_MOUNT_NODIRATIME)
 #define CP_VM_MOUNT_NAME_MAX 32u
 /* The 9p mount tag of the one share that carries every host folder a vm sandbox mounts. */
 #define CP_VM_MOUNTS_TAG "mounts"

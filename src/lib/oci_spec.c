@@ -264,15 +264,16 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = oci_unsupported(err, "linux.devices beyond capsule's own", "a vm's devices are its guest's");
 		goto fail;
 	}
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->net_ns) {
-		r = oci_unsupported(err, "linux.namespaces: a network namespace path",
-				"a vm's network is its guest's (podman --network none, or a runtime of the container level)");
-		goto fail;
-	}
-	if (cfg->isolation == CAPSULE_ISOLATION_VM &&
-	    (cfg->sysctls || cfg->masked_paths || cfg->readonly_paths || cfg->mount_attrs)) {
-		r = oci_unsupported(err, cfg->sysctls ? "linux.sysctl" : cfg->mount_attrs ? "noexec and atime mount options"
-									   : "masked or read-only paths beyond capsule's own",
+	/* A vm's network namespace by path is QEMU's: the guest's NIC is libslirp's, inside it
+	 * (docs/architecture.md, "A vm behind a network namespace"). */
+	/* noexec and the atime options travel with a vm's mounts (VM_MOUNT's flags); a
+	 * propagation has no peer to propagate to in a guest. */
+	bool propagation = false;
+	for (size_t i = 0; cfg->mount_attrs && i < cfg->nbinds + cfg->ntmpfs; i++)
+		propagation |= config_mount_propagation(cfg, i < cfg->nbinds ? cfg->binds[i].target
+									 : cfg->tmpfs[i - cfg->nbinds].target) != 0;
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && (cfg->sysctls || propagation)) {
+		r = oci_unsupported(err, cfg->sysctls ? "linux.sysctl" : "shared and unbindable mount options",
 				"not yet at the vm level");
 		goto fail;
 	}

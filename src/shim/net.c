@@ -457,6 +457,9 @@ void net_reap(struct net *n, bool force)
 		if (n->factory_fd >= 0)
 			close(n->factory_fd);
 		n->slirp_exit_fd = n->factory_fd = -1;
+		if (n->joined)
+			close(n->joined_fd);
+		n->joined = false;
 		while (n->npool > 0)
 			close(n->pool[--n->npool]);
 		egress_free(n);
@@ -526,7 +529,8 @@ int net_ports_json(struct net *n, char **out, capsule_error *err)
 	json_array_begin(&j);
 	for (size_t i = 0; i < NET_MAX_FORWARDS; i++) {
 		const struct net_forward *f = &n->fwd[i];
-		if (!f->used)
+		/* A vm's listener in its joined network namespace (vmnet.c) is no host port. */
+		if (!f->used || !f->pf.guest_port)
 			continue;
 		json_object_begin(&j);
 		json_kv_string(&j, "host_ip", f->pf.host_ip);

@@ -83,6 +83,10 @@ struct net {
 	const struct net_relay_ops *relay; /* NULL: connections go into the sandbox's namespace */
 	void *relay_state;
 	struct egress *egress; /* the egress rules and DNS proxy, NULL without them */
+	/* A vm's network namespace by path (config's net_ns), where QEMU runs: the namespace
+	 * net_nft enters when there is no container (vmnet.c), and its listener's forward. */
+	bool joined;
+	int joined_fd;
 };
 
 /* Between net.c and net_ns.c: a TCP socket made inside the sandbox's network namespace (by

@@ -29,6 +29,8 @@
  * host, its user namespace first, as its root: only it has CAP_NET_ADMIN there). */
 static int enter_netns(const struct net *n)
 {
+	if (n->joined)
+		return setns(n->joined_fd, CLONE_NEWNET) < 0 ? -errno : 0;
 	if (n->rootless) {
 		if (setns(n->ct->pidfd, CLONE_NEWUSER | CLONE_NEWNET) < 0 || setresgid(0, 0, 0) < 0 ||
 		    setresuid(0, 0, 0) < 0)

@@ -111,6 +111,10 @@ void revert_take_down(struct shim *s);
 int revert_restart(struct shim *s, capsule_error *err);
 /* No resource of the sandbox is up (a revert took it down). */
 bool sandbox_down(const struct shim *s);
+/* A namespace to join (a config's net_ns, ipc_ns, uts_ns: PATH, NULL for none), opened with the
+ * shim's (the caller's) rights and checked to be of TYPE (CLONE_NEW*, WHAT names it), into *FD;
+ * -1 when PATH is NULL. An IPC or UTS namespace must also be a sandbox's (container/level.c). */
+int shim_open_joined_ns(const char *path, int type, const char *what, int *fd, capsule_error *err);
 /* The level's start hook that puts CHILD into the cgroups (PAYLOAD: the shim). */
 int sandbox_join_cgroup(pid_t child, void *payload, capsule_error *err);
 /* SIGKILL and reap the process of PIDFD, which may have been reaped already. */

@@ -6,7 +6,11 @@ fails with any runtime; the cgroupfs manager: capsule-oci refuses --systemd-cgro
 image is imported from a busybox folder: nothing is pulled. Most tests use --network none;
 one uses podman's default network (the CNI bridge Debian's podman 4.3 configures in
 /etc/cni/net.d): podman makes the network namespace, capsule-oci's sandbox joins it by path, and
-a port published on the host's loopback reaches the container."""
+a port published on the host's loopback reaches the container.
+
+Each test runs at both levels: the vm level is podman's `--annotation capsule.isolation=vm`,
+as Kata takes its annotation. A vm boots a kernel (seconds under TCG): the vm halves run in
+`make check-vm` (vm_slow), except the exit code's and -it's, which `make check` runs too."""
 import glob
 import os
 import select
@@ -81,14 +85,25 @@ def podman(capsule_home):
 IMAGE = "localhost/capsule-bb:1"
 
 
-def test_run_gives_the_output_and_exit_code(podman):
-    r = podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
+def levels(in_check=False):
+    """The test at the container level and at the vm level (vm_slow unless IN_CHECK)."""
+    return pytest.mark.parametrize("level", ["container", pytest.param("vm", marks=[] if in_check else [pytest.mark.vm_slow])])
+
+
+def level_args(level):
+    return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []
+
+
+@levels(in_check=True)
+def test_run_gives_the_output_and_exit_code(podman, level):
+    r = podman("run", "--rm", "--network", "none", *level_args(level), IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
     assert r.returncode == 3, r.stderr
     assert r.stdout == "out\n" and "err" in r.stderr
 
 
-def test_run_detached_exec_stop_rm(podman):
-    r = podman("run", "-d", "--network", "none", "--name", "d1", IMAGE, "sleep", "1000")
+@levels()
+def test_run_detached_exec_stop_rm(podman, level):
+    r = podman("run", "-d", "--network", "none", "--name", "d1", *level_args(level), IMAGE, "sleep", "1000")
     assert r.returncode == 0, r.stderr
     try:
         r = podman("exec", "d1", "sh", "-c", "echo in-exec; exit 4")
@@ -109,11 +124,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_the_default_network_and_a_published_port(podman):
+@levels()
+def test_the_default_network_and_a_published_port(podman, level):
     """podman's own network namespace (its bridge's address on eth0) and -p on the host's
-    loopback, served by busybox httpd in the container."""
+    loopback, served by busybox httpd in the container. At the vm level QEMU runs in that
+    namespace: the guest's eth0 is libslirp's, and the published port reaches it through the
+    shim's listener in the namespace."""
     port = free_port()
-    r = podman("run", "-d", "--name", "w1", "-p", f"127.0.0.1:{port}:8080", IMAGE, "sh", "-c",
+    r = podman("run", "-d", "--name", "w1", "-p", f"127.0.0.1:{port}:8080", *level_args(level), IMAGE, "sh", "-c",
                "mkdir /w; echo hello-$((6*7)) > /w/index.html; exec httpd -f -p 8080 -h /w")
     assert r.returncode == 0, r.stderr
     try:
@@ -132,21 +150,24 @@ def test_the_default_network_and_a_published_port(podman):
         assert podman("rm", "--force", "--time", "0", "w1").returncode == 0
 
 
-def test_a_volume_is_mounted(podman):
+@levels()
+def test_a_volume_is_mounted(podman, level):
+    """-v: a bind at the container level, a bind over 9p at the vm level."""
     host = os.path.join(podman.top, "vol")
     os.makedirs(host, exist_ok=True)
     with open(os.path.join(host, "f"), "w") as f:
         f.write("from-host")
-    r = podman("run", "--rm", "--network", "none", "-v", f"{host}:/mnt:ro", IMAGE, "sh", "-c",
+    r = podman("run", "--rm", "--network", "none", "-v", f"{host}:/mnt:ro", *level_args(level), IMAGE, "sh", "-c",
                "cat /mnt/f; echo x > /mnt/g")
     assert r.stdout == "from-host"
     assert r.returncode != 0 and "Read-only file system" in r.stderr
 
 
-def test_it_through_conmons_console_socket(podman):
+@levels(in_check=True)
+def test_it_through_conmons_console_socket(podman, level):
     """podman run -it: conmon hands capsule-oci a console socket, whose terminal must carry what
     is typed to the shell and its exit code back."""
-    cmd = " ".join(podman.base + ["run", "-it", "--rm", "--network", "none", IMAGE, "sh"])
+    cmd = " ".join(podman.base + ["run", "-it", "--rm", "--network", "none", *level_args(level), IMAGE, "sh"])
     # script(1) gives podman the terminal a person would have.
     p = subprocess.Popen(["script", "-qec", cmd, "/dev/null"], env=podman.env, stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -341,7 +341,7 @@ static void container_unprepare(struct shim *s)
  * also be a sandbox's: one owned by the shim's own user namespace is the host's (or a
  * container's that shares the host's ids), and sharing it would undo the sandbox. A network
  * namespace is the CRI's or podman's, made for the container and owned by the host. */
-static int open_joined_ns(const char *path, int type, const char *what, int *fd, capsule_error *err)
+int shim_open_joined_ns(const char *path, int type, const char *what, int *fd, capsule_error *err)
 {
 	*fd = -1;
 	if (!path)
@@ -436,11 +436,11 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.ipc_ns_fd = -1,
 		.uts_ns_fd = -1,
 	};
-	int r = open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
+	int r = shim_open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
 	if (r == 0)
-		r = open_joined_ns(s->cfg.ipc_ns, CLONE_NEWIPC, "ipc", &spec.ipc_ns_fd, err);
+		r = shim_open_joined_ns(s->cfg.ipc_ns, CLONE_NEWIPC, "ipc", &spec.ipc_ns_fd, err);
 	if (r == 0)
-		r = open_joined_ns(s->cfg.uts_ns, CLONE_NEWUTS, "uts", &spec.uts_ns_fd, err);
+		r = shim_open_joined_ns(s->cfg.uts_ns, CLONE_NEWUTS, "uts", &spec.uts_ns_fd, err);
 	if (r < 0) {
 		if (spec.net_ns_fd >= 0)
 			close(spec.net_ns_fd);

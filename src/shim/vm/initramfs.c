@@ -17,6 +17,7 @@
 
 #include "util.h"
 #include "vm.h"
+#include "vmnet.h"
 #include "vm_store.h"
 
 /* What the agent loads, by module name, in groups; dependencies come from modules.dep. The
@@ -46,7 +47,7 @@ void vm_module_groups(const struct capsule_config *cfg, char *buf, size_t size)
 #define GROUP_IF(cond, name) \
 	if ((cond) && n < size) \
 		n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? "," : "", name)
-	GROUP_IF(cfg->network == CAPSULE_NETWORK_FULL, "net");
+	GROUP_IF(vm_net_nic(cfg), "net");
 	GROUP_IF(cfg->display, "display");
 #undef GROUP_IF
 }

@@ -2,6 +2,7 @@
  * the socketpair's far end; from the agent's bring-up on, nothing differs. The host folders
  * reach the guest over one 9p share (shares.c), mounted there by the agent on request. */
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -265,10 +266,16 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 		.place_payload = s,
 		.in_cgroup = s->cg && cgroup_active(s->cg),
 		.incoming = s->restoring,
+		.net_ns_fd = -1,
 	};
 	s->vm_boot.mounts_share = spec.mounts_dir != NULL;
+	int r = shim_open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
+	if (r < 0)
+		return r;
 	shim_progress("qemu");
-	int r = vm_start(&s->vm, &spec, err);
+	r = vm_start(&s->vm, &spec, err);
+	if (spec.net_ns_fd >= 0)
+		close(spec.net_ns_fd);
 	if (r == 0 && s->restoring)
 		r = vm_load_memory(s, err);
 	if (r < 0)
@@ -363,6 +370,15 @@ static int vm_ready_restored(struct shim *s, capsule_error *err)
 	return egress_vm_start(&s->net, agent_send, vm_egress_call, s, true, err);
 }
 
+/* TARGET's mount options from an OCI spec (config's mount_attrs) as VM_MOUNT's flags. */
+static uint32_t vm_mount_attr_flags(const struct capsule_config *cfg, const char *target)
+{
+	uint64_t a = config_mount_attrs(cfg, target);
+	return ((a & MOUNT_ATTR_NOEXEC) ? CP_VM_MOUNT_NOEXEC : 0) | ((a & MOUNT_ATTR_NOATIME) ? CP_VM_MOUNT_NOATIME : 0) |
+	       ((a & MOUNT_ATTR_STRICTATIME) ? CP_VM_MOUNT_STRICTATIME : 0) |
+	       ((a & MOUNT_ATTR_NODIRATIME) ? CP_VM_MOUNT_NODIRATIME : 0);
+}
+
 /* Once the agent is up: tmpfs and binds in config's order (tmpfs first unless it says), as the
  * container level mounts them, the allowlist's names over /etc/hosts; the port forwards, over
  * the agent channel; and the DNS proxy, whose queries and elements travel over it too
@@ -377,7 +393,8 @@ static int vm_ready(struct shim *s, capsule_error *err)
 		if (next == 't') {
 			size_t i = t++;
 			struct cp_vm_mount m = { .kind = CP_VM_MOUNT_TMPFS, .target = s->cfg.tmpfs[i].target,
-						 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode };
+						 .size = s->cfg.tmpfs[i].size_bytes, .mode = s->cfg.tmpfs[i].mode,
+						 .flags = vm_mount_attr_flags(&s->cfg, s->cfg.tmpfs[i].target) };
 			if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
 				return r;
 			continue;
@@ -388,7 +405,8 @@ static int vm_ready(struct shim *s, capsule_error *err)
 		struct stat st;
 		bool is_file = fstatat(s->shares.dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode);
 		struct cp_vm_mount m = { .kind = CP_VM_MOUNT_SHARE, .name = name, .target = s->cfg.binds[i].target,
-					 .flags = (s->cfg.binds[i].readonly ? CP_VM_MOUNT_RO : 0) | (is_file ? CP_VM_MOUNT_FILE : 0) };
+					 .flags = (s->cfg.binds[i].readonly ? CP_VM_MOUNT_RO : 0) | (is_file ? CP_VM_MOUNT_FILE : 0) |
+						  vm_mount_attr_flags(&s->cfg, s->cfg.binds[i].target) };
 		if ((r = vm_agent_call(s, &m, NULL, NULL, err)) < 0)
 			return r;
 	}

@@ -240,13 +240,18 @@ static int build_argv(struct argv_builder *a, const struct vm_spec *spec, const 
 		snprintf(modules, sizeof(modules), " capsule.modules=%s", groups);
 	char net[VM_NET_CMDLINE_MAX];
 	vm_net_cmdline(cfg, net, sizeof(net));
+	/* An OCI spec's masked and read-only paths beyond capsule's own, applied by the agent at
+	 * boot as it applies those (vm_boot.c); a path the line cannot carry is refused. */
+	const char *masked = cfg->masked_paths ? cfg->masked_paths : "", *ro = cfg->readonly_paths ? cfg->readonly_paths : "";
+	if (strpbrk(masked, " \t\n\"") || strpbrk(ro, " \t\n\""))
+		return cap_err_plain(err, EINVAL, "a masked or read-only path with a space or a quote cannot reach a vm's guest");
 	arg(a, "-append");
 	/* The agent ends a guest with a reset, which -no-reboot makes QEMU's exit: a machine without
 	 * ACPI has no power-off device. reboot=t resets by a triple fault at once; the kernel's
 	 * default first pokes a keyboard controller microvm does not have, and waits for it. */
-	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 reboot=t no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s",
+	arg(a, "console=ttyS0 rdinit=/" VM_INIT_NAME " quiet loglevel=3 panic=-1 reboot=t no_timer_check%s capsule.vm=1 capsule.hostname=%s%s%s%s%s%s%s%s%s%s",
 	    tsc, spec->hostname, net, spec->disk ? " capsule.disk=" : "", spec->disk ? spec->disk_mode : "",
-	    modules, display);
+	    modules, display, masked[0] ? " capsule.mask=" : "", masked, ro[0] ? " capsule.ro=" : "", ro);
 	/* The kernel cuts a longer line without a word, and with it the allowlist's end. Without
 	 * ACPI, QEMU adds " virtio_mmio.device=512@0xfeb00e00:12" for each device, on at most
 	 * eight transports: that room is kept. */
@@ -450,6 +455,14 @@ static _Noreturn void qemu_child(const struct vm_spec *spec, int qmp_sock, int c
 				 int unshared, pid_t parent, char *const *argv)
 {
 	shim_child_prepare(parent);
+	/* Entered as root of the host, before anything else: a user namespace of our own would
+	 * have no right over a namespace the host owns. Only QEMU is in it; the shim stays in
+	 * the host's network, where its listeners are. */
+	if (spec->net_ns_fd >= 0 && setns(spec->net_ns_fd, CLONE_NEWNET) < 0) {
+		dprintf(2, "capsule-shim: QEMU joining the network namespace '%s': %s\n", spec->cfg->net_ns,
+			strerror(errno));
+		_exit(127);
+	}
 	/* A user's share: a user namespace the parent maps as a container's (dumpable meanwhile,
 	 * or our /proc files would be root's), with a mount namespace of its own. */
 	if (spec->deferred) {

@@ -83,6 +83,11 @@ struct vm_spec {
 	/* Whether place puts QEMU in a cgroup: a user's shim without a delegated cgroup has none,
 	 * and QEMU is then bounded only by what it is given (-m, -smp). Said in vm.json. */
 	bool in_cgroup;
+	/* A network namespace to run QEMU in (a config's net_ns, opened and checked by the shim),
+	 * or -1: QEMU's child enters it first, before its own user namespace, so libslirp's
+	 * sockets are made there and the guest's traffic leaves through the namespace's owner's
+	 * network (podman's, a pod's), not the host's. */
+	int net_ns_fd;
 	/* A resume from disk: QEMU waits stopped (-incoming defer, -S) for the memory state,
 	 * with the same devices as the QEMU that saved it. */
 	bool incoming;

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sched.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -22,9 +23,15 @@
 
 #include "syscalls.h"
 #include "mounts.h"
+#include "shim.h"
 #include "util.h"
 #include "vm.h"
 #include "vmnet.h"
+
+/* linux/netfilter_ipv4.h's, whose headers clash with glibc's netinet/in.h. */
+#ifndef SO_ORIGINAL_DST
+#define SO_ORIGINAL_DST 80
+#endif
 
 /* ---- QEMU's side -------------------------------------------------------------------- */
 
@@ -38,7 +45,7 @@ size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size
 		"-netdev", "user,id=net0,ipv6=off,net=10.0.2.0/24,host=" CAPSULE_NETWORK_GATEWAY ",dns=" CAPSULE_NETWORK_DNS,
 		"-device", "virtio-net-device,netdev=net0",
 	};
-	if (cfg->network != CAPSULE_NETWORK_FULL || max < ARRAY_SIZE(full))
+	if (!vm_net_nic(cfg) || max < ARRAY_SIZE(full))
 		return 0;
 	for (size_t i = 0; i < ARRAY_SIZE(full); i++)
 		out[i] = full[i];
@@ -48,7 +55,7 @@ size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size
 void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size)
 {
 	buf[0] = '\0';
-	if (cfg->network != CAPSULE_NETWORK_FULL)
+	if (!vm_net_nic(cfg))
 		return;
 	size_t off = (size_t)snprintf(buf, size, " capsule.net=full");
 	/* The allowlist as the library stored it (resolved, masked), the config's own form: at
@@ -149,8 +156,73 @@ static void fwd_send(struct vm_fwd *v, const void *a, size_t an, const void *b, 
 
 static const struct net_relay_ops vm_relay_ops;
 
+/* The nat table in a joined namespace: every TCP connection that comes in from outside (podman's
+ * -p DNATs the host's port to the namespace's address; a pod's ports, a peer's connection) is
+ * redirected to the shim's one listener there, which takes the port asked for from
+ * SO_ORIGINAL_DST and connects to it in the guest. */
+#define VM_NS_NFT "add table ip capsule_vm_in\n" \
+	"add chain ip capsule_vm_in pre { type nat hook prerouting priority -100; policy accept; }\n" \
+	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :%u\n"
+
+/* A vm behind a network namespace by path: QEMU runs in it (qemu.c), but the guest's address
+ * is libslirp's, which takes no connection in; the shim listens in the namespace instead, a
+ * forward of guest port 0 ("the port the connection was for") beside the host's forwards. */
+static int ns_listen(struct net *n, capsule_error *err)
+{
+	for (size_t i = 0; i < NET_MAX_FORWARDS; i++)
+		if (n->fwd[i].used && !n->fwd[i].pf.guest_port)
+			return 0; /* a restart of the same sandbox keeps it */
+	struct net_forward *f = NULL;
+	for (size_t i = 0; i < NET_MAX_FORWARDS && !f; i++)
+		if (!n->fwd[i].used)
+			f = &n->fwd[i];
+	if (!f)
+		return cap_err_plain(err, E2BIG, "too many port forwards (at most %d)", NET_MAX_FORWARDS - 1);
+	int ns = -1;
+	int r = shim_open_joined_ns(n->cfg->net_ns, CLONE_NEWNET, "network", &ns, err);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (own < 0 || setns(ns, CLONE_NEWNET) < 0) {
+		r = cap_err(err, errno, "entering the network namespace '%s'", n->cfg->net_ns);
+		close(ns);
+		return r;
+	}
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int e = fd < 0 ? errno : 0;
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_ANY) };
+	socklen_t alen = sizeof(a);
+	if (fd >= 0 && (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0 ||
+			getsockname(fd, (struct sockaddr *)&a, &alen) < 0))
+		e = errno;
+	/* Back to the host's, or the shim would serve its own clients from the wrong place. */
+	if (setns(own, CLONE_NEWNET) < 0)
+		abort();
+	n->joined = true;
+	n->joined_fd = ns;
+	if (e) {
+		if (fd >= 0)
+			close(fd);
+		return cap_err(err, e, "a listener in the network namespace '%s'", n->cfg->net_ns);
+	}
+	char text[sizeof(VM_NS_NFT) + 8];
+	int len = snprintf(text, sizeof(text), VM_NS_NFT, (unsigned)ntohs(a.sin_port));
+	if ((r = net_nft(n, text, (size_t)len, NULL, err)) < 0) {
+		close(fd);
+		return r;
+	}
+	*f = (struct net_forward){ .used = true, .fd = fd, .pf = { .host_ip = "0.0.0.0", .host_port = ntohs(a.sin_port) } };
+	net_log(n, "listening in the network namespace '%s' on port %u for the guest", n->cfg->net_ns, f->pf.host_port);
+	return 0;
+}
+
 int vm_fwd_start(struct net *n, vm_fwd_send_fn send, void *ctx, capsule_error *err)
 {
+	if (n->cfg->net_ns) {
+		int r = ns_listen(n, err);
+		if (r < 0)
+			return r;
+	}
 	struct vm_fwd *v = calloc(1, sizeof(*v));
 	if (!v)
 		return cap_err(err, ENOMEM, "port forwards of the vm");
@@ -238,6 +310,15 @@ static void vm_fwd_accept(struct net *n, int fi, int cfd)
 	int one = 1;
 	setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct cp_fwd_connect m = { .port = f->pf.guest_port };
+	struct sockaddr_in to;
+	socklen_t tolen = sizeof(to);
+	if (!m.port && getsockopt(cfd, SOL_IP, SO_ORIGINAL_DST, &to, &tolen) == 0)
+		m.port = ntohs(to.sin_port);
+	if (!m.port) {
+		c->final = true;
+		conn_free(n, c);
+		return;
+	}
 	if (cp_fwd_connect_encode(&v->w, chan, &m) < 0) {
 		c->final = true;
 		conn_free(n, c);

@@ -24,6 +24,14 @@ static inline bool vm_fwd_chan(uint32_t chan)
 	return (chan & VM_FWD_CHAN_BIT) != 0;
 }
 
+/* Whether the guest has a NIC (QEMU's user-mode network): the full mode, or a network
+ * namespace by path (an OCI spec's: podman's, a pod's), in which QEMU then runs, so what the
+ * guest sends leaves through that namespace's network as a container's would. */
+static inline bool vm_net_nic(const struct capsule_config *cfg)
+{
+	return cfg->network == CAPSULE_NETWORK_FULL || cfg->net_ns;
+}
+
 /* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
  * static strings; and what goes on the kernel's command line into BUF: "" or
  * " capsule.net=full", and with an allowlist " capsule.allow=ADDR/PREFIX[:PORT],..." and
