@@ -147,10 +147,16 @@ static int open_mount_point(int rootfd, const char *target, bool is_dir, bool no
 		} else {
 			parent = fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
 		}
-		int fd = openat(parent, base, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-		int fe = errno;
+		/* A file that is there already is not opened for writing: it may be a read-only
+		 * mount itself (the agent's /etc/resolv.conf, which an OCI spec binds its own over). */
+		struct stat there;
+		int fd = -1, fe = 0;
+		if (fstatat(parent, base, &there, AT_SYMLINK_NOFOLLOW) < 0) {
+			fd = openat(parent, base, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+			fe = fd < 0 ? errno : 0;
+		}
 		close(parent);
-		if (fd < 0 && fe != EISDIR)
+		if (fd < 0 && fe && fe != EISDIR)
 			return path_error(e, fe, "creating the mount point", rel);
 		if (fd >= 0)
 			close(fd);

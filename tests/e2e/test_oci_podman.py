@@ -12,12 +12,14 @@ Each test runs at both levels: the vm level is podman's `--annotation capsule.is
 as Kata takes its annotation. A vm boots a kernel (seconds under TCG): the vm halves run in
 `make check-vm` (vm_slow), except the exit code's and -it's, which `make check` runs too."""
 import glob
+import http.server
 import os
 import select
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -46,8 +48,10 @@ def podman(capsule_home):
         f.write('[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\n'
                 'events_logger = "file"\n')
     env = _env(capsule_home, {"CONTAINERS_CONF": conf})
+    # Its own --tmpdir too: the default, /run/libpod, is every podman's on the host, and another
+    # one's `system reset` there makes this one "refresh" its containers mid-test.
     base = [PODMAN, "--root", os.path.join(top, "storage"), "--runroot", os.path.join(top, "run"),
-            "--runtime", OCI, "--storage-driver", "vfs"]
+            "--tmpdir", os.path.join(top, "tmp"), "--runtime", OCI, "--storage-driver", "vfs"]
 
     def run(*args, timeout=120, **kw):
         kw.setdefault("capture_output", True)
@@ -58,7 +62,7 @@ def podman(capsule_home):
     os.makedirs(os.path.join(rootfs, "bin"))
     os.makedirs(os.path.join(rootfs, "etc"))
     shutil.copy("/bin/busybox", os.path.join(rootfs, "bin", "busybox"))
-    for tool in ("sh", "echo", "cat", "ls", "id", "sleep", "true", "httpd", "mkdir"):
+    for tool in ("sh", "echo", "cat", "ls", "id", "sleep", "true", "httpd", "mkdir", "wget"):
         os.symlink("busybox", os.path.join(rootfs, "bin", tool))
     with open(os.path.join(rootfs, "etc", "passwd"), "w") as f:
         f.write("root:x:0:0:root:/root:/bin/sh\n")
@@ -146,8 +150,35 @@ def test_the_default_network_and_a_published_port(podman, level):
                     raise
                 time.sleep(0.1)
         assert body == b"hello-42\n"
+        # Outbound: a server on the bridge's gateway sees the container's own address as the
+        # peer, so the traffic left through podman's namespace (from the host's own, a vm's
+        # libslirp would have come from the gateway's address itself).
+        r = podman("inspect", "--format", "{{.NetworkSettings.IPAddress}} {{.NetworkSettings.Gateway}}", "w1")
+        addr, gateway = r.stdout.split()
+        server = http.server.HTTPServer((gateway, 0), PeerHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            r = podman("exec", "w1", "wget", "-Y", "off", "-q", "-O", "-", f"http://{gateway}:{server.server_address[1]}/")
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert r.returncode == 0 and r.stdout == addr, r.stdout + r.stderr
     finally:
         assert podman("rm", "--force", "--time", "0", "w1").returncode == 0
+
+
+class PeerHandler(http.server.BaseHTTPRequestHandler):
+    """Answers with the address the request came from."""
+
+    def do_GET(self):
+        body = self.client_address[0].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
 
 
 @levels()
