@@ -3,7 +3,11 @@ subreaper that waits for the monitor's pid, kills it and takes its exit status (
 The test starts a containerd of its own (config, root, state and socket in a folder of its
 own; the CRI plugin off) and removes it. The image is an OCI layout made here from busybox;
 the native snapshotter, since the rootfs of the overlayfs one could not be idmapped here
-(docs/oci.md, "containerd")."""
+(docs/oci.md, "containerd").
+
+Each test runs at both levels: the vm level is `ctr run --annotation capsule.isolation=vm`, as
+Kata takes its annotation. A vm boots a kernel (seconds under TCG): the vm half of the exit
+code's test runs in `make check`, the others in `make check-vm` (vm_slow)."""
 import glob
 import gzip
 import hashlib
@@ -145,14 +149,29 @@ def ctr_run(ctr, *args, **kw):
     return ctr("run", "--snapshotter", "native", "--runc-binary", OCI, *args, **kw)
 
 
-def test_run_gives_the_output_and_exit_code(ctr):
-    r = ctr_run(ctr, "--rm", IMAGE, "r1", "sh", "-c", "echo out; exit 3")
+def levels(in_check=False):
+    """The test at the container level and at the vm level (vm_slow unless IN_CHECK)."""
+    return pytest.mark.parametrize("level", ["container", pytest.param("vm", marks=[] if in_check else [pytest.mark.vm_slow])])
+
+
+def level_args(level):
+    return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []
+
+
+@levels(in_check=True)
+def test_run_gives_the_output_and_exit_code(ctr, level):
+    r = ctr_run(ctr, "--rm", *level_args(level), IMAGE, "r1", "sh", "-c", "echo out; cat /proc/version; exit 3")
     assert r.returncode == 3, r.stderr
-    assert r.stdout == "out\n"
+    out, kernel = r.stdout.split("\n", 1)
+    assert out == "out"
+    # The host's kernel in a container, the guest's in a vm.
+    with open("/proc/version") as f:
+        assert (kernel == f.read()) == (level == "container"), kernel
 
 
-def test_run_detached_exec_kill_rm(ctr):
-    r = ctr_run(ctr, "-d", IMAGE, "d1", "sleep", "1000")
+@levels()
+def test_run_detached_exec_kill_rm(ctr, level):
+    r = ctr_run(ctr, "-d", *level_args(level), IMAGE, "d1", "sleep", "1000")
     assert r.returncode == 0, r.stderr
     try:
         assert "RUNNING" in ctr("task", "ls").stdout

@@ -100,9 +100,14 @@ def level_args(level):
 
 @levels(in_check=True)
 def test_run_gives_the_output_and_exit_code(podman, level):
-    r = podman("run", "--rm", "--network", "none", *level_args(level), IMAGE, "sh", "-c", "echo out; echo err >&2; exit 3")
+    r = podman("run", "--rm", "--network", "none", *level_args(level), IMAGE, "sh", "-c",
+               "echo out; echo err >&2; cat /proc/version; exit 3")
     assert r.returncode == 3, r.stderr
-    assert r.stdout == "out\n" and "err" in r.stderr
+    out, kernel = r.stdout.split("\n", 1)
+    assert out == "out" and "err" in r.stderr
+    # The host's kernel in a container, the guest's in a vm.
+    with open("/proc/version") as f:
+        assert (kernel == f.read()) == (level == "container"), kernel
 
 
 @levels()
