@@ -154,6 +154,15 @@ static int top_member(const char *name, const char *v, size_t n, void *payload)
 		struct walk w = { .spec = spec, .err = err };
 		if ((r = oci_walk_json(false, v, n, MAX_MEMBERS, annotations_member, &w, "annotations", err)) < 0)
 			return r;
+		/* A Kubernetes pod's pause container (containerd's CRI names it so) only holds the
+		 * pod's namespaces: at the container level, whatever the pod's level, so that a vm
+		 * pod's containers join its network namespace and take its hostname
+		 * (docs/kubernetes.md). */
+		_cleanup_free_ char *kind = NULL;
+		if (spec->cfg->isolation == CAPSULE_ISOLATION_VM &&
+		    json_get_string(v, n, "io.kubernetes.cri.container-type", &kind) == 0 && !strcmp(kind, "sandbox") &&
+		    (r = capsule_config_set_isolation(spec->cfg, CAPSULE_ISOLATION_CONTAINER, err)) < 0)
+			return r;
 		free(spec->annotations);
 		if (!(spec->annotations = strndup(v, n)))
 			return cap_err(err, ENOMEM, "config.json");
@@ -253,11 +262,9 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = oci_unsupported(err, "root.readonly", "a vm's root is a disk of its own, always writable");
 		goto fail;
 	}
-	if (cfg->isolation == CAPSULE_ISOLATION_VM && (cfg->ipc_ns || cfg->uts_ns)) {
-		r = oci_unsupported(err, cfg->ipc_ns ? "linux.namespaces: an ipc namespace path" : "linux.namespaces: a uts namespace path",
-				"a vm's namespaces are its guest kernel's (a pod's containers share none with a vm)");
-		goto fail;
-	}
+	/* A vm's IPC and UTS namespaces are its guest kernel's: one by path (a pod's) is checked
+	 * by the shim to be a sandbox's, the UTS one gives the guest its hostname, and the IPC one
+	 * is not shared (docs/kubernetes.md). */
 	if ((r = check_id_maps(spec, err)) < 0)
 		goto fail;
 	if (cfg->isolation == CAPSULE_ISOLATION_VM && cfg->devices) {

@@ -615,8 +615,9 @@ def ns_path(kind, path):
     (lambda c: set_ns_path(c, "pid", "/proc/1/ns/pid"),
      "joining the pid namespace at '/proc/1/ns/pid' is not supported by capsule: a sandbox's agent is the PID 1"),
     (lambda c: set_ns_path(c, "mount", "/proc/1/ns/mnt"), "joining the mount namespace at '/proc/1/ns/mnt' is not"),
-    (lambda c: (set_ns_path(c, "uts", "/proc/1/ns/uts"), c.update(annotations={"capsule.isolation": "vm"})),
-     "a uts namespace path is not supported by capsule: a vm's namespaces are its guest kernel's"),
+    # A vm takes its hostname from a pod's UTS namespace, never from the host's.
+    (lambda c: (ns_path("uts", f"/proc/{os.getpid()}/ns/uts")(c), c.update(annotations={"capsule.isolation": "vm"})),
+     f"the uts namespace '/proc/{os.getpid()}/ns/uts' is the host's, not a sandbox's"),
     (lambda c: (set_ns_path(c, "ipc", "/proc/1/ns/ipc"), c["linux"].update(sysctl={"kernel.shmmax": "4096"})),
      "config.json: linux.sysctl.kernel.shmmax is not supported with a joined ipc namespace"),
     (lambda c: c["linux"]["namespaces"].append({"type": "network", "path": "run/netns/x"}),

@@ -115,7 +115,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
     try:
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
-        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm"),
+        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm", "mkdir", "httpd"),
                     files=((sysv_shm, "bin/sysv_shm"),))
         for tar in ("pause.tar", "image.tar"):
             r = subprocess.run([CTR, "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
@@ -271,19 +271,45 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     assert [m for m in mounts_below(cri.top) if "/netns/" in m or m.endswith("/shm")] == []
 
 
-def test_a_vm_pod_is_refused_with_one_line(cri):
-    """capsule-vm with the pod's annotation: the pause container would be a vm, but the CRI
-    gives it a read-only root and the pod's network namespace, neither of which a vm can
-    honour (its root is a disk of its own, its network its guest kernel's); the CRI's error
-    carries capsule-oci's one line, and nothing is left."""
+def test_a_vm_pod_runs_its_container_in_a_vm_on_the_pods_network(cri):
+    """capsule-vm with the pod's annotation: the pause container runs at the container level
+    (it only holds the pod's namespaces), the app container in a vm whose QEMU is in the
+    pod's network namespace: the guest's kernel, the pod's hostname, an eth0, a connection to
+    the pod's address on a port the guest listens on reaches the guest; ExecSync's exit
+    status; and after StopPodSandbox and RemovePodSandbox nothing is left."""
     config = pod_config(cri, "vmpod", annotations={"capsule.isolation": "vm"})
-    with pytest.raises(grpc.RpcError) as e:
-        cri.RunPodSandbox(config=config, runtime_handler="capsule-vm")
-    message = e.value.details().split("OCI runtime create failed: ")[-1]
-    assert message.startswith("config.json: ") and "is not supported by capsule: a vm's" in message, message
-    assert "\n" not in message
-    assert not cri.ListPodSandbox().items
+    pod = cri.RunPodSandbox(config=config, runtime_handler="capsule-vm").pod_sandbox_id
+    app = start_container(cri, pod, config, "app", ["sh", "-c", "mkdir /w; echo from-the-guest > /w/index.html; "
+                                                                "exec httpd -f -p 8080 -h /w"])
+    code, kernel, _ = exec_sync(cri, app, "cat", "/proc/version")
+    with open("/proc/version") as f:
+        assert code == 0 and kernel != f.read(), kernel
+    assert exec_sync(cri, app, "hostname") == (0, "vmpod-host\n", "")
+    code, dev, _ = exec_sync(cri, app, "cat", "/proc/net/dev")
+    assert code == 0 and "eth0:" in dev, dev
+    assert exec_sync(cri, app, "sh", "-c", "echo in-exec; exit 4") == (4, "in-exec\n", "")
+    # Inbound: the pod's address on the port the guest's httpd listens on, from inside the
+    # pod's network namespace (the test's bridge has no address on the host).
+    status = cri.PodSandboxStatus(pod_sandbox_id=pod, verbose=True)
+    addr = status.status.network.ip
+    netns = [n["path"] for n in json.loads(status.info["info"])["runtimeSpec"]["linux"]["namespaces"]
+             if n["type"] == "network"][0]
+    client = ("import socket, sys\n"
+              "c = socket.create_connection((sys.argv[1], 8080), timeout=10)\n"
+              "c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+              "sys.stdout.buffer.write(b''.join(iter(lambda: c.recv(4096), b'')))\n")
+    deadline = time.monotonic() + 30
+    while (r := subprocess.run(["nsenter", f"--net={netns}", sys.executable, "-c", client, addr],
+                               capture_output=True)).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.stdout.endswith(b"\r\n\r\nfrom-the-guest\n"), r.stdout + r.stderr
+    cri.StopPodSandbox(pod_sandbox_id=pod)
+    cri.RemovePodSandbox(pod_sandbox_id=pod)
+    assert not cri.ListPodSandbox().items and not cri.ListContainers().containers
     assert os.listdir(os.path.join(cri.top, "oci-root", "k8s.io")) == []
+    r = subprocess.run([os.path.join(BUILD, "capsule"), "ps", "-a", "--json"], env=cri.env, capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
 
 
 def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):

@@ -2,6 +2,8 @@
  * the socketpair's far end; from the agent's bring-up on, nothing differs. The host folders
  * reach the guest over one 9p share (shares.c), mounted there by the agent on request. */
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -246,14 +248,51 @@ static const char *vm_saved_accel(struct shim *s)
 	return !strcmp(accel, "kvm") ? "kvm" : !strcmp(accel, "tcg") ? "tcg" : NULL;
 }
 
+/* A pod's IPC and UTS namespaces by path (an OCI spec's, a Kubernetes pod's: its pause
+ * container's, a sandbox of the container level): checked as the container level checks
+ * them, so the host's is refused. The guest has its own of both: the UTS one's hostname
+ * becomes the guest's, into HOST; the IPC one is not shared with a vm (docs/kubernetes.md). */
+static int vm_pod_namespaces(const struct capsule_config *cfg, char *host, size_t size, capsule_error *err)
+{
+	int ipc = -1, uts = -1;
+	int r = shim_open_joined_ns(cfg->ipc_ns, CLONE_NEWIPC, "ipc", &ipc, err);
+	if (ipc >= 0)
+		close(ipc);
+	if (r < 0 || (r = shim_open_joined_ns(cfg->uts_ns, CLONE_NEWUTS, "uts", &uts, err)) < 0 || uts < 0)
+		return r;
+	_cleanup_close_ int own = open("/proc/self/ns/uts", O_RDONLY | O_CLOEXEC);
+	if (own < 0 || setns(uts, CLONE_NEWUTS) < 0) {
+		r = cap_err(err, errno, "entering the uts namespace '%s'", cfg->uts_ns);
+		close(uts);
+		return r;
+	}
+	char name[HOST_NAME_MAX + 1] = "";
+	int e = gethostname(name, sizeof(name)) < 0 ? errno : 0;
+	/* Back to the shim's own, or its children would share the pod's. */
+	if (setns(own, CLONE_NEWUTS) < 0)
+		abort();
+	close(uts);
+	if (e)
+		return cap_err(err, e, "the hostname of the uts namespace '%s'", cfg->uts_ns);
+	/* The pod's root may have set any name: it goes on the guest's command line. */
+	if (!name[0] || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") != strlen(name))
+		return cap_err_plain(err, EINVAL, "the hostname of the uts namespace '%s' is not a host name", cfg->uts_ns);
+	snprintf(host, size, "%s", name);
+	return 0;
+}
+
 static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 {
+	char pod_host[HOST_NAME_MAX + 1] = "";
+	int r = vm_pod_namespaces(&s->cfg, pod_host, sizeof(pod_host), err);
+	if (r < 0)
+		return r;
 	if (s->restoring && !s->vm_boot.accel)
 		s->vm_boot.accel = vm_saved_accel(s);
 	struct vm_spec spec = {
 		.run_fd = s->run_fd,
 		.cfg = &s->cfg,
-		.hostname = config_hostname(&s->cfg),
+		.hostname = pod_host[0] ? pod_host : config_hostname(&s->cfg),
 		.agent_sock = agent_sock,
 		/* A user's share is there only with entries: it costs QEMU a user namespace. */
 		.mounts_dir = s->shares.enabled && (!s->shares.deferred || s->shares.npending) ? s->shares.dir : NULL,
@@ -269,8 +308,7 @@ static int vm_start_process(struct shim *s, int agent_sock, capsule_error *err)
 		.net_ns_fd = -1,
 	};
 	s->vm_boot.mounts_share = spec.mounts_dir != NULL;
-	int r = shim_open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
-	if (r < 0)
+	if ((r = shim_open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err)) < 0)
 		return r;
 	shim_progress("qemu");
 	r = vm_start(&s->vm, &spec, err);

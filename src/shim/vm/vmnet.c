@@ -156,13 +156,18 @@ static void fwd_send(struct vm_fwd *v, const void *a, size_t an, const void *b, 
 
 static const struct net_relay_ops vm_relay_ops;
 
-/* The nat table in a joined namespace: every TCP connection that comes in from outside (podman's
- * -p DNATs the host's port to the namespace's address; a pod's ports, a peer's connection) is
- * redirected to the shim's one listener there, which takes the port asked for from
- * SO_ORIGINAL_DST and connects to it in the guest. */
+/* The nat table in a joined namespace: every TCP connection that comes into it (podman's -p
+ * DNATs the host's port to the namespace's address; a pod's ports, a peer's connection), and
+ * one made in it to an address of its own but loopback's (nsenter's, or the guest's own
+ * through libslirp), is redirected to the shim's one listener there, which takes the port
+ * asked for from SO_ORIGINAL_DST and connects to it in the guest. Loopback stays libslirp's
+ * (the guest's 10.0.2.2). */
 #define VM_NS_NFT "add table ip capsule_vm_in\n" \
 	"add chain ip capsule_vm_in pre { type nat hook prerouting priority -100; policy accept; }\n" \
-	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :%u\n"
+	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :%u\n" \
+	"add chain ip capsule_vm_in out { type nat hook output priority -100; policy accept; }\n" \
+	"add rule ip capsule_vm_in out ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp " \
+	"tcp dport != %u redirect to :%u\n"
 
 /* A vm behind a network namespace by path: QEMU runs in it (qemu.c), but the guest's address
  * is libslirp's, which takes no connection in; the shim listens in the namespace instead, a
@@ -205,8 +210,9 @@ static int ns_listen(struct net *n, capsule_error *err)
 			close(fd);
 		return cap_err(err, e, "a listener in the network namespace '%s'", n->cfg->net_ns);
 	}
-	char text[sizeof(VM_NS_NFT) + 8];
-	int len = snprintf(text, sizeof(text), VM_NS_NFT, (unsigned)ntohs(a.sin_port));
+	char text[sizeof(VM_NS_NFT) + 16];
+	unsigned port = ntohs(a.sin_port);
+	int len = snprintf(text, sizeof(text), VM_NS_NFT, port, port, port);
 	if ((r = net_nft(n, text, (size_t)len, NULL, err)) < 0) {
 		close(fd);
 		return r;
