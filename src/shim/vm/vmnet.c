@@ -161,8 +161,12 @@ static const struct net_relay_ops vm_relay_ops;
  * one made in it to an address of its own but loopback's (nsenter's, or the guest's own
  * through libslirp), is redirected to the shim's one listener there, which takes the port
  * asked for from SO_ORIGINAL_DST and connects to it in the guest. Loopback stays libslirp's
- * (the guest's 10.0.2.2). */
+ * (the guest's 10.0.2.2). The table is made anew (add, delete, add: one transaction that
+ * never fails on a table there or not), so a vm started later in the same namespace (a
+ * restarted container, a pod's second vm) takes over from one whose listener is gone. */
 #define VM_NS_NFT "add table ip capsule_vm_in\n" \
+	"delete table ip capsule_vm_in\n" \
+	"add table ip capsule_vm_in\n" \
 	"add chain ip capsule_vm_in pre { type nat hook prerouting priority -100; policy accept; }\n" \
 	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :%u\n" \
 	"add chain ip capsule_vm_in out { type nat hook output priority -100; policy accept; }\n" \
