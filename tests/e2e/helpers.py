@@ -203,3 +203,14 @@ def children_named(ppid, comm):
             out.append(int(entry))
     return out
 
+
+# An OCI tool's container at both levels (test_oci_podman.py, test_oci_containerd.py): the vm
+# level is the annotation capsule.isolation=vm (`podman --annotation`, `ctr --annotation`).
+def levels(in_check=False):
+    """The test at the container level and at the vm level (vm_slow unless IN_CHECK)."""
+    vm = pytest.param("vm", marks=[] if in_check else [pytest.mark.vm_slow])
+    return pytest.mark.parametrize("level", ["container", vm])
+
+
+def level_args(level):
+    return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []

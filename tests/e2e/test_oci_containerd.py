@@ -24,6 +24,7 @@ import time
 import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
+from .helpers import level_args, levels
 
 OCI = os.path.join(BUILD, "capsule-oci")
 CONTAINERD = shutil.which("containerd")
@@ -147,15 +148,6 @@ def ctr(capsule_home):
 
 def ctr_run(ctr, *args, **kw):
     return ctr("run", "--snapshotter", "native", "--runc-binary", OCI, *args, **kw)
-
-
-def levels(in_check=False):
-    """The test at the container level and at the vm level (vm_slow unless IN_CHECK)."""
-    return pytest.mark.parametrize("level", ["container", pytest.param("vm", marks=[] if in_check else [pytest.mark.vm_slow])])
-
-
-def level_args(level):
-    return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []
 
 
 @levels(in_check=True)

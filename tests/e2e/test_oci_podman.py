@@ -26,6 +26,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
+from .helpers import level_args, levels
 
 from .test_oci import cgroup_file_of
 
@@ -87,15 +88,6 @@ def podman(capsule_home):
 
 
 IMAGE = "localhost/capsule-bb:1"
-
-
-def levels(in_check=False):
-    """The test at the container level and at the vm level (vm_slow unless IN_CHECK)."""
-    return pytest.mark.parametrize("level", ["container", pytest.param("vm", marks=[] if in_check else [pytest.mark.vm_slow])])
-
-
-def level_args(level):
-    return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []
 
 
 @levels(in_check=True)
@@ -163,7 +155,8 @@ def test_the_default_network_and_a_published_port(podman, level):
         server = http.server.HTTPServer((gateway, 0), PeerHandler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
-            r = podman("exec", "w1", "wget", "-Y", "off", "-q", "-O", "-", f"http://{gateway}:{server.server_address[1]}/")
+            url = f"http://{gateway}:{server.server_address[1]}/"
+            r = podman("exec", "w1", "wget", "-Y", "off", "-q", "-O", "-", url)
         finally:
             server.shutdown()
             server.server_close()
