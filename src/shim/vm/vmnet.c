@@ -207,6 +207,8 @@ static int ns_listen(struct net *n, capsule_error *err)
 	/* Back to the host's, or the shim would serve its own clients from the wrong place. */
 	if (setns(own, CLONE_NEWNET) < 0)
 		abort();
+	if (n->joined)
+		close(n->joined_fd);
 	n->joined = true;
 	n->joined_fd = ns;
 	if (e) {
