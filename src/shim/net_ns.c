@@ -321,7 +321,8 @@ int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_err
 	static const char *const paths[] = { "/usr/sbin/nft", "/sbin/nft", "/usr/local/sbin/nft" };
 	const char *path = find_tool(paths, ARRAY_SIZE(paths));
 	if (!path)
-		return cap_err_plain(err, ENOENT, "an egress allowlist needs nft (nftables), which is not installed");
+		return cap_err_plain(err, ENOENT, "the sandbox's nftables rules (an egress allowlist, a vm's joined "
+						  "network namespace) need nft, which is not installed");
 	int p[2], o[2] = { -1, -1 };
 	if (pipe2(p, O_CLOEXEC) < 0)
 		return cap_err(err, errno, "pipe");
@@ -365,7 +366,7 @@ int net_nft(struct net *n, const char *text, size_t len, char **out, capsule_err
 			free(*out);
 			*out = NULL;
 		}
-		return cap_err_plain(err, EIO, "nft refused the sandbox's egress rules (see shim.log)");
+		return cap_err_plain(err, EIO, "nft refused the sandbox's rules (see shim.log)");
 	}
 	return 0;
 }
