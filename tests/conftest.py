@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -41,6 +42,20 @@ def capsule_home():
         for name in os.listdir(run):
             subprocess.run([CAPSULE, "rm", "-f", name], env=_env(home), capture_output=True, timeout=60)
     shutil.rmtree(parent, ignore_errors=True)
+
+
+def settled_run_entries(run):
+    """The entries of a home's run folder once no ephemeral sandbox's remains are still going:
+    an ended sandbox's name is free when its end is answered, and its folder, renamed to
+    .gone-NAME.PID, is removed by that PID a moment later (docs/architecture.md, "The end").
+    A .gone- folder still there after 20 s stays in the answer, so a test comparing entries
+    sees it."""
+    deadline = time.monotonic() + 20
+    while True:
+        ents = set(os.listdir(run)) if os.path.isdir(run) else set()
+        if not any(e.startswith(".gone-") for e in ents) or time.monotonic() >= deadline:
+            return ents
+        time.sleep(0.05)
 
 
 def host_kvm():

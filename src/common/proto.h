@@ -238,8 +238,11 @@ enum { CP_T_RESIZE_ROWS = 1, CP_T_RESIZE_COLS = 2 };
 struct cp_stop {
 	uint32_t timeout_ms;
 	uint32_t keep; /* STOP: 1 keeps an ephemeral sandbox, stopped, as a detached one is kept */
+	/* STOP: 1 removes the sandbox, detached or not, as an ephemeral one's end does: the name
+	 * is free when the stop is answered, the folder goes after the answer (rm -f) */
+	uint32_t remove;
 };
-enum { CP_T_STOP_TIMEOUT_MS = 1, CP_T_STOP_KEEP = 2 };
+enum { CP_T_STOP_TIMEOUT_MS = 1, CP_T_STOP_KEEP = 2, CP_T_STOP_REMOVE = 3 };
 
 /* TAKE: the ready sandbox of pool POOL becomes NAME (renamed when NAME differs), owned by the
  * connection that asks (its close ends the sandbox) or, DETACHED, by nobody. Answered by OK

@@ -207,7 +207,8 @@ U32_MSG(exit, CP_EXIT, F(exit, CP_T_EXIT_CODE, exit_code, true), F(exit, CP_T_EX
 	F(exit, CP_T_EXIT_TIMED_OUT, timed_out, false))
 U32_MSG(signal, CP_SIGNAL, F(signal, CP_T_SIGNAL_SIGNO, signo, true), F(signal, CP_T_SIGNAL_PID, pid, false))
 U32_MSG(resize, CP_RESIZE, F(resize, CP_T_RESIZE_ROWS, rows, true), F(resize, CP_T_RESIZE_COLS, cols, true))
-U32_MSG(stop, CP_STOP, F(stop, CP_T_STOP_TIMEOUT_MS, timeout_ms, false), F(stop, CP_T_STOP_KEEP, keep, false))
+U32_MSG(stop, CP_STOP, F(stop, CP_T_STOP_TIMEOUT_MS, timeout_ms, false), F(stop, CP_T_STOP_KEEP, keep, false),
+	F(stop, CP_T_STOP_REMOVE, remove, false))
 
 int cp_shutdown_encode(struct cp_writer *w, uint32_t chan, const struct cp_stop *m)
 {

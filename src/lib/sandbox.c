@@ -393,20 +393,6 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	return 0;
 }
 
-/* run/.gone-NAME.PID of a dead PID: a remove, or a pool's sandbox's shim finishing after its
- * stop's answer (finish_after_answer), killed before it deleted the folder. Its cgroups (by
- * the name they were made under) go first. */
-static void sweep_gone(int run, const char *entry)
-{
-	_cleanup_close_ int dir = openat(run, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	struct capsule_config cfg;
-	if (dir >= 0 && config_load_at(dir, &cfg, NULL) == 0) {
-		run_shim_cleanup(config_cgroup_base(&cfg));
-		config_clear(&cfg);
-	}
-	rootless_rm_rf_at(run, entry);
-}
-
 /* Folders of creates that died before their rename, and of removes that died before the end:
  * the pid in their name is gone. (A pid reused since leaves one behind until that process
  * ends; it is never a sandbox of anyone's.) */
@@ -429,10 +415,14 @@ void sweep_abandoned_creates(int run)
 		long pid = dot ? strtol(dot + 1, &end, 10) : 0;
 		if (pid <= 0 || *end != '\0' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
 			continue;
+		/* A .gone- folder is a remove's, or that of a shim's child removing an ended sandbox's
+		 * folder after the stop's answer (finish_ephemeral), killed before the end. Only the
+		 * folder is left of it: its processes and cgroups went before the rename, and its
+		 * cgroups' name may be a new sandbox's of the same name by now. */
 		if (created)
 			rm_rf_at(run, de->d_name);
 		else
-			sweep_gone(run, de->d_name);
+			rootless_rm_rf_at(run, de->d_name);
 	}
 	closedir(d);
 }
@@ -624,10 +614,14 @@ capsule_isolation capsule_sandbox_isolation(const capsule_sandbox *sb)
 	return sb->cfg.isolation;
 }
 
+/* How a stop ends the sandbox: as its kind's end does, kept stopped (stop_keep), or removed
+ * (a forced remove: the shim frees the name before it answers and removes the rest after). */
+enum stop_how { STOP_PLAIN, STOP_KEEP, STOP_REMOVE };
+
 /* Ask the shim to stop and wait until it says the sandbox is down (or hangs up). */
-static int stop_via(struct conn *c, uint32_t timeout_ms, bool keep, capsule_error *err)
+static int stop_via(struct conn *c, uint32_t timeout_ms, enum stop_how how, capsule_error *err)
 {
-	struct cp_stop m = { .timeout_ms = timeout_ms, .keep = keep };
+	struct cp_stop m = { .timeout_ms = timeout_ms, .keep = how == STOP_KEEP, .remove = how == STOP_REMOVE };
 	int r = cp_stop_encode(&c->w, 1, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding STOP");
@@ -647,14 +641,14 @@ static int stop_via(struct conn *c, uint32_t timeout_ms, bool keep, capsule_erro
 	}
 }
 
-static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, bool keep, capsule_error *err)
+static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, enum stop_how how, capsule_error *err)
 {
 	int r;
 	/* Paused to disk: no process to stop; its memory state goes. */
 	if (!capsule_sandbox_is_running(sb) && (r = sandbox_stop_paused_to_disk(sb->cfg.name, err)) < 0)
 		return r;
 	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
-		r = stop_via(&sb->owner, timeout_ms, keep, err);
+		r = stop_via(&sb->owner, timeout_ms, how, err);
 		conn_close(&sb->owner);
 		reap_shim(sb);
 		return r;
@@ -672,14 +666,14 @@ static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, bool keep, cap
 	}
 	if (r < 0)
 		return r;
-	r = stop_via(&c, timeout_ms, keep, err);
+	r = stop_via(&c, timeout_ms, how, err);
 	conn_close(&c);
 	return r;
 }
 
 int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err)
 {
-	int r = stop_sandbox(sb, timeout_ms, false, err);
+	int r = stop_sandbox(sb, timeout_ms, STOP_PLAIN, err);
 	/* Kept by an earlier stop_keep: an ephemeral sandbox's own stop removes it. */
 	if (r == 0 && sb->kept_stopped) {
 		sb->kept_stopped = false;
@@ -695,7 +689,7 @@ int capsule_sandbox_stop_keep(capsule_sandbox *sb, uint32_t timeout_ms, capsule_
 	if (sb->taken)
 		return cap_err_plain(err, EOPNOTSUPP, "sandbox '%s' was taken from a pool: it cannot be kept when stopped",
 				     sb->cfg.name);
-	int r = stop_sandbox(sb, timeout_ms, true, err);
+	int r = stop_sandbox(sb, timeout_ms, STOP_KEEP, err);
 	if (r == 0 && !sb->cfg.detached)
 		sb->kept_stopped = true;
 	return r;
@@ -737,6 +731,14 @@ static int run_folder_take(int run, const char *name, int dir, const char *gone,
 	return cap_err_plain(err, ENOENT, "no such sandbox: '%s'", name);
 }
 
+/* Whether run/NAME is still the folder DIR (not renamed away by its shim, nor replaced since). */
+static bool run_folder_is(int run, const char *name, int dir)
+{
+	struct stat ours, there;
+	return fstat(dir, &ours) == 0 && fstatat(run, name, &there, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       ours.st_dev == there.st_dev && ours.st_ino == there.st_ino;
+}
+
 int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 {
 	int r = validate_name(name, "sandbox name", err);
@@ -750,13 +752,18 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 		if (!force)
 			return cap_err_plain(err, EBUSY, "sandbox '%s' is running: stop it first, or remove it with force",
 					     name);
+		/* Its shim removes it: the name is free when the stop is answered (its id slot given
+		 * back, its folder renamed), and the folder goes after the answer. */
 		capsule_sandbox *sb;
 		if ((r = capsule_sandbox_open(&sb, name, err)) < 0)
 			return r;
-		r = capsule_sandbox_stop(sb, 0, err);
+		r = stop_sandbox(sb, 0, STOP_REMOVE, err);
 		capsule_sandbox_free(sb);
 		if (r < 0)
 			return r;
+		/* Done, unless the shim died before it took the folder: then as for a stopped one. */
+		if (!run_folder_is(run, name, dir))
+			return 0;
 	}
 	/* Hold the lock while removing, so no start can race us. */
 	_cleanup_close_ int lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
@@ -770,14 +777,8 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 	snprintf(gone, sizeof(gone), GONE_RUN_FOLDER_PREFIX "%s.%d", name, (int)getpid());
 	rootless_rm_rf_at(run, gone);
 	r = run_folder_take(run, name, dir, gone, err);
-	/* Gone already: an ephemeral sandbox's own stop (the forced one above) removes it. */
-	struct stat st;
-	if (r == -ENOENT && fstat(dir, &st) == 0 && st.st_nlink == 0) {
-		capsule_error_clear(err);
-		r = 0;
-	} else if (r == 0 && (r = rootless_rm_rf_at(run, gone)) < 0) {
+	if (r == 0 && (r = rootless_rm_rf_at(run, gone)) < 0)
 		r = cap_err(err, -r, "removing the folder of sandbox '%s'", name);
-	}
 	if (r < 0) {
 		if (have_cfg)
 			config_clear(&cfg);

@@ -16,8 +16,8 @@ struct capsule_config *sandbox_config_mut(capsule_sandbox *sb);
  * ephemeral sandbox the whole folder. Returns 1 if it cleaned something, 0 if the sandbox is
  * alive or was already clean. */
 int sweep_stale(const char *name);
-/* Remove what creates and removes that died left in run/ (RUN, its fd): run/.new-NAME.PID and
- * run/.gone-NAME.PID of a PID that is gone, the latter's cgroups first. */
+/* Remove what creates, removes and ends that died left in run/ (RUN, its fd): run/.new-NAME.PID
+ * and run/.gone-NAME.PID of a PID that is gone. */
 void sweep_abandoned_creates(int run);
 
 /* capsule_sandbox_create, with PREPARE called once the sandbox's folder, lock, id slot and

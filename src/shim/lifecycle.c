@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -348,35 +349,78 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
 	}
 }
 
-/* An ephemeral sandbox taken from a pool, without a save: the caller's wait is a take's whole point, so
- * the stop is answered once the sandbox's name is free, and what is left of it goes after.
- * Its processes are gone already (the agent was PID 1); its cgroups are named after its
- * origin, which no later sandbox has, and its id slot is given back first, while its folder
- * still holds the name (a slot given back after the rename could have been claimed meanwhile
- * by a new sandbox of the same name). The folder becomes run/.gone-<name>.<shim pid>, which
- * sweep_abandoned_creates removes (cgroups first) should this process die before it does. */
-static _Noreturn void finish_after_answer(struct shim *s)
+/* The child of finish_ephemeral that removes the sandbox's folder once its parent has answered
+ * and exited. It keeps only the pipe (fd 3) and the run folder (fd 4): a client's socket kept
+ * open here would delay that client's end of file. A parent killed before its go-ahead may
+ * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
+ * the next open of that name sweeps once its lock is free (this process does not hold it). */
+static _Noreturn void remove_remains(const char *gone, int go, int run)
 {
-	control_socket_remove(s->run_fd);
-	vm_store_unpin_all();
-	_cleanup_close_ int run = -1;
-	char gone[CAPSULE_NAME_MAX + 32];
-	snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, (int)getpid());
-	bool moved = false;
-	if (home_subdir_open("run", &run, NULL) == 0) {
-		id_slot_release(s->name, s->cfg.id_slot);
-		moved = renameat(run, s->name, run, gone) == 0;
+	if (dup2(go, 3) < 0 || dup2(run, 4) < 0)
+		_exit(1);
+	sys_close_range(5, ~0U, 0);
+	char b = 0;
+	while (read(3, &b, 1) < 0 && errno == EINTR)
+		;
+	struct stat st;
+	if (b == 'g' || (b == 0 && fstatat(4, gone, &st, AT_SYMLINK_NOFOLLOW) == 0)) {
+		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-remains", NULL, ".test-shim-paused");
+		rootless_rm_rf_at(4, gone);
 	}
-	shim_log("stopped; its remains go after the answer");
+	_exit(0);
+}
+
+/* An ephemeral sandbox's end, once its processes, cgroups and network are gone: what is left
+ * is its folder, whose removal (the overlay's upper and work folders among it: 20 to 35 ms on
+ * the development machine's ext4) was most of an end's time, and the caller's wait. The name
+ * is freed first, and the folder removed after the answer by a child, whose pid the folder's
+ * new name run/.gone-NAME.PID carries: the creator waits for this process's exit, not for the
+ * child's, and should the child be killed, sweep_abandoned_creates removes the folder (its pid
+ * is gone). The id slot is given back while the folder still holds the name (one given back
+ * after the rename could have been claimed meanwhile by a new sandbox of that name). A ready
+ * sandbox of a pool is not ended this way: `pool rm` returns with nothing left. */
+static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save_err)
+{
+	shim_log("stopped");
+	shim_log_close();
+	_cleanup_close_ int run = -1;
+	int go[2] = { -1, -1 };
+	pid_t kid = -1;
+	char gone[CAPSULE_NAME_MAX + 32] = "";
+	if (!s->cfg.pool[0] && home_subdir_open("run", &run, NULL) == 0 && pipe2(go, O_CLOEXEC) == 0) {
+		kid = fork();
+		if (kid >= 0)
+			snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, kid == 0 ? (int)getpid() : (int)kid);
+		if (kid == 0)
+			remove_remains(gone, go[0], run);
+		close(go[0]);
+		if (kid < 0)
+			close(go[1]);
+	}
+	bool moved = false;
+	if (kid > 0) {
+		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-rename", NULL, ".test-shim-paused");
+		id_slot_release(s->name, s->cfg.id_slot);
+		rootless_rm_rf_at(run, gone); /* an earlier process of that pid that died here */
+		moved = renameat2(run, s->name, run, gone, RENAME_NOREPLACE) == 0;
+	}
+	if (!moved) {
+		if (run >= 0 || home_subdir_open("run", &run, NULL) == 0)
+			rootless_rm_rf_at(run, s->name);
+		if (kid <= 0)
+			id_slot_release(s->name, s->cfg.id_slot);
+	}
+	/* Only now let go of the sandbox and tell whoever asked for the stop: when they hear OK
+	 * the name is free, and a create of it may follow at once. */
 	close(s->lock_fd);
 	s->lock_fd = -1;
-	capsule_error none = { 0 };
-	answer_stop_waiters(s, &none);
+	answer_stop_waiters(s, save_err);
 	io_clients_last_words(&s->io);
-	sandbox_teardown(s);
-	shim_log_close();
-	if (run >= 0)
-		rootless_rm_rf_at(run, moved ? gone : s->name);
+	if (kid > 0) {
+		char b = moved ? 'g' : 'n';
+		if (write(go[1], &b, 1) < 0)
+			shim_log("remains: %s", strerror(errno));
+	}
 	layer_run_deferred_removals();
 	_exit(0);
 }
@@ -386,8 +430,6 @@ _Noreturn void finish_and_exit(struct shim *s)
 	s->exiting = true;
 	if (save_job_running(&s->save))
 		save_done(s, true);
-	if (!s->cfg.detached && s->cfg.origin[0] && !s->cfg.pool[0] && !s->cfg.save[0])
-		finish_after_answer(s);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
 	control_socket_remove(s->run_fd);
@@ -404,20 +446,12 @@ _Noreturn void finish_and_exit(struct shim *s)
 	/* QEMU is gone: what it booted from is free to collect once the stop is answered, not
 	 * only once this process has exited (the sandbox's qcow2, if it stays, keeps its base). */
 	vm_store_unpin_all();
-	bool ephemeral = !s->cfg.detached && !s->stop_keep;
-	if (ephemeral) {
-		/* Nothing of an ephemeral sandbox outlives it. */
-		shim_log("stopped");
-		_cleanup_close_ int run = -1;
-		if (home_subdir_open("run", &run, NULL) == 0)
-			rootless_rm_rf_at(run, s->name);
-		id_slot_release(s->name, s->cfg.id_slot);
-		shim_log_close();
-	} else {
-		rootless_rm_rf_at(s->run_fd, "fs/work");
-		write_state(s, "stopped");
-		shim_log("stopped");
-	}
+	/* Nothing of an ephemeral sandbox outlives it, nor of one a STOP removes. */
+	if (s->stop_remove || (!s->cfg.detached && !s->stop_keep))
+		finish_ephemeral(s, &save_err);
+	rootless_rm_rf_at(s->run_fd, "fs/work");
+	write_state(s, "stopped");
+	shim_log("stopped");
 	/* Only now, with everything cleaned up, let go of the sandbox and tell whoever asked
 	 * for the stop: when they hear OK, a start or rm may take the lock at once. */
 	close(s->lock_fd);

@@ -667,6 +667,8 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 		c->stop_chan = h->chan;
 		if (m.keep)
 			s->stop_keep = true;
+		if (m.remove)
+			s->stop_remove = true;
 		begin_stop(s, m.timeout_ms);
 		return;
 	}

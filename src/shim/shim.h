@@ -42,6 +42,7 @@ struct shim {
 	uint64_t boot_deadline_ms; /* the agent answers by then, or the start fails */
 	bool stopping;
 	bool stop_keep;     /* a STOP asked to keep an ephemeral sandbox, stopped (its creator starts it again) */
+	bool stop_remove;   /* a STOP asked to remove the sandbox (rm -f): it ends as an ephemeral one does */
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;

@@ -21,24 +21,15 @@ assert_accel_as_the_host_allows = _root.assert_accel_as_the_host_allows
 guest_kernel = _root.guest_kernel
 BUILD = _root.BUILD
 host_guest_kernel = _root.host_guest_kernel
+settled_run_entries = _root.settled_run_entries
 
 
 def run_dir(capsule, name):
     return os.path.join(capsule.home, "run", name)
 
 
-def run_entries(capsule, settle=15.0):
-    """The names in run/, once the remains of sandboxes that ended before (run/.gone-NAME.PID,
-    which a pooled sandbox's shim removes after it answers its stop) are gone: a test that
-    compares run/ before and after must not see an earlier test's teardown finish in between.
-    One still there after SETTLE seconds is returned, so a leak still fails the comparison."""
-    d = os.path.join(capsule.home, "run")
-    deadline = time.monotonic() + settle
-    while True:
-        names = set(os.listdir(d)) if os.path.isdir(d) else set()
-        if not any(n.startswith(".gone-") for n in names) or time.monotonic() > deadline:
-            return names
-        time.sleep(0.05)
+def run_entries(capsule):
+    return settled_run_entries(os.path.join(capsule.home, "run"))
 
 
 def cgroup_v2_only():

@@ -3,6 +3,7 @@ import os
 import subprocess
 
 from tests.conftest import BUILD
+from tests.conftest import settled_run_entries
 
 
 def test_c_api_exec_reuse_threads_free_and_stop(capsule):
@@ -13,4 +14,4 @@ def test_c_api_exec_reuse_threads_free_and_stop(capsule):
         assert f"ok {check}" in r.stdout
     # The ephemeral sandbox is gone with its handle: nothing left in run/.
     run = os.path.join(capsule.home, "run")
-    assert not os.path.isdir(run) or os.listdir(run) == []
+    assert settled_run_entries(run) == set()

@@ -129,3 +129,71 @@ def test_a_mount_that_fails_while_the_shim_joins_the_cgroups_fails_the_start_wit
     assert r.returncode != 0
     assert "/etc/passwd" in r.stderr, r.stderr
     assert wait_until(lambda: _sandbox_and_its_slot_gone(capsule, name), 10), leftovers(capsule, name)
+
+
+# ---- the end: the name is free when it is answered, the folder goes after -----------------
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _gone_folders(capsule, name):
+    """The renamed folders (.gone-NAME.PID) of ended sandboxes of NAME not yet removed."""
+    run = os.path.join(capsule.home, "run")
+    return [e for e in os.listdir(run) if e.startswith(f".gone-{name}.")] if os.path.isdir(run) else []
+
+
+def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(capsule):
+    # The end is answered once the processes, cgroups and id slot are gone and the folder is
+    # renamed .gone-NAME.PID; PID removes it after. Held there (paused), a new sandbox of the
+    # same name starts fresh meanwhile; killed there, the next look removes what it left.
+    name = capsule.unique_name("eend")
+    r = capsule.run("run", "--name", name, "--", "sh", "-c", "echo old > /root/f",
+                    env={"CAPSULE_TEST_SHIM_PAUSE": "end-remains"})
+    assert r.returncode == 0, r.stderr
+    remover = _paused_shim(capsule, "end-remains")
+    assert remover, "the folder's remover never started"
+    try:
+        assert not os.path.exists(run_dir(capsule, name))
+        assert cgroup_dirs(name) == [] and host_procs_in(name) == []
+        assert _gone_folders(capsule, name) == [f".gone-{name}.{remover}"]
+        assert _sandbox_and_its_slot_gone(capsule, name)
+        os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
+        r = capsule.run("run", "--name", name, "--", "sh", "-c", "cat /root/f 2>&1 || echo fresh")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.splitlines()[-1] == "fresh", r.stdout
+        assert capsule.run("ps", "-a").returncode == 0
+        assert f".gone-{name}.{remover}" in _gone_folders(capsule, name), "swept while its remover lives"
+    finally:
+        os.kill(remover, signal.SIGKILL)
+    assert wait_until(lambda: not _alive(remover), 10)
+    assert wait_until(lambda: (capsule.ps(all=True), not _gone_folders(capsule, name))[1], 10), \
+        _gone_folders(capsule, name)
+    assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
+
+
+def test_a_shim_killed_before_it_frees_the_name_leaves_nothing(capsule):
+    # kill -9 of the shim after its child that removes the folder was made, before the rename:
+    # the child finds no .gone- folder of its own and exits; the folder, its lock free, is a
+    # stale sandbox's, which the next look removes.
+    name = capsule.unique_name("eren")
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-rename"})
+    try:
+        shim = _paused_shim(capsule, "end-rename")
+        assert shim, "the shim never reached the end"
+        assert os.path.exists(run_dir(capsule, name))
+        os.kill(shim, signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        _reap(p)
+    assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \
+        leftovers(capsule, name)
+    assert wait_until(lambda: not _gone_folders(capsule, name), 10), _gone_folders(capsule, name)
+    r = capsule.run("run", "--name", name, "--", "true")
+    assert r.returncode == 0, r.stderr

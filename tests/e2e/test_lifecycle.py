@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from .helpers import (assert_capsule_error, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone,
-                      wait_until)
+                      settled_run_entries, wait_until)
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels), each with a
 # sandbox of its own: they stop, restart and remove it.
@@ -339,4 +339,4 @@ def test_one_name_raced_by_several_processes_fails_only_in_the_expected_ways(cap
         assert out.strip() == "[]", (out, err)
     capsule.run("rm", "-f", name)
     run = os.path.join(capsule.home, "run")
-    assert not [e for e in os.listdir(run) if name in e], os.listdir(run)
+    assert not [e for e in settled_run_entries(run) if name in e], os.listdir(run)

@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import CAPSULE, _env
 from tests.e2e.test_serve import Api, Server, new_token, token
+from tests.conftest import settled_run_entries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIENT = os.path.join(ROOT, "tests", "mcp", "client.mjs")
@@ -33,8 +34,7 @@ def read_line(stream, timeout=60):
 
 
 def running(home):
-    run = os.path.join(home, "run")
-    return set(os.listdir(run)) if os.path.isdir(run) else set()
+    return settled_run_entries(os.path.join(home, "run"))
 
 
 def wait_gone(home, sid, timeout=15):

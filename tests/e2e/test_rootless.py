@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from .helpers import BUILD, cgroup_v2_only
+from .helpers import BUILD, cgroup_v2_only, settled_run_entries
 from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
                         needs_tools, registry, workdir)
 
@@ -610,7 +610,7 @@ def test_a_warm_pool_as_the_user(user):
                        "mkdir /home/q && chown 1000 /home/q && id -u") == "0\n"
     finally:
         user.ok("pool", "rm", pool)
-    assert not [e for e in os.listdir(os.path.join(user.capsule_home, "run")) if pool in e]
+    assert not [e for e in settled_run_entries(os.path.join(user.capsule_home, "run")) if pool in e]
 
 
 FETCH = """

@@ -9,7 +9,8 @@ import uuid
 
 import pytest
 
-from .helpers import assert_cat_sees_eof_without_i, cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
+from .helpers import (assert_cat_sees_eof_without_i, cgroup_dirs, host_procs_in, leftovers, run_dir, run_entries,
+                      sandbox_gone, wait_until)
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
 pytestmark = pytest.mark.both_levels
@@ -363,14 +364,12 @@ def test_ephemeral_run_with_failing_command_leaves_nothing(capsule):
 
 
 def test_run_without_name_gets_a_generated_name_and_leaves_nothing(capsule):
-    before = set(os.listdir(os.path.join(capsule.home, "run"))) if os.path.isdir(
-        os.path.join(capsule.home, "run")) else set()
+    before = run_entries(capsule)
     r = capsule.run("run", "--", "hostname")
     assert r.returncode == 0, r.stderr
     name = r.stdout.strip()
     assert re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}", name), name
-    after = set(os.listdir(os.path.join(capsule.home, "run"))) if os.path.isdir(
-        os.path.join(capsule.home, "run")) else set()
+    after = run_entries(capsule)
     assert name not in after
     assert after <= before
     assert cgroup_dirs(name) == []

@@ -11,6 +11,7 @@ import pytest
 
 from .helpers import assert_capsule_error, host_procs_in
 from .imageutil import need_static_agent
+from tests.conftest import settled_run_entries
 
 
 def sname(prefix="s"):
@@ -109,11 +110,11 @@ def test_load_one_save_as_another_leaves_the_first(capsule, saves):
 def test_save_over_own_image_refused_before_start(capsule, saves):
     a = saves("a")
     assert capsule.run("run", "--save", a, "--", "true").returncode == 0
-    runs = set(os.listdir(os.path.join(capsule.home, "run")))
+    runs = settled_run_entries(os.path.join(capsule.home, "run"))
     r = capsule.run("run", "--image", a, "--save", a, "--", "true")
     assert_capsule_error(r)
     assert "save under another name" in r.stderr
-    assert set(os.listdir(os.path.join(capsule.home, "run"))) == runs
+    assert settled_run_entries(os.path.join(capsule.home, "run")) == runs
 
 
 def test_create_and_stop_saves(capsule, saves):
@@ -259,7 +260,7 @@ def test_rm_refused_for_a_parent_and_for_a_sandbox_in_use(capsule, saves):
 
 @pytest.mark.parametrize("bad", ["../x", "a/b", "..", ".hidden", "x" * 64, "-x"])
 def test_bad_save_names(capsule, bad):
-    runs = set(os.listdir(os.path.join(capsule.home, "run"))) if os.path.isdir(os.path.join(capsule.home, "run")) else set()
+    runs = settled_run_entries(os.path.join(capsule.home, "run"))
     before = sorted(os.listdir(saves_dir(capsule))) if os.path.isdir(saves_dir(capsule)) else []
     for args in (["run", "--save", bad, "--", "true"], ["create", "--name", sname("n"), "--save", bad],
                  ["saves", "rm", bad]):
@@ -275,7 +276,7 @@ def test_bad_save_names(capsule, bad):
     after = sorted(os.listdir(saves_dir(capsule))) if os.path.isdir(saves_dir(capsule)) else []
     assert [e for e in after if e not in before and e != ".lock"] == []
     assert not os.path.exists(os.path.join(capsule.home, "checkpoints"))
-    now = set(os.listdir(os.path.join(capsule.home, "run")))
+    now = settled_run_entries(os.path.join(capsule.home, "run"))
     assert now <= runs | {name}
     assert name not in now
 

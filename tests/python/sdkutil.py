@@ -68,9 +68,11 @@ def clean_home(home):
     shutil.rmtree(home, ignore_errors=True)
 
 
+settled_run_entries = _root.settled_run_entries
+
+
 def run_entries():
-    d = os.path.join(HOME, "run")
-    return set(os.listdir(d)) if os.path.isdir(d) else set()
+    return settled_run_entries(os.path.join(HOME, "run"))
 
 
 def pid_alive(pid):

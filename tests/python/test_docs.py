@@ -13,7 +13,7 @@ import tempfile
 
 import pytest
 
-from sdkutil import ROOT, agent_is_static, sdk_env, clean_home
+from sdkutil import ROOT, agent_is_static, sdk_env, clean_home, settled_run_entries
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -57,8 +57,7 @@ def test_doc_example_runs(doc, index, code):
                            text=True, timeout=300)
         assert r.returncode == 0, f"{doc} example {index} failed:\n{code}\n--- stdout\n{r.stdout}\n--- stderr\n{r.stderr}"
         # An example that finished leaves no sandbox behind: they are all ephemeral.
-        run = os.path.join(home, "run")
-        left = os.listdir(run) if os.path.isdir(run) else []
+        left = sorted(settled_run_entries(os.path.join(home, "run")))
         assert left == [], f"{doc} example {index} left sandboxes {left}"
     finally:
         clean_home(home)

@@ -165,3 +165,50 @@ def test_kill9_of_creator_mid_start_leaves_nothing_after_rm(capsule):
         assert not cgroup_dirs(name), (delay, cgroup_dirs(name))
         assert not os.path.exists(_run_dir(capsule, name)), (delay, os.listdir(_run_dir(capsule, name)))
         assert state_of(capsule, name) is None
+
+
+def _paused_remover(capsule, timeout=30):
+    path = os.path.join(capsule.home, ".test-shim-paused")
+
+    def read():
+        try:
+            with open(path) as f:
+                stage, pid = f.read().split()
+        except (FileNotFoundError, ValueError):
+            return None
+        return int(pid) if stage == "end-remains" else None
+    return wait_until(read, timeout)
+
+
+def test_rm_f_frees_the_name_at_once_and_a_killed_remover_leaves_nothing(capsule):
+    # rm -f of a running sandbox asks its shim to remove it: answered once its processes,
+    # cgroups and id slot are gone and its folder is renamed; the folder goes after, by a child
+    # of the shim (held here). A new sandbox of the name runs meanwhile, untouched by the old
+    # one's remains, and kill -9 of the remover leaves a folder the next look removes.
+    name = capsule.unique_name("rmf")
+    r = capsule.run("create", "--name", name, env={"CAPSULE_TEST_SHIM_PAUSE": "end-remains"})
+    assert r.returncode == 0, r.stderr
+    info = _wait_running(capsule, name)
+    pids = set(_detached_sleep(capsule, name)) | {info["shim_pid"], info["init_pid"]}
+    r = capsule.run("rm", "-f", name, timeout=60)
+    assert r.returncode == 0, r.stderr
+    remover = _paused_remover(capsule)
+    assert remover, "the folder's remover never started"
+    run = os.path.join(capsule.home, "run")
+    try:
+        assert not os.path.exists(_run_dir(capsule, name))
+        assert f".gone-{name}.{remover}" in os.listdir(run)
+        _assert_nothing_left_running(name, pids)
+        assert not cgroup_dirs(name), cgroup_dirs(name)
+        os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
+        again = capsule.create(name=name)
+        assert again == name
+        assert capsule.run("exec", name, "echo", "hi").stdout == "hi\n"
+    finally:
+        os.kill(remover, signal.SIGKILL)
+    assert wait_until(lambda: (capsule.run("ps", "-a"), f".gone-{name}.{remover}" not in os.listdir(run))[1], 10)
+    assert_alive(capsule, name)
+    r = capsule.run("rm", "-f", name, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert wait_until(lambda: not [e for e in os.listdir(run) if name in e], 10), os.listdir(run)
+    assert not cgroup_dirs(name) and not pids_in_cgroup(name)
