@@ -156,9 +156,11 @@ CAPSULE_API int capsule_sandbox_open(capsule_sandbox **out, const char *name, ca
  * it is running (or starting) already: nothing was done. */
 CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
 /* Graceful stop: SIGTERM to every process in the sandbox, SIGKILL after timeout_ms; 0 kills
- * at once (docker stop -t 0). Returns when the sandbox is down. An ephemeral sandbox is
- * removed by its stop; a named one stays, stopped, until removed. Stopping a stopped sandbox
- * succeeds. */
+ * at once (docker stop -t 0). Returns when the sandbox is down: its processes and cgroups are
+ * gone. An ephemeral sandbox is removed by its stop: its name is free when this returns (a
+ * create of it may follow at once), and its folder, renamed run/.gone-NAME.PID, is deleted a
+ * moment later by that PID (or, should it be killed, by the next create or list). A named one
+ * stays, stopped, until removed. Stopping a stopped sandbox succeeds. */
 #define CAPSULE_STOP_TIMEOUT_DEFAULT_MS 10000
 CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
 /* capsule_sandbox_stop that keeps an ephemeral sandbox, stopped, with its filesystem, as a
@@ -247,9 +249,11 @@ CAPSULE_API int capsule_watch_fd(const capsule_watch *w);
 /* Stop watching and free W. */
 CAPSULE_API void capsule_watch_free(capsule_watch *w);
 /* Remove a sandbox and everything it owns. A running one is refused unless force (then it is
- * killed first). */
+ * killed first, and its folder goes as an ended ephemeral sandbox's does: the name is free
+ * when this returns, the folder is deleted a moment later; see capsule_sandbox_stop). */
 CAPSULE_API int capsule_sandbox_remove(const char *name, bool force, capsule_error *err);
-/* Release the handle. For an ephemeral sandbox created through this handle, this ends it. */
+/* Release the handle. For an ephemeral sandbox created through this handle, this ends it, as
+ * capsule_sandbox_stop does. */
 CAPSULE_API void capsule_sandbox_free(capsule_sandbox *sb);
 
 CAPSULE_API const char *capsule_sandbox_name(const capsule_sandbox *sb);

@@ -161,8 +161,10 @@ static void reap_shim(capsule_sandbox *sb)
 	if (sb->shim_pid <= 0)
 		return;
 	/* The shim exits promptly once its creator's socket is closed: it kills the sandbox and
-	 * cleans up, so when this returns nothing of the sandbox is left. ECHILD (the caller
-	 * ignores SIGCHLD, or reaped it) is fine too. */
+	 * removes its cgroups, so when this returns the processes and cgroups are gone and the
+	 * name is free; the folder, renamed run/.gone-NAME.PID, is deleted by PID a moment later
+	 * (finish_ephemeral in the shim). ECHILD (the caller ignores SIGCHLD, or reaped it) is
+	 * fine too. */
 	while (waitpid(sb->shim_pid, NULL, 0) < 0 && errno == EINTR)
 		;
 	sb->shim_pid = 0;
