@@ -9,8 +9,8 @@ from .helpers import assert_capsule_error, cgroup_dirs, run_dir, run_entries
 
 def home_entries(capsule):
     """What a create or run could leave: sandboxes, volumes, saves and images."""
-    found = {}
-    for sub in ("run", "volumes", "saves", "images/layers", "images/blobs/sha256"):
+    found = {"run": run_entries(capsule)}
+    for sub in ("volumes", "saves", "images/layers", "images/blobs/sha256"):
         d = os.path.join(capsule.home, sub)
         found[sub] = set(os.listdir(d)) if os.path.isdir(d) else set()
     return found
