@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error
+from .helpers import assert_capsule_error, run_entries
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
 pytestmark = pytest.mark.both_levels
@@ -123,16 +123,15 @@ def test_allow_sensitive_mounts_it_anyway(capsule):
 
 
 def test_bad_bind_specs_are_refused_before_anything_starts(capsule, hostdir):
-    run = os.path.join(capsule.home, "run")
     cases = ((f"/nonexistent-{uuid.uuid4().hex[:6]}:/x", "No such file"), ("rel/path:/x", "rel/path"),
              (f"{hostdir}:relative", "absolute"), (f"{hostdir}:/", "'/'"), (f"{hostdir}:/proc/x", "/proc"),
              (f"{hostdir}:/x:rx", "rx"), ("my/volume:/x", "my/volume"))
     for spec, words in cases:
-        before = set(os.listdir(run)) if os.path.isdir(run) else set()
+        before = run_entries(capsule)
         r = capsule.run("run", "-v", spec, "--", "true")
         assert_capsule_error(r)
         assert words in r.stderr, (spec, r.stderr)
-        assert (set(os.listdir(run)) if os.path.isdir(run) else set()) == before
+        assert run_entries(capsule) == before
     r = capsule.run("run", "-v", f"{hostdir}:/x", "-v", f"{hostdir}:/x", "--", "true")
     assert_capsule_error(r)
     assert "two mounts at '/x'" in r.stderr

@@ -268,13 +268,13 @@ def test_memory_and_cpu_limits_fail_in_one_line_without_cgroups(user):
     if _user_has_cgroups(user):
         pytest.skip("this host delegates cgroups to the user")
     run = os.path.join(user.capsule_home, "run")
-    before = set(os.listdir(run))
+    before = settled_run_entries(run)
     for flag, value, what in (("--memory", "64M", "memory"), ("--cpus", "0.5", "cpu")):
         r = user.capsule("run", flag, value, "--", "true")
         assert r.returncode != 0
         err = r.stderr.strip()
         assert len(err.splitlines()) == 1 and what in err and "cgroup" in err, err
-    assert set(os.listdir(run)) == before
+    assert settled_run_entries(run) == before
 
 
 def test_bind_writes_land_owned_by_the_user_and_read_only_binds_refuse(user):
@@ -336,12 +336,12 @@ def test_doctor_says_how_ids_map_and_what_needs_root(user):
 def test_what_needs_root_is_refused_in_one_line(user):
     run = os.path.join(user.capsule_home, "run")
     user.ok("ps")  # the home and its run folder, made
-    before = set(os.listdir(run))
+    before = settled_run_entries(run)
     for args, words in ((("--disk-size", "1G"), "needs root"),
                         ):
         r = user.capsule("run", *args, "--", "true")
         assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, (args, r.stderr)
-    assert set(os.listdir(run)) == before
+    assert settled_run_entries(run) == before
     r = user.capsule("volume", "create", "--quota", "16M", "q1")
     assert r.returncode != 0 and "a volume with a quota needs root" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

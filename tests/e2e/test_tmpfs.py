@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error
+from .helpers import assert_capsule_error, run_entries
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
 pytestmark = pytest.mark.both_levels
@@ -68,11 +68,9 @@ def test_bad_tmpfs_specs_are_refused_before_anything_starts(capsule):
     for spec, words in (("tmp", "absolute"), ("/:size=1M", "'/'"), ("/x:size=0", "size"),
                         ("/x:size=12X", "12X"), ("/x:bogus=1", "bogus"), ("/proc/x", "/proc"),
                         ("/sys", "/sys"), ("/x:mode=99999", "mode")):
-        before = set(os.listdir(os.path.join(capsule.home, "run"))) if os.path.isdir(
-            os.path.join(capsule.home, "run")) else set()
+        before = run_entries(capsule)
         r = capsule.run("run", "--tmpfs", spec, "--", "true")
         assert_capsule_error(r)
         assert words in r.stderr, (spec, r.stderr)
-        after = set(os.listdir(os.path.join(capsule.home, "run"))) if os.path.isdir(
-            os.path.join(capsule.home, "run")) else set()
+        after = run_entries(capsule)
         assert after == before
