@@ -356,7 +356,9 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
  * the next open of that name sweeps once its lock is free (this process does not hold it). */
 static _Noreturn void remove_remains(const char *gone, int go, int run)
 {
-	if (dup2(go, 3) < 0 || dup2(run, 4) < 0)
+	/* Through numbers above 4 first: either may sit on 3 or 4 now. */
+	int g = fcntl(go, F_DUPFD_CLOEXEC, 10), r = fcntl(run, F_DUPFD_CLOEXEC, 10);
+	if (g < 0 || r < 0 || dup2(g, 3) < 0 || dup2(r, 4) < 0)
 		_exit(1);
 	sys_close_range(5, ~0U, 0);
 	char b = 0;
@@ -416,11 +418,9 @@ static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save
 	s->lock_fd = -1;
 	answer_stop_waiters(s, save_err);
 	io_clients_last_words(&s->io);
-	if (kid > 0) {
-		char b = moved ? 'g' : 'n';
-		if (write(go[1], &b, 1) < 0)
-			shim_log("remains: %s", strerror(errno));
-	}
+	/* A remover killed meanwhile leaves its .gone- folder to sweep_abandoned_creates. */
+	if (kid > 0)
+		(void)!write(go[1], moved ? "g" : "n", 1);
 	layer_run_deferred_removals();
 	_exit(0);
 }
