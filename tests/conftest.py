@@ -58,6 +58,24 @@ def settled_run_entries(run):
         time.sleep(0.05)
 
 
+def paused_at(home, stage, timeout=30):
+    """The pid of the capsule process (a shim, or its child) waiting at STAGE of
+    CAPSULE_TEST_SHIM_PAUSE in the home HOME, or None after TIMEOUT seconds."""
+    path = os.path.join(home, ".test-shim-paused")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with open(path) as f:
+                got, pid = f.read().split()
+            if got == stage:
+                return int(pid)
+        except (FileNotFoundError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
+
+
 def host_kvm():
     """What the host offers a VM, read without capsule: "absent" (no /dev/kvm), "unusable"
     (/dev/kvm is there but not backed by the CPU's vmx/svm, as a kvm_pvm host's, or it does

@@ -22,6 +22,7 @@ guest_kernel = _root.guest_kernel
 BUILD = _root.BUILD
 host_guest_kernel = _root.host_guest_kernel
 settled_run_entries = _root.settled_run_entries
+paused_at = _root.paused_at
 
 
 def run_dir(capsule, name):

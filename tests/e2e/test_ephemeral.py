@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from .helpers import cgroup_dirs, host_procs_in, leftovers, run_dir, sandbox_gone, wait_until
+from .helpers import cgroup_dirs, host_procs_in, leftovers, paused_at, run_dir, sandbox_gone, wait_until
 
 
 def _sleeps(name):
@@ -71,18 +71,24 @@ def test_killing_the_run_cli_ends_background_children_too(capsule):
     assert wait_until(lambda: _not_running(capsule, name), 10), leftovers(capsule, name)
 
 
-def _paused_shim(capsule, stage, timeout=30):
-    """The pid of the shim waiting at STAGE (CAPSULE_TEST_SHIM_PAUSE), or None."""
-    path = os.path.join(capsule.home, ".test-shim-paused")
+def _paused_shim(capsule, stage):
+    return paused_at(capsule.home, stage)
 
-    def read():
-        try:
-            with open(path) as f:
-                got, pid = f.read().split()
-        except (FileNotFoundError, ValueError):
-            return None
-        return int(pid) if got == stage else None
-    return wait_until(read, timeout)
+
+def _run_and_kill_the_shim_at(capsule, name, stage, check):
+    """capsule run --name NAME -- true with the shim held at STAGE: CHECK(), then kill -9 of
+    the shim; returns the CLI's exit status once it has exited."""
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": stage})
+    try:
+        shim = _paused_shim(capsule, stage)
+        assert shim, f"the shim never reached {stage}"
+        check()
+        os.kill(shim, signal.SIGKILL)
+        p.wait(timeout=30)
+    finally:
+        _reap(p)
+    return p.returncode
 
 
 def _mounts_naming(text):
@@ -101,18 +107,11 @@ def test_a_shim_killed_while_its_init_mounts_and_it_joins_the_cgroups_leaves_not
     # The sandbox's first process makes its mounts while the shim moves it into its cgroups
     # (container.c, two go-aheads): kill -9 the shim in between.
     name = capsule.unique_name("ekjoin")
-    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "cgroup-join"})
-    try:
-        shim = _paused_shim(capsule, "cgroup-join")
-        assert shim, "the shim never reached the cgroup join"
+
+    def check():
         # Its init is there, in a mount namespace of its own, not in the sandbox's cgroups yet.
         assert cgroup_dirs(name)
-        os.kill(shim, signal.SIGKILL)
-        p.wait(timeout=30)
-    finally:
-        _reap(p)
-    assert p.returncode != 0
+    assert _run_and_kill_the_shim_at(capsule, name, "cgroup-join", check) != 0
     # The init read EOF instead of its second go-ahead and exited; the next look sweeps the rest.
     assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \
         leftovers(capsule, name)
@@ -182,16 +181,8 @@ def test_a_shim_killed_before_it_frees_the_name_leaves_nothing(capsule):
     # the child finds no .gone- folder of its own and exits; the folder, its lock free, is a
     # stale sandbox's, which the next look removes.
     name = capsule.unique_name("eren")
-    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-rename"})
-    try:
-        shim = _paused_shim(capsule, "end-rename")
-        assert shim, "the shim never reached the end"
-        assert os.path.exists(run_dir(capsule, name))
-        os.kill(shim, signal.SIGKILL)
-        p.wait(timeout=30)
-    finally:
-        _reap(p)
+    _run_and_kill_the_shim_at(capsule, name, "end-rename", lambda: os.path.exists(run_dir(capsule, name)) or
+                              pytest.fail("the folder was renamed before the pause"))
     assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \
         leftovers(capsule, name)
     assert wait_until(lambda: not _gone_folders(capsule, name), 10), _gone_folders(capsule, name)

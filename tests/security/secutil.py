@@ -14,6 +14,7 @@ _root = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_root)
 Capsule = _root.Capsule
 guest_kernel = _root.guest_kernel
+paused_at = _root.paused_at
 
 # The end-to-end suite's helpers: what the host sees of a sandbox.
 _HELPERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "helpers.py")

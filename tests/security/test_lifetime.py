@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from secutil import (assert_alive, cgroup_dirs, pids_in_cgroup, proc_alive, shim_pids_named, state_of,
+from secutil import (assert_alive, cgroup_dirs, paused_at, pids_in_cgroup, proc_alive, shim_pids_named, state_of,
                      wait_until)
 
 
@@ -167,19 +167,6 @@ def test_kill9_of_creator_mid_start_leaves_nothing_after_rm(capsule):
         assert state_of(capsule, name) is None
 
 
-def _paused_remover(capsule, timeout=30):
-    path = os.path.join(capsule.home, ".test-shim-paused")
-
-    def read():
-        try:
-            with open(path) as f:
-                stage, pid = f.read().split()
-        except (FileNotFoundError, ValueError):
-            return None
-        return int(pid) if stage == "end-remains" else None
-    return wait_until(read, timeout)
-
-
 def test_rm_f_frees_the_name_at_once_and_a_killed_remover_leaves_nothing(capsule):
     # rm -f of a running sandbox asks its shim to remove it: answered once its processes,
     # cgroups and id slot are gone and its folder is renamed; the folder goes after, by a child
@@ -192,7 +179,7 @@ def test_rm_f_frees_the_name_at_once_and_a_killed_remover_leaves_nothing(capsule
     pids = set(_detached_sleep(capsule, name)) | {info["shim_pid"], info["init_pid"]}
     r = capsule.run("rm", "-f", name, timeout=60)
     assert r.returncode == 0, r.stderr
-    remover = _paused_remover(capsule)
+    remover = paused_at(capsule.home, "end-remains")
     assert remover, "the folder's remover never started"
     run = os.path.join(capsule.home, "run")
     try:
