@@ -162,12 +162,22 @@ int capsule_config_set_save(capsule_config *cfg, const char *name, capsule_error
 
 const char *config_hostname(const struct capsule_config *cfg)
 {
-	return cfg->hostname[0] ? cfg->hostname : config_cgroup_base(cfg);
+	return cfg->hostname[0] ? cfg->hostname : cfg->origin[0] ? cfg->origin : cfg->name;
 }
 
 const char *config_cgroup_base(const struct capsule_config *cfg)
 {
-	return cfg->origin[0] ? cfg->origin : cfg->name;
+	return cfg->cgroup_base[0] ? cfg->cgroup_base : cfg->origin[0] ? cfg->origin : cfg->name;
+}
+
+bool cgroup_base_valid(const char *base)
+{
+	const char *t = strrchr(base, '~');
+	if (!t || strlen(t + 1) != 8 || strspn(t + 1, "0123456789abcdef") != 8 || (size_t)(t - base) > CAPSULE_NAME_MAX)
+		return false;
+	char name[CAPSULE_NAME_MAX + 1];
+	snprintf(name, sizeof(name), "%.*s", (int)(t - base), base);
+	return validate_name(name, NULL, NULL) == 0;
 }
 
 int capsule_config_set_pool(capsule_config *cfg, const char *pool, capsule_error *err)

@@ -98,6 +98,7 @@ const struct config_key config_keys[] = {
 	  FLAG("label", 'l', "KEY=VALUE", "a label (repeat for more): inspect shows it,\nps --filter label=KEY=VALUE finds it") },
 	/* Set by the library or through calls of their own, not by a flag. */
 	{ .name = "origin", .type = CONFIG_KEY_TEXT, FIELD(origin), .flags = CONFIG_KEY_OMIT_UNSET },
+	{ .name = "cgroup_base", .type = CONFIG_KEY_TEXT, FIELD(cgroup_base), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "detached", .type = CONFIG_KEY_BOOL, FIELD(detached) },
 	{ .name = "created", .type = CONFIG_KEY_I64, FIELD(created_unix), .max = INT64_MAX },
 	{ .name = "id_slot", .type = CONFIG_KEY_U32, FIELD(id_slot), .max = 65535 },

@@ -33,6 +33,8 @@ bool run_dir_paused_to_disk(int dirfd);
 /* The sandbox's cgroup name: its own name plus a digest of $CAPSULE_HOME, so that two homes
  * (two users, two test runs) can each have a sandbox "dev" without sharing a cgroup. */
 void sandbox_cgroup_name(const char *name, char *out, size_t size);
+/* Room for sandbox_cgroup_name's answer about any config_cgroup_base. */
+#define SANDBOX_CGROUP_NAME_MAX (CAPSULE_NAME_MAX + 32)
 
 /* NAME in the user's configuration folder: $XDG_CONFIG_HOME/capsule/NAME, else
  * $HOME/.config/capsule/NAME; -ENOENT when neither is an absolute path. */

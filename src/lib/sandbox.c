@@ -46,14 +46,21 @@ static void progress(const struct capsule_config *cfg, const char *stage, uint64
 		cfg->progress(stage, cur, total, cfg->progress_payload);
 }
 
-static void generate_name(char *out, size_t n)
+static void random_hex8(char out[9])
 {
 	uint8_t b[4];
 	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
 		uint64_t t = now_ns();
 		memcpy(b, &t, sizeof(b));
 	}
-	snprintf(out, n, "capsule-%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+	snprintf(out, 9, "%02x%02x%02x%02x", b[0], b[1], b[2], b[3]);
+}
+
+static void generate_name(char *out, size_t n)
+{
+	char hex[9];
+	random_hex8(hex);
+	snprintf(out, n, "capsule-%s", hex);
 }
 
 /* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
@@ -395,6 +402,23 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	return 0;
 }
 
+/* run/.gone-NAME.PID of a dead PID: a remove's, or that of a shim's child removing an ended
+ * sandbox's cgroups and folder after the stop's answer (finish_ephemeral), killed before the
+ * end. Its processes are gone. Its cgroups, if the config names a cgroup_base, go first (a
+ * name no other sandbox has); never by the sandbox's name, which may be a new sandbox's by now
+ * (one made before cgroup_base existed removed its cgroups before the rename). */
+static void sweep_gone(int run, const char *entry)
+{
+	_cleanup_close_ int dir = openat(run, entry, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	struct capsule_config cfg;
+	if (dir >= 0 && config_load_at(dir, &cfg, NULL) == 0) {
+		if (cfg.cgroup_base[0] && cgroup_base_valid(cfg.cgroup_base))
+			run_shim_cleanup(cfg.cgroup_base);
+		config_clear(&cfg);
+	}
+	rootless_rm_rf_at(run, entry);
+}
+
 /* Folders of creates that died before their rename, and of removes that died before the end:
  * the pid in their name is gone. (A pid reused since leaves one behind until that process
  * ends; it is never a sandbox of anyone's.) */
@@ -417,14 +441,10 @@ void sweep_abandoned_creates(int run)
 		long pid = dot ? strtol(dot + 1, &end, 10) : 0;
 		if (pid <= 0 || *end != '\0' || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
 			continue;
-		/* A .gone- folder is a remove's, or that of a shim's child removing an ended sandbox's
-		 * folder after the stop's answer (finish_ephemeral), killed before the end. Only the
-		 * folder is left of it: its processes and cgroups went before the rename, and its
-		 * cgroups' name may be a new sandbox's of the same name by now. */
 		if (created)
 			rm_rf_at(run, de->d_name);
 		else
-			rootless_rm_rf_at(run, de->d_name);
+			sweep_gone(run, de->d_name);
 	}
 	closedir(d);
 }
@@ -453,9 +473,18 @@ int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *
 	struct capsule_config *cfg = &sb->cfg;
 	if (!cfg->name[0])
 		generate_name(cfg->name, sizeof(cfg->name));
-	/* A pool's sandbox: its cgroups keep this name when a take renames it. */
+	/* A pool's sandbox: its hostname keeps this name when a take renames it. */
 	if (cfg->pool[0])
 		snprintf(cfg->origin, sizeof(cfg->origin), "%s", cfg->name);
+	/* Cgroups of their own name, never another sandbox's, not even a later one's of the same
+	 * name: an ended sandbox's go after its name is free (the shim's finish_ephemeral). A
+	 * cgroup given by path (OCI) is the caller's. */
+	cfg->cgroup_base[0] = '\0';
+	if (!cfg->cgroup_path) {
+		char hex[9];
+		random_hex8(hex);
+		snprintf(cfg->cgroup_base, sizeof(cfg->cgroup_base), "%s~%s", cfg->name, hex);
+	}
 	cfg->created_unix = (int64_t)time(NULL);
 	progress(cfg, "prepare", 0, 3);
 

@@ -169,9 +169,13 @@ struct capsule_config {
 	 * configuration names one is that pool's ready sandbox, not yet taken: hidden from the
 	 * list, and its shim refuses every request but TAKE and STOP. "" = neither. */
 	char pool[CAPSULE_NAME_MAX + 1];
-	/* The name a pool's sandbox was started under, which its cgroups keep after a take renames
-	 * it; "" = its own name. */
+	/* The name a pool's sandbox was started under, which its hostname keeps after a take
+	 * renames it; "" = its own name. */
 	char origin[CAPSULE_NAME_MAX + 1];
+	/* What its cgroups are named after (sandbox_cgroup_name): "NAME~<8 hex>", made at its create,
+	 * which no other sandbox has (no name holds '~'), so that an ended sandbox's cgroups can
+	 * go after its name is free; "" = its name (a configuration written before). */
+	char cgroup_base[CAPSULE_NAME_MAX + 10];
 	/* vm isolation */
 	bool boot_timeout_set; /* else the level's default applies */
 	char accel[8];         /* "auto" (or empty), "kvm", "tcg" */
@@ -194,8 +198,11 @@ void config_clear(struct capsule_config *cfg);
 /* The hostname inside: the one set, else the name the sandbox was started under (a pool's
  * sandbox keeps the one it booted with when a take renames it). */
 const char *config_hostname(const struct capsule_config *cfg);
-/* The name its cgroups are made under (sandbox_cgroup_name): the origin, else the name. */
+/* The name its cgroups are made under (sandbox_cgroup_name): cgroup_base, else the origin,
+ * else the name. */
 const char *config_cgroup_base(const struct capsule_config *cfg);
+/* BASE is a cgroup_base as the library makes them: a valid name, '~', 8 lowercase hex digits. */
+bool cgroup_base_valid(const char *base);
 /* The boot timeout a start waits: the one set, or the isolation level's default. */
 uint32_t config_boot_timeout_ms(const struct capsule_config *cfg);
 /* Put the layer folder PATH (absolute) on top of CFG's layers. */

@@ -102,7 +102,7 @@ static int cgroup_up(struct shim *s, capsule_error *err)
 {
 	struct cgroup_limits lim;
 	s->level->cgroup_limits(s, &lim);
-	char cgname[CAPSULE_NAME_MAX + 16];
+	char cgname[SANDBOX_CGROUP_NAME_MAX];
 	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	int r = s->cfg.cgroup_path ? cgroup_create_at(&s->cg, s->cfg.cgroup_path, &lim, err)
 				   : cgroup_create(&s->cg, cgname, &lim, err);
@@ -113,13 +113,19 @@ static int cgroup_up(struct shim *s, capsule_error *err)
 
 static void cgroup_down(struct shim *s)
 {
+	/* finish_ephemeral's child removes them, after the answer, by their name. */
+	if (s->cgroup_later) {
+		cgroup_free(s->cg);
+		s->cg = NULL;
+		return;
+	}
 	capsule_error err = { 0 };
 	if (s->cg && cgroup_destroy(s->cg, &err) < 0)
 		shim_log("cgroup cleanup: %s", err.message);
 	cgroup_free(s->cg);
 	s->cg = NULL;
 	/* A save's freeze may have made a v1 freezer cgroup beside the others. */
-	char cgname[CAPSULE_NAME_MAX + 16];
+	char cgname[SANDBOX_CGROUP_NAME_MAX];
 	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	sandbox_freezer_remove(cgname);
 }
@@ -354,7 +360,18 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
  * open here would delay that client's end of file. A parent killed before its go-ahead may
  * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
  * the next open of that name sweeps once its lock is free (this process does not hold it). */
-static _Noreturn void remove_remains(const char *gone, int go, int run)
+/* An ended sandbox's cgroups by their name (BASE's, unique: cgroup_base), as `capsule-shim
+ * --cleanup` removes them: its processes are gone, this only removes the folders. */
+static void cgroups_remove_by_base(const char *base)
+{
+	char cgname[SANDBOX_CGROUP_NAME_MAX];
+	sandbox_cgroup_name(base, cgname, sizeof(cgname));
+	sandbox_freezer_remove(cgname);
+	capsule_error err = { 0 };
+	cgroup_remove_by_name(cgname, &err);
+}
+
+static _Noreturn void remove_remains(const char *gone, int go, int run, const char *cgroups)
 {
 	/* Through numbers above 4 first: either may sit on 3 or 4 now. */
 	int g = fcntl(go, F_DUPFD_CLOEXEC, 10), r = fcntl(run, F_DUPFD_CLOEXEC, 10);
@@ -367,6 +384,9 @@ static _Noreturn void remove_remains(const char *gone, int go, int run)
 	struct stat st;
 	if (b == 'g' || (b == 0 && fstatat(4, gone, &st, AT_SYMLINK_NOFOLLOW) == 0)) {
 		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-remains", NULL, ".test-shim-paused");
+		/* The cgroups first: killed in between, the folder's config still names them. */
+		if (cgroups)
+			cgroups_remove_by_base(cgroups);
 		rootless_rm_rf_at(4, gone);
 	}
 	_exit(0);
@@ -394,7 +414,7 @@ static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save
 		if (kid >= 0)
 			snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, kid == 0 ? (int)getpid() : (int)kid);
 		if (kid == 0)
-			remove_remains(gone, go[0], run);
+			remove_remains(gone, go[0], run, s->cgroup_later ? s->cfg.cgroup_base : NULL);
 		close(go[0]);
 		if (kid < 0)
 			close(go[1]);
@@ -407,6 +427,8 @@ static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save
 		moved = renameat2(run, s->name, run, gone, RENAME_NOREPLACE) == 0;
 	}
 	if (!moved) {
+		if (s->cgroup_later)
+			cgroups_remove_by_base(s->cfg.cgroup_base);
 		if (run >= 0 || home_subdir_open("run", &run, NULL) == 0)
 			rootless_rm_rf_at(run, s->name);
 		if (kid <= 0)
@@ -430,6 +452,11 @@ _Noreturn void finish_and_exit(struct shim *s)
 	s->exiting = true;
 	if (save_job_running(&s->save))
 		save_done(s, true);
+	bool ends = s->stop_remove || (!s->cfg.detached && !s->stop_keep);
+	/* Removing cgroups waits for the kernel's cgroup lock, which another sandbox's start holds
+	 * while it waits for an RCU grace period (a pool's refill, 5 to 14 ms under load): ended
+	 * by finish_ephemeral, cgroups named uniquely go after the answer. */
+	s->cgroup_later = ends && !s->cfg.pool[0] && s->cfg.cgroup_base[0] && !s->cfg.cgroup_path;
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
 	control_socket_remove(s->run_fd);
@@ -447,7 +474,7 @@ _Noreturn void finish_and_exit(struct shim *s)
 	 * only once this process has exited (the sandbox's qcow2, if it stays, keeps its base). */
 	vm_store_unpin_all();
 	/* Nothing of an ephemeral sandbox outlives it, nor of one a STOP removes. */
-	if (s->stop_remove || (!s->cfg.detached && !s->stop_keep))
+	if (ends)
 		finish_ephemeral(s, &save_err);
 	rootless_rm_rf_at(s->run_fd, "fs/work");
 	write_state(s, "stopped");

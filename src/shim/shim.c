@@ -133,8 +133,9 @@ static int open_run_dir(capsule_error *err)
 static int run_cleanup(void)
 {
 	capsule_error err = { 0 };
-	char cgname[CAPSULE_NAME_MAX + 16];
-	/* A pool's sandbox keeps the cgroups of the name it started under after a take renames it. */
+	char cgname[SANDBOX_CGROUP_NAME_MAX];
+	/* Its cgroups are named after its config's cgroup_base (or, made before there was one, the
+	 * name it started under). */
 	_cleanup_close_ int dir = -1;
 	struct capsule_config cfg;
 	if (run_dir_open(S.name, &dir, NULL) == 0 && config_load_at(dir, &cfg, NULL) == 0) {
@@ -267,6 +268,10 @@ int main(int argc, char **argv)
 		else
 			return 2;
 	}
+	/* --cleanup also takes what an ended sandbox's cgroups are named after (cgroup_base): its
+	 * folder, renamed, is no longer found by a name. */
+	if (cleanup && cgroup_base_valid(S.name))
+		return run_cleanup();
 	if (!S.name[0] || validate_name(S.name, "sandbox name", NULL) < 0)
 		return 2;
 	if (cleanup)

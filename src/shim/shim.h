@@ -43,6 +43,7 @@ struct shim {
 	bool stopping;
 	bool stop_keep;     /* a STOP asked to keep an ephemeral sandbox, stopped (its creator starts it again) */
 	bool stop_remove;   /* a STOP asked to remove the sandbox (rm -f): it ends as an ephemeral one does */
+	bool cgroup_later;  /* its end removes its cgroups after the answer (finish_ephemeral) */
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;

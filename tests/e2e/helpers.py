@@ -40,16 +40,17 @@ def cgroup_v2_only():
 
 
 def cgroup_dirs(name, controllers=CONTROLLERS):
-    """The sandbox's cgroup folders, <name>.<8 hex> below a "capsule" folder: on v1 one per
-    controller (<controller>/capsule/...), on v2 the one folder whatever CONTROLLERS asks
-    (capsule/... at the root, or below the caller's own cgroup where it was delegated)."""
-    pat = re.compile(re.escape(name) + r"\.[0-9a-f]{8}$")
+    """The sandbox's cgroup folders, <name>~<8 hex>.<8 hex> (<name>.<8 hex> for a sandbox made
+    without a cgroup_base) below a "capsule" folder: on v1 one per controller
+    (<controller>/capsule/...), on v2 the one folder whatever CONTROLLERS asks (capsule/... at
+    the root, or below the caller's own cgroup where it was delegated)."""
+    pat = re.compile(re.escape(name) + r"(~[0-9a-f]{8})?\.[0-9a-f]{8}$")
     if cgroup_v2_only():
-        globs = [os.path.join(CGROUP_ROOT, "**", "capsule", name + ".*")]
+        globs = [os.path.join(CGROUP_ROOT, "**", "capsule", name + "[.~]*")]
     else:
-        globs = [os.path.join(CGROUP_ROOT, c, "capsule", name + ".*") for c in controllers]
+        globs = [os.path.join(CGROUP_ROOT, c, "capsule", name + "[.~]*") for c in controllers]
         # A hybrid host's controller-less v2 tree, should anything be made there.
-        globs.append(os.path.join(CGROUP_ROOT, "unified", "**", "capsule", name + ".*"))
+        globs.append(os.path.join(CGROUP_ROOT, "unified", "**", "capsule", name + "[.~]*"))
     found = []
     for g in globs:
         for path in glob.glob(g, recursive=True):
@@ -92,7 +93,7 @@ def read_file(path):
 
 def host_procs_in(name):
     """(pid, argv0 basename) of every host process whose cgroup is the sandbox's."""
-    marker = f"/capsule/{name}."
+    markers = (f"/capsule/{name}.", f"/capsule/{name}~")
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -100,7 +101,7 @@ def host_procs_in(name):
         try:
             with open(f"/proc/{entry}/cgroup") as f:
                 cg = f.read()
-            if marker not in cg:
+            if not any(m in cg for m in markers):
                 continue
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")

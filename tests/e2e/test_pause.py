@@ -132,7 +132,7 @@ def freezer_state(name):
         assert dirs
         with open(os.path.join(dirs[0], "cgroup.events")) as f:
             return "frozen" if "frozen 1" in f.read() else "thawed"
-    found = glob.glob(os.path.join(CGROUP_ROOT, "freezer", "capsule", name + ".*", "freezer.state"))
+    found = glob.glob(os.path.join(CGROUP_ROOT, "freezer", "capsule", name + "[.~]*", "freezer.state"))
     assert len(found) == 1, found
     with open(found[0]) as f:
         return f.read().strip().lower()

@@ -57,8 +57,8 @@ def assert_alive(capsule, name, timeout=30):
 
 def cgroup_dirs(name):
     """The sandbox's cgroup folders in every hierarchy (v1 and v2 layouts)."""
-    pats = [f"/sys/fs/cgroup/*/capsule/{name}.*", f"/sys/fs/cgroup/capsule/{name}.*",
-            f"/sys/fs/cgroup/**/capsule/{name}.*"]
+    pats = [f"/sys/fs/cgroup/*/capsule/{name}[.~]*", f"/sys/fs/cgroup/capsule/{name}[.~]*",
+            f"/sys/fs/cgroup/**/capsule/{name}[.~]*"]
     found = set()
     for p in pats:
         for d in glob.glob(p, recursive=True):
@@ -69,7 +69,7 @@ def cgroup_dirs(name):
 
 def pids_in_cgroup(name):
     """Host pids of every process whose cgroup path names this sandbox."""
-    marker = f"/capsule/{name}."
+    markers = (f"/capsule/{name}.", f"/capsule/{name}~")
     pids = []
     for ent in os.listdir("/proc"):
         if not ent.isdigit():
@@ -79,7 +79,7 @@ def pids_in_cgroup(name):
                 text = f.read()
         except OSError:
             continue
-        if marker in text:
+        if any(m in text for m in markers):
             pids.append(int(ent))
     return pids
 

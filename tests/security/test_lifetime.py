@@ -168,10 +168,11 @@ def test_kill9_of_creator_mid_start_leaves_nothing_after_rm(capsule):
 
 
 def test_rm_f_frees_the_name_at_once_and_a_killed_remover_leaves_nothing(capsule):
-    # rm -f of a running sandbox asks its shim to remove it: answered once its processes,
-    # cgroups and id slot are gone and its folder is renamed; the folder goes after, by a child
-    # of the shim (held here). A new sandbox of the name runs meanwhile, untouched by the old
-    # one's remains, and kill -9 of the remover leaves a folder the next look removes.
+    # rm -f of a running sandbox asks its shim to remove it: answered once its processes and
+    # id slot are gone and its folder is renamed; its cgroups (NAME~<8 hex>.<digest>: its own)
+    # and folder go after, by a child of the shim (held here). A new sandbox of the name runs
+    # meanwhile in cgroups of its own, untouched by the old one's remains, and kill -9 of the
+    # remover leaves what the next look removes, without touching the new sandbox.
     name = capsule.unique_name("rmf")
     r = capsule.run("create", "--name", name, env={"CAPSULE_TEST_SHIM_PAUSE": "end-remains"})
     assert r.returncode == 0, r.stderr
@@ -186,14 +187,18 @@ def test_rm_f_frees_the_name_at_once_and_a_killed_remover_leaves_nothing(capsule
         assert not os.path.exists(_run_dir(capsule, name))
         assert f".gone-{name}.{remover}" in os.listdir(run)
         _assert_nothing_left_running(name, pids)
-        assert not cgroup_dirs(name), cgroup_dirs(name)
+        old = set(cgroup_dirs(name))
+        assert old, "the cgroups went before their remover ran"
         os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
         again = capsule.create(name=name)
         assert again == name
         assert capsule.run("exec", name, "echo", "hi").stdout == "hi\n"
+        new = set(cgroup_dirs(name)) - old
+        assert new, cgroup_dirs(name)
     finally:
         os.kill(remover, signal.SIGKILL)
     assert wait_until(lambda: (capsule.run("ps", "-a"), f".gone-{name}.{remover}" not in os.listdir(run))[1], 10)
+    assert set(cgroup_dirs(name)) == new, (cgroup_dirs(name), new)
     assert_alive(capsule, name)
     r = capsule.run("rm", "-f", name, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -501,7 +501,7 @@ static void container_teardown(struct shim *s)
 
 static int container_freeze(struct shim *s, bool on, capsule_error *err)
 {
-	char cgname[CAPSULE_NAME_MAX + 16];
+	char cgname[SANDBOX_CGROUP_NAME_MAX];
 	sandbox_cgroup_name(config_cgroup_base(&s->cfg), cgname, sizeof(cgname));
 	return sandbox_freeze(s->cg, cgname, on, err);
 }
