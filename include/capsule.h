@@ -156,10 +156,10 @@ CAPSULE_API int capsule_sandbox_open(capsule_sandbox **out, const char *name, ca
  * it is running (or starting) already: nothing was done. */
 CAPSULE_API int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err);
 /* Graceful stop: SIGTERM to every process in the sandbox, SIGKILL after timeout_ms; 0 kills
- * at once (docker stop -t 0). Returns when the sandbox is down: its processes and cgroups are
- * gone. An ephemeral sandbox is removed by its stop: its name is free when this returns (a
- * create of it may follow at once), and its folder, renamed run/.gone-NAME.PID, is deleted a
- * moment later by that PID (or, should it be killed, by the next create or list). A named one
+ * at once (docker stop -t 0). Returns when the sandbox is down: its processes are gone. An
+ * ephemeral sandbox is removed by its stop: its name is free when this returns (a create of
+ * it may follow at once), and its cgroups and folder (renamed run/.gone-NAME.PID) are deleted
+ * a moment later by that PID (or, should it be killed, by the next create or list). A named one
  * stays, stopped, until removed. Stopping a stopped sandbox succeeds. */
 #define CAPSULE_STOP_TIMEOUT_DEFAULT_MS 10000
 CAPSULE_API int capsule_sandbox_stop(capsule_sandbox *sb, uint32_t timeout_ms, capsule_error *err);
