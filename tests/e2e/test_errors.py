@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from .helpers import assert_capsule_error, cgroup_dirs, run_dir, run_entries
+from .helpers import assert_capsule_error, cgroup_dirs, run_dir, run_entries, wait_until
 
 
 def home_entries(capsule):
@@ -105,7 +105,7 @@ def test_command_not_found_is_127_and_named(capsule, nothing_left):
     assert_capsule_error(r, 127)
     assert "no-such-command-e2e" in r.stderr
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
 
 
 def test_absolute_path_not_found_is_127(capsule, nothing_left):
@@ -120,7 +120,7 @@ def test_directory_as_command_is_126(capsule, nothing_left):
     assert_capsule_error(r, 126)
     assert "/usr" in r.stderr
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
 
 
 def test_non_executable_file_as_command_is_126(capsule, nothing_left):
@@ -135,7 +135,7 @@ def test_missing_image_is_125_and_named(capsule, nothing_left):
     assert_capsule_error(r, 125)
     assert "no-such-image-e2e" in r.stderr
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
 
 
 def test_unknown_user_names_the_user(capsule, nothing_left):
@@ -144,7 +144,7 @@ def test_unknown_user_names_the_user(capsule, nothing_left):
     assert_capsule_error(r, 125)
     assert "unable to find user 'unknownuser'" in r.stderr
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
 
 
 def test_unknown_user_on_exec_names_the_user(capsule, sandbox):

@@ -140,7 +140,7 @@ def test_rm_force_removes_everything(capsule, sandbox):
     assert r.returncode == 0, r.stderr
     assert r.stdout == sandbox + "\n"
     assert not os.path.exists(run_dir(capsule, sandbox))
-    assert cgroup_dirs(sandbox) == []
+    assert wait_until(lambda: cgroup_dirs(sandbox) == [], 10), cgroup_dirs(sandbox)
     for c in ("memory", "pids"):
         d = f"/sys/fs/cgroup/{c}/capsule"
         if os.path.isdir(d):
@@ -261,7 +261,7 @@ def test_killed_shim_leaves_sandbox_stopped_and_restartable(capsule, sandbox):
     os.kill(shim, 9)  # the shim this test started, by its pid
     assert wait_until(lambda: not host_procs_in(sandbox), 10), host_procs_in(sandbox)
     assert wait_until(lambda: states(capsule).get(sandbox) == "stopped", 10), capsule.ps()
-    assert cgroup_dirs(sandbox) == []
+    assert wait_until(lambda: cgroup_dirs(sandbox) == [], 10), cgroup_dirs(sandbox)
     r = capsule.run("exec", sandbox, "true")
     assert_capsule_error(r)
     assert capsule.run("start", sandbox).returncode == 0

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .helpers import cgroup_dirs, run_entries
+from .helpers import cgroup_dirs, run_entries, wait_until
 from .imageutil import agent_is_static
 
 BOOT_TIMEOUT = 240  # seconds a CLI call that boots may take here (TCG on 2 shared cores)
@@ -141,7 +141,7 @@ def test_a_taken_sandbox_has_the_name_asked_for_and_behaves_as_any(capsule, make
     capsule.run("rm", "-f", name, check=True)
     assert name not in run_entries(capsule)
     assert name not in slot_owners(capsule)
-    assert cgroup_dirs(member) == []
+    assert wait_until(lambda: cgroup_dirs(member) == [], 10), cgroup_dirs(member)
 
 
 def test_concurrent_takes_never_get_the_same_sandbox(capsule, make_pool):
@@ -192,7 +192,7 @@ def test_pool_rm_stops_the_ready_sandboxes_and_leaves_nothing(capsule, make_pool
     assert not (members & run_entries(capsule))
     assert not (members & slot_owners(capsule))
     for m in members:
-        assert cgroup_dirs(m) == []
+        assert wait_until(lambda: cgroup_dirs(m) == [], 10), cgroup_dirs(m)
     assert not pid_alive(keeper)
     # A sandbox taken before is the taker's: the pool's removal leaves it running.
     assert {s["name"]: s["state"] for s in capsule.ps()}[taken] == "running"
@@ -209,7 +209,7 @@ def test_a_keeper_killed_with_sigkill_takes_its_ready_sandboxes_and_prune_sweeps
     # The ready sandboxes were owned by the keeper's connections: their shims end them.
     wait_for("the ready sandboxes to end", lambda: not (members & run_entries(capsule)))
     for m in members:
-        assert cgroup_dirs(m) == []
+        assert wait_until(lambda: cgroup_dirs(m) == [], 10), cgroup_dirs(m)
     assert not (members & slot_owners(capsule))
     info = pool_info(capsule, p.name)
     assert info["keeper"] is False and info["ready"] == 0 and info["keeper_pid"] == 0

@@ -349,7 +349,7 @@ def test_ephemeral_run_leaves_no_run_folder_and_no_cgroups(capsule):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "done\n"
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
     assert host_procs_in(name) == []
     ps = capsule.ps(all=True)
     assert name not in [s["name"] for s in ps]
@@ -360,7 +360,7 @@ def test_ephemeral_run_with_failing_command_leaves_nothing(capsule):
     r = capsule.run("run", "--name", name, "--", "sh", "-c", "exit 9")
     assert r.returncode == 9
     assert not os.path.exists(run_dir(capsule, name))
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
 
 
 def test_run_without_name_gets_a_generated_name_and_leaves_nothing(capsule):
@@ -372,7 +372,7 @@ def test_run_without_name_gets_a_generated_name_and_leaves_nothing(capsule):
     after = run_entries(capsule)
     assert name not in after
     assert after <= before
-    assert cgroup_dirs(name) == []
+    assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
     # Two runs get two different names.
     r2 = capsule.run("run", "--", "hostname")
     assert r2.returncode == 0 and r2.stdout.strip() != name

@@ -101,7 +101,7 @@ def test_kill9_of_shim_leaves_no_processes_and_rm_works(capsule):
     assert r.returncode != 0, "exec into a sandbox whose shim is dead succeeded?"
     r = capsule.run("rm", name, timeout=60)
     assert r.returncode == 0, r.stderr
-    assert not cgroup_dirs(name), f"cgroups left after rm: {cgroup_dirs(name)}"
+    assert wait_until(lambda: not cgroup_dirs(name), 10), f"cgroups left after rm: {cgroup_dirs(name)}"
     assert not os.path.exists(_run_dir(capsule, name))
     assert state_of(capsule, name) is None
 
@@ -129,7 +129,7 @@ def test_kill9_of_agent_ends_the_sandbox_cleanly(capsule):
     _assert_nothing_left_running(name, set(pids) | {agent})
     assert wait_until(lambda: not proc_alive(shim), 5), "the shim outlived its agent"
     assert wait_until(lambda: state_of(capsule, name) == "stopped", 5, interval=0.2), state_of(capsule, name)
-    assert not cgroup_dirs(name), f"cgroups left after the agent died: {cgroup_dirs(name)}"
+    assert wait_until(lambda: not cgroup_dirs(name), 10), f"cgroups left after the agent died: {cgroup_dirs(name)}"
     assert not os.path.exists(os.path.join(_run_dir(capsule, name), "control.sock"))
     r = capsule.run("rm", name, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -162,7 +162,7 @@ def test_kill9_of_creator_mid_start_leaves_nothing_after_rm(capsule):
         assert not shim_pids_named(name), (
             f"delay {delay}: a shim for {name} runs after rm -f ({r.returncode}: {r.stderr.strip()})")
         assert wait_until(lambda: not pids_in_cgroup(name), 5), (delay, pids_in_cgroup(name))
-        assert not cgroup_dirs(name), (delay, cgroup_dirs(name))
+        assert wait_until(lambda: not cgroup_dirs(name), 10), (delay, cgroup_dirs(name))
         assert not os.path.exists(_run_dir(capsule, name)), (delay, os.listdir(_run_dir(capsule, name)))
         assert state_of(capsule, name) is None
 

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e"))
-from secutil import Capsule, cgroup_dirs, pids_in_cgroup  # noqa: E402
+from secutil import Capsule, cgroup_dirs, pids_in_cgroup, wait_until  # noqa: E402
 
 from helpers import qemu_procs  # noqa: E402
 from imageutil import agent_is_static  # noqa: E402
@@ -69,7 +69,7 @@ def test_vm_qemu_runs_in_the_sandboxs_cgroups_under_its_limits_and_they_go_with_
             assert cgroup_read(name, "pids", "pids.max") == str(QEMU_PIDS_MAX)
         r = capsule.run("rm", "-f", name, timeout=120)
         assert r.returncode == 0, r.stderr
-        assert cgroup_dirs(name) == []
+        assert wait_until(lambda: cgroup_dirs(name) == [], 10), cgroup_dirs(name)
         assert qemu_procs(capsule, name) == []
     finally:
         capsule.cleanup()
