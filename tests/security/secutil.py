@@ -15,6 +15,7 @@ _spec.loader.exec_module(_root)
 Capsule = _root.Capsule
 guest_kernel = _root.guest_kernel
 paused_at = _root.paused_at
+settled_run_entries = _root.settled_run_entries
 
 # The end-to-end suite's helpers: what the host sees of a sandbox.
 _HELPERS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "e2e", "helpers.py")

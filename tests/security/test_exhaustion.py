@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from secutil import assert_alive, cgroup_dirs, py, vmrss_kib
+from secutil import assert_alive, cgroup_dirs, py, settled_run_entries, vmrss_kib
 
 MiB = 1 << 20
 
@@ -386,4 +386,7 @@ def test_folders_nested_deeper_than_any_limit_are_removed(capsule):
     assert os.path.isdir(run_dir)
     r = capsule.run("rm", "-f", name, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert not os.path.exists(run_dir), "the sandbox's files were left behind"
+    assert not os.path.exists(run_dir)
+    # The folder, renamed .gone-NAME.PID as the name was freed, is deleted by PID after rm.
+    left = [e for e in settled_run_entries(os.path.dirname(run_dir)) if e.startswith(f".gone-{name}.")]
+    assert not left, f"the sandbox's files were left behind: {left}"
