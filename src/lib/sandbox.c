@@ -590,8 +590,11 @@ int sandbox_stop_paused_to_disk(const char *name, capsule_error *err)
 {
 	_cleanup_close_ int dir = -1, lockfd = -1;
 	int r = run_dir_open(name, &dir, err);
+	/* Gone (removed meanwhile, as an ended sandbox's folder is): nothing paused to stop. */
+	if (r == -ENOENT)
+		capsule_error_clear(err);
 	if (r < 0)
-		return r;
+		return r == -ENOENT ? 0 : r;
 	lockfd = openat(dir, "lock", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB) < 0 || !run_dir_paused_to_disk(dir))
 		return 0;
