@@ -53,7 +53,7 @@ int sandbox_gone(const capsule_sandbox *sb, capsule_error *err);
  * to read would look alive to the next command. */
 void sandbox_drop_kept_conn(capsule_sandbox *sb);
 /* A stop of sandbox NAME paused to disk: its memory state goes, it is stopped. 0 and nothing
- * done when it is not paused to disk. */
+ * done when it is not paused to disk, or not there at all. */
 int sandbox_stop_paused_to_disk(const char *name, capsule_error *err);
 
 /* pool.c: take a ready sandbox from CFG's pool (capsule_config_set_pool). */
