@@ -283,6 +283,22 @@ static void test_options_set_through_the_setters_checks(void **state)
 	assert_null(capsule_config_option_at(n));
 }
 
+static void test_cgroup_base_is_a_name_tilde_and_8_hex_digits(void **state)
+{
+	(void)state;
+	assert_true(cgroup_base_valid("dev~0123abcd"));
+	assert_true(cgroup_base_valid("a.b-c_d~ffffffff"));
+	assert_false(cgroup_base_valid("dev"));
+	assert_false(cgroup_base_valid("dev~0123abc"));
+	assert_false(cgroup_base_valid("dev~0123abcde"));
+	assert_false(cgroup_base_valid("dev~0123ABCD"));
+	assert_false(cgroup_base_valid("~0123abcd"));
+	assert_false(cgroup_base_valid("../x~0123abcd"));
+	assert_false(cgroup_base_valid("a/b~0123abcd"));
+	/* Never a name: the cgroups of a sandbox named like it cannot be another's. */
+	assert_int_not_equal(validate_name("dev~0123abcd", NULL, NULL), 0);
+}
+
 static void test_limits_in_inspect_come_from_the_table(void **state)
 {
 	(void)state;
@@ -303,6 +319,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_layers_round_trip),
+		cmocka_unit_test(test_cgroup_base_is_a_name_tilde_and_8_hex_digits),
 		cmocka_unit_test(test_layer_errors),
 		cmocka_unit_test(test_a_file_of_the_old_writer_reads_and_writes_back_the_same_lines),
 		cmocka_unit_test(test_copy_owns_all_of_its_memory),

@@ -289,7 +289,7 @@ static const struct cp_credit sample_credit = { .stream = CP_STREAM_STDOUT, .byt
 static const struct cp_exit sample_exit = { .exit_code = -1, .signal = 9, .timed_out = 1 };
 static const struct cp_signal sample_signal = { .signo = 15, .pid = 77 };
 static const struct cp_resize sample_resize = { .rows = 50, .cols = 132 };
-static const struct cp_stop sample_stop = { .timeout_ms = 10000 };
+static const struct cp_stop sample_stop = { .timeout_ms = 10000, .remove = 1 };
 static const struct cp_init sample_init = {
 	.seccomp_bpf = (uint8_t *)sample_bpf,
 	.seccomp_len = sizeof(sample_bpf),
@@ -797,9 +797,12 @@ static void test_stop_round_trip(void **state)
 	struct cp_stop m;
 	assert_int_equal(cp_stop_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
 	assert_int_equal(m.timeout_ms, 10000);
-	/* The timeout is optional. */
+	assert_int_equal(m.keep, 0);
+	assert_int_equal(m.remove, 1);
+	/* Every field is optional. */
 	assert_int_equal(cp_stop_decode(NULL, 0, &m), 0);
 	assert_int_equal(m.timeout_ms, 0);
+	assert_int_equal(m.remove, 0);
 	cp_writer_free(&w);
 }
 
