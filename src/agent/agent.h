@@ -79,6 +79,16 @@ void agent_flush(void);
 void agent_send_error(uint32_t chan, int errnum, const char *msg);
 void agent_send_credit(uint32_t chan, uint32_t stream, uint32_t bytes);
 
+/* The low byte of an epoll key past the main loop's own roles (agent.c): which module's fd it
+ * is, the module's index above it. One list, so that no two modules share a value (two did:
+ * a vm's DNS socket's events went to the file streams). */
+enum {
+	AGENT_ROLE_FWD = 0x40,
+	AGENT_ROLE_WATCH,
+	AGENT_ROLE_FS,
+	AGENT_ROLE_DNS,
+};
+
 /* The filesystem API (fs.c). The fs_* frame handlers return false when CHAN is not one of
  * theirs. fs_pump sends what the open streams have credit for and returns true while there
  * is more it could send at once. */
@@ -93,7 +103,6 @@ bool fs_credit(const struct cp_header *h, const uint8_t *payload);
 bool fs_cancel(uint32_t chan);
 bool fs_pump(void);
 /* A direct stream's socket is ready: its epoll events, keyed (index << 8) | AGENT_ROLE_FS. */
-#define AGENT_ROLE_FS 0x42
 void fs_event(size_t index, uint32_t events);
 /* After the loop's flush, before it waits: let go of files replaced by writes whose OK has
  * been sent (freeing a large file's pages is then off the client's wait). */
@@ -105,7 +114,6 @@ int fs_open_in_root(const char *path, uint64_t flags);
 /* Forwarded connections of a vm (fwd.c): the shim's FWD_CONNECT and FWD_CLOSE, the DATA and
  * CREDIT of their channels (false: not one of theirs), and their sockets' epoll events,
  * keyed (index << 8) | AGENT_ROLE_FWD. */
-#define AGENT_ROLE_FWD 0x40
 void fwd_init(int epfd);
 void fwd_connect(uint32_t chan, const uint8_t *payload, size_t len);
 void fwd_close(uint32_t chan);
@@ -116,7 +124,6 @@ void fwd_event(size_t index, uint32_t events);
 /* Watches of a folder's changes (watch.c): WATCH requests, the CREDIT and SIGNAL of their
  * channels (false: not one of theirs), and their inotify fds' epoll events, keyed
  * (index << 8) | AGENT_ROLE_WATCH. */
-#define AGENT_ROLE_WATCH 0x41
 void watch_init(int epfd);
 void watch_request(uint32_t chan, const uint8_t *payload, size_t len);
 bool watch_credit(const struct cp_header *h, const uint8_t *payload);
@@ -127,7 +134,6 @@ void watch_event(size_t index, uint32_t events);
  * VM_DNS_PROXY_ADDR:53 whose datagrams go to the shim as DNS_QUERY (its epoll key is
  * AGENT_ROLE_DNS), and the shim's EGRESS: set elements, then the answer; on a channel, the
  * quota's use. */
-#define AGENT_ROLE_DNS 0x42
 #define VM_DNS_PROXY_ADDR "127.0.0.53"
 bool vm_dns_wanted(void);
 void vm_dns_init(int epfd);
