@@ -547,6 +547,21 @@ static struct {
 
 static uint8_t child_stack[256 * 1024] __attribute__((aligned(16)));
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
+/* Under ASan, a child's frames poison their redzones in the shadow memory it shares with us,
+ * and a child that execs never unpoisons them: the next child, on the same stack with other
+ * frames (a command cloned from here rather than from the spawner), would trip over them. */
+static uint8_t *child_stack_top(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	ASAN_UNPOISON_MEMORY_REGION(child_stack, sizeof(child_stack));
+#endif
+	return child_stack + sizeof(child_stack);
+}
+
 static int spawn_child(void *arg);
 
 static void futex_wait(int *w)
@@ -577,7 +592,7 @@ static void *spawner_main(void *arg)
 	for (;;) {
 		futex_wait(&SP.posted);
 		__atomic_store_n(&SP.posted, 0, __ATOMIC_RELAXED);
-		long pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, SP.ctx);
+		long pid = clone(spawn_child, child_stack_top(), CLONE_VM | CLONE_VFORK | SIGCHLD, SP.ctx);
 		SP.pid = pid < 0 ? -errno : pid;
 		futex_post(&SP.done);
 	}
@@ -616,7 +631,7 @@ static long spawn_clone(struct spawn_ctx *ctx)
 	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
 			req->cap_keep == SP.keep && !req->new_privs;
 	if (!ctx->confined) {
-		long pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
+		long pid = clone(spawn_child, child_stack_top(), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
 		return pid < 0 ? -errno : pid;
 	}
 	SP.ctx = ctx;
