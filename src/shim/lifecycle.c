@@ -355,11 +355,6 @@ static void answer_stop_waiters(struct shim *s, const capsule_error *save_err)
 	}
 }
 
-/* The child of finish_ephemeral that removes the sandbox's folder once its parent has answered
- * and exited. It keeps only the pipe (fd 3) and the run folder (fd 4): a client's socket kept
- * open here would delay that client's end of file. A parent killed before its go-ahead may
- * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
- * the next open of that name sweeps once its lock is free (this process does not hold it). */
 /* An ended sandbox's cgroups by their name (BASE's, unique: cgroup_base), as `capsule-shim
  * --cleanup` removes them: its processes are gone, this only removes the folders. */
 static void cgroups_remove_by_base(const char *base)
@@ -371,6 +366,11 @@ static void cgroups_remove_by_base(const char *base)
 	cgroup_remove_by_name(cgname, &err);
 }
 
+/* The child of finish_ephemeral that removes the sandbox's folder once its parent has answered
+ * and exited. It keeps only the pipe (fd 3) and the run folder (fd 4): a client's socket kept
+ * open here would delay that client's end of file. A parent killed before its go-ahead may
+ * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
+ * the next open of that name sweeps once its lock is free (this process does not hold it). */
 static _Noreturn void remove_remains(const char *gone, int go, int run, const char *cgroups)
 {
 	/* Through numbers above 4 first: either may sit on 3 or 4 now. */
