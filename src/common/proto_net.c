@@ -203,8 +203,11 @@ static int elem_get(const struct cp_field *f, bool add, struct cp_egress_elem *l
 
 static bool cidr_valid(const struct cp_egress_cidr *c)
 {
+	/* The prefix is the peer's byte: checked before it sizes a shift. */
+	if (c->prefix > 32)
+		return false;
 	uint32_t mask = c->prefix ? htonl(~0u << (32 - c->prefix)) : 0;
-	return c->prefix <= 32 && !(c->addr & ~mask);
+	return !(c->addr & ~mask);
 }
 
 int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress *m)

@@ -266,7 +266,25 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 	case CP_PAUSE: {
 		struct cp_pause m;
 		if ((r = cp_pause_decode(p, n, &m)) == 0)
-			CHECK(m.op == CP_PAUSE_OP_PAUSE || m.op == CP_PAUSE_OP_RESUME);
+			CHECK(m.op == CP_PAUSE_OP_PAUSE || m.op == CP_PAUSE_OP_RESUME || m.op == CP_PAUSE_OP_TO_DISK);
+		break;
+	}
+	case CP_DNS_QUERY: {
+		static struct cp_dns_packet m;
+		if ((r = cp_dns_query_decode(p, n, &m)) == 0)
+			CHECK(m.len >= 1 && m.len <= CP_MAX_DNS_PACKET && m.port >= 1 && m.port <= 65535);
+		break;
+	}
+	case CP_EGRESS: {
+		static struct cp_egress m; /* tens of KiB: not on the stack */
+		if ((r = cp_egress_decode(p, n, &m)) == 0)
+			CHECK(m.nadd <= CP_MAX_EGRESS_ELEMS && m.ndel <= CP_MAX_EGRESS_ELEMS &&
+			      m.ncidrs <= CP_MAX_EGRESS_CIDRS && m.answer.len <= CP_MAX_DNS_PACKET);
+		break;
+	}
+	case CP_EGRESS_USED: {
+		struct cp_egress_used m;
+		r = cp_egress_used_decode(p, n, &m);
 		break;
 	}
 	case CP_LIMITS: {

@@ -647,7 +647,7 @@ static int fuzz_pause_message(const uint8_t *p, size_t n)
 	struct cp_pause a;
 	int r = cp_pause_decode(p, n, &a);
 	if (r == 0) {
-		CHECK(a.op == CP_PAUSE_OP_PAUSE || a.op == CP_PAUSE_OP_RESUME);
+		CHECK(a.op == CP_PAUSE_OP_PAUSE || a.op == CP_PAUSE_OP_RESUME || a.op == CP_PAUSE_OP_TO_DISK);
 		ROUND_TRIP(struct cp_pause, cp_pause_encode, cp_pause_decode, cp_pause_nofree, pause_eq, a, CP_PAUSE);
 	}
 	return r == -EBADMSG ? 0 : r;
