@@ -312,7 +312,8 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		struct cp_vm_mount m;
 		if ((r = cp_vm_mount_decode(p, n, &m)) == 0) {
 			CHECK(m.target && m.target[0] == '/' && !(m.flags & ~CP_VM_MOUNT_FLAGS_KNOWN));
-			CHECK(m.kind == CP_VM_MOUNT_TMPFS || (m.name && !strchr(m.name, '/')));
+			CHECK(m.kind == CP_VM_MOUNT_TMPFS || m.kind == CP_VM_MOUNT_SHARES_OFF || m.kind == CP_VM_MOUNT_SHARES_ON ||
+			      (m.name && !strchr(m.name, '/')));
 			cp_vm_mount_free(&m);
 		}
 		break;

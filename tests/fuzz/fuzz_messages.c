@@ -605,6 +605,9 @@ static int fuzz_vm_mount_messages(unsigned which, const uint8_t *p, size_t n)
 		if (a.kind == CP_VM_MOUNT_SHARE) {
 			CHECK(a.name && a.name[0] && strlen(a.name) <= CP_VM_MOUNT_NAME_MAX && !strchr(a.name, '/'));
 			CHECK(strcmp(a.name, ".") && strcmp(a.name, ".."));
+		} else if (a.kind == CP_VM_MOUNT_SHARES_OFF || a.kind == CP_VM_MOUNT_SHARES_ON) {
+			/* A pause to disk's: the share as a whole, nothing else named. */
+			CHECK(!a.name && !a.size && !a.mode && !a.flags);
 		} else {
 			CHECK(a.kind == CP_VM_MOUNT_TMPFS && !a.name && a.size > 0 && a.mode <= 07777);
 		}
