@@ -9,7 +9,8 @@
  * Streams: a READ or LIST sends DATA under the credit the shim grants, one chunk per turn of
  * the main loop, so a 10 GiB file neither fills memory nor stops other channels. A WRITE
  * goes to a temporary file beside its target and is renamed over it when the client's EOF
- * arrives, so a failure never leaves a half-written file where the old one was. */
+ * arrives, so a failure never leaves a half-written file where the old one was. A large
+ * READ or WRITE may instead move its bytes on a socket of its own: fs_direct.c. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,59 +27,15 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "fs_internal.h"
 #include "util.h"
 
-#define MAX_FS_OPS 256
-#define FS_CHUNK (256u * 1024)
 #define LIST_CHUNK (64u * 1024)
-/* A direct stream moves up to this much per turn of the loop: as a C copy with 1 MiB reads
- * and writes does, while other channels still get their turn. */
-#define DIRECT_CHUNK (1u << 20)
 /* A replaced file at least this large is let go only after the write's OK is sent. */
 #define RELEASE_LATER_MIN (1u << 20)
-#define RELEASE_MAX 16
 
-enum xfer { XFER_READ = 1, XFER_LIST, XFER_WRITE };
+struct fs_state fs_state;
 
-struct fsop {
-	bool used;
-	enum xfer kind;
-	uint32_t chan;
-	int fd;          /* READ: the file; WRITE: the temporary file */
-	DIR *dir;        /* LIST */
-	uint64_t credit; /* READ, LIST: bytes we may still send */
-	bool short_read; /* READ: the last chunk was shorter than asked for */
-	int parent;      /* WRITE: the target's folder */
-	char *name;      /* WRITE: the target's name */
-	char *tmp;       /* WRITE: the temporary file's name */
-	char *path;      /* WRITE: the path asked for, for messages */
-	unsigned flags;
-	uint64_t written;
-	mode_t mode;     /* WRITE: the new file's mode, set at commit */
-	bool chown;      /* WRITE: give it the replaced file's owner */
-	uid_t uid;
-	gid_t gid;
-	off_t old_size;  /* WRITE: the replaced file's size */
-	/* A direct stream (CP_FS_DIRECT): the bytes travel on SOCK, a socketpair end the shim
-	 * made, instead of DATA frames; the channel still carries the request, STARTED, the
-	 * client's EOF (WRITE) and the final answer. */
-	int sock;
-	bool awaiting;   /* STARTED sent for a direct stream: the shim's DIRECT is next */
-	bool sock_eof;   /* WRITE: the client shut its end */
-	bool eof_frame;  /* WRITE: the client's EOF came on the channel */
-	off_t off;       /* READ: the next byte to send */
-};
-
-static struct {
-	int root;
-	struct fsop ops[MAX_FS_OPS];
-	size_t hwm;
-	uint8_t *buf; /* one frame: header + FS_CHUNK */
-	int epfd;
-	uint8_t *dbuf; /* a direct stream's chunk (DIRECT_CHUNK), made at the first */
-	int release[RELEASE_MAX]; /* replaced files, closed after the next flush */
-	unsigned nrelease;
-} F; /* zeroed (bss): an initialiser would put the whole table in the agent's file */
 
 static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
 {
@@ -91,7 +48,7 @@ static int openat2_in_root(const char *path, uint64_t flags, uint64_t mode)
 	 * since the sandbox itself can rename in a loop. */
 	int fd, tries = 0;
 	do
-		fd = (int)syscall(SYS_openat2, F.root, path, &how, sizeof(how));
+		fd = (int)syscall(SYS_openat2, fs_state.root, path, &how, sizeof(how));
 	while (fd < 0 && errno == EAGAIN && ++tries < 1000);
 	return fd;
 }
@@ -103,14 +60,14 @@ int fs_open_in_root(const char *path, uint64_t flags)
 
 /* ---- replies ------------------------------------------------------------------------ */
 
-static void reply_errno(uint32_t chan, int e, const char *what, const char *path)
+void fs_reply_errno(uint32_t chan, int e, const char *what, const char *path)
 {
 	char msg[512];
 	snprintf(msg, sizeof(msg), "%s '%.300s': %s", what, path, strerror(e));
 	agent_send_error(chan, e, msg);
 }
 
-static void reply_ok(uint32_t chan)
+void fs_reply_ok(uint32_t chan)
 {
 	if (cp_empty_encode(agent_writer(), CP_OK, chan) == 0)
 		agent_send_frame();
@@ -177,7 +134,7 @@ static int resolve_parent(const char *path, bool create, int *dirfd, char **name
 	char *last = slash + 1;
 	if (!*last) {
 		free(copy);
-		*dirfd = fcntl(F.root, F_DUPFD_CLOEXEC, 3);
+		*dirfd = fcntl(fs_state.root, F_DUPFD_CLOEXEC, 3);
 		return *dirfd < 0 ? -errno : 0;
 	}
 	if (strcmp(last, ".") == 0 || strcmp(last, "..") == 0) {
@@ -191,7 +148,7 @@ static int resolve_parent(const char *path, bool create, int *dirfd, char **name
 		/* Walk down, making what is missing. Each mkdirat takes one plain component
 		 * relative to the folder resolved just before, and each prefix is resolved
 		 * again from the root, so a symlink planted meanwhile stays inside. */
-		fd = fcntl(F.root, F_DUPFD_CLOEXEC, 3);
+		fd = fcntl(fs_state.root, F_DUPFD_CLOEXEC, 3);
 		char *p = copy;
 		while (fd >= 0 && *p) {
 			while (*p == '/')
@@ -239,13 +196,13 @@ static void op_stat(uint32_t chan, const struct cp_fs *m)
 	char *name;
 	int r = resolve_parent(m->path, false, &dir, &name);
 	if (r < 0) {
-		reply_errno(chan, -r, "stat", m->path);
+		fs_reply_errno(chan, -r, "stat", m->path);
 		return;
 	}
 	struct stat st;
 	const char *at = name ? name : "";
 	if (fstatat(dir, at, &st, AT_SYMLINK_NOFOLLOW | (name ? 0 : AT_EMPTY_PATH)) < 0) {
-		reply_errno(chan, errno, "stat", m->path);
+		fs_reply_errno(chan, errno, "stat", m->path);
 	} else {
 		struct cp_fs_entry e;
 		entry_from_stat(&e, name ? name : "/", &st, dir, at);
@@ -278,9 +235,9 @@ static void op_mkdir(uint32_t chan, const struct cp_fs *m)
 	if (r == 0 && name && m->mode && fchmodat(dir, name, m->mode & FS_CLIENT_MODE_BITS, 0) < 0)
 		r = -errno; /* mkdirat's mode passed through the umask */
 	if (r < 0)
-		reply_errno(chan, -r, "mkdir", m->path);
+		fs_reply_errno(chan, -r, "mkdir", m->path);
 	else
-		reply_ok(chan);
+		fs_reply_ok(chan);
 	if (dir >= 0)
 		close(dir);
 	free(name);
@@ -312,9 +269,9 @@ static void op_remove(uint32_t chan, const struct cp_fs *m)
 	if (r == -ENOTEMPTY || r == -EEXIST)
 		agent_send_error(chan, ENOTEMPTY, "remove: folder is not empty (remove it recursively)");
 	else if (r < 0)
-		reply_errno(chan, -r, "remove", m->path);
+		fs_reply_errno(chan, -r, "remove", m->path);
 	else
-		reply_ok(chan);
+		fs_reply_ok(chan);
 	if (dir >= 0)
 		close(dir);
 	free(name);
@@ -326,11 +283,11 @@ static void op_rename(uint32_t chan, const struct cp_fs *m)
 	char *from = NULL, *to = NULL;
 	int r = resolve_parent(m->path, false, &from_dir, &from);
 	if (r < 0) {
-		reply_errno(chan, -r, "rename", m->path);
+		fs_reply_errno(chan, -r, "rename", m->path);
 		goto out;
 	}
 	if ((r = resolve_parent(m->path2, m->flags & CP_FS_PARENTS, &to_dir, &to)) < 0) {
-		reply_errno(chan, -r, "rename to", m->path2);
+		fs_reply_errno(chan, -r, "rename to", m->path2);
 		goto out;
 	}
 	if (!from || !to) {
@@ -338,9 +295,9 @@ static void op_rename(uint32_t chan, const struct cp_fs *m)
 		goto out;
 	}
 	if (syscall(SYS_renameat2, from_dir, from, to_dir, to, (m->flags & CP_FS_NOREPLACE) ? RENAME_NOREPLACE : 0) < 0)
-		reply_errno(chan, errno, "rename", m->path);
+		fs_reply_errno(chan, errno, "rename", m->path);
 	else
-		reply_ok(chan);
+		fs_reply_ok(chan);
 out:
 	if (from_dir >= 0)
 		close(from_dir);
@@ -360,9 +317,9 @@ static void op_symlink(uint32_t chan, const struct cp_fs *m)
 	if (r == 0 && symlinkat(m->path2, dir, name) < 0)
 		r = -errno;
 	if (r < 0)
-		reply_errno(chan, -r, "symlink", m->path);
+		fs_reply_errno(chan, -r, "symlink", m->path);
 	else
-		reply_ok(chan);
+		fs_reply_ok(chan);
 	if (dir >= 0)
 		close(dir);
 	free(name);
@@ -373,7 +330,7 @@ static void op_symlink(uint32_t chan, const struct cp_fs *m)
 static struct fsop *op_new(uint32_t chan, enum xfer kind)
 {
 	for (size_t i = 0; i < MAX_FS_OPS; i++) {
-		struct fsop *o = &F.ops[i];
+		struct fsop *o = &fs_state.ops[i];
 		if (o->used)
 			continue;
 		memset(o, 0, sizeof(*o));
@@ -382,22 +339,22 @@ static struct fsop *op_new(uint32_t chan, enum xfer kind)
 		o->chan = chan;
 		o->fd = o->parent = o->sock = -1;
 		o->credit = CP_INITIAL_WINDOW;
-		if (i + 1 > F.hwm)
-			F.hwm = i + 1;
+		if (i + 1 > fs_state.hwm)
+			fs_state.hwm = i + 1;
 		return o;
 	}
 	return NULL;
 }
 
-static struct fsop *op_by_chan(uint32_t chan)
+struct fsop *fs_op_by_chan(uint32_t chan)
 {
-	for (size_t i = 0; i < F.hwm; i++)
-		if (F.ops[i].used && F.ops[i].chan == chan)
-			return &F.ops[i];
+	for (size_t i = 0; i < fs_state.hwm; i++)
+		if (fs_state.ops[i].used && fs_state.ops[i].chan == chan)
+			return &fs_state.ops[i];
 	return NULL;
 }
 
-static void op_end(struct fsop *o)
+void fs_op_end(struct fsop *o)
 {
 	if (o->sock >= 0)
 		close(o->sock); /* the other end sees its end, or EPIPE */
@@ -415,44 +372,19 @@ static void op_end(struct fsop *o)
 	memset(o, 0, sizeof(*o));
 }
 
-/* Take SOCK, from the shim's DIRECT, as O's direct stream, watched for EVENTS. */
-static bool direct_begin(struct fsop *o, int sock, uint32_t events)
-{
-	if (!F.dbuf && !(F.dbuf = malloc(DIRECT_CHUNK)))
-		return false;
-	if (fcntl(sock, F_SETFL, O_NONBLOCK) < 0)
-		return false;
-	struct epoll_event ev = { .events = events, .data.u64 = ((uint64_t)(o - F.ops) << 8) | AGENT_ROLE_FS };
-	if (epoll_ctl(F.epfd, EPOLL_CTL_ADD, sock, &ev) < 0)
-		return false;
-	o->sock = sock;
-	return true;
-}
-
-/* Ask for a direct stream: STARTED, and the shim answers with DIRECT (fs_direct). */
-static void direct_ask(struct fsop *o)
-{
-	o->awaiting = true;
-	struct cp_started st = { .pid = 0 };
-	if (cp_started_encode(agent_writer(), o->chan, &st) == 0)
-		agent_send_frame();
-}
-
-static void read_pump(struct fsop *o);
-
 static void op_read(uint32_t chan, const struct cp_fs *m, bool direct)
 {
 	/* O_NONBLOCK: a fifo planted at the path must not stall the agent in open(). */
 	int fd = openat2_in_root(m->path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		reply_errno(chan, errno, "read", m->path);
+		fs_reply_errno(chan, errno, "read", m->path);
 		if (fd >= 0)
 			close(fd);
 		return;
 	}
 	if (!S_ISREG(st.st_mode)) {
-		reply_errno(chan, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "read (not a regular file)", m->path);
+		fs_reply_errno(chan, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "read (not a regular file)", m->path);
 		close(fd);
 		return;
 	}
@@ -468,18 +400,18 @@ static void op_read(uint32_t chan, const struct cp_fs *m, bool direct)
 	/* A direct stream only for a file larger than a chunk: a small one is answered whole
 	 * in this turn, with no socket to set up. */
 	if (direct && st.st_size > (off_t)FS_CHUNK) {
-		direct_ask(o);
+		fs_direct_ask(o);
 		return;
 	}
 	/* The first chunk in this turn: a small file is then answered whole at once. */
-	read_pump(o);
+	fs_read_pump(o);
 }
 
 static void op_list(uint32_t chan, const struct cp_fs *m)
 {
 	int fd = openat2_in_root(m->path, O_RDONLY | O_DIRECTORY, 0);
 	if (fd < 0) {
-		reply_errno(chan, errno, "list", m->path);
+		fs_reply_errno(chan, errno, "list", m->path);
 		return;
 	}
 	struct fsop *o = op_new(chan, XFER_LIST);
@@ -488,7 +420,7 @@ static void op_list(uint32_t chan, const struct cp_fs *m)
 		agent_send_error(chan, o ? errno : EAGAIN, o ? "list: cannot read the folder" : "too many file transfers at once in this sandbox");
 		close(fd);
 		if (o)
-			op_end(o);
+			fs_op_end(o);
 		return;
 	}
 	o->dir = d;
@@ -514,7 +446,7 @@ static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 	if (r == 0 && exists && S_ISDIR(old.st_mode))
 		r = -EISDIR;
 	if (r < 0) {
-		reply_errno(chan, -r, "write", m->path);
+		fs_reply_errno(chan, -r, "write", m->path);
 		goto fail;
 	}
 	struct fsop *o = op_new(chan, XFER_WRITE);
@@ -537,7 +469,7 @@ static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 			break;
 	}
 	if (o->fd < 0) {
-		reply_errno(chan, errno, "write", m->path);
+		fs_reply_errno(chan, errno, "write", m->path);
 		o->parent = -1; /* closed below, with name */
 		memset(o, 0, sizeof(*o));
 		goto fail;
@@ -545,8 +477,8 @@ static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 	o->tmp = strdup(tmp);
 	o->path = strdup(m->path);
 	if (!o->tmp || !o->path) {
-		reply_errno(chan, ENOMEM, "write", m->path);
-		op_end(o);
+		fs_reply_errno(chan, ENOMEM, "write", m->path);
+		fs_op_end(o);
 		return;
 	}
 	o->mode = mode;
@@ -557,7 +489,7 @@ static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 		o->old_size = old.st_size;
 	}
 	if (direct) {
-		direct_ask(o);
+		fs_direct_ask(o);
 		return;
 	}
 	struct cp_started st = { .pid = 0 };
@@ -590,7 +522,7 @@ static int write_in_place(struct fsop *o)
 	return r;
 }
 
-static void write_commit(struct fsop *o)
+void fs_write_commit(struct fsop *o)
 {
 	/* No fsync: readers see the old file or the new one whole, which is the promise;
 	 * durability across a host crash is the filesystem's (ext4 and xfs flush a file
@@ -605,10 +537,10 @@ static void write_commit(struct fsop *o)
 	/* A large file replaced: hold it until the OK is out (fs_release), so that freeing its
 	 * pages, which the rename's last unlink would do at once, is not part of the wait. */
 	int held = -1;
-	if (r == 0 && o->old_size >= (off_t)RELEASE_LATER_MIN && F.nrelease < RELEASE_MAX)
+	if (r == 0 && o->old_size >= (off_t)RELEASE_LATER_MIN && fs_state.nrelease < RELEASE_MAX)
 		held = openat(o->parent, o->name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
 	if (held >= 0)
-		F.release[F.nrelease++] = held;
+		fs_state.release[fs_state.nrelease++] = held;
 	if (r == 0) {
 		unsigned fl = (o->flags & CP_FS_NOREPLACE) ? RENAME_NOREPLACE : 0;
 		if (syscall(SYS_renameat2, o->parent, o->tmp, o->parent, o->name, fl) == 0) {
@@ -621,7 +553,7 @@ static void write_commit(struct fsop *o)
 		}
 	}
 	if (r < 0) {
-		reply_errno(o->chan, -r, "write", o->path);
+		fs_reply_errno(o->chan, -r, "write", o->path);
 	} else {
 		struct stat st;
 		struct cp_fs_entry e;
@@ -631,7 +563,7 @@ static void write_commit(struct fsop *o)
 		reply_entry(o->chan, &e);
 		free(e.link);
 	}
-	op_end(o);
+	fs_op_end(o);
 }
 
 static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t *payload)
@@ -644,8 +576,8 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
 		if (n <= 0) {
 			/* ENOSPC, EDQUOT, EFBIG: the old file stays as it was. The ERROR ends the
 			 * channel, and the shim drops whatever the client still sends on it. */
-			reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->path);
-			op_end(o);
+			fs_reply_errno(o->chan, n < 0 ? errno : EIO, "write", o->path);
+			fs_op_end(o);
 			return;
 		}
 		off += (size_t)n;
@@ -654,7 +586,7 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
 	if (h->len)
 		agent_send_credit(o->chan, CP_STREAM_STDIN, h->len);
 	if (h->flags & CP_FLAG_EOF)
-		write_commit(o);
+		fs_write_commit(o);
 }
 
 /* Send one chunk of a READ: read straight into the frame buffer behind its header. A short
@@ -662,7 +594,7 @@ static void write_data(struct fsop *o, const struct cp_header *h, const uint8_t 
  * turn, so that the data, its EOF and the OK leave in one write (see agent_send_raw). */
 static void read_chunk(struct fsop *o);
 
-static void read_pump(struct fsop *o)
+void fs_read_pump(struct fsop *o)
 {
 	read_chunk(o);
 	if (o->used && o->short_read && o->credit > 0)
@@ -674,23 +606,23 @@ static void read_chunk(struct fsop *o)
 	size_t want = o->credit < FS_CHUNK ? (size_t)o->credit : FS_CHUNK;
 	ssize_t n;
 	do
-		n = read(o->fd, F.buf + CP_HEADER_SIZE, want);
+		n = read(o->fd, fs_state.buf + CP_HEADER_SIZE, want);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
 		agent_send_error(o->chan, errno, "read: the file could not be read to the end");
-		op_end(o);
+		fs_op_end(o);
 		return;
 	}
 	struct cp_header h = { .len = (uint32_t)n, .type = CP_DATA, .flags = CP_STREAM_STDOUT, .chan = o->chan };
 	if (n == 0)
 		h.flags |= CP_FLAG_EOF;
-	cp_header_encode(F.buf, &h);
-	agent_send_raw(F.buf, CP_HEADER_SIZE + (size_t)n);
+	cp_header_encode(fs_state.buf, &h);
+	agent_send_raw(fs_state.buf, CP_HEADER_SIZE + (size_t)n);
 	o->credit -= (uint64_t)n;
 	o->short_read = (size_t)n < want;
 	if (n == 0) {
-		reply_ok(o->chan);
-		op_end(o);
+		fs_reply_ok(o->chan);
+		fs_op_end(o);
 	}
 }
 
@@ -708,7 +640,7 @@ static void list_pump(struct fsop *o)
 		if (!de) {
 			if (errno) {
 				agent_send_error(o->chan, errno, "list: reading the folder failed");
-				op_end(o);
+				fs_op_end(o);
 				return;
 			}
 			done = true;
@@ -726,7 +658,7 @@ static void list_pump(struct fsop *o)
 	}
 	if (cp_frame_finish(w) < 0) {
 		agent_send_error(o->chan, EOVERFLOW, "list: an entry does not fit in a frame");
-		op_end(o);
+		fs_op_end(o);
 		return;
 	}
 	uint32_t sent = (uint32_t)(w->len - CP_HEADER_SIZE);
@@ -741,191 +673,26 @@ static void list_pump(struct fsop *o)
 		agent_send_frame();
 	}
 	if (done) {
-		reply_ok(o->chan);
-		op_end(o);
+		fs_reply_ok(o->chan);
+		fs_op_end(o);
 	}
 }
 
 /* ---- entry points from the main loop ------------------------------------------------ */
 
-/* ---- direct streams ----------------------------------------------------------------- */
-
-/* The pipe a direct write's bytes pass through on their way from the socket to the file:
- * splice moves the socket's pages into it without a copy, and the file takes them with one
- * (read and write would copy twice). Shared by all writes (one turn of the loop empties it);
- * made again after a failure that may have left bytes in it. */
-static int pipe_fds[2] = { -1, -1 };
-
-static bool pipe_ready(void)
-{
-	if (pipe_fds[0] >= 0)
-		return true;
-	if (pipe2(pipe_fds, O_CLOEXEC | O_NONBLOCK) < 0)
-		return false;
-	fcntl(pipe_fds[0], F_SETPIPE_SZ, DIRECT_CHUNK); /* else the default 64 KiB */
-	return true;
-}
-
-static void pipe_drop(void)
-{
-	if (pipe_fds[0] >= 0) {
-		close(pipe_fds[0]);
-		close(pipe_fds[1]);
-	}
-	pipe_fds[0] = pipe_fds[1] = -1;
-}
-
-/* Up to a chunk from O's socket: into the pipe and on into the file, or through our buffer
- * where splice does not go. Bytes moved, 0 at the socket's end, or -errno (*FILE_ERR: the
- * file's, else the socket's). */
-static ssize_t direct_move(struct fsop *o, bool *file_err)
-{
-	*file_err = false;
-	if (pipe_ready()) {
-		ssize_t n;
-		do
-			n = splice(o->sock, NULL, pipe_fds[1], NULL, DIRECT_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		while (n < 0 && errno == EINTR);
-		if (n > 0) {
-			for (ssize_t left = n; left > 0;) {
-				ssize_t k = splice(pipe_fds[0], NULL, o->fd, NULL, (size_t)left, SPLICE_F_MOVE);
-				if (k < 0 && errno == EINTR)
-					continue;
-				if (k <= 0) {
-					int e = k < 0 ? errno : EIO;
-					pipe_drop();
-					*file_err = true;
-					return -e;
-				}
-				left -= k;
-			}
-			return n;
-		}
-		if (n == 0 || errno == EAGAIN)
-			return n == 0 ? 0 : -EAGAIN;
-		if (errno != EINVAL)
-			return -errno;
-		/* A file system that takes no splice: the buffer from now on. */
-	}
-	ssize_t n;
-	do
-		n = read(o->sock, F.dbuf, DIRECT_CHUNK);
-	while (n < 0 && errno == EINTR);
-	if (n <= 0)
-		return n < 0 ? -errno : 0;
-	int w = write_all(o->fd, F.dbuf, (size_t)n);
-	if (w < 0) {
-		*file_err = true;
-		return w;
-	}
-	return n;
-}
-
-static void direct_write(struct fsop *o)
-{
-	bool file_err;
-	ssize_t n = direct_move(o, &file_err);
-	if (n == -EAGAIN)
-		return;
-	if (n < 0) {
-		/* ENOSPC, EDQUOT, EFBIG: the old file stays; the client's next send fails and it
-		 * reads this ERROR. */
-		reply_errno(o->chan, (int)-n, file_err ? "write" : "write (the stream broke)", o->path);
-		op_end(o);
-		return;
-	}
-	if (n == 0) {
-		/* The client shut its end: all the bytes are here. Its EOF on the channel commits. */
-		close(o->sock);
-		o->sock = -1;
-		o->sock_eof = true;
-		if (o->eof_frame)
-			write_commit(o);
-		return;
-	}
-	o->written += (uint64_t)n;
-}
-
-static void direct_read(struct fsop *o)
-{
-	ssize_t n;
-	do
-		n = sendfile(o->sock, o->fd, &o->off, DIRECT_CHUNK);
-	while (n < 0 && errno == EINTR);
-	if (n < 0 && (errno == EINVAL || errno == ENOSYS)) {
-		/* A file system without splice: through our buffer, resumed at the next byte
-		 * the socket did not take. */
-		ssize_t k = pread(o->fd, F.dbuf, DIRECT_CHUNK, o->off);
-		n = k <= 0 ? k : send(o->sock, F.dbuf, (size_t)k, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0)
-			o->off += n;
-	}
-	if (n < 0 && errno == EAGAIN)
-		return;
-	if (n < 0) {
-		agent_send_error(o->chan, errno, errno == EPIPE || errno == ECONNRESET ? "read: the reader went away"
-										 : "read: the file could not be read to the end");
-		op_end(o);
-		return;
-	}
-	if (n == 0) {
-		close(o->sock); /* the client's end reads its end, then the OK below */
-		o->sock = -1;
-		reply_ok(o->chan);
-		op_end(o);
-	}
-}
-
-void fs_direct(uint32_t chan, int sock)
-{
-	struct fsop *o = op_by_chan(chan);
-	if (!o || !o->awaiting) {
-		if (sock >= 0)
-			close(sock); /* the operation ended meanwhile (cancelled) */
-		return;
-	}
-	o->awaiting = false;
-	if (sock < 0) {
-		/* The shim had no socket for it: DATA frames, as without the flag. A read starts
-		 * now; a write's data follows. */
-		if (o->kind == XFER_READ)
-			read_pump(o);
-		return;
-	}
-	if (!direct_begin(o, sock, o->kind == XFER_WRITE ? EPOLLIN : EPOLLOUT)) {
-		close(sock);
-		agent_send_error(o->chan, ENOMEM, "the direct stream could not be set up");
-		op_end(o);
-	}
-}
-
-void fs_event(size_t index, uint32_t events)
-{
-	(void)events; /* errors and hang-ups show in the read or send */
-	if (index >= MAX_FS_OPS)
-		return;
-	struct fsop *o = &F.ops[index];
-	if (!o->used || o->sock < 0)
-		return;
-	if (o->kind == XFER_WRITE)
-		direct_write(o);
-	else if (o->kind == XFER_READ)
-		direct_read(o);
-}
-
 void fs_release(void)
 {
-	for (unsigned i = 0; i < F.nrelease; i++)
-		close(F.release[i]);
-	F.nrelease = 0;
+	for (unsigned i = 0; i < fs_state.nrelease; i++)
+		close(fs_state.release[i]);
+	fs_state.nrelease = 0;
 }
 
 int fs_init(int epfd)
 {
-	F.epfd = epfd;
-	F.root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-	F.buf = malloc(CP_HEADER_SIZE + FS_CHUNK);
-	return F.root >= 0 && F.buf ? 0 : -1;
+	fs_state.epfd = epfd;
+	fs_state.root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	fs_state.buf = malloc(CP_HEADER_SIZE + FS_CHUNK);
+	return fs_state.root >= 0 && fs_state.buf ? 0 : -1;
 }
 
 void fs_request(uint32_t chan, const uint8_t *payload, size_t len, bool direct_ok)
@@ -939,7 +706,7 @@ void fs_request(uint32_t chan, const uint8_t *payload, size_t len, bool direct_o
 	if (m.path[0] != '/' || (m.op == CP_FS_RENAME && m.path2[0] != '/')) {
 		agent_send_error(chan, EINVAL, "filesystem paths must be absolute paths inside the sandbox");
 		bad = 1;
-	} else if (op_by_chan(chan)) {
+	} else if (fs_op_by_chan(chan)) {
 		agent_send_error(chan, EBADMSG, "channel already in use");
 		bad = 1;
 	}
@@ -963,7 +730,7 @@ void fs_request(uint32_t chan, const uint8_t *payload, size_t len, bool direct_o
 
 bool fs_data(const struct cp_header *h, const uint8_t *payload)
 {
-	struct fsop *o = op_by_chan(h->chan);
+	struct fsop *o = fs_op_by_chan(h->chan);
 	if (!o)
 		return false;
 	if (o->kind != XFER_WRITE || (h->flags & CP_FLAG_STREAM_MASK) != CP_STREAM_STDIN)
@@ -972,19 +739,19 @@ bool fs_data(const struct cp_header *h, const uint8_t *payload)
 		write_data(o, h, payload);
 	} else if (h->len || o->awaiting) {
 		agent_send_error(o->chan, EBADMSG, "write: data on the channel of a direct stream");
-		op_end(o);
+		fs_op_end(o);
 	} else if (h->flags & CP_FLAG_EOF) {
 		/* Commits once the socket has been read to its end too. */
 		o->eof_frame = true;
 		if (o->sock_eof)
-			write_commit(o);
+			fs_write_commit(o);
 	}
 	return true;
 }
 
 bool fs_credit(const struct cp_header *h, const uint8_t *payload)
 {
-	struct fsop *o = op_by_chan(h->chan);
+	struct fsop *o = fs_op_by_chan(h->chan);
 	if (!o)
 		return false;
 	struct cp_credit m;
@@ -997,14 +764,14 @@ bool fs_credit(const struct cp_header *h, const uint8_t *payload)
 
 bool fs_cancel(uint32_t chan)
 {
-	struct fsop *o = op_by_chan(chan);
+	struct fsop *o = fs_op_by_chan(chan);
 	if (!o)
 		return false;
 	/* The client went away or gave up: an unfinished write leaves the old file untouched.
 	 * The channel still needs its final frame, or the shim would hold it for ever (and a
 	 * client that cancels 256 streams on one connection could open no more). */
 	uint32_t c = o->chan;
-	op_end(o);
+	fs_op_end(o);
 	agent_send_error(c, ECANCELED, "filesystem operation cancelled");
 	return true;
 }
@@ -1012,15 +779,15 @@ bool fs_cancel(uint32_t chan)
 bool fs_pump(void)
 {
 	bool more = false;
-	for (size_t i = 0; i < F.hwm; i++) {
-		struct fsop *o = &F.ops[i];
+	for (size_t i = 0; i < fs_state.hwm; i++) {
+		struct fsop *o = &fs_state.ops[i];
 		if (!o->used || o->kind == XFER_WRITE || o->sock >= 0 || o->awaiting)
 			continue; /* a direct stream goes by its socket's events */
 		size_t need = o->kind == XFER_LIST ? 8192 : 1;
 		if (o->credit < need)
 			continue;
 		if (o->kind == XFER_READ)
-			read_pump(o);
+			fs_read_pump(o);
 		else
 			list_pump(o);
 		if (o->used && o->credit >= need)
