@@ -1,5 +1,6 @@
 """Helpers shared by the end-to-end tests: what the host sees of a sandbox."""
 import glob
+import http.server
 import importlib.util
 import os
 import re
@@ -207,3 +208,19 @@ def levels(in_check=False):
 
 def level_args(level):
     return ["--annotation", "capsule.isolation=vm"] if level == "vm" else []
+
+
+def answering(body_of):
+    """An HTTP handler class whose GET answers with body_of(handler), a str, and logs nothing."""
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = body_of(self).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    return Handler

@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
-from .helpers import level_args, levels
+from .helpers import answering, level_args, levels
 
 from .test_oci import cgroup_file_of
 
@@ -165,18 +165,8 @@ def test_the_default_network_and_a_published_port(podman, level):
         assert podman("rm", "--force", "--time", "0", "w1").returncode == 0
 
 
-class PeerHandler(http.server.BaseHTTPRequestHandler):
-    """Answers with the address the request came from."""
-
-    def do_GET(self):
-        body = self.client_address[0].encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+# Answers with the address the request came from.
+PeerHandler = answering(lambda handler: handler.client_address[0])
 
 
 @levels()

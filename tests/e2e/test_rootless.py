@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from .helpers import BUILD, cgroup_v2_only, settled_run_entries
+from .helpers import BUILD, answering, cgroup_v2_only, settled_run_entries
 from .imageutil import (Entry, busybox_layer, image_tools, layer_tar, make_layout, need_static_agent,  # noqa: F401
                         needs_tools, registry, workdir)
 
@@ -626,16 +626,7 @@ def test_an_allowlist_lets_the_listed_host_port_through_and_refuses_others(user)
     import http.server
     import threading
 
-    class Token(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = f"token-{self.server.server_port}".encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
+    Token = answering(lambda handler: f"token-{handler.server.server_port}")
 
     servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), Token) for _ in range(2)]
     for s in servers:
