@@ -57,6 +57,9 @@ CAPSULE_API int capsule_config_set_name(capsule_config *cfg, const char *name, c
 /* Image reference; "host" (the default) is the host's /usr read-only with a fresh /etc. */
 CAPSULE_API int capsule_config_set_image(capsule_config *cfg, const char *image, capsule_error *err);
 CAPSULE_API int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, capsule_error *err);
+/* The level a sandbox of CFG gets (what a client must know before it asks for what one level
+ * lacks: descriptors passed to a vm's command). */
+CAPSULE_API capsule_isolation capsule_config_get_isolation(const capsule_config *cfg);
 /* Limits; 0 means no limit. Memory and cpus are unlimited by default; pids default to 4096,
  * so that no sandbox can spend all of the host's pids unless asked to (0). */
 CAPSULE_API int capsule_config_set_memory_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err);
@@ -350,7 +353,7 @@ CAPSULE_API int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule
 
 typedef struct capsule_process capsule_process;
 
-#define CAPSULE_EXEC_OPTIONS_VERSION 3
+#define CAPSULE_EXEC_OPTIONS_VERSION 4
 /* A resource limit (RLIMIT_*) set on a command before it starts. */
 typedef struct capsule_rlimit {
 	int resource;
@@ -389,7 +392,18 @@ typedef struct capsule_exec_options {
 	 * false). It gains nothing on exec that the sandbox does not hold already: every mount
 	 * is nosuid, the bounding set and the filters stay (docs/oci.md). */
 	bool new_privs;
+	/* Version 4: descriptors of the caller's that the command gets as 3, 4, ... (fds[i] as
+	 * 3+i, without O_CLOEXEC; every other descriptor above 2 is closed in it), as an OCI
+	 * runtime's --preserve-fds and systemd's LISTEN_FDS pass them. At most
+	 * CAPSULE_EXEC_MAX_FDS, each open (EBADF naming the first that is not). The command gets
+	 * copies: the caller keeps its own. Container level only (EOPNOTSUPP at the vm level:
+	 * its agent is reached over virtio-serial, which carries bytes only). A descriptor
+	 * passed gives the command whatever it reaches, a host folder's included: pass only
+	 * what the sandbox may have. */
+	const int *fds;
+	size_t nfds;
 } capsule_exec_options;
+#define CAPSULE_EXEC_MAX_FDS 64
 #define CAPSULE_EXEC_OPTIONS_INIT { .version = CAPSULE_EXEC_OPTIONS_VERSION }
 
 typedef struct capsule_exit_status {

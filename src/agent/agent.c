@@ -352,7 +352,7 @@ static bool env_has(char **envp, size_t n, const char *key)
 	return false;
 }
 
-static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
+static void exec_request(uint32_t chan, const uint8_t *payload, size_t len, const int *fds, unsigned nfds)
 {
 	struct cp_exec ex;
 	char errbuf[512] = "";
@@ -363,6 +363,19 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 	}
 	if (chan == 0 || proc_by_chan(chan)) {
 		send_error(chan, EBADMSG, "EXEC on a channel already in use");
+		cp_exec_free(&ex);
+		return;
+	}
+	/* Placed by number (3, 4, ...): one lost on the way would shift the rest. */
+	if (ex.nfds && !A.ctl_is_socket) {
+		send_error(chan, EOPNOTSUPP, "descriptors cannot be passed to a vm's command: its agent is reached over "
+			   "virtio-serial, which carries bytes only");
+		cp_exec_free(&ex);
+		return;
+	}
+	if (ex.nfds != nfds) {
+		snprintf(errbuf, sizeof(errbuf), "EXEC declares %u descriptors to pass and %u came with it", ex.nfds, nfds);
+		send_error(chan, EBADF, errbuf);
 		cp_exec_free(&ex);
 		return;
 	}
@@ -449,6 +462,8 @@ static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len)
 		.caps_explicit = ex.caps_set,
 		.umask = ex.umask_set ? (int)ex.umask : -1,
 		.oom_score_adj = ex.oom_score_adj_set ? (int)ex.oom_score_adj : 0,
+		.fds = fds,
+		.nfds = nfds,
 	};
 	if (ex.flags & CP_EXEC_GROUPS) {
 		static_assert(sizeof(gid_t) == sizeof(uint32_t), "gid_t is 32 bits");
@@ -617,7 +632,17 @@ static void begin_shutdown(uint32_t grace_ms)
 	vm_console_stop();
 }
 
-static void handle_frame(const struct cp_header *h, const uint8_t *payload, int fd)
+/* EXEC with the descriptors that came with it (FDS, NFDS), which the agent never keeps: the
+ * command has its own copies once it runs. */
+static void handle_exec(uint32_t chan, const uint8_t *payload, size_t len, const int *fds, unsigned nfds)
+{
+	exec_request(chan, payload, len, fds, nfds);
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+}
+
+/* FDS: the NFDS descriptors that came with the frame (a DIRECT's socket, an EXEC's). */
+static void handle_frame(const struct cp_header *h, const uint8_t *payload, const int *fds, unsigned nfds)
 {
 	if (!A.have_init && h->type != CP_INIT && h->type != CP_HELLO)
 		fatal_exit();
@@ -637,9 +662,9 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, int 
 			send_frame();
 		vm_console_start(&A.init);
 		break;
-	case CP_EXEC: handle_exec(h->chan, payload, h->len); break;
+	case CP_EXEC: handle_exec(h->chan, payload, h->len, fds, nfds); break;
 	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;
-	case CP_DIRECT: fs_direct(h->chan, fd); break;
+	case CP_DIRECT: fs_direct(h->chan, nfds ? fds[0] : -1); break;
 	case CP_WATCH: watch_request(h->chan, payload, h->len); break;
 	case CP_DATA: handle_data(h, payload); break;
 	case CP_CREDIT: handle_credit(h, payload); break;
@@ -764,7 +789,12 @@ static void handle_control_readable(void)
 	const uint8_t *payload;
 	int k;
 	while ((k = cp_rxbuf_peek(&A.rx, &h, &payload)) > 0) {
-		handle_frame(&h, payload, h.type == CP_DIRECT && A.rx.nfds ? cp_rxbuf_take_fd(&A.rx, &h) : -1);
+		/* Only these two frames carry descriptors; any other's are closed with its bytes. */
+		int fds[CP_EXEC_MAX_FDS];
+		unsigned nfds = 0;
+		if (A.rx.nfds && (h.type == CP_DIRECT || h.type == CP_EXEC))
+			nfds = cp_rxbuf_take_fds(&A.rx, &h, fds, h.type == CP_DIRECT ? 1 : CP_EXEC_MAX_FDS);
+		handle_frame(&h, payload, fds, nfds);
 		cp_rxbuf_consume(&A.rx, &h);
 	}
 	if (k < 0)

@@ -43,6 +43,10 @@ struct spawn_request {
 	int umask;         /* -1: 022 */
 	int oom_score_adj; /* 0 to 1000 */
 	bool new_privs;    /* no no_new_privs: the filters go on while the agent's CAP_SYS_ADMIN is held */
+	/* Descriptors the command gets as 3, 4, ... (EXEC's, passed by the client: --preserve-fds),
+	 * the agent's own numbers; the agent keeps them and closes them after the spawn. */
+	const int *fds;
+	size_t nfds;
 };
 
 struct spawn_result {

@@ -448,19 +448,30 @@ static int spawn_child(void *arg)
 		fd1 = ctx->out_wr;
 		fd2 = ctx->err_wr;
 	}
-	/* dup2 clears O_CLOEXEC on the copies; fds 0-2 may be any of ours, so move the
-	 * status pipe out of the way first. */
-	if (ep <= 2) {
-		ep = fcntl(ep, F_DUPFD_CLOEXEC, 10);
+	/* dup2 clears O_CLOEXEC on the copies; fds 0-2 and the passed ones' places 3..TOP-1 may
+	 * be any of ours, so move the status pipe out of the way first. */
+	int top = 3 + (int)ctx->req->nfds;
+	if (ep < top) {
+		ep = fcntl(ep, F_DUPFD_CLOEXEC, top > 10 ? top : 10);
 		if (ep < 0)
 			_exit(127);
 	}
+	/* The passed descriptors to 3, 4, ...: each first to a copy above TOP, so that placing one
+	 * (or stdio) never closes another not placed yet (the agent's numbers for them may be
+	 * anywhere, 3..TOP-1 included). The copies are close-on-exec; the placed ones are not. */
+	int above[CP_EXEC_MAX_FDS];
+	for (size_t i = 0; i < ctx->req->nfds; i++)
+		if ((above[i] = fcntl(ctx->req->fds[i], F_DUPFD_CLOEXEC, top)) < 0)
+			child_fail(ep, errno, "passing descriptor %zu: %s", i + 3, strerror(errno));
 	if (dup2(fd0, 0) < 0 || dup2(fd1, 1) < 0 || dup2(fd2, 2) < 0)
 		child_fail(ep, errno, "dup2: %s", strerror(errno));
-	/* Nothing of the agent's may reach the command: no fd, and so no path back out. Before
-	 * the process's own seccomp filter (which may refuse close_range or fcntl) and while
-	 * still root (after a change of uid, /proc/self/fd is no longer ours to read). */
-	int cr = fds_cloexec_from(3);
+	for (size_t i = 0; i < ctx->req->nfds; i++)
+		if (dup2(above[i], 3 + (int)i) < 0)
+			child_fail(ep, errno, "passing descriptor %zu: %s", i + 3, strerror(errno));
+	/* Nothing else of the agent's may reach the command: no fd, and so no path back out.
+	 * Before the process's own seccomp filter (which may refuse close_range or fcntl) and
+	 * while still root (after a change of uid, /proc/self/fd is no longer ours to read). */
+	int cr = fds_cloexec_from((unsigned)top);
 	if (cr < 0)
 		child_fail(ep, -cr, "closing the agent's file descriptors: %s", strerror(-cr));
 

@@ -63,6 +63,11 @@ static int run_command(capsule_sandbox *sb, struct exec_cli *ec, char **argv)
 	o.stdin_open = ec->interactive;
 	o.timeout_ms = ec->timeout_ms;
 	o.detach = ec->detach;
+	int fds[CAPSULE_EXEC_MAX_FDS];
+	for (int i = 0; i < ec->preserve_fds; i++)
+		fds[i] = 3 + i;
+	o.fds = fds;
+	o.nfds = (size_t)ec->preserve_fds;
 	if (o.tty && isatty(STDOUT_FILENO)) {
 		struct winsize ws;
 		if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) {
@@ -71,7 +76,12 @@ static int run_command(capsule_sandbox *sb, struct exec_cli *ec, char **argv)
 		}
 	}
 	capsule_process *p;
-	if (capsule_exec_start(&p, sb, &o, &err) < 0) {
+	int started = capsule_exec_start(&p, sb, &o, &err);
+	/* The command has its copies: a pipe's write end kept here would hold off its reader's
+	 * end of file until the command's output ends too. */
+	for (int i = 0; i < ec->preserve_fds; i++)
+		close(3 + i);
+	if (started < 0) {
 		cli_fail(&err);
 		return exit_code_for_start_error(&err);
 	}
@@ -203,6 +213,13 @@ int cmd_run(int argc, char **argv)
 			exec_cli_free(&ec);
 			return cli_fail(&err);
 		}
+	}
+	/* Before a boot that could only end in the refusal. */
+	if (ec.preserve_fds && capsule_config_get_isolation(sbc.cfg) == CAPSULE_ISOLATION_VM) {
+		capsule_config_free(sbc.cfg);
+		exec_cli_free(&ec);
+		return cli_failf("--preserve-fds needs the container level: a vm's agent is reached over virtio-serial, "
+				 "which carries bytes only");
 	}
 	if (ec.detach)
 		capsule_config_set_detached(sbc.cfg, true, NULL);

@@ -1,8 +1,9 @@
 /* The flags of run, create and exec. A sandbox setting's flag, its help and its checks come
  * from the library's table (capsule_config_option_at): a new setting needs nothing here. What
- * is the CLI's own is how the one command runs (-e, -w, -u, -i, -t, -d, --timeout) and the
- * order -v is applied in. */
+ * is the CLI's own is how the one command runs (-e, -w, -u, -i, -t, -d, --timeout,
+ * --preserve-fds) and the order -v is applied in. */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@ enum {
 	OPT_HELP,
 	OPT_ALLOW_SENSITIVE,
 	OPT_DIFF,
+	OPT_PRESERVE_FDS,
 	OPT_SETTING = 2000, /* + the index of a capsule_config_option */
 };
 
@@ -32,6 +34,7 @@ static const struct option cli_options[] = {
 	{ "rm", no_argument, NULL, OPT_RM },
 	{ "allow-sensitive", no_argument, NULL, OPT_ALLOW_SENSITIVE },
 	{ "diff", no_argument, NULL, OPT_DIFF },
+	{ "preserve-fds", required_argument, NULL, OPT_PRESERVE_FDS },
 	{ "help", no_argument, NULL, OPT_HELP },
 };
 
@@ -120,7 +123,9 @@ static void run_help(const char *verb)
 		       "  -i, --interactive    keep stdin open\n"
 		       "  -t, --tty            allocate a pseudo-terminal\n"
 		       "  -d, --detach         run the command in the background\n"
-		       "  --timeout DUR        kill the command (and its children) after DUR\n");
+		       "  --timeout DUR        kill the command (and its children) after DUR\n"
+		       "  --preserve-fds N     pass our fds 3 to 3+N-1 to the command as the same numbers\n"
+		       "                       (container level; at most %d)\n", CAPSULE_EXEC_MAX_FDS);
 	if (is_exec)
 		printf("  --diff               after the command, print the files it added, changed and\n"
 		       "                       deleted to stderr (as 'capsule diff'; container level)\n");
@@ -236,6 +241,22 @@ static int exec_opt(const char *verb, int opt, struct exec_cli *ec)
 	return cli_usage(verb, "unknown flag");
 }
 
+/* podman's --preserve-fds N. Checked as the flags are read, before the CLI opens anything
+ * of its own that could take one of those numbers. */
+static int preserve_fds_opt(struct exec_cli *ec)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(optarg, &end, 10);
+	if (!optarg[0] || *end || errno || v < 0 || v > CAPSULE_EXEC_MAX_FDS)
+		return cli_failf("--preserve-fds '%s': give a count from 0 to %d", optarg, CAPSULE_EXEC_MAX_FDS);
+	for (int fd = 3; fd < 3 + v; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			return cli_failf("--preserve-fds %ld: descriptor %d is not open", v, fd);
+	ec->preserve_fds = (int)v;
+	return 0;
+}
+
 static const capsule_config_option *setting_by_short(int opt)
 {
 	const capsule_config_option *o;
@@ -272,6 +293,10 @@ static int one_opt(const char *verb, int opt, struct sandbox_cli *sbc, struct ex
 			return cli_usage(verb, "unknown flag '--diff'");
 		ec->diff = true;
 		return 0;
+	case OPT_PRESERVE_FDS:
+		if (!ec)
+			return cli_usage(verb, "unknown flag '--preserve-fds'");
+		return preserve_fds_opt(ec);
 	case OPT_RM:
 		return 0; /* run is ephemeral already; accepted for docker muscle memory */
 	case OPT_HELP:

@@ -20,6 +20,7 @@ struct exec_cli {
 	bool interactive, tty, detach;
 	bool diff; /* exec --diff: what the command changed, on stderr after it */
 	uint32_t timeout_ms;
+	int preserve_fds; /* --preserve-fds N: our fds 3..3+N-1 are the command's 3..3+N-1 */
 };
 
 /* Sandbox settings for run and create. */

@@ -372,6 +372,7 @@ static void rx_drop_fds_before(struct cp_rxbuf *rx, uint64_t end)
 void cp_rxbuf_free(struct cp_rxbuf *rx)
 {
 	rx_drop_fds_before(rx, UINT64_MAX);
+	free(rx->fds);
 	free(rx->buf);
 	memset(rx, 0, sizeof(*rx));
 }
@@ -450,10 +451,12 @@ long cp_rxbuf_fill_fds(struct cp_rxbuf *rx, int fd)
 			if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 				continue;
 			size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			if (k && !rx->fds)
+				rx->fds = malloc(CP_RX_FDS * sizeof(*rx->fds));
 			for (size_t i = 0; i < k; i++) {
 				int f;
 				memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-				if (n > 0 && rx->nfds < CP_RX_FDS)
+				if (n > 0 && rx->fds && rx->nfds < CP_RX_FDS)
 					rx->fds[rx->nfds++] = (struct cp_rx_fd){ .fd = f, .at = at };
 				else
 					close(f);
@@ -463,17 +466,25 @@ long cp_rxbuf_fill_fds(struct cp_rxbuf *rx, int fd)
 	}
 }
 
-int cp_rxbuf_take_fd(struct cp_rxbuf *rx, const struct cp_header *hdr)
+unsigned cp_rxbuf_take_fds(struct cp_rxbuf *rx, const struct cp_header *hdr, int *out, unsigned max)
 {
 	uint64_t from = rx->base + rx->start, end = from + CP_HEADER_SIZE + hdr->len;
+	unsigned n = 0, k = 0;
+	/* Those left keep their order: they were appended as they came. */
 	for (unsigned i = 0; i < rx->nfds; i++) {
-		if (rx->fds[i].at >= from && rx->fds[i].at < end) {
-			int f = rx->fds[i].fd;
-			rx->fds[i] = rx->fds[--rx->nfds];
-			return f;
-		}
+		if (n < max && rx->fds[i].at >= from && rx->fds[i].at < end)
+			out[n++] = rx->fds[i].fd;
+		else
+			rx->fds[k++] = rx->fds[i];
 	}
-	return -1;
+	rx->nfds = k;
+	return n;
+}
+
+int cp_rxbuf_take_fd(struct cp_rxbuf *rx, const struct cp_header *hdr)
+{
+	int fd;
+	return cp_rxbuf_take_fds(rx, hdr, &fd, 1) ? fd : -1;
 }
 
 int cp_rxbuf_peek(struct cp_rxbuf *rx, struct cp_header *hdr, const uint8_t **payload)

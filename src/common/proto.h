@@ -159,6 +159,11 @@ enum { CP_T_ERROR_ERRNO = 1, CP_T_ERROR_MESSAGE = 2 };
 /* What an OCI process asks beyond a command's defaults (docs/oci.md). */
 #define CP_EXEC_MAX_GROUPS 64
 #define CP_EXEC_MAX_RLIMITS 16
+/* Descriptors a command gets as 3, 4, ... (an OCI runtime's --preserve-fds). They travel with
+ * the EXEC frame's own bytes as one SCM_RIGHTS message (client -> shim -> agent, where both
+ * hops are unix sockets: the container level), in order; FDS says how many must arrive, so
+ * that one lost on the way fails the command instead of shifting the rest. */
+#define CP_EXEC_MAX_FDS 64
 struct cp_rlimit {
 	uint32_t resource;
 	uint64_t soft, hard;
@@ -186,6 +191,7 @@ struct cp_exec {
 	size_t nrlimits;
 	uint8_t *seccomp_bpf; /* a filter installed above INIT's, or NULL */
 	size_t seccomp_len;
+	uint32_t nfds; /* descriptors that come with the frame (CP_EXEC_MAX_FDS at most) */
 };
 enum {
 	CP_T_EXEC_ARG = 1, /* repeated, in order */
@@ -204,6 +210,7 @@ enum {
 	CP_T_EXEC_CAPS_AMBIENT = 14,     /* u64 */
 	CP_T_EXEC_UMASK = 15,            /* u32 */
 	CP_T_EXEC_OOM_SCORE_ADJ = 16,    /* u32, 0 to 1000 */
+	CP_T_EXEC_FDS = 17,              /* u32, 1 to CP_EXEC_MAX_FDS: descriptors passed with the frame */
 };
 
 struct cp_started {
@@ -673,7 +680,7 @@ int cp_vm_mounted_decode(const uint8_t *p, size_t n, struct cp_vm_mounted *m);
 int cp_agent_reply_check(const struct cp_header *h, const uint8_t *payload);
 /* Accumulates bytes read from a socket and yields whole frames. The buffer never grows past
  * CP_HEADER_SIZE + CP_MAX_PAYLOAD. */
-#define CP_RX_FDS 8
+#define CP_RX_FDS CP_EXEC_MAX_FDS
 struct cp_rxbuf {
 	uint8_t *buf;
 	size_t start; /* first unconsumed byte */
@@ -686,7 +693,7 @@ struct cp_rxbuf {
 	struct cp_rx_fd {
 		int fd;
 		uint64_t at;
-	} fds[CP_RX_FDS];
+	} *fds; /* CP_RX_FDS of them, allocated with the first descriptor that comes */
 	unsigned nfds;
 };
 void cp_rxbuf_init(struct cp_rxbuf *rx);
@@ -701,6 +708,9 @@ long cp_rxbuf_fill_fds(struct cp_rxbuf *rx, int fd);
  * caller's; -1 when none did. Descriptors of frames consumed without one being taken are
  * closed by cp_rxbuf_consume. */
 int cp_rxbuf_take_fd(struct cp_rxbuf *rx, const struct cp_header *hdr);
+/* Every descriptor that came with that frame, at most MAX, in the order they were sent, into
+ * OUT (now the caller's); how many. */
+unsigned cp_rxbuf_take_fds(struct cp_rxbuf *rx, const struct cp_header *hdr, int *out, unsigned max);
 /* 1: a whole frame is at the front (HDR filled, *PAYLOAD points into the buffer, valid until
  * cp_rxbuf_consume or the next cp_rxbuf_fill, which may move the bytes); 0: need more bytes;
  * -EBADMSG: the stream is corrupt (bad header). */

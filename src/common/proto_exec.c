@@ -61,6 +61,10 @@ int cp_exec_encode(struct cp_writer *w, uint32_t chan, const struct cp_exec *m)
 	}
 	if (m->seccomp_len)
 		cp_put_bytes(w, CP_T_EXEC_SECCOMP, m->seccomp_bpf, m->seccomp_len);
+	if (m->nfds > CP_EXEC_MAX_FDS)
+		return -E2BIG;
+	if (m->nfds)
+		cp_put_u32(w, CP_T_EXEC_FDS, m->nfds);
 	return cp_frame_finish(w);
 }
 
@@ -92,6 +96,8 @@ static int exec_extra_field(struct cp_exec *m, const struct cp_field *f)
 		m->rlimits[m->nrlimits].hard = get_le64(f->val + 12);
 		m->nrlimits++;
 		return 0;
+	case CP_T_EXEC_FDS:
+		return cp_field_u32(f, &m->nfds) < 0 || m->nfds == 0 || m->nfds > CP_EXEC_MAX_FDS ? -EBADMSG : 0;
 	case CP_T_EXEC_SECCOMP:
 		if (f->len == 0 || f->len % 8 || f->len > CP_MAX_SECCOMP_BYTES || m->seccomp_bpf)
 			return -EBADMSG;

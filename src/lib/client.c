@@ -75,6 +75,51 @@ int conn_send(struct conn *c, capsule_error *err)
 	return conn_sendv(c, &iov, 1, err);
 }
 
+int conn_send_fds(struct conn *c, const int *fds, size_t nfds, capsule_error *err)
+{
+	if (!nfds)
+		return conn_send(c, err);
+	if (c->w.err)
+		return cap_err(err, -c->w.err, "encoding a request");
+	if (nfds > CP_EXEC_MAX_FDS)
+		return cap_err_plain(err, E2BIG, "at most %d descriptors go with a request", CP_EXEC_MAX_FDS);
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int) * CP_EXEC_MAX_FDS)];
+	} ctl;
+	memset(&ctl, 0, sizeof(ctl));
+	/* The descriptors go with this frame's bytes alone: the shim tells which frame brought
+	 * them by the last byte of the read they came with (cp_rxbuf_fill_fds). */
+	struct iovec iov = { c->w.buf, c->w.len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = CMSG_SPACE(sizeof(int) * nfds) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
+	ssize_t k;
+	for (;;) {
+		k = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
+		if (k >= 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		if (errno == EPIPE || errno == ECONNRESET)
+			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
+		return cap_err(err, errno, "sending descriptors to the sandbox");
+	}
+	/* The rest of the frame, if the socket took only part of it, as plain bytes. */
+	iov.iov_base = c->w.buf + k;
+	iov.iov_len = c->w.len - (size_t)k;
+	return iov.iov_len ? conn_sendv(c, &iov, 1, err) : 0;
+}
+
 static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t *payload, capsule_error *err);
 
 /* Wait until more bytes are in C's buffer (until DEADLINE when TIMEOUT_MS > 0; not at all

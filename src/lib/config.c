@@ -203,6 +203,11 @@ int capsule_config_set_isolation(capsule_config *cfg, capsule_isolation iso, cap
 	return 0;
 }
 
+capsule_isolation capsule_config_get_isolation(const capsule_config *cfg)
+{
+	return cfg->isolation;
+}
+
 int capsule_config_set_memory_bytes(capsule_config *cfg, uint64_t bytes, capsule_error *err)
 {
 	if (bytes && bytes < (6u << 20))

@@ -31,6 +31,9 @@ int conn_open_pipelined(struct conn *c, const char *name, capsule_error *err);
 void conn_adopt(struct conn *c, int fd);
 /* Send the frame encoded in c->w. */
 int conn_send(struct conn *c, capsule_error *err);
+/* The same with NFDS descriptors (at most CP_EXEC_MAX_FDS) passed along as SCM_RIGHTS; the
+ * caller keeps its own. */
+int conn_send_fds(struct conn *c, const int *fds, size_t nfds, capsule_error *err);
 /* Send IOV[0..N) whole with as few sendmsg calls as the socket allows (IOV is consumed):
  * frames sent together reach the shim in one read and cost it one wakeup. */
 struct iovec;

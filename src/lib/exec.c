@@ -2,6 +2,7 @@
  * without a shared lock. Output that arrives while the caller is busy writing stdin is
  * queued here, and the queue is bounded by the flow-control credit we grant. */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -167,12 +168,34 @@ static void release_conn(capsule_process *p)
 	sandbox_return_conn(p->lender);
 }
 
+_Static_assert(CAPSULE_EXEC_MAX_FDS == CP_EXEC_MAX_FDS, "one bound on passed descriptors");
+
+/* Descriptors to pass (--preserve-fds): checked here, so that a bad one fails with its number
+ * before anything is sent. */
+static int exec_fds_check(capsule_sandbox *sb, const int *fds, size_t nfds, capsule_error *err)
+{
+	if (nfds > CAPSULE_EXEC_MAX_FDS)
+		return cap_err_plain(err, E2BIG, "exec options: %zu descriptors to pass, at most %d", nfds,
+				     CAPSULE_EXEC_MAX_FDS);
+	if (!fds)
+		return cap_err_plain(err, EINVAL, "exec options: nfds without fds");
+	for (size_t i = 0; i < nfds; i++)
+		if (fds[i] < 0 || fcntl(fds[i], F_GETFD) < 0)
+			return cap_err_plain(err, EBADF, "exec options: descriptor %d (fds[%zu]) is not open", fds[i], i);
+	if (capsule_sandbox_isolation(sb) == CAPSULE_ISOLATION_VM)
+		return cap_err_plain(err, EOPNOTSUPP, "sandbox '%s' is a vm: descriptors cannot be passed to its "
+				     "commands (its agent is reached over virtio-serial, which carries bytes only)",
+				     capsule_sandbox_name(sb));
+	return 0;
+}
+
 static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_exec_options *o, bool nowait,
 		      capsule_error *err)
 {
 	if (!o || o->version < 1 || o->version > CAPSULE_EXEC_OPTIONS_VERSION)
 		return cap_err_plain(err, EINVAL, "exec options: unknown version (use CAPSULE_EXEC_OPTIONS_INIT)");
 	bool v2 = o->version >= 2;
+	int r;
 	if (v2 && (o->ngroups > CP_EXEC_MAX_GROUPS || o->nrlimits > CP_EXEC_MAX_RLIMITS))
 		return cap_err_plain(err, E2BIG, "exec options: at most %d groups and %d rlimits", CP_EXEC_MAX_GROUPS,
 				     CP_EXEC_MAX_RLIMITS);
@@ -182,6 +205,9 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 	if (v2 && o->seccomp_len && (o->seccomp_len % 8 || o->seccomp_len > CP_MAX_SECCOMP_BYTES || !o->seccomp_bpf))
 		return cap_err_plain(err, EINVAL, "exec options: a seccomp filter is whole sock_filter entries, at most %u bytes",
 				     CP_MAX_SECCOMP_BYTES);
+	size_t nfds = o->version >= 4 ? o->nfds : 0;
+	if (nfds && (r = exec_fds_check(sb, o->fds, nfds, err)) < 0)
+		return r;
 	const char *sh_argv[] = { "/bin/sh", "-c", o->shell, NULL };
 	const char *const *argv = o->argv ? o->argv : (o->shell ? sh_argv : NULL);
 	if (!argv || !argv[0] || !argv[0][0])
@@ -195,7 +221,6 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 	capsule_process *p = calloc(1, sizeof(*p));
 	if (!p)
 		return cap_err(err, ENOMEM, "allocating a process");
-	int r;
 	p->c = nowait ? sandbox_borrow_idle_conn(sb, &p->chan) : sandbox_borrow_conn(sb, &p->chan);
 	if (p->c) {
 		p->lender = sb;
@@ -246,11 +271,12 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 		if (o->version >= 3 && o->new_privs)
 			m.flags |= CP_EXEC_NEW_PRIVS;
 	}
+	m.nfds = (uint32_t)nfds;
 	if ((r = cp_exec_encode(&p->c->w, p->chan, &m)) < 0) {
 		r = cap_err(err, -r, "the command is too large to send");
 		goto fail;
 	}
-	if ((r = conn_send(p->c, err)) < 0)
+	if ((r = conn_send_fds(p->c, o->fds, nfds, err)) < 0)
 		goto fail;
 	p->stdin_credit = CP_INITIAL_WINDOW;
 	p->stdin_closed = !o->stdin_open;

@@ -166,10 +166,25 @@ static int need_id(char **pos, size_t npos, const char *verb)
 
 /* ---- verbs ------------------------------------------------------------------------------ */
 
-static int refuse_preserve_fds(const char *n)
+/* runc's --preserve-fds N: our descriptors 3..3+N-1 go to the process as the same numbers. */
+static int parse_preserve_fds(const char *n, int *out)
 {
-	if (n && strcmp(n, "0"))
-		return oci_fail("--preserve-fds is not supported: a sandbox's processes get no descriptor of the host's");
+	*out = 0;
+	if (!n)
+		return 0;
+	char *end;
+	errno = 0;
+	long v = strtol(n, &end, 10);
+	if (!*n || *end || errno)
+		return oci_fail("--preserve-fds '%s': not a number", n);
+	if (v < 0)
+		return oci_fail("--preserve-fds %ld: a count of descriptors cannot be negative", v);
+	if (v > CAPSULE_EXEC_MAX_FDS)
+		return oci_fail("--preserve-fds %ld: at most %d descriptors can be passed", v, CAPSULE_EXEC_MAX_FDS);
+	for (int fd = 3; fd < 3 + v; fd++)
+		if (fcntl(fd, F_GETFD) < 0)
+			return oci_fail("--preserve-fds %ld: descriptor %d is not open", v, fd);
+	*out = (int)v;
 	return 0;
 }
 
@@ -186,8 +201,9 @@ static int cmd_create_run(int argc, char **argv, bool create)
 	};
 	_cleanup_free_ char **pos = NULL;
 	size_t npos;
+	int nfds;
 	if (parse_opts(argc, argv, 1, opts, ARRAY_SIZE(opts), &pos, &npos, 0) || need_id(pos, npos, argv[0]) ||
-	    refuse_preserve_fds(preserve))
+	    parse_preserve_fds(preserve, &nfds))
 		return 1;
 	if (keep)
 		return oci_fail("run --keep is not supported: a stopped container's sandbox is removed");
@@ -198,6 +214,7 @@ static int cmd_create_run(int argc, char **argv, bool create)
 		.console_socket = console,
 		.detach = detach != NULL,
 		.no_start = create,
+		.preserve_fds = nfds,
 	};
 	return oci_create_or_run(&o);
 }
@@ -374,8 +391,9 @@ static int cmd_exec(int argc, char **argv)
 	};
 	_cleanup_free_ char **pos = NULL;
 	size_t npos;
+	int nfds;
 	if (parse_opts(argc, argv, 1, opts, ARRAY_SIZE(opts), &pos, &npos, 1) || need_id(pos, npos, "exec") ||
-	    refuse_preserve_fds(preserve))
+	    parse_preserve_fds(preserve, &nfds))
 		return 1;
 	if (ncaps)
 		return oci_fail("exec --cap is not supported: give the process's capabilities with --process");
@@ -401,6 +419,7 @@ static int cmd_exec(int argc, char **argv)
 		.detach = detach != NULL,
 		.pid_file = pid_file,
 		.console_socket = console,
+		.preserve_fds = nfds,
 	};
 	int r = oci_exec(&o);
 	free(envs);

@@ -62,6 +62,7 @@ struct oci_run {
 	const char *console_socket;
 	bool detach;   /* run -d */
 	bool no_start; /* create: wait for start */
+	int preserve_fds; /* --preserve-fds: our fds 3..3+N-1 go to the process as the same */
 };
 
 int oci_create_or_run(const struct oci_run *o);
@@ -81,6 +82,7 @@ struct oci_exec {
 	const char *console_socket;
 	const char **caps;
 	size_t ncaps;
+	int preserve_fds;
 };
 
 int oci_exec(const struct oci_exec *o);

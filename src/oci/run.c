@@ -238,6 +238,28 @@ static int await_word(int fd, pid_t child)
 	return oci_fail("%s", len ? msg : "the container's monitor died");
 }
 
+/* ---- --preserve-fds ------------------------------------------------------------------------ */
+
+#define PRESERVE_FDS_VM "--preserve-fds: descriptors cannot reach a container run with capsule.isolation=vm (its " \
+	"agent is reached over virtio-serial, which carries bytes only)"
+
+/* Our descriptors 3..3+N-1, for the process as the same numbers (EO's fds, in FDS). */
+static void preserve_fds_set(capsule_exec_options *eo, int fds[CAPSULE_EXEC_MAX_FDS], int n)
+{
+	for (int i = 0; i < n; i++)
+		fds[i] = 3 + i;
+	eo->fds = n ? fds : NULL;
+	eo->nfds = (size_t)n;
+}
+
+/* Once the process has them (or failed to start), ours go: a pipe's write end kept here would
+ * hold its reader's end of file until the process exits. */
+static void preserve_fds_close(int n)
+{
+	for (int i = 0; i < n; i++)
+		close(3 + i);
+}
+
 /* ---- create, start, run ---------------------------------------------------------------- */
 
 static int read_spec(const char *bundle, capsule_oci_spec **spec, char **text_out, size_t *len_out)
@@ -488,10 +510,14 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 		}
 	}
 	eo.stdin_open = true;
+	int fds[CAPSULE_EXEC_MAX_FDS];
+	preserve_fds_set(&eo, fds, o->preserve_fds);
 	capsule_process *p;
 	if (!eo.argv)
 		cap_err_plain(&err, EINVAL, "config.json has no process to start");
-	if (!eo.argv || capsule_exec_start(&p, sb, &eo, &err) < 0) {
+	int started = eo.argv ? capsule_exec_start(&p, sb, &eo, &err) : -EINVAL;
+	preserve_fds_close(o->preserve_fds);
+	if (started < 0) {
 		state_set(m, "stopped");
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(word_fd, msg);
@@ -530,6 +556,10 @@ int oci_create_or_run(const struct oci_run *o)
 	size_t len = 0;
 	if (read_spec(bundle, &m.spec, &text, &len))
 		return 1;
+	if (o->preserve_fds && capsule_config_get_isolation(capsule_oci_spec_config(m.spec)) == CAPSULE_ISOLATION_VM) {
+		capsule_oci_spec_free(m.spec);
+		return oci_fail(PRESERVE_FDS_VM);
+	}
 	if (oci_state_dir_make(o->id, &m.dirfd)) {
 		capsule_oci_spec_free(m.spec);
 		return 1;
@@ -748,6 +778,10 @@ static int exec_in(const struct oci_exec *o, struct exec_hold *h)
 	if (capsule_sandbox_open(&h->sb, st.sandbox, &err) < 0)
 		return oci_fail_err(&err);
 	capsule_sandbox *sb = h->sb;
+	if (o->preserve_fds && capsule_sandbox_isolation(sb) == CAPSULE_ISOLATION_VM)
+		return oci_fail(PRESERVE_FDS_VM);
+	int fds[CAPSULE_EXEC_MAX_FDS];
+	preserve_fds_set(&eo, fds, o->preserve_fds);
 	int pipefd[2] = { -1, -1 };
 	if (o->detach) {
 		if (pipe2(pipefd, O_CLOEXEC) < 0)
@@ -785,7 +819,9 @@ static int exec_in(const struct oci_exec *o, struct exec_hold *h)
 	sigprocmask(SIG_BLOCK, &fwd, NULL);
 	int sfd = signalfd(-1, &fwd, SFD_CLOEXEC | SFD_NONBLOCK);
 	capsule_process *p;
-	if (capsule_exec_start(&p, sb, &eo, &err) < 0) {
+	int started = capsule_exec_start(&p, sb, &eo, &err);
+	preserve_fds_close(o->preserve_fds);
+	if (started < 0) {
 		if (o->detach) {
 			notify(pipefd[1], err.message);
 			_exit(exit_code_for_start(&err));

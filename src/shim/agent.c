@@ -119,9 +119,9 @@ void agent_distrust(struct shim *s, const char *fmt, ...)
 /* A direct stream's STARTED (CH asked for one with CP_FS_DIRECT, and the agent wants it): its
  * bytes go on a socketpair of their own between the client and the agent, past this relay,
  * which saves two copies and two of our wakeups per chunk. The shim makes the pair, so no
- * descriptor a client sends ever reaches the sandbox (a client's are dropped by the plain
- * read of its socket): the agent gets one end in a DIRECT frame, the client the other with
- * STARTED. The end that does not send is shut for sending. The agent still answers on the
+ * descriptor a client sends reaches the sandbox this way (a client's reach it only with an
+ * EXEC, for its command: requests.c): the agent gets one end in a DIRECT frame, the client
+ * the other with STARTED. The end that does not send is shut for sending. The agent still answers on the
  * channel, which keeps its limits, and resolves the request's path as ever. Without a pair
  * (no client any more, too many queued, no descriptors left) DIRECT carries none and the
  * stream is frames. */

@@ -47,31 +47,38 @@ size_t outq_pending(const struct outq *q)
 	return q->len - q->start;
 }
 
-/* The first queued descriptor goes with the bytes of its frame alone (at least its first
- * byte), so that the receiver can tell which frame it came with. */
+/* The first queued frame's descriptors (the entries at its offset, in order) go with the
+ * bytes of that frame alone (at least its first byte), so that the receiver can tell which
+ * frame they came with. */
 static ssize_t send_with_fd(struct outq *q, int fd)
 {
 	size_t n = outq_pending(q) < q->fds[0].len ? outq_pending(q) : q->fds[0].len;
+	unsigned k = 0;
+	while (k < q->nfds && k < CP_EXEC_MAX_FDS && q->fds[k].at == q->fds[0].at)
+		k++;
 	union {
 		struct cmsghdr h;
-		char buf[CMSG_SPACE(sizeof(int))];
+		char buf[CMSG_SPACE(sizeof(int) * CP_EXEC_MAX_FDS)];
 	} ctl;
 	memset(&ctl, 0, sizeof(ctl));
 	struct iovec iov = { q->buf + q->start, n };
-	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof(ctl.buf) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+			      .msg_controllen = CMSG_SPACE(sizeof(int) * k) };
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 	c->cmsg_level = SOL_SOCKET;
 	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &q->fds[0].fd, sizeof(int));
-	ssize_t k = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-	if (k > 0) {
-		close(q->fds[0].fd);
+	c->cmsg_len = CMSG_LEN(sizeof(int) * k);
+	for (unsigned i = 0; i < k; i++)
+		memcpy(CMSG_DATA(c) + i * sizeof(int), &q->fds[i].fd, sizeof(int));
+	ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (sent > 0) {
+		for (unsigned i = 0; i < k; i++)
+			close(q->fds[i].fd);
 		/* The rest of the frame, if any, goes as plain bytes. */
-		memmove(q->fds, q->fds + 1, (q->nfds - 1) * sizeof(*q->fds));
-		q->nfds--;
+		memmove(q->fds, q->fds + k, (q->nfds - k) * sizeof(*q->fds));
+		q->nfds -= k;
 	}
-	return k;
+	return sent;
 }
 
 int outq_flush(struct outq *q, int fd)
@@ -141,11 +148,14 @@ static int outq_send(struct outq *q, int fd, const void *a, size_t an, const voi
 	return 0;
 }
 
-/* Queue frame HDR + P (N bytes) with descriptor FD to pass along with it. */
-static int outq_push_fd(struct outq *q, const uint8_t *hdr, const void *p, size_t n, int fd)
+/* Queue frame HDR + P (N bytes) with descriptors FDS (NFDS, at most CP_EXEC_MAX_FDS) to pass
+ * along with it. */
+static int outq_push_fds(struct outq *q, const uint8_t *hdr, const void *p, size_t n, const int *fds, unsigned nfds)
 {
-	if (q->nfds == q->fds_cap) {
-		unsigned cap = q->fds_cap ? q->fds_cap * 2 : 4;
+	if (q->nfds + nfds > q->fds_cap) {
+		unsigned cap = q->fds_cap ? q->fds_cap : 4;
+		while (cap < q->nfds + nfds)
+			cap *= 2;
 		struct outq_fd *nf = realloc(q->fds, cap * sizeof(*nf));
 		if (!nf)
 			return -ENOMEM;
@@ -155,7 +165,8 @@ static int outq_push_fd(struct outq *q, const uint8_t *hdr, const void *p, size_
 	uint64_t at = q->sent + outq_pending(q);
 	if (outq_push(q, hdr, CP_HEADER_SIZE) < 0 || (n && outq_push(q, p, n) < 0))
 		return -ENOMEM;
-	q->fds[q->nfds++] = (struct outq_fd){ .at = at, .len = CP_HEADER_SIZE + n, .fd = fd };
+	for (unsigned i = 0; i < nfds; i++)
+		q->fds[q->nfds++] = (struct outq_fd){ .at = at, .len = CP_HEADER_SIZE + n, .fd = fds[i] };
 	return 0;
 }
 
@@ -306,8 +317,15 @@ static void client_flush(struct shim_io *io, int ci)
 
 void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, int fd)
 {
-	if (io->agent_fd < 0 || outq_push_fd(&io->agent_out, hdr, payload, n, fd) < 0) {
-		close(fd);
+	io_to_agent_fds(io, hdr, payload, n, &fd, 1);
+}
+
+void io_to_agent_fds(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, const int *fds,
+		     unsigned nfds)
+{
+	if (io->agent_fd < 0 || outq_push_fds(&io->agent_out, hdr, payload, n, fds, nfds) < 0) {
+		for (unsigned i = 0; i < nfds; i++)
+			close(fds[i]);
 		if (io->agent_fd >= 0) {
 			shim_log("agent connection failed");
 			io->agent_failed(io);
@@ -326,7 +344,7 @@ void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload,
 void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void *payload, size_t n, int fd)
 {
 	struct client *c = &io->clients[ci];
-	if (!c->used || c->gone || outq_push_fd(&c->out, hdr, payload, n, fd) < 0) {
+	if (!c->used || c->gone || outq_push_fds(&c->out, hdr, payload, n, &fd, 1) < 0) {
 		close(fd);
 		if (c->used && !c->gone)
 			io_client_close(io, ci);
@@ -418,6 +436,16 @@ void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, cons
 	struct cp_error_msg m = { .errnum = (uint32_t)errnum, .message = msg };
 	if (cp_error_encode(&io->w, chan, &m) == 0)
 		io_to_client(io, ci, io->w.buf, io->w.len);
+}
+
+void io_forward_fds(struct shim_io *io, const struct cp_header *h, const uint8_t *payload, uint32_t chan,
+		    const int *fds, unsigned nfds)
+{
+	uint8_t hdr[CP_HEADER_SIZE];
+	struct cp_header nh = *h;
+	nh.chan = chan;
+	cp_header_encode(hdr, &nh);
+	io_to_agent_fds(io, hdr, payload, h->len, fds, nfds);
 }
 
 void io_forward(struct shim_io *io, bool to_the_agent, int ci, const struct cp_header *h, const uint8_t *payload,

@@ -126,6 +126,9 @@ void io_to_agent(struct shim_io *io, const void *p, size_t n);
 /* A frame (header HDR, PAYLOAD) that carries descriptor FD, which is closed here once sent
  * (or when the peer goes). Sent at once, behind what is queued. */
 void io_to_agent_fd(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, int fd);
+/* The same with NFDS descriptors (at most CP_EXEC_MAX_FDS), in one SCM_RIGHTS message. */
+void io_to_agent_fds(struct shim_io *io, const uint8_t *hdr, const void *payload, size_t n, const int *fds,
+		     unsigned nfds);
 void io_to_client_fd(struct shim_io *io, int ci, const uint8_t *hdr, const void *payload, size_t n, int fd);
 void io_to_client2(struct shim_io *io, int ci, const void *p, size_t n, const void *p2, size_t n2);
 /* Between a cork and its uncork, small frames for clients (for the agent) are queued, then
@@ -141,6 +144,9 @@ void io_client_error(struct shim_io *io, int ci, uint32_t chan, int errnum, cons
 /* Pass a frame on with a new channel id: to the agent, or to client CI. */
 void io_forward(struct shim_io *io, bool to_the_agent, int ci, const struct cp_header *h, const uint8_t *payload,
 		uint32_t chan);
+/* The same to the agent, with the NFDS descriptors FDS that came with it (EXEC's). */
+void io_forward_fds(struct shim_io *io, const struct cp_header *h, const uint8_t *payload, uint32_t chan,
+		    const int *fds, unsigned nfds);
 
 struct channel *io_chan_by_client(struct shim_io *io, int ci, uint32_t client_chan);
 struct channel *io_chan_by_agent(struct shim_io *io, uint32_t agent_chan);

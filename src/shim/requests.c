@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
 #include "cgroup.h"
 #include "save.h"
@@ -575,6 +576,32 @@ static void note_direct(struct shim *s, const struct cp_header *h, const uint8_t
 	cp_fs_free(&m);
 }
 
+static void fds_close(const int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+}
+
+/* Descriptors waiting in the queue to the agent are ours until it reads them: an agent that
+ * does not read cannot make a client's EXECs use up the shim's. */
+#define AGENT_QUEUED_FDS_MAX (2 * CP_EXEC_MAX_FDS)
+
+/* Whether an EXEC that came with NFDS descriptors is refused here (and answered). */
+static bool exec_fds_refused(struct shim *s, int ci, const struct cp_header *h, unsigned nfds)
+{
+	if (!s->level->passes_fds) {
+		io_client_error(&s->io, ci, h->chan, EOPNOTSUPP, "descriptors cannot be passed to a command of vm '%s': "
+				"its agent is reached over virtio-serial, which carries bytes only", s->name);
+		return true;
+	}
+	if (s->io.agent_out.nfds + nfds > AGENT_QUEUED_FDS_MAX) {
+		io_client_error(&s->io, ci, h->chan, EAGAIN, "too many descriptors wait for the agent of sandbox '%s'",
+				s->name);
+		return true;
+	}
+	return false;
+}
+
 /* EXEC, FS, WATCH and SIGNAL open a channel to the agent (a SIGNAL on an open one is passed on). */
 static void command_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload,
 			    struct channel *ch)
@@ -596,15 +623,27 @@ static void command_request(struct shim *s, int ci, const struct cp_header *h, c
 				MAX_CHANNELS_PER_CLIENT);
 		return;
 	}
+	/* An EXEC's descriptors (--preserve-fds) are the client's to give to its command; any
+	 * other frame's are closed with its bytes (cp_rxbuf_consume). */
+	int fds[CP_EXEC_MAX_FDS];
+	unsigned nfds = h->type == CP_EXEC && c->rx.nfds ? cp_rxbuf_take_fds(&c->rx, h, fds, CP_EXEC_MAX_FDS) : 0;
+	if (nfds && exec_fds_refused(s, ci, h, nfds)) {
+		fds_close(fds, nfds);
+		return;
+	}
 	ch = io_chan_new(&s->io, ci, h->chan);
 	if (!ch) {
+		fds_close(fds, nfds);
 		io_client_error(&s->io, ci, h->chan, EAGAIN, "too many open channels on sandbox '%s'", s->name);
 		return;
 	}
 	c->nchans++;
 	if (h->type == CP_FS)
 		note_direct(s, h, payload, ch);
-	io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
+	if (nfds)
+		io_forward_fds(&s->io, h, payload, ch->agent_chan, fds, nfds);
+	else
+		io_forward(&s->io, true, ci, h, payload, ch->agent_chan);
 }
 
 static void client_request(struct shim *s, int ci, const struct cp_header *h, const uint8_t *payload)
@@ -715,7 +754,7 @@ static void client_request(struct shim *s, int ci, const struct cp_header *h, co
 void client_readable(struct shim *s, int ci)
 {
 	struct client *c = &s->io.clients[ci];
-	long n = cp_rxbuf_fill(&c->rx, c->fd);
+	long n = cp_rxbuf_fill_fds(&c->rx, c->fd);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {

@@ -1,10 +1,13 @@
 """Helpers shared by the end-to-end tests: what the host sees of a sandbox."""
+import fcntl
 import glob
 import http.server
 import importlib.util
 import os
 import re
+import select
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -224,3 +227,46 @@ def answering(body_of):
             pass
 
     return Handler
+
+
+# ---- --preserve-fds -------------------------------------------------------------------------
+
+
+def run_with_fds_as_3_up(argv, fds, env, timeout=60, background=False):
+    """ARGV with FDS[i] as its descriptor 3+i and no other above 2 (through bash, whose
+    redirections place them; the sources are moved above the targets first, so that placing
+    one never closes another). BACKGROUND: a command that leaves a process behind holding its
+    stdio (a monitor): its output goes through a file, read back as its stderr."""
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 20) for fd in fds]
+    moves = " ".join(f"{3 + i}>&{fd}" for i, fd in enumerate(high))
+    closes = " ".join(f"{fd}>&-" for fd in high)
+    cmd = ["/bin/bash", "-c", f'exec "$@" {moves} {closes}', "bash", *argv]
+    try:
+        if not background:
+            return subprocess.run(cmd, env=env, pass_fds=tuple(high), capture_output=True, text=True,
+                                  timeout=timeout)
+        with tempfile.TemporaryFile("w+") as out:
+            r = subprocess.run(cmd, env=env, pass_fds=tuple(high), stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=out, timeout=timeout)
+            out.seek(0)
+            r.stderr = out.read()
+            return r
+    finally:
+        for fd in high:
+            os.close(fd)
+
+
+def read_to_eof(fd, timeout=30):
+    """Everything written to the pipe FD until every write end is closed: one still open
+    anywhere (the caller's, a monitor's, the shim's, the agent's) fails it."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return data.decode()
+        data += chunk
+    raise AssertionError(f"the pipe's write end is still held somewhere; read so far: {data!r}")

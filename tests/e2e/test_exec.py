@@ -1,4 +1,5 @@
 """capsule exec: commands in a running named sandbox."""
+import os
 import re
 import shlex
 import subprocess
@@ -8,7 +9,8 @@ import uuid
 
 import pytest
 
-from .helpers import assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, wait_until
+from .helpers import (assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, read_to_eof,
+                      run_with_fds_as_3_up, wait_until)
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
 pytestmark = pytest.mark.both_levels
@@ -20,6 +22,67 @@ def test_exec_runs_in_the_sandbox(capsule, sandbox):
     assert r.returncode == 5
     assert r.stdout == sandbox + "\n"
     assert r.stderr == "err\n"
+
+
+@pytest.mark.vm_in_check  # on the module's one shared vm
+def test_exec_preserve_fds(capsule, sandbox):
+    """podman's --preserve-fds 2: our fds 3 and 4 are the command's, in order, and our fd 5 is
+    not passed. A vm's agent is behind virtio-serial, which carries no descriptor: refused in
+    one line saying so."""
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+    other = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r = run_with_fds_as_3_up([capsule.binary, "exec", "--preserve-fds", "2", sandbox, "sh", "-c",
+                                  "echo three >&3; echo four >&4; [ -e /proc/$$/fd/5 ] && echo LEAK; echo done"],
+                                 [w3, w4, other], capsule.env, timeout=120)
+        os.close(w3)
+        os.close(w4)
+        if capsule.isolation == "vm":
+            assert_capsule_error(r)
+            assert ("is a vm: descriptors cannot be passed to its commands (its agent is reached over "
+                    "virtio-serial, which carries bytes only)") in r.stderr
+            assert read_to_eof(r3) == "" and read_to_eof(r4) == ""
+        else:
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "done\n"
+            assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
+    finally:
+        for fd in (r3, r4, other):
+            os.close(fd)
+
+
+@pytest.mark.parametrize("value,message", [
+    ("-1", "--preserve-fds '-1': give a count from 0 to 64"),
+    ("x", "--preserve-fds 'x': give a count from 0 to 64"),
+    ("65", "--preserve-fds '65': give a count from 0 to 64"),
+    ("3", "--preserve-fds 3: descriptor 5 is not open"),
+])
+@pytest.mark.container_only  # refused before any sandbox is reached: the same at both levels
+def test_exec_preserve_fds_errors(capsule, value, message):
+    """Checked before anything is sent (no sandbox needed to be refused)."""
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(2)]
+    try:
+        for verb in (["exec", "--preserve-fds", value, "nosuch", "true"], ["run", "--preserve-fds", value, "true"]):
+            r = run_with_fds_as_3_up([capsule.binary, *verb], fds, capsule.env)
+            assert_capsule_error(r)
+            assert r.stderr == f"capsule: {message}\n"
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@pytest.mark.container_only  # refused before a vm would boot
+def test_run_preserve_fds_in_a_vm_is_refused_before_it_boots(capsule):
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        r = run_with_fds_as_3_up([capsule.binary, "run", "--isolation", "vm", "--preserve-fds", "1", "true"], [fd],
+                                 capsule.env)
+    finally:
+        os.close(fd)
+    assert_capsule_error(r)
+    assert r.stderr == ("capsule: --preserve-fds needs the container level: a vm's agent is reached over "
+                        "virtio-serial, which carries bytes only\n")
 
 
 def test_exec_with_env_workdir_user(capsule, sandbox):

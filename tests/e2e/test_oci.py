@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
 
+from .helpers import read_to_eof, run_with_fds_as_3_up
+
 OCI = os.path.join(BUILD, "capsule-oci")
 BUSYBOX = "/bin/busybox"
 
@@ -1075,3 +1077,115 @@ def test_update_errors_name_what_is_wrong_and_change_nothing(oci, bundle, tmp_pa
     d = json.loads(oci("events", "--stats", "up2", check=True).stdout)["data"]
     assert (d["memory"]["usage"]["limit"], d["pids"]["limit"]) == (64 << 20, 100)
     oci("delete", "--force", "up2", check=True)
+
+
+# ---- --preserve-fds ------------------------------------------------------------------------
+
+
+def run_with_fds(oci, fds, *args, background=False):
+    """capsule-oci ARGS with FDS as its 3, 4, ...; BACKGROUND: a verb that leaves a monitor
+    behind, which holds its stdio."""
+    return run_with_fds_as_3_up([OCI, "--root", oci.root, *args], fds, oci.env, background=background)
+
+
+# What the process finds: its own 3 and 4 written to, and nothing of the host's above them.
+FDS_PROBE = ("echo three >&3; echo four >&4; "
+             "for n in 5 6 7 8 9 10 11 12 20 21 22 23 24; do [ -e /proc/$$/fd/$n ] && echo LEAK $n; done; "
+             "echo done")
+
+
+def test_preserve_fds_reach_run_as_3_and_4_and_no_fd_above(oci, bundle):
+    """runc's --preserve-fds 2: capsule-oci's fds 3 and 4 (two pipes, so the order shows) are the
+    process's 3 and 4; its fd 5 (a folder of the host's, which would be a way out) is not
+    passed, nor anything else."""
+    set_config(bundle, args=["sh", "-c", FDS_PROBE])
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+    host_dir = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r = run_with_fds(oci, [w3, w4, host_dir], "run", "--preserve-fds", "2", "--bundle", bundle, "pf1")
+        os.close(w3)
+        os.close(w4)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "done\n"
+        assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
+    finally:
+        for fd in (r3, r4, host_dir):
+            os.close(fd)
+    assert os.listdir(oci.root) == []
+
+
+def test_preserve_fds_through_create_and_start_and_exec(oci, bundle, tmp_path):
+    """create holds the descriptors until start gives them to the process, and lets go of them:
+    once the process closes its copy the pipe ends, while the container still runs. exec passes
+    its own."""
+    set_config(bundle, args=["sh", "-c", "echo started >&3; exec 3>&-; exec sleep 1000"])
+    r3, w3 = os.pipe()
+    try:
+        r = run_with_fds(oci, [w3], "create", "--preserve-fds", "1", "--bundle", bundle, "pf2", background=True)
+        os.close(w3)
+        assert r.returncode == 0, r.stderr
+        assert oci("start", "pf2").returncode == 0
+        assert read_to_eof(r3) == "started\n"
+        assert state(oci, "pf2")["status"] == "running"
+    finally:
+        os.close(r3)
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+    spare = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r = run_with_fds(oci, [w3, w4, spare], "exec", "--preserve-fds", "2", "pf2", "sh", "-c", FDS_PROBE)
+        os.close(w3)
+        os.close(w4)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "done\n"
+        assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
+        # Detached too: the descriptors are the process's, not the caller's.
+        r3b, w3b = os.pipe()
+        r = run_with_fds(oci, [w3b], "exec", "--detach", "--preserve-fds", "1", "pf2", "sh", "-c", "echo bg >&3",
+                         background=True)
+        os.close(w3b)
+        assert r.returncode == 0, r.stderr
+        assert read_to_eof(r3b) == "bg\n"
+        os.close(r3b)
+    finally:
+        for fd in (r3, r4, spare):
+            os.close(fd)
+    assert oci("delete", "--force", "pf2").returncode == 0
+
+
+@pytest.mark.parametrize("value,nfds,message", [
+    ("-1", 0, "--preserve-fds -1: a count of descriptors cannot be negative"),
+    ("two", 0, "--preserve-fds 'two': not a number"),
+    ("", 0, "--preserve-fds '': not a number"),
+    ("65", 0, "--preserve-fds 65: at most 64 descriptors can be passed"),
+    ("2", 1, "--preserve-fds 2: descriptor 4 is not open"),
+])
+def test_preserve_fds_errors_name_what_is_wrong_and_leave_nothing(oci, bundle, value, nfds, message):
+    set_config(bundle, args=["true"])
+    fds = [os.open("/dev/null", os.O_RDONLY) for _ in range(nfds)]
+    try:
+        for verb in ("run", "create"):
+            r = run_with_fds(oci, fds, verb, "--preserve-fds", value, "--bundle", bundle, "pfe", background=True)
+            assert r.returncode == 1 and r.stderr == f"capsule-oci: {message}\n", r.stderr
+        r = run_with_fds(oci, fds, "exec", "--preserve-fds", value, "pfe", "true")
+        assert r.returncode == 1 and r.stderr == f"capsule-oci: {message}\n", r.stderr
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert os.listdir(oci.root) == []
+
+
+def test_preserve_fds_in_a_vm_is_refused_naming_why(oci, bundle):
+    """A vm's agent is behind virtio-serial: no descriptor crosses it. Refused before a boot."""
+    set_config(bundle, args=["true"])
+    edit_config(bundle, lambda c: c.update(annotations={"capsule.isolation": "vm"}))
+    fd = os.open("/dev/null", os.O_RDONLY)
+    try:
+        r = run_with_fds(oci, [fd], "run", "--preserve-fds", "1", "--bundle", bundle, "pfv")
+    finally:
+        os.close(fd)
+    assert r.returncode == 1
+    assert r.stderr == ("capsule-oci: --preserve-fds: descriptors cannot reach a container run with "
+                        "capsule.isolation=vm (its agent is reached over virtio-serial, which carries bytes only)\n")
+    assert os.listdir(oci.root) == []
