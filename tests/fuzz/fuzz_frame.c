@@ -152,6 +152,7 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 			check_strv(m.argv, m.argc, CP_MAX_ARGS);
 			check_strv(m.env, m.envc, CP_MAX_ENV);
 			CHECK(m.rows <= 0xffff && m.cols <= 0xffff);
+			CHECK(m.nfds <= CP_EXEC_MAX_FDS);
 			cp_exec_free(&m);
 		}
 		break;

@@ -115,7 +115,7 @@ static bool exec_eq(const struct cp_exec *a, const struct cp_exec *b)
 {
 	return strv_eq(a->argv, a->argc, b->argv, b->argc) && strv_eq(a->env, a->envc, b->env, b->envc) &&
 	       str_eq(a->cwd, b->cwd) && str_eq(a->user, b->user) && a->flags == b->flags && a->rows == b->rows &&
-	       a->cols == b->cols && a->timeout_ms == b->timeout_ms;
+	       a->cols == b->cols && a->timeout_ms == b->timeout_ms && a->nfds == b->nfds;
 }
 
 static bool init_eq(const struct cp_init *a, const struct cp_init *b)

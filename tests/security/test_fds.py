@@ -4,12 +4,14 @@ import os
 import re
 import shlex
 import socket
+import struct
 import subprocess
 import time
 
 import pytest
 
-from secutil import assert_alive, wait_until
+from secutil import (EXEC, EXIT, STARTED, assert_alive, connect, frame, hello_frame, parse_fields, parse_frames,
+                     read_until_quiet, tlv, wait_until)
 from tests.conftest import BUILD
 from tests.e2e.test_oci import bundle, edit_config, oci, set_config  # noqa: F401 (fixtures)
 
@@ -246,3 +248,71 @@ def test_the_shims_socket_factory_keeps_only_its_socket_without_close_range(caps
     assert capsule.run("exec", name, "cat", "/hm/f").stdout == "through the walk"
     r = capsule.run("save", name, "after-walk")
     assert r.returncode == 0, r.stderr
+
+
+# ---- descriptors a client passes with EXEC (--preserve-fds) --------------------------------
+
+EXEC_FDS_TAG, ERROR, DATA = 17, 2, 18
+
+
+def exec_with_fds(capsule, name, argv, fds, declared):
+    """A raw client's EXEC of ARGV on channel 1 that says it passes DECLARED descriptors and
+    sends FDS with its bytes: the frames on channel 1 until its EXIT or ERROR, and its stdout."""
+    s = connect(capsule, name)
+    try:
+        s.sendall(hello_frame())
+        payload = b"".join(tlv(1, a) for a in argv)
+        if declared:
+            payload += tlv(EXEC_FDS_TAG, struct.pack("<I", declared))
+        socket.send_fds(s, [frame(EXEC, 1, payload)], fds)
+        buf, _ = read_until_quiet(s, quiet=10, total=30,
+                                  until=lambda fr: any(f[0] in (EXIT, ERROR) and f[2] == 1 for f in fr))
+    finally:
+        s.close()
+    frames = [f for f in parse_frames(buf)[0] if f[2] == 1]
+    out = b"".join(f[3] for f in frames if f[0] == DATA and (f[1] & 0xff) == 1).decode()
+    return frames, out
+
+
+def error_text(frames):
+    errs = [dict(parse_fields(f[3])) for f in frames if f[0] == ERROR]
+    assert errs, frames
+    return struct.unpack("<I", errs[0][1])[0], errs[0][2].decode()
+
+
+def test_passed_fds_are_exactly_3_and_4_and_nobody_keeps_them(mod_capsule, shared_sandbox):
+    """A pipe and a host folder passed as 3 and 4: the command has them at those numbers and
+    nothing else above 2 (the agent's socket, its root, our other fds); once it exits, every
+    write end of the pipe is closed, so neither the shim nor the agent kept a copy."""
+    from tests.e2e.helpers import read_to_eof
+    r, w = os.pipe()
+    folder = os.open("/var/tmp", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        frames, out = exec_with_fds(mod_capsule, shared_sandbox, ["python3", "-c", LIST_FDS_PY], [w, folder], 2)
+        os.close(w)
+        assert any(f[0] == STARTED for f in frames), frames
+        fds = _fds_from_listing(out)
+        assert fds.get(3, "").startswith("pipe:") and fds.get(4) == "/var/tmp", out
+        assert not {k: v for k, v in _only_stdio(fds).items() if k not in (3, 4)}, f"extra fds: {out}"
+        assert read_to_eof(r) == ""
+    finally:
+        os.close(r)
+        os.close(folder)
+
+
+@pytest.mark.parametrize("sent,declared", [(2, 1), (1, 2), (1, 0)])
+def test_an_exec_whose_descriptors_do_not_match_its_count_is_refused(mod_capsule, shared_sandbox, sent, declared):
+    """The count EXEC gives must be what came with it: a descriptor more or less would shift the
+    numbers the command finds. Refused, and none of them kept anywhere."""
+    from tests.e2e.helpers import read_to_eof
+    r, w = os.pipe()
+    try:
+        frames, _ = exec_with_fds(mod_capsule, shared_sandbox, ["sh", "-c", "echo ran >&3"], [w] * sent, declared)
+        os.close(w)
+        errnum, msg = error_text(frames)
+        assert errnum == 9, (errnum, msg)  # EBADF
+        assert msg == f"EXEC declares {declared} descriptors to pass and {sent} came with it", msg
+        assert read_to_eof(r) == ""
+    finally:
+        os.close(r)
+    assert_alive(mod_capsule, shared_sandbox)

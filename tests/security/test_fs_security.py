@@ -458,7 +458,8 @@ def frames_until(s, pred, total=20.0):
 
 def test_a_descriptor_a_client_passes_never_reaches_the_agent(capsule, sandbox, canary):
     """The shim makes a direct stream's socket itself: a descriptor the client sends along (here
-    one of a host folder) is dropped by the shim's plain read and never reaches the sandbox.
+    one of a host folder) is closed by the shim with its frame (only an EXEC's go on, to its
+    command: test_fds.py) and never reaches the sandbox.
     The agent gets one new socket, besides the write's own folder and temporary file."""
     d, marker = canary
     pid = agent_pid(capsule, sandbox)

@@ -280,6 +280,7 @@ static const struct cp_exec sample_exec = {
 	.cwd = "/work",
 	.user = "1000:1000",
 	.flags = CP_EXEC_TTY | CP_EXEC_STDIN,
+	.nfds = 2,
 	.rows = 24,
 	.cols = 80,
 	.timeout_ms = 5000,
@@ -575,6 +576,7 @@ static void test_exec_round_trip(void **state)
 	assert_int_equal(m.rows, sample_exec.rows);
 	assert_int_equal(m.cols, sample_exec.cols);
 	assert_int_equal(m.timeout_ms, sample_exec.timeout_ms);
+	assert_int_equal(m.nfds, sample_exec.nfds);
 	cp_exec_free(&m);
 	cp_writer_free(&w);
 }
@@ -637,6 +639,34 @@ static void test_exec_oci_process_fields_round_trip_and_bounds(void **state)
 	e.umask = 022;
 	e.seccomp_len = 12;
 	assert_int_equal(exec_encode_decode(&e), -E2BIG);
+}
+
+/* The count of descriptors an EXEC passes: 1 to CP_EXEC_MAX_FDS on the wire, absent for none. */
+static void test_exec_fds_count_round_trips_within_its_bound(void **state)
+{
+	(void)state;
+	char *argv[] = { "true", NULL };
+	struct cp_exec e = { .argv = argv, .argc = 1, .nfds = CP_EXEC_MAX_FDS };
+	struct cp_writer w;
+	cp_writer_init(&w);
+	assert_int_equal(cp_exec_encode(&w, 3, &e), 0);
+	struct cp_exec m;
+	assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.nfds, CP_EXEC_MAX_FDS);
+	cp_exec_free(&m);
+	cp_writer_free(&w);
+	e.nfds = CP_EXEC_MAX_FDS + 1;
+	assert_int_equal(exec_encode_decode(&e), -E2BIG);
+	/* A hostile encoder's: 0 and one past the bound are refused. */
+	for (uint32_t bad = 0; bad <= CP_EXEC_MAX_FDS + 1; bad += CP_EXEC_MAX_FDS + 1) {
+		cp_writer_init(&w);
+		cp_frame_begin(&w, CP_EXEC, 0, 3);
+		cp_put_str(&w, CP_T_EXEC_ARG, "true");
+		cp_put_u32(&w, CP_T_EXEC_FDS, bad);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_exec_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), -EBADMSG);
+		cp_writer_free(&w);
+	}
 }
 
 static void test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user(void **state)
@@ -1596,25 +1626,88 @@ static void test_rxbuf_reports_eagain_then_eof(void **state)
 }
 
 /* Send frame BUF (N bytes), with descriptor FD when it is >= 0, in one sendmsg. */
-static void send_frame_fd(int sock, const uint8_t *buf, size_t n, int fd)
+/* BUF (N bytes) with the NFDS descriptors FDS in one SCM_RIGHTS message. */
+static void send_frame_fds(int sock, const uint8_t *buf, size_t n, const int *fds, size_t nfds)
 {
 	union {
 		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
+		char b[CMSG_SPACE(sizeof(int) * CP_EXEC_MAX_FDS)];
 	} ctl;
 	memset(&ctl, 0, sizeof(ctl));
 	struct iovec iov = { (void *)buf, n };
 	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
-	if (fd >= 0) {
+	if (nfds) {
 		msg.msg_control = ctl.b;
-		msg.msg_controllen = sizeof(ctl.b);
+		msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
 		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
 	}
 	assert_int_equal(sendmsg(sock, &msg, 0), (ssize_t)n);
+}
+
+static void send_frame_fd(int sock, const uint8_t *buf, size_t n, int fd)
+{
+	send_frame_fds(sock, buf, n, &fd, fd >= 0);
+}
+
+/* An EXEC's descriptors (--preserve-fds) come out of the frame they came with all together and
+ * in the order sent, whatever came before; another frame's are left to be closed with it. */
+static void test_rxbuf_an_execs_descriptors_come_out_in_order(void **state)
+{
+	(void)state;
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	uint8_t f[2][CP_HEADER_SIZE + 4];
+	for (uint32_t i = 0; i < 2; i++) {
+		const struct cp_header h = { .len = 4, .type = CP_DATA, .flags = CP_STREAM_STDOUT, .chan = i + 1 };
+		cp_header_encode(f[i], &h);
+		memset(f[i] + CP_HEADER_SIZE, 'a' + (int)i, 4);
+	}
+	int pipes[CP_EXEC_MAX_FDS][2], reads[CP_EXEC_MAX_FDS];
+	for (int i = 0; i < CP_EXEC_MAX_FDS; i++) {
+		assert_int_equal(pipe2(pipes[i], O_CLOEXEC), 0);
+		reads[i] = pipes[i][0];
+	}
+	int junk[2];
+	assert_int_equal(pipe2(junk, O_CLOEXEC), 0);
+	send_frame_fds(sv[0], f[0], sizeof(f[0]), junk, 1);
+	send_frame_fds(sv[0], f[1], sizeof(f[1]), reads, CP_EXEC_MAX_FDS);
+	for (int i = 0; i < CP_EXEC_MAX_FDS; i++)
+		close(pipes[i][0]);
+	close(junk[0]);
+	struct cp_rxbuf rx;
+	cp_rxbuf_init(&rx);
+	struct cp_header h;
+	const uint8_t *payload;
+	int got[CP_EXEC_MAX_FDS];
+	for (uint32_t want = 1; want <= 2; want++) {
+		while (cp_rxbuf_peek(&rx, &h, &payload) == 0)
+			assert_true(cp_rxbuf_fill_fds(&rx, sv[1]) > 0);
+		assert_int_equal(h.chan, want);
+		if (want == 2)
+			assert_int_equal(cp_rxbuf_take_fds(&rx, &h, got, CP_EXEC_MAX_FDS), CP_EXEC_MAX_FDS);
+		cp_rxbuf_consume(&rx, &h); /* frame 1's is not taken: closed here */
+	}
+	assert_int_equal(rx.nfds, 0);
+	for (int i = 0; i < CP_EXEC_MAX_FDS; i++) {
+		char c = (char)i;
+		assert_int_equal(write(pipes[i][1], &c, 1), 1);
+		char back = -1;
+		assert_int_equal(read(got[i], &back, 1), 1);
+		assert_int_equal(back, c);
+		close(got[i]);
+		close(pipes[i][1]);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	assert_int_equal(write(junk[1], "y", 1), -1);
+	assert_int_equal(errno, EPIPE);
+	close(junk[1]);
+	cp_rxbuf_free(&rx);
+	close(sv[0]);
+	close(sv[1]);
 }
 
 /* A descriptor belongs to the frame sent with it, whichever frames arrive in the same read:
@@ -3155,6 +3248,7 @@ int main(void)
 		cmocka_unit_test(test_error_message_with_newline_or_escape_not_passed_through),
 		cmocka_unit_test(test_exec_round_trip),
 		cmocka_unit_test(test_exec_oci_process_fields_round_trip_and_bounds),
+		cmocka_unit_test(test_exec_fds_count_round_trips_within_its_bound),
 		cmocka_unit_test(test_exec_minimal_round_trip_gives_empty_env_and_null_cwd_user),
 		cmocka_unit_test(test_exec_with_zero_args_rejected),
 		cmocka_unit_test(test_exec_rows_or_cols_over_16_bits_rejected),
@@ -3187,6 +3281,7 @@ int main(void)
 		cmocka_unit_test(test_rxbuf_mixed_small_and_max_frames_survive_growth_and_compaction),
 		cmocka_unit_test(test_rxbuf_unconsumed_frame_survives_a_fill),
 		cmocka_unit_test(test_rxbuf_descriptors_belong_to_the_frame_they_came_with),
+		cmocka_unit_test(test_rxbuf_an_execs_descriptors_come_out_in_order),
 		cmocka_unit_test(test_fs_round_trip_every_op),
 		cmocka_unit_test(test_fs_encode_refuses_missing_or_long_path),
 		cmocka_unit_test(test_fs_bad_requests_rejected),
