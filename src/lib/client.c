@@ -31,6 +31,26 @@ void conn_close(struct conn *c)
 	cp_writer_free(&c->w);
 }
 
+/* One sendmsg of MSG, waiting for room: the bytes the socket took, or the error. */
+static ssize_t send_once(struct conn *c, const struct msghdr *msg, capsule_error *err)
+{
+	for (;;) {
+		ssize_t k = sendmsg(c->fd, msg, MSG_NOSIGNAL);
+		if (k >= 0)
+			return k;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN) {
+			struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
+			poll(&pfd, 1, -1);
+			continue;
+		}
+		if (errno == EPIPE || errno == ECONNRESET)
+			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
+		return cap_err(err, errno, "sending to the sandbox");
+	}
+}
+
 int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 {
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
@@ -39,19 +59,9 @@ int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 		msg.msg_iovlen--;
 	}
 	while (msg.msg_iovlen) {
-		ssize_t k = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN) {
-				struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
-				poll(&pfd, 1, -1);
-				continue;
-			}
-			if (errno == EPIPE || errno == ECONNRESET)
-				return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
-			return cap_err(err, errno, "sending to the sandbox");
-		}
+		ssize_t k = send_once(c, &msg, err);
+		if (k < 0)
+			return (int)k;
 		while (k > 0 || (msg.msg_iovlen && msg.msg_iov->iov_len == 0)) {
 			size_t take = (size_t)k < msg.msg_iov->iov_len ? (size_t)k : msg.msg_iov->iov_len;
 			msg.msg_iov->iov_base = (uint8_t *)msg.msg_iov->iov_base + take;
@@ -98,22 +108,9 @@ int conn_send_fds(struct conn *c, const int *fds, size_t nfds, capsule_error *er
 	cm->cmsg_type = SCM_RIGHTS;
 	cm->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
 	memcpy(CMSG_DATA(cm), fds, sizeof(int) * nfds);
-	ssize_t k;
-	for (;;) {
-		k = sendmsg(c->fd, &msg, MSG_NOSIGNAL);
-		if (k >= 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN) {
-			struct pollfd pfd = { .fd = c->fd, .events = POLLOUT };
-			poll(&pfd, 1, -1);
-			continue;
-		}
-		if (errno == EPIPE || errno == ECONNRESET)
-			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
-		return cap_err(err, errno, "sending descriptors to the sandbox");
-	}
+	ssize_t k = send_once(c, &msg, err);
+	if (k < 0)
+		return (int)k;
 	/* The rest of the frame, if the socket took only part of it, as plain bytes. */
 	iov.iov_base = c->w.buf + k;
 	iov.iov_len = c->w.len - (size_t)k;

@@ -270,3 +270,29 @@ def read_to_eof(fd, timeout=30):
             return data.decode()
         data += chunk
     raise AssertionError(f"the pipe's write end is still held somewhere; read so far: {data!r}")
+
+
+# What a command finds when it was given two pipes as 3 and 4 (and a folder of the host's as 5,
+# not to be passed): its lines in the pipes, and nothing of ours above 4.
+FDS_PROBE = ("echo three >&3; echo four >&4; "
+             "for n in 5 6 7 8 9 10 11 12 20 21 22 23 24; do [ -e /proc/$$/fd/$n ] && echo LEAK $n; done; "
+             "echo done")
+
+
+def run_fds_probe(run):
+    """RUN(fds) runs FDS_PROBE with FDS (two pipes and a host folder) as its caller's 3, 4 and 5,
+    asking for 2 to be passed. Returns its CompletedProcess and what each pipe got, read once
+    every write end is closed (the command's, and any copy kept anywhere)."""
+    r3, w3 = os.pipe()
+    r4, w4 = os.pipe()
+    folder = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r = run([w3, w4, folder])
+        os.close(w3)
+        os.close(w4)
+        w3 = w4 = -1
+        return r, read_to_eof(r3), read_to_eof(r4)
+    finally:
+        for fd in (r3, r4, folder, w3, w4):
+            if fd >= 0:
+                os.close(fd)

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from .helpers import (assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, read_to_eof,
+from .helpers import (FDS_PROBE, assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, run_fds_probe,
                       run_with_fds_as_3_up, wait_until)
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
@@ -29,27 +29,17 @@ def test_exec_preserve_fds(capsule, sandbox):
     """podman's --preserve-fds 2: our fds 3 and 4 are the command's, in order, and our fd 5 is
     not passed. A vm's agent is behind virtio-serial, which carries no descriptor: refused in
     one line saying so."""
-    r3, w3 = os.pipe()
-    r4, w4 = os.pipe()
-    other = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        r = run_with_fds_as_3_up([capsule.binary, "exec", "--preserve-fds", "2", sandbox, "sh", "-c",
-                                  "echo three >&3; echo four >&4; [ -e /proc/$$/fd/5 ] && echo LEAK; echo done"],
-                                 [w3, w4, other], capsule.env, timeout=120)
-        os.close(w3)
-        os.close(w4)
-        if capsule.isolation == "vm":
-            assert_capsule_error(r)
-            assert ("is a vm: descriptors cannot be passed to its commands (its agent is reached over "
-                    "virtio-serial, which carries bytes only)") in r.stderr
-            assert read_to_eof(r3) == "" and read_to_eof(r4) == ""
-        else:
-            assert r.returncode == 0, r.stderr
-            assert r.stdout == "done\n"
-            assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
-    finally:
-        for fd in (r3, r4, other):
-            os.close(fd)
+    r, three, four = run_fds_probe(lambda fds: run_with_fds_as_3_up(
+        [capsule.binary, "exec", "--preserve-fds", "2", sandbox, "sh", "-c", FDS_PROBE], fds, capsule.env, timeout=120))
+    if capsule.isolation == "vm":
+        assert_capsule_error(r)
+        assert ("is a vm: descriptors cannot be passed to its commands (its agent is reached over "
+                "virtio-serial, which carries bytes only)") in r.stderr
+        assert (three, four) == ("", "")
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "done\n"
+        assert (three, four) == ("three\n", "four\n")
 
 
 @pytest.mark.parametrize("value,message", [

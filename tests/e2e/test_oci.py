@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
 
-from .helpers import read_to_eof, run_with_fds_as_3_up
+from .helpers import FDS_PROBE, read_to_eof, run_fds_probe, run_with_fds_as_3_up
 
 OCI = os.path.join(BUILD, "capsule-oci")
 BUSYBOX = "/bin/busybox"
@@ -1088,30 +1088,16 @@ def run_with_fds(oci, fds, *args, background=False):
     return run_with_fds_as_3_up([OCI, "--root", oci.root, *args], fds, oci.env, background=background)
 
 
-# What the process finds: its own 3 and 4 written to, and nothing of the host's above them.
-FDS_PROBE = ("echo three >&3; echo four >&4; "
-             "for n in 5 6 7 8 9 10 11 12 20 21 22 23 24; do [ -e /proc/$$/fd/$n ] && echo LEAK $n; done; "
-             "echo done")
-
-
 def test_preserve_fds_reach_run_as_3_and_4_and_no_fd_above(oci, bundle):
     """runc's --preserve-fds 2: capsule-oci's fds 3 and 4 (two pipes, so the order shows) are the
     process's 3 and 4; its fd 5 (a folder of the host's, which would be a way out) is not
     passed, nor anything else."""
     set_config(bundle, args=["sh", "-c", FDS_PROBE])
-    r3, w3 = os.pipe()
-    r4, w4 = os.pipe()
-    host_dir = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        r = run_with_fds(oci, [w3, w4, host_dir], "run", "--preserve-fds", "2", "--bundle", bundle, "pf1")
-        os.close(w3)
-        os.close(w4)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "done\n"
-        assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
-    finally:
-        for fd in (r3, r4, host_dir):
-            os.close(fd)
+    r, three, four = run_fds_probe(
+        lambda fds: run_with_fds(oci, fds, "run", "--preserve-fds", "2", "--bundle", bundle, "pf1"))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "done\n"
+    assert (three, four) == ("three\n", "four\n")
     assert os.listdir(oci.root) == []
 
 
@@ -1130,27 +1116,21 @@ def test_preserve_fds_through_create_and_start_and_exec(oci, bundle, tmp_path):
         assert state(oci, "pf2")["status"] == "running"
     finally:
         os.close(r3)
+    r, three, four = run_fds_probe(
+        lambda fds: run_with_fds(oci, fds, "exec", "--preserve-fds", "2", "pf2", "sh", "-c", FDS_PROBE))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "done\n"
+    assert (three, four) == ("three\n", "four\n")
+    # Detached too: the descriptors are the process's, not the caller's.
     r3, w3 = os.pipe()
-    r4, w4 = os.pipe()
-    spare = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     try:
-        r = run_with_fds(oci, [w3, w4, spare], "exec", "--preserve-fds", "2", "pf2", "sh", "-c", FDS_PROBE)
-        os.close(w3)
-        os.close(w4)
-        assert r.returncode == 0, r.stderr
-        assert r.stdout == "done\n"
-        assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
-        # Detached too: the descriptors are the process's, not the caller's.
-        r3b, w3b = os.pipe()
-        r = run_with_fds(oci, [w3b], "exec", "--detach", "--preserve-fds", "1", "pf2", "sh", "-c", "echo bg >&3",
+        r = run_with_fds(oci, [w3], "exec", "--detach", "--preserve-fds", "1", "pf2", "sh", "-c", "echo bg >&3",
                          background=True)
-        os.close(w3b)
+        os.close(w3)
         assert r.returncode == 0, r.stderr
-        assert read_to_eof(r3b) == "bg\n"
-        os.close(r3b)
+        assert read_to_eof(r3) == "bg\n"
     finally:
-        for fd in (r3, r4, spare):
-            os.close(fd)
+        os.close(r3)
     assert oci("delete", "--force", "pf2").returncode == 0
 
 

@@ -26,7 +26,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import BUILD, _agent_is_static, _env
-from .helpers import answering, level_args, levels, read_to_eof, run_with_fds_as_3_up
+from .helpers import FDS_PROBE, answering, level_args, levels, run_fds_probe, run_with_fds_as_3_up
 
 from .test_oci import cgroup_file_of
 
@@ -123,26 +123,16 @@ def test_preserve_fds_reach_run_and_exec(podman):
     """podman's --preserve-fds 2 through conmon to capsule-oci and on to the process: podman's
     fds 3 and 4 (two pipes, so the order shows) are the process's 3 and 4 and its fd 5 is not
     passed, for run and for exec. With capsule.isolation=vm it is refused, naming why."""
-    probe = "echo three >&3; echo four >&4; [ -e /proc/$$/fd/5 ] && echo LEAK; echo done"
     r = podman("run", "-d", "--network", "none", "--name", "pf", IMAGE, "sleep", "1000")
     assert r.returncode == 0, r.stderr
     try:
         for args in (["run", "--rm", "--network", "none", "--preserve-fds", "2", IMAGE],
                      ["exec", "--preserve-fds", "2", "pf"]):
-            r3, w3 = os.pipe()
-            r4, w4 = os.pipe()
-            other = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                r = run_with_fds_as_3_up([*podman.base, *args, "sh", "-c", probe], [w3, w4, other], podman.env,
-                                         timeout=120)
-                os.close(w3)
-                os.close(w4)
-                assert r.returncode == 0, r.stderr
-                assert r.stdout == "done\n", r.stdout
-                assert read_to_eof(r3) == "three\n" and read_to_eof(r4) == "four\n"
-            finally:
-                for fd in (r3, r4, other):
-                    os.close(fd)
+            r, three, four = run_fds_probe(lambda fds: run_with_fds_as_3_up(
+                [*podman.base, *args, "sh", "-c", FDS_PROBE], fds, podman.env, timeout=120))
+            assert r.returncode == 0, r.stderr
+            assert r.stdout == "done\n", r.stdout
+            assert (three, four) == ("three\n", "four\n")
     finally:
         assert podman("rm", "--force", "pf").returncode == 0
     fd = os.open("/dev/null", os.O_RDONLY)
