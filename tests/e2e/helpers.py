@@ -237,7 +237,7 @@ def run_with_fds_as_3_up(argv, fds, env, timeout=60, background=False):
     redirections place them; the sources are moved above the targets first, so that placing
     one never closes another). BACKGROUND: a command that leaves a process behind holding its
     stdio (a monitor): its output goes through a file, read back as its stderr."""
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 20) for fd in fds]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, max(20, 3 + len(fds))) for fd in fds]
     moves = " ".join(f"{3 + i}>&{fd}" for i, fd in enumerate(high))
     closes = " ".join(f"{fd}>&-" for fd in high)
     cmd = ["/bin/bash", "-c", f'exec "$@" {moves} {closes}', "bash", *argv]

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from .helpers import (FDS_PROBE, assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, run_fds_probe,
-                      run_with_fds_as_3_up, wait_until)
+from .helpers import (FDS_PROBE, assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, read_to_eof,
+                      run_fds_probe, run_with_fds_as_3_up, wait_until)
 
 # Every test here runs at both isolation levels (tests/conftest.py, both_levels).
 pytestmark = pytest.mark.both_levels
@@ -40,6 +40,28 @@ def test_exec_preserve_fds(capsule, sandbox):
         assert r.returncode == 0, r.stderr
         assert r.stdout == "done\n"
         assert (three, four) == ("three\n", "four\n")
+
+
+@pytest.mark.container_only  # a vm's refusal is the test above's
+def test_exec_preserve_fds_the_most_arrive_in_order(capsule, sandbox):
+    """64 pipes, the most that can be passed: the agent receives them at numbers of its own that
+    overlap 3..66, where it must place them; each must still land at its own number."""
+    pipes = [os.pipe() for _ in range(64)]
+    try:
+        code = ("import os\n"
+                "for n in range(3, 67): os.write(n, b'%d' % n)\n"
+                "print('open' if os.path.exists('/proc/self/fd/67') and os.readlink('/proc/self/fd/67') != "
+                "'/proc/self/fd' else 'closed')\n")
+        r = run_with_fds_as_3_up([capsule.binary, "exec", "--preserve-fds", "64", sandbox, "python3", "-c", code],
+                                 [w for _, w in pipes], capsule.env, timeout=120)
+        for _, w in pipes:
+            os.close(w)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "closed\n"
+        assert [read_to_eof(rd) for rd, _ in pipes] == [str(n) for n in range(3, 67)]
+    finally:
+        for rd, _ in pipes:
+            os.close(rd)
 
 
 @pytest.mark.parametrize("value,message", [

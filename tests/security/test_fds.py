@@ -300,18 +300,22 @@ def test_passed_fds_are_exactly_3_and_4_and_nobody_keeps_them(mod_capsule, share
         os.close(folder)
 
 
-@pytest.mark.parametrize("sent,declared", [(2, 1), (1, 2), (1, 0)])
+@pytest.mark.parametrize("sent,declared", [(2, 1), (1, 2), (1, 0), (65, 65)])
 def test_an_exec_whose_descriptors_do_not_match_its_count_is_refused(mod_capsule, shared_sandbox, sent, declared):
     """The count EXEC gives must be what came with it: a descriptor more or less would shift the
-    numbers the command finds. Refused, and none of them kept anywhere."""
+    numbers the command finds. Refused, and none of them kept anywhere; past the bound (64) the
+    EXEC is malformed."""
     from tests.e2e.helpers import read_to_eof
     r, w = os.pipe()
     try:
         frames, _ = exec_with_fds(mod_capsule, shared_sandbox, ["sh", "-c", "echo ran >&3"], [w] * sent, declared)
         os.close(w)
         errnum, msg = error_text(frames)
-        assert errnum == 9, (errnum, msg)  # EBADF
-        assert msg == f"EXEC declares {declared} descriptors to pass and {sent} came with it", msg
+        if declared > 64:
+            assert (errnum, msg) == (74, "malformed EXEC request")  # EBADMSG
+        else:
+            assert errnum == 9, (errnum, msg)  # EBADF
+            assert msg == f"EXEC declares {declared} descriptors to pass and {sent} came with it", msg
         assert read_to_eof(r) == ""
     finally:
         os.close(r)
