@@ -245,33 +245,88 @@ static uint32_t id_slot_max(void)
 }
 
 /* A slot link whose owner has no folder any more, or whose owner's config names another
- * slot, was left by a crash: it may be taken over. */
-static bool id_slot_stale(int run, const char *owner, uint32_t slot);
+ * slot, was left by a crash or by an owner whose sharers still live. */
+static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot);
 
 /* "OLD>NEW": a rename (id_slot_rename) was under way; the slot is stale only if neither owns it. */
-static bool id_slot_stale_renaming(int run, const char *owner, uint32_t slot)
+static bool id_slot_owner_gone_renaming(int run, const char *owner, uint32_t slot)
 {
 	char old_name[CAPSULE_NAME_MAX + 1];
 	const char *gt = strchr(owner, '>');
 	if ((size_t)(gt - owner) >= sizeof(old_name))
 		return false;
 	snprintf(old_name, sizeof(old_name), "%.*s", (int)(gt - owner), owner);
-	return id_slot_stale(run, old_name, slot) && id_slot_stale(run, gt + 1, slot);
+	return id_slot_owner_gone(run, old_name, slot) && id_slot_owner_gone(run, gt + 1, slot);
 }
 
-static bool id_slot_stale(int run, const char *owner, uint32_t slot)
+static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot)
 {
 	if (strchr(owner, '>'))
-		return id_slot_stale_renaming(run, owner, slot);
+		return id_slot_owner_gone_renaming(run, owner, slot);
 	_cleanup_close_ int dir = openat(run, owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return errno == ENOENT;
 	struct capsule_config cfg;
 	if (config_load_at(dir, &cfg, NULL) < 0)
 		return false; /* being created right now */
-	bool stale = cfg.id_slot != slot;
+	bool gone = cfg.id_slot != slot;
 	config_clear(&cfg);
-	return stale;
+	return gone;
+}
+
+/* Sandboxes that joined another's namespaces (a pod's containers: sandbox.c) share its slot, so
+ * that their files and SysV IPC objects are one another's. slots/N.shared/NAME names each
+ * sharer of slot N; the link slots/N stays while its owner or any sharer lives. Changes that
+ * decide that (a share, a release, a takeover) hold the slots folder's lock; a plain claim of
+ * a free slot needs none, since a slot in use always has its link. */
+static void id_slot_shared_name(uint32_t slot, char out[24])
+{
+	snprintf(out, 24, "%u.shared", slot);
+}
+
+static void slots_lock(int slots)
+{
+	while (flock(slots, LOCK_EX) < 0 && errno == EINTR)
+		;
+}
+
+/* Whether a sharer of SLOT still lives; with FORGET, the shared folder goes once none does. */
+static bool id_slot_sharer_live(int run, int slots, uint32_t slot, bool forget)
+{
+	char shared[24];
+	id_slot_shared_name(slot, shared);
+	int fd = openat(slots, shared, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return errno != ENOENT; /* unreadable: assume one lives, never hand the range out */
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return true;
+	}
+	bool live = false;
+	struct dirent *e;
+	while (!live && (e = readdir(d)))
+		if (e->d_name[0] != '.')
+			live = !id_slot_owner_gone(run, e->d_name, slot);
+	if (!live && forget) {
+		rewinddir(d);
+		while ((e = readdir(d)))
+			if (e->d_name[0] != '.')
+				unlinkat(dirfd(d), e->d_name, 0);
+		unlinkat(slots, shared, AT_REMOVEDIR);
+	}
+	closedir(d);
+	return live;
+}
+
+/* Under the lock: SLOT's link (naming OWNER) goes when OWNER and every sharer are gone. */
+static bool id_slot_drop_if_unused(int run, int slots, const char *owner, uint32_t slot)
+{
+	char path[16];
+	snprintf(path, sizeof(path), "%u", slot);
+	if ((owner && !id_slot_owner_gone(run, owner, slot)) || id_slot_sharer_live(run, slots, slot, true))
+		return false;
+	return unlinkat(slots, path, 0) == 0;
 }
 
 int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
@@ -298,8 +353,15 @@ int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
 		if (l <= 0)
 			continue;
 		owner[l] = '\0';
-		if (strcmp(owner, name) != 0 && id_slot_stale(run, owner, n) && unlinkat(slots, path, 0) == 0 &&
-		    symlinkat(name, slots, path) == 0) {
+		if (strcmp(owner, name) == 0 || !id_slot_owner_gone(run, owner, n))
+			continue;
+		slots_lock(slots);
+		char again[sizeof(owner)];
+		ssize_t l2 = readlinkat(slots, path, again, sizeof(again) - 1);
+		bool taken = l2 == l && !memcmp(again, owner, (size_t)l) && id_slot_drop_if_unused(run, slots, owner, n) &&
+			     symlinkat(name, slots, path) == 0;
+		flock(slots, LOCK_UN);
+		if (taken) {
 			*slot = n;
 			return 0;
 		}
@@ -307,22 +369,77 @@ int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
 	return cap_err_plain(err, ENOSPC, "no free host id range for another sandbox");
 }
 
+int id_slot_share(const char *name, const char *of, uint32_t *slot, capsule_error *err)
+{
+	*slot = 0;
+	if (geteuid() != 0)
+		return 0; /* rootless: every sandbox maps the caller's own ids */
+	_cleanup_close_ int run = -1, slots = -1, dir = -1, shared = -1;
+	int r = home_subdir_open("run", &run, err);
+	if (r < 0 || (r = home_subdir_open("slots", &slots, err)) < 0)
+		return r;
+	if ((dir = openat(run, of, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		return cap_err(err, errno, "sandbox '%s', whose host ids to share", of);
+	struct capsule_config cfg;
+	if ((r = config_load_at(dir, &cfg, err)) < 0)
+		return r;
+	uint32_t n = cfg.id_slot;
+	config_clear(&cfg);
+	char path[16], owner[2 * CAPSULE_NAME_MAX + 3], sharedname[24];
+	snprintf(path, sizeof(path), "%u", n);
+	id_slot_shared_name(n, sharedname);
+	slots_lock(slots);
+	/* OF must hold the slot now, as its owner or a sharer, for the link to stay while NAME
+	 * lives: a slot OF lost (taken over after a crash) is someone else's range. */
+	ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
+	if (l > 0)
+		owner[l] = '\0';
+	bool holds = l > 0 && !id_slot_owner_gone(run, of, n) &&
+		     (!strcmp(owner, of) || (shared = openat(slots, sharedname, O_PATH | O_DIRECTORY | O_CLOEXEC)) >= 0);
+	if (holds && shared >= 0) {
+		struct stat st;
+		holds = fstatat(shared, of, &st, AT_SYMLINK_NOFOLLOW) == 0;
+		close(shared);
+		shared = -1;
+	}
+	if (!holds)
+		r = cap_err_plain(err, ESRCH, "sandbox '%s' holds no host id range to share", of);
+	else if (mkdirat(slots, sharedname, 0700) < 0 && errno != EEXIST)
+		r = cap_err(err, errno, "'%s/slots/%s'", capsule_home(), sharedname);
+	else if ((shared = openat(slots, sharedname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0)
+		r = cap_err(err, errno, "'%s/slots/%s'", capsule_home(), sharedname);
+	else if (unlinkat(shared, name, 0), symlinkat(name, shared, name) < 0)
+		r = cap_err(err, errno, "claiming a share of id slot '%s/slots/%s'", capsule_home(), path);
+	flock(slots, LOCK_UN);
+	if (r == 0)
+		*slot = n;
+	return r;
+}
+
 void id_slot_release(const char *name, uint32_t slot)
 {
 	if (geteuid() != 0)
 		return;
-	_cleanup_close_ int slots = -1;
-	if (home_subdir_open("slots", &slots, NULL) < 0)
+	_cleanup_close_ int run = -1, slots = -1, shared = -1;
+	if (home_subdir_open("run", &run, NULL) < 0 || home_subdir_open("slots", &slots, NULL) < 0)
 		return;
-	char path[16], owner[CAPSULE_NAME_MAX + 2];
+	char path[16], owner[2 * CAPSULE_NAME_MAX + 3], sharedname[24];
 	snprintf(path, sizeof(path), "%u", slot);
+	id_slot_shared_name(slot, sharedname);
+	slots_lock(slots);
 	ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
-	if (l <= 0)
-		return;
-	owner[l] = '\0';
-	/* Only our own claim: the slot may have been taken over since. */
-	if (strcmp(owner, name) == 0)
-		unlinkat(slots, path, 0);
+	if (l > 0) {
+		owner[l] = '\0';
+		/* The owner's own claim goes unless sharers live; a sharer's goes, and with it the
+		 * slot's link when it was the last user of a gone owner's range. */
+		if (!strcmp(owner, name)) {
+			id_slot_drop_if_unused(run, slots, NULL, slot);
+		} else if ((shared = openat(slots, sharedname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) >= 0 &&
+			   unlinkat(shared, name, 0) == 0) {
+			id_slot_drop_if_unused(run, slots, owner, slot);
+		}
+	}
+	flock(slots, LOCK_UN);
 }
 
 /* Point slot SLOT's link at TARGET: a new link renamed over the old one, so that it always
@@ -352,6 +469,13 @@ int id_slot_rename(int run, const char *old_name, const char *new_name, uint32_t
 	if (geteuid() == 0) {
 		if ((r = home_subdir_open("slots", &slots, err)) < 0)
 			return r;
+		/* A sharer's name is in its owner's shared folder, not in the link. */
+		char path[16], owner[2 * CAPSULE_NAME_MAX + 3];
+		snprintf(path, sizeof(path), "%u", slot);
+		ssize_t l = readlinkat(slots, path, owner, sizeof(owner) - 1);
+		if (l > 0 && ((size_t)l != strlen(old_name) || memcmp(owner, old_name, (size_t)l)))
+			return cap_err_plain(err, EOPNOTSUPP, "sandbox '%s' shares another sandbox's host ids and cannot "
+							      "be renamed", old_name);
 		if ((r = id_slot_point(slots, slot, both)) < 0)
 			return cap_err(err, -r, "renaming id slot %u of sandbox '%s'", slot, old_name);
 	}

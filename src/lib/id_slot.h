@@ -20,6 +20,9 @@ void home_id_map(uint32_t slot, uid_t *uid_base, gid_t *gid_base, uint32_t *coun
  * link whose owner is gone is taken over), and give it back. */
 int id_slot_take(const char *name, uint32_t *slot, capsule_error *err);
 void id_slot_release(const char *name, uint32_t slot);
+/* Share, for sandbox NAME, the id slot of sandbox OF (a pod's: one whose namespaces NAME
+ * joins), held while either lives; id_slot_release gives the share back. */
+int id_slot_share(const char *name, const char *of, uint32_t *slot, capsule_error *err);
 /* Rename the sandbox folder run/OLD to run/NEW (RENAME_NOREPLACE: -EEXIST, with a message,
  * when NEW exists) with its id slot SLOT: the slot's link names "OLD>NEW" while the folder
  * moves, so that no id_slot_take meanwhile, or after a crash there, finds the owner gone. */

@@ -449,6 +449,53 @@ void sweep_abandoned_creates(int run)
 	closedir(d);
 }
 
+/* The running sandbox of this home whose IPC or UTS namespace CFG joins (a pod's pause
+ * container's), named in OF: 1, or 0 when it joins none of theirs. A pod's containers share
+ * its host id range (id_slot_share), so that SysV IPC objects and files of mode 0600 made by
+ * one are the others' too, as they are under runc. */
+static int joined_sandbox(int run, const struct capsule_config *cfg, char of[CAPSULE_NAME_MAX + 1])
+{
+	const struct {
+		const char *path, *type;
+	} joined[2] = { { cfg->ipc_ns, "ipc" }, { cfg->uts_ns, "uts" } };
+	for (size_t i = 0; i < ARRAY_SIZE(joined); i++) {
+		struct stat want;
+		if (!joined[i].path || stat(joined[i].path, &want) < 0)
+			continue;
+		int fd = openat(run, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = fd < 0 ? NULL : fdopendir(fd);
+		if (!d) {
+			if (fd >= 0)
+				close(fd);
+			continue;
+		}
+		struct dirent *e;
+		int found = 0;
+		while (!found && (e = readdir(d))) {
+			if (e->d_name[0] == '.' || !strcmp(e->d_name, cfg->name) || strlen(e->d_name) > CAPSULE_NAME_MAX)
+				continue;
+			_cleanup_close_ int dir = openat(run, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			_cleanup_free_ char *state = NULL;
+			size_t len = 0;
+			int64_t pid = 0;
+			if (dir < 0 || !run_dir_locked(dir) || read_file_at(dir, "state.json", 1u << 16, &state, &len) < 0 ||
+			    json_get_int(state, len, "init_pid", &pid) < 0 || pid <= 0)
+				continue;
+			char path[64];
+			struct stat st;
+			snprintf(path, sizeof(path), "/proc/%lld/ns/%s", (long long)pid, joined[i].type);
+			if (stat(path, &st) == 0 && st.st_dev == want.st_dev && st.st_ino == want.st_ino) {
+				snprintf(of, CAPSULE_NAME_MAX + 1, "%s", e->d_name);
+				found = 1;
+			}
+		}
+		closedir(d);
+		if (found)
+			return 1;
+	}
+	return 0;
+}
+
 int sandbox_create_prepared(capsule_sandbox **out, const struct capsule_config *cfg_in, sandbox_prepare_fn prepare,
 			    void *payload, capsule_error *err)
 {
@@ -505,7 +552,9 @@ int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *
 	if ((r = run_folder_make_locked(run, cfg->name, &dir, &lockfd, err)) < 0)
 		goto fail_free;
 	/* From here on a failure removes the folder: nothing is left half-made. */
-	if ((r = id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
+	char of[CAPSULE_NAME_MAX + 1];
+	if ((r = joined_sandbox(run, cfg, of) ? id_slot_share(cfg->name, of, &cfg->id_slot, err)
+					      : id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
 		goto fail_rm;
 	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);

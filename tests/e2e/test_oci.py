@@ -727,10 +727,11 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci,
     """As containerd's CRI makes a pod: a first (pause) container, and a second whose spec
     names the first's IPC and UTS namespaces as /proc/PID/ns paths of the first's pid, the
     monitor. The monitor lives in its sandbox's namespaces, so the second shares the first's
-    System V objects and hostname, and neither shares the host's."""
+    System V objects and hostname, and neither shares the host's. The second runs on the first's
+    host id range, so a segment of mode 0600 that the first's root made is its root's too."""
     key = 0x5ca1e000 + os.getpid() % 4096
     shutil.copy(sysv_shm, os.path.join(bundle, "rootfs", "bin", "sysv_shm"))
-    set_config(bundle, args=["sh", "-c", f"sysv_shm make {key} from-the-pause; echo made; exec sleep 60"])
+    set_config(bundle, args=["sh", "-c", f"sysv_shm make {key} from-the-pause 600; echo made; exec sleep 60"])
     hook_out = os.path.join(bundle, "hook-ns")
     edit_config(bundle, lambda c: c.update(hostname="pod-host", hooks={"poststart": [{"path": "/bin/sh", "args": [
         "sh", "-c", f"readlink /proc/self/ns/net /proc/self/ns/ipc /proc/self/ns/uts > {hook_out}"]}]}))
@@ -776,6 +777,53 @@ def test_a_pods_ipc_and_uts_namespaces_are_joined_through_the_pause_monitor(oci,
         oci("kill", "pause", "KILL", check=True)
         wait_status(oci, "pause", "stopped")
         oci("delete", "pause", check=True)
+    finally:
+        shutil.rmtree(second, ignore_errors=True)
+
+
+def test_a_pods_containers_share_one_id_range_while_any_of_them_lives(oci, bundle, capsule_home, tmp_path):
+    """A container that joins a pod's namespaces runs on the pause container's host id range,
+    which stays theirs while either lives: a container started after the pause is gone gets
+    another, and the range is free again once the last of the pod is gone."""
+    set_config(bundle, args=["sleep", "1000"])
+    second = bundle + "-second"
+    shutil.copytree(bundle, second, symlinks=True)
+    slots = os.path.join(capsule_home, "slots")
+
+    def uid_map(cid):
+        r = oci("exec", cid, "cat", "/proc/self/uid_map")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    def start(path, cid):
+        with open(tmp_path / f"{cid}.out", "w") as out:
+            r = oci("run", "--detach", "--bundle", path, cid, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                    capture_output=False)
+        assert r.returncode == 0, (tmp_path / f"{cid}.out").read_text()
+        wait_status(oci, cid, "running")
+    try:
+        start(bundle, "pause")
+        monitor = state(oci, "pause")["pid"]
+        edit_config(second, lambda c: set_ns_path(c, "ipc", f"/proc/{monitor}/ns/ipc"))
+        start(second, "app")
+        pod_ids = uid_map("pause")
+        assert uid_map("app") == pod_ids and pod_ids[1] != "0", pod_ids
+        slot = str((int(pod_ids[1]) - 1000000000) // 65536)  # home.c: the range of slot N
+        assert os.readlink(os.path.join(slots, slot)) == "pause"
+        assert os.listdir(os.path.join(slots, f"{slot}.shared")) == ["app"]
+        oci("kill", "pause", "KILL", check=True)
+        wait_status(oci, "pause", "stopped")
+        oci("delete", "pause", check=True)
+        # The pause is gone; its range is still the app's, and no new sandbox gets it.
+        assert os.path.islink(os.path.join(slots, slot)) and os.listdir(os.path.join(slots, f"{slot}.shared"))
+        set_config(bundle, args=["sleep", "1000"])
+        start(bundle, "other")
+        assert uid_map("other")[1] != pod_ids[1] and uid_map("app") == pod_ids
+        for cid in ("app", "other"):
+            oci("kill", cid, "KILL", check=True)
+            wait_status(oci, cid, "stopped")
+            oci("delete", cid, check=True)
+        assert not os.path.lexists(os.path.join(slots, slot)) and not os.path.exists(os.path.join(slots, f"{slot}.shared"))
     finally:
         shutil.rmtree(second, ignore_errors=True)
 
