@@ -917,6 +917,12 @@ typedef struct capsule_oci_hook {
 /* Sets *OUT to the hooks of KIND (pointing into SPEC) and returns how many. */
 CAPSULE_API size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kind kind,
 					  const capsule_oci_hook **out);
+/* The pid namespace path the spec names to join (a pod's shareProcessNamespace: containerd's
+ * CRI names its pause container's /proc/PID/ns/pid), or NULL. The sandbox is created only
+ * when it is a running sandbox's of the same capsule home; capsule-oci, whose PID is a monitor
+ * outside its sandbox's pid namespace, sets the sandbox's own path in its place. */
+CAPSULE_API const char *capsule_oci_spec_pid_ns(const capsule_oci_spec *spec);
+CAPSULE_API int capsule_oci_spec_set_pid_ns(capsule_oci_spec *spec, const char *path, capsule_error *err);
 CAPSULE_API void capsule_oci_spec_free(capsule_oci_spec *spec);
 
 #ifdef __cplusplus

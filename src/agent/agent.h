@@ -177,6 +177,8 @@ int vm_console_timeout_ms(void);
 void vm_console_tick(void);
 void vm_console_stop(void);
 _Noreturn void agent_exit(int code);
+/* SIG to every process of the sandbox (agent.c says which those are). */
+void agent_signal_all(int sig);
 
 /* vm mounts (vm_mounts.c): vm_mounts_boot mounts the host folders' share out of the
  * sandbox's sight, before the agent moves into the root; vm_mount_request answers

@@ -6,6 +6,7 @@
  * into it. From there on the agent cannot tell the levels apart, which is the point. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -48,6 +49,9 @@ _Noreturn void agent_exit(int code)
 		sync();
 		reboot(RB_AUTOBOOT);
 	}
+	/* A PID 1's end ends its namespace's processes; a pod's shared one outlives the agent. */
+	if (getpid() != 1)
+		agent_signal_all(SIGKILL);
 	_exit(code);
 }
 

@@ -113,6 +113,7 @@ const struct config_key config_keys[] = {
 	{ .name = "net_ns", .type = CONFIG_KEY_STRING, FIELD(net_ns) },
 	{ .name = "ipc_ns", .type = CONFIG_KEY_STRING, FIELD(ipc_ns) },
 	{ .name = "uts_ns", .type = CONFIG_KEY_STRING, FIELD(uts_ns) },
+	{ .name = "pid_ns", .type = CONFIG_KEY_STRING, FIELD(pid_ns) },
 	{ .name = "masked_paths", .type = CONFIG_KEY_STRING, FIELD(masked_paths) },
 	{ .name = "readonly_paths", .type = CONFIG_KEY_STRING, FIELD(readonly_paths) },
 	{ .name = "mount_attrs", .type = CONFIG_KEY_STRING, FIELD(mount_attrs) },

@@ -333,6 +333,23 @@ const char *capsule_oci_spec_annotations(const capsule_oci_spec *spec)
 	return spec ? spec->annotations : NULL;
 }
 
+const char *capsule_oci_spec_pid_ns(const capsule_oci_spec *spec)
+{
+	return spec && spec->cfg ? spec->cfg->pid_ns : NULL;
+}
+
+int capsule_oci_spec_set_pid_ns(capsule_oci_spec *spec, const char *path, capsule_error *err)
+{
+	if (!spec || !spec->cfg || !path || path[0] != '/' || strlen(path) > 1024 || strchr(path, '\n'))
+		return cap_err_plain(err, EINVAL, "a pid namespace path must be absolute");
+	char *p = strdup(path);
+	if (!p)
+		return cap_err(err, ENOMEM, "config.json");
+	free(spec->cfg->pid_ns);
+	spec->cfg->pid_ns = p;
+	return 0;
+}
+
 size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kind kind, const capsule_oci_hook **out)
 {
 	if (!spec || (unsigned)kind >= ARRAY_SIZE(spec->hooks)) {

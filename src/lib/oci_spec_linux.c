@@ -36,7 +36,9 @@ static int ns_element(const char *name, const char *v, size_t n, void *payload)
 	/* A network namespace made by the caller (podman's, a CNI plugin's, a Kubernetes pod's)
 	 * is joined and configured by its owner; an IPC or UTS namespace is joined when it is a
 	 * sandbox's (a pod's pause container's, named through its monitor's /proc/PID/ns: docs/
-	 * oci.md). The shim checks each is what it should be, and never one of the host's. */
+	 * oci.md). A pid namespace is joined when it is a running sandbox's of the same home (a
+	 * pod's shareProcessNamespace: sandbox.c checks). The shim checks each is what it should
+	 * be, and never one of the host's. */
 	char **slot = NULL;
 	if (path && path[0]) {
 		if (!strcmp(type, "network"))
@@ -46,15 +48,12 @@ static int ns_element(const char *name, const char *v, size_t n, void *payload)
 		else if (!strcmp(type, "uts"))
 			slot = &w->spec->cfg->uts_ns;
 		else if (!strcmp(type, "pid"))
-			return cap_err_plain(w->err, EOPNOTSUPP,
-					     "config.json: linux.namespaces: joining the pid namespace at '%.128s' is not "
-					     "supported by capsule: a sandbox's agent is the PID 1 of its own (a pod's "
-					     "shareProcessNamespace)", path);
+			slot = &w->spec->cfg->pid_ns;
 		else
 			return cap_err_plain(w->err, EOPNOTSUPP,
 					     "config.json: linux.namespaces: joining the %s namespace at '%.128s' is not "
-					     "supported by capsule: a sandbox makes its own (network, ipc and uts ones can "
-					     "be joined)", type, path);
+					     "supported by capsule: a sandbox makes its own (network, ipc, uts and pid ones "
+					     "can be joined)", type, path);
 		if (path[0] != '/' || strlen(path) > 1024 || strpbrk(path, "\n"))
 			return cap_err_plain(w->err, EINVAL, "config.json: linux.namespaces: the %s namespace path "
 							      "'%.128s' is not an absolute path", type, path);

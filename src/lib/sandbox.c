@@ -449,15 +449,16 @@ void sweep_abandoned_creates(int run)
 	closedir(d);
 }
 
-/* The running sandbox of this home whose IPC or UTS namespace CFG joins (a pod's pause
- * container's), named in OF: 1, or 0 when it joins none of theirs. A pod's containers share
+/* The running sandbox of this home whose pid, IPC or UTS namespace CFG joins (a pod's pause
+ * container's), named in OF: 1 when that is its pid namespace, 2 when not, or 0 when it joins
+ * none of theirs. A pod's containers share
  * its host id range (id_slot_share), so that SysV IPC objects and files of mode 0600 made by
- * one are the others' too, as they are under runc. */
+ * one are the others' too, and their roots may signal one another's processes, as under runc. */
 static int joined_sandbox(int run, const struct capsule_config *cfg, char of[CAPSULE_NAME_MAX + 1])
 {
 	const struct {
 		const char *path, *type;
-	} joined[2] = { { cfg->ipc_ns, "ipc" }, { cfg->uts_ns, "uts" } };
+	} joined[3] = { { cfg->pid_ns, "pid" }, { cfg->ipc_ns, "ipc" }, { cfg->uts_ns, "uts" } };
 	for (size_t i = 0; i < ARRAY_SIZE(joined); i++) {
 		struct stat want;
 		if (!joined[i].path || stat(joined[i].path, &want) < 0)
@@ -491,7 +492,7 @@ static int joined_sandbox(int run, const struct capsule_config *cfg, char of[CAP
 		}
 		closedir(d);
 		if (found)
-			return 1;
+			return i == 0 && cfg->pid_ns ? 1 : 2;
 	}
 	return 0;
 }
@@ -553,8 +554,16 @@ int sandbox_create_unpooled(capsule_sandbox **out, const struct capsule_config *
 		goto fail_free;
 	/* From here on a failure removes the folder: nothing is left half-made. */
 	char of[CAPSULE_NAME_MAX + 1];
-	if ((r = joined_sandbox(run, cfg, of) ? id_slot_share(cfg->name, of, &cfg->id_slot, err)
-					      : id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
+	int pod = joined_sandbox(run, cfg, of);
+	/* Only a sandbox's own pid namespace may be another's: the host's (or any other) would let
+	 * the sandbox see and signal what is not its own. */
+	if (cfg->pid_ns && pod != 1) {
+		r = cap_err_plain(err, EPERM, "the pid namespace '%.128s' is no running sandbox's of this capsule home: "
+					      "capsule joins only those (a pod's pause container must be capsule's too), "
+					      "never the host's", cfg->pid_ns);
+		goto fail_rm;
+	}
+	if ((r = pod ? id_slot_share(cfg->name, of, &cfg->id_slot, err) : id_slot_take(cfg->name, &cfg->id_slot, err)) < 0)
 		goto fail_rm;
 	if ((r = config_serialize(cfg, &text, &len)) < 0 || (r = write_file_atomic_at(dir, "config", text, len, 0600, false)) < 0) {
 		r = cap_err(err, -r, "writing the configuration of sandbox '%s'", cfg->name);

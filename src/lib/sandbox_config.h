@@ -122,6 +122,10 @@ struct capsule_config {
 	 * namespace of the host's user namespace. The UTS one's hostname is its owner's. NULL:
 	 * the sandbox's own. */
 	char *ipc_ns, *uts_ns;
+	/* A pid namespace to join (an OCI spec's path: a pod's shareProcessNamespace): at create
+	 * it must be a running sandbox's of this home (sandbox.c); the agent is then not its PID 1
+	 * (docs/oci.md). NULL: the sandbox's own. */
+	char *pid_ns;
 	/* More paths to mask and to make read-only than capsule's own lists (proc_masks.c), after
 	 * the mounts: "/a,/b" (an OCI spec's linux.maskedPaths, readonlyPaths); NULL: none. */
 	char *masked_paths, *readonly_paths;

@@ -6,6 +6,7 @@
  * `start`, passes on every signal it gets, relays the process's streams to its own stdio (or
  * to the console socket's terminal), and exits as the process exited. `exec` runs the same
  * supervisor for an extra process. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -423,6 +424,59 @@ void oci_host_enter(void)
 	monitor_leave_cgroups();
 }
 
+/* A pod's shareProcessNamespace: containerd's CRI names the pause container's pid namespace as
+ * /proc/PID/ns/pid of its task's pid, our monitor, which stays in the host's pid namespace.
+ * A PID that is the monitor of a container under this --root stands for that container's
+ * sandbox: its pid namespace is named by its first process instead. Any other path is left
+ * for the library, which refuses what is no sandbox's. */
+static int pod_pid_ns(capsule_oci_spec *spec, char *why, size_t size)
+{
+	const char *path = capsule_oci_spec_pid_ns(spec);
+	int pid, n = 0;
+	if (!path || sscanf(path, "/proc/%d/ns/pid%n", &pid, &n) != 1 || path[n] || pid <= 0)
+		return 0;
+	DIR *d = opendir(oci_root);
+	struct dirent *e;
+	int r = 0;
+	while (d && (e = readdir(d))) {
+		int sfd = e->d_name[0] == '.' ? -1 : openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct oci_state st;
+		if (sfd < 0)
+			continue;
+		int got = oci_state_read(sfd, &st);
+		close(sfd);
+		if (got < 0)
+			continue;
+		bool it = st.pid == pid && strcmp(st.status, "stopped") && oci_proc_start_time(pid) == st.pid_start;
+		capsule_sandbox *sb = NULL;
+		capsule_sandbox_info info;
+		capsule_error err = { 0 };
+		if (it && (capsule_sandbox_open(&sb, st.sandbox, &err) < 0 || capsule_sandbox_inspect(sb, &info, &err) < 0)) {
+			snprintf(why, size, "the pid namespace of container '%s': %s", st.id, err.message);
+			r = -1;
+		} else if (it && (info.isolation != CAPSULE_ISOLATION_CONTAINER || info.init_pid <= 0)) {
+			snprintf(why, size, "config.json: linux.namespaces: the pid namespace of container '%s' cannot be "
+					    "joined: it is a vm's", st.id);
+			r = -1;
+		} else if (it) {
+			char own[64];
+			snprintf(own, sizeof(own), "/proc/%d/ns/pid", (int)info.init_pid);
+			if (capsule_oci_spec_set_pid_ns(spec, own, &err) < 0) {
+				snprintf(why, size, "%s", err.message);
+				r = -1;
+			}
+		}
+		if (sb)
+			capsule_sandbox_free(sb);
+		oci_state_clear(&st);
+		if (it)
+			break;
+	}
+	if (d)
+		closedir(d);
+	return r;
+}
+
 struct monitor {
 	const struct oci_run *o;
 	capsule_oci_spec *spec;
@@ -462,6 +516,12 @@ static _Noreturn void monitor_main(struct monitor *m, int notify_fd)
 	capsule_error err = { 0 };
 	capsule_config *cfg = capsule_oci_spec_config(m->spec);
 	capsule_sandbox *sb = NULL;
+	if (pod_pid_ns(m->spec, msg, sizeof(msg)) < 0) {
+		notify(notify_fd, msg);
+		if (notify_fd < 0)
+			oci_state_dir_remove(o->id);
+		_exit(1);
+	}
 	if (capsule_config_set_name(cfg, m->st.sandbox, &err) < 0 || capsule_sandbox_create(&sb, cfg, &err) < 0) {
 		snprintf(msg, sizeof(msg), "%s", err.message);
 		notify(notify_fd, msg);

@@ -614,8 +614,9 @@ def ns_path(kind, path):
      "the ipc namespace '/proc/self/ns/ipc' is the host's, not a sandbox's: capsule never shares the host's"),
     (ns_path("uts", f"/proc/{os.getpid()}/ns/uts"), f"the uts namespace '/proc/{os.getpid()}/ns/uts' is the host's"),
     (ns_path("ipc", "/proc/self/ns/uts"), "'/proc/self/ns/uts' is not an ipc namespace"),
-    (lambda c: set_ns_path(c, "pid", "/proc/1/ns/pid"),
-     "joining the pid namespace at '/proc/1/ns/pid' is not supported by capsule: a sandbox's agent is the PID 1"),
+    (ns_path("pid", "/proc/1/ns/pid"),
+     "the pid namespace '/proc/1/ns/pid' is no running sandbox's of this capsule home: capsule joins only those"),
+    (ns_path("pid", "/proc/self/ns/ipc"), "the pid namespace '/proc/self/ns/ipc' is no running sandbox's"),
     (lambda c: set_ns_path(c, "mount", "/proc/1/ns/mnt"), "joining the mount namespace at '/proc/1/ns/mnt' is not"),
     # A vm takes its hostname from a pod's UTS namespace, never from the host's.
     (lambda c: (ns_path("uts", f"/proc/{os.getpid()}/ns/uts")(c), c.update(annotations={"capsule.isolation": "vm"})),
@@ -824,6 +825,46 @@ def test_a_pods_containers_share_one_id_range_while_any_of_them_lives(oci, bundl
             wait_status(oci, cid, "stopped")
             oci("delete", cid, check=True)
         assert not os.path.lexists(os.path.join(slots, slot)) and not os.path.exists(os.path.join(slots, f"{slot}.shared"))
+    finally:
+        shutil.rmtree(second, ignore_errors=True)
+
+
+def test_a_pods_pid_namespace_is_shared_through_the_pause_monitor(oci, bundle, tmp_path):
+    """shareProcessNamespace as containerd's CRI asks for it: the second container's spec names
+    the pause container's pid namespace as /proc/PID/ns/pid of the pause's monitor. The second
+    sees the pause's processes and may signal them (one host id range); each keeps its own
+    exit status; the second's processes end with it, the pause's go on."""
+    set_config(bundle, args=["sleep", "1000"])
+    second = bundle + "-second"
+    shutil.copytree(bundle, second, symlinks=True)
+    try:
+        with open(tmp_path / "out", "w") as out:
+            r = oci("run", "--detach", "--bundle", bundle, "pause", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                    capture_output=False)
+        assert r.returncode == 0, (tmp_path / "out").read_text()
+        wait_status(oci, "pause", "running")
+        monitor = state(oci, "pause")["pid"]
+        # A background sleep of the second's own, which must not outlive it.
+        find = 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = "$1" ] && echo ${d#/proc/}; done'
+        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; sleep 999 & echo pause-sleep $(find sleep | "
+                                             f"grep -v $!); echo own $$ $!; exit 5"])
+        edit_config(second, lambda c: set_ns_path(c, "pid", f"/proc/{monitor}/ns/pid"))
+        r = oci("run", "--bundle", second, "app")
+        assert r.returncode == 5, r.stdout + r.stderr
+        lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+        sleeper = lines["pause-sleep"].split()
+        assert len(sleeper) == 1 and int(sleeper[0]) > 1, r.stdout
+        # The pod's PID 1 is the pause's agent: the second's processes are not PID 1.
+        assert all(int(p) > 2 for p in lines["own"].split()), r.stdout
+        # Its own background sleep ended with it (the next finds the pause's alone); the pause
+        # still runs.
+        assert wait_status(oci, "pause", "running")
+        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; find sleep; kill {sleeper[0]}; echo killed"])
+        r = oci("run", "--bundle", second, "app2")
+        assert r.returncode == 0 and r.stdout.split() == [sleeper[0], "killed"], r.stdout + r.stderr
+        # The pause's process, killed from the other container, ends the pause container.
+        wait_status(oci, "pause", "stopped")
+        oci("delete", "pause", check=True)
     finally:
         shutil.rmtree(second, ignore_errors=True)
 

@@ -96,6 +96,10 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
  * when already gone and more than once. On failure what could be removed is removed and the
  * handle can be destroyed again later. */
 int cgroup_destroy(struct cgroup_handle *cg, capsule_error *err);
+/* Kill everything in the cgroup(s) as cgroup_destroy does, leaving the folders. */
+int cgroup_kill_all(struct cgroup_handle *cg, capsule_error *err);
+/* Whether the handle has a folder its processes can be found in (not the do-nothing one). */
+bool cgroup_tracks(const struct cgroup_handle *cg);
 
 /* Close the handle; accepts NULL; does not destroy (the cgroup stays, e.g. for a later
  * cgroup_remove_by_name). */

@@ -348,6 +348,25 @@ bool cgroup_oom_killed(struct cgroup_handle *cg)
 	return oom_now(cg);
 }
 
+bool cgroup_tracks(const struct cgroup_handle *cg)
+{
+	for (size_t i = 0; cg && !cg->destroyed && i < cg->n; i++)
+		if (cg->dir[i].fd >= 0)
+			return true;
+	return false;
+}
+
+int cgroup_kill_all(struct cgroup_handle *cg, capsule_error *err)
+{
+	int ret = 0;
+	for (size_t i = 0; cg && !cg->destroyed && i < cg->n; i++) {
+		capsule_error e = { 0 };
+		if (cg->dir[i].fd >= 0 && kill_tree(cg->dir[i].fd, cg->dir[i].path, cg->v2, &e) < 0 && ret == 0)
+			ret = cap_err_plain(err, e.code ? e.code : EBUSY, "%s", e.message);
+	}
+	return ret;
+}
+
 int cgroup_destroy(struct cgroup_handle *cg, capsule_error *err)
 {
 	if (!cg || cg->destroyed)

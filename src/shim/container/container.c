@@ -45,6 +45,7 @@ uint64_t container_default_caps(void)
 
 int container_joined_sys_tree = -1;
 int container_joined_mqueue_tree = -1;
+int container_joined_proc_tree = -1;
 
 /* ---- the child's side ---------------------------------------------------------------- */
 
@@ -332,16 +333,55 @@ static int join_net_ns(const struct container_spec *spec, int *own, capsule_erro
 	return r;
 }
 
-/* Into the IPC and UTS namespaces SPEC names (a pod's), keeping the shim's own in OWN[0] and
- * OWN[1]; in a joined IPC namespace the shim makes its mqueue, as only its owner may. */
-static int join_pod_ns(const struct container_spec *spec, int own[2], capsule_error *err)
+/* The proc of the pid namespace the shim's children are made in (a joined one), into
+ * container_joined_proc_tree: a child of the shim's made there with its rights, which shares its
+ * descriptor table, mounts it and says which descriptor it is. */
+static int make_joined_proc(const struct container_spec *spec, capsule_error *err)
+{
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return cap_err(err, errno, "pipe");
+	struct clone_args a = { .flags = CLONE_FILES, .exit_signal = SIGCHLD };
+	long pid = sys_clone3(&a);
+	if (pid == 0) {
+		int fs = sys_fsopen("proc", FSOPEN_CLOEXEC);
+		int tree = fs < 0 || sys_fsconfig(fs, FSCONFIG_SET_STRING, "source", "proc", 0) < 0 ||
+				   sys_fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0
+			   ? -1
+			   : sys_fsmount(fs, FSMOUNT_CLOEXEC, PROC_ATTRS);
+		int got = tree >= 0 ? tree : -errno;
+		if (fs >= 0)
+			close(fs);
+		_exit(write(p[1], &got, sizeof(got)) == (ssize_t)sizeof(got) ? 0 : 1);
+	}
+	int got = -EIO;
+	if (pid < 0)
+		got = -errno;
+	else if (read(p[0], &got, sizeof(got)) != (ssize_t)sizeof(got))
+		got = -EIO;
+	close(p[0]);
+	close(p[1]);
+	while (pid > 0 && waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+		;
+	if (got < 0)
+		return cap_err(err, -got, "proc of the pid namespace '%s'", spec->pid_ns);
+	container_joined_proc_tree = got;
+	return 0;
+}
+
+/* Into the IPC, UTS and pid namespaces SPEC names (a pod's), keeping the shim's own in OWN[0],
+ * OWN[1] and OWN[2]; in a joined IPC namespace the shim makes its mqueue, as only its owner
+ * may, and in a joined pid namespace its proc. A joined pid namespace is the one the shim's
+ * children are made in; the shim itself stays in its own. */
+static int join_pod_ns(const struct container_spec *spec, int own[3], capsule_error *err)
 {
 	const struct {
 		int fd, type;
 		const char *what, *path, *self;
-	} ns[2] = { { spec->ipc_ns_fd, CLONE_NEWIPC, "ipc", spec->ipc_ns, "/proc/self/ns/ipc" },
-		    { spec->uts_ns_fd, CLONE_NEWUTS, "uts", spec->uts_ns, "/proc/self/ns/uts" } };
-	for (size_t i = 0; i < 2; i++) {
+	} ns[3] = { { spec->ipc_ns_fd, CLONE_NEWIPC, "ipc", spec->ipc_ns, "/proc/self/ns/ipc" },
+		    { spec->uts_ns_fd, CLONE_NEWUTS, "uts", spec->uts_ns, "/proc/self/ns/uts" },
+		    { spec->pid_ns_fd, CLONE_NEWPID, "pid", spec->pid_ns, "/proc/self/ns/pid" } };
+	for (size_t i = 0; i < 3; i++) {
 		if (ns[i].fd < 0)
 			continue;
 		if ((own[i] = open(ns[i].self, O_RDONLY | O_CLOEXEC)) < 0)
@@ -361,26 +401,30 @@ static int join_pod_ns(const struct container_spec *spec, int own[2], capsule_er
 		}
 		close(fs);
 	}
+	if (spec->pid_ns_fd >= 0)
+		return make_joined_proc(spec, err);
 	return 0;
 }
 
 /* Back into the shim's own namespaces from those joined for the child's clone. */
-static void leave_joined_ns(int own_net, const int own[2])
+static void leave_joined_ns(int own_net, const int own[3])
 {
 	/* Never go on in a sandbox's namespaces. */
 	if ((own_net >= 0 && setns(own_net, CLONE_NEWNET) < 0) || (own[0] >= 0 && setns(own[0], CLONE_NEWIPC) < 0) ||
-	    (own[1] >= 0 && setns(own[1], CLONE_NEWUTS) < 0))
+	    (own[1] >= 0 && setns(own[1], CLONE_NEWUTS) < 0) || (own[2] >= 0 && setns(own[2], CLONE_NEWPID) < 0))
 		abort();
 	if (own_net >= 0)
 		close(own_net);
-	for (size_t i = 0; i < 2; i++)
+	for (size_t i = 0; i < 3; i++)
 		if (own[i] >= 0)
 			close(own[i]);
 	if (container_joined_sys_tree >= 0)
 		close(container_joined_sys_tree);
 	if (container_joined_mqueue_tree >= 0)
 		close(container_joined_mqueue_tree);
-	container_joined_sys_tree = container_joined_mqueue_tree = -1;
+	if (container_joined_proc_tree >= 0)
+		close(container_joined_proc_tree);
+	container_joined_sys_tree = container_joined_mqueue_tree = container_joined_proc_tree = -1;
 }
 
 /* The sandbox's host ids as effective ids, which make the new user namespace's owner, while
@@ -418,13 +462,15 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	 * could not enter a namespace another user namespace owns), and the shim goes back to
 	 * its own. A network namespace is the caller's (podman's, a pod's); IPC and UTS ones are
 	 * a pod's, its pause sandbox's. */
-	int own_net = -1, own_pod[2] = { -1, -1 };
+	int own_net = -1, own_pod[3] = { -1, -1, -1 };
 	if (spec->net_ns_fd >= 0)
 		args.flags &= ~(uint64_t)CLONE_NEWNET;
 	if (spec->ipc_ns_fd >= 0)
 		args.flags &= ~(uint64_t)CLONE_NEWIPC;
 	if (spec->uts_ns_fd >= 0)
 		args.flags &= ~(uint64_t)CLONE_NEWUTS;
+	if (spec->pid_ns_fd >= 0)
+		args.flags &= ~(uint64_t)CLONE_NEWPID;
 	int e = spec->net_ns_fd >= 0 ? join_net_ns(spec, &own_net, err) : 0;
 	if (e == 0)
 		e = join_pod_ns(spec, own_pod, err);

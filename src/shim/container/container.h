@@ -79,6 +79,11 @@ struct container_spec {
 	 * UTS namespace (its owner's root has). */
 	int ipc_ns_fd, uts_ns_fd;
 	const char *ipc_ns, *uts_ns;
+	/* A pid namespace to join (a pod's shared one: its pause sandbox's), opened and checked
+	 * like those, or -1. The agent is then not its PID 1; the child attaches a proc of that
+	 * namespace made by the shim. */
+	int pid_ns_fd;
+	const char *pid_ns;
 };
 
 struct container {

@@ -515,7 +515,10 @@ void container_setup_rootfs(const struct container_spec *spec, int fsfd, int hos
 			mkdir_in_root(rootfd, points[i]);
 	}
 
-	mount_fs("proc", NULL, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC, rootfd, "proc");
+	if (container_joined_proc_tree >= 0)
+		attach_at(container_joined_proc_tree, rootfd, "proc");
+	else
+		mount_fs("proc", NULL, PROC_ATTRS, rootfd, "proc");
 	setup_dev(rootfd);
 	if (container_joined_sys_tree >= 0)
 		attach_at(container_joined_sys_tree, rootfd, "sys");

@@ -13,6 +13,7 @@
 
 #define SYS_ATTRS (MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 #define MQUEUE_ATTRS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
+#define PROC_ATTRS (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 
 /* sysfs belongs to the network namespace it is made in, and only that namespace's owner may
  * make it: for a joined one the shim makes it there (join_net_ns), the child attaches it. */
@@ -20,6 +21,10 @@ extern int container_joined_sys_tree;
 /* mqueue belongs to the IPC namespace it is made in, and only that namespace's owner may make
  * it: for a joined one (a pod's) the shim makes it there, the child attaches it. */
 extern int container_joined_mqueue_tree;
+/* proc shows its mounter's own pid namespace, and only a process of that namespace with rights
+ * over its owner may make it: for a joined one (a pod's) a helper of the shim's makes it
+ * there (make_joined_proc), the child attaches it. */
+extern int container_joined_proc_tree;
 
 /* Report ERRNUM and the formatted message to the parent over the error pipe, and exit. */
 _Noreturn void container_child_die(int errnum, const char *fmt, ...) _printf_(2, 3);

@@ -433,19 +433,30 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.ipc_ns = s->cfg.ipc_ns,
 		.uts_ns = s->cfg.uts_ns,
 		.net_ns_fd = -1,
+		.pid_ns = s->cfg.pid_ns,
 		.ipc_ns_fd = -1,
 		.uts_ns_fd = -1,
+		.pid_ns_fd = -1,
 	};
 	int r = shim_open_joined_ns(s->cfg.net_ns, CLONE_NEWNET, "network", &spec.net_ns_fd, err);
 	if (r == 0)
 		r = shim_open_joined_ns(s->cfg.ipc_ns, CLONE_NEWIPC, "ipc", &spec.ipc_ns_fd, err);
 	if (r == 0)
 		r = shim_open_joined_ns(s->cfg.uts_ns, CLONE_NEWUTS, "uts", &spec.uts_ns_fd, err);
+	/* In a joined pid namespace the sandbox's end does not end its processes (its agent is
+	 * not the namespace's PID 1): its cgroup is what they are found and killed by. */
+	if (r == 0 && s->cfg.pid_ns && !cgroup_tracks(s->cg))
+		r = cap_err_plain(err, EOPNOTSUPP, "joining the pid namespace '%s' needs a cgroup of the sandbox's own, "
+						   "which ends its processes", s->cfg.pid_ns);
+	if (r == 0)
+		r = shim_open_joined_ns(s->cfg.pid_ns, CLONE_NEWPID, "pid", &spec.pid_ns_fd, err);
 	if (r < 0) {
 		if (spec.net_ns_fd >= 0)
 			close(spec.net_ns_fd);
 		if (spec.ipc_ns_fd >= 0)
 			close(spec.ipc_ns_fd);
+		if (spec.uts_ns_fd >= 0)
+			close(spec.uts_ns_fd);
 		container_boot_close(b);
 		return r;
 	}
@@ -457,6 +468,8 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		close(spec.ipc_ns_fd);
 	if (spec.uts_ns_fd >= 0)
 		close(spec.uts_ns_fd);
+	if (spec.pid_ns_fd >= 0)
+		close(spec.pid_ns_fd);
 	/* The child has its mounts: the shim keeps none of them. */
 	container_boot_close(b);
 	if (r < 0)
@@ -482,10 +495,20 @@ static int container_ready(struct shim *s, capsule_error *err)
  * servers first: a command waiting on one (a slow plugin, a huge write) sits in the kernel
  * where SIGKILL cannot reach it until the server answers; with the server gone, its
  * connection is aborted and every waiter returns. */
+/* A sandbox in a joined pid namespace (a pod's): its processes outlive its agent, which is not
+ * that namespace's PID 1, and are killed through its cgroup. */
+static void kill_joined_pid_ns(struct shim *s)
+{
+	capsule_error err = { 0 };
+	if (s->cfg.pid_ns && cgroup_kill_all(s->cg, &err) < 0)
+		shim_log("ending the processes of a joined pid namespace: %s", err.message);
+}
+
 static void container_kill(struct shim *s)
 {
 	transform_servers_reap(s, true);
 	sys_pidfd_send_signal(s->ct.pidfd, SIGKILL);
+	kill_joined_pid_ns(s);
 }
 
 static void container_teardown(struct shim *s)
@@ -495,6 +518,7 @@ static void container_teardown(struct shim *s)
 		proc_kill_and_reap(s->ct.pidfd);
 		close(s->ct.pidfd);
 	}
+	kill_joined_pid_ns(s);
 	s->ct.pid = s->proc_pid = -1;
 	s->ct.pidfd = s->proc_pidfd = -1;
 }

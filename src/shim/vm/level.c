@@ -248,12 +248,15 @@ static const char *vm_saved_accel(struct shim *s)
 	return !strcmp(accel, "kvm") ? "kvm" : !strcmp(accel, "tcg") ? "tcg" : NULL;
 }
 
-/* A pod's IPC and UTS namespaces by path (an OCI spec's, a Kubernetes pod's: its pause
+/* A pod's pid namespace is refused. Its IPC and UTS namespaces by path (an OCI spec's, a Kubernetes pod's: its pause
  * container's, a sandbox of the container level): checked as the container level checks
  * them, so the host's is refused. The guest has its own of both: the UTS one's hostname
  * becomes the guest's, into HOST; the IPC one is not shared with a vm (docs/kubernetes.md). */
 static int vm_pod_namespaces(const struct capsule_config *cfg, char *host, size_t size, capsule_error *err)
 {
+	if (cfg->pid_ns)
+		return cap_err_plain(err, EOPNOTSUPP, "joining the pid namespace '%s' is not supported at the vm level: a "
+						      "vm's processes are its guest kernel's", cfg->pid_ns);
 	int ipc = -1, uts = -1;
 	int r = shim_open_joined_ns(cfg->ipc_ns, CLONE_NEWIPC, "ipc", &ipc, err);
 	if (ipc >= 0)
