@@ -859,6 +859,13 @@ def test_a_pods_pid_namespace_is_shared_through_the_pause_monitor(oci, bundle, t
         # Its own background sleep ended with it (the next finds the pause's alone); the pause
         # still runs.
         assert wait_status(oci, "pause", "running")
+        # A vm's processes are its guest kernel's: refused before the guest boots.
+        edit_config(second, lambda c: (c.update(annotations={"capsule.isolation": "vm"}),
+                                       c["process"].update(terminal=False)))
+        r = oci("create", "--bundle", second, "vm-app")
+        assert r.returncode == 1 and "joining the pid namespace '/proc/" in r.stderr and \
+            "is not supported at the vm level: a vm's processes are its guest kernel's" in r.stderr, r.stderr
+        edit_config(second, lambda c: c.pop("annotations"))
         set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; find sleep; kill {sleeper[0]}; echo killed"])
         r = oci("run", "--bundle", second, "app2")
         assert r.returncode == 0 and r.stdout.split() == [sleeper[0], "killed"], r.stdout + r.stderr

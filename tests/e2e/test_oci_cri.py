@@ -153,9 +153,10 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
                     time.sleep(0.1)
 
 
-def namespaces(cri):
-    """What the kubelet asks for a pod without shareProcessNamespace or host namespaces."""
-    return cri.pb.NamespaceOption(network=cri.pb.POD, pid=cri.pb.CONTAINER, ipc=cri.pb.POD)
+def namespaces(cri, pid=None):
+    """What the kubelet asks for a pod without host namespaces; PID: POD for shareProcessNamespace
+    (NODE for hostPID), else CONTAINER."""
+    return cri.pb.NamespaceOption(network=cri.pb.POD, pid=cri.pb.CONTAINER if pid is None else pid, ipc=cri.pb.POD)
 
 
 def shims_of(sock):
@@ -177,20 +178,20 @@ def mounts_below(top):
         return [m for m in (line.split()[4] for line in f) if m.startswith(top + "/")]
 
 
-def pod_config(cri, name, annotations=None):
+def pod_config(cri, name, annotations=None, pid=None):
     return cri.pb.PodSandboxConfig(
         metadata=cri.pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
         hostname=f"{name}-host", log_directory=os.path.join(cri.top, "logs", name),
         annotations=annotations or {},
         linux=cri.pb.LinuxPodSandboxConfig(cgroup_parent=CGROUP_PARENT, security_context=cri.pb.
-                                           LinuxSandboxSecurityContext(namespace_options=namespaces(cri))))
+                                           LinuxSandboxSecurityContext(namespace_options=namespaces(cri, pid))))
 
 
-def start_container(cri, pod_id, config, name, command):
+def start_container(cri, pod_id, config, name, command, pid=None):
     c = cri.CreateContainer(pod_sandbox_id=pod_id, sandbox_config=config, config=cri.pb.ContainerConfig(
         metadata=cri.pb.ContainerMetadata(name=name), image=cri.pb.ImageSpec(image=IMAGE), command=command,
         log_path=f"{name}.log", linux=cri.pb.LinuxContainerConfig(security_context=cri.pb.LinuxContainerSecurityContext(
-            namespace_options=namespaces(cri)))))
+            namespace_options=namespaces(cri, pid)))))
     cri.StartContainer(container_id=c.container_id)
     return c.container_id
 
@@ -269,6 +270,55 @@ def test_a_pod_of_two_containers_shares_ipc_and_uts_and_not_the_hosts(cri):
     assert r.stdout == "", r.stdout
     # The pod's network namespace and /dev/shm are unmounted: only the image snapshots stay.
     assert [m for m in mounts_below(cri.top) if "/netns/" in m or m.endswith("/shm")] == []
+
+
+def wait_exited(cri, cid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while (st := cri.ContainerStatus(container_id=cid).status).state != cri.pb.CONTAINER_EXITED and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert st.state == cri.pb.CONTAINER_EXITED, st
+    return st
+
+
+def test_a_pod_with_a_shared_pid_namespace_and_one_id_range(cri):
+    """shareProcessNamespace (pid POD): each container sees the other's processes in /proc and
+    may signal them; the one whose process was killed from the other exits with that signal's
+    status, the other with its own. The pod's containers run on one host id range: a System V
+    segment of mode 0600 that one's root made is the other's root's. hostPID (pid NODE) is
+    refused with capsule-oci's line."""
+    key = 0x5ca1f800 + os.getpid() % 2048
+    config = pod_config(cri, "pod-pid", pid=cri.pb.POD)
+    pod = cri.RunPodSandbox(config=config, runtime_handler="capsule").pod_sandbox_id
+    try:
+        one = start_container(cri, pod, config, "one", ["sh", "-c", f"sysv_shm make {key} only-roots 600; "
+                                                                   "exec sleep 1000"], pid=cri.pb.POD)
+        two = start_container(cri, pod, config, "two", ["sleep", "2000"], pid=cri.pb.POD)
+        deadline = time.monotonic() + 20
+        while (got := exec_sync(cri, two, "sysv_shm", "read", str(key)))[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert got == (0, "only-roots\n", ""), got
+        find = 'for d in /proc/[0-9]*; do [ "$(cat $d/cmdline 2>/dev/null)" = "$0" ] && echo ${d#/proc/}; done'
+        code, out, err = exec_sync(cri, two, "sh", "-c", find, "sleep1000")
+        assert code == 0 and out.strip().isdigit(), (code, out, err)
+        # and the other way round: one sees two's sleep.
+        assert exec_sync(cri, one, "sh", "-c", find, "sleep2000")[1].strip().isdigit()
+        assert exec_sync(cri, two, "sh", "-c", f"kill {out.strip()}") == (0, "", "")
+        assert wait_exited(cri, one).exit_code == 128 + signal.SIGTERM
+        assert cri.ContainerStatus(container_id=two).status.state == cri.pb.CONTAINER_RUNNING
+        assert exec_sync(cri, two, "sh", "-c", "exit 6")[0] == 6
+        three = start_container(cri, pod, config, "three", ["sh", "-c", "exit 3"], pid=cri.pb.POD)
+        assert wait_exited(cri, three).exit_code == 3
+    finally:
+        cri.StopPodSandbox(pod_sandbox_id=pod)
+        cri.RemovePodSandbox(pod_sandbox_id=pod)
+    assert not host_shm_key_exists(key)
+    # hostPID: containerd leaves the pid namespace out of the pause container's spec, which
+    # capsule-oci refuses; the pod is not made.
+    with pytest.raises(grpc.RpcError) as e:
+        cri.RunPodSandbox(config=pod_config(cri, "pod-hostpid", pid=cri.pb.NODE), runtime_handler="capsule")
+    assert "sharing the host's pid namespace is not supported by capsule" in e.value.details(), e.value.details()
+    assert [p.metadata.name for p in cri.ListPodSandbox().items if p.metadata.name == "pod-hostpid"] == []
 
 
 def test_a_vm_pod_runs_its_container_in_a_vm_on_the_pods_network(cri):
