@@ -513,6 +513,34 @@ static int cmd_ps(int argc, char **argv)
 	return pids_json_or_table(pos[0], format && !strcmp(format, "json"));
 }
 
+struct list_walk {
+	struct json_writer *j; /* --format json, else NULL */
+	bool quiet;
+};
+
+static int list_one(const struct oci_state *st, void *payload)
+{
+	struct list_walk *w = payload;
+	bool live = strcmp(st->status, "stopped");
+	if (w->j) {
+		json_object_begin(w->j);
+		json_kv_string(w->j, "ociVersion", OCI_VERSION);
+		json_kv_string(w->j, "id", st->id);
+		json_kv_int(w->j, "pid", live ? st->pid : 0);
+		json_kv_string(w->j, "status", st->status);
+		json_kv_string(w->j, "bundle", st->bundle);
+		json_kv_string(w->j, "rootfs", st->bundle);
+		json_kv_string(w->j, "created", st->created);
+		json_kv_string(w->j, "owner", "root");
+		json_object_end(w->j);
+	} else if (w->quiet) {
+		printf("%s\n", st->id);
+	} else {
+		printf("%-40s %-8d %-10s %-40s %s\n", st->id, live ? (int)st->pid : 0, st->status, st->bundle, st->created);
+	}
+	return 0;
+}
+
 static int cmd_list(int argc, char **argv)
 {
 	const char *format = NULL, *quiet = NULL;
@@ -524,45 +552,13 @@ static int cmd_list(int argc, char **argv)
 	bool json = format && !strcmp(format, "json");
 	if (format && !json && strcmp(format, "table"))
 		return oci_fail("list --format '%s': json or table", format);
-	DIR *d = opendir(oci_root);
 	struct json_writer j;
 	json_init(&j, false);
 	json_array_begin(&j);
 	if (!json && !quiet)
 		printf("%-40s %-8s %-10s %-40s %s\n", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		if (e->d_name[0] == '.')
-			continue;
-		int sfd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		struct oci_state st;
-		if (sfd < 0)
-			continue;
-		int r = oci_state_read(sfd, &st);
-		close(sfd);
-		if (r < 0)
-			continue;
-		bool live = strcmp(st.status, "stopped");
-		if (json) {
-			json_object_begin(&j);
-			json_kv_string(&j, "ociVersion", OCI_VERSION);
-			json_kv_string(&j, "id", st.id);
-			json_kv_int(&j, "pid", live ? st.pid : 0);
-			json_kv_string(&j, "status", st.status);
-			json_kv_string(&j, "bundle", st.bundle);
-			json_kv_string(&j, "rootfs", st.bundle);
-			json_kv_string(&j, "created", st.created);
-			json_kv_string(&j, "owner", "root");
-			json_object_end(&j);
-		} else if (quiet) {
-			printf("%s\n", st.id);
-		} else {
-			printf("%-40s %-8d %-10s %-40s %s\n", st.id, live ? (int)st.pid : 0, st.status, st.bundle, st.created);
-		}
-		oci_state_clear(&st);
-	}
-	if (d)
-		closedir(d);
+	struct list_walk w = { json ? &j : NULL, quiet != NULL };
+	oci_state_each(list_one, &w);
 	return print_array(&j, json);
 }
 

@@ -44,6 +44,9 @@ int oci_state_write(int dirfd, const struct oci_state *st);
  * stopped. */
 int oci_state_read(int dirfd, struct oci_state *st);
 void oci_state_clear(struct oci_state *st);
+/* FN on each container under --root whose state reads (cleared after), until FN returns
+ * nonzero; that value, or 0. */
+int oci_state_each(int (*fn)(const struct oci_state *st, void *payload), void *payload);
 void oci_state_json(const struct oci_state *st, bool pretty, char **out);
 uint64_t oci_proc_start_time(pid_t pid);
 /* Send SIG to PID only while it is the process that started at START (a pidfd taken first,

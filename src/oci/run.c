@@ -6,7 +6,6 @@
  * `start`, passes on every signal it gets, relays the process's streams to its own stdio (or
  * to the console socket's terminal), and exits as the process exited. `exec` runs the same
  * supervisor for an extra process. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -429,52 +428,57 @@ void oci_host_enter(void)
  * A PID that is the monitor of a container under this --root stands for that container's
  * sandbox: its pid namespace is named by its first process instead. Any other path is left
  * for the library, which refuses what is no sandbox's. */
+struct pod_walk {
+	capsule_oci_spec *spec;
+	pid_t pid;
+	char *why;
+	size_t size;
+};
+
+/* 1 once the container of the monitor W->pid is found and its sandbox's path set, -1 when that
+ * fails (W->why says why), 0 for another container. */
+static int pod_pid_ns_of(const struct oci_state *st, void *payload)
+{
+	struct pod_walk *w = payload;
+	if (st->pid != w->pid || !strcmp(st->status, "stopped") || oci_proc_start_time(w->pid) != st->pid_start)
+		return 0;
+	capsule_sandbox *sb = NULL;
+	capsule_sandbox_info info;
+	capsule_error err = { 0 };
+	int r = 1;
+	if (capsule_sandbox_open(&sb, st->sandbox, &err) < 0 || capsule_sandbox_inspect(sb, &info, &err) < 0) {
+		snprintf(w->why, w->size, "the pid namespace of container '%s': %s", st->id, err.message);
+		r = -1;
+	} else if (info.isolation != CAPSULE_ISOLATION_CONTAINER || info.init_pid <= 0) {
+		snprintf(w->why, w->size, "config.json: linux.namespaces: the pid namespace of container '%s' cannot be "
+					  "joined: it is a vm's", st->id);
+		r = -1;
+	} else {
+		char own[64];
+		snprintf(own, sizeof(own), "/proc/%d/ns/pid", (int)info.init_pid);
+		if (capsule_oci_spec_set_pid_ns(w->spec, own, &err) < 0) {
+			snprintf(w->why, w->size, "%s", err.message);
+			r = -1;
+		}
+	}
+	if (sb)
+		capsule_sandbox_free(sb);
+	return r;
+}
+
+/* A pod's shareProcessNamespace: containerd's CRI names the pause container's pid namespace as
+ * /proc/PID/ns/pid of its task's pid, our monitor, which stays in the host's pid namespace.
+ * A PID that is the monitor of a container under this --root stands for that container's
+ * sandbox: its pid namespace is named by its first process instead. Any other path is left
+ * for the library, which refuses what is no sandbox's. */
 static int pod_pid_ns(capsule_oci_spec *spec, char *why, size_t size)
 {
 	const char *path = capsule_oci_spec_pid_ns(spec);
 	int pid, n = 0;
 	if (!path || sscanf(path, "/proc/%d/ns/pid%n", &pid, &n) != 1 || path[n] || pid <= 0)
 		return 0;
-	DIR *d = opendir(oci_root);
-	struct dirent *e;
-	int r = 0;
-	while (d && (e = readdir(d))) {
-		int sfd = e->d_name[0] == '.' ? -1 : openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		struct oci_state st;
-		if (sfd < 0)
-			continue;
-		int got = oci_state_read(sfd, &st);
-		close(sfd);
-		if (got < 0)
-			continue;
-		bool it = st.pid == pid && strcmp(st.status, "stopped") && oci_proc_start_time(pid) == st.pid_start;
-		capsule_sandbox *sb = NULL;
-		capsule_sandbox_info info;
-		capsule_error err = { 0 };
-		if (it && (capsule_sandbox_open(&sb, st.sandbox, &err) < 0 || capsule_sandbox_inspect(sb, &info, &err) < 0)) {
-			snprintf(why, size, "the pid namespace of container '%s': %s", st.id, err.message);
-			r = -1;
-		} else if (it && (info.isolation != CAPSULE_ISOLATION_CONTAINER || info.init_pid <= 0)) {
-			snprintf(why, size, "config.json: linux.namespaces: the pid namespace of container '%s' cannot be "
-					    "joined: it is a vm's", st.id);
-			r = -1;
-		} else if (it) {
-			char own[64];
-			snprintf(own, sizeof(own), "/proc/%d/ns/pid", (int)info.init_pid);
-			if (capsule_oci_spec_set_pid_ns(spec, own, &err) < 0) {
-				snprintf(why, size, "%s", err.message);
-				r = -1;
-			}
-		}
-		if (sb)
-			capsule_sandbox_free(sb);
-		oci_state_clear(&st);
-		if (it)
-			break;
-	}
-	if (d)
-		closedir(d);
-	return r;
+	struct pod_walk w = { spec, pid, why, size };
+	return oci_state_each(pod_pid_ns_of, &w) < 0 ? -1 : 0;
 }
 
 struct monitor {

@@ -1,6 +1,7 @@
 /* Each container's folder, ROOT/ID: state.json (what `state` prints, and the monitor's pid
  * and start time), config.json (the bundle's, as it was at create: exec reads its process),
  * and start.fifo while it waits for `start`. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -238,6 +239,28 @@ int oci_state_read(int dirfd, struct oci_state *st)
 	if (!strcmp(st->status, "creating") && st->pid > 0 && oci_proc_start_time(st->pid) != st->pid_start)
 		snprintf(st->status, sizeof(st->status), "stopped");
 	return 0;
+}
+
+int oci_state_each(int (*fn)(const struct oci_state *st, void *payload), void *payload)
+{
+	DIR *d = opendir(oci_root);
+	struct dirent *e;
+	int r = 0;
+	while (r == 0 && d && (e = readdir(d))) {
+		int sfd = e->d_name[0] == '.' ? -1 : openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		struct oci_state st;
+		if (sfd < 0)
+			continue;
+		int got = oci_state_read(sfd, &st);
+		close(sfd);
+		if (got < 0)
+			continue;
+		r = fn(&st, payload);
+		oci_state_clear(&st);
+	}
+	if (d)
+		closedir(d);
+	return r;
 }
 
 void oci_state_clear(struct oci_state *st)

@@ -830,35 +830,36 @@ def test_a_pods_containers_share_one_id_range_while_any_of_them_lives(oci, bundl
 
 
 def test_a_pods_pid_namespace_is_shared_through_the_pause_monitor(oci, bundle, tmp_path):
-    """shareProcessNamespace as containerd's CRI asks for it: the second container's spec names
-    the pause container's pid namespace as /proc/PID/ns/pid of the pause's monitor. The second
-    sees the pause's processes and may signal them (one host id range); each keeps its own
-    exit status; the second's processes end with it, the pause's go on."""
+    """shareProcessNamespace as containerd's CRI asks for it: the other containers' specs name
+    the pause container's pid namespace as /proc/PID/ns/pid of the pause's monitor. They see
+    the pause's processes and each other's, and may signal them (one host id range); each
+    keeps its own exit status; a container's processes end with it, the pod's go on; the pod's
+    PID 1 is the pause's agent, and its end ends every container of the pod."""
     set_config(bundle, args=["sleep", "1000"])
     second = bundle + "-second"
     shutil.copytree(bundle, second, symlinks=True)
-    try:
+
+    def detached(path, cid):
         with open(tmp_path / "out", "w") as out:
-            r = oci("run", "--detach", "--bundle", bundle, "pause", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            r = oci("run", "--detach", "--bundle", path, cid, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                     capture_output=False)
         assert r.returncode == 0, (tmp_path / "out").read_text()
-        wait_status(oci, "pause", "running")
+        wait_status(oci, cid, "running")
+    # The pids of the processes whose command line is $1 (busybox's sh drops the NULs).
+    find = 'for d in /proc/[0-9]*; do [ "$(cat $d/cmdline 2>/dev/null)" = "$1" ] && echo ${d#/proc/}; done'
+    try:
+        detached(bundle, "pause")
         monitor = state(oci, "pause")["pid"]
-        # A background sleep of the second's own, which must not outlive it.
-        find = 'for d in /proc/[0-9]*; do [ "$(cat $d/comm 2>/dev/null)" = "$1" ] && echo ${d#/proc/}; done'
-        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; sleep 999 & echo pause-sleep $(find sleep | "
-                                             f"grep -v $!); echo own $$ $!; exit 5"])
         edit_config(second, lambda c: set_ns_path(c, "pid", f"/proc/{monitor}/ns/pid"))
+        # A background sleep of the container's own, which must not outlive it.
+        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; sleep 999 & echo pause-sleep $(find sleep1000); "
+                                             "echo own $$ $!; exit 5"])
         r = oci("run", "--bundle", second, "app")
         assert r.returncode == 5, r.stdout + r.stderr
         lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
-        sleeper = lines["pause-sleep"].split()
-        assert len(sleeper) == 1 and int(sleeper[0]) > 1, r.stdout
-        # The pod's PID 1 is the pause's agent: the second's processes are not PID 1.
+        assert lines["pause-sleep"].strip().isdigit(), r.stdout
+        # The pod's PID 1 is the pause's agent: this container's processes are not PID 1.
         assert all(int(p) > 2 for p in lines["own"].split()), r.stdout
-        # Its own background sleep ended with it (the next finds the pause's alone); the pause
-        # still runs.
-        assert wait_status(oci, "pause", "running")
         # A vm's processes are its guest kernel's: refused before the guest boots.
         edit_config(second, lambda c: (c.update(annotations={"capsule.isolation": "vm"}),
                                        c["process"].update(terminal=False)))
@@ -866,12 +867,24 @@ def test_a_pods_pid_namespace_is_shared_through_the_pause_monitor(oci, bundle, t
         assert r.returncode == 1 and "joining the pid namespace '/proc/" in r.stderr and \
             "is not supported at the vm level: a vm's processes are its guest kernel's" in r.stderr, r.stderr
         edit_config(second, lambda c: c.pop("annotations"))
-        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; find sleep; kill {sleeper[0]}; echo killed"])
-        r = oci("run", "--bundle", second, "app2")
-        assert r.returncode == 0 and r.stdout.split() == [sleeper[0], "killed"], r.stdout + r.stderr
-        # The pause's process, killed from the other container, ends the pause container.
+        set_config(second, args=["sleep", "1001"])
+        detached(second, "victim")
+        # The app's background sleep ended with it; one container kills another's process.
+        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; find sleep999; v=$(find sleep1001); kill $v; "
+                                             "echo killed $v"])
+        r = oci("run", "--bundle", second, "killer")
+        assert r.returncode == 0 and r.stdout.split()[0] == "killed" and r.stdout.split()[1].isdigit(), \
+            r.stdout + r.stderr
+        wait_status(oci, "victim", "stopped")
+        assert state(oci, "pause")["status"] == "running"
+        # The pod's PID 1 ends: so does every process of the pod, another container's too.
+        set_config(second, args=["sleep", "1002"])
+        detached(second, "last")
+        oci("kill", "pause", "KILL", check=True)
         wait_status(oci, "pause", "stopped")
-        oci("delete", "pause", check=True)
+        wait_status(oci, "last", "stopped")
+        for cid in ("pause", "victim", "last"):
+            oci("delete", cid, check=True)
     finally:
         shutil.rmtree(second, ignore_errors=True)
 
