@@ -98,8 +98,9 @@ def _mounts_naming(text):
 
 def _sandbox_and_its_slot_gone(capsule, name):
     slots = os.path.join(capsule.home, "slots")
+    # slots/N is a link naming its owner; slots/N.shared a pod's folder of sharers (home.c).
     owners = {os.readlink(os.path.join(slots, e)) for e in os.listdir(slots)
-              if not e.startswith(".")} if os.path.isdir(slots) else set()
+              if not e.startswith(".") and os.path.islink(os.path.join(slots, e))} if os.path.isdir(slots) else set()
     return sandbox_gone(capsule, name) and name not in owners and not _mounts_naming(run_dir(capsule, name))
 
 
