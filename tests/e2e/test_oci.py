@@ -852,14 +852,20 @@ def test_a_pods_pid_namespace_is_shared_through_the_pause_monitor(oci, bundle, t
         monitor = state(oci, "pause")["pid"]
         edit_config(second, lambda c: set_ns_path(c, "pid", f"/proc/{monitor}/ns/pid"))
         # A background sleep of the container's own, which must not outlive it.
-        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; sleep 999 & echo pause-sleep $(find sleep1000); "
-                                             "echo own $$ $!; exit 5"])
+        set_config(second, args=["sh", "-c", f"find() {{ {find}; }}; sleep 999 & p=$(find sleep1000); "
+                                             "echo pause-sleep $p; echo own $$ $!; "
+                                             "cat /proc/$p/environ >/dev/null 2>&1 && echo reads environ; "
+                                             "ls /proc/$p/root/ >/dev/null 2>&1 && echo reads root; "
+                                             "cat /proc/$!/environ >/dev/null && echo reads-own environ; exit 5"])
         r = oci("run", "--bundle", second, "app")
         assert r.returncode == 5, r.stdout + r.stderr
         lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
         assert lines["pause-sleep"].strip().isdigit(), r.stdout
         # The pod's PID 1 is the pause's agent: this container's processes are not PID 1.
         assert all(int(p) > 2 for p in lines["own"].split()), r.stdout
+        # Seen, not entered: another container's environment and root are no business of its
+        # (they need capabilities in the other's user namespace).
+        assert "reads" not in lines and "reads-own" in lines, r.stdout
         # A vm's processes are its guest kernel's: refused before the guest boots.
         edit_config(second, lambda c: (c.update(annotations={"capsule.isolation": "vm"}),
                                        c["process"].update(terminal=False)))
