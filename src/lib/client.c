@@ -119,10 +119,46 @@ int conn_send_fds(struct conn *c, const int *fds, size_t nfds, capsule_error *er
 
 static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t *payload, capsule_error *err);
 
+/* A small request's answer comes in tens of microseconds, and most of that is wakeups: when
+ * the shim and the agent run on another CPU, the answer has to wake ours out of its idle
+ * state (an interrupt to a halted vCPU on a paravirtualized machine, 20 to 40 us). Polling
+ * for a while instead of sleeping saves that wakeup, but only when the answer is made on
+ * another CPU: on ours, the spin holds the CPU that the shim and the agent are waiting for,
+ * and the answer comes only after it. So a spin that ends without the answer backs off (it
+ * is skipped for the next 4, 8, ... 256 waits of this thread), and one that sees it keeps
+ * spinning (docs/performance.md, "Small files across CPUs"). */
+#define SPIN_NS 100000u
+#define SPIN_BACKOFF_MAX 256u
+static __thread unsigned spin_skip, spin_backoff;
+
+static void conn_spin(struct conn *c)
+{
+	if (spin_skip) {
+		spin_skip--;
+		return;
+	}
+	uint64_t until = now_ns() + SPIN_NS;
+	struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+	for (;;) {
+		if (poll(&pfd, 1, 0) != 0) {
+			spin_backoff = 0;
+			return;
+		}
+		if (now_ns() >= until)
+			break;
+	}
+	spin_backoff = spin_backoff ? spin_backoff * 2 : 4;
+	if (spin_backoff > SPIN_BACKOFF_MAX)
+		spin_backoff = SPIN_BACKOFF_MAX;
+	spin_skip = spin_backoff;
+}
+
 /* Wait until more bytes are in C's buffer (until DEADLINE when TIMEOUT_MS > 0; not at all
  * when it is 0: -EAGAIN). */
 static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_error *err)
 {
+	if (c->spin && timeout_ms != 0)
+		conn_spin(c);
 	for (;;) {
 		int wait = timeout_ms;
 		if (timeout_ms > 0) {

@@ -15,6 +15,7 @@ struct conn {
 	struct cp_rxbuf rx;
 	struct cp_writer w;
 	bool nonblocking;
+	bool spin;
 	/* conn_open_pipelined: the shim's HELLO is still to come, ahead of every other frame.
 	 * HELLO_NAME (the sandbox's, for messages) outlives the connection. */
 	bool hello_pending;

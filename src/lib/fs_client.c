@@ -68,6 +68,7 @@ static void chan_release(struct fschan *f)
 {
 	if (!f->c)
 		return;
+	f->c->spin = false;
 	if (!f->lender) {
 		conn_close(f->c); /* the shim cancels what the channel had under way */
 	} else {
@@ -129,6 +130,7 @@ static int chan_begin_data(struct fschan *f, capsule_sandbox *sb, const struct c
 		return r;
 	}
 	f->open = true;
+	f->c->spin = true;
 	return 0;
 }
 

@@ -200,8 +200,10 @@ void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *paylo
 	bool final = h->type == CP_EXIT || h->type == CP_ERROR || h->type == CP_OK;
 	if (h->type == CP_STARTED && ch->direct) {
 		direct_stream_start(s, ch, h, payload);
-	} else if (ch->client >= 0 && s->io.clients[ch->client].used)
+	} else if (ch->client >= 0 && s->io.clients[ch->client].used) {
 		io_forward(&s->io, false, ch->client, h, payload, ch->client_chan);
+		s->fs_answered |= final && ch->fs;
+	}
 	if (final)
 		io_chan_done(&s->io, ch);
 }

@@ -64,6 +64,7 @@ struct channel {
 	 * can be passed: the agent's STARTED gets a socketpair (agent.c). DIRECT_READ: the agent
 	 * sends on it. */
 	bool direct, direct_read;
+	bool fs; /* an FS request: its answer may be followed at once by the client's next */
 	uint64_t out_credit[3]; /* stdout/stderr bytes the client has granted */
 	uint64_t in_credit;     /* stdin bytes the agent has granted */
 };

@@ -638,6 +638,7 @@ static void command_request(struct shim *s, int ci, const struct cp_header *h, c
 		return;
 	}
 	c->nchans++;
+	ch->fs = h->type == CP_FS;
 	if (h->type == CP_FS)
 		note_direct(s, h, payload, ch);
 	if (nfds)

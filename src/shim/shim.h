@@ -81,6 +81,7 @@ struct shim {
 	bool agent_waiting;   /* a wait for the guest's answer is in progress */
 	bool agent_unresponsive; /* a wait timed out: the stop does not wait for the guest again */
 	bool agent_distrusted;   /* it broke the protocol: nothing more it sends is forwarded */
+	bool fs_answered;        /* a file operation's final answer went to its client this turn */
 	bool reading_agent;      /* agent_readable walks the agent's rxbuf, which a wait would refill */
 	bool stop_forced;        /* a kill came while stopping: the stop waits for the guest no more */
 
