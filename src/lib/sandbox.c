@@ -102,7 +102,18 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
 	posix_spawn_file_actions_adddup2(&fa, 0, 1);
 	posix_spawn_file_actions_adddup2(&fa, 0, 2);
+#ifdef __GLIBC__
 	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
+#else
+	/* musl has no closefrom action. The only musl build is the CLI (tools/musl-cli-cc), a
+	 * single thread whose own descriptors are all close-on-exec already: marking the rest
+	 * (any it inherited) close-on-exec here closes them in the shim just the same. */
+	if (syscall(SYS_close_range, 5, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		posix_spawn_file_actions_destroy(&fa);
+		posix_spawnattr_destroy(&attr);
+		return cap_err(err, errno, "marking descriptors close-on-exec");
+	}
+#endif
 	int r = posix_spawn(pid, shim_path, &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
