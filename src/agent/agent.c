@@ -734,6 +734,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 		if (cp_empty_encode(&A.w, CP_OK, h->chan) == 0)
 			send_frame();
 		vm_console_start(&A.init);
+		agent_spawner_prepare(A.init.seccomp_bpf, A.init.seccomp_len, A.init.cap_keep);
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len, fds, nfds); break;
 	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;

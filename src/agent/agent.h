@@ -74,6 +74,12 @@ int agent_group_gid(const char *group_file, const char *name, gid_t *gid);
  * was not found, could not be executed, the working directory does not exist, ...). */
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen);
 
+/* Start the thread that commands with the sandbox's own filter BPF and capabilities KEEP are
+ * cloned from (proc.c, "the spawner thread"), ahead of the first command: done once the INIT
+ * is answered, so that a sandbox's first command, which a pooled one runs right after its
+ * take, does not wait for the filter's install. The first command starts it otherwise. */
+void agent_spawner_prepare(const uint8_t *bpf, size_t bpf_len, uint64_t keep);
+
 /* Sending to the shim (agent.c): frames are written whole, waiting for room if need be.
  * Small frames are corked until agent_flush, which the loop calls before it waits. */
 struct cp_writer *agent_writer(void);

@@ -609,14 +609,14 @@ static void *spawner_main(void *arg)
 	}
 }
 
-/* Start the spawner for REQ's filter and capabilities, once. Its signals stay blocked: they
- * are the main thread's to read from its signalfd. */
-static void spawner_start(const struct spawn_request *req, int last_cap)
+/* Start the spawner for a filter and capabilities, once. Its signals stay blocked: they are
+ * the main thread's to read from its signalfd. */
+static void spawner_start(const uint8_t *bpf, size_t bpf_len, uint64_t keep, int last_cap)
 {
 	SP.state = -1;
-	SP.bpf = req->seccomp_bpf;
-	SP.bpf_len = req->seccomp_len;
-	SP.keep = req->cap_keep;
+	SP.bpf = bpf;
+	SP.bpf_len = bpf_len;
+	SP.keep = keep;
 	SP.last_cap = last_cap;
 	sigset_t all, old;
 	sigfillset(&all);
@@ -632,12 +632,18 @@ static void spawner_start(const struct spawn_request *req, int last_cap)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+void agent_spawner_prepare(const uint8_t *bpf, size_t bpf_len, uint64_t keep)
+{
+	if (SP.state == 0)
+		spawner_start(bpf, bpf_len, keep, cap_last_cap());
+}
+
 /* Clone the command from the spawner when it carries REQ's confinement, else from here. */
 static long spawn_clone(struct spawn_ctx *ctx)
 {
 	const struct spawn_request *req = ctx->req;
 	if (SP.state == 0)
-		spawner_start(req, ctx->last_cap);
+		spawner_start(req->seccomp_bpf, req->seccomp_len, req->cap_keep, ctx->last_cap);
 	/* The spawner has no_new_privs, which its clones cannot shed. */
 	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
 			req->cap_keep == SP.keep && !req->new_privs;
