@@ -108,10 +108,11 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 	/* musl has no closefrom action. The only musl build is the CLI (tools/musl-cli-cc), a
 	 * single thread whose own descriptors are all close-on-exec already: marking the rest
 	 * (any it inherited) close-on-exec here closes them in the shim just the same. */
-	if (syscall(SYS_close_range, 5, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+	int c = fds_cloexec_from(5);
+	if (c < 0) {
 		posix_spawn_file_actions_destroy(&fa);
 		posix_spawnattr_destroy(&attr);
-		return cap_err(err, errno, "marking descriptors close-on-exec");
+		return cap_err(err, -c, "marking descriptors close-on-exec");
 	}
 #endif
 	int r = posix_spawn(pid, shim_path, &fa, &attr, argv, environ);

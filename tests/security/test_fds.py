@@ -207,6 +207,44 @@ def test_a_caller_without_close_range_leaks_no_fd_into_the_sandbox(capsule, tmp_
     assert {0, 1, 2} <= set(fds) and not _only_stdio(fds), r.stdout + r.stderr
 
 
+
+@pytest.mark.parametrize("without_close_range", [False, True], ids=["close_range", "no-close_range"])
+def test_an_ephemeral_runs_shim_and_command_get_no_fd_the_caller_leaked(capsule, tmp_path, without_close_range):
+    """`capsule run` starts its shim as its own child (posix_spawn), unlike create's double
+    fork: an fd the caller left open without close-on-exec reaches neither the shim, nor the
+    agent, nor the command, with close_range or without it (the musl-built CLI marks them
+    close-on-exec itself, where glibc's spawn has a closefrom action)."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("host secret")
+    fd = os.open(secret, os.O_RDONLY)
+    name = capsule.unique_name("runfd")
+    argv = [capsule.binary, "run", "--name", name, "--", "python3", "-c",
+            LIST_FDS_PY + "import sys, time\nprint('END', flush=True)\ntime.sleep(30)\n"]
+    if without_close_range:
+        argv = [NO_CLOSE_RANGE] + argv
+    try:
+        p = subprocess.Popen(argv, env=capsule.env, pass_fds=(fd,), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(fd)
+    try:
+        listing = ""
+        for line in p.stdout:
+            if line.strip() == "END":
+                break
+            listing += line
+        else:
+            pytest.fail(p.stderr.read())
+        fds = _fds_from_listing(listing)
+        assert {0, 1, 2} <= set(fds) and not _only_stdio(fds), listing
+        info = capsule.inspect(name)
+        for who in ("shim_pid", "init_pid"):
+            assert str(secret) not in _fd_targets(info[who]).values(), (who, _fd_targets(info[who]))
+    finally:
+        capsule.run("rm", "-f", name)
+        p.wait(timeout=30)
+
+
 def _children(pid):
     kids = []
     for t in os.listdir(f"/proc/{pid}/task"):
