@@ -109,6 +109,29 @@ def test_each_take_is_a_fresh_sandbox_even_past_the_pools_size(capsule, make_poo
     assert not (seen & run_entries(capsule))
 
 
+
+CONFINEMENT = "grep -E '^(NoNewPrivs|Seccomp|Seccomp_filters|CapBnd|CapEff):' /proc/self/status"
+
+
+def test_a_taken_sandboxs_first_command_is_confined_as_a_cold_runs(capsule, make_pool):
+    # A ready sandbox's agent prepares the thread commands are cloned from (its filter, its
+    # bounding set, no_new_privs) before it is taken: the first command after a take must
+    # carry exactly what a cold run's first command does.
+    p = make_pool(1)
+    wait_full(capsule, p.name)
+    (member,) = ready_names(capsule, p.name)
+    with open(os.path.join(capsule.home, "run", member, "state.json")) as f:
+        agent = json.load(f)["init_pid"]
+    # Two threads before any command: the agent's own and the prepared one (made right after
+    # the agent answers INIT, so maybe a moment after the pool counts the sandbox ready).
+    assert wait_until(lambda: len(os.listdir(f"/proc/{agent}/task")) == 2, timeout=5)
+    taken = capsule.run("run", "--pool", p.name, "--", "sh", "-c", CONFINEMENT)
+    cold = capsule.run("run", "--", "sh", "-c", CONFINEMENT)
+    assert taken.returncode == 0 and cold.returncode == 0, taken.stderr + cold.stderr
+    assert "Seccomp:\t2" in taken.stdout and "NoNewPrivs:\t1" in taken.stdout, taken.stdout
+    assert taken.stdout == cold.stdout
+
+
 def test_a_taken_sandbox_has_the_name_asked_for_and_behaves_as_any(capsule, make_pool):
     p = make_pool(1)
     wait_full(capsule, p.name)
