@@ -26,6 +26,9 @@ int cli_fail(const capsule_error *err);
 int cli_failf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Unknown flag, missing argument: one line naming it, then EXIT_CAPSULE. */
 int cli_usage(const char *verb, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The argument getopt_long took its last option from, for a message naming it: glibc leaves
+ * optind at ARGC after a missing value at the end, musl one past it. */
+const char *cli_getopt_flag(int argc, char **argv);
 /* The arguments after "capsule VERB SUB": at most two positionals into POS, and --json (for
  * SUB "ls" only); 0, or cli_usage's exit code for a flag or an argument too many. */
 int cli_sub_args(const char *verb, int argc, char **argv, const char **pos, int *npos, bool *json);

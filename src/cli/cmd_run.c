@@ -420,9 +420,9 @@ int cmd_stop(int argc, char **argv)
 			       CAPSULE_STOP_TIMEOUT_DEFAULT_MS / 1000u);
 			return 0;
 		} else if (opt == ':') {
-			return cli_usage("stop", "flag '%s' needs a value", argv[optind - 1]);
+			return cli_usage("stop", "flag '%s' needs a value", cli_getopt_flag(argc, argv));
 		} else {
-			return cli_usage("stop", "unknown flag '%s'", argv[optind - 1]);
+			return cli_usage("stop", "unknown flag '%s'", cli_getopt_flag(argc, argv));
 		}
 	}
 	return for_each_name("stop", argc, argv, optind, stop_one, &timeout_ms);

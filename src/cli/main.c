@@ -82,6 +82,11 @@ int cli_usage(const char *verb, const char *fmt, ...)
 	return EXIT_CAPSULE;
 }
 
+const char *cli_getopt_flag(int argc, char **argv)
+{
+	return argv[(optind > argc ? argc : optind) - 1];
+}
+
 int cli_sub_args(const char *verb, int argc, char **argv, const char **pos, int *npos, bool *json)
 {
 	*npos = 0;

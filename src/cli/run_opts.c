@@ -344,9 +344,9 @@ int run_opts_parse(const char *verb, int argc, char **argv, struct sandbox_cli *
 		if (opt == 'h')
 			opt = OPT_HELP;
 		if (opt == '?')
-			r = cli_usage(verb, "unknown flag '%s'", argv[optind - 1]);
+			r = cli_usage(verb, "unknown flag '%s'", cli_getopt_flag(argc, argv));
 		else if (opt == ':')
-			r = cli_usage(verb, "flag '%s' needs a value", argv[optind - 1]);
+			r = cli_usage(verb, "flag '%s' needs a value", cli_getopt_flag(argc, argv));
 		else
 			r = one_opt(verb, opt, sbc, ec);
 	}
