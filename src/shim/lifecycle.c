@@ -367,23 +367,32 @@ static void cgroups_remove_by_base(const char *base)
 }
 
 /* The child of finish_ephemeral that removes the sandbox's folder once its parent has answered
- * and exited. It keeps only the pipe (fd 3) and the run folder (fd 4): a client's socket kept
- * open here would delay that client's end of file. A parent killed before its go-ahead may
+ * and exited. It keeps only the pipe (fd 3), the run folder (fd 4) and the reference to the
+ * sandbox's mount namespace (fd 5, when MNTNS >= 0), whose close unmounts its tree, first: a
+ * client's socket kept open here would delay that client's end of file. A parent killed before its go-ahead may
  * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
  * the next open of that name sweeps once its lock is free (this process does not hold it). */
-static _Noreturn void remove_remains(const char *gone, int go, int run, const char *cgroups)
+static _Noreturn void remove_remains(const char *gone, int go, int run, int mntns, const char *cgroups)
 {
-	/* Through numbers above 4 first: either may sit on 3 or 4 now. */
+	/* Through numbers above 5 first: any may sit on 3, 4 or 5 now. */
 	int g = fcntl(go, F_DUPFD_CLOEXEC, 10), r = fcntl(run, F_DUPFD_CLOEXEC, 10);
-	if (g < 0 || r < 0 || dup2(g, 3) < 0 || dup2(r, 4) < 0)
+	int m = mntns >= 0 ? fcntl(mntns, F_DUPFD_CLOEXEC, 10) : -1;
+	if (g < 0 || r < 0 || (mntns >= 0 && m < 0) || dup2(g, 3) < 0 || dup2(r, 4) < 0 ||
+	    (m >= 0 && dup2(m, 5) < 0))
 		_exit(1);
-	sys_close_range(5, ~0U, 0);
+	sys_close_range(m >= 0 ? 6 : 5, ~0U, 0);
 	char b = 0;
 	while (read(3, &b, 1) < 0 && errno == EINTR)
 		;
 	struct stat st;
-	if (b == 'g' || (b == 0 && fstatat(4, gone, &st, AT_SYMLINK_NOFOLLOW) == 0)) {
+	bool ours = b == 'g' || (b == 0 && fstatat(4, gone, &st, AT_SYMLINK_NOFOLLOW) == 0);
+	if (ours)
 		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-remains", NULL, ".test-shim-paused");
+	/* Whatever the parent said (or if it died): no process is left in the namespace. Killed
+	 * before this, the kernel drops the reference all the same. */
+	if (m >= 0)
+		close(5);
+	if (ours) {
 		/* The cgroups first: killed in between, the folder's config still names them. */
 		if (cgroups)
 			cgroups_remove_by_base(cgroups);
@@ -414,11 +423,15 @@ static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save
 		if (kid >= 0)
 			snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, kid == 0 ? (int)getpid() : (int)kid);
 		if (kid == 0)
-			remove_remains(gone, go[0], run, s->cgroup_later ? s->cfg.cgroup_base : NULL);
+			remove_remains(gone, go[0], run, s->ended_mntns, s->cgroup_later ? s->cfg.cgroup_base : NULL);
 		close(go[0]);
 		if (kid < 0)
 			close(go[1]);
 	}
+	/* The child unmounts the tree after the answer; without one, it is done here. */
+	if (s->ended_mntns >= 0)
+		close(s->ended_mntns);
+	s->ended_mntns = -1;
 	bool moved = false;
 	if (kid > 0) {
 		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-rename", NULL, ".test-shim-paused");
@@ -457,6 +470,10 @@ _Noreturn void finish_and_exit(struct shim *s)
 	 * while it waits for an RCU grace period (a pool's refill, 5 to 14 ms under load): ended
 	 * by finish_ephemeral, cgroups named uniquely go after the answer. */
 	s->cgroup_later = ends && !s->cfg.pool[0] && s->cfg.cgroup_base[0] && !s->cfg.cgroup_path;
+	/* So does the unmounting of its tree, held by a reference to its mount namespace: at the
+	 * agent's exit it was an RCU grace period and each superblock's shutdown (1 to 5 ms of a
+	 * cold run). */
+	s->unmount_later = ends && !s->cfg.pool[0] && !s->cfg.save[0]; /* a save copies an unmounted layer */
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
 	control_socket_remove(s->run_fd);

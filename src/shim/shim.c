@@ -271,7 +271,8 @@ static void shim_state_init(void)
 	S.run_fd = S.lock_fd = S.sigfd = S.listen_fd = -1;
 	S.proc_pid = S.proc_pidfd = -1;
 	S.agent_sock = -1;
-	S.ct.pid = S.ct.pidfd = -1;
+	S.ct.pid = S.ct.pidfd = S.ct.mntns_fd = -1;
+	S.ended_mntns = -1;
 	S.ct_boot.disk = S.ct_boot.memfd = -1;
 	S.vm.pid = S.vm.pidfd = S.vm.qmp_fd = -1;
 	S.shares.dir_fd = -1;

@@ -44,6 +44,10 @@ struct shim {
 	bool stop_keep;     /* a STOP asked to keep an ephemeral sandbox, stopped (its creator starts it again) */
 	bool stop_remove;   /* a STOP asked to remove the sandbox (rm -f): it ends as an ephemeral one does */
 	bool cgroup_later;  /* its end removes its cgroups after the answer (finish_ephemeral) */
+	/* Its end unmounts its tree after the answer: the teardown leaves the container's
+	 * reference to its mount namespace in ENDED_MNTNS, for finish_ephemeral's child. */
+	bool unmount_later;
+	int ended_mntns;
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from .helpers import cgroup_dirs, host_procs_in, leftovers, paused_at, run_dir, sandbox_gone, wait_until
+from .helpers import cgroup_dirs, cgroup_limit, cgroup_v2_only, host_procs_in, leftovers, paused_at, run_dir, sandbox_gone, wait_until
 
 
 def _sleeps(name):
@@ -78,6 +78,10 @@ def _paused_shim(capsule, stage):
 def _run_and_kill_the_shim_at(capsule, name, stage, check):
     """capsule run --name NAME -- true with the shim held at STAGE: CHECK(), then kill -9 of
     the shim; returns the CLI's exit status once it has exited."""
+    try:  # an earlier test's marker names a shim long gone
+        os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
+    except FileNotFoundError:
+        pass
     p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                       stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": stage})
     try:
@@ -110,7 +114,7 @@ def test_a_shim_killed_while_its_init_mounts_and_it_joins_the_cgroups_leaves_not
     name = capsule.unique_name("ekjoin")
 
     def check():
-        # Its init is there, in a mount namespace of its own, not in the sandbox's cgroups yet.
+        # Its init is there, in a mount namespace of its own, with its cgroups made.
         assert cgroup_dirs(name)
     assert _run_and_kill_the_shim_at(capsule, name, "cgroup-join", check) != 0
     # The init read EOF instead of its second go-ahead and exited; the next look sweeps the rest.
@@ -119,6 +123,48 @@ def test_a_shim_killed_while_its_init_mounts_and_it_joins_the_cgroups_leaves_not
     # The name is free again at once.
     r = capsule.run("run", "--name", name, "--", "true")
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.skipif(cgroup_v2_only(), reason="on cgroup v2 the shim moves the init by its pid")
+def test_on_cgroup_v1_the_init_moves_itself_into_each_cgroup_and_a_shim_killed_then_leaves_nothing(capsule):
+    # The init writes "0" into each v1 cgroup's `tasks` file the shim opened for it, first
+    # thing (container.c): no move by pid, which waits for an RCU grace period. With the shim
+    # held before it would have moved anything, the init is in every one of its cgroups
+    # already; kill -9 of the shim then, with processes in the cgroups, leaves nothing.
+    name = capsule.unique_name("ekself")
+
+    def init_in_each():
+        procs = host_procs_in(name)
+        if len(procs) != 1:
+            return False
+        pid = str(procs[0][0])
+        dirs = cgroup_dirs(name)
+        tasks = []
+        for d in dirs:
+            with open(os.path.join(d, "tasks")) as f:
+                tasks.append(f.read().split())
+        return len(dirs) >= 2 and all(t == [pid] for t in tasks)
+
+    def check():
+        assert wait_until(init_in_each, 10), (host_procs_in(name), cgroup_dirs(name))
+    assert _run_and_kill_the_shim_at(capsule, name, "cgroup-join", check) != 0
+    assert wait_until(lambda: not host_procs_in(name), 10), host_procs_in(name)
+    assert wait_until(lambda: (capsule.ps(all=True), _sandbox_and_its_slot_gone(capsule, name))[1], 15), \
+        leftovers(capsule, name)
+    # The same start unheld: its limits in place, and every process of the sandbox in each of
+    # its cgroups.
+    r = capsule.run("run", "-d", "--name", name, "--memory", "64m", "--pids-limit", "20", "--", "sleep", "100")
+    assert r.returncode == 0, r.stderr
+    try:
+        assert cgroup_limit(name, "memory") == 64 << 20
+        assert cgroup_limit(name, "pids") == "20"
+        procs = sorted(str(p[0]) for p in host_procs_in(name))
+        assert len(procs) == 2, procs  # the agent and sleep
+        for d in cgroup_dirs(name):
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                assert sorted(f.read().split()) == procs, d
+    finally:
+        capsule.run("rm", "-f", name)
 
 
 def test_a_mount_that_fails_while_the_shim_joins_the_cgroups_fails_the_start_with_its_own_error(capsule):
@@ -165,6 +211,10 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
         assert old and all("~" in d for d in old), old
         assert host_procs_in(name) == []
         assert _gone_folders(capsule, name) == [f".gone-{name}.{remover}"]
+        # The tree is unmounted after the answer too: the remover holds the sandbox's mount
+        # namespace, with no process left in it, until then.
+        held = os.readlink(f"/proc/{remover}/fd/5")
+        assert held.startswith("mnt:"), held
         os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
         r = capsule.run("run", "--name", name, "--", "sh", "-c", "cat /root/f 2>&1 || echo fresh")
         assert r.returncode == 0, r.stderr
@@ -178,6 +228,25 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
     assert wait_until(lambda: (capsule.ps(all=True), not _gone_folders(capsule, name))[1], 10), \
         _gone_folders(capsule, name)
     assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
+    # Nothing holds the old mount namespace any more: the kernel unmounted its tree.
+    assert not _holders_of(held), _holders_of(held)
+
+
+def _holders_of(ns):
+    """Processes with NS (a "mnt:[inode]" link) as their own namespace or an open fd."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            links = [f"/proc/{pid}/ns/mnt"] + [f"/proc/{pid}/fd/{fd}" for fd in os.listdir(f"/proc/{pid}/fd")]
+        except OSError:
+            continue
+        for link in links:
+            try:
+                if os.readlink(link) == ns:
+                    found.append(link)
+            except OSError:
+                pass
+    return found
 
 
 def test_a_shim_killed_before_it_frees_the_name_leaves_nothing(capsule):

@@ -77,6 +77,18 @@ int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct 
  * handle. */
 int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err);
 
+/* The most folders a handle has (one per controller on v1). */
+#define CGROUP_MAX_DIRS 3
+
+/* On cgroup v1: an fd of each folder's `tasks` file, opened for writing now, into FDS (close-on-
+ * exec; the caller closes them), for the sandbox's first process to write "0" into, moving
+ * itself. The kernel checks a v1 move against the credentials the file was opened with (ours),
+ * and a thread moving itself skips the global lock whose writers wait for an RCU grace period
+ * (cgroup_procs_write_start: no pid, one thread), which a move by pid (cgroup_add_pid) takes.
+ * Returns how many (0 on v2 and for a no-op handle: the caller uses cgroup_add_pid), or a
+ * negative errno with nothing left open. */
+int cgroup_open_self_join(const struct cgroup_handle *cg, int fds[CGROUP_MAX_DIRS], capsule_error *err);
+
 /* True if the memory controller recorded an OOM kill in this cgroup (v1: memory.oom_control
  * "oom_kill" count, or memory.failcnt on kernels without that line; v2: memory.events oom_kill).
  * After cgroup_destroy it answers what it saw just before the folders were removed. */

@@ -404,3 +404,20 @@ int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err)
 	}
 	return 0;
 }
+
+int cgroup_open_self_join(const struct cgroup_handle *cg, int fds[CGROUP_MAX_DIRS], capsule_error *err)
+{
+	_Static_assert(CGROUP_MAX_DIRS == CG_N_CTRL, "a v1 handle has a folder per controller at most");
+	if (!cg || cg->v2 || cg->destroyed)
+		return 0;
+	for (size_t i = 0; i < cg->n; i++) {
+		fds[i] = openat(cg->dir[i].fd, "tasks", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (fds[i] < 0) {
+			int r = cap_err(err, errno, "open '%s/tasks'", cg->dir[i].path);
+			while (i > 0)
+				close(fds[--i]);
+			return r;
+		}
+	}
+	return (int)cg->n;
+}

@@ -71,6 +71,17 @@ _Noreturn void container_child_die(int errnum, const char *fmt, ...)
 
 static _Noreturn void container_child(const struct container_spec *spec, int go_fd)
 {
+	/* Into our v1 cgroups first, by ourselves (cgroup_open_self_join): one thread moving
+	 * itself takes no lock that waits for an RCU grace period, where the parent's move by pid
+	 * did (1 to 15 ms each start, and parallel starts queued behind each other's). The
+	 * kernel checks the shim's credentials, with which the files were opened. Before
+	 * anything else: what the mounts allocate is charged to the sandbox. */
+	for (size_t i = 0; i < spec->ncgroup_tasks; i++) {
+		if (write(spec->cgroup_tasks_fds[i], "0", 1) != 1)
+			container_child_die(errno, "moving the sandbox's init into its cgroups");
+		close(spec->cgroup_tasks_fds[i]);
+	}
+
 	/* Wait until the parent has written our id maps (and idmapped the trees we attach). */
 	char go;
 	if (read(go_fd, &go, 1) != 1)
@@ -107,9 +118,10 @@ static _Noreturn void container_child(const struct container_spec *spec, int go_
 	if (spec->uts_ns_fd < 0 && sethostname(spec->hostname, strlen(spec->hostname)) < 0)
 		container_child_die(errno, "sethostname '%s'", spec->hostname);
 
-	/* The mounts are made while the parent moves us into our cgroups: on cgroup v1 each
-	 * move waits for an RCU grace period (tens of ms on a busy host), which the mounts no
-	 * longer wait behind. Nothing here forks or runs anything of the sandbox's. */
+	/* The mounts are made while the parent moves us into our cgroups, where we did not
+	 * (cgroup v2: a move by pid waits for an RCU grace period, tens of ms on a busy host,
+	 * which the mounts do not wait behind). Nothing here forks or runs anything of the
+	 * sandbox's. */
 	container_setup_rootfs(spec, fsfd, host_fd);
 
 	/* Wait until the parent has placed us in our cgroups; EOF: it failed or died. */
@@ -599,6 +611,9 @@ int container_start(struct container *out, const struct container_spec *spec, co
 	}
 	out->pid = (pid_t)pid;
 	out->pidfd = pidfd;
+	char ns[64];
+	snprintf(ns, sizeof(ns), "/proc/%ld/ns/mnt", pid);
+	out->mntns_fd = open(ns, O_RDONLY | O_CLOEXEC); /* none: the agent's exit unmounts */
 	out->uid_base = spec->uid_base;
 	out->gid_base = spec->gid_base;
 	out->id_count = spec->id_count;

@@ -84,6 +84,10 @@ struct container_spec {
 	 * namespace made by the shim. */
 	int pid_ns_fd;
 	const char *pid_ns;
+	/* The v1 cgroups' `tasks` files (cgroup_open_self_join), opened by the shim: the child
+	 * writes "0" into each first thing, moving itself, and the start's JOIN is NULL. */
+	const int *cgroup_tasks_fds;
+	size_t ncgroup_tasks;
 };
 
 struct container {
@@ -94,6 +98,10 @@ struct container {
 	char oom_note[160];
 	/* What enforces the pids limit: "cgroup", "rlimit_nproc" (rootless.h); empty: none. */
 	char pids_by[16];
+	/* /proc/PID/ns/mnt of the agent, opened once it runs, or -1: with this reference the
+	 * agent's exit does not unmount the sandbox's tree (an RCU grace period, then every
+	 * superblock's shutdown), whose last holder does it instead (lifecycle.c). */
+	int mntns_fd;
 	/* The sandbox's host ids (container_spec's), for idmapping host folders. */
 	uid_t uid_base;
 	gid_t gid_base;

@@ -450,6 +450,11 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 						   "which ends its processes", s->cfg.pid_ns);
 	if (r == 0)
 		r = shim_open_joined_ns(s->cfg.pid_ns, CLONE_NEWPID, "pid", &spec.pid_ns_fd, err);
+	/* On cgroup v1 the child moves itself (container.c); elsewhere the shim moves it. */
+	int tasks_fds[CGROUP_MAX_DIRS];
+	int ntasks = 0;
+	if (r == 0 && s->cg && (ntasks = cgroup_open_self_join(s->cg, tasks_fds, err)) < 0)
+		r = ntasks;
 	if (r < 0) {
 		if (spec.net_ns_fd >= 0)
 			close(spec.net_ns_fd);
@@ -457,11 +462,17 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 			close(spec.ipc_ns_fd);
 		if (spec.uts_ns_fd >= 0)
 			close(spec.uts_ns_fd);
+		if (spec.pid_ns_fd >= 0)
+			close(spec.pid_ns_fd);
 		container_boot_close(b);
 		return r;
 	}
+	spec.cgroup_tasks_fds = tasks_fds;
+	spec.ncgroup_tasks = (size_t)ntasks;
 	shim_progress("namespaces");
-	r = container_start(&s->ct, &spec, sandbox_join_cgroup, s, err);
+	r = container_start(&s->ct, &spec, ntasks > 0 ? NULL : sandbox_join_cgroup, s, err);
+	for (int i = 0; i < ntasks; i++)
+		close(tasks_fds[i]);
 	if (spec.net_ns_fd >= 0)
 		close(spec.net_ns_fd);
 	if (spec.ipc_ns_fd >= 0)
@@ -519,6 +530,13 @@ static void container_teardown(struct shim *s)
 		close(s->ct.pidfd);
 	}
 	kill_joined_pid_ns(s);
+	if (s->ct.mntns_fd >= 0) {
+		if (s->unmount_later && s->ended_mntns < 0)
+			s->ended_mntns = s->ct.mntns_fd;
+		else
+			close(s->ct.mntns_fd); /* unmounts now */
+	}
+	s->ct.mntns_fd = -1;
 	s->ct.pid = s->proc_pid = -1;
 	s->ct.pidfd = s->proc_pidfd = -1;
 }
