@@ -36,10 +36,33 @@ class ExecOptions(ctypes.Structure):
         ("stdin_open", c_bool),
         ("timeout_ms", c_uint32),
         ("detach", c_bool),
+        # Version 2 and 3: an OCI process's settings, which the SDK leaves at their defaults.
+        ("groups_set", c_bool),
+        ("groups", POINTER(c_uint32)),
+        ("ngroups", c_size_t),
+        ("caps_set", c_bool),
+        ("caps", c_uint64),
+        ("caps_inheritable", c_uint64),
+        ("caps_ambient", c_uint64),
+        ("umask_set", c_bool),
+        ("umask", c_uint32),
+        ("oom_score_adj_set", c_bool),
+        ("oom_score_adj", c_uint32),
+        ("rlimits", c_void_p),
+        ("nrlimits", c_size_t),
+        ("seccomp_bpf", c_void_p),
+        ("seccomp_len", c_size_t),
+        ("new_privs", c_bool),
+        # Version 4: descriptors the command gets as 3, 4, ...
+        ("fds", POINTER(c_int)),
+        ("nfds", c_size_t),
     ]
 
 
+# Version 1 unless descriptors are passed: what a version 1 caller leaves out keeps its default.
 EXEC_OPTIONS_VERSION = 1
+EXEC_OPTIONS_VERSION_FDS = 4
+EXEC_MAX_FDS = 64
 
 
 class ExitStatus(ctypes.Structure):

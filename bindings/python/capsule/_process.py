@@ -15,7 +15,7 @@ import signal as _signal
 import threading
 
 from . import errors
-from ._lib import lib, Error, ExecOptions, ExitStatus, EXEC_OPTIONS_VERSION, enc, cstr_array, check, byref, c_int, c_void_p
+from ._lib import lib, Error, ExecOptions, ExitStatus, EXEC_OPTIONS_VERSION, EXEC_OPTIONS_VERSION_FDS, EXEC_MAX_FDS, enc, cstr_array, check, byref, c_int, c_void_p
 from .types import ExecResult
 
 READ_CHUNK = 256 * 1024
@@ -23,9 +23,29 @@ STDIN_CHUNK = 256 * 1024
 DEFAULT_MAX_OUTPUT = 64 << 20
 
 
-def exec_options(cmd, *, timeout=None, cwd=None, env=None, user=None, stdin_open=False):
+def fd_numbers(fds):
+    """FDS (ints or objects with fileno()) as a list of descriptor numbers, checked."""
+    if isinstance(fds, (str, bytes, int)) or not hasattr(fds, "__iter__"):
+        raise errors.InvalidArgument(f"fds: expected a list of descriptors, got {type(fds).__name__}",
+                                     _errno.EINVAL, "exec")
+    out = []
+    for f in fds:
+        n = f if isinstance(f, int) and not isinstance(f, bool) else getattr(f, "fileno", None)
+        if callable(n):
+            n = n()
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise errors.InvalidArgument(f"fds: {f!r} is not a descriptor (an int >= 0 or an object with fileno())",
+                                         _errno.EINVAL, "exec")
+        out.append(n)
+    if len(out) > EXEC_MAX_FDS:
+        raise errors.InvalidArgument(f"fds: {len(out)} descriptors to pass, at most {EXEC_MAX_FDS}", _errno.E2BIG,
+                                     "exec")
+    return out
+
+
+def exec_options(cmd, *, timeout=None, cwd=None, env=None, user=None, stdin_open=False, fds=()):
     """An ExecOptions for CMD (str: `sh -c CMD`; a list: argv), and the objects it points at,
-    which must live until capsule_exec_start returns."""
+    which must live until capsule_exec_start returns. FDS become 3, 4, ... in the command."""
     o = ExecOptions()
     o.version = EXEC_OPTIONS_VERSION
     keep = []
@@ -67,6 +87,13 @@ def exec_options(cmd, *, timeout=None, cwd=None, env=None, user=None, stdin_open
             raise errors.InvalidArgument(f"invalid timeout {timeout!r}: too large", _errno.EINVAL, "exec")
         o.timeout_ms = ms
     o.stdin_open = stdin_open
+    numbers = fd_numbers(fds)
+    if numbers:
+        arr = (c_int * len(numbers))(*numbers)
+        keep.append(arr)
+        o.version = EXEC_OPTIONS_VERSION_FDS
+        o.fds = ctypes.cast(arr, ctypes.POINTER(c_int))
+        o.nfds = len(numbers)
     return o, keep
 
 

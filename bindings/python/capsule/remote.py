@@ -58,6 +58,14 @@ def _error(status, doc, op):
     return exc
 
 
+
+def _no_fds(fds):
+    """Descriptors do not cross HTTP: a remote exec given some is refused, not run without them."""
+    if fds:
+        raise errors.UnsupportedFeature("fds: descriptors cannot be passed to a sandbox over HTTP (a local "
+                                        "container-level sandbox takes them)", _errno.EOPNOTSUPP, "exec")
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=None):
         super().__init__("localhost", timeout=timeout)
@@ -657,10 +665,11 @@ class RemoteSyncSandbox(_Core):
         self.stop()
 
     def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
-                max_output=DEFAULT_MAX_OUTPUT):
+                max_output=DEFAULT_MAX_OUTPUT, fds=()):
         """Run CMD to its end (see SyncSandbox.execute). Without callbacks one request runs
         it, and the server answers at most its --exec-output-max (1 MiB) of each stream; with
         them the output streams, on this thread."""
+        _no_fds(fds)
         if on_stdout is None and on_stderr is None:
             return self._exec_blocking(cmd, timeout, cwd, env, stdin, user, max_output)
         st = self._spawn_blocking(cmd, timeout, cwd, env, stdin if stdin is not None else b"", user, on_stdout,
@@ -669,9 +678,10 @@ class RemoteSyncSandbox(_Core):
         return st.result()
 
     def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None, timeout=None,
-              max_output=DEFAULT_MAX_OUTPUT):
+              max_output=DEFAULT_MAX_OUTPUT, fds=()):
         """Start CMD in the background; returns a RemoteSyncProcess. Without STDIN its stdin
         stays open for write() until close_stdin()."""
+        _no_fds(fds)
         st = self._spawn_blocking(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
         return RemoteSyncProcess(self, st)
 
@@ -825,8 +835,9 @@ class RemoteSandbox(_Core):
         return RemoteProcess(self, st)
 
     async def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None,
-                      user=None, max_output=DEFAULT_MAX_OUTPUT):
+                      user=None, max_output=DEFAULT_MAX_OUTPUT, fds=()):
         """Run CMD to its end (see RemoteSyncSandbox.execute)."""
+        _no_fds(fds)
         if on_stdout is None and on_stderr is None:
             return await asyncio.to_thread(self._exec_blocking, cmd, timeout, cwd, env, stdin, user, max_output)
         p = await self._spawn(cmd, timeout, cwd, env, stdin if stdin is not None else b"", user, on_stdout, on_stderr,
@@ -834,8 +845,9 @@ class RemoteSandbox(_Core):
         return await p.wait()
 
     async def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
-                    timeout=None, max_output=DEFAULT_MAX_OUTPUT):
+                    timeout=None, max_output=DEFAULT_MAX_OUTPUT, fds=()):
         """Start CMD in the background; returns a RemoteProcess (see RemoteSyncSandbox.spawn)."""
+        _no_fds(fds)
         return await self._spawn(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
 
     async def diff(self, since=None):

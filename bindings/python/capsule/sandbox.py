@@ -2,6 +2,7 @@
 import asyncio
 import ctypes
 import errno as _errno
+import functools
 import json
 import os
 import threading
@@ -601,9 +602,9 @@ class _Core:
 
     # ---- commands (blocking parts) ----
 
-    def _exec_blocking(self, cmd, timeout, cwd, env, stdin, user, max_output):
+    def _exec_blocking(self, cmd, timeout, cwd, env, stdin, user, max_output, fds=()):
         data = _process.stdin_bytes(stdin)
-        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user)
+        opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user, fds=fds)
         res = _CExecResult()
         err = Error()
         ptr = self._use()
@@ -628,13 +629,13 @@ class _Core:
         return r
 
     def _start_process(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output,
-                       start=_process.start):
+                       start=_process.start, fds=()):
         """Start a command; returns its Pump (non-blocking handle) holding one use of the
         sandbox handle, which the caller gives back (release) once the pump is freed. With
         START=_process.start_nowait, None when that cannot start without waiting."""
         data = _process.stdin_bytes(stdin)
         opts, keep = _process.exec_options(cmd, timeout=timeout, cwd=cwd, env=env, user=user,
-                                           stdin_open=data is not None)
+                                           stdin_open=data is not None, fds=fds)
         ptr = self._use()
         try:
             p = start(ptr, opts)
@@ -811,13 +812,14 @@ class SyncSandbox(_Core):
         self.stop(0 if exc[0] is not None else None)
 
     def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
-                max_output=_process.DEFAULT_MAX_OUTPUT):
+                max_output=_process.DEFAULT_MAX_OUTPUT, fds=()):
         """Run CMD (a str runs as `sh -c CMD`; a list is the argv) to its end and return an
         ExecResult. on_stdout/on_stderr get the output as it comes (str), on this thread.
-        TIMEOUT (seconds) kills the command and its process group and raises Timeout."""
+        TIMEOUT (seconds) kills the command and its process group and raises Timeout. FDS
+        (descriptors or files, at most 64) are the command's 3, 4, ... (container level)."""
         if on_stdout is None and on_stderr is None:
-            return self._exec_blocking(cmd, timeout, cwd, env, stdin, user, max_output)
-        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+            return self._exec_blocking(cmd, timeout, cwd, env, stdin, user, max_output, fds)
+        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds=fds)
         try:
             _process.run_blocking(pump)
         finally:
@@ -826,9 +828,10 @@ class SyncSandbox(_Core):
         return pump.result()
 
     def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None, timeout=None,
-              max_output=_process.DEFAULT_MAX_OUTPUT):
-        """Start CMD in the background; returns a SyncProcess (pid, wait(), kill())."""
-        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+              max_output=_process.DEFAULT_MAX_OUTPUT, fds=()):
+        """Start CMD in the background; returns a SyncProcess (pid, wait(), kill()). FDS as
+        for execute()."""
+        pump = self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds=fds)
         return _process.SyncProcess(self, pump, self._handle.release)
 
     def mount(self, host_path, guest_path, readonly=False, type=None, allow_sensitive=False):
@@ -1069,22 +1072,22 @@ class Sandbox(_Core):
     async def __aexit__(self, *exc):
         await self.stop(0 if exc[0] is not None else None)
 
-    def _start_process_nowait(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+    def _start_process_nowait(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds=()):
         """The start without a thread: only the request is sent, on the handle's idle
         connection. None when that connection is busy (the caller then starts in a thread)."""
         return self._start_process(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output,
-                                   start=_process.start_nowait)
+                                   start=_process.start_nowait, fds=fds)
 
-    async def _spawn_driver(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output):
+    async def _spawn_driver(self, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds=()):
         loop = asyncio.get_running_loop()
         # Most commands start with no thread at all: the request goes out on the sandbox's
         # idle connection and the answer is read on the loop. A handoff to a thread and back
         # cost more than the SDK's whole budget (10% of an exec) on a loaded machine.
-        pump = self._start_process_nowait(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        pump = self._start_process_nowait(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds)
         if pump is not None:
             return _process.AsyncDriver(loop, pump, self._handle.release)
-        fut = loop.run_in_executor(_executor(loop), self._start_process, cmd, timeout, cwd, env, stdin, user,
-                                   on_stdout, on_stderr, max_output)
+        fut = loop.run_in_executor(_executor(loop), functools.partial(
+            self._start_process, cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds=fds))
         try:
             pump = await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -1099,20 +1102,22 @@ class Sandbox(_Core):
         return _process.AsyncDriver(loop, pump, self._handle.release)
 
     async def execute(self, cmd, timeout=None, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None,
-                      user=None, max_output=_process.DEFAULT_MAX_OUTPUT):
+                      user=None, max_output=_process.DEFAULT_MAX_OUTPUT, fds=()):
         """Run CMD to its end and return an ExecResult (stdout, stderr, exit_code).
 
         CMD: a str runs as `sh -c CMD`, a list is the argv. TIMEOUT in seconds kills the command
         and its process group and raises Timeout (e.result has the output). on_stdout and
         on_stderr are called on the loop with each piece of output (str) as it arrives; they
-        may be coroutine functions. Cancelling the call kills the command."""
-        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+        may be coroutine functions. Cancelling the call kills the command. FDS (descriptors or
+        files, at most 64) are the command's 3, 4, ... (container level)."""
+        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds)
         return await driver.run()
 
     async def spawn(self, cmd, cwd=None, env=None, stdin=None, on_stdout=None, on_stderr=None, user=None,
-                    timeout=None, max_output=_process.DEFAULT_MAX_OUTPUT):
-        """Start CMD in the background: returns a Process (pid, await wait(), kill())."""
-        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output)
+                    timeout=None, max_output=_process.DEFAULT_MAX_OUTPUT, fds=()):
+        """Start CMD in the background: returns a Process (pid, await wait(), kill()). FDS as
+        for execute()."""
+        driver = await self._spawn_driver(cmd, timeout, cwd, env, stdin, user, on_stdout, on_stderr, max_output, fds)
         try:
             await asyncio.shield(driver.started)
         except asyncio.CancelledError:
