@@ -939,6 +939,7 @@ int main(int argc, char **argv)
 	if (fs_init(A.epfd) < 0)
 		return 1;
 	vm_dns_init(A.epfd);
+	vm_ports_init(A.epfd);
 
 	struct cp_hello hello = { .version = CP_VERSION, .role = "agent" };
 	if (cp_hello_encode(&A.w, 0, &hello) < 0)
@@ -975,6 +976,10 @@ int main(int argc, char **argv)
 			}
 			if (role == AGENT_ROLE_DNS) {
 				vm_dns_event();
+				continue;
+			}
+			if (role == AGENT_ROLE_PORTS) {
+				vm_ports_event();
 				continue;
 			}
 			if (role == AGENT_ROLE_WATCH) {

@@ -97,6 +97,7 @@ enum {
 	AGENT_ROLE_WATCH,
 	AGENT_ROLE_FS,
 	AGENT_ROLE_DNS,
+	AGENT_ROLE_PORTS,
 };
 
 /* The filesystem API (fs.c). The fs_* frame handlers return false when CHAN is not one of
@@ -149,6 +150,12 @@ bool vm_dns_wanted(void);
 void vm_dns_init(int epfd);
 void vm_dns_event(void);
 void vm_dns_egress(const struct cp_header *h, const uint8_t *payload);
+
+/* A vm's listening TCP ports (vm_ports.c): with capsule.ports=report, a timer (epoll key
+ * AGENT_ROLE_PORTS) on whose ticks the guest's TCP tables are read and VM_LISTENING is sent
+ * when the set changed. */
+void vm_ports_init(int epfd);
+void vm_ports_event(void);
 
 /* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit

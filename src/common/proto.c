@@ -29,7 +29,7 @@ bool cp_type_known(uint16_t type)
 	case CP_NET_ALLOW: case CP_NET_DENY: case CP_NET_LS:
 	case CP_SAVE: case CP_PAUSE:
 	case CP_FWD_CONNECT: case CP_FWD_CLOSE: case CP_DIRECT:
-	case CP_DNS_QUERY: case CP_EGRESS: case CP_EGRESS_USED:
+	case CP_DNS_QUERY: case CP_EGRESS: case CP_EGRESS_USED: case CP_VM_LISTENING:
 	case CP_SCREENSHOT: case CP_INPUT:
 		return true;
 	}
@@ -77,6 +77,7 @@ const char *cp_type_name(uint16_t type)
 	case CP_DNS_QUERY: return "DNS_QUERY";
 	case CP_EGRESS: return "EGRESS";
 	case CP_EGRESS_USED: return "EGRESS_USED";
+	case CP_VM_LISTENING: return "VM_LISTENING";
 	case CP_SCREENSHOT: return "SCREENSHOT";
 	case CP_INPUT: return "INPUT";
 	}

@@ -51,6 +51,7 @@ enum cp_type {
 	CP_DNS_QUERY = 56,   /* agent -> shim (vm), chan 0: a DNS query a guest program sent to the proxy */
 	CP_EGRESS = 57,      /* shim -> agent (vm): close and open addresses, then answer a DNS query */
 	CP_EGRESS_USED = 58, /* agent -> shim (vm): EGRESS's answer on a channel: the quota's use */
+	CP_VM_LISTENING = 59, /* agent -> shim (vm), chan 0: the TCP ports the guest listens on, when they change */
 
 	CP_FS = 64,      /* a filesystem operation on a new channel (struct cp_fs) */
 	CP_WATCH = 65,   /* client -> agent: stream a folder's changes on a new channel (proto_watch.c) */
@@ -448,6 +449,19 @@ int cp_egress_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress 
 int cp_egress_decode(const uint8_t *p, size_t n, struct cp_egress *m);
 int cp_egress_used_encode(struct cp_writer *w, uint32_t chan, const struct cp_egress_used *m);
 int cp_egress_used_decode(const uint8_t *p, size_t n, struct cp_egress_used *m);
+
+/* The TCP ports a vm's guest listens on (docs/architecture.md, "Several vms in one pod"): sent
+ * by the agent of a vm behind a joined network namespace (capsule.ports=report) whenever the
+ * set changes, chan 0, never answered; the shim claims each port in the namespace for its
+ * guest. Ports are 1-65535, strictly ascending, at most CP_MAX_VM_LISTENING. */
+#define CP_MAX_VM_LISTENING 64u
+struct cp_vm_listening {
+	uint16_t port[CP_MAX_VM_LISTENING];
+	size_t n;
+};
+enum { CP_T_VM_LISTENING_PORT = 1 };
+int cp_vm_listening_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_listening *m);
+int cp_vm_listening_decode(const uint8_t *p, size_t n, struct cp_vm_listening *m);
 
 /* Each message has encode (a whole frame into W: header + fields) and decode (the payload
  * only; allocates; on error nothing is left allocated). free accepts a zeroed struct. */

@@ -299,3 +299,46 @@ int cp_egress_used_decode(const uint8_t *p, size_t n, struct cp_egress_used *m)
 fail:
 	return ret;
 }
+
+/* ---- a vm's listening ports ---- */
+
+static bool listening_valid(const struct cp_vm_listening *m)
+{
+	if (m->n > CP_MAX_VM_LISTENING)
+		return false;
+	for (size_t i = 0; i < m->n; i++)
+		if (!m->port[i] || (i && m->port[i] <= m->port[i - 1]))
+			return false;
+	return true;
+}
+
+int cp_vm_listening_encode(struct cp_writer *w, uint32_t chan, const struct cp_vm_listening *m)
+{
+	if (!listening_valid(m))
+		return -EINVAL;
+	cp_frame_begin(w, CP_VM_LISTENING, 0, chan);
+	for (size_t i = 0; i < m->n; i++)
+		cp_put_u32(w, CP_T_VM_LISTENING_PORT, m->port[i]);
+	return cp_frame_finish(w);
+}
+
+int cp_vm_listening_decode(const uint8_t *p, size_t n, struct cp_vm_listening *m)
+{
+	int ret = 0;
+	m->n = 0;
+	DECODE_LOOP(p, n, {
+		if (f.tag == CP_T_VM_LISTENING_PORT) {
+			uint32_t v;
+			if (cp_field_u32(&f, &v) < 0 || v > 65535 || m->n >= CP_MAX_VM_LISTENING)
+				r = -EBADMSG;
+			else
+				m->port[m->n++] = (uint16_t)v;
+		}
+	});
+	if (listening_valid(m))
+		return 0;
+	ret = -EBADMSG;
+fail:
+	m->n = 0;
+	return ret;
+}

@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -450,4 +451,30 @@ int fds_close_range(unsigned first, unsigned last)
 	if (syscall(SYS_close_range, first, last, 0) == 0)
 		return 0;
 	return fds_walk(first, last, true);
+}
+
+size_t tcp_listening_ports(const char *text, uint16_t *ports, size_t n, size_t max)
+{
+	static const char *const reach[] = { "00000000", "0100007F", "00000000000000000000000000000000",
+					     "0000000000000000FFFF00000100007F" };
+	for (const char *line = strchr(text, '\n'); line; line = strchr(line + 1, '\n')) {
+		char addr[40];
+		unsigned port, state;
+		/* "  N: ADDR:PORT REMADDR:PORT ST ..." (the first line is the header) */
+		if (sscanf(line + 1, " %*u: %39[0-9A-Fa-f]:%x %*[0-9A-Fa-f]:%*x %x", addr, &port, &state) != 3 ||
+		    state != 0x0A || !port || port > 65535)
+			continue;
+		bool ok = false;
+		for (size_t i = 0; i < ARRAY_SIZE(reach) && !ok; i++)
+			ok = !strcasecmp(addr, reach[i]);
+		size_t at = 0;
+		while (at < n && ports[at] < port)
+			at++;
+		if (!ok || (at < n && ports[at] == port) || n >= max)
+			continue;
+		memmove(ports + at + 1, ports + at, (n - at) * sizeof(*ports));
+		ports[at] = (uint16_t)port;
+		n++;
+	}
+	return n;
 }

@@ -75,6 +75,11 @@ size_t utf8_seq_len(const unsigned char *s, size_t n);
 uint64_t now_ms(void);
 uint64_t now_ns(void);
 
+/* The ports of TEXT (a /proc/net/tcp or tcp6 table) in LISTEN state on an address where a
+ * connection to 127.0.0.1 reaches them (0.0.0.0, 127.0.0.1, ::, ::ffff:127.0.0.1), merged into
+ * PORTS (N sorted, unique entries of at most MAX); returns the new count. */
+size_t tcp_listening_ports(const char *text, uint16_t *ports, size_t n, size_t max);
+
 /* Remove a folder tree below DIRFD/NAME without following symlinks or crossing mount points. */
 int rm_rf_at(int dirfd, const char *name);
 

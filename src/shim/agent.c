@@ -173,6 +173,10 @@ void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *paylo
 		egress_vm_query(&s->net, payload, h->len);
 		return;
 	}
+	if (h->type == CP_VM_LISTENING && h->chan == 0) {
+		vm_fwd_listening(&s->net, payload, h->len);
+		return;
+	}
 	struct channel *ch = h->chan ? io_chan_by_agent(&s->io, h->chan) : NULL;
 	if (!ch)
 		return;

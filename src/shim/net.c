@@ -457,16 +457,17 @@ void net_reap(struct net *n, bool force)
 		if (n->factory_fd >= 0)
 			close(n->factory_fd);
 		n->slirp_exit_fd = n->factory_fd = -1;
-		if (n->joined)
-			close(n->joined_fd);
-		n->joined = false;
 		while (n->npool > 0)
 			close(n->pool[--n->npool]);
 		egress_free(n);
+		/* Before the joined namespace is let go: a vm's relay removes its claims there. */
 		if (n->relay)
 			n->relay->free(n);
 		n->relay = NULL;
 		n->relay_state = NULL;
+		if (n->joined)
+			close(n->joined_fd);
+		n->joined = false;
 	}
 	child_reap(n, &n->slirp_pid, force, "slirp4netns");
 	pid_t fpid = n->factory_pid;

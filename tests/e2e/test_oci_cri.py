@@ -115,7 +115,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
     try:
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
-        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm", "mkdir", "httpd"),
+        oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm", "mkdir", "httpd", "wget"),
                     files=((sysv_shm, "bin/sysv_shm"),))
         for tar in ("pause.tar", "image.tar"):
             r = subprocess.run([CTR, "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
@@ -360,6 +360,86 @@ def test_a_vm_pod_runs_its_container_in_a_vm_on_the_pods_network(cri):
     r = subprocess.run([os.path.join(BUILD, "capsule"), "ps", "-a", "--json"], env=cri.env, capture_output=True,
                        text=True)
     assert r.returncode == 0 and json.loads(r.stdout) == [], r.stdout + r.stderr
+
+
+def pod_netns(cri, pod):
+    """The pod's address and its network namespace's path."""
+    status = cri.PodSandboxStatus(pod_sandbox_id=pod, verbose=True)
+    netns = [n["path"] for n in json.loads(status.info["info"])["runtimeSpec"]["linux"]["namespaces"]
+             if n["type"] == "network"][0]
+    return status.status.network.ip, netns
+
+
+def http_get_in(netns, addr, port, want, timeout=60):
+    """GET / from ADDR:PORT inside NETNS until the body is WANT (or TIMEOUT): the body seen."""
+    client = ("import socket, sys\n"
+              "c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+              "c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+              "sys.stdout.buffer.write(b''.join(iter(lambda: c.recv(4096), b'')))\n")
+    deadline = time.monotonic() + timeout
+    while True:
+        r = subprocess.run(["nsenter", f"--net={netns}", sys.executable, "-c", client, addr, str(port)],
+                           capture_output=True)
+        body = r.stdout.split(b"\r\n\r\n", 1)[-1].decode(errors="replace") if r.returncode == 0 else r.stderr.decode()
+        if body == want or time.monotonic() > deadline:
+            return body
+        time.sleep(0.2)
+
+
+def claimed_ports(netns):
+    """The ports of the pod's namespace's map: which vm's listener each goes to."""
+    r = subprocess.run(["nsenter", f"--net={netns}", "nft", "-j", "list", "map", "ip", "capsule_vm_in", "ports"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    elems = [x["map"] for x in json.loads(r.stdout)["nftables"] if "map" in x][0].get("elem", [])
+    return {k: v for k, v in elems}
+
+
+def serve(port, body):
+    return f"mkdir -p /w{port}; echo {body} > /w{port}/index.html; httpd -p {port} -h /w{port}"
+
+
+@pytest.mark.vm_slow
+def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
+    """Two vm containers in one capsule-vm pod: A serves 8080, B 9090; each port on the pod's
+    address reaches the vm that listens on it; A reaches B through the pod's loopback (the
+    guest's 10.0.2.2); B listening on 8080 too gets a clear line in its shim's log and 8080
+    stays A's, until A ends, when B takes it over; A's claims go with it, and after the pod
+    is removed no claim is left in its namespace."""
+    config = pod_config(cri, "vmpod2", annotations={"capsule.isolation": "vm"})
+    pod = cri.RunPodSandbox(config=config, runtime_handler="capsule-vm").pod_sandbox_id
+    try:
+        addr, netns = pod_netns(cri, pod)
+        a = start_container(cri, pod, config, "a", ["sh", "-c", serve(8080, "from-a") + "; exec sleep 100000"])
+        assert http_get_in(netns, addr, 8080, "from-a\n") == "from-a\n"
+        b = start_container(cri, pod, config, "b", ["sh", "-c", serve(9090, "from-b") + "; exec sleep 100000"])
+        assert http_get_in(netns, addr, 9090, "from-b\n") == "from-b\n"
+        assert http_get_in(netns, addr, 8080, "from-a\n", timeout=0) == "from-a\n"
+        # A reaches B over the pod's loopback, which is the guest's gateway.
+        assert exec_sync(cri, a, "wget", "-q", "-O", "-", "http://10.0.2.2:9090/") == (0, "from-b\n", "")
+        assert exec_sync(cri, b, "wget", "-q", "-O", "-", "http://10.0.2.2:8080/") == (0, "from-a\n", "")
+        # B listens on 8080 too: A holds it, B's shim says so once, and 8080 stays A's.
+        assert exec_sync(cri, b, "sh", "-c", serve(8080, "from-b-8080"))[0] == 0
+        log = os.path.join(cri.env["CAPSULE_HOME"], "run", b[:63], "shim.log")
+        deadline = time.monotonic() + 30
+        while "port 8080: the guest listens on it, but another container" not in open(log).read() and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "port 8080: the guest listens on it, but another container" in open(log).read()
+        assert http_get_in(netns, addr, 8080, "from-a\n", timeout=0) == "from-a\n"
+        ports = claimed_ports(netns)
+        assert set(ports) == {8080, 9090} and ports[8080] != ports[9090], ports
+        # A ends: its claim goes, and B's guest, which listens on 8080, takes the port.
+        cri.StopContainer(container_id=a, timeout=10)
+        assert http_get_in(netns, addr, 8080, "from-b-8080\n") == "from-b-8080\n"
+        assert set(claimed_ports(netns)) == {8080, 9090}
+        cri.RemoveContainer(container_id=a)
+        cri.StopContainer(container_id=b, timeout=10)
+        assert claimed_ports(netns) == {}
+    finally:
+        cri.StopPodSandbox(pod_sandbox_id=pod)
+        cri.RemovePodSandbox(pod_sandbox_id=pod)
+    assert not cri.ListPodSandbox().items and not cri.ListContainers().containers
 
 
 def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):

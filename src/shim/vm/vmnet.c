@@ -70,7 +70,11 @@ void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size)
 	if ((cfg->nallow || cfg->nallow_names) && off < size)
 		off += (size_t)snprintf(buf + off, size - off, " capsule.dns=proxy");
 	if (cfg->egress_quota_bytes && off < size)
-		snprintf(buf + off, size - off, " capsule.quota=%llu", (unsigned long long)cfg->egress_quota_bytes);
+		off += (size_t)snprintf(buf + off, size - off, " capsule.quota=%llu", (unsigned long long)cfg->egress_quota_bytes);
+	/* Behind a joined namespace, the agent reports the guest's listening ports, which the shim
+	 * claims there (vm_fwd_listening). */
+	if (cfg->net_ns && off < size)
+		snprintf(buf + off, size - off, " capsule.ports=report");
 }
 
 int vm_net_allowlist_check(const struct capsule_config *cfg, capsule_error *err)
@@ -136,6 +140,10 @@ struct vm_conn {
 };
 
 struct vm_fwd {
+	/* The ports this shim holds in its joined namespace's map for its guest, and those its
+	 * guest listens on that another vm there holds (each said once in the log). */
+	uint16_t claimed[CP_MAX_VM_LISTENING], refused[CP_MAX_VM_LISTENING];
+	size_t nclaimed, nrefused;
 	vm_fwd_send_fn send;
 	void *send_ctx;
 	uint32_t next_chan;
@@ -156,22 +164,27 @@ static void fwd_send(struct vm_fwd *v, const void *a, size_t an, const void *b, 
 
 static const struct net_relay_ops vm_relay_ops;
 
-/* The nat table in a joined namespace: every TCP connection that comes into it (podman's -p
- * DNATs the host's port to the namespace's address; a pod's ports, a peer's connection), and
- * one made in it to an address of its own but loopback's (nsenter's, or the guest's own
- * through libslirp), is redirected to the shim's one listener there, which takes the port
- * asked for from SO_ORIGINAL_DST and connects to it in the guest. Loopback stays libslirp's
- * (the guest's 10.0.2.2). The table is made anew (add, delete, add: one transaction that
- * never fails on a table there or not), so a vm started later in the same namespace (a
- * restarted container, a pod's second vm) takes over from one whose listener is gone. */
+/* The nat table in a joined namespace, one for every vm there (a pod's several): a TCP
+ * connection that comes into it (podman's -p DNATs the host's port to the namespace's address;
+ * a pod's ports, a peer's connection), or is made in it to one of its own addresses, loopback
+ * included (a program in the namespace, a guest's 10.0.2.2 through libslirp), is redirected by
+ * its port through the map `ports` to the listener of the shim whose guest listens on that
+ * port, which takes the port asked for from SO_ORIGINAL_DST and connects to it in its guest.
+ * Each shim claims its guest's ports as its agent reports them (VM_LISTENING) and removes its
+ * claims when its guest stops listening or the sandbox ends; a port no vm claims finds nothing
+ * in the namespace and is refused, as in a pod where nothing listens on it. Made so that any
+ * vm may (re)make it without touching another's claims: the table and map are added if they
+ * are not there, the chains flushed and their one rule added in the same transaction. A
+ * redirect is decided at a connection's first packet only, so a listener's own port is never
+ * redirected again, even where it equals a port a guest claims. */
 #define VM_NS_NFT "add table ip capsule_vm_in\n" \
-	"delete table ip capsule_vm_in\n" \
-	"add table ip capsule_vm_in\n" \
+	"add map ip capsule_vm_in ports { type inet_service : inet_service; }\n" \
 	"add chain ip capsule_vm_in pre { type nat hook prerouting priority -100; policy accept; }\n" \
-	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :%u\n" \
+	"flush chain ip capsule_vm_in pre\n" \
+	"add rule ip capsule_vm_in pre iifname != \"lo\" meta l4proto tcp redirect to :tcp dport map @ports\n" \
 	"add chain ip capsule_vm_in out { type nat hook output priority -100; policy accept; }\n" \
-	"add rule ip capsule_vm_in out ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto tcp " \
-	"tcp dport != %u redirect to :%u\n"
+	"flush chain ip capsule_vm_in out\n" \
+	"add rule ip capsule_vm_in out fib daddr type local meta l4proto tcp redirect to :tcp dport map @ports\n"
 
 /* A vm behind a network namespace by path: QEMU runs in it (qemu.c), but the guest's address
  * is libslirp's, which takes no connection in; the shim listens in the namespace instead, a
@@ -216,10 +229,7 @@ static int ns_listen(struct net *n, capsule_error *err)
 			close(fd);
 		return cap_err(err, e, "a listener in the network namespace '%s'", n->cfg->net_ns);
 	}
-	char text[sizeof(VM_NS_NFT) + 16];
-	unsigned port = ntohs(a.sin_port);
-	int len = snprintf(text, sizeof(text), VM_NS_NFT, port, port, port);
-	if ((r = net_nft(n, text, (size_t)len, NULL, err)) < 0) {
+	if ((r = net_nft(n, VM_NS_NFT, sizeof(VM_NS_NFT) - 1, NULL, err)) < 0) {
 		close(fd);
 		return r;
 	}
@@ -497,6 +507,142 @@ void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t 
 	}
 }
 
+/* ---- a pod's ports: which vm of a joined namespace a port goes to ---------------------- */
+
+static bool port_in(const uint16_t *list, size_t n, uint16_t port)
+{
+	for (size_t i = 0; i < n; i++)
+		if (list[i] == port)
+			return true;
+	return false;
+}
+
+/* The port of this shim's listener in its joined namespace, 0 when it has none. */
+static unsigned ns_listener_port(const struct net *n)
+{
+	for (size_t i = 0; n->joined && i < NET_MAX_FORWARDS; i++)
+		if (n->fwd[i].used && !n->fwd[i].pf.guest_port)
+			return n->fwd[i].pf.host_port;
+	return 0;
+}
+
+/* Whether a socket listens on PORT in the joined namespace (its own /proc/thread-self/net/tcp,
+ * read after entering it): a claim whose listener is gone is a shim's that ended without
+ * removing it (killed), and is taken over. */
+static bool ns_port_listening(struct net *n, unsigned port)
+{
+	_cleanup_close_ int own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (own < 0 || setns(n->joined_fd, CLONE_NEWNET) < 0)
+		return true; /* unknown: never take another's port on a guess */
+	int fd = open("/proc/thread-self/net/tcp", O_RDONLY | O_CLOEXEC);
+	if (setns(own, CLONE_NEWNET) < 0)
+		abort();
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	int r = fd < 0 ? -errno : read_fd_all(fd, 4 << 20, &text, &len);
+	if (fd >= 0)
+		close(fd);
+	if (r < 0)
+		return true;
+	uint16_t ports[1024];
+	size_t k = tcp_listening_ports(text, ports, 0, ARRAY_SIZE(ports));
+	return port_in(ports, k, (uint16_t)port) || k == ARRAY_SIZE(ports);
+}
+
+/* The listener port the map sends PORT to now, 0 when unknown. */
+static unsigned ports_owner(struct net *n, unsigned port)
+{
+	_cleanup_free_ char *out = NULL;
+	capsule_error e = { 0 };
+	if (net_nft(n, "list map ip capsule_vm_in ports", 0, &out, &e) < 0 || !out)
+		return 0;
+	char key[16];
+	snprintf(key, sizeof(key), "[%u, ", port);
+	const char *at = strstr(out, key);
+	unsigned owner = 0;
+	return at && sscanf(at + strlen(key), "%u", &owner) == 1 ? owner : 0;
+}
+
+/* PORT for this shim's listener LISTENER, unless another vm of the namespace holds it: the
+ * map's element is made with `create` (which fails on one there), so of two guests that
+ * listen on one port the one whose agent reported it first gets it, and the other's shim
+ * says so in its log, once, and tries again when its guest's ports next change. */
+static bool port_claim(struct net *n, struct vm_fwd *v, unsigned port, unsigned listener)
+{
+	char text[160];
+	capsule_error e = { 0 };
+	int len = snprintf(text, sizeof(text), "create element ip capsule_vm_in ports { %u : %u }\n", port, listener);
+	if (net_nft(n, text, (size_t)len, NULL, &e) == 0)
+		return true;
+	unsigned owner = ports_owner(n, port);
+	if (owner && owner != listener && !ns_port_listening(n, owner)) {
+		len = snprintf(text, sizeof(text), "delete element ip capsule_vm_in ports { %u }\n"
+			       "create element ip capsule_vm_in ports { %u : %u }\n", port, port, listener);
+		if (net_nft(n, text, (size_t)len, NULL, &e) == 0) {
+			net_log(n, "port %u: taken over from a listener (port %u) that is gone", port, owner);
+			return true;
+		}
+	}
+	if (owner == listener)
+		return true;
+	if (!port_in(v->refused, v->nrefused, (uint16_t)port))
+		net_log(n, "port %u: the guest listens on it, but another container of the network namespace '%s' "
+			   "serves it (its listener on port %u): connections to port %u go there, not to this guest",
+			port, n->cfg->net_ns, owner, port);
+	return false;
+}
+
+/* Remove the claims not in KEEP. An element already gone (removed by hand) fails the
+ * transaction; each is then removed alone. */
+static void ports_release(struct net *n, struct vm_fwd *v, const struct cp_vm_listening *keep)
+{
+	if (!n->joined)
+		return;
+	char text[64 + CP_MAX_VM_LISTENING * 8];
+	size_t off = 0, kept = 0, gone = 0;
+	for (size_t i = 0; i < v->nclaimed; i++) {
+		if (port_in(keep->port, keep->n, v->claimed[i])) {
+			v->claimed[kept++] = v->claimed[i];
+			continue;
+		}
+		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%u", gone++ ? ", " : "delete element ip capsule_vm_in ports { ",
+					v->claimed[i]);
+	}
+	v->nclaimed = kept;
+	if (!gone)
+		return;
+	off += (size_t)snprintf(text + off, sizeof(text) - off, " }\n");
+	capsule_error e = { 0 };
+	if (net_nft(n, text, off, NULL, &e) < 0)
+		net_log(n, "removing the ports this guest no longer listens on from '%s': %s", n->cfg->net_ns, e.message);
+}
+
+void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len)
+{
+	struct vm_fwd *v = fwd_of(n);
+	unsigned listener = ns_listener_port(n);
+	static struct cp_vm_listening m;
+	if (!v || !listener)
+		return; /* not a vm behind a joined namespace: nothing to claim for */
+	if (cp_vm_listening_decode(payload, len, &m) < 0) {
+		net_log(n, "agent sent a malformed VM_LISTENING; ignoring it");
+		return;
+	}
+	ports_release(n, v, &m);
+	uint16_t refused[CP_MAX_VM_LISTENING];
+	size_t nrefused = 0;
+	for (size_t i = 0; i < m.n; i++) {
+		if (port_in(v->claimed, v->nclaimed, m.port[i]))
+			continue;
+		if (port_claim(n, v, m.port[i], listener))
+			v->claimed[v->nclaimed++] = m.port[i];
+		else
+			refused[nrefused++] = m.port[i];
+	}
+	memcpy(v->refused, refused, nrefused * sizeof(refused[0]));
+	v->nrefused = nrefused;
+}
+
 static void vm_fwd_forward_closed(struct net *n, int fi)
 {
 	struct vm_fwd *v = fwd_of(n);
@@ -510,6 +656,7 @@ static void vm_fwd_free(struct net *n)
 	struct vm_fwd *v = fwd_of(n);
 	if (!v)
 		return;
+	ports_release(n, v, &(struct cp_vm_listening){ .n = 0 });
 	for (size_t i = 0; i < NET_MAX_CONNS; i++)
 		if (v->c[i].used)
 			conn_free(n, &v->c[i]);

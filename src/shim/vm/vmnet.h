@@ -35,11 +35,12 @@ static inline bool vm_net_nic(const struct capsule_config *cfg)
 /* QEMU's arguments for CFG's network (none for none and mounts-only), at most MAX, pointing at
  * static strings; and what goes on the kernel's command line into BUF: "" or
  * " capsule.net=full", and with an allowlist " capsule.allow=ADDR/PREFIX[:PORT],..." and
- * " capsule.dns=proxy", with a quota " capsule.quota=BYTES" (the agent loads them as nf_tables
+ * " capsule.dns=proxy", with a quota " capsule.quota=BYTES", behind a joined network namespace
+ * " capsule.ports=report" (the agent loads them as nf_tables
  * rules before it answers: src/agent/vm_egress.c; and relays DNS to the shim's proxy). VM_NET_CMDLINE_MAX
  * holds the longest. The module group "net" (virtio_net) is named by vm_module_groups
  * (initramfs.c). */
-#define VM_NET_CMDLINE_MAX (96 + CAPSULE_MAX_ALLOW * 25)
+#define VM_NET_CMDLINE_MAX (128 + CAPSULE_MAX_ALLOW * 25)
 size_t vm_net_qemu_args(const struct capsule_config *cfg, const char **out, size_t max);
 void vm_net_cmdline(const struct capsule_config *cfg, char *buf, size_t size);
 
@@ -64,6 +65,10 @@ typedef void (*vm_fwd_send_fn)(void *ctx, const void *a, size_t an, const void *
 /* Once the agent runs: N's forwards become net_relay_ops that carry each accepted connection
  * over the agent channel (a FWD_CONNECT for its guest side), and accepting starts. */
 int vm_fwd_start(struct net *n, vm_fwd_send_fn send, void *ctx, capsule_error *err);
+/* The agent's VM_LISTENING (the ports its guest listens on) for a vm behind a joined network
+ * namespace: this shim's claims in the namespace's map become those ports, less those another
+ * vm there holds (docs/architecture.md, "Several vms in one pod"). */
+void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len);
 /* A frame from the agent on a channel of ours (vm_fwd_chan). */
 void vm_fwd_agent_frame(struct net *n, const struct cp_header *h, const uint8_t *payload);
 
