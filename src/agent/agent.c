@@ -747,6 +747,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 	case CP_FWD_CONNECT: fwd_connect(h->chan, payload, h->len); break;
 	case CP_FWD_CLOSE: fwd_close(h->chan); break;
 	case CP_EGRESS: vm_dns_egress(h, payload); break;
+	case CP_VM_LISTENING: vm_ports_peers(payload, h->len); break;
 	case CP_VM_MOUNT:
 	case CP_VM_UNMOUNT: vm_mount_request(h, payload); break;
 	case CP_SAVE:
@@ -979,7 +980,7 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (role == AGENT_ROLE_PORTS) {
-				vm_ports_event();
+				vm_ports_event((size_t)(key >> 8), evs[i].events);
 				continue;
 			}
 			if (role == AGENT_ROLE_WATCH) {

@@ -151,11 +151,14 @@ void vm_dns_init(int epfd);
 void vm_dns_event(void);
 void vm_dns_egress(const struct cp_header *h, const uint8_t *payload);
 
-/* A vm's listening TCP ports (vm_ports.c): with capsule.ports=report, a timer (epoll key
- * AGENT_ROLE_PORTS) on whose ticks the guest's TCP tables are read and VM_LISTENING is sent
- * when the set changed. */
+/* A vm's listening TCP ports (vm_ports.c): with capsule.ports=report, a timer on whose ticks
+ * the guest's TCP tables are read and VM_LISTENING is sent when the set changed (and every
+ * few seconds); the shim's VM_LISTENING, the ports the pod's other vms hold, each listened on
+ * on the guest's loopback and relayed to the gateway's. Their epoll keys are
+ * (index << 8) | AGENT_ROLE_PORTS. */
 void vm_ports_init(int epfd);
-void vm_ports_event(void);
+void vm_ports_event(size_t index, uint32_t events);
+void vm_ports_peers(const uint8_t *payload, size_t len);
 
 /* vm isolation (vm_boot.c). agent_vm_boot does nothing in a container; as the /init of a
  * guest it loads modules, makes the port fd 3 and moves into the sandbox's root. agent_exit

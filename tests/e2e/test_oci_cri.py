@@ -402,10 +402,11 @@ def serve(port, body):
 @pytest.mark.vm_slow
 def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
     """Two vm containers in one capsule-vm pod: A serves 8080, B 9090; each port on the pod's
-    address reaches the vm that listens on it; A reaches B through the pod's loopback (the
-    guest's 10.0.2.2); B listening on 8080 too gets a clear line in its shim's log and 8080
-    stays A's, until A ends, when B takes it over; A's claims go with it, and after the pod
-    is removed no claim is left in its namespace."""
+    address reaches the vm that listens on it, and each container reaches the other's on its
+    own localhost (and on the pod's loopback, the guest's 10.0.2.2), as a pod's containers
+    share localhost. B cannot listen on 8080 while A holds it (the bind fails, as in a pod);
+    once A ends, its claims go, B can, and the pod's 8080 is B's; after the pod is removed no
+    claim is left in its namespace."""
     config = pod_config(cri, "vmpod2", annotations={"capsule.isolation": "vm"})
     pod = cri.RunPodSandbox(config=config, runtime_handler="capsule-vm").pod_sandbox_id
     try:
@@ -415,24 +416,27 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
         b = start_container(cri, pod, config, "b", ["sh", "-c", serve(9090, "from-b") + "; exec sleep 100000"])
         assert http_get_in(netns, addr, 9090, "from-b\n") == "from-b\n"
         assert http_get_in(netns, addr, 8080, "from-a\n", timeout=0) == "from-a\n"
-        # A reaches B over the pod's loopback, which is the guest's gateway.
-        assert exec_sync(cri, a, "wget", "-q", "-O", "-", "http://10.0.2.2:9090/") == (0, "from-b\n", "")
-        assert exec_sync(cri, b, "wget", "-q", "-O", "-", "http://10.0.2.2:8080/") == (0, "from-a\n", "")
-        # B listens on 8080 too: A holds it, B's shim says so once, and 8080 stays A's.
-        assert exec_sync(cri, b, "sh", "-c", serve(8080, "from-b-8080"))[0] == 0
-        log = os.path.join(cri.env["CAPSULE_HOME"], "run", b[:63], "shim.log")
-        deadline = time.monotonic() + 30
-        while "port 8080: the guest listens on it, but another container" not in open(log).read() and \
-                time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert "port 8080: the guest listens on it, but another container" in open(log).read()
-        assert http_get_in(netns, addr, 8080, "from-a\n", timeout=0) == "from-a\n"
         ports = claimed_ports(netns)
         assert set(ports) == {8080, 9090} and ports[8080] != ports[9090], ports
-        # A ends: its claim goes, and B's guest, which listens on 8080, takes the port.
+        # Shared localhost: A's 127.0.0.1:9090 is B's server, B's 127.0.0.1:8080 A's (once
+        # B's shim has told A's agent of 9090: at its next report).
+        deadline = time.monotonic() + 30
+        while (got := exec_sync(cri, a, "wget", "-q", "-O", "-", "http://127.0.0.1:9090/"))[0] != 0 and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert got == (0, "from-b\n", ""), got
+        assert exec_sync(cri, b, "wget", "-q", "-O", "-", "http://127.0.0.1:8080/") == (0, "from-a\n", "")
+        assert exec_sync(cri, a, "wget", "-q", "-O", "-", "http://10.0.2.2:9090/") == (0, "from-b\n", "")
+        # 8080 is A's: in B it is taken.
+        code, _, err = exec_sync(cri, b, "httpd", "-p", "8080", "-h", "/w9090")
+        assert code != 0 and "in use" in err, (code, err)
+        # A ends: its claim goes, B's agent lets 8080 go, and B's server on it gets the pod's 8080.
         cri.StopContainer(container_id=a, timeout=10)
+        assert 8080 not in claimed_ports(netns)
+        deadline = time.monotonic() + 30
+        while exec_sync(cri, b, "sh", "-c", serve(8080, "from-b-8080"))[0] != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert http_get_in(netns, addr, 8080, "from-b-8080\n") == "from-b-8080\n"
-        assert set(claimed_ports(netns)) == {8080, 9090}
         cri.RemoveContainer(container_id=a)
         cri.StopContainer(container_id=b, timeout=10)
         assert claimed_ports(netns) == {}

@@ -144,6 +144,9 @@ struct vm_fwd {
 	 * guest listens on that another vm there holds (each said once in the log). */
 	uint16_t claimed[CP_MAX_VM_LISTENING], refused[CP_MAX_VM_LISTENING];
 	size_t nclaimed, nrefused;
+	/* The ports the namespace's other vms hold, as last sent to the agent, which listens on
+	 * them on the guest's loopback for the guest's programs (vm_ports.c). */
+	struct cp_vm_listening peers;
 	vm_fwd_send_fn send;
 	void *send_ctx;
 	uint32_t next_chan;
@@ -163,6 +166,8 @@ static void fwd_send(struct vm_fwd *v, const void *a, size_t an, const void *b, 
 }
 
 static const struct net_relay_ops vm_relay_ops;
+static void peers_update(struct net *n, struct vm_fwd *v, unsigned listener);
+static unsigned ns_listener_port(const struct net *n);
 
 /* The nat table in a joined namespace, one for every vm there (a pod's several): a TCP
  * connection that comes into it (podman's -p DNATs the host's port to the namespace's address;
@@ -256,6 +261,10 @@ int vm_fwd_start(struct net *n, vm_fwd_send_fn send, void *ctx, capsule_error *e
 	n->relay = &vm_relay_ops;
 	n->relay_state = v;
 	net_arm_forwards(n);
+	/* Before the first command: the other vms' ports are held on the guest's loopback before
+	 * any program of the guest can bind one of them. */
+	if (n->joined)
+		peers_update(n, v, ns_listener_port(n));
 	return 0;
 }
 
@@ -549,18 +558,36 @@ static bool ns_port_listening(struct net *n, unsigned port)
 	return port_in(ports, k, (uint16_t)port) || k == ARRAY_SIZE(ports);
 }
 
-/* The listener port the map sends PORT to now, 0 when unknown. */
-static unsigned ports_owner(struct net *n, unsigned port)
+/* The namespace's map as (port, listener) pairs, at most MAX; -1 when it cannot be read. */
+static int ports_map(struct net *n, uint16_t (*kv)[2], size_t max)
 {
 	_cleanup_free_ char *out = NULL;
 	capsule_error e = { 0 };
 	if (net_nft(n, "list map ip capsule_vm_in ports", 0, &out, &e) < 0 || !out)
-		return 0;
-	char key[16];
-	snprintf(key, sizeof(key), "[%u, ", port);
-	const char *at = strstr(out, key);
-	unsigned owner = 0;
-	return at && sscanf(at + strlen(key), "%u", &owner) == 1 ? owner : 0;
+		return -1;
+	/* nft -j: ..."elem": [[8080, 40001], [9090, 40002]]... */
+	const char *p = strstr(out, "\"elem\": [");
+	size_t k = 0;
+	unsigned key, val;
+	int used;
+	for (p = p ? p + 9 : NULL; p && k < max && sscanf(p, " [%u, %u]%n", &key, &val, &used) == 2; k++) {
+		kv[k][0] = (uint16_t)key;
+		kv[k][1] = (uint16_t)val;
+		p += used;
+		p = *p == ',' ? p + 1 : NULL;
+	}
+	return (int)k;
+}
+
+/* The listener port the map sends PORT to now, 0 when unknown. */
+static unsigned ports_owner(struct net *n, unsigned port)
+{
+	uint16_t kv[256][2];
+	int k = ports_map(n, kv, ARRAY_SIZE(kv));
+	for (int i = 0; i < k; i++)
+		if (kv[i][0] == port)
+			return kv[i][1];
+	return 0;
 }
 
 /* PORT for this shim's listener LISTENER, unless another vm of the namespace holds it: the
@@ -617,6 +644,37 @@ static void ports_release(struct net *n, struct vm_fwd *v, const struct cp_vm_li
 		net_log(n, "removing the ports this guest no longer listens on from '%s': %s", n->cfg->net_ns, e.message);
 }
 
+/* The other vms' ports, to the agent when they changed: a pod's containers share localhost,
+ * so a guest's program reaches another container's port on its own 127.0.0.1 (the agent
+ * relays it to the namespace's loopback, where the map sends it on). Read at each of the
+ * agent's reports, which come at least every few seconds. */
+static void peers_update(struct net *n, struct vm_fwd *v, unsigned listener)
+{
+	uint16_t kv[256][2];
+	int k = ports_map(n, kv, ARRAY_SIZE(kv));
+	if (k < 0)
+		return;
+	struct cp_vm_listening now = { .n = 0 };
+	for (int i = 0; i < k && now.n < CP_MAX_VM_LISTENING; i++) {
+		if (kv[i][1] == listener || !kv[i][0])
+			continue;
+		size_t at = 0;
+		while (at < now.n && now.port[at] < kv[i][0])
+			at++;
+		if (at < now.n && now.port[at] == kv[i][0])
+			continue;
+		memmove(now.port + at + 1, now.port + at, (now.n - at) * sizeof(now.port[0]));
+		now.port[at] = kv[i][0];
+		now.n++;
+	}
+	if (now.n == v->peers.n && !memcmp(now.port, v->peers.port, now.n * sizeof(now.port[0])))
+		return;
+	if (cp_vm_listening_encode(&v->w, 0, &now) < 0)
+		return;
+	fwd_send(v, v->w.buf, v->w.len, NULL, 0);
+	v->peers = now;
+}
+
 void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len)
 {
 	struct vm_fwd *v = fwd_of(n);
@@ -641,6 +699,7 @@ void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len)
 	}
 	memcpy(v->refused, refused, nrefused * sizeof(refused[0]));
 	v->nrefused = nrefused;
+	peers_update(n, v, listener);
 }
 
 static void vm_fwd_forward_closed(struct net *n, int fi)
