@@ -438,6 +438,18 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
             time.sleep(0.5)
         assert http_get_in(netns, addr, 8080, "from-b-8080\n") == "from-b-8080\n"
         cri.RemoveContainer(container_id=a)
+        # C's shim is killed (no chance to remove its claim): B's shim finds the claim's
+        # listener gone and removes it.
+        c = start_container(cri, pod, config, "c", ["sh", "-c", serve(7070, "from-c") + "; exec sleep 100000"])
+        assert http_get_in(netns, addr, 7070, "from-c\n") == "from-c\n"
+        r = subprocess.run([os.path.join(BUILD, "capsule"), "inspect", c[:63]], env=cri.env, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        os.kill(json.loads(r.stdout)["shim_pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while 7070 in claimed_ports(netns) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert set(claimed_ports(netns)) == {8080, 9090}
         cri.StopContainer(container_id=b, timeout=10)
         assert claimed_ports(netns) == {}
     finally:

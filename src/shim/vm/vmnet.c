@@ -535,14 +535,14 @@ static unsigned ns_listener_port(const struct net *n)
 	return 0;
 }
 
-/* Whether a socket listens on PORT in the joined namespace (its own /proc/thread-self/net/tcp,
- * read after entering it): a claim whose listener is gone is a shim's that ended without
- * removing it (killed), and is taken over. */
-static bool ns_port_listening(struct net *n, unsigned port)
+/* The ports listened on in the joined namespace (its own /proc/thread-self/net/tcp, read
+ * after entering it), sorted, at most MAX; -1 when unknown (unreadable, or more than MAX). A
+ * claim whose listener is not among them is a shim's that ended without removing it (killed). */
+static int ns_listening(struct net *n, uint16_t *ports, size_t max)
 {
 	_cleanup_close_ int own = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (own < 0 || setns(n->joined_fd, CLONE_NEWNET) < 0)
-		return true; /* unknown: never take another's port on a guess */
+		return -1;
 	int fd = open("/proc/thread-self/net/tcp", O_RDONLY | O_CLOEXEC);
 	if (setns(own, CLONE_NEWNET) < 0)
 		abort();
@@ -552,10 +552,9 @@ static bool ns_port_listening(struct net *n, unsigned port)
 	if (fd >= 0)
 		close(fd);
 	if (r < 0)
-		return true;
-	uint16_t ports[1024];
-	size_t k = tcp_listening_ports(text, ports, 0, ARRAY_SIZE(ports));
-	return port_in(ports, k, (uint16_t)port) || k == ARRAY_SIZE(ports);
+		return -1;
+	size_t k = tcp_listening_ports(text, ports, 0, max);
+	return k == max ? -1 : (int)k;
 }
 
 /* The namespace's map as (port, listener) pairs, at most MAX; -1 when it cannot be read. */
@@ -602,7 +601,9 @@ static bool port_claim(struct net *n, struct vm_fwd *v, unsigned port, unsigned 
 	if (net_nft(n, text, (size_t)len, NULL, &e) == 0)
 		return true;
 	unsigned owner = ports_owner(n, port);
-	if (owner && owner != listener && !ns_port_listening(n, owner)) {
+	uint16_t live[1024];
+	int nlive = owner && owner != listener ? ns_listening(n, live, ARRAY_SIZE(live)) : -1;
+	if (nlive >= 0 && !port_in(live, (size_t)nlive, (uint16_t)owner)) {
 		len = snprintf(text, sizeof(text), "delete element ip capsule_vm_in ports { %u }\n"
 			       "create element ip capsule_vm_in ports { %u : %u }\n", port, port, listener);
 		if (net_nft(n, text, (size_t)len, NULL, &e) == 0) {
@@ -650,22 +651,38 @@ static void ports_release(struct net *n, struct vm_fwd *v, const struct cp_vm_li
  * agent's reports, which come at least every few seconds. */
 static void peers_update(struct net *n, struct vm_fwd *v, unsigned listener)
 {
-	uint16_t kv[256][2];
+	uint16_t kv[256][2], live[1024];
 	int k = ports_map(n, kv, ARRAY_SIZE(kv));
 	if (k < 0)
 		return;
+	int nlive = k ? ns_listening(n, live, ARRAY_SIZE(live)) : -1;
 	struct cp_vm_listening now = { .n = 0 };
-	for (int i = 0; i < k && now.n < CP_MAX_VM_LISTENING; i++) {
+	char text[64 + 256 * 8];
+	size_t off = 0, stale = 0;
+	for (int i = 0; i < k; i++) {
 		if (kv[i][1] == listener || !kv[i][0])
 			continue;
+		/* A dead shim's claim: removed, by whichever of the namespace's shims sees it first. */
+		if (nlive >= 0 && !port_in(live, (size_t)nlive, kv[i][1])) {
+			net_log(n, "port %u: the listener that held it (port %u) is gone; removing its claim", kv[i][0], kv[i][1]);
+			off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%u",
+						stale++ ? ", " : "delete element ip capsule_vm_in ports { ", kv[i][0]);
+			continue;
+		}
 		size_t at = 0;
 		while (at < now.n && now.port[at] < kv[i][0])
 			at++;
-		if (at < now.n && now.port[at] == kv[i][0])
+		if (now.n >= CP_MAX_VM_LISTENING || (at < now.n && now.port[at] == kv[i][0]))
 			continue;
 		memmove(now.port + at + 1, now.port + at, (now.n - at) * sizeof(now.port[0]));
 		now.port[at] = kv[i][0];
 		now.n++;
+	}
+	if (stale) {
+		capsule_error e = { 0 };
+		off += (size_t)snprintf(text + off, sizeof(text) - off, " }\n");
+		if (net_nft(n, text, off, NULL, &e) < 0)
+			net_log(n, "removing claims of listeners that are gone: %s", e.message);
 	}
 	if (now.n == v->peers.n && !memcmp(now.port, v->peers.port, now.n * sizeof(now.port[0])))
 		return;
