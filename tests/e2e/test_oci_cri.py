@@ -395,6 +395,11 @@ def claimed_ports(netns):
     return {k: v for k, v in elems}
 
 
+def nsenter_nft(netns, command):
+    r = subprocess.run(["nsenter", f"--net={netns}", "nft", command], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
 def serve(port, body):
     return f"mkdir -p /w{port}; echo {body} > /w{port}/index.html; httpd -p {port} -h /w{port}"
 
@@ -405,8 +410,10 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
     address reaches the vm that listens on it, and each container reaches the other's on its
     own localhost (and on the pod's loopback, the guest's 10.0.2.2), as a pod's containers
     share localhost. B cannot listen on 8080 while A holds it (the bind fails, as in a pod);
-    once A ends, its claims go, B can, and the pod's 8080 is B's; after the pod is removed no
-    claim is left in its namespace."""
+    a port both guests listen on before either's claim reached the other stays with the first
+    claim, B's shim says so in its log and takes it once it is free; once A ends, its claims
+    go, B can listen on 8080, and the pod's 8080 is B's; a killed shim's claim is removed by
+    the others; after the pod is removed no claim is left in its namespace."""
     config = pod_config(cri, "vmpod2", annotations={"capsule.isolation": "vm"})
     pod = cri.RunPodSandbox(config=config, runtime_handler="capsule-vm").pod_sandbox_id
     try:
@@ -430,6 +437,29 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
         # 8080 is A's: in B it is taken.
         code, _, err = exec_sync(cri, b, "httpd", "-p", "8080", "-h", "/w9090")
         assert code != 0 and "in use" in err, (code, err)
+        # Two guests that listen on one port before either's claim reached the other (here a
+        # claim for A's listener made by hand, B's server started at once): the first claim
+        # keeps it, B's shim says so in its log.
+        log = os.path.join(cri.env["CAPSULE_HOME"], "run", b[:63], "shim.log")
+        for port in (7001, 7002, 7003):
+            nsenter_nft(netns, f"add element ip capsule_vm_in ports {{ {port} : {ports[8080]} }}")
+            code, _, err = exec_sync(cri, b, "httpd", "-p", str(port), "-h", "/w9090")
+            if code == 0:
+                break
+            # B's agent had the claim first (a report in between) and holds the port: the pod's
+            # answer, not the one this part checks.
+            assert "in use" in err, err
+        line = f"port {port}: the guest listens on it, but another container of the network namespace"
+        deadline = time.monotonic() + 30
+        while line not in open(log).read() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert line in open(log).read()
+        assert claimed_ports(netns)[port] == ports[8080]
+        nsenter_nft(netns, f"delete element ip capsule_vm_in ports {{ {port} }}")
+        deadline = time.monotonic() + 30
+        while claimed_ports(netns).get(port) != ports[9090] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert claimed_ports(netns).get(port) == ports[9090]  # retried, it is B's now
         # A ends: its claim goes, B's agent lets 8080 go, and B's server on it gets the pod's 8080.
         cri.StopContainer(container_id=a, timeout=10)
         assert 8080 not in claimed_ports(netns)
@@ -449,7 +479,7 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
         deadline = time.monotonic() + 30
         while 7070 in claimed_ports(netns) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert set(claimed_ports(netns)) == {8080, 9090}
+        assert set(claimed_ports(netns)) == {8080, 9090, port}
         cri.StopContainer(container_id=b, timeout=10)
         assert claimed_ports(netns) == {}
     finally:

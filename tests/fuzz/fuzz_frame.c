@@ -288,6 +288,12 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		r = cp_egress_used_decode(p, n, &m);
 		break;
 	}
+	case CP_VM_LISTENING: {
+		struct cp_vm_listening m;
+		if ((r = cp_vm_listening_decode(p, n, &m)) == 0)
+			CHECK(m.n <= CP_MAX_VM_LISTENING);
+		break;
+	}
 	case CP_LIMITS: {
 		struct cp_limits m;
 		/* Decoded, a request names what it sets and nothing else; the bounds are checked

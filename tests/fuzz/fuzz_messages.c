@@ -2,7 +2,7 @@
  *
  * Byte 0 picks a decoder (bytes 0xf0 and up, byte % 3: mount, unmount, request_ok; 0xe0 to
  * 0xef, byte % 2: port add, port remove; 0xd0 to 0xd7: save; 0xd8 to 0xdf: pause; 0xcc and 0xcd: a vm's
- * FWD_CONNECT; 0xa0 to 0xaf, byte % 3: a vm's DNS_QUERY, EGRESS, EGRESS_USED; 0xce: WATCH; 0xcf: WATCH event records (a DATA payload); 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
+ * FWD_CONNECT; 0xa0 to 0xae, byte % 3: a vm's DNS_QUERY, EGRESS, EGRESS_USED; 0xaf: VM_LISTENING; 0xce: WATCH; 0xcf: WATCH event records (a DATA payload); 0xc0 to 0xcb, byte % 3: vm_mount, vm_unmount, vm_mounted; 0xb0 to 0xbf, byte %
  * 3: screenshot, screenshot OK, input; others,
  * byte % 13: hello, error, exec, started, credit, exit, signal, resize, stop, init, fs, fs
  * entry (an OK payload), LIST records (a DATA payload)); the rest is the
@@ -523,6 +523,32 @@ static int fuzz_vm_dns_messages(int which, const uint8_t *p, size_t n)
 	return 0;
 }
 
+static bool listening_eq(const struct cp_vm_listening *a, const struct cp_vm_listening *b)
+{
+	return a->n == b->n && !memcmp(a->port, b->port, a->n * sizeof(a->port[0]));
+}
+static void no_free_listening(struct cp_vm_listening *m)
+{
+	(void)m;
+}
+
+/* A vm agent's VM_LISTENING is hostile input to the shim (and the shim's to the agent). */
+static int fuzz_vm_listening(const uint8_t *p, size_t n)
+{
+	struct cp_vm_listening a;
+	int r = cp_vm_listening_decode(p, n, &a);
+	if (r != 0) {
+		CHECK(a.n == 0);
+		return r;
+	}
+	CHECK(a.n <= CP_MAX_VM_LISTENING);
+	for (size_t i = 0; i < a.n; i++)
+		CHECK(a.port[i] >= 1 && (i == 0 || a.port[i] > a.port[i - 1]));
+	ROUND_TRIP(struct cp_vm_listening, cp_vm_listening_encode, cp_vm_listening_decode, no_free_listening,
+		   listening_eq, a, CP_VM_LISTENING);
+	return 0;
+}
+
 static bool watch_eq(const struct cp_watch *a, const struct cp_watch *b)
 {
 	return str_eq(a->path, b->path) && a->flags == b->flags;
@@ -676,7 +702,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	if (data[0] >= 0xa0 && data[0] < 0xb0) {
-		r = fuzz_vm_dns_messages(data[0] % 3, p, n);
+		r = data[0] == 0xaf ? fuzz_vm_listening(p, n) : fuzz_vm_dns_messages(data[0] % 3, p, n);
 		CHECK(r == 0 || r == -EBADMSG || r == -ENOMEM);
 		free(p);
 		return 0;
