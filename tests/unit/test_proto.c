@@ -25,6 +25,7 @@
 
 #include "capsule.h"
 #include "proto.h"
+#include "util.h"
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -419,7 +420,7 @@ static void test_header_unknown_type_rejected(void **state)
 				   CP_MOUNT, CP_UNMOUNT, CP_MOUNTS, CP_PORT_ADD, CP_PORT_REMOVE, CP_PORTS, CP_STATS, CP_LIMITS, CP_SAVE,
 				   CP_PAUSE, CP_WATCH, CP_NET_ALLOW, CP_NET_DENY, CP_NET_LS,
 				   CP_VM_MOUNT, CP_VM_UNMOUNT, CP_VM_MOUNTED, CP_FWD_CONNECT, CP_FWD_CLOSE, CP_DIRECT,
-				   CP_DNS_QUERY, CP_EGRESS, CP_EGRESS_USED, CP_SCREENSHOT, CP_INPUT };
+				   CP_DNS_QUERY, CP_EGRESS, CP_EGRESS_USED, CP_VM_LISTENING, CP_SCREENSHOT, CP_INPUT };
 	/* Every one of the 65536 type values: only the listed ones decode. */
 	for (uint32_t t = 0; t <= 0xffff; t++) {
 		bool is_known = false;
@@ -2405,6 +2406,74 @@ static void test_fs_records_every_truncation_rejected_or_read_cleanly(void **sta
 /* ---- port forwards ---------------------------------------------------------------------- */
 
 /* A vm's DNS proxy: the query the agent relays, and the shim's elements and answer. */
+static void test_vm_listening_round_trip_and_bounds(void **state)
+{
+	(void)state;
+	struct cp_writer w;
+	cp_writer_init(&w);
+	struct cp_vm_listening m = { .port = { 22, 8080, 9090 }, .n = 3 }, m2;
+	assert_int_equal(cp_vm_listening_encode(&w, 0, &m), 0);
+	assert_int_equal(cp_vm_listening_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m2), 0);
+	assert_int_equal(m2.n, 3);
+	assert_memory_equal(m2.port, m.port, sizeof(m.port[0]) * 3);
+	/* None is a set too (the guest stopped listening). */
+	m.n = 0;
+	assert_int_equal(cp_vm_listening_encode(&w, 0, &m), 0);
+	assert_int_equal(cp_vm_listening_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m2), 0);
+	assert_int_equal(m2.n, 0);
+	/* Out of order, repeated, 0: refused both ways. */
+	const uint16_t bad[][2] = { { 9090, 8080 }, { 8080, 8080 }, { 0, 8080 } };
+	for (size_t i = 0; i < N_ELEMS(bad); i++) {
+		m = (struct cp_vm_listening){ .port = { bad[i][0], bad[i][1] }, .n = 2 };
+		assert_int_equal(cp_vm_listening_encode(&w, 0, &m), -EINVAL);
+		cp_frame_begin(&w, CP_VM_LISTENING, 0, 0);
+		cp_put_u32(&w, CP_T_VM_LISTENING_PORT, bad[i][0]);
+		cp_put_u32(&w, CP_T_VM_LISTENING_PORT, bad[i][1]);
+		assert_int_equal(cp_frame_finish(&w), 0);
+		assert_int_equal(cp_vm_listening_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m2), -EBADMSG);
+		assert_int_equal(m2.n, 0);
+	}
+	/* Past 65535, or more than CP_MAX_VM_LISTENING ports. */
+	cp_frame_begin(&w, CP_VM_LISTENING, 0, 0);
+	cp_put_u32(&w, CP_T_VM_LISTENING_PORT, 65536);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_vm_listening_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m2), -EBADMSG);
+	cp_frame_begin(&w, CP_VM_LISTENING, 0, 0);
+	for (uint32_t p = 1; p <= CP_MAX_VM_LISTENING + 1; p++)
+		cp_put_u32(&w, CP_T_VM_LISTENING_PORT, p);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_int_equal(cp_vm_listening_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m2), -EBADMSG);
+	cp_writer_free(&w);
+}
+
+/* A /proc/net/tcp and tcp6: listeners that 127.0.0.1 reaches count, each port once, sorted;
+ * connections, and listeners on another address, do not. */
+static void test_tcp_listening_ports_reads_procs_tables(void **state)
+{
+	(void)state;
+	const char *tcp =
+		"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+		"   0: 00000000:2382 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
+		"   1: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+		"   2: 0F02000A:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1\n"
+		"   3: 0100007F:1F90 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 4 1\n";
+	const char *tcp6 =
+		"  sl  local_address                         remote_address                        st\n"
+		"   0: 00000000000000000000000000000000:0050 00000000000000000000000000000000:0000 0A 0\n"
+		"   1: 00000000000000000000000001000000:0051 00000000000000000000000000000000:0000 0A 0\n"
+		"   2: 0000000000000000FFFF00000100007F:2382 00000000000000000000000000000000:0000 0A 0\n";
+	uint16_t ports[4];
+	size_t n = tcp_listening_ports(tcp, ports, 0, N_ELEMS(ports));
+	n = tcp_listening_ports(tcp6, ports, n, N_ELEMS(ports));
+	assert_int_equal(n, 3);
+	assert_int_equal(ports[0], 80);
+	assert_int_equal(ports[1], 8080);
+	assert_int_equal(ports[2], 9090);
+	/* MAX bounds it. */
+	assert_int_equal(tcp_listening_ports(tcp, ports, 0, 1), 1);
+	assert_int_equal(tcp_listening_ports("", ports, 0, 4), 0);
+}
+
 static void test_vm_dns_messages_round_trip_and_bounds(void **state)
 {
 	(void)state;
@@ -3241,6 +3310,8 @@ int main(void)
 		cmocka_unit_test(test_header_len_over_max_payload_rejected),
 		cmocka_unit_test(test_header_unknown_type_rejected),
 		cmocka_unit_test(test_vm_dns_messages_round_trip_and_bounds),
+		cmocka_unit_test(test_vm_listening_round_trip_and_bounds),
+		cmocka_unit_test(test_tcp_listening_ports_reads_procs_tables),
 		cmocka_unit_test(test_hello_round_trip),
 		cmocka_unit_test(test_hello_without_version_rejected),
 		cmocka_unit_test(test_error_round_trip),
