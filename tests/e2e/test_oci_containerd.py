@@ -8,6 +8,7 @@ the native snapshotter, since the rootfs of the overlayfs one could not be idmap
 Each test runs at both levels: the vm level is `ctr run --annotation capsule.isolation=vm`, as
 Kata takes its annotation. A vm boots a kernel (seconds under TCG): the vm half of the exit
 code's test runs in `make check`, the others in `make check-vm` (vm_slow)."""
+import contextlib
 import glob
 import gzip
 import hashlib
@@ -106,8 +107,11 @@ def stop_containerd(daemon):
     daemon.log.close()
 
 
-@pytest.fixture(scope="module")
-def ctr(capsule_home):
+@contextlib.contextmanager
+def own_containerd(capsule_home, runc=None):
+    """A containerd of the test's own (config, root, state and socket in a folder of its own),
+    with the image imported for the native snapshotter; with RUNC, that binary is `runc` on
+    its PATH (what containerd's runc shim runs when no BinaryName reaches it). Yields ctr."""
     assert CONTAINERD and CTR, "containerd is not installed (scripts/install-deps)"
     top = tempfile.mkdtemp(prefix="capsule-oci-containerd-", dir="/var/tmp")
     sock = os.path.join(top, "containerd.sock")
@@ -116,6 +120,10 @@ def ctr(capsule_home):
                 f'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
                 f'[grpc]\n  address = "{sock}"\n[ttrpc]\n  address = "{sock}.ttrpc"\n')
     env = _env(capsule_home)
+    if runc:
+        os.makedirs(os.path.join(top, "bin"))
+        os.symlink(runc, os.path.join(top, "bin", "runc"))
+        env["PATH"] = os.path.join(top, "bin") + ":" + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     daemon = start_containerd(top, sock, env)
 
     def run(*args, timeout=120, **kw):
@@ -123,6 +131,7 @@ def ctr(capsule_home):
         kw.setdefault("text", True)
         return subprocess.run([CTR, "--address", sock] + list(args), env=env, timeout=timeout, **kw)
 
+    run.top, run.env = top, env
     try:
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "image.tar"))
@@ -144,6 +153,12 @@ def ctr(capsule_home):
                 os.rmdir(os.path.join(hierarchy, "default"))
             except OSError:
                 pass
+
+
+@pytest.fixture(scope="module")
+def ctr(capsule_home):
+    with own_containerd(capsule_home) as run:
+        yield run
 
 
 def ctr_run(ctr, *args, **kw):
@@ -180,3 +195,33 @@ def test_run_detached_exec_kill_rm(ctr, level):
     finally:
         ctr("task", "rm", "-f", "d1")
         assert ctr("container", "rm", "d1").returncode == 0
+
+
+def test_uidmap_with_the_overlayfs_snapshotter(capsule_home):
+    """`ctr run --uidmap --gidmap` with containerd's default snapshotter, overlayfs: ctr chowns
+    a snapshot for the range and puts the mappings in the spec, which become the sandbox's
+    own map (no idmapped root needed). Debian's ctr 1.6 sends --uidmap's task options without
+    --runc-binary's BinaryName, so the shim runs `runc` from containerd's PATH: capsule-oci is
+    that `runc` here (docs/oci.md, "containerd")."""
+    with own_containerd(capsule_home, runc=OCI) as ctr:
+        r = ctr("image", "import", "--snapshotter", "overlayfs", os.path.join(ctr.top, "image.tar"))
+        assert r.returncode == 0, r.stderr
+        um = ["--uidmap", "0:300000:65536", "--gidmap", "0:300000:65536"]
+        r = ctr("run", "-d", "--snapshotter", "overlayfs", *um, IMAGE, "um1", "sleep", "1000")
+        assert r.returncode == 0, r.stderr
+        try:
+            # capsule's sandbox, not runc's container.
+            r = subprocess.run([os.path.join(BUILD, "capsule"), "ps", "--json"], env=ctr.env, capture_output=True,
+                               text=True)
+            assert "um1" in [s["name"] for s in json.loads(r.stdout)], r.stdout
+            r = ctr("task", "exec", "--exec-id", "e1", "um1", "sh", "-c",
+                    "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox; echo hi > /x && stat -c %u /x")
+            assert r.returncode == 0, r.stderr
+            assert r.stdout.split() == ["0", "300000", "65536", "0", "0", "0"], r.stdout
+            # On the host, the file is the range's root's: in the snapshot's upper folder.
+            rootfs = os.path.join(ctr.top, "state", "io.containerd.runtime.v2.task", "default", "um1", "rootfs")
+            assert os.stat(os.path.join(rootfs, "x")).st_uid == 300000
+            assert ctr("task", "kill", "-s", "KILL", "um1").returncode == 0
+        finally:
+            ctr("task", "rm", "-f", "um1")
+            ctr("container", "rm", "um1")
