@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -265,6 +266,11 @@ static void peer_accept(struct peer *p)
 			free(b1);
 			continue;
 		}
+		/* Each write is a whole piece a program wrote: Nagle would hold a reply's second piece
+		 * for the first's delayed ACK (40 ms on loopback). */
+		int one = 1;
+		setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(ofd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		*c = (struct relay){ .used = true, .fd = { cfd, ofd }, .buf = { b0, b1 }, .events = { ~0u, ~0u } };
 		relay_watch(c);
 	}

@@ -6,6 +6,7 @@ handlers `capsule` and `capsule-vm`, both containerd's runc shim with BinaryName
 The CRI v1 API is tests/e2e/cri/api.proto, kubernetes/cri-api at 479df36 (the last before
 options that Debian's protoc 3.21 does not know), compiled with protoc at test time; the
 calls are made with grpcio's generic stubs, so no generated gRPC code is kept."""
+import contextlib
 import glob
 import json
 import os
@@ -84,8 +85,11 @@ def containerd_config(top, sock):
             f'  snapshotter = "native"\n  default_runtime_name = "capsule"\n' + runtimes)
 
 
-@pytest.fixture(scope="module")
-def cri(capsule_home, sysv_shm):  # noqa: F811
+@contextlib.contextmanager
+def own_cri(capsule_home, sysv_shm=None):
+    """A containerd of its own with the CRI plugin (the capsule and capsule-vm handlers, a CNI
+    bridge of its own) and the pause and test images imported; yields a Cri client. Without
+    SYSV_SHM the test image lacks that helper (bench/vm-pod)."""
     assert CONTAINERD and CTR and PROTOC and grpc, \
         "containerd, protobuf-compiler or python3-grpcio is not installed (scripts/install-deps)"
     assert os.path.exists(os.path.join(CNI_BIN, "bridge")), "containernetworking-plugins is not installed"
@@ -116,7 +120,7 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
         assert os.path.exists(sock), open(os.path.join(top, "containerd.log")).read()[-2000:]
         oci_archive(os.path.join(top, "pause.tar"), name=PAUSE, cmd=["sleep", "2147483647"])
         oci_archive(os.path.join(top, "image.tar"), name=IMAGE, tools=("hostname", "dd", "rm", "mkdir", "httpd", "wget"),
-                    files=((sysv_shm, "bin/sysv_shm"),))
+                    files=((sysv_shm, "bin/sysv_shm"),) if sysv_shm else ())
         for tar in ("pause.tar", "image.tar"):
             r = subprocess.run([CTR, "--address", sock, "-n", "k8s.io", "image", "import", "--snapshotter",
                                 "native", os.path.join(top, tar)], env=env, capture_output=True, text=True)
@@ -151,6 +155,12 @@ def cri(capsule_home, sysv_shm):  # noqa: F811
                     os.rmdir(hierarchy + CGROUP_PARENT)
                 except OSError:
                     time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def cri(capsule_home, sysv_shm):  # noqa: F811
+    with own_cri(capsule_home, sysv_shm) as client:
+        yield client
 
 
 def namespaces(cri, pid=None):
