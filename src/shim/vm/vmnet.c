@@ -147,6 +147,7 @@ struct vm_fwd {
 	/* The ports the namespace's other vms hold, as last sent to the agent, which listens on
 	 * them on the guest's loopback for the guest's programs (vm_ports.c). */
 	struct cp_vm_listening peers;
+	uint64_t report_ms; /* when the agent's last VM_LISTENING was taken */
 	vm_fwd_send_fn send;
 	void *send_ctx;
 	uint32_t next_chan;
@@ -578,71 +579,95 @@ static int ports_map(struct net *n, uint16_t (*kv)[2], size_t max)
 	return (int)k;
 }
 
-/* The listener port the map sends PORT to now, 0 when unknown. */
-static unsigned ports_owner(struct net *n, unsigned port)
-{
-	uint16_t kv[256][2];
-	int k = ports_map(n, kv, ARRAY_SIZE(kv));
-	for (int i = 0; i < k; i++)
-		if (kv[i][0] == port)
-			return kv[i][1];
-	return 0;
-}
+/* One nft transaction for PORTS: claim each for LISTENER (`create`, which fails on an element
+ * there), release each (`delete`), or both (a dead listener's claim taken over); 0 when the
+ * kernel took all of it. */
+enum port_op { PORT_CLAIM, PORT_RELEASE, PORT_TAKE_OVER };
 
-/* PORT for this shim's listener LISTENER, unless another vm of the namespace holds it: the
- * map's element is made with `create` (which fails on one there), so of two guests that
- * listen on one port the one whose agent reported it first gets it, and the other's shim
- * says so in its log, once, and tries again when its guest's ports next change. */
-static bool port_claim(struct net *n, struct vm_fwd *v, unsigned port, unsigned listener)
+static int ports_nft(struct net *n, enum port_op op, const uint16_t *ports, size_t count, unsigned listener)
 {
-	char text[160];
-	capsule_error e = { 0 };
-	int len = snprintf(text, sizeof(text), "create element ip capsule_vm_in ports { %u : %u }\n", port, listener);
-	if (net_nft(n, text, (size_t)len, NULL, &e) == 0)
-		return true;
-	unsigned owner = ports_owner(n, port);
-	uint16_t live[1024];
-	int nlive = owner && owner != listener ? ns_listening(n, live, ARRAY_SIZE(live)) : -1;
-	if (nlive >= 0 && !port_in(live, (size_t)nlive, (uint16_t)owner)) {
-		len = snprintf(text, sizeof(text), "delete element ip capsule_vm_in ports { %u }\n"
-			       "create element ip capsule_vm_in ports { %u : %u }\n", port, port, listener);
-		if (net_nft(n, text, (size_t)len, NULL, &e) == 0) {
-			net_log(n, "port %u: taken over from a listener (port %u) that is gone", port, owner);
-			return true;
-		}
+	char text[CP_MAX_VM_LISTENING * 100];
+	size_t off = 0;
+	for (size_t i = 0; i < count && off < sizeof(text); i++) {
+		if (op != PORT_CLAIM)
+			off += (size_t)snprintf(text + off, sizeof(text) - off, "delete element ip capsule_vm_in ports { %u }\n",
+						ports[i]);
+		if (op != PORT_RELEASE && off < sizeof(text))
+			off += (size_t)snprintf(text + off, sizeof(text) - off,
+						"create element ip capsule_vm_in ports { %u : %u }\n", ports[i], listener);
 	}
-	if (owner == listener)
-		return true;
-	if (!port_in(v->refused, v->nrefused, (uint16_t)port))
-		net_log(n, "port %u: the guest listens on it, but another container of the network namespace '%s' "
-			   "serves it (its listener on port %u): connections to port %u go there, not to this guest",
-			port, n->cfg->net_ns, owner, port);
-	return false;
+	capsule_error e = { 0 };
+	return off < sizeof(text) ? net_nft(n, text, off, NULL, &e) : -E2BIG;
 }
 
-/* Remove the claims not in KEEP. An element already gone (removed by hand) fails the
- * transaction; each is then removed alone. */
+/* The guest's ports in WANT that this shim does not hold yet, claimed for LISTENER unless
+ * another vm of the namespace holds them: the map's element is made with `create` (which
+ * fails on one there), so of two guests that listen on one port the one whose agent reported
+ * it first gets it, and the other's shim says so in its log, once, and tries again at each
+ * report (at least every 5 s). All at once first (the common case: one nft run); when that
+ * fails, port by port against the map as it is, taking over a claim whose listener is gone. */
+static void ports_claim(struct net *n, struct vm_fwd *v, const struct cp_vm_listening *want, unsigned listener)
+{
+	uint16_t todo[CP_MAX_VM_LISTENING], refused[CP_MAX_VM_LISTENING];
+	size_t ntodo = 0, nrefused = 0;
+	for (size_t i = 0; i < want->n; i++)
+		if (!port_in(v->claimed, v->nclaimed, want->port[i]))
+			todo[ntodo++] = want->port[i];
+	if (!ntodo || ports_nft(n, PORT_CLAIM, todo, ntodo, listener) == 0) {
+		memcpy(v->claimed + v->nclaimed, todo, ntodo * sizeof(todo[0]));
+		v->nclaimed += ntodo;
+		v->nrefused = 0;
+		return;
+	}
+	uint16_t kv[256][2], live[1024];
+	int k = ports_map(n, kv, ARRAY_SIZE(kv));
+	int nlive = ns_listening(n, live, ARRAY_SIZE(live));
+	for (size_t i = 0; i < ntodo; i++) {
+		unsigned owner = 0;
+		for (int j = 0; j < k && !owner; j++)
+			owner = kv[j][0] == todo[i] ? kv[j][1] : 0;
+		bool gone = owner && nlive >= 0 && !port_in(live, (size_t)nlive, (uint16_t)owner);
+		bool mine = owner == listener;
+		if (!mine && (!owner || gone)) {
+			/* Free (its holder let it go since), or a dead shim's: delete and create in one
+			 * transaction, which fails as a whole if another shim was quicker. */
+			mine = ports_nft(n, owner ? PORT_TAKE_OVER : PORT_CLAIM, &todo[i], 1, listener) == 0;
+			if (mine && gone)
+				net_log(n, "port %u: taken over from a listener (port %u) that is gone", todo[i], owner);
+		}
+		if (mine) {
+			v->claimed[v->nclaimed++] = todo[i];
+			continue;
+		}
+		if (!port_in(v->refused, v->nrefused, todo[i]))
+			net_log(n, "port %u: the guest listens on it, but another container of the network namespace '%s' "
+				   "serves it (its listener on port %u): connections to port %u go there, not to this guest",
+				todo[i], n->cfg->net_ns, owner, todo[i]);
+		refused[nrefused++] = todo[i];
+	}
+	memcpy(v->refused, refused, nrefused * sizeof(refused[0]));
+	v->nrefused = nrefused;
+}
+
+/* Remove the claims not in KEEP: in one transaction, or, when it fails (an element another
+ * shim removed as a dead listener's while this one's was closing), one by one. */
 static void ports_release(struct net *n, struct vm_fwd *v, const struct cp_vm_listening *keep)
 {
 	if (!n->joined)
 		return;
-	char text[64 + CP_MAX_VM_LISTENING * 8];
-	size_t off = 0, kept = 0, gone = 0;
+	uint16_t gone[CP_MAX_VM_LISTENING];
+	size_t kept = 0, ngone = 0;
 	for (size_t i = 0; i < v->nclaimed; i++) {
-		if (port_in(keep->port, keep->n, v->claimed[i])) {
+		if (port_in(keep->port, keep->n, v->claimed[i]))
 			v->claimed[kept++] = v->claimed[i];
-			continue;
-		}
-		off += (size_t)snprintf(text + off, sizeof(text) - off, "%s%u", gone++ ? ", " : "delete element ip capsule_vm_in ports { ",
-					v->claimed[i]);
+		else
+			gone[ngone++] = v->claimed[i];
 	}
 	v->nclaimed = kept;
-	if (!gone)
+	if (!ngone || ports_nft(n, PORT_RELEASE, gone, ngone, 0) == 0)
 		return;
-	off += (size_t)snprintf(text + off, sizeof(text) - off, " }\n");
-	capsule_error e = { 0 };
-	if (net_nft(n, text, off, NULL, &e) < 0)
-		net_log(n, "removing the ports this guest no longer listens on from '%s': %s", n->cfg->net_ns, e.message);
+	for (size_t i = 0; i < ngone; i++)
+		ports_nft(n, PORT_RELEASE, &gone[i], 1, 0);
 }
 
 /* The other vms' ports, to the agent when they changed: a pod's containers share localhost,
@@ -703,19 +728,15 @@ void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len)
 		net_log(n, "agent sent a malformed VM_LISTENING; ignoring it");
 		return;
 	}
+	/* Each report runs nft; the agent sends at most one per 500 ms tick, so one within 100 ms
+	 * of the last is not the agent's way and is dropped (the next is at most 5 s away): a
+	 * guest's flood makes the shim run nft a few times in 100 ms at most. */
+	uint64_t now = now_ms();
+	if (v->report_ms && now - v->report_ms < 100)
+		return;
+	v->report_ms = now;
 	ports_release(n, v, &m);
-	uint16_t refused[CP_MAX_VM_LISTENING];
-	size_t nrefused = 0;
-	for (size_t i = 0; i < m.n; i++) {
-		if (port_in(v->claimed, v->nclaimed, m.port[i]))
-			continue;
-		if (port_claim(n, v, m.port[i], listener))
-			v->claimed[v->nclaimed++] = m.port[i];
-		else
-			refused[nrefused++] = m.port[i];
-	}
-	memcpy(v->refused, refused, nrefused * sizeof(refused[0]));
-	v->nrefused = nrefused;
+	ports_claim(n, v, &m, listener);
 	peers_update(n, v, listener);
 }
 
