@@ -104,7 +104,7 @@ static size_t table_read(int fd, uint16_t *ports, size_t n)
 		buf[have] = '\0';
 		char *last = strrchr(buf, '\n');
 		*last = '\0';
-		n = tcp_listening_ports(buf, ports, n, CP_MAX_VM_LISTENING);
+		n = tcp_listening_ports(buf, ports, n, 2 * CP_MAX_VM_LISTENING);
 		/* The partial line after the last newline, behind a newline of its own. */
 		size_t tail = have - (size_t)(last + 1 - buf);
 		memmove(buf + 1, last + 1, tail);
@@ -121,18 +121,20 @@ static void tick(void)
 	uint64_t ticks;
 	if (read(timer_fd, &ticks, sizeof(ticks)) < 0)
 		return;
-	struct cp_vm_listening now = { .n = 0 };
+	/* Room for the agent's own listeners (at most CP_MAX_VM_LISTENING), left out below,
+	 * beside as many of the guest's. */
+	uint16_t all[2 * CP_MAX_VM_LISTENING];
+	size_t nall = 0;
 	for (size_t i = 0; i < 2; i++)
-		now.n = table_read(table_fd[i], now.port, now.n);
-	size_t kept = 0;
-	for (size_t i = 0; i < now.n; i++) {
+		nall = table_read(table_fd[i], all, nall);
+	struct cp_vm_listening now = { .n = 0 };
+	for (size_t i = 0; i < nall && now.n < CP_MAX_VM_LISTENING; i++) {
 		bool ours = false;
 		for (size_t j = 0; j < npeers && !ours; j++)
-			ours = peers[j].port == now.port[i];
+			ours = peers[j].port == all[i];
 		if (!ours)
-			now.port[kept++] = now.port[i];
+			now.port[now.n++] = all[i];
 	}
-	now.n = kept;
 	if (sent_once && now.n == sent.n && !memcmp(now.port, sent.port, now.n * sizeof(now.port[0])) &&
 	    ++unchanged < PORTS_RESEND)
 		return;
