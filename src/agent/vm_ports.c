@@ -13,18 +13,18 @@
  * accepts to the same port of the gateway 10.0.2.2, which libslirp makes the namespace's
  * loopback, where the map sends it to the vm that holds the port. The guest kernel has no
  * NAT, so this is a relay of bytes, not a redirect; its own listeners are left out of the
- * reports. The tables are opened
- * before any command runs, so nothing the workload mounts over its /proc hides them. */
+ * reports. The tables are opened before any command runs, so nothing the workload mounts over
+ * its /proc hides them. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdlib.h>
-#include <sys/socket.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
 
