@@ -33,7 +33,7 @@
 #include "util.h"
 
 #define PORTS_POLL_MS 500
-#define PORTS_RESEND 10
+#define PORTS_RESEND 4
 
 /* Connections relayed at once (each holds two buffers of RELAY_BUF); more are closed. */
 #define RELAY_MAX 64

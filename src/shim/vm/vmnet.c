@@ -604,7 +604,7 @@ static int ports_nft(struct net *n, enum port_op op, const uint16_t *ports, size
  * another vm of the namespace holds them: the map's element is made with `create` (which
  * fails on one there), so of two guests that listen on one port the one whose agent reported
  * it first gets it, and the other's shim says so in its log, once, and tries again at each
- * report (at least every 5 s). All at once first (the common case: one nft run); when that
+ * report (at least every 2 s). All at once first (the common case: one nft run); when that
  * fails, port by port against the map as it is, taking over a claim whose listener is gone. */
 static void ports_claim(struct net *n, struct vm_fwd *v, const struct cp_vm_listening *want, unsigned listener)
 {
@@ -729,7 +729,7 @@ void vm_fwd_listening(struct net *n, const uint8_t *payload, size_t len)
 		return;
 	}
 	/* Each report runs nft; the agent sends at most one per 500 ms tick, so one within 100 ms
-	 * of the last is not the agent's way and is dropped (the next is at most 5 s away): a
+	 * of the last is not the agent's way and is dropped (the next is at most 2 s away): a
 	 * guest's flood makes the shim run nft a few times in 100 ms at most. */
 	uint64_t now = now_ms();
 	if (v->report_ms && now - v->report_ms < 100)
