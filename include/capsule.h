@@ -923,6 +923,10 @@ CAPSULE_API size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_
  * outside its sandbox's pid namespace, sets the sandbox's own path in its place. */
 CAPSULE_API const char *capsule_oci_spec_pid_ns(const capsule_oci_spec *spec);
 CAPSULE_API int capsule_oci_spec_set_pid_ns(capsule_oci_spec *spec, const char *path, capsule_error *err);
+/* What the spec asks that is taken and not done, as runc does not do it either (e.g.
+ * linux.resources.memory.kernel), one warning a line; NULL when there is none. The caller
+ * shows them: the library never prints. */
+CAPSULE_API const char *capsule_oci_spec_warnings(const capsule_oci_spec *spec);
 CAPSULE_API void capsule_oci_spec_free(capsule_oci_spec *spec);
 
 #ifdef __cplusplus

@@ -271,6 +271,19 @@ int capsule_oci_spec_parse(capsule_oci_spec **out, const char *json, size_t len,
 		r = oci_unsupported(err, "linux.devices beyond capsule's own", "a vm's devices are its guest's");
 		goto fail;
 	}
+	/* A vm's cgroup is QEMU's, limited by its memory and cpu time alone (quota over period);
+	 * the finer settings would be its guest's to make. */
+	const struct cgroup_extra *x = &cfg->cg;
+	const char *finer = x->cpuset_cpus ? "cpu.cpus" : x->cpuset_mems ? "cpu.mems" : x->cpu_burst_us ? "cpu.burst"
+			    : x->cpu_rt_runtime_us || x->cpu_rt_period_us ? "cpu.realtimeRuntime/realtimePeriod"
+			    : x->cpu_idle ? "cpu.idle" : x->memory_swap ? "memory.swap"
+			    : x->memory_reservation ? "memory.reservation" : x->memory_swappiness_set ? "memory.swappiness"
+			    : x->oom_kill_disable ? "memory.disableOOMKiller" : x->memory_kernel_tcp ? "memory.kernelTCP" : NULL;
+	if (cfg->isolation == CAPSULE_ISOLATION_VM && finer) {
+		r = cap_err_plain(err, EOPNOTSUPP, "config.json: linux.resources.%s is not supported at the vm level: "
+						   "a vm's cgroup is QEMU's (memory, cpu quota and shares are)", finer);
+		goto fail;
+	}
 	/* A vm's network namespace by path is QEMU's: the guest's NIC is libslirp's, inside it
 	 * (docs/architecture.md, "A vm behind a network namespace"). */
 	/* noexec and the atime options travel with a vm's mounts (VM_MOUNT's flags); a
@@ -360,6 +373,24 @@ size_t capsule_oci_spec_hooks(const capsule_oci_spec *spec, capsule_oci_hook_kin
 	return spec->nhooks[kind];
 }
 
+const char *capsule_oci_spec_warnings(const capsule_oci_spec *spec)
+{
+	return spec ? spec->warnings : NULL;
+}
+
+int oci_warn_add(struct capsule_oci_spec *spec, const char *line, capsule_error *err)
+{
+	size_t have = spec->warnings ? strlen(spec->warnings) : 0;
+	if (have > 4096 || (spec->warnings && strstr(spec->warnings, line)))
+		return 0; /* each once; a hostile spec does not grow it without bound */
+	char *w = realloc(spec->warnings, have + strlen(line) + 2);
+	if (!w)
+		return cap_err(err, ENOMEM, "config.json");
+	snprintf(w + have, strlen(line) + 2, "%s\n", line);
+	spec->warnings = w;
+	return 0;
+}
+
 void capsule_oci_spec_free(capsule_oci_spec *spec)
 {
 	if (!spec)
@@ -376,5 +407,6 @@ void capsule_oci_spec_free(capsule_oci_spec *spec)
 	free(spec->cwd);
 	free(spec->seccomp_bpf);
 	free(spec->annotations);
+	free(spec->warnings);
 	free(spec);
 }

@@ -35,6 +35,7 @@ struct capsule_oci_spec {
 	uint8_t *seccomp_bpf;
 	size_t seccomp_len;
 	char *annotations; /* the annotations object's JSON text, or NULL */
+	char *warnings;    /* capsule_oci_spec_warnings's lines, or NULL */
 	capsule_oci_hook hooks[4][OCI_MAX_HOOKS]; /* by capsule_oci_hook_kind; strings malloc'd */
 	size_t nhooks[4];
 };

@@ -137,6 +137,182 @@ static int device_rule(const char *name, const char *v, size_t n, void *payload)
 	return 0;
 }
 
+/* MEMBER of the object V as an integer into *OUT; false (and *OUT untouched) when it is absent
+ * or null. *R is the error. */
+static bool member_int(const char *v, size_t n, const char *member, const char *where, int64_t *out, int *r,
+		       capsule_error *err)
+{
+	const char *mv;
+	size_t mn;
+	if (json_get_member(v, n, member, &mv, &mn) < 0 || oci_is_null(mv, mn))
+		return false;
+	*r = oci_value_int(mv, mn, where, out, err);
+	return *r == 0;
+}
+
+/* linux.resources.memory. Swap is memory + swap, as runc and cgroup v1's memsw have it; the
+ * shim writes v2's memory.swap.max as the difference. kernel is taken and left, as runc 1.1
+ * leaves it (the kernel ignores memory.kmem.limit_in_bytes, and v2 has none): with a warning. */
+static int parse_memory(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
+{
+	capsule_config *cfg = spec->cfg;
+	struct cgroup_extra *x = &cfg->cg;
+	int64_t limit = 0, val = 0;
+	int r = 0;
+	if (v[0] != '{')
+		return oci_bad(err, "linux.resources.memory", "not an object");
+	if (member_int(v, n, "limit", "linux.resources.memory.limit", &limit, &r, err)) {
+		if (limit < -1 || limit == 0)
+			return oci_bad(err, "linux.resources.memory.limit", "not a positive number of bytes or -1");
+		if (limit > 0 && (r = capsule_config_set_memory_bytes(cfg, (uint64_t)limit, err)) < 0)
+			return r;
+	}
+	if (r < 0)
+		return r;
+	if (member_int(v, n, "swap", "linux.resources.memory.swap", &val, &r, err) && val != 0 &&
+	    !(val == -1 && limit <= 0)) {
+		if (val < -1)
+			return oci_bad(err, "linux.resources.memory.swap", "not a positive number of bytes or -1");
+		if (limit <= 0)
+			return cap_err_plain(err, EOPNOTSUPP, "config.json: linux.resources.memory.swap needs "
+							      "linux.resources.memory.limit (swap is memory + swap)");
+		if (val > 0 && val < limit)
+			return cap_err_plain(err, EINVAL, "config.json: linux.resources.memory.swap %lld is below the "
+							  "memory limit %lld (it is memory + swap)", (long long)val, (long long)limit);
+		x->memory_swap = val < 0 ? UINT64_MAX : (uint64_t)val;
+	}
+	if (r < 0)
+		return r;
+	if (member_int(v, n, "reservation", "linux.resources.memory.reservation", &val, &r, err) && val > 0)
+		x->memory_reservation = (uint64_t)val;
+	if (r == 0 && member_int(v, n, "kernelTCP", "linux.resources.memory.kernelTCP", &val, &r, err) && val > 0)
+		x->memory_kernel_tcp = (uint64_t)val;
+	if (r == 0 && member_int(v, n, "kernel", "linux.resources.memory.kernel", &val, &r, err) &&
+	    (r = oci_warn_add(spec, "linux.resources.memory.kernel is ignored, as runc ignores it: the kernel "
+				    "no longer enforces a cgroup's kernel memory limit", err)) < 0)
+		return r;
+	/* 2^64-1 is Go's -1 of a uint64, "unset" to runc. */
+	const char *mv;
+	size_t mn;
+	uint64_t swappiness;
+	if (r == 0 && json_get_member(v, n, "swappiness", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    (mn != 2 || memcmp(mv, "-1", 2))) {
+		if ((r = oci_value_u64(mv, mn, "linux.resources.memory.swappiness", &swappiness, err)) < 0)
+			return r;
+		if (swappiness != UINT64_MAX) {
+			if (swappiness > 100)
+				return oci_bad(err, "linux.resources.memory.swappiness", "not between 0 and 100");
+			x->memory_swappiness_set = true;
+			x->memory_swappiness = (uint32_t)swappiness;
+		}
+	}
+	if (r < 0)
+		return r;
+	bool b = false;
+	if (json_get_member(v, n, "disableOOMKiller", &mv, &mn) == 0 && !oci_is_null(mv, mn)) {
+		if (json_get_bool(v, n, "disableOOMKiller", &b) < 0)
+			return oci_bad(err, "linux.resources.memory.disableOOMKiller", "not a boolean");
+		x->oom_kill_disable = b;
+	}
+	/* Every kernel since 5.x is hierarchical, and refuses to be otherwise. */
+	if (json_get_member(v, n, "useHierarchy", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    (json_get_bool(v, n, "useHierarchy", &b) < 0 || !b))
+		return oci_unsupported(err, "linux.resources.memory.useHierarchy false", "the kernel's memory cgroups are "
+											  "always hierarchical");
+	if (json_get_member(v, n, "checkBeforeUpdate", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    (json_get_bool(v, n, "checkBeforeUpdate", &b) < 0 || b))
+		return oci_unsupported(err, "linux.resources.memory.checkBeforeUpdate", "a limit below the usage is "
+											       "refused by the kernel when it cannot reclaim");
+	return 0;
+}
+
+/* A cpuset list as the kernel reads it: "0-3,6". Whether those cpus or nodes exist is the
+ * kernel's answer, given by the shim naming the field. */
+static int cpuset_value(const char *v, size_t n, const char *where, char **out, capsule_error *err)
+{
+	_cleanup_free_ char *s = NULL;
+	int r = oci_value_string(v, n, where, &s, err);
+	if (r < 0)
+		return r;
+	if (!s[0])
+		return 0;
+	if (strlen(s) > 256 || strspn(s, "0123456789,-") != strlen(s))
+		return cap_err_plain(err, EINVAL, "config.json: %s '%.64s' is not a list such as 0-3,6", where, s);
+	free(*out);
+	*out = steal_ptr(s);
+	return 0;
+}
+
+/* linux.resources.cpu: quota and period as given (cpus_milli, what inspect shows, is their
+ * ratio), shares, realtime, idle, burst and the cpuset. */
+static int parse_cpu(capsule_config *cfg, const char *v, size_t n, capsule_error *err)
+{
+	struct cgroup_extra *x = &cfg->cg;
+	if (v[0] != '{')
+		return oci_bad(err, "linux.resources.cpu", "not an object");
+	int64_t quota = 0, period = 0, val = 0;
+	int r = 0;
+	member_int(v, n, "quota", "linux.resources.cpu.quota", &quota, &r, err);
+	if (r == 0)
+		member_int(v, n, "period", "linux.resources.cpu.period", &period, &r, err);
+	if (r < 0)
+		return r;
+	if (period < 0 || (period && (period < 1000 || period > 1000000)))
+		return oci_bad(err, "linux.resources.cpu.period", "not between 1000 and 1000000 microseconds");
+	if (quota > 0) {
+		if (quota < 1000)
+			return oci_bad(err, "linux.resources.cpu.quota", "below 1000 microseconds");
+		uint64_t milli = (uint64_t)quota * 1000 / (uint64_t)(period ? period : 100000);
+		if (milli == 0 || milli > UINT32_MAX)
+			return oci_bad(err, "linux.resources.cpu", "quota/period out of range");
+		if ((r = capsule_config_set_cpus_milli(cfg, (uint32_t)milli, err)) < 0)
+			return r;
+		x->cpu_quota_us = (uint64_t)quota;
+	}
+	x->cpu_period_us = (uint64_t)period;
+	/* The kubelet sets every container's (2 for a pause container and a BestEffort pod's);
+	 * 1024 is every cgroup's own weight already. */
+	int64_t shares = 0;
+	if (member_int(v, n, "shares", "linux.resources.cpu.shares", &shares, &r, err) &&
+	    shares && (shares < 2 || shares > 262144))
+		return oci_bad(err, "linux.resources.cpu.shares", "not between 2 and 262144");
+	if (r < 0)
+		return r;
+	if (shares != 1024)
+		cfg->cpu_shares = (uint32_t)shares;
+	if (member_int(v, n, "realtimeRuntime", "linux.resources.cpu.realtimeRuntime", &val, &r, err) && val) {
+		if (val < -1)
+			return oci_bad(err, "linux.resources.cpu.realtimeRuntime", "not microseconds or -1");
+		x->cpu_rt_runtime_us = val < 0 ? UINT64_MAX : (uint64_t)val;
+	}
+	if (r == 0 && member_int(v, n, "realtimePeriod", "linux.resources.cpu.realtimePeriod", &val, &r, err) && val) {
+		if (val < 1 || val > 1000000)
+			return oci_bad(err, "linux.resources.cpu.realtimePeriod", "not between 1 and 1000000 microseconds");
+		x->cpu_rt_period_us = (uint64_t)val;
+	}
+	if (r == 0 && member_int(v, n, "idle", "linux.resources.cpu.idle", &val, &r, err)) {
+		if (val != 0 && val != 1)
+			return oci_bad(err, "linux.resources.cpu.idle", "not 0 or 1");
+		x->cpu_idle = val == 1;
+	}
+	if (r == 0 && member_int(v, n, "burst", "linux.resources.cpu.burst", &val, &r, err) && val) {
+		if (val < 0)
+			return oci_bad(err, "linux.resources.cpu.burst", "not a number of microseconds");
+		x->cpu_burst_us = (uint64_t)val;
+	}
+	if (r < 0)
+		return r;
+	const char *mv;
+	size_t mn;
+	if (json_get_member(v, n, "cpus", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    (r = cpuset_value(mv, mn, "linux.resources.cpu.cpus", &x->cpuset_cpus, err)) < 0)
+		return r;
+	if (json_get_member(v, n, "mems", &mv, &mn) == 0 && !oci_is_null(mv, mn) &&
+	    (r = cpuset_value(mv, mn, "linux.resources.cpu.mems", &x->cpuset_mems, err)) < 0)
+		return r;
+	return 0;
+}
+
 static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t n, struct dev_rules *rules,
 			   capsule_error *err)
 {
@@ -151,28 +327,9 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 		if ((r = oci_walk_json(true, fv, fn, 256, device_rule, &w, "linux.resources.devices", err)) < 0)
 			return r;
 	}
-	if (json_get_member(v, n, "memory", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
-		const char *lv;
-		size_t ln;
-		int64_t limit;
-		if (fv[0] != '{')
-			return oci_bad(err, "linux.resources.memory", "not an object");
-		if (json_get_member(fv, fn, "limit", &lv, &ln) == 0) {
-			if ((r = oci_value_int(lv, ln, "linux.resources.memory.limit", &limit, err)) < 0)
-				return r;
-			if (limit > 0 && (r = capsule_config_set_memory_bytes(cfg, (uint64_t)limit, err)) < 0)
-				return r;
-			if (limit < -1 || limit == 0)
-				return oci_bad(err, "linux.resources.memory.limit", "not a positive number of bytes or -1");
-		}
-		static const char *const others[] = { "reservation", "swap", "kernel", "kernelTCP", "swappiness",
-						      "disableOOMKiller", "useHierarchy", "checkBeforeUpdate" };
-		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
-			if (json_get_member(fv, fn, others[i], &lv, &ln) == 0 && !oci_is_null(lv, ln))
-				return cap_err_plain(err, EOPNOTSUPP,
-						     "config.json: linux.resources.memory.%s is not supported by capsule "
-						     "(the memory limit is)", others[i]);
-	}
+	if (json_get_member(v, n, "memory", &fv, &fn) == 0 && !oci_is_null(fv, fn) &&
+	    (r = parse_memory(spec, fv, fn, err)) < 0)
+		return r;
 	if (json_get_member(v, n, "pids", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
 		int64_t limit;
 		if (fv[0] != '{' || json_get_int(fv, fn, "limit", &limit) < 0)
@@ -183,44 +340,8 @@ static int parse_resources(struct capsule_oci_spec *spec, const char *v, size_t 
 		if ((r = capsule_config_set_pids_limit(cfg, limit > 0 ? (uint32_t)limit : 0, err)) < 0)
 			return r;
 	}
-	if (json_get_member(v, n, "cpu", &fv, &fn) == 0 && !oci_is_null(fv, fn)) {
-		if (fv[0] != '{')
-			return oci_bad(err, "linux.resources.cpu", "not an object");
-		int64_t quota = 0, period = 0;
-		const char *qv;
-		size_t qn;
-		if (json_get_member(fv, fn, "quota", &qv, &qn) == 0 &&
-		    (r = oci_value_int(qv, qn, "linux.resources.cpu.quota", &quota, err)) < 0)
-			return r;
-		if (json_get_member(fv, fn, "period", &qv, &qn) == 0 &&
-		    (r = oci_value_int(qv, qn, "linux.resources.cpu.period", &period, err)) < 0)
-			return r;
-		if (quota > 0) {
-			if (period <= 0)
-				period = 100000;
-			uint64_t milli = (uint64_t)quota * 1000 / (uint64_t)period;
-			if (milli == 0 || milli > UINT32_MAX)
-				return oci_bad(err, "linux.resources.cpu", "quota/period out of range");
-			if ((r = capsule_config_set_cpus_milli(cfg, (uint32_t)milli, err)) < 0)
-				return r;
-		}
-		/* The kubelet sets every container's (2 for a pause container and a BestEffort pod's);
-		 * 1024 is every cgroup's own weight already. */
-		int64_t shares = 0;
-		if (json_get_member(fv, fn, "shares", &qv, &qn) == 0 && !oci_is_null(qv, qn) &&
-		    (r = oci_value_int(qv, qn, "linux.resources.cpu.shares", &shares, err)) < 0)
-			return r;
-		if (shares && (shares < 2 || shares > 262144))
-			return oci_bad(err, "linux.resources.cpu.shares", "not between 2 and 262144");
-		if (shares != 1024)
-			cfg->cpu_shares = (uint32_t)shares;
-		static const char *const others[] = { "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle", "burst" };
-		for (size_t i = 0; i < ARRAY_SIZE(others); i++)
-			if (json_get_member(fv, fn, others[i], &qv, &qn) == 0 && !oci_is_empty(qv, qn))
-				return cap_err_plain(err, EOPNOTSUPP,
-						     "config.json: linux.resources.cpu.%s is not supported by capsule "
-						     "(quota and period are)", others[i]);
-	}
+	if (json_get_member(v, n, "cpu", &fv, &fn) == 0 && !oci_is_null(fv, fn) && (r = parse_cpu(cfg, fv, fn, err)) < 0)
+		return r;
 	static const char *const others[] = { "blockIO", "hugepageLimits", "network", "rdma", "unified" };
 	for (size_t i = 0; i < ARRAY_SIZE(others); i++)
 		if (json_get_member(v, n, others[i], &fv, &fn) == 0 && !oci_is_empty(fv, fn))
@@ -335,7 +456,8 @@ static int parse_sysctls(struct capsule_oci_spec *spec, const char *v, size_t n,
 }
 
 /* An absolute path below each hierarchy's root, as podman's cgroupfs manager ("/libpod_parent/
- * libpod-ID") and containerd ("/default/ID") give it. */
+ * libpod-ID") and containerd ("/default/ID") give it; or a relative one, which the shim takes
+ * from its own cgroup in each hierarchy (cgroup v2: from that cgroup's parent), as runc does. */
 static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size_t n, capsule_error *err)
 {
 	char *path = NULL;
@@ -347,15 +469,17 @@ static int parse_cgroups_path(struct capsule_oci_spec *spec, const char *v, size
 		return 0;
 	}
 	const char *why = NULL;
+	size_t len = strlen(path);
+	const char *rel = path[0] == '/' ? path + 1 : path;
 	if (strchr(path, ':'))
 		why = "a systemd slice:prefix:name (use the cgroupfs manager)";
-	else if (path[0] != '/')
-		why = "a relative path (give it from the hierarchy's root)";
-	else if (strlen(path) > 1024 || strstr(path, "/../") || strstr(path, "/./") || strstr(path, "//") ||
-		 !strcmp(path, "/") || path[strlen(path) - 1] == '/' || strpbrk(path, ",\n") ||
-		 (strlen(path) >= 3 && !strcmp(path + strlen(path) - 3, "/..")) ||
-		 (strlen(path) >= 2 && !strcmp(path + strlen(path) - 2, "/.")))
-		why = "not a clean absolute path";
+	else if (len > 1024 || !rel[0] || strstr(path, "//") || path[len - 1] == '/' || strpbrk(path, ",\n"))
+		why = "not a clean path";
+	for (const char *p = rel; !why && *p; p += strcspn(p, "/"), p += *p == '/') {
+		size_t l = strcspn(p, "/");
+		if ((l == 1 && p[0] == '.') || (l == 2 && !strncmp(p, "..", 2)))
+			why = "not a clean path ('.' or '..')";
+	}
 	if (why) {
 		r = cap_err_plain(err, EOPNOTSUPP, "config.json: linux.cgroupsPath '%.128s' is not supported by capsule: %s",
 				  path, why);

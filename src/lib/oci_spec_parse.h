@@ -34,6 +34,8 @@ struct joined {
 };
 
 int oci_bad(capsule_error *err, const char *where, const char *what);
+/* One more line for capsule_oci_spec_warnings. */
+int oci_warn_add(struct capsule_oci_spec *spec, const char *line, capsule_error *err);
 int oci_unsupported(capsule_error *err, const char *where, const char *why);
 bool oci_is_null(const char *v, size_t n);
 /* An empty value ([], {}, "", null, false, 0) asks for nothing. */

@@ -84,6 +84,22 @@ struct capsule_config {
 	 * the kubelet sets from a container's cpu request. 0: the default (1024). */
 	uint32_t cpu_shares;
 	uint32_t pids_limit;
+	/* An OCI spec's finer linux.resources (docs/oci.md; the shim's struct cgroup_limits says
+	 * how each is written at cgroup v1 and v2). 0 or NULL: unset, the cgroup's default. */
+	struct cgroup_extra {
+		uint64_t cpu_quota_us, cpu_period_us; /* exact, instead of cpus_milli over 100 ms */
+		uint64_t cpu_burst_us;
+		uint64_t cpu_rt_runtime_us;           /* UINT64_MAX: -1, no limit */
+		uint64_t cpu_rt_period_us;
+		bool cpu_idle;
+		char *cpuset_cpus, *cpuset_mems;      /* "0-3,6" */
+		uint64_t memory_swap;                 /* memory + swap; UINT64_MAX: swap unlimited */
+		uint64_t memory_reservation;          /* the soft limit (v2: memory.low) */
+		bool memory_swappiness_set;
+		uint32_t memory_swappiness;           /* 0 to 100 */
+		bool oom_kill_disable;
+		uint64_t memory_kernel_tcp;           /* v1's kmem.tcp limit */
+	} cg;
 	uint32_t boot_timeout_ms;
 	uint32_t idle_pause_ms; /* the shim pauses the sandbox after this long idle; 0: never */
 	bool detached;

@@ -276,6 +276,9 @@ static int read_spec(const char *bundle, capsule_oci_spec **spec, char **text_ou
 		free(text);
 		return oci_fail_err(&err);
 	}
+	const char *warnings = capsule_oci_spec_warnings(*spec);
+	for (const char *w = warnings; w && *w; w += strcspn(w, "\n") + 1)
+		oci_warn("%.*s", (int)strcspn(w, "\n"), w);
 	if (text_out) {
 		*text_out = text;
 		*len_out = len;
@@ -300,11 +303,12 @@ static void now_rfc3339(char *out, size_t size)
 
 /* containerd's shim reads a container's cpu and memory figures (the CRI's ContainerStats) from
  * the cgroups of the pid it holds. So the monitor joins its sandbox's in the cgroup v1
- * hierarchies of those figures, and only those: in the freezer's it would be frozen with a
+ * hierarchies of those figures and its cpuset's (a container's cpus and mems are read there, a
+ * relative cgroupsPath found, through that pid), and only those: in the freezer's it would be frozen with a
  * paused container, in the pids one it would count against the container's limit. On cgroup v2
  * one hierarchy holds all of them, and the monitor stays out (docs/kubernetes.md). It leaves
  * before it ends the sandbox, whose cgroups the shim then removes; its hooks run in its own. */
-static const char *const stat_ctrls[] = { "memory", "cpu", "cpuacct" };
+static const char *const stat_ctrls[] = { "memory", "cpu", "cpuacct", "cpuset" };
 static char *host_cgroup[ARRAY_SIZE(stat_ctrls)];
 
 /* PID's cgroup of the v1 hierarchy that holds CTRL, from /proc/PID/cgroup; NULL if none. */

@@ -58,6 +58,7 @@ static void test_hybrid_host_has_v1_controllers_and_a_bare_cgroup2_beside(void *
 	assert_string_equal(l->v1[CG_PIDS], "/sys/fs/cgroup/pids");
 	/* cpu alone, not cpuacct: the fixture mounts them apart. */
 	assert_string_equal(l->v1[CG_CPU], "/sys/fs/cgroup/cpu");
+	assert_string_equal(l->v1[CG_CPUSET], "/sys/fs/cgroup/cpuset");
 	assert_string_equal(l->v2_mount, "/sys/fs/cgroup/unified");
 	assert_string_equal(l->v2_root, "/");
 	assert_false(l->v2_nsdelegate);
@@ -227,7 +228,7 @@ static void test_controller_lists_name_only_our_controllers(void **state)
 {
 	(void)state;
 	assert_int_equal(cg_parse_ctrls("cpuset cpu io memory hugetlb pids rdma misc\n"),
-			 CG_BIT(CG_CPU) | CG_BIT(CG_MEMORY) | CG_BIT(CG_PIDS));
+			 CG_BIT(CG_CPU) | CG_BIT(CG_MEMORY) | CG_BIT(CG_PIDS) | CG_BIT(CG_CPUSET));
 	assert_int_equal(cg_parse_ctrls("rw,cpuacct,name=systemd"), 0);
 	assert_int_equal(cg_parse_ctrls("rw,cpu,cpuacct"), CG_BIT(CG_CPU));
 	assert_int_equal(cg_parse_ctrls(""), 0);

@@ -55,6 +55,23 @@ static char *read_proc(const char *path)
 	return read_file_at(AT_FDCWD, path, CG_READ_MAX, &text, NULL) == 0 ? text : NULL;
 }
 
+bool cg_own_v1(int c, char *out, size_t n)
+{
+	_cleanup_free_ char *text = read_proc("/proc/self/cgroup");
+	for (char *save = NULL, *line = text ? strtok_r(text, "\n", &save) : NULL; line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char *ctrls = strchr(line, ':'), *path = ctrls ? strchr(ctrls + 1, ':') : NULL;
+		if (!path || path[1] != '/')
+			continue;
+		*path = 0;
+		if (cg_parse_ctrls(ctrls + 1) & CG_BIT(c)) {
+			copy_str(out, n, path + 2);
+			return true;
+		}
+	}
+	return false;
+}
+
 int cg_use_detect(struct cg_use **out, capsule_error *err)
 {
 	*out = NULL;
@@ -288,7 +305,8 @@ void cgroup_probe(struct cgroup_support *out)
 	out->memory = ok[CG_MEMORY];
 	out->pids = ok[CG_PIDS];
 	out->cpu = ok[CG_CPU];
-	for (int c = 0; c < CG_N_CTRL; c++) {
+	/* cpuset is no limit of capsule's own: a sandbox without one never misses it. */
+	for (int c = 0; c < CG_CPUSET; c++) {
 		if (!ok[c]) {
 			fmt_into(out->reason, sizeof(out->reason), "%s: %s", cg_ctrl_name[c], why[c]);
 			break;

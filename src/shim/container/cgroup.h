@@ -35,6 +35,7 @@
 #include <sys/types.h>
 
 #include "capsule.h"
+#include "sandbox_config.h"
 
 struct cgroup_limits {
 	uint64_t memory_bytes; /* 0 = no limit; swap may not extend it (memsw / memory.swap.max=0) */
@@ -42,6 +43,19 @@ struct cgroup_limits {
 	                        * 100000 us period, at least 1000 us (the kernel's minimum). */
 	uint32_t pids_max;     /* 0 = no limit */
 	uint32_t cpu_shares;   /* cgroup v1's cpu.shares (v2: converted to cpu.weight); 0 = default */
+	/* An OCI spec's finer settings (sandbox_config.h), NULL: none. Each is written where the
+	 * layout has it, and refused in one line naming the spec's field where it has not:
+	 *   quota/period: cpu.cfs_quota_us and cpu.cfs_period_us (v2: cpu.max), instead of
+	 *     cpus_milli's; burst: cpu.cfs_burst_us (v2: cpu.max.burst); idle: cpu.idle;
+	 *   realtime: cpu.rt_runtime_us and cpu.rt_period_us (v1 only: v2 has no such controller);
+	 *   cpus/mems: the cpuset controller's cpuset.cpus and cpuset.mems (only then used: on v1
+	 *     the new folders' empty sets are first filled from their parents', as a task cannot
+	 *     join a cpuset cgroup without cpus and mems);
+	 *   swap: memory.memsw.limit_in_bytes (memory + swap; v2: memory.swap.max, swap minus
+	 *     the limit, as runc converts it); reservation: memory.soft_limit_in_bytes (v2:
+	 *     memory.low); swappiness, the OOM killer switch (memory.oom_control) and the kernel
+	 *     TCP limit (memory.kmem.tcp.limit_in_bytes): v1 only. */
+	const struct cgroup_extra *x;
 };
 
 struct cgroup_support {
@@ -122,6 +136,10 @@ void cgroup_free(struct cgroup_handle *cg);
  * caller's own cgroup and its writable ancestors). Returns 0 when nothing was there, 1 when
  * something was removed, a negative errno on failure. */
 int cgroup_remove_by_name(const char *name, capsule_error *err);
+
+/* A relative PATH for cgroup_create_at ("a/b/c", an OCI spec's relative linux.cgroupsPath) is
+ * taken from this process's own cgroup in each hierarchy (on v2 from that cgroup's parent, which
+ * has no processes of its own), as runc takes it. */
 
 /* The paths in use (for inspect), e.g. "/sys/fs/cgroup/memory/capsule/x"; NULL if none (no-op
  * handle, or memory controller not in use). Valid until cgroup_free. */

@@ -12,21 +12,33 @@
 #define CG_CPU_PERIOD_US 100000ULL
 #define CG_CPU_MIN_QUOTA_US 1000ULL
 
-/* Open (creating when missing) BASE/capsule into D->parent_fd / D->parent. */
-/* Open (making what is missing) REL below BASE as D's parent, one folder at a time. */
-static int open_parent(struct cg_dir *d, const char *base, const char *rel, capsule_error *err)
+static int v2_enable(int dfd, const char *path, unsigned *mask, unsigned needed, capsule_error *err);
+
+/* Open (making what is missing) REL below BASE as D's parent, one folder at a time. With MASK
+ * (cgroup v2), each level's subtree_control is given MASK on the way down, base included, so
+ * that the sandbox's folder can have them (NEEDED must succeed: v2_enable). */
+static int open_parent(struct cg_dir *d, const char *base, const char *rel, unsigned *mask, unsigned needed,
+		       capsule_error *err)
 {
 	int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return cap_err(err, errno, "open '%s'", base);
-	path_join(d->parent, sizeof(d->parent), base, rel);
-	if (!rel[0])
-		snprintf(d->parent, sizeof(d->parent), "%s", base);
-	for (const char *p = rel; *p;) {
+	copy_str(d->parent, sizeof(d->parent), base);
+	for (const char *p = rel;; ) {
+		int r = mask ? v2_enable(fd, d->parent, mask, needed, err) : 0;
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+		if (!*p)
+			break;
 		const char *slash = strchr(p, '/');
 		char part[NAME_MAX + 1];
 		snprintf(part, sizeof(part), "%.*s", (int)(slash ? (size_t)(slash - p) : strlen(p)), p);
 		p = slash ? slash + 1 : p + strlen(p);
+		char next_path[PATH_MAX];
+		path_join(next_path, sizeof(next_path), d->parent, part);
+		copy_str(d->parent, sizeof(d->parent), next_path);
 		int next = -1;
 		for (int attempt = 0; next < 0; attempt++) {
 			if (mkdirat(fd, part, 0755) < 0 && errno != EEXIST)
@@ -102,12 +114,21 @@ static int unavailable(capsule_error *err, int c, int errnum, const char *why)
 static unsigned needed_ctrls(const struct cgroup_limits *lim)
 {
 	unsigned m = 0;
+	const struct cgroup_extra *x = lim ? lim->x : NULL;
 	if (lim && lim->memory_bytes)
 		m |= CG_BIT(CG_MEMORY);
 	if (lim && lim->pids_max)
 		m |= CG_BIT(CG_PIDS);
 	if (lim && (lim->cpus_milli || lim->cpu_shares))
 		m |= CG_BIT(CG_CPU);
+	if (x && (x->memory_swap || x->memory_reservation || x->memory_swappiness_set || x->oom_kill_disable ||
+		  x->memory_kernel_tcp))
+		m |= CG_BIT(CG_MEMORY);
+	if (x && (x->cpu_quota_us || x->cpu_period_us || x->cpu_burst_us || x->cpu_rt_runtime_us ||
+		  x->cpu_rt_period_us || x->cpu_idle))
+		m |= CG_BIT(CG_CPU);
+	if (x && (x->cpuset_cpus || x->cpuset_mems))
+		m |= CG_BIT(CG_CPUSET);
 	return m;
 }
 
@@ -128,13 +149,13 @@ static int apply_limits(struct cgroup_handle *h, const struct cgroup_limits *lim
 			if (h->v2) {
 				if ((r = cg_write_at(d->fd, d->path, "memory.max", val, err)) < 0)
 					return r;
-				if (exists_at(d->fd, "memory.swap.max") &&
+				if (!(lim->x && lim->x->memory_swap) && exists_at(d->fd, "memory.swap.max") &&
 				    (r = cg_write_at(d->fd, d->path, "memory.swap.max", "0", err)) < 0)
 					return r;
 			} else {
 				if ((r = cg_write_at(d->fd, d->path, "memory.limit_in_bytes", val, err)) < 0)
 					return r;
-				if (exists_at(d->fd, "memory.memsw.limit_in_bytes") &&
+				if (!(lim->x && lim->x->memory_swap) && exists_at(d->fd, "memory.memsw.limit_in_bytes") &&
 				    (r = cg_write_at(d->fd, d->path, "memory.memsw.limit_in_bytes", val, err)) < 0)
 					return r;
 			}
@@ -144,7 +165,7 @@ static int apply_limits(struct cgroup_handle *h, const struct cgroup_limits *lim
 			if ((r = cg_write_at(d->fd, d->path, "pids.max", val, err)) < 0)
 				return r;
 		}
-		if ((d->ctrls & CG_BIT(CG_CPU)) && lim->cpus_milli) {
+		if ((d->ctrls & CG_BIT(CG_CPU)) && lim->cpus_milli && !(lim->x && lim->x->cpu_quota_us)) {
 			unsigned long long q = cpu_quota_us(lim->cpus_milli);
 			if (h->v2) {
 				fmt_into(val, sizeof(val), "%llu %llu", q, CG_CPU_PERIOD_US);
@@ -166,6 +187,218 @@ static int apply_limits(struct cgroup_handle *h, const struct cgroup_limits *lim
 			if ((r = cg_write_at(d->fd, d->path, h->v2 ? "cpu.weight" : "cpu.shares", val, err)) < 0)
 				return r;
 		}
+	}
+	return 0;
+}
+
+/* FILE of D given VAL for the spec's FIELD: the kernel's refusal names the field. */
+static int write_field(const struct cg_dir *d, const char *file, const char *val, const char *field, capsule_error *err)
+{
+	capsule_error e = { 0 };
+	int r = cg_write_at(d->fd, d->path, file, val, &e);
+	return r < 0 ? cap_err_plain(err, -r, "%s %s: %s", field, val, e.message) : 0;
+}
+
+static int no_file(const struct cg_dir *d, bool v2, const char *file, const char *field, capsule_error *err)
+{
+	if (v2)
+		return cap_err_plain(err, EOPNOTSUPP, "%s is not supported on cgroup v2, which has no %s", field, file);
+	return cap_err_plain(err, EOPNOTSUPP, "%s is not supported by this kernel: '%s/%s' is missing", field, d->path, file);
+}
+
+/* FILE of D, whose absence means the kernel cannot take FIELD. */
+static int write_known(const struct cg_dir *d, bool v2, const char *file, const char *val, const char *field,
+		       capsule_error *err)
+{
+	return exists_at(d->fd, file) ? write_field(d, file, val, field, err) : no_file(d, v2, file, field, err);
+}
+
+static void u64_text(char *val, size_t n, uint64_t v)
+{
+	if (v == UINT64_MAX)
+		fmt_into(val, n, "-1");
+	else
+		fmt_into(val, n, "%llu", (unsigned long long)v);
+}
+
+static int apply_memory_extra(const struct cg_dir *d, bool v2, const struct cgroup_limits *lim, capsule_error *err)
+{
+	const struct cgroup_extra *x = lim->x;
+	char val[64];
+	int r = 0;
+	if (x->memory_swap) {
+		if (v2) {
+			/* memory.swap.max is the swap alone: what the spec's memory + swap leaves. */
+			if (x->memory_swap == UINT64_MAX)
+				fmt_into(val, sizeof(val), "max");
+			else
+				fmt_into(val, sizeof(val), "%llu", (unsigned long long)(x->memory_swap - lim->memory_bytes));
+			r = write_known(d, v2, "memory.swap.max", val, "linux.resources.memory.swap", err);
+		} else {
+			u64_text(val, sizeof(val), x->memory_swap);
+			r = write_known(d, v2, "memory.memsw.limit_in_bytes", val, "linux.resources.memory.swap", err);
+		}
+		if (r < 0)
+			return r;
+	}
+	if (x->memory_reservation) {
+		u64_text(val, sizeof(val), x->memory_reservation);
+		if ((r = write_known(d, v2, v2 ? "memory.low" : "memory.soft_limit_in_bytes", val,
+				     "linux.resources.memory.reservation", err)) < 0)
+			return r;
+	}
+	if (x->memory_swappiness_set) {
+		fmt_into(val, sizeof(val), "%u", x->memory_swappiness);
+		if (v2)
+			return no_file(d, v2, "memory.swappiness", "linux.resources.memory.swappiness", err);
+		if ((r = write_known(d, v2, "memory.swappiness", val, "linux.resources.memory.swappiness", err)) < 0)
+			return r;
+	}
+	if (x->oom_kill_disable) {
+		if (v2)
+			return no_file(d, v2, "memory.oom_control", "linux.resources.memory.disableOOMKiller", err);
+		if ((r = write_known(d, v2, "memory.oom_control", "1", "linux.resources.memory.disableOOMKiller", err)) < 0)
+			return r;
+	}
+	if (x->memory_kernel_tcp) {
+		u64_text(val, sizeof(val), x->memory_kernel_tcp);
+		if (v2)
+			return no_file(d, v2, "memory.kmem.tcp.limit_in_bytes", "linux.resources.memory.kernelTCP", err);
+		r = write_known(d, v2, "memory.kmem.tcp.limit_in_bytes", val, "linux.resources.memory.kernelTCP", err);
+	}
+	return r;
+}
+
+static int apply_cpu_extra(const struct cg_dir *d, bool v2, const struct cgroup_extra *x, capsule_error *err)
+{
+	char val[64];
+	int r = 0;
+	if (x->cpu_quota_us || x->cpu_period_us) {
+		unsigned long long period = x->cpu_period_us ? x->cpu_period_us : CG_CPU_PERIOD_US;
+		if (v2) {
+			if (x->cpu_quota_us)
+				fmt_into(val, sizeof(val), "%llu %llu", (unsigned long long)x->cpu_quota_us, period);
+			else
+				fmt_into(val, sizeof(val), "max %llu", period);
+			r = write_field(d, "cpu.max", val, "linux.resources.cpu.quota/period", err);
+		} else {
+			fmt_into(val, sizeof(val), "%llu", period);
+			r = write_field(d, "cpu.cfs_period_us", val, "linux.resources.cpu.period", err);
+			if (r == 0 && x->cpu_quota_us) {
+				fmt_into(val, sizeof(val), "%llu", (unsigned long long)x->cpu_quota_us);
+				r = write_field(d, "cpu.cfs_quota_us", val, "linux.resources.cpu.quota", err);
+			}
+		}
+		if (r < 0)
+			return r;
+	}
+	if (x->cpu_burst_us) {
+		fmt_into(val, sizeof(val), "%llu", (unsigned long long)x->cpu_burst_us);
+		if ((r = write_known(d, v2, v2 ? "cpu.max.burst" : "cpu.cfs_burst_us", val, "linux.resources.cpu.burst",
+				     err)) < 0)
+			return r;
+	}
+	/* runc's order: the period, then the runtime within it. */
+	if (x->cpu_rt_period_us) {
+		fmt_into(val, sizeof(val), "%llu", (unsigned long long)x->cpu_rt_period_us);
+		if ((r = write_known(d, v2, "cpu.rt_period_us", val, "linux.resources.cpu.realtimePeriod", err)) < 0)
+			return r;
+	}
+	if (x->cpu_rt_runtime_us) {
+		u64_text(val, sizeof(val), x->cpu_rt_runtime_us);
+		if ((r = write_known(d, v2, "cpu.rt_runtime_us", val, "linux.resources.cpu.realtimeRuntime", err)) < 0)
+			return r;
+	}
+	if (x->cpu_idle)
+		r = write_known(d, v2, "cpu.idle", "1", "linux.resources.cpu.idle", err);
+	return r;
+}
+
+/* cgroup v1 makes a cpuset cgroup with no cpus and no mems, and no task can join it so: each
+ * folder from the hierarchy's root down to D's that has none gets its parent's. */
+static int cpuset_fill(const char *mount, const char *rel, capsule_error *err)
+{
+	_cleanup_close_ int fd = open(mount, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cap_err(err, errno, "open '%s'", mount);
+	char path[PATH_MAX];
+	copy_str(path, sizeof(path), mount);
+	for (const char *p = rel; *p;) {
+		size_t l = strcspn(p, "/");
+		char part[NAME_MAX + 1];
+		snprintf(part, sizeof(part), "%.*s", (int)l, p);
+		p += l + (p[l] == '/');
+		int child = open_dir_at(fd, part);
+		if (child < 0)
+			return cap_err(err, errno, "open '%s/%s'", path, part);
+		char child_path[PATH_MAX];
+		path_join(child_path, sizeof(child_path), path, part);
+		static const char *const files[] = { "cpuset.cpus", "cpuset.mems" };
+		for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+			_cleanup_free_ char *mine = NULL, *theirs = NULL;
+			if (read_file_at(child, files[i], CG_READ_MAX, &mine, NULL) < 0) {
+				int r = cap_err(err, errno, "read '%s/%s'", child_path, files[i]);
+				close(child);
+				return r;
+			}
+			if (mine[strspn(mine, " \n")])
+				continue;
+			int r = read_file_at(fd, files[i], CG_READ_MAX, &theirs, NULL) < 0
+					? cap_err(err, errno, "read '%s/%s'", path, files[i])
+					: cg_write_at(child, child_path, files[i], theirs, err);
+			if (r < 0) {
+				close(child);
+				return r;
+			}
+		}
+		close(fd);
+		fd = child;
+		copy_str(path, sizeof(path), child_path);
+	}
+	return 0;
+}
+
+static int apply_cpuset(const struct cgroup_handle *h, const struct cg_dir *d, const struct cgroup_extra *x,
+			capsule_error *err)
+{
+	int r;
+	if (!h->v2) {
+		/* D's path is the hierarchy's mount point, then the folders down to D's. */
+		struct cg_use *l;
+		if ((r = cg_use_detect(&l, err)) < 0)
+			return r;
+		const char *mount = l->v1[CG_CPUSET];
+		size_t ml = strlen(mount);
+		r = strncmp(d->path, mount, ml) || d->path[ml] != '/'
+			    ? cap_err_plain(err, EINVAL, "'%s' is not below the cpuset hierarchy '%s'", d->path, mount)
+			    : cpuset_fill(mount, d->path + ml + 1, err);
+		free(l);
+		if (r < 0)
+			return r;
+	}
+	/* mems before cpus would do as well: each is checked against the parent's alone. */
+	if (x->cpuset_cpus && (r = write_field(d, "cpuset.cpus", x->cpuset_cpus, "linux.resources.cpu.cpus", err)) < 0)
+		return r;
+	if (x->cpuset_mems && (r = write_field(d, "cpuset.mems", x->cpuset_mems, "linux.resources.cpu.mems", err)) < 0)
+		return r;
+	return 0;
+}
+
+static int apply_extra(const struct cgroup_handle *h, const struct cgroup_limits *lim, capsule_error *err)
+{
+	if (!lim->x)
+		return 0;
+	for (size_t i = 0; i < h->n; i++) {
+		const struct cg_dir *d = &h->dir[i];
+		int r = 0;
+		if (d->ctrls & CG_BIT(CG_MEMORY))
+			r = apply_memory_extra(d, h->v2, lim, err);
+		if (r == 0 && (d->ctrls & CG_BIT(CG_CPU)))
+			r = apply_cpu_extra(d, h->v2, lim->x, err);
+		if (r == 0 && (d->ctrls & CG_BIT(CG_CPUSET)) && (lim->x->cpuset_cpus || lim->x->cpuset_mems))
+			r = apply_cpuset(h, d, lim->x, err);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -192,15 +425,27 @@ static int create_v1(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 	for (int c = 0; c < CG_N_CTRL; c++) {
 		bool need = needed & CG_BIT(c);
 		char why[256];
+		if (c == CG_CPUSET && !need)
+			continue; /* only for a sandbox that asks: its folders need filling */
 		if (!cg_v1_usable(l, c, why, sizeof(why))) {
 			if (need)
 				return unavailable(err, c, EOPNOTSUPP, why);
 			continue;
 		}
 		/* Co-mounted with one we already have (e.g. cpu,cpuacct)? */
-		char parent[PATH_MAX];
-		path_join(parent, sizeof(parent), l->v1[c], h->parent_rel);
-		if (!h->parent_rel[0])
+		char rel[PATH_MAX], own[PATH_MAX], parent[PATH_MAX];
+		copy_str(rel, sizeof(rel), h->parent_rel);
+		if (h->relative) {
+			if (!cg_own_v1(c, own, sizeof(own)))
+				return cap_err_plain(err, ENOENT, "a relative cgroup path: this process's %s cgroup is not in "
+								  "/proc/self/cgroup", cg_ctrl_name[c]);
+			if (own[0] && h->parent_rel[0])
+				fmt_into(rel, sizeof(rel), "%s/%s", own, h->parent_rel);
+			else if (own[0])
+				copy_str(rel, sizeof(rel), own);
+		}
+		path_join(parent, sizeof(parent), l->v1[c], rel);
+		if (!rel[0])
 			snprintf(parent, sizeof(parent), "%s", l->v1[c]);
 		bool shared = false;
 		for (size_t i = 0; i < h->n && !shared; i++) {
@@ -214,7 +459,7 @@ static int create_v1(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 		struct cg_dir *d = &h->dir[h->n];
 		d->fd = d->parent_fd = -1;
 		capsule_error e = { 0 };
-		int r = open_parent(d, l->v1[c], h->parent_rel, &e);
+		int r = open_parent(d, l->v1[c], rel, NULL, 0, &e);
 		if (r >= 0)
 			r = make_sandbox_dir(d, h->name, &e);
 		if (r < 0) {
@@ -260,7 +505,7 @@ static int create_v2(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 		return cap_err(err, -n, "cgroup v2");
 	int r = 0;
 	const struct v2_cand *base = cg_v2_pick(cands, n, needed);
-	if (!base) {
+	if (!base && !h->relative) {
 		/* Only reached with needed != 0 or nothing writable. */
 		if (!needed)
 			goto out; /* the do-nothing handle */
@@ -275,23 +520,17 @@ static int create_v2(struct cgroup_handle *h, const struct cg_use *l, unsigned n
 		goto out;
 	}
 
-	unsigned mask = base->usable; /* ⊇ needed */
-	int bfd = open(base->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (bfd < 0) {
-		r = cap_err(err, errno, "open '%s'", base->path);
-		goto out;
-	}
-	r = v2_enable(bfd, base->path, &mask, needed, err);
-	close(bfd);
-	if (r < 0)
-		goto out;
+	/* A relative path is below the parent of our own cgroup (candidate 2, or the root when our
+	 * own is the root's child), whatever it can give: enabling says what it cannot. */
+	if (h->relative)
+		base = n > 2 ? &cands[2] : &cands[0];
+	/* cpuset only for a sandbox that asks for it, as on v1. */
+	unsigned mask = (base->usable & ~CG_BIT(CG_CPUSET)) | needed;
 
 	struct cg_dir *d = &h->dir[0];
 	d->fd = d->parent_fd = -1;
 	capsule_error e = { 0 };
-	r = open_parent(d, base->path, h->parent_rel, &e);
-	if (r >= 0)
-		r = v2_enable(d->parent_fd, d->parent, &mask, needed, &e);
+	r = open_parent(d, base->path, h->parent_rel, &mask, needed, &e);
 	if (r >= 0)
 		r = make_sandbox_dir(d, h->name, &e);
 	if (r < 0) {
@@ -310,7 +549,7 @@ out:
 	return r;
 }
 
-static int create_in(struct cgroup_handle **out, const char *parent_rel, const char *name,
+static int create_in(struct cgroup_handle **out, const char *parent_rel, bool relative, const char *name,
 		     const struct cgroup_limits *lim, capsule_error *err);
 
 int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgroup_limits *lim,
@@ -322,7 +561,7 @@ int cgroup_create(struct cgroup_handle **out, const char *name, const struct cgr
 	if (!name_valid(name))
 		return cap_err_plain(err, EINVAL, "invalid cgroup name '%s': must be one path component",
 				     name ? name : "(null)");
-	return create_in(out, CG_PARENT, name, lim, err);
+	return create_in(out, CG_PARENT, false, name, lim, err);
 }
 
 int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct cgroup_limits *lim,
@@ -332,8 +571,8 @@ int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct 
 		return cap_err_plain(err, EINVAL, "cgroup_create_at: no output handle");
 	*out = NULL;
 	char rel[PATH_MAX];
-	if (!path || path[0] != '/' || snprintf(rel, sizeof(rel), "%s", path + 1) >= (int)sizeof(rel))
-		return cap_err_plain(err, EINVAL, "cgroup path '%s' is not absolute", path ? path : "(null)");
+	if (!path || !path[0] || snprintf(rel, sizeof(rel), "%s", path + (path[0] == '/')) >= (int)sizeof(rel))
+		return cap_err_plain(err, EINVAL, "cgroup path '%s' is empty or too long", path ? path : "(null)");
 	for (char *p = rel; *p;) {
 		char *slash = strchr(p, '/');
 		if (slash)
@@ -349,10 +588,10 @@ int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct 
 	const char *name = last ? last + 1 : rel;
 	if (last)
 		*last = 0;
-	return create_in(out, last ? rel : "", name, lim, err);
+	return create_in(out, last ? rel : "", path[0] != '/', name, lim, err);
 }
 
-static int create_in(struct cgroup_handle **out, const char *parent_rel, const char *name,
+static int create_in(struct cgroup_handle **out, const char *parent_rel, bool relative, const char *name,
 		     const struct cgroup_limits *lim, capsule_error *err)
 {
 	static const struct cgroup_limits none = { 0 };
@@ -365,6 +604,7 @@ static int create_in(struct cgroup_handle **out, const char *parent_rel, const c
 		return cap_err(err, ENOMEM, "cgroup '%s'", name);
 	copy_str(h->name, sizeof(h->name), name);
 	copy_str(h->parent_rel, sizeof(h->parent_rel), parent_rel);
+	h->relative = relative;
 	for (int c = 0; c < CG_N_CTRL; c++)
 		h->dir[c].fd = h->dir[c].parent_fd = -1;
 	struct cg_use *l;
@@ -378,6 +618,8 @@ static int create_in(struct cgroup_handle **out, const char *parent_rel, const c
 	free(l);
 	if (r >= 0)
 		r = apply_limits(h, lim, err);
+	if (r >= 0)
+		r = apply_extra(h, lim, err);
 	if (r < 0) {
 		rollback(h);
 		free(h);

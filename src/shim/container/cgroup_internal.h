@@ -43,6 +43,7 @@ struct cgroup_handle {
 	 * cgroup_create_at path's ("a/b" of "/a/b/name"; "" for the base itself). */
 	char parent_rel[PATH_MAX];
 	bool v2;
+	bool relative; /* parent_rel is below the shim's own cgroup (cgroup.h) */
 	bool destroyed;
 	bool oom_seen; /* cgroup_oom_killed's answer, saved by cgroup_destroy */
 	size_t n;      /* 0: the do-nothing handle */
@@ -129,6 +130,9 @@ const struct v2_cand *cg_v2_best(const struct v2_cand *v, int n);
 /* Why controller C is not available on v2, given the best candidate (NULL: none writable). */
 void cg_v2_why(const struct cg_use *l, const struct v2_cand *best, int c, char *why, size_t n);
 void cg_dir_close(struct cg_dir *d);
+/* This process's cgroup in the v1 hierarchy of controller C, from /proc/self/cgroup, without
+ * its leading '/' ("" for the root); false when it is not found. */
+bool cg_own_v1(int c, char *out, size_t n);
 
 /* cgroup_remove.c, which creation needs for a leftover of the same name. */
 struct pidvec {

@@ -9,7 +9,7 @@
 
 #include "util.h"
 
-const char *const cg_ctrl_name[CG_N_CTRL] = { "memory", "pids", "cpu" };
+const char *const cg_ctrl_name[CG_N_CTRL] = { "memory", "pids", "cpu", "cpuset" };
 
 /* A mountinfo line has 6 fields, optional ones, "-", then 3; more than this many optional
  * fields is not a line the kernel wrote. */

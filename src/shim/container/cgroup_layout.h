@@ -11,8 +11,8 @@
 
 #include "capsule.h"
 
-/* The controllers capsule limits with. */
-enum cg_ctrl { CG_MEMORY, CG_PIDS, CG_CPU, CG_N_CTRL };
+/* The controllers capsule limits with. cpuset is used only by a sandbox that asks for one. */
+enum cg_ctrl { CG_MEMORY, CG_PIDS, CG_CPU, CG_CPUSET, CG_N_CTRL };
 #define CG_BIT(c) (1u << (c))
 extern const char *const cg_ctrl_name[CG_N_CTRL];
 

@@ -73,6 +73,7 @@ static void container_cgroup_limits(const struct shim *s, struct cgroup_limits *
 		.cpus_milli = s->cfg.cpus_milli,
 		.cpu_shares = s->cfg.cpu_shares,
 		.pids_max = pids_by_rlimit(s) ? 0 : s->cfg.pids_limit,
+		.x = &s->cfg.cg,
 	};
 }
 
