@@ -333,12 +333,23 @@ CAPSULE_API int capsule_sandbox_stats(capsule_sandbox *sb, capsule_stats *out, c
  * cannot be reclaimed) puts back the ones before it: the sandbox keeps its old limits and the
  * error names the file. A vm's cpu and pids limits are its QEMU's cgroup's; its memory is the
  * guest's RAM, fixed at boot: a memory change of a vm is refused (EOPNOTSUPP). -ENOTCONN when
- * the sandbox is not running. */
+ * the sandbox is not running. With CAPSULE_LIMIT_MEMORY_SWAP the memory limit is that
+ * figure without swap and swap extends it to memory_swap_bytes (v1 memory.memsw, v2
+ * memory.swap.max as the difference); a vm refuses every setting but cpu quota, period,
+ * shares and pids. */
 #define CAPSULE_LIMIT_MEMORY 0x1u
 #define CAPSULE_LIMIT_CPU_QUOTA 0x2u
 #define CAPSULE_LIMIT_CPU_PERIOD 0x4u
 #define CAPSULE_LIMIT_CPU_SHARES 0x8u
 #define CAPSULE_LIMIT_PIDS 0x10u
+/* An OCI spec's finer settings (docs/oci.md), read only with their bit: a caller built against
+ * an older capsule.h, whose struct ends at pids_max, never sets them. */
+#define CAPSULE_LIMIT_MEMORY_SWAP 0x20u        /* with CAPSULE_LIMIT_MEMORY */
+#define CAPSULE_LIMIT_MEMORY_RESERVATION 0x40u
+#define CAPSULE_LIMIT_CPUSET_CPUS 0x80u        /* a sandbox whose cgroup has a cpuset (made with */
+#define CAPSULE_LIMIT_CPUSET_MEMS 0x100u       /* cpus or mems): EOPNOTSUPP otherwise */
+#define CAPSULE_LIMIT_CPU_RT_PERIOD 0x200u     /* cgroup v1 only */
+#define CAPSULE_LIMIT_CPU_RT_RUNTIME 0x400u
 typedef struct capsule_limits {
 	uint32_t set;          /* CAPSULE_LIMIT_* */
 	int64_t memory_bytes;  /* at least 4 MiB, or negative: none */
@@ -346,6 +357,12 @@ typedef struct capsule_limits {
 	uint64_t cpu_period_us; /* 1000 us .. 1 s */
 	uint64_t cpu_shares;   /* 2 .. 262144 */
 	int64_t pids_max;      /* 1 .. 4194304, or 0 or negative: none */
+	int64_t memory_swap_bytes;        /* memory + swap, at least memory_bytes; negative: swap unlimited */
+	int64_t memory_reservation_bytes; /* the soft limit (v2: memory.low); negative: none */
+	const char *cpuset_cpus;          /* "0-3,6": digits, ',' and '-', at most 255 bytes */
+	const char *cpuset_mems;
+	uint64_t cpu_rt_period_us;        /* 1 .. 1000000 */
+	int64_t cpu_rt_runtime_us;        /* at most the period; negative: no limit (-1) */
 } capsule_limits;
 CAPSULE_API int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule_limits *lim, capsule_error *err);
 

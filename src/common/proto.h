@@ -557,11 +557,16 @@ int cp_pause_decode(const uint8_t *p, size_t n, struct cp_pause *m);
 
 /* LIMITS: change the running sandbox's cgroup limits; SET says which fields are given (the
  * CAPSULE_LIMIT_* bits of capsule.h). A negative memory, quota or pids value is "no limit".
+ * The cpuset lists are strings of at most CP_LIMITS_CPUSET_MAX bytes (refused beyond).
  * Answered by OK or ERROR (nothing changed). The decoder refuses an empty or unknown SET. */
+#define CP_LIMITS_CPUSET_MAX 255
 struct cp_limits {
 	uint32_t set;
 	int64_t memory_bytes, cpu_quota_us, pids_max;
 	uint64_t cpu_period_us, cpu_shares;
+	int64_t memory_swap, memory_reservation, cpu_rt_runtime_us;
+	uint64_t cpu_rt_period_us;
+	char cpuset_cpus[CP_LIMITS_CPUSET_MAX + 1], cpuset_mems[CP_LIMITS_CPUSET_MAX + 1];
 };
 enum {
 	CP_T_LIMITS_SET = 1,
@@ -570,6 +575,12 @@ enum {
 	CP_T_LIMITS_CPU_PERIOD = 4,
 	CP_T_LIMITS_CPU_SHARES = 5,
 	CP_T_LIMITS_PIDS = 6,
+	CP_T_LIMITS_MEMORY_SWAP = 7,
+	CP_T_LIMITS_MEMORY_RESERVATION = 8,
+	CP_T_LIMITS_CPUSET_CPUS = 9,
+	CP_T_LIMITS_CPUSET_MEMS = 10,
+	CP_T_LIMITS_CPU_RT_PERIOD = 11,
+	CP_T_LIMITS_CPU_RT_RUNTIME = 12,
 };
 int cp_limits_encode(struct cp_writer *w, uint32_t chan, const struct cp_limits *m);
 int cp_limits_decode(const uint8_t *p, size_t n, struct cp_limits *m);

@@ -722,8 +722,7 @@ static int cmd_pause_resume(int argc, char **argv)
 static int cmd_update(int argc, char **argv)
 {
 	struct oci_update u = { 0 };
-	const char *cpuset_cpus = NULL, *cpuset_mems = NULL, *reservation = NULL, *kernel = NULL, *kernel_tcp = NULL,
-		   *blkio = NULL, *rt_period = NULL, *rt_runtime = NULL, *l3 = NULL, *membw = NULL;
+	const char *kernel = NULL, *kernel_tcp = NULL, *blkio = NULL, *l3 = NULL, *membw = NULL;
 	struct opt opts[] = {
 		{ "resources", 'r', true, &u.resources },
 		{ "memory", 0, true, &u.memory },
@@ -732,14 +731,14 @@ static int cmd_update(int argc, char **argv)
 		{ "cpu-period", 0, true, &u.cpu_period },
 		{ "cpu-share", 0, true, &u.cpu_share },
 		{ "pids-limit", 0, true, &u.pids_limit },
-		{ "cpuset-cpus", 0, true, &cpuset_cpus },
-		{ "cpuset-mems", 0, true, &cpuset_mems },
-		{ "memory-reservation", 0, true, &reservation },
+		{ "cpuset-cpus", 0, true, &u.cpuset_cpus },
+		{ "cpuset-mems", 0, true, &u.cpuset_mems },
+		{ "memory-reservation", 0, true, &u.reservation },
 		{ "kernel-memory", 0, true, &kernel },
 		{ "kernel-memory-tcp", 0, true, &kernel_tcp },
 		{ "blkio-weight", 0, true, &blkio },
-		{ "cpu-rt-period", 0, true, &rt_period },
-		{ "cpu-rt-runtime", 0, true, &rt_runtime },
+		{ "cpu-rt-period", 0, true, &u.rt_period },
+		{ "cpu-rt-runtime", 0, true, &u.rt_runtime },
 		{ "l3-cache-schema", 0, true, &l3 },
 		{ "mem-bw-schema", 0, true, &membw },
 	};
@@ -748,13 +747,11 @@ static int cmd_update(int argc, char **argv)
 	if (parse_opts(argc, argv, 1, opts, ARRAY_SIZE(opts), &pos, &npos, 0) || need_id(pos, npos, "update"))
 		return 1;
 	u.id = pos[0];
-	const char *no_cpuset = "capsule's sandbox cgroups have no cpuset controller";
 	const char *no_ctrl = "capsule sets no such limit";
 	typeof(u.refused[0]) refused[] = {
-		{ "cpuset-cpus", cpuset_cpus, no_cpuset }, { "cpuset-mems", cpuset_mems, no_cpuset },
-		{ "memory-reservation", reservation, no_ctrl }, { "kernel-memory", kernel, no_ctrl },
-		{ "kernel-memory-tcp", kernel_tcp, no_ctrl }, { "blkio-weight", blkio, no_ctrl },
-		{ "cpu-rt-period", rt_period, no_ctrl }, { "cpu-rt-runtime", rt_runtime, no_ctrl },
+		{ "kernel-memory", kernel, "the kernel no longer enforces it (runc 1.1 ignores it)" },
+		{ "kernel-memory-tcp", kernel_tcp, "it is set at create only (linux.resources.memory.kernelTCP)" },
+		{ "blkio-weight", blkio, no_ctrl },
 		{ "l3-cache-schema", l3, "there is no Intel RDT here" }, { "mem-bw-schema", membw, "there is no Intel RDT here" },
 	};
 	memcpy(u.refused, refused, sizeof(refused));

@@ -101,6 +101,7 @@ struct oci_update {
 	const char *id;
 	const char *resources; /* --resources FILE, "-" for stdin, or NULL */
 	const char *memory, *memory_swap, *cpu_quota, *cpu_period, *cpu_share, *pids_limit;
+	const char *reservation, *cpuset_cpus, *cpuset_mems, *rt_period, *rt_runtime;
 	struct {
 		const char *flag, *value, *why;
 	} refused[12]; /* runc's flags capsule cannot honour: refused when given a value */

@@ -2,10 +2,11 @@
  *
  * The limits come from --resources FILE (or - for stdin: the spec's linux.resources object,
  * as containerd's shim passes it for `ctr task update` and the CRI's UpdateContainerResources)
- * and from runc's flags, the flags over the file. capsule changes memory (with swap: its limit
- * is never extended by swap, so memory.swap must be the same figure), cpu shares, quota and
- * period, and pids. Any other field given a value that means something (a cpuset, a
- * reservation, block I/O weights) is refused by name, before anything is changed. */
+ * and from runc's flags, the flags over the file. capsule changes memory (swap, memory + swap,
+ * goes with it; without it swap does not extend the limit), the reservation, cpu shares, quota
+ * and period, realtime cpu (cgroup v1), the cpuset of a container made with one, and pids. Any
+ * other field given a value that means something (kernel memory, block I/O weights, RDT) is
+ * refused by name, before anything is changed. */
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -100,12 +101,13 @@ static char *created_devices(int dirfd)
 }
 
 /* The resources object TEXT into LIM; WHY names the field it refuses. */
-static int from_resources(const char *text, size_t len, const char *created, capsule_limits *lim, char *why,
-			  size_t size)
+static int from_resources(const char *text, size_t len, const char *created, capsule_limits *lim, char *cpuset[2],
+			  char *why, size_t size)
 {
 	static const char *const top[] = { "memory", "cpu", "pids", "devices", NULL };
-	static const char *const memory[] = { "limit", "swap", NULL };
-	static const char *const cpu[] = { "shares", "quota", "period", NULL };
+	static const char *const memory[] = { "limit", "swap", "reservation", NULL };
+	static const char *const cpu[] = { "shares", "quota", "period", "cpus", "mems", "realtimeRuntime",
+					   "realtimePeriod", NULL };
 	static const char *const pids[] = { "limit", NULL };
 	struct walk w = { .section = "", .known = top };
 	int r = json_object_each(text, len, 64, refuse_unknown, &w);
@@ -145,11 +147,28 @@ static int from_resources(const char *text, size_t len, const char *created, cap
 				lim->set |= CAPSULE_LIMIT_MEMORY, lim->memory_bytes = n;
 			if (r == 0)
 				r = get_i64(v, vl, "swap", &swap, &swap_given);
+			if (r == 0 && (r = get_i64(v, vl, "reservation", &n, &(bool){ false })) == 0 && n)
+				lim->set |= CAPSULE_LIMIT_MEMORY_RESERVATION, lim->memory_reservation_bytes = n;
 		} else if (i == 1) {
-			int64_t q = 0, p = 0, sh = 0;
-			bool gq = false, gp = false, gs = false;
+			int64_t q = 0, p = 0, sh = 0, rp = 0, rr = 0;
+			bool gq = false, gp = false, gs = false, g2 = false;
 			if ((r = get_i64(v, vl, "quota", &q, &gq)) == 0 && (r = get_i64(v, vl, "period", &p, &gp)) == 0)
 				r = get_i64(v, vl, "shares", &sh, &gs);
+			if (r == 0 && (r = get_i64(v, vl, "realtimePeriod", &rp, &g2)) == 0 && rp)
+				lim->set |= CAPSULE_LIMIT_CPU_RT_PERIOD, lim->cpu_rt_period_us = (uint64_t)rp;
+			if (r == 0 && (r = get_i64(v, vl, "realtimeRuntime", &rr, &g2)) == 0 && rr)
+				lim->set |= CAPSULE_LIMIT_CPU_RT_RUNTIME, lim->cpu_rt_runtime_us = rr;
+			/* The lists point into TEXT, which outlives the update. */
+			for (int k = 0; r == 0 && k < 2; k++) {
+				char **slot = k ? &cpuset[1] : &cpuset[0];
+				r = json_get_string(v, vl, k ? "mems" : "cpus", slot);
+				if (r == -ENOENT)
+					r = 0;
+				else if (r == 0 && **slot)
+					lim->set |= k ? CAPSULE_LIMIT_CPUSET_MEMS : CAPSULE_LIMIT_CPUSET_CPUS;
+			}
+			lim->cpuset_cpus = cpuset[0];
+			lim->cpuset_mems = cpuset[1];
 			/* The spec's zero is "not set" for each of these. */
 			if (gq && q)
 				lim->set |= CAPSULE_LIMIT_CPU_QUOTA, lim->cpu_quota_us = q;
@@ -165,12 +184,14 @@ static int from_resources(const char *text, size_t len, const char *created, cap
 		if (r < 0)
 			return snprintf(why, size, "%s: a value is not an integer", sections[i].name), r;
 	}
-	if (swap_given && swap && (!(lim->set & CAPSULE_LIMIT_MEMORY) || swap != lim->memory_bytes))
-		return snprintf(why, size,
-				"memory.swap %" PRId64 ": capsule's memory limit counts swap too, so swap must be "
-				"the memory limit itself",
-				swap),
-		       -EOPNOTSUPP;
+	/* Swap is memory + swap, as at create: it goes with the memory limit it extends. */
+	if (swap_given && swap) {
+		if (!(lim->set & CAPSULE_LIMIT_MEMORY))
+			return snprintf(why, size, "memory.swap %" PRId64 " needs memory.limit (swap is memory + swap)", swap),
+			       -EINVAL;
+		lim->set |= CAPSULE_LIMIT_MEMORY_SWAP;
+		lim->memory_swap_bytes = swap;
+	}
 	return 0;
 }
 
@@ -202,6 +223,7 @@ static int update_with_state(const struct oci_update *o, const struct oci_state 
 {
 	capsule_limits lim = { 0 };
 	char why[256];
+	_cleanup_free_ char *cpuset_cpus = NULL, *cpuset_mems = NULL;
 	if (o->resources) {
 		_cleanup_free_ char *text = NULL;
 		size_t len = 0;
@@ -213,7 +235,11 @@ static int update_with_state(const struct oci_update *o, const struct oci_state 
 			close(fd);
 		if (r < 0)
 			return oci_fail("update --resources %s: %s", o->resources, strerror(-r));
-		if (from_resources(text, len, created, &lim, why, sizeof(why)) < 0)
+		char *cpuset[2] = { NULL, NULL };
+		r = from_resources(text, len, created, &lim, cpuset, why, sizeof(why));
+		cpuset_cpus = cpuset[0];
+		cpuset_mems = cpuset[1];
+		if (r < 0)
 			return oci_fail("update --resources %s: %s", o->resources, why);
 	}
 	const struct {
@@ -226,6 +252,9 @@ static int update_with_state(const struct oci_update *o, const struct oci_state 
 		{ "cpu-period", o->cpu_period, CAPSULE_LIMIT_CPU_PERIOD, false },
 		{ "cpu-share", o->cpu_share, CAPSULE_LIMIT_CPU_SHARES, false },
 		{ "pids-limit", o->pids_limit, CAPSULE_LIMIT_PIDS, false },
+		{ "memory-reservation", o->reservation, CAPSULE_LIMIT_MEMORY_RESERVATION, true },
+		{ "cpu-rt-period", o->rt_period, CAPSULE_LIMIT_CPU_RT_PERIOD, false },
+		{ "cpu-rt-runtime", o->rt_runtime, CAPSULE_LIMIT_CPU_RT_RUNTIME, false },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
 		if (!flags[i].value)
@@ -241,24 +270,32 @@ static int update_with_state(const struct oci_update *o, const struct oci_state 
 		case CAPSULE_LIMIT_CPU_QUOTA: lim.cpu_quota_us = v; break;
 		case CAPSULE_LIMIT_CPU_PERIOD: lim.cpu_period_us = (uint64_t)v; break;
 		case CAPSULE_LIMIT_CPU_SHARES: lim.cpu_shares = (uint64_t)v; break;
+		case CAPSULE_LIMIT_MEMORY_RESERVATION: lim.memory_reservation_bytes = v; break;
+		case CAPSULE_LIMIT_CPU_RT_PERIOD: lim.cpu_rt_period_us = (uint64_t)v; break;
+		case CAPSULE_LIMIT_CPU_RT_RUNTIME: lim.cpu_rt_runtime_us = v; break;
 		default: lim.pids_max = v; break;
 		}
 	}
+	if (o->cpuset_cpus)
+		lim.set |= CAPSULE_LIMIT_CPUSET_CPUS, lim.cpuset_cpus = o->cpuset_cpus;
+	if (o->cpuset_mems)
+		lim.set |= CAPSULE_LIMIT_CPUSET_MEMS, lim.cpuset_mems = o->cpuset_mems;
 	if (o->memory_swap) {
 		int64_t v;
 		if (parse_bytes(o->memory_swap, &v) < 0)
 			return oci_fail("update --memory-swap '%s': a size such as 512m or 1g, or -1", o->memory_swap);
-		if (!(lim.set & CAPSULE_LIMIT_MEMORY) || v != lim.memory_bytes)
-			return oci_fail("update --memory-swap %s: capsule's memory limit counts swap too, so it must be "
-					"given with --memory and equal to it",
-					o->memory_swap);
+		if (!(lim.set & CAPSULE_LIMIT_MEMORY))
+			return oci_fail("update --memory-swap %s: needs --memory (swap is memory + swap)", o->memory_swap);
+		lim.set |= CAPSULE_LIMIT_MEMORY_SWAP;
+		lim.memory_swap_bytes = v;
 	}
 	for (size_t i = 0; i < o->nrefused; i++)
 		if (o->refused[i].value && *o->refused[i].value)
 			return oci_fail("update --%s is not supported: %s", o->refused[i].flag, o->refused[i].why);
 	if (!lim.set)
-		return oci_fail("update: no limit to change given (--resources, --memory, --cpu-quota, --cpu-period, "
-				"--cpu-share, --pids-limit)");
+		return oci_fail("update: no limit to change given (--resources, --memory, --memory-swap, "
+				"--memory-reservation, --cpu-quota, --cpu-period, --cpu-share, --cpu-rt-period, "
+				"--cpu-rt-runtime, --cpuset-cpus, --cpuset-mems, --pids-limit)");
 
 	if (!strcmp(st->status, "stopped"))
 		return oci_fail("container '%s' is stopped: its limits cannot change", o->id);

@@ -189,11 +189,21 @@ static void limits_request(struct shim *s, int ci, const struct cp_header *h, co
 		.cpu_period_us = m.cpu_period_us,
 		.cpu_shares = m.cpu_shares,
 		.pids_max = m.pids_max,
+		.memory_swap_bytes = m.memory_swap,
+		.memory_reservation_bytes = m.memory_reservation,
+		.cpuset_cpus = m.cpuset_cpus,
+		.cpuset_mems = m.cpuset_mems,
+		.cpu_rt_period_us = m.cpu_rt_period_us,
+		.cpu_rt_runtime_us = m.cpu_rt_runtime_us,
 	};
 	if (cp_limits_check(&m, why, sizeof(why)) < 0)
 		r = cap_err_plain(&err, EINVAL, "%s", why);
 	else if ((m.set & CAPSULE_LIMIT_MEMORY) && s->cfg.isolation == CAPSULE_ISOLATION_VM)
 		r = cap_err_plain(&err, EOPNOTSUPP, "a vm's memory is its guest's, fixed when it boots");
+	else if ((m.set & ~(CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES |
+			    CAPSULE_LIMIT_PIDS)) && s->cfg.isolation == CAPSULE_ISOLATION_VM)
+		r = cap_err_plain(&err, EOPNOTSUPP, "a vm's cgroup is QEMU's: its cpu quota, period, shares and pids "
+						    "change, nothing finer");
 	else
 		r = cgroup_update(s->cg, &lim, &err);
 	if (r < 0)

@@ -333,6 +333,95 @@ def test_cgroups_path_is_where_the_sandbox_cgroup_goes(oci, bundle, tmp_path):
         os.rmdir(top)
 
 
+V2 = os.path.exists("/sys/fs/cgroup/cgroup.controllers")
+
+
+def test_the_specs_cpu_and_memory_resources_are_the_cgroups(oci, bundle, tmp_path):
+    """cpu quota and period as given, realtime, idle, the cpuset (on v1 its new folders filled
+    from their parents first), swap as memory + swap, the reservation, swappiness, the OOM
+    killer switch and the kernel's TCP limit: each read back from the container's cgroups; kernel
+    memory is taken with a warning, as runc takes it; update changes the cpuset, swap and the
+    reservation, and a cpuset the kernel refuses changes nothing."""
+    # (idle gives the group the kernel's least weight: no shares beside it)
+    cpu = {"quota": 30000, "period": 200000, "cpus": "0", "mems": "0", "idle": 1}
+    memory = {"limit": 64 << 20, "swap": 128 << 20, "reservation": 32 << 20}
+    if not V2:
+        cpu.update(realtimePeriod=500000, realtimeRuntime=0)
+        memory.update(swappiness=10, disableOOMKiller=True, kernelTCP=16 << 20, kernel=8 << 20)
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: c["linux"]["resources"].update(cpu=cpu, memory=memory))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "res1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    log = (tmp_path / "out").read_text()
+    assert r.returncode == 0, log
+    try:
+        def f(ctrl, name):
+            return cgroup_file(oci, "res1", ctrl, name)
+        assert (f("cpuset", "cpuset.cpus"), f("cpuset", "cpuset.mems")) == ("0", "0")
+        assert f("cpu", "cpu.idle") == "1"
+        if V2:
+            assert f("cpu", "cpu.max") == "30000 200000"
+            assert f("memory", "memory.swap.max") == str(64 << 20) and f("memory", "memory.low") == str(32 << 20)
+        else:
+            assert "linux.resources.memory.kernel is ignored, as runc ignores it" in log
+            assert (f("cpu", "cpu.cfs_quota_us"), f("cpu", "cpu.cfs_period_us")) == ("30000", "200000")
+            assert f("cpu", "cpu.rt_period_us") == "500000"
+            assert f("memory", "memory.limit_in_bytes") == str(64 << 20)
+            assert f("memory", "memory.memsw.limit_in_bytes") == str(128 << 20)
+            assert f("memory", "memory.soft_limit_in_bytes") == str(32 << 20)
+            assert f("memory", "memory.swappiness") == "10"
+            assert f("memory", "memory.oom_control").startswith("oom_kill_disable 1")
+            assert f("memory", "memory.kmem.tcp.limit_in_bytes") == str(16 << 20)
+        cpus = f"0-{os.cpu_count() - 1}" if os.cpu_count() > 1 else "0"
+        oci("update", "--cpuset-cpus", cpus, "--memory", "96m", "--memory-swap", "-1", "--memory-reservation", "48m",
+            "res1", check=True)
+        assert f("cpuset", "cpuset.cpus") == cpus
+        assert f("memory", "memory.low" if V2 else "memory.soft_limit_in_bytes") == str(48 << 20)
+        assert f("memory", "memory.swap.max" if V2 else "memory.memsw.limit_in_bytes") in ("max", str(2**63 - 4096))
+        # A cpu the host has not: the kernel's refusal, named, and the limits before it kept.
+        r = oci("update", "--memory", "80m", "--cpuset-cpus", "4095", "res1")
+        assert r.returncode == 1 and "cpuset.cpus" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert f("cpuset", "cpuset.cpus") == cpus
+        assert f("memory", "memory.max" if V2 else "memory.limit_in_bytes") == str(96 << 20)
+    finally:
+        oci("delete", "--force", "res1")
+
+
+def test_a_relative_cgroups_path_is_below_the_callers_cgroup(oci, bundle, tmp_path):
+    """runtime-tools' linux_cgroups_relative_* specs: the path is taken from the caller's own
+    cgroup (v2: its parent), and the pid's cgroups (the monitor's) show it."""
+    rel = f"capsule-oci-rel-{os.getpid()}/c"
+    set_config(bundle, args=["sleep", "1000"])
+    edit_config(bundle, lambda c: (c["linux"].update(cgroupsPath=rel),
+                                   c["linux"]["resources"].update(memory={"limit": 48 << 20},
+                                                                  cpu={"cpus": "0", "mems": "0"})))
+    with open(tmp_path / "out", "w") as out:
+        r = oci("run", "--detach", "--bundle", bundle, "rel1", stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                capture_output=False)
+    assert r.returncode == 0, (tmp_path / "out").read_text()
+    with open("/proc/self/cgroup") as fh:
+        own = {c: p for _, cs, p in (line.rstrip("\n").split(":", 2) for line in fh) for c in cs.split(",")}
+    made = []
+    try:
+        pid = state(oci, "rel1")["pid"]
+        for ctrl in ("memory", "cpuset") if not V2 else ("",):
+            base = own[ctrl] if not V2 else os.path.dirname(own[""])
+            want = os.path.join(base, rel)
+            hier = f"/sys/fs/cgroup/{ctrl}" if ctrl else "/sys/fs/cgroup"
+            made.append(hier + os.path.join(base, rel.split("/")[0]))
+            if not V2:
+                with open(f"/proc/{pid}/cgroup") as fh:
+                    assert any(line.rstrip("\n").endswith(f":{ctrl}:{want}") for line in fh)
+            limit = "memory.max" if V2 else "memory.limit_in_bytes"
+            if ctrl != "cpuset":
+                assert open(f"{hier}{want}/{limit}").read().strip() == str(48 << 20)
+    finally:
+        oci("delete", "--force", "rel1")
+    for top in made:
+        os.rmdir(top)
+
+
 def test_noexec_mounts(oci, bundle, tmp_path):
     host = tmp_path / "bin"
     host.mkdir()
@@ -632,7 +721,22 @@ def ns_path(kind, path):
     (lambda c: c["mounts"].append({"destination": "/x", "type": "nfs", "source": "h:/x"}),
      "a mount of type 'nfs' at '/x' is not supported"),
     (lambda c: c["linux"].update(cgroupsPath="system.slice:libpod:x"), "a systemd slice:prefix:name"),
-    (lambda c: c["linux"].update(cgroupsPath="/a/../b"), "not a clean absolute path"),
+    (lambda c: c["linux"].update(cgroupsPath="/a/../b"), "linux.cgroupsPath '/a/../b' is not supported by capsule: "
+                                                           "not a clean path ('.' or '..')"),
+    (lambda c: c["linux"]["resources"].update(memory={"limit": 64 << 20, "swap": 32 << 20}),
+     "config.json: linux.resources.memory.swap 33554432 is below the memory limit 67108864 (it is memory + swap)"),
+    (lambda c: c["linux"]["resources"].update(memory={"swap": 64 << 20}),
+     "config.json: linux.resources.memory.swap needs linux.resources.memory.limit"),
+    (lambda c: c["linux"]["resources"].update(memory={"swappiness": 101}),
+     "config.json: linux.resources.memory.swappiness: not between 0 and 100"),
+    (lambda c: c["linux"]["resources"].update(cpu={"cpus": "0-1;rm"}),
+     "config.json: linux.resources.cpu.cpus '0-1;rm' is not a list such as 0-3,6"),
+    (lambda c: c["linux"]["resources"].update(cpu={"idle": 2}), "config.json: linux.resources.cpu.idle: not 0 or 1"),
+    (lambda c: (c["linux"]["resources"].update(cpu={"mems": "0"}), c.update(annotations={"capsule.isolation": "vm"})),
+     "config.json: linux.resources.cpu.mems is not supported at the vm level"),
+    # The kernel's refusal, at create: no such cpu. Nothing is left, the cgroups neither.
+    (lambda c: (c["linux"]["resources"].update(cpu={"cpus": "4095"}), c["process"].update(terminal=False)),
+     "linux.resources.cpu.cpus 4095: write '"),
     (lambda c: c["linux"].update(sysctl={"kernel.domainname": "x"}),
      "config.json: linux.sysctl.kernel.domainname is not supported by capsule: it is not the sandbox's own"),
     (lambda c: c["process"].update(oomScoreAdj=-1001), "config.json: process.oomScoreAdj: not between -1000 and 1000"),
@@ -1174,11 +1278,15 @@ def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     (["--cpu-share", "1"], None, "cpu shares 1: 2 to 262144"),
     (["--cpu-period", "100"], None, "cpu period 100 us: 1000 to 1000000"),
     (["--pids-limit", "x"], None, "update --pids-limit 'x': an integer"),
-    (["--memory", "64m", "--memory-swap", "128m"], None, "capsule's memory limit counts swap too"),
-    (["--cpuset-cpus", "0"], None, "update --cpuset-cpus is not supported: capsule's sandbox cgroups have no cpuset"),
-    (["--resources", "-"], '{"cpu": {"cpus": "0-1"}}', "cpu.cpus is not supported by capsule-oci update"),
+    (["--memory-swap", "128m"], None, "update --memory-swap 128m: needs --memory (swap is memory + swap)"),
+    (["--memory", "64m", "--memory-swap", "32m"], None,
+     "memory swap 33554432: memory + swap, given with a memory limit and not below it"),
+    (["--cpuset-cpus", "0"], None, "the sandbox's cgroup has no cpuset controller (a cpuset is given at create"),
+    (["--resources", "-"], '{"cpu": {"cpus": "0-1"}}', "the sandbox's cgroup has no cpuset controller"),
+    (["--cpuset-mems", "x"], None, "cpuset mems 'x': a list such as 0-3,6"),
+    (["--kernel-memory", "1m"], None, "update --kernel-memory is not supported: the kernel no longer enforces it"),
     (["--resources", "-"], '{"blockIO": {"weight": 10}}', "blockIO is not supported by capsule-oci update"),
-    (["--resources", "-"], '{"memory": {"limit": 67108864, "swap": 1}}', "memory.swap 1: capsule's memory limit"),
+    (["--resources", "-"], '{"memory": {"limit": 67108864, "swap": 1}}', "memory swap 1: memory + swap"),
     (["--resources", "-"], '[1]', "the resources are not a JSON object"),
     (["--resources", "-"], '{"devices": [{"allow": true, "access": "rwm"}]}',
      "devices: the device rules are the container's since create, and cannot change"),

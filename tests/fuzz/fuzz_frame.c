@@ -300,7 +300,8 @@ static void dispatch(const struct cp_header *h, const uint8_t *payload)
 		 * after (cp_limits_check), and must answer in one line whatever the values. */
 		if ((r = cp_limits_decode(p, n, &m)) == 0) {
 			char why[160];
-			CHECK(m.set && !(m.set & ~0x1fu));
+			CHECK(m.set && !(m.set & ~0x7ffu));
+			CHECK(strlen(m.cpuset_cpus) <= CP_LIMITS_CPUSET_MAX && strlen(m.cpuset_mems) <= CP_LIMITS_CPUSET_MAX);
 			int c = cp_limits_check(&m, why, sizeof(why));
 			CHECK(c == 0 || (c == -EINVAL && why[0] && !strchr(why, '\n')));
 		}

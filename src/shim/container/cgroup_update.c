@@ -6,14 +6,15 @@
 #include <stdlib.h>
 
 #include "cgroup_internal.h"
+#include "proto.h"
 
-#define UPDATE_WRITES_MAX 8
+#define UPDATE_WRITES_MAX 16
 
 struct planned {
 	const struct cg_dir *d;
 	const char *file;
-	char val[64];
-	char old[64];
+	char val[CP_LIMITS_CPUSET_MAX + 32];
+	char old[CP_LIMITS_CPUSET_MAX + 32];
 };
 
 struct plan {
@@ -49,21 +50,38 @@ static int plan_add(struct plan *p, const struct cg_dir *d, const char *file, co
 	return read_value(d, file, w->old, sizeof(w->old), err);
 }
 
-static int plan_memory(struct plan *p, const struct cgroup_handle *cg, const struct cg_dir *d, int64_t bytes,
-		       capsule_error *err)
+/* The memory limit BYTES, and with it swap: none (memsw the limit itself, v2 swap 0) unless
+ * CAPSULE_LIMIT_MEMORY_SWAP gives memory + swap. */
+static int plan_memory(struct plan *p, const struct cgroup_handle *cg, const struct cg_dir *d,
+		       const capsule_limits *u, capsule_error *err)
 {
-	char val[32];
+	char val[32], sw[32];
+	int64_t bytes = u->memory_bytes;
+	bool swap = u->set & CAPSULE_LIMIT_MEMORY_SWAP;
 	if (cg->v2) {
 		fmt_into(val, sizeof(val), bytes < 0 ? "max" : "%lld", (long long)bytes);
 		int r = plan_add(p, d, "memory.max", val, err);
 		/* As at creation: swap does not extend a limit; without one it is the host's. */
+		if (swap && u->memory_swap_bytes >= 0)
+			fmt_into(sw, sizeof(sw), "%lld", (long long)(u->memory_swap_bytes - bytes));
+		else
+			fmt_into(sw, sizeof(sw), "%s", bytes < 0 || swap ? "max" : "0");
+		if (r == 0 && swap && !exists_at(d->fd, "memory.swap.max"))
+			return cap_err_plain(err, EOPNOTSUPP, "memory swap: '%s/memory.swap.max' is missing (no swap accounting)",
+					     d->path);
 		if (r == 0 && exists_at(d->fd, "memory.swap.max"))
-			r = plan_add(p, d, "memory.swap.max", bytes < 0 ? "max" : "0", err);
+			r = plan_add(p, d, "memory.swap.max", sw, err);
 		return r;
 	}
 	fmt_into(val, sizeof(val), "%lld", bytes < 0 ? -1LL : (long long)bytes);
-	if (!exists_at(d->fd, "memory.memsw.limit_in_bytes"))
+	fmt_into(sw, sizeof(sw), "%lld", !swap ? (bytes < 0 ? -1LL : (long long)bytes)
+					   : u->memory_swap_bytes < 0 ? -1LL : (long long)u->memory_swap_bytes);
+	if (!exists_at(d->fd, "memory.memsw.limit_in_bytes")) {
+		if (swap)
+			return cap_err_plain(err, EOPNOTSUPP, "memory swap: '%s/memory.memsw.limit_in_bytes' is missing (no swap "
+							      "accounting)", d->path);
 		return plan_add(p, d, "memory.limit_in_bytes", val, err);
+	}
 	/* The kernel keeps memsw >= the limit at every step: a raise moves memsw first, a cut
 	 * the limit first. */
 	char old[64];
@@ -71,11 +89,41 @@ static int plan_memory(struct plan *p, const struct cgroup_handle *cg, const str
 	if (r < 0)
 		return r;
 	bool raise = bytes < 0 || (uint64_t)bytes > strtoull(old, NULL, 10);
-	if (raise && (r = plan_add(p, d, "memory.memsw.limit_in_bytes", val, err)) < 0)
+	if (raise && (r = plan_add(p, d, "memory.memsw.limit_in_bytes", sw, err)) < 0)
 		return r;
 	if ((r = plan_add(p, d, "memory.limit_in_bytes", val, err)) < 0)
 		return r;
-	return raise ? 0 : plan_add(p, d, "memory.memsw.limit_in_bytes", val, err);
+	return raise ? 0 : plan_add(p, d, "memory.memsw.limit_in_bytes", sw, err);
+}
+
+/* The finer settings: the soft limit, the cpuset, realtime cpu (v1). */
+static int plan_finer(struct plan *p, const struct cgroup_handle *cg, const capsule_limits *u, capsule_error *err)
+{
+	char val[64];
+	int r = 0;
+	if (u->set & CAPSULE_LIMIT_MEMORY_RESERVATION) {
+		fmt_into(val, sizeof(val), u->memory_reservation_bytes < 0 ? (cg->v2 ? "0" : "-1") : "%lld",
+			 (long long)u->memory_reservation_bytes);
+		r = plan_add(p, dir_of(cg, CG_MEMORY), cg->v2 ? "memory.low" : "memory.soft_limit_in_bytes", val, err);
+	}
+	if (r == 0 && (u->set & CAPSULE_LIMIT_CPUSET_CPUS))
+		r = plan_add(p, dir_of(cg, CG_CPUSET), "cpuset.cpus", u->cpuset_cpus, err);
+	if (r == 0 && (u->set & CAPSULE_LIMIT_CPUSET_MEMS))
+		r = plan_add(p, dir_of(cg, CG_CPUSET), "cpuset.mems", u->cpuset_mems, err);
+	if (r == 0 && (u->set & (CAPSULE_LIMIT_CPU_RT_PERIOD | CAPSULE_LIMIT_CPU_RT_RUNTIME)) &&
+	    (cg->v2 || !exists_at(dir_of(cg, CG_CPU)->fd, "cpu.rt_runtime_us")))
+		return cap_err_plain(err, EOPNOTSUPP, "realtime cpu limits are not supported %s",
+				     cg->v2 ? "on cgroup v2, which has no realtime cpu controller"
+					    : "by this kernel (no cpu.rt_runtime_us: CONFIG_RT_GROUP_SCHED)");
+	if (r == 0 && (u->set & CAPSULE_LIMIT_CPU_RT_PERIOD)) {
+		fmt_into(val, sizeof(val), "%llu", (unsigned long long)u->cpu_rt_period_us);
+		r = plan_add(p, dir_of(cg, CG_CPU), "cpu.rt_period_us", val, err);
+	}
+	if (r == 0 && (u->set & CAPSULE_LIMIT_CPU_RT_RUNTIME)) {
+		fmt_into(val, sizeof(val), "%lld", u->cpu_rt_runtime_us < 0 ? -1LL : (long long)u->cpu_rt_runtime_us);
+		r = plan_add(p, dir_of(cg, CG_CPU), "cpu.rt_runtime_us", val, err);
+	}
+	return r;
 }
 
 static int plan_cpu(struct plan *p, const struct cgroup_handle *cg, const struct cg_dir *d,
@@ -127,19 +175,23 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 		uint32_t bits;
 		int ctrl;
 	} need[] = {
-		{ CAPSULE_LIMIT_MEMORY, CG_MEMORY },
-		{ CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES, CG_CPU },
+		{ CAPSULE_LIMIT_MEMORY | CAPSULE_LIMIT_MEMORY_RESERVATION, CG_MEMORY },
+		{ CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES | CAPSULE_LIMIT_CPU_RT_PERIOD |
+			  CAPSULE_LIMIT_CPU_RT_RUNTIME, CG_CPU },
 		{ CAPSULE_LIMIT_PIDS, CG_PIDS },
+		{ CAPSULE_LIMIT_CPUSET_CPUS | CAPSULE_LIMIT_CPUSET_MEMS, CG_CPUSET },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(need); i++)
 		if ((u->set & need[i].bits) && !dir_of(cg, need[i].ctrl))
-			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller",
-					     cg_ctrl_name[need[i].ctrl]);
+			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller%s",
+					     cg_ctrl_name[need[i].ctrl],
+					     need[i].ctrl == CG_CPUSET ? " (a cpuset is given at create: an OCI spec's "
+									 "linux.resources.cpu.cpus or mems)" : "");
 	struct plan p = { .n = 0 };
 	int r = 0;
 	/* Memory first: it is the write the kernel may refuse. */
 	if (u->set & CAPSULE_LIMIT_MEMORY)
-		r = plan_memory(&p, cg, dir_of(cg, CG_MEMORY), u->memory_bytes, err);
+		r = plan_memory(&p, cg, dir_of(cg, CG_MEMORY), u, err);
 	if (r == 0 && (u->set & CAPSULE_LIMIT_PIDS)) {
 		char val[32];
 		fmt_into(val, sizeof(val), u->pids_max <= 0 ? "max" : "%lld", (long long)u->pids_max);
@@ -147,6 +199,8 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 	}
 	if (r == 0)
 		r = plan_cpu(&p, cg, dir_of(cg, CG_CPU), u, err);
+	if (r == 0)
+		r = plan_finer(&p, cg, u, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < p.n; i++) {
