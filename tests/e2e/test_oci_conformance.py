@@ -32,7 +32,9 @@ PASSING = ["create", "default", "delete", "delete_only_create_resources", "delet
 # kernel interface MUST cause an error") when the runtime runs the spec anyway; its ok lines
 # then come from the inner validation of a container that should never have started. runc
 # 1.1.5 runs it (309 ok, and the program's own failure, which TAP does not count); capsule-oci
-# refuses it, as asked (0). Counted for neither in the comparison.
+# refuses it, as asked (0). Counted for neither in the comparison. Counted, runc still has
+# more (3705 against 3689 on 2026-12-07: the namespace programs that ask for the host's, and the
+# device and pids cgroups read through the pid; docs/oci.md), so the raw totals are not compared.
 NOT_PASSES = {"process_capabilities_fail"}
 
 

@@ -2925,12 +2925,35 @@ static void test_limits_round_trip_and_bounds(void **state)
 	assert_int_equal(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
 	assert_int_equal(b.set, a.set);
 	assert_true(b.memory_bytes == -1 && b.cpu_quota_us == 50000 && b.pids_max == 77);
+	/* The finer ones: swap, the reservation, the cpuset's strings, realtime cpu. */
+	struct cp_limits f = { .set = CAPSULE_LIMIT_MEMORY | CAPSULE_LIMIT_MEMORY_SWAP | CAPSULE_LIMIT_MEMORY_RESERVATION |
+				      CAPSULE_LIMIT_CPUSET_CPUS | CAPSULE_LIMIT_CPUSET_MEMS | CAPSULE_LIMIT_CPU_RT_PERIOD |
+				      CAPSULE_LIMIT_CPU_RT_RUNTIME,
+			       .memory_bytes = 64 << 20, .memory_swap = -1, .memory_reservation = 32 << 20,
+			       .cpuset_cpus = "0-3,6", .cpuset_mems = "0", .cpu_rt_period_us = 1000000,
+			       .cpu_rt_runtime_us = -1 };
+	assert_int_equal(cp_limits_encode(&w, 3, &f), 0);
+	assert_int_equal(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), 0);
+	assert_int_equal(b.set, f.set);
+	assert_true(b.memory_swap == -1 && b.memory_reservation == 32 << 20 && b.cpu_rt_period_us == 1000000 &&
+		    b.cpu_rt_runtime_us == -1);
+	assert_string_equal(b.cpuset_cpus, "0-3,6");
+	assert_string_equal(b.cpuset_mems, "0");
+	/* A cpuset string beyond its bound is refused. */
+	char longer[CP_LIMITS_CPUSET_MAX + 2];
+	memset(longer, '1', sizeof(longer) - 1);
+	longer[sizeof(longer) - 1] = 0;
+	cp_frame_begin(&w, CP_LIMITS, 0, 1);
+	cp_put_u32(&w, CP_T_LIMITS_SET, CAPSULE_LIMIT_CPUSET_CPUS);
+	cp_put_str(&w, CP_T_LIMITS_CPUSET_CPUS, longer);
+	assert_int_equal(cp_frame_finish(&w), 0);
+	assert_true(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b) < 0);
 	/* No set, or an unknown bit, is refused on both sides. */
-	struct cp_limits bad[] = { { .set = 0 }, { .set = 0x20 } };
+	struct cp_limits bad[] = { { .set = 0 }, { .set = 0x800 } };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		assert_int_equal(cp_limits_encode(&w, 1, &bad[i]), -EINVAL);
 	cp_frame_begin(&w, CP_LIMITS, 0, 1);
-	cp_put_u32(&w, CP_T_LIMITS_SET, 0x40);
+	cp_put_u32(&w, CP_T_LIMITS_SET, 0x1000);
 	assert_int_equal(cp_frame_finish(&w), 0);
 	assert_int_equal(cp_limits_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &b), -EBADMSG);
 	/* The bounds, each with its one line. */
@@ -2946,6 +2969,14 @@ static void test_limits_round_trip_and_bounds(void **state)
 		{ { .set = CAPSULE_LIMIT_CPU_SHARES, .cpu_shares = 1 }, "cpu shares 1: 2 to 262144" },
 		{ { .set = CAPSULE_LIMIT_PIDS, .pids_max = 4194305 }, "pids limit 4194305" },
 		{ { .set = 0 }, "no limit to change given" },
+		{ { .set = CAPSULE_LIMIT_MEMORY_SWAP, .memory_swap = 1 << 30 }, "given with a memory limit" },
+		{ { .set = CAPSULE_LIMIT_MEMORY | CAPSULE_LIMIT_MEMORY_SWAP, .memory_bytes = 64 << 20,
+		    .memory_swap = 32 << 20 }, "memory swap 33554432: memory + swap" },
+		{ { .set = CAPSULE_LIMIT_CPUSET_CPUS, .cpuset_cpus = "0;1" }, "cpuset cpus '0;1': a list such as 0-3,6" },
+		{ { .set = CAPSULE_LIMIT_CPUSET_MEMS }, "cpuset mems '': a list" },
+		{ { .set = CAPSULE_LIMIT_CPU_RT_PERIOD }, "cpu realtime period 0 us: 1 to 1000000" },
+		{ { .set = CAPSULE_LIMIT_CPU_RT_RUNTIME, .cpu_rt_runtime_us = 2000000 }, "cpu realtime runtime 2000000 us" },
+		{ { .set = CAPSULE_LIMIT_MEMORY_RESERVATION }, "memory reservation 0" },
 	};
 	for (size_t i = 0; i < sizeof(out) / sizeof(out[0]); i++) {
 		assert_int_equal(cp_limits_check(&out[i].m, why, sizeof(why)), -EINVAL);
