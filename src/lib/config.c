@@ -246,9 +246,10 @@ int config_level_check(const struct capsule_config *cfg, capsule_error *err)
 		return cap_err_plain(err, EINVAL, "an accelerator (--accel) needs --isolation vm (sandbox '%s' is a container)",
 				     cfg->name);
 	/* A container's cpu limit is a share of the host's CPUs: more than there are would be no
-	 * limit at all (docker refuses it the same way). A vm's --cpus is its guest's CPU count. */
+	 * limit at all (docker refuses it the same way). A vm's --cpus is its guest's CPU count.
+	 * An OCI spec's own quota and period are written as given, as runc writes them. */
 	long online = sysconf(_SC_NPROCESSORS_ONLN);
-	if (online > 0 && cfg->cpus_milli > (uint64_t)online * 1000u)
+	if (online > 0 && cfg->cpus_milli > (uint64_t)online * 1000u && !cfg->cg.cpu_quota_us)
 		return cap_err_plain(err, EINVAL, "cpus limit %u.%02u is more than this host's %ld CPUs (use 0.01 to %ld)",
 				     cfg->cpus_milli / 1000, cfg->cpus_milli % 1000 / 10, online, online);
 	return 0;

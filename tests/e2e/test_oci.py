@@ -342,8 +342,10 @@ def test_the_specs_cpu_and_memory_resources_are_the_cgroups(oci, bundle, tmp_pat
     killer switch and the kernel's TCP limit: each read back from the container's cgroups; kernel
     memory is taken with a warning, as runc takes it; update changes the cpuset, swap and the
     reservation, and a cpuset the kernel refuses changes nothing."""
-    # (idle gives the group the kernel's least weight: no shares beside it)
-    cpu = {"quota": 30000, "period": 200000, "cpus": "0", "mems": "0", "idle": 1}
+    # (idle gives the group the kernel's least weight: no shares beside it). A quota of more
+    # cpus than the host has is written as given, as runc writes it.
+    quota = 200000 * (os.cpu_count() + 1)
+    cpu = {"quota": quota, "period": 200000, "cpus": "0", "mems": "0", "idle": 1}
     memory = {"limit": 64 << 20, "swap": 128 << 20, "reservation": 32 << 20}
     if not V2:
         cpu.update(realtimePeriod=500000, realtimeRuntime=0)
@@ -361,11 +363,11 @@ def test_the_specs_cpu_and_memory_resources_are_the_cgroups(oci, bundle, tmp_pat
         assert (f("cpuset", "cpuset.cpus"), f("cpuset", "cpuset.mems")) == ("0", "0")
         assert f("cpu", "cpu.idle") == "1"
         if V2:
-            assert f("cpu", "cpu.max") == "30000 200000"
+            assert f("cpu", "cpu.max") == f"{quota} 200000"
             assert f("memory", "memory.swap.max") == str(64 << 20) and f("memory", "memory.low") == str(32 << 20)
         else:
             assert "linux.resources.memory.kernel is ignored, as runc ignores it" in log
-            assert (f("cpu", "cpu.cfs_quota_us"), f("cpu", "cpu.cfs_period_us")) == ("30000", "200000")
+            assert (f("cpu", "cpu.cfs_quota_us"), f("cpu", "cpu.cfs_period_us")) == (str(quota), "200000")
             assert f("cpu", "cpu.rt_period_us") == "500000"
             assert f("memory", "memory.limit_in_bytes") == str(64 << 20)
             assert f("memory", "memory.memsw.limit_in_bytes") == str(128 << 20)
