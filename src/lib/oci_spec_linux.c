@@ -179,7 +179,9 @@ static int parse_memory(struct capsule_oci_spec *spec, const char *v, size_t n, 
 		if (val > 0 && val < limit)
 			return cap_err_plain(err, EINVAL, "config.json: linux.resources.memory.swap %lld is below the "
 							  "memory limit %lld (it is memory + swap)", (long long)val, (long long)limit);
-		x->memory_swap = val < 0 ? UINT64_MAX : (uint64_t)val;
+		/* Equal to the limit is no swap: capsule's own default, which needs no swap
+		 * accounting (the CRI gives it so). */
+		x->memory_swap = val < 0 ? UINT64_MAX : val == limit ? 0 : (uint64_t)val;
 	}
 	if (r < 0)
 		return r;

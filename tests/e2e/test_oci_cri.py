@@ -516,7 +516,8 @@ def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):
         with pytest.raises(grpc.RpcError) as e:
             cri.UpdateContainerResources(container_id=cid, linux=cri.pb.LinuxContainerResources(
                 memory_limit_in_bytes=96 << 20, cpuset_cpus="0"))
-        assert "cpu.cpus is not supported by capsule-oci update" in e.value.details(), e.value.details()
+        # A cpuset is given at create, or not at all: this container was made without one.
+        assert "the sandbox's cgroup has no cpuset controller" in e.value.details(), e.value.details()
     finally:
         cri.StopPodSandbox(pod_sandbox_id=pod)
         cri.RemovePodSandbox(pod_sandbox_id=pod)

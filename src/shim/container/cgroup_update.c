@@ -57,7 +57,8 @@ static int plan_memory(struct plan *p, const struct cgroup_handle *cg, const str
 {
 	char val[32], sw[32];
 	int64_t bytes = u->memory_bytes;
-	bool swap = u->set & CAPSULE_LIMIT_MEMORY_SWAP;
+	/* Swap equal to the limit is none, which needs no swap accounting. */
+	bool swap = (u->set & CAPSULE_LIMIT_MEMORY_SWAP) && u->memory_swap_bytes != bytes;
 	if (cg->v2) {
 		fmt_into(val, sizeof(val), bytes < 0 ? "max" : "%lld", (long long)bytes);
 		int r = plan_add(p, d, "memory.max", val, err);
