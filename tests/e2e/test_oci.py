@@ -404,14 +404,12 @@ def test_a_relative_cgroups_path_is_below_the_callers_cgroup(oci, bundle, tmp_pa
     assert r.returncode == 0, (tmp_path / "out").read_text()
     with open("/proc/self/cgroup") as fh:
         own = {c: p for _, cs, p in (line.rstrip("\n").split(":", 2) for line in fh) for c in cs.split(",")}
-    made = []
     try:
         pid = state(oci, "rel1")["pid"]
         for ctrl in ("memory", "cpuset") if not V2 else ("",):
             base = own[ctrl] if not V2 else os.path.dirname(own[""])
             want = os.path.join(base, rel)
             hier = f"/sys/fs/cgroup/{ctrl}" if ctrl else "/sys/fs/cgroup"
-            made.append(hier + os.path.join(base, rel.split("/")[0]))
             if not V2:
                 with open(f"/proc/{pid}/cgroup") as fh:
                     assert any(line.rstrip("\n").endswith(f":{ctrl}:{want}") for line in fh)
@@ -420,8 +418,14 @@ def test_a_relative_cgroups_path_is_below_the_callers_cgroup(oci, bundle, tmp_pa
                 assert open(f"{hier}{want}/{limit}").read().strip() == str(48 << 20)
     finally:
         oci("delete", "--force", "rel1")
-    for top in made:
-        os.rmdir(top)
+    # The parents made in every hierarchy, left as runc leaves them, go (each hierarchy once).
+    tops = {os.path.realpath(h) + os.path.join(own.get(os.path.basename(h).split(",")[0], "/"), rel.split("/")[0])
+            for h in glob.glob("/sys/fs/cgroup/*")} if not V2 else \
+        {"/sys/fs/cgroup" + os.path.join(os.path.dirname(own[""]), rel.split("/")[0])}
+    for top in tops:
+        if os.path.isdir(top):
+            os.rmdir(top)
+    assert not glob.glob(f"/sys/fs/cgroup/*/capsule-oci-rel-{os.getpid()}")
 
 
 def test_noexec_mounts(oci, bundle, tmp_path):
