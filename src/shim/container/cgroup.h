@@ -91,8 +91,8 @@ int cgroup_create_at(struct cgroup_handle **out, const char *path, const struct 
  * handle. */
 int cgroup_add_pid(struct cgroup_handle *cg, pid_t pid, capsule_error *err);
 
-/* The most folders a handle has (one per controller on v1). */
-#define CGROUP_MAX_DIRS 3
+/* The most folders a handle has (one per controller on v1, the cpuset one included). */
+#define CGROUP_MAX_DIRS 4
 
 /* On cgroup v1: an fd of each folder's `tasks` file, opened for writing now, into FDS (close-on-
  * exec; the caller closes them), for the sandbox's first process to write "0" into, moving
