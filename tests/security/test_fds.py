@@ -112,13 +112,18 @@ def test_shim_holds_only_its_own_kinds_of_fds(capsule, sandbox):
         r"socket:\[\d+\]",
         r"/sys/fs/cgroup/.*",
     ]
+    # The sandbox's own mount namespace (held so that its unmounting waits until after a stop's
+    # answer), never the host's.
+    agent = info["init_pid"]
+    sandbox_mnt = os.readlink(f"/proc/{agent}/ns/mnt")
+    assert sandbox_mnt != os.readlink("/proc/self/ns/mnt")
+    allowed.append(re.escape(sandbox_mnt))
     fds = _fd_targets(shim)
     bad = {k: v for k, v in fds.items() if not any(re.fullmatch(p, v) for p in allowed)}
     assert not bad, f"unexpected fds in the shim: {bad}"
     assert not any("memfd:" in v for v in fds.values()), "the shim kept the agent's memfd"
     # The agent's side: its socket, epoll, signalfd, stdio on /dev/null and the sandbox's own root
     # (the O_PATH descriptor the filesystem API resolves from; close-on-exec), nothing of the host.
-    agent = info["init_pid"]
     afds = _fd_targets(agent)
     bad = {k: v for k, v in afds.items()
            if not re.fullmatch(r"/|/dev/null|socket:\[\d+\]|anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
