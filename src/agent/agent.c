@@ -266,6 +266,8 @@ static void proc_maybe_finish(struct proc *p, bool force)
 	proc_release(p);
 }
 
+static void reap_children(void);
+
 static void read_output(struct proc *p, int stream)
 {
 	static uint8_t buf[CP_DATA_CHUNK];
@@ -281,6 +283,14 @@ static void read_output(struct proc *p, int stream)
 		/* EOF, or EIO from a pty whose last slave fd closed. */
 		close_stream(p, stream);
 		send_eof(p, stream);
+		/* A command's exit closes its pipes just before its SIGCHLD is sent: reaping it
+		 * now, when it is done already, puts its EXIT in this turn's write beside the
+		 * EOFs, which saves the shim and the client a wakeup each. Not done yet, it is
+		 * reaped when the signal comes, as always. */
+		if (!p->exited && p->fd[1] < 0 && p->fd[2] < 0) {
+			reap_children();
+			return;
+		}
 		proc_maybe_finish(p, false);
 		return;
 	}

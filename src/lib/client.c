@@ -249,12 +249,13 @@ static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t
 	return 0;
 }
 
-/* Connect to NAME's shim and send HELLO; with WAIT, take its answer too. */
-static int open_hello(struct conn *c, const char *name, bool wait, capsule_error *err)
+/* Connect to NAME's shim and send HELLO; with WAIT, take its answer too. DIR_IN is NAME's
+ * run folder already open (taken), or -1. */
+static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, capsule_error *err)
 {
-	_cleanup_close_ int dir = -1;
-	int r = run_dir_open(name, &dir, err);
-	if (r < 0)
+	_cleanup_close_ int dir = dir_in;
+	int r = 0;
+	if (dir < 0 && (r = run_dir_open(name, &dir, err)) < 0)
 		return r;
 	/* Through /proc/self/fd: no limit from sun_path's 108 bytes on how deep the home is. */
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -308,12 +309,12 @@ fail:
 
 int conn_open(struct conn *c, const char *name, capsule_error *err)
 {
-	return open_hello(c, name, true, err);
+	return open_hello(c, name, -1, true, err);
 }
 
-int conn_open_pipelined(struct conn *c, const char *name, capsule_error *err)
+int conn_open_pipelined(struct conn *c, const char *name, int dir, capsule_error *err)
 {
-	return open_hello(c, name, false, err);
+	return open_hello(c, name, dir, false, err);
 }
 
 /* A request the shim answers itself (a hot mount opens host paths and walks the sandbox's

@@ -26,8 +26,9 @@ struct conn {
 int conn_open(struct conn *c, const char *name, capsule_error *err);
 /* The same, without waiting for the shim's HELLO: the first request goes out right behind
  * ours, and conn_recv checks the answer to it before any other frame. One round trip less
- * for a client that makes one call (the CLI's exec). NAME must outlive the connection. */
-int conn_open_pipelined(struct conn *c, const char *name, capsule_error *err);
+ * for a client that makes one call (the CLI's exec). NAME must outlive the connection. DIR is
+ * NAME's run folder when the caller has it open (taken, closed here), else -1. */
+int conn_open_pipelined(struct conn *c, const char *name, int dir, capsule_error *err);
 /* Adopt an fd that is already past HELLO (the creator's socketpair). */
 void conn_adopt(struct conn *c, int fd);
 /* Send the frame encoded in c->w. */

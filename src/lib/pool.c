@@ -682,7 +682,7 @@ out:
 static int pool_take_one(const char *pool, const char *ready, const char *name, bool detached, struct conn *c,
 			 capsule_error *err)
 {
-	int r = conn_open_pipelined(c, ready, NULL);
+	int r = conn_open_pipelined(c, ready, -1, NULL);
 	if (r < 0)
 		return r;
 	struct cp_take m = { .name = (char *)(name[0] ? name : ready), .pool = (char *)pool, .detached = detached };

@@ -38,6 +38,7 @@ struct capsule_sandbox {
 	pid_t shim_pid;    /* an ephemeral sandbox's shim is our child, reaped when it ends; else 0 */
 	bool taken;        /* an ephemeral sandbox taken from a pool: its shim is not our child */
 	bool kept_stopped; /* an ephemeral sandbox stopped by capsule_sandbox_stop_keep: ours to remove */
+	int run_dir;       /* run/NAME as the open found it running, lent once to a connection; else -1 */
 };
 
 static void progress(const struct capsule_config *cfg, const char *stage, uint64_t cur, uint64_t total)
@@ -273,6 +274,13 @@ static bool conn_dead(const struct conn *c)
 	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
+static int sandbox_take_run_dir(capsule_sandbox *sb)
+{
+	int fd = sb->run_dir;
+	sb->run_dir = -1;
+	return fd;
+}
+
 static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_open)
 {
 	if (__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
@@ -289,7 +297,10 @@ static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_op
 		sb->owner_kept = false;
 	}
 	if (sb->owner.fd < 0) {
-		if (conn_open_pipelined(&sb->owner, sb->cfg.name, NULL) < 0) {
+		/* The folder the open found running, if not used yet. Should that sandbox have
+		 * ended since, the connect fails and the caller opens its own, walking to the
+		 * folder again: a new sandbox of the name is then found. */
+		if (conn_open_pipelined(&sb->owner, sb->cfg.name, sandbox_take_run_dir(sb), NULL) < 0) {
 			sb->owner.fd = -1;
 			__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
 			return NULL;
@@ -342,8 +353,10 @@ void sandbox_return_conn(capsule_sandbox *sb)
 static capsule_sandbox *sandbox_alloc(void)
 {
 	capsule_sandbox *sb = calloc(1, sizeof(*sb));
-	if (sb)
+	if (sb) {
 		sb->owner.fd = -1;
+		sb->run_dir = -1;
+	}
 	return sb;
 }
 
@@ -606,10 +619,19 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 	int r = validate_name(name, "sandbox name", err);
 	if (r < 0)
 		return r;
-	sweep_stale(name);
+	/* A running sandbox (its lock held) is not stale: only a folder found unlocked is swept
+	 * and opened again, so an exec's open costs one walk to the folder, not two. */
 	_cleanup_close_ int dir = -1;
-	if ((r = run_dir_open(name, &dir, err)) < 0)
-		return r;
+	r = run_dir_open(name, &dir, NULL);
+	bool running = r == 0 && run_dir_locked(dir);
+	if (!running) {
+		if (dir >= 0)
+			close(dir);
+		dir = -1;
+		sweep_stale(name);
+		if ((r = run_dir_open(name, &dir, err)) < 0)
+			return r;
+	}
 	capsule_sandbox *sb = sandbox_alloc();
 	if (!sb)
 		return cap_err(err, ENOMEM, "allocating a sandbox");
@@ -620,9 +642,13 @@ int capsule_sandbox_open(capsule_sandbox **out, const char *name, capsule_error 
 			return cap_err_plain(err, EAGAIN, "sandbox '%s' is starting: try again", name);
 		return r;
 	}
+	if (running)
+		sb->run_dir = take_fd(dir);
 	*out = sb;
 	return 0;
 }
+
+
 
 /* The sandbox's folder and its lock, taken: -EALREADY when it runs. */
 static int lock_stopped(const capsule_sandbox *sb, int *dir, int *lockfd, capsule_error *err)
@@ -814,6 +840,8 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 	/* One stopped and kept by stop_keep has no shim to take it down. */
 	if (sb->kept_stopped && !capsule_sandbox_is_running(sb))
 		capsule_sandbox_remove(sb->cfg.name, false, NULL);
+	if (sb->run_dir >= 0)
+		close(sb->run_dir);
 	config_clear(&sb->cfg);
 	free(sb);
 }

@@ -551,7 +551,9 @@ int io_client_add(struct shim_io *io, int fd, bool owner)
 		c->fd = fd;
 		c->owner = owner;
 		cp_rxbuf_init(&c->rx);
-		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		/* An accepted fd is non-blocking from accept4; the creator's socket is not. */
+		if (owner)
+			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 		socket_stream_buffers(fd);
 		io_watch(io, fd, KEY_CLIENT_BASE + (uint64_t)i, EPOLLIN);
 		c->events = EPOLLIN;

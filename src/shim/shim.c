@@ -159,7 +159,11 @@ void dispatch_event(struct shim *s, const struct epoll_event *ev)
 			int fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 			if (fd < 0)
 				break;
-			io_client_add(&s->io, fd, false);
+			/* A client sends its HELLO (and the CLI its EXEC) right behind the connect:
+			 * it is usually here already, and read now it costs no turn of the loop. */
+			int ci = io_client_add(&s->io, fd, false);
+			if (ci >= 0)
+				client_readable(s, ci);
 		}
 	} else if (key == KEY_AGENT) {
 		if (ev->events & EPOLLOUT)
