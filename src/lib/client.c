@@ -27,6 +27,7 @@ void conn_close(struct conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
+	c->hello_out_len = 0;
 	cp_rxbuf_free(&c->rx);
 	cp_writer_free(&c->w);
 }
@@ -45,13 +46,43 @@ static ssize_t send_once(struct conn *c, const struct msghdr *msg, capsule_error
 			poll(&pfd, 1, -1);
 			continue;
 		}
+		/* Before the shim's HELLO, as conn_fill says it: a shim that was stopping. */
+		if ((errno == EPIPE || errno == ECONNRESET) && c->hello_pending)
+			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", c->hello_name);
 		if (errno == EPIPE || errno == ECONNRESET)
 			return cap_err_plain(err, ESHUTDOWN, "the sandbox went away");
 		return cap_err(err, errno, "sending to the sandbox");
 	}
 }
 
+static int sendv_all(struct conn *c, struct iovec *iov, int n, capsule_error *err);
+
+/* Send the HELLO that open_hello held back, alone. */
+static int hello_flush(struct conn *c, capsule_error *err)
+{
+	struct iovec iov = { c->hello_out, c->hello_out_len };
+	c->hello_out_len = 0;
+	return sendv_all(c, &iov, 1, err);
+}
+
 int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
+{
+	if (c->hello_out_len) {
+		struct iovec both[8];
+		if (n >= (int)(sizeof(both) / sizeof(both[0])))
+		{
+			int r = hello_flush(c, err);
+			return r < 0 ? r : sendv_all(c, iov, n, err);
+		}
+		both[0] = (struct iovec){ c->hello_out, c->hello_out_len };
+		memcpy(both + 1, iov, sizeof(*iov) * (size_t)n);
+		c->hello_out_len = 0;
+		return sendv_all(c, both, n + 1, err);
+	}
+	return sendv_all(c, iov, n, err);
+}
+
+static int sendv_all(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 {
 	struct msghdr msg = { .msg_iov = iov, .msg_iovlen = (size_t)n };
 	while (msg.msg_iovlen && msg.msg_iov->iov_len == 0) {
@@ -93,6 +124,9 @@ int conn_send_fds(struct conn *c, const int *fds, size_t nfds, capsule_error *er
 		return cap_err(err, -c->w.err, "encoding a request");
 	if (nfds > CP_EXEC_MAX_FDS)
 		return cap_err_plain(err, E2BIG, "at most %d descriptors go with a request", CP_EXEC_MAX_FDS);
+	int r;
+	if (c->hello_out_len && (r = hello_flush(c, err)) < 0)
+		return r;
 	union {
 		struct cmsghdr h;
 		char buf[CMSG_SPACE(sizeof(int) * CP_EXEC_MAX_FDS)];
@@ -157,6 +191,10 @@ static void conn_spin(struct conn *c)
  * when it is 0: -EAGAIN). */
 static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_error *err)
 {
+	/* An answer is awaited before any request went: the shim waits for our HELLO first. */
+	int hr;
+	if (c->hello_out_len && (hr = hello_flush(c, err)) < 0)
+		return hr;
 	if (c->spin && timeout_ms != 0)
 		conn_spin(c);
 	for (;;) {
@@ -285,9 +323,16 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, c
 	conn_adopt(c, fd);
 	c->hello_name = name;
 	struct cp_hello hello = { .version = CP_VERSION, .role = "client" };
-	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0 || (r = conn_send(c, err)) < 0)
+	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0)
 		goto fail;
 	c->hello_pending = true;
+	if (!wait && c->w.len <= sizeof(c->hello_out)) {
+		memcpy(c->hello_out, c->w.buf, c->w.len);
+		c->hello_out_len = (uint8_t)c->w.len;
+		return 0;
+	}
+	if ((r = conn_send(c, err)) < 0)
+		goto fail;
 	if (!wait)
 		return 0;
 	uint64_t hello_deadline = now_ms() + 10000;

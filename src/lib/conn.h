@@ -20,6 +20,10 @@ struct conn {
 	 * HELLO_NAME (the sandbox's, for messages) outlives the connection. */
 	bool hello_pending;
 	const char *hello_name;
+	/* Our pipelined HELLO, not sent yet: it goes in the same sendmsg as the first request
+	 * (a CLI exec's EXEC, a pool's TAKE), so the shim finds both in one read. */
+	uint8_t hello_out[64];
+	uint8_t hello_out_len;
 };
 /* Connect to run/<name>/control.sock and exchange HELLO. -ENOTCONN when the sandbox is not
  * running. */
