@@ -287,6 +287,12 @@ static void read_output(struct proc *p, int stream)
 		 * now, when it is done already, puts its EXIT in this turn's write beside the
 		 * EOFs, which saves the shim and the client a wakeup each. Not done yet, it is
 		 * reaped when the signal comes, as always. */
+		int other = stream == 1 ? 2 : 1;
+		if (!p->exited && p->fd[other] >= 0) {
+			/* An exit closes both at once: the other's end is likely here too. */
+			read_output(p, other);
+			return;
+		}
 		if (!p->exited && p->fd[1] < 0 && p->fd[2] < 0) {
 			reap_children();
 			return;
