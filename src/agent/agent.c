@@ -267,6 +267,18 @@ static void proc_maybe_finish(struct proc *p, bool force)
 }
 
 static void reap_children(void);
+static void begin_shutdown(uint32_t grace_ms);
+
+/* Take every pending signal: any but SIGCHLD begins the shutdown; children are reaped by the
+ * caller. */
+static void drain_signals(void)
+{
+	struct signalfd_siginfo si;
+	while (read(A.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		if (si.ssi_signo != SIGCHLD)
+			begin_shutdown(10000);
+	}
+}
 
 static void read_output(struct proc *p, int stream)
 {
@@ -295,6 +307,13 @@ static void read_output(struct proc *p, int stream)
 		}
 		if (!p->exited && p->fd[1] < 0 && p->fd[2] < 0) {
 			reap_children();
+			/* Reaped, its SIGCHLD is pending already: taken now, it does not wake the
+			 * loop again while the shim and the client need the CPUs. A child that
+			 * ended before the drain is reaped after it; one after it signals anew. */
+			if (!p->used) {
+				drain_signals();
+				reap_children();
+			}
 			return;
 		}
 		proc_maybe_finish(p, false);
@@ -979,11 +998,7 @@ int main(int argc, char **argv)
 				continue;
 			}
 			if (role == ROLE_SIGNAL) {
-				struct signalfd_siginfo si;
-				while (read(A.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-					if (si.ssi_signo != SIGCHLD)
-						begin_shutdown(10000);
-				}
+				drain_signals();
 				reap_children();
 				continue;
 			}
