@@ -422,3 +422,42 @@ def test_error_reply_on_a_live_channel_does_not_orphan_its_command(capsule, sand
             f"after a {how} request, the command outlived its client: the shim dropped the channel")
         time.sleep(0.2)
     assert_alive(capsule, sandbox)
+
+
+def test_pipelined_hello_is_answered_in_front_of_the_first_answer(capsule, sandbox):
+    """The shim holds its HELLO for a client that sent a request with its own (the CLI's exec):
+    it must still come first, in front of the request's frames, and a HELLO sent alone must be
+    answered at once (a client that waits for it before its first request)."""
+    frames, closed = talk(capsule, sandbox, hello_frame() + exec_frame(1, ["echo", "x"]),
+                          until=lambda fs: any(f[0] == EXIT for f in fs))
+    types = [f[0] for f in frames]
+    assert types[0] == HELLO and STARTED in types and types[-1] == EXIT, frames
+    assert b"x\n" in b"".join(f[3] for f in frames if f[0] == DATA), frames
+
+    frames, closed = talk(capsule, sandbox, hello_frame(), until=lambda fs: bool(fs))
+    assert [f[0] for f in frames] == [HELLO] and not closed, frames
+
+
+def test_held_hello_goes_out_with_a_later_answer(capsule, sandbox):
+    """HELLO and a request the agent answers (a SIGNAL on a fresh channel, refused) in one write,
+    then an EXEC: the held HELLO goes in front of whatever the client is sent next."""
+    s = connect(capsule, sandbox)
+    try:
+        send_quietly(s, hello_frame() + frame(SIGNAL, 5, tlv(1, struct.pack("<I", 15))))
+        time.sleep(0.2)
+        send_quietly(s, exec_frame(1, ["echo", "y"]))
+        buf, closed = read_until_quiet(s, until=lambda fs: any(f[0] == EXIT for f in fs))
+    finally:
+        s.close()
+    frames, rest = parse_frames(buf)
+    types = [f[0] for f in frames]
+    assert rest == b"" and types[0] == HELLO and types.count(HELLO) == 1 and types[-1] == EXIT, frames
+    assert b"y\n" in b"".join(f[3] for f in frames if f[0] == DATA), frames
+
+
+def test_pipelined_hello_then_garbage_gets_hello_then_error(capsule, sandbox):
+    """A held HELLO must not be lost when the request behind it is refused by the shim."""
+    frames, closed = talk(capsule, sandbox, hello_frame() + frame(0x7777, 1, b"junk"))
+    types = [f[0] for f in frames]
+    assert types[:1] == [HELLO] and ERROR in types, frames
+    assert_alive(capsule, sandbox)
