@@ -257,8 +257,7 @@ void io_client_update_events(struct shim_io *io, int ci)
 	/* Back-pressure: while the agent is not keeping up, stop reading requests. */
 	if (!c->closing && !io_agent_backlogged(io))
 		ev |= EPOLLIN;
-	/* Frames held on purpose (corked) wait for their flush, not for room. */
-	if (outq_pending(&c->out) && !c->corked)
+	if (outq_pending(&c->out))
 		ev |= EPOLLOUT;
 	if (ci == io->muted_client)
 		ev = 0;

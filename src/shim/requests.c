@@ -570,17 +570,8 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 	}
 	c->hello_done = true;
 	struct cp_hello me = { .version = CP_VERSION, .role = "shim" };
-	if (cp_hello_encode(&s->io.w, 0, &me) < 0)
-		return;
-	/* A client that sent a request in the same write as its HELLO (a CLI exec, a pool's
-	 * take) did not wait for ours: it is held, as a cork holds a frame, and goes in front
-	 * of that request's first answer, which then wakes the client once, not twice. */
-	bool pipelined = c->rx.len > (size_t)(payload - c->rx.buf) + h->len;
-	if (pipelined && outq_push(&c->out, s->io.w.buf, s->io.w.len) == 0) {
-		c->corked = true;
-		return;
-	}
-	io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
+	if (cp_hello_encode(&s->io.w, 0, &me) == 0)
+		io_to_client(&s->io, ci, s->io.w.buf, s->io.w.len);
 }
 
 /* A READ or WRITE that asks for a direct stream (CP_FS_DIRECT): noted on its channel, for

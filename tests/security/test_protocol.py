@@ -425,9 +425,9 @@ def test_error_reply_on_a_live_channel_does_not_orphan_its_command(capsule, sand
 
 
 def test_pipelined_hello_is_answered_in_front_of_the_first_answer(capsule, sandbox):
-    """The shim holds its HELLO for a client that sent a request with its own (the CLI's exec):
-    it must still come first, in front of the request's frames, and a HELLO sent alone must be
-    answered at once (a client that waits for it before its first request)."""
+    """HELLO and EXEC in one write (the CLI's exec, src/lib/client.c): the shim's HELLO comes
+    first, in front of the request's frames; a HELLO sent alone is answered at once (a client
+    that waits for it before its first request)."""
     frames, closed = talk(capsule, sandbox, hello_frame() + exec_frame(1, ["echo", "x"]),
                           until=lambda fs: any(f[0] == EXIT for f in fs))
     types = [f[0] for f in frames]
@@ -438,9 +438,9 @@ def test_pipelined_hello_is_answered_in_front_of_the_first_answer(capsule, sandb
     assert [f[0] for f in frames] == [HELLO] and not closed, frames
 
 
-def test_held_hello_goes_out_with_a_later_answer(capsule, sandbox):
-    """HELLO and a request the agent answers (a SIGNAL on a fresh channel, refused) in one write,
-    then an EXEC: the held HELLO goes in front of whatever the client is sent next."""
+def test_pipelined_hello_with_a_refused_request_then_an_exec(capsule, sandbox):
+    """HELLO and a request the agent refuses (a SIGNAL on a fresh channel) in one write, then an
+    EXEC on the same connection: one HELLO, first, and the EXEC still runs."""
     s = connect(capsule, sandbox)
     try:
         send_quietly(s, hello_frame() + frame(SIGNAL, 5, tlv(1, struct.pack("<I", 15))))
@@ -456,7 +456,7 @@ def test_held_hello_goes_out_with_a_later_answer(capsule, sandbox):
 
 
 def test_pipelined_hello_then_garbage_gets_hello_then_error(capsule, sandbox):
-    """A held HELLO must not be lost when the request behind it is refused by the shim."""
+    """HELLO and a frame the shim refuses in one write: the HELLO still comes, then the ERROR."""
     frames, closed = talk(capsule, sandbox, hello_frame() + frame(0x7777, 1, b"junk"))
     types = [f[0] for f in frames]
     assert types[:1] == [HELLO] and ERROR in types, frames
