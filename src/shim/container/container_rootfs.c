@@ -424,17 +424,19 @@ static void setup_mounts(const struct container_spec *spec, int rootfd)
 			setup_bind(spec, &spec->binds[b++], rootfd);
 }
 
-/* The overlay's lowerdir option: the layers (attached by attach_layers at l/<i> below FSDIR,
- * named relative to it because a mount's options fit in one page and 128 absolute paths do
- * not), top first, then the host image's root, HOST_FD (-1: none), named by its descriptor:
- * the sandbox's root we are by then could not walk its path. */
+/* The overlay's lowerdir option: the layers, top first, then the host image's root, HOST_FD (-1:
+ * none), named by its descriptor: the sandbox's root we are by then could not walk its path.
+ * Layer 0 is attached at rootfs/ itself, where the overlay then goes on top of it, and each
+ * other at l/<i> below FSDIR (attach_layers): named relative to it, because a mount's options
+ * fit in one page and 128 absolute paths do not. */
 static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
 	size_t off = 0;
 	int n = snprintf(opts, size, "lowerdir=");
 	for (size_t i = spec->nlayers; n >= 0 && (size_t)n < size - off && i-- > 0;) {
 		off += (size_t)n;
-		n = snprintf(opts + off, size - off, "l/%zu%s", i, i > 0 || host_fd >= 0 ? ":" : "");
+		const char *sep = i > 0 || host_fd >= 0 ? ":" : "";
+		n = i ? snprintf(opts + off, size - off, "l/%zu%s", i, sep) : snprintf(opts + off, size - off, "rootfs%s", sep);
 	}
 	if (n >= 0 && (size_t)n < size - off && host_fd >= 0) {
 		off += (size_t)n;
@@ -449,14 +451,17 @@ static void overlay_options(const struct container_spec *spec, int host_fd, char
 		container_child_die(ENAMETOOLONG, "overlay options");
 }
 
-/* Each layer's clone goes onto its own empty folder l/<i> below FSDIR (made by the shim), where
- * the overlay finds it, and the sandbox's disk onto disk/; with the old root these mounts
- * leave the sandbox at pivot_root. */
+/* Layer 0's clone goes onto rootfs/, under the overlay mounted there next (the overlay's lower
+ * layer is a path looked up before its own mount is placed on top), each other layer's onto its
+ * own empty folder l/<i> below FSDIR (made by the shim), and the sandbox's disk onto disk/;
+ * with the old root these mounts leave the sandbox at pivot_root. Layer 0 on rootfs/ spares a
+ * folder or two per sandbox (fs/l and fs/l/0 for the host image): inodes that an ext4 without
+ * a journal makes slowly once many were recently deleted (docs/performance.md). */
 static void attach_layers(const struct container_spec *spec, int fsfd)
 {
 	for (size_t i = 0; i < spec->nlayers; i++) {
 		char at[32];
-		snprintf(at, sizeof(at), "l/%zu", i);
+		snprintf(at, sizeof(at), i ? "l/%zu" : "rootfs", i);
 		int tree = child_tree(spec, spec->layer_trees[i], LAYER_ATTRS, "image layer");
 		if (sys_move_mount(tree, "", fsfd, at, MOVE_MOUNT_F_EMPTY_PATH) < 0)
 			container_child_die(errno, "attaching image layer %zu", i);

@@ -130,12 +130,15 @@ static int open_layer_trees(struct shim *s, uid_t ub, gid_t gb, capsule_error *e
 	}
 	if (!s->cfg.nlayers)
 		return 0;
-	if ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0)
+	/* Layer 0 goes on fs/rootfs, under the overlay (container_rootfs.c): only the others need
+	 * a folder of their own. */
+	if (s->cfg.nlayers > 1 &&
+	    ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0))
 		return cap_err(err, errno, "mkdir 'fs/l'");
 	for (size_t i = 0; i < s->cfg.nlayers; i++) {
 		char at[32];
 		snprintf(at, sizeof(at), "fs/l/%zu", i);
-		if ((mkdirat(s->run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, at, ub, gb, 0) < 0)
+		if (i && ((mkdirat(s->run_fd, at, 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, at, ub, gb, 0) < 0))
 			return cap_err(err, errno, "mkdir '%s'", at);
 		int tree = shim_host_tree(AT_FDCWD, s->cfg.layers[i], 0, LAYER_ATTRS);
 		if (tree < 0)
@@ -158,9 +161,7 @@ static int open_host_image_tree(struct shim *s, uid_t ub, gid_t gb, capsule_erro
 	int r = image_host_lower(0, 0, &skeleton, err);
 	if (r < 0)
 		return r;
-	if ((mkdirat(s->run_fd, "fs/l", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l", ub, gb, 0) < 0 ||
-	    (mkdirat(s->run_fd, "fs/l/0", 0700) < 0 && errno != EEXIST) || fchownat(s->run_fd, "fs/l/0", ub, gb, 0) < 0)
-		return cap_err(err, errno, "mkdir 'fs/l/0'");
+	/* Attached on fs/rootfs, under the overlay: no folder of its own. */
 	int tree = shim_host_tree(AT_FDCWD, skeleton, 0, LAYER_ATTRS);
 	if (tree < 0)
 		return cap_err(err, errno, "the host image '%s'", skeleton);
