@@ -506,3 +506,33 @@ def test_pull_on_a_terminal_draws_a_bar_per_layer_and_ends_its_lines(capsule, re
     # A bar for the download, then the layer's last word on a line of its own; the name last.
     assert "[" in text and "#" in text and "unpacking" in text, text
     assert text.endswith(ref + "\r\n"), text
+
+
+def test_layer_0_lies_under_the_overlay_and_only_the_others_get_a_mount_point(capsule, registry, workdir):
+    # Each folder a sandbox makes in its home is an inode an ext4 without a journal allocates
+    # slowly after many deletions (docs/performance.md): layer 0 is attached on fs/rootfs, under
+    # the overlay, so a one-layer image and the host image make no fs/l at all.
+    need_static_agent(capsule.build)
+    two = registry.push(make_layout(workdir, [busybox_layer(), layer_tar([Entry("top", data=b"top\n")])]), repo("l0"))
+    one = registry.push(make_layout(workdir, [busybox_layer()]), repo("l0one"))
+    names = [f"l0-{uuid.uuid4().hex[:6]}" for _ in range(3)]
+    try:
+        capsule.run("create", "--name", names[0], "--image", two, check=True, timeout=120)
+        capsule.run("create", "--name", names[1], "--image", one, check=True, timeout=120)
+        capsule.run("create", "--name", names[2], check=True)
+        r = capsule.run("exec", names[0], "--", "sh", "-c", "cat /top; test -x /bin/busybox && echo busybox")
+        assert r.returncode == 0 and r.stdout == "top\nbusybox\n", r.stderr
+        r = capsule.run("exec", names[1], "--", "sh", "-c", "echo new > /new; cat /new; ls /bin/busybox")
+        assert r.returncode == 0 and r.stdout == "new\n/bin/busybox\n", r.stderr
+        assert capsule.run("exec", names[2], "--", "cat", "/etc/os-release", check=True).stdout
+        fs = [os.path.join(capsule.home, "run", n, "fs") for n in names]
+        assert sorted(os.listdir(os.path.join(fs[0], "l"))) == ["1"]
+        assert not os.path.exists(os.path.join(fs[1], "l"))
+        assert not os.path.exists(os.path.join(fs[2], "l"))
+        # The writes went to the sandbox's own layer, not into the image's.
+        assert open(os.path.join(fs[1], "upper", "new")).read() == "new\n"
+        img = manifest_of(capsule, one)
+        assert not os.path.exists(store(capsule, "layers", img["layers"][0][7:], "new"))
+    finally:
+        capsule.run("rm", "-f", *names)
+    assert not any(os.path.exists(os.path.join(capsule.home, "run", n)) for n in names)
