@@ -68,6 +68,18 @@ CAPSULE_API int capsule_config_set_pids_limit(capsule_config *cfg, uint32_t pids
 /* Parsing helpers for the same limits, accepting what docker accepts: "512M", "1.5G", "1.5". */
 CAPSULE_API int capsule_config_set_memory(capsule_config *cfg, const char *size, capsule_error *err);
 CAPSULE_API int capsule_config_set_cpus(capsule_config *cfg, const char *cpus, capsule_error *err);
+/* docker's finer limits of a container (a vm refuses them at create: its cgroup is QEMU's).
+ * The cpuset: a list such as "0-3,6" of cpus (memory nodes) this host has online; a sandbox
+ * made with one can change it (capsule_sandbox_update_limits), one made without has no
+ * cpuset cgroup. Swap: memory + swap as docker's --memory-swap ("1G", "-1": unlimited swap),
+ * with a memory limit and not below it; equal to it, or not set, is no swap. The reservation:
+ * the soft limit (v1 memory.soft_limit_in_bytes, v2 memory.low), at most the memory limit.
+ * Every error names the flag (--cpuset-cpus, --cpuset-mems, --memory-swap,
+ * --memory-reservation); the pairs are checked at create, when both are known. */
+CAPSULE_API int capsule_config_set_cpuset_cpus(capsule_config *cfg, const char *list, capsule_error *err);
+CAPSULE_API int capsule_config_set_cpuset_mems(capsule_config *cfg, const char *list, capsule_error *err);
+CAPSULE_API int capsule_config_set_memory_swap(capsule_config *cfg, const char *size, capsule_error *err);
+CAPSULE_API int capsule_config_set_memory_reservation(capsule_config *cfg, const char *size, capsule_error *err);
 /* Hostname inside the sandbox (default: the sandbox's name). */
 CAPSULE_API int capsule_config_set_hostname(capsule_config *cfg, const char *hostname, capsule_error *err);
 /* Environment given to every command ("KEY=VALUE"); per-exec env is added on top. */

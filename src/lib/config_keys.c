@@ -33,6 +33,18 @@ const struct config_key config_keys[] = {
 	{ .name = "cpu_shares", .type = CONFIG_KEY_U32, FIELD(cpu_shares), .max = 262144, .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "pids", .type = CONFIG_KEY_U32, FIELD(pids_limit), .max = UINT32_MAX, .inspect_limit = "pids",
 	  .set = config_pids_set, FLAG("pids-limit", 0, "N", "most processes at once") },
+	/* docker's finer limits, an OCI spec's linux.resources too (config_resources.c). */
+	{ .name = "cpuset_cpus", .type = CONFIG_KEY_STRING, FIELD(cg.cpuset_cpus), .inspect_limit = "cpuset_cpus",
+	  .set = capsule_config_set_cpuset_cpus, FLAG("cpuset-cpus", 0, "LIST", "the cpus it may run on, e.g. 0-1,3") },
+	{ .name = "cpuset_mems", .type = CONFIG_KEY_STRING, FIELD(cg.cpuset_mems), .inspect_limit = "cpuset_mems",
+	  .set = capsule_config_set_cpuset_mems, FLAG("cpuset-mems", 0, "LIST", "the memory nodes it may use, e.g. 0") },
+	{ .name = "memory_swap", .type = CONFIG_KEY_U64, FIELD(cg.memory_swap), .max = UINT64_MAX,
+	  .flags = CONFIG_KEY_OMIT_UNSET | CONFIG_KEY_INSPECT_SET,
+	  .inspect_limit = "memory_swap_bytes", .set = capsule_config_set_memory_swap,
+	  FLAG("memory-swap", 0, "SIZE", "memory + swap, with --memory (-1: unlimited swap;\ndefault: no swap)") },
+	{ .name = "memory_reservation", .type = CONFIG_KEY_U64, FIELD(cg.memory_reservation), .max = UINT64_MAX,
+	  .flags = CONFIG_KEY_OMIT_UNSET | CONFIG_KEY_INSPECT_SET, .inspect_limit = "memory_reservation_bytes",
+	  .set = capsule_config_set_memory_reservation, FLAG("memory-reservation", 0, "SIZE", "the soft limit, at most --memory") },
 	{ .name = "hostname", .type = CONFIG_KEY_TEXT, FIELD(hostname), .set = capsule_config_set_hostname,
 	  FLAG("hostname", 0, "NAME", "hostname inside (default: the sandbox's name)") },
 	{ .name = "isolation", .type = CONFIG_KEY_CUSTOM, FIELD(isolation), .load = config_isolation_load,
@@ -118,11 +130,6 @@ const struct config_key config_keys[] = {
 	{ .name = "cpu_rt_period_us", .type = CONFIG_KEY_U64, FIELD(cg.cpu_rt_period_us), .max = UINT64_MAX,
 	  .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "cpu_idle", .type = CONFIG_KEY_BOOL, FIELD(cg.cpu_idle), .flags = CONFIG_KEY_OMIT_UNSET },
-	{ .name = "cpuset_cpus", .type = CONFIG_KEY_STRING, FIELD(cg.cpuset_cpus) },
-	{ .name = "cpuset_mems", .type = CONFIG_KEY_STRING, FIELD(cg.cpuset_mems) },
-	{ .name = "memory_swap", .type = CONFIG_KEY_U64, FIELD(cg.memory_swap), .max = UINT64_MAX, .flags = CONFIG_KEY_OMIT_UNSET },
-	{ .name = "memory_reservation", .type = CONFIG_KEY_U64, FIELD(cg.memory_reservation), .max = UINT64_MAX,
-	  .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "memory_swappiness_set", .type = CONFIG_KEY_BOOL, FIELD(cg.memory_swappiness_set), .flags = CONFIG_KEY_OMIT_UNSET },
 	{ .name = "memory_swappiness", .type = CONFIG_KEY_U32, FIELD(cg.memory_swappiness), .max = 100,
 	  .flags = CONFIG_KEY_OMIT_UNSET },
@@ -377,9 +384,21 @@ int config_copy(struct capsule_config *dst, const struct capsule_config *src)
 void config_limits_inspect_json(const struct capsule_config *cfg, struct json_writer *j)
 {
 	for (size_t i = 0; i < config_key_count; i++) {
+		const struct config_key *k = &config_keys[i];
 		uint64_t v;
-		if (config_keys[i].inspect_limit && field_uint(cfg, &config_keys[i], &v))
-			json_kv_uint(j, config_keys[i].inspect_limit, v);
+		if (!k->inspect_limit)
+			continue;
+		/* A list only when given; swap's UINT64_MAX is docker's -1, unlimited swap. */
+		if (k->type == CONFIG_KEY_STRING) {
+			const char *s = *(char *const *)field_const(cfg, k);
+			if (s)
+				json_kv_string(j, k->inspect_limit, s);
+		} else if (field_uint(cfg, k, &v) && (v || !(k->flags & CONFIG_KEY_INSPECT_SET))) {
+			if (v == UINT64_MAX && k->max == UINT64_MAX)
+				json_kv_int(j, k->inspect_limit, -1);
+			else
+				json_kv_uint(j, k->inspect_limit, v);
+		}
 	}
 }
 

@@ -27,6 +27,8 @@ enum {
 	/* Not written while zero or empty: the key is younger than the format, and a file
 	 * without it must read as it did. */
 	CONFIG_KEY_OMIT_UNSET = 1 << 0,
+	/* inspect's "limits" shows it only when set: younger than the members every sandbox shows. */
+	CONFIG_KEY_INSPECT_SET = 1 << 1,
 };
 
 struct config_key {

@@ -111,16 +111,30 @@ int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule_limits *lim
 	char why[160];
 	if (cp_limits_check(&m, why, sizeof(why)) < 0)
 		return cap_err_plain(err, EINVAL, "update of sandbox '%s': %s", capsule_sandbox_name(sb), why);
-	if ((m.set & finer) && capsule_sandbox_isolation(sb) == CAPSULE_ISOLATION_VM)
+	if ((m.set & finer) && capsule_sandbox_isolation(sb) == CAPSULE_ISOLATION_VM) {
+		uint32_t s = m.set;
+		const char *flag = (s & CAPSULE_LIMIT_CPUSET_CPUS) ? "--cpuset-cpus" : (s & CAPSULE_LIMIT_CPUSET_MEMS) ? "--cpuset-mems"
+				   : (s & CAPSULE_LIMIT_MEMORY_SWAP) ? "--memory-swap"
+				   : (s & CAPSULE_LIMIT_MEMORY_RESERVATION) ? "--memory-reservation" : "a realtime cpu limit";
 		return cap_err_plain(err, EOPNOTSUPP,
-				     "update of sandbox '%s': a vm's cgroup is QEMU's: its cpu quota, period, shares and "
-				     "pids change, nothing finer", capsule_sandbox_name(sb));
-	if ((m.set & CAPSULE_LIMIT_MEMORY) && capsule_sandbox_isolation(sb) == CAPSULE_ISOLATION_VM)
-		return cap_err_plain(err, EOPNOTSUPP,
-				     "update of sandbox '%s': a vm's memory is its guest's, fixed when it boots",
-				     capsule_sandbox_name(sb));
+				     "update of sandbox '%s': %s is for a container: a vm's cgroup is QEMU's, at the vm level "
+				     "cpu and pids only", capsule_sandbox_name(sb), flag);
+	}
+	/* What the shim's bounds do not see: the cpus and nodes the host has, the reservation
+	 * against the memory limit the sandbox will have. */
+	capsule_error e = { 0 };
+	int r = 0;
+	for (int i = 0; i < 2 && r == 0; i++)
+		if (m.set & (i ? CAPSULE_LIMIT_CPUSET_MEMS : CAPSULE_LIMIT_CPUSET_CPUS))
+			r = config_cpuset_check(i ? m.cpuset_mems : m.cpuset_cpus, i, &e);
+	uint64_t memory = !(m.set & CAPSULE_LIMIT_MEMORY) ? sandbox_config(sb)->memory_bytes
+			  : m.memory_bytes < 0 ? 0 : (uint64_t)m.memory_bytes;
+	if (r == 0 && (m.set & CAPSULE_LIMIT_MEMORY_RESERVATION) && m.memory_reservation > 0)
+		r = config_memory_pair_check(memory, false, 0, (uint64_t)m.memory_reservation, &e);
+	if (r < 0)
+		return cap_err_plain(err, -r, "update of sandbox '%s': %s", capsule_sandbox_name(sb), e.message);
 	struct conn c;
-	int r = conn_open(&c, capsule_sandbox_name(sb), err);
+	r = conn_open(&c, capsule_sandbox_name(sb), err);
 	if (r < 0)
 		return r;
 	if ((r = cp_limits_encode(&c.w, 1, &m)) < 0)

@@ -385,6 +385,7 @@ int sandbox_config_prepare(struct capsule_config *cfg, capsule_error *err)
 	int r;
 	if ((r = host_config_apply(cfg, err)) < 0 || (r = layer_disk_check(cfg, err)) < 0 ||
 	    (r = config_display_check(cfg, err)) < 0 || (r = config_level_check(cfg, err)) < 0 ||
+	    (r = config_resources_check(cfg, err)) < 0 ||
 	    (r = resolve_image(cfg, err)) < 0 || (r = config_net_check(cfg, err)) < 0 ||
 	    (cfg->save[0] && (r = save_check_target(cfg, cfg->save, err)) < 0))
 		return r;

@@ -250,6 +250,12 @@ int config_display_check(const struct capsule_config *cfg, capsule_error *err);
 /* -EINVAL where CFG asks its isolation level for what it cannot give: vm-only settings on a
  * container, a container's cpu limit beyond the host's CPUs. */
 int config_level_check(const struct capsule_config *cfg, capsule_error *err);
+/* docker's finer resource flags (config_resources.c): a cpuset LIST whose every cpu (MEMS:
+ * memory node) the host has online; swap (UINT64_MAX: unlimited) and the reservation against
+ * the memory limit, each error naming its flag; the whole of a config's (a vm refuses them). */
+int config_cpuset_check(const char *list, bool mems, capsule_error *err);
+int config_memory_pair_check(uint64_t memory, bool swap_set, uint64_t swap, uint64_t reservation, capsule_error *err);
+int config_resources_check(const struct capsule_config *cfg, capsule_error *err);
 /* Settings that only make sense together (an allowlist needs the full network). */
 int config_net_check(struct capsule_config *cfg, capsule_error *err);
 /* Which mount comes next of NT tmpfs and NB bind mounts once T and B of them are made, in

@@ -186,8 +186,8 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 		if ((u->set & need[i].bits) && !dir_of(cg, need[i].ctrl))
 			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller%s",
 					     cg_ctrl_name[need[i].ctrl],
-					     need[i].ctrl == CG_CPUSET ? " (a cpuset is given at create: an OCI spec's "
-									 "linux.resources.cpu.cpus or mems)" : "");
+					     need[i].ctrl == CG_CPUSET ? " (a cpuset is given at create: --cpuset-cpus or --cpuset-mems, "
+									 "an OCI spec's linux.resources.cpu.cpus or mems)" : "");
 	struct plan p = { .n = 0 };
 	int r = 0;
 	/* Memory first: it is the write the kernel may refuse. */
