@@ -104,6 +104,7 @@ class VolumeInfo(ctypes.Structure):
 
 
 LIMIT_MEMORY, LIMIT_CPU_QUOTA, LIMIT_CPU_PERIOD, LIMIT_CPU_SHARES, LIMIT_PIDS = 0x1, 0x2, 0x4, 0x8, 0x10
+LIMIT_MEMORY_SWAP, LIMIT_MEMORY_RESERVATION, LIMIT_CPUSET_CPUS, LIMIT_CPUSET_MEMS = 0x20, 0x40, 0x80, 0x100
 
 
 class Limits(ctypes.Structure):
@@ -115,6 +116,12 @@ class Limits(ctypes.Structure):
         ("cpu_period_us", c_uint64),
         ("cpu_shares", c_uint64),
         ("pids_max", c_int64),
+        ("memory_swap_bytes", c_int64),
+        ("memory_reservation_bytes", c_int64),
+        ("cpuset_cpus", c_char_p),
+        ("cpuset_mems", c_char_p),
+        ("cpu_rt_period_us", c_uint64),
+        ("cpu_rt_runtime_us", c_int64),
     ]
 
 
@@ -167,6 +174,10 @@ _PROTOS = {
     "capsule_config_set_memory": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_cpus": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_pids_limit": (c_int, [c_void_p, c_uint32, E]),
+    "capsule_config_set_cpuset_cpus": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_config_set_cpuset_mems": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_config_set_memory_swap": (c_int, [c_void_p, c_char_p, E]),
+    "capsule_config_set_memory_reservation": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_set_hostname": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_add_env": (c_int, [c_void_p, c_char_p, E]),
     "capsule_config_add_tmpfs": (c_int, [c_void_p, c_char_p, c_uint64, c_uint32, E]),

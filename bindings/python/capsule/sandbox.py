@@ -106,10 +106,20 @@ def _boot_timeout_seconds(value):
     return float(value)
 
 
+def _resource_text(key, value):
+    """VALUE as the library's setter takes it: a cpuset list as given, a size as given or bytes
+    (-1: the flag's -1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or \
+            (key.startswith("cpuset") and not isinstance(value, str)):
+        want = "a list such as '0-1'" if key.startswith("cpuset") else "a size such as '512M', bytes or -1"
+        raise errors.InvalidArgument(f"invalid {key} {value!r}: {want}", _errno.EINVAL, "config")
+    return str(value)
+
+
 def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, volumes, isolation,
                   network_mode, port_forwards, save, boot_timeout, allow_hosts=None, allow_cidrs=None,
                   accel=None, extra_qemu_args=None, disk_size=None, display=False, pool=None, dns_server=None,
-                  egress_quota=None, idle_pause=None, detached=False):
+                  egress_quota=None, idle_pause=None, detached=False, resources=None):
     """A capsule_config from the keyword arguments; every value is checked here, by the
     library's setters, so a bad one raises before anything starts."""
     mode = NetworkMode.parse(network_mode) if network_mode is not None else NetworkMode.NONE
@@ -150,6 +160,10 @@ def _build_config(image, memory, cpus, pids_limit, name, hostname, env, mounts, 
             if isinstance(pids_limit, bool) or not isinstance(pids_limit, int) or not 0 <= pids_limit < 1 << 32:
                 raise errors.InvalidArgument(f"invalid pids_limit {pids_limit!r}", _errno.EINVAL, "config")
             _setter(cfg, lib.capsule_config_set_pids_limit, pids_limit)
+        # docker's finer limits: each keyword's setter is capsule_config_set_<keyword>.
+        for key, value in (resources or {}).items():
+            if value is not None:
+                _setter(cfg, getattr(lib, "capsule_config_set_" + key), enc(_resource_text(key, value), key))
         if hostname is not None:
             _setter(cfg, lib.capsule_config_set_hostname, enc(hostname, "hostname"))
         if env:
@@ -269,7 +283,8 @@ class _Core:
                  env=None, mounts=None, volumes=None, isolation="container", network_mode=NetworkMode.NONE,
                  port_forwards=None, save=None, boot_timeout=None, progress_callback=None, allow_hosts=None,
                  allow_cidrs=None, accel=None, extra_qemu_args=None, disk_size=None, display=None, enable_display=None,
-                 pool=None, dns_server=None, egress_quota=None, idle_pause=None, detached=False):
+                 pool=None, dns_server=None, egress_quota=None, idle_pause=None, detached=False, cpuset_cpus=None,
+                 cpuset_mems=None, memory_swap=None, memory_reservation=None):
         self._cfg_box = {}
         self._handle = None
         if name is not None and not isinstance(name, str):
@@ -288,7 +303,8 @@ class _Core:
                             network_mode, port_forwards, save, boot_timeout, allow_hosts, allow_cidrs,
                             accel, extra_qemu_args, disk_size,
                             _display_flag(display, enable_display), pool, dns_server, egress_quota, idle_pause,
-                            detached)
+                            detached, {"cpuset_cpus": cpuset_cpus, "cpuset_mems": cpuset_mems,
+                                       "memory_swap": memory_swap, "memory_reservation": memory_reservation})
         self._cfg_box["cfg"] = cfg
         self._finalizer = None
         weakref.finalize(self, _finalize_config, self._cfg_box)
@@ -377,8 +393,23 @@ class _Core:
 
     # ---- limits ----
 
-    def _update_blocking(self, memory, cpus, cpu_shares, pids_limit):
+    def _update_blocking(self, memory, cpus, cpu_shares, pids_limit, cpuset_cpus=None, cpuset_mems=None,
+                         memory_swap=None, memory_reservation=None):
         lim = Limits()
+        for key, value, bit in (("memory_swap", memory_swap, _lib.LIMIT_MEMORY_SWAP),
+                                ("memory_reservation", memory_reservation, _lib.LIMIT_MEMORY_RESERVATION)):
+            if value is not None:
+                lim.set |= bit
+                b = -1 if value in (-1, "-1") else parse_size(value, key)
+                setattr(lim, key + "_bytes", b)
+        # The lists live in these bytes objects while the call runs.
+        lists = [enc(_resource_text(key, value), key) if value is not None else None
+                 for key, value in (("cpuset_cpus", cpuset_cpus), ("cpuset_mems", cpuset_mems))]
+        for key, text, bit in (("cpuset_cpus", lists[0], _lib.LIMIT_CPUSET_CPUS),
+                               ("cpuset_mems", lists[1], _lib.LIMIT_CPUSET_MEMS)):
+            if text is not None:
+                lim.set |= bit
+                setattr(lim, key, text)
         if memory is not None:
             lim.set |= _lib.LIMIT_MEMORY
             lim.memory_bytes = -1 if memory == -1 else parse_size(memory, "memory")
@@ -873,14 +904,19 @@ class SyncSandbox(_Core):
         """
         return SyncWatch(self, path, recursive)
 
-    def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None):
+    def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None, cpuset_cpus=None,
+               cpuset_mems=None, memory_swap=None, memory_reservation=None):
         """Change the running sandbox's limits, as `docker update` does; the others stay.
         memory: bytes or a size ("512M"), swap included, -1 for no limit (a vm's memory is its
         guest's, fixed at boot: NotSupported); cpus: 1.5, 0 for no limit; cpu_shares: 2 to
-        262144; pids_limit: 0 or -1 for no limit. Every value is checked before any changes,
-        and one the kernel refuses leaves the old limits. Kept for inspect and the next
-        start."""
-        self._update_blocking(memory, cpus, cpu_shares, pids_limit)
+        262144; pids_limit: 0 or -1 for no limit. A container's finer ones, as docker's flags:
+        memory_swap (memory + swap, given with memory and not below it; -1: unlimited swap),
+        memory_reservation (the soft limit, at most memory; -1: none), cpuset_cpus and
+        cpuset_mems ("0-1": of a sandbox made with a cpuset). Every value is checked before
+        any changes, and one the kernel refuses leaves the old limits. Kept for inspect and the
+        next start."""
+        self._update_blocking(memory, cpus, cpu_shares, pids_limit, cpuset_cpus, cpuset_mems, memory_swap,
+                              memory_reservation)
 
     def pause(self, to_disk=False):
         """Hold every process of the sandbox still, in memory, until resume() or a stop.
@@ -1038,9 +1074,11 @@ class Sandbox(_Core):
         while waiting)."""
         return AsyncWatch(self, path, recursive)
 
-    async def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None):
+    async def update(self, *, memory=None, cpus=None, cpu_shares=None, pids_limit=None, cpuset_cpus=None,
+                     cpuset_mems=None, memory_swap=None, memory_reservation=None):
         """Change the running sandbox's limits (see SyncSandbox.update)."""
-        await _in_thread(self._update_blocking, memory, cpus, cpu_shares, pids_limit)
+        await _in_thread(self._update_blocking, memory, cpus, cpu_shares, pids_limit, cpuset_cpus, cpuset_mems,
+                         memory_swap, memory_reservation)
 
     async def pause(self, to_disk=False):
         """Hold every process still, in memory or on disk (see SyncSandbox.pause)."""
