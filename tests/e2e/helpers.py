@@ -84,6 +84,19 @@ def cgroup_limit(name, what):
     return (int(read_file(os.path.join(cpu, "cpu.cfs_quota_us"))), int(read_file(os.path.join(cpu, "cpu.cfs_period_us"))))
 
 
+def cgroup_finer(name):
+    """The sandbox's cpuset cpus and mems, memory limit, memory + swap (None on v2, which keeps
+    swap alone) and soft limit, as its cgroup holds them."""
+    v2 = cgroup_v2_only()
+
+    def f(ctrl, v1, v2name):
+        return read_file(os.path.join(cgroup_dir(name, ctrl), v2name if v2 else v1))
+    return (f("cpuset", "cpuset.cpus", "cpuset.cpus"), f("cpuset", "cpuset.mems", "cpuset.mems"),
+            int(f("memory", "memory.limit_in_bytes", "memory.max")),
+            None if v2 else int(f("memory", "memory.memsw.limit_in_bytes", "")),
+            int(f("memory", "memory.soft_limit_in_bytes", "memory.low")))
+
+
 def cgroup_dir(name, controller):
     dirs = cgroup_dirs(name, (controller,))
     assert len(dirs) == 1, f"expected one {controller} cgroup for {name}, found {dirs}"

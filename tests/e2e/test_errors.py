@@ -66,6 +66,18 @@ BAD_INVOCATIONS = {
     "cpus_beyond_the_host": (["run", "--cpus", "1000", "true"], ["cpus limit 1000", "CPUs"]),
     "qemu_arg_on_a_container": (["run", "--qemu-arg", "-foo", "true"], ["--qemu-arg", "--isolation vm"]),
     "accel_on_a_container": (["run", "--accel", "kvm", "true"], ["--accel", "--isolation vm"]),
+    "cpuset_not_a_list": (["run", "--cpuset-cpus", "0-", "true"], ["--cpuset-cpus '0-'", "not a list"]),
+    "cpuset_cpu_not_on_the_host": (["create", "--cpuset-cpus", "4095"], ["--cpuset-cpus '4095'", "cpu 4095 is not on this host"]),
+    "cpuset_mems_not_on_the_host": (["run", "--cpuset-mems", "4095", "true"], ["--cpuset-mems", "memory node 4095"]),
+    "memory_swap_without_memory": (["run", "--memory-swap", "1G", "true"], ["--memory-swap needs --memory"]),
+    "memory_swap_below_memory": (["create", "-m", "64M", "--memory-swap", "32M"], ["--memory-swap 33554432 is below --memory"]),
+    "memory_swap_bad_size": (["run", "-m", "64M", "--memory-swap", "lots", "true"], ["--memory-swap", "invalid size 'lots'"]),
+    "memory_reservation_above_memory": (["run", "-m", "64M", "--memory-reservation", "65M", "true"],
+                                        ["--memory-reservation 68157440 is above --memory"]),
+    "cpuset_on_a_vm": (["run", "--isolation", "vm", "--cpuset-cpus", "0", "true"],
+                       ["--cpuset-cpus is for a container", "cpu and pids only"]),
+    "memory_swap_on_a_vm": (["create", "--isolation", "vm", "-m", "256M", "--memory-swap", "-1"],
+                            ["--memory-swap is for a container"]),
 }
 
 

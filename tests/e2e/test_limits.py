@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from .helpers import cgroup_dir, cgroup_limit, read_file
+from .helpers import cgroup_dir, cgroup_finer, cgroup_limit, cgroup_v2_only, read_file
 
 FORK_UNTIL_FAIL = r"""
 import errno, os, sys, time
@@ -43,6 +43,22 @@ def test_memory_sizes_are_parsed_like_docker(capsule, mem, expected):
     name = capsule.create("-m", mem)
     assert capsule.inspect(name)["limits"]["memory_bytes"] == expected
     assert cgroup_limit(name, "memory") == expected
+
+
+def test_cpuset_swap_and_reservation_are_the_cgroups(capsule):
+    """docker's --cpuset-cpus, --cpuset-mems, --memory-swap (memory + swap) and
+    --memory-reservation: in the cgroup and in inspect; update's side is test_update.py."""
+    name = capsule.create("-m", "64M", "--memory-swap", "128M", "--memory-reservation", "32M",
+                          "--cpuset-cpus", "0", "--cpuset-mems", "0")
+    swap = None if cgroup_v2_only() else 128 << 20
+    assert cgroup_finer(name) == ("0", "0", 64 << 20, swap, 32 << 20)
+    if cgroup_v2_only():
+        assert int(read_file(os.path.join(cgroup_dir(name, "memory"), "memory.swap.max"))) == 64 << 20
+    limits = capsule.inspect(name)["limits"]
+    assert (limits["cpuset_cpus"], limits["cpuset_mems"]) == ("0", "0")
+    assert (limits["memory_swap_bytes"], limits["memory_reservation_bytes"]) == (128 << 20, 32 << 20)
+    r = capsule.run("exec", name, "sh", "-c", "grep Cpus_allowed_list /proc/self/status", check=True)
+    assert r.stdout.split() == ["Cpus_allowed_list:", "0"]
 
 
 def test_cgroups_hold_the_limits(capsule):

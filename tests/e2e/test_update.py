@@ -3,7 +3,7 @@ which owns its cgroup (capsule_sandbox_update_limits); kept in its config for in
 next start; bad values change nothing."""
 import pytest
 
-from .helpers import assert_capsule_error, cgroup_limit
+from .helpers import assert_capsule_error, cgroup_finer, cgroup_limit
 
 pytestmark = pytest.mark.both_levels
 
@@ -24,6 +24,9 @@ def test_update_changes_limits_and_keeps_them(capsule):
         r = capsule.run("update", "--memory", "1G", name)
         assert_capsule_error(r)
         assert "a vm's memory is its guest's, fixed when it boots" in r.stderr
+        r = capsule.run("update", "--cpuset-cpus", "0", name)
+        assert_capsule_error(r)
+        assert "--cpuset-cpus is for a container" in r.stderr and "cpu and pids only" in r.stderr
     else:
         assert cgroup_limit(name, "memory") == 96 << 20 and limits["memory_bytes"] == 96 << 20
         # A limit lifted: "no limit" in the cgroup and in the config.
@@ -55,6 +58,46 @@ def test_update_errors_change_nothing(capsule, args, message):
     assert_capsule_error(r)
     assert message in r.stderr
     assert cgroup_limit(name, "memory") == 64 << 20 and cgroup_limit(name, "pids") == "100"
+
+
+@pytest.mark.container_only
+def test_update_changes_the_cpuset_swap_and_reservation(capsule):
+    """docker update's --cpuset-cpus, --memory-swap (with --memory) and --memory-reservation:
+    read back from the cgroup, kept for inspect; a sandbox made without a cpuset has no cpuset
+    cgroup to change (refused in one line)."""
+    with open("/sys/devices/system/cpu/online") as f:
+        online = f.read().strip()
+    name = capsule.create("-m", "64M", "--memory-reservation", "32M", "--cpuset-cpus", "0")
+    capsule.run("update", "--cpuset-cpus", online, "--memory", "96M", "--memory-swap", "-1",
+                "--memory-reservation", "48M", name, check=True)
+    cpus, mems, memory, swap, soft = cgroup_finer(name)
+    assert (cpus, memory, soft) == (online, 96 << 20, 48 << 20)
+    if swap is not None:
+        assert swap >= 1 << 62  # unlimited
+    limits = capsule.inspect(name)["limits"]
+    assert (limits["cpuset_cpus"], limits["memory_swap_bytes"], limits["memory_reservation_bytes"]) == \
+        (online, -1, 48 << 20)
+    plain = capsule.create()
+    r = capsule.run("update", "--cpuset-cpus", "0", plain)
+    assert_capsule_error(r)
+    assert "no cpuset controller" in r.stderr and "--cpuset-cpus" in r.stderr
+
+
+@pytest.mark.container_only
+@pytest.mark.parametrize("args,message", [
+    (["--cpuset-cpus", "0-"], "--cpuset-cpus '0-': not a list"),
+    (["--cpuset-cpus", "4095"], "cpu 4095 is not on this host"),
+    (["--memory-swap", "1G"], "--memory-swap needs --memory"),
+    (["--memory", "80M", "--memory-swap", "64M"], "--memory-swap 67108864 is below --memory"),
+    (["--memory-reservation", "65M"], "--memory-reservation 68157440 is above --memory 67108864"),
+    (["--memory", "80M", "--memory-reservation", "81M"], "is above --memory 83886080"),
+])
+def test_update_of_finer_limits_errors_change_nothing(capsule, args, message):
+    name = capsule.create("-m", "64M", "--memory-reservation", "32M", "--cpuset-cpus", "0")
+    r = capsule.run("update", *args, name)
+    assert_capsule_error(r)
+    assert message in r.stderr
+    assert cgroup_finer(name)[0] == "0" and cgroup_finer(name)[2:5:2] == (64 << 20, 32 << 20)
 
 
 def test_update_of_a_stopped_sandbox_is_refused(capsule):
