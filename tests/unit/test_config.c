@@ -224,8 +224,9 @@ static void test_every_row_of_the_table_is_whole(void **state)
 			fail_msg("key '%s': a text field holds at least one character", what);
 		if ((k->forget || k->copy || k->clear) && !(k->forget && k->copy && k->clear))
 			fail_msg("key '%s' owns memory: it needs forget, copy and clear", what);
-		if (k->inspect_limit && k->type != CONFIG_KEY_U32 && k->type != CONFIG_KEY_U64)
-			fail_msg("key '%s': a limit in inspect is a number", what);
+		if (k->inspect_limit && k->type != CONFIG_KEY_U32 && k->type != CONFIG_KEY_U64 &&
+		    k->type != CONFIG_KEY_STRING)
+			fail_msg("key '%s': a limit in inspect is a number or a string (a cpuset list)", what);
 		/* Every key, flag and short flag once. */
 		for (size_t j = 0; j < i; j++) {
 			const struct config_key *o = &config_keys[j];
