@@ -269,7 +269,8 @@ def test_memory_and_cpu_limits_fail_in_one_line_without_cgroups(user):
         pytest.skip("this host delegates cgroups to the user")
     run = os.path.join(user.capsule_home, "run")
     before = settled_run_entries(run)
-    for flag, value, what in (("--memory", "64M", "memory"), ("--cpus", "0.5", "cpu")):
+    for flag, value, what in (("--memory", "64M", "memory"), ("--cpus", "0.5", "cpu"), ("--cpuset-cpus", "0", "cpuset"),
+                              ("--memory-reservation", "32M", "memory")):
         r = user.capsule("run", flag, value, "--", "true")
         assert r.returncode != 0
         err = r.stderr.strip()
