@@ -1,3 +1,4 @@
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -760,4 +761,77 @@ fail:
 	if (master >= 0)
 		close(master);
 	return r;
+}
+
+/* SIG to every process of the sandbox. As PID 1 of its own pid namespace, those are all the
+ * agent may signal (kill(-1)). In a pod's shared pid namespace (docs/oci.md) the agent is not
+ * PID 1, and the other containers' processes run on the same host ids: there the sandbox's are
+ * the agent's descendants, which a subreaper's orphans stay. The shim's cgroup kill catches
+ * a process forked while the walk reads /proc. */
+void agent_signal_all(int sig)
+{
+	if (getpid() == 1) {
+		kill(-1, sig);
+		return;
+	}
+	DIR *d = opendir("/proc");
+	if (!d)
+		return;
+	size_t n = 0, cap = 0;
+	pid_t(*pp)[2] = NULL; /* pid, parent */
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[64], buf[512];
+		int pid = atoi(e->d_name);
+		if (pid <= 0)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		ssize_t l = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+		if (fd >= 0)
+			close(fd);
+		if (l <= 0)
+			continue;
+		buf[l] = '\0';
+		const char *close_paren = strrchr(buf, ')');
+		int ppid;
+		if (!close_paren || sscanf(close_paren + 1, " %*c %d", &ppid) != 1)
+			continue;
+		if (n == cap) {
+			size_t ncap = cap ? cap * 2 : 256;
+			void *p = realloc(pp, ncap * sizeof(*pp));
+			if (!p)
+				break;
+			pp = p;
+			cap = ncap;
+		}
+		pp[n][0] = pid;
+		pp[n][1] = ppid;
+		n++;
+	}
+	closedir(d);
+	/* The descendants: whoever's parent is the agent or one of them, until no more are found. */
+	bool *mine = calloc(n ? n : 1, sizeof(bool));
+	if (!mine) {
+		free(pp);
+		return;
+	}
+	pid_t self = getpid();
+	for (bool more = true; more;) {
+		more = false;
+		for (size_t i = 0; i < n; i++) {
+			if (mine[i])
+				continue;
+			bool under = pp[i][1] == self;
+			for (size_t j = 0; !under && j < n; j++)
+				under = mine[j] && pp[j][0] == pp[i][1];
+			if (under)
+				mine[i] = more = true;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		if (mine[i])
+			kill(pp[i][0], sig);
+	free(mine);
+	free(pp);
 }
