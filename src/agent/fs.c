@@ -354,18 +354,28 @@ struct fsop *fs_op_by_chan(uint32_t chan)
 	return NULL;
 }
 
+/* A file or folder an operation is done with is closed after the loop has sent its answer
+ * (fs_release), not before: one system call less between a request and its answer. */
+static void close_later(int fd)
+{
+	if (fd < 0)
+		return;
+	if (fs_state.nrelease < RELEASE_MAX)
+		fs_state.release[fs_state.nrelease++] = fd;
+	else
+		close(fd);
+}
+
 void fs_op_end(struct fsop *o)
 {
 	if (o->sock >= 0)
 		close(o->sock); /* the other end sees its end, or EPIPE */
-	if (o->fd >= 0)
-		close(o->fd);
+	close_later(o->fd);
 	if (o->dir)
 		closedir(o->dir);
 	if (o->tmp && o->parent >= 0)
 		unlinkat(o->parent, o->tmp, 0);
-	if (o->parent >= 0)
-		close(o->parent);
+	close_later(o->parent);
 	free(o->name);
 	free(o->tmp);
 	free(o->path);
@@ -395,6 +405,7 @@ static void op_read(uint32_t chan, const struct cp_fs *m, bool direct)
 		return;
 	}
 	o->fd = fd;
+	o->size = st.st_size;
 	if (st.st_size > (off_t)FS_CHUNK)
 		posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	/* A direct stream only for a file larger than a chunk: a small one is answered whole
@@ -424,6 +435,26 @@ static void op_list(uint32_t chan, const struct cp_fs *m)
 		return;
 	}
 	o->dir = d;
+}
+
+/* The next temporary file's name: a sequence from a random start, mixed (splitmix64), so a
+ * write costs no getrandom. Names are not secret (the sandbox sees them in the folder), and
+ * O_EXCL|O_NOFOLLOW makes a planted one a retry, never a redirection; a retry (RESEED) starts
+ * the sequence again from new random bits, so planting the predicted next names cannot make
+ * writes fail. */
+static uint64_t tmp_name_next(bool reseed)
+{
+	static uint64_t state;
+	static bool seeded;
+	if (!seeded || reseed) {
+		if (getentropy(&state, sizeof(state)) < 0)
+			state ^= now_ns() ^ ((uint64_t)getpid() << 32);
+		seeded = true;
+	}
+	uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
 }
 
 static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
@@ -458,13 +489,14 @@ static void op_write(uint32_t chan, const struct cp_fs *m, bool direct)
 	o->name = name;
 	o->flags = m->flags;
 	mode_t mode = (exists && S_ISREG(old.st_mode) ? old.st_mode : (m->mode ? m->mode : 0644)) & FS_CLIENT_MODE_BITS;
+	/* A new file has no owner to keep: its temporary file may as well have its final
+	 * permissions (the commit then has nothing to change). One that replaces another stays
+	 * private to us until its owner and mode are the old file's. */
+	mode_t tmp_mode = exists ? 0600 : mode & 0777;
 	char tmp[64];
 	for (int tries = 0; tries < 16 && o->fd < 0; tries++) {
-		uint64_t rnd;
-		if (getentropy(&rnd, sizeof(rnd)) < 0)
-			rnd = now_ms() ^ ((uint64_t)chan << 32) ^ (uint64_t)tries;
-		snprintf(tmp, sizeof(tmp), ".capsule-write-%016llx", (unsigned long long)rnd);
-		o->fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		snprintf(tmp, sizeof(tmp), ".capsule-write-%016llx", (unsigned long long)tmp_name_next(tries > 0));
+		o->fd = openat(dir, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, tmp_mode);
 		if (o->fd < 0 && errno != EEXIST)
 			break;
 	}
@@ -531,9 +563,23 @@ void fs_write_commit(struct fsop *o)
 	/* Owner and mode only now, with the data written: the kernel clears setuid and
 	 * setgid on a chown and on every write by a caller without CAP_FSETID in the initial
 	 * user namespace (the agent has it only in the sandbox's), and fchmod also undoes the
-	 * umask that shaped the temporary file's mode. A replaced file keeps its owner. */
-	if ((o->chown && fchown(o->fd, o->uid, o->gid) < 0) || fchmod(o->fd, o->mode) < 0)
+	 * umask that shaped the temporary file's mode. A replaced file keeps its owner. Each
+	 * only where the file differs (most writes replace a file of ours, or make a new one
+	 * with its mode already right); the same stat is the answer's entry after the rename. */
+	struct stat st;
+	if (fstat(o->fd, &st) < 0)
 		r = -errno;
+	if (r == 0 && o->chown && (st.st_uid != o->uid || st.st_gid != o->gid)) {
+		if (fchown(o->fd, o->uid, o->gid) < 0)
+			r = -errno;
+		st.st_uid = o->uid;
+		st.st_gid = o->gid;
+	}
+	if (r == 0 && (st.st_mode & 07777) != o->mode) {
+		if (fchmod(o->fd, o->mode) < 0)
+			r = -errno;
+		st.st_mode = (st.st_mode & S_IFMT) | o->mode;
+	}
 	/* A large file replaced: hold it until the OK is out (fs_release), so that freeing its
 	 * pages, which the rename's last unlink would do at once, is not part of the wait. */
 	int held = -1;
@@ -547,7 +593,9 @@ void fs_write_commit(struct fsop *o)
 			free(o->tmp);
 			o->tmp = NULL;
 		} else if (errno == EBUSY || errno == EXDEV) {
-			r = write_in_place(o);
+			/* The answer's entry is then the target's own, not the temporary file's. */
+			if ((r = write_in_place(o)) == 0 && fstatat(o->parent, o->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+				memset(&st, 0, sizeof(st)), st.st_mode = S_IFREG, st.st_size = (off_t)o->written;
 		} else {
 			r = -errno;
 		}
@@ -555,10 +603,7 @@ void fs_write_commit(struct fsop *o)
 	if (r < 0) {
 		fs_reply_errno(o->chan, -r, "write", o->path);
 	} else {
-		struct stat st;
 		struct cp_fs_entry e;
-		if (fstatat(o->parent, o->name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			memset(&st, 0, sizeof(st)), st.st_mode = S_IFREG, st.st_size = (off_t)o->written;
 		entry_from_stat(&e, o->name, &st, o->parent, o->name);
 		reply_entry(o->chan, &e);
 		free(e.link);
@@ -613,14 +658,20 @@ static void read_chunk(struct fsop *o)
 		fs_op_end(o);
 		return;
 	}
+	o->off += n;
+	/* A short read that reaches the size the file had when it was opened is its end: no
+	 * read to find that out, and the EOF rides on this chunk. (Bytes appended after this
+	 * read are not waited for, as if the read had come first; a file whose size says
+	 * nothing, as in /proc, is read until a read finds the end.) */
+	bool end = n == 0 || ((size_t)n < want && o->off == o->size);
 	struct cp_header h = { .len = (uint32_t)n, .type = CP_DATA, .flags = CP_STREAM_STDOUT, .chan = o->chan };
-	if (n == 0)
+	if (end)
 		h.flags |= CP_FLAG_EOF;
 	cp_header_encode(fs_state.buf, &h);
 	agent_send_raw(fs_state.buf, CP_HEADER_SIZE + (size_t)n);
 	o->credit -= (uint64_t)n;
 	o->short_read = (size_t)n < want;
-	if (n == 0) {
+	if (end) {
 		fs_reply_ok(o->chan);
 		fs_op_end(o);
 	}

@@ -16,7 +16,7 @@
 /* A direct stream moves up to this much per turn of the loop: as a C copy with 1 MiB reads
  * and writes does, while other channels still get their turn. */
 #define DIRECT_CHUNK (1u << 20)
-#define RELEASE_MAX 16
+#define RELEASE_MAX 32
 
 enum xfer { XFER_READ = 1, XFER_LIST, XFER_WRITE };
 
@@ -28,6 +28,7 @@ struct fsop {
 	DIR *dir;        /* LIST */
 	uint64_t credit; /* READ, LIST: bytes we may still send */
 	bool short_read; /* READ: the last chunk was shorter than asked for */
+	off_t size;      /* READ: the file's size when it was opened */
 	int parent;      /* WRITE: the target's folder */
 	char *name;      /* WRITE: the target's name */
 	char *tmp;       /* WRITE: the temporary file's name */
@@ -56,7 +57,7 @@ struct fs_state {
 	uint8_t *buf; /* one frame: header + FS_CHUNK */
 	int epfd;
 	uint8_t *dbuf; /* a direct stream's chunk (DIRECT_CHUNK), made at the first */
-	int release[RELEASE_MAX]; /* replaced files, closed after the next flush */
+	int release[RELEASE_MAX]; /* replaced files and ended operations' files, closed after the next flush */
 	unsigned nrelease;
 };
 

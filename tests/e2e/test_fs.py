@@ -254,6 +254,53 @@ def test_write_keeps_the_mode_and_owner_of_an_existing_file(capsule, sandbox):
     assert cat_bytes(capsule, sandbox, "/tmp/kept") == b"new"
 
 
+def test_a_replaced_file_of_ours_keeps_its_mode_and_a_new_one_gets_the_mode_asked_for(capsule, sandbox):
+    # The commit changes owner and mode only where the new file differs from the old one: a
+    # root-owned 0600 file needs nothing, a 0640 one its mode back; a new file is made with
+    # its mode (less the umask, which the commit then undoes).
+    sh(capsule, sandbox, "echo a > /tmp/p600 && chmod 600 /tmp/p600 && echo b > /tmp/p640 && chmod 640 /tmp/p640 "
+       "&& mkdir -p /tmp/newmodes", check=True)
+    for p in ("/tmp/p600", "/tmp/p640"):
+        fs_ok(capsule, sandbox, "write", p, "replaced " + p)
+    fs_ok(capsule, sandbox, "write", "--mode", "0664", "/tmp/newmodes/g", "new")
+    fs_ok(capsule, sandbox, "write", "--mode", "0640", "/tmp/newmodes/h", "new")
+    got = {p: stat_json(capsule, sandbox, p) for p in ("/tmp/p600", "/tmp/p640", "/tmp/newmodes/g", "/tmp/newmodes/h")}
+    assert {p: (st["mode"], st["uid"], st["gid"]) for p, st in got.items()} == {
+        "/tmp/p600": ("0600", 0, 0), "/tmp/p640": ("0640", 0, 0), "/tmp/newmodes/g": ("0664", 0, 0),
+        "/tmp/newmodes/h": ("0640", 0, 0)}
+    for p in ("/tmp/p600", "/tmp/p640"):
+        assert cat_bytes(capsule, sandbox, p) == ("replaced " + p).encode()
+    assert [e["name"] for e in ls_json(capsule, sandbox, "/tmp/newmodes")] == ["g", "h"]
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, 256 * 1024 - 1, 256 * 1024])
+def test_a_file_up_to_a_chunk_reads_back_whole(capsule, sandbox, size):
+    # A read answered in its request's turn ends at the size the file had at its open,
+    # with the EOF on the last chunk; a file of exactly a chunk still needs the read that
+    # finds the end.
+    data = os.urandom(size)
+    fs_ok(capsule, sandbox, "write", "/tmp/sized", input=data, text=False)
+    assert cat_bytes(capsule, sandbox, "/tmp/sized") == data
+
+
+def test_a_file_whose_size_says_nothing_is_read_to_its_end(capsule, sandbox):
+    # /proc files have a size of 0 and content: the read goes on until a read finds the end.
+    want = sh(capsule, sandbox, "cat /proc/version", text=False, check=True).stdout
+    assert want and cat_bytes(capsule, sandbox, "/proc/version") == want
+    assert len(cat_bytes(capsule, sandbox, "/proc/1/mounts")) > 0
+
+
+def test_small_writes_and_reads_leave_the_agent_no_descriptor_open(capsule, sandbox):
+    # Each operation's files are closed after its answer is sent, not before: none may stay.
+    def agent_fds():
+        return int(sh(capsule, sandbox, "ls /proc/1/fd | wc -l", check=True).stdout.strip())
+    base = agent_fds()
+    for i in range(40):
+        fs_ok(capsule, sandbox, "write", f"/tmp/many{i % 5}", str(i))
+        assert cat_bytes(capsule, sandbox, f"/tmp/many{i % 5}") == str(i).encode()
+    assert agent_fds() <= base
+
+
 def test_write_p_creates_missing_parents_and_without_it_fails_cleanly(capsule, sandbox):
     r = fs(capsule, sandbox, "write", "/tmp/x/y/z/file", "data")
     assert_capsule_error(r)
