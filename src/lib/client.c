@@ -197,6 +197,9 @@ static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_
 		return hr;
 	if (c->spin && timeout_ms != 0)
 		conn_spin(c);
+	/* No deadline: the receive itself waits (the socket blocks), one system call instead
+	 * of a poll and then the receive. */
+	bool polled = timeout_ms >= 0;
 	for (;;) {
 		int wait = timeout_ms;
 		if (timeout_ms > 0) {
@@ -205,18 +208,22 @@ static int conn_fill(struct conn *c, int timeout_ms, uint64_t deadline, capsule_
 				return cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
 			wait = (int)(deadline - now);
 		}
-		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
-		int r = poll(&pfd, 1, wait);
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return cap_err(err, errno, "poll");
+		if (polled) {
+			struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+			int r = poll(&pfd, 1, wait);
+			if (r < 0) {
+				if (errno == EINTR)
+					continue;
+				return cap_err(err, errno, "poll");
+			}
+			if (r == 0)
+				return timeout_ms == 0 ? -EAGAIN : cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
 		}
-		if (r == 0)
-			return timeout_ms == 0 ? -EAGAIN : cap_err_plain(err, ETIMEDOUT, "timed out waiting for the sandbox");
 		long n = cp_rxbuf_fill_fds(&c->rx, c->fd); /* a direct stream's socket comes with STARTED */
-		if (n == -EAGAIN)
+		if (n == -EAGAIN) {
+			polled = true; /* a socket that does not block: poll for it */
 			continue;
+		}
 		/* A reset is a hang-up with unread data on our side: the same end, as sending sees it. */
 		if ((n == 0 || n == -ECONNRESET) && c->hello_pending)
 			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running (it was stopping)", c->hello_name);
