@@ -111,9 +111,15 @@ static int copy_xattrs(int src_fd, int dst_fd, const char *what, capsule_error *
  * under us). */
 static int copy_range_rw(int in, int out, uint64_t *off, uint64_t end)
 {
-	static __thread char buf[1 << 16];
+	/* On the heap, not in thread-local storage: a 64 KiB __thread buffer made every thread of
+	 * every program linked with the library, and every start of the static CLI, map and set
+	 * up 64 KiB of TLS for a copy few of them ever make. */
+	enum { BUF = 1 << 16 };
+	_cleanup_free_ char *buf = malloc(BUF);
+	if (!buf)
+		return -ENOMEM;
 	while (*off < end) {
-		size_t want = end - *off < sizeof(buf) ? (size_t)(end - *off) : sizeof(buf);
+		size_t want = end - *off < BUF ? (size_t)(end - *off) : BUF;
 		ssize_t n = pread(in, buf, want, (off_t)*off);
 		if (n < 0 && errno == EINTR)
 			continue;
