@@ -38,10 +38,15 @@
  * must be for any type. */
 struct block {
 	uint16_t shift;   /* log2 of the block's size (header included); 0 for a mapping of its own */
-	uint16_t fresh;   /* carved from a chunk and never handed out before: all zero past here */
+	uint16_t state;   /* BLOCK_FRESH, BLOCK_USED or BLOCK_FREE */
 	uint32_t map_off; /* a mapping's: where the data starts (past an alignment's padding) */
 	size_t map_len;   /* a mapping's length */
 };
+
+/* FRESH: carved from a chunk or mapped and never handed out before, so all zero past the
+ * header. FREE lets free() refuse a block twice: a double free would otherwise put a block on
+ * its list twice and hand it out to two owners, silently, where mallocng would abort. */
+enum { BLOCK_USED, BLOCK_FRESH, BLOCK_FREE };
 
 #define HDR sizeof(struct block)
 #define MIN_SHIFT 5u  /* 32-byte blocks: the header and 16 bytes */
@@ -88,7 +93,7 @@ static struct block *take_block(unsigned shift)
 	struct block *b = H.free_list[shift];
 	if (b) {
 		H.free_list[shift] = *(void **)(b + 1);
-		b->fresh = 0;
+		b->state = BLOCK_USED;
 		return b;
 	}
 	size_t size = (size_t)1 << shift;
@@ -106,7 +111,7 @@ static struct block *take_block(unsigned shift)
 	b = (struct block *)H.cur;
 	H.cur += size;
 	b->shift = (uint16_t)shift;
-	b->fresh = 1;
+	b->state = BLOCK_FRESH;
 	b->map_off = 0;
 	b->map_len = 0;
 	return b;
@@ -130,7 +135,7 @@ static struct block *map_alloc(size_t n, size_t align)
 	uintptr_t data = ((uintptr_t)m + HDR + align - 1) & ~(uintptr_t)(align - 1);
 	struct block *b = (struct block *)data - 1;
 	b->shift = 0;
-	b->fresh = 1;
+	b->state = BLOCK_FRESH;
 	b->map_off = (uint32_t)(data - (uintptr_t)m);
 	b->map_len = len;
 	return b;
@@ -171,11 +176,16 @@ void CLI_MALLOC(free)(void *p)
 	if (!p)
 		return;
 	struct block *b = (struct block *)p - 1;
+	/* A pointer this allocator did not hand out, or handed out and took back: stop, as
+	 * mallocng does, rather than corrupt the lists. */
+	if (b->state == BLOCK_FREE || (b->shift && (b->shift < MIN_SHIFT || b->shift > MAX_SHIFT)))
+		abort();
 	if (!b->shift) {
 		munmap((uint8_t *)p - b->map_off, b->map_len);
 		return;
 	}
 	heap_lock();
+	b->state = BLOCK_FREE;
 	*(void **)p = H.free_list[b->shift];
 	H.free_list[b->shift] = b;
 	heap_unlock();
@@ -193,7 +203,7 @@ void *CLI_MALLOC(calloc)(size_t count, size_t size)
 		return NULL;
 	/* A fresh block and a new mapping are zero already; clearing them would only fault in
 	 * pages the caller may never touch (the handle's configuration is 39 KB, mostly unset). */
-	if (!b->fresh)
+	if (b->state != BLOCK_FRESH)
 		memset(b + 1, 0, n);
 	return b + 1;
 }

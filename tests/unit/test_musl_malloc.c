@@ -9,10 +9,13 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int failures;
 
@@ -195,6 +198,48 @@ static void stress(unsigned seed, size_t rounds)
 	}
 }
 
+/* In a child: FN misuses the heap; the allocator must stop the process (SIGABRT) rather than
+ * hand a block to two owners. */
+static void expect_abort(void (*fn)(void), const char *what)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		fn();
+		_exit(0);
+	}
+	int status = 0;
+	CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+	if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT))
+		fprintf(stderr, "%s: not stopped (status 0x%x)\n", what, status), failures++;
+}
+
+/* volatile: the compiler knows malloc and free, and would drop a pair it can see through */
+static void double_free(void)
+{
+	void *volatile p = malloc(100);
+	free(p);
+	free(p);
+}
+
+static void double_free_after_reuse_of_another(void)
+{
+	void *volatile p = malloc(4000);
+	void *volatile q = malloc(4000);
+	free(p);
+	free(q);
+	void *volatile r = malloc(4000); /* q's block again: p stays freed */
+	free(p);
+	free(r);
+}
+
+static void free_of_a_foreign_pointer(void)
+{
+	static unsigned char not_ours[64] __attribute__((aligned(16)));
+	memset(not_ours, 0x7f, sizeof(not_ours));
+	void *volatile p = not_ours + 16; /* the compiler would refuse the free it can see */
+	free(p);
+}
+
 static void *stress_thread(void *arg)
 {
 	stress((unsigned)(uintptr_t)arg, 5000);
@@ -209,6 +254,9 @@ int main(void)
 	test_realloc_keeps_contents();
 	test_aligned();
 	test_libc_users();
+	expect_abort(double_free, "a double free");
+	expect_abort(double_free_after_reuse_of_another, "a double free after another block's reuse");
+	expect_abort(free_of_a_foreign_pointer, "a free of memory malloc never gave");
 	stress(1, 10000);
 	pthread_t t[3];
 	for (uintptr_t i = 0; i < 3; i++)
