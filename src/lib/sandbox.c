@@ -106,9 +106,10 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 #ifdef __GLIBC__
 	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
 #else
-	/* musl has no closefrom action. The only musl build is the CLI (tools/musl-cli-cc), a
-	 * single thread whose own descriptors are all close-on-exec already: marking the rest
-	 * (any it inherited) close-on-exec here closes them in the shim just the same. */
+	/* musl has no closefrom action. The musl build that launches shims is the CLI
+	 * (tools/musl-static-cc), a single thread whose own descriptors are all close-on-exec
+	 * already: marking the rest (any it inherited) close-on-exec here closes them in the shim
+	 * just the same. */
 	int c = fds_cloexec_from(5);
 	if (c < 0) {
 		posix_spawn_file_actions_destroy(&fa);
