@@ -14,6 +14,9 @@
 #include "log.h"
 #include "vmnet.h"
 
+/* What an output queue (outq_push) and a client's receive buffer (cp_rxbuf_fill) first take. */
+#define IO_CLIENT_BUF (64 * 1024)
+
 /* ---- output queues ------------------------------------------------------------------ */
 
 int outq_push(struct outq *q, const void *p, size_t n)
@@ -27,7 +30,7 @@ int outq_push(struct outq *q, const void *p, size_t n)
 			q->start = 0;
 		}
 		if (q->len + n > q->cap) {
-			size_t cap = q->cap ? q->cap : 64 * 1024;
+			size_t cap = q->cap ? q->cap : IO_CLIENT_BUF;
 			while (cap < q->len + n)
 				cap *= 2;
 			uint8_t *nb = realloc(q->buf, cap);
@@ -551,6 +554,16 @@ int io_client_add(struct shim_io *io, int fd, bool owner)
 		c->fd = fd;
 		c->owner = owner;
 		cp_rxbuf_init(&c->rx);
+		if (io->spare_rx) {
+			c->rx.buf = io->spare_rx;
+			c->rx.cap = IO_CLIENT_BUF;
+			io->spare_rx = NULL;
+		}
+		if (io->spare_out) {
+			c->out.buf = io->spare_out;
+			c->out.cap = IO_CLIENT_BUF;
+			io->spare_out = NULL;
+		}
 		/* An accepted fd is non-blocking from accept4; the creator's socket is not. */
 		if (owner)
 			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -576,6 +589,18 @@ void io_client_close(struct shim_io *io, int ci)
 	bool owner = c->owner;
 	io_unwatch(io, c->fd);
 	close(c->fd);
+	/* musl's allocator (the static shim's) gives a freed 64 KiB block back to the kernel
+	 * and maps a new one for the next client: an mmap, a munmap and fresh page faults in
+	 * every exec. One of each is kept for the next client instead; only the pages a client
+	 * wrote stay resident. */
+	if (!io->spare_rx && c->rx.cap == IO_CLIENT_BUF) {
+		io->spare_rx = c->rx.buf;
+		c->rx.buf = NULL;
+	}
+	if (!io->spare_out && c->out.cap == IO_CLIENT_BUF) {
+		io->spare_out = c->out.buf;
+		c->out.buf = NULL;
+	}
 	cp_rxbuf_free(&c->rx);
 	outq_free(&c->out);
 	memset(c, 0, sizeof(*c));

@@ -93,6 +93,9 @@ struct shim_io {
 	 * file channels open now, and when the last of them ended (monotonic ms). */
 	unsigned active;
 	uint64_t idle_since_ms;
+	/* A gone client's receive buffer and output queue (IO_CLIENT_BUF bytes each), kept for
+	 * the next one (io_client_close says why), or NULL. */
+	uint8_t *spare_rx, *spare_out;
 	/* What the layer above does when the agent's connection fails (a write to it did), and
 	 * when a client's connection is gone (OWNER: the creator of an ephemeral sandbox). */
 	void (*agent_failed)(struct shim_io *io);
