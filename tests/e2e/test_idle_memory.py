@@ -1,0 +1,68 @@
+"""An idle sandbox's memory (issue 19): its shim and agent under 2 MiB VmRSS together, the
+target of bench/run's row 3. An idle shim keeps mapped every 64 KiB of its text that its start
+ran (the kernel's fault-around), so the budget holds for the musl-built shim, whose vm level is
+linked on 64 KiB blocks of its own (tools/musl-cold.ld) that a container's shim never maps."""
+import os
+import shutil
+import struct
+import subprocess
+
+import pytest
+
+pytestmark = pytest.mark.plain_build_only
+
+
+def shim_binary(capsule):
+    return os.path.join(capsule.build, "capsule-shim")
+
+
+def musl_shim(capsule):
+    # glibc's static start carries its tunables' names; musl has none.
+    with open(shim_binary(capsule), "rb") as f:
+        return b"glibc.malloc." not in f.read()
+
+
+def vmrss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def page_mapped(pid, addr):
+    """Whether the page at ADDR is in PID's page tables (/proc/PID/pagemap's present bit)."""
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        f.seek(addr // 4096 * 8)
+        return bool(struct.unpack("<Q", f.read(8))[0] >> 63)
+
+
+@pytest.fixture
+def idle(capsule):
+    r = subprocess.run(["ldd", shim_binary(capsule)], capture_output=True, text=True)
+    if "not a dynamic executable" not in r.stdout + r.stderr and "statically linked" not in r.stdout:
+        pytest.skip("the shim is linked dynamically (static_helpers off)")
+    if not shutil.which("musl-gcc"):
+        pytest.skip("no musl-gcc: the shim is linked with glibc, and the budget is the musl shim's")
+    assert musl_shim(capsule), "musl-gcc is there, yet the shim is linked with glibc"
+    name = capsule.create()
+    info = capsule.inspect(name)
+    return info["shim_pid"], info["init_pid"]
+
+
+def test_an_idle_container_sandbox_stays_under_two_mib(idle):
+    shim, agent = idle
+    total = vmrss_kib(shim) + vmrss_kib(agent)
+    assert total < 2048, f"shim {vmrss_kib(shim)} KiB + agent {vmrss_kib(agent)} KiB VmRSS"
+
+
+def test_a_container_sandboxs_shim_never_maps_its_vm_level(idle, capsule):
+    shim, _ = idle
+    syms = subprocess.run(["nm", "--defined-only", shim_binary(capsule)], capture_output=True, text=True,
+                          check=True).stdout.split("\n")
+    # vm_start (vm/qemu.c) boots QEMU: a container sandbox's start never calls it.
+    addr = next(int(s.split()[0], 16) for s in syms if s.endswith(" vm_start"))
+    assert not page_mapped(shim, addr), f"vm_start's page {addr:#x} is mapped in a container's shim"
+    # The check can fail: the shim's own start is mapped.
+    main = next(int(s.split()[0], 16) for s in syms if s.endswith(" main"))
+    assert page_mapped(shim, main)
