@@ -1,4 +1,5 @@
-/* The musl-built CLI's allocator (tools/musl-cli-cc links it in; no other binary has it).
+/* The musl-built CLI's allocator (linked into the CLI only, through tools/musl-static-cc; the
+ * musl shim keeps musl's own).
  *
  * musl's mallocng maps a fresh group for each size class it first meets and unmaps groups as
  * they empty. A `capsule exec` makes nine allocations (the handle with its configuration, a

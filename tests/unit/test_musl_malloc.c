@@ -1,4 +1,4 @@
-/* The musl CLI's allocator (src/cli/musl_malloc.c), linked the way tools/musl-cli-cc links it:
+/* The musl CLI's allocator (src/cli/musl_malloc.c), linked the way tools/musl-static-cc links it:
  * statically with musl, where it replaces musl's malloc for the whole program (and for musl's
  * own strdup, getline, vasprintf). Built and run only where musl-gcc is (tests/unit/meson.build).
  * Plain asserts: cmocka is built for glibc. */
