@@ -1,6 +1,7 @@
 /* What glibc's headers give and musl 1.2.3's (Debian 12) do not, for the code the musl-built
  * CLI and shim (tools/musl-static-cc) share with the glibc builds: force-included there
- * (-include), so no other file changes. The wrappers are the kernel's calls with libc's errno convention. */
+ * (-include), so no other file changes. The wrappers are the kernel's calls with libc's errno
+ * convention. */
 #ifndef CAPSULE_MUSL_COMPAT_H
 #define CAPSULE_MUSL_COMPAT_H
 #if !defined(__GLIBC__)
