@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,7 +12,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "conn.h"
@@ -64,201 +62,16 @@ static void generate_name(char *out, size_t n)
 	snprintf(out, n, "capsule-%s", hex);
 }
 
-/* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
- * and a session of its own (a Ctrl-C at the caller's terminal is for the command, passed on
- * by the CLI, not for the shim). */
-static void shim_argv(const char *name, bool restore, char **argv)
-{
-	argv[0] = (char *)"capsule-shim";
-	argv[1] = (char *)"--name";
-	argv[2] = (char *)name;
-	argv[3] = restore ? (char *)"--restore" : NULL;
-	argv[4] = NULL;
-}
-
-/* An ephemeral sandbox's shim: one posix_spawn (a vfork underneath, the cheapest way to
- * start a process), and our child, reaped when the handle ends. */
-static int spawn_shim_child(const char *shim_path, const char *name, int sock, int lockfd, pid_t *pid,
-			    capsule_error *err)
-{
-	char *argv[5];
-	shim_argv(name, false, argv);
-	extern char **environ;
-	/* Through fresh numbers first, so that neither dup2 clobbers the other's source. */
-	_cleanup_close_ int s2 = fcntl(sock, F_DUPFD_CLOEXEC, 10), l2 = fcntl(lockfd, F_DUPFD_CLOEXEC, 10);
-	if (s2 < 0 || l2 < 0)
-		return cap_err(err, errno, "dup");
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawnattr_init(&attr);
-	sigset_t none, all;
-	sigemptyset(&none);
-	sigfillset(&all);
-	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	posix_spawn_file_actions_adddup2(&fa, s2, 3);
-	posix_spawn_file_actions_adddup2(&fa, l2, 4);
-	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDWR, 0);
-	posix_spawn_file_actions_adddup2(&fa, 0, 1);
-	posix_spawn_file_actions_adddup2(&fa, 0, 2);
-#ifdef __GLIBC__
-	posix_spawn_file_actions_addclosefrom_np(&fa, 5);
-#else
-	/* musl has no closefrom action. The musl build that launches shims is the CLI
-	 * (tools/musl-static-cc), a single thread whose own descriptors are all close-on-exec
-	 * already: marking the rest (any it inherited) close-on-exec here closes them in the shim
-	 * just the same. */
-	int c = fds_cloexec_from(5);
-	if (c < 0) {
-		posix_spawn_file_actions_destroy(&fa);
-		posix_spawnattr_destroy(&attr);
-		return cap_err(err, -c, "marking descriptors close-on-exec");
-	}
-#endif
-	int r = posix_spawn(pid, shim_path, &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (r != 0)
-		return cap_err(err, r, "starting '%s'", shim_path);
-	return 0;
-}
-
-/* A detached sandbox's shim (and a pool's keeper, and a pool's sandboxes, whose shims the
- * keeper must never wait for) must outlive us without ever being our zombie: a double fork
- * hands it to init. Only async-signal-safe calls between fork and exec: the caller may be
- * multi-threaded (the Python SDK is). */
-int spawn_helper_detached(const char *path, char *const argv[], int sock, int lockfd, capsule_error *err)
-{
-	extern char **environ;
-	pid_t pid = fork();
-	if (pid < 0)
-		return cap_err(err, errno, "fork");
-	if (pid == 0) {
-		setsid();
-		pid_t pid2 = fork();
-		if (pid2 != 0)
-			_exit(pid2 < 0 ? 1 : 0);
-		/* Through fresh numbers first: dup2 onto the same number would keep O_CLOEXEC,
-		 * and either fd may already sit on 3 or 4. */
-		int s2 = fcntl(sock, F_DUPFD, 10), l2 = fcntl(lockfd, F_DUPFD, 10);
-		if (s2 < 0 || l2 < 0 || dup2(s2, 3) < 0 || dup2(l2, 4) < 0)
-			_exit(127);
-		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		if (devnull >= 0) {
-			dup2(devnull, 0);
-			dup2(devnull, 1);
-			dup2(devnull, 2);
-		}
-		/* Nothing else of the caller's may reach the shim (and through it the sandbox), even
-		 * where a caller's seccomp filter refuses close_range. */
-		if (fds_cloexec_from(5) < 0)
-			_exit(127);
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
-		execve(path, argv, environ);
-		_exit(127);
-	}
-	int st;
-	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
-		;
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		return cap_err_plain(err, ECHILD, "starting '%s' failed", path);
-	return 0;
-}
-
-static int spawn_shim_detached(const char *shim_path, const char *name, bool restore, int sock, int lockfd,
-			       capsule_error *err)
-{
-	char *argv[5];
-	shim_argv(name, restore, argv);
-	return spawn_helper_detached(shim_path, argv, sock, lockfd, err);
-}
-
-static void reap_shim(capsule_sandbox *sb)
-{
-	if (sb->shim_pid <= 0)
-		return;
-	/* The shim exits promptly once its creator's socket is closed: it kills the sandbox and
-	 * removes its cgroups, so when this returns the processes and cgroups are gone and the
-	 * name is free; the folder, renamed run/.gone-NAME.PID, is deleted by PID a moment later
-	 * (finish_ephemeral in the shim). ECHILD (the caller ignores SIGCHLD, or reaped it) is
-	 * fine too. */
-	while (waitpid(sb->shim_pid, NULL, 0) < 0 && errno == EINTR)
-		;
-	sb->shim_pid = 0;
-}
-
-/* Wait for the shim's verdict on the creator socket: HELLO, then OK or ERROR. */
-static int await_ready(struct conn *c, const struct capsule_config *cfg, capsule_error *err)
-{
-	int timeout = (int)(cfg->boot_timeout_ms ? cfg->boot_timeout_ms : CAPSULE_DEFAULT_BOOT_TIMEOUT_MS) + 5000;
-	bool got_hello = false;
-	for (;;) {
-		struct cp_header h;
-		const uint8_t *payload;
-		int r = conn_recv(c, &h, &payload, timeout, err);
-		if (r < 0) {
-			if (r == -ESHUTDOWN)
-				return cap_err_plain(err, ECHILD, "capsule-shim exited during start (see its log)");
-			return r;
-		}
-		if (h.type == CP_HELLO && !got_hello) {
-			got_hello = true;
-		} else if (h.type == CP_OK) {
-			conn_consume(c, &h);
-			return 0;
-		} else if (h.type == CP_ERROR) {
-			return conn_error_from_frame(payload, h.len, err);
-		} else {
-			return cap_err_plain(err, EPROTO, "unexpected %s from capsule-shim during start", cp_type_name(h.type));
-		}
-		conn_consume(c, &h);
-	}
-}
-
-/* Start the shim for the sandbox whose folder RUN_FD is, holding its lock LOCKFD. */
-static void run_shim_cleanup(const char *name);
-
-/* RESTORE: the shim resumes the sandbox from its memory state on disk (only a detached
- * sandbox is ever paused to disk). */
+/* Start the shim for the sandbox whose folder RUN_FD is, holding its lock LOCKFD. RESTORE: the
+ * shim resumes the sandbox from its memory state on disk (only a detached sandbox is ever
+ * paused to disk). */
 static int launch(capsule_sandbox *sb, int lockfd, bool restore, capsule_error *err)
 {
-	_cleanup_free_ char *shim = NULL;
-	int r = find_helper("capsule-shim", &shim, err);
+	progress(&sb->cfg, "starting", 1, 3);
+	struct conn c;
+	int r = shim_launch(&sb->cfg, lockfd, restore, &c, &sb->shim_pid, err);
 	if (r < 0)
 		return r;
-	int sp[2];
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
-		return cap_err(err, errno, "socketpair");
-	progress(&sb->cfg, "starting", 1, 3);
-	/* A pool's sandbox is owned by the keeper's connection, but its shim outlives the keeper's
-	 * interest in it once taken: the keeper must never wait for it. */
-	if (sb->cfg.detached || sb->cfg.pool[0] || restore)
-		r = spawn_shim_detached(shim, sb->cfg.name, restore, sp[1], lockfd, err);
-	else
-		r = spawn_shim_child(shim, sb->cfg.name, sp[1], lockfd, &sb->shim_pid, err);
-	close(sp[1]);
-	if (r < 0) {
-		close(sp[0]);
-		return r;
-	}
-	struct conn c;
-	conn_adopt(&c, sp[0]);
-	r = await_ready(&c, &sb->cfg, err);
-	if (r < 0) {
-		conn_close(&c);
-		bool child = sb->shim_pid > 0;
-		reap_shim(sb);
-		/* A shim killed during the start could not remove the cgroups it had made, and the
-		 * folder that names them goes with this failure: they go now, while it is still there.
-		 * (One that failed on its own removed them already: nothing to do then.) */
-		if (child)
-			run_shim_cleanup(config_cgroup_base(&sb->cfg));
-		return r;
-	}
 	progress(&sb->cfg, "ready", 3, 3);
 	if (sb->cfg.detached)
 		conn_close(&c);
@@ -440,7 +253,7 @@ static void sweep_gone(int run, const char *entry)
 	struct capsule_config cfg;
 	if (dir >= 0 && config_load_at(dir, &cfg, NULL) == 0) {
 		if (cfg.cgroup_base[0] && cgroup_base_valid(cfg.cgroup_base))
-			run_shim_cleanup(cfg.cgroup_base);
+			shim_cleanup_run(cfg.cgroup_base);
 		config_clear(&cfg);
 	}
 	rootless_rm_rf_at(run, entry);
@@ -715,7 +528,7 @@ int capsule_sandbox_start(capsule_sandbox *sb, capsule_error *err)
 		/* The last run's connection (its shim is gone): the new shim's creator socket
 		 * replaces it. */
 		conn_close(&sb->owner);
-		reap_shim(sb);
+		shim_reap(&sb->shim_pid);
 	}
 	r = launch(sb, lockfd, false, err);
 	if (r < 0)
@@ -782,7 +595,7 @@ static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, enum stop_how 
 	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
 		r = stop_via(&sb->owner, timeout_ms, how, err);
 		conn_close(&sb->owner);
-		reap_shim(sb);
+		shim_reap(&sb->shim_pid);
 		return r;
 	}
 	/* The creator's socket is lent to a running command (or there is none): a connection
@@ -838,7 +651,7 @@ void capsule_sandbox_free(capsule_sandbox *sb)
 	/* Closing the creator's socket ends an ephemeral sandbox: the shim takes it down. */
 	if (sb->owner.fd >= 0)
 		conn_close(&sb->owner);
-	reap_shim(sb);
+	shim_reap(&sb->shim_pid);
 	/* One stopped and kept by stop_keep has no shim to take it down. */
 	if (sb->kept_stopped && !capsule_sandbox_is_running(sb))
 		capsule_sandbox_remove(sb->cfg.name, false, NULL);
@@ -927,23 +740,6 @@ int capsule_sandbox_remove(const char *name, bool force, capsule_error *err)
 
 /* ---- stale sandboxes ---- */
 
-static void run_shim_cleanup(const char *name)
-{
-	_cleanup_free_ char *shim = NULL;
-	if (find_helper("capsule-shim", &shim, NULL) < 0)
-		return;
-	char *const argv[] = { (char *)"capsule-shim", (char *)"--cleanup", (char *)"--name", (char *)name, NULL };
-	extern char **environ;
-	pid_t pid = fork();
-	if (pid == 0) {
-		execve(shim, argv, environ);
-		_exit(127);
-	}
-	if (pid > 0)
-		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-			;
-}
-
 int sweep_stale(const char *name)
 {
 	_cleanup_close_ int run = -1, dir = -1;
@@ -973,7 +769,7 @@ int sweep_stale(const char *name)
 	if (st_val && (strcmp(st_val, "stopped") == 0 || run_dir_paused_to_disk(dir)))
 		return 0;
 	/* The shim died without cleaning up (SIGKILL): its cgroups may remain. */
-	run_shim_cleanup(name);
+	shim_cleanup_run(name);
 	struct capsule_config cfg;
 	bool detached = false;
 	uint32_t slot = 0;

@@ -1,4 +1,4 @@
-/* What the rest of the library asks of a sandbox handle (sandbox.c). */
+/* What the rest of the library asks of a sandbox handle (sandbox.c; the shim's process: sandbox_launch.c). */
 #ifndef CAPSULE_SANDBOX_H
 #define CAPSULE_SANDBOX_H
 
@@ -39,9 +39,22 @@ struct conn;
 int sandbox_from_take(capsule_sandbox **out, const char *name, struct conn *c, capsule_error *err);
 /* The creator socket's fd (-1 if none): readable once the shim hung up on it. */
 int sandbox_owner_fd(const capsule_sandbox *sb);
+
+/* sandbox_launch.c: the shim's process. */
 /* Start PATH with ARGV by a double fork (never the caller's child, in a session of its own),
  * with SOCK as fd 3 and LOCKFD as fd 4, stdio on /dev/null, nothing else of the caller's. */
 int spawn_helper_detached(const char *path, char *const argv[], int sock, int lockfd, capsule_error *err);
+/* Start CFG's shim, which takes LOCKFD (the sandbox's held lock), and wait for its verdict on
+ * the start. OWNER: the creator socket it answered on. CHILD: its pid when it is our child (an
+ * ephemeral sandbox's, to reap), else left 0. RESTORE: it resumes the sandbox from its memory
+ * state on disk. On failure nothing of it is left: the socket closed, a child reaped, and the
+ * cgroups a killed one made removed. */
+int shim_launch(const struct capsule_config *cfg, int lockfd, bool restore, struct conn *owner, pid_t *child,
+		capsule_error *err);
+/* Wait for our child shim *CHILD (if any) to end, and clear it. */
+void shim_reap(pid_t *child);
+/* capsule-shim --cleanup for sandbox NAME: what a shim killed with SIGKILL left (cgroups). */
+void shim_cleanup_run(const char *name);
 
 /* Pause to disk (pause_client.c): a new shim for SB that resumes it from its memory state on
  * disk (capsule-shim --restore); a sandbox that runs meanwhile is left as it is. */
