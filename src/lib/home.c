@@ -274,6 +274,22 @@ static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot)
 	return gone;
 }
 
+/* Whether no folder of OWNER (or, mid-rename "OLD>NEW", of either) is in run/: one fstatat,
+ * where id_slot_owner_gone also reads the config. */
+static bool id_slot_owner_folder_gone(int run, const char *owner)
+{
+	struct stat st;
+	const char *gt = strchr(owner, '>');
+	if (gt) {
+		char old_name[CAPSULE_NAME_MAX + 1];
+		if ((size_t)(gt - owner) >= sizeof(old_name))
+			return false;
+		snprintf(old_name, sizeof(old_name), "%.*s", (int)(gt - owner), owner);
+		return id_slot_owner_folder_gone(run, old_name) && id_slot_owner_folder_gone(run, gt + 1);
+	}
+	return fstatat(run, owner, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
+}
+
 /* Sandboxes that joined another's namespaces (a pod's containers: sandbox.c) share its slot, so
  * that their files and SysV IPC objects are one another's. slots/N.shared/NAME names each
  * sharer of slot N; the link slots/N stays while its owner or any sharer lives. Changes that
@@ -353,7 +369,13 @@ int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
 		if (l <= 0)
 			continue;
 		owner[l] = '\0';
-		if (strcmp(owner, name) == 0 || !id_slot_owner_gone(run, owner, n))
+		/* A slot whose owner still has a folder is passed over without reading that folder's
+		 * config: the scan meets every live sandbox's slot, and a config read for each made a
+		 * create cost O(sandboxes) parses (1.9 ms of CLI time with 100 running). A stale
+		 * link whose owner's folder exists under another slot (a crash between a folder's
+		 * rename and its config, a pod owner's name reused) is taken over once that folder
+		 * goes; the takeover itself still checks owner and sharers in full, under the lock. */
+		if (strcmp(owner, name) == 0 || !id_slot_owner_folder_gone(run, owner))
 			continue;
 		slots_lock(slots);
 		char again[sizeof(owner)];
