@@ -149,6 +149,8 @@ int home_subdir_open(const char *sub, int *out, capsule_error *err)
 		return r;
 	int fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && errno == ENOENT) {
+		/* slots/ and run/ get block groups of their own too (folders_spread). */
+		folders_spread(home);
 		if (mkdirat(home, sub, 0700) < 0 && errno != EEXIST)
 			return cap_err(err, errno, "mkdir '%s/%s'", capsule_home(), sub);
 		fd = openat(home, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -218,13 +220,13 @@ int run_dir_open(const char *name, int *fd, capsule_error *err)
  * find_inode_bit; with the flag, ext4's Orlov allocator treats each sandbox's folder as the
  * top of a tree, picking a group with free room and few folders, and that fell to 1 to 2%
  * (docs/performance.md). Set at every create, since a home made before this has run/. */
-void run_dirs_spread(int run)
+void folders_spread(int dir)
 {
 	int flags;
-	if (ioctl(run, FS_IOC_GETFLAGS, &flags) < 0 || (flags & FS_TOPDIR_FL))
+	if (ioctl(dir, FS_IOC_GETFLAGS, &flags) < 0 || (flags & FS_TOPDIR_FL))
 		return;
 	flags |= FS_TOPDIR_FL;
-	(void)ioctl(run, FS_IOC_SETFLAGS, &flags);
+	(void)ioctl(dir, FS_IOC_SETFLAGS, &flags);
 }
 
 bool run_dir_locked(int dirfd)

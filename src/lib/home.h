@@ -24,9 +24,10 @@ int find_helper(const char *name, char **path, capsule_error *err);
 
 /* run/<name>/ helpers. */
 int run_dir_open(const char *name, int *fd, capsule_error *err);
-/* Mark run/ (fd RUN) so that ext2/3/4 place each sandbox's folder in a block group of its own
- * choosing (chattr +T); best effort, a no-op where the filesystem has no such flag. */
-void run_dirs_spread(int run);
+/* Mark folder DIR (run/, the home) so that ext2/3/4 place each folder made in it in a block
+ * group of its own choosing (chattr +T); best effort, a no-op where the filesystem has no such
+ * flag. */
+void folders_spread(int dir);
 /* true if a shim holds run/<name>/lock */
 bool run_dir_locked(int dirfd);
 /* The sandbox of folder DIRFD is paused to disk: its state.json says so, written by its

@@ -219,7 +219,7 @@ static int run_folder_make_locked(int run, const char *name, int *dir_out, int *
 	char tmp[CAPSULE_NAME_MAX + 32];
 	snprintf(tmp, sizeof(tmp), NEW_RUN_FOLDER_PREFIX "%s.%d", name, (int)getpid());
 	rm_rf_at(run, tmp); /* an earlier process of our pid that died here */
-	run_dirs_spread(run);
+	folders_spread(run);
 	/* 0700: the sandbox's child opens its fs/ below while it still has the shim's file ids. */
 	if (mkdirat(run, tmp, 0700) < 0)
 		return cap_err(err, errno, "creating the folder of sandbox '%s'", name);

@@ -1,6 +1,6 @@
-"""run/ carries ext4's "top of a directory tree" flag (chattr +T, FS_TOPDIR_FL), so that each
-sandbox's folder gets a block group of its own choosing instead of run/'s (src/lib/home.c,
-run_dirs_spread; docs/performance.md has why)."""
+"""run/ and the home carry ext4's "top of a directory tree" flag (chattr +T, FS_TOPDIR_FL), so
+that each sandbox's folder, and slots/, get a block group of their own choosing instead of their
+parent's (src/lib/home.c, folders_spread; docs/performance.md has why)."""
 import fcntl
 import os
 import struct
@@ -45,6 +45,8 @@ def test_a_create_marks_run_as_the_top_of_a_tree_even_in_a_home_made_before(caps
         pytest.skip("the home's filesystem keeps no FS_TOPDIR_FL (not ext2/3/4)")
     name = capsule.create()
     assert _flags(run) & FS_TOPDIR_FL
+    # The home too, as its folders were made (this session's home: run/ and slots/ are its).
+    assert _flags(capsule.home) & FS_TOPDIR_FL
     # A home made by an older capsule has run/ without it: the next create sets it.
     _set_flags(run, _flags(run) & ~FS_TOPDIR_FL)
     assert not _flags(run) & FS_TOPDIR_FL
