@@ -189,15 +189,17 @@ int mcp_decode_message(const char *text, size_t len, struct mcp_message *out, in
 		err->message[0] = '\0';
 	}
 	struct message_walk w = { .m = out, .err = err };
+	/* The walk's own failure outranks a member's: a member refused before the walk met text
+	 * that is not JSON leaves its message in ERR, and the answer is still a parse error. */
 	int r = json_object_each(text, len, 16, message_member, &w);
-	if (r == 0 && w.failed)
-		r = w.failed;
 	if (r == -E2BIG)
 		r = cap_err_plain(err, EINVAL, "a JSON-RPC message has at most 6 members");
 	else if (r == -ENOMEM)
 		*rpc_code = JSONRPC_INTERNAL_ERROR, r = cap_err(err, ENOMEM, "decoding a message");
-	else if (r < 0 && (!err || !err->code))
+	else if (r < 0)
 		*rpc_code = JSONRPC_PARSE_ERROR, r = cap_err_plain(err, EINVAL, "the message is not valid JSON");
+	else if (w.failed)
+		r = w.failed;
 	if (r == 0 && !(w.seen & 1))
 		r = cap_err_plain(err, EINVAL, "'jsonrpc' must be \"2.0\"");
 	if (r == 0) {

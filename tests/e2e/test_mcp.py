@@ -118,6 +118,9 @@ def test_stdio_malformed_messages_get_jsonrpc_errors_and_the_server_goes_on(caps
         assert '"2.0"' in rpc_error(s.answer(), -32600, 8)
         s.send('{"id": "nine", "method": "ping"}\n')
         rpc_error(s.answer(), -32600, "nine")
+        # A member refused before text that is not JSON (a key may not hold NUL): still a parse error.
+        s.send('{"extra": 1, "a\\u0000b": 2, "id": 14}\n')
+        assert "not valid JSON" in rpc_error(s.answer(), -32700, None)
         s.send('{"jsonrpc": "2.0", "id": 10, "method": "ping", "extra": 1}\n')
         assert "extra" in rpc_error(s.answer(), -32600, 10)
         s.send('{"jsonrpc": "2.0", "id": 11, "id": 12, "method": "ping"}\n')
