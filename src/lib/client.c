@@ -69,8 +69,7 @@ int conn_sendv(struct conn *c, struct iovec *iov, int n, capsule_error *err)
 {
 	if (c->hello_out_len) {
 		struct iovec both[8];
-		if (n >= (int)(sizeof(both) / sizeof(both[0])))
-		{
+		if (n >= (int)(sizeof(both) / sizeof(both[0]))) {
 			int r = hello_flush(c, err);
 			return r < 0 ? r : sendv_all(c, iov, n, err);
 		}

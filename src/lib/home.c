@@ -266,25 +266,26 @@ static uint32_t id_slot_max(void)
 	return (uint32_t)((0xfffffffeULL - CAPSULE_DEFAULT_UID_BASE) / CAPSULE_ID_COUNT) - 1;
 }
 
-/* A slot link whose owner has no folder any more, or whose owner's config names another
- * slot, was left by a crash or by an owner whose sharers still live. */
-static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot);
+typedef bool (*id_slot_owner_test)(int run, const char *owner, uint32_t slot);
 
-/* "OLD>NEW": a rename (id_slot_rename) was under way; the slot is stale only if neither owns it. */
-static bool id_slot_owner_gone_renaming(int run, const char *owner, uint32_t slot)
+/* OWNER "OLD>NEW": a rename (id_slot_rename) was under way; the slot is stale only if GONE
+ * holds for both names. */
+static bool id_slot_owner_gone_renaming(int run, const char *owner, uint32_t slot, id_slot_owner_test gone)
 {
 	char old_name[CAPSULE_NAME_MAX + 1];
 	const char *gt = strchr(owner, '>');
 	if ((size_t)(gt - owner) >= sizeof(old_name))
 		return false;
 	snprintf(old_name, sizeof(old_name), "%.*s", (int)(gt - owner), owner);
-	return id_slot_owner_gone(run, old_name, slot) && id_slot_owner_gone(run, gt + 1, slot);
+	return gone(run, old_name, slot) && gone(run, gt + 1, slot);
 }
 
+/* A slot link whose owner has no folder any more, or whose owner's config names another
+ * slot, was left by a crash or by an owner whose sharers still live. */
 static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot)
 {
 	if (strchr(owner, '>'))
-		return id_slot_owner_gone_renaming(run, owner, slot);
+		return id_slot_owner_gone_renaming(run, owner, slot, id_slot_owner_gone);
 	_cleanup_close_ int dir = openat(run, owner, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (dir < 0)
 		return errno == ENOENT;
@@ -297,18 +298,12 @@ static bool id_slot_owner_gone(int run, const char *owner, uint32_t slot)
 }
 
 /* Whether no folder of OWNER (or, mid-rename "OLD>NEW", of either) is in run/: one fstatat,
- * where id_slot_owner_gone also reads the config. */
-static bool id_slot_owner_folder_gone(int run, const char *owner)
+ * where id_slot_owner_gone also reads the config (SLOT: id_slot_owner_test's, unused). */
+static bool id_slot_owner_folder_gone(int run, const char *owner, uint32_t slot)
 {
+	if (strchr(owner, '>'))
+		return id_slot_owner_gone_renaming(run, owner, slot, id_slot_owner_folder_gone);
 	struct stat st;
-	const char *gt = strchr(owner, '>');
-	if (gt) {
-		char old_name[CAPSULE_NAME_MAX + 1];
-		if ((size_t)(gt - owner) >= sizeof(old_name))
-			return false;
-		snprintf(old_name, sizeof(old_name), "%.*s", (int)(gt - owner), owner);
-		return id_slot_owner_folder_gone(run, old_name) && id_slot_owner_folder_gone(run, gt + 1);
-	}
 	return fstatat(run, owner, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT;
 }
 
@@ -397,7 +392,7 @@ int id_slot_take(const char *name, uint32_t *slot, capsule_error *err)
 		 * link whose owner's folder exists under another slot (a crash between a folder's
 		 * rename and its config, a pod owner's name reused) is taken over once that folder
 		 * goes; the takeover itself still checks owner and sharers in full, under the lock. */
-		if (strcmp(owner, name) == 0 || !id_slot_owner_folder_gone(run, owner))
+		if (strcmp(owner, name) == 0 || !id_slot_owner_folder_gone(run, owner, n))
 			continue;
 		slots_lock(slots);
 		char again[sizeof(owner)];
