@@ -1234,6 +1234,31 @@ def cgroup_file_of(pid, controller, name):
     return open(f"/sys/fs/cgroup{path}/{name}").read().strip()
 
 
+def test_update_gives_a_cpuset_to_a_container_made_without_one(oci, bundle, tmp_path):
+    """runc update --cpuset-cpus, and the same as a resources object on stdin (containerd's
+    shim, for the kubelet's cpu manager), of a container made without a cpuset: its processes
+    move onto the new cpus, and so does the monitor, which joins its container's cpuset as it
+    does when the container is made with one (the cpus are read through its pid)."""
+    run_detached_limited(oci, bundle, tmp_path, "cs1", ["sh", "-c", "sleep 1000 & wait"], pids={"limit": 100})
+    try:
+        oci("update", "--resources", "-", "cs1", input='{"cpu": {"cpus": "0"}}', check=True)
+        pids = [int(p) for p in json.loads(oci("ps", "--format", "json", "cs1", check=True).stdout)]
+        assert len(pids) == 2
+        for pid in pids:
+            with open(f"/proc/{pid}/status") as f:
+                assert "Cpus_allowed_list:\t0\n" in f.read()
+        assert cgroup_file(oci, "cs1", "cpuset", "cpuset.cpus") == "0"
+        if not V2:
+            def procs(ctrl):
+                return set(cgroup_file(oci, "cs1", ctrl, "cgroup.procs").split())
+            # pids: the agent and the container's; memory: those and the monitor.
+            assert {str(p) for p in pids} < procs("pids") < procs("memory") == procs("cpuset")
+            monitor = procs("memory") - procs("pids")
+            assert len(monitor) == 1 and cgroup_file_of(monitor.pop(), "cpuset", "cpuset.cpus") == "0"
+    finally:
+        oci("delete", "--force", "cs1")
+
+
 def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     """runc's flags and a resources object (as containerd passes it on stdin) change memory,
     cpu and pids limits of the running container; a bad value changes nothing."""
@@ -1288,8 +1313,6 @@ def test_update_changes_a_running_containers_limits(oci, bundle, tmp_path):
     (["--memory-swap", "128m"], None, "update --memory-swap 128m: needs --memory (swap is memory + swap)"),
     (["--memory", "64m", "--memory-swap", "32m"], None,
      "memory swap 33554432: memory + swap, given with a memory limit and not below it"),
-    (["--cpuset-cpus", "0"], None, "the sandbox's cgroup has no cpuset controller (a cpuset is given at create"),
-    (["--resources", "-"], '{"cpu": {"cpus": "0-1"}}', "the sandbox's cgroup has no cpuset controller"),
     (["--cpuset-mems", "x"], None, "cpuset mems 'x': a list such as 0-3,6"),
     (["--kernel-memory", "1m"], None, "update --kernel-memory is not supported: the kernel no longer enforces it"),
     (["--resources", "-"], '{"blockIO": {"weight": 10}}', "blockIO is not supported by capsule-oci update"),

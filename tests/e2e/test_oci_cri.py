@@ -501,8 +501,8 @@ def test_a_vm_pod_of_two_containers_serves_each_ones_ports(cri):
 def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):
     """UpdateContainerResources (the kubelet's in-place resize): containerd's shim hands
     capsule-oci the container's new linux.resources on stdin (update --resources -); the
-    sandbox's cgroup has them. A cpuset, which capsule cannot honour, fails the call with
-    capsule-oci's line."""
+    sandbox's cgroup has them, a cpuset too (the kubelet's cpu manager gives one to a container
+    made without)."""
     config = pod_config(cri, "pod-up")
     pod = cri.RunPodSandbox(config=config, runtime_handler="capsule").pod_sandbox_id
     try:
@@ -513,11 +513,14 @@ def test_update_container_resources_reaches_the_sandboxs_cgroup(cri):
                            env=cri.env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert json.loads(r.stdout)["data"]["memory"]["usage"]["limit"] == 96 << 20
-        with pytest.raises(grpc.RpcError) as e:
-            cri.UpdateContainerResources(container_id=cid, linux=cri.pb.LinuxContainerResources(
-                memory_limit_in_bytes=96 << 20, cpuset_cpus="0"))
-        # A cpuset is given at create, or not at all: this container was made without one.
-        assert "the sandbox's cgroup has no cpuset controller" in e.value.details(), e.value.details()
+        cri.UpdateContainerResources(container_id=cid, linux=cri.pb.LinuxContainerResources(
+            memory_limit_in_bytes=96 << 20, cpuset_cpus="0"))
+        r = subprocess.run([OCI, "--root", os.path.join(cri.top, "oci-root", "k8s.io"), "ps", "--format", "json", cid],
+                           env=cri.env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        for pid in json.loads(r.stdout):
+            with open(f"/proc/{pid}/status") as f:
+                assert "Cpus_allowed_list:\t0\n" in f.read()
     finally:
         cri.StopPodSandbox(pod_sandbox_id=pod)
         cri.RemovePodSandbox(pod_sandbox_id=pod)

@@ -1,9 +1,12 @@
 """capsule update: a running sandbox's memory, cpu and pids limits changed through its shim,
 which owns its cgroup (capsule_sandbox_update_limits); kept in its config for inspect and the
 next start; bad values change nothing."""
+import os
+import time
+
 import pytest
 
-from .helpers import assert_capsule_error, cgroup_finer, cgroup_limit
+from .helpers import assert_capsule_error, cgroup_dir, cgroup_dirs, cgroup_finer, cgroup_limit, read_file
 
 pytestmark = pytest.mark.both_levels
 
@@ -63,8 +66,7 @@ def test_update_errors_change_nothing(capsule, args, message):
 @pytest.mark.container_only
 def test_update_changes_the_cpuset_swap_and_reservation(capsule):
     """docker update's --cpuset-cpus, --memory-swap (with --memory) and --memory-reservation:
-    read back from the cgroup, kept for inspect; a sandbox made without a cpuset has no cpuset
-    cgroup to change (refused in one line)."""
+    read back from the cgroup, kept for inspect."""
     with open("/sys/devices/system/cpu/online") as f:
         online = f.read().strip()
     name = capsule.create("-m", "64M", "--memory-reservation", "32M", "--cpuset-cpus", "0")
@@ -77,10 +79,86 @@ def test_update_changes_the_cpuset_swap_and_reservation(capsule):
     limits = capsule.inspect(name)["limits"]
     assert (limits["cpuset_cpus"], limits["memory_swap_bytes"], limits["memory_reservation_bytes"]) == \
         (online, -1, 48 << 20)
-    plain = capsule.create()
-    r = capsule.run("update", "--cpuset-cpus", "0", plain)
+
+
+def procs_of(path):
+    with open(os.path.join(path, "cgroup.procs")) as f:
+        return {int(p) for p in f.read().split()}
+
+
+def cpus_allowed(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(line.split()[1] for line in f if line.startswith("Cpus_allowed_list:"))
+
+
+def sandbox_procs_outside(name, cpuset):
+    """The sandbox's processes (those in its pids cgroup) that are not in CPUSET's folder and
+    still alive after a second look: one may exit or fork between two reads."""
+    for _ in range(20):
+        outside = procs_of(cgroup_dir(name, "pids")) - procs_of(cpuset)
+        outside = {p for p in outside if os.path.exists(f"/proc/{p}") and p not in procs_of(cpuset)}
+        if not outside:
+            return outside
+        time.sleep(0.05)
+    return outside
+
+
+@pytest.mark.container_only
+def test_update_gives_a_cpuset_to_a_sandbox_made_without_one(capsule):
+    """docker update --cpuset-cpus of a container made without a cpuset (the kubelet's cpu
+    manager asks the same through the CRI): every process of the sandbox, those running and
+    those that fork all the while, moves onto the new cpus, a command started after runs
+    there too, and the cgroup goes with the sandbox."""
+    name = capsule.create("--pids-limit", "200")
+    capsule.run("exec", "-d", name, "sleep", "300", check=True)
+    # A shell that forks without pause: a process forked while its parent is moved must not
+    # stay behind on the old cpus.
+    capsule.run("exec", "-d", name, "sh", "-c", "while :; do /bin/true; done", check=True)
+    assert cgroup_dirs(name, ("cpuset",)) == []
+    r = capsule.run("update", "--cpuset-cpus", "0", name)
+    assert r.returncode == 0 and r.stdout.strip() == name, r.stderr
+    cpuset = cgroup_dir(name, "cpuset")
+    assert read_file(os.path.join(cpuset, "cpuset.cpus")) == "0"
+    assert sandbox_procs_outside(name, cpuset) == set()
+    assert {cpus_allowed(p) for p in procs_of(cpuset) if os.path.exists(f"/proc/{p}")} <= {"0"}
+    r = capsule.run("exec", name, "grep", "Cpus_allowed_list", "/proc/self/status", check=True)
+    assert r.stdout.split() == ["Cpus_allowed_list:", "0"]
+    assert capsule.inspect(name)["limits"]["cpuset_cpus"] == "0"
+    # A second update changes the cgroup the first one made.
+    with open("/sys/devices/system/cpu/online") as f:
+        online = f.read().strip()
+    capsule.run("update", "--cpuset-cpus", online, name, check=True)
+    assert cgroup_dir(name, "cpuset") == cpuset and read_file(os.path.join(cpuset, "cpuset.cpus")) == online
+    capsule.run("rm", "-f", name, check=True)
+    for _ in range(100):
+        if not cgroup_dirs(name, ("cpuset",)):
+            break
+        time.sleep(0.05)
+    assert cgroup_dirs(name, ("cpuset",)) == []
+
+
+@pytest.mark.container_only
+def test_a_refused_update_leaves_a_new_cpuset_unconstrained(capsule):
+    """A cpuset given in the same update as a limit the kernel refuses (memory below what the
+    sandbox holds, with nothing to reclaim it to) changes nothing: the sandbox keeps running on
+    every cpu with its old memory limit."""
+    name = capsule.create("--memory", "64M", "--memory-swap", "64M")
+    capsule.run("exec", "-d", name, "sh", "-c",
+                "head -c 24m /dev/zero > /dev/shm/held && sleep 300", check=True)
+    for _ in range(100):
+        r = capsule.run("exec", name, "stat", "-c", "%s", "/dev/shm/held")
+        if r.stdout.strip() == str(24 << 20):
+            break
+        time.sleep(0.05)
+    with open("/sys/devices/system/cpu/online") as f:
+        online = f.read().strip()
+    r = capsule.run("update", "--cpuset-cpus", "0", "--memory", "8M", name)
     assert_capsule_error(r)
-    assert "no cpuset controller" in r.stderr and "--cpuset-cpus" in r.stderr
+    assert cgroup_limit(name, "memory") == 64 << 20
+    cpuset = cgroup_dirs(name, ("cpuset",))
+    assert all(read_file(os.path.join(d, "cpuset.cpus")) == online for d in cpuset)
+    r = capsule.run("exec", name, "grep", "Cpus_allowed_list", "/proc/self/status", check=True)
+    assert r.stdout.split() == ["Cpus_allowed_list:", online]
 
 
 @pytest.mark.container_only

@@ -113,8 +113,14 @@ long long cgroup_oom_count(const struct cgroup_handle *cg);
 
 /* Change the limits of a live cgroup (capsule_sandbox_update_limits: capsule.h says what each
  * value means; the caller has checked their bounds). -EOPNOTSUPP naming the controller when
- * one that a given limit needs is not in use; a refused write puts back those before it. */
+ * one that a given limit needs is not in use (but a cpuset: cgroup_add_cpuset gives one); a
+ * refused write puts back those before it. */
 int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_error *err);
+/* Give a live sandbox made without a cpuset one (docker update --cpuset-cpus, the kubelet's
+ * cpu manager through the CRI), with its parent's sets, so that nothing changes until the
+ * caller writes new ones. v1: its cpuset folder is made and every process of the sandbox
+ * moved into it; v2: the controller is enabled down to its folder. 0 when it has one. */
+int cgroup_add_cpuset(struct cgroup_handle *cg, capsule_error *err);
 
 /* Kill everything left in the cgroup(s) and their sub-cgroups (v2: cgroup.kill when present;
  * v1, or when that fails: read cgroup.procs and SIGKILL each through a pidfd, repeat until empty,

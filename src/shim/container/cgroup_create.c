@@ -101,7 +101,7 @@ static int make_sandbox_dir(struct cg_dir *d, const char *name, capsule_error *e
 
 static const char *limit_label(int c)
 {
-	return c == CG_MEMORY ? "memory" : c == CG_PIDS ? "pids" : "cpu";
+	return c == CG_MEMORY ? "memory" : c == CG_PIDS ? "pids" : c == CG_CPUSET ? "cpuset" : "cpu";
 }
 
 /* "memory limit needs the cgroup memory controller, which is not available: WHY". */
@@ -420,58 +420,61 @@ static bool is_permission_error(int r)
 	return r == -EACCES || r == -EPERM || r == -EROFS;
 }
 
+/* Open (making it) the sandbox's folder in controller C's v1 hierarchy as H's next, or add C
+ * to a folder H has already when C is co-mounted with its controller (e.g. cpu,cpuacct).
+ * NEED: a limit needs C, so its absence is an error rather than skipped. */
+static int open_v1_dir(struct cgroup_handle *h, const struct cg_use *l, int c, bool need, capsule_error *err)
+{
+	char why[256];
+	if (!cg_v1_usable(l, c, why, sizeof(why)))
+		return need ? unavailable(err, c, EOPNOTSUPP, why) : 0;
+	char rel[PATH_MAX], own[PATH_MAX], parent[PATH_MAX];
+	copy_str(rel, sizeof(rel), h->parent_rel);
+	if (h->relative) {
+		if (!cg_own_v1(c, own, sizeof(own)))
+			return cap_err_plain(err, ENOENT, "a relative cgroup path: this process's %s cgroup is not in "
+							  "/proc/self/cgroup", cg_ctrl_name[c]);
+		if (own[0] && h->parent_rel[0])
+			fmt_into(rel, sizeof(rel), "%s/%s", own, h->parent_rel);
+		else if (own[0])
+			copy_str(rel, sizeof(rel), own);
+	}
+	path_join(parent, sizeof(parent), l->v1[c], rel);
+	if (!rel[0])
+		snprintf(parent, sizeof(parent), "%s", l->v1[c]);
+	for (size_t i = 0; i < h->n; i++) {
+		if (strcmp(h->dir[i].parent, parent) == 0) {
+			h->dir[i].ctrls |= CG_BIT(c);
+			return 0;
+		}
+	}
+	struct cg_dir *d = &h->dir[h->n];
+	d->fd = d->parent_fd = -1;
+	capsule_error e = { 0 };
+	int r = open_parent(d, l->v1[c], rel, NULL, 0, &e);
+	if (r >= 0)
+		r = make_sandbox_dir(d, h->name, &e);
+	if (r < 0) {
+		cg_dir_close(d);
+		if (r == -EBUSY || (need && !is_permission_error(r)))
+			return cap_err_plain(err, -r, "%s", e.message);
+		return need ? unavailable(err, c, -r, e.message) : 0; /* best effort for one no limit needs */
+	}
+	d->ctrls = CG_BIT(c);
+	h->n++;
+	return 0;
+}
+
 static int create_v1(struct cgroup_handle *h, const struct cg_use *l, unsigned needed, capsule_error *err)
 {
 	for (int c = 0; c < CG_N_CTRL; c++) {
-		bool need = needed & CG_BIT(c);
-		char why[256];
-		if (c == CG_CPUSET && !need)
-			continue; /* only for a sandbox that asks: its folders need filling */
-		if (!cg_v1_usable(l, c, why, sizeof(why))) {
-			if (need)
-				return unavailable(err, c, EOPNOTSUPP, why);
+		/* cpuset only for a sandbox that asks (or an update that does: cgroup_add_cpuset): its
+		 * folders need filling. */
+		if (c == CG_CPUSET && !(needed & CG_BIT(c)))
 			continue;
-		}
-		/* Co-mounted with one we already have (e.g. cpu,cpuacct)? */
-		char rel[PATH_MAX], own[PATH_MAX], parent[PATH_MAX];
-		copy_str(rel, sizeof(rel), h->parent_rel);
-		if (h->relative) {
-			if (!cg_own_v1(c, own, sizeof(own)))
-				return cap_err_plain(err, ENOENT, "a relative cgroup path: this process's %s cgroup is not in "
-								  "/proc/self/cgroup", cg_ctrl_name[c]);
-			if (own[0] && h->parent_rel[0])
-				fmt_into(rel, sizeof(rel), "%s/%s", own, h->parent_rel);
-			else if (own[0])
-				copy_str(rel, sizeof(rel), own);
-		}
-		path_join(parent, sizeof(parent), l->v1[c], rel);
-		if (!rel[0])
-			snprintf(parent, sizeof(parent), "%s", l->v1[c]);
-		bool shared = false;
-		for (size_t i = 0; i < h->n && !shared; i++) {
-			if (strcmp(h->dir[i].parent, parent) == 0) {
-				h->dir[i].ctrls |= CG_BIT(c);
-				shared = true;
-			}
-		}
-		if (shared)
-			continue;
-		struct cg_dir *d = &h->dir[h->n];
-		d->fd = d->parent_fd = -1;
-		capsule_error e = { 0 };
-		int r = open_parent(d, l->v1[c], rel, NULL, 0, &e);
-		if (r >= 0)
-			r = make_sandbox_dir(d, h->name, &e);
-		if (r < 0) {
-			cg_dir_close(d);
-			if (r == -EBUSY || (need && !is_permission_error(r)))
-				return cap_err_plain(err, -r, "%s", e.message);
-			if (need)
-				return unavailable(err, c, -r, e.message);
-			continue; /* best effort for a controller no limit needs */
-		}
-		d->ctrls = CG_BIT(c);
-		h->n++;
+		int r = open_v1_dir(h, l, c, needed & CG_BIT(c), err);
+		if (r < 0)
+			return r;
 	}
 	return 0;
 }
@@ -662,4 +665,103 @@ int cgroup_open_self_join(const struct cgroup_handle *cg, int fds[CGROUP_MAX_DIR
 		}
 	}
 	return (int)cg->n;
+}
+
+/* cgroup v1: move every process of the sandbox (those in FROM's tree) into its new cpuset folder
+ * TO. A process forked while its parent was being moved stays in the cpuset the sandbox
+ * started in, so pass again until a pass finds none left behind; a sandbox that forks faster
+ * than it is moved (bounded by its pids limit) fails after CPUSET_MOVE_PASSES. FROM is the
+ * first folder (memory's when there is one), where capsule-oci's monitor is as well: it joins
+ * its container's cpuset as it does when the container is made with one (src/oci/run.c), so
+ * that the cpus read through its pid are the container's. */
+#define CPUSET_MOVE_PASSES 64
+static int move_into_cpuset(const struct cg_dir *from, const struct cg_dir *to, capsule_error *err)
+{
+	_cleanup_close_ int procs = openat(to->fd, "cgroup.procs", O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (procs < 0)
+		return cap_err(err, errno, "open '%s/cgroup.procs'", to->path);
+	for (int pass = 0; pass < CPUSET_MOVE_PASSES; pass++) {
+		struct pidvec all = { 0 }, there = { 0 };
+		int r = cg_collect_pids(from->fd, &all, 0);
+		if (r >= 0)
+			r = cg_collect_pids(to->fd, &there, 0);
+		if (r < 0) {
+			free(all.v);
+			free(there.v);
+			return cap_err(err, -r, "read the processes of '%s'", from->path);
+		}
+		cg_pids_sort(&there);
+		size_t moved = 0;
+		for (size_t i = 0; i < all.n && r == 0; i++) {
+			if (cg_pids_has(&there, all.v[i]))
+				continue;
+			char val[32];
+			fmt_into(val, sizeof(val), "%d", (int)all.v[i]);
+			/* One pid a write, as the kernel takes them; one that exited since is fine. */
+			if (write(procs, val, strlen(val)) < 0 && errno != ESRCH)
+				r = cap_err(err, errno, "move process %d into '%s'", (int)all.v[i], to->path);
+			moved++;
+		}
+		free(all.v);
+		free(there.v);
+		if (r < 0 || moved == 0)
+			return r;
+	}
+	return cap_err_plain(err, EAGAIN, "the sandbox's processes kept forking while they were moved into its new "
+					  "cpuset cgroup '%s'", to->path);
+}
+
+/* cgroup v2: the sandbox's folder gets the cpuset controller once every folder from the
+ * mount's root down to its parent enables it for its children (open_parent does that, as at
+ * create); its processes stay where they are. */
+static int add_cpuset_v2(struct cgroup_handle *h, const struct cg_use *l, capsule_error *err)
+{
+	struct cg_dir *d = &h->dir[0];
+	size_t ml = strlen(l->v2_mount);
+	if (strncmp(d->parent, l->v2_mount, ml) != 0 || (d->parent[ml] && d->parent[ml] != '/'))
+		return cap_err_plain(err, EINVAL, "cgroup '%s' is not below the cgroup2 mount '%s'", d->parent,
+				     l->v2_mount);
+	struct cg_dir chain = { .fd = -1, .parent_fd = -1 };
+	unsigned mask = CG_BIT(CG_CPUSET);
+	int r = open_parent(&chain, l->v2_mount, d->parent + ml + (d->parent[ml] == '/'), &mask, mask, err);
+	cg_dir_close(&chain);
+	if (r < 0)
+		return r;
+	d->ctrls |= CG_BIT(CG_CPUSET);
+	return 0;
+}
+
+int cgroup_add_cpuset(struct cgroup_handle *cg, capsule_error *err)
+{
+	if (!cg || cg->destroyed || cg->n == 0)
+		return cap_err_plain(err, EOPNOTSUPP, "the sandbox has no cgroup (cgroups are not usable here)");
+	for (size_t i = 0; i < cg->n; i++)
+		if (cg->dir[i].ctrls & CG_BIT(CG_CPUSET))
+			return 0;
+	struct cg_use *l;
+	int r = cg_use_detect(&l, err);
+	if (r < 0)
+		return r;
+	if (cg->v2) {
+		r = add_cpuset_v2(cg, l, err);
+		free(l);
+		return r;
+	}
+	size_t before = cg->n;
+	/* Every process is in the first folder's tree: each joined all the sandbox's folders. */
+	const struct cg_dir *from = &cg->dir[0];
+	r = open_v1_dir(cg, l, CG_CPUSET, true, err);
+	free(l);
+	if (r < 0)
+		return r;
+	if (cg->n == before)
+		return 0; /* co-mounted with a controller the sandbox had: already its folder */
+	struct cg_dir *d = &cg->dir[cg->n - 1];
+	/* The folder starts with the sets of its parent, so that moving the processes in changes
+	 * nothing yet; the caller then writes the new sets. Kept in the handle even when the move
+	 * fails: it is the sandbox's, constrains nothing, and goes with its other folders. */
+	static const struct cgroup_extra none = { 0 };
+	if ((r = apply_cpuset(cg, d, &none, err)) < 0)
+		return r;
+	return move_into_cpuset(from, d, err);
 }

@@ -141,6 +141,9 @@ struct pidvec {
 };
 /* The processes in DFD's cgroup and its sub-cgroups (a vanished folder counts as empty). */
 int cg_collect_pids(int dfd, struct pidvec *pv, int depth);
+void cg_pids_sort(struct pidvec *pv);
+/* Whether PID is in SORTED (cg_pids_sort). */
+bool cg_pids_has(const struct pidvec *sorted, pid_t pid);
 /* rmdir PARENT_FD/NAME and the sub-cgroups below it, retrying EBUSY for about a second. A
  * folder that is already gone is fine. */
 int cg_remove_tree(int parent_fd, const char *parent_path, const char *name, int depth, capsule_error *err);

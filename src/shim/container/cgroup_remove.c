@@ -46,6 +46,16 @@ static int cmp_pid(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
+void cg_pids_sort(struct pidvec *pv)
+{
+	qsort(pv->v, pv->n, sizeof(*pv->v), cmp_pid);
+}
+
+bool cg_pids_has(const struct pidvec *sorted, pid_t pid)
+{
+	return bsearch(&pid, sorted->v, sorted->n, sizeof(*sorted->v), cmp_pid) != NULL;
+}
+
 /* Call FN on every sub-cgroup folder of DFD. */
 static int for_each_subdir(int dfd, int (*fn)(int dfd, const char *name, void *ud), void *ud)
 {
@@ -158,9 +168,9 @@ static int kill_round(int dfd)
 	}
 	r = cg_collect_pids(dfd, &l2, 0);
 	if (r >= 0) {
-		qsort(l2.v, l2.n, sizeof(*l2.v), cmp_pid);
+		cg_pids_sort(&l2);
 		for (size_t i = 0; i < nb; i++) {
-			if (!bsearch(&l1.v[i], l2.v, l2.n, sizeof(*l2.v), cmp_pid))
+			if (!cg_pids_has(&l2, l1.v[i]))
 				continue;
 			if (fds[i] >= 0)
 				sys_pidfd_send_signal(fds[i], SIGKILL);

@@ -180,14 +180,11 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 		{ CAPSULE_LIMIT_CPU_QUOTA | CAPSULE_LIMIT_CPU_PERIOD | CAPSULE_LIMIT_CPU_SHARES | CAPSULE_LIMIT_CPU_RT_PERIOD |
 			  CAPSULE_LIMIT_CPU_RT_RUNTIME, CG_CPU },
 		{ CAPSULE_LIMIT_PIDS, CG_PIDS },
-		{ CAPSULE_LIMIT_CPUSET_CPUS | CAPSULE_LIMIT_CPUSET_MEMS, CG_CPUSET },
 	};
 	for (size_t i = 0; i < ARRAY_SIZE(need); i++)
 		if ((u->set & need[i].bits) && !dir_of(cg, need[i].ctrl))
-			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller%s",
-					     cg_ctrl_name[need[i].ctrl],
-					     need[i].ctrl == CG_CPUSET ? " (a cpuset is given at create: --cpuset-cpus or --cpuset-mems, "
-									 "an OCI spec's linux.resources.cpu.cpus or mems)" : "");
+			return cap_err_plain(err, EOPNOTSUPP, "the sandbox's cgroup has no %s controller",
+					     cg_ctrl_name[need[i].ctrl]);
 	struct plan p = { .n = 0 };
 	int r = 0;
 	/* Memory first: it is the write the kernel may refuse. */
@@ -200,6 +197,10 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 	}
 	if (r == 0)
 		r = plan_cpu(&p, cg, dir_of(cg, CG_CPU), u, err);
+	/* Last of the checks, as it is the one that makes something: the cpuset a sandbox made
+	 * without one gets now, with its parent's sets until the plan writes the new ones. */
+	if (r == 0 && (u->set & (CAPSULE_LIMIT_CPUSET_CPUS | CAPSULE_LIMIT_CPUSET_MEMS)))
+		r = cgroup_add_cpuset(cg, err);
 	if (r == 0)
 		r = plan_finer(&p, cg, u, err);
 	if (r < 0)
