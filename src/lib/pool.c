@@ -33,6 +33,7 @@
 #include "pool.h"
 #include "sandbox.h"
 #include "sandbox_config.h"
+#include "syscalls.h"
 #include "util.h"
 
 #define POOL_NEW_PREFIX ".new-"
@@ -40,6 +41,10 @@
 #define POOL_LOG_MAX (1u << 20)
 #define POOL_RETRY_MIN_MS 500u
 #define POOL_RETRY_MAX_MS 30000u
+/* How long a refill waits for the taken sandbox's shim to exit (its taker is done with it)
+ * before it starts all the same: a start is several ms of CPU on what may be two shared CPUs,
+ * taken from the taker's first command if it ran beside it (docs/architecture.md, "Warm pools"). */
+#define POOL_REFILL_DEFER_MS 50u
 /* How long a remove waits for the keeper to stop the ready sandboxes and let go of its lock. */
 #define POOL_RM_WAIT_MS 120000u
 
@@ -150,10 +155,42 @@ struct keeper {
 	struct capsule_config tmpl;
 	uint32_t size;
 	capsule_sandbox *sb[CAPSULE_POOL_SIZE_MAX];
+	int shim[CAPSULE_POOL_SIZE_MAX]; /* a pidfd of each one's shim, or -1 */
 	uint32_t n;
+	/* Sandboxes taken whose refill waits for their shim to exit or for UNTIL to pass. */
+	struct {
+		int pidfd;
+		uint64_t until;
+	} leaving[CAPSULE_POOL_SIZE_MAX];
+	uint32_t nleaving;
+	uint32_t defer_ms;
 	uint32_t retry_ms;
 	uint64_t next_try_ms;
 };
+
+/* A pidfd of SB's shim, or -1: its state.json names it (the shim runs in our pid namespace).
+ * Checked against our connection to it, which only the shim's exit closes while it is ready:
+ * one that ended before the pidfd was opened could have left its pid to another process.
+ * A wrong or missing pidfd costs only the refill's wait (keeper_forget). */
+static int keeper_shim_pidfd(capsule_sandbox *sb)
+{
+	_cleanup_close_ int run = -1, dir = -1;
+	_cleanup_free_ char *state = NULL;
+	size_t len;
+	int64_t pid;
+	if (home_subdir_open("run", &run, NULL) < 0 ||
+	    (dir = openat(run, capsule_sandbox_name(sb), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)) < 0 ||
+	    read_file_at(dir, "state.json", 1u << 16, &state, &len) < 0 || json_get_int(state, len, "shim_pid", &pid) < 0 ||
+	    pid <= 0 || pid > INT32_MAX)
+		return -1;
+	int pidfd = sys_pidfd_open((pid_t)pid, 0);
+	struct pollfd p = { .fd = sandbox_owner_fd(sb), .events = POLLIN };
+	if (pidfd >= 0 && poll(&p, 1, 0) != 0) {
+		close(pidfd);
+		return -1;
+	}
+	return pidfd;
+}
 
 /* Start one ready sandbox; its entry in ready/ comes only once it runs. */
 static int keeper_add(struct keeper *k, capsule_error *err)
@@ -170,23 +207,43 @@ static int keeper_add(struct keeper *k, capsule_error *err)
 		capsule_sandbox_free(sb);
 		return r;
 	}
+	k->shim[k->n] = keeper_shim_pidfd(sb);
 	k->sb[k->n++] = sb;
 	return 0;
 }
 
 /* Sandbox I's shim hung up on us: it was taken (TAKE hands it to the taker and closes the
  * keeper's connection) or it died. Either way it is no longer ours; closing our end now ends
- * nothing. */
-static void keeper_forget(struct keeper *k, uint32_t i)
+ * nothing. DEFER: its refill waits for its shim to exit (at once for one that died), for at
+ * most K->DEFER_MS. */
+static void keeper_forget(struct keeper *k, uint32_t i, bool defer)
 {
 	unlinkat(k->ready, capsule_sandbox_name(k->sb[i]), 0);
 	capsule_sandbox_free(k->sb[i]);
-	k->sb[i] = k->sb[--k->n];
+	if (defer && k->shim[i] >= 0)
+		k->leaving[k->nleaving++] = (typeof(k->leaving[0])){ k->shim[i], now_ms() + k->defer_ms };
+	else if (k->shim[i] >= 0)
+		close(k->shim[i]);
+	k->n--;
+	k->sb[i] = k->sb[k->n];
+	k->shim[i] = k->shim[k->n];
+}
+
+/* The refills whose wait is over (POLLED: poll's answers for the first NPOLLED). */
+static void keeper_left(struct keeper *k, const struct pollfd *polled, uint32_t npolled)
+{
+	uint64_t now = now_ms();
+	for (uint32_t i = k->nleaving; i-- > 0;) {
+		if (!(i < npolled && polled[i].revents) && now < k->leaving[i].until)
+			continue;
+		close(k->leaving[i].pidfd);
+		k->leaving[i] = k->leaving[--k->nleaving];
+	}
 }
 
 static void keeper_fill(struct keeper *k)
 {
-	while (k->n < k->size && now_ms() >= k->next_try_ms) {
+	while (k->n + k->nleaving < k->size && now_ms() >= k->next_try_ms) {
 		capsule_error e = { 0 };
 		if (keeper_add(k, &e) == 0) {
 			k->retry_ms = 0;
@@ -206,8 +263,10 @@ static void keeper_stop_all(struct keeper *k)
 {
 	while (k->n) {
 		capsule_sandbox_stop(k->sb[k->n - 1], 0, NULL);
-		keeper_forget(k, k->n - 1);
+		keeper_forget(k, k->n - 1, false);
 	}
+	while (k->nleaving)
+		close(k->leaving[--k->nleaving].pidfd);
 }
 
 static void keeper_report(int fd, int r, const capsule_error *err)
@@ -220,7 +279,11 @@ static void keeper_report(int fd, int r, const capsule_error *err)
 
 int pool_keep(const char *name, int report_fd, int lock_fd)
 {
-	struct keeper k = { .name = name, .dir = -1, .ready = -1 };
+	struct keeper k = { .name = name, .dir = -1, .ready = -1, .defer_ms = POOL_REFILL_DEFER_MS };
+	/* tests/e2e/test_pools.py: a wait long enough that only the shim's exit ends it. */
+	const char *defer = getenv("CAPSULE_TEST_POOL_REFILL_DEFER_MS");
+	if (defer && *defer)
+		k.defer_ms = (uint32_t)strtoul(defer, NULL, 10);
 	capsule_error err = { 0 };
 	_cleanup_close_ int pools = -1, dir = -1, ready = -1, ino = -1, sig = -1;
 	int r = pool_name_check(name, &err);
@@ -282,25 +345,35 @@ int pool_keep(const char *name, int report_fd, int lock_fd)
 
 	for (;;) {
 		keeper_fill(&k);
-		struct pollfd pfd[CAPSULE_POOL_SIZE_MAX + 2];
+		/* The signals, the folder's watch, the ready sandboxes' connections, then the
+		 * pidfds of the taken ones whose refill waits. */
+		struct pollfd pfd[2 * CAPSULE_POOL_SIZE_MAX + 2];
 		pfd[0] = (struct pollfd){ .fd = ino, .events = POLLIN };
 		pfd[1] = (struct pollfd){ .fd = sig, .events = POLLIN };
 		for (uint32_t i = 0; i < k.n; i++)
 			pfd[2 + i] = (struct pollfd){ .fd = sandbox_owner_fd(k.sb[i]), .events = POLLIN };
+		struct pollfd *lpfd = pfd + 2 + k.n;
+		for (uint32_t i = 0; i < k.nleaving; i++)
+			lpfd[i] = (struct pollfd){ .fd = k.leaving[i].pidfd, .events = POLLIN };
 		int timeout = -1;
-		if (k.n < k.size) {
-			uint64_t now = now_ms();
-			timeout = k.next_try_ms > now ? (int)(k.next_try_ms - now) : 0;
-		}
-		uint32_t polled = k.n;
-		if (poll(pfd, 2 + polled, timeout) < 0 && errno != EINTR)
+		uint64_t now = now_ms(), wake = UINT64_MAX;
+		if (k.n + k.nleaving < k.size)
+			wake = k.next_try_ms;
+		for (uint32_t i = 0; i < k.nleaving; i++)
+			wake = k.leaving[i].until < wake ? k.leaving[i].until : wake;
+		if (wake != UINT64_MAX)
+			timeout = wake > now ? (int)(wake - now) : 0;
+		uint32_t polled = k.n, lpolled = k.nleaving;
+		if (poll(pfd, 2 + polled + lpolled, timeout) < 0 && errno != EINTR)
 			break;
 		if (pfd[0].revents || pfd[1].revents)
 			break;
+		/* The waits first: forgetting a sandbox below adds to them. */
+		keeper_left(&k, lpfd, lpolled);
 		/* From the last, so that moving the last into a freed place skips nothing. */
 		for (uint32_t i = polled; i-- > 0;)
 			if (pfd[2 + i].revents)
-				keeper_forget(&k, i);
+				keeper_forget(&k, i, true);
 	}
 	keeper_stop_all(&k);
 	keeper_log(dir, "keeper %d ended", (int)getpid());

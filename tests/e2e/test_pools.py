@@ -198,6 +198,37 @@ def test_the_pool_refills_after_a_take(capsule, make_pool):
     assert name not in after
 
 
+def test_a_refill_waits_for_the_taken_sandboxs_end_and_pool_rm_ends_the_wait(capsule):
+    """The keeper starts a take's replacement once the taken sandbox's shim exits (or after a
+    short wait: a start beside the taker's first command would slow it). With that wait made
+    ten minutes long, only the shim's exit can refill the pool in the time given here."""
+    name = capsule.unique_name("pool")
+    env = {"CAPSULE_TEST_POOL_REFILL_DEFER_MS": "600000"}
+    r = capsule.run("pool", "create", name, "--size", "1", env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_full(capsule, name)
+        r = capsule.run("run", "--pool", name, "--", "true")
+        assert r.returncode == 0, r.stderr
+        wait_full(capsule, name)
+        taken = capsule.unique_name("taken")
+        capsule.run("create", "--pool", name, "--name", taken, check=True)
+        capsule.run("rm", "-f", taken, check=True)
+        wait_full(capsule, name)
+        # A take that keeps running leaves the keeper waiting: a removal ends that wait too.
+        keeper = pool_info(capsule, name)["keeper_pid"]
+        capsule.run("create", "--pool", name, "--name", taken, check=True)
+        r = capsule.run("pool", "rm", name)
+        assert r.returncode == 0, r.stderr
+        assert pool_info(capsule, name) is None and pool_left(capsule, name) == []
+        assert not pid_alive(keeper)
+        assert {s["name"]: s["state"] for s in capsule.ps()}[taken] == "running"
+        capsule.run("rm", "-f", taken, check=True)
+    finally:
+        if pool_info(capsule, name):
+            capsule.run("pool", "rm", name, timeout=300)
+
+
 def test_pool_rm_stops_the_ready_sandboxes_and_leaves_nothing(capsule, make_pool):
     p = make_pool(2)
     wait_full(capsule, p.name)
