@@ -26,6 +26,16 @@ static inline long sys_clone3(struct clone_args *args)
 	return syscall(SYS_clone3, args, sizeof(*args));
 }
 
+#ifndef RENAME_EXCHANGE
+#define RENAME_EXCHANGE (1 << 1)
+#endif
+
+/* The agent's libc has no renameat2. */
+static inline int sys_renameat2(int olddir, const char *old, int newdir, const char *new_name, unsigned flags)
+{
+	return (int)syscall(SYS_renameat2, olddir, old, newdir, new_name, flags);
+}
+
 static inline int sys_pidfd_open(pid_t pid, unsigned flags)
 {
 	return (int)syscall(SYS_pidfd_open, pid, flags);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "syscalls.h"
 #include "util.h"
 
 __attribute__((format(printf, 4, 0))) static int err_vfill(capsule_error *err, int errnum, bool with_strerror,
@@ -186,7 +187,9 @@ int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *ou
 	return read_fd_all(fd, max, out, out_len);
 }
 
-int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable)
+/* NAME's new content through a temp file: readers see the old or the new, never a part. */
+static int write_file_via_temp(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable,
+			       bool swap)
 {
 	char tmp[512];
 	if (snprintf(tmp, sizeof(tmp), ".%s.tmp.%d", name, (int)getpid()) >= (int)sizeof(tmp))
@@ -197,11 +200,24 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
 	int r = write_all(fd, data, len);
 	if (r == 0 && durable && fsync(fd) < 0)
 		r = -errno;
+	/* No NAME yet, or a filesystem without exchanges: the rename below. */
+	if (r == 0 && swap && sys_renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) == 0)
+		return 0;
 	if (r == 0 && renameat(dirfd, tmp, dirfd, name) < 0)
 		r = -errno;
 	if (r < 0)
 		unlinkat(dirfd, tmp, 0);
 	return r;
+}
+
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable)
+{
+	return write_file_via_temp(dirfd, name, data, len, mode, durable, false);
+}
+
+int write_file_swap_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode)
+{
+	return write_file_via_temp(dirfd, name, data, len, mode, false, true);
 }
 
 uint64_t now_ns(void)

@@ -66,6 +66,14 @@ void char_describe(const char *s, char out[16], size_t *len);
  * before the rename, for what must survive a power loss (saves, volume metadata); files that
  * describe live state only need the rename. */
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode, bool durable);
+/* The same for a file whose content after a host crash does not matter, in a folder that is
+ * removed whole, replaced where a wait counts: the new file is exchanged with the old
+ * (RENAME_EXCHANGE), and the old stays under the temp name (.NAME.tmp.PID) until the folder
+ * goes. Renaming over it, ext4 (auto_da_alloc) starts writing the new file's data back and
+ * the old one's last link goes, which waits for its own writeback: 0.15 to 0.35 ms on the
+ * development machine, and an unlink of the old after an exchange 0.3 to 6 ms, against 0.02
+ * ms for the exchange alone. The price: a crash before the writeback may leave NAME empty. */
+int write_file_swap_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
 
 /* Length of the valid UTF-8 sequence at S (N >= 1 bytes available), or 0 when S does not
  * start one: overlongs, surrogates and code points above U+10FFFF are invalid. */

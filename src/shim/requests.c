@@ -506,8 +506,12 @@ static int take_sandbox(struct shim *s, int ci, const struct cp_take *m, capsule
 	s->cfg.detached = m->detached != 0;
 	_cleanup_free_ char *text = NULL;
 	size_t len;
+	/* An ephemeral sandbox's folder does not outlive a host crash (the next open sweeps it)
+	 * and goes whole at its end, so its config is swapped in, not renamed over: the take is
+	 * waited on. A detached one's must survive a crash as it was or as it is. */
 	if ((r = config_serialize(&s->cfg, &text, &len)) < 0 ||
-	    (r = write_file_atomic_at(s->run_fd, "config", text, len, 0600, false)) < 0) {
+	    (r = s->cfg.detached ? write_file_atomic_at(s->run_fd, "config", text, len, 0600, false)
+				 : write_file_swap_at(s->run_fd, "config", text, len, 0600)) < 0) {
 		cap_err(err, -r, "writing the configuration of sandbox '%s'", m->name);
 		snprintf(s->cfg.name, sizeof(s->cfg.name), "%s", old_name);
 		snprintf(s->cfg.pool, sizeof(s->cfg.pool), "%s", old_pool);
@@ -517,9 +521,11 @@ static int take_sandbox(struct shim *s, int ci, const struct cp_take *m, capsule
 		return r;
 	}
 	snprintf(s->name, sizeof(s->name), "%s", m->name);
-	/* Its idle time starts with its taker. */
+	/* Its idle time starts with its taker. state.json names the sandbox and says nothing
+	 * else a take changes. */
 	s->io.idle_since_ms = now_ms();
-	write_state(s, "running");
+	if (rename)
+		write_state(s, "running");
 	for (int i = 0; i < MAX_CLIENTS; i++)
 		s->io.clients[i].owner = false;
 	s->io.clients[ci].owner = !s->cfg.detached;
