@@ -229,6 +229,31 @@ def test_a_refill_waits_for_the_taken_sandboxs_end_and_pool_rm_ends_the_wait(cap
             capsule.run("pool", "rm", name, timeout=300)
 
 
+def test_a_keeper_killed_while_a_refill_waits_leaves_nothing_of_the_pool(capsule):
+    name = capsule.unique_name("pool")
+    r = capsule.run("pool", "create", name, "--size", "2", env={"CAPSULE_TEST_POOL_REFILL_DEFER_MS": "600000"},
+                    timeout=300)
+    assert r.returncode == 0, r.stderr
+    try:
+        wait_full(capsule, name)
+        keeper = pool_info(capsule, name)["keeper_pid"]
+        taken = capsule.unique_name("taken")
+        capsule.run("create", "--pool", name, "--name", taken, check=True)
+        members = ready_names(capsule, name) - {taken}
+        os.kill(keeper, signal.SIGKILL)
+        wait_for("the ready sandbox to end", lambda: not (members & run_entries(capsule)))
+        for m in members:
+            assert wait_until(lambda: cgroup_dirs(m) == [], 10), cgroup_dirs(m)
+        assert not (members & slot_owners(capsule))
+        assert {s["name"]: s["state"] for s in capsule.ps()}[taken] == "running"
+        capsule.run("system", "prune", check=True)
+        assert pool_info(capsule, name) is None and pool_left(capsule, name) == []
+        capsule.run("rm", "-f", taken, check=True)
+    finally:
+        if pool_info(capsule, name):
+            capsule.run("pool", "rm", name, timeout=300)
+
+
 def test_pool_rm_stops_the_ready_sandboxes_and_leaves_nothing(capsule, make_pool):
     p = make_pool(2)
     wait_full(capsule, p.name)
