@@ -153,6 +153,10 @@ def test_a_taken_sandbox_has_the_name_asked_for_and_behaves_as_any(capsule, make
     assert listed[name]["state"] == "running"
     info = capsule.inspect(name)
     assert info["name"] == name and info["detached"] is True
+    # A take may make a ready sandbox detached, whose layer must survive a host crash: a
+    # pool's overlay is never volatile (no remount could drop the option).
+    r = capsule.run("exec", name, "--", "grep", " / / ", "/proc/self/mountinfo")
+    assert r.returncode == 0 and "volatile" not in r.stdout.split(" - ", 1)[1], r.stdout + r.stderr
     # Its cgroups keep the name it started under; the hostname too (docs/architecture.md).
     assert info["hostname"] == member
     r = capsule.run("exec", name, "--", "sh", "-c", "echo $(hostname) > /tmp/h; cat /tmp/h")

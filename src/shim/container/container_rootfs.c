@@ -429,6 +429,8 @@ static void setup_mounts(const struct container_spec *spec, int rootfd)
  * Layer 0 is attached at rootfs/ itself, where the overlay then goes on top of it, and each
  * other at l/<i> below FSDIR (attach_layers): named relative to it, because a mount's options
  * fit in one page and 128 absolute paths do not. */
+#define VOLATILE_OPT ",volatile"
+
 static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
 	size_t off = 0;
@@ -445,7 +447,8 @@ static void overlay_options(const struct container_spec *spec, int host_fd, char
 	if (n >= 0 && (size_t)n < size - off) {
 		off += (size_t)n;
 		const char *at = spec->disk_tree >= 0 ? "disk/" : "";
-		n = snprintf(opts + off, size - off, ",upperdir=%supper,workdir=%swork,userxattr", at, at);
+		n = snprintf(opts + off, size - off, ",upperdir=%supper,workdir=%swork,userxattr%s", at, at,
+			     spec->volatile_upper ? VOLATILE_OPT : "");
 	}
 	if (n < 0 || (size_t)n >= size - off)
 		container_child_die(ENAMETOOLONG, "overlay options");
@@ -491,7 +494,14 @@ void container_setup_rootfs(const struct container_spec *spec, int fsfd, int hos
 	} else {
 		attach_layers(spec, fsfd);
 		close(fsfd);
-		if (mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts) < 0)
+		int r = mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts);
+		/* A kernel before 5.10 knows no `volatile`: the overlay is then mounted as a
+		 * named sandbox's is, once more without it (the option is the last one). */
+		if (r < 0 && errno == EINVAL && spec->volatile_upper) {
+			opts[strlen(opts) - strlen(VOLATILE_OPT)] = '\0';
+			r = mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts);
+		}
+		if (r < 0)
 			container_child_die(errno, "mounting the overlay root on '%s'", rootfs);
 	}
 	if (host_fd >= 0)
