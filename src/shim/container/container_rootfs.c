@@ -429,7 +429,13 @@ static void setup_mounts(const struct container_spec *spec, int rootfd)
  * Layer 0 is attached at rootfs/ itself, where the overlay then goes on top of it, and each
  * other at l/<i> below FSDIR (attach_layers): named relative to it, because a mount's options
  * fit in one page and 128 absolute paths do not. */
-#define VOLATILE_OPT ",volatile"
+/* The option last, so that a kernel which refuses it gets the same options less its tail.
+ * tests/e2e/test_volatile_layer.py stands in for a kernel before 5.10 with one more option that
+ * no overlayfs knows (CAPSULE_TEST_REFUSE_VOLATILE). */
+static const char *volatile_option(void)
+{
+	return getenv("CAPSULE_TEST_REFUSE_VOLATILE") ? ",volatile,x-capsule-test" : ",volatile";
+}
 
 static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
@@ -448,7 +454,7 @@ static void overlay_options(const struct container_spec *spec, int host_fd, char
 		off += (size_t)n;
 		const char *at = spec->disk_tree >= 0 ? "disk/" : "";
 		n = snprintf(opts + off, size - off, ",upperdir=%supper,workdir=%swork,userxattr%s", at, at,
-			     spec->volatile_upper ? VOLATILE_OPT : "");
+			     spec->volatile_upper ? volatile_option() : "");
 	}
 	if (n < 0 || (size_t)n >= size - off)
 		container_child_die(ENAMETOOLONG, "overlay options");
@@ -498,7 +504,7 @@ void container_setup_rootfs(const struct container_spec *spec, int fsfd, int hos
 		/* A kernel before 5.10 knows no `volatile`: the overlay is then mounted as a
 		 * named sandbox's is, once more without it (the option is the last one). */
 		if (r < 0 && errno == EINVAL && spec->volatile_upper) {
-			opts[strlen(opts) - strlen(VOLATILE_OPT)] = '\0';
+			opts[strlen(opts) - strlen(volatile_option())] = '\0';
 			r = mount("overlay", "rootfs", "overlay", MS_NOSUID | MS_NODEV, opts);
 		}
 		if (r < 0)
