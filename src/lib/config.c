@@ -165,6 +165,11 @@ const char *config_hostname(const struct capsule_config *cfg)
 	return cfg->hostname[0] ? cfg->hostname : cfg->origin[0] ? cfg->origin : cfg->name;
 }
 
+bool config_layer_volatile(const struct capsule_config *cfg)
+{
+	return !cfg->detached && !cfg->pool[0];
+}
+
 const char *config_cgroup_base(const struct capsule_config *cfg)
 {
 	return cfg->cgroup_base[0] ? cfg->cgroup_base : cfg->origin[0] ? cfg->origin : cfg->name;

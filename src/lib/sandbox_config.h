@@ -218,6 +218,12 @@ void config_clear(struct capsule_config *cfg);
 /* The hostname inside: the one set, else the name the sandbox was started under (a pool's
  * sandbox keeps the one it booted with when a take renames it). */
 const char *config_hostname(const struct capsule_config *cfg);
+/* Whether the sandbox's own layer (a container's upper layer, a vm's qcow2) goes with it, so
+ * that nothing need sync it to the host's disk: an ephemeral sandbox's is removed at its end
+ * (kept, stopped, only by its creator on this boot). A detached sandbox's must survive a host
+ * crash, and so must a pool's ready sandbox's, which a take may make detached: neither an
+ * overlay's `volatile` nor QEMU's cache mode can be dropped while the sandbox runs. */
+bool config_layer_volatile(const struct capsule_config *cfg);
 /* The name its cgroups are made under (sandbox_cgroup_name): cgroup_base, else the origin,
  * else the name. */
 const char *config_cgroup_base(const struct capsule_config *cfg);

@@ -1,13 +1,20 @@
 """An ephemeral sandbox's overlay is mounted `volatile`: its layer goes with it, so nothing syncs
 the upper layer's filesystem (the host's root) for it, above all not its unmount at the end
-(docs/architecture.md, "The root"; docs/performance.md). A named sandbox's layer must survive a
-host crash: its overlay is not volatile."""
+(docs/architecture.md; docs/performance.md). A named sandbox's layer must survive a host crash:
+its overlay is not volatile. At the vm level the same goes for the sandbox's qcow2 (QEMU's cache
+mode)."""
 import os
 import subprocess
 
+import pytest
+
 from tests.conftest import BUILD, settled_run_entries
 
-from .helpers import leftovers, run_dir, sandbox_gone, wait_until
+from .helpers import leftovers, qemu_procs, run_dir, sandbox_gone, wait_until
+from .imageutil import agent_is_static
+
+boots = pytest.mark.skipif(not agent_is_static(BUILD), reason="capsule-agent is dynamically linked (a sanitizer "
+                           "build): it cannot be a VM's init")
 
 ROOT_LINE = "grep ' / / ' /proc/self/mountinfo"
 
@@ -62,3 +69,32 @@ def test_a_kept_ephemeral_sandbox_with_a_disk_starts_again(capsule):
     assert r.stdout.split() == ["ok", "volatile", "ok", "restart"], r.stdout
     assert wait_until(lambda: sandbox_gone(capsule, name), 10), leftovers(capsule, name)
     assert not os.path.exists(run_dir(capsule, name))
+
+
+def _qemu_cmdline(capsule, name):
+    procs = []
+    assert wait_until(lambda: procs.extend(qemu_procs(capsule, name)) or procs, 240), leftovers(capsule, name)
+    with open(f"/proc/{procs[0]}/cmdline", "rb") as f:
+        return f.read().decode().split("\0")
+
+
+@pytest.mark.vm_slow
+@boots
+def test_an_ephemeral_vms_disk_skips_flushes_and_a_named_ones_does_not(capsule):
+    """The vm level's counterpart: an ephemeral sandbox's qcow2 is QEMU's cache=unsafe (no
+    fdatasync at the guest's flushes), a named one's cache=writeback."""
+    name = capsule.unique_name("volvm")
+    p = capsule.popen("run", "--isolation", "vm", "--name", name, "--", "sleep", "600", stdin=subprocess.DEVNULL,
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        drive = [a for a in _qemu_cmdline(capsule, name) if "node-name=root-top" in a]
+        assert len(drive) == 1 and ",cache=unsafe," in drive[0], drive
+    finally:
+        p.kill()
+        p.wait()
+        p.stderr.close()
+    assert wait_until(lambda: sandbox_gone(capsule, name), 60), leftovers(capsule, name)
+    named = capsule.create("--isolation", "vm")
+    drive = [a for a in _qemu_cmdline(capsule, named) if "node-name=root-top" in a]
+    assert len(drive) == 1 and ",cache=writeback," in drive[0], drive
+    capsule.run("rm", "-f", named, check=True)

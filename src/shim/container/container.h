@@ -68,7 +68,7 @@ struct container_spec {
 	bool root_is_tree;
 	/* The overlay is mounted `volatile` (no syncs to the upper layer's filesystem, above all
 	 * none at its unmount): the sandbox's layer goes with it, so a host crash loses nothing
-	 * that would have been kept (container_volatile_layer in level.c says which). */
+	 * that would have been kept (config_layer_volatile says which). */
 	bool volatile_upper;
 	bool root_readonly; /* the root mount read-only (an OCI spec's root.readonly) */
 	const char *sysctls; /* "name=value,..." (config's sysctl), or NULL */

@@ -186,15 +186,6 @@ static int make_owned_dirs(int at, const struct owned_dir *dirs, size_t n, uid_t
 	return 0;
 }
 
-/* Whether the sandbox's own layer goes with it, so its overlay may be mounted `volatile`: an
- * ephemeral sandbox's is removed at its end (kept, stopped, only by its creator on this boot).
- * A detached sandbox's must survive a host crash, and so must a pool's ready sandbox's, which
- * a take may make detached: no remount drops an overlay's `volatile`. */
-static bool volatile_layer(const struct shim *s)
-{
-	return !s->cfg.detached && !s->cfg.pool[0];
-}
-
 /* The sandbox's own layer: upper/ and work/ in fs/, or on its disk (*DISK, a detached mount
  * the child attaches at fs/disk), all the sandbox root's. The upper folder is the sandbox's
  * "/" as overlayfs shows it: its mode is the root's. */
@@ -215,7 +206,7 @@ static int prepare_layer(struct shim *s, uid_t ub, gid_t gb, int *disk, capsule_
 	/* A volatile overlay leaves work/work/incompat/volatile behind, which refuses the next
 	 * mount on that work folder: a kept sandbox's start again gets a new one, as fs/work is
 	 * removed at a stop (lifecycle.c). */
-	if (volatile_layer(s))
+	if (config_layer_volatile(&s->cfg))
 		rootless_rm_rf_at(l.root_fd, "work");
 	if ((r = make_owned_dirs(l.root_fd, on_disk, ARRAY_SIZE(on_disk), ub, gb, err)) < 0) {
 		sandbox_layer_close(&l);
@@ -441,7 +432,7 @@ static int container_start_process(struct shim *s, int agent_sock, capsule_error
 		.nlayers = b->nlayer_trees,
 		.disk_tree = b->disk,
 		.root_is_tree = s->cfg.rootfs != NULL,
-		.volatile_upper = volatile_layer(s),
+		.volatile_upper = config_layer_volatile(&s->cfg),
 		.root_readonly = s->cfg.rootfs_readonly,
 		.sysctls = s->cfg.sysctls,
 		.masked_paths = s->cfg.masked_paths,
