@@ -424,11 +424,6 @@ static void setup_mounts(const struct container_spec *spec, int rootfd)
 			setup_bind(spec, &spec->binds[b++], rootfd);
 }
 
-/* The overlay's lowerdir option: the layers, top first, then the host image's root, HOST_FD (-1:
- * none), named by its descriptor: the sandbox's root we are by then could not walk its path.
- * Layer 0 is attached at rootfs/ itself, where the overlay then goes on top of it, and each
- * other at l/<i> below FSDIR (attach_layers): named relative to it, because a mount's options
- * fit in one page and 128 absolute paths do not. */
 /* The option last, so that a kernel which refuses it gets the same options less its tail.
  * tests/e2e/test_volatile_layer.py stands in for a kernel before 5.10 with one more option that
  * no overlayfs knows (CAPSULE_TEST_REFUSE_VOLATILE). */
@@ -437,6 +432,11 @@ static const char *volatile_option(void)
 	return getenv("CAPSULE_TEST_REFUSE_VOLATILE") ? ",volatile,x-capsule-test" : ",volatile";
 }
 
+/* The overlay's lowerdir option: the layers, top first, then the host image's root, HOST_FD (-1:
+ * none), named by its descriptor: the sandbox's root we are by then could not walk its path.
+ * Layer 0 is attached at rootfs/ itself, where the overlay then goes on top of it, and each
+ * other at l/<i> below FSDIR (attach_layers): named relative to it, because a mount's options
+ * fit in one page and 128 absolute paths do not. */
 static void overlay_options(const struct container_spec *spec, int host_fd, char *opts, size_t size)
 {
 	size_t off = 0;
