@@ -110,9 +110,9 @@ int read_all(int fd, void *buf, size_t len)
 	return 0;
 }
 
-int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
+static int read_fd_whole(int fd, size_t cap, bool short_is_end, size_t max, char **out, size_t *out_len)
 {
-	size_t cap = 4096, len = 0;
+	size_t len = 0;
 	_cleanup_free_ char *buf = malloc(cap + 1);
 	if (!buf)
 		return -ENOMEM;
@@ -135,12 +135,28 @@ int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
 		if (n == 0)
 			break;
 		len += (size_t)n;
+		/* A regular file's read is short only at its end. */
+		if (short_is_end && len < cap)
+			break;
 	}
 	buf[len] = '\0';
 	if (out_len)
 		*out_len = len;
 	*out = steal_ptr(buf);
 	return 0;
+}
+
+int read_fd_all(int fd, size_t max, char **out, size_t *out_len)
+{
+	return read_fd_whole(fd, 4096, false, max, out, out_len);
+}
+
+int read_fd_all_sized(int fd, size_t size, size_t max, char **out, size_t *out_len)
+{
+	/* One byte more than the size: a full read then means the file grew, and reading goes on. */
+	if (size >= max)
+		return read_fd_whole(fd, max, false, max, out, out_len);
+	return read_fd_whole(fd, size + 1 < 4096 ? 4096 : size + 1, true, max, out, out_len);
 }
 
 int fd_path(int fd, char *out, size_t size, capsule_error *err)

@@ -53,6 +53,9 @@ void socket_stream_buffers(int fd);
 int read_all(int fd, void *buf, size_t len); /* -EPIPE on early EOF */
 /* Read a whole small file (at most MAX bytes) into a NUL-terminated buffer. */
 int read_fd_all(int fd, size_t max, char **out, size_t *out_len);
+/* The same for a regular file of SIZE bytes (its fstat): a read that comes back short is its
+ * end, so a file that did not grow is read in one read, not two. */
+int read_fd_all_sized(int fd, size_t size, size_t max, char **out, size_t *out_len);
 int read_file_at(int dirfd, const char *path, size_t max, char **out, size_t *out_len);
 
 /* The path FD was opened by, as the kernel has it now, into OUT (SIZE bytes); -errno with a

@@ -2,13 +2,15 @@
  * command: with close_range, and with a seccomp filter that refuses close_range (ENOSYS, as an
  * older kernel, or EPERM) so that the walk of /proc/self/fd is what marks the fds; and when
  * neither way works, an error rather than silence. Each case runs in a child, which the filter
- * would otherwise outlive. */
+ * would otherwise outlive. Also read_fd_all_sized, the agent's read of a sandbox's user files. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <setjmp.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -102,9 +104,52 @@ static void test_neither_way_is_an_error(void **state)
 	assert_int_equal(child(SYS_close_range, SYS_openat, EPERM, true), 2);
 }
 
+/* read_fd_all_sized, which the agent reads a sandbox's /etc/passwd and /etc/group with: the
+ * file is whole for every size around its first buffer (4 KiB), and whole too when it grew
+ * after the fstat that gave the size; a size past MAX is refused. */
+static void test_read_sized_whole(void **state)
+{
+	(void)state;
+	static const size_t sizes[] = { 0, 1, 4095, 4096, 4097, 8193, 10000 };
+	char *want = malloc(20000);
+	assert_non_null(want);
+	for (size_t i = 0; i < 20000; i++)
+		want[i] = (char)('a' + i % 23);
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++)
+		for (size_t grow = 0; grow <= 5000; grow += 5000) {
+			FILE *f = tmpfile();
+			assert_non_null(f);
+			int fd = fileno(f);
+			assert_int_equal(write(fd, want, sizes[k]), (ssize_t)sizes[k]);
+			struct stat st;
+			assert_int_equal(fstat(fd, &st), 0);
+			/* Grown after the fstat: the size given is short of what is there. */
+			assert_int_equal(write(fd, want + sizes[k], grow), (ssize_t)grow);
+			assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+			char *got = NULL;
+			size_t len = 0;
+			assert_int_equal(read_fd_all_sized(fd, (size_t)st.st_size, 1u << 20, &got, &len), 0);
+			assert_int_equal(len, sizes[k] + grow);
+			assert_memory_equal(got, want, len);
+			assert_int_equal(got[len], '\0');
+			free(got);
+			fclose(f);
+		}
+	FILE *f = tmpfile();
+	assert_non_null(f);
+	assert_int_equal(write(fileno(f), want, 10000), 10000);
+	assert_int_equal(lseek(fileno(f), 0, SEEK_SET), 0);
+	char *got = NULL;
+	assert_int_equal(read_fd_all_sized(fileno(f), 10000, 8192, &got, NULL), -EFBIG);
+	assert_null(got);
+	fclose(f);
+	free(want);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_read_sized_whole),
 		cmocka_unit_test(test_close_range),
 		cmocka_unit_test(test_close_range_refused_walks_proc),
 		cmocka_unit_test(test_close_without_close_range_walks_proc),
