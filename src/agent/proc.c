@@ -62,7 +62,9 @@ static size_t split_colon(char *line, char **fields, size_t max)
  * in open() or read(). So: non-blocking open, regular files only, bounded size. */
 static int read_sandbox_file(const char *path, char **out)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	/* openat, not open, here and in a command's set-up: musl's open follows an O_CLOEXEC
+	 * open with an fcntl that sets it again, a system call more per file per command. */
+	_cleanup_close_ int fd = openat(AT_FDCWD, path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	struct stat st;
@@ -70,7 +72,9 @@ static int read_sandbox_file(const char *path, char **out)
 		return -errno;
 	if (!S_ISREG(st.st_mode))
 		return -EINVAL;
-	return read_fd_all(fd, 4u << 20, out, NULL);
+	/* A regular file is read whole when a read comes back short of a buffer one byte larger
+	 * than its size: the read that would find the end is not made. */
+	return read_fd_all_sized(fd, (size_t)st.st_size, 4u << 20, out, NULL);
 }
 
 struct passwd_entry {
@@ -382,6 +386,9 @@ struct spawn_ctx {
 	const char *slave_name;
 	int in_rd, out_wr, err_wr, status_wr;
 	int last_cap;
+	/* The agent's oom_score_adj was the one asked for just before the clone, which the
+	 * command inherits: no write of its own then. */
+	bool oom_inherited;
 	/* Cloned from the spawner thread: no_new_privs, the seccomp filter and a bounding set
 	 * of req->cap_keep are inherited, not set up again. */
 	bool confined;
@@ -429,21 +436,21 @@ static int spawn_child(void *arg)
 
 	int fd0, fd1, fd2;
 	if (ctx->req->detach) {
-		fd0 = fd1 = fd2 = open("/dev/null", O_RDWR | O_CLOEXEC);
+		fd0 = fd1 = fd2 = openat(AT_FDCWD, "/dev/null", O_RDWR | O_CLOEXEC);
 		if (fd0 < 0)
 			child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
 	} else if (ctx->req->tty || ctx->req->console) {
 		/* Opened without O_NOCTTY by a fresh session leader: it becomes our controlling tty,
 		 * so job control and ctrl-c work on a console as on a pty. */
 		const char *name = ctx->req->console ? ctx->req->console : ctx->slave_name;
-		int slave = open(name, O_RDWR | O_CLOEXEC);
+		int slave = openat(AT_FDCWD, name, O_RDWR | O_CLOEXEC);
 		if (slave < 0)
 			child_fail(ep, errno, "open '%s': %s", name, strerror(errno));
 		if (ioctl(slave, TIOCSCTTY, 0) < 0)
 			child_fail(ep, errno, "TIOCSCTTY: %s", strerror(errno));
 		fd0 = fd1 = fd2 = slave;
 	} else {
-		fd0 = ctx->req->stdin_open ? ctx->in_rd : open("/dev/null", O_RDONLY | O_CLOEXEC);
+		fd0 = ctx->req->stdin_open ? ctx->in_rd : openat(AT_FDCWD, "/dev/null", O_RDONLY | O_CLOEXEC);
 		if (fd0 < 0)
 			child_fail(ep, errno, "open '/dev/null': %s", strerror(errno));
 		fd1 = ctx->out_wr;
@@ -476,8 +483,9 @@ static int spawn_child(void *arg)
 	if (cr < 0)
 		child_fail(ep, -cr, "closing the agent's file descriptors: %s", strerror(-cr));
 
-	/* The agent protects itself from the OOM killer; its commands must not inherit that. */
-	int oom = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+	/* The command's oom_score_adj is the one asked for, whatever the agent's is now: the
+	 * sandbox's root may have raised the agent's (its /proc files are that root's). */
+	int oom = ctx->oom_inherited ? -1 : openat(AT_FDCWD, "/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
 	if (oom >= 0) {
 		char adj[8];
 		int an = snprintf(adj, sizeof(adj), "%d", ctx->req->oom_score_adj);
@@ -659,6 +667,27 @@ static long spawn_clone(struct spawn_ctx *ctx)
 	return SP.pid;
 }
 
+/* Whether the agent's oom_score_adj is WANT now. A command inherits the agent's at its clone,
+ * and it is nearly always the value asked for (0, the floor the shim set), so the command's
+ * own open of /proc/self/oom_score_adj, a path walk through /proc for a new process, its
+ * write and its close (about 10 us) are saved by a read through a descriptor the agent keeps.
+ * Should the sandbox's root change the agent's between this read and the clone, the command
+ * starts with that value: one that root could give the command itself a moment later. */
+static bool agent_oom_is(int want)
+{
+	static int fd = -2;
+	if (fd == -2)
+		fd = openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+	char buf[16];
+	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	char *end;
+	long v = strtol(buf, &end, 10);
+	return end != buf && (*end == '\n' || *end == '\0') && v == want;
+}
+
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen)
 {
 	int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
@@ -700,6 +729,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		.err_wr = err_pipe[1],
 		.status_wr = status_pipe[1],
 		.last_cap = last_cap,
+		.oom_inherited = agent_oom_is(req->oom_score_adj),
 	};
 	long cl = spawn_clone(&ctx);
 	if (cl < 0) {

@@ -41,3 +41,14 @@ def test_inspect_and_doctor_say_whether_the_floor_holds(capsule):
         assert "oom_score_adj floor 0  no: no CAP_SYS_RESOURCE" in capsule.run("doctor", check=True).stdout
     else:
         assert "oom_note" not in info
+
+
+def test_a_raised_agent_score_does_not_reach_the_next_command(capsule):
+    # A command inherits the agent's oom_score_adj at its clone and writes its own only when
+    # the agent's differs from the one asked for: the sandbox's root may raise the agent's
+    # (its /proc files are that root's), and the next command must still start at 0.
+    name = capsule.create()
+    r = sh(capsule, name, "echo 700 > /proc/1/oom_score_adj && cat /proc/1/oom_score_adj")
+    assert r.returncode == 0 and r.stdout.split() == ["700"], (r.stdout, r.stderr)
+    r = sh(capsule, name, "cat /proc/self/oom_score_adj")
+    assert r.returncode == 0 and r.stdout.split() == ["0"], (r.stdout, r.stderr)
