@@ -265,18 +265,23 @@ static void proc_maybe_finish(struct proc *p, bool force)
 	proc_release(p);
 }
 
-static void reap_children(void);
+static bool reap_children(void);
 static void begin_shutdown(uint32_t grace_ms);
 
 /* Take every pending signal: any but SIGCHLD begins the shutdown; children are reaped by the
  * caller. */
 static void drain_signals(void)
 {
-	struct signalfd_siginfo si;
-	while (read(A.sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-		if (si.ssi_signo != SIGCHLD)
-			begin_shutdown(10000);
-	}
+	/* Several at once: a read that comes back short has emptied the queue, and the read that
+	 * would say EAGAIN is not made. */
+	struct signalfd_siginfo si[8];
+	ssize_t n;
+	do {
+		n = read(A.sigfd, si, sizeof(si));
+		for (ssize_t i = 0; i < n / (ssize_t)sizeof(si[0]); i++)
+			if (si[i].ssi_signo != SIGCHLD)
+				begin_shutdown(10000);
+	} while (n == (ssize_t)sizeof(si));
 }
 
 static void read_output(struct proc *p, int stream)
@@ -305,13 +310,15 @@ static void read_output(struct proc *p, int stream)
 			return;
 		}
 		if (!p->exited && p->fd[1] < 0 && p->fd[2] < 0) {
-			reap_children();
+			bool left = reap_children();
 			/* Reaped, its SIGCHLD is pending already: taken now, it does not wake the
 			 * loop again while the shim and the client need the CPUs. A child that
-			 * ended before the drain is reaped after it; one after it signals anew. */
+			 * ended before the drain is reaped after it (with none left there is
+			 * none to end); one after it signals anew. */
 			if (!p->used) {
 				drain_signals();
-				reap_children();
+				if (left)
+					reap_children();
 			}
 			return;
 		}
@@ -545,7 +552,9 @@ static void exec_request(uint32_t chan, const uint8_t *payload, size_t len, cons
 				p->eof_sent[s] = true; /* tty: no separate stderr */
 			continue;
 		}
-		fcntl(p->fd[s], F_SETFL, fcntl(p->fd[s], F_GETFL) | O_NONBLOCK);
+		/* The status flags are known: a pipe's or a pty's end opened without any (F_SETFL
+		 * leaves the access mode alone), so no F_GETFL first. */
+		fcntl(p->fd[s], F_SETFL, O_NONBLOCK);
 		int role = s == 0 ? ROLE_STDIN : s == 1 ? ROLE_STDOUT : ROLE_STDERR;
 		struct epoll_event ev = { .events = s == 0 ? 0 : EPOLLIN, .data.u64 = ev_key(p, role) };
 		epoll_ctl(A.epfd, EPOLL_CTL_ADD, p->fd[s], &ev);
@@ -730,13 +739,14 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 	}
 }
 
-static void reap_children(void)
+/* Reap what has ended; false when no child is left at all (ECHILD). */
+static bool reap_children(void)
 {
 	for (;;) {
 		int st;
 		pid_t pid = waitpid(-1, &st, WNOHANG);
 		if (pid <= 0)
-			return;
+			return !(pid < 0 && errno == ECHILD);
 		if (vm_console_reaped(pid))
 			continue;
 		struct proc *p = proc_by_pid(pid);
