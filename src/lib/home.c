@@ -120,13 +120,14 @@ int home_open(int *home_fd, capsule_error *err)
 	const char *home = capsule_home();
 	/* A link in a shared folder could lead anywhere another user chose. */
 	int flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | (home_in_shared_folder ? O_NOFOLLOW : 0);
-	/* Every request passes here: open first, create only the first time. */
-	_cleanup_close_ int fd = open(home, flags);
+	/* Every request passes here: open first, create only the first time. openat, not open:
+	 * musl's open follows an O_CLOEXEC open with an fcntl that sets it again. */
+	_cleanup_close_ int fd = openat(AT_FDCWD, home, flags);
 	if (fd < 0 && errno == ENOENT) {
 		int r = home_create(home);
 		if (r < 0)
 			return cap_err(err, -r, "creating capsule home '%s'", home);
-		fd = open(home, flags);
+		fd = openat(AT_FDCWD, home, flags);
 	}
 	/* O_NOFOLLOW | O_DIRECTORY on a link says ENOTDIR, as on a file. */
 	if (fd < 0 && home_in_shared_folder && (errno == ELOOP || errno == ENOTDIR))
