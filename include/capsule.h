@@ -382,7 +382,7 @@ CAPSULE_API int capsule_sandbox_update_limits(capsule_sandbox *sb, const capsule
 
 typedef struct capsule_process capsule_process;
 
-#define CAPSULE_EXEC_OPTIONS_VERSION 4
+#define CAPSULE_EXEC_OPTIONS_VERSION 5
 /* A resource limit (RLIMIT_*) set on a command before it starts. */
 typedef struct capsule_rlimit {
 	int resource;
@@ -431,6 +431,11 @@ typedef struct capsule_exec_options {
 	 * what the sandbox may have. */
 	const int *fds;
 	size_t nfds;
+	/* Version 5: the handle makes no other call while this command runs or after it (a CLI's
+	 * one exec). A connection the command opens is then its alone, and the shim closes it
+	 * once the command has ended, which spares the shim a wakeup at the caller's close; a
+	 * later call on the handle opens a new one. */
+	bool last;
 } capsule_exec_options;
 #define CAPSULE_EXEC_MAX_FDS 64
 #define CAPSULE_EXEC_OPTIONS_INIT { .version = CAPSULE_EXEC_OPTIONS_VERSION }

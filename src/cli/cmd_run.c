@@ -63,6 +63,9 @@ static int run_command(capsule_sandbox *sb, struct exec_cli *ec, char **argv)
 	o.stdin_open = ec->interactive;
 	o.timeout_ms = ec->timeout_ms;
 	o.detach = ec->detach;
+	/* The handle makes no call after the command but --diff's: its connection can be the
+	 * command's alone, closed by the shim at the end (no wakeup of the shim at our exit). */
+	o.last = !ec->diff;
 	int fds[CAPSULE_EXEC_MAX_FDS];
 	for (int i = 0; i < ec->preserve_fds; i++)
 		fds[i] = 3 + i;

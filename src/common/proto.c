@@ -235,6 +235,8 @@ int cp_hello_encode(struct cp_writer *w, uint32_t chan, const struct cp_hello *m
 	cp_frame_begin(w, CP_HELLO, 0, chan);
 	cp_put_u32(w, CP_T_HELLO_VERSION, m->version);
 	cp_put_str(w, CP_T_HELLO_ROLE, m->role);
+	if (m->flags)
+		cp_put_u32(w, CP_T_HELLO_FLAGS, m->flags);
 	return cp_frame_finish(w);
 }
 
@@ -249,6 +251,8 @@ int cp_hello_decode(const uint8_t *p, size_t n, struct cp_hello *m)
 			have_version = true;
 		} else if (f.tag == CP_T_HELLO_ROLE) {
 			r = field_set_str(&f, &m->role);
+		} else if (f.tag == CP_T_HELLO_FLAGS) {
+			r = cp_field_u32(&f, &m->flags);
 		}
 	});
 	if (!have_version) {

@@ -140,8 +140,12 @@ int cp_field_set_str(const struct cp_field *f, char **slot);
 struct cp_hello {
 	uint32_t version;
 	char *role; /* "client", "shim", "agent" */
+	uint32_t flags; /* CP_HELLO_*: a client's */
 };
-enum { CP_T_HELLO_VERSION = 1, CP_T_HELLO_ROLE = 2 };
+enum { CP_T_HELLO_VERSION = 1, CP_T_HELLO_ROLE = 2, CP_T_HELLO_FLAGS = 3 };
+/* The connection carries one command: the shim closes it once that command's channel has
+ * ended (its EXIT or ERROR sent), so the client's own close wakes no one. */
+#define CP_HELLO_ONE_COMMAND 0x1u
 
 struct cp_error_msg {
 	uint32_t errnum; /* positive errno */

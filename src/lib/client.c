@@ -295,7 +295,7 @@ static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t
 
 /* Connect to NAME's shim and send HELLO; with WAIT, take its answer too. DIR_IN is NAME's
  * run folder already open (taken), or -1. */
-static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, capsule_error *err)
+static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, uint32_t flags, capsule_error *err)
 {
 	_cleanup_close_ int dir = dir_in;
 	int r = 0;
@@ -331,7 +331,8 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, c
 	}
 	conn_adopt(c, fd);
 	c->hello_name = name;
-	struct cp_hello hello = { .version = CP_VERSION, .role = "client" };
+	struct cp_hello hello = { .version = CP_VERSION, .role = "client", .flags = flags };
+	c->one_command = flags & CP_HELLO_ONE_COMMAND;
 	if ((r = cp_hello_encode(&c->w, 0, &hello)) < 0)
 		goto fail;
 	c->hello_pending = true;
@@ -363,12 +364,17 @@ fail:
 
 int conn_open(struct conn *c, const char *name, capsule_error *err)
 {
-	return open_hello(c, name, -1, true, err);
+	return open_hello(c, name, -1, true, 0, err);
 }
 
 int conn_open_pipelined(struct conn *c, const char *name, int dir, capsule_error *err)
 {
-	return open_hello(c, name, dir, false, err);
+	return open_hello(c, name, dir, false, 0, err);
+}
+
+int conn_open_one_command(struct conn *c, const char *name, int dir, capsule_error *err)
+{
+	return open_hello(c, name, dir, false, CP_HELLO_ONE_COMMAND, err);
 }
 
 /* A request the shim answers itself (a hot mount opens host paths and walks the sandbox's

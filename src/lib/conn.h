@@ -24,6 +24,9 @@ struct conn {
 	 * (a CLI exec's EXEC, a pool's TAKE), so the shim finds both in one read. */
 	uint8_t hello_out[64];
 	uint8_t hello_out_len;
+	/* Opened for one command (CP_HELLO_ONE_COMMAND): the shim closes it after that
+	 * command's end, so it is never lent again. */
+	bool one_command;
 };
 /* Connect to run/<name>/control.sock and exchange HELLO. -ENOTCONN when the sandbox is not
  * running. */
@@ -33,6 +36,8 @@ int conn_open(struct conn *c, const char *name, capsule_error *err);
  * for a client that makes one call (the CLI's exec). NAME must outlive the connection. DIR is
  * NAME's run folder when the caller has it open (taken, closed here), else -1. */
 int conn_open_pipelined(struct conn *c, const char *name, int dir, capsule_error *err);
+/* The same for one command (CP_HELLO_ONE_COMMAND): the shim closes it after that command. */
+int conn_open_one_command(struct conn *c, const char *name, int dir, capsule_error *err);
 /* Adopt an fd that is already past HELLO (the creator's socketpair). */
 void conn_adopt(struct conn *c, int fd);
 /* Send the frame encoded in c->w. */
@@ -66,6 +71,9 @@ int shim_request_wait(struct conn *c, struct cp_request_ok *ok, int timeout_ms, 
  * none or it is lent out; then the caller opens its own. *CHAN is a channel id not used on it
  * before. */
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan);
+/* The same for a command after which the handle makes no other call: a connection opened
+ * for it is its alone (conn_open_one_command). */
+struct conn *sandbox_borrow_conn_last(capsule_sandbox *sb, uint32_t *chan);
 /* The same, but only a connection that is open and idle now: never connects (which waits for
  * the shim's HELLO). For calls that must not block. */
 struct conn *sandbox_borrow_idle_conn(capsule_sandbox *sb, uint32_t *chan);

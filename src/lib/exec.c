@@ -51,7 +51,10 @@ static int send_credit(capsule_process *p, int stream, capsule_error *err)
 	int r = cp_credit_encode(&p->c->w, p->chan, &m);
 	if (r < 0)
 		return cap_err(err, -r, "encoding CREDIT");
-	return conn_send(p->c, err);
+	/* A shim that closed the connection after the EXIT (a one-command connection) has
+	 * nothing left to credit: what is buffered here says how the command ended. */
+	r = conn_send(p->c, err);
+	return r == -ESHUTDOWN ? 0 : r;
 }
 
 /* Handle one frame from the shim. TIMEOUT as for conn_recv. */
@@ -221,7 +224,9 @@ static int exec_begin(capsule_process **out, capsule_sandbox *sb, const capsule_
 	capsule_process *p = calloc(1, sizeof(*p));
 	if (!p)
 		return cap_err(err, ENOMEM, "allocating a process");
-	p->c = nowait ? sandbox_borrow_idle_conn(sb, &p->chan) : sandbox_borrow_conn(sb, &p->chan);
+	bool last = o->version >= 5 && o->last;
+	p->c = nowait ? sandbox_borrow_idle_conn(sb, &p->chan)
+		      : last ? sandbox_borrow_conn_last(sb, &p->chan) : sandbox_borrow_conn(sb, &p->chan);
 	if (p->c) {
 		p->lender = sb;
 	} else if (nowait) {

@@ -95,7 +95,7 @@ static int sandbox_take_run_dir(capsule_sandbox *sb)
 	return fd;
 }
 
-static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_open)
+static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_open, bool last)
 {
 	if (__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE))
 		return NULL;
@@ -114,7 +114,9 @@ static struct conn *borrow_conn(capsule_sandbox *sb, uint32_t *chan, bool may_op
 		/* The folder the open found running, if not used yet. Should that sandbox have
 		 * ended since, the connect fails and the caller opens its own, walking to the
 		 * folder again: a new sandbox of the name is then found. */
-		if (conn_open_pipelined(&sb->owner, sb->cfg.name, sandbox_take_run_dir(sb), NULL) < 0) {
+		int dir = sandbox_take_run_dir(sb);
+		if ((last ? conn_open_one_command(&sb->owner, sb->cfg.name, dir, NULL)
+			  : conn_open_pipelined(&sb->owner, sb->cfg.name, dir, NULL)) < 0) {
 			sb->owner.fd = -1;
 			__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
 			return NULL;
@@ -151,16 +153,27 @@ void sandbox_drop_kept_conn(capsule_sandbox *sb)
 
 struct conn *sandbox_borrow_conn(capsule_sandbox *sb, uint32_t *chan)
 {
-	return borrow_conn(sb, chan, true);
+	return borrow_conn(sb, chan, true, false);
+}
+
+struct conn *sandbox_borrow_conn_last(capsule_sandbox *sb, uint32_t *chan)
+{
+	return borrow_conn(sb, chan, true, true);
 }
 
 struct conn *sandbox_borrow_idle_conn(capsule_sandbox *sb, uint32_t *chan)
 {
-	return borrow_conn(sb, chan, false);
+	return borrow_conn(sb, chan, false, false);
 }
 
 void sandbox_return_conn(capsule_sandbox *sb)
 {
+	/* The shim has closed, or is closing, one opened for a single command. */
+	if (sb->owner.fd >= 0 && sb->owner.one_command) {
+		conn_close(&sb->owner);
+		sb->owner.fd = -1;
+		sb->owner_kept = false;
+	}
 	__atomic_store_n(&sb->owner_lent, false, __ATOMIC_RELEASE);
 }
 

@@ -208,8 +208,18 @@ void agent_frame(struct shim *s, const struct cp_header *h, const uint8_t *paylo
 		io_forward(&s->io, false, ch->client, h, payload, ch->client_chan);
 		s->fs_answered |= final && ch->fs;
 	}
-	if (final)
+	if (final) {
+		int ci = ch->client;
 		io_chan_done(&s->io, ch);
+		/* A one-command connection is closed here, once what is queued for it has gone
+		 * (at the uncork, or at once), so that the client's close wakes no one. */
+		struct client *c = ci >= 0 ? &s->io.clients[ci] : NULL;
+		if (c && c->used && c->one_command && c->nchans == 0 && !c->closing) {
+			c->closing = true;
+			if (!c->corked)
+				io_client_writable(&s->io, ci);
+		}
+	}
 }
 
 void agent_readable(struct shim *s)

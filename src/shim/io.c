@@ -312,7 +312,8 @@ void io_to_agent(struct shim_io *io, const void *p, size_t n)
 /* Send what is queued for client CI; a client whose socket failed is closed. */
 static void client_flush(struct shim_io *io, int ci)
 {
-	if (outq_flush(&io->clients[ci].out, io->clients[ci].fd) < 0)
+	struct client *c = &io->clients[ci];
+	if (outq_flush(&c->out, c->fd) < 0 || (c->closing && outq_pending(&c->out) == 0))
 		io_client_close(io, ci);
 	else
 		io_client_update_events(io, ci);

@@ -51,6 +51,7 @@ struct client {
 	unsigned nchans;  /* channels open for this client: one client cannot take them all */
 	uint32_t events;  /* what epoll watches on fd (see agent_events) */
 	bool corked;      /* out holds frames held back by io_cork_clients, not yet tried */
+	bool one_command; /* CP_HELLO_ONE_COMMAND: closed by us once its last channel ends */
 };
 
 /* One multiplexed channel: (client, its channel id) <-> the agent's channel id. */

@@ -567,6 +567,7 @@ static void hello_request(struct shim *s, int ci, const struct cp_header *h, con
 		return;
 	}
 	uint32_t v = m.version;
+	c->one_command = m.flags & CP_HELLO_ONE_COMMAND;
 	cp_hello_free(&m);
 	if (v != CP_VERSION) {
 		io_client_error(&s->io, ci, h->chan, EPROTONOSUPPORT, "protocol version %u not supported (this shim speaks %u)",

@@ -4,7 +4,9 @@
  *   exec_opts SANDBOX CAPS FILTER ARGV...
  *
  * CAPS: "-" for the sandbox's default, else the command's set in hex (caps_set, nothing
- * inheritable or ambient). FILTER: "-" for none, "close_range-eperm", "close_range-enosys" or
+ * inheritable or ambient); "last": the default set, the command run with `last` (its
+ * connection the command's alone, closed by the shim at its end), then once more on the same
+ * handle without it, which must open a new connection. FILTER: "-" for none, "close_range-eperm", "close_range-enosys" or
  * "close_range-kill": a process filter above capsule's own that answers close_range(2) so.
  * Prints the command's stdout and stderr as they came and exits with its status; a refused
  * start prints "refused ERRNO: MESSAGE" on stderr and exits 125. */
@@ -26,7 +28,9 @@ int main(int argc, char **argv)
 	CHECK(capsule_sandbox_open(&sb, argv[1], &err) == 0, "open %s: %s", argv[1], err.message);
 	capsule_exec_options o = CAPSULE_EXEC_OPTIONS_INIT;
 	o.argv = (const char *const *)argv + 4;
-	if (strcmp(argv[2], "-")) {
+	bool last = !strcmp(argv[2], "last");
+	o.last = last;
+	if (strcmp(argv[2], "-") && !last) {
 		o.caps_set = true;
 		o.caps = strtoull(argv[2], NULL, 16);
 	}
@@ -45,6 +49,12 @@ int main(int argc, char **argv)
 	}
 	capsule_exec_result r;
 	int rc = capsule_exec(&r, sb, &o, NULL, 0, 1 << 20, &err);
+	if (rc >= 0 && last) {
+		fwrite(r.stdout_buf, 1, r.stdout_len, stdout);
+		capsule_exec_result_free(&r);
+		o.last = false;
+		rc = capsule_exec(&r, sb, &o, NULL, 0, 1 << 20, &err);
+	}
 	capsule_sandbox_free(sb);
 	if (rc < 0) {
 		fprintf(stderr, "refused %d: %s\n", -rc, err.message);

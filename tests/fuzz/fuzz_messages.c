@@ -103,7 +103,7 @@ static uint8_t *payload_copy(const struct cp_writer *w, size_t n)
 
 static bool hello_eq(const struct cp_hello *a, const struct cp_hello *b)
 {
-	return a->version == b->version && str_eq(a->role, b->role);
+	return a->version == b->version && str_eq(a->role, b->role) && a->flags == b->flags;
 }
 
 static bool error_eq(const struct cp_error_msg *a, const struct cp_error_msg *b)

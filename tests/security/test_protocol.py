@@ -461,3 +461,39 @@ def test_pipelined_hello_then_garbage_gets_hello_then_error(capsule, sandbox):
     types = [f[0] for f in frames]
     assert types[:1] == [HELLO] and ERROR in types, frames
     assert_alive(capsule, sandbox)
+
+
+def one_command_hello():
+    """A client's HELLO with CP_HELLO_ONE_COMMAND (tag 3, flags 1): the CLI's exec."""
+    return frame(HELLO, 0, tlv(1, struct.pack("<I", 1)) + tlv(2, "client") + tlv(3, struct.pack("<I", 1)))
+
+
+def test_a_one_command_connection_is_closed_by_the_shim_after_the_end(capsule, sandbox):
+    """With CP_HELLO_ONE_COMMAND the shim closes the connection once the command's EXIT is
+    sent (the client's own close then wakes no one), after every frame of it; a command that
+    fails to start ends it the same way. Without the flag it stays open."""
+    frames, closed = talk(capsule, sandbox, one_command_hello() + exec_frame(1, ["sh", "-c", "echo out; exit 3"]),
+                          quiet=5, total=20)
+    types = [f[0] for f in frames]
+    assert closed and types[0] == HELLO and STARTED in types and types[-1] == EXIT, frames
+    assert b"out\n" in b"".join(f[3] for f in frames if f[0] == DATA), frames
+    exit_fields = dict(parse_fields(frames[-1][3]))
+    assert struct.unpack("<i", exit_fields[1])[0] == 3, exit_fields
+
+    frames, closed = talk(capsule, sandbox, one_command_hello() + exec_frame(1, ["/no/such/program"]), quiet=5, total=20)
+    assert closed and [f[0] for f in frames] == [HELLO, ERROR], frames
+
+    frames, closed = talk(capsule, sandbox, hello_frame() + exec_frame(1, ["true"]), quiet=0.3, total=10)
+    assert not closed and [f[0] for f in frames][-1] == EXIT, frames
+    assert_alive(capsule, sandbox)
+
+
+def test_a_handle_runs_again_after_a_last_command(capsule, sandbox):
+    """The C API's `last` (the CLI's exec): the shim closes that command's connection at its
+    end, and a later call on the same handle opens a new one rather than failing on the closed
+    one (tests/e2e/exec_opts.c runs the command twice on one handle)."""
+    import subprocess
+    from tests.conftest import BUILD
+    r = subprocess.run([os.path.join(BUILD, "tests", "e2e", "exec_opts"), sandbox, "last", "-", "sh", "-c",
+                        "echo run; exit 4"], env=capsule.env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and r.stdout == "run\nrun\n", (r.returncode, r.stdout, r.stderr)

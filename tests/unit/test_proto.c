@@ -467,6 +467,14 @@ static void test_hello_round_trip(void **state)
 	assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
 	assert_int_equal(m.version, 99);
 	assert_null(m.role);
+	assert_int_equal(m.flags, 0);
+	cp_hello_free(&m);
+
+	/* A client's flags (CP_HELLO_ONE_COMMAND) come back as sent. */
+	const struct cp_hello one = { .version = CP_VERSION, .role = "client", .flags = CP_HELLO_ONE_COMMAND };
+	assert_int_equal(cp_hello_encode(&w, 0, &one), 0);
+	assert_int_equal(cp_hello_decode(w.buf + CP_HEADER_SIZE, w.len - CP_HEADER_SIZE, &m), 0);
+	assert_int_equal(m.flags, CP_HELLO_ONE_COMMAND);
 	cp_hello_free(&m);
 	cp_writer_free(&w);
 }
