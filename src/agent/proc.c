@@ -396,8 +396,6 @@ struct spawn_ctx {
 	bool unpin;
 };
 
-/* Every CPU: as a thread's affinity, whatever its cpuset allows. */
-static cpu_set_t all_cpus;
 
 /* capsule's own filter first, then the process's: the kernel runs every filter and takes the
  * strictest answer, so the second can narrow the first, never widen it. */
@@ -431,7 +429,7 @@ static int spawn_child(void *arg)
 	const struct spawn_ctx *ctx = arg;
 	int ep = ctx->status_wr;
 	/* First, before any filter of the process's own could refuse it; capsule's allows it. */
-	if (ctx->unpin && syscall(SYS_sched_setaffinity, 0, sizeof(all_cpus), &all_cpus) < 0)
+	if (ctx->unpin && cpu_unpin(0) < 0)
 		child_fail(ep, errno, "sched_setaffinity: %s", strerror(errno));
 	/* The agent ignores SIGPIPE and blocks what its signalfd reads; it has no handlers.
 	 * An ignored signal stays ignored across exec, so that one is reset by hand. */
@@ -571,6 +569,7 @@ static struct {
 	struct spawn_ctx *ctx;
 	long pid;                 /* the clone's result: a pid or -errno */
 	pid_t tid;                /* the thread's, for its affinity */
+	bool pinned;              /* by the main thread, with the request: clone_here */
 	uint8_t *stack;
 } SP;
 
@@ -605,55 +604,20 @@ static void futex_post(int *w)
 	syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* Whether this thread may be pinned for a clone and then given every CPU back: true unless
- * something narrower than its cpuset holds it (a caller's taskset, inherited down to the
- * agent), which giving it every CPU would widen. Found once by trying: every CPU, then what
- * the kernel made of that, against what it had. */
-static bool may_pin(void)
-{
-	static int may = -1;
-	if (may >= 0)
-		return may;
-	may = 0;
-	memset(&all_cpus, 0xff, sizeof(all_cpus));
-	cpu_set_t had, now;
-	if (sched_getaffinity(0, sizeof(had), &had) < 0 || CPU_COUNT(&had) < 2)
-		return false; /* one CPU (or over CPU_SETSIZE): nothing to gain */
-	if (sched_setaffinity(0, sizeof(all_cpus), &all_cpus) < 0)
-		return false;
-	if (sched_getaffinity(0, sizeof(now), &now) < 0 || !CPU_EQUAL(&now, &had)) {
-		sched_setaffinity(0, sizeof(had), &had);
-		return false;
-	}
-	may = 1;
-	return true;
-}
-
-/* Pins thread TID (0: this one) to the CPU this thread is on, where it may be pinned. */
-static bool pin_here(pid_t tid)
-{
-	int cpu = may_pin() ? sched_getcpu() : -1;
-	if (cpu < 0 || cpu >= CPU_SETSIZE)
-		return false;
-	cpu_set_t one;
-	CPU_ZERO(&one);
-	CPU_SET(cpu, &one);
-	return sched_setaffinity(tid, sizeof(one), &one) == 0;
-}
-
 /* clone(CLONE_VM|CLONE_VFORK) on this thread's CPU. The kernel places a new task by fork
  * balancing, which on a small machine often picks the other CPU, busy with the shim, the
  * caller or anything else, while this one idles: the parent is suspended until the child
  * execs. A first command then waited 0.4 to 4 ms to run (docs/performance.md, coldwait28).
  * So the thread pins itself to its CPU for the clone, where its child then runs at once, and
- * both take every CPU back (the child in spawn_child), which the cpuset narrows as before. */
-static long clone_here(struct spawn_ctx *ctx)
+ * both take every CPU back (the child in spawn_child), which the cpuset narrows as before.
+ * PINNED: the main thread pinned the spawner already, with the request. */
+static long clone_here(struct spawn_ctx *ctx, bool pinned)
 {
-	ctx->unpin = pin_here(0);
+	ctx->unpin = pinned || cpu_pin_here(0);
 	long pid = clone(spawn_child, child_stack_top(), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
 	int e = errno;
 	if (ctx->unpin)
-		sched_setaffinity(0, sizeof(all_cpus), &all_cpus);
+		cpu_unpin(0);
 	return pid < 0 ? -e : pid;
 }
 
@@ -674,7 +638,7 @@ static void *spawner_main(void *arg)
 	for (;;) {
 		futex_wait(&SP.posted);
 		__atomic_store_n(&SP.posted, 0, __ATOMIC_RELAXED);
-		SP.pid = clone_here(SP.ctx);
+		SP.pid = clone_here(SP.ctx, SP.pinned);
 		futex_post(&SP.done);
 	}
 }
@@ -718,10 +682,10 @@ static long spawn_clone(struct spawn_ctx *ctx)
 	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
 			req->cap_keep == SP.keep && !req->new_privs;
 	if (!ctx->confined)
-		return clone_here(ctx);
+		return clone_here(ctx, false);
 	/* The spawner woken on our CPU, which we leave to it while we wait: woken where the
 	 * kernel chose, it waited behind whatever ran there, as a clone's child did. */
-	pin_here(SP.tid);
+	SP.pinned = cpu_pin_here(SP.tid);
 	SP.ctx = ctx;
 	__atomic_store_n(&SP.done, 0, __ATOMIC_RELAXED);
 	futex_post(&SP.posted);

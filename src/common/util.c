@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -509,4 +510,34 @@ size_t tcp_listening_ports(const char *text, uint16_t *ports, size_t n, size_t m
 		n++;
 	}
 	return n;
+}
+
+/* Every CPU, as an affinity mask: the kernel makes of it what the thread's cpuset allows, and
+ * keeps it as the mask asked for, so that a cpuset grown later reaches the thread again. */
+static cpu_set_t every_cpu;
+
+int cpu_unpin(pid_t tid)
+{
+	if (!CPU_COUNT(&every_cpu))
+		memset(&every_cpu, 0xff, sizeof(every_cpu));
+	return (int)syscall(SYS_sched_setaffinity, tid, sizeof(every_cpu), &every_cpu);
+}
+
+bool cpu_pin_here(pid_t tid)
+{
+	cpu_set_t had, now;
+	int cpu = sched_getcpu();
+	if (cpu < 0 || cpu >= CPU_SETSIZE || sched_getaffinity(tid, sizeof(had), &had) < 0 || CPU_COUNT(&had) < 2)
+		return false;
+	/* Whether every CPU gives it the same mask again: tried, then put back where not. */
+	if (cpu_unpin(tid) < 0)
+		return false;
+	if (sched_getaffinity(tid, sizeof(now), &now) < 0 || !CPU_EQUAL(&now, &had)) {
+		sched_setaffinity(tid, sizeof(had), &had);
+		return false;
+	}
+	cpu_set_t one;
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	return sched_setaffinity(tid, sizeof(one), &one) == 0;
 }

@@ -105,6 +105,17 @@ int run_collect(const char *path, char *const argv[], char *out, size_t size, in
  * then fails rather than exec with fds it does not know of. */
 int fds_cloexec_from(unsigned first);
 
+/* Pins thread TID (0: the caller) to the CPU the caller is on, for a start whose parent waits
+ * for its child's exec (a vfork, a clone that shares memory): the kernel's fork balancing
+ * often puts the child on another CPU, busy, while the waiting parent's idles. The child and
+ * the parent give it back with cpu_unpin. False, and nothing changed, where that would not
+ * be the same mask again: one CPU, or a thread held narrower than its cpuset (a caller's
+ * taskset), which cpu_unpin would widen. */
+bool cpu_pin_here(pid_t tid);
+/* Every CPU back to TID (0: the caller), as far as its cpuset allows, after cpu_pin_here; a
+ * raw syscall, callable in a child that shares its parent's memory. 0 or -1 with errno. */
+int cpu_unpin(pid_t tid);
+
 /* Close every fd from FIRST to LAST, for a child that does not exec: close_range(2), else each
  * fd /proc/self/fd lists. -errno when neither works: the caller then fails rather than go on
  * holding fds it should not have. */

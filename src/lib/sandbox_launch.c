@@ -19,13 +19,14 @@
 
 /* The shim gets the socketpair end as fd 3 and the held lock as fd 4, nothing else of ours,
  * and a session of its own (a Ctrl-C at the caller's terminal is for the command, passed on
- * by the CLI, not for the shim). */
-static void shim_argv(const char *name, bool restore, char **argv)
+ * by the CLI, not for the shim). --unpin: started pinned to our CPU (cpu_pin_here), it takes
+ * every CPU back first. */
+static void shim_argv(const char *name, bool restore, bool unpin, char **argv)
 {
 	argv[0] = (char *)"capsule-shim";
 	argv[1] = (char *)"--name";
 	argv[2] = (char *)name;
-	argv[3] = restore ? (char *)"--restore" : NULL;
+	argv[3] = restore ? (char *)"--restore" : unpin ? (char *)"--unpin" : NULL;
 	argv[4] = NULL;
 }
 
@@ -35,7 +36,6 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 			    capsule_error *err)
 {
 	char *argv[5];
-	shim_argv(name, false, argv);
 	extern char **environ;
 	/* Through fresh numbers first, so that neither dup2 clobbers the other's source. */
 	_cleanup_close_ int s2 = fcntl(sock, F_DUPFD_CLOEXEC, 10), l2 = fcntl(lockfd, F_DUPFD_CLOEXEC, 10);
@@ -70,7 +70,13 @@ static int spawn_shim_child(const char *shim_path, const char *name, int sock, i
 		return cap_err(err, -c, "marking descriptors close-on-exec");
 	}
 #endif
+	/* posix_spawn waits for the shim's exec, on our CPU, which the shim then has at once:
+	 * placed by fork balancing, it often waited behind whatever ran on the other. */
+	bool pinned = cpu_pin_here(0);
+	shim_argv(name, false, pinned, argv);
 	int r = posix_spawn(pid, shim_path, &fa, &attr, argv, environ);
+	if (pinned)
+		cpu_unpin(0);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	if (r != 0)
@@ -126,7 +132,7 @@ static int spawn_shim_detached(const char *shim_path, const char *name, bool res
 			       capsule_error *err)
 {
 	char *argv[5];
-	shim_argv(name, restore, argv);
+	shim_argv(name, restore, false, argv);
 	return spawn_helper_detached(shim_path, argv, sock, lockfd, err);
 }
 

@@ -2,8 +2,9 @@
  * and cgroups, or a vm), talks to the agent inside over a socketpair, and serves any number
  * of clients on run/<name>/control.sock, multiplexing their channels onto the agent's.
  *
- *   capsule-shim --name NAME            started by libcapsule; fd 3 is the creator's socket,
- *                                       fd 4 the sandbox's lock, already held
+ *   capsule-shim --name NAME [--unpin]  started by libcapsule; fd 3 is the creator's socket,
+ *                                       fd 4 the sandbox's lock, already held; --unpin: started
+ *                                       pinned to the creator's CPU, take every CPU back
  *   capsule-shim --cleanup --name NAME  sweep what a killed shim left behind
  *   capsule-shim --probe                what this host supports, as JSON
  *
@@ -296,6 +297,7 @@ int main(int argc, char **argv)
 		{ "cleanup", no_argument, NULL, 'c' },
 		{ "probe", no_argument, NULL, 'p' },
 		{ "restore", no_argument, NULL, 'r' },
+		{ "unpin", no_argument, NULL, 'u' },
 		{ 0 },
 	};
 	S.serving_client = -1;
@@ -310,6 +312,8 @@ int main(int argc, char **argv)
 			return shim_probe();
 		else if (o == 'r')
 			S.restoring = true;
+		else if (o == 'u')
+			cpu_unpin(0); /* before any child inherits the pin */
 		else
 			return 2;
 	}
