@@ -568,8 +568,6 @@ static struct {
 	int done;                 /* set by the thread with the answer in pid */
 	struct spawn_ctx *ctx;
 	long pid;                 /* the clone's result: a pid or -errno */
-	pid_t tid;                /* the thread's, for its affinity */
-	bool pinned;              /* by the main thread, with the request: clone_here */
 	uint8_t *stack;
 } SP;
 
@@ -610,10 +608,11 @@ static void futex_post(int *w)
  * execs. A first command then waited 0.4 to 4 ms to run (docs/performance.md, coldwait28).
  * So the thread pins itself to its CPU for the clone, where its child then runs at once, and
  * both take every CPU back (the child in spawn_child), which the cpuset narrows as before.
- * PINNED: the main thread pinned the spawner already, with the request. */
-static long clone_here(struct spawn_ctx *ctx, bool pinned)
+ * (The main thread pinning the spawner to its own CPU with each request, so that it ran there
+ * while the main thread waited, was measured too: no better.) */
+static long clone_here(struct spawn_ctx *ctx)
 {
-	ctx->unpin = pinned || cpu_pin_here(0);
+	ctx->unpin = cpu_pin_here(0);
 	long pid = clone(spawn_child, child_stack_top(), CLONE_VM | CLONE_VFORK | SIGCHLD, ctx);
 	int e = errno;
 	if (ctx->unpin)
@@ -624,7 +623,6 @@ static long clone_here(struct spawn_ctx *ctx, bool pinned)
 static void *spawner_main(void *arg)
 {
 	(void)arg;
-	SP.tid = (pid_t)syscall(SYS_gettid);
 	int ok = drop_capabilities(SP.keep, ~0ull, SP.last_cap) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
 	if (ok && SP.bpf_len) {
 		struct sock_fprog prog = { .len = (unsigned short)(SP.bpf_len / sizeof(struct sock_filter)),
@@ -638,7 +636,7 @@ static void *spawner_main(void *arg)
 	for (;;) {
 		futex_wait(&SP.posted);
 		__atomic_store_n(&SP.posted, 0, __ATOMIC_RELAXED);
-		SP.pid = clone_here(SP.ctx, SP.pinned);
+		SP.pid = clone_here(SP.ctx);
 		futex_post(&SP.done);
 	}
 }
@@ -682,10 +680,7 @@ static long spawn_clone(struct spawn_ctx *ctx)
 	ctx->confined = SP.state == 1 && req->seccomp_bpf == SP.bpf && req->seccomp_len == SP.bpf_len &&
 			req->cap_keep == SP.keep && !req->new_privs;
 	if (!ctx->confined)
-		return clone_here(ctx, false);
-	/* The spawner woken on our CPU, which we leave to it while we wait: woken where the
-	 * kernel chose, it waited behind whatever ran there, as a clone's child did. */
-	SP.pinned = cpu_pin_here(SP.tid);
+		return clone_here(ctx);
 	SP.ctx = ctx;
 	__atomic_store_n(&SP.done, 0, __ATOMIC_RELAXED);
 	futex_post(&SP.posted);
