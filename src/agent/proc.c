@@ -568,6 +568,7 @@ static struct {
 	int done;                 /* set by the thread with the answer in pid */
 	struct spawn_ctx *ctx;
 	long pid;                 /* the clone's result: a pid or -errno */
+	bool unpin;               /* made on the main thread's CPU: spawner_main unpins */
 	uint8_t *stack;
 } SP;
 
@@ -623,6 +624,8 @@ static long clone_here(struct spawn_ctx *ctx)
 static void *spawner_main(void *arg)
 {
 	(void)arg;
+	if (SP.unpin)
+		cpu_unpin(0);
 	int ok = drop_capabilities(SP.keep, ~0ull, SP.last_cap) == 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0;
 	if (ok && SP.bpf_len) {
 		struct sock_fprog prog = { .len = (unsigned short)(SP.bpf_len / sizeof(struct sock_filter)),
@@ -658,7 +661,12 @@ static void spawner_start(const uint8_t *bpf, size_t bpf_len, uint64_t keep, int
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	pthread_attr_setstacksize(&attr, 64 * 1024);
-	if (pthread_create(&t, &attr, spawner_main, NULL) == 0)
+	/* We only wait for it: it starts on our CPU, as a command does (clone_here says why). */
+	SP.unpin = cpu_pin_here(0);
+	int made = pthread_create(&t, &attr, spawner_main, NULL);
+	if (SP.unpin)
+		cpu_unpin(0);
+	if (made == 0)
 		futex_wait(&SP.ready);
 	pthread_attr_destroy(&attr);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
