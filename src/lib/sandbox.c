@@ -603,8 +603,11 @@ static int stop_via(struct conn *c, uint32_t timeout_ms, enum stop_how how, caps
 static int stop_sandbox(capsule_sandbox *sb, uint32_t timeout_ms, enum stop_how how, capsule_error *err)
 {
 	int r;
-	/* Paused to disk: no process to stop; its memory state goes. */
-	if (!capsule_sandbox_is_running(sb) && (r = sandbox_stop_paused_to_disk(sb->cfg.name, err)) < 0)
+	/* Paused to disk: no process to stop; its memory state goes. Not a sandbox whose
+	 * creator's socket we hold: an ephemeral one cannot be paused to disk, and the walk to
+	 * its lock was a dozen system calls of every `capsule run`'s end. */
+	bool owned = sb->owner.fd >= 0 && !sb->cfg.detached;
+	if (!owned && !capsule_sandbox_is_running(sb) && (r = sandbox_stop_paused_to_disk(sb->cfg.name, err)) < 0)
 		return r;
 	if (sb->owner.fd >= 0 && !__atomic_exchange_n(&sb->owner_lent, true, __ATOMIC_ACQUIRE)) {
 		r = stop_via(&sb->owner, timeout_ms, how, err);
