@@ -2,6 +2,7 @@
  * and released by the walk back (kvmtool's dev_init/dev_exit pairs); the stop; the revert,
  * which walks down and up again in the same shim; the end. The level does its part behind
  * s->level (level.h). */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -367,78 +368,205 @@ static void cgroups_remove_by_base(const char *base)
 }
 
 /* The child of finish_ephemeral that removes the sandbox's folder once its parent has answered
- * and exited. It keeps only the pipe (fd 3), the run folder (fd 4) and the reference to the
- * sandbox's mount namespace (fd 5, when MNTNS >= 0), whose close unmounts its tree, first: a
- * client's socket kept open here would delay that client's end of file. A parent killed before its go-ahead may
- * not have renamed the folder: one still under the sandbox's name is a stale sandbox's, which
- * the next open of that name sweeps once its lock is free (this process does not hold it). */
-static _Noreturn void remove_remains(const char *gone, int go, int run, int mntns, const char *cgroups)
+ * and exited. It keeps only its end of the go-ahead socket (fd 3) and the run folder (fd 4): a
+ * client's socket kept open here would delay that client's end of file. The go-ahead is 'g'
+ * and the folder's new name (.gone-NAME.PID, PID this child's), or 'c' and the name (its
+ * cgroups are this child's to remove too, by CGROUPS, its configuration's cgroup_base), or 'n'
+ * (nothing is), with the reference to the sandbox's mount namespace, whose close unmounts its
+ * tree, as fd 5. A parent killed before its go-ahead may not have renamed the folder: one still
+ * under the sandbox's name is a stale sandbox's, which the next open of that name sweeps once
+ * its lock is free (this process does not hold it); one renamed, a .gone- folder of this
+ * child's pid, is this child's, and its cgroups too. */
+static _Noreturn void remove_remains(int go, int run, const char *cgroups, bool own_image)
 {
-	/* Through numbers above 5 first: any may sit on 3, 4 or 5 now. */
+	/* Through numbers above 4 first: either may sit on 3 or 4 now. */
 	int g = fcntl(go, F_DUPFD_CLOEXEC, 10), r = fcntl(run, F_DUPFD_CLOEXEC, 10);
-	int m = mntns >= 0 ? fcntl(mntns, F_DUPFD_CLOEXEC, 10) : -1;
-	if (g < 0 || r < 0 || (mntns >= 0 && m < 0) || dup2(g, 3) < 0 || dup2(r, 4) < 0 ||
-	    (m >= 0 && dup2(m, 5) < 0))
+	if (g < 0 || r < 0 || dup2(g, 3) < 0 || dup2(r, 4) < 0)
 		_exit(1);
-	sys_close_range(m >= 0 ? 6 : 5, ~0U, 0);
-	char b = 0;
-	while (read(3, &b, 1) < 0 && errno == EINTR)
+	sys_close_range(5, ~0U, 0);
+	/* One that idles for a ready sandbox's life execs a fresh image: a forked copy would share
+	 * the shim's memory copy-on-write meanwhile, and every page the shim then wrote (its take,
+	 * its commands) a copy, 0.06 ms more of a take. Failing that, it waits as it is. */
+	if (own_image) {
+		char *argv[] = { (char *)"capsule-shim", (char *)"--remover", (char *)(cgroups ? cgroups : ""), NULL };
+		execve("/proc/self/exe", argv, environ);
+	}
+	remover_main(cgroups);
+}
+
+_Noreturn void remover_main(const char *cgroups)
+{
+	char text[CAPSULE_NAME_MAX + 40] = "";
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct iovec iov = { .iov_base = text, .iov_len = sizeof(text) - 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf) };
+	ssize_t n;
+	while ((n = recvmsg(3, &msg, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
 		;
-	struct stat st;
-	bool ours = b == 'g' || (b == 0 && fstatat(4, gone, &st, AT_SYMLINK_NOFOLLOW) == 0);
+	int mntns = -1;
+	struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL;
+	if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+		memcpy(&mntns, CMSG_DATA(c), sizeof(int));
+	/* As fd 5, where whoever looks for the reference (tests/e2e/test_ephemeral.py) finds it. */
+	if (mntns >= 0 && mntns != 5 && dup2(mntns, 5) == 5) {
+		close(mntns);
+		mntns = 5;
+	}
+	text[n > 0 ? n : 0] = '\0';
+	char b = text[0];
+	const char *gone = text + 1;
+	bool ours = (b == 'g' || b == 'c') && gone[0] == '.';
+	if (n <= 0) {
+		/* The parent died: a .gone- folder of this pid is this child's. */
+		char suffix[24];
+		snprintf(suffix, sizeof(suffix), ".%d", (int)getpid());
+		int d = dup(4);
+		DIR *dir = d >= 0 ? fdopendir(d) : NULL;
+		struct dirent *de;
+		while (dir && (de = readdir(dir))) {
+			size_t l = strlen(de->d_name), sl = strlen(suffix);
+			if (!strncmp(de->d_name, ".gone-", 6) && l > sl && !strcmp(de->d_name + l - sl, suffix) &&
+			    l < sizeof(text) - 1) {
+				snprintf(text, sizeof(text), "c%s", de->d_name);
+				ours = true;
+				break;
+			}
+		}
+		if (dir)
+			closedir(dir);
+		else if (d >= 0)
+			close(d);
+		b = 'c';
+	}
 	if (ours)
 		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-remains", NULL, ".test-shim-paused");
 	/* Whatever the parent said (or if it died): no process is left in the namespace. Killed
 	 * before this, the kernel drops the reference all the same. */
-	if (m >= 0)
-		close(5);
+	if (mntns >= 0)
+		close(mntns);
 	if (ours) {
 		/* The cgroups first: killed in between, the folder's config still names them. */
-		if (cgroups)
+		if (cgroups && b == 'c')
 			cgroups_remove_by_base(cgroups);
 		rootless_rm_rf_at(4, gone);
 	}
 	_exit(0);
 }
 
+/* Whether S's end is finish_ephemeral's. */
+static bool ends_ephemeral(const struct shim *s)
+{
+	return s->stop_remove || (!s->cfg.detached && !s->stop_keep);
+}
+
+/* Fork finish_ephemeral's child; it waits for the go-ahead. false: none could be forked. */
+static bool remover_fork(struct shim *s, int run)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return false;
+	pid_t kid = fork();
+	if (kid == 0)
+		remove_remains(sv[0], run, s->cfg.cgroup_base[0] && !s->cfg.cgroup_path ? s->cfg.cgroup_base : NULL,
+			       s->cfg.pool[0] != '\0');
+	close(sv[0]);
+	if (kid < 0) {
+		close(sv[1]);
+		return false;
+	}
+	s->remover_pid = kid;
+	s->remover_go = sv[1];
+	return true;
+}
+
+/* Tell the remover what is its (WHAT: 'g', 'c' or 'n', see remove_remains) under the name
+ * GONE, with MNTNS (or none) for it to close, and let it go. */
+static void remover_release(struct shim *s, char what, const char *gone, int mntns)
+{
+	if (s->remover_go < 0)
+		return;
+	char text[CAPSULE_NAME_MAX + 40];
+	int len = snprintf(text, sizeof(text), "%c%s", what, gone);
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} cm;
+	memset(&cm, 0, sizeof(cm));
+	struct iovec iov = { .iov_base = text, .iov_len = (size_t)len };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	if (mntns >= 0) {
+		msg.msg_control = cm.buf;
+		msg.msg_controllen = sizeof(cm.buf);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &mntns, sizeof(int));
+	}
+	/* A remover killed meanwhile leaves its .gone- folder to sweep_abandoned_creates. */
+	(void)!sendmsg(s->remover_go, &msg, MSG_NOSIGNAL);
+	close(s->remover_go);
+	s->remover_go = -1;
+	s->remover_pid = -1;
+}
+
+/* A pool's ready sandbox forks its end's remover now, once it is ready and its creator (the
+ * keeper) has its answer: the fork is the refill's, not in the stop a taker waits for. It
+ * idles, holding only a socket and the run folder, until the sandbox ends: the go-ahead names
+ * the folder as it is then (a take may have renamed the sandbox). */
+void remover_prefork(struct shim *s)
+{
+	if (s->remover_pid > 0 || !s->cfg.pool[0])
+		return;
+	_cleanup_close_ int run = -1;
+	if (home_subdir_open("run", &run, NULL) == 0)
+		remover_fork(s, run);
+}
+
 /* An ephemeral sandbox's end, once its processes, cgroups and network are gone: what is left
  * is its folder, whose removal (the overlay's upper and work folders among it: 20 to 35 ms on
  * the development machine's ext4) was most of an end's time, and the caller's wait. The name
- * is freed first, and the folder removed after the answer by a child, whose pid the folder's
- * new name run/.gone-NAME.PID carries: the creator waits for this process's exit, not for the
- * child's, and should the child be killed, sweep_abandoned_creates removes the folder (its pid
- * is gone). The id slot is given back while the folder still holds the name (one given back
- * after the rename could have been claimed meanwhile by a new sandbox of that name). A ready
- * sandbox of a pool is not ended this way: `pool rm` returns with nothing left. */
+ * is freed first, and the folder removed after the answer by a child (forked here, or when a
+ * pool's sandbox became ready: remover_prefork), whose pid the folder's new name run/.gone-NAME.PID carries: the creator waits for
+ * this process's exit, not for the child's, and should the child be killed, sweep_abandoned_creates
+ * removes the folder (its pid is gone). The id slot is given back while the folder still holds
+ * the name (one given back after the rename could have been claimed meanwhile by a new sandbox
+ * of that name). A ready sandbox of a pool is not ended this way: `pool rm` returns with
+ * nothing left. */
 static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save_err)
 {
 	shim_log("stopped");
 	shim_log_close();
 	_cleanup_close_ int run = -1;
-	int go[2] = { -1, -1 };
-	pid_t kid = -1;
 	char gone[CAPSULE_NAME_MAX + 32] = "";
-	if (!s->cfg.pool[0] && home_subdir_open("run", &run, NULL) == 0 && pipe2(go, O_CLOEXEC) == 0) {
-		kid = fork();
-		if (kid >= 0)
-			snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, kid == 0 ? (int)getpid() : (int)kid);
-		if (kid == 0)
-			remove_remains(gone, go[0], run, s->ended_mntns, s->cgroup_later ? s->cfg.cgroup_base : NULL);
-		close(go[0]);
-		if (kid < 0)
-			close(go[1]);
+	if (!s->cfg.pool[0] && home_subdir_open("run", &run, NULL) == 0 && s->remover_pid <= 0)
+		remover_fork(s, run);
+	if (s->remover_pid > 0)
+		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-rename", NULL, ".test-shim-paused");
+	/* One forked earlier (a pool's ready sandbox's) and killed since would leave the folder
+	 * to the next sweep: a new one removes it now. */
+	if (s->remover_pid > 0 && waitpid(s->remover_pid, NULL, WNOHANG) != 0) {
+		remover_release(s, 'n', "", -1);
+		if (run >= 0)
+			remover_fork(s, run);
 	}
-	/* The child unmounts the tree after the answer; without one, it is done here. */
-	if (s->ended_mntns >= 0)
-		close(s->ended_mntns);
-	s->ended_mntns = -1;
+	pid_t kid = run >= 0 ? s->remover_pid : -1;
+	if (kid > 0)
+		snprintf(gone, sizeof(gone), ".gone-%s.%d", s->name, (int)kid);
 	bool moved = false;
 	if (kid > 0) {
-		home_test_pause("CAPSULE_TEST_SHIM_PAUSE", "end-rename", NULL, ".test-shim-paused");
 		id_slot_release(s->name, s->cfg.id_slot);
 		rootless_rm_rf_at(run, gone); /* an earlier process of that pid that died here */
 		moved = renameat2(run, s->name, run, gone, RENAME_NOREPLACE) == 0;
 	}
+	/* The child unmounts the tree after the answer; without one, it is done here. */
+	int mntns = moved ? s->ended_mntns : -1;
+	if (!moved && s->ended_mntns >= 0)
+		close(s->ended_mntns);
+	s->ended_mntns = -1;
 	if (!moved) {
 		if (s->cgroup_later)
 			cgroups_remove_by_base(s->cfg.cgroup_base);
@@ -453,9 +581,8 @@ static _Noreturn void finish_ephemeral(struct shim *s, const capsule_error *save
 	s->lock_fd = -1;
 	answer_stop_waiters(s, save_err);
 	io_clients_last_words(&s->io);
-	/* A remover killed meanwhile leaves its .gone- folder to sweep_abandoned_creates. */
-	if (kid > 0)
-		(void)!write(go[1], moved ? "g" : "n", 1);
+	/* The reference goes with the go-ahead: this process's copy with its exit. */
+	remover_release(s, moved ? (s->cgroup_later ? 'c' : 'g') : 'n', gone, mntns);
 	layer_run_deferred_removals();
 	_exit(0);
 }
@@ -465,7 +592,7 @@ _Noreturn void finish_and_exit(struct shim *s)
 	s->exiting = true;
 	if (save_job_running(&s->save))
 		save_done(s, true);
-	bool ends = s->stop_remove || (!s->cfg.detached && !s->stop_keep);
+	bool ends = ends_ephemeral(s);
 	/* Removing cgroups waits for the kernel's cgroup lock, which another sandbox's start holds
 	 * while it waits for an RCU grace period (a pool's refill, 5 to 14 ms under load): ended
 	 * by finish_ephemeral, cgroups named uniquely go after the answer. */
@@ -474,6 +601,10 @@ _Noreturn void finish_and_exit(struct shim *s)
 	 * agent's exit it was an RCU grace period and each superblock's shutdown (1 to 5 ms of a
 	 * cold run). */
 	s->unmount_later = ends && !s->cfg.pool[0] && !s->cfg.save[0]; /* a save copies an unmounted layer */
+	/* A remover forked early (remover_prefork) for an end that is not this one (a detached
+	 * taker's, the keeper's stop of a ready sandbox): it has nothing to do. */
+	if (!s->unmount_later)
+		remover_release(s, 'n', "", -1);
 	/* The agent is gone, and with it every process of the sandbox (it was PID 1). */
 	sandbox_teardown(s);
 	control_socket_remove(s->run_fd);

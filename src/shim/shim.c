@@ -7,6 +7,7 @@
  *                                       pinned to the creator's CPU, take every CPU back
  *   capsule-shim --cleanup --name NAME  sweep what a killed shim left behind
  *   capsule-shim --probe                what this host supports, as JSON
+ *   capsule-shim --remover CGROUP_BASE  a pool sandbox's end's remover (lifecycle.c)
  *
  * It never prints to a terminal: errors go to the creator as protocol ERROR frames, and to
  * run/<name>/shim.log. This file is main and the event loop; shim.h says where the rest is. */
@@ -280,6 +281,7 @@ static void shim_state_init(void)
 	S.agent_sock = -1;
 	S.ct.pid = S.ct.pidfd = S.ct.mntns_fd = -1;
 	S.ended_mntns = -1;
+	S.remover_pid = S.remover_go = -1;
 	S.ct_boot.disk = S.ct_boot.memfd = -1;
 	S.vm.pid = S.vm.pidfd = S.vm.qmp_fd = -1;
 	S.shares.dir_fd = -1;
@@ -300,6 +302,10 @@ int main(int argc, char **argv)
 		{ "unpin", no_argument, NULL, 'u' },
 		{ 0 },
 	};
+	/* finish_ephemeral's child of a pool's ready sandbox (remover_prefork), in an image of
+	 * its own: fd 3 and 4 are its socket and the run folder. */
+	if (argc == 3 && !strcmp(argv[1], "--remover"))
+		remover_main(argv[2][0] && cgroup_base_valid(argv[2]) ? argv[2] : NULL);
 	S.serving_client = -1;
 	bool cleanup = false;
 	int o;
@@ -388,6 +394,9 @@ int main(int argc, char **argv)
 	io_watch(&S.io, S.io.agent_fd, KEY_AGENT, EPOLLIN);
 	io_watch(&S.io, S.proc_pidfd, KEY_PIDFD, EPOLLIN);
 	io_watch(&S.io, S.sigfd, KEY_SIGNAL, EPOLLIN);
+	/* Before the keeper hears it is ready: the remover's fork and exec are then the refill's,
+	 * not beside a take that follows at once. */
+	remover_prefork(&S);
 	report_to_creator(creator, 0, NULL);
 	if (S.cfg.detached) {
 		close(creator);

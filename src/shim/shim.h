@@ -48,6 +48,11 @@ struct shim {
 	 * reference to its mount namespace in ENDED_MNTNS, for finish_ephemeral's child. */
 	bool unmount_later;
 	int ended_mntns;
+	/* finish_ephemeral's child, forked when a pool's sandbox is ready (remover_prefork), so
+	 * that its fork is the refill's and not between a taken sandbox's end and the stop's
+	 * answer; REMOVER_GO its end of the socket the go-ahead comes on. -1: none yet. */
+	pid_t remover_pid;
+	int remover_go;
 	bool killed;        /* SIGKILL sent: only the pidfd is left to wait for */
 	uint64_t stop_deadline_ms;
 	int64_t started_unix;
@@ -110,6 +115,11 @@ void write_state(struct shim *s, const char *state);
 void begin_stop(struct shim *s, uint32_t grace_ms);
 void kill_sandbox(struct shim *s);
 _Noreturn void finish_and_exit(struct shim *s);
+/* A pool's ready sandbox forks its end's remover (finish_ephemeral's child) ahead. */
+void remover_prefork(struct shim *s);
+/* That child's wait for the go-ahead and its work, in a fresh image (`capsule-shim --remover
+ * CGROUP_BASE`, fd 3 the socket, fd 4 the run folder; CGROUPS NULL or "": none of its own). */
+_Noreturn void remover_main(const char *cgroups);
 /* After the level's pause_to_disk: everything released but the folder, state.json saying
  * paused to disk, the lock let go, the waiters answered, exit. */
 _Noreturn void finish_paused_to_disk(struct shim *s);

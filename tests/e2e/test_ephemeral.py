@@ -249,6 +249,38 @@ def _holders_of(ns):
     return found
 
 
+def test_a_remover_killed_before_the_end_is_replaced_and_the_folder_still_goes(capsule):
+    # The folder's remover is forked as the kill is sent, so that its fork overlaps the
+    # sandbox's processes dying. Killed before the shim renames the folder (the shim held
+    # there), the shim forks another: the folder goes without waiting for a sweep.
+    name = capsule.unique_name("epre")
+    marker = os.path.join(capsule.home, ".test-shim-paused")
+    try:
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-rename+"})
+    try:
+        shim = _paused_shim(capsule, "end-rename")
+        assert shim, "the shim never reached end-rename"
+        with open(f"/proc/{shim}/task/{shim}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+        exe = os.readlink(f"/proc/{shim}/exe")
+        removers = [k for k in kids if os.readlink(f"/proc/{k}/exe") == exe]
+        assert len(removers) == 1, (kids, removers)
+        os.kill(removers[0], signal.SIGKILL)
+        assert wait_until(lambda: not _alive(removers[0]), 10)
+        os.unlink(marker)
+        assert p.wait(timeout=30) == 0, p.stderr.read()
+    finally:
+        _reap(p)
+    # No ps, no create: only the new remover can have removed it.
+    assert wait_until(lambda: not _gone_folders(capsule, name) and not os.path.exists(run_dir(capsule, name)), 15), \
+        (_gone_folders(capsule, name), leftovers(capsule, name))
+    assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
+
+
 def test_a_shim_killed_before_it_frees_the_name_leaves_nothing(capsule):
     # kill -9 of the shim after its child that removes the folder was made, before the rename:
     # the child finds no .gone- folder of its own and exits; the folder, its lock free, is a

@@ -358,6 +358,76 @@ def test_a_take_keeps_the_pools_options(capsule, make_pool):
     assert r.stderr.strip() == f"capsule: a sandbox from pool '{p.name}' has the pool's options: 'memory' differs from them"
 
 
+def _shim_children(shim):
+    with open(f"/proc/{shim}/task/{shim}/children") as f:
+        kids = [int(k) for k in f.read().split()]
+    exe = os.readlink(f"/proc/{shim}/exe")
+
+    def exe_of(pid):
+        try:
+            return os.readlink(f"/proc/{pid}/exe")
+        except OSError:  # gone, or a zombie
+            return None
+    return [k for k in kids if exe_of(k) == exe]
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(capsule, make_pool):
+    # A ready sandbox's shim forks the child that removes its folder at its end while it is
+    # ready (the refill's time, not the taker's stop). Killed meanwhile, the shim forks another at
+    # the end: the taken sandbox's folder still goes without a sweep (no ps, no create here).
+    # Not taken, the keeper's stop (pool rm) ends the idle one too, and leaves nothing.
+    p = make_pool(1)
+    wait_full(capsule, p.name)
+    shims = {}
+    for r in ready_names(capsule, p.name):
+        with open(os.path.join(capsule.home, "run", r, "state.json")) as f:
+            shims[r] = json.load(f)["shim_pid"]
+    # Forked once the keeper has its answer: it may come a moment after the pool is full.
+    wait_for("each ready sandbox's remover", lambda: all(len(_shim_children(pid)) == 1 for pid in shims.values()))
+    removers = {r: _shim_children(pid) for r, pid in shims.items()}
+    for r in removers.values():
+        os.kill(r[0], signal.SIGKILL)
+    for r in removers.values():
+        wait_for("the remover's end", lambda: not _alive(r[0]))
+    name = capsule.unique_name("prem")
+    r = capsule.run("run", "--pool", p.name, "--name", name, "--", "true")
+    assert r.returncode == 0, r.stderr
+    run = os.path.join(capsule.home, "run")
+    wait_for("the taken sandbox's folder to go",
+             lambda: not any(e == name or e.startswith(f".gone-{name}.") for e in os.listdir(run)))
+    wait_full(capsule, p.name)
+    fresh = {r: json.load(open(os.path.join(run, r, "state.json")))["shim_pid"] for r in ready_names(capsule, p.name)}
+    wait_for("each ready sandbox's remover", lambda: all(len(_shim_children(pid)) == 1 for pid in fresh.values()))
+    idle = [k for pid in fresh.values() for k in _shim_children(pid)]
+    assert capsule.run("pool", "rm", p.name).returncode == 0
+    for k in idle:
+        wait_for("an idle remover's end", lambda: not _alive(k))
+    assert not [e for e in os.listdir(run) if e.startswith(".gone-")], os.listdir(run)
+
+
+def test_a_take_may_repeat_a_default_the_pool_changed_only_as_the_pools(capsule, make_pool):
+    # pids is written even at its default: a plain take's request says pids=4096, which is
+    # not the pool's line but a fresh configuration's (the check's lazily made default). The
+    # pool's value repeated is taken; the default given outright is too (it is what a request
+    # without it says); any other is refused.
+    p = make_pool(1, "--pids-limit", "50")
+    wait_full(capsule, p.name)
+    for extra in ([], ["--pids-limit", "50"], ["--pids-limit", "4096"]):
+        r = capsule.run("run", "--pool", p.name, *extra, "--", "true")
+        assert r.returncode == 0, (extra, r.stderr)
+    r = capsule.run("run", "--pool", p.name, "--pids-limit", "60", "--", "true")
+    assert r.returncode == 125
+    assert r.stderr.strip() == f"capsule: a sandbox from pool '{p.name}' has the pool's options: 'pids' differs from them"
+
+
 @pytest.mark.parametrize("args,message", [
     (["--size", "0"], "invalid pool size '0': must be between 1 and 64"),
     (["--size", "65"], "invalid pool size '65': must be between 1 and 64"),
