@@ -62,9 +62,12 @@ def pid_alive(pid):
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie is gone for our purposes.
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    # A zombie is gone for our purposes (and one reaped since the kill).
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 class Pool:
@@ -371,14 +374,6 @@ def _shim_children(shim):
     return [k for k in kids if exe_of(k) == exe]
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(capsule, make_pool):
     # A ready sandbox's shim forks the child that removes its folder at its end while it is
     # ready (the refill's time, not the taker's stop). Killed meanwhile, the shim forks another at
@@ -396,7 +391,7 @@ def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(c
     for r in removers.values():
         os.kill(r[0], signal.SIGKILL)
     for r in removers.values():
-        wait_for("the remover's end", lambda: not _alive(r[0]))
+        wait_for("the remover's end", lambda: not pid_alive(r[0]))
     name = capsule.unique_name("prem")
     r = capsule.run("run", "--pool", p.name, "--name", name, "--", "true")
     assert r.returncode == 0, r.stderr
@@ -409,7 +404,7 @@ def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(c
     idle = [k for pid in fresh.values() for k in _shim_children(pid)]
     assert capsule.run("pool", "rm", p.name).returncode == 0
     for k in idle:
-        wait_for("an idle remover's end", lambda: not _alive(k))
+        wait_for("an idle remover's end", lambda: not pid_alive(k))
     assert not [e for e in os.listdir(run) if e.startswith(".gone-")], os.listdir(run)
 
 
