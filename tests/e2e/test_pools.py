@@ -393,11 +393,15 @@ def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(c
     for r in removers.values():
         wait_for("the remover's end", lambda: not pid_alive(r[0]))
     name = capsule.unique_name("prem")
+    (origin,) = shims
+    assert cgroup_dirs(origin)
     r = capsule.run("run", "--pool", p.name, "--name", name, "--", "true")
     assert r.returncode == 0, r.stderr
     run = os.path.join(capsule.home, "run")
     wait_for("the taken sandbox's folder to go",
              lambda: not any(e == name or e.startswith(f".gone-{name}.") for e in os.listdir(run)))
+    # Its cgroups, named after the name it started under, with it.
+    wait_for("the taken sandbox's cgroups to go", lambda: not cgroup_dirs(origin))
     wait_full(capsule, p.name)
     fresh = {r: json.load(open(os.path.join(run, r, "state.json")))["shim_pid"] for r in ready_names(capsule, p.name)}
     wait_for("each ready sandbox's remover", lambda: all(len(_shim_children(pid)) == 1 for pid in fresh.values()))
@@ -406,6 +410,7 @@ def test_a_ready_sandboxs_remover_waits_for_its_end_and_one_killed_is_replaced(c
     for k in idle:
         wait_for("an idle remover's end", lambda: not pid_alive(k))
     assert not [e for e in os.listdir(run) if e.startswith(".gone-")], os.listdir(run)
+    assert not any(cgroup_dirs(r) for r in fresh)
 
 
 def test_a_take_may_repeat_a_default_the_pool_changed_only_as_the_pools(capsule, make_pool):
