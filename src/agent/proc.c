@@ -672,8 +672,19 @@ static void spawner_start(const uint8_t *bpf, size_t bpf_len, uint64_t keep, int
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+static int agent_oom_fd = -2;
+
+/* Opened with the spawner at INIT, so that the agent's descriptors are the same before and
+ * after its first command (tests/security count them); at the first spawn failing that. */
+static void agent_oom_open(void)
+{
+	if (agent_oom_fd == -2)
+		agent_oom_fd = openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+}
+
 void agent_spawner_prepare(const uint8_t *bpf, size_t bpf_len, uint64_t keep)
 {
+	agent_oom_open();
 	if (SP.state == 0)
 		spawner_start(bpf, bpf_len, keep, cap_last_cap());
 }
@@ -704,11 +715,9 @@ static long spawn_clone(struct spawn_ctx *ctx)
  * starts with that value: one that root could give the command itself a moment later. */
 static bool agent_oom_is(int want)
 {
-	static int fd = -2;
-	if (fd == -2)
-		fd = openat(AT_FDCWD, "/proc/self/oom_score_adj", O_RDONLY | O_CLOEXEC);
+	agent_oom_open();
 	char buf[16];
-	ssize_t n = fd >= 0 ? pread(fd, buf, sizeof(buf) - 1, 0) : -1;
+	ssize_t n = agent_oom_fd >= 0 ? pread(agent_oom_fd, buf, sizeof(buf) - 1, 0) : -1;
 	if (n <= 0)
 		return false;
 	buf[n] = '\0';
