@@ -122,11 +122,14 @@ def test_shim_holds_only_its_own_kinds_of_fds(capsule, sandbox):
     bad = {k: v for k, v in fds.items() if not any(re.fullmatch(p, v) for p in allowed)}
     assert not bad, f"unexpected fds in the shim: {bad}"
     assert not any("memfd:" in v for v in fds.values()), "the shim kept the agent's memfd"
-    # The agent's side: its socket, epoll, signalfd, stdio on /dev/null and the sandbox's own root
-    # (the O_PATH descriptor the filesystem API resolves from; close-on-exec), nothing of the host.
+    # The agent's side: its socket, epoll, signalfd, stdio on /dev/null, the sandbox's own root
+    # (the O_PATH descriptor the filesystem API resolves from; close-on-exec) and its own
+    # oom_score_adj, read-only (what each command would inherit: src/agent/proc.c), nothing of
+    # the host.
     afds = _fd_targets(agent)
     bad = {k: v for k, v in afds.items()
-           if not re.fullmatch(r"/|/dev/null|socket:\[\d+\]|anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
+           if not re.fullmatch(r"/|/dev/null|/proc/1/oom_score_adj|socket:\[\d+\]|"
+                               r"anon_inode:\[(eventpoll|signalfd|pidfd)\]", v)}
     assert not bad, f"unexpected fds in the idle agent: {bad}"
 
 
