@@ -514,12 +514,10 @@ size_t tcp_listening_ports(const char *text, uint16_t *ports, size_t n, size_t m
 
 /* Every CPU, as an affinity mask: the kernel makes of it what the thread's cpuset allows, and
  * keeps it as the mask asked for, so that a cpuset grown later reaches the thread again. */
-static cpu_set_t every_cpu;
-
 int cpu_unpin(pid_t tid)
 {
-	if (!CPU_COUNT(&every_cpu))
-		memset(&every_cpu, 0xff, sizeof(every_cpu));
+	cpu_set_t every_cpu;
+	memset(&every_cpu, 0xff, sizeof(every_cpu));
 	return (int)syscall(SYS_sched_setaffinity, tid, sizeof(every_cpu), &every_cpu);
 }
 
