@@ -299,11 +299,15 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, u
 {
 	_cleanup_close_ int dir = dir_in;
 	int r = 0;
-	if (dir < 0 && (r = run_dir_open(name, &dir, err)) < 0)
-		return r;
-	/* Through /proc/self/fd: no limit from sun_path's 108 bytes on how deep the home is. */
+	/* By its path from the root where it fits (run_dir_socket_path says why); the folder is
+	 * then walked to only when the connect fails, to say why. Else through /proc/self/fd: no
+	 * limit from sun_path's 108 bytes on how deep the home is. */
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock", dir);
+	if (run_dir_socket_path(name, sa.sun_path, sizeof(sa.sun_path)) < 0) {
+		if (dir < 0 && (r = run_dir_open(name, &dir, err)) < 0)
+			return r;
+		snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock", dir);
+	}
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return cap_err(err, errno, "socket");
@@ -316,6 +320,10 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, u
 		int e = errno;
 		if (e == EINTR)
 			continue;
+		if (dir < 0 && (r = run_dir_open(name, &dir, err)) < 0) {
+			close(fd);
+			return r;
+		}
 		if (!deadline)
 			deadline = now_ms() + CAPSULE_DEFAULT_BOOT_TIMEOUT_MS + 5000;
 		if ((e == ENOENT || e == ECONNREFUSED) && now_ms() < deadline && run_dir_locked(dir)) {

@@ -212,6 +212,17 @@ int run_dir_open(const char *name, int *fd, capsule_error *err)
 	return 0;
 }
 
+int run_dir_socket_path(const char *name, char *out, size_t size)
+{
+	const char *home = capsule_home();
+	/* A home in a folder anyone writes to is reached only through the descriptor its
+	 * checks were made on; a name that is not one folder's never leaves run/. */
+	if (home_in_shared_folder || !name[0] || strchr(name, '/') || !strcmp(name, ".") || !strcmp(name, ".."))
+		return -EINVAL;
+	int n = snprintf(out, size, "%s/run/%s/control.sock", home, name);
+	return n < 0 || (size_t)n >= size ? -ENAMETOOLONG : 0;
+}
+
 /* Without it every sandbox's inodes come from the block group of run/ (ext4 places a file
  * near its folder, a folder near its parent). On ext4 without a journal (the development
  * machine's root) an inode allocation walks past each inode of its group freed in the last

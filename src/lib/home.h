@@ -24,6 +24,12 @@ int find_helper(const char *name, char **path, capsule_error *err);
 
 /* run/<name>/ helpers. */
 int run_dir_open(const char *name, int *fd, capsule_error *err);
+/* run/<name>/control.sock as a path from the root, for connect(2): a new process that
+ * connects through /proc/self/fd/N/ makes the kernel build /proc inodes for its pid, its fd
+ * folder and N (and drop them at its exit), about 8% of a short-lived CLI exec's CPU.
+ * -ENAMETOOLONG where it does not fit in SIZE (sun_path's 108 bytes), -EINVAL for a home in a
+ * shared folder (reached only through its checked descriptor) or a name that is no folder's. */
+int run_dir_socket_path(const char *name, char *out, size_t size);
 /* Mark folder DIR (run/, the home) so that ext2/3/4 place each folder made in it in a block
  * group of its own choosing (chattr +T); best effort, a no-op where the filesystem has no such
  * flag. */
