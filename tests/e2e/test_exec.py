@@ -237,3 +237,40 @@ def test_run_env_is_the_default_for_later_execs(capsule):
     assert lines[0] == name and int(lines[1]) > 1
     r = capsule.run("exec", name, "printenv", "FOO")
     assert r.stdout == "bar\n", r.stderr
+
+
+def test_exec_sees_each_change_to_the_user_files(capsule, sandbox):
+    """The agent keeps /etc/passwd and /etc/group as it last read them while a stat finds the
+    same file (device, inode, size, modification and change times) and that version is 100 ms
+    old: a file rewritten in place at the same size, and one replaced by a rename at the same
+    size, are both read again."""
+    def alice():
+        r = capsule.run("exec", "-u", "alice", sandbox, "--", "sh", "-c", "id -u; id -G")
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split("\n")[:2]
+
+    def root(script):
+        r = capsule.run("exec", sandbox, "--", "sh", "-c", script)
+        assert r.returncode == 0, r.stderr
+
+    # A version is kept once it is 100 ms old: each change below is made to a kept one.
+    root("echo alice:x:1234:1234::/:/bin/sh >> /etc/passwd; echo team:x:2000:alice >> /etc/group")
+    time.sleep(0.3)
+    assert alice() == ["1234", "1234 2000"]
+    # In place (same inode), same size: only the times say it changed.
+    root("sed s/1234/1235/g /etc/passwd > /tmp/p && cat /tmp/p > /etc/passwd;"
+         " sed s/2000/2001/ /etc/group > /tmp/g && cat /tmp/g > /etc/group")
+    assert alice() == ["1235", "1235 2001"]
+    time.sleep(0.3)
+    assert alice() == ["1235", "1235 2001"]
+    # Replaced by a rename, same size.
+    root("sed s/1235/1236/g /etc/passwd > /tmp/p && mv /tmp/p /etc/passwd;"
+         " sed s/2001/2002/ /etc/group > /tmp/g && mv /tmp/g /etc/group")
+    assert alice() == ["1236", "1236 2002"]
+    # Gone: the default user still runs (uid 0 needs no entry), a named one is refused.
+    root("mv /etc/passwd /tmp/passwd.gone")
+    r = capsule.run("exec", "-u", "alice", sandbox, "--", "true")
+    assert_capsule_error(r)
+    assert "unable to find user 'alice'" in r.stderr
+    assert capsule.run("exec", sandbox, "--", "true").returncode == 0
+
