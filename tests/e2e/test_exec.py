@@ -2,13 +2,16 @@
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
 
 import pytest
 
+from tests.conftest import Capsule
 from .helpers import (FDS_PROBE, assert_capsule_error, assert_cat_sees_eof_without_i, host_procs_in, read_to_eof,
                       run_fds_probe, run_with_fds_as_3_up, wait_until)
 
@@ -274,3 +277,34 @@ def test_exec_sees_each_change_to_the_user_files(capsule, sandbox):
     assert "unable to find user 'alice'" in r.stderr
     assert capsule.run("exec", sandbox, "--", "true").returncode == 0
 
+
+@pytest.mark.parametrize("deep", [False, True], ids=["home-path", "home-beyond-sun-path"])
+def test_exec_connects_by_path_or_through_the_folder(capsule_home, deep):
+    """The CLI connects to the shim by the socket's path where it fits in sun_path's 108 bytes,
+    else through /proc/self/fd and the open folder; either way a missing sandbox and a stopped
+    one are told apart by walking to the folder when the connect fails."""
+    parent = None
+    home = capsule_home
+    if deep:
+        parent = tempfile.mkdtemp(prefix="capsule-deep-" + "d" * 80, dir="/var/tmp")
+        os.chmod(parent, 0o755)
+        home = os.path.join(parent, "home")
+    c = Capsule(home)
+    try:
+        name = c.create()
+        sock = os.path.join(home, "run", name, "control.sock")
+        assert (len(sock) >= 108) == deep, sock
+        r = c.run("exec", name, "--", "echo", "in")
+        assert (r.returncode, r.stdout) == (0, "in\n"), r.stderr
+        assert c.run("stop", name).returncode == 0
+        r = c.run("exec", name, "--", "true")
+        assert_capsule_error(r)
+        assert r.stderr == f"capsule: sandbox '{name}' is not running\n", r.stderr
+        assert c.run("rm", name).returncode == 0
+        r = c.run("exec", name, "--", "true")
+        assert_capsule_error(r)
+        assert "no such sandbox" in r.stderr and name in r.stderr, r.stderr
+    finally:
+        c.cleanup()
+        if parent:
+            shutil.rmtree(parent, ignore_errors=True)
