@@ -319,20 +319,25 @@ int agent_group_gid(const char *group_file, const char *name, gid_t *gid)
 
 /* ---- spawning --------------------------------------------------------------------------- */
 
+/* Why a command did not reach its exec. The child shares the agent's memory and its parent
+ * sleeps until it has exec'd or exited (CLONE_VM|CLONE_VFORK), so it writes this in the
+ * parent's memory, which the parent reads when clone returns: no status pipe to make, close
+ * and read for every command. Nothing written means the exec was made. */
 struct spawn_failure {
+	bool failed;
 	int errnum;
 	char message[480];
 };
 
-static _Noreturn void child_fail(int errpipe, int errnum, const char *fmt, ...) _printf_(3, 4);
-static _Noreturn void child_fail(int errpipe, int errnum, const char *fmt, ...)
+static _Noreturn void child_fail(struct spawn_failure *f, int errnum, const char *fmt, ...) _printf_(3, 4);
+static _Noreturn void child_fail(struct spawn_failure *f, int errnum, const char *fmt, ...)
 {
-	struct spawn_failure f = { .errnum = errnum };
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(f.message, sizeof(f.message), fmt, ap);
+	vsnprintf(f->message, sizeof(f->message), fmt, ap);
 	va_end(ap);
-	(void)!write(errpipe, &f, sizeof(f));
+	f->errnum = errnum;
+	f->failed = true;
 	_exit(127);
 }
 
@@ -444,7 +449,8 @@ static int open_pty(int *master_out, char *slave_name, size_t slave_len)
 struct spawn_ctx {
 	const struct spawn_request *req;
 	const char *slave_name;
-	int in_rd, out_wr, err_wr, status_wr;
+	int in_rd, out_wr, err_wr;
+	struct spawn_failure *failure;
 	int last_cap;
 	/* The agent's oom_score_adj was the one asked for just before the clone, which the
 	 * command inherits: no write of its own then. */
@@ -459,7 +465,7 @@ struct spawn_ctx {
 
 /* capsule's own filter first, then the process's: the kernel runs every filter and takes the
  * strictest answer, so the second can narrow the first, never widen it. */
-static void install_filters(const struct spawn_ctx *ctx, int ep)
+static void install_filters(const struct spawn_ctx *ctx, struct spawn_failure *ep)
 {
 	const struct {
 		const uint8_t *bpf;
@@ -487,7 +493,7 @@ static void install_filters(const struct spawn_ctx *ctx, int ep)
 static int spawn_child(void *arg)
 {
 	const struct spawn_ctx *ctx = arg;
-	int ep = ctx->status_wr;
+	struct spawn_failure *ep = ctx->failure;
 	/* First, before any filter of the process's own could refuse it; capsule's allows it. */
 	if (ctx->unpin && cpu_unpin(0) < 0)
 		child_fail(ep, errno, "sched_setaffinity: %s", strerror(errno));
@@ -522,14 +528,8 @@ static int spawn_child(void *arg)
 		fd1 = ctx->out_wr;
 		fd2 = ctx->err_wr;
 	}
-	/* dup2 clears O_CLOEXEC on the copies; fds 0-2 and the passed ones' places 3..TOP-1 may
-	 * be any of ours, so move the status pipe out of the way first. */
+	/* dup2 clears O_CLOEXEC on the copies. */
 	int top = 3 + (int)ctx->req->nfds;
-	if (ep < top) {
-		ep = fcntl(ep, F_DUPFD_CLOEXEC, top > 10 ? top : 10);
-		if (ep < 0)
-			_exit(127);
-	}
 	/* The passed descriptors to 3, 4, ...: each first to a copy above TOP, so that placing one
 	 * (or stdio) never closes another not placed yet (the agent's numbers for them may be
 	 * anywhere, 3..TOP-1 included). The copies are close-on-exec; the placed ones are not. */
@@ -789,7 +789,7 @@ static bool agent_oom_is(int want)
 int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char *errbuf, size_t errlen)
 {
 	int in_pipe[2] = { -1, -1 }, out_pipe[2] = { -1, -1 }, err_pipe[2] = { -1, -1 };
-	int master = -1, status_pipe[2] = { -1, -1 };
+	int master = -1;
 	char slave_name[128] = "";
 	int r = 0;
 
@@ -797,8 +797,6 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 	res->stdin_fd = res->stdout_fd = res->stderr_fd = -1;
 	int last_cap = cap_last_cap();
 
-	if (pipe2(status_pipe, O_CLOEXEC) < 0)
-		return -errno;
 	if (req->detach || req->console) {
 		/* no streams at all: a console's child opens its terminal itself */
 	} else if (req->tty) {
@@ -817,6 +815,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		}
 	}
 
+	struct spawn_failure failure = { .failed = false };
 	/* One stack for every command's short life before exec: one command is started at a
 	 * time, and CLONE_VFORK keeps its parent suspended until it has exec'd or exited. */
 	struct spawn_ctx ctx = {
@@ -825,7 +824,7 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 		.in_rd = in_pipe[0],
 		.out_wr = out_pipe[1],
 		.err_wr = err_pipe[1],
-		.status_wr = status_pipe[1],
+		.failure = &failure,
 		.last_cap = last_cap,
 		.oom_inherited = agent_oom_is(req->oom_score_adj),
 	};
@@ -837,24 +836,14 @@ int agent_spawn(const struct spawn_request *req, struct spawn_result *res, char 
 	}
 	pid_t pid = (pid_t)cl;
 
-	/* Parent: the child reports a failure before exec through the status pipe; EOF means
-	 * execve succeeded (the pipe was close-on-exec). */
-	close(status_pipe[1]);
-	status_pipe[1] = -1;
-	struct spawn_failure f;
-	ssize_t n;
-	do
-		n = read(status_pipe[0], &f, sizeof(f));
-	while (n < 0 && errno == EINTR);
-	close(status_pipe[0]);
-	status_pipe[0] = -1;
-	if (n == (ssize_t)sizeof(f)) {
+	/* The clone has returned: the child has exec'd, or written why not and exited. */
+	const struct spawn_failure *f = ctx.failure;
+	if (__atomic_load_n(&f->failed, __ATOMIC_ACQUIRE)) {
 		int st;
 		while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 			;
-		f.message[sizeof(f.message) - 1] = '\0';
-		snprintf(errbuf, errlen, "%s", f.message);
-		r = f.errnum > 0 ? -f.errnum : -EIO;
+		snprintf(errbuf, errlen, "%.*s", (int)sizeof(f->message), f->message);
+		r = f->errnum > 0 ? -f->errnum : -EIO;
 		goto fail;
 	}
 
@@ -883,8 +872,6 @@ fail:
 			close(out_pipe[i]);
 		if (err_pipe[i] >= 0)
 			close(err_pipe[i]);
-		if (status_pipe[i] >= 0)
-			close(status_pipe[i]);
 	}
 	if (master >= 0)
 		close(master);

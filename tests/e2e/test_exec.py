@@ -308,3 +308,13 @@ def test_exec_connects_by_path_or_through_the_folder(capsule_home, deep):
         c.cleanup()
         if parent:
             shutil.rmtree(parent, ignore_errors=True)
+
+
+def test_exec_failure_before_the_exec_is_told(capsule, sandbox):
+    """What fails between the clone and the exec (here the working directory) comes back to the
+    agent through the memory it shares with the child until then, with its message."""
+    r = capsule.run("exec", "-w", "/no/such", sandbox, "true")
+    assert_capsule_error(r)
+    assert r.stderr == "capsule: working directory '/no/such': No such file or directory\n", r.stderr
+    r = capsule.run("exec", "-w", "/tmp", sandbox, "pwd")
+    assert (r.returncode, r.stdout) == (0, "/tmp\n"), r.stderr
