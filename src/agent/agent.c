@@ -63,6 +63,7 @@ static struct agent {
 	size_t procs_hwm; /* procs[] at or past this index were never used: scans stop here */
 	struct cp_init init;
 	bool have_init;
+	bool user_files_to_read; /* INIT answered: read the user files once the answer is out */
 	bool shutting_down;
 	uint64_t shutdown_deadline_ms;
 	bool ctl_is_socket;
@@ -706,6 +707,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 			send_frame();
 		vm_console_start(&A.init);
 		agent_spawner_prepare(A.init.seccomp_bpf, A.init.seccomp_len, A.init.cap_keep);
+		A.user_files_to_read = true;
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len, fds, nfds); break;
 	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;
@@ -923,6 +925,12 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct epoll_event evs[64];
 		agent_flush();
+		/* With INIT's answer out: the first command's set-up (a pooled sandbox's, right
+		 * after its take) then finds the user files read. */
+		if (A.user_files_to_read) {
+			A.user_files_to_read = false;
+			agent_user_files_read();
+		}
 		fs_release();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)

@@ -65,6 +65,9 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 /* The login shell of UID in the sandbox's /etc/passwd (an absolute path), into OUT; -ENOENT
  * when it has none. */
 int agent_user_shell(uid_t uid, char *out, size_t size);
+/* Read the sandbox's /etc/passwd and /etc/group into the copies commands' set-up reuse while
+ * the files are unchanged (proc.c), ahead of the first command. */
+void agent_user_files_read(void);
 
 /* The gid of group NAME in the sandbox's group file GROUP_FILE (read as agent_resolve_user reads
  * it); -ENOENT when it has none. */

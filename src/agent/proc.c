@@ -137,6 +137,15 @@ static int read_sandbox_file(const char *path, char **out)
 	return r;
 }
 
+void agent_user_files_read(void)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(user_files); i++) {
+		char *text = NULL;
+		if (read_sandbox_file(user_files[i].path, &text) == 0)
+			free(text);
+	}
+}
+
 struct passwd_entry {
 	uid_t uid;
 	gid_t gid;

@@ -318,3 +318,14 @@ def test_exec_failure_before_the_exec_is_told(capsule, sandbox):
     assert r.stderr == "capsule: working directory '/no/such': No such file or directory\n", r.stderr
     r = capsule.run("exec", "-w", "/tmp", sandbox, "pwd")
     assert (r.returncode, r.stdout) == (0, "/tmp\n"), r.stderr
+
+
+def test_exec_first_command_sees_user_files_changed_since_the_start(capsule, sandbox):
+    """The agent reads the user files once INIT is answered, ahead of the first command: a
+    passwd changed before that command (here through the file API, no command) is read again."""
+    r = capsule.run("fs", sandbox, "cat", "/etc/passwd")
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("fs", sandbox, "write", "/etc/passwd", input=r.stdout + "bob:x:4321:4321::/:/bin/sh\n")
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("exec", "-u", "bob", sandbox, "--", "id", "-u")
+    assert (r.returncode, r.stdout) == (0, "4321\n"), r.stderr
