@@ -242,6 +242,7 @@ def test_run_env_is_the_default_for_later_execs(capsule):
     assert r.stdout == "bar\n", r.stderr
 
 
+@pytest.mark.fresh_sandbox  # it changes the user files: the vm level's shared one is left alone
 def test_exec_sees_each_change_to_the_user_files(capsule, sandbox):
     """The agent keeps /etc/passwd and /etc/group as it last read them while a stat finds the
     same file (device, inode, size, modification and change times) and that version is 100 ms
@@ -320,6 +321,7 @@ def test_exec_failure_before_the_exec_is_told(capsule, sandbox):
     assert (r.returncode, r.stdout) == (0, "/tmp\n"), r.stderr
 
 
+@pytest.mark.fresh_sandbox  # it changes the user files: the vm level's shared one is left alone
 def test_exec_first_command_sees_user_files_changed_since_the_start(capsule, sandbox):
     """The agent reads the user files once INIT is answered, ahead of the first command: a
     passwd changed before that command (here through the file API, no command) is read again."""
