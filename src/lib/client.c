@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "conn.h"
 #include "home.h"
@@ -293,6 +294,13 @@ static int hello_answer(struct conn *c, const struct cp_header *h, const uint8_t
 	return 0;
 }
 
+static bool peer_is_own_user(int fd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof(cr);
+	return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && cr.uid == geteuid();
+}
+
 /* Connect to NAME's shim and send HELLO; with WAIT, take its answer too. DIR_IN is NAME's
  * run folder already open (taken), or -1. */
 static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, uint32_t flags, capsule_error *err)
@@ -303,7 +311,9 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, u
 	 * then walked to only when the connect fails, to say why. Else through /proc/self/fd: no
 	 * limit from sun_path's 108 bytes on how deep the home is. */
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if (run_dir_socket_path(name, sa.sun_path, sizeof(sa.sun_path)) < 0) {
+	bool by_path = run_dir_socket_path(name, sa.sun_path, sizeof(sa.sun_path)) == 0;
+again:
+	if (!by_path) {
 		if (dir < 0 && (r = run_dir_open(name, &dir, err)) < 0)
 			return r;
 		snprintf(sa.sun_path, sizeof(sa.sun_path), "/proc/self/fd/%d/control.sock", dir);
@@ -336,6 +346,14 @@ static int open_hello(struct conn *c, const char *name, int dir_in, bool wait, u
 		if (e == ENOENT || e == ECONNREFUSED)
 			return cap_err_plain(err, ENOTCONN, "sandbox '%s' is not running", name);
 		return cap_err(err, e, "connecting to sandbox '%s'", name);
+	}
+	/* A path names whatever lies there now, and the folders above the home may be someone
+	 * else's to swap (only the home itself is checked): a socket that another user's process
+	 * listens on is never spoken to. The folder the checks were made on is used instead. */
+	if (by_path && !peer_is_own_user(fd)) {
+		close(fd);
+		by_path = false;
+		goto again;
 	}
 	conn_adopt(c, fd);
 	c->hello_name = name;
