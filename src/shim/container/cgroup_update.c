@@ -168,6 +168,35 @@ static int plan_cpu(struct plan *p, const struct cgroup_handle *cg, const struct
 	return r;
 }
 
+/* cgroup v2 takes any memory.max: below what the sandbox holds, the kernel reclaims and then
+ * OOM-kills its processes until it fits (or nothing is left to kill), and the write succeeds.
+ * v1 refuses such a limit (EBUSY) and keeps the old one, which is what an update promises at
+ * both: so on v2 the new limit is first put in memory.high, whose write reclaims down to it
+ * without killing, and a sandbox still above it gets its old memory.high back and the update
+ * is refused. While memory.high holds the new limit, the sandbox is throttled rather than
+ * killed should it grow before memory.max is written; *OLD_HIGH is what to put back after. */
+static int v2_memory_reclaim(const struct cg_dir *d, int64_t bytes, char *old_high, size_t size, capsule_error *err)
+{
+	int r = read_value(d, "memory.high", old_high, size, err);
+	if (r < 0)
+		return r;
+	char val[32], cur[32];
+	fmt_into(val, sizeof(val), "%lld", (long long)bytes);
+	if ((r = cg_write_at(d->fd, d->path, "memory.high", val, err)) < 0)
+		return r;
+	if ((r = read_value(d, "memory.current", cur, sizeof(cur), err)) < 0) {
+		(void)cg_write_at(d->fd, d->path, "memory.high", old_high, NULL);
+		return r;
+	}
+	unsigned long long held = strtoull(cur, NULL, 10);
+	if (held <= (unsigned long long)bytes)
+		return 0;
+	(void)cg_write_at(d->fd, d->path, "memory.high", old_high, NULL);
+	return cap_err_plain(err, EBUSY,
+			     "write '%s/memory.max': the sandbox holds %llu bytes that cannot be reclaimed below "
+			     "%lld (the limit is kept)", d->path, held, (long long)bytes);
+}
+
 int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_error *err)
 {
 	if (!cg || cg->destroyed || cg->n == 0)
@@ -205,13 +234,22 @@ int cgroup_update(struct cgroup_handle *cg, const capsule_limits *u, capsule_err
 		r = plan_finer(&p, cg, u, err);
 	if (r < 0)
 		return r;
+	const struct cg_dir *high = NULL;
+	char old_high[32];
+	if (cg->v2 && (u->set & CAPSULE_LIMIT_MEMORY) && u->memory_bytes >= 0) {
+		high = dir_of(cg, CG_MEMORY);
+		if ((r = v2_memory_reclaim(high, u->memory_bytes, old_high, sizeof(old_high), err)) < 0)
+			return r;
+	}
 	for (size_t i = 0; i < p.n; i++) {
 		const struct planned *w = &p.w[i];
 		if ((r = cg_write_at(w->d->fd, w->d->path, w->file, w->val, err)) == 0)
 			continue;
 		for (size_t k = i; k-- > 0;)
 			(void)cg_write_at(p.w[k].d->fd, p.w[k].d->path, p.w[k].file, p.w[k].old, NULL);
-		return r;
+		break;
 	}
-	return 0;
+	if (high)
+		(void)cg_write_at(high->fd, high->path, "memory.high", old_high, NULL);
+	return r;
 }
