@@ -47,7 +47,10 @@ def cgroup_dirs(name, controllers=CONTROLLERS):
     """The sandbox's cgroup folders, <name>~<8 hex>.<8 hex> (<name>.<8 hex> for a sandbox made
     without a cgroup_base) below a "capsule" folder: on v1 one per controller
     (<controller>/capsule/...), on v2 the one folder whatever CONTROLLERS asks (capsule/... at
-    the root, or below the caller's own cgroup where it was delegated)."""
+    the root, or below the caller's own cgroup where it was delegated), but for "cpuset" alone:
+    there the folder only when it has cpus or memory nodes of its own, as a sandbox has a cpuset
+    cgroup only once it asks for one (its parent may give every child the controller once one
+    asked, each with empty sets: its parent's)."""
     pat = re.compile(re.escape(name) + r"(~[0-9a-f]{8})?\.[0-9a-f]{8}$")
     if cgroup_v2_only():
         globs = [os.path.join(CGROUP_ROOT, "**", "capsule", name + "[.~]*")]
@@ -60,7 +63,16 @@ def cgroup_dirs(name, controllers=CONTROLLERS):
         for path in glob.glob(g, recursive=True):
             if pat.match(os.path.basename(path)) and os.path.isdir(path) and path not in found:
                 found.append(path)
+    if cgroup_v2_only() and tuple(controllers) == ("cpuset",):
+        found = [p for p in found if _v2_own_cpuset(p)]
     return found
+
+
+def _v2_own_cpuset(path):
+    try:
+        return any(read_file(os.path.join(path, f)) for f in ("cpuset.cpus", "cpuset.mems"))
+    except FileNotFoundError:
+        return False
 
 
 def cgroup_limit(name, what):
