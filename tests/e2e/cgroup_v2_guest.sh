@@ -46,7 +46,9 @@ C="$CGV2_BUILD/capsule"
 cap() { out=$("$C" "$@" 2>&1); rc=$?; }
 # folder NAME: the sandbox's cgroup folder (capsule/NAME~<id>.<digest>), "" when none.
 folder() { for d in $CG/capsule/"$1"~*; do [ -d "$d" ] && echo "$d"; done; }
-json() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# json KEY: a top-level number or string of `capsule inspect`'s JSON on stdin (sed, not
+# python: each python start is a second under TCG).
+json() { tr -d '\n' | sed -n "s/.*\"$1\": *\"\{0,1\}\([^\",}]*\).*/\1/p"; }
 procs_has() { grep -qx "$2" "$1/cgroup.procs"; }
 events() { awk -v k="$2" '$1 == k { print $2 }' "$1"; }
 cpus_of() { awk '/^Cpus_allowed_list/ { print $2 }' "/proc/$1/status"; }
