@@ -232,6 +232,59 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
     assert not _holders_of(held), _holders_of(held)
 
 
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def _fd5(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/fd/5")
+    except OSError:
+        return None
+
+
+def test_the_remover_holds_the_last_reference_to_the_tree(capsule):
+    # The shim closes its reference to the ended sandbox's mount namespace after the go-ahead
+    # and before its end of that socket, and the remover closes its own only at that end: the
+    # unmounting (two RCU grace periods) is always the remover's, never the shim's exit's,
+    # which the CLI waits for. Held between the two, the remover must still hold its copy.
+    name = capsule.unique_name("eref")
+    marker = os.path.join(capsule.home, ".test-shim-paused")
+    try:
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-release+"})
+    try:
+        shim = _paused_shim(capsule, "end-release")
+        assert shim, "the shim never reached end-release"
+        with open(f"/proc/{shim}/task/{shim}/children") as f:
+            (remover,) = [int(k) for k in f.read().split()]
+        held = os.readlink(f"/proc/{shim}/fd/" + next(
+            fd for fd in os.listdir(f"/proc/{shim}/fd") if os.readlink(f"/proc/{shim}/fd/{fd}").startswith("mnt:")))
+        # Asleep, waiting for the shim's end of the socket, with its copy as fd 5.
+        assert wait_until(lambda: not _alive(remover) or (_state(remover) == "S" and _fd5(remover) == held), 10)
+        assert _alive(remover), "the remover closed its reference before the shim did"
+        assert _fd5(remover) == held and _state(remover) == "S", (_fd5(remover), _state(remover))
+        assert _alive(shim) and f"/proc/{shim}/fd/" in " ".join(_holders_of(held))
+    finally:
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            pass
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    assert wait_until(lambda: not _alive(remover), 15)
+    assert wait_until(lambda: (capsule.ps(all=True), not _gone_folders(capsule, name))[1], 10), \
+        _gone_folders(capsule, name)
+    assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
+    assert not _holders_of(held), _holders_of(held)
+
+
 def _holders_of(ns):
     """Processes with NS (a "mnt:[inode]" link) as their own namespace or an open fd."""
     found = []
