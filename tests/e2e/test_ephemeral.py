@@ -232,6 +232,26 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
     assert not _holders_of(held), _holders_of(held)
 
 
+def _run_held_at(capsule, name, stage):
+    """capsule run --name NAME -- true with the shim held at STAGE until the marker goes:
+    the CLI's process, the held shim's pid and the marker's path."""
+    marker = os.path.join(capsule.home, ".test-shim-paused")
+    try:
+        os.unlink(marker)
+    except FileNotFoundError:
+        pass
+    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": stage + "+"})
+    shim = _paused_shim(capsule, stage)
+    assert shim, f"the shim never reached {stage}"
+    return p, shim, marker
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(k) for k in f.read().split()]
+
+
 def _state(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -249,25 +269,16 @@ def _fd5(pid):
 
 def test_the_remover_holds_the_last_reference_to_the_tree(capsule):
     # The shim closes its reference to the ended sandbox's mount namespace after the go-ahead
-    # and before its end of that socket, and the remover closes its own only at that end: the
+    # and then says so with one byte, and the remover closes its own only after that byte: the
     # unmounting (two RCU grace periods) is always the remover's, never the shim's exit's,
     # which the CLI waits for. Held between the two, the remover must still hold its copy.
     name = capsule.unique_name("eref")
-    marker = os.path.join(capsule.home, ".test-shim-paused")
+    p, shim, marker = _run_held_at(capsule, name, "end-release")
     try:
-        os.unlink(marker)
-    except FileNotFoundError:
-        pass
-    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-release+"})
-    try:
-        shim = _paused_shim(capsule, "end-release")
-        assert shim, "the shim never reached end-release"
-        with open(f"/proc/{shim}/task/{shim}/children") as f:
-            (remover,) = [int(k) for k in f.read().split()]
+        (remover,) = _children(shim)
         held = os.readlink(f"/proc/{shim}/fd/" + next(
             fd for fd in os.listdir(f"/proc/{shim}/fd") if os.readlink(f"/proc/{shim}/fd/{fd}").startswith("mnt:")))
-        # Asleep, waiting for the shim's end of the socket, with its copy as fd 5.
+        # Asleep, waiting for the shim's word, with its copy as fd 5.
         assert wait_until(lambda: not _alive(remover) or (_state(remover) == "S" and _fd5(remover) == held), 10)
         assert _alive(remover), "the remover closed its reference before the shim did"
         assert _fd5(remover) == held and _state(remover) == "S", (_fd5(remover), _state(remover))
@@ -307,18 +318,9 @@ def test_a_remover_killed_before_the_end_is_replaced_and_the_folder_still_goes(c
     # sandbox's processes dying. Killed before the shim renames the folder (the shim held
     # there), the shim forks another: the folder goes without waiting for a sweep.
     name = capsule.unique_name("epre")
-    marker = os.path.join(capsule.home, ".test-shim-paused")
+    p, shim, marker = _run_held_at(capsule, name, "end-rename")
     try:
-        os.unlink(marker)
-    except FileNotFoundError:
-        pass
-    p = capsule.popen("run", "--name", name, "--", "true", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                      stderr=subprocess.PIPE, env={**capsule.env, "CAPSULE_TEST_SHIM_PAUSE": "end-rename+"})
-    try:
-        shim = _paused_shim(capsule, "end-rename")
-        assert shim, "the shim never reached end-rename"
-        with open(f"/proc/{shim}/task/{shim}/children") as f:
-            kids = [int(k) for k in f.read().split()]
+        kids = _children(shim)
         exe = os.readlink(f"/proc/{shim}/exe")
         removers = [k for k in kids if os.readlink(f"/proc/{k}/exe") == exe]
         assert len(removers) == 1, (kids, removers)
