@@ -1,6 +1,8 @@
 """An ephemeral sandbox (capsule run) dies with the process that made it, even on SIGKILL."""
+import fcntl
 import os
 import signal
+import struct
 import subprocess
 
 import pytest
@@ -215,6 +217,7 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
         # namespace, with no process left in it, until then.
         held = os.readlink(f"/proc/{remover}/fd/5")
         assert held.startswith("mnt:"), held
+        held_id = _mntns_id(f"/proc/{remover}/fd/5")
         os.unlink(os.path.join(capsule.home, ".test-shim-paused"))
         r = capsule.run("run", "--name", name, "--", "sh", "-c", "cat /root/f 2>&1 || echo fresh")
         assert r.returncode == 0, r.stderr
@@ -229,7 +232,7 @@ def test_an_ended_sandboxs_name_is_free_at_once_while_its_folder_goes_after(caps
         _gone_folders(capsule, name)
     assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
     # Nothing holds the old mount namespace any more: the kernel unmounted its tree.
-    assert not _holders_of(held), _holders_of(held)
+    assert not _holders_of(held, held_id), _holders_of(held, held_id)
 
 
 def _run_held_at(capsule, name, stage):
@@ -276,8 +279,9 @@ def test_the_remover_holds_the_last_reference_to_the_tree(capsule):
     p, shim, marker = _run_held_at(capsule, name, "end-release")
     try:
         (remover,) = _children(shim)
-        held = os.readlink(f"/proc/{shim}/fd/" + next(
-            fd for fd in os.listdir(f"/proc/{shim}/fd") if os.readlink(f"/proc/{shim}/fd/{fd}").startswith("mnt:")))
+        held_fd = f"/proc/{shim}/fd/" + next(
+            fd for fd in os.listdir(f"/proc/{shim}/fd") if os.readlink(f"/proc/{shim}/fd/{fd}").startswith("mnt:"))
+        held, held_id = os.readlink(held_fd), _mntns_id(held_fd)
         # Asleep, waiting for the shim's word, with its copy as fd 5.
         assert wait_until(lambda: not _alive(remover) or (_state(remover) == "S" and _fd5(remover) == held), 10)
         assert _alive(remover), "the remover closed its reference before the shim did"
@@ -293,11 +297,32 @@ def test_the_remover_holds_the_last_reference_to_the_tree(capsule):
     assert wait_until(lambda: (capsule.ps(all=True), not _gone_folders(capsule, name))[1], 10), \
         _gone_folders(capsule, name)
     assert _sandbox_and_its_slot_gone(capsule, name), leftovers(capsule, name)
-    assert not _holders_of(held), _holders_of(held)
+    assert not _holders_of(held, held_id), _holders_of(held, held_id)
 
 
-def _holders_of(ns):
-    """Processes with NS (a "mnt:[inode]" link) as their own namespace or an open fd."""
+# NS_GET_MNTNS_ID (linux/nsfs.h, Linux 6.9): a mount namespace's 64-bit id, never reused,
+# where the inode number in its "mnt:[inode]" link is reused as soon as the namespace is
+# freed, by any namespace made after it (another sandbox of a parallel run).
+_NS_GET_MNTNS_ID = (2 << 30) | (8 << 16) | (0xB7 << 8) | 5
+
+
+def _mntns_id(link):
+    """The id of the mount namespace at LINK (a /proc ns link or fd), or None if unknown."""
+    try:
+        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return struct.unpack("Q", fcntl.ioctl(fd, _NS_GET_MNTNS_ID, bytes(8)))[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+def _holders_of(ns, ns_id=None):
+    """Processes with NS (a "mnt:[inode]" link) as their own namespace or an open fd; with
+    NS_ID (from _mntns_id while it lived), only those whose namespace has that id too."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -306,10 +331,13 @@ def _holders_of(ns):
             continue
         for link in links:
             try:
-                if os.readlink(link) == ns:
-                    found.append(link)
+                if os.readlink(link) != ns:
+                    continue
             except OSError:
-                pass
+                continue
+            other = _mntns_id(link) if ns_id is not None else None
+            if other is None or other == ns_id:
+                found.append(link)
     return found
 
 
