@@ -930,6 +930,7 @@ int main(int argc, char **argv)
 		if (A.user_files_to_read) {
 			A.user_files_to_read = false;
 			agent_user_files_read();
+			agent_lookups_warm();
 		}
 		fs_release();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());

@@ -68,6 +68,7 @@ int agent_user_shell(uid_t uid, char *out, size_t size);
 /* Read the sandbox's /etc/passwd and /etc/group into the copies commands' set-up reuse while
  * the files are unchanged (proc.c), ahead of the first command. */
 void agent_user_files_read(void);
+void agent_lookups_warm(void);
 
 /* The gid of group NAME in the sandbox's group file GROUP_FILE (read as agent_resolve_user reads
  * it); -ENOENT when it has none. */

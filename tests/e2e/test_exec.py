@@ -331,3 +331,19 @@ def test_exec_first_command_sees_user_files_changed_since_the_start(capsule, san
     assert r.returncode == 0, r.stderr
     r = capsule.run("exec", "-u", "bob", sandbox, "--", "id", "-u")
     assert (r.returncode, r.stdout) == (0, "4321\n"), r.stderr
+
+
+@pytest.mark.fresh_sandbox  # it writes /etc/ld.so.preload: the vm level's shared one is left alone
+def test_exec_first_command_sees_the_loaders_files_made_since_the_start(capsule, sandbox):
+    """The agent looks up the names a first command's start walks ahead of it (the loader's
+    preload file among them, missing here): that leaves no file behind, and a preload file made
+    before the first command (through the file API, no command) is still found by it."""
+    r = capsule.run("diff", sandbox)
+    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    r = capsule.run("fs", sandbox, "write", "/etc/ld.so.preload", input="/no/such/lib.so\n")
+    assert r.returncode == 0, r.stderr
+    r = capsule.run("exec", sandbox, "--", "/bin/true")
+    assert r.returncode == 0, r.stderr
+    assert "/no/such/lib.so" in r.stderr and "ld.so.preload" in r.stderr, r.stderr
+    r = capsule.run("exec", sandbox, "--", "pwd")
+    assert (r.returncode, r.stdout) == (0, "/root\n"), r.stderr
