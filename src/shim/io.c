@@ -544,6 +544,14 @@ void io_chans_end(struct shim_io *io, int signo)
 
 /* ---- clients ------------------------------------------------------------------------ */
 
+void io_spares_prime(struct shim_io *io)
+{
+	if (!io->spare_rx)
+		io->spare_rx = malloc(IO_CLIENT_BUF);
+	if (!io->spare_out)
+		io->spare_out = malloc(IO_CLIENT_BUF);
+}
+
 int io_client_add(struct shim_io *io, int fd, bool owner)
 {
 	for (int i = 0; i < MAX_CLIENTS; i++) {

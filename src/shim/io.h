@@ -165,6 +165,9 @@ void io_chan_done(struct shim_io *io, struct channel *ch);
 void io_chans_end(struct shim_io *io, int signo);
 
 /* A new connection (OWNER: the ephemeral sandbox's creator); its index, or -1 (then closed). */
+/* Fill the spare client buffers, unless there are: the first client of a sandbox that has had
+ * none go yet (a pooled sandbox's taker) then maps nothing. */
+void io_spares_prime(struct shim_io *io);
 int io_client_add(struct shim_io *io, int fd, bool owner);
 void io_client_close(struct shim_io *io, int ci);
 /* EPOLLOUT on client CI; false when the client is gone after it. */

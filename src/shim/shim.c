@@ -248,7 +248,14 @@ static int spin_wait(struct shim *s, struct epoll_event *evs, int max)
 _Noreturn static void event_loop(struct shim *s)
 {
 	s->loop_running = true;
+	bool primed = false;
 	for (;;) {
+		/* Once, at the first moment nothing runs (a pooled sandbox waiting for its take):
+		 * the next client's buffers, off that client's path. */
+		if (!primed && s->io.active == 0) {
+			io_spares_prime(&s->io);
+			primed = true;
+		}
 		int timeout = idle_pause_wait_ms(s);
 		if (s->stopping && !s->killed) {
 			uint64_t now = now_ms();
