@@ -338,8 +338,9 @@ def test_exec_first_command_sees_the_loaders_files_made_since_the_start(capsule,
     """The agent looks up the names a first command's start walks ahead of it (the loader's
     preload file among them, missing here): that leaves no file behind, and a preload file made
     before the first command (through the file API, no command) is still found by it."""
-    r = capsule.run("diff", sandbox)
-    assert (r.returncode, r.stdout) == (0, ""), r.stderr
+    if capsule.isolation == "container":  # a vm's root has no layer of its changes to list
+        r = capsule.run("diff", sandbox)
+        assert (r.returncode, r.stdout) == (0, ""), r.stderr
     r = capsule.run("fs", sandbox, "write", "/etc/ld.so.preload", input="/no/such/lib.so\n")
     assert r.returncode == 0, r.stderr
     r = capsule.run("exec", sandbox, "--", "/bin/true")
