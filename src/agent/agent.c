@@ -64,6 +64,7 @@ static struct agent {
 	struct cp_init init;
 	bool have_init;
 	bool user_files_to_read; /* INIT answered: read the user files once the answer is out */
+	bool lookups_to_warm;    /* and then, at the first turn with nothing to do, look up names */
 	bool shutting_down;
 	uint64_t shutdown_deadline_ms;
 	bool ctl_is_socket;
@@ -708,6 +709,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 		vm_console_start(&A.init);
 		agent_spawner_prepare(A.init.seccomp_bpf, A.init.seccomp_len, A.init.cap_keep);
 		A.user_files_to_read = true;
+		A.lookups_to_warm = true;
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len, fds, nfds); break;
 	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;
@@ -930,7 +932,16 @@ int main(int argc, char **argv)
 		if (A.user_files_to_read) {
 			A.user_files_to_read = false;
 			agent_user_files_read();
-			agent_lookups_warm();
+		}
+		/* Not ahead of a request already here (a cold run's first command, whose own
+		 * lookups these would only delay): the loop's epoll is level-triggered, so a look
+		 * at it loses nothing. */
+		if (A.lookups_to_warm && !fs_busy) {
+			struct epoll_event probe;
+			if (epoll_wait(A.epfd, &probe, 1, 0) == 0) {
+				A.lookups_to_warm = false;
+				agent_lookups_warm();
+			}
 		}
 		fs_release();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
