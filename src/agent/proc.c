@@ -150,10 +150,10 @@ void agent_user_files_read(void)
  * lookup, through every layer (ovl_lookup): a first command paid 0.1 to 0.2 ms more than a
  * later one for the names nearly every start walks (the default working directory, the
  * command's folder, the dynamic loader's cache, its preload file, that most often missing,
- * and the library folders), docs/performance.md says (first29). Looked up here, once INIT's
- * answer is out, a pooled sandbox's first command finds them made. A lookup changes nothing
- * the sandbox can see (no access time, no file made; a missing name is a negative dentry),
- * and nothing but the agent has run in the sandbox yet. */
+ * and the library folders), docs/performance.md says (first29). Looked up here once INIT's
+ * answer is out and the loop has nothing to do, a pooled sandbox's first command finds them
+ * made. A lookup changes nothing the sandbox can see (no access time, no file made; a missing
+ * name is a negative dentry, which a file made later replaces). */
 void agent_lookups_warm(void)
 {
 	static const char *const paths[] = {
