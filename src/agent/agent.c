@@ -63,8 +63,6 @@ static struct agent {
 	size_t procs_hwm; /* procs[] at or past this index were never used: scans stop here */
 	struct cp_init init;
 	bool have_init;
-	bool user_files_to_read; /* INIT answered: read the user files once the answer is out */
-	bool lookups_to_warm;    /* and then, at the first turn with nothing to do, look up names */
 	bool shutting_down;
 	uint64_t shutdown_deadline_ms;
 	bool ctl_is_socket;
@@ -708,8 +706,7 @@ static void handle_frame(const struct cp_header *h, const uint8_t *payload, cons
 			send_frame();
 		vm_console_start(&A.init);
 		agent_spawner_prepare(A.init.seccomp_bpf, A.init.seccomp_len, A.init.cap_keep);
-		A.user_files_to_read = true;
-		A.lookups_to_warm = true;
+		agent_first_command_prepare_after_answer();
 		break;
 	case CP_EXEC: handle_exec(h->chan, payload, h->len, fds, nfds); break;
 	case CP_FS: fs_request(h->chan, payload, h->len, A.ctl_is_socket); break;
@@ -927,22 +924,7 @@ int main(int argc, char **argv)
 	for (;;) {
 		struct epoll_event evs[64];
 		agent_flush();
-		/* With INIT's answer out: the first command's set-up (a pooled sandbox's, right
-		 * after its take) then finds the user files read. */
-		if (A.user_files_to_read) {
-			A.user_files_to_read = false;
-			agent_user_files_read();
-		}
-		/* Not ahead of a request already here (a cold run's first command, whose own
-		 * lookups these would only delay): the loop's epoll is level-triggered, so a look
-		 * at it loses nothing. */
-		if (A.lookups_to_warm && !fs_busy) {
-			struct epoll_event probe;
-			if (epoll_wait(A.epfd, &probe, 1, 0) == 0) {
-				A.lookups_to_warm = false;
-				agent_lookups_warm();
-			}
-		}
+		agent_first_command_prepare(A.epfd, fs_busy);
 		fs_release();
 		int n = epoll_wait(A.epfd, evs, 64, fs_busy ? 0 : next_timeout_ms());
 		if (n < 0 && errno != EINTR)

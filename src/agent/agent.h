@@ -65,10 +65,12 @@ int agent_resolve_user(const char *user, uid_t *uid, gid_t *gid, gid_t **groups,
 /* The login shell of UID in the sandbox's /etc/passwd (an absolute path), into OUT; -ENOENT
  * when it has none. */
 int agent_user_shell(uid_t uid, char *out, size_t size);
-/* Read the sandbox's /etc/passwd and /etc/group into the copies commands' set-up reuse while
- * the files are unchanged (proc.c), ahead of the first command. */
-void agent_user_files_read(void);
-void agent_lookups_warm(void);
+/* Once INIT is answered, the first command's set-up is done ahead of it (proc.c): from the
+ * loop's next turn, with INIT's answer out, the user files are read; at the first turn whose
+ * EPFD has nothing waiting and no file request is BUSY, the names a start walks are looked
+ * up. A pooled sandbox's first command, right after its take, finds both done. */
+void agent_first_command_prepare_after_answer(void);
+void agent_first_command_prepare(int epfd, bool busy);
 
 /* The gid of group NAME in the sandbox's group file GROUP_FILE (read as agent_resolve_user reads
  * it); -ENOENT when it has none. */

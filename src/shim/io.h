@@ -164,10 +164,10 @@ void io_chan_done(struct shim_io *io, struct channel *ch);
 /* Every channel ends as its command would under SIGNO (an EXIT to its client). */
 void io_chans_end(struct shim_io *io, int signo);
 
-/* A new connection (OWNER: the ephemeral sandbox's creator); its index, or -1 (then closed). */
-/* Fill the spare client buffers, unless there are: the first client of a sandbox that has had
+/* Fill the spare client buffers where they are not: the first client of a sandbox that has had
  * none go yet (a pooled sandbox's taker) then maps nothing. */
 void io_spares_prime(struct shim_io *io);
+/* A new connection (OWNER: the ephemeral sandbox's creator); its index, or -1 (then closed). */
 int io_client_add(struct shim_io *io, int fd, bool owner);
 void io_client_close(struct shim_io *io, int ci);
 /* EPOLLOUT on client CI; false when the client is gone after it. */
